@@ -1,0 +1,1 @@
+//! The `clearing` module (being written).

@@ -1,0 +1,1 @@
+//! The `envelope` module (being written).

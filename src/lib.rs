@@ -1,0 +1,33 @@
+//! sealbatch: an MEV-resistant sealed batch auction sequencer.
+//!
+//! Traders seal bundles of orders to a batch's public key and submit them over
+//! QUIC. The sequencer journals each envelope before acknowledging it, seals
+//! the batch (a signed Merkle root over the sorted commitments) before anyone
+//! can read it, and only then has the batch key released, opens every
+//! envelope, and clears each market at one uniform price. Arrival order inside
+//! a batch is worth nothing.
+//!
+//! The normative byte layouts and rules live in the repository's `spec/`
+//! folder; the code matches it.
+//!
+//! # Layout
+//!
+//! The core is pure and deterministic: it does no I/O and reads no clock; time
+//! and randomness are arguments.
+//!
+//! - [`types`]: ids, ticks, lots, sides and the named limits.
+//! - [`order`]: orders as traders write them and as the clearing engine sees them.
+//! - [`clearing`]: the uniform-price clearing rule, multi-market, rayon-parallel.
+//! - [`envelope`]: batch keys, sealing and opening bundles, commitments, receipts, seals.
+//! - [`journal`]: the append-only, checksummed, fsynced log and its recovery.
+//! - [`cli`]: the `sealbatch` command line.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+#![warn(missing_docs)]
+
+pub mod clearing;
+pub mod cli;
+pub mod envelope;
+pub mod journal;
+pub mod order;
+pub mod types;

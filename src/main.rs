@@ -1,0 +1,5 @@
+//! The `sealbatch` binary: see `sealbatch --help`.
+
+fn main() -> std::process::ExitCode {
+    sealbatch::cli::main()
+}
