@@ -19,6 +19,8 @@
 //! - [`order`]: orders as traders write them and as the clearing engine sees them.
 //! - [`clearing`]: the uniform-price clearing rule, multi-market, rayon-parallel.
 //! - [`envelope`]: batch keys, sealing and opening bundles, commitments, receipts, seals.
+//! - [`market`]: assets, accounts, and what a market's tick and lot are worth.
+//! - [`ledger`]: balances, funding checks and settlement.
 //! - [`journal`]: the append-only, checksummed, fsynced log and its recovery.
 //! - [`cli`]: the `sealbatch` command line.
 
@@ -29,5 +31,7 @@ pub mod clearing;
 pub mod cli;
 pub mod envelope;
 pub mod journal;
+pub mod ledger;
+pub mod market;
 pub mod order;
 pub mod types;

@@ -1,0 +1,431 @@
+//! Balances, funding checks and settlement.
+//!
+//! The ledger holds one `u64` balance per (account, asset), in integer asset
+//! units. It changes in three ways only, each of which the sequencer journals:
+//! operator [`deposit`](Ledger::deposit)s and [`withdraw`](Ledger::withdraw)als,
+//! and the [`settle`](Ledger::settle)ment of a cleared batch.
+//!
+//! # Funding
+//!
+//! Before a batch is cleared, every bundle must be covered by its account's
+//! balance ([`Ledger::check_funding`]). A bundle reserves, per asset:
+//!
+//! - a buy of `q` lots with limit `p`: `notional(p, q) + fee(notional(p, q))`
+//!   quote units, where a market buy counts at the band's top price;
+//! - a sell of `q` lots: `q × lot_size` base units (its fee comes out of the
+//!   proceeds).
+//!
+//! A bundle is all or nothing. When an account's bundles together ask for more
+//! than it holds, they are taken in the order the caller gives — the sequencer
+//! gives them sorted by commitment, never by arrival — and each bundle that
+//! still fits in what remains is accepted; one that does not is rejected as
+//! [`FundingError::Unfunded`] and the next is tried. The exact rule is in
+//! `spec/ledger.md`.
+//!
+//! # Settlement
+//!
+//! A fill of `q` lots at the clearing price `p` moves, with
+//! `n = q × p × tick_size` and `f = ⌊n × fee_bps / 10 000⌋`:
+//!
+//! - buyer: `−(n + f)` quote, `+q × lot_size` base;
+//! - seller: `+(n − f)` quote, `−q × lot_size` base;
+//! - the fee account: `+f` quote from each of the two.
+//!
+//! Every asset's total is conserved; [`Ledger::settle`] asserts it (in release
+//! builds too) and applies a batch all at once or not at all.
+
+use std::collections::BTreeMap;
+
+use crate::market::{AccountId, AssetId, MarketConfig};
+use crate::order::OrderSpec;
+use crate::types::{Lots, MarketId, Side, Tick};
+
+/// An error from a deposit, a withdrawal or a settlement.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum LedgerError {
+    /// A withdrawal asks for more than the balance holds.
+    #[error("account {account} holds {available} of asset {asset}, cannot withdraw {requested}")]
+    InsufficientBalance {
+        /// The account.
+        account: AccountId,
+        /// The asset.
+        asset: AssetId,
+        /// Its balance.
+        available: u64,
+        /// The amount asked for.
+        requested: u64,
+    },
+    /// A balance would exceed `u64::MAX`.
+    #[error("account {account}: balance of asset {asset} would overflow")]
+    Overflow {
+        /// The account.
+        account: AccountId,
+        /// The asset.
+        asset: AssetId,
+    },
+    /// A fill names a market that is not configured.
+    #[error("fill in unknown market {0}")]
+    UnknownMarket(MarketId),
+    /// A settlement would take a balance below zero: the funding check was
+    /// skipped or the balances changed after it.
+    #[error("settlement would take account {account}'s balance of asset {asset} below zero")]
+    Overdrawn {
+        /// The account.
+        account: AccountId,
+        /// The asset.
+        asset: AssetId,
+    },
+}
+
+/// Why a bundle failed its funding check.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FundingError {
+    /// An order names a market that is not configured.
+    #[error("order {index} names unknown market {market}")]
+    UnknownMarket {
+        /// The order's index in its bundle.
+        index: usize,
+        /// The market it names.
+        market: MarketId,
+    },
+    /// An order has a zero quantity.
+    #[error("order {index} has zero quantity")]
+    ZeroQuantity {
+        /// The order's index in its bundle.
+        index: usize,
+    },
+    /// An order's limit lies outside its market's price band.
+    #[error("order {index}: limit {limit} lies outside market {market}'s band [{min}, {max}]")]
+    OutsideBand {
+        /// The order's index in its bundle.
+        index: usize,
+        /// Its market.
+        market: MarketId,
+        /// Its limit price.
+        limit: Tick,
+        /// The band's lower end.
+        min: Tick,
+        /// The band's upper end.
+        max: Tick,
+    },
+    /// The account cannot cover the bundle with what its earlier bundles
+    /// (in the caller's order) left over.
+    #[error("needs {needed} of asset {asset}, {available} left")]
+    Unfunded {
+        /// The first asset (by id) that falls short.
+        asset: AssetId,
+        /// What the whole bundle needs of it.
+        needed: u128,
+        /// What was left of the balance.
+        available: u128,
+    },
+}
+
+/// One order's fill, as settlement applies it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fill {
+    /// The account that placed the order.
+    pub account: AccountId,
+    /// The market it traded in.
+    pub market: MarketId,
+    /// Its side.
+    pub side: Side,
+    /// Lots filled; may be zero (then the fill moves nothing).
+    pub qty: Lots,
+}
+
+/// What one settlement moved.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SettlementSummary {
+    /// Fees credited to the fee account, per quote asset.
+    pub fees: BTreeMap<AssetId, u128>,
+    /// Fills applied with a non-zero quantity.
+    pub fills_applied: usize,
+}
+
+/// Per-(account, asset) balances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ledger {
+    balances: BTreeMap<(AccountId, AssetId), u64>,
+    totals: BTreeMap<AssetId, u128>,
+    fee_account: AccountId,
+}
+
+impl Ledger {
+    /// An empty ledger whose fees go to `fee_account`.
+    #[must_use]
+    pub fn new(fee_account: AccountId) -> Ledger {
+        Ledger {
+            balances: BTreeMap::new(),
+            totals: BTreeMap::new(),
+            fee_account,
+        }
+    }
+
+    /// The account fees are paid to.
+    #[must_use]
+    pub fn fee_account(&self) -> AccountId {
+        self.fee_account
+    }
+
+    /// The balance of `account` in `asset` (zero if never funded).
+    #[must_use]
+    pub fn balance(&self, account: &AccountId, asset: AssetId) -> u64 {
+        self.balances.get(&(*account, asset)).copied().unwrap_or(0)
+    }
+
+    /// Every non-zero balance of `account`, by asset id.
+    #[must_use]
+    pub fn balances_of(&self, account: &AccountId) -> Vec<(AssetId, u64)> {
+        self.balances
+            .range((*account, AssetId(0))..=(*account, AssetId(u32::MAX)))
+            .filter(|(_, amount)| **amount != 0)
+            .map(|((_, asset), amount)| (*asset, *amount))
+            .collect()
+    }
+
+    /// Every non-zero balance, sorted by (account, asset).
+    pub fn iter(&self) -> impl Iterator<Item = (AccountId, AssetId, u64)> + '_ {
+        self.balances
+            .iter()
+            .filter(|(_, amount)| **amount != 0)
+            .map(|((account, asset), amount)| (*account, *asset, *amount))
+    }
+
+    /// The sum of all balances of `asset`.
+    #[must_use]
+    pub fn total(&self, asset: AssetId) -> u128 {
+        self.totals.get(&asset).copied().unwrap_or(0)
+    }
+
+    /// Credits `amount` of `asset` to `account` (an operator deposit).
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerError::Overflow`] if the balance would exceed `u64::MAX`; the
+    /// ledger is then unchanged.
+    pub fn deposit(
+        &mut self,
+        account: AccountId,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<(), LedgerError> {
+        let balance = self.balances.entry((account, asset)).or_insert(0);
+        *balance = balance
+            .checked_add(amount)
+            .ok_or(LedgerError::Overflow { account, asset })?;
+        *self.totals.entry(asset).or_insert(0) += u128::from(amount);
+        Ok(())
+    }
+
+    /// Debits `amount` of `asset` from `account` (an operator withdrawal).
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerError::InsufficientBalance`] if the balance is smaller; the
+    /// ledger is then unchanged.
+    pub fn withdraw(
+        &mut self,
+        account: AccountId,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<(), LedgerError> {
+        let available = self.balance(&account, asset);
+        let Some(rest) = available.checked_sub(amount) else {
+            return Err(LedgerError::InsufficientBalance {
+                account,
+                asset,
+                available,
+                requested: amount,
+            });
+        };
+        self.set(account, asset, rest);
+        let total = self.totals.entry(asset).or_insert(0);
+        assert!(*total >= u128::from(amount), "asset total below a balance");
+        *total -= u128::from(amount);
+        Ok(())
+    }
+
+    fn set(&mut self, account: AccountId, asset: AssetId, amount: u64) {
+        if amount == 0 {
+            self.balances.remove(&(account, asset));
+        } else {
+            self.balances.insert((account, asset), amount);
+        }
+    }
+
+    /// What one bundle reserves per asset, after checking each order's market,
+    /// quantity and band.
+    ///
+    /// # Errors
+    ///
+    /// The first order (by index) with an unknown market, a zero quantity or
+    /// a limit outside its band.
+    pub fn requirement(
+        markets: &BTreeMap<MarketId, MarketConfig>,
+        orders: &[OrderSpec],
+    ) -> Result<BTreeMap<AssetId, u128>, FundingError> {
+        let mut needs = BTreeMap::new();
+        for (index, order) in orders.iter().enumerate() {
+            let Some(market) = markets.get(&order.market) else {
+                return Err(FundingError::UnknownMarket {
+                    index,
+                    market: order.market,
+                });
+            };
+            if order.qty == 0 {
+                return Err(FundingError::ZeroQuantity { index });
+            }
+            if let Some(limit) = order.limit
+                && !(market.band_min..=market.band_max).contains(&limit)
+            {
+                return Err(FundingError::OutsideBand {
+                    index,
+                    market: market.id,
+                    limit,
+                    min: market.band_min,
+                    max: market.band_max,
+                });
+            }
+            let (asset, amount) = match order.side {
+                Side::Buy => {
+                    let price = order.limit.unwrap_or(market.band_max);
+                    let notional = market.notional(price, order.qty);
+                    (market.quote, notional + market.fee(notional))
+                }
+                Side::Sell => (market.base, market.base_amount(order.qty)),
+            };
+            *needs.entry(asset).or_insert(0u128) += amount;
+        }
+        Ok(needs)
+    }
+
+    /// Checks that each bundle is covered by its account's balance.
+    ///
+    /// `bundles` are taken in the order given (the sequencer sorts them by
+    /// commitment); each account's accepted bundles reserve from its balance,
+    /// and a bundle that no longer fits is rejected while later ones of the
+    /// same account are still tried. The ledger itself is not changed.
+    ///
+    /// Returns one outcome per bundle, in the same order.
+    #[must_use]
+    pub fn check_funding(
+        &self,
+        markets: &BTreeMap<MarketId, MarketConfig>,
+        bundles: &[(AccountId, &[OrderSpec])],
+    ) -> Vec<Result<(), FundingError>> {
+        let mut reserved: BTreeMap<(AccountId, AssetId), u128> = BTreeMap::new();
+        bundles
+            .iter()
+            .map(|(account, orders)| {
+                let needs = Self::requirement(markets, orders)?;
+                for (asset, needed) in &needs {
+                    let held = u128::from(self.balance(account, *asset));
+                    let used = reserved.get(&(*account, *asset)).copied().unwrap_or(0);
+                    let available = held.saturating_sub(used);
+                    if *needed > available {
+                        return Err(FundingError::Unfunded {
+                            asset: *asset,
+                            needed: *needed,
+                            available,
+                        });
+                    }
+                }
+                for (asset, needed) in needs {
+                    *reserved.entry((*account, asset)).or_insert(0) += needed;
+                }
+                Ok(())
+            })
+            .collect()
+    }
+
+    /// Applies a cleared batch: every fill at its market's clearing price.
+    ///
+    /// All or nothing: the deltas are computed and checked first, then applied.
+    ///
+    /// # Errors
+    ///
+    /// [`LedgerError::UnknownMarket`] for a fill in a market missing from
+    /// `markets` or `prices`; [`LedgerError::Overdrawn`] or
+    /// [`LedgerError::Overflow`] if a balance would leave `u64`. The ledger is
+    /// then unchanged.
+    ///
+    /// # Panics
+    ///
+    /// If the fills do not conserve an asset (bought ≠ sold in some market):
+    /// settling them would create or destroy money.
+    pub fn settle(
+        &mut self,
+        markets: &BTreeMap<MarketId, MarketConfig>,
+        prices: &BTreeMap<MarketId, Tick>,
+        fills: &[Fill],
+    ) -> Result<SettlementSummary, LedgerError> {
+        let mut deltas: BTreeMap<(AccountId, AssetId), i128> = BTreeMap::new();
+        let mut summary = SettlementSummary::default();
+        let mut add = |account: AccountId, asset: AssetId, amount: i128| {
+            *deltas.entry((account, asset)).or_insert(0) += amount;
+        };
+        for fill in fills.iter().filter(|fill| fill.qty != 0) {
+            let (Some(market), Some(&price)) =
+                (markets.get(&fill.market), prices.get(&fill.market))
+            else {
+                return Err(LedgerError::UnknownMarket(fill.market));
+            };
+            // A balance is a u64, so any amount beyond u64::MAX cannot settle;
+            // below it, every sum of a few amounts fits in an i128.
+            let notional = settleable(market.notional(price, fill.qty), fill, market.quote)?;
+            let fee = settleable(market.fee(notional.unsigned_abs()), fill, market.quote)?;
+            let base = settleable(market.base_amount(fill.qty), fill, market.base)?;
+            match fill.side {
+                Side::Buy => {
+                    add(fill.account, market.quote, -(notional + fee));
+                    add(fill.account, market.base, base);
+                }
+                Side::Sell => {
+                    add(fill.account, market.quote, notional - fee);
+                    add(fill.account, market.base, -base);
+                }
+            }
+            add(self.fee_account, market.quote, fee);
+            *summary.fees.entry(market.quote).or_insert(0) += fee.unsigned_abs();
+            summary.fills_applied += 1;
+        }
+
+        // Conservation: for every asset the deltas cancel out.
+        let mut per_asset: BTreeMap<AssetId, i128> = BTreeMap::new();
+        for ((_, asset), delta) in &deltas {
+            *per_asset.entry(*asset).or_insert(0) += delta;
+        }
+        for (asset, sum) in &per_asset {
+            assert!(
+                *sum == 0,
+                "settlement does not conserve asset {asset}: net change {sum}"
+            );
+        }
+
+        let mut updates = Vec::with_capacity(deltas.len());
+        for ((account, asset), delta) in deltas {
+            let balance = i128::from(self.balance(&account, asset));
+            let next = balance + delta;
+            if next < 0 {
+                return Err(LedgerError::Overdrawn { account, asset });
+            }
+            let next = u64::try_from(next).map_err(|_| LedgerError::Overflow { account, asset })?;
+            updates.push((account, asset, next));
+        }
+        for (account, asset, amount) in updates {
+            self.set(account, asset, amount);
+        }
+        Ok(summary)
+    }
+}
+
+/// `amount` as an `i128`, if a `u64` balance could ever hold it.
+fn settleable(amount: u128, fill: &Fill, asset: AssetId) -> Result<i128, LedgerError> {
+    u64::try_from(amount)
+        .map(i128::from)
+        .map_err(|_| LedgerError::Overflow {
+            account: fill.account,
+            asset,
+        })
+}
