@@ -17,6 +17,7 @@
 //!
 //! - [`types`]: ids, ticks, lots, sides and the named limits.
 //! - [`order`]: orders as traders write them and as the clearing engine sees them.
+//! - [`codec`]: a bounds-checked byte reader and little-endian writers for the layouts in `spec/`.
 //! - [`clearing`]: the uniform-price clearing rule, multi-market, rayon-parallel.
 //! - [`envelope`]: batch keys, sealing and opening bundles, commitments, receipts, seals.
 //! - [`market`]: assets, accounts, and what a market's tick and lot are worth.
@@ -29,6 +30,7 @@
 
 pub mod clearing;
 pub mod cli;
+pub mod codec;
 pub mod envelope;
 pub mod journal;
 pub mod ledger;
