@@ -22,6 +22,7 @@
 //! - [`envelope`]: batch keys, sealing and opening bundles, commitments, receipts, seals.
 //! - [`market`]: assets, accounts, and what a market's tick and lot are worth.
 //! - [`ledger`]: balances, funding checks and settlement.
+//! - [`sequencer`]: the batch life cycle as a sans-IO state machine, recovery and `verify`.
 //! - [`journal`]: the append-only, checksummed, fsynced log and its recovery.
 //! - [`cli`]: the `sealbatch` command line.
 
@@ -36,4 +37,5 @@ pub mod journal;
 pub mod ledger;
 pub mod market;
 pub mod order;
+pub mod sequencer;
 pub mod types;

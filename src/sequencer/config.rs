@@ -1,0 +1,186 @@
+//! Sequencer configuration: the fixed parameters journaled at genesis and the
+//! bounds that may change between restarts.
+
+use std::collections::BTreeMap;
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::envelope::{BatchSchedule, SequencerPublicKey};
+use crate::market::{AccountId, MarketConfig, MarketConfigError};
+use crate::types::{MARKETS_MAX, MarketId};
+
+use super::record::{decode_markets, decode_sequencer_key, encode_market};
+
+/// Default number of batches whose keys are announced ahead of the open one.
+pub const ANNOUNCE_AHEAD_DEFAULT: u64 = 8;
+/// Most batches announced ahead.
+pub const ANNOUNCE_AHEAD_MAX: u64 = 1024;
+/// Default bound on envelopes in one batch.
+pub const ENVELOPES_PER_BATCH_DEFAULT: usize = 100_000;
+/// Default bound on envelope bytes in one batch (256 MiB).
+pub const BYTES_PER_BATCH_DEFAULT: usize = 256 << 20;
+/// Default bound on receipts waiting for the journal.
+pub const PENDING_RECEIPTS_DEFAULT: usize = 1 << 20;
+
+/// Layout tag at the start of a genesis record.
+pub const GENESIS_TAG: [u8; 8] = *b"SBGENES1";
+
+/// What a deployment fixes forever: it is the journal's first record, and a
+/// restart with different values is refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Genesis {
+    /// The key that signs receipts and seals.
+    pub sequencer: SequencerPublicKey,
+    /// The batch clock.
+    pub schedule: BatchSchedule,
+    /// Where fees go.
+    pub fee_account: AccountId,
+    /// Every market, ascending by id.
+    pub markets: Vec<MarketConfig>,
+}
+
+impl Genesis {
+    /// Checks the schedule and every market.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] naming what is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.schedule.batch_length_ms == 0 {
+            return Err(ConfigError::ZeroBatchLength);
+        }
+        if self.markets.len() > MARKETS_MAX {
+            return Err(ConfigError::TooManyMarkets(self.markets.len()));
+        }
+        let mut seen = BTreeMap::new();
+        for market in &self.markets {
+            market.validate()?;
+            if seen.insert(market.id, ()).is_some() {
+                return Err(MarketConfigError::Duplicate(market.id).into());
+            }
+        }
+        if !self.markets.is_sorted_by_key(|m| m.id) {
+            return Err(ConfigError::MarketsUnsorted);
+        }
+        Ok(())
+    }
+
+    /// The markets by id.
+    #[must_use]
+    pub fn market_map(&self) -> BTreeMap<MarketId, MarketConfig> {
+        self.markets.iter().map(|m| (m.id, m.clone())).collect()
+    }
+
+    /// Appends the record layout: tag, sequencer key, genesis ms, batch
+    /// length ms, fee account, markets.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&GENESIS_TAG);
+        out.extend_from_slice(&self.sequencer.to_bytes());
+        out.put_u64(self.schedule.genesis_ms);
+        out.put_u64(self.schedule.batch_length_ms);
+        out.extend_from_slice(&self.fee_account.0);
+        // Bounded by MARKETS_MAX.
+        out.put_u32(self.markets.len() as u32);
+        for market in &self.markets {
+            encode_market(market, out);
+        }
+    }
+
+    /// Decodes [`Genesis::encode_into`].
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] naming the field.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Genesis, DecodeError> {
+        let tag: [u8; 8] = r.array("genesis tag")?;
+        if tag != GENESIS_TAG {
+            return Err(r.invalid("genesis tag", 0));
+        }
+        let sequencer = decode_sequencer_key(r)?;
+        let schedule = BatchSchedule {
+            genesis_ms: r.u64("genesis ms")?,
+            batch_length_ms: r.u64("batch length ms")?,
+        };
+        let fee_account = AccountId(r.array("fee account")?);
+        let markets = decode_markets(r)?;
+        Ok(Genesis {
+            sequencer,
+            schedule,
+            fee_account,
+            markets,
+        })
+    }
+}
+
+/// Bounds that protect the process; they may change between restarts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Batches announced ahead of the open one; envelopes may be submitted to
+    /// any announced batch. Default [`ANNOUNCE_AHEAD_DEFAULT`].
+    pub announce_ahead: u64,
+    /// Envelopes accepted into one batch. Default
+    /// [`ENVELOPES_PER_BATCH_DEFAULT`].
+    pub envelopes_per_batch_max: usize,
+    /// Envelope bytes accepted into one batch. Default
+    /// [`BYTES_PER_BATCH_DEFAULT`].
+    pub bytes_per_batch_max: usize,
+    /// Receipts waiting for the journal; beyond it submissions are refused
+    /// as [`SubmitError::Busy`](super::SubmitError::Busy). Default
+    /// [`PENDING_RECEIPTS_DEFAULT`].
+    pub pending_receipts_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            announce_ahead: ANNOUNCE_AHEAD_DEFAULT,
+            envelopes_per_batch_max: ENVELOPES_PER_BATCH_DEFAULT,
+            bytes_per_batch_max: BYTES_PER_BATCH_DEFAULT,
+            pending_receipts_max: PENDING_RECEIPTS_DEFAULT,
+        }
+    }
+}
+
+impl Limits {
+    /// Checks the bounds.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Limit`] naming the bound.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.announce_ahead > ANNOUNCE_AHEAD_MAX {
+            return Err(ConfigError::Limit("announce_ahead"));
+        }
+        if self.envelopes_per_batch_max == 0
+            || self.envelopes_per_batch_max > crate::envelope::ENVELOPES_PER_BATCH_MAX
+        {
+            return Err(ConfigError::Limit("envelopes_per_batch_max"));
+        }
+        if self.bytes_per_batch_max == 0 {
+            return Err(ConfigError::Limit("bytes_per_batch_max"));
+        }
+        if self.pending_receipts_max == 0 {
+            return Err(ConfigError::Limit("pending_receipts_max"));
+        }
+        Ok(())
+    }
+}
+
+/// A configuration the sequencer refuses.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The batch length is zero.
+    #[error("batch length must be at least 1 ms")]
+    ZeroBatchLength,
+    /// More markets than [`MARKETS_MAX`].
+    #[error("{0} markets configured, at most {MARKETS_MAX}")]
+    TooManyMarkets(usize),
+    /// Markets are not listed in ascending id order.
+    #[error("markets must be listed in ascending id order")]
+    MarketsUnsorted,
+    /// A market is misconfigured.
+    #[error(transparent)]
+    Market(#[from] MarketConfigError),
+    /// A bound is zero or above its maximum.
+    #[error("limit {0} is out of range")]
+    Limit(&'static str),
+}

@@ -1,0 +1,928 @@
+//! The batch life cycle as a sans-IO state machine, in the style of
+//! `quinn-proto`: no I/O, no clock, no threads. The caller moves bytes, time
+//! and journal completions in and carries out what the `poll_*` methods ask.
+//!
+//! # Driving it
+//!
+//! ```text
+//! loop {
+//!     handle_submit(now, token, envelope)      for each envelope that arrives
+//!     handle_timeout(now)                      when poll_timeout() is due
+//!     while let Some(w) = poll_journal()       append w to the journal, in order
+//!     (after an fsync) handle_journal_durable(now, lsn)
+//!     while let Some(job) = poll_job()         run job.run() (rayon, any thread)
+//!         and hand the result to handle_opened(now, result)
+//!     while let Some(ev) = poll_event()        deliver receipts and batch events
+//! }
+//! ```
+//!
+//! The journal's LSNs must be the ones [`JournalWrite::lsn`] names: the caller
+//! appends every write, in order, to a journal whose next LSN was
+//! [`Sequencer::next_lsn`] when it was built.
+//!
+//! # The life of batch `e`
+//!
+//! 1. **Announced** ([`Event::BatchOpened`]) `announce_ahead` batches early,
+//!    with its public key `S_e`; envelopes for it are accepted from then on.
+//! 2. **Submit**: shape checks only, dedupe by commitment, bounds. The envelope
+//!    is journaled; its [`Event::Receipt`] follows once the journal says it is
+//!    durable.
+//! 3. **Close** at `close_ms(e)`: the commitment set is fixed, the seal signed
+//!    and journaled. Nothing later joins `e`; a late envelope is refused with
+//!    the next open batch named.
+//! 4. Once the seal is durable: [`Event::BatchSealed`], the custodian releases
+//!    `s_e`, and an [`OpenJob`] is handed out.
+//! 5. **Clear**: [`handle_opened`](Sequencer::handle_opened) validates funding,
+//!    clears, settles, and journals the [`BatchOutcome`].
+//! 6. Once the result is durable: [`Event::BatchCleared`].
+//!
+//! Batches are cleared strictly in order; batch `e + 1` collects while `e` is
+//! being opened. A batch that receives no envelope is never sealed or
+//! journaled.
+
+mod batch;
+mod config;
+mod record;
+mod verify;
+
+pub use batch::{
+    BatchOutcome, EnvelopeOutcome, EnvelopeStatus, MarketOutcome, OUTCOME_TAG, OrderFill,
+    ProcessError, apply_outcome, process_batch, status,
+};
+pub use config::{
+    ANNOUNCE_AHEAD_DEFAULT, ANNOUNCE_AHEAD_MAX, BYTES_PER_BATCH_DEFAULT, ConfigError,
+    ENVELOPES_PER_BATCH_DEFAULT, GENESIS_TAG, Genesis, Limits, PENDING_RECEIPTS_DEFAULT,
+};
+pub use record::{RecordError, SequencerRecord, Transfer};
+pub use verify::{BatchVerdict, VerifyError, VerifyReport, verify_journal};
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use crate::envelope::{
+    BatchPublicKey, Commitment, CustodianError, KeyCustodian, MerkleError, MerkleTree, OpenError,
+    OpenedBatch, Receipt, Rejection, ReleasedBatchKey, SequencerKey, SignedSeal, check_shape,
+    open_batch,
+};
+use crate::journal::{Lsn, RecordKind};
+use crate::ledger::{Ledger, LedgerError};
+use crate::market::{AccountId, AssetId, MarketConfig};
+use crate::types::{BatchId, MarketId, Tick};
+
+/// The caller's name for a submission, echoed in its [`Event::Receipt`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SubmitToken(pub u64);
+
+/// The caller's name for an operator operation, echoed in
+/// [`Event::OperationDurable`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OpToken(pub u64);
+
+/// A record to append to the journal.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalWrite {
+    /// The LSN the journal must give it.
+    pub lsn: Lsn,
+    /// Its kind.
+    pub kind: RecordKind,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+/// Something the caller must deliver.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// Batch `e` is announced: traders may seal to `public_key` until
+    /// `close_ms`.
+    BatchOpened {
+        /// The batch.
+        e: BatchId,
+        /// Its public key `S_e`.
+        public_key: BatchPublicKey,
+        /// Unix milliseconds at which it closes.
+        close_ms: u64,
+    },
+    /// An envelope is durable: here is its receipt.
+    Receipt {
+        /// The submission's token.
+        token: SubmitToken,
+        /// The signed receipt.
+        receipt: Receipt,
+    },
+    /// A batch's seal is durable. The tree gives inclusion proofs.
+    BatchSealed {
+        /// The signed seal.
+        seal: SignedSeal,
+        /// The Merkle tree of its sorted commitments.
+        tree: Arc<MerkleTree>,
+    },
+    /// A batch's result is durable and settled.
+    BatchCleared {
+        /// Everything the batch decided, with `s_e`.
+        outcome: Arc<BatchOutcome>,
+    },
+    /// An operator deposit or withdrawal is durable.
+    OperationDurable {
+        /// The operation's token.
+        token: OpToken,
+    },
+}
+
+/// Why an envelope was refused at submission. Nothing was journaled.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The envelope's shape is wrong (length, version, `R`).
+    #[error("malformed envelope: {0}")]
+    Malformed(Rejection),
+    /// Its batch has closed (or it names a batch before the schedule).
+    #[error("batch {e} is closed; the open batch is {next_open}")]
+    BatchClosed {
+        /// The envelope's batch.
+        e: BatchId,
+        /// The batch open now.
+        next_open: BatchId,
+    },
+    /// Its batch is not announced yet.
+    #[error("batch {e} is not announced yet; the open batch is {next_open}")]
+    NotAnnounced {
+        /// The envelope's batch.
+        e: BatchId,
+        /// The batch open now.
+        next_open: BatchId,
+    },
+    /// Its batch holds as many envelopes or bytes as it may.
+    #[error("batch {e} is full; the open batch is {next_open}")]
+    BatchFull {
+        /// The envelope's batch.
+        e: BatchId,
+        /// The batch open now.
+        next_open: BatchId,
+    },
+    /// The same envelope (same commitment) is already in the batch.
+    #[error("duplicate envelope {commitment:?} in batch {e}")]
+    Duplicate {
+        /// The batch.
+        e: BatchId,
+        /// Its commitment.
+        commitment: Commitment,
+    },
+    /// Too many receipts are waiting for the journal; try again shortly.
+    #[error("the journal is behind; try again")]
+    Busy,
+}
+
+impl SubmitError {
+    /// A stable one-byte code for the wire.
+    #[must_use]
+    pub fn code(&self) -> u8 {
+        match self {
+            SubmitError::Malformed(_) => 1,
+            SubmitError::BatchClosed { .. } => 2,
+            SubmitError::NotAnnounced { .. } => 3,
+            SubmitError::BatchFull { .. } => 4,
+            SubmitError::Duplicate { .. } => 5,
+            SubmitError::Busy => 6,
+        }
+    }
+}
+
+/// A failure of the sequencer itself (not of one client's input).
+#[derive(Debug, thiserror::Error)]
+pub enum SequencerError {
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The journal was written by a deployment with other fixed parameters.
+    #[error("the journal's genesis record differs from this configuration")]
+    GenesisMismatch,
+    /// The journal's first record is not a genesis record.
+    #[error("the journal does not start with a genesis record (LSN {0})")]
+    NoGenesis(Lsn),
+    /// A record cannot be decoded.
+    #[error("journal record {lsn}: {source}")]
+    Record {
+        /// Its LSN.
+        lsn: Lsn,
+        /// What is wrong.
+        source: RecordError,
+    },
+    /// A record does not fit the state replayed so far.
+    #[error("journal record {lsn}: {reason}")]
+    Replay {
+        /// Its LSN.
+        lsn: Lsn,
+        /// What does not fit.
+        reason: String,
+    },
+    /// The key custodian refused.
+    #[error("key custodian: {0}")]
+    Custodian(#[from] CustodianError),
+    /// A Merkle tree could not be built.
+    #[error("merkle: {0}")]
+    Merkle(#[from] MerkleError),
+    /// A sealed batch's envelopes do not match its seal.
+    #[error("opening: {0}")]
+    Open(#[from] OpenError),
+    /// Processing a batch failed.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// An operator operation was refused.
+    #[error("ledger: {0}")]
+    Ledger(#[from] LedgerError),
+    /// A journal completion, opened batch or LSN does not fit the state.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// Opens one sealed batch: the expensive, stateless part (decryption and
+/// signature checks), run by the caller on any thread.
+pub struct OpenJob {
+    key: ReleasedBatchKey,
+    envelopes: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for OpenJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenJob")
+            .field("e", &self.key.batch())
+            .field("envelopes", &self.envelopes.len())
+            .finish()
+    }
+}
+
+impl OpenJob {
+    /// The batch.
+    #[must_use]
+    pub fn batch(&self) -> BatchId {
+        self.key.batch()
+    }
+
+    /// How many envelopes it opens.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.envelopes.len()
+    }
+
+    /// Whether it opens nothing (never true for a job the sequencer hands out).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.envelopes.is_empty()
+    }
+
+    /// Opens every envelope in parallel (rayon).
+    #[must_use]
+    pub fn run(self) -> OpenedJob {
+        let secret = *self.key.secret_bytes();
+        OpenedJob {
+            e: self.key.batch(),
+            batch_secret: secret,
+            result: open_batch(&self.key, &self.envelopes),
+        }
+    }
+}
+
+/// The outcome of [`OpenJob::run`], for [`Sequencer::handle_opened`].
+#[derive(Debug)]
+pub struct OpenedJob {
+    e: BatchId,
+    batch_secret: [u8; 32],
+    result: Result<OpenedBatch, OpenError>,
+}
+
+enum Batch {
+    /// Announced or open, collecting envelopes.
+    Collecting {
+        envelopes: BTreeMap<Commitment, Vec<u8>>,
+        bytes: usize,
+    },
+    /// Sealed; waiting for the seal to be durable.
+    Sealing {
+        seal: SignedSeal,
+        tree: Arc<MerkleTree>,
+        envelopes: Vec<Vec<u8>>,
+        seal_lsn: Lsn,
+    },
+    /// Key released; the open job is out.
+    Opening,
+    /// Settled; waiting for the result to be durable.
+    Publishing {
+        outcome: Arc<BatchOutcome>,
+        result_lsn: Lsn,
+    },
+}
+
+/// The sequencer core. See the [module docs](self).
+pub struct Sequencer {
+    genesis: Genesis,
+    markets: BTreeMap<MarketId, MarketConfig>,
+    limits: Limits,
+    key: SequencerKey,
+    custodian: Box<dyn KeyCustodian + Send>,
+    ledger: Ledger,
+    references: BTreeMap<MarketId, Tick>,
+    batches: BTreeMap<BatchId, Batch>,
+    /// Every batch below this is closed.
+    closed_below: BatchId,
+    /// Every batch below this was announced.
+    announced_below: BatchId,
+    /// The latest `now` seen (time never goes backwards inside).
+    now_ms: u64,
+    next_lsn: Lsn,
+    durable_lsn: Lsn,
+    journal: VecDeque<JournalWrite>,
+    events: VecDeque<Event>,
+    receipts: VecDeque<(Lsn, SubmitToken, Receipt)>,
+    operations: VecDeque<(Lsn, OpToken)>,
+    jobs: VecDeque<OpenJob>,
+    /// Batches whose open job is out, in order; with their result once back.
+    opening: BTreeMap<BatchId, Option<OpenedJob>>,
+}
+
+impl std::fmt::Debug for Sequencer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sequencer")
+            .field("closed_below", &self.closed_below)
+            .field("next_lsn", &self.next_lsn)
+            .field("durable_lsn", &self.durable_lsn)
+            .field("batches", &self.batches.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sequencer {
+    /// Builds the sequencer from the journal's records (empty for a new
+    /// deployment, which then journals its genesis first).
+    ///
+    /// Replays every record: envelopes rejoin their batches, deposits,
+    /// withdrawals and results are applied once each, in journal order. A
+    /// batch sealed but not cleared is released and handed out again as an
+    /// [`OpenJob`] (same seal, same key, same result); a batch still open
+    /// is sealed by the next [`handle_timeout`](Sequencer::handle_timeout)
+    /// that finds it closed, with exactly the envelopes the journal kept.
+    ///
+    /// # Errors
+    ///
+    /// [`SequencerError`] for an invalid configuration, a journal of another
+    /// deployment, or a record that does not decode or fit (naming its LSN).
+    pub fn recover(
+        genesis: Genesis,
+        limits: Limits,
+        key: SequencerKey,
+        custodian: Box<dyn KeyCustodian + Send>,
+        records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+        next_lsn: Lsn,
+        now_ms: u64,
+    ) -> Result<Sequencer, SequencerError> {
+        genesis.validate()?;
+        limits.validate()?;
+        if key.public_key() != genesis.sequencer {
+            return Err(SequencerError::Protocol(
+                "the signing key does not match the genesis sequencer key".into(),
+            ));
+        }
+        let markets = genesis.market_map();
+        let references = markets.values().map(|m| (m.id, m.initial_price)).collect();
+        let mut sequencer = Sequencer {
+            ledger: Ledger::new(genesis.fee_account),
+            markets,
+            references,
+            limits,
+            key,
+            custodian,
+            batches: BTreeMap::new(),
+            closed_below: 0,
+            announced_below: 0,
+            now_ms,
+            next_lsn,
+            durable_lsn: next_lsn.saturating_sub(1),
+            journal: VecDeque::new(),
+            events: VecDeque::new(),
+            receipts: VecDeque::new(),
+            operations: VecDeque::new(),
+            jobs: VecDeque::new(),
+            opening: BTreeMap::new(),
+            genesis,
+        };
+        let mut records = records.into_iter().peekable();
+        match records.next() {
+            None => {
+                let record = SequencerRecord::Genesis(sequencer.genesis.clone());
+                sequencer.push_journal(&record);
+            }
+            Some((lsn, kind, payload)) => {
+                let record = SequencerRecord::decode(kind, &payload)
+                    .map_err(|source| SequencerError::Record { lsn, source })?;
+                match record {
+                    SequencerRecord::Genesis(found) if found == sequencer.genesis => {}
+                    SequencerRecord::Genesis(_) => return Err(SequencerError::GenesisMismatch),
+                    _ => return Err(SequencerError::NoGenesis(lsn)),
+                }
+            }
+        }
+        for (lsn, kind, payload) in records {
+            let record = SequencerRecord::decode(kind, &payload)
+                .map_err(|source| SequencerError::Record { lsn, source })?;
+            sequencer.replay(lsn, record)?;
+        }
+        // Sealed but not cleared: release again and hand out the job.
+        let sealed: Vec<BatchId> = sequencer
+            .batches
+            .iter()
+            .filter(|(_, b)| matches!(b, Batch::Sealing { .. }))
+            .map(|(&e, _)| e)
+            .collect();
+        for e in sealed {
+            sequencer.release(e)?;
+        }
+        Ok(sequencer)
+    }
+
+    fn replay(&mut self, lsn: Lsn, record: SequencerRecord) -> Result<(), SequencerError> {
+        let fail = |reason: String| SequencerError::Replay { lsn, reason };
+        match record {
+            SequencerRecord::Genesis(_) => return Err(fail("a second genesis record".into())),
+            SequencerRecord::Envelope { e, bytes } => {
+                if e < self.closed_below {
+                    return Err(fail(format!("envelope for batch {e}, already sealed")));
+                }
+                let commitment = Commitment::of(&bytes);
+                let batch = self.batches.entry(e).or_insert_with(|| Batch::Collecting {
+                    envelopes: BTreeMap::new(),
+                    bytes: 0,
+                });
+                let Batch::Collecting {
+                    envelopes,
+                    bytes: total,
+                } = batch
+                else {
+                    return Err(fail(format!("envelope for batch {e}, already sealed")));
+                };
+                *total += bytes.len();
+                envelopes.insert(commitment, bytes);
+            }
+            SequencerRecord::Seal(seal) => {
+                let e = seal.e;
+                let Some(Batch::Collecting { envelopes, .. }) = self.batches.remove(&e) else {
+                    return Err(fail(format!("seal of batch {e}, which has no envelopes")));
+                };
+                let tree = MerkleTree::from_commitments(envelopes.keys().copied().collect())?;
+                if tree.root() != seal.root
+                    || tree.count() != seal.count
+                    || seal.verify(&self.genesis.sequencer).is_err()
+                {
+                    return Err(fail(format!(
+                        "seal of batch {e} does not match its journaled envelopes"
+                    )));
+                }
+                // Seals are journaled in batch order, so nothing below is
+                // still collecting.
+                if let Some((&early, _)) = self
+                    .batches
+                    .range(..e)
+                    .find(|(_, b)| matches!(b, Batch::Collecting { .. }))
+                {
+                    return Err(fail(format!(
+                        "seal of batch {e} before the seal of batch {early}"
+                    )));
+                }
+                self.closed_below = self.closed_below.max(e + 1);
+                self.batches.insert(
+                    e,
+                    Batch::Sealing {
+                        seal,
+                        tree: Arc::new(tree),
+                        envelopes: envelopes.into_values().collect(),
+                        seal_lsn: lsn,
+                    },
+                );
+            }
+            SequencerRecord::Result(outcome) => {
+                let e = outcome.e;
+                match self.batches.remove(&e) {
+                    Some(Batch::Sealing { seal, .. }) if seal.root == outcome.root => {}
+                    _ => return Err(fail(format!("result of batch {e}, which is not sealed"))),
+                }
+                if self.batches.range(..e).next().is_some() {
+                    return Err(fail(format!("result of batch {e} before an earlier batch")));
+                }
+                apply_outcome(
+                    &outcome,
+                    &mut self.ledger,
+                    &self.markets,
+                    &mut self.references,
+                )?;
+            }
+            SequencerRecord::Deposit(t) => self.ledger.deposit(t.account, t.asset, t.amount)?,
+            SequencerRecord::Withdrawal(t) => self.ledger.withdraw(t.account, t.asset, t.amount)?,
+        }
+        Ok(())
+    }
+
+    /// The deployment's fixed parameters.
+    #[must_use]
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+
+    /// The configured markets.
+    #[must_use]
+    pub fn markets(&self) -> &BTreeMap<MarketId, MarketConfig> {
+        &self.markets
+    }
+
+    /// Each market's reference price (last clearing price, else initial).
+    #[must_use]
+    pub fn references(&self) -> &BTreeMap<MarketId, Tick> {
+        &self.references
+    }
+
+    /// The ledger as settled so far (including results not yet durable).
+    #[must_use]
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The LSN the next journal write will carry.
+    #[must_use]
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
+    }
+
+    /// The batch open at `now_ms` (clamped to genesis).
+    #[must_use]
+    pub fn open_batch_at(&self, now_ms: u64) -> BatchId {
+        self.genesis.schedule.batch_at(now_ms).unwrap_or(0)
+    }
+
+    /// The public key of batch `e`.
+    ///
+    /// # Errors
+    ///
+    /// The custodian's error.
+    pub fn batch_public_key(&self, e: BatchId) -> Result<BatchPublicKey, SequencerError> {
+        Ok(self.custodian.public_key(e)?)
+    }
+
+    /// Accepts an envelope for the batch its header names, if that batch is
+    /// announced and open, has room, and does not hold it already. The
+    /// envelope is queued for the journal; its [`Event::Receipt`] (with
+    /// `token`) follows [`handle_journal_durable`](Self::handle_journal_durable).
+    ///
+    /// Returns the envelope's commitment.
+    ///
+    /// # Errors
+    ///
+    /// [`SubmitError`]; nothing is journaled then.
+    pub fn handle_submit(
+        &mut self,
+        now_ms: u64,
+        token: SubmitToken,
+        envelope: Vec<u8>,
+    ) -> Result<Commitment, SubmitError> {
+        let now_ms = self.observe(now_ms);
+        let open = self.open_batch_at(now_ms).max(self.closed_below);
+        // The header's batch number: bytes 1..9, after the version.
+        let e = envelope
+            .get(1..9)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+            .ok_or(SubmitError::Malformed(Rejection::Truncated {
+                len: envelope.len(),
+            }))?;
+        let commitment = check_shape(&envelope, e).map_err(SubmitError::Malformed)?;
+        if e < open
+            || self
+                .genesis
+                .schedule
+                .close_ms(e)
+                .is_none_or(|c| c <= now_ms)
+        {
+            return Err(SubmitError::BatchClosed { e, next_open: open });
+        }
+        if e > open.saturating_add(self.limits.announce_ahead) {
+            return Err(SubmitError::NotAnnounced { e, next_open: open });
+        }
+        if self.receipts.len() >= self.limits.pending_receipts_max {
+            return Err(SubmitError::Busy);
+        }
+        let limits = self.limits;
+        let batch = self.batches.entry(e).or_insert_with(|| Batch::Collecting {
+            envelopes: BTreeMap::new(),
+            bytes: 0,
+        });
+        let Batch::Collecting { envelopes, bytes } = batch else {
+            return Err(SubmitError::BatchClosed { e, next_open: open });
+        };
+        if envelopes.contains_key(&commitment) {
+            return Err(SubmitError::Duplicate { e, commitment });
+        }
+        if envelopes.len() >= limits.envelopes_per_batch_max
+            || *bytes + envelope.len() > limits.bytes_per_batch_max
+        {
+            return Err(SubmitError::BatchFull { e, next_open: open });
+        }
+        *bytes += envelope.len();
+        let record = SequencerRecord::Envelope {
+            e,
+            bytes: envelope.clone(),
+        };
+        envelopes.insert(commitment, envelope);
+        let lsn = self.push_journal(&record);
+        let receipt = self.key.sign_receipt(e, &commitment);
+        self.receipts.push_back((lsn, token, receipt));
+        Ok(commitment)
+    }
+
+    /// Applies an operator deposit now and journals it; an
+    /// [`Event::OperationDurable`] follows once durable.
+    ///
+    /// # Errors
+    ///
+    /// [`SequencerError::Ledger`] if the balance would overflow.
+    pub fn handle_deposit(
+        &mut self,
+        token: OpToken,
+        account: AccountId,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<(), SequencerError> {
+        self.ledger.deposit(account, asset, amount)?;
+        let transfer = Transfer {
+            account,
+            asset,
+            amount,
+        };
+        let lsn = self.push_journal(&SequencerRecord::Deposit(transfer));
+        self.operations.push_back((lsn, token));
+        Ok(())
+    }
+
+    /// Applies an operator withdrawal now and journals it; an
+    /// [`Event::OperationDurable`] follows once durable.
+    ///
+    /// # Errors
+    ///
+    /// [`SequencerError::Ledger`] if the balance is too small.
+    pub fn handle_withdrawal(
+        &mut self,
+        token: OpToken,
+        account: AccountId,
+        asset: AssetId,
+        amount: u64,
+    ) -> Result<(), SequencerError> {
+        self.ledger.withdraw(account, asset, amount)?;
+        let transfer = Transfer {
+            account,
+            asset,
+            amount,
+        };
+        let lsn = self.push_journal(&SequencerRecord::Withdrawal(transfer));
+        self.operations.push_back((lsn, token));
+        Ok(())
+    }
+
+    /// Announces batches entering the announcement window and seals every
+    /// batch whose close time has passed.
+    ///
+    /// # Errors
+    ///
+    /// The custodian's error for an announcement, or a Merkle error.
+    pub fn handle_timeout(&mut self, now_ms: u64) -> Result<(), SequencerError> {
+        let now_ms = self.observe(now_ms);
+        let open = self.open_batch_at(now_ms);
+        let horizon = open.saturating_add(self.limits.announce_ahead);
+        let mut e = self.announced_below.max(open);
+        while e <= horizon {
+            let public_key = self.custodian.public_key(e)?;
+            let close_ms = self.genesis.schedule.close_ms(e).unwrap_or(u64::MAX);
+            self.events.push_back(Event::BatchOpened {
+                e,
+                public_key,
+                close_ms,
+            });
+            e += 1;
+        }
+        self.announced_below = self.announced_below.max(horizon.saturating_add(1));
+        self.close_below(open)
+    }
+
+    /// Seals every collecting batch below `open`.
+    fn close_below(&mut self, open: BatchId) -> Result<(), SequencerError> {
+        if open <= self.closed_below {
+            return Ok(());
+        }
+        self.closed_below = open;
+        let due: Vec<BatchId> = self
+            .batches
+            .range(..open)
+            .filter(|(_, b)| matches!(b, Batch::Collecting { .. }))
+            .map(|(&e, _)| e)
+            .collect();
+        for e in due {
+            let Some(Batch::Collecting { envelopes, .. }) = self.batches.remove(&e) else {
+                continue;
+            };
+            let tree = MerkleTree::from_commitments(envelopes.keys().copied().collect())?;
+            let seal = self.key.sign_seal(e, &tree);
+            let seal_lsn = self.push_journal(&SequencerRecord::Seal(seal));
+            self.batches.insert(
+                e,
+                Batch::Sealing {
+                    seal,
+                    tree: Arc::new(tree),
+                    envelopes: envelopes.into_values().collect(),
+                    seal_lsn,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The journal made every write up to `lsn` durable: releases receipts,
+    /// publishes seals and results, and asks the custodian for the keys of
+    /// newly durable seals.
+    ///
+    /// # Errors
+    ///
+    /// [`SequencerError::Protocol`] for an LSN never handed out, or the
+    /// custodian's refusal.
+    pub fn handle_journal_durable(&mut self, now_ms: u64, lsn: Lsn) -> Result<(), SequencerError> {
+        self.observe(now_ms);
+        if lsn >= self.next_lsn {
+            return Err(SequencerError::Protocol(format!(
+                "durable LSN {lsn} was never written (next is {})",
+                self.next_lsn
+            )));
+        }
+        if lsn <= self.durable_lsn {
+            return Ok(());
+        }
+        self.durable_lsn = lsn;
+        while let Some(&(at, token, receipt)) = self.receipts.front() {
+            if at > lsn {
+                break;
+            }
+            self.receipts.pop_front();
+            self.events.push_back(Event::Receipt { token, receipt });
+        }
+        while let Some(&(at, token)) = self.operations.front() {
+            if at > lsn {
+                break;
+            }
+            self.operations.pop_front();
+            self.events.push_back(Event::OperationDurable { token });
+        }
+        let ready: Vec<BatchId> = self
+            .batches
+            .iter()
+            .filter(|(_, b)| match b {
+                Batch::Sealing { seal_lsn, .. } => *seal_lsn <= lsn,
+                Batch::Publishing { result_lsn, .. } => *result_lsn <= lsn,
+                _ => false,
+            })
+            .map(|(&e, _)| e)
+            .collect();
+        for e in ready {
+            match self.batches.get(&e) {
+                Some(Batch::Sealing { seal, tree, .. }) => {
+                    self.events.push_back(Event::BatchSealed {
+                        seal: *seal,
+                        tree: Arc::clone(tree),
+                    });
+                    self.release(e)?;
+                }
+                Some(Batch::Publishing { outcome, .. }) => {
+                    self.events.push_back(Event::BatchCleared {
+                        outcome: Arc::clone(outcome),
+                    });
+                    self.batches.remove(&e);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Has the custodian release the key of sealed batch `e` and queues its
+    /// open job.
+    fn release(&mut self, e: BatchId) -> Result<(), SequencerError> {
+        let Some(Batch::Sealing { seal, .. }) = self.batches.get(&e) else {
+            return Ok(());
+        };
+        let key = self.custodian.release(seal, self.now_ms)?;
+        let Some(Batch::Sealing { envelopes, .. }) = self.batches.insert(e, Batch::Opening) else {
+            return Ok(());
+        };
+        self.opening.insert(e, None);
+        self.jobs.push_back(OpenJob { key, envelopes });
+        Ok(())
+    }
+
+    /// Takes the result of an [`OpenJob`]: once every earlier batch is done,
+    /// validates funding, clears, settles, and journals the outcome.
+    ///
+    /// # Errors
+    ///
+    /// [`SequencerError::Open`] if the envelopes did not match the seal, or
+    /// [`SequencerError::Process`]: both mean a bug, and the process must stop.
+    pub fn handle_opened(&mut self, now_ms: u64, opened: OpenedJob) -> Result<(), SequencerError> {
+        self.observe(now_ms);
+        match self.opening.get_mut(&opened.e) {
+            Some(slot @ None) => *slot = Some(opened),
+            _ => {
+                return Err(SequencerError::Protocol(format!(
+                    "opened batch {} was not being opened",
+                    opened.e
+                )));
+            }
+        }
+        while let Some(entry) = self.opening.first_entry() {
+            if entry.get().is_none() {
+                break;
+            }
+            let Some(job) = entry.remove() else { break };
+            let opened = job.result?;
+            let outcome = process_batch(
+                &opened,
+                job.batch_secret,
+                &self.ledger,
+                &self.markets,
+                &self.references,
+            )?;
+            apply_outcome(
+                &outcome,
+                &mut self.ledger,
+                &self.markets,
+                &mut self.references,
+            )?;
+            let result_lsn = self.push_journal(&SequencerRecord::Result(outcome.clone()));
+            self.batches.insert(
+                job.e,
+                Batch::Publishing {
+                    outcome: Arc::new(outcome),
+                    result_lsn,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The next record to append to the journal, in order.
+    pub fn poll_journal(&mut self) -> Option<JournalWrite> {
+        self.journal.pop_front()
+    }
+
+    /// The next batch to open.
+    pub fn poll_job(&mut self) -> Option<OpenJob> {
+        self.jobs.pop_front()
+    }
+
+    /// The next event to deliver.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due: the close
+    /// of the batch open now.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let open = self.open_batch_at(self.now_ms);
+        let due = self.genesis.schedule.close_ms(open)?;
+        Some(due.max(self.genesis.schedule.genesis_ms))
+    }
+
+    /// Whether any work is waiting on the caller: journal writes, jobs,
+    /// events, or durability.
+    #[must_use]
+    pub fn is_idle(&self) -> bool {
+        self.journal.is_empty()
+            && self.jobs.is_empty()
+            && self.events.is_empty()
+            && self.durable_lsn + 1 == self.next_lsn
+    }
+
+    /// Batches sealed but not yet published.
+    #[must_use]
+    pub fn batches_in_flight(&self) -> usize {
+        self.batches
+            .values()
+            .filter(|b| !matches!(b, Batch::Collecting { .. }))
+            .count()
+    }
+
+    fn observe(&mut self, now_ms: u64) -> u64 {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.now_ms
+    }
+
+    fn push_journal(&mut self, record: &SequencerRecord) -> Lsn {
+        let lsn = self.next_lsn;
+        self.next_lsn += 1;
+        self.journal.push_back(JournalWrite {
+            lsn,
+            kind: record.kind(),
+            payload: record.encode(),
+        });
+        lsn
+    }
+}

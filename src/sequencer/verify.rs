@@ -1,0 +1,284 @@
+//! `verify`: re-derive every batch of a journal without trusting the
+//! sequencer.
+//!
+//! For every batch: the seal's signature and its Merkle root over the
+//! journaled envelopes; the published `s_e` (it must be a valid scalar);
+//! re-opening every envelope with it; re-running funding, clearing and
+//! settlement against the ledger replayed so far; and the byte-for-byte
+//! equality of the re-derived outcome with the journaled one.
+
+use std::collections::BTreeMap;
+
+use curve25519_dalek::constants::RISTRETTO_BASEPOINT_TABLE;
+
+use crate::envelope::keys::decode_secret_scalar;
+use crate::envelope::{
+    BatchPublicKey, Commitment, KeyCustodian, MerkleTree, PublishedKeyCustodian, SignedSeal,
+    open_batch,
+};
+use crate::journal::{Lsn, RecordKind};
+use crate::ledger::Ledger;
+use crate::types::BatchId;
+
+use super::batch::{BatchOutcome, apply_outcome, process_batch};
+use super::config::Genesis;
+use super::record::{RecordError, SequencerRecord};
+
+/// What `verify` concluded about one batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchVerdict {
+    /// The batch.
+    pub e: BatchId,
+    /// Envelopes journaled for it.
+    pub envelopes: usize,
+    /// Orders filled, as re-derived.
+    pub fills: usize,
+    /// `Ok` or the first mismatch found.
+    pub verdict: Result<(), String>,
+}
+
+/// The whole journal's verdicts.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Records read.
+    pub records: usize,
+    /// One verdict per sealed batch, in journal order.
+    pub batches: Vec<BatchVerdict>,
+}
+
+impl VerifyReport {
+    /// Whether every batch verified.
+    #[must_use]
+    pub fn all_ok(&self) -> bool {
+        self.batches.iter().all(|b| b.verdict.is_ok())
+    }
+}
+
+/// A journal `verify` cannot read at all.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The first record is not a genesis record.
+    #[error("the journal does not start with a genesis record")]
+    NoGenesis,
+    /// A record does not decode.
+    #[error("record {lsn}: {source}")]
+    Record {
+        /// Its LSN.
+        lsn: Lsn,
+        /// What is wrong.
+        source: RecordError,
+    },
+    /// The genesis configuration is invalid.
+    #[error("genesis: {0}")]
+    Config(#[from] super::config::ConfigError),
+    /// A deposit or withdrawal does not apply.
+    #[error("record {lsn}: {reason}")]
+    Ledger {
+        /// Its LSN.
+        lsn: Lsn,
+        /// What failed.
+        reason: String,
+    },
+}
+
+struct Sealed {
+    seal: SignedSeal,
+    envelopes: Vec<Vec<u8>>,
+    verdict: usize,
+}
+
+/// Re-derives every batch of a journal; see the [module docs](self).
+///
+/// # Errors
+///
+/// [`VerifyError`] only when the journal cannot be read as a sequencer
+/// journal at all; every batch-level problem is a verdict.
+pub fn verify_journal(
+    records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+) -> Result<VerifyReport, VerifyError> {
+    let mut records = records.into_iter();
+    let genesis = match records.next() {
+        Some((lsn, kind, payload)) => match SequencerRecord::decode(kind, &payload) {
+            Ok(SequencerRecord::Genesis(genesis)) => genesis,
+            Ok(_) => return Err(VerifyError::NoGenesis),
+            Err(source) => return Err(VerifyError::Record { lsn, source }),
+        },
+        None => return Err(VerifyError::NoGenesis),
+    };
+    genesis.validate()?;
+    let markets = genesis.market_map();
+    let mut references = markets.values().map(|m| (m.id, m.initial_price)).collect();
+    let mut ledger = Ledger::new(genesis.fee_account);
+    let mut collecting: BTreeMap<BatchId, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut sealed: BTreeMap<BatchId, Sealed> = BTreeMap::new();
+    let mut report = VerifyReport {
+        records: 1,
+        batches: Vec::new(),
+    };
+
+    for (lsn, kind, payload) in records {
+        report.records += 1;
+        let record = SequencerRecord::decode(kind, &payload)
+            .map_err(|source| VerifyError::Record { lsn, source })?;
+        match record {
+            SequencerRecord::Genesis(_) => {
+                return Err(VerifyError::Ledger {
+                    lsn,
+                    reason: "a second genesis record".into(),
+                });
+            }
+            SequencerRecord::Envelope { e, bytes } => {
+                collecting.entry(e).or_default().push(bytes);
+            }
+            SequencerRecord::Seal(seal) => {
+                let envelopes = collecting.remove(&seal.e).unwrap_or_default();
+                let verdict = check_seal(&genesis, &seal, &envelopes);
+                report.batches.push(BatchVerdict {
+                    e: seal.e,
+                    envelopes: envelopes.len(),
+                    fills: 0,
+                    verdict,
+                });
+                sealed.insert(
+                    seal.e,
+                    Sealed {
+                        seal,
+                        envelopes,
+                        verdict: report.batches.len() - 1,
+                    },
+                );
+            }
+            SequencerRecord::Result(outcome) => {
+                let Some(batch) = sealed.remove(&outcome.e) else {
+                    report.batches.push(BatchVerdict {
+                        e: outcome.e,
+                        envelopes: 0,
+                        fills: outcome.fills.len(),
+                        verdict: Err(format!("record {lsn}: result without a seal")),
+                    });
+                    continue;
+                };
+                let recomputed =
+                    rederive(&genesis, &batch, &outcome, &ledger, &markets, &references);
+                let slot = &mut report.batches[batch.verdict];
+                slot.fills = outcome.fills.len();
+                if slot.verdict.is_ok() {
+                    slot.verdict = recomputed.and_then(|again| compare(&outcome, &again));
+                }
+                if let Err(error) = apply_outcome(&outcome, &mut ledger, &markets, &mut references)
+                {
+                    slot.verdict = Err(format!("settlement: {error}"));
+                }
+            }
+            SequencerRecord::Deposit(t) => {
+                ledger
+                    .deposit(t.account, t.asset, t.amount)
+                    .map_err(|e| VerifyError::Ledger {
+                        lsn,
+                        reason: e.to_string(),
+                    })?
+            }
+            SequencerRecord::Withdrawal(t) => ledger
+                .withdraw(t.account, t.asset, t.amount)
+                .map_err(|e| VerifyError::Ledger {
+                    lsn,
+                    reason: e.to_string(),
+                })?,
+        }
+    }
+    for batch in sealed.values() {
+        let slot = &mut report.batches[batch.verdict];
+        if slot.verdict.is_ok() {
+            slot.verdict = Err("sealed, but no result journaled yet".into());
+        }
+    }
+    Ok(report)
+}
+
+fn check_seal(genesis: &Genesis, seal: &SignedSeal, envelopes: &[Vec<u8>]) -> Result<(), String> {
+    seal.verify(&genesis.sequencer)
+        .map_err(|e| format!("seal signature: {e}"))?;
+    let commitments: Vec<Commitment> = envelopes.iter().map(|b| Commitment::of(b)).collect();
+    let tree = MerkleTree::from_commitments(commitments).map_err(|e| format!("merkle: {e}"))?;
+    if tree.count() != seal.count || tree.root() != seal.root {
+        return Err(format!(
+            "seal says {} envelopes with root {}, the journal holds {} with root {}",
+            seal.count,
+            hex::encode(seal.root.0),
+            tree.count(),
+            hex::encode(tree.root().0)
+        ));
+    }
+    Ok(())
+}
+
+fn rederive(
+    genesis: &Genesis,
+    batch: &Sealed,
+    outcome: &BatchOutcome,
+    ledger: &Ledger,
+    markets: &BTreeMap<crate::types::MarketId, crate::market::MarketConfig>,
+    references: &BTreeMap<crate::types::MarketId, crate::types::Tick>,
+) -> Result<BatchOutcome, String> {
+    let e = batch.seal.e;
+    let scalar = decode_secret_scalar(&outcome.batch_secret)
+        .map_err(|err| format!("published batch secret: {err}"))?;
+    let public_bytes = (&scalar * RISTRETTO_BASEPOINT_TABLE).compress().to_bytes();
+    let public = BatchPublicKey::from_bytes(&public_bytes)
+        .map_err(|err| format!("batch public key: {err}"))?;
+    let mut custodian = PublishedKeyCustodian::new(
+        e,
+        &outcome.batch_secret,
+        &public,
+        genesis.sequencer,
+        genesis.schedule,
+    )
+    .map_err(|err| format!("published batch secret: {err}"))?;
+    let close_ms = genesis.schedule.close_ms(e).unwrap_or(u64::MAX);
+    let key = custodian
+        .release(&batch.seal, close_ms)
+        .map_err(|err| format!("release: {err}"))?;
+    let opened = open_batch(&key, &batch.envelopes).map_err(|err| format!("opening: {err}"))?;
+    process_batch(&opened, outcome.batch_secret, ledger, markets, references)
+        .map_err(|err| err.to_string())
+}
+
+fn compare(recorded: &BatchOutcome, again: &BatchOutcome) -> Result<(), String> {
+    if recorded == again {
+        return Ok(());
+    }
+    if recorded.root != again.root {
+        return Err("result root differs from the seal".into());
+    }
+    for (i, (a, b)) in recorded.envelopes.iter().zip(&again.envelopes).enumerate() {
+        if a != b {
+            return Err(format!(
+                "envelope {i} ({}): journaled {:?}, re-derived {:?}",
+                hex::encode(a.commitment.0),
+                a.status,
+                b.status
+            ));
+        }
+    }
+    if recorded.envelopes.len() != again.envelopes.len() {
+        return Err(format!(
+            "journaled {} envelope outcomes, re-derived {}",
+            recorded.envelopes.len(),
+            again.envelopes.len()
+        ));
+    }
+    for (a, b) in recorded.markets.iter().zip(&again.markets) {
+        if a != b {
+            return Err(format!(
+                "market {}: journaled {a:?}, re-derived {b:?}",
+                a.market
+            ));
+        }
+    }
+    for (a, b) in recorded.fills.iter().zip(&again.fills) {
+        if a != b {
+            return Err(format!("fill: journaled {a:?}, re-derived {b:?}"));
+        }
+    }
+    Err("markets or fills differ in number".into())
+}

@@ -1,0 +1,515 @@
+//! Seeded simulation of the sequencer core over a simulated disk: random
+//! traders, bad envelopes, deposits, and crashes at random write points.
+//!
+//! After every run: no acknowledged envelope is lost (each is in a sealed and
+//! cleared batch), no batch is settled twice, `verify` re-derives every batch
+//! byte for byte, and a sequencer recovered from the final journal holds the
+//! same ledger as the one that ran. A failure prints its seed; rerun one
+//! seed with `SEALBATCH_SIM_SEED=<seed> cargo test --test sequencer_sim`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use sealbatch::envelope::{
+    BatchSchedule, Commitment, EmbeddedCustodian, MasterSecret, SequencerKey, seal_bundle,
+};
+use sealbatch::journal::{Journal, JournalConfig, RecordKind, SimStorage};
+use sealbatch::market::{AccountId, AssetId, MarketConfig};
+use sealbatch::order::OrderSpec;
+use sealbatch::sequencer::{
+    BatchOutcome, EnvelopeStatus, Event, Genesis, Limits, OpToken, Sequencer, SequencerRecord,
+    SubmitError, SubmitToken, verify_journal,
+};
+use sealbatch::types::{BatchId, MarketId, Side};
+
+const USD: AssetId = AssetId(0);
+const BTC: AssetId = AssetId(1);
+const ETH: AssetId = AssetId(2);
+const GENESIS_MS: u64 = 1_700_000_000_000;
+
+fn genesis(sequencer: &SequencerKey) -> Genesis {
+    let market = |id, base, initial_price| MarketConfig {
+        id: MarketId(id),
+        base,
+        quote: USD,
+        tick_size: 1,
+        lot_size: 10,
+        band_min: 50,
+        band_max: 150,
+        initial_price,
+        fee_bps: 5,
+    };
+    Genesis {
+        sequencer: sequencer.public_key(),
+        schedule: BatchSchedule {
+            genesis_ms: GENESIS_MS,
+            batch_length_ms: 100,
+        },
+        fee_account: AccountId([0xfe; 32]),
+        markets: vec![market(1, BTC, 100), market(2, ETH, 90)],
+    }
+}
+
+struct World {
+    rng: ChaCha20Rng,
+    disk: SimStorage,
+    journal: Option<Journal<SimStorage>>,
+    sequencer: Option<Sequencer>,
+    now: u64,
+    master: [u8; 32],
+    key_seed: [u8; 32],
+    traders: Vec<SigningKey>,
+    nonce: u64,
+    next_token: u64,
+    /// Submissions whose receipt was delivered: token -> (batch, commitment).
+    pending: BTreeMap<u64, (BatchId, Commitment)>,
+    acked: BTreeSet<(BatchId, Commitment)>,
+    cleared: BTreeMap<BatchId, Arc<BatchOutcome>>,
+    crashes: usize,
+}
+
+impl World {
+    fn new(seed: u64) -> World {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut master = [0; 32];
+        rng.fill_bytes(&mut master);
+        let mut key_seed = [0; 32];
+        rng.fill_bytes(&mut key_seed);
+        let traders = (0..6).map(|_| SigningKey::generate(&mut rng)).collect();
+        World {
+            disk: SimStorage::new(rng.next_u64()),
+            rng,
+            journal: None,
+            sequencer: None,
+            now: GENESIS_MS,
+            master,
+            key_seed,
+            traders,
+            nonce: 0,
+            next_token: 0,
+            pending: BTreeMap::new(),
+            acked: BTreeSet::new(),
+            cleared: BTreeMap::new(),
+            crashes: 0,
+        }
+    }
+
+    fn key(&self) -> SequencerKey {
+        SequencerKey::from_seed(&self.key_seed)
+    }
+
+    fn boot(&mut self) {
+        let (journal, recovery) = loop {
+            match Journal::open(self.disk.clone(), JournalConfig::default()) {
+                Ok(opened) => break opened,
+                // The disk stopped during recovery itself: crash again.
+                Err(_) if self.disk.ops() > 0 => {
+                    self.disk.crash();
+                    self.crashes += 1;
+                }
+                Err(error) => panic!("journal does not recover: {error}"),
+            }
+        };
+        let key = self.key();
+        let genesis = genesis(&key);
+        let custodian = EmbeddedCustodian::new(
+            MasterSecret::from_bytes(self.master),
+            key.public_key(),
+            genesis.schedule,
+        );
+        let records = recovery
+            .records
+            .into_iter()
+            .map(|r| (r.lsn, r.kind, r.payload));
+        let sequencer = Sequencer::recover(
+            genesis,
+            Limits::default(),
+            key,
+            Box::new(custodian),
+            records,
+            journal.next_lsn(),
+            self.now,
+        )
+        .expect("sequencer recovers");
+        self.journal = Some(journal);
+        self.sequencer = Some(sequencer);
+        // Receipts that were never delivered are lost with the process.
+        self.pending.clear();
+    }
+
+    fn crash(&mut self) {
+        self.sequencer = None;
+        self.journal = None;
+        self.disk.crash();
+        self.crashes += 1;
+        self.boot();
+    }
+
+    fn seq(&mut self) -> &mut Sequencer {
+        self.sequencer.as_mut().expect("booted")
+    }
+
+    /// Moves everything the sequencer asks for until it is idle. Returns
+    /// false if the disk failed (the caller crashes the world).
+    fn pump(&mut self) -> bool {
+        let now = self.now;
+        self.seq().handle_timeout(now).expect("timeout");
+        loop {
+            let mut progress = false;
+            while let Some(write) = self.seq().poll_journal() {
+                progress = true;
+                let journal = self.journal.as_mut().expect("booted");
+                match journal.append(write.kind, &write.payload) {
+                    Ok(lsn) => assert_eq!(lsn, write.lsn, "journal and core agree on LSNs"),
+                    Err(_) => return false,
+                }
+            }
+            let journal = self.journal.as_mut().expect("booted");
+            if journal.has_unsynced() {
+                progress = true;
+                match journal.sync() {
+                    Ok(durable) => self
+                        .seq()
+                        .handle_journal_durable(now, durable)
+                        .expect("durable"),
+                    Err(_) => return false,
+                }
+            }
+            while let Some(job) = self.seq().poll_job() {
+                progress = true;
+                let opened = job.run();
+                self.seq()
+                    .handle_opened(now, opened)
+                    .expect("batch processes");
+            }
+            while let Some(event) = self.seq().poll_event() {
+                progress = true;
+                match event {
+                    Event::Receipt { token, receipt } => {
+                        let (e, commitment) = self.pending.remove(&token.0).expect("known token");
+                        assert_eq!((receipt.e, receipt.commitment), (e, commitment));
+                        receipt
+                            .verify(&self.key().public_key())
+                            .expect("receipt verifies");
+                        self.acked.insert((e, commitment));
+                    }
+                    Event::BatchCleared { outcome } => {
+                        let previous = self.cleared.insert(outcome.e, Arc::clone(&outcome));
+                        if let Some(previous) = previous {
+                            assert_eq!(
+                                previous.encode(),
+                                outcome.encode(),
+                                "a batch re-published differently"
+                            );
+                        }
+                    }
+                    Event::BatchSealed { seal, tree } => {
+                        assert_eq!(seal.root, tree.root());
+                        seal.verify(&self.key().public_key())
+                            .expect("seal verifies");
+                    }
+                    Event::BatchOpened { .. } | Event::OperationDurable { .. } => {}
+                }
+            }
+            if !progress {
+                return true;
+            }
+        }
+    }
+
+    /// Pumps; if the disk stops, crashes the machine, restarts and pumps again.
+    fn pump_through_crashes(&mut self) {
+        if !self.pump() {
+            self.crash();
+            assert!(self.pump(), "no failure scheduled after a crash");
+        }
+    }
+
+    fn random_orders(&mut self) -> Vec<OrderSpec> {
+        let count = 1 + self.rng.next_u32() % 4;
+        (0..count)
+            .map(|i| {
+                let roll = self.rng.next_u32();
+                OrderSpec {
+                    // Market 3 is unknown: a funding rejection.
+                    market: MarketId(1 + roll % 2 + u32::from(roll % 97 == 0)),
+                    side: if roll & 4 == 0 { Side::Buy } else { Side::Sell },
+                    limit: if roll % 5 == 0 {
+                        None
+                    } else {
+                        Some(80 + u64::from(self.rng.next_u32() % 40))
+                    },
+                    // Occasionally far more than anyone holds.
+                    qty: if roll % 53 == 0 {
+                        1_000_000
+                    } else {
+                        1 + u64::from(self.rng.next_u32() % 20)
+                    },
+                    client_order_id: u64::from(i),
+                }
+            })
+            .collect()
+    }
+
+    fn submit_one(&mut self) {
+        let now = self.now;
+        let ahead = u64::from(self.rng.next_u32() % 3 == 0);
+        let e = self.seq().open_batch_at(now) + ahead;
+        let public = self.seq().batch_public_key(e).expect("announced key");
+        let trader = self.traders[self.rng.next_u32() as usize % self.traders.len()].clone();
+        let orders = self.random_orders();
+        self.nonce += 1;
+        let envelope =
+            seal_bundle(&mut self.rng, &trader, e, &public, self.nonce, &orders).expect("seals");
+        let mut bytes = envelope.into_bytes();
+        match self.rng.next_u32() % 40 {
+            // Tampered ciphertext: accepted (shape is fine), rejected at opening.
+            0 => {
+                let at = bytes.len() - 20;
+                bytes[at] ^= 1;
+            }
+            // Garbage: refused at submission.
+            1 => bytes.truncate(10),
+            _ => {}
+        }
+        self.next_token += 1;
+        let token = self.next_token;
+        match self
+            .seq()
+            .handle_submit(now, SubmitToken(token), bytes.clone())
+        {
+            Ok(commitment) => {
+                self.pending.insert(token, (e, commitment));
+            }
+            Err(SubmitError::Malformed(_)) => assert!(bytes.len() == 10),
+            Err(other) => panic!("unexpected refusal: {other}"),
+        }
+    }
+
+    fn fund(&mut self) {
+        let accounts: Vec<AccountId> = self
+            .traders
+            .iter()
+            .map(|t| AccountId(t.verifying_key().to_bytes()))
+            .collect();
+        for (i, account) in accounts.into_iter().enumerate() {
+            for (asset, amount) in [(USD, 2_000_000), (BTC, 5_000), (ETH, 5_000)] {
+                self.seq()
+                    .handle_deposit(OpToken(i as u64), account, asset, amount)
+                    .expect("deposit");
+            }
+        }
+    }
+}
+
+fn records(disk: &SimStorage) -> Vec<(u64, RecordKind, Vec<u8>)> {
+    let (_, recovery) = Journal::open(disk.clone(), JournalConfig::default()).expect("reopens");
+    recovery
+        .records
+        .into_iter()
+        .map(|r| (r.lsn, r.kind, r.payload))
+        .collect()
+}
+
+/// Where the disk stops during a run.
+#[derive(Clone, Copy, Debug)]
+enum Crashes {
+    /// Never.
+    None,
+    /// About once in this many steps, at a random upcoming write point.
+    Random(u32),
+    /// Once, at this mutating disk operation.
+    AtOp(u64),
+}
+
+/// What a run did, for the callers' own checks.
+struct Stats {
+    crashes: usize,
+    batches: usize,
+    acked: usize,
+    ops: u64,
+}
+
+fn run(seed: u64, steps: usize, crashes: Crashes) -> Stats {
+    let mut world = World::new(seed);
+    if let Crashes::AtOp(op) = crashes {
+        world.disk.crash_at_op(op);
+    }
+    world.boot();
+    world.fund();
+    world.pump_through_crashes();
+    for _ in 0..steps {
+        world.now += u64::from(world.rng.next_u32() % 40);
+        for _ in 0..world.rng.next_u32() % 4 {
+            world.submit_one();
+        }
+        if let Crashes::Random(one_in) = crashes
+            && world.rng.next_u32() % one_in == 0
+        {
+            // Stop the disk at a random upcoming write point.
+            let at = world.disk.ops() + u64::from(world.rng.next_u32() % 6);
+            world.disk.crash_at_op(at);
+        }
+        world.pump_through_crashes();
+    }
+    // Let every batch close and clear.
+    world.now += 1_000;
+    world.pump_through_crashes();
+    // A crash scheduled past the run's last write never happens.
+    world.disk.restart();
+
+    let records = records(&world.disk);
+    // No acknowledged envelope lost: each is in its batch, which was cleared.
+    let mut envelopes: BTreeMap<BatchId, BTreeSet<Commitment>> = BTreeMap::new();
+    let mut results: BTreeMap<BatchId, usize> = BTreeMap::new();
+    let mut deposited: BTreeMap<AssetId, u128> = BTreeMap::new();
+    for (_, kind, payload) in &records {
+        match SequencerRecord::decode(*kind, payload).expect("decodes") {
+            SequencerRecord::Envelope { e, bytes } => {
+                envelopes
+                    .entry(e)
+                    .or_default()
+                    .insert(Commitment::of(&bytes));
+            }
+            SequencerRecord::Result(outcome) => *results.entry(outcome.e).or_default() += 1,
+            SequencerRecord::Deposit(t) => {
+                *deposited.entry(t.asset).or_default() += u128::from(t.amount);
+            }
+            _ => {}
+        }
+    }
+    for (e, commitment) in &world.acked {
+        assert!(
+            envelopes.get(e).is_some_and(|set| set.contains(commitment)),
+            "seed {seed}: acknowledged envelope of batch {e} lost"
+        );
+        assert_eq!(
+            results.get(e),
+            Some(&1),
+            "seed {seed}: batch {e} not cleared exactly once"
+        );
+    }
+    for (e, count) in &results {
+        assert_eq!(*count, 1, "seed {seed}: batch {e} settled {count} times");
+    }
+
+    // verify re-derives every batch.
+    let report = verify_journal(records.iter().cloned()).expect("verify reads the journal");
+    for verdict in &report.batches {
+        assert_eq!(
+            verdict.verdict,
+            Ok(()),
+            "seed {seed}: batch {} fails verify",
+            verdict.e
+        );
+    }
+    assert_eq!(report.batches.len(), results.len());
+
+    // A sequencer recovered from the journal holds the same ledger.
+    let live = world.seq().ledger().clone();
+    world.sequencer = None;
+    world.journal = None;
+    world.boot();
+    assert_eq!(
+        world.seq().ledger(),
+        &live,
+        "seed {seed}: replayed ledger differs"
+    );
+    // Conservation: every asset's total is what the journal says was
+    // deposited (a deposit lost before it was durable was never acknowledged).
+    for asset in [USD, BTC, ETH] {
+        let expected = deposited.get(&asset).copied().unwrap_or(0);
+        assert_eq!(
+            live.total(asset),
+            expected,
+            "seed {seed}: asset {asset} not conserved"
+        );
+        let summed: u128 = live
+            .iter()
+            .filter(|b| b.1 == asset)
+            .map(|b| u128::from(b.2))
+            .sum();
+        assert_eq!(
+            summed, expected,
+            "seed {seed}: balances of {asset} do not add up"
+        );
+    }
+    // Something actually happened.
+    let accepted: usize = world
+        .cleared
+        .values()
+        .flat_map(|o| &o.envelopes)
+        .filter(|e| matches!(e.status, EnvelopeStatus::Accepted { .. }))
+        .count();
+    assert!(
+        accepted > 0 || steps < 10,
+        "seed {seed}: nothing was accepted"
+    );
+    Stats {
+        crashes: world.crashes,
+        batches: results.len(),
+        acked: world.acked.len(),
+        ops: world.disk.ops(),
+    }
+}
+
+fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
+    match std::env::var("SEALBATCH_SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("SEALBATCH_SIM_SEED is a number")],
+        Err(_) => default.collect(),
+    }
+}
+
+#[test]
+fn uninterrupted_runs_verify() {
+    for seed in seeds(0..4) {
+        let stats = run(seed, 400, Crashes::None);
+        assert_eq!(stats.crashes, 0);
+        assert!(
+            stats.batches > 20,
+            "seed {seed}: only {} batches",
+            stats.batches
+        );
+    }
+}
+
+#[test]
+fn random_crashes_lose_no_acknowledged_envelope_and_apply_no_fill_twice() {
+    let (mut crashes, mut batches, mut acked) = (0, 0, 0);
+    for seed in seeds(100..140) {
+        let result = std::panic::catch_unwind(|| run(seed, 300, Crashes::Random(12)));
+        match result {
+            Ok(stats) => {
+                crashes += stats.crashes;
+                batches += stats.batches;
+                acked += stats.acked;
+            }
+            Err(panic) => {
+                eprintln!("simulation failed with seed {seed}");
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+    eprintln!("{crashes} crashes, {batches} batches, {acked} acknowledged envelopes");
+    assert!(
+        crashes > 100 && batches > 1_000,
+        "the simulation exercised too little"
+    );
+}
+
+#[test]
+fn a_crash_at_every_write_point_recovers() {
+    let seed = 7;
+    let total = run(seed, 60, Crashes::None).ops;
+    assert!(total > 50, "only {total} disk operations");
+    for op in 0..total {
+        let result = std::panic::catch_unwind(|| run(seed, 60, Crashes::AtOp(op)));
+        if let Err(panic) = result {
+            eprintln!("simulation failed with seed {seed}, crash at op {op}");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
