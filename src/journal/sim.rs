@@ -167,6 +167,17 @@ impl SimStorage {
         disk.crashed = false;
     }
 
+    /// Simulates the process dying while the operating system lives on:
+    /// every byte written stays readable, nothing more becomes durable, and
+    /// the machine runs again with no failure scheduled. A later
+    /// [`SimStorage::crash`] can still lose what was never synced.
+    pub fn restart(&self) {
+        let mut disk = self.disk();
+        disk.crash_at = None;
+        disk.fail_at = None;
+        disk.crashed = false;
+    }
+
     /// Names of the files present now.
     #[must_use]
     pub fn file_names(&self) -> Vec<String> {
