@@ -165,7 +165,10 @@ fn crash_at_every_write_point_loses_no_acknowledged_record() {
             // changes nothing.
             disk.crash();
             let again = check_recovery(&disk, small_segments(), &outcome, &context);
-            assert_eq!(again, recovered, "{context}: recovered records were not durable");
+            assert_eq!(
+                again, recovered,
+                "{context}: recovered records were not durable"
+            );
 
             // The journal goes on after recovery, and a second crash with
             // nothing unsynced changes nothing.
