@@ -8,6 +8,28 @@
 //! passes that to the core, which releases the receipts of records up to
 //! `lsn`. The more records arrive while an `fdatasync` runs, the larger the
 //! next group.
+//!
+//! ```
+//! use sealbatch::journal::{Journal, JournalConfig, JournalWriter, RecordKind, SimStorage, WriterEvent};
+//!
+//! # fn main() -> Result<(), sealbatch::journal::JournalError> {
+//! let (journal, _recovery) = Journal::open(SimStorage::new(1), JournalConfig::default())?;
+//! let mut writer = JournalWriter::spawn(journal, 1024)?;
+//! let lsn = writer.append(RecordKind::Envelope, b"envelope".to_vec())?;
+//! // The driver loop: pass durable LSNs to the core, which releases receipts.
+//! loop {
+//!     match writer.wait_event() {
+//!         Some(WriterEvent::Durable(durable)) if durable >= lsn => break,
+//!         Some(WriterEvent::Durable(_)) => {}
+//!         Some(WriterEvent::Failed(error)) => return Err(error),
+//!         None => return Err(sealbatch::journal::JournalError::WriterStopped),
+//!     }
+//! }
+//! let journal = writer.close()?;
+//! assert_eq!(journal.durable_lsn(), lsn);
+//! # Ok(())
+//! # }
+//! ```
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::thread::{self, JoinHandle};
