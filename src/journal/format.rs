@@ -175,6 +175,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn record_kinds_round_trip_and_zero_is_invalid() {
+        for (index, kind) in RecordKind::ALL.iter().enumerate() {
+            assert_eq!(kind.to_byte() as usize, index + 1);
+            assert_eq!(RecordKind::from_byte(kind.to_byte()), Some(*kind));
+        }
+        assert_eq!(RecordKind::from_byte(0), None);
+        assert_eq!(RecordKind::from_byte(8), None);
+    }
+
+    #[test]
     fn header_round_trips_and_rejects_damage() {
         let header = encode_segment_header(42);
         assert_eq!(decode_segment_header(&header), Ok(42));

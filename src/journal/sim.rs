@@ -1,17 +1,4 @@
-//! A simulated disk for deterministic crash tests.
-//!
-//! [`SimStorage`] keeps, for every file, the bytes that are durable apart from
-//! the bytes that were written but not yet synced, and likewise for directory
-//! entries. [`SimStorage::crash`] then does what a power loss may do: it keeps
-//! a seeded random prefix of each file's unsynced bytes (sometimes with its
-//! end filled with garbage or zeros, as a torn sector would read) and drops
-//! files whose directory entry was never synced. Mutating operations are
-//! counted, so a test can stop the machine at any write point
-//! ([`SimStorage::crash_at_op`]) or fail a single operation
-//! ([`SimStorage::fail_op`]).
-//!
-//! Clones share one disk: the test keeps a clone to crash and inspect the
-//! disk while the journal owns another.
+//! A simulated disk for deterministic crash tests: [`SimStorage`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -76,7 +63,21 @@ impl SimDisk {
     }
 }
 
-/// A simulated directory; see the [module docs](self).
+/// A simulated disk for deterministic crash tests.
+///
+/// [`SimStorage`] keeps, for every file, the bytes that are durable apart from
+/// the bytes that were written but not yet synced, and likewise for directory
+/// entries. [`SimStorage::crash`] then does what a power loss may do: it keeps
+/// a seeded random prefix of each file's unsynced bytes (sometimes with its
+/// end filled with garbage or zeros, as a torn sector would read) and drops
+/// files whose directory entry was never synced. Mutating operations are
+/// counted, so a test can stop the machine at any write point
+/// ([`SimStorage::crash_at_op`]) or fail a single operation
+/// ([`SimStorage::fail_op`]). [`SimStorage::restart`] models the process
+/// dying while the OS keeps its page cache (nothing lost, nothing synced).
+///
+/// Clones share one disk: the test keeps a clone to crash and inspect the
+/// disk while the journal owns another.
 #[derive(Clone, Debug)]
 pub struct SimStorage {
     disk: Arc<Mutex<SimDisk>>,

@@ -1,35 +1,4 @@
-//! A dedicated writer thread around a [`Journal`]: group commit for free.
-//!
-//! The sequencer core (sans-IO) emits records to journal; its driver hands
-//! them to [`JournalWriter::append`], which only queues them (blocking when
-//! the bounded queue is full, which is the back-pressure) and returns the LSN
-//! each will get. The writer thread takes everything queued, appends it,
-//! syncs once, and reports [`WriterEvent::Durable`]`(lsn)`: the driver
-//! passes that to the core, which releases the receipts of records up to
-//! `lsn`. The more records arrive while an `fdatasync` runs, the larger the
-//! next group.
-//!
-//! ```
-//! use sealbatch::journal::{Journal, JournalConfig, JournalWriter, RecordKind, SimStorage, WriterEvent};
-//!
-//! # fn main() -> Result<(), sealbatch::journal::JournalError> {
-//! let (journal, _recovery) = Journal::open(SimStorage::new(1), JournalConfig::default())?;
-//! let mut writer = JournalWriter::spawn(journal, 1024)?;
-//! let lsn = writer.append(RecordKind::Envelope, b"envelope".to_vec())?;
-//! // The driver loop: pass durable LSNs to the core, which releases receipts.
-//! loop {
-//!     match writer.wait_event() {
-//!         Some(WriterEvent::Durable(durable)) if durable >= lsn => break,
-//!         Some(WriterEvent::Durable(_)) => {}
-//!         Some(WriterEvent::Failed(error)) => return Err(error),
-//!         None => return Err(sealbatch::journal::JournalError::WriterStopped),
-//!     }
-//! }
-//! let journal = writer.close()?;
-//! assert_eq!(journal.durable_lsn(), lsn);
-//! # Ok(())
-//! # }
-//! ```
+//! A dedicated writer thread around a journal: [`JournalWriter`].
 
 use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::thread::{self, JoinHandle};
@@ -55,8 +24,38 @@ pub enum WriterEvent {
     Failed(JournalError),
 }
 
-/// Handle to a journal owned by a writer thread; see the
-/// [module docs](self).
+/// A dedicated writer thread around a [`Journal`]: group commit for free.
+///
+/// The sequencer core (sans-IO) emits records to be journaled; its driver hands
+/// them to [`JournalWriter::append`], which only queues them (blocking when
+/// the bounded queue is full, which is the back-pressure) and returns the LSN
+/// each will get. The writer thread takes everything queued, appends it,
+/// syncs once, and reports [`WriterEvent::Durable`]`(lsn)`: the driver
+/// passes that to the core, which releases the receipts of records up to
+/// `lsn`. The more records arrive while an `fdatasync` runs, the larger the
+/// next group.
+///
+/// ```
+/// use sealbatch::journal::{Journal, JournalConfig, JournalWriter, RecordKind, SimStorage, WriterEvent};
+///
+/// # fn main() -> Result<(), sealbatch::journal::JournalError> {
+/// let (journal, _recovery) = Journal::open(SimStorage::new(1), JournalConfig::default())?;
+/// let mut writer = JournalWriter::spawn(journal, 1024)?;
+/// let lsn = writer.append(RecordKind::Envelope, b"envelope".to_vec())?;
+/// // The driver loop: pass durable LSNs to the core, which releases receipts.
+/// loop {
+///     match writer.wait_event() {
+///         Some(WriterEvent::Durable(durable)) if durable >= lsn => break,
+///         Some(WriterEvent::Durable(_)) => {}
+///         Some(WriterEvent::Failed(error)) => return Err(error),
+///         None => return Err(sealbatch::journal::JournalError::WriterStopped),
+///     }
+/// }
+/// let journal = writer.close()?;
+/// assert_eq!(journal.durable_lsn(), lsn);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct JournalWriter<S: Storage + 'static> {
     queue: Option<SyncSender<(RecordKind, Vec<u8>)>>,
