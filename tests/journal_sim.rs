@@ -501,3 +501,47 @@ fn writer_thread_reports_failure() {
     }
     assert!(stopped);
 }
+
+#[test]
+fn a_valid_record_with_the_wrong_lsn_is_an_error_even_at_the_tail() {
+    let (disk, _) = synced_journal(JournalConfig::default(), 1, 3);
+    let name = segment_name(1);
+    let mut bytes = disk.file_bytes(&name).unwrap();
+    let end = bytes.len() as u64;
+    // A well-formed frame for LSN 7 where LSN 4 should come: misplaced data,
+    // which no crash produces.
+    sealbatch::journal::format::encode_frame(&mut bytes, 7, RecordKind::Seal, b"misplaced");
+    disk.set_file_bytes(&name, bytes);
+    let error = Journal::open(disk, JournalConfig::default()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            JournalError::Corrupt {
+                offset,
+                problem: Corruption::LsnMismatch { expected: 4, found: 7 },
+                ..
+            } if offset == end
+        ),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_segment_named_lsn_zero_is_an_error() {
+    let disk = SimStorage::new(8);
+    disk.set_file_bytes(
+        &segment_name(0),
+        sealbatch::journal::format::encode_segment_header(0).to_vec(),
+    );
+    let error = Journal::open(disk, JournalConfig::default()).unwrap_err();
+    assert!(
+        matches!(
+            error,
+            JournalError::Corrupt {
+                problem: Corruption::LsnOutOfRange(0),
+                ..
+            }
+        ),
+        "{error}"
+    );
+}

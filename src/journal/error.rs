@@ -51,7 +51,7 @@ pub enum JournalError {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Corruption {
     /// The segment header is damaged.
-    #[error("bad segment header ({0:?})")]
+    #[error("bad segment header: {0}")]
     Header(HeaderProblem),
     /// The header's first LSN disagrees with the file name.
     #[error("segment header says first LSN {header}, file name says {name}")]
@@ -70,12 +70,24 @@ pub enum Corruption {
         /// This segment's first LSN.
         found: Lsn,
     },
+    /// A segment name holds an LSN of 0 or above [`LSN_MAX`](super::LSN_MAX).
+    #[error("segment first LSN {0} is out of range")]
+    LsnOutOfRange(Lsn),
+    /// A checksum-valid record carries the wrong LSN: misplaced data, never
+    /// a torn write.
+    #[error("record has LSN {found}, expected {expected}")]
+    LsnMismatch {
+        /// The LSN that should come next.
+        expected: Lsn,
+        /// The LSN in the frame.
+        found: Lsn,
+    },
     /// A record frame is damaged and this cannot be a torn tail: it is in a
     /// closed segment, or a valid record follows it.
-    #[error("{problem} where LSN {expected_lsn} was expected{}", later_text(*later))]
+    #[error("bad record frame ({problem}) where LSN {expected_lsn} was expected{}", later_text(*later))]
     Record {
         /// What is wrong with the frame.
-        problem: RecordProblem,
+        problem: FrameProblem,
         /// The LSN the frame should have had.
         expected_lsn: Lsn,
         /// `(offset, lsn)` of a valid record found after the damage, if the
@@ -91,20 +103,4 @@ fn later_text(later: Option<(u64, Lsn)>) -> String {
         }
         None => ", in a closed segment".to_string(),
     }
-}
-
-/// Why a record frame was not accepted.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RecordProblem {
-    /// The frame itself is damaged or incomplete.
-    #[error("bad record frame ({0:?})")]
-    Frame(FrameProblem),
-    /// A valid frame with the wrong LSN.
-    #[error("record has LSN {found}")]
-    Lsn {
-        /// The LSN that should come next.
-        expected: Lsn,
-        /// The LSN in the frame.
-        found: Lsn,
-    },
 }

@@ -40,17 +40,22 @@ pub fn encode_segment_header(first_lsn: Lsn) -> [u8; SEGMENT_HEADER_LEN] {
 }
 
 /// Why a segment header was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum HeaderProblem {
     /// Fewer than [`SEGMENT_HEADER_LEN`] bytes.
+    #[error("shorter than {SEGMENT_HEADER_LEN} bytes")]
     Short,
     /// The magic bytes are wrong.
+    #[error("wrong magic (not a sealbatch journal segment)")]
     Magic,
     /// The header checksum does not match.
+    #[error("header checksum mismatch")]
     Checksum,
     /// A version this code does not read.
+    #[error("unsupported format version {0}")]
     Version(u32),
     /// Nonzero flags or reserved bytes.
+    #[error("nonzero flags or reserved bytes")]
     Reserved,
 }
 
@@ -97,17 +102,22 @@ pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, kind: RecordKind, payload: &[u8
 }
 
 /// Why a record frame was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum FrameProblem {
     /// The file ends inside the frame.
+    #[error("incomplete: the file ends inside the frame")]
     Incomplete,
     /// The length field exceeds [`RECORD_PAYLOAD_BYTES_MAX`].
+    #[error("payload length {0} exceeds the limit")]
     TooLong(u32),
     /// The kind byte names no [`RecordKind`].
+    #[error("unknown record kind {0}")]
     Kind(u8),
     /// The reserved bytes are not zero.
+    #[error("nonzero reserved bytes")]
     Reserved,
     /// The crc32c over the frame does not match.
+    #[error("checksum mismatch")]
     Checksum,
 }
 

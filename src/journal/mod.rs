@@ -65,7 +65,8 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
-pub use error::{Corruption, JournalError, RecordProblem};
+pub use error::{Corruption, JournalError};
+pub use format::{FrameProblem, HeaderProblem};
 pub use sim::{SimFileHandle, SimStorage};
 pub use storage::{FsFile, FsStorage, Storage, StorageFile};
 pub use writer::{JournalWriter, WRITER_GROUP_RECORDS_MAX, WRITER_QUEUE_DEPTH_MAX, WriterEvent};
@@ -101,6 +102,11 @@ pub const WRITE_BUFFER_BYTES_MAX: usize = 4 << 20;
 pub const SEGMENT_FILE_SUFFIX: &str = ".sbj";
 
 const SEGMENT_NAME_DIGITS: usize = 20;
+
+/// Largest LSN a segment may start at; far beyond any real journal
+/// (2^62 records at a million per second take 146,000 years), it keeps LSN
+/// arithmetic free of overflow whatever a file name says.
+pub const LSN_MAX: Lsn = 1 << 62;
 
 const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!((RECORD_PAYLOAD_BYTES_MAX as u64) < SEGMENT_BYTES_DEFAULT);
@@ -203,7 +209,7 @@ pub struct Truncation {
     /// How many bytes were cut.
     pub bytes_cut: u64,
     /// What was wrong at `offset` (`None`: a torn segment header).
-    pub problem: Option<RecordProblem>,
+    pub problem: Option<FrameProblem>,
 }
 
 /// What [`Journal::open`] found.
@@ -341,6 +347,20 @@ impl<S: Storage> Journal<S> {
             let mut file = storage.open(name).map_err(io)?;
             let bytes = file.read_all().map_err(io)?;
 
+            if *name_lsn == 0 || *name_lsn > LSN_MAX {
+                return Err(corrupt(0, Corruption::LsnOutOfRange(*name_lsn)));
+            }
+            if let Some(expected) = next_lsn {
+                if *name_lsn != expected {
+                    return Err(corrupt(
+                        0,
+                        Corruption::SegmentGap {
+                            expected,
+                            found: *name_lsn,
+                        },
+                    ));
+                }
+            }
             let first_lsn = match decode_segment_header(&bytes) {
                 Ok(first_lsn) => first_lsn,
                 // The header is synced before any record is written, so a
@@ -369,17 +389,6 @@ impl<S: Storage> Journal<S> {
                     },
                 ));
             }
-            if let Some(expected) = next_lsn {
-                if first_lsn != expected {
-                    return Err(corrupt(
-                        0,
-                        Corruption::SegmentGap {
-                            expected,
-                            found: first_lsn,
-                        },
-                    ));
-                }
-            }
             let mut expected = first_lsn;
             let mut offset = SEGMENT_HEADER_LEN.min(bytes.len());
             let mut records_here = 0u64;
@@ -397,11 +406,16 @@ impl<S: Storage> Journal<S> {
                         records_here += 1;
                         continue;
                     }
-                    Ok(frame) => RecordProblem::Lsn {
-                        expected,
-                        found: frame.lsn,
-                    },
-                    Err(problem) => RecordProblem::Frame(problem),
+                    Ok(frame) => {
+                        return Err(corrupt(
+                            offset as u64,
+                            Corruption::LsnMismatch {
+                                expected,
+                                found: frame.lsn,
+                            },
+                        ));
+                    }
+                    Err(problem) => problem,
                 };
                 if !is_last {
                     return Err(corrupt(
