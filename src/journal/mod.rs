@@ -56,6 +56,24 @@
 //!
 //! With a real directory use [`Journal::open_dir`] (or
 //! [`FsStorage`] with [`Journal::open`]).
+//!
+//! # Driving it from a sans-IO core
+//!
+//! LSNs are contiguous, so the core can number its records itself, starting
+//! from [`Journal::next_lsn`] after recovery, and the driver only moves
+//! them:
+//!
+//! 1. on start, replay [`Recovery::records`] into the core (every one of
+//!    them is durable: recovery synced them);
+//! 2. in each turn of the driver loop, call [`Journal::append`] for every
+//!    record the core asked for (checking that the returned LSN is the one
+//!    the core expects), then [`Journal::sync`] once, and hand the durable
+//!    LSN to the core, which releases the receipts up to it;
+//! 3. on any error, stop: drop the journal and reopen it.
+//!
+//! To keep the core's thread free during the `fdatasync`, move the journal
+//! to a [`JournalWriter`] thread, which does steps 2 and 3 and reports
+//! [`WriterEvent`]s.
 
 mod error;
 pub mod format;
