@@ -1,7 +1,7 @@
 //! Journal append throughput with group commit: envelope-sized (1 KiB)
 //! records, `n` appends per `fdatasync`, on the real file system in a
-//! temporary directory; and the same through the writer thread, which forms
-//! its groups itself.
+//! temporary directory; the same through the writer thread, which forms its
+//! groups itself; and recovery (open and read back) of 10,000 such records.
 //!
 //! ```sh
 //! cargo bench --bench journal
@@ -99,5 +99,32 @@ fn writer_thread(c: &mut Criterion) {
     let _ = fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, group_commit, writer_thread);
+fn recovery(c: &mut Criterion) {
+    const RECORDS: u64 = 10_000;
+    let payload = envelope();
+    let dir = temp_dir("recovery");
+    let (mut journal, _) = Journal::open_dir(&dir, JournalConfig::default()).unwrap();
+    for _ in 0..RECORDS {
+        journal.append(RecordKind::Envelope, &payload).unwrap();
+    }
+    journal.sync().unwrap();
+    drop(journal);
+    let mut group = c.benchmark_group("journal_recovery_1KiB");
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .throughput(Throughput::Elements(RECORDS));
+    group.bench_function(BenchmarkId::new("records", RECORDS), |b| {
+        b.iter(|| {
+            let (journal, recovery) = Journal::open_dir(&dir, JournalConfig::default()).unwrap();
+            assert_eq!(recovery.records.len() as u64, RECORDS);
+            journal.next_lsn()
+        });
+    });
+    group.finish();
+    let _ = fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, group_commit, writer_thread, recovery);
 criterion_main!(benches);
