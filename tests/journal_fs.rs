@@ -1,0 +1,188 @@
+//! The journal on the real file system, in a fresh temporary directory.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sealbatch::journal::format::{FRAME_OVERHEAD_LEN, SEGMENT_HEADER_LEN};
+use sealbatch::journal::{
+    Corruption, Journal, JournalConfig, JournalError, JournalWriter, RecordKind, WriterEvent,
+    segment_name,
+};
+
+/// A unique directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        TempDir(std::env::temp_dir().join(format!(
+            "sealbatch-journal-{test}-{}-{nanos}",
+            std::process::id()
+        )))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn payload(i: usize) -> Vec<u8> {
+    (0..100 + i % 50).map(|j| (i * 31 + j) as u8).collect()
+}
+
+fn config() -> JournalConfig {
+    JournalConfig {
+        segment_bytes_max: 4096,
+    }
+}
+
+fn segment_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn records_survive_reopen_across_segments() {
+    let dir = TempDir::new("reopen");
+    let (mut journal, recovery) = Journal::open_dir(dir.path(), config()).unwrap();
+    assert!(recovery.records.is_empty());
+    for i in 0..300 {
+        let kind = RecordKind::ALL[i % 7];
+        assert_eq!(journal.append(kind, &payload(i)).unwrap(), i as u64 + 1);
+        if i % 10 == 9 {
+            assert_eq!(journal.sync().unwrap(), i as u64 + 1);
+        }
+    }
+    assert_eq!(journal.sync().unwrap(), 300);
+    drop(journal);
+
+    let names = segment_files(dir.path());
+    assert!(names.len() > 5, "rotated: {names:?}");
+    assert_eq!(names[0], segment_name(1));
+    for name in &names {
+        let len = fs::metadata(dir.path().join(name)).unwrap().len();
+        assert!(len <= 4096, "{name} is {len} bytes");
+    }
+
+    let (mut journal, recovery) = Journal::open_dir(dir.path(), config()).unwrap();
+    assert_eq!(recovery.records.len(), 300);
+    assert_eq!(recovery.segments, names.len());
+    assert!(recovery.truncation.is_none());
+    for (i, record) in recovery.records.iter().enumerate() {
+        assert_eq!(record.lsn, i as u64 + 1);
+        assert_eq!(record.kind, RecordKind::ALL[i % 7]);
+        assert_eq!(record.payload, payload(i));
+    }
+    assert_eq!(journal.append(RecordKind::Config, b"more").unwrap(), 301);
+    assert_eq!(journal.sync().unwrap(), 301);
+}
+
+#[test]
+fn a_torn_tail_is_cut_on_disk() {
+    let dir = TempDir::new("torn");
+    let (mut journal, _) = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap();
+    for i in 0..5 {
+        journal.append(RecordKind::Envelope, &payload(i)).unwrap();
+    }
+    journal.sync().unwrap();
+    drop(journal);
+    let path = dir.path().join(segment_name(1));
+    let good_len = fs::metadata(&path).unwrap().len();
+
+    // Half a frame: a record whose write was interrupted.
+    let mut frame = Vec::new();
+    sealbatch::journal::format::encode_frame(&mut frame, 6, RecordKind::Envelope, &payload(6));
+    let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+    file.write_all(&frame[..frame.len() / 2]).unwrap();
+    drop(file);
+
+    let (journal, recovery) = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap();
+    assert_eq!(recovery.records.len(), 5);
+    let truncation = recovery.truncation.unwrap();
+    assert_eq!(truncation.offset, good_len);
+    assert_eq!(truncation.bytes_cut as usize, frame.len() / 2);
+    assert_eq!(truncation.path, path);
+    assert_eq!(fs::metadata(&path).unwrap().len(), good_len);
+    assert_eq!(journal.next_lsn(), 6);
+}
+
+#[test]
+fn mid_file_corruption_stops_recovery_with_file_and_offset() {
+    let dir = TempDir::new("corrupt");
+    let (mut journal, _) = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap();
+    for i in 0..4 {
+        journal.append(RecordKind::Envelope, &payload(0)).unwrap();
+        journal.sync().unwrap();
+        assert_eq!(journal.durable_lsn(), i + 1);
+    }
+    drop(journal);
+    let path = dir.path().join(segment_name(1));
+    let mut bytes = fs::read(&path).unwrap();
+    let third = SEGMENT_HEADER_LEN + 2 * (FRAME_OVERHEAD_LEN + payload(0).len());
+    bytes[third + 20] ^= 1;
+    fs::write(&path, &bytes).unwrap();
+
+    let error = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap_err();
+    match &error {
+        JournalError::Corrupt {
+            path: error_path,
+            offset,
+            problem:
+                Corruption::Record {
+                    expected_lsn: 3,
+                    later: Some(_),
+                    ..
+                },
+        } => {
+            assert_eq!(error_path, &path);
+            assert_eq!(*offset, third as u64);
+        }
+        other => panic!("expected mid-file corruption, got {other}"),
+    }
+    assert_eq!(fs::read(&path).unwrap(), bytes, "nothing was cut");
+}
+
+#[test]
+fn bad_magic_is_reported() {
+    let dir = TempDir::new("magic");
+    fs::create_dir_all(dir.path()).unwrap();
+    fs::write(dir.path().join(segment_name(1)), [b'x'; 64]).unwrap();
+    let error = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap_err();
+    assert!(error.to_string().contains("bad segment header"), "{error}");
+}
+
+#[test]
+fn writer_thread_on_disk() {
+    let dir = TempDir::new("writer");
+    let (journal, _) = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap();
+    let mut writer = JournalWriter::spawn(journal, 256).unwrap();
+    for i in 0..2000 {
+        writer.append(RecordKind::Envelope, payload(i)).unwrap();
+    }
+    let mut durable = 0;
+    while durable < 2000 {
+        match writer.wait_event() {
+            Some(WriterEvent::Durable(lsn)) => durable = lsn,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    drop(writer.close().unwrap());
+    let (_, recovery) = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap();
+    assert_eq!(recovery.records.len(), 2000);
+    assert_eq!(recovery.records[1999].payload, payload(1999));
+}
