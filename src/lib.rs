@@ -24,18 +24,25 @@
 //! - [`ledger`]: balances, funding checks and settlement.
 //! - [`sequencer`]: the batch life cycle as a sans-IO state machine, recovery and `verify`.
 //! - [`journal`]: the append-only, checksummed, fsynced log and its recovery.
+//! - [`net`]: QUIC endpoints (quinn, rustls), the server's certificate and clients' pinning.
+//! - [`node`]: the sequencer process: core thread, QUIC server, metrics, shutdown.
+//! - [`client`]: the client library: schedule, submit, subscribe, accounts.
 //! - [`cli`]: the `sealbatch` command line.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 #![warn(missing_docs)]
 
 pub mod clearing;
+pub mod client;
 pub mod cli;
 pub mod codec;
 pub mod envelope;
 pub mod journal;
 pub mod ledger;
 pub mod market;
+pub mod net;
+pub mod node;
 pub mod order;
 pub mod sequencer;
 pub mod types;
+pub mod wire;

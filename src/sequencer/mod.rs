@@ -901,6 +901,19 @@ impl Sequencer {
             && self.durable_lsn + 1 == self.next_lsn
     }
 
+    /// The bounds in force.
+    #[must_use]
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Batches holding envelopes that are not yet published (collecting,
+    /// sealed or being cleared). Zero means nothing acknowledged is waiting.
+    #[must_use]
+    pub fn batches_pending(&self) -> usize {
+        self.batches.len()
+    }
+
     /// Batches sealed but not yet published.
     #[must_use]
     pub fn batches_in_flight(&self) -> usize {

@@ -1,0 +1,88 @@
+//! What every client command shares: where the sequencer is, which
+//! certificate to pin, and which account key to sign with.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use crate::client::Client;
+use crate::net::{FINGERPRINT_FILE, parse_fingerprint};
+use crate::node::TLS_DIR;
+use crate::wire::Schedule;
+
+use super::CommandResult;
+
+/// How to reach the sequencer.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// The sequencer's QUIC address.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:4433")]
+    pub server: SocketAddr,
+    /// The certificate's SHA-256 fingerprint (64 hex digits); read from
+    /// `<data-dir>/tls/fingerprint` when absent.
+    #[arg(long, value_name = "HEX")]
+    pub fingerprint: Option<String>,
+    /// The sequencer's data directory, to find its fingerprint.
+    #[arg(long, value_name = "DIR", default_value = "./sealbatch-data")]
+    pub data_dir: PathBuf,
+}
+
+impl ServerArgs {
+    /// The pinned fingerprint.
+    ///
+    /// # Errors
+    ///
+    /// The fingerprint file is missing or malformed.
+    pub fn fingerprint(&self) -> Result<[u8; 32], Box<dyn std::error::Error + Send + Sync>> {
+        if let Some(text) = &self.fingerprint {
+            return Ok(parse_fingerprint(text)?);
+        }
+        let path = self.data_dir.join(TLS_DIR).join(FINGERPRINT_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "reading {}: {e} (pass --fingerprint, or --data-dir of a sequencer on this machine)",
+                path.display()
+            )
+        })?;
+        Ok(parse_fingerprint(&text)?)
+    }
+
+    /// Connects and fetches the (verified) schedule.
+    ///
+    /// # Errors
+    ///
+    /// Connection or schedule failures.
+    pub async fn connect(&self) -> Result<(Client, Schedule), Box<dyn std::error::Error + Send + Sync>> {
+        let client = Client::connect(self.server, self.fingerprint()?).await?;
+        let schedule = client.schedule().await?;
+        Ok((client, schedule))
+    }
+}
+
+/// Reads an account key file (64 hex digits, the Ed25519 secret seed).
+///
+/// # Errors
+///
+/// Missing or malformed file.
+pub fn read_account_key(path: &Path) -> Result<ed25519_dalek::SigningKey, Box<dyn std::error::Error + Send + Sync>> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let mut seed = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut seed)
+        .map_err(|_| format!("{}: expected 64 hex digits", path.display()))?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+}
+
+/// The batch a trader should seal to at `now_ms`: the open one, or the next
+/// if fewer than `margin_ms` remain before it closes.
+#[must_use]
+pub fn target_batch(schedule: &Schedule, now_ms: u64, margin_ms: u64) -> u64 {
+    let length = schedule.batch_length_ms.max(1);
+    let elapsed = now_ms.saturating_sub(schedule.genesis_ms);
+    let open = elapsed / length;
+    let left = length - elapsed % length;
+    if left < margin_ms { open + 1 } else { open }
+}
+
+/// Unit result for commands.
+pub type Done = CommandResult;

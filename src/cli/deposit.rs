@@ -1,0 +1,44 @@
+//! `sealbatch deposit`: credit an account (operator; over the wire in demo mode).
+
+use clap::Args;
+
+use super::CommandResult;
+use super::connect::ServerArgs;
+
+/// Arguments of `sealbatch deposit`.
+#[derive(Debug, Args)]
+pub struct DepositArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The account (64 hex digits: its Ed25519 public key).
+    #[arg(long)]
+    account: String,
+    /// The asset id.
+    #[arg(long)]
+    asset: u32,
+    /// Units to credit.
+    #[arg(long)]
+    amount: u64,
+}
+
+/// Deposits and waits until the deposit is durable; prints the balances.
+///
+/// # Errors
+///
+/// Connection failure or refusal (outside demo mode).
+pub fn run(args: &DepositArgs) -> CommandResult {
+    let mut account = [0u8; 32];
+    hex::decode_to_slice(args.account.trim(), &mut account)
+        .map_err(|_| "--account takes 64 hex digits")?;
+    super::run::runtime()?.block_on(async {
+        let (client, _) = args.server.connect().await?;
+        client.deposit(account, args.asset, args.amount).await?;
+        let balances = client.account(account).await?;
+        println!("deposit durable; balances of {}:", args.account);
+        for (asset, amount) in balances {
+            println!("  asset {asset:>4}  {amount:>20}");
+        }
+        client.close();
+        Ok(())
+    })
+}

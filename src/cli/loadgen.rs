@@ -1,0 +1,482 @@
+//! `sealbatch loadgen`: simulated traders over real QUIC.
+//!
+//! Each trader has its own key and connection, subscribes, funds itself
+//! (demo mode), then seals bundles of random limit orders around each
+//! market's reference price to the open batch at a steady rate, pipelining
+//! submissions on its stream. At the end every receipt is checked against
+//! the inclusion proof pushed with its batch's seal.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use ed25519_dalek::SigningKey;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use tokio::sync::mpsc;
+
+use crate::client::{Client, ClientError};
+use crate::envelope::{
+    BatchPublicKey, InclusionProof, Receipt, SequencerPublicKey, SignedSeal, seal_bundle,
+};
+use crate::node::core::now_ms;
+use crate::order::OrderSpec;
+use crate::types::{BUNDLE_ORDERS_MAX, MarketId, Side};
+use crate::wire::{BatchCleared, MarketInfo, Schedule, ServerMessage};
+
+use super::CommandResult;
+use super::connect::{ServerArgs, target_batch};
+
+/// Arguments of `sealbatch loadgen`.
+#[derive(Debug, Clone, Args)]
+pub struct LoadgenArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Simulated traders, each with its own key and connection.
+    #[arg(long, default_value_t = 8)]
+    pub traders: usize,
+    /// Target orders per second, all traders together.
+    #[arg(long, default_value_t = 100_000)]
+    pub rate: u64,
+    /// Orders per bundle (envelope).
+    #[arg(long, default_value_t = 16)]
+    pub bundle: usize,
+    /// How long to submit, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seed for the traders' keys and orders.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Do not deposit funds first (the accounts must already be funded).
+    #[arg(long)]
+    pub no_fund: bool,
+}
+
+/// Load generation settings, independent of the command line.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Server address.
+    pub server: SocketAddr,
+    /// Pinned certificate fingerprint.
+    pub fingerprint: [u8; 32],
+    /// Number of traders.
+    pub traders: usize,
+    /// Orders per second in all.
+    pub rate: u64,
+    /// Orders per bundle.
+    pub bundle: usize,
+    /// Submission time.
+    pub duration: Duration,
+    /// Seed.
+    pub seed: u64,
+    /// Deposit funds over the wire first.
+    pub fund: bool,
+    /// Print a progress line.
+    pub progress: bool,
+}
+
+/// What a load run measured.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    /// Wall time of the submission phase.
+    pub elapsed: Duration,
+    /// Envelopes receipted.
+    pub receipts: u64,
+    /// Orders in receipted envelopes.
+    pub orders_accepted: u64,
+    /// Receipt latencies (submit sent → receipt verified).
+    pub receipt_latency: Vec<Duration>,
+    /// Batch close → `BatchCleared` received, per batch and trader.
+    pub close_to_result: Vec<Duration>,
+    /// Refusals by reason.
+    pub rejections: BTreeMap<String, u64>,
+    /// Receipts whose inclusion proof verified against the signed seal.
+    pub included: u64,
+    /// Orders of this run that filled at least one lot.
+    pub orders_filled: u64,
+    /// Batches seen cleared.
+    pub batches: BTreeSet<u64>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+impl LoadReport {
+    fn merge(&mut self, other: LoadReport) {
+        self.receipts += other.receipts;
+        self.orders_accepted += other.orders_accepted;
+        self.receipt_latency.extend(other.receipt_latency);
+        self.close_to_result.extend(other.close_to_result);
+        for (reason, count) in other.rejections {
+            *self.rejections.entry(reason).or_default() += count;
+        }
+        self.included += other.included;
+        self.orders_filled += other.orders_filled;
+        self.batches.extend(other.batches);
+    }
+
+    /// The report as printed by `loadgen` and `demo`.
+    #[must_use]
+    pub fn render(&mut self) -> String {
+        self.receipt_latency.sort_unstable();
+        self.close_to_result.sort_unstable();
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let mut out = String::new();
+        let _ = std::fmt::Write::write_fmt(
+            &mut out,
+            format_args!(
+                "orders accepted      {:>12}  ({:.0} orders/s, {} envelopes in {:.1} s)\n\
+                 receipt latency      p50 {:>7.2} ms   p99 {:>7.2} ms   max {:>7.2} ms\n\
+                 close to result      p50 {:>7.2} ms   p99 {:>7.2} ms   ({} batches)\n\
+                 orders filled        {:>12}\n\
+                 receipts included    {:>12} of {} (inclusion proofs verified against signed seals)\n",
+                self.orders_accepted,
+                self.orders_accepted as f64 / secs,
+                self.receipts,
+                secs,
+                ms(percentile(&self.receipt_latency, 0.5)),
+                ms(percentile(&self.receipt_latency, 0.99)),
+                ms(self.receipt_latency.last().copied().unwrap_or_default()),
+                ms(percentile(&self.close_to_result, 0.5)),
+                ms(percentile(&self.close_to_result, 0.99)),
+                self.batches.len(),
+                self.orders_filled,
+                self.included,
+                self.receipts,
+            ),
+        );
+        if self.rejections.is_empty() {
+            out.push_str("rejections           none\n");
+        } else {
+            for (reason, count) in &self.rejections {
+                out.push_str(&format!("rejected             {count:>12}  {reason}\n"));
+            }
+        }
+        out
+    }
+}
+
+/// Random limit orders around the markets' reference prices.
+fn random_orders(rng: &mut ChaCha20Rng, markets: &[MarketInfo], count: usize) -> Vec<OrderSpec> {
+    (0..count)
+        .map(|i| {
+            let market = &markets[rng.next_u32() as usize % markets.len()];
+            let roll = rng.next_u64();
+            let side = if roll & 1 == 0 { Side::Buy } else { Side::Sell };
+            // Buyers bid a little below or above the reference, sellers
+            // ask around it: the books cross near the reference.
+            let spread = (market.reference_price / 100).max(1);
+            let offset = (roll >> 8) % (2 * spread + 1);
+            let price = (market.reference_price + offset)
+                .saturating_sub(spread)
+                .clamp(market.band_min, market.band_max);
+            OrderSpec {
+                market: MarketId(market.id),
+                side,
+                limit: if roll % 23 == 0 { None } else { Some(price) },
+                qty: 1 + (roll >> 32) % 10,
+                client_order_id: i as u64,
+            }
+        })
+        .collect()
+}
+
+struct Trader {
+    client: Arc<Client>,
+    key: SigningKey,
+    rng: ChaCha20Rng,
+    nonce: u64,
+    schedule: Schedule,
+    sequencer: SequencerPublicKey,
+    keys: BTreeMap<u64, BatchPublicKey>,
+    report: LoadReport,
+    receipts: BTreeMap<[u8; 32], Receipt>,
+    proofs: Vec<(SignedSeal, [u8; 32], Vec<u8>)>,
+    waiting: BTreeSet<u64>,
+}
+
+enum Outcome {
+    Receipt(Receipt, Duration, usize),
+    Refused(String),
+}
+
+impl Trader {
+    fn event(&mut self, event: ServerMessage) {
+        match event {
+            ServerMessage::BatchOpened { e, public_key, .. } => {
+                if let Ok(key) = BatchPublicKey::from_bytes(&public_key) {
+                    self.keys.insert(e, key);
+                }
+                // Keys of batches long closed are of no use.
+                let open = target_batch(&self.schedule, now_ms(), 0);
+                self.keys = self.keys.split_off(&open.saturating_sub(1));
+            }
+            ServerMessage::BatchSealed(sealed) => {
+                if let Ok(seal) = SignedSeal::from_bytes(&sealed.seal) {
+                    for (commitment, proof) in sealed.proofs {
+                        self.proofs.push((seal, commitment, proof));
+                    }
+                }
+            }
+            ServerMessage::BatchCleared(cleared) => self.cleared(&cleared),
+            _ => {}
+        }
+    }
+
+    fn cleared(&mut self, cleared: &BatchCleared) {
+        let close = self.schedule.genesis_ms + (cleared.e + 1) * self.schedule.batch_length_ms;
+        self.report
+            .close_to_result
+            .push(Duration::from_millis(now_ms().saturating_sub(close)));
+        self.report.batches.insert(cleared.e);
+        self.report.orders_filled += cleared
+            .own
+            .iter()
+            .map(|own| own.fills.len() as u64)
+            .sum::<u64>();
+        self.waiting.remove(&cleared.e);
+    }
+
+    fn outcome(&mut self, outcome: Outcome) {
+        match outcome {
+            Outcome::Receipt(receipt, latency, orders) => {
+                self.report.receipts += 1;
+                self.report.orders_accepted += orders as u64;
+                self.report.receipt_latency.push(latency);
+                self.waiting.insert(receipt.e);
+                self.receipts.insert(receipt.commitment.0, receipt);
+            }
+            Outcome::Refused(reason) => *self.report.rejections.entry(reason).or_default() += 1,
+        }
+    }
+
+    fn check_inclusion(&mut self) {
+        for (seal, commitment, proof) in &self.proofs {
+            let (Some(receipt), Ok(proof)) =
+                (self.receipts.get(commitment), InclusionProof::from_bytes(proof))
+            else {
+                continue;
+            };
+            if seal
+                .verify_inclusion(&self.sequencer, receipt, &proof)
+                .is_ok()
+            {
+                self.report.included += 1;
+            }
+        }
+    }
+}
+
+fn trader_key(seed: u64, index: usize) -> SigningKey {
+    let mut bytes = [0u8; 32];
+    ChaCha20Rng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .fill_bytes(&mut bytes);
+    SigningKey::from_bytes(&bytes)
+}
+
+async fn run_trader(
+    index: usize,
+    options: LoadOptions,
+    accepted: Arc<AtomicU64>,
+) -> Result<LoadReport, ClientError> {
+    let client = Arc::new(Client::connect(options.server, options.fingerprint).await?);
+    let schedule = client.schedule().await?;
+    let mut events = client.subscribe().await?;
+    let key = trader_key(options.seed, index);
+    let account = key.verifying_key().to_bytes();
+    if options.fund {
+        let mut assets: BTreeSet<u32> = BTreeSet::new();
+        for m in &schedule.markets {
+            assets.insert(m.base_asset);
+            assets.insert(m.quote_asset);
+        }
+        for asset in assets {
+            client.deposit(account, asset, 1 << 50).await?;
+        }
+    }
+    let sequencer = SequencerPublicKey::from_bytes(&schedule.sequencer_key)
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let keys = schedule
+        .batch_keys
+        .iter()
+        .filter_map(|(e, k)| Some((*e, BatchPublicKey::from_bytes(k).ok()?)))
+        .collect();
+    let mut trader = Trader {
+        client: Arc::clone(&client),
+        key,
+        rng: ChaCha20Rng::seed_from_u64(options.seed.wrapping_add(index as u64 + 1)),
+        nonce: now_ms() << 16,
+        schedule,
+        sequencer,
+        keys,
+        report: LoadReport::default(),
+        receipts: BTreeMap::new(),
+        proofs: Vec::new(),
+        waiting: BTreeSet::new(),
+    };
+    let bundle = options.bundle.clamp(1, BUNDLE_ORDERS_MAX);
+    let per_second = options.rate as f64 / options.traders.max(1) as f64 / bundle as f64;
+    let tick = Duration::from_millis(10);
+    let mut ticker = tokio::time::interval(tick);
+    let (outcomes_tx, mut outcomes) = mpsc::unbounded_channel();
+    let start = Instant::now();
+    let mut due = 0.0f64;
+    let mut sent = 0u64;
+    let mut done = 0u64;
+    loop {
+        tokio::select! {
+            _ = ticker.tick(), if start.elapsed() < options.duration => {
+                due += per_second * tick.as_secs_f64();
+                let count = due.floor() as usize;
+                due -= count as f64;
+                let e = target_batch(&trader.schedule, now_ms(), 15);
+                let Some(batch_key) = trader.keys.get(&e).copied() else {
+                    continue;
+                };
+                for _ in 0..count {
+                    let orders = random_orders(&mut trader.rng, &trader.schedule.markets, bundle);
+                    trader.nonce += 1;
+                    let Ok(envelope) = seal_bundle(&mut trader.rng, &trader.key, e, &batch_key, trader.nonce, &orders) else {
+                        continue;
+                    };
+                    let client = Arc::clone(&trader.client);
+                    let outcomes = outcomes_tx.clone();
+                    let accepted = Arc::clone(&accepted);
+                    sent += 1;
+                    tokio::spawn(async move {
+                        let t0 = Instant::now();
+                        let outcome = match client.submit(envelope.into_bytes()).await {
+                            Ok(receipt) => {
+                                accepted.fetch_add(bundle as u64, Ordering::Relaxed);
+                                Outcome::Receipt(receipt, t0.elapsed(), bundle)
+                            }
+                            Err(ClientError::Rejected { code, .. }) => Outcome::Refused(code.to_string()),
+                            Err(error) => Outcome::Refused(error.to_string()),
+                        };
+                        let _ = outcomes.send(outcome);
+                    });
+                }
+            }
+            Some(outcome) = outcomes.recv() => {
+                trader.outcome(outcome);
+                done += 1;
+            }
+            Some(event) = events.recv() => trader.event(event),
+            _ = tokio::time::sleep(Duration::from_millis(50)), if start.elapsed() >= options.duration => {}
+        }
+        if start.elapsed() >= options.duration && done == sent {
+            break;
+        }
+    }
+    trader.report.elapsed = start.elapsed();
+    // Wait for every batch holding a receipt to be cleared (bounded).
+    let settle_deadline = Instant::now() + Duration::from_secs(5);
+    while !trader.waiting.is_empty() && Instant::now() < settle_deadline {
+        match tokio::time::timeout(Duration::from_millis(200), events.recv()).await {
+            Ok(Some(event)) => trader.event(event),
+            Ok(None) => break,
+            Err(_) => {}
+        }
+    }
+    trader.check_inclusion();
+    client.close();
+    Ok(trader.report)
+}
+
+/// Runs the traders and merges their reports.
+///
+/// # Errors
+///
+/// The first trader that fails to connect or fund.
+pub async fn load(options: LoadOptions) -> Result<LoadReport, ClientError> {
+    let accepted = Arc::new(AtomicU64::new(0));
+    let progress = options.progress.then(|| {
+        let accepted = Arc::clone(&accepted);
+        let total = options.duration;
+        tokio::spawn(async move {
+            let start = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let elapsed = start.elapsed().min(total);
+                let fraction = elapsed.as_secs_f64() / total.as_secs_f64().max(1e-9);
+                let filled = (fraction * 30.0) as usize;
+                let orders = accepted.load(Ordering::Relaxed);
+                eprint!(
+                    "\r[{}{}] {:>5.1}s  {:>10} orders receipted  {:>8.0} orders/s ",
+                    "#".repeat(filled),
+                    " ".repeat(30 - filled.min(30)),
+                    elapsed.as_secs_f64(),
+                    orders,
+                    orders as f64 / start.elapsed().as_secs_f64().max(1e-9),
+                );
+                let _ = std::io::stderr().flush();
+            }
+        })
+    });
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..options.traders)
+        .map(|i| tokio::spawn(run_trader(i, options.clone(), Arc::clone(&accepted))))
+        .collect();
+    let mut report = LoadReport::default();
+    let mut first_error = None;
+    for task in tasks {
+        match task.await {
+            Ok(Ok(r)) => report.merge(r),
+            Ok(Err(e)) => {
+                first_error.get_or_insert(e);
+            }
+            Err(e) => {
+                first_error.get_or_insert(ClientError::Connection(e.to_string()));
+            }
+        }
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+        eprintln!();
+    }
+    report.elapsed = options.duration.min(started.elapsed());
+    match first_error {
+        Some(error) if report.receipts == 0 => Err(error),
+        _ => Ok(report),
+    }
+}
+
+/// Runs `sealbatch loadgen`.
+///
+/// # Errors
+///
+/// Connection failures, or a run in which no envelope was receipted.
+pub fn run(args: &LoadgenArgs) -> CommandResult {
+    let options = LoadOptions {
+        server: args.server.server,
+        fingerprint: args.server.fingerprint()?,
+        traders: args.traders.max(1),
+        rate: args.rate,
+        bundle: args.bundle,
+        duration: Duration::from_secs_f64(args.duration.max(0.1)),
+        seed: args.seed,
+        fund: !args.no_fund,
+        progress: true,
+    };
+    let mut report = super::run::runtime()?.block_on(load(options))?;
+    print!("{}", report.render());
+    if report.included != report.receipts {
+        return Err(format!(
+            "{} of {} receipts were not proven included",
+            report.receipts - report.included,
+            report.receipts
+        )
+        .into());
+    }
+    Ok(())
+}

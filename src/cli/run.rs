@@ -1,0 +1,120 @@
+//! `sealbatch run`: the sequencer process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Args;
+use tokio::sync::watch;
+
+use super::CommandResult;
+use crate::node::{self, NodeConfig};
+
+/// Arguments of `sealbatch run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// TOML configuration; every field has a default (see `node::config`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (journal, keys, certificate) [default: ./sealbatch-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// QUIC listen address [default: 127.0.0.1:4433].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Prometheus metrics address [default: 127.0.0.1:9433].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Do not serve metrics.
+    #[arg(long)]
+    pub no_metrics: bool,
+    /// Log as JSON lines instead of human-readable text.
+    #[arg(long)]
+    pub log_json: bool,
+}
+
+impl RunArgs {
+    /// The configuration: file (or defaults), then environment, then flags.
+    ///
+    /// # Errors
+    ///
+    /// A file that cannot be read or parsed, or a bad environment override.
+    pub fn config(&self) -> Result<NodeConfig, node::config::ConfigFileError> {
+        let mut config = match &self.config {
+            Some(path) => NodeConfig::from_file(path)?,
+            None => NodeConfig::default(),
+        };
+        config.apply_env()?;
+        if let Some(dir) = &self.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(metrics) = self.metrics_listen {
+            config.metrics_listen = Some(metrics);
+        }
+        if self.no_metrics {
+            config.metrics_listen = None;
+        }
+        Ok(config)
+    }
+}
+
+/// Installs the tracing subscriber (`RUST_LOG` filters; default `info`).
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+/// A multi-threaded tokio runtime.
+///
+/// # Errors
+///
+/// The runtime could not start.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sealbatch-io")
+        .build()
+}
+
+/// Turns SIGINT and SIGTERM into `shutdown = true`.
+pub fn shutdown_on_signals() -> std::io::Result<watch::Receiver<bool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = watch::channel(false);
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        tracing::info!("signal received");
+        let _ = tx.send(true);
+    });
+    Ok(rx)
+}
+
+/// Runs `sealbatch run`.
+///
+/// # Errors
+///
+/// Configuration, start-up, or a fatal journal error.
+pub fn run(args: &RunArgs) -> CommandResult {
+    init_logging(args.log_json);
+    let config = args.config()?;
+    let runtime = runtime()?;
+    runtime.block_on(async move {
+        let shutdown = shutdown_on_signals()?;
+        node::run(config, shutdown, None).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,356 @@
+//! The client library: one QUIC connection to a sequencer, pinned to its
+//! certificate fingerprint, with one long-lived stream carrying pipelined
+//! requests (each with its own id) and, after [`Client::subscribe`], the
+//! batch events.
+//!
+//! ```no_run
+//! # async fn demo(addr: std::net::SocketAddr, fingerprint: [u8; 32]) -> Result<(), sealbatch::client::ClientError> {
+//! use sealbatch::client::Client;
+//! let client = Client::connect(addr, fingerprint).await?;
+//! let schedule = client.schedule().await?;
+//! println!("batch {} is open", schedule.open_batch);
+//! # Ok(()) }
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::envelope::{Receipt, SequencerPublicKey};
+use crate::net::{NetError, client_endpoint};
+use crate::wire::{
+    self, ClientMessage, FrameDecoder, ReasonCode, Schedule, ServerMessage,
+    schedule_signing_message,
+};
+
+/// Pushed events buffered for a subscriber before the oldest are dropped.
+pub const EVENTS_BUFFER: usize = 4096;
+/// Frames queued for writing before `request` waits.
+const OUTBOUND_BUFFER: usize = 65_536;
+
+/// What went wrong talking to the sequencer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The endpoint or connection could not be set up.
+    #[error(transparent)]
+    Net(#[from] NetError),
+    /// The connection failed or closed.
+    #[error("connection: {0}")]
+    Connection(String),
+    /// The sequencer refused an envelope.
+    #[error("rejected ({code}): {message} (open batch {next_open})")]
+    Rejected {
+        /// Why.
+        code: ReasonCode,
+        /// The batch open at the time.
+        next_open: u64,
+        /// The sequencer's detail.
+        message: String,
+    },
+    /// The sequencer refused a request.
+    #[error("refused ({code}): {message}")]
+    Refused {
+        /// Why.
+        code: ReasonCode,
+        /// The sequencer's detail.
+        message: String,
+    },
+    /// A reply does not fit the request, or a signature does not verify.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+type Waiters = Arc<Mutex<BTreeMap<u64, oneshot::Sender<ServerMessage>>>>;
+
+/// A connection to a sequencer; cheap to share behind an `Arc`.
+pub struct Client {
+    connection: quinn::Connection,
+    _endpoint: quinn::Endpoint,
+    outbound: mpsc::Sender<Vec<u8>>,
+    waiters: Waiters,
+    events: Mutex<Option<mpsc::Receiver<ServerMessage>>>,
+    next_id: AtomicU64,
+    sequencer: Mutex<Option<SequencerPublicKey>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("remote", &self.connection.remote_address())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects to `addr`, trusting only the certificate whose SHA-256 is
+    /// `fingerprint`, and opens the request stream.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Net`] or [`ClientError::Connection`].
+    pub async fn connect(addr: SocketAddr, fingerprint: [u8; 32]) -> Result<Client, ClientError> {
+        let endpoint = client_endpoint(addr, fingerprint)?;
+        let connecting = endpoint
+            .connect(addr, "localhost")
+            .map_err(|e| ClientError::Connection(e.to_string()))?;
+        let connection = connecting
+            .await
+            .map_err(|e| ClientError::Connection(e.to_string()))?;
+        let (send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|e| ClientError::Connection(e.to_string()))?;
+        let waiters: Waiters = Arc::new(Mutex::new(BTreeMap::new()));
+        let (events_tx, events_rx) = mpsc::channel(EVENTS_BUFFER);
+        let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_BUFFER);
+        tokio::spawn(write_frames(send, outbound_rx));
+        tokio::spawn(read_frames(recv, Arc::clone(&waiters), events_tx));
+        Ok(Client {
+            connection,
+            _endpoint: endpoint,
+            outbound,
+            waiters,
+            events: Mutex::new(Some(events_rx)),
+            next_id: AtomicU64::new(1),
+            sequencer: Mutex::new(None),
+        })
+    }
+
+    /// The underlying QUIC connection.
+    #[must_use]
+    pub fn connection(&self) -> &quinn::Connection {
+        &self.connection
+    }
+
+    fn next_request_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Sends `message` (its request id is replaced) and waits for the reply.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Connection`] if the connection closes first.
+    pub async fn request(&self, build: impl FnOnce(u64) -> ClientMessage) -> Result<ServerMessage, ClientError> {
+        let id = self.next_request_id();
+        let message = build(id);
+        let mut frame = Vec::new();
+        wire::encode(&message, &mut frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let (tx, rx) = oneshot::channel();
+        self.waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, tx);
+        if self.outbound.send(frame).await.is_err() {
+            return Err(ClientError::Connection("the connection is closed".into()));
+        }
+        rx.await.map_err(|_| {
+            let reason = self
+                .connection
+                .close_reason()
+                .map_or_else(|| "the stream closed".to_string(), |r| r.to_string());
+            ClientError::Connection(reason)
+        })
+    }
+
+    /// Fetches the schedule and checks its signature. The first schedule's
+    /// sequencer key is remembered and later receipts are checked against it.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Protocol`] if the signature does not verify.
+    pub async fn schedule(&self) -> Result<Schedule, ClientError> {
+        match self
+            .request(|request_id| ClientMessage::GetSchedule { request_id })
+            .await?
+        {
+            ServerMessage::Schedule(schedule) => {
+                let key = SequencerPublicKey::from_bytes(&schedule.sequencer_key)
+                    .map_err(|e| ClientError::Protocol(format!("sequencer key: {e}")))?;
+                key.verify_message(&schedule_signing_message(&schedule), &schedule.signature)
+                    .map_err(|e| ClientError::Protocol(format!("schedule signature: {e}")))?;
+                let mut known = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+                match *known {
+                    Some(k) if k != key => {
+                        return Err(ClientError::Protocol("the sequencer key changed".into()));
+                    }
+                    _ => *known = Some(key),
+                }
+                Ok(schedule)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Submits a sealed envelope and waits for its receipt, which is checked
+    /// against the sequencer key of [`Client::schedule`] (call it first).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Rejected`] with the reason and the open batch.
+    pub async fn submit(&self, envelope: Vec<u8>) -> Result<Receipt, ClientError> {
+        let reply = self
+            .request(|request_id| ClientMessage::Submit {
+                request_id,
+                envelope,
+            })
+            .await?;
+        match reply {
+            ServerMessage::Receipt { receipt, .. } => {
+                let receipt = Receipt::from_bytes(&receipt)
+                    .map_err(|e| ClientError::Protocol(format!("receipt: {e}")))?;
+                let key = *self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(key) = key {
+                    receipt
+                        .verify(&key)
+                        .map_err(|e| ClientError::Protocol(format!("receipt signature: {e}")))?;
+                }
+                Ok(receipt)
+            }
+            ServerMessage::Rejected {
+                code,
+                next_open,
+                message,
+                ..
+            } => Err(ClientError::Rejected {
+                code,
+                next_open,
+                message,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Subscribes this connection to batch events; returns their receiver
+    /// (once per client).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Protocol`] if called twice.
+    pub async fn subscribe(&self) -> Result<mpsc::Receiver<ServerMessage>, ClientError> {
+        let events = self
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| ClientError::Protocol("already subscribed".into()))?;
+        match self
+            .request(|request_id| ClientMessage::Subscribe { request_id })
+            .await?
+        {
+            ServerMessage::Ack { .. } => Ok(events),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// An account's balances, `(asset, units)`.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError`] if the request fails.
+    pub async fn account(&self, account: [u8; 32]) -> Result<Vec<(u32, u64)>, ClientError> {
+        match self
+            .request(|request_id| ClientMessage::GetAccount {
+                request_id,
+                account,
+            })
+            .await?
+        {
+            ServerMessage::Account { balances, .. } => Ok(balances),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Credits an account (demo mode), waiting until it is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] outside demo mode.
+    pub async fn deposit(&self, account: [u8; 32], asset: u32, amount: u64) -> Result<(), ClientError> {
+        match self
+            .request(|request_id| ClientMessage::Deposit {
+                request_id,
+                account,
+                asset,
+                amount,
+            })
+            .await?
+        {
+            ServerMessage::Ack { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Closes the connection.
+    pub fn close(&self) {
+        self.connection.close(0u32.into(), b"bye");
+    }
+}
+
+fn unexpected(message: ServerMessage) -> ClientError {
+    match message {
+        ServerMessage::Error { code, message, .. } => ClientError::Refused { code, message },
+        ServerMessage::Rejected { code, message, .. } => ClientError::Refused { code, message },
+        other => ClientError::Protocol(format!("unexpected reply {other:?}")),
+    }
+}
+
+async fn write_frames(mut send: quinn::SendStream, mut frames: mpsc::Receiver<Vec<u8>>) {
+    let mut buf = Vec::new();
+    while let Some(frame) = frames.recv().await {
+        buf.clear();
+        buf.extend_from_slice(&frame);
+        while buf.len() < (256 << 10) {
+            match frames.try_recv() {
+                Ok(frame) => buf.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        if send.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+    let _ = send.finish();
+}
+
+async fn read_frames(
+    mut recv: quinn::RecvStream,
+    waiters: Waiters,
+    events: mpsc::Sender<ServerMessage>,
+) {
+    let mut decoder: FrameDecoder<ServerMessage> = FrameDecoder::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    loop {
+        let n = match recv.read(&mut chunk).await {
+            Ok(Some(n)) => n,
+            Ok(None) | Err(_) => break,
+        };
+        decoder.extend(&chunk[..n]);
+        loop {
+            match decoder.next_message() {
+                Ok(Some(message)) => match message.request_id() {
+                    Some(id) => {
+                        let waiter = waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(message);
+                        }
+                    }
+                    None => {
+                        // A slow subscriber loses events rather than stall replies.
+                        let _ = events.try_send(message);
+                    }
+                },
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(%error, "bad frame from the sequencer");
+                    return;
+                }
+            }
+        }
+    }
+    // Fail every outstanding request.
+    waiters.lock().unwrap_or_else(|p| p.into_inner()).clear();
+}

@@ -1,0 +1,328 @@
+//! QUIC endpoints over quinn and rustls: the server's self-signed certificate,
+//! kept in the data directory, and the clients' pinning of its SHA-256
+//! fingerprint (no CA, no trust on first use).
+//!
+//! The transport settings that bound what one peer can make the server hold
+//! (streams, windows, idle time) are in [`ServerTransport`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use sha2::{Digest, Sha256};
+
+use crate::wire::ALPN;
+
+/// The certificate file in the TLS directory (DER).
+pub const CERT_FILE: &str = "cert.der";
+/// The private key file in the TLS directory (PKCS#8 DER, mode 0600).
+pub const KEY_FILE: &str = "key.der";
+/// The fingerprint file in the TLS directory (hex SHA-256 of the certificate).
+pub const FINGERPRINT_FILE: &str = "fingerprint";
+
+/// A failure to set up an endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// A certificate or key file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The certificate could not be generated.
+    #[error("generating the certificate: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+    /// quinn refused the crypto configuration.
+    #[error("QUIC crypto configuration: {0}")]
+    Crypto(String),
+    /// The endpoint could not bind.
+    #[error("binding {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A fingerprint is not 64 hex digits.
+    #[error("a certificate fingerprint is 64 hex digits (SHA-256), got {0:?}")]
+    BadFingerprint(String),
+    /// The connection failed.
+    #[error("connecting to {addr}: {reason}")]
+    Connect {
+        /// The server.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The server's certificate and key, and the fingerprint clients pin.
+pub struct Identity {
+    /// The certificate, DER.
+    pub cert: CertificateDer<'static>,
+    key: PrivatePkcs8KeyDer<'static>,
+    /// SHA-256 of the certificate's DER.
+    pub fingerprint: [u8; 32],
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity")
+            .field("fingerprint", &hex::encode(self.fingerprint))
+            .finish_non_exhaustive()
+    }
+}
+
+/// SHA-256 of a certificate's DER: what clients pin.
+#[must_use]
+pub fn fingerprint(cert: &[u8]) -> [u8; 32] {
+    Sha256::digest(cert).into()
+}
+
+/// Parses a hex fingerprint (64 digits; `:` separators allowed).
+///
+/// # Errors
+///
+/// [`NetError::BadFingerprint`].
+pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], NetError> {
+    let digits: String = text.trim().chars().filter(|c| *c != ':').collect();
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(&digits, &mut out).map_err(|_| NetError::BadFingerprint(text.into()))?;
+    Ok(out)
+}
+
+impl Identity {
+    /// Loads the identity from `dir`, or creates it there on first start: a
+    /// self-signed certificate for `localhost`, its key (mode 0600), and the
+    /// fingerprint file; the directory is fsynced after creation.
+    ///
+    /// # Errors
+    ///
+    /// [`NetError::Io`] or [`NetError::Certificate`].
+    pub fn load_or_create(dir: &Path) -> Result<Identity, NetError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| NetError::Io { path, source }
+        };
+        let cert_path = dir.join(CERT_FILE);
+        let key_path = dir.join(KEY_FILE);
+        if cert_path.exists() && key_path.exists() {
+            let cert = std::fs::read(&cert_path).map_err(io(&cert_path))?;
+            let key = std::fs::read(&key_path).map_err(io(&key_path))?;
+            return Ok(Identity {
+                fingerprint: fingerprint(&cert),
+                cert: CertificateDer::from(cert),
+                key: PrivatePkcs8KeyDer::from(key),
+            });
+        }
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
+        let cert = generated.cert.der().to_vec();
+        let key = generated.key_pair.serialize_der();
+        write_private(&key_path, &key).map_err(io(&key_path))?;
+        write_file(&cert_path, &cert).map_err(io(&cert_path))?;
+        let fp = fingerprint(&cert);
+        let fp_path = dir.join(FINGERPRINT_FILE);
+        write_file(&fp_path, format!("{}\n", hex::encode(fp)).as_bytes()).map_err(io(&fp_path))?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+        Ok(Identity {
+            fingerprint: fp,
+            cert: CertificateDer::from(cert),
+            key: PrivatePkcs8KeyDer::from(key),
+        })
+    }
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The transport bounds the server gives each connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServerTransport {
+    /// Concurrent bidirectional streams a client may open.
+    pub streams_per_connection_max: u32,
+    /// Bytes a client may have in flight on one stream.
+    pub stream_receive_window: u32,
+    /// Bytes a client may have in flight on the connection.
+    pub connection_receive_window: u32,
+    /// Bytes the server may have in flight towards a client.
+    pub send_window: u64,
+    /// A connection silent this long is closed.
+    pub idle_timeout: Duration,
+    /// Incoming connection attempts held at once before new ones are refused.
+    pub incoming_max: usize,
+}
+
+/// Builds the quinn server configuration: TLS 1.3 with `identity`, ALPN
+/// `sealbatch/1`, no migration, the given bounds, no unidirectional streams.
+///
+/// # Errors
+///
+/// [`NetError::Tls`] or [`NetError::Crypto`].
+pub fn server_config(
+    identity: &Identity,
+    transport: &ServerTransport,
+) -> Result<quinn::ServerConfig, NetError> {
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![identity.cert.clone()],
+            PrivateKeyDer::Pkcs8(identity.key.clone_key()),
+        )?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| NetError::Crypto(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(transport.streams_per_connection_max.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .stream_receive_window(transport.stream_receive_window.into())
+        .receive_window(transport.connection_receive_window.into())
+        .send_window(transport.send_window)
+        .max_idle_timeout(quinn::IdleTimeout::try_from(transport.idle_timeout).ok());
+    config
+        .transport_config(Arc::new(t))
+        .migration(false)
+        .max_incoming(transport.incoming_max);
+    Ok(config)
+}
+
+/// Binds a server endpoint.
+///
+/// # Errors
+///
+/// [`NetError::Bind`].
+pub fn server_endpoint(
+    addr: SocketAddr,
+    config: quinn::ServerConfig,
+) -> Result<quinn::Endpoint, NetError> {
+    quinn::Endpoint::server(config, addr).map_err(|source| NetError::Bind { addr, source })
+}
+
+/// Accepts exactly the server certificate whose SHA-256 is pinned.
+#[derive(Debug)]
+struct PinnedCert {
+    fingerprint: [u8; 32],
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedCert {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if fingerprint(end_entity.as_ref()) == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A client endpoint on an ephemeral loopback port that trusts only the
+/// certificate with `pinned` fingerprint.
+///
+/// # Errors
+///
+/// [`NetError`] if the endpoint cannot be built or bound.
+pub fn client_endpoint(server: SocketAddr, pinned: [u8; 32]) -> Result<quinn::Endpoint, NetError> {
+    let provider = provider();
+    let verifier = PinnedCert {
+        fingerprint: pinned,
+        provider: Arc::clone(&provider),
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| NetError::Crypto(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_secs(5)));
+    config.transport_config(Arc::new(t));
+    let bind: SocketAddr = if server.is_ipv6() {
+        SocketAddr::from(([0u16; 8], 0))
+    } else {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    };
+    let mut endpoint =
+        quinn::Endpoint::client(bind).map_err(|source| NetError::Bind { addr: bind, source })?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}

@@ -1,0 +1,289 @@
+//! The node's configuration: a TOML file whose every field has a documented
+//! default, so `sealbatch run` needs no file at all, plus environment
+//! overrides (`SEALBATCH_DATA_DIR`, `SEALBATCH_LISTEN`, `SEALBATCH_METRICS_LISTEN`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::market::{AssetId, MarketConfig};
+use crate::net::ServerTransport;
+use crate::sequencer::Limits;
+use crate::types::MarketId;
+
+/// Everything `sealbatch run` can be told.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Journal, keys and certificate live here. Default `./sealbatch-data`.
+    pub data_dir: PathBuf,
+    /// QUIC listen address (loopback). Default `127.0.0.1:4433`.
+    pub listen: SocketAddr,
+    /// Prometheus `/metrics` address; `None` to disable. Default
+    /// `127.0.0.1:9433`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Batch length in ms, fixed at the first start. Default 100.
+    pub batch_length_ms: u64,
+    /// Batches announced ahead. Default 8.
+    pub announce_ahead: u64,
+    /// Demo mode: deposits are accepted over the wire and the demo accounts
+    /// are funded at the first start. Default true.
+    pub demo: bool,
+    /// Bounds.
+    pub limits: LimitsConfig,
+    /// The assets (names are for display only).
+    pub assets: Vec<AssetConfig>,
+    /// The markets, fixed at the first start.
+    pub markets: Vec<MarketConfig>,
+}
+
+/// An asset's id and display name.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AssetConfig {
+    /// Its id.
+    pub id: AssetId,
+    /// Its name, e.g. `"USD"`.
+    pub name: String,
+}
+
+/// The node's bounds, each with its default.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Open connections, all peers. Default 1024.
+    pub connections_max: usize,
+    /// Open connections from one IP address. Default 256.
+    pub connections_per_ip_max: usize,
+    /// Concurrent bidirectional streams per connection. Default 4.
+    pub streams_per_connection_max: u32,
+    /// Per-stream receive window, bytes. Default 1 MiB.
+    pub stream_receive_window: u32,
+    /// Per-connection receive window, bytes. Default 4 MiB.
+    pub connection_receive_window: u32,
+    /// Per-connection send window, bytes. Default 8 MiB.
+    pub send_window: u64,
+    /// Idle timeout, ms. Default 30 000.
+    pub idle_timeout_ms: u64,
+    /// Connection attempts held at once. Default 4096.
+    pub incoming_max: usize,
+    /// Envelopes one connection may submit to one batch. Default and
+    /// maximum 1024 (`wire::SUBSCRIBER_ENVELOPES_MAX`, so a subscriber's own
+    /// outcomes always fit one push).
+    pub envelopes_per_connection_per_batch_max: u32,
+    /// Envelopes per batch. Default 100 000.
+    pub envelopes_per_batch_max: usize,
+    /// Envelope bytes per batch. Default 256 MiB.
+    pub bytes_per_batch_max: usize,
+    /// Requests queued for the sequencer core before `Busy`. Default 65 536.
+    pub core_queue_max: usize,
+    /// Messages queued towards one stream before it is closed as too slow.
+    /// Default 65 536.
+    pub outbound_queue_max: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            connections_max: 1024,
+            connections_per_ip_max: 256,
+            streams_per_connection_max: 4,
+            stream_receive_window: 1 << 20,
+            connection_receive_window: 4 << 20,
+            send_window: 8 << 20,
+            idle_timeout_ms: 30_000,
+            incoming_max: 4096,
+            envelopes_per_connection_per_batch_max: crate::wire::SUBSCRIBER_ENVELOPES_MAX as u32,
+            envelopes_per_batch_max: crate::sequencer::ENVELOPES_PER_BATCH_DEFAULT,
+            bytes_per_batch_max: crate::sequencer::BYTES_PER_BATCH_DEFAULT,
+            core_queue_max: 1 << 16,
+            outbound_queue_max: 1 << 16,
+        }
+    }
+}
+
+impl LimitsConfig {
+    /// The quinn transport bounds.
+    #[must_use]
+    pub fn transport(&self) -> ServerTransport {
+        ServerTransport {
+            streams_per_connection_max: self.streams_per_connection_max,
+            stream_receive_window: self.stream_receive_window,
+            connection_receive_window: self.connection_receive_window,
+            send_window: self.send_window,
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            incoming_max: self.incoming_max,
+        }
+    }
+}
+
+/// The demo deployment's assets: USD (0), BTC (1), ETH (2), SOL (3).
+#[must_use]
+pub fn demo_assets() -> Vec<AssetConfig> {
+    ["USD", "BTC", "ETH", "SOL"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| AssetConfig {
+            id: AssetId(i as u32),
+            name: (*name).to_string(),
+        })
+        .collect()
+}
+
+/// The demo deployment's markets: BTC/USD, ETH/USD, SOL/USD.
+#[must_use]
+pub fn demo_markets() -> Vec<MarketConfig> {
+    [(1, 1, 60_000), (2, 2, 3_000), (3, 3, 150)]
+        .iter()
+        .map(|&(id, base, price)| MarketConfig {
+            id: MarketId(id),
+            base: AssetId(base),
+            quote: AssetId(0),
+            tick_size: 1,
+            lot_size: 1,
+            band_min: price / 2,
+            band_max: price * 2,
+            initial_price: price,
+            fee_bps: 5,
+        })
+        .collect()
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("./sealbatch-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9433))),
+            batch_length_ms: 100,
+            announce_ahead: crate::sequencer::ANNOUNCE_AHEAD_DEFAULT,
+            demo: true,
+            limits: LimitsConfig::default(),
+            assets: demo_assets(),
+            markets: demo_markets(),
+        }
+    }
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this configuration.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error, with line and column.
+        source: toml::de::Error,
+    },
+    /// An environment override does not parse.
+    #[error("environment variable {name}={value:?}: {reason}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// Why it does not parse.
+        reason: String,
+    },
+    /// A value is out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    /// Reads a TOML file (absent fields take their defaults).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigFileError::Read`] or [`ConfigFileError::Parse`].
+    pub fn from_file(path: &std::path::Path) -> Result<NodeConfig, ConfigFileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigFileError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigFileError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// Applies `SEALBATCH_DATA_DIR`, `SEALBATCH_LISTEN` and
+    /// `SEALBATCH_METRICS_LISTEN` (`off` disables metrics).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigFileError::Env`] for an address that does not parse.
+    pub fn apply_env(&mut self) -> Result<(), ConfigFileError> {
+        if let Ok(dir) = std::env::var("SEALBATCH_DATA_DIR") {
+            self.data_dir = PathBuf::from(dir);
+        }
+        let addr = |name: &'static str, value: String| {
+            value.parse::<SocketAddr>().map_err(|e| ConfigFileError::Env {
+                name,
+                value: value.clone(),
+                reason: e.to_string(),
+            })
+        };
+        if let Ok(value) = std::env::var("SEALBATCH_LISTEN") {
+            self.listen = addr("SEALBATCH_LISTEN", value)?;
+        }
+        if let Ok(value) = std::env::var("SEALBATCH_METRICS_LISTEN") {
+            self.metrics_listen = if value == "off" {
+                None
+            } else {
+                Some(addr("SEALBATCH_METRICS_LISTEN", value)?)
+            };
+        }
+        Ok(())
+    }
+
+    /// The sequencer's bounds.
+    #[must_use]
+    pub fn sequencer_limits(&self) -> Limits {
+        Limits {
+            announce_ahead: self.announce_ahead,
+            envelopes_per_batch_max: self.limits.envelopes_per_batch_max,
+            bytes_per_batch_max: self.limits.bytes_per_batch_max,
+            pending_receipts_max: self.limits.core_queue_max.max(1) * 4,
+        }
+    }
+
+    /// Checks values the types cannot.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigFileError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<(), ConfigFileError> {
+        let invalid = |what: &str| Err(ConfigFileError::Invalid(what.to_string()));
+        if self.batch_length_ms == 0 {
+            return invalid("batch_length_ms must be at least 1");
+        }
+        let l = &self.limits;
+        if l.connections_max == 0 || l.connections_per_ip_max == 0 {
+            return invalid("limits.connections_max and connections_per_ip_max must be at least 1");
+        }
+        if l.streams_per_connection_max == 0 {
+            return invalid("limits.streams_per_connection_max must be at least 1");
+        }
+        if l.core_queue_max == 0 || l.outbound_queue_max == 0 {
+            return invalid("limits.core_queue_max and outbound_queue_max must be at least 1");
+        }
+        if l.envelopes_per_connection_per_batch_max == 0
+            || l.envelopes_per_connection_per_batch_max as usize > crate::wire::SUBSCRIBER_ENVELOPES_MAX
+        {
+            return invalid("limits.envelopes_per_connection_per_batch_max must be 1 to 1024");
+        }
+        Ok(())
+    }
+}

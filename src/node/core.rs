@@ -1,0 +1,703 @@
+//! The core thread: owns the [`Sequencer`] and the journal, and moves bytes,
+//! time, fsync completions and opened batches in and receipts and batch events
+//! out. Connections talk to it through two channels: a bounded one for client
+//! requests (full means `Busy`, answered at once) and an unbounded one for
+//! control messages that must not be lost (a session opening or closing, an
+//! opened batch, shutdown).
+//!
+//! One turn of the loop handles every message that is waiting, then appends
+//! every journal write the sequencer asked for and makes them durable with one
+//! fsync (group commit) before any receipt goes out.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, select};
+use tokio::sync::mpsc;
+
+use crate::envelope::{Commitment, SequencerKey};
+use crate::journal::{FsStorage, Journal};
+use crate::market::{AccountId, AssetId};
+use crate::sequencer::{
+    BatchOutcome, EnvelopeStatus, Event, OpToken, OpenedJob, Sequencer, SubmitError, SubmitToken,
+};
+use crate::types::BatchId;
+use crate::wire::{
+    self, BatchCleared, BatchSealed, ClientMessage, MarketInfo, MarketLine, OwnEnvelope,
+    ReasonCode, Schedule, ServerMessage,
+};
+
+use super::metrics::Metrics;
+
+/// Identifies one bidirectional stream (a client session).
+pub type SessionId = u64;
+/// Identifies one QUIC connection.
+pub type ConnId = u64;
+
+/// Most messages handled in one turn before the journal is flushed.
+pub const TURN_MESSAGES_MAX: usize = 8192;
+/// Batches whose per-connection submission counts are remembered.
+const QUOTA_BATCHES_KEPT: u64 = 64;
+
+/// A control message to the core thread.
+#[derive(Debug)]
+pub enum Control {
+    /// A session opened; replies and pushes go to `out`.
+    Open {
+        /// The session.
+        session: SessionId,
+        /// Its connection.
+        conn: ConnId,
+        /// Where its messages go.
+        out: mpsc::Sender<ServerMessage>,
+    },
+    /// A session closed.
+    Close {
+        /// The session.
+        session: SessionId,
+    },
+    /// A batch finished opening on the rayon pool.
+    Opened(OpenedJob, Duration),
+    /// Stop accepting, finish the batches in flight, flush and exit.
+    Shutdown,
+}
+
+/// A client request to the core thread.
+#[derive(Debug)]
+pub struct Request {
+    /// The session it came on.
+    pub session: SessionId,
+    /// The message.
+    pub message: ClientMessage,
+    /// When it was read.
+    pub received: Instant,
+}
+
+/// The connection side's handle to the core thread.
+#[derive(Clone, Debug)]
+pub struct CoreHandle {
+    /// Client requests (bounded).
+    pub requests: Sender<Request>,
+    /// Control messages (unbounded).
+    pub control: Sender<Control>,
+}
+
+struct Session {
+    conn: ConnId,
+    out: mpsc::Sender<ServerMessage>,
+    subscribed: bool,
+    /// Commitments this session submitted, per batch (kept for subscribers
+    /// until the batch is published).
+    own: BTreeMap<BatchId, Vec<Commitment>>,
+}
+
+struct Pending {
+    session: SessionId,
+    request_id: u64,
+    received: Instant,
+}
+
+/// The core loop's state.
+pub struct Core {
+    sequencer: Sequencer,
+    journal: Journal<FsStorage>,
+    key: SequencerKey,
+    metrics: Arc<Metrics>,
+    demo: bool,
+    quota: u32,
+    sessions: BTreeMap<SessionId, Session>,
+    submitted: BTreeMap<(BatchId, ConnId), u32>,
+    pending: BTreeMap<u64, Pending>,
+    next_token: u64,
+    sealed_at: BTreeMap<BatchId, Instant>,
+    control_tx: Sender<Control>,
+    shutting_down: bool,
+}
+
+/// Unix milliseconds now.
+#[must_use]
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Why the core stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    /// The journal failed: nothing more can be made durable.
+    #[error("journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+    /// The sequencer failed.
+    #[error("sequencer: {0}")]
+    Sequencer(#[from] crate::sequencer::SequencerError),
+    /// The core and the journal disagree on LSNs.
+    #[error("journal gave LSN {got}, the sequencer expected {expected}")]
+    LsnMismatch {
+        /// What the sequencer expected.
+        expected: u64,
+        /// What the journal gave.
+        got: u64,
+    },
+}
+
+impl Core {
+    /// A core over a recovered sequencer and its journal.
+    #[must_use]
+    pub fn new(
+        sequencer: Sequencer,
+        journal: Journal<FsStorage>,
+        key: SequencerKey,
+        metrics: Arc<Metrics>,
+        demo: bool,
+        envelopes_per_connection_per_batch_max: u32,
+        control_tx: Sender<Control>,
+    ) -> Core {
+        Core {
+            sequencer,
+            journal,
+            key,
+            metrics,
+            demo,
+            quota: envelopes_per_connection_per_batch_max,
+            sessions: BTreeMap::new(),
+            submitted: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_token: 0,
+            sealed_at: BTreeMap::new(),
+            control_tx,
+            shutting_down: false,
+        }
+    }
+
+    /// Runs until shutdown (after finishing every batch in flight) or a fatal
+    /// error.
+    ///
+    /// # Errors
+    ///
+    /// [`CoreError`]: the journal or the sequencer failed; the process must
+    /// stop (a restart recovers from the journal).
+    pub fn run(mut self, requests: Receiver<Request>, control: Receiver<Control>) -> Result<(), CoreError> {
+        // Work left from recovery (a sealed batch to open, a genesis record).
+        self.turn()?;
+        loop {
+            let now = now_ms();
+            let wait = self
+                .sequencer
+                .poll_timeout()
+                .map_or(Duration::from_millis(100), |due| {
+                    Duration::from_millis(due.saturating_sub(now))
+                });
+            select! {
+                recv(control) -> message => match message {
+                    Ok(message) => self.control(message),
+                    Err(_) => self.shutting_down = true,
+                },
+                recv(requests) -> message => if let Ok(request) = message {
+                    self.request(request);
+                },
+                default(wait) => {}
+            }
+            for _ in 0..TURN_MESSAGES_MAX {
+                if let Ok(message) = control.try_recv() {
+                    self.control(message);
+                } else if let Ok(request) = requests.try_recv() {
+                    self.request(request);
+                } else {
+                    break;
+                }
+            }
+            self.turn()?;
+            if self.shutting_down && self.sequencer.batches_pending() == 0 {
+                tracing::info!("every batch in flight is cleared and durable; core stops");
+                return Ok(());
+            }
+        }
+    }
+
+    fn control(&mut self, message: Control) {
+        match message {
+            Control::Open { session, conn, out } => {
+                self.sessions.insert(
+                    session,
+                    Session {
+                        conn,
+                        out,
+                        subscribed: false,
+                        own: BTreeMap::new(),
+                    },
+                );
+            }
+            Control::Close { session } => {
+                self.sessions.remove(&session);
+            }
+            Control::Opened(job, took) => {
+                self.metrics.decrypt_seconds.observe_duration(took);
+                let start = Instant::now();
+                if let Err(error) = self.sequencer.handle_opened(now_ms(), job) {
+                    // A batch that cannot be processed is a bug: stop rather
+                    // than go on in an unknown state.
+                    tracing::error!(%error, "processing an opened batch failed");
+                    std::process::abort();
+                }
+                self.metrics.clearing_seconds.observe_duration(start.elapsed());
+            }
+            Control::Shutdown => {
+                tracing::info!("shutdown: refusing new envelopes, finishing batches in flight");
+                self.shutting_down = true;
+            }
+        }
+    }
+
+    fn send(&mut self, session: SessionId, message: ServerMessage) {
+        let Some(s) = self.sessions.get(&session) else {
+            return;
+        };
+        if s.out.try_send(message).is_err() {
+            // The client does not read fast enough (or is gone): drop the
+            // session; its connection task closes the stream.
+            tracing::warn!(session, "outbound queue full; closing the session");
+            self.sessions.remove(&session);
+        }
+    }
+
+    fn refuse(&mut self, session: SessionId, request_id: u64, code: ReasonCode, next_open: u64, message: String) {
+        self.metrics.reject(code.to_byte());
+        self.send(
+            session,
+            ServerMessage::Rejected {
+                request_id,
+                code,
+                next_open,
+                message,
+            },
+        );
+    }
+
+    fn request(&mut self, request: Request) {
+        let Request {
+            session,
+            message,
+            received,
+        } = request;
+        let now = now_ms();
+        match message {
+            ClientMessage::Submit {
+                request_id,
+                envelope,
+            } => {
+                let open = self.sequencer.open_batch_at(now);
+                if self.shutting_down {
+                    self.refuse(session, request_id, ReasonCode::Busy, open, "the sequencer is shutting down".into());
+                    return;
+                }
+                let Some(conn) = self.sessions.get(&session).map(|s| s.conn) else {
+                    return;
+                };
+                let e = envelope
+                    .get(1..9)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map_or(open, u64::from_le_bytes);
+                let used = self.submitted.get(&(e, conn)).copied().unwrap_or(0);
+                if used >= self.quota {
+                    self.refuse(
+                        session,
+                        request_id,
+                        ReasonCode::ConnectionQuota,
+                        open,
+                        format!("this connection submitted {used} envelopes to batch {e}"),
+                    );
+                    return;
+                }
+                self.next_token += 1;
+                let token = self.next_token;
+                match self.sequencer.handle_submit(now, SubmitToken(token), envelope) {
+                    Ok(commitment) => {
+                        *self.submitted.entry((e, conn)).or_insert(0) += 1;
+                        self.pending.insert(
+                            token,
+                            Pending {
+                                session,
+                                request_id,
+                                received,
+                            },
+                        );
+                        if let Some(s) = self.sessions.get_mut(&session)
+                            && s.subscribed
+                        {
+                            s.own.entry(e).or_default().push(commitment);
+                        }
+                    }
+                    Err(error) => {
+                        let (code, next_open) = submit_code(&error, open);
+                        self.refuse(session, request_id, code, next_open, error.to_string());
+                    }
+                }
+            }
+            ClientMessage::GetSchedule { request_id } => match self.schedule(request_id, now) {
+                Ok(schedule) => self.send(session, ServerMessage::Schedule(schedule)),
+                Err(error) => self.send(
+                    session,
+                    ServerMessage::Error {
+                        request_id,
+                        code: ReasonCode::Internal,
+                        message: error.to_string(),
+                    },
+                ),
+            },
+            ClientMessage::Subscribe { request_id } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.subscribed = true;
+                }
+                self.send(session, ServerMessage::Ack { request_id });
+            }
+            ClientMessage::GetAccount {
+                request_id,
+                account,
+            } => {
+                let balances = self
+                    .sequencer
+                    .ledger()
+                    .balances_of(&AccountId(account))
+                    .into_iter()
+                    .take(wire::ACCOUNT_BALANCES_MAX)
+                    .map(|(asset, amount)| (asset.0, amount))
+                    .collect();
+                self.send(
+                    session,
+                    ServerMessage::Account {
+                        request_id,
+                        account,
+                        balances,
+                    },
+                );
+            }
+            ClientMessage::Deposit {
+                request_id,
+                account,
+                asset,
+                amount,
+            } => {
+                if !self.demo {
+                    self.metrics.reject(ReasonCode::OperatorOnly.to_byte());
+                    self.send(
+                        session,
+                        ServerMessage::Error {
+                            request_id,
+                            code: ReasonCode::OperatorOnly,
+                            message: "deposits over the wire are for demo mode only".into(),
+                        },
+                    );
+                    return;
+                }
+                self.next_token += 1;
+                let token = self.next_token;
+                match self
+                    .sequencer
+                    .handle_deposit(OpToken(token), AccountId(account), AssetId(asset), amount)
+                {
+                    Ok(()) => {
+                        self.pending.insert(
+                            token,
+                            Pending {
+                                session,
+                                request_id,
+                                received,
+                            },
+                        );
+                    }
+                    Err(error) => self.send(
+                        session,
+                        ServerMessage::Error {
+                            request_id,
+                            code: ReasonCode::InvalidRequest,
+                            message: error.to_string(),
+                        },
+                    ),
+                }
+            }
+        }
+    }
+
+    /// The signed schedule as of `now`.
+    fn schedule(&self, request_id: u64, now: u64) -> Result<Schedule, crate::sequencer::SequencerError> {
+        let genesis = self.sequencer.genesis();
+        let open = self.sequencer.open_batch_at(now);
+        let ahead = self
+            .sequencer
+            .limits()
+            .announce_ahead
+            .min(wire::SCHEDULE_BATCH_KEYS_MAX as u64 - 1);
+        let mut batch_keys = Vec::new();
+        for e in open..=open + ahead {
+            batch_keys.push((e, self.sequencer.batch_public_key(e)?.to_bytes()));
+        }
+        let markets = genesis
+            .markets
+            .iter()
+            .map(|m| MarketInfo {
+                id: m.id.0,
+                base_asset: m.base.0,
+                quote_asset: m.quote.0,
+                tick_size: m.tick_size,
+                lot_size: m.lot_size,
+                band_min: m.band_min,
+                band_max: m.band_max,
+                reference_price: self
+                    .sequencer
+                    .references()
+                    .get(&m.id)
+                    .copied()
+                    .unwrap_or(m.initial_price),
+                fee_bps: m.fee_bps,
+            })
+            .collect();
+        let mut schedule = Schedule {
+            request_id,
+            genesis_ms: genesis.schedule.genesis_ms,
+            batch_length_ms: genesis.schedule.batch_length_ms,
+            open_batch: open,
+            sequencer_key: genesis.sequencer.to_bytes(),
+            batch_keys,
+            markets,
+            signature: [0; 64],
+        };
+        schedule.signature = self.key.sign_message(&wire::schedule_signing_message(&schedule));
+        Ok(schedule)
+    }
+
+    /// Timeouts, journal flush with one fsync, jobs out, events delivered.
+    fn turn(&mut self) -> Result<(), CoreError> {
+        let now = now_ms();
+        self.sequencer.handle_timeout(now)?;
+        let mut wrote = false;
+        let flush_start = Instant::now();
+        while let Some(write) = self.sequencer.poll_journal() {
+            if write.kind == crate::journal::RecordKind::Seal {
+                self.sealed_at.insert(
+                    u64::from_le_bytes(write.payload[..8].try_into().unwrap_or([0; 8])),
+                    Instant::now(),
+                );
+            }
+            let lsn = self.journal.append(write.kind, &write.payload)?;
+            if lsn != write.lsn {
+                return Err(CoreError::LsnMismatch {
+                    expected: write.lsn,
+                    got: lsn,
+                });
+            }
+            wrote = true;
+        }
+        if wrote || self.journal.has_unsynced() {
+            let durable = self.journal.sync()?;
+            self.metrics
+                .fsync_seconds
+                .observe_duration(flush_start.elapsed());
+            self.sequencer.handle_journal_durable(now_ms(), durable)?;
+        }
+        while let Some(job) = self.sequencer.poll_job() {
+            self.metrics.batch_size.observe(job.len() as f64);
+            let control = self.control_tx.clone();
+            rayon::spawn(move || {
+                let start = Instant::now();
+                let opened = job.run();
+                let _ = control.send(Control::Opened(opened, start.elapsed()));
+            });
+        }
+        while let Some(event) = self.sequencer.poll_event() {
+            self.deliver(event);
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, event: Event) {
+        match event {
+            Event::Receipt { token, receipt } => {
+                let Some(p) = self.pending.remove(&token.0) else {
+                    return;
+                };
+                self.metrics.envelopes_accepted.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .receipt_seconds
+                    .observe_duration(p.received.elapsed());
+                self.send(
+                    p.session,
+                    ServerMessage::Receipt {
+                        request_id: p.request_id,
+                        receipt: receipt.to_bytes(),
+                    },
+                );
+            }
+            Event::OperationDurable { token } => {
+                if let Some(p) = self.pending.remove(&token.0) {
+                    self.send(p.session, ServerMessage::Ack { request_id: p.request_id });
+                }
+            }
+            Event::BatchOpened {
+                e,
+                public_key,
+                close_ms,
+            } => {
+                let message = ServerMessage::BatchOpened {
+                    e,
+                    public_key: public_key.to_bytes(),
+                    close_ms,
+                };
+                self.broadcast(|_| Some(message.clone()));
+            }
+            Event::BatchSealed { seal, tree } => {
+                let e = seal.e;
+                let bytes = seal.to_bytes();
+                self.broadcast(|session| {
+                    let proofs = session
+                        .own
+                        .get(&e)
+                        .map(|own| {
+                            own.iter()
+                                .take(wire::SUBSCRIBER_ENVELOPES_MAX)
+                                .filter_map(|c| {
+                                    let index = tree.position(c)?;
+                                    Some((c.0, tree.proof(index)?.to_bytes()))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Some(ServerMessage::BatchSealed(BatchSealed {
+                        seal: bytes,
+                        proofs,
+                    }))
+                });
+            }
+            Event::BatchCleared { outcome } => {
+                let e = outcome.e;
+                self.account_batch(&outcome);
+                let markets: Vec<MarketLine> = outcome
+                    .markets
+                    .iter()
+                    .map(|m| MarketLine {
+                        market: m.market.0,
+                        price: m.price,
+                        volume: m.volume,
+                        imbalance: m.imbalance,
+                    })
+                    .collect();
+                let accepted = outcome
+                    .envelopes
+                    .iter()
+                    .filter(|o| matches!(o.status, EnvelopeStatus::Accepted { .. }))
+                    .count() as u32;
+                self.broadcast(|session| {
+                    let own = session
+                        .own
+                        .get(&e)
+                        .map(|own| own_outcomes(&outcome, own))
+                        .unwrap_or_default();
+                    Some(ServerMessage::BatchCleared(BatchCleared {
+                        e,
+                        root: outcome.root.0,
+                        batch_secret: outcome.batch_secret,
+                        envelopes: outcome.envelopes.len() as u32,
+                        accepted,
+                        markets: markets.clone(),
+                        own,
+                    }))
+                });
+                for session in self.sessions.values_mut() {
+                    session.own.remove(&e);
+                }
+                self.submitted = self
+                    .submitted
+                    .split_off(&(e.saturating_sub(QUOTA_BATCHES_KEPT), 0));
+            }
+        }
+    }
+
+    fn account_batch(&mut self, outcome: &BatchOutcome) {
+        self.metrics.batches_cleared.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .orders_filled
+            .fetch_add(outcome.fills.len() as u64, Ordering::Relaxed);
+        let invalid = outcome
+            .envelopes
+            .iter()
+            .filter(|o| matches!(o.status, EnvelopeStatus::Rejected { .. }))
+            .count();
+        self.metrics
+            .envelopes_invalid
+            .fetch_add(invalid as u64, Ordering::Relaxed);
+        if let Some(sealed) = self.sealed_at.remove(&outcome.e) {
+            self.metrics
+                .seal_to_result_seconds
+                .observe_duration(sealed.elapsed());
+        }
+        tracing::debug!(
+            e = outcome.e,
+            envelopes = outcome.envelopes.len(),
+            fills = outcome.fills.len(),
+            "batch cleared"
+        );
+    }
+
+    /// Sends each subscribed session what `make` returns for it.
+    fn broadcast(&mut self, mut make: impl FnMut(&Session) -> Option<ServerMessage>) {
+        let mut slow = Vec::new();
+        for (&id, session) in &self.sessions {
+            if !session.subscribed {
+                continue;
+            }
+            if let Some(message) = make(session)
+                && session.out.try_send(message).is_err()
+            {
+                slow.push(id);
+            }
+        }
+        for id in slow {
+            tracing::warn!(session = id, "subscriber too slow; closing the session");
+            self.sessions.remove(&id);
+        }
+    }
+}
+
+/// The outcome lines of the commitments in `own`.
+fn own_outcomes(outcome: &BatchOutcome, own: &[Commitment]) -> Vec<OwnEnvelope> {
+    own.iter()
+        .take(wire::SUBSCRIBER_ENVELOPES_MAX)
+        .filter_map(|c| {
+            let index = outcome
+                .envelopes
+                .binary_search_by(|o| o.commitment.cmp(c))
+                .ok()?;
+            let line = outcome.envelopes.get(index)?;
+            let (status, detail) = match line.status {
+                EnvelopeStatus::Accepted { .. } => (0, 0),
+                EnvelopeStatus::Rejected { code, detail } => (code, detail),
+            };
+            let start = outcome.fills.partition_point(|f| (f.envelope as usize) < index);
+            let fills = outcome.fills[start..]
+                .iter()
+                .take_while(|f| f.envelope as usize == index)
+                .take(wire::FILLS_MAX)
+                .map(|f| (f.index, f.filled))
+                .collect();
+            Some(OwnEnvelope {
+                commitment: c.0,
+                status,
+                detail,
+                fills,
+            })
+        })
+        .collect()
+}
+
+fn submit_code(error: &SubmitError, open: BatchId) -> (ReasonCode, u64) {
+    match error {
+        SubmitError::Malformed(_) => (ReasonCode::Malformed, open),
+        SubmitError::BatchClosed { next_open, .. } => (ReasonCode::BatchClosed, *next_open),
+        SubmitError::NotAnnounced { next_open, .. } => (ReasonCode::NotAnnounced, *next_open),
+        SubmitError::BatchFull { next_open, .. } => (ReasonCode::BatchFull, *next_open),
+        SubmitError::Duplicate { .. } => (ReasonCode::Duplicate, open),
+        SubmitError::Busy => (ReasonCode::Busy, open),
+    }
+}

@@ -1,0 +1,349 @@
+//! The sequencer process: configuration, keys and journal in the data
+//! directory, the core thread, the QUIC server, metrics, and graceful
+//! shutdown.
+//!
+//! ```text
+//! QUIC connections ──requests──▶ core thread (Sequencer + Journal, group commit)
+//!        ▲                           │  open jobs ──▶ rayon pool ──▶ back to core
+//!        └──── receipts, events ─────┘
+//! ```
+
+pub mod config;
+pub mod core;
+pub mod metrics;
+pub mod server;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+use crate::envelope::{CustodianError, EmbeddedCustodian, SequencerKey};
+use crate::journal::{Journal, JournalConfig, JournalError};
+use crate::market::AccountId;
+use crate::net::{Identity, NetError};
+use crate::sequencer::{Genesis, SequencerError, SequencerRecord};
+
+pub use config::NodeConfig;
+use core::{Control, Core, CoreHandle};
+use metrics::Metrics;
+
+/// The journal's directory inside the data directory.
+pub const JOURNAL_DIR: &str = "journal";
+/// The TLS directory inside the data directory.
+pub const TLS_DIR: &str = "tls";
+/// The sequencer's signing key seed (mode 0600).
+pub const SEQUENCER_KEY_FILE: &str = "sequencer.key";
+/// The embedded custodian's master secret (mode 0600).
+pub const CUSTODIAN_KEY_FILE: &str = "custodian.key";
+/// Demo accounts' key seeds, one hex line each (demo mode only).
+pub const DEMO_ACCOUNTS_FILE: &str = "demo-accounts";
+/// How many demo accounts demo mode funds.
+pub const DEMO_ACCOUNTS: usize = 8;
+
+/// A failure to start or run the node.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(#[from] config::ConfigFileError),
+    /// A file in the data directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A key file is damaged.
+    #[error("{path}: {reason}")]
+    BadKeyFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The journal could not be opened or written.
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    /// The sequencer refused its journal or configuration.
+    #[error("sequencer: {0}")]
+    Sequencer(#[from] SequencerError),
+    /// The custodian's key file.
+    #[error("custodian: {0}")]
+    Custodian(#[from] CustodianError),
+    /// The QUIC endpoint.
+    #[error("network: {0}")]
+    Net(#[from] NetError),
+    /// The core thread failed.
+    #[error("core: {0}")]
+    Core(#[from] core::CoreError),
+    /// The core thread panicked.
+    #[error("the core thread panicked")]
+    CorePanicked,
+    /// The configuration disagrees with the journal's genesis.
+    #[error("the configuration's {0} differs from the journal's genesis record; the journal wins for genesis time, everything else must match")]
+    GenesisChanged(&'static str),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
+    move |source| NodeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Reads a 32-byte secret file, or creates it (mode 0600, fsynced, directory
+/// fsynced) from `fresh`.
+fn secret_file(path: &Path, fresh: impl FnOnce() -> [u8; 32]) -> Result<[u8; 32], NodeError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(text.trim(), &mut out).map_err(|_| NodeError::BadKeyFile {
+                path: path.to_path_buf(),
+                reason: "expected 64 hex digits",
+            })?;
+            Ok(out)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = fresh();
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io(path))?;
+            file.write_all(format!("{}\n", hex::encode(secret)).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(io(path))?;
+            if let Some(dir) = path.parent() {
+                std::fs::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io(dir))?;
+            }
+            Ok(secret)
+        }
+        Err(e) => Err(NodeError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+fn random_secret() -> [u8; 32] {
+    use rand_core::{OsRng, RngCore};
+    let mut out = [0u8; 32];
+    OsRng.fill_bytes(&mut out);
+    out
+}
+
+/// The demo accounts' signing keys, created on first start.
+///
+/// # Errors
+///
+/// [`NodeError::Io`] or [`NodeError::BadKeyFile`].
+pub fn demo_accounts(data_dir: &Path) -> Result<Vec<ed25519_dalek::SigningKey>, NodeError> {
+    (0..DEMO_ACCOUNTS)
+        .map(|i| {
+            let path = data_dir.join(format!("{DEMO_ACCOUNTS_FILE}-{i}.key"));
+            let seed = secret_file(&path, random_secret)?;
+            Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
+        })
+        .collect()
+}
+
+/// What a started node tells its caller.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    /// The address it listens on (the port is real even if 0 was asked).
+    pub listen: SocketAddr,
+    /// The certificate fingerprint clients must pin.
+    pub fingerprint: [u8; 32],
+    /// The sequencer's public key.
+    pub sequencer_key: [u8; 32],
+    /// The metrics address, if enabled.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Runs the node until `shutdown` turns true, then stops accepting, finishes
+/// the batches in flight, flushes the journal and returns. `started` receives
+/// the node's address and fingerprint once it listens.
+///
+/// # Errors
+///
+/// [`NodeError`] for anything that stops the node.
+pub async fn run(
+    config: NodeConfig,
+    shutdown: watch::Receiver<bool>,
+    started: Option<tokio::sync::oneshot::Sender<NodeInfo>>,
+) -> Result<(), NodeError> {
+    config.validate()?;
+    let data = config.data_dir.clone();
+    std::fs::create_dir_all(&data).map_err(io(&data))?;
+
+    let key_seed = secret_file(&data.join(SEQUENCER_KEY_FILE), random_secret)?;
+    let key = SequencerKey::from_seed(&key_seed);
+    let (journal, recovery) = Journal::open_dir(data.join(JOURNAL_DIR), JournalConfig::default())?;
+    if let Some(cut) = &recovery.truncation {
+        tracing::warn!(
+            path = %cut.path.display(),
+            offset = cut.offset,
+            bytes = cut.bytes_cut,
+            "journal: cut a torn tail"
+        );
+    }
+    let records: Vec<_> = recovery
+        .records
+        .into_iter()
+        .map(|r| (r.lsn, r.kind, r.payload))
+        .collect();
+
+    // Genesis: the journal's, if any; else this configuration, now.
+    let mut genesis = Genesis {
+        sequencer: key.public_key(),
+        schedule: crate::envelope::BatchSchedule {
+            genesis_ms: core::now_ms() / config.batch_length_ms * config.batch_length_ms,
+            batch_length_ms: config.batch_length_ms,
+        },
+        fee_account: AccountId([0; 32]),
+        markets: {
+            let mut markets = config.markets.clone();
+            markets.sort_by_key(|m| m.id);
+            markets
+        },
+    };
+    let fresh = records.is_empty();
+    if let Some((lsn, kind, payload)) = records.first() {
+        let recorded = match SequencerRecord::decode(*kind, payload) {
+            Ok(SequencerRecord::Genesis(g)) => g,
+            Ok(_) => return Err(SequencerError::NoGenesis(*lsn).into()),
+            Err(source) => return Err(SequencerError::Record { lsn: *lsn, source }.into()),
+        };
+        if recorded.markets != genesis.markets {
+            return Err(NodeError::GenesisChanged("markets"));
+        }
+        if recorded.schedule.batch_length_ms != genesis.schedule.batch_length_ms {
+            return Err(NodeError::GenesisChanged("batch_length_ms"));
+        }
+        genesis = recorded;
+    }
+
+    let custodian = EmbeddedCustodian::open_or_create(
+        &data.join(CUSTODIAN_KEY_FILE),
+        &mut rand_core::OsRng,
+        key.public_key(),
+        genesis.schedule,
+    )?;
+    let next_lsn = journal.next_lsn();
+    let mut sequencer = crate::sequencer::Sequencer::recover(
+        genesis,
+        config.sequencer_limits(),
+        SequencerKey::from_seed(&key_seed),
+        Box::new(custodian),
+        records,
+        next_lsn,
+        core::now_ms(),
+    )?;
+    if fresh && config.demo {
+        for (i, account) in demo_accounts(&data)?.iter().enumerate() {
+            let account = AccountId(account.verifying_key().to_bytes());
+            for asset in &config.assets {
+                sequencer.handle_deposit(
+                    crate::sequencer::OpToken(i as u64),
+                    account,
+                    asset.id,
+                    1_000_000_000_000,
+                )?;
+            }
+        }
+    }
+
+    let identity = Identity::load_or_create(&data.join(TLS_DIR))?;
+    let endpoint = crate::net::server_endpoint(
+        config.listen,
+        crate::net::server_config(&identity, &config.limits.transport())?,
+    )?;
+    let listen = endpoint.local_addr().map_err(io(&data))?;
+    let metrics = Arc::new(Metrics::default());
+
+    let (request_tx, request_rx) = crossbeam_channel::bounded(config.limits.core_queue_max);
+    let (control_tx, control_rx) = crossbeam_channel::unbounded();
+    let core_handle = CoreHandle {
+        requests: request_tx,
+        control: control_tx.clone(),
+    };
+    let core = Core::new(
+        sequencer,
+        journal,
+        key,
+        Arc::clone(&metrics),
+        config.demo,
+        config.limits.envelopes_per_connection_per_batch_max,
+        control_tx.clone(),
+    );
+    let core_thread = std::thread::Builder::new()
+        .name("sealbatch-core".into())
+        .spawn(move || core.run(request_rx, control_rx))
+        .map_err(io(&data))?;
+
+    let mut metrics_addr = None;
+    if let Some(addr) = config.metrics_listen {
+        let listener_metrics = Arc::clone(&metrics);
+        let shutdown = shutdown.clone();
+        metrics_addr = Some(addr);
+        tokio::spawn(async move {
+            if let Err(error) = metrics::serve_metrics(addr, listener_metrics, shutdown).await {
+                tracing::warn!(%addr, %error, "metrics endpoint disabled");
+            }
+        });
+    }
+    tracing::info!(
+        %listen,
+        fingerprint = %hex::encode(identity.fingerprint),
+        sequencer = %hex::encode(key_seed_public(&key_seed)),
+        data_dir = %data.display(),
+        "sequencer listening"
+    );
+    if let Some(started) = started {
+        let _ = started.send(NodeInfo {
+            listen,
+            fingerprint: identity.fingerprint,
+            sequencer_key: key_seed_public(&key_seed),
+            metrics: metrics_addr,
+        });
+    }
+
+    let server = tokio::spawn(server::serve(
+        endpoint.clone(),
+        core_handle,
+        config.limits,
+        metrics,
+        shutdown.clone(),
+    ));
+    let mut shutdown_wait = shutdown;
+    while !*shutdown_wait.borrow() {
+        if shutdown_wait.changed().await.is_err() {
+            break;
+        }
+    }
+    tracing::info!("shutting down: no new connections");
+    let _ = control_tx.send(Control::Shutdown);
+    let result = tokio::task::spawn_blocking(move || core_thread.join())
+        .await
+        .map_err(|_| NodeError::CorePanicked)?
+        .map_err(|_| NodeError::CorePanicked)?;
+    let _ = server.await;
+    endpoint.close(server::CLOSE_SHUTDOWN.into(), b"shutting down");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle()).await;
+    result?;
+    tracing::info!("journal flushed; bye");
+    Ok(())
+}
+
+fn key_seed_public(seed: &[u8; 32]) -> [u8; 32] {
+    SequencerKey::from_seed(seed).public_key().to_bytes()
+}

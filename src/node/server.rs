@@ -1,0 +1,229 @@
+//! The QUIC side: accepts connections within the configured bounds, reads
+//! frames from each bidirectional stream and hands requests to the core;
+//! writes replies and pushes back, batching whatever is queued into one write.
+//!
+//! A peer that sends garbage, an oversized frame, or too many streams is
+//! closed with an application error code; nothing it does reaches another
+//! connection.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::TrySendError;
+use tokio::sync::{mpsc, watch};
+
+use crate::wire::{self, ClientMessage, FrameDecoder, FrameError, ReasonCode, ServerMessage};
+
+use super::config::LimitsConfig;
+use super::core::{ConnId, Control, CoreHandle, Request, SessionId};
+use super::metrics::Metrics;
+
+/// Application error code: the peer broke the framing or the protocol.
+pub const CLOSE_PROTOCOL_ERROR: u32 = 1;
+/// Application error code: a frame was larger than allowed.
+pub const CLOSE_FRAME_TOO_LARGE: u32 = 2;
+/// Application error code: the server is shutting down.
+pub const CLOSE_SHUTDOWN: u32 = 3;
+
+/// Bytes read from a stream at a time.
+const READ_CHUNK: usize = 64 << 10;
+/// Bytes gathered into one write towards a client.
+const WRITE_BATCH_BYTES: usize = 256 << 10;
+
+struct Counters {
+    next_conn: AtomicU64,
+    next_session: AtomicU64,
+    per_ip: Mutex<BTreeMap<IpAddr, usize>>,
+}
+
+/// Accepts connections until `shutdown` turns true.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    core: CoreHandle,
+    limits: LimitsConfig,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let counters = Arc::new(Counters {
+        next_conn: AtomicU64::new(1),
+        next_session: AtomicU64::new(1),
+        per_ip: Mutex::new(BTreeMap::new()),
+    });
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+            // Existing connections keep being served until the node closes
+            // the endpoint, after the core has finished the batches in flight.
+            _ = shutdown.changed() => break,
+        };
+        let open = metrics.connections_open.load(Ordering::Relaxed) as usize;
+        let ip = incoming.remote_address().ip();
+        if open >= limits.connections_max {
+            metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            incoming.refuse();
+            continue;
+        }
+        // Under load, make unvalidated addresses prove they can receive.
+        if open >= limits.connections_max / 2 && !incoming.remote_address_validated() {
+            let _ = incoming.retry();
+            continue;
+        }
+        {
+            let mut per_ip = counters.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let count = per_ip.entry(ip).or_insert(0);
+            if *count >= limits.connections_per_ip_max {
+                metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                incoming.refuse();
+                continue;
+            }
+            *count += 1;
+        }
+        let conn_id = counters.next_conn.fetch_add(1, Ordering::Relaxed);
+        let core = core.clone();
+        let metrics = Arc::clone(&metrics);
+        let counters = Arc::clone(&counters);
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            metrics.connections_open.fetch_add(1, Ordering::Relaxed);
+            metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+            match incoming.await {
+                Ok(connection) => {
+                    connection_task(connection, conn_id, core, limits, &counters, shutdown).await;
+                }
+                Err(error) => tracing::debug!(%error, "handshake failed"),
+            }
+            metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
+            let mut per_ip = counters.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(count) = per_ip.get_mut(&ip) {
+                *count -= 1;
+                if *count == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        });
+    }
+}
+
+async fn connection_task(
+    connection: quinn::Connection,
+    conn: ConnId,
+    core: CoreHandle,
+    limits: LimitsConfig,
+    counters: &Counters,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tracing::debug!(conn, remote = %connection.remote_address(), "connection");
+    loop {
+        let (send, recv) = tokio::select! {
+            stream = connection.accept_bi() => match stream {
+                Ok(stream) => stream,
+                Err(_) => return,
+            },
+            // No new streams; the open ones finish their work.
+            _ = shutdown.changed() => return,
+        };
+        let session = counters.next_session.fetch_add(1, Ordering::Relaxed);
+        let (out_tx, out_rx) = mpsc::channel(limits.outbound_queue_max);
+        if core
+            .control
+            .send(Control::Open {
+                session,
+                conn,
+                out: out_tx.clone(),
+            })
+            .is_err()
+        {
+            return;
+        }
+        tokio::spawn(writer(send, out_rx));
+        tokio::spawn(reader(recv, session, core.clone(), out_tx, connection.clone()));
+    }
+}
+
+/// Reads frames and forwards requests; closes the connection on a framing
+/// error.
+async fn reader(
+    mut recv: quinn::RecvStream,
+    session: SessionId,
+    core: CoreHandle,
+    out: mpsc::Sender<ServerMessage>,
+    connection: quinn::Connection,
+) {
+    let mut decoder: FrameDecoder<ClientMessage> = FrameDecoder::new();
+    let mut chunk = vec![0u8; READ_CHUNK];
+    loop {
+        let n = match recv.read(&mut chunk).await {
+            Ok(Some(n)) => n,
+            Ok(None) | Err(_) => break,
+        };
+        decoder.extend(&chunk[..n]);
+        loop {
+            match decoder.next_message() {
+                Ok(Some(message)) => {
+                    let request_id = message.request_id();
+                    let request = Request {
+                        session,
+                        message,
+                        received: Instant::now(),
+                    };
+                    match core.requests.try_send(request) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => {
+                            let _ = out.try_send(ServerMessage::Rejected {
+                                request_id,
+                                code: ReasonCode::Busy,
+                                next_open: 0,
+                                message: "the sequencer's queue is full".into(),
+                            });
+                        }
+                        Err(TrySendError::Disconnected(_)) => return,
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => {
+                    let code = match error {
+                        FrameError::Oversized { .. } => CLOSE_FRAME_TOO_LARGE,
+                        _ => CLOSE_PROTOCOL_ERROR,
+                    };
+                    tracing::debug!(session, %error, "closing a connection for a bad frame");
+                    let reason = error.to_string();
+                    connection.close(code.into(), &reason.as_bytes()[..reason.len().min(200)]);
+                    let _ = core.control.send(Control::Close { session });
+                    return;
+                }
+            }
+        }
+    }
+    let _ = core.control.send(Control::Close { session });
+}
+
+/// Writes queued messages, as many as are waiting in one write.
+async fn writer(mut send: quinn::SendStream, mut out: mpsc::Receiver<ServerMessage>) {
+    let mut buf = Vec::with_capacity(WRITE_BATCH_BYTES);
+    while let Some(message) = out.recv().await {
+        buf.clear();
+        if wire::encode(&message, &mut buf).is_err() {
+            continue;
+        }
+        while buf.len() < WRITE_BATCH_BYTES {
+            match out.try_recv() {
+                Ok(message) => {
+                    let _ = wire::encode(&message, &mut buf);
+                }
+                Err(_) => break,
+            }
+        }
+        if send.write_all(&buf).await.is_err() {
+            return;
+        }
+    }
+    // The session ended: the client closed it, the core dropped it (too
+    // slow), or the server stops.
+    let _ = send.finish();
+}
