@@ -323,3 +323,94 @@ impl<M: Message> FrameDecoder<M> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{ClientMessage, ServerMessage};
+    use super::*;
+
+    fn frame_of(message: &ClientMessage) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode(message, &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn decoder_compacts_its_buffer() {
+        let one = frame_of(&ClientMessage::Subscribe { request_id: 1 });
+        let mut decoder = FrameDecoder::<ClientMessage>::new();
+        for round in 0..1000u64 {
+            // A whole frame and half of the next, then the rest.
+            decoder.extend(&one);
+            decoder.extend(&one[..6]);
+            assert_eq!(
+                decoder.next_message(),
+                Ok(Some(ClientMessage::Subscribe { request_id: 1 })),
+                "round {round}"
+            );
+            assert_eq!(decoder.next_message(), Ok(None));
+            decoder.extend(&one[6..]);
+            assert!(decoder.next_message().unwrap().is_some());
+            assert!(decoder.is_at_boundary());
+            assert!(decoder.buf.capacity() <= 4 * one.len());
+        }
+    }
+
+    #[test]
+    fn incomplete_counts_the_bytes_still_missing() {
+        let frame = frame_of(&ClientMessage::GetSchedule { request_id: 9 });
+        assert_eq!(frame.len(), 13);
+        assert_eq!(
+            check::<ClientMessage>(&[]),
+            Err(FrameError::Incomplete { needed: 5 })
+        );
+        assert_eq!(
+            check::<ClientMessage>(&frame[..4]),
+            Err(FrameError::Incomplete { needed: 9 })
+        );
+        assert_eq!(
+            check::<ClientMessage>(&frame[..12]),
+            Err(FrameError::Incomplete { needed: 1 })
+        );
+        assert_eq!(check::<ClientMessage>(&frame), Ok(13));
+    }
+
+    #[test]
+    fn a_frame_of_the_other_direction_is_an_unknown_type() {
+        let mut out = Vec::new();
+        encode(&ServerMessage::Ack { request_id: 1 }, &mut out).unwrap();
+        assert_eq!(
+            parse::<ClientMessage>(&out),
+            Err(FrameError::UnknownType {
+                type_byte: 0x88,
+                direction: Direction::ClientToServer
+            })
+        );
+        let client = frame_of(&ClientMessage::Subscribe { request_id: 1 });
+        assert!(matches!(
+            parse::<ServerMessage>(&client),
+            Err(FrameError::UnknownType {
+                type_byte: 0x03,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn errors_read_well() {
+        let error = FrameError::Oversized {
+            len: 20000,
+            max: 16384,
+            direction: Direction::ClientToServer,
+        };
+        assert_eq!(
+            error.to_string(),
+            "frame length 20000 is above the maximum 16384 (client to server)"
+        );
+        let error = FrameError::Body(DecodeError::Invalid {
+            field: "code",
+            offset: 13,
+        });
+        assert_eq!(error.to_string(), "bad frame body: invalid code at byte 13");
+    }
+}

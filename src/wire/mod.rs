@@ -26,13 +26,14 @@
 //! wire::encode(&ClientMessage::GetSchedule { request_id: 1 }, &mut out)?;
 //! wire::encode(&ClientMessage::Subscribe { request_id: 2 }, &mut out)?;
 //!
-//! // One frame at a time over a buffer: check, then parse.
+//! // One frame at a time over a buffer: check, then parse. Three bytes are
+//! // not yet a length prefix and a type byte.
 //! let len = wire::check::<ClientMessage>(&out)?;
 //! let first: ClientMessage = wire::parse(&out[..len])?;
 //! assert_eq!(first, ClientMessage::GetSchedule { request_id: 1 });
 //! assert_eq!(
 //!     wire::check::<ClientMessage>(&out[len..len + 3]),
-//!     Err(FrameError::Incomplete { needed: 1 }),
+//!     Err(FrameError::Incomplete { needed: 2 }),
 //! );
 //!
 //! // Or, as the server does, feed whatever chunks arrive to a decoder.
