@@ -23,6 +23,7 @@
 //! - [`market`]: assets, accounts, and what a market's tick and lot are worth.
 //! - [`ledger`]: balances, funding checks and settlement.
 //! - [`journal`]: the append-only, checksummed, fsynced log and its recovery.
+//! - [`wire`]: the client/server message codec, length-prefixed frames, pure over byte buffers.
 //! - [`cli`]: the `sealbatch` command line.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -37,3 +38,4 @@ pub mod ledger;
 pub mod market;
 pub mod order;
 pub mod types;
+pub mod wire;
