@@ -1,0 +1,342 @@
+//! Pass 2: who gets what at the clearing price.
+//!
+//! Every order gets a *priority key*, larger meaning served earlier on its
+//! side: bit 64 set for a market order, then the limit (for a buy) or its bit
+//! complement (for a sell, so that a lower limit ranks higher). Given the
+//! price `p*` and, on the long side, the *marginal* level (the first level, in
+//! priority order, that the volume does not cover in full), each order's fill
+//! is decided by comparing its key with two thresholds per side:
+//!
+//! - key ≥ `full_min[side]`: filled completely;
+//! - key = `marginal[side]`: shares the marginal level pro rata;
+//! - otherwise nothing.
+//!
+//! On the short side `full_min` is the key of `p*` itself (every order that
+//! accepts the price fills) and nothing is marginal.
+
+use rayon::prelude::*;
+
+use super::input::{KIND_MARKET, KIND_SELL, MarketInput};
+use super::ladder::{CHUNK_ORDERS_MIN, Ladder, chunk_ranges};
+use crate::types::{Lots, MarketId, OrderId, Tick};
+
+/// No key equals this (keys are below 2^65).
+const NO_KEY: u128 = u128::MAX;
+
+/// Pro-rata work on at least this many marginal orders is split across
+/// threads.
+const PARALLEL_MARGINAL_MIN: usize = 1 << 14;
+
+/// The priority key of an order (see the module docs). Market orders store
+/// limit 0, so all market orders of one side share one key.
+#[inline]
+fn key(kind: u8, limit: Tick) -> u128 {
+    let sell_mask = 0u64.wrapping_sub(u64::from(kind & KIND_SELL));
+    (u128::from(kind >> 1) << 64) | u128::from(limit ^ sell_mask)
+}
+
+/// The level on the long side that the volume only partly covers.
+struct Marginal {
+    /// 0 buy, 1 sell.
+    side: usize,
+    /// The level's priority key.
+    key: u128,
+    /// `R`: the lots left for the level once every better level is filled.
+    share: u128,
+    /// `Q`: the level's total quantity (`Q > R`).
+    qty: u128,
+}
+
+/// The per-side thresholds of the module docs, plus the key of `p*` each
+/// fill is checked against.
+struct Thresholds {
+    full_min: [u128; 2],
+    marginal: [u128; 2],
+    accept_min: [u128; 2],
+}
+
+/// What one chunk of pass 2 measured.
+struct Tally {
+    /// Lots filled per side (marginal orders not yet included).
+    filled: [u128; 2],
+    /// Some fill went to an order that does not accept the price.
+    violation: bool,
+    /// Positions of the marginal level's orders, ascending.
+    marginal: Vec<u32>,
+}
+
+/// The fills of every order of `input` at `price`, in position order.
+///
+/// `demand` and `supply` are `D(price)` and `S(price)`, and their minimum (the
+/// volume) fits in [`Lots`]. Asserts, in release builds too, that bought =
+/// sold = volume, that no order fills beyond its quantity and that only
+/// orders accepting `price` fill.
+pub(crate) fn allocate(
+    input: &MarketInput,
+    ladder: &Ladder,
+    price: Tick,
+    demand: u128,
+    supply: u128,
+    tiebreak_key: &[u8; 32],
+    parallel: bool,
+) -> Vec<Lots> {
+    let volume = demand.min(supply);
+    let accept_min = [key(0, price), key(KIND_SELL, price)];
+    let mut thresholds = Thresholds {
+        full_min: accept_min,
+        marginal: [NO_KEY; 2],
+        accept_min,
+    };
+    let marginal = if demand == supply {
+        None
+    } else {
+        let side = usize::from(supply > demand);
+        let marginal = marginal_level(ladder, side, price, volume);
+        assert!(
+            marginal.key >= accept_min[side],
+            "the marginal level must accept the clearing price"
+        );
+        thresholds.full_min[side] = marginal.key + 1;
+        thresholds.marginal[side] = marginal.key;
+        Some(marginal)
+    };
+
+    let columns = &input.orders;
+    // calloc'd: the zero pages are touched only by the pass below.
+    let mut filled = vec![0 as Lots; columns.len()];
+    let ranges = chunk_ranges(columns.len(), parallel);
+    let tallies: Vec<Tally> = if ranges.len() == 1 {
+        vec![fill_chunk(input, 0, &mut filled, &thresholds)]
+    } else {
+        let chunk_len = columns.len().div_ceil(ranges.len());
+        filled
+            .par_chunks_mut(chunk_len)
+            .enumerate()
+            .map(|(c, out)| fill_chunk(input, c * chunk_len, out, &thresholds))
+            .collect()
+    };
+    let mut bought_sold = [0u128; 2];
+    let mut violation = false;
+    let mut marginal_positions = Vec::new();
+    for tally in tallies {
+        bought_sold[0] += tally.filled[0];
+        bought_sold[1] += tally.filled[1];
+        violation |= tally.violation;
+        marginal_positions.extend(tally.marginal);
+    }
+    if let Some(marginal) = marginal {
+        let shared = pro_rata(
+            input,
+            &marginal,
+            &marginal_positions,
+            &mut filled,
+            tiebreak_key,
+            parallel,
+        );
+        bought_sold[marginal.side] += shared;
+    }
+    assert!(
+        !violation,
+        "market {}: a fill went to an order that does not accept {price}",
+        input.config.market
+    );
+    assert!(
+        bought_sold[0] == volume && bought_sold[1] == volume,
+        "market {}: bought {} and sold {} differ from volume {volume}",
+        input.config.market,
+        bought_sold[0],
+        bought_sold[1]
+    );
+    filled
+}
+
+/// Walks the long side in priority order (market orders, then the best limit
+/// down to `price`) until a level is not covered by what remains of `volume`.
+fn marginal_level(ladder: &Ladder, side: usize, price: Tick, volume: u128) -> Marginal {
+    let kind = if side == 1 { KIND_SELL } else { 0 };
+    let mut remaining = volume;
+    let market_qty = ladder.market_qty(side);
+    if market_qty > remaining {
+        return Marginal {
+            side,
+            key: key(kind | KIND_MARKET, 0),
+            share: remaining,
+            qty: market_qty,
+        };
+    }
+    remaining -= market_qty;
+    let levels = ladder.levels();
+    let mut walk = |level: usize| {
+        let qty = ladder.qty(level, side);
+        if qty > remaining {
+            return Some(Marginal {
+                side,
+                key: key(kind, ladder.tick(level)),
+                share: remaining,
+                qty,
+            });
+        }
+        remaining -= qty;
+        None
+    };
+    let found = if side == 0 {
+        (0..levels)
+            .rev()
+            .take_while(|&level| ladder.tick(level) >= price)
+            .find_map(&mut walk)
+    } else {
+        (0..levels)
+            .take_while(|&level| ladder.tick(level) <= price)
+            .find_map(&mut walk)
+    };
+    // The long side accepting `price` holds more than `volume`, so some level
+    // is not covered.
+    match found {
+        Some(marginal) => marginal,
+        None => panic!("no marginal level on the long side at {price}"),
+    }
+}
+
+/// The hot loop of pass 2 over the orders from position `start` on.
+fn fill_chunk(input: &MarketInput, start: usize, out: &mut [Lots], th: &Thresholds) -> Tally {
+    let range = start..start + out.len();
+    let columns = &input.orders;
+    let kinds = &columns.kinds()[range.clone()];
+    let limits = &columns.limits()[range.clone()];
+    let qtys = &columns.qtys()[range];
+    let mut tally = Tally {
+        filled: [0; 2],
+        violation: false,
+        marginal: Vec::new(),
+    };
+    for (offset, (((&kind, &limit), &qty), fill)) in
+        kinds.iter().zip(limits).zip(qtys).zip(out).enumerate()
+    {
+        let side = usize::from(kind & KIND_SELL);
+        let k = key(kind, limit);
+        let f = if k >= th.full_min[side] { qty } else { 0 };
+        if k == th.marginal[side] {
+            // Positions fit in u32: MARKET_ORDERS_MAX < 2^32.
+            tally.marginal.push((start + offset) as u32);
+        }
+        *fill = f;
+        tally.filled[side] += u128::from(f);
+        tally.violation |= (f != 0) & (k < th.accept_min[side]);
+    }
+    tally
+}
+
+/// Shares the marginal level: each order gets `⌊q·R/Q⌋`, then the leftover
+/// lots go one each to the largest remainders `q·R mod Q`, ties broken by the
+/// smaller keyed hash, then the smaller id. Returns the lots handed out
+/// (asserted to be `R`).
+fn pro_rata(
+    input: &MarketInput,
+    marginal: &Marginal,
+    positions: &[u32],
+    filled: &mut [Lots],
+    tiebreak_key: &[u8; 32],
+    parallel: bool,
+) -> u128 {
+    let qtys = input.orders.qtys();
+    let share = marginal.share;
+    let level_qty = marginal.qty;
+    // (remainder, position, floor share) per marginal order.
+    let split = |&position: &u32| {
+        let product = u128::from(qtys[position as usize]) * share;
+        (product % level_qty, position, product / level_qty)
+    };
+    let mut parts: Vec<(u128, u32, u128)> =
+        if parallel && positions.len() >= PARALLEL_MARGINAL_MIN {
+            positions
+                .par_iter()
+                .with_min_len(CHUNK_ORDERS_MIN / 16)
+                .map(split)
+                .collect()
+        } else {
+            positions.iter().map(split).collect()
+        };
+    let mut level_total = 0u128;
+    let mut handed = 0u128;
+    for &(_, position, floor) in &parts {
+        let p = position as usize;
+        level_total += u128::from(qtys[p]);
+        handed += floor;
+        // floor < q because R < Q, so this fits in Lots.
+        filled[p] = floor as Lots;
+    }
+    assert!(
+        level_total == level_qty && share < level_qty,
+        "market {}: the marginal level does not match its histogram",
+        input.config.market
+    );
+    // Σ⌊q·R/Q⌋ > R - (number of orders), so fewer leftovers than orders.
+    let leftover = (share - handed) as usize;
+    assert!(leftover < parts.len().max(1));
+    if leftover > 0 {
+        let winners = leftover_winners(input, &mut parts, leftover, tiebreak_key, parallel);
+        for position in winners {
+            let p = position as usize;
+            filled[p] += 1;
+            assert!(filled[p] <= qtys[p], "pro rata beyond an order's quantity");
+        }
+        handed += leftover as u128;
+    }
+    handed
+}
+
+/// The positions of the `leftover` marginal orders that get one more lot.
+///
+/// Selection, not a sort: first the `leftover`-th largest remainder `t`;
+/// everyone above `t` wins; among those exactly at `t`, the winners are the
+/// smallest `(hash, id)`. Hashes are computed only for that tie group.
+fn leftover_winners(
+    input: &MarketInput,
+    parts: &mut [(u128, u32, u128)],
+    leftover: usize,
+    tiebreak_key: &[u8; 32],
+    parallel: bool,
+) -> Vec<u32> {
+    parts.select_nth_unstable_by(leftover - 1, |a, b| b.0.cmp(&a.0));
+    let threshold = parts[leftover - 1].0;
+    let mut winners: Vec<u32> = parts
+        .iter()
+        .filter(|part| part.0 > threshold)
+        .map(|part| part.1)
+        .collect();
+    let ties: Vec<u32> = parts
+        .iter()
+        .filter(|part| part.0 == threshold)
+        .map(|part| part.1)
+        .collect();
+    let needed = leftover - winners.len();
+    if needed == ties.len() {
+        winners.extend(ties);
+        return winners;
+    }
+    let market = input.config.market;
+    let ids = input.orders.ids();
+    let hash = |&position: &u32| {
+        let id = ids[position as usize];
+        (tiebreak_hash(tiebreak_key, market, id), id, position)
+    };
+    let mut ranked: Vec<([u8; 32], OrderId, u32)> =
+        if parallel && ties.len() >= PARALLEL_MARGINAL_MIN {
+            ties.par_iter().map(hash).collect()
+        } else {
+            ties.iter().map(hash).collect()
+        };
+    ranked.select_nth_unstable_by(needed - 1, |a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    winners.extend(ranked[..needed].iter().map(|r| r.2));
+    winners
+}
+
+/// The tie-break hash of one order: `blake3::keyed_hash(key, market id u32 LE
+/// ‖ order id u64 LE)` with `key = blake3::derive_key(TIEBREAK_CONTEXT, seed)`.
+#[must_use]
+pub fn tiebreak_hash(tiebreak_key: &[u8; 32], market: MarketId, order: OrderId) -> [u8; 32] {
+    let mut message = [0u8; 12];
+    message[..4].copy_from_slice(&market.0.to_le_bytes());
+    message[4..].copy_from_slice(&order.0.to_le_bytes());
+    *blake3::keyed_hash(tiebreak_key, &message).as_bytes()
+}
