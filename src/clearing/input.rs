@@ -159,7 +159,7 @@ impl OrderColumns {
     }
 
     /// The orders, in position order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = Order> + '_ {
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = Order> + ExactSizeIterator + '_ {
         (0..self.len()).map(|i| self.order_at(i))
     }
 
