@@ -2,6 +2,8 @@
 //! columns (struct of arrays), which is what makes the engine's passes over
 //! millions of orders memory-friendly.
 
+use std::sync::Arc;
+
 use super::ClearingError;
 use crate::order::Order;
 use crate::types::{Lots, MARKET_ORDERS_MAX, MARKETS_MAX, MarketId, OrderId, Side, Tick};
@@ -98,7 +100,9 @@ pub(crate) const KIND_MARKET: u8 = 2;
 /// [`canonical_batch`] sorts arbitrary input into this form.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OrderColumns {
-    ids: Vec<OrderId>,
+    /// Shared with the [`MarketResult`](super::MarketResult)s made from these
+    /// orders, so that results do not copy the id column.
+    ids: Arc<Vec<OrderId>>,
     /// `KIND_SELL | KIND_MARKET` bits.
     kinds: Vec<u8>,
     /// The limit; 0 for market orders (so that keys compare equal).
@@ -117,7 +121,7 @@ impl OrderColumns {
     #[must_use]
     pub fn with_capacity(capacity: usize) -> OrderColumns {
         OrderColumns {
-            ids: Vec::with_capacity(capacity),
+            ids: Arc::new(Vec::with_capacity(capacity)),
             kinds: Vec::with_capacity(capacity),
             limits: Vec::with_capacity(capacity),
             qtys: Vec::with_capacity(capacity),
@@ -134,7 +138,8 @@ impl OrderColumns {
             Some(limit) => (0, limit),
             None => (KIND_MARKET, 0),
         };
-        self.ids.push(order.id);
+        // Copies the ids only if a result still shares them.
+        Arc::make_mut(&mut self.ids).push(order.id);
         self.kinds.push(side | market);
         self.limits.push(limit);
         self.qtys.push(order.qty);
@@ -182,6 +187,12 @@ impl OrderColumns {
     #[must_use]
     pub fn ids(&self) -> &[OrderId] {
         &self.ids
+    }
+
+    /// The ids column, shared (no copy).
+    #[must_use]
+    pub fn shared_ids(&self) -> Arc<Vec<OrderId>> {
+        Arc::clone(&self.ids)
     }
 
     pub(crate) fn kinds(&self) -> &[u8] {

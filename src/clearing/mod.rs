@@ -240,13 +240,7 @@ fn clear_one(
     }
     let parallel = parallel && count >= PARALLEL_MARKET_ORDERS_MIN;
     let ladder = Ladder::build(input, parallel, levels)?;
-    let ids = if parallel {
-        let mut ids = Vec::new();
-        input.orders.ids().par_iter().copied().collect_into_vec(&mut ids);
-        ids
-    } else {
-        input.orders.ids().to_vec()
-    };
+    let ids = input.orders.shared_ids();
     match discovery::discover(&ladder, config.reference) {
         Discovery::NoCross { imbalance } => Ok(MarketResult {
             market: config.market,

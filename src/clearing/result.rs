@@ -1,5 +1,7 @@
 //! The clearing engine's output and its canonical byte encoding.
 
+use std::sync::Arc;
+
 use crate::types::{Lots, MarketId, OrderId, Tick};
 
 /// One order's outcome: how many lots of it traded at the market's price.
@@ -27,8 +29,9 @@ pub struct MarketResult {
     /// left unfilled, negative when sellers were. When nothing crosses, the
     /// same at the reference price.
     pub imbalance: i128,
-    /// Every order of the market, ascending.
-    pub ids: Vec<OrderId>,
+    /// Every order of the market, ascending: the input's id column, shared
+    /// rather than copied.
+    pub ids: Arc<Vec<OrderId>>,
     /// `filled[i]` is the fill of order `ids[i]`.
     pub filled: Vec<Lots>,
 }
