@@ -225,7 +225,10 @@ fn pro_rata_with_largest_remainder() {
         buy(3, 100, 5),
         sell(4, 100, 10),
     ];
-    assert_eq!(fills(&clear(100, &orders)), [(1, 4), (2, 3), (3, 3), (4, 10)]);
+    assert_eq!(
+        fills(&clear(100, &orders)),
+        [(1, 4), (2, 3), (3, 3), (4, 10)]
+    );
 }
 
 #[test]
@@ -320,16 +323,29 @@ fn duplicate_and_unsorted_ids_are_rejected() {
     let e = error(100, &[buy(5, 100, 5), sell(3, 100, 5)]);
     assert!(matches!(
         e,
-        ClearingError::OrderIdsNotIncreasing { order: OrderId(3), previous: OrderId(5), .. }
+        ClearingError::OrderIdsNotIncreasing {
+            order: OrderId(3),
+            previous: OrderId(5),
+            ..
+        }
     ));
     // The canonical wrapper sorts, and names duplicates across markets too.
     let configs = [config(1), config(2)];
     let e = canonical_batch(
         &configs,
-        [(MarketId(2), buy(9, 100, 1)), (MarketId(1), sell(9, 100, 1))],
+        [
+            (MarketId(2), buy(9, 100, 1)),
+            (MarketId(1), sell(9, 100, 1)),
+        ],
     )
     .expect_err("duplicate");
-    assert!(matches!(e, ClearingError::DuplicateOrder { order: OrderId(9), .. }));
+    assert!(matches!(
+        e,
+        ClearingError::DuplicateOrder {
+            order: OrderId(9),
+            ..
+        }
+    ));
 }
 
 fn config(market: u32) -> MarketConfig {
@@ -352,11 +368,18 @@ fn unknown_and_duplicate_markets_are_rejected() {
     );
     assert_eq!(e.to_string(), "order 3: unknown market 4");
     let e = canonical_batch(&[config(1), config(1)], []).expect_err("duplicate");
-    assert_eq!(e, ClearingError::DuplicateMarket { market: MarketId(1) });
+    assert_eq!(
+        e,
+        ClearingError::DuplicateMarket {
+            market: MarketId(1)
+        }
+    );
     let batch = [input(100, &[]), input(100, &[])];
     assert_eq!(
         clearing::clear_batch(&batch, &SEED),
-        Err(ClearingError::DuplicateMarket { market: MarketId(1) })
+        Err(ClearingError::DuplicateMarket {
+            market: MarketId(1)
+        })
     );
 }
 
@@ -365,13 +388,20 @@ fn bad_reference_or_band_is_rejected() {
     let mut bad = input(1001, &[buy(1, 100, 1)]);
     assert!(matches!(
         clearing::clear_batch(std::slice::from_ref(&bad), &SEED),
-        Err(ClearingError::ReferenceOutsideBand { reference: 1001, .. })
+        Err(ClearingError::ReferenceOutsideBand {
+            reference: 1001,
+            ..
+        })
     ));
     bad.config.band = PriceBand::new(10, 9);
     bad.config.reference = 10;
     assert!(matches!(
         clearing::clear_batch(&[bad], &SEED),
-        Err(ClearingError::EmptyBand { min: 10, max: 9, .. })
+        Err(ClearingError::EmptyBand {
+            min: 10,
+            max: 9,
+            ..
+        })
     ));
 }
 
@@ -383,7 +413,13 @@ fn the_first_error_in_market_order_is_reported() {
     b.config.market = MarketId(3);
     let batch = [a, b];
     let e = clearing::clear_batch(&batch, &SEED).expect_err("invalid");
-    assert!(matches!(e, ClearingError::LimitOutsideBand { market: MarketId(3), .. }));
+    assert!(matches!(
+        e,
+        ClearingError::LimitOutsideBand {
+            market: MarketId(3),
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -393,7 +429,12 @@ fn absurd_quantities_do_not_overflow() {
     let r = clear(100, &orders);
     assert_eq!((r.price, r.volume), (Some(100), big));
     assert_eq!(r.imbalance, i128::from(big));
-    let orders = [buy(1, 100, big), buy(2, 100, big), sell(3, 100, big), sell(4, 99, big)];
+    let orders = [
+        buy(1, 100, big),
+        buy(2, 100, big),
+        sell(3, 100, big),
+        sell(4, 99, big),
+    ];
     assert!(matches!(
         clearing::clear_batch(&[input(100, &orders)], &SEED),
         Err(ClearingError::VolumeOverflow { .. })

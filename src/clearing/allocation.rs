@@ -240,8 +240,12 @@ fn fill_chunk(input: &MarketInput, start: usize, out: &mut [Lots], th: &Threshol
         let limits = &limits[block..end];
         let qtys = &qtys[block..end];
         let out = &mut out[block..end];
-        for (offset, (((&kind, &limit), &qty), fill)) in
-            kinds.iter().zip(limits).zip(qtys).zip(out.iter_mut()).enumerate()
+        for (offset, (((&kind, &limit), &qty), fill)) in kinds
+            .iter()
+            .zip(limits)
+            .zip(qtys)
+            .zip(out.iter_mut())
+            .enumerate()
         {
             let sell = kind & KIND_SELL != 0;
             let k = key(kind, limit);
@@ -300,16 +304,16 @@ fn pro_rata(
         let product = u128::from(qtys[position as usize]) * share;
         (product % level_qty, position, product / level_qty)
     };
-    let mut parts: Vec<(u128, u32, u128)> =
-        if parallel && positions.len() >= PARALLEL_MARGINAL_MIN {
-            positions
-                .par_iter()
-                .with_min_len(CHUNK_ORDERS_MIN / 16)
-                .map(split)
-                .collect()
-        } else {
-            positions.iter().map(split).collect()
-        };
+    let mut parts: Vec<(u128, u32, u128)> = if parallel && positions.len() >= PARALLEL_MARGINAL_MIN
+    {
+        positions
+            .par_iter()
+            .with_min_len(CHUNK_ORDERS_MIN / 16)
+            .map(split)
+            .collect()
+    } else {
+        positions.iter().map(split).collect()
+    };
     let mut level_total = 0u128;
     let mut handed = 0u128;
     for &(_, position, floor) in &parts {

@@ -20,7 +20,9 @@ pub enum ClearingError {
         order: OrderId,
     },
     /// A limit price lies outside its market's price band.
-    #[error("market {market}, order {order}: limit {limit} is outside the price band [{min}, {max}]")]
+    #[error(
+        "market {market}, order {order}: limit {limit} is outside the price band [{min}, {max}]"
+    )]
     LimitOutsideBand {
         /// The market of the order.
         market: MarketId,
@@ -44,7 +46,9 @@ pub enum ClearingError {
     /// The fast entry points take each market's orders in strictly increasing
     /// id order; this order comes after a larger id. Use
     /// [`canonical_batch`](super::canonical_batch) for arbitrary input.
-    #[error("market {market}, order {order}: ids must be strictly increasing, but it follows order {previous}")]
+    #[error(
+        "market {market}, order {order}: ids must be strictly increasing, but it follows order {previous}"
+    )]
     OrderIdsNotIncreasing {
         /// The market of the order.
         market: MarketId,
@@ -78,7 +82,9 @@ pub enum ClearingError {
         max: Tick,
     },
     /// The reference price lies outside the market's price band.
-    #[error("market {market}: reference price {reference} is outside the price band [{min}, {max}]")]
+    #[error(
+        "market {market}: reference price {reference} is outside the price band [{min}, {max}]"
+    )]
     ReferenceOutsideBand {
         /// The market.
         market: MarketId,

@@ -272,7 +272,10 @@ pub fn canonical_batch(
     }
     let mut configs = configs.to_vec();
     configs.sort_unstable_by_key(|config| config.market);
-    if let Some(pair) = configs.windows(2).find(|pair| pair[0].market == pair[1].market) {
+    if let Some(pair) = configs
+        .windows(2)
+        .find(|pair| pair[0].market == pair[1].market)
+    {
         return Err(ClearingError::DuplicateMarket {
             market: pair[1].market,
         });

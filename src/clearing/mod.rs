@@ -256,13 +256,13 @@ fn clear_one(
             supply,
         } => {
             let volume_wide = demand.min(supply);
-            let volume = Lots::try_from(volume_wide).map_err(|_| ClearingError::VolumeOverflow {
-                market: config.market,
-                volume: volume_wide,
-                max: Lots::MAX,
-            })?;
-            let filled =
-                allocation::allocate(input, &ladder, price, demand, supply, key, parallel);
+            let volume =
+                Lots::try_from(volume_wide).map_err(|_| ClearingError::VolumeOverflow {
+                    market: config.market,
+                    volume: volume_wide,
+                    max: Lots::MAX,
+                })?;
+            let filled = allocation::allocate(input, &ladder, price, demand, supply, key, parallel);
             Ok(MarketResult {
                 market: config.market,
                 price: Some(price),

@@ -6,7 +6,17 @@ use crate::types::{Lots, MarketId, OrderId, Tick};
 
 /// One order's outcome: how many lots of it traded at the market's price.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 pub struct Fill {
     /// The order.

@@ -79,7 +79,9 @@ fn parse_csv(text: &str) -> Result<Vec<Row>, String> {
     match header {
         Some((_, header)) if header.replace(' ', "") == CSV_HEADER => {}
         Some((line, header)) => {
-            return Err(format!("line {line}: expected header {CSV_HEADER:?}, got {header:?}"));
+            return Err(format!(
+                "line {line}: expected header {CSV_HEADER:?}, got {header:?}"
+            ));
         }
         None => return Err(format!("empty file: expected header {CSV_HEADER:?}")),
     }
@@ -90,7 +92,10 @@ fn parse_csv(text: &str) -> Result<Vec<Row>, String> {
         }
         let fields: Vec<&str> = text.split(',').map(str::trim).collect();
         let [id, market, side, price, qty] = fields[..] else {
-            return Err(format!("line {line}: expected 5 fields ({CSV_HEADER}), got {}", fields.len()));
+            return Err(format!(
+                "line {line}: expected 5 fields ({CSV_HEADER}), got {}",
+                fields.len()
+            ));
         };
         let number = |name: &str, s: &str| {
             s.parse::<u64>()
@@ -104,7 +109,11 @@ fn parse_csv(text: &str) -> Result<Vec<Row>, String> {
         let side = match side.to_ascii_lowercase().as_str() {
             "buy" => Side::Buy,
             "sell" => Side::Sell,
-            _ => return Err(format!("line {line}: side must be buy or sell, got {side:?}")),
+            _ => {
+                return Err(format!(
+                    "line {line}: side must be buy or sell, got {side:?}"
+                ));
+            }
         };
         let limit = if price.is_empty() {
             None
@@ -168,8 +177,12 @@ fn parse_seed(text: Option<&str>) -> Result<[u8; 32], String> {
         return Ok([0; 32]);
     };
     let bytes = hex::decode(text.trim()).map_err(|e| format!("--seed: {e}"))?;
-    <[u8; 32]>::try_from(bytes.as_slice())
-        .map_err(|_| format!("--seed: expected 64 hex digits (32 bytes), got {}", bytes.len() * 2))
+    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+        format!(
+            "--seed: expected 64 hex digits (32 bytes), got {}",
+            bytes.len() * 2
+        )
+    })
 }
 
 /// Adds the CSV line to an engine error that names an order.

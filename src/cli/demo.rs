@@ -101,14 +101,16 @@ pub(super) fn run(args: &DemoArgs) -> CommandResult {
                     market_per_mille: 20,
                     qty_max: 50,
                 };
-                let mut input = synth::market(MarketId(index as u32 + 1), &shape, next_id, rng.next_u64());
+                let mut input =
+                    synth::market(MarketId(index as u32 + 1), &shape, next_id, rng.next_u64());
                 next_id += orders as u64;
                 input.config.reference = reference;
                 input
             })
             .collect();
         // The sequencer will derive this from the seal's Merkle root.
-        let seed = *blake3::hash(&[&args.seed.to_le_bytes()[..], &batch.to_le_bytes()].concat()).as_bytes();
+        let seed = *blake3::hash(&[&args.seed.to_le_bytes()[..], &batch.to_le_bytes()].concat())
+            .as_bytes();
         let orders: usize = markets.iter().map(|m| m.orders.len()).sum();
         let started = Instant::now();
         let result = clearing::clear_batch(&markets, &seed)?;
@@ -123,9 +125,13 @@ pub(super) fn run(args: &DemoArgs) -> CommandResult {
             "  {:<10} {:>10} {:>10} {:>7} {:>10} {:>11} {:>8} {:>7}",
             "market", "reference", "price", "move", "volume", "imbalance", "orders", "filled"
         );
-        for ((spec, market), reference) in MARKETS.iter().zip(&result.markets).zip(&mut references) {
+        for ((spec, market), reference) in MARKETS.iter().zip(&result.markets).zip(&mut references)
+        {
             let (price, change) = match market.price {
-                Some(p) => (p.to_string(), format!("{:+}", i128::from(p) - i128::from(*reference))),
+                Some(p) => (
+                    p.to_string(),
+                    format!("{:+}", i128::from(p) - i128::from(*reference)),
+                ),
                 None => ("-".to_string(), "-".to_string()),
             };
             println!(

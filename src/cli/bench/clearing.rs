@@ -164,9 +164,7 @@ fn measure(
     once()?;
     let mut times = Vec::new();
     let started = Instant::now();
-    while times.len() < min_runs
-        || (started.elapsed() < ROW_BUDGET && times.len() < ROW_RUNS_MAX)
-    {
+    while times.len() < min_runs || (started.elapsed() < ROW_BUDGET && times.len() < ROW_RUNS_MAX) {
         times.push(once()?);
     }
     times.sort_unstable();
