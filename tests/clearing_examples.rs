@@ -441,3 +441,68 @@ fn absurd_quantities_do_not_overflow() {
     ));
     let _ = OrderColumns::new();
 }
+
+/// The vectors of `spec/clearing.md` §9 that pin down hashes and bytes.
+#[test]
+fn spec_vectors() {
+    let zero = [0u8; 32];
+    let key = clearing::tiebreak_key(&zero);
+    assert_eq!(
+        hex::encode(key),
+        "88a030d59f3dbab31ddd4df3331915e27d8f97ba95f088e423ba360bae1ec2f9"
+    );
+    let hashes = [
+        "88f0f86643693ef59ec85237efdce62bec4f054eaa2ea3fb28a70175244c5c44",
+        "3129e31d9d896fae950af0696b00bef42b6c325591f2cd065641a319843495ee",
+        "bb4e5c14fbfc5ed821f7f8b06a5643cb4b61cc1e7bdd00a89a60d52a5c7ae515",
+    ];
+    for (id, want) in (1..=3).zip(hashes) {
+        let hash = clearing::tiebreak_hash(&key, MarketId(1), OrderId(id));
+        assert_eq!(hex::encode(hash), want);
+    }
+    let p = [
+        buy(1, 100, 7),
+        buy(2, 100, 7),
+        buy(3, 100, 7),
+        sell(4, 100, 10),
+    ];
+    let r = clearing::clear_batch(&[input(100, &p)], &zero).expect("valid");
+    assert_eq!(
+        hex::encode(r.encode()),
+        concat!(
+            "5342434c45415231",
+            "01000000",
+            "01000000",
+            "01",
+            "6400000000000000",
+            "0a00000000000000",
+            "0b000000000000000000000000000000",
+            "0400000000000000",
+            "0100000000000000",
+            "0300000000000000",
+            "0200000000000000",
+            "0400000000000000",
+            "0300000000000000",
+            "0300000000000000",
+            "0400000000000000",
+            "0a00000000000000",
+        )
+    );
+    assert_eq!(
+        hex::encode(r.digest()),
+        "c14601b1edfc0fa758ed6b56bffefbc23d72c952ece80037f31dfc86c8a5fbe7"
+    );
+    let x1 = [
+        buy(1, 202, 200),
+        buy(2, 201, 200),
+        buy(3, 200, 300),
+        sell(4, 200, 100),
+        sell(5, 198, 200),
+        sell(6, 197, 400),
+    ];
+    let r = clearing::clear_batch(&[input(200, &x1)], &zero).expect("valid");
+    assert_eq!(
+        hex::encode(r.digest()),
+        "ea8cf9379a6dbce10c6c54d8900ab6c0e3342c2825bea3144e2f92cc0982bbf0"
+    );
+}
