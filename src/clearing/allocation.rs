@@ -398,3 +398,21 @@ pub fn tiebreak_hash(tiebreak_key: &[u8; 32], market: MarketId, order: OrderId) 
     message[4..].copy_from_slice(&order.0.to_le_bytes());
     *blake3::keyed_hash(tiebreak_key, &message).as_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{KIND_MARKET, KIND_SELL, key};
+
+    /// Larger keys are served first on their side: market orders, then
+    /// higher buy limits / lower sell limits.
+    #[test]
+    fn priority_keys_order_each_side() {
+        let buy_market = key(KIND_MARKET, 0);
+        assert!(buy_market > key(0, u64::MAX));
+        assert!(key(0, 101) > key(0, 100));
+        let sell_market = key(KIND_SELL | KIND_MARKET, 0);
+        assert!(sell_market > key(KIND_SELL, 0));
+        assert!(key(KIND_SELL, 99) > key(KIND_SELL, 100));
+        assert!(sell_market < u128::MAX && buy_market < (1 << 66));
+    }
+}

@@ -63,7 +63,68 @@ pub(crate) struct Ladder {
     levels: usize,
     /// `2 * (levels + 1)` sums: `[2l]` buys and `[2l + 1]` sells with their
     /// limit at level `l`; `[2 * levels + side]` the market orders.
-    hist: Vec<u128>,
+    hist: Sums,
+}
+
+/// Histogram sums: `u64` while they fit (half the memory, and the common
+/// case by far), `u128` otherwise.
+enum Sums {
+    Narrow(Vec<u64>),
+    Wide(Vec<u128>),
+}
+
+impl Sums {
+    fn get(&self, index: usize) -> u128 {
+        match self {
+            Sums::Narrow(sums) => u128::from(sums[index]),
+            Sums::Wide(sums) => sums[index],
+        }
+    }
+
+    fn total(&self) -> u128 {
+        match self {
+            Sums::Narrow(sums) => sums.iter().map(|&s| u128::from(s)).sum(),
+            Sums::Wide(sums) => sums.iter().sum(),
+        }
+    }
+
+    fn widen(self) -> Vec<u128> {
+        match self {
+            Sums::Narrow(sums) => sums.into_iter().map(u128::from).collect(),
+            Sums::Wide(sums) => sums,
+        }
+    }
+
+    /// The element-wise sum of two histograms of the same length.
+    fn merge(self, other: Sums) -> Sums {
+        match (self, other) {
+            (Sums::Narrow(mut a), Sums::Narrow(b)) => {
+                let mut overflow = false;
+                for (x, y) in a.iter_mut().zip(&b) {
+                    let (sum, carry) = x.overflowing_add(*y);
+                    *x = sum;
+                    overflow |= carry;
+                }
+                if !overflow {
+                    return Sums::Narrow(a);
+                }
+                // Undo (wrapping) and add again wide.
+                for (x, y) in a.iter_mut().zip(&b) {
+                    *x = x.wrapping_sub(*y);
+                }
+                Sums::Narrow(a).merge_wide(Sums::Narrow(b))
+            }
+            (a, b) => a.merge_wide(b),
+        }
+    }
+
+    fn merge_wide(self, other: Sums) -> Sums {
+        let mut a = self.widen();
+        for (x, y) in a.iter_mut().zip(other.widen()) {
+            *x += y;
+        }
+        Sums::Wide(a)
+    }
 }
 
 impl Ladder {
@@ -110,17 +171,17 @@ impl Ladder {
 
     /// The quantity of `side` (0 buy, 1 sell) limited at level `level`.
     pub(crate) fn qty(&self, level: usize, side: usize) -> u128 {
-        self.hist[2 * level + side]
+        self.hist.get(2 * level + side)
     }
 
     /// The quantity of `side`'s market orders.
     pub(crate) fn market_qty(&self, side: usize) -> u128 {
-        self.hist[2 * self.levels + side]
+        self.hist.get(2 * self.levels + side)
     }
 
     /// The quantity of all orders, both sides.
     pub(crate) fn total_qty(&self) -> u128 {
-        self.hist.iter().sum()
+        self.hist.total()
     }
 
     /// `(D(price), S(price))`: the buy quantity willing to trade at `price`
@@ -176,28 +237,23 @@ fn build_dense(input: &MarketInput, parallel: bool) -> Result<Ladder, ClearingEr
     let chunk = |range: &Range<usize>| {
         let mut narrow = vec![0u64; hist_len];
         match dense_chunk_narrow(columns, range, band, &mut narrow) {
-            Some(ok) => (narrow.into_iter().map(u128::from).collect(), ok),
+            Some(ok) => (Sums::Narrow(narrow), ok),
             // Some level's sum passed u64::MAX in this chunk: redo it wide.
             None => {
-                let mut hist = vec![0u128; hist_len];
-                let ok = dense_chunk(columns, range, band, &mut hist);
-                (hist, ok)
+                let mut wide = vec![0u128; hist_len];
+                let ok = dense_chunk(columns, range, band, &mut wide);
+                (Sums::Wide(wide), ok)
             }
         }
     };
-    let (hist, ok): (Vec<u128>, bool) = if ranges.len() == 1 {
+    let (hist, ok) = if ranges.len() == 1 {
         chunk(&ranges[0])
     } else {
         ranges
             .par_iter()
             .map(chunk)
-            .reduce_with(|(mut sum, ok_a), (part, ok_b)| {
-                for (s, p) in sum.iter_mut().zip(&part) {
-                    *s += p;
-                }
-                (sum, ok_a && ok_b)
-            })
-            .unwrap_or_else(|| (vec![0u128; hist_len], true))
+            .reduce_with(|(a, ok_a), (b, ok_b)| (a.merge(b), ok_a && ok_b))
+            .unwrap_or_else(|| (Sums::Narrow(vec![0; hist_len]), true))
     };
     if !ok {
         return Err(first_error(input));
@@ -350,7 +406,7 @@ fn build_sparse(input: &MarketInput, parallel: bool) -> Result<Ladder, ClearingE
         ticks,
         min: band.min,
         levels,
-        hist,
+        hist: Sums::Wide(hist),
     })
 }
 
@@ -392,4 +448,35 @@ fn first_error(input: &MarketInput) -> ClearingError {
     }
     // The passes flag exactly the faults checked above.
     panic!("market {market}: a clearing pass flagged a fault that the scan cannot find");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sums;
+
+    #[test]
+    fn merging_narrow_sums_widens_on_overflow() {
+        let a = Sums::Narrow(vec![1, u64::MAX, 5]);
+        let b = Sums::Narrow(vec![2, 3, 0]);
+        let merged = a.merge(b);
+        assert!(matches!(merged, Sums::Wide(_)));
+        let values: Vec<u128> = (0..3).map(|i| merged.get(i)).collect();
+        assert_eq!(values, [3, u128::from(u64::MAX) + 3, 5]);
+        let narrow = Sums::Narrow(vec![1, 2]).merge(Sums::Narrow(vec![3, 4]));
+        assert!(matches!(narrow, Sums::Narrow(ref v) if v == &[4, 6]));
+        let mixed = Sums::Wide(vec![1]).merge(Sums::Narrow(vec![u64::MAX]));
+        assert_eq!(mixed.total(), u128::from(u64::MAX) + 1);
+    }
+
+    #[test]
+    fn chunks_cover_the_range_once() {
+        for n in [0, 1, 65_535, 1 << 17, 1_000_003] {
+            for parallel in [false, true] {
+                let ranges = super::chunk_ranges(n, parallel);
+                assert_eq!(ranges.first().map(|r| r.start), Some(0));
+                assert_eq!(ranges.last().map(|r| r.end), Some(n));
+                assert!(ranges.windows(2).all(|w| w[0].end == w[1].start));
+            }
+        }
+    }
 }
