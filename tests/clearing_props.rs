@@ -14,7 +14,7 @@ use sealbatch::types::{MarketId, OrderId, Side};
 type RawOrder = (bool, Option<u64>, u64);
 
 fn raw_market() -> impl Strategy<Value = (u64, u64, u64, Vec<RawOrder>)> {
-    (0u64..1_000, 0u64..24).prop_flat_map(|(min, width)| {
+    (1u64..1_000, 0u64..24).prop_flat_map(|(min, width)| {
         let order = (
             any::<bool>(),
             prop_oneof![9 => (0..=width).prop_map(Some), 1 => Just(None)],

@@ -1,46 +1,51 @@
 //! Pass 2: who gets what at the clearing price.
 //!
-//! Every order gets a *priority key*, larger meaning served earlier on its
-//! side: bit 64 set for a market order, then the limit (for a buy) or its bit
-//! complement (for a sell, so that a lower limit ranks higher). Given the
-//! price `p*` and, on the long side, the *marginal* level (the first level, in
-//! priority order, that the volume does not cover in full), each order's fill
-//! is decided by comparing its key with two thresholds per side:
+//! Every order gets a 64-bit *priority key*, larger meaning served earlier on
+//! its side: the limit for a buy, its bit complement for a sell (so that a
+//! lower limit ranks higher). Market orders store the limit `u64::MAX` (buys)
+//! or `0` (sells), so their key is `u64::MAX`, above every limit order's:
+//! limits lie in `[TICK_MIN, TICK_MAX]` = `[1, u64::MAX − 1]`, so no limit
+//! order has key `0` or `u64::MAX`. Given the price `p*` and, on the long
+//! side, the *marginal* level (the first level, in priority order, that the
+//! volume does not cover in full), each order's fill is decided by comparing
+//! its key with two thresholds per side:
 //!
-//! - key ≥ `full_min[side]`: filled completely;
+//! - key > `full_above[side]`: filled completely;
 //! - key = `marginal[side]`: shares the marginal level pro rata;
 //! - otherwise nothing.
 //!
-//! On the short side `full_min` is the key of `p*` itself (every order that
-//! accepts the price fills) and nothing is marginal.
+//! On the short side `full_above` is one below the key of `p*` (every order
+//! that accepts the price fills) and nothing is marginal (`0`, no key).
 
 use rayon::prelude::*;
 
-use super::input::{KIND_MARKET, KIND_SELL, MarketInput};
+use super::input::{KIND_SELL, MarketInput};
 use super::ladder::{CHUNK_ORDERS_MIN, Ladder, chunk_ranges};
 use crate::types::{Lots, MarketId, OrderId, Tick};
 
-/// No key equals this (keys are below 2^65).
-const NO_KEY: u128 = u128::MAX;
+/// No order has this key.
+const NO_KEY: u64 = 0;
 
 /// Pro-rata work on at least this many marginal orders is split across
 /// threads.
 const PARALLEL_MARGINAL_MIN: usize = 1 << 14;
 
-/// The priority key of an order (see the module docs). Market orders store
-/// limit 0, so all market orders of one side share one key.
+/// The priority key of an order or level of side `kind & KIND_SELL` with
+/// (stored) limit `limit` (see the module docs).
 #[inline]
-fn key(kind: u8, limit: Tick) -> u128 {
-    let sell_mask = 0u64.wrapping_sub(u64::from(kind & KIND_SELL));
-    (u128::from(kind >> 1) << 64) | u128::from(limit ^ sell_mask)
+fn key(kind: u8, limit: Tick) -> u64 {
+    limit ^ 0u64.wrapping_sub(u64::from(kind & KIND_SELL))
 }
+
+/// The key every market order of the side has.
+const MARKET_KEY: u64 = u64::MAX;
 
 /// The level on the long side that the volume only partly covers.
 struct Marginal {
     /// 0 buy, 1 sell.
     side: usize,
     /// The level's priority key.
-    key: u128,
+    key: u64,
     /// `R`: the lots left for the level once every better level is filled.
     share: u128,
     /// `Q`: the level's total quantity (`Q > R`).
@@ -50,8 +55,8 @@ struct Marginal {
 /// The per-side thresholds of the module docs, and the price each fill is
 /// checked against.
 struct Thresholds {
-    full_min: [u128; 2],
-    marginal: [u128; 2],
+    full_above: [u64; 2],
+    marginal: [u64; 2],
     price: Tick,
 }
 
@@ -83,9 +88,10 @@ pub(crate) fn allocate(
     parallel: bool,
 ) -> Vec<Lots> {
     let volume = demand.min(supply);
+    // p* lies in [TICK_MIN, TICK_MAX], so its keys are at least 1.
     let accept_min = [key(0, price), key(KIND_SELL, price)];
     let mut thresholds = Thresholds {
-        full_min: accept_min,
+        full_above: accept_min.map(|k| k - 1),
         marginal: [NO_KEY; 2],
         price,
     };
@@ -98,7 +104,7 @@ pub(crate) fn allocate(
             marginal.key >= accept_min[side],
             "the marginal level must accept the clearing price"
         );
-        thresholds.full_min[side] = marginal.key + 1;
+        thresholds.full_above[side] = marginal.key;
         thresholds.marginal[side] = marginal.key;
         Some(marginal)
     };
@@ -168,7 +174,7 @@ fn marginal_level(ladder: &Ladder, side: usize, price: Tick, volume: u128) -> Ma
     if market_qty > remaining {
         return Marginal {
             side,
-            key: key(kind | KIND_MARKET, 0),
+            key: MARKET_KEY,
             share: remaining,
             qty: market_qty,
         };
@@ -223,7 +229,7 @@ fn fill_chunk(input: &MarketInput, start: usize, out: &mut [Lots], th: &Threshol
     let kinds = &columns.kinds()[range.clone()];
     let limits = &columns.limits()[range.clone()];
     let qtys = &columns.qtys()[range];
-    let [full_buy, full_sell] = th.full_min;
+    let [full_buy, full_sell] = th.full_above;
     let [marginal_buy, marginal_sell] = th.marginal;
     let price = th.price;
     let mut tally = Tally {
@@ -249,15 +255,15 @@ fn fill_chunk(input: &MarketInput, start: usize, out: &mut [Lots], th: &Threshol
         {
             let sell = kind & KIND_SELL != 0;
             let k = key(kind, limit);
-            let full = k >= if sell { full_sell } else { full_buy };
+            let full = k > if sell { full_sell } else { full_buy };
             *fill = if full { qty } else { 0 };
             // The offered total checks pass 2 against the histogram; as a
             // second use of `qty` it also stops LLVM from turning the line
             // above into a branch around the load.
             offered += u128::from(qty);
-            // Checked against the order's own terms, independently of keys.
-            let accepts =
-                (kind & KIND_MARKET != 0) | if sell { limit <= price } else { limit >= price };
+            // Checked against the order's own terms, independently of keys
+            // (a market order's stored limit accepts every tick).
+            let accepts = if sell { limit <= price } else { limit >= price };
             violation |= full & !accepts;
             if k == if sell { marginal_sell } else { marginal_buy } {
                 // Positions fit in u32: MARKET_ORDERS_MAX < 2^32.
@@ -401,18 +407,22 @@ pub fn tiebreak_hash(tiebreak_key: &[u8; 32], market: MarketId, order: OrderId) 
 
 #[cfg(test)]
 mod tests {
-    use super::{KIND_MARKET, KIND_SELL, key};
+    use super::{KIND_SELL, MARKET_KEY, NO_KEY, key};
+    use crate::clearing::input::{TICK_MAX, TICK_MIN};
 
     /// Larger keys are served first on their side: market orders, then
-    /// higher buy limits / lower sell limits.
+    /// higher buy limits / lower sell limits; no limit order has `NO_KEY` or
+    /// `MARKET_KEY`.
     #[test]
     fn priority_keys_order_each_side() {
-        let buy_market = key(KIND_MARKET, 0);
-        assert!(buy_market > key(0, u64::MAX));
+        assert_eq!(key(0, u64::MAX), MARKET_KEY);
+        assert_eq!(key(KIND_SELL, 0), MARKET_KEY);
         assert!(key(0, 101) > key(0, 100));
-        let sell_market = key(KIND_SELL | KIND_MARKET, 0);
-        assert!(sell_market > key(KIND_SELL, 0));
         assert!(key(KIND_SELL, 99) > key(KIND_SELL, 100));
-        assert!(sell_market < u128::MAX && buy_market < (1 << 66));
+        for kind in [0, KIND_SELL] {
+            for tick in [TICK_MIN, TICK_MAX] {
+                assert!(key(kind, tick) != NO_KEY && key(kind, tick) != MARKET_KEY);
+            }
+        }
     }
 }

@@ -81,6 +81,17 @@ pub enum ClearingError {
         /// The band's highest tick.
         max: Tick,
     },
+    /// A price band reaching below [`TICK_MIN`](super::TICK_MIN) or above
+    /// [`TICK_MAX`](super::TICK_MAX).
+    #[error("market {market}: price band [{min}, {max}] is not within [1, 2^64 - 2]")]
+    BandOutOfRange {
+        /// The market.
+        market: MarketId,
+        /// The band's lowest tick.
+        min: Tick,
+        /// The band's highest tick.
+        max: Tick,
+    },
     /// The reference price lies outside the market's price band.
     #[error(
         "market {market}: reference price {reference} is outside the price band [{min}, {max}]"

@@ -8,8 +8,15 @@ use super::ClearingError;
 use crate::order::Order;
 use crate::types::{Lots, MARKET_ORDERS_MAX, MARKETS_MAX, MarketId, OrderId, Side, Tick};
 
+/// The lowest tick a band may include. Tick 0 is not a price: the engine
+/// keeps it (and [`TICK_MAX`] + 1) free to rank market orders above limits.
+pub const TICK_MIN: Tick = 1;
+
+/// The highest tick a band may include.
+pub const TICK_MAX: Tick = Tick::MAX - 1;
+
 /// The inclusive range of ticks `[min, max]` a market's limit prices and
-/// clearing price must lie in.
+/// clearing price must lie in; within `[TICK_MIN, TICK_MAX]`.
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
@@ -28,8 +35,8 @@ impl PriceBand {
         PriceBand { min, max }
     }
 
-    /// Every representable tick: `[0, u64::MAX]`.
-    pub const FULL: PriceBand = PriceBand::new(0, Tick::MAX);
+    /// Every admissible tick: `[TICK_MIN, TICK_MAX]`.
+    pub const FULL: PriceBand = PriceBand::new(TICK_MIN, TICK_MAX);
 
     /// Whether `tick` lies in the band.
     #[must_use]
@@ -37,8 +44,8 @@ impl PriceBand {
         self.min <= tick && tick <= self.max
     }
 
-    /// `max - min`: one less than the number of ticks in the band (so that it
-    /// fits in a `u64` even for [`PriceBand::FULL`]). Zero for an empty band.
+    /// `max - min`: one less than the number of ticks in the band. Zero for
+    /// an empty band.
     #[must_use]
     pub const fn width(&self) -> u64 {
         self.max.saturating_sub(self.min)
@@ -60,13 +67,22 @@ pub struct MarketConfig {
 }
 
 impl MarketConfig {
-    /// Checks that the band is not empty and holds the reference price.
+    /// Checks that the band is not empty, lies within `[TICK_MIN, TICK_MAX]`
+    /// and holds the reference price.
     ///
     /// # Errors
     ///
-    /// [`ClearingError::EmptyBand`] or [`ClearingError::ReferenceOutsideBand`].
+    /// [`ClearingError::EmptyBand`], [`ClearingError::BandOutOfRange`] or
+    /// [`ClearingError::ReferenceOutsideBand`].
     pub fn validate(&self) -> Result<(), ClearingError> {
         let PriceBand { min, max } = self.band;
+        if min < TICK_MIN || max > TICK_MAX {
+            return Err(ClearingError::BandOutOfRange {
+                market: self.market,
+                min,
+                max,
+            });
+        }
         if min > max {
             return Err(ClearingError::EmptyBand {
                 market: self.market,
@@ -105,7 +121,8 @@ pub struct OrderColumns {
     ids: Arc<Vec<OrderId>>,
     /// `KIND_SELL | KIND_MARKET` bits.
     kinds: Vec<u8>,
-    /// The limit; 0 for market orders (so that keys compare equal).
+    /// The limit; for market orders `u64::MAX` (buys) or `0` (sells), a
+    /// limit that accepts every price and ranks above every real limit.
     limits: Vec<Tick>,
     qtys: Vec<Lots>,
 }
@@ -134,9 +151,10 @@ impl OrderColumns {
             Side::Buy => 0,
             Side::Sell => KIND_SELL,
         };
-        let (market, limit) = match order.limit {
-            Some(limit) => (0, limit),
-            None => (KIND_MARKET, 0),
+        let (market, limit) = match (order.limit, order.side) {
+            (Some(limit), _) => (0, limit),
+            (None, Side::Buy) => (KIND_MARKET, Tick::MAX),
+            (None, Side::Sell) => (KIND_MARKET, 0),
         };
         // Copies the ids only if a result still shares them.
         Arc::make_mut(&mut self.ids).push(order.id);

@@ -91,7 +91,9 @@ use rayon::prelude::*;
 
 pub use allocation::tiebreak_hash;
 pub use error::ClearingError;
-pub use input::{MarketConfig, MarketInput, OrderColumns, PriceBand, canonical_batch};
+pub use input::{
+    MarketConfig, MarketInput, OrderColumns, PriceBand, TICK_MAX, TICK_MIN, canonical_batch,
+};
 pub use ladder::{DENSE_LEVELS_MAX, DENSE_LEVELS_MIN, Levels};
 pub use result::{BatchResult, Fill, MarketResult, RESULT_DIGEST_CONTEXT, RESULT_ENCODING_TAG};
 
@@ -146,8 +148,8 @@ pub fn clear_batch_sequential(
 ///
 /// # Errors
 ///
-/// [`ClearingError::EmptyBand`] or [`ClearingError::ReferenceOutsideBand`]
-/// for the configuration; [`ClearingError::TooManyOrders`]; for the first
+/// [`ClearingError::EmptyBand`], [`ClearingError::BandOutOfRange`] or
+/// [`ClearingError::ReferenceOutsideBand`] for the configuration; [`ClearingError::TooManyOrders`]; for the first
 /// faulty order: [`ClearingError::OrderIdsNotIncreasing`],
 /// [`ClearingError::DuplicateOrder`], [`ClearingError::ZeroQuantity`],
 /// [`ClearingError::LimitOutsideBand`]; [`ClearingError::VolumeOverflow`] if

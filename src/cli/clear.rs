@@ -32,7 +32,7 @@ pub struct ClearArgs {
     #[arg(long, value_name = "HEX")]
     seed: Option<String>,
     /// Price band of the markets not set by `--market`.
-    #[arg(long, value_name = "MIN:MAX", default_value = "0:18446744073709551615", value_parser = parse_band)]
+    #[arg(long, value_name = "MIN:MAX", default_value = "1:18446744073709551614", value_parser = parse_band)]
     band: PriceBand,
     /// Configure a market; repeatable. With any `--market`, orders for other
     /// markets are rejected.

@@ -39,7 +39,7 @@ struct DemoMarket {
     divisor: usize,
 }
 
-const MARKETS: [DemoMarket; 4] = [
+const MARKETS: [DemoMarket; 5] = [
     DemoMarket {
         name: "ETH/USDC",
         band: PriceBand::new(1, 1_000_000),
@@ -68,6 +68,14 @@ const MARKETS: [DemoMarket; 4] = [
         spread: 3,
         divisor: 100,
     },
+    // A handful of orders far apart: some batches do not cross at all.
+    DemoMarket {
+        name: "XMR/USDC",
+        band: PriceBand::new(1, 100_000),
+        initial: 20_000,
+        spread: 40,
+        divisor: usize::MAX,
+    },
 ];
 
 pub(super) fn run(args: &DemoArgs) -> CommandResult {
@@ -79,6 +87,9 @@ pub(super) fn run(args: &DemoArgs) -> CommandResult {
         rayon::current_num_threads()
     );
     println!("Each batch clears every market at one uniform price; unfilled orders do not rest.");
+    println!(
+        "imbalance = demand − supply at that price (+: buyers left unfilled); price - = no cross."
+    );
     let mut references: Vec<Tick> = MARKETS.iter().map(|m| m.initial).collect();
     let mut rng = SplitMix64::new(args.seed);
     let mut next_id = 0u64;
@@ -88,7 +99,7 @@ pub(super) fn run(args: &DemoArgs) -> CommandResult {
             .zip(&references)
             .enumerate()
             .map(|(index, (market, &reference))| {
-                let orders = (args.orders / market.divisor).max(3);
+                let orders = (args.orders / market.divisor).max(4);
                 // Lean the flow a little to one side so prices move.
                 let drift = rng.below(market.spread + 1);
                 let shape = Shape {
