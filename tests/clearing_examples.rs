@@ -506,3 +506,36 @@ fn spec_vectors() {
         "ea8cf9379a6dbce10c6c54d8900ab6c0e3342c2825bea3144e2f92cc0982bbf0"
     );
 }
+
+#[test]
+fn band_outside_the_tick_range_is_rejected() {
+    for (min, max) in [(0, 10), (5, u64::MAX)] {
+        let mut bad = input(5, &[buy(1, 6, 1)]);
+        bad.config.band = PriceBand::new(min, max);
+        assert_eq!(
+            clearing::clear_batch(&[bad], &SEED),
+            Err(ClearingError::BandOutOfRange {
+                market: MarketId(1),
+                min,
+                max
+            })
+        );
+    }
+}
+
+#[test]
+fn extreme_ticks_keep_market_orders_first() {
+    use sealbatch::clearing::{TICK_MAX, TICK_MIN};
+    let orders = [
+        market_buy(1, 5),
+        buy(2, TICK_MAX, 5),
+        sell(3, TICK_MIN, 7),
+        market_sell(4, 1),
+    ];
+    let mut market = input(TICK_MIN, &orders);
+    market.config.band = PriceBand::FULL;
+    let r = clearing::clear_batch(&[market], &SEED).expect("valid");
+    let r = &r.markets[0];
+    assert_eq!((r.price, r.volume, r.imbalance), (Some(TICK_MAX), 8, 2));
+    assert_eq!(fills(r), [(1, 5), (2, 3), (3, 7), (4, 1)]);
+}
