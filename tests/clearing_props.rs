@@ -14,23 +14,30 @@ use sealbatch::types::{MarketId, OrderId, Side};
 type RawOrder = (bool, Option<u64>, u64);
 
 fn raw_market() -> impl Strategy<Value = (u64, u64, u64, Vec<RawOrder>)> {
-    (1u64..1_000, 0u64..24).prop_flat_map(|(min, width)| {
-        let order = (
-            any::<bool>(),
-            prop_oneof![9 => (0..=width).prop_map(Some), 1 => Just(None)],
-            prop_oneof![
-                12 => 1u64..20,
-                2 => 1u64..1_000_000,
-                1 => Just(u64::MAX / 8),
-            ],
-        );
-        (
-            Just(min),
-            Just(width),
-            0..=width,
-            prop::collection::vec(order, 0..40),
-        )
-    })
+    // Bands near the bottom of the tick range, and at its very top.
+    let low = prop_oneof![
+        9 => 1u64..1_000,
+        1 => (clearing::TICK_MAX - 23)..=clearing::TICK_MAX,
+    ];
+    (low, 0u64..24)
+        .prop_map(|(min, width)| (min, width.min(clearing::TICK_MAX - min)))
+        .prop_flat_map(|(min, width)| {
+            let order = (
+                any::<bool>(),
+                prop_oneof![9 => (0..=width).prop_map(Some), 1 => Just(None)],
+                prop_oneof![
+                    12 => 1u64..20,
+                    2 => 1u64..1_000_000,
+                    1 => Just(u64::MAX / 8),
+                ],
+            );
+            (
+                Just(min),
+                Just(width),
+                0..=width,
+                prop::collection::vec(order, 0..40),
+            )
+        })
 }
 
 /// A batch as `(configs, orders in some order, seed)`.
