@@ -110,8 +110,18 @@ pub(crate) fn allocate(
     };
 
     let columns = &input.orders;
-    // calloc'd: the zero pages are touched only by the pass below.
-    let mut filled = vec![0 as Lots; columns.len()];
+    let mut filled: Vec<Lots> = if parallel {
+        // Zeroed by the threads rather than by one memset.
+        let mut filled = Vec::new();
+        (0..columns.len())
+            .into_par_iter()
+            .with_min_len(CHUNK_ORDERS_MIN)
+            .map(|_| 0)
+            .collect_into_vec(&mut filled);
+        filled
+    } else {
+        vec![0; columns.len()]
+    };
     let ranges = chunk_ranges(columns.len(), parallel);
     let tallies: Vec<Tally> = if ranges.len() == 1 {
         vec![fill_chunk(input, 0, &mut filled, &thresholds)]

@@ -40,12 +40,13 @@ pub enum Levels {
 pub const DENSE_LEVELS_MAX: u64 = 1 << 18;
 
 /// A band this narrow is always bucketed densely (under [`Levels::Auto`]):
-/// zeroing and sweeping a few thousand levels is cheaper than any sort.
-pub const DENSE_LEVELS_MIN: u64 = 1 << 14;
+/// zeroing and sweeping a thousand levels is cheaper than any sort.
+pub const DENSE_LEVELS_MIN: u64 = 1 << 10;
 
 /// Under [`Levels::Auto`], dense while the band has at most this many ticks
-/// per order (beyond [`DENSE_LEVELS_MIN`]).
-const DENSE_TICKS_PER_ORDER: u64 = 8;
+/// per order (beyond [`DENSE_LEVELS_MIN`]); measured cross-over: about
+/// 4 ticks per order on the benchmark shape.
+const DENSE_TICKS_PER_ORDER: u64 = 5;
 
 /// The smallest share of orders one parallel task works on.
 pub(crate) const CHUNK_ORDERS_MIN: usize = 1 << 16;
