@@ -24,6 +24,7 @@
 //! - [`ledger`]: balances, funding checks and settlement.
 //! - [`sequencer`]: the batch life cycle as a sans-IO state machine, recovery and `verify`.
 //! - [`journal`]: the append-only, checksummed, fsynced log and its recovery.
+//! - [`wire`]: the client/server message codec, length-prefixed frames, pure over byte buffers.
 //! - [`net`]: QUIC endpoints (quinn, rustls), the server's certificate and clients' pinning.
 //! - [`node`]: the sequencer process: core thread, QUIC server, metrics, shutdown.
 //! - [`client`]: the client library: schedule, submit, subscribe, accounts.

@@ -1,0 +1,938 @@
+//! The wire codec against `spec/wire.md`: golden bytes, round trips of every
+//! message, and every kind of bad input giving a typed error, never a panic.
+
+use proptest::prelude::*;
+use sealbatch::codec::DecodeError;
+use sealbatch::wire::{
+    self, ACCOUNT_BALANCES_MAX, ALPN, BatchCleared, BatchSealed, CLIENT_FRAME_LEN_MAX,
+    ClientMessage, Direction, ENVELOPE_LEN_MAX, EncodeError, FILLS_MAX, FRAME_LEN_MAX,
+    FrameDecoder, FrameError, MarketInfo, MarketLine, Message, OwnEnvelope, PROOF_LEN_MAX,
+    PROTOCOL_VERSION, ReasonCode, SCHEDULE_BATCH_KEYS_MAX, SUBSCRIBER_ENVELOPES_MAX, Schedule,
+    ServerMessage, TEXT_LEN_MAX, WIRE_MARKETS_MAX,
+};
+
+fn encoded<M: Message>(message: &M) -> Vec<u8> {
+    let mut out = Vec::new();
+    wire::encode(message, &mut out).unwrap();
+    out
+}
+
+fn market(id: u32) -> MarketInfo {
+    MarketInfo {
+        id,
+        base_asset: 1,
+        quote_asset: 2,
+        tick_size: 1,
+        lot_size: 1,
+        band_min: 1,
+        band_max: 1000,
+        reference_price: 500,
+        fee_bps: 10,
+    }
+}
+
+fn small_schedule() -> Schedule {
+    Schedule {
+        request_id: 3,
+        genesis_ms: 1_700_000_000_000,
+        batch_length_ms: 100,
+        open_batch: 9,
+        sequencer_key: [0x11; 32],
+        batch_keys: vec![(10, [0x22; 32])],
+        markets: vec![market(1)],
+        signature: [0x33; 64],
+    }
+}
+
+fn small_cleared() -> BatchCleared {
+    BatchCleared {
+        e: 5,
+        root: [1; 32],
+        batch_secret: [2; 32],
+        envelopes: 3,
+        accepted: 2,
+        markets: vec![
+            MarketLine {
+                market: 1,
+                price: Some(100),
+                volume: 10,
+                imbalance: -3,
+            },
+            MarketLine {
+                market: 2,
+                price: None,
+                volume: 0,
+                imbalance: 0,
+            },
+        ],
+        own: vec![OwnEnvelope {
+            commitment: [3; 32],
+            status: 0,
+            detail: 0,
+            fills: vec![(1, 10)],
+        }],
+    }
+}
+
+/// One of each client message.
+fn client_samples() -> Vec<ClientMessage> {
+    vec![
+        ClientMessage::GetSchedule { request_id: 1 },
+        ClientMessage::Submit {
+            request_id: 2,
+            envelope: vec![0x5a; 313],
+        },
+        ClientMessage::Subscribe { request_id: 3 },
+        ClientMessage::GetAccount {
+            request_id: 4,
+            account: [9; 32],
+        },
+        ClientMessage::Deposit {
+            request_id: 7,
+            account: [0xaa; 32],
+            asset: 2,
+            amount: 1000,
+        },
+    ]
+}
+
+/// One of each server message.
+fn server_samples() -> Vec<ServerMessage> {
+    vec![
+        ServerMessage::Schedule(small_schedule()),
+        ServerMessage::Receipt {
+            request_id: 2,
+            receipt: [4; 104],
+        },
+        ServerMessage::Rejected {
+            request_id: 0x0102_0304_0506_0708,
+            code: ReasonCode::BatchClosed,
+            next_open: 42,
+            message: "late".into(),
+        },
+        ServerMessage::BatchOpened {
+            e: 11,
+            public_key: [5; 32],
+            close_ms: 1_700_000_001_100,
+        },
+        ServerMessage::BatchSealed(BatchSealed {
+            seal: [6; 108],
+            proofs: vec![([7; 32], vec![8; 4 + 1 + 2 * 32]), ([9; 32], vec![])],
+        }),
+        ServerMessage::BatchCleared(small_cleared()),
+        ServerMessage::Account {
+            request_id: 4,
+            account: [9; 32],
+            balances: vec![(1, 10), (2, u64::MAX)],
+        },
+        ServerMessage::Ack { request_id: 7 },
+        ServerMessage::Error {
+            request_id: 7,
+            code: ReasonCode::OperatorOnly,
+            message: "deposits are disabled ✗".into(),
+        },
+    ]
+}
+
+// ---------------------------------------------------------------- golden bytes
+
+// These hex strings are the examples of spec/wire.md §7, byte for byte.
+const GOLDEN_DEPOSIT: &str = "35000000050700000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa02000000e803000000000000";
+const GOLDEN_REJECTED: &str = "1a000000830807060504030201022a00000000000000040000006c617465";
+const GOLDEN_CLEARED: &str = "ce00000086050000000000000001010101010101010101010101010101010101010101010101010101010101010202020202020202020202020202020202020202020202020202020202020202030000000200000002000000010000000164000000000000000a00000000000000fdffffffffffffffffffffffffffffff020000000000000000000000000000000000000000000000000000000001000000030303030303030303030303030303030303030303030303030303030303030300000000000100000001000a00000000000000";
+const GOLDEN_SCHEDULE_SIGNING: &str = "157365616c6261746368207631207363686564756c650068e5cf8b010000640000000000000009000000000000001111111111111111111111111111111111111111111111111111111111111111010000000a00000000000000222222222222222222222222222222222222222222222222222222222222222201000000010000000100000002000000010000000000000001000000000000000100000000000000e803000000000000f4010000000000000a00";
+
+#[test]
+fn golden_encodings_match_the_spec() {
+    let deposit = client_samples().pop().unwrap();
+    assert_eq!(hex::encode(encoded(&deposit)), GOLDEN_DEPOSIT);
+    assert_eq!(
+        wire::parse::<ClientMessage>(&hex::decode(GOLDEN_DEPOSIT).unwrap()),
+        Ok(deposit)
+    );
+
+    let rejected = server_samples().swap_remove(2);
+    assert_eq!(hex::encode(encoded(&rejected)), GOLDEN_REJECTED);
+    assert_eq!(
+        wire::parse::<ServerMessage>(&hex::decode(GOLDEN_REJECTED).unwrap()),
+        Ok(rejected)
+    );
+
+    let cleared = ServerMessage::BatchCleared(small_cleared());
+    assert_eq!(hex::encode(encoded(&cleared)), GOLDEN_CLEARED);
+    assert_eq!(
+        wire::parse::<ServerMessage>(&hex::decode(GOLDEN_CLEARED).unwrap()),
+        Ok(cleared)
+    );
+
+    assert_eq!(
+        hex::encode(wire::schedule_signing_message(&small_schedule())),
+        GOLDEN_SCHEDULE_SIGNING
+    );
+}
+
+#[test]
+fn spec_file_holds_the_golden_bytes() {
+    let spec = include_str!("../spec/wire.md");
+    let flat: String = spec.split_whitespace().collect();
+    for golden in [
+        GOLDEN_DEPOSIT,
+        GOLDEN_REJECTED,
+        GOLDEN_CLEARED,
+        GOLDEN_SCHEDULE_SIGNING,
+    ] {
+        assert!(flat.contains(golden), "spec/wire.md lacks {golden}");
+    }
+}
+
+#[test]
+fn alpn_names_the_protocol_version() {
+    assert_eq!(ALPN, format!("sealbatch/{PROTOCOL_VERSION}").as_bytes());
+}
+
+#[test]
+fn type_bytes_are_as_specified() {
+    let client: Vec<u8> = client_samples().iter().map(|m| encoded(m)[4]).collect();
+    assert_eq!(client, [0x01, 0x02, 0x03, 0x04, 0x05]);
+    let server: Vec<u8> = server_samples().iter().map(|m| encoded(m)[4]).collect();
+    assert_eq!(
+        server,
+        [0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89]
+    );
+}
+
+#[test]
+fn reason_codes_round_trip() {
+    for (i, code) in ReasonCode::ALL.iter().enumerate() {
+        assert_eq!(usize::from(code.to_byte()), i + 1);
+        assert_eq!(ReasonCode::from_byte(code.to_byte()), Some(*code));
+        assert!(!code.to_string().is_empty());
+    }
+    assert_eq!(ReasonCode::from_byte(0), None);
+    assert_eq!(ReasonCode::from_byte(12), None);
+}
+
+// ------------------------------------------------------------------ signatures
+
+#[test]
+fn schedule_signature_verifies_after_the_round_trip() {
+    use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+    let key = SigningKey::from_bytes(&[42; 32]);
+    let mut schedule = small_schedule();
+    schedule.sequencer_key = key.verifying_key().to_bytes();
+    schedule.signature = key
+        .sign(&wire::schedule_signing_message(&schedule))
+        .to_bytes();
+    let frame = encoded(&ServerMessage::Schedule(schedule.clone()));
+    let Ok(ServerMessage::Schedule(got)) = wire::parse::<ServerMessage>(&frame) else {
+        panic!("not a schedule");
+    };
+    let verifying = VerifyingKey::from_bytes(&got.sequencer_key).unwrap();
+    let signature = ed25519_dalek::Signature::from_bytes(&got.signature);
+    verifying
+        .verify_strict(&wire::schedule_signing_message(&got), &signature)
+        .unwrap();
+    // The request id is not signed; every other field is.
+    let mut other = got.clone();
+    other.request_id += 1;
+    assert_eq!(
+        wire::schedule_signing_message(&other),
+        wire::schedule_signing_message(&got)
+    );
+    other.markets[0].fee_bps += 1;
+    assert!(
+        verifying
+            .verify_strict(&wire::schedule_signing_message(&other), &signature)
+            .is_err()
+    );
+}
+
+// ------------------------------------------------------------------ bounds
+
+fn at_bound_cleared() -> BatchCleared {
+    BatchCleared {
+        markets: (0..WIRE_MARKETS_MAX as u32)
+            .map(|market| MarketLine {
+                market,
+                price: Some(u64::MAX),
+                volume: u64::MAX,
+                imbalance: i128::MIN,
+            })
+            .collect(),
+        own: (0..SUBSCRIBER_ENVELOPES_MAX)
+            .map(|i| OwnEnvelope {
+                commitment: [i as u8; 32],
+                status: 35,
+                detail: u32::MAX,
+                fills: (0..FILLS_MAX as u16).map(|j| (j, u64::MAX)).collect(),
+            })
+            .collect(),
+        ..small_cleared()
+    }
+}
+
+#[test]
+fn messages_at_every_bound_round_trip() {
+    let client = ClientMessage::Submit {
+        request_id: u64::MAX,
+        envelope: vec![1; ENVELOPE_LEN_MAX],
+    };
+    let frame = encoded(&client);
+    assert!(frame.len() - 4 <= CLIENT_FRAME_LEN_MAX);
+    assert_eq!(wire::parse::<ClientMessage>(&frame), Ok(client));
+
+    let server = [
+        ServerMessage::Schedule(Schedule {
+            batch_keys: vec![(u64::MAX, [1; 32]); SCHEDULE_BATCH_KEYS_MAX],
+            markets: vec![market(u32::MAX); WIRE_MARKETS_MAX],
+            ..small_schedule()
+        }),
+        ServerMessage::BatchSealed(BatchSealed {
+            seal: [1; 108],
+            proofs: vec![([2; 32], vec![3; PROOF_LEN_MAX]); SUBSCRIBER_ENVELOPES_MAX],
+        }),
+        ServerMessage::BatchCleared(at_bound_cleared()),
+        ServerMessage::Account {
+            request_id: 1,
+            account: [1; 32],
+            balances: vec![(u32::MAX, u64::MAX); ACCOUNT_BALANCES_MAX],
+        },
+        ServerMessage::Error {
+            request_id: 1,
+            code: ReasonCode::Internal,
+            message: "é".repeat(TEXT_LEN_MAX / 2),
+        },
+    ];
+    for message in server {
+        let frame = encoded(&message);
+        assert!(frame.len() - 4 <= FRAME_LEN_MAX);
+        assert_eq!(wire::parse::<ServerMessage>(&frame), Ok(message));
+    }
+}
+
+#[test]
+fn encoding_refuses_counts_over_their_bounds_and_leaves_the_buffer() {
+    let prefix = b"earlier frames".to_vec();
+    let cases: Vec<(ServerMessage, &str, usize)> = vec![
+        (
+            ServerMessage::Schedule(Schedule {
+                batch_keys: vec![(0, [0; 32]); SCHEDULE_BATCH_KEYS_MAX + 1],
+                ..small_schedule()
+            }),
+            "batch_keys",
+            SCHEDULE_BATCH_KEYS_MAX,
+        ),
+        (
+            ServerMessage::Schedule(Schedule {
+                markets: vec![market(1); WIRE_MARKETS_MAX + 1],
+                ..small_schedule()
+            }),
+            "markets",
+            WIRE_MARKETS_MAX,
+        ),
+        (
+            ServerMessage::BatchSealed(BatchSealed {
+                seal: [0; 108],
+                proofs: vec![([0; 32], vec![]); SUBSCRIBER_ENVELOPES_MAX + 1],
+            }),
+            "proofs",
+            SUBSCRIBER_ENVELOPES_MAX,
+        ),
+        (
+            ServerMessage::BatchSealed(BatchSealed {
+                seal: [0; 108],
+                proofs: vec![([0; 32], vec![0; PROOF_LEN_MAX + 1])],
+            }),
+            "proof",
+            PROOF_LEN_MAX,
+        ),
+        (
+            ServerMessage::BatchCleared(BatchCleared {
+                own: vec![
+                    OwnEnvelope {
+                        commitment: [0; 32],
+                        status: 0,
+                        detail: 0,
+                        fills: vec![(0, 0); FILLS_MAX + 1],
+                    };
+                    1
+                ],
+                ..small_cleared()
+            }),
+            "fills",
+            FILLS_MAX,
+        ),
+        (
+            ServerMessage::Error {
+                request_id: 0,
+                code: ReasonCode::Busy,
+                message: "x".repeat(TEXT_LEN_MAX + 1),
+            },
+            "message",
+            TEXT_LEN_MAX,
+        ),
+        (
+            ServerMessage::Account {
+                request_id: 0,
+                account: [0; 32],
+                balances: vec![(0, 0); ACCOUNT_BALANCES_MAX + 1],
+            },
+            "balances",
+            ACCOUNT_BALANCES_MAX,
+        ),
+    ];
+    for (message, field, max) in cases {
+        let mut out = prefix.clone();
+        let error = wire::encode(&message, &mut out).unwrap_err();
+        assert_eq!(
+            error,
+            EncodeError::TooLarge {
+                field,
+                value: max + 1,
+                max
+            }
+        );
+        assert_eq!(out, prefix);
+    }
+    let mut out = prefix.clone();
+    let submit = ClientMessage::Submit {
+        request_id: 0,
+        envelope: vec![0; ENVELOPE_LEN_MAX + 1],
+    };
+    assert!(matches!(
+        wire::encode(&submit, &mut out),
+        Err(EncodeError::TooLarge {
+            field: "envelope",
+            ..
+        })
+    ));
+    assert_eq!(out, prefix);
+}
+
+/// Replaces the little-endian `u32` at `at` and returns the frame.
+fn patch_u32(mut frame: Vec<u8>, at: usize, value: u32) -> Vec<u8> {
+    frame[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    frame
+}
+
+#[test]
+fn decoding_refuses_counts_over_their_bounds() {
+    // Offsets of each count in the sample frames (4 length + 1 type + fields).
+    let schedule = encoded(&ServerMessage::Schedule(small_schedule()));
+    let keys_at = 5 + 8 + 24 + 32;
+    let markets_at = keys_at + 4 + 40;
+    let sealed = encoded(&server_samples()[4]);
+    let cleared = encoded(&ServerMessage::BatchCleared(small_cleared()));
+    let cleared_markets_at = 5 + 8 + 32 + 32 + 8;
+    let own_at = cleared_markets_at + 4 + 37 + 29;
+    let fills_at = own_at + 4 + 32 + 1 + 4;
+    let account = encoded(&server_samples()[6]);
+    let error = encoded(&server_samples()[8]);
+    let submit = encoded(&client_samples()[1]);
+    let server_cases = [
+        (
+            schedule.clone(),
+            keys_at,
+            "batch_keys",
+            SCHEDULE_BATCH_KEYS_MAX,
+        ),
+        (schedule, markets_at, "markets", WIRE_MARKETS_MAX),
+        (sealed.clone(), 5 + 108, "proofs", SUBSCRIBER_ENVELOPES_MAX),
+        (sealed, 5 + 108 + 4 + 32, "proof", PROOF_LEN_MAX),
+        (
+            cleared.clone(),
+            cleared_markets_at,
+            "markets",
+            WIRE_MARKETS_MAX,
+        ),
+        (cleared.clone(), own_at, "own", SUBSCRIBER_ENVELOPES_MAX),
+        (cleared, fills_at, "own.fills", FILLS_MAX),
+        (account, 5 + 8 + 32, "balances", ACCOUNT_BALANCES_MAX),
+        (error, 5 + 8 + 1, "message", TEXT_LEN_MAX),
+    ];
+    for (frame, at, field, max) in server_cases {
+        for value in [max as u32 + 1, u32::MAX] {
+            let bad = patch_u32(frame.clone(), at, value);
+            assert_eq!(
+                wire::parse::<ServerMessage>(&bad),
+                Err(FrameError::Body(DecodeError::TooLarge {
+                    field,
+                    offset: at,
+                    value: u64::from(value),
+                    max: max as u64
+                })),
+                "{field}"
+            );
+        }
+    }
+    let bad = patch_u32(submit, 5 + 8, ENVELOPE_LEN_MAX as u32 + 1);
+    assert!(matches!(
+        wire::parse::<ClientMessage>(&bad),
+        Err(FrameError::Body(DecodeError::TooLarge {
+            field: "envelope",
+            offset: 13,
+            ..
+        }))
+    ));
+}
+
+// ------------------------------------------------------------ framing errors
+
+#[test]
+fn every_truncation_point_is_incomplete() {
+    fn all<M: Message + std::fmt::Debug + PartialEq + Clone>(messages: &[M]) {
+        for message in messages {
+            let frame = encoded(message);
+            for cut in 0..frame.len() {
+                let short = &frame[..cut];
+                let Err(FrameError::Incomplete { needed }) = wire::check::<M>(short) else {
+                    panic!("cut {cut} of {message:?}: {:?}", wire::check::<M>(short));
+                };
+                assert!(needed >= 1 && cut + needed <= frame.len());
+                assert!(matches!(
+                    wire::parse::<M>(short),
+                    Err(FrameError::Incomplete { .. })
+                ));
+                let mut decoder = FrameDecoder::<M>::new();
+                decoder.extend(short);
+                assert_eq!(decoder.next_message(), Ok(None));
+                assert_eq!(decoder.is_at_boundary(), cut == 0);
+                decoder.extend(&frame[cut..]);
+                assert_eq!(decoder.next_message(), Ok(Some(message.clone())));
+                assert!(decoder.is_at_boundary());
+            }
+            assert_eq!(wire::check::<M>(&frame), Ok(frame.len()));
+        }
+    }
+    all(&client_samples());
+    all(&server_samples());
+}
+
+#[test]
+fn oversized_lengths_are_refused_from_the_prefix_alone() {
+    let over = (CLIENT_FRAME_LEN_MAX + 1) as u32;
+    assert_eq!(
+        wire::check::<ClientMessage>(&over.to_le_bytes()),
+        Err(FrameError::Oversized {
+            len: u64::from(over),
+            max: CLIENT_FRAME_LEN_MAX,
+            direction: Direction::ClientToServer
+        })
+    );
+    // The same length is fine from the server.
+    assert!(matches!(
+        wire::check::<ServerMessage>(&over.to_le_bytes()),
+        Err(FrameError::Incomplete { .. })
+    ));
+    for len in [(FRAME_LEN_MAX + 1) as u32, u32::MAX] {
+        assert!(matches!(
+            wire::check::<ServerMessage>(&len.to_le_bytes()),
+            Err(FrameError::Oversized { .. })
+        ));
+        let mut decoder = FrameDecoder::<ServerMessage>::new();
+        decoder.extend(&len.to_le_bytes());
+        let error = decoder.next_message().unwrap_err();
+        assert!(matches!(error, FrameError::Oversized { .. }));
+        // Poisoned: the same error again, even after valid bytes.
+        decoder.extend(&encoded(&ServerMessage::Ack { request_id: 1 }));
+        assert_eq!(decoder.next_message(), Err(error));
+        assert!(!decoder.is_at_boundary());
+    }
+    assert_eq!(
+        wire::check::<ClientMessage>(&[0, 0, 0, 0]),
+        Err(FrameError::Empty)
+    );
+}
+
+#[test]
+fn unknown_types_are_refused_from_the_type_byte() {
+    for type_byte in (0..=255u8).filter(|t| !(1..=5).contains(t)) {
+        assert_eq!(
+            wire::check::<ClientMessage>(&[9, 0, 0, 0, type_byte]),
+            Err(FrameError::UnknownType {
+                type_byte,
+                direction: Direction::ClientToServer
+            })
+        );
+    }
+    for type_byte in (0..=255u8).filter(|t| !(0x81..=0x89).contains(t)) {
+        assert_eq!(
+            wire::check::<ServerMessage>(&[9, 0, 0, 0, type_byte]),
+            Err(FrameError::UnknownType {
+                type_byte,
+                direction: Direction::ServerToClient
+            })
+        );
+    }
+}
+
+#[test]
+fn bad_field_values_are_typed_errors() {
+    // Option tag 2 for the first market line's price.
+    let mut cleared = encoded(&ServerMessage::BatchCleared(small_cleared()));
+    let tag_at = 5 + 8 + 32 + 32 + 8 + 4 + 4;
+    assert_eq!(cleared[tag_at], 1);
+    cleared[tag_at] = 2;
+    assert_eq!(
+        wire::parse::<ServerMessage>(&cleared),
+        Err(FrameError::Body(DecodeError::Invalid {
+            field: "market_line.price",
+            offset: tag_at
+        }))
+    );
+    // Reason code 0 and 12.
+    for code in [0u8, 12, 255] {
+        let mut rejected = encoded(&server_samples()[2]);
+        rejected[13] = code;
+        assert_eq!(
+            wire::parse::<ServerMessage>(&rejected),
+            Err(FrameError::Body(DecodeError::Invalid {
+                field: "code",
+                offset: 13
+            }))
+        );
+    }
+    // Text that is not UTF-8.
+    let mut rejected = encoded(&server_samples()[2]);
+    let last = rejected.len() - 1;
+    rejected[last] = 0xff;
+    assert_eq!(
+        wire::parse::<ServerMessage>(&rejected),
+        Err(FrameError::Body(DecodeError::Invalid {
+            field: "message",
+            offset: 5 + 8 + 1 + 8
+        }))
+    );
+}
+
+#[test]
+fn bytes_inside_a_frame_after_its_fields_are_trailing() {
+    let mut frame = encoded(&ClientMessage::Subscribe { request_id: 1 });
+    frame.push(0);
+    let frame = patch_u32(frame.clone(), 0, (frame.len() - 4) as u32);
+    assert_eq!(
+        wire::parse::<ClientMessage>(&frame),
+        Err(FrameError::Body(DecodeError::Trailing {
+            offset: 13,
+            extra: 1
+        }))
+    );
+    // Bytes after the frame, given to `parse`, are trailing too.
+    let mut two = encoded(&ClientMessage::Subscribe { request_id: 1 });
+    two.push(0);
+    assert_eq!(
+        wire::parse::<ClientMessage>(&two),
+        Err(FrameError::Body(DecodeError::Trailing {
+            offset: 13,
+            extra: 1
+        }))
+    );
+}
+
+#[test]
+fn a_length_shorter_than_the_fields_truncates_them() {
+    let frame = encoded(&client_samples()[3]);
+    let short = patch_u32(frame, 0, 20);
+    assert_eq!(
+        wire::parse::<ClientMessage>(&short[..24]),
+        Err(FrameError::Body(DecodeError::Truncated {
+            field: "account",
+            offset: 13,
+            needed: 21
+        }))
+    );
+    // A decoder does not read the next frame's bytes as this one's fields.
+    let mut decoder = FrameDecoder::<ClientMessage>::new();
+    decoder.extend(&short);
+    assert!(matches!(
+        decoder.next_message(),
+        Err(FrameError::Body(DecodeError::Truncated { .. }))
+    ));
+}
+
+// ------------------------------------------------------------------ streaming
+
+#[test]
+fn decoder_yields_pipelined_frames_across_any_chunking() {
+    let mut stream = Vec::new();
+    for message in server_samples() {
+        wire::encode(&message, &mut stream).unwrap();
+    }
+    for chunk_len in [1, 2, 3, 7, 64, 1000, stream.len()] {
+        let mut decoder = FrameDecoder::<ServerMessage>::default();
+        let mut got = Vec::new();
+        for chunk in stream.chunks(chunk_len) {
+            decoder.extend(chunk);
+            while let Some(message) = decoder.next_message().unwrap() {
+                got.push(message);
+            }
+            assert!(decoder.buffered() < chunk_len + 2000);
+        }
+        assert_eq!(got, server_samples());
+        assert!(decoder.is_at_boundary());
+    }
+}
+
+// ------------------------------------------------------------------ properties
+
+fn bytes32() -> impl Strategy<Value = [u8; 32]> {
+    any::<[u8; 32]>()
+}
+
+fn text() -> impl Strategy<Value = String> {
+    prop_oneof![".{0,40}", "[a-z ]{0,1024}"]
+}
+
+fn reason() -> impl Strategy<Value = ReasonCode> {
+    proptest::sample::select(ReasonCode::ALL.to_vec())
+}
+
+fn client_message() -> impl Strategy<Value = ClientMessage> {
+    prop_oneof![
+        any::<u64>().prop_map(|request_id| ClientMessage::GetSchedule { request_id }),
+        (
+            any::<u64>(),
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..64),
+                proptest::collection::vec(any::<u8>(), ENVELOPE_LEN_MAX..=ENVELOPE_LEN_MAX),
+            ]
+        )
+            .prop_map(|(request_id, envelope)| ClientMessage::Submit {
+                request_id,
+                envelope
+            }),
+        any::<u64>().prop_map(|request_id| ClientMessage::Subscribe { request_id }),
+        (any::<u64>(), bytes32()).prop_map(|(request_id, account)| ClientMessage::GetAccount {
+            request_id,
+            account
+        }),
+        (any::<u64>(), bytes32(), any::<u32>(), any::<u64>()).prop_map(
+            |(request_id, account, asset, amount)| ClientMessage::Deposit {
+                request_id,
+                account,
+                asset,
+                amount
+            }
+        ),
+    ]
+}
+
+fn market_info() -> impl Strategy<Value = MarketInfo> {
+    (
+        any::<(u32, u32, u32)>(),
+        any::<(u64, u64, u64, u64, u64)>(),
+        any::<u16>(),
+    )
+        .prop_map(
+            |((id, base_asset, quote_asset), (tick, lot, min, max, reference), fee_bps)| {
+                MarketInfo {
+                    id,
+                    base_asset,
+                    quote_asset,
+                    tick_size: tick,
+                    lot_size: lot,
+                    band_min: min,
+                    band_max: max,
+                    reference_price: reference,
+                    fee_bps,
+                }
+            },
+        )
+}
+
+fn schedule() -> impl Strategy<Value = Schedule> {
+    (
+        any::<(u64, u64, u64, u64)>(),
+        bytes32(),
+        proptest::collection::vec((any::<u64>(), bytes32()), 0..5),
+        proptest::collection::vec(market_info(), 0..5),
+        any::<[u8; 64]>(),
+    )
+        .prop_map(
+            |(
+                (request_id, genesis_ms, batch_length_ms, open_batch),
+                sequencer_key,
+                batch_keys,
+                markets,
+                signature,
+            )| Schedule {
+                request_id,
+                genesis_ms,
+                batch_length_ms,
+                open_batch,
+                sequencer_key,
+                batch_keys,
+                markets,
+                signature,
+            },
+        )
+}
+
+fn cleared() -> impl Strategy<Value = BatchCleared> {
+    let line = (
+        any::<u32>(),
+        any::<Option<u64>>(),
+        any::<u64>(),
+        any::<i128>(),
+    )
+        .prop_map(|(market, price, volume, imbalance)| MarketLine {
+            market,
+            price,
+            volume,
+            imbalance,
+        });
+    let own = (
+        bytes32(),
+        any::<u8>(),
+        any::<u32>(),
+        proptest::collection::vec(any::<(u16, u64)>(), 0..5),
+    )
+        .prop_map(|(commitment, status, detail, fills)| OwnEnvelope {
+            commitment,
+            status,
+            detail,
+            fills,
+        });
+    (
+        any::<u64>(),
+        bytes32(),
+        bytes32(),
+        any::<(u32, u32)>(),
+        proptest::collection::vec(line, 0..5),
+        proptest::collection::vec(own, 0..4),
+    )
+        .prop_map(
+            |(e, root, batch_secret, (envelopes, accepted), markets, own)| BatchCleared {
+                e,
+                root,
+                batch_secret,
+                envelopes,
+                accepted,
+                markets,
+                own,
+            },
+        )
+}
+
+fn server_message() -> impl Strategy<Value = ServerMessage> {
+    prop_oneof![
+        schedule().prop_map(ServerMessage::Schedule),
+        (any::<u64>(), any::<[u8; 104]>()).prop_map(|(request_id, receipt)| {
+            ServerMessage::Receipt {
+                request_id,
+                receipt,
+            }
+        }),
+        (any::<u64>(), reason(), any::<u64>(), text()).prop_map(
+            |(request_id, code, next_open, message)| ServerMessage::Rejected {
+                request_id,
+                code,
+                next_open,
+                message
+            }
+        ),
+        (any::<u64>(), bytes32(), any::<u64>()).prop_map(|(e, public_key, close_ms)| {
+            ServerMessage::BatchOpened {
+                e,
+                public_key,
+                close_ms,
+            }
+        }),
+        (
+            any::<[u8; 108]>(),
+            proptest::collection::vec(
+                (
+                    bytes32(),
+                    proptest::collection::vec(any::<u8>(), 0..=PROOF_LEN_MAX)
+                ),
+                0..4
+            )
+        )
+            .prop_map(|(seal, proofs)| ServerMessage::BatchSealed(BatchSealed { seal, proofs })),
+        cleared().prop_map(ServerMessage::BatchCleared),
+        (
+            any::<u64>(),
+            bytes32(),
+            proptest::collection::vec(any::<(u32, u64)>(), 0..6)
+        )
+            .prop_map(|(request_id, account, balances)| ServerMessage::Account {
+                request_id,
+                account,
+                balances
+            }),
+        any::<u64>().prop_map(|request_id| ServerMessage::Ack { request_id }),
+        (any::<u64>(), reason(), text()).prop_map(|(request_id, code, message)| {
+            ServerMessage::Error {
+                request_id,
+                code,
+                message,
+            }
+        }),
+    ]
+}
+
+/// Decoding arbitrary bytes never panics; whatever decodes re-encodes to the
+/// very same bytes (the encoding is canonical).
+fn check_arbitrary<M: Message + std::fmt::Debug + PartialEq>(data: &[u8]) {
+    match wire::check::<M>(data) {
+        Ok(len) => {
+            if let Ok(message) = wire::parse::<M>(&data[..len]) {
+                assert_eq!(encoded(&message), &data[..len]);
+            }
+        }
+        Err(FrameError::Incomplete { needed }) => assert!(needed > 0),
+        Err(_) => {}
+    }
+    let mut decoder = FrameDecoder::<M>::new();
+    decoder.extend(data);
+    while let Ok(Some(_)) = decoder.next_message() {}
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn client_messages_round_trip(messages in proptest::collection::vec(client_message(), 1..4)) {
+        let mut stream = Vec::new();
+        for message in &messages {
+            let before = stream.len();
+            wire::encode(message, &mut stream).unwrap();
+            let frame = &stream[before..];
+            prop_assert_eq!(wire::check::<ClientMessage>(frame), Ok(frame.len()));
+            prop_assert_eq!(&wire::parse::<ClientMessage>(frame).unwrap(), message);
+        }
+        let mut decoder = FrameDecoder::<ClientMessage>::new();
+        decoder.extend(&stream);
+        for message in &messages {
+            prop_assert_eq!(decoder.next_message(), Ok(Some(message.clone())));
+        }
+        prop_assert_eq!(decoder.next_message(), Ok(None));
+    }
+
+    #[test]
+    fn server_messages_round_trip(message in server_message()) {
+        let frame = encoded(&message);
+        prop_assert_eq!(wire::check::<ServerMessage>(&frame), Ok(frame.len()));
+        prop_assert_eq!(wire::parse::<ServerMessage>(&frame), Ok(message));
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
+        check_arbitrary::<ClientMessage>(&data);
+        check_arbitrary::<ServerMessage>(&data);
+    }
+
+    #[test]
+    fn mutated_frames_never_panic(
+        message in server_message(),
+        flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+    ) {
+        let mut frame = encoded(&message);
+        for (at, byte) in flips {
+            let i = at.index(frame.len());
+            frame[i] = byte;
+        }
+        check_arbitrary::<ServerMessage>(&frame);
+        check_arbitrary::<ClientMessage>(&frame);
+    }
+}
