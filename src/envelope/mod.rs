@@ -92,7 +92,7 @@ pub mod wire;
 
 pub use bundle::{
     AccountKey, Envelope, OpenError, OpenedBatch, OpenedEnvelope, Rejection, VerifiedBundle,
-    check_shape, kem_key, open_batch, seal_bundle, seal_bundle_with_ephemeral,
+    check_shape, kem_key, open_batch, seal_bundle, seal_bundle_with_ephemeral, seal_raw_plaintext,
 };
 pub use custodian::{
     BatchSchedule, CustodianError, EmbeddedCustodian, KeyCustodian, PublishedKeyCustodian,
