@@ -194,7 +194,7 @@ fn tampering_fails_the_aead() {
     let mut w = world(4);
     let account = w.account();
     let env = w.seal_one(&account, 2, 0, 3).into_bytes();
-    let key = w.release(2, &[env.clone()]);
+    let key = w.release(2, std::slice::from_ref(&env));
     assert!(key.open(&env).is_ok());
     for at in [50, env.len() - 17, env.len() - 1] {
         let mut t = env.clone();
@@ -496,7 +496,9 @@ fn custodian_release_rules() {
     .unwrap();
     let k3 = published.release(&seal, close(e)).unwrap();
     assert!(
-        open_batch(&k3, &[env.clone()]).unwrap().envelopes[0]
+        open_batch(&k3, std::slice::from_ref(&env))
+            .unwrap()
+            .envelopes[0]
             .outcome
             .is_ok()
     );
@@ -700,7 +702,7 @@ proptest! {
     #[test]
     fn prop_garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..9000), e in 0u64..3) {
         let mut w = world(1234);
-        let key = w.release(1, &[bytes.clone()]);
+        let key = w.release(1, std::slice::from_ref(&bytes));
         let shape = check_shape(&bytes, e);
         let opened = key.open(&bytes);
         prop_assert!(opened.is_err());
