@@ -76,8 +76,8 @@ fn envelopes(s: &Setup, count: usize, n: usize) -> Vec<Vec<u8>> {
 }
 
 fn release(s: &Setup, envs: &[Vec<u8>]) -> ReleasedBatchKey {
-    let tree = MerkleTree::from_commitments(envs.iter().map(|b| Commitment::of(b)).collect())
-        .unwrap();
+    let tree =
+        MerkleTree::from_commitments(envs.iter().map(|b| Commitment::of(b)).collect()).unwrap();
     let seal = s.sequencer.sign_seal(0, &tree);
     EmbeddedCustodian::new(s.master.clone(), s.sequencer.public_key(), SCHEDULE)
         .release(&seal, SCHEDULE.close_ms(0).unwrap())
@@ -89,7 +89,9 @@ fn primitives(c: &mut Criterion) {
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     let p = RistrettoPoint::random(&mut rng);
     let x = Scalar::random(&mut rng);
-    g.bench_function("ristretto_varbase_mul", |b| b.iter(|| black_box(x * black_box(p))));
+    g.bench_function("ristretto_varbase_mul", |b| {
+        b.iter(|| black_box(x * black_box(p)))
+    });
     for n in [1usize, 16, 64, 256] {
         let signer = SigningKey::generate(&mut rng);
         let vk = signer.verifying_key();
@@ -173,11 +175,17 @@ fn merkle(c: &mut Criterion) {
     let mut g = c.benchmark_group("merkle");
     g.sample_size(20);
     g.bench_function("tree_100k", |b| {
-        b.iter(|| MerkleTree::from_commitments(commitments.clone()).unwrap().root())
+        b.iter(|| {
+            MerkleTree::from_commitments(commitments.clone())
+                .unwrap()
+                .root()
+        })
     });
     let mut sorted = commitments.clone();
     sorted.sort_unstable();
-    g.bench_function("root_100k_sorted", |b| b.iter(|| merkle_root(&sorted).unwrap()));
+    g.bench_function("root_100k_sorted", |b| {
+        b.iter(|| merkle_root(&sorted).unwrap())
+    });
     g.finish();
 }
 
