@@ -301,7 +301,49 @@ fn generate() -> String {
         }));
     }
 
+    // Batch rules (batch 1): a replayed envelope and two distinct envelopes
+    // with one (account, nonce); outcomes in sorted-commitment order.
+    let rules_e = 1u64;
+    let (_, x0) = envelope_vector(&ctx, "erin", rules_e, 3, &orders(2, 5));
+    let erin = SigningKey::from_bytes(&seed("erin account"));
+    let x1 = seal_bundle_with_ephemeral(
+        &scalar("erin second r"),
+        &erin,
+        rules_e,
+        &ctx.custodian.public_key(rules_e).unwrap(),
+        3,
+        &orders(1, 6),
+    )
+    .unwrap()
+    .into_bytes();
+    let (_, y0) = envelope_vector(&ctx, "frank", rules_e, 0, &orders(3, 7));
+    let rules_input = vec![y0.clone(), x0.clone(), y0.clone(), x1.clone()];
+    let rules_tree =
+        MerkleTree::from_commitments(rules_input.iter().map(|b| Commitment::of(b)).collect())
+            .unwrap();
+    let rules_seal = ctx.sequencer.sign_seal(rules_e, &rules_tree);
+    let rules_key = EmbeddedCustodian::new(
+        MasterSecret::from_bytes(master),
+        ctx.sequencer.public_key(),
+        SCHEDULE,
+    )
+    .release(&rules_seal, SCHEDULE.close_ms(rules_e).unwrap())
+    .unwrap();
+    let rules_opened = open_batch(&rules_key, &rules_input).unwrap();
+    let batch_rules = json!({
+        "e": rules_e,
+        "input": rules_input.iter().map(|b| h(b)).collect::<Vec<_>>(),
+        "seal": h(&rules_seal.to_bytes()),
+        "outcomes": rules_opened.envelopes.iter().map(|o| json!({
+            "commitment": h(&o.commitment.0),
+            "input_index": o.input_index,
+            "rejection_code": o.outcome.as_ref().err().map(|r| r.code()),
+            "nonce": o.outcome.as_ref().ok().map(|b| b.nonce),
+        })).collect::<Vec<_>>(),
+    });
+
     let doc = json!({
+        "batch_rules": batch_rules,
         "about": "sealbatch envelope format v1 test vectors; see spec/envelope.md. All hex is lowercase; integers are JSON numbers. Secrets come from seed(label) = blake3(label) and ephemeral scalars from wide_reduce(blake3_xof(label)[..64]); regenerate with SEALBATCH_WRITE_VECTORS=1 cargo test --test envelope_vectors.",
         "schedule": { "genesis_ms": SCHEDULE.genesis_ms, "batch_length_ms": SCHEDULE.batch_length_ms },
         "master_secret": h(&master),
@@ -384,6 +426,39 @@ fn vectors_open_as_published() {
             }
         }
     }
+    // Batch rules: same outcomes from the published key of batch 1.
+    let rules = &doc["batch_rules"];
+    let re = rules["e"].as_u64().unwrap();
+    let rbk = doc["batch_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["e"] == re)
+        .unwrap();
+    let rseal = SignedSeal::from_bytes(&un(&rules["seal"])).unwrap();
+    let rkey = PublishedKeyCustodian::new(
+        re,
+        &arr32(&rbk["s_e"]),
+        &BatchPublicKey::from_bytes(&arr32(&rbk["S_e"])).unwrap(),
+        sequencer,
+        SCHEDULE,
+    )
+    .unwrap()
+    .release(&rseal, SCHEDULE.close_ms(re).unwrap())
+    .unwrap();
+    let rinput: Vec<Vec<u8>> = rules["input"].as_array().unwrap().iter().map(un).collect();
+    let ropened = open_batch(&rkey, &rinput).unwrap();
+    let want = rules["outcomes"].as_array().unwrap();
+    assert_eq!(ropened.envelopes.len(), want.len());
+    for (o, w) in ropened.envelopes.iter().zip(want) {
+        assert_eq!(h(&o.commitment.0), w["commitment"].as_str().unwrap());
+        assert_eq!(o.input_index as u64, w["input_index"].as_u64().unwrap());
+        match &o.outcome {
+            Ok(b) => assert_eq!(Some(b.nonce), w["nonce"].as_u64()),
+            Err(r) => assert_eq!(Some(u64::from(r.code())), w["rejection_code"].as_u64()),
+        }
+    }
+
     for n in doc["negative"].as_array().unwrap() {
         let bytes = un(&n["envelope"]);
         let r = key.open(&bytes).unwrap_err();
