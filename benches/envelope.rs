@@ -114,6 +114,77 @@ fn primitives(c: &mut Criterion) {
     g.finish();
 }
 
+/// This thread's CPU time in ns (`CLOCK_THREAD_CPUTIME_ID`): unlike wall
+/// time it does not grow when other processes share the cores.
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Per-call CPU time of `f`, for the cost ratio of opening against its
+/// primitives (robust to other builds on the same cores).
+fn cpu_time<F: FnMut()>(b: &mut criterion::Bencher, mut f: F) {
+    b.iter_custom(|iters| {
+        let t0 = thread_cpu_ns();
+        for _ in 0..iters {
+            f();
+        }
+        Duration::from_nanos(thread_cpu_ns().saturating_sub(t0))
+    })
+}
+
+/// The 1.3× target on CPU time: open one envelope vs. one variable-base
+/// ristretto multiplication + one strict Ed25519 verification of the same
+/// message size + ChaCha20-Poly1305 over the same plaintext class.
+fn cpu_ratio(c: &mut Criterion) {
+    let s = setup();
+    let mut g = c.benchmark_group("cpu");
+    let mut rng = ChaCha20Rng::seed_from_u64(4);
+    let p = RistrettoPoint::random(&mut rng);
+    let x = Scalar::random(&mut rng);
+    g.bench_function("ristretto_varbase_mul", |b| {
+        cpu_time(b, || {
+            black_box(black_box(x) * black_box(p));
+        })
+    });
+    for n in [1usize, 16, 64, 256] {
+        let o = orders(n);
+        let account = SigningKey::generate(&mut rng);
+        let env = seal_bundle(&mut rng, &account, 0, &s.batch_key, 0, &o)
+            .unwrap()
+            .into_bytes();
+        let key = release(&s, std::slice::from_ref(&env));
+        g.bench_with_input(BenchmarkId::new("open_one", n), &n, |b, _| {
+            cpu_time(b, || {
+                black_box(key.open(black_box(&env)).unwrap());
+            })
+        });
+        let vk = account.verifying_key();
+        let msg = vec![7u8; 1 + 29 + 8 + 42 + 30 * n];
+        let sig = account.sign(&msg);
+        g.bench_with_input(BenchmarkId::new("ed25519_verify_strict", n), &n, |b, _| {
+            cpu_time(b, || vk.verify_strict(black_box(&msg), &sig).unwrap())
+        });
+        let len = padded_len(n).unwrap();
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(&[3u8; 32]));
+        let mut buf = vec![0u8; len];
+        g.bench_with_input(BenchmarkId::new("chacha20poly1305", n), &n, |b, _| {
+            cpu_time(b, || {
+                cipher
+                    .encrypt_in_place_detached(Nonce::from_slice(&[0u8; 12]), &[1u8; 41], &mut buf)
+                    .unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
 fn single(c: &mut Criterion) {
     let s = setup();
     let mut g = c.benchmark_group("envelope");
@@ -194,6 +265,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = primitives, single, batch, merkle
+    targets = primitives, cpu_ratio, single, batch, merkle
 }
 criterion_main!(benches);
