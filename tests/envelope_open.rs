@@ -587,6 +587,10 @@ fn master_secret_file() {
 fn receipts_seals_and_proofs() {
     let mut w = world(9);
     let seq_pk = w.sequencer.public_key();
+    assert_eq!(
+        SequencerKey::from_seed(&w.sequencer.seed_bytes()).public_key(),
+        seq_pk
+    );
     for n in 0..=17u32 {
         let commitments: Vec<Commitment> =
             (0..n).map(|i| Commitment::of(&i.to_le_bytes())).collect();

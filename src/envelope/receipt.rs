@@ -113,6 +113,13 @@ impl SequencerKey {
         SequencerKey(SigningKey::from_bytes(seed))
     }
 
+    /// The 32-byte secret seed, for storing the key (handle with care: it
+    /// is zeroized when the returned value drops).
+    #[must_use]
+    pub fn seed_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.0.to_bytes())
+    }
+
     /// The public key traders verify against.
     #[must_use]
     pub fn public_key(&self) -> SequencerPublicKey {
