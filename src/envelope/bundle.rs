@@ -1,0 +1,506 @@
+//! Envelopes: sealing a bundle (trader), checking an envelope's shape
+//! (sequencer, before the receipt), opening one or a whole batch (after
+//! release).
+
+use std::collections::BTreeMap;
+
+use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
+use curve25519_dalek::ristretto::RistrettoPoint;
+use curve25519_dalek::scalar::Scalar;
+use ed25519_dalek::{Signature, Signer, SigningKey};
+use rand_core::CryptoRngCore;
+use rayon::prelude::*;
+use zeroize::Zeroizing;
+
+use super::keys::{BatchPublicKey, ReleasedBatchKey, decode_point, decode_secret_scalar};
+use super::merkle::{Commitment, ENVELOPES_PER_BATCH_MAX, MerkleError, MerkleRoot, merkle_root};
+use super::receipt::decode_ed25519_public;
+use super::wire::{
+    BundleError, DOMAIN_KEM_KEY, ENVELOPE_LEN_MAX, ENVELOPE_LEN_MIN, HEADER_LEN, Malformed,
+    PLAINTEXT_CLASSES, PlaintextError, TAG_LEN, VERSION, bundle_signature_message,
+    decode_plaintext, encode_body, padded_len, parse_header,
+};
+use crate::order::OrderSpec;
+use crate::types::BatchId;
+
+/// The AEAD nonce: all zero. Every envelope key is used exactly once (it
+/// depends on the fresh ephemeral `R`), so a fixed nonce is safe.
+const AEAD_NONCE: [u8; 12] = [0u8; 12];
+
+/// A trader's Ed25519 public key, as the 32 bytes in the bundle. Ordered as
+/// bytes, so the sequencer can key per-account state by it in a `BTreeMap`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AccountKey(pub [u8; 32]);
+
+/// A sealed envelope's bytes: `header (41) ‖ ciphertext ‖ tag (16)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Envelope(Vec<u8>);
+
+impl Envelope {
+    /// Wraps bytes received from the network (not checked; see
+    /// [`check_shape`]).
+    #[must_use]
+    pub fn from_bytes(bytes: Vec<u8>) -> Self {
+        Envelope(bytes)
+    }
+
+    /// The bytes.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The bytes, owned.
+    #[must_use]
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+
+    /// Its commitment.
+    #[must_use]
+    pub fn commitment(&self) -> Commitment {
+        Commitment::of(&self.0)
+    }
+}
+
+impl AsRef<[u8]> for Envelope {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The AEAD key: `blake3_derive_key(DOMAIN_KEM_KEY, shared (32) ‖ R (32) ‖
+/// S_e (32) ‖ e (8, LE))`, where `shared` is the canonical encoding of
+/// `r·S_e = s_e·R`.
+#[must_use]
+pub fn kem_key(
+    shared: &[u8; 32],
+    ephemeral: &[u8; 32],
+    batch_key: &[u8; 32],
+    e: BatchId,
+) -> Zeroizing<[u8; 32]> {
+    let mut h = blake3::Hasher::new_derive_key(DOMAIN_KEM_KEY);
+    h.update(shared);
+    h.update(ephemeral);
+    h.update(batch_key);
+    h.update(&e.to_le_bytes());
+    Zeroizing::new(*h.finalize().as_bytes())
+}
+
+/// Seals a bundle of `orders` from `account` with `nonce` to batch `e`'s key.
+///
+/// Draws the ephemeral scalar from `rng`; see [`seal_bundle_with_ephemeral`].
+///
+/// # Errors
+/// [`BundleError`] for an empty or oversized bundle or a zero quantity.
+pub fn seal_bundle<R: CryptoRngCore + ?Sized>(
+    rng: &mut R,
+    account: &SigningKey,
+    e: BatchId,
+    batch_key: &BatchPublicKey,
+    nonce: u64,
+    orders: &[OrderSpec],
+) -> Result<Envelope, BundleError> {
+    for _ in 0..4 {
+        let r = Zeroizing::new(Scalar::random(rng));
+        if *r != Scalar::ZERO {
+            return seal_with_scalar(&r, account, e, batch_key, nonce, orders);
+        }
+    }
+    Err(BundleError::Rng)
+}
+
+/// [`seal_bundle`] with a given ephemeral scalar `r` (canonical, non-zero),
+/// for test vectors. `r` must be uniformly random and never used twice: a
+/// repeated `r` reuses the AEAD key and nonce.
+///
+/// # Errors
+/// [`BundleError::BadEphemeral`] or as [`seal_bundle`].
+pub fn seal_bundle_with_ephemeral(
+    r: &[u8; 32],
+    account: &SigningKey,
+    e: BatchId,
+    batch_key: &BatchPublicKey,
+    nonce: u64,
+    orders: &[OrderSpec],
+) -> Result<Envelope, BundleError> {
+    let r = Zeroizing::new(decode_secret_scalar(r).map_err(|_| BundleError::BadEphemeral)?);
+    seal_with_scalar(&r, account, e, batch_key, nonce, orders)
+}
+
+fn seal_with_scalar(
+    r: &Scalar,
+    account: &SigningKey,
+    e: BatchId,
+    batch_key: &BatchPublicKey,
+    nonce: u64,
+    orders: &[OrderSpec],
+) -> Result<Envelope, BundleError> {
+    let body = encode_body(account.verifying_key().as_bytes(), nonce, orders)?;
+    let padded = padded_len(orders.len()).ok_or(BundleError::TooManyOrders {
+        orders: orders.len(),
+    })?;
+    let signature = account.sign(&bundle_signature_message(e, &body));
+    let mut plaintext = Zeroizing::new(Vec::with_capacity(padded));
+    plaintext.extend_from_slice(&body);
+    plaintext.extend_from_slice(&signature.to_bytes());
+    plaintext.resize(padded, 0);
+    Ok(encrypt(r, e, batch_key, &plaintext))
+}
+
+/// Encrypts an arbitrary `plaintext` into an envelope for batch `e` with the
+/// ephemeral scalar `r`, without looking at it. For tests, fuzzing and
+/// negative test vectors (an opener must reject what this makes from a bad
+/// plaintext); traders use [`seal_bundle`].
+///
+/// # Errors
+/// [`BundleError::BadEphemeral`] if `r` is zero or not canonical.
+pub fn seal_raw_plaintext(
+    r: &[u8; 32],
+    e: BatchId,
+    batch_key: &BatchPublicKey,
+    plaintext: &[u8],
+) -> Result<Envelope, BundleError> {
+    let r = Zeroizing::new(decode_secret_scalar(r).map_err(|_| BundleError::BadEphemeral)?);
+    Ok(encrypt(&r, e, batch_key, plaintext))
+}
+
+fn encrypt(r: &Scalar, e: BatchId, batch_key: &BatchPublicKey, plaintext: &[u8]) -> Envelope {
+    let ephemeral = RistrettoPoint::mul_base(r).compress().to_bytes();
+    let shared = Zeroizing::new((r * batch_key.point()).compress().to_bytes());
+    let key = kem_key(&shared, &ephemeral, &batch_key.to_bytes(), e);
+
+    let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
+    out.push(VERSION);
+    out.extend_from_slice(&e.to_le_bytes());
+    out.extend_from_slice(&ephemeral);
+    out.extend_from_slice(plaintext);
+    let (header, body) = out.split_at_mut(HEADER_LEN);
+    let cipher = ChaCha20Poly1305::new(Key::from_slice(key.as_ref()));
+    // Fails only beyond ChaCha20's 256 GiB limit; callers pass kilobytes.
+    // Should it ever fail, the tag is left zero and the envelope cannot open.
+    let tag = cipher
+        .encrypt_in_place_detached(Nonce::from_slice(&AEAD_NONCE), header, body)
+        .unwrap_or_default();
+    out.extend_from_slice(&tag);
+    Envelope(out)
+}
+
+/// Why an envelope is rejected. Each has a stable one-byte code
+/// ([`Rejection::code`]) for publishing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum Rejection {
+    /// Shorter than the smallest envelope.
+    #[error("envelope of {len} bytes is truncated (minimum {ENVELOPE_LEN_MIN})")]
+    Truncated {
+        /// Its length.
+        len: usize,
+    },
+    /// Longer than the largest envelope.
+    #[error("envelope of {len} bytes is oversized (maximum {ENVELOPE_LEN_MAX})")]
+    Oversized {
+        /// Its length.
+        len: usize,
+    },
+    /// A length between the bounds that is no padding class.
+    #[error("envelope length {len} matches no padding class")]
+    BadLength {
+        /// Its length.
+        len: usize,
+    },
+    /// An unknown format version.
+    #[error("unknown envelope version {0}")]
+    UnknownVersion(u8),
+    /// Sealed to another batch.
+    #[error("envelope is for batch {envelope}, not {expected}")]
+    WrongBatch {
+        /// The batch in the envelope.
+        envelope: BatchId,
+        /// The batch being opened.
+        expected: BatchId,
+    },
+    /// `R` does not decode to a point, or is the identity.
+    #[error("ephemeral point R is not canonical or is the identity")]
+    BadEphemeral,
+    /// The AEAD does not open (wrong key, tampered ciphertext, tag or header).
+    #[error("AEAD authentication failed")]
+    AeadFailure,
+    /// The plaintext opened but does not decode.
+    #[error("malformed bundle: {0}")]
+    Malformed(Malformed),
+    /// The bundle declares more than `BUNDLE_ORDERS_MAX` orders.
+    #[error("bundle declares {orders} orders, over the maximum")]
+    BundleTooLarge {
+        /// The declared count.
+        orders: usize,
+    },
+    /// The account key is non-canonical, invalid or of small order.
+    #[error("account public key is invalid")]
+    BadAccountKey,
+    /// The bundle signature does not verify strictly.
+    #[error("bundle signature does not verify")]
+    BadSignature,
+    /// Same bytes (same commitment) as an earlier envelope of the batch.
+    #[error("duplicate envelope (same commitment)")]
+    DuplicateEnvelope,
+    /// Another valid envelope of this batch has the same account and nonce;
+    /// all of them are rejected.
+    #[error("another envelope of this batch has the same account and nonce")]
+    DuplicateNonce,
+}
+
+impl Rejection {
+    /// The stable one-byte code (`spec/envelope.md`, "Rejections").
+    #[must_use]
+    pub fn code(&self) -> u8 {
+        match self {
+            Rejection::Truncated { .. } => 1,
+            Rejection::Oversized { .. } => 2,
+            Rejection::BadLength { .. } => 3,
+            Rejection::UnknownVersion(_) => 4,
+            Rejection::WrongBatch { .. } => 5,
+            Rejection::BadEphemeral => 6,
+            Rejection::AeadFailure => 7,
+            Rejection::Malformed(_) => 8,
+            Rejection::BundleTooLarge { .. } => 9,
+            Rejection::BadAccountKey => 10,
+            Rejection::BadSignature => 11,
+            Rejection::DuplicateEnvelope => 12,
+            Rejection::DuplicateNonce => 13,
+        }
+    }
+}
+
+/// The sequencer's check before journaling and receipting an envelope for
+/// batch `e`: length is a valid class, version known, batch right, `R` a
+/// canonical non-identity point. It cannot and does not look inside.
+/// Returns the envelope's commitment.
+///
+/// # Errors
+/// [`Rejection::Truncated`], [`Rejection::Oversized`],
+/// [`Rejection::BadLength`], [`Rejection::UnknownVersion`],
+/// [`Rejection::WrongBatch`] or [`Rejection::BadEphemeral`].
+pub fn check_shape(envelope: &[u8], e: BatchId) -> Result<Commitment, Rejection> {
+    check_header(envelope, e)?;
+    Ok(Commitment::of(envelope))
+}
+
+fn check_header(envelope: &[u8], e: BatchId) -> Result<RistrettoPoint, Rejection> {
+    let len = envelope.len();
+    if len < ENVELOPE_LEN_MIN {
+        return Err(Rejection::Truncated { len });
+    }
+    if len > ENVELOPE_LEN_MAX {
+        return Err(Rejection::Oversized { len });
+    }
+    if !PLAINTEXT_CLASSES.contains(&(len - HEADER_LEN - TAG_LEN)) {
+        return Err(Rejection::BadLength { len });
+    }
+    let header = parse_header(envelope).ok_or(Rejection::Truncated { len })?;
+    if header.version != VERSION {
+        return Err(Rejection::UnknownVersion(header.version));
+    }
+    if header.batch != e {
+        return Err(Rejection::WrongBatch {
+            envelope: header.batch,
+            expected: e,
+        });
+    }
+    decode_point(&header.ephemeral).map_err(|_| Rejection::BadEphemeral)
+}
+
+/// A bundle that opened and whose signature verified.
+///
+/// Market, price band and funding are not checked here: that is the
+/// sequencer's and the ledger's job after opening.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct VerifiedBundle {
+    /// The signing account.
+    pub account: AccountKey,
+    /// The account's nonce for this bundle (the sequencer checks it across
+    /// batches).
+    pub nonce: u64,
+    /// The orders, in the order the trader wrote them.
+    pub orders: Vec<OrderSpec>,
+}
+
+impl ReleasedBatchKey {
+    /// Opens one envelope of this batch: header checks, KEM, AEAD, plaintext
+    /// decoding, strict Ed25519 verification. Does not check membership in
+    /// the seal or nonces; [`open_batch`] does.
+    ///
+    /// # Errors
+    /// The [`Rejection`] for the first check that fails.
+    pub fn open(&self, envelope: &[u8]) -> Result<VerifiedBundle, Rejection> {
+        let e = self.batch();
+        let ephemeral_point = check_header(envelope, e)?;
+        let (header, rest) = envelope.split_at(HEADER_LEN);
+        let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
+        let mut ephemeral = [0u8; 32];
+        ephemeral.copy_from_slice(&header[9..HEADER_LEN]);
+
+        let shared = Zeroizing::new((self.scalar() * ephemeral_point).compress().to_bytes());
+        let key = kem_key(&shared, &ephemeral, &self.public_key().to_bytes(), e);
+        let cipher = ChaCha20Poly1305::new(Key::from_slice(key.as_ref()));
+        let mut plaintext = Zeroizing::new(ciphertext.to_vec());
+        cipher
+            .decrypt_in_place_detached(
+                Nonce::from_slice(&AEAD_NONCE),
+                header,
+                plaintext.as_mut_slice(),
+                Tag::from_slice(tag),
+            )
+            .map_err(|_| Rejection::AeadFailure)?;
+
+        let decoded = decode_plaintext(&plaintext).map_err(|err| match err {
+            PlaintextError::TooManyOrders(orders) => Rejection::BundleTooLarge { orders },
+            PlaintextError::Malformed(m) => Rejection::Malformed(m),
+        })?;
+        let account =
+            decode_ed25519_public(&decoded.account).map_err(|_| Rejection::BadAccountKey)?;
+        let message = bundle_signature_message(e, decoded.body);
+        account
+            .verify_strict(&message, &Signature::from_bytes(&decoded.signature))
+            .map_err(|_| Rejection::BadSignature)?;
+        Ok(VerifiedBundle {
+            account: AccountKey(decoded.account),
+            nonce: decoded.nonce,
+            orders: decoded.orders,
+        })
+    }
+}
+
+/// Why a whole batch cannot be opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum OpenError {
+    /// More envelopes than [`ENVELOPES_PER_BATCH_MAX`].
+    #[error("{0} envelopes; at most {ENVELOPES_PER_BATCH_MAX} per batch")]
+    TooManyEnvelopes(usize),
+    /// The envelopes given are not the set the key's seal committed to.
+    #[error(
+        "envelopes do not match the seal of batch {e}: {actual_count} distinct commitments, seal says {sealed_count}"
+    )]
+    SealMismatch {
+        /// The batch.
+        e: BatchId,
+        /// Distinct commitments given.
+        actual_count: usize,
+        /// The seal's count.
+        sealed_count: u32,
+    },
+    /// The Merkle root could not be computed.
+    #[error("merkle: {0}")]
+    Merkle(#[from] MerkleError),
+}
+
+/// One envelope's outcome in an [`OpenedBatch`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OpenedEnvelope {
+    /// The envelope's commitment.
+    pub commitment: Commitment,
+    /// Its position in the slice given to [`open_batch`].
+    pub input_index: usize,
+    /// The verified bundle, or why it was rejected.
+    pub outcome: Result<VerifiedBundle, Rejection>,
+}
+
+/// The result of opening a sealed batch.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OpenedBatch {
+    /// The batch.
+    pub e: BatchId,
+    /// The sealed Merkle root the envelopes matched.
+    pub root: MerkleRoot,
+    /// One entry per input envelope, sorted by `(commitment, input_index)`.
+    pub envelopes: Vec<OpenedEnvelope>,
+}
+
+impl OpenedBatch {
+    /// The verified bundles, in sorted-commitment order.
+    pub fn accepted(&self) -> impl Iterator<Item = (&Commitment, &VerifiedBundle)> {
+        self.envelopes
+            .iter()
+            .filter_map(|o| o.outcome.as_ref().ok().map(|b| (&o.commitment, b)))
+    }
+}
+
+/// Opens every envelope of a sealed batch in parallel (rayon).
+///
+/// First checks that the distinct commitments of `envelopes` are exactly the
+/// set the key's seal signed (count and Merkle root). Then each envelope is
+/// opened independently ([`ReleasedBatchKey::open`]); one bad envelope never
+/// affects another, except by these two deterministic batch rules:
+/// - an envelope whose bytes repeat an earlier one (same commitment; ties in
+///   input order) is [`Rejection::DuplicateEnvelope`];
+/// - if two or more *distinct* envelopes verify with the same
+///   `(account, nonce)`, **all** of them are [`Rejection::DuplicateNonce`].
+///
+/// The result does not depend on the order of `envelopes` (beyond
+/// `input_index`) nor on the thread count.
+///
+/// # Errors
+/// [`OpenError::TooManyEnvelopes`] or [`OpenError::SealMismatch`]; both mean
+/// the caller passed the wrong set, so nothing is opened.
+pub fn open_batch<E: AsRef<[u8]> + Sync>(
+    key: &ReleasedBatchKey,
+    envelopes: &[E],
+) -> Result<OpenedBatch, OpenError> {
+    if envelopes.len() > ENVELOPES_PER_BATCH_MAX {
+        return Err(OpenError::TooManyEnvelopes(envelopes.len()));
+    }
+    let mut sorted: Vec<(Commitment, usize)> = envelopes
+        .par_iter()
+        .enumerate()
+        .map(|(i, env)| (Commitment::of(env.as_ref()), i))
+        .collect();
+    sorted.par_sort_unstable();
+    let mut distinct: Vec<Commitment> = sorted.iter().map(|(c, _)| *c).collect();
+    distinct.dedup();
+    let seal = *key.seal();
+    if distinct.len() != seal.count as usize || merkle_root(&distinct)? != seal.root {
+        return Err(OpenError::SealMismatch {
+            e: seal.e,
+            actual_count: distinct.len(),
+            sealed_count: seal.count,
+        });
+    }
+    drop(distinct);
+
+    let mut opened: Vec<OpenedEnvelope> = sorted
+        .par_iter()
+        .enumerate()
+        .map(|(pos, &(commitment, input_index))| {
+            let repeat = pos > 0 && sorted[pos - 1].0 == commitment;
+            let outcome = if repeat {
+                Err(Rejection::DuplicateEnvelope)
+            } else {
+                key.open(envelopes[input_index].as_ref())
+            };
+            OpenedEnvelope {
+                commitment,
+                input_index,
+                outcome,
+            }
+        })
+        .collect();
+
+    let mut by_nonce: BTreeMap<(AccountKey, u64), usize> = BTreeMap::new();
+    for o in &opened {
+        if let Ok(b) = &o.outcome {
+            *by_nonce.entry((b.account, b.nonce)).or_insert(0) += 1;
+        }
+    }
+    for o in &mut opened {
+        if let Ok(b) = &o.outcome {
+            if by_nonce.get(&(b.account, b.nonce)).copied().unwrap_or(0) > 1 {
+                o.outcome = Err(Rejection::DuplicateNonce);
+            }
+        }
+    }
+    Ok(OpenedBatch {
+        e: seal.e,
+        root: seal.root,
+        envelopes: opened,
+    })
+}

@@ -1,0 +1,432 @@
+//! Key custodians: who announces `S_e` and releases `s_e` for a valid seal of
+//! a closed batch.
+//!
+//! [`KeyCustodian`] is the interface. [`EmbeddedCustodian`] is the default,
+//! inside the sequencer process, deriving every `s_e` from one master secret.
+//! [`PublishedKeyCustodian`] serves verifiers who re-open a finished batch
+//! from its published `s_e`.
+//!
+//! A remote t-of-n committee fits the same trait: `public_key(e)` returns the
+//! constant term `C_0 = s_e·G` of the batch's Feldman commitments
+//! `C_j = a_j·G`; `release` sends the seal to the keypers, each of whom checks
+//! it exactly as [`EmbeddedCustodian`] does (signature, close time, no second
+//! root) and answers its share `s_{e,i}`, checked against
+//! `Σ_j i^j·C_j`; any `t` valid shares interpolate to `s_e` at 0, and the
+//! result is checked against `S_e` before the crate-internal constructor
+//! builds the [`ReleasedBatchKey`]. Nothing of that is built yet.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rand_core::CryptoRngCore;
+use zeroize::Zeroizing;
+
+use super::keys::{
+    BatchPublicKey, KeyError, MasterSecret, ReleasedBatchKey, SealStatement, decode_secret_scalar,
+};
+use super::merkle::MerkleRoot;
+use super::receipt::{SequencerPublicKey, SignedSeal, VerifyError};
+use crate::types::BatchId;
+
+/// How many released seals a custodian remembers (to refuse a second root).
+pub const RELEASED_REMEMBERED_MAX: usize = 1 << 16;
+
+/// The batch clock: batch `e` covers `[genesis + e·len, genesis + (e+1)·len)`
+/// in unix milliseconds and closes at its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BatchSchedule {
+    /// Unix milliseconds at which batch 0 opens.
+    pub genesis_ms: u64,
+    /// Length of every batch in milliseconds (default 100); never zero.
+    pub batch_length_ms: u64,
+}
+
+impl BatchSchedule {
+    /// The default batch length.
+    pub const BATCH_LENGTH_MS_DEFAULT: u64 = 100;
+
+    /// Unix milliseconds at which batch `e` closes; `None` on overflow or a
+    /// zero batch length.
+    #[must_use]
+    pub fn close_ms(&self, e: BatchId) -> Option<u64> {
+        if self.batch_length_ms == 0 {
+            return None;
+        }
+        e.checked_add(1)?
+            .checked_mul(self.batch_length_ms)?
+            .checked_add(self.genesis_ms)
+    }
+
+    /// The batch open at `now_ms`; `None` before genesis or with a zero length.
+    #[must_use]
+    pub fn batch_at(&self, now_ms: u64) -> Option<BatchId> {
+        if self.batch_length_ms == 0 {
+            return None;
+        }
+        Some(now_ms.checked_sub(self.genesis_ms)? / self.batch_length_ms)
+    }
+}
+
+/// Why a custodian refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum CustodianError {
+    /// The seal is not signed by the sequencer's key.
+    #[error("seal for batch {e} is not signed by the sequencer: {source}")]
+    BadSeal {
+        /// The seal's batch.
+        e: BatchId,
+        /// The verification failure.
+        source: VerifyError,
+    },
+    /// The batch has not closed yet.
+    #[error("batch {e} closes at {close_ms} ms; now is {now_ms} ms")]
+    NotClosed {
+        /// The batch.
+        e: BatchId,
+        /// Its close time (`u64::MAX` if it never closes).
+        close_ms: u64,
+        /// The time given.
+        now_ms: u64,
+    },
+    /// A key was already released for a different seal of this batch.
+    #[error("batch {e} was already released for another seal (root or count differs)")]
+    Equivocation {
+        /// The batch.
+        e: BatchId,
+        /// The seal released first.
+        first: SealStatement,
+    },
+    /// This custodian does not hold batch `e`.
+    #[error("this custodian holds no key for batch {e}")]
+    UnknownBatch {
+        /// The batch asked for.
+        e: BatchId,
+    },
+    /// A key could not be derived or did not match.
+    #[error("batch {e}: {source}")]
+    Key {
+        /// The batch.
+        e: BatchId,
+        /// The key problem.
+        source: KeyError,
+    },
+    /// The master secret file could not be read or written.
+    #[error("master secret file {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The master secret file exists but is not 32 bytes or is readable by
+    /// others than its owner.
+    #[error("master secret file {path}: {reason}")]
+    BadSecretFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// Announces batch public keys and releases batch keys for valid seals.
+///
+/// Rules every implementation keeps (the embedded one and a future remote
+/// committee alike):
+/// - [`public_key`](KeyCustodian::public_key) answers any time, for any batch.
+/// - [`release`](KeyCustodian::release) succeeds only for a seal that
+///   verifies under the sequencer's key, of a batch whose close time is at or
+///   before `now_ms`, and never for two different `(count, root)` of one
+///   batch; the same seal again returns the same key.
+pub trait KeyCustodian {
+    /// The public key `S_e` of batch `e`.
+    ///
+    /// # Errors
+    /// [`CustodianError::UnknownBatch`] or [`CustodianError::Key`].
+    fn public_key(&self, e: BatchId) -> Result<BatchPublicKey, CustodianError>;
+
+    /// Releases the key of the sealed batch `seal.e`.
+    ///
+    /// # Errors
+    /// [`CustodianError::BadSeal`], [`CustodianError::NotClosed`],
+    /// [`CustodianError::Equivocation`], [`CustodianError::UnknownBatch`] or
+    /// [`CustodianError::Key`].
+    fn release(
+        &mut self,
+        seal: &SignedSeal,
+        now_ms: u64,
+    ) -> Result<ReleasedBatchKey, CustodianError>;
+}
+
+/// The seal checks shared by custodians: signature, then close time.
+fn check_seal(
+    seal: &SignedSeal,
+    sequencer: &SequencerPublicKey,
+    schedule: &BatchSchedule,
+    now_ms: u64,
+) -> Result<(), CustodianError> {
+    seal.verify(sequencer)
+        .map_err(|source| CustodianError::BadSeal { e: seal.e, source })?;
+    let close_ms = schedule.close_ms(seal.e).unwrap_or(u64::MAX);
+    if now_ms < close_ms {
+        return Err(CustodianError::NotClosed {
+            e: seal.e,
+            close_ms,
+            now_ms,
+        });
+    }
+    Ok(())
+}
+
+fn statement(seal: &SignedSeal) -> SealStatement {
+    SealStatement {
+        e: seal.e,
+        count: seal.count,
+        root: seal.root,
+    }
+}
+
+/// The default custodian: in the sequencer's process, every `s_e` derived
+/// from one master secret (see `spec/envelope.md`, "Batch keys").
+pub struct EmbeddedCustodian {
+    master: MasterSecret,
+    sequencer: SequencerPublicKey,
+    schedule: BatchSchedule,
+    released: BTreeMap<BatchId, (u32, MerkleRoot)>,
+}
+
+impl std::fmt::Debug for EmbeddedCustodian {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedCustodian")
+            .field("sequencer", &self.sequencer)
+            .field("schedule", &self.schedule)
+            .field("released", &self.released.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedCustodian {
+    /// A custodian over an existing master secret (pure; no I/O).
+    #[must_use]
+    pub fn new(
+        master: MasterSecret,
+        sequencer: SequencerPublicKey,
+        schedule: BatchSchedule,
+    ) -> Self {
+        EmbeddedCustodian {
+            master,
+            sequencer,
+            schedule,
+            released: BTreeMap::new(),
+        }
+    }
+
+    /// Reads the master secret from `path`, or creates it there (fresh from
+    /// `rng`) if the file does not exist: created with `O_EXCL` and mode
+    /// 0600, written, fsynced, and the directory fsynced. An existing file
+    /// must be exactly 32 bytes and not accessible to group or others.
+    ///
+    /// # Errors
+    /// [`CustodianError::Io`] or [`CustodianError::BadSecretFile`].
+    pub fn open_or_create<R: CryptoRngCore + ?Sized>(
+        path: &Path,
+        rng: &mut R,
+        sequencer: SequencerPublicKey,
+        schedule: BatchSchedule,
+    ) -> Result<Self, CustodianError> {
+        let master = load_or_create_master(path, rng)?;
+        Ok(Self::new(master, sequencer, schedule))
+    }
+
+    /// The schedule this custodian checks close times against.
+    #[must_use]
+    pub fn schedule(&self) -> &BatchSchedule {
+        &self.schedule
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CustodianError + '_ {
+    move |source| CustodianError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn load_or_create_master<R: CryptoRngCore + ?Sized>(
+    path: &Path,
+    rng: &mut R,
+) -> Result<MasterSecret, CustodianError> {
+    match OpenOptions::new().read(true).open(path) {
+        Ok(mut file) => {
+            let meta = file.metadata().map_err(io_err(path))?;
+            if meta.permissions().mode() & 0o077 != 0 {
+                return Err(CustodianError::BadSecretFile {
+                    path: path.to_path_buf(),
+                    reason: "accessible to group or others (want mode 0600)",
+                });
+            }
+            if meta.len() != 32 {
+                return Err(CustodianError::BadSecretFile {
+                    path: path.to_path_buf(),
+                    reason: "not exactly 32 bytes",
+                });
+            }
+            let mut bytes = Zeroizing::new([0u8; 32]);
+            file.read_exact(bytes.as_mut()).map_err(io_err(path))?;
+            Ok(MasterSecret::from_bytes(*bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let master = MasterSecret::generate(rng);
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(io_err(path))?;
+            file.write_all(master.as_bytes()).map_err(io_err(path))?;
+            file.sync_all().map_err(io_err(path))?;
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(dir))?;
+            Ok(master)
+        }
+        Err(e) => Err(io_err(path)(e)),
+    }
+}
+
+impl KeyCustodian for EmbeddedCustodian {
+    fn public_key(&self, e: BatchId) -> Result<BatchPublicKey, CustodianError> {
+        let secret = self
+            .master
+            .derive_batch_secret(e)
+            .map_err(|source| CustodianError::Key { e, source })?;
+        Ok(secret.public())
+    }
+
+    fn release(
+        &mut self,
+        seal: &SignedSeal,
+        now_ms: u64,
+    ) -> Result<ReleasedBatchKey, CustodianError> {
+        check_seal(seal, &self.sequencer, &self.schedule, now_ms)?;
+        let e = seal.e;
+        if let Some(&(count, root)) = self.released.get(&e) {
+            if (count, root) != (seal.count, seal.root) {
+                return Err(CustodianError::Equivocation {
+                    e,
+                    first: SealStatement { e, count, root },
+                });
+            }
+        }
+        let secret = self
+            .master
+            .derive_batch_secret(e)
+            .map_err(|source| CustodianError::Key { e, source })?;
+        let public = secret.public();
+        let key = ReleasedBatchKey::new(secret, &public, seal)
+            .map_err(|source| CustodianError::Key { e, source })?;
+        self.released.insert(e, (seal.count, seal.root));
+        while self.released.len() > RELEASED_REMEMBERED_MAX {
+            self.released.pop_first();
+        }
+        debug_assert_eq!(key.seal(), &statement(seal));
+        Ok(key)
+    }
+}
+
+/// A custodian for verifiers: holds one finished batch's published `s_e`
+/// and releases it for that batch's valid seal (re-checked like any
+/// release), so anyone can re-open and re-check a published batch.
+pub struct PublishedKeyCustodian {
+    e: BatchId,
+    secret: super::keys::BatchSecret,
+    public: BatchPublicKey,
+    sequencer: SequencerPublicKey,
+    schedule: BatchSchedule,
+    released: Option<(u32, MerkleRoot)>,
+}
+
+impl std::fmt::Debug for PublishedKeyCustodian {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishedKeyCustodian")
+            .field("e", &self.e)
+            .field("public", &self.public)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PublishedKeyCustodian {
+    /// Wraps the published secret of batch `e`; it must be canonical,
+    /// non-zero and match the announced `public` key.
+    ///
+    /// # Errors
+    /// [`CustodianError::Key`].
+    pub fn new(
+        e: BatchId,
+        secret_bytes: &[u8; 32],
+        public: &BatchPublicKey,
+        sequencer: SequencerPublicKey,
+        schedule: BatchSchedule,
+    ) -> Result<Self, CustodianError> {
+        let scalar = decode_secret_scalar(secret_bytes)
+            .map_err(|source| CustodianError::Key { e, source })?;
+        let secret = super::keys::BatchSecret(scalar);
+        if secret.public() != *public {
+            return Err(CustodianError::Key {
+                e,
+                source: KeyError::Mismatch,
+            });
+        }
+        Ok(PublishedKeyCustodian {
+            e,
+            secret,
+            public: *public,
+            sequencer,
+            schedule,
+            released: None,
+        })
+    }
+}
+
+impl KeyCustodian for PublishedKeyCustodian {
+    fn public_key(&self, e: BatchId) -> Result<BatchPublicKey, CustodianError> {
+        if e != self.e {
+            return Err(CustodianError::UnknownBatch { e });
+        }
+        Ok(self.public)
+    }
+
+    fn release(
+        &mut self,
+        seal: &SignedSeal,
+        now_ms: u64,
+    ) -> Result<ReleasedBatchKey, CustodianError> {
+        if seal.e != self.e {
+            return Err(CustodianError::UnknownBatch { e: seal.e });
+        }
+        check_seal(seal, &self.sequencer, &self.schedule, now_ms)?;
+        if let Some((count, root)) = self.released {
+            if (count, root) != (seal.count, seal.root) {
+                return Err(CustodianError::Equivocation {
+                    e: seal.e,
+                    first: SealStatement {
+                        e: seal.e,
+                        count,
+                        root,
+                    },
+                });
+            }
+        }
+        let key = ReleasedBatchKey::new(self.secret.clone(), &self.public, seal)
+            .map_err(|source| CustodianError::Key { e: seal.e, source })?;
+        self.released = Some((seal.count, seal.root));
+        Ok(key)
+    }
+}
