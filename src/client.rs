@@ -134,7 +134,10 @@ impl Client {
     /// # Errors
     ///
     /// [`ClientError::Connection`] if the connection closes first.
-    pub async fn request(&self, build: impl FnOnce(u64) -> ClientMessage) -> Result<ServerMessage, ClientError> {
+    pub async fn request(
+        &self,
+        build: impl FnOnce(u64) -> ClientMessage,
+    ) -> Result<ServerMessage, ClientError> {
         let id = self.next_request_id();
         let message = build(id);
         let mut frame = Vec::new();
@@ -269,7 +272,12 @@ impl Client {
     /// # Errors
     ///
     /// [`ClientError::Refused`] outside demo mode.
-    pub async fn deposit(&self, account: [u8; 32], asset: u32, amount: u64) -> Result<(), ClientError> {
+    pub async fn deposit(
+        &self,
+        account: [u8; 32],
+        asset: u32,
+        amount: u64,
+    ) -> Result<(), ClientError> {
         match self
             .request(|request_id| ClientMessage::Deposit {
                 request_id,
@@ -333,7 +341,10 @@ async fn read_frames(
             match decoder.next_message() {
                 Ok(Some(message)) => match message.request_id() {
                     Some(id) => {
-                        let waiter = waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                        let waiter = waiters
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .remove(&id);
                         if let Some(waiter) = waiter {
                             let _ = waiter.send(message);
                         }

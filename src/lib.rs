@@ -34,8 +34,8 @@
 #![warn(missing_docs)]
 
 pub mod clearing;
-pub mod client;
 pub mod cli;
+pub mod client;
 pub mod codec;
 pub mod envelope;
 pub mod journal;

@@ -53,7 +53,9 @@ impl ServerArgs {
     /// # Errors
     ///
     /// Connection or schedule failures.
-    pub async fn connect(&self) -> Result<(Client, Schedule), Box<dyn std::error::Error + Send + Sync>> {
+    pub async fn connect(
+        &self,
+    ) -> Result<(Client, Schedule), Box<dyn std::error::Error + Send + Sync>> {
         let client = Client::connect(self.server, self.fingerprint()?).await?;
         let schedule = client.schedule().await?;
         Ok((client, schedule))
@@ -65,8 +67,11 @@ impl ServerArgs {
 /// # Errors
 ///
 /// Missing or malformed file.
-pub fn read_account_key(path: &Path) -> Result<ed25519_dalek::SigningKey, Box<dyn std::error::Error + Send + Sync>> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+pub fn read_account_key(
+    path: &Path,
+) -> Result<ed25519_dalek::SigningKey, Box<dyn std::error::Error + Send + Sync>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let mut seed = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut seed)
         .map_err(|_| format!("{}: expected 64 hex digits", path.display()))?;

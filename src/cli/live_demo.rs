@@ -38,7 +38,7 @@ pub struct DemoArgs {
 ///
 /// The node fails to start, or the run proves something wrong.
 pub fn run(args: &DemoArgs) -> CommandResult {
-    super::run::init_logging(false);
+    super::run::init_logging(false, "warn");
     let temporary = args.data_dir.is_none();
     let data_dir = args.data_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("sealbatch-demo-{}", std::process::id()))

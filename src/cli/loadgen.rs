@@ -34,6 +34,7 @@ use super::connect::{ServerArgs, target_batch};
 /// Arguments of `sealbatch loadgen`.
 #[derive(Debug, Clone, Args)]
 pub struct LoadgenArgs {
+    /// Where the sequencer is.
     #[command(flatten)]
     pub server: ServerArgs,
     /// Simulated traders, each with its own key and connection.
@@ -262,9 +263,10 @@ impl Trader {
 
     fn check_inclusion(&mut self) {
         for (seal, commitment, proof) in &self.proofs {
-            let (Some(receipt), Ok(proof)) =
-                (self.receipts.get(commitment), InclusionProof::from_bytes(proof))
-            else {
+            let (Some(receipt), Ok(proof)) = (
+                self.receipts.get(commitment),
+                InclusionProof::from_bytes(proof),
+            ) else {
                 continue;
             };
             if seal

@@ -11,7 +11,16 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod clear;
+pub mod connect;
 mod demo;
+mod deposit;
+mod keygen;
+mod live_demo;
+pub mod loadgen;
+pub mod run;
+mod submit;
+mod verify;
+pub mod watch;
 
 /// What a command returns: boxed errors are fine at the binary's edge.
 pub type CommandResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
@@ -34,9 +43,30 @@ pub enum Command {
     /// Measure throughput and print a plain table.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
-    /// A short clearing demo: a few markets, seeded random orders, a few
+    /// A sequencer in this process and demo traders over loopback QUIC for
+    /// about ten seconds, printing each batch's prices and volumes, then the
+    /// load report and a verification of the journal.
+    Demo(live_demo::DemoArgs),
+    /// The clearing engine alone: a few markets, seeded random orders, a few
     /// batches, a table of prices and volumes.
-    Demo(demo::DemoArgs),
+    ClearDemo(demo::DemoArgs),
+    /// Run the sequencer (QUIC server, journal, metrics) until SIGINT/SIGTERM.
+    Run(run::RunArgs),
+    /// Create a trader account key.
+    Keygen(keygen::KeygenArgs),
+    /// Seal and submit one bundle, then wait for its receipt, inclusion proof
+    /// and fills.
+    Submit(submit::SubmitArgs),
+    /// Print every cleared batch as it happens.
+    Watch(watch::WatchArgs),
+    /// Credit an account (demo mode).
+    Deposit(deposit::DepositArgs),
+    /// Simulated traders over QUIC at a target rate; reports throughput,
+    /// latencies and checks every receipt's inclusion.
+    Loadgen(loadgen::LoadgenArgs),
+    /// Re-derive every batch of a journal: signatures, Merkle roots,
+    /// decryption, clearing, settlement.
+    Verify(verify::VerifyArgs),
 }
 
 /// Parses the command line, runs the command, and maps its error to an exit code.
@@ -60,6 +90,14 @@ pub fn run(cli: Cli) -> CommandResult {
     match cli.command {
         Command::Clear(args) => clear::run(&args),
         Command::Bench(command) => bench::run(&command),
-        Command::Demo(args) => demo::run(&args),
+        Command::Demo(args) => live_demo::run(&args),
+        Command::ClearDemo(args) => demo::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Keygen(args) => keygen::run(&args),
+        Command::Submit(args) => submit::run(&args),
+        Command::Watch(args) => watch::run(&args),
+        Command::Deposit(args) => deposit::run(&args),
+        Command::Loadgen(args) => loadgen::run(&args),
+        Command::Verify(args) => verify::run(&args),
     }
 }

@@ -60,10 +60,10 @@ impl RunArgs {
     }
 }
 
-/// Installs the tracing subscriber (`RUST_LOG` filters; default `info`).
-pub fn init_logging(json: bool) {
+/// Installs the tracing subscriber (`RUST_LOG` filters; default `level`).
+pub fn init_logging(json: bool, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -109,7 +109,7 @@ pub fn shutdown_on_signals() -> std::io::Result<watch::Receiver<bool>> {
 ///
 /// Configuration, start-up, or a fatal journal error.
 pub fn run(args: &RunArgs) -> CommandResult {
-    init_logging(args.log_json);
+    init_logging(args.log_json, "info");
     let config = args.config()?;
     let runtime = runtime()?;
     runtime.block_on(async move {

@@ -9,7 +9,9 @@ use rand_core::OsRng;
 
 use super::CommandResult;
 use super::connect::{ServerArgs, read_account_key, target_batch};
-use crate::envelope::{BatchPublicKey, InclusionProof, SequencerPublicKey, SignedSeal, seal_bundle};
+use crate::envelope::{
+    BatchPublicKey, InclusionProof, SequencerPublicKey, SignedSeal, seal_bundle,
+};
 use crate::node::core::now_ms;
 use crate::order::OrderSpec;
 use crate::types::{BUNDLE_ORDERS_MAX, MarketId, Side};
@@ -82,7 +84,12 @@ impl SubmitArgs {
             let mut lines = text.lines().enumerate();
             match lines.next() {
                 Some((_, header)) if header.trim() == "market,side,price,qty" => {}
-                _ => return Err(format!("{}: line 1: expected header market,side,price,qty", path.display())),
+                _ => {
+                    return Err(format!(
+                        "{}: line 1: expected header market,side,price,qty",
+                        path.display()
+                    ));
+                }
             }
             for (n, line) in lines {
                 if line.trim().is_empty() {
@@ -90,14 +97,21 @@ impl SubmitArgs {
                 }
                 let fields: Vec<&str> = line.split(',').collect();
                 let index = orders.len();
-                orders.push(parse_order(&fields, index, &format!("{}: line {}", path.display(), n + 1))?);
+                orders.push(parse_order(
+                    &fields,
+                    index,
+                    &format!("{}: line {}", path.display(), n + 1),
+                )?);
             }
         }
         if orders.is_empty() {
             return Err("no orders: pass --order or --csv".into());
         }
         if orders.len() > BUNDLE_ORDERS_MAX {
-            return Err(format!("{} orders; a bundle holds at most {BUNDLE_ORDERS_MAX}", orders.len()));
+            return Err(format!(
+                "{} orders; a bundle holds at most {BUNDLE_ORDERS_MAX}",
+                orders.len()
+            ));
         }
         Ok(orders)
     }
@@ -140,8 +154,16 @@ pub fn run(args: &SubmitArgs) -> CommandResult {
             match event {
                 ServerMessage::BatchSealed(sealed) => {
                     let seal = SignedSeal::from_bytes(&sealed.seal)?;
-                    if let Some((_, proof)) = sealed.proofs.iter().find(|(c, _)| *c == receipt.commitment.0) {
-                        seal.verify_inclusion(&sequencer, &receipt, &InclusionProof::from_bytes(proof)?)?;
+                    if let Some((_, proof)) = sealed
+                        .proofs
+                        .iter()
+                        .find(|(c, _)| *c == receipt.commitment.0)
+                    {
+                        seal.verify_inclusion(
+                            &sequencer,
+                            &receipt,
+                            &InclusionProof::from_bytes(proof)?,
+                        )?;
                         println!(
                             "sealed: batch {} holds {} envelopes; inclusion proof verified",
                             seal.e, seal.count
@@ -149,11 +171,18 @@ pub fn run(args: &SubmitArgs) -> CommandResult {
                     }
                 }
                 ServerMessage::BatchCleared(cleared) if cleared.e == receipt.e => {
-                    let Some(own) = cleared.own.iter().find(|o| o.commitment == receipt.commitment.0) else {
+                    let Some(own) = cleared
+                        .own
+                        .iter()
+                        .find(|o| o.commitment == receipt.commitment.0)
+                    else {
                         return Err("the batch result does not mention the envelope".into());
                     };
                     if own.status != 0 {
-                        println!("rejected after opening: code {} detail {}", own.status, own.detail);
+                        println!(
+                            "rejected after opening: code {} detail {}",
+                            own.status, own.detail
+                        );
                     } else {
                         for (i, order) in orders.iter().enumerate() {
                             let filled = own

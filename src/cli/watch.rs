@@ -32,7 +32,12 @@ pub fn batch_row(cleared: &BatchCleared, name: &dyn Fn(u32) -> String) -> String
                 price,
                 market.volume
             )),
-            None => row.push_str(&format!(" {} {:>7}   {:<6} |", name(market.market), "-", "")),
+            None => row.push_str(&format!(
+                " {} {:>7}   {:<6} |",
+                name(market.market),
+                "-",
+                ""
+            )),
         }
     }
     row

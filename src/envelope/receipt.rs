@@ -120,6 +120,13 @@ impl SequencerKey {
         zeroize::Zeroizing::new(self.0.to_bytes())
     }
 
+    /// Signs an arbitrary message that already starts with its own domain
+    /// string (the schedule announcement, `spec/wire.md`).
+    #[must_use]
+    pub fn sign_message(&self, message: &[u8]) -> [u8; 64] {
+        self.0.sign(message).to_bytes()
+    }
+
     /// The public key traders verify against.
     #[must_use]
     pub fn public_key(&self) -> SequencerPublicKey {
@@ -173,6 +180,15 @@ impl SequencerPublicKey {
     #[must_use]
     pub fn to_bytes(&self) -> [u8; 32] {
         self.0.to_bytes()
+    }
+
+    /// Checks, strictly, a signature over a message that starts with its
+    /// own domain string (the schedule announcement, `spec/wire.md`).
+    ///
+    /// # Errors
+    /// [`VerifyError::BadSignature`].
+    pub fn verify_message(&self, msg: &[u8], signature: &[u8; 64]) -> Result<(), VerifyError> {
+        self.verify(msg, signature)
     }
 
     fn verify(&self, msg: &[u8], signature: &[u8; 64]) -> Result<(), VerifyError> {

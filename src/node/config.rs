@@ -229,11 +229,13 @@ impl NodeConfig {
             self.data_dir = PathBuf::from(dir);
         }
         let addr = |name: &'static str, value: String| {
-            value.parse::<SocketAddr>().map_err(|e| ConfigFileError::Env {
-                name,
-                value: value.clone(),
-                reason: e.to_string(),
-            })
+            value
+                .parse::<SocketAddr>()
+                .map_err(|e| ConfigFileError::Env {
+                    name,
+                    value: value.clone(),
+                    reason: e.to_string(),
+                })
         };
         if let Ok(value) = std::env::var("SEALBATCH_LISTEN") {
             self.listen = addr("SEALBATCH_LISTEN", value)?;
@@ -280,7 +282,8 @@ impl NodeConfig {
             return invalid("limits.core_queue_max and outbound_queue_max must be at least 1");
         }
         if l.envelopes_per_connection_per_batch_max == 0
-            || l.envelopes_per_connection_per_batch_max as usize > crate::wire::SUBSCRIBER_ENVELOPES_MAX
+            || l.envelopes_per_connection_per_batch_max as usize
+                > crate::wire::SUBSCRIBER_ENVELOPES_MAX
         {
             return invalid("limits.envelopes_per_connection_per_batch_max must be 1 to 1024");
         }

@@ -179,7 +179,11 @@ impl Core {
     ///
     /// [`CoreError`]: the journal or the sequencer failed; the process must
     /// stop (a restart recovers from the journal).
-    pub fn run(mut self, requests: Receiver<Request>, control: Receiver<Control>) -> Result<(), CoreError> {
+    pub fn run(
+        mut self,
+        requests: Receiver<Request>,
+        control: Receiver<Control>,
+    ) -> Result<(), CoreError> {
         // Work left from recovery (a sealed batch to open, a genesis record).
         self.turn()?;
         loop {
@@ -242,7 +246,9 @@ impl Core {
                     tracing::error!(%error, "processing an opened batch failed");
                     std::process::abort();
                 }
-                self.metrics.clearing_seconds.observe_duration(start.elapsed());
+                self.metrics
+                    .clearing_seconds
+                    .observe_duration(start.elapsed());
             }
             Control::Shutdown => {
                 tracing::info!("shutdown: refusing new envelopes, finishing batches in flight");
@@ -263,7 +269,14 @@ impl Core {
         }
     }
 
-    fn refuse(&mut self, session: SessionId, request_id: u64, code: ReasonCode, next_open: u64, message: String) {
+    fn refuse(
+        &mut self,
+        session: SessionId,
+        request_id: u64,
+        code: ReasonCode,
+        next_open: u64,
+        message: String,
+    ) {
         self.metrics.reject(code.to_byte());
         self.send(
             session,
@@ -290,7 +303,13 @@ impl Core {
             } => {
                 let open = self.sequencer.open_batch_at(now);
                 if self.shutting_down {
-                    self.refuse(session, request_id, ReasonCode::Busy, open, "the sequencer is shutting down".into());
+                    self.refuse(
+                        session,
+                        request_id,
+                        ReasonCode::Busy,
+                        open,
+                        "the sequencer is shutting down".into(),
+                    );
                     return;
                 }
                 let Some(conn) = self.sessions.get(&session).map(|s| s.conn) else {
@@ -313,7 +332,10 @@ impl Core {
                 }
                 self.next_token += 1;
                 let token = self.next_token;
-                match self.sequencer.handle_submit(now, SubmitToken(token), envelope) {
+                match self
+                    .sequencer
+                    .handle_submit(now, SubmitToken(token), envelope)
+                {
                     Ok(commitment) => {
                         *self.submitted.entry((e, conn)).or_insert(0) += 1;
                         self.pending.insert(
@@ -394,10 +416,12 @@ impl Core {
                 }
                 self.next_token += 1;
                 let token = self.next_token;
-                match self
-                    .sequencer
-                    .handle_deposit(OpToken(token), AccountId(account), AssetId(asset), amount)
-                {
+                match self.sequencer.handle_deposit(
+                    OpToken(token),
+                    AccountId(account),
+                    AssetId(asset),
+                    amount,
+                ) {
                     Ok(()) => {
                         self.pending.insert(
                             token,
@@ -422,7 +446,11 @@ impl Core {
     }
 
     /// The signed schedule as of `now`.
-    fn schedule(&self, request_id: u64, now: u64) -> Result<Schedule, crate::sequencer::SequencerError> {
+    fn schedule(
+        &self,
+        request_id: u64,
+        now: u64,
+    ) -> Result<Schedule, crate::sequencer::SequencerError> {
         let genesis = self.sequencer.genesis();
         let open = self.sequencer.open_batch_at(now);
         let ahead = self
@@ -464,7 +492,9 @@ impl Core {
             markets,
             signature: [0; 64],
         };
-        schedule.signature = self.key.sign_message(&wire::schedule_signing_message(&schedule));
+        schedule.signature = self
+            .key
+            .sign_message(&wire::schedule_signing_message(&schedule));
         Ok(schedule)
     }
 
@@ -518,7 +548,9 @@ impl Core {
                 let Some(p) = self.pending.remove(&token.0) else {
                     return;
                 };
-                self.metrics.envelopes_accepted.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .envelopes_accepted
+                    .fetch_add(1, Ordering::Relaxed);
                 self.metrics
                     .receipt_seconds
                     .observe_duration(p.received.elapsed());
@@ -532,7 +564,12 @@ impl Core {
             }
             Event::OperationDurable { token } => {
                 if let Some(p) = self.pending.remove(&token.0) {
-                    self.send(p.session, ServerMessage::Ack { request_id: p.request_id });
+                    self.send(
+                        p.session,
+                        ServerMessage::Ack {
+                            request_id: p.request_id,
+                        },
+                    );
                 }
             }
             Event::BatchOpened {
@@ -674,7 +711,9 @@ fn own_outcomes(outcome: &BatchOutcome, own: &[Commitment]) -> Vec<OwnEnvelope> 
                 EnvelopeStatus::Accepted { .. } => (0, 0),
                 EnvelopeStatus::Rejected { code, detail } => (code, detail),
             };
-            let start = outcome.fills.partition_point(|f| (f.envelope as usize) < index);
+            let start = outcome
+                .fills
+                .partition_point(|f| (f.envelope as usize) < index);
             let fills = outcome.fills[start..]
                 .iter()
                 .take_while(|f| f.envelope as usize == index)

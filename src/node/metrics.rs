@@ -14,7 +14,9 @@ pub const LATENCY_BUCKETS_S: [f64; 12] = [
 ];
 
 /// Upper bounds of the batch-size buckets, in envelopes.
-pub const SIZE_BUCKETS: [f64; 8] = [0.0, 10.0, 100.0, 1_000.0, 5_000.0, 10_000.0, 50_000.0, 100_000.0];
+pub const SIZE_BUCKETS: [f64; 8] = [
+    0.0, 10.0, 100.0, 1_000.0, 5_000.0, 10_000.0, 50_000.0, 100_000.0,
+];
 
 /// A histogram with fixed buckets.
 #[derive(Debug)]
@@ -155,7 +157,10 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         };
         counter(
             &mut out,
@@ -209,8 +214,11 @@ impl Metrics {
             "QUIC connection attempts refused by a limit.",
             self.connections_refused.load(Ordering::Relaxed),
         );
-        self.batch_size
-            .render("sealbatch_batch_envelopes", "Envelopes per sealed batch.", &mut out);
+        self.batch_size.render(
+            "sealbatch_batch_envelopes",
+            "Envelopes per sealed batch.",
+            &mut out,
+        );
         self.fsync_seconds.render(
             "sealbatch_journal_fsync_seconds",
             "Journal group commit latency.",
@@ -276,7 +284,8 @@ pub async fn serve_metrics(
                     body.len()
                 )
             } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
             };
             let _ = stream.write_all(response.as_bytes()).await;
             let _ = stream.shutdown().await;

@@ -83,7 +83,9 @@ pub enum NodeError {
     #[error("the core thread panicked")]
     CorePanicked,
     /// The configuration disagrees with the journal's genesis.
-    #[error("the configuration's {0} differs from the journal's genesis record; the journal wins for genesis time, everything else must match")]
+    #[error(
+        "the configuration's {0} differs from the journal's genesis record; the journal wins for genesis time, everything else must match"
+    )]
     GenesisChanged(&'static str),
 }
 

@@ -142,7 +142,13 @@ async fn connection_task(
             return;
         }
         tokio::spawn(writer(send, out_rx));
-        tokio::spawn(reader(recv, session, core.clone(), out_tx, connection.clone()));
+        tokio::spawn(reader(
+            recv,
+            session,
+            core.clone(),
+            out_tx,
+            connection.clone(),
+        ));
     }
 }
 
