@@ -204,6 +204,14 @@ struct Trader {
     receipts: BTreeMap<[u8; 32], Receipt>,
     proofs: Vec<(SignedSeal, [u8; 32], Vec<u8>)>,
     waiting: BTreeSet<u64>,
+    /// Smoothed receipt latency, to aim at a batch still open on arrival.
+    latency_ms: f64,
+}
+
+/// Margin kept before a batch closes: a few smoothed receipt latencies,
+/// plus a floor for scheduling jitter, at most a few batches.
+fn margin_ms(latency_ms: f64, batch_length_ms: u64) -> u64 {
+    ((10.0 + 3.0 * latency_ms) as u64).min(batch_length_ms.saturating_mul(4))
 }
 
 enum Outcome {
@@ -254,6 +262,7 @@ impl Trader {
                 self.report.receipts += 1;
                 self.report.orders_accepted += orders as u64;
                 self.report.receipt_latency.push(latency);
+                self.latency_ms = 0.9 * self.latency_ms + 0.1 * latency.as_secs_f64() * 1e3;
                 self.waiting.insert(receipt.e);
                 self.receipts.insert(receipt.commitment.0, receipt);
             }
@@ -325,6 +334,7 @@ async fn run_trader(
         receipts: BTreeMap::new(),
         proofs: Vec::new(),
         waiting: BTreeSet::new(),
+        latency_ms: 5.0,
     };
     let bundle = options.bundle.clamp(1, BUNDLE_ORDERS_MAX);
     let per_second = options.rate as f64 / options.traders.max(1) as f64 / bundle as f64;
@@ -341,7 +351,8 @@ async fn run_trader(
                 due += per_second * tick.as_secs_f64();
                 let count = due.floor() as usize;
                 due -= count as f64;
-                let e = target_batch(&trader.schedule, now_ms(), 15);
+                let margin = margin_ms(trader.latency_ms, trader.schedule.batch_length_ms);
+                let e = target_batch(&trader.schedule, now_ms(), margin);
                 let Some(batch_key) = trader.keys.get(&e).copied() else {
                     continue;
                 };

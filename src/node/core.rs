@@ -18,8 +18,9 @@ use crossbeam_channel::{Receiver, Sender, select};
 use tokio::sync::mpsc;
 
 use crate::envelope::{Commitment, SequencerKey};
-use crate::journal::{FsStorage, Journal};
+use crate::journal::{FsStorage, Journal, JournalError, Lsn};
 use crate::market::{AccountId, AssetId};
+use crate::sequencer::JournalWrite;
 use crate::sequencer::{
     BatchOutcome, EnvelopeStatus, Event, OpToken, OpenedJob, Sequencer, SubmitError, SubmitToken,
 };
@@ -60,6 +61,11 @@ pub enum Control {
     },
     /// A batch finished opening on the rayon pool.
     Opened(OpenedJob, Duration),
+    /// The journal writer made every record up to this LSN durable, with
+    /// one group commit that took this long.
+    Durable(Lsn, Duration),
+    /// The journal writer failed; nothing more can be made durable.
+    JournalFailed(JournalError),
     /// Stop accepting, finish the batches in flight, flush and exit.
     Shutdown,
 }
@@ -102,7 +108,9 @@ struct Pending {
 /// The core loop's state.
 pub struct Core {
     sequencer: Sequencer,
-    journal: Journal<FsStorage>,
+    journal: Option<Journal<FsStorage>>,
+    writes: Option<Sender<JournalWrite>>,
+    failed: Option<JournalError>,
     key: SequencerKey,
     metrics: Arc<Metrics>,
     demo: bool,
@@ -114,6 +122,45 @@ pub struct Core {
     sealed_at: BTreeMap<BatchId, Instant>,
     control_tx: Sender<Control>,
     shutting_down: bool,
+}
+
+/// The journal writer thread: appends every write that is waiting, makes them
+/// durable with one fsync, reports the durable LSN, and repeats. Returns the
+/// journal when the core hangs up.
+fn journal_writer(
+    mut journal: Journal<FsStorage>,
+    writes: &Receiver<JournalWrite>,
+    control: &Sender<Control>,
+) -> Journal<FsStorage> {
+    while let Ok(first) = writes.recv() {
+        let start = Instant::now();
+        let mut result = append(&mut journal, &first);
+        while result.is_ok() {
+            match writes.try_recv() {
+                Ok(write) => result = append(&mut journal, &write),
+                Err(_) => break,
+            }
+        }
+        let result = result.and_then(|()| journal.sync());
+        let message = match result {
+            Ok(lsn) => Control::Durable(lsn, start.elapsed()),
+            Err(error) => Control::JournalFailed(error),
+        };
+        let failed = matches!(message, Control::JournalFailed(_));
+        if control.send(message).is_err() || failed {
+            break;
+        }
+    }
+    journal
+}
+
+fn append(journal: &mut Journal<FsStorage>, write: &JournalWrite) -> Result<(), JournalError> {
+    let lsn = journal.append(write.kind, &write.payload)?;
+    if lsn == write.lsn {
+        Ok(())
+    } else {
+        Err(JournalError::Poisoned)
+    }
 }
 
 /// Unix milliseconds now.
@@ -157,7 +204,9 @@ impl Core {
     ) -> Core {
         Core {
             sequencer,
-            journal,
+            journal: Some(journal),
+            writes: None,
+            failed: None,
             key,
             metrics,
             demo,
@@ -184,7 +233,27 @@ impl Core {
         requests: Receiver<Request>,
         control: Receiver<Control>,
     ) -> Result<(), CoreError> {
+        let (writes, writes_rx) = crossbeam_channel::unbounded();
+        let journal = self.journal.take();
+        let control_tx = self.control_tx.clone();
+        let writer = std::thread::Builder::new()
+            .name("sealbatch-journal".into())
+            .spawn(move || journal.map(|j| journal_writer(j, &writes_rx, &control_tx)))
+            .map_err(|_| CoreError::Journal(JournalError::Poisoned))?;
+        self.writes = Some(writes);
         // Work left from recovery (a sealed batch to open, a genesis record).
+        let result = self.serve(&requests, &control);
+        // Hang up on the writer; it returns once everything sent is written.
+        self.writes = None;
+        let _ = writer.join();
+        result
+    }
+
+    fn serve(
+        &mut self,
+        requests: &Receiver<Request>,
+        control: &Receiver<Control>,
+    ) -> Result<(), CoreError> {
         self.turn()?;
         loop {
             let now = now_ms();
@@ -213,8 +282,14 @@ impl Core {
                     break;
                 }
             }
+            if let Some(error) = self.failed.take() {
+                return Err(CoreError::Journal(error));
+            }
             self.turn()?;
-            if self.shutting_down && self.sequencer.batches_pending() == 0 {
+            if self.shutting_down
+                && self.sequencer.batches_pending() == 0
+                && self.sequencer.is_idle()
+            {
                 tracing::info!("every batch in flight is cleared and durable; core stops");
                 return Ok(());
             }
@@ -249,6 +324,17 @@ impl Core {
                 self.metrics
                     .clearing_seconds
                     .observe_duration(start.elapsed());
+            }
+            Control::Durable(lsn, took) => {
+                self.metrics.fsync_seconds.observe_duration(took);
+                if let Err(error) = self.sequencer.handle_journal_durable(now_ms(), lsn) {
+                    tracing::error!(%error, "journal completion does not fit the sequencer");
+                    std::process::abort();
+                }
+            }
+            Control::JournalFailed(error) => {
+                tracing::error!(%error, "the journal failed; stopping");
+                self.failed = Some(error);
             }
             Control::Shutdown => {
                 tracing::info!("shutdown: refusing new envelopes, finishing batches in flight");
@@ -502,30 +588,19 @@ impl Core {
     fn turn(&mut self) -> Result<(), CoreError> {
         let now = now_ms();
         self.sequencer.handle_timeout(now)?;
-        let mut wrote = false;
-        let flush_start = Instant::now();
         while let Some(write) = self.sequencer.poll_journal() {
-            if write.kind == crate::journal::RecordKind::Seal {
-                self.sealed_at.insert(
-                    u64::from_le_bytes(write.payload[..8].try_into().unwrap_or([0; 8])),
-                    Instant::now(),
-                );
+            if write.kind == crate::journal::RecordKind::Seal
+                && let Some(e) = write
+                    .payload
+                    .get(..8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            {
+                self.sealed_at.insert(u64::from_le_bytes(e), Instant::now());
             }
-            let lsn = self.journal.append(write.kind, &write.payload)?;
-            if lsn != write.lsn {
-                return Err(CoreError::LsnMismatch {
-                    expected: write.lsn,
-                    got: lsn,
-                });
+            let sent = self.writes.as_ref().is_some_and(|w| w.send(write).is_ok());
+            if !sent {
+                return Err(CoreError::Journal(JournalError::Poisoned));
             }
-            wrote = true;
-        }
-        if wrote || self.journal.has_unsynced() {
-            let durable = self.journal.sync()?;
-            self.metrics
-                .fsync_seconds
-                .observe_duration(flush_start.elapsed());
-            self.sequencer.handle_journal_durable(now_ms(), durable)?;
         }
         while let Some(job) = self.sequencer.poll_job() {
             self.metrics.batch_size.observe(job.len() as f64);
