@@ -1,0 +1,210 @@
+//! The sequencer process over real loopback QUIC: good clients are served,
+//! misbehaving ones are closed with an application error code without
+//! hurting anyone else, and bounds hold.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand_core::OsRng;
+use sealbatch::cli::connect::target_batch;
+use sealbatch::client::{Client, ClientError};
+use sealbatch::envelope::{BatchPublicKey, seal_bundle};
+use sealbatch::node::{self, NodeConfig, NodeInfo};
+use sealbatch::order::OrderSpec;
+use sealbatch::types::{MarketId, Side};
+use sealbatch::wire::ReasonCode;
+use tokio::sync::{oneshot, watch};
+
+struct TestNode {
+    info: NodeInfo,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Result<(), node::NodeError>>,
+    dir: std::path::PathBuf,
+}
+
+async fn start(tag: &str, tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
+    let dir =
+        std::env::temp_dir().join(format!("sealbatch-node-test-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut config = NodeConfig {
+        data_dir: dir.clone(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        metrics_listen: None,
+        ..NodeConfig::default()
+    };
+    tweak(&mut config);
+    let (stop, shutdown) = watch::channel(false);
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(node::run(config, shutdown, Some(tx)));
+    let info = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("starts in time")
+        .expect("starts");
+    TestNode {
+        info,
+        stop,
+        task,
+        dir,
+    }
+}
+
+impl TestNode {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("stops in time")
+            .expect("joins")
+            .expect("stops cleanly");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn submit_one(client: &Client) -> Result<sealbatch::envelope::Receipt, ClientError> {
+    let schedule = client.schedule().await?;
+    let e = target_batch(&schedule, sealbatch::node::core::now_ms(), 30);
+    let (_, key) = schedule
+        .batch_keys
+        .iter()
+        .find(|(b, _)| *b == e)
+        .expect("key announced");
+    let key = BatchPublicKey::from_bytes(key).expect("valid key");
+    let trader = ed25519_dalek::SigningKey::generate(&mut OsRng);
+    let orders = [OrderSpec {
+        market: MarketId(1),
+        side: Side::Buy,
+        limit: Some(60_000),
+        qty: 1,
+        client_order_id: 1,
+    }];
+    let envelope = seal_bundle(&mut OsRng, &trader, e, &key, 1, &orders).expect("seals");
+    client.submit(envelope.into_bytes()).await
+}
+
+/// A raw QUIC connection with the right pin, to misbehave on.
+async fn raw(node: &TestNode) -> quinn::Connection {
+    let endpoint =
+        sealbatch::net::client_endpoint(node.info.listen, node.info.fingerprint).expect("endpoint");
+    endpoint
+        .connect(node.info.listen, "localhost")
+        .expect("connect")
+        .await
+        .expect("handshake")
+}
+
+async fn closed_with(connection: &quinn::Connection) -> Option<u64> {
+    match tokio::time::timeout(Duration::from_secs(5), connection.closed()).await {
+        Ok(quinn::ConnectionError::ApplicationClosed(close)) => Some(close.error_code.into_inner()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misbehaving_clients_are_closed_and_others_keep_being_served() {
+    let node = start("misbehave", |_| {}).await;
+    let good = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    submit_one(&good).await.expect("first receipt");
+
+    // Garbage: an unknown message type.
+    let garbage = raw(&node).await;
+    let (mut send, _recv) = garbage.open_bi().await.expect("stream");
+    send.write_all(&[5, 0, 0, 0, 0x7f, 1, 2, 3, 4])
+        .await
+        .expect("write");
+    assert_eq!(closed_with(&garbage).await, Some(1), "protocol error code");
+
+    // A frame over the client limit.
+    let oversized = raw(&node).await;
+    let (mut send, _recv) = oversized.open_bi().await.expect("stream");
+    send.write_all(&(1u32 << 20).to_le_bytes())
+        .await
+        .expect("write");
+    send.write_all(&[0x02; 64]).await.expect("write");
+    assert_eq!(
+        closed_with(&oversized).await,
+        Some(2),
+        "frame too large code"
+    );
+
+    // Too many streams: the fifth cannot open while four are held.
+    let greedy = raw(&node).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let (mut send, recv) = greedy.open_bi().await.expect("stream");
+        // A stream exists for the server once it carries data.
+        send.write_all(&[]).await.expect("write");
+        held.push((send, recv));
+    }
+    let fifth = tokio::time::timeout(Duration::from_millis(500), greedy.open_bi()).await;
+    assert!(fifth.is_err(), "a fifth concurrent stream is held back");
+
+    // A wrong pin never connects.
+    let wrong = Client::connect(node.info.listen, [7; 32]).await;
+    assert!(wrong.is_err(), "a wrong fingerprint is refused");
+
+    // The good client is unaffected.
+    submit_one(&good).await.expect("second receipt");
+    // Bad input from a good client gets a typed rejection, not a closed connection.
+    match good.submit(vec![1, 2, 3]).await {
+        Err(ClientError::Rejected { code, .. }) => assert_eq!(code, ReasonCode::Malformed),
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    submit_one(&good).await.expect("third receipt");
+    good.close();
+    drop(held);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_time_out_and_connection_floods_are_refused() {
+    let node = start("bounds", |c| {
+        c.limits.idle_timeout_ms = 400;
+        c.limits.connections_per_ip_max = 3;
+    })
+    .await;
+    // An idle half-open connection is closed by the idle timeout.
+    let idle = raw(&node).await;
+    let reason = tokio::time::timeout(Duration::from_secs(5), idle.closed())
+        .await
+        .expect("closed in time");
+    assert!(
+        matches!(reason, quinn::ConnectionError::TimedOut),
+        "{reason:?}"
+    );
+
+    // A flood: only three connections from one address.
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        kept.push(
+            Client::connect(node.info.listen, node.info.fingerprint)
+                .await
+                .expect("within the limit"),
+        );
+    }
+    let fourth = Client::connect(node.info.listen, node.info.fingerprint).await;
+    assert!(
+        fourth.is_err(),
+        "the fourth connection from one address is refused"
+    );
+    // Those within the limit are served.
+    submit_one(&kept[0]).await.expect("receipt");
+    drop(kept);
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deposits_are_operator_only_outside_demo_mode() {
+    let node = start("operator", |c| c.demo = false).await;
+    let client = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    match client.deposit([1; 32], 0, 5).await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, ReasonCode::OperatorOnly),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(client.account([1; 32]).await.expect("balances").is_empty());
+    client.close();
+    node.stop().await;
+}
