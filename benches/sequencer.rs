@@ -64,10 +64,15 @@ fn setup(count: usize) -> Setup {
     let key_seed = [9; 32];
     let key = SequencerKey::from_seed(&key_seed);
     let g = genesis(&key);
-    let custodian =
-        EmbeddedCustodian::new(MasterSecret::from_bytes(master), key.public_key(), g.schedule);
+    let custodian = EmbeddedCustodian::new(
+        MasterSecret::from_bytes(master),
+        key.public_key(),
+        g.schedule,
+    );
     let public = custodian.public_key(0).expect("key of batch 0");
-    let traders: Vec<SigningKey> = (0..TRADERS).map(|_| SigningKey::generate(&mut rng)).collect();
+    let traders: Vec<SigningKey> = (0..TRADERS)
+        .map(|_| SigningKey::generate(&mut rng))
+        .collect();
     let envelopes = (0..count)
         .map(|i| {
             let orders: Vec<OrderSpec> = (0..ORDERS_PER_BUNDLE)
@@ -82,9 +87,16 @@ fn setup(count: usize) -> Setup {
                     }
                 })
                 .collect();
-            seal_bundle(&mut rng, &traders[i % TRADERS], 0, &public, i as u64, &orders)
-                .expect("seals")
-                .into_bytes()
+            seal_bundle(
+                &mut rng,
+                &traders[i % TRADERS],
+                0,
+                &public,
+                i as u64,
+                &orders,
+            )
+            .expect("seals")
+            .into_bytes()
         })
         .collect();
     Setup {
@@ -178,8 +190,10 @@ fn turnaround(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     for count in sizes {
         let setup = setup(count);
-        let dir: PathBuf = std::env::temp_dir()
-            .join(format!("sealbatch-bench-turnaround-{count}-{}", std::process::id()));
+        let dir: PathBuf = std::env::temp_dir().join(format!(
+            "sealbatch-bench-turnaround-{count}-{}",
+            std::process::id()
+        ));
         group.throughput(Throughput::Elements((count * ORDERS_PER_BUNDLE) as u64));
         group.bench_with_input(BenchmarkId::new("envelopes_x16", count), &count, |b, _| {
             b.iter_custom(|iterations| {

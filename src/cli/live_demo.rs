@@ -117,6 +117,12 @@ pub fn run(args: &DemoArgs) -> CommandResult {
         node.await.map_err(|e| e.to_string())??;
         let mut report = report?;
         println!("\n{}", report.render());
+        if let Some(rss) = crate::node::metrics::resident_bytes() {
+            println!(
+                "process memory       {:>9.1} MiB resident (sequencer and traders)",
+                rss as f64 / (1 << 20) as f64
+            );
+        }
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(report)
     });
     let verified = result.and_then(|report| {

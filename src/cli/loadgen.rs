@@ -55,6 +55,24 @@ pub struct LoadgenArgs {
     /// Do not deposit funds first (the accounts must already be funded).
     #[arg(long)]
     pub no_fund: bool,
+    /// The sequencer's metrics address, to report its resident memory.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9433")]
+    pub metrics: SocketAddr,
+}
+
+/// Reads one gauge from a Prometheus `/metrics` endpoint (best effort).
+fn scrape(addr: SocketAddr, name: &str) -> Option<f64> {
+    use std::io::Read;
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
 }
 
 /// Load generation settings, independent of the command line.
@@ -483,6 +501,12 @@ pub fn run(args: &LoadgenArgs) -> CommandResult {
     };
     let mut report = super::run::runtime()?.block_on(load(options))?;
     print!("{}", report.render());
+    if let Some(rss) = scrape(args.metrics, "process_resident_memory_bytes ") {
+        println!(
+            "sequencer memory     {:>9.1} MiB resident",
+            rss / (1 << 20) as f64
+        );
+    }
     if report.included != report.receipts {
         return Err(format!(
             "{} of {} receipts were not proven included",

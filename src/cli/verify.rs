@@ -65,8 +65,13 @@ pub fn run(args: &VerifyArgs) -> CommandResult {
         .map(|r| (r.lsn, r.kind, r.payload));
     let report = verify_journal(records)?;
     let mut bad = 0;
+    let mut pending = 0;
     for batch in &report.batches {
         match &batch.verdict {
+            Ok(()) if batch.pending => {
+                pending += 1;
+                println!("batch {:>10}: sealed, result not journaled yet", batch.e);
+            }
             Ok(()) if args.verbose => println!(
                 "batch {:>10}: {:>6} envelopes {:>8} fills  OK",
                 batch.e, batch.envelopes, batch.fills
@@ -79,11 +84,12 @@ pub fn run(args: &VerifyArgs) -> CommandResult {
         }
     }
     println!(
-        "{} records, {} batches: {} OK, {} mismatched",
+        "{} records, {} batches: {} OK, {} mismatched, {} pending",
         report.records,
         report.batches.len(),
-        report.batches.len() - bad,
-        bad
+        report.batches.len() - bad - pending,
+        bad,
+        pending
     );
     if bad > 0 {
         return Err(format!("{bad} batches do not verify").into());

@@ -248,6 +248,14 @@ impl Metrics {
     }
 }
 
+/// This process's resident memory, from `/proc/self/statm` (Linux).
+#[must_use]
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
 /// Serves `GET /metrics` on `addr` until `shutdown` fires. Anything else gets
 /// a 404; a request line longer than 4 KiB or slower than 5 s is dropped.
 ///

@@ -35,6 +35,9 @@ pub struct BatchVerdict {
     pub fills: usize,
     /// `Ok` or the first mismatch found.
     pub verdict: Result<(), String>,
+    /// Sealed, but its result is not in the journal yet (a live journal, or
+    /// a crash before the result): re-derived once a restart clears it.
+    pub pending: bool,
 }
 
 /// The whole journal's verdicts.
@@ -47,10 +50,10 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    /// Whether every batch verified.
+    /// Whether every batch verified and none is pending.
     #[must_use]
     pub fn all_ok(&self) -> bool {
-        self.batches.iter().all(|b| b.verdict.is_ok())
+        self.batches.iter().all(|b| b.verdict.is_ok() && !b.pending)
     }
 }
 
@@ -138,6 +141,7 @@ pub fn verify_journal(
                     envelopes: envelopes.len(),
                     fills: 0,
                     verdict,
+                    pending: true,
                 });
                 sealed.insert(
                     seal.e,
@@ -155,6 +159,7 @@ pub fn verify_journal(
                         envelopes: 0,
                         fills: outcome.fills.len(),
                         verdict: Err(format!("record {lsn}: result without a seal")),
+                        pending: false,
                     });
                     continue;
                 };
@@ -162,6 +167,7 @@ pub fn verify_journal(
                     rederive(&genesis, &batch, &outcome, &ledger, &markets, &references);
                 let slot = &mut report.batches[batch.verdict];
                 slot.fills = outcome.fills.len();
+                slot.pending = false;
                 if slot.verdict.is_ok() {
                     slot.verdict = recomputed.and_then(|again| compare(&outcome, &again));
                 }
@@ -184,12 +190,6 @@ pub fn verify_journal(
                     lsn,
                     reason: e.to_string(),
                 })?,
-        }
-    }
-    for batch in sealed.values() {
-        let slot = &mut report.batches[batch.verdict];
-        if slot.verdict.is_ok() {
-            slot.verdict = Err("sealed, but no result journaled yet".into());
         }
     }
     Ok(report)
