@@ -182,6 +182,31 @@ fn cpu_ratio(c: &mut Criterion) {
             })
         });
     }
+    // open_batch on one thread, CPU time per envelope (batch of 256).
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for n in [1usize, 16, 64, 256] {
+        let envs = envelopes(&s, 256, n);
+        let key = release(&s, &envs);
+        g.throughput(Throughput::Elements(envs.len() as u64));
+        g.bench_with_input(
+            BenchmarkId::new("open_batch_per_envelope", n),
+            &n,
+            |b, _| {
+                b.iter_custom(|iters| {
+                    pool.install(|| {
+                        let t0 = thread_cpu_ns();
+                        for _ in 0..iters {
+                            black_box(open_batch(&key, &envs).unwrap());
+                        }
+                        Duration::from_nanos(thread_cpu_ns().saturating_sub(t0))
+                    })
+                })
+            },
+        );
+    }
     g.finish();
 }
 
