@@ -756,3 +756,37 @@ fn batched_open_matches_single_open() {
         (0..100).filter(|i| i % 9 > 2).count()
     );
 }
+
+/// Wide trees take the parallel hashing path; proofs and the root-only
+/// function still agree with the tree.
+#[test]
+fn wide_merkle_tree_is_consistent() {
+    let commitments: Vec<Commitment> = (0u32..9_001)
+        .map(|i| Commitment::of(&i.to_le_bytes()))
+        .collect();
+    let tree = MerkleTree::from_commitments(commitments).unwrap();
+    assert_eq!(merkle_root(tree.leaves()).unwrap(), tree.root());
+    for i in [0u32, 1, 4095, 4096, 8191, 8192, 9_000] {
+        let proof = tree.proof(i).unwrap();
+        let c = tree.leaves()[i as usize];
+        proof.verify(&c, tree.count(), &tree.root()).unwrap();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn prop_every_proof_verifies(n in 0usize..300, salt in any::<u64>()) {
+        let commitments: Vec<Commitment> = (0..n as u64)
+            .map(|i| Commitment::of(&(i ^ salt).to_le_bytes()))
+            .collect();
+        let tree = MerkleTree::from_commitments(commitments).unwrap();
+        prop_assert_eq!(merkle_root(tree.leaves()).unwrap(), tree.root());
+        for i in 0..tree.count() {
+            let proof = tree.proof(i).unwrap();
+            prop_assert!(proof.siblings.len() <= PROOF_DEPTH_MAX);
+            prop_assert!(proof.verify(&tree.leaves()[i as usize], tree.count(), &tree.root()).is_ok());
+        }
+    }
+}
