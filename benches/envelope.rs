@@ -2,7 +2,7 @@
 //! 10^4 envelopes (1 and 2 threads), the Merkle root over 10^5 commitments,
 //! and the primitive baselines the per-envelope target is measured against.
 //!
-//! `cargo bench --bench envelope` (all, ~2–3 minutes on 2 cores), or filter,
+//! `cargo bench --bench envelope` (all, ~4 minutes on 2 idle cores), or filter,
 //! e.g. `cargo bench --bench envelope -- open_one`.
 //! `RUSTFLAGS="-C target-cpu=native"` enables AVX2 at compile time for the
 //! AEAD (use a separate target dir so the normal build stays warm).
