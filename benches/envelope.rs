@@ -2,7 +2,7 @@
 //! 10^4 envelopes (1 and 2 threads), the Merkle root over 10^5 commitments,
 //! and the primitive baselines the per-envelope target is measured against.
 //!
-//! `cargo bench --bench envelope` (all, ~2–3 minutes on 2 cores), or filter,
+//! `cargo bench --bench envelope` (all, ~4 minutes on 2 idle cores), or filter,
 //! e.g. `cargo bench --bench envelope -- open_one`.
 //! `RUSTFLAGS="-C target-cpu=native"` enables AVX2 at compile time for the
 //! AEAD (use a separate target dir so the normal build stays warm).
@@ -181,6 +181,31 @@ fn cpu_ratio(c: &mut Criterion) {
                     .unwrap();
             })
         });
+    }
+    // open_batch on one thread, CPU time per envelope (batch of 256).
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    for n in [1usize, 16, 64, 256] {
+        let envs = envelopes(&s, 256, n);
+        let key = release(&s, &envs);
+        g.throughput(Throughput::Elements(envs.len() as u64));
+        g.bench_with_input(
+            BenchmarkId::new("open_batch_per_envelope", n),
+            &n,
+            |b, _| {
+                b.iter_custom(|iters| {
+                    pool.install(|| {
+                        let t0 = thread_cpu_ns();
+                        for _ in 0..iters {
+                            black_box(open_batch(&key, &envs).unwrap());
+                        }
+                        Duration::from_nanos(thread_cpu_ns().saturating_sub(t0))
+                    })
+                })
+            },
+        );
     }
     g.finish();
 }

@@ -717,3 +717,76 @@ proptest! {
         prop_assert!(batch.envelopes[0].outcome.is_err());
     }
 }
+
+/// The batched KEM path (shared inversion per run of envelopes) gives the
+/// same outcome as opening each envelope alone, across run boundaries and
+/// with rejections interleaved.
+#[test]
+fn batched_open_matches_single_open() {
+    let mut w = world(11);
+    let e = 21;
+    let mut envs = Vec::new();
+    for i in 0..100u64 {
+        let account = w.account();
+        let mut env = w
+            .seal_one(&account, e, i, 1 + (i as usize % 7))
+            .into_bytes();
+        match i % 9 {
+            0 => env[70] ^= 1,                                      // AEAD failure
+            1 => env[9..41].copy_from_slice(&[0xff; 32]),           // bad R
+            2 => env[1..9].copy_from_slice(&(e + 1).to_le_bytes()), // wrong batch
+            _ => {}
+        }
+        envs.push(env);
+    }
+    envs.push(envs[5].clone());
+    let key = w.release(e, &envs);
+    let opened = open_batch(&key, &envs).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for o in &opened.envelopes {
+        let single = key.open(&envs[o.input_index]);
+        if seen.insert(o.commitment) {
+            assert_eq!(o.outcome, single, "input {}", o.input_index);
+        } else {
+            assert_eq!(o.outcome, Err(Rejection::DuplicateEnvelope));
+        }
+    }
+    assert_eq!(
+        opened.accepted().count(),
+        (0..100).filter(|i| i % 9 > 2).count()
+    );
+}
+
+/// Wide trees take the parallel hashing path; proofs and the root-only
+/// function still agree with the tree.
+#[test]
+fn wide_merkle_tree_is_consistent() {
+    let commitments: Vec<Commitment> = (0u32..9_001)
+        .map(|i| Commitment::of(&i.to_le_bytes()))
+        .collect();
+    let tree = MerkleTree::from_commitments(commitments).unwrap();
+    assert_eq!(merkle_root(tree.leaves()).unwrap(), tree.root());
+    for i in [0u32, 1, 4095, 4096, 8191, 8192, 9_000] {
+        let proof = tree.proof(i).unwrap();
+        let c = tree.leaves()[i as usize];
+        proof.verify(&c, tree.count(), &tree.root()).unwrap();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn prop_every_proof_verifies(n in 0usize..300, salt in any::<u64>()) {
+        let commitments: Vec<Commitment> = (0..n as u64)
+            .map(|i| Commitment::of(&(i ^ salt).to_le_bytes()))
+            .collect();
+        let tree = MerkleTree::from_commitments(commitments).unwrap();
+        prop_assert_eq!(merkle_root(tree.leaves()).unwrap(), tree.root());
+        for i in 0..tree.count() {
+            let proof = tree.proof(i).unwrap();
+            prop_assert!(proof.siblings.len() <= PROOF_DEPTH_MAX);
+            prop_assert!(proof.verify(&tree.leaves()[i as usize], tree.count(), &tree.root()).is_ok());
+        }
+    }
+}

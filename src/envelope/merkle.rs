@@ -9,6 +9,8 @@
 
 use std::sync::LazyLock;
 
+use rayon::prelude::*;
+
 use super::wire::{DOMAIN_COMMITMENT, DOMAIN_MERKLE_EMPTY, DOMAIN_MERKLE_LEAF, DOMAIN_MERKLE_NODE};
 
 /// Most distinct envelopes one batch may seal (the Merkle leaf count bound).
@@ -64,15 +66,32 @@ fn empty_root() -> MerkleRoot {
     MerkleRoot(blake3::derive_key(DOMAIN_MERKLE_EMPTY, b""))
 }
 
+/// Levels at least this wide are hashed in parallel (rayon); the result is
+/// the same bytes either way.
+const PARALLEL_LEVEL_MIN: usize = 1 << 12;
+
+fn pair_hash(pair: &[[u8; 32]]) -> [u8; 32] {
+    match pair {
+        [l, r] => node_hash(l, r),
+        [only] => *only,
+        _ => [0u8; 32], // chunks(2) never yields an empty slice
+    }
+}
+
+fn leaf_level(sorted: &[Commitment]) -> Vec<[u8; 32]> {
+    if sorted.len() >= PARALLEL_LEVEL_MIN {
+        sorted.par_iter().map(leaf_hash).collect()
+    } else {
+        sorted.iter().map(leaf_hash).collect()
+    }
+}
+
 fn next_level(level: &[[u8; 32]]) -> Vec<[u8; 32]> {
-    level
-        .chunks(2)
-        .map(|pair| match pair {
-            [l, r] => node_hash(l, r),
-            [only] => *only,
-            _ => [0u8; 32], // chunks(2) never yields an empty slice
-        })
-        .collect()
+    if level.len() >= PARALLEL_LEVEL_MIN {
+        level.par_chunks(2).map(pair_hash).collect()
+    } else {
+        level.chunks(2).map(pair_hash).collect()
+    }
 }
 
 /// Why a tree cannot be built or a proof does not hold.
@@ -112,7 +131,7 @@ pub fn merkle_root(sorted: &[Commitment]) -> Result<MerkleRoot, MerkleError> {
     if sorted.is_empty() {
         return Ok(empty_root());
     }
-    let mut level: Vec<[u8; 32]> = sorted.iter().map(leaf_hash).collect();
+    let mut level = leaf_level(sorted);
     while level.len() > 1 {
         level = next_level(&level);
     }
@@ -134,14 +153,14 @@ impl MerkleTree {
     /// [`MerkleError::TooManyLeaves`] beyond [`ENVELOPES_PER_BATCH_MAX`]
     /// distinct commitments.
     pub fn from_commitments(mut commitments: Vec<Commitment>) -> Result<Self, MerkleError> {
-        commitments.sort_unstable();
+        commitments.par_sort_unstable();
         commitments.dedup();
         if commitments.len() > ENVELOPES_PER_BATCH_MAX {
             return Err(MerkleError::TooManyLeaves(commitments.len()));
         }
         let mut levels = Vec::new();
         if !commitments.is_empty() {
-            let mut level: Vec<[u8; 32]> = commitments.iter().map(leaf_hash).collect();
+            let mut level = leaf_level(&commitments);
             while level.len() > 1 {
                 let next = next_level(&level);
                 levels.push(level);
