@@ -462,9 +462,10 @@ impl BatchOutcome {
             let offset = r.offset();
             let has_price = r.u8("has price")?;
             let price = r.u64("price")?;
-            let price = match has_price {
-                0 => None,
-                1 => Some(price),
+            let price = match (has_price, price) {
+                (0, 0) => None,
+                (1, price) => Some(price),
+                // No price must be encoded as price 0: one encoding per value.
                 _ => return Err(r.invalid("has price", offset)),
             };
             markets.push(MarketOutcome {

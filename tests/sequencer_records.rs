@@ -1,0 +1,173 @@
+//! Journal record payloads: exact round trips, and every truncation,
+//! extension or bad field is a typed error naming the field, never a panic.
+
+use proptest::prelude::*;
+use sealbatch::codec::DecodeError;
+use sealbatch::envelope::{BatchSchedule, Commitment, MerkleRoot, SequencerKey, SignedSeal};
+use sealbatch::journal::RecordKind;
+use sealbatch::market::{AccountId, AssetId, MarketConfig};
+use sealbatch::sequencer::{
+    BatchOutcome, EnvelopeOutcome, EnvelopeStatus, Genesis, MarketOutcome, OrderFill, RecordError,
+    SequencerRecord, Transfer,
+};
+use sealbatch::types::{MarketId, OrderId, Side};
+
+fn genesis() -> Genesis {
+    Genesis {
+        sequencer: SequencerKey::from_seed(&[3; 32]).public_key(),
+        schedule: BatchSchedule {
+            genesis_ms: 1_700_000_000_000,
+            batch_length_ms: 100,
+        },
+        fee_account: AccountId([9; 32]),
+        markets: vec![MarketConfig {
+            id: MarketId(1),
+            base: AssetId(1),
+            quote: AssetId(0),
+            tick_size: 1,
+            lot_size: 10,
+            band_min: 10,
+            band_max: 1_000,
+            initial_price: 100,
+            fee_bps: 3,
+        }],
+    }
+}
+
+fn outcome(envelopes: u8, fills: u8, price: Option<u64>) -> BatchOutcome {
+    BatchOutcome {
+        e: 77,
+        root: MerkleRoot([5; 32]),
+        batch_secret: [6; 32],
+        envelopes: (0..envelopes)
+            .map(|i| EnvelopeOutcome {
+                commitment: Commitment([i; 32]),
+                status: if i % 3 == 0 {
+                    EnvelopeStatus::Rejected {
+                        code: 35,
+                        detail: u32::from(i),
+                    }
+                } else {
+                    EnvelopeStatus::Accepted {
+                        account: AccountId([i; 32]),
+                        first_order: OrderId(u64::from(i) * 4),
+                        orders: 4,
+                    }
+                },
+            })
+            .collect(),
+        markets: vec![MarketOutcome {
+            market: MarketId(1),
+            price,
+            volume: if price.is_some() { 12 } else { 0 },
+            imbalance: -3,
+        }],
+        fills: (0..fills)
+            .map(|i| OrderFill {
+                envelope: u32::from(i),
+                index: 1,
+                market: MarketId(1),
+                side: if i % 2 == 0 { Side::Buy } else { Side::Sell },
+                filled: 3,
+            })
+            .collect(),
+    }
+}
+
+fn records() -> Vec<SequencerRecord> {
+    let key = SequencerKey::from_seed(&[3; 32]);
+    let tree =
+        sealbatch::envelope::MerkleTree::from_commitments(vec![Commitment([1; 32])]).expect("tree");
+    let seal: SignedSeal = key.sign_seal(4, &tree);
+    vec![
+        SequencerRecord::Genesis(genesis()),
+        SequencerRecord::Envelope {
+            e: 4,
+            bytes: vec![1; 300],
+        },
+        SequencerRecord::Seal(seal),
+        SequencerRecord::Result(outcome(5, 3, Some(101))),
+        SequencerRecord::Result(outcome(0, 0, None)),
+        SequencerRecord::Deposit(Transfer {
+            account: AccountId([2; 32]),
+            asset: AssetId(7),
+            amount: 1_000,
+        }),
+        SequencerRecord::Withdrawal(Transfer {
+            account: AccountId([2; 32]),
+            asset: AssetId(7),
+            amount: 1,
+        }),
+    ]
+}
+
+#[test]
+fn every_record_round_trips() {
+    for record in records() {
+        let bytes = record.encode();
+        assert_eq!(
+            SequencerRecord::decode(record.kind(), &bytes),
+            Ok(record.clone())
+        );
+    }
+}
+
+#[test]
+fn truncation_and_trailing_bytes_are_typed_errors() {
+    for record in records() {
+        let bytes = record.encode();
+        for cut in 0..bytes.len() {
+            assert!(
+                matches!(
+                    SequencerRecord::decode(record.kind(), &bytes[..cut]),
+                    Err(RecordError::Decode { .. })
+                ),
+                "{:?} cut at {cut}",
+                record.kind()
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        match SequencerRecord::decode(record.kind(), &longer) {
+            // An envelope's length prefix makes the extra byte trailing too.
+            Err(RecordError::Decode {
+                source: DecodeError::Trailing { extra: 1, .. },
+                ..
+            }) => {}
+            other => panic!("{:?}: {other:?}", record.kind()),
+        }
+    }
+}
+
+#[test]
+fn non_canonical_fields_are_refused() {
+    let mut bytes = SequencerRecord::Result(outcome(0, 0, None)).encode();
+    // tag 8, e 8, root 32, secret 32, envelope count 4, market count 4,
+    // market id 4, then has_price (0) and price (must be 0 without a price).
+    let price_at = 8 + 8 + 32 + 32 + 4 + 4 + 4 + 1;
+    bytes[price_at] = 1;
+    assert!(SequencerRecord::decode(RecordKind::Result, &bytes).is_err());
+    assert_eq!(
+        SequencerRecord::decode(RecordKind::KeyRelease, &[]),
+        Err(RecordError::UnexpectedKind(RecordKind::KeyRelease))
+    );
+    let mut genesis = SequencerRecord::Genesis(genesis()).encode();
+    genesis[0] ^= 1;
+    assert!(SequencerRecord::decode(RecordKind::Config, &genesis).is_err());
+}
+
+proptest! {
+    #[test]
+    fn arbitrary_bytes_never_panic(kind in 1u8..=7, bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let kind = RecordKind::from_byte(kind).expect("a kind");
+        if let Ok(record) = SequencerRecord::decode(kind, &bytes) {
+            prop_assert_eq!(record.encode(), bytes);
+        }
+    }
+
+    #[test]
+    fn outcomes_round_trip(envelopes in 0u8..40, fills in 0u8..40, price in prop::option::of(1u64..1_000)) {
+        let record = SequencerRecord::Result(outcome(envelopes, fills, price));
+        prop_assert_eq!(SequencerRecord::decode(RecordKind::Result, &record.encode()), Ok(record));
+    }
+}
