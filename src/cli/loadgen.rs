@@ -261,10 +261,14 @@ impl Trader {
     }
 
     fn cleared(&mut self, cleared: &BatchCleared) {
-        let close = self.schedule.genesis_ms + (cleared.e + 1) * self.schedule.batch_length_ms;
-        self.report
-            .close_to_result
-            .push(Duration::from_millis(now_ms().saturating_sub(close)));
+        // Only batches holding this trader's envelopes: others' results may
+        // wait in the queue while this trader is still funding itself.
+        if !cleared.own.is_empty() {
+            let close = self.schedule.genesis_ms + (cleared.e + 1) * self.schedule.batch_length_ms;
+            self.report
+                .close_to_result
+                .push(Duration::from_millis(now_ms().saturating_sub(close)));
+        }
         self.report.batches.insert(cleared.e);
         self.report.orders_filled += cleared
             .own

@@ -122,6 +122,7 @@ pub struct Core {
     sealed_at: BTreeMap<BatchId, Instant>,
     control_tx: Sender<Control>,
     shutting_down: bool,
+    pool: Arc<rayon::ThreadPool>,
 }
 
 /// The journal writer thread: appends every write that is waiting, makes them
@@ -163,6 +164,30 @@ fn append(journal: &mut Journal<FsStorage>, write: &JournalWrite) -> Result<(), 
     }
 }
 
+/// Niceness of the threads that open batches: they yield the CPU to the core
+/// thread and the connections, so receipts stay fast while a batch decrypts.
+pub const OPEN_POOL_NICENESS: libc::c_int = 10;
+
+/// The thread pool that opens batches: one thread per core, each lowered to
+/// [`OPEN_POOL_NICENESS`].
+///
+/// # Errors
+///
+/// The pool could not be built.
+pub fn open_pool() -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+    rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("sealbatch-open-{i}"))
+        .start_handler(|_| {
+            // SAFETY: setpriority has no memory-safety preconditions; on
+            // Linux, PRIO_PROCESS with who = 0 names the calling thread. A
+            // failure leaves the default priority, which is harmless.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, OPEN_POOL_NICENESS);
+            }
+        })
+        .build()
+}
+
 /// Unix milliseconds now.
 #[must_use]
 pub fn now_ms() -> u64 {
@@ -201,6 +226,7 @@ impl Core {
         demo: bool,
         envelopes_per_connection_per_batch_max: u32,
         control_tx: Sender<Control>,
+        pool: Arc<rayon::ThreadPool>,
     ) -> Core {
         Core {
             sequencer,
@@ -218,6 +244,7 @@ impl Core {
             sealed_at: BTreeMap::new(),
             control_tx,
             shutting_down: false,
+            pool,
         }
     }
 
@@ -605,7 +632,7 @@ impl Core {
         while let Some(job) = self.sequencer.poll_job() {
             self.metrics.batch_size.observe(job.len() as f64);
             let control = self.control_tx.clone();
-            rayon::spawn(move || {
+            self.pool.spawn(move || {
                 let start = Instant::now();
                 let opened = job.run();
                 let _ = control.send(Control::Opened(opened, start.elapsed()));

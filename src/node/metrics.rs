@@ -214,6 +214,12 @@ impl Metrics {
             "QUIC connection attempts refused by a limit.",
             self.connections_refused.load(Ordering::Relaxed),
         );
+        if let Some(rss) = resident_bytes() {
+            let _ = writeln!(
+                out,
+                "# HELP process_resident_memory_bytes Resident memory of the sequencer process.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
+            );
+        }
         self.batch_size.render(
             "sealbatch_batch_envelopes",
             "Envelopes per sealed batch.",

@@ -278,6 +278,10 @@ pub async fn run(
         requests: request_tx,
         control: control_tx.clone(),
     };
+    let pool = Arc::new(core::open_pool().map_err(|e| NodeError::Io {
+        path: data.clone(),
+        source: std::io::Error::other(e.to_string()),
+    })?);
     let core = Core::new(
         sequencer,
         journal,
@@ -286,6 +290,7 @@ pub async fn run(
         config.demo,
         config.limits.envelopes_per_connection_per_batch_max,
         control_tx.clone(),
+        pool,
     );
     let core_thread = std::thread::Builder::new()
         .name("sealbatch-core".into())
