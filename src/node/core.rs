@@ -215,6 +215,22 @@ pub enum CoreError {
     },
 }
 
+/// What the core needs besides the sequencer, its journal and its key.
+#[derive(Debug)]
+pub struct CoreOptions {
+    /// Where to count.
+    pub metrics: Arc<Metrics>,
+    /// Demo mode: deposits over the wire are accepted.
+    pub demo: bool,
+    /// Envelopes one connection may submit to one batch.
+    pub envelopes_per_connection_per_batch_max: u32,
+    /// The core's own control channel (opened batches and journal
+    /// completions come back on it).
+    pub control_tx: Sender<Control>,
+    /// The pool that opens batches ([`open_pool`]).
+    pub pool: Arc<rayon::ThreadPool>,
+}
+
 impl Core {
     /// A core over a recovered sequencer and its journal.
     #[must_use]
@@ -222,12 +238,15 @@ impl Core {
         sequencer: Sequencer,
         journal: Journal<FsStorage>,
         key: SequencerKey,
-        metrics: Arc<Metrics>,
-        demo: bool,
-        envelopes_per_connection_per_batch_max: u32,
-        control_tx: Sender<Control>,
-        pool: Arc<rayon::ThreadPool>,
+        options: CoreOptions,
     ) -> Core {
+        let CoreOptions {
+            metrics,
+            demo,
+            envelopes_per_connection_per_batch_max,
+            control_tx,
+            pool,
+        } = options;
         Core {
             sequencer,
             journal: Some(journal),

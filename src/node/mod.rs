@@ -286,11 +286,15 @@ pub async fn run(
         sequencer,
         journal,
         key,
-        Arc::clone(&metrics),
-        config.demo,
-        config.limits.envelopes_per_connection_per_batch_max,
-        control_tx.clone(),
-        pool,
+        core::CoreOptions {
+            metrics: Arc::clone(&metrics),
+            demo: config.demo,
+            envelopes_per_connection_per_batch_max: config
+                .limits
+                .envelopes_per_connection_per_batch_max,
+            control_tx: control_tx.clone(),
+            pool,
+        },
     );
     let core_thread = std::thread::Builder::new()
         .name("sealbatch-core".into())
