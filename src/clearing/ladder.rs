@@ -69,8 +69,10 @@ pub(crate) struct Ladder {
 
 /// Histogram sums: `u64` while they fit (half the memory, and the common
 /// case by far), `u128` otherwise.
-enum Sums {
+pub(crate) enum Sums {
+    /// Every sum fits in `u64`.
     Narrow(Vec<u64>),
+    /// Some sum does not.
     Wide(Vec<u128>),
 }
 
@@ -185,22 +187,9 @@ impl Ladder {
         self.hist.total()
     }
 
-    /// `(D(price), S(price))`: the buy quantity willing to trade at `price`
-    /// (market buys and buys limited at or above it) and the sell quantity
-    /// (market sells and sells limited at or below it).
-    pub(crate) fn demand_supply(&self, price: Tick) -> (u128, u128) {
-        let mut demand = self.market_qty(0);
-        let mut supply = self.market_qty(1);
-        for level in 0..self.levels {
-            let tick = self.tick(level);
-            if tick >= price {
-                demand += self.qty(level, 0);
-            }
-            if tick <= price {
-                supply += self.qty(level, 1);
-            }
-        }
-        (demand, supply)
+    /// The histogram's sums.
+    pub(crate) fn sums(&self) -> &Sums {
+        &self.hist
     }
 }
 
