@@ -4,7 +4,9 @@
 //! columns: validation (ids strictly increasing, quantities, band), price
 //! discovery, allocation with pro rata and leftover lots, the release-build
 //! invariant checks, and building the result. Generating the orders is not
-//! timed. `canonical` adds `canonical_batch` (sorting arbitrary input and
+//! timed, nor is dropping the result (freeing tens of megabytes of fills is
+//! the caller's business, afterwards): see [`timed`], the same method as
+//! `sealbatch bench clearing`. `canonical` adds `canonical_batch` (sorting arbitrary input and
 //! detecting duplicate ids) in front.
 //!
 //! ```sh
@@ -12,7 +14,8 @@
 //! cargo bench --bench clearing -- 'one_market/rayon/1000000'   # one figure
 //! ```
 
-use std::time::Duration;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use sealbatch::clearing::{self, MarketInput, synth};
@@ -20,6 +23,18 @@ use sealbatch::order::Order;
 use sealbatch::types::MarketId;
 
 const SEED: [u8; 32] = [0x5b; 32];
+
+/// Times `iters` calls of `run`, each dropped outside the timing.
+fn timed<T>(iters: u64, mut run: impl FnMut() -> T) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let start = Instant::now();
+        let output = black_box(run());
+        total += start.elapsed();
+        drop(output);
+    }
+    total
+}
 const TICKS: u64 = 10_000;
 
 fn markets(count: u32, per_market: usize) -> Vec<MarketInput> {
@@ -39,10 +54,10 @@ fn one_market(c: &mut Criterion) {
         let batch = markets(1, n);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::new("rayon", n), &batch, |b, batch| {
-            b.iter(|| clearing::clear_batch(batch, &SEED))
+            b.iter_custom(|iters| timed(iters, || clearing::clear_batch(batch, &SEED)))
         });
         group.bench_with_input(BenchmarkId::new("sequential", n), &batch, |b, batch| {
-            b.iter(|| clearing::clear_batch_sequential(batch, &SEED))
+            b.iter_custom(|iters| timed(iters, || clearing::clear_batch_sequential(batch, &SEED)))
         });
     }
     group.finish();
@@ -61,14 +76,18 @@ fn many_markets(c: &mut Criterion) {
         .build()
         .expect("a one-thread pool");
     group.bench_function("sequential", |b| {
-        b.iter(|| clearing::clear_batch_sequential(&batch, &SEED))
+        b.iter_custom(|iters| timed(iters, || clearing::clear_batch_sequential(&batch, &SEED)))
     });
     group.bench_function("rayon_1_thread", |b| {
-        b.iter(|| one.install(|| clearing::clear_batch(&batch, &SEED)))
+        b.iter_custom(|iters| {
+            timed(iters, || {
+                one.install(|| clearing::clear_batch(&batch, &SEED))
+            })
+        })
     });
     group.bench_function(
         format!("rayon_{}_threads", rayon::current_num_threads()),
-        |b| b.iter(|| clearing::clear_batch(&batch, &SEED)),
+        |b| b.iter_custom(|iters| timed(iters, || clearing::clear_batch(&batch, &SEED))),
     );
     group.finish();
 }
@@ -89,9 +108,11 @@ fn canonical(c: &mut Criterion) {
         .collect();
     group.throughput(Throughput::Elements(1_000_000));
     group.bench_function("sort_and_clear/1000000", |b| {
-        b.iter(|| {
-            let markets = clearing::canonical_batch(&configs, unsorted.iter().copied())?;
-            clearing::clear_batch(&markets, &SEED)
+        b.iter_custom(|iters| {
+            timed(iters, || {
+                let markets = clearing::canonical_batch(&configs, unsorted.iter().copied())?;
+                clearing::clear_batch(&markets, &SEED)
+            })
         })
     });
     group.finish();

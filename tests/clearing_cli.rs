@@ -132,3 +132,54 @@ fn errors_name_the_line() {
         "{e}"
     );
 }
+
+fn sealbatch(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+        .args(args)
+        .output()
+        .expect("run sealbatch")
+}
+
+#[test]
+fn demo_runs_and_is_deterministic() {
+    let args = ["demo", "--orders", "2000", "--batches", "2"];
+    let first = sealbatch(&args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let text = String::from_utf8_lossy(&first.stdout).into_owned();
+    assert!(
+        text.contains("batch 1") && text.contains("ETH/USDC"),
+        "{text}"
+    );
+    // Same seed, same table (timings aside).
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.contains("cleared in"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let second = sealbatch(&args);
+    assert_eq!(
+        strip(&text),
+        strip(&String::from_utf8_lossy(&second.stdout))
+    );
+}
+
+#[test]
+fn bench_clearing_prints_a_table() {
+    let out = sealbatch(&["bench", "clearing", "--quick", "--max-orders", "1000"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("M orders/s") && text.contains("10^3"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("[1/2]"));
+}

@@ -539,3 +539,32 @@ fn extreme_ticks_keep_market_orders_first() {
     assert_eq!((r.price, r.volume, r.imbalance), (Some(TICK_MAX), 8, 2));
     assert_eq!(fills(r), [(1, 5), (2, 3), (3, 7), (4, 1)]);
 }
+
+#[test]
+fn wide_bands_still_name_bad_orders() {
+    let wide = PriceBand::new(1_000, 1_000 + (1 << 40));
+    let with_band = |orders: &[Order]| {
+        let mut market = input(5_000, orders);
+        market.config.band = wide;
+        clearing::clear_batch(&[market], &SEED)
+    };
+    // Limits close together: the dense-over-the-span path.
+    assert_eq!(
+        with_band(&[buy(1, 5_000, 5), sell(2, 5_001, 0)]),
+        Err(ClearingError::ZeroQuantity {
+            market: MarketId(1),
+            order: OrderId(2)
+        })
+    );
+    // A limit below the band: the span is not inside it; sparse reports it.
+    assert!(matches!(
+        with_band(&[buy(1, 5_000, 5), sell(2, 999, 1)]),
+        Err(ClearingError::LimitOutsideBand {
+            order: OrderId(2),
+            limit: 999,
+            ..
+        })
+    ));
+    let r = with_band(&[buy(1, 5_002, 5), sell(2, 5_000, 3)]).expect("valid");
+    assert_eq!((r.markets[0].price, r.markets[0].volume), (Some(5_002), 3));
+}

@@ -483,3 +483,36 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Wide bands (2^40 ticks) with orders close together take the dense
+    /// path over the span of the limits; it matches the sparse path and the
+    /// reference exactly.
+    #[test]
+    fn wide_bands_match_reference((configs, orders, seed) in batch()) {
+        let configs: Vec<MarketConfig> = configs
+            .into_iter()
+            .map(|mut c| {
+                c.band.max = c.band.min.saturating_add(1 << 40).min(clearing::TICK_MAX);
+                c
+            })
+            .collect();
+        let markets = canonical_batch(&configs, orders.iter().copied()).expect("valid batch");
+        let result = clear_both(&markets, &seed);
+        let expected = expected_batch(&configs, &orders, &seed);
+        let (result, expected) = match (result, expected) {
+            (Ok(r), Ok(e)) => (r, e),
+            (Err(ClearingError::VolumeOverflow { .. }), Err(())) => return Ok(()),
+            (r, e) => panic!("engine {r:?} vs reference {e:?}"),
+        };
+        for (market, (id, want)) in result.markets.iter().zip(&expected) {
+            prop_assert_eq!(market.market, *id);
+            prop_assert_eq!(market.price, want.price);
+            prop_assert_eq!(market.imbalance, want.imbalance);
+            let fills: Vec<(OrderId, u64)> = market.fills().map(|f| (f.id, f.filled)).collect();
+            prop_assert_eq!(&fills, &want.fills);
+        }
+    }
+}

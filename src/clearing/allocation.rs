@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use super::input::{KIND_SELL, MarketInput};
 use super::ladder::{CHUNK_ORDERS_MIN, Ladder, chunk_ranges};
-use crate::types::{Lots, MarketId, OrderId, Tick};
+use crate::types::{Lots, MARKET_ORDERS_MAX, MarketId, OrderId, Tick};
 
 /// No order has this key.
 const NO_KEY: u64 = 0;
@@ -226,6 +226,10 @@ fn marginal_level(ladder: &Ladder, side: usize, price: Tick, volume: u128) -> Ma
 /// are still in L1 when its sums are taken, and below 2^32 so that the split
 /// sums cannot overflow.
 const FILL_BLOCK_ORDERS: usize = 2048;
+
+// Split sums of a block cannot overflow, and positions fit in u32.
+const _: () = assert!(FILL_BLOCK_ORDERS < 1 << 32);
+const _: () = assert!(MARKET_ORDERS_MAX <= u32::MAX as usize);
 
 /// The hot loop of pass 2 over the orders from position `start` on.
 ///

@@ -5,7 +5,9 @@
 //! each side. It is *dense* (one level per tick of the band, no sort needed)
 //! when the band is narrow compared with the number of orders, and *sparse*
 //! (one level per distinct limit price, found by sorting) otherwise. Both give
-//! the same result; only the cost differs.
+//! the same result; only the cost differs. A wide band whose orders sit close
+//! together (the usual case: near the reference price) is bucketed densely
+//! over just the ticks its limits span.
 //!
 //! Validation is fused into the histogram pass as branch-free flags; if any
 //! chunk is flagged, a sequential scan names the first faulty order, so the
@@ -24,12 +26,14 @@ use crate::types::{MARKET_ORDERS_MAX, Tick};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Levels {
     /// Dense when the band has at most [`DENSE_LEVELS_MAX`] ticks and at most
-    /// `DENSE_TICKS_PER_ORDER` × orders + [`DENSE_LEVELS_MIN`] ticks; sparse
-    /// otherwise.
+    /// `DENSE_TICKS_PER_ORDER` × orders + [`DENSE_LEVELS_MIN`] ticks; else
+    /// dense over just the ticks from the lowest to the highest limit (and
+    /// the reference) if that span passes the same test; sparse otherwise.
     #[default]
     Auto,
-    /// One level per tick of the band (falls back to sparse when the band has
-    /// more than [`DENSE_LEVELS_MAX`] ticks).
+    /// One level per tick of the band, or of the span of the limits when the
+    /// band has more than [`DENSE_LEVELS_MAX`] ticks (sparse when both are
+    /// wider).
     Dense,
     /// One level per distinct limit price (and the reference price), by sorting.
     Sparse,
@@ -69,8 +73,10 @@ pub(crate) struct Ladder {
 
 /// Histogram sums: `u64` while they fit (half the memory, and the common
 /// case by far), `u128` otherwise.
-enum Sums {
+pub(crate) enum Sums {
+    /// Every sum fits in `u64`.
     Narrow(Vec<u64>),
+    /// Some sum does not.
     Wide(Vec<u128>),
 }
 
@@ -135,27 +141,34 @@ impl Ladder {
         parallel: bool,
         levels: Levels,
     ) -> Result<Ladder, ClearingError> {
-        let width = input.config.band.width();
         let orders = input.orders.len() as u64;
-        let dense_fits = width < DENSE_LEVELS_MAX;
-        let dense = match levels {
-            Levels::Dense => dense_fits,
+        let fits = |width: u64| match levels {
+            Levels::Dense => width < DENSE_LEVELS_MAX,
             Levels::Sparse => false,
             Levels::Auto => {
-                dense_fits
+                width < DENSE_LEVELS_MAX
                     && width
                         < orders
                             .saturating_mul(DENSE_TICKS_PER_ORDER)
                             .saturating_add(DENSE_LEVELS_MIN)
             }
         };
-        if dense {
-            build_dense(input, parallel)
-        } else {
-            build_sparse(input, parallel)
+        let band = input.config.band;
+        if fits(band.width()) {
+            return build_dense(input, parallel, band);
         }
+        if levels != Levels::Sparse {
+            // A wide band, but the limits may still lie close together (near
+            // the reference, as they usually do): bucket densely over just
+            // the ticks they span.
+            if let Some(span) = limit_span(input, parallel) {
+                if fits(span.width()) {
+                    return build_dense(input, parallel, span);
+                }
+            }
+        }
+        build_sparse(input, parallel)
     }
-
     /// How many price levels.
     pub(crate) fn levels(&self) -> usize {
         self.levels
@@ -185,22 +198,9 @@ impl Ladder {
         self.hist.total()
     }
 
-    /// `(D(price), S(price))`: the buy quantity willing to trade at `price`
-    /// (market buys and buys limited at or above it) and the sell quantity
-    /// (market sells and sells limited at or below it).
-    pub(crate) fn demand_supply(&self, price: Tick) -> (u128, u128) {
-        let mut demand = self.market_qty(0);
-        let mut supply = self.market_qty(1);
-        for level in 0..self.levels {
-            let tick = self.tick(level);
-            if tick >= price {
-                demand += self.qty(level, 0);
-            }
-            if tick <= price {
-                supply += self.qty(level, 1);
-            }
-        }
-        (demand, supply)
+    /// The histogram's sums.
+    pub(crate) fn sums(&self) -> &Sums {
+        &self.hist
     }
 }
 
@@ -228,8 +228,47 @@ fn ids_flagged(columns: &OrderColumns, range: &Range<usize>) -> bool {
         .fold(false, |flag, pair| flag | (pair[0] >= pair[1]))
 }
 
-fn build_dense(input: &MarketInput, parallel: bool) -> Result<Ladder, ClearingError> {
+/// The smallest band holding the reference and every limit, if every limit
+/// lies in the market's band (otherwise `None`, and the sparse path reports
+/// the fault).
+fn limit_span(input: &MarketInput, parallel: bool) -> Option<PriceBand> {
+    let columns = &input.orders;
+    let reference = input.config.reference;
+    let span = |range: &Range<usize>| {
+        let kinds = &columns.kinds()[range.clone()];
+        let limits = &columns.limits()[range.clone()];
+        let mut low = reference;
+        let mut high = reference;
+        for (&kind, &limit) in kinds.iter().zip(limits) {
+            let market = kind & KIND_MARKET != 0;
+            low = low.min(if market { reference } else { limit });
+            high = high.max(if market { reference } else { limit });
+        }
+        (low, high)
+    };
+    let ranges = chunk_ranges(columns.len(), parallel);
+    let (low, high) = if ranges.len() == 1 {
+        span(&ranges[0])
+    } else {
+        ranges.par_iter().map(span).reduce(
+            || (reference, reference),
+            |a, b| (a.0.min(b.0), a.1.max(b.1)),
+        )
+    };
     let band = input.config.band;
+    (band.contains(low) && band.contains(high)).then_some(PriceBand::new(low, high))
+}
+
+/// Buckets densely over `span`, which holds the reference and, for a valid
+/// market, every limit (an order limited outside `span` is flagged as outside
+/// the band: `span` is either the band or lies within it and covers every
+/// limit).
+fn build_dense(
+    input: &MarketInput,
+    parallel: bool,
+    span: PriceBand,
+) -> Result<Ladder, ClearingError> {
+    let band = span;
     // Dense only below DENSE_LEVELS_MAX ticks, so this fits in usize.
     let levels = band.width() as usize + 1;
     let hist_len = 2 * (levels + 1);

@@ -127,6 +127,13 @@ pub fn tiebreak_key(seed: &[u8; 32]) -> [u8; 32] {
 ///
 /// [`ClearingError::TooManyMarkets`], [`ClearingError::DuplicateMarket`], or
 /// the first error of [`clear_market`] in market-id order.
+///
+/// # Panics
+///
+/// Never for any input. It panics only if one of the money invariants
+/// checked in release builds fails (bought ≠ sold ≠ volume, a fill beyond an
+/// order's quantity or limit, a price that is not the rule's): that would be
+/// a bug, and stopping beats publishing a wrong result.
 pub fn clear_batch(markets: &[MarketInput], seed: &[u8; 32]) -> Result<BatchResult, ClearingError> {
     clear_all(markets, seed, true)
 }
@@ -154,6 +161,10 @@ pub fn clear_batch_sequential(
 /// [`ClearingError::DuplicateOrder`], [`ClearingError::ZeroQuantity`],
 /// [`ClearingError::LimitOutsideBand`]; [`ClearingError::VolumeOverflow`] if
 /// the volume would exceed `u64::MAX` lots.
+///
+/// # Panics
+///
+/// As [`clear_batch`]: only on a failed invariant, never for any input.
 pub fn clear_market(market: &MarketInput, seed: &[u8; 32]) -> Result<MarketResult, ClearingError> {
     clear_market_with(market, seed, true, Levels::Auto)
 }

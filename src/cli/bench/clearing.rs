@@ -4,8 +4,9 @@
 //! pre-built, id-sorted columns: validation (ids increasing, quantities,
 //! band), price discovery, allocation with pro rata and leftover lots, the
 //! release-build invariant checks, and building the result. Generating the
-//! orders is not timed. The `canonical` rows time `canonical_batch` (sorting
-//! arbitrary input, duplicate detection) plus clearing.
+//! orders is not timed, nor is dropping the result. The `canonical` rows
+//! time `canonical_batch` (sorting arbitrary input, duplicate detection) plus
+//! clearing.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
