@@ -142,7 +142,7 @@ fn sealbatch(args: &[&str]) -> Output {
 
 #[test]
 fn demo_runs_and_is_deterministic() {
-    let args = ["demo", "--orders", "2000", "--batches", "2"];
+    let args = ["clear-demo", "--orders", "2000", "--batches", "2"];
     let first = sealbatch(&args);
     assert!(
         first.status.success(),

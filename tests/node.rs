@@ -211,3 +211,41 @@ async fn deposits_are_operator_only_outside_demo_mode() {
     client.close();
     node.stop().await;
 }
+
+/// The README's main command, shortened: a sequencer with demo traders, then
+/// `verify` over its journal.
+#[test]
+fn the_demo_runs_clears_and_verifies() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+        .args([
+            "demo",
+            "--duration",
+            "1.5",
+            "--rate",
+            "4000",
+            "--traders",
+            "2",
+        ])
+        .output()
+        .expect("the binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("BTC/USD"), "{stdout}");
+    assert!(stdout.contains(" 0 mismatched, 0 pending"), "{stdout}");
+    let receipts = stdout
+        .lines()
+        .find(|l| l.starts_with("receipts included"))
+        .expect("a report");
+    let numbers: Vec<u64> = receipts
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert!(
+        numbers.len() >= 2 && numbers[0] == numbers[1] && numbers[0] > 0,
+        "{receipts}"
+    );
+}
