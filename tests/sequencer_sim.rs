@@ -289,6 +289,22 @@ impl World {
         }
     }
 
+    /// An operator withdrawal; refused (and nothing journaled) when the
+    /// balance is short.
+    fn withdraw_some(&mut self) {
+        let trader = &self.traders[self.rng.next_u32() as usize % self.traders.len()];
+        let account = AccountId(trader.verifying_key().to_bytes());
+        let amount = u64::from(self.rng.next_u32() % 50_000);
+        let before = self.seq().ledger().balance(&account, USD);
+        match self
+            .seq()
+            .handle_withdrawal(OpToken(0), account, USD, amount)
+        {
+            Ok(()) => assert_eq!(self.seq().ledger().balance(&account, USD), before - amount),
+            Err(_) => assert!(before < amount, "a covered withdrawal was refused"),
+        }
+    }
+
     fn fund(&mut self) {
         let accounts: Vec<AccountId> = self
             .traders
@@ -346,6 +362,9 @@ fn run(seed: u64, steps: usize, crashes: Crashes) -> Stats {
         for _ in 0..world.rng.next_u32() % 4 {
             world.submit_one();
         }
+        if world.rng.next_u32() % 20 == 0 {
+            world.withdraw_some();
+        }
         if let Crashes::Random(one_in) = crashes
             && world.rng.next_u32() % one_in == 0
         {
@@ -377,6 +396,9 @@ fn run(seed: u64, steps: usize, crashes: Crashes) -> Stats {
             SequencerRecord::Result(outcome) => *results.entry(outcome.e).or_default() += 1,
             SequencerRecord::Deposit(t) => {
                 *deposited.entry(t.asset).or_default() += u128::from(t.amount);
+            }
+            SequencerRecord::Withdrawal(t) => {
+                *deposited.entry(t.asset).or_default() -= u128::from(t.amount);
             }
             _ => {}
         }
@@ -419,7 +441,8 @@ fn run(seed: u64, steps: usize, crashes: Crashes) -> Stats {
         "seed {seed}: replayed ledger differs"
     );
     // Conservation: every asset's total is what the journal says was
-    // deposited (a deposit lost before it was durable was never acknowledged).
+    // deposited less withdrawn (an operation lost before it was durable was
+    // never acknowledged).
     for asset in [USD, BTC, ETH] {
         let expected = deposited.get(&asset).copied().unwrap_or(0);
         assert_eq!(

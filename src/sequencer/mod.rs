@@ -647,13 +647,14 @@ impl Sequencer {
         amount: u64,
     ) -> Result<(), SequencerError> {
         self.ledger.deposit(account, asset, amount)?;
-        let transfer = Transfer {
-            account,
-            asset,
-            amount,
-        };
-        let lsn = self.push_journal(&SequencerRecord::Deposit(transfer));
-        self.operations.push_back((lsn, token));
+        self.journal_operation(
+            token,
+            SequencerRecord::Deposit(Transfer {
+                account,
+                asset,
+                amount,
+            }),
+        );
         Ok(())
     }
 
@@ -671,14 +672,22 @@ impl Sequencer {
         amount: u64,
     ) -> Result<(), SequencerError> {
         self.ledger.withdraw(account, asset, amount)?;
-        let transfer = Transfer {
-            account,
-            asset,
-            amount,
-        };
-        let lsn = self.push_journal(&SequencerRecord::Withdrawal(transfer));
-        self.operations.push_back((lsn, token));
+        self.journal_operation(
+            token,
+            SequencerRecord::Withdrawal(Transfer {
+                account,
+                asset,
+                amount,
+            }),
+        );
         Ok(())
+    }
+
+    /// Journals an operator operation already applied to the ledger; its
+    /// acknowledgement waits for durability.
+    fn journal_operation(&mut self, token: OpToken, record: SequencerRecord) {
+        let lsn = self.push_journal(&record);
+        self.operations.push_back((lsn, token));
     }
 
     /// Announces batches entering the announcement window and seals every
