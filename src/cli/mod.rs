@@ -2,7 +2,7 @@
 //!
 //! Each command lives in its own file with its clap arguments and a `run`
 //! function; adding one (`run`, `submit`, `loadgen`, `verify`, `keygen`) means
-//! one file, one [`Command`] variant and one arm in [`run`]. Errors are boxed
+//! one file, one [`Command`] variant and one arm in [`run()`]. Errors are boxed
 //! here, at the binary's edge, and printed with their context.
 
 use std::process::ExitCode;

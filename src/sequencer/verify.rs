@@ -90,7 +90,9 @@ struct Sealed {
     verdict: usize,
 }
 
-/// Re-derives every batch of a journal; see the [module docs](self).
+/// Re-derives every batch of a journal: seal signatures and Merkle roots,
+/// decryption with the published `s_e`, funding, clearing and settlement,
+/// compared byte for byte with the journaled results.
 ///
 /// # Errors
 ///
