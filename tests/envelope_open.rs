@@ -99,7 +99,7 @@ fn round_trip_for_each_size_class() {
         let b = key.open(env.as_bytes()).unwrap();
         assert_eq!(b.orders, orders(n));
         assert_eq!(b.nonce, n as u64);
-        assert_eq!(b.account, AccountKey(account.verifying_key().to_bytes()));
+        assert_eq!(b.account, AccountId(account.verifying_key().to_bytes()));
     }
 }
 

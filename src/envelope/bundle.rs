@@ -28,10 +28,7 @@ use crate::types::BatchId;
 /// depends on the fresh ephemeral `R`), so a fixed nonce is safe.
 const AEAD_NONCE: [u8; 12] = [0u8; 12];
 
-/// A trader's Ed25519 public key, as the 32 bytes in the bundle. Ordered as
-/// bytes, so the sequencer can key per-account state by it in a `BTreeMap`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct AccountKey(pub [u8; 32]);
+pub use crate::market::AccountId;
 
 /// A sealed envelope's bytes: `header (41) ‖ ciphertext ‖ tag (16)`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -317,7 +314,7 @@ fn check_header(envelope: &[u8], e: BatchId) -> Result<RistrettoPoint, Rejection
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct VerifiedBundle {
     /// The signing account.
-    pub account: AccountKey,
+    pub account: AccountId,
     /// The account's nonce for this bundle (the sequencer checks it across
     /// batches).
     pub nonce: u64,
@@ -373,7 +370,7 @@ impl ReleasedBatchKey {
             .verify_strict(&message, &Signature::from_bytes(&decoded.signature))
             .map_err(|_| Rejection::BadSignature)?;
         Ok(VerifiedBundle {
-            account: AccountKey(decoded.account),
+            account: AccountId(decoded.account),
             nonce: decoded.nonce,
             orders: decoded.orders,
         })
@@ -544,7 +541,7 @@ pub fn open_batch<E: AsRef<[u8]> + Sync>(
         .collect();
     let mut opened: Vec<OpenedEnvelope> = runs.into_iter().flatten().collect();
 
-    let mut by_nonce: BTreeMap<(AccountKey, u64), usize> = BTreeMap::new();
+    let mut by_nonce: BTreeMap<(AccountId, u64), usize> = BTreeMap::new();
     for o in &opened {
         if let Ok(b) = &o.outcome {
             *by_nonce.entry((b.account, b.nonce)).or_insert(0) += 1;

@@ -75,7 +75,7 @@
 //! let opened = open_batch(&key, &[envelope])?;
 //! let bundle = opened.envelopes[0].outcome.as_ref().unwrap();
 //! assert_eq!(bundle.orders, orders);
-//! assert_eq!(bundle.account, AccountKey(account.verifying_key().to_bytes()));
+//! assert_eq!(bundle.account, AccountId(account.verifying_key().to_bytes()));
 //!
 //! // The trader checks inclusion against the seal.
 //! let proof = tree.proof(tree.position(&commitment).unwrap()).unwrap();
@@ -91,7 +91,7 @@ pub mod receipt;
 pub mod wire;
 
 pub use bundle::{
-    AccountKey, Envelope, OpenError, OpenedBatch, OpenedEnvelope, Rejection, VerifiedBundle,
+    AccountId, Envelope, OpenError, OpenedBatch, OpenedEnvelope, Rejection, VerifiedBundle,
     check_shape, kem_key, open_batch, seal_bundle, seal_bundle_with_ephemeral, seal_raw_plaintext,
 };
 pub use custodian::{

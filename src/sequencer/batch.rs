@@ -209,7 +209,7 @@ pub fn process_batch(
             o.outcome
                 .as_ref()
                 .ok()
-                .map(|b| (i, AccountId(b.account.0), b.orders.as_slice()))
+                .map(|b| (i, b.account, b.orders.as_slice()))
         })
         .collect();
     let requests: Vec<(AccountId, &[OrderSpec])> = verified
