@@ -30,6 +30,9 @@ use crate::wire::{
 pub const EVENTS_BUFFER: usize = 4096;
 /// Frames queued for writing before `request` waits.
 const OUTBOUND_BUFFER: usize = 65_536;
+/// How long a request waits for its reply. A receipt waits for an fsync and a
+/// batch event for a batch, so this is generous.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What went wrong talking to the sequencer.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,9 @@ pub enum ClientError {
     /// The connection failed or closed.
     #[error("connection: {0}")]
     Connection(String),
+    /// No reply within [`REQUEST_TIMEOUT`].
+    #[error("no reply within {} s", REQUEST_TIMEOUT.as_secs())]
+    Timeout,
     /// The sequencer refused an envelope.
     #[error("rejected ({code}): {message} (open batch {next_open})")]
     Rejected {
@@ -133,7 +139,8 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`ClientError::Connection`] if the connection closes first.
+    /// [`ClientError::Connection`] if the connection closes first,
+    /// [`ClientError::Timeout`] after [`REQUEST_TIMEOUT`].
     pub async fn request(
         &self,
         build: impl FnOnce(u64) -> ClientMessage,
@@ -150,13 +157,23 @@ impl Client {
         if self.outbound.send(frame).await.is_err() {
             return Err(ClientError::Connection("the connection is closed".into()));
         }
-        rx.await.map_err(|_| {
-            let reason = self
-                .connection
-                .close_reason()
-                .map_or_else(|| "the stream closed".to_string(), |r| r.to_string());
-            ClientError::Connection(reason)
-        })
+        match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => {
+                let reason = self
+                    .connection
+                    .close_reason()
+                    .map_or_else(|| "the stream closed".to_string(), |r| r.to_string());
+                Err(ClientError::Connection(reason))
+            }
+            Err(_) => {
+                self.waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                Err(ClientError::Timeout)
+            }
+        }
     }
 
     /// Fetches the schedule and checks its signature. The first schedule's

@@ -61,14 +61,6 @@ impl TestNode {
 }
 
 async fn submit_one(client: &Client) -> Result<sealbatch::envelope::Receipt, ClientError> {
-    let schedule = client.schedule().await?;
-    let e = target_batch(&schedule, sealbatch::node::core::now_ms(), 30);
-    let (_, key) = schedule
-        .batch_keys
-        .iter()
-        .find(|(b, _)| *b == e)
-        .expect("key announced");
-    let key = BatchPublicKey::from_bytes(key).expect("valid key");
     let trader = ed25519_dalek::SigningKey::generate(&mut OsRng);
     let orders = [OrderSpec {
         market: MarketId(1),
@@ -77,8 +69,27 @@ async fn submit_one(client: &Client) -> Result<sealbatch::envelope::Receipt, Cli
         qty: 1,
         client_order_id: 1,
     }];
-    let envelope = seal_bundle(&mut OsRng, &trader, e, &key, 1, &orders).expect("seals");
-    client.submit(envelope.into_bytes()).await
+    // As a real client does: if the VM stalls long enough for the batch to
+    // close on the way, the rejection says so and the next batch is tried.
+    let mut attempts = 0;
+    loop {
+        let schedule = client.schedule().await?;
+        let e = target_batch(&schedule, sealbatch::node::core::now_ms(), 30);
+        let (_, key) = schedule
+            .batch_keys
+            .iter()
+            .find(|(b, _)| *b == e)
+            .expect("key announced");
+        let key = BatchPublicKey::from_bytes(key).expect("valid key");
+        let envelope = seal_bundle(&mut OsRng, &trader, e, &key, 1, &orders).expect("seals");
+        match client.submit(envelope.into_bytes()).await {
+            Err(ClientError::Rejected {
+                code: ReasonCode::BatchClosed,
+                ..
+            }) if attempts < 5 => attempts += 1,
+            other => return other,
+        }
+    }
 }
 
 /// A raw QUIC connection with the right pin, to misbehave on.

@@ -315,7 +315,7 @@ impl Core {
                     Err(_) => self.shutting_down = true,
                 },
                 recv(requests) -> message => if let Ok(request) = message {
-                    self.request(request);
+                    self.request_after_control(request, control);
                 },
                 default(wait) => {}
             }
@@ -323,7 +323,7 @@ impl Core {
                 if let Ok(message) = control.try_recv() {
                     self.control(message);
                 } else if let Ok(request) = requests.try_recv() {
-                    self.request(request);
+                    self.request_after_control(request, control);
                 } else {
                     break;
                 }
@@ -340,6 +340,16 @@ impl Core {
                 return Ok(());
             }
         }
+    }
+
+    /// Handles a request after every control message already sent: a
+    /// session's `Open` is sent before its stream is read, so it is in the
+    /// control channel by the time any of its requests is received.
+    fn request_after_control(&mut self, request: Request, control: &Receiver<Control>) {
+        while let Ok(message) = control.try_recv() {
+            self.control(message);
+        }
+        self.request(request);
     }
 
     fn control(&mut self, message: Control) {
