@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use tokio::sync::mpsc;
 
 use crate::envelope::{Commitment, SequencerKey};
-use crate::journal::{FsStorage, Journal, JournalError, Lsn};
+use crate::journal::{FsStorage, Journal, Lsn};
 use crate::market::{AccountId, AssetId};
 use crate::sequencer::JournalWrite;
 use crate::sequencer::{
@@ -65,7 +65,7 @@ pub enum Control {
     /// one group commit that took this long.
     Durable(Lsn, Duration),
     /// The journal writer failed; nothing more can be made durable.
-    JournalFailed(JournalError),
+    JournalFailed(CoreError),
     /// Stop accepting, finish the batches in flight, flush and exit.
     Shutdown,
 }
@@ -110,7 +110,7 @@ pub struct Core {
     sequencer: Sequencer,
     journal: Option<Journal<FsStorage>>,
     writes: Option<Sender<JournalWrite>>,
-    failed: Option<JournalError>,
+    failed: Option<CoreError>,
     key: SequencerKey,
     metrics: Arc<Metrics>,
     demo: bool,
@@ -142,7 +142,7 @@ fn journal_writer(
                 Err(_) => break,
             }
         }
-        let result = result.and_then(|()| journal.sync());
+        let result = result.and_then(|()| journal.sync().map_err(CoreError::from));
         let message = match result {
             Ok(lsn) => Control::Durable(lsn, start.elapsed()),
             Err(error) => Control::JournalFailed(error),
@@ -155,12 +155,15 @@ fn journal_writer(
     journal
 }
 
-fn append(journal: &mut Journal<FsStorage>, write: &JournalWrite) -> Result<(), JournalError> {
+fn append(journal: &mut Journal<FsStorage>, write: &JournalWrite) -> Result<(), CoreError> {
     let lsn = journal.append(write.kind, &write.payload)?;
     if lsn == write.lsn {
         Ok(())
     } else {
-        Err(JournalError::Poisoned)
+        Err(CoreError::LsnMismatch {
+            expected: write.lsn,
+            got: lsn,
+        })
     }
 }
 
@@ -213,6 +216,12 @@ pub enum CoreError {
         /// What the journal gave.
         got: u64,
     },
+    /// The journal writer thread could not start.
+    #[error("starting the journal writer thread: {0}")]
+    Thread(std::io::Error),
+    /// The journal writer thread is gone (it failed earlier).
+    #[error("the journal writer thread stopped")]
+    WriterGone,
 }
 
 /// What the core needs besides the sequencer, its journal and its key.
@@ -285,7 +294,7 @@ impl Core {
         let writer = std::thread::Builder::new()
             .name("sealbatch-journal".into())
             .spawn(move || journal.map(|j| journal_writer(j, &writes_rx, &control_tx)))
-            .map_err(|_| CoreError::Journal(JournalError::Poisoned))?;
+            .map_err(CoreError::Thread)?;
         self.writes = Some(writes);
         // Work left from recovery (a sealed batch to open, a genesis record).
         let result = self.serve(&requests, &control);
@@ -329,7 +338,7 @@ impl Core {
                 }
             }
             if let Some(error) = self.failed.take() {
-                return Err(CoreError::Journal(error));
+                return Err(error);
             }
             self.turn()?;
             if self.shutting_down
@@ -655,7 +664,7 @@ impl Core {
             }
             let sent = self.writes.as_ref().is_some_and(|w| w.send(write).is_ok());
             if !sent {
-                return Err(CoreError::Journal(JournalError::Poisoned));
+                return Err(CoreError::WriterGone);
             }
         }
         while let Some(job) = self.sequencer.poll_job() {
