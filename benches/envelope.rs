@@ -14,9 +14,9 @@ use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use curve25519_dalek::{RistrettoPoint, Scalar};
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::Signer;
 use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
+use rand_core::{RngCore, SeedableRng};
 use rayon::prelude::*;
 use sealbatch::envelope::wire::padded_len;
 use sealbatch::envelope::*;
@@ -67,7 +67,7 @@ fn envelopes(s: &Setup, count: usize, n: usize) -> Vec<Vec<u8>> {
         .into_par_iter()
         .map(|i| {
             let mut rng = ChaCha20Rng::seed_from_u64(i as u64);
-            let account = SigningKey::generate(&mut rng);
+            let account = sealbatch::envelope::generate_account_key(&mut rng);
             seal_bundle(&mut rng, &account, 0, &s.batch_key, 0, &o)
                 .unwrap()
                 .into_bytes()
@@ -87,13 +87,16 @@ fn release(s: &Setup, envs: &[Vec<u8>]) -> ReleasedBatchKey {
 fn primitives(c: &mut Criterion) {
     let mut g = c.benchmark_group("baseline");
     let mut rng = ChaCha20Rng::seed_from_u64(2);
-    let p = RistrettoPoint::random(&mut rng);
-    let x = Scalar::random(&mut rng);
+    let mut wide = [0u8; 64];
+    rng.fill_bytes(&mut wide);
+    let p = RistrettoPoint::from_uniform_bytes(&wide);
+    rng.fill_bytes(&mut wide);
+    let x = Scalar::from_bytes_mod_order_wide(&wide);
     g.bench_function("ristretto_varbase_mul", |b| {
         b.iter(|| black_box(x * black_box(p)))
     });
     for n in [1usize, 16, 64, 256] {
-        let signer = SigningKey::generate(&mut rng);
+        let signer = sealbatch::envelope::generate_account_key(&mut rng);
         let vk = signer.verifying_key();
         let msg = vec![7u8; 42 + 30 * n + 30];
         let sig = signer.sign(&msg);
@@ -146,8 +149,11 @@ fn cpu_ratio(c: &mut Criterion) {
     let s = setup();
     let mut g = c.benchmark_group("cpu");
     let mut rng = ChaCha20Rng::seed_from_u64(4);
-    let p = RistrettoPoint::random(&mut rng);
-    let x = Scalar::random(&mut rng);
+    let mut wide = [0u8; 64];
+    rng.fill_bytes(&mut wide);
+    let p = RistrettoPoint::from_uniform_bytes(&wide);
+    rng.fill_bytes(&mut wide);
+    let x = Scalar::from_bytes_mod_order_wide(&wide);
     g.bench_function("ristretto_varbase_mul", |b| {
         cpu_time(b, || {
             black_box(black_box(x) * black_box(p));
@@ -155,7 +161,7 @@ fn cpu_ratio(c: &mut Criterion) {
     });
     for n in [1usize, 16, 64, 256] {
         let o = orders(n);
-        let account = SigningKey::generate(&mut rng);
+        let account = sealbatch::envelope::generate_account_key(&mut rng);
         let env = seal_bundle(&mut rng, &account, 0, &s.batch_key, 0, &o)
             .unwrap()
             .into_bytes();
@@ -216,7 +222,7 @@ fn single(c: &mut Criterion) {
     for n in [1usize, 16, 64, 256] {
         let o = orders(n);
         let mut rng = ChaCha20Rng::seed_from_u64(3);
-        let account = SigningKey::generate(&mut rng);
+        let account = sealbatch::envelope::generate_account_key(&mut rng);
         g.bench_with_input(BenchmarkId::new("seal", n), &n, |b, _| {
             b.iter(|| seal_bundle(&mut rng, &account, 0, &s.batch_key, 0, &o).unwrap())
         });

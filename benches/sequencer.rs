@@ -71,7 +71,7 @@ fn setup(count: usize) -> Setup {
     );
     let public = custodian.public_key(0).expect("key of batch 0");
     let traders: Vec<SigningKey> = (0..TRADERS)
-        .map(|_| SigningKey::generate(&mut rng))
+        .map(|_| sealbatch::envelope::generate_account_key(&mut rng))
         .collect();
     let envelopes = (0..count)
         .map(|i| {

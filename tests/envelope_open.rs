@@ -4,7 +4,7 @@
 use ed25519_dalek::{Signer, SigningKey};
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
+use rand_core::{RngCore, SeedableRng};
 use sealbatch::envelope::wire::{self, Malformed, bundle_signature_message, encode_body};
 use sealbatch::envelope::*;
 use sealbatch::order::OrderSpec;
@@ -55,7 +55,7 @@ fn close(e: u64) -> u64 {
 
 impl World {
     fn account(&mut self) -> SigningKey {
-        SigningKey::generate(&mut self.rng)
+        sealbatch::envelope::generate_account_key(&mut self.rng)
     }
 
     fn seal_one(&mut self, account: &SigningKey, e: u64, nonce: u64, n: usize) -> Envelope {
@@ -76,7 +76,9 @@ impl World {
     }
 
     fn random_r(&mut self) -> [u8; 32] {
-        curve25519_dalek::Scalar::random(&mut self.rng).to_bytes()
+        let mut wide = [0u8; 64];
+        self.rng.fill_bytes(&mut wide);
+        curve25519_dalek::Scalar::from_bytes_mod_order_wide(&wide).to_bytes()
     }
 }
 

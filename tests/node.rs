@@ -61,7 +61,7 @@ impl TestNode {
 }
 
 async fn submit_one(client: &Client) -> Result<sealbatch::envelope::Receipt, ClientError> {
-    let trader = ed25519_dalek::SigningKey::generate(&mut OsRng);
+    let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
     let orders = [OrderSpec {
         market: MarketId(1),
         side: Side::Buy,

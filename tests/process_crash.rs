@@ -63,7 +63,7 @@ async fn load(client: Arc<Client>, until: Instant) -> Vec<(u64, Commitment)> {
         let client = Arc::clone(&client);
         let schedule = schedule.clone();
         tasks.push(tokio::spawn(async move {
-            let trader = ed25519_dalek::SigningKey::generate(&mut OsRng);
+            let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
             let mut receipts = Vec::new();
             let mut nonce = worker << 32;
             while Instant::now() < until {

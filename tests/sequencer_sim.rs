@@ -78,7 +78,9 @@ impl World {
         rng.fill_bytes(&mut master);
         let mut key_seed = [0; 32];
         rng.fill_bytes(&mut key_seed);
-        let traders = (0..6).map(|_| SigningKey::generate(&mut rng)).collect();
+        let traders = (0..6)
+            .map(|_| sealbatch::envelope::generate_account_key(&mut rng))
+            .collect();
         World {
             disk: SimStorage::new(rng.next_u64()),
             rng,

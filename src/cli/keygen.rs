@@ -23,7 +23,7 @@ pub struct KeygenArgs {
 ///
 /// The file exists or cannot be written.
 pub fn run(args: &KeygenArgs) -> CommandResult {
-    let key = ed25519_dalek::SigningKey::generate(&mut OsRng);
+    let key = crate::envelope::generate_account_key(&mut OsRng);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

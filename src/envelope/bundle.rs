@@ -100,7 +100,11 @@ pub fn seal_bundle<R: CryptoRngCore + ?Sized>(
     orders: &[OrderSpec],
 ) -> Result<Envelope, BundleError> {
     for _ in 0..4 {
-        let r = Zeroizing::new(Scalar::random(rng));
+        // 64 uniform bytes reduced mod ℓ (`Scalar::random` of
+        // curve25519-dalek 4, which drew the same bytes).
+        let mut wide = Zeroizing::new([0u8; 64]);
+        rng.fill_bytes(wide.as_mut());
+        let r = Zeroizing::new(Scalar::from_bytes_mod_order_wide(&wide));
         if *r != Scalar::ZERO {
             return seal_with_scalar(&r, account, e, batch_key, nonce, orders);
         }

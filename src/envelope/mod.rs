@@ -47,7 +47,7 @@
 //! // A trader seals a bundle to batch 3's announced key.
 //! let e = 3;
 //! let batch_key = custodian.public_key(e)?;
-//! let account = ed25519_dalek::SigningKey::generate(&mut rng);
+//! let account = generate_account_key(&mut rng);
 //! let orders = [OrderSpec {
 //!     market: MarketId(1),
 //!     side: Side::Buy,
@@ -105,5 +105,6 @@ pub use merkle::{
 };
 pub use receipt::{
     RECEIPT_LEN, Receipt, SEAL_LEN, SequencerKey, SequencerPublicKey, SignedSeal, VerifyError,
+    generate_account_key,
 };
 pub use wire::{BundleError, ENVELOPE_LEN_MAX, ENVELOPE_LEN_MIN, Malformed, VERSION};

@@ -39,6 +39,14 @@ pub enum VerifyError {
     },
 }
 
+/// A fresh Ed25519 account key: a 32-byte RFC 8032 secret seed drawn from
+/// `rng` (the same bytes `ed25519-dalek` 2's `SigningKey::generate` drew).
+pub fn generate_account_key<R: CryptoRngCore + ?Sized>(rng: &mut R) -> SigningKey {
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    rng.fill_bytes(seed.as_mut());
+    SigningKey::from_bytes(&seed)
+}
+
 /// Decodes an Ed25519 public key with the checks `verify_strict` relies on
 /// plus canonicity: the encoded `y` must be below `p = 2^255 − 19` (dalek
 /// would silently reduce it), the point must decompress, and it must not have
@@ -102,9 +110,7 @@ impl std::fmt::Debug for SequencerKey {
 impl SequencerKey {
     /// A fresh key.
     pub fn generate<R: CryptoRngCore + ?Sized>(rng: &mut R) -> Self {
-        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
-        rng.fill_bytes(seed.as_mut());
-        SequencerKey(SigningKey::from_bytes(&seed))
+        SequencerKey(generate_account_key(rng))
     }
 
     /// From the 32-byte Ed25519 secret seed (RFC 8032).
