@@ -38,8 +38,16 @@ fn world(seed: u64) -> World {
 fn order(i: u64) -> OrderSpec {
     OrderSpec {
         market: MarketId((i % 3) as u32),
-        side: if i % 2 == 0 { Side::Buy } else { Side::Sell },
-        limit: if i % 5 == 0 { None } else { Some(1000 + i) },
+        side: if i.is_multiple_of(2) {
+            Side::Buy
+        } else {
+            Side::Sell
+        },
+        limit: if i.is_multiple_of(5) {
+            None
+        } else {
+            Some(1000 + i)
+        },
         qty: 1 + i,
         client_order_id: i * 7,
     }

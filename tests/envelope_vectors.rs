@@ -44,7 +44,7 @@ fn orders(n: usize, salt: u64) -> Vec<OrderSpec> {
     (0..n as u64)
         .map(|i| OrderSpec {
             market: MarketId((i % 4) as u32 + salt as u32),
-            side: if (i + salt) % 2 == 0 {
+            side: if (i + salt).is_multiple_of(2) {
                 Side::Buy
             } else {
                 Side::Sell

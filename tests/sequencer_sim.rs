@@ -237,15 +237,15 @@ impl World {
                 let roll = self.rng.next_u32();
                 OrderSpec {
                     // Market 3 is unknown: a funding rejection.
-                    market: MarketId(1 + roll % 2 + u32::from(roll % 97 == 0)),
+                    market: MarketId(1 + roll % 2 + u32::from(roll.is_multiple_of(97))),
                     side: if roll & 4 == 0 { Side::Buy } else { Side::Sell },
-                    limit: if roll % 5 == 0 {
+                    limit: if roll.is_multiple_of(5) {
                         None
                     } else {
                         Some(80 + u64::from(self.rng.next_u32() % 40))
                     },
                     // Occasionally far more than anyone holds.
-                    qty: if roll % 53 == 0 {
+                    qty: if roll.is_multiple_of(53) {
                         1_000_000
                     } else {
                         1 + u64::from(self.rng.next_u32() % 20)
@@ -258,7 +258,7 @@ impl World {
 
     fn submit_one(&mut self) {
         let now = self.now;
-        let ahead = u64::from(self.rng.next_u32() % 3 == 0);
+        let ahead = u64::from(self.rng.next_u32().is_multiple_of(3));
         let e = self.seq().open_batch_at(now) + ahead;
         let public = self.seq().batch_public_key(e).expect("announced key");
         let trader = self.traders[self.rng.next_u32() as usize % self.traders.len()].clone();
@@ -364,11 +364,11 @@ fn run(seed: u64, steps: usize, crashes: Crashes) -> Stats {
         for _ in 0..world.rng.next_u32() % 4 {
             world.submit_one();
         }
-        if world.rng.next_u32() % 20 == 0 {
+        if world.rng.next_u32().is_multiple_of(20) {
             world.withdraw_some();
         }
         if let Crashes::Random(one_in) = crashes
-            && world.rng.next_u32() % one_in == 0
+            && world.rng.next_u32().is_multiple_of(one_in)
         {
             // Stop the disk at a random upcoming write point.
             let at = world.disk.ops() + u64::from(world.rng.next_u32() % 6);

@@ -161,10 +161,10 @@ impl Ladder {
             // A wide band, but the limits may still lie close together (near
             // the reference, as they usually do): bucket densely over just
             // the ticks they span.
-            if let Some(span) = limit_span(input, parallel) {
-                if fits(span.width()) {
-                    return build_dense(input, parallel, span);
-                }
+            if let Some(span) = limit_span(input, parallel)
+                && fits(span.width())
+            {
+                return build_dense(input, parallel, span);
             }
         }
         build_sparse(input, parallel)

@@ -202,7 +202,11 @@ fn random_orders(rng: &mut ChaCha20Rng, markets: &[MarketInfo], count: usize) ->
             OrderSpec {
                 market: MarketId(market.id),
                 side,
-                limit: if roll % 23 == 0 { None } else { Some(price) },
+                limit: if roll.is_multiple_of(23) {
+                    None
+                } else {
+                    Some(price)
+                },
                 qty: 1 + (roll >> 32) % 10,
                 client_order_id: i as u64,
             }

@@ -552,10 +552,10 @@ pub fn open_batch<E: AsRef<[u8]> + Sync>(
         }
     }
     for o in &mut opened {
-        if let Ok(b) = &o.outcome {
-            if by_nonce.get(&(b.account, b.nonce)).copied().unwrap_or(0) > 1 {
-                o.outcome = Err(Rejection::DuplicateNonce);
-            }
+        if let Ok(b) = &o.outcome
+            && by_nonce.get(&(b.account, b.nonce)).copied().unwrap_or(0) > 1
+        {
+            o.outcome = Err(Rejection::DuplicateNonce);
         }
     }
     Ok(OpenedBatch {

@@ -317,13 +317,13 @@ impl KeyCustodian for EmbeddedCustodian {
     ) -> Result<ReleasedBatchKey, CustodianError> {
         check_seal(seal, &self.sequencer, &self.schedule, now_ms)?;
         let e = seal.e;
-        if let Some(&(count, root)) = self.released.get(&e) {
-            if (count, root) != (seal.count, seal.root) {
-                return Err(CustodianError::Equivocation {
-                    e,
-                    first: SealStatement { e, count, root },
-                });
-            }
+        if let Some(&(count, root)) = self.released.get(&e)
+            && (count, root) != (seal.count, seal.root)
+        {
+            return Err(CustodianError::Equivocation {
+                e,
+                first: SealStatement { e, count, root },
+            });
         }
         let secret = self
             .master
@@ -412,17 +412,17 @@ impl KeyCustodian for PublishedKeyCustodian {
             return Err(CustodianError::UnknownBatch { e: seal.e });
         }
         check_seal(seal, &self.sequencer, &self.schedule, now_ms)?;
-        if let Some((count, root)) = self.released {
-            if (count, root) != (seal.count, seal.root) {
-                return Err(CustodianError::Equivocation {
+        if let Some((count, root)) = self.released
+            && (count, root) != (seal.count, seal.root)
+        {
+            return Err(CustodianError::Equivocation {
+                e: seal.e,
+                first: SealStatement {
                     e: seal.e,
-                    first: SealStatement {
-                        e: seal.e,
-                        count,
-                        root,
-                    },
-                });
-            }
+                    count,
+                    root,
+                },
+            });
         }
         let key = ReleasedBatchKey::new(self.secret.clone(), &self.public, seal)
             .map_err(|source| CustodianError::Key { e: seal.e, source })?;

@@ -258,10 +258,10 @@ impl InclusionProof {
         let mut hash = leaf_hash(commitment);
         let mut siblings = self.siblings.iter();
         while len > 1 {
-            let promoted = idx % 2 == 0 && idx + 1 == len;
+            let promoted = idx.is_multiple_of(2) && idx + 1 == len;
             if !promoted {
                 let s = siblings.next().ok_or(MerkleError::ProofLength)?;
-                hash = if idx % 2 == 0 {
+                hash = if idx.is_multiple_of(2) {
                     node_hash(&hash, s)
                 } else {
                     node_hash(s, &hash)

@@ -368,16 +368,16 @@ impl<S: Storage> Journal<S> {
             if *name_lsn == 0 || *name_lsn > LSN_MAX {
                 return Err(corrupt(0, Corruption::LsnOutOfRange(*name_lsn)));
             }
-            if let Some(expected) = next_lsn {
-                if *name_lsn != expected {
-                    return Err(corrupt(
-                        0,
-                        Corruption::SegmentGap {
-                            expected,
-                            found: *name_lsn,
-                        },
-                    ));
-                }
+            if let Some(expected) = next_lsn
+                && *name_lsn != expected
+            {
+                return Err(corrupt(
+                    0,
+                    Corruption::SegmentGap {
+                        expected,
+                        found: *name_lsn,
+                    },
+                ));
             }
             let first_lsn = match decode_segment_header(&bytes) {
                 Ok(first_lsn) => first_lsn,
