@@ -36,6 +36,8 @@
 
 use std::collections::BTreeMap;
 
+use rayon::prelude::*;
+
 use crate::market::{AccountId, AssetId, MarketConfig};
 use crate::order::OrderSpec;
 use crate::types::{Lots, MarketId, Side, Tick};
@@ -254,8 +256,8 @@ impl Ledger {
         }
     }
 
-    /// What one bundle reserves per asset, after checking each order's market,
-    /// quantity and band.
+    /// What one bundle reserves per asset, ascending by asset, after checking
+    /// each order's market, quantity and band.
     ///
     /// # Errors
     ///
@@ -264,8 +266,10 @@ impl Ledger {
     pub fn requirement(
         markets: &BTreeMap<MarketId, MarketConfig>,
         orders: &[OrderSpec],
-    ) -> Result<BTreeMap<AssetId, u128>, FundingError> {
-        let mut needs = BTreeMap::new();
+    ) -> Result<Vec<(AssetId, u128)>, FundingError> {
+        // A bundle touches at most two assets per order: a short list beats a
+        // map, and is sorted at the end.
+        let mut needs: Vec<(AssetId, u128)> = Vec::new();
         for (index, order) in orders.iter().enumerate() {
             let Some(market) = markets.get(&order.market) else {
                 return Err(FundingError::UnknownMarket {
@@ -295,8 +299,12 @@ impl Ledger {
                 }
                 Side::Sell => (market.base, market.base_amount(order.qty)),
             };
-            *needs.entry(asset).or_insert(0u128) += amount;
+            match needs.iter_mut().find(|(a, _)| *a == asset) {
+                Some((_, total)) => *total += amount,
+                None => needs.push((asset, amount)),
+            }
         }
+        needs.sort_unstable_by_key(|&(asset, _)| asset);
         Ok(needs)
     }
 
@@ -314,25 +322,43 @@ impl Ledger {
         markets: &BTreeMap<MarketId, MarketConfig>,
         bundles: &[(AccountId, &[OrderSpec])],
     ) -> Vec<Result<(), FundingError>> {
-        let mut reserved: BTreeMap<(AccountId, AssetId), u128> = BTreeMap::new();
+        // Each bundle's needs depend on nothing else: compute them in
+        // parallel. Reserving is sequential, in the order given.
+        let needs: Vec<Result<Vec<(AssetId, u128)>, FundingError>> = bundles
+            .par_iter()
+            .map(|(_, orders)| Self::requirement(markets, orders))
+            .collect();
+        // Per account: (asset, still available) for the assets seen so far,
+        // read from the ledger the first time each is needed.
+        let mut available: BTreeMap<AccountId, Vec<(AssetId, u128)>> = BTreeMap::new();
         bundles
             .iter()
-            .map(|(account, orders)| {
-                let needs = Self::requirement(markets, orders)?;
-                for (asset, needed) in &needs {
-                    let held = u128::from(self.balance(account, *asset));
-                    let used = reserved.get(&(*account, *asset)).copied().unwrap_or(0);
-                    let available = held.saturating_sub(used);
-                    if *needed > available {
+            .zip(needs)
+            .map(|((account, _), needs)| {
+                let needs = needs?;
+                let left = available.entry(*account).or_default();
+                for &(asset, _) in &needs {
+                    if !left.iter().any(|(a, _)| *a == asset) {
+                        left.push((asset, u128::from(self.balance(account, asset))));
+                    }
+                }
+                for &(asset, needed) in &needs {
+                    let free = left
+                        .iter()
+                        .find(|(a, _)| *a == asset)
+                        .map_or(0, |&(_, free)| free);
+                    if needed > free {
                         return Err(FundingError::Unfunded {
-                            asset: *asset,
-                            needed: *needed,
-                            available,
+                            asset,
+                            needed,
+                            available: free,
                         });
                     }
                 }
                 for (asset, needed) in needs {
-                    *reserved.entry((*account, asset)).or_insert(0) += needed;
+                    if let Some((_, free)) = left.iter_mut().find(|(a, _)| *a == asset) {
+                        *free -= needed;
+                    }
                 }
                 Ok(())
             })
@@ -360,10 +386,20 @@ impl Ledger {
         prices: &BTreeMap<MarketId, Tick>,
         fills: &[Fill],
     ) -> Result<SettlementSummary, LedgerError> {
+        // Fills come grouped by envelope, so runs of one account are common:
+        // sum a run in a short list and fold it into the map once. Fees are
+        // summed per asset and credited at the end.
         let mut deltas: BTreeMap<(AccountId, AssetId), i128> = BTreeMap::new();
         let mut summary = SettlementSummary::default();
-        let mut add = |account: AccountId, asset: AssetId, amount: i128| {
-            *deltas.entry((account, asset)).or_insert(0) += amount;
+        let mut fee_total: BTreeMap<AssetId, i128> = BTreeMap::new();
+        let mut run: Option<(AccountId, Vec<(AssetId, i128)>)> = None;
+        let flush = |deltas: &mut BTreeMap<(AccountId, AssetId), i128>,
+                     run: Option<(AccountId, Vec<(AssetId, i128)>)>| {
+            if let Some((account, amounts)) = run {
+                for (asset, amount) in amounts {
+                    *deltas.entry((account, asset)).or_insert(0) += amount;
+                }
+            }
         };
         for fill in fills.iter().filter(|fill| fill.qty != 0) {
             let (Some(market), Some(&price)) =
@@ -376,19 +412,32 @@ impl Ledger {
             let notional = settleable(market.notional(price, fill.qty), fill, market.quote)?;
             let fee = settleable(market.fee(notional.unsigned_abs()), fill, market.quote)?;
             let base = settleable(market.base_amount(fill.qty), fill, market.base)?;
-            match fill.side {
-                Side::Buy => {
-                    add(fill.account, market.quote, -(notional + fee));
-                    add(fill.account, market.base, base);
-                }
-                Side::Sell => {
-                    add(fill.account, market.quote, notional - fee);
-                    add(fill.account, market.base, -base);
+            let (quote_delta, base_delta) = match fill.side {
+                Side::Buy => (-(notional + fee), base),
+                Side::Sell => (notional - fee, -base),
+            };
+            if run
+                .as_ref()
+                .is_none_or(|(account, _)| *account != fill.account)
+            {
+                flush(&mut deltas, run.take());
+                run = Some((fill.account, Vec::new()));
+            }
+            if let Some((_, amounts)) = run.as_mut() {
+                for (asset, amount) in [(market.quote, quote_delta), (market.base, base_delta)] {
+                    match amounts.iter_mut().find(|(a, _)| *a == asset) {
+                        Some((_, sum)) => *sum += amount,
+                        None => amounts.push((asset, amount)),
+                    }
                 }
             }
-            add(self.fee_account, market.quote, fee);
-            *summary.fees.entry(market.quote).or_insert(0) += fee.unsigned_abs();
+            *fee_total.entry(market.quote).or_insert(0) += fee;
             summary.fills_applied += 1;
+        }
+        flush(&mut deltas, run.take());
+        for (asset, fee) in fee_total {
+            *deltas.entry((self.fee_account, asset)).or_insert(0) += fee;
+            *summary.fees.entry(asset).or_insert(0) += fee.unsigned_abs();
         }
 
         // Conservation: for every asset the deltas cancel out.

@@ -736,11 +736,20 @@ fn batched_open_matches_single_open() {
     let mut w = world(11);
     let e = 21;
     let mut envs = Vec::new();
+    let pk_e = w.custodian.public_key(e).unwrap();
+    let forger = w.account();
     for i in 0..100u64 {
         let account = w.account();
         let mut env = w
             .seal_one(&account, e, i, 1 + (i as usize % 7))
             .into_bytes();
+        if i % 9 == 3 {
+            // A signature by another key, among valid ones: the run's
+            // combined check fails and only this envelope is rejected.
+            let pt = plaintext(e, &account.verifying_key().to_bytes(), &forger, 2, 256);
+            let r = w.random_r();
+            env = seal_raw_plaintext(&r, e, &pk_e, &pt).unwrap().into_bytes();
+        }
         match i % 9 {
             0 => env[70] ^= 1,                                      // AEAD failure
             1 => env[9..41].copy_from_slice(&[0xff; 32]),           // bad R
@@ -763,8 +772,14 @@ fn batched_open_matches_single_open() {
     }
     assert_eq!(
         opened.accepted().count(),
-        (0..100).filter(|i| i % 9 > 2).count()
+        (0..100).filter(|i| i % 9 > 3).count()
     );
+    let bad_signatures = opened
+        .envelopes
+        .iter()
+        .filter(|o| o.outcome == Err(Rejection::BadSignature))
+        .count();
+    assert_eq!(bad_signatures, (0..100).filter(|i| i % 9 == 3).count());
 }
 
 /// Wide trees take the parallel hashing path; proofs and the root-only

@@ -92,7 +92,7 @@ fn requirement_counts_fees_and_market_buys_at_the_band_top() {
         ],
     )
     .unwrap();
-    assert_eq!(needs, BTreeMap::from([(BASE, 300), (QUOTE, 3009 + 1504)]));
+    assert_eq!(needs, vec![(BASE, 300), (QUOTE, 3009 + 1504)]);
 }
 
 #[test]

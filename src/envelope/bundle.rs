@@ -8,11 +8,12 @@ use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
-use ed25519_dalek::{Signature, Signer, SigningKey};
+use ed25519_dalek::{Signer, SigningKey};
 use rand_core::CryptoRngCore;
 use rayon::prelude::*;
 use zeroize::{Zeroize, Zeroizing};
 
+use super::cofactored::{PendingSignature, verify_run};
 use super::keys::{BatchPublicKey, ReleasedBatchKey, decode_point, decode_secret_scalar};
 use super::merkle::{Commitment, ENVELOPES_PER_BATCH_MAX, MerkleError, MerkleRoot, merkle_root};
 use super::receipt::decode_ed25519_public;
@@ -239,7 +240,8 @@ pub enum Rejection {
     /// The account key is non-canonical, invalid or of small order.
     #[error("account public key is invalid")]
     BadAccountKey,
-    /// The bundle signature does not verify strictly.
+    /// The bundle signature does not verify (strict encodings, cofactored
+    /// equation: `spec/envelope.md` §11).
     #[error("bundle signature does not verify")]
     BadSignature,
     /// Same bytes (same commitment) as an earlier envelope of the batch.
@@ -328,7 +330,7 @@ pub struct VerifiedBundle {
 
 impl ReleasedBatchKey {
     /// Opens one envelope of this batch: header checks, KEM, AEAD, plaintext
-    /// decoding, strict Ed25519 verification. Does not check membership in
+    /// decoding, cofactored Ed25519 verification. Does not check membership in
     /// the seal or nonces; [`open_batch`] does.
     ///
     /// # Errors
@@ -336,15 +338,21 @@ impl ReleasedBatchKey {
     pub fn open(&self, envelope: &[u8]) -> Result<VerifiedBundle, Rejection> {
         let ephemeral_point = check_header(envelope, self.batch())?;
         let shared = Zeroizing::new((self.scalar() * ephemeral_point).compress().to_bytes());
-        self.open_checked(envelope, &shared)
+        let (bundle, signature) = self.decrypt_checked(envelope, &shared)?;
+        if signature.verify() {
+            Ok(bundle)
+        } else {
+            Err(Rejection::BadSignature)
+        }
     }
 
-    /// Opening after [`check_header`] passed, given `shared = enc(s_e·R)`.
-    fn open_checked(
+    /// Opening after [`check_header`] passed, given `shared = enc(s_e·R)`,
+    /// up to the signature check: the bundle and its decoded signature.
+    fn decrypt_checked(
         &self,
         envelope: &[u8],
         shared: &[u8; 32],
-    ) -> Result<VerifiedBundle, Rejection> {
+    ) -> Result<(VerifiedBundle, PendingSignature), Rejection> {
         let e = self.batch();
         let (header, rest) = envelope.split_at(HEADER_LEN);
         let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
@@ -370,21 +378,25 @@ impl ReleasedBatchKey {
         let account =
             decode_ed25519_public(&decoded.account).map_err(|_| Rejection::BadAccountKey)?;
         let message = bundle_signature_message(e, decoded.body);
-        account
-            .verify_strict(&message, &Signature::from_bytes(&decoded.signature))
-            .map_err(|_| Rejection::BadSignature)?;
-        Ok(VerifiedBundle {
-            account: AccountId(decoded.account),
-            nonce: decoded.nonce,
-            orders: decoded.orders,
-        })
+        let signature = PendingSignature::new(&account, &message, &decoded.signature)
+            .ok_or(Rejection::BadSignature)?;
+        Ok((
+            VerifiedBundle {
+                account: AccountId(decoded.account),
+                nonce: decoded.nonce,
+                orders: decoded.orders,
+            },
+            signature,
+        ))
     }
 
     /// Opens a run of sorted envelopes, sharing one field inversion for all
     /// their KEM encodings: with `h = s_e/2`, ristretto's batched
     /// double-and-encode of `h·R_i` yields `enc(2·h·R_i) = enc(s_e·R_i)`,
     /// the same bytes as [`ReleasedBatchKey::open`] computes one at a time,
-    /// minus one inverse square root per envelope.
+    /// minus one inverse square root per envelope. The run's signatures are
+    /// checked as one cofactored linear combination, and one by one only if
+    /// that fails, so every verdict equals [`ReleasedBatchKey::open`]'s.
     fn open_run<E: AsRef<[u8]>>(
         &self,
         half: &Scalar,
@@ -410,32 +422,55 @@ impl ReleasedBatchKey {
         let mut shared = RistrettoPoint::double_and_compress_batch(&halves);
         halves.zeroize();
         let mut shared_iter = shared.iter();
-        let out = (start..end)
+        let decrypted: Vec<Result<(VerifiedBundle, PendingSignature), Rejection>> = (start..end)
             .zip(checked)
             .map(|(pos, point)| {
-                let (commitment, input_index) = sorted[pos];
-                let outcome = match point {
+                let envelope = envelopes[sorted[pos].1].as_ref();
+                match point {
                     Err(rejection) => Err(rejection),
                     Ok(_) => match shared_iter.next() {
-                        Some(s) => self.open_checked(envelopes[input_index].as_ref(), s.as_bytes()),
+                        Some(s) => self.decrypt_checked(envelope, s.as_bytes()),
                         // One compressed point per accepted header, by construction.
-                        None => self.open(envelopes[input_index].as_ref()),
+                        None => {
+                            let point = check_header(envelope, e)?;
+                            let s = Zeroizing::new((self.scalar() * point).compress().to_bytes());
+                            self.decrypt_checked(envelope, &s)
+                        }
                     },
-                };
+                }
+            })
+            .collect();
+        shared.zeroize();
+        // One combined check for the run; one by one only if it fails.
+        let signatures: Vec<PendingSignature> = decrypted
+            .iter()
+            .filter_map(|d| d.as_ref().ok().map(|(_, sig)| sig.clone()))
+            .collect();
+        let all_valid = verify_run(&signatures);
+        (start..end)
+            .zip(decrypted)
+            .map(|(pos, decrypted)| {
+                let (commitment, input_index) = sorted[pos];
+                let outcome = decrypted.and_then(|(bundle, signature)| {
+                    if all_valid || signature.verify() {
+                        Ok(bundle)
+                    } else {
+                        Err(Rejection::BadSignature)
+                    }
+                });
                 OpenedEnvelope {
                     commitment,
                     input_index,
                     outcome,
                 }
             })
-            .collect();
-        shared.zeroize();
-        out
+            .collect()
     }
 }
 
-/// Envelopes per run in [`open_batch`]: one shared field inversion per run,
-/// and enough runs to keep both cores busy.
+/// Envelopes per run in [`open_batch`]: one shared field inversion and one
+/// combined signature check per run, and enough runs to keep both cores
+/// busy.
 const OPEN_RUN_LEN: usize = 32;
 
 /// Why a whole batch cannot be opened.
@@ -496,8 +531,10 @@ impl OpenedBatch {
 ///
 /// First checks that the distinct commitments of `envelopes` are exactly the
 /// set the key's seal signed (count and Merkle root). Then each envelope is
-/// opened independently ([`ReleasedBatchKey::open`]); one bad envelope never
-/// affects another, except by these two deterministic batch rules:
+/// opened with the verdict [`ReleasedBatchKey::open`] gives it alone (runs of
+/// envelopes share a field inversion and a combined signature check, which
+/// changes no verdict); one bad envelope never affects another, except by
+/// these two deterministic batch rules:
 /// - an envelope whose bytes repeat an earlier one (same commitment; ties in
 ///   input order) is [`Rejection::DuplicateEnvelope`];
 /// - if two or more *distinct* envelopes verify with the same

@@ -84,6 +84,7 @@
 //! ```
 
 pub mod bundle;
+mod cofactored;
 pub mod custodian;
 pub mod keys;
 pub mod merkle;

@@ -68,7 +68,7 @@ pub fn decode_ed25519_public(bytes: &[u8; 32]) -> Result<VerifyingKey, VerifyErr
 /// Whether the low 255 bits (little-endian `y`) are below `2^255 − 19`.
 /// (The `x = 0` sign-bit case only arises for `y = ±1`, both small order and
 /// refused by the weak-key check.)
-fn ed25519_y_is_canonical(bytes: &[u8; 32]) -> bool {
+pub(crate) fn ed25519_y_is_canonical(bytes: &[u8; 32]) -> bool {
     // y >= p iff bits 0..255 are 0x7fff..ffed or above: byte 31 (masked) is
     // 0x7f, bytes 30..=1 are 0xff and byte 0 >= 0xed.
     !(bytes[31] & 0x7f == 0x7f && bytes[1..31].iter().all(|&b| b == 0xff) && bytes[0] >= 0xed)
