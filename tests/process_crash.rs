@@ -18,7 +18,7 @@ use sealbatch::journal::{Journal, JournalConfig};
 use sealbatch::net::parse_fingerprint;
 use sealbatch::node::core::now_ms;
 use sealbatch::order::OrderSpec;
-use sealbatch::sequencer::{SequencerRecord, verify_journal};
+use sealbatch::sequencer::{ResultAssembler, SequencerRecord, verify_journal};
 use sealbatch::types::{MarketId, Side};
 
 fn free_port() -> u16 {
@@ -160,6 +160,7 @@ async fn sigkill_loses_no_acknowledged_envelope() {
     let mut envelopes: BTreeMap<u64, BTreeSet<Commitment>> = BTreeMap::new();
     let mut sealed = BTreeSet::new();
     let mut cleared = BTreeSet::new();
+    let mut assembler = ResultAssembler::default();
     for (_, kind, payload) in &records {
         match SequencerRecord::decode(*kind, payload).expect("decodes") {
             SequencerRecord::Envelope { e, bytes } => {
@@ -171,7 +172,10 @@ async fn sigkill_loses_no_acknowledged_envelope() {
             SequencerRecord::Seal(seal) => {
                 sealed.insert(seal.e);
             }
-            SequencerRecord::Result(outcome) => {
+            SequencerRecord::ResultPart(part) => {
+                let Some(outcome) = assembler.push(part).expect("result parts join") else {
+                    continue;
+                };
                 assert!(
                     cleared.insert(outcome.e),
                     "batch {} cleared twice",

@@ -7,8 +7,9 @@ use sealbatch::envelope::{BatchSchedule, Commitment, MerkleRoot, SequencerKey, S
 use sealbatch::journal::RecordKind;
 use sealbatch::market::{AccountId, AssetId, MarketConfig};
 use sealbatch::sequencer::{
-    BatchOutcome, EnvelopeOutcome, EnvelopeStatus, Genesis, MarketOutcome, OrderFill, RecordError,
-    SequencerRecord, Transfer,
+    AssembleError, BatchOutcome, EnvelopeOutcome, EnvelopeStatus, Genesis, MarketOutcome,
+    OrderFill, RESULT_PART_BYTES_MAX, RecordError, ResultAssembler, ResultPart, SequencerRecord,
+    Transfer,
 };
 use sealbatch::types::{MarketId, OrderId, Side};
 
@@ -74,6 +75,37 @@ fn outcome(envelopes: u8, fills: u8, price: Option<u64>) -> BatchOutcome {
     }
 }
 
+fn only_part(outcome: &BatchOutcome) -> ResultPart {
+    let mut parts = ResultPart::split(outcome, RESULT_PART_BYTES_MAX);
+    assert_eq!(parts.len(), 1);
+    parts.remove(0)
+}
+
+/// An outcome whose encoding spans `parts` parts.
+fn large_outcome(parts: usize) -> BatchOutcome {
+    let mut o = outcome(3, 0, Some(100));
+    let fills = (parts - 1) * RESULT_PART_BYTES_MAX / 19 + 1_000;
+    o.fills = (0..fills)
+        .map(|i| OrderFill {
+            envelope: 1 + (i / 60_000) as u32 % 2,
+            index: (i % 60_000) as u16,
+            market: MarketId(1),
+            side: Side::Buy,
+            filled: 1,
+        })
+        .collect();
+    o
+}
+
+fn assemble(parts: Vec<ResultPart>) -> Result<Vec<BatchOutcome>, AssembleError> {
+    let mut assembler = ResultAssembler::default();
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend(assembler.push(part)?);
+    }
+    Ok(out)
+}
+
 fn records() -> Vec<SequencerRecord> {
     let key = SequencerKey::from_seed(&[3; 32]);
     let tree =
@@ -86,8 +118,8 @@ fn records() -> Vec<SequencerRecord> {
             bytes: vec![1; 300],
         },
         SequencerRecord::Seal(seal),
-        SequencerRecord::Result(outcome(5, 3, Some(101))),
-        SequencerRecord::Result(outcome(0, 0, None)),
+        SequencerRecord::ResultPart(only_part(&outcome(5, 3, Some(101)))),
+        SequencerRecord::ResultPart(only_part(&outcome(0, 0, None))),
         SequencerRecord::Deposit(Transfer {
             account: AccountId([2; 32]),
             asset: AssetId(7),
@@ -141,11 +173,18 @@ fn truncation_and_trailing_bytes_are_typed_errors() {
 
 #[test]
 fn non_canonical_fields_are_refused() {
-    let mut bytes = SequencerRecord::Result(outcome(0, 0, None)).encode();
+    let mut part = only_part(&outcome(0, 0, None));
     // tag 8, e 8, root 32, secret 32, envelope count 4, market count 4,
     // market id 4, then has_price (0) and price (must be 0 without a price).
     let price_at = 8 + 8 + 32 + 32 + 4 + 4 + 4 + 1;
-    bytes[price_at] = 1;
+    part.bytes[price_at] = 1;
+    assert!(matches!(
+        assemble(vec![part]),
+        Err(AssembleError::Decode { e: 77, .. })
+    ));
+    // A part index at or past the count.
+    let mut bytes = SequencerRecord::ResultPart(only_part(&outcome(1, 0, None))).encode();
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
     assert!(SequencerRecord::decode(RecordKind::Result, &bytes).is_err());
     assert_eq!(
         SequencerRecord::decode(RecordKind::KeyRelease, &[]),
@@ -154,6 +193,56 @@ fn non_canonical_fields_are_refused() {
     let mut genesis = SequencerRecord::Genesis(genesis()).encode();
     genesis[0] ^= 1;
     assert!(SequencerRecord::decode(RecordKind::Config, &genesis).is_err());
+}
+
+#[test]
+fn a_large_outcome_is_journaled_in_parts_and_joins_back() {
+    let big = large_outcome(3);
+    let parts = ResultPart::split(&big, RESULT_PART_BYTES_MAX);
+    assert_eq!(parts.len(), 3);
+    assert!(parts.iter().all(|p| p.bytes.len() <= RESULT_PART_BYTES_MAX));
+    for part in &parts {
+        let record = SequencerRecord::ResultPart(part.clone());
+        assert_eq!(
+            SequencerRecord::decode(RecordKind::Result, &record.encode()),
+            Ok(record)
+        );
+    }
+    assert_eq!(assemble(parts.clone()), Ok(vec![big.clone()]));
+
+    // Cut short, then written again from part 0 (a restart): the unfinished
+    // one is dropped and the batch's outcome appears once.
+    let mut retried = parts[..2].to_vec();
+    retried.extend(parts.clone());
+    assert_eq!(assemble(retried), Ok(vec![big.clone()]));
+    let mut assembler = ResultAssembler::default();
+    assert_eq!(assembler.push(parts[0].clone()), Ok(None));
+    assert!(assembler.is_partial());
+
+    // Out of order, or a part without its start: typed errors.
+    assert!(matches!(
+        assemble(vec![parts[0].clone(), parts[2].clone()]),
+        Err(AssembleError::OutOfOrder {
+            e: 77,
+            index: 2,
+            next: 1,
+            ..
+        })
+    ));
+    assert!(matches!(
+        assemble(vec![parts[1].clone()]),
+        Err(AssembleError::Orphan { index: 1, .. })
+    ));
+    let mut other_batch = parts[1].clone();
+    other_batch.e = 78;
+    assert!(matches!(
+        assemble(vec![parts[0].clone(), other_batch]),
+        Err(AssembleError::OutOfOrder {
+            e: 78,
+            next_e: 77,
+            ..
+        })
+    ));
 }
 
 proptest! {
@@ -167,7 +256,9 @@ proptest! {
 
     #[test]
     fn outcomes_round_trip(envelopes in 0u8..40, fills in 0u8..40, price in prop::option::of(1u64..1_000)) {
-        let record = SequencerRecord::Result(outcome(envelopes, fills, price));
+        let outcome = outcome(envelopes, fills, price);
+        let record = SequencerRecord::ResultPart(only_part(&outcome));
         prop_assert_eq!(SequencerRecord::decode(RecordKind::Result, &record.encode()), Ok(record));
+        prop_assert_eq!(assemble(ResultPart::split(&outcome, RESULT_PART_BYTES_MAX)), Ok(vec![outcome]));
     }
 }

@@ -20,8 +20,8 @@ use sealbatch::journal::{Journal, JournalConfig, RecordKind, SimStorage};
 use sealbatch::market::{AccountId, AssetId, MarketConfig};
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{
-    BatchOutcome, EnvelopeStatus, Event, Genesis, Limits, OpToken, Sequencer, SequencerRecord,
-    SubmitError, SubmitToken, verify_journal,
+    BatchOutcome, EnvelopeStatus, Event, Genesis, Limits, OpToken, ResultAssembler, Sequencer,
+    SequencerRecord, SubmitError, SubmitToken, verify_journal,
 };
 use sealbatch::types::{BatchId, MarketId, Side};
 
@@ -128,7 +128,12 @@ impl World {
             .map(|r| (r.lsn, r.kind, r.payload));
         let sequencer = Sequencer::recover(
             genesis,
-            Limits::default(),
+            // Small result parts: most results span several records, so
+            // crashes land between the parts of one result too.
+            Limits {
+                result_part_bytes: 512,
+                ..Limits::default()
+            },
             key,
             Box::new(custodian),
             records,
@@ -349,6 +354,8 @@ struct Stats {
     batches: usize,
     acked: usize,
     ops: u64,
+    /// Results journaled in more than one part.
+    split_results: usize,
 }
 
 fn run(seed: u64, steps: usize, crashes: Crashes) -> Stats {
@@ -387,6 +394,8 @@ fn run(seed: u64, steps: usize, crashes: Crashes) -> Stats {
     let mut envelopes: BTreeMap<BatchId, BTreeSet<Commitment>> = BTreeMap::new();
     let mut results: BTreeMap<BatchId, usize> = BTreeMap::new();
     let mut deposited: BTreeMap<AssetId, u128> = BTreeMap::new();
+    let mut assembler = ResultAssembler::default();
+    let mut split_results = 0;
     for (_, kind, payload) in &records {
         match SequencerRecord::decode(*kind, payload).expect("decodes") {
             SequencerRecord::Envelope { e, bytes } => {
@@ -395,7 +404,14 @@ fn run(seed: u64, steps: usize, crashes: Crashes) -> Stats {
                     .or_default()
                     .insert(Commitment::of(&bytes));
             }
-            SequencerRecord::Result(outcome) => *results.entry(outcome.e).or_default() += 1,
+            SequencerRecord::ResultPart(part) => {
+                if part.index == 1 {
+                    split_results += 1;
+                }
+                if let Some(outcome) = assembler.push(part).expect("result parts join") {
+                    *results.entry(outcome.e).or_default() += 1;
+                }
+            }
             SequencerRecord::Deposit(t) => {
                 *deposited.entry(t.asset).or_default() += u128::from(t.amount);
             }
@@ -478,6 +494,7 @@ fn run(seed: u64, steps: usize, crashes: Crashes) -> Stats {
         batches: results.len(),
         acked: world.acked.len(),
         ops: world.disk.ops(),
+        split_results,
     }
 }
 
@@ -503,7 +520,7 @@ fn uninterrupted_runs_verify() {
 
 #[test]
 fn random_crashes_lose_no_acknowledged_envelope_and_apply_no_fill_twice() {
-    let (mut crashes, mut batches, mut acked) = (0, 0, 0);
+    let (mut crashes, mut batches, mut acked, mut split) = (0, 0, 0, 0);
     for seed in seeds(100..140) {
         let result = std::panic::catch_unwind(|| run(seed, 300, Crashes::Random(12)));
         match result {
@@ -511,6 +528,7 @@ fn random_crashes_lose_no_acknowledged_envelope_and_apply_no_fill_twice() {
                 crashes += stats.crashes;
                 batches += stats.batches;
                 acked += stats.acked;
+                split += stats.split_results;
             }
             Err(panic) => {
                 eprintln!("simulation failed with seed {seed}");
@@ -518,9 +536,12 @@ fn random_crashes_lose_no_acknowledged_envelope_and_apply_no_fill_twice() {
             }
         }
     }
-    eprintln!("{crashes} crashes, {batches} batches, {acked} acknowledged envelopes");
+    eprintln!(
+        "{crashes} crashes, {batches} batches ({split} results in several parts), \
+         {acked} acknowledged envelopes"
+    );
     assert!(
-        crashes > 100 && batches > 1_000,
+        crashes > 100 && batches > 1_000 && split > 100,
         "the simulation exercised too little"
     );
 }

@@ -258,6 +258,7 @@ impl NodeConfig {
             envelopes_per_batch_max: self.limits.envelopes_per_batch_max,
             bytes_per_batch_max: self.limits.bytes_per_batch_max,
             pending_receipts_max: self.limits.core_queue_max.max(1) * 4,
+            ..Limits::default()
         }
     }
 

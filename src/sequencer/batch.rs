@@ -362,7 +362,7 @@ pub fn apply_outcome(
 }
 
 impl BatchOutcome {
-    /// Appends the canonical encoding (`spec/sequencer.md`, "Result record").
+    /// Appends the canonical encoding (`spec/sequencer.md`, "Result (kind 4)").
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&OUTCOME_TAG);
         out.put_u64(self.e);

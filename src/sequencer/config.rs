@@ -127,6 +127,10 @@ pub struct Limits {
     /// as [`SubmitError::Busy`](super::SubmitError::Busy). Default
     /// [`PENDING_RECEIPTS_DEFAULT`].
     pub pending_receipts_max: usize,
+    /// Outcome bytes per journaled result part, at most (and by default)
+    /// [`RESULT_PART_BYTES_MAX`](super::RESULT_PART_BYTES_MAX). Smaller
+    /// values only make more records; tests use them to crash between parts.
+    pub result_part_bytes: usize,
 }
 
 impl Default for Limits {
@@ -136,6 +140,7 @@ impl Default for Limits {
             envelopes_per_batch_max: ENVELOPES_PER_BATCH_DEFAULT,
             bytes_per_batch_max: BYTES_PER_BATCH_DEFAULT,
             pending_receipts_max: PENDING_RECEIPTS_DEFAULT,
+            result_part_bytes: super::RESULT_PART_BYTES_MAX,
         }
     }
 }
@@ -160,6 +165,9 @@ impl Limits {
         }
         if self.pending_receipts_max == 0 {
             return Err(ConfigError::Limit("pending_receipts_max"));
+        }
+        if self.result_part_bytes == 0 || self.result_part_bytes > super::RESULT_PART_BYTES_MAX {
+            return Err(ConfigError::Limit("result_part_bytes"));
         }
         Ok(())
     }

@@ -53,7 +53,10 @@ pub use config::{
     ANNOUNCE_AHEAD_DEFAULT, ANNOUNCE_AHEAD_MAX, BYTES_PER_BATCH_DEFAULT, ConfigError,
     ENVELOPES_PER_BATCH_DEFAULT, GENESIS_TAG, Genesis, Limits, PENDING_RECEIPTS_DEFAULT,
 };
-pub use record::{RecordError, SequencerRecord, Transfer};
+pub use record::{
+    AssembleError, RESULT_PART_BYTES_MAX, RecordError, ResultAssembler, ResultPart,
+    SequencerRecord, Transfer,
+};
 pub use verify::{BatchVerdict, VerifyError, VerifyReport, verify_journal};
 
 use std::collections::{BTreeMap, VecDeque};
@@ -336,6 +339,8 @@ pub struct Sequencer {
     jobs: VecDeque<OpenJob>,
     /// Batches whose open job is out, in order; with their result once back.
     opening: BTreeMap<BatchId, Option<OpenedJob>>,
+    /// Joins `Result` parts while replaying the journal.
+    assembler: ResultAssembler,
 }
 
 impl std::fmt::Debug for Sequencer {
@@ -401,6 +406,7 @@ impl Sequencer {
             operations: VecDeque::new(),
             jobs: VecDeque::new(),
             opening: BTreeMap::new(),
+            assembler: ResultAssembler::default(),
             genesis,
         };
         let mut records = records.into_iter().peekable();
@@ -496,7 +502,14 @@ impl Sequencer {
                     },
                 );
             }
-            SequencerRecord::Result(outcome) => {
+            SequencerRecord::ResultPart(part) => {
+                let Some(outcome) = self
+                    .assembler
+                    .push(part)
+                    .map_err(|error| fail(error.to_string()))?
+                else {
+                    return Ok(());
+                };
                 let e = outcome.e;
                 match self.batches.remove(&e) {
                     Some(Batch::Sealing { seal, .. }) if seal.root == outcome.root => {}
@@ -864,7 +877,10 @@ impl Sequencer {
                 &self.markets,
                 &mut self.references,
             )?;
-            let result_lsn = self.push_journal(&SequencerRecord::Result(outcome.clone()));
+            let mut result_lsn = self.next_lsn;
+            for part in ResultPart::split(&outcome, self.limits.result_part_bytes) {
+                result_lsn = self.push_journal(&SequencerRecord::ResultPart(part));
+            }
             self.batches.insert(
                 job.e,
                 Batch::Publishing {

@@ -26,12 +26,176 @@ pub enum SequencerRecord {
     },
     /// The signed seal of a closed batch.
     Seal(SignedSeal),
-    /// A batch's full outcome.
-    Result(BatchOutcome),
+    /// One part of a batch's outcome (all of it, unless it is large); see
+    /// [`ResultPart`] and [`ResultAssembler`].
+    ResultPart(ResultPart),
     /// An operator deposit.
     Deposit(Transfer),
     /// An operator withdrawal.
     Withdrawal(Transfer),
+}
+
+/// Outcome bytes per [`ResultPart`]: a batch outcome whose encoding is
+/// longer is journaled as several consecutive records, so no record nears
+/// the journal's payload limit however large the batch.
+pub const RESULT_PART_BYTES_MAX: usize = 4 << 20;
+
+/// A slice of the canonical encoding of batch `e`'s [`BatchOutcome`]:
+/// parts `0..count`, in order, concatenate to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResultPart {
+    /// The batch.
+    pub e: BatchId,
+    /// This part's position, below `count`.
+    pub index: u32,
+    /// How many parts the outcome has (at least 1).
+    pub count: u32,
+    /// At most [`RESULT_PART_BYTES_MAX`] bytes of the encoding.
+    pub bytes: Vec<u8>,
+}
+
+impl ResultPart {
+    /// The records that journal `outcome`: its encoding cut into parts of
+    /// `part_bytes` bytes (the last may be shorter), clamped to
+    /// `1..=`[`RESULT_PART_BYTES_MAX`].
+    #[must_use]
+    pub fn split(outcome: &BatchOutcome, part_bytes: usize) -> Vec<ResultPart> {
+        let encoded = outcome.encode();
+        let chunks: Vec<&[u8]> = encoded
+            .chunks(part_bytes.clamp(1, RESULT_PART_BYTES_MAX))
+            .collect();
+        // An encoding is never empty (it starts with its tag), and the part
+        // count is far below u32::MAX for any batch within the limits.
+        let count = chunks.len() as u32;
+        chunks
+            .into_iter()
+            .enumerate()
+            .map(|(index, bytes)| ResultPart {
+                e: outcome.e,
+                index: index as u32,
+                count,
+                bytes: bytes.to_vec(),
+            })
+            .collect()
+    }
+}
+
+/// Why result parts read back from a journal do not make an outcome.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AssembleError {
+    /// A part other than the first, with no outcome being assembled.
+    #[error("result part {index} of {count} of batch {e} without its part 0")]
+    Orphan {
+        /// The part's batch.
+        e: BatchId,
+        /// Its index.
+        index: u32,
+        /// Its count.
+        count: u32,
+    },
+    /// A part that does not continue the outcome being assembled.
+    #[error(
+        "result part {index} of {count} of batch {e} where part {next} of {next_count} of batch {next_e} was due"
+    )]
+    OutOfOrder {
+        /// The part's batch.
+        e: BatchId,
+        /// Its index.
+        index: u32,
+        /// Its count.
+        count: u32,
+        /// The batch being assembled.
+        next_e: BatchId,
+        /// The index that was due.
+        next: u32,
+        /// The count of the outcome being assembled.
+        next_count: u32,
+    },
+    /// The parts joined, but are not an outcome of their batch.
+    #[error("result of batch {e}: {source}")]
+    Decode {
+        /// The batch.
+        e: BatchId,
+        /// What is wrong.
+        source: DecodeError,
+    },
+}
+
+/// Joins [`ResultPart`]s read in journal order back into outcomes.
+///
+/// Part 0 starts an outcome and discards any unfinished one: the parts of an
+/// outcome are written consecutively, so an unfinished outcome followed by a
+/// new part 0 is one the sequencer was writing when it stopped (its batch is
+/// processed again after restart, giving the same bytes). An unfinished
+/// outcome at the end of the journal likewise means "not cleared".
+#[derive(Debug, Default)]
+pub struct ResultAssembler {
+    partial: Option<ResultPart>,
+}
+
+impl ResultAssembler {
+    /// Takes the next part; returns the outcome when it was the last.
+    ///
+    /// # Errors
+    ///
+    /// [`AssembleError::OutOfOrder`] for a part that does not follow the
+    /// previous one, [`AssembleError::Decode`] if the joined bytes are not an
+    /// outcome of the parts' batch.
+    pub fn push(&mut self, part: ResultPart) -> Result<Option<BatchOutcome>, AssembleError> {
+        let joined = if part.index == 0 {
+            self.partial.insert(part)
+        } else {
+            match self.partial.as_mut() {
+                Some(p) if p.e == part.e && p.count == part.count && p.index + 1 == part.index => {
+                    p.index = part.index;
+                    p.bytes.extend_from_slice(&part.bytes);
+                    p
+                }
+                Some(p) => {
+                    let error = AssembleError::OutOfOrder {
+                        e: part.e,
+                        index: part.index,
+                        count: part.count,
+                        next_e: p.e,
+                        next: p.index + 1,
+                        next_count: p.count,
+                    };
+                    self.partial = None;
+                    return Err(error);
+                }
+                None => {
+                    return Err(AssembleError::Orphan {
+                        e: part.e,
+                        index: part.index,
+                        count: part.count,
+                    });
+                }
+            }
+        };
+        if joined.index + 1 < joined.count {
+            return Ok(None);
+        }
+        let e = joined.e;
+        let bytes = std::mem::take(&mut joined.bytes);
+        self.partial = None;
+        let mut r = Reader::new(&bytes);
+        let outcome = BatchOutcome::decode(&mut r)
+            .and_then(|outcome| r.finish().map(|()| outcome))
+            .map_err(|source| AssembleError::Decode { e, source })?;
+        if outcome.e != e {
+            return Err(AssembleError::Decode {
+                e,
+                source: Reader::new(&bytes).invalid("batch", 8),
+            });
+        }
+        Ok(Some(outcome))
+    }
+
+    /// Whether an outcome was started and not finished.
+    #[must_use]
+    pub fn is_partial(&self) -> bool {
+        self.partial.is_some()
+    }
 }
 
 /// An operator deposit or withdrawal.
@@ -69,7 +233,7 @@ impl SequencerRecord {
             SequencerRecord::Genesis(_) => RecordKind::Config,
             SequencerRecord::Envelope { .. } => RecordKind::Envelope,
             SequencerRecord::Seal(_) => RecordKind::Seal,
-            SequencerRecord::Result(_) => RecordKind::Result,
+            SequencerRecord::ResultPart(_) => RecordKind::Result,
             SequencerRecord::Deposit(_) => RecordKind::Deposit,
             SequencerRecord::Withdrawal(_) => RecordKind::Withdrawal,
         }
@@ -86,7 +250,12 @@ impl SequencerRecord {
                 out.put_blob(bytes);
             }
             SequencerRecord::Seal(seal) => out.extend_from_slice(&seal.to_bytes()),
-            SequencerRecord::Result(outcome) => outcome.encode_into(&mut out),
+            SequencerRecord::ResultPart(part) => {
+                out.put_u64(part.e);
+                out.put_u32(part.index);
+                out.put_u32(part.count);
+                out.put_blob(&part.bytes);
+            }
             SequencerRecord::Deposit(transfer) | SequencerRecord::Withdrawal(transfer) => {
                 out.extend_from_slice(&transfer.account.0);
                 out.put_u32(transfer.asset.0);
@@ -124,7 +293,23 @@ impl SequencerRecord {
                 SequencerRecord::Seal(seal)
             }
             RecordKind::Result => {
-                SequencerRecord::Result(BatchOutcome::decode(&mut r).map_err(decode)?)
+                let e = r.u64("batch").map_err(decode)?;
+                let offset = r.offset();
+                let index = r.u32("part index").map_err(decode)?;
+                let count = r.u32("part count").map_err(decode)?;
+                if index >= count {
+                    return Err(decode(r.invalid("part index", offset)));
+                }
+                let bytes = r
+                    .blob("part bytes", RESULT_PART_BYTES_MAX)
+                    .map_err(decode)?
+                    .to_vec();
+                SequencerRecord::ResultPart(ResultPart {
+                    e,
+                    index,
+                    count,
+                    bytes,
+                })
             }
             RecordKind::Deposit | RecordKind::Withdrawal => {
                 let transfer = Transfer {

@@ -22,7 +22,7 @@ use crate::types::BatchId;
 
 use super::batch::{BatchOutcome, apply_outcome, process_batch};
 use super::config::Genesis;
-use super::record::{RecordError, SequencerRecord};
+use super::record::{RecordError, ResultAssembler, SequencerRecord};
 
 /// What `verify` concluded about one batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,6 +116,7 @@ pub fn verify_journal(
     let mut ledger = Ledger::new(genesis.fee_account);
     let mut collecting: BTreeMap<BatchId, Vec<Vec<u8>>> = BTreeMap::new();
     let mut sealed: BTreeMap<BatchId, Sealed> = BTreeMap::new();
+    let mut assembler = ResultAssembler::default();
     let mut report = VerifyReport {
         records: 1,
         batches: Vec::new(),
@@ -154,7 +155,26 @@ pub fn verify_journal(
                     },
                 );
             }
-            SequencerRecord::Result(outcome) => {
+            SequencerRecord::ResultPart(part) => {
+                let e = part.e;
+                let outcome = match assembler.push(part) {
+                    Ok(Some(outcome)) => outcome,
+                    Ok(None) => continue,
+                    Err(error) => {
+                        let verdict = Err(format!("record {lsn}: {error}"));
+                        match sealed.get(&e) {
+                            Some(batch) => report.batches[batch.verdict].verdict = verdict,
+                            None => report.batches.push(BatchVerdict {
+                                e,
+                                envelopes: 0,
+                                fills: 0,
+                                verdict,
+                                pending: false,
+                            }),
+                        }
+                        continue;
+                    }
+                };
                 let Some(batch) = sealed.remove(&outcome.e) else {
                     report.batches.push(BatchVerdict {
                         e: outcome.e,
