@@ -201,5 +201,35 @@ async fn sigkill_loses_no_acknowledged_envelope() {
         "{:?}",
         report.batches.iter().find(|b| b.verdict.is_err())
     );
+
+    // The commands: `verify` on the journal, `export` of the first cleared
+    // batch and `verify --transcript` of the file.
+    let e = cleared.first().copied().expect("a cleared batch");
+    let sealbatch = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+            .args(args)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "sealbatch {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let data = dir.to_string_lossy().into_owned();
+    assert!(sealbatch(&["verify", "--data-dir", &data]).contains("0 mismatched"));
+    let out_dir = dir.join("transcripts");
+    sealbatch(&[
+        "export",
+        "--data-dir",
+        &data,
+        "--batch",
+        &e.to_string(),
+        "--out",
+        &out_dir.to_string_lossy(),
+    ]);
+    let file = out_dir.join(format!("batch-{e}.sbt"));
+    assert!(sealbatch(&["verify", "--transcript", &file.to_string_lossy()]).contains("OK"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -127,8 +127,11 @@ pub fn run(args: &DemoArgs) -> CommandResult {
     });
     let verified = result.and_then(|report| {
         super::verify::run(&super::verify::VerifyArgs {
-            data_dir: data_dir.clone(),
-            journal: None,
+            source: super::verify::JournalArgs {
+                data_dir: data_dir.clone(),
+                journal: None,
+            },
+            transcript: None,
             verbose: false,
         })?;
         if report.included != report.receipts {

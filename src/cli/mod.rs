@@ -64,9 +64,12 @@ pub enum Command {
     /// Simulated traders over QUIC at a target rate; reports throughput,
     /// latencies and checks every receipt's inclusion.
     Loadgen(loadgen::LoadgenArgs),
-    /// Re-derive every batch of a journal: signatures, Merkle roots,
-    /// decryption, clearing, settlement.
+    /// Re-derive every batch of a journal (or one exported transcript):
+    /// signatures, Merkle roots, decryption, clearing, settlement.
     Verify(verify::VerifyArgs),
+    /// Write self-contained transcripts of cleared batches (envelopes, seal,
+    /// released key, outcome, starting balances) for `verify --transcript`.
+    Export(verify::ExportArgs),
 }
 
 /// Parses the command line, runs the command, and maps its error to an exit code.
@@ -99,5 +102,6 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Deposit(args) => deposit::run(&args),
         Command::Loadgen(args) => loadgen::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Export(args) => verify::export(&args),
     }
 }

@@ -1,27 +1,56 @@
-//! `sealbatch verify`: re-derive every batch of a journal without trusting the
-//! sequencer.
+//! `sealbatch verify`: re-derive every batch of a journal, or one exported
+//! batch transcript, without trusting the sequencer; `sealbatch export`:
+//! write batch transcripts from a journal.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use super::CommandResult;
 use crate::journal::{Journal, JournalConfig};
+use crate::journal::{Lsn, RecordKind};
 use crate::node::JOURNAL_DIR;
-use crate::sequencer::verify_journal;
+use crate::sequencer::{Transcript, export_transcripts, verify_journal, verify_transcript};
+use crate::types::BatchId;
 
-/// Arguments of `sealbatch verify`.
+/// Where to find a journal.
 #[derive(Debug, Args)]
-pub struct VerifyArgs {
+pub struct JournalArgs {
     /// The sequencer's data directory (its `journal/` is read).
     #[arg(long, value_name = "DIR", default_value = "./sealbatch-data")]
     pub data_dir: PathBuf,
     /// A journal directory to read instead.
     #[arg(long, value_name = "DIR")]
     pub journal: Option<PathBuf>,
+}
+
+/// Arguments of `sealbatch verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The journal to verify.
+    #[command(flatten)]
+    pub source: JournalArgs,
+    /// Verify this exported batch transcript instead of a journal.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["data_dir", "journal"])]
+    pub transcript: Option<PathBuf>,
     /// Print every batch, not only mismatches and the summary.
     #[arg(long)]
     pub verbose: bool,
+}
+
+/// Arguments of `sealbatch export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The journal to read.
+    #[command(flatten)]
+    pub source: JournalArgs,
+    /// The batch to export (repeat for several).
+    #[arg(long = "batch", value_name = "E", required = true)]
+    pub batches: Vec<BatchId>,
+    /// Directory for the transcript files (`batch-<E>.sbt`).
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    pub out: PathBuf,
 }
 
 /// Copies the segment files of `from` into a fresh temporary directory, so
@@ -42,28 +71,45 @@ fn snapshot(from: &Path) -> std::io::Result<PathBuf> {
     Ok(to)
 }
 
-/// Verifies the journal; prints `OK` or the first mismatch per batch.
-///
-/// # Errors
-///
-/// An unreadable journal, or any batch that does not verify.
-pub fn run(args: &VerifyArgs) -> CommandResult {
+/// The journal's records, read from a copy.
+fn read_journal(args: &JournalArgs) -> Result<Vec<(Lsn, RecordKind, Vec<u8>)>, String> {
     let dir = args
         .journal
         .clone()
         .unwrap_or_else(|| args.data_dir.join(JOURNAL_DIR));
     if !dir.is_dir() {
-        return Err(format!("{} is not a journal directory", dir.display()).into());
+        return Err(format!("{} is not a journal directory", dir.display()));
     }
     let copy = snapshot(&dir).map_err(|e| format!("copying {}: {e}", dir.display()))?;
     let opened = Journal::open_dir(&copy, JournalConfig::default());
     let _ = std::fs::remove_dir_all(&copy);
-    let (_, recovery) = opened?;
-    let records = recovery
+    let (_, recovery) = opened.map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(recovery
         .records
         .into_iter()
-        .map(|r| (r.lsn, r.kind, r.payload));
-    let report = verify_journal(records)?;
+        .map(|r| (r.lsn, r.kind, r.payload))
+        .collect())
+}
+
+/// Verifies the journal (or a transcript); prints `OK` or the first mismatch
+/// per batch.
+///
+/// # Errors
+///
+/// An unreadable journal, or any batch that does not verify.
+pub fn run(args: &VerifyArgs) -> CommandResult {
+    if let Some(path) = &args.transcript {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let transcript =
+            Transcript::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+        let summary = verify_transcript(&transcript)?;
+        println!(
+            "batch {:>10}: {:>6} envelopes {:>8} fills  OK (from the {} balances the transcript states)",
+            summary.e, summary.envelopes, summary.fills, summary.balances
+        );
+        return Ok(());
+    }
+    let report = verify_journal(read_journal(&args.source)?)?;
     let mut bad = 0;
     let mut pending = 0;
     for batch in &report.batches {
@@ -93,6 +139,45 @@ pub fn run(args: &VerifyArgs) -> CommandResult {
     );
     if bad > 0 {
         return Err(format!("{bad} batches do not verify").into());
+    }
+    Ok(())
+}
+
+/// Writes the transcript of each requested batch.
+///
+/// # Errors
+///
+/// An unreadable journal, a batch that is not cleared in it, or one that does
+/// not verify (nothing is written for it).
+pub fn export(args: &ExportArgs) -> CommandResult {
+    let wanted: BTreeSet<BatchId> = args.batches.iter().copied().collect();
+    let (report, transcripts) = export_transcripts(read_journal(&args.source)?, &wanted)?;
+    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    for transcript in &transcripts {
+        let path = args.out.join(format!("batch-{}.sbt", transcript.batch()));
+        std::fs::write(&path, transcript.encode())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        println!(
+            "batch {:>10}: {:>6} envelopes -> {}",
+            transcript.batch(),
+            transcript.envelopes.len(),
+            path.display()
+        );
+    }
+    let written: BTreeSet<BatchId> = transcripts.iter().map(Transcript::batch).collect();
+    let missing: Vec<String> = wanted
+        .difference(&written)
+        .map(|e| match report.batches.iter().find(|b| b.e == *e) {
+            Some(b) if b.pending => format!("batch {e}: sealed, not cleared yet"),
+            Some(b) => match &b.verdict {
+                Err(reason) => format!("batch {e}: does not verify: {reason}"),
+                Ok(()) => format!("batch {e}: not exported"),
+            },
+            None => format!("batch {e}: not in the journal (empty batches leave no record)"),
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(missing.join("; ").into());
     }
     Ok(())
 }

@@ -43,6 +43,7 @@
 mod batch;
 mod config;
 mod record;
+mod transcript;
 mod verify;
 
 pub use batch::{
@@ -57,7 +58,11 @@ pub use record::{
     AssembleError, RESULT_PART_BYTES_MAX, RecordError, ResultAssembler, ResultPart,
     SequencerRecord, Transfer,
 };
-pub use verify::{BatchVerdict, VerifyError, VerifyReport, verify_journal};
+pub use transcript::{
+    TRANSCRIPT_TAG, Transcript, TranscriptError, TranscriptSummary, build_transcript,
+    verify_transcript,
+};
+pub use verify::{BatchVerdict, VerifyError, VerifyReport, export_transcripts, verify_journal};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 //! settlement against the ledger replayed so far; and the byte-for-byte
 //! equality of the re-derived outcome with the journaled one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use curve25519_dalek::constants::RISTRETTO_BASEPOINT_TABLE;
 
@@ -18,11 +18,13 @@ use crate::envelope::{
 };
 use crate::journal::{Lsn, RecordKind};
 use crate::ledger::Ledger;
+use crate::market::AccountId;
 use crate::types::BatchId;
 
 use super::batch::{BatchOutcome, apply_outcome, process_batch};
 use super::config::Genesis;
 use super::record::{RecordError, ResultAssembler, SequencerRecord};
+use super::transcript::{Transcript, build_transcript};
 
 /// What `verify` concluded about one batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +102,30 @@ struct Sealed {
 /// journal at all; every batch-level problem is a verdict.
 pub fn verify_journal(
     records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+) -> Result<VerifyReport, VerifyError> {
+    walk(records, &BTreeSet::new(), &mut Vec::new())
+}
+
+/// Verifies a journal as [`verify_journal`] does and returns, with the
+/// report, the [`Transcript`]s of the cleared batches in `batches` (those
+/// that verify; see [`build_transcript`]).
+///
+/// # Errors
+///
+/// As [`verify_journal`].
+pub fn export_transcripts(
+    records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+    batches: &BTreeSet<BatchId>,
+) -> Result<(VerifyReport, Vec<Transcript>), VerifyError> {
+    let mut transcripts = Vec::new();
+    let report = walk(records, batches, &mut transcripts)?;
+    Ok((report, transcripts))
+}
+
+fn walk(
+    records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+    export: &BTreeSet<BatchId>,
+    transcripts: &mut Vec<Transcript>,
 ) -> Result<VerifyReport, VerifyError> {
     let mut records = records.into_iter();
     let genesis = match records.next() {
@@ -185,8 +211,28 @@ pub fn verify_journal(
                     });
                     continue;
                 };
-                let recomputed =
-                    rederive(&genesis, &batch, &outcome, &ledger, &markets, &references);
+                let recomputed = rederive(
+                    &genesis,
+                    &batch.seal,
+                    &batch.envelopes,
+                    &outcome,
+                    &ledger,
+                    &markets,
+                    &references,
+                )
+                .map(|(again, _)| again);
+                if export.contains(&outcome.e)
+                    && let Ok(transcript) = build_transcript(
+                        &genesis,
+                        &ledger,
+                        &references,
+                        batch.seal,
+                        &batch.envelopes,
+                        &outcome,
+                    )
+                {
+                    transcripts.push(transcript);
+                }
                 let slot = &mut report.batches[batch.verdict];
                 slot.fills = outcome.fills.len();
                 slot.pending = false;
@@ -217,7 +263,11 @@ pub fn verify_journal(
     Ok(report)
 }
 
-fn check_seal(genesis: &Genesis, seal: &SignedSeal, envelopes: &[Vec<u8>]) -> Result<(), String> {
+pub(super) fn check_seal(
+    genesis: &Genesis,
+    seal: &SignedSeal,
+    envelopes: &[Vec<u8>],
+) -> Result<(), String> {
     seal.verify(&genesis.sequencer)
         .map_err(|e| format!("seal signature: {e}"))?;
     let commitments: Vec<Commitment> = envelopes.iter().map(|b| Commitment::of(b)).collect();
@@ -234,15 +284,19 @@ fn check_seal(genesis: &Genesis, seal: &SignedSeal, envelopes: &[Vec<u8>]) -> Re
     Ok(())
 }
 
-fn rederive(
+/// Re-opens `envelopes` with the outcome's published key and re-runs
+/// funding and clearing: the re-derived outcome, and the accounts whose
+/// bundles opened.
+pub(super) fn rederive(
     genesis: &Genesis,
-    batch: &Sealed,
+    seal: &SignedSeal,
+    envelopes: &[Vec<u8>],
     outcome: &BatchOutcome,
     ledger: &Ledger,
     markets: &BTreeMap<crate::types::MarketId, crate::market::MarketConfig>,
     references: &BTreeMap<crate::types::MarketId, crate::types::Tick>,
-) -> Result<BatchOutcome, String> {
-    let e = batch.seal.e;
+) -> Result<(BatchOutcome, BTreeSet<AccountId>), String> {
+    let e = seal.e;
     let scalar = decode_secret_scalar(&outcome.batch_secret)
         .map_err(|err| format!("published batch secret: {err}"))?;
     let public_bytes = (&scalar * RISTRETTO_BASEPOINT_TABLE).compress().to_bytes();
@@ -258,14 +312,16 @@ fn rederive(
     .map_err(|err| format!("published batch secret: {err}"))?;
     let close_ms = genesis.schedule.close_ms(e).unwrap_or(u64::MAX);
     let key = custodian
-        .release(&batch.seal, close_ms)
+        .release(seal, close_ms)
         .map_err(|err| format!("release: {err}"))?;
-    let opened = open_batch(&key, &batch.envelopes).map_err(|err| format!("opening: {err}"))?;
-    process_batch(&opened, outcome.batch_secret, ledger, markets, references)
-        .map_err(|err| err.to_string())
+    let opened = open_batch(&key, envelopes).map_err(|err| format!("opening: {err}"))?;
+    let accounts = opened.accepted().map(|(_, b)| b.account).collect();
+    let again = process_batch(&opened, outcome.batch_secret, ledger, markets, references)
+        .map_err(|err| err.to_string())?;
+    Ok((again, accounts))
 }
 
-fn compare(recorded: &BatchOutcome, again: &BatchOutcome) -> Result<(), String> {
+pub(super) fn compare(recorded: &BatchOutcome, again: &BatchOutcome) -> Result<(), String> {
     if recorded == again {
         return Ok(());
     }

@@ -1,0 +1,284 @@
+//! Batch transcripts: one batch, self-contained, checkable without the
+//! journal (`spec/sequencer.md`, "Batch transcript").
+//!
+//! A transcript holds the deployment's genesis, the batch's envelopes, its
+//! signed seal, the published outcome (with `s_e`), and the state the batch
+//! was processed against: every market's reference price and every balance
+//! of the accounts whose bundles opened, plus the fee account.
+//! [`verify_transcript`] checks the seal, re-opens every envelope with the
+//! published key, re-runs funding, clearing and settlement from that state
+//! and compares the outcome byte for byte.
+//!
+//! What it cannot check alone is the starting state, which the sequencer
+//! states: [`verify_journal`](super::verify_journal) derives it from genesis.
+//! A transcript that leaves out a balance cannot make a batch verify that
+//! would not: funding would then reject the bundle and the outcome differ.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::envelope::{ENVELOPE_LEN_MAX, ENVELOPES_PER_BATCH_MAX, SEAL_LEN, SignedSeal};
+use crate::ledger::Ledger;
+use crate::market::{AccountId, AssetId};
+use crate::types::{BatchId, MARKETS_MAX, MarketId, Tick};
+
+use super::batch::{BatchOutcome, apply_outcome};
+use super::config::Genesis;
+use super::verify::{check_seal, compare, rederive};
+
+/// Layout tag at the start of a transcript file.
+pub const TRANSCRIPT_TAG: [u8; 8] = *b"SBTRSCR1";
+
+/// Balances a transcript may list: enough for every account of a full batch
+/// in every asset of the largest configuration.
+const BALANCES_MAX: usize = 1 << 28;
+
+/// Everything needed to re-derive one batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transcript {
+    /// The deployment's fixed parameters.
+    pub genesis: Genesis,
+    /// Every market's reference price before the batch, ascending by market.
+    pub references: Vec<(MarketId, Tick)>,
+    /// Before the batch: every non-zero balance of the accounts whose bundles
+    /// opened and of the fee account, ascending by (account, asset).
+    pub balances: Vec<(AccountId, AssetId, u64)>,
+    /// The batch's envelopes, ascending by commitment.
+    pub envelopes: Vec<Vec<u8>>,
+    /// The signed seal.
+    pub seal: SignedSeal,
+    /// The published outcome, with the released batch secret.
+    pub outcome: BatchOutcome,
+}
+
+/// Why a transcript does not verify, or cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TranscriptError {
+    /// The bytes do not follow the layout.
+    #[error("transcript: {0}")]
+    Decode(#[from] DecodeError),
+    /// The batch does not re-derive to the stated outcome.
+    #[error("batch {e}: {reason}")]
+    Mismatch {
+        /// The batch.
+        e: BatchId,
+        /// The first mismatch.
+        reason: String,
+    },
+}
+
+impl Transcript {
+    /// The batch.
+    #[must_use]
+    pub fn batch(&self) -> BatchId {
+        self.seal.e
+    }
+
+    /// The canonical encoding.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&TRANSCRIPT_TAG);
+        let mut genesis = Vec::new();
+        self.genesis.encode_into(&mut genesis);
+        out.put_blob(&genesis);
+        // Counts are bounded by the decoder's maxima, all below u32::MAX.
+        out.put_u32(self.references.len() as u32);
+        for (market, price) in &self.references {
+            out.put_u32(market.0);
+            out.put_u64(*price);
+        }
+        out.put_u32(self.balances.len() as u32);
+        for (account, asset, amount) in &self.balances {
+            out.extend_from_slice(&account.0);
+            out.put_u32(asset.0);
+            out.put_u64(*amount);
+        }
+        out.put_u32(self.envelopes.len() as u32);
+        for envelope in &self.envelopes {
+            out.put_blob(envelope);
+        }
+        out.extend_from_slice(&self.seal.to_bytes());
+        self.outcome.encode_into(&mut out);
+        out
+    }
+
+    /// Decodes [`Transcript::encode`].
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] naming the field and offset.
+    pub fn decode(bytes: &[u8]) -> Result<Transcript, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let offset = r.offset();
+        if r.array::<8>("tag")? != TRANSCRIPT_TAG {
+            return Err(r.invalid("tag", offset));
+        }
+        let offset = r.offset();
+        let genesis_bytes = r.blob("genesis", usize::MAX)?;
+        let mut g = Reader::new(genesis_bytes);
+        let genesis = Genesis::decode(&mut g)
+            .and_then(|genesis| g.finish().map(|()| genesis))
+            .map_err(|_| r.invalid("genesis", offset))?;
+        let count = r.count("reference count", MARKETS_MAX)?;
+        let references = (0..count)
+            .map(|_| Ok((MarketId(r.u32("market")?), r.u64("reference price")?)))
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        let count = r.count("balance count", BALANCES_MAX)?;
+        let balances = (0..count)
+            .map(|_| {
+                Ok((
+                    AccountId(r.array("account")?),
+                    AssetId(r.u32("asset")?),
+                    r.u64("amount")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        let count = r.count("envelope count", ENVELOPES_PER_BATCH_MAX)?;
+        let envelopes = (0..count)
+            .map(|_| Ok(r.blob("envelope", ENVELOPE_LEN_MAX)?.to_vec()))
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        let offset = r.offset();
+        let seal = SignedSeal::from_bytes(r.bytes(SEAL_LEN, "seal")?)
+            .map_err(|_| r.invalid("seal", offset))?;
+        let outcome = BatchOutcome::decode(&mut r)?;
+        r.finish()?;
+        Ok(Transcript {
+            genesis,
+            references,
+            balances,
+            envelopes,
+            seal,
+            outcome,
+        })
+    }
+}
+
+/// Builds the transcript of a batch from the state it was processed against
+/// (`ledger`, `references`) and its records. Re-opens the envelopes with the
+/// published key to find the accounts whose balances it must carry.
+///
+/// # Errors
+///
+/// The first problem, as [`verify_transcript`] would report it.
+pub fn build_transcript(
+    genesis: &Genesis,
+    ledger: &Ledger,
+    references: &BTreeMap<MarketId, Tick>,
+    seal: SignedSeal,
+    envelopes: &[Vec<u8>],
+    outcome: &BatchOutcome,
+) -> Result<Transcript, TranscriptError> {
+    let e = seal.e;
+    let mismatch = |reason: String| TranscriptError::Mismatch { e, reason };
+    let (_, accounts) = rederive(
+        genesis,
+        &seal,
+        envelopes,
+        outcome,
+        ledger,
+        &genesis.market_map(),
+        references,
+    )
+    .map_err(mismatch)?;
+    let mut accounts: BTreeSet<AccountId> = accounts;
+    accounts.insert(genesis.fee_account);
+    let balances = accounts
+        .iter()
+        .flat_map(|account| {
+            ledger
+                .balances_of(account)
+                .into_iter()
+                .map(move |(asset, amount)| (*account, asset, amount))
+        })
+        .collect();
+    let mut sorted: Vec<(crate::envelope::Commitment, Vec<u8>)> = envelopes
+        .iter()
+        .map(|bytes| (crate::envelope::Commitment::of(bytes), bytes.clone()))
+        .collect();
+    sorted.sort();
+    Ok(Transcript {
+        genesis: genesis.clone(),
+        references: references.iter().map(|(&m, &p)| (m, p)).collect(),
+        balances,
+        envelopes: sorted.into_iter().map(|(_, bytes)| bytes).collect(),
+        seal,
+        outcome: outcome.clone(),
+    })
+}
+
+/// A verified transcript's figures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TranscriptSummary {
+    /// The batch.
+    pub e: BatchId,
+    /// Its envelopes.
+    pub envelopes: usize,
+    /// Orders filled.
+    pub fills: usize,
+    /// Balances the transcript started from.
+    pub balances: usize,
+}
+
+/// Checks a transcript without trusting the sequencer: the genesis
+/// configuration, the seal's signature and Merkle root, the published key,
+/// the opening of every envelope, funding, clearing and settlement from the
+/// stated starting state, and the outcome's bytes.
+///
+/// # Errors
+///
+/// [`TranscriptError::Mismatch`] with the first problem found.
+pub fn verify_transcript(t: &Transcript) -> Result<TranscriptSummary, TranscriptError> {
+    let e = t.batch();
+    let mismatch = |reason: String| TranscriptError::Mismatch { e, reason };
+    t.genesis
+        .validate()
+        .map_err(|err| mismatch(format!("genesis: {err}")))?;
+    let markets = t.genesis.market_map();
+    if t.outcome.e != e {
+        return Err(mismatch(format!("the outcome is of batch {}", t.outcome.e)));
+    }
+    let references: BTreeMap<MarketId, Tick> = t.references.iter().copied().collect();
+    if references.len() != t.references.len()
+        || references.keys().ne(markets.keys())
+        || !t.references.is_sorted_by_key(|&(m, _)| m)
+    {
+        return Err(mismatch(
+            "reference prices must list every configured market once, ascending".into(),
+        ));
+    }
+    let mut ledger = Ledger::new(t.genesis.fee_account);
+    let mut previous: Option<(AccountId, AssetId)> = None;
+    for &(account, asset, amount) in &t.balances {
+        if previous.is_some_and(|p| p >= (account, asset)) {
+            return Err(mismatch(
+                "balances must be ascending by (account, asset), each once".into(),
+            ));
+        }
+        previous = Some((account, asset));
+        ledger
+            .deposit(account, asset, amount)
+            .map_err(|err| mismatch(format!("balance: {err}")))?;
+    }
+    check_seal(&t.genesis, &t.seal, &t.envelopes).map_err(mismatch)?;
+    let (again, _) = rederive(
+        &t.genesis,
+        &t.seal,
+        &t.envelopes,
+        &t.outcome,
+        &ledger,
+        &markets,
+        &references,
+    )
+    .map_err(mismatch)?;
+    compare(&t.outcome, &again).map_err(mismatch)?;
+    let mut references = references;
+    apply_outcome(&t.outcome, &mut ledger, &markets, &mut references)
+        .map_err(|err| mismatch(format!("settlement: {err}")))?;
+    Ok(TranscriptSummary {
+        e,
+        envelopes: t.envelopes.len(),
+        fills: t.outcome.fills.len(),
+        balances: t.balances.len(),
+    })
+}
