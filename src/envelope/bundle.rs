@@ -2,13 +2,13 @@
 //! (sequencer, before the receipt), opening one or a whole batch (after
 //! release).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chacha20poly1305::aead::AeadInPlace;
 use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce, Tag};
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use rand_core::CryptoRngCore;
 use rayon::prelude::*;
 use zeroize::{Zeroize, Zeroizing};
@@ -338,7 +338,9 @@ impl ReleasedBatchKey {
     pub fn open(&self, envelope: &[u8]) -> Result<VerifiedBundle, Rejection> {
         let ephemeral_point = check_header(envelope, self.batch())?;
         let shared = Zeroizing::new((self.scalar() * ephemeral_point).compress().to_bytes());
-        let (bundle, signature) = self.decrypt_checked(envelope, &shared)?;
+        let decrypted = self.decrypt(envelope, &shared)?;
+        let key = decode_ed25519_public(&decrypted.bundle.account.0).ok();
+        let (bundle, signature) = decrypted.into_pending(key.as_ref())?;
         if signature.verify() {
             Ok(bundle)
         } else {
@@ -347,12 +349,8 @@ impl ReleasedBatchKey {
     }
 
     /// Opening after [`check_header`] passed, given `shared = enc(s_e·R)`,
-    /// up to the signature check: the bundle and its decoded signature.
-    fn decrypt_checked(
-        &self,
-        envelope: &[u8],
-        shared: &[u8; 32],
-    ) -> Result<(VerifiedBundle, PendingSignature), Rejection> {
+    /// up to the account key: KEM key, AEAD, plaintext decoding.
+    fn decrypt(&self, envelope: &[u8], shared: &[u8; 32]) -> Result<Decrypted, Rejection> {
         let e = self.batch();
         let (header, rest) = envelope.split_at(HEADER_LEN);
         let (ciphertext, tag) = rest.split_at(rest.len() - TAG_LEN);
@@ -375,38 +373,33 @@ impl ReleasedBatchKey {
             PlaintextError::TooManyOrders(orders) => Rejection::BundleTooLarge { orders },
             PlaintextError::Malformed(m) => Rejection::Malformed(m),
         })?;
-        let account =
-            decode_ed25519_public(&decoded.account).map_err(|_| Rejection::BadAccountKey)?;
-        let message = bundle_signature_message(e, decoded.body);
-        let signature = PendingSignature::new(&account, &message, &decoded.signature)
-            .ok_or(Rejection::BadSignature)?;
-        Ok((
-            VerifiedBundle {
+        Ok(Decrypted {
+            message: bundle_signature_message(e, decoded.body),
+            signature: decoded.signature,
+            bundle: VerifiedBundle {
                 account: AccountId(decoded.account),
                 nonce: decoded.nonce,
                 orders: decoded.orders,
             },
-            signature,
-        ))
+        })
     }
 
-    /// Opens a run of sorted envelopes, sharing one field inversion for all
-    /// their KEM encodings: with `h = s_e/2`, ristretto's batched
-    /// double-and-encode of `h·R_i` yields `enc(2·h·R_i) = enc(s_e·R_i)`,
-    /// the same bytes as [`ReleasedBatchKey::open`] computes one at a time,
-    /// minus one inverse square root per envelope. The run's signatures are
-    /// checked as one cofactored linear combination, and one by one only if
-    /// that fails, so every verdict equals [`ReleasedBatchKey::open`]'s.
-    fn open_run<E: AsRef<[u8]>>(
+    /// The first half of opening a run of sorted envelopes: header checks,
+    /// KEM and decryption, sharing one field inversion for all their KEM
+    /// encodings: with `h = s_e/2`, ristretto's batched double-and-encode of
+    /// `h·R_i` yields `enc(2·h·R_i) = enc(s_e·R_i)`, the same bytes as
+    /// [`ReleasedBatchKey::open`] computes one at a time, minus one inverse
+    /// square root per envelope.
+    fn decrypt_run<E: AsRef<[u8]>>(
         &self,
         half: &Scalar,
         envelopes: &[E],
         sorted: &[(Commitment, usize)],
-        start: usize,
-        end: usize,
-    ) -> Vec<OpenedEnvelope> {
+        run: std::ops::Range<usize>,
+    ) -> Vec<Result<Decrypted, Rejection>> {
         let e = self.batch();
-        let checked: Vec<Result<RistrettoPoint, Rejection>> = (start..end)
+        let checked: Vec<Result<RistrettoPoint, Rejection>> = run
+            .clone()
             .map(|pos| {
                 let (commitment, input_index) = sorted[pos];
                 if pos > 0 && sorted[pos - 1].0 == commitment {
@@ -422,50 +415,82 @@ impl ReleasedBatchKey {
         let mut shared = RistrettoPoint::double_and_compress_batch(&halves);
         halves.zeroize();
         let mut shared_iter = shared.iter();
-        let decrypted: Vec<Result<(VerifiedBundle, PendingSignature), Rejection>> = (start..end)
+        let decrypted = run
             .zip(checked)
             .map(|(pos, point)| {
                 let envelope = envelopes[sorted[pos].1].as_ref();
-                match point {
-                    Err(rejection) => Err(rejection),
-                    Ok(_) => match shared_iter.next() {
-                        Some(s) => self.decrypt_checked(envelope, s.as_bytes()),
-                        // One compressed point per accepted header, by construction.
-                        None => {
-                            let point = check_header(envelope, e)?;
-                            let s = Zeroizing::new((self.scalar() * point).compress().to_bytes());
-                            self.decrypt_checked(envelope, &s)
-                        }
-                    },
+                point?;
+                match shared_iter.next() {
+                    Some(s) => self.decrypt(envelope, s.as_bytes()),
+                    // One compressed point per accepted header, by construction.
+                    None => {
+                        let point = check_header(envelope, e)?;
+                        let s = Zeroizing::new((self.scalar() * point).compress().to_bytes());
+                        self.decrypt(envelope, &s)
+                    }
                 }
             })
             .collect();
         shared.zeroize();
-        // One combined check for the run; one by one only if it fails.
-        let signatures: Vec<PendingSignature> = decrypted
-            .iter()
-            .filter_map(|d| d.as_ref().ok().map(|(_, sig)| sig.clone()))
-            .collect();
-        let all_valid = verify_run(&signatures);
-        (start..end)
-            .zip(decrypted)
-            .map(|(pos, decrypted)| {
-                let (commitment, input_index) = sorted[pos];
-                let outcome = decrypted.and_then(|(bundle, signature)| {
-                    if all_valid || signature.verify() {
-                        Ok(bundle)
-                    } else {
-                        Err(Rejection::BadSignature)
-                    }
-                });
-                OpenedEnvelope {
-                    commitment,
-                    input_index,
-                    outcome,
-                }
-            })
-            .collect()
+        decrypted
     }
+}
+
+/// A decrypted, well-formed bundle whose key and signature are not checked
+/// yet.
+struct Decrypted {
+    bundle: VerifiedBundle,
+    /// The signed message (`spec/envelope.md` §6).
+    message: Vec<u8>,
+    signature: [u8; 64],
+}
+
+impl Decrypted {
+    /// The bundle and its decoded signature, given the account key decoded
+    /// from `bundle.account` (`None`: it did not decode).
+    fn into_pending(
+        self,
+        key: Option<&VerifyingKey>,
+    ) -> Result<(VerifiedBundle, PendingSignature), Rejection> {
+        let key = key.ok_or(Rejection::BadAccountKey)?;
+        let signature = PendingSignature::new(key, &self.message, &self.signature)
+            .ok_or(Rejection::BadSignature)?;
+        Ok((self.bundle, signature))
+    }
+}
+
+/// The second half of opening a run: account keys (decoded once per batch,
+/// in `keys`) and signatures, checked as one cofactored linear combination
+/// and one by one only if that fails, so every verdict equals
+/// [`ReleasedBatchKey::open`]'s.
+fn verify_decrypted(
+    decrypted: Vec<Result<Decrypted, Rejection>>,
+    keys: &BTreeMap<[u8; 32], Option<VerifyingKey>>,
+) -> Vec<Result<VerifiedBundle, Rejection>> {
+    let pending: Vec<Result<(VerifiedBundle, PendingSignature), Rejection>> = decrypted
+        .into_iter()
+        .map(|d| {
+            let d = d?;
+            let key = keys.get(&d.bundle.account.0).and_then(Option::as_ref);
+            d.into_pending(key)
+        })
+        .collect();
+    let signatures: Vec<PendingSignature> = pending
+        .iter()
+        .filter_map(|p| p.as_ref().ok().map(|(_, sig)| sig.clone()))
+        .collect();
+    let all_valid = verify_run(&signatures);
+    pending
+        .into_iter()
+        .map(|p| {
+            let (bundle, signature) = p?;
+            if all_valid || signature.verify() {
+                Ok(bundle)
+            } else {
+                Err(Rejection::BadSignature)
+            }
+        })
+        .collect()
 }
 
 /// Envelopes per run in [`open_batch`]: one shared field inversion and one
@@ -571,16 +596,40 @@ pub fn open_batch<E: AsRef<[u8]> + Sync>(
     }
     drop(distinct);
 
+    // Decrypt in runs, decode each distinct account key once, then check the
+    // signatures run by run.
     let half = Zeroizing::new(key.scalar() * Scalar::from(2u8).invert());
-    let runs: Vec<Vec<OpenedEnvelope>> = (0..sorted.len().div_ceil(OPEN_RUN_LEN))
+    let runs = |run: usize| {
+        let start = run * OPEN_RUN_LEN;
+        start..(start + OPEN_RUN_LEN).min(sorted.len())
+    };
+    let decrypted: Vec<Vec<Result<Decrypted, Rejection>>> =
+        (0..sorted.len().div_ceil(OPEN_RUN_LEN))
+            .into_par_iter()
+            .map(|run| key.decrypt_run(&half, envelopes, &sorted, runs(run)))
+            .collect();
+    let accounts: BTreeSet<[u8; 32]> = decrypted
+        .iter()
+        .flatten()
+        .filter_map(|d| d.as_ref().ok().map(|d| d.bundle.account.0))
+        .collect();
+    let keys: BTreeMap<[u8; 32], Option<VerifyingKey>> = accounts
         .into_par_iter()
-        .map(|run| {
-            let start = run * OPEN_RUN_LEN;
-            let end = (start + OPEN_RUN_LEN).min(sorted.len());
-            key.open_run(&half, envelopes, &sorted, start, end)
+        .map(|account| (account, decode_ed25519_public(&account).ok()))
+        .collect();
+    let verified: Vec<Vec<Result<VerifiedBundle, Rejection>>> = decrypted
+        .into_par_iter()
+        .map(|run| verify_decrypted(run, &keys))
+        .collect();
+    let mut opened: Vec<OpenedEnvelope> = sorted
+        .iter()
+        .zip(verified.into_iter().flatten())
+        .map(|(&(commitment, input_index), outcome)| OpenedEnvelope {
+            commitment,
+            input_index,
+            outcome,
         })
         .collect();
-    let mut opened: Vec<OpenedEnvelope> = runs.into_iter().flatten().collect();
 
     let mut by_nonce: BTreeMap<(AccountId, u64), usize> = BTreeMap::new();
     for o in &opened {
