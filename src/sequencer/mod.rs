@@ -33,12 +33,19 @@
 //! 4. Once the seal is durable: [`Event::BatchSealed`], the custodian releases
 //!    `s_e`, and an [`OpenJob`] is handed out.
 //! 5. **Clear**: [`handle_opened`](Sequencer::handle_opened) validates funding,
-//!    clears, settles, and journals the [`BatchOutcome`].
+//!    clears, settles, and journals the [`BatchOutcome`] (as [`ResultPart`]s
+//!    of at most 4 MiB each, so any batch fits the journal's record limit).
 //! 6. Once the result is durable: [`Event::BatchCleared`].
 //!
 //! Batches are cleared strictly in order; batch `e + 1` collects while `e` is
 //! being opened. A batch that receives no envelope is never sealed or
 //! journaled.
+//!
+//! # Checking it
+//!
+//! [`verify_journal`] re-derives every batch of a journal from genesis;
+//! [`export_transcripts`] and [`verify_transcript`] do the same for one
+//! batch carried in a self-contained [`Transcript`].
 
 mod batch;
 mod config;
