@@ -815,3 +815,48 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    /// Batched signature checks never change a verdict: whatever mix of
+    /// accounts (repeated keys share one term) and forged signatures a
+    /// batch holds, every envelope's outcome in `open_batch` is the one
+    /// `open` gives it alone.
+    #[test]
+    fn prop_batched_signature_checks_match_single_opening(
+        seed in any::<u64>(),
+        n in 1usize..90,
+        accounts in 1usize..6,
+        forged in any::<u128>(),
+    ) {
+        let mut w = world(seed);
+        let e = 5;
+        let pk_e = w.custodian.public_key(e).unwrap();
+        let keys: Vec<SigningKey> = (0..accounts).map(|_| w.account()).collect();
+        let forger = w.account();
+        let envs: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let key = &keys[i % accounts];
+                if forged >> (i % 128) & 1 == 1 {
+                    // Signed by another key than the one it names.
+                    let pt = plaintext(e, &key.verifying_key().to_bytes(), &forger, 1 + i % 3, 256);
+                    let r = w.random_r();
+                    seal_raw_plaintext(&r, e, &pk_e, &pt).unwrap().into_bytes()
+                } else {
+                    w.seal_one(key, e, i as u64, 1 + i % 3).into_bytes()
+                }
+            })
+            .collect();
+        let key = w.release(e, &envs);
+        let opened = open_batch(&key, &envs).unwrap();
+        for o in &opened.envelopes {
+            prop_assert_eq!(&o.outcome, &key.open(&envs[o.input_index]));
+        }
+        let bad = (0..n).filter(|i| forged >> (i % 128) & 1 == 1).count();
+        prop_assert_eq!(
+            opened.envelopes.iter().filter(|o| o.outcome == Err(Rejection::BadSignature)).count(),
+            bad
+        );
+    }
+}
