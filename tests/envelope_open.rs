@@ -780,6 +780,18 @@ fn batched_open_matches_single_open() {
         .filter(|o| o.outcome == Err(Rejection::BadSignature))
         .count();
     assert_eq!(bad_signatures, (0..100).filter(|i| i % 9 == 3).count());
+
+    // The sequencer's path: envelopes shape-checked on arrival open to the
+    // same outcomes.
+    let shaped: Vec<ShapedEnvelope> = envs
+        .iter()
+        .filter_map(|env| ShapedEnvelope::new(env.clone(), e).ok())
+        .collect();
+    let plain: Vec<Vec<u8>> = shaped.iter().map(|s| s.bytes().to_vec()).collect();
+    let key = w.release(e, &plain);
+    let by_shape = open_shaped_batch(&key, &shaped).unwrap();
+    assert_eq!(by_shape, open_batch(&key, &plain).unwrap());
+    assert_eq!(by_shape.envelopes.len(), shaped.len());
 }
 
 /// Wide trees take the parallel hashing path; proofs and the root-only

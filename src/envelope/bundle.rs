@@ -289,6 +289,70 @@ pub fn check_shape(envelope: &[u8], e: BatchId) -> Result<Commitment, Rejection>
     Ok(Commitment::of(envelope))
 }
 
+/// An envelope that passed [`check_shape`] for its batch, keeping what the
+/// check computed (the commitment and the decoded ephemeral point) so that
+/// [`open_shaped_batch`] does not compute them again. Only
+/// [`ShapedEnvelope::new`] makes one, so the commitment is always the
+/// envelope's.
+#[derive(Clone)]
+pub struct ShapedEnvelope {
+    bytes: Vec<u8>,
+    e: BatchId,
+    commitment: Commitment,
+    ephemeral: RistrettoPoint,
+}
+
+impl std::fmt::Debug for ShapedEnvelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShapedEnvelope")
+            .field("e", &self.e)
+            .field("commitment", &self.commitment)
+            .field("len", &self.bytes.len())
+            .finish()
+    }
+}
+
+impl ShapedEnvelope {
+    /// Runs [`check_shape`] for batch `e`.
+    ///
+    /// # Errors
+    /// As [`check_shape`].
+    pub fn new(bytes: Vec<u8>, e: BatchId) -> Result<ShapedEnvelope, Rejection> {
+        let ephemeral = check_header(&bytes, e)?;
+        let commitment = Commitment::of(&bytes);
+        Ok(ShapedEnvelope {
+            bytes,
+            e,
+            commitment,
+            ephemeral,
+        })
+    }
+
+    /// The envelope bytes.
+    #[must_use]
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    /// The batch its header names.
+    #[must_use]
+    pub fn batch(&self) -> BatchId {
+        self.e
+    }
+
+    /// Its commitment.
+    #[must_use]
+    pub fn commitment(&self) -> Commitment {
+        self.commitment
+    }
+}
+
+impl AsRef<[u8]> for ShapedEnvelope {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 fn check_header(envelope: &[u8], e: BatchId) -> Result<RistrettoPoint, Rejection> {
     let len = envelope.len();
     if len < ENVELOPE_LEN_MIN {
@@ -396,8 +460,8 @@ impl ReleasedBatchKey {
         envelopes: &[E],
         sorted: &[(Commitment, usize)],
         run: std::ops::Range<usize>,
+        header: &(dyn Fn(usize) -> Result<RistrettoPoint, Rejection> + Sync),
     ) -> Vec<Result<Decrypted, Rejection>> {
-        let e = self.batch();
         let checked: Vec<Result<RistrettoPoint, Rejection>> = run
             .clone()
             .map(|pos| {
@@ -405,7 +469,7 @@ impl ReleasedBatchKey {
                 if pos > 0 && sorted[pos - 1].0 == commitment {
                     return Err(Rejection::DuplicateEnvelope);
                 }
-                check_header(envelopes[input_index].as_ref(), e).map(|r| half * r)
+                header(input_index).map(|r| half * r)
             })
             .collect();
         let mut halves: Vec<RistrettoPoint> = checked
@@ -424,7 +488,7 @@ impl ReleasedBatchKey {
                     Some(s) => self.decrypt(envelope, s.as_bytes()),
                     // One compressed point per accepted header, by construction.
                     None => {
-                        let point = check_header(envelope, e)?;
+                        let point = header(sorted[pos].1)?;
                         let s = Zeroizing::new((self.scalar() * point).compress().to_bytes());
                         self.decrypt(envelope, &s)
                     }
@@ -578,11 +642,57 @@ pub fn open_batch<E: AsRef<[u8]> + Sync>(
     if envelopes.len() > ENVELOPES_PER_BATCH_MAX {
         return Err(OpenError::TooManyEnvelopes(envelopes.len()));
     }
-    let mut sorted: Vec<(Commitment, usize)> = envelopes
+    let sorted: Vec<(Commitment, usize)> = envelopes
         .par_iter()
         .enumerate()
         .map(|(i, env)| (Commitment::of(env.as_ref()), i))
         .collect();
+    let e = key.batch();
+    open_sorted(key, envelopes, sorted, &|i| {
+        check_header(envelopes[i].as_ref(), e)
+    })
+}
+
+/// [`open_batch`] for envelopes the sequencer shape-checked on arrival: the
+/// same checks and outcomes, without computing their commitments and
+/// decoding their ephemeral points again.
+///
+/// # Errors
+/// As [`open_batch`].
+pub fn open_shaped_batch(
+    key: &ReleasedBatchKey,
+    envelopes: &[ShapedEnvelope],
+) -> Result<OpenedBatch, OpenError> {
+    if envelopes.len() > ENVELOPES_PER_BATCH_MAX {
+        return Err(OpenError::TooManyEnvelopes(envelopes.len()));
+    }
+    let sorted: Vec<(Commitment, usize)> = envelopes
+        .iter()
+        .enumerate()
+        .map(|(i, env)| (env.commitment, i))
+        .collect();
+    let e = key.batch();
+    open_sorted(key, envelopes, sorted, &|i| {
+        let env = &envelopes[i];
+        if env.e == e {
+            Ok(env.ephemeral)
+        } else {
+            Err(Rejection::WrongBatch {
+                envelope: env.e,
+                expected: e,
+            })
+        }
+    })
+}
+
+/// The body of [`open_batch`], given each envelope's commitment (`sorted`,
+/// by input position) and its header check (`header`, by input position).
+fn open_sorted<E: AsRef<[u8]> + Sync>(
+    key: &ReleasedBatchKey,
+    envelopes: &[E],
+    mut sorted: Vec<(Commitment, usize)>,
+    header: &(dyn Fn(usize) -> Result<RistrettoPoint, Rejection> + Sync),
+) -> Result<OpenedBatch, OpenError> {
     sorted.par_sort_unstable();
     let mut distinct: Vec<Commitment> = sorted.iter().map(|(c, _)| *c).collect();
     distinct.dedup();
@@ -606,7 +716,7 @@ pub fn open_batch<E: AsRef<[u8]> + Sync>(
     let decrypted: Vec<Vec<Result<Decrypted, Rejection>>> =
         (0..sorted.len().div_ceil(OPEN_RUN_LEN))
             .into_par_iter()
-            .map(|run| key.decrypt_run(&half, envelopes, &sorted, runs(run)))
+            .map(|run| key.decrypt_run(&half, envelopes, &sorted, runs(run), header))
             .collect();
     let accounts: BTreeSet<[u8; 32]> = decrypted
         .iter()

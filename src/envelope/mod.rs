@@ -92,8 +92,9 @@ pub mod receipt;
 pub mod wire;
 
 pub use bundle::{
-    AccountId, Envelope, OpenError, OpenedBatch, OpenedEnvelope, Rejection, VerifiedBundle,
-    check_shape, kem_key, open_batch, seal_bundle, seal_bundle_with_ephemeral, seal_raw_plaintext,
+    AccountId, Envelope, OpenError, OpenedBatch, OpenedEnvelope, Rejection, ShapedEnvelope,
+    VerifiedBundle, check_shape, kem_key, open_batch, open_shaped_batch, seal_bundle,
+    seal_bundle_with_ephemeral, seal_raw_plaintext,
 };
 pub use custodian::{
     BatchSchedule, CustodianError, EmbeddedCustodian, KeyCustodian, PublishedKeyCustodian,

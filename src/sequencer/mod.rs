@@ -76,8 +76,8 @@ use std::sync::Arc;
 
 use crate::envelope::{
     BatchPublicKey, Commitment, CustodianError, KeyCustodian, MerkleError, MerkleTree, OpenError,
-    OpenedBatch, Receipt, Rejection, ReleasedBatchKey, SequencerKey, SignedSeal, check_shape,
-    open_batch,
+    OpenedBatch, Receipt, Rejection, ReleasedBatchKey, SequencerKey, ShapedEnvelope, SignedSeal,
+    open_shaped_batch,
 };
 use crate::journal::{Lsn, RecordKind};
 use crate::ledger::{Ledger, LedgerError};
@@ -253,7 +253,7 @@ pub enum SequencerError {
 /// signature checks), run by the caller on any thread.
 pub struct OpenJob {
     key: ReleasedBatchKey,
-    envelopes: Vec<Vec<u8>>,
+    envelopes: Vec<ShapedEnvelope>,
 }
 
 impl std::fmt::Debug for OpenJob {
@@ -291,7 +291,7 @@ impl OpenJob {
         OpenedJob {
             e: self.key.batch(),
             batch_secret: secret,
-            result: open_batch(&self.key, &self.envelopes),
+            result: open_shaped_batch(&self.key, &self.envelopes),
         }
     }
 }
@@ -307,14 +307,14 @@ pub struct OpenedJob {
 enum Batch {
     /// Announced or open, collecting envelopes.
     Collecting {
-        envelopes: BTreeMap<Commitment, Vec<u8>>,
+        envelopes: BTreeMap<Commitment, ShapedEnvelope>,
         bytes: usize,
     },
     /// Sealed; waiting for the seal to be durable.
     Sealing {
         seal: SignedSeal,
         tree: Arc<MerkleTree>,
-        envelopes: Vec<Vec<u8>>,
+        envelopes: Vec<ShapedEnvelope>,
         seal_lsn: Lsn,
     },
     /// Key released; the open job is out.
@@ -463,7 +463,12 @@ impl Sequencer {
                 if e < self.closed_below {
                     return Err(fail(format!("envelope for batch {e}, already sealed")));
                 }
-                let commitment = Commitment::of(&bytes);
+                let len = bytes.len();
+                let shaped = ShapedEnvelope::new(bytes, e).map_err(|rejection| {
+                    fail(format!(
+                        "journaled envelope for batch {e} fails the shape check: {rejection}"
+                    ))
+                })?;
                 let batch = self.batches.entry(e).or_insert_with(|| Batch::Collecting {
                     envelopes: BTreeMap::new(),
                     bytes: 0,
@@ -475,8 +480,8 @@ impl Sequencer {
                 else {
                     return Err(fail(format!("envelope for batch {e}, already sealed")));
                 };
-                *total += bytes.len();
-                envelopes.insert(commitment, bytes);
+                *total += len;
+                envelopes.insert(shaped.commitment(), shaped);
             }
             SequencerRecord::Seal(seal) => {
                 let e = seal.e;
@@ -614,7 +619,8 @@ impl Sequencer {
             .ok_or(SubmitError::Malformed(Rejection::Truncated {
                 len: envelope.len(),
             }))?;
-        let commitment = check_shape(&envelope, e).map_err(SubmitError::Malformed)?;
+        let shaped = ShapedEnvelope::new(envelope, e).map_err(SubmitError::Malformed)?;
+        let commitment = shaped.commitment();
         if e < open
             || self
                 .genesis
@@ -641,17 +647,18 @@ impl Sequencer {
         if envelopes.contains_key(&commitment) {
             return Err(SubmitError::Duplicate { e, commitment });
         }
+        let len = shaped.bytes().len();
         if envelopes.len() >= limits.envelopes_per_batch_max
-            || *bytes + envelope.len() > limits.bytes_per_batch_max
+            || *bytes + len > limits.bytes_per_batch_max
         {
             return Err(SubmitError::BatchFull { e, next_open: open });
         }
-        *bytes += envelope.len();
+        *bytes += len;
         let record = SequencerRecord::Envelope {
             e,
-            bytes: envelope.clone(),
+            bytes: shaped.bytes().to_vec(),
         };
-        envelopes.insert(commitment, envelope);
+        envelopes.insert(commitment, shaped);
         let lsn = self.push_journal(&record);
         let receipt = self.key.sign_receipt(e, &commitment);
         self.receipts.push_back((lsn, token, receipt));
