@@ -761,6 +761,12 @@ fn batched_open_matches_single_open() {
     envs.push(envs[5].clone());
     let key = w.release(e, &envs);
     let opened = open_batch(&key, &envs).unwrap();
+    // Envelopes read back from a journal, bad ones included, open the same.
+    let unchecked: Vec<ShapedEnvelope> = envs
+        .iter()
+        .map(|b| ShapedEnvelope::unchecked(b.clone(), e))
+        .collect();
+    assert_eq!(open_shaped_batch(&key, &unchecked).unwrap(), opened);
     let mut seen = std::collections::BTreeSet::new();
     for o in &opened.envelopes {
         let single = key.open(&envs[o.input_index]);
@@ -792,6 +798,12 @@ fn batched_open_matches_single_open() {
     let by_shape = open_shaped_batch(&key, &shaped).unwrap();
     assert_eq!(by_shape, open_batch(&key, &plain).unwrap());
     assert_eq!(by_shape.envelopes.len(), shaped.len());
+    // Read back from a journal: the same, with the header checked at opening.
+    let replayed: Vec<ShapedEnvelope> = plain
+        .iter()
+        .map(|b| ShapedEnvelope::unchecked(b.clone(), e))
+        .collect();
+    assert_eq!(open_shaped_batch(&key, &replayed).unwrap(), by_shape);
 }
 
 /// Wide trees take the parallel hashing path; proofs and the root-only

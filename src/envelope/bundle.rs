@@ -289,17 +289,17 @@ pub fn check_shape(envelope: &[u8], e: BatchId) -> Result<Commitment, Rejection>
     Ok(Commitment::of(envelope))
 }
 
-/// An envelope that passed [`check_shape`] for its batch, keeping what the
-/// check computed (the commitment and the decoded ephemeral point) so that
-/// [`open_shaped_batch`] does not compute them again. Only
-/// [`ShapedEnvelope::new`] makes one, so the commitment is always the
-/// envelope's.
+/// An envelope with its commitment and, when it passed [`check_shape`] on
+/// arrival, its decoded ephemeral point, so that [`open_shaped_batch`] does
+/// not compute them again. The constructors compute the commitment from the
+/// bytes, so it is always the envelope's.
 #[derive(Clone)]
 pub struct ShapedEnvelope {
     bytes: Vec<u8>,
     e: BatchId,
     commitment: Commitment,
-    ephemeral: RistrettoPoint,
+    /// `None` for [`ShapedEnvelope::unchecked`]: opening checks the header.
+    ephemeral: Option<RistrettoPoint>,
 }
 
 impl std::fmt::Debug for ShapedEnvelope {
@@ -324,8 +324,23 @@ impl ShapedEnvelope {
             bytes,
             e,
             commitment,
-            ephemeral,
+            ephemeral: Some(ephemeral),
         })
+    }
+
+    /// An envelope for batch `e` whose shape is not checked now (one read
+    /// back from the journal, most of which will never be opened again):
+    /// only its commitment is computed, and [`open_shaped_batch`] runs the
+    /// full header check when it opens it.
+    #[must_use]
+    pub fn unchecked(bytes: Vec<u8>, e: BatchId) -> ShapedEnvelope {
+        let commitment = Commitment::of(&bytes);
+        ShapedEnvelope {
+            bytes,
+            e,
+            commitment,
+            ephemeral: None,
+        }
     }
 
     /// The envelope bytes.
@@ -674,13 +689,13 @@ pub fn open_shaped_batch(
     let e = key.batch();
     open_sorted(key, envelopes, sorted, &|i| {
         let env = &envelopes[i];
-        if env.e == e {
-            Ok(env.ephemeral)
-        } else {
-            Err(Rejection::WrongBatch {
+        match env.ephemeral {
+            Some(point) if env.e == e => Ok(point),
+            Some(_) => Err(Rejection::WrongBatch {
                 envelope: env.e,
                 expected: e,
-            })
+            }),
+            None => check_header(&env.bytes, e),
         }
     })
 }
