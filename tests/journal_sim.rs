@@ -170,6 +170,7 @@ fn crash_at_every_write_point_loses_no_acknowledged_record() {
             } else {
                 disk.restart();
             }
+            assert_streaming_matches(&disk, small_segments(), &context);
             let (recovered, truncation) =
                 check_recovery_with(&disk, small_segments(), &outcome, &context);
             match truncation {
@@ -283,6 +284,48 @@ fn synced_journal(
     (disk, outcome.appended)
 }
 
+/// An independent copy of what `disk` holds now.
+fn fork(disk: &SimStorage) -> SimStorage {
+    let copy = SimStorage::new(0);
+    for name in disk.file_names() {
+        if let Some(bytes) = disk.file_bytes(&name) {
+            copy.set_file_bytes(&name, bytes);
+        }
+    }
+    copy
+}
+
+/// `open_streaming` on a copy of `disk` gives what `open` gives on another
+/// copy: the same records (or the same damage, from the stream), the same
+/// cut tail and the same next LSN.
+fn assert_streaming_matches(disk: &SimStorage, config: JournalConfig, context: &str) {
+    let eager = Journal::open(fork(disk), config);
+    let streamed = Journal::open_streaming(fork(disk), config);
+    match (eager, streamed) {
+        (Ok((eager_journal, eager)), Ok((journal, recovery))) => {
+            let records: Vec<Record> = recovery
+                .records
+                .collect::<Result<_, _>>()
+                .unwrap_or_else(|e| panic!("{context}: the stream fails where open did not: {e}"));
+            assert_eq!(records, eager.records, "{context}: streamed records");
+            assert_eq!(recovery.truncation, eager.truncation, "{context}");
+            assert_eq!(recovery.segments, eager.segments, "{context}");
+            assert_eq!(journal.next_lsn(), eager_journal.next_lsn(), "{context}");
+        }
+        (Err(error), Ok((_, mut recovery))) => {
+            let damage = recovery
+                .records
+                .find_map(Result::err)
+                .unwrap_or_else(|| panic!("{context}: open failed ({error}), the stream did not"));
+            assert_eq!(damage.to_string(), error.to_string(), "{context}");
+        }
+        (Err(error), Err(streamed)) => {
+            assert_eq!(streamed.to_string(), error.to_string(), "{context}");
+        }
+        (Ok(_), Err(error)) => panic!("{context}: only open_streaming failed: {error}"),
+    }
+}
+
 fn flip(disk: &SimStorage, name: &str, offset: usize) {
     let mut bytes = disk.file_bytes(name).unwrap();
     bytes[offset] ^= 0x40;
@@ -333,6 +376,7 @@ fn corruption_in_a_closed_segment_is_an_error() {
     // The last byte of the last frame of the first segment: were it the last
     // segment this would look like a torn tail, here it cannot be one.
     flip(&disk, first, len - 1);
+    assert_streaming_matches(&disk, small_segments(), "a damaged closed segment");
     let error = Journal::open(disk, small_segments()).unwrap_err();
     assert!(
         matches!(&error, JournalError::Corrupt { path, problem: Corruption::Record { later: None, .. }, .. } if path.ends_with(first)),
@@ -350,6 +394,7 @@ fn a_missing_segment_is_an_error() {
             disk_without.set_file_bytes(name, disk.file_bytes(name).unwrap());
         }
     }
+    assert_streaming_matches(&disk_without, small_segments(), "a missing segment");
     let error = Journal::open(disk_without, small_segments()).unwrap_err();
     assert!(
         matches!(

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::CommandResult;
+use crate::journal::{FsStorage, UntilDamage};
 use crate::journal::{Journal, JournalConfig};
-use crate::journal::{Lsn, RecordKind};
 use crate::node::JOURNAL_DIR;
 use crate::sequencer::{Transcript, export_transcripts, verify_journal, verify_transcript};
 use crate::types::BatchId;
@@ -71,8 +71,12 @@ fn snapshot(from: &Path) -> std::io::Result<PathBuf> {
     Ok(to)
 }
 
-/// The journal's records, read from a copy.
-fn read_journal(args: &JournalArgs) -> Result<Vec<(Lsn, RecordKind, Vec<u8>)>, String> {
+/// Runs `read` over the records of a copy of the journal, streamed one
+/// segment at a time; damage anywhere is an error.
+fn with_journal<T>(
+    args: &JournalArgs,
+    read: impl FnOnce(&mut UntilDamage<FsStorage>) -> T,
+) -> Result<T, String> {
     let dir = args
         .journal
         .clone()
@@ -81,14 +85,18 @@ fn read_journal(args: &JournalArgs) -> Result<Vec<(Lsn, RecordKind, Vec<u8>)>, S
         return Err(format!("{} is not a journal directory", dir.display()));
     }
     let copy = snapshot(&dir).map_err(|e| format!("copying {}: {e}", dir.display()))?;
-    let opened = Journal::open_dir(&copy, JournalConfig::default());
+    let result = Journal::open_dir_streaming(&copy, JournalConfig::default())
+        .map_err(|e| format!("{}: {e}", dir.display()))
+        .and_then(|(_, recovery)| {
+            let mut records = recovery.records.until_damage();
+            let out = read(&mut records);
+            match records.take_damage() {
+                Some(damage) => Err(format!("{}: {damage}", dir.display())),
+                None => Ok(out),
+            }
+        });
     let _ = std::fs::remove_dir_all(&copy);
-    let (_, recovery) = opened.map_err(|e| format!("{}: {e}", dir.display()))?;
-    Ok(recovery
-        .records
-        .into_iter()
-        .map(|r| (r.lsn, r.kind, r.payload))
-        .collect())
+    result
 }
 
 /// Verifies the journal (or a transcript); prints `OK` or the first mismatch
@@ -109,7 +117,7 @@ pub fn run(args: &VerifyArgs) -> CommandResult {
         );
         return Ok(());
     }
-    let report = verify_journal(read_journal(&args.source)?)?;
+    let report = with_journal(&args.source, |records| verify_journal(records))??;
     let mut bad = 0;
     let mut pending = 0;
     for batch in &report.batches {
@@ -151,7 +159,8 @@ pub fn run(args: &VerifyArgs) -> CommandResult {
 /// not verify (nothing is written for it).
 pub fn export(args: &ExportArgs) -> CommandResult {
     let wanted: BTreeSet<BatchId> = args.batches.iter().copied().collect();
-    let (report, transcripts) = export_transcripts(read_journal(&args.source)?, &wanted)?;
+    let (report, transcripts) =
+        with_journal(&args.source, |records| export_transcripts(records, &wanted))??;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     for transcript in &transcripts {
         let path = args.out.join(format!("batch-{}.sbt", transcript.batch()));

@@ -21,7 +21,10 @@
 //! # Recovery
 //!
 //! [`Journal::open`] reads every segment in order and returns the records
-//! for replay in a [`Recovery`]. A torn tail (an incomplete or damaged frame
+//! for replay in a [`Recovery`]; [`Journal::open_streaming`] checks the last
+//! segment at once and hands the records out as a [`RecordStream`] that
+//! reads one segment at a time, so replaying a long journal needs memory for
+//! one segment only. A torn tail (an incomplete or damaged frame
 //! at the end of the last segment, with no valid record after it) is cut and
 //! reported in [`Recovery::truncation`]; damage anywhere else is a
 //! [`JournalError::Corrupt`] naming the file and the byte offset, never
@@ -241,6 +244,123 @@ pub struct Recovery {
     pub segments: usize,
 }
 
+/// What [`Journal::open_streaming`] found.
+#[derive(Debug)]
+pub struct StreamingRecovery<S: Storage> {
+    /// Every record, in LSN order, read as it is taken.
+    pub records: RecordStream<S>,
+    /// The torn tail that was cut from the last segment, if any.
+    pub truncation: Option<Truncation>,
+    /// Number of segment files found.
+    pub segments: usize,
+}
+
+/// The records of a journal, read one segment at a time
+/// ([`Journal::open_streaming`]). Yields each record in LSN order, or the
+/// first damage found (then nothing more).
+#[derive(Debug)]
+pub struct RecordStream<S: Storage> {
+    storage: Option<S>,
+    /// Segments before the last, not read yet.
+    segments: std::vec::IntoIter<(Lsn, String)>,
+    /// The LSN the next segment must start at.
+    next_lsn: Option<Lsn>,
+    /// The last segment, read when the journal was opened: its name LSN,
+    /// name and records.
+    last: Option<(Lsn, String, Vec<Record>)>,
+    current: std::vec::IntoIter<Record>,
+    failed: bool,
+}
+
+impl<S: Storage> Iterator for RecordStream<S> {
+    type Item = Result<Record, JournalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.failed {
+                return None;
+            }
+            if let Some(record) = self.current.next() {
+                return Some(Ok(record));
+            }
+            let storage = self.storage.as_mut()?;
+            if let Some((name_lsn, name)) = self.segments.next() {
+                let mut no_cut = None;
+                match read_segment(storage, &name, name_lsn, self.next_lsn, false, &mut no_cut) {
+                    Ok(read) => {
+                        self.next_lsn = Some(read.next_lsn);
+                        self.current = read.records.into_iter();
+                    }
+                    Err(error) => {
+                        self.failed = true;
+                        return Some(Err(error));
+                    }
+                }
+                continue;
+            }
+            let (name_lsn, name, records) = self.last.take()?;
+            if let Some(expected) = self.next_lsn
+                && name_lsn != expected
+            {
+                self.failed = true;
+                return Some(Err(JournalError::Corrupt {
+                    path: storage.path_of(&name),
+                    offset: 0,
+                    problem: Corruption::SegmentGap {
+                        expected,
+                        found: name_lsn,
+                    },
+                }));
+            }
+            self.current = records.into_iter();
+        }
+    }
+}
+
+impl<S: Storage> RecordStream<S> {
+    /// The records as `(lsn, kind, payload)`, the shape replay takes, ending
+    /// at the first damage, which [`UntilDamage::take_damage`] then returns.
+    #[must_use]
+    pub fn until_damage(self) -> UntilDamage<S> {
+        UntilDamage {
+            records: self,
+            damage: None,
+        }
+    }
+}
+
+/// [`RecordStream::until_damage`].
+#[derive(Debug)]
+pub struct UntilDamage<S: Storage> {
+    records: RecordStream<S>,
+    damage: Option<JournalError>,
+}
+
+impl<S: Storage> UntilDamage<S> {
+    /// The damage that ended the records, if any. Check it once the records
+    /// are consumed: records before damage must not be trusted alone.
+    pub fn take_damage(&mut self) -> Option<JournalError> {
+        self.damage.take()
+    }
+}
+
+impl<S: Storage> Iterator for UntilDamage<S> {
+    type Item = (Lsn, RecordKind, Vec<u8>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.damage.is_some() {
+            return None;
+        }
+        match self.records.next()? {
+            Ok(record) => Some((record.lsn, record.kind, record.payload)),
+            Err(damage) => {
+                self.damage = Some(damage);
+                None
+            }
+        }
+    }
+}
+
 /// The append-only journal over a [`Storage`]; see the [module docs](self).
 ///
 /// After any I/O error the journal is poisoned: every later call returns
@@ -299,6 +419,23 @@ impl Journal<FsStorage> {
         })?;
         Journal::open(storage, config)
     }
+
+    /// [`Journal::open_streaming`] on directory `dir`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Journal::open_dir`].
+    pub fn open_dir_streaming(
+        dir: impl AsRef<Path>,
+        config: JournalConfig,
+    ) -> Result<(Journal<FsStorage>, StreamingRecovery<FsStorage>), JournalError> {
+        let dir = dir.as_ref();
+        let storage = FsStorage::new(dir).map_err(|source| JournalError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Journal::open_streaming(storage, config)
+    }
 }
 
 impl<S: Storage> Journal<S> {
@@ -352,130 +489,49 @@ impl<S: Storage> Journal<S> {
         let mut last = None;
         for (index, (name_lsn, name)) in segments.iter().enumerate() {
             let is_last = index == last_index;
-            let path = storage.path_of(name);
-            let io = |source| JournalError::Io {
-                path: path.clone(),
-                source,
-            };
-            let corrupt = |offset: u64, problem: Corruption| JournalError::Corrupt {
-                path: path.clone(),
-                offset,
-                problem,
-            };
-            let mut file = storage.open(name).map_err(io)?;
-            let bytes = file.read_all().map_err(io)?;
-
-            if *name_lsn == 0 || *name_lsn > LSN_MAX {
-                return Err(corrupt(0, Corruption::LsnOutOfRange(*name_lsn)));
-            }
-            if let Some(expected) = next_lsn
-                && *name_lsn != expected
-            {
-                return Err(corrupt(
-                    0,
-                    Corruption::SegmentGap {
-                        expected,
-                        found: *name_lsn,
-                    },
-                ));
-            }
-            let first_lsn = match decode_segment_header(&bytes) {
-                Ok(first_lsn) => first_lsn,
-                // The header is synced before any record is written, so a
-                // last segment no longer than a header holds no record: its
-                // creation was torn. Write the header again.
-                Err(_) if is_last && bytes.len() <= SEGMENT_HEADER_LEN => {
-                    file.truncate_sync(0).map_err(io)?;
-                    file.append(&encode_segment_header(*name_lsn)).map_err(io)?;
-                    file.sync_data().map_err(io)?;
-                    recovery.truncation = Some(Truncation {
-                        path: path.clone(),
-                        offset: 0,
-                        bytes_cut: bytes.len() as u64,
-                        problem: None,
-                    });
-                    *name_lsn
-                }
-                Err(problem) => return Err(corrupt(0, Corruption::Header(problem))),
-            };
-            if first_lsn != *name_lsn {
-                return Err(corrupt(
-                    0,
-                    Corruption::NameMismatch {
-                        header: first_lsn,
-                        name: *name_lsn,
-                    },
-                ));
-            }
-            let mut expected = first_lsn;
-            let mut offset = SEGMENT_HEADER_LEN.min(bytes.len());
-            let mut records_here = 0u64;
-            let mut end = bytes.len();
-            while offset < bytes.len() {
-                let problem = match decode_frame(&bytes[offset..]) {
-                    Ok(frame) if frame.lsn == expected => {
-                        recovery.records.push(Record {
-                            lsn: frame.lsn,
-                            kind: frame.kind,
-                            payload: frame.payload.to_vec(),
-                        });
-                        offset += frame.frame_len;
-                        expected += 1;
-                        records_here += 1;
-                        continue;
-                    }
-                    Ok(frame) => {
-                        return Err(corrupt(
-                            offset as u64,
-                            Corruption::LsnMismatch {
-                                expected,
-                                found: frame.lsn,
-                            },
-                        ));
-                    }
-                    Err(problem) => problem,
-                };
-                if !is_last {
-                    return Err(corrupt(
-                        offset as u64,
-                        Corruption::Record {
-                            problem,
-                            expected_lsn: expected,
-                            later: None,
-                        },
-                    ));
-                }
-                if let Some(later) = find_valid_frame(&bytes, offset + 1, expected) {
-                    return Err(corrupt(
-                        offset as u64,
-                        Corruption::Record {
-                            problem,
-                            expected_lsn: expected,
-                            later: Some(later),
-                        },
-                    ));
-                }
-                file.truncate_sync(offset as u64).map_err(io)?;
-                recovery.truncation = Some(Truncation {
-                    path: path.clone(),
-                    offset: offset as u64,
-                    bytes_cut: (bytes.len() - offset) as u64,
-                    problem: Some(problem),
-                });
-                end = offset;
-                break;
-            }
-            next_lsn = Some(expected);
+            let read = read_segment(
+                &mut storage,
+                name,
+                *name_lsn,
+                next_lsn,
+                is_last,
+                &mut recovery.truncation,
+            )?;
+            recovery.records.extend(read.records);
+            next_lsn = Some(read.next_lsn);
             if is_last {
-                last = Some((file, name.clone(), end as u64, records_here));
+                last = Some((read.file, name.clone(), read.end, read.count));
             }
         }
 
-        let (Some(next_lsn), Some((mut file, segment_name, segment_len, segment_records))) =
+        let (Some(next_lsn), Some((file, segment_name, segment_len, segment_records))) =
             (next_lsn, last)
         else {
             return Err(JournalError::Config("no segment recovered"));
         };
+        let journal = Journal::resume(
+            storage,
+            config,
+            file,
+            segment_name,
+            segment_len,
+            segment_records,
+            next_lsn,
+        )?;
+        Ok((journal, recovery))
+    }
+
+    /// The journal positioned after the last record of the last segment
+    /// (`file`, `segment_name`), which was just read back.
+    fn resume(
+        mut storage: S,
+        config: JournalConfig,
+        mut file: S::File,
+        segment_name: String,
+        segment_len: u64,
+        segment_records: u64,
+        next_lsn: Lsn,
+    ) -> Result<Journal<S>, JournalError> {
         // What was read back may have been written but never synced before
         // a process crash: make it durable before anything builds on it.
         let path = storage.path_of(&segment_name);
@@ -499,7 +555,100 @@ impl<S: Storage> Journal<S> {
             durable_lsn: next_lsn - 1,
             poisoned: false,
         };
-        Ok((journal, recovery))
+        Ok(journal)
+    }
+
+    /// [`Journal::open`] without holding the whole journal in memory: the
+    /// last segment is read, checked and its torn tail cut now (so the
+    /// journal can append), and the records come from a [`RecordStream`]
+    /// that reads the other segments one at a time as they are taken, with
+    /// the same checks. Recovery then needs memory for one segment, not for
+    /// the journal.
+    ///
+    /// Damage in an earlier segment is reported by the stream when it gets
+    /// there; the caller must stop then, as for [`Journal::open`]'s error.
+    ///
+    /// # Errors
+    ///
+    /// As [`Journal::open`], for the last segment and the directory.
+    pub fn open_streaming(
+        mut storage: S,
+        config: JournalConfig,
+    ) -> Result<(Journal<S>, StreamingRecovery<S>), JournalError>
+    where
+        S: Clone,
+    {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&config.segment_bytes_max) {
+            return Err(JournalError::Config(
+                "segment_bytes_max outside SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX",
+            ));
+        }
+        let dir_path = storage.path_of("");
+        let mut segments: Vec<(Lsn, String)> = storage
+            .list()
+            .map_err(|source| JournalError::Io {
+                path: dir_path,
+                source,
+            })?
+            .into_iter()
+            .filter_map(|name| parse_segment_name(&name).map(|lsn| (lsn, name)))
+            .collect();
+        segments.sort();
+        let count = segments.len();
+        let Some((last_lsn, last_name)) = segments.pop() else {
+            let journal = Journal::start_first_segment(storage, config, 1)?;
+            let records = RecordStream {
+                storage: None,
+                segments: Vec::new().into_iter(),
+                next_lsn: None,
+                last: None,
+                current: Vec::new().into_iter(),
+                failed: false,
+            };
+            return Ok((
+                journal,
+                StreamingRecovery {
+                    records,
+                    truncation: None,
+                    segments: 0,
+                },
+            ));
+        };
+        let mut truncation = None;
+        let read = read_segment(
+            &mut storage,
+            &last_name,
+            last_lsn,
+            None,
+            true,
+            &mut truncation,
+        )?;
+        let reader = storage.clone();
+        let journal = Journal::resume(
+            storage,
+            config,
+            read.file,
+            last_name.clone(),
+            read.end,
+            read.count,
+            read.next_lsn,
+        )?;
+        let records = RecordStream {
+            storage: Some(reader),
+            segments: segments.into_iter(),
+            next_lsn: None,
+            last: Some((last_lsn, last_name, read.records)),
+            current: Vec::new().into_iter(),
+            failed: false,
+        };
+        Ok((
+            journal,
+            StreamingRecovery {
+                records,
+                truncation,
+                segments: count,
+            },
+        ))
     }
 
     fn start_first_segment(
@@ -682,5 +831,151 @@ fn find_valid_frame(bytes: &[u8], from: usize, lsn_min: Lsn) -> Option<(u64, Lsn
     (from..=last_start).find_map(|offset| match decode_frame(&bytes[offset..]) {
         Ok(frame) if frame.lsn >= lsn_min => Some((offset as u64, frame.lsn)),
         _ => None,
+    })
+}
+
+/// One segment read back by [`read_segment`].
+struct SegmentRead<F> {
+    file: F,
+    records: Vec<Record>,
+    /// The LSN after its last record.
+    next_lsn: Lsn,
+    /// Its length after any cut.
+    end: u64,
+    /// Records in it.
+    count: u64,
+}
+
+/// Reads and checks segment `name`, which must start at `next_lsn` when that
+/// is known. Damage is an error, except a torn tail of the `is_last` segment,
+/// which is cut (and reported in `truncation`).
+fn read_segment<S: Storage>(
+    storage: &mut S,
+    name: &str,
+    name_lsn: Lsn,
+    next_lsn: Option<Lsn>,
+    is_last: bool,
+    truncation: &mut Option<Truncation>,
+) -> Result<SegmentRead<S::File>, JournalError> {
+    let mut records = Vec::new();
+    let path = storage.path_of(name);
+    let io = |source| JournalError::Io {
+        path: path.clone(),
+        source,
+    };
+    let corrupt = |offset: u64, problem: Corruption| JournalError::Corrupt {
+        path: path.clone(),
+        offset,
+        problem,
+    };
+    let mut file = storage.open(name).map_err(io)?;
+    let bytes = file.read_all().map_err(io)?;
+
+    if name_lsn == 0 || name_lsn > LSN_MAX {
+        return Err(corrupt(0, Corruption::LsnOutOfRange(name_lsn)));
+    }
+    if let Some(expected) = next_lsn
+        && name_lsn != expected
+    {
+        return Err(corrupt(
+            0,
+            Corruption::SegmentGap {
+                expected,
+                found: name_lsn,
+            },
+        ));
+    }
+    let first_lsn = match decode_segment_header(&bytes) {
+        Ok(first_lsn) => first_lsn,
+        // The header is synced before any record is written, so a
+        // last segment no longer than a header holds no record: its
+        // creation was torn. Write the header again.
+        Err(_) if is_last && bytes.len() <= SEGMENT_HEADER_LEN => {
+            file.truncate_sync(0).map_err(io)?;
+            file.append(&encode_segment_header(name_lsn)).map_err(io)?;
+            file.sync_data().map_err(io)?;
+            *truncation = Some(Truncation {
+                path: path.clone(),
+                offset: 0,
+                bytes_cut: bytes.len() as u64,
+                problem: None,
+            });
+            name_lsn
+        }
+        Err(problem) => return Err(corrupt(0, Corruption::Header(problem))),
+    };
+    if first_lsn != name_lsn {
+        return Err(corrupt(
+            0,
+            Corruption::NameMismatch {
+                header: first_lsn,
+                name: name_lsn,
+            },
+        ));
+    }
+    let mut expected = first_lsn;
+    let mut offset = SEGMENT_HEADER_LEN.min(bytes.len());
+    let mut records_here = 0u64;
+    let mut end = bytes.len();
+    while offset < bytes.len() {
+        let problem = match decode_frame(&bytes[offset..]) {
+            Ok(frame) if frame.lsn == expected => {
+                records.push(Record {
+                    lsn: frame.lsn,
+                    kind: frame.kind,
+                    payload: frame.payload.to_vec(),
+                });
+                offset += frame.frame_len;
+                expected += 1;
+                records_here += 1;
+                continue;
+            }
+            Ok(frame) => {
+                return Err(corrupt(
+                    offset as u64,
+                    Corruption::LsnMismatch {
+                        expected,
+                        found: frame.lsn,
+                    },
+                ));
+            }
+            Err(problem) => problem,
+        };
+        if !is_last {
+            return Err(corrupt(
+                offset as u64,
+                Corruption::Record {
+                    problem,
+                    expected_lsn: expected,
+                    later: None,
+                },
+            ));
+        }
+        if let Some(later) = find_valid_frame(&bytes, offset + 1, expected) {
+            return Err(corrupt(
+                offset as u64,
+                Corruption::Record {
+                    problem,
+                    expected_lsn: expected,
+                    later: Some(later),
+                },
+            ));
+        }
+        file.truncate_sync(offset as u64).map_err(io)?;
+        *truncation = Some(Truncation {
+            path: path.clone(),
+            offset: offset as u64,
+            bytes_cut: (bytes.len() - offset) as u64,
+            problem: Some(problem),
+        });
+        end = offset;
+        break;
+    }
+    Ok(SegmentRead {
+        file,
+        records,
+        next_lsn: expected,
+        end: end as u64,
+        count: records_here,
     })
 }

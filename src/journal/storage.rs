@@ -87,7 +87,7 @@ pub trait StorageFile: Send {
 }
 
 /// The real file system: a directory on disk.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct FsStorage {
     dir: PathBuf,
 }

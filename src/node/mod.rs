@@ -189,7 +189,9 @@ pub async fn run(
 
     let key_seed = secret_file(&data.join(SEQUENCER_KEY_FILE), random_secret)?;
     let key = SequencerKey::from_seed(&key_seed);
-    let (journal, recovery) = Journal::open_dir(data.join(JOURNAL_DIR), JournalConfig::default())?;
+    // The journal is replayed as it is read, one segment at a time.
+    let (journal, recovery) =
+        Journal::open_dir_streaming(data.join(JOURNAL_DIR), JournalConfig::default())?;
     if let Some(cut) = &recovery.truncation {
         tracing::warn!(
             path = %cut.path.display(),
@@ -198,11 +200,11 @@ pub async fn run(
             "journal: cut a torn tail"
         );
     }
-    let records: Vec<_> = recovery
-        .records
-        .into_iter()
-        .map(|r| (r.lsn, r.kind, r.payload))
-        .collect();
+    let mut records = recovery.records.until_damage();
+    let first = records.next();
+    if let Some(damage) = records.take_damage() {
+        return Err(damage.into());
+    }
 
     // Genesis: the journal's, if any; else this configuration, now.
     let mut genesis = Genesis {
@@ -218,8 +220,8 @@ pub async fn run(
             markets
         },
     };
-    let fresh = records.is_empty();
-    if let Some((lsn, kind, payload)) = records.first() {
+    let fresh = first.is_none();
+    if let Some((lsn, kind, payload)) = &first {
         let recorded = match SequencerRecord::decode(*kind, payload) {
             Ok(SequencerRecord::Genesis(g)) => g,
             Ok(_) => return Err(SequencerError::NoGenesis(*lsn).into()),
@@ -241,15 +243,21 @@ pub async fn run(
         genesis.schedule,
     )?;
     let next_lsn = journal.next_lsn();
-    let mut sequencer = crate::sequencer::Sequencer::recover(
+    let sequencer = crate::sequencer::Sequencer::recover(
         genesis,
         config.sequencer_limits(),
         SequencerKey::from_seed(&key_seed),
         Box::new(custodian),
-        records,
+        first.into_iter().chain(&mut records),
         next_lsn,
         core::now_ms(),
-    )?;
+    );
+    // Damage met while replaying stops the process like damage found when
+    // opening: it is reported before anything the replay built is used.
+    if let Some(damage) = records.take_damage() {
+        return Err(damage.into());
+    }
+    let mut sequencer = sequencer?;
     if fresh && config.demo {
         for (i, account) in demo_accounts(&data)?.iter().enumerate() {
             let account = AccountId(account.verifying_key().to_bytes());
