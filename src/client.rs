@@ -309,6 +309,32 @@ impl Client {
         }
     }
 
+    /// Debits an account (demo mode), waiting until it is durable.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] outside demo mode, or for more than the
+    /// balance holds.
+    pub async fn withdraw(
+        &self,
+        account: [u8; 32],
+        asset: u32,
+        amount: u64,
+    ) -> Result<(), ClientError> {
+        match self
+            .request(|request_id| ClientMessage::Withdraw {
+                request_id,
+                account,
+                asset,
+                amount,
+            })
+            .await?
+        {
+            ServerMessage::Ack { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Closes the connection.
     pub fn close(&self) {
         self.connection.close(0u32.into(), b"bye");

@@ -218,7 +218,36 @@ async fn deposits_are_operator_only_outside_demo_mode() {
         Err(ClientError::Refused { code, .. }) => assert_eq!(code, ReasonCode::OperatorOnly),
         other => panic!("expected a refusal, got {other:?}"),
     }
+    match client.withdraw([1; 32], 0, 5).await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, ReasonCode::OperatorOnly),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
     assert!(client.account([1; 32]).await.expect("balances").is_empty());
+    client.close();
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_withdrawals_debit_once_durable_and_never_overdraw() {
+    let node = start("withdraw", |c| c.demo = true).await;
+    let client = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    client.deposit([7; 32], 1, 100).await.expect("deposit");
+    client.withdraw([7; 32], 1, 30).await.expect("withdrawal");
+    assert_eq!(
+        client.account([7; 32]).await.expect("balances"),
+        vec![(1, 70)]
+    );
+    match client.withdraw([7; 32], 1, 71).await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, ReasonCode::InvalidRequest),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        client.account([7; 32]).await.expect("balances"),
+        vec![(1, 70)],
+        "a refused withdrawal changes nothing"
+    );
     client.close();
     node.stop().await;
 }

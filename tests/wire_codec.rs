@@ -87,6 +87,12 @@ fn client_samples() -> Vec<ClientMessage> {
             request_id: 4,
             account: [9; 32],
         },
+        ClientMessage::Withdraw {
+            request_id: 7,
+            account: [0xaa; 32],
+            asset: 2,
+            amount: 1000,
+        },
         ClientMessage::Deposit {
             request_id: 7,
             account: [0xaa; 32],
@@ -138,17 +144,25 @@ fn server_samples() -> Vec<ServerMessage> {
 
 // These hex strings are the examples of spec/wire.md §7, byte for byte.
 const GOLDEN_DEPOSIT: &str = "35000000050700000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa02000000e803000000000000";
+const GOLDEN_WITHDRAW: &str = "35000000060700000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa02000000e803000000000000";
 const GOLDEN_REJECTED: &str = "1a000000830807060504030201022a00000000000000040000006c617465";
 const GOLDEN_CLEARED: &str = "ce00000086050000000000000001010101010101010101010101010101010101010101010101010101010101010202020202020202020202020202020202020202020202020202020202020202030000000200000002000000010000000164000000000000000a00000000000000fdffffffffffffffffffffffffffffff020000000000000000000000000000000000000000000000000000000001000000030303030303030303030303030303030303030303030303030303030303030300000000000100000001000a00000000000000";
 const GOLDEN_SCHEDULE_SIGNING: &str = "157365616c6261746368207631207363686564756c650068e5cf8b010000640000000000000009000000000000001111111111111111111111111111111111111111111111111111111111111111010000000a00000000000000222222222222222222222222222222222222222222222222222222222222222201000000010000000100000002000000010000000000000001000000000000000100000000000000e803000000000000f4010000000000000a00";
 
 #[test]
 fn golden_encodings_match_the_spec() {
-    let deposit = client_samples().pop().unwrap();
+    let mut clients = client_samples();
+    let deposit = clients.pop().unwrap();
     assert_eq!(hex::encode(encoded(&deposit)), GOLDEN_DEPOSIT);
     assert_eq!(
         wire::parse::<ClientMessage>(&hex::decode(GOLDEN_DEPOSIT).unwrap()),
         Ok(deposit)
+    );
+    let withdraw = clients.pop().unwrap();
+    assert_eq!(hex::encode(encoded(&withdraw)), GOLDEN_WITHDRAW);
+    assert_eq!(
+        wire::parse::<ClientMessage>(&hex::decode(GOLDEN_WITHDRAW).unwrap()),
+        Ok(withdraw)
     );
 
     let rejected = server_samples().swap_remove(2);
@@ -177,6 +191,7 @@ fn spec_file_holds_the_golden_bytes() {
     let flat: String = spec.split_whitespace().collect();
     for golden in [
         GOLDEN_DEPOSIT,
+        GOLDEN_WITHDRAW,
         GOLDEN_REJECTED,
         GOLDEN_CLEARED,
         GOLDEN_SCHEDULE_SIGNING,
@@ -193,7 +208,7 @@ fn alpn_names_the_protocol_version() {
 #[test]
 fn type_bytes_are_as_specified() {
     let client: Vec<u8> = client_samples().iter().map(|m| encoded(m)[4]).collect();
-    assert_eq!(client, [0x01, 0x02, 0x03, 0x04, 0x05]);
+    assert_eq!(client, [0x01, 0x02, 0x03, 0x04, 0x06, 0x05]);
     let server: Vec<u8> = server_samples().iter().map(|m| encoded(m)[4]).collect();
     assert_eq!(
         server,
@@ -546,7 +561,7 @@ fn oversized_lengths_are_refused_from_the_prefix_alone() {
 
 #[test]
 fn unknown_types_are_refused_from_the_type_byte() {
-    for type_byte in (0..=255u8).filter(|t| !(1..=5).contains(t)) {
+    for type_byte in (0..=255u8).filter(|t| !(1..=6).contains(t)) {
         assert_eq!(
             wire::check::<ClientMessage>(&[9, 0, 0, 0, type_byte]),
             Err(FrameError::UnknownType {
@@ -708,6 +723,14 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
         }),
         (any::<u64>(), bytes32(), any::<u32>(), any::<u64>()).prop_map(
             |(request_id, account, asset, amount)| ClientMessage::Deposit {
+                request_id,
+                account,
+                asset,
+                amount
+            }
+        ),
+        (any::<u64>(), bytes32(), any::<u32>(), any::<u64>()).prop_map(
+            |(request_id, account, asset, amount)| ClientMessage::Withdraw {
                 request_id,
                 account,
                 asset,

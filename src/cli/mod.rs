@@ -61,6 +61,8 @@ pub enum Command {
     Watch(watch::WatchArgs),
     /// Credit an account (demo mode).
     Deposit(deposit::DepositArgs),
+    /// Debit an account (demo mode).
+    Withdraw(deposit::DepositArgs),
     /// Simulated traders over QUIC at a target rate; reports throughput,
     /// latencies and checks every receipt's inclusion.
     Loadgen(loadgen::LoadgenArgs),
@@ -99,7 +101,8 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Keygen(args) => keygen::run(&args),
         Command::Submit(args) => submit::run(&args),
         Command::Watch(args) => watch::run(&args),
-        Command::Deposit(args) => deposit::run(&args),
+        Command::Deposit(args) => deposit::run(&args, true),
+        Command::Withdraw(args) => deposit::run(&args, false),
         Command::Loadgen(args) => loadgen::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Export(args) => verify::export(&args),

@@ -23,6 +23,7 @@ use crate::market::{AccountId, AssetId};
 use crate::sequencer::JournalWrite;
 use crate::sequencer::{
     BatchOutcome, EnvelopeStatus, Event, OpToken, OpenedJob, Sequencer, SubmitError, SubmitToken,
+    Transfer,
 };
 use crate::types::BatchId;
 use crate::wire::{
@@ -552,47 +553,85 @@ impl Core {
                 account,
                 asset,
                 amount,
-            } => {
-                if !self.demo {
-                    self.metrics.reject(ReasonCode::OperatorOnly.to_byte());
-                    self.send(
-                        session,
-                        ServerMessage::Error {
-                            request_id,
-                            code: ReasonCode::OperatorOnly,
-                            message: "deposits over the wire are for demo mode only".into(),
-                        },
-                    );
-                    return;
-                }
-                self.next_token += 1;
-                let token = self.next_token;
-                match self.sequencer.handle_deposit(
-                    OpToken(token),
-                    AccountId(account),
-                    AssetId(asset),
+            } => self.operation(
+                Pending {
+                    session,
+                    request_id,
+                    received,
+                },
+                Transfer {
+                    account: AccountId(account),
+                    asset: AssetId(asset),
                     amount,
-                ) {
-                    Ok(()) => {
-                        self.pending.insert(
-                            token,
-                            Pending {
-                                session,
-                                request_id,
-                                received,
-                            },
-                        );
-                    }
-                    Err(error) => self.send(
-                        session,
-                        ServerMessage::Error {
-                            request_id,
-                            code: ReasonCode::InvalidRequest,
-                            message: error.to_string(),
-                        },
-                    ),
-                }
+                },
+                true,
+            ),
+            ClientMessage::Withdraw {
+                request_id,
+                account,
+                asset,
+                amount,
+            } => self.operation(
+                Pending {
+                    session,
+                    request_id,
+                    received,
+                },
+                Transfer {
+                    account: AccountId(account),
+                    asset: AssetId(asset),
+                    amount,
+                },
+                false,
+            ),
+        }
+    }
+
+    /// An operator deposit (`credit`) or withdrawal over the wire: demo mode
+    /// only; answered once durable.
+    fn operation(&mut self, request: Pending, transfer: Transfer, credit: bool) {
+        let Pending {
+            session,
+            request_id,
+            ..
+        } = request;
+        if !self.demo {
+            self.metrics.reject(ReasonCode::OperatorOnly.to_byte());
+            self.send(
+                session,
+                ServerMessage::Error {
+                    request_id,
+                    code: ReasonCode::OperatorOnly,
+                    message: "deposits and withdrawals over the wire are for demo mode only".into(),
+                },
+            );
+            return;
+        }
+        self.next_token += 1;
+        let token = OpToken(self.next_token);
+        let Transfer {
+            account,
+            asset,
+            amount,
+        } = transfer;
+        let done = if credit {
+            self.sequencer.handle_deposit(token, account, asset, amount)
+        } else {
+            self.sequencer
+                .handle_withdrawal(token, account, asset, amount)
+        };
+        match done {
+            Ok(()) => {
+                self.pending.insert(token.0, request);
             }
+            Err(error) => self.send(
+                session,
+                ServerMessage::Error {
+                    request_id,
+                    code: ReasonCode::InvalidRequest,
+                    message: error.to_string(),
+                },
+            ),
         }
     }
 

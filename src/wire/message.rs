@@ -19,6 +19,7 @@ mod client_type {
     pub const SUBSCRIBE: u8 = 0x03;
     pub const GET_ACCOUNT: u8 = 0x04;
     pub const DEPOSIT: u8 = 0x05;
+    pub const WITHDRAW: u8 = 0x06;
 }
 
 /// Type bytes of server → client messages.
@@ -81,6 +82,19 @@ pub enum ClientMessage {
         /// Units of the asset.
         amount: u64,
     },
+    /// Debits an account (operator or demo mode only, like `Deposit`; a
+    /// debit beyond the balance is refused with
+    /// [`ReasonCode::InvalidRequest`]). Type `0x06`.
+    Withdraw {
+        /// Echoed in the reply.
+        request_id: u64,
+        /// The account debited.
+        account: [u8; 32],
+        /// The asset id.
+        asset: u32,
+        /// Units of the asset.
+        amount: u64,
+    },
 }
 
 impl ClientMessage {
@@ -92,7 +106,8 @@ impl ClientMessage {
             | ClientMessage::Submit { request_id, .. }
             | ClientMessage::Subscribe { request_id }
             | ClientMessage::GetAccount { request_id, .. }
-            | ClientMessage::Deposit { request_id, .. } => *request_id,
+            | ClientMessage::Deposit { request_id, .. }
+            | ClientMessage::Withdraw { request_id, .. } => *request_id,
         }
     }
 }
@@ -328,7 +343,7 @@ pub enum ServerMessage {
         /// [`ACCOUNT_BALANCES_MAX`].
         balances: Vec<(u32, u64)>,
     },
-    /// A request done (a `Deposit`, a `Subscribe`). Type `0x88`.
+    /// A request done (a `Deposit`, a `Withdraw`, a `Subscribe`). Type `0x88`.
     Ack {
         /// The request's.
         request_id: u64,
@@ -481,7 +496,7 @@ impl Message for ClientMessage {
     const FRAME_LEN_MAX: usize = CLIENT_FRAME_LEN_MAX;
 
     fn is_known_type(type_byte: u8) -> bool {
-        (client_type::GET_SCHEDULE..=client_type::DEPOSIT).contains(&type_byte)
+        (client_type::GET_SCHEDULE..=client_type::WITHDRAW).contains(&type_byte)
     }
 
     fn type_byte(&self) -> u8 {
@@ -491,6 +506,7 @@ impl Message for ClientMessage {
             ClientMessage::Subscribe { .. } => client_type::SUBSCRIBE,
             ClientMessage::GetAccount { .. } => client_type::GET_ACCOUNT,
             ClientMessage::Deposit { .. } => client_type::DEPOSIT,
+            ClientMessage::Withdraw { .. } => client_type::WITHDRAW,
         }
     }
 
@@ -503,6 +519,12 @@ impl Message for ClientMessage {
             }
             ClientMessage::GetAccount { account, .. } => out.extend_from_slice(account),
             ClientMessage::Deposit {
+                account,
+                asset,
+                amount,
+                ..
+            }
+            | ClientMessage::Withdraw {
                 account,
                 asset,
                 amount,
@@ -530,6 +552,12 @@ impl Message for ClientMessage {
                 account: r.array("account")?,
             },
             client_type::DEPOSIT => ClientMessage::Deposit {
+                request_id,
+                account: r.array("account")?,
+                asset: r.u32("asset")?,
+                amount: r.u64("amount")?,
+            },
+            client_type::WITHDRAW => ClientMessage::Withdraw {
                 request_id,
                 account: r.array("account")?,
                 asset: r.u32("asset")?,
