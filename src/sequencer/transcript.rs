@@ -181,7 +181,21 @@ pub fn build_transcript(
         references,
     )
     .map_err(mismatch)?;
-    let mut accounts: BTreeSet<AccountId> = accounts;
+    Ok(transcript_of(
+        genesis, ledger, references, seal, envelopes, outcome, accounts,
+    ))
+}
+
+/// The transcript, given the accounts whose bundles opened.
+pub(super) fn transcript_of(
+    genesis: &Genesis,
+    ledger: &Ledger,
+    references: &BTreeMap<MarketId, Tick>,
+    seal: SignedSeal,
+    envelopes: &[Vec<u8>],
+    outcome: &BatchOutcome,
+    mut accounts: BTreeSet<AccountId>,
+) -> Transcript {
     accounts.insert(genesis.fee_account);
     let balances = accounts
         .iter()
@@ -197,14 +211,14 @@ pub fn build_transcript(
         .map(|bytes| (crate::envelope::Commitment::of(bytes), bytes.clone()))
         .collect();
     sorted.sort();
-    Ok(Transcript {
+    Transcript {
         genesis: genesis.clone(),
         references: references.iter().map(|(&m, &p)| (m, p)).collect(),
         balances,
         envelopes: sorted.into_iter().map(|(_, bytes)| bytes).collect(),
         seal,
         outcome: outcome.clone(),
-    })
+    }
 }
 
 /// A verified transcript's figures.

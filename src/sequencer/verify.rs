@@ -24,7 +24,7 @@ use crate::types::BatchId;
 use super::batch::{BatchOutcome, apply_outcome, process_batch};
 use super::config::Genesis;
 use super::record::{RecordError, ResultAssembler, SequencerRecord};
-use super::transcript::{Transcript, build_transcript};
+use super::transcript::{Transcript, transcript_of};
 
 /// What `verify` concluded about one batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -107,8 +107,8 @@ pub fn verify_journal(
 }
 
 /// Verifies a journal as [`verify_journal`] does and returns, with the
-/// report, the [`Transcript`]s of the cleared batches in `batches` (those
-/// that verify; see [`build_transcript`]).
+/// report, the [`Transcript`]s of the cleared batches in `batches` that
+/// verify.
 ///
 /// # Errors
 ///
@@ -211,7 +211,7 @@ fn walk(
                     });
                     continue;
                 };
-                let recomputed = rederive(
+                let rederived = rederive(
                     &genesis,
                     &batch.seal,
                     &batch.envelopes,
@@ -219,25 +219,31 @@ fn walk(
                     &ledger,
                     &markets,
                     &references,
-                )
-                .map(|(again, _)| again);
-                if export.contains(&outcome.e)
-                    && let Ok(transcript) = build_transcript(
+                );
+                let slot = &mut report.batches[batch.verdict];
+                slot.fills = outcome.fills.len();
+                slot.pending = false;
+                let mut accounts = None;
+                if slot.verdict.is_ok() {
+                    slot.verdict = rederived.and_then(|(again, opened)| {
+                        accounts = Some(opened);
+                        compare(&outcome, &again)
+                    });
+                }
+                // Only a batch that verifies is exported, with the state it
+                // was processed against (before settling it).
+                if let (true, Ok(()), Some(accounts)) =
+                    (export.contains(&outcome.e), &slot.verdict, accounts)
+                {
+                    transcripts.push(transcript_of(
                         &genesis,
                         &ledger,
                         &references,
                         batch.seal,
                         &batch.envelopes,
                         &outcome,
-                    )
-                {
-                    transcripts.push(transcript);
-                }
-                let slot = &mut report.batches[batch.verdict];
-                slot.fills = outcome.fills.len();
-                slot.pending = false;
-                if slot.verdict.is_ok() {
-                    slot.verdict = recomputed.and_then(|again| compare(&outcome, &again));
+                        accounts,
+                    ));
                 }
                 if let Err(error) = apply_outcome(&outcome, &mut ledger, &markets, &mut references)
                 {
