@@ -295,18 +295,13 @@ impl Client {
         asset: u32,
         amount: u64,
     ) -> Result<(), ClientError> {
-        match self
-            .request(|request_id| ClientMessage::Deposit {
-                request_id,
-                account,
-                asset,
-                amount,
-            })
-            .await?
-        {
-            ServerMessage::Ack { .. } => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        self.operation(|request_id| ClientMessage::Deposit {
+            request_id,
+            account,
+            asset,
+            amount,
+        })
+        .await
     }
 
     /// Debits an account (demo mode), waiting until it is durable.
@@ -321,15 +316,21 @@ impl Client {
         asset: u32,
         amount: u64,
     ) -> Result<(), ClientError> {
-        match self
-            .request(|request_id| ClientMessage::Withdraw {
-                request_id,
-                account,
-                asset,
-                amount,
-            })
-            .await?
-        {
+        self.operation(|request_id| ClientMessage::Withdraw {
+            request_id,
+            account,
+            asset,
+            amount,
+        })
+        .await
+    }
+
+    /// A request answered by `Ack` once durable.
+    async fn operation(
+        &self,
+        message: impl FnOnce(u64) -> ClientMessage,
+    ) -> Result<(), ClientError> {
+        match self.request(message).await? {
             ServerMessage::Ack { .. } => Ok(()),
             other => Err(unexpected(other)),
         }

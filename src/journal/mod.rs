@@ -458,22 +458,7 @@ impl<S: Storage> Journal<S> {
         mut storage: S,
         config: JournalConfig,
     ) -> Result<(Journal<S>, Recovery), JournalError> {
-        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&config.segment_bytes_max) {
-            return Err(JournalError::Config(
-                "segment_bytes_max outside SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX",
-            ));
-        }
-        let dir_path = storage.path_of("");
-        let mut segments: Vec<(Lsn, String)> = storage
-            .list()
-            .map_err(|source| JournalError::Io {
-                path: dir_path,
-                source,
-            })?
-            .into_iter()
-            .filter_map(|name| parse_segment_name(&name).map(|lsn| (lsn, name)))
-            .collect();
-        segments.sort();
+        let segments = list_segments(&mut storage, config)?;
 
         let mut recovery = Recovery {
             records: Vec::new(),
@@ -578,22 +563,7 @@ impl<S: Storage> Journal<S> {
     where
         S: Clone,
     {
-        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&config.segment_bytes_max) {
-            return Err(JournalError::Config(
-                "segment_bytes_max outside SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX",
-            ));
-        }
-        let dir_path = storage.path_of("");
-        let mut segments: Vec<(Lsn, String)> = storage
-            .list()
-            .map_err(|source| JournalError::Io {
-                path: dir_path,
-                source,
-            })?
-            .into_iter()
-            .filter_map(|name| parse_segment_name(&name).map(|lsn| (lsn, name)))
-            .collect();
-        segments.sort();
+        let mut segments = list_segments(&mut storage, config)?;
         let count = segments.len();
         let Some((last_lsn, last_name)) = segments.pop() else {
             let journal = Journal::start_first_segment(storage, config, 1)?;
@@ -978,4 +948,28 @@ fn read_segment<S: Storage>(
         end: end as u64,
         count: records_here,
     })
+}
+
+/// The segment files of `storage`, by first LSN, once `config` is checked.
+fn list_segments<S: Storage>(
+    storage: &mut S,
+    config: JournalConfig,
+) -> Result<Vec<(Lsn, String)>, JournalError> {
+    if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&config.segment_bytes_max) {
+        return Err(JournalError::Config(
+            "segment_bytes_max outside SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX",
+        ));
+    }
+    let dir_path = storage.path_of("");
+    let mut segments: Vec<(Lsn, String)> = storage
+        .list()
+        .map_err(|source| JournalError::Io {
+            path: dir_path,
+            source,
+        })?
+        .into_iter()
+        .filter_map(|name| parse_segment_name(&name).map(|lsn| (lsn, name)))
+        .collect();
+    segments.sort();
+    Ok(segments)
 }

@@ -553,37 +553,28 @@ impl Core {
                 account,
                 asset,
                 amount,
-            } => self.operation(
-                Pending {
-                    session,
-                    request_id,
-                    received,
-                },
-                Transfer {
-                    account: AccountId(account),
-                    asset: AssetId(asset),
-                    amount,
-                },
-                true,
-            ),
-            ClientMessage::Withdraw {
+            }
+            | ClientMessage::Withdraw {
                 request_id,
                 account,
                 asset,
                 amount,
-            } => self.operation(
-                Pending {
-                    session,
-                    request_id,
-                    received,
-                },
-                Transfer {
-                    account: AccountId(account),
-                    asset: AssetId(asset),
-                    amount,
-                },
-                false,
-            ),
+            } => {
+                let credit = matches!(message, ClientMessage::Deposit { .. });
+                self.operation(
+                    Pending {
+                        session,
+                        request_id,
+                        received,
+                    },
+                    Transfer {
+                        account: AccountId(account),
+                        asset: AssetId(asset),
+                        amount,
+                    },
+                    credit,
+                );
+            }
         }
     }
 
