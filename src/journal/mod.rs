@@ -325,6 +325,7 @@ impl<S: Storage> RecordStream<S> {
         UntilDamage {
             records: self,
             damage: None,
+            count: 0,
         }
     }
 }
@@ -334,6 +335,7 @@ impl<S: Storage> RecordStream<S> {
 pub struct UntilDamage<S: Storage> {
     records: RecordStream<S>,
     damage: Option<JournalError>,
+    count: u64,
 }
 
 impl<S: Storage> UntilDamage<S> {
@@ -341,6 +343,12 @@ impl<S: Storage> UntilDamage<S> {
     /// are consumed: records before damage must not be trusted alone.
     pub fn take_damage(&mut self) -> Option<JournalError> {
         self.damage.take()
+    }
+
+    /// Records handed out so far.
+    #[must_use]
+    pub fn records_read(&self) -> u64 {
+        self.count
     }
 }
 
@@ -352,7 +360,10 @@ impl<S: Storage> Iterator for UntilDamage<S> {
             return None;
         }
         match self.records.next()? {
-            Ok(record) => Some((record.lsn, record.kind, record.payload)),
+            Ok(record) => {
+                self.count += 1;
+                Some((record.lsn, record.kind, record.payload))
+            }
             Err(damage) => {
                 self.damage = Some(damage);
                 None

@@ -190,6 +190,7 @@ pub async fn run(
     let key_seed = secret_file(&data.join(SEQUENCER_KEY_FILE), random_secret)?;
     let key = SequencerKey::from_seed(&key_seed);
     // The journal is replayed as it is read, one segment at a time.
+    let replay_started = std::time::Instant::now();
     let (journal, recovery) =
         Journal::open_dir_streaming(data.join(JOURNAL_DIR), JournalConfig::default())?;
     if let Some(cut) = &recovery.truncation {
@@ -200,6 +201,7 @@ pub async fn run(
             "journal: cut a torn tail"
         );
     }
+    let segment_count = recovery.segments;
     let mut records = recovery.records.until_damage();
     let first = records.next();
     if let Some(damage) = records.take_damage() {
@@ -258,6 +260,12 @@ pub async fn run(
         return Err(damage.into());
     }
     let mut sequencer = sequencer?;
+    tracing::info!(
+        records = records.records_read(),
+        segments = segment_count,
+        ms = replay_started.elapsed().as_millis() as u64,
+        "journal replayed"
+    );
     if fresh && config.demo {
         for (i, account) in demo_accounts(&data)?.iter().enumerate() {
             let account = AccountId(account.verifying_key().to_bytes());
