@@ -615,6 +615,15 @@ fn exported_transcripts_verify_alone_and_tampering_is_caught() {
     let mut unsorted = t.clone();
     unsorted.balances.reverse();
     assert!(unsorted.balances.len() < 2 || fails(&unsorted));
+    let mut zero = t.clone();
+    zero.balances[0].2 = 0;
+    assert!(fails(&zero), "a zero balance");
+    let mut shuffled = t.clone();
+    shuffled.envelopes.reverse();
+    assert!(
+        shuffled.envelopes.len() < 2 || fails(&shuffled),
+        "envelopes out of commitment order"
+    );
 
     let bytes = t.encode();
     for cut in (0..bytes.len()).step_by(7) {

@@ -24,7 +24,7 @@
 //! for replay in a [`Recovery`]; [`Journal::open_streaming`] checks the last
 //! segment at once and hands the records out as a [`RecordStream`] that
 //! reads one segment at a time, so replaying a long journal needs memory for
-//! one segment only. A torn tail (an incomplete or damaged frame
+//! two segments at most (the last and the one being read). A torn tail (an incomplete or damaged frame
 //! at the end of the last segment, with no valid record after it) is cut and
 //! reported in [`Recovery::truncation`]; damage anywhere else is a
 //! [`JournalError::Corrupt`] naming the file and the byte offset, never
@@ -558,11 +558,13 @@ impl<S: Storage> Journal<S> {
     /// last segment is read, checked and its torn tail cut now (so the
     /// journal can append), and the records come from a [`RecordStream`]
     /// that reads the other segments one at a time as they are taken, with
-    /// the same checks. Recovery then needs memory for one segment, not for
-    /// the journal.
+    /// the same checks. Recovery then needs memory for two segments at most
+    /// (the last and the one being read), not for the journal.
     ///
     /// Damage in an earlier segment is reported by the stream when it gets
     /// there; the caller must stop then, as for [`Journal::open`]'s error.
+    /// The last segment's torn tail is already cut by then (it held no
+    /// acknowledged record).
     ///
     /// # Errors
     ///

@@ -17,7 +17,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::envelope::{ENVELOPE_LEN_MAX, ENVELOPES_PER_BATCH_MAX, SEAL_LEN, SignedSeal};
+use crate::envelope::{
+    Commitment, ENVELOPE_LEN_MAX, ENVELOPES_PER_BATCH_MAX, SEAL_LEN, SignedSeal,
+};
 use crate::ledger::Ledger;
 use crate::market::{AccountId, AssetId};
 use crate::types::{BatchId, MARKETS_MAX, MarketId, Tick};
@@ -206,9 +208,9 @@ pub(super) fn transcript_of(
                 .map(move |(asset, amount)| (*account, asset, amount))
         })
         .collect();
-    let mut sorted: Vec<(crate::envelope::Commitment, Vec<u8>)> = envelopes
+    let mut sorted: Vec<(Commitment, Vec<u8>)> = envelopes
         .iter()
-        .map(|bytes| (crate::envelope::Commitment::of(bytes), bytes.clone()))
+        .map(|bytes| (Commitment::of(bytes), bytes.clone()))
         .collect();
     sorted.sort();
     Transcript {
@@ -261,12 +263,18 @@ pub fn verify_transcript(t: &Transcript) -> Result<TranscriptSummary, Transcript
             "reference prices must list every configured market once, ascending".into(),
         ));
     }
+    let commitments: Vec<Commitment> = t.envelopes.iter().map(|b| Commitment::of(b)).collect();
+    if !commitments.windows(2).all(|w| w[0] < w[1]) {
+        return Err(mismatch(
+            "envelopes must be strictly ascending by commitment".into(),
+        ));
+    }
     let mut ledger = Ledger::new(t.genesis.fee_account);
     let mut previous: Option<(AccountId, AssetId)> = None;
     for &(account, asset, amount) in &t.balances {
-        if previous.is_some_and(|p| p >= (account, asset)) {
+        if previous.is_some_and(|p| p >= (account, asset)) || amount == 0 {
             return Err(mismatch(
-                "balances must be ascending by (account, asset), each once".into(),
+                "balances must be non-zero and strictly ascending by (account, asset)".into(),
             ));
         }
         previous = Some((account, asset));
