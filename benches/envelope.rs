@@ -84,14 +84,19 @@ fn release(s: &Setup, envs: &[Vec<u8>]) -> ReleasedBatchKey {
         .unwrap()
 }
 
-fn primitives(c: &mut Criterion) {
-    let mut g = c.benchmark_group("baseline");
-    let mut rng = ChaCha20Rng::seed_from_u64(2);
+/// A uniformly random ristretto point and scalar.
+fn point_and_scalar(rng: &mut ChaCha20Rng) -> (RistrettoPoint, Scalar) {
     let mut wide = [0u8; 64];
     rng.fill_bytes(&mut wide);
     let p = RistrettoPoint::from_uniform_bytes(&wide);
     rng.fill_bytes(&mut wide);
-    let x = Scalar::from_bytes_mod_order_wide(&wide);
+    (p, Scalar::from_bytes_mod_order_wide(&wide))
+}
+
+fn primitives(c: &mut Criterion) {
+    let mut g = c.benchmark_group("baseline");
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let (p, x) = point_and_scalar(&mut rng);
     g.bench_function("ristretto_varbase_mul", |b| {
         b.iter(|| black_box(x * black_box(p)))
     });
@@ -149,11 +154,7 @@ fn cpu_ratio(c: &mut Criterion) {
     let s = setup();
     let mut g = c.benchmark_group("cpu");
     let mut rng = ChaCha20Rng::seed_from_u64(4);
-    let mut wide = [0u8; 64];
-    rng.fill_bytes(&mut wide);
-    let p = RistrettoPoint::from_uniform_bytes(&wide);
-    rng.fill_bytes(&mut wide);
-    let x = Scalar::from_bytes_mod_order_wide(&wide);
+    let (p, x) = point_and_scalar(&mut rng);
     g.bench_function("ristretto_varbase_mul", |b| {
         cpu_time(b, || {
             black_box(black_box(x) * black_box(p));
