@@ -62,13 +62,20 @@ fn setup() -> Setup {
 
 /// `count` envelopes of `n` orders from distinct accounts, sealed in parallel.
 fn envelopes(s: &Setup, count: usize, n: usize) -> Vec<Vec<u8>> {
+    envelopes_from(s, count, n, count)
+}
+
+/// `count` envelopes of `n` orders, envelope `i` signed by account
+/// `i % accounts` with nonce `i`, sealed in parallel.
+fn envelopes_from(s: &Setup, count: usize, n: usize, accounts: usize) -> Vec<Vec<u8>> {
     let o = orders(n);
     (0..count)
         .into_par_iter()
         .map(|i| {
-            let mut rng = ChaCha20Rng::seed_from_u64(i as u64);
-            let account = sealbatch::envelope::generate_account_key(&mut rng);
-            seal_bundle(&mut rng, &account, 0, &s.batch_key, 0, &o)
+            let mut key_rng = ChaCha20Rng::seed_from_u64((i % accounts) as u64);
+            let account = sealbatch::envelope::generate_account_key(&mut key_rng);
+            let mut rng = ChaCha20Rng::seed_from_u64((1 << 32) + i as u64);
+            seal_bundle(&mut rng, &account, 0, &s.batch_key, i as u64, &o)
                 .unwrap()
                 .into_bytes()
         })
@@ -271,6 +278,41 @@ fn batch(c: &mut Criterion) {
     g.finish();
 }
 
+/// The close-to-result case of `sealbatch loadgen`: a batch of 4,800
+/// envelopes of 16 orders from 8 traders, shape-checked on arrival as the
+/// sequencer does, opened on 1 and 2 threads.
+fn batch_5k(c: &mut Criterion) {
+    const ENVELOPES: usize = 4_800;
+    let s = setup();
+    let envs = envelopes_from(&s, ENVELOPES, 16, 8);
+    let key = release(&s, &envs);
+    let shaped: Vec<ShapedEnvelope> = envs
+        .iter()
+        .map(|b| ShapedEnvelope::new(b.clone(), 0).unwrap())
+        .collect();
+    let mut g = c.benchmark_group("open_shaped_4800x16_8accounts");
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(5));
+    g.throughput(Throughput::Elements(ENVELOPES as u64));
+    for threads in [1usize, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        g.bench_with_input(
+            BenchmarkId::from_parameter(format!("{threads}threads")),
+            &threads,
+            |b, _| {
+                b.iter(|| {
+                    let opened = pool.install(|| open_shaped_batch(&key, &shaped)).unwrap();
+                    assert_eq!(opened.accepted().count(), ENVELOPES);
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
 fn merkle(c: &mut Criterion) {
     let commitments: Vec<Commitment> = (0u64..100_000)
         .map(|i| Commitment::of(&i.to_le_bytes()))
@@ -297,6 +339,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = primitives, cpu_ratio, single, batch, merkle
+    targets = primitives, cpu_ratio, single, batch, batch_5k, merkle
 }
 criterion_main!(benches);
