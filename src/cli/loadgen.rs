@@ -25,6 +25,7 @@ use crate::envelope::{
     BatchPublicKey, InclusionProof, Receipt, SEAL_LEN, SequencerPublicKey, SignedSeal, seal_bundle,
 };
 use crate::node::core::now_ms;
+use crate::node::metrics::process_cpu_seconds;
 use crate::order::OrderSpec;
 use crate::types::{BUNDLE_ORDERS_MAX, MarketId, Side};
 use crate::wire::{BatchCleared, MarketInfo, Schedule, ServerMessage};
@@ -61,8 +62,9 @@ pub struct LoadgenArgs {
     pub metrics: SocketAddr,
 }
 
-/// Reads one gauge from a Prometheus `/metrics` endpoint (best effort).
-fn scrape(addr: SocketAddr, name: &str) -> Option<f64> {
+/// Reads every sample of a Prometheus `/metrics` endpoint (best effort):
+/// `name{labels}` → value.
+fn scrape(addr: SocketAddr) -> Option<BTreeMap<String, f64>> {
     use std::io::Read;
     let mut stream =
         std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()?;
@@ -72,8 +74,73 @@ fn scrape(addr: SocketAddr, name: &str) -> Option<f64> {
         .ok()?;
     let mut body = String::new();
     stream.read_to_string(&mut body).ok()?;
-    body.lines()
-        .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+    let (_, body) = body.split_once("\r\n\r\n")?;
+    Some(
+        body.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (name, value) = line.rsplit_once(' ')?;
+                Some((name.to_string(), value.parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+/// What the sequencer reported over a run: the difference of two scrapes of
+/// its `/metrics`, with the loadgen's own CPU time over the same wall time.
+struct ServerSide {
+    before: BTreeMap<String, f64>,
+    after: BTreeMap<String, f64>,
+    loadgen_cpu_s: f64,
+    wall: Duration,
+}
+
+impl ServerSide {
+    fn delta(&self, name: &str) -> Option<f64> {
+        Some(self.after.get(name)? - self.before.get(name).copied().unwrap_or(0.0))
+    }
+
+    /// Mean of a histogram's observations during the run.
+    fn mean(&self, histogram: &str) -> Option<f64> {
+        let count = self.delta(&format!("{histogram}_count"))?;
+        (count > 0.0).then_some(self.delta(&format!("{histogram}_sum"))? / count)
+    }
+
+    /// The lines `loadgen` prints after its report.
+    fn render(&self) -> String {
+        let mut out = String::new();
+        let batches = self.delta("sealbatch_batches_cleared_total").unwrap_or(0.0);
+        if let (Some(envelopes), Some(decrypt), Some(clearing), Some(to_result)) = (
+            self.mean("sealbatch_batch_envelopes"),
+            self.mean("sealbatch_decrypt_seconds"),
+            self.mean("sealbatch_clearing_seconds"),
+            self.mean("sealbatch_seal_to_result_seconds"),
+        ) {
+            out.push_str(&format!(
+                "sequencer per batch  {envelopes:>8.0} envelopes   decrypt {:.1} ms   clearing {:.1} ms   \
+                 seal to result {:.1} ms   (means over {batches:.0} batches)\n",
+                decrypt * 1e3,
+                clearing * 1e3,
+                to_result * 1e3,
+            ));
+        }
+        let wall = self.wall.as_secs_f64().max(1e-9);
+        let cores = std::thread::available_parallelism().map_or(0, usize::from);
+        if let Some(server_cpu) = self.delta("process_cpu_seconds_total") {
+            out.push_str(&format!(
+                "CPU used             sequencer {:.2} cores   loadgen {:.2} cores   (of {cores}, over {wall:.1} s)\n",
+                server_cpu / wall,
+                self.loadgen_cpu_s / wall,
+            ));
+        }
+        if let Some(rss) = self.after.get("process_resident_memory_bytes") {
+            out.push_str(&format!(
+                "sequencer memory     {:>9.1} MiB resident\n",
+                rss / (1 << 20) as f64
+            ));
+        }
+        out
+    }
 }
 
 /// Load generation settings, independent of the command line.
@@ -548,13 +615,24 @@ pub fn run(args: &LoadgenArgs) -> CommandResult {
         fund: !args.no_fund,
         progress: true,
     };
-    let mut report = super::run::runtime()?.block_on(load(options))?;
+    let runtime = super::run::runtime()?;
+    let before = scrape(args.metrics);
+    let cpu_before = process_cpu_seconds();
+    let started = Instant::now();
+    let mut report = runtime.block_on(load(options))?;
+    let wall = started.elapsed();
+    let loadgen_cpu_s = process_cpu_seconds()
+        .zip(cpu_before)
+        .map_or(0.0, |(after, before)| after - before);
     print!("{}", report.render());
-    if let Some(rss) = scrape(args.metrics, "process_resident_memory_bytes ") {
-        println!(
-            "sequencer memory     {:>9.1} MiB resident",
-            rss / (1 << 20) as f64
-        );
+    if let (Some(before), Some(after)) = (before, scrape(args.metrics)) {
+        let server = ServerSide {
+            before,
+            after,
+            loadgen_cpu_s,
+            wall,
+        };
+        print!("{}", server.render());
     }
     if report.included != report.receipts {
         return Err(format!(

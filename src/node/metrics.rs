@@ -220,6 +220,12 @@ impl Metrics {
                 "# HELP process_resident_memory_bytes Resident memory of the sequencer process.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
             );
         }
+        if let Some(cpu) = process_cpu_seconds() {
+            let _ = writeln!(
+                out,
+                "# HELP process_cpu_seconds_total CPU time of the sequencer process, user and system.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu:.3}"
+            );
+        }
         self.batch_size.render(
             "sealbatch_batch_envelopes",
             "Envelopes per sealed batch.",
@@ -252,6 +258,24 @@ impl Metrics {
         );
         out
     }
+}
+
+/// CPU time this process has used, user plus system, in seconds
+/// (`getrusage(RUSAGE_SELF)`).
+#[must_use]
+pub fn process_cpu_seconds() -> Option<f64> {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a `rusage` through the pointer, which is valid
+    // for writes of that size; the struct is plain integers, so zeroed
+    // memory is a valid value even if the call fails.
+    let usage = unsafe {
+        if libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) != 0 {
+            return None;
+        }
+        usage.assume_init()
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+    Some(seconds(usage.ru_utime) + seconds(usage.ru_stime))
 }
 
 /// This process's resident memory, from `/proc/self/statm` (Linux).
