@@ -9,7 +9,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use sealbatch::journal::format::{FRAME_OVERHEAD_LEN, SEGMENT_HEADER_LEN};
 use sealbatch::journal::{
     Corruption, Journal, JournalConfig, JournalError, JournalWriter, Lsn, Record, RecordKind,
-    SimStorage, Truncation, WriterEvent, segment_name,
+    SimStorage, Truncation, WriterEvent, read_checkpoints, segment_name,
 };
 
 type Groups = Vec<Vec<(RecordKind, Vec<u8>)>>;
@@ -589,4 +589,155 @@ fn a_segment_named_lsn_zero_is_an_error() {
         ),
         "{error}"
     );
+}
+
+/// Appends `count` records of 100 bytes and syncs.
+fn journal_with(disk: &SimStorage, count: usize) -> Journal<SimStorage> {
+    let (mut journal, _) = Journal::open(disk.clone(), small_segments()).expect("opens");
+    for i in 0..count {
+        journal
+            .append(RecordKind::Envelope, &[i as u8; 100])
+            .expect("appends");
+    }
+    journal.sync().expect("syncs");
+    journal
+}
+
+fn first_segment_lsn(disk: &SimStorage) -> Lsn {
+    disk.file_names()
+        .iter()
+        .filter_map(|name| name.strip_suffix(".sbj")?.parse().ok())
+        .min()
+        .expect("a segment")
+}
+
+#[test]
+fn checkpoints_keep_two_and_pruning_follows_the_older_one() {
+    let disk = SimStorage::new(3);
+    let mut journal = journal_with(&disk, 500);
+    let written = journal
+        .write_checkpoint(300, 250, b"first", true)
+        .expect("writes");
+    assert_eq!(
+        written.name.as_deref(),
+        Some("checkpoint-00000000000000000300.sbc")
+    );
+    let first = first_segment_lsn(&disk);
+    assert!(
+        first > 1 && first <= 250,
+        "pruned below 250: starts at {first}"
+    );
+    assert!(written.segments_removed > 0);
+
+    let written = journal
+        .write_checkpoint(450, 400, b"second", true)
+        .expect("writes");
+    assert_eq!(
+        written.segments_removed, 0,
+        "the older checkpoint still needs 250"
+    );
+    assert_eq!(first_segment_lsn(&disk), first);
+
+    let written = journal
+        .write_checkpoint(480, 470, b"third", true)
+        .expect("writes");
+    assert_eq!(written.checkpoints_removed, 1);
+    let found = read_checkpoints(&mut disk.clone()).expect("reads");
+    let lsns: Vec<Lsn> = found
+        .iter()
+        .map(|f| f.checkpoint.as_ref().expect("valid").lsn)
+        .collect();
+    assert_eq!(lsns, vec![480, 450]);
+    let first = first_segment_lsn(&disk);
+    assert!(
+        first > 250 && first <= 400,
+        "pruned below 400: starts at {first}"
+    );
+
+    // Recovery reads from the older kept checkpoint's replay_from on, and
+    // skipping whole segments below it changes nothing from there.
+    drop(journal);
+    let (_, recovery) = Journal::open_streaming(disk.clone(), small_segments()).expect("opens");
+    let records: Vec<Record> = recovery
+        .records
+        .skip_below(470)
+        .collect::<Result<_, _>>()
+        .expect("reads");
+    assert!(records[0].lsn <= 470);
+    let lsns: Vec<Lsn> = records.iter().map(|r| r.lsn).collect();
+    assert_eq!(lsns, (records[0].lsn..=500).collect::<Vec<_>>());
+    // Without pruning, the eager open still reads a pruned journal whole.
+    let (_, eager) = Journal::open(disk.clone(), small_segments()).expect("opens");
+    assert_eq!(eager.records.first().map(|r| r.lsn), Some(first));
+}
+
+#[test]
+fn a_damaged_checkpoint_is_reported_and_replaced() {
+    let disk = SimStorage::new(4);
+    let mut journal = journal_with(&disk, 50);
+    journal
+        .write_checkpoint(40, 30, b"state", false)
+        .expect("writes");
+    flip(&disk, "checkpoint-00000000000000000040.sbc", 40);
+    let found = read_checkpoints(&mut disk.clone()).expect("reads");
+    assert!(matches!(
+        found[0].checkpoint,
+        Err(sealbatch::journal::CheckpointProblem::Checksum)
+    ));
+    journal
+        .write_checkpoint(50, 45, b"state", false)
+        .expect("writes");
+    let found = read_checkpoints(&mut disk.clone()).expect("reads");
+    assert_eq!(found.len(), 1, "the damaged one is removed");
+    assert_eq!(found[0].checkpoint.as_ref().map(|c| c.lsn), Ok(50));
+    assert!(
+        journal.write_checkpoint(60, 45, b"", false).is_err(),
+        "beyond the journal"
+    );
+    assert!(
+        journal.write_checkpoint(50, 51, b"", false).is_err(),
+        "replay_from > lsn"
+    );
+}
+
+#[test]
+fn a_crash_anywhere_in_checkpointing_leaves_contiguous_segments_and_a_usable_checkpoint() {
+    let dry = SimStorage::new(9);
+    let mut journal = journal_with(&dry, 300);
+    journal
+        .write_checkpoint(150, 120, b"old", true)
+        .expect("writes");
+    let base = dry.ops();
+    journal
+        .write_checkpoint(290, 280, b"new", true)
+        .expect("writes");
+    let ops = dry.ops() - base;
+    assert!(ops > 3);
+    for crash_op in 0..=ops {
+        let disk = SimStorage::new(crash_op);
+        let mut journal = journal_with(&disk, 300);
+        journal
+            .write_checkpoint(150, 120, b"old", true)
+            .expect("writes");
+        disk.crash_at_op(disk.ops() + crash_op);
+        let _ = journal.write_checkpoint(290, 280, b"new", true);
+        drop(journal);
+        disk.crash();
+        // Segments are a contiguous run holding every record from the start
+        // of the oldest usable checkpoint to the end.
+        let (_, recovery) = Journal::open(disk.clone(), small_segments())
+            .unwrap_or_else(|e| panic!("crash at op {crash_op}: {e}"));
+        let usable: Vec<_> = read_checkpoints(&mut disk.clone())
+            .expect("reads")
+            .into_iter()
+            .filter_map(|f| f.checkpoint.ok())
+            .collect();
+        assert!(!usable.is_empty(), "crash at op {crash_op}: no checkpoint");
+        let first = recovery.records[0].lsn;
+        assert!(
+            usable.iter().all(|c| c.replay_from >= first),
+            "crash at op {crash_op}: a checkpoint's records were pruned"
+        );
+        assert_eq!(recovery.records.last().map(|r| r.lsn), Some(300));
+    }
 }

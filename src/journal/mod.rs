@@ -78,6 +78,7 @@
 //! to a [`JournalWriter`] thread, which does steps 2 and 3 and reports
 //! [`WriterEvent`]s.
 
+pub mod checkpoint;
 mod error;
 pub mod format;
 mod sim;
@@ -86,6 +87,10 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 
+pub use checkpoint::{
+    CHECKPOINTS_KEPT, CheckpointProblem, CheckpointWritten, FoundCheckpoint, StoredCheckpoint,
+    read_checkpoints,
+};
 pub use error::{Corruption, JournalError};
 pub use format::{FrameProblem, HeaderProblem};
 pub use sim::{SimFileHandle, SimStorage};
@@ -318,6 +323,29 @@ impl<S: Storage> Iterator for RecordStream<S> {
 }
 
 impl<S: Storage> RecordStream<S> {
+    /// Drops the segments, other than the last, whose records all lie below
+    /// `lsn` (the next segment starts at or below it) without reading them:
+    /// a recovery from a checkpoint that needs only the records from `lsn`
+    /// on. The first segment kept may still yield records below `lsn`.
+    #[must_use]
+    pub fn skip_below(mut self, lsn: Lsn) -> Self {
+        let mut rest: Vec<(Lsn, String)> = self.segments.collect();
+        let last_first = self.last.as_ref().map(|(first, _, _)| *first);
+        let starts: Vec<Lsn> = rest
+            .iter()
+            .map(|(first, _)| *first)
+            .chain(last_first)
+            .collect();
+        let skip = starts
+            .windows(2)
+            .take_while(|pair| pair[1] <= lsn)
+            .count()
+            .min(rest.len());
+        rest.drain(..skip);
+        self.segments = rest.into_iter();
+        self
+    }
+
     /// The records as `(lsn, kind, payload)`, the shape replay takes, ending
     /// at the first damage, which [`UntilDamage::take_damage`] then returns.
     #[must_use]

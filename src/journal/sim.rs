@@ -23,6 +23,9 @@ struct SimFile {
 struct SimDisk {
     files: BTreeMap<String, SimFile>,
     durable_names: BTreeSet<String>,
+    /// Files removed since the last directory sync, as they were: a crash
+    /// may bring back those whose entry was durable.
+    removed: BTreeMap<String, SimFile>,
     ops: u64,
     crash_at: Option<u64>,
     fail_at: Option<u64>,
@@ -92,6 +95,7 @@ impl SimStorage {
             disk: Arc::new(Mutex::new(SimDisk {
                 files: BTreeMap::new(),
                 durable_names: BTreeSet::new(),
+                removed: BTreeMap::new(),
                 ops: 0,
                 crash_at: None,
                 fail_at: None,
@@ -132,6 +136,12 @@ impl SimStorage {
     /// and the machine runs again with no failure scheduled.
     pub fn crash(&self) {
         let mut disk = self.disk();
+        let removed = std::mem::take(&mut disk.removed);
+        for (name, file) in removed {
+            if disk.durable_names.contains(&name) && disk.below(2) == 0 {
+                disk.files.insert(name, file);
+            }
+        }
         let names: Vec<String> = disk.files.keys().cloned().collect();
         for name in names {
             if !disk.durable_names.contains(&name) && disk.below(2) == 0 {
@@ -235,6 +245,7 @@ impl Storage for SimStorage {
                 name.to_string(),
             ));
         }
+        disk.removed.remove(name);
         disk.files.insert(name.to_string(), SimFile::default());
         Ok(SimFileHandle {
             disk: self.disk.clone(),
@@ -242,10 +253,22 @@ impl Storage for SimStorage {
         })
     }
 
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        let mut disk = self.disk();
+        disk.begin_op()?;
+        let file = disk
+            .files
+            .remove(name)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, name.to_string()))?;
+        disk.removed.insert(name.to_string(), file);
+        Ok(())
+    }
+
     fn sync_dir(&mut self) -> io::Result<()> {
         let mut disk = self.disk();
         disk.begin_op()?;
         disk.durable_names = disk.files.keys().cloned().collect();
+        disk.removed.clear();
         Ok(())
     }
 

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 /// [`SimStorage`](super::SimStorage) enforces:
 /// - bytes given to [`StorageFile::append`] are durable only after a
 ///   later [`StorageFile::sync_data`] on that file returned `Ok`;
-/// - a file made by [`Storage::create`] survives a crash only after a later
+/// - a file made by [`Storage::create`] survives a crash, and one removed by
+///   [`Storage::remove`] stays removed, only after a later
 ///   [`Storage::sync_dir`] returned `Ok`;
 /// - [`StorageFile::truncate_sync`] is durable when it returns `Ok`.
 pub trait Storage: Send {
@@ -42,7 +43,16 @@ pub trait Storage: Send {
     /// The I/O error, `AlreadyExists` if the name is taken.
     fn create(&mut self, name: &str) -> io::Result<Self::File>;
 
-    /// Makes the directory's entries (files created so far) durable.
+    /// Removes a file. Like a creation, the removal survives a crash only
+    /// after a later [`Storage::sync_dir`] returned `Ok`.
+    ///
+    /// # Errors
+    ///
+    /// The I/O error, `NotFound` if there is no such file.
+    fn remove(&mut self, name: &str) -> io::Result<()>;
+
+    /// Makes the directory's entries (files created or removed so far)
+    /// durable.
     ///
     /// # Errors
     ///
@@ -143,6 +153,10 @@ impl Storage for FsStorage {
             .create_new(true)
             .open(self.dir.join(name))?;
         Ok(FsFile { file })
+    }
+
+    fn remove(&mut self, name: &str) -> io::Result<()> {
+        fs::remove_file(self.dir.join(name))
     }
 
     fn sync_dir(&mut self) -> io::Result<()> {

@@ -1,0 +1,367 @@
+//! Checkpoint files beside the segments: an opaque snapshot of the state
+//! the records below an LSN built, so that recovery reads only the records
+//! from the snapshot's `replay_from` on, and segments wholly below every
+//! kept snapshot's `replay_from` may be deleted (`spec/journal.md`,
+//! "Checkpoints").
+//!
+//! The journal does not look inside the payload (the sequencer's layout is
+//! in `spec/sequencer.md`); it frames it so that a torn or damaged file is
+//! recognised and skipped, never trusted.
+
+use super::storage::{Storage, StorageFile};
+use super::{Journal, JournalError, Lsn, list_segments};
+
+/// First bytes of every checkpoint file.
+pub const CHECKPOINT_MAGIC: [u8; 8] = *b"SBCHKPT1";
+
+/// Checkpoint file format version.
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
+
+/// Suffix of checkpoint file names: `checkpoint-<lsn, 20 digits>.sbc`.
+pub const CHECKPOINT_FILE_SUFFIX: &str = ".sbc";
+
+/// How many valid checkpoints [`Journal::write_checkpoint`] keeps: the new
+/// one and the one before, so a checkpoint damaged on disk still leaves one
+/// to recover from.
+pub const CHECKPOINTS_KEPT: usize = 2;
+
+const CHECKPOINT_PREFIX: &str = "checkpoint-";
+const CHECKPOINT_NAME_DIGITS: usize = 20;
+/// magic (8) ‖ version (4) ‖ lsn (8) ‖ replay_from (8) ‖ payload length (8).
+const CHECKPOINT_HEADER_LEN: usize = 36;
+const CHECKPOINT_TRAILER_LEN: usize = 4;
+
+/// The file name of the checkpoint taken at `lsn`.
+#[must_use]
+pub fn checkpoint_name(lsn: Lsn) -> String {
+    format!("{CHECKPOINT_PREFIX}{lsn:0CHECKPOINT_NAME_DIGITS$}{CHECKPOINT_FILE_SUFFIX}")
+}
+
+fn parse_checkpoint_name(name: &str) -> Option<Lsn> {
+    let digits = name
+        .strip_prefix(CHECKPOINT_PREFIX)?
+        .strip_suffix(CHECKPOINT_FILE_SUFFIX)?;
+    if digits.len() != CHECKPOINT_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A checkpoint read back and checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// The state covers every record below this LSN and none from it on.
+    pub lsn: Lsn,
+    /// The first LSN a recovery from this checkpoint must read.
+    pub replay_from: Lsn,
+    /// The snapshot, exactly as written.
+    pub payload: Vec<u8>,
+}
+
+/// Why a checkpoint file is not used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CheckpointProblem {
+    /// Shorter than its header and trailer, or than the length it declares.
+    #[error("truncated: {len} bytes")]
+    Truncated {
+        /// The file's length.
+        len: usize,
+    },
+    /// Wrong magic or version.
+    #[error("not a checkpoint file of format version {CHECKPOINT_FORMAT_VERSION}")]
+    Format,
+    /// The crc32c does not match.
+    #[error("checksum mismatch")]
+    Checksum,
+    /// The LSNs disagree with the name or each other.
+    #[error("header says LSN {header} (replay from {replay_from}), file name says {name}")]
+    Lsn {
+        /// The LSN in the header.
+        header: Lsn,
+        /// Its `replay_from`.
+        replay_from: Lsn,
+        /// The LSN in the file name.
+        name: Lsn,
+    },
+}
+
+/// The bytes of a checkpoint file.
+#[must_use]
+pub fn encode_checkpoint_file(lsn: Lsn, replay_from: Lsn, payload: &[u8]) -> Vec<u8> {
+    let mut out =
+        Vec::with_capacity(CHECKPOINT_HEADER_LEN + payload.len() + CHECKPOINT_TRAILER_LEN);
+    out.extend_from_slice(&CHECKPOINT_MAGIC);
+    out.extend_from_slice(&CHECKPOINT_FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&replay_from.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Checks and decodes a checkpoint file named for `name_lsn`.
+///
+/// # Errors
+///
+/// The [`CheckpointProblem`].
+pub fn decode_checkpoint_file(
+    bytes: &[u8],
+    name_lsn: Lsn,
+) -> Result<StoredCheckpoint, CheckpointProblem> {
+    let len = bytes.len();
+    let truncated = CheckpointProblem::Truncated { len };
+    let le_u64 = |at: usize| -> Result<u64, CheckpointProblem> {
+        bytes
+            .get(at..at + 8)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+            .ok_or(CheckpointProblem::Truncated { len })
+    };
+    if len < CHECKPOINT_HEADER_LEN + CHECKPOINT_TRAILER_LEN {
+        return Err(truncated);
+    }
+    if bytes[..8] != CHECKPOINT_MAGIC || bytes[8..12] != CHECKPOINT_FORMAT_VERSION.to_le_bytes() {
+        return Err(CheckpointProblem::Format);
+    }
+    let lsn = le_u64(12)?;
+    let replay_from = le_u64(20)?;
+    let payload_len = usize::try_from(le_u64(28)?).map_err(|_| truncated.clone())?;
+    let body_len = CHECKPOINT_HEADER_LEN
+        .checked_add(payload_len)
+        .ok_or(truncated.clone())?;
+    if len != body_len + CHECKPOINT_TRAILER_LEN {
+        return Err(truncated);
+    }
+    let crc = bytes
+        .get(body_len..)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(u32::from_le_bytes);
+    if crc != Some(crc32c::crc32c(&bytes[..body_len])) {
+        return Err(CheckpointProblem::Checksum);
+    }
+    if lsn != name_lsn || replay_from > lsn || replay_from == 0 {
+        return Err(CheckpointProblem::Lsn {
+            header: lsn,
+            replay_from,
+            name: name_lsn,
+        });
+    }
+    Ok(StoredCheckpoint {
+        lsn,
+        replay_from,
+        payload: bytes[CHECKPOINT_HEADER_LEN..body_len].to_vec(),
+    })
+}
+
+/// One checkpoint file found in the directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoundCheckpoint {
+    /// Its file name.
+    pub name: String,
+    /// The checkpoint, or why it cannot be used.
+    pub checkpoint: Result<StoredCheckpoint, CheckpointProblem>,
+}
+
+/// Every checkpoint file in `storage`, newest (highest LSN) first, each
+/// read and checked.
+///
+/// # Errors
+///
+/// [`JournalError::Io`] listing the directory or reading a file.
+pub fn read_checkpoints<S: Storage>(storage: &mut S) -> Result<Vec<FoundCheckpoint>, JournalError> {
+    let mut names = list_checkpoints(storage)?;
+    names.reverse();
+    names
+        .into_iter()
+        .map(|(lsn, name)| {
+            let path = storage.path_of(&name);
+            let bytes = storage
+                .open(&name)
+                .and_then(|mut file| file.read_all())
+                .map_err(|source| JournalError::Io { path, source })?;
+            Ok(FoundCheckpoint {
+                checkpoint: decode_checkpoint_file(&bytes, lsn),
+                name,
+            })
+        })
+        .collect()
+}
+
+fn list_checkpoints<S: Storage>(storage: &mut S) -> Result<Vec<(Lsn, String)>, JournalError> {
+    let path = storage.path_of("");
+    let mut names: Vec<(Lsn, String)> = storage
+        .list()
+        .map_err(|source| JournalError::Io { path, source })?
+        .into_iter()
+        .filter_map(|name| parse_checkpoint_name(&name).map(|lsn| (lsn, name)))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// What [`Journal::write_checkpoint`] did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointWritten {
+    /// The file written (`None`: one for this LSN existed already).
+    pub name: Option<String>,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// Older or unusable checkpoint files removed.
+    pub checkpoints_removed: usize,
+    /// Segment files removed because every kept checkpoint starts after them.
+    pub segments_removed: usize,
+}
+
+impl<S: Storage> Journal<S> {
+    /// Writes a checkpoint whose state covers the records below `lsn` and
+    /// whose recovery reads from `replay_from`, once every record below
+    /// `lsn` is durable (this syncs first). Then keeps the
+    /// [`CHECKPOINTS_KEPT`] newest valid checkpoints, removes other
+    /// checkpoint files, and with `prune` removes, oldest first, every
+    /// segment whose records all lie below the `replay_from` of each kept
+    /// checkpoint (never the segment being written).
+    ///
+    /// A failure here leaves the journal usable: a torn checkpoint file is
+    /// recognised and ignored by recovery, and a segment not yet removed is
+    /// only disk space.
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::Config`] if `replay_from > lsn` or `lsn` is beyond the
+    /// next LSN; [`JournalError::Io`] (the sync's error also poisons the
+    /// journal, as [`Journal::sync`]).
+    pub fn write_checkpoint(
+        &mut self,
+        lsn: Lsn,
+        replay_from: Lsn,
+        payload: &[u8],
+        prune: bool,
+    ) -> Result<CheckpointWritten, JournalError> {
+        if replay_from == 0 || replay_from > lsn || lsn > self.next_lsn {
+            return Err(JournalError::Config(
+                "a checkpoint needs 0 < replay_from <= lsn <= next LSN",
+            ));
+        }
+        self.sync()?;
+        let mut written = CheckpointWritten::default();
+        let name = checkpoint_name(lsn);
+        let path = self.storage.path_of(&name);
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        match self.storage.create(&name) {
+            Ok(mut file) => {
+                let bytes = encode_checkpoint_file(lsn, replay_from, payload);
+                file.append(&bytes).map_err(io)?;
+                file.sync_data().map_err(io)?;
+                self.storage.sync_dir().map_err(io)?;
+                written.name = Some(name);
+                written.bytes = bytes.len() as u64;
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(io(error)),
+        }
+
+        // Keep the newest valid checkpoints; their oldest replay_from bounds
+        // what may be pruned.
+        let mut kept = 0;
+        let mut floor = lsn.min(replay_from);
+        for found in read_checkpoints(&mut self.storage)? {
+            match &found.checkpoint {
+                Ok(checkpoint) if kept < CHECKPOINTS_KEPT => {
+                    kept += 1;
+                    floor = floor.min(checkpoint.replay_from);
+                }
+                _ => {
+                    let path = self.storage.path_of(&found.name);
+                    self.storage
+                        .remove(&found.name)
+                        .map_err(|source| JournalError::Io { path, source })?;
+                    written.checkpoints_removed += 1;
+                }
+            }
+        }
+        if written.checkpoints_removed > 0 {
+            let path = self.storage.path_of("");
+            self.storage
+                .sync_dir()
+                .map_err(|source| JournalError::Io { path, source })?;
+        }
+        if prune {
+            written.segments_removed = self.prune_segments_below(floor)?;
+        }
+        Ok(written)
+    }
+
+    /// Removes, oldest first and each durably before the next, every segment
+    /// whose successor starts at or below `lsn` (so all its records are below
+    /// `lsn`); never the segment being written. What remains is always a
+    /// contiguous run of segments. Returns how many were removed.
+    fn prune_segments_below(&mut self, lsn: Lsn) -> Result<usize, JournalError> {
+        let segments = list_segments(&mut self.storage, self.config)?;
+        let mut removed = 0;
+        for pair in segments.windows(2) {
+            let [(_, name), (next_first, _)] = pair else {
+                continue;
+            };
+            if *next_first > lsn || *name == self.segment_name {
+                break;
+            }
+            let path = self.storage.path_of(name);
+            let io = |source| JournalError::Io {
+                path: path.clone(),
+                source,
+            };
+            self.storage.remove(name).map_err(io)?;
+            self.storage.sync_dir().map_err(io)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_segment_names_are_not_checkpoints() {
+        assert_eq!(checkpoint_name(42), "checkpoint-00000000000000000042.sbc");
+        assert_eq!(parse_checkpoint_name(&checkpoint_name(42)), Some(42));
+        assert_eq!(parse_checkpoint_name(&super::super::segment_name(42)), None);
+        assert_eq!(parse_checkpoint_name("checkpoint-42.sbc"), None);
+    }
+
+    #[test]
+    fn a_file_decodes_and_any_damage_is_refused() {
+        let bytes = encode_checkpoint_file(100, 7, b"state");
+        let ok = decode_checkpoint_file(&bytes, 100).expect("decodes");
+        assert_eq!(
+            (ok.lsn, ok.replay_from, &ok.payload[..]),
+            (100, 7, &b"state"[..])
+        );
+        assert!(matches!(
+            decode_checkpoint_file(&bytes, 101),
+            Err(CheckpointProblem::Lsn { .. })
+        ));
+        for cut in 0..bytes.len() {
+            assert!(
+                decode_checkpoint_file(&bytes[..cut], 100).is_err(),
+                "cut at {cut}"
+            );
+        }
+        for at in 0..bytes.len() {
+            let mut flipped = bytes.clone();
+            flipped[at] ^= 0x10;
+            assert!(
+                decode_checkpoint_file(&flipped, 100).is_err(),
+                "flip at {at}"
+            );
+        }
+        let inverted = encode_checkpoint_file(100, 101, b"");
+        assert!(decode_checkpoint_file(&inverted, 100).is_err());
+    }
+}
