@@ -18,7 +18,7 @@ use sealbatch::envelope::{
 use sealbatch::journal::{FsStorage, Journal, JournalConfig};
 use sealbatch::market::{AccountId, AssetId, MarketConfig};
 use sealbatch::order::OrderSpec;
-use sealbatch::sequencer::{Event, Genesis, Limits, OpToken, Sequencer, SubmitToken};
+use sealbatch::sequencer::{Event, Genesis, Journaled, Limits, OpToken, Sequencer, SubmitToken};
 use sealbatch::types::{MarketId, Side};
 
 const GENESIS_MS: u64 = 1_700_000_000_000;
@@ -125,8 +125,11 @@ fn filled(setup: &Setup, dir: &Path) -> (Sequencer, Journal<FsStorage>) {
         Limits::default(),
         key,
         Box::new(custodian),
-        Vec::new(),
-        journal.next_lsn(),
+        Journaled {
+            checkpoint: None,
+            records: Vec::new(),
+            next_lsn: journal.next_lsn(),
+        },
         GENESIS_MS,
     )
     .expect("sequencer");

@@ -14,7 +14,7 @@ use rand_core::OsRng;
 use sealbatch::cli::connect::target_batch;
 use sealbatch::client::Client;
 use sealbatch::envelope::{BatchPublicKey, Commitment, seal_bundle};
-use sealbatch::journal::{Journal, JournalConfig};
+use sealbatch::journal::{FsStorage, Journal, JournalConfig, read_checkpoints};
 use sealbatch::net::parse_fingerprint;
 use sealbatch::node::core::now_ms;
 use sealbatch::order::OrderSpec;
@@ -28,10 +28,15 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// Starts `sealbatch run` on `dir`, checkpointing every 5 batches.
 fn spawn(dir: &Path, port: u16) -> Child {
+    let config = dir.with_extension("toml");
+    std::fs::write(&config, "checkpoint_every_batches = 5\n").expect("config written");
     Command::new(env!("CARGO_BIN_EXE_sealbatch"))
         .args(["run", "--no-metrics", "--listen"])
         .arg(format!("127.0.0.1:{port}"))
+        .arg("--config")
+        .arg(&config)
         .arg("--data-dir")
         .arg(dir)
         .stdout(Stdio::null())
@@ -130,6 +135,15 @@ async fn sigkill_loses_no_acknowledged_envelope() {
         "only {} receipts before the kill",
         receipts.len()
     );
+    // It checkpointed while running: the restart starts from a checkpoint.
+    let checkpoints = |dir: &Path| {
+        read_checkpoints(&mut FsStorage::new(dir.join("journal")).expect("dir"))
+            .expect("checkpoints read")
+            .into_iter()
+            .filter_map(|found| found.checkpoint.ok())
+            .collect::<Vec<_>>()
+    };
+    assert!(!checkpoints(&dir).is_empty(), "no checkpoint before the kill");
 
     // Restart: recovery seals and clears what was acknowledged.
     let mut child = spawn(&dir, port);
@@ -157,6 +171,13 @@ async fn sigkill_loses_no_acknowledged_envelope() {
         .into_iter()
         .map(|r| (r.lsn, r.kind, r.payload))
         .collect();
+    // The graceful shutdown checkpointed everything it journaled.
+    let last = records.last().map(|r| r.0).expect("records");
+    assert_eq!(
+        checkpoints(&dir).first().map(|c| c.lsn),
+        Some(last + 1),
+        "the shutdown checkpoint covers the whole journal"
+    );
     let mut envelopes: BTreeMap<u64, BTreeSet<Commitment>> = BTreeMap::new();
     let mut sealed = BTreeSet::new();
     let mut cleared = BTreeSet::new();
@@ -232,4 +253,5 @@ async fn sigkill_loses_no_acknowledged_envelope() {
     let file = out_dir.join(format!("batch-{e}.sbt"));
     assert!(sealbatch(&["verify", "--transcript", &file.to_string_lossy()]).contains("OK"));
     let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("toml"));
 }

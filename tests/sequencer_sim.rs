@@ -16,13 +16,13 @@ use rand_core::{RngCore, SeedableRng};
 use sealbatch::envelope::{
     BatchSchedule, Commitment, EmbeddedCustodian, MasterSecret, SequencerKey, seal_bundle,
 };
-use sealbatch::journal::{Journal, JournalConfig, RecordKind, SimStorage};
+use sealbatch::journal::{Journal, JournalConfig, RecordKind, SimStorage, read_checkpoints};
 use sealbatch::market::{AccountId, AssetId, MarketConfig};
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{
-    BatchOutcome, EnvelopeStatus, Event, Genesis, Limits, OpToken, ResultAssembler, Sequencer,
-    SequencerRecord, SubmitError, SubmitToken, Transcript, TranscriptError, export_transcripts,
-    verify_journal, verify_transcript,
+    BatchOutcome, Checkpoint, EnvelopeStatus, Event, Genesis, Journaled, Limits, OpToken,
+    ResultAssembler, Sequencer, SequencerRecord, SubmitError, SubmitToken, Transcript,
+    TranscriptError, export_transcripts, verify_journal, verify_transcript,
 };
 use sealbatch::types::{BatchId, MarketId, Side};
 
@@ -30,6 +30,26 @@ const USD: AssetId = AssetId(0);
 const BTC: AssetId = AssetId(1);
 const ETH: AssetId = AssetId(2);
 const GENESIS_MS: u64 = 1_700_000_000_000;
+/// Small segments, so that runs roll over many and pruning has work.
+const SIM_JOURNAL: JournalConfig = JournalConfig {
+    segment_bytes_max: 32 << 10,
+};
+
+/// When the simulated node checkpoints.
+#[derive(Clone, Copy, Debug)]
+struct Checkpointing {
+    /// Cleared batches between checkpoints (0: never).
+    every: u64,
+    /// Remove segments below the kept checkpoints.
+    prune: bool,
+}
+
+/// Every run checkpoints often, and each boot checks the recovery from the
+/// checkpoint against a full replay.
+const CHECKPOINT_OFTEN: Checkpointing = Checkpointing {
+    every: 3,
+    prune: false,
+};
 
 fn genesis(sequencer: &SequencerKey) -> Genesis {
     let market = |id, base, initial_price| MarketConfig {
@@ -70,10 +90,22 @@ struct World {
     acked: BTreeSet<(BatchId, Commitment)>,
     cleared: BTreeMap<BatchId, Arc<BatchOutcome>>,
     crashes: usize,
+    checkpointing: Checkpointing,
+    cleared_since_checkpoint: u64,
+    /// Boots that started from a checkpoint.
+    checkpoint_boots: usize,
+}
+
+/// The newest checkpoint on `disk` that reads back and decodes.
+fn newest_checkpoint(disk: &SimStorage) -> Option<Checkpoint> {
+    read_checkpoints(&mut disk.clone())
+        .expect("checkpoints read")
+        .into_iter()
+        .find_map(|found| Checkpoint::decode(&found.checkpoint.ok()?.payload).ok())
 }
 
 impl World {
-    fn new(seed: u64) -> World {
+    fn new(seed: u64, checkpointing: Checkpointing) -> World {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let mut master = [0; 32];
         rng.fill_bytes(&mut master);
@@ -97,6 +129,9 @@ impl World {
             acked: BTreeSet::new(),
             cleared: BTreeMap::new(),
             crashes: 0,
+            checkpointing,
+            cleared_since_checkpoint: 0,
+            checkpoint_boots: 0,
         }
     }
 
@@ -106,7 +141,7 @@ impl World {
 
     fn boot(&mut self) {
         let (journal, recovery) = loop {
-            match Journal::open(self.disk.clone(), JournalConfig::default()) {
+            match Journal::open(self.disk.clone(), SIM_JOURNAL) {
                 Ok(opened) => break opened,
                 // The disk stopped during recovery itself: crash again.
                 Err(_) if self.disk.ops() > 0 => {
@@ -116,32 +151,66 @@ impl World {
                 Err(error) => panic!("journal does not recover: {error}"),
             }
         };
-        let key = self.key();
-        let genesis = genesis(&key);
-        let custodian = EmbeddedCustodian::new(
-            MasterSecret::from_bytes(self.master),
-            key.public_key(),
-            genesis.schedule,
-        );
-        let records = recovery
+        let records: Vec<(u64, RecordKind, Vec<u8>)> = recovery
             .records
             .into_iter()
-            .map(|r| (r.lsn, r.kind, r.payload));
-        let sequencer = Sequencer::recover(
-            genesis,
-            // Small result parts: most results span several records, so
-            // crashes land between the parts of one result too.
-            Limits {
-                result_part_bytes: 512,
-                ..Limits::default()
-            },
-            key,
-            Box::new(custodian),
-            records,
-            journal.next_lsn(),
-            self.now,
-        )
-        .expect("sequencer recovers");
+            .map(|r| (r.lsn, r.kind, r.payload))
+            .collect();
+        let whole = records.first().is_none_or(|r| r.0 == 1);
+        let checkpoint = newest_checkpoint(&self.disk);
+        if checkpoint.is_some() {
+            self.checkpoint_boots += 1;
+        }
+        let recover = |checkpoint: Option<Checkpoint>, records| {
+            let key = self.key();
+            let genesis = genesis(&key);
+            let custodian = EmbeddedCustodian::new(
+                MasterSecret::from_bytes(self.master),
+                key.public_key(),
+                genesis.schedule,
+            );
+            Sequencer::recover(
+                genesis,
+                // Small result parts: most results span several records, so
+                // crashes land between the parts of one result too.
+                Limits {
+                    result_part_bytes: 512,
+                    ..Limits::default()
+                },
+                key,
+                Box::new(custodian),
+                Journaled {
+                    checkpoint,
+                    records,
+                    next_lsn: journal.next_lsn(),
+                },
+                self.now,
+            )
+            .expect("sequencer recovers")
+        };
+        let sequencer = recover(checkpoint.clone(), records.clone());
+        if let Some(checkpoint) = &checkpoint
+            && whole
+        {
+            let replayed = recover(None, records);
+            // A full replay knows only the batches that were sealed; the
+            // checkpoint also remembers the empty ones closed since.
+            let (from_checkpoint, replayed_state) = (sequencer.checkpoint(), replayed.checkpoint());
+            assert!(from_checkpoint.closed_below >= replayed_state.closed_below);
+            assert_eq!(
+                Checkpoint {
+                    closed_below: 0,
+                    ..from_checkpoint
+                },
+                Checkpoint {
+                    closed_below: 0,
+                    ..replayed_state
+                },
+                "recovering from the checkpoint at LSN {} differs from a full replay",
+                checkpoint.lsn
+            );
+            assert_eq!(sequencer.batches_pending(), replayed.batches_pending());
+        }
         self.journal = Some(journal);
         self.sequencer = Some(sequencer);
         // Receipts that were never delivered are lost with the process.
@@ -205,6 +274,7 @@ impl World {
                         self.acked.insert((e, commitment));
                     }
                     Event::BatchCleared { outcome } => {
+                        self.cleared_since_checkpoint += 1;
                         let previous = self.cleared.insert(outcome.e, Arc::clone(&outcome));
                         if let Some(previous) = previous {
                             assert_eq!(
@@ -223,9 +293,30 @@ impl World {
                 }
             }
             if !progress {
-                return true;
+                return self.checkpoint_if_due();
             }
         }
+    }
+
+    /// Writes a checkpoint when enough batches cleared since the last one (the
+    /// sequencer is idle: everything it journaled is durable). Returns false
+    /// if the disk failed.
+    fn checkpoint_if_due(&mut self) -> bool {
+        let Checkpointing { every, prune } = self.checkpointing;
+        if every == 0 || self.cleared_since_checkpoint < every {
+            return true;
+        }
+        self.cleared_since_checkpoint = 0;
+        let checkpoint = self.seq().checkpoint();
+        let journal = self.journal.as_mut().expect("booted");
+        journal
+            .write_checkpoint(
+                checkpoint.lsn,
+                checkpoint.replay_from,
+                &checkpoint.encode(),
+                prune,
+            )
+            .is_ok()
     }
 
     /// Pumps; if the disk stops, crashes the machine, restarts and pumps again.
@@ -330,7 +421,7 @@ impl World {
 }
 
 fn records(disk: &SimStorage) -> Vec<(u64, RecordKind, Vec<u8>)> {
-    let (_, recovery) = Journal::open(disk.clone(), JournalConfig::default()).expect("reopens");
+    let (_, recovery) = Journal::open(disk.clone(), SIM_JOURNAL).expect("reopens");
     recovery
         .records
         .into_iter()
@@ -357,10 +448,18 @@ struct Stats {
     ops: u64,
     /// Results journaled in more than one part.
     split_results: usize,
+    /// Boots that started from a checkpoint.
+    checkpoint_boots: usize,
+    /// Whether the journal no longer starts at its first record.
+    pruned: bool,
 }
 
 fn run(seed: u64, steps: usize, crashes: Crashes) -> Stats {
-    let mut world = World::new(seed);
+    run_with(seed, steps, crashes, CHECKPOINT_OFTEN)
+}
+
+fn run_with(seed: u64, steps: usize, crashes: Crashes, checkpointing: Checkpointing) -> Stats {
+    let mut world = World::new(seed, checkpointing);
     if let Crashes::AtOp(op) = crashes {
         world.disk.crash_at_op(op);
     }
@@ -390,14 +489,103 @@ fn run(seed: u64, steps: usize, crashes: Crashes) -> Stats {
     // A crash scheduled past the run's last write never happens.
     world.disk.restart();
 
+    // No acknowledged envelope lost: each is in an outcome its batch
+    // published.
+    for (e, commitment) in &world.acked {
+        assert!(
+            world
+                .cleared
+                .get(e)
+                .is_some_and(|o| o.envelopes.iter().any(|x| x.commitment == *commitment)),
+            "seed {seed}: acknowledged envelope of batch {e} not in its published outcome"
+        );
+    }
     let records = records(&world.disk);
+    // A pruned journal no longer holds its first records: what the checks
+    // below count from the journal is then checked by the ledger alone.
+    let whole = records.first().is_some_and(|r| r.0 == 1);
+    if !whole {
+        assert!(
+            checkpointing.prune,
+            "seed {seed}: the journal lost its start"
+        );
+    }
+    let mut deposited: BTreeMap<AssetId, u128> = BTreeMap::new();
+    let mut split_results = 0;
+    if whole {
+        split_results = check_journal(seed, &world, &records, &mut deposited);
+    }
+    // A sequencer recovered from the journal holds the same ledger.
+    let live = world.seq().ledger().clone();
+    world.sequencer = None;
+    world.journal = None;
+    world.boot();
+    assert_eq!(
+        world.seq().ledger(),
+        &live,
+        "seed {seed}: replayed ledger differs"
+    );
+    // Conservation: every asset's total is what the journal says was
+    // deposited less withdrawn (an operation lost before it was durable was
+    // never acknowledged), and the balances add up to it.
+    for asset in [USD, BTC, ETH] {
+        let summed: u128 = live
+            .iter()
+            .filter(|b| b.1 == asset)
+            .map(|b| u128::from(b.2))
+            .sum();
+        assert_eq!(
+            summed,
+            live.total(asset),
+            "seed {seed}: balances of {asset} do not add up"
+        );
+        if whole {
+            let expected = deposited.get(&asset).copied().unwrap_or(0);
+            assert_eq!(
+                live.total(asset),
+                expected,
+                "seed {seed}: asset {asset} not conserved"
+            );
+        }
+    }
+    // Something actually happened.
+    let accepted: usize = world
+        .cleared
+        .values()
+        .flat_map(|o| &o.envelopes)
+        .filter(|e| matches!(e.status, EnvelopeStatus::Accepted { .. }))
+        .count();
+    assert!(
+        accepted > 0 || steps < 10,
+        "seed {seed}: nothing was accepted"
+    );
+    Stats {
+        crashes: world.crashes,
+        batches: world.cleared.len(),
+        acked: world.acked.len(),
+        ops: world.disk.ops(),
+        split_results,
+        checkpoint_boots: world.checkpoint_boots,
+        pruned: !whole,
+    }
+}
+
+/// The checks that read the whole journal: each acknowledged envelope is
+/// journaled in its batch, each batch settles exactly once, and `verify`
+/// re-derives every batch. Fills `deposited` (net per asset) and returns how
+/// many results took several records.
+fn check_journal(
+    seed: u64,
+    world: &World,
+    records: &[(u64, RecordKind, Vec<u8>)],
+    deposited: &mut BTreeMap<AssetId, u128>,
+) -> usize {
     // No acknowledged envelope lost: each is in its batch, which was cleared.
     let mut envelopes: BTreeMap<BatchId, BTreeSet<Commitment>> = BTreeMap::new();
     let mut results: BTreeMap<BatchId, usize> = BTreeMap::new();
-    let mut deposited: BTreeMap<AssetId, u128> = BTreeMap::new();
     let mut assembler = ResultAssembler::default();
     let mut split_results = 0;
-    for (_, kind, payload) in &records {
+    for (_, kind, payload) in records {
         match SequencerRecord::decode(*kind, payload).expect("decodes") {
             SequencerRecord::Envelope { e, bytes } => {
                 envelopes
@@ -449,54 +637,7 @@ fn run(seed: u64, steps: usize, crashes: Crashes) -> Stats {
     }
     assert_eq!(report.batches.len(), results.len());
 
-    // A sequencer recovered from the journal holds the same ledger.
-    let live = world.seq().ledger().clone();
-    world.sequencer = None;
-    world.journal = None;
-    world.boot();
-    assert_eq!(
-        world.seq().ledger(),
-        &live,
-        "seed {seed}: replayed ledger differs"
-    );
-    // Conservation: every asset's total is what the journal says was
-    // deposited less withdrawn (an operation lost before it was durable was
-    // never acknowledged).
-    for asset in [USD, BTC, ETH] {
-        let expected = deposited.get(&asset).copied().unwrap_or(0);
-        assert_eq!(
-            live.total(asset),
-            expected,
-            "seed {seed}: asset {asset} not conserved"
-        );
-        let summed: u128 = live
-            .iter()
-            .filter(|b| b.1 == asset)
-            .map(|b| u128::from(b.2))
-            .sum();
-        assert_eq!(
-            summed, expected,
-            "seed {seed}: balances of {asset} do not add up"
-        );
-    }
-    // Something actually happened.
-    let accepted: usize = world
-        .cleared
-        .values()
-        .flat_map(|o| &o.envelopes)
-        .filter(|e| matches!(e.status, EnvelopeStatus::Accepted { .. }))
-        .count();
-    assert!(
-        accepted > 0 || steps < 10,
-        "seed {seed}: nothing was accepted"
-    );
-    Stats {
-        crashes: world.crashes,
-        batches: results.len(),
-        acked: world.acked.len(),
-        ops: world.disk.ops(),
-        split_results,
-    }
+    split_results
 }
 
 fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
@@ -521,7 +662,7 @@ fn uninterrupted_runs_verify() {
 
 #[test]
 fn random_crashes_lose_no_acknowledged_envelope_and_apply_no_fill_twice() {
-    let (mut crashes, mut batches, mut acked, mut split) = (0, 0, 0, 0);
+    let (mut crashes, mut batches, mut acked, mut split, mut from_checkpoint) = (0, 0, 0, 0, 0);
     for seed in seeds(100..140) {
         let result = std::panic::catch_unwind(|| run(seed, 300, Crashes::Random(12)));
         match result {
@@ -530,6 +671,7 @@ fn random_crashes_lose_no_acknowledged_envelope_and_apply_no_fill_twice() {
                 batches += stats.batches;
                 acked += stats.acked;
                 split += stats.split_results;
+                from_checkpoint += stats.checkpoint_boots;
             }
             Err(panic) => {
                 eprintln!("simulation failed with seed {seed}");
@@ -539,10 +681,50 @@ fn random_crashes_lose_no_acknowledged_envelope_and_apply_no_fill_twice() {
     }
     eprintln!(
         "{crashes} crashes, {batches} batches ({split} results in several parts), \
-         {acked} acknowledged envelopes"
+         {acked} acknowledged envelopes, {from_checkpoint} boots from a checkpoint \
+         (each checked against a full replay)"
     );
     assert!(
-        crashes > 100 && batches > 1_000 && split > 100,
+        crashes > 100 && batches > 1_000 && split > 100 && from_checkpoint > 100,
+        "the simulation exercised too little"
+    );
+}
+
+#[test]
+fn pruned_journals_recover_from_checkpoints_through_crashes() {
+    let (mut crashes, mut from_checkpoint, mut batches, mut pruned) = (0, 0, 0, 0);
+    for seed in seeds(200..212) {
+        let disk_seed = seed;
+        let result = std::panic::catch_unwind(|| {
+            run_with(
+                disk_seed,
+                300,
+                Crashes::Random(12),
+                Checkpointing {
+                    every: 4,
+                    prune: true,
+                },
+            )
+        });
+        match result {
+            Ok(stats) => {
+                crashes += stats.crashes;
+                from_checkpoint += stats.checkpoint_boots;
+                batches += stats.batches;
+                pruned += usize::from(stats.pruned);
+            }
+            Err(panic) => {
+                eprintln!("simulation failed with seed {seed}");
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+    eprintln!(
+        "{crashes} crashes, {from_checkpoint} boots from a checkpoint, {batches} batches, \
+         {pruned} journals pruned"
+    );
+    assert!(
+        crashes > 20 && from_checkpoint > 20 && pruned > 6,
         "the simulation exercised too little"
     );
 }
@@ -566,7 +748,7 @@ fn a_crash_at_every_write_point_recovers() {
 /// key or outcome does not verify, and no truncation panics.
 #[test]
 fn exported_transcripts_verify_alone_and_tampering_is_caught() {
-    let mut world = World::new(21);
+    let mut world = World::new(21, CHECKPOINT_OFTEN);
     world.boot();
     world.fund();
     world.pump_through_crashes();

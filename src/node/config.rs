@@ -31,6 +31,14 @@ pub struct NodeConfig {
     /// Demo mode: deposits are accepted over the wire and the demo accounts
     /// are funded at the first start. Default true.
     pub demo: bool,
+    /// Write a checkpoint of the sequencer's state every this many cleared
+    /// batches, and at shutdown, so a restart replays only the journal after
+    /// it; 0 never. Default 600 (a minute of 100 ms batches).
+    pub checkpoint_every_batches: u64,
+    /// Remove the journal segments that every kept checkpoint starts after.
+    /// Default false: `sealbatch verify` re-derives every batch only from a
+    /// whole journal.
+    pub prune_journal: bool,
     /// Bounds.
     pub limits: LimitsConfig,
     /// The assets (names are for display only).
@@ -160,6 +168,8 @@ impl Default for NodeConfig {
             batch_length_ms: 100,
             announce_ahead: crate::sequencer::ANNOUNCE_AHEAD_DEFAULT,
             demo: true,
+            checkpoint_every_batches: 600,
+            prune_journal: false,
             limits: LimitsConfig::default(),
             assets: demo_assets(),
             markets: demo_markets(),

@@ -20,10 +20,9 @@ use tokio::sync::mpsc;
 use crate::envelope::{Commitment, SequencerKey};
 use crate::journal::{FsStorage, Journal, Lsn};
 use crate::market::{AccountId, AssetId};
-use crate::sequencer::JournalWrite;
 use crate::sequencer::{
-    BatchOutcome, EnvelopeStatus, Event, OpToken, OpenedJob, Sequencer, SubmitError, SubmitToken,
-    Transfer,
+    BatchOutcome, Checkpoint, EnvelopeStatus, Event, JournalWrite, OpToken, OpenedJob, Sequencer,
+    SubmitError, SubmitToken, Transfer,
 };
 use crate::types::BatchId;
 use crate::wire::{
@@ -106,11 +105,24 @@ struct Pending {
     received: Instant,
 }
 
+/// Work for the journal writer thread, in order.
+#[derive(Debug)]
+enum WriterJob {
+    /// Append a record.
+    Append(JournalWrite),
+    /// Once everything before is durable, write this checkpoint (and prune
+    /// if configured).
+    Checkpoint(Box<Checkpoint>),
+}
+
 /// The core loop's state.
 pub struct Core {
     sequencer: Sequencer,
     journal: Option<Journal<FsStorage>>,
-    writes: Option<Sender<JournalWrite>>,
+    writes: Option<Sender<WriterJob>>,
+    checkpoint_every: u64,
+    prune: bool,
+    cleared_since_checkpoint: u64,
     failed: Option<CoreError>,
     key: SequencerKey,
     metrics: Arc<Metrics>,
@@ -127,21 +139,32 @@ pub struct Core {
 }
 
 /// The journal writer thread: appends every write that is waiting, makes them
-/// durable with one fsync, reports the durable LSN, and repeats. Returns the
-/// journal when the core hangs up.
+/// durable with one fsync, reports the durable LSN, and repeats; a checkpoint
+/// is written after the writes before it are durable. Returns the journal
+/// when the core hangs up.
 fn journal_writer(
     mut journal: Journal<FsStorage>,
-    writes: &Receiver<JournalWrite>,
+    jobs: &Receiver<WriterJob>,
     control: &Sender<Control>,
+    prune: bool,
 ) -> Journal<FsStorage> {
-    while let Ok(first) = writes.recv() {
+    while let Ok(first) = jobs.recv() {
         let start = Instant::now();
-        let mut result = append(&mut journal, &first);
-        while result.is_ok() {
-            match writes.try_recv() {
-                Ok(write) => result = append(&mut journal, &write),
-                Err(_) => break,
+        let mut result = Ok(());
+        let mut checkpoint = None;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                WriterJob::Append(write) => result = append(&mut journal, &write),
+                WriterJob::Checkpoint(c) => {
+                    checkpoint = Some(c);
+                    break;
+                }
             }
+            if result.is_err() {
+                break;
+            }
+            next = jobs.try_recv().ok();
         }
         let result = result.and_then(|()| journal.sync().map_err(CoreError::from));
         let message = match result {
@@ -152,8 +175,30 @@ fn journal_writer(
         if control.send(message).is_err() || failed {
             break;
         }
+        if let Some(checkpoint) = checkpoint {
+            write_checkpoint(&mut journal, &checkpoint, prune);
+        }
     }
     journal
+}
+
+/// Writes `checkpoint` (every record below its LSN is durable by now). A
+/// failure is logged, not fatal: recovery then starts from an older
+/// checkpoint or the genesis record.
+fn write_checkpoint(journal: &mut Journal<FsStorage>, checkpoint: &Checkpoint, prune: bool) {
+    let start = Instant::now();
+    let payload = checkpoint.encode();
+    match journal.write_checkpoint(checkpoint.lsn, checkpoint.replay_from, &payload, prune) {
+        Ok(written) => tracing::info!(
+            lsn = checkpoint.lsn,
+            replay_from = checkpoint.replay_from,
+            bytes = written.bytes,
+            segments_removed = written.segments_removed,
+            ms = start.elapsed().as_millis() as u64,
+            "checkpoint written"
+        ),
+        Err(error) => tracing::warn!(%error, lsn = checkpoint.lsn, "checkpoint not written"),
+    }
 }
 
 fn append(journal: &mut Journal<FsStorage>, write: &JournalWrite) -> Result<(), CoreError> {
@@ -239,6 +284,10 @@ pub struct CoreOptions {
     pub control_tx: Sender<Control>,
     /// The pool that opens batches ([`open_pool`]).
     pub pool: Arc<rayon::ThreadPool>,
+    /// Cleared batches between checkpoints (0: none).
+    pub checkpoint_every_batches: u64,
+    /// Remove segments below every kept checkpoint.
+    pub prune_journal: bool,
 }
 
 impl Core {
@@ -256,11 +305,16 @@ impl Core {
             envelopes_per_connection_per_batch_max,
             control_tx,
             pool,
+            checkpoint_every_batches,
+            prune_journal,
         } = options;
         Core {
             sequencer,
             journal: Some(journal),
             writes: None,
+            checkpoint_every: checkpoint_every_batches,
+            prune: prune_journal,
+            cleared_since_checkpoint: 0,
             failed: None,
             key,
             metrics,
@@ -292,9 +346,10 @@ impl Core {
         let (writes, writes_rx) = crossbeam_channel::unbounded();
         let journal = self.journal.take();
         let control_tx = self.control_tx.clone();
+        let prune = self.prune;
         let writer = std::thread::Builder::new()
             .name("sealbatch-journal".into())
-            .spawn(move || journal.map(|j| journal_writer(j, &writes_rx, &control_tx)))
+            .spawn(move || journal.map(|j| journal_writer(j, &writes_rx, &control_tx, prune)))
             .map_err(CoreError::Thread)?;
         self.writes = Some(writes);
         // Work left from recovery (a sealed batch to open, a genesis record).
@@ -347,6 +402,9 @@ impl Core {
                 && self.sequencer.is_idle()
             {
                 tracing::info!("every batch in flight is cleared and durable; core stops");
+                if self.checkpoint_every > 0 {
+                    self.checkpoint()?;
+                }
                 return Ok(());
             }
         }
@@ -683,20 +741,7 @@ impl Core {
     fn turn(&mut self) -> Result<(), CoreError> {
         let now = now_ms();
         self.sequencer.handle_timeout(now)?;
-        while let Some(write) = self.sequencer.poll_journal() {
-            if write.kind == crate::journal::RecordKind::Seal
-                && let Some(e) = write
-                    .payload
-                    .get(..8)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            {
-                self.sealed_at.insert(u64::from_le_bytes(e), Instant::now());
-            }
-            let sent = self.writes.as_ref().is_some_and(|w| w.send(write).is_ok());
-            if !sent {
-                return Err(CoreError::WriterGone);
-            }
-        }
+        self.flush_writes()?;
         while let Some(job) = self.sequencer.poll_job() {
             self.metrics.batch_size.observe(job.len() as f64);
             let control = self.control_tx.clone();
@@ -709,7 +754,42 @@ impl Core {
         while let Some(event) = self.sequencer.poll_event() {
             self.deliver(event);
         }
+        if self.checkpoint_every > 0 && self.cleared_since_checkpoint >= self.checkpoint_every {
+            self.checkpoint()?;
+        }
         Ok(())
+    }
+
+    fn to_writer(&self, job: WriterJob) -> Result<(), CoreError> {
+        let sent = self.writes.as_ref().is_some_and(|w| w.send(job).is_ok());
+        if sent {
+            Ok(())
+        } else {
+            Err(CoreError::WriterGone)
+        }
+    }
+
+    /// Sends the writer every journal write the sequencer asked for.
+    fn flush_writes(&mut self) -> Result<(), CoreError> {
+        while let Some(write) = self.sequencer.poll_journal() {
+            if write.kind == crate::journal::RecordKind::Seal
+                && let Some(e) = write
+                    .payload
+                    .get(..8)
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            {
+                self.sealed_at.insert(u64::from_le_bytes(e), Instant::now());
+            }
+            self.to_writer(WriterJob::Append(write))?;
+        }
+        Ok(())
+    }
+
+    /// Sends the writer a checkpoint of everything journaled so far.
+    fn checkpoint(&mut self) -> Result<(), CoreError> {
+        self.flush_writes()?;
+        self.cleared_since_checkpoint = 0;
+        self.to_writer(WriterJob::Checkpoint(Box::new(self.sequencer.checkpoint())))
     }
 
     fn deliver(&mut self, event: Event) {
@@ -778,6 +858,7 @@ impl Core {
                 });
             }
             Event::BatchCleared { outcome } => {
+                self.cleared_since_checkpoint += 1;
                 let e = outcome.e;
                 self.account_batch(&outcome);
                 let markets: Vec<MarketLine> = outcome

@@ -20,10 +20,10 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::envelope::{CustodianError, EmbeddedCustodian, SequencerKey};
-use crate::journal::{Journal, JournalConfig, JournalError};
+use crate::journal::{FsStorage, Journal, JournalConfig, JournalError, read_checkpoints};
 use crate::market::AccountId;
 use crate::net::{Identity, NetError};
-use crate::sequencer::{Genesis, SequencerError, SequencerRecord};
+use crate::sequencer::{Checkpoint, Genesis, Journaled, SequencerError, SequencerRecord};
 
 pub use config::NodeConfig;
 use core::{Control, Core, CoreHandle};
@@ -171,6 +171,37 @@ pub struct NodeInfo {
     pub metrics: Option<SocketAddr>,
 }
 
+/// The newest checkpoint in the journal directory that reads back and
+/// decodes; damaged ones are skipped with a warning (an older one, or the
+/// whole journal, is replayed instead).
+///
+/// # Errors
+///
+/// [`JournalError::Io`] reading the directory or a file.
+fn latest_checkpoint(storage: &mut FsStorage) -> Result<Option<Checkpoint>, JournalError> {
+    for found in read_checkpoints(storage)? {
+        let decoded = found
+            .checkpoint
+            .map_err(|problem| problem.to_string())
+            .and_then(|stored| {
+                let checkpoint =
+                    Checkpoint::decode(&stored.payload).map_err(|error| error.to_string())?;
+                if (checkpoint.lsn, checkpoint.replay_from) == (stored.lsn, stored.replay_from) {
+                    Ok(checkpoint)
+                } else {
+                    Err("its state and its file disagree on the LSNs".to_string())
+                }
+            });
+        match decoded {
+            Ok(checkpoint) => return Ok(Some(checkpoint)),
+            Err(problem) => {
+                tracing::warn!(file = %found.name, %problem, "checkpoint unusable, skipped");
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Runs the node until `shutdown` turns true, then stops accepting, finishes
 /// the batches in flight, flushes the journal and returns. `started` receives
 /// the node's address and fingerprint once it listens.
@@ -202,8 +233,18 @@ pub async fn run(
         );
     }
     let segment_count = recovery.segments;
-    let mut records = recovery.records.until_damage();
-    let first = records.next();
+    let checkpoint = latest_checkpoint(&mut journal.storage().clone())?;
+    let mut records = match &checkpoint {
+        Some(checkpoint) => recovery.records.skip_below(checkpoint.replay_from),
+        None => recovery.records,
+    }
+    .until_damage();
+    // Without a checkpoint the genesis is the journal's first record.
+    let first = if checkpoint.is_none() {
+        records.next()
+    } else {
+        None
+    };
     if let Some(damage) = records.take_damage() {
         return Err(damage.into());
     }
@@ -222,13 +263,17 @@ pub async fn run(
             markets
         },
     };
-    let fresh = first.is_none();
-    if let Some((lsn, kind, payload)) = &first {
-        let recorded = match SequencerRecord::decode(*kind, payload) {
-            Ok(SequencerRecord::Genesis(g)) => g,
+    let recorded = match (&checkpoint, &first) {
+        (Some(checkpoint), _) => Some(checkpoint.genesis.clone()),
+        (None, Some((lsn, kind, payload))) => match SequencerRecord::decode(*kind, payload) {
+            Ok(SequencerRecord::Genesis(g)) => Some(g),
             Ok(_) => return Err(SequencerError::NoGenesis(*lsn).into()),
             Err(source) => return Err(SequencerError::Record { lsn: *lsn, source }.into()),
-        };
+        },
+        (None, None) => None,
+    };
+    let fresh = recorded.is_none();
+    if let Some(recorded) = recorded {
         if recorded.markets != genesis.markets {
             return Err(NodeError::GenesisChanged("markets"));
         }
@@ -244,14 +289,17 @@ pub async fn run(
         key.public_key(),
         genesis.schedule,
     )?;
-    let next_lsn = journal.next_lsn();
+    let checkpoint_lsn = checkpoint.as_ref().map(|c| c.lsn);
     let sequencer = crate::sequencer::Sequencer::recover(
         genesis,
         config.sequencer_limits(),
         SequencerKey::from_seed(&key_seed),
         Box::new(custodian),
-        first.into_iter().chain(&mut records),
-        next_lsn,
+        Journaled {
+            checkpoint,
+            records: first.into_iter().chain(&mut records),
+            next_lsn: journal.next_lsn(),
+        },
         core::now_ms(),
     );
     // Damage met while replaying stops the process like damage found when
@@ -263,6 +311,7 @@ pub async fn run(
     tracing::info!(
         records = records.records_read(),
         segments = segment_count,
+        checkpoint = checkpoint_lsn.unwrap_or(0),
         ms = replay_started.elapsed().as_millis() as u64,
         "journal replayed"
     );
@@ -310,6 +359,8 @@ pub async fn run(
                 .envelopes_per_connection_per_batch_max,
             control_tx: control_tx.clone(),
             pool,
+            checkpoint_every_batches: config.checkpoint_every_batches,
+            prune_journal: config.prune_journal,
         },
     );
     let core_thread = std::thread::Builder::new()

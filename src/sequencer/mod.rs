@@ -48,6 +48,7 @@
 //! batch carried in a self-contained [`Transcript`].
 
 mod batch;
+mod checkpoint;
 mod config;
 mod record;
 mod transcript;
@@ -56,6 +57,9 @@ mod verify;
 pub use batch::{
     BatchOutcome, EnvelopeOutcome, EnvelopeStatus, MarketOutcome, OUTCOME_TAG, OrderFill,
     ProcessError, apply_outcome, process_batch, status,
+};
+pub use checkpoint::{
+    CHECKPOINT_BALANCES_MAX, CHECKPOINT_TAG, CHECKPOINT_UNFINISHED_MAX, Checkpoint,
 };
 pub use config::{
     ANNOUNCE_AHEAD_DEFAULT, ANNOUNCE_AHEAD_MAX, BYTES_PER_BATCH_DEFAULT, ConfigError,
@@ -353,6 +357,21 @@ pub struct Sequencer {
     opening: BTreeMap<BatchId, Option<OpenedJob>>,
     /// Joins `Result` parts while replaying the journal.
     assembler: ResultAssembler,
+    /// The LSN of the first record of each batch whose result is not
+    /// journaled yet: where a recovery from a checkpoint must start reading.
+    first_lsn: BTreeMap<BatchId, Lsn>,
+}
+
+/// What [`Sequencer::recover`] reads from the journal.
+#[derive(Debug)]
+pub struct Journaled<I> {
+    /// The checkpoint to start from (`None`: replay from the genesis record).
+    pub checkpoint: Option<Checkpoint>,
+    /// The records in LSN order: all of them, or, with a checkpoint, at
+    /// least those from its `replay_from` on (earlier ones are skipped).
+    pub records: I,
+    /// The LSN the journal appends next.
+    pub next_lsn: Lsn,
 }
 
 impl std::fmt::Debug for Sequencer {
@@ -377,6 +396,11 @@ impl Sequencer {
     /// is sealed by the next [`handle_timeout`](Sequencer::handle_timeout)
     /// that finds it closed, with exactly the envelopes the journal kept.
     ///
+    /// With a [`Checkpoint`], starts from its state instead: records below
+    /// its `replay_from` are not needed, those below its `lsn` only give back
+    /// the envelopes and seals of its unfinished batches, and the rest replay
+    /// as above. The result is the state a full replay gives.
+    ///
     /// # Errors
     ///
     /// [`SequencerError`] for an invalid configuration, a journal of another
@@ -386,10 +410,14 @@ impl Sequencer {
         limits: Limits,
         key: SequencerKey,
         custodian: Box<dyn KeyCustodian + Send>,
-        records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
-        next_lsn: Lsn,
+        journaled: Journaled<impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>>,
         now_ms: u64,
     ) -> Result<Sequencer, SequencerError> {
+        let Journaled {
+            checkpoint,
+            records,
+            next_lsn,
+        } = journaled;
         genesis.validate()?;
         limits.validate()?;
         if key.public_key() != genesis.sequencer {
@@ -419,9 +447,33 @@ impl Sequencer {
             jobs: VecDeque::new(),
             opening: BTreeMap::new(),
             assembler: ResultAssembler::default(),
+            first_lsn: BTreeMap::new(),
             genesis,
         };
-        let mut records = records.into_iter().peekable();
+        match checkpoint {
+            None => sequencer.replay_all(records)?,
+            Some(checkpoint) => sequencer.replay_from_checkpoint(checkpoint, records)?,
+        }
+        // Sealed but not cleared: release again and hand out the job.
+        let sealed: Vec<BatchId> = sequencer
+            .batches
+            .iter()
+            .filter(|(_, b)| matches!(b, Batch::Sealing { .. }))
+            .map(|(&e, _)| e)
+            .collect();
+        for e in sealed {
+            sequencer.release(e)?;
+        }
+        Ok(sequencer)
+    }
+
+    /// Replays a whole journal, which starts with the genesis record.
+    fn replay_all(
+        &mut self,
+        records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+    ) -> Result<(), SequencerError> {
+        let sequencer = self;
+        let mut records = records.into_iter();
         match records.next() {
             None => {
                 let record = SequencerRecord::Genesis(sequencer.genesis.clone());
@@ -442,17 +494,117 @@ impl Sequencer {
                 .map_err(|source| SequencerError::Record { lsn, source })?;
             sequencer.replay(lsn, record)?;
         }
-        // Sealed but not cleared: release again and hand out the job.
-        let sealed: Vec<BatchId> = sequencer
+        Ok(())
+    }
+
+    /// Restores `checkpoint`'s state, then replays the records it does not
+    /// cover (`spec/sequencer.md`, "Checkpoints").
+    fn replay_from_checkpoint(
+        &mut self,
+        checkpoint: Checkpoint,
+        records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+    ) -> Result<(), SequencerError> {
+        if checkpoint.genesis != self.genesis {
+            return Err(SequencerError::GenesisMismatch);
+        }
+        let fail = |reason: String| SequencerError::Replay {
+            lsn: checkpoint.lsn,
+            reason,
+        };
+        if checkpoint.lsn > self.next_lsn {
+            return Err(fail(format!(
+                "a checkpoint at LSN {} but the journal ends before LSN {}",
+                checkpoint.lsn, self.next_lsn
+            )));
+        }
+        if !checkpoint
+            .references
+            .iter()
+            .map(|(m, _)| m)
+            .eq(self.markets.keys())
+        {
+            return Err(fail(
+                "the checkpoint's reference prices are not those of the configured markets".into(),
+            ));
+        }
+        self.references = checkpoint.references.iter().copied().collect();
+        for &(account, asset, amount) in &checkpoint.balances {
+            self.ledger.deposit(account, asset, amount)?;
+        }
+        let mut next_expected = Some(checkpoint.replay_from);
+        let mut crossed = false;
+        for (lsn, kind, payload) in records {
+            if lsn < checkpoint.replay_from {
+                continue;
+            }
+            if let Some(expected) = next_expected.take()
+                && lsn != expected
+            {
+                return Err(fail(format!(
+                    "recovery needs the records from LSN {expected}, the journal has them from LSN {lsn}"
+                )));
+            }
+            let wanted =
+                lsn >= checkpoint.lsn || matches!(kind, RecordKind::Envelope | RecordKind::Seal);
+            if !wanted {
+                continue;
+            }
+            let record = SequencerRecord::decode(kind, &payload)
+                .map_err(|source| SequencerError::Record { lsn, source })?;
+            if lsn < checkpoint.lsn {
+                let e = match &record {
+                    SequencerRecord::Envelope { e, .. } => *e,
+                    SequencerRecord::Seal(seal) => seal.e,
+                    _ => continue,
+                };
+                if checkpoint.unfinished.binary_search(&e).is_ok() {
+                    self.replay(lsn, record)?;
+                }
+                continue;
+            }
+            if !crossed {
+                self.closed_below = self.closed_below.max(checkpoint.closed_below);
+                crossed = true;
+            }
+            self.replay(lsn, record)?;
+        }
+        if let Some(expected) = next_expected
+            && expected < self.next_lsn
+        {
+            return Err(fail(format!(
+                "recovery needs the records from LSN {expected}, the journal has none"
+            )));
+        }
+        self.closed_below = self.closed_below.max(checkpoint.closed_below);
+        Ok(())
+    }
+
+    /// The state after every record journaled so far, for a checkpoint
+    /// (written once those records are durable).
+    #[must_use]
+    pub fn checkpoint(&self) -> Checkpoint {
+        let unfinished: Vec<BatchId> = self
             .batches
             .iter()
-            .filter(|(_, b)| matches!(b, Batch::Sealing { .. }))
+            .filter(|(e, b)| {
+                !matches!(b, Batch::Publishing { .. }) && self.first_lsn.contains_key(e)
+            })
             .map(|(&e, _)| e)
             .collect();
-        for e in sealed {
-            sequencer.release(e)?;
+        let replay_from = unfinished
+            .iter()
+            .filter_map(|e| self.first_lsn.get(e).copied())
+            .min()
+            .unwrap_or(self.next_lsn);
+        Checkpoint {
+            genesis: self.genesis.clone(),
+            lsn: self.next_lsn,
+            replay_from,
+            closed_below: self.closed_below,
+            unfinished,
+            references: self.references.iter().map(|(&m, &p)| (m, p)).collect(),
+            balances: self.ledger.iter().collect(),
         }
-        Ok(sequencer)
     }
 
     fn replay(&mut self, lsn: Lsn, record: SequencerRecord) -> Result<(), SequencerError> {
@@ -480,6 +632,7 @@ impl Sequencer {
                 };
                 *total += len;
                 envelopes.insert(shaped.commitment(), shaped);
+                self.first_lsn.entry(e).or_insert(lsn);
             }
             SequencerRecord::Seal(seal) => {
                 let e = seal.e;
@@ -533,6 +686,7 @@ impl Sequencer {
                 if self.batches.range(..e).next().is_some() {
                     return Err(fail(format!("result of batch {e} before an earlier batch")));
                 }
+                self.first_lsn.remove(&e);
                 apply_outcome(
                     &outcome,
                     &mut self.ledger,
@@ -658,6 +812,7 @@ impl Sequencer {
         };
         envelopes.insert(commitment, shaped);
         let lsn = self.push_journal(&record);
+        self.first_lsn.entry(e).or_insert(lsn);
         let receipt = self.key.sign_receipt(e, &commitment);
         self.receipts.push_back((lsn, token, receipt));
         Ok(commitment)
@@ -898,6 +1053,7 @@ impl Sequencer {
             for part in ResultPart::split(&outcome, self.limits.result_part_bytes) {
                 result_lsn = self.push_journal(&SequencerRecord::ResultPart(part));
             }
+            self.first_lsn.remove(&job.e);
             self.batches.insert(
                 job.e,
                 Batch::Publishing {

@@ -1,0 +1,142 @@
+//! The sequencer's checkpoint: its state after the journal records below one
+//! LSN, so that recovery replays only what follows. Layout and recovery
+//! rules: `spec/sequencer.md`, "Checkpoints". The journal stores it in a
+//! checkpoint file (`crate::journal::checkpoint`).
+
+use crate::codec::{DecodeError, Reader, Writer};
+use crate::journal::Lsn;
+use crate::market::{AccountId, AssetId};
+use crate::types::{BatchId, MARKETS_MAX, MarketId, Tick};
+
+use super::config::Genesis;
+
+/// First bytes of a checkpoint payload.
+pub const CHECKPOINT_TAG: [u8; 8] = *b"SBSTATE1";
+
+/// Most balances a checkpoint may hold (about 11 GiB encoded).
+pub const CHECKPOINT_BALANCES_MAX: usize = 1 << 28;
+
+/// Most unfinished batches a checkpoint may list.
+pub const CHECKPOINT_UNFINISHED_MAX: usize = 1 << 20;
+
+/// The state after every journal record below [`Checkpoint::lsn`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// The deployment (a pruned journal no longer holds its genesis record).
+    pub genesis: Genesis,
+    /// The state covers the records below this LSN, none from it on.
+    pub lsn: Lsn,
+    /// The first record of the earliest unfinished batch, or `lsn` if none.
+    pub replay_from: Lsn,
+    /// Every batch below this was closed.
+    pub closed_below: BatchId,
+    /// Batches holding envelopes whose result is not journaled below `lsn`,
+    /// ascending: recovery re-reads their envelope and seal records.
+    pub unfinished: Vec<BatchId>,
+    /// Each market's reference price, ascending by market.
+    pub references: Vec<(MarketId, Tick)>,
+    /// Every non-zero balance, strictly ascending by (account, asset).
+    pub balances: Vec<(AccountId, AssetId, u64)>,
+}
+
+impl Checkpoint {
+    /// The canonical encoding.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(64 + 44 * self.balances.len());
+        out.extend_from_slice(&CHECKPOINT_TAG);
+        let mut genesis = Vec::new();
+        self.genesis.encode_into(&mut genesis);
+        out.put_blob(&genesis);
+        out.put_u64(self.lsn);
+        out.put_u64(self.replay_from);
+        out.put_u64(self.closed_below);
+        // Counts are bounded by the decoder's maxima, all below u32::MAX.
+        out.put_u32(self.unfinished.len() as u32);
+        for e in &self.unfinished {
+            out.put_u64(*e);
+        }
+        out.put_u32(self.references.len() as u32);
+        for (market, price) in &self.references {
+            out.put_u32(market.0);
+            out.put_u64(*price);
+        }
+        out.put_u32(self.balances.len() as u32);
+        for (account, asset, amount) in &self.balances {
+            out.extend_from_slice(&account.0);
+            out.put_u32(asset.0);
+            out.put_u64(*amount);
+        }
+        out
+    }
+
+    /// Decodes [`Checkpoint::encode`] and checks its orderings: unfinished
+    /// batches and markets strictly ascending, balances non-zero and strictly
+    /// ascending, `replay_from <= lsn`.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] naming the field and offset.
+    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let offset = r.offset();
+        if r.array::<8>("tag")? != CHECKPOINT_TAG {
+            return Err(r.invalid("tag", offset));
+        }
+        let offset = r.offset();
+        let genesis_bytes = r.blob("genesis", usize::MAX)?;
+        let mut g = Reader::new(genesis_bytes);
+        let genesis = Genesis::decode(&mut g)
+            .and_then(|genesis| g.finish().map(|()| genesis))
+            .map_err(|_| r.invalid("genesis", offset))?;
+        let lsn = r.u64("lsn")?;
+        let offset = r.offset();
+        let replay_from = r.u64("replay from")?;
+        if replay_from == 0 || replay_from > lsn {
+            return Err(r.invalid("replay from", offset));
+        }
+        let closed_below = r.u64("closed below")?;
+        let offset = r.offset();
+        let count = r.count("unfinished count", CHECKPOINT_UNFINISHED_MAX)?;
+        let unfinished = (0..count)
+            .map(|_| r.u64("unfinished batch"))
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        if !unfinished.is_sorted_by(|a, b| a < b) {
+            return Err(r.invalid("unfinished batches", offset));
+        }
+        let offset = r.offset();
+        let count = r.count("reference count", MARKETS_MAX)?;
+        let references = (0..count)
+            .map(|_| Ok((MarketId(r.u32("market")?), r.u64("reference price")?)))
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        if !references.is_sorted_by(|a, b| a.0 < b.0) {
+            return Err(r.invalid("references", offset));
+        }
+        let offset = r.offset();
+        let count = r.count("balance count", CHECKPOINT_BALANCES_MAX)?;
+        let balances = (0..count)
+            .map(|_| {
+                Ok((
+                    AccountId(r.array("account")?),
+                    AssetId(r.u32("asset")?),
+                    r.u64("amount")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        if !balances.is_sorted_by(|a, b| (a.0, a.1) < (b.0, b.1))
+            || balances.iter().any(|b| b.2 == 0)
+        {
+            return Err(r.invalid("balances", offset));
+        }
+        r.finish()?;
+        Ok(Checkpoint {
+            genesis,
+            lsn,
+            replay_from,
+            closed_below,
+            unfinished,
+            references,
+            balances,
+        })
+    }
+}
