@@ -143,7 +143,10 @@ async fn sigkill_loses_no_acknowledged_envelope() {
             .filter_map(|found| found.checkpoint.ok())
             .collect::<Vec<_>>()
     };
-    assert!(!checkpoints(&dir).is_empty(), "no checkpoint before the kill");
+    assert!(
+        !checkpoints(&dir).is_empty(),
+        "no checkpoint before the kill"
+    );
 
     // Restart: recovery seals and clears what was acknowledged.
     let mut child = spawn(&dir, port);

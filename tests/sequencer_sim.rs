@@ -22,7 +22,7 @@ use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{
     BatchOutcome, Checkpoint, EnvelopeStatus, Event, Genesis, Journaled, Limits, OpToken,
     ResultAssembler, Sequencer, SequencerRecord, SubmitError, SubmitToken, Transcript,
-    TranscriptError, export_transcripts, verify_journal, verify_transcript,
+    TranscriptError, export_transcripts, verify_journal, verify_journal_with, verify_transcript,
 };
 use sealbatch::types::{BatchId, MarketId, Side};
 
@@ -515,6 +515,30 @@ fn run_with(seed: u64, steps: usize, crashes: Crashes, checkpointing: Checkpoint
     if whole {
         split_results = check_journal(seed, &world, &records, &mut deposited);
     }
+    // verify re-derives every batch the journal still holds, and finds each
+    // checkpoint on disk equal to the state it replays to that LSN.
+    let checkpoints: Vec<Checkpoint> = read_checkpoints(&mut world.disk.clone())
+        .expect("checkpoints read")
+        .into_iter()
+        .filter_map(|found| Checkpoint::decode(&found.checkpoint.ok()?.payload).ok())
+        .collect();
+    let report =
+        verify_journal_with(records.iter().cloned(), &checkpoints).expect("verify reads it");
+    assert!(
+        report.all_ok(),
+        "seed {seed}: verify fails: {:?} {:?}",
+        report
+            .batches
+            .iter()
+            .find(|b| b.verdict.is_err() || b.pending),
+        report.checkpoints.iter().find(|c| c.verdict.is_err())
+    );
+    assert_eq!(report.from_checkpoint.is_some(), !whole);
+    assert_eq!(
+        report.checkpoints.len() + usize::from(!whole),
+        checkpoints.len(),
+        "seed {seed}: every checkpoint compared"
+    );
     // A sequencer recovered from the journal holds the same ledger.
     let live = world.seq().ledger().clone();
     world.sequencer = None;
@@ -766,7 +790,7 @@ fn exported_transcripts_verify_alone_and_tampering_is_caught() {
     assert!(report.all_ok());
     let all: BTreeSet<BatchId> = report.batches.iter().map(|b| b.e).collect();
     assert!(all.len() > 10, "only {} batches", all.len());
-    let (_, transcripts) = export_transcripts(records.iter().cloned(), &all).expect("exports");
+    let (_, transcripts) = export_transcripts(records.iter().cloned(), &[], &all).expect("exports");
     assert_eq!(transcripts.len(), all.len());
     for t in &transcripts {
         let bytes = t.encode();
@@ -814,4 +838,108 @@ fn exported_transcripts_verify_alone_and_tampering_is_caught() {
     let mut longer = bytes.clone();
     longer.push(0);
     assert!(Transcript::decode(&longer).is_err());
+}
+
+/// A checkpoint that does not fit its journal is refused by recovery and
+/// reported by verify; its encoding round-trips and rejects disorder.
+#[test]
+fn checkpoints_that_do_not_fit_the_journal_are_refused() {
+    let mut world = World::new(33, CHECKPOINT_OFTEN);
+    world.boot();
+    world.fund();
+    world.pump_through_crashes();
+    for _ in 0..120 {
+        world.now += u64::from(world.rng.next_u32() % 40);
+        for _ in 0..world.rng.next_u32() % 4 {
+            world.submit_one();
+        }
+        world.pump_through_crashes();
+    }
+    // A checkpoint with unfinished batches, taken mid-run.
+    world.submit_one();
+    world.pump_through_crashes();
+    let checkpoint = world.seq().checkpoint();
+    assert!(!checkpoint.unfinished.is_empty(), "nothing unfinished");
+    assert!(checkpoint.replay_from < checkpoint.lsn);
+    assert_eq!(
+        Checkpoint::decode(&checkpoint.encode()),
+        Ok(checkpoint.clone())
+    );
+    let records = records(&world.disk);
+    let next_lsn = records.last().map_or(1, |r| r.0 + 1);
+
+    let recover = |checkpoint: Checkpoint, records: Vec<(u64, RecordKind, Vec<u8>)>| {
+        let key = world.key();
+        let genesis = genesis(&key);
+        let custodian = EmbeddedCustodian::new(
+            MasterSecret::from_bytes(world.master),
+            key.public_key(),
+            genesis.schedule,
+        );
+        Sequencer::recover(
+            genesis,
+            Limits::default(),
+            key,
+            Box::new(custodian),
+            Journaled {
+                checkpoint: Some(checkpoint),
+                records,
+                next_lsn,
+            },
+            world.now,
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(recover(checkpoint.clone(), records.clone()), Ok(()));
+    // The records it needs are gone.
+    let late: Vec<_> = records
+        .iter()
+        .filter(|r| r.0 > checkpoint.replay_from)
+        .cloned()
+        .collect();
+    let refused = recover(checkpoint.clone(), late).expect_err("records missing");
+    assert!(refused.contains("needs the records from LSN"), "{refused}");
+    // It claims more than the journal holds.
+    let beyond = Checkpoint {
+        lsn: next_lsn + 1,
+        ..checkpoint.clone()
+    };
+    let refused = recover(beyond, records.clone()).expect_err("beyond the journal");
+    assert!(refused.contains("journal ends"), "{refused}");
+    // Another deployment's.
+    let mut other = checkpoint.clone();
+    other.genesis.schedule.batch_length_ms += 1;
+    let refused = recover(other, records.clone()).expect_err("another genesis");
+    assert!(refused.contains("genesis"), "{refused}");
+
+    // verify compares it with the replayed state: a changed balance shows.
+    let report = verify_journal_with(records.iter().cloned(), std::slice::from_ref(&checkpoint))
+        .expect("verifies");
+    assert_eq!(report.checkpoints.len(), 1);
+    assert_eq!(report.checkpoints[0].verdict, Ok(()));
+    let mut richer = checkpoint.clone();
+    richer.balances[0].2 += 1;
+    let report = verify_journal_with(records.iter().cloned(), &[richer]).expect("verifies");
+    assert!(!report.all_ok(), "a changed balance passed");
+    let mut finished = checkpoint.clone();
+    finished.unfinished.clear();
+    finished.replay_from = finished.lsn;
+    let report = verify_journal_with(records.iter().cloned(), &[finished]).expect("verifies");
+    assert!(!report.all_ok(), "a forgotten unfinished batch passed");
+
+    // Disorder in the encoding is refused.
+    let mut unsorted = checkpoint.clone();
+    unsorted.balances.reverse();
+    assert!(Checkpoint::decode(&unsorted.encode()).is_err());
+    let mut zero = checkpoint.clone();
+    zero.balances[0].2 = 0;
+    assert!(Checkpoint::decode(&zero.encode()).is_err());
+    let mut inverted = checkpoint.clone();
+    inverted.replay_from = inverted.lsn + 1;
+    assert!(Checkpoint::decode(&inverted.encode()).is_err());
+    let bytes = checkpoint.encode();
+    for cut in 0..bytes.len() {
+        assert!(Checkpoint::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
 }

@@ -1,8 +1,8 @@
-//! Journal decoding on arbitrary bytes: the segment header, record frames and
-//! every sequencer record payload (what recovery reads back from disk). Never
-//! a panic; a frame that decodes re-encodes to the same bytes; a sequencer
-//! record that decodes re-encodes to the same payload (the layouts are
-//! canonical).
+//! Journal decoding on arbitrary bytes: the segment header, record frames,
+//! every sequencer record payload, checkpoint files and the sequencer's
+//! checkpoint state (what recovery reads back from disk). Never a panic; a
+//! frame, record, checkpoint file or state that decodes re-encodes to the
+//! same bytes (the layouts are canonical).
 //!
 //! Smoke run (stable toolchain):
 //! `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run journal_decode -- -max_total_time=30`
@@ -11,8 +11,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use sealbatch::journal::RecordKind;
+use sealbatch::journal::checkpoint::{decode_checkpoint_file, encode_checkpoint_file};
 use sealbatch::journal::format::{decode_frame, decode_segment_header, encode_frame};
-use sealbatch::sequencer::SequencerRecord;
+use sealbatch::sequencer::{Checkpoint, SequencerRecord};
 
 fuzz_target!(|data: &[u8]| {
     let _ = decode_segment_header(data);
@@ -27,5 +28,17 @@ fuzz_target!(|data: &[u8]| {
     {
         assert_eq!(record.kind(), kind);
         assert_eq!(record.encode(), payload);
+    }
+    // The file name's LSN, as the header states it.
+    let name_lsn = data
+        .get(12..20)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map_or(0, u64::from_le_bytes);
+    if let Ok(file) = decode_checkpoint_file(data, name_lsn) {
+        let again = encode_checkpoint_file(file.lsn, file.replay_from, &file.payload);
+        assert_eq!(again, data);
+    }
+    if let Ok(state) = Checkpoint::decode(data) {
+        assert_eq!(state.encode(), data);
     }
 });

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::CommandResult;
-use crate::journal::{FsStorage, UntilDamage};
-use crate::journal::{Journal, JournalConfig};
+use crate::journal::{FsStorage, Journal, JournalConfig, UntilDamage, read_checkpoints};
 use crate::node::JOURNAL_DIR;
-use crate::sequencer::{Transcript, export_transcripts, verify_journal, verify_transcript};
+use crate::sequencer::{
+    Checkpoint, Transcript, export_transcripts, verify_journal_with, verify_transcript,
+};
 use crate::types::BatchId;
 
 /// Where to find a journal.
@@ -71,11 +72,41 @@ fn snapshot(from: &Path) -> std::io::Result<PathBuf> {
     Ok(to)
 }
 
+/// The checkpoints in a journal directory that read back and decode; the
+/// others are reported on stderr and left out.
+fn checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, String> {
+    let mut storage = FsStorage::new(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let found = read_checkpoints(&mut storage).map_err(|e| e.to_string())?;
+    Ok(found
+        .into_iter()
+        .filter_map(|found| {
+            let decoded = found
+                .checkpoint
+                .map_err(|problem| problem.to_string())
+                .and_then(|stored| {
+                    Checkpoint::decode(&stored.payload)
+                        .map_err(|e| e.to_string())
+                        .and_then(|c| {
+                            if (c.lsn, c.replay_from) == (stored.lsn, stored.replay_from) {
+                                Ok(c)
+                            } else {
+                                Err("its state and its file disagree on the LSNs".into())
+                            }
+                        })
+                });
+            decoded
+                .map_err(|problem| eprintln!("checkpoint {}: unusable: {problem}", found.name))
+                .ok()
+        })
+        .collect())
+}
+
 /// Runs `read` over the records of a copy of the journal, streamed one
-/// segment at a time; damage anywhere is an error.
+/// segment at a time, and its usable checkpoints; damage anywhere in the
+/// records is an error.
 fn with_journal<T>(
     args: &JournalArgs,
-    read: impl FnOnce(&mut UntilDamage<FsStorage>) -> T,
+    read: impl FnOnce(&mut UntilDamage<FsStorage>, &[Checkpoint]) -> T,
 ) -> Result<T, String> {
     let dir = args
         .journal
@@ -85,16 +116,16 @@ fn with_journal<T>(
         return Err(format!("{} is not a journal directory", dir.display()));
     }
     let copy = snapshot(&dir).map_err(|e| format!("copying {}: {e}", dir.display()))?;
-    let result = Journal::open_dir_streaming(&copy, JournalConfig::default())
-        .map_err(|e| format!("{}: {e}", dir.display()))
-        .and_then(|(_, recovery)| {
-            let mut records = recovery.records.until_damage();
-            let out = read(&mut records);
-            match records.take_damage() {
-                Some(damage) => Err(format!("{}: {damage}", dir.display())),
-                None => Ok(out),
-            }
-        });
+    let result = checkpoints(&copy).and_then(|checkpoints| {
+        let (_, recovery) = Journal::open_dir_streaming(&copy, JournalConfig::default())
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut records = recovery.records.until_damage();
+        let out = read(&mut records, &checkpoints);
+        match records.take_damage() {
+            Some(damage) => Err(format!("{}: {damage}", dir.display())),
+            None => Ok(out),
+        }
+    });
     let _ = std::fs::remove_dir_all(&copy);
     result
 }
@@ -117,7 +148,23 @@ pub fn run(args: &VerifyArgs) -> CommandResult {
         );
         return Ok(());
     }
-    let report = with_journal(&args.source, |records| verify_journal(records))??;
+    let report = with_journal(&args.source, |records, checkpoints| {
+        verify_journal_with(records, checkpoints)
+    })??;
+    if let Some(lsn) = report.from_checkpoint {
+        println!(
+            "journal pruned: verified from the checkpoint at LSN {lsn} (its state taken as given)"
+        );
+    }
+    for checkpoint in &report.checkpoints {
+        match &checkpoint.verdict {
+            Ok(()) if args.verbose => {
+                println!("checkpoint at LSN {}: OK", checkpoint.lsn);
+            }
+            Ok(()) => {}
+            Err(reason) => println!("checkpoint at LSN {}: MISMATCH: {reason}", checkpoint.lsn),
+        }
+    }
     let mut bad = 0;
     let mut pending = 0;
     for batch in &report.batches {
@@ -137,16 +184,25 @@ pub fn run(args: &VerifyArgs) -> CommandResult {
             }
         }
     }
+    let bad_checkpoints = report
+        .checkpoints
+        .iter()
+        .filter(|c| c.verdict.is_err())
+        .count();
     println!(
-        "{} records, {} batches: {} OK, {} mismatched, {} pending",
+        "{} records, {} batches: {} OK, {} mismatched, {} pending; {} checkpoints: {} OK",
         report.records,
         report.batches.len(),
         report.batches.len() - bad - pending,
         bad,
-        pending
+        pending,
+        report.checkpoints.len(),
+        report.checkpoints.len() - bad_checkpoints,
     );
-    if bad > 0 {
-        return Err(format!("{bad} batches do not verify").into());
+    if bad > 0 || bad_checkpoints > 0 {
+        return Err(
+            format!("{bad} batches and {bad_checkpoints} checkpoints do not verify").into(),
+        );
     }
     Ok(())
 }
@@ -159,8 +215,9 @@ pub fn run(args: &VerifyArgs) -> CommandResult {
 /// not verify (nothing is written for it).
 pub fn export(args: &ExportArgs) -> CommandResult {
     let wanted: BTreeSet<BatchId> = args.batches.iter().copied().collect();
-    let (report, transcripts) =
-        with_journal(&args.source, |records| export_transcripts(records, &wanted))??;
+    let (report, transcripts) = with_journal(&args.source, |records, checkpoints| {
+        export_transcripts(records, checkpoints, &wanted)
+    })??;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     for transcript in &transcripts {
         let path = args.out.join(format!("batch-{}.sbt", transcript.batch()));

@@ -73,7 +73,10 @@ pub use transcript::{
     TRANSCRIPT_TAG, Transcript, TranscriptError, TranscriptSummary, build_transcript,
     verify_transcript,
 };
-pub use verify::{BatchVerdict, VerifyError, VerifyReport, export_transcripts, verify_journal};
+pub use verify::{
+    BatchVerdict, CheckpointVerdict, VerifyError, VerifyReport, export_transcripts, verify_journal,
+    verify_journal_with,
+};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;

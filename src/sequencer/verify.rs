@@ -6,6 +6,11 @@
 //! re-opening every envelope with it; re-running funding, clearing and
 //! settlement against the ledger replayed so far; and the byte-for-byte
 //! equality of the re-derived outcome with the journaled one.
+//!
+//! Given checkpoints, each one the records reach is compared with the state
+//! replayed to its LSN. A pruned journal (one that no longer starts with its
+//! genesis record) is verified from its oldest usable checkpoint on, whose
+//! state is then taken as given.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,9 +24,10 @@ use crate::envelope::{
 use crate::journal::{Lsn, RecordKind};
 use crate::ledger::Ledger;
 use crate::market::AccountId;
-use crate::types::BatchId;
+use crate::types::{BatchId, MarketId, Tick};
 
 use super::batch::{BatchOutcome, apply_outcome, process_batch};
+use super::checkpoint::Checkpoint;
 use super::config::Genesis;
 use super::record::{RecordError, ResultAssembler, SequencerRecord};
 use super::transcript::{Transcript, transcript_of};
@@ -49,21 +55,40 @@ pub struct VerifyReport {
     pub records: usize,
     /// One verdict per sealed batch, in journal order.
     pub batches: Vec<BatchVerdict>,
+    /// The checkpoint a pruned journal was verified from (its state taken
+    /// as given): its LSN.
+    pub from_checkpoint: Option<Lsn>,
+    /// One verdict per checkpoint compared with the replayed state.
+    pub checkpoints: Vec<CheckpointVerdict>,
+}
+
+/// What `verify` found for one checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointVerdict {
+    /// Its LSN.
+    pub lsn: Lsn,
+    /// `Ok`, or how its state differs from the replayed one.
+    pub verdict: Result<(), String>,
 }
 
 impl VerifyReport {
-    /// Whether every batch verified and none is pending.
+    /// Whether every batch verified and none is pending, and every checkpoint
+    /// compared equal.
     #[must_use]
     pub fn all_ok(&self) -> bool {
         self.batches.iter().all(|b| b.verdict.is_ok() && !b.pending)
+            && self.checkpoints.iter().all(|c| c.verdict.is_ok())
     }
 }
 
 /// A journal `verify` cannot read at all.
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
-    /// The first record is not a genesis record.
-    #[error("the journal does not start with a genesis record")]
+    /// The first record is not a genesis record, and no checkpoint starts
+    /// within the journal.
+    #[error(
+        "the journal does not start with a genesis record, and no checkpoint's records are all in it"
+    )]
     NoGenesis,
     /// A record does not decode.
     #[error("record {lsn}: {source}")]
@@ -103,7 +128,22 @@ struct Sealed {
 pub fn verify_journal(
     records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
 ) -> Result<VerifyReport, VerifyError> {
-    walk(records, &BTreeSet::new(), &mut Vec::new())
+    walk(records, &[], &BTreeSet::new(), &mut Vec::new())
+}
+
+/// [`verify_journal`] that also compares each of `checkpoints` the records
+/// reach with the replayed state, and verifies a pruned journal from its
+/// oldest usable checkpoint on.
+///
+/// # Errors
+///
+/// As [`verify_journal`]; [`VerifyError::NoGenesis`] for a pruned journal
+/// that no checkpoint covers.
+pub fn verify_journal_with(
+    records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+    checkpoints: &[Checkpoint],
+) -> Result<VerifyReport, VerifyError> {
+    walk(records, checkpoints, &BTreeSet::new(), &mut Vec::new())
 }
 
 /// Verifies a journal as [`verify_journal`] does and returns, with the
@@ -115,43 +155,169 @@ pub fn verify_journal(
 /// As [`verify_journal`].
 pub fn export_transcripts(
     records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+    checkpoints: &[Checkpoint],
     batches: &BTreeSet<BatchId>,
 ) -> Result<(VerifyReport, Vec<Transcript>), VerifyError> {
     let mut transcripts = Vec::new();
-    let report = walk(records, batches, &mut transcripts)?;
+    let report = walk(records, checkpoints, batches, &mut transcripts)?;
     Ok((report, transcripts))
+}
+
+/// The state `verify` replays, as far as a checkpoint records it.
+struct Replayed<'a> {
+    genesis: &'a Genesis,
+    ledger: &'a Ledger,
+    references: &'a BTreeMap<MarketId, Tick>,
+    /// First record of each batch without a result yet.
+    first_lsn: &'a BTreeMap<BatchId, Lsn>,
+}
+
+impl Replayed<'_> {
+    /// How `checkpoint` differs from this state at its LSN, if it does.
+    fn compare(&self, checkpoint: &Checkpoint) -> Result<(), String> {
+        if checkpoint.genesis != *self.genesis {
+            return Err("its genesis is not the journal's".into());
+        }
+        if !checkpoint.balances.iter().copied().eq(self.ledger.iter()) {
+            return Err("its balances differ from the replayed ledger".into());
+        }
+        if !checkpoint
+            .references
+            .iter()
+            .copied()
+            .eq(self.references.iter().map(|(&m, &p)| (m, p)))
+        {
+            return Err("its reference prices differ".into());
+        }
+        if !checkpoint.unfinished.iter().eq(self.first_lsn.keys()) {
+            return Err(format!(
+                "it lists unfinished batches {:?}, the journal {:?}",
+                checkpoint.unfinished,
+                self.first_lsn.keys().collect::<Vec<_>>()
+            ));
+        }
+        let replay_from = self
+            .first_lsn
+            .values()
+            .min()
+            .copied()
+            .unwrap_or(checkpoint.lsn);
+        if checkpoint.replay_from != replay_from {
+            return Err(format!(
+                "it replays from LSN {}, the first unfinished record is {replay_from}",
+                checkpoint.replay_from
+            ));
+        }
+        Ok(())
+    }
 }
 
 fn walk(
     records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+    checkpoints: &[Checkpoint],
     export: &BTreeSet<BatchId>,
     transcripts: &mut Vec<Transcript>,
 ) -> Result<VerifyReport, VerifyError> {
-    let mut records = records.into_iter();
-    let genesis = match records.next() {
-        Some((lsn, kind, payload)) => match SequencerRecord::decode(kind, &payload) {
-            Ok(SequencerRecord::Genesis(genesis)) => genesis,
-            Ok(_) => return Err(VerifyError::NoGenesis),
-            Err(source) => return Err(VerifyError::Record { lsn, source }),
-        },
+    let mut records = records.into_iter().peekable();
+    let mut checkpoints: Vec<&Checkpoint> = checkpoints.iter().collect();
+    checkpoints.sort_by_key(|c| c.lsn);
+    let mut report = VerifyReport::default();
+    // A whole journal starts with its genesis; a pruned one from its oldest
+    // checkpoint whose records are all still there.
+    let start: Option<&Checkpoint> = match records.peek() {
+        Some((_, RecordKind::Config, _)) => None,
+        Some(&(first, _, _)) => Some(
+            checkpoints
+                .iter()
+                .copied()
+                .find(|c| c.replay_from >= first)
+                .ok_or(VerifyError::NoGenesis)?,
+        ),
         None => return Err(VerifyError::NoGenesis),
+    };
+    let genesis = match start {
+        Some(checkpoint) => checkpoint.genesis.clone(),
+        None => match records.next() {
+            Some((lsn, kind, payload)) => match SequencerRecord::decode(kind, &payload) {
+                Ok(SequencerRecord::Genesis(genesis)) => {
+                    report.records += 1;
+                    genesis
+                }
+                Ok(_) => return Err(VerifyError::NoGenesis),
+                Err(source) => return Err(VerifyError::Record { lsn, source }),
+            },
+            None => return Err(VerifyError::NoGenesis),
+        },
     };
     genesis.validate()?;
     let markets = genesis.market_map();
-    let mut references = markets.values().map(|m| (m.id, m.initial_price)).collect();
+    let mut references: BTreeMap<MarketId, Tick> =
+        markets.values().map(|m| (m.id, m.initial_price)).collect();
     let mut ledger = Ledger::new(genesis.fee_account);
+    if let Some(checkpoint) = start {
+        report.from_checkpoint = Some(checkpoint.lsn);
+        references = checkpoint.references.iter().copied().collect();
+        if references.len() != markets.len() || !references.keys().eq(markets.keys()) {
+            return Err(VerifyError::Ledger {
+                lsn: checkpoint.lsn,
+                reason: "the checkpoint's reference prices are not the markets'".into(),
+            });
+        }
+        for &(account, asset, amount) in &checkpoint.balances {
+            ledger
+                .deposit(account, asset, amount)
+                .map_err(|e| VerifyError::Ledger {
+                    lsn: checkpoint.lsn,
+                    reason: e.to_string(),
+                })?;
+        }
+    }
+    // Checkpoints to compare: those after the starting one.
+    let mut due = checkpoints
+        .into_iter()
+        .filter(|c| start.is_none_or(|s| c.lsn > s.lsn))
+        .peekable();
+    let mut first_lsn: BTreeMap<BatchId, Lsn> = BTreeMap::new();
     let mut collecting: BTreeMap<BatchId, Vec<Vec<u8>>> = BTreeMap::new();
     let mut sealed: BTreeMap<BatchId, Sealed> = BTreeMap::new();
     let mut assembler = ResultAssembler::default();
-    let mut report = VerifyReport {
-        records: 1,
-        batches: Vec::new(),
-    };
+    let mut last_lsn = 0;
 
     for (lsn, kind, payload) in records {
-        report.records += 1;
+        last_lsn = lsn;
+        if let Some(start) = start
+            && lsn < start.lsn
+            && (lsn < start.replay_from || !matches!(kind, RecordKind::Envelope | RecordKind::Seal))
+        {
+            continue;
+        }
+        while let Some(checkpoint) = due.next_if(|c| c.lsn <= lsn) {
+            let state = Replayed {
+                genesis: &genesis,
+                ledger: &ledger,
+                references: &references,
+                first_lsn: &first_lsn,
+            };
+            report.checkpoints.push(CheckpointVerdict {
+                lsn: checkpoint.lsn,
+                verdict: state.compare(checkpoint),
+            });
+        }
         let record = SequencerRecord::decode(kind, &payload)
             .map_err(|source| VerifyError::Record { lsn, source })?;
+        if let Some(start) = start
+            && lsn < start.lsn
+        {
+            let e = match &record {
+                SequencerRecord::Envelope { e, .. } => *e,
+                SequencerRecord::Seal(seal) => seal.e,
+                _ => continue,
+            };
+            if start.unfinished.binary_search(&e).is_err() {
+                continue;
+            }
+        }
+        report.records += 1;
         match record {
             SequencerRecord::Genesis(_) => {
                 return Err(VerifyError::Ledger {
@@ -161,6 +327,7 @@ fn walk(
             }
             SequencerRecord::Envelope { e, bytes } => {
                 collecting.entry(e).or_default().push(bytes);
+                first_lsn.entry(e).or_insert(lsn);
             }
             SequencerRecord::Seal(seal) => {
                 let envelopes = collecting.remove(&seal.e).unwrap_or_default();
@@ -201,6 +368,7 @@ fn walk(
                         continue;
                     }
                 };
+                first_lsn.remove(&outcome.e);
                 let Some(batch) = sealed.remove(&outcome.e) else {
                     report.batches.push(BatchVerdict {
                         e: outcome.e,
@@ -265,6 +433,37 @@ fn walk(
                     reason: e.to_string(),
                 })?,
         }
+    }
+    if let Some(start) = start
+        && last_lsn + 1 < start.lsn
+    {
+        return Err(VerifyError::Ledger {
+            lsn: start.lsn,
+            reason: format!(
+                "the checkpoint covers records up to LSN {}, the journal ends at {last_lsn}",
+                start.lsn - 1
+            ),
+        });
+    }
+    for checkpoint in due {
+        let verdict = if checkpoint.lsn == last_lsn + 1 {
+            let state = Replayed {
+                genesis: &genesis,
+                ledger: &ledger,
+                references: &references,
+                first_lsn: &first_lsn,
+            };
+            state.compare(checkpoint)
+        } else {
+            Err(format!(
+                "it covers records up to LSN {}, the journal ends at {last_lsn}",
+                checkpoint.lsn - 1
+            ))
+        };
+        report.checkpoints.push(CheckpointVerdict {
+            lsn: checkpoint.lsn,
+            verdict,
+        });
     }
     Ok(report)
 }
