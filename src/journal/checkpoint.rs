@@ -9,7 +9,7 @@
 //! recognised and skipped, never trusted.
 
 use super::storage::{Storage, StorageFile};
-use super::{Journal, JournalError, Lsn, list_segments};
+use super::{Journal, JournalConfig, JournalError, Lsn, list_segments};
 
 /// First bytes of every checkpoint file.
 pub const CHECKPOINT_MAGIC: [u8; 8] = *b"SBCHKPT1";
@@ -210,6 +210,9 @@ pub struct CheckpointWritten {
     pub bytes: u64,
     /// Older or unusable checkpoint files removed.
     pub checkpoints_removed: usize,
+    /// The smallest `replay_from` of the kept checkpoints: segments wholly
+    /// below it hold no record any kept checkpoint needs.
+    pub prunable_below: Lsn,
     /// Segment files removed because every kept checkpoint starts after them.
     pub segments_removed: usize,
 }
@@ -290,37 +293,50 @@ impl<S: Storage> Journal<S> {
                 .sync_dir()
                 .map_err(|source| JournalError::Io { path, source })?;
         }
+        written.prunable_below = floor;
         if prune {
-            written.segments_removed = self.prune_segments_below(floor)?;
+            written.segments_removed = prune_segments_below(&mut self.storage, floor)?;
         }
         Ok(written)
     }
+}
 
-    /// Removes, oldest first and each durably before the next, every segment
-    /// whose successor starts at or below `lsn` (so all its records are below
-    /// `lsn`); never the segment being written. What remains is always a
-    /// contiguous run of segments. Returns how many were removed.
-    fn prune_segments_below(&mut self, lsn: Lsn) -> Result<usize, JournalError> {
-        let segments = list_segments(&mut self.storage, self.config)?;
-        let mut removed = 0;
-        for pair in segments.windows(2) {
-            let [(_, name), (next_first, _)] = pair else {
-                continue;
-            };
-            if *next_first > lsn || *name == self.segment_name {
-                break;
-            }
-            let path = self.storage.path_of(name);
-            let io = |source| JournalError::Io {
-                path: path.clone(),
-                source,
-            };
-            self.storage.remove(name).map_err(io)?;
-            self.storage.sync_dir().map_err(io)?;
-            removed += 1;
+/// Removes, oldest first and each durably before the next, every segment
+/// whose successor starts at or below `lsn` (so all its records are below
+/// `lsn`); never the last segment. What remains is always a contiguous run
+/// of segments. Returns how many were removed.
+///
+/// Safe beside a journal appending in the same directory (from another
+/// thread, on a clone of its storage) when `lsn` is at most the journal's
+/// durable LSN plus one, as a checkpoint's
+/// [`prunable_below`](CheckpointWritten::prunable_below) is: the segment
+/// being written then always starts at or after `lsn`'s segment, so it is
+/// never removed. One pruner at a time.
+///
+/// # Errors
+///
+/// [`JournalError::Io`] listing the directory, removing a file or syncing
+/// the directory.
+pub fn prune_segments_below<S: Storage>(storage: &mut S, lsn: Lsn) -> Result<usize, JournalError> {
+    let segments = list_segments(storage, JournalConfig::default())?;
+    let mut removed = 0;
+    for pair in segments.windows(2) {
+        let [(_, name), (next_first, _)] = pair else {
+            continue;
+        };
+        if *next_first > lsn {
+            break;
         }
-        Ok(removed)
+        let path = storage.path_of(name);
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        storage.remove(name).map_err(io)?;
+        storage.sync_dir().map_err(io)?;
+        removed += 1;
     }
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -89,7 +89,7 @@ use std::path::{Path, PathBuf};
 
 pub use checkpoint::{
     CHECKPOINTS_KEPT, CheckpointProblem, CheckpointWritten, FoundCheckpoint, StoredCheckpoint,
-    read_checkpoints,
+    prune_segments_below, read_checkpoints,
 };
 pub use error::{Corruption, JournalError};
 pub use format::{FrameProblem, HeaderProblem};

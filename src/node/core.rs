@@ -146,7 +146,7 @@ fn journal_writer(
     mut journal: Journal<FsStorage>,
     jobs: &Receiver<WriterJob>,
     control: &Sender<Control>,
-    prune: bool,
+    pruner: Option<&Sender<Lsn>>,
 ) -> Journal<FsStorage> {
     while let Ok(first) = jobs.recv() {
         let start = Instant::now();
@@ -175,29 +175,57 @@ fn journal_writer(
         if control.send(message).is_err() || failed {
             break;
         }
-        if let Some(checkpoint) = checkpoint {
-            write_checkpoint(&mut journal, &checkpoint, prune);
+        if let Some(checkpoint) = checkpoint
+            && let Some(prunable_below) = write_checkpoint(&mut journal, &checkpoint)
+            && let Some(pruner) = pruner
+        {
+            let _ = pruner.send(prunable_below);
         }
     }
     journal
 }
 
-/// Writes `checkpoint` (every record below its LSN is durable by now). A
-/// failure is logged, not fatal: recovery then starts from an older
-/// checkpoint or the genesis record.
-fn write_checkpoint(journal: &mut Journal<FsStorage>, checkpoint: &Checkpoint, prune: bool) {
+/// Writes `checkpoint` (every record below its LSN is durable by now);
+/// returns below which LSN segments may be pruned. A failure is logged, not
+/// fatal: recovery then starts from an older checkpoint or the genesis
+/// record.
+fn write_checkpoint(journal: &mut Journal<FsStorage>, checkpoint: &Checkpoint) -> Option<Lsn> {
     let start = Instant::now();
     let payload = checkpoint.encode();
-    match journal.write_checkpoint(checkpoint.lsn, checkpoint.replay_from, &payload, prune) {
-        Ok(written) => tracing::info!(
-            lsn = checkpoint.lsn,
-            replay_from = checkpoint.replay_from,
-            bytes = written.bytes,
-            segments_removed = written.segments_removed,
-            ms = start.elapsed().as_millis() as u64,
-            "checkpoint written"
-        ),
-        Err(error) => tracing::warn!(%error, lsn = checkpoint.lsn, "checkpoint not written"),
+    match journal.write_checkpoint(checkpoint.lsn, checkpoint.replay_from, &payload, false) {
+        Ok(written) => {
+            tracing::info!(
+                lsn = checkpoint.lsn,
+                replay_from = checkpoint.replay_from,
+                bytes = written.bytes,
+                ms = start.elapsed().as_millis() as u64,
+                "checkpoint written"
+            );
+            Some(written.prunable_below)
+        }
+        Err(error) => {
+            tracing::warn!(%error, lsn = checkpoint.lsn, "checkpoint not written");
+            None
+        }
+    }
+}
+
+/// The pruning thread: removes the segments below each LSN it is sent, off
+/// the journal writer's path (unlinking a large file can take tens of
+/// milliseconds). A failure is logged; the segments stay.
+fn journal_pruner(mut storage: FsStorage, floors: &Receiver<Lsn>) {
+    while let Ok(floor) = floors.recv() {
+        let start = Instant::now();
+        match crate::journal::prune_segments_below(&mut storage, floor) {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(
+                below = floor,
+                segments_removed = removed,
+                ms = start.elapsed().as_millis() as u64,
+                "journal pruned"
+            ),
+            Err(error) => tracing::warn!(%error, "journal pruning failed"),
+        }
     }
 }
 
@@ -346,17 +374,36 @@ impl Core {
         let (writes, writes_rx) = crossbeam_channel::unbounded();
         let journal = self.journal.take();
         let control_tx = self.control_tx.clone();
-        let prune = self.prune;
+        let (prune_tx, prune_rx) = crossbeam_channel::unbounded();
+        let pruner = match (&journal, self.prune) {
+            (Some(journal), true) => {
+                let storage = journal.storage().clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("sealbatch-prune".into())
+                        .spawn(move || journal_pruner(storage, &prune_rx))
+                        .map_err(CoreError::Thread)?,
+                )
+            }
+            _ => None,
+        };
+        let prune_tx = pruner.is_some().then_some(prune_tx);
         let writer = std::thread::Builder::new()
             .name("sealbatch-journal".into())
-            .spawn(move || journal.map(|j| journal_writer(j, &writes_rx, &control_tx, prune)))
+            .spawn(move || {
+                journal.map(|j| journal_writer(j, &writes_rx, &control_tx, prune_tx.as_ref()))
+            })
             .map_err(CoreError::Thread)?;
         self.writes = Some(writes);
         // Work left from recovery (a sealed batch to open, a genesis record).
         let result = self.serve(&requests, &control);
-        // Hang up on the writer; it returns once everything sent is written.
+        // Hang up on the writer; it returns once everything sent is written,
+        // and the pruner once the writer (its only sender) is gone.
         self.writes = None;
         let _ = writer.join();
+        if let Some(pruner) = pruner {
+            let _ = pruner.join();
+        }
         result
     }
 
