@@ -22,8 +22,8 @@
 //! - [`envelope`]: batch keys, sealing and opening bundles, commitments, receipts, seals.
 //! - [`market`]: assets, accounts, and what a market's tick and lot are worth.
 //! - [`ledger`]: balances, funding checks and settlement.
-//! - [`sequencer`]: the batch life cycle as a sans-IO state machine, recovery, `verify` and batch transcripts.
-//! - [`journal`]: the append-only, checksummed, fsynced log and its recovery.
+//! - [`sequencer`]: the batch life cycle as a sans-IO state machine, recovery (from a checkpoint or the whole journal), `verify` and batch transcripts.
+//! - [`journal`]: the append-only, checksummed, fsynced log, its recovery, and checkpoint files beside it.
 //! - [`wire`]: the client/server message codec, length-prefixed frames, pure over byte buffers.
 //! - [`net`]: QUIC endpoints (quinn, rustls), the server's certificate and clients' pinning.
 //! - [`node`]: the sequencer process: core thread, QUIC server, metrics, shutdown.

@@ -30,6 +30,14 @@
 //! [`JournalError::Corrupt`] naming the file and the byte offset, never
 //! skipped.
 //!
+//! # Checkpoints
+//!
+//! [`Journal::write_checkpoint`] stores an opaque snapshot of the state the
+//! records below an LSN built, framed and checksummed in its own file
+//! ([`checkpoint`]); recovery from it needs only the records from its
+//! `replay_from` on ([`RecordStream::skip_below`]), and segments wholly
+//! below every kept checkpoint may be removed ([`prune_segments_below`]).
+//!
 //! # Example
 //!
 //! ```
