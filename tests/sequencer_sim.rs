@@ -265,9 +265,15 @@ impl World {
             while let Some(event) = self.seq().poll_event() {
                 progress = true;
                 match event {
-                    Event::Receipt { token, receipt } => {
-                        let (e, commitment) = self.pending.remove(&token.0).expect("known token");
-                        assert_eq!((receipt.e, receipt.commitment), (e, commitment));
+                    Event::Receipt {
+                        token,
+                        e,
+                        commitment,
+                    } => {
+                        let submitted = self.pending.remove(&token.0).expect("known token");
+                        assert_eq!((e, commitment), submitted);
+                        // The shell signs the receipt the core released.
+                        let receipt = self.key().sign_receipt(e, &commitment);
                         receipt
                             .verify(&self.key().public_key())
                             .expect("receipt verifies");
@@ -942,4 +948,60 @@ fn checkpoints_that_do_not_fit_the_journal_are_refused() {
     for cut in 0..bytes.len() {
         assert!(Checkpoint::decode(&bytes[..cut]).is_err(), "cut at {cut}");
     }
+}
+
+/// A submission refused for room never leaves an empty batch behind (which
+/// would then be sealed with nothing in it).
+#[test]
+fn a_refused_submission_leaves_no_empty_batch() {
+    let world = World::new(5, CHECKPOINT_OFTEN);
+    let key = world.key();
+    let genesis = genesis(&key);
+    let custodian = EmbeddedCustodian::new(
+        MasterSecret::from_bytes(world.master),
+        key.public_key(),
+        genesis.schedule,
+    );
+    let mut sequencer = Sequencer::recover(
+        genesis,
+        Limits {
+            bytes_per_batch_max: 64,
+            ..Limits::default()
+        },
+        key,
+        Box::new(custodian),
+        Journaled {
+            checkpoint: None,
+            records: Vec::new(),
+            next_lsn: 1,
+        },
+        GENESIS_MS,
+    )
+    .expect("recovers");
+    sequencer.handle_timeout(GENESIS_MS).expect("timeout");
+    while sequencer.poll_journal().is_some() {}
+    let public = sequencer.batch_public_key(0).expect("key");
+    let orders = vec![OrderSpec {
+        market: MarketId(1),
+        side: Side::Buy,
+        limit: Some(100),
+        qty: 10,
+        client_order_id: 1,
+    }];
+    let envelope = seal_bundle(
+        &mut ChaCha20Rng::seed_from_u64(1),
+        &world.traders[0],
+        0,
+        &public,
+        1,
+        &orders,
+    )
+    .expect("seals");
+    let refused = sequencer.handle_submit(GENESIS_MS, SubmitToken(1), envelope.into_bytes());
+    assert!(matches!(refused, Err(SubmitError::BatchFull { .. })));
+    assert_eq!(sequencer.batches_pending(), 0);
+    sequencer
+        .handle_timeout(GENESIS_MS + 1_000)
+        .expect("closes");
+    assert!(sequencer.poll_journal().is_none(), "nothing to seal");
 }

@@ -328,6 +328,21 @@ impl ShapedEnvelope {
         })
     }
 
+    /// Runs [`check_shape`] for the batch the envelope's header names.
+    ///
+    /// # Errors
+    ///
+    /// As [`check_shape`] ([`Rejection::Truncated`] if there is no header).
+    pub fn for_header_batch(bytes: Vec<u8>) -> Result<ShapedEnvelope, Rejection> {
+        // The header's batch number: bytes 1..9, after the version.
+        let e = bytes
+            .get(1..9)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+            .ok_or(Rejection::Truncated { len: bytes.len() })?;
+        ShapedEnvelope::new(bytes, e)
+    }
+
     /// An envelope for batch `e` whose shape is not checked now (one read
     /// back from the journal, most of which will never be opened again):
     /// only its commitment is computed, and [`open_shaped_batch`] runs the
@@ -347,6 +362,19 @@ impl ShapedEnvelope {
     #[must_use]
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    /// The envelope bytes, taken back.
+    #[must_use]
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+
+    /// Whether it passed [`check_shape`] ([`ShapedEnvelope::new`]), rather
+    /// than being made [`ShapedEnvelope::unchecked`].
+    #[must_use]
+    pub fn is_shape_checked(&self) -> bool {
+        self.ephemeral.is_some()
     }
 
     /// The batch its header names.

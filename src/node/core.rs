@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender, select};
 use tokio::sync::mpsc;
 
-use crate::envelope::{Commitment, SequencerKey};
+use crate::envelope::{Commitment, Rejection, SequencerKey, ShapedEnvelope};
 use crate::journal::{FsStorage, Journal, Lsn};
 use crate::market::{AccountId, AssetId};
 use crate::sequencer::{
@@ -52,7 +52,7 @@ pub enum Control {
         /// Its connection.
         conn: ConnId,
         /// Where its messages go.
-        out: mpsc::Sender<ServerMessage>,
+        out: mpsc::Sender<Outbound>,
     },
     /// A session closed.
     Close {
@@ -75,10 +75,61 @@ pub enum Control {
 pub struct Request {
     /// The session it came on.
     pub session: SessionId,
-    /// The message.
-    pub message: ClientMessage,
+    /// The request.
+    pub body: RequestBody,
     /// When it was read.
     pub received: Instant,
+}
+
+/// What a [`Request`] asks.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// A client message, as decoded.
+    Message(ClientMessage),
+    /// A submission whose envelope the connection's task already
+    /// shape-checked ([`ShapedEnvelope::for_header_batch`]), so the core
+    /// thread does not decode its point again.
+    Submit {
+        /// The client's request id.
+        request_id: u64,
+        /// The envelope, or why its shape is refused.
+        envelope: Result<ShapedEnvelope, Rejection>,
+    },
+}
+
+/// What the core sends towards one session's stream.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A message, sent as is.
+    Message(ServerMessage),
+    /// A durable envelope's receipt, to be signed by the stream's task (off
+    /// the core thread) and sent as [`ServerMessage::Receipt`].
+    Receipt {
+        /// The submission's request id.
+        request_id: u64,
+        /// The envelope's batch.
+        e: BatchId,
+        /// Its commitment.
+        commitment: Commitment,
+    },
+}
+
+impl Outbound {
+    /// The message to send, signing a receipt with `key`.
+    #[must_use]
+    pub fn into_message(self, key: &SequencerKey) -> ServerMessage {
+        match self {
+            Outbound::Message(message) => message,
+            Outbound::Receipt {
+                request_id,
+                e,
+                commitment,
+            } => ServerMessage::Receipt {
+                request_id,
+                receipt: key.sign_receipt(e, &commitment).to_bytes(),
+            },
+        }
+    }
 }
 
 /// The connection side's handle to the core thread.
@@ -88,11 +139,14 @@ pub struct CoreHandle {
     pub requests: Sender<Request>,
     /// Control messages (unbounded).
     pub control: Sender<Control>,
+    /// The sequencer's key, with which each stream's task signs the receipts
+    /// the core releases ([`Outbound::Receipt`]).
+    pub key: Arc<SequencerKey>,
 }
 
 struct Session {
     conn: ConnId,
-    out: mpsc::Sender<ServerMessage>,
+    out: mpsc::Sender<Outbound>,
     subscribed: bool,
     /// Commitments this session submitted, per batch (kept for subscribers
     /// until the batch is published).
@@ -515,10 +569,14 @@ impl Core {
     }
 
     fn send(&mut self, session: SessionId, message: ServerMessage) {
+        self.send_outbound(session, Outbound::Message(message));
+    }
+
+    fn send_outbound(&mut self, session: SessionId, outbound: Outbound) {
         let Some(s) = self.sessions.get(&session) else {
             return;
         };
-        if s.out.try_send(message).is_err() {
+        if s.out.try_send(outbound).is_err() {
             // The client does not read fast enough (or is gone): drop the
             // session; its connection task closes the stream.
             tracing::warn!(session, "outbound queue full; closing the session");
@@ -546,75 +604,106 @@ impl Core {
         );
     }
 
+    /// A submission: shutdown and quota checks, then the sequencer.
+    fn submit(
+        &mut self,
+        session: SessionId,
+        request_id: u64,
+        envelope: Result<ShapedEnvelope, Rejection>,
+        received: Instant,
+        now: u64,
+    ) {
+        let open = self.sequencer.open_batch_at(now);
+        if self.shutting_down {
+            self.refuse(
+                session,
+                request_id,
+                ReasonCode::Busy,
+                open,
+                "the sequencer is shutting down".into(),
+            );
+            return;
+        }
+        let Some(conn) = self.sessions.get(&session).map(|s| s.conn) else {
+            return;
+        };
+        let envelope = match envelope {
+            Ok(envelope) => envelope,
+            Err(rejection) => {
+                let error = SubmitError::Malformed(rejection);
+                let (code, next_open) = submit_code(&error, open);
+                self.refuse(session, request_id, code, next_open, error.to_string());
+                return;
+            }
+        };
+        let e = envelope.batch();
+        let used = self.submitted.get(&(e, conn)).copied().unwrap_or(0);
+        if used >= self.quota {
+            self.refuse(
+                session,
+                request_id,
+                ReasonCode::ConnectionQuota,
+                open,
+                format!("this connection submitted {used} envelopes to batch {e}"),
+            );
+            return;
+        }
+        self.next_token += 1;
+        let token = self.next_token;
+        match self
+            .sequencer
+            .handle_submit_shaped(now, SubmitToken(token), envelope)
+        {
+            Ok(commitment) => {
+                *self.submitted.entry((e, conn)).or_insert(0) += 1;
+                self.pending.insert(
+                    token,
+                    Pending {
+                        session,
+                        request_id,
+                        received,
+                    },
+                );
+                if let Some(s) = self.sessions.get_mut(&session)
+                    && s.subscribed
+                {
+                    s.own.entry(e).or_default().push(commitment);
+                }
+            }
+            Err(error) => {
+                let (code, next_open) = submit_code(&error, open);
+                self.refuse(session, request_id, code, next_open, error.to_string());
+            }
+        }
+    }
+
     fn request(&mut self, request: Request) {
         let Request {
             session,
-            message,
+            body,
             received,
         } = request;
         let now = now_ms();
-        match message {
-            ClientMessage::Submit {
+        let message = match body {
+            RequestBody::Submit {
                 request_id,
                 envelope,
             } => {
-                let open = self.sequencer.open_batch_at(now);
-                if self.shutting_down {
-                    self.refuse(
-                        session,
-                        request_id,
-                        ReasonCode::Busy,
-                        open,
-                        "the sequencer is shutting down".into(),
-                    );
-                    return;
-                }
-                let Some(conn) = self.sessions.get(&session).map(|s| s.conn) else {
-                    return;
-                };
-                let e = envelope
-                    .get(1..9)
-                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                    .map_or(open, u64::from_le_bytes);
-                let used = self.submitted.get(&(e, conn)).copied().unwrap_or(0);
-                if used >= self.quota {
-                    self.refuse(
-                        session,
-                        request_id,
-                        ReasonCode::ConnectionQuota,
-                        open,
-                        format!("this connection submitted {used} envelopes to batch {e}"),
-                    );
-                    return;
-                }
-                self.next_token += 1;
-                let token = self.next_token;
-                match self
-                    .sequencer
-                    .handle_submit(now, SubmitToken(token), envelope)
-                {
-                    Ok(commitment) => {
-                        *self.submitted.entry((e, conn)).or_insert(0) += 1;
-                        self.pending.insert(
-                            token,
-                            Pending {
-                                session,
-                                request_id,
-                                received,
-                            },
-                        );
-                        if let Some(s) = self.sessions.get_mut(&session)
-                            && s.subscribed
-                        {
-                            s.own.entry(e).or_default().push(commitment);
-                        }
-                    }
-                    Err(error) => {
-                        let (code, next_open) = submit_code(&error, open);
-                        self.refuse(session, request_id, code, next_open, error.to_string());
-                    }
-                }
+                self.submit(session, request_id, envelope, received, now);
+                return;
             }
+            RequestBody::Message(ClientMessage::Submit {
+                request_id,
+                envelope,
+            }) => {
+                let envelope = ShapedEnvelope::for_header_batch(envelope);
+                self.submit(session, request_id, envelope, received, now);
+                return;
+            }
+            RequestBody::Message(message) => message,
+        };
+        match message {
+            ClientMessage::Submit { .. } => {}
             ClientMessage::GetSchedule { request_id } => match self.schedule(request_id, now) {
                 Ok(schedule) => self.send(session, ServerMessage::Schedule(schedule)),
                 Err(error) => self.send(
@@ -841,7 +930,11 @@ impl Core {
 
     fn deliver(&mut self, event: Event) {
         match event {
-            Event::Receipt { token, receipt } => {
+            Event::Receipt {
+                token,
+                e,
+                commitment,
+            } => {
                 let Some(p) = self.pending.remove(&token.0) else {
                     return;
                 };
@@ -851,11 +944,12 @@ impl Core {
                 self.metrics
                     .receipt_seconds
                     .observe_duration(p.received.elapsed());
-                self.send(
+                self.send_outbound(
                     p.session,
-                    ServerMessage::Receipt {
+                    Outbound::Receipt {
                         request_id: p.request_id,
-                        receipt: receipt.to_bytes(),
+                        e,
+                        commitment,
                     },
                 );
             }
@@ -983,7 +1077,7 @@ impl Core {
                 continue;
             }
             if let Some(message) = make(session)
-                && session.out.try_send(message).is_err()
+                && session.out.try_send(Outbound::Message(message)).is_err()
             {
                 slow.push(id);
             }

@@ -342,6 +342,7 @@ pub async fn run(
     let core_handle = CoreHandle {
         requests: request_tx,
         control: control_tx.clone(),
+        key: Arc::new(SequencerKey::from_seed(&key_seed)),
     };
     let pool = Arc::new(core::open_pool().map_err(|e| NodeError::Io {
         path: data.clone(),

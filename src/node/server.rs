@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, watch};
 use crate::wire::{self, ClientMessage, FrameDecoder, FrameError, ReasonCode, ServerMessage};
 
 use super::config::LimitsConfig;
-use super::core::{ConnId, Control, CoreHandle, Request, SessionId};
+use super::core::{ConnId, Control, CoreHandle, Outbound, Request, RequestBody, SessionId};
 use super::metrics::Metrics;
+use crate::envelope::{SequencerKey, ShapedEnvelope};
 
 /// Application error code: the peer broke the framing or the protocol.
 pub const CLOSE_PROTOCOL_ERROR: u32 = 1;
@@ -141,7 +142,7 @@ async fn connection_task(
         {
             return;
         }
-        tokio::spawn(writer(send, out_rx));
+        tokio::spawn(writer(send, out_rx, Arc::clone(&core.key)));
         tokio::spawn(reader(
             recv,
             session,
@@ -158,7 +159,7 @@ async fn reader(
     mut recv: quinn::RecvStream,
     session: SessionId,
     core: CoreHandle,
-    out: mpsc::Sender<ServerMessage>,
+    out: mpsc::Sender<Outbound>,
     connection: quinn::Connection,
 ) {
     let mut decoder: FrameDecoder<ClientMessage> = FrameDecoder::new();
@@ -172,21 +173,34 @@ async fn reader(
         loop {
             match decoder.next_message() {
                 Ok(Some(message)) => {
+                    let received = Instant::now();
                     let request_id = message.request_id();
+                    // The shape check (a point decoding) runs here, on the
+                    // connection's task, not on the core thread.
+                    let body = match message {
+                        ClientMessage::Submit {
+                            request_id,
+                            envelope,
+                        } => RequestBody::Submit {
+                            request_id,
+                            envelope: ShapedEnvelope::for_header_batch(envelope),
+                        },
+                        message => RequestBody::Message(message),
+                    };
                     let request = Request {
                         session,
-                        message,
-                        received: Instant::now(),
+                        body,
+                        received,
                     };
                     match core.requests.try_send(request) {
                         Ok(()) => {}
                         Err(TrySendError::Full(_)) => {
-                            let _ = out.try_send(ServerMessage::Rejected {
+                            let _ = out.try_send(Outbound::Message(ServerMessage::Rejected {
                                 request_id,
                                 code: ReasonCode::Busy,
                                 next_open: 0,
                                 message: "the sequencer's queue is full".into(),
-                            });
+                            }));
                         }
                         Err(TrySendError::Disconnected(_)) => return,
                     }
@@ -209,18 +223,23 @@ async fn reader(
     let _ = core.control.send(Control::Close { session });
 }
 
-/// Writes queued messages, as many as are waiting in one write.
-async fn writer(mut send: quinn::SendStream, mut out: mpsc::Receiver<ServerMessage>) {
+/// Writes queued messages, as many as are waiting in one write, signing
+/// the receipts among them.
+async fn writer(
+    mut send: quinn::SendStream,
+    mut out: mpsc::Receiver<Outbound>,
+    key: Arc<SequencerKey>,
+) {
     let mut buf = Vec::with_capacity(WRITE_BATCH_BYTES);
-    while let Some(message) = out.recv().await {
+    while let Some(outbound) = out.recv().await {
         buf.clear();
-        if wire::encode(&message, &mut buf).is_err() {
+        if wire::encode(&outbound.into_message(&key), &mut buf).is_err() {
             continue;
         }
         while buf.len() < WRITE_BATCH_BYTES {
             match out.try_recv() {
-                Ok(message) => {
-                    let _ = wire::encode(&message, &mut buf);
+                Ok(outbound) => {
+                    let _ = wire::encode(&outbound.into_message(&key), &mut buf);
                 }
                 Err(_) => break,
             }

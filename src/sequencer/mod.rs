@@ -26,7 +26,9 @@
 //!    with its public key `S_e`; envelopes for it are accepted from then on.
 //! 2. **Submit**: shape checks only, dedupe by commitment, bounds. The envelope
 //!    is journaled; its [`Event::Receipt`] follows once the journal says it is
-//!    durable.
+//!    durable, and the caller signs and sends the receipt
+//!    ([`SequencerKey::sign_receipt`]) — only then, and off the core's thread
+//!    if it likes (signing is the costliest step of a submission).
 //! 3. **Close** at `close_ms(e)`: the commitment set is fixed, the seal signed
 //!    and journaled. Nothing later joins `e`; a late envelope is refused with
 //!    the next open batch named.
@@ -83,7 +85,7 @@ use std::sync::Arc;
 
 use crate::envelope::{
     BatchPublicKey, Commitment, CustodianError, KeyCustodian, MerkleError, MerkleTree, OpenError,
-    OpenedBatch, Receipt, Rejection, ReleasedBatchKey, SequencerKey, ShapedEnvelope, SignedSeal,
+    OpenedBatch, Rejection, ReleasedBatchKey, SequencerKey, ShapedEnvelope, SignedSeal,
     open_shaped_batch,
 };
 use crate::journal::{Lsn, RecordKind};
@@ -124,12 +126,15 @@ pub enum Event {
         /// Unix milliseconds at which it closes.
         close_ms: u64,
     },
-    /// An envelope is durable: here is its receipt.
+    /// An envelope is durable: its receipt may be signed
+    /// ([`SequencerKey::sign_receipt`]) and sent now, not before.
     Receipt {
         /// The submission's token.
         token: SubmitToken,
-        /// The signed receipt.
-        receipt: Receipt,
+        /// The envelope's batch.
+        e: BatchId,
+        /// Its commitment.
+        commitment: Commitment,
     },
     /// A batch's seal is durable. The tree gives inclusion proofs.
     BatchSealed {
@@ -353,7 +358,7 @@ pub struct Sequencer {
     durable_lsn: Lsn,
     journal: VecDeque<JournalWrite>,
     events: VecDeque<Event>,
-    receipts: VecDeque<(Lsn, SubmitToken, Receipt)>,
+    receipts: VecDeque<(Lsn, SubmitToken, BatchId, Commitment)>,
     operations: VecDeque<(Lsn, OpToken)>,
     jobs: VecDeque<OpenJob>,
     /// Batches whose open job is out, in order; with their result once back.
@@ -764,17 +769,32 @@ impl Sequencer {
         token: SubmitToken,
         envelope: Vec<u8>,
     ) -> Result<Commitment, SubmitError> {
+        let shaped = ShapedEnvelope::for_header_batch(envelope).map_err(SubmitError::Malformed)?;
+        self.handle_submit_shaped(now_ms, token, shaped)
+    }
+
+    /// [`handle_submit`](Self::handle_submit) for an envelope whose shape the
+    /// caller already checked with [`ShapedEnvelope::new`] (on a connection's
+    /// thread, say); one made with [`ShapedEnvelope::unchecked`] is checked
+    /// here.
+    ///
+    /// # Errors
+    ///
+    /// As [`handle_submit`](Self::handle_submit).
+    pub fn handle_submit_shaped(
+        &mut self,
+        now_ms: u64,
+        token: SubmitToken,
+        shaped: ShapedEnvelope,
+    ) -> Result<Commitment, SubmitError> {
+        let e = shaped.batch();
+        let shaped = if shaped.is_shape_checked() {
+            shaped
+        } else {
+            ShapedEnvelope::new(shaped.into_bytes(), e).map_err(SubmitError::Malformed)?
+        };
         let now_ms = self.observe(now_ms);
         let open = self.open_batch_at(now_ms).max(self.closed_below);
-        // The header's batch number: bytes 1..9, after the version.
-        let e = envelope
-            .get(1..9)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_le_bytes)
-            .ok_or(SubmitError::Malformed(Rejection::Truncated {
-                len: envelope.len(),
-            }))?;
-        let shaped = ShapedEnvelope::new(envelope, e).map_err(SubmitError::Malformed)?;
         let commitment = shaped.commitment();
         if e < open
             || self
@@ -791,33 +811,40 @@ impl Sequencer {
         if self.receipts.len() >= self.limits.pending_receipts_max {
             return Err(SubmitError::Busy);
         }
-        let limits = self.limits;
-        let batch = self.batches.entry(e).or_insert_with(|| Batch::Collecting {
-            envelopes: BTreeMap::new(),
-            bytes: 0,
-        });
-        let Batch::Collecting { envelopes, bytes } = batch else {
-            return Err(SubmitError::BatchClosed { e, next_open: open });
-        };
-        if envelopes.contains_key(&commitment) {
-            return Err(SubmitError::Duplicate { e, commitment });
-        }
         let len = shaped.bytes().len();
-        if envelopes.len() >= limits.envelopes_per_batch_max
-            || *bytes + len > limits.bytes_per_batch_max
+        let (held, held_bytes) = match self.batches.get(&e) {
+            None => (0, 0),
+            Some(Batch::Collecting { envelopes, bytes }) => {
+                if envelopes.contains_key(&commitment) {
+                    return Err(SubmitError::Duplicate { e, commitment });
+                }
+                (envelopes.len(), *bytes)
+            }
+            Some(_) => return Err(SubmitError::BatchClosed { e, next_open: open }),
+        };
+        // Checked before the batch exists, so a refusal never leaves an empty
+        // batch behind.
+        if held >= self.limits.envelopes_per_batch_max
+            || held_bytes + len > self.limits.bytes_per_batch_max
         {
             return Err(SubmitError::BatchFull { e, next_open: open });
         }
-        *bytes += len;
         let record = SequencerRecord::Envelope {
             e,
             bytes: shaped.bytes().to_vec(),
         };
-        envelopes.insert(commitment, shaped);
+        if let Batch::Collecting { envelopes, bytes } =
+            self.batches.entry(e).or_insert_with(|| Batch::Collecting {
+                envelopes: BTreeMap::new(),
+                bytes: 0,
+            })
+        {
+            *bytes += len;
+            envelopes.insert(commitment, shaped);
+        }
         let lsn = self.push_journal(&record);
         self.first_lsn.entry(e).or_insert(lsn);
-        let receipt = self.key.sign_receipt(e, &commitment);
-        self.receipts.push_back((lsn, token, receipt));
+        self.receipts.push_back((lsn, token, e, commitment));
         Ok(commitment)
     }
 
@@ -955,12 +982,16 @@ impl Sequencer {
             return Ok(());
         }
         self.durable_lsn = lsn;
-        while let Some(&(at, token, receipt)) = self.receipts.front() {
+        while let Some(&(at, token, e, commitment)) = self.receipts.front() {
             if at > lsn {
                 break;
             }
             self.receipts.pop_front();
-            self.events.push_back(Event::Receipt { token, receipt });
+            self.events.push_back(Event::Receipt {
+                token,
+                e,
+                commitment,
+            });
         }
         while let Some(&(at, token)) = self.operations.front() {
             if at > lsn {
