@@ -139,6 +139,23 @@ impl World {
         SequencerKey::from_seed(&self.key_seed)
     }
 
+    /// A sequencer of this world recovered from `journaled` at `now`.
+    fn recover(
+        &self,
+        limits: Limits,
+        journaled: Journaled<Vec<(u64, RecordKind, Vec<u8>)>>,
+        now: u64,
+    ) -> Result<Sequencer, sealbatch::sequencer::SequencerError> {
+        let key = self.key();
+        let genesis = genesis(&key);
+        let custodian = EmbeddedCustodian::new(
+            MasterSecret::from_bytes(self.master),
+            key.public_key(),
+            genesis.schedule,
+        );
+        Sequencer::recover(genesis, limits, key, Box::new(custodian), journaled, now)
+    }
+
     fn boot(&mut self) {
         let (journal, recovery) = loop {
             match Journal::open(self.disk.clone(), SIM_JOURNAL) {
@@ -162,31 +179,19 @@ impl World {
             self.checkpoint_boots += 1;
         }
         let recover = |checkpoint: Option<Checkpoint>, records| {
-            let key = self.key();
-            let genesis = genesis(&key);
-            let custodian = EmbeddedCustodian::new(
-                MasterSecret::from_bytes(self.master),
-                key.public_key(),
-                genesis.schedule,
-            );
-            Sequencer::recover(
-                genesis,
-                // Small result parts: most results span several records, so
-                // crashes land between the parts of one result too.
-                Limits {
-                    result_part_bytes: 512,
-                    ..Limits::default()
-                },
-                key,
-                Box::new(custodian),
-                Journaled {
-                    checkpoint,
-                    records,
-                    next_lsn: journal.next_lsn(),
-                },
-                self.now,
-            )
-            .expect("sequencer recovers")
+            // Small result parts: most results span several records, so
+            // crashes land between the parts of one result too.
+            let limits = Limits {
+                result_part_bytes: 512,
+                ..Limits::default()
+            };
+            let journaled = Journaled {
+                checkpoint,
+                records,
+                next_lsn: journal.next_lsn(),
+            };
+            self.recover(limits, journaled, self.now)
+                .expect("sequencer recovers")
         };
         let sequencer = recover(checkpoint.clone(), records.clone());
         if let Some(checkpoint) = &checkpoint
@@ -874,28 +879,16 @@ fn checkpoints_that_do_not_fit_the_journal_are_refused() {
     let records = records(&world.disk);
     let next_lsn = records.last().map_or(1, |r| r.0 + 1);
 
-    let recover = |checkpoint: Checkpoint, records: Vec<(u64, RecordKind, Vec<u8>)>| {
-        let key = world.key();
-        let genesis = genesis(&key);
-        let custodian = EmbeddedCustodian::new(
-            MasterSecret::from_bytes(world.master),
-            key.public_key(),
-            genesis.schedule,
-        );
-        Sequencer::recover(
-            genesis,
-            Limits::default(),
-            key,
-            Box::new(custodian),
-            Journaled {
-                checkpoint: Some(checkpoint),
-                records,
-                next_lsn,
-            },
-            world.now,
-        )
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    let recover = |checkpoint: Checkpoint, records| {
+        let journaled = Journaled {
+            checkpoint: Some(checkpoint),
+            records,
+            next_lsn,
+        };
+        world
+            .recover(Limits::default(), journaled, world.now)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     };
     assert_eq!(recover(checkpoint.clone(), records.clone()), Ok(()));
     // The records it needs are gone.
@@ -955,29 +948,18 @@ fn checkpoints_that_do_not_fit_the_journal_are_refused() {
 #[test]
 fn a_refused_submission_leaves_no_empty_batch() {
     let world = World::new(5, CHECKPOINT_OFTEN);
-    let key = world.key();
-    let genesis = genesis(&key);
-    let custodian = EmbeddedCustodian::new(
-        MasterSecret::from_bytes(world.master),
-        key.public_key(),
-        genesis.schedule,
-    );
-    let mut sequencer = Sequencer::recover(
-        genesis,
-        Limits {
-            bytes_per_batch_max: 64,
-            ..Limits::default()
-        },
-        key,
-        Box::new(custodian),
-        Journaled {
-            checkpoint: None,
-            records: Vec::new(),
-            next_lsn: 1,
-        },
-        GENESIS_MS,
-    )
-    .expect("recovers");
+    let limits = Limits {
+        bytes_per_batch_max: 64,
+        ..Limits::default()
+    };
+    let journaled = Journaled {
+        checkpoint: None,
+        records: Vec::new(),
+        next_lsn: 1,
+    };
+    let mut sequencer = world
+        .recover(limits, journaled, GENESIS_MS)
+        .expect("recovers");
     sequencer.handle_timeout(GENESIS_MS).expect("timeout");
     while sequencer.poll_journal().is_some() {}
     let public = sequencer.batch_public_key(0).expect("key");

@@ -6,9 +6,13 @@
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::journal::Lsn;
 use crate::market::{AccountId, AssetId};
-use crate::types::{BatchId, MARKETS_MAX, MarketId, Tick};
+use crate::types::{BatchId, MarketId, Tick};
 
 use super::config::Genesis;
+use super::record::{
+    decode_balances, decode_genesis_blob, decode_references, encode_balances, encode_genesis_blob,
+    encode_references,
+};
 
 /// First bytes of a checkpoint payload.
 pub const CHECKPOINT_TAG: [u8; 8] = *b"SBSTATE1";
@@ -45,9 +49,7 @@ impl Checkpoint {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + 44 * self.balances.len());
         out.extend_from_slice(&CHECKPOINT_TAG);
-        let mut genesis = Vec::new();
-        self.genesis.encode_into(&mut genesis);
-        out.put_blob(&genesis);
+        encode_genesis_blob(&self.genesis, &mut out);
         out.put_u64(self.lsn);
         out.put_u64(self.replay_from);
         out.put_u64(self.closed_below);
@@ -56,17 +58,8 @@ impl Checkpoint {
         for e in &self.unfinished {
             out.put_u64(*e);
         }
-        out.put_u32(self.references.len() as u32);
-        for (market, price) in &self.references {
-            out.put_u32(market.0);
-            out.put_u64(*price);
-        }
-        out.put_u32(self.balances.len() as u32);
-        for (account, asset, amount) in &self.balances {
-            out.extend_from_slice(&account.0);
-            out.put_u32(asset.0);
-            out.put_u64(*amount);
-        }
+        encode_references(&self.references, &mut out);
+        encode_balances(&self.balances, &mut out);
         out
     }
 
@@ -83,12 +76,7 @@ impl Checkpoint {
         if r.array::<8>("tag")? != CHECKPOINT_TAG {
             return Err(r.invalid("tag", offset));
         }
-        let offset = r.offset();
-        let genesis_bytes = r.blob("genesis", usize::MAX)?;
-        let mut g = Reader::new(genesis_bytes);
-        let genesis = Genesis::decode(&mut g)
-            .and_then(|genesis| g.finish().map(|()| genesis))
-            .map_err(|_| r.invalid("genesis", offset))?;
+        let genesis = decode_genesis_blob(&mut r)?;
         let lsn = r.u64("lsn")?;
         let offset = r.offset();
         let replay_from = r.u64("replay from")?;
@@ -105,24 +93,12 @@ impl Checkpoint {
             return Err(r.invalid("unfinished batches", offset));
         }
         let offset = r.offset();
-        let count = r.count("reference count", MARKETS_MAX)?;
-        let references = (0..count)
-            .map(|_| Ok((MarketId(r.u32("market")?), r.u64("reference price")?)))
-            .collect::<Result<Vec<_>, DecodeError>>()?;
+        let references = decode_references(&mut r)?;
         if !references.is_sorted_by(|a, b| a.0 < b.0) {
             return Err(r.invalid("references", offset));
         }
         let offset = r.offset();
-        let count = r.count("balance count", CHECKPOINT_BALANCES_MAX)?;
-        let balances = (0..count)
-            .map(|_| {
-                Ok((
-                    AccountId(r.array("account")?),
-                    AssetId(r.u32("asset")?),
-                    r.u64("amount")?,
-                ))
-            })
-            .collect::<Result<Vec<_>, DecodeError>>()?;
+        let balances = decode_balances(&mut r, CHECKPOINT_BALANCES_MAX)?;
         if !balances.is_sorted_by(|a, b| (a.0, a.1) < (b.0, b.1))
             || balances.iter().any(|b| b.2 == 0)
         {

@@ -6,7 +6,7 @@ use crate::codec::{DecodeError, Reader, Writer};
 use crate::envelope::{ENVELOPE_LEN_MAX, SEAL_LEN, SequencerPublicKey, SignedSeal};
 use crate::journal::RecordKind;
 use crate::market::{AccountId, AssetId, MarketConfig};
-use crate::types::{BatchId, MARKETS_MAX, MarketId};
+use crate::types::{BatchId, MARKETS_MAX, MarketId, Tick};
 
 use super::batch::BatchOutcome;
 use super::config::Genesis;
@@ -369,4 +369,70 @@ pub(crate) fn decode_sequencer_key(r: &mut Reader<'_>) -> Result<SequencerPublic
     let offset = r.offset();
     let bytes: [u8; 32] = r.array("sequencer key")?;
     SequencerPublicKey::from_bytes(&bytes).map_err(|_| r.invalid("sequencer key", offset))
+}
+
+/// Encodes a genesis as a length-prefixed blob (the `Config` record payload),
+/// as transcripts and checkpoints carry it.
+pub(crate) fn encode_genesis_blob(genesis: &Genesis, out: &mut Vec<u8>) {
+    let mut bytes = Vec::new();
+    genesis.encode_into(&mut bytes);
+    out.put_blob(&bytes);
+}
+
+/// Decodes [`encode_genesis_blob`]: the blob must hold exactly one genesis.
+pub(crate) fn decode_genesis_blob(r: &mut Reader<'_>) -> Result<Genesis, DecodeError> {
+    let offset = r.offset();
+    let bytes = r.blob("genesis", usize::MAX)?;
+    let mut g = Reader::new(bytes);
+    Genesis::decode(&mut g)
+        .and_then(|genesis| g.finish().map(|()| genesis))
+        .map_err(|_| r.invalid("genesis", offset))
+}
+
+/// Encodes reference prices: `u32` count, then (market u32 ‖ price u64).
+pub(crate) fn encode_references(references: &[(MarketId, Tick)], out: &mut Vec<u8>) {
+    // At most MARKETS_MAX entries.
+    out.put_u32(references.len() as u32);
+    for (market, price) in references {
+        out.put_u32(market.0);
+        out.put_u64(*price);
+    }
+}
+
+/// Decodes [`encode_references`] (order is the caller's to check).
+pub(crate) fn decode_references(r: &mut Reader<'_>) -> Result<Vec<(MarketId, Tick)>, DecodeError> {
+    let count = r.count("reference count", MARKETS_MAX)?;
+    (0..count)
+        .map(|_| Ok((MarketId(r.u32("market")?), r.u64("reference price")?)))
+        .collect()
+}
+
+/// Encodes balances: `u32` count, then (account (32) ‖ asset u32 ‖ amount
+/// u64).
+pub(crate) fn encode_balances(balances: &[(AccountId, AssetId, u64)], out: &mut Vec<u8>) {
+    // At most the decoders' maxima, far below u32::MAX.
+    out.put_u32(balances.len() as u32);
+    for (account, asset, amount) in balances {
+        out.extend_from_slice(&account.0);
+        out.put_u32(asset.0);
+        out.put_u64(*amount);
+    }
+}
+
+/// Decodes [`encode_balances`], at most `max` of them (order is the
+/// caller's to check).
+pub(crate) fn decode_balances(
+    r: &mut Reader<'_>,
+    max: usize,
+) -> Result<Vec<(AccountId, AssetId, u64)>, DecodeError> {
+    let count = r.count("balance count", max)?;
+    (0..count)
+        .map(|_| {
+            Ok((
+                AccountId(r.array("account")?),
+                AssetId(r.u32("asset")?),
+                r.u64("amount")?,
+            ))
+        })
+        .collect()
 }

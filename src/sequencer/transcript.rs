@@ -22,10 +22,14 @@ use crate::envelope::{
 };
 use crate::ledger::Ledger;
 use crate::market::{AccountId, AssetId};
-use crate::types::{BatchId, MARKETS_MAX, MarketId, Tick};
+use crate::types::{BatchId, MarketId, Tick};
 
 use super::batch::{BatchOutcome, apply_outcome};
 use super::config::Genesis;
+use super::record::{
+    decode_balances, decode_genesis_blob, decode_references, encode_balances, encode_genesis_blob,
+    encode_references,
+};
 use super::verify::{check_seal, compare, rederive};
 
 /// Layout tag at the start of a transcript file.
@@ -81,21 +85,10 @@ impl Transcript {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
         out.extend_from_slice(&TRANSCRIPT_TAG);
-        let mut genesis = Vec::new();
-        self.genesis.encode_into(&mut genesis);
-        out.put_blob(&genesis);
-        // Counts are bounded by the decoder's maxima, all below u32::MAX.
-        out.put_u32(self.references.len() as u32);
-        for (market, price) in &self.references {
-            out.put_u32(market.0);
-            out.put_u64(*price);
-        }
-        out.put_u32(self.balances.len() as u32);
-        for (account, asset, amount) in &self.balances {
-            out.extend_from_slice(&account.0);
-            out.put_u32(asset.0);
-            out.put_u64(*amount);
-        }
+        encode_genesis_blob(&self.genesis, &mut out);
+        encode_references(&self.references, &mut out);
+        encode_balances(&self.balances, &mut out);
+        // At most ENVELOPES_PER_BATCH_MAX, far below u32::MAX.
         out.put_u32(self.envelopes.len() as u32);
         for envelope in &self.envelopes {
             out.put_blob(envelope);
@@ -116,26 +109,9 @@ impl Transcript {
         if r.array::<8>("tag")? != TRANSCRIPT_TAG {
             return Err(r.invalid("tag", offset));
         }
-        let offset = r.offset();
-        let genesis_bytes = r.blob("genesis", usize::MAX)?;
-        let mut g = Reader::new(genesis_bytes);
-        let genesis = Genesis::decode(&mut g)
-            .and_then(|genesis| g.finish().map(|()| genesis))
-            .map_err(|_| r.invalid("genesis", offset))?;
-        let count = r.count("reference count", MARKETS_MAX)?;
-        let references = (0..count)
-            .map(|_| Ok((MarketId(r.u32("market")?), r.u64("reference price")?)))
-            .collect::<Result<Vec<_>, DecodeError>>()?;
-        let count = r.count("balance count", BALANCES_MAX)?;
-        let balances = (0..count)
-            .map(|_| {
-                Ok((
-                    AccountId(r.array("account")?),
-                    AssetId(r.u32("asset")?),
-                    r.u64("amount")?,
-                ))
-            })
-            .collect::<Result<Vec<_>, DecodeError>>()?;
+        let genesis = decode_genesis_blob(&mut r)?;
+        let references = decode_references(&mut r)?;
+        let balances = decode_balances(&mut r, BALANCES_MAX)?;
         let count = r.count("envelope count", ENVELOPES_PER_BATCH_MAX)?;
         let envelopes = (0..count)
             .map(|_| Ok(r.blob("envelope", ENVELOPE_LEN_MAX)?.to_vec()))
