@@ -741,3 +741,47 @@ fn a_crash_anywhere_in_checkpointing_leaves_contiguous_segments_and_a_usable_che
         assert_eq!(recovery.records.last().map(|r| r.lsn), Some(300));
     }
 }
+
+#[test]
+fn a_torn_checkpoint_is_replaced_by_the_next_write_of_its_lsn_and_never_bounds_pruning() {
+    let mut torn = 0;
+    for (seed, crash_op) in (0..40u64).flat_map(|seed| (0..6).map(move |op| (seed, op))) {
+        let disk = SimStorage::new(100 + seed);
+        let mut journal = journal_with(&disk, 300);
+        // The first checkpoint ever is cut short by a crash...
+        disk.crash_at_op(disk.ops() + crash_op);
+        let first = journal.write_checkpoint(290, 280, b"state", true);
+        drop(journal);
+        disk.crash();
+        // ...and after the restart, with nothing journaled since, the same
+        // checkpoint is written again.
+        let (mut journal, recovery) =
+            Journal::open(disk.clone(), small_segments()).expect("reopens");
+        let last = recovery.records.last().map_or(0, |r| r.lsn);
+        if last < 300 {
+            // The crash took records the first attempt had not synced yet.
+            continue;
+        }
+        torn += read_checkpoints(&mut disk.clone())
+            .expect("reads")
+            .iter()
+            .filter(|f| f.checkpoint.is_err())
+            .count();
+        journal
+            .write_checkpoint(290, 280, b"state", true)
+            .unwrap_or_else(|e| panic!("seed {seed}, crash at op {crash_op} ({first:?}): {e}"));
+        let usable: Vec<_> = read_checkpoints(&mut disk.clone())
+            .expect("reads")
+            .into_iter()
+            .filter_map(|f| f.checkpoint.ok())
+            .collect();
+        assert_eq!(usable.len(), 1, "seed {seed}, crash at op {crash_op}");
+        assert_eq!(usable[0].payload, b"state");
+        let (_, recovery) = Journal::open(disk.clone(), small_segments()).expect("reopens");
+        assert!(
+            recovery.records[0].lsn <= usable[0].replay_from,
+            "seed {seed}, crash at op {crash_op}: records the checkpoint needs were pruned"
+        );
+    }
+    assert!(torn > 0, "no crash left a torn checkpoint behind");
+}

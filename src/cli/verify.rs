@@ -54,8 +54,11 @@ pub struct ExportArgs {
     pub out: PathBuf,
 }
 
-/// Copies the segment files of `from` into a fresh temporary directory, so
-/// that reading never cuts the tail of a journal a live sequencer writes.
+/// Copies the files of journal directory `from` (segments and checkpoints)
+/// into a fresh temporary directory, so that reading never cuts the tail of
+/// a journal a live sequencer writes. Checkpoints are copied first: a live
+/// sequencer writes one only after the records it covers are durable, so the
+/// segments copied after it hold them all.
 fn snapshot(from: &Path) -> std::io::Result<PathBuf> {
     let to = std::env::temp_dir().join(format!(
         "sealbatch-verify-{}-{}",
@@ -63,11 +66,17 @@ fn snapshot(from: &Path) -> std::io::Result<PathBuf> {
         crate::node::core::now_ms()
     ));
     std::fs::create_dir_all(&to)?;
+    let mut files = Vec::new();
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         if entry.file_type()?.is_file() {
-            std::fs::copy(entry.path(), to.join(entry.file_name()))?;
+            files.push(entry.file_name());
         }
+    }
+    let checkpoint_suffix = crate::journal::checkpoint::CHECKPOINT_FILE_SUFFIX;
+    files.sort_by_key(|name| !name.to_string_lossy().ends_with(checkpoint_suffix));
+    for name in files {
+        std::fs::copy(from.join(&name), to.join(&name))?;
     }
     Ok(to)
 }

@@ -131,7 +131,7 @@ pub fn decode_checkpoint_file(
     let body_len = CHECKPOINT_HEADER_LEN
         .checked_add(payload_len)
         .ok_or(truncated.clone())?;
-    if len != body_len + CHECKPOINT_TRAILER_LEN {
+    if body_len.checked_add(CHECKPOINT_TRAILER_LEN) != Some(len) {
         return Err(truncated);
     }
     let crc = bytes
@@ -204,15 +204,17 @@ fn list_checkpoints<S: Storage>(storage: &mut S) -> Result<Vec<(Lsn, String)>, J
 /// What [`Journal::write_checkpoint`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CheckpointWritten {
-    /// The file written (`None`: one for this LSN existed already).
+    /// The file written (`None`: a usable one for this LSN existed already).
     pub name: Option<String>,
     /// Its size in bytes.
     pub bytes: u64,
     /// Older or unusable checkpoint files removed.
     pub checkpoints_removed: usize,
-    /// The smallest `replay_from` of the kept checkpoints: segments wholly
-    /// below it hold no record any kept checkpoint needs.
-    pub prunable_below: Lsn,
+    /// The smallest `replay_from` of the kept checkpoints, as read back from
+    /// disk: segments wholly below it hold no record any kept checkpoint
+    /// needs. `None` when no checkpoint reads back usable: then nothing may
+    /// be pruned.
+    pub prunable_below: Option<Lsn>,
     /// Segment files removed because every kept checkpoint starts after them.
     pub segments_removed: usize,
 }
@@ -220,11 +222,13 @@ pub struct CheckpointWritten {
 impl<S: Storage> Journal<S> {
     /// Writes a checkpoint whose state covers the records below `lsn` and
     /// whose recovery reads from `replay_from`, once every record below
-    /// `lsn` is durable (this syncs first). Then keeps the
-    /// [`CHECKPOINTS_KEPT`] newest valid checkpoints, removes other
-    /// checkpoint files, and with `prune` removes, oldest first, every
+    /// `lsn` is durable (this syncs first); a usable file for `lsn` already
+    /// there is kept, an unusable one replaced. Then keeps the
+    /// [`CHECKPOINTS_KEPT`] newest usable checkpoints as read back, removes
+    /// other checkpoint files, and with `prune` removes, oldest first, every
     /// segment whose records all lie below the `replay_from` of each kept
-    /// checkpoint (never the segment being written).
+    /// checkpoint (never the last segment); nothing if none reads back
+    /// usable.
     ///
     /// A failure here leaves the journal usable: a torn checkpoint file is
     /// recognised and ignored by recovery, and a segment not yet removed is
@@ -255,28 +259,42 @@ impl<S: Storage> Journal<S> {
             path: path.clone(),
             source,
         };
-        match self.storage.create(&name) {
-            Ok(mut file) => {
-                let bytes = encode_checkpoint_file(lsn, replay_from, payload);
-                file.append(&bytes).map_err(io)?;
-                file.sync_data().map_err(io)?;
-                self.storage.sync_dir().map_err(io)?;
-                written.name = Some(name);
-                written.bytes = bytes.len() as u64;
-            }
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        // A file of this name from an earlier attempt (the same LSN: nothing
+        // journaled since) is kept if it reads back usable, and replaced if
+        // not (a write that failed or was torn).
+        let existing = match self.storage.open(&name) {
+            Ok(mut file) => Some(file.read_all().map_err(io)?),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
             Err(error) => return Err(io(error)),
+        };
+        let usable = existing
+            .as_ref()
+            .is_some_and(|bytes| decode_checkpoint_file(bytes, lsn).is_ok());
+        if !usable {
+            if existing.is_some() {
+                self.storage.remove(&name).map_err(io)?;
+                self.storage.sync_dir().map_err(io)?;
+            }
+            let mut file = self.storage.create(&name).map_err(io)?;
+            let bytes = encode_checkpoint_file(lsn, replay_from, payload);
+            file.append(&bytes).map_err(io)?;
+            file.sync_data().map_err(io)?;
+            self.storage.sync_dir().map_err(io)?;
+            written.name = Some(name);
+            written.bytes = bytes.len() as u64;
         }
 
-        // Keep the newest valid checkpoints; their oldest replay_from bounds
-        // what may be pruned.
+        // Keep the newest usable checkpoints, as read back; their oldest
+        // replay_from bounds what may be pruned.
         let mut kept = 0;
-        let mut floor = lsn.min(replay_from);
+        let mut floor: Option<Lsn> = None;
         for found in read_checkpoints(&mut self.storage)? {
             match &found.checkpoint {
                 Ok(checkpoint) if kept < CHECKPOINTS_KEPT => {
                     kept += 1;
-                    floor = floor.min(checkpoint.replay_from);
+                    floor = Some(
+                        floor.map_or(checkpoint.replay_from, |f| f.min(checkpoint.replay_from)),
+                    );
                 }
                 _ => {
                     let path = self.storage.path_of(&found.name);
@@ -294,7 +312,7 @@ impl<S: Storage> Journal<S> {
                 .map_err(|source| JournalError::Io { path, source })?;
         }
         written.prunable_below = floor;
-        if prune {
+        if prune && let Some(floor) = floor {
             written.segments_removed = prune_segments_below(&mut self.storage, floor)?;
         }
         Ok(written)

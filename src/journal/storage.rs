@@ -129,9 +129,13 @@ impl Storage for FsStorage {
         let mut names = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let entry = entry?;
-            if entry.file_type()?.is_file()
-                && let Ok(name) = entry.file_name().into_string()
-            {
+            let is_file = match entry.file_type() {
+                Ok(kind) => kind.is_file(),
+                // Removed since it was listed (the pruning thread): gone.
+                Err(error) if error.kind() == io::ErrorKind::NotFound => false,
+                Err(error) => return Err(error),
+            };
+            if is_file && let Ok(name) = entry.file_name().into_string() {
                 names.push(name);
             }
         }

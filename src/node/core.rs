@@ -255,7 +255,7 @@ fn write_checkpoint(journal: &mut Journal<FsStorage>, checkpoint: &Checkpoint) -
                 ms = start.elapsed().as_millis() as u64,
                 "checkpoint written"
             );
-            Some(written.prunable_below)
+            written.prunable_below
         }
         Err(error) => {
             tracing::warn!(%error, lsn = checkpoint.lsn, "checkpoint not written");

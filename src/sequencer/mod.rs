@@ -46,8 +46,10 @@
 //! # Checking it
 //!
 //! [`verify_journal`] re-derives every batch of a journal from genesis;
-//! [`export_transcripts`] and [`verify_transcript`] do the same for one
-//! batch carried in a self-contained [`Transcript`].
+//! [`verify_journal_with`] also compares the journal's [`Checkpoint`]s with
+//! the re-derived state and verifies a pruned journal from its oldest
+//! usable checkpoint; [`export_transcripts`] and [`verify_transcript`] do
+//! the same for one batch carried in a self-contained [`Transcript`].
 
 mod batch;
 mod checkpoint;
