@@ -120,7 +120,8 @@ pub struct Metrics {
     pub decrypt_seconds: Histogram,
     /// Funding, clearing and settlement of a batch.
     pub clearing_seconds: Histogram,
-    /// Submit received to receipt sent.
+    /// Submit received to its receipt released (durable, handed to the
+    /// stream's task, which signs and sends it).
     pub receipt_seconds: Histogram,
 }
 
@@ -253,7 +254,7 @@ impl Metrics {
         );
         self.receipt_seconds.render(
             "sealbatch_receipt_seconds",
-            "From a submission received to its receipt sent.",
+            "From a submission received to its receipt released for signing and sending (after the fsync).",
             &mut out,
         );
         out
