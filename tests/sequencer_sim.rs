@@ -16,13 +16,17 @@ use rand_core::{RngCore, SeedableRng};
 use sealbatch::envelope::{
     BatchSchedule, Commitment, EmbeddedCustodian, MasterSecret, SequencerKey, seal_bundle,
 };
-use sealbatch::journal::{Journal, JournalConfig, RecordKind, SimStorage, read_checkpoints};
+use sealbatch::journal::{
+    CheckpointProblem, FoundCheckpoint, Journal, JournalConfig, RecordKind, SimStorage,
+    StoredCheckpoint, read_checkpoints,
+};
 use sealbatch::market::{AccountId, AssetId, MarketConfig};
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{
     BatchOutcome, Checkpoint, EnvelopeStatus, Event, Genesis, Journaled, Limits, OpToken,
     ResultAssembler, Sequencer, SequencerRecord, SubmitError, SubmitToken, Transcript,
-    TranscriptError, export_transcripts, verify_journal, verify_journal_with, verify_transcript,
+    TranscriptError, UnusableCheckpoint, export_transcripts, verify_journal, verify_journal_with,
+    verify_transcript,
 };
 use sealbatch::types::{BatchId, MarketId, Side};
 
@@ -101,7 +105,7 @@ fn newest_checkpoint(disk: &SimStorage) -> Option<Checkpoint> {
     read_checkpoints(&mut disk.clone())
         .expect("checkpoints read")
         .into_iter()
-        .find_map(|found| Checkpoint::decode(&found.checkpoint.ok()?.payload).ok())
+        .find_map(|found| Checkpoint::try_from(found).ok())
 }
 
 impl World {
@@ -531,7 +535,7 @@ fn run_with(seed: u64, steps: usize, crashes: Crashes, checkpointing: Checkpoint
     let checkpoints: Vec<Checkpoint> = read_checkpoints(&mut world.disk.clone())
         .expect("checkpoints read")
         .into_iter()
-        .filter_map(|found| Checkpoint::decode(&found.checkpoint.ok()?.payload).ok())
+        .filter_map(|found| Checkpoint::try_from(found).ok())
         .collect();
     let report =
         verify_journal_with(records.iter().cloned(), &checkpoints).expect("verify reads it");
@@ -926,6 +930,38 @@ fn checkpoints_that_do_not_fit_the_journal_are_refused() {
     finished.replay_from = finished.lsn;
     let report = verify_journal_with(records.iter().cloned(), &[finished]).expect("verifies");
     assert!(!report.all_ok(), "a forgotten unfinished batch passed");
+
+    // Read back from a directory: a sound file whose state disagrees with
+    // it, or is no state, or a damaged file, is unusable, each for its reason.
+    let found = |lsn, replay_from, payload: Vec<u8>| FoundCheckpoint {
+        name: "checkpoint".into(),
+        checkpoint: Ok(StoredCheckpoint {
+            lsn,
+            replay_from,
+            payload,
+        }),
+    };
+    let (lsn, from) = (checkpoint.lsn, checkpoint.replay_from);
+    assert_eq!(
+        Checkpoint::try_from(found(lsn, from, checkpoint.encode())).as_ref(),
+        Ok(&checkpoint)
+    );
+    assert!(matches!(
+        Checkpoint::try_from(found(lsn + 1, from, checkpoint.encode())),
+        Err(UnusableCheckpoint::LsnMismatch { .. })
+    ));
+    assert!(matches!(
+        Checkpoint::try_from(found(lsn, from, b"not a state".to_vec())),
+        Err(UnusableCheckpoint::State(_))
+    ));
+    let damaged = FoundCheckpoint {
+        name: "checkpoint".into(),
+        checkpoint: Err(CheckpointProblem::Checksum),
+    };
+    assert!(matches!(
+        Checkpoint::try_from(damaged),
+        Err(UnusableCheckpoint::File(CheckpointProblem::Checksum))
+    ));
 
     // Disorder in the encoding is refused.
     let mut unsorted = checkpoint.clone();

@@ -89,22 +89,9 @@ fn checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, String> {
     Ok(found
         .into_iter()
         .filter_map(|found| {
-            let decoded = found
-                .checkpoint
-                .map_err(|problem| problem.to_string())
-                .and_then(|stored| {
-                    Checkpoint::decode(&stored.payload)
-                        .map_err(|e| e.to_string())
-                        .and_then(|c| {
-                            if (c.lsn, c.replay_from) == (stored.lsn, stored.replay_from) {
-                                Ok(c)
-                            } else {
-                                Err("its state and its file disagree on the LSNs".into())
-                            }
-                        })
-                });
-            decoded
-                .map_err(|problem| eprintln!("checkpoint {}: unusable: {problem}", found.name))
+            let name = found.name.clone();
+            Checkpoint::try_from(found)
+                .map_err(|problem| eprintln!("checkpoint {name}: unusable: {problem}"))
                 .ok()
         })
         .collect())

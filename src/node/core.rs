@@ -164,8 +164,8 @@ struct Pending {
 enum WriterJob {
     /// Append a record.
     Append(JournalWrite),
-    /// Once everything before is durable, write this checkpoint (and prune
-    /// if configured).
+    /// Once everything before is durable, write this checkpoint (and hand
+    /// its pruning bound to the pruning thread, if there is one).
     Checkpoint(Box<Checkpoint>),
 }
 

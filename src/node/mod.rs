@@ -180,22 +180,11 @@ pub struct NodeInfo {
 /// [`JournalError::Io`] reading the directory or a file.
 fn latest_checkpoint(storage: &mut FsStorage) -> Result<Option<Checkpoint>, JournalError> {
     for found in read_checkpoints(storage)? {
-        let decoded = found
-            .checkpoint
-            .map_err(|problem| problem.to_string())
-            .and_then(|stored| {
-                let checkpoint =
-                    Checkpoint::decode(&stored.payload).map_err(|error| error.to_string())?;
-                if (checkpoint.lsn, checkpoint.replay_from) == (stored.lsn, stored.replay_from) {
-                    Ok(checkpoint)
-                } else {
-                    Err("its state and its file disagree on the LSNs".to_string())
-                }
-            });
-        match decoded {
+        let name = found.name.clone();
+        match Checkpoint::try_from(found) {
             Ok(checkpoint) => return Ok(Some(checkpoint)),
             Err(problem) => {
-                tracing::warn!(file = %found.name, %problem, "checkpoint unusable, skipped");
+                tracing::warn!(file = %name, %problem, "checkpoint unusable, skipped");
             }
         }
     }

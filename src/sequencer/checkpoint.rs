@@ -4,7 +4,7 @@
 //! checkpoint file (`crate::journal::checkpoint`).
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::journal::Lsn;
+use crate::journal::{CheckpointProblem, FoundCheckpoint, Lsn};
 use crate::market::{AccountId, AssetId};
 use crate::types::{BatchId, MarketId, Tick};
 
@@ -22,6 +22,52 @@ pub const CHECKPOINT_BALANCES_MAX: usize = 1 << 28;
 
 /// Most unfinished batches a checkpoint may list.
 pub const CHECKPOINT_UNFINISHED_MAX: usize = 1 << 20;
+
+/// Why a checkpoint file found in the journal directory cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnusableCheckpoint {
+    /// The file itself is damaged (length, magic, checksum, name).
+    #[error("file: {0}")]
+    File(#[from] CheckpointProblem),
+    /// The file is sound but its payload is not a sequencer state.
+    #[error("state: {0}")]
+    State(#[from] DecodeError),
+    /// The state's LSNs are not the file's.
+    #[error(
+        "the state says LSN {state_lsn} (replay from {state_replay_from}), the file {file_lsn} ({file_replay_from})"
+    )]
+    LsnMismatch {
+        /// The state's `lsn`.
+        state_lsn: Lsn,
+        /// The state's `replay_from`.
+        state_replay_from: Lsn,
+        /// The file header's `lsn`.
+        file_lsn: Lsn,
+        /// The file header's `replay_from`.
+        file_replay_from: Lsn,
+    },
+}
+
+impl TryFrom<FoundCheckpoint> for Checkpoint {
+    type Error = UnusableCheckpoint;
+
+    /// The sequencer state of a checkpoint file read back from the journal
+    /// directory, if the file is sound, decodes, and agrees with its state
+    /// on the LSNs.
+    fn try_from(found: FoundCheckpoint) -> Result<Checkpoint, UnusableCheckpoint> {
+        let stored = found.checkpoint?;
+        let checkpoint = Checkpoint::decode(&stored.payload)?;
+        if (checkpoint.lsn, checkpoint.replay_from) != (stored.lsn, stored.replay_from) {
+            return Err(UnusableCheckpoint::LsnMismatch {
+                state_lsn: checkpoint.lsn,
+                state_replay_from: checkpoint.replay_from,
+                file_lsn: stored.lsn,
+                file_replay_from: stored.replay_from,
+            });
+        }
+        Ok(checkpoint)
+    }
+}
 
 /// The state after every journal record below [`Checkpoint::lsn`].
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -64,6 +64,7 @@ pub use batch::{
 };
 pub use checkpoint::{
     CHECKPOINT_BALANCES_MAX, CHECKPOINT_TAG, CHECKPOINT_UNFINISHED_MAX, Checkpoint,
+    UnusableCheckpoint,
 };
 pub use config::{
     ANNOUNCE_AHEAD_DEFAULT, ANNOUNCE_AHEAD_MAX, BYTES_PER_BATCH_DEFAULT, ConfigError,
