@@ -31,8 +31,20 @@
 //! - seller: `+(n − f)` quote, `−q × lot_size` base;
 //! - the fee account: `+f` quote from each of the two.
 //!
-//! Every asset's total is conserved; [`Ledger::settle`] asserts it (in release
+//! Every asset's total is conserved; [`Ledger::settle`] checks it (in release
 //! builds too) and applies a batch all at once or not at all.
+//!
+//! # Bounds
+//!
+//! Every money operation is checked; nothing wraps. The sum of all balances
+//! of one asset never exceeds [`ASSET_SUPPLY_MAX`] (`u64::MAX`): a deposit
+//! that would pass it is refused. Because settlement conserves every asset,
+//! no credit can then take a balance past `u64::MAX`, and a bundle whose
+//! requirement of some asset exceeds `u64::MAX` — however it is made up — is
+//! unfunded ([`FundingError::TooLarge`]). Together with the funding rule this
+//! makes settlement of a funded batch infallible: funding accepts ⇒
+//! settlement succeeds and conserves every asset (property-tested in
+//! `tests/ledger.rs` over extreme markets and quantities).
 
 use std::collections::BTreeMap;
 
@@ -41,6 +53,13 @@ use rayon::prelude::*;
 use crate::market::{AccountId, AssetId, MarketConfig};
 use crate::order::OrderSpec;
 use crate::types::{Lots, MarketId, Side, Tick};
+
+/// The most of one asset that all accounts together may hold, in its units.
+///
+/// A balance is a `u64`; bounding the whole supply by the same number means
+/// no settlement credit can overflow a balance (settlement conserves each
+/// asset), and every side of every market trades at most `u64::MAX` units.
+pub const ASSET_SUPPLY_MAX: u64 = u64::MAX;
 
 /// An error from a deposit, a withdrawal or a settlement.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -64,6 +83,27 @@ pub enum LedgerError {
         account: AccountId,
         /// The asset.
         asset: AssetId,
+    },
+    /// A deposit would take the asset's total past [`ASSET_SUPPLY_MAX`].
+    #[error(
+        "asset {asset}: all accounts hold {total}; a deposit of {amount} would pass the supply limit of {ASSET_SUPPLY_MAX}"
+    )]
+    SupplyExceeded {
+        /// The asset.
+        asset: AssetId,
+        /// What all accounts hold now.
+        total: u128,
+        /// The deposit refused.
+        amount: u64,
+    },
+    /// A settlement's deltas do not sum to zero for some asset: it would
+    /// create or destroy money. Never applied.
+    #[error("settlement does not conserve asset {asset}: net change {net}")]
+    NotConserved {
+        /// The asset.
+        asset: AssetId,
+        /// The net change it would make.
+        net: i128,
     },
     /// A fill names a market that is not configured.
     #[error("fill in unknown market {0}")]
@@ -109,6 +149,14 @@ pub enum FundingError {
         min: Tick,
         /// The band's upper end.
         max: Tick,
+    },
+    /// The bundle needs more than `u64::MAX` units of an asset (the sum
+    /// overflowed 128 bits, or just passed 64): more than any balance can
+    /// hold, so it is unfunded whatever the account holds.
+    #[error("needs more than {} of asset {asset}", u64::MAX)]
+    TooLarge {
+        /// The lowest asset (by id) whose requirement is too large.
+        asset: AssetId,
     },
     /// The account cannot cover the bundle with what its earlier bundles
     /// (in the caller's order) left over.
@@ -204,19 +252,32 @@ impl Ledger {
     ///
     /// # Errors
     ///
-    /// [`LedgerError::Overflow`] if the balance would exceed `u64::MAX`; the
-    /// ledger is then unchanged.
+    /// [`LedgerError::SupplyExceeded`] if all balances of `asset` together
+    /// would exceed [`ASSET_SUPPLY_MAX`] (which also keeps this balance within
+    /// `u64`); the ledger is then unchanged.
     pub fn deposit(
         &mut self,
         account: AccountId,
         asset: AssetId,
         amount: u64,
     ) -> Result<(), LedgerError> {
-        let balance = self.balances.entry((account, asset)).or_insert(0);
-        *balance = balance
+        let total = self.total(asset);
+        let Some(next_total) = total
+            .checked_add(u128::from(amount))
+            .filter(|&t| t <= u128::from(ASSET_SUPPLY_MAX))
+        else {
+            return Err(LedgerError::SupplyExceeded {
+                asset,
+                total,
+                amount,
+            });
+        };
+        let next = self
+            .balance(&account, asset)
             .checked_add(amount)
             .ok_or(LedgerError::Overflow { account, asset })?;
-        *self.totals.entry(asset).or_insert(0) += u128::from(amount);
+        self.set(account, asset, next);
+        self.totals.insert(asset, next_total);
         Ok(())
     }
 
@@ -241,10 +302,17 @@ impl Ledger {
                 requested: amount,
             });
         };
+        // The total is the sum of the balances, so it holds at least this one.
+        let total = self.total(asset).checked_sub(u128::from(amount)).ok_or(
+            LedgerError::InsufficientBalance {
+                account,
+                asset,
+                available,
+                requested: amount,
+            },
+        )?;
         self.set(account, asset, rest);
-        let total = self.totals.entry(asset).or_insert(0);
-        assert!(*total >= u128::from(amount), "asset total below a balance");
-        *total -= u128::from(amount);
+        self.totals.insert(asset, total);
         Ok(())
     }
 
@@ -257,19 +325,21 @@ impl Ledger {
     }
 
     /// What one bundle reserves per asset, ascending by asset, after checking
-    /// each order's market, quantity and band.
+    /// each order's market, quantity and band. Every amount is at most
+    /// `u64::MAX`.
     ///
     /// # Errors
     ///
     /// The first order (by index) with an unknown market, a zero quantity or
-    /// a limit outside its band.
+    /// a limit outside its band; else [`FundingError::TooLarge`] naming the
+    /// lowest asset whose requirement exceeds `u64::MAX`.
     pub fn requirement(
         markets: &BTreeMap<MarketId, MarketConfig>,
         orders: &[OrderSpec],
     ) -> Result<Vec<(AssetId, u128)>, FundingError> {
         // A bundle touches at most two assets per order: a short list beats a
-        // map, and is sorted at the end.
-        let mut needs: Vec<(AssetId, u128)> = Vec::new();
+        // map, and is sorted at the end. `None`: more than any balance.
+        let mut needs: Vec<(AssetId, Option<u128>)> = Vec::new();
         for (index, order) in orders.iter().enumerate() {
             let Some(market) = markets.get(&order.market) else {
                 return Err(FundingError::UnknownMarket {
@@ -294,18 +364,30 @@ impl Ledger {
             let (asset, amount) = match order.side {
                 Side::Buy => {
                     let price = order.limit.unwrap_or(market.band_max);
-                    let notional = market.notional(price, order.qty);
-                    (market.quote, notional + market.fee(notional))
+                    let cost = market
+                        .notional(price, order.qty)
+                        .and_then(|notional| notional.checked_add(market.fee(notional)?));
+                    (market.quote, cost)
                 }
-                Side::Sell => (market.base, market.base_amount(order.qty)),
+                Side::Sell => (market.base, Some(market.base_amount(order.qty))),
             };
+            let representable = |sum: Option<u128>| sum.filter(|&s| s <= u128::from(u64::MAX));
             match needs.iter_mut().find(|(a, _)| *a == asset) {
-                Some((_, total)) => *total += amount,
-                None => needs.push((asset, amount)),
+                Some((_, total)) => {
+                    *total = representable(total.zip(amount).and_then(|(t, a)| t.checked_add(a)));
+                }
+                None => needs.push((asset, representable(amount))),
             }
         }
         needs.sort_unstable_by_key(|&(asset, _)| asset);
-        Ok(needs)
+        needs
+            .into_iter()
+            .map(|(asset, amount)| {
+                amount
+                    .map(|a| (asset, a))
+                    .ok_or(FundingError::TooLarge { asset })
+            })
+            .collect()
     }
 
     /// Checks that each bundle is covered by its account's balance.
@@ -373,13 +455,11 @@ impl Ledger {
     ///
     /// [`LedgerError::UnknownMarket`] for a fill in a market missing from
     /// `markets` or `prices`; [`LedgerError::Overdrawn`] or
-    /// [`LedgerError::Overflow`] if a balance would leave `u64`. The ledger is
-    /// then unchanged.
-    ///
-    /// # Panics
-    ///
-    /// If the fills do not conserve an asset (bought ≠ sold in some market):
-    /// settling them would create or destroy money.
+    /// [`LedgerError::Overflow`] if a balance would leave `u64`;
+    /// [`LedgerError::NotConserved`] if the fills do not conserve an asset
+    /// (bought ≠ sold in some market: settling them would create or destroy
+    /// money). The ledger is then unchanged. None of these can happen to
+    /// the fills of a funded, correctly cleared batch.
     pub fn settle(
         &mut self,
         markets: &BTreeMap<MarketId, MarketConfig>,
@@ -393,13 +473,25 @@ impl Ledger {
         let mut summary = SettlementSummary::default();
         let mut fee_total: BTreeMap<AssetId, i128> = BTreeMap::new();
         let mut run: Option<(AccountId, Vec<(AssetId, i128)>)> = None;
+        // Every amount is at most u64::MAX in magnitude and a batch holds
+        // fewer than 2^40 fills, so no sum below can leave i128; the sums are
+        // checked all the same, and an overflow refuses the settlement.
+        let overflow = |fill: &Fill, asset: AssetId| LedgerError::Overflow {
+            account: fill.account,
+            asset,
+        };
         let flush = |deltas: &mut BTreeMap<(AccountId, AssetId), i128>,
-                     run: Option<(AccountId, Vec<(AssetId, i128)>)>| {
+                     run: Option<(AccountId, Vec<(AssetId, i128)>)>|
+         -> Result<(), LedgerError> {
             if let Some((account, amounts)) = run {
                 for (asset, amount) in amounts {
-                    *deltas.entry((account, asset)).or_insert(0) += amount;
+                    let sum = deltas.entry((account, asset)).or_insert(0);
+                    *sum = sum
+                        .checked_add(amount)
+                        .ok_or(LedgerError::Overflow { account, asset })?;
                 }
             }
+            Ok(())
         };
         for fill in fills.iter().filter(|fill| fill.qty != 0) {
             let (Some(market), Some(&price)) =
@@ -411,7 +503,8 @@ impl Ledger {
             // below it, every sum of a few amounts fits in an i128.
             let notional = settleable(market.notional(price, fill.qty), fill, market.quote)?;
             let fee = settleable(market.fee(notional.unsigned_abs()), fill, market.quote)?;
-            let base = settleable(market.base_amount(fill.qty), fill, market.base)?;
+            let base = settleable(Some(market.base_amount(fill.qty)), fill, market.base)?;
+            // Each term is at most u64::MAX: these cannot overflow an i128.
             let (quote_delta, base_delta) = match fill.side {
                 Side::Buy => (-(notional + fee), base),
                 Side::Sell => (notional - fee, -base),
@@ -420,42 +513,55 @@ impl Ledger {
                 .as_ref()
                 .is_none_or(|(account, _)| *account != fill.account)
             {
-                flush(&mut deltas, run.take());
+                flush(&mut deltas, run.take())?;
                 run = Some((fill.account, Vec::new()));
             }
             if let Some((_, amounts)) = run.as_mut() {
                 for (asset, amount) in [(market.quote, quote_delta), (market.base, base_delta)] {
                     match amounts.iter_mut().find(|(a, _)| *a == asset) {
-                        Some((_, sum)) => *sum += amount,
+                        Some((_, sum)) => {
+                            *sum = sum.checked_add(amount).ok_or(overflow(fill, asset))?;
+                        }
                         None => amounts.push((asset, amount)),
                     }
                 }
             }
-            *fee_total.entry(market.quote).or_insert(0) += fee;
+            let fees = fee_total.entry(market.quote).or_insert(0);
+            *fees = fees.checked_add(fee).ok_or(overflow(fill, market.quote))?;
             summary.fills_applied += 1;
         }
-        flush(&mut deltas, run.take());
+        flush(&mut deltas, run.take())?;
         for (asset, fee) in fee_total {
-            *deltas.entry((self.fee_account, asset)).or_insert(0) += fee;
-            *summary.fees.entry(asset).or_insert(0) += fee.unsigned_abs();
+            let account = self.fee_account;
+            let sum = deltas.entry((account, asset)).or_insert(0);
+            *sum = sum
+                .checked_add(fee)
+                .ok_or(LedgerError::Overflow { account, asset })?;
+            summary.fees.insert(asset, fee.unsigned_abs());
         }
 
-        // Conservation: for every asset the deltas cancel out.
-        let mut per_asset: BTreeMap<AssetId, i128> = BTreeMap::new();
+        // Conservation, checked in release builds too: for every asset the
+        // deltas cancel out. A sum that leaves i128 cannot be zero either.
+        let mut per_asset: BTreeMap<AssetId, Option<i128>> = BTreeMap::new();
         for ((_, asset), delta) in &deltas {
-            *per_asset.entry(*asset).or_insert(0) += delta;
+            let sum = per_asset.entry(*asset).or_insert(Some(0));
+            *sum = sum.and_then(|s| s.checked_add(*delta));
         }
-        for (asset, sum) in &per_asset {
-            assert!(
-                *sum == 0,
-                "settlement does not conserve asset {asset}: net change {sum}"
-            );
+        for (&asset, &sum) in &per_asset {
+            if sum != Some(0) {
+                return Err(LedgerError::NotConserved {
+                    asset,
+                    net: sum.unwrap_or(i128::MAX),
+                });
+            }
         }
 
         let mut updates = Vec::with_capacity(deltas.len());
         for ((account, asset), delta) in deltas {
             let balance = i128::from(self.balance(&account, asset));
-            let next = balance + delta;
+            let next = balance
+                .checked_add(delta)
+                .ok_or(LedgerError::Overflow { account, asset })?;
             if next < 0 {
                 return Err(LedgerError::Overdrawn { account, asset });
             }
@@ -469,11 +575,13 @@ impl Ledger {
     }
 }
 
-/// `amount` as an `i128`, if a `u64` balance could ever hold it.
-fn settleable(amount: u128, fill: &Fill, asset: AssetId) -> Result<i128, LedgerError> {
-    u64::try_from(amount)
+/// `amount` as an `i128`, if a `u64` balance could ever hold it (`None`: it
+/// did not even fit in 128 bits).
+fn settleable(amount: Option<u128>, fill: &Fill, asset: AssetId) -> Result<i128, LedgerError> {
+    amount
+        .and_then(|a| u64::try_from(a).ok())
         .map(i128::from)
-        .map_err(|_| LedgerError::Overflow {
+        .ok_or(LedgerError::Overflow {
             account: fill.account,
             asset,
         })

@@ -168,21 +168,27 @@ impl MarketConfig {
         Ok(())
     }
 
-    /// Quote units for `qty` lots at `price` ticks: `qty × price × tick_size`.
+    /// Quote units for `qty` lots at `price` ticks: `qty × price × tick_size`,
+    /// or `None` if that does not fit in 128 bits (only possible for a price
+    /// outside a validated band).
     #[must_use]
-    pub fn notional(&self, price: Tick, qty: Lots) -> u128 {
-        u128::from(qty) * u128::from(price) * u128::from(self.tick_size)
+    pub fn notional(&self, price: Tick, qty: Lots) -> Option<u128> {
+        u128::from(price)
+            .checked_mul(u128::from(self.tick_size))?
+            .checked_mul(u128::from(qty))
     }
 
-    /// Base units in `qty` lots: `qty × lot_size`.
+    /// Base units in `qty` lots: `qty × lot_size` (always fits: two 64-bit
+    /// factors).
     #[must_use]
     pub fn base_amount(&self, qty: Lots) -> u128 {
         u128::from(qty) * u128::from(self.lot_size)
     }
 
-    /// The fee on a notional, for one side: `⌊notional × fee_bps / 10 000⌋`.
+    /// The fee on a notional, for one side: `⌊notional × fee_bps / 10 000⌋`,
+    /// or `None` if the product does not fit in 128 bits.
     #[must_use]
-    pub fn fee(&self, notional: u128) -> u128 {
-        notional * u128::from(self.fee_bps) / u128::from(BPS_DENOMINATOR)
+    pub fn fee(&self, notional: u128) -> Option<u128> {
+        Some(notional.checked_mul(u128::from(self.fee_bps))? / u128::from(BPS_DENOMINATOR))
     }
 }

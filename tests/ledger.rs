@@ -3,10 +3,11 @@
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
+use sealbatch::clearing::{self, MarketInput, OrderColumns, PriceBand};
 use sealbatch::ledger::{Fill, FundingError, Ledger, LedgerError};
 use sealbatch::market::{AccountId, AssetId, MarketConfig};
-use sealbatch::order::OrderSpec;
-use sealbatch::types::{MarketId, Side, Tick};
+use sealbatch::order::{Order, OrderSpec};
+use sealbatch::types::{MarketId, OrderId, Side, Tick};
 
 const BASE: AssetId = AssetId(1);
 const QUOTE: AssetId = AssetId(2);
@@ -71,12 +72,95 @@ fn deposit_and_withdraw() {
         "a failed withdrawal changes nothing"
     );
 
-    ledger.deposit(account(2), QUOTE, u64::MAX).unwrap();
-    assert!(matches!(
-        ledger.deposit(account(2), QUOTE, 1),
-        Err(LedgerError::Overflow { .. })
-    ));
-    assert_eq!(ledger.balance(&account(2), QUOTE), u64::MAX);
+    // The asset's total over all accounts may not pass u64::MAX.
+    ledger.deposit(account(2), QUOTE, u64::MAX - 300).unwrap();
+    let before = ledger.clone();
+    for (who, amount) in [(2, 1), (3, 1), (3, u64::MAX)] {
+        assert_eq!(
+            ledger.deposit(account(who), QUOTE, amount),
+            Err(LedgerError::SupplyExceeded {
+                asset: QUOTE,
+                total: u128::from(u64::MAX),
+                amount
+            })
+        );
+    }
+    assert_eq!(ledger, before, "a refused deposit changes nothing");
+    ledger.withdraw(account(1), QUOTE, 1).unwrap();
+    ledger.deposit(account(3), QUOTE, 1).unwrap();
+    assert_eq!(ledger.total(QUOTE), u128::from(u64::MAX));
+}
+
+#[test]
+fn requirements_beyond_u64_are_unfunded_not_wrapped() {
+    // A lot of 10^18 units, as an 18-decimal asset is configured: 19 market
+    // sells adding up to ⌈2^128 / 10^18⌉ lots once wrapped to less than the
+    // seller's balance.
+    let wei = MarketConfig {
+        id: MarketId(9),
+        base: BASE,
+        quote: QUOTE,
+        tick_size: 1,
+        lot_size: 1_000_000_000_000_000_000,
+        band_min: 1,
+        band_max: 1000,
+        initial_price: 500,
+        fee_bps: 5,
+    };
+    wei.validate().unwrap();
+    let markets = BTreeMap::from([(wei.id, wei)]);
+    let mut sells = vec![order(Side::Sell, None, u64::MAX); 18];
+    sells.push(order(Side::Sell, None, 8_240_973_594_166_534_394));
+    for o in &mut sells {
+        o.market = MarketId(9);
+    }
+    assert_eq!(
+        Ledger::requirement(&markets, &sells),
+        Err(FundingError::TooLarge { asset: BASE })
+    );
+    let mut ledger = Ledger::new(FEES);
+    ledger
+        .deposit(account(1), BASE, 625_392_568_231_788_544)
+        .unwrap();
+    assert_eq!(
+        ledger.check_funding(&markets, &[(account(1), &sells)]),
+        vec![Err(FundingError::TooLarge { asset: BASE })]
+    );
+    // One order alone just above u64::MAX units, and a buy whose fee
+    // overflows 128 bits.
+    let huge = MarketConfig {
+        id: MarketId(10),
+        tick_size: u64::MAX,
+        lot_size: u64::MAX,
+        band_min: 1,
+        band_max: 1,
+        initial_price: 1,
+        fee_bps: 1000,
+        ..markets[&MarketId(9)].clone()
+    };
+    huge.validate().unwrap();
+    let markets = BTreeMap::from([(huge.id, huge)]);
+    let at = |side, qty| OrderSpec {
+        market: MarketId(10),
+        ..order(side, Some(1), qty)
+    };
+    assert_eq!(
+        Ledger::requirement(&markets, &[at(Side::Sell, 1)]),
+        Ok(vec![(BASE, u128::from(u64::MAX))])
+    );
+    assert_eq!(
+        Ledger::requirement(&markets, &[at(Side::Sell, 2)]),
+        Err(FundingError::TooLarge { asset: BASE })
+    );
+    assert_eq!(
+        Ledger::requirement(&markets, &[at(Side::Buy, u64::MAX)]),
+        Err(FundingError::TooLarge { asset: QUOTE })
+    );
+    // Market and band errors still come first, by order index.
+    assert_eq!(
+        Ledger::requirement(&markets, &[at(Side::Buy, u64::MAX), at(Side::Sell, 0)]),
+        Err(FundingError::ZeroQuantity { index: 1 })
+    );
 }
 
 #[test]
@@ -224,11 +308,11 @@ fn an_overdrawing_settlement_changes_nothing() {
 }
 
 #[test]
-#[should_panic(expected = "does not conserve")]
-fn unbalanced_fills_are_refused_loudly() {
+fn unbalanced_fills_are_refused_and_change_nothing() {
     let markets = market(0);
     let mut ledger = Ledger::new(FEES);
     ledger.deposit(account(1), QUOTE, 10_000).unwrap();
+    let before = ledger.clone();
     let fills = [Fill {
         account: account(1),
         market: MarketId(7),
@@ -236,7 +320,14 @@ fn unbalanced_fills_are_refused_loudly() {
         qty: 1,
     }];
     let prices = BTreeMap::from([(MarketId(7), 100)]);
-    let _ = ledger.settle(&markets, &prices, &fills);
+    assert!(matches!(
+        ledger.settle(&markets, &prices, &fills),
+        Err(LedgerError::NotConserved {
+            asset: BASE,
+            net: 100
+        })
+    ));
+    assert_eq!(ledger, before);
 }
 
 /// Random accounts, deposits and bundles; any uniform price in the band and
@@ -314,5 +405,258 @@ proptest! {
         ledger.settle(&markets, &BTreeMap::from([(MarketId(7), price)]), &fills).unwrap();
         let recomputed = |asset| ledger.iter().filter(|e| e.1 == asset).map(|e| u128::from(e.2)).sum::<u128>();
         prop_assert_eq!((recomputed(BASE), recomputed(QUOTE)), totals);
+    }
+}
+
+/// A market as extreme as the configuration rules allow: tick and lot sizes
+/// up to `u64::MAX` (with `band_max × tick_size` within 64 bits), any band,
+/// up to the highest fee.
+fn extreme_market() -> impl Strategy<Value = MarketConfig> {
+    let unit = prop_oneof![
+        3 => Just(1u64),
+        1 => Just(u64::MAX),
+        1 => Just(1_000_000_000_000_000_000),
+        1 => any::<u64>().prop_map(|u| u.max(1)),
+        3 => 1u64..1_000_000,
+    ];
+    let fee = prop_oneof![
+        Just(0u16),
+        Just(sealbatch::market::FEE_BPS_MAX),
+        0u16..=1000
+    ];
+    (unit.clone(), unit, 1u64..=1 << 20, 0u64..1 << 20, fee).prop_map(
+        |(tick_size, lot_size, band_min, width, fee_bps)| {
+            // The widest band that keeps band_max × tick_size within u64.
+            let top = (u64::MAX / tick_size).max(1);
+            let band_min = band_min.min(top);
+            let band_max = band_min.saturating_add(width).min(top);
+            let config = MarketConfig {
+                id: MarketId(7),
+                base: BASE,
+                quote: QUOTE,
+                tick_size,
+                lot_size,
+                band_min,
+                band_max,
+                initial_price: band_min + (band_max - band_min) / 2,
+                fee_bps,
+            };
+            config.validate().expect("a valid extreme market");
+            config
+        },
+    )
+}
+
+/// (is_buy, limit as a fraction of the band (None: a market order), how the
+/// quantity is chosen, a random word for it).
+type ExtremeOrder = (bool, Option<u16>, u8, u64);
+
+/// (account, tame: every quantity one an account can cover, orders).
+fn extreme_bundles() -> impl Strategy<Value = Vec<(u8, bool, Vec<ExtremeOrder>)>> {
+    let order = || {
+        (
+            any::<bool>(),
+            prop::option::of(any::<u16>()),
+            0u8..16,
+            any::<u64>(),
+        )
+    };
+    let orders = prop_oneof![
+        4 => prop::collection::vec(order(), 1..4),
+        1 => prop::collection::vec(order(), sealbatch::types::BUNDLE_ORDERS_MAX),
+    ];
+    prop::collection::vec((0u8..4, any::<bool>(), orders), 1..12)
+}
+
+/// Most deposits a fifth of the supply limit (so that four accounts trade),
+/// some at or near the limit (refused once it is reached).
+fn extreme_amount() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        6 => Just(u64::MAX / 5),
+        1 => Just(u64::MAX),
+        1 => any::<u64>(),
+        1 => 0u64..1_000_000,
+    ]
+}
+
+/// A quantity: `u64::MAX`, a random word, or (most often, always if `tame`)
+/// up to a quarter of what a fifth of the supply buys or sells at `price`,
+/// divided by `orders`.
+fn extreme_qty(
+    config: &MarketConfig,
+    (side, price, orders): (Side, Tick, usize),
+    tame: bool,
+    how: u8,
+    word: u64,
+) -> u64 {
+    let share = u128::from(u64::MAX / 5);
+    let unit = match side {
+        Side::Sell => u128::from(config.lot_size),
+        // Notional per lot, plus the fee.
+        Side::Buy => {
+            let notional = u128::from(price) * u128::from(config.tick_size);
+            notional + notional * u128::from(config.fee_bps) / 10_000
+        }
+    };
+    let cap = u64::try_from(share / unit / 4 / orders as u128)
+        .unwrap_or(u64::MAX)
+        .max(1);
+    match how {
+        0 if !tame => u64::MAX,
+        1 if !tame => word.max(1),
+        _ => 1 + word % cap,
+    }
+}
+
+/// A bundle crafted to wrap 128-bit arithmetic: orders of `u64::MAX` lots
+/// (and one remainder) whose requirement adds up to just over `2^128`
+/// units, where at most 256 orders can reach it; else as near as 256 orders
+/// of `u64::MAX` lots get.
+fn wrapping_bundle(config: &MarketConfig, side: Side, extra: u64) -> Vec<OrderSpec> {
+    let unit = match side {
+        Side::Sell => u128::from(config.lot_size),
+        Side::Buy => {
+            let notional = u128::from(config.band_max) * u128::from(config.tick_size);
+            notional + notional * u128::from(config.fee_bps) / 10_000
+        }
+    };
+    // ⌈2^128 / unit⌉ lots, plus a little, in u64::MAX chunks.
+    let lots = (u128::MAX / unit).saturating_add(1 + u128::from(extra % 1_000));
+    let chunks = usize::try_from(lots / u128::from(u64::MAX)).unwrap_or(usize::MAX);
+    let rest = (lots % u128::from(u64::MAX)) as u64;
+    let order = |qty| OrderSpec {
+        market: config.id,
+        side,
+        limit: None,
+        qty,
+        client_order_id: 0,
+    };
+    let mut orders: Vec<OrderSpec> = (0..chunks.min(sealbatch::types::BUNDLE_ORDERS_MAX))
+        .map(|_| order(u64::MAX))
+        .collect();
+    if rest > 0 && orders.len() < sealbatch::types::BUNDLE_ORDERS_MAX {
+        orders.push(order(rest));
+    }
+    orders
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4_000))]
+
+    /// Over extreme markets, balances up to the supply limit, quantities up
+    /// to `u64::MAX` and 256-order bundles: whatever funding accepts, the
+    /// real clearing engine clears and the ledger settles, conserving every
+    /// asset, and no balance leaves `u64`.
+    #[test]
+    fn funded_extreme_bundles_always_clear_settle_and_conserve(
+        config in extreme_market(),
+        deposits in prop::collection::vec((extreme_amount(), extreme_amount()), 4..6),
+        bundles in extreme_bundles(),
+        wrapping in (any::<bool>(), any::<u64>()),
+        seed in any::<[u8; 32]>(),
+    ) {
+        let markets = BTreeMap::from([(config.id, config.clone())]);
+        let mut ledger = Ledger::new(FEES);
+        for (who, (quote, base)) in deposits.into_iter().enumerate() {
+            // Past the supply limit a deposit is refused and changes nothing.
+            for (asset, amount) in [(QUOTE, quote), (BASE, base)] {
+                let before = ledger.total(asset);
+                match ledger.deposit(account(who as u8), asset, amount) {
+                    Ok(()) => prop_assert!(before + u128::from(amount) <= u128::from(u64::MAX)),
+                    Err(LedgerError::SupplyExceeded { .. }) => {
+                        prop_assert!(before + u128::from(amount) > u128::from(u64::MAX));
+                        prop_assert_eq!(ledger.total(asset), before);
+                    }
+                    Err(other) => prop_assert!(false, "unexpected refusal {other}"),
+                }
+            }
+        }
+        let width = config.band_max - config.band_min;
+        let bundles: Vec<(AccountId, Vec<OrderSpec>)> = bundles
+            .into_iter()
+            .map(|(who, tame, orders)| {
+                let count = orders.len();
+                let orders = orders
+                    .into_iter()
+                    .map(|(buy, limit, how, word)| {
+                        let side = if buy { Side::Buy } else { Side::Sell };
+                        let limit = limit.map(|f| {
+                            config.band_min + (u128::from(width) * u128::from(f) / u128::from(u16::MAX)) as u64
+                        });
+                        OrderSpec {
+                            market: config.id,
+                            side,
+                            limit,
+                            qty: extreme_qty(
+                                &config,
+                                (side, limit.unwrap_or(config.band_max), count),
+                                tame,
+                                how,
+                                word,
+                            ),
+                            client_order_id: 0,
+                        }
+                    })
+                    .collect();
+                (account(who), orders)
+            })
+            .collect();
+        // The crafted bundle first (in funding order) from an account that
+        // holds some of what it sells or buys with.
+        let (buy, extra) = wrapping;
+        let side = if buy { Side::Buy } else { Side::Sell };
+        let crafted = wrapping_bundle(&config, side, extra);
+        let mut bundles = bundles;
+        bundles.insert(0, (account(0), crafted));
+        let refs: Vec<(AccountId, &[OrderSpec])> =
+            bundles.iter().map(|(a, o)| (*a, o.as_slice())).collect();
+        let outcomes = ledger.check_funding(&markets, &refs);
+        prop_assert!(
+            outcomes[0].is_err(),
+            "a bundle needing more than 2^64 - 1 units was funded"
+        );
+
+        // The accepted orders, numbered in bundle order, cleared by the engine.
+        let mut columns = OrderColumns::new();
+        let mut owners = Vec::new();
+        for ((who, orders), outcome) in bundles.iter().zip(&outcomes) {
+            if outcome.is_err() {
+                continue;
+            }
+            for o in orders {
+                columns.push(Order { id: OrderId(owners.len() as u64), side: o.side, limit: o.limit, qty: o.qty });
+                owners.push((*who, o.side));
+            }
+        }
+        let input = MarketInput {
+            config: clearing::MarketConfig {
+                market: config.id,
+                reference: config.initial_price,
+                band: PriceBand::new(config.band_min, config.band_max),
+            },
+            orders: columns,
+        };
+        let result = clearing::clear_batch(&[input], &seed);
+        prop_assert!(result.is_ok(), "funded orders did not clear: {:?}", result.err());
+        let result = result.unwrap();
+        let market = &result.markets[0];
+        let Some(price) = market.price else {
+            prop_assert_eq!(market.volume, 0);
+            return Ok(());
+        };
+        let fills: Vec<Fill> = market
+            .fills()
+            .filter(|f| f.filled != 0)
+            .map(|f| {
+                let (who, side) = owners[f.id.0 as usize];
+                Fill { account: who, market: config.id, side, qty: f.filled }
+            })
+            .collect();
+        let totals = (ledger.total(BASE), ledger.total(QUOTE));
+        let settled = ledger.settle(&markets, &BTreeMap::from([(config.id, price)]), &fills);
+        prop_assert!(settled.is_ok(), "funded fills did not settle: {:?}", settled.err());
+        let recomputed = |asset| ledger.iter().filter(|e| e.1 == asset).map(|e| u128::from(e.2)).sum::<u128>();
+        prop_assert_eq!((recomputed(BASE), recomputed(QUOTE)), totals);
+        prop_assert_eq!((ledger.total(BASE), ledger.total(QUOTE)), totals);
     }
 }

@@ -6,6 +6,12 @@
 //! byte for byte, and a sequencer recovered from the final journal holds the
 //! same ledger as the one that ran. A failure prints its seed; rerun one
 //! seed with `SEALBATCH_SIM_SEED=<seed> cargo test --test sequencer_sim`.
+//!
+//! Beside two ordinary markets the deployment has two extreme ones (a lot of
+//! 10^18 units; tick and lot sizes near `u64::MAX` with the highest fee),
+//! whose traders hold balances near the supply limit and send quantities up
+//! to `u64::MAX`, bundles of up to 256 orders and the bundle that once
+//! halted the sequencer. No batch may ever be voided.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -33,6 +39,14 @@ use sealbatch::types::{BatchId, MarketId, Side};
 const USD: AssetId = AssetId(0);
 const BTC: AssetId = AssetId(1);
 const ETH: AssetId = AssetId(2);
+/// An 18-decimal asset: one lot of market 4 is 10^18 of its units.
+const WEI: AssetId = AssetId(3);
+/// The base and quote of market 5, whose units are near `u64::MAX`.
+const HUGE_BASE: AssetId = AssetId(4);
+const HUGE_QUOTE: AssetId = AssetId(5);
+const ASSETS: [AssetId; 6] = [USD, BTC, ETH, WEI, HUGE_BASE, HUGE_QUOTE];
+/// The band top of market 5; its tick is as large as the band allows.
+const HUGE_BAND_MAX: u64 = (1 << 20) - 1;
 const GENESIS_MS: u64 = 1_700_000_000_000;
 /// Small segments, so that runs roll over many and pruning has work.
 const SIM_JOURNAL: JournalConfig = JournalConfig {
@@ -74,7 +88,34 @@ fn genesis(sequencer: &SequencerKey) -> Genesis {
             batch_length_ms: 100,
         },
         fee_account: AccountId([0xfe; 32]),
-        markets: vec![market(1, BTC, 100), market(2, ETH, 90)],
+        markets: vec![
+            market(1, BTC, 100),
+            market(2, ETH, 90),
+            // How an asset with 18 decimals is usually configured.
+            MarketConfig {
+                id: MarketId(4),
+                base: WEI,
+                quote: USD,
+                tick_size: 1,
+                lot_size: 1_000_000_000_000_000_000,
+                band_min: 1,
+                band_max: 1000,
+                initial_price: 500,
+                fee_bps: 5,
+            },
+            // Every unit as large as the configuration rules allow.
+            MarketConfig {
+                id: MarketId(5),
+                base: HUGE_BASE,
+                quote: HUGE_QUOTE,
+                tick_size: u64::MAX / HUGE_BAND_MAX,
+                lot_size: u64::MAX / 16,
+                band_min: 1,
+                band_max: HUGE_BAND_MAX,
+                initial_price: 7,
+                fee_bps: sealbatch::market::FEE_BPS_MAX,
+            },
+        ],
     }
 }
 
@@ -178,6 +219,19 @@ impl World {
             .map(|r| (r.lsn, r.kind, r.payload))
             .collect();
         let whole = records.first().is_none_or(|r| r.0 == 1);
+        // A result can reach the disk without its sync succeeding: the batch
+        // is then settled on replay but was never published before the
+        // crash. Count it as published from the journal.
+        let mut assembler = ResultAssembler::default();
+        for (_, kind, payload) in &records {
+            if let Ok(SequencerRecord::ResultPart(part)) = SequencerRecord::decode(*kind, payload)
+                && let Ok(Some(outcome)) = assembler.push(part)
+            {
+                self.cleared
+                    .entry(outcome.e)
+                    .or_insert_with(|| Arc::new(outcome));
+            }
+        }
         let checkpoint = newest_checkpoint(&self.disk);
         if checkpoint.is_some() {
             self.checkpoint_boots += 1;
@@ -304,6 +358,9 @@ impl World {
                         seal.verify(&self.key().public_key())
                             .expect("seal verifies");
                     }
+                    Event::BatchVoided { e, reason } => {
+                        panic!("batch {e} was voided: {reason}")
+                    }
                     Event::BatchOpened { .. } | Event::OperationDurable { .. } => {}
                 }
             }
@@ -343,6 +400,11 @@ impl World {
     }
 
     fn random_orders(&mut self) -> Vec<OrderSpec> {
+        match self.rng.next_u32() % 32 {
+            0..8 => return self.extreme_orders(),
+            8 => return poison_bundle(),
+            _ => {}
+        }
         let count = 1 + self.rng.next_u32() % 4;
         (0..count)
             .map(|i| {
@@ -361,6 +423,43 @@ impl World {
                         1_000_000
                     } else {
                         1 + u64::from(self.rng.next_u32() % 20)
+                    },
+                    client_order_id: u64::from(i),
+                }
+            })
+            .collect()
+    }
+
+    /// Orders in the extreme markets: quantities up to `u64::MAX`, limits
+    /// anywhere in the band, up to 256 orders.
+    fn extreme_orders(&mut self) -> Vec<OrderSpec> {
+        let count = if self.rng.next_u32().is_multiple_of(8) {
+            sealbatch::types::BUNDLE_ORDERS_MAX as u32
+        } else {
+            1 + self.rng.next_u32() % 3
+        };
+        (0..count)
+            .map(|i| {
+                let roll = self.rng.next_u32();
+                let market = if roll & 1 == 0 { 4 } else { 5 };
+                let band_max = if market == 4 { 1000 } else { HUGE_BAND_MAX };
+                OrderSpec {
+                    market: MarketId(market),
+                    side: if roll & 2 == 0 { Side::Buy } else { Side::Sell },
+                    limit: match roll >> 2 & 3 {
+                        0 => None,
+                        1 => Some(band_max),
+                        2 => Some(1 + self.rng.next_u64() % band_max),
+                        // Near the initial prices, where these markets cross.
+                        _ => Some(1 + self.rng.next_u64() % 16),
+                    },
+                    // Mostly what some account can cover, so that these
+                    // markets trade; the rest far beyond any balance.
+                    qty: match roll >> 4 & 7 {
+                        0 => u64::MAX,
+                        1 => self.rng.next_u64().max(1),
+                        2 | 3 => 1 + self.rng.next_u64() % 1_000,
+                        _ => 1 + u64::from(self.rng.next_u32() % 4),
                     },
                     client_order_id: u64::from(i),
                 }
@@ -425,14 +524,55 @@ impl World {
             .iter()
             .map(|t| AccountId(t.verifying_key().to_bytes()))
             .collect();
-        for (i, account) in accounts.into_iter().enumerate() {
+        for (i, account) in accounts.iter().enumerate() {
             for (asset, amount) in [(USD, 2_000_000), (BTC, 5_000), (ETH, 5_000)] {
                 self.seq()
-                    .handle_deposit(OpToken(i as u64), account, asset, amount)
+                    .handle_deposit(OpToken(i as u64), *account, asset, amount)
                     .expect("deposit");
             }
         }
+        // The extreme assets: an eighth of the supply limit each, then one
+        // account is topped up to exactly the limit, which refuses any more.
+        for asset in [WEI, HUGE_BASE, HUGE_QUOTE] {
+            for account in &accounts {
+                self.seq()
+                    .handle_deposit(OpToken(0), *account, asset, u64::MAX / 8)
+                    .expect("within the supply limit");
+            }
+            let lucky = accounts[self.rng.next_u32() as usize % accounts.len()];
+            let rest = u64::MAX - u64::try_from(self.seq().ledger().total(asset)).expect("fits");
+            self.seq()
+                .handle_deposit(OpToken(0), lucky, asset, rest)
+                .expect("up to the supply limit");
+            for amount in [1, u64::MAX] {
+                assert!(
+                    self.seq()
+                        .handle_deposit(OpToken(0), lucky, asset, amount)
+                        .is_err(),
+                    "a deposit past the supply limit was taken"
+                );
+            }
+        }
     }
+}
+
+/// The bundle that once halted the sequencer for good: 19 market sells of
+/// market 4 adding up to ⌈2^128 / 10^18⌉ lots, whose base requirement
+/// wrapped past 2^128 to less than the seller's balance.
+fn poison_bundle() -> Vec<OrderSpec> {
+    (0..19u64)
+        .map(|i| OrderSpec {
+            market: MarketId(4),
+            side: Side::Sell,
+            limit: None,
+            qty: if i < 18 {
+                u64::MAX
+            } else {
+                8_240_973_594_166_534_394
+            },
+            client_order_id: i,
+        })
+        .collect()
 }
 
 fn records(disk: &SimStorage) -> Vec<(u64, RecordKind, Vec<u8>)> {
@@ -467,6 +607,8 @@ struct Stats {
     checkpoint_boots: usize,
     /// Whether the journal no longer starts at its first record.
     pruned: bool,
+    /// Orders filled in the extreme markets (4 and 5).
+    extreme_fills: usize,
 }
 
 fn run(seed: u64, steps: usize, crashes: Crashes) -> Stats {
@@ -567,7 +709,7 @@ fn run_with(seed: u64, steps: usize, crashes: Crashes, checkpointing: Checkpoint
     // Conservation: every asset's total is what the journal says was
     // deposited less withdrawn (an operation lost before it was durable was
     // never acknowledged), and the balances add up to it.
-    for asset in [USD, BTC, ETH] {
+    for asset in ASSETS {
         let summed: u128 = live
             .iter()
             .filter(|b| b.1 == asset)
@@ -606,6 +748,12 @@ fn run_with(seed: u64, steps: usize, crashes: Crashes, checkpointing: Checkpoint
         split_results,
         checkpoint_boots: world.checkpoint_boots,
         pruned: !whole,
+        extreme_fills: world
+            .cleared
+            .values()
+            .flat_map(|o| &o.fills)
+            .filter(|f| f.market.0 >= 4)
+            .count(),
     }
 }
 
@@ -702,10 +850,12 @@ fn uninterrupted_runs_verify() {
 #[test]
 fn random_crashes_lose_no_acknowledged_envelope_and_apply_no_fill_twice() {
     let (mut crashes, mut batches, mut acked, mut split, mut from_checkpoint) = (0, 0, 0, 0, 0);
+    let mut extreme_fills = 0;
     for seed in seeds(100..140) {
         let result = std::panic::catch_unwind(|| run(seed, 300, Crashes::Random(12)));
         match result {
             Ok(stats) => {
+                extreme_fills += stats.extreme_fills;
                 crashes += stats.crashes;
                 batches += stats.batches;
                 acked += stats.acked;
@@ -721,10 +871,14 @@ fn random_crashes_lose_no_acknowledged_envelope_and_apply_no_fill_twice() {
     eprintln!(
         "{crashes} crashes, {batches} batches ({split} results in several parts), \
          {acked} acknowledged envelopes, {from_checkpoint} boots from a checkpoint \
-         (each checked against a full replay)"
+         (each checked against a full replay), {extreme_fills} fills in the extreme markets"
     );
     assert!(
-        crashes > 100 && batches > 1_000 && split > 100 && from_checkpoint > 100,
+        crashes > 100
+            && batches > 1_000
+            && split > 100
+            && from_checkpoint > 100
+            && extreme_fills > 50,
         "the simulation exercised too little"
     );
 }

@@ -953,6 +953,14 @@ impl Core {
                     },
                 );
             }
+            Event::BatchVoided { e, reason } => {
+                self.metrics.batches_voided.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    batch = e,
+                    %reason,
+                    "batch could not be processed and is voided: nothing in it trades (a bug; please report it)"
+                );
+            }
             Event::OperationDurable { token } => {
                 if let Some(p) = self.pending.remove(&token.0) {
                     self.send(

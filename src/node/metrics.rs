@@ -102,6 +102,8 @@ pub struct Metrics {
     pub envelopes_invalid: AtomicU64,
     /// Batches cleared.
     pub batches_cleared: AtomicU64,
+    /// Batches voided because they could not be processed (a bug).
+    pub batches_voided: AtomicU64,
     /// Orders filled (at least one lot).
     pub orders_filled: AtomicU64,
     /// Connections open now.
@@ -132,6 +134,7 @@ impl Default for Metrics {
             rejected: Default::default(),
             envelopes_invalid: AtomicU64::new(0),
             batches_cleared: AtomicU64::new(0),
+            batches_voided: AtomicU64::new(0),
             orders_filled: AtomicU64::new(0),
             connections_open: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
@@ -191,6 +194,12 @@ impl Metrics {
             "sealbatch_batches_cleared_total",
             "Batches cleared and published.",
             self.batches_cleared.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "sealbatch_batches_voided_total",
+            "Batches voided because they could not be processed (a bug: nothing in them traded).",
+            self.batches_voided.load(Ordering::Relaxed),
         );
         counter(
             &mut out,

@@ -6,6 +6,12 @@
 //! sequencer runs both; recovery replays only the second from the journal;
 //! `verify` runs both and compares bytes.
 //!
+//! A batch that cannot be processed (opening, clearing or settlement fails,
+//! or panics — never expected, since funding rules out every input the
+//! engine or the ledger refuses) is **voided** ([`void_outcome`]): nothing
+//! trades and the ledger is unchanged, so a bug can cost one batch but never
+//! halt the sequencer by failing again on every replay.
+//!
 //! Order ids: the funded bundles are taken in ascending commitment order and
 //! their orders numbered `0, 1, 2, …` in that order and then by position in
 //! the bundle. The clearing seed is the seal's Merkle root, so remainder
@@ -37,6 +43,9 @@ pub mod status {
     pub const OUTSIDE_BAND: u8 = 34;
     /// The account cannot cover the bundle.
     pub const UNFUNDED: u8 = 35;
+    /// The whole batch was voided: it could not be processed, nothing in it
+    /// traded (`spec/sequencer.md`, "Void batches").
+    pub const BATCH_VOID: u8 = 40;
 }
 
 /// What happened to one envelope of the batch.
@@ -153,6 +162,25 @@ pub enum ProcessError {
         /// The envelope index.
         envelope: u32,
     },
+    /// Funding or clearing panicked (an engine assertion failed).
+    #[error("batch {e}: processing panicked: {message}")]
+    Panicked {
+        /// The batch.
+        e: BatchId,
+        /// The panic's message.
+        message: String,
+    },
+}
+
+/// The text of a caught panic's payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        (*text).to_string()
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic without a message".to_string()
+    }
 }
 
 fn funding_status(error: &FundingError) -> EnvelopeStatus {
@@ -160,7 +188,9 @@ fn funding_status(error: &FundingError) -> EnvelopeStatus {
         FundingError::UnknownMarket { index, .. } => (status::UNKNOWN_MARKET, *index as u32),
         FundingError::ZeroQuantity { index } => (status::ZERO_QUANTITY, *index as u32),
         FundingError::OutsideBand { index, .. } => (status::OUTSIDE_BAND, *index as u32),
-        FundingError::Unfunded { asset, .. } => (status::UNFUNDED, asset.0),
+        FundingError::Unfunded { asset, .. } | FundingError::TooLarge { asset } => {
+            (status::UNFUNDED, asset.0)
+        }
     };
     EnvelopeStatus::Rejected { code, detail }
 }
@@ -171,8 +201,66 @@ fn funding_status(error: &FundingError) -> EnvelopeStatus {
 /// # Errors
 ///
 /// [`ProcessError::Clearing`] if the engine refuses input that passed the
-/// funding checks (a bug).
+/// funding checks, [`ProcessError::Panicked`] if an assertion of the engine
+/// fails (both a bug; the caller voids the batch).
 pub fn process_batch(
+    opened: &OpenedBatch,
+    batch_secret: [u8; 32],
+    ledger: &Ledger,
+    markets: &BTreeMap<MarketId, MarketConfig>,
+    references: &BTreeMap<MarketId, Tick>,
+) -> Result<BatchOutcome, ProcessError> {
+    // Nothing is mutated here, so a panic leaves no state half-changed.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        process_unguarded(opened, batch_secret, ledger, markets, references)
+    }))
+    .unwrap_or_else(|payload| {
+        Err(ProcessError::Panicked {
+            e: opened.e,
+            message: panic_message(payload.as_ref()),
+        })
+    })
+}
+
+/// The outcome of a batch that could not be processed: every envelope (by
+/// ascending commitment) rejected as [`status::BATCH_VOID`], every configured
+/// market without a trade, no fill. Settling it changes nothing.
+#[must_use]
+pub fn void_outcome(
+    e: BatchId,
+    root: MerkleRoot,
+    batch_secret: [u8; 32],
+    sorted_commitments: &[Commitment],
+    markets: &BTreeMap<MarketId, MarketConfig>,
+) -> BatchOutcome {
+    BatchOutcome {
+        e,
+        root,
+        batch_secret,
+        envelopes: sorted_commitments
+            .iter()
+            .map(|&commitment| EnvelopeOutcome {
+                commitment,
+                status: EnvelopeStatus::Rejected {
+                    code: status::BATCH_VOID,
+                    detail: 0,
+                },
+            })
+            .collect(),
+        markets: markets
+            .keys()
+            .map(|&market| MarketOutcome {
+                market,
+                price: None,
+                volume: 0,
+                imbalance: 0,
+            })
+            .collect(),
+        fills: Vec::new(),
+    }
+}
+
+fn process_unguarded(
     opened: &OpenedBatch,
     batch_secret: [u8; 32],
     ledger: &Ledger,
@@ -362,6 +450,23 @@ pub fn apply_outcome(
 }
 
 impl BatchOutcome {
+    /// Whether this is a voided batch ([`void_outcome`]): at least one
+    /// envelope, every one rejected as [`status::BATCH_VOID`], and no fill.
+    #[must_use]
+    pub fn is_void(&self) -> bool {
+        !self.envelopes.is_empty()
+            && self.fills.is_empty()
+            && self.envelopes.iter().all(|o| {
+                matches!(
+                    o.status,
+                    EnvelopeStatus::Rejected {
+                        code: status::BATCH_VOID,
+                        ..
+                    }
+                )
+            })
+    }
+
     /// Appends the canonical encoding (`spec/sequencer.md`, "Result (kind 4)").
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&OUTCOME_TAG);

@@ -60,7 +60,7 @@ mod verify;
 
 pub use batch::{
     BatchOutcome, EnvelopeOutcome, EnvelopeStatus, MarketOutcome, OUTCOME_TAG, OrderFill,
-    ProcessError, apply_outcome, process_batch, status,
+    ProcessError, apply_outcome, process_batch, status, void_outcome,
 };
 pub use checkpoint::{
     CHECKPOINT_BALANCES_MAX, CHECKPOINT_TAG, CHECKPOINT_UNFINISHED_MAX, Checkpoint,
@@ -155,6 +155,16 @@ pub enum Event {
     OperationDurable {
         /// The operation's token.
         token: OpToken,
+    },
+    /// Batch `e` could not be processed and was voided (its outcome, which
+    /// follows as [`Event::BatchCleared`], trades nothing). Never expected:
+    /// it means a bug, which the caller should report loudly. The sequencer
+    /// goes on with the next batch.
+    BatchVoided {
+        /// The batch.
+        e: BatchId,
+        /// Why processing failed.
+        reason: String,
     },
 }
 
@@ -299,14 +309,24 @@ impl OpenJob {
         self.envelopes.is_empty()
     }
 
-    /// Opens every envelope in parallel (rayon).
+    /// Opens every envelope in parallel (rayon). Never panics: a panic while
+    /// opening (a bug) is caught and voids the batch.
     #[must_use]
     pub fn run(self) -> OpenedJob {
         let secret = *self.key.secret_bytes();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            open_shaped_batch(&self.key, &self.envelopes).map_err(|error| error.to_string())
+        }))
+        .unwrap_or_else(|payload| {
+            Err(format!(
+                "opening panicked: {}",
+                batch::panic_message(payload.as_ref())
+            ))
+        });
         OpenedJob {
             e: self.key.batch(),
             batch_secret: secret,
-            result: open_shaped_batch(&self.key, &self.envelopes),
+            result,
         }
     }
 }
@@ -316,7 +336,9 @@ impl OpenJob {
 pub struct OpenedJob {
     e: BatchId,
     batch_secret: [u8; 32],
-    result: Result<OpenedBatch, OpenError>,
+    /// The opened batch, or why it could not be opened (an [`OpenError`] or
+    /// a panic: both a bug).
+    result: Result<OpenedBatch, String>,
 }
 
 enum Batch {
@@ -332,8 +354,9 @@ enum Batch {
         envelopes: Vec<ShapedEnvelope>,
         seal_lsn: Lsn,
     },
-    /// Key released; the open job is out.
-    Opening,
+    /// Key released; the open job is out. The tree names the envelopes
+    /// should the batch have to be voided.
+    Opening { tree: Arc<MerkleTree> },
     /// Settled; waiting for the result to be durable.
     Publishing {
         outcome: Arc<BatchOutcome>,
@@ -1041,9 +1064,13 @@ impl Sequencer {
             return Ok(());
         };
         let key = self.custodian.release(seal, self.now_ms)?;
-        let Some(Batch::Sealing { envelopes, .. }) = self.batches.insert(e, Batch::Opening) else {
+        let Some(Batch::Sealing {
+            envelopes, tree, ..
+        }) = self.batches.remove(&e)
+        else {
             return Ok(());
         };
+        self.batches.insert(e, Batch::Opening { tree });
         self.opening.insert(e, None);
         self.jobs.push_back(OpenJob { key, envelopes });
         Ok(())
@@ -1052,10 +1079,15 @@ impl Sequencer {
     /// Takes the result of an [`OpenJob`]: once every earlier batch is done,
     /// validates funding, clears, settles, and journals the outcome.
     ///
+    /// A batch that cannot be processed — its envelopes did not open as
+    /// sealed, clearing or settlement refused or panicked, all of which mean
+    /// a bug — is voided ([`void_outcome`], [`Event::BatchVoided`]): nothing
+    /// in it trades, and the sequencer goes on. Its void outcome is journaled
+    /// like any other, so a replay never processes it again.
+    ///
     /// # Errors
     ///
-    /// [`SequencerError::Open`] if the envelopes did not match the seal, or
-    /// [`SequencerError::Process`]: both mean a bug, and the process must stop.
+    /// [`SequencerError::Protocol`] for a job the sequencer did not hand out.
     pub fn handle_opened(&mut self, now_ms: u64, opened: OpenedJob) -> Result<(), SequencerError> {
         self.observe(now_ms);
         match self.opening.get_mut(&opened.e) {
@@ -1072,27 +1104,15 @@ impl Sequencer {
                 break;
             }
             let Some(job) = entry.remove() else { break };
-            let opened = job.result?;
-            let outcome = process_batch(
-                &opened,
-                job.batch_secret,
-                &self.ledger,
-                &self.markets,
-                &self.references,
-            )?;
-            apply_outcome(
-                &outcome,
-                &mut self.ledger,
-                &self.markets,
-                &mut self.references,
-            )?;
+            let e = job.e;
+            let outcome = self.settle_opened(job)?;
             let mut result_lsn = self.next_lsn;
             for part in ResultPart::split(&outcome, self.limits.result_part_bytes) {
                 result_lsn = self.push_journal(&SequencerRecord::ResultPart(part));
             }
-            self.first_lsn.remove(&job.e);
+            self.first_lsn.remove(&e);
             self.batches.insert(
-                job.e,
+                e,
                 Batch::Publishing {
                     outcome: Arc::new(outcome),
                     result_lsn,
@@ -1100,6 +1120,49 @@ impl Sequencer {
             );
         }
         Ok(())
+    }
+
+    /// Processes and settles one opened batch, or voids it.
+    fn settle_opened(&mut self, job: OpenedJob) -> Result<BatchOutcome, SequencerError> {
+        let e = job.e;
+        let Some(Batch::Opening { tree }) = self.batches.get(&e) else {
+            return Err(SequencerError::Protocol(format!(
+                "opened batch {e} is not being opened"
+            )));
+        };
+        let tree = Arc::clone(tree);
+        let attempt = job.result.and_then(|opened| {
+            let outcome = process_batch(
+                &opened,
+                job.batch_secret,
+                &self.ledger,
+                &self.markets,
+                &self.references,
+            )
+            .map_err(|error| error.to_string())?;
+            // All or nothing: on an error the ledger is unchanged.
+            apply_outcome(
+                &outcome,
+                &mut self.ledger,
+                &self.markets,
+                &mut self.references,
+            )
+            .map_err(|error| error.to_string())?;
+            Ok(outcome)
+        });
+        let reason = match attempt {
+            Ok(outcome) => return Ok(outcome),
+            Err(reason) => reason,
+        };
+        let outcome = void_outcome(
+            e,
+            tree.root(),
+            job.batch_secret,
+            tree.leaves(),
+            &self.markets,
+        );
+        self.events.push_back(Event::BatchVoided { e, reason });
+        Ok(outcome)
     }
 
     /// The next record to append to the journal, in order.
@@ -1174,3 +1237,6 @@ impl Sequencer {
         lsn
     }
 }
+
+#[cfg(test)]
+mod tests;

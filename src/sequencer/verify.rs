@@ -26,7 +26,7 @@ use crate::ledger::Ledger;
 use crate::market::AccountId;
 use crate::types::{BatchId, MarketId, Tick};
 
-use super::batch::{BatchOutcome, apply_outcome, process_batch};
+use super::batch::{BatchOutcome, apply_outcome, process_batch, void_outcome};
 use super::checkpoint::Checkpoint;
 use super::config::Genesis;
 use super::record::{RecordError, ResultAssembler, SequencerRecord};
@@ -492,6 +492,10 @@ pub(super) fn check_seal(
 /// Re-opens `envelopes` with the outcome's published key and re-runs
 /// funding and clearing: the re-derived outcome, and the accounts whose
 /// bundles opened.
+///
+/// A journaled void outcome is re-derived as void exactly when opening,
+/// processing or settling the batch fails here too (`spec/sequencer.md`,
+/// "Void batches"); otherwise the normal outcome comes back and differs.
 pub(super) fn rederive(
     genesis: &Genesis,
     seal: &SignedSeal,
@@ -519,11 +523,35 @@ pub(super) fn rederive(
     let key = custodian
         .release(seal, close_ms)
         .map_err(|err| format!("release: {err}"))?;
-    let opened = open_batch(&key, envelopes).map_err(|err| format!("opening: {err}"))?;
-    let accounts = opened.accepted().map(|(_, b)| b.account).collect();
-    let again = process_batch(&opened, outcome.batch_secret, ledger, markets, references)
-        .map_err(|err| err.to_string())?;
-    Ok((again, accounts))
+    let attempt = open_batch(&key, envelopes)
+        .map_err(|err| format!("opening: {err}"))
+        .and_then(|opened| {
+            let again = process_batch(&opened, outcome.batch_secret, ledger, markets, references)
+                .map_err(|err| err.to_string())?;
+            if outcome.is_void() {
+                // Would it have settled? Only asked of a void batch, so the
+                // copy of the ledger costs nothing in the usual case.
+                apply_outcome(
+                    &again,
+                    &mut ledger.clone(),
+                    markets,
+                    &mut references.clone(),
+                )
+                .map_err(|err| format!("settlement: {err}"))?;
+            }
+            let accounts = opened.accepted().map(|(_, b)| b.account).collect();
+            Ok((again, accounts))
+        });
+    match attempt {
+        Err(_) if outcome.is_void() => {
+            let mut sorted: Vec<Commitment> = envelopes.iter().map(|b| Commitment::of(b)).collect();
+            sorted.sort_unstable();
+            sorted.dedup();
+            let void = void_outcome(e, seal.root, outcome.batch_secret, &sorted, markets);
+            Ok((void, BTreeSet::new()))
+        }
+        attempt => attempt,
+    }
 }
 
 pub(super) fn compare(recorded: &BatchOutcome, again: &BatchOutcome) -> Result<(), String> {

@@ -1,0 +1,262 @@
+//! The bundle that once halted the sequencer for good, over the real
+//! process: a market whose lot is 10^18 units, one bundle of 19 market sells
+//! adding up to ⌈2^128 / 10^18⌉ lots (their base requirement wrapped past
+//! 2^128 to less than the seller's balance, settlement then found the
+//! balance going negative and the process aborted on every restart) and a
+//! buyer in the same batch. Now the bundle is unfunded, the batch clears, the
+//! next batches trade, SIGTERM exits 0, the restart is clean and `verify`
+//! re-derives every batch.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rand_core::OsRng;
+use sealbatch::cli::connect::target_batch;
+use sealbatch::client::Client;
+use sealbatch::envelope::{BatchPublicKey, Commitment, generate_account_key, seal_bundle};
+use sealbatch::net::parse_fingerprint;
+use sealbatch::node::core::now_ms;
+use sealbatch::order::OrderSpec;
+use sealbatch::sequencer::status;
+use sealbatch::types::{MarketId, Side};
+use sealbatch::wire::{BatchCleared, ServerMessage};
+
+const CONFIG: &str = r#"
+demo = true
+
+[[assets]]
+id = 0
+name = "USD"
+
+[[assets]]
+id = 5
+name = "ETH"
+
+[[markets]]
+id = 9
+base = 5
+quote = 0
+tick_size = 1
+lot_size = 1000000000000000000
+band_min = 1
+band_max = 1000
+initial_price = 500
+fee_bps = 5
+"#;
+
+const WEI: u32 = 5;
+const USD: u32 = 0;
+const MARKET: MarketId = MarketId(9);
+
+fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn spawn(dir: &Path, port: u16) -> Child {
+    let config = dir.with_extension("toml");
+    std::fs::write(&config, CONFIG).expect("config written");
+    Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+        .args(["run", "--no-metrics", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts")
+}
+
+async fn connect(dir: &Path, addr: SocketAddr, child: &mut Child) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(dir.join("tls/fingerprint"))
+            && let Ok(fingerprint) = parse_fingerprint(&text)
+            && let Ok(client) = Client::connect(addr, fingerprint).await
+            && client.schedule().await.is_ok()
+        {
+            return client;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the sequencer exited with {status}");
+        }
+        assert!(Instant::now() < deadline, "the sequencer did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn order(side: Side, limit: Option<u64>, qty: u64) -> OrderSpec {
+    OrderSpec {
+        market: MARKET,
+        side,
+        limit,
+        qty,
+        client_order_id: 0,
+    }
+}
+
+/// Seals each `(trader, orders)` to one batch a little ahead, submits them
+/// all, and waits for that batch's `BatchCleared`. Returns the batch and
+/// the commitments in the order given.
+async fn one_batch(
+    client: &Client,
+    events: &mut tokio::sync::mpsc::Receiver<ServerMessage>,
+    bundles: &[(&ed25519_dalek::SigningKey, Vec<OrderSpec>)],
+) -> (u64, Vec<Commitment>, BatchCleared) {
+    let schedule = client.schedule().await.expect("schedule");
+    let e = target_batch(&schedule, now_ms(), 300);
+    let key = schedule
+        .batch_keys
+        .iter()
+        .find(|(b, _)| *b == e)
+        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
+        .expect("the batch is announced");
+    let mut commitments = Vec::new();
+    for (nonce, (trader, orders)) in bundles.iter().enumerate() {
+        let envelope =
+            seal_bundle(&mut OsRng, trader, e, &key, nonce as u64, orders).expect("seals");
+        let receipt = client
+            .submit(envelope.into_bytes())
+            .await
+            .expect("receipted");
+        assert_eq!(receipt.e, e);
+        commitments.push(receipt.commitment);
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, events.recv()).await {
+            Ok(Some(ServerMessage::BatchCleared(cleared))) if cleared.e == e => {
+                return (e, commitments, cleared);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => panic!("batch {e} was never cleared"),
+        }
+    }
+}
+
+fn status_of(cleared: &BatchCleared, commitment: &Commitment) -> (u8, u32, u64) {
+    let own = cleared
+        .own
+        .iter()
+        .find(|o| o.commitment == commitment.0)
+        .expect("own envelope in the outcome");
+    let filled = own.fills.iter().map(|f| f.1).sum();
+    (own.status, own.detail, filled)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wrapping_bundle_is_unfunded_and_the_sequencer_keeps_clearing() {
+    let dir = std::env::temp_dir().join(format!("sealbatch-poison-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut child = spawn(&dir, port);
+    let client = connect(&dir, addr, &mut child).await;
+    let mut events = client.subscribe().await.expect("subscribed");
+
+    let seller = generate_account_key(&mut OsRng);
+    let buyer = generate_account_key(&mut OsRng);
+    let honest = generate_account_key(&mut OsRng);
+    let id = |k: &ed25519_dalek::SigningKey| k.verifying_key().to_bytes();
+    client
+        .deposit(id(&seller), WEI, 625_392_568_231_788_544)
+        .await
+        .expect("deposit");
+    client
+        .deposit(id(&buyer), USD, 1_000_000_000)
+        .await
+        .expect("deposit");
+    client
+        .deposit(id(&honest), WEI, 3_000_000_000_000_000_000)
+        .await
+        .expect("deposit");
+
+    // The reproduction: 18 market sells of u64::MAX lots and one of the
+    // rest, against 5 lots bought at 500.
+    let mut poison = vec![order(Side::Sell, None, u64::MAX); 18];
+    poison.push(order(Side::Sell, None, 8_240_973_594_166_534_394));
+    let (e, commitments, cleared) = one_batch(
+        &client,
+        &mut events,
+        &[
+            (&seller, poison),
+            (&buyer, vec![order(Side::Buy, Some(500), 5)]),
+        ],
+    )
+    .await;
+    assert_eq!(
+        status_of(&cleared, &commitments[0]),
+        (status::UNFUNDED, WEI, 0),
+        "the wrapping bundle is unfunded, naming the asset"
+    );
+    assert_eq!(
+        status_of(&cleared, &commitments[1]),
+        (status::ACCEPTED, 0, 0),
+        "the buyer is accepted and finds no seller"
+    );
+    assert!(cleared.markets.iter().all(|m| m.volume == 0));
+
+    // The sequencer keeps clearing: an honest seller trades with the buyer.
+    let (next, commitments, cleared) = one_batch(
+        &client,
+        &mut events,
+        &[
+            (&honest, vec![order(Side::Sell, Some(400), 2)]),
+            (&buyer, vec![order(Side::Buy, Some(500), 5)]),
+        ],
+    )
+    .await;
+    assert!(next > e);
+    assert_eq!(
+        status_of(&cleared, &commitments[0]),
+        (status::ACCEPTED, 0, 2)
+    );
+    assert_eq!(
+        status_of(&cleared, &commitments[1]),
+        (status::ACCEPTED, 0, 2)
+    );
+    let balances = client.account(id(&honest)).await.expect("balances");
+    assert!(
+        balances.contains(&(WEI, 1_000_000_000_000_000_000)),
+        "{balances:?}"
+    );
+    client.close();
+
+    // SIGTERM exits 0; the restart replays the journal cleanly and serves.
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let exit = child.wait().expect("exits");
+    assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
+    let mut child = spawn(&dir, port);
+    let client = connect(&dir, addr, &mut child).await;
+    let balances = client.account(id(&seller)).await.expect("balances");
+    assert_eq!(balances, vec![(WEI, 625_392_568_231_788_544)]);
+    client.close();
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+        .args(["verify", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("verify runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("0 mismatched"),
+        "verify: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("toml"));
+}
