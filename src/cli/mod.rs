@@ -74,15 +74,32 @@ pub enum Command {
     Export(verify::ExportArgs),
 }
 
-/// Parses the command line, runs the command, and maps its error to an exit code.
+/// Parses the command line, runs the command, and maps its error to an exit
+/// code: the node's own ([`NodeError::exit_code`](crate::node::NodeError::exit_code):
+/// 74 storage, 70 internal, 78 configuration), else 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("sealbatch: {error}");
-            ExitCode::FAILURE
+            ExitCode::from(exit_code(error.as_ref()))
         }
+    }
+}
+
+/// The exit status for a command's error.
+#[must_use]
+pub fn exit_code(error: &(dyn std::error::Error + 'static)) -> u8 {
+    if let Some(node) = error.downcast_ref::<crate::node::NodeError>() {
+        node.exit_code()
+    } else if error
+        .downcast_ref::<crate::node::config::ConfigFileError>()
+        .is_some()
+    {
+        crate::node::EXIT_CONFIG
+    } else {
+        1
     }
 }
 

@@ -88,6 +88,7 @@
 
 pub mod checkpoint;
 mod error;
+mod faults;
 pub mod format;
 mod sim;
 mod storage;
@@ -100,6 +101,7 @@ pub use checkpoint::{
     prune_segments_below, read_checkpoints,
 };
 pub use error::{Corruption, JournalError};
+pub use faults::{Fault, Faults, FaultyFile, FaultyStorage};
 pub use format::{FrameProblem, HeaderProblem};
 pub use sim::{SimFileHandle, SimStorage};
 pub use storage::{FsFile, FsStorage, Storage, StorageFile};

@@ -39,6 +39,10 @@ pub struct NodeConfig {
     /// Default false: `sealbatch verify` re-derives every batch only from a
     /// whole journal.
     pub prune_journal: bool,
+    /// Longest a journal write may wait to become durable before the
+    /// process stops with exit code 74 (the storage hangs; see the README's
+    /// storage-fault policy). Default 20 000.
+    pub journal_stall_max_ms: u64,
     /// Bounds.
     pub limits: LimitsConfig,
     /// The assets (names are for display only).
@@ -127,6 +131,12 @@ impl LimitsConfig {
     }
 }
 
+/// The largest queue bound accepted (bounded channels allocate every slot
+/// up front).
+pub const QUEUE_MAX: usize = 1 << 20;
+/// The largest `connections_max` accepted.
+pub const CONNECTIONS_MAX: usize = 1 << 16;
+
 /// The demo deployment's assets: USD (0), BTC (1), ETH (2), SOL (3).
 #[must_use]
 pub fn demo_assets() -> Vec<AssetConfig> {
@@ -170,6 +180,7 @@ impl Default for NodeConfig {
             demo: true,
             checkpoint_every_batches: 600,
             prune_journal: false,
+            journal_stall_max_ms: 20_000,
             limits: LimitsConfig::default(),
             assets: demo_assets(),
             markets: demo_markets(),
@@ -282,6 +293,9 @@ impl NodeConfig {
         if self.batch_length_ms == 0 {
             return invalid("batch_length_ms must be at least 1");
         }
+        if self.journal_stall_max_ms < 100 {
+            return invalid("journal_stall_max_ms must be at least 100");
+        }
         let l = &self.limits;
         if l.connections_max == 0 || l.connections_per_ip_max == 0 {
             return invalid("limits.connections_max and connections_per_ip_max must be at least 1");
@@ -289,8 +303,32 @@ impl NodeConfig {
         if l.streams_per_connection_max == 0 {
             return invalid("limits.streams_per_connection_max must be at least 1");
         }
-        if l.core_queue_max == 0 || l.outbound_queue_max == 0 {
-            return invalid("limits.core_queue_max and outbound_queue_max must be at least 1");
+        if !(1..=QUEUE_MAX).contains(&l.core_queue_max)
+            || !(1..=QUEUE_MAX).contains(&l.outbound_queue_max)
+        {
+            return invalid(
+                "limits.core_queue_max and outbound_queue_max must be 1 to 1048576 (queues are allocated up front)",
+            );
+        }
+        if l.incoming_max == 0 || l.connections_max > CONNECTIONS_MAX {
+            return invalid(
+                "limits.incoming_max must be at least 1 and connections_max at most 65536",
+            );
+        }
+        // A window below one client frame would stall every submission.
+        let frame = crate::wire::CLIENT_FRAME_LEN_MAX as u64;
+        if u64::from(l.stream_receive_window) < frame
+            || u64::from(l.connection_receive_window) < u64::from(l.stream_receive_window)
+            || l.send_window < frame
+        {
+            return invalid(
+                "limits.stream_receive_window and send_window must hold a client frame (16384 bytes), and connection_receive_window at least the stream window",
+            );
+        }
+        if l.idle_timeout_ms == 0 {
+            return invalid(
+                "limits.idle_timeout_ms must be at least 1 (0 would keep idle connections forever)",
+            );
         }
         if l.envelopes_per_connection_per_batch_max == 0
             || l.envelopes_per_connection_per_batch_max as usize

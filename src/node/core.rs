@@ -18,7 +18,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use tokio::sync::mpsc;
 
 use crate::envelope::{Commitment, Rejection, SequencerKey, ShapedEnvelope};
-use crate::journal::{FsStorage, Journal, Lsn};
+use crate::journal::{FaultyStorage, FsStorage, Journal, Lsn};
 use crate::market::{AccountId, AssetId};
 use crate::sequencer::{
     BatchOutcome, Checkpoint, EnvelopeStatus, Event, JournalWrite, OpToken, OpenedJob, Sequencer,
@@ -31,6 +31,11 @@ use crate::wire::{
 };
 
 use super::metrics::Metrics;
+
+/// The storage the node's journal writes through: the file system, with
+/// faults injected only when a test asks for them
+/// ([`run_with_faults`](super::run_with_faults)).
+pub type NodeStorage = FaultyStorage<FsStorage>;
 
 /// Identifies one bidirectional stream (a client session).
 pub type SessionId = u64;
@@ -172,12 +177,18 @@ enum WriterJob {
 /// The core loop's state.
 pub struct Core {
     sequencer: Sequencer,
-    journal: Option<Journal<FsStorage>>,
+    journal: Option<Journal<NodeStorage>>,
     writes: Option<Sender<WriterJob>>,
     checkpoint_every: u64,
     prune: bool,
     cleared_since_checkpoint: u64,
     failed: Option<CoreError>,
+    /// The last LSN handed to the writer, and the last it made durable.
+    sent_lsn: Lsn,
+    durable_lsn: Lsn,
+    /// Since when a write handed to the writer has waited to be durable.
+    waiting_since: Option<Instant>,
+    stall_max: Duration,
     key: SequencerKey,
     metrics: Arc<Metrics>,
     demo: bool,
@@ -197,11 +208,11 @@ pub struct Core {
 /// is written after the writes before it are durable. Returns the journal
 /// when the core hangs up.
 fn journal_writer(
-    mut journal: Journal<FsStorage>,
+    mut journal: Journal<NodeStorage>,
     jobs: &Receiver<WriterJob>,
     control: &Sender<Control>,
     pruner: Option<&Sender<Lsn>>,
-) -> Journal<FsStorage> {
+) -> Journal<NodeStorage> {
     while let Ok(first) = jobs.recv() {
         let start = Instant::now();
         let mut result = Ok(());
@@ -243,7 +254,16 @@ fn journal_writer(
 /// returns below which LSN segments may be pruned. A failure is logged, not
 /// fatal: recovery then starts from an older checkpoint or the genesis
 /// record.
-fn write_checkpoint(journal: &mut Journal<FsStorage>, checkpoint: &Checkpoint) -> Option<Lsn> {
+fn write_checkpoint(journal: &mut Journal<NodeStorage>, checkpoint: &Checkpoint) -> Option<Lsn> {
+    if !checkpoint.fits() {
+        tracing::warn!(
+            lsn = checkpoint.lsn,
+            balances = checkpoint.balances.len(),
+            unfinished = checkpoint.unfinished.len(),
+            "checkpoint not written: the state is larger than a checkpoint may hold"
+        );
+        return None;
+    }
     let start = Instant::now();
     let payload = checkpoint.encode();
     match journal.write_checkpoint(checkpoint.lsn, checkpoint.replay_from, &payload, false) {
@@ -267,7 +287,7 @@ fn write_checkpoint(journal: &mut Journal<FsStorage>, checkpoint: &Checkpoint) -
 /// The pruning thread: removes the segments below each LSN it is sent, off
 /// the journal writer's path (unlinking a large file can take tens of
 /// milliseconds). A failure is logged; the segments stay.
-fn journal_pruner(mut storage: FsStorage, floors: &Receiver<Lsn>) {
+fn journal_pruner(mut storage: NodeStorage, floors: &Receiver<Lsn>) {
     while let Ok(floor) = floors.recv() {
         let start = Instant::now();
         match crate::journal::prune_segments_below(&mut storage, floor) {
@@ -283,7 +303,7 @@ fn journal_pruner(mut storage: FsStorage, floors: &Receiver<Lsn>) {
     }
 }
 
-fn append(journal: &mut Journal<FsStorage>, write: &JournalWrite) -> Result<(), CoreError> {
+fn append(journal: &mut Journal<NodeStorage>, write: &JournalWrite) -> Result<(), CoreError> {
     let lsn = journal.append(write.kind, &write.payload)?;
     if lsn == write.lsn {
         Ok(())
@@ -350,7 +370,31 @@ pub enum CoreError {
     /// The journal writer thread is gone (it failed earlier).
     #[error("the journal writer thread stopped")]
     WriterGone,
+    /// The journal made nothing durable for longer than
+    /// `journal_stall_max_ms`: the storage hangs.
+    #[error("the journal made nothing durable for {} ms", waited.as_millis())]
+    JournalStalled {
+        /// How long the oldest write waited.
+        waited: Duration,
+    },
 }
+
+impl CoreError {
+    /// Whether the storage failed (the journal could not make records
+    /// durable), as opposed to a bug: the process exits with
+    /// [`EXIT_STORAGE`](super::EXIT_STORAGE) rather than
+    /// [`EXIT_INTERNAL`](super::EXIT_INTERNAL).
+    #[must_use]
+    pub fn is_storage(&self) -> bool {
+        matches!(
+            self,
+            CoreError::Journal(_) | CoreError::JournalStalled { .. } | CoreError::WriterGone
+        )
+    }
+}
+
+/// How often the core checks that the journal is not hanging.
+const STALL_CHECK: Duration = Duration::from_millis(100);
 
 /// What the core needs besides the sequencer, its journal and its key.
 #[derive(Debug)]
@@ -370,6 +414,9 @@ pub struct CoreOptions {
     pub checkpoint_every_batches: u64,
     /// Remove segments below every kept checkpoint.
     pub prune_journal: bool,
+    /// Longest a journal write may wait to become durable before the core
+    /// stops (fail-stop: the storage hangs).
+    pub journal_stall_max: Duration,
 }
 
 impl Core {
@@ -377,7 +424,7 @@ impl Core {
     #[must_use]
     pub fn new(
         sequencer: Sequencer,
-        journal: Journal<FsStorage>,
+        journal: Journal<NodeStorage>,
         key: SequencerKey,
         options: CoreOptions,
     ) -> Core {
@@ -389,6 +436,7 @@ impl Core {
             pool,
             checkpoint_every_batches,
             prune_journal,
+            journal_stall_max,
         } = options;
         Core {
             sequencer,
@@ -398,6 +446,10 @@ impl Core {
             prune: prune_journal,
             cleared_since_checkpoint: 0,
             failed: None,
+            sent_lsn: 0,
+            durable_lsn: 0,
+            waiting_since: None,
+            stall_max: journal_stall_max,
             key,
             metrics,
             demo,
@@ -452,11 +504,15 @@ impl Core {
         // Work left from recovery (a sealed batch to open, a genesis record).
         let result = self.serve(&requests, &control);
         // Hang up on the writer; it returns once everything sent is written,
-        // and the pruner once the writer (its only sender) is gone.
+        // and the pruner once the writer (its only sender) is gone. After a
+        // failure they are not waited for: the writer may hang in an fsync
+        // that never returns, and the process is about to exit anyway.
         self.writes = None;
-        let _ = writer.join();
-        if let Some(pruner) = pruner {
-            let _ = pruner.join();
+        if result.is_ok() {
+            let _ = writer.join();
+            if let Some(pruner) = pruner {
+                let _ = pruner.join();
+            }
         }
         result
     }
@@ -469,12 +525,14 @@ impl Core {
         self.turn()?;
         loop {
             let now = now_ms();
+            // Wake at least every STALL_CHECK to see whether the journal hangs.
             let wait = self
                 .sequencer
                 .poll_timeout()
-                .map_or(Duration::from_millis(100), |due| {
+                .map_or(STALL_CHECK, |due| {
                     Duration::from_millis(due.saturating_sub(now))
-                });
+                })
+                .min(STALL_CHECK);
             select! {
                 recv(control) -> message => match message {
                     Ok(message) => self.control(message),
@@ -493,6 +551,19 @@ impl Core {
                 } else {
                     break;
                 }
+            }
+            if let Some(since) = self.waiting_since
+                && since.elapsed() > self.stall_max
+            {
+                tracing::error!(
+                    waited_ms = since.elapsed().as_millis() as u64,
+                    durable_lsn = self.durable_lsn,
+                    waiting_lsn = self.sent_lsn,
+                    "the journal made nothing durable for too long; stopping at once"
+                );
+                self.fail(CoreError::JournalStalled {
+                    waited: since.elapsed(),
+                });
             }
             if let Some(error) = self.failed.take() {
                 return Err(error);
@@ -521,6 +592,14 @@ impl Core {
         self.request(request);
     }
 
+    /// Records the first fatal error; the loop returns it at the end of
+    /// this turn, before anything else is sent.
+    fn fail(&mut self, error: CoreError) {
+        if self.failed.is_none() {
+            self.failed = Some(error);
+        }
+    }
+
     fn control(&mut self, message: Control) {
         match message {
             Control::Open { session, conn, out } => {
@@ -540,11 +619,12 @@ impl Core {
             Control::Opened(job, took) => {
                 self.metrics.decrypt_seconds.observe_duration(took);
                 let start = Instant::now();
+                // A batch that cannot be processed is voided inside; an
+                // error here is a job the sequencer never handed out (a bug
+                // of this shell): stop rather than go on.
                 if let Err(error) = self.sequencer.handle_opened(now_ms(), job) {
-                    // A batch that cannot be processed is a bug: stop rather
-                    // than go on in an unknown state.
-                    tracing::error!(%error, "processing an opened batch failed");
-                    std::process::abort();
+                    tracing::error!(%error, "an opened batch does not fit the sequencer; stopping");
+                    self.fail(error.into());
                 }
                 self.metrics
                     .clearing_seconds
@@ -552,14 +632,16 @@ impl Core {
             }
             Control::Durable(lsn, took) => {
                 self.metrics.fsync_seconds.observe_duration(took);
+                self.durable_lsn = lsn;
+                self.waiting_since = (lsn < self.sent_lsn).then(Instant::now);
                 if let Err(error) = self.sequencer.handle_journal_durable(now_ms(), lsn) {
-                    tracing::error!(%error, "journal completion does not fit the sequencer");
-                    std::process::abort();
+                    tracing::error!(%error, "a journal completion does not fit the sequencer; stopping");
+                    self.fail(error.into());
                 }
             }
             Control::JournalFailed(error) => {
-                tracing::error!(%error, "the journal failed; stopping");
-                self.failed = Some(error);
+                tracing::error!(%error, "the journal failed; stopping at once");
+                self.fail(error);
             }
             Control::Shutdown => {
                 tracing::info!("shutdown: refusing new envelopes, finishing batches in flight");
@@ -916,6 +998,10 @@ impl Core {
             {
                 self.sealed_at.insert(u64::from_le_bytes(e), Instant::now());
             }
+            if self.waiting_since.is_none() {
+                self.waiting_since = Some(Instant::now());
+            }
+            self.sent_lsn = write.lsn;
             self.to_writer(WriterJob::Append(write))?;
         }
         Ok(())

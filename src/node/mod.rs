@@ -20,7 +20,10 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::envelope::{CustodianError, EmbeddedCustodian, SequencerKey};
-use crate::journal::{FsStorage, Journal, JournalConfig, JournalError, read_checkpoints};
+use crate::journal::{
+    Faults, FaultyStorage, FsStorage, Journal, JournalConfig, JournalError, Storage,
+    read_checkpoints,
+};
 use crate::market::AccountId;
 use crate::net::{Identity, NetError};
 use crate::sequencer::{Checkpoint, Genesis, Journaled, SequencerError, SequencerRecord};
@@ -41,6 +44,18 @@ pub const CUSTODIAN_KEY_FILE: &str = "custodian.key";
 pub const DEMO_ACCOUNTS_FILE: &str = "demo-accounts";
 /// How many demo accounts demo mode funds.
 pub const DEMO_ACCOUNTS: usize = 8;
+
+/// Exit status of `sealbatch run` when the storage failed: a journal write
+/// or fsync failed (a full disk, `EIO`) or hung past `journal_stall_max_ms`
+/// (`EX_IOERR` of sysexits.h). Nothing acknowledged is lost; a supervisor
+/// restarts the process, which recovers from the journal once the storage
+/// works again.
+pub const EXIT_STORAGE: u8 = 74;
+/// Exit status when the sequencer stopped on an internal error (a bug;
+/// `EX_SOFTWARE`).
+pub const EXIT_INTERNAL: u8 = 70;
+/// Exit status for a configuration that cannot be used (`EX_CONFIG`).
+pub const EXIT_CONFIG: u8 = 78;
 
 /// A failure to start or run the node.
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +102,24 @@ pub enum NodeError {
         "the configuration's {0} differs from the journal's genesis record; the journal wins for genesis time, everything else must match"
     )]
     GenesisChanged(&'static str),
+}
+
+impl NodeError {
+    /// The process exit status for this error: [`EXIT_STORAGE`] when the
+    /// journal's storage failed (at start or while running),
+    /// [`EXIT_CONFIG`] for an unusable configuration or a configuration
+    /// that contradicts the journal, [`EXIT_INTERNAL`] for a bug, 1 for the
+    /// rest (a damaged key file, a network error).
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            NodeError::Journal(JournalError::Io { .. } | JournalError::Poisoned) => EXIT_STORAGE,
+            NodeError::Core(error) if error.is_storage() => EXIT_STORAGE,
+            NodeError::Core(_) | NodeError::CorePanicked => EXIT_INTERNAL,
+            NodeError::Config(_) | NodeError::GenesisChanged(_) => EXIT_CONFIG,
+            _ => 1,
+        }
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> NodeError + '_ {
@@ -178,7 +211,7 @@ pub struct NodeInfo {
 /// # Errors
 ///
 /// [`JournalError::Io`] reading the directory or a file.
-fn latest_checkpoint(storage: &mut FsStorage) -> Result<Option<Checkpoint>, JournalError> {
+fn latest_checkpoint(storage: &mut impl Storage) -> Result<Option<Checkpoint>, JournalError> {
     for found in read_checkpoints(storage)? {
         let name = found.name.clone();
         match Checkpoint::try_from(found) {
@@ -197,11 +230,28 @@ fn latest_checkpoint(storage: &mut FsStorage) -> Result<Option<Checkpoint>, Jour
 ///
 /// # Errors
 ///
-/// [`NodeError`] for anything that stops the node.
+/// [`NodeError`] for anything that stops the node. A failure of the
+/// storage or the core stops it at once, without waiting for `shutdown`
+/// (fail-stop: [`NodeError::exit_code`]).
 pub async fn run(
     config: NodeConfig,
     shutdown: watch::Receiver<bool>,
     started: Option<tokio::sync::oneshot::Sender<NodeInfo>>,
+) -> Result<(), NodeError> {
+    run_with_faults(config, shutdown, started, None).await
+}
+
+/// [`run`], with the journal's storage failing as `faults` says: for tests
+/// of the storage-fault policy on the real file system.
+///
+/// # Errors
+///
+/// As [`run`].
+pub async fn run_with_faults(
+    config: NodeConfig,
+    shutdown: watch::Receiver<bool>,
+    started: Option<tokio::sync::oneshot::Sender<NodeInfo>>,
+    faults: Option<Arc<Faults>>,
 ) -> Result<(), NodeError> {
     config.validate()?;
     let data = config.data_dir.clone();
@@ -211,8 +261,12 @@ pub async fn run(
     let key = SequencerKey::from_seed(&key_seed);
     // The journal is replayed as it is read, one segment at a time.
     let replay_started = std::time::Instant::now();
-    let (journal, recovery) =
-        Journal::open_dir_streaming(data.join(JOURNAL_DIR), JournalConfig::default())?;
+    let journal_dir = data.join(JOURNAL_DIR);
+    let storage = FsStorage::new(&journal_dir).map_err(io(&journal_dir))?;
+    let (journal, recovery) = Journal::open_streaming(
+        FaultyStorage::new(storage, faults),
+        JournalConfig::default(),
+    )?;
     if let Some(cut) = &recovery.truncation {
         tracing::warn!(
             path = %cut.path.display(),
@@ -351,11 +405,19 @@ pub async fn run(
             pool,
             checkpoint_every_batches: config.checkpoint_every_batches,
             prune_journal: config.prune_journal,
+            journal_stall_max: std::time::Duration::from_millis(config.journal_stall_max_ms),
         },
     );
+    // The core thread says when it ends, so that a failure stops the node
+    // at once instead of leaving it half alive until a signal.
+    let (core_done_tx, core_done) = tokio::sync::oneshot::channel();
     let core_thread = std::thread::Builder::new()
         .name("sealbatch-core".into())
-        .spawn(move || core.run(request_rx, control_rx))
+        .spawn(move || {
+            let result = core.run(request_rx, control_rx);
+            let _ = core_done_tx.send(());
+            result
+        })
         .map_err(io(&data))?;
 
     let mut metrics_addr = None;
@@ -393,13 +455,26 @@ pub async fn run(
         shutdown.clone(),
     ));
     let mut shutdown_wait = shutdown;
-    while !*shutdown_wait.borrow() {
-        if shutdown_wait.changed().await.is_err() {
-            break;
+    let signalled = async {
+        while !*shutdown_wait.borrow() {
+            if shutdown_wait.changed().await.is_err() {
+                break;
+            }
         }
+    };
+    let stopped_by_itself = tokio::select! {
+        () = signalled => false,
+        _ = core_done => true,
+    };
+    if stopped_by_itself {
+        // The core failed (or panicked): stop now. Nothing more can be made
+        // durable, so nothing more is acknowledged; the connections close.
+        server.abort();
+        endpoint.close(server::CLOSE_UNAVAILABLE.into(), b"sequencer stopped");
+    } else {
+        tracing::info!("shutting down: no new connections");
+        let _ = control_tx.send(Control::Shutdown);
     }
-    tracing::info!("shutting down: no new connections");
-    let _ = control_tx.send(Control::Shutdown);
     let result = tokio::task::spawn_blocking(move || core_thread.join())
         .await
         .map_err(|_| NodeError::CorePanicked)?
@@ -408,6 +483,10 @@ pub async fn run(
     endpoint.close(server::CLOSE_SHUTDOWN.into(), b"shutting down");
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle()).await;
     result?;
+    if stopped_by_itself {
+        // The core stops by itself only on an error, returned above.
+        return Err(NodeError::CorePanicked);
+    }
     tracing::info!("journal flushed; bye");
     Ok(())
 }

@@ -28,6 +28,9 @@ pub const CLOSE_PROTOCOL_ERROR: u32 = 1;
 pub const CLOSE_FRAME_TOO_LARGE: u32 = 2;
 /// Application error code: the server is shutting down.
 pub const CLOSE_SHUTDOWN: u32 = 3;
+/// Application error code: the sequencer stopped on a failure (its storage
+/// failed): reconnect once it is back.
+pub const CLOSE_UNAVAILABLE: u32 = 4;
 
 /// Bytes read from a stream at a time.
 const READ_CHUNK: usize = 64 << 10;

@@ -90,6 +90,16 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// Whether [`decode`](Checkpoint::decode) can read this state back: at
+    /// most [`CHECKPOINT_BALANCES_MAX`] balances and
+    /// [`CHECKPOINT_UNFINISHED_MAX`] unfinished batches. A state beyond them
+    /// must not be written (pruning would trust a file no restart can use).
+    #[must_use]
+    pub fn fits(&self) -> bool {
+        self.balances.len() <= CHECKPOINT_BALANCES_MAX
+            && self.unfinished.len() <= CHECKPOINT_UNFINISHED_MAX
+    }
+
     /// The canonical encoding.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {

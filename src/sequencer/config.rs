@@ -145,6 +145,14 @@ impl Default for Limits {
     }
 }
 
+/// The most envelopes a batch may be configured to hold: even if every order
+/// of every bundle names one market, the batch stays within the clearing
+/// engine's [`MARKET_ORDERS_MAX`](crate::types::MARKET_ORDERS_MAX).
+pub const ENVELOPES_PER_BATCH_CLEARABLE: usize =
+    crate::types::MARKET_ORDERS_MAX / crate::types::BUNDLE_ORDERS_MAX;
+
+const _: () = assert!(ENVELOPES_PER_BATCH_DEFAULT <= ENVELOPES_PER_BATCH_CLEARABLE);
+
 impl Limits {
     /// Checks the bounds.
     ///
@@ -155,8 +163,12 @@ impl Limits {
         if self.announce_ahead > ANNOUNCE_AHEAD_MAX {
             return Err(ConfigError::Limit("announce_ahead"));
         }
+        // Every order of a full batch may name one market: the batch must
+        // fit the clearing engine's per-market bound, or traders could fill
+        // it until clearing refuses (and the batch is voided).
         if self.envelopes_per_batch_max == 0
             || self.envelopes_per_batch_max > crate::envelope::ENVELOPES_PER_BATCH_MAX
+            || self.envelopes_per_batch_max > ENVELOPES_PER_BATCH_CLEARABLE
         {
             return Err(ConfigError::Limit("envelopes_per_batch_max"));
         }

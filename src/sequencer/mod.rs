@@ -68,7 +68,8 @@ pub use checkpoint::{
 };
 pub use config::{
     ANNOUNCE_AHEAD_DEFAULT, ANNOUNCE_AHEAD_MAX, BYTES_PER_BATCH_DEFAULT, ConfigError,
-    ENVELOPES_PER_BATCH_DEFAULT, GENESIS_TAG, Genesis, Limits, PENDING_RECEIPTS_DEFAULT,
+    ENVELOPES_PER_BATCH_CLEARABLE, ENVELOPES_PER_BATCH_DEFAULT, GENESIS_TAG, Genesis, Limits,
+    PENDING_RECEIPTS_DEFAULT,
 };
 pub use record::{
     AssembleError, RESULT_PART_BYTES_MAX, RecordError, ResultAssembler, ResultPart,

@@ -1,0 +1,94 @@
+//! Operator configuration that could crash or cripple the node is refused
+//! at start with an error naming the field, before anything is allocated.
+
+use sealbatch::node::NodeConfig;
+use sealbatch::node::config::LimitsConfig;
+use sealbatch::sequencer::{ENVELOPES_PER_BATCH_CLEARABLE, Limits};
+
+fn with_limits(tweak: impl FnOnce(&mut LimitsConfig)) -> NodeConfig {
+    let mut config = NodeConfig::default();
+    tweak(&mut config.limits);
+    config
+}
+
+fn refused(config: &NodeConfig, field: &str) {
+    let error = config.validate().expect_err("refused");
+    assert!(
+        error.to_string().contains(field),
+        "the error names {field}: {error}"
+    );
+}
+
+#[test]
+fn the_defaults_are_valid() {
+    NodeConfig::default().validate().expect("valid");
+    NodeConfig::default()
+        .sequencer_limits()
+        .validate()
+        .expect("valid");
+}
+
+#[test]
+fn queues_too_large_to_allocate_are_refused() {
+    // 2^62 once overflowed `core_queue_max * 4` and panicked at start; huge
+    // queues were allocated up front (out of memory) or panicked in tokio.
+    for huge in [1usize << 62, 1 << 40, (1 << 20) + 1] {
+        refused(&with_limits(|l| l.core_queue_max = huge), "core_queue_max");
+        refused(
+            &with_limits(|l| l.outbound_queue_max = huge),
+            "outbound_queue_max",
+        );
+    }
+    refused(&with_limits(|l| l.core_queue_max = 0), "core_queue_max");
+    with_limits(|l| l.core_queue_max = 1 << 20)
+        .validate()
+        .expect("the largest allowed");
+}
+
+#[test]
+fn transport_limits_that_stall_or_leak_are_refused() {
+    refused(&with_limits(|l| l.incoming_max = 0), "incoming_max");
+    refused(
+        &with_limits(|l| l.stream_receive_window = 0),
+        "stream_receive_window",
+    );
+    refused(
+        &with_limits(|l| l.stream_receive_window = 8 << 10),
+        "stream_receive_window",
+    );
+    refused(
+        &with_limits(|l| l.connection_receive_window = 1 << 10),
+        "connection_receive_window",
+    );
+    refused(&with_limits(|l| l.send_window = 0), "send_window");
+    refused(&with_limits(|l| l.idle_timeout_ms = 0), "idle_timeout_ms");
+    refused(
+        &with_limits(|l| l.connections_max = 1 << 40),
+        "connections_max",
+    );
+    let config = NodeConfig {
+        journal_stall_max_ms: 0,
+        ..NodeConfig::default()
+    };
+    refused(&config, "journal_stall_max_ms");
+}
+
+#[test]
+fn a_batch_larger_than_clearing_can_take_is_refused() {
+    // 2^24 envelopes of 256 orders in one market exceed the engine's 2^27
+    // orders per market: clearing would refuse and the batch be voided.
+    let limits = |envelopes| Limits {
+        envelopes_per_batch_max: envelopes,
+        ..Limits::default()
+    };
+    assert_eq!(ENVELOPES_PER_BATCH_CLEARABLE, 1 << 19);
+    limits(ENVELOPES_PER_BATCH_CLEARABLE)
+        .validate()
+        .expect("fits");
+    assert!(
+        limits(ENVELOPES_PER_BATCH_CLEARABLE + 1)
+            .validate()
+            .is_err()
+    );
+    assert!(limits(1 << 24).validate().is_err());
+}
