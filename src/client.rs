@@ -53,6 +53,8 @@ pub enum ClientError {
         code: ReasonCode,
         /// The batch open at the time.
         next_open: u64,
+        /// For [`ReasonCode::Busy`]: wait this long before submitting again.
+        retry_after: std::time::Duration,
         /// The sequencer's detail.
         message: String,
     },
@@ -233,11 +235,13 @@ impl Client {
             ServerMessage::Rejected {
                 code,
                 next_open,
+                retry_after_ms,
                 message,
                 ..
             } => Err(ClientError::Rejected {
                 code,
                 next_open,
+                retry_after: std::time::Duration::from_millis(u64::from(retry_after_ms)),
                 message,
             }),
             other => Err(unexpected(other)),

@@ -114,6 +114,7 @@ fn server_samples() -> Vec<ServerMessage> {
             request_id: 0x0102_0304_0506_0708,
             code: ReasonCode::BatchClosed,
             next_open: 42,
+            retry_after_ms: 0,
             message: "late".into(),
         },
         ServerMessage::BatchOpened {
@@ -145,7 +146,8 @@ fn server_samples() -> Vec<ServerMessage> {
 // These hex strings are the examples of spec/wire.md §7, byte for byte.
 const GOLDEN_DEPOSIT: &str = "35000000050700000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa02000000e803000000000000";
 const GOLDEN_WITHDRAW: &str = "35000000060700000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa02000000e803000000000000";
-const GOLDEN_REJECTED: &str = "1a000000830807060504030201022a00000000000000040000006c617465";
+const GOLDEN_REJECTED: &str =
+    "1e000000830807060504030201022a0000000000000000000000040000006c617465";
 const GOLDEN_CLEARED: &str = "ce00000086050000000000000001010101010101010101010101010101010101010101010101010101010101010202020202020202020202020202020202020202020202020202020202020202030000000200000002000000010000000164000000000000000a00000000000000fdffffffffffffffffffffffffffffff020000000000000000000000000000000000000000000000000000000001000000030303030303030303030303030303030303030303030303030303030303030300000000000100000001000a00000000000000";
 const GOLDEN_SCHEDULE_SIGNING: &str = "157365616c6261746368207631207363686564756c650068e5cf8b010000640000000000000009000000000000001111111111111111111111111111111111111111111111111111111111111111010000000a00000000000000222222222222222222222222222222222222222222222222222222222222222201000000010000000100000002000000010000000000000001000000000000000100000000000000e803000000000000f4010000000000000a00";
 
@@ -615,7 +617,7 @@ fn bad_field_values_are_typed_errors() {
         wire::parse::<ServerMessage>(&rejected),
         Err(FrameError::Body(DecodeError::Invalid {
             field: "message",
-            offset: 5 + 8 + 1 + 8
+            offset: 5 + 8 + 1 + 8 + 4
         }))
     );
 }
@@ -846,11 +848,12 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
                 receipt,
             }
         }),
-        (any::<u64>(), reason(), any::<u64>(), text()).prop_map(
-            |(request_id, code, next_open, message)| ServerMessage::Rejected {
+        (any::<u64>(), reason(), any::<u64>(), any::<u32>(), text()).prop_map(
+            |(request_id, code, next_open, retry_after_ms, message)| ServerMessage::Rejected {
                 request_id,
                 code,
                 next_open,
+                retry_after_ms,
                 message
             }
         ),

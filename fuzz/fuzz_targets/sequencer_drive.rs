@@ -31,7 +31,8 @@
 
 #![no_main]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, OnceLock};
 
 use ed25519_dalek::SigningKey;
 use libfuzzer_sys::arbitrary::{Result as ArbResult, Unstructured};
@@ -39,8 +40,9 @@ use libfuzzer_sys::fuzz_target;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sealbatch::envelope::{
-    BatchSchedule, Commitment, ENVELOPE_LEN_MAX, ENVELOPE_LEN_MIN, EmbeddedCustodian,
-    MasterSecret, SequencerKey, VERSION, seal_bundle,
+    BatchPublicKey, BatchSchedule, Commitment, CustodianError, ENVELOPE_LEN_MAX, ENVELOPE_LEN_MIN,
+    EmbeddedCustodian, KeyCustodian, MasterSecret, ReleasedBatchKey, SequencerKey, SignedSeal,
+    VERSION, seal_bundle,
 };
 use sealbatch::journal::{Lsn, RecordKind};
 use sealbatch::ledger::Ledger;
@@ -198,7 +200,8 @@ enum Expect {
     Ok,
     Closed,
     NotAnnounced,
-    Busy,
+    /// With the retry-after.
+    Busy(u64),
     Duplicate,
     Full,
 }
@@ -248,7 +251,7 @@ impl Harness {
         let mut id = match u.int_in_range(0u8..=3)? {
             0 | 1 => 1,
             2 => 0,
-            _ => u32::MAX - 4,
+            _ => u32::MAX - 8,
         };
         for _ in 0..market_count {
             markets.push(arbitrary_market(u, MarketId(id), &asset_pool)?);
@@ -262,7 +265,7 @@ impl Harness {
                 seed[0] = i as u8;
                 seed[1] = trader_byte;
                 seed[2] = 0x7d;
-                SigningKey::from_bytes(&seed)
+                trader_key(seed)
             })
             .collect();
         let accounts: Vec<AccountId> = traders
@@ -283,7 +286,9 @@ impl Harness {
             envelopes_per_batch_max: pick(u, &[100_000, 100_000, 1, 3])?,
             bytes_per_batch_max: pick(u, &[256 << 20, 256 << 20, 2_000, 9_000])?,
             pending_receipts_max: pick(u, &[1 << 20, 1 << 20, 1, 2])?,
+            sealed_batches_max: pick(u, &[2, 2, 1, 8])?,
             result_part_bytes: pick(u, &[RESULT_PART_BYTES_MAX, 512, 97])?,
+            ..Limits::default()
         };
         let key = SequencerKey::from_seed(&SEQUENCER_SEED);
         let genesis = Genesis {
@@ -340,7 +345,9 @@ impl Harness {
     }
 
     fn step(&mut self, u: &mut Unstructured<'_>) -> ArbResult<()> {
-        match u.int_in_range(0u8..=15)? {
+        let action = u.int_in_range(0u8..=15)?;
+        if std::env::var_os("SD_DEBUG").is_some() { eprintln!("TEMP action {action} at {} left {}", self.now, u.len()); }
+        match action {
             0..=1 => self.deposit(u)?,
             2 => self.withdraw(u)?,
             3..=6 => self.submit_bundle(u, false)?,
@@ -385,6 +392,7 @@ impl Harness {
         let before = self.seq.ledger().balance(&account, asset);
         let lsn = self.seq.next_lsn();
         let result = self.seq.handle_deposit(OpToken(lsn), account, asset, amount);
+        if std::env::var_os("SD_DEBUG").is_some() { eprintln!("TEMP deposit {account} {asset} {amount} -> {result:?}"); }
         let fits = total + u128::from(amount) <= u128::from(u64::MAX);
         assert_eq!(
             result.is_ok(),
@@ -558,8 +566,16 @@ impl Harness {
         if e > open.saturating_add(self.limits.announce_ahead) {
             return Expect::NotAnnounced;
         }
+        // Admission control: batches sealed and not yet cleared, then
+        // receipts waiting for the journal (spec/sequencer.md, "Submit").
+        let length = self.genesis.schedule.batch_length_ms;
+        let in_flight = self.seq.batches_in_flight();
+        if in_flight >= self.limits.sealed_batches_max {
+            let behind = (in_flight + 1 - self.limits.sealed_batches_max) as u64;
+            return Expect::Busy(behind * length);
+        }
         if self.pending_receipts.len() >= self.limits.pending_receipts_max {
-            return Expect::Busy;
+            return Expect::Busy(length);
         }
         let (held, bytes) = self
             .held
@@ -588,12 +604,13 @@ impl Harness {
             u64::from_le_bytes(bytes[1..9].try_into().expect("eight bytes"))
         });
         let result = self.seq.handle_submit(self.now, SubmitToken(token), bytes);
+        if std::env::var_os("SD_DEBUG").is_some() { eprintln!("TEMP submit {e:?} {:?} -> {result:?}", match &sent { Sent::Bundle { account, orders } => format!("{account} {orders:?}"), Sent::Bad => "bad".into() }); }
         if let Some(expect) = expect {
             let got = match &result {
                 Ok(_) => Expect::Ok,
                 Err(SubmitError::BatchClosed { .. }) => Expect::Closed,
                 Err(SubmitError::NotAnnounced { .. }) => Expect::NotAnnounced,
-                Err(SubmitError::Busy) => Expect::Busy,
+                Err(SubmitError::Busy { retry_after_ms }) => Expect::Busy(*retry_after_ms),
                 Err(SubmitError::Duplicate { .. }) => Expect::Duplicate,
                 Err(SubmitError::BatchFull { .. }) => Expect::Full,
                 Err(SubmitError::Malformed(rejection)) => {
@@ -1012,6 +1029,14 @@ impl Harness {
         let markets = self.genesis.market_map();
         let extreme = |m: &MarketConfig| m.lot_size >= E18 || m.tick_size >= E18 || m.band_max >= E18;
         let xfills: usize = journaled.values().map(|o| o.fills.iter().filter(|f| extreme(&markets[&f.market])).count()).sum();
+        if std::env::var_os("SD_DEBUG").is_some() {
+            eprintln!("TEMP markets {:?}", self.genesis.markets);
+            for o in journaled.values() {
+                eprintln!("TEMP batch {} envelopes {:?}", o.e, o.envelopes.iter().map(|e| e.status).collect::<Vec<_>>());
+                eprintln!("TEMP   markets {:?} fills {}", o.markets, o.fills.len());
+            }
+            eprintln!("TEMP ledger {:?}", self.seq.ledger().iter().collect::<Vec<_>>());
+        }
         stats::add(2, u64::from(accepted > 0));
         stats::add(3, u64::from(!journaled.is_empty()));
         stats::add(4, u64::from(fills > 0));
@@ -1023,13 +1048,59 @@ impl Harness {
     }
 }
 
-fn recover(genesis: &Genesis, limits: Limits, records: Vec<Record>, next_lsn: Lsn, now: u64) -> Sequencer {
+/// Trader keys, derived once per process (each is a scalar multiplication).
+fn trader_key(seed: [u8; 32]) -> SigningKey {
+    static KEYS: OnceLock<Mutex<HashMap<[u8; 32], SigningKey>>> = OnceLock::new();
+    let keys = KEYS.get_or_init(Default::default);
+    let mut keys = keys.lock().unwrap_or_else(|e| e.into_inner());
+    keys.entry(seed)
+        .or_insert_with(|| SigningKey::from_bytes(&seed))
+        .clone()
+}
+
+/// The embedded custodian, with its public keys (a pure function of the
+/// fixed master secret and `e`) derived once per process: every input
+/// announces a dozen batches, and the derivations would dominate.
+struct CachedCustodian(EmbeddedCustodian);
+
+impl KeyCustodian for CachedCustodian {
+    fn public_key(&self, e: BatchId) -> Result<BatchPublicKey, CustodianError> {
+        static KEYS: OnceLock<Mutex<HashMap<BatchId, BatchPublicKey>>> = OnceLock::new();
+        let keys = KEYS.get_or_init(Default::default);
+        if let Some(key) = keys.lock().unwrap_or_else(|e| e.into_inner()).get(&e) {
+            return Ok(*key);
+        }
+        let key = self.0.public_key(e)?;
+        let mut keys = keys.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.len() > 1 << 16 {
+            keys.clear();
+        }
+        keys.insert(e, key);
+        Ok(key)
+    }
+
+    fn release(
+        &mut self,
+        seal: &SignedSeal,
+        now_ms: u64,
+    ) -> Result<ReleasedBatchKey, CustodianError> {
+        self.0.release(seal, now_ms)
+    }
+}
+
+fn recover(
+    genesis: &Genesis,
+    limits: Limits,
+    records: Vec<Record>,
+    next_lsn: Lsn,
+    now: u64,
+) -> Sequencer {
     let key = SequencerKey::from_seed(&SEQUENCER_SEED);
-    let custodian = EmbeddedCustodian::new(
+    let custodian = CachedCustodian(EmbeddedCustodian::new(
         MasterSecret::from_bytes(MASTER),
         key.public_key(),
         genesis.schedule,
-    );
+    ));
     let journaled = Journaled {
         checkpoint: None,
         records,

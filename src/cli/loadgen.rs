@@ -3,8 +3,10 @@
 //! Each trader has its own key and connection, subscribes, funds itself
 //! (demo mode), then seals bundles of random limit orders around each
 //! market's reference price to the open batch at a steady rate, pipelining
-//! submissions on its stream. At the end every receipt is checked against
-//! the inclusion proof pushed with its batch's seal.
+//! submissions on its stream. A `Busy` refusal (the sequencer's admission
+//! control) pauses the trader for its retry-after: the orders it would have
+//! sent meanwhile are counted as deferred, not sent. At the end every receipt
+//! is checked against the inclusion proof pushed with its batch's seal.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -28,7 +30,7 @@ use crate::node::core::now_ms;
 use crate::node::metrics::process_cpu_seconds;
 use crate::order::OrderSpec;
 use crate::types::{BUNDLE_ORDERS_MAX, MarketId, Side};
-use crate::wire::{BatchCleared, MarketInfo, Schedule, ServerMessage};
+use crate::wire::{BatchCleared, MarketInfo, ReasonCode, Schedule, ServerMessage};
 
 use super::CommandResult;
 use super::connect::{ServerArgs, target_batch};
@@ -181,6 +183,8 @@ pub struct LoadReport {
     pub close_to_result: Vec<Duration>,
     /// Refusals by reason.
     pub rejections: BTreeMap<String, u64>,
+    /// Orders not sent while paused by a `Busy` retry-after.
+    pub orders_deferred: u64,
     /// Receipts whose inclusion proof verified against the signed seal.
     pub included: u64,
     /// Orders of this run that filled at least one lot.
@@ -206,6 +210,7 @@ impl LoadReport {
         for (reason, count) in other.rejections {
             *self.rejections.entry(reason).or_default() += count;
         }
+        self.orders_deferred += other.orders_deferred;
         self.included += other.included;
         self.orders_filled += other.orders_filled;
         self.batches.extend(other.batches);
@@ -242,6 +247,12 @@ impl LoadReport {
                 self.receipts,
             ),
         );
+        if self.orders_deferred > 0 {
+            out.push_str(&format!(
+                "orders deferred      {:>12}  (not sent while the sequencer asked to retry later)\n",
+                self.orders_deferred
+            ));
+        }
         if self.rejections.is_empty() {
             out.push_str("rejections           none\n");
         } else {
@@ -296,6 +307,8 @@ struct Trader {
     waiting: BTreeSet<u64>,
     /// Smoothed receipt latency, to aim at a batch still open on arrival.
     latency_ms: f64,
+    /// No submission before this (a `Busy` retry-after).
+    paused_until: Instant,
 }
 
 /// Margin kept before a batch closes: a few smoothed receipt latencies,
@@ -307,6 +320,8 @@ fn margin_ms(latency_ms: f64, batch_length_ms: u64) -> u64 {
 enum Outcome {
     Receipt(Receipt, Duration, usize),
     Refused(String),
+    /// Refused as busy: wait this long.
+    Busy(String, Duration),
 }
 
 impl Trader {
@@ -361,6 +376,10 @@ impl Trader {
                 self.receipts.insert(receipt.commitment.0, receipt);
             }
             Outcome::Refused(reason) => *self.report.rejections.entry(reason).or_default() += 1,
+            Outcome::Busy(reason, retry_after) => {
+                *self.report.rejections.entry(reason).or_default() += 1;
+                self.paused_until = self.paused_until.max(Instant::now() + retry_after);
+            }
         }
     }
 
@@ -465,6 +484,7 @@ async fn run_trader(
         proofs: Vec::new(),
         waiting: BTreeSet::new(),
         latency_ms: 5.0,
+        paused_until: Instant::now(),
     };
     let bundle = options.bundle.clamp(1, BUNDLE_ORDERS_MAX);
     let per_second = options.rate as f64 / options.traders.max(1) as f64 / bundle as f64;
@@ -481,6 +501,10 @@ async fn run_trader(
                 due += per_second * tick.as_secs_f64();
                 let count = due.floor() as usize;
                 due -= count as f64;
+                if Instant::now() < trader.paused_until {
+                    trader.report.orders_deferred += (count * bundle) as u64;
+                    continue;
+                }
                 let margin = margin_ms(trader.latency_ms, trader.schedule.batch_length_ms);
                 let e = target_batch(&trader.schedule, now_ms(), margin);
                 let Some(batch_key) = trader.keys.get(&e).copied() else {
@@ -502,6 +526,9 @@ async fn run_trader(
                             Ok(receipt) => {
                                 accepted.fetch_add(bundle as u64, Ordering::Relaxed);
                                 Outcome::Receipt(receipt, t0.elapsed(), bundle)
+                            }
+                            Err(ClientError::Rejected { code: ReasonCode::Busy, retry_after, .. }) => {
+                                Outcome::Busy(ReasonCode::Busy.to_string(), retry_after)
                             }
                             Err(ClientError::Rejected { code, .. }) => Outcome::Refused(code.to_string()),
                             Err(error) => Outcome::Refused(error.to_string()),

@@ -94,6 +94,14 @@ pub struct LimitsConfig {
     /// Messages queued towards one stream before it is closed as too slow.
     /// Default 65 536.
     pub outbound_queue_max: usize,
+    /// Admission control: a submission that waited longer than this in the
+    /// core's queue is refused as `Busy` with a retry-after instead of
+    /// being journaled. Default 50.
+    pub intake_delay_max_ms: u64,
+    /// Admission control: while this many batches are sealed and not yet
+    /// cleared, submissions are refused as `Busy` with a retry-after.
+    /// Default 2.
+    pub sealed_batches_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -112,6 +120,8 @@ impl Default for LimitsConfig {
             bytes_per_batch_max: crate::sequencer::BYTES_PER_BATCH_DEFAULT,
             core_queue_max: 1 << 16,
             outbound_queue_max: 1 << 16,
+            intake_delay_max_ms: 50,
+            sealed_batches_max: crate::sequencer::SEALED_BATCHES_DEFAULT,
         }
     }
 }
@@ -279,6 +289,7 @@ impl NodeConfig {
             envelopes_per_batch_max: self.limits.envelopes_per_batch_max,
             bytes_per_batch_max: self.limits.bytes_per_batch_max,
             pending_receipts_max: self.limits.core_queue_max.max(1) * 4,
+            sealed_batches_max: self.limits.sealed_batches_max,
             ..Limits::default()
         }
     }
@@ -324,6 +335,9 @@ impl NodeConfig {
             return invalid(
                 "limits.stream_receive_window and send_window must hold a client frame (16384 bytes), and connection_receive_window at least the stream window",
             );
+        }
+        if l.intake_delay_max_ms == 0 || l.sealed_batches_max == 0 {
+            return invalid("limits.intake_delay_max_ms and sealed_batches_max must be at least 1");
         }
         if l.idle_timeout_ms == 0 {
             return invalid(

@@ -189,6 +189,7 @@ pub struct Core {
     /// Since when a write handed to the writer has waited to be durable.
     waiting_since: Option<Instant>,
     stall_max: Duration,
+    intake_delay_max: Duration,
     key: SequencerKey,
     metrics: Arc<Metrics>,
     demo: bool,
@@ -417,6 +418,9 @@ pub struct CoreOptions {
     /// Longest a journal write may wait to become durable before the core
     /// stops (fail-stop: the storage hangs).
     pub journal_stall_max: Duration,
+    /// Longest a submission may wait in the request queue; beyond it, it is
+    /// refused as busy (admission control).
+    pub intake_delay_max: Duration,
 }
 
 impl Core {
@@ -437,6 +441,7 @@ impl Core {
             checkpoint_every_batches,
             prune_journal,
             journal_stall_max,
+            intake_delay_max,
         } = options;
         Core {
             sequencer,
@@ -450,6 +455,7 @@ impl Core {
             durable_lsn: 0,
             waiting_since: None,
             stall_max: journal_stall_max,
+            intake_delay_max,
             key,
             metrics,
             demo,
@@ -670,8 +676,7 @@ impl Core {
         &mut self,
         session: SessionId,
         request_id: u64,
-        code: ReasonCode,
-        next_open: u64,
+        (code, next_open, retry_after_ms): (ReasonCode, u64, u32),
         message: String,
     ) {
         self.metrics.reject(code.to_byte());
@@ -681,6 +686,7 @@ impl Core {
                 request_id,
                 code,
                 next_open,
+                retry_after_ms,
                 message,
             },
         );
@@ -700,9 +706,25 @@ impl Core {
             self.refuse(
                 session,
                 request_id,
-                ReasonCode::Busy,
-                open,
+                (ReasonCode::Busy, open, 0),
                 "the sequencer is shutting down".into(),
+            );
+            return;
+        }
+        // Admission control: a request that waited too long in the queue is
+        // refused before it costs a journal write, with the wait as the
+        // retry-after, so that traders back off until the queue drains.
+        let waited = received.elapsed();
+        if waited > self.intake_delay_max {
+            let retry_after_ms = u32::try_from(waited.as_millis()).unwrap_or(u32::MAX);
+            self.refuse(
+                session,
+                request_id,
+                (ReasonCode::Busy, open, retry_after_ms),
+                format!(
+                    "the sequencer is behind: this envelope waited {} ms to be read",
+                    waited.as_millis()
+                ),
             );
             return;
         }
@@ -713,8 +735,12 @@ impl Core {
             Ok(envelope) => envelope,
             Err(rejection) => {
                 let error = SubmitError::Malformed(rejection);
-                let (code, next_open) = submit_code(&error, open);
-                self.refuse(session, request_id, code, next_open, error.to_string());
+                self.refuse(
+                    session,
+                    request_id,
+                    submit_code(&error, open),
+                    error.to_string(),
+                );
                 return;
             }
         };
@@ -724,8 +750,7 @@ impl Core {
             self.refuse(
                 session,
                 request_id,
-                ReasonCode::ConnectionQuota,
-                open,
+                (ReasonCode::ConnectionQuota, open, 0),
                 format!("this connection submitted {used} envelopes to batch {e}"),
             );
             return;
@@ -753,8 +778,12 @@ impl Core {
                 }
             }
             Err(error) => {
-                let (code, next_open) = submit_code(&error, open);
-                self.refuse(session, request_id, code, next_open, error.to_string());
+                self.refuse(
+                    session,
+                    request_id,
+                    submit_code(&error, open),
+                    error.to_string(),
+                );
             }
         }
     }
@@ -1216,13 +1245,18 @@ fn own_outcomes(outcome: &BatchOutcome, own: &[Commitment]) -> Vec<OwnEnvelope> 
         .collect()
 }
 
-fn submit_code(error: &SubmitError, open: BatchId) -> (ReasonCode, u64) {
+/// The wire's code, `next_open` and retry-after for a refused submission.
+fn submit_code(error: &SubmitError, open: BatchId) -> (ReasonCode, u64, u32) {
     match error {
-        SubmitError::Malformed(_) => (ReasonCode::Malformed, open),
-        SubmitError::BatchClosed { next_open, .. } => (ReasonCode::BatchClosed, *next_open),
-        SubmitError::NotAnnounced { next_open, .. } => (ReasonCode::NotAnnounced, *next_open),
-        SubmitError::BatchFull { next_open, .. } => (ReasonCode::BatchFull, *next_open),
-        SubmitError::Duplicate { .. } => (ReasonCode::Duplicate, open),
-        SubmitError::Busy => (ReasonCode::Busy, open),
+        SubmitError::Malformed(_) => (ReasonCode::Malformed, open, 0),
+        SubmitError::BatchClosed { next_open, .. } => (ReasonCode::BatchClosed, *next_open, 0),
+        SubmitError::NotAnnounced { next_open, .. } => (ReasonCode::NotAnnounced, *next_open, 0),
+        SubmitError::BatchFull { next_open, .. } => (ReasonCode::BatchFull, *next_open, 0),
+        SubmitError::Duplicate { .. } => (ReasonCode::Duplicate, open, 0),
+        SubmitError::Busy { retry_after_ms } => (
+            ReasonCode::Busy,
+            open,
+            u32::try_from(*retry_after_ms).unwrap_or(u32::MAX),
+        ),
     }
 }

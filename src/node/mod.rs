@@ -406,6 +406,7 @@ pub async fn run_with_faults(
             checkpoint_every_batches: config.checkpoint_every_batches,
             prune_journal: config.prune_journal,
             journal_stall_max: std::time::Duration::from_millis(config.journal_stall_max_ms),
+            intake_delay_max: std::time::Duration::from_millis(config.limits.intake_delay_max_ms),
         },
     );
     // The core thread says when it ends, so that a failure stops the node

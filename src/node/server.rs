@@ -32,6 +32,9 @@ pub const CLOSE_SHUTDOWN: u32 = 3;
 /// failed): reconnect once it is back.
 pub const CLOSE_UNAVAILABLE: u32 = 4;
 
+/// Retry-after sent with `Busy` when the core's request queue is full.
+pub const QUEUE_FULL_RETRY_MS: u32 = 50;
+
 /// Bytes read from a stream at a time.
 const READ_CHUNK: usize = 64 << 10;
 /// Bytes gathered into one write towards a client.
@@ -202,6 +205,7 @@ async fn reader(
                                 request_id,
                                 code: ReasonCode::Busy,
                                 next_open: 0,
+                                retry_after_ms: QUEUE_FULL_RETRY_MS,
                                 message: "the sequencer's queue is full".into(),
                             }));
                         }

@@ -20,6 +20,8 @@ pub const ENVELOPES_PER_BATCH_DEFAULT: usize = 100_000;
 pub const BYTES_PER_BATCH_DEFAULT: usize = 256 << 20;
 /// Default bound on receipts waiting for the journal.
 pub const PENDING_RECEIPTS_DEFAULT: usize = 1 << 20;
+/// Default [`Limits::sealed_batches_max`].
+pub const SEALED_BATCHES_DEFAULT: usize = 2;
 
 /// Layout tag at the start of a genesis record.
 pub const GENESIS_TAG: [u8; 8] = *b"SBGENES1";
@@ -127,6 +129,11 @@ pub struct Limits {
     /// as [`SubmitError::Busy`](super::SubmitError::Busy). Default
     /// [`PENDING_RECEIPTS_DEFAULT`].
     pub pending_receipts_max: usize,
+    /// Admission control: while this many batches are sealed but not yet
+    /// cleared (opening lags), new envelopes are refused as
+    /// [`SubmitError::Busy`](super::SubmitError::Busy) with a retry-after,
+    /// before anything is journaled. Default [`SEALED_BATCHES_DEFAULT`].
+    pub sealed_batches_max: usize,
     /// Outcome bytes per journaled result part, at most (and by default)
     /// [`RESULT_PART_BYTES_MAX`](super::RESULT_PART_BYTES_MAX). Smaller
     /// values only make more records; tests use them to crash between parts.
@@ -140,6 +147,7 @@ impl Default for Limits {
             envelopes_per_batch_max: ENVELOPES_PER_BATCH_DEFAULT,
             bytes_per_batch_max: BYTES_PER_BATCH_DEFAULT,
             pending_receipts_max: PENDING_RECEIPTS_DEFAULT,
+            sealed_batches_max: SEALED_BATCHES_DEFAULT,
             result_part_bytes: super::RESULT_PART_BYTES_MAX,
         }
     }
@@ -177,6 +185,9 @@ impl Limits {
         }
         if self.pending_receipts_max == 0 {
             return Err(ConfigError::Limit("pending_receipts_max"));
+        }
+        if self.sealed_batches_max == 0 {
+            return Err(ConfigError::Limit("sealed_batches_max"));
         }
         if self.result_part_bytes == 0 || self.result_part_bytes > super::RESULT_PART_BYTES_MAX {
             return Err(ConfigError::Limit("result_part_bytes"));

@@ -69,7 +69,7 @@ pub use checkpoint::{
 pub use config::{
     ANNOUNCE_AHEAD_DEFAULT, ANNOUNCE_AHEAD_MAX, BYTES_PER_BATCH_DEFAULT, ConfigError,
     ENVELOPES_PER_BATCH_CLEARABLE, ENVELOPES_PER_BATCH_DEFAULT, GENESIS_TAG, Genesis, Limits,
-    PENDING_RECEIPTS_DEFAULT,
+    PENDING_RECEIPTS_DEFAULT, SEALED_BATCHES_DEFAULT,
 };
 pub use record::{
     AssembleError, RESULT_PART_BYTES_MAX, RecordError, ResultAssembler, ResultPart,
@@ -207,9 +207,14 @@ pub enum SubmitError {
         /// Its commitment.
         commitment: Commitment,
     },
-    /// Too many receipts are waiting for the journal; try again shortly.
-    #[error("the journal is behind; try again")]
-    Busy,
+    /// The sequencer is behind (too many batches sealed and not yet
+    /// cleared, or too many receipts waiting for the journal): try again
+    /// after `retry_after_ms`, to a batch open then.
+    #[error("the sequencer is behind; retry in {retry_after_ms} ms")]
+    Busy {
+        /// How long to wait before submitting again.
+        retry_after_ms: u64,
+    },
 }
 
 impl SubmitError {
@@ -222,7 +227,7 @@ impl SubmitError {
             SubmitError::NotAnnounced { .. } => 3,
             SubmitError::BatchFull { .. } => 4,
             SubmitError::Duplicate { .. } => 5,
-            SubmitError::Busy => 6,
+            SubmitError::Busy { .. } => 6,
         }
     }
 }
@@ -835,8 +840,20 @@ impl Sequencer {
         if e > open.saturating_add(self.limits.announce_ahead) {
             return Err(SubmitError::NotAnnounced { e, next_open: open });
         }
+        let batch_ms = self.genesis.schedule.batch_length_ms;
+        let sealed = self.batches_in_flight();
+        if sealed >= self.limits.sealed_batches_max {
+            // Opening lags: refuse before the trader's envelope costs a
+            // journal write, and say when the backlog should be gone.
+            let behind = (sealed + 1 - self.limits.sealed_batches_max) as u64;
+            return Err(SubmitError::Busy {
+                retry_after_ms: behind.saturating_mul(batch_ms),
+            });
+        }
         if self.receipts.len() >= self.limits.pending_receipts_max {
-            return Err(SubmitError::Busy);
+            return Err(SubmitError::Busy {
+                retry_after_ms: batch_ms,
+            });
         }
         let len = shaped.bytes().len();
         let (held, held_bytes) = match self.batches.get(&e) {

@@ -188,3 +188,53 @@ fn input_the_engine_refuses_is_a_typed_error_not_a_panic() {
         "{result:?}"
     );
 }
+
+#[test]
+fn submissions_are_refused_as_busy_while_opening_lags() {
+    let mut journal = Vec::new();
+    let mut sequencer = boot(Vec::new(), GENESIS_MS);
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let trader = crate::envelope::generate_account_key(&mut rng);
+    let mut nonce = 0;
+    let mut submit = |sequencer: &mut Sequencer, now: u64| {
+        let e = sequencer.open_batch_at(now);
+        let public = sequencer.batch_public_key(e).expect("announced");
+        let orders = [OrderSpec {
+            market: MarketId(1),
+            side: Side::Buy,
+            limit: Some(100),
+            qty: 1,
+            client_order_id: 0,
+        }];
+        nonce += 1;
+        let envelope = seal_bundle(&mut rng, &trader, e, &public, nonce, &orders).expect("seals");
+        sequencer.handle_submit(now, SubmitToken(nonce), envelope.into_bytes())
+    };
+    // Two batches sealed whose open jobs never come back: opening lags.
+    for b in 0..2u64 {
+        let now = GENESIS_MS + b * 100;
+        sequencer.handle_timeout(now).expect("timeout");
+        submit(&mut sequencer, now).expect("accepted");
+        flush(&mut sequencer, &mut journal, now);
+    }
+    let now = GENESIS_MS + 200;
+    sequencer.handle_timeout(now).expect("seals");
+    flush(&mut sequencer, &mut journal, now);
+    assert_eq!(sequencer.batches_in_flight(), 2);
+    let records = journal.len();
+    assert_eq!(
+        submit(&mut sequencer, now),
+        Err(SubmitError::Busy {
+            retry_after_ms: 100
+        })
+    );
+    assert!(sequencer.poll_journal().is_none(), "nothing journaled");
+    assert_eq!(journal.len(), records);
+    // Once the backlog clears, envelopes are taken again.
+    while let Some(job) = sequencer.poll_job() {
+        sequencer.handle_opened(now, job.run()).expect("processed");
+    }
+    flush(&mut sequencer, &mut journal, now);
+    assert_eq!(sequencer.batches_in_flight(), 0);
+    submit(&mut sequencer, now).expect("accepted again");
+}

@@ -317,6 +317,9 @@ pub enum ServerMessage {
         code: ReasonCode,
         /// The batch open when refused (0 where it means nothing).
         next_open: u64,
+        /// For [`ReasonCode::Busy`]: milliseconds to wait before submitting
+        /// again (admission control); 0 otherwise.
+        retry_after_ms: u32,
         /// Human-readable detail, at most [`TEXT_LEN_MAX`] bytes.
         message: String,
     },
@@ -615,11 +618,13 @@ impl Message for ServerMessage {
                 request_id,
                 code,
                 next_open,
+                retry_after_ms,
                 message,
             } => {
                 out.put_u64(*request_id);
                 out.put_u8(code.to_byte());
                 out.put_u64(*next_open);
+                out.put_u32(*retry_after_ms);
                 put_bytes(out, "message", message.as_bytes(), TEXT_LEN_MAX)?;
             }
             ServerMessage::BatchOpened {
@@ -708,6 +713,7 @@ impl Message for ServerMessage {
                 request_id: r.u64("request_id")?,
                 code: read_code(r)?,
                 next_open: r.u64("next_open")?,
+                retry_after_ms: r.u32("retry_after_ms")?,
                 message: read_text(r, "message")?,
             },
             server_type::BATCH_OPENED => ServerMessage::BatchOpened {
