@@ -18,7 +18,7 @@ use ed25519_dalek::Signer;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use rayon::prelude::*;
-use sealbatch::envelope::wire::padded_len;
+use sealbatch::envelope::wire::{self, padded_len};
 use sealbatch::envelope::*;
 use sealbatch::order::OrderSpec;
 use sealbatch::types::{MarketId, Side};
@@ -313,6 +313,58 @@ fn batch_5k(c: &mut Criterion) {
     g.finish();
 }
 
+/// An envelope that opens but whose signature is by another key than the
+/// account it names: it reaches the signature check and fails it.
+fn forged(s: &Setup, i: u64, n: usize) -> Vec<u8> {
+    let mut rng = ChaCha20Rng::seed_from_u64((1 << 40) + i);
+    let named = sealbatch::envelope::generate_account_key(&mut rng);
+    let signer = sealbatch::envelope::generate_account_key(&mut rng);
+    let body = wire::encode_body(&named.verifying_key().to_bytes(), i, &orders(n)).unwrap();
+    let mut plaintext = body.clone();
+    plaintext.extend_from_slice(
+        &signer
+            .sign(&wire::bundle_signature_message(0, &body))
+            .to_bytes(),
+    );
+    plaintext.resize(padded_len(n).unwrap(), 0);
+    let mut r = [0u8; 32];
+    r.copy_from_slice(Scalar::from(1_000_003u64 + i).as_bytes());
+    seal_raw_plaintext(&r, 0, &s.batch_key, &plaintext)
+        .unwrap()
+        .into_bytes()
+}
+
+/// The same 4,800-envelope batch with 3 % of its envelopes replaced by
+/// forged signatures from random keys (the cheap attack on batched
+/// verification): each failing run is bisected, not checked one by one.
+fn batch_5k_forged(c: &mut Criterion) {
+    const ENVELOPES: usize = 4_800;
+    const FORGED: usize = 144;
+    let s = setup();
+    let mut envs = envelopes_from(&s, ENVELOPES - FORGED, 16, 8);
+    envs.extend((0..FORGED as u64).map(|i| forged(&s, i, 16)));
+    let key = release(&s, &envs);
+    let shaped: Vec<ShapedEnvelope> = envs
+        .iter()
+        .map(|b| ShapedEnvelope::new(b.clone(), 0).unwrap())
+        .collect();
+    let mut g = c.benchmark_group("open_shaped_4800x16_3pct_forged");
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(5));
+    g.throughput(Throughput::Elements(ENVELOPES as u64));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    g.bench_function("1threads", |b| {
+        b.iter(|| {
+            let opened = pool.install(|| open_shaped_batch(&key, &shaped)).unwrap();
+            assert_eq!(opened.accepted().count(), ENVELOPES - FORGED);
+        })
+    });
+    g.finish();
+}
+
 fn merkle(c: &mut Criterion) {
     let commitments: Vec<Commitment> = (0u64..100_000)
         .map(|i| Commitment::of(&i.to_le_bytes()))
@@ -339,6 +391,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
-    targets = primitives, cpu_ratio, single, batch, batch_5k, merkle
+    targets = primitives, cpu_ratio, single, batch, batch_5k, batch_5k_forged, merkle
 }
 criterion_main!(benches);

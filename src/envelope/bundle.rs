@@ -13,7 +13,7 @@ use rand_core::CryptoRngCore;
 use rayon::prelude::*;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::cofactored::{PendingSignature, verify_run};
+use super::cofactored::{PendingSignature, verify_each};
 use super::keys::{BatchPublicKey, ReleasedBatchKey, decode_point, decode_secret_scalar};
 use super::merkle::{Commitment, ENVELOPES_PER_BATCH_MAX, MerkleError, MerkleRoot, merkle_root};
 use super::receipt::decode_ed25519_public;
@@ -566,32 +566,56 @@ impl Decrypted {
     }
 }
 
-/// The second half of opening a run: account keys (decoded once per batch,
-/// in `keys`) and signatures, checked as one cofactored linear combination
-/// and one by one only if that fails, so every verdict equals
+/// The second half of opening a batch: account keys (decoded once per
+/// batch, in `keys`) and signatures, so that every verdict equals
 /// [`ReleasedBatchKey::open`]'s.
+///
+/// The signatures are checked in runs of [`OPEN_RUN_LEN`] formed by account
+/// (ascending key, then position): a trader's signatures share runs with its
+/// own (and one key term in each combination), so a bad signature slows
+/// mostly its sender's runs, and a failing run is bisected
+/// ([`verify_each`]) rather than checked one signature at a time.
 fn verify_decrypted(
     decrypted: Vec<Result<Decrypted, Rejection>>,
     keys: &BTreeMap<[u8; 32], Option<VerifyingKey>>,
 ) -> Vec<Result<VerifiedBundle, Rejection>> {
     let pending: Vec<Result<(VerifiedBundle, PendingSignature), Rejection>> = decrypted
-        .into_iter()
+        .into_par_iter()
         .map(|d| {
             let d = d?;
             let key = keys.get(&d.bundle.account.0).and_then(Option::as_ref);
             d.into_pending(key)
         })
         .collect();
-    let signatures: Vec<PendingSignature> = pending
+    let mut order: Vec<(&[u8; 32], usize)> = pending
         .iter()
-        .filter_map(|p| p.as_ref().ok().map(|(_, sig)| sig.clone()))
+        .enumerate()
+        .filter_map(|(i, p)| p.as_ref().ok().map(|(bundle, _)| (&bundle.account.0, i)))
         .collect();
-    let all_valid = verify_run(&signatures);
+    order.sort_unstable();
+    let verdicts: Vec<(usize, bool)> = order
+        .par_chunks(OPEN_RUN_LEN)
+        .flat_map_iter(|run| {
+            let signatures: Vec<PendingSignature> = run
+                .iter()
+                .filter_map(|&(_, i)| pending[i].as_ref().ok().map(|(_, sig)| sig.clone()))
+                .collect();
+            run.iter()
+                .map(|&(_, i)| i)
+                .zip(verify_each(&signatures))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut valid = vec![false; pending.len()];
+    for (i, ok) in verdicts {
+        valid[i] = ok;
+    }
     pending
         .into_iter()
-        .map(|p| {
-            let (bundle, signature) = p?;
-            if all_valid || signature.verify() {
+        .zip(valid)
+        .map(|(p, ok)| {
+            let (bundle, _) = p?;
+            if ok {
                 Ok(bundle)
             } else {
                 Err(Rejection::BadSignature)
@@ -770,13 +794,10 @@ fn open_sorted<E: AsRef<[u8]> + Sync>(
         .into_par_iter()
         .map(|account| (account, decode_ed25519_public(&account).ok()))
         .collect();
-    let verified: Vec<Vec<Result<VerifiedBundle, Rejection>>> = decrypted
-        .into_par_iter()
-        .map(|run| verify_decrypted(run, &keys))
-        .collect();
+    let verified = verify_decrypted(decrypted.into_iter().flatten().collect(), &keys);
     let mut opened: Vec<OpenedEnvelope> = sorted
         .iter()
-        .zip(verified.into_iter().flatten())
+        .zip(verified)
         .map(|(&(commitment, input_index), outcome)| OpenedEnvelope {
             commitment,
             input_index,

@@ -16,8 +16,10 @@
 //! ```
 //!
 //! agree except with probability about 2⁻¹²⁸ per run: a run that passes has
-//! (overwhelmingly) only valid signatures, and one that fails is checked one
-//! signature at a time, so a bad signature never hurts another. The `zᵢ` are
+//! (overwhelmingly) only valid signatures, and one that fails is bisected
+//! ([`verify_each`]) down to the signatures that fail alone, so a bad
+//! signature never changes another's verdict and costs its run about
+//! `log₂(run)` half-size checks rather than one single check per member. The `zᵢ` are
 //! 128-bit values derived with blake3 from everything the run checks, so the
 //! verdicts are a function of the input bytes alone.
 
@@ -87,6 +89,40 @@ impl PendingSignature {
         let sb_minus_ka =
             EdwardsPoint::vartime_double_scalar_mul_basepoint(&self.k, &-self.a, &self.s);
         (sb_minus_ka - self.r).mul_by_cofactor().is_identity()
+    }
+}
+
+/// The verdict of each signature of `run`, equal to its single check
+/// ([`PendingSignature::verify`]): the run is checked as one combination
+/// and, if it fails, bisected. A half that passes clears its members; when
+/// the left half passes, the right one must hold an invalid signature (else
+/// the whole would have passed) and is split without being checked; a lone
+/// signature is decided by its single check.
+pub(crate) fn verify_each(run: &[PendingSignature]) -> Vec<bool> {
+    let mut verdicts = vec![true; run.len()];
+    if !verify_run(run) {
+        bisect(run, &mut verdicts);
+    }
+    verdicts
+}
+
+/// Bisects `run`, known to fail as a whole, writing the verdicts of its
+/// members into `verdicts` (all `true` on entry).
+fn bisect(run: &[PendingSignature], verdicts: &mut [bool]) {
+    if let [one] = run {
+        verdicts[0] = one.verify();
+        return;
+    }
+    let mid = run.len() / 2;
+    let (left, right) = run.split_at(mid);
+    let (left_verdicts, right_verdicts) = verdicts.split_at_mut(mid);
+    if verify_run(left) {
+        bisect(right, right_verdicts);
+    } else {
+        bisect(left, left_verdicts);
+        if !verify_run(right) {
+            bisect(right, right_verdicts);
+        }
     }
 }
 
@@ -188,6 +224,36 @@ mod tests {
         let verdicts: Vec<bool> = run.iter().map(PendingSignature::verify).collect();
         assert_eq!(verdicts.iter().filter(|ok| !**ok).count(), 1);
         assert!(!verdicts[5]);
+    }
+
+    #[test]
+    fn bisection_gives_every_signature_its_single_verdict() {
+        let keys = keys(4);
+        // Every pattern of bad signatures over runs of 1 to 33, by a seeded
+        // choice: none, one, a few, all.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for len in 1..=33usize {
+            for density in [0u64, 1, 4, 16, 64] {
+                let run: Vec<PendingSignature> = (0..len)
+                    .map(|i| {
+                        let key = &keys[i % keys.len()];
+                        let msg = [i as u8; 24];
+                        let bad = density == 64 || next() % 64 < density;
+                        let signed: &[u8] = if bad { b"another message" } else { &msg };
+                        pending(key, &msg, &key.sign(signed).to_bytes()).unwrap()
+                    })
+                    .collect();
+                let single: Vec<bool> = run.iter().map(PendingSignature::verify).collect();
+                assert_eq!(verify_each(&run), single, "run of {len}, density {density}");
+            }
+        }
+        assert!(verify_each(&[]).is_empty());
     }
 
     #[test]
