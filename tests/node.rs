@@ -70,7 +70,8 @@ async fn submit_one(client: &Client) -> Result<sealbatch::envelope::Receipt, Cli
         client_order_id: 1,
     }];
     // As a real client does: if the VM stalls long enough for the batch to
-    // close on the way, the rejection says so and the next batch is tried.
+    // close on the way, the rejection says so and the next batch is tried;
+    // a busy sequencer (a loaded test machine) says when to try again.
     let mut attempts = 0;
     loop {
         let schedule = client.schedule().await?;
@@ -87,6 +88,14 @@ async fn submit_one(client: &Client) -> Result<sealbatch::envelope::Receipt, Cli
                 code: ReasonCode::BatchClosed,
                 ..
             }) if attempts < 5 => attempts += 1,
+            Err(ClientError::Rejected {
+                code: ReasonCode::Busy,
+                retry_after,
+                ..
+            }) if attempts < 5 => {
+                attempts += 1;
+                tokio::time::sleep(retry_after).await;
+            }
             other => return other,
         }
     }
@@ -288,4 +297,101 @@ fn the_demo_runs_clears_and_verifies() {
         numbers.len() >= 2 && numbers[0] == numbers[1] && numbers[0] > 0,
         "{receipts}"
     );
+}
+
+/// A client asking for the schedule as fast as it can is answered from the
+/// schedule signed once per batch (each answer with its own request id,
+/// each verifying), then told busy beyond its per-stream budget, and an
+/// honest client beside it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_floods_are_answered_from_the_signed_cache_and_bounded() {
+    let node = start("schedule-flood", |c| {
+        c.limits.requests_per_stream_per_second_max = 50;
+    })
+    .await;
+    let flooder = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    let honest = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    let first = flooder.schedule().await.expect("schedule");
+    let (mut answered, mut busy) = (0, 0);
+    for _ in 0..200 {
+        match flooder.schedule().await {
+            Ok(schedule) => {
+                // Same signed content, whatever the request id.
+                assert!(schedule.open_batch >= first.open_batch);
+                answered += 1;
+            }
+            Err(ClientError::Refused {
+                code: ReasonCode::Busy,
+                ..
+            }) => busy += 1,
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert!(
+        (40..=120).contains(&answered) && busy > 50,
+        "answered {answered}, busy {busy}"
+    );
+    submit_one(&honest)
+        .await
+        .expect("the honest client is served");
+    node.stop().await;
+}
+
+/// One address cannot fill a batch: past `envelopes_per_ip_per_batch_max`
+/// its envelopes to that batch are refused (code 8), whatever connection
+/// they come on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_fill_a_batch() {
+    let node = start("ip-quota", |c| {
+        c.limits.envelopes_per_ip_per_batch_max = 3;
+        c.batch_length_ms = 2_000;
+    })
+    .await;
+    let a = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    let b = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    let schedule = a.schedule().await.expect("schedule");
+    b.schedule().await.expect("schedule");
+    let e = target_batch(&schedule, sealbatch::node::core::now_ms(), 1_000);
+    let key = schedule
+        .batch_keys
+        .iter()
+        .find(|(b, _)| *b == e)
+        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
+        .expect("announced");
+    let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
+    let mut outcomes = Vec::new();
+    for nonce in 0..5u64 {
+        let orders = [OrderSpec {
+            market: MarketId(1),
+            side: Side::Buy,
+            limit: Some(60_000),
+            qty: 1,
+            client_order_id: nonce,
+        }];
+        let envelope = seal_bundle(&mut OsRng, &trader, e, &key, nonce, &orders).expect("seals");
+        let client = if nonce % 2 == 0 { &a } else { &b };
+        outcomes.push(client.submit(envelope.into_bytes()).await);
+    }
+    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 3);
+    for refused in &outcomes[3..] {
+        assert!(
+            matches!(
+                refused,
+                Err(ClientError::Rejected {
+                    code: ReasonCode::ConnectionQuota,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+    }
+    node.stop().await;
 }

@@ -121,10 +121,22 @@ async fn one_batch(
     for (nonce, (trader, orders)) in bundles.iter().enumerate() {
         let envelope =
             seal_bundle(&mut OsRng, trader, e, &key, nonce as u64, orders).expect("seals");
-        let receipt = client
-            .submit(envelope.into_bytes())
-            .await
-            .expect("receipted");
+        let bytes = envelope.into_bytes();
+        let mut attempts = 0;
+        let receipt = loop {
+            // A loaded test machine may make the sequencer ask for a retry.
+            match client.submit(bytes.clone()).await {
+                Err(sealbatch::client::ClientError::Rejected {
+                    code: sealbatch::wire::ReasonCode::Busy,
+                    retry_after,
+                    ..
+                }) if attempts < 5 => {
+                    attempts += 1;
+                    tokio::time::sleep(retry_after).await;
+                }
+                other => break other.expect("receipted"),
+            }
+        };
         assert_eq!(receipt.e, e);
         commitments.push(receipt.commitment);
     }

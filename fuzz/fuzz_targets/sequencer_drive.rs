@@ -49,9 +49,9 @@ use sealbatch::ledger::Ledger;
 use sealbatch::market::{AccountId, AssetId, BPS_DENOMINATOR, FEE_BPS_MAX, MarketConfig};
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{
-    BatchOutcome, EnvelopeStatus, Event, Genesis, Journaled, Limits, OpToken,
+    BatchOutcome, Checkpoint, EnvelopeStatus, Event, Genesis, Journaled, Limits, OpToken,
     RESULT_PART_BYTES_MAX, ResultAssembler, Sequencer, SequencerRecord, SubmitError, SubmitToken,
-    status, verify_journal,
+    status, verify_journal_with,
 };
 use sealbatch::types::{BUNDLE_ORDERS_MAX, BatchId, MarketId, Side, Tick};
 
@@ -72,11 +72,11 @@ type Record = (Lsn, RecordKind, Vec<u8>);
 // TEMP-STATS
 mod stats {
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-    pub static C: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
-    pub const NAMES: [&str; 10] = ["inputs", "valid", "with_accept", "with_clear", "with_fill", "with_extreme_fill", "accepted_env", "batches", "fills", "extreme_fills"];
+    pub static C: [AtomicU64; 12] = [const { AtomicU64::new(0) }; 12];
+    pub const NAMES: [&str; 12] = ["restarts", "cp_restarts", "inputs", "valid", "with_accept", "with_clear", "with_fill", "with_extreme_fill", "accepted_env", "batches", "fills", "extreme_fills"];
     pub fn add(i: usize, n: u64) { C[i].fetch_add(n, Relaxed); }
     pub fn dump() {
-        let n = C[0].load(Relaxed);
+        let n = C[2].load(Relaxed);
         if n % 2000 == 0 {
             let v: Vec<String> = NAMES.iter().zip(C.iter()).map(|(k, c)| format!("{k}={}", c.load(Relaxed))).collect();
             eprintln!("STATS {}", v.join(" "));
@@ -85,13 +85,13 @@ mod stats {
 }
 
 fuzz_target!(|data: &[u8]| {
-    stats::add(0, 1);
+    stats::add(2, 1);
     stats::dump();
     let mut u = Unstructured::new(data);
     let Ok(Some(mut h)) = Harness::new(&mut u) else {
         return;
     };
-    stats::add(1, 1);
+    stats::add(3, 1);
     let mut actions = 0;
     while !u.is_empty() && actions < ACTIONS_MAX {
         actions += 1;
@@ -242,6 +242,10 @@ struct Harness {
     expected_totals: BTreeMap<AssetId, u128>,
     /// The last properly sealed envelope, for resubmission.
     last_sealed: Option<(BatchId, Vec<u8>)>,
+    /// Checkpoints written (every record below their LSN durable).
+    checkpoints: Vec<Checkpoint>,
+    /// A checkpoint taken, written once the records below it are durable.
+    checkpoint_pending: Option<Checkpoint>,
 }
 
 impl Harness {
@@ -311,7 +315,7 @@ impl Harness {
         let rng_seed: [u8; 32] = u.arbitrary()?;
         // Start at genesis, or a little before it.
         let now = GENESIS_MS - u64::from(u.int_in_range(0u8..=2)?) * 37;
-        let seq = recover(&genesis, limits, Vec::new(), 1, now);
+        let seq = recover(&genesis, limits, None, Vec::new(), 1, now);
         let mut h = Harness {
             genesis,
             limits,
@@ -336,7 +340,27 @@ impl Harness {
             settled: BTreeMap::new(),
             expected_totals: BTreeMap::new(),
             last_sealed: None,
+            checkpoints: Vec::new(),
+            checkpoint_pending: None,
         };
+        // The operator funds every trader in every asset (or leaves it to the
+        // deposits among the actions).
+        let funding = match u.int_in_range(0u8..=3)? {
+            0 => Some(u64::MAX / 8),
+            1 => Some(u64::MAX / 64),
+            2 => Some(1_000_000),
+            _ => None,
+        };
+        if let Some(amount) = funding {
+            for account in h.accounts.clone() {
+                for asset in h.assets.clone() {
+                    h.seq
+                        .handle_deposit(OpToken(0), account, asset, amount)
+                        .expect("an initial deposit within the supply");
+                    *h.expected_totals.entry(asset).or_default() += u128::from(amount);
+                }
+            }
+        }
         h.timeout();
         Ok(Some(h))
     }
@@ -346,9 +370,10 @@ impl Harness {
     }
 
     fn step(&mut self, u: &mut Unstructured<'_>) -> ArbResult<()> {
-        let action = u.int_in_range(0u8..=15)?;
+        let action = u.int_in_range(0u8..=16)?;
         if std::env::var_os("SD_DEBUG").is_some() { eprintln!("TEMP action {action} at {} left {}", self.now, u.len()); }
         match action {
+            16 => self.take_checkpoint(),
             0..=1 => self.deposit(u)?,
             2 => self.withdraw(u)?,
             3..=6 => self.submit_bundle(u, false)?,
@@ -365,8 +390,8 @@ impl Harness {
                 self.flush_partly(fraction);
             }
             14 => {
-                let keep = u.int_in_range(0u8..=2)?;
-                self.restart(keep);
+                let how = u.int_in_range(0u8..=5)?;
+                self.restart(how % 3, how >= 3);
             }
             _ => {
                 // A spurious timeout (the caller may call it any time).
@@ -457,7 +482,9 @@ impl Harness {
         }
     }
 
-    fn arbitrary_order(
+    /// One order of a hostile trader: any market (or an unknown one), limits
+    /// at, beyond and far from the band, quantities up to `u64::MAX`.
+    fn hostile_order(
         &self,
         u: &mut Unstructured<'_>,
         account: &AccountId,
@@ -491,7 +518,7 @@ impl Harness {
             4 => Some(m.band_min.wrapping_sub(1)),
             5 => Some(m.band_max.wrapping_add(1)),
             6 | 7 => Some(m.initial_price),
-            8 => Some(self.seq.references().get(&m.id).copied().unwrap_or(m.initial_price)),
+            8 => Some(self.reference(m)),
             9 => Some(u.int_in_range(m.band_min..=m.band_max)?),
             10 => Some(
                 m.initial_price
@@ -518,11 +545,68 @@ impl Harness {
         })
     }
 
+    /// One order of an ordinary trader: a configured market, a limit near
+    /// the reference price (where the two sides cross) or none, and a share
+    /// of what the account holds.
+    fn ordinary_order(
+        &self,
+        u: &mut Unstructured<'_>,
+        account: &AccountId,
+        share: u64,
+        client_order_id: u64,
+    ) -> ArbResult<OrderSpec> {
+        let markets = self.markets();
+        let m = &markets[u.int_in_range(0..=markets.len() - 1)?];
+        let side = if u.arbitrary::<bool>()? {
+            Side::Sell
+        } else {
+            Side::Buy
+        };
+        let reference = self.reference(m);
+        let limit = match u.int_in_range(0u8..=3)? {
+            0 => None,
+            1 => Some(reference),
+            2 => Some(
+                reference
+                    .saturating_add(u64::from(u.int_in_range(1u8..=3)?))
+                    .min(m.band_max),
+            ),
+            _ => Some(
+                reference
+                    .saturating_sub(u64::from(u.int_in_range(1u8..=3)?))
+                    .max(m.band_min),
+            ),
+        };
+        let price = limit.unwrap_or(m.band_max);
+        let qty = match u.int_in_range(0u8..=3)? {
+            0..=2 => self.affordable(account, m, side, price) / share.max(1),
+            _ => u64::from(u.int_in_range(1u8..=16)?),
+        }
+        .max(1);
+        Ok(OrderSpec {
+            market: m.id,
+            side,
+            limit,
+            qty,
+            client_order_id,
+        })
+    }
+
+    fn reference(&self, m: &MarketConfig) -> Tick {
+        self.seq
+            .references()
+            .get(&m.id)
+            .copied()
+            .unwrap_or(m.initial_price)
+    }
+
     fn arbitrary_orders(
         &self,
         u: &mut Unstructured<'_>,
         account: &AccountId,
     ) -> ArbResult<Vec<OrderSpec>> {
+        // Mostly ordinary bundles, so that batches trade; a quarter hostile.
+        let hostile = u.int_in_range(0u8..=3)? == 3;
         let count = match u.int_in_range(0u8..=9)? {
             0..=3 => 1,
             4 => 2,
@@ -532,14 +616,21 @@ impl Harness {
             _ => u.int_in_range(1..=BUNDLE_ORDERS_MAX)?,
         };
         let count = count.min(ORDERS_MAX.saturating_sub(self.orders_sent).max(1));
-        let share = pick(u, &[1, 2, 4, count as u64])?;
+        let share = pick(u, &[count as u64, 1, 2, 4])?;
+        let order = |u: &mut Unstructured<'_>, i: u64| {
+            if hostile {
+                self.hostile_order(u, account, share, i)
+            } else {
+                self.ordinary_order(u, account, share, i)
+            }
+        };
         if u.ratio(1u8, 2u8)? {
             // One order repeated: how the 19-sell bundle looked.
-            let order = self.arbitrary_order(u, account, share, 0)?;
+            let first = order(u, 0)?;
             return Ok((0..count as u64)
                 .map(|i| OrderSpec {
                     client_order_id: i,
-                    ..order
+                    ..first
                 })
                 .collect());
         }
@@ -548,10 +639,10 @@ impl Harness {
             if u.is_empty() {
                 break;
             }
-            orders.push(self.arbitrary_order(u, account, share, i as u64)?);
+            orders.push(order(u, i as u64)?);
         }
         if orders.is_empty() {
-            orders.push(self.arbitrary_order(u, account, share, 0)?);
+            orders.push(order(u, 0)?);
         }
         Ok(orders)
     }
@@ -767,6 +858,31 @@ impl Harness {
         }
         self.durable = self.durable.max(lsn);
         self.pending_receipts.retain(|&at| at > lsn);
+        if self
+            .checkpoint_pending
+            .as_ref()
+            .is_some_and(|c| c.lsn <= self.durable + 1)
+        {
+            let checkpoint = self.checkpoint_pending.take().expect("pending");
+            self.checkpoints.push(checkpoint);
+        }
+    }
+
+    /// The operator takes a checkpoint (between events, as the node does);
+    /// it is written once the records below it are durable.
+    fn take_checkpoint(&mut self) {
+        self.write_out();
+        let checkpoint = self.seq.checkpoint();
+        let next_lsn = self.records.last().map_or(1, |r| r.0 + 1);
+        assert_eq!(checkpoint.lsn, next_lsn, "checkpoint LSN");
+        assert!(checkpoint.replay_from <= checkpoint.lsn);
+        let decoded = Checkpoint::decode(&checkpoint.encode()).expect("a checkpoint decodes");
+        assert_eq!(decoded, checkpoint, "checkpoint round trip");
+        self.checkpoint_pending = Some(checkpoint);
+        let durable = self.durable;
+        if durable + 1 >= next_lsn {
+            self.mark_durable(durable);
+        }
     }
 
     /// Writes everything out, but reports only part of it durable.
@@ -896,8 +1012,11 @@ impl Harness {
     }
 
     /// A crash: the writes not yet on the disk are lost, and of those written
-    /// but not reported durable, all, none or half survive. Then recovery.
-    fn restart(&mut self, keep: u8) {
+    /// but not reported durable, all, none or half survive. Then recovery,
+    /// from the genesis record or from the newest checkpoint written (with
+    /// the journal pruned below its `replay_from`), which must give the state
+    /// a full replay gives.
+    fn restart(&mut self, keep: u8, from_checkpoint: bool) {
         self.write_out();
         let durable_len = self
             .records
@@ -910,14 +1029,45 @@ impl Harness {
             _ => durable_len + (self.records.len() - durable_len) / 2,
         };
         self.records.truncate(len);
+        self.checkpoint_pending = None;
         let next_lsn = self.records.last().map_or(1, |r| r.0 + 1);
         self.seq = recover(
             &self.genesis,
             self.limits,
+            None,
             self.records.clone(),
             next_lsn,
             self.now,
         );
+        if from_checkpoint && let Some(checkpoint) = self.checkpoints.last().cloned() {
+            assert!(checkpoint.lsn <= next_lsn, "a written checkpoint beyond the journal");
+            let pruned: Vec<Record> = self
+                .records
+                .iter()
+                .filter(|r| r.0 >= checkpoint.replay_from)
+                .cloned()
+                .collect();
+            let from = recover(
+                &self.genesis,
+                self.limits,
+                Some(checkpoint.clone()),
+                pruned,
+                next_lsn,
+                self.now,
+            );
+            assert_eq!(from.ledger(), self.seq.ledger(), "ledger from checkpoint {}", checkpoint.lsn);
+            assert_eq!(
+                from.references(),
+                self.seq.references(),
+                "references from checkpoint {}",
+                checkpoint.lsn
+            );
+            assert_eq!(from.next_lsn(), self.seq.next_lsn());
+            assert_eq!(from.batches_pending(), self.seq.batches_pending());
+            self.seq = from;
+            stats::add(1, 1);
+        }
+        stats::add(0, 1);
         self.durable = next_lsn - 1;
         self.pending_receipts.clear();
         // The model, from what the disk kept.
@@ -1009,14 +1159,17 @@ impl Harness {
             assert!(found, "acknowledged envelope {c:?} of batch {e} is in no result");
         }
 
-        let report = verify_journal(self.records.clone()).expect("verify reads the journal");
-        assert!(report.all_ok(), "verify: {:?}", report.batches);
+        let report = verify_journal_with(self.records.clone(), &self.checkpoints)
+            .expect("verify reads the journal");
+        assert!(report.all_ok(), "verify: {:?} {:?}", report.batches, report.checkpoints);
+        assert_eq!(report.checkpoints.len(), self.checkpoints.len(), "verify saw every checkpoint");
         assert_eq!(report.batches.len(), sealed.len(), "verify saw every sealed batch");
 
         let next_lsn = self.records.last().map_or(1, |r| r.0 + 1);
         let mut again = recover(
             &self.genesis,
             self.limits,
+            None,
             self.records.clone(),
             next_lsn,
             self.now,
@@ -1039,14 +1192,14 @@ impl Harness {
             }
             eprintln!("TEMP ledger {:?}", self.seq.ledger().iter().collect::<Vec<_>>());
         }
-        stats::add(2, u64::from(accepted > 0));
-        stats::add(3, u64::from(!journaled.is_empty()));
-        stats::add(4, u64::from(fills > 0));
-        stats::add(5, u64::from(xfills > 0));
-        stats::add(6, accepted as u64);
-        stats::add(7, journaled.len() as u64);
-        stats::add(8, fills as u64);
-        stats::add(9, xfills as u64);
+        stats::add(4, u64::from(accepted > 0));
+        stats::add(5, u64::from(!journaled.is_empty()));
+        stats::add(6, u64::from(fills > 0));
+        stats::add(7, u64::from(xfills > 0));
+        stats::add(8, accepted as u64);
+        stats::add(9, journaled.len() as u64);
+        stats::add(10, fills as u64);
+        stats::add(11, xfills as u64);
     }
 }
 
@@ -1093,6 +1246,7 @@ impl KeyCustodian for CachedCustodian {
 fn recover(
     genesis: &Genesis,
     limits: Limits,
+    checkpoint: Option<Checkpoint>,
     records: Vec<Record>,
     next_lsn: Lsn,
     now: u64,
@@ -1104,7 +1258,7 @@ fn recover(
         genesis.schedule,
     ));
     let journaled = Journaled {
-        checkpoint: None,
+        checkpoint,
         records,
         next_lsn,
     };

@@ -9,13 +9,17 @@ use rand_core::OsRng;
 
 use super::CommandResult;
 use super::connect::{ServerArgs, read_account_key, target_batch};
+use crate::client::ClientError;
 use crate::envelope::{
     BatchPublicKey, InclusionProof, SequencerPublicKey, SignedSeal, seal_bundle,
 };
 use crate::node::core::now_ms;
 use crate::order::OrderSpec;
 use crate::types::{BUNDLE_ORDERS_MAX, MarketId, Side};
-use crate::wire::ServerMessage;
+use crate::wire::{ReasonCode, ServerMessage};
+
+/// Submissions tried before a busy or closed-batch refusal is final.
+const SUBMIT_ATTEMPTS_MAX: u32 = 5;
 
 /// Arguments of `sealbatch submit`.
 #[derive(Debug, Args)]
@@ -130,16 +134,41 @@ pub fn run(args: &SubmitArgs) -> CommandResult {
         let (client, schedule) = args.server.connect().await?;
         let sequencer = SequencerPublicKey::from_bytes(&schedule.sequencer_key)?;
         let mut events = client.subscribe().await?;
-        let e = target_batch(&schedule, now_ms(), 20);
-        let batch_key = schedule
-            .batch_keys
-            .iter()
-            .find(|(b, _)| *b == e)
-            .map(|(_, k)| BatchPublicKey::from_bytes(k))
-            .ok_or_else(|| format!("the schedule announces no key for batch {e}"))??;
         let nonce = args.nonce.unwrap_or_else(|| now_ms() * 1000);
-        let envelope = seal_bundle(&mut OsRng, &key, e, &batch_key, nonce, &orders)?;
-        let receipt = client.submit(envelope.into_bytes()).await?;
+        let mut schedule = schedule;
+        let mut attempt = 0;
+        let receipt = loop {
+            attempt += 1;
+            let e = target_batch(&schedule, now_ms(), 20);
+            let batch_key = schedule
+                .batch_keys
+                .iter()
+                .find(|(b, _)| *b == e)
+                .map(|(_, k)| BatchPublicKey::from_bytes(k))
+                .ok_or_else(|| format!("the schedule announces no key for batch {e}"))??;
+            let envelope = seal_bundle(&mut OsRng, &key, e, &batch_key, nonce, &orders)?;
+            // A busy sequencer says when to come back; a batch that closed
+            // on the way is retried with the next one. Either way the bundle
+            // is sealed again, to a batch open then.
+            match client.submit(envelope.into_bytes()).await {
+                Err(ClientError::Rejected {
+                    code: ReasonCode::Busy,
+                    retry_after,
+                    ..
+                }) if attempt < SUBMIT_ATTEMPTS_MAX => {
+                    eprintln!("sequencer busy; retrying in {} ms", retry_after.as_millis());
+                    tokio::time::sleep(retry_after).await;
+                }
+                Err(ClientError::Rejected {
+                    code: ReasonCode::BatchClosed,
+                    ..
+                }) if attempt < SUBMIT_ATTEMPTS_MAX => {
+                    eprintln!("batch {e} closed on the way; sealing to the next");
+                }
+                other => break other?,
+            }
+            schedule = client.schedule().await?;
+        };
         println!(
             "receipt: batch {} commitment {} (signature verified)",
             receipt.e,

@@ -102,6 +102,14 @@ pub struct LimitsConfig {
     /// cleared, submissions are refused as `Busy` with a retry-after.
     /// Default 2.
     pub sealed_batches_max: usize,
+    /// Envelopes all connections from one IP address may submit to one
+    /// batch, so that one address cannot fill a batch. Default 16 384.
+    pub envelopes_per_ip_per_batch_max: u32,
+    /// Requests other than submissions (schedule, account, subscribe,
+    /// deposits) one stream may make per second, on average and in a burst;
+    /// beyond it they are answered `Error` busy without reaching the core.
+    /// Default 100.
+    pub requests_per_stream_per_second_max: u32,
 }
 
 impl Default for LimitsConfig {
@@ -122,6 +130,8 @@ impl Default for LimitsConfig {
             outbound_queue_max: 1 << 16,
             intake_delay_max_ms: 50,
             sealed_batches_max: crate::sequencer::SEALED_BATCHES_DEFAULT,
+            envelopes_per_ip_per_batch_max: 16_384,
+            requests_per_stream_per_second_max: 100,
         }
     }
 }
@@ -338,6 +348,11 @@ impl NodeConfig {
         }
         if l.intake_delay_max_ms == 0 || l.sealed_batches_max == 0 {
             return invalid("limits.intake_delay_max_ms and sealed_batches_max must be at least 1");
+        }
+        if l.envelopes_per_ip_per_batch_max == 0 || l.requests_per_stream_per_second_max == 0 {
+            return invalid(
+                "limits.envelopes_per_ip_per_batch_max and requests_per_stream_per_second_max must be at least 1",
+            );
         }
         if l.idle_timeout_ms == 0 {
             return invalid(

@@ -10,6 +10,7 @@
 //! fsync (group commit) before any receipt goes out.
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,6 +32,7 @@ use crate::wire::{
 };
 
 use super::metrics::Metrics;
+use super::schedule::ScheduleCache;
 
 /// The storage the node's journal writes through: the file system, with
 /// faults injected only when a test asks for them
@@ -56,6 +58,8 @@ pub enum Control {
         session: SessionId,
         /// Its connection.
         conn: ConnId,
+        /// The connection's remote address.
+        ip: IpAddr,
         /// Where its messages go.
         out: mpsc::Sender<Outbound>,
     },
@@ -147,10 +151,14 @@ pub struct CoreHandle {
     /// The sequencer's key, with which each stream's task signs the receipts
     /// the core releases ([`Outbound::Receipt`]).
     pub key: Arc<SequencerKey>,
+    /// The signed schedule the core keeps current, from which each stream's
+    /// task answers `GetSchedule`.
+    pub schedules: Arc<ScheduleCache>,
 }
 
 struct Session {
     conn: ConnId,
+    ip: IpAddr,
     out: mpsc::Sender<Outbound>,
     subscribed: bool,
     /// Commitments this session submitted, per batch (kept for subscribers
@@ -190,6 +198,13 @@ pub struct Core {
     waiting_since: Option<Instant>,
     stall_max: Duration,
     intake_delay_max: Duration,
+    ip_quota: u32,
+    /// Envelopes submitted per (batch, address), for the per-address quota.
+    submitted_by_ip: BTreeMap<(BatchId, IpAddr), u32>,
+    schedules: Arc<ScheduleCache>,
+    /// Batches cleared since start: the schedule's reference prices change
+    /// with each.
+    cleared_total: u64,
     key: SequencerKey,
     metrics: Arc<Metrics>,
     demo: bool,
@@ -421,6 +436,10 @@ pub struct CoreOptions {
     /// Longest a submission may wait in the request queue; beyond it, it is
     /// refused as busy (admission control).
     pub intake_delay_max: Duration,
+    /// Envelopes the connections of one IP address may submit to one batch.
+    pub envelopes_per_ip_per_batch_max: u32,
+    /// Where the core keeps the signed schedule current.
+    pub schedules: Arc<ScheduleCache>,
 }
 
 impl Core {
@@ -442,6 +461,8 @@ impl Core {
             prune_journal,
             journal_stall_max,
             intake_delay_max,
+            envelopes_per_ip_per_batch_max,
+            schedules,
         } = options;
         Core {
             sequencer,
@@ -456,6 +477,10 @@ impl Core {
             waiting_since: None,
             stall_max: journal_stall_max,
             intake_delay_max,
+            ip_quota: envelopes_per_ip_per_batch_max,
+            submitted_by_ip: BTreeMap::new(),
+            schedules,
+            cleared_total: 0,
             key,
             metrics,
             demo,
@@ -608,11 +633,17 @@ impl Core {
 
     fn control(&mut self, message: Control) {
         match message {
-            Control::Open { session, conn, out } => {
+            Control::Open {
+                session,
+                conn,
+                ip,
+                out,
+            } => {
                 self.sessions.insert(
                     session,
                     Session {
                         conn,
+                        ip,
                         out,
                         subscribed: false,
                         own: BTreeMap::new(),
@@ -728,7 +759,7 @@ impl Core {
             );
             return;
         }
-        let Some(conn) = self.sessions.get(&session).map(|s| s.conn) else {
+        let Some((conn, ip)) = self.sessions.get(&session).map(|s| (s.conn, s.ip)) else {
             return;
         };
         let envelope = match envelope {
@@ -755,6 +786,16 @@ impl Core {
             );
             return;
         }
+        let from_ip = self.submitted_by_ip.get(&(e, ip)).copied().unwrap_or(0);
+        if from_ip >= self.ip_quota {
+            self.refuse(
+                session,
+                request_id,
+                (ReasonCode::ConnectionQuota, open, 0),
+                format!("this address submitted {from_ip} envelopes to batch {e}"),
+            );
+            return;
+        }
         self.next_token += 1;
         let token = self.next_token;
         match self
@@ -763,6 +804,7 @@ impl Core {
         {
             Ok(commitment) => {
                 *self.submitted.entry((e, conn)).or_insert(0) += 1;
+                *self.submitted_by_ip.entry((e, ip)).or_insert(0) += 1;
                 self.pending.insert(
                     token,
                     Pending {
@@ -815,17 +857,22 @@ impl Core {
         };
         match message {
             ClientMessage::Submit { .. } => {}
-            ClientMessage::GetSchedule { request_id } => match self.schedule(request_id, now) {
-                Ok(schedule) => self.send(session, ServerMessage::Schedule(schedule)),
-                Err(error) => self.send(
-                    session,
-                    ServerMessage::Error {
+            ClientMessage::GetSchedule { request_id } => {
+                let reply = match self.refresh_schedule(now) {
+                    Ok(()) => self
+                        .schedules
+                        .answer(request_id)
+                        .map(ServerMessage::Schedule),
+                    Err(error) => Some(ServerMessage::Error {
                         request_id,
                         code: ReasonCode::Internal,
                         message: error.to_string(),
-                    },
-                ),
-            },
+                    }),
+                };
+                if let Some(reply) = reply {
+                    self.send(session, reply);
+                }
+            }
             ClientMessage::Subscribe { request_id } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.subscribed = true;
@@ -931,6 +978,17 @@ impl Core {
         }
     }
 
+    /// Makes the cached schedule the one for `now`, signing a new one only
+    /// when a batch opened or cleared since the last.
+    fn refresh_schedule(&mut self, now: u64) -> Result<(), crate::sequencer::SequencerError> {
+        let open = self.sequencer.open_batch_at(now);
+        if !self.schedules.is_current(open, self.cleared_total) {
+            let schedule = self.schedule(0, now)?;
+            self.schedules.store(schedule, self.cleared_total);
+        }
+        Ok(())
+    }
+
     /// The signed schedule as of `now`.
     fn schedule(
         &self,
@@ -1000,6 +1058,11 @@ impl Core {
         }
         while let Some(event) = self.sequencer.poll_event() {
             self.deliver(event);
+        }
+        // After the events: a batch that opened or cleared this turn shows
+        // in the schedule the connections answer with.
+        if let Err(error) = self.refresh_schedule(now) {
+            tracing::warn!(%error, "the schedule could not be made");
         }
         if self.checkpoint_every > 0 && self.cleared_since_checkpoint >= self.checkpoint_every {
             self.checkpoint()?;
@@ -1123,6 +1186,7 @@ impl Core {
             }
             Event::BatchCleared { outcome } => {
                 self.cleared_since_checkpoint += 1;
+                self.cleared_total += 1;
                 let e = outcome.e;
                 self.account_batch(&outcome);
                 let markets: Vec<MarketLine> = outcome
@@ -1162,6 +1226,8 @@ impl Core {
                 self.submitted = self
                     .submitted
                     .split_off(&(e.saturating_sub(QUOTA_BATCHES_KEPT), 0));
+                let kept_from = e.saturating_sub(QUOTA_BATCHES_KEPT);
+                self.submitted_by_ip.retain(|&(b, _), _| b >= kept_from);
             }
         }
     }

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod core;
 pub mod metrics;
+pub mod schedule;
 pub mod server;
 
 use std::net::SocketAddr;
@@ -382,10 +383,12 @@ pub async fn run_with_faults(
 
     let (request_tx, request_rx) = crossbeam_channel::bounded(config.limits.core_queue_max);
     let (control_tx, control_rx) = crossbeam_channel::unbounded();
+    let schedules = schedule::ScheduleCache::new();
     let core_handle = CoreHandle {
         requests: request_tx,
         control: control_tx.clone(),
         key: Arc::new(SequencerKey::from_seed(&key_seed)),
+        schedules: Arc::clone(&schedules),
     };
     let pool = Arc::new(core::open_pool().map_err(|e| NodeError::Io {
         path: data.clone(),
@@ -407,6 +410,8 @@ pub async fn run_with_faults(
             prune_journal: config.prune_journal,
             journal_stall_max: std::time::Duration::from_millis(config.journal_stall_max_ms),
             intake_delay_max: std::time::Duration::from_millis(config.limits.intake_delay_max_ms),
+            envelopes_per_ip_per_batch_max: config.limits.envelopes_per_ip_per_batch_max,
+            schedules,
         },
     );
     // The core thread says when it ends, so that a failure stops the node

@@ -20,6 +20,7 @@ use crate::wire::{self, ClientMessage, FrameDecoder, FrameError, ReasonCode, Ser
 use super::config::LimitsConfig;
 use super::core::{ConnId, Control, CoreHandle, Outbound, Request, RequestBody, SessionId};
 use super::metrics::Metrics;
+use super::schedule::RequestBudget;
 use crate::envelope::{SequencerKey, ShapedEnvelope};
 
 /// Application error code: the peer broke the framing or the protocol.
@@ -99,21 +100,47 @@ pub async fn serve(
         tokio::spawn(async move {
             metrics.connections_open.fetch_add(1, Ordering::Relaxed);
             metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+            // Released however the task ends, a panic included, so that the
+            // counts never leak and lock addresses out.
+            let _slot = ConnectionSlot {
+                ip,
+                counters: Arc::clone(&counters),
+                metrics: Arc::clone(&metrics),
+            };
             match incoming.await {
                 Ok(connection) => {
                     connection_task(connection, conn_id, core, limits, &counters, shutdown).await;
                 }
                 Err(error) => tracing::debug!(%error, "handshake failed"),
             }
-            metrics.connections_open.fetch_sub(1, Ordering::Relaxed);
-            let mut per_ip = counters.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(count) = per_ip.get_mut(&ip) {
-                *count -= 1;
-                if *count == 0 {
-                    per_ip.remove(&ip);
-                }
-            }
         });
+    }
+}
+
+/// One connection's place in the open and per-address counts, given back
+/// when dropped.
+struct ConnectionSlot {
+    ip: IpAddr,
+    counters: Arc<Counters>,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.metrics
+            .connections_open
+            .fetch_sub(1, Ordering::Relaxed);
+        let mut per_ip = self
+            .counters
+            .per_ip
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = per_ip.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -142,6 +169,7 @@ async fn connection_task(
             .send(Control::Open {
                 session,
                 conn,
+                ip: connection.remote_address().ip().to_canonical(),
                 out: out_tx.clone(),
             })
             .is_err()
@@ -155,6 +183,7 @@ async fn connection_task(
             core.clone(),
             out_tx,
             connection.clone(),
+            limits.requests_per_stream_per_second_max,
         ));
     }
 }
@@ -167,9 +196,11 @@ async fn reader(
     core: CoreHandle,
     out: mpsc::Sender<Outbound>,
     connection: quinn::Connection,
+    requests_per_second: u32,
 ) {
     let mut decoder: FrameDecoder<ClientMessage> = FrameDecoder::new();
     let mut chunk = vec![0u8; READ_CHUNK];
+    let mut budget = RequestBudget::new(requests_per_second, Instant::now());
     loop {
         let n = match recv.read(&mut chunk).await {
             Ok(Some(n)) => n,
@@ -181,6 +212,29 @@ async fn reader(
                 Ok(Some(message)) => {
                     let received = Instant::now();
                     let request_id = message.request_id();
+                    if !matches!(message, ClientMessage::Submit { .. }) {
+                        // Everything but submissions is bounded per stream,
+                        // and the schedule is answered here, off the core.
+                        let reply = if !budget.take(received) {
+                            Some(ServerMessage::Error {
+                                request_id,
+                                code: ReasonCode::Busy,
+                                message: format!(
+                                    "more than {requests_per_second} requests per second on this stream"
+                                ),
+                            })
+                        } else if matches!(message, ClientMessage::GetSchedule { .. }) {
+                            core.schedules
+                                .answer(request_id)
+                                .map(ServerMessage::Schedule)
+                        } else {
+                            None
+                        };
+                        if let Some(reply) = reply {
+                            let _ = out.try_send(Outbound::Message(reply));
+                            continue;
+                        }
+                    }
                     // The shape check (a point decoding) runs here, on the
                     // connection's task, not on the core thread.
                     let body = match message {

@@ -1,0 +1,121 @@
+//! The signed schedule, made once and served many times.
+//!
+//! A schedule holds the open batch, the next batches' public keys and each
+//! market's reference price, signed by the sequencer (~250 µs of the core
+//! thread's time to derive the keys and sign). It only changes when a new
+//! batch opens or a batch clears, so the core rebuilds it then
+//! ([`ScheduleCache::is_current`]), and each connection's task answers
+//! `GetSchedule` from the cache with the request's id filled in (the id is
+//! not signed): a client asking a thousand times a second costs the core
+//! nothing. Requests other than submissions are further bounded per stream
+//! by a [`RequestBudget`].
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use crate::types::BatchId;
+use crate::wire::Schedule;
+
+/// The last schedule the core signed, shared with the connections.
+#[derive(Debug, Default)]
+pub struct ScheduleCache {
+    current: RwLock<Option<Cached>>,
+}
+
+#[derive(Debug)]
+struct Cached {
+    schedule: Arc<Schedule>,
+    /// Batches cleared when it was made (reference prices change then).
+    cleared: u64,
+}
+
+impl ScheduleCache {
+    /// An empty cache.
+    #[must_use]
+    pub fn new() -> Arc<ScheduleCache> {
+        Arc::new(ScheduleCache::default())
+    }
+
+    /// The cached schedule answering `request_id`, if there is one.
+    #[must_use]
+    pub fn answer(&self, request_id: u64) -> Option<Schedule> {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().map(|c| Schedule {
+            request_id,
+            ..Schedule::clone(&c.schedule)
+        })
+    }
+
+    /// Whether the cached schedule is the one for `open` after `cleared`
+    /// cleared batches.
+    #[must_use]
+    pub fn is_current(&self, open: BatchId, cleared: u64) -> bool {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current
+            .as_ref()
+            .is_some_and(|c| c.schedule.open_batch == open && c.cleared == cleared)
+    }
+
+    /// Replaces the cached schedule.
+    pub fn store(&self, schedule: Schedule, cleared: u64) {
+        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
+        *current = Some(Cached {
+            schedule: Arc::new(schedule),
+            cleared,
+        });
+    }
+}
+
+/// A token bucket bounding one stream's requests other than submissions
+/// (schedule, account, subscribe, deposits): `per_second` on average, up to
+/// `per_second` at once.
+#[derive(Debug)]
+pub struct RequestBudget {
+    per_second: f64,
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl RequestBudget {
+    /// A full bucket.
+    #[must_use]
+    pub fn new(per_second: u32, now: Instant) -> RequestBudget {
+        RequestBudget {
+            per_second: f64::from(per_second),
+            tokens: f64::from(per_second),
+            refilled: now,
+        }
+    }
+
+    /// Takes one request's token at `now`; `false` if the stream is over
+    /// its budget.
+    pub fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.refilled = now;
+        self.tokens = (self.tokens + elapsed * self.per_second).min(self.per_second);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn the_budget_allows_its_rate_and_a_burst_of_it() {
+        let start = Instant::now();
+        let mut budget = RequestBudget::new(10, start);
+        assert_eq!((0..15).filter(|_| budget.take(start)).count(), 10);
+        let later = start + Duration::from_millis(500);
+        assert_eq!((0..15).filter(|_| budget.take(later)).count(), 5);
+        let much_later = later + Duration::from_secs(60);
+        assert_eq!((0..15).filter(|_| budget.take(much_later)).count(), 10);
+    }
+}
