@@ -258,3 +258,69 @@ async fn sigkill_loses_no_acknowledged_envelope() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_file(dir.with_extension("toml"));
 }
+
+/// SIGTERM under load: the process stops taking envelopes, finishes every
+/// batch in flight, exits 0 within 10 s, and every receipt it gave is in
+/// its batch's journaled outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_zero_and_loses_nothing() {
+    let dir = std::env::temp_dir().join(format!("sealbatch-sigterm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut child = spawn(&dir, port);
+    let client = Arc::new(connect(&dir, addr).await);
+    let loader = tokio::spawn(load(
+        Arc::clone(&client),
+        Instant::now() + Duration::from_secs(4),
+    ));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let signalled = Instant::now();
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("waits") {
+            break exit;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(10),
+            "still running 10 s after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "SIGTERM under load exits 0, got {exit:?}");
+    let receipts = loader.await.expect("loader");
+    assert!(receipts.len() > 50, "only {} receipts", receipts.len());
+    eprintln!(
+        "exited {} ms after SIGTERM with {} receipts given",
+        signalled.elapsed().as_millis(),
+        receipts.len()
+    );
+    let (_, recovery) =
+        Journal::open_dir(dir.join("journal"), JournalConfig::default()).expect("journal");
+    let mut published: BTreeMap<u64, BTreeSet<Commitment>> = BTreeMap::new();
+    let mut assembler = ResultAssembler::default();
+    for record in recovery.records {
+        if let Ok(SequencerRecord::ResultPart(part)) =
+            SequencerRecord::decode(record.kind, &record.payload)
+            && let Some(outcome) = assembler.push(part).expect("parts join")
+        {
+            published.insert(
+                outcome.e,
+                outcome.envelopes.iter().map(|o| o.commitment).collect(),
+            );
+        }
+    }
+    for (e, commitment) in &receipts {
+        assert!(
+            published.get(e).is_some_and(|set| set.contains(commitment)),
+            "an acknowledged envelope of batch {e} is not in its outcome"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(dir.with_extension("toml"));
+}

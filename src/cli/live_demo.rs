@@ -126,6 +126,10 @@ pub fn run(args: &DemoArgs) -> CommandResult {
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(report)
     });
     let verified = result.and_then(|report| {
+        // The journal is held to every receipt the traders got.
+        let receipts = data_dir.join("demo-receipts");
+        let _ = std::fs::remove_file(&receipts);
+        super::loadgen::append_receipts(&receipts, &report.receipt_list)?;
         super::verify::run(&super::verify::VerifyArgs {
             source: super::verify::JournalArgs {
                 data_dir: data_dir.clone(),
@@ -133,6 +137,7 @@ pub fn run(args: &DemoArgs) -> CommandResult {
             },
             transcript: None,
             verbose: false,
+            receipts: Some(receipts),
         })?;
         if report.included != report.receipts {
             return Err(format!(

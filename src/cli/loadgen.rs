@@ -34,6 +34,7 @@ use crate::wire::{BatchCleared, MarketInfo, ReasonCode, Schedule, ServerMessage}
 
 use super::CommandResult;
 use super::connect::{ServerArgs, target_batch};
+use super::hostile::{self, HostileKind};
 
 /// Arguments of `sealbatch loadgen`.
 #[derive(Debug, Clone, Args)]
@@ -62,6 +63,23 @@ pub struct LoadgenArgs {
     /// The sequencer's metrics address, to report its resident memory.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9433")]
     pub metrics: SocketAddr,
+    /// Run a misbehaving client beside the honest traders (after a baseline
+    /// run of the same honest load without it, unless `--no-baseline`), and
+    /// compare what the honest traders saw.
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub hostile: Option<HostileKind>,
+    /// The hostile client's rate (what it counts depends on the kind; see
+    /// `--hostile`'s values).
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub hostile_rate: u64,
+    /// With `--hostile`, skip the baseline run.
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Append every receipt received, one hex line each (104 bytes), to
+    /// this file, for `sealbatch verify --receipts` (the crash campaign
+    /// checks with it that no acknowledged envelope is ever lost).
+    #[arg(long, value_name = "FILE")]
+    pub receipts: Option<std::path::PathBuf>,
 }
 
 /// Reads every sample of a Prometheus `/metrics` endpoint (best effort):
@@ -191,6 +209,8 @@ pub struct LoadReport {
     pub orders_filled: u64,
     /// Batches seen cleared.
     pub batches: BTreeSet<u64>,
+    /// Every receipt received.
+    pub receipt_list: Vec<Receipt>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -619,6 +639,10 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, ClientError> {
     }
     report.elapsed = options.duration.min(started.elapsed());
     report.included += inclusions.iter().map(Inclusion::included).sum::<u64>();
+    report.receipt_list = inclusions
+        .iter()
+        .flat_map(|inclusion| inclusion.receipts.values().copied())
+        .collect();
     match first_error {
         Some(error) if report.receipts == 0 => Err(error),
         _ => Ok(report),
@@ -643,24 +667,62 @@ pub fn run(args: &LoadgenArgs) -> CommandResult {
         progress: true,
     };
     let runtime = super::run::runtime()?;
-    let before = scrape(args.metrics);
-    let cpu_before = process_cpu_seconds();
-    let started = Instant::now();
-    let mut report = runtime.block_on(load(options))?;
-    let wall = started.elapsed();
-    let loadgen_cpu_s = process_cpu_seconds()
-        .zip(cpu_before)
-        .map_or(0.0, |(after, before)| after - before);
-    print!("{}", report.render());
-    if let (Some(before), Some(after)) = (before, scrape(args.metrics)) {
-        let server = ServerSide {
-            before,
-            after,
-            loadgen_cpu_s,
-            wall,
-        };
-        print!("{}", server.render());
+    let Some(kind) = args.hostile else {
+        let (mut report, server) = runtime.block_on(measured(&options, args.metrics, None))?;
+        print!("{}", report.render());
+        print!("{server}");
+        if let Some(path) = &args.receipts {
+            append_receipts(path, &report.receipt_list)?;
+        }
+        return all_included(&report);
+    };
+    let mut baseline = None;
+    if !args.no_baseline {
+        println!("baseline: the honest load alone");
+        let (mut report, server) = runtime.block_on(measured(&options, args.metrics, None))?;
+        print!("{}", report.render());
+        print!("{server}");
+        all_included(&report)?;
+        baseline = Some(report);
+        // Let the baseline's batches clear before the next run.
+        std::thread::sleep(Duration::from_secs(2));
+        println!();
     }
+    println!("with a hostile client: {}", kind.name());
+    let hostile = Some((kind, args.hostile_rate));
+    let (mut report, server) = runtime.block_on(measured(&options, args.metrics, hostile))?;
+    print!("{}", report.render());
+    print!("{server}");
+    if let Some(mut baseline) = baseline {
+        print!("{}", compare(&mut baseline, &mut report));
+    }
+    all_included(&report)
+}
+
+/// Appends `receipts` to `path`, one hex line each.
+///
+/// # Errors
+///
+/// The file cannot be opened or written.
+pub fn append_receipts(path: &std::path::Path, receipts: &[Receipt]) -> CommandResult {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut text = String::with_capacity(receipts.len() * 209);
+    for receipt in receipts {
+        text.push_str(&hex::encode(receipt.to_bytes()));
+        text.push('\n');
+    }
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// Every receipt proven included, or an error saying how many are not.
+fn all_included(report: &LoadReport) -> CommandResult {
     if report.included != report.receipts {
         return Err(format!(
             "{} of {} receipts were not proven included",
@@ -670,4 +732,94 @@ pub fn run(args: &LoadgenArgs) -> CommandResult {
         .into());
     }
     Ok(())
+}
+
+/// One honest run (with the hostile client beside it, if any): its report
+/// and the sequencer's side of it, rendered.
+async fn measured(
+    options: &LoadOptions,
+    metrics: SocketAddr,
+    hostile: Option<(HostileKind, u64)>,
+) -> Result<(LoadReport, String), Box<dyn std::error::Error + Send + Sync>> {
+    let before = scrape(metrics);
+    let cpu_before = process_cpu_seconds();
+    let started = Instant::now();
+    let attacker = hostile.map(|(kind, rate)| {
+        tokio::spawn(hostile::run(
+            kind,
+            rate,
+            options.server,
+            options.fingerprint,
+            options.duration,
+        ))
+    });
+    let report = load(options.clone()).await?;
+    let mut rendered = String::new();
+    if let (Some(attacker), Some((kind, rate))) = (attacker, hostile) {
+        match attacker.await {
+            Ok(Ok(hostile)) => rendered.push_str(&hostile.render(kind, rate)),
+            Ok(Err(error)) => rendered.push_str(&format!("hostile client failed: {error}\n")),
+            Err(error) => rendered.push_str(&format!("hostile client failed: {error}\n")),
+        }
+    }
+    let wall = started.elapsed();
+    let loadgen_cpu_s = process_cpu_seconds()
+        .zip(cpu_before)
+        .map_or(0.0, |(after, before)| after - before);
+    if let (Some(before), Some(after)) = (before, scrape(metrics)) {
+        let server = ServerSide {
+            before,
+            after,
+            loadgen_cpu_s,
+            wall,
+        };
+        rendered.push_str(&server.render());
+    }
+    Ok((report, rendered))
+}
+
+/// The honest traders with the hostile client against without it.
+fn compare(baseline: &mut LoadReport, attacked: &mut LoadReport) -> String {
+    baseline.receipt_latency.sort_unstable();
+    attacked.receipt_latency.sort_unstable();
+    baseline.close_to_result.sort_unstable();
+    attacked.close_to_result.sort_unstable();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let rate = |r: &LoadReport| r.orders_accepted as f64 / r.elapsed.as_secs_f64().max(1e-9);
+    let refused = |r: &LoadReport| r.rejections.values().sum::<u64>();
+    let line = |name: &str, without: f64, with: f64, unit: &str| {
+        format!(
+            "  {name:<22} {without:>10.2} {unit:<9} {with:>10.2} {unit:<9} {:>6.2}×\n",
+            with / without.max(1e-9)
+        )
+    };
+    let mut out = String::from("honest traders         without        with             ratio\n");
+    out.push_str(&line(
+        "accepted orders/s",
+        rate(baseline),
+        rate(attacked),
+        "",
+    ));
+    for (name, p) in [("receipt p50", 0.5), ("receipt p99", 0.99)] {
+        out.push_str(&line(
+            name,
+            ms(percentile(&baseline.receipt_latency, p)),
+            ms(percentile(&attacked.receipt_latency, p)),
+            "ms",
+        ));
+    }
+    for (name, p) in [("close to result p50", 0.5), ("close to result p99", 0.99)] {
+        out.push_str(&line(
+            name,
+            ms(percentile(&baseline.close_to_result, p)),
+            ms(percentile(&attacked.close_to_result, p)),
+            "ms",
+        ));
+    }
+    out.push_str(&format!(
+        "  honest refused         {:>10}           {:>10}\n",
+        refused(baseline),
+        refused(attacked)
+    ));
+    out
 }

@@ -14,6 +14,7 @@ mod clear;
 pub mod connect;
 mod demo;
 mod deposit;
+pub mod hostile;
 mod keygen;
 mod live_demo;
 pub mod loadgen;

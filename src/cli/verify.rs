@@ -2,16 +2,18 @@
 //! batch transcript, without trusting the sequencer; `sealbatch export`:
 //! write batch transcripts from a journal.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use super::CommandResult;
+use crate::envelope::{Commitment, Receipt};
 use crate::journal::{FsStorage, Journal, JournalConfig, UntilDamage, read_checkpoints};
 use crate::node::JOURNAL_DIR;
 use crate::sequencer::{
-    Checkpoint, Transcript, export_transcripts, verify_journal_with, verify_transcript,
+    Checkpoint, ResultAssembler, SequencerRecord, Transcript, export_transcripts,
+    verify_journal_with, verify_transcript,
 };
 use crate::types::BatchId;
 
@@ -38,6 +40,12 @@ pub struct VerifyArgs {
     /// Print every batch, not only mismatches and the summary.
     #[arg(long)]
     pub verbose: bool,
+    /// Also hold the journal to these receipts (one hex-encoded receipt per
+    /// line, as `loadgen --receipts` writes): each must carry the
+    /// sequencer's signature and its envelope must be in its batch's
+    /// journaled outcome.
+    #[arg(long, value_name = "FILE", conflicts_with = "transcript")]
+    pub receipts: Option<PathBuf>,
 }
 
 /// Arguments of `sealbatch export`.
@@ -199,6 +207,78 @@ pub fn run(args: &VerifyArgs) -> CommandResult {
         return Err(
             format!("{bad} batches and {bad_checkpoints} checkpoints do not verify").into(),
         );
+    }
+    if let Some(path) = &args.receipts {
+        check_receipts(&args.source, path)?;
+    }
+    Ok(())
+}
+
+/// Holds the journal to every receipt in `path`: signed by the journal's
+/// sequencer, and its envelope in its batch's journaled outcome.
+fn check_receipts(source: &JournalArgs, path: &Path) -> CommandResult {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut receipts = Vec::new();
+    for (line, hex_text) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let bytes = hex::decode(hex_text.trim())
+            .map_err(|e| format!("{}:{}: {e}", path.display(), line + 1))?;
+        let receipt = Receipt::from_bytes(&bytes)
+            .map_err(|e| format!("{}:{}: {e}", path.display(), line + 1))?;
+        receipts.push(receipt);
+    }
+    let (sequencer, published) = with_journal(source, |records, _| {
+        let mut sequencer = None;
+        let mut published: BTreeMap<BatchId, BTreeSet<Commitment>> = BTreeMap::new();
+        let mut assembler = ResultAssembler::default();
+        for (_, kind, payload) in records {
+            match SequencerRecord::decode(kind, &payload) {
+                Ok(SequencerRecord::Genesis(genesis)) => sequencer = Some(genesis.sequencer),
+                Ok(SequencerRecord::ResultPart(part)) => {
+                    if let Ok(Some(outcome)) = assembler.push(part) {
+                        published.insert(
+                            outcome.e,
+                            outcome.envelopes.iter().map(|o| o.commitment).collect(),
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        (sequencer, published)
+    })?;
+    let sequencer = sequencer.ok_or("the journal no longer holds its genesis record")?;
+    let mut missing = 0usize;
+    let mut forged = 0usize;
+    for receipt in &receipts {
+        if receipt.verify(&sequencer).is_err() {
+            forged += 1;
+            println!(
+                "receipt for batch {}: not signed by this sequencer",
+                receipt.e
+            );
+        } else if !published
+            .get(&receipt.e)
+            .is_some_and(|set| set.contains(&receipt.commitment))
+        {
+            missing += 1;
+            println!(
+                "receipt for batch {}: envelope {} MISSING from its outcome",
+                receipt.e,
+                hex::encode(receipt.commitment.0)
+            );
+        }
+    }
+    println!(
+        "{} receipts: {} in their batch's outcome, {missing} missing, {forged} not signed by this sequencer",
+        receipts.len(),
+        receipts.len() - missing - forged
+    );
+    if missing > 0 || forged > 0 {
+        return Err(format!("{missing} acknowledged envelopes missing").into());
     }
     Ok(())
 }

@@ -299,6 +299,25 @@ impl ServerCertVerifier for PinnedCert {
 ///
 /// [`NetError`] if the endpoint cannot be built or bound.
 pub fn client_endpoint(server: SocketAddr, pinned: [u8; 32]) -> Result<quinn::Endpoint, NetError> {
+    let config = client_config(pinned)?;
+    let bind: SocketAddr = if server.is_ipv6() {
+        SocketAddr::from(([0u16; 8], 0))
+    } else {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    };
+    let mut endpoint =
+        quinn::Endpoint::client(bind).map_err(|source| NetError::Bind { addr: bind, source })?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
+}
+
+/// The client configuration of [`client_endpoint`]: TLS 1.3 trusting only
+/// the certificate with `pinned` fingerprint, the sealbatch ALPN.
+///
+/// # Errors
+///
+/// [`NetError::Crypto`] if the TLS configuration cannot be built.
+pub fn client_config(pinned: [u8; 32]) -> Result<quinn::ClientConfig, NetError> {
     let provider = provider();
     let verifier = PinnedCert {
         fingerprint: pinned,
@@ -316,13 +335,5 @@ pub fn client_endpoint(server: SocketAddr, pinned: [u8; 32]) -> Result<quinn::En
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_secs(5)));
     config.transport_config(Arc::new(t));
-    let bind: SocketAddr = if server.is_ipv6() {
-        SocketAddr::from(([0u16; 8], 0))
-    } else {
-        SocketAddr::from(([127, 0, 0, 1], 0))
-    };
-    let mut endpoint =
-        quinn::Endpoint::client(bind).map_err(|source| NetError::Bind { addr: bind, source })?;
-    endpoint.set_default_client_config(config);
-    Ok(endpoint)
+    Ok(config)
 }
