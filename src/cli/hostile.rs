@@ -308,7 +308,7 @@ async fn garbage(endpoint: &quinn::Endpoint, server: SocketAddr, i: u64, tally: 
     let Ok((mut send, _recv)) = connection.open_bi().await else {
         return tally.answer("stream refused");
     };
-    let sent = if i % 2 == 0 {
+    let sent = if i.is_multiple_of(2) {
         send.write_all(&[5, 0, 0, 0, 0x7f, 1, 2, 3, 4]).await
     } else {
         let mut oversized = (1u32 << 20).to_le_bytes().to_vec();
@@ -401,7 +401,7 @@ impl Sender {
     fn next(&mut self) -> Option<Vec<u8>> {
         // Replay: every fourth submission is fresh (to have something to
         // replay), the rest repeat earlier ones.
-        if self.kind == HostileKind::Replay && !self.sent.is_empty() && self.nonce % 4 != 0 {
+        if self.kind == HostileKind::Replay && !self.sent.is_empty() && !self.nonce.is_multiple_of(4) {
             self.nonce += 1;
             self.replayed += 1;
             return self.sent.get(self.replayed % self.sent.len()).cloned();
