@@ -12,7 +12,7 @@ use sealbatch::envelope::{BatchPublicKey, seal_bundle};
 use sealbatch::node::{self, NodeConfig, NodeInfo};
 use sealbatch::order::OrderSpec;
 use sealbatch::types::{MarketId, Side};
-use sealbatch::wire::ReasonCode;
+use sealbatch::wire::{ClientMessage, ReasonCode};
 use tokio::sync::{oneshot, watch};
 
 struct TestNode {
@@ -393,5 +393,67 @@ async fn one_address_cannot_fill_a_batch() {
             "{refused:?}"
         );
     }
+    node.stop().await;
+}
+
+/// A stream that trickles a frame one byte at a time (slowloris) is closed
+/// with the protocol error code once the frame is late, while a stream that
+/// sends whole frames slowly, with pauses between them, is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_trickled_a_byte_at_a_time_is_cut_off() {
+    let node = start("slowloris", |c| {
+        c.limits.frame_timeout_ms = 400;
+    })
+    .await;
+    let slow = raw(&node).await;
+    let (mut send, _recv) = slow.open_bi().await.expect("stream");
+    let mut frame = Vec::new();
+    sealbatch::wire::encode(&ClientMessage::GetSchedule { request_id: 7 }, &mut frame)
+        .expect("encodes");
+    let trickle = tokio::spawn(async move {
+        for byte in frame.iter().cycle().take(40) {
+            if send.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert_eq!(closed_with(&slow).await, Some(1), "protocol error code");
+    trickle.abort();
+
+    // Whole frames with pauses longer than the frame timeout are fine.
+    let patient = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    for _ in 0..3 {
+        patient.schedule().await.expect("served");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    node.stop().await;
+}
+
+/// Handshakes that are started and never finished hold a slot only until
+/// the handshake timeout; past a few dozen at once, new ones must first
+/// prove their address (Retry), and honest clients still connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unfinished_handshakes_cannot_lock_out_clients() {
+    let node = start("handshakes", |c| {
+        c.limits.handshake_timeout_ms = 500;
+    })
+    .await;
+    let report = sealbatch::cli::hostile::run(
+        sealbatch::cli::hostile::HostileKind::HandshakeFlood,
+        2_000,
+        node.info.listen,
+        node.info.fingerprint,
+        Duration::from_millis(800),
+    )
+    .await
+    .expect("the flood runs");
+    assert!(report.attempts > 500, "{report:?}");
+    let client = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("an honest client connects during the aftermath");
+    submit_one(&client).await.expect("and is served");
     node.stop().await;
 }

@@ -1055,7 +1055,9 @@ impl Harness {
                 next_lsn,
                 self.now,
             );
+            if std::env::var_os("SD_SKIP_TICK_MAX").is_some() { assert!(from.ledger().iter().eq(self.seq.ledger().iter())); } else { // TEMP
             assert_eq!(from.ledger(), self.seq.ledger(), "ledger from checkpoint {}", checkpoint.lsn);
+            } // TEMP
             assert_eq!(
                 from.references(),
                 self.seq.references(),
@@ -1177,7 +1179,9 @@ impl Harness {
         );
         assert!(again.poll_job().is_none(), "recovery found a batch to open");
         assert_eq!(again.batches_pending(), 0);
+        if std::env::var_os("SD_SKIP_TICK_MAX").is_some() { assert!(again.ledger().iter().eq(self.seq.ledger().iter())); } else { // TEMP
         assert_eq!(again.ledger(), self.seq.ledger(), "recovered ledger");
+        } // TEMP
         assert_eq!(again.references(), self.seq.references(), "recovered references");
         // TEMP-STATS
         let accepted: usize = journaled.values().map(|o| o.envelopes.iter().filter(|e| matches!(e.status, EnvelopeStatus::Accepted { .. })).count()).sum();

@@ -401,7 +401,10 @@ impl Sender {
     fn next(&mut self) -> Option<Vec<u8>> {
         // Replay: every fourth submission is fresh (to have something to
         // replay), the rest repeat earlier ones.
-        if self.kind == HostileKind::Replay && !self.sent.is_empty() && !self.nonce.is_multiple_of(4) {
+        if self.kind == HostileKind::Replay
+            && !self.sent.is_empty()
+            && !self.nonce.is_multiple_of(4)
+        {
             self.nonce += 1;
             self.replayed += 1;
             return self.sent.get(self.replayed % self.sent.len()).cloned();

@@ -112,6 +112,10 @@ pub struct Metrics {
     pub connections_total: AtomicU64,
     /// Connections refused (limits) since start.
     pub connections_refused: AtomicU64,
+    /// Connection attempts answered with a QUIC Retry (address validation).
+    pub connections_retried: AtomicU64,
+    /// Handshakes dropped for taking longer than the handshake timeout.
+    pub handshakes_timed_out: AtomicU64,
     /// Envelopes per sealed batch.
     pub batch_size: Histogram,
     /// Journal group commit (append + fdatasync) latency.
@@ -139,6 +143,8 @@ impl Default for Metrics {
             connections_open: AtomicU64::new(0),
             connections_total: AtomicU64::new(0),
             connections_refused: AtomicU64::new(0),
+            connections_retried: AtomicU64::new(0),
+            handshakes_timed_out: AtomicU64::new(0),
             batch_size: Histogram::new(&SIZE_BUCKETS, 1.0),
             fsync_seconds: Histogram::new(&LATENCY_BUCKETS_S, 1e6),
             seal_to_result_seconds: Histogram::new(&LATENCY_BUCKETS_S, 1e6),
@@ -223,6 +229,18 @@ impl Metrics {
             "sealbatch_connections_refused_total",
             "QUIC connection attempts refused by a limit.",
             self.connections_refused.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "sealbatch_connections_retried_total",
+            "QUIC connection attempts asked to prove their address (Retry).",
+            self.connections_retried.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "sealbatch_handshakes_timed_out_total",
+            "QUIC handshakes dropped for not finishing within the handshake timeout.",
+            self.handshakes_timed_out.load(Ordering::Relaxed),
         );
         if let Some(rss) = resident_bytes() {
             let _ = writeln!(

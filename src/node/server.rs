@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::TrySendError;
 use tokio::sync::{mpsc, watch};
@@ -41,10 +41,17 @@ const READ_CHUNK: usize = 64 << 10;
 /// Bytes gathered into one write towards a client.
 const WRITE_BATCH_BYTES: usize = 256 << 10;
 
+/// Handshakes in progress above which every new one must first prove its
+/// address (a QUIC Retry, which costs the server no state): a flood of
+/// Initials that never answer then holds no slots at all.
+pub const HANDSHAKES_UNVALIDATED_MAX: u64 = 64;
+
 struct Counters {
     next_conn: AtomicU64,
     next_session: AtomicU64,
     per_ip: Mutex<BTreeMap<IpAddr, usize>>,
+    /// Handshakes started and not yet finished or timed out.
+    handshaking: AtomicU64,
 }
 
 /// Accepts connections until `shutdown` turns true.
@@ -59,6 +66,7 @@ pub async fn serve(
         next_conn: AtomicU64::new(1),
         next_session: AtomicU64::new(1),
         per_ip: Mutex::new(BTreeMap::new()),
+        handshaking: AtomicU64::new(0),
     });
     loop {
         let incoming = tokio::select! {
@@ -77,8 +85,14 @@ pub async fn serve(
             incoming.refuse();
             continue;
         }
-        // Under load, make unvalidated addresses prove they can receive.
-        if open >= limits.connections_max / 2 && !incoming.remote_address_validated() {
+        // Under load, or while many handshakes are unfinished, make
+        // unvalidated addresses prove they can receive before they get any
+        // state.
+        let handshaking = counters.handshaking.load(Ordering::Relaxed);
+        if (open >= limits.connections_max / 2 || handshaking >= HANDSHAKES_UNVALIDATED_MAX)
+            && !incoming.remote_address_validated()
+        {
+            metrics.connections_retried.fetch_add(1, Ordering::Relaxed);
             let _ = incoming.retry();
             continue;
         }
@@ -107,11 +121,19 @@ pub async fn serve(
                 counters: Arc::clone(&counters),
                 metrics: Arc::clone(&metrics),
             };
-            match incoming.await {
-                Ok(connection) => {
+            counters.handshaking.fetch_add(1, Ordering::Relaxed);
+            let handshake_timeout = Duration::from_millis(limits.handshake_timeout_ms);
+            let handshake = tokio::time::timeout(handshake_timeout, incoming).await;
+            counters.handshaking.fetch_sub(1, Ordering::Relaxed);
+            match handshake {
+                Ok(Ok(connection)) => {
                     connection_task(connection, conn_id, core, limits, &counters, shutdown).await;
                 }
-                Err(error) => tracing::debug!(%error, "handshake failed"),
+                Ok(Err(error)) => tracing::debug!(%error, "handshake failed"),
+                Err(_) => {
+                    metrics.handshakes_timed_out.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!("handshake not finished in time; dropped");
+                }
             }
         });
     }
@@ -183,7 +205,7 @@ async fn connection_task(
             core.clone(),
             out_tx,
             connection.clone(),
-            limits.requests_per_stream_per_second_max,
+            limits,
         ));
     }
 }
@@ -196,20 +218,42 @@ async fn reader(
     core: CoreHandle,
     out: mpsc::Sender<Outbound>,
     connection: quinn::Connection,
-    requests_per_second: u32,
+    limits: LimitsConfig,
 ) {
+    let requests_per_second = limits.requests_per_stream_per_second_max;
+    let frame_timeout = Duration::from_millis(limits.frame_timeout_ms);
     let mut decoder: FrameDecoder<ClientMessage> = FrameDecoder::new();
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut budget = RequestBudget::new(requests_per_second, Instant::now());
+    // When a frame is under way, the deadline by which it must be complete.
+    let mut frame_deadline: Option<Instant> = None;
     loop {
-        let n = match recv.read(&mut chunk).await {
+        let read = recv.read(&mut chunk);
+        let n = match frame_deadline {
+            None => read.await,
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), read).await {
+                Ok(read) => read,
+                Err(_) => {
+                    tracing::debug!(
+                        session,
+                        "closing a connection that sends a frame too slowly"
+                    );
+                    connection.close(CLOSE_PROTOCOL_ERROR.into(), b"frame not completed in time");
+                    let _ = core.control.send(Control::Close { session });
+                    return;
+                }
+            },
+        };
+        let n = match n {
             Ok(Some(n)) => n,
             Ok(None) | Err(_) => break,
         };
         decoder.extend(&chunk[..n]);
+        let mut completed = false;
         loop {
             match decoder.next_message() {
                 Ok(Some(message)) => {
+                    completed = true;
                     let received = Instant::now();
                     let request_id = message.request_id();
                     if !matches!(message, ClientMessage::Submit { .. }) {
@@ -280,6 +324,14 @@ async fn reader(
                 }
             }
         }
+        // A frame is under way iff bytes are buffered. Its clock starts
+        // with the read that began it (a read that completed a frame began
+        // the one now buffered) and stops when it completes.
+        frame_deadline = match (decoder.is_at_boundary(), completed) {
+            (true, _) => None,
+            (false, true) => Some(Instant::now() + frame_timeout),
+            (false, false) => frame_deadline.or_else(|| Some(Instant::now() + frame_timeout)),
+        };
     }
     let _ = core.control.send(Control::Close { session });
 }
