@@ -7,22 +7,20 @@
 //! seals and clears every acknowledged envelope and `verify` re-derives
 //! every batch. A short stall only delays receipts.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand_core::OsRng;
-use sealbatch::cli::connect::target_batch;
 use sealbatch::client::Client;
-use sealbatch::envelope::{BatchPublicKey, Commitment, seal_bundle};
+use sealbatch::envelope::Commitment;
 use sealbatch::journal::{Fault, Faults, Journal, JournalConfig};
 use sealbatch::node::{self, EXIT_STORAGE, NodeConfig, NodeError, NodeInfo};
-use sealbatch::order::OrderSpec;
-use sealbatch::sequencer::{ResultAssembler, SequencerRecord, verify_journal};
-use sealbatch::types::{MarketId, Side};
+use sealbatch::sequencer::verify_journal;
 use tokio::sync::{oneshot, watch};
+
+mod common;
+use common::load;
 
 type NodeTask = tokio::task::JoinHandle<Result<(), NodeError>>;
 
@@ -54,61 +52,10 @@ async fn start(
     (info, stop, task)
 }
 
-/// Submits from four tasks until `until` or until the connection fails;
-/// returns every receipt.
-async fn load(client: Arc<Client>, until: Instant) -> Vec<(u64, Commitment)> {
-    let schedule = client.schedule().await.expect("schedule");
-    let mut tasks = Vec::new();
-    for worker in 0..4u64 {
-        let client = Arc::clone(&client);
-        let schedule = schedule.clone();
-        tasks.push(tokio::spawn(async move {
-            let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
-            let mut receipts = Vec::new();
-            let mut nonce = worker << 32;
-            while Instant::now() < until {
-                let e = target_batch(&schedule, sealbatch::node::core::now_ms(), 30);
-                let Some(key) = schedule
-                    .batch_keys
-                    .iter()
-                    .find(|(b, _)| *b == e)
-                    .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
-                else {
-                    break;
-                };
-                nonce += 1;
-                let orders = [OrderSpec {
-                    market: MarketId(1),
-                    side: if nonce % 2 == 0 {
-                        Side::Buy
-                    } else {
-                        Side::Sell
-                    },
-                    limit: None,
-                    qty: 1,
-                    client_order_id: nonce,
-                }];
-                let envelope =
-                    seal_bundle(&mut OsRng, &trader, e, &key, nonce, &orders).expect("seals");
-                match client.submit(envelope.into_bytes()).await {
-                    Ok(receipt) => receipts.push((receipt.e, receipt.commitment)),
-                    Err(sealbatch::client::ClientError::Connection(_)) => break,
-                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
-                }
-            }
-            receipts
-        }));
-    }
-    let mut all = Vec::new();
-    for task in tasks {
-        all.extend(task.await.expect("worker"));
-    }
-    all
-}
-
 /// Every receipt's envelope is journaled in its batch, which is sealed and
 /// cleared exactly once, and `verify` re-derives every batch.
 fn check_journal(dir: &Path, receipts: &[(u64, Commitment)]) {
+    common::all_published(&dir.join("journal"), receipts);
     let (_, recovery) =
         Journal::open_dir(dir.join("journal"), JournalConfig::default()).expect("journal");
     let records: Vec<_> = recovery
@@ -116,36 +63,6 @@ fn check_journal(dir: &Path, receipts: &[(u64, Commitment)]) {
         .into_iter()
         .map(|r| (r.lsn, r.kind, r.payload))
         .collect();
-    let mut envelopes: BTreeMap<u64, BTreeSet<Commitment>> = BTreeMap::new();
-    let mut cleared = BTreeSet::new();
-    let mut assembler = ResultAssembler::default();
-    for (_, kind, payload) in &records {
-        match SequencerRecord::decode(*kind, payload).expect("decodes") {
-            SequencerRecord::Envelope { e, bytes } => {
-                envelopes
-                    .entry(e)
-                    .or_default()
-                    .insert(Commitment::of(&bytes));
-            }
-            SequencerRecord::ResultPart(part) => {
-                if let Some(outcome) = assembler.push(part).expect("parts join") {
-                    assert!(
-                        cleared.insert(outcome.e),
-                        "batch {} cleared twice",
-                        outcome.e
-                    );
-                }
-            }
-            _ => {}
-        }
-    }
-    for (e, commitment) in receipts {
-        assert!(
-            envelopes.get(e).is_some_and(|set| set.contains(commitment)),
-            "an acknowledged envelope of batch {e} is missing"
-        );
-        assert!(cleared.contains(e), "batch {e} was not cleared");
-    }
     let report = verify_journal(records).expect("verify reads it");
     assert!(
         report.all_ok(),
@@ -167,6 +84,7 @@ async fn fail_stop(tag: &str, fault: Fault, stall_max_ms: u64) {
     );
     let loader = tokio::spawn(load(
         Arc::clone(&client),
+        4,
         Instant::now() + Duration::from_secs(8),
     ));
     tokio::time::sleep(Duration::from_millis(800)).await;
@@ -238,6 +156,7 @@ async fn a_short_stall_only_delays_receipts() {
     );
     let loader = tokio::spawn(load(
         Arc::clone(&client),
+        4,
         Instant::now() + Duration::from_secs(3),
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -7,21 +7,22 @@
 //! next batches trade, SIGTERM exits 0, the restart is clean and `verify`
 //! re-derives every batch.
 
-use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
 use sealbatch::cli::connect::target_batch;
 use sealbatch::client::Client;
 use sealbatch::envelope::{BatchPublicKey, Commitment, generate_account_key, seal_bundle};
-use sealbatch::net::parse_fingerprint;
 use sealbatch::node::core::now_ms;
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::status;
 use sealbatch::types::{MarketId, Side};
 use sealbatch::wire::{BatchCleared, ServerMessage};
+
+mod common;
+use common::{connect, free_port, spawn};
 
 const CONFIG: &str = r#"
 demo = true
@@ -49,47 +50,6 @@ fee_bps = 5
 const WEI: u32 = 5;
 const USD: u32 = 0;
 const MARKET: MarketId = MarketId(9);
-
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn spawn(dir: &Path, port: u16) -> Child {
-    let config = dir.with_extension("toml");
-    std::fs::write(&config, CONFIG).expect("config written");
-    Command::new(env!("CARGO_BIN_EXE_sealbatch"))
-        .args(["run", "--no-metrics", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary starts")
-}
-
-async fn connect(dir: &Path, addr: SocketAddr, child: &mut Child) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(text) = std::fs::read_to_string(dir.join("tls/fingerprint"))
-            && let Ok(fingerprint) = parse_fingerprint(&text)
-            && let Ok(client) = Client::connect(addr, fingerprint).await
-            && client.schedule().await.is_ok()
-        {
-            return client;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the sequencer exited with {status}");
-        }
-        assert!(Instant::now() < deadline, "the sequencer did not come up");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 fn order(side: Side, limit: Option<u64>, qty: u64) -> OrderSpec {
     OrderSpec {
@@ -169,7 +129,7 @@ async fn the_wrapping_bundle_is_unfunded_and_the_sequencer_keeps_clearing() {
     let _ = std::fs::remove_dir_all(&dir);
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut child = spawn(&dir, port);
+    let mut child = spawn(&dir, port, CONFIG);
     let client = connect(&dir, addr, &mut child).await;
     let mut events = client.subscribe().await.expect("subscribed");
 
@@ -242,15 +202,8 @@ async fn the_wrapping_bundle_is_unfunded_and_the_sequencer_keeps_clearing() {
     client.close();
 
     // SIGTERM exits 0; the restart replays the journal cleanly and serves.
-    let status = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status()
-        .expect("kill -TERM");
-    assert!(status.success());
-    let exit = child.wait().expect("exits");
-    assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
-    let mut child = spawn(&dir, port);
+    common::stop_gracefully(child);
+    let mut child = spawn(&dir, port, CONFIG);
     let client = connect(&dir, addr, &mut child).await;
     let balances = client.account(id(&seller)).await.expect("balances");
     assert_eq!(balances, vec![(WEI, 625_392_568_231_788_544)]);

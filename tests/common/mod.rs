@@ -1,0 +1,172 @@
+//! Helpers shared by the tests that run the real process or node under
+//! load: a free port, traders submitting until a deadline, and what the
+//! journal published.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand_core::OsRng;
+use sealbatch::cli::connect::target_batch;
+use sealbatch::client::{Client, ClientError};
+use sealbatch::envelope::{BatchPublicKey, Commitment, seal_bundle};
+use sealbatch::journal::{Journal, JournalConfig};
+use sealbatch::net::parse_fingerprint;
+use sealbatch::node::core::now_ms;
+use sealbatch::order::OrderSpec;
+use sealbatch::sequencer::{ResultAssembler, SequencerRecord};
+use sealbatch::types::{MarketId, Side};
+
+/// A UDP port free on loopback now.
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Starts `sealbatch run` on `dir`, listening on `port`, with the TOML
+/// `config` (written beside the directory).
+pub fn spawn(dir: &Path, port: u16, config: &str) -> Child {
+    let file = dir.with_extension("toml");
+    std::fs::write(&file, config).expect("config written");
+    Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+        .args(["run", "--no-metrics", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--config")
+        .arg(&file)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary starts")
+}
+
+/// A client of the sequencer started on `dir`, once it answers (at most
+/// 20 s); fails at once if `child` exits first.
+pub async fn connect(dir: &Path, addr: SocketAddr, child: &mut Child) -> Client {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(dir.join("tls/fingerprint"))
+            && let Ok(fingerprint) = parse_fingerprint(&text)
+            && let Ok(client) = Client::connect(addr, fingerprint).await
+            && client.schedule().await.is_ok()
+        {
+            return client;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the sequencer exited with {status}");
+        }
+        assert!(Instant::now() < deadline, "the sequencer did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Sends `child` SIGTERM.
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill -TERM");
+    assert!(status.success());
+}
+
+/// SIGTERM, then the process must exit 0.
+pub fn stop_gracefully(mut child: Child) {
+    terminate(&child);
+    let exit = child.wait().expect("exits");
+    assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
+}
+
+/// Submits one-order bundles from `workers` tasks until `until` or until
+/// the connection fails; returns every receipt as `(batch, commitment)`.
+pub async fn load(client: Arc<Client>, workers: u64, until: Instant) -> Vec<(u64, Commitment)> {
+    let schedule = client.schedule().await.expect("schedule");
+    let mut tasks = Vec::new();
+    for worker in 0..workers {
+        let client = Arc::clone(&client);
+        let schedule = schedule.clone();
+        tasks.push(tokio::spawn(async move {
+            let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
+            let mut receipts = Vec::new();
+            let mut nonce = worker << 32;
+            while Instant::now() < until {
+                let e = target_batch(&schedule, now_ms(), 30);
+                let Some(key) = schedule
+                    .batch_keys
+                    .iter()
+                    .find(|(b, _)| *b == e)
+                    .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
+                else {
+                    break;
+                };
+                nonce += 1;
+                let orders = [OrderSpec {
+                    market: MarketId(1 + (nonce % 3) as u32),
+                    side: if nonce % 2 == 0 {
+                        Side::Buy
+                    } else {
+                        Side::Sell
+                    },
+                    limit: None,
+                    qty: 1,
+                    client_order_id: nonce,
+                }];
+                let envelope =
+                    seal_bundle(&mut OsRng, &trader, e, &key, nonce, &orders).expect("seals");
+                match client.submit(envelope.into_bytes()).await {
+                    Ok(receipt) => receipts.push((receipt.e, receipt.commitment)),
+                    // The sequencer stopped under us: stop.
+                    Err(ClientError::Connection(_)) => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+            receipts
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("worker"));
+    }
+    all
+}
+
+/// Each batch's published envelopes, from the journal in `dir`; every
+/// outcome appears once (a second is a batch settled twice).
+pub fn published(dir: &Path) -> BTreeMap<u64, BTreeSet<Commitment>> {
+    let (_, recovery) = Journal::open_dir(dir, JournalConfig::default()).expect("journal");
+    let mut published = BTreeMap::new();
+    let mut assembler = ResultAssembler::default();
+    for record in recovery.records {
+        if let Ok(SequencerRecord::ResultPart(part)) =
+            SequencerRecord::decode(record.kind, &record.payload)
+            && let Some(outcome) = assembler.push(part).expect("result parts join")
+        {
+            let envelopes = outcome.envelopes.iter().map(|o| o.commitment).collect();
+            assert!(
+                published.insert(outcome.e, envelopes).is_none(),
+                "batch {} cleared twice",
+                outcome.e
+            );
+        }
+    }
+    published
+}
+
+/// Every receipt's envelope is in its batch's published outcome.
+pub fn all_published(dir: &Path, receipts: &[(u64, Commitment)]) {
+    let published = published(dir);
+    for (e, commitment) in receipts {
+        assert!(
+            published.get(e).is_some_and(|set| set.contains(commitment)),
+            "an acknowledged envelope of batch {e} is not in its published outcome"
+        );
+    }
+}
