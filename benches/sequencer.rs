@@ -34,6 +34,8 @@ fn genesis(key: &SequencerKey) -> Genesis {
             batch_length_ms: 100,
         },
         fee_account: AccountId([0xfe; 32]),
+        orders_per_account_per_batch_max:
+            sealbatch::sequencer::ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT,
         markets: (0..MARKETS)
             .map(|m| MarketConfig {
                 id: MarketId(m),

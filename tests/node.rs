@@ -87,12 +87,12 @@ async fn submit_one(client: &Client) -> Result<sealbatch::envelope::Receipt, Cli
             Err(ClientError::Rejected {
                 code: ReasonCode::BatchClosed,
                 ..
-            }) if attempts < 5 => attempts += 1,
+            }) if attempts < 20 => attempts += 1,
             Err(ClientError::Rejected {
                 code: ReasonCode::Busy,
                 retry_after,
                 ..
-            }) if attempts < 5 => {
+            }) if attempts < 20 => {
                 attempts += 1;
                 tokio::time::sleep(retry_after).await;
             }
@@ -141,7 +141,8 @@ async fn misbehaving_clients_are_closed_and_others_keep_being_served() {
     send.write_all(&(1u32 << 20).to_le_bytes())
         .await
         .expect("write");
-    send.write_all(&[0x02; 64]).await.expect("write");
+    // The server may close the connection before this second write.
+    let _ = send.write_all(&[0x02; 64]).await;
     assert_eq!(
         closed_with(&oversized).await,
         Some(2),

@@ -21,6 +21,8 @@ fn genesis() -> Genesis {
             batch_length_ms: 100,
         },
         fee_account: AccountId([9; 32]),
+        orders_per_account_per_batch_max:
+            sealbatch::sequencer::ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT,
         markets: vec![MarketConfig {
             id: MarketId(1),
             base: AssetId(1),

@@ -88,6 +88,8 @@ fn genesis(sequencer: &SequencerKey) -> Genesis {
             batch_length_ms: 100,
         },
         fee_account: AccountId([0xfe; 32]),
+        orders_per_account_per_batch_max:
+            sealbatch::sequencer::ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT,
         markets: vec![
             market(1, BTC, 100),
             market(2, ETH, 90),

@@ -39,6 +39,10 @@ pub struct NodeConfig {
     /// Default false: `sealbatch verify` re-derives every batch only from a
     /// whole journal.
     pub prune_journal: bool,
+    /// Orders one account may have in one batch (its bundles in commitment
+    /// order; one that would pass it is rejected, status 36). Fixed at the
+    /// first start. Default 16 384.
+    pub orders_per_account_per_batch_max: u32,
     /// Longest a journal write may wait to become durable before the
     /// process stops with exit code 74 (the storage hangs; see the README's
     /// storage-fault policy). Default 20 000.
@@ -210,6 +214,8 @@ impl Default for NodeConfig {
             checkpoint_every_batches: 600,
             prune_journal: false,
             journal_stall_max_ms: 20_000,
+            orders_per_account_per_batch_max:
+                crate::sequencer::ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT,
             limits: LimitsConfig::default(),
             assets: demo_assets(),
             markets: demo_markets(),

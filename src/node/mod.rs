@@ -301,6 +301,7 @@ pub async fn run_with_faults(
             batch_length_ms: config.batch_length_ms,
         },
         fee_account: AccountId([0; 32]),
+        orders_per_account_per_batch_max: config.orders_per_account_per_batch_max,
         markets: {
             let mut markets = config.markets.clone();
             markets.sort_by_key(|m| m.id);
@@ -323,6 +324,11 @@ pub async fn run_with_faults(
         }
         if recorded.schedule.batch_length_ms != genesis.schedule.batch_length_ms {
             return Err(NodeError::GenesisChanged("batch_length_ms"));
+        }
+        if recorded.orders_per_account_per_batch_max != genesis.orders_per_account_per_batch_max {
+            return Err(NodeError::GenesisChanged(
+                "orders_per_account_per_batch_max",
+            ));
         }
         genesis = recorded;
     }

@@ -43,6 +43,9 @@ pub mod status {
     pub const OUTSIDE_BAND: u8 = 34;
     /// The account cannot cover the bundle.
     pub const UNFUNDED: u8 = 35;
+    /// The bundle would take its account past the orders one account may
+    /// have in one batch (detail: the orders it already has).
+    pub const ACCOUNT_ORDER_LIMIT: u8 = 36;
     /// The whole batch was voided: it could not be processed, nothing in it
     /// traded (`spec/sequencer.md`, "Void batches").
     pub const BATCH_VOID: u8 = 40;
@@ -209,10 +212,18 @@ pub fn process_batch(
     ledger: &Ledger,
     markets: &BTreeMap<MarketId, MarketConfig>,
     references: &BTreeMap<MarketId, Tick>,
+    orders_per_account_max: u32,
 ) -> Result<BatchOutcome, ProcessError> {
     // Nothing is mutated here, so a panic leaves no state half-changed.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        process_unguarded(opened, batch_secret, ledger, markets, references)
+        process_unguarded(
+            opened,
+            batch_secret,
+            ledger,
+            markets,
+            references,
+            orders_per_account_max,
+        )
     }))
     .unwrap_or_else(|payload| {
         Err(ProcessError::Panicked {
@@ -266,6 +277,7 @@ fn process_unguarded(
     ledger: &Ledger,
     markets: &BTreeMap<MarketId, MarketConfig>,
     references: &BTreeMap<MarketId, Tick>,
+    orders_per_account_max: u32,
 ) -> Result<BatchOutcome, ProcessError> {
     let e = opened.e;
     // 1. What opening said, in commitment order.
@@ -288,25 +300,37 @@ fn process_unguarded(
         })
         .collect();
 
-    // 2. Funding, over the verified bundles in commitment order.
-    let verified: Vec<(usize, AccountId, &[OrderSpec])> = opened
-        .envelopes
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| {
-            o.outcome
-                .as_ref()
-                .ok()
-                .map(|b| (i, b.account, b.orders.as_slice()))
-        })
-        .collect();
+    // 2. Each account's orders in the batch, bounded: its bundles in
+    // commitment order, one that would pass the bound is rejected.
+    let mut per_account: BTreeMap<AccountId, u32> = BTreeMap::new();
+    let mut verified: Vec<(usize, AccountId, &[OrderSpec])> = Vec::new();
+    for (i, o) in opened.envelopes.iter().enumerate() {
+        let Ok(bundle) = &o.outcome else { continue };
+        let held = per_account.entry(bundle.account).or_insert(0);
+        // At most BUNDLE_ORDERS_MAX orders: fits a u32.
+        let orders = bundle.orders.len() as u32;
+        match held.checked_add(orders) {
+            Some(total) if total <= orders_per_account_max => {
+                *held = total;
+                verified.push((i, bundle.account, bundle.orders.as_slice()));
+            }
+            _ => {
+                envelopes[i].status = EnvelopeStatus::Rejected {
+                    code: status::ACCOUNT_ORDER_LIMIT,
+                    detail: *held,
+                };
+            }
+        }
+    }
+
+    // 3. Funding, over the remaining verified bundles in commitment order.
     let requests: Vec<(AccountId, &[OrderSpec])> = verified
         .iter()
         .map(|&(_, account, orders)| (account, orders))
         .collect();
     let funding = ledger.check_funding(markets, &requests);
 
-    // 3. Order ids, and the clearing input per market.
+    // 4. Order ids, and the clearing input per market.
     let mut columns: BTreeMap<MarketId, OrderColumns> =
         markets.keys().map(|&m| (m, OrderColumns::new())).collect();
     // id -> (envelope index, order index, market, side)
@@ -358,7 +382,7 @@ fn process_unguarded(
         })
         .collect();
 
-    // 4. Clear, seeded by the seal root.
+    // 5. Clear, seeded by the seal root.
     let result = clearing::clear_batch(&inputs, &opened.root.0)
         .map_err(|source| ProcessError::Clearing { e, source })?;
 

@@ -24,7 +24,9 @@ pub const PENDING_RECEIPTS_DEFAULT: usize = 1 << 20;
 pub const SEALED_BATCHES_DEFAULT: usize = 2;
 
 /// Layout tag at the start of a genesis record.
-pub const GENESIS_TAG: [u8; 8] = *b"SBGENES1";
+pub const GENESIS_TAG: [u8; 8] = *b"SBGENES2";
+/// Default [`Genesis::orders_per_account_per_batch_max`].
+pub const ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT: u32 = 16_384;
 
 /// What a deployment fixes forever: it is the journal's first record, and a
 /// restart with different values is refused.
@@ -36,6 +38,13 @@ pub struct Genesis {
     pub schedule: BatchSchedule,
     /// Where fees go.
     pub fee_account: AccountId,
+    /// Orders one account may have in one batch: its bundles are taken in
+    /// ascending commitment order, and one that would take it past this is
+    /// rejected ([`status::ACCOUNT_ORDER_LIMIT`](super::status::ACCOUNT_ORDER_LIMIT))
+    /// before funding, so that no account can dominate a batch's clearing.
+    /// At least [`BUNDLE_ORDERS_MAX`](crate::types::BUNDLE_ORDERS_MAX).
+    /// Default [`ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT`].
+    pub orders_per_account_per_batch_max: u32,
     /// Every market, ascending by id.
     pub markets: Vec<MarketConfig>,
 }
@@ -49,6 +58,11 @@ impl Genesis {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.schedule.batch_length_ms == 0 {
             return Err(ConfigError::ZeroBatchLength);
+        }
+        if (self.orders_per_account_per_batch_max as usize) < crate::types::BUNDLE_ORDERS_MAX
+            || self.orders_per_account_per_batch_max as usize > crate::types::MARKET_ORDERS_MAX
+        {
+            return Err(ConfigError::Limit("orders_per_account_per_batch_max"));
         }
         if self.markets.len() > MARKETS_MAX {
             return Err(ConfigError::TooManyMarkets(self.markets.len()));
@@ -73,13 +87,14 @@ impl Genesis {
     }
 
     /// Appends the record layout: tag, sequencer key, genesis ms, batch
-    /// length ms, fee account, markets.
+    /// length ms, fee account, orders per account per batch, markets.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&GENESIS_TAG);
         out.extend_from_slice(&self.sequencer.to_bytes());
         out.put_u64(self.schedule.genesis_ms);
         out.put_u64(self.schedule.batch_length_ms);
         out.extend_from_slice(&self.fee_account.0);
+        out.put_u32(self.orders_per_account_per_batch_max);
         // Bounded by MARKETS_MAX.
         out.put_u32(self.markets.len() as u32);
         for market in &self.markets {
@@ -103,11 +118,13 @@ impl Genesis {
             batch_length_ms: r.u64("batch length ms")?,
         };
         let fee_account = AccountId(r.array("fee account")?);
+        let orders_per_account_per_batch_max = r.u32("orders per account per batch")?;
         let markets = decode_markets(r)?;
         Ok(Genesis {
             sequencer,
             schedule,
             fee_account,
+            orders_per_account_per_batch_max,
             markets,
         })
     }

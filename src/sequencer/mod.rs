@@ -69,7 +69,7 @@ pub use checkpoint::{
 pub use config::{
     ANNOUNCE_AHEAD_DEFAULT, ANNOUNCE_AHEAD_MAX, BYTES_PER_BATCH_DEFAULT, ConfigError,
     ENVELOPES_PER_BATCH_CLEARABLE, ENVELOPES_PER_BATCH_DEFAULT, GENESIS_TAG, Genesis, Limits,
-    PENDING_RECEIPTS_DEFAULT, SEALED_BATCHES_DEFAULT,
+    ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT, PENDING_RECEIPTS_DEFAULT, SEALED_BATCHES_DEFAULT,
 };
 pub use record::{
     AssembleError, RESULT_PART_BYTES_MAX, RecordError, ResultAssembler, ResultPart,
@@ -1156,6 +1156,7 @@ impl Sequencer {
                 &self.ledger,
                 &self.markets,
                 &self.references,
+                self.genesis.orders_per_account_per_batch_max,
             )
             .map_err(|error| error.to_string())?;
             // All or nothing: on an error the ledger is unchanged.

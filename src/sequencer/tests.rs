@@ -19,6 +19,7 @@ fn genesis(key: &SequencerKey) -> Genesis {
             batch_length_ms: 100,
         },
         fee_account: AccountId([0xfe; 32]),
+        orders_per_account_per_batch_max: super::ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT,
         markets: vec![MarketConfig {
             id: MarketId(1),
             base: AssetId(1),
@@ -35,7 +36,11 @@ fn genesis(key: &SequencerKey) -> Genesis {
 
 fn boot(records: Vec<(Lsn, RecordKind, Vec<u8>)>, now_ms: u64) -> Sequencer {
     let key = SequencerKey::from_seed(&[7; 32]);
-    let genesis = genesis(&key);
+    boot_with(genesis(&key), records, now_ms)
+}
+
+fn boot_with(genesis: Genesis, records: Vec<(Lsn, RecordKind, Vec<u8>)>, now_ms: u64) -> Sequencer {
+    let key = SequencerKey::from_seed(&[7; 32]);
     let custodian = EmbeddedCustodian::new(
         MasterSecret::from_bytes([9; 32]),
         key.public_key(),
@@ -182,6 +187,7 @@ fn input_the_engine_refuses_is_a_typed_error_not_a_panic() {
         &Ledger::new(genesis.fee_account),
         &genesis.market_map(),
         &references,
+        genesis.orders_per_account_per_batch_max,
     );
     assert!(
         matches!(result, Err(ProcessError::Clearing { e: 3, .. })),
@@ -237,4 +243,97 @@ fn submissions_are_refused_as_busy_while_opening_lags() {
     flush(&mut sequencer, &mut journal, now);
     assert_eq!(sequencer.batches_in_flight(), 0);
     submit(&mut sequencer, now).expect("accepted again");
+}
+
+#[test]
+fn an_account_cannot_have_more_orders_in_a_batch_than_the_genesis_allows() {
+    let key = SequencerKey::from_seed(&[7; 32]);
+    let genesis = Genesis {
+        orders_per_account_per_batch_max: 256,
+        ..genesis(&key)
+    };
+    let mut journal = Vec::new();
+    let mut sequencer = boot_with(genesis, Vec::new(), GENESIS_MS);
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let whale = crate::envelope::generate_account_key(&mut rng);
+    let other = crate::envelope::generate_account_key(&mut rng);
+    let id = |k: &ed25519_dalek::SigningKey| AccountId(k.verifying_key().to_bytes());
+    for trader in [&whale, &other] {
+        sequencer
+            .handle_deposit(OpToken(1), id(trader), AssetId(0), 1_000_000_000)
+            .expect("deposit");
+    }
+    sequencer.handle_timeout(GENESIS_MS).expect("timeout");
+    flush(&mut sequencer, &mut journal, GENESIS_MS);
+    let public = sequencer.batch_public_key(0).expect("announced");
+    let orders = |n: usize| -> Vec<OrderSpec> {
+        (0..n)
+            .map(|i| OrderSpec {
+                market: MarketId(1),
+                side: Side::Buy,
+                limit: Some(100),
+                qty: 1,
+                client_order_id: i as u64,
+            })
+            .collect()
+    };
+    // Two bundles of 200 orders from one account, one of 200 from another.
+    let mut commitments = Vec::new();
+    for (nonce, trader) in [(1u64, &whale), (2, &whale), (3, &other)] {
+        let envelope =
+            seal_bundle(&mut rng, trader, 0, &public, nonce, &orders(200)).expect("seals");
+        let commitment = sequencer
+            .handle_submit(GENESIS_MS, SubmitToken(nonce), envelope.into_bytes())
+            .expect("accepted");
+        commitments.push(commitment);
+    }
+    flush(&mut sequencer, &mut journal, GENESIS_MS);
+    let closed = GENESIS_MS + 100;
+    sequencer.handle_timeout(closed).expect("seals");
+    flush(&mut sequencer, &mut journal, closed);
+    while let Some(job) = sequencer.poll_job() {
+        sequencer
+            .handle_opened(closed, job.run())
+            .expect("processed");
+    }
+    let events = flush(&mut sequencer, &mut journal, closed);
+    let outcome = events
+        .iter()
+        .find_map(|event| match event {
+            Event::BatchCleared { outcome } => Some(Arc::clone(outcome)),
+            _ => None,
+        })
+        .expect("published");
+    let status = |c: &Commitment| {
+        outcome
+            .envelopes
+            .iter()
+            .find(|o| o.commitment == *c)
+            .map(|o| o.status)
+            .expect("in the outcome")
+    };
+    // The whale's bundle with the lower commitment is taken, the other is
+    // over the bound; the other account is untouched.
+    let (first, second) = if commitments[0] < commitments[1] {
+        (commitments[0], commitments[1])
+    } else {
+        (commitments[1], commitments[0])
+    };
+    assert!(matches!(
+        status(&first),
+        EnvelopeStatus::Accepted { orders: 200, .. }
+    ));
+    assert_eq!(
+        status(&second),
+        EnvelopeStatus::Rejected {
+            code: status::ACCOUNT_ORDER_LIMIT,
+            detail: 200
+        }
+    );
+    assert!(matches!(
+        status(&commitments[2]),
+        EnvelopeStatus::Accepted { .. }
+    ));
+    let report = verify_journal(journal).expect("verify reads it");
+    assert!(report.all_ok(), "{report:?}");
 }

@@ -526,8 +526,15 @@ pub(super) fn rederive(
     let attempt = open_batch(&key, envelopes)
         .map_err(|err| format!("opening: {err}"))
         .and_then(|opened| {
-            let again = process_batch(&opened, outcome.batch_secret, ledger, markets, references)
-                .map_err(|err| err.to_string())?;
+            let again = process_batch(
+                &opened,
+                outcome.batch_secret,
+                ledger,
+                markets,
+                references,
+                genesis.orders_per_account_per_batch_max,
+            )
+            .map_err(|err| err.to_string())?;
             if outcome.is_void() {
                 // Would it have settled? Only asked of a void batch, so the
                 // copy of the ledger costs nothing in the usual case.
