@@ -71,7 +71,9 @@ pub enum ClientError {
     Protocol(String),
 }
 
-type Waiters = Arc<Mutex<BTreeMap<u64, oneshot::Sender<ServerMessage>>>>;
+/// Requests waiting for their reply; `None` once the stream has ended, so
+/// that a request made after that fails at once instead of timing out.
+type Waiters = Arc<Mutex<Option<BTreeMap<u64, oneshot::Sender<ServerMessage>>>>>;
 
 /// A connection to a sequencer; cheap to share behind an `Arc`.
 pub struct Client {
@@ -111,7 +113,7 @@ impl Client {
             .open_bi()
             .await
             .map_err(|e| ClientError::Connection(e.to_string()))?;
-        let waiters: Waiters = Arc::new(Mutex::new(BTreeMap::new()));
+        let waiters: Waiters = Arc::new(Mutex::new(Some(BTreeMap::new())));
         let (events_tx, events_rx) = mpsc::channel(EVENTS_BUFFER);
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_BUFFER);
         tokio::spawn(write_frames(send, outbound_rx));
@@ -152,10 +154,23 @@ impl Client {
         let mut frame = Vec::new();
         wire::encode(&message, &mut frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let (tx, rx) = oneshot::channel();
-        self.waiters
+        match self
+            .waiters
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id, tx);
+            .as_mut()
+        {
+            Some(waiters) => {
+                waiters.insert(id, tx);
+            }
+            None => {
+                let reason = self
+                    .connection
+                    .close_reason()
+                    .map_or_else(|| "the stream closed".to_string(), |r| r.to_string());
+                return Err(ClientError::Connection(reason));
+            }
+        }
         if self.outbound.send(frame).await.is_err() {
             return Err(ClientError::Connection("the connection is closed".into()));
         }
@@ -169,10 +184,14 @@ impl Client {
                 Err(ClientError::Connection(reason))
             }
             Err(_) => {
-                self.waiters
+                if let Some(waiters) = self
+                    .waiters
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
+                    .as_mut()
+                {
+                    waiters.remove(&id);
+                }
                 Err(ClientError::Timeout)
             }
         }
@@ -379,7 +398,7 @@ async fn read_frames(
 ) {
     let mut decoder: FrameDecoder<ServerMessage> = FrameDecoder::new();
     let mut chunk = vec![0u8; 64 << 10];
-    loop {
+    'stream: loop {
         let n = match recv.read(&mut chunk).await {
             Ok(Some(n)) => n,
             Ok(None) | Err(_) => break,
@@ -392,7 +411,8 @@ async fn read_frames(
                         let waiter = waiters
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .remove(&id);
+                            .as_mut()
+                            .and_then(|w| w.remove(&id));
                         if let Some(waiter) = waiter {
                             let _ = waiter.send(message);
                         }
@@ -405,11 +425,11 @@ async fn read_frames(
                 Ok(None) => break,
                 Err(error) => {
                     tracing::warn!(%error, "bad frame from the sequencer");
-                    return;
+                    break 'stream;
                 }
             }
         }
     }
-    // Fail every outstanding request.
-    waiters.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    // Fail every outstanding request, and every later one at once.
+    *waiters.lock().unwrap_or_else(|p| p.into_inner()) = None;
 }
