@@ -108,6 +108,7 @@ pub fn run(args: &DemoArgs) -> CommandResult {
             seed: 7,
             fund: true,
             progress: false,
+            receipts: None,
         };
         let report = load(options).await;
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -184,6 +184,9 @@ pub struct LoadOptions {
     pub fund: bool,
     /// Print a progress line.
     pub progress: bool,
+    /// Append each receipt to this file as it arrives (one hex line), so
+    /// that the file holds every receipt given even if the run is killed.
+    pub receipts: Option<std::path::PathBuf>,
 }
 
 /// What a load run measured.
@@ -468,6 +471,7 @@ async fn run_trader(
     index: usize,
     options: LoadOptions,
     accepted: Arc<AtomicU64>,
+    receipts_out: Option<mpsc::UnboundedSender<Receipt>>,
 ) -> Result<(LoadReport, Inclusion), ClientError> {
     let client = Arc::new(Client::connect(options.server, options.fingerprint).await?);
     let schedule = client.schedule().await?;
@@ -558,6 +562,9 @@ async fn run_trader(
                 }
             }
             Some(outcome) = outcomes.recv() => {
+                if let (Outcome::Receipt(receipt, ..), Some(out)) = (&outcome, &receipts_out) {
+                    let _ = out.send(*receipt);
+                }
                 trader.outcome(outcome);
                 done += 1;
             }
@@ -613,9 +620,28 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, ClientError> {
         })
     });
     let started = Instant::now();
+    let (receipts_out, writer) = match &options.receipts {
+        Some(path) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let path = path.clone();
+            (
+                Some(tx),
+                Some(tokio::task::spawn_blocking(move || write_receipts(&path, rx))),
+            )
+        }
+        None => (None, None),
+    };
     let tasks: Vec<_> = (0..options.traders)
-        .map(|i| tokio::spawn(run_trader(i, options.clone(), Arc::clone(&accepted))))
+        .map(|i| {
+            tokio::spawn(run_trader(
+                i,
+                options.clone(),
+                Arc::clone(&accepted),
+                receipts_out.clone(),
+            ))
+        })
         .collect();
+    drop(receipts_out);
     let mut report = LoadReport::default();
     let mut first_error = None;
     let mut inclusions = Vec::new();
@@ -636,6 +662,13 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, ClientError> {
     if let Some(progress) = progress {
         progress.abort();
         eprintln!();
+    }
+    if let Some(writer) = writer {
+        match writer.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => eprintln!("receipts file: {error}"),
+            Err(error) => eprintln!("receipts file: {error}"),
+        }
     }
     report.elapsed = options.duration.min(started.elapsed());
     report.included += inclusions.iter().map(Inclusion::included).sum::<u64>();
@@ -665,15 +698,13 @@ pub fn run(args: &LoadgenArgs) -> CommandResult {
         seed: args.seed,
         fund: !args.no_fund,
         progress: true,
+        receipts: args.receipts.clone(),
     };
     let runtime = super::run::runtime()?;
     let Some(kind) = args.hostile else {
         let (mut report, server) = runtime.block_on(measured(&options, args.metrics, None))?;
         print!("{}", report.render());
         print!("{server}");
-        if let Some(path) = &args.receipts {
-            append_receipts(path, &report.receipt_list)?;
-        }
         return all_included(&report);
     };
     let mut baseline = None;
@@ -697,6 +728,25 @@ pub fn run(args: &LoadgenArgs) -> CommandResult {
         print!("{}", compare(&mut baseline, &mut report));
     }
     all_included(&report)
+}
+
+/// Appends each receipt from `receipts` to `path` as it comes, one hex line
+/// and one `write` each (no buffering in the process: a killed run leaves
+/// every receipt it wrote).
+fn write_receipts(
+    path: &std::path::Path,
+    mut receipts: mpsc::UnboundedReceiver<Receipt>,
+) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    while let Some(receipt) = receipts.blocking_recv() {
+        let mut line = hex::encode(receipt.to_bytes());
+        line.push('\n');
+        file.write_all(line.as_bytes())?;
+    }
+    file.sync_all()
 }
 
 /// Appends `receipts` to `path`, one hex line each.
