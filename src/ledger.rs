@@ -277,7 +277,7 @@ impl Ledger {
             .checked_add(amount)
             .ok_or(LedgerError::Overflow { account, asset })?;
         self.set(account, asset, next);
-        self.totals.insert(asset, next_total);
+        self.set_total(asset, next_total);
         Ok(())
     }
 
@@ -312,8 +312,18 @@ impl Ledger {
             },
         )?;
         self.set(account, asset, rest);
-        self.totals.insert(asset, total);
+        self.set_total(asset, total);
         Ok(())
+    }
+
+    /// Records an asset's total; a zero total is no entry, so that two
+    /// ledgers with the same balances compare equal whatever their history.
+    fn set_total(&mut self, asset: AssetId, total: u128) {
+        if total == 0 {
+            self.totals.remove(&asset);
+        } else {
+            self.totals.insert(asset, total);
+        }
     }
 
     fn set(&mut self, account: AccountId, asset: AssetId, amount: u64) {

@@ -122,6 +122,18 @@ pub enum MarketConfigError {
         /// The configured fee.
         fee_bps: u16,
     },
+    /// The band's top is above the highest price the clearing engine admits
+    /// ([`TICK_MAX`](crate::clearing::TICK_MAX), `2^64 − 2`).
+    #[error(
+        "market {market}: band_max {max} is above the highest tick, {}",
+        crate::clearing::TICK_MAX
+    )]
+    BandTooHigh {
+        /// The market.
+        market: MarketId,
+        /// Its band's upper end.
+        max: Tick,
+    },
     /// The band's top price times the tick size overflows a `u64` per lot.
     #[error("market {0}: band_max × tick_size overflows 64 bits")]
     Overflow(MarketId),
@@ -144,6 +156,12 @@ impl MarketConfig {
             return Err(MarketConfigError::BadBand {
                 market: self.id,
                 min: self.band_min,
+                max: self.band_max,
+            });
+        }
+        if self.band_max > crate::clearing::TICK_MAX {
+            return Err(MarketConfigError::BandTooHigh {
+                market: self.id,
                 max: self.band_max,
             });
         }

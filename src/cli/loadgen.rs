@@ -626,7 +626,9 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, ClientError> {
             let path = path.clone();
             (
                 Some(tx),
-                Some(tokio::task::spawn_blocking(move || write_receipts(&path, rx))),
+                Some(tokio::task::spawn_blocking(move || {
+                    write_receipts(&path, rx)
+                })),
             )
         }
         None => (None, None),

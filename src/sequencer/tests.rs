@@ -337,3 +337,19 @@ fn an_account_cannot_have_more_orders_in_a_batch_than_the_genesis_allows() {
     let report = verify_journal(journal).expect("verify reads it");
     assert!(report.all_ok(), "{report:?}");
 }
+
+/// A node started and stopped with no traffic journals only its genesis
+/// and checkpoints at LSN 2; `verify` must accept that checkpoint (it said
+/// the journal ended at 0; found by the `sequencer_drive` fuzz target).
+#[test]
+fn a_checkpoint_right_after_the_genesis_verifies() {
+    let mut journal = Vec::new();
+    let mut sequencer = boot(Vec::new(), GENESIS_MS);
+    flush(&mut sequencer, &mut journal, GENESIS_MS);
+    assert_eq!(journal.len(), 1);
+    let checkpoint = sequencer.checkpoint();
+    assert_eq!(checkpoint.lsn, 2);
+    let report = verify_journal_with(journal, &[checkpoint]).expect("verify reads it");
+    assert!(report.all_ok(), "{report:?}");
+    assert_eq!(report.checkpoints.len(), 1);
+}

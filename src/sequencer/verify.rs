@@ -235,12 +235,15 @@ fn walk(
         ),
         None => return Err(VerifyError::NoGenesis),
     };
+    // The last LSN read: the genesis record's, if it is read here.
+    let mut last_lsn = 0;
     let genesis = match start {
         Some(checkpoint) => checkpoint.genesis.clone(),
         None => match records.next() {
             Some((lsn, kind, payload)) => match SequencerRecord::decode(kind, &payload) {
                 Ok(SequencerRecord::Genesis(genesis)) => {
                     report.records += 1;
+                    last_lsn = lsn;
                     genesis
                 }
                 Ok(_) => return Err(VerifyError::NoGenesis),
@@ -281,7 +284,6 @@ fn walk(
     let mut collecting: BTreeMap<BatchId, Vec<Vec<u8>>> = BTreeMap::new();
     let mut sealed: BTreeMap<BatchId, Sealed> = BTreeMap::new();
     let mut assembler = ResultAssembler::default();
-    let mut last_lsn = 0;
 
     for (lsn, kind, payload) in records {
         last_lsn = lsn;
