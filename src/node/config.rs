@@ -104,7 +104,7 @@ pub struct LimitsConfig {
     pub intake_delay_max_ms: u64,
     /// Admission control: while this many batches are sealed and not yet
     /// cleared, submissions are refused as `Busy` with a retry-after.
-    /// Default 2.
+    /// Default 3 (at a batch boundary one batch is normally still clearing and the next just sealed).
     pub sealed_batches_max: usize,
     /// Envelopes all connections from one IP address may submit to one
     /// batch, so that one address cannot fill a batch. Default 16 384.

@@ -21,7 +21,7 @@ pub const BYTES_PER_BATCH_DEFAULT: usize = 256 << 20;
 /// Default bound on receipts waiting for the journal.
 pub const PENDING_RECEIPTS_DEFAULT: usize = 1 << 20;
 /// Default [`Limits::sealed_batches_max`].
-pub const SEALED_BATCHES_DEFAULT: usize = 2;
+pub const SEALED_BATCHES_DEFAULT: usize = 3;
 
 /// Layout tag at the start of a genesis record.
 pub const GENESIS_TAG: [u8; 8] = *b"SBGENES2";

@@ -216,17 +216,19 @@ fn submissions_are_refused_as_busy_while_opening_lags() {
         let envelope = seal_bundle(&mut rng, &trader, e, &public, nonce, &orders).expect("seals");
         sequencer.handle_submit(now, SubmitToken(nonce), envelope.into_bytes())
     };
-    // Two batches sealed whose open jobs never come back: opening lags.
-    for b in 0..2u64 {
+    // As many batches sealed as the default allows, whose open jobs never
+    // come back: opening lags.
+    let lagging = SEALED_BATCHES_DEFAULT as u64;
+    for b in 0..lagging {
         let now = GENESIS_MS + b * 100;
         sequencer.handle_timeout(now).expect("timeout");
         submit(&mut sequencer, now).expect("accepted");
         flush(&mut sequencer, &mut journal, now);
     }
-    let now = GENESIS_MS + 200;
+    let now = GENESIS_MS + lagging * 100;
     sequencer.handle_timeout(now).expect("seals");
     flush(&mut sequencer, &mut journal, now);
-    assert_eq!(sequencer.batches_in_flight(), 2);
+    assert_eq!(sequencer.batches_in_flight(), SEALED_BATCHES_DEFAULT);
     let records = journal.len();
     assert_eq!(
         submit(&mut sequencer, now),
