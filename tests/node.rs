@@ -458,3 +458,41 @@ async fn unfinished_handshakes_cannot_lock_out_clients() {
     submit_one(&client).await.expect("and is served");
     node.stop().await;
 }
+
+/// New connections from one address are paced before any handshake work:
+/// past the burst they are refused, and the address gets its budget back as
+/// time passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_from_one_address_are_paced() {
+    let node = start("connect-rate", |c| {
+        c.limits.new_connections_per_ip_per_second_max = 10;
+    })
+    .await;
+    let endpoint =
+        sealbatch::net::client_endpoint(node.info.listen, node.info.fingerprint).expect("endpoint");
+    let mut accepted = 0;
+    let mut refused = 0;
+    for _ in 0..40 {
+        match endpoint
+            .connect(node.info.listen, "localhost")
+            .expect("connect")
+            .await
+        {
+            Ok(connection) => {
+                accepted += 1;
+                connection.close(0u32.into(), b"done");
+            }
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        (10..=14).contains(&accepted) && refused >= 26,
+        "accepted {accepted}, refused {refused}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("the budget comes back");
+    submit_one(&client).await.expect("served");
+    node.stop().await;
+}

@@ -205,8 +205,17 @@ pub async fn run(
                 let sender = Arc::clone(&sender);
                 let tally = Arc::clone(&tally);
                 tokio::spawn(async move {
-                    let Some(envelope) = sender.lock().await.next() else {
-                        return;
+                    let envelope = sender.lock().await.next();
+                    let envelope = match envelope {
+                        Some(envelope) => envelope,
+                        None => {
+                            // The batch to seal to is past the schedule's
+                            // announced keys: fetch a newer one.
+                            if let Ok(schedule) = client.schedule().await {
+                                sender.lock().await.schedule = schedule;
+                            }
+                            return;
+                        }
                     };
                     tally.attempt();
                     match client.submit(envelope.clone()).await {

@@ -114,6 +114,9 @@ pub struct LimitsConfig {
     /// beyond it they are answered `Error` busy without reaching the core.
     /// Default 100.
     pub requests_per_stream_per_second_max: u32,
+    /// New connections one IP address may open per second (on average and
+    /// in a burst), refused before any handshake work beyond it. Default 64.
+    pub new_connections_per_ip_per_second_max: u32,
     /// Longest a QUIC handshake may take; a client that starts handshakes
     /// and never finishes them holds a slot this long at most. Default 3000.
     pub handshake_timeout_ms: u64,
@@ -143,6 +146,7 @@ impl Default for LimitsConfig {
             sealed_batches_max: crate::sequencer::SEALED_BATCHES_DEFAULT,
             envelopes_per_ip_per_batch_max: 16_384,
             requests_per_stream_per_second_max: 100,
+            new_connections_per_ip_per_second_max: 64,
             handshake_timeout_ms: 3_000,
             frame_timeout_ms: 10_000,
         }
@@ -368,6 +372,9 @@ impl NodeConfig {
             return invalid(
                 "limits.envelopes_per_ip_per_batch_max and requests_per_stream_per_second_max must be at least 1",
             );
+        }
+        if l.new_connections_per_ip_per_second_max == 0 {
+            return invalid("limits.new_connections_per_ip_per_second_max must be at least 1");
         }
         if l.handshake_timeout_ms == 0 || l.frame_timeout_ms == 0 {
             return invalid("limits.handshake_timeout_ms and frame_timeout_ms must be at least 1");

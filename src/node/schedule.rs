@@ -87,6 +87,14 @@ impl RequestBudget {
         }
     }
 
+    /// Whether the bucket is full at `now` (its owner has been idle long
+    /// enough to be forgotten).
+    #[must_use]
+    pub fn is_full(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.tokens + elapsed * self.per_second >= self.per_second
+    }
+
     /// Takes one request's token at `now`; `false` if the stream is over
     /// its budget.
     pub fn take(&mut self, now: Instant) -> bool {

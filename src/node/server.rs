@@ -52,7 +52,13 @@ struct Counters {
     per_ip: Mutex<BTreeMap<IpAddr, usize>>,
     /// Handshakes started and not yet finished or timed out.
     handshaking: AtomicU64,
+    /// Each address's budget of new connections.
+    new_per_ip: Mutex<BTreeMap<IpAddr, RequestBudget>>,
 }
+
+/// Addresses whose new-connection budget is remembered before the full
+/// (idle) ones are forgotten.
+const NEW_CONNECTION_RATES_KEPT: usize = 4096;
 
 /// Accepts connections until `shutdown` turns true.
 pub async fn serve(
@@ -67,6 +73,7 @@ pub async fn serve(
         next_session: AtomicU64::new(1),
         per_ip: Mutex::new(BTreeMap::new()),
         handshaking: AtomicU64::new(0),
+        new_per_ip: Mutex::new(BTreeMap::new()),
     });
     loop {
         let incoming = tokio::select! {
@@ -95,6 +102,26 @@ pub async fn serve(
             metrics.connections_retried.fetch_add(1, Ordering::Relaxed);
             let _ = incoming.retry();
             continue;
+        }
+        {
+            // New connections per address are paced before any handshake
+            // work (a TLS handshake costs the server ~0.3 ms of CPU).
+            let mut rates = counters
+                .new_per_ip
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if rates.len() > NEW_CONNECTION_RATES_KEPT {
+                rates.retain(|_, budget| !budget.is_full(now));
+            }
+            let budget = rates.entry(ip).or_insert_with(|| {
+                RequestBudget::new(limits.new_connections_per_ip_per_second_max, now)
+            });
+            if !budget.take(now) {
+                metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                incoming.refuse();
+                continue;
+            }
         }
         {
             let mut per_ip = counters.per_ip.lock().unwrap_or_else(|p| p.into_inner());
