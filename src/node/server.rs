@@ -56,6 +56,9 @@ struct Counters {
     new_per_ip: Mutex<BTreeMap<IpAddr, RequestBudget>>,
 }
 
+/// Batches whose submission attempts one stream remembers.
+const ATTEMPTS_BATCHES_KEPT: usize = 64;
+
 /// Addresses whose new-connection budget is remembered before the full
 /// (idle) ones are forgotten.
 const NEW_CONNECTION_RATES_KEPT: usize = 4096;
@@ -252,6 +255,14 @@ async fn reader(
     let mut decoder: FrameDecoder<ClientMessage> = FrameDecoder::new();
     let mut chunk = vec![0u8; READ_CHUNK];
     let mut budget = RequestBudget::new(requests_per_second, Instant::now());
+    // Submissions this stream made per batch (named in each envelope's
+    // header): past twice the connection's quota they are refused here,
+    // before the shape check and the core's queue. The core keeps the exact
+    // count of the envelopes it takes.
+    let mut attempts: BTreeMap<u64, u32> = BTreeMap::new();
+    let attempts_max = limits
+        .envelopes_per_connection_per_batch_max
+        .saturating_mul(2);
     // When a frame is under way, the deadline by which it must be complete.
     let mut frame_deadline: Option<Instant> = None;
     loop {
@@ -312,10 +323,37 @@ async fn reader(
                         ClientMessage::Submit {
                             request_id,
                             envelope,
-                        } => RequestBody::Submit {
-                            request_id,
-                            envelope: ShapedEnvelope::for_header_batch(envelope),
-                        },
+                        } => {
+                            if let Some(e) = envelope
+                                .get(1..9)
+                                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                                .map(u64::from_le_bytes)
+                            {
+                                let made = attempts.entry(e).or_insert(0);
+                                *made = made.saturating_add(1);
+                                if *made > attempts_max {
+                                    let _ = out.try_send(Outbound::Message(
+                                        ServerMessage::Rejected {
+                                            request_id,
+                                            code: ReasonCode::ConnectionQuota,
+                                            next_open: 0,
+                                            retry_after_ms: 0,
+                                            message: format!(
+                                                "this stream made {made} submissions to batch {e}"
+                                            ),
+                                        },
+                                    ));
+                                    continue;
+                                }
+                                if attempts.len() > ATTEMPTS_BATCHES_KEPT {
+                                    attempts.pop_first();
+                                }
+                            }
+                            RequestBody::Submit {
+                                request_id,
+                                envelope: ShapedEnvelope::for_header_batch(envelope),
+                            }
+                        }
                         message => RequestBody::Message(message),
                     };
                     let request = Request {
