@@ -106,6 +106,7 @@ def run_once(binary, rate, duration, batch_ms, traders):
         "cpu": number(r"sequencer ([\d.]+) cores", out),
         "rss": (samples[0] if samples else None, max(samples) if samples else None,
                 samples[-1] if samples else None),
+        "rss_series": samples,
         "raw": out + load.stderr[-2000:],
     }
 
@@ -153,6 +154,8 @@ def main():
     print(header)
     r = run_once(binary, overload, args.overload_duration, args.batch_ms, args.traders)
     print(row(r))
+    series = r["rss_series"][::10]
+    print("sequencer memory every 10 s: " + ", ".join(f"{v:.0f}" for v in series) + " MiB")
     bound = 3 * args.batch_ms + (r["decrypt"] or 0)
     print(f"close→result p99 {r['ctr_p99']} ms against 3 batch lengths + one opening = {bound:.0f} ms; "
           f"accepted {r['accepted']:,.0f} against sustainable {sustainable:,} "

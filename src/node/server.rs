@@ -332,8 +332,8 @@ async fn reader(
                                 let made = attempts.entry(e).or_insert(0);
                                 *made = made.saturating_add(1);
                                 if *made > attempts_max {
-                                    let _ = out.try_send(Outbound::Message(
-                                        ServerMessage::Rejected {
+                                    let _ =
+                                        out.try_send(Outbound::Message(ServerMessage::Rejected {
                                             request_id,
                                             code: ReasonCode::ConnectionQuota,
                                             next_open: 0,
@@ -341,8 +341,7 @@ async fn reader(
                                             message: format!(
                                                 "this stream made {made} submissions to batch {e}"
                                             ),
-                                        },
-                                    ));
+                                        }));
                                     continue;
                                 }
                                 if attempts.len() > ATTEMPTS_BATCHES_KEPT {
