@@ -76,7 +76,7 @@ fn writer_thread(c: &mut Criterion) {
         .throughput(Throughput::Elements(RECORDS));
     let dir = temp_dir("writer");
     let (journal, _) = Journal::open_dir(&dir, JournalConfig::default()).unwrap();
-    let mut writer = JournalWriter::spawn(journal, 1024).unwrap();
+    let mut writer = JournalWriter::spawn(journal, false).unwrap();
     group.bench_function(BenchmarkId::new("records", RECORDS), |b| {
         b.iter(|| {
             let mut last = 0;
@@ -87,8 +87,8 @@ fn writer_thread(c: &mut Criterion) {
             }
             loop {
                 match writer.wait_event() {
-                    Some(WriterEvent::Durable(lsn)) if lsn >= last => break lsn,
-                    Some(WriterEvent::Durable(_)) => {}
+                    Some(WriterEvent::Durable { lsn, .. }) if lsn >= last => break lsn,
+                    Some(WriterEvent::Durable { .. }) => {}
                     other => panic!("writer failed: {other:?}"),
                 }
             }

@@ -170,14 +170,14 @@ fn bad_magic_is_reported() {
 fn writer_thread_on_disk() {
     let dir = TempDir::new("writer");
     let (journal, _) = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap();
-    let mut writer = JournalWriter::spawn(journal, 256).unwrap();
+    let mut writer = JournalWriter::spawn(journal, false).unwrap();
     for i in 0..2000 {
         writer.append(RecordKind::Envelope, payload(i)).unwrap();
     }
     let mut durable = 0;
     while durable < 2000 {
         match writer.wait_event() {
-            Some(WriterEvent::Durable(lsn)) => durable = lsn,
+            Some(WriterEvent::Durable { lsn, .. }) => durable = lsn,
             other => panic!("unexpected {other:?}"),
         }
     }

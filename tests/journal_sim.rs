@@ -498,7 +498,7 @@ fn config_out_of_bounds_is_refused() {
 fn writer_thread_group_commits_and_reports_durable_lsns() {
     let disk = SimStorage::new(6);
     let (journal, _) = Journal::open(disk.clone(), small_segments()).unwrap();
-    let mut writer = JournalWriter::spawn(journal, 64).unwrap();
+    let mut writer = JournalWriter::spawn(journal, false).unwrap();
     let records = 1000u64;
     for i in 0..records {
         let lsn = writer
@@ -509,7 +509,7 @@ fn writer_thread_group_commits_and_reports_durable_lsns() {
     let mut durable = 0;
     while durable < records {
         match writer.wait_event() {
-            Some(WriterEvent::Durable(lsn)) => {
+            Some(WriterEvent::Durable { lsn, .. }) => {
                 assert!(lsn > durable);
                 durable = lsn;
             }
@@ -530,7 +530,7 @@ fn writer_thread_reports_failure() {
     let disk = SimStorage::new(7);
     let (journal, _) = Journal::open(disk.clone(), JournalConfig::default()).unwrap();
     disk.crash_at_op(disk.ops());
-    let mut writer = JournalWriter::spawn(journal, 8).unwrap();
+    let mut writer = JournalWriter::spawn(journal, false).unwrap();
     writer.append(RecordKind::Seal, b"seal".to_vec()).unwrap();
     assert!(matches!(
         writer.wait_event(),
@@ -784,4 +784,68 @@ fn a_torn_checkpoint_is_replaced_by_the_next_write_of_its_lsn_and_never_bounds_p
         );
     }
     assert!(torn > 0, "no crash left a torn checkpoint behind");
+}
+
+/// The writer thread writes a checkpoint only after every record queued
+/// before it is durable, and its pruning thread then removes the segments
+/// no kept checkpoint needs: the node's one writer, on simulated storage.
+#[test]
+fn writer_thread_checkpoints_in_order_and_prunes_off_its_path() {
+    let disk = SimStorage::new(9);
+    let (journal, _) = Journal::open(disk.clone(), small_segments()).expect("opens");
+    let mut writer = JournalWriter::spawn(journal, true).expect("spawns");
+    let payload = |i: u64| i.to_le_bytes().repeat(8);
+    for i in 1..=300u64 {
+        assert_eq!(
+            writer
+                .append(RecordKind::Envelope, payload(i))
+                .expect("queues"),
+            i
+        );
+    }
+    writer
+        .checkpoint(300, 250, b"first".to_vec())
+        .expect("queues");
+    for i in 301..=500u64 {
+        writer
+            .append(RecordKind::Envelope, payload(i))
+            .expect("queues");
+    }
+    writer
+        .checkpoint(500, 480, b"second".to_vec())
+        .expect("queues");
+    writer
+        .checkpoint(500, 480, b"again".to_vec())
+        .expect("queues");
+    let (mut durable, mut checkpoints, mut pruned) = (0, Vec::new(), 0);
+    while checkpoints.len() < 3 || pruned < 2 {
+        match writer.wait_event().expect("an event") {
+            WriterEvent::Durable { lsn, .. } => {
+                assert!(lsn > durable);
+                durable = lsn;
+            }
+            WriterEvent::Checkpoint { lsn, written, .. } => {
+                // Everything below the checkpoint was reported durable first.
+                assert!(durable >= lsn, "checkpoint {lsn} before durable {durable}");
+                assert!(written.prunable_below.is_some());
+                checkpoints.push(lsn);
+            }
+            WriterEvent::Pruned { .. } => pruned += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(checkpoints, vec![300, 500, 500]);
+    let journal = writer.close().expect("closes");
+    assert_eq!(journal.durable_lsn(), 500);
+    let first = first_segment_lsn(&disk);
+    assert!(
+        first > 1 && first <= 250,
+        "pruned below 250: starts at {first}"
+    );
+    let found = read_checkpoints(&mut disk.clone()).expect("reads");
+    let lsns: Vec<Lsn> = found
+        .iter()
+        .map(|f| f.checkpoint.as_ref().expect("valid").lsn)
+        .collect();
+    assert_eq!(lsns, vec![500, 300]);
 }

@@ -75,7 +75,7 @@ async fn submit_one(client: &Client) -> Result<sealbatch::envelope::Receipt, Cli
     let mut attempts = 0;
     loop {
         let schedule = client.schedule().await?;
-        let e = target_batch(&schedule, sealbatch::node::core::now_ms(), 30);
+        let e = target_batch(&schedule, sealbatch::node::now_ms(), 30);
         let (_, key) = schedule
             .batch_keys
             .iter()
@@ -360,7 +360,7 @@ async fn one_address_cannot_fill_a_batch() {
         .expect("connects");
     let schedule = a.schedule().await.expect("schedule");
     b.schedule().await.expect("schedule");
-    let e = target_batch(&schedule, sealbatch::node::core::now_ms(), 1_000);
+    let e = target_batch(&schedule, sealbatch::node::now_ms(), 1_000);
     let key = schedule
         .batch_keys
         .iter()
@@ -381,7 +381,11 @@ async fn one_address_cannot_fill_a_batch() {
         let client = if nonce % 2 == 0 { &a } else { &b };
         outcomes.push(client.submit(envelope.into_bytes()).await);
     }
-    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 3);
+    assert_eq!(
+        outcomes.iter().filter(|o| o.is_ok()).count(),
+        3,
+        "{outcomes:?}"
+    );
     for refused in &outcomes[3..] {
         assert!(
             matches!(

@@ -15,7 +15,7 @@ use rand_core::OsRng;
 use sealbatch::cli::connect::target_batch;
 use sealbatch::client::Client;
 use sealbatch::envelope::{BatchPublicKey, Commitment, generate_account_key, seal_bundle};
-use sealbatch::node::core::now_ms;
+use sealbatch::node::now_ms;
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::status;
 use sealbatch::types::{MarketId, Side};

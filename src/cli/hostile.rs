@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 use crate::client::{Client, ClientError};
 use crate::envelope::wire::{bundle_signature_message, encode_body, padded_len};
 use crate::envelope::{BatchPublicKey, generate_account_key, seal_bundle, seal_raw_plaintext};
-use crate::node::core::now_ms;
+use crate::node::now_ms;
 use crate::order::OrderSpec;
 use crate::types::{MarketId, Side};
 use crate::wire::{self, ClientMessage, Schedule};

@@ -26,8 +26,8 @@ use crate::client::{Client, ClientError};
 use crate::envelope::{
     BatchPublicKey, InclusionProof, Receipt, SEAL_LEN, SequencerPublicKey, SignedSeal, seal_bundle,
 };
-use crate::node::core::now_ms;
 use crate::node::metrics::process_cpu_seconds;
+use crate::node::now_ms;
 use crate::order::OrderSpec;
 use crate::types::{BUNDLE_ORDERS_MAX, MarketId, Side};
 use crate::wire::{BatchCleared, MarketInfo, ReasonCode, Schedule, ServerMessage};

@@ -13,7 +13,7 @@ use crate::client::ClientError;
 use crate::envelope::{
     BatchPublicKey, InclusionProof, SequencerPublicKey, SignedSeal, seal_bundle,
 };
-use crate::node::core::now_ms;
+use crate::node::now_ms;
 use crate::order::OrderSpec;
 use crate::types::{BUNDLE_ORDERS_MAX, MarketId, Side};
 use crate::wire::{ReasonCode, ServerMessage};

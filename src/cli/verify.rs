@@ -71,7 +71,7 @@ fn snapshot(from: &Path) -> std::io::Result<PathBuf> {
     let to = std::env::temp_dir().join(format!(
         "sealbatch-verify-{}-{}",
         std::process::id(),
-        crate::node::core::now_ms()
+        crate::node::now_ms()
     ));
     std::fs::create_dir_all(&to)?;
     let mut files = Vec::new();

@@ -105,7 +105,7 @@ pub use faults::{Fault, Faults, FaultyFile, FaultyStorage};
 pub use format::{FrameProblem, HeaderProblem};
 pub use sim::{SimFileHandle, SimStorage};
 pub use storage::{FsFile, FsStorage, Storage, StorageFile};
-pub use writer::{JournalWriter, WRITER_GROUP_RECORDS_MAX, WRITER_QUEUE_DEPTH_MAX, WriterEvent};
+pub use writer::{JournalWriter, WRITER_GROUP_RECORDS_MAX, WriterEvent};
 
 use format::{
     FRAME_OVERHEAD_LEN, SEGMENT_HEADER_LEN, decode_frame, decode_segment_header, encode_frame,

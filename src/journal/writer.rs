@@ -1,53 +1,110 @@
-//! A dedicated writer thread around a journal: [`JournalWriter`].
+//! The journal's writer thread, with its checkpoint and pruning jobs:
+//! [`JournalWriter`]. The node journals through it, and so does the journal
+//! benchmark.
 
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
-use super::{Journal, JournalError, Lsn, RECORD_PAYLOAD_BYTES_MAX, RecordKind, Storage};
+use crossbeam_channel::{Receiver, Sender};
 
-/// Largest allowed queue depth (records waiting for the writer thread).
-pub const WRITER_QUEUE_DEPTH_MAX: usize = 1 << 16;
+use super::{
+    CheckpointWritten, Journal, JournalError, Lsn, RECORD_PAYLOAD_BYTES_MAX, RecordKind, Storage,
+    prune_segments_below,
+};
 
 /// Most records the writer thread puts in one group commit.
 pub const WRITER_GROUP_RECORDS_MAX: usize = 4096;
 
-const _: () = assert!(WRITER_GROUP_RECORDS_MAX <= WRITER_QUEUE_DEPTH_MAX);
-
-/// What the writer thread reports.
+/// What the writer thread (and its pruning thread) report.
 #[derive(Debug)]
 pub enum WriterEvent {
-    /// Every record up to this LSN is durable.
-    Durable(Lsn),
+    /// Every record up to `lsn` is durable, after one group commit that took
+    /// `took` from the first record taken to the end of its sync.
+    Durable {
+        /// The last durable LSN.
+        lsn: Lsn,
+        /// How long the group commit took.
+        took: Duration,
+    },
     /// The journal failed; the writer thread has stopped. Records after the
     /// last [`WriterEvent::Durable`] may or may not survive: reopen the
-    /// journal to find out.
+    /// journal to find out. A failed sync is never retried.
     Failed(JournalError),
+    /// A checkpoint was written (every record below its LSN was durable
+    /// before).
+    Checkpoint {
+        /// The checkpoint's LSN.
+        lsn: Lsn,
+        /// What was written.
+        written: CheckpointWritten,
+        /// How long writing and reading it back took.
+        took: Duration,
+    },
+    /// A checkpoint could not be written. Not fatal: recovery then starts
+    /// from an older checkpoint or the start of the journal.
+    CheckpointFailed {
+        /// The checkpoint's LSN.
+        lsn: Lsn,
+        /// Why.
+        error: JournalError,
+    },
+    /// The pruning thread removed the segments wholly below `below`.
+    Pruned {
+        /// The pruning bound.
+        below: Lsn,
+        /// Segment files removed.
+        removed: usize,
+        /// How long it took.
+        took: Duration,
+    },
+    /// Pruning failed; the segments stay (not fatal).
+    PruneFailed(JournalError),
 }
 
-/// A dedicated writer thread around a [`Journal`]: group commit for free.
+/// Work for the writer thread, in order.
+#[derive(Debug)]
+enum Job {
+    Append(RecordKind, Vec<u8>),
+    Checkpoint {
+        lsn: Lsn,
+        replay_from: Lsn,
+        payload: Vec<u8>,
+    },
+}
+
+/// A dedicated writer thread around a [`Journal`]: group commit for free,
+/// checkpoints written in order with the records, and pruning off its path.
 ///
 /// The sequencer core (sans-IO) emits records to be journaled; its driver hands
-/// them to [`JournalWriter::append`], which only queues them (blocking when
-/// the bounded queue is full, which is the back-pressure) and returns the LSN
-/// each will get. The writer thread takes everything queued, appends it,
-/// syncs once, and reports [`WriterEvent::Durable`]`(lsn)`: the driver
-/// passes that to the core, which releases the receipts of records up to
-/// `lsn`. The more records arrive while an `fdatasync` runs, the larger the
-/// next group.
+/// them to [`JournalWriter::append`], which only queues them and returns the
+/// LSN each will get. The writer thread takes everything queued (up to
+/// [`WRITER_GROUP_RECORDS_MAX`]), appends it, syncs once, and reports
+/// [`WriterEvent::Durable`]: the driver passes the LSN to the core, which
+/// releases the receipts of records up to it. The more records arrive while
+/// an `fdatasync` runs, the larger the next group.
+///
+/// The queue is unbounded so that the driver never blocks on a hanging disk
+/// (it must stay able to notice the stall and stop); bounding the work in
+/// flight is the driver's admission control.
+///
+/// [`JournalWriter::checkpoint`] queues a checkpoint: it is written once every
+/// record queued before it is durable. With pruning on, a pruning thread
+/// then removes the segments no kept checkpoint needs (unlinking a large file
+/// can take tens of milliseconds, which the group commits do not wait for).
 ///
 /// ```
 /// use sealbatch::journal::{Journal, JournalConfig, JournalWriter, RecordKind, SimStorage, WriterEvent};
 ///
 /// # fn main() -> Result<(), sealbatch::journal::JournalError> {
 /// let (journal, _recovery) = Journal::open(SimStorage::new(1), JournalConfig::default())?;
-/// let mut writer = JournalWriter::spawn(journal, 1024)?;
+/// let mut writer = JournalWriter::spawn(journal, false)?;
 /// let lsn = writer.append(RecordKind::Envelope, b"envelope".to_vec())?;
 /// // The driver loop: pass durable LSNs to the core, which releases receipts.
 /// loop {
 ///     match writer.wait_event() {
-///         Some(WriterEvent::Durable(durable)) if durable >= lsn => break,
-///         Some(WriterEvent::Durable(_)) => {}
+///         Some(WriterEvent::Durable { lsn: durable, .. }) if durable >= lsn => break,
 ///         Some(WriterEvent::Failed(error)) => return Err(error),
+///         Some(_) => {}
 ///         None => return Err(sealbatch::journal::JournalError::WriterStopped),
 ///     }
 /// }
@@ -58,53 +115,58 @@ pub enum WriterEvent {
 /// ```
 #[derive(Debug)]
 pub struct JournalWriter<S: Storage + 'static> {
-    queue: Option<SyncSender<(RecordKind, Vec<u8>)>>,
+    jobs: Option<Sender<Job>>,
     events: Receiver<WriterEvent>,
-    thread: Option<JoinHandle<Journal<S>>>,
+    writer: Option<JoinHandle<Journal<S>>>,
+    pruner: Option<JoinHandle<()>>,
     next_lsn: Lsn,
 }
 
-impl<S: Storage + 'static> JournalWriter<S> {
-    /// Moves `journal` to a new writer thread with a queue of `queue_depth`
-    /// records.
+impl<S: Storage + Clone + Send + 'static> JournalWriter<S> {
+    /// Moves `journal` to a new writer thread; with `prune`, also starts the
+    /// pruning thread that removes segments below each written checkpoint.
     ///
     /// # Errors
     ///
-    /// [`JournalError::Config`] if `queue_depth` is 0 or above
-    /// [`WRITER_QUEUE_DEPTH_MAX`]; [`JournalError::Io`] if the thread cannot
-    /// be spawned.
-    pub fn spawn(
-        journal: Journal<S>,
-        queue_depth: usize,
-    ) -> Result<JournalWriter<S>, JournalError> {
-        if !(1..=WRITER_QUEUE_DEPTH_MAX).contains(&queue_depth) {
-            return Err(JournalError::Config(
-                "queue_depth outside 1..=WRITER_QUEUE_DEPTH_MAX",
-            ));
-        }
+    /// [`JournalError::Io`] if a thread cannot be spawned.
+    pub fn spawn(journal: Journal<S>, prune: bool) -> Result<JournalWriter<S>, JournalError> {
         let next_lsn = journal.next_lsn();
-        let (queue, records) = mpsc::sync_channel(queue_depth);
-        // Unbounded, but at most one event per group drained from the
-        // bounded queue, and bounding it could deadlock a driver that blocks
-        // in `append` before reading events.
-        let (events_tx, events) = mpsc::channel();
-        let thread = thread::Builder::new()
-            .name("sealbatch-journal".to_string())
-            .spawn(move || run(journal, &records, &events_tx))
-            .map_err(|source| JournalError::Io {
-                path: "journal writer thread".into(),
-                source,
-            })?;
+        let (jobs, jobs_rx) = crossbeam_channel::unbounded();
+        // Unbounded, but at most a few events per group drained from the
+        // queue, and a driver must never block on reporting.
+        let (events_tx, events) = crossbeam_channel::unbounded();
+        let spawn_error = |source| JournalError::Io {
+            path: "journal writer thread".into(),
+            source,
+        };
+        let (pruner, floors) = if prune {
+            let (floors, floors_rx) = crossbeam_channel::unbounded();
+            let storage = journal.storage().clone();
+            let events = events_tx.clone();
+            let thread = thread::Builder::new()
+                .name("sealbatch-prune".into())
+                .spawn(move || prune_loop(storage, &floors_rx, &events))
+                .map_err(spawn_error)?;
+            (Some(thread), Some(floors))
+        } else {
+            (None, None)
+        };
+        let writer = thread::Builder::new()
+            .name("sealbatch-journal".into())
+            .spawn(move || write_loop(journal, &jobs_rx, &events_tx, floors.as_ref()))
+            .map_err(spawn_error)?;
         Ok(JournalWriter {
-            queue: Some(queue),
+            jobs: Some(jobs),
             events,
-            thread: Some(thread),
+            writer: Some(writer),
+            pruner,
             next_lsn,
         })
     }
+}
 
-    /// Queues a record and returns the LSN it will have. Blocks while the
-    /// queue is full.
+impl<S: Storage + 'static> JournalWriter<S> {
+    /// Queues a record and returns the LSN it will have. Never blocks.
     ///
     /// # Errors
     ///
@@ -118,13 +180,42 @@ impl<S: Storage + 'static> JournalWriter<S> {
                 max: RECORD_PAYLOAD_BYTES_MAX,
             });
         }
-        let queue = self.queue.as_ref().ok_or(JournalError::WriterStopped)?;
-        queue
-            .send((kind, payload))
-            .map_err(|_| JournalError::WriterStopped)?;
+        self.send(Job::Append(kind, payload))?;
         let lsn = self.next_lsn;
         self.next_lsn += 1;
         Ok(lsn)
+    }
+
+    /// Queues a checkpoint at `lsn` (records from `replay_from` on are
+    /// needed to recover past it): written once every record queued before
+    /// it is durable, reported as [`WriterEvent::Checkpoint`] or
+    /// [`WriterEvent::CheckpointFailed`].
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::WriterStopped`] if the writer thread has stopped.
+    pub fn checkpoint(
+        &mut self,
+        lsn: Lsn,
+        replay_from: Lsn,
+        payload: Vec<u8>,
+    ) -> Result<(), JournalError> {
+        self.send(Job::Checkpoint {
+            lsn,
+            replay_from,
+            payload,
+        })
+    }
+
+    fn send(&self, job: Job) -> Result<(), JournalError> {
+        let jobs = self.jobs.as_ref().ok_or(JournalError::WriterStopped)?;
+        jobs.send(job).map_err(|_| JournalError::WriterStopped)
+    }
+
+    /// The LSN the next appended record will have.
+    #[must_use]
+    pub fn next_lsn(&self) -> Lsn {
+        self.next_lsn
     }
 
     /// The next event, if one is ready.
@@ -133,59 +224,120 @@ impl<S: Storage + 'static> JournalWriter<S> {
         self.events.try_recv().ok()
     }
 
-    /// Waits for the next event; `None` once the thread has stopped and
+    /// Waits for the next event; `None` once the threads have stopped and
     /// every event was taken.
     #[must_use]
     pub fn wait_event(&self) -> Option<WriterEvent> {
         self.events.recv().ok()
     }
 
-    /// The receiving end of the events, e.g. to select over.
+    /// The receiving end of the events, to select over with other channels.
     #[must_use]
     pub fn events(&self) -> &Receiver<WriterEvent> {
         &self.events
     }
 
-    /// Stops the thread after it has journaled and synced everything queued,
-    /// and gives the journal back. Events not yet taken are dropped.
+    /// Stops the threads after everything queued is journaled, synced and
+    /// checkpointed (and pruned), and gives the journal back. Events not yet
+    /// taken are dropped.
+    ///
+    /// Do not call this after a failure: a writer hanging in a sync that
+    /// never returns would be waited for. Drop the writer instead, which
+    /// leaves its threads to the process's exit.
     ///
     /// # Errors
     ///
-    /// [`JournalError::WriterStopped`] if the thread panicked.
+    /// [`JournalError::WriterStopped`] if a thread panicked.
     pub fn close(mut self) -> Result<Journal<S>, JournalError> {
-        self.queue = None;
-        let thread = self.thread.take().ok_or(JournalError::WriterStopped)?;
-        thread.join().map_err(|_| JournalError::WriterStopped)
+        self.jobs = None;
+        let writer = self.writer.take().ok_or(JournalError::WriterStopped)?;
+        let journal = writer.join().map_err(|_| JournalError::WriterStopped)?;
+        // The writer held the pruner's only sender: it stops once drained.
+        if let Some(pruner) = self.pruner.take() {
+            pruner.join().map_err(|_| JournalError::WriterStopped)?;
+        }
+        Ok(journal)
     }
 }
 
-fn run<S: Storage>(
+fn write_loop<S: Storage>(
     mut journal: Journal<S>,
-    records: &Receiver<(RecordKind, Vec<u8>)>,
-    events: &mpsc::Sender<WriterEvent>,
+    jobs: &Receiver<Job>,
+    events: &Sender<WriterEvent>,
+    pruner: Option<&Sender<Lsn>>,
 ) -> Journal<S> {
-    while let Ok((kind, payload)) = records.recv() {
-        let mut result = journal.append(kind, &payload).map(|_| ());
-        let mut grouped = 1;
-        while result.is_ok() && grouped < WRITER_GROUP_RECORDS_MAX {
-            match records.try_recv() {
-                Ok((kind, payload)) => {
+    while let Ok(first) = jobs.recv() {
+        let start = Instant::now();
+        let mut result = Ok(());
+        let mut checkpoint = None;
+        let mut next = Some(first);
+        let mut grouped = 0;
+        while let Some(job) = next.take() {
+            match job {
+                Job::Append(kind, payload) => {
                     result = journal.append(kind, &payload).map(|_| ());
                     grouped += 1;
                 }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                Job::Checkpoint {
+                    lsn,
+                    replay_from,
+                    payload,
+                } => {
+                    checkpoint = Some((lsn, replay_from, payload));
+                    break;
+                }
+            }
+            if result.is_err() || grouped >= WRITER_GROUP_RECORDS_MAX {
+                break;
+            }
+            next = jobs.try_recv().ok();
+        }
+        if grouped > 0 || result.is_err() {
+            match result.and_then(|()| journal.sync()) {
+                Ok(lsn) => {
+                    let _ = events.send(WriterEvent::Durable {
+                        lsn,
+                        took: start.elapsed(),
+                    });
+                }
+                Err(error) => {
+                    let _ = events.send(WriterEvent::Failed(error));
+                    return journal;
+                }
             }
         }
-        let event = match result.and_then(|()| journal.sync()) {
-            Ok(lsn) => WriterEvent::Durable(lsn),
-            Err(error) => {
-                let _ = events.send(WriterEvent::Failed(error));
-                return journal;
-            }
-        };
-        if events.send(event).is_err() {
-            // Nobody listens; keep journaling what is queued.
+        if let Some((lsn, replay_from, payload)) = checkpoint {
+            let start = Instant::now();
+            let event = match journal.write_checkpoint(lsn, replay_from, &payload, false) {
+                Ok(written) => {
+                    if let (Some(pruner), Some(below)) = (pruner, written.prunable_below) {
+                        let _ = pruner.send(below);
+                    }
+                    WriterEvent::Checkpoint {
+                        lsn,
+                        written,
+                        took: start.elapsed(),
+                    }
+                }
+                Err(error) => WriterEvent::CheckpointFailed { lsn, error },
+            };
+            let _ = events.send(event);
         }
     }
     journal
+}
+
+fn prune_loop<S: Storage>(mut storage: S, floors: &Receiver<Lsn>, events: &Sender<WriterEvent>) {
+    while let Ok(below) = floors.recv() {
+        let start = Instant::now();
+        let event = match prune_segments_below(&mut storage, below) {
+            Ok(removed) => WriterEvent::Pruned {
+                below,
+                removed,
+                took: start.elapsed(),
+            },
+            Err(error) => WriterEvent::PruneFailed(error),
+        };
+        let _ = events.send(event);
+    }
 }

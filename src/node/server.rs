@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use crate::wire::{self, ClientMessage, FrameDecoder, FrameError, ReasonCode, ServerMessage};
 
 use super::config::LimitsConfig;
-use super::core::{ConnId, Control, CoreHandle, Outbound, Request, RequestBody, SessionId};
+use super::handle::{ConnId, Control, DriverHandle, Outbound, Request, RequestBody, SessionId};
 use super::metrics::Metrics;
 use super::schedule::RequestBudget;
 use crate::envelope::{SequencerKey, ShapedEnvelope};
@@ -66,7 +66,7 @@ const NEW_CONNECTION_RATES_KEPT: usize = 4096;
 /// Accepts connections until `shutdown` turns true.
 pub async fn serve(
     endpoint: quinn::Endpoint,
-    core: CoreHandle,
+    core: DriverHandle,
     limits: LimitsConfig,
     metrics: Arc<Metrics>,
     mut shutdown: watch::Receiver<bool>,
@@ -199,7 +199,7 @@ impl Drop for ConnectionSlot {
 async fn connection_task(
     connection: quinn::Connection,
     conn: ConnId,
-    core: CoreHandle,
+    core: DriverHandle,
     limits: LimitsConfig,
     counters: &Counters,
     mut shutdown: watch::Receiver<bool>,
@@ -245,7 +245,7 @@ async fn connection_task(
 async fn reader(
     mut recv: quinn::RecvStream,
     session: SessionId,
-    core: CoreHandle,
+    core: DriverHandle,
     out: mpsc::Sender<Outbound>,
     connection: quinn::Connection,
     limits: LimitsConfig,

@@ -117,6 +117,19 @@ pub struct JournalWrite {
     pub payload: Vec<u8>,
 }
 
+impl JournalWrite {
+    /// The batch this record seals, if it is a seal (whose payload starts
+    /// with the batch number, `spec/sequencer.md`).
+    #[must_use]
+    pub fn sealed_batch(&self) -> Option<BatchId> {
+        if self.kind != RecordKind::Seal {
+            return None;
+        }
+        let e = self.payload.get(..8)?;
+        Some(u64::from_le_bytes(<[u8; 8]>::try_from(e).ok()?))
+    }
+}
+
 /// Something the caller must deliver.
 #[derive(Clone, Debug)]
 pub enum Event {

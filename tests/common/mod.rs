@@ -17,7 +17,7 @@ use sealbatch::client::{Client, ClientError};
 use sealbatch::envelope::{BatchPublicKey, Commitment, seal_bundle};
 use sealbatch::journal::{Journal, JournalConfig};
 use sealbatch::net::parse_fingerprint;
-use sealbatch::node::core::now_ms;
+use sealbatch::node::now_ms;
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{ResultAssembler, SequencerRecord};
 use sealbatch::types::{MarketId, Side};

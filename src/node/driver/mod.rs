@@ -1,0 +1,508 @@
+//! The driver thread: owns the [`Sequencer`] (the sans-IO core) and drives it
+//! with bytes, time, journal completions and opened batches, and sends its
+//! receipts and batch events out. Connections talk to it through two
+//! channels ([`super::handle`]): a bounded one for client requests (full
+//! means `Busy`, answered at once) and an unbounded one for control messages
+//! that must not be lost (a session opening or closing, an opened batch,
+//! shutdown). The journal's [`JournalWriter`] thread reports on a third.
+//!
+//! One turn of the loop handles every message that is waiting, then hands
+//! the writer every journal write the sequencer asked for; the writer makes
+//! them durable with one fsync (group commit) before any receipt goes out.
+//!
+//! Layout: this file is the loop, the journal and the opening pool;
+//! [`sessions`](self) the connected streams, their quotas and broadcasts;
+//! `requests` what each client request does; `publish` the translation of the
+//! sequencer's events into wire messages.
+
+mod publish;
+mod requests;
+mod sessions;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, select};
+
+use crate::envelope::SequencerKey;
+use crate::journal::{JournalWriter, Lsn, WriterEvent};
+use crate::sequencer::{Sequencer, SequencerError};
+use crate::types::BatchId;
+
+use super::handle::{ConnId, Control, Request, SessionId};
+use super::metrics::Metrics;
+use super::schedule::ScheduleCache;
+use super::{NodeStorage, now_ms};
+use sessions::{Pending, Session};
+
+/// Most messages handled in one turn before the journal is flushed.
+pub const TURN_MESSAGES_MAX: usize = 8192;
+
+/// How often the driver checks that the journal is not hanging.
+const STALL_CHECK: Duration = Duration::from_millis(100);
+
+/// Why the driver stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The journal failed: nothing more can be made durable.
+    #[error("journal: {0}")]
+    Journal(#[from] crate::journal::JournalError),
+    /// The sequencer failed.
+    #[error("sequencer: {0}")]
+    Sequencer(#[from] SequencerError),
+    /// The writer and the sequencer disagree on LSNs.
+    #[error("journal gave LSN {got}, the sequencer expected {expected}")]
+    LsnMismatch {
+        /// What the sequencer expected.
+        expected: u64,
+        /// What the journal gave.
+        got: u64,
+    },
+    /// The journal writer thread is gone (it failed earlier).
+    #[error("the journal writer thread stopped")]
+    WriterGone,
+    /// The journal made nothing durable for longer than
+    /// `journal_stall_max_ms`: the storage hangs.
+    #[error("the journal made nothing durable for {} ms", waited.as_millis())]
+    JournalStalled {
+        /// How long the oldest write waited.
+        waited: Duration,
+    },
+}
+
+impl DriverError {
+    /// Whether the storage failed (the journal could not make records
+    /// durable), as opposed to a bug: the process exits with
+    /// [`EXIT_STORAGE`](super::EXIT_STORAGE) rather than
+    /// [`EXIT_INTERNAL`](super::EXIT_INTERNAL).
+    #[must_use]
+    pub fn is_storage(&self) -> bool {
+        matches!(
+            self,
+            DriverError::Journal(_) | DriverError::JournalStalled { .. } | DriverError::WriterGone
+        )
+    }
+}
+
+/// Niceness of the threads that open batches: they yield the CPU to the
+/// driver thread and the connections, so receipts stay fast while a batch
+/// decrypts.
+pub const OPEN_POOL_NICENESS: libc::c_int = 10;
+
+/// The thread pool that opens batches: one thread per core, each lowered to
+/// [`OPEN_POOL_NICENESS`].
+///
+/// # Errors
+///
+/// The pool could not be built.
+pub fn open_pool() -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
+    rayon::ThreadPoolBuilder::new()
+        .thread_name(|i| format!("sealbatch-open-{i}"))
+        .start_handler(|_| {
+            // SAFETY: setpriority has no memory-safety preconditions; on
+            // Linux, PRIO_PROCESS with who = 0 names the calling thread. A
+            // failure leaves the default priority, which is harmless.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, OPEN_POOL_NICENESS);
+            }
+        })
+        .build()
+}
+
+/// What the driver needs besides the sequencer, its journal and its key.
+#[derive(Debug)]
+pub struct DriverOptions {
+    /// Where to count.
+    pub metrics: Arc<Metrics>,
+    /// Demo mode: deposits over the wire are accepted.
+    pub demo: bool,
+    /// Envelopes one connection may submit to one batch.
+    pub envelopes_per_connection_per_batch_max: u32,
+    /// The driver's own control channel (opened batches come back on it).
+    pub control_tx: Sender<Control>,
+    /// The pool that opens batches ([`open_pool`]).
+    pub pool: Arc<rayon::ThreadPool>,
+    /// Cleared batches between checkpoints (0: none).
+    pub checkpoint_every_batches: u64,
+    /// Longest a journal write may wait to become durable before the driver
+    /// stops (fail-stop: the storage hangs).
+    pub journal_stall_max: Duration,
+    /// Longest a submission may wait in the request queue; beyond it, it is
+    /// refused as busy (admission control).
+    pub intake_delay_max: Duration,
+    /// Envelopes the connections of one IP address may submit to one batch.
+    pub envelopes_per_ip_per_batch_max: u32,
+    /// Where the driver keeps the signed schedule current.
+    pub schedules: Arc<ScheduleCache>,
+}
+
+/// The driver loop's state.
+pub struct Driver {
+    sequencer: Sequencer,
+    writer: Option<JournalWriter<NodeStorage>>,
+    checkpoint_every: u64,
+    cleared_since_checkpoint: u64,
+    failed: Option<DriverError>,
+    /// The last LSN handed to the writer, and the last it made durable.
+    sent_lsn: Lsn,
+    durable_lsn: Lsn,
+    /// Since when a write handed to the writer has waited to be durable.
+    waiting_since: Option<Instant>,
+    stall_max: Duration,
+    intake_delay_max: Duration,
+    ip_quota: u32,
+    /// Envelopes submitted per (batch, address), for the per-address quota.
+    submitted_by_ip: BTreeMap<(BatchId, IpAddr), u32>,
+    schedules: Arc<ScheduleCache>,
+    /// Batches cleared since start: the schedule's reference prices change
+    /// with each.
+    cleared_total: u64,
+    key: SequencerKey,
+    metrics: Arc<Metrics>,
+    demo: bool,
+    quota: u32,
+    sessions: BTreeMap<SessionId, Session>,
+    /// Envelopes submitted per (batch, connection), for the per-connection
+    /// quota.
+    submitted: BTreeMap<(BatchId, ConnId), u32>,
+    pending: BTreeMap<u64, Pending>,
+    next_token: u64,
+    sealed_at: BTreeMap<BatchId, Instant>,
+    control_tx: Sender<Control>,
+    shutting_down: bool,
+    pool: Arc<rayon::ThreadPool>,
+}
+
+impl Driver {
+    /// A driver over a recovered sequencer and the writer thread of its
+    /// journal ([`JournalWriter::spawn`]).
+    #[must_use]
+    pub fn new(
+        sequencer: Sequencer,
+        writer: JournalWriter<NodeStorage>,
+        key: SequencerKey,
+        options: DriverOptions,
+    ) -> Driver {
+        let DriverOptions {
+            metrics,
+            demo,
+            envelopes_per_connection_per_batch_max,
+            control_tx,
+            pool,
+            checkpoint_every_batches,
+            journal_stall_max,
+            intake_delay_max,
+            envelopes_per_ip_per_batch_max,
+            schedules,
+        } = options;
+        Driver {
+            sequencer,
+            writer: Some(writer),
+            checkpoint_every: checkpoint_every_batches,
+            cleared_since_checkpoint: 0,
+            failed: None,
+            sent_lsn: 0,
+            durable_lsn: 0,
+            waiting_since: None,
+            stall_max: journal_stall_max,
+            intake_delay_max,
+            ip_quota: envelopes_per_ip_per_batch_max,
+            submitted_by_ip: BTreeMap::new(),
+            schedules,
+            cleared_total: 0,
+            key,
+            metrics,
+            demo,
+            quota: envelopes_per_connection_per_batch_max,
+            sessions: BTreeMap::new(),
+            submitted: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            next_token: 0,
+            sealed_at: BTreeMap::new(),
+            control_tx,
+            shutting_down: false,
+            pool,
+        }
+    }
+
+    /// Runs until shutdown (after finishing every batch in flight and
+    /// closing the journal) or a fatal error.
+    ///
+    /// # Errors
+    ///
+    /// [`DriverError`]: the journal or the sequencer failed; the process must
+    /// stop (a restart recovers from the journal).
+    pub fn run(
+        mut self,
+        requests: Receiver<Request>,
+        control: Receiver<Control>,
+    ) -> Result<(), DriverError> {
+        let result = self.serve(&requests, &control);
+        // After a failure the writer is not waited for: it may hang in an
+        // fsync that never returns, and the process is about to exit anyway.
+        // Otherwise it returns once everything sent is written, checkpointed
+        // and pruned.
+        let writer = self.writer.take();
+        if result.is_ok()
+            && let Some(writer) = writer
+        {
+            writer.close()?;
+        }
+        result
+    }
+
+    fn serve(
+        &mut self,
+        requests: &Receiver<Request>,
+        control: &Receiver<Control>,
+    ) -> Result<(), DriverError> {
+        // Work left from recovery (a sealed batch to open, a genesis record).
+        self.turn()?;
+        // The writer's events; a receiver that never delivers once it is gone.
+        let events = self
+            .writer
+            .as_ref()
+            .map_or_else(crossbeam_channel::never, |w| w.events().clone());
+        loop {
+            let now = now_ms();
+            // Wake at least every STALL_CHECK to see whether the journal hangs.
+            let wait = self
+                .sequencer
+                .poll_timeout()
+                .map_or(STALL_CHECK, |due| {
+                    Duration::from_millis(due.saturating_sub(now))
+                })
+                .min(STALL_CHECK);
+            select! {
+                recv(events) -> event => match event {
+                    Ok(event) => self.journal_event(event),
+                    Err(_) => self.fail(DriverError::WriterGone),
+                },
+                recv(control) -> message => match message {
+                    Ok(message) => self.control(message),
+                    Err(_) => self.shutting_down = true,
+                },
+                recv(requests) -> message => if let Ok(request) = message {
+                    self.request_after_control(request, control);
+                },
+                default(wait) => {}
+            }
+            for _ in 0..TURN_MESSAGES_MAX {
+                if let Ok(event) = events.try_recv() {
+                    self.journal_event(event);
+                } else if let Ok(message) = control.try_recv() {
+                    self.control(message);
+                } else if let Ok(request) = requests.try_recv() {
+                    self.request_after_control(request, control);
+                } else {
+                    break;
+                }
+            }
+            if let Some(since) = self.waiting_since
+                && since.elapsed() > self.stall_max
+            {
+                tracing::error!(
+                    waited_ms = since.elapsed().as_millis() as u64,
+                    durable_lsn = self.durable_lsn,
+                    waiting_lsn = self.sent_lsn,
+                    "the journal made nothing durable for too long; stopping at once"
+                );
+                self.fail(DriverError::JournalStalled {
+                    waited: since.elapsed(),
+                });
+            }
+            if let Some(error) = self.failed.take() {
+                return Err(error);
+            }
+            self.turn()?;
+            if self.shutting_down
+                && self.sequencer.batches_pending() == 0
+                && self.sequencer.is_idle()
+            {
+                tracing::info!("every batch in flight is cleared and durable; driver stops");
+                if self.checkpoint_every > 0 {
+                    self.checkpoint()?;
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    /// Handles a request after every control message already sent: a
+    /// session's `Open` is sent before its stream is read, so it is in the
+    /// control channel by the time any of its requests is received.
+    fn request_after_control(&mut self, request: Request, control: &Receiver<Control>) {
+        while let Ok(message) = control.try_recv() {
+            self.control(message);
+        }
+        self.request(request);
+    }
+
+    /// Records the first fatal error; the loop returns it at the end of
+    /// this turn, before anything else is sent.
+    fn fail(&mut self, error: DriverError) {
+        if self.failed.is_none() {
+            self.failed = Some(error);
+        }
+    }
+
+    fn control(&mut self, message: Control) {
+        match message {
+            Control::Open {
+                session,
+                conn,
+                ip,
+                out,
+            } => self.open_session(session, conn, ip, out),
+            Control::Close { session } => {
+                self.sessions.remove(&session);
+            }
+            Control::Opened(job, took) => {
+                self.metrics.decrypt_seconds.observe_duration(took);
+                let start = Instant::now();
+                // A batch that cannot be processed is voided inside; an
+                // error here is a job the sequencer never handed out (a bug
+                // of this shell): stop rather than go on.
+                if let Err(error) = self.sequencer.handle_opened(now_ms(), job) {
+                    tracing::error!(%error, "an opened batch does not fit the sequencer; stopping");
+                    self.fail(error.into());
+                }
+                self.metrics
+                    .clearing_seconds
+                    .observe_duration(start.elapsed());
+            }
+            Control::Shutdown => {
+                tracing::info!("shutdown: refusing new envelopes, finishing batches in flight");
+                self.shutting_down = true;
+            }
+        }
+    }
+
+    /// What the journal writer (or its pruning thread) reports.
+    fn journal_event(&mut self, event: WriterEvent) {
+        match event {
+            WriterEvent::Durable { lsn, took } => {
+                self.metrics.fsync_seconds.observe_duration(took);
+                self.durable_lsn = lsn;
+                self.waiting_since = (lsn < self.sent_lsn).then(Instant::now);
+                if let Err(error) = self.sequencer.handle_journal_durable(now_ms(), lsn) {
+                    tracing::error!(%error, "a journal completion does not fit the sequencer; stopping");
+                    self.fail(error.into());
+                }
+            }
+            WriterEvent::Failed(error) => {
+                tracing::error!(%error, "the journal failed; stopping at once");
+                self.fail(error.into());
+            }
+            WriterEvent::Checkpoint { lsn, written, took } => tracing::info!(
+                lsn,
+                bytes = written.bytes,
+                ms = took.as_millis() as u64,
+                "checkpoint written"
+            ),
+            WriterEvent::CheckpointFailed { lsn, error } => {
+                tracing::warn!(%error, lsn, "checkpoint not written");
+            }
+            WriterEvent::Pruned {
+                below,
+                removed,
+                took,
+            } => {
+                if removed > 0 {
+                    tracing::info!(
+                        below,
+                        segments_removed = removed,
+                        ms = took.as_millis() as u64,
+                        "journal pruned"
+                    );
+                }
+            }
+            WriterEvent::PruneFailed(error) => {
+                tracing::warn!(%error, "journal pruning failed");
+            }
+        }
+    }
+
+    /// Timeouts, journal writes to the writer, jobs out, events delivered.
+    fn turn(&mut self) -> Result<(), DriverError> {
+        let now = now_ms();
+        self.sequencer.handle_timeout(now)?;
+        self.flush_writes()?;
+        while let Some(job) = self.sequencer.poll_job() {
+            self.metrics.batch_size.observe(job.len() as f64);
+            let control = self.control_tx.clone();
+            self.pool.spawn(move || {
+                let start = Instant::now();
+                let opened = job.run();
+                let _ = control.send(Control::Opened(opened, start.elapsed()));
+            });
+        }
+        while let Some(event) = self.sequencer.poll_event() {
+            self.deliver(event);
+        }
+        // After the events: a batch that opened or cleared this turn shows
+        // in the schedule the connections answer with.
+        if let Err(error) = self.refresh_schedule(now) {
+            tracing::warn!(%error, "the schedule could not be made");
+        }
+        if self.checkpoint_every > 0 && self.cleared_since_checkpoint >= self.checkpoint_every {
+            self.checkpoint()?;
+        }
+        Ok(())
+    }
+
+    fn writer(&mut self) -> Result<&mut JournalWriter<NodeStorage>, DriverError> {
+        self.writer.as_mut().ok_or(DriverError::WriterGone)
+    }
+
+    /// Hands the writer every journal write the sequencer asked for.
+    fn flush_writes(&mut self) -> Result<(), DriverError> {
+        while let Some(write) = self.sequencer.poll_journal() {
+            if let Some(e) = write.sealed_batch() {
+                self.sealed_at.insert(e, Instant::now());
+            }
+            if self.waiting_since.is_none() {
+                self.waiting_since = Some(Instant::now());
+            }
+            let lsn =
+                self.writer()?
+                    .append(write.kind, write.payload)
+                    .map_err(|error| match error {
+                        crate::journal::JournalError::WriterStopped => DriverError::WriterGone,
+                        error => error.into(),
+                    })?;
+            if lsn != write.lsn {
+                return Err(DriverError::LsnMismatch {
+                    expected: write.lsn,
+                    got: lsn,
+                });
+            }
+            self.sent_lsn = lsn;
+        }
+        Ok(())
+    }
+
+    /// Hands the writer a checkpoint of everything journaled so far; it is
+    /// written once those records are durable. A state too large for a
+    /// checkpoint is not written (recovery then replays from an older one).
+    fn checkpoint(&mut self) -> Result<(), DriverError> {
+        self.flush_writes()?;
+        self.cleared_since_checkpoint = 0;
+        let checkpoint = self.sequencer.checkpoint();
+        if !checkpoint.fits() {
+            tracing::warn!(
+                lsn = checkpoint.lsn,
+                balances = checkpoint.balances.len(),
+                unfinished = checkpoint.unfinished.len(),
+                "checkpoint not written: the state is larger than a checkpoint may hold"
+            );
+            return Ok(());
+        }
+        let payload = checkpoint.encode();
+        self.writer()?
+            .checkpoint(checkpoint.lsn, checkpoint.replay_from, payload)
+            .map_err(|_| DriverError::WriterGone)
+    }
+}

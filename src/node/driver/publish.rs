@@ -1,0 +1,265 @@
+//! The sequencer's events as wire messages: receipts, batch pushes to
+//! subscribers (with each one's proofs and outcomes), the signed schedule,
+//! and the wire code of a refused submission.
+
+use std::sync::atomic::Ordering;
+
+use crate::envelope::Commitment;
+use crate::sequencer::{BatchOutcome, EnvelopeStatus, Event, SubmitError};
+use crate::types::BatchId;
+use crate::wire::{
+    self, BatchCleared, BatchSealed, MarketInfo, MarketLine, OwnEnvelope, ReasonCode, Schedule,
+    ServerMessage,
+};
+
+use super::super::handle::Outbound;
+use super::Driver;
+
+impl Driver {
+    /// The signed schedule as of `now`.
+    pub(super) fn schedule(
+        &self,
+        request_id: u64,
+        now: u64,
+    ) -> Result<Schedule, crate::sequencer::SequencerError> {
+        let genesis = self.sequencer.genesis();
+        let open = self.sequencer.open_batch_at(now);
+        let ahead = self
+            .sequencer
+            .limits()
+            .announce_ahead
+            .min(wire::SCHEDULE_BATCH_KEYS_MAX as u64 - 1);
+        let mut batch_keys = Vec::new();
+        for e in open..=open + ahead {
+            batch_keys.push((e, self.sequencer.batch_public_key(e)?.to_bytes()));
+        }
+        let markets = genesis
+            .markets
+            .iter()
+            .map(|m| MarketInfo {
+                id: m.id.0,
+                base_asset: m.base.0,
+                quote_asset: m.quote.0,
+                tick_size: m.tick_size,
+                lot_size: m.lot_size,
+                band_min: m.band_min,
+                band_max: m.band_max,
+                reference_price: self
+                    .sequencer
+                    .references()
+                    .get(&m.id)
+                    .copied()
+                    .unwrap_or(m.initial_price),
+                fee_bps: m.fee_bps,
+            })
+            .collect();
+        let mut schedule = Schedule {
+            request_id,
+            genesis_ms: genesis.schedule.genesis_ms,
+            batch_length_ms: genesis.schedule.batch_length_ms,
+            open_batch: open,
+            sequencer_key: genesis.sequencer.to_bytes(),
+            batch_keys,
+            markets,
+            signature: [0; 64],
+        };
+        schedule.signature = self
+            .key
+            .sign_message(&wire::schedule_signing_message(&schedule));
+        Ok(schedule)
+    }
+
+    pub(super) fn deliver(&mut self, event: Event) {
+        match event {
+            Event::Receipt {
+                token,
+                e,
+                commitment,
+            } => {
+                let Some(p) = self.pending.remove(&token.0) else {
+                    return;
+                };
+                self.metrics
+                    .envelopes_accepted
+                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .receipt_seconds
+                    .observe_duration(p.received.elapsed());
+                self.send_outbound(
+                    p.session,
+                    Outbound::Receipt {
+                        request_id: p.request_id,
+                        e,
+                        commitment,
+                    },
+                );
+            }
+            Event::BatchVoided { e, reason } => {
+                self.metrics.batches_voided.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    batch = e,
+                    %reason,
+                    "batch could not be processed and is voided: nothing in it trades (a bug; please report it)"
+                );
+            }
+            Event::OperationDurable { token } => {
+                if let Some(p) = self.pending.remove(&token.0) {
+                    self.send(
+                        p.session,
+                        ServerMessage::Ack {
+                            request_id: p.request_id,
+                        },
+                    );
+                }
+            }
+            Event::BatchOpened {
+                e,
+                public_key,
+                close_ms,
+            } => {
+                let message = ServerMessage::BatchOpened {
+                    e,
+                    public_key: public_key.to_bytes(),
+                    close_ms,
+                };
+                self.broadcast(|_| Some(message.clone()));
+            }
+            Event::BatchSealed { seal, tree } => {
+                let e = seal.e;
+                let bytes = seal.to_bytes();
+                self.broadcast(|session| {
+                    let proofs = session
+                        .own
+                        .get(&e)
+                        .map(|own| {
+                            own.iter()
+                                .take(wire::SUBSCRIBER_ENVELOPES_MAX)
+                                .filter_map(|c| {
+                                    let index = tree.position(c)?;
+                                    Some((c.0, tree.proof(index)?.to_bytes()))
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Some(ServerMessage::BatchSealed(BatchSealed {
+                        seal: bytes,
+                        proofs,
+                    }))
+                });
+            }
+            Event::BatchCleared { outcome } => {
+                self.cleared_since_checkpoint += 1;
+                self.cleared_total += 1;
+                let e = outcome.e;
+                self.account_batch(&outcome);
+                let markets: Vec<MarketLine> = outcome
+                    .markets
+                    .iter()
+                    .map(|m| MarketLine {
+                        market: m.market.0,
+                        price: m.price,
+                        volume: m.volume,
+                        imbalance: m.imbalance,
+                    })
+                    .collect();
+                let accepted = outcome
+                    .envelopes
+                    .iter()
+                    .filter(|o| matches!(o.status, EnvelopeStatus::Accepted { .. }))
+                    .count() as u32;
+                self.broadcast(|session| {
+                    let own = session
+                        .own
+                        .get(&e)
+                        .map(|own| own_outcomes(&outcome, own))
+                        .unwrap_or_default();
+                    Some(ServerMessage::BatchCleared(BatchCleared {
+                        e,
+                        root: outcome.root.0,
+                        batch_secret: outcome.batch_secret,
+                        envelopes: outcome.envelopes.len() as u32,
+                        accepted,
+                        markets: markets.clone(),
+                        own,
+                    }))
+                });
+                self.forget_batch(e);
+            }
+        }
+    }
+
+    fn account_batch(&mut self, outcome: &BatchOutcome) {
+        self.metrics.batches_cleared.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .orders_filled
+            .fetch_add(outcome.fills.len() as u64, Ordering::Relaxed);
+        let invalid = outcome
+            .envelopes
+            .iter()
+            .filter(|o| matches!(o.status, EnvelopeStatus::Rejected { .. }))
+            .count();
+        self.metrics
+            .envelopes_invalid
+            .fetch_add(invalid as u64, Ordering::Relaxed);
+        if let Some(sealed) = self.sealed_at.remove(&outcome.e) {
+            self.metrics
+                .seal_to_result_seconds
+                .observe_duration(sealed.elapsed());
+        }
+        tracing::debug!(
+            e = outcome.e,
+            envelopes = outcome.envelopes.len(),
+            fills = outcome.fills.len(),
+            "batch cleared"
+        );
+    }
+}
+
+/// The outcome lines of the commitments in `own`.
+fn own_outcomes(outcome: &BatchOutcome, own: &[Commitment]) -> Vec<OwnEnvelope> {
+    own.iter()
+        .take(wire::SUBSCRIBER_ENVELOPES_MAX)
+        .filter_map(|c| {
+            let index = outcome
+                .envelopes
+                .binary_search_by(|o| o.commitment.cmp(c))
+                .ok()?;
+            let line = outcome.envelopes.get(index)?;
+            let (status, detail) = match line.status {
+                EnvelopeStatus::Accepted { .. } => (0, 0),
+                EnvelopeStatus::Rejected { code, detail } => (code, detail),
+            };
+            let start = outcome
+                .fills
+                .partition_point(|f| (f.envelope as usize) < index);
+            let fills = outcome.fills[start..]
+                .iter()
+                .take_while(|f| f.envelope as usize == index)
+                .take(wire::FILLS_MAX)
+                .map(|f| (f.index, f.filled))
+                .collect();
+            Some(OwnEnvelope {
+                commitment: c.0,
+                status,
+                detail,
+                fills,
+            })
+        })
+        .collect()
+}
+
+/// The wire's code, `next_open` and retry-after for a refused submission.
+pub(super) fn submit_code(error: &SubmitError, open: BatchId) -> (ReasonCode, u64, u32) {
+    match error {
+        SubmitError::Malformed(_) => (ReasonCode::Malformed, open, 0),
+        SubmitError::BatchClosed { next_open, .. } => (ReasonCode::BatchClosed, *next_open, 0),
+        SubmitError::NotAnnounced { next_open, .. } => (ReasonCode::NotAnnounced, *next_open, 0),
+        SubmitError::BatchFull { next_open, .. } => (ReasonCode::BatchFull, *next_open, 0),
+        SubmitError::Duplicate { .. } => (ReasonCode::Duplicate, open, 0),
+        SubmitError::Busy { retry_after_ms } => (
+            ReasonCode::Busy,
+            open,
+            u32::try_from(*retry_after_ms).unwrap_or(u32::MAX),
+        ),
+    }
+}

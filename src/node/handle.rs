@@ -1,0 +1,124 @@
+//! What the connections and the driver thread send each other: the
+//! [`DriverHandle`] a connection holds, the [`Request`]s and [`Control`]
+//! messages it sends, and the [`Outbound`] messages it gets back.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use tokio::sync::mpsc;
+
+use crate::envelope::{Commitment, Rejection, SequencerKey, ShapedEnvelope};
+use crate::sequencer::OpenedJob;
+use crate::types::BatchId;
+use crate::wire::{ClientMessage, ServerMessage};
+
+use super::schedule::ScheduleCache;
+
+/// Identifies one bidirectional stream (a client session).
+pub type SessionId = u64;
+/// Identifies one QUIC connection.
+pub type ConnId = u64;
+
+/// A control message to the driver thread.
+#[derive(Debug)]
+pub enum Control {
+    /// A session opened; replies and pushes go to `out`.
+    Open {
+        /// The session.
+        session: SessionId,
+        /// Its connection.
+        conn: ConnId,
+        /// The connection's remote address.
+        ip: IpAddr,
+        /// Where its messages go.
+        out: mpsc::Sender<Outbound>,
+    },
+    /// A session closed.
+    Close {
+        /// The session.
+        session: SessionId,
+    },
+    /// A batch finished opening on the rayon pool.
+    Opened(OpenedJob, Duration),
+    /// Stop accepting, finish the batches in flight, flush and exit.
+    Shutdown,
+}
+
+/// A client request to the driver thread.
+#[derive(Debug)]
+pub struct Request {
+    /// The session it came on.
+    pub session: SessionId,
+    /// The request.
+    pub body: RequestBody,
+    /// When it was read.
+    pub received: Instant,
+}
+
+/// What a [`Request`] asks.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// A client message, as decoded.
+    Message(ClientMessage),
+    /// A submission whose envelope the connection's task already
+    /// shape-checked ([`ShapedEnvelope::for_header_batch`]), so the driver
+    /// thread does not decode its point again.
+    Submit {
+        /// The client's request id.
+        request_id: u64,
+        /// The envelope, or why its shape is refused.
+        envelope: Result<ShapedEnvelope, Rejection>,
+    },
+}
+
+/// What the driver sends towards one session's stream.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A message, sent as is.
+    Message(ServerMessage),
+    /// A durable envelope's receipt, to be signed by the stream's task (off
+    /// the driver thread) and sent as [`ServerMessage::Receipt`].
+    Receipt {
+        /// The submission's request id.
+        request_id: u64,
+        /// The envelope's batch.
+        e: BatchId,
+        /// Its commitment.
+        commitment: Commitment,
+    },
+}
+
+impl Outbound {
+    /// The message to send, signing a receipt with `key`.
+    #[must_use]
+    pub fn into_message(self, key: &SequencerKey) -> ServerMessage {
+        match self {
+            Outbound::Message(message) => message,
+            Outbound::Receipt {
+                request_id,
+                e,
+                commitment,
+            } => ServerMessage::Receipt {
+                request_id,
+                receipt: key.sign_receipt(e, &commitment).to_bytes(),
+            },
+        }
+    }
+}
+
+/// The connection side's handle to the driver thread.
+#[derive(Clone, Debug)]
+pub struct DriverHandle {
+    /// Client requests (bounded).
+    pub requests: Sender<Request>,
+    /// Control messages (unbounded).
+    pub control: Sender<Control>,
+    /// The sequencer's key, with which each stream's task signs the receipts
+    /// the driver releases ([`Outbound::Receipt`]).
+    pub key: Arc<SequencerKey>,
+    /// The signed schedule the driver keeps current, from which each stream's
+    /// task answers `GetSchedule`.
+    pub schedules: Arc<ScheduleCache>,
+}
