@@ -160,7 +160,9 @@ fn drain(sequencer: &mut Sequencer, journal: &mut Journal<FsStorage>, now: u64) 
         let mut progress = false;
         while let Some(write) = sequencer.poll_journal() {
             progress = true;
-            journal.append(write.kind, &write.payload).expect("append");
+            journal
+                .append(write.kind.to_byte(), &write.payload)
+                .expect("append");
         }
         if journal.has_unsynced() {
             progress = true;

@@ -121,3 +121,7 @@ pub const MARKET_ORDERS_MAX: usize = 1 << 27;
 
 const _: () = assert!(BUNDLE_ORDERS_MAX <= 1024);
 const _: () = assert!(MARKETS_MAX <= u32::MAX as usize);
+
+/// A journal log sequence number: records are numbered 1, 2, 3, … with no
+/// gaps; 0 means "no record".
+pub type Lsn = u64;

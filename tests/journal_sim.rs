@@ -8,11 +8,19 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use sealbatch::journal::format::{FRAME_OVERHEAD_LEN, SEGMENT_HEADER_LEN};
 use sealbatch::journal::{
-    Corruption, Journal, JournalConfig, JournalError, JournalWriter, Lsn, Record, RecordKind,
-    SimStorage, Truncation, WriterEvent, read_checkpoints, segment_name,
+    Corruption, Journal, JournalConfig, JournalError, JournalWriter, Lsn, Record, SimStorage,
+    Truncation, WriterEvent, read_checkpoints, segment_name,
 };
 
-type Groups = Vec<Vec<(RecordKind, Vec<u8>)>>;
+/// Kind bytes, as the sequencer assigns them (the journal does not interpret
+/// them; `spec/journal.md`).
+const ENVELOPE: u8 = 1;
+const SEAL: u8 = 2;
+const RESULT: u8 = 4;
+const DEPOSIT: u8 = 5;
+const KINDS: [u8; 7] = [1, 2, 3, 4, 5, 6, 7];
+
+type Groups = Vec<Vec<(u8, Vec<u8>)>>;
 
 fn small_segments() -> JournalConfig {
     JournalConfig {
@@ -28,7 +36,7 @@ fn workload(seed: u64, groups: usize) -> Groups {
             let records = 1 + (rng.next_u64() % 8) as usize;
             (0..records)
                 .map(|_| {
-                    let kind = RecordKind::ALL[(rng.next_u64() % 7) as usize];
+                    let kind = KINDS[(rng.next_u64() % 7) as usize];
                     let mut payload = vec![0u8; (rng.next_u64() % 400) as usize];
                     rng.fill_bytes(&mut payload);
                     (kind, payload)
@@ -50,7 +58,7 @@ struct Outcome {
 fn run(
     disk: &SimStorage,
     config: JournalConfig,
-    groups: &[Vec<(RecordKind, Vec<u8>)>],
+    groups: &[Vec<(u8, Vec<u8>)>],
     outcome: &mut Outcome,
 ) {
     let Ok((mut journal, recovery)) = Journal::open(disk.clone(), config) else {
@@ -242,7 +250,7 @@ proptest! {
     ) {
         let groups: Groups = groups
             .into_iter()
-            .map(|group| group.into_iter().map(|(kind, payload)| (RecordKind::ALL[kind], payload)).collect())
+            .map(|group| group.into_iter().map(|(kind, payload)| (KINDS[kind], payload)).collect())
             .collect();
         let dry = SimStorage::new(seed);
         run(&dry, small_segments(), &groups, &mut Outcome::default());
@@ -275,7 +283,7 @@ fn synced_journal(
     let workload: Groups = (0..groups)
         .map(|g| {
             (0..per_group)
-                .map(|r| (RecordKind::Envelope, vec![(g * per_group + r) as u8; 100]))
+                .map(|r| (ENVELOPE, vec![(g * per_group + r) as u8; 100]))
                 .collect()
         })
         .collect();
@@ -451,15 +459,15 @@ fn damage_in_the_final_frame_is_cut_as_a_torn_tail() {
 fn a_failed_sync_poisons_the_journal_and_reopening_recovers() {
     let disk = SimStorage::new(3);
     let (mut journal, _) = Journal::open(disk.clone(), JournalConfig::default()).unwrap();
-    journal.append(RecordKind::Deposit, b"one").unwrap();
+    journal.append(DEPOSIT, b"one").unwrap();
     assert_eq!(journal.sync().unwrap(), 1);
-    journal.append(RecordKind::Deposit, b"two").unwrap();
+    journal.append(DEPOSIT, b"two").unwrap();
     // Op numbers: the append (write) of the buffer, then the sync.
     disk.fail_op(disk.ops() + 1);
     assert!(matches!(journal.sync(), Err(JournalError::Io { .. })));
     assert_eq!(journal.durable_lsn(), 1);
     assert!(matches!(
-        journal.append(RecordKind::Deposit, b"three"),
+        journal.append(DEPOSIT, b"three"),
         Err(JournalError::Poisoned)
     ));
     assert!(matches!(journal.sync(), Err(JournalError::Poisoned)));
@@ -476,10 +484,10 @@ fn oversized_records_are_refused_without_poisoning() {
     let (mut journal, _) = Journal::open(disk, JournalConfig::default()).unwrap();
     let huge = vec![0u8; sealbatch::journal::RECORD_PAYLOAD_BYTES_MAX + 1];
     assert!(matches!(
-        journal.append(RecordKind::Result, &huge),
+        journal.append(RESULT, &huge),
         Err(JournalError::RecordTooLarge { .. })
     ));
-    assert_eq!(journal.append(RecordKind::Result, b"ok").unwrap(), 1);
+    assert_eq!(journal.append(RESULT, b"ok").unwrap(), 1);
     assert_eq!(journal.sync().unwrap(), 1);
 }
 
@@ -501,9 +509,7 @@ fn writer_thread_group_commits_and_reports_durable_lsns() {
     let mut writer = JournalWriter::spawn(journal, false).unwrap();
     let records = 1000u64;
     for i in 0..records {
-        let lsn = writer
-            .append(RecordKind::Envelope, i.to_le_bytes().to_vec())
-            .unwrap();
+        let lsn = writer.append(ENVELOPE, i.to_le_bytes().to_vec()).unwrap();
         assert_eq!(lsn, i + 1);
     }
     let mut durable = 0;
@@ -531,7 +537,7 @@ fn writer_thread_reports_failure() {
     let (journal, _) = Journal::open(disk.clone(), JournalConfig::default()).unwrap();
     disk.crash_at_op(disk.ops());
     let mut writer = JournalWriter::spawn(journal, false).unwrap();
-    writer.append(RecordKind::Seal, b"seal".to_vec()).unwrap();
+    writer.append(SEAL, b"seal".to_vec()).unwrap();
     assert!(matches!(
         writer.wait_event(),
         Some(WriterEvent::Failed(JournalError::Io { .. }))
@@ -539,7 +545,7 @@ fn writer_thread_reports_failure() {
     // The thread has stopped: later appends fail once the queue is gone.
     let mut stopped = false;
     for _ in 0..16 {
-        if writer.append(RecordKind::Seal, b"seal".to_vec()).is_err() {
+        if writer.append(SEAL, b"seal".to_vec()).is_err() {
             stopped = true;
             break;
         }
@@ -555,7 +561,7 @@ fn a_valid_record_with_the_wrong_lsn_is_an_error_even_at_the_tail() {
     let end = bytes.len() as u64;
     // A well-formed frame for LSN 7 where LSN 4 should come: misplaced data,
     // which no crash produces.
-    sealbatch::journal::format::encode_frame(&mut bytes, 7, RecordKind::Seal, b"misplaced");
+    sealbatch::journal::format::encode_frame(&mut bytes, 7, SEAL, b"misplaced");
     disk.set_file_bytes(&name, bytes);
     let error = Journal::open(disk, JournalConfig::default()).unwrap_err();
     assert!(
@@ -595,9 +601,7 @@ fn a_segment_named_lsn_zero_is_an_error() {
 fn journal_with(disk: &SimStorage, count: usize) -> Journal<SimStorage> {
     let (mut journal, _) = Journal::open(disk.clone(), small_segments()).expect("opens");
     for i in 0..count {
-        journal
-            .append(RecordKind::Envelope, &[i as u8; 100])
-            .expect("appends");
+        journal.append(ENVELOPE, &[i as u8; 100]).expect("appends");
     }
     journal.sync().expect("syncs");
     journal
@@ -796,20 +800,13 @@ fn writer_thread_checkpoints_in_order_and_prunes_off_its_path() {
     let mut writer = JournalWriter::spawn(journal, true).expect("spawns");
     let payload = |i: u64| i.to_le_bytes().repeat(8);
     for i in 1..=300u64 {
-        assert_eq!(
-            writer
-                .append(RecordKind::Envelope, payload(i))
-                .expect("queues"),
-            i
-        );
+        assert_eq!(writer.append(ENVELOPE, payload(i)).expect("queues"), i);
     }
     writer
         .checkpoint(300, 250, b"first".to_vec())
         .expect("queues");
     for i in 301..=500u64 {
-        writer
-            .append(RecordKind::Envelope, payload(i))
-            .expect("queues");
+        writer.append(ENVELOPE, payload(i)).expect("queues");
     }
     writer
         .checkpoint(500, 480, b"second".to_vec())

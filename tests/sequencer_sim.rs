@@ -23,8 +23,8 @@ use sealbatch::envelope::{
     BatchSchedule, Commitment, EmbeddedCustodian, MasterSecret, SequencerKey, seal_bundle,
 };
 use sealbatch::journal::{
-    CheckpointProblem, FoundCheckpoint, Journal, JournalConfig, RecordKind, SimStorage,
-    StoredCheckpoint, read_checkpoints,
+    CheckpointProblem, FoundCheckpoint, Journal, JournalConfig, SimStorage, StoredCheckpoint,
+    read_checkpoints,
 };
 use sealbatch::market::{AccountId, AssetId, MarketConfig};
 use sealbatch::order::OrderSpec;
@@ -190,7 +190,7 @@ impl World {
     fn recover(
         &self,
         limits: Limits,
-        journaled: Journaled<Vec<(u64, RecordKind, Vec<u8>)>>,
+        journaled: Journaled<Vec<(u64, u8, Vec<u8>)>>,
         now: u64,
     ) -> Result<Sequencer, sealbatch::sequencer::SequencerError> {
         let key = self.key();
@@ -215,7 +215,7 @@ impl World {
                 Err(error) => panic!("journal does not recover: {error}"),
             }
         };
-        let records: Vec<(u64, RecordKind, Vec<u8>)> = recovery
+        let records: Vec<(u64, u8, Vec<u8>)> = recovery
             .records
             .into_iter()
             .map(|r| (r.lsn, r.kind, r.payload))
@@ -304,7 +304,7 @@ impl World {
             while let Some(write) = self.seq().poll_journal() {
                 progress = true;
                 let journal = self.journal.as_mut().expect("booted");
-                match journal.append(write.kind, &write.payload) {
+                match journal.append(write.kind.to_byte(), &write.payload) {
                     Ok(lsn) => assert_eq!(lsn, write.lsn, "journal and core agree on LSNs"),
                     Err(_) => return false,
                 }
@@ -577,7 +577,7 @@ fn poison_bundle() -> Vec<OrderSpec> {
         .collect()
 }
 
-fn records(disk: &SimStorage) -> Vec<(u64, RecordKind, Vec<u8>)> {
+fn records(disk: &SimStorage) -> Vec<(u64, u8, Vec<u8>)> {
     let (_, recovery) = Journal::open(disk.clone(), SIM_JOURNAL).expect("reopens");
     recovery
         .records
@@ -766,7 +766,7 @@ fn run_with(seed: u64, steps: usize, crashes: Crashes, checkpointing: Checkpoint
 fn check_journal(
     seed: u64,
     world: &World,
-    records: &[(u64, RecordKind, Vec<u8>)],
+    records: &[(u64, u8, Vec<u8>)],
     deposited: &mut BTreeMap<AssetId, u128>,
 ) -> usize {
     // No acknowledged envelope lost: each is in its batch, which was cleared.

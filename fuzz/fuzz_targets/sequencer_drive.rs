@@ -49,14 +49,15 @@ use sealbatch::envelope::{
     EmbeddedCustodian, KeyCustodian, MasterSecret, ReleasedBatchKey, SequencerKey, SignedSeal,
     VERSION, seal_bundle,
 };
-use sealbatch::journal::{Lsn, RecordKind};
+use sealbatch::journal::Lsn;
 use sealbatch::ledger::Ledger;
 use sealbatch::market::{AccountId, AssetId, BPS_DENOMINATOR, FEE_BPS_MAX, MarketConfig};
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{
     BatchOutcome, Checkpoint, EnvelopeStatus, Event, Genesis, Journaled, Limits,
-    ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT, OpToken, RESULT_PART_BYTES_MAX, ResultAssembler,
-    Sequencer, SequencerRecord, SubmitError, SubmitToken, status, verify_journal_with,
+    ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT, OpToken, RESULT_PART_BYTES_MAX, RecordKind,
+    ResultAssembler, Sequencer, SequencerRecord, SubmitError, SubmitToken, status,
+    verify_journal_with,
 };
 use sealbatch::types::{BUNDLE_ORDERS_MAX, BatchId, MarketId, Side, Tick};
 
@@ -72,7 +73,7 @@ const MASTER: [u8; 32] = [0x3a; 32];
 const GENESIS_MS: u64 = 1_700_000_000_000;
 const E18: u64 = 1_000_000_000_000_000_000;
 
-type Record = (Lsn, RecordKind, Vec<u8>);
+type Record = (Lsn, u8, Vec<u8>);
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
@@ -859,7 +860,7 @@ impl Harness {
         while let Some(w) = self.seq.poll_journal() {
             let expected = self.records.last().map_or(1, |r| r.0 + 1);
             assert_eq!(w.lsn, expected, "journal writes out of LSN order");
-            self.records.push((w.lsn, w.kind, w.payload));
+            self.records.push((w.lsn, w.kind.to_byte(), w.payload));
             any = true;
         }
         any
@@ -1167,7 +1168,7 @@ impl Harness {
         let sealed: BTreeSet<BatchId> = self
             .records
             .iter()
-            .filter(|r| r.1 == RecordKind::Seal)
+            .filter(|r| RecordKind::Seal.is(r.1))
             .filter_map(
                 |(_, kind, payload)| match SequencerRecord::decode(*kind, payload) {
                     Ok(SequencerRecord::Seal(seal)) => Some(seal.e),

@@ -36,6 +36,9 @@ pub enum JournalError {
         /// [`RECORD_PAYLOAD_BYTES_MAX`](super::RECORD_PAYLOAD_BYTES_MAX).
         max: usize,
     },
+    /// A record kind byte outside `1..=`[`RECORD_KIND_MAX`](super::RECORD_KIND_MAX).
+    #[error("record kind {0} is not assigned")]
+    UnknownKind(u8),
     /// An earlier I/O error left the journal in an unknown state.
     #[error("journal poisoned by an earlier I/O error: drop it and reopen to recover")]
     Poisoned,

@@ -2,7 +2,7 @@
 //!
 //! Pure functions over byte slices: no I/O here.
 
-use super::{Lsn, RECORD_PAYLOAD_BYTES_MAX, RecordKind};
+use super::{Lsn, RECORD_PAYLOAD_BYTES_MAX, is_record_kind};
 
 /// The 8 magic bytes that open every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"SBJOURNL";
@@ -88,12 +88,12 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<Lsn, HeaderProblem> {
 /// Appends the frame of one record to `out`.
 ///
 /// The caller has checked `payload.len() <= RECORD_PAYLOAD_BYTES_MAX`.
-pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, kind: RecordKind, payload: &[u8]) {
+pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, kind: u8, payload: &[u8]) {
     assert!(payload.len() <= RECORD_PAYLOAD_BYTES_MAX);
     let start = out.len();
     let len = u32::try_from(payload.len()).unwrap_or(u32::MAX);
     out.extend_from_slice(&len.to_le_bytes());
-    out.push(kind as u8);
+    out.push(kind);
     out.extend_from_slice(&[0; 3]);
     out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(payload);
@@ -110,7 +110,7 @@ pub enum FrameProblem {
     /// The length field exceeds [`RECORD_PAYLOAD_BYTES_MAX`].
     #[error("payload length {0} exceeds the limit")]
     TooLong(u32),
-    /// The kind byte names no [`RecordKind`].
+    /// The kind byte is not assigned ([`is_record_kind`]).
     #[error("unknown record kind {0}")]
     Kind(u8),
     /// The reserved bytes are not zero.
@@ -127,7 +127,7 @@ pub struct FrameRef<'a> {
     /// The record's LSN.
     pub lsn: Lsn,
     /// The record's kind.
-    pub kind: RecordKind,
+    pub kind: u8,
     /// The payload bytes.
     pub payload: &'a [u8],
     /// Total length of the frame, overhead included.
@@ -149,7 +149,10 @@ pub fn decode_frame(bytes: &[u8]) -> Result<FrameRef<'_>, FrameProblem> {
     if payload_len > RECORD_PAYLOAD_BYTES_MAX {
         return Err(FrameProblem::TooLong(len));
     }
-    let kind = RecordKind::from_byte(header[4]).ok_or(FrameProblem::Kind(header[4]))?;
+    let kind = header[4];
+    if !is_record_kind(kind) {
+        return Err(FrameProblem::Kind(kind));
+    }
     if header[5..8] != [0; 3] {
         return Err(FrameProblem::Reserved);
     }
@@ -185,13 +188,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn record_kinds_round_trip_and_zero_is_invalid() {
-        for (index, kind) in RecordKind::ALL.iter().enumerate() {
-            assert_eq!(kind.to_byte() as usize, index + 1);
-            assert_eq!(RecordKind::from_byte(kind.to_byte()), Some(*kind));
-        }
-        assert_eq!(RecordKind::from_byte(0), None);
-        assert_eq!(RecordKind::from_byte(8), None);
+    fn only_assigned_kind_bytes_are_valid() {
+        assert!((1..=7).all(is_record_kind));
+        assert!(!is_record_kind(0));
+        assert!(!is_record_kind(8));
+        assert!(!is_record_kind(255));
     }
 
     #[test]
@@ -216,12 +217,12 @@ mod tests {
     #[test]
     fn frame_round_trips_and_every_byte_flip_is_caught() {
         let mut out = Vec::new();
-        encode_frame(&mut out, 7, RecordKind::Seal, b"payload");
+        encode_frame(&mut out, 7, 2, b"payload");
         assert_eq!(out.len(), FRAME_OVERHEAD_LEN + 7);
         let frame = decode_frame(&out).unwrap();
         assert_eq!(
             (frame.lsn, frame.kind, frame.payload, frame.frame_len),
-            (7, RecordKind::Seal, &b"payload"[..], out.len())
+            (7, 2, &b"payload"[..], out.len())
         );
         for i in 0..out.len() {
             for bit in 0..8 {

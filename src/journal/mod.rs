@@ -2,8 +2,8 @@
 //!
 //! Every state change the sequencer must not forget (an accepted envelope, a
 //! seal, a key release, a result, a deposit or withdrawal, a config change)
-//! is appended as a [`Record`]: a [`RecordKind`] byte plus an opaque payload
-//! that the journal never interprets. Records get consecutive log sequence
+//! is appended as a [`Record`]: a kind byte plus a payload, both of which the
+//! journal never interprets (they belong to the sequencer). Records get consecutive log sequence
 //! numbers ([`Lsn`], starting at 1) and are stored in segment files of a
 //! directory, each record framed with its length, kind, LSN and a crc32c.
 //! The byte layout is normative in `spec/journal.md`.
@@ -41,15 +41,17 @@
 //! # Example
 //!
 //! ```
-//! use sealbatch::journal::{Journal, JournalConfig, RecordKind, SimStorage};
+//! use sealbatch::journal::{Journal, JournalConfig, SimStorage};
 //!
 //! # fn main() -> Result<(), sealbatch::journal::JournalError> {
 //! let disk = SimStorage::new(7);
 //! let (mut journal, recovery) = Journal::open(disk.clone(), JournalConfig::default())?;
 //! assert!(recovery.records.is_empty());
 //!
-//! let first = journal.append(RecordKind::Envelope, b"envelope bytes")?;
-//! let second = journal.append(RecordKind::Seal, b"seal bytes")?;
+//! // Kind bytes mean something to the journal's user only (1: an envelope,
+//! // 2: a seal, for the sequencer).
+//! let first = journal.append(1, b"envelope bytes")?;
+//! let second = journal.append(2, b"seal bytes")?;
 //! assert_eq!((first, second), (1, 2));
 //! assert_eq!(journal.durable_lsn(), 0); // appended, not yet durable
 //! assert_eq!(journal.sync()?, 2); // one fdatasync for both: now receipts may go out
@@ -112,9 +114,7 @@ use format::{
     encode_segment_header,
 };
 
-/// A log sequence number: records are numbered 1, 2, 3, … with no gaps;
-/// 0 means "no record".
-pub type Lsn = u64;
+pub use crate::types::Lsn;
 
 /// The largest payload of one record, in bytes. A batch result bigger than
 /// this must be split by its writer into several records.
@@ -150,60 +150,17 @@ const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
 const _: () = assert!(SEGMENT_BYTES_MIN > (SEGMENT_HEADER_LEN + FRAME_OVERHEAD_LEN) as u64);
 
-/// What a record is, so that replay knows how to decode its payload. The
-/// payload encodings belong to the modules that write them, not to the
-/// journal.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[repr(u8)]
-pub enum RecordKind {
-    /// An envelope accepted into a batch (written before its receipt).
-    Envelope = 1,
-    /// A batch seal: the signed Merkle root of its commitments.
-    Seal = 2,
-    /// A batch secret released by the key custodian.
-    KeyRelease = 3,
-    /// A batch result: prices, fills, rejections.
-    Result = 4,
-    /// An operator deposit into an account.
-    Deposit = 5,
-    /// An operator withdrawal from an account.
-    Withdrawal = 6,
-    /// A configuration change (markets, schedule).
-    Config = 7,
-}
+/// The highest record kind byte assigned (`spec/journal.md`): a frame's kind
+/// byte is `1..=RECORD_KIND_MAX`, and a frame with any other is damaged.
+/// What each kind means, and how its payload is encoded, belongs to the
+/// journal's user (the sequencer's record kinds); the journal never
+/// interprets either.
+pub const RECORD_KIND_MAX: u8 = 7;
 
-impl RecordKind {
-    /// Every kind, in byte order.
-    pub const ALL: [RecordKind; 7] = [
-        RecordKind::Envelope,
-        RecordKind::Seal,
-        RecordKind::KeyRelease,
-        RecordKind::Result,
-        RecordKind::Deposit,
-        RecordKind::Withdrawal,
-        RecordKind::Config,
-    ];
-
-    /// The kind's byte on disk.
-    #[must_use]
-    pub const fn to_byte(self) -> u8 {
-        self as u8
-    }
-
-    /// The kind of a byte on disk; `None` for 0 and unassigned bytes.
-    #[must_use]
-    pub const fn from_byte(byte: u8) -> Option<RecordKind> {
-        match byte {
-            1 => Some(RecordKind::Envelope),
-            2 => Some(RecordKind::Seal),
-            3 => Some(RecordKind::KeyRelease),
-            4 => Some(RecordKind::Result),
-            5 => Some(RecordKind::Deposit),
-            6 => Some(RecordKind::Withdrawal),
-            7 => Some(RecordKind::Config),
-            _ => None,
-        }
-    }
+/// Whether `kind` is an assigned record kind byte (`1..=`[`RECORD_KIND_MAX`]).
+#[must_use]
+pub const fn is_record_kind(kind: u8) -> bool {
+    kind >= 1 && kind <= RECORD_KIND_MAX
 }
 
 /// One record read back from the journal.
@@ -211,8 +168,8 @@ impl RecordKind {
 pub struct Record {
     /// Its log sequence number.
     pub lsn: Lsn,
-    /// Its kind.
-    pub kind: RecordKind,
+    /// Its kind byte (`1..=`[`RECORD_KIND_MAX`]).
+    pub kind: u8,
     /// Its payload, exactly as appended.
     pub payload: Vec<u8>,
 }
@@ -391,7 +348,7 @@ impl<S: Storage> UntilDamage<S> {
 }
 
 impl<S: Storage> Iterator for UntilDamage<S> {
-    type Item = (Lsn, RecordKind, Vec<u8>);
+    type Item = (Lsn, u8, Vec<u8>);
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.damage.is_some() {
@@ -703,13 +660,18 @@ impl<S: Storage> Journal<S> {
     ///
     /// # Errors
     ///
-    /// - [`JournalError::RecordTooLarge`] if `payload` exceeds
-    ///   [`RECORD_PAYLOAD_BYTES_MAX`] (the journal stays usable);
+    /// - [`JournalError::UnknownKind`] if `kind` is not
+    ///   [assigned](is_record_kind) and [`JournalError::RecordTooLarge`] if
+    ///   `payload` exceeds [`RECORD_PAYLOAD_BYTES_MAX`] (the journal stays
+    ///   usable);
     /// - [`JournalError::Poisoned`] after an earlier I/O error;
     /// - [`JournalError::Io`], which poisons the journal.
-    pub fn append(&mut self, kind: RecordKind, payload: &[u8]) -> Result<Lsn, JournalError> {
+    pub fn append(&mut self, kind: u8, payload: &[u8]) -> Result<Lsn, JournalError> {
         if self.poisoned {
             return Err(JournalError::Poisoned);
+        }
+        if !is_record_kind(kind) {
+            return Err(JournalError::UnknownKind(kind));
         }
         if payload.len() > RECORD_PAYLOAD_BYTES_MAX {
             return Err(JournalError::RecordTooLarge {

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::{
-    CheckpointWritten, Journal, JournalError, Lsn, RECORD_PAYLOAD_BYTES_MAX, RecordKind, Storage,
-    prune_segments_below,
+    CheckpointWritten, Journal, JournalError, Lsn, RECORD_PAYLOAD_BYTES_MAX, Storage,
+    is_record_kind, prune_segments_below,
 };
 
 /// Most records the writer thread puts in one group commit.
@@ -64,7 +64,7 @@ pub enum WriterEvent {
 /// Work for the writer thread, in order.
 #[derive(Debug)]
 enum Job {
-    Append(RecordKind, Vec<u8>),
+    Append(u8, Vec<u8>),
     Checkpoint {
         lsn: Lsn,
         replay_from: Lsn,
@@ -93,12 +93,12 @@ enum Job {
 /// can take tens of milliseconds, which the group commits do not wait for).
 ///
 /// ```
-/// use sealbatch::journal::{Journal, JournalConfig, JournalWriter, RecordKind, SimStorage, WriterEvent};
+/// use sealbatch::journal::{Journal, JournalConfig, JournalWriter, SimStorage, WriterEvent};
 ///
 /// # fn main() -> Result<(), sealbatch::journal::JournalError> {
 /// let (journal, _recovery) = Journal::open(SimStorage::new(1), JournalConfig::default())?;
 /// let mut writer = JournalWriter::spawn(journal, false)?;
-/// let lsn = writer.append(RecordKind::Envelope, b"envelope".to_vec())?;
+/// let lsn = writer.append(1, b"envelope".to_vec())?;
 /// // The driver loop: pass durable LSNs to the core, which releases receipts.
 /// loop {
 ///     match writer.wait_event() {
@@ -170,10 +170,14 @@ impl<S: Storage + 'static> JournalWriter<S> {
     ///
     /// # Errors
     ///
-    /// [`JournalError::RecordTooLarge`] (nothing queued);
+    /// [`JournalError::UnknownKind`] or [`JournalError::RecordTooLarge`]
+    /// (nothing queued);
     /// [`JournalError::WriterStopped`] if the writer thread has stopped
     /// (after a [`WriterEvent::Failed`]).
-    pub fn append(&mut self, kind: RecordKind, payload: Vec<u8>) -> Result<Lsn, JournalError> {
+    pub fn append(&mut self, kind: u8, payload: Vec<u8>) -> Result<Lsn, JournalError> {
+        if !is_record_kind(kind) {
+            return Err(JournalError::UnknownKind(kind));
+        }
         if payload.len() > RECORD_PAYLOAD_BYTES_MAX {
             return Err(JournalError::RecordTooLarge {
                 len: payload.len(),

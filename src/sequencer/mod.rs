@@ -72,7 +72,7 @@ pub use config::{
     ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT, PENDING_RECEIPTS_DEFAULT, SEALED_BATCHES_DEFAULT,
 };
 pub use record::{
-    AssembleError, RESULT_PART_BYTES_MAX, RecordError, ResultAssembler, ResultPart,
+    AssembleError, RESULT_PART_BYTES_MAX, RecordError, RecordKind, ResultAssembler, ResultPart,
     SequencerRecord, Transfer,
 };
 pub use transcript::{
@@ -92,10 +92,9 @@ use crate::envelope::{
     OpenedBatch, Rejection, ReleasedBatchKey, SequencerKey, ShapedEnvelope, SignedSeal,
     open_shaped_batch,
 };
-use crate::journal::{Lsn, RecordKind};
 use crate::ledger::{Ledger, LedgerError};
 use crate::market::{AccountId, AssetId, MarketConfig};
-use crate::types::{BatchId, MarketId, Tick};
+use crate::types::{BatchId, Lsn, MarketId, Tick};
 
 /// The caller's name for a submission, echoed in its [`Event::Receipt`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -463,7 +462,7 @@ impl Sequencer {
         limits: Limits,
         key: SequencerKey,
         custodian: Box<dyn KeyCustodian + Send>,
-        journaled: Journaled<impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>>,
+        journaled: Journaled<impl IntoIterator<Item = (Lsn, u8, Vec<u8>)>>,
         now_ms: u64,
     ) -> Result<Sequencer, SequencerError> {
         let Journaled {
@@ -523,7 +522,7 @@ impl Sequencer {
     /// Replays a whole journal, which starts with the genesis record.
     fn replay_all(
         &mut self,
-        records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+        records: impl IntoIterator<Item = (Lsn, u8, Vec<u8>)>,
     ) -> Result<(), SequencerError> {
         let sequencer = self;
         let mut records = records.into_iter();
@@ -555,7 +554,7 @@ impl Sequencer {
     fn replay_from_checkpoint(
         &mut self,
         checkpoint: Checkpoint,
-        records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+        records: impl IntoIterator<Item = (Lsn, u8, Vec<u8>)>,
     ) -> Result<(), SequencerError> {
         if checkpoint.genesis != self.genesis {
             return Err(SequencerError::GenesisMismatch);
@@ -598,7 +597,7 @@ impl Sequencer {
                 )));
             }
             let wanted =
-                lsn >= checkpoint.lsn || matches!(kind, RecordKind::Envelope | RecordKind::Seal);
+                lsn >= checkpoint.lsn || RecordKind::Envelope.is(kind) || RecordKind::Seal.is(kind);
             if !wanted {
                 continue;
             }

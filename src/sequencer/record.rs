@@ -1,15 +1,76 @@
-//! The payloads the sequencer writes to the journal, one per
-//! [`RecordKind`](crate::journal::RecordKind); normative layouts in
+//! The records the sequencer writes to the journal: their kinds
+//! ([`RecordKind`], the kind bytes of `spec/journal.md`, which the journal
+//! stores without interpreting) and payloads; normative layouts in
 //! `spec/sequencer.md`, "Journal records".
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::envelope::{ENVELOPE_LEN_MAX, SEAL_LEN, SequencerPublicKey, SignedSeal};
-use crate::journal::RecordKind;
 use crate::market::{AccountId, AssetId, MarketConfig};
 use crate::types::{BatchId, MARKETS_MAX, MarketId, Tick};
 
 use super::batch::BatchOutcome;
 use super::config::Genesis;
+
+/// What a journal record is, so that replay knows how to decode its
+/// payload: the kind bytes of `spec/journal.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum RecordKind {
+    /// An envelope accepted into a batch (written before its receipt).
+    Envelope = 1,
+    /// A batch seal: the signed Merkle root of its commitments.
+    Seal = 2,
+    /// A batch secret released by the key custodian.
+    KeyRelease = 3,
+    /// A batch result: prices, fills, rejections.
+    Result = 4,
+    /// An operator deposit into an account.
+    Deposit = 5,
+    /// An operator withdrawal from an account.
+    Withdrawal = 6,
+    /// A configuration change (markets, schedule).
+    Config = 7,
+}
+
+impl RecordKind {
+    /// Every kind, in byte order.
+    pub const ALL: [RecordKind; 7] = [
+        RecordKind::Envelope,
+        RecordKind::Seal,
+        RecordKind::KeyRelease,
+        RecordKind::Result,
+        RecordKind::Deposit,
+        RecordKind::Withdrawal,
+        RecordKind::Config,
+    ];
+
+    /// The kind's byte on disk.
+    #[must_use]
+    pub const fn to_byte(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind of a byte on disk; `None` for 0 and unassigned bytes.
+    #[must_use]
+    pub const fn from_byte(byte: u8) -> Option<RecordKind> {
+        match byte {
+            1 => Some(RecordKind::Envelope),
+            2 => Some(RecordKind::Seal),
+            3 => Some(RecordKind::KeyRelease),
+            4 => Some(RecordKind::Result),
+            5 => Some(RecordKind::Deposit),
+            6 => Some(RecordKind::Withdrawal),
+            7 => Some(RecordKind::Config),
+            _ => None,
+        }
+    }
+
+    /// Whether a record of kind byte `byte` is of this kind.
+    #[must_use]
+    pub const fn is(self, byte: u8) -> bool {
+        self as u8 == byte
+    }
+}
 
 /// One sequencer record, decoded.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,6 +284,9 @@ pub enum RecordError {
     /// A kind the sequencer never writes.
     #[error("unexpected {0:?} record")]
     UnexpectedKind(RecordKind),
+    /// A kind byte that names no [`RecordKind`].
+    #[error("unknown record kind {0}")]
+    UnknownKind(u8),
 }
 
 impl SequencerRecord {
@@ -265,13 +329,14 @@ impl SequencerRecord {
         out
     }
 
-    /// Decodes the payload of a record of kind `kind`.
+    /// Decodes the payload of a record of kind byte `kind`.
     ///
     /// # Errors
     ///
     /// [`RecordError::Decode`] naming the field and offset, or
-    /// [`RecordError::UnexpectedKind`].
-    pub fn decode(kind: RecordKind, payload: &[u8]) -> Result<SequencerRecord, RecordError> {
+    /// [`RecordError::UnexpectedKind`] or [`RecordError::UnknownKind`].
+    pub fn decode(kind: u8, payload: &[u8]) -> Result<SequencerRecord, RecordError> {
+        let kind = RecordKind::from_byte(kind).ok_or(RecordError::UnknownKind(kind))?;
         let decode = |source| RecordError::Decode { kind, source };
         let mut r = Reader::new(payload);
         let record = match kind {

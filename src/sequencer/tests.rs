@@ -34,12 +34,12 @@ fn genesis(key: &SequencerKey) -> Genesis {
     }
 }
 
-fn boot(records: Vec<(Lsn, RecordKind, Vec<u8>)>, now_ms: u64) -> Sequencer {
+fn boot(records: Vec<(Lsn, u8, Vec<u8>)>, now_ms: u64) -> Sequencer {
     let key = SequencerKey::from_seed(&[7; 32]);
     boot_with(genesis(&key), records, now_ms)
 }
 
-fn boot_with(genesis: Genesis, records: Vec<(Lsn, RecordKind, Vec<u8>)>, now_ms: u64) -> Sequencer {
+fn boot_with(genesis: Genesis, records: Vec<(Lsn, u8, Vec<u8>)>, now_ms: u64) -> Sequencer {
     let key = SequencerKey::from_seed(&[7; 32]);
     let custodian = EmbeddedCustodian::new(
         MasterSecret::from_bytes([9; 32]),
@@ -66,11 +66,11 @@ fn boot_with(genesis: Genesis, records: Vec<(Lsn, RecordKind, Vec<u8>)>, now_ms:
 /// durable; returns the events.
 fn flush(
     sequencer: &mut Sequencer,
-    journal: &mut Vec<(Lsn, RecordKind, Vec<u8>)>,
+    journal: &mut Vec<(Lsn, u8, Vec<u8>)>,
     now_ms: u64,
 ) -> Vec<Event> {
     while let Some(write) = sequencer.poll_journal() {
-        journal.push((write.lsn, write.kind, write.payload));
+        journal.push((write.lsn, write.kind.to_byte(), write.payload));
     }
     if let Some(&(lsn, _, _)) = journal.last() {
         sequencer

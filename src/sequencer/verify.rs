@@ -21,7 +21,9 @@ use crate::envelope::{
     BatchPublicKey, Commitment, KeyCustodian, MerkleTree, PublishedKeyCustodian, SignedSeal,
     open_batch,
 };
-use crate::journal::{Lsn, RecordKind};
+use crate::types::Lsn;
+
+use super::RecordKind;
 use crate::ledger::Ledger;
 use crate::market::AccountId;
 use crate::types::{BatchId, MarketId, Tick};
@@ -126,7 +128,7 @@ struct Sealed {
 /// [`VerifyError`] only when the journal cannot be read as a sequencer
 /// journal at all; every batch-level problem is a verdict.
 pub fn verify_journal(
-    records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+    records: impl IntoIterator<Item = (Lsn, u8, Vec<u8>)>,
 ) -> Result<VerifyReport, VerifyError> {
     walk(records, &[], &BTreeSet::new(), &mut Vec::new())
 }
@@ -140,7 +142,7 @@ pub fn verify_journal(
 /// As [`verify_journal`]; [`VerifyError::NoGenesis`] for a pruned journal
 /// that no checkpoint covers.
 pub fn verify_journal_with(
-    records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+    records: impl IntoIterator<Item = (Lsn, u8, Vec<u8>)>,
     checkpoints: &[Checkpoint],
 ) -> Result<VerifyReport, VerifyError> {
     walk(records, checkpoints, &BTreeSet::new(), &mut Vec::new())
@@ -154,7 +156,7 @@ pub fn verify_journal_with(
 ///
 /// As [`verify_journal`].
 pub fn export_transcripts(
-    records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+    records: impl IntoIterator<Item = (Lsn, u8, Vec<u8>)>,
     checkpoints: &[Checkpoint],
     batches: &BTreeSet<BatchId>,
 ) -> Result<(VerifyReport, Vec<Transcript>), VerifyError> {
@@ -213,7 +215,7 @@ impl Replayed<'_> {
 }
 
 fn walk(
-    records: impl IntoIterator<Item = (Lsn, RecordKind, Vec<u8>)>,
+    records: impl IntoIterator<Item = (Lsn, u8, Vec<u8>)>,
     checkpoints: &[Checkpoint],
     export: &BTreeSet<BatchId>,
     transcripts: &mut Vec<Transcript>,
@@ -225,7 +227,7 @@ fn walk(
     // A whole journal starts with its genesis; a pruned one from its oldest
     // checkpoint whose records are all still there.
     let start: Option<&Checkpoint> = match records.peek() {
-        Some((_, RecordKind::Config, _)) => None,
+        Some((_, kind, _)) if RecordKind::Config.is(*kind) => None,
         Some(&(first, _, _)) => Some(
             checkpoints
                 .iter()
@@ -289,7 +291,8 @@ fn walk(
         last_lsn = lsn;
         if let Some(start) = start
             && lsn < start.lsn
-            && (lsn < start.replay_from || !matches!(kind, RecordKind::Envelope | RecordKind::Seal))
+            && (lsn < start.replay_from
+                || !(RecordKind::Envelope.is(kind) || RecordKind::Seal.is(kind)))
         {
             continue;
         }

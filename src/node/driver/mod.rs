@@ -466,13 +466,13 @@ impl Driver {
             if self.waiting_since.is_none() {
                 self.waiting_since = Some(Instant::now());
             }
-            let lsn =
-                self.writer()?
-                    .append(write.kind, write.payload)
-                    .map_err(|error| match error {
-                        crate::journal::JournalError::WriterStopped => DriverError::WriterGone,
-                        error => error.into(),
-                    })?;
+            let lsn = self
+                .writer()?
+                .append(write.kind.to_byte(), write.payload)
+                .map_err(|error| match error {
+                    crate::journal::JournalError::WriterStopped => DriverError::WriterGone,
+                    error => error.into(),
+                })?;
             if lsn != write.lsn {
                 return Err(DriverError::LsnMismatch {
                     expected: write.lsn,
