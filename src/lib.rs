@@ -12,8 +12,9 @@
 //!
 //! # Layout
 //!
-//! The core is pure and deterministic: it does no I/O and reads no clock; time
-//! and randomness are arguments.
+//! The core (`types` to `wire` below) is pure and deterministic: it does no
+//! I/O and reads no clock; time and randomness are arguments. The shell
+//! (`journal`, `net`, `node`, `secret_file`, `client`, `cli`) does the I/O.
 //!
 //! - [`types`]: ids, ticks, lots, sides and the named limits.
 //! - [`order`]: orders as traders write them and as the clearing engine sees them.
@@ -26,7 +27,8 @@
 //! - [`journal`]: the append-only, checksummed, fsynced log, its recovery, and checkpoint files beside it.
 //! - [`wire`]: the client/server message codec, length-prefixed frames, pure over byte buffers.
 //! - [`net`]: QUIC endpoints (quinn, rustls), the server's certificate and clients' pinning.
-//! - [`node`]: the sequencer process: core thread, QUIC server, metrics, shutdown.
+//! - [`node`]: the sequencer process: the driver thread around the sequencer, the journal writer, QUIC server, metrics, shutdown.
+//! - [`secret_file`]: the one rule for secrets on disk (0600, `O_EXCL`, fsynced, zeroized).
 //! - [`client`]: the client library: schedule, submit, subscribe, accounts.
 //! - [`cli`]: the `sealbatch` command line.
 
@@ -44,6 +46,7 @@ pub mod market;
 pub mod net;
 pub mod node;
 pub mod order;
+pub mod secret_file;
 pub mod sequencer;
 pub mod types;
 pub mod wire;

@@ -561,39 +561,6 @@ fn batch_public_key_decoding() {
 }
 
 #[test]
-fn master_secret_file() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("sealbatch-envelope-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("master.key");
-    let _ = std::fs::remove_file(&path);
-    let mut rng = ChaCha20Rng::seed_from_u64(10);
-    let seq = SequencerKey::generate(&mut rng).public_key();
-    let c1 = EmbeddedCustodian::open_or_create(&path, &mut rng, seq, SCHEDULE).unwrap();
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-    assert_eq!(mode & 0o777, 0o600);
-    let c2 = EmbeddedCustodian::open_or_create(&path, &mut rng, seq, SCHEDULE).unwrap();
-    assert_eq!(c1.public_key(77).unwrap(), c2.public_key(77).unwrap());
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    assert!(matches!(
-        EmbeddedCustodian::open_or_create(&path, &mut rng, seq, SCHEDULE),
-        Err(CustodianError::BadSecretFile { .. })
-    ));
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    std::fs::write(&path, [1u8; 31]).unwrap();
-    assert!(matches!(
-        EmbeddedCustodian::open_or_create(&path, &mut rng, seq, SCHEDULE),
-        Err(CustodianError::BadSecretFile { .. })
-    ));
-    let missing_dir = dir.join("no/such/dir/master.key");
-    assert!(matches!(
-        EmbeddedCustodian::open_or_create(&missing_dir, &mut rng, seq, SCHEDULE),
-        Err(CustodianError::Io { .. })
-    ));
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-#[test]
 fn receipts_seals_and_proofs() {
     let mut w = world(9);
     let seq_pk = w.sequencer.public_key();

@@ -62,19 +62,16 @@ impl ServerArgs {
     }
 }
 
-/// Reads an account key file (64 hex digits, the Ed25519 secret seed).
+/// Reads an account key file (64 hex digits, the Ed25519 secret seed; a
+/// [`secret_file`](crate::secret_file), so mode 0600).
 ///
 /// # Errors
 ///
-/// Missing or malformed file.
+/// Missing, malformed or group/other-accessible file.
 pub fn read_account_key(
     path: &Path,
-) -> Result<ed25519_dalek::SigningKey, Box<dyn std::error::Error + Send + Sync>> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
-    let mut seed = [0u8; 32];
-    hex::decode_to_slice(text.trim(), &mut seed)
-        .map_err(|_| format!("{}: expected 64 hex digits", path.display()))?;
+) -> Result<ed25519_dalek::SigningKey, crate::secret_file::SecretFileError> {
+    let seed = crate::secret_file::read_key32(path)?;
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }
 

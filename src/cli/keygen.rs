@@ -1,7 +1,5 @@
 //! `sealbatch keygen`: a new trader account key.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
 use clap::Args;
@@ -24,14 +22,7 @@ pub struct KeygenArgs {
 /// The file exists or cannot be written.
 pub fn run(args: &KeygenArgs) -> CommandResult {
     let key = crate::envelope::generate_account_key(&mut OsRng);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&args.out)
-        .map_err(|e| format!("creating {}: {e}", args.out.display()))?;
-    file.write_all(format!("{}\n", hex::encode(key.to_bytes())).as_bytes())?;
-    file.sync_all()?;
+    crate::secret_file::create_key32(&args.out, &key.to_bytes())?;
     println!("account {}", hex::encode(key.verifying_key().to_bytes()));
     println!("secret key written to {} (mode 0600)", args.out.display());
     Ok(())

@@ -16,13 +16,6 @@
 //! builds the [`ReleasedBatchKey`]. Nothing of that is built yet.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-
-use rand_core::CryptoRngCore;
-use zeroize::Zeroizing;
 
 use super::keys::{
     BatchPublicKey, KeyError, MasterSecret, ReleasedBatchKey, SealStatement, decode_secret_scalar,
@@ -112,23 +105,6 @@ pub enum CustodianError {
         e: BatchId,
         /// The key problem.
         source: KeyError,
-    },
-    /// The master secret file could not be read or written.
-    #[error("master secret file {path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The master secret file exists but is not 32 bytes or is readable by
-    /// others than its owner.
-    #[error("master secret file {path}: {reason}")]
-    BadSecretFile {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: &'static str,
     },
 }
 
@@ -224,80 +200,10 @@ impl EmbeddedCustodian {
         }
     }
 
-    /// Reads the master secret from `path`, or creates it there (fresh from
-    /// `rng`) if the file does not exist: created with `O_EXCL` and mode
-    /// 0600, written, fsynced, and the directory fsynced. An existing file
-    /// must be exactly 32 bytes and not accessible to group or others.
-    ///
-    /// # Errors
-    /// [`CustodianError::Io`] or [`CustodianError::BadSecretFile`].
-    pub fn open_or_create<R: CryptoRngCore + ?Sized>(
-        path: &Path,
-        rng: &mut R,
-        sequencer: SequencerPublicKey,
-        schedule: BatchSchedule,
-    ) -> Result<Self, CustodianError> {
-        let master = load_or_create_master(path, rng)?;
-        Ok(Self::new(master, sequencer, schedule))
-    }
-
     /// The schedule this custodian checks close times against.
     #[must_use]
     pub fn schedule(&self) -> &BatchSchedule {
         &self.schedule
-    }
-}
-
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CustodianError + '_ {
-    move |source| CustodianError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-fn load_or_create_master<R: CryptoRngCore + ?Sized>(
-    path: &Path,
-    rng: &mut R,
-) -> Result<MasterSecret, CustodianError> {
-    match OpenOptions::new().read(true).open(path) {
-        Ok(mut file) => {
-            let meta = file.metadata().map_err(io_err(path))?;
-            if meta.permissions().mode() & 0o077 != 0 {
-                return Err(CustodianError::BadSecretFile {
-                    path: path.to_path_buf(),
-                    reason: "accessible to group or others (want mode 0600)",
-                });
-            }
-            if meta.len() != 32 {
-                return Err(CustodianError::BadSecretFile {
-                    path: path.to_path_buf(),
-                    reason: "not exactly 32 bytes",
-                });
-            }
-            let mut bytes = Zeroizing::new([0u8; 32]);
-            file.read_exact(bytes.as_mut()).map_err(io_err(path))?;
-            Ok(MasterSecret::from_bytes(*bytes))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let master = MasterSecret::generate(rng);
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(io_err(path))?;
-            file.write_all(master.as_bytes()).map_err(io_err(path))?;
-            file.sync_all().map_err(io_err(path))?;
-            let dir = match path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io_err(dir))?;
-            Ok(master)
-        }
-        Err(e) => Err(io_err(path)(e)),
     }
 }
 

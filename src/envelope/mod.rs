@@ -23,8 +23,8 @@
 //!
 //! The module is pure: time (`now_ms`, unix milliseconds) and randomness
 //! (`rand_core::CryptoRngCore`) are arguments, so the same inputs give the
-//! same bytes. The one I/O is [`EmbeddedCustodian::open_or_create`], which
-//! reads or creates the master secret file.
+//! same bytes. It does no I/O: the node keeps the master secret in a
+//! [`secret_file`](crate::secret_file).
 //!
 //! # Example: seal → receipt → seal → release → open
 //!

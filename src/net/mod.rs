@@ -36,6 +36,9 @@ pub enum NetError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The private key file could not be read or created.
+    #[error("{0}")]
+    SecretFile(#[from] crate::secret_file::SecretFileError),
     /// The certificate could not be generated.
     #[error("generating the certificate: {0}")]
     Certificate(#[from] rcgen::Error),
@@ -101,6 +104,10 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], NetError> {
     Ok(out)
 }
 
+/// Largest TLS private key file read (a PKCS#8 DER key is a few hundred
+/// bytes).
+const TLS_KEY_BYTES_MAX: usize = 16 << 10;
+
 impl Identity {
     /// Loads the identity from `dir`, or creates it there on first start: a
     /// self-signed certificate for `localhost`, its key (mode 0600), and the
@@ -118,18 +125,18 @@ impl Identity {
         let key_path = dir.join(KEY_FILE);
         if cert_path.exists() && key_path.exists() {
             let cert = std::fs::read(&cert_path).map_err(io(&cert_path))?;
-            let key = std::fs::read(&key_path).map_err(io(&key_path))?;
+            let key = crate::secret_file::read(&key_path, TLS_KEY_BYTES_MAX)?;
             return Ok(Identity {
                 fingerprint: fingerprint(&cert),
                 cert: CertificateDer::from(cert),
-                key: PrivatePkcs8KeyDer::from(key),
+                key: PrivatePkcs8KeyDer::from(key.to_vec()),
             });
         }
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])?;
         let cert = generated.cert.der().to_vec();
         let key = generated.key_pair.serialize_der();
-        write_private(&key_path, &key).map_err(io(&key_path))?;
+        crate::secret_file::create(&key_path, &key)?;
         write_file(&cert_path, &cert).map_err(io(&cert_path))?;
         let fp = fingerprint(&cert);
         let fp_path = dir.join(FINGERPRINT_FILE);
@@ -148,18 +155,6 @@ impl Identity {
 fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut file = std::fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }

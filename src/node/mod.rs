@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use crate::envelope::{CustodianError, SequencerKey};
 use crate::journal::{Faults, FaultyStorage, FsStorage, JournalError, JournalWriter};
 use crate::net::{Identity, NetError};
+use crate::secret_file::load_or_create_key32;
 use crate::sequencer::SequencerError;
 
 pub use config::NodeConfig;
@@ -95,14 +96,9 @@ pub enum NodeError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A key file is damaged.
-    #[error("{path}: {reason}")]
-    BadKeyFile {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong.
-        reason: &'static str,
-    },
+    /// A secret file (a key) could not be read or created.
+    #[error("{0}")]
+    SecretFile(#[from] crate::secret_file::SecretFileError),
     /// The journal could not be opened or written.
     #[error("journal: {0}")]
     Journal(#[from] JournalError),
@@ -133,7 +129,7 @@ impl NodeError {
     /// journal's storage failed (at start or while running),
     /// [`EXIT_CONFIG`] for an unusable configuration or a configuration
     /// that contradicts the journal, [`EXIT_INTERNAL`] for a bug, 1 for the
-    /// rest (a damaged key file, a network error).
+    /// rest (an unreadable key file, a network error).
     #[must_use]
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -198,7 +194,7 @@ pub async fn run_with_faults(
     config.validate()?;
     let data = config.data_dir.clone();
     std::fs::create_dir_all(&data).map_err(io(&data))?;
-    let key_seed = keys::secret_file(&data.join(SEQUENCER_KEY_FILE), keys::random_secret)?;
+    let key_seed = load_or_create_key32(&data.join(SEQUENCER_KEY_FILE), keys::random_secret)?;
     let recovered = recovery::recover(&config, &key_seed, faults)?;
 
     let identity = Identity::load_or_create(&data.join(TLS_DIR))?;

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::envelope::{BatchSchedule, EmbeddedCustodian, SequencerKey};
+use zeroize::Zeroizing;
+
+use crate::envelope::{BatchSchedule, EmbeddedCustodian, MasterSecret, SequencerKey};
 use crate::journal::{
     Faults, FaultyStorage, FsStorage, Journal, JournalConfig, JournalError, Storage,
     read_checkpoints,
@@ -14,6 +16,8 @@ use crate::market::AccountId;
 use crate::sequencer::{
     Checkpoint, Genesis, Journaled, OpToken, Sequencer, SequencerError, SequencerRecord,
 };
+
+use crate::secret_file::load_or_create_key32;
 
 use super::keys::demo_accounts;
 use super::{CUSTODIAN_KEY_FILE, JOURNAL_DIR, NodeConfig, NodeError, NodeStorage, io, now_ms};
@@ -87,12 +91,14 @@ pub(super) fn recover(
     let fresh = recorded.is_none();
     let genesis = settle_genesis(config, &key, recorded)?;
 
-    let custodian = EmbeddedCustodian::open_or_create(
-        &data.join(CUSTODIAN_KEY_FILE),
-        &mut rand_core::OsRng,
+    let master = load_or_create_key32(&data.join(CUSTODIAN_KEY_FILE), || {
+        Zeroizing::new(*MasterSecret::generate(&mut rand_core::OsRng).as_bytes())
+    })?;
+    let custodian = EmbeddedCustodian::new(
+        MasterSecret::from_bytes(*master),
         key.public_key(),
         genesis.schedule,
-    )?;
+    );
     let checkpoint_lsn = checkpoint.as_ref().map(|c| c.lsn);
     let sequencer = Sequencer::recover(
         genesis,
