@@ -139,7 +139,13 @@ fn filled(setup: &Setup, dir: &Path) -> (Sequencer, Journal<FsStorage>) {
         let account = AccountId(trader.verifying_key().to_bytes());
         for asset in 0..=MARKETS {
             sequencer
-                .handle_deposit(OpToken(i as u64), account, AssetId(asset), u64::MAX / 4)
+                // Every asset's total stays within the ledger's supply limit.
+                .handle_deposit(
+                    OpToken(i as u64),
+                    account,
+                    AssetId(asset),
+                    u64::MAX / TRADERS as u64,
+                )
                 .expect("deposit");
         }
     }
