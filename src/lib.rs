@@ -36,16 +36,22 @@
 #![warn(missing_docs)]
 
 pub mod clearing;
+#[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod cli;
+#[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod client;
 pub mod codec;
 pub mod envelope;
+#[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod journal;
 pub mod ledger;
 pub mod market;
+#[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod net;
+#[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod node;
 pub mod order;
+#[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod secret_file;
 pub mod sequencer;
 pub mod types;

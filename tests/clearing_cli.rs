@@ -1,5 +1,8 @@
 //! The `sealbatch clear` command, end to end through the binary.
 
+// A test (or bench) reads clocks and files freely; the rule is for the core.
+#![allow(clippy::disallowed_methods)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 

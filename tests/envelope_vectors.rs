@@ -5,6 +5,9 @@
 //! Regenerate (only when the format changes on purpose):
 //! `SEALBATCH_WRITE_VECTORS=1 cargo test --test envelope_vectors`
 
+// A test (or bench) reads clocks and files freely; the rule is for the core.
+#![allow(clippy::disallowed_methods)]
+
 use curve25519_dalek::ristretto::CompressedRistretto;
 use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signer, SigningKey};

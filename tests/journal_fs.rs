@@ -1,5 +1,8 @@
 //! The journal on the real file system, in a fresh temporary directory.
 
+// A test (or bench) reads clocks and files freely; the rule is for the core.
+#![allow(clippy::disallowed_methods)]
+
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -7,6 +7,9 @@
 //! next batches trade, SIGTERM exits 0, the restart is clean and `verify`
 //! re-derives every batch.
 
+// A test (or bench) reads clocks and files freely; the rule is for the core.
+#![allow(clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
