@@ -4,7 +4,7 @@
 //! §13.1 examples 1–3. W1: German Wikipedia, "Meistausführungsprinzip".
 
 use sealbatch::clearing::{
-    self, ClearingError, MarketConfig, MarketInput, MarketResult, OrderColumns, PriceBand,
+    self, ClearingError, MarketInput, MarketParams, MarketResult, OrderColumns, PriceBand,
     canonical_batch,
 };
 use sealbatch::order::Order;
@@ -51,7 +51,7 @@ fn market_sell(id: u64, qty: u64) -> Order {
 
 fn input(reference: u64, orders: &[Order]) -> MarketInput {
     MarketInput {
-        config: MarketConfig {
+        config: MarketParams {
             market: MarketId(1),
             reference,
             band: BAND,
@@ -348,8 +348,8 @@ fn duplicate_and_unsorted_ids_are_rejected() {
     ));
 }
 
-fn config(market: u32) -> MarketConfig {
-    MarketConfig {
+fn config(market: u32) -> MarketParams {
+    MarketParams {
         market: MarketId(market),
         reference: 100,
         band: BAND,

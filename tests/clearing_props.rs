@@ -4,7 +4,7 @@
 
 use proptest::prelude::*;
 use sealbatch::clearing::{
-    self, BatchResult, ClearingError, Levels, MarketConfig, MarketInput, PriceBand,
+    self, BatchResult, ClearingError, Levels, MarketInput, MarketParams, PriceBand,
     canonical_batch, synth,
 };
 use sealbatch::order::Order;
@@ -41,7 +41,7 @@ fn raw_market() -> impl Strategy<Value = (u64, u64, u64, Vec<RawOrder>)> {
 }
 
 /// A batch as `(configs, orders in some order, seed)`.
-fn batch() -> impl Strategy<Value = (Vec<MarketConfig>, Vec<(MarketId, Order)>, [u8; 32])> {
+fn batch() -> impl Strategy<Value = (Vec<MarketParams>, Vec<(MarketId, Order)>, [u8; 32])> {
     (
         prop::collection::btree_set(0u32..50, 1..4),
         prop::collection::vec(raw_market(), 3),
@@ -54,7 +54,7 @@ fn batch() -> impl Strategy<Value = (Vec<MarketConfig>, Vec<(MarketId, Order)>, 
             let mut index = 0u64;
             for (&market, (min, width, reference, raw)) in markets.iter().zip(raws) {
                 let market = MarketId(market);
-                configs.push(MarketConfig {
+                configs.push(MarketParams {
                     market,
                     reference: min + reference,
                     band: PriceBand::new(min, min + width),
@@ -107,7 +107,7 @@ fn tiebreak(seed: &[u8; 32], market: MarketId, id: OrderId) -> [u8; 32] {
 }
 
 /// The clearing rule and allocation, brute force, straight from the spec.
-fn reference(config: &MarketConfig, orders: &[Order], seed: &[u8; 32]) -> Expected {
+fn reference(config: &MarketParams, orders: &[Order], seed: &[u8; 32]) -> Expected {
     let mut candidates: Vec<u64> = orders.iter().filter_map(|o| o.limit).collect();
     candidates.push(config.reference);
     candidates.sort_unstable();
@@ -224,7 +224,7 @@ fn reference(config: &MarketConfig, orders: &[Order], seed: &[u8; 32]) -> Expect
 }
 
 fn expected_batch(
-    configs: &[MarketConfig],
+    configs: &[MarketParams],
     orders: &[(MarketId, Order)],
     seed: &[u8; 32],
 ) -> Result<Vec<(MarketId, Expected)>, ()> {
@@ -492,7 +492,7 @@ proptest! {
     /// reference exactly.
     #[test]
     fn wide_bands_match_reference((configs, orders, seed) in batch()) {
-        let configs: Vec<MarketConfig> = configs
+        let configs: Vec<MarketParams> = configs
             .into_iter()
             .map(|mut c| {
                 c.band.max = c.band.min.saturating_add(1 << 40).min(clearing::TICK_MAX);

@@ -629,7 +629,7 @@ proptest! {
             }
         }
         let input = MarketInput {
-            config: clearing::MarketConfig {
+            config: clearing::MarketParams {
                 market: config.id,
                 reference: config.initial_price,
                 band: PriceBand::new(config.band_min, config.band_max),

@@ -28,7 +28,7 @@ pub struct PriceBand {
 }
 
 impl PriceBand {
-    /// The band `[min, max]`; see [`MarketConfig::validate`] for the check
+    /// The band `[min, max]`; see [`MarketParams::validate`] for the check
     /// that it is not empty.
     #[must_use]
     pub const fn new(min: Tick, max: Tick) -> PriceBand {
@@ -52,11 +52,12 @@ impl PriceBand {
     }
 }
 
-/// One market's parameters for one batch.
+/// One market's parameters for one batch: what clearing needs of it (the
+/// deployment's whole market configuration is [`crate::market::MarketConfig`]).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
-pub struct MarketConfig {
+pub struct MarketParams {
     /// The market.
     pub market: MarketId,
     /// The reference price: the market's last clearing price, or its
@@ -66,7 +67,7 @@ pub struct MarketConfig {
     pub band: PriceBand,
 }
 
-impl MarketConfig {
+impl MarketParams {
     /// Checks that the band is not empty, lies within `[TICK_MIN, TICK_MAX]`
     /// and holds the reference price.
     ///
@@ -257,7 +258,7 @@ pub(crate) fn side_of(kind: u8) -> Side {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MarketInput {
     /// Market id, reference price and band.
-    pub config: MarketConfig,
+    pub config: MarketParams,
     /// The market's orders, ids strictly increasing.
     pub orders: OrderColumns,
 }
@@ -279,7 +280,7 @@ pub struct MarketInput {
 /// [`ClearingError::TooManyOrders`] beyond [`MARKET_ORDERS_MAX`] in one market.
 /// Band, reference and per-order checks happen when clearing.
 pub fn canonical_batch(
-    configs: &[MarketConfig],
+    configs: &[MarketParams],
     orders: impl IntoIterator<Item = (MarketId, Order)>,
 ) -> Result<Vec<MarketInput>, ClearingError> {
     if configs.len() > MARKETS_MAX {

@@ -58,7 +58,7 @@
 //! # Example
 //!
 //! ```
-//! use sealbatch::clearing::{self, MarketConfig, MarketInput, OrderColumns, PriceBand};
+//! use sealbatch::clearing::{self, MarketParams, MarketInput, OrderColumns, PriceBand};
 //! use sealbatch::order::Order;
 //! use sealbatch::types::{MarketId, OrderId, Side};
 //!
@@ -71,7 +71,7 @@
 //! ]
 //! .into_iter()
 //! .collect();
-//! let config = MarketConfig { market: MarketId(1), reference: 200, band: PriceBand::new(1, 1000) };
+//! let config = MarketParams { market: MarketId(1), reference: 200, band: PriceBand::new(1, 1000) };
 //! let result = clearing::clear_batch(&[MarketInput { config, orders }], &[0; 32])?;
 //! let market = &result.markets[0];
 //! assert_eq!((market.price, market.volume, market.imbalance), (Some(201), 500, 100));
@@ -92,7 +92,7 @@ use rayon::prelude::*;
 pub use allocation::tiebreak_hash;
 pub use error::ClearingError;
 pub use input::{
-    MarketConfig, MarketInput, OrderColumns, PriceBand, TICK_MAX, TICK_MIN, canonical_batch,
+    MarketInput, MarketParams, OrderColumns, PriceBand, TICK_MAX, TICK_MIN, canonical_batch,
 };
 pub use ladder::{DENSE_LEVELS_MAX, DENSE_LEVELS_MIN, Levels};
 pub use result::{BatchResult, Fill, MarketResult, RESULT_DIGEST_CONTEXT, RESULT_ENCODING_TAG};

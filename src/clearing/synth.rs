@@ -3,7 +3,7 @@
 //! Not part of the clearing rule: nothing here is normative, but it is
 //! deterministic, so a seed always gives the same orders.
 
-use super::{MarketConfig, MarketInput, OrderColumns, PriceBand};
+use super::{MarketInput, MarketParams, OrderColumns, PriceBand};
 use crate::order::Order;
 use crate::types::{Lots, MarketId, OrderId, Side, Tick};
 
@@ -95,7 +95,7 @@ pub fn market(market: MarketId, shape: &Shape, first_id: u64, seed: u64) -> Mark
         });
     }
     MarketInput {
-        config: MarketConfig {
+        config: MarketParams {
             market,
             reference: shape.reference.clamp(shape.band.min, shape.band.max),
             band: shape.band,

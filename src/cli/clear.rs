@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::clearing::{self, ClearingError, MarketConfig, PriceBand};
+use crate::clearing::{self, ClearingError, MarketParams, PriceBand};
 use crate::cli::CommandResult;
 use crate::order::Order;
 use crate::types::{MarketId, OrderId, Side, Tick};
@@ -37,7 +37,7 @@ pub struct ClearArgs {
     /// Configure a market; repeatable. With any `--market`, orders for other
     /// markets are rejected.
     #[arg(long = "market", value_name = "ID:REFERENCE:MIN:MAX", value_parser = parse_market)]
-    markets: Vec<MarketConfig>,
+    markets: Vec<MarketParams>,
 }
 
 fn parse_band(text: &str) -> Result<PriceBand, String> {
@@ -48,14 +48,14 @@ fn parse_band(text: &str) -> Result<PriceBand, String> {
     Ok(PriceBand::new(number(min)?, number(max)?))
 }
 
-fn parse_market(text: &str) -> Result<MarketConfig, String> {
+fn parse_market(text: &str) -> Result<MarketParams, String> {
     let parts: Vec<&str> = text.split(':').collect();
     let [id, reference, min, max] = parts[..] else {
         return Err(format!("expected ID:REFERENCE:MIN:MAX, got {text:?}"));
     };
     let number = |s: &str| s.trim().parse::<u64>().map_err(|e| format!("{s:?}: {e}"));
     let id = u32::try_from(number(id)?).map_err(|e| format!("market id: {e}"))?;
-    Ok(MarketConfig {
+    Ok(MarketParams {
         market: MarketId(id),
         reference: number(reference)?,
         band: PriceBand::new(number(min)?, number(max)?),
@@ -137,7 +137,7 @@ fn parse_csv(text: &str) -> Result<Vec<Row>, String> {
 
 /// The market configurations: the `--market` ones, or one per market of the
 /// file with the defaults.
-fn configs(args: &ClearArgs, rows: &[Row]) -> Result<Vec<MarketConfig>, String> {
+fn configs(args: &ClearArgs, rows: &[Row]) -> Result<Vec<MarketParams>, String> {
     if !args.markets.is_empty() {
         return Ok(args.markets.clone());
     }
@@ -163,7 +163,7 @@ fn configs(args: &ClearArgs, rows: &[Row]) -> Result<Vec<MarketConfig>, String> 
                     ));
                 }
             };
-            Ok(MarketConfig {
+            Ok(MarketParams {
                 market,
                 reference,
                 band: args.band,

@@ -372,7 +372,7 @@ fn process_unguarded(
                 .copied()
                 .unwrap_or(config.initial_price);
             Some(MarketInput {
-                config: clearing::MarketConfig {
+                config: clearing::MarketParams {
                     market,
                     reference,
                     band: PriceBand::new(config.band_min, config.band_max),
