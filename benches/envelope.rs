@@ -18,7 +18,7 @@ use ed25519_dalek::Signer;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use rayon::prelude::*;
-use sealbatch::envelope::wire::{self, padded_len};
+use sealbatch::envelope::layout::{self, padded_len};
 use sealbatch::envelope::*;
 use sealbatch::order::OrderSpec;
 use sealbatch::types::{MarketId, Side};
@@ -319,11 +319,11 @@ fn forged(s: &Setup, i: u64, n: usize) -> Vec<u8> {
     let mut rng = ChaCha20Rng::seed_from_u64((1 << 40) + i);
     let named = sealbatch::envelope::generate_account_key(&mut rng);
     let signer = sealbatch::envelope::generate_account_key(&mut rng);
-    let body = wire::encode_body(&named.verifying_key().to_bytes(), i, &orders(n)).unwrap();
+    let body = layout::encode_body(&named.verifying_key().to_bytes(), i, &orders(n)).unwrap();
     let mut plaintext = body.clone();
     plaintext.extend_from_slice(
         &signer
-            .sign(&wire::bundle_signature_message(0, &body))
+            .sign(&layout::bundle_signature_message(0, &body))
             .to_bytes(),
     );
     plaintext.resize(padded_len(n).unwrap(), 0);

@@ -12,7 +12,7 @@
 
 use std::sync::OnceLock;
 
-use sealbatch::envelope::wire::decode_plaintext;
+use sealbatch::envelope::layout::decode_plaintext;
 use sealbatch::envelope::*;
 
 const E: u64 = 5;

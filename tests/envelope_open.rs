@@ -5,7 +5,7 @@ use ed25519_dalek::{Signer, SigningKey};
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
-use sealbatch::envelope::wire::{self, Malformed, bundle_signature_message, encode_body};
+use sealbatch::envelope::layout::{self, Malformed, bundle_signature_message, encode_body};
 use sealbatch::envelope::*;
 use sealbatch::order::OrderSpec;
 use sealbatch::types::{BUNDLE_ORDERS_MAX, MarketId, Side};
@@ -103,7 +103,7 @@ fn round_trip_for_each_size_class() {
         let env = w.seal_one(&account, 9, n as u64, n);
         assert_eq!(
             env.as_bytes().len(),
-            wire::HEADER_LEN + wire::padded_len(n).unwrap() + wire::TAG_LEN
+            layout::HEADER_LEN + layout::padded_len(n).unwrap() + layout::TAG_LEN
         );
         let key = w.release(9, &[env.as_bytes().to_vec()]);
         let b = key.open(env.as_bytes()).unwrap();

@@ -11,8 +11,8 @@
 use curve25519_dalek::ristretto::CompressedRistretto;
 use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signer, SigningKey};
+use sealbatch::envelope::layout::{bundle_signature_message, encode_body, padded_len};
 use sealbatch::envelope::receipt::{receipt_message, seal_message};
-use sealbatch::envelope::wire::{bundle_signature_message, encode_body, padded_len};
 use sealbatch::envelope::*;
 use sealbatch::order::OrderSpec;
 use sealbatch::types::{MarketId, Side};

@@ -1,165 +1,156 @@
-//! `sealbatch demo`: a short, readable run of the clearing engine.
-//!
-//! A few markets receive seeded random orders around their reference price
-//! for a few batches; each batch clears at one price per market, and the
-//! next batch's reference is the last clearing price. Same seed, same output
-//! (apart from the timings).
+//! `sealbatch demo`: a sequencer in this process with demo traders against it
+//! over loopback QUIC, printing every batch's clearing prices and volumes.
 
-use std::time::Instant;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
+use tokio::sync::{oneshot, watch};
 
-use crate::clearing::synth::{self, Shape, SplitMix64};
-use crate::clearing::{self, MarketInput, PriceBand};
-use crate::cli::CommandResult;
-use crate::types::{MarketId, Tick};
+use super::CommandResult;
+use super::loadgen::{LoadOptions, load};
+use super::watch::batch_row;
+use crate::client::Client;
+use crate::node::{self, NodeConfig};
+use crate::wire::ServerMessage;
 
-/// Options of `sealbatch demo`.
+/// Arguments of `sealbatch demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// How many batches to clear.
+    /// Seconds of trading.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Demo traders.
     #[arg(long, default_value_t = 4)]
-    batches: u64,
-    /// Orders per market and batch (the thin market gets a hundredth).
-    #[arg(long, default_value_t = 100_000)]
-    orders: usize,
-    /// Seed of the random order flow.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
+    pub traders: usize,
+    /// Orders per second, all traders together.
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u64,
+    /// Keep the sequencer's data here (default: a temporary directory,
+    /// removed afterwards).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
-/// A demo market: a name, its band and initial reference price, how far
-/// limits scatter around the reference, and how busy it is.
-struct DemoMarket {
-    name: &'static str,
-    band: PriceBand,
-    initial: Tick,
-    spread: u64,
-    /// Orders per batch, as a fraction `1 / divisor` of `--orders`.
-    divisor: usize,
-}
-
-const MARKETS: [DemoMarket; 5] = [
-    DemoMarket {
-        name: "ETH/USDC",
-        band: PriceBand::new(1, 1_000_000),
-        initial: 300_000,
-        spread: 400,
-        divisor: 1,
-    },
-    DemoMarket {
-        name: "BTC/USDC",
-        band: PriceBand::new(1, 10_000_000),
-        initial: 6_500_000,
-        spread: 2_000,
-        divisor: 1,
-    },
-    DemoMarket {
-        name: "SOL/USDC",
-        band: PriceBand::new(1, 100_000),
-        initial: 15_000,
-        spread: 60,
-        divisor: 4,
-    },
-    DemoMarket {
-        name: "DOGE/USDC",
-        band: PriceBand::new(1, 10_000),
-        initial: 1_500,
-        spread: 3,
-        divisor: 100,
-    },
-    // A handful of orders far apart: some batches do not cross at all.
-    DemoMarket {
-        name: "XMR/USDC",
-        band: PriceBand::new(1, 100_000),
-        initial: 20_000,
-        spread: 40,
-        divisor: usize::MAX,
-    },
-];
-
-pub(super) fn run(args: &DemoArgs) -> CommandResult {
-    println!(
-        "sealbatch demo: {} markets, {} batches, seed {} ({} rayon threads)",
-        MARKETS.len(),
-        args.batches,
-        args.seed,
-        rayon::current_num_threads()
-    );
-    println!("Each batch clears every market at one uniform price; unfilled orders do not rest.");
-    println!(
-        "imbalance = demand − supply at that price (+: buyers left unfilled); price - = no cross."
-    );
-    let mut references: Vec<Tick> = MARKETS.iter().map(|m| m.initial).collect();
-    let mut rng = SplitMix64::new(args.seed);
-    let mut next_id = 0u64;
-    for batch in 0..args.batches {
-        let markets: Vec<MarketInput> = MARKETS
+/// Runs the demo.
+///
+/// # Errors
+///
+/// The node fails to start, or the run proves something wrong.
+pub fn run(args: &DemoArgs) -> CommandResult {
+    super::run::init_logging(false, "warn");
+    let temporary = args.data_dir.is_none();
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("sealbatch-demo-{}", std::process::id()))
+    });
+    let config = NodeConfig {
+        data_dir: data_dir.clone(),
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        metrics_listen: None,
+        ..NodeConfig::default()
+    };
+    let names: Vec<(u32, String)> = {
+        let asset = |id: crate::market::AssetId| {
+            config
+                .assets
+                .iter()
+                .find(|a| a.id == id)
+                .map_or_else(|| id.to_string(), |a| a.name.clone())
+        };
+        config
+            .markets
             .iter()
-            .zip(&references)
-            .enumerate()
-            .map(|(index, (market, &reference))| {
-                let orders = (args.orders / market.divisor).max(4);
-                // Lean the flow a little to one side so prices move.
-                let drift = rng.below(market.spread + 1);
-                let shape = Shape {
-                    orders,
-                    band: market.band,
-                    reference: (reference + drift)
-                        .saturating_sub(market.spread / 2)
-                        .clamp(market.band.min, market.band.max),
-                    spread: market.spread,
-                    market_per_mille: 20,
-                    qty_max: 50,
-                };
-                let mut input =
-                    synth::market(MarketId(index as u32 + 1), &shape, next_id, rng.next_u64());
-                next_id += orders as u64;
-                input.config.reference = reference;
-                input
-            })
-            .collect();
-        // The sequencer will derive this from the seal's Merkle root.
-        let seed = *blake3::hash(&[&args.seed.to_le_bytes()[..], &batch.to_le_bytes()].concat())
-            .as_bytes();
-        let orders: usize = markets.iter().map(|m| m.orders.len()).sum();
-        let started = Instant::now();
-        let result = clearing::clear_batch(&markets, &seed)?;
-        let elapsed = started.elapsed();
-        println!();
+            .map(|m| (m.id.0, format!("{}/{}", asset(m.base), asset(m.quote))))
+            .collect()
+    };
+    let duration = Duration::from_secs_f64(args.duration.max(0.5));
+    let result = super::run::runtime()?.block_on(async {
+        let (stop, shutdown) = watch::channel(false);
+        let (started_tx, started) = oneshot::channel();
+        let node = tokio::spawn(node::run(config, shutdown, Some(started_tx)));
+        let info = started.await.map_err(|_| "the sequencer did not start")?;
         println!(
-            "batch {batch}: {orders} orders, seed {}…, cleared in {:.1} ms",
-            &hex::encode(seed)[..12],
-            elapsed.as_secs_f64() * 1e3
+            "sequencer on {} (certificate {}…), data in {}",
+            info.listen,
+            &hex::encode(info.fingerprint)[..16],
+            data_dir.display()
         );
         println!(
-            "  {:<10} {:>10} {:>10} {:>7} {:>10} {:>11} {:>8} {:>7}",
-            "market", "reference", "price", "move", "volume", "imbalance", "orders", "filled"
+            "{} traders submit sealed bundles of 16 orders at {} orders/s for {:.0} s\n",
+            args.traders,
+            args.rate,
+            duration.as_secs_f64()
         );
-        for ((spec, market), reference) in MARKETS.iter().zip(&result.markets).zip(&mut references)
-        {
-            let (price, change) = match market.price {
-                Some(p) => (
-                    p.to_string(),
-                    format!("{:+}", i128::from(p) - i128::from(*reference)),
-                ),
-                None => ("-".to_string(), "-".to_string()),
+
+        let watcher = Client::connect(info.listen, info.fingerprint).await?;
+        let mut events = watcher.subscribe().await?;
+        let printer = tokio::spawn(async move {
+            let name = |m: u32| {
+                names
+                    .iter()
+                    .find(|(id, _)| *id == m)
+                    .map_or_else(|| format!("m{m}"), |(_, n)| n.clone())
             };
+            while let Some(event) = events.recv().await {
+                if let ServerMessage::BatchCleared(cleared) = event {
+                    println!("{}", batch_row(&cleared, &name));
+                }
+            }
+        });
+
+        let options = LoadOptions {
+            server: info.listen,
+            fingerprint: info.fingerprint,
+            traders: args.traders.max(1),
+            rate: args.rate,
+            bundle: 16,
+            duration,
+            seed: 7,
+            fund: true,
+            progress: false,
+            receipts: None,
+        };
+        let report = load(options).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        watcher.close();
+        printer.abort();
+        let _ = stop.send(true);
+        node.await.map_err(|e| e.to_string())??;
+        let mut report = report?;
+        println!("\n{}", report.render());
+        if let Some(rss) = crate::node::metrics::resident_bytes() {
             println!(
-                "  {:<10} {:>10} {:>10} {:>7} {:>10} {:>11} {:>8} {:>7}",
-                spec.name,
-                reference,
-                price,
-                change,
-                market.volume,
-                market.imbalance,
-                market.ids.len(),
-                market.orders_filled()
+                "process memory       {:>9.1} MiB resident (sequencer and traders)",
+                rss as f64 / (1 << 20) as f64
             );
-            *reference = market.next_reference(*reference);
         }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(report)
+    });
+    let verified = result.and_then(|report| {
+        // The journal is held to every receipt the traders got.
+        let receipts = data_dir.join("demo-receipts");
+        let _ = std::fs::remove_file(&receipts);
+        super::loadgen::append_receipts(&receipts, &report.receipt_list)?;
+        super::verify::run(&super::verify::VerifyArgs {
+            source: super::verify::JournalArgs {
+                data_dir: data_dir.clone(),
+                journal: None,
+            },
+            transcript: None,
+            verbose: false,
+            receipts: Some(receipts),
+        })?;
+        if report.included != report.receipts {
+            return Err(format!(
+                "{} receipts were not proven included",
+                report.receipts - report.included
+            )
+            .into());
+        }
+        Ok(())
+    });
+    if temporary {
+        let _ = std::fs::remove_dir_all(&data_dir);
     }
-    println!();
-    println!("Replay a batch offline: sealbatch clear FILE.csv; measure: sealbatch bench clearing");
-    Ok(())
+    verified
 }

@@ -18,7 +18,7 @@ use rand_core::{OsRng, RngCore, SeedableRng};
 use tokio::sync::Mutex;
 
 use crate::client::{Client, ClientError};
-use crate::envelope::wire::{bundle_signature_message, encode_body, padded_len};
+use crate::envelope::layout::{bundle_signature_message, encode_body, padded_len};
 use crate::envelope::{BatchPublicKey, generate_account_key, seal_bundle, seal_raw_plaintext};
 use crate::node::now_ms;
 use crate::order::OrderSpec;

@@ -11,12 +11,12 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod clear;
+mod clear_demo;
 pub mod connect;
 mod demo;
 mod deposit;
 pub mod hostile;
 mod keygen;
-mod live_demo;
 pub mod loadgen;
 pub mod run;
 mod submit;
@@ -47,10 +47,10 @@ pub enum Command {
     /// A sequencer in this process and demo traders over loopback QUIC for
     /// about ten seconds, printing each batch's prices and volumes, then the
     /// load report and a verification of the journal.
-    Demo(live_demo::DemoArgs),
+    Demo(demo::DemoArgs),
     /// The clearing engine alone: a few markets, seeded random orders, a few
     /// batches, a table of prices and volumes.
-    ClearDemo(demo::DemoArgs),
+    ClearDemo(clear_demo::ClearDemoArgs),
     /// Run the sequencer (QUIC server, journal, metrics) until SIGINT/SIGTERM.
     Run(run::RunArgs),
     /// Create a trader account key.
@@ -113,8 +113,8 @@ pub fn run(cli: Cli) -> CommandResult {
     match cli.command {
         Command::Clear(args) => clear::run(&args),
         Command::Bench(command) => bench::run(&command),
-        Command::Demo(args) => live_demo::run(&args),
-        Command::ClearDemo(args) => demo::run(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::ClearDemo(args) => clear_demo::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Keygen(args) => keygen::run(&args),
         Command::Submit(args) => submit::run(&args),

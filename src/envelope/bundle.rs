@@ -15,13 +15,13 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::cofactored::{PendingSignature, verify_each};
 use super::keys::{BatchPublicKey, ReleasedBatchKey, decode_point, decode_secret_scalar};
-use super::merkle::{Commitment, ENVELOPES_PER_BATCH_MAX, MerkleError, MerkleRoot, merkle_root};
-use super::receipt::decode_ed25519_public;
-use super::wire::{
+use super::layout::{
     BundleError, DOMAIN_KEM_KEY, ENVELOPE_LEN_MAX, ENVELOPE_LEN_MIN, HEADER_LEN, Malformed,
     PLAINTEXT_CLASSES, PlaintextError, TAG_LEN, VERSION, bundle_signature_message,
     decode_plaintext, encode_body, padded_len, parse_header,
 };
+use super::merkle::{Commitment, ENVELOPES_PER_BATCH_MAX, MerkleError, MerkleRoot, merkle_root};
+use super::receipt::decode_ed25519_public;
 use crate::order::OrderSpec;
 use crate::types::BatchId;
 

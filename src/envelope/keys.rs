@@ -8,9 +8,9 @@ use curve25519_dalek::traits::IsIdentity;
 use rand_core::CryptoRngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use super::layout::DOMAIN_BATCH_KEY;
 use super::merkle::MerkleRoot;
 use super::receipt::SignedSeal;
-use super::wire::DOMAIN_BATCH_KEY;
 use crate::types::BatchId;
 
 /// Why a key or point is refused.

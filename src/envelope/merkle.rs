@@ -11,7 +11,9 @@ use std::sync::LazyLock;
 
 use rayon::prelude::*;
 
-use super::wire::{DOMAIN_COMMITMENT, DOMAIN_MERKLE_EMPTY, DOMAIN_MERKLE_LEAF, DOMAIN_MERKLE_NODE};
+use super::layout::{
+    DOMAIN_COMMITMENT, DOMAIN_MERKLE_EMPTY, DOMAIN_MERKLE_LEAF, DOMAIN_MERKLE_NODE,
+};
 
 /// Most distinct envelopes one batch may seal (the Merkle leaf count bound).
 pub const ENVELOPES_PER_BATCH_MAX: usize = 1 << 24;

@@ -87,9 +87,9 @@ pub mod bundle;
 mod cofactored;
 pub mod custodian;
 pub mod keys;
+pub mod layout;
 pub mod merkle;
 pub mod receipt;
-pub mod wire;
 
 pub use bundle::{
     AccountId, Envelope, OpenError, OpenedBatch, OpenedEnvelope, Rejection, ShapedEnvelope,
@@ -101,6 +101,7 @@ pub use custodian::{
     RELEASED_REMEMBERED_MAX,
 };
 pub use keys::{BatchPublicKey, KeyError, MasterSecret, ReleasedBatchKey, SealStatement};
+pub use layout::{BundleError, ENVELOPE_LEN_MAX, ENVELOPE_LEN_MIN, Malformed, VERSION};
 pub use merkle::{
     Commitment, ENVELOPES_PER_BATCH_MAX, InclusionProof, MerkleError, MerkleRoot, MerkleTree,
     PROOF_DEPTH_MAX, merkle_root,
@@ -109,4 +110,3 @@ pub use receipt::{
     RECEIPT_LEN, Receipt, SEAL_LEN, SequencerKey, SequencerPublicKey, SignedSeal, VerifyError,
     generate_account_key,
 };
-pub use wire::{BundleError, ENVELOPE_LEN_MAX, ENVELOPE_LEN_MIN, Malformed, VERSION};

@@ -4,8 +4,8 @@
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand_core::CryptoRngCore;
 
+use super::layout::{DOMAIN_RECEIPT, DOMAIN_SEAL, push_domain};
 use super::merkle::{Commitment, InclusionProof, MerkleError, MerkleRoot, MerkleTree};
-use super::wire::{DOMAIN_RECEIPT, DOMAIN_SEAL, push_domain};
 use crate::types::BatchId;
 
 /// Why a public key, receipt, seal or proof is refused.
