@@ -92,6 +92,7 @@ pub mod checkpoint;
 mod error;
 mod faults;
 pub mod format;
+#[cfg(any(test, feature = "test-support"))]
 mod sim;
 mod storage;
 mod writer;
@@ -105,6 +106,7 @@ pub use checkpoint::{
 pub use error::{Corruption, JournalError};
 pub use faults::{Fault, Faults, FaultyFile, FaultyStorage};
 pub use format::{FrameProblem, HeaderProblem};
+#[cfg(any(test, feature = "test-support"))]
 pub use sim::{SimFileHandle, SimStorage};
 pub use storage::{FsFile, FsStorage, Storage, StorageFile};
 pub use writer::{JournalWriter, WRITER_GROUP_RECORDS_MAX, WriterEvent};

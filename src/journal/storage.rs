@@ -1,7 +1,7 @@
 //! The storage the journal writes through: a directory of append-only files.
 //!
 //! [`Storage`] is the seam that lets tests replace the disk with
-//! [`SimStorage`](super::SimStorage), which loses unsynced bytes on a
+//! `SimStorage` (feature `test-support`), which loses unsynced bytes on a
 //! simulated crash and fails I/O on purpose. [`FsStorage`] is the real one.
 
 use std::fs::{self, File, OpenOptions};
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 /// A directory of files, each named by a plain file name (no separators).
 ///
 /// Durability contract, which the journal relies on and
-/// [`SimStorage`](super::SimStorage) enforces:
+/// `SimStorage` (feature `test-support`) enforces:
 /// - bytes given to [`StorageFile::append`] are durable only after a
 ///   later [`StorageFile::sync_data`] on that file returned `Ok`;
 /// - a file made by [`Storage::create`] survives a crash, and one removed by

@@ -21,7 +21,7 @@ impl Sequencer {
     /// Replays every record: envelopes rejoin their batches, deposits,
     /// withdrawals and results are applied once each, in journal order. A
     /// batch sealed but not cleared is released and handed out again as an
-    /// [`OpenJob`] (same seal, same key, same result); a batch still open
+    /// [`OpenJob`](super::OpenJob) (same seal, same key, same result); a batch still open
     /// is sealed by the next [`handle_timeout`](Sequencer::handle_timeout)
     /// that finds it closed, with exactly the envelopes the journal kept.
     ///
