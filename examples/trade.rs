@@ -7,6 +7,9 @@
 //! cargo run --example trade
 //! ```
 
+// A program of the shell: it reads files (the rule against it is for the core).
+#![allow(clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 
 use rand_core::OsRng;
