@@ -57,8 +57,8 @@ async fn trade(listen: SocketAddr, fingerprint: [u8; 32]) -> Result<(), Error> {
         .markets
         .iter()
         .find(|m| m.id == 1)
-        .ok_or("no market 1")?
-        .clone();
+        .copied()
+        .ok_or("no market 1")?;
 
     // Demo mode lets anyone credit an account; a real venue's operator does.
     let buyer = generate_account_key(&mut OsRng);
