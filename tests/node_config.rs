@@ -92,3 +92,43 @@ fn a_batch_larger_than_clearing_can_take_is_refused() {
     );
     assert!(limits(1 << 24).validate().is_err());
 }
+
+/// The configuration printed by `run --print-config` reads back to itself,
+/// metrics turned off included.
+#[test]
+fn printed_configuration_reads_back_the_same() {
+    let mut config = NodeConfig::default();
+    for metrics in [config.metrics_listen, None] {
+        config.metrics_listen = metrics;
+        let text = config.to_toml().expect("prints");
+        let again: NodeConfig = toml::from_str(&text).expect("parses");
+        assert_eq!(again, config, "{text}");
+    }
+}
+
+/// The README's configuration example shows the defaults: every key it
+/// sets has the default value (the defaults live only in
+/// `NodeConfig::default`, and this keeps the guide from drifting).
+#[test]
+fn the_readme_example_shows_the_defaults() {
+    let readme = include_str!("../README.md");
+    let start = readme.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+    let end = start + readme[start..].find("```").expect("its end");
+    let example: NodeConfig = toml::from_str(&readme[start..end]).expect("the example parses");
+    let defaults = NodeConfig::default();
+    assert_eq!(example.limits, defaults.limits);
+    assert_eq!(
+        NodeConfig {
+            assets: defaults.assets.clone(),
+            markets: defaults.markets.clone(),
+            ..example.clone()
+        },
+        defaults
+    );
+    // Its assets and markets are the first of the defaults'.
+    assert_eq!(example.assets[..], defaults.assets[..example.assets.len()]);
+    assert_eq!(
+        example.markets[..],
+        defaults.markets[..example.markets.len()]
+    );
+}

@@ -12,16 +12,19 @@ use crate::node::{self, NodeConfig};
 /// Arguments of `sealbatch run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// TOML configuration; every field has a default (see `node::config`).
+    /// TOML configuration; every key has a default (`--print-config` shows
+    /// them all).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Data directory (journal, keys, certificate) [default: ./sealbatch-data].
+    /// Data directory (journal, keys, certificate), instead of the
+    /// configuration's `data_dir`.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// QUIC listen address [default: 127.0.0.1:4433].
+    /// QUIC listen address, instead of the configuration's `listen`.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Prometheus metrics address [default: 127.0.0.1:9433].
+    /// Prometheus metrics address, instead of the configuration's
+    /// `metrics_listen`.
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
     /// Do not serve metrics.
@@ -30,6 +33,10 @@ pub struct RunArgs {
     /// Log as JSON lines instead of human-readable text.
     #[arg(long)]
     pub log_json: bool,
+    /// Print the configuration in effect (defaults, then the file, the
+    /// environment and the flags) as a TOML file, and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 impl RunArgs {
@@ -109,8 +116,12 @@ pub fn shutdown_on_signals() -> std::io::Result<watch::Receiver<bool>> {
 ///
 /// Configuration, start-up, or a fatal journal error.
 pub fn run(args: &RunArgs) -> CommandResult {
-    init_logging(args.log_json, "info");
     let config = args.config()?;
+    if args.print_config {
+        print!("{}", config.to_toml()?);
+        return Ok(());
+    }
+    init_logging(args.log_json, "info");
     let runtime = runtime()?;
     runtime.block_on(async move {
         let shutdown = shutdown_on_signals()?;

@@ -6,23 +6,26 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::market::{AssetId, MarketConfig};
 use crate::net::ServerTransport;
 use crate::sequencer::Limits;
 use crate::types::MarketId;
 
-/// Everything `sealbatch run` can be told.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+/// Everything `sealbatch run` can be told. The defaults are the
+/// [`Default`] implementation's, in one place; `sealbatch run
+/// --print-config` prints the configuration in effect, as a file.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// Journal, keys and certificate live here. Default `./sealbatch-data`.
     pub data_dir: PathBuf,
     /// QUIC listen address (loopback). Default `127.0.0.1:4433`.
     pub listen: SocketAddr,
-    /// Prometheus `/metrics` address; `None` to disable. Default
-    /// `127.0.0.1:9433`.
+    /// Prometheus `/metrics` address; `None` (`"off"` in the file) to
+    /// disable. Default `127.0.0.1:9433`.
+    #[serde(with = "address_or_off")]
     pub metrics_listen: Option<SocketAddr>,
     /// Batch length in ms, fixed at the first start. Default 100.
     pub batch_length_ms: u64,
@@ -56,7 +59,7 @@ pub struct NodeConfig {
 }
 
 /// An asset's id and display name.
-#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct AssetConfig {
     /// Its id.
@@ -66,7 +69,7 @@ pub struct AssetConfig {
 }
 
 /// The node's bounds, each with its default.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
     /// Open connections, all peers. Default 1024.
@@ -165,6 +168,36 @@ impl LimitsConfig {
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             incoming_max: self.incoming_max,
         }
+    }
+}
+
+/// An optional address as a TOML string: the address, or `"off"` for none
+/// (TOML has no null).
+mod address_or_off {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    const OFF: &str = "off";
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Option<SocketAddr>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(addr) => serializer.collect_str(addr),
+            None => serializer.serialize_str(OFF),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text == OFF {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(serde::de::Error::custom)
     }
 }
 
@@ -276,6 +309,16 @@ impl NodeConfig {
             path: path.to_path_buf(),
             source,
         })
+    }
+
+    /// The configuration as a TOML file, which [`NodeConfig::from_file`]
+    /// reads back to the same configuration.
+    ///
+    /// # Errors
+    ///
+    /// A value TOML cannot hold (none of the configuration's).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
     }
 
     /// Applies `SEALBATCH_DATA_DIR`, `SEALBATCH_LISTEN` and
