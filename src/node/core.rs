@@ -12,7 +12,6 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender, select};
@@ -1116,9 +1115,7 @@ impl Core {
                 let Some(p) = self.pending.remove(&token.0) else {
                     return;
                 };
-                self.metrics
-                    .envelopes_accepted
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.envelopes_accepted.inc();
                 self.metrics
                     .receipt_seconds
                     .observe_duration(p.received.elapsed());
@@ -1132,7 +1129,7 @@ impl Core {
                 );
             }
             Event::BatchVoided { e, reason } => {
-                self.metrics.batches_voided.fetch_add(1, Ordering::Relaxed);
+                self.metrics.batches_voided.inc();
                 tracing::error!(
                     batch = e,
                     %reason,
@@ -1233,18 +1230,16 @@ impl Core {
     }
 
     fn account_batch(&mut self, outcome: &BatchOutcome) {
-        self.metrics.batches_cleared.fetch_add(1, Ordering::Relaxed);
+        self.metrics.batches_cleared.inc();
         self.metrics
             .orders_filled
-            .fetch_add(outcome.fills.len() as u64, Ordering::Relaxed);
+            .inc_by(outcome.fills.len() as u64);
         let invalid = outcome
             .envelopes
             .iter()
             .filter(|o| matches!(o.status, EnvelopeStatus::Rejected { .. }))
             .count();
-        self.metrics
-            .envelopes_invalid
-            .fetch_add(invalid as u64, Ordering::Relaxed);
+        self.metrics.envelopes_invalid.inc_by(invalid as u64);
         if let Some(sealed) = self.sealed_at.remove(&outcome.e) {
             self.metrics
                 .seal_to_result_seconds
