@@ -7,9 +7,7 @@
 //! cargo bench --bench journal
 //! ```
 
-use std::fs;
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand_chacha::ChaCha8Rng;
@@ -18,15 +16,12 @@ use sealbatch::journal::{Journal, JournalConfig, JournalWriter, RecordKind, Writ
 
 const ENVELOPE_BYTES: usize = 1024;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    std::env::temp_dir().join(format!(
-        "sealbatch-bench-{name}-{}-{nanos}",
-        std::process::id()
-    ))
+/// A fresh directory with an unpredictable name, removed on drop.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("sealbatch-bench-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn envelope() -> Vec<u8> {
@@ -60,7 +55,6 @@ fn group_commit(c: &mut Criterion) {
             },
         );
         drop(journal);
-        let _ = fs::remove_dir_all(&dir);
     }
     group.finish();
 }
@@ -96,7 +90,6 @@ fn writer_thread(c: &mut Criterion) {
     });
     group.finish();
     drop(writer.close().unwrap());
-    let _ = fs::remove_dir_all(&dir);
 }
 
 fn recovery(c: &mut Criterion) {
@@ -123,7 +116,6 @@ fn recovery(c: &mut Criterion) {
         });
     });
     group.finish();
-    let _ = fs::remove_dir_all(&dir);
 }
 
 criterion_group!(benches, group_commit, writer_thread, recovery);

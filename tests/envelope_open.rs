@@ -563,10 +563,12 @@ fn batch_public_key_decoding() {
 #[test]
 fn master_secret_file() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("sealbatch-envelope-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let temp = tempfile::Builder::new()
+        .prefix("sealbatch-envelope-")
+        .tempdir()
+        .unwrap();
+    let dir = temp.path();
     let path = dir.join("master.key");
-    let _ = std::fs::remove_file(&path);
     let mut rng = ChaCha20Rng::seed_from_u64(10);
     let seq = SequencerKey::generate(&mut rng).public_key();
     let c1 = EmbeddedCustodian::open_or_create(&path, &mut rng, seq, SCHEDULE).unwrap();
@@ -590,7 +592,6 @@ fn master_secret_file() {
         EmbeddedCustodian::open_or_create(&missing_dir, &mut rng, seq, SCHEDULE),
         Err(CustodianError::Io { .. })
     ));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
