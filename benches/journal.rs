@@ -10,9 +10,7 @@
 // A test (or bench) reads clocks and files freely; the rule is for the core.
 #![allow(clippy::disallowed_methods)]
 
-use std::fs;
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand_chacha::ChaCha8Rng;
@@ -25,15 +23,12 @@ const ENVELOPE: u8 = 1;
 
 const ENVELOPE_BYTES: usize = 1024;
 
-fn temp_dir(name: &str) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    std::env::temp_dir().join(format!(
-        "sealbatch-bench-{name}-{}-{nanos}",
-        std::process::id()
-    ))
+/// A fresh directory with an unpredictable name, removed on drop.
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("sealbatch-bench-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn envelope() -> Vec<u8> {
@@ -67,7 +62,6 @@ fn group_commit(c: &mut Criterion) {
             },
         );
         drop(journal);
-        let _ = fs::remove_dir_all(&dir);
     }
     group.finish();
 }
@@ -101,7 +95,6 @@ fn writer_thread(c: &mut Criterion) {
     });
     group.finish();
     drop(writer.close().unwrap());
-    let _ = fs::remove_dir_all(&dir);
 }
 
 fn recovery(c: &mut Criterion) {
@@ -128,7 +121,6 @@ fn recovery(c: &mut Criterion) {
         });
     });
     group.finish();
-    let _ = fs::remove_dir_all(&dir);
 }
 
 criterion_group!(benches, group_commit, writer_thread, recovery);

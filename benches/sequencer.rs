@@ -8,7 +8,7 @@
 // A test (or bench) reads clocks and files freely; the rule is for the core.
 #![allow(clippy::disallowed_methods)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -206,10 +206,12 @@ fn turnaround(c: &mut Criterion) {
     group.measurement_time(Duration::from_secs(5));
     for count in sizes {
         let setup = setup(count);
-        let dir: PathBuf = std::env::temp_dir().join(format!(
-            "sealbatch-bench-turnaround-{count}-{}",
-            std::process::id()
-        ));
+        // Removed when `temp` is dropped; `filled` recreates `dir` in it.
+        let temp = tempfile::Builder::new()
+            .prefix(&format!("sealbatch-bench-turnaround-{count}-"))
+            .tempdir()
+            .expect("a temporary directory");
+        let dir = temp.path().join("journal");
         group.throughput(Throughput::Elements((count * ORDERS_PER_BUNDLE) as u64));
         group.bench_with_input(BenchmarkId::new("envelopes_x16", count), &count, |b, _| {
             b.iter_custom(|iterations| {
@@ -226,7 +228,6 @@ fn turnaround(c: &mut Criterion) {
                 total
             });
         });
-        let _ = std::fs::remove_dir_all(&dir);
     }
     group.finish();
 }

@@ -3,15 +3,20 @@
 // A test (or bench) reads clocks and files freely; the rule is for the core.
 #![allow(clippy::disallowed_methods)]
 
-use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn csv(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sealbatch-clear-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let path = dir.join(name);
-    std::fs::write(&path, text).expect("write csv");
-    path
+use tempfile::TempPath;
+
+/// A CSV file holding `text`, with an unpredictable name ending in `name`,
+/// removed when the returned path is dropped.
+fn csv(name: &str, text: &str) -> TempPath {
+    let file = tempfile::Builder::new()
+        .prefix("sealbatch-clear-")
+        .suffix(&format!("-{name}"))
+        .tempfile()
+        .expect("a temporary file");
+    std::fs::write(file.path(), text).expect("write csv");
+    file.into_temp_path()
 }
 
 fn clear(args: &[&str]) -> Output {

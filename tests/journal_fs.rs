@@ -5,13 +5,13 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::path::Path;
 
 use sealbatch::journal::format::{FRAME_OVERHEAD_LEN, SEGMENT_HEADER_LEN};
 use sealbatch::journal::{
     Corruption, Journal, JournalConfig, JournalError, JournalWriter, WriterEvent, segment_name,
 };
+use tempfile::TempDir;
 
 /// Kind bytes, as the sequencer assigns them (the journal does not interpret
 /// them; `spec/journal.md`).
@@ -19,30 +19,12 @@ const ENVELOPE: u8 = 1;
 const CONFIG: u8 = 7;
 const KINDS: [u8; 7] = [1, 2, 3, 4, 5, 6, 7];
 
-/// A unique directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        TempDir(std::env::temp_dir().join(format!(
-            "sealbatch-journal-{test}-{}-{nanos}",
-            std::process::id()
-        )))
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// A fresh directory with an unpredictable name, removed on drop.
+fn temp_dir(test: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("sealbatch-journal-{test}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn payload(i: usize) -> Vec<u8> {
@@ -66,7 +48,7 @@ fn segment_files(dir: &Path) -> Vec<String> {
 
 #[test]
 fn records_survive_reopen_across_segments() {
-    let dir = TempDir::new("reopen");
+    let dir = temp_dir("reopen");
     let (mut journal, recovery) = Journal::open_dir(dir.path(), config()).unwrap();
     assert!(recovery.records.is_empty());
     for i in 0..300 {
@@ -102,7 +84,7 @@ fn records_survive_reopen_across_segments() {
 
 #[test]
 fn a_torn_tail_is_cut_on_disk() {
-    let dir = TempDir::new("torn");
+    let dir = temp_dir("torn");
     let (mut journal, _) = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap();
     for i in 0..5 {
         journal.append(ENVELOPE, &payload(i)).unwrap();
@@ -131,7 +113,7 @@ fn a_torn_tail_is_cut_on_disk() {
 
 #[test]
 fn mid_file_corruption_stops_recovery_with_file_and_offset() {
-    let dir = TempDir::new("corrupt");
+    let dir = temp_dir("corrupt");
     let (mut journal, _) = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap();
     for i in 0..4 {
         journal.append(ENVELOPE, &payload(0)).unwrap();
@@ -167,7 +149,7 @@ fn mid_file_corruption_stops_recovery_with_file_and_offset() {
 
 #[test]
 fn bad_magic_is_reported() {
-    let dir = TempDir::new("magic");
+    let dir = temp_dir("magic");
     fs::create_dir_all(dir.path()).unwrap();
     fs::write(dir.path().join(segment_name(1)), [b'x'; 64]).unwrap();
     let error = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap_err();
@@ -176,7 +158,7 @@ fn bad_magic_is_reported() {
 
 #[test]
 fn writer_thread_on_disk() {
-    let dir = TempDir::new("writer");
+    let dir = temp_dir("writer");
     let (journal, _) = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap();
     let mut writer = JournalWriter::spawn(journal, false).unwrap();
     for i in 0..2000 {

@@ -22,15 +22,17 @@ struct TestNode {
     info: NodeInfo,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), node::NodeError>>,
-    dir: std::path::PathBuf,
+    /// The data directory, removed when dropped.
+    _dir: tempfile::TempDir,
 }
 
 async fn start(tag: &str, tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
-    let dir =
-        std::env::temp_dir().join(format!("sealbatch-node-test-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("sealbatch-node-test-{tag}-"))
+        .tempdir()
+        .expect("a temporary directory");
     let mut config = NodeConfig {
-        data_dir: dir.clone(),
+        data_dir: dir.path().to_path_buf(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         metrics_listen: None,
         ..NodeConfig::default()
@@ -47,7 +49,7 @@ async fn start(tag: &str, tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
         info,
         stop,
         task,
-        dir,
+        _dir: dir,
     }
 }
 
@@ -59,7 +61,6 @@ impl TestNode {
             .expect("stops in time")
             .expect("joins")
             .expect("stops cleanly");
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -11,7 +11,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,10 +27,12 @@ use common::load;
 
 type NodeTask = tokio::task::JoinHandle<Result<(), NodeError>>;
 
-fn dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sealbatch-storage-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+/// A fresh data directory with an unpredictable name, removed on drop.
+fn dir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("sealbatch-storage-{tag}-"))
+        .tempdir()
+        .expect("a temporary directory")
 }
 
 async fn start(
@@ -77,9 +79,10 @@ fn check_journal(dir: &Path, receipts: &[(u64, Commitment)]) {
 /// Load, then `fault`: the node must stop by itself with exit status 74,
 /// and a healthy restart must keep every receipt.
 async fn fail_stop(tag: &str, fault: Fault, stall_max_ms: u64) {
-    let dir = dir(tag);
+    let temp = dir(tag);
+    let dir = temp.path();
     let faults = Faults::new();
-    let (info, _stop, task) = start(&dir, Some(Arc::clone(&faults)), stall_max_ms).await;
+    let (info, _stop, task) = start(dir, Some(Arc::clone(&faults)), stall_max_ms).await;
     let client = Arc::new(
         Client::connect(info.listen, info.fingerprint)
             .await
@@ -111,7 +114,7 @@ async fn fail_stop(tag: &str, fault: Fault, stall_max_ms: u64) {
 
     // The storage works again: restart, let every batch clear, stop.
     faults.clear();
-    let (info, stop, task) = start(&dir, None, stall_max_ms).await;
+    let (info, stop, task) = start(dir, None, stall_max_ms).await;
     let client = Client::connect(info.listen, info.fingerprint)
         .await
         .expect("reconnects");
@@ -123,8 +126,7 @@ async fn fail_stop(tag: &str, fault: Fault, stall_max_ms: u64) {
         .expect("stops")
         .expect("joins")
         .expect("stops cleanly");
-    check_journal(&dir, &receipts);
-    let _ = std::fs::remove_dir_all(&dir);
+    check_journal(dir, &receipts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -149,9 +151,10 @@ async fn an_fsync_hanging_past_the_limit_stops_the_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_stall_only_delays_receipts() {
-    let dir = dir("short-stall");
+    let temp = dir("short-stall");
+    let dir = temp.path();
     let faults = Faults::new();
-    let (info, stop, task) = start(&dir, Some(Arc::clone(&faults)), 5_000).await;
+    let (info, stop, task) = start(dir, Some(Arc::clone(&faults)), 5_000).await;
     let client = Arc::new(
         Client::connect(info.listen, info.fingerprint)
             .await
@@ -176,6 +179,5 @@ async fn a_short_stall_only_delays_receipts() {
         .expect("stops")
         .expect("joins")
         .expect("stops cleanly");
-    check_journal(&dir, &receipts);
-    let _ = std::fs::remove_dir_all(&dir);
+    check_journal(dir, &receipts);
 }

@@ -128,8 +128,12 @@ fn status_of(cleared: &BatchCleared, commitment: &Commitment) -> (u8, u32, u64) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wrapping_bundle_is_unfunded_and_the_sequencer_keeps_clearing() {
-    let dir = std::env::temp_dir().join(format!("sealbatch-poison-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // The data directory and its config file beside it, removed on drop.
+    let work = tempfile::Builder::new()
+        .prefix("sealbatch-poison-")
+        .tempdir()
+        .expect("a temporary directory");
+    let dir = work.path().join("data");
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut child = spawn(&dir, port, CONFIG);
@@ -225,6 +229,4 @@ async fn the_wrapping_bundle_is_unfunded_and_the_sequencer_keeps_clearing() {
         "verify: {text} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(dir.with_extension("toml"));
 }

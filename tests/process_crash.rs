@@ -25,8 +25,12 @@ const CONFIG: &str = "checkpoint_every_batches = 5\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_loses_no_acknowledged_envelope() {
-    let dir = std::env::temp_dir().join(format!("sealbatch-kill9-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    // The data directory and its config file beside it, removed on drop.
+    let work = tempfile::Builder::new()
+        .prefix("sealbatch-kill9-")
+        .tempdir()
+        .expect("a temporary directory");
+    let dir = work.path().join("data");
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
 
@@ -161,8 +165,6 @@ async fn sigkill_loses_no_acknowledged_envelope() {
     ]);
     let file = out_dir.join(format!("batch-{e}.sbt"));
     assert!(sealbatch(&["verify", "--transcript", &file.to_string_lossy()]).contains("OK"));
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(dir.with_extension("toml"));
 }
 
 /// SIGTERM under load: the process stops taking envelopes, finishes every
@@ -170,8 +172,11 @@ async fn sigkill_loses_no_acknowledged_envelope() {
 /// its batch's journaled outcome.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_exits_zero_and_loses_nothing() {
-    let dir = std::env::temp_dir().join(format!("sealbatch-sigterm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let work = tempfile::Builder::new()
+        .prefix("sealbatch-sigterm-")
+        .tempdir()
+        .expect("a temporary directory");
+    let dir = work.path().join("data");
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut child = spawn(&dir, port, CONFIG);
@@ -203,6 +208,4 @@ async fn sigterm_under_load_exits_zero_and_loses_nothing() {
         receipts.len()
     );
     common::all_published(&dir.join("journal"), &receipts);
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_file(dir.with_extension("toml"));
 }

@@ -26,8 +26,8 @@ pub struct DemoArgs {
     /// Orders per second, all traders together.
     #[arg(long, default_value_t = 20_000)]
     pub rate: u64,
-    /// Keep the sequencer's data here (default: a temporary directory,
-    /// removed afterwards).
+    /// Keep the sequencer's data here (default: a fresh temporary directory
+    /// with an unpredictable name, removed afterwards).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
@@ -39,10 +39,18 @@ pub struct DemoArgs {
 /// The node fails to start, or the run proves something wrong.
 pub fn run(args: &DemoArgs) -> CommandResult {
     super::run::init_logging(false, "warn");
-    let temporary = args.data_dir.is_none();
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("sealbatch-demo-{}", std::process::id()))
-    });
+    // A temporary directory is removed when `temporary` is dropped, at the
+    // end of this function however it ends.
+    let (data_dir, temporary) = match &args.data_dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let dir = tempfile::Builder::new()
+                .prefix("sealbatch-demo-")
+                .tempdir()
+                .map_err(|e| format!("creating a temporary data directory: {e}"))?;
+            (dir.path().to_path_buf(), Some(dir))
+        }
+    };
     let config = NodeConfig {
         data_dir: data_dir.clone(),
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -149,8 +157,6 @@ pub fn run(args: &DemoArgs) -> CommandResult {
         }
         Ok(())
     });
-    if temporary {
-        let _ = std::fs::remove_dir_all(&data_dir);
-    }
+    drop(temporary);
     verified
 }

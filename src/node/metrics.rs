@@ -1,12 +1,36 @@
-//! Prometheus metrics: lock-free counters and fixed-bucket histograms, and a
-//! minimal `/metrics` HTTP endpoint on a loopback port.
+//! Prometheus metrics and the loopback HTTP server that exposes them.
+//!
+//! The metrics live in a [`prometheus_client`] registry held by [`Metrics`];
+//! `GET /metrics` answers with its Prometheus text exposition (format 0.0.4,
+//! [`CONTENT_TYPE`]). The server is an [`axum::Router`] ([`router`]) served
+//! by [`serve`], which accepts at most [`HttpLimits::connections_max`]
+//! connections at a time and ends each one [`HttpLimits::connection_lifetime`]
+//! after it was accepted, so that neither many clients nor slow ones grow its
+//! tasks; more routes (pages) can be merged into the same router.
 
-use std::fmt::Write as _;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Sleep;
 
 /// Upper bounds of the latency buckets, in seconds.
 pub const LATENCY_BUCKETS_S: [f64; 12] = [
@@ -18,26 +42,51 @@ pub const SIZE_BUCKETS: [f64; 8] = [
     0.0, 10.0, 100.0, 1_000.0, 5_000.0, 10_000.0, 50_000.0, 100_000.0,
 ];
 
-/// A histogram with fixed buckets.
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    buckets: Vec<AtomicU64>,
-    /// Sum in micro-units (µs for latencies, units for sizes).
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-    scale: f64,
+/// The `Content-Type` of `GET /metrics`: the Prometheus text format 0.0.4.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Connections the metrics server serves at once by default; further ones
+/// wait in the listen backlog, unaccepted, until one ends.
+pub const CONNECTIONS_MAX: usize = 16;
+
+/// How long one metrics connection may last by default, from its
+/// acceptance, reading, writing and idling together.
+pub const CONNECTION_LIFETIME_MAX: Duration = Duration::from_secs(10);
+
+const _: () = assert!(CONNECTIONS_MAX > 0 && CONNECTIONS_MAX <= Semaphore::MAX_PERMITS);
+
+/// The bounds of the HTTP server ([`serve`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Connections served at once; the next is accepted when one ends.
+    /// Default [`CONNECTIONS_MAX`]; at least 1, at most
+    /// [`Semaphore::MAX_PERMITS`] (clamped).
+    pub connections_max: usize,
+    /// How long a connection may last from its acceptance: then every read
+    /// and write fails and it closes, so a client slower than this (or one
+    /// that sends nothing) holds its place no longer. Default
+    /// [`CONNECTION_LIFETIME_MAX`].
+    pub connection_lifetime: Duration,
 }
 
-impl Histogram {
-    fn new(bounds: &'static [f64], scale: f64) -> Histogram {
-        Histogram {
-            bounds,
-            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-            scale,
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            connections_max: CONNECTIONS_MAX,
+            connection_lifetime: CONNECTION_LIFETIME_MAX,
         }
+    }
+}
+
+/// A histogram with fixed buckets.
+#[derive(Clone, Debug)]
+pub struct Histogram(prometheus_client::metrics::histogram::Histogram);
+
+impl Histogram {
+    fn new(bounds: &[f64]) -> Histogram {
+        Histogram(prometheus_client::metrics::histogram::Histogram::new(
+            bounds.iter().copied(),
+        ))
     }
 
     /// Records a latency.
@@ -47,31 +96,7 @@ impl Histogram {
 
     /// Records a value.
     pub fn observe(&self, value: f64) {
-        let index = self
-            .bounds
-            .iter()
-            .position(|b| value <= *b)
-            .unwrap_or(self.bounds.len());
-        if let Some(bucket) = self.buckets.get(index) {
-            bucket.fetch_add(1, Ordering::Relaxed);
-        }
-        self.sum_micros
-            .fetch_add((value * self.scale) as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
-            cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
-        }
-        cumulative += self.buckets.last().map_or(0, |b| b.load(Ordering::Relaxed));
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / self.scale;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {}", self.count.load(Ordering::Relaxed));
+        self.0.observe(value);
     }
 }
 
@@ -91,31 +116,39 @@ pub const REJECT_REASONS: [&str; 12] = [
     "internal",
 ];
 
-/// Every metric the node exports.
+/// The labels of `sealbatch_rejected_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    /// One of [`REJECT_REASONS`].
+    pub reason: &'static str,
+}
+
+/// Every metric the node exports, and the registry that renders them.
 #[derive(Debug)]
 pub struct Metrics {
     /// Envelopes journaled and receipted.
-    pub envelopes_accepted: AtomicU64,
-    /// Refusals by wire reason code (index into [`REJECT_REASONS`]).
-    pub rejected: [AtomicU64; 12],
+    pub envelopes_accepted: Counter,
+    /// Refusals by reason (one of [`REJECT_REASONS`]); count with
+    /// [`Metrics::reject`].
+    pub rejected: Family<RejectLabels, Counter>,
     /// Envelopes rejected after opening (bad AEAD, signature, funding, …).
-    pub envelopes_invalid: AtomicU64,
+    pub envelopes_invalid: Counter,
     /// Batches cleared.
-    pub batches_cleared: AtomicU64,
+    pub batches_cleared: Counter,
     /// Batches voided because they could not be processed (a bug).
-    pub batches_voided: AtomicU64,
+    pub batches_voided: Counter,
     /// Orders filled (at least one lot).
-    pub orders_filled: AtomicU64,
+    pub orders_filled: Counter,
     /// Connections open now.
-    pub connections_open: AtomicU64,
+    pub connections_open: Gauge,
     /// Connections accepted since start.
-    pub connections_total: AtomicU64,
+    pub connections_total: Counter,
     /// Connections refused (limits) since start.
-    pub connections_refused: AtomicU64,
+    pub connections_refused: Counter,
     /// Connection attempts answered with a QUIC Retry (address validation).
-    pub connections_retried: AtomicU64,
+    pub connections_retried: Counter,
     /// Handshakes dropped for taking longer than the handshake timeout.
-    pub handshakes_timed_out: AtomicU64,
+    pub handshakes_timed_out: Counter,
     /// Envelopes per sealed batch.
     pub batch_size: Histogram,
     /// Journal group commit (append + fdatasync) latency.
@@ -129,28 +162,142 @@ pub struct Metrics {
     /// Submit received to its receipt released (durable, handed to the
     /// stream's task, which signs and sends it).
     pub receipt_seconds: Histogram,
+    registry: Registry,
+}
+
+/// `help` as the registry takes it: it adds the final full stop itself.
+fn help(text: &str) -> &str {
+    text.strip_suffix('.').unwrap_or(text)
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        let metrics = Metrics {
+            envelopes_accepted: Counter::default(),
+            rejected: Family::default(),
+            envelopes_invalid: Counter::default(),
+            batches_cleared: Counter::default(),
+            batches_voided: Counter::default(),
+            orders_filled: Counter::default(),
+            connections_open: Gauge::default(),
+            connections_total: Counter::default(),
+            connections_refused: Counter::default(),
+            connections_retried: Counter::default(),
+            handshakes_timed_out: Counter::default(),
+            batch_size: Histogram::new(&SIZE_BUCKETS),
+            fsync_seconds: Histogram::new(&LATENCY_BUCKETS_S),
+            seal_to_result_seconds: Histogram::new(&LATENCY_BUCKETS_S),
+            decrypt_seconds: Histogram::new(&LATENCY_BUCKETS_S),
+            clearing_seconds: Histogram::new(&LATENCY_BUCKETS_S),
+            receipt_seconds: Histogram::new(&LATENCY_BUCKETS_S),
+            registry: Registry::default(),
+        };
+        // Every reason is exported from the start, at 0.
+        for reason in REJECT_REASONS {
+            drop(metrics.rejected.get_or_create(&RejectLabels { reason }));
+        }
+        let mut registry = Registry::default();
+        // Counters are registered without their `_total`, which the
+        // exposition adds.
+        let counters = [
+            (
+                "sealbatch_envelopes_accepted",
+                "Envelopes journaled and receipted.",
+                &metrics.envelopes_accepted,
+            ),
+            (
+                "sealbatch_envelopes_invalid",
+                "Envelopes rejected after opening (AEAD, signature, market, band, funding).",
+                &metrics.envelopes_invalid,
+            ),
+            (
+                "sealbatch_batches_cleared",
+                "Batches cleared and published.",
+                &metrics.batches_cleared,
+            ),
+            (
+                "sealbatch_batches_voided",
+                "Batches voided because they could not be processed (a bug: nothing in them traded).",
+                &metrics.batches_voided,
+            ),
+            (
+                "sealbatch_orders_filled",
+                "Orders that filled at least one lot.",
+                &metrics.orders_filled,
+            ),
+            (
+                "sealbatch_connections",
+                "QUIC connections accepted.",
+                &metrics.connections_total,
+            ),
+            (
+                "sealbatch_connections_refused",
+                "QUIC connection attempts refused by a limit.",
+                &metrics.connections_refused,
+            ),
+            (
+                "sealbatch_connections_retried",
+                "QUIC connection attempts asked to prove their address (Retry).",
+                &metrics.connections_retried,
+            ),
+            (
+                "sealbatch_handshakes_timed_out",
+                "QUIC handshakes dropped for not finishing within the handshake timeout.",
+                &metrics.handshakes_timed_out,
+            ),
+        ];
+        for (name, text, counter) in counters {
+            registry.register(name, help(text), counter.clone());
+        }
+        registry.register(
+            "sealbatch_rejected",
+            help("Requests refused, by reason."),
+            metrics.rejected.clone(),
+        );
+        registry.register(
+            "sealbatch_connections_open",
+            help("QUIC connections open."),
+            metrics.connections_open.clone(),
+        );
+        let histograms = [
+            (
+                "sealbatch_batch_envelopes",
+                "Envelopes per sealed batch.",
+                &metrics.batch_size,
+            ),
+            (
+                "sealbatch_journal_fsync_seconds",
+                "Journal group commit latency.",
+                &metrics.fsync_seconds,
+            ),
+            (
+                "sealbatch_seal_to_result_seconds",
+                "From a batch's close to its result durable.",
+                &metrics.seal_to_result_seconds,
+            ),
+            (
+                "sealbatch_decrypt_seconds",
+                "Parallel opening of a batch.",
+                &metrics.decrypt_seconds,
+            ),
+            (
+                "sealbatch_clearing_seconds",
+                "Funding, clearing and settlement of a batch.",
+                &metrics.clearing_seconds,
+            ),
+            (
+                "sealbatch_receipt_seconds",
+                "From a submission received to its receipt released for signing and sending (after the fsync).",
+                &metrics.receipt_seconds,
+            ),
+        ];
+        for (name, text, histogram) in histograms {
+            registry.register(name, help(text), histogram.0.clone());
+        }
+        registry.register_collector(Box::new(ProcessCollector));
         Metrics {
-            envelopes_accepted: AtomicU64::new(0),
-            rejected: Default::default(),
-            envelopes_invalid: AtomicU64::new(0),
-            batches_cleared: AtomicU64::new(0),
-            batches_voided: AtomicU64::new(0),
-            orders_filled: AtomicU64::new(0),
-            connections_open: AtomicU64::new(0),
-            connections_total: AtomicU64::new(0),
-            connections_refused: AtomicU64::new(0),
-            connections_retried: AtomicU64::new(0),
-            handshakes_timed_out: AtomicU64::new(0),
-            batch_size: Histogram::new(&SIZE_BUCKETS, 1.0),
-            fsync_seconds: Histogram::new(&LATENCY_BUCKETS_S, 1e6),
-            seal_to_result_seconds: Histogram::new(&LATENCY_BUCKETS_S, 1e6),
-            decrypt_seconds: Histogram::new(&LATENCY_BUCKETS_S, 1e6),
-            clearing_seconds: Histogram::new(&LATENCY_BUCKETS_S, 1e6),
-            receipt_seconds: Histogram::new(&LATENCY_BUCKETS_S, 1e6),
+            registry,
+            ..metrics
         }
     }
 }
@@ -159,132 +306,49 @@ impl Metrics {
     /// Counts one refusal with wire reason `code`.
     pub fn reject(&self, code: u8) {
         let index = usize::from(code).min(REJECT_REASONS.len() - 1);
-        self.rejected[index].fetch_add(1, Ordering::Relaxed);
+        let reason = REJECT_REASONS[index];
+        self.rejected.get_or_create(&RejectLabels { reason }).inc();
     }
 
-    /// The Prometheus text exposition.
+    /// The Prometheus text exposition (format 0.0.4).
     #[must_use]
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
-        counter(
-            &mut out,
-            "sealbatch_envelopes_accepted_total",
-            "Envelopes journaled and receipted.",
-            self.envelopes_accepted.load(Ordering::Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sealbatch_rejected_total Requests refused, by reason.\n# TYPE sealbatch_rejected_total counter"
-        );
-        for (reason, count) in REJECT_REASONS.iter().zip(&self.rejected) {
-            let _ = writeln!(
-                out,
-                "sealbatch_rejected_total{{reason=\"{reason}\"}} {}",
-                count.load(Ordering::Relaxed)
-            );
-        }
-        counter(
-            &mut out,
-            "sealbatch_envelopes_invalid_total",
-            "Envelopes rejected after opening (AEAD, signature, market, band, funding).",
-            self.envelopes_invalid.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "sealbatch_batches_cleared_total",
-            "Batches cleared and published.",
-            self.batches_cleared.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "sealbatch_batches_voided_total",
-            "Batches voided because they could not be processed (a bug: nothing in them traded).",
-            self.batches_voided.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "sealbatch_orders_filled_total",
-            "Orders that filled at least one lot.",
-            self.orders_filled.load(Ordering::Relaxed),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP sealbatch_connections_open QUIC connections open.\n# TYPE sealbatch_connections_open gauge\nsealbatch_connections_open {}",
-            self.connections_open.load(Ordering::Relaxed)
-        );
-        counter(
-            &mut out,
-            "sealbatch_connections_total",
-            "QUIC connections accepted.",
-            self.connections_total.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "sealbatch_connections_refused_total",
-            "QUIC connection attempts refused by a limit.",
-            self.connections_refused.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "sealbatch_connections_retried_total",
-            "QUIC connection attempts asked to prove their address (Retry).",
-            self.connections_retried.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "sealbatch_handshakes_timed_out_total",
-            "QUIC handshakes dropped for not finishing within the handshake timeout.",
-            self.handshakes_timed_out.load(Ordering::Relaxed),
-        );
+        // Writing to a `String` cannot fail, and the encoders fail only when
+        // their writer does.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The process's own figures, read at each scrape; left out where the
+/// platform does not give them.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         if let Some(rss) = resident_bytes() {
-            let _ = writeln!(
-                out,
-                "# HELP process_resident_memory_bytes Resident memory of the sequencer process.\n# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes {rss}"
-            );
+            let gauge = ConstGauge::new(rss);
+            let metric = encoder.encode_descriptor(
+                "process_resident_memory_bytes",
+                "Resident memory of the sequencer process.",
+                None,
+                gauge.metric_type(),
+            )?;
+            gauge.encode(metric)?;
         }
         if let Some(cpu) = process_cpu_seconds() {
-            let _ = writeln!(
-                out,
-                "# HELP process_cpu_seconds_total CPU time of the sequencer process, user and system.\n# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {cpu:.3}"
-            );
+            let counter = ConstCounter::new(cpu);
+            let metric = encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "CPU time of the sequencer process, user and system.",
+                None,
+                counter.metric_type(),
+            )?;
+            counter.encode(metric)?;
         }
-        self.batch_size.render(
-            "sealbatch_batch_envelopes",
-            "Envelopes per sealed batch.",
-            &mut out,
-        );
-        self.fsync_seconds.render(
-            "sealbatch_journal_fsync_seconds",
-            "Journal group commit latency.",
-            &mut out,
-        );
-        self.seal_to_result_seconds.render(
-            "sealbatch_seal_to_result_seconds",
-            "From a batch's close to its result durable.",
-            &mut out,
-        );
-        self.decrypt_seconds.render(
-            "sealbatch_decrypt_seconds",
-            "Parallel opening of a batch.",
-            &mut out,
-        );
-        self.clearing_seconds.render(
-            "sealbatch_clearing_seconds",
-            "Funding, clearing and settlement of a batch.",
-            &mut out,
-        );
-        self.receipt_seconds.render(
-            "sealbatch_receipt_seconds",
-            "From a submission received to its receipt released for signing and sending (after the fsync).",
-            &mut out,
-        );
-        out
+        Ok(())
     }
 }
 
@@ -314,47 +378,254 @@ pub fn resident_bytes() -> Option<u64> {
     Some(pages * 4096)
 }
 
-/// Serves `GET /metrics` on `addr` until `shutdown` fires. Anything else gets
-/// a 404; a request line longer than 4 KiB or slower than 5 s is dropped.
+/// The metrics server's routes: `GET /metrics`; any other path is a 404.
+/// Merge more routes into it to serve them on the same port.
+pub fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(scrape))
+        .with_state(metrics)
+}
+
+async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], metrics.render())
+}
+
+/// Serves `GET /metrics` on `addr` until `shutdown` turns true (or its
+/// sender is dropped), within the default [`HttpLimits`]; see [`serve`].
 ///
 /// # Errors
 ///
 /// The bind error.
 pub async fn serve_metrics(
     addr: SocketAddr,
-    metrics: std::sync::Arc<Metrics>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    loop {
-        let (mut stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(_) => continue,
-            },
-            _ = shutdown.changed() => return Ok(()),
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    serve(listener, router(metrics), HttpLimits::default(), shutdown).await
+}
+
+/// Serves `router` over HTTP/1 on `listener` until `shutdown` turns true (or
+/// its sender is dropped), then stops accepting and lets the connections
+/// open finish (each within its lifetime).
+///
+/// At most `limits.connections_max` connections are served at once: the
+/// next one is accepted only when one ends, so the server's tasks never
+/// outnumber it. A failed accept is retried, after a second's pause unless
+/// it concerned only that connection (axum's listener), so it never spins.
+///
+/// # Errors
+///
+/// None so far: the result leaves room for the server's own failures.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: HttpLimits,
+    mut shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let listener = BoundedListener {
+        listener,
+        permits: Arc::new(Semaphore::new(
+            limits.connections_max.clamp(1, Semaphore::MAX_PERMITS),
+        )),
+        lifetime: limits.connection_lifetime,
+    };
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            // An error is a dropped sender: nobody can stop us any more, so stop.
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
+/// A TCP listener that accepts a connection only with one of its permits
+/// free.
+struct BoundedListener {
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    lifetime: Duration,
+}
+
+impl axum::serve::Listener for BoundedListener {
+    type Io = BoundedConnection;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (BoundedConnection, SocketAddr) {
+        let Ok(permit) = Arc::clone(&self.permits).acquire_owned().await else {
+            // The semaphore is never closed: accept nothing more rather than
+            // spin.
+            return std::future::pending().await;
         };
-        let metrics = std::sync::Arc::clone(&metrics);
-        tokio::spawn(async move {
-            let mut buf = [0u8; 4096];
-            let Ok(Ok(n)) =
-                tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await
-            else {
-                return;
-            };
-            let request = String::from_utf8_lossy(&buf[..n]);
-            let response = if request.starts_with("GET /metrics") {
-                let body = metrics.render();
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
+        let (stream, addr) = axum::serve::Listener::accept(&mut self.listener).await;
+        let connection = BoundedConnection {
+            stream,
+            _permit: permit,
+            deadline: Box::pin(tokio::time::sleep(self.lifetime)),
+        };
+        (connection, addr)
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+}
+
+/// An accepted connection: its stream, its permit (given back when it is
+/// dropped), and the end of its life, after which every read and write
+/// fails, which ends the connection.
+struct BoundedConnection {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+    deadline: Pin<Box<Sleep>>,
+}
+
+impl BoundedConnection {
+    /// `Some` error once the lifetime is over; before, arranges for the task
+    /// to be woken when it ends.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Option<io::Error> {
+        self.deadline.as_mut().poll(cx).is_ready().then(|| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "metrics connection open longer than its lifetime",
+            )
+        })
+    }
+}
+
+impl AsyncRead for BoundedConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if let Some(error) = self.expired(cx) {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for BoundedConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if let Some(error) = self.expired(cx) {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(error) = self.expired(cx) {
+            return Poll::Ready(Err(error));
+        }
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every metric keeps the name, type and help text it had before the
+    /// registry: dashboards and `loadgen` read them.
+    #[test]
+    fn exposition_keeps_every_name_and_help_text() {
+        let metrics = Metrics::default();
+        metrics.reject(6);
+        metrics.reject(200);
+        metrics.batch_size.observe(12.0);
+        metrics
+            .fsync_seconds
+            .observe_duration(Duration::from_micros(700));
+        metrics.connections_open.inc();
+        let text = metrics.render();
+        let expected_help = [
+            "sealbatch_envelopes_accepted_total Envelopes journaled and receipted.",
+            "sealbatch_rejected_total Requests refused, by reason.",
+            "sealbatch_envelopes_invalid_total Envelopes rejected after opening (AEAD, signature, market, band, funding).",
+            "sealbatch_batches_cleared_total Batches cleared and published.",
+            "sealbatch_batches_voided_total Batches voided because they could not be processed (a bug: nothing in them traded).",
+            "sealbatch_orders_filled_total Orders that filled at least one lot.",
+            "sealbatch_connections_open QUIC connections open.",
+            "sealbatch_connections_total QUIC connections accepted.",
+            "sealbatch_connections_refused_total QUIC connection attempts refused by a limit.",
+            "sealbatch_connections_retried_total QUIC connection attempts asked to prove their address (Retry).",
+            "sealbatch_handshakes_timed_out_total QUIC handshakes dropped for not finishing within the handshake timeout.",
+            "process_resident_memory_bytes Resident memory of the sequencer process.",
+            "process_cpu_seconds_total CPU time of the sequencer process, user and system.",
+            "sealbatch_batch_envelopes Envelopes per sealed batch.",
+            "sealbatch_journal_fsync_seconds Journal group commit latency.",
+            "sealbatch_seal_to_result_seconds From a batch's close to its result durable.",
+            "sealbatch_decrypt_seconds Parallel opening of a batch.",
+            "sealbatch_clearing_seconds Funding, clearing and settlement of a batch.",
+            "sealbatch_receipt_seconds From a submission received to its receipt released for signing and sending (after the fsync).",
+        ];
+        let mut help: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# HELP "))
+            .collect();
+        let mut expected_help = expected_help.to_vec();
+        help.sort_unstable();
+        expected_help.sort_unstable();
+        assert_eq!(help, expected_help, "{text}");
+
+        for (name, kind) in [
+            ("sealbatch_envelopes_accepted_total", "counter"),
+            ("sealbatch_rejected_total", "counter"),
+            ("sealbatch_connections_open", "gauge"),
+            ("sealbatch_connections_total", "counter"),
+            ("process_resident_memory_bytes", "gauge"),
+            ("process_cpu_seconds_total", "counter"),
+            ("sealbatch_receipt_seconds", "histogram"),
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name}");
+        }
+        for reason in REJECT_REASONS {
+            let value = if reason == "busy" || reason == "internal" {
+                1
             } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_string()
+                0
             };
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        });
+            assert!(
+                text.contains(&format!(
+                    "sealbatch_rejected_total{{reason=\"{reason}\"}} {value}\n"
+                )),
+                "{reason}: {text}"
+            );
+        }
+        assert!(text.contains("sealbatch_connections_open 1\n"));
+        // The same buckets as before, cumulative, with +Inf.
+        for line in [
+            "sealbatch_batch_envelopes_bucket{le=\"0\"} 0",
+            "sealbatch_batch_envelopes_bucket{le=\"10\"} 0",
+            "sealbatch_batch_envelopes_bucket{le=\"100\"} 1",
+            "sealbatch_batch_envelopes_bucket{le=\"100000\"} 1",
+            "sealbatch_batch_envelopes_bucket{le=\"+Inf\"} 1",
+            "sealbatch_batch_envelopes_sum 12.0",
+            "sealbatch_batch_envelopes_count 1",
+            "sealbatch_journal_fsync_seconds_bucket{le=\"0.0005\"} 0",
+            "sealbatch_journal_fsync_seconds_bucket{le=\"0.001\"} 1",
+            "sealbatch_journal_fsync_seconds_bucket{le=\"5\"} 1",
+            "sealbatch_journal_fsync_seconds_count 1",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line}: {text}");
+        }
+        let buckets = |name: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{name}_bucket")))
+                .count()
+        };
+        assert_eq!(buckets("sealbatch_batch_envelopes"), SIZE_BUCKETS.len() + 1);
+        assert_eq!(
+            buckets("sealbatch_receipt_seconds"),
+            LATENCY_BUCKETS_S.len() + 1
+        );
     }
 }

@@ -88,10 +88,10 @@ pub async fn serve(
             // the endpoint, after the core has finished the batches in flight.
             _ = shutdown.changed() => break,
         };
-        let open = metrics.connections_open.load(Ordering::Relaxed) as usize;
+        let open = metrics.connections_open.get() as usize;
         let ip = incoming.remote_address().ip();
         if open >= limits.connections_max {
-            metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+            metrics.connections_refused.inc();
             incoming.refuse();
             continue;
         }
@@ -102,7 +102,7 @@ pub async fn serve(
         if (open >= limits.connections_max / 2 || handshaking >= HANDSHAKES_UNVALIDATED_MAX)
             && !incoming.remote_address_validated()
         {
-            metrics.connections_retried.fetch_add(1, Ordering::Relaxed);
+            metrics.connections_retried.inc();
             let _ = incoming.retry();
             continue;
         }
@@ -121,7 +121,7 @@ pub async fn serve(
                 RequestBudget::new(limits.new_connections_per_ip_per_second_max, now)
             });
             if !budget.take(now) {
-                metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                metrics.connections_refused.inc();
                 incoming.refuse();
                 continue;
             }
@@ -130,7 +130,7 @@ pub async fn serve(
             let mut per_ip = counters.per_ip.lock().unwrap_or_else(|p| p.into_inner());
             let count = per_ip.entry(ip).or_insert(0);
             if *count >= limits.connections_per_ip_max {
-                metrics.connections_refused.fetch_add(1, Ordering::Relaxed);
+                metrics.connections_refused.inc();
                 incoming.refuse();
                 continue;
             }
@@ -142,8 +142,8 @@ pub async fn serve(
         let counters = Arc::clone(&counters);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            metrics.connections_open.fetch_add(1, Ordering::Relaxed);
-            metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+            metrics.connections_open.inc();
+            metrics.connections_total.inc();
             // Released however the task ends, a panic included, so that the
             // counts never leak and lock addresses out.
             let _slot = ConnectionSlot {
@@ -161,7 +161,7 @@ pub async fn serve(
                 }
                 Ok(Err(error)) => tracing::debug!(%error, "handshake failed"),
                 Err(_) => {
-                    metrics.handshakes_timed_out.fetch_add(1, Ordering::Relaxed);
+                    metrics.handshakes_timed_out.inc();
                     tracing::debug!("handshake not finished in time; dropped");
                 }
             }
@@ -179,9 +179,7 @@ struct ConnectionSlot {
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.metrics
-            .connections_open
-            .fetch_sub(1, Ordering::Relaxed);
+        self.metrics.connections_open.dec();
         let mut per_ip = self
             .counters
             .per_ip

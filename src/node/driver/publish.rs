@@ -2,8 +2,6 @@
 //! subscribers (with each one's proofs and outcomes), the signed schedule,
 //! and the wire code of a refused submission.
 
-use std::sync::atomic::Ordering;
-
 use crate::envelope::Commitment;
 use crate::sequencer::{BatchOutcome, EnvelopeStatus, Event, SubmitError};
 use crate::types::BatchId;
@@ -79,9 +77,7 @@ impl Driver {
                 let Some(p) = self.pending.remove(&token.0) else {
                     return;
                 };
-                self.metrics
-                    .envelopes_accepted
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.envelopes_accepted.inc();
                 self.metrics
                     .receipt_seconds
                     .observe_duration(p.received.elapsed());
@@ -95,7 +91,7 @@ impl Driver {
                 );
             }
             Event::BatchVoided { e, reason } => {
-                self.metrics.batches_voided.fetch_add(1, Ordering::Relaxed);
+                self.metrics.batches_voided.inc();
                 tracing::error!(
                     batch = e,
                     %reason,
@@ -189,18 +185,16 @@ impl Driver {
     }
 
     fn account_batch(&mut self, outcome: &BatchOutcome) {
-        self.metrics.batches_cleared.fetch_add(1, Ordering::Relaxed);
+        self.metrics.batches_cleared.inc();
         self.metrics
             .orders_filled
-            .fetch_add(outcome.fills.len() as u64, Ordering::Relaxed);
+            .inc_by(outcome.fills.len() as u64);
         let invalid = outcome
             .envelopes
             .iter()
             .filter(|o| matches!(o.status, EnvelopeStatus::Rejected { .. }))
             .count();
-        self.metrics
-            .envelopes_invalid
-            .fetch_add(invalid as u64, Ordering::Relaxed);
+        self.metrics.envelopes_invalid.inc_by(invalid as u64);
         if let Some(sealed) = self.sealed_at.remove(&outcome.e) {
             self.metrics
                 .seal_to_result_seconds
