@@ -186,29 +186,18 @@ pub fn load_or_create_key32(
 mod tests {
     use super::*;
 
-    /// A fresh directory under the system temp dir, removed on drop.
-    struct Dir(PathBuf);
-
-    impl Dir {
-        fn new(tag: &str) -> Dir {
-            let path =
-                std::env::temp_dir().join(format!("sealbatch-secret-{tag}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&path);
-            std::fs::create_dir_all(&path).expect("creates the directory");
-            Dir(path)
-        }
-    }
-
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// A fresh directory with an unpredictable name, removed on drop.
+    fn temp_dir() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("sealbatch-secret-")
+            .tempdir()
+            .expect("creates a temporary directory")
     }
 
     #[test]
     fn created_private_read_back_and_never_overwritten() {
-        let dir = Dir::new("create");
-        let path = dir.0.join("a.key");
+        let dir = temp_dir();
+        let path = dir.path().join("a.key");
         let key = load_or_create_key32(&path, || Zeroizing::new([7; 32])).expect("creates");
         assert_eq!(*key, [7; 32]);
         let mode = std::fs::metadata(&path)
@@ -230,8 +219,8 @@ mod tests {
 
     #[test]
     fn exposed_malformed_and_missing_files_are_refused() {
-        let dir = Dir::new("refuse");
-        let path = dir.0.join("b.key");
+        let dir = temp_dir();
+        let path = dir.path().join("b.key");
         create_key32(&path, &[1; 32]).expect("creates");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
         assert!(matches!(
@@ -246,7 +235,7 @@ mod tests {
                 "{bad:?}"
             );
         }
-        let missing = dir.0.join("no/such/dir/c.key");
+        let missing = dir.path().join("no/such/dir/c.key");
         assert!(matches!(
             load_or_create_key32(&missing, || Zeroizing::new([0; 32])),
             Err(SecretFileError::Io { .. })
@@ -255,8 +244,8 @@ mod tests {
 
     #[test]
     fn raw_32_byte_files_of_earlier_versions_still_read() {
-        let dir = Dir::new("raw");
-        let path = dir.0.join("custodian.key");
+        let dir = temp_dir();
+        let path = dir.path().join("custodian.key");
         create(&path, &[0xab; 32]).expect("creates");
         assert_eq!(*read_key32(&path).expect("reads"), [0xab; 32]);
     }
