@@ -504,3 +504,144 @@ async fn new_connections_from_one_address_are_paced() {
     submit_one(&client).await.expect("served");
     node.stop().await;
 }
+
+/// Every refusal of a submission names the batch open at the time
+/// (`Rejected.next_open`, `spec/wire.md` §5), whatever its code; and an
+/// envelope the batch already holds is receipted again, the same statement,
+/// even past its connection's quota.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_names_the_open_batch_and_duplicates_are_receipted_again() {
+    let node = start("next-open", |c| {
+        c.batch_length_ms = 1_000;
+        c.limits.envelopes_per_batch_max = 3;
+        c.limits.envelopes_per_connection_per_batch_max = 2;
+    })
+    .await;
+    // Past batch 0, so that the open batch is not 0.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let clients = [(); 3].map(|()| Client::connect(node.info.listen, node.info.fingerprint));
+    let [a, b, c] = clients;
+    let (a, b, c) = (
+        a.await.expect("a"),
+        b.await.expect("b"),
+        c.await.expect("c"),
+    );
+    let schedule = a.schedule().await.expect("schedule");
+    b.schedule().await.expect("schedule");
+    c.schedule().await.expect("schedule");
+    let open = schedule.open_batch;
+    assert!(open >= 1);
+    // Seal to the next batch, so that nothing closes under the test.
+    let e = open + 1;
+    let key = schedule
+        .batch_keys
+        .iter()
+        .find(|(b, _)| *b == e)
+        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
+        .expect("announced");
+    let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
+    let seal = |e: u64, nonce: u64| {
+        let orders = [OrderSpec {
+            market: MarketId(1),
+            side: Side::Buy,
+            limit: Some(60_000),
+            qty: 1,
+            client_order_id: nonce,
+        }];
+        seal_bundle(&mut OsRng, &trader, e, &key, nonce, &orders)
+            .expect("seals")
+            .into_bytes()
+    };
+    let refused = |result: Result<sealbatch::envelope::Receipt, ClientError>, want: ReasonCode| {
+        match result {
+            Err(ClientError::Rejected {
+                code, next_open, ..
+            }) => {
+                assert_eq!(code, want);
+                assert!(
+                    (open..=open + 1).contains(&next_open),
+                    "{want:?}: next_open {next_open}, open {open}"
+                );
+            }
+            other => panic!("{want:?} expected, got {other:?}"),
+        }
+    };
+
+    refused(a.submit(vec![0; 20]).await, ReasonCode::Malformed);
+    refused(a.submit(seal(open - 1, 1)).await, ReasonCode::BatchClosed);
+    refused(
+        a.submit(seal(open + 100, 2)).await,
+        ReasonCode::NotAnnounced,
+    );
+    let first = seal(e, 3);
+    let receipt = a.submit(first.clone()).await.expect("accepted");
+    a.submit(seal(e, 4)).await.expect("accepted");
+    refused(a.submit(seal(e, 7)).await, ReasonCode::ConnectionQuota);
+    // The same envelope again, past the connection's quota: the same receipt.
+    let again = a.submit(first.clone()).await.expect("receipted again");
+    assert_eq!(again, receipt);
+    b.submit(seal(e, 5)).await.expect("accepted");
+    refused(c.submit(seal(e, 6)).await, ReasonCode::BatchFull);
+    // A full batch still receipts what it holds.
+    assert_eq!(c.submit(first).await.expect("receipted again"), receipt);
+    node.stop().await;
+}
+
+/// A subscriber's own envelopes come in ascending commitment order, in
+/// `BatchSealed` (proofs) and in `BatchCleared` (outcomes), whatever order
+/// they were submitted in (`spec/wire.md` §5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_envelopes_are_pushed_in_commitment_order() {
+    let node = start("own-order", |c| c.batch_length_ms = 500).await;
+    let client = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    let mut events = client.subscribe().await.expect("subscribes");
+    let schedule = client.schedule().await.expect("schedule");
+    let e = schedule.open_batch + 1;
+    let key = schedule
+        .batch_keys
+        .iter()
+        .find(|(b, _)| *b == e)
+        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
+        .expect("announced");
+    let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
+    let mut submitted = Vec::new();
+    for nonce in 0..8u64 {
+        let orders = [OrderSpec {
+            market: MarketId(1),
+            side: Side::Buy,
+            limit: Some(60_000),
+            qty: 1,
+            client_order_id: nonce,
+        }];
+        let envelope = seal_bundle(&mut OsRng, &trader, e, &key, nonce, &orders).expect("seals");
+        let receipt = client
+            .submit(envelope.into_bytes())
+            .await
+            .expect("accepted");
+        submitted.push(receipt.commitment.0);
+    }
+    let mut sorted = submitted.clone();
+    sorted.sort_unstable();
+    assert_ne!(submitted, sorted, "the test needs an order to undo");
+    let (mut sealed, mut cleared) = (None, None);
+    while cleared.is_none() {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("pushed in time")
+            .expect("an event");
+        match event {
+            sealbatch::wire::ServerMessage::BatchSealed(s) if !s.proofs.is_empty() => {
+                sealed = Some(s.proofs.iter().map(|(c, _)| *c).collect::<Vec<_>>());
+            }
+            sealbatch::wire::ServerMessage::BatchCleared(c) if c.e == e => {
+                cleared = Some(c.own.iter().map(|o| o.commitment).collect::<Vec<_>>());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(sealed, Some(sorted.clone()));
+    assert_eq!(cleared, Some(sorted));
+    node.stop().await;
+}

@@ -693,11 +693,12 @@ impl Harness {
         let result = self.seq.handle_submit(self.now, SubmitToken(token), bytes);
         if let Some(expect) = expect {
             let got = match &result {
+                // A duplicate is receipted again, with no new record.
+                Ok(_) if self.seq.next_lsn() == lsn => Expect::Duplicate,
                 Ok(_) => Expect::Ok,
                 Err(SubmitError::BatchClosed { .. }) => Expect::Closed,
                 Err(SubmitError::NotAnnounced { .. }) => Expect::NotAnnounced,
                 Err(SubmitError::Busy { retry_after_ms }) => Expect::Busy(*retry_after_ms),
-                Err(SubmitError::Duplicate { .. }) => Expect::Duplicate,
                 Err(SubmitError::BatchFull { .. }) => Expect::Full,
                 Err(SubmitError::Malformed(rejection)) => {
                     panic!(
@@ -712,6 +713,21 @@ impl Harness {
             );
         }
         match result {
+            Ok(c) if self.seq.next_lsn() == lsn => {
+                // The batch holds it already: its receipt again, once the
+                // last record handed out is durable.
+                assert_eq!(c, commitment, "the commitment returned is not the envelope's");
+                let e = header_e.expect("a held envelope has a header");
+                assert!(
+                    self.held.get(&e).is_some_and(|(set, _)| set.contains(&c)),
+                    "a submission without a record for an envelope the batch does not hold"
+                );
+                self.submitted.insert(token, (e, c));
+                if lsn - 1 > self.durable {
+                    self.pending_receipts.push(lsn - 1);
+                }
+                true
+            }
             Ok(c) => {
                 assert_eq!(
                     c, commitment,

@@ -56,6 +56,16 @@ impl ScheduleCache {
             .is_some_and(|c| c.schedule.open_batch == open && c.cleared == cleared)
     }
 
+    /// The batch open at `now_ms` by the cached schedule's clock (0 before
+    /// the first schedule is made, or before genesis).
+    #[must_use]
+    pub fn open_batch_at(&self, now_ms: u64) -> BatchId {
+        let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().map_or(0, |c| {
+            now_ms.saturating_sub(c.schedule.genesis_ms) / c.schedule.batch_length_ms.max(1)
+        })
+    }
+
     /// Replaces the cached schedule.
     pub fn store(&self, schedule: Schedule, cleared: u64) {
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());

@@ -20,6 +20,7 @@ use crate::wire::{self, ClientMessage, FrameDecoder, FrameError, ReasonCode, Ser
 use super::config::LimitsConfig;
 use super::handle::{ConnId, Control, DriverHandle, Outbound, Request, RequestBody, SessionId};
 use super::metrics::Metrics;
+use super::now_ms;
 use super::schedule::RequestBudget;
 use crate::envelope::{SequencerKey, ShapedEnvelope};
 
@@ -334,7 +335,7 @@ async fn reader(
                                         out.try_send(Outbound::Message(ServerMessage::Rejected {
                                             request_id,
                                             code: ReasonCode::ConnectionQuota,
-                                            next_open: 0,
+                                            next_open: core.schedules.open_batch_at(now_ms()),
                                             retry_after_ms: 0,
                                             message: format!(
                                                 "this stream made {made} submissions to batch {e}"
@@ -353,6 +354,7 @@ async fn reader(
                         }
                         message => RequestBody::Message(message),
                     };
+                    let submit = matches!(body, RequestBody::Submit { .. });
                     let request = Request {
                         session,
                         body,
@@ -361,13 +363,23 @@ async fn reader(
                     match core.requests.try_send(request) {
                         Ok(()) => {}
                         Err(TrySendError::Full(_)) => {
-                            let _ = out.try_send(Outbound::Message(ServerMessage::Rejected {
-                                request_id,
-                                code: ReasonCode::Busy,
-                                next_open: 0,
-                                retry_after_ms: QUEUE_FULL_RETRY_MS,
-                                message: "the sequencer's queue is full".into(),
-                            }));
+                            let message = "the sequencer's queue is full".to_string();
+                            let reply = if submit {
+                                ServerMessage::Rejected {
+                                    request_id,
+                                    code: ReasonCode::Busy,
+                                    next_open: core.schedules.open_batch_at(now_ms()),
+                                    retry_after_ms: QUEUE_FULL_RETRY_MS,
+                                    message,
+                                }
+                            } else {
+                                ServerMessage::Error {
+                                    request_id,
+                                    code: ReasonCode::Busy,
+                                    message,
+                                }
+                            };
+                            let _ = out.try_send(Outbound::Message(reply));
                         }
                         Err(TrySendError::Disconnected(_)) => return,
                     }

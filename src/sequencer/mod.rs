@@ -212,14 +212,6 @@ pub enum SubmitError {
         /// The batch open now.
         next_open: BatchId,
     },
-    /// The same envelope (same commitment) is already in the batch.
-    #[error("duplicate envelope {commitment:?} in batch {e}")]
-    Duplicate {
-        /// The batch.
-        e: BatchId,
-        /// Its commitment.
-        commitment: Commitment,
-    },
     /// The sequencer is behind (too many batches sealed and not yet
     /// cleared, or too many receipts waiting for the journal): try again
     /// after `retry_after_ms`, to a batch open then.
@@ -239,7 +231,6 @@ impl SubmitError {
             SubmitError::BatchClosed { .. } => 2,
             SubmitError::NotAnnounced { .. } => 3,
             SubmitError::BatchFull { .. } => 4,
-            SubmitError::Duplicate { .. } => 5,
             SubmitError::Busy { .. } => 6,
         }
     }
@@ -484,10 +475,23 @@ impl Sequencer {
         Ok(self.custodian.public_key(e)?)
     }
 
+    /// Whether open batch `e` holds the envelope with `commitment` (a new
+    /// submission of it would be receipted again, not journaled).
+    #[must_use]
+    pub fn holds(&self, e: BatchId, commitment: &Commitment) -> bool {
+        matches!(
+            self.batches.get(&e),
+            Some(Batch::Collecting { envelopes, .. }) if envelopes.contains_key(commitment)
+        )
+    }
+
     /// Accepts an envelope for the batch its header names, if that batch is
-    /// announced and open, has room, and does not hold it already. The
-    /// envelope is queued for the journal; its [`Event::Receipt`] (with
-    /// `token`) follows [`handle_journal_durable`](Self::handle_journal_durable).
+    /// announced and open and has room. The envelope is queued for the
+    /// journal; its [`Event::Receipt`] (with `token`) follows
+    /// [`handle_journal_durable`](Self::handle_journal_durable). An envelope
+    /// the batch already holds is not journaled again: its receipt is issued
+    /// again (with this `token`) once its record is durable, so a client may
+    /// resubmit an envelope whose receipt it never saw.
     ///
     /// Returns the envelope's commitment.
     ///
@@ -559,7 +563,21 @@ impl Sequencer {
             None => (0, 0),
             Some(Batch::Collecting { envelopes, bytes }) => {
                 if envelopes.contains_key(&commitment) {
-                    return Err(SubmitError::Duplicate { e, commitment });
+                    // The same envelope again: the batch holds it once, and
+                    // its receipt is the same statement, issued again once
+                    // its record is durable (it is at or below the last LSN
+                    // handed out). Nothing is journaled.
+                    let upto = self.next_lsn - 1;
+                    if upto <= self.durable_lsn {
+                        self.events.push_back(Event::Receipt {
+                            token,
+                            e,
+                            commitment,
+                        });
+                    } else {
+                        self.receipts.push_back((upto, token, e, commitment));
+                    }
+                    return Ok(commitment);
                 }
                 (envelopes.len(), *bytes)
             }

@@ -355,3 +355,71 @@ fn a_checkpoint_right_after_the_genesis_verifies() {
     assert!(report.all_ok(), "{report:?}");
     assert_eq!(report.checkpoints.len(), 1);
 }
+
+/// The same envelope twice is the same statement twice: journaled once,
+/// its receipt issued to both submissions, the second only once the first's
+/// record is durable; the batch holds it once.
+#[test]
+fn a_duplicate_envelope_is_receipted_again_and_journaled_once() {
+    let mut journal = Vec::new();
+    let mut sequencer = boot(Vec::new(), GENESIS_MS);
+    sequencer.handle_timeout(GENESIS_MS).expect("timeout");
+    flush(&mut sequencer, &mut journal, GENESIS_MS);
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let trader = crate::envelope::generate_account_key(&mut rng);
+    let public = sequencer.batch_public_key(0).expect("announced");
+    let orders = [OrderSpec {
+        market: MarketId(1),
+        side: Side::Buy,
+        limit: Some(100),
+        qty: 1,
+        client_order_id: 0,
+    }];
+    let bytes = seal_bundle(&mut rng, &trader, 0, &public, 0, &orders)
+        .expect("seals")
+        .into_bytes();
+    let receipts = |events: &[Event]| -> Vec<(u64, Commitment)> {
+        events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Receipt {
+                    token, commitment, ..
+                } => Some((token.0, *commitment)),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // Both before the record is durable: no receipt yet, one record.
+    let first = sequencer
+        .handle_submit(GENESIS_MS, SubmitToken(1), bytes.clone())
+        .expect("accepted");
+    let again = sequencer
+        .handle_submit(GENESIS_MS, SubmitToken(2), bytes.clone())
+        .expect("receipted again");
+    assert_eq!(first, again);
+    assert!(
+        receipts(&std::iter::from_fn(|| sequencer.poll_event()).collect::<Vec<_>>()).is_empty()
+    );
+    let before = journal.len();
+    let events = flush(&mut sequencer, &mut journal, GENESIS_MS);
+    assert_eq!(journal.len(), before + 1, "journaled once");
+    assert_eq!(receipts(&events), vec![(1, first), (2, first)]);
+
+    // Once durable, a third submission is receipted at once.
+    sequencer
+        .handle_submit(GENESIS_MS + 1, SubmitToken(3), bytes)
+        .expect("receipted again");
+    assert!(sequencer.poll_journal().is_none(), "nothing journaled");
+    let events: Vec<Event> = std::iter::from_fn(|| sequencer.poll_event()).collect();
+    assert_eq!(receipts(&events), vec![(3, first)]);
+
+    // The batch holds it once.
+    sequencer.handle_timeout(GENESIS_MS + 100).expect("seals");
+    let events = flush(&mut sequencer, &mut journal, GENESIS_MS + 100);
+    let sealed = events.iter().find_map(|event| match event {
+        Event::BatchSealed { seal, .. } => Some(seal.count),
+        _ => None,
+    });
+    assert_eq!(sealed, Some(1));
+}

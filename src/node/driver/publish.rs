@@ -2,6 +2,8 @@
 //! subscribers (with each one's proofs and outcomes), the signed schedule,
 //! and the wire code of a refused submission.
 
+use std::collections::BTreeSet;
+
 use crate::envelope::Commitment;
 use crate::sequencer::{BatchOutcome, EnvelopeStatus, Event, SubmitError};
 use crate::types::BatchId;
@@ -210,7 +212,7 @@ impl Driver {
 }
 
 /// The outcome lines of the commitments in `own`.
-fn own_outcomes(outcome: &BatchOutcome, own: &[Commitment]) -> Vec<OwnEnvelope> {
+fn own_outcomes(outcome: &BatchOutcome, own: &BTreeSet<Commitment>) -> Vec<OwnEnvelope> {
     own.iter()
         .take(wire::SUBSCRIBER_ENVELOPES_MAX)
         .filter_map(|c| {
@@ -249,7 +251,6 @@ pub(super) fn submit_code(error: &SubmitError, open: BatchId) -> (ReasonCode, u6
         SubmitError::BatchClosed { next_open, .. } => (ReasonCode::BatchClosed, *next_open, 0),
         SubmitError::NotAnnounced { next_open, .. } => (ReasonCode::NotAnnounced, *next_open, 0),
         SubmitError::BatchFull { next_open, .. } => (ReasonCode::BatchFull, *next_open, 0),
-        SubmitError::Duplicate { .. } => (ReasonCode::Duplicate, open, 0),
         SubmitError::Busy { retry_after_ms } => (
             ReasonCode::Busy,
             open,

@@ -69,7 +69,11 @@ impl Driver {
             }
         };
         let e = envelope.batch();
-        if let Some(over) = self.over_quota(e, conn, ip) {
+        // An envelope the batch already holds is receipted again whatever
+        // the quotas (a client resubmitting one whose receipt it lost), and
+        // counts against them once.
+        let held = self.sequencer.holds(e, &envelope.commitment());
+        if !held && let Some(over) = self.over_quota(e, conn, ip) {
             let message = match over {
                 OverQuota::Connection(used) => {
                     format!("this connection submitted {used} envelopes to batch {e}")
@@ -93,7 +97,7 @@ impl Driver {
             .handle_submit_shaped(now, SubmitToken(token), envelope)
         {
             Ok(commitment) => {
-                self.count_submission(session, e, commitment);
+                self.count_submission(session, e, commitment, !held);
                 self.pending.insert(
                     token,
                     Pending {

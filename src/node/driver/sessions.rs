@@ -1,7 +1,7 @@
 //! The connected streams: their outbound queues, what each submitted (for
 //! its subscription and the quotas), and broadcasting to subscribers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Instant;
 
@@ -23,9 +23,9 @@ pub(super) struct Session {
     pub(super) ip: IpAddr,
     out: mpsc::Sender<Outbound>,
     pub(super) subscribed: bool,
-    /// Commitments this session submitted, per batch (kept for subscribers
-    /// until the batch is published).
-    pub(super) own: BTreeMap<BatchId, Vec<Commitment>>,
+    /// Commitments this session submitted, per batch, ascending (kept for
+    /// subscribers until the batch is published; pushed in this order).
+    pub(super) own: BTreeMap<BatchId, BTreeSet<Commitment>>,
 }
 
 /// A request waiting for its journal write to be durable.
@@ -111,21 +111,25 @@ impl Driver {
         (from_ip >= self.ip_quota).then_some(OverQuota::Address(from_ip))
     }
 
-    /// Counts an accepted submission against its quotas and, for a
-    /// subscriber, remembers its commitment.
+    /// Counts an accepted submission against its quotas (if `new`: not one
+    /// the batch held already) and, for a subscriber, remembers its
+    /// commitment.
     pub(super) fn count_submission(
         &mut self,
         session: SessionId,
         e: BatchId,
         commitment: Commitment,
+        new: bool,
     ) {
         let Some(s) = self.sessions.get_mut(&session) else {
             return;
         };
-        *self.submitted.entry((e, s.conn)).or_insert(0) += 1;
-        *self.submitted_by_ip.entry((e, s.ip)).or_insert(0) += 1;
+        if new {
+            *self.submitted.entry((e, s.conn)).or_insert(0) += 1;
+            *self.submitted_by_ip.entry((e, s.ip)).or_insert(0) += 1;
+        }
         if s.subscribed {
-            s.own.entry(e).or_default().push(commitment);
+            s.own.entry(e).or_default().insert(commitment);
         }
     }
 
