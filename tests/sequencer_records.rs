@@ -270,3 +270,99 @@ proptest! {
         prop_assert_eq!(assemble(ResultPart::split(&outcome, RESULT_PART_BYTES_MAX)), Ok(vec![outcome]));
     }
 }
+
+/// The byte size of a field list as `spec/sequencer.md` writes it
+/// ("id u32, base asset u32, …" or "market u32 ‖ has price u8 (0/1) ‖ …"):
+/// each field's type word, with parenthesised remarks dropped and "(32)" a
+/// 32-byte array.
+fn field_list_size(list: &str) -> usize {
+    let list = list.replace("(32)", "[32]");
+    let mut plain = String::new();
+    let mut depth = 0usize;
+    for c in list.chars() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            c if depth == 0 => plain.push(c),
+            _ => {}
+        }
+    }
+    plain
+        .split([',', '‖'])
+        .map(|field| {
+            let sizes = field.split_whitespace().filter_map(|word| match word {
+                "u8" => Some(1),
+                "u16" => Some(2),
+                "u32" => Some(4),
+                "u64" => Some(8),
+                "i128" => Some(16),
+                "[32]" => Some(32),
+                _ => None,
+            });
+            let sizes: Vec<usize> = sizes.collect();
+            assert_eq!(sizes.len(), 1, "one type in field {field:?}");
+            sizes[0]
+        })
+        .sum()
+}
+
+/// The field list that follows `lead` in the spec, up to its period.
+fn spec_fields(spec: &str, lead: &str) -> usize {
+    let start = spec
+        .find(lead)
+        .unwrap_or_else(|| panic!("{lead:?} in the spec"))
+        + lead.len();
+    let end = start + spec[start..].find('.').expect("a period");
+    field_list_size(&spec[start..end])
+}
+
+/// The "N each" size the spec's table gives the row starting with `row`.
+fn spec_table_size(spec: &str, row: &str) -> usize {
+    let line = spec
+        .lines()
+        .find(|l| l.starts_with(row))
+        .unwrap_or_else(|| panic!("a table row {row:?}"));
+    let cell = line.rsplit('|').nth(1).expect("a size cell").trim();
+    cell.strip_suffix(" each")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a size in {line:?}"))
+}
+
+/// Every repeated item's size in `spec/sequencer.md` "Journal records" is the
+/// sum of its documented fields and what the encoder writes.
+#[test]
+fn documented_record_sizes_add_up() {
+    let spec = include_str!("../spec/sequencer.md");
+
+    let market = spec_fields(spec, "A market: ");
+    assert_eq!(market, spec_table_size(spec, "| `m` × market |"));
+    let mut two = genesis();
+    let mut one = genesis();
+    one.markets.truncate(1);
+    two.markets.truncate(1);
+    two.markets.push(MarketConfig {
+        id: MarketId(9),
+        ..two.markets[0].clone()
+    });
+    let len = |g: &Genesis| SequencerRecord::Genesis(g.clone()).encode().len();
+    assert_eq!(len(&two) - len(&one), market, "a genesis market's bytes");
+
+    let outcome_market = spec_fields(spec, "Market outcome: ");
+    assert_eq!(
+        outcome_market,
+        spec_table_size(spec, "| `m` × market outcome")
+    );
+    let fill = spec_fields(spec, "lot filled): ");
+    assert_eq!(fill, spec_table_size(spec, "| `f` × fill"));
+    let base = outcome(3, 2, Some(100));
+    let mut more_markets = base.clone();
+    more_markets.markets.push(MarketOutcome {
+        market: MarketId(2),
+        ..base.markets[0]
+    });
+    let mut more_fills = base.clone();
+    more_fills.fills.push(base.fills[0]);
+    let bytes = |o: &BatchOutcome| only_part(o).bytes.len();
+    assert_eq!(bytes(&more_markets) - bytes(&base), outcome_market);
+    assert_eq!(bytes(&more_fills) - bytes(&base), fill);
+}

@@ -33,9 +33,21 @@ static COMMITMENT_HASHER: LazyLock<blake3::Hasher> =
 /// An envelope's commitment: `blake3_derive_key(DOMAIN_COMMITMENT, envelope)`.
 ///
 /// Ordered as a byte string; a batch's Merkle leaves are its commitments in
-/// this order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// this order. Printed (`{}` and `{:?}`) as 64 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Commitment(pub [u8; 32]);
+
+impl std::fmt::Display for Commitment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl std::fmt::Debug for Commitment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Commitment({self})")
+    }
+}
 
 impl Commitment {
     /// The commitment to an envelope's exact bytes.

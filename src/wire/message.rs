@@ -228,7 +228,8 @@ pub enum ReasonCode {
     NotAnnounced = 3,
     /// The envelope's batch holds all the envelopes or bytes it may.
     BatchFull = 4,
-    /// The batch already holds this envelope.
+    /// Reserved: a version-1 server answers a duplicate envelope with its
+    /// receipt again (`spec/wire.md` §5) and never sends this code.
     Duplicate = 5,
     /// The sequencer is overloaded; retry later.
     Busy = 6,
