@@ -1,6 +1,10 @@
 //! `sealbatch verify`: re-derive every batch of a journal, or one exported
 //! batch transcript, without trusting the sequencer; `sealbatch export`:
 //! write batch transcripts from a journal.
+//!
+//! The journal is opened read-only ([`Journal::open_dir_read_only`]): a torn
+//! tail is read up to and left in place, so a live sequencer's journal can be
+//! verified where it lies.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -9,7 +13,7 @@ use clap::Args;
 
 use super::CommandResult;
 use crate::envelope::{Commitment, Receipt};
-use crate::journal::{FsStorage, Journal, JournalConfig, UntilDamage, read_checkpoints};
+use crate::journal::{Journal, JournalConfig, ReadOnlyFsStorage, UntilDamage, read_checkpoints};
 use crate::node::JOURNAL_DIR;
 use crate::sequencer::{
     Checkpoint, ResultAssembler, SequencerRecord, Transcript, export_transcripts,
@@ -62,37 +66,10 @@ pub struct ExportArgs {
     pub out: PathBuf,
 }
 
-/// Copies the files of journal directory `from` (segments and checkpoints)
-/// into a fresh temporary directory, so that reading never cuts the tail of
-/// a journal a live sequencer writes. Checkpoints are copied first: a live
-/// sequencer writes one only after the records it covers are durable, so the
-/// segments copied after it hold them all.
-fn snapshot(from: &Path) -> std::io::Result<PathBuf> {
-    let to = std::env::temp_dir().join(format!(
-        "sealbatch-verify-{}-{}",
-        std::process::id(),
-        crate::node::now_ms()
-    ));
-    std::fs::create_dir_all(&to)?;
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            files.push(entry.file_name());
-        }
-    }
-    let checkpoint_suffix = crate::journal::checkpoint::CHECKPOINT_FILE_SUFFIX;
-    files.sort_by_key(|name| !name.to_string_lossy().ends_with(checkpoint_suffix));
-    for name in files {
-        std::fs::copy(from.join(&name), to.join(&name))?;
-    }
-    Ok(to)
-}
-
 /// The checkpoints in a journal directory that read back and decode; the
 /// others are reported on stderr and left out.
 fn checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, String> {
-    let mut storage = FsStorage::new(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut storage = ReadOnlyFsStorage::new(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let found = read_checkpoints(&mut storage).map_err(|e| e.to_string())?;
     Ok(found
         .into_iter()
@@ -105,12 +82,17 @@ fn checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, String> {
         .collect())
 }
 
-/// Runs `read` over the records of a copy of the journal, streamed one
-/// segment at a time, and its usable checkpoints; damage anywhere in the
-/// records is an error.
+/// Runs `read` over the records of the journal, opened read-only and
+/// streamed one segment at a time, and its usable checkpoints; damage
+/// anywhere in the records (a torn tail aside, which is read up to and left
+/// in place) is an error.
+///
+/// Checkpoints are read first: a live sequencer writes one only after the
+/// records it covers are durable, so the segments read after it hold them
+/// all.
 fn with_journal<T>(
     args: &JournalArgs,
-    read: impl FnOnce(&mut UntilDamage<FsStorage>, &[Checkpoint]) -> T,
+    read: impl FnOnce(&mut UntilDamage<ReadOnlyFsStorage>, &[Checkpoint]) -> T,
 ) -> Result<T, String> {
     let dir = args
         .journal
@@ -119,19 +101,15 @@ fn with_journal<T>(
     if !dir.is_dir() {
         return Err(format!("{} is not a journal directory", dir.display()));
     }
-    let copy = snapshot(&dir).map_err(|e| format!("copying {}: {e}", dir.display()))?;
-    let result = checkpoints(&copy).and_then(|checkpoints| {
-        let (_, recovery) = Journal::open_dir_streaming(&copy, JournalConfig::default())
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut records = recovery.records.until_damage();
-        let out = read(&mut records, &checkpoints);
-        match records.take_damage() {
-            Some(damage) => Err(format!("{}: {damage}", dir.display())),
-            None => Ok(out),
-        }
-    });
-    let _ = std::fs::remove_dir_all(&copy);
-    result
+    let checkpoints = checkpoints(&dir)?;
+    let recovery = Journal::open_dir_read_only(&dir, JournalConfig::default())
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut records = recovery.records.until_damage();
+    let out = read(&mut records, &checkpoints);
+    match records.take_damage() {
+        Some(damage) => Err(format!("{}: {damage}", dir.display())),
+        None => Ok(out),
+    }
 }
 
 /// Verifies the journal (or a transcript); prints `OK` or the first mismatch
