@@ -1,5 +1,7 @@
 //! `sealbatch verify` as a user runs it, on a journal the real binary
-//! wrote: it reads a journal with a torn tail without changing a byte.
+//! wrote: it reads a journal with a torn tail without changing a byte, and
+//! its exit status tells "verified, and something does not match" (1) from
+//! "could not read it, or bad usage" (2).
 
 // A test (or bench) reads clocks and files freely; the rule is for the core.
 #![allow(clippy::disallowed_methods)]
@@ -13,7 +15,7 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sealbatch::journal::format::encode_frame;
+use sealbatch::journal::format::{SEGMENT_HEADER_LEN, encode_frame};
 use sealbatch::sequencer::RecordKind;
 
 mod common;
@@ -48,7 +50,7 @@ fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_reads_a_torn_journal_read_only() {
+async fn verify_reads_a_torn_journal_read_only_and_exits_by_what_it_found() {
     let work = tempfile::Builder::new()
         .prefix("sealbatch-verify-cli-")
         .tempdir()
@@ -96,4 +98,59 @@ async fn verify_reads_a_torn_journal_read_only() {
     let out = sealbatch(&["verify", "--data-dir", &data_arg]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(files(&journal), before, "verify changed the journal");
+
+    // A receipt not signed by this sequencer: verified, does not match.
+    let forged = work.path().join("forged-receipts");
+    fs::write(&forged, format!("{}\n", hex::encode([0x11u8; 104]))).expect("written");
+    let forged_arg = forged.to_string_lossy().into_owned();
+    let out = sealbatch(&["verify", "--data-dir", &data_arg, "--receipts", &forged_arg]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not signed by this sequencer"));
+    assert_eq!(files(&journal), before);
+
+    // Could not read: no journal, an undecodable receipts file or
+    // transcript, a damaged journal; and bad usage.
+    let missing = work.path().join("missing").to_string_lossy().into_owned();
+    let garbage = work.path().join("garbage");
+    fs::write(&garbage, b"not hex\n").expect("written");
+    let garbage_arg = garbage.to_string_lossy().into_owned();
+    for args in [
+        vec!["verify", "--data-dir", &missing],
+        vec![
+            "verify",
+            "--data-dir",
+            &data_arg,
+            "--receipts",
+            &garbage_arg,
+        ],
+        vec!["verify", "--data-dir", &data_arg, "--receipts", &missing],
+        vec!["verify", "--transcript", &garbage_arg],
+        vec!["verify", "--transcript", &missing],
+        vec!["verify", "--no-such-flag"],
+        vec!["export", "--data-dir", &missing, "--batch", "1"],
+    ] {
+        let out = sealbatch(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+    }
+    let first = files(&journal)
+        .into_keys()
+        .filter(|name| name.ends_with(".sbj"))
+        .min()
+        .expect("a segment");
+    let mut damaged = before[&first].clone();
+    assert!(
+        damaged.len() > SEGMENT_HEADER_LEN + 40,
+        "the first segment holds records"
+    );
+    damaged[SEGMENT_HEADER_LEN + 20] ^= 1;
+    fs::write(journal.join(&first), &damaged).expect("written");
+    let out = sealbatch(&["verify", "--data-dir", &data_arg]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+
+    // `verify --help` documents them.
+    let help = String::from_utf8_lossy(&sealbatch(&["verify", "--help"]).stdout).into_owned();
+    assert!(
+        help.contains("Exit status:") && help.contains("  1  ") && help.contains("  2  "),
+        "{help}"
+    );
 }

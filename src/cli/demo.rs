@@ -149,10 +149,10 @@ pub fn run(args: &DemoArgs) -> CommandResult {
             receipts: Some(receipts),
         })?;
         if report.included != report.receipts {
-            return Err(format!(
+            return Err(super::Failure::Mismatch(format!(
                 "{} receipts were not proven included",
                 report.receipts - report.included
-            )
+            ))
             .into());
         }
         Ok(())

@@ -32,9 +32,9 @@ use crate::order::OrderSpec;
 use crate::types::{BUNDLE_ORDERS_MAX, MarketId, Side};
 use crate::wire::{BatchCleared, MarketInfo, ReasonCode, Schedule, ServerMessage};
 
-use super::CommandResult;
 use super::connect::{ServerArgs, target_batch};
 use super::hostile::{self, HostileKind};
+use super::{CommandResult, Failure};
 
 /// Arguments of `sealbatch loadgen`.
 #[derive(Debug, Clone, Args)]
@@ -773,14 +773,15 @@ pub fn append_receipts(path: &std::path::Path, receipts: &[Receipt]) -> CommandR
     Ok(())
 }
 
-/// Every receipt proven included, or an error saying how many are not.
+/// Every receipt proven included, or a [`Failure::Mismatch`] saying how
+/// many are not.
 fn all_included(report: &LoadReport) -> CommandResult {
     if report.included != report.receipts {
-        return Err(format!(
+        return Err(Failure::Mismatch(format!(
             "{} of {} receipts were not proven included",
             report.receipts - report.included,
             report.receipts
-        )
+        ))
         .into());
     }
     Ok(())
