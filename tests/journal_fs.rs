@@ -3,13 +3,15 @@
 // A test (or bench) reads clocks and files freely; the rule is for the core.
 #![allow(clippy::disallowed_methods)]
 
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::path::Path;
 
 use sealbatch::journal::format::{FRAME_OVERHEAD_LEN, SEGMENT_HEADER_LEN};
 use sealbatch::journal::{
-    Corruption, Journal, JournalConfig, JournalError, JournalWriter, WriterEvent, segment_name,
+    Corruption, Journal, JournalConfig, JournalError, JournalWriter, ReadOnlyFsStorage, Storage,
+    StorageFile, WriterEvent, segment_name,
 };
 use tempfile::TempDir;
 
@@ -175,4 +177,142 @@ fn writer_thread_on_disk() {
     let (_, recovery) = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap();
     assert_eq!(recovery.records.len(), 2000);
     assert_eq!(recovery.records[1999].payload, payload(1999));
+}
+
+/// Every file of `dir` with its bytes.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let entry = entry.unwrap();
+            (
+                entry.file_name().into_string().unwrap(),
+                fs::read(entry.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_read_only_open_reads_up_to_a_torn_tail_and_changes_nothing() {
+    let dir = temp_dir("read-only");
+    let (mut journal, _) = Journal::open_dir(dir.path(), config()).unwrap();
+    for i in 0..100 {
+        journal.append(KINDS[i % 7], &payload(i)).unwrap();
+    }
+    journal.sync().unwrap();
+    drop(journal);
+    let names = segment_files(dir.path());
+    assert!(names.len() > 3, "rotated: {names:?}");
+    let last = dir.path().join(names.last().unwrap());
+    let good_len = fs::metadata(&last).unwrap().len();
+    let mut frame = Vec::new();
+    sealbatch::journal::format::encode_frame(&mut frame, 101, ENVELOPE, &payload(101));
+    let mut file = OpenOptions::new().append(true).open(&last).unwrap();
+    file.write_all(&frame[..frame.len() / 2]).unwrap();
+    drop(file);
+    let before = files(dir.path());
+
+    let recovery = Journal::open_dir_read_only(dir.path(), config()).unwrap();
+    assert_eq!(recovery.segments, names.len());
+    let truncation = recovery
+        .truncation
+        .clone()
+        .expect("the torn tail is reported");
+    assert_eq!(
+        (
+            truncation.path.as_path(),
+            truncation.offset,
+            truncation.bytes_cut as usize
+        ),
+        (last.as_path(), good_len, frame.len() / 2)
+    );
+    let records: Vec<_> = recovery.records.collect::<Result<_, _>>().unwrap();
+    assert_eq!(records.len(), 100);
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!((record.lsn, &record.payload), (i as u64 + 1, &payload(i)));
+    }
+    assert_eq!(files(dir.path()), before, "byte for byte unchanged");
+
+    // An open to append cuts what the read-only one left.
+    let (journal, recovery) = Journal::open_dir(dir.path(), config()).unwrap();
+    assert_eq!(recovery.truncation.map(|t| t.offset), Some(good_len));
+    assert_eq!(fs::metadata(&last).unwrap().len(), good_len);
+    assert_eq!(journal.next_lsn(), 101);
+}
+
+#[test]
+fn a_read_only_open_leaves_a_torn_segment_header_and_an_empty_directory_alone() {
+    let dir = temp_dir("read-only-header");
+    let (mut journal, _) = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap();
+    for i in 0..3 {
+        journal.append(ENVELOPE, &payload(i)).unwrap();
+    }
+    journal.sync().unwrap();
+    drop(journal);
+    // A segment whose creation was torn: part of a header.
+    fs::write(dir.path().join(segment_name(4)), [0x53, 0x42]).unwrap();
+    let before = files(dir.path());
+    let recovery = Journal::open_dir_read_only(dir.path(), JournalConfig::default()).unwrap();
+    assert!(recovery.truncation.is_some());
+    assert_eq!(recovery.records.count(), 3);
+    assert_eq!(files(dir.path()), before);
+
+    let empty = temp_dir("read-only-empty");
+    let recovery = Journal::open_dir_read_only(empty.path(), JournalConfig::default()).unwrap();
+    assert_eq!((recovery.segments, recovery.records.count()), (0, 0));
+    assert!(files(empty.path()).is_empty(), "no first segment created");
+
+    let missing = empty.path().join("missing");
+    let error = Journal::open_dir_read_only(&missing, JournalConfig::default()).unwrap_err();
+    assert!(matches!(error, JournalError::Io { .. }), "{error}");
+    assert!(!missing.exists(), "not created");
+}
+
+#[test]
+fn a_read_only_open_reports_damage_before_the_last_segment() {
+    let dir = temp_dir("read-only-damage");
+    let (mut journal, _) = Journal::open_dir(dir.path(), config()).unwrap();
+    for i in 0..100 {
+        journal.append(ENVELOPE, &payload(i)).unwrap();
+    }
+    journal.sync().unwrap();
+    drop(journal);
+    let first = dir.path().join(segment_name(1));
+    let mut bytes = fs::read(&first).unwrap();
+    bytes[SEGMENT_HEADER_LEN + 20] ^= 1;
+    fs::write(&first, &bytes).unwrap();
+    let before = files(dir.path());
+    let mut records = Journal::open_dir_read_only(dir.path(), config())
+        .unwrap()
+        .records;
+    let error = records
+        .find_map(Result::err)
+        .expect("the damage is reported");
+    assert!(
+        matches!(&error, JournalError::Corrupt { path, offset, .. }
+            if *path == first && *offset == SEGMENT_HEADER_LEN as u64),
+        "{error}"
+    );
+    assert_eq!(files(dir.path()), before);
+}
+
+#[test]
+fn read_only_storage_refuses_every_write() {
+    let dir = temp_dir("read-only-storage");
+    let (journal, _) = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap();
+    drop(journal);
+    let mut storage = ReadOnlyFsStorage::new(dir.path()).unwrap();
+    let refused = |result: std::io::Result<()>| {
+        assert_eq!(result.unwrap_err().kind(), ErrorKind::PermissionDenied);
+    };
+    refused(storage.create("new").map(drop));
+    refused(storage.remove(&segment_name(1)));
+    refused(storage.sync_dir());
+    let mut file = storage.open(&segment_name(1)).unwrap();
+    assert_eq!(file.read_all().unwrap().len(), SEGMENT_HEADER_LEN);
+    refused(file.append(b"x"));
+    refused(file.sync_data());
+    refused(file.truncate_sync(0));
+    assert_eq!(segment_files(dir.path()), vec![segment_name(1)]);
 }

@@ -124,7 +124,7 @@ pub fn run(args: &DemoArgs) -> CommandResult {
         printer.abort();
         let _ = stop.send(true);
         node.await.map_err(|e| e.to_string())??;
-        let mut report = report?;
+        let report = report?;
         println!("\n{}", report.render());
         if let Some(rss) = crate::node::metrics::resident_bytes() {
             println!(
@@ -149,10 +149,10 @@ pub fn run(args: &DemoArgs) -> CommandResult {
             receipts: Some(receipts),
         })?;
         if report.included != report.receipts {
-            return Err(format!(
+            return Err(super::Failure::Mismatch(format!(
                 "{} receipts were not proven included",
                 report.receipts - report.included
-            )
+            ))
             .into());
         }
         Ok(())

@@ -7,6 +7,10 @@
 //! control) pauses the trader for its retry-after: the orders it would have
 //! sent meanwhile are counted as deferred, not sent. At the end every receipt
 //! is checked against the inclusion proof pushed with its batch's seal.
+//!
+//! Latencies go to HDR histograms ([`Latencies`]: fixed memory, 3
+//! significant figures), not a list of every sample. The progress bar
+//! ([`indicatif`]) is drawn on stderr only when stderr is a terminal.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write as _;
@@ -32,9 +36,9 @@ use crate::order::OrderSpec;
 use crate::types::{BUNDLE_ORDERS_MAX, MarketId, Side};
 use crate::wire::{BatchCleared, MarketInfo, ReasonCode, Schedule, ServerMessage};
 
-use super::CommandResult;
 use super::connect::{ServerArgs, target_batch};
 use super::hostile::{self, HostileKind};
+use super::{CommandResult, Failure};
 
 /// Arguments of `sealbatch loadgen`.
 #[derive(Debug, Clone, Args)]
@@ -189,6 +193,78 @@ pub struct LoadOptions {
     pub receipts: Option<std::path::PathBuf>,
 }
 
+/// Latencies from a microsecond to an hour (longer ones count as an hour),
+/// to 3 significant figures, in memory that does not grow with the samples
+/// (an HDR histogram).
+#[derive(Clone, Debug)]
+pub struct Latencies(hdrhistogram::Histogram<u64>);
+
+impl Latencies {
+    /// The longest latency told apart, in microseconds: an hour.
+    pub const MAX_US: u64 = 3_600_000_000;
+    /// Significant figures kept.
+    pub const SIGNIFICANT_FIGURES: u8 = 3;
+
+    /// Adds one latency.
+    pub fn record(&mut self, latency: Duration) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.0.saturating_record(micros);
+    }
+
+    /// Adds every latency of `other`.
+    pub fn merge(&mut self, other: &Latencies) {
+        for value in other.0.iter_recorded() {
+            self.0
+                .saturating_record_n(value.value_iterated_to(), value.count_at_value());
+        }
+    }
+
+    /// Latencies recorded.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// Whether none was recorded.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The latency at quantile `q` (0.5 the median), zero when empty: the
+    /// lowest value of its histogram bucket, so that a whole number of
+    /// milliseconds prints as such.
+    #[must_use]
+    pub fn quantile(&self, q: f64) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        let micros = self.0.value_at_quantile(q);
+        Duration::from_micros(self.0.lowest_equivalent(micros))
+    }
+
+    /// The largest latency (the lowest value of its bucket), zero when empty.
+    #[must_use]
+    pub fn max(&self) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        Duration::from_micros(self.0.lowest_equivalent(self.0.max()))
+    }
+}
+
+impl Default for Latencies {
+    #[allow(clippy::expect_used)]
+    fn default() -> Self {
+        Latencies(
+            hdrhistogram::Histogram::new_with_bounds(1, Self::MAX_US, Self::SIGNIFICANT_FIGURES)
+                // Constant bounds, valid by hdrhistogram's rules (1 <= low,
+                // 2 * low <= high, significant figures <= 5); a test builds it.
+                .expect("constant histogram bounds are valid"),
+        )
+    }
+}
+
 /// What a load run measured.
 #[derive(Debug, Default)]
 pub struct LoadReport {
@@ -199,9 +275,9 @@ pub struct LoadReport {
     /// Orders in receipted envelopes.
     pub orders_accepted: u64,
     /// Receipt latencies (submit sent → receipt verified).
-    pub receipt_latency: Vec<Duration>,
+    pub receipt_latency: Latencies,
     /// Batch close → `BatchCleared` received, per batch and trader.
-    pub close_to_result: Vec<Duration>,
+    pub close_to_result: Latencies,
     /// Refusals by reason.
     pub rejections: BTreeMap<String, u64>,
     /// Orders not sent while paused by a `Busy` retry-after.
@@ -216,20 +292,12 @@ pub struct LoadReport {
     pub receipt_list: Vec<Receipt>,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let index = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
 impl LoadReport {
     fn merge(&mut self, other: LoadReport) {
         self.receipts += other.receipts;
         self.orders_accepted += other.orders_accepted;
-        self.receipt_latency.extend(other.receipt_latency);
-        self.close_to_result.extend(other.close_to_result);
+        self.receipt_latency.merge(&other.receipt_latency);
+        self.close_to_result.merge(&other.close_to_result);
         for (reason, count) in other.rejections {
             *self.rejections.entry(reason).or_default() += count;
         }
@@ -241,9 +309,7 @@ impl LoadReport {
 
     /// The report as printed by `loadgen` and `demo`.
     #[must_use]
-    pub fn render(&mut self) -> String {
-        self.receipt_latency.sort_unstable();
-        self.close_to_result.sort_unstable();
+    pub fn render(&self) -> String {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         let ms = |d: Duration| d.as_secs_f64() * 1e3;
         let mut out = String::new();
@@ -259,11 +325,11 @@ impl LoadReport {
                 self.orders_accepted as f64 / secs,
                 self.receipts,
                 secs,
-                ms(percentile(&self.receipt_latency, 0.5)),
-                ms(percentile(&self.receipt_latency, 0.99)),
-                ms(self.receipt_latency.last().copied().unwrap_or_default()),
-                ms(percentile(&self.close_to_result, 0.5)),
-                ms(percentile(&self.close_to_result, 0.99)),
+                ms(self.receipt_latency.quantile(0.5)),
+                ms(self.receipt_latency.quantile(0.99)),
+                ms(self.receipt_latency.max()),
+                ms(self.close_to_result.quantile(0.5)),
+                ms(self.close_to_result.quantile(0.99)),
                 self.batches.len(),
                 self.orders_filled,
                 self.included,
@@ -377,7 +443,7 @@ impl Trader {
             let close = self.schedule.genesis_ms + (cleared.e + 1) * self.schedule.batch_length_ms;
             self.report
                 .close_to_result
-                .push(Duration::from_millis(now_ms().saturating_sub(close)));
+                .record(Duration::from_millis(now_ms().saturating_sub(close)));
         }
         self.report.batches.insert(cleared.e);
         self.report.orders_filled += cleared
@@ -393,7 +459,7 @@ impl Trader {
             Outcome::Receipt(receipt, latency, orders) => {
                 self.report.receipts += 1;
                 self.report.orders_accepted += orders as u64;
-                self.report.receipt_latency.push(latency);
+                self.report.receipt_latency.record(latency);
                 self.latency_ms = 0.9 * self.latency_ms + 0.1 * latency.as_secs_f64() * 1e3;
                 self.waiting.insert(receipt.e);
                 self.receipts.insert(receipt.commitment.0, receipt);
@@ -597,27 +663,26 @@ async fn run_trader(
 pub async fn load(options: LoadOptions) -> Result<LoadReport, ClientError> {
     let accepted = Arc::new(AtomicU64::new(0));
     let progress = options.progress.then(|| {
+        let bar = progress_bar(options.duration);
         let accepted = Arc::clone(&accepted);
         let total = options.duration;
-        tokio::spawn(async move {
+        let task_bar = bar.clone();
+        let task = tokio::spawn(async move {
             let start = Instant::now();
             loop {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let elapsed = start.elapsed().min(total);
-                let fraction = elapsed.as_secs_f64() / total.as_secs_f64().max(1e-9);
-                let filled = (fraction * 30.0) as usize;
                 let orders = accepted.load(Ordering::Relaxed);
-                eprint!(
-                    "\r[{}{}] {:>5.1}s  {:>10} orders receipted  {:>8.0} orders/s ",
-                    "#".repeat(filled),
-                    " ".repeat(30 - filled.min(30)),
+                task_bar.set_message(format!(
+                    "{:>5.1}s  {:>10} orders receipted  {:>8.0} orders/s",
                     elapsed.as_secs_f64(),
                     orders,
                     orders as f64 / start.elapsed().as_secs_f64().max(1e-9),
-                );
-                let _ = std::io::stderr().flush();
+                ));
+                task_bar.set_position(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX));
             }
-        })
+        });
+        (bar, task)
     });
     let started = Instant::now();
     let (receipts_out, writer) = match &options.receipts {
@@ -661,9 +726,11 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, ClientError> {
             }
         }
     }
-    if let Some(progress) = progress {
-        progress.abort();
-        eprintln!();
+    if let Some((bar, task)) = progress {
+        task.abort();
+        // Leaves the last state on screen (nothing when stderr is not a
+        // terminal).
+        bar.abandon();
     }
     if let Some(writer) = writer {
         match writer.await {
@@ -682,6 +749,22 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, ClientError> {
         Some(error) if report.receipts == 0 => Err(error),
         _ => Ok(report),
     }
+}
+
+/// The progress bar of a run of `duration`, in milliseconds, on stderr:
+/// hidden when stderr is not a terminal, so that logs get no carriage
+/// returns.
+fn progress_bar(duration: Duration) -> indicatif::ProgressBar {
+    let length = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(length),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    // The template is a constant; should it not parse, the default style stays.
+    if let Ok(style) = indicatif::ProgressStyle::with_template("[{bar:30}] {msg}") {
+        bar.set_style(style.progress_chars("## "));
+    }
+    bar
 }
 
 /// Runs `sealbatch loadgen`.
@@ -704,7 +787,7 @@ pub fn run(args: &LoadgenArgs) -> CommandResult {
     };
     let runtime = super::run::runtime()?;
     let Some(kind) = args.hostile else {
-        let (mut report, server) = runtime.block_on(measured(&options, args.metrics, None))?;
+        let (report, server) = runtime.block_on(measured(&options, args.metrics, None))?;
         print!("{}", report.render());
         print!("{server}");
         return all_included(&report);
@@ -712,7 +795,7 @@ pub fn run(args: &LoadgenArgs) -> CommandResult {
     let mut baseline = None;
     if !args.no_baseline {
         println!("baseline: the honest load alone");
-        let (mut report, server) = runtime.block_on(measured(&options, args.metrics, None))?;
+        let (report, server) = runtime.block_on(measured(&options, args.metrics, None))?;
         print!("{}", report.render());
         print!("{server}");
         all_included(&report)?;
@@ -723,11 +806,11 @@ pub fn run(args: &LoadgenArgs) -> CommandResult {
     }
     println!("with a hostile client: {}", kind.name());
     let hostile = Some((kind, args.hostile_rate));
-    let (mut report, server) = runtime.block_on(measured(&options, args.metrics, hostile))?;
+    let (report, server) = runtime.block_on(measured(&options, args.metrics, hostile))?;
     print!("{}", report.render());
     print!("{server}");
-    if let Some(mut baseline) = baseline {
-        print!("{}", compare(&mut baseline, &mut report));
+    if let Some(baseline) = baseline {
+        print!("{}", compare(&baseline, &report));
     }
     all_included(&report)
 }
@@ -773,14 +856,15 @@ pub fn append_receipts(path: &std::path::Path, receipts: &[Receipt]) -> CommandR
     Ok(())
 }
 
-/// Every receipt proven included, or an error saying how many are not.
+/// Every receipt proven included, or a [`Failure::Mismatch`] saying how
+/// many are not.
 fn all_included(report: &LoadReport) -> CommandResult {
     if report.included != report.receipts {
-        return Err(format!(
+        return Err(Failure::Mismatch(format!(
             "{} of {} receipts were not proven included",
             report.receipts - report.included,
             report.receipts
-        )
+        ))
         .into());
     }
     Ok(())
@@ -831,11 +915,7 @@ async fn measured(
 }
 
 /// The honest traders with the hostile client against without it.
-fn compare(baseline: &mut LoadReport, attacked: &mut LoadReport) -> String {
-    baseline.receipt_latency.sort_unstable();
-    attacked.receipt_latency.sort_unstable();
-    baseline.close_to_result.sort_unstable();
-    attacked.close_to_result.sort_unstable();
+fn compare(baseline: &LoadReport, attacked: &LoadReport) -> String {
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let rate = |r: &LoadReport| r.orders_accepted as f64 / r.elapsed.as_secs_f64().max(1e-9);
     let refused = |r: &LoadReport| r.rejections.values().sum::<u64>();
@@ -855,16 +935,16 @@ fn compare(baseline: &mut LoadReport, attacked: &mut LoadReport) -> String {
     for (name, p) in [("receipt p50", 0.5), ("receipt p99", 0.99)] {
         out.push_str(&line(
             name,
-            ms(percentile(&baseline.receipt_latency, p)),
-            ms(percentile(&attacked.receipt_latency, p)),
+            ms(baseline.receipt_latency.quantile(p)),
+            ms(attacked.receipt_latency.quantile(p)),
             "ms",
         ));
     }
     for (name, p) in [("close to result p50", 0.5), ("close to result p99", 0.99)] {
         out.push_str(&line(
             name,
-            ms(percentile(&baseline.close_to_result, p)),
-            ms(percentile(&attacked.close_to_result, p)),
+            ms(baseline.close_to_result.quantile(p)),
+            ms(attacked.close_to_result.quantile(p)),
             "ms",
         ));
     }
@@ -874,4 +954,60 @@ fn compare(baseline: &mut LoadReport, attacked: &mut LoadReport) -> String {
         refused(attacked)
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The percentiles the report prints agree with those of the sorted
+    /// samples to the histogram's 3 significant figures.
+    #[test]
+    fn latencies_give_the_percentiles_of_their_samples() {
+        let empty = Latencies::default();
+        assert!(empty.is_empty());
+        assert_eq!(
+            (empty.quantile(0.5), empty.max()),
+            (Duration::ZERO, Duration::ZERO)
+        );
+
+        let samples: Vec<Duration> = (1..=10_000u64)
+            .map(|i| Duration::from_micros(i * 37 % 9_973 + 100))
+            .collect();
+        let (mut one, mut other) = (Latencies::default(), Latencies::default());
+        for (i, sample) in samples.iter().enumerate() {
+            if i % 3 == 0 {
+                one.record(*sample);
+            } else {
+                other.record(*sample);
+            }
+        }
+        one.merge(&other);
+        assert_eq!(one.len(), samples.len() as u64);
+        let mut sorted = samples.clone();
+        sorted.sort_unstable();
+        for q in [0.5, 0.99] {
+            let exact = sorted[((sorted.len() - 1) as f64 * q).round() as usize].as_secs_f64();
+            let got = one.quantile(q).as_secs_f64();
+            assert!(
+                (got - exact).abs() <= exact * 1e-3 + 1e-6,
+                "{q}: {got} against {exact}"
+            );
+        }
+        let max = sorted[sorted.len() - 1].as_secs_f64();
+        assert!((one.max().as_secs_f64() - max).abs() <= max * 1e-3);
+
+        // A whole number of milliseconds reads back as such.
+        let mut whole = Latencies::default();
+        whole.record(Duration::from_millis(15));
+        assert_eq!(
+            (whole.quantile(0.99), whole.max()),
+            (Duration::from_millis(15), Duration::from_millis(15))
+        );
+
+        // Beyond an hour counts as an hour, nothing is lost.
+        one.record(Duration::from_secs(10_000));
+        assert_eq!(one.len(), samples.len() as u64 + 1);
+        assert!(one.max() >= Duration::from_secs(3_590));
+    }
 }

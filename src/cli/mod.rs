@@ -26,9 +26,65 @@ pub mod watch;
 /// What a command returns: boxed errors are fine at the binary's edge.
 pub type CommandResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
+/// Exit status when a command checked something and it does not hold:
+/// `verify` found a batch, checkpoint or receipt that does not match, or
+/// `loadgen` a receipt not proven included. Also the status of any error
+/// without a status of its own.
+pub const EXIT_MISMATCH: u8 = 1;
+/// Exit status for bad usage (clap's own status for a bad command line) or
+/// an input that cannot be read: a missing file or directory, a damaged
+/// journal, a transcript or receipts file that does not decode.
+pub const EXIT_USAGE: u8 = 2;
+
+/// How a command failed, when its exit status must say which way: see
+/// [`exit_code`].
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// Read and checked, and something does not match
+    /// ([`EXIT_MISMATCH`]).
+    #[error("{0}")]
+    Mismatch(String),
+    /// An input could not be read or does not hold what was asked for, or
+    /// an output could not be written ([`EXIT_USAGE`]).
+    #[error("{0}")]
+    Unreadable(String),
+}
+
+/// The exit statuses, as `--help` shows them.
+const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0   success
+  1   checked, and something does not match (a batch, checkpoint or receipt);
+      also any other failure without a status of its own
+  2   bad usage, or an input that cannot be read (a missing or damaged
+      journal, a transcript or receipts file that does not decode)
+  70  `run`: the sequencer stopped on an internal error (a bug)
+  74  `run`: the storage failed (a journal write or fsync failed or stalled)
+  78  `run`: the configuration cannot be used";
+
+/// `verify`'s exit statuses, as `sealbatch verify --help` shows them.
+const VERIFY_EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  every batch, checkpoint and receipt verified (batches still pending are
+     listed, not failures)
+  1  read and re-derived, and something does not match: a batch, a
+     checkpoint or a receipt (missing from its batch's outcome, or not
+     signed by the journal's sequencer)
+  2  bad usage, or an input that cannot be read: no journal directory, a
+     damaged journal (a torn tail alone is read up to, not damage), a
+     transcript or receipts file that cannot be read or decoded";
+
+/// `export`'s exit statuses, as `sealbatch export --help` shows them.
+const EXPORT_EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0  every requested batch's transcript written
+  1  a requested batch does not verify (nothing is written for it)
+  2  bad usage, a journal that cannot be read, a requested batch not
+     cleared in it, or a file that cannot be written";
+
 /// MEV-resistant sealed batch auction sequencer.
 #[derive(Debug, Parser)]
-#[command(name = "sealbatch", version, about, long_about = None)]
+#[command(name = "sealbatch", version, about, long_about = None, after_help = EXIT_STATUS_HELP)]
 pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
@@ -69,15 +125,16 @@ pub enum Command {
     Loadgen(loadgen::LoadgenArgs),
     /// Re-derive every batch of a journal (or one exported transcript):
     /// signatures, Merkle roots, decryption, clearing, settlement.
+    #[command(after_help = VERIFY_EXIT_STATUS_HELP)]
     Verify(verify::VerifyArgs),
     /// Write self-contained transcripts of cleared batches (envelopes, seal,
     /// released key, outcome, starting balances) for `verify --transcript`.
+    #[command(after_help = EXPORT_EXIT_STATUS_HELP)]
     Export(verify::ExportArgs),
 }
 
-/// Parses the command line, runs the command, and maps its error to an exit
-/// code: the node's own ([`NodeError::exit_code`](crate::node::NodeError::exit_code):
-/// 74 storage, 70 internal, 78 configuration), else 1.
+/// Parses the command line (a bad one exits [`EXIT_USAGE`], clap's status),
+/// runs the command, and maps its error to an exit code with [`exit_code`].
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -89,7 +146,10 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The exit status for a command's error.
+/// The exit status for a command's error: the node's own
+/// ([`NodeError::exit_code`](crate::node::NodeError::exit_code): 74 storage,
+/// 70 internal, 78 configuration), [`EXIT_MISMATCH`] or [`EXIT_USAGE`] for
+/// a [`Failure`], else [`EXIT_MISMATCH`].
 #[must_use]
 pub fn exit_code(error: &(dyn std::error::Error + 'static)) -> u8 {
     if let Some(node) = error.downcast_ref::<crate::node::NodeError>() {
@@ -99,8 +159,13 @@ pub fn exit_code(error: &(dyn std::error::Error + 'static)) -> u8 {
         .is_some()
     {
         crate::node::EXIT_CONFIG
+    } else if let Some(failure) = error.downcast_ref::<Failure>() {
+        match failure {
+            Failure::Mismatch(_) => EXIT_MISMATCH,
+            Failure::Unreadable(_) => EXIT_USAGE,
+        }
     } else {
-        1
+        EXIT_MISMATCH
     }
 }
 

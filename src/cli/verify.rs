@@ -1,19 +1,26 @@
 //! `sealbatch verify`: re-derive every batch of a journal, or one exported
 //! batch transcript, without trusting the sequencer; `sealbatch export`:
 //! write batch transcripts from a journal.
+//!
+//! The journal is opened read-only ([`Journal::open_dir_read_only`]): a torn
+//! tail is read up to and left in place, so a live sequencer's journal can be
+//! verified where it lies. Every failure is a [`Failure`]: a
+//! [`Failure::Mismatch`] (exit status 1) when what was read does not
+//! re-derive, a [`Failure::Unreadable`] (exit status 2) when it could not be
+//! read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::CommandResult;
+use super::{CommandResult, Failure};
 use crate::envelope::{Commitment, Receipt};
-use crate::journal::{FsStorage, Journal, JournalConfig, UntilDamage, read_checkpoints};
+use crate::journal::{Journal, JournalConfig, ReadOnlyFsStorage, UntilDamage, read_checkpoints};
 use crate::node::JOURNAL_DIR;
 use crate::sequencer::{
-    Checkpoint, ResultAssembler, SequencerRecord, Transcript, export_transcripts,
-    verify_journal_with, verify_transcript,
+    Checkpoint, ResultAssembler, SequencerRecord, Transcript, TranscriptError, VerifyError,
+    export_transcripts, verify_journal_with, verify_transcript,
 };
 use crate::types::BatchId;
 
@@ -62,38 +69,13 @@ pub struct ExportArgs {
     pub out: PathBuf,
 }
 
-/// Copies the files of journal directory `from` (segments and checkpoints)
-/// into a fresh temporary directory, so that reading never cuts the tail of
-/// a journal a live sequencer writes. Checkpoints are copied first: a live
-/// sequencer writes one only after the records it covers are durable, so the
-/// segments copied after it hold them all.
-fn snapshot(from: &Path) -> std::io::Result<PathBuf> {
-    let to = std::env::temp_dir().join(format!(
-        "sealbatch-verify-{}-{}",
-        std::process::id(),
-        crate::node::now_ms()
-    ));
-    std::fs::create_dir_all(&to)?;
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        if entry.file_type()?.is_file() {
-            files.push(entry.file_name());
-        }
-    }
-    let checkpoint_suffix = crate::journal::checkpoint::CHECKPOINT_FILE_SUFFIX;
-    files.sort_by_key(|name| !name.to_string_lossy().ends_with(checkpoint_suffix));
-    for name in files {
-        std::fs::copy(from.join(&name), to.join(&name))?;
-    }
-    Ok(to)
-}
-
 /// The checkpoints in a journal directory that read back and decode; the
 /// others are reported on stderr and left out.
-fn checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, String> {
-    let mut storage = FsStorage::new(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let found = read_checkpoints(&mut storage).map_err(|e| e.to_string())?;
+fn checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, Failure> {
+    let unreadable =
+        |e: &dyn std::fmt::Display| Failure::Unreadable(format!("{}: {e}", dir.display()));
+    let mut storage = ReadOnlyFsStorage::new(dir).map_err(|e| unreadable(&e))?;
+    let found = read_checkpoints(&mut storage).map_err(|e| unreadable(&e))?;
     Ok(found
         .into_iter()
         .filter_map(|found| {
@@ -105,33 +87,49 @@ fn checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, String> {
         .collect())
 }
 
-/// Runs `read` over the records of a copy of the journal, streamed one
-/// segment at a time, and its usable checkpoints; damage anywhere in the
-/// records is an error.
+/// Runs `read` over the records of the journal, opened read-only and
+/// streamed one segment at a time, and its usable checkpoints; damage
+/// anywhere in the records (a torn tail aside, which is read up to and left
+/// in place) is an error.
+///
+/// Checkpoints are read first: a live sequencer writes one only after the
+/// records it covers are durable, so the segments read after it hold them
+/// all.
 fn with_journal<T>(
     args: &JournalArgs,
-    read: impl FnOnce(&mut UntilDamage<FsStorage>, &[Checkpoint]) -> T,
-) -> Result<T, String> {
+    read: impl FnOnce(&mut UntilDamage<ReadOnlyFsStorage>, &[Checkpoint]) -> T,
+) -> Result<T, Failure> {
     let dir = args
         .journal
         .clone()
         .unwrap_or_else(|| args.data_dir.join(JOURNAL_DIR));
     if !dir.is_dir() {
-        return Err(format!("{} is not a journal directory", dir.display()));
+        return Err(Failure::Unreadable(format!(
+            "{} is not a journal directory",
+            dir.display()
+        )));
     }
-    let copy = snapshot(&dir).map_err(|e| format!("copying {}: {e}", dir.display()))?;
-    let result = checkpoints(&copy).and_then(|checkpoints| {
-        let (_, recovery) = Journal::open_dir_streaming(&copy, JournalConfig::default())
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-        let mut records = recovery.records.until_damage();
-        let out = read(&mut records, &checkpoints);
-        match records.take_damage() {
-            Some(damage) => Err(format!("{}: {damage}", dir.display())),
-            None => Ok(out),
+    let checkpoints = checkpoints(&dir)?;
+    let recovery = Journal::open_dir_read_only(&dir, JournalConfig::default())
+        .map_err(|e| Failure::Unreadable(format!("{}: {e}", dir.display())))?;
+    let mut records = recovery.records.until_damage();
+    let out = read(&mut records, &checkpoints);
+    match records.take_damage() {
+        Some(damage) => Err(Failure::Unreadable(format!("{}: {damage}", dir.display()))),
+        None => Ok(out),
+    }
+}
+
+/// A journal `verify` could not replay: one that does not decode as a
+/// sequencer journal cannot be read; one whose deposits or withdrawals do
+/// not apply was read and does not add up.
+fn replay_failure(error: VerifyError) -> Failure {
+    match error {
+        VerifyError::Ledger { .. } => Failure::Mismatch(error.to_string()),
+        VerifyError::NoGenesis | VerifyError::Record { .. } | VerifyError::Config(_) => {
+            Failure::Unreadable(error.to_string())
         }
-    });
-    let _ = std::fs::remove_dir_all(&copy);
-    result
+    }
 }
 
 /// Verifies the journal (or a transcript); prints `OK` or the first mismatch
@@ -139,13 +137,23 @@ fn with_journal<T>(
 ///
 /// # Errors
 ///
-/// An unreadable journal, or any batch that does not verify.
+/// A [`Failure::Unreadable`] for a journal, transcript or receipts file that
+/// cannot be read; a [`Failure::Mismatch`] for any batch, checkpoint or
+/// receipt that does not verify.
 pub fn run(args: &VerifyArgs) -> CommandResult {
+    Ok(verify(args)?)
+}
+
+fn verify(args: &VerifyArgs) -> Result<(), Failure> {
     if let Some(path) = &args.transcript {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let transcript =
-            Transcript::decode(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-        let summary = verify_transcript(&transcript)?;
+        let unreadable =
+            |e: &dyn std::fmt::Display| Failure::Unreadable(format!("{}: {e}", path.display()));
+        let bytes = std::fs::read(path).map_err(|e| unreadable(&e))?;
+        let transcript = Transcript::decode(&bytes).map_err(|e| unreadable(&e))?;
+        let summary = verify_transcript(&transcript).map_err(|e| match e {
+            TranscriptError::Decode(_) => unreadable(&e),
+            TranscriptError::Mismatch { .. } => Failure::Mismatch(e.to_string()),
+        })?;
         println!(
             "batch {:>10}: {:>6} envelopes {:>8} fills  OK (from the {} balances the transcript states)",
             summary.e, summary.envelopes, summary.fills, summary.balances
@@ -154,7 +162,8 @@ pub fn run(args: &VerifyArgs) -> CommandResult {
     }
     let report = with_journal(&args.source, |records, checkpoints| {
         verify_journal_with(records, checkpoints)
-    })??;
+    })?
+    .map_err(replay_failure)?;
     if let Some(lsn) = report.from_checkpoint {
         println!(
             "journal pruned: verified from the checkpoint at LSN {lsn} (its state taken as given)"
@@ -204,9 +213,9 @@ pub fn run(args: &VerifyArgs) -> CommandResult {
         report.checkpoints.len() - bad_checkpoints,
     );
     if bad > 0 || bad_checkpoints > 0 {
-        return Err(
-            format!("{bad} batches and {bad_checkpoints} checkpoints do not verify").into(),
-        );
+        return Err(Failure::Mismatch(format!(
+            "{bad} batches and {bad_checkpoints} checkpoints do not verify"
+        )));
     }
     if let Some(path) = &args.receipts {
         check_receipts(&args.source, path)?;
@@ -216,18 +225,20 @@ pub fn run(args: &VerifyArgs) -> CommandResult {
 
 /// Holds the journal to every receipt in `path`: signed by the journal's
 /// sequencer, and its envelope in its batch's journaled outcome.
-fn check_receipts(source: &JournalArgs, path: &Path) -> CommandResult {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn check_receipts(source: &JournalArgs, path: &Path) -> Result<(), Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Unreadable(format!("{}: {e}", path.display())))?;
     let mut receipts = Vec::new();
     for (line, hex_text) in text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        let bytes = hex::decode(hex_text.trim())
-            .map_err(|e| format!("{}:{}: {e}", path.display(), line + 1))?;
-        let receipt = Receipt::from_bytes(&bytes)
-            .map_err(|e| format!("{}:{}: {e}", path.display(), line + 1))?;
+        let unreadable = |e: &dyn std::fmt::Display| {
+            Failure::Unreadable(format!("{}:{}: {e}", path.display(), line + 1))
+        };
+        let bytes = hex::decode(hex_text.trim()).map_err(|e| unreadable(&e))?;
+        let receipt = Receipt::from_bytes(&bytes).map_err(|e| unreadable(&e))?;
         receipts.push(receipt);
     }
     let (sequencer, published) = with_journal(source, |records, _| {
@@ -250,7 +261,9 @@ fn check_receipts(source: &JournalArgs, path: &Path) -> CommandResult {
         }
         (sequencer, published)
     })?;
-    let sequencer = sequencer.ok_or("the journal no longer holds its genesis record")?;
+    let sequencer = sequencer.ok_or_else(|| {
+        Failure::Unreadable("the journal no longer holds its genesis record".into())
+    })?;
     let mut missing = 0usize;
     let mut forged = 0usize;
     for receipt in &receipts {
@@ -278,7 +291,9 @@ fn check_receipts(source: &JournalArgs, path: &Path) -> CommandResult {
         receipts.len() - missing - forged
     );
     if missing > 0 || forged > 0 {
-        return Err(format!("{missing} acknowledged envelopes missing").into());
+        return Err(Failure::Mismatch(format!(
+            "{missing} acknowledged envelopes missing, {forged} receipts not signed by this sequencer"
+        )));
     }
     Ok(())
 }
@@ -287,18 +302,26 @@ fn check_receipts(source: &JournalArgs, path: &Path) -> CommandResult {
 ///
 /// # Errors
 ///
-/// An unreadable journal, a batch that is not cleared in it, or one that does
-/// not verify (nothing is written for it).
+/// A [`Failure::Mismatch`] for a requested batch that does not verify
+/// (nothing is written for it); a [`Failure::Unreadable`] for an unreadable
+/// journal, a batch that is not cleared in it, or a file that cannot be
+/// written.
 pub fn export(args: &ExportArgs) -> CommandResult {
+    Ok(export_batches(args)?)
+}
+
+fn export_batches(args: &ExportArgs) -> Result<(), Failure> {
     let wanted: BTreeSet<BatchId> = args.batches.iter().copied().collect();
     let (report, transcripts) = with_journal(&args.source, |records, checkpoints| {
         export_transcripts(records, checkpoints, &wanted)
-    })??;
-    std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    })?
+    .map_err(replay_failure)?;
+    let unwritable =
+        |path: &Path, e: std::io::Error| Failure::Unreadable(format!("{}: {e}", path.display()));
+    std::fs::create_dir_all(&args.out).map_err(|e| unwritable(&args.out, e))?;
     for transcript in &transcripts {
         let path = args.out.join(format!("batch-{}.sbt", transcript.batch()));
-        std::fs::write(&path, transcript.encode())
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(&path, transcript.encode()).map_err(|e| unwritable(&path, e))?;
         println!(
             "batch {:>10}: {:>6} envelopes -> {}",
             transcript.batch(),
@@ -307,19 +330,24 @@ pub fn export(args: &ExportArgs) -> CommandResult {
         );
     }
     let written: BTreeSet<BatchId> = transcripts.iter().map(Transcript::batch).collect();
+    let mut mismatched = false;
     let missing: Vec<String> = wanted
         .difference(&written)
         .map(|e| match report.batches.iter().find(|b| b.e == *e) {
             Some(b) if b.pending => format!("batch {e}: sealed, not cleared yet"),
             Some(b) => match &b.verdict {
-                Err(reason) => format!("batch {e}: does not verify: {reason}"),
+                Err(reason) => {
+                    mismatched = true;
+                    format!("batch {e}: does not verify: {reason}")
+                }
                 Ok(()) => format!("batch {e}: not exported"),
             },
             None => format!("batch {e}: not in the journal (empty batches leave no record)"),
         })
         .collect();
-    if !missing.is_empty() {
-        return Err(missing.join("; ").into());
+    match (missing.is_empty(), mismatched) {
+        (true, _) => Ok(()),
+        (false, true) => Err(Failure::Mismatch(missing.join("; "))),
+        (false, false) => Err(Failure::Unreadable(missing.join("; "))),
     }
-    Ok(())
 }

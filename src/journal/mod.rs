@@ -30,6 +30,11 @@
 //! [`JournalError::Corrupt`] naming the file and the byte offset, never
 //! skipped.
 //!
+//! [`Journal::open_read_only`] (on disk [`Journal::open_dir_read_only`])
+//! reads the records the same way but changes nothing: it reads up to a
+//! torn tail and leaves it in place, so a reader such as `sealbatch verify`
+//! can read a journal a live sequencer is writing.
+//!
 //! # Checkpoints
 //!
 //! [`Journal::write_checkpoint`] stores an opaque snapshot of the state the
@@ -108,7 +113,7 @@ pub use faults::{Fault, Faults, FaultyFile, FaultyStorage};
 pub use format::{FrameProblem, HeaderProblem};
 #[cfg(any(test, feature = "test-support"))]
 pub use sim::{SimFileHandle, SimStorage};
-pub use storage::{FsFile, FsStorage, Storage, StorageFile};
+pub use storage::{FsFile, FsStorage, ReadOnlyFile, ReadOnlyFsStorage, Storage, StorageFile};
 pub use writer::{JournalWriter, WRITER_GROUP_RECORDS_MAX, WriterEvent};
 
 use format::{
@@ -218,12 +223,14 @@ pub struct Recovery {
     pub segments: usize,
 }
 
-/// What [`Journal::open_streaming`] found.
+/// What [`Journal::open_streaming`] or [`Journal::open_read_only`] found.
 #[derive(Debug)]
 pub struct StreamingRecovery<S: Storage> {
     /// Every record, in LSN order, read as it is taken.
     pub records: RecordStream<S>,
-    /// The torn tail that was cut from the last segment, if any.
+    /// The torn tail of the last segment, if any: cut by
+    /// [`Journal::open_streaming`], left in place by
+    /// [`Journal::open_read_only`].
     pub truncation: Option<Truncation>,
     /// Number of segment files found.
     pub segments: usize,
@@ -260,7 +267,14 @@ impl<S: Storage> Iterator for RecordStream<S> {
             let storage = self.storage.as_mut()?;
             if let Some((name_lsn, name)) = self.segments.next() {
                 let mut no_cut = None;
-                match read_segment(storage, &name, name_lsn, self.next_lsn, false, &mut no_cut) {
+                match read_segment(
+                    storage,
+                    &name,
+                    name_lsn,
+                    self.next_lsn,
+                    Tail::Inner,
+                    &mut no_cut,
+                ) {
                     Ok(read) => {
                         self.next_lsn = Some(read.next_lsn);
                         self.current = read.records.into_iter();
@@ -446,6 +460,28 @@ impl Journal<FsStorage> {
     }
 }
 
+impl Journal<ReadOnlyFsStorage> {
+    /// [`Journal::open_read_only`] on the existing directory `dir`, through a
+    /// [`ReadOnlyFsStorage`]: files are opened read-only and nothing is
+    /// created, cut or synced.
+    ///
+    /// # Errors
+    ///
+    /// As [`Journal::open_read_only`]; also [`JournalError::Io`] if `dir` is
+    /// not a directory.
+    pub fn open_dir_read_only(
+        dir: impl AsRef<Path>,
+        config: JournalConfig,
+    ) -> Result<StreamingRecovery<ReadOnlyFsStorage>, JournalError> {
+        let dir = dir.as_ref();
+        let storage = ReadOnlyFsStorage::new(dir).map_err(|source| JournalError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        Journal::open_read_only(storage, config)
+    }
+}
+
 impl<S: Storage> Journal<S> {
     /// Opens the journal in `storage`: recovers every segment, cuts a torn
     /// tail, makes what was recovered durable, and returns the journal
@@ -487,7 +523,7 @@ impl<S: Storage> Journal<S> {
                 name,
                 *name_lsn,
                 next_lsn,
-                is_last,
+                if is_last { Tail::Cut } else { Tail::Inner },
                 &mut recovery.truncation,
             )?;
             recovery.records.extend(read.records);
@@ -600,7 +636,7 @@ impl<S: Storage> Journal<S> {
             &last_name,
             last_lsn,
             None,
-            true,
+            Tail::Cut,
             &mut truncation,
         )?;
         let reader = storage.clone();
@@ -629,6 +665,59 @@ impl<S: Storage> Journal<S> {
                 segments: count,
             },
         ))
+    }
+
+    /// Reads the journal in `storage` without changing it: the records of
+    /// [`Journal::open_streaming`], with the same checks, but a torn tail of
+    /// the last segment is read up to and left in place (reported in
+    /// [`StreamingRecovery::truncation`] as what an open to append would
+    /// cut), nothing is synced, and an empty directory stays empty. No
+    /// journal to append to is returned. With a storage that refuses writes
+    /// ([`ReadOnlyFsStorage`]) nothing can change the journal even by
+    /// mistake; this is how `sealbatch verify` reads a journal, live or not.
+    ///
+    /// # Errors
+    ///
+    /// As [`Journal::open_streaming`] for the last segment and the directory,
+    /// except that a torn tail is not an error; damage in an earlier segment
+    /// is reported by the stream.
+    pub fn open_read_only(
+        mut storage: S,
+        config: JournalConfig,
+    ) -> Result<StreamingRecovery<S>, JournalError>
+    where
+        S: Clone,
+    {
+        let mut segments = list_segments(&mut storage, config)?;
+        let count = segments.len();
+        let mut truncation = None;
+        let last = match segments.pop() {
+            Some((last_lsn, last_name)) => {
+                let read = read_segment(
+                    &mut storage,
+                    &last_name,
+                    last_lsn,
+                    None,
+                    Tail::Keep,
+                    &mut truncation,
+                )?;
+                Some((last_lsn, last_name, read.records))
+            }
+            None => None,
+        };
+        let records = RecordStream {
+            storage: last.is_some().then_some(storage),
+            segments: segments.into_iter(),
+            next_lsn: None,
+            last,
+            current: Vec::new().into_iter(),
+            failed: false,
+        };
+        Ok(StreamingRecovery {
+            records,
+            truncation,
+            segments: count,
+        })
     }
 
     fn start_first_segment(
@@ -831,15 +920,30 @@ struct SegmentRead<F> {
     count: u64,
 }
 
+/// Which segment [`read_segment`] reads, and so what it does with a torn
+/// tail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Tail {
+    /// A segment before the last: any damage is corruption.
+    Inner,
+    /// The last segment of a journal opened to append: a torn tail is cut,
+    /// durably.
+    Cut,
+    /// The last segment of a journal opened read-only: a torn tail is read
+    /// up to and left in place.
+    Keep,
+}
+
 /// Reads and checks segment `name`, which must start at `next_lsn` when that
-/// is known. Damage is an error, except a torn tail of the `is_last` segment,
-/// which is cut (and reported in `truncation`).
+/// is known. Damage is an error, except a torn tail of the last segment
+/// (`tail` other than [`Tail::Inner`]), which is reported in `truncation`
+/// and, with [`Tail::Cut`], cut.
 fn read_segment<S: Storage>(
     storage: &mut S,
     name: &str,
     name_lsn: Lsn,
     next_lsn: Option<Lsn>,
-    is_last: bool,
+    tail: Tail,
     truncation: &mut Option<Truncation>,
 ) -> Result<SegmentRead<S::File>, JournalError> {
     let mut records = Vec::new();
@@ -875,10 +979,12 @@ fn read_segment<S: Storage>(
         // The header is synced before any record is written, so a
         // last segment no longer than a header holds no record: its
         // creation was torn. Write the header again.
-        Err(_) if is_last && bytes.len() <= SEGMENT_HEADER_LEN => {
-            file.truncate_sync(0).map_err(io)?;
-            file.append(&encode_segment_header(name_lsn)).map_err(io)?;
-            file.sync_data().map_err(io)?;
+        Err(_) if tail != Tail::Inner && bytes.len() <= SEGMENT_HEADER_LEN => {
+            if tail == Tail::Cut {
+                file.truncate_sync(0).map_err(io)?;
+                file.append(&encode_segment_header(name_lsn)).map_err(io)?;
+                file.sync_data().map_err(io)?;
+            }
             *truncation = Some(Truncation {
                 path: path.clone(),
                 offset: 0,
@@ -926,7 +1032,7 @@ fn read_segment<S: Storage>(
             }
             Err(problem) => problem,
         };
-        if !is_last {
+        if tail == Tail::Inner {
             return Err(corrupt(
                 offset as u64,
                 Corruption::Record {
@@ -946,7 +1052,9 @@ fn read_segment<S: Storage>(
                 },
             ));
         }
-        file.truncate_sync(offset as u64).map_err(io)?;
+        if tail == Tail::Cut {
+            file.truncate_sync(offset as u64).map_err(io)?;
+        }
         *truncation = Some(Truncation {
             path: path.clone(),
             offset: offset as u64,

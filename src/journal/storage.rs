@@ -126,20 +126,7 @@ impl Storage for FsStorage {
     type File = FsFile;
 
     fn list(&mut self) -> io::Result<Vec<String>> {
-        let mut names = Vec::new();
-        for entry in fs::read_dir(&self.dir)? {
-            let entry = entry?;
-            let is_file = match entry.file_type() {
-                Ok(kind) => kind.is_file(),
-                // Removed since it was listed (the pruning thread): gone.
-                Err(error) if error.kind() == io::ErrorKind::NotFound => false,
-                Err(error) => return Err(error),
-            };
-            if is_file && let Ok(name) = entry.file_name().into_string() {
-                names.push(name);
-            }
-        }
-        Ok(names)
+        list_files(&self.dir)
     }
 
     fn open(&mut self, name: &str) -> io::Result<FsFile> {
@@ -180,10 +167,7 @@ pub struct FsFile {
 
 impl StorageFile for FsFile {
     fn read_all(&mut self) -> io::Result<Vec<u8>> {
-        let mut bytes = Vec::new();
-        self.file.seek(SeekFrom::Start(0))?;
-        self.file.read_to_end(&mut bytes)?;
-        Ok(bytes)
+        read_whole(&mut self.file)
     }
 
     fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
@@ -198,5 +182,129 @@ impl StorageFile for FsFile {
     fn truncate_sync(&mut self, len: u64) -> io::Result<()> {
         self.file.set_len(len)?;
         self.file.sync_all()
+    }
+}
+
+/// The names of the regular files in `dir`.
+fn list_files(dir: &Path) -> io::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let is_file = match entry.file_type() {
+            Ok(kind) => kind.is_file(),
+            // Removed since it was listed (the pruning thread): gone.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => false,
+            Err(error) => return Err(error),
+        };
+        if is_file && let Ok(name) = entry.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// The whole of `file`, from its start.
+fn read_whole(file: &mut File) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(0))?;
+    file.read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// A journal directory on disk opened only to read
+/// ([`Journal::open_dir_read_only`](super::Journal::open_dir_read_only)):
+/// files are opened read-only, and every call that would change the
+/// directory or a file fails with [`io::ErrorKind::PermissionDenied`], so
+/// that a reader (`sealbatch verify`) cannot change a journal, even one a
+/// live sequencer is writing, or one on a read-only mount.
+#[derive(Clone, Debug)]
+pub struct ReadOnlyFsStorage {
+    dir: PathBuf,
+}
+
+impl ReadOnlyFsStorage {
+    /// Reads the existing directory `dir` (nothing is created).
+    ///
+    /// # Errors
+    ///
+    /// [`io::ErrorKind::NotFound`] if `dir` is not a directory, or the I/O
+    /// error finding out.
+    pub fn new(dir: impl AsRef<Path>) -> io::Result<ReadOnlyFsStorage> {
+        let dir = dir.as_ref().to_path_buf();
+        if !fs::metadata(&dir)?.is_dir() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        Ok(ReadOnlyFsStorage { dir })
+    }
+
+    /// The journal directory.
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// The error of every write to a read-only storage.
+fn read_only(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("the journal is open read-only: {what} refused"),
+    )
+}
+
+impl Storage for ReadOnlyFsStorage {
+    type File = ReadOnlyFile;
+
+    fn list(&mut self) -> io::Result<Vec<String>> {
+        list_files(&self.dir)
+    }
+
+    fn open(&mut self, name: &str) -> io::Result<ReadOnlyFile> {
+        let file = OpenOptions::new().read(true).open(self.dir.join(name))?;
+        Ok(ReadOnlyFile { file })
+    }
+
+    fn create(&mut self, _name: &str) -> io::Result<ReadOnlyFile> {
+        Err(read_only("creating a file"))
+    }
+
+    fn remove(&mut self, _name: &str) -> io::Result<()> {
+        Err(read_only("removing a file"))
+    }
+
+    fn sync_dir(&mut self) -> io::Result<()> {
+        Err(read_only("syncing the directory"))
+    }
+
+    fn path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// A file of [`ReadOnlyFsStorage`], opened read-only: it reads, and refuses
+/// every write.
+#[derive(Debug)]
+pub struct ReadOnlyFile {
+    file: File,
+}
+
+impl StorageFile for ReadOnlyFile {
+    fn read_all(&mut self) -> io::Result<Vec<u8>> {
+        read_whole(&mut self.file)
+    }
+
+    fn append(&mut self, _bytes: &[u8]) -> io::Result<()> {
+        Err(read_only("appending"))
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        Err(read_only("syncing"))
+    }
+
+    fn truncate_sync(&mut self, _len: u64) -> io::Result<()> {
+        Err(read_only("truncating"))
     }
 }
