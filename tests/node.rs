@@ -589,7 +589,8 @@ async fn every_refusal_names_the_open_batch_and_duplicates_are_receipted_again()
 
 /// A subscriber's own envelopes come in ascending commitment order, in
 /// `BatchSealed` (proofs) and in `BatchCleared` (outcomes), whatever order
-/// they were submitted in (`spec/wire.md` §5).
+/// they were submitted in (`spec/wire.md` §5), each with the status and
+/// detail `spec/sequencer.md` defines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_envelopes_are_pushed_in_commitment_order() {
     let node = start("own-order", |c| c.batch_length_ms = 500).await;
@@ -605,22 +606,37 @@ async fn own_envelopes_are_pushed_in_commitment_order() {
         .find(|(b, _)| *b == e)
         .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
         .expect("announced");
+    let wrong_key = schedule
+        .batch_keys
+        .iter()
+        .find(|(b, _)| *b == e + 1)
+        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
+        .expect("announced");
+    // An account without funds sells: unfunded, detail the base asset (1).
+    // The last envelope is sealed to another batch's key: it cannot be
+    // decrypted (status 7, detail 0).
     let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
     let mut submitted = Vec::new();
+    let mut undecryptable = None;
     for nonce in 0..8u64 {
         let orders = [OrderSpec {
             market: MarketId(1),
-            side: Side::Buy,
+            side: Side::Sell,
             limit: Some(60_000),
             qty: 1,
             client_order_id: nonce,
         }];
-        let envelope = seal_bundle(&mut OsRng, &trader, e, &key, nonce, &orders).expect("seals");
+        let sealed_to = if nonce == 7 { &wrong_key } else { &key };
+        let envelope =
+            seal_bundle(&mut OsRng, &trader, e, sealed_to, nonce, &orders).expect("seals");
         let receipt = client
             .submit(envelope.into_bytes())
             .await
             .expect("accepted");
         submitted.push(receipt.commitment.0);
+        if nonce == 7 {
+            undecryptable = Some(receipt.commitment.0);
+        }
     }
     let mut sorted = submitted.clone();
     sorted.sort_unstable();
@@ -636,6 +652,14 @@ async fn own_envelopes_are_pushed_in_commitment_order() {
                 sealed = Some(s.proofs.iter().map(|(c, _)| *c).collect::<Vec<_>>());
             }
             sealbatch::wire::ServerMessage::BatchCleared(c) if c.e == e => {
+                for own in &c.own {
+                    let want = if Some(own.commitment) == undecryptable {
+                        (7, 0)
+                    } else {
+                        (35, 1)
+                    };
+                    assert_eq!((own.status, own.detail), want, "status and detail");
+                }
                 cleared = Some(c.own.iter().map(|o| o.commitment).collect::<Vec<_>>());
             }
             _ => {}
@@ -643,5 +667,88 @@ async fn own_envelopes_are_pushed_in_commitment_order() {
     }
     assert_eq!(sealed, Some(sorted.clone()));
     assert_eq!(cleared, Some(sorted));
+    node.stop().await;
+}
+
+/// Half-close (`spec/wire.md` §2): requests that arrive in the same packet
+/// as the client's FIN are all answered, and then the server finishes its
+/// side; a stream finished inside a frame closes the connection with the
+/// protocol code at once, not at the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_before_a_fin_are_answered_and_a_cut_frame_closes_at_once() {
+    use sealbatch::wire::{FrameDecoder, ServerMessage, encode};
+
+    let node = start("fin", |c| c.batch_length_ms = 500).await;
+    let client = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    let schedule = client.schedule().await.expect("schedule");
+    let e = schedule.open_batch + 1;
+    let key = schedule
+        .batch_keys
+        .iter()
+        .find(|(b, _)| *b == e)
+        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
+        .expect("announced");
+    let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
+    let orders = [OrderSpec {
+        market: MarketId(1),
+        side: Side::Buy,
+        limit: Some(60_000),
+        qty: 1,
+        client_order_id: 0,
+    }];
+    let envelope = seal_bundle(&mut OsRng, &trader, e, &key, 0, &orders)
+        .expect("seals")
+        .into_bytes();
+
+    // Three requests and the FIN in one write: all three are answered.
+    let connection = raw(&node).await;
+    let (mut send, mut recv) = connection.open_bi().await.expect("stream");
+    let mut frames = Vec::new();
+    for message in [
+        ClientMessage::GetSchedule { request_id: 1 },
+        ClientMessage::Submit {
+            request_id: 2,
+            envelope,
+        },
+        ClientMessage::GetAccount {
+            request_id: 3,
+            account: [9; 32],
+        },
+    ] {
+        encode(&message, &mut frames).expect("encodes");
+    }
+    send.write_all(&frames).await.expect("writes");
+    send.finish().expect("finishes");
+    let bytes = tokio::time::timeout(Duration::from_secs(10), recv.read_to_end(1 << 20))
+        .await
+        .expect("the server finishes its side in time")
+        .expect("reads to the end");
+    let mut decoder: FrameDecoder<ServerMessage> = FrameDecoder::new();
+    decoder.extend(&bytes);
+    let mut answered = Vec::new();
+    while let Some(message) = decoder.next_message().expect("decodes") {
+        answered.push(match message {
+            ServerMessage::Schedule(s) => s.request_id,
+            ServerMessage::Receipt { request_id, .. } => request_id,
+            ServerMessage::Account { request_id, .. } => request_id,
+            other => panic!("unexpected {other:?}"),
+        });
+    }
+    answered.sort_unstable();
+    assert_eq!(answered, vec![1, 2, 3]);
+
+    // A frame cut short by the FIN: closed with code 1 well before the idle
+    // timeout (30 s).
+    let cut = raw(&node).await;
+    let (mut send, _recv) = cut.open_bi().await.expect("stream");
+    send.write_all(&[100, 0, 0, 0, 0x01, 1, 2])
+        .await
+        .expect("writes");
+    send.finish().expect("finishes");
+    let started = std::time::Instant::now();
+    assert_eq!(closed_with(&cut).await, Some(1), "protocol error code");
+    assert!(started.elapsed() < Duration::from_secs(2));
     node.stop().await;
 }

@@ -35,10 +35,15 @@ pub enum Control {
         /// Where its messages go.
         out: mpsc::Sender<Outbound>,
     },
-    /// A session closed.
+    /// A session's stream ended.
     Close {
         /// The session.
         session: SessionId,
+        /// `Some(n)`: the client finished its side after `n` of its
+        /// requests were queued for the driver, which answers them all and
+        /// then drops the session (its stream is then finished). `None`: the
+        /// connection is gone or being closed; drop the session at once.
+        after: Option<u64>,
     },
     /// A batch finished opening on the rayon pool.
     Opened(OpenedJob, Duration),

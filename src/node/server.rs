@@ -264,6 +264,9 @@ async fn reader(
         .saturating_mul(2);
     // When a frame is under way, the deadline by which it must be complete.
     let mut frame_deadline: Option<Instant> = None;
+    // Requests queued for the driver: after the client finishes its side,
+    // the driver answers these before it drops the session.
+    let mut queued: u64 = 0;
     loop {
         let read = recv.read(&mut chunk);
         let n = match frame_deadline {
@@ -276,14 +279,41 @@ async fn reader(
                         "closing a connection that sends a frame too slowly"
                     );
                     connection.close(CLOSE_PROTOCOL_ERROR.into(), b"frame not completed in time");
-                    let _ = core.control.send(Control::Close { session });
+                    let _ = core.control.send(Control::Close {
+                        session,
+                        after: None,
+                    });
                     return;
                 }
             },
         };
         let n = match n {
             Ok(Some(n)) => n,
-            Ok(None) | Err(_) => break,
+            Ok(None) if !decoder.is_at_boundary() => {
+                // The client finished its side inside a frame: that frame
+                // can never be completed.
+                tracing::debug!(session, "stream finished inside a frame");
+                connection.close(
+                    CLOSE_PROTOCOL_ERROR.into(),
+                    b"stream finished inside a frame",
+                );
+                let _ = core.control.send(Control::Close {
+                    session,
+                    after: None,
+                });
+                return;
+            }
+            // Finished: every complete request before it is answered, then
+            // the server finishes its side.
+            Ok(None) => break,
+            // Reset or connection lost: nobody reads the answers.
+            Err(_) => {
+                let _ = core.control.send(Control::Close {
+                    session,
+                    after: None,
+                });
+                return;
+            }
         };
         decoder.extend(&chunk[..n]);
         let mut completed = false;
@@ -361,7 +391,7 @@ async fn reader(
                         received,
                     };
                     match core.requests.try_send(request) {
-                        Ok(()) => {}
+                        Ok(()) => queued += 1,
                         Err(TrySendError::Full(_)) => {
                             let message = "the sequencer's queue is full".to_string();
                             let reply = if submit {
@@ -393,7 +423,10 @@ async fn reader(
                     tracing::debug!(session, %error, "closing a connection for a bad frame");
                     let reason = error.to_string();
                     connection.close(code.into(), &reason.as_bytes()[..reason.len().min(200)]);
-                    let _ = core.control.send(Control::Close { session });
+                    let _ = core.control.send(Control::Close {
+                        session,
+                        after: None,
+                    });
                     return;
                 }
             }
@@ -407,7 +440,10 @@ async fn reader(
             (false, false) => frame_deadline.or_else(|| Some(Instant::now() + frame_timeout)),
         };
     }
-    let _ = core.control.send(Control::Close { session });
+    let _ = core.control.send(Control::Close {
+        session,
+        after: Some(queued),
+    });
 }
 
 /// Writes queued messages, as many as are waiting in one write, signing

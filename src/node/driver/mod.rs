@@ -356,9 +356,7 @@ impl Driver {
                 ip,
                 out,
             } => self.open_session(session, conn, ip, out),
-            Control::Close { session } => {
-                self.sessions.remove(&session);
-            }
+            Control::Close { session, after } => self.end_session(session, after),
             Control::Opened(job, took) => {
                 self.metrics.decrypt_seconds.observe_duration(took);
                 let start = Instant::now();

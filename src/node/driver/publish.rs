@@ -91,6 +91,8 @@ impl Driver {
                         commitment,
                     },
                 );
+                self.waiting(p.session, false);
+                self.drop_if_done(p.session);
             }
             Event::BatchVoided { e, reason } => {
                 self.metrics.batches_voided.inc();
@@ -108,6 +110,8 @@ impl Driver {
                             request_id: p.request_id,
                         },
                     );
+                    self.waiting(p.session, false);
+                    self.drop_if_done(p.session);
                 }
             }
             Event::BatchOpened {

@@ -106,6 +106,7 @@ impl Driver {
                         received,
                     },
                 );
+                self.waiting(session, true);
             }
             Err(error) => {
                 self.refuse(
@@ -118,7 +119,16 @@ impl Driver {
         }
     }
 
+    /// A request taken from the queue: answered now, or once the journal
+    /// makes what it asked durable.
     pub(super) fn request(&mut self, request: Request) {
+        let session = request.session;
+        self.handled(session);
+        self.answer(request);
+        self.drop_if_done(session);
+    }
+
+    fn answer(&mut self, request: Request) {
         let Request {
             session,
             body,
@@ -254,6 +264,7 @@ impl Driver {
         match done {
             Ok(()) => {
                 self.pending.insert(token.0, request);
+                self.waiting(session, true);
             }
             Err(error) => self.send(
                 session,

@@ -26,6 +26,13 @@ pub(super) struct Session {
     /// Commitments this session submitted, per batch, ascending (kept for
     /// subscribers until the batch is published; pushed in this order).
     pub(super) own: BTreeMap<BatchId, BTreeSet<Commitment>>,
+    /// Requests of this session the driver has taken from its queue.
+    handled: u64,
+    /// Its requests waiting for the journal (receipts, acknowledgements).
+    waiting: u64,
+    /// Set when the client finished its side: how many requests it queued
+    /// before. The session is dropped once all are handled and answered.
+    ended_after: Option<u64>,
 }
 
 /// A request waiting for its journal write to be durable.
@@ -59,8 +66,55 @@ impl Driver {
                 out,
                 subscribed: false,
                 own: BTreeMap::new(),
+                handled: 0,
+                waiting: 0,
+                ended_after: None,
             },
         );
+    }
+
+    /// The session's stream ended (`spec/wire.md` §2, half-close): with
+    /// `after`, once its requests are all answered; else at once.
+    pub(super) fn end_session(&mut self, session: SessionId, after: Option<u64>) {
+        match (after, self.sessions.get_mut(&session)) {
+            (Some(queued), Some(s)) => {
+                s.ended_after = Some(queued);
+                self.drop_if_done(session);
+            }
+            _ => {
+                self.sessions.remove(&session);
+            }
+        }
+    }
+
+    /// Counts a request of `session` taken from the queue.
+    pub(super) fn handled(&mut self, session: SessionId) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.handled += 1;
+        }
+    }
+
+    /// A request of `session` now waits for the journal (`+1`) or was
+    /// answered after it (`-1`).
+    pub(super) fn waiting(&mut self, session: SessionId, more: bool) {
+        if let Some(s) = self.sessions.get_mut(&session) {
+            s.waiting = if more {
+                s.waiting + 1
+            } else {
+                s.waiting.saturating_sub(1)
+            };
+        }
+    }
+
+    /// Drops a session whose client finished its side once every request it
+    /// sent before is answered; its stream's writer then finishes the stream.
+    pub(super) fn drop_if_done(&mut self, session: SessionId) {
+        if self.sessions.get(&session).is_some_and(|s| {
+            s.ended_after
+                .is_some_and(|queued| s.handled >= queued && s.waiting == 0)
+        }) {
+            self.sessions.remove(&session);
+        }
     }
 
     pub(super) fn send(&mut self, session: SessionId, message: ServerMessage) {
