@@ -851,3 +851,11 @@ proptest! {
         );
     }
 }
+
+/// Commitments print as hex, in messages and debug output alike.
+#[test]
+fn commitments_print_as_hex() {
+    let c = Commitment([0xab; 32]);
+    assert_eq!(c.to_string(), "ab".repeat(32));
+    assert_eq!(format!("{c:?}"), format!("Commitment({})", "ab".repeat(32)));
+}

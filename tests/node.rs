@@ -752,3 +752,100 @@ async fn requests_before_a_fin_are_answered_and_a_cut_frame_closes_at_once() {
     assert!(started.elapsed() < Duration::from_secs(2));
     node.stop().await;
 }
+
+/// After a batch trades: the schedule's `reference_price` is the market's
+/// last clearing price, and the fee account (the all-zero id) holds the
+/// fees, readable with `GetAccount` (`spec/wire.md` §5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
+    let node = start("reference", |c| c.batch_length_ms = 500).await;
+    let client = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    let mut events = client.subscribe().await.expect("subscribes");
+    let schedule = client.schedule().await.expect("schedule");
+    let market = *schedule
+        .markets
+        .iter()
+        .find(|m| m.id == 1)
+        .expect("market 1");
+    let fees_before = client.account([0; 32]).await.expect("fee account");
+    let buyer = sealbatch::envelope::generate_account_key(&mut OsRng);
+    let seller = sealbatch::envelope::generate_account_key(&mut OsRng);
+    for trader in [&buyer, &seller] {
+        let account = trader.verifying_key().to_bytes();
+        for asset in [market.base_asset, market.quote_asset] {
+            client
+                .deposit(account, asset, 1_000_000_000)
+                .await
+                .expect("deposit");
+        }
+    }
+    let schedule = client.schedule().await.expect("schedule");
+    let e = schedule.open_batch + 1;
+    let key = schedule
+        .batch_keys
+        .iter()
+        .find(|(b, _)| *b == e)
+        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
+        .expect("announced");
+    // Only the buy limit crosses the reference: the price is not the
+    // reference, so the schedule must change.
+    let price = market.reference_price + 7;
+    for (nonce, (trader, side)) in [(&buyer, Side::Buy), (&seller, Side::Sell)]
+        .into_iter()
+        .enumerate()
+    {
+        let orders = [OrderSpec {
+            market: MarketId(1),
+            side,
+            limit: Some(price),
+            qty: 4,
+            client_order_id: 0,
+        }];
+        let envelope =
+            seal_bundle(&mut OsRng, trader, e, &key, nonce as u64, &orders).expect("seals");
+        client
+            .submit(envelope.into_bytes())
+            .await
+            .expect("accepted");
+    }
+    let cleared = loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("pushed in time")
+            .expect("an event");
+        if let sealbatch::wire::ServerMessage::BatchCleared(c) = event
+            && c.e == e
+        {
+            break c;
+        }
+    };
+    let line = cleared
+        .markets
+        .iter()
+        .find(|l| l.market == 1)
+        .expect("a line for market 1");
+    assert_eq!((line.price, line.volume), (Some(price), 4));
+    let after = client.schedule().await.expect("schedule");
+    let reference = after
+        .markets
+        .iter()
+        .find(|m| m.id == 1)
+        .expect("market 1")
+        .reference_price;
+    assert_eq!(reference, price, "the reference is the last clearing price");
+    let quote = |balances: &[(u32, u64)]| {
+        balances
+            .iter()
+            .find(|(asset, _)| *asset == market.quote_asset)
+            .map_or(0, |&(_, amount)| amount)
+    };
+    let fees = client.account([0; 32]).await.expect("fee account");
+    // Both sides pay fee_bps of the notional, rounded as spec/ledger.md says.
+    assert!(
+        quote(&fees) > quote(&fees_before),
+        "the fee account gained: {fees_before:?} -> {fees:?}"
+    );
+    node.stop().await;
+}

@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 
 use crate::envelope::SequencerKey;
 use crate::journal::{JournalWriter, Lsn, WriterEvent};
-use crate::sequencer::{Sequencer, SequencerError};
+use crate::sequencer::{Event, Sequencer, SequencerError};
 use crate::types::BatchId;
 
 use super::handle::{ConnId, Control, Request, SessionId};
@@ -437,13 +437,18 @@ impl Driver {
                 let _ = control.send(Control::Opened(opened, start.elapsed()));
             });
         }
-        while let Some(event) = self.sequencer.poll_event() {
-            self.deliver(event);
-        }
-        // After the events: a batch that opened or cleared this turn shows
-        // in the schedule the connections answer with.
+        let events: Vec<Event> = std::iter::from_fn(|| self.sequencer.poll_event()).collect();
+        self.cleared_total += events
+            .iter()
+            .filter(|event| matches!(event, Event::BatchCleared { .. }))
+            .count() as u64;
+        // Before the events go out: a client that hears that a batch opened
+        // or cleared, and asks for the schedule, gets one that shows it.
         if let Err(error) = self.refresh_schedule(now) {
             tracing::warn!(%error, "the schedule could not be made");
+        }
+        for event in events {
+            self.deliver(event);
         }
         if self.checkpoint_every > 0 && self.cleared_since_checkpoint >= self.checkpoint_every {
             self.checkpoint()?;

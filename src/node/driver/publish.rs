@@ -151,7 +151,6 @@ impl Driver {
             }
             Event::BatchCleared { outcome } => {
                 self.cleared_since_checkpoint += 1;
-                self.cleared_total += 1;
                 let e = outcome.e;
                 self.account_batch(&outcome);
                 let markets: Vec<MarketLine> = outcome
