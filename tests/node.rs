@@ -105,6 +105,36 @@ async fn submit_one(client: &Client) -> Result<sealbatch::envelope::Receipt, Cli
     }
 }
 
+/// The announced public key of batch `e` in `schedule`.
+fn batch_key(schedule: &sealbatch::wire::Schedule, e: u64) -> BatchPublicKey {
+    schedule
+        .batch_keys
+        .iter()
+        .find(|(b, _)| *b == e)
+        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
+        .expect("announced")
+}
+
+/// One order in market 1, sealed by `trader` to `key` for batch `e`.
+fn sealed_order(
+    trader: &ed25519_dalek::SigningKey,
+    e: u64,
+    key: &BatchPublicKey,
+    nonce: u64,
+    (side, limit, qty): (Side, u64, u64),
+) -> Vec<u8> {
+    let orders = [OrderSpec {
+        market: MarketId(1),
+        side,
+        limit: Some(limit),
+        qty,
+        client_order_id: nonce,
+    }];
+    seal_bundle(&mut OsRng, trader, e, key, nonce, &orders)
+        .expect("seals")
+        .into_bytes()
+}
+
 /// A raw QUIC connection with the right pin, to misbehave on.
 async fn raw(node: &TestNode) -> quinn::Connection {
     let endpoint =
@@ -365,12 +395,7 @@ async fn one_address_cannot_fill_a_batch() {
     let schedule = a.schedule().await.expect("schedule");
     b.schedule().await.expect("schedule");
     let e = target_batch(&schedule, sealbatch::node::now_ms(), 1_000);
-    let key = schedule
-        .batch_keys
-        .iter()
-        .find(|(b, _)| *b == e)
-        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
-        .expect("announced");
+    let key = batch_key(&schedule, e);
     let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
     let mut outcomes = Vec::new();
     for nonce in 0..5u64 {
@@ -533,25 +558,9 @@ async fn every_refusal_names_the_open_batch_and_duplicates_are_receipted_again()
     assert!(open >= 1);
     // Seal to the next batch, so that nothing closes under the test.
     let e = open + 1;
-    let key = schedule
-        .batch_keys
-        .iter()
-        .find(|(b, _)| *b == e)
-        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
-        .expect("announced");
+    let key = batch_key(&schedule, e);
     let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
-    let seal = |e: u64, nonce: u64| {
-        let orders = [OrderSpec {
-            market: MarketId(1),
-            side: Side::Buy,
-            limit: Some(60_000),
-            qty: 1,
-            client_order_id: nonce,
-        }];
-        seal_bundle(&mut OsRng, &trader, e, &key, nonce, &orders)
-            .expect("seals")
-            .into_bytes()
-    };
+    let seal = |e: u64, nonce: u64| sealed_order(&trader, e, &key, nonce, (Side::Buy, 60_000, 1));
     let refused = |result: Result<sealbatch::envelope::Receipt, ClientError>, want: ReasonCode| {
         match result {
             Err(ClientError::Rejected {
@@ -600,18 +609,8 @@ async fn own_envelopes_are_pushed_in_commitment_order() {
     let mut events = client.subscribe().await.expect("subscribes");
     let schedule = client.schedule().await.expect("schedule");
     let e = schedule.open_batch + 1;
-    let key = schedule
-        .batch_keys
-        .iter()
-        .find(|(b, _)| *b == e)
-        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
-        .expect("announced");
-    let wrong_key = schedule
-        .batch_keys
-        .iter()
-        .find(|(b, _)| *b == e + 1)
-        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
-        .expect("announced");
+    let key = batch_key(&schedule, e);
+    let wrong_key = batch_key(&schedule, e + 1);
     // An account without funds sells: unfunded, detail the base asset (1).
     // The last envelope is sealed to another batch's key: it cannot be
     // decrypted (status 7, detail 0).
@@ -619,20 +618,9 @@ async fn own_envelopes_are_pushed_in_commitment_order() {
     let mut submitted = Vec::new();
     let mut undecryptable = None;
     for nonce in 0..8u64 {
-        let orders = [OrderSpec {
-            market: MarketId(1),
-            side: Side::Sell,
-            limit: Some(60_000),
-            qty: 1,
-            client_order_id: nonce,
-        }];
         let sealed_to = if nonce == 7 { &wrong_key } else { &key };
-        let envelope =
-            seal_bundle(&mut OsRng, &trader, e, sealed_to, nonce, &orders).expect("seals");
-        let receipt = client
-            .submit(envelope.into_bytes())
-            .await
-            .expect("accepted");
+        let envelope = sealed_order(&trader, e, sealed_to, nonce, (Side::Sell, 60_000, 1));
+        let receipt = client.submit(envelope).await.expect("accepted");
         submitted.push(receipt.commitment.0);
         if nonce == 7 {
             undecryptable = Some(receipt.commitment.0);
@@ -684,23 +672,9 @@ async fn requests_before_a_fin_are_answered_and_a_cut_frame_closes_at_once() {
         .expect("connects");
     let schedule = client.schedule().await.expect("schedule");
     let e = schedule.open_batch + 1;
-    let key = schedule
-        .batch_keys
-        .iter()
-        .find(|(b, _)| *b == e)
-        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
-        .expect("announced");
+    let key = batch_key(&schedule, e);
     let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
-    let orders = [OrderSpec {
-        market: MarketId(1),
-        side: Side::Buy,
-        limit: Some(60_000),
-        qty: 1,
-        client_order_id: 0,
-    }];
-    let envelope = seal_bundle(&mut OsRng, &trader, e, &key, 0, &orders)
-        .expect("seals")
-        .into_bytes();
+    let envelope = sealed_order(&trader, e, &key, 0, (Side::Buy, 60_000, 1));
 
     // Three requests and the FIN in one write: all three are answered.
     let connection = raw(&node).await;
@@ -783,12 +757,7 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
     }
     let schedule = client.schedule().await.expect("schedule");
     let e = schedule.open_batch + 1;
-    let key = schedule
-        .batch_keys
-        .iter()
-        .find(|(b, _)| *b == e)
-        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
-        .expect("announced");
+    let key = batch_key(&schedule, e);
     // Only the buy limit crosses the reference: the price is not the
     // reference, so the schedule must change.
     let price = market.reference_price + 7;
@@ -796,19 +765,8 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
         .into_iter()
         .enumerate()
     {
-        let orders = [OrderSpec {
-            market: MarketId(1),
-            side,
-            limit: Some(price),
-            qty: 4,
-            client_order_id: 0,
-        }];
-        let envelope =
-            seal_bundle(&mut OsRng, trader, e, &key, nonce as u64, &orders).expect("seals");
-        client
-            .submit(envelope.into_bytes())
-            .await
-            .expect("accepted");
+        let envelope = sealed_order(trader, e, &key, nonce as u64, (side, price, 4));
+        client.submit(envelope).await.expect("accepted");
     }
     let cleared = loop {
         let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
