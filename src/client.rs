@@ -20,7 +20,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::envelope::{Receipt, SequencerPublicKey};
+use crate::market::{AccountId, AssetId};
 use crate::net::{NetError, client_endpoint};
+use crate::operator::DepositStatement;
 use crate::wire::{
     self, ClientMessage, FrameDecoder, ReasonCode, Schedule, ServerMessage,
     schedule_signing_message,
@@ -349,6 +351,49 @@ impl Client {
     }
 
     /// A request answered by `Ack` once durable.
+    /// Credits `account` with a deposit signed by the operator `key`,
+    /// known outside the venue by `reference` (a chain transaction id, a
+    /// transfer id), waiting until it is durable. The same reference again
+    /// credits nothing and is acknowledged again: retrying is safe. The
+    /// signature binds the deposit to this sequencer's key (fetched with
+    /// [`Client::schedule`] if not known yet).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] with [`ReasonCode::Unauthorized`] for a key
+    /// the sequencer does not list, [`ReasonCode::InvalidRequest`] for a
+    /// reference credited before with another statement, an amount over
+    /// the sequencer's bound or a reference of more than 64 bytes.
+    pub async fn operator_deposit(
+        &self,
+        key: &ed25519_dalek::SigningKey,
+        account: [u8; 32],
+        asset: u32,
+        amount: u64,
+        reference: &[u8],
+    ) -> Result<(), ClientError> {
+        let known = *self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+        let sequencer = match known {
+            Some(key) => key,
+            None => SequencerPublicKey::from_bytes(&self.schedule().await?.sequencer_key)
+                .map_err(|e| ClientError::Protocol(format!("sequencer key: {e}")))?,
+        };
+        let deposit = DepositStatement {
+            operator: [0; 32],
+            account: AccountId(account),
+            asset: AssetId(asset),
+            amount,
+            reference: reference.to_vec(),
+        }
+        .sign(key, &sequencer)
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.operation(|request_id| ClientMessage::OperatorDeposit {
+            request_id,
+            deposit,
+        })
+        .await
+    }
+
     async fn operation(
         &self,
         message: impl FnOnce(u64) -> ClientMessage,

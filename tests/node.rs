@@ -31,6 +31,11 @@ async fn start(tag: &str, tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
         .prefix(&format!("sealbatch-node-test-{tag}-"))
         .tempdir()
         .expect("a temporary directory");
+    start_in(dir, tweak).await
+}
+
+/// A node on the data directory `dir` (a restart, if it holds one).
+async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
     let mut config = NodeConfig {
         data_dir: dir.path().to_path_buf(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -55,12 +60,18 @@ async fn start(tag: &str, tweak: impl FnOnce(&mut NodeConfig)) -> TestNode {
 
 impl TestNode {
     async fn stop(self) {
+        drop(self.stop_keeping_data().await);
+    }
+
+    /// Stops gracefully and hands back the data directory, for a restart.
+    async fn stop_keeping_data(self) -> tempfile::TempDir {
         let _ = self.stop.send(true);
         tokio::time::timeout(Duration::from_secs(10), self.task)
             .await
             .expect("stops in time")
             .expect("joins")
             .expect("stops cleanly");
+        self._dir
     }
 }
 
@@ -804,6 +815,139 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
     assert!(
         quote(&fees) > quote(&fees_before),
         "the fee account gained: {fees_before:?} -> {fees:?}"
+    );
+    node.stop().await;
+}
+
+/// Operator deposits outside demo mode (`spec/wire.md` `OperatorDeposit`):
+/// only a configured key may credit; a reference is credited once — again
+/// after a graceful restart from a checkpoint of a pruned journal — and a
+/// reference reused for another statement, a bad signature, an unknown key
+/// or an amount over the bound are refused with their codes, changing
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_deposits_credit_once_per_reference_and_only_for_configured_keys() {
+    use sealbatch::market::{AccountId, AssetId};
+    use sealbatch::operator::DepositStatement;
+
+    let operator = sealbatch::envelope::generate_account_key(&mut OsRng);
+    let stranger = sealbatch::envelope::generate_account_key(&mut OsRng);
+    let operator_hex = hex::encode(operator.verifying_key().to_bytes());
+    let configure = |c: &mut NodeConfig| {
+        c.demo = false;
+        c.operator.keys = vec![operator_hex.clone()];
+        c.operator.deposit_amount_max = 1_000_000;
+        c.checkpoint_every_batches = 1;
+        c.prune_journal = true;
+    };
+    let node = start("operator", configure).await;
+    let client = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    let account = [7; 32];
+    let balance = |balances: Vec<(u32, u64)>| {
+        balances
+            .iter()
+            .find(|(asset, _)| *asset == 0)
+            .map_or(0, |&(_, amount)| amount)
+    };
+    let refused = |result: Result<(), ClientError>, want: ReasonCode| match result {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, want),
+        other => panic!("{want:?} expected, got {other:?}"),
+    };
+
+    client
+        .operator_deposit(&operator, account, 0, 500, b"tx:1")
+        .await
+        .expect("credited");
+    client
+        .operator_deposit(&operator, account, 0, 500, b"tx:1")
+        .await
+        .expect("acknowledged again");
+    assert_eq!(
+        balance(client.account(account).await.expect("balances")),
+        500
+    );
+    refused(
+        client
+            .operator_deposit(&operator, account, 0, 501, b"tx:1")
+            .await,
+        ReasonCode::InvalidRequest,
+    );
+    refused(
+        client
+            .operator_deposit(&stranger, account, 0, 500, b"tx:2")
+            .await,
+        ReasonCode::Unauthorized,
+    );
+    refused(
+        client
+            .operator_deposit(&operator, account, 0, 1_000_001, b"tx:3")
+            .await,
+        ReasonCode::InvalidRequest,
+    );
+    // A configured key, but a signature over something else.
+    let schedule = client.schedule().await.expect("schedule");
+    let sequencer = sealbatch::envelope::SequencerPublicKey::from_bytes(&schedule.sequencer_key)
+        .expect("sequencer key");
+    let mut forged = DepositStatement {
+        operator: [0; 32],
+        account: AccountId(account),
+        asset: AssetId(0),
+        amount: 5,
+        reference: b"tx:4".to_vec(),
+    }
+    .sign(&operator, &sequencer)
+    .expect("signs");
+    forged.statement.amount = 900_000;
+    match client
+        .request(|request_id| ClientMessage::OperatorDeposit {
+            request_id,
+            deposit: forged,
+        })
+        .await
+        .expect("answered")
+    {
+        sealbatch::wire::ServerMessage::Error { code, .. } => {
+            assert_eq!(code, ReasonCode::Unauthorized);
+        }
+        other => panic!("refusal expected, got {other:?}"),
+    }
+    assert_eq!(
+        balance(client.account(account).await.expect("balances")),
+        500
+    );
+
+    // Past a batch, a checkpoint and pruning, and a restart: still credited
+    // once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    client.close();
+    let dir = node.stop_keeping_data().await;
+    let node = start_in(dir, configure).await;
+    let client = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    client
+        .operator_deposit(&operator, account, 0, 500, b"tx:1")
+        .await
+        .expect("acknowledged again after the restart");
+    refused(
+        client
+            .operator_deposit(&operator, account, 0, 7, b"tx:1")
+            .await,
+        ReasonCode::InvalidRequest,
+    );
+    assert_eq!(
+        balance(client.account(account).await.expect("balances")),
+        500
+    );
+    client
+        .operator_deposit(&operator, account, 0, 25, b"tx:5")
+        .await
+        .expect("a new reference credits");
+    assert_eq!(
+        balance(client.account(account).await.expect("balances")),
+        525
     );
     node.stop().await;
 }

@@ -131,6 +131,20 @@ fn records() -> Vec<SequencerRecord> {
             asset: AssetId(7),
             amount: 1,
         }),
+        SequencerRecord::OperatorDeposit(
+            sealbatch::operator::DepositStatement {
+                operator: [0; 32],
+                account: AccountId([2; 32]),
+                asset: AssetId(7),
+                amount: 9_000,
+                reference: b"0xfeed".to_vec(),
+            }
+            .sign(
+                &ed25519_dalek::SigningKey::from_bytes(&[8; 32]),
+                &key.public_key(),
+            )
+            .expect("signs"),
+        ),
     ]
 }
 
@@ -196,8 +210,8 @@ fn non_canonical_fields_are_refused() {
         Err(RecordError::UnknownKind(0))
     );
     assert_eq!(
-        SequencerRecord::decode(8, &[]),
-        Err(RecordError::UnknownKind(8))
+        SequencerRecord::decode(9, &[]),
+        Err(RecordError::UnknownKind(9))
     );
     let mut genesis = SequencerRecord::Genesis(genesis()).encode();
     genesis[0] ^= 1;

@@ -93,6 +93,7 @@ fn client_samples() -> Vec<ClientMessage> {
             asset: 2,
             amount: 1000,
         },
+        operator_deposit(8, [0xbb; 32], 3, 5_000, b"tx:0xfeed".to_vec(), [0xcc; 64]),
         ClientMessage::Deposit {
             request_id: 7,
             account: [0xaa; 32],
@@ -100,6 +101,29 @@ fn client_samples() -> Vec<ClientMessage> {
             amount: 1000,
         },
     ]
+}
+
+fn operator_deposit(
+    request_id: u64,
+    account: [u8; 32],
+    asset: u32,
+    amount: u64,
+    reference: Vec<u8>,
+    signature: [u8; 64],
+) -> ClientMessage {
+    ClientMessage::OperatorDeposit {
+        request_id,
+        deposit: sealbatch::operator::SignedDeposit {
+            statement: sealbatch::operator::DepositStatement {
+                operator: [0x0d; 32],
+                account: sealbatch::market::AccountId(account),
+                asset: sealbatch::market::AssetId(asset),
+                amount,
+                reference,
+            },
+            signature,
+        },
+    }
 }
 
 /// One of each server message.
@@ -148,6 +172,7 @@ const GOLDEN_DEPOSIT: &str = "35000000050700000000000000aaaaaaaaaaaaaaaaaaaaaaaa
 const GOLDEN_WITHDRAW: &str = "35000000060700000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa02000000e803000000000000";
 const GOLDEN_REJECTED: &str =
     "1e000000830807060504030201022a0000000000000000000000040000006c617465";
+const GOLDEN_OPERATOR_DEPOSIT: &str = "a20000000708000000000000000d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0dbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb0300000088130000000000000900000074783a307866656564cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
 const GOLDEN_CLEARED: &str = "ce00000086050000000000000001010101010101010101010101010101010101010101010101010101010101010202020202020202020202020202020202020202020202020202020202020202030000000200000002000000010000000164000000000000000a00000000000000fdffffffffffffffffffffffffffffff020000000000000000000000000000000000000000000000000000000001000000030303030303030303030303030303030303030303030303030303030303030300000000000100000001000a00000000000000";
 const GOLDEN_SCHEDULE_SIGNING: &str = "157365616c6261746368207631207363686564756c650068e5cf8b010000640000000000000009000000000000001111111111111111111111111111111111111111111111111111111111111111010000000a00000000000000222222222222222222222222222222222222222222222222222222222222222201000000010000000100000002000000010000000000000001000000000000000100000000000000e803000000000000f4010000000000000a00";
 
@@ -159,6 +184,12 @@ fn golden_encodings_match_the_spec() {
     assert_eq!(
         wire::parse::<ClientMessage>(&hex::decode(GOLDEN_DEPOSIT).unwrap()),
         Ok(deposit)
+    );
+    let operator = clients.pop().unwrap();
+    assert_eq!(hex::encode(encoded(&operator)), GOLDEN_OPERATOR_DEPOSIT);
+    assert_eq!(
+        wire::parse::<ClientMessage>(&hex::decode(GOLDEN_OPERATOR_DEPOSIT).unwrap()),
+        Ok(operator)
     );
     let withdraw = clients.pop().unwrap();
     assert_eq!(hex::encode(encoded(&withdraw)), GOLDEN_WITHDRAW);
@@ -194,6 +225,7 @@ fn spec_file_holds_the_golden_bytes() {
     for golden in [
         GOLDEN_DEPOSIT,
         GOLDEN_WITHDRAW,
+        GOLDEN_OPERATOR_DEPOSIT,
         GOLDEN_REJECTED,
         GOLDEN_CLEARED,
         GOLDEN_SCHEDULE_SIGNING,
@@ -210,7 +242,7 @@ fn alpn_names_the_protocol_version() {
 #[test]
 fn type_bytes_are_as_specified() {
     let client: Vec<u8> = client_samples().iter().map(|m| encoded(m)[4]).collect();
-    assert_eq!(client, [0x01, 0x02, 0x03, 0x04, 0x06, 0x05]);
+    assert_eq!(client, [0x01, 0x02, 0x03, 0x04, 0x06, 0x07, 0x05]);
     let server: Vec<u8> = server_samples().iter().map(|m| encoded(m)[4]).collect();
     assert_eq!(
         server,
@@ -226,7 +258,7 @@ fn reason_codes_round_trip() {
         assert!(!code.to_string().is_empty());
     }
     assert_eq!(ReasonCode::from_byte(0), None);
-    assert_eq!(ReasonCode::from_byte(12), None);
+    assert_eq!(ReasonCode::from_byte(13), None);
 }
 
 // ------------------------------------------------------------------ signatures
@@ -563,7 +595,7 @@ fn oversized_lengths_are_refused_from_the_prefix_alone() {
 
 #[test]
 fn unknown_types_are_refused_from_the_type_byte() {
-    for type_byte in (0..=255u8).filter(|t| !(1..=6).contains(t)) {
+    for type_byte in (0..=255u8).filter(|t| !(1..=7).contains(t)) {
         assert_eq!(
             wire::check::<ClientMessage>(&[9, 0, 0, 0, type_byte]),
             Err(FrameError::UnknownType {
@@ -597,8 +629,8 @@ fn bad_field_values_are_typed_errors() {
             offset: tag_at
         }))
     );
-    // Reason code 0 and 12.
-    for code in [0u8, 12, 255] {
+    // Reason code 0 and 13.
+    for code in [0u8, 13, 255] {
         let mut rejected = encoded(&server_samples()[2]);
         rejected[13] = code;
         assert_eq!(
@@ -739,6 +771,19 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
                 amount
             }
         ),
+        (
+            any::<u64>(),
+            bytes32(),
+            any::<u32>(),
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 0..=64),
+            bytes32()
+        )
+            .prop_map(|(request_id, account, asset, amount, reference, half)| {
+                let mut signature = [0u8; 64];
+                signature[..32].copy_from_slice(&half);
+                operator_deposit(request_id, account, asset, amount, reference, signature)
+            }),
     ]
 }
 

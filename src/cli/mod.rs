@@ -18,6 +18,7 @@ mod deposit;
 pub mod hostile;
 mod keygen;
 pub mod loadgen;
+mod operator;
 pub mod run;
 mod submit;
 mod verify;
@@ -118,6 +119,9 @@ pub enum Command {
     Watch(watch::WatchArgs),
     /// Credit an account (demo mode).
     Deposit(deposit::DepositArgs),
+    /// The operator's commands: a key, signed idempotent deposits.
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
     /// Debit an account (demo mode).
     Withdraw(deposit::DepositArgs),
     /// Simulated traders over QUIC at a target rate; reports throughput,
@@ -185,6 +189,7 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Submit(args) => submit::run(&args),
         Command::Watch(args) => watch::run(&args),
         Command::Deposit(args) => deposit::run(&args, true),
+        Command::Operator(command) => operator::run(&command),
         Command::Withdraw(args) => deposit::run(&args, false),
         Command::Loadgen(args) => loadgen::run(&args),
         Command::Verify(args) => verify::run(&args),

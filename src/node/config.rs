@@ -52,10 +52,65 @@ pub struct NodeConfig {
     pub journal_stall_max_ms: u64,
     /// Bounds.
     pub limits: LimitsConfig,
+    /// Who may deposit, and how much.
+    pub operator: OperatorConfig,
     /// The assets (names are for display only).
     pub assets: Vec<AssetConfig>,
     /// The markets, fixed at the first start.
     pub markets: Vec<MarketConfig>,
+}
+
+/// Operator deposits (`spec/wire.md` `OperatorDeposit`): the keys that may
+/// sign them and their bounds.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct OperatorConfig {
+    /// The operators' Ed25519 public keys, 64 hex digits each (made by
+    /// `sealbatch operator keygen`; the secret halves never on this
+    /// machine). Default none; in demo mode the demo operator's key from the
+    /// data directory is added.
+    pub keys: Vec<String>,
+    /// Largest amount one deposit may credit. Default `u64::MAX`.
+    pub deposit_amount_max: u64,
+    /// Operator deposits accepted per second, all operators together (on
+    /// average and in a burst); beyond, answered `Error` busy. Default 1000.
+    pub deposits_per_second_max: u32,
+}
+
+impl Default for OperatorConfig {
+    fn default() -> Self {
+        OperatorConfig {
+            keys: Vec::new(),
+            deposit_amount_max: u64::MAX,
+            deposits_per_second_max: 1000,
+        }
+    }
+}
+
+impl OperatorConfig {
+    /// The keys, decoded.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigFileError::Invalid`] naming a key that is not 64 hex digits
+    /// of a valid Ed25519 public key.
+    pub fn key_bytes(&self) -> Result<Vec<[u8; 32]>, ConfigFileError> {
+        self.keys
+            .iter()
+            .map(|text| {
+                let mut key = [0u8; 32];
+                hex::decode_to_slice(text.trim(), &mut key)
+                    .ok()
+                    .filter(|()| crate::envelope::receipt::decode_ed25519_public(&key).is_ok())
+                    .map(|()| key)
+                    .ok_or_else(|| {
+                        ConfigFileError::Invalid(format!(
+                            "operator.keys: {text:?} is not an Ed25519 public key (64 hex digits)"
+                        ))
+                    })
+            })
+            .collect()
+    }
 }
 
 /// An asset's id and display name.
@@ -254,6 +309,7 @@ impl Default for NodeConfig {
             orders_per_account_per_batch_max:
                 crate::sequencer::ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT,
             limits: LimitsConfig::default(),
+            operator: OperatorConfig::default(),
             assets: demo_assets(),
             markets: demo_markets(),
         }
@@ -373,6 +429,10 @@ impl NodeConfig {
     /// [`ConfigFileError::Invalid`] naming the field.
     pub fn validate(&self) -> Result<(), ConfigFileError> {
         let invalid = |what: &str| Err(ConfigFileError::Invalid(what.to_string()));
+        self.operator.key_bytes()?;
+        if self.operator.deposits_per_second_max == 0 {
+            return invalid("operator.deposits_per_second_max must be at least 1");
+        }
         if self.batch_length_ms == 0 {
             return invalid("batch_length_ms must be at least 1");
         }

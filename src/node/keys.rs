@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use crate::secret_file::load_or_create_key32;
 
-use super::{DEMO_ACCOUNTS, DEMO_ACCOUNTS_FILE, NodeError};
+use super::{DEMO_ACCOUNTS, DEMO_ACCOUNTS_FILE, DEMO_OPERATOR_FILE, NodeError};
 
 /// A fresh 32-byte secret from the operating system.
 pub(super) fn random_secret() -> Zeroizing<[u8; 32]> {
@@ -31,4 +31,16 @@ pub fn demo_accounts(data_dir: &Path) -> Result<Vec<ed25519_dalek::SigningKey>, 
             Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
         })
         .collect()
+}
+
+/// The demo operator's signing key, created on first use: in demo mode it
+/// may sign operator deposits (`sealbatch operator deposit --key` with this
+/// file).
+///
+/// # Errors
+///
+/// [`NodeError::SecretFile`].
+pub fn demo_operator(data_dir: &Path) -> Result<ed25519_dalek::SigningKey, NodeError> {
+    let seed = load_or_create_key32(&data_dir.join(DEMO_OPERATOR_FILE), random_secret)?;
+    Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }

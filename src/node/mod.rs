@@ -41,7 +41,7 @@ use crate::sequencer::SequencerError;
 pub use config::NodeConfig;
 use driver::{Driver, DriverOptions};
 use handle::{Control, DriverHandle};
-pub use keys::demo_accounts;
+pub use keys::{demo_accounts, demo_operator};
 use metrics::Metrics;
 
 /// The storage the node's journal writes through: the file system, with
@@ -67,6 +67,9 @@ pub const SEQUENCER_KEY_FILE: &str = "sequencer.key";
 pub const CUSTODIAN_KEY_FILE: &str = "custodian.key";
 /// Demo accounts' key seeds, one hex line each (demo mode only).
 pub const DEMO_ACCOUNTS_FILE: &str = "demo-accounts";
+/// The demo operator's key seed (demo mode only): it may sign operator
+/// deposits like a configured operator key.
+pub const DEMO_OPERATOR_FILE: &str = "demo-operator.key";
 /// How many demo accounts demo mode funds.
 pub const DEMO_ACCOUNTS: usize = 8;
 
@@ -271,6 +274,11 @@ fn spawn_driver(
         path: data.clone(),
         source: std::io::Error::other(e.to_string()),
     })?);
+    let mut operators: std::collections::BTreeSet<[u8; 32]> =
+        config.operator.key_bytes()?.into_iter().collect();
+    if config.demo {
+        operators.insert(keys::demo_operator(data)?.verifying_key().to_bytes());
+    }
     let writer = JournalWriter::spawn(recovered.journal, config.prune_journal)?;
     let driver = Driver::new(
         recovered.sequencer,
@@ -289,6 +297,9 @@ fn spawn_driver(
             intake_delay_max: Duration::from_millis(config.limits.intake_delay_max_ms),
             envelopes_per_ip_per_batch_max: config.limits.envelopes_per_ip_per_batch_max,
             schedules,
+            operators,
+            deposit_amount_max: config.operator.deposit_amount_max,
+            deposits_per_second_max: config.operator.deposits_per_second_max,
         },
     );
     // The driver thread says when it ends, so that a failure stops the node

@@ -95,6 +95,7 @@ use crate::envelope::{
 };
 use crate::ledger::{Ledger, LedgerError};
 use crate::market::{AccountId, AssetId, MarketConfig};
+use crate::operator::{DepositError, DepositStatement, SignedDeposit};
 use crate::types::{BatchId, Lsn, MarketId, Tick};
 
 /// The caller's name for a submission, echoed in its [`Event::Receipt`].
@@ -279,6 +280,13 @@ pub enum SequencerError {
     /// An operator operation was refused.
     #[error("ledger: {0}")]
     Ledger(#[from] LedgerError),
+    /// An operator deposit's signature or reference is invalid.
+    #[error("operator deposit: {0}")]
+    Deposit(#[from] DepositError),
+    /// An operator deposit's reference was credited before with another
+    /// statement (account, asset, amount or operator).
+    #[error("reference {} was credited before with another statement", hex::encode(.0))]
+    ReferenceReused(Vec<u8>),
     /// A journal completion, opened batch or LSN does not fit the state.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -383,6 +391,9 @@ pub struct Sequencer {
     custodian: Box<dyn KeyCustodian + Send>,
     ledger: Ledger,
     references: BTreeMap<MarketId, Tick>,
+    /// Every operator deposit credited, by its external reference: a
+    /// reference is credited once (kept in checkpoints).
+    deposits: BTreeMap<Vec<u8>, DepositStatement>,
     batches: BTreeMap<BatchId, Batch>,
     /// Every batch below this is closed.
     closed_below: BatchId,
@@ -631,6 +642,49 @@ impl Sequencer {
                 amount,
             }),
         );
+        Ok(())
+    }
+
+    /// An operator deposit: checks its signature (for this deployment) and
+    /// reference, credits it now and journals it; an
+    /// [`Event::OperationDurable`] follows once durable. The same signed
+    /// statement again (same reference) credits nothing and is acknowledged
+    /// again once the first is durable: a reference is credited once.
+    ///
+    /// Which operator keys may deposit is the caller's policy.
+    ///
+    /// # Errors
+    ///
+    /// [`SequencerError::Deposit`] (bad signature or reference),
+    /// [`SequencerError::ReferenceReused`] (the reference was credited with
+    /// another statement), [`SequencerError::Ledger`] (the asset's supply
+    /// limit); nothing changes then.
+    pub fn handle_operator_deposit(
+        &mut self,
+        token: OpToken,
+        deposit: SignedDeposit,
+    ) -> Result<(), SequencerError> {
+        deposit.verify(&self.genesis.sequencer)?;
+        let statement = &deposit.statement;
+        if let Some(first) = self.deposits.get(&statement.reference) {
+            if first != statement {
+                return Err(SequencerError::ReferenceReused(statement.reference.clone()));
+            }
+            // Credited before: acknowledge again once everything queued so
+            // far (the first credit's record among it) is durable.
+            let upto = self.next_lsn - 1;
+            if upto <= self.durable_lsn {
+                self.events.push_back(Event::OperationDurable { token });
+            } else {
+                self.operations.push_back((upto, token));
+            }
+            return Ok(());
+        }
+        self.ledger
+            .deposit(statement.account, statement.asset, statement.amount)?;
+        self.deposits
+            .insert(statement.reference.clone(), statement.clone());
+        self.journal_operation(token, SequencerRecord::OperatorDeposit(deposit));
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::envelope::{ENVELOPE_LEN_MAX, SEAL_LEN, SequencerPublicKey, SignedSeal};
 use crate::market::{AccountId, AssetId, MarketConfig};
+use crate::operator::{DepositStatement, REFERENCE_LEN_MAX, SignedDeposit};
 use crate::types::{BatchId, MARKETS_MAX, MarketId, Tick};
 
 use super::batch::BatchOutcome;
@@ -30,11 +31,13 @@ pub enum RecordKind {
     Withdrawal = 6,
     /// A configuration change (markets, schedule).
     Config = 7,
+    /// An operator deposit, signed, with its external reference.
+    OperatorDeposit = 8,
 }
 
 impl RecordKind {
     /// Every kind, in byte order.
-    pub const ALL: [RecordKind; 7] = [
+    pub const ALL: [RecordKind; 8] = [
         RecordKind::Envelope,
         RecordKind::Seal,
         RecordKind::KeyRelease,
@@ -42,6 +45,7 @@ impl RecordKind {
         RecordKind::Deposit,
         RecordKind::Withdrawal,
         RecordKind::Config,
+        RecordKind::OperatorDeposit,
     ];
 
     /// The kind's byte on disk.
@@ -61,6 +65,7 @@ impl RecordKind {
             5 => Some(RecordKind::Deposit),
             6 => Some(RecordKind::Withdrawal),
             7 => Some(RecordKind::Config),
+            8 => Some(RecordKind::OperatorDeposit),
             _ => None,
         }
     }
@@ -92,6 +97,8 @@ pub enum SequencerRecord {
     ResultPart(ResultPart),
     /// An operator deposit.
     Deposit(Transfer),
+    /// An operator deposit, signed and carrying its external reference.
+    OperatorDeposit(SignedDeposit),
     /// An operator withdrawal.
     Withdrawal(Transfer),
 }
@@ -299,6 +306,7 @@ impl SequencerRecord {
             SequencerRecord::Seal(_) => RecordKind::Seal,
             SequencerRecord::ResultPart(_) => RecordKind::Result,
             SequencerRecord::Deposit(_) => RecordKind::Deposit,
+            SequencerRecord::OperatorDeposit(_) => RecordKind::OperatorDeposit,
             SequencerRecord::Withdrawal(_) => RecordKind::Withdrawal,
         }
     }
@@ -319,6 +327,17 @@ impl SequencerRecord {
                 out.put_u32(part.index);
                 out.put_u32(part.count);
                 out.put_blob(&part.bytes);
+            }
+            SequencerRecord::OperatorDeposit(signed) => {
+                let s = &signed.statement;
+                out.extend_from_slice(&s.account.0);
+                out.put_u32(s.asset.0);
+                out.put_u64(s.amount);
+                out.extend_from_slice(&s.operator);
+                // At most REFERENCE_LEN_MAX bytes: checked before journaling.
+                out.push(s.reference.len().min(REFERENCE_LEN_MAX) as u8);
+                out.extend_from_slice(&s.reference[..s.reference.len().min(REFERENCE_LEN_MAX)]);
+                out.extend_from_slice(&signed.signature);
             }
             SequencerRecord::Deposit(transfer) | SequencerRecord::Withdrawal(transfer) => {
                 out.extend_from_slice(&transfer.account.0);
@@ -376,13 +395,32 @@ impl SequencerRecord {
                     bytes,
                 })
             }
-            RecordKind::Deposit | RecordKind::Withdrawal => {
+            RecordKind::Deposit | RecordKind::Withdrawal | RecordKind::OperatorDeposit => {
                 let transfer = Transfer {
                     account: AccountId(r.array("account").map_err(decode)?),
                     asset: AssetId(r.u32("asset").map_err(decode)?),
                     amount: r.u64("amount").map_err(decode)?,
                 };
-                if kind == RecordKind::Deposit {
+                if kind == RecordKind::OperatorDeposit {
+                    let operator = r.array("operator").map_err(decode)?;
+                    let offset = r.offset();
+                    let len = usize::from(r.u8("reference length").map_err(decode)?);
+                    if !(1..=REFERENCE_LEN_MAX).contains(&len) {
+                        return Err(decode(r.invalid("reference length", offset)));
+                    }
+                    let reference = r.bytes(len, "reference").map_err(decode)?.to_vec();
+                    let signature = r.array("signature").map_err(decode)?;
+                    SequencerRecord::OperatorDeposit(SignedDeposit {
+                        statement: DepositStatement {
+                            operator,
+                            account: transfer.account,
+                            asset: transfer.asset,
+                            amount: transfer.amount,
+                            reference,
+                        },
+                        signature,
+                    })
+                } else if kind == RecordKind::Deposit {
                     SequencerRecord::Deposit(transfer)
                 } else {
                     SequencerRecord::Withdrawal(transfer)

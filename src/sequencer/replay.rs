@@ -60,6 +60,7 @@ impl Sequencer {
             ledger: Ledger::new(genesis.fee_account),
             markets,
             references,
+            deposits: BTreeMap::new(),
             limits,
             key,
             custodian,
@@ -160,6 +161,11 @@ impl Sequencer {
         for &(account, asset, amount) in &checkpoint.balances {
             self.ledger.deposit(account, asset, amount)?;
         }
+        self.deposits = checkpoint
+            .deposits
+            .iter()
+            .map(|d| (d.reference.clone(), d.clone()))
+            .collect();
         let mut next_expected = Some(checkpoint.replay_from);
         let mut crossed = false;
         for (lsn, kind, payload) in records {
@@ -233,6 +239,7 @@ impl Sequencer {
             unfinished,
             references: self.references.iter().map(|(&m, &p)| (m, p)).collect(),
             balances: self.ledger.iter().collect(),
+            deposits: self.deposits.values().cloned().collect(),
         }
     }
 
@@ -324,6 +331,20 @@ impl Sequencer {
                 )?;
             }
             SequencerRecord::Deposit(t) => self.ledger.deposit(t.account, t.asset, t.amount)?,
+            SequencerRecord::OperatorDeposit(signed) => {
+                signed
+                    .verify(&self.genesis.sequencer)
+                    .map_err(|error| fail(error.to_string()))?;
+                let s = signed.statement;
+                if self.deposits.contains_key(&s.reference) {
+                    return Err(fail(format!(
+                        "reference {} credited twice",
+                        hex::encode(&s.reference)
+                    )));
+                }
+                self.ledger.deposit(s.account, s.asset, s.amount)?;
+                self.deposits.insert(s.reference.clone(), s);
+            }
             SequencerRecord::Withdrawal(t) => self.ledger.withdraw(t.account, t.asset, t.amount)?,
         }
         Ok(())

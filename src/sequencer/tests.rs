@@ -423,3 +423,85 @@ fn a_duplicate_envelope_is_receipted_again_and_journaled_once() {
     });
     assert_eq!(sealed, Some(1));
 }
+
+/// An operator deposit credits once per reference — also after a recovery
+/// from a checkpoint, which carries the references — and a reference reused
+/// for another statement, or a signature for another deployment, changes
+/// nothing.
+#[test]
+fn operator_deposits_credit_once_per_reference_across_checkpoints() {
+    use crate::operator::{DepositError, DepositStatement};
+
+    let mut journal = Vec::new();
+    let mut sequencer = boot(Vec::new(), GENESIS_MS);
+    flush(&mut sequencer, &mut journal, GENESIS_MS);
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let operator = crate::envelope::generate_account_key(&mut rng);
+    let deployment = SequencerKey::from_seed(&[7; 32]).public_key();
+    let account = AccountId([4; 32]);
+    let deposit =
+        |amount: u64, reference: &[u8], sequencer: &crate::envelope::SequencerPublicKey| {
+            DepositStatement {
+                operator: [0; 32],
+                account,
+                asset: AssetId(0),
+                amount,
+                reference: reference.to_vec(),
+            }
+            .sign(&operator, sequencer)
+            .expect("signs")
+        };
+    sequencer
+        .handle_operator_deposit(OpToken(1), deposit(70, b"a", &deployment))
+        .expect("credited");
+    sequencer
+        .handle_operator_deposit(OpToken(2), deposit(70, b"a", &deployment))
+        .expect("acknowledged again");
+    assert!(matches!(
+        sequencer.handle_operator_deposit(OpToken(3), deposit(71, b"a", &deployment)),
+        Err(SequencerError::ReferenceReused(_))
+    ));
+    let elsewhere = SequencerKey::from_seed(&[8; 32]).public_key();
+    assert!(matches!(
+        sequencer.handle_operator_deposit(OpToken(4), deposit(5, b"b", &elsewhere)),
+        Err(SequencerError::Deposit(DepositError::BadSignature))
+    ));
+    let events = flush(&mut sequencer, &mut journal, GENESIS_MS);
+    let acked: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::OperationDurable { token } => Some(token.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, vec![1, 2]);
+    assert_eq!(sequencer.ledger().balance(&account, AssetId(0)), 70);
+    assert_eq!(journal.len(), 2, "the genesis and one deposit");
+
+    // Through a checkpoint's bytes: the reference is remembered.
+    let checkpoint = Checkpoint::decode(&sequencer.checkpoint().encode()).expect("decodes");
+    assert_eq!(checkpoint.deposits.len(), 1);
+    let key = SequencerKey::from_seed(&[7; 32]);
+    let mut recovered = Sequencer::recover(
+        genesis(&key),
+        Limits::default(),
+        key,
+        Box::new(EmbeddedCustodian::new(
+            MasterSecret::from_bytes([9; 32]),
+            deployment,
+            genesis(&SequencerKey::from_seed(&[7; 32])).schedule,
+        )),
+        Journaled {
+            checkpoint: Some(checkpoint),
+            records: Vec::new(),
+            next_lsn: journal.len() as u64 + 1,
+        },
+        GENESIS_MS,
+    )
+    .expect("recovers");
+    recovered
+        .handle_operator_deposit(OpToken(5), deposit(70, b"a", &deployment))
+        .expect("acknowledged, not credited");
+    assert!(recovered.poll_journal().is_none(), "nothing journaled");
+    assert_eq!(recovered.ledger().balance(&account, AssetId(0)), 70);
+}

@@ -26,6 +26,7 @@ use crate::types::Lsn;
 use super::RecordKind;
 use crate::ledger::Ledger;
 use crate::market::AccountId;
+use crate::operator::DepositStatement;
 use crate::types::{BatchId, MarketId, Tick};
 
 use super::batch::{BatchOutcome, apply_outcome, process_batch, void_outcome};
@@ -170,6 +171,8 @@ struct Replayed<'a> {
     genesis: &'a Genesis,
     ledger: &'a Ledger,
     references: &'a BTreeMap<MarketId, Tick>,
+    /// Operator deposits credited, by reference.
+    deposits: &'a BTreeMap<Vec<u8>, DepositStatement>,
     /// First record of each batch without a result yet.
     first_lsn: &'a BTreeMap<BatchId, Lsn>,
 }
@@ -190,6 +193,9 @@ impl Replayed<'_> {
             .eq(self.references.iter().map(|(&m, &p)| (m, p)))
         {
             return Err("its reference prices differ".into());
+        }
+        if !checkpoint.deposits.iter().eq(self.deposits.values()) {
+            return Err("its operator deposits differ from the journal's".into());
         }
         if !checkpoint.unfinished.iter().eq(self.first_lsn.keys()) {
             return Err(format!(
@@ -259,8 +265,14 @@ fn walk(
     let mut references: BTreeMap<MarketId, Tick> =
         markets.values().map(|m| (m.id, m.initial_price)).collect();
     let mut ledger = Ledger::new(genesis.fee_account);
+    let mut deposits: BTreeMap<Vec<u8>, DepositStatement> = BTreeMap::new();
     if let Some(checkpoint) = start {
         report.from_checkpoint = Some(checkpoint.lsn);
+        deposits = checkpoint
+            .deposits
+            .iter()
+            .map(|d| (d.reference.clone(), d.clone()))
+            .collect();
         references = checkpoint.references.iter().copied().collect();
         if references.len() != markets.len() || !references.keys().eq(markets.keys()) {
             return Err(VerifyError::Ledger {
@@ -301,6 +313,7 @@ fn walk(
                 genesis: &genesis,
                 ledger: &ledger,
                 references: &references,
+                deposits: &deposits,
                 first_lsn: &first_lsn,
             };
             report.checkpoints.push(CheckpointVerdict {
@@ -431,6 +444,25 @@ fn walk(
                         reason: e.to_string(),
                     })?
             }
+            SequencerRecord::OperatorDeposit(signed) => {
+                // The operator's signature, for this deployment, and each
+                // reference credited once.
+                let refuse = |reason: String| VerifyError::Ledger { lsn, reason };
+                signed
+                    .verify(&genesis.sequencer)
+                    .map_err(|e| refuse(e.to_string()))?;
+                let s = signed.statement;
+                if deposits.contains_key(&s.reference) {
+                    return Err(refuse(format!(
+                        "reference {} credited twice",
+                        hex::encode(&s.reference)
+                    )));
+                }
+                ledger
+                    .deposit(s.account, s.asset, s.amount)
+                    .map_err(|e| refuse(e.to_string()))?;
+                deposits.insert(s.reference.clone(), s);
+            }
             SequencerRecord::Withdrawal(t) => ledger
                 .withdraw(t.account, t.asset, t.amount)
                 .map_err(|e| VerifyError::Ledger {
@@ -456,6 +488,7 @@ fn walk(
                 genesis: &genesis,
                 ledger: &ledger,
                 references: &references,
+                deposits: &deposits,
                 first_lsn: &first_lsn,
             };
             state.compare(checkpoint)

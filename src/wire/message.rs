@@ -4,6 +4,8 @@
 use std::fmt;
 
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::market::{AccountId, AssetId};
+use crate::operator::{DepositStatement, REFERENCE_LEN_MAX, SignedDeposit};
 
 use super::frame::{Direction, EncodeError, FrameError, Message};
 use super::{
@@ -20,6 +22,7 @@ mod client_type {
     pub const GET_ACCOUNT: u8 = 0x04;
     pub const DEPOSIT: u8 = 0x05;
     pub const WITHDRAW: u8 = 0x06;
+    pub const OPERATOR_DEPOSIT: u8 = 0x07;
 }
 
 /// Type bytes of server → client messages.
@@ -95,6 +98,15 @@ pub enum ClientMessage {
         /// Units of the asset.
         amount: u64,
     },
+    /// Credits an account with a deposit signed by an operator key the
+    /// sequencer's configuration lists, idempotent by its external
+    /// reference (`spec/wire.md` §4). Type `0x07`.
+    OperatorDeposit {
+        /// Echoed in the reply.
+        request_id: u64,
+        /// The signed statement.
+        deposit: SignedDeposit,
+    },
 }
 
 impl ClientMessage {
@@ -107,7 +119,8 @@ impl ClientMessage {
             | ClientMessage::Subscribe { request_id }
             | ClientMessage::GetAccount { request_id, .. }
             | ClientMessage::Deposit { request_id, .. }
-            | ClientMessage::Withdraw { request_id, .. } => *request_id,
+            | ClientMessage::Withdraw { request_id, .. }
+            | ClientMessage::OperatorDeposit { request_id, .. } => *request_id,
         }
     }
 }
@@ -244,11 +257,13 @@ pub enum ReasonCode {
     InvalidRequest = 10,
     /// The server failed for a reason of its own.
     Internal = 11,
+    /// A signature is wrong, or the key that made it may not ask this.
+    Unauthorized = 12,
 }
 
 impl ReasonCode {
     /// Every code, in order.
-    pub const ALL: [ReasonCode; 11] = [
+    pub const ALL: [ReasonCode; 12] = [
         ReasonCode::Malformed,
         ReasonCode::BatchClosed,
         ReasonCode::NotAnnounced,
@@ -260,6 +275,7 @@ impl ReasonCode {
         ReasonCode::OperatorOnly,
         ReasonCode::InvalidRequest,
         ReasonCode::Internal,
+        ReasonCode::Unauthorized,
     ];
 
     /// The code's byte.
@@ -293,6 +309,7 @@ impl fmt::Display for ReasonCode {
             ReasonCode::OperatorOnly => "operator only",
             ReasonCode::InvalidRequest => "invalid request",
             ReasonCode::Internal => "internal error",
+            ReasonCode::Unauthorized => "unauthorized",
         })
     }
 }
@@ -500,7 +517,7 @@ impl Message for ClientMessage {
     const FRAME_LEN_MAX: usize = CLIENT_FRAME_LEN_MAX;
 
     fn is_known_type(type_byte: u8) -> bool {
-        (client_type::GET_SCHEDULE..=client_type::WITHDRAW).contains(&type_byte)
+        (client_type::GET_SCHEDULE..=client_type::OPERATOR_DEPOSIT).contains(&type_byte)
     }
 
     fn type_byte(&self) -> u8 {
@@ -511,6 +528,7 @@ impl Message for ClientMessage {
             ClientMessage::GetAccount { .. } => client_type::GET_ACCOUNT,
             ClientMessage::Deposit { .. } => client_type::DEPOSIT,
             ClientMessage::Withdraw { .. } => client_type::WITHDRAW,
+            ClientMessage::OperatorDeposit { .. } => client_type::OPERATOR_DEPOSIT,
         }
     }
 
@@ -537,6 +555,15 @@ impl Message for ClientMessage {
                 out.extend_from_slice(account);
                 out.put_u32(*asset);
                 out.put_u64(*amount);
+            }
+            ClientMessage::OperatorDeposit { deposit, .. } => {
+                let s = &deposit.statement;
+                out.extend_from_slice(&s.operator);
+                out.extend_from_slice(&s.account.0);
+                out.put_u32(s.asset.0);
+                out.put_u64(s.amount);
+                put_bytes(out, "reference", &s.reference, REFERENCE_LEN_MAX)?;
+                out.extend_from_slice(&deposit.signature);
             }
         }
         Ok(())
@@ -566,6 +593,19 @@ impl Message for ClientMessage {
                 account: r.array("account")?,
                 asset: r.u32("asset")?,
                 amount: r.u64("amount")?,
+            },
+            client_type::OPERATOR_DEPOSIT => ClientMessage::OperatorDeposit {
+                request_id,
+                deposit: SignedDeposit {
+                    statement: DepositStatement {
+                        operator: r.array("operator")?,
+                        account: AccountId(r.array("account")?),
+                        asset: AssetId(r.u32("asset")?),
+                        amount: r.u64("amount")?,
+                        reference: r.blob("reference", REFERENCE_LEN_MAX)?.to_vec(),
+                    },
+                    signature: r.array("signature")?,
+                },
             },
             _ => {
                 return Err(FrameError::UnknownType {

@@ -5,7 +5,7 @@
 //!
 //! A frame is `u32le(len) ‖ u8(type) ‖ fields`, where `len` counts the type
 //! byte and the fields (everything after the length). Client → server frames
-//! ([`ClientMessage`], type bytes `0x01..=0x05`) are capped at
+//! ([`ClientMessage`], type bytes `0x01..=0x07`) are capped at
 //! [`CLIENT_FRAME_LEN_MAX`]; server → client frames ([`ServerMessage`], type
 //! bytes `0x81..=0x89`) at [`FRAME_LEN_MAX`]. Every count and string has a
 //! named bound, checked while decoding (and while encoding, so nothing is sent

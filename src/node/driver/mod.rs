@@ -19,7 +19,7 @@ mod publish;
 mod requests;
 mod sessions;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +33,7 @@ use crate::types::BatchId;
 
 use super::handle::{ConnId, Control, Request, SessionId};
 use super::metrics::Metrics;
-use super::schedule::ScheduleCache;
+use super::schedule::{RequestBudget, ScheduleCache};
 use super::{NodeStorage, now_ms};
 use sessions::{Pending, Session};
 
@@ -136,6 +136,12 @@ pub struct DriverOptions {
     pub envelopes_per_ip_per_batch_max: u32,
     /// Where the driver keeps the signed schedule current.
     pub schedules: Arc<ScheduleCache>,
+    /// The operator keys that may deposit.
+    pub operators: BTreeSet<[u8; 32]>,
+    /// Largest amount one operator deposit may credit.
+    pub deposit_amount_max: u64,
+    /// Operator deposits per second, all together.
+    pub deposits_per_second_max: u32,
 }
 
 /// The driver loop's state.
@@ -173,6 +179,9 @@ pub struct Driver {
     control_tx: Sender<Control>,
     shutting_down: bool,
     pool: Arc<rayon::ThreadPool>,
+    operators: BTreeSet<[u8; 32]>,
+    deposit_amount_max: u64,
+    deposit_budget: RequestBudget,
 }
 
 impl Driver {
@@ -196,6 +205,9 @@ impl Driver {
             intake_delay_max,
             envelopes_per_ip_per_batch_max,
             schedules,
+            operators,
+            deposit_amount_max,
+            deposits_per_second_max,
         } = options;
         Driver {
             sequencer,
@@ -224,6 +236,9 @@ impl Driver {
             control_tx,
             shutting_down: false,
             pool,
+            operators,
+            deposit_amount_max,
+            deposit_budget: RequestBudget::new(deposits_per_second_max, Instant::now()),
         }
     }
 

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use crate::envelope::{Rejection, ShapedEnvelope};
 use crate::market::{AccountId, AssetId};
-use crate::sequencer::{OpToken, SubmitError, SubmitToken, Transfer};
+use crate::operator::{DepositError, SignedDeposit};
+use crate::sequencer::{OpToken, SequencerError, SubmitError, SubmitToken, Transfer};
 use crate::wire::{self, ClientMessage, ReasonCode, ServerMessage};
 
 use super::super::handle::{Request, RequestBody, SessionId};
@@ -224,6 +225,76 @@ impl Driver {
                     },
                     credit,
                 );
+            }
+            ClientMessage::OperatorDeposit {
+                request_id,
+                deposit,
+            } => self.operator_deposit(
+                Pending {
+                    session,
+                    request_id,
+                    received,
+                },
+                deposit,
+            ),
+        }
+    }
+
+    /// A deposit signed by an operator: a configured key, within the amount
+    /// and rate bounds, then the sequencer (signature, reference); answered
+    /// `Ack` once durable, and again for the same reference.
+    fn operator_deposit(&mut self, request: Pending, deposit: SignedDeposit) {
+        let (session, request_id) = (request.session, request.request_id);
+        let refused = |code: ReasonCode, message: String| ServerMessage::Error {
+            request_id,
+            code,
+            message,
+        };
+        let statement = &deposit.statement;
+        let refusal = if !self.operators.contains(&statement.operator) {
+            Some(refused(
+                ReasonCode::Unauthorized,
+                "the key is not a configured operator key".into(),
+            ))
+        } else if statement.amount > self.deposit_amount_max {
+            Some(refused(
+                ReasonCode::InvalidRequest,
+                format!(
+                    "a deposit credits at most {} units",
+                    self.deposit_amount_max
+                ),
+            ))
+        } else if !self.deposit_budget.take(Instant::now()) {
+            Some(refused(
+                ReasonCode::Busy,
+                "too many operator deposits per second".into(),
+            ))
+        } else {
+            None
+        };
+        if let Some(reply) = refusal {
+            if let ServerMessage::Error { code, .. } = &reply {
+                self.metrics.reject(code.to_byte());
+            }
+            self.send(session, reply);
+            return;
+        }
+        self.next_token += 1;
+        let token = OpToken(self.next_token);
+        match self.sequencer.handle_operator_deposit(token, deposit) {
+            Ok(()) => {
+                self.pending.insert(token.0, request);
+                self.waiting(session, true);
+            }
+            Err(error) => {
+                let code = match error {
+                    SequencerError::Deposit(
+                        DepositError::BadSignature | DepositError::BadOperatorKey,
+                    ) => ReasonCode::Unauthorized,
+                    _ => ReasonCode::InvalidRequest,
+                };
+                self.metrics.reject(code.to_byte());
+                self.send(session, refused(code, error.to_string()));
             }
         }
     }
