@@ -949,5 +949,21 @@ async fn operator_deposits_credit_once_per_reference_and_only_for_configured_key
         balance(client.account(account).await.expect("balances")),
         525
     );
-    node.stop().await;
+    client.close();
+    // `verify` checks every operator signature and reference, and the
+    // checkpoints' deposits, from the journal alone.
+    let dir = node.stop_keeping_data().await;
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+        .arg("verify")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("runs verify");
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
+    assert!(stdout.contains("OK"), "{stdout}");
 }
