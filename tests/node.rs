@@ -836,7 +836,7 @@ async fn operator_deposits_credit_once_per_reference_and_only_for_configured_key
     let configure = |c: &mut NodeConfig| {
         c.demo = false;
         c.operator.keys = vec![operator_hex.clone()];
-        c.operator.deposit_amount_max = 1_000_000;
+        c.operator.deposit_amount_max = Some(1_000_000);
         c.checkpoint_every_batches = 1;
         c.prune_journal = true;
     };

@@ -70,8 +70,10 @@ pub struct OperatorConfig {
     /// machine). Default none; in demo mode the demo operator's key from the
     /// data directory is added.
     pub keys: Vec<String>,
-    /// Largest amount one deposit may credit. Default `u64::MAX`.
-    pub deposit_amount_max: u64,
+    /// Largest amount one deposit may credit. Default: no bound but the
+    /// asset's supply limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deposit_amount_max: Option<u64>,
     /// Operator deposits accepted per second, all operators together (on
     /// average and in a burst); beyond, answered `Error` busy. Default 1000.
     pub deposits_per_second_max: u32,
@@ -81,7 +83,7 @@ impl Default for OperatorConfig {
     fn default() -> Self {
         OperatorConfig {
             keys: Vec::new(),
-            deposit_amount_max: u64::MAX,
+            deposit_amount_max: None,
             deposits_per_second_max: 1000,
         }
     }

@@ -298,7 +298,7 @@ fn spawn_driver(
             envelopes_per_ip_per_batch_max: config.limits.envelopes_per_ip_per_batch_max,
             schedules,
             operators,
-            deposit_amount_max: config.operator.deposit_amount_max,
+            deposit_amount_max: config.operator.deposit_amount_max.unwrap_or(u64::MAX),
             deposits_per_second_max: config.operator.deposits_per_second_max,
         },
     );
