@@ -520,6 +520,46 @@ impl World {
         }
     }
 
+    /// An operator deposit under one of a few references, so that
+    /// references repeat, sometimes with another statement: a new reference
+    /// credits its amount, a repeat of the same statement credits nothing,
+    /// another statement under a used reference is refused — across
+    /// crashes and checkpoints (the journal check below holds each
+    /// reference to one record).
+    fn operator_deposit(&mut self) {
+        let operator = SigningKey::from_bytes(&[0x0d; 32]);
+        let n = self.rng.next_u32() % 8;
+        let trader = &self.traders[n as usize % self.traders.len()];
+        let account = AccountId(trader.verifying_key().to_bytes());
+        let other = self.rng.next_u32().is_multiple_of(8);
+        let amount = 1_000 + u64::from(n) + u64::from(other);
+        let sequencer = SequencerKey::from_seed(&self.key_seed).public_key();
+        let signed = sealbatch::operator::DepositStatement {
+            operator: [0; 32],
+            account,
+            asset: USD,
+            amount,
+            reference: format!("transfer-{n}").into_bytes(),
+        }
+        .sign(&operator, &sequencer)
+        .expect("signs");
+        let before = self.seq().ledger().balance(&account, USD);
+        match self.seq().handle_operator_deposit(OpToken(0), signed) {
+            Ok(()) => {
+                let after = self.seq().ledger().balance(&account, USD);
+                assert!(
+                    after == before + amount || after == before,
+                    "an operator deposit credited {} instead of {amount} or nothing",
+                    after.wrapping_sub(before)
+                );
+            }
+            Err(sealbatch::sequencer::SequencerError::ReferenceReused(_)) => {
+                assert_eq!(self.seq().ledger().balance(&account, USD), before);
+            }
+            Err(error) => panic!("operator deposit refused: {error}"),
+        }
+    }
+
     fn fund(&mut self) {
         let accounts: Vec<AccountId> = self
             .traders
@@ -632,6 +672,9 @@ fn run_with(seed: u64, steps: usize, crashes: Crashes, checkpointing: Checkpoint
         }
         if world.rng.next_u32().is_multiple_of(20) {
             world.withdraw_some();
+        }
+        if world.rng.next_u32().is_multiple_of(10) {
+            world.operator_deposit();
         }
         if let Crashes::Random(one_in) = crashes
             && world.rng.next_u32().is_multiple_of(one_in)
@@ -774,6 +817,7 @@ fn check_journal(
     let mut results: BTreeMap<BatchId, usize> = BTreeMap::new();
     let mut assembler = ResultAssembler::default();
     let mut split_results = 0;
+    let mut references = BTreeSet::new();
     for (_, kind, payload) in records {
         match SequencerRecord::decode(*kind, payload).expect("decodes") {
             SequencerRecord::Envelope { e, bytes } => {
@@ -795,6 +839,15 @@ fn check_journal(
             }
             SequencerRecord::Withdrawal(t) => {
                 *deposited.entry(t.asset).or_default() -= u128::from(t.amount);
+            }
+            SequencerRecord::OperatorDeposit(d) => {
+                let s = d.statement;
+                assert!(
+                    references.insert(s.reference.clone()),
+                    "seed {seed}: reference {:?} credited twice",
+                    String::from_utf8_lossy(&s.reference)
+                );
+                *deposited.entry(s.asset).or_default() += u128::from(s.amount);
             }
             _ => {}
         }
