@@ -209,3 +209,63 @@ async fn sigterm_under_load_exits_zero_and_loses_nothing() {
     );
     common::all_published(&dir.join("journal"), &receipts);
 }
+
+/// kill -9 around an operator deposit (its request sent, its answer not
+/// awaited: before, during or after its journal write), then a restart and
+/// the same deposit again: it is credited exactly once, whether or not the
+/// first reached the disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_around_an_operator_deposit_credits_it_exactly_once() {
+    const AMOUNT: u64 = 1_000;
+    let work = tempfile::Builder::new()
+        .prefix("sealbatch-kill9-deposit-")
+        .tempdir()
+        .expect("a temporary directory");
+    let dir = work.path().join("data");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let operator = ed25519_dalek::SigningKey::from_bytes(&[0x0d; 32]);
+    let config = format!(
+        "demo = false\n[operator]\nkeys = [\"{}\"]\n",
+        hex::encode(operator.verifying_key().to_bytes())
+    );
+    let account = [5; 32];
+    let balance = |balances: Vec<(u32, u64)>| {
+        balances
+            .iter()
+            .find(|(asset, _)| *asset == 0)
+            .map_or(0, |&(_, amount)| amount)
+    };
+    let mut child = spawn(&dir, port, &config);
+    for round in 0..4u64 {
+        let client = Arc::new(connect(&dir, addr, &mut child).await);
+        let reference = format!("transfer-{round}");
+        let deposit = {
+            let (client, operator, reference) =
+                (Arc::clone(&client), operator.clone(), reference.clone());
+            tokio::spawn(async move {
+                client
+                    .operator_deposit(&operator, account, 0, AMOUNT, reference.as_bytes())
+                    .await
+            })
+        };
+        // From killing before the request is read to after it is durable.
+        tokio::time::sleep(Duration::from_micros(round * 1_500)).await;
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        let _ = deposit.await;
+
+        child = spawn(&dir, port, &config);
+        let client = connect(&dir, addr, &mut child).await;
+        client
+            .operator_deposit(&operator, account, 0, AMOUNT, reference.as_bytes())
+            .await
+            .expect("the deposit, again");
+        assert_eq!(
+            balance(client.account(account).await.expect("balances")),
+            (round + 1) * AMOUNT,
+            "round {round}: credited exactly once"
+        );
+    }
+    common::stop_gracefully(child);
+}
