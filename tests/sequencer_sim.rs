@@ -27,12 +27,12 @@ use sealbatch::journal::{
     read_checkpoints,
 };
 use sealbatch::market::{AccountId, AssetId, MarketConfig};
+use sealbatch::node::UnusableCheckpoint;
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{
     BatchOutcome, Checkpoint, EnvelopeStatus, Event, Genesis, Journaled, Limits, OpToken,
     ResultAssembler, Sequencer, SequencerRecord, SubmitError, SubmitToken, Transcript,
-    TranscriptError, UnusableCheckpoint, export_transcripts, verify_journal, verify_journal_with,
-    verify_transcript,
+    TranscriptError, export_transcripts, verify_journal, verify_journal_with, verify_transcript,
 };
 use sealbatch::types::{BatchId, MarketId, Side};
 

@@ -9,13 +9,15 @@
 //!        └──── receipts, events ─────┘
 //! ```
 //!
-//! Layout: [`config`] the configuration file; `recovery` start-up from the
+//! Layout: [`config`] the configuration file; [`checkpoints`] checkpoint files
+//! read back; `recovery` start-up from the
 //! journal; `keys` the key files; [`driver`] the thread that drives the
 //! sans-IO [`Sequencer`](crate::sequencer::Sequencer); [`handle`] what it
 //! and the connections send each other; [`server`] the QUIC connections;
 //! [`schedule`] the signed-schedule cache and request budgets; [`metrics`]
 //! the Prometheus endpoint.
 
+pub mod checkpoints;
 pub mod config;
 pub mod driver;
 pub mod handle;
@@ -38,6 +40,7 @@ use crate::net::{Identity, NetError};
 use crate::secret_file::load_or_create_key32;
 use crate::sequencer::SequencerError;
 
+pub use checkpoints::UnusableCheckpoint;
 pub use config::NodeConfig;
 use driver::{Driver, DriverOptions};
 use handle::{Control, DriverHandle};

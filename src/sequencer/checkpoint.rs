@@ -1,13 +1,13 @@
 //! The sequencer's checkpoint: its state after the journal records below one
 //! LSN, so that recovery replays only what follows. Layout and recovery
 //! rules: `spec/sequencer.md`, "Checkpoints". The journal stores it in a
-//! checkpoint file (`crate::journal::checkpoint`).
+//! checkpoint file; the shell reads the file and hands the payload to
+//! [`Checkpoint::from_stored`].
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::journal::{CheckpointProblem, FoundCheckpoint, Lsn};
 use crate::market::{AccountId, AssetId};
 use crate::operator::{DepositStatement, REFERENCE_LEN_MAX};
-use crate::types::{BatchId, MarketId, Tick};
+use crate::types::{BatchId, Lsn, MarketId, Tick};
 
 use super::config::Genesis;
 use super::record::{
@@ -31,16 +31,13 @@ pub const CHECKPOINT_BALANCES_MAX: usize = 1 << 28;
 /// Most unfinished batches a checkpoint may list.
 pub const CHECKPOINT_UNFINISHED_MAX: usize = 1 << 20;
 
-/// Why a checkpoint file found in the journal directory cannot be used.
+/// Why a stored checkpoint's payload is not a usable state.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum UnusableCheckpoint {
-    /// The file itself is damaged (length, magic, checksum, name).
-    #[error("file: {0}")]
-    File(#[from] CheckpointProblem),
-    /// The file is sound but its payload is not a sequencer state.
+pub enum UnusableState {
+    /// The payload is not a sequencer state.
     #[error("state: {0}")]
-    State(#[from] DecodeError),
-    /// The state's LSNs are not the file's.
+    Decode(#[from] DecodeError),
+    /// The state's LSNs are not those its file states.
     #[error(
         "the state says LSN {state_lsn} (replay from {state_replay_from}), the file {file_lsn} ({file_replay_from})"
     )]
@@ -54,27 +51,6 @@ pub enum UnusableCheckpoint {
         /// The file header's `replay_from`.
         file_replay_from: Lsn,
     },
-}
-
-impl TryFrom<FoundCheckpoint> for Checkpoint {
-    type Error = UnusableCheckpoint;
-
-    /// The sequencer state of a checkpoint file read back from the journal
-    /// directory, if the file is sound, decodes, and agrees with its state
-    /// on the LSNs.
-    fn try_from(found: FoundCheckpoint) -> Result<Checkpoint, UnusableCheckpoint> {
-        let stored = found.checkpoint?;
-        let checkpoint = Checkpoint::decode(&stored.payload)?;
-        if (checkpoint.lsn, checkpoint.replay_from) != (stored.lsn, stored.replay_from) {
-            return Err(UnusableCheckpoint::LsnMismatch {
-                state_lsn: checkpoint.lsn,
-                state_replay_from: checkpoint.replay_from,
-                file_lsn: stored.lsn,
-                file_replay_from: stored.replay_from,
-            });
-        }
-        Ok(checkpoint)
-    }
 }
 
 /// The state after every journal record below [`Checkpoint::lsn`].
@@ -110,6 +86,30 @@ impl Checkpoint {
         self.balances.len() <= CHECKPOINT_BALANCES_MAX
             && self.unfinished.len() <= CHECKPOINT_UNFINISHED_MAX
             && self.deposits.len() <= CHECKPOINT_DEPOSITS_MAX
+    }
+
+    /// The state a checkpoint file holds (`payload`, stored with `lsn` and
+    /// `replay_from` in its header), if it decodes and agrees with the
+    /// header on the LSNs. Reading the file is the shell's part.
+    ///
+    /// # Errors
+    ///
+    /// [`UnusableState`].
+    pub fn from_stored(
+        lsn: Lsn,
+        replay_from: Lsn,
+        payload: &[u8],
+    ) -> Result<Checkpoint, UnusableState> {
+        let checkpoint = Checkpoint::decode(payload)?;
+        if (checkpoint.lsn, checkpoint.replay_from) != (lsn, replay_from) {
+            return Err(UnusableState::LsnMismatch {
+                state_lsn: checkpoint.lsn,
+                state_replay_from: checkpoint.replay_from,
+                file_lsn: lsn,
+                file_replay_from: replay_from,
+            });
+        }
+        Ok(checkpoint)
     }
 
     /// The canonical encoding.

@@ -64,8 +64,7 @@ pub use batch::{
     ProcessError, apply_outcome, process_batch, status, void_outcome,
 };
 pub use checkpoint::{
-    CHECKPOINT_BALANCES_MAX, CHECKPOINT_TAG, CHECKPOINT_UNFINISHED_MAX, Checkpoint,
-    UnusableCheckpoint,
+    CHECKPOINT_BALANCES_MAX, CHECKPOINT_TAG, CHECKPOINT_UNFINISHED_MAX, Checkpoint, UnusableState,
 };
 pub use config::{
     ANNOUNCE_AHEAD_DEFAULT, ANNOUNCE_AHEAD_MAX, BYTES_PER_BATCH_DEFAULT, ConfigError,
