@@ -32,7 +32,8 @@ use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{
     BatchOutcome, Checkpoint, EnvelopeStatus, Event, Genesis, Journaled, Limits, OpToken,
     ResultAssembler, Sequencer, SequencerRecord, SubmitError, SubmitToken, Transcript,
-    TranscriptError, export_transcripts, verify_journal, verify_journal_with, verify_transcript,
+    TranscriptError, UnusableState, export_transcripts, verify_journal, verify_journal_with,
+    verify_transcript,
 };
 use sealbatch::types::{BatchId, MarketId, Side};
 
@@ -1157,11 +1158,11 @@ fn checkpoints_that_do_not_fit_the_journal_are_refused() {
     );
     assert!(matches!(
         Checkpoint::try_from(found(lsn + 1, from, checkpoint.encode())),
-        Err(UnusableCheckpoint::LsnMismatch { .. })
+        Err(UnusableCheckpoint::State(UnusableState::LsnMismatch { .. }))
     ));
     assert!(matches!(
         Checkpoint::try_from(found(lsn, from, b"not a state".to_vec())),
-        Err(UnusableCheckpoint::State(_))
+        Err(UnusableCheckpoint::State(UnusableState::Decode(_)))
     ));
     let damaged = FoundCheckpoint {
         name: "checkpoint".into(),

@@ -2,8 +2,7 @@
 //! ([`FoundCheckpoint`]) holding the sequencer's state
 //! ([`Checkpoint::from_stored`]).
 
-use crate::codec::DecodeError;
-use crate::journal::{CheckpointProblem, FoundCheckpoint, Lsn};
+use crate::journal::{CheckpointProblem, FoundCheckpoint};
 use crate::sequencer::{Checkpoint, UnusableState};
 
 /// Why a checkpoint file found in the journal directory cannot be used.
@@ -12,42 +11,9 @@ pub enum UnusableCheckpoint {
     /// The file itself is damaged (length, magic, checksum, name).
     #[error("file: {0}")]
     File(#[from] CheckpointProblem),
-    /// The file is sound but its payload is not a sequencer state.
-    #[error("state: {0}")]
-    State(DecodeError),
-    /// The state's LSNs are not the file's.
-    #[error(
-        "the state says LSN {state_lsn} (replay from {state_replay_from}), the file {file_lsn} ({file_replay_from})"
-    )]
-    LsnMismatch {
-        /// The state's `lsn`.
-        state_lsn: Lsn,
-        /// The state's `replay_from`.
-        state_replay_from: Lsn,
-        /// The file header's `lsn`.
-        file_lsn: Lsn,
-        /// The file header's `replay_from`.
-        file_replay_from: Lsn,
-    },
-}
-
-impl From<UnusableState> for UnusableCheckpoint {
-    fn from(problem: UnusableState) -> UnusableCheckpoint {
-        match problem {
-            UnusableState::Decode(error) => UnusableCheckpoint::State(error),
-            UnusableState::LsnMismatch {
-                state_lsn,
-                state_replay_from,
-                file_lsn,
-                file_replay_from,
-            } => UnusableCheckpoint::LsnMismatch {
-                state_lsn,
-                state_replay_from,
-                file_lsn,
-                file_replay_from,
-            },
-        }
-    }
+    /// The file is sound but its payload is not a usable state.
+    #[error("{0}")]
+    State(#[from] UnusableState),
 }
 
 impl TryFrom<FoundCheckpoint> for Checkpoint {

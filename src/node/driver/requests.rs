@@ -241,8 +241,9 @@ impl Driver {
     }
 
     /// A deposit signed by an operator: a configured key, within the amount
-    /// and rate bounds, then the sequencer (signature, reference); answered
-    /// `Ack` once durable, and again for the same reference.
+    /// bound, a valid signature, within the rate bound, then the sequencer
+    /// (which checks the signature again, and the reference); answered `Ack`
+    /// once durable, and again for the same reference.
     fn operator_deposit(&mut self, request: Pending, deposit: SignedDeposit) {
         let (session, request_id) = (request.session, request.request_id);
         let refused = |code: ReasonCode, message: String| ServerMessage::Error {
@@ -264,6 +265,11 @@ impl Driver {
                     self.deposit_amount_max
                 ),
             ))
+        } else if let Err(error) = deposit.verify(&self.key.public_key()) {
+            // Checked before the budget, so that requests nobody with the
+            // operator's key made cannot use it up (their cost is bounded
+            // by each stream's request budget).
+            Some(refused(ReasonCode::Unauthorized, error.to_string()))
         } else if !self.deposit_budget.take(Instant::now()) {
             Some(refused(
                 ReasonCode::Busy,
