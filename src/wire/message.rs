@@ -73,8 +73,9 @@ pub enum ClientMessage {
         /// The account (its Ed25519 public key).
         account: [u8; 32],
     },
-    /// Credits an account (operator or demo mode only; the server may answer
-    /// `Error` with [`ReasonCode::OperatorOnly`]). Type `0x05`.
+    /// Credits an account, unsigned: demo mode only (otherwise the server
+    /// answers `Error` with [`ReasonCode::OperatorOnly`]; money arrives by
+    /// [`ClientMessage::OperatorDeposit`]). Type `0x05`.
     Deposit {
         /// Echoed in the reply.
         request_id: u64,
