@@ -8,6 +8,7 @@ use rand_core::OsRng;
 
 use super::CommandResult;
 use super::connect::{ServerArgs, read_account_key};
+use super::deposit::TransferArgs;
 
 /// What the operator does.
 #[derive(Debug, Subcommand)]
@@ -44,15 +45,8 @@ pub struct DepositArgs {
     /// 64 bytes of text: the same reference is credited once.
     #[arg(long = "ref", value_name = "ID")]
     reference: String,
-    /// The account credited (64 hex digits: its Ed25519 public key).
-    #[arg(long)]
-    account: String,
-    /// The asset id.
-    #[arg(long)]
-    asset: u32,
-    /// Units to credit.
-    #[arg(long)]
-    amount: u64,
+    #[command(flatten)]
+    transfer: TransferArgs,
 }
 
 /// Runs one operator command.
@@ -71,23 +65,16 @@ pub(super) fn run(command: &OperatorCommand) -> CommandResult {
 
 fn deposit(args: &DepositArgs) -> CommandResult {
     let key = read_account_key(&args.key)?;
-    let mut account = [0u8; 32];
-    hex::decode_to_slice(args.account.trim(), &mut account)
-        .map_err(|_| "--account takes 64 hex digits")?;
+    let t = &args.transfer;
+    let account = t.account()?;
     super::run::runtime()?.block_on(async {
         let (client, _) = args.server.connect().await?;
         client
-            .operator_deposit(
-                &key,
-                account,
-                args.asset,
-                args.amount,
-                args.reference.as_bytes(),
-            )
+            .operator_deposit(&key, account, t.asset, t.amount, args.reference.as_bytes())
             .await?;
         println!(
             "deposit {} credited once: {} units of asset {} to {}",
-            args.reference, args.amount, args.asset, args.account
+            args.reference, t.amount, t.asset, t.account
         );
         client.close();
         Ok(())

@@ -577,7 +577,7 @@ impl Sequencer {
                     // its receipt is the same statement, issued again once
                     // its record is durable (it is at or below the last LSN
                     // handed out). Nothing is journaled.
-                    let upto = self.next_lsn - 1;
+                    let upto = self.last_queued_lsn();
                     if upto <= self.durable_lsn {
                         self.events.push_back(Event::Receipt {
                             token,
@@ -671,7 +671,7 @@ impl Sequencer {
             }
             // Credited before: acknowledge again once everything queued so
             // far (the first credit's record among it) is durable.
-            let upto = self.next_lsn - 1;
+            let upto = self.last_queued_lsn();
             if upto <= self.durable_lsn {
                 self.events.push_back(Event::OperationDurable { token });
             } else {
@@ -1008,6 +1008,12 @@ impl Sequencer {
             .values()
             .filter(|b| !matches!(b, Batch::Collecting { .. }))
             .count()
+    }
+
+    /// The last LSN handed out: a record already queued is at or below it
+    /// (0 before any).
+    fn last_queued_lsn(&self) -> Lsn {
+        self.next_lsn.saturating_sub(1)
     }
 
     fn observe(&mut self, now_ms: u64) -> u64 {
