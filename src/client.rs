@@ -1,7 +1,8 @@
 //! The client library: one QUIC connection to a sequencer, pinned to its
 //! certificate fingerprint, with one long-lived stream carrying pipelined
 //! requests (each with its own id) and, after [`Client::subscribe`], the
-//! batch events.
+//! batch events. Signed requests (balances, withdrawals, the operator's
+//! deposits and payouts) are signed here with the caller's key.
 //!
 //! ```no_run
 //! # async fn demo(addr: std::net::SocketAddr, fingerprint: [u8; 32]) -> Result<(), sealbatch::client::ClientError> {
@@ -17,12 +18,16 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::envelope::{Receipt, SequencerPublicKey};
 use crate::market::{AccountId, AssetId};
 use crate::net::{NetError, client_endpoint};
-use crate::operator::DepositStatement;
+use crate::signed::{
+    CHANNEL_BINDING_LABEL, ChannelBinding, DepositStatement, PayoutStatement, Query,
+    SignedWithdrawal, Withdrawal, WithdrawalStatement,
+};
 use crate::wire::{
     self, ClientMessage, FrameDecoder, ReasonCode, Schedule, ServerMessage,
     schedule_signing_message,
@@ -71,6 +76,15 @@ pub enum ClientError {
     /// A reply does not fit the request, or a signature does not verify.
     #[error("protocol: {0}")]
     Protocol(String),
+}
+
+/// An account as its owner (or an operator) reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountState {
+    /// The sequence number the account's next withdrawal must carry.
+    pub next_withdrawal: u64,
+    /// `(asset, units)` for each asset held, ascending.
+    pub balances: Vec<(u32, u64)>,
 }
 
 /// Requests waiting for their reply; `None` once the stream has ended, so
@@ -291,20 +305,41 @@ impl Client {
         }
     }
 
-    /// An account's balances, `(asset, units)`.
+    /// An account's balances and next withdrawal sequence number, asked
+    /// with `key`: the account's own key or an operator's. The query is
+    /// signed for this connection only.
     ///
     /// # Errors
     ///
-    /// [`ClientError`] if the request fails.
-    pub async fn account(&self, account: [u8; 32]) -> Result<Vec<(u32, u64)>, ClientError> {
+    /// [`ClientError::Refused`] with [`ReasonCode::Unauthorized`] for a key
+    /// that is neither.
+    pub async fn account(
+        &self,
+        key: &SigningKey,
+        account: [u8; 32],
+    ) -> Result<AccountState, ClientError> {
+        let signed = Query::Account(AccountId(account)).sign(
+            key,
+            &self.sequencer_key().await?,
+            &self.channel_binding()?,
+        );
         match self
             .request(|request_id| ClientMessage::GetAccount {
                 request_id,
                 account,
+                requester: signed.requester,
+                signature: signed.signature,
             })
             .await?
         {
-            ServerMessage::Account { balances, .. } => Ok(balances),
+            ServerMessage::Account {
+                next_withdrawal,
+                balances,
+                ..
+            } => Ok(AccountState {
+                next_withdrawal,
+                balances,
+            }),
             other => Err(unexpected(other)),
         }
     }
@@ -329,25 +364,152 @@ impl Client {
         .await
     }
 
-    /// Debits an account (demo mode), waiting until it is durable.
+    /// Withdraws `amount` units of `asset` from the account of `key`, to be
+    /// paid out to `destination`, as the account's withdrawal number
+    /// `sequence` (`None`: the next, read with [`Client::account`]).
+    /// Returns the withdrawal's id once it is durable.
+    ///
+    /// A withdrawal whose answer was lost is not sent again: the account's
+    /// next sequence number says whether it was taken.
     ///
     /// # Errors
     ///
-    /// [`ClientError::Refused`] outside demo mode, or for more than the
-    /// balance holds.
+    /// [`ClientError::Refused`] with [`ReasonCode::Replayed`] for a
+    /// sequence number that is not the account's next,
+    /// [`ReasonCode::InvalidRequest`] for more than the balance (nothing
+    /// changes then), [`ReasonCode::Busy`] past the sequencer's rate.
     pub async fn withdraw(
         &self,
-        account: [u8; 32],
+        key: &SigningKey,
         asset: u32,
         amount: u64,
-    ) -> Result<(), ClientError> {
-        self.operation(|request_id| ClientMessage::Withdraw {
-            request_id,
-            account,
-            asset,
+        destination: &[u8],
+        sequence: Option<u64>,
+    ) -> Result<u64, ClientError> {
+        let account = key.verifying_key().to_bytes();
+        let sequence = match sequence {
+            Some(sequence) => sequence,
+            None => self.account(key, account).await?.next_withdrawal,
+        };
+        let withdrawal = WithdrawalStatement {
+            account: AccountId(account),
+            asset: AssetId(asset),
             amount,
-        })
-        .await
+            sequence,
+            destination: destination.to_vec(),
+        }
+        .sign(key, &self.sequencer_key().await?)
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.send_withdrawal(withdrawal).await
+    }
+
+    /// Sends a withdrawal signed already (with
+    /// [`WithdrawalStatement::sign`]); returns its id once durable.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::withdraw`].
+    pub async fn send_withdrawal(&self, withdrawal: SignedWithdrawal) -> Result<u64, ClientError> {
+        match self
+            .request(|request_id| ClientMessage::Withdraw {
+                request_id,
+                withdrawal,
+            })
+            .await?
+        {
+            ServerMessage::Withdrawn { id, .. } => Ok(id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Withdrawals awaiting payout with an id above `after`, asked with an
+    /// operator's `key`: at most [`wire::PAYOUTS_MAX`], and whether more
+    /// follow. Every withdrawal returned is durable and its trader's
+    /// signature verified here.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] with [`ReasonCode::Unauthorized`] for a key
+    /// the sequencer does not list; [`ClientError::Protocol`] if a
+    /// withdrawal's signature does not verify.
+    pub async fn payouts(
+        &self,
+        key: &SigningKey,
+        after: u64,
+    ) -> Result<(Vec<Withdrawal>, bool), ClientError> {
+        let sequencer = self.sequencer_key().await?;
+        let signed = Query::Payouts { after }.sign(key, &sequencer, &self.channel_binding()?);
+        match self
+            .request(|request_id| ClientMessage::GetPayouts {
+                request_id,
+                after,
+                requester: signed.requester,
+                signature: signed.signature,
+            })
+            .await?
+        {
+            ServerMessage::Payouts {
+                withdrawals, more, ..
+            } => {
+                for w in &withdrawals {
+                    w.signed
+                        .verify(&sequencer)
+                        .map_err(|e| ClientError::Protocol(format!("withdrawal {}: {e}", w.id)))?;
+                }
+                Ok((withdrawals, more))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Acknowledges, with an operator's `key`, that withdrawal `id` was paid
+    /// out as `reference` (a chain transaction id, a transfer id), waiting
+    /// until it is durable. The same acknowledgement again is answered as
+    /// the first: retrying is safe.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Refused`] with [`ReasonCode::Unauthorized`] for a key
+    /// the sequencer does not list, [`ReasonCode::InvalidRequest`] for no
+    /// such withdrawal or one paid out with another reference.
+    pub async fn acknowledge_payout(
+        &self,
+        key: &SigningKey,
+        id: u64,
+        reference: &[u8],
+    ) -> Result<(), ClientError> {
+        let payout = PayoutStatement {
+            operator: [0; 32],
+            withdrawal: id,
+            reference: reference.to_vec(),
+        }
+        .sign(key, &self.sequencer_key().await?)
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.operation(|request_id| ClientMessage::AcknowledgePayout { request_id, payout })
+            .await
+    }
+
+    /// The sequencer's key: the one [`Client::schedule`] verified, fetched
+    /// now if none was.
+    async fn sequencer_key(&self) -> Result<SequencerPublicKey, ClientError> {
+        let known = *self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+        match known {
+            Some(key) => Ok(key),
+            None => SequencerPublicKey::from_bytes(&self.schedule().await?.sequencer_key)
+                .map_err(|e| ClientError::Protocol(format!("sequencer key: {e}"))),
+        }
+    }
+
+    /// This connection's [`ChannelBinding`], which signed queries are bound
+    /// to.
+    fn channel_binding(&self) -> Result<ChannelBinding, ClientError> {
+        let mut binding = [0u8; 32];
+        self.connection
+            .export_keying_material(&mut binding, CHANNEL_BINDING_LABEL, b"")
+            .map_err(|_| {
+                ClientError::Protocol("the TLS session exports no keying material".into())
+            })?;
+        Ok(ChannelBinding(binding))
     }
 
     /// A request answered by `Ack` once durable.
@@ -366,18 +528,13 @@ impl Client {
     /// the sequencer's bound or a reference of more than 64 bytes.
     pub async fn operator_deposit(
         &self,
-        key: &ed25519_dalek::SigningKey,
+        key: &SigningKey,
         account: [u8; 32],
         asset: u32,
         amount: u64,
         reference: &[u8],
     ) -> Result<(), ClientError> {
-        let known = *self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
-        let sequencer = match known {
-            Some(key) => key,
-            None => SequencerPublicKey::from_bytes(&self.schedule().await?.sequencer_key)
-                .map_err(|e| ClientError::Protocol(format!("sequencer key: {e}")))?,
-        };
+        let sequencer = self.sequencer_key().await?;
         let deposit = DepositStatement {
             operator: [0; 32],
             account: AccountId(account),

@@ -23,7 +23,7 @@
 //! - [`envelope`]: batch keys, sealing and opening bundles, commitments, receipts, seals.
 //! - [`market`]: assets, accounts, and what a market's tick and lot are worth.
 //! - [`ledger`]: balances, funding checks and settlement.
-//! - [`operator`]: operator deposits, signed and idempotent by external reference.
+//! - [`signed`]: signed requests: operator deposits and payout acknowledgements, trader withdrawals, balance queries bound to their connection.
 //! - [`sequencer`]: the batch life cycle as a sans-IO state machine, recovery (from a checkpoint or the whole journal), `verify` and batch transcripts.
 //! - [`journal`]: the append-only, checksummed, fsynced log, its recovery, and checkpoint files beside it.
 //! - [`wire`]: the client/server message codec, length-prefixed frames, pure over byte buffers.
@@ -51,10 +51,10 @@ pub mod market;
 pub mod net;
 #[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod node;
-pub mod operator;
 pub mod order;
 #[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod secret_file;
 pub mod sequencer;
+pub mod signed;
 pub mod types;
 pub mod wire;

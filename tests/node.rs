@@ -264,7 +264,7 @@ async fn idle_connections_time_out_and_connection_floods_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deposits_are_operator_only_outside_demo_mode() {
+async fn unsigned_deposits_are_demo_only_and_balances_private() {
     let node = start("operator", |c| c.demo = false).await;
     let client = Client::connect(node.info.listen, node.info.fingerprint)
         .await
@@ -273,38 +273,194 @@ async fn deposits_are_operator_only_outside_demo_mode() {
         Err(ClientError::Refused { code, .. }) => assert_eq!(code, ReasonCode::OperatorOnly),
         other => panic!("expected a refusal, got {other:?}"),
     }
-    match client.withdraw([1; 32], 0, 5).await {
-        Err(ClientError::Refused { code, .. }) => assert_eq!(code, ReasonCode::OperatorOnly),
-        other => panic!("expected a refusal, got {other:?}"),
+    let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
+    let own = trader.verifying_key().to_bytes();
+    let state = client.account(&trader, own).await.expect("its own");
+    assert!(state.balances.is_empty());
+    assert_eq!(state.next_withdrawal, 1);
+    match client.account(&trader, [1; 32]).await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, ReasonCode::Unauthorized),
+        other => panic!("another account's balances are private, got {other:?}"),
     }
-    assert!(client.account([1; 32]).await.expect("balances").is_empty());
     client.close();
     node.stop().await;
 }
 
+/// Trader withdrawals and operator payouts (`spec/wire.md` `Withdraw`,
+/// `GetPayouts`, `AcknowledgePayout`) outside demo mode: a withdrawal is
+/// taken once in its account's sequence and never past the balance; a
+/// replayed, forged or overdrawing request is refused with its code and
+/// changes nothing; balances and pending withdrawals are readable only by
+/// those allowed, on the connection a query was signed for; a payout is
+/// acknowledged once, idempotently, across a restart; `verify` re-derives
+/// it all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn demo_withdrawals_debit_once_durable_and_never_overdraw() {
-    let node = start("withdraw", |c| c.demo = true).await;
+async fn signed_withdrawals_are_taken_once_and_paid_out_once() {
+    use sealbatch::market::{AccountId, AssetId};
+    use sealbatch::signed::{ChannelBinding, Query, WithdrawalStatement};
+
+    let operator = sealbatch::envelope::generate_account_key(&mut OsRng);
+    let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
+    let stranger = sealbatch::envelope::generate_account_key(&mut OsRng);
+    let operator_hex = hex::encode(operator.verifying_key().to_bytes());
+    let configure = |c: &mut NodeConfig| {
+        c.demo = false;
+        c.operator.keys = vec![operator_hex.clone()];
+        c.checkpoint_every_batches = 1;
+    };
+    let node = start("withdraw", configure).await;
     let client = Client::connect(node.info.listen, node.info.fingerprint)
         .await
         .expect("connects");
-    client.deposit([7; 32], 1, 100).await.expect("deposit");
-    client.withdraw([7; 32], 1, 30).await.expect("withdrawal");
+    let account = trader.verifying_key().to_bytes();
+    let refused = |result: Result<u64, ClientError>, want: ReasonCode| match result {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, want),
+        other => panic!("{want:?} expected, got {other:?}"),
+    };
+    client
+        .operator_deposit(&operator, account, 1, 100, b"tx:in")
+        .await
+        .expect("credited");
+    let id = client
+        .withdraw(&trader, 1, 30, b"bc1qdest", None)
+        .await
+        .expect("taken");
+    assert_eq!(id, 1);
+    let sequencer = sealbatch::envelope::SequencerPublicKey::from_bytes(
+        &client.schedule().await.expect("schedule").sequencer_key,
+    )
+    .expect("key");
+    let signed = |amount: u64, sequence: u64| {
+        WithdrawalStatement {
+            account: AccountId(account),
+            asset: AssetId(1),
+            amount,
+            sequence,
+            destination: b"bc1qdest".to_vec(),
+        }
+        .sign(&trader, &sequencer)
+        .expect("signs")
+    };
+    // The first request again, exactly as captured: refused.
+    refused(
+        client.send_withdrawal(signed(30, 1)).await,
+        ReasonCode::Replayed,
+    );
+    refused(
+        client.send_withdrawal(signed(71, 2)).await,
+        ReasonCode::InvalidRequest,
+    );
+    let mut forged = signed(10, 2);
+    forged.statement.amount = 70;
+    refused(
+        client.send_withdrawal(forged).await,
+        ReasonCode::Unauthorized,
+    );
+    let state = client.account(&trader, account).await.expect("own");
+    assert_eq!(state.balances, vec![(1, 70)], "refusals change nothing");
+    assert_eq!(state.next_withdrawal, 2);
     assert_eq!(
-        client.account([7; 32]).await.expect("balances"),
+        client
+            .account(&operator, account)
+            .await
+            .expect("operator")
+            .balances,
         vec![(1, 70)]
     );
-    match client.withdraw([7; 32], 1, 71).await {
-        Err(ClientError::Refused { code, .. }) => assert_eq!(code, ReasonCode::InvalidRequest),
-        other => panic!("expected a refusal, got {other:?}"),
+    match client.account(&stranger, account).await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, ReasonCode::Unauthorized),
+        other => panic!("private, got {other:?}"),
     }
-    assert_eq!(
-        client.account([7; 32]).await.expect("balances"),
-        vec![(1, 70)],
-        "a refused withdrawal changes nothing"
+    // A query signed for another connection does not verify on this one.
+    let elsewhere =
+        Query::Account(AccountId(account)).sign(&trader, &sequencer, &ChannelBinding([7; 32]));
+    match client
+        .request(|request_id| ClientMessage::GetAccount {
+            request_id,
+            account,
+            requester: elsewhere.requester,
+            signature: elsewhere.signature,
+        })
+        .await
+        .expect("answered")
+    {
+        sealbatch::wire::ServerMessage::Error { code, .. } => {
+            assert_eq!(code, ReasonCode::Unauthorized);
+        }
+        other => panic!("refusal expected, got {other:?}"),
+    }
+
+    // The operator's payout process: only an operator sees the pending
+    // withdrawal, with the trader's signature; it acknowledges once.
+    match client.payouts(&trader, 0).await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, ReasonCode::Unauthorized),
+        other => panic!("operator only, got {other:?}"),
+    }
+    let (pending, more) = client.payouts(&operator, 0).await.expect("payouts");
+    assert!(!more);
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].id, 1);
+    assert_eq!(pending[0].signed.statement.amount, 30);
+    let ack = |reference: &'static [u8]| client.acknowledge_payout(&operator, 1, reference);
+    ack(b"chain:0xaa").await.expect("paid");
+    ack(b"chain:0xaa").await.expect("acknowledged again");
+    match ack(b"chain:0xbb").await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, ReasonCode::InvalidRequest),
+        other => panic!("paid otherwise, got {other:?}"),
+    }
+    match client.acknowledge_payout(&stranger, 1, b"chain:0xaa").await {
+        Err(ClientError::Refused { code, .. }) => assert_eq!(code, ReasonCode::Unauthorized),
+        other => panic!("operator only, got {other:?}"),
+    }
+    assert!(
+        client
+            .payouts(&operator, 0)
+            .await
+            .expect("payouts")
+            .0
+            .is_empty()
     );
+    let second = client
+        .withdraw(&trader, 1, 20, b"bc1qdest", None)
+        .await
+        .expect("taken");
+    assert_eq!(second, 2);
+
+    // Past a checkpoint and a restart: nothing taken or paid twice.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     client.close();
-    node.stop().await;
+    let dir = node.stop_keeping_data().await;
+    let node = start_in(dir, configure).await;
+    let client = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    refused(
+        client.send_withdrawal(signed(30, 1)).await,
+        ReasonCode::Replayed,
+    );
+    client
+        .acknowledge_payout(&operator, 1, b"chain:0xaa")
+        .await
+        .expect("acknowledged again after the restart");
+    let (pending, _) = client.payouts(&operator, 0).await.expect("payouts");
+    assert_eq!(pending.iter().map(|w| w.id).collect::<Vec<_>>(), vec![2]);
+    let state = client.account(&trader, account).await.expect("own");
+    assert_eq!(state.balances, vec![(1, 50)]);
+    assert_eq!(state.next_withdrawal, 3);
+    client.close();
+    let dir = node.stop_keeping_data().await;
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+        .arg("verify")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .expect("runs verify");
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        verified.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
 }
 
 /// The README's main command, shortened: a sequencer with demo traders, then
@@ -697,9 +853,12 @@ async fn requests_before_a_fin_are_answered_and_a_cut_frame_closes_at_once() {
             request_id: 2,
             envelope,
         },
+        // Unsigned: refused, and still answered before the server's FIN.
         ClientMessage::GetAccount {
             request_id: 3,
             account: [9; 32],
+            requester: [9; 32],
+            signature: [0; 64],
         },
     ] {
         encode(&message, &mut frames).expect("encodes");
@@ -717,7 +876,11 @@ async fn requests_before_a_fin_are_answered_and_a_cut_frame_closes_at_once() {
         answered.push(match message {
             ServerMessage::Schedule(s) => s.request_id,
             ServerMessage::Receipt { request_id, .. } => request_id,
-            ServerMessage::Account { request_id, .. } => request_id,
+            ServerMessage::Error {
+                request_id,
+                code: ReasonCode::Unauthorized,
+                ..
+            } => request_id,
             other => panic!("unexpected {other:?}"),
         });
     }
@@ -754,7 +917,14 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
         .iter()
         .find(|m| m.id == 1)
         .expect("market 1");
-    let fees_before = client.account([0; 32]).await.expect("fee account");
+    // Only an operator reads the fee account: in demo mode, the demo
+    // operator.
+    let operator = node::demo_operator(node._dir.path()).expect("demo operator key");
+    let fees_before = client
+        .account(&operator, [0; 32])
+        .await
+        .expect("fee account")
+        .balances;
     let buyer = sealbatch::envelope::generate_account_key(&mut OsRng);
     let seller = sealbatch::envelope::generate_account_key(&mut OsRng);
     for trader in [&buyer, &seller] {
@@ -810,7 +980,11 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
             .find(|(asset, _)| *asset == market.quote_asset)
             .map_or(0, |&(_, amount)| amount)
     };
-    let fees = client.account([0; 32]).await.expect("fee account");
+    let fees = client
+        .account(&operator, [0; 32])
+        .await
+        .expect("fee account")
+        .balances;
     // Both sides pay fee_bps of the notional, rounded as spec/ledger.md says.
     assert!(
         quote(&fees) > quote(&fees_before),
@@ -828,7 +1002,7 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_deposits_credit_once_per_reference_and_only_for_configured_keys() {
     use sealbatch::market::{AccountId, AssetId};
-    use sealbatch::operator::DepositStatement;
+    use sealbatch::signed::DepositStatement;
 
     let operator = sealbatch::envelope::generate_account_key(&mut OsRng);
     let stranger = sealbatch::envelope::generate_account_key(&mut OsRng);
@@ -845,8 +1019,9 @@ async fn operator_deposits_credit_once_per_reference_and_only_for_configured_key
         .await
         .expect("connects");
     let account = [7; 32];
-    let balance = |balances: Vec<(u32, u64)>| {
-        balances
+    let balance = |state: sealbatch::client::AccountState| {
+        state
+            .balances
             .iter()
             .find(|(asset, _)| *asset == 0)
             .map_or(0, |&(_, amount)| amount)
@@ -865,7 +1040,7 @@ async fn operator_deposits_credit_once_per_reference_and_only_for_configured_key
         .await
         .expect("acknowledged again");
     assert_eq!(
-        balance(client.account(account).await.expect("balances")),
+        balance(client.account(&operator, account).await.expect("balances")),
         500
     );
     refused(
@@ -914,7 +1089,7 @@ async fn operator_deposits_credit_once_per_reference_and_only_for_configured_key
         other => panic!("refusal expected, got {other:?}"),
     }
     assert_eq!(
-        balance(client.account(account).await.expect("balances")),
+        balance(client.account(&operator, account).await.expect("balances")),
         500
     );
 
@@ -938,7 +1113,7 @@ async fn operator_deposits_credit_once_per_reference_and_only_for_configured_key
         ReasonCode::InvalidRequest,
     );
     assert_eq!(
-        balance(client.account(account).await.expect("balances")),
+        balance(client.account(&operator, account).await.expect("balances")),
         500
     );
     client
@@ -946,7 +1121,7 @@ async fn operator_deposits_credit_once_per_reference_and_only_for_configured_key
         .await
         .expect("a new reference credits");
     assert_eq!(
-        balance(client.account(account).await.expect("balances")),
+        balance(client.account(&operator, account).await.expect("balances")),
         525
     );
     client.close();

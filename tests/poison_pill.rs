@@ -201,7 +201,11 @@ async fn the_wrapping_bundle_is_unfunded_and_the_sequencer_keeps_clearing() {
         status_of(&cleared, &commitments[1]),
         (status::ACCEPTED, 0, 2)
     );
-    let balances = client.account(id(&honest)).await.expect("balances");
+    let balances = client
+        .account(&honest, id(&honest))
+        .await
+        .expect("balances")
+        .balances;
     assert!(
         balances.contains(&(WEI, 1_000_000_000_000_000_000)),
         "{balances:?}"
@@ -212,7 +216,11 @@ async fn the_wrapping_bundle_is_unfunded_and_the_sequencer_keeps_clearing() {
     common::stop_gracefully(child);
     let mut child = spawn(&dir, port, CONFIG);
     let client = connect(&dir, addr, &mut child).await;
-    let balances = client.account(id(&seller)).await.expect("balances");
+    let balances = client
+        .account(&seller, id(&seller))
+        .await
+        .expect("balances")
+        .balances;
     assert_eq!(balances, vec![(WEI, 625_392_568_231_788_544)]);
     client.close();
     child.kill().expect("SIGKILL");

@@ -262,7 +262,13 @@ async fn sigkill_around_an_operator_deposit_credits_it_exactly_once() {
             .await
             .expect("the deposit, again");
         assert_eq!(
-            balance(client.account(account).await.expect("balances")),
+            balance(
+                client
+                    .account(&operator, account)
+                    .await
+                    .expect("balances")
+                    .balances
+            ),
             (round + 1) * AMOUNT,
             "round {round}: credited exactly once"
         );

@@ -126,13 +126,40 @@ fn records() -> Vec<SequencerRecord> {
             asset: AssetId(7),
             amount: 1_000,
         }),
-        SequencerRecord::Withdrawal(Transfer {
+        SequencerRecord::UnsignedWithdrawal(Transfer {
             account: AccountId([2; 32]),
             asset: AssetId(7),
             amount: 1,
         }),
+        SequencerRecord::Withdrawal(sealbatch::signed::Withdrawal {
+            id: 3,
+            signed: sealbatch::signed::WithdrawalStatement {
+                account: AccountId([0; 32]),
+                asset: AssetId(7),
+                amount: 40,
+                sequence: 2,
+                destination: b"bc1qexample".to_vec(),
+            }
+            .sign(
+                &ed25519_dalek::SigningKey::from_bytes(&[9; 32]),
+                &key.public_key(),
+            )
+            .expect("signs"),
+        }),
+        SequencerRecord::Payout(
+            sealbatch::signed::PayoutStatement {
+                operator: [0; 32],
+                withdrawal: 3,
+                reference: b"tx:77".to_vec(),
+            }
+            .sign(
+                &ed25519_dalek::SigningKey::from_bytes(&[8; 32]),
+                &key.public_key(),
+            )
+            .expect("signs"),
+        ),
         SequencerRecord::OperatorDeposit(
-            sealbatch::operator::DepositStatement {
+            sealbatch::signed::DepositStatement {
                 operator: [0; 32],
                 account: AccountId([2; 32]),
                 asset: AssetId(7),
@@ -210,8 +237,8 @@ fn non_canonical_fields_are_refused() {
         Err(RecordError::UnknownKind(0))
     );
     assert_eq!(
-        SequencerRecord::decode(9, &[]),
-        Err(RecordError::UnknownKind(9))
+        SequencerRecord::decode(11, &[]),
+        Err(RecordError::UnknownKind(11))
     );
     let mut genesis = SequencerRecord::Genesis(genesis()).encode();
     genesis[0] ^= 1;

@@ -505,20 +505,106 @@ impl World {
         }
     }
 
-    /// An operator withdrawal; refused (and nothing journaled) when the
-    /// balance is short.
+    /// A trader's signed withdrawal: usually the account's next sequence
+    /// number within its balance (taken, debited at once), sometimes a
+    /// replay of a number taken before or more than the balance (refused,
+    /// nothing changes) — across crashes, the journal check below holds
+    /// each account's numbers to 1, 2, 3, … and each id to one record.
     fn withdraw_some(&mut self) {
-        let trader = &self.traders[self.rng.next_u32() as usize % self.traders.len()];
+        let trader = self.traders[self.rng.next_u32() as usize % self.traders.len()].clone();
         let account = AccountId(trader.verifying_key().to_bytes());
-        let amount = u64::from(self.rng.next_u32() % 50_000);
         let before = self.seq().ledger().balance(&account, USD);
-        match self
-            .seq()
-            .handle_withdrawal(OpToken(0), account, USD, amount)
-        {
-            Ok(()) => assert_eq!(self.seq().ledger().balance(&account, USD), before - amount),
-            Err(_) => assert!(before < amount, "a covered withdrawal was refused"),
+        let next = self.seq().funds().next_sequence(&account);
+        let roll = self.rng.next_u32() % 8;
+        let (sequence, amount) = match roll {
+            0 if next > 1 => (next - 1 - u64::from(self.rng.next_u32()) % (next - 1), 1),
+            1 => (next, before.saturating_add(1)),
+            _ => (
+                next,
+                1 + u64::from(self.rng.next_u32() % 50_000).min(before),
+            ),
+        };
+        let sequencer = SequencerKey::from_seed(&self.key_seed).public_key();
+        let signed = sealbatch::signed::WithdrawalStatement {
+            account,
+            asset: USD,
+            amount,
+            sequence,
+            destination: b"sim:dest".to_vec(),
         }
+        .sign(&trader, &sequencer)
+        .expect("signs");
+        let id = self.seq().funds().next_withdrawal_id();
+        match self.seq().handle_withdrawal(OpToken(0), signed) {
+            Ok(taken) => {
+                assert_eq!(taken, id);
+                assert!(sequence == next && amount <= before);
+                assert_eq!(self.seq().ledger().balance(&account, USD), before - amount);
+                assert_eq!(self.seq().funds().next_sequence(&account), next + 1);
+            }
+            Err(error) => {
+                assert!(
+                    sequence != next || amount > before || amount == 0,
+                    "a valid withdrawal was refused: {error}"
+                );
+                assert_eq!(self.seq().ledger().balance(&account, USD), before);
+                assert_eq!(self.seq().funds().next_sequence(&account), next);
+                assert_eq!(self.seq().funds().next_withdrawal_id(), id);
+            }
+        }
+    }
+
+    /// The operator's payout process: acknowledges the oldest pending
+    /// withdrawal (its reference derived from its id, so a repeat is the
+    /// same statement), or repeats an acknowledgement, sometimes with
+    /// another reference (refused).
+    fn pay_out(&mut self) {
+        let operator = SigningKey::from_bytes(&[0x0d; 32]);
+        let sequencer = SequencerKey::from_seed(&self.key_seed).public_key();
+        let pending = self.seq().funds().pending_after(0).next().map(|w| w.id);
+        let taken = self.seq().funds().next_withdrawal_id() - 1;
+        let roll = self.rng.next_u32() % 4;
+        let id = match pending {
+            Some(id) if roll < 3 => id,
+            _ if taken > 0 => 1 + u64::from(self.rng.next_u32()) % taken,
+            _ => return,
+        };
+        let was_pending = self
+            .seq()
+            .funds()
+            .pending_after(id - 1)
+            .next()
+            .map(|w| w.id)
+            == Some(id);
+        // A pending withdrawal is always paid as `payout-{id}`; a paid one is
+        // acknowledged again as that (answered as the first) or as another
+        // (refused).
+        let reference = if was_pending || roll < 3 {
+            format!("payout-{id}")
+        } else {
+            format!("payout-{id}-other")
+        };
+        let signed = sealbatch::signed::PayoutStatement {
+            operator: [0; 32],
+            withdrawal: id,
+            reference: reference.clone().into_bytes(),
+        }
+        .sign(&operator, &sequencer)
+        .expect("signs");
+        let before = self.seq().ledger().clone();
+        match self.seq().handle_payout(OpToken(0), signed) {
+            Ok(()) => assert!(!reference.ends_with("-other")),
+            Err(error) => assert!(reference.ends_with("-other"), "a payout refused: {error}"),
+        }
+        assert_eq!(self.seq().ledger(), &before, "a payout moves no balance");
+        assert!(
+            self.seq()
+                .funds()
+                .pending_after(id - 1)
+                .next()
+                .map(|w| w.id)
+                != Some(id)
+        );
     }
 
     /// An operator deposit under one of a few references, so that
@@ -535,7 +621,7 @@ impl World {
         let other = self.rng.next_u32().is_multiple_of(8);
         let amount = 1_000 + u64::from(n) + u64::from(other);
         let sequencer = SequencerKey::from_seed(&self.key_seed).public_key();
-        let signed = sealbatch::operator::DepositStatement {
+        let signed = sealbatch::signed::DepositStatement {
             operator: [0; 32],
             account,
             asset: USD,
@@ -554,7 +640,9 @@ impl World {
                     after.wrapping_sub(before)
                 );
             }
-            Err(sealbatch::sequencer::SequencerError::ReferenceReused(_)) => {
+            Err(sealbatch::sequencer::SequencerError::Funds(
+                sealbatch::sequencer::FundsError::ReferenceReused(_),
+            )) => {
                 assert_eq!(self.seq().ledger().balance(&account, USD), before);
             }
             Err(error) => panic!("operator deposit refused: {error}"),
@@ -641,6 +729,9 @@ enum Crashes {
 /// What a run did, for the callers' own checks.
 struct Stats {
     crashes: usize,
+    /// Withdrawals taken, and of them paid out (as the final state says).
+    withdrawals: u64,
+    paid_out: u64,
     batches: usize,
     acked: usize,
     ops: u64,
@@ -676,6 +767,9 @@ fn run_with(seed: u64, steps: usize, crashes: Crashes, checkpointing: Checkpoint
         }
         if world.rng.next_u32().is_multiple_of(10) {
             world.operator_deposit();
+        }
+        if world.rng.next_u32().is_multiple_of(15) {
+            world.pay_out();
         }
         if let Crashes::Random(one_in) = crashes
             && world.rng.next_u32().is_multiple_of(one_in)
@@ -786,7 +880,12 @@ fn run_with(seed: u64, steps: usize, crashes: Crashes, checkpointing: Checkpoint
         accepted > 0 || steps < 10,
         "seed {seed}: nothing was accepted"
     );
+    let funds = world.seq().funds();
+    let withdrawals = funds.next_withdrawal_id() - 1;
+    let paid_out = withdrawals - funds.pending_after(0).count() as u64;
     Stats {
+        withdrawals,
+        paid_out,
         crashes: world.crashes,
         batches: world.cleared.len(),
         acked: world.acked.len(),
@@ -819,6 +918,9 @@ fn check_journal(
     let mut assembler = ResultAssembler::default();
     let mut split_results = 0;
     let mut references = BTreeSet::new();
+    let mut withdrawals: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut sequences: BTreeMap<AccountId, u64> = BTreeMap::new();
+    let mut paid: BTreeSet<u64> = BTreeSet::new();
     for (_, kind, payload) in records {
         match SequencerRecord::decode(*kind, payload).expect("decodes") {
             SequencerRecord::Envelope { e, bytes } => {
@@ -838,8 +940,31 @@ fn check_journal(
             SequencerRecord::Deposit(t) => {
                 *deposited.entry(t.asset).or_default() += u128::from(t.amount);
             }
-            SequencerRecord::Withdrawal(t) => {
+            SequencerRecord::UnsignedWithdrawal(t) => {
                 *deposited.entry(t.asset).or_default() -= u128::from(t.amount);
+            }
+            SequencerRecord::Withdrawal(w) => {
+                let s = &w.signed.statement;
+                *deposited.entry(s.asset).or_default() -= u128::from(s.amount);
+                assert_eq!(
+                    w.id,
+                    withdrawals.len() as u64 + 1,
+                    "seed {seed}: withdrawal ids run 1, 2, 3, …"
+                );
+                let last = sequences.insert(s.account, s.sequence).unwrap_or(0);
+                assert_eq!(
+                    s.sequence,
+                    last + 1,
+                    "seed {seed}: an account's withdrawals run 1, 2, 3, …"
+                );
+                withdrawals.insert(w.id, s.amount);
+            }
+            SequencerRecord::Payout(p) => {
+                let id = p.statement.withdrawal;
+                assert!(
+                    withdrawals.contains_key(&id) && paid.insert(id),
+                    "seed {seed}: withdrawal {id} paid out twice or before it was taken"
+                );
             }
             SequencerRecord::OperatorDeposit(d) => {
                 let s = d.statement;
@@ -853,6 +978,25 @@ fn check_journal(
             _ => {}
         }
     }
+    // Money leaves exactly once: each withdrawal taken is either paid out
+    // (acknowledged once) or still pending, never both.
+    let pending: BTreeSet<u64> = world
+        .sequencer
+        .as_ref()
+        .expect("booted")
+        .funds()
+        .pending_after(0)
+        .map(|w| w.id)
+        .collect();
+    let unpaid: BTreeSet<u64> = withdrawals
+        .keys()
+        .copied()
+        .filter(|id| !paid.contains(id))
+        .collect();
+    assert_eq!(
+        pending, unpaid,
+        "seed {seed}: pending withdrawals differ from the journal's"
+    );
     for (e, commitment) in &world.acked {
         assert!(
             envelopes.get(e).is_some_and(|set| set.contains(commitment)),
@@ -906,12 +1050,14 @@ fn uninterrupted_runs_verify() {
 #[test]
 fn random_crashes_lose_no_acknowledged_envelope_and_apply_no_fill_twice() {
     let (mut crashes, mut batches, mut acked, mut split, mut from_checkpoint) = (0, 0, 0, 0, 0);
-    let mut extreme_fills = 0;
+    let (mut extreme_fills, mut withdrawals, mut paid_out) = (0, 0, 0);
     for seed in seeds(100..140) {
         let result = std::panic::catch_unwind(|| run(seed, 300, Crashes::Random(12)));
         match result {
             Ok(stats) => {
                 extreme_fills += stats.extreme_fills;
+                withdrawals += stats.withdrawals;
+                paid_out += stats.paid_out;
                 crashes += stats.crashes;
                 batches += stats.batches;
                 acked += stats.acked;
@@ -927,14 +1073,17 @@ fn random_crashes_lose_no_acknowledged_envelope_and_apply_no_fill_twice() {
     eprintln!(
         "{crashes} crashes, {batches} batches ({split} results in several parts), \
          {acked} acknowledged envelopes, {from_checkpoint} boots from a checkpoint \
-         (each checked against a full replay), {extreme_fills} fills in the extreme markets"
+         (each checked against a full replay), {extreme_fills} fills in the extreme markets, \
+         {withdrawals} withdrawals ({paid_out} paid out)"
     );
     assert!(
         crashes > 100
             && batches > 1_000
             && split > 100
             && from_checkpoint > 100
-            && extreme_fills > 50,
+            && extreme_fills > 50
+            && withdrawals > 100
+            && paid_out > 50,
         "the simulation exercised too little"
     );
 }

@@ -83,17 +83,16 @@ fn client_samples() -> Vec<ClientMessage> {
             envelope: vec![0x5a; 313],
         },
         ClientMessage::Subscribe { request_id: 3 },
-        ClientMessage::GetAccount {
-            request_id: 4,
-            account: [9; 32],
-        },
-        ClientMessage::Withdraw {
-            request_id: 7,
-            account: [0xaa; 32],
-            asset: 2,
-            amount: 1000,
-        },
+        get_account(),
+        withdraw(),
         operator_deposit(8, [0xbb; 32], 3, 5_000, b"tx:0xfeed".to_vec(), [0xcc; 64]),
+        ClientMessage::GetPayouts {
+            request_id: 9,
+            after: 5,
+            requester: [0x0d; 32],
+            signature: [0xcc; 64],
+        },
+        acknowledge_payout(),
         ClientMessage::Deposit {
             request_id: 7,
             account: [0xaa; 32],
@@ -101,6 +100,49 @@ fn client_samples() -> Vec<ClientMessage> {
             amount: 1000,
         },
     ]
+}
+
+fn get_account() -> ClientMessage {
+    ClientMessage::GetAccount {
+        request_id: 4,
+        account: [9; 32],
+        requester: [9; 32],
+        signature: [0xcc; 64],
+    }
+}
+
+fn signed_withdrawal() -> sealbatch::signed::SignedWithdrawal {
+    sealbatch::signed::SignedWithdrawal {
+        statement: sealbatch::signed::WithdrawalStatement {
+            account: sealbatch::market::AccountId([0xaa; 32]),
+            asset: sealbatch::market::AssetId(2),
+            amount: 1000,
+            sequence: 1,
+            destination: b"bc1qexample".to_vec(),
+        },
+        signature: [0xcc; 64],
+    }
+}
+
+fn withdraw() -> ClientMessage {
+    ClientMessage::Withdraw {
+        request_id: 7,
+        withdrawal: signed_withdrawal(),
+    }
+}
+
+fn acknowledge_payout() -> ClientMessage {
+    ClientMessage::AcknowledgePayout {
+        request_id: 10,
+        payout: sealbatch::signed::SignedPayout {
+            statement: sealbatch::signed::PayoutStatement {
+                operator: [0x0d; 32],
+                withdrawal: 6,
+                reference: b"tx:0xbeef".to_vec(),
+            },
+            signature: [0xcc; 64],
+        },
+    }
 }
 
 fn operator_deposit(
@@ -113,8 +155,8 @@ fn operator_deposit(
 ) -> ClientMessage {
     ClientMessage::OperatorDeposit {
         request_id,
-        deposit: sealbatch::operator::SignedDeposit {
-            statement: sealbatch::operator::DepositStatement {
+        deposit: sealbatch::signed::SignedDeposit {
+            statement: sealbatch::signed::DepositStatement {
                 operator: [0x0d; 32],
                 account: sealbatch::market::AccountId(account),
                 asset: sealbatch::market::AssetId(asset),
@@ -154,6 +196,7 @@ fn server_samples() -> Vec<ServerMessage> {
         ServerMessage::Account {
             request_id: 4,
             account: [9; 32],
+            next_withdrawal: 3,
             balances: vec![(1, 10), (2, u64::MAX)],
         },
         ServerMessage::Ack { request_id: 7 },
@@ -162,6 +205,18 @@ fn server_samples() -> Vec<ServerMessage> {
             code: ReasonCode::OperatorOnly,
             message: "deposits are disabled ✗".into(),
         },
+        ServerMessage::Withdrawn {
+            request_id: 7,
+            id: 6,
+        },
+        ServerMessage::Payouts {
+            request_id: 9,
+            withdrawals: vec![sealbatch::signed::Withdrawal {
+                id: 6,
+                signed: signed_withdrawal(),
+            }],
+            more: false,
+        },
     ]
 }
 
@@ -169,7 +224,9 @@ fn server_samples() -> Vec<ServerMessage> {
 
 // These hex strings are the examples of spec/wire.md §7, byte for byte.
 const GOLDEN_DEPOSIT: &str = "35000000050700000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa02000000e803000000000000";
-const GOLDEN_WITHDRAW: &str = "35000000060700000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa02000000e803000000000000";
+const GOLDEN_WITHDRAW: &str = "89000000060700000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa02000000e80300000000000001000000000000000b626331716578616d706c65cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+const GOLDEN_GET_ACCOUNT: &str = "8900000004040000000000000009090909090909090909090909090909090909090909090909090909090909090909090909090909090909090909090909090909090909090909090909090909cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+const GOLDEN_ACKNOWLEDGE_PAYOUT: &str = "7b000000090a000000000000000d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d06000000000000000974783a307862656566cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
 const GOLDEN_REJECTED: &str =
     "1e000000830807060504030201022a0000000000000000000000040000006c617465";
 const GOLDEN_OPERATOR_DEPOSIT: &str = "a20000000708000000000000000d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0dbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb0300000088130000000000000900000074783a307866656564cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
@@ -178,25 +235,20 @@ const GOLDEN_SCHEDULE_SIGNING: &str = "157365616c6261746368207631207363686564756
 
 #[test]
 fn golden_encodings_match_the_spec() {
-    let mut clients = client_samples();
-    let deposit = clients.pop().unwrap();
-    assert_eq!(hex::encode(encoded(&deposit)), GOLDEN_DEPOSIT);
-    assert_eq!(
-        wire::parse::<ClientMessage>(&hex::decode(GOLDEN_DEPOSIT).unwrap()),
-        Ok(deposit)
-    );
-    let operator = clients.pop().unwrap();
-    assert_eq!(hex::encode(encoded(&operator)), GOLDEN_OPERATOR_DEPOSIT);
-    assert_eq!(
-        wire::parse::<ClientMessage>(&hex::decode(GOLDEN_OPERATOR_DEPOSIT).unwrap()),
-        Ok(operator)
-    );
-    let withdraw = clients.pop().unwrap();
-    assert_eq!(hex::encode(encoded(&withdraw)), GOLDEN_WITHDRAW);
-    assert_eq!(
-        wire::parse::<ClientMessage>(&hex::decode(GOLDEN_WITHDRAW).unwrap()),
-        Ok(withdraw)
-    );
+    let clients = client_samples();
+    for (message, golden) in [
+        (clients[8].clone(), GOLDEN_DEPOSIT),
+        (clients[5].clone(), GOLDEN_OPERATOR_DEPOSIT),
+        (withdraw(), GOLDEN_WITHDRAW),
+        (get_account(), GOLDEN_GET_ACCOUNT),
+        (acknowledge_payout(), GOLDEN_ACKNOWLEDGE_PAYOUT),
+    ] {
+        assert_eq!(hex::encode(encoded(&message)), golden, "{message:?}");
+        assert_eq!(
+            wire::parse::<ClientMessage>(&hex::decode(golden).unwrap()),
+            Ok(message)
+        );
+    }
 
     let rejected = server_samples().swap_remove(2);
     assert_eq!(hex::encode(encoded(&rejected)), GOLDEN_REJECTED);
@@ -225,6 +277,8 @@ fn spec_file_holds_the_golden_bytes() {
     for golden in [
         GOLDEN_DEPOSIT,
         GOLDEN_WITHDRAW,
+        GOLDEN_GET_ACCOUNT,
+        GOLDEN_ACKNOWLEDGE_PAYOUT,
         GOLDEN_OPERATOR_DEPOSIT,
         GOLDEN_REJECTED,
         GOLDEN_CLEARED,
@@ -242,11 +296,16 @@ fn alpn_names_the_protocol_version() {
 #[test]
 fn type_bytes_are_as_specified() {
     let client: Vec<u8> = client_samples().iter().map(|m| encoded(m)[4]).collect();
-    assert_eq!(client, [0x01, 0x02, 0x03, 0x04, 0x06, 0x07, 0x05]);
+    assert_eq!(
+        client,
+        [0x01, 0x02, 0x03, 0x04, 0x06, 0x07, 0x08, 0x09, 0x05]
+    );
     let server: Vec<u8> = server_samples().iter().map(|m| encoded(m)[4]).collect();
     assert_eq!(
         server,
-        [0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89]
+        [
+            0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x8b
+        ]
     );
 }
 
@@ -258,7 +317,7 @@ fn reason_codes_round_trip() {
         assert!(!code.to_string().is_empty());
     }
     assert_eq!(ReasonCode::from_byte(0), None);
-    assert_eq!(ReasonCode::from_byte(13), None);
+    assert_eq!(ReasonCode::from_byte(14), None);
 }
 
 // ------------------------------------------------------------------ signatures
@@ -344,7 +403,25 @@ fn messages_at_every_bound_round_trip() {
         ServerMessage::Account {
             request_id: 1,
             account: [1; 32],
+            next_withdrawal: u64::MAX,
             balances: vec![(u32::MAX, u64::MAX); ACCOUNT_BALANCES_MAX],
+        },
+        ServerMessage::Payouts {
+            request_id: 1,
+            withdrawals: vec![
+                sealbatch::signed::Withdrawal {
+                    id: u64::MAX,
+                    signed: sealbatch::signed::SignedWithdrawal {
+                        statement: sealbatch::signed::WithdrawalStatement {
+                            destination: vec![0xff; sealbatch::signed::DESTINATION_LEN_MAX],
+                            ..signed_withdrawal().statement
+                        },
+                        ..signed_withdrawal()
+                    },
+                };
+                wire::PAYOUTS_MAX
+            ],
+            more: true,
         },
         ServerMessage::Error {
             request_id: 1,
@@ -424,6 +501,7 @@ fn encoding_refuses_counts_over_their_bounds_and_leaves_the_buffer() {
             ServerMessage::Account {
                 request_id: 0,
                 account: [0; 32],
+                next_withdrawal: 1,
                 balances: vec![(0, 0); ACCOUNT_BALANCES_MAX + 1],
             },
             "balances",
@@ -496,7 +574,7 @@ fn decoding_refuses_counts_over_their_bounds() {
         ),
         (cleared.clone(), own_at, "own", SUBSCRIBER_ENVELOPES_MAX),
         (cleared, fills_at, "own.fills", FILLS_MAX),
-        (account, 5 + 8 + 32, "balances", ACCOUNT_BALANCES_MAX),
+        (account, 5 + 8 + 32 + 8, "balances", ACCOUNT_BALANCES_MAX),
         (error, 5 + 8 + 1, "message", TEXT_LEN_MAX),
     ];
     for (frame, at, field, max) in server_cases {
@@ -595,7 +673,7 @@ fn oversized_lengths_are_refused_from_the_prefix_alone() {
 
 #[test]
 fn unknown_types_are_refused_from_the_type_byte() {
-    for type_byte in (0..=255u8).filter(|t| !(1..=7).contains(t)) {
+    for type_byte in (0..=255u8).filter(|t| !(1..=9).contains(t)) {
         assert_eq!(
             wire::check::<ClientMessage>(&[9, 0, 0, 0, type_byte]),
             Err(FrameError::UnknownType {
@@ -604,7 +682,7 @@ fn unknown_types_are_refused_from_the_type_byte() {
             })
         );
     }
-    for type_byte in (0..=255u8).filter(|t| !(0x81..=0x89).contains(t)) {
+    for type_byte in (0..=255u8).filter(|t| !(0x81..=0x8b).contains(t)) {
         assert_eq!(
             wire::check::<ServerMessage>(&[9, 0, 0, 0, type_byte]),
             Err(FrameError::UnknownType {
@@ -629,8 +707,8 @@ fn bad_field_values_are_typed_errors() {
             offset: tag_at
         }))
     );
-    // Reason code 0 and 13.
-    for code in [0u8, 13, 255] {
+    // Reason code 0 and 14.
+    for code in [0u8, 14, 255] {
         let mut rejected = encoded(&server_samples()[2]);
         rejected[13] = code;
         assert_eq!(
@@ -751,20 +829,50 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
                 envelope
             }),
         any::<u64>().prop_map(|request_id| ClientMessage::Subscribe { request_id }),
-        (any::<u64>(), bytes32()).prop_map(|(request_id, account)| ClientMessage::GetAccount {
-            request_id,
-            account
-        }),
-        (any::<u64>(), bytes32(), any::<u32>(), any::<u64>()).prop_map(
-            |(request_id, account, asset, amount)| ClientMessage::Deposit {
+        (any::<u64>(), bytes32(), bytes32(), bytes32()).prop_map(
+            |(request_id, account, requester, half)| ClientMessage::GetAccount {
                 request_id,
                 account,
-                asset,
-                amount
+                requester,
+                signature: signature(half),
             }
         ),
+        (any::<u64>(), any::<u64>(), bytes32(), bytes32()).prop_map(
+            |(request_id, after, requester, half)| ClientMessage::GetPayouts {
+                request_id,
+                after,
+                requester,
+                signature: signature(half),
+            }
+        ),
+        (any::<u64>(), signed_withdrawal_strategy()).prop_map(|(request_id, withdrawal)| {
+            ClientMessage::Withdraw {
+                request_id,
+                withdrawal,
+            }
+        }),
+        (
+            any::<u64>(),
+            bytes32(),
+            any::<u64>(),
+            proptest::collection::vec(any::<u8>(), 1..=64),
+            bytes32()
+        )
+            .prop_map(|(request_id, operator, withdrawal, reference, half)| {
+                ClientMessage::AcknowledgePayout {
+                    request_id,
+                    payout: sealbatch::signed::SignedPayout {
+                        statement: sealbatch::signed::PayoutStatement {
+                            operator,
+                            withdrawal,
+                            reference,
+                        },
+                        signature: signature(half),
+                    },
+                }
+            }),
         (any::<u64>(), bytes32(), any::<u32>(), any::<u64>()).prop_map(
-            |(request_id, account, asset, amount)| ClientMessage::Withdraw {
+            |(request_id, account, asset, amount)| ClientMessage::Deposit {
                 request_id,
                 account,
                 asset,
@@ -785,6 +893,34 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
                 operator_deposit(request_id, account, asset, amount, reference, signature)
             }),
     ]
+}
+
+fn signature(half: [u8; 32]) -> [u8; 64] {
+    let mut signature = [0u8; 64];
+    signature[..32].copy_from_slice(&half);
+    signature[32..].copy_from_slice(&half);
+    signature
+}
+
+fn signed_withdrawal_strategy() -> impl Strategy<Value = sealbatch::signed::SignedWithdrawal> {
+    (
+        bytes32(),
+        any::<(u32, u64, u64)>(),
+        proptest::collection::vec(any::<u8>(), 1..=64),
+        bytes32(),
+    )
+        .prop_map(|(account, (asset, amount, sequence), destination, half)| {
+            sealbatch::signed::SignedWithdrawal {
+                statement: sealbatch::signed::WithdrawalStatement {
+                    account: sealbatch::market::AccountId(account),
+                    asset: sealbatch::market::AssetId(asset),
+                    amount,
+                    sequence,
+                    destination,
+                },
+                signature: signature(half),
+            }
+        })
 }
 
 fn market_info() -> impl Strategy<Value = MarketInfo> {
@@ -924,12 +1060,31 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
         (
             any::<u64>(),
             bytes32(),
+            any::<u64>(),
             proptest::collection::vec(any::<(u32, u64)>(), 0..6)
         )
-            .prop_map(|(request_id, account, balances)| ServerMessage::Account {
+            .prop_map(|(request_id, account, next_withdrawal, balances)| {
+                ServerMessage::Account {
+                    request_id,
+                    account,
+                    next_withdrawal,
+                    balances,
+                }
+            }),
+        (any::<u64>(), any::<u64>())
+            .prop_map(|(request_id, id)| ServerMessage::Withdrawn { request_id, id }),
+        (
+            any::<u64>(),
+            proptest::collection::vec((any::<u64>(), signed_withdrawal_strategy()), 0..4),
+            any::<bool>()
+        )
+            .prop_map(|(request_id, withdrawals, more)| ServerMessage::Payouts {
                 request_id,
-                account,
-                balances
+                withdrawals: withdrawals
+                    .into_iter()
+                    .map(|(id, signed)| sealbatch::signed::Withdrawal { id, signed })
+                    .collect(),
+                more,
             }),
         any::<u64>().prop_map(|request_id| ServerMessage::Ack { request_id }),
         (any::<u64>(), reason(), text()).prop_map(|(request_id, code, message)| {

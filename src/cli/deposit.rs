@@ -1,12 +1,12 @@
-//! `sealbatch deposit` and `sealbatch withdraw`: credit or debit an account
-//! (operator operations; over the wire in demo mode).
+//! `sealbatch deposit`: credit an account without a signature (demo mode
+//! only; otherwise an operator signs, `sealbatch operator deposit`).
 
 use clap::Args;
 
 use super::CommandResult;
 use super::connect::ServerArgs;
 
-/// Arguments of `sealbatch deposit` and `sealbatch withdraw`.
+/// Arguments of `sealbatch deposit`.
 #[derive(Debug, Args)]
 pub struct DepositArgs {
     #[command(flatten)]
@@ -24,7 +24,7 @@ pub struct TransferArgs {
     /// The asset id.
     #[arg(long)]
     pub asset: u32,
-    /// Units to credit (or debit).
+    /// Units to credit.
     #[arg(long)]
     pub amount: u64,
 }
@@ -36,36 +36,25 @@ impl TransferArgs {
     ///
     /// `--account` is not 64 hex digits.
     pub fn account(&self) -> Result<[u8; 32], &'static str> {
-        let mut account = [0u8; 32];
-        hex::decode_to_slice(self.account.trim(), &mut account)
-            .map_err(|_| "--account takes 64 hex digits")?;
-        Ok(account)
+        super::account::parse_account(&self.account)
     }
 }
 
-/// Deposits (`credit`) or withdraws, waits until it is durable, and prints
-/// the balances.
+/// Deposits and waits until it is durable.
 ///
 /// # Errors
 ///
-/// Connection failure, or refusal (outside demo mode; a withdrawal beyond
-/// the balance).
-pub fn run(args: &DepositArgs, credit: bool) -> CommandResult {
+/// Connection failure, or refusal (outside demo mode).
+pub fn run(args: &DepositArgs) -> CommandResult {
     let t = &args.transfer;
     let account = t.account()?;
     super::run::runtime()?.block_on(async {
         let (client, _) = args.server.connect().await?;
-        if credit {
-            client.deposit(account, t.asset, t.amount).await?;
-        } else {
-            client.withdraw(account, t.asset, t.amount).await?;
-        }
-        let balances = client.account(account).await?;
-        let what = if credit { "deposit" } else { "withdrawal" };
-        println!("{what} durable; balances of {}:", t.account);
-        for (asset, amount) in balances {
-            println!("  asset {asset:>4}  {amount:>20}");
-        }
+        client.deposit(account, t.asset, t.amount).await?;
+        println!(
+            "deposit durable: {} units of asset {} to {}",
+            t.amount, t.asset, t.account
+        );
         client.close();
         Ok(())
     })

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod account;
 mod bench;
 mod clear;
 mod clear_demo;
@@ -117,13 +118,17 @@ pub enum Command {
     Submit(submit::SubmitArgs),
     /// Print every cleared batch as it happens.
     Watch(watch::WatchArgs),
-    /// Credit an account (demo mode).
+    /// Credit an account, unsigned (demo mode only).
     Deposit(deposit::DepositArgs),
-    /// The operator's commands: a key, signed idempotent deposits.
+    /// Read an account's balances and next withdrawal number, signed by the
+    /// account's key (or an operator's).
+    Account(account::AccountArgs),
+    /// Withdraw from an account, signed by its key; the operator pays it
+    /// out (`sealbatch operator payouts`).
+    Withdraw(account::WithdrawArgs),
+    /// The operator's commands: a key, signed idempotent deposits, payouts.
     #[command(subcommand)]
     Operator(operator::OperatorCommand),
-    /// Debit an account (demo mode).
-    Withdraw(deposit::DepositArgs),
     /// Simulated traders over QUIC at a target rate; reports throughput,
     /// latencies and checks every receipt's inclusion.
     Loadgen(loadgen::LoadgenArgs),
@@ -188,9 +193,10 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Keygen(args) => keygen::run(&args),
         Command::Submit(args) => submit::run(&args),
         Command::Watch(args) => watch::run(&args),
-        Command::Deposit(args) => deposit::run(&args, true),
+        Command::Deposit(args) => deposit::run(&args),
+        Command::Account(args) => account::account(&args),
+        Command::Withdraw(args) => account::withdraw(&args),
         Command::Operator(command) => operator::run(&command),
-        Command::Withdraw(args) => deposit::run(&args, false),
         Command::Loadgen(args) => loadgen::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Export(args) => verify::export(&args),

@@ -52,7 +52,8 @@ pub struct NodeConfig {
     pub journal_stall_max_ms: u64,
     /// Bounds.
     pub limits: LimitsConfig,
-    /// Who may deposit, and how much.
+    /// Who may deposit, acknowledge payouts and read every account, and
+    /// how much one deposit may credit.
     pub operator: OperatorConfig,
     /// The assets (names are for display only).
     pub assets: Vec<AssetConfig>,
@@ -60,8 +61,9 @@ pub struct NodeConfig {
     pub markets: Vec<MarketConfig>,
 }
 
-/// Operator deposits (`spec/wire.md` `OperatorDeposit`): the keys that may
-/// sign them and their bounds.
+/// The operator's keys (`spec/wire.md` `OperatorDeposit`, `GetPayouts`,
+/// `AcknowledgePayout`): who may sign deposits and payout
+/// acknowledgements, and read any account; and the deposits' bounds.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 pub struct OperatorConfig {
@@ -177,6 +179,10 @@ pub struct LimitsConfig {
     /// New connections one IP address may open per second (on average and
     /// in a burst), refused before any handshake work beyond it. Default 64.
     pub new_connections_per_ip_per_second_max: u32,
+    /// Trader withdrawals taken per second, all accounts together (on
+    /// average and in a burst); beyond, answered `Error` busy before they
+    /// cost a journal write. Default 1000.
+    pub withdrawals_per_second_max: u32,
     /// Longest a QUIC handshake may take; a client that starts handshakes
     /// and never finishes them holds a slot this long at most. Default 3000.
     pub handshake_timeout_ms: u64,
@@ -206,6 +212,7 @@ impl Default for LimitsConfig {
             sealed_batches_max: crate::sequencer::SEALED_BATCHES_DEFAULT,
             envelopes_per_ip_per_batch_max: 16_384,
             requests_per_stream_per_second_max: 100,
+            withdrawals_per_second_max: 1000,
             new_connections_per_ip_per_second_max: 64,
             handshake_timeout_ms: 3_000,
             frame_timeout_ms: 10_000,
@@ -473,9 +480,12 @@ impl NodeConfig {
         if l.intake_delay_max_ms == 0 || l.sealed_batches_max == 0 {
             return invalid("limits.intake_delay_max_ms and sealed_batches_max must be at least 1");
         }
-        if l.envelopes_per_ip_per_batch_max == 0 || l.requests_per_stream_per_second_max == 0 {
+        if l.envelopes_per_ip_per_batch_max == 0
+            || l.requests_per_stream_per_second_max == 0
+            || l.withdrawals_per_second_max == 0
+        {
             return invalid(
-                "limits.envelopes_per_ip_per_batch_max and requests_per_stream_per_second_max must be at least 1",
+                "limits.envelopes_per_ip_per_batch_max, requests_per_stream_per_second_max and withdrawals_per_second_max must be at least 1",
             );
         }
         if l.new_connections_per_ip_per_second_max == 0 {

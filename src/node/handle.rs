@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::envelope::{Commitment, Rejection, SequencerKey, ShapedEnvelope};
 use crate::sequencer::OpenedJob;
+use crate::signed::SignedQuery;
 use crate::types::BatchId;
 use crate::wire::{ClientMessage, ServerMessage};
 
@@ -75,6 +76,16 @@ pub enum RequestBody {
         request_id: u64,
         /// The envelope, or why its shape is refused.
         envelope: Result<ShapedEnvelope, Rejection>,
+    },
+    /// A `GetAccount` or `GetPayouts` whose signature the connection's task
+    /// verified for its connection (only it knows the connection's
+    /// [`ChannelBinding`](crate::signed::ChannelBinding)); who may ask is
+    /// the driver's to check.
+    Query {
+        /// The client's request id.
+        request_id: u64,
+        /// The verified query.
+        query: SignedQuery,
     },
 }
 

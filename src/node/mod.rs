@@ -303,6 +303,7 @@ fn spawn_driver(
             operators,
             deposit_amount_max: config.operator.deposit_amount_max.unwrap_or(u64::MAX),
             deposits_per_second_max: config.operator.deposits_per_second_max,
+            withdrawals_per_second_max: config.limits.withdrawals_per_second_max,
         },
     );
     // The driver thread says when it ends, so that a failure stops the node

@@ -22,7 +22,8 @@ use super::handle::{ConnId, Control, DriverHandle, Outbound, Request, RequestBod
 use super::metrics::Metrics;
 use super::now_ms;
 use super::schedule::RequestBudget;
-use crate::envelope::{SequencerKey, ShapedEnvelope};
+use crate::envelope::{SequencerKey, SequencerPublicKey, ShapedEnvelope};
+use crate::signed::{CHANNEL_BINDING_LABEL, ChannelBinding, SignedError};
 
 /// Application error code: the peer broke the framing or the protocol.
 pub const CLOSE_PROTOCOL_ERROR: u32 = 1;
@@ -204,6 +205,13 @@ async fn connection_task(
     mut shutdown: watch::Receiver<bool>,
 ) {
     tracing::debug!(conn, remote = %connection.remote_address(), "connection");
+    // What a signed query on this connection is bound to. A TLS 1.3
+    // session always exports; without it no query verifies.
+    let mut binding = [0u8; 32];
+    let channel = connection
+        .export_keying_material(&mut binding, CHANNEL_BINDING_LABEL, b"")
+        .ok()
+        .map(|()| ChannelBinding(binding));
     loop {
         let (send, recv) = tokio::select! {
             stream = connection.accept_bi() => match stream {
@@ -234,6 +242,7 @@ async fn connection_task(
             core.clone(),
             out_tx,
             connection.clone(),
+            channel,
             limits,
         ));
     }
@@ -247,8 +256,10 @@ async fn reader(
     core: DriverHandle,
     out: mpsc::Sender<Outbound>,
     connection: quinn::Connection,
+    channel: Option<ChannelBinding>,
     limits: LimitsConfig,
 ) {
+    let sequencer = core.key.public_key();
     let requests_per_second = limits.requests_per_stream_per_second_max;
     let frame_timeout = Duration::from_millis(limits.frame_timeout_ms);
     let mut decoder: FrameDecoder<ClientMessage> = FrameDecoder::new();
@@ -338,6 +349,14 @@ async fn reader(
                             core.schedules
                                 .answer(request_id)
                                 .map(ServerMessage::Schedule)
+                        } else if let Err(error) = verify_signed(&message, &sequencer, channel) {
+                            // Signatures are checked here, off the core, so
+                            // that forged requests cost it nothing.
+                            Some(ServerMessage::Error {
+                                request_id,
+                                code: ReasonCode::Unauthorized,
+                                message: error.to_string(),
+                            })
                         } else {
                             None
                         };
@@ -382,7 +401,10 @@ async fn reader(
                                 envelope: ShapedEnvelope::for_header_batch(envelope),
                             }
                         }
-                        message => RequestBody::Message(message),
+                        message => match message.signed_query() {
+                            Some(query) => RequestBody::Query { request_id, query },
+                            None => RequestBody::Message(message),
+                        },
                     };
                     let submit = matches!(body, RequestBody::Submit { .. });
                     let request = Request {
@@ -444,6 +466,28 @@ async fn reader(
         session,
         after: Some(queued),
     });
+}
+
+/// Checks the signature a request carries, if any: a query's for this
+/// connection (`channel`), a deposit's, withdrawal's or payout's for this
+/// deployment. Who may sign what is the driver's to check.
+fn verify_signed(
+    message: &ClientMessage,
+    sequencer: &SequencerPublicKey,
+    channel: Option<ChannelBinding>,
+) -> Result<(), SignedError> {
+    if let Some(query) = message.signed_query() {
+        return match channel {
+            Some(channel) => query.verify(sequencer, &channel),
+            None => Err(SignedError::BadSignature),
+        };
+    }
+    match message {
+        ClientMessage::OperatorDeposit { deposit, .. } => deposit.verify(sequencer),
+        ClientMessage::Withdraw { withdrawal, .. } => withdrawal.verify(sequencer),
+        ClientMessage::AcknowledgePayout { payout, .. } => payout.verify(sequencer),
+        _ => Ok(()),
+    }
 }
 
 /// Writes queued messages, as many as are waiting in one write, signing

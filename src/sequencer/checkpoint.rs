@@ -6,24 +6,25 @@
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::market::{AccountId, AssetId};
-use crate::operator::{DepositStatement, REFERENCE_LEN_MAX};
 use crate::types::{BatchId, Lsn, MarketId, Tick};
 
 use super::config::Genesis;
+use super::funds::Funds;
 use super::record::{
     decode_balances, decode_genesis_blob, decode_references, encode_balances, encode_genesis_blob,
     encode_references,
 };
 
 /// First bytes of a checkpoint payload.
-pub const CHECKPOINT_TAG: [u8; 8] = *b"SBSTATE2";
+pub const CHECKPOINT_TAG: [u8; 8] = *b"SBSTATE3";
 
-/// First bytes of a checkpoint payload of the earlier layout, without the
-/// operator deposits (still read: it has none).
+/// First bytes of a checkpoint payload of the second layout, with operator
+/// deposits but no withdrawals (still read: it has none).
+pub const CHECKPOINT_TAG_V2: [u8; 8] = *b"SBSTATE2";
+
+/// First bytes of a checkpoint payload of the first layout, without
+/// operator deposits or withdrawals (still read: it has none).
 pub const CHECKPOINT_TAG_V1: [u8; 8] = *b"SBSTATE1";
-
-/// Most operator deposits a checkpoint may list.
-pub const CHECKPOINT_DEPOSITS_MAX: usize = 1 << 26;
 
 /// Most balances a checkpoint may hold (about 11 GiB encoded).
 pub const CHECKPOINT_BALANCES_MAX: usize = 1 << 28;
@@ -71,9 +72,10 @@ pub struct Checkpoint {
     pub references: Vec<(MarketId, Tick)>,
     /// Every non-zero balance, strictly ascending by (account, asset).
     pub balances: Vec<(AccountId, AssetId, u64)>,
-    /// Every operator deposit credited, strictly ascending by reference: a
-    /// reference is credited once, across restarts and pruning.
-    pub deposits: Vec<DepositStatement>,
+    /// Deposits credited (a reference is credited once, across restarts and
+    /// pruning), withdrawal sequences, withdrawals awaiting payout and
+    /// payouts acknowledged.
+    pub funds: Funds,
 }
 
 impl Checkpoint {
@@ -85,7 +87,7 @@ impl Checkpoint {
     pub fn fits(&self) -> bool {
         self.balances.len() <= CHECKPOINT_BALANCES_MAX
             && self.unfinished.len() <= CHECKPOINT_UNFINISHED_MAX
-            && self.deposits.len() <= CHECKPOINT_DEPOSITS_MAX
+            && self.funds.fits()
     }
 
     /// The state a checkpoint file holds (`payload`, stored with `lsn` and
@@ -128,17 +130,8 @@ impl Checkpoint {
         }
         encode_references(&self.references, &mut out);
         encode_balances(&self.balances, &mut out);
-        out.put_u32(self.deposits.len() as u32);
-        for d in &self.deposits {
-            // At most REFERENCE_LEN_MAX bytes: checked before crediting.
-            let reference = &d.reference[..d.reference.len().min(REFERENCE_LEN_MAX)];
-            out.push(reference.len() as u8);
-            out.extend_from_slice(reference);
-            out.extend_from_slice(&d.operator);
-            out.extend_from_slice(&d.account.0);
-            out.put_u32(d.asset.0);
-            out.put_u64(d.amount);
-        }
+        self.funds.encode_deposits(&mut out);
+        self.funds.encode_withdrawals(&mut out);
         out
     }
 
@@ -153,7 +146,7 @@ impl Checkpoint {
         let mut r = Reader::new(bytes);
         let offset = r.offset();
         let tag = r.array::<8>("tag")?;
-        if tag != CHECKPOINT_TAG && tag != CHECKPOINT_TAG_V1 {
+        if ![CHECKPOINT_TAG, CHECKPOINT_TAG_V2, CHECKPOINT_TAG_V1].contains(&tag) {
             return Err(r.invalid("tag", offset));
         }
         let genesis = decode_genesis_blob(&mut r)?;
@@ -184,28 +177,7 @@ impl Checkpoint {
         {
             return Err(r.invalid("balances", offset));
         }
-        let mut deposits = Vec::new();
-        if tag == CHECKPOINT_TAG {
-            let offset = r.offset();
-            let count = r.count("deposit count", CHECKPOINT_DEPOSITS_MAX)?;
-            for _ in 0..count {
-                let at = r.offset();
-                let len = usize::from(r.u8("reference length")?);
-                if !(1..=REFERENCE_LEN_MAX).contains(&len) {
-                    return Err(r.invalid("reference length", at));
-                }
-                deposits.push(DepositStatement {
-                    reference: r.bytes(len, "reference")?.to_vec(),
-                    operator: r.array("operator")?,
-                    account: AccountId(r.array("account")?),
-                    asset: AssetId(r.u32("asset")?),
-                    amount: r.u64("amount")?,
-                });
-            }
-            if !deposits.is_sorted_by(|a, b| a.reference < b.reference) {
-                return Err(r.invalid("deposits", offset));
-            }
-        }
+        let funds = Funds::decode(&mut r, tag != CHECKPOINT_TAG_V1, tag == CHECKPOINT_TAG)?;
         r.finish()?;
         Ok(Checkpoint {
             genesis,
@@ -215,7 +187,7 @@ impl Checkpoint {
             unfinished,
             references,
             balances,
-            deposits,
+            funds,
         })
     }
 }

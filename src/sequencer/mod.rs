@@ -54,6 +54,7 @@
 mod batch;
 mod checkpoint;
 mod config;
+mod funds;
 mod record;
 mod replay;
 mod transcript;
@@ -71,6 +72,7 @@ pub use config::{
     ENVELOPES_PER_BATCH_CLEARABLE, ENVELOPES_PER_BATCH_DEFAULT, GENESIS_TAG, Genesis, Limits,
     ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT, PENDING_RECEIPTS_DEFAULT, SEALED_BATCHES_DEFAULT,
 };
+pub use funds::{Applied, CHECKPOINT_DEPOSITS_MAX, CHECKPOINT_WITHDRAWALS_MAX, Funds, FundsError};
 pub use record::{
     AssembleError, RESULT_PART_BYTES_MAX, RecordError, RecordKind, ResultAssembler, ResultPart,
     SequencerRecord, Transfer,
@@ -94,7 +96,7 @@ use crate::envelope::{
 };
 use crate::ledger::{Ledger, LedgerError};
 use crate::market::{AccountId, AssetId, MarketConfig};
-use crate::operator::{DepositError, DepositStatement, SignedDeposit};
+use crate::signed::{SignedDeposit, SignedPayout, SignedWithdrawal, Withdrawal};
 use crate::types::{BatchId, Lsn, MarketId, Tick};
 
 /// The caller's name for a submission, echoed in its [`Event::Receipt`].
@@ -165,7 +167,8 @@ pub enum Event {
         /// Everything the batch decided, with `s_e`.
         outcome: Arc<BatchOutcome>,
     },
-    /// An operator deposit or withdrawal is durable.
+    /// An operation (a deposit, a withdrawal, a payout acknowledgement) is
+    /// durable, or everything journaled before a barrier is.
     OperationDurable {
         /// The operation's token.
         token: OpToken,
@@ -279,13 +282,9 @@ pub enum SequencerError {
     /// An operator operation was refused.
     #[error("ledger: {0}")]
     Ledger(#[from] LedgerError),
-    /// An operator deposit's signature or reference is invalid.
-    #[error("operator deposit: {0}")]
-    Deposit(#[from] DepositError),
-    /// An operator deposit's reference was credited before with another
-    /// statement (account, asset, amount or operator).
-    #[error("reference {} was credited before with another statement", hex::encode(.0))]
-    ReferenceReused(Vec<u8>),
+    /// A signed deposit, withdrawal or payout acknowledgement was refused.
+    #[error(transparent)]
+    Funds(#[from] FundsError),
     /// A journal completion, opened batch or LSN does not fit the state.
     #[error("protocol: {0}")]
     Protocol(String),
@@ -390,9 +389,9 @@ pub struct Sequencer {
     custodian: Box<dyn KeyCustodian + Send>,
     ledger: Ledger,
     references: BTreeMap<MarketId, Tick>,
-    /// Every operator deposit credited, by its external reference: a
-    /// reference is credited once (kept in checkpoints).
-    deposits: BTreeMap<Vec<u8>, DepositStatement>,
+    /// Deposits by reference, withdrawal sequences, withdrawals awaiting
+    /// payout, payouts (kept in checkpoints).
+    funds: Funds,
     batches: BTreeMap<BatchId, Batch>,
     /// Every batch below this is closed.
     closed_below: BatchId,
@@ -654,62 +653,99 @@ impl Sequencer {
     ///
     /// # Errors
     ///
-    /// [`SequencerError::Deposit`] (bad signature or reference),
-    /// [`SequencerError::ReferenceReused`] (the reference was credited with
-    /// another statement), [`SequencerError::Ledger`] (the asset's supply
-    /// limit); nothing changes then.
+    /// [`SequencerError::Funds`] (bad signature or reference, the reference
+    /// credited with another statement, the asset's supply limit); nothing
+    /// changes then.
     pub fn handle_operator_deposit(
         &mut self,
         token: OpToken,
         deposit: SignedDeposit,
     ) -> Result<(), SequencerError> {
-        deposit.verify(&self.genesis.sequencer)?;
-        let statement = &deposit.statement;
-        if let Some(first) = self.deposits.get(&statement.reference) {
-            if first != statement {
-                return Err(SequencerError::ReferenceReused(statement.reference.clone()));
+        match self
+            .funds
+            .deposit(&mut self.ledger, &self.genesis.sequencer, &deposit)?
+        {
+            Applied::New => {
+                self.journal_operation(token, SequencerRecord::OperatorDeposit(deposit));
             }
-            // Credited before: acknowledge again once everything queued so
-            // far (the first credit's record among it) is durable.
-            let upto = self.last_queued_lsn();
-            if upto <= self.durable_lsn {
-                self.events.push_back(Event::OperationDurable { token });
-            } else {
-                self.operations.push_back((upto, token));
-            }
-            return Ok(());
+            Applied::Again => self.handle_barrier(token),
         }
-        self.ledger
-            .deposit(statement.account, statement.asset, statement.amount)?;
-        self.deposits
-            .insert(statement.reference.clone(), statement.clone());
-        self.journal_operation(token, SequencerRecord::OperatorDeposit(deposit));
         Ok(())
     }
 
-    /// Applies an operator withdrawal now and journals it; an
-    /// [`Event::OperationDurable`] follows once durable.
+    /// A trader's withdrawal: checks its signature by the account (for this
+    /// deployment), that it carries the account's next sequence number and
+    /// that the balance covers it; debits it now, journals it as withdrawal
+    /// `id` (returned) awaiting payout; an [`Event::OperationDurable`]
+    /// follows once durable.
     ///
     /// # Errors
     ///
-    /// [`SequencerError::Ledger`] if the balance is too small.
+    /// [`SequencerError::Funds`]: a bad signature, a replayed or skipped
+    /// sequence number, nothing to withdraw, more than the balance; nothing
+    /// changes then.
     pub fn handle_withdrawal(
         &mut self,
         token: OpToken,
-        account: AccountId,
-        asset: AssetId,
-        amount: u64,
-    ) -> Result<(), SequencerError> {
-        self.ledger.withdraw(account, asset, amount)?;
+        withdrawal: SignedWithdrawal,
+    ) -> Result<u64, SequencerError> {
+        let id = self
+            .funds
+            .withdraw(&mut self.ledger, &self.genesis.sequencer, &withdrawal)?;
         self.journal_operation(
             token,
-            SequencerRecord::Withdrawal(Transfer {
-                account,
-                asset,
-                amount,
+            SequencerRecord::Withdrawal(Withdrawal {
+                id,
+                signed: withdrawal,
             }),
         );
+        Ok(id)
+    }
+
+    /// The operator's acknowledgement that a withdrawal was paid out: checks
+    /// its signature (for this deployment) and that the withdrawal awaits
+    /// payout, journals it; an [`Event::OperationDurable`] follows once
+    /// durable. The same acknowledgement again (same withdrawal, same
+    /// reference) changes nothing and is acknowledged again once the first
+    /// is durable.
+    ///
+    /// Which operator keys may acknowledge is the caller's policy.
+    ///
+    /// # Errors
+    ///
+    /// [`SequencerError::Funds`]: a bad signature, no such withdrawal, or
+    /// one paid out with another reference; nothing changes then.
+    pub fn handle_payout(
+        &mut self,
+        token: OpToken,
+        payout: SignedPayout,
+    ) -> Result<(), SequencerError> {
+        match self.funds.pay(&self.genesis.sequencer, &payout)? {
+            Applied::New => self.journal_operation(token, SequencerRecord::Payout(payout)),
+            Applied::Again => self.handle_barrier(token),
+        }
         Ok(())
+    }
+
+    /// An [`Event::OperationDurable`] for `token` once everything journaled
+    /// so far is durable: the caller answers a query (a balance, pending
+    /// withdrawals) read now only then, so that no answer reveals a state a
+    /// crash could still undo.
+    pub fn handle_barrier(&mut self, token: OpToken) {
+        let upto = self.last_queued_lsn();
+        if upto <= self.durable_lsn {
+            self.events.push_back(Event::OperationDurable { token });
+        } else {
+            self.operations.push_back((upto, token));
+        }
+    }
+
+    /// Deposits, withdrawal sequences and withdrawals awaiting payout, as
+    /// journaled so far (durable or not: see
+    /// [`handle_barrier`](Self::handle_barrier)).
+    #[must_use]
+    pub fn funds(&self) -> &Funds {
+        &self.funds
     }
 
     /// Journals an operator operation already applied to the ledger; its

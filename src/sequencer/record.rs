@@ -6,7 +6,9 @@
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::envelope::{ENVELOPE_LEN_MAX, SEAL_LEN, SequencerPublicKey, SignedSeal};
 use crate::market::{AccountId, AssetId, MarketConfig};
-use crate::operator::{DepositStatement, REFERENCE_LEN_MAX, SignedDeposit};
+use crate::signed::{
+    DepositStatement, REFERENCE_LEN_MAX, SignedDeposit, SignedPayout, SignedWithdrawal, Withdrawal,
+};
 use crate::types::{BatchId, MARKETS_MAX, MarketId, Tick};
 
 use super::batch::BatchOutcome;
@@ -27,25 +29,32 @@ pub enum RecordKind {
     Result = 4,
     /// An operator deposit into an account.
     Deposit = 5,
-    /// An operator withdrawal from an account.
-    Withdrawal = 6,
+    /// An unsigned withdrawal of demo mode, written by earlier versions
+    /// (still read, never written).
+    UnsignedWithdrawal = 6,
     /// A configuration change (markets, schedule).
     Config = 7,
     /// An operator deposit, signed, with its external reference.
     OperatorDeposit = 8,
+    /// A trader's signed withdrawal, with the id the sequencer gave it.
+    Withdrawal = 9,
+    /// The operator's signed acknowledgement that a withdrawal was paid out.
+    Payout = 10,
 }
 
 impl RecordKind {
     /// Every kind, in byte order.
-    pub const ALL: [RecordKind; 8] = [
+    pub const ALL: [RecordKind; 10] = [
         RecordKind::Envelope,
         RecordKind::Seal,
         RecordKind::KeyRelease,
         RecordKind::Result,
         RecordKind::Deposit,
-        RecordKind::Withdrawal,
+        RecordKind::UnsignedWithdrawal,
         RecordKind::Config,
         RecordKind::OperatorDeposit,
+        RecordKind::Withdrawal,
+        RecordKind::Payout,
     ];
 
     /// The kind's byte on disk.
@@ -63,9 +72,11 @@ impl RecordKind {
             3 => Some(RecordKind::KeyRelease),
             4 => Some(RecordKind::Result),
             5 => Some(RecordKind::Deposit),
-            6 => Some(RecordKind::Withdrawal),
+            6 => Some(RecordKind::UnsignedWithdrawal),
             7 => Some(RecordKind::Config),
             8 => Some(RecordKind::OperatorDeposit),
+            9 => Some(RecordKind::Withdrawal),
+            10 => Some(RecordKind::Payout),
             _ => None,
         }
     }
@@ -99,8 +110,12 @@ pub enum SequencerRecord {
     Deposit(Transfer),
     /// An operator deposit, signed and carrying its external reference.
     OperatorDeposit(SignedDeposit),
-    /// An operator withdrawal.
-    Withdrawal(Transfer),
+    /// An unsigned withdrawal of demo mode, written by earlier versions.
+    UnsignedWithdrawal(Transfer),
+    /// A trader's signed withdrawal, taken as withdrawal `id`.
+    Withdrawal(Withdrawal),
+    /// The operator's acknowledgement that a withdrawal was paid out.
+    Payout(SignedPayout),
 }
 
 /// Outcome bytes per [`ResultPart`]: a batch outcome whose encoding is
@@ -307,7 +322,9 @@ impl SequencerRecord {
             SequencerRecord::ResultPart(_) => RecordKind::Result,
             SequencerRecord::Deposit(_) => RecordKind::Deposit,
             SequencerRecord::OperatorDeposit(_) => RecordKind::OperatorDeposit,
+            SequencerRecord::UnsignedWithdrawal(_) => RecordKind::UnsignedWithdrawal,
             SequencerRecord::Withdrawal(_) => RecordKind::Withdrawal,
+            SequencerRecord::Payout(_) => RecordKind::Payout,
         }
     }
 
@@ -339,7 +356,12 @@ impl SequencerRecord {
                 out.extend_from_slice(&s.reference[..s.reference.len().min(REFERENCE_LEN_MAX)]);
                 out.extend_from_slice(&signed.signature);
             }
-            SequencerRecord::Deposit(transfer) | SequencerRecord::Withdrawal(transfer) => {
+            SequencerRecord::Withdrawal(w) => {
+                out.put_u64(w.id);
+                w.signed.encode_into(&mut out);
+            }
+            SequencerRecord::Payout(payout) => payout.encode_into(&mut out),
+            SequencerRecord::Deposit(transfer) | SequencerRecord::UnsignedWithdrawal(transfer) => {
                 out.extend_from_slice(&transfer.account.0);
                 out.put_u32(transfer.asset.0);
                 out.put_u64(transfer.amount);
@@ -395,7 +417,14 @@ impl SequencerRecord {
                     bytes,
                 })
             }
-            RecordKind::Deposit | RecordKind::Withdrawal | RecordKind::OperatorDeposit => {
+            RecordKind::Withdrawal => SequencerRecord::Withdrawal(Withdrawal {
+                id: r.u64("withdrawal id").map_err(decode)?,
+                signed: SignedWithdrawal::decode(&mut r).map_err(decode)?,
+            }),
+            RecordKind::Payout => {
+                SequencerRecord::Payout(SignedPayout::decode(&mut r).map_err(decode)?)
+            }
+            RecordKind::Deposit | RecordKind::UnsignedWithdrawal | RecordKind::OperatorDeposit => {
                 let transfer = Transfer {
                     account: AccountId(r.array("account").map_err(decode)?),
                     asset: AssetId(r.u32("asset").map_err(decode)?),
@@ -423,7 +452,7 @@ impl SequencerRecord {
                 } else if kind == RecordKind::Deposit {
                     SequencerRecord::Deposit(transfer)
                 } else {
-                    SequencerRecord::Withdrawal(transfer)
+                    SequencerRecord::UnsignedWithdrawal(transfer)
                 }
             }
             RecordKind::KeyRelease => return Err(RecordError::UnexpectedKind(kind)),

@@ -9,6 +9,7 @@ use crate::ledger::Ledger;
 use crate::types::{BatchId, Lsn};
 
 use super::batch::apply_outcome;
+use super::funds::{Funds, replay_funds};
 use super::{
     Batch, Checkpoint, Genesis, Journaled, Limits, RecordKind, ResultAssembler, Sequencer,
     SequencerError, SequencerRecord,
@@ -60,7 +61,7 @@ impl Sequencer {
             ledger: Ledger::new(genesis.fee_account),
             markets,
             references,
-            deposits: BTreeMap::new(),
+            funds: Funds::default(),
             limits,
             key,
             custodian,
@@ -161,11 +162,7 @@ impl Sequencer {
         for &(account, asset, amount) in &checkpoint.balances {
             self.ledger.deposit(account, asset, amount)?;
         }
-        self.deposits = checkpoint
-            .deposits
-            .iter()
-            .map(|d| (d.reference.clone(), d.clone()))
-            .collect();
+        self.funds = checkpoint.funds.clone();
         let mut next_expected = Some(checkpoint.replay_from);
         let mut crossed = false;
         for (lsn, kind, payload) in records {
@@ -239,7 +236,7 @@ impl Sequencer {
             unfinished,
             references: self.references.iter().map(|(&m, &p)| (m, p)).collect(),
             balances: self.ledger.iter().collect(),
-            deposits: self.deposits.values().cloned().collect(),
+            funds: self.funds.clone(),
         }
     }
 
@@ -331,21 +328,20 @@ impl Sequencer {
                 )?;
             }
             SequencerRecord::Deposit(t) => self.ledger.deposit(t.account, t.asset, t.amount)?,
-            SequencerRecord::OperatorDeposit(signed) => {
-                signed
-                    .verify(&self.genesis.sequencer)
-                    .map_err(|error| fail(error.to_string()))?;
-                let s = signed.statement;
-                if self.deposits.contains_key(&s.reference) {
-                    return Err(fail(format!(
-                        "reference {} credited twice",
-                        hex::encode(&s.reference)
-                    )));
-                }
-                self.ledger.deposit(s.account, s.asset, s.amount)?;
-                self.deposits.insert(s.reference.clone(), s);
+            SequencerRecord::UnsignedWithdrawal(t) => {
+                self.ledger.withdraw(t.account, t.asset, t.amount)?;
             }
-            SequencerRecord::Withdrawal(t) => self.ledger.withdraw(t.account, t.asset, t.amount)?,
+            SequencerRecord::OperatorDeposit(_)
+            | SequencerRecord::Withdrawal(_)
+            | SequencerRecord::Payout(_) => {
+                replay_funds(
+                    &mut self.funds,
+                    &mut self.ledger,
+                    &self.genesis.sequencer,
+                    &record,
+                )
+                .map_err(fail)?;
+            }
         }
         Ok(())
     }

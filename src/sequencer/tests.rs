@@ -430,7 +430,7 @@ fn a_duplicate_envelope_is_receipted_again_and_journaled_once() {
 /// nothing.
 #[test]
 fn operator_deposits_credit_once_per_reference_across_checkpoints() {
-    use crate::operator::{DepositError, DepositStatement};
+    use crate::signed::{DepositStatement, SignedError};
 
     let mut journal = Vec::new();
     let mut sequencer = boot(Vec::new(), GENESIS_MS);
@@ -459,12 +459,14 @@ fn operator_deposits_credit_once_per_reference_across_checkpoints() {
         .expect("acknowledged again");
     assert!(matches!(
         sequencer.handle_operator_deposit(OpToken(3), deposit(71, b"a", &deployment)),
-        Err(SequencerError::ReferenceReused(_))
+        Err(SequencerError::Funds(FundsError::ReferenceReused(_)))
     ));
     let elsewhere = SequencerKey::from_seed(&[8; 32]).public_key();
     assert!(matches!(
         sequencer.handle_operator_deposit(OpToken(4), deposit(5, b"b", &elsewhere)),
-        Err(SequencerError::Deposit(DepositError::BadSignature))
+        Err(SequencerError::Funds(FundsError::Signed(
+            SignedError::BadSignature
+        )))
     ));
     let events = flush(&mut sequencer, &mut journal, GENESIS_MS);
     let acked: Vec<u64> = events
@@ -480,7 +482,7 @@ fn operator_deposits_credit_once_per_reference_across_checkpoints() {
 
     // Through a checkpoint's bytes: the reference is remembered.
     let checkpoint = Checkpoint::decode(&sequencer.checkpoint().encode()).expect("decodes");
-    assert_eq!(checkpoint.deposits.len(), 1);
+    assert_eq!(checkpoint.funds, *sequencer.funds());
     let key = SequencerKey::from_seed(&[7; 32]);
     let mut recovered = Sequencer::recover(
         genesis(&key),
@@ -504,4 +506,162 @@ fn operator_deposits_credit_once_per_reference_across_checkpoints() {
         .expect("acknowledged, not credited");
     assert!(recovered.poll_journal().is_none(), "nothing journaled");
     assert_eq!(recovered.ledger().balance(&account, AssetId(0)), 70);
+}
+
+/// A withdrawal is taken once, only with the account's next sequence
+/// number, its signature and a balance that covers it; a refused one
+/// changes nothing. Its payout is acknowledged once (again with the same
+/// reference, never with another), and recovery — from the journal alone or
+/// from a checkpoint — rebuilds the same withdrawals, sequences and balances.
+#[test]
+fn withdrawals_are_taken_once_in_sequence_and_paid_out_once() {
+    use crate::signed::{PayoutStatement, SignedError, WithdrawalStatement};
+
+    let mut journal = Vec::new();
+    let mut sequencer = boot(Vec::new(), GENESIS_MS);
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let trader = crate::envelope::generate_account_key(&mut rng);
+    let thief = crate::envelope::generate_account_key(&mut rng);
+    let operator = crate::envelope::generate_account_key(&mut rng);
+    let deployment = SequencerKey::from_seed(&[7; 32]).public_key();
+    let account = AccountId(trader.verifying_key().to_bytes());
+    sequencer
+        .handle_deposit(OpToken(1), account, AssetId(0), 100)
+        .expect("deposit");
+    flush(&mut sequencer, &mut journal, GENESIS_MS);
+    let withdrawal = |amount: u64, sequence: u64| {
+        WithdrawalStatement {
+            account,
+            asset: AssetId(0),
+            amount,
+            sequence,
+            destination: b"bc1qdest".to_vec(),
+        }
+        .sign(&trader, &deployment)
+        .expect("signs")
+    };
+
+    assert_eq!(
+        sequencer
+            .handle_withdrawal(OpToken(2), withdrawal(30, 1))
+            .expect("taken"),
+        1
+    );
+    let refusals = [
+        // The same request again: a replay.
+        withdrawal(30, 1),
+        // A number skipped.
+        withdrawal(30, 3),
+        // More than the balance left.
+        withdrawal(71, 2),
+        withdrawal(0, 2),
+    ];
+    let written = journal.len();
+    for request in refusals {
+        let error = sequencer
+            .handle_withdrawal(OpToken(9), request.clone())
+            .expect_err("refused");
+        assert!(
+            matches!(
+                error,
+                SequencerError::Funds(
+                    FundsError::Sequence { .. } | FundsError::Ledger(_) | FundsError::ZeroAmount
+                )
+            ),
+            "{request:?}: {error}"
+        );
+    }
+    // Signed by another key for this account.
+    let mut forged = withdrawal(10, 2);
+    forged.signature = WithdrawalStatement {
+        account: AccountId(thief.verifying_key().to_bytes()),
+        ..forged.statement.clone()
+    }
+    .sign(&thief, &deployment)
+    .expect("signs")
+    .signature;
+    assert!(matches!(
+        sequencer.handle_withdrawal(OpToken(9), forged),
+        Err(SequencerError::Funds(FundsError::Signed(
+            SignedError::BadSignature
+        )))
+    ));
+    let events = flush(&mut sequencer, &mut journal, GENESIS_MS);
+    assert_eq!(journal.len(), written + 1, "only the first withdrawal");
+    assert!(
+        matches!(events[..], [Event::OperationDurable { token: OpToken(2) }]),
+        "{events:?}"
+    );
+    assert_eq!(sequencer.ledger().balance(&account, AssetId(0)), 70);
+    assert_eq!(sequencer.funds().next_sequence(&account), 2);
+    assert_eq!(
+        sequencer
+            .handle_withdrawal(OpToken(3), withdrawal(70, 2))
+            .expect("taken"),
+        2
+    );
+    assert_eq!(sequencer.ledger().balance(&account, AssetId(0)), 0);
+
+    let payout = |id: u64, reference: &[u8]| {
+        PayoutStatement {
+            operator: [0; 32],
+            withdrawal: id,
+            reference: reference.to_vec(),
+        }
+        .sign(&operator, &deployment)
+        .expect("signs")
+    };
+    assert!(matches!(
+        sequencer.handle_payout(OpToken(4), payout(3, b"tx")),
+        Err(SequencerError::Funds(FundsError::UnknownWithdrawal(3)))
+    ));
+    sequencer
+        .handle_payout(OpToken(5), payout(1, b"tx:1"))
+        .expect("paid");
+    sequencer
+        .handle_payout(OpToken(6), payout(1, b"tx:1"))
+        .expect("acknowledged again");
+    assert!(matches!(
+        sequencer.handle_payout(OpToken(7), payout(1, b"tx:other")),
+        Err(SequencerError::Funds(FundsError::PaidOtherwise {
+            withdrawal: 1,
+            ..
+        }))
+    ));
+    let events = flush(&mut sequencer, &mut journal, GENESIS_MS);
+    let acked: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::OperationDurable { token } => Some(token.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(acked, vec![3, 5, 6]);
+    let pending: Vec<u64> = sequencer.funds().pending_after(0).map(|w| w.id).collect();
+    assert_eq!(pending, vec![2]);
+
+    // The journal alone rebuilds the same state, and so does a checkpoint.
+    let replayed = boot(journal.clone(), GENESIS_MS);
+    assert_eq!(replayed.funds(), sequencer.funds());
+    assert_eq!(
+        replayed.ledger().iter().collect::<Vec<_>>(),
+        sequencer.ledger().iter().collect::<Vec<_>>()
+    );
+    let checkpoint = Checkpoint::decode(&sequencer.checkpoint().encode()).expect("decodes");
+    assert_eq!(checkpoint.funds, *sequencer.funds());
+    let report = verify_journal_with(journal.clone(), &[checkpoint]).expect("verifies");
+    assert!(report.checkpoints.iter().all(|c| c.verdict.is_ok()));
+
+    // A journal holding a replayed withdrawal is refused by recovery and
+    // by verify.
+    let mut tampered = journal.clone();
+    let (lsn, kind, payload) = tampered
+        .iter()
+        .find(|(_, kind, _)| RecordKind::Withdrawal.is(*kind))
+        .cloned()
+        .expect("a withdrawal record");
+    let mut again = payload.clone();
+    again[..8].copy_from_slice(&3u64.to_le_bytes());
+    tampered.push((tampered.len() as u64 + 1, kind, again));
+    assert!(verify_journal(tampered).is_err(), "record {lsn} replayed");
 }

@@ -26,12 +26,12 @@ use crate::types::Lsn;
 use super::RecordKind;
 use crate::ledger::Ledger;
 use crate::market::AccountId;
-use crate::operator::DepositStatement;
 use crate::types::{BatchId, MarketId, Tick};
 
 use super::batch::{BatchOutcome, apply_outcome, process_batch, void_outcome};
 use super::checkpoint::Checkpoint;
 use super::config::Genesis;
+use super::funds::{Funds, replay_funds};
 use super::record::{RecordError, ResultAssembler, SequencerRecord};
 use super::transcript::{Transcript, transcript_of};
 
@@ -171,8 +171,8 @@ struct Replayed<'a> {
     genesis: &'a Genesis,
     ledger: &'a Ledger,
     references: &'a BTreeMap<MarketId, Tick>,
-    /// Operator deposits credited, by reference.
-    deposits: &'a BTreeMap<Vec<u8>, DepositStatement>,
+    /// Deposits, withdrawals and payouts.
+    funds: &'a Funds,
     /// First record of each batch without a result yet.
     first_lsn: &'a BTreeMap<BatchId, Lsn>,
 }
@@ -194,8 +194,8 @@ impl Replayed<'_> {
         {
             return Err("its reference prices differ".into());
         }
-        if !checkpoint.deposits.iter().eq(self.deposits.values()) {
-            return Err("its operator deposits differ from the journal's".into());
+        if checkpoint.funds != *self.funds {
+            return Err("its deposits, withdrawals or payouts differ from the journal's".into());
         }
         if !checkpoint.unfinished.iter().eq(self.first_lsn.keys()) {
             return Err(format!(
@@ -265,14 +265,10 @@ fn walk(
     let mut references: BTreeMap<MarketId, Tick> =
         markets.values().map(|m| (m.id, m.initial_price)).collect();
     let mut ledger = Ledger::new(genesis.fee_account);
-    let mut deposits: BTreeMap<Vec<u8>, DepositStatement> = BTreeMap::new();
+    let mut funds = Funds::default();
     if let Some(checkpoint) = start {
         report.from_checkpoint = Some(checkpoint.lsn);
-        deposits = checkpoint
-            .deposits
-            .iter()
-            .map(|d| (d.reference.clone(), d.clone()))
-            .collect();
+        funds = checkpoint.funds.clone();
         references = checkpoint.references.iter().copied().collect();
         if references.len() != markets.len() || !references.keys().eq(markets.keys()) {
             return Err(VerifyError::Ledger {
@@ -313,7 +309,7 @@ fn walk(
                 genesis: &genesis,
                 ledger: &ledger,
                 references: &references,
-                deposits: &deposits,
+                funds: &funds,
                 first_lsn: &first_lsn,
             };
             report.checkpoints.push(CheckpointVerdict {
@@ -444,26 +440,17 @@ fn walk(
                         reason: e.to_string(),
                     })?
             }
-            SequencerRecord::OperatorDeposit(signed) => {
-                // The operator's signature, for this deployment, and each
-                // reference credited once.
-                let refuse = |reason: String| VerifyError::Ledger { lsn, reason };
-                signed
-                    .verify(&genesis.sequencer)
-                    .map_err(|e| refuse(e.to_string()))?;
-                let s = signed.statement;
-                if deposits.contains_key(&s.reference) {
-                    return Err(refuse(format!(
-                        "reference {} credited twice",
-                        hex::encode(&s.reference)
-                    )));
-                }
-                ledger
-                    .deposit(s.account, s.asset, s.amount)
-                    .map_err(|e| refuse(e.to_string()))?;
-                deposits.insert(s.reference.clone(), s);
+            // Every signature (operator's or account's) for this
+            // deployment, each reference credited once, each account's
+            // sequence numbers in order, each payout for a pending
+            // withdrawal.
+            SequencerRecord::OperatorDeposit(_)
+            | SequencerRecord::Withdrawal(_)
+            | SequencerRecord::Payout(_) => {
+                replay_funds(&mut funds, &mut ledger, &genesis.sequencer, &record)
+                    .map_err(|reason| VerifyError::Ledger { lsn, reason })?;
             }
-            SequencerRecord::Withdrawal(t) => ledger
+            SequencerRecord::UnsignedWithdrawal(t) => ledger
                 .withdraw(t.account, t.asset, t.amount)
                 .map_err(|e| VerifyError::Ledger {
                     lsn,
@@ -488,7 +475,7 @@ fn walk(
                 genesis: &genesis,
                 ledger: &ledger,
                 references: &references,
-                deposits: &deposits,
+                funds: &funds,
                 first_lsn: &first_lsn,
             };
             state.compare(checkpoint)

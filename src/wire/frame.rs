@@ -80,6 +80,12 @@ pub enum EncodeError {
         /// The bound from `spec/wire.md`.
         max: usize,
     },
+    /// A field that must hold 1 or more bytes is empty.
+    #[error("{field} is empty")]
+    Empty {
+        /// The field.
+        field: &'static str,
+    },
     /// The whole frame is above the direction's maximum.
     #[error("frame length {len} is above the maximum {max}")]
     FrameTooLarge {

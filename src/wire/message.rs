@@ -5,12 +5,15 @@ use std::fmt;
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::market::{AccountId, AssetId};
-use crate::operator::{DepositStatement, REFERENCE_LEN_MAX, SignedDeposit};
+use crate::signed::{
+    DepositStatement, Query, REFERENCE_LEN_MAX, SignedDeposit, SignedPayout, SignedQuery,
+    SignedWithdrawal, Withdrawal,
+};
 
 use super::frame::{Direction, EncodeError, FrameError, Message};
 use super::{
     ACCOUNT_BALANCES_MAX, CLIENT_FRAME_LEN_MAX, ENVELOPE_LEN_MAX, FILLS_MAX, FRAME_LEN_MAX,
-    MARKET_INFO_LEN, PROOF_LEN_MAX, RECEIPT_LEN, SCHEDULE_BATCH_KEYS_MAX, SEAL_LEN,
+    MARKET_INFO_LEN, PAYOUTS_MAX, PROOF_LEN_MAX, RECEIPT_LEN, SCHEDULE_BATCH_KEYS_MAX, SEAL_LEN,
     SUBSCRIBER_ENVELOPES_MAX, TEXT_LEN_MAX, WIRE_MARKETS_MAX,
 };
 
@@ -23,6 +26,8 @@ mod client_type {
     pub const DEPOSIT: u8 = 0x05;
     pub const WITHDRAW: u8 = 0x06;
     pub const OPERATOR_DEPOSIT: u8 = 0x07;
+    pub const GET_PAYOUTS: u8 = 0x08;
+    pub const ACKNOWLEDGE_PAYOUT: u8 = 0x09;
 }
 
 /// Type bytes of server → client messages.
@@ -36,6 +41,8 @@ mod server_type {
     pub const ACCOUNT: u8 = 0x87;
     pub const ACK: u8 = 0x88;
     pub const ERROR: u8 = 0x89;
+    pub const WITHDRAWN: u8 = 0x8a;
+    pub const PAYOUTS: u8 = 0x8b;
 }
 
 /// The domain string that starts the signed schedule message.
@@ -66,12 +73,18 @@ pub enum ClientMessage {
         /// Echoed in the `Ack`.
         request_id: u64,
     },
-    /// Asks for an account's balances. Type `0x04`.
+    /// Asks for an account's balances and next withdrawal sequence,
+    /// signed by the account or an operator for this connection
+    /// ([`Query::Account`]). Type `0x04`.
     GetAccount {
         /// Echoed in the reply.
         request_id: u64,
         /// The account (its Ed25519 public key).
         account: [u8; 32],
+        /// The requester's Ed25519 public key: the account's or an operator's.
+        requester: [u8; 32],
+        /// The requester's signature over the query's signing message.
+        signature: [u8; 64],
     },
     /// Credits an account, unsigned: demo mode only (otherwise the server
     /// answers `Error` with [`ReasonCode::OperatorOnly`]; money arrives by
@@ -86,18 +99,13 @@ pub enum ClientMessage {
         /// Units of the asset.
         amount: u64,
     },
-    /// Debits an account (operator or demo mode only, like `Deposit`; a
-    /// debit beyond the balance is refused with
-    /// [`ReasonCode::InvalidRequest`]). Type `0x06`.
+    /// Withdraws from an account, signed by the account with its next
+    /// sequence number. Answered by `Withdrawn` once durable. Type `0x06`.
     Withdraw {
         /// Echoed in the reply.
         request_id: u64,
-        /// The account debited.
-        account: [u8; 32],
-        /// The asset id.
-        asset: u32,
-        /// Units of the asset.
-        amount: u64,
+        /// The signed request.
+        withdrawal: SignedWithdrawal,
     },
     /// Credits an account with a deposit signed by an operator key the
     /// sequencer's configuration lists, idempotent by its external
@@ -107,6 +115,26 @@ pub enum ClientMessage {
         request_id: u64,
         /// The signed statement.
         deposit: SignedDeposit,
+    },
+    /// Asks for withdrawals awaiting payout, signed by an operator for this
+    /// connection ([`Query::Payouts`]). Answered by `Payouts`. Type `0x08`.
+    GetPayouts {
+        /// Echoed in the reply.
+        request_id: u64,
+        /// Only withdrawals with a greater id.
+        after: u64,
+        /// The operator's Ed25519 public key.
+        requester: [u8; 32],
+        /// The operator's signature over the query's signing message.
+        signature: [u8; 64],
+    },
+    /// Acknowledges that a withdrawal was paid out, signed by an operator;
+    /// idempotent by withdrawal. Answered by `Ack` once durable. Type `0x09`.
+    AcknowledgePayout {
+        /// Echoed in the reply.
+        request_id: u64,
+        /// The signed acknowledgement.
+        payout: SignedPayout,
     },
 }
 
@@ -121,7 +149,37 @@ impl ClientMessage {
             | ClientMessage::GetAccount { request_id, .. }
             | ClientMessage::Deposit { request_id, .. }
             | ClientMessage::Withdraw { request_id, .. }
-            | ClientMessage::OperatorDeposit { request_id, .. } => *request_id,
+            | ClientMessage::OperatorDeposit { request_id, .. }
+            | ClientMessage::GetPayouts { request_id, .. }
+            | ClientMessage::AcknowledgePayout { request_id, .. } => *request_id,
+        }
+    }
+
+    /// The signed query a `GetAccount` or `GetPayouts` carries.
+    #[must_use]
+    pub fn signed_query(&self) -> Option<SignedQuery> {
+        match *self {
+            ClientMessage::GetAccount {
+                account,
+                requester,
+                signature,
+                ..
+            } => Some(SignedQuery {
+                query: Query::Account(AccountId(account)),
+                requester,
+                signature,
+            }),
+            ClientMessage::GetPayouts {
+                after,
+                requester,
+                signature,
+                ..
+            } => Some(SignedQuery {
+                query: Query::Payouts { after },
+                requester,
+                signature,
+            }),
+            _ => None,
         }
     }
 }
@@ -260,11 +318,14 @@ pub enum ReasonCode {
     Internal = 11,
     /// A signature is wrong, or the key that made it may not ask this.
     Unauthorized = 12,
+    /// A withdrawal's sequence number is not the account's next: a request
+    /// taken before (replayed), or one that skips a number.
+    Replayed = 13,
 }
 
 impl ReasonCode {
     /// Every code, in order.
-    pub const ALL: [ReasonCode; 12] = [
+    pub const ALL: [ReasonCode; 13] = [
         ReasonCode::Malformed,
         ReasonCode::BatchClosed,
         ReasonCode::NotAnnounced,
@@ -277,6 +338,7 @@ impl ReasonCode {
         ReasonCode::InvalidRequest,
         ReasonCode::Internal,
         ReasonCode::Unauthorized,
+        ReasonCode::Replayed,
     ];
 
     /// The code's byte.
@@ -311,6 +373,7 @@ impl fmt::Display for ReasonCode {
             ReasonCode::InvalidRequest => "invalid request",
             ReasonCode::Internal => "internal error",
             ReasonCode::Unauthorized => "unauthorized",
+            ReasonCode::Replayed => "replayed or out-of-order withdrawal",
         })
     }
 }
@@ -361,11 +424,14 @@ pub enum ServerMessage {
         request_id: u64,
         /// The account.
         account: [u8; 32],
+        /// The sequence number the account's next withdrawal must carry.
+        next_withdrawal: u64,
         /// `(asset, units)` in ascending asset order, at most
         /// [`ACCOUNT_BALANCES_MAX`].
         balances: Vec<(u32, u64)>,
     },
-    /// A request done (a `Deposit`, a `Withdraw`, a `Subscribe`). Type `0x88`.
+    /// A request done (a `Deposit`, an `OperatorDeposit`, an
+    /// `AcknowledgePayout`, a `Subscribe`). Type `0x88`.
     Ack {
         /// The request's.
         request_id: u64,
@@ -379,6 +445,22 @@ pub enum ServerMessage {
         /// Human-readable detail, at most [`TEXT_LEN_MAX`] bytes.
         message: String,
     },
+    /// A withdrawal taken and durable. Type `0x8a`.
+    Withdrawn {
+        /// The `Withdraw`'s.
+        request_id: u64,
+        /// The id the sequencer gave it (its payout is acknowledged by it).
+        id: u64,
+    },
+    /// Withdrawals awaiting payout, ascending by id. Type `0x8b`.
+    Payouts {
+        /// The `GetPayouts`'s.
+        request_id: u64,
+        /// At most [`PAYOUTS_MAX`], each with the trader's signed request.
+        withdrawals: Vec<Withdrawal>,
+        /// Whether more follow the last (ask again with its id as `after`).
+        more: bool,
+    },
 }
 
 impl ServerMessage {
@@ -391,7 +473,9 @@ impl ServerMessage {
             | ServerMessage::Rejected { request_id, .. }
             | ServerMessage::Account { request_id, .. }
             | ServerMessage::Ack { request_id }
-            | ServerMessage::Error { request_id, .. } => Some(*request_id),
+            | ServerMessage::Error { request_id, .. }
+            | ServerMessage::Withdrawn { request_id, .. }
+            | ServerMessage::Payouts { request_id, .. } => Some(*request_id),
             ServerMessage::BatchOpened { .. }
             | ServerMessage::BatchSealed(_)
             | ServerMessage::BatchCleared(_) => None,
@@ -518,7 +602,7 @@ impl Message for ClientMessage {
     const FRAME_LEN_MAX: usize = CLIENT_FRAME_LEN_MAX;
 
     fn is_known_type(type_byte: u8) -> bool {
-        (client_type::GET_SCHEDULE..=client_type::OPERATOR_DEPOSIT).contains(&type_byte)
+        (client_type::GET_SCHEDULE..=client_type::ACKNOWLEDGE_PAYOUT).contains(&type_byte)
     }
 
     fn type_byte(&self) -> u8 {
@@ -530,6 +614,8 @@ impl Message for ClientMessage {
             ClientMessage::Deposit { .. } => client_type::DEPOSIT,
             ClientMessage::Withdraw { .. } => client_type::WITHDRAW,
             ClientMessage::OperatorDeposit { .. } => client_type::OPERATOR_DEPOSIT,
+            ClientMessage::GetPayouts { .. } => client_type::GET_PAYOUTS,
+            ClientMessage::AcknowledgePayout { .. } => client_type::ACKNOWLEDGE_PAYOUT,
         }
     }
 
@@ -540,14 +626,39 @@ impl Message for ClientMessage {
             ClientMessage::Submit { envelope, .. } => {
                 put_bytes(out, "envelope", envelope, ENVELOPE_LEN_MAX)?;
             }
-            ClientMessage::GetAccount { account, .. } => out.extend_from_slice(account),
-            ClientMessage::Deposit {
+            ClientMessage::GetAccount {
                 account,
-                asset,
-                amount,
+                requester,
+                signature,
                 ..
+            } => {
+                out.extend_from_slice(account);
+                out.extend_from_slice(requester);
+                out.extend_from_slice(signature);
             }
-            | ClientMessage::Withdraw {
+            ClientMessage::GetPayouts {
+                after,
+                requester,
+                signature,
+                ..
+            } => {
+                out.put_u64(*after);
+                out.extend_from_slice(requester);
+                out.extend_from_slice(signature);
+            }
+            ClientMessage::Withdraw { withdrawal, .. } => {
+                short_field(
+                    "destination",
+                    &withdrawal.statement.destination,
+                    crate::signed::DESTINATION_LEN_MAX,
+                )?;
+                withdrawal.encode_into(out);
+            }
+            ClientMessage::AcknowledgePayout { payout, .. } => {
+                short_field("reference", &payout.statement.reference, REFERENCE_LEN_MAX)?;
+                payout.encode_into(out);
+            }
+            ClientMessage::Deposit {
                 account,
                 asset,
                 amount,
@@ -582,6 +693,18 @@ impl Message for ClientMessage {
             client_type::GET_ACCOUNT => ClientMessage::GetAccount {
                 request_id,
                 account: r.array("account")?,
+                requester: r.array("requester")?,
+                signature: r.array("signature")?,
+            },
+            client_type::GET_PAYOUTS => ClientMessage::GetPayouts {
+                request_id,
+                after: r.u64("after")?,
+                requester: r.array("requester")?,
+                signature: r.array("signature")?,
+            },
+            client_type::ACKNOWLEDGE_PAYOUT => ClientMessage::AcknowledgePayout {
+                request_id,
+                payout: SignedPayout::decode(r)?,
             },
             client_type::DEPOSIT => ClientMessage::Deposit {
                 request_id,
@@ -591,9 +714,7 @@ impl Message for ClientMessage {
             },
             client_type::WITHDRAW => ClientMessage::Withdraw {
                 request_id,
-                account: r.array("account")?,
-                asset: r.u32("asset")?,
-                amount: r.u64("amount")?,
+                withdrawal: SignedWithdrawal::decode(r)?,
             },
             client_type::OPERATOR_DEPOSIT => ClientMessage::OperatorDeposit {
                 request_id,
@@ -623,7 +744,7 @@ impl Message for ServerMessage {
     const FRAME_LEN_MAX: usize = FRAME_LEN_MAX;
 
     fn is_known_type(type_byte: u8) -> bool {
-        (server_type::SCHEDULE..=server_type::ERROR).contains(&type_byte)
+        (server_type::SCHEDULE..=server_type::PAYOUTS).contains(&type_byte)
     }
 
     fn type_byte(&self) -> u8 {
@@ -637,6 +758,8 @@ impl Message for ServerMessage {
             ServerMessage::Account { .. } => server_type::ACCOUNT,
             ServerMessage::Ack { .. } => server_type::ACK,
             ServerMessage::Error { .. } => server_type::ERROR,
+            ServerMessage::Withdrawn { .. } => server_type::WITHDRAWN,
+            ServerMessage::Payouts { .. } => server_type::PAYOUTS,
         }
     }
 
@@ -720,10 +843,12 @@ impl Message for ServerMessage {
             ServerMessage::Account {
                 request_id,
                 account,
+                next_withdrawal,
                 balances,
             } => {
                 out.put_u64(*request_id);
                 out.extend_from_slice(account);
+                out.put_u64(*next_withdrawal);
                 put_count(out, "balances", balances.len(), ACCOUNT_BALANCES_MAX)?;
                 for (asset, amount) in balances {
                     out.put_u32(*asset);
@@ -739,6 +864,23 @@ impl Message for ServerMessage {
                 out.put_u64(*request_id);
                 out.put_u8(code.to_byte());
                 put_bytes(out, "message", message.as_bytes(), TEXT_LEN_MAX)?;
+            }
+            ServerMessage::Withdrawn { request_id, id } => {
+                out.put_u64(*request_id);
+                out.put_u64(*id);
+            }
+            ServerMessage::Payouts {
+                request_id,
+                withdrawals,
+                more,
+            } => {
+                out.put_u64(*request_id);
+                put_count(out, "withdrawals", withdrawals.len(), PAYOUTS_MAX)?;
+                for w in withdrawals {
+                    out.put_u64(w.id);
+                    w.signed.encode_into(out);
+                }
+                out.put_u8(u8::from(*more));
             }
         }
         Ok(())
@@ -768,6 +910,7 @@ impl Message for ServerMessage {
             server_type::ACCOUNT => {
                 let request_id = r.u64("request_id")?;
                 let account = r.array("account")?;
+                let next_withdrawal = r.u64("next_withdrawal")?;
                 let count = r.count("balances", ACCOUNT_BALANCES_MAX)?;
                 let mut balances = bounded_vec(count, 12, r);
                 for _ in 0..count {
@@ -776,7 +919,34 @@ impl Message for ServerMessage {
                 ServerMessage::Account {
                     request_id,
                     account,
+                    next_withdrawal,
                     balances,
+                }
+            }
+            server_type::WITHDRAWN => ServerMessage::Withdrawn {
+                request_id: r.u64("request_id")?,
+                id: r.u64("id")?,
+            },
+            server_type::PAYOUTS => {
+                let request_id = r.u64("request_id")?;
+                let count = r.count("withdrawals", PAYOUTS_MAX)?;
+                let mut withdrawals = bounded_vec(count, 126, r);
+                for _ in 0..count {
+                    withdrawals.push(Withdrawal {
+                        id: r.u64("withdrawal.id")?,
+                        signed: SignedWithdrawal::decode(r)?,
+                    });
+                }
+                let offset = r.offset();
+                let more = match r.u8("more")? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(r.invalid("more", offset).into()),
+                };
+                ServerMessage::Payouts {
+                    request_id,
+                    withdrawals,
+                    more,
                 }
             }
             server_type::ACK => ServerMessage::Ack {
@@ -795,6 +965,14 @@ impl Message for ServerMessage {
             }
         })
     }
+}
+
+/// Checks a `u8`-length-prefixed field: 1 to `max` bytes.
+fn short_field(field: &'static str, bytes: &[u8], max: usize) -> Result<(), EncodeError> {
+    if bytes.is_empty() {
+        return Err(EncodeError::Empty { field });
+    }
+    bound(field, bytes.len(), max)
 }
 
 fn decode_schedule(r: &mut Reader<'_>) -> Result<Schedule, DecodeError> {

@@ -5,9 +5,9 @@
 //!
 //! A frame is `u32le(len) ‖ u8(type) ‖ fields`, where `len` counts the type
 //! byte and the fields (everything after the length). Client → server frames
-//! ([`ClientMessage`], type bytes `0x01..=0x07`) are capped at
+//! ([`ClientMessage`], type bytes `0x01..=0x09`) are capped at
 //! [`CLIENT_FRAME_LEN_MAX`]; server → client frames ([`ServerMessage`], type
-//! bytes `0x81..=0x89`) at [`FRAME_LEN_MAX`]. Every count and string has a
+//! bytes `0x81..=0x8b`) at [`FRAME_LEN_MAX`]. Every count and string has a
 //! named bound, checked while decoding (and while encoding, so nothing is sent
 //! that the peer would refuse).
 //!
@@ -61,11 +61,12 @@ pub use message::{
 use crate::types::{BUNDLE_ORDERS_MAX, MARKETS_MAX};
 
 /// The protocol version this module speaks. It is carried by the ALPN
-/// ([`ALPN`]): a peer that does not offer `sealbatch/1` does not connect.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// ([`ALPN`]): a peer that does not offer `sealbatch/2` does not connect.
+/// (Version 2 signs balance queries and withdrawals.)
+pub const PROTOCOL_VERSION: u8 = 2;
 
-/// The QUIC ALPN protocol identifier, `sealbatch/1`.
-pub const ALPN: &[u8] = b"sealbatch/1";
+/// The QUIC ALPN protocol identifier, `sealbatch/2`.
+pub const ALPN: &[u8] = b"sealbatch/2";
 
 /// Bytes of the length prefix that starts every frame.
 pub const LEN_PREFIX_LEN: usize = 4;
@@ -111,11 +112,18 @@ pub const FILLS_MAX: usize = BUNDLE_ORDERS_MAX;
 /// Most (asset, balance) pairs in an `Account`.
 pub const ACCOUNT_BALANCES_MAX: usize = 4096;
 
+/// Most withdrawals in one `Payouts` reply (a client pages with `after`).
+pub const PAYOUTS_MAX: usize = 1024;
+
 /// Bytes of one encoded [`MarketInfo`].
 pub const MARKET_INFO_LEN: usize = 3 * 4 + 5 * 8 + 2;
 
-const _: () = assert!(PROTOCOL_VERSION == 1 && ALPN.len() == 11 && ALPN[10] == b'1');
+const _: () = assert!(PROTOCOL_VERSION == 2 && ALPN.len() == 11 && ALPN[10] == b'2');
 const _: () = assert!(CLIENT_FRAME_LEN_MAX <= FRAME_LEN_MAX);
+// A full `Payouts` reply: type ‖ request id ‖ count ‖ withdrawals ‖ more.
+const PAYOUTS_FRAME_LEN_MAX: usize =
+    1 + 8 + 4 + PAYOUTS_MAX * (8 + crate::signed::SignedWithdrawal::ENCODED_LEN_MAX) + 1;
+const _: () = assert!(PAYOUTS_FRAME_LEN_MAX <= FRAME_LEN_MAX);
 const _: () = assert!(FRAME_LEN_MAX <= u32::MAX as usize);
 // The largest client frame: type ‖ request id ‖ u32 length ‖ envelope.
 const _: () = assert!(1 + 8 + 4 + ENVELOPE_LEN_MAX <= CLIENT_FRAME_LEN_MAX);

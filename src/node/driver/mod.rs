@@ -136,12 +136,15 @@ pub struct DriverOptions {
     pub envelopes_per_ip_per_batch_max: u32,
     /// Where the driver keeps the signed schedule current.
     pub schedules: Arc<ScheduleCache>,
-    /// The operator keys that may deposit.
+    /// The operator keys: they may deposit, acknowledge payouts and read
+    /// every account.
     pub operators: BTreeSet<[u8; 32]>,
     /// Largest amount one operator deposit may credit.
     pub deposit_amount_max: u64,
     /// Operator deposits per second, all together.
     pub deposits_per_second_max: u32,
+    /// Trader withdrawals per second, all together.
+    pub withdrawals_per_second_max: u32,
 }
 
 /// The driver loop's state.
@@ -182,6 +185,7 @@ pub struct Driver {
     operators: BTreeSet<[u8; 32]>,
     deposit_amount_max: u64,
     deposit_budget: RequestBudget,
+    withdrawal_budget: RequestBudget,
 }
 
 impl Driver {
@@ -208,6 +212,7 @@ impl Driver {
             operators,
             deposit_amount_max,
             deposits_per_second_max,
+            withdrawals_per_second_max,
         } = options;
         Driver {
             sequencer,
@@ -239,6 +244,7 @@ impl Driver {
             operators,
             deposit_amount_max,
             deposit_budget: RequestBudget::new(deposits_per_second_max, Instant::now()),
+            withdrawal_budget: RequestBudget::new(withdrawals_per_second_max, Instant::now()),
         }
     }
 

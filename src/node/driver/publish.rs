@@ -104,12 +104,10 @@ impl Driver {
             }
             Event::OperationDurable { token } => {
                 if let Some(p) = self.pending.remove(&token.0) {
-                    self.send(
-                        p.session,
-                        ServerMessage::Ack {
-                            request_id: p.request_id,
-                        },
-                    );
+                    let reply = p.reply.unwrap_or(ServerMessage::Ack {
+                        request_id: p.request_id,
+                    });
+                    self.send(p.session, reply);
                     self.waiting(p.session, false);
                     self.drop_if_done(p.session);
                 }

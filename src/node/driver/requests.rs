@@ -1,13 +1,14 @@
 //! What each client request does: submissions (shutdown, admission and
-//! quota checks, then the sequencer), schedule and account queries,
-//! subscriptions, and demo-mode deposits and withdrawals.
+//! quota checks, then the sequencer), the schedule, subscriptions, signed
+//! balance and payout queries, operator deposits and payout
+//! acknowledgements, trader withdrawals, and demo-mode deposits.
 
 use std::time::Instant;
 
 use crate::envelope::{Rejection, ShapedEnvelope};
 use crate::market::{AccountId, AssetId};
-use crate::operator::{DepositError, SignedDeposit};
-use crate::sequencer::{OpToken, SequencerError, SubmitError, SubmitToken, Transfer};
+use crate::sequencer::{FundsError, OpToken, SequencerError, SubmitError, SubmitToken, Transfer};
+use crate::signed::{Query, SignedDeposit, SignedPayout, SignedQuery, SignedWithdrawal};
 use crate::wire::{self, ClientMessage, ReasonCode, ServerMessage};
 
 use super::super::handle::{Request, RequestBody, SessionId};
@@ -105,6 +106,7 @@ impl Driver {
                         session,
                         request_id,
                         received,
+                        reply: None,
                     },
                 );
                 self.waiting(session, true);
@@ -152,7 +154,24 @@ impl Driver {
                 self.submit(session, request_id, envelope, received, now);
                 return;
             }
+            RequestBody::Query { request_id, query } => {
+                let request = Pending {
+                    session,
+                    request_id,
+                    received,
+                    reply: None,
+                };
+                self.query(request, query);
+                return;
+            }
             RequestBody::Message(message) => message,
+        };
+        let request_id = message.request_id();
+        let pending = |reply| Pending {
+            session,
+            request_id,
+            received,
+            reply,
         };
         match message {
             ClientMessage::Submit { .. } => {}
@@ -178,152 +197,185 @@ impl Driver {
                 }
                 self.send(session, ServerMessage::Ack { request_id });
             }
-            ClientMessage::GetAccount {
-                request_id,
-                account,
-            } => {
-                let balances = self
-                    .sequencer
-                    .ledger()
-                    .balances_of(&AccountId(account))
-                    .into_iter()
-                    .take(wire::ACCOUNT_BALANCES_MAX)
-                    .map(|(asset, amount)| (asset.0, amount))
-                    .collect();
-                self.send(
-                    session,
-                    ServerMessage::Account {
-                        request_id,
-                        account,
-                        balances,
-                    },
+            // A query's signature is for its connection: only the
+            // connection's task can check it, and hands it over as
+            // `RequestBody::Query`.
+            ClientMessage::GetAccount { .. } | ClientMessage::GetPayouts { .. } => {
+                self.refuse_request(
+                    pending(None),
+                    ReasonCode::Unauthorized,
+                    "a query must be verified for its connection".into(),
                 );
             }
             ClientMessage::Deposit {
-                request_id,
                 account,
                 asset,
                 amount,
-            }
-            | ClientMessage::Withdraw {
-                request_id,
-                account,
-                asset,
-                amount,
-            } => {
-                let credit = matches!(message, ClientMessage::Deposit { .. });
-                self.operation(
-                    Pending {
-                        session,
-                        request_id,
-                        received,
-                    },
-                    Transfer {
-                        account: AccountId(account),
-                        asset: AssetId(asset),
-                        amount,
-                    },
-                    credit,
-                );
-            }
-            ClientMessage::OperatorDeposit {
-                request_id,
-                deposit,
-            } => self.operator_deposit(
-                Pending {
-                    session,
-                    request_id,
-                    received,
+                ..
+            } => self.demo_deposit(
+                pending(None),
+                Transfer {
+                    account: AccountId(account),
+                    asset: AssetId(asset),
+                    amount,
                 },
-                deposit,
             ),
+            ClientMessage::OperatorDeposit { deposit, .. } => {
+                self.operator_deposit(pending(None), deposit);
+            }
+            ClientMessage::Withdraw { withdrawal, .. } => self.withdraw(pending(None), withdrawal),
+            ClientMessage::AcknowledgePayout { payout, .. } => self.payout(pending(None), payout),
         }
     }
 
-    /// A deposit signed by an operator: a configured key, within the amount
-    /// bound, a valid signature, within the rate bound, then the sequencer
-    /// (which checks the signature again, and the reference); answered `Ack`
-    /// once durable, and again for the same reference.
-    fn operator_deposit(&mut self, request: Pending, deposit: SignedDeposit) {
-        let (session, request_id) = (request.session, request.request_id);
-        let refused = |code: ReasonCode, message: String| ServerMessage::Error {
-            request_id,
-            code,
-            message,
+    /// A balance or payouts query whose signature the connection's task
+    /// verified for its connection (the sequencer checks every other
+    /// signed request itself): an account's balances for the account or an operator,
+    /// pending withdrawals for an operator; read now and answered once
+    /// everything journaled so far is durable.
+    fn query(&mut self, mut request: Pending, query: SignedQuery) {
+        let request_id = request.request_id;
+        let operator = self.operators.contains(&query.requester);
+        let funds = self.sequencer.funds();
+        let reply = match query.query {
+            Query::Account(account) if operator || account.0 == query.requester => {
+                ServerMessage::Account {
+                    request_id,
+                    account: account.0,
+                    next_withdrawal: funds.next_sequence(&account),
+                    balances: self
+                        .sequencer
+                        .ledger()
+                        .balances_of(&account)
+                        .into_iter()
+                        .take(wire::ACCOUNT_BALANCES_MAX)
+                        .map(|(asset, amount)| (asset.0, amount))
+                        .collect(),
+                }
+            }
+            Query::Payouts { after } if operator => {
+                let mut withdrawals: Vec<_> = funds
+                    .pending_after(after)
+                    .take(wire::PAYOUTS_MAX + 1)
+                    .collect();
+                let more = withdrawals.len() > wire::PAYOUTS_MAX;
+                withdrawals.truncate(wire::PAYOUTS_MAX);
+                ServerMessage::Payouts {
+                    request_id,
+                    withdrawals,
+                    more,
+                }
+            }
+            Query::Account(_) => {
+                return self.refuse_request(
+                    request,
+                    ReasonCode::Unauthorized,
+                    "an account's balances are the account's or an operator's to read".into(),
+                );
+            }
+            Query::Payouts { .. } => {
+                return self.refuse_request(
+                    request,
+                    ReasonCode::Unauthorized,
+                    "pending withdrawals are an operator's to read".into(),
+                );
+            }
         };
+        request.reply = Some(reply);
+        self.next_token += 1;
+        let token = OpToken(self.next_token);
+        self.sequencer.handle_barrier(token);
+        self.await_durable(token, request);
+    }
+
+    /// A deposit signed by an operator: a configured key, within the amount
+    /// bound, within the rate bound, then the sequencer (which checks the
+    /// signature and the reference); answered `Ack` once durable, and again
+    /// for the same reference.
+    fn operator_deposit(&mut self, request: Pending, deposit: SignedDeposit) {
         let statement = &deposit.statement;
-        let refusal = if !self.operators.contains(&statement.operator) {
-            Some(refused(
+        if !self.operators.contains(&statement.operator) {
+            return self.refuse_request(
+                request,
                 ReasonCode::Unauthorized,
                 "the key is not a configured operator key".into(),
-            ))
-        } else if statement.amount > self.deposit_amount_max {
-            Some(refused(
-                ReasonCode::InvalidRequest,
-                format!(
-                    "a deposit credits at most {} units",
-                    self.deposit_amount_max
-                ),
-            ))
-        } else if let Err(error) = deposit.verify(&self.key.public_key()) {
-            // Checked before the budget, so that requests nobody with the
-            // operator's key made cannot use it up (their cost is bounded
-            // by each stream's request budget).
-            Some(refused(ReasonCode::Unauthorized, error.to_string()))
-        } else if !self.deposit_budget.take(Instant::now()) {
-            Some(refused(
+            );
+        }
+        if statement.amount > self.deposit_amount_max {
+            let message = format!(
+                "a deposit credits at most {} units",
+                self.deposit_amount_max
+            );
+            return self.refuse_request(request, ReasonCode::InvalidRequest, message);
+        }
+        if !self.deposit_budget.take(Instant::now()) {
+            return self.refuse_request(
+                request,
                 ReasonCode::Busy,
                 "too many operator deposits per second".into(),
-            ))
-        } else {
-            None
-        };
-        if let Some(reply) = refusal {
-            if let ServerMessage::Error { code, .. } = &reply {
-                self.metrics.reject(code.to_byte());
-            }
-            self.send(session, reply);
-            return;
+            );
         }
         self.next_token += 1;
         let token = OpToken(self.next_token);
         match self.sequencer.handle_operator_deposit(token, deposit) {
-            Ok(()) => {
-                self.pending.insert(token.0, request);
-                self.waiting(session, true);
-            }
-            Err(error) => {
-                let code = match error {
-                    SequencerError::Deposit(
-                        DepositError::BadSignature | DepositError::BadOperatorKey,
-                    ) => ReasonCode::Unauthorized,
-                    _ => ReasonCode::InvalidRequest,
-                };
-                self.metrics.reject(code.to_byte());
-                self.send(session, refused(code, error.to_string()));
-            }
+            Ok(()) => self.await_durable(token, request),
+            Err(error) => self.refuse_funds(request, &error),
         }
     }
 
-    /// An operator deposit (`credit`) or withdrawal over the wire: demo mode
-    /// only; answered once durable.
-    pub(super) fn operation(&mut self, request: Pending, transfer: Transfer, credit: bool) {
-        let Pending {
-            session,
-            request_id,
-            ..
-        } = request;
-        if !self.demo {
-            self.metrics.reject(ReasonCode::OperatorOnly.to_byte());
-            self.send(
-                session,
-                ServerMessage::Error {
-                    request_id,
-                    code: ReasonCode::OperatorOnly,
-                    message: "deposits and withdrawals over the wire are for demo mode only".into(),
-                },
+    /// A trader's withdrawal: within the rate bound, then the sequencer
+    /// (signature, sequence number, balance); answered `Withdrawn` with its
+    /// id once durable.
+    fn withdraw(&mut self, mut request: Pending, withdrawal: SignedWithdrawal) {
+        if !self.withdrawal_budget.take(Instant::now()) {
+            return self.refuse_request(
+                request,
+                ReasonCode::Busy,
+                "too many withdrawals per second".into(),
             );
-            return;
+        }
+        self.next_token += 1;
+        let token = OpToken(self.next_token);
+        match self.sequencer.handle_withdrawal(token, withdrawal) {
+            Ok(id) => {
+                request.reply = Some(ServerMessage::Withdrawn {
+                    request_id: request.request_id,
+                    id,
+                });
+                self.await_durable(token, request);
+            }
+            Err(error) => self.refuse_funds(request, &error),
+        }
+    }
+
+    /// An operator's payout acknowledgement: a configured key, then the
+    /// sequencer; answered `Ack` once durable, and again for the same one.
+    fn payout(&mut self, request: Pending, payout: SignedPayout) {
+        if !self.operators.contains(&payout.statement.operator) {
+            return self.refuse_request(
+                request,
+                ReasonCode::Unauthorized,
+                "the key is not a configured operator key".into(),
+            );
+        }
+        self.next_token += 1;
+        let token = OpToken(self.next_token);
+        match self.sequencer.handle_payout(token, payout) {
+            Ok(()) => self.await_durable(token, request),
+            Err(error) => self.refuse_funds(request, &error),
+        }
+    }
+
+    /// An unsigned deposit over the wire: demo mode only; answered once
+    /// durable.
+    fn demo_deposit(&mut self, request: Pending, transfer: Transfer) {
+        if !self.demo {
+            return self.refuse_request(
+                request,
+                ReasonCode::OperatorOnly,
+                "unsigned deposits are for demo mode only; an operator signs an OperatorDeposit"
+                    .into(),
+            );
         }
         self.next_token += 1;
         let token = OpToken(self.next_token);
@@ -332,26 +384,42 @@ impl Driver {
             asset,
             amount,
         } = transfer;
-        let done = if credit {
-            self.sequencer.handle_deposit(token, account, asset, amount)
-        } else {
-            self.sequencer
-                .handle_withdrawal(token, account, asset, amount)
-        };
-        match done {
-            Ok(()) => {
-                self.pending.insert(token.0, request);
-                self.waiting(session, true);
+        match self.sequencer.handle_deposit(token, account, asset, amount) {
+            Ok(()) => self.await_durable(token, request),
+            Err(error) => {
+                self.refuse_request(request, ReasonCode::InvalidRequest, error.to_string());
             }
-            Err(error) => self.send(
-                session,
-                ServerMessage::Error {
-                    request_id,
-                    code: ReasonCode::InvalidRequest,
-                    message: error.to_string(),
-                },
-            ),
         }
+    }
+
+    /// Holds `request`'s answer until the sequencer says `token` is durable.
+    fn await_durable(&mut self, token: OpToken, request: Pending) {
+        let session = request.session;
+        self.pending.insert(token.0, request);
+        self.waiting(session, true);
+    }
+
+    /// Answers `request` with an `Error` of `code`, and counts it.
+    fn refuse_request(&mut self, request: Pending, code: ReasonCode, message: String) {
+        self.metrics.reject(code.to_byte());
+        self.send(
+            request.session,
+            ServerMessage::Error {
+                request_id: request.request_id,
+                code,
+                message,
+            },
+        );
+    }
+
+    /// Answers a request the sequencer refused with the code of its error.
+    fn refuse_funds(&mut self, request: Pending, error: &SequencerError) {
+        let code = match error {
+            SequencerError::Funds(FundsError::Signed(_)) => ReasonCode::Unauthorized,
+            SequencerError::Funds(FundsError::Sequence { .. }) => ReasonCode::Replayed,
+            _ => ReasonCode::InvalidRequest,
+        };
+        self.refuse_request(request, code, error.to_string());
     }
 
     /// Makes the cached schedule the one for `now`, signing a new one only

@@ -40,6 +40,9 @@ pub(super) struct Pending {
     pub(super) session: SessionId,
     pub(super) request_id: u64,
     pub(super) received: Instant,
+    /// The answer once durable, when it is known before (a query's, a
+    /// withdrawal's); `Ack` otherwise.
+    pub(super) reply: Option<ServerMessage>,
 }
 
 /// A quota a submission is over.

@@ -1,20 +1,14 @@
 //! Operator deposits: money arriving at the venue (on a chain, by bank
 //! transfer), credited by a request the operator signs with a key the
 //! sequencer's configuration lists, and made idempotent by the transfer's
-//! external reference (`spec/ledger.md` "Deposits and withdrawals",
-//! `spec/wire.md` `OperatorDeposit`).
-//!
-//! Pure: the statement, its signing message and the strict signature check.
-//! Which operator keys may deposit is the node's configuration.
+//! external reference.
 
-use ed25519_dalek::{Signature, Signer, SigningKey};
+use ed25519_dalek::{Signer, SigningKey};
 
 use crate::envelope::SequencerPublicKey;
-use crate::envelope::receipt::decode_ed25519_public;
 use crate::market::{AccountId, AssetId};
 
-/// Longest external reference, in bytes.
-pub const REFERENCE_LEN_MAX: usize = 64;
+use super::{REFERENCE_LEN_MAX, SignedError, check_length, put_short, signing_prefix, verify};
 
 /// Domain string of an operator deposit's signing message.
 pub const DOMAIN_OPERATOR_DEPOSIT: &str = "sealbatch v1 operator deposit";
@@ -46,20 +40,6 @@ pub struct SignedDeposit {
     pub signature: [u8; 64],
 }
 
-/// Why an operator deposit is refused before it touches the ledger.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DepositError {
-    /// The reference is empty or longer than [`REFERENCE_LEN_MAX`].
-    #[error("a reference is 1 to {REFERENCE_LEN_MAX} bytes, got {0}")]
-    BadReference(usize),
-    /// The operator key does not decode as a strict Ed25519 key.
-    #[error("the operator key is not a valid Ed25519 public key")]
-    BadOperatorKey,
-    /// The signature does not verify (strictly) under the operator key.
-    #[error("the operator's signature does not verify")]
-    BadSignature,
-}
-
 impl DepositStatement {
     /// The bytes the operator signs, bound to one deployment by its
     /// sequencer key:
@@ -67,18 +47,12 @@ impl DepositStatement {
     /// ‖ account (32) ‖ u32le(asset) ‖ u64le(amount) ‖ u8(len) ‖ reference`.
     #[must_use]
     pub fn signing_message(&self, sequencer: &SequencerPublicKey) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + 109 + self.reference.len());
-        out.push(DOMAIN_OPERATOR_DEPOSIT.len() as u8);
-        out.extend_from_slice(DOMAIN_OPERATOR_DEPOSIT.as_bytes());
-        out.extend_from_slice(&sequencer.to_bytes());
+        let mut out = signing_prefix(DOMAIN_OPERATOR_DEPOSIT, sequencer, 109 + REFERENCE_LEN_MAX);
         out.extend_from_slice(&self.operator);
         out.extend_from_slice(&self.account.0);
         out.extend_from_slice(&self.asset.0.to_le_bytes());
         out.extend_from_slice(&self.amount.to_le_bytes());
-        // At most REFERENCE_LEN_MAX bytes once checked; a longer one is
-        // refused before anything is signed or verified.
-        out.push(self.reference.len().min(usize::from(u8::MAX)) as u8);
-        out.extend_from_slice(&self.reference);
+        put_short(&mut out, &self.reference);
         out
     }
 
@@ -86,13 +60,9 @@ impl DepositStatement {
     ///
     /// # Errors
     ///
-    /// [`DepositError::BadReference`].
-    pub fn check(&self) -> Result<(), DepositError> {
-        if (1..=REFERENCE_LEN_MAX).contains(&self.reference.len()) {
-            Ok(())
-        } else {
-            Err(DepositError::BadReference(self.reference.len()))
-        }
+    /// [`SignedError::Length`].
+    pub fn check(&self) -> Result<(), SignedError> {
+        check_length("a reference", &self.reference, REFERENCE_LEN_MAX)
     }
 
     /// Signs the statement with the operator's key (whose public half
@@ -100,12 +70,12 @@ impl DepositStatement {
     ///
     /// # Errors
     ///
-    /// [`DepositError::BadReference`].
+    /// [`SignedError::Length`].
     pub fn sign(
         mut self,
         key: &SigningKey,
         sequencer: &SequencerPublicKey,
-    ) -> Result<SignedDeposit, DepositError> {
+    ) -> Result<SignedDeposit, SignedError> {
         self.check()?;
         self.operator = key.verifying_key().to_bytes();
         let signature = key.sign(&self.signing_message(sequencer)).to_bytes();
@@ -122,17 +92,14 @@ impl SignedDeposit {
     ///
     /// # Errors
     ///
-    /// [`DepositError`].
-    pub fn verify(&self, sequencer: &SequencerPublicKey) -> Result<(), DepositError> {
+    /// [`SignedError`].
+    pub fn verify(&self, sequencer: &SequencerPublicKey) -> Result<(), SignedError> {
         self.statement.check()?;
-        let operator = decode_ed25519_public(&self.statement.operator)
-            .map_err(|_| DepositError::BadOperatorKey)?;
-        operator
-            .verify_strict(
-                &self.statement.signing_message(sequencer),
-                &Signature::from_bytes(&self.signature),
-            )
-            .map_err(|_| DepositError::BadSignature)
+        verify(
+            &self.statement.operator,
+            &self.statement.signing_message(sequencer),
+            &self.signature,
+        )
     }
 }
 
@@ -162,29 +129,29 @@ mod tests {
         let signed = statement().sign(&operator, &sequencer).expect("signs");
         assert_eq!(signed.verify(&sequencer), Ok(()));
         let other = SequencerKey::generate(&mut rng).public_key();
-        assert_eq!(signed.verify(&other), Err(DepositError::BadSignature));
+        assert_eq!(signed.verify(&other), Err(SignedError::BadSignature));
         let mut more = signed.clone();
         more.statement.amount += 1;
-        assert_eq!(more.verify(&sequencer), Err(DepositError::BadSignature));
+        assert_eq!(more.verify(&sequencer), Err(SignedError::BadSignature));
         let mut elsewhere = signed.clone();
         elsewhere.statement.reference = b"tx:0xabd".to_vec();
-        assert_eq!(
-            elsewhere.verify(&sequencer),
-            Err(DepositError::BadSignature)
-        );
+        assert_eq!(elsewhere.verify(&sequencer), Err(SignedError::BadSignature));
+        let mut forged = signed.clone();
+        forged.statement.operator = [0; 32];
+        assert_eq!(forged.verify(&sequencer), Err(SignedError::BadKey));
         let mut long = signed;
         long.statement.reference = vec![1; REFERENCE_LEN_MAX + 1];
-        assert_eq!(
+        assert!(matches!(
             long.verify(&sequencer),
-            Err(DepositError::BadReference(REFERENCE_LEN_MAX + 1))
-        );
+            Err(SignedError::Length { len: 65, .. })
+        ));
         let empty = DepositStatement {
             reference: Vec::new(),
             ..statement()
         };
-        assert_eq!(
+        assert!(matches!(
             empty.sign(&operator, &sequencer),
-            Err(DepositError::BadReference(0))
-        );
+            Err(SignedError::Length { len: 0, .. })
+        ));
     }
 }
