@@ -26,7 +26,7 @@ use crate::market::{AccountId, AssetId};
 use crate::net::{NetError, client_endpoint};
 use crate::signed::{
     CHANNEL_BINDING_LABEL, ChannelBinding, DepositStatement, PayoutStatement, Query,
-    SignedWithdrawal, Withdrawal, WithdrawalStatement,
+    SignedWithdrawal, Statement, Withdrawal, WithdrawalStatement,
 };
 use crate::wire::{
     self, ClientMessage, FrameDecoder, ReasonCode, Schedule, ServerMessage,
@@ -403,8 +403,7 @@ impl Client {
         self.send_withdrawal(withdrawal).await
     }
 
-    /// Sends a withdrawal signed already (with
-    /// [`WithdrawalStatement::sign`]); returns its id once durable.
+    /// Sends a withdrawal signed already (with [`Statement::sign`]); returns its id once durable.
     ///
     /// # Errors
     ///

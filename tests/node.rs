@@ -5,6 +5,7 @@
 // A test (or bench) reads clocks and files freely; the rule is for the core.
 #![allow(clippy::disallowed_methods)]
 
+use sealbatch::signed::Statement as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 

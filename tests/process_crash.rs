@@ -6,6 +6,7 @@
 // A test (or bench) reads clocks and files freely; the rule is for the core.
 #![allow(clippy::disallowed_methods)]
 
+use sealbatch::signed::Statement as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -274,4 +275,123 @@ async fn sigkill_around_an_operator_deposit_credits_it_exactly_once() {
         );
     }
     common::stop_gracefully(child);
+}
+
+/// kill -9 around a trader's withdrawal, then around the operator's payout
+/// acknowledgement, with each request sent and its answer not awaited:
+/// after the restart the trader reads its next withdrawal number to learn
+/// whether the withdrawal was taken and sends the same signed request again
+/// only if it was not; the operator acknowledges again. Each withdrawal is
+/// debited exactly once and paid out exactly once, whatever reached the
+/// disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_around_a_withdrawal_and_its_payout_moves_money_exactly_once() {
+    use sealbatch::market::{AccountId, AssetId};
+    use sealbatch::signed::WithdrawalStatement;
+
+    const DEPOSIT: u64 = 10_000;
+    const AMOUNT: u64 = 100;
+    let work = tempfile::Builder::new()
+        .prefix("sealbatch-kill9-withdraw-")
+        .tempdir()
+        .expect("a temporary directory");
+    let dir = work.path().join("data");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let operator = ed25519_dalek::SigningKey::from_bytes(&[0x0d; 32]);
+    let trader = ed25519_dalek::SigningKey::from_bytes(&[0x0e; 32]);
+    let account = trader.verifying_key().to_bytes();
+    let config = format!(
+        "demo = false\n[operator]\nkeys = [\"{}\"]\n",
+        hex::encode(operator.verifying_key().to_bytes())
+    );
+    let mut child = spawn(&dir, port, &config);
+    let client = connect(&dir, addr, &mut child).await;
+    client
+        .operator_deposit(&operator, account, 0, DEPOSIT, b"funding")
+        .await
+        .expect("credited");
+    let sequencer = sealbatch::envelope::SequencerPublicKey::from_bytes(
+        &client.schedule().await.expect("schedule").sequencer_key,
+    )
+    .expect("sequencer key");
+    for round in 0..4u64 {
+        let sequence = round + 1;
+        let signed = WithdrawalStatement {
+            account: AccountId(account),
+            asset: AssetId(0),
+            amount: AMOUNT,
+            sequence,
+            destination: b"dest".to_vec(),
+        }
+        .sign(&trader, &sequencer)
+        .expect("signs");
+        let client = Arc::new(connect(&dir, addr, &mut child).await);
+        let request = {
+            let (client, signed) = (Arc::clone(&client), signed.clone());
+            tokio::spawn(async move { client.send_withdrawal(signed).await })
+        };
+        tokio::time::sleep(Duration::from_micros(round * 1_500)).await;
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        let _ = request.await;
+
+        child = spawn(&dir, port, &config);
+        let client = connect(&dir, addr, &mut child).await;
+        let state = client.account(&trader, account).await.expect("own");
+        if state.next_withdrawal == sequence {
+            // Not taken before the kill: the same request, again.
+            client.send_withdrawal(signed).await.expect("taken now");
+        } else {
+            assert_eq!(state.next_withdrawal, sequence + 1, "round {round}");
+        }
+        let state = client.account(&trader, account).await.expect("own");
+        assert_eq!(state.next_withdrawal, sequence + 1);
+        assert_eq!(
+            state.balances,
+            vec![(0, DEPOSIT - sequence * AMOUNT)],
+            "round {round}: debited exactly once"
+        );
+
+        // The payout of this round's withdrawal, killed around its
+        // acknowledgement, then acknowledged again.
+        let (pending, _) = client.payouts(&operator, 0).await.expect("payouts");
+        assert_eq!(pending.len(), 1, "round {round}: {pending:?}");
+        let id = pending[0].id;
+        assert_eq!(id, sequence);
+        let client = Arc::new(client);
+        let ack = {
+            let (client, operator) = (Arc::clone(&client), operator.clone());
+            tokio::spawn(async move {
+                client
+                    .acknowledge_payout(&operator, id, format!("payout-{id}").as_bytes())
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_micros(round * 1_500)).await;
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        let _ = ack.await;
+        child = spawn(&dir, port, &config);
+        let client = connect(&dir, addr, &mut child).await;
+        client
+            .acknowledge_payout(&operator, id, format!("payout-{id}").as_bytes())
+            .await
+            .expect("acknowledged (again)");
+        let (pending, _) = client.payouts(&operator, 0).await.expect("payouts");
+        assert!(pending.is_empty(), "round {round}: paid out once");
+    }
+    common::stop_gracefully(child);
+    let verified = std::process::Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+        .arg("verify")
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .expect("runs verify");
+    assert!(
+        verified.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verified.stdout),
+        String::from_utf8_lossy(&verified.stderr)
+    );
 }

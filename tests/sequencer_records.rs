@@ -10,6 +10,7 @@ use sealbatch::sequencer::{
     OrderFill, RESULT_PART_BYTES_MAX, RecordError, RecordKind, ResultAssembler, ResultPart,
     SequencerRecord, Transfer,
 };
+use sealbatch::signed::Statement as _;
 use sealbatch::types::{MarketId, OrderId, Side};
 
 fn genesis() -> Genesis {

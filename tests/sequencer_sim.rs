@@ -13,6 +13,7 @@
 //! to `u64::MAX`, bundles of up to 256 orders and the bundle that once
 //! halted the sequencer. No batch may ever be voided.
 
+use sealbatch::signed::Statement as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

@@ -36,6 +36,7 @@
 
 #![no_main]
 
+use sealbatch::signed::Statement as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, OnceLock};
 
@@ -424,8 +425,11 @@ impl Harness {
         Ok(())
     }
 
+    /// A trader's signed withdrawal: taken exactly when it carries the
+    /// account's next sequence number and 1 to the balance; a replayed or
+    /// skipped number, or an overdraft, changes nothing.
     fn withdraw(&mut self, u: &mut Unstructured<'_>) -> ArbResult<()> {
-        let (_, account) = self.account(u)?;
+        let (i, account) = self.account(u)?;
         let asset = pick(u, &self.assets)?;
         let before = self.seq.ledger().balance(&account, asset);
         let amount = match u.int_in_range(0u8..=4)? {
@@ -435,16 +439,30 @@ impl Harness {
             3 => u64::MAX,
             _ => u.arbitrary()?,
         };
+        let next = self.seq.funds().next_sequence(&account);
+        let sequence = match u.int_in_range(0u8..=3)? {
+            0 => next.saturating_sub(1),
+            1 => next.saturating_add(1),
+            _ => next,
+        };
+        let signed = sealbatch::signed::WithdrawalStatement {
+            account,
+            asset,
+            amount,
+            sequence,
+            destination: b"fuzz".to_vec(),
+        }
+        .sign(&self.traders[i], &SequencerKey::from_seed(&SEQUENCER_SEED).public_key())
+        .expect("signs");
         let lsn = self.seq.next_lsn();
-        let result = self
-            .seq
-            .handle_withdrawal(OpToken(lsn), account, asset, amount);
+        let result = self.seq.handle_withdrawal(OpToken(lsn), signed);
+        let valid = sequence == next && amount >= 1 && amount <= before;
         assert_eq!(
             result.is_ok(),
-            amount <= before,
-            "withdrawal of {amount} from a balance of {before}: {result:?}"
+            valid,
+            "withdrawal {sequence} (next {next}) of {amount} from a balance of {before}: {result:?}"
         );
-        if amount <= before {
+        if valid {
             assert_eq!(self.seq.ledger().balance(&account, asset), before - amount);
             let total = self.expected_totals.entry(asset).or_default();
             *total -= u128::from(amount);
@@ -454,6 +472,7 @@ impl Harness {
                 lsn,
                 "a refused withdrawal was journaled"
             );
+            assert_eq!(self.seq.funds().next_sequence(&account), next);
         }
         Ok(())
     }
@@ -1127,8 +1146,12 @@ impl Harness {
                 SequencerRecord::Deposit(t) => {
                     *self.expected_totals.entry(t.asset).or_default() += u128::from(t.amount);
                 }
-                SequencerRecord::Withdrawal(t) => {
+                SequencerRecord::UnsignedWithdrawal(t) => {
                     *self.expected_totals.entry(t.asset).or_default() -= u128::from(t.amount);
+                }
+                SequencerRecord::Withdrawal(w) => {
+                    let s = &w.signed.statement;
+                    *self.expected_totals.entry(s.asset).or_default() -= u128::from(s.amount);
                 }
                 _ => {}
             }

@@ -7,6 +7,7 @@ use rand_core::SeedableRng;
 use super::*;
 use crate::envelope::{BatchSchedule, EmbeddedCustodian, MasterSecret, seal_bundle};
 use crate::order::OrderSpec;
+use crate::signed::Statement as _;
 use crate::types::Side;
 
 const GENESIS_MS: u64 = 1_700_000_000_000;

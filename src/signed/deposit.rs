@@ -3,12 +3,12 @@
 //! sequencer's configuration lists, and made idempotent by the transfer's
 //! external reference.
 
-use ed25519_dalek::{Signer, SigningKey};
-
 use crate::envelope::SequencerPublicKey;
 use crate::market::{AccountId, AssetId};
 
-use super::{REFERENCE_LEN_MAX, SignedError, check_length, put_short, signing_prefix, verify};
+use super::{
+    REFERENCE_LEN_MAX, Signed, SignedError, Statement, check_length, put_short, signing_prefix,
+};
 
 /// Domain string of an operator deposit's signing message.
 pub const DOMAIN_OPERATOR_DEPOSIT: &str = "sealbatch v1 operator deposit";
@@ -30,23 +30,15 @@ pub struct DepositStatement {
     pub reference: Vec<u8>,
 }
 
-/// A [`DepositStatement`] with the operator's signature over its
-/// [`signing_message`](DepositStatement::signing_message).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignedDeposit {
-    /// What is stated.
-    pub statement: DepositStatement,
-    /// The operator's Ed25519 signature.
-    pub signature: [u8; 64],
-}
+/// A [`DepositStatement`] with the operator's signature.
+pub type SignedDeposit = Signed<DepositStatement>;
 
-impl DepositStatement {
+impl Statement for DepositStatement {
     /// The bytes the operator signs, bound to one deployment by its
     /// sequencer key:
     /// `DOM("sealbatch v1 operator deposit") ‖ sequencer (32) ‖ operator (32)
     /// ‖ account (32) ‖ u32le(asset) ‖ u64le(amount) ‖ u8(len) ‖ reference`.
-    #[must_use]
-    pub fn signing_message(&self, sequencer: &SequencerPublicKey) -> Vec<u8> {
+    fn signing_message(&self, sequencer: &SequencerPublicKey) -> Vec<u8> {
         let mut out = signing_prefix(DOMAIN_OPERATOR_DEPOSIT, sequencer, 109 + REFERENCE_LEN_MAX);
         out.extend_from_slice(&self.operator);
         out.extend_from_slice(&self.account.0);
@@ -61,45 +53,16 @@ impl DepositStatement {
     /// # Errors
     ///
     /// [`SignedError::Length`].
-    pub fn check(&self) -> Result<(), SignedError> {
+    fn check(&self) -> Result<(), SignedError> {
         check_length("a reference", &self.reference, REFERENCE_LEN_MAX)
     }
 
-    /// Signs the statement with the operator's key (whose public half
-    /// replaces `operator`).
-    ///
-    /// # Errors
-    ///
-    /// [`SignedError::Length`].
-    pub fn sign(
-        mut self,
-        key: &SigningKey,
-        sequencer: &SequencerPublicKey,
-    ) -> Result<SignedDeposit, SignedError> {
-        self.check()?;
-        self.operator = key.verifying_key().to_bytes();
-        let signature = key.sign(&self.signing_message(sequencer)).to_bytes();
-        Ok(SignedDeposit {
-            statement: self,
-            signature,
-        })
+    fn signer(&self) -> [u8; 32] {
+        self.operator
     }
-}
 
-impl SignedDeposit {
-    /// Checks the reference and the signature (strict Ed25519) under the
-    /// statement's operator key, for the deployment of `sequencer`.
-    ///
-    /// # Errors
-    ///
-    /// [`SignedError`].
-    pub fn verify(&self, sequencer: &SequencerPublicKey) -> Result<(), SignedError> {
-        self.statement.check()?;
-        verify(
-            &self.statement.operator,
-            &self.statement.signing_message(sequencer),
-            &self.signature,
-        )
+    fn set_signer(&mut self, key: [u8; 32]) {
+        self.operator = key;
     }
 }
 

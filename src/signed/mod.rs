@@ -25,7 +25,7 @@ pub mod payout;
 pub mod query;
 pub mod withdrawal;
 
-use ed25519_dalek::Signature;
+use ed25519_dalek::{Signature, Signer, SigningKey};
 
 use crate::codec::{DecodeError, Reader};
 use crate::envelope::SequencerPublicKey;
@@ -61,6 +61,72 @@ pub enum SignedError {
     /// The signature does not verify (strictly) under the signing key.
     #[error("the signature does not verify")]
     BadSignature,
+}
+
+/// A statement an operator or a trader signs: a deposit, a withdrawal, a
+/// payout acknowledgement.
+pub trait Statement: Clone {
+    /// The bytes signed: `DOM(domain) ‖ sequencer key (32) ‖ fields`.
+    fn signing_message(&self, sequencer: &SequencerPublicKey) -> Vec<u8>;
+
+    /// Checks the variable-length fields' lengths.
+    ///
+    /// # Errors
+    ///
+    /// [`SignedError::Length`].
+    fn check(&self) -> Result<(), SignedError>;
+
+    /// The Ed25519 public key that must sign it.
+    fn signer(&self) -> [u8; 32];
+
+    /// Makes `key` the key that must sign it.
+    fn set_signer(&mut self, key: [u8; 32]);
+
+    /// Checks the fields and signs with `key` (whose public half becomes
+    /// the signer), for the deployment of `sequencer`.
+    ///
+    /// # Errors
+    ///
+    /// [`SignedError::Length`].
+    fn sign(
+        mut self,
+        key: &SigningKey,
+        sequencer: &SequencerPublicKey,
+    ) -> Result<Signed<Self>, SignedError> {
+        self.check()?;
+        self.set_signer(key.verifying_key().to_bytes());
+        let signature = key.sign(&self.signing_message(sequencer)).to_bytes();
+        Ok(Signed {
+            statement: self,
+            signature,
+        })
+    }
+}
+
+/// A [`Statement`] with its signer's signature over its signing message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signed<S> {
+    /// What is stated.
+    pub statement: S,
+    /// The signer's Ed25519 signature.
+    pub signature: [u8; 64],
+}
+
+impl<S: Statement> Signed<S> {
+    /// Checks the fields and the signature (strict Ed25519) under the
+    /// statement's signer, for the deployment of `sequencer`.
+    ///
+    /// # Errors
+    ///
+    /// [`SignedError`].
+    pub fn verify(&self, sequencer: &SequencerPublicKey) -> Result<(), SignedError> {
+        self.statement.check()?;
+        verify(
+            &self.statement.signer(),
+            &self.statement.signing_message(sequencer),
+            &self.signature,
+        )
+    }
 }
 
 /// The start of every signing message: the length-prefixed domain string,

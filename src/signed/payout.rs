@@ -4,13 +4,12 @@
 //! acknowledgement again is answered as the first, so the payout process
 //! may repeat itself after a crash on either side.
 
-use ed25519_dalek::{Signer, SigningKey};
-
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::envelope::SequencerPublicKey;
 
 use super::{
-    REFERENCE_LEN_MAX, SignedError, check_length, put_short, read_short, signing_prefix, verify,
+    REFERENCE_LEN_MAX, Signed, SignedError, Statement, check_length, put_short, read_short,
+    signing_prefix,
 };
 
 /// Domain string of a payout acknowledgement's signing message.
@@ -29,22 +28,14 @@ pub struct PayoutStatement {
     pub reference: Vec<u8>,
 }
 
-/// A [`PayoutStatement`] with the operator's signature over its
-/// [`signing_message`](PayoutStatement::signing_message).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignedPayout {
-    /// What is stated.
-    pub statement: PayoutStatement,
-    /// The operator's Ed25519 signature.
-    pub signature: [u8; 64],
-}
+/// A [`PayoutStatement`] with the operator's signature.
+pub type SignedPayout = Signed<PayoutStatement>;
 
-impl PayoutStatement {
+impl Statement for PayoutStatement {
     /// The bytes the operator signs: `DOM("sealbatch v1 payout") ‖
     /// sequencer (32) ‖ operator (32) ‖ u64le(withdrawal) ‖ u8(len) ‖
     /// reference`.
-    #[must_use]
-    pub fn signing_message(&self, sequencer: &SequencerPublicKey) -> Vec<u8> {
+    fn signing_message(&self, sequencer: &SequencerPublicKey) -> Vec<u8> {
         let mut out = signing_prefix(DOMAIN_PAYOUT, sequencer, 41 + REFERENCE_LEN_MAX);
         out.extend_from_slice(&self.operator);
         out.extend_from_slice(&self.withdrawal.to_le_bytes());
@@ -57,28 +48,16 @@ impl PayoutStatement {
     /// # Errors
     ///
     /// [`SignedError::Length`].
-    pub fn check(&self) -> Result<(), SignedError> {
+    fn check(&self) -> Result<(), SignedError> {
         check_length("a reference", &self.reference, REFERENCE_LEN_MAX)
     }
 
-    /// Signs the statement with the operator's key (whose public half
-    /// replaces `operator`).
-    ///
-    /// # Errors
-    ///
-    /// [`SignedError::Length`].
-    pub fn sign(
-        mut self,
-        key: &SigningKey,
-        sequencer: &SequencerPublicKey,
-    ) -> Result<SignedPayout, SignedError> {
-        self.check()?;
-        self.operator = key.verifying_key().to_bytes();
-        let signature = key.sign(&self.signing_message(sequencer)).to_bytes();
-        Ok(SignedPayout {
-            statement: self,
-            signature,
-        })
+    fn signer(&self) -> [u8; 32] {
+        self.operator
+    }
+
+    fn set_signer(&mut self, key: [u8; 32]) {
+        self.operator = key;
     }
 }
 
@@ -112,21 +91,6 @@ impl SignedPayout {
             },
             signature: r.array("signature")?,
         })
-    }
-
-    /// Checks the reference and the signature (strict Ed25519) under the
-    /// statement's operator key, for the deployment of `sequencer`.
-    ///
-    /// # Errors
-    ///
-    /// [`SignedError`].
-    pub fn verify(&self, sequencer: &SequencerPublicKey) -> Result<(), SignedError> {
-        self.statement.check()?;
-        verify(
-            &self.statement.operator,
-            &self.statement.signing_message(sequencer),
-            &self.signature,
-        )
     }
 }
 

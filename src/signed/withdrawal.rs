@@ -5,13 +5,11 @@
 //! record, numbered by the sequencer, until the operator acknowledges its
 //! payout.
 
-use ed25519_dalek::{Signer, SigningKey};
-
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::envelope::SequencerPublicKey;
 use crate::market::{AccountId, AssetId};
 
-use super::{SignedError, check_length, put_short, read_short, signing_prefix, verify};
+use super::{Signed, SignedError, Statement, check_length, put_short, read_short, signing_prefix};
 
 /// Domain string of a withdrawal's signing message.
 pub const DOMAIN_WITHDRAWAL: &str = "sealbatch v1 withdrawal";
@@ -39,15 +37,8 @@ pub struct WithdrawalStatement {
     pub destination: Vec<u8>,
 }
 
-/// A [`WithdrawalStatement`] with the account's signature over its
-/// [`signing_message`](WithdrawalStatement::signing_message).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignedWithdrawal {
-    /// What is stated.
-    pub statement: WithdrawalStatement,
-    /// The account's Ed25519 signature.
-    pub signature: [u8; 64],
-}
+/// A [`WithdrawalStatement`] with the account's signature.
+pub type SignedWithdrawal = Signed<WithdrawalStatement>;
 
 /// A withdrawal the sequencer took: the durable record the operator's
 /// payout process reads, with the id its acknowledgement names.
@@ -61,13 +52,12 @@ pub struct Withdrawal {
     pub signed: SignedWithdrawal,
 }
 
-impl WithdrawalStatement {
+impl Statement for WithdrawalStatement {
     /// The bytes the account signs, bound to one deployment by its sequencer
     /// key: `DOM("sealbatch v1 withdrawal") ‖ sequencer (32) ‖ account (32)
     /// ‖ u32le(asset) ‖ u64le(amount) ‖ u64le(sequence) ‖ u8(len) ‖
     /// destination`.
-    #[must_use]
-    pub fn signing_message(&self, sequencer: &SequencerPublicKey) -> Vec<u8> {
+    fn signing_message(&self, sequencer: &SequencerPublicKey) -> Vec<u8> {
         let mut out = signing_prefix(DOMAIN_WITHDRAWAL, sequencer, 53 + DESTINATION_LEN_MAX);
         out.extend_from_slice(&self.account.0);
         out.extend_from_slice(&self.asset.0.to_le_bytes());
@@ -82,28 +72,16 @@ impl WithdrawalStatement {
     /// # Errors
     ///
     /// [`SignedError::Length`].
-    pub fn check(&self) -> Result<(), SignedError> {
+    fn check(&self) -> Result<(), SignedError> {
         check_length("a destination", &self.destination, DESTINATION_LEN_MAX)
     }
 
-    /// Signs the statement with the account's key (whose public half
-    /// replaces `account`).
-    ///
-    /// # Errors
-    ///
-    /// [`SignedError::Length`].
-    pub fn sign(
-        mut self,
-        key: &SigningKey,
-        sequencer: &SequencerPublicKey,
-    ) -> Result<SignedWithdrawal, SignedError> {
-        self.check()?;
-        self.account = AccountId(key.verifying_key().to_bytes());
-        let signature = key.sign(&self.signing_message(sequencer)).to_bytes();
-        Ok(SignedWithdrawal {
-            statement: self,
-            signature,
-        })
+    fn signer(&self) -> [u8; 32] {
+        self.account.0
+    }
+
+    fn set_signer(&mut self, key: [u8; 32]) {
+        self.account = AccountId(key);
     }
 }
 
@@ -141,21 +119,6 @@ impl SignedWithdrawal {
             },
             signature: r.array("signature")?,
         })
-    }
-
-    /// Checks the destination and the signature (strict Ed25519) under the
-    /// account's key, for the deployment of `sequencer`.
-    ///
-    /// # Errors
-    ///
-    /// [`SignedError`].
-    pub fn verify(&self, sequencer: &SequencerPublicKey) -> Result<(), SignedError> {
-        self.statement.check()?;
-        verify(
-            &self.statement.account.0,
-            &self.statement.signing_message(sequencer),
-            &self.signature,
-        )
     }
 }
 
