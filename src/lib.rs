@@ -23,6 +23,7 @@
 //! - [`envelope`]: batch keys, sealing and opening bundles, commitments, receipts, seals.
 //! - [`market`]: assets, accounts, and what a market's tick and lot are worth.
 //! - [`ledger`]: balances, funding checks and settlement.
+//! - [`keyper`]: the keyper committee's cryptography: per-batch keys dealt by a `t`-of-`n` committee (Feldman VSS, proofs of knowledge, accusations), the release rule, combining shares.
 //! - [`signed`]: signed requests: operator deposits and payout acknowledgements, trader withdrawals, balance queries bound to their connection.
 //! - [`sequencer`]: the batch life cycle as a sans-IO state machine, recovery (from a checkpoint or the whole journal), `verify` and batch transcripts.
 //! - [`journal`]: the append-only, checksummed, fsynced log, its recovery, and checkpoint files beside it.
@@ -45,6 +46,7 @@ pub mod codec;
 pub mod envelope;
 #[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod journal;
+pub mod keyper;
 pub mod ledger;
 pub mod market;
 #[allow(clippy::disallowed_methods)] // the shell: clock, files, threads

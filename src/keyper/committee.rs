@@ -1,0 +1,222 @@
+//! A keyper committee: its members' keys, their indices and threshold, and
+//! the id every keyper message carries; and a window, the batches one key
+//! generation deals keys for.
+
+use curve25519_dalek::ristretto::RistrettoPoint;
+
+use super::sharing::KeyperIndex;
+use crate::codec::Writer;
+use crate::envelope::keys::decode_point;
+use crate::envelope::receipt::decode_ed25519_public;
+use crate::types::BatchId;
+
+/// Most keypers in a committee.
+pub const COMMITTEE_MAX: usize = 64;
+
+/// Most batches one window deals keys for.
+pub const WINDOW_BATCHES_MAX: u32 = 1024;
+
+/// BLAKE3 derive-key context of a committee's id.
+pub const DOMAIN_COMMITTEE: &str = "sealbatch v1 keyper committee";
+
+/// Why a committee or window is refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CommitteeError {
+    /// `1 ≤ t ≤ n ≤ COMMITTEE_MAX` does not hold.
+    #[error("a committee of {n} with threshold {t}: need 1 ≤ t ≤ n ≤ {COMMITTEE_MAX}")]
+    Size {
+        /// Members.
+        n: usize,
+        /// Threshold.
+        t: usize,
+    },
+    /// Two members share a signing key.
+    #[error("member {} appears twice", hex::encode(.0))]
+    Duplicate([u8; 32]),
+    /// A member's signing key is not a strict Ed25519 key, or its
+    /// encryption key not a ristretto255 point other than the identity.
+    #[error("member {}: bad {what}", hex::encode(.key))]
+    BadKey {
+        /// The member's signing key.
+        key: [u8; 32],
+        /// Which of its keys.
+        what: &'static str,
+    },
+    /// A window of no batches, too many, or past the last batch number.
+    #[error("a window of {0} batches from batch {1}")]
+    Window(u32, BatchId),
+}
+
+/// One keyper as the committee knows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Member {
+    /// Its Ed25519 public key: it signs every message the keyper sends.
+    pub signing_key: [u8; 32],
+    /// Its ristretto255 public key: dealers encrypt its shares to it.
+    pub encryption_key: [u8; 32],
+}
+
+/// A committee: `n` members, indexed `1..=n` in ascending order of their
+/// signing keys, any `threshold` of whom release a batch key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Committee {
+    threshold: u16,
+    members: Vec<Member>,
+    encryption: Vec<RistrettoPoint>,
+    id: [u8; 32],
+}
+
+impl Committee {
+    /// The default threshold for `n` keypers: a majority, `⌊n/2⌋ + 1`.
+    #[must_use]
+    pub fn default_threshold(n: usize) -> usize {
+        n / 2 + 1
+    }
+
+    /// A committee of `members` (in any order) with `threshold`.
+    ///
+    /// # Errors
+    ///
+    /// [`CommitteeError`].
+    pub fn new(threshold: usize, mut members: Vec<Member>) -> Result<Committee, CommitteeError> {
+        let n = members.len();
+        if threshold == 0 || threshold > n || n > COMMITTEE_MAX {
+            return Err(CommitteeError::Size { n, t: threshold });
+        }
+        members.sort_unstable();
+        let mut encryption = Vec::with_capacity(n);
+        for (i, m) in members.iter().enumerate() {
+            if i > 0 && members[i - 1].signing_key == m.signing_key {
+                return Err(CommitteeError::Duplicate(m.signing_key));
+            }
+            decode_ed25519_public(&m.signing_key).map_err(|_| CommitteeError::BadKey {
+                key: m.signing_key,
+                what: "signing key",
+            })?;
+            encryption.push(decode_point(&m.encryption_key).map_err(|_| {
+                CommitteeError::BadKey {
+                    key: m.signing_key,
+                    what: "encryption key",
+                }
+            })?);
+        }
+        let mut h = blake3::Hasher::new_derive_key(DOMAIN_COMMITTEE);
+        let mut bytes = Vec::with_capacity(4 + 64 * n);
+        // Both below COMMITTEE_MAX.
+        bytes.put_u16(threshold as u16);
+        bytes.put_u16(n as u16);
+        for m in &members {
+            bytes.extend_from_slice(&m.signing_key);
+            bytes.extend_from_slice(&m.encryption_key);
+        }
+        h.update(&bytes);
+        Ok(Committee {
+            threshold: threshold as u16,
+            members,
+            encryption,
+            id: *h.finalize().as_bytes(),
+        })
+    }
+
+    /// Its id: BLAKE3 ([`DOMAIN_COMMITTEE`]) over `u16le(t) ‖ u16le(n) ‖`
+    /// each member's `signing key ‖ encryption key` in index order.
+    #[must_use]
+    pub fn id(&self) -> [u8; 32] {
+        self.id
+    }
+
+    /// `t`: how many keypers release a key.
+    #[must_use]
+    pub fn threshold(&self) -> usize {
+        usize::from(self.threshold)
+    }
+
+    /// `n`.
+    #[must_use]
+    pub fn size(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The indices `1..=n`.
+    pub fn indices(&self) -> impl Iterator<Item = KeyperIndex> {
+        // n ≤ COMMITTEE_MAX.
+        1..=self.members.len() as KeyperIndex
+    }
+
+    /// Member `j` (`1..=n`).
+    #[must_use]
+    pub fn member(&self, j: KeyperIndex) -> Option<&Member> {
+        self.members.get(usize::from(j).checked_sub(1)?)
+    }
+
+    /// Member `j`'s encryption key, decoded.
+    #[must_use]
+    pub(crate) fn encryption_point(&self, j: KeyperIndex) -> Option<&RistrettoPoint> {
+        self.encryption.get(usize::from(j).checked_sub(1)?)
+    }
+
+    /// The index of the member whose signing key is `key`.
+    #[must_use]
+    pub fn index_of(&self, key: &[u8; 32]) -> Option<KeyperIndex> {
+        self.members
+            .iter()
+            .position(|m| &m.signing_key == key)
+            .map(|p| p as KeyperIndex + 1)
+    }
+}
+
+/// The batches one key generation deals keys for, under an id that every
+/// message of the generation carries (a retry without culprits gets a new
+/// id for the same batches).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Window {
+    /// The generation's id.
+    pub id: u64,
+    /// The first batch.
+    pub first_batch: BatchId,
+    /// How many batches: `1..=`[`WINDOW_BATCHES_MAX`].
+    pub batches: u32,
+}
+
+impl Window {
+    /// Checks the number of batches and that the last one exists.
+    ///
+    /// # Errors
+    ///
+    /// [`CommitteeError::Window`].
+    pub fn check(&self) -> Result<(), CommitteeError> {
+        if self.batches == 0
+            || self.batches > WINDOW_BATCHES_MAX
+            || self
+                .first_batch
+                .checked_add(u64::from(self.batches))
+                .is_none()
+        {
+            return Err(CommitteeError::Window(self.batches, self.first_batch));
+        }
+        Ok(())
+    }
+
+    /// The batches, in order.
+    pub fn batches(&self) -> impl Iterator<Item = BatchId> {
+        self.first_batch..self.first_batch.saturating_add(u64::from(self.batches))
+    }
+
+    /// Whether batch `e` is one of them.
+    #[must_use]
+    pub fn contains(&self, e: BatchId) -> bool {
+        e >= self.first_batch && e - self.first_batch < u64::from(self.batches)
+    }
+
+    /// `committee id (32) ‖ u64le(id) ‖ u64le(first batch) ‖ u32le(batches)`:
+    /// the context every proof, key and signature of the generation binds.
+    #[must_use]
+    pub fn context(&self, committee: &Committee) -> Vec<u8> {
+        let mut out = Vec::with_capacity(52);
+        out.extend_from_slice(&committee.id());
+        out.put_u64(self.id);
+        out.put_u64(self.first_batch);
+        out.put_u32(self.batches);
+        out
+    }
+}

@@ -1,0 +1,35 @@
+//! The keyper committee's cryptography: a `t`-of-`n` committee deals an
+//! independent key for every batch of a window ahead of time, so that no one
+//! — not the sequencer's operator — holds a batch secret `s_e` before `t`
+//! keypers release their shares for a validly signed seal of the closed
+//! batch (`spec/keyper.md`).
+//!
+//! Pure and deterministic (randomness is an argument); the keyper process
+//! and the sequencer's side of the release move the messages.
+//!
+//! - [`sharing`]: Shamir shares with Feldman commitments, Lagrange at 0.
+//! - [`proof`]: Schnorr proofs of knowledge bound to a context.
+//! - [`committee`]: members, indices, the committee id, windows.
+//! - [`dealing`]: a dealer's dealing for a window, shares sealed to each
+//!   keyper.
+//! - [`generation`]: one window's generation: deal → accuse → apologize →
+//!   finalize, with disqualification.
+//! - [`release`]: the release rule a keyper keeps (first seal, after close
+//!   plus skew, evidence of two roots).
+//! - [`combine`]: checking released shares and combining any `t` into `s_e`.
+
+pub mod combine;
+pub mod committee;
+pub mod dealing;
+pub mod generation;
+pub mod proof;
+pub mod release;
+pub mod sharing;
+
+pub use combine::{CombineError, Combiner};
+pub use committee::{COMMITTEE_MAX, Committee, CommitteeError, Member, WINDOW_BATCHES_MAX, Window};
+pub use dealing::{BatchDeal, DealerSecrets, Dealing, DealingError, SealedShares, deal};
+pub use generation::{Accusation, Apology, Generation, GenerationError, WindowKeys};
+pub use proof::Proof;
+pub use release::{Release, ReleaseGuard, ReleaseRefusal};
+pub use sharing::{Commitments, KeyperIndex, Polynomial, ShareError};

@@ -1,0 +1,419 @@
+// A test reads clocks and files freely; the rule is for the core.
+#![allow(clippy::disallowed_methods)]
+
+//! The keyper committee's cryptography end to end, in one process: a
+//! window's key generation with honest and faulty dealers, the release rule,
+//! and combining shares with a faulty keyper (`spec/keyper.md`).
+
+use curve25519_dalek::ristretto::RistrettoPoint;
+use curve25519_dalek::scalar::Scalar;
+use proptest::prelude::*;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use sealbatch::envelope::{BatchSchedule, MerkleTree, SequencerKey};
+use sealbatch::keyper::sharing::{interpolate_at_zero, random_scalar};
+use sealbatch::keyper::{
+    Apology, Combiner, Committee, DealerSecrets, Dealing, DealingError, Generation,
+    GenerationError, KeyperIndex, Member, Polynomial, Release, ReleaseGuard, ReleaseRefusal,
+    ShareError, Window, WindowKeys, deal,
+};
+
+struct Keyper {
+    index: KeyperIndex,
+    decryption: Scalar,
+}
+
+/// A committee of `n` with threshold `t`, and each member's decryption key.
+fn committee(rng: &mut ChaCha20Rng, n: usize, t: usize) -> (Committee, Vec<Keyper>) {
+    let mut members = Vec::new();
+    let mut secrets = Vec::new();
+    for _ in 0..n {
+        let signing = sealbatch::envelope::generate_account_key(rng);
+        let decryption = random_scalar(rng);
+        let member = Member {
+            signing_key: signing.verifying_key().to_bytes(),
+            encryption_key: RistrettoPoint::mul_base(&decryption).compress().to_bytes(),
+        };
+        members.push(member);
+        secrets.push((member.signing_key, decryption));
+    }
+    let committee = Committee::new(t, members).expect("a committee");
+    let keypers = secrets
+        .into_iter()
+        .map(|(key, decryption)| Keyper {
+            index: committee.index_of(&key).expect("a member"),
+            decryption,
+        })
+        .collect();
+    (committee, keypers)
+}
+
+const WINDOW: Window = Window {
+    id: 1,
+    first_batch: 100,
+    batches: 4,
+};
+
+/// Every keyper's and an observer's finished view, given everyone's
+/// dealings (`None`: that dealer stays silent), with the accusation and
+/// apology phases run as the protocol says. `apologize` decides a dealer's
+/// answer to an accusation.
+fn run_generation(
+    committee: &Committee,
+    keypers: &[Keyper],
+    dealings: &[Option<Dealing>],
+    apologize: impl Fn(KeyperIndex, KeyperIndex, &DealerSecrets) -> Option<Vec<Scalar>>,
+    secrets: &[DealerSecrets],
+) -> (
+    Vec<Result<WindowKeys, GenerationError>>,
+    Result<WindowKeys, GenerationError>,
+) {
+    let mut views: Vec<Generation> = keypers
+        .iter()
+        .map(|k| Generation::keyper(committee.clone(), WINDOW, k.index, k.decryption))
+        .collect();
+    let mut observer = Generation::observer(committee.clone(), WINDOW);
+    for dealing in dealings.iter().flatten() {
+        for v in views.iter_mut().chain(std::iter::once(&mut observer)) {
+            let _ = v.handle_dealing(dealing);
+        }
+    }
+    let accusations: Vec<_> = views.iter().flat_map(Generation::own_accusations).collect();
+    for a in &accusations {
+        for v in views.iter_mut().chain(std::iter::once(&mut observer)) {
+            v.handle_accusation(*a);
+        }
+    }
+    for a in &accusations {
+        let dealer_secrets = &secrets[usize::from(a.dealer) - 1];
+        if let Some(shares) = apologize(a.dealer, a.accuser, dealer_secrets) {
+            let apology = Apology {
+                dealer: a.dealer,
+                accuser: a.accuser,
+                shares,
+            };
+            for v in views.iter_mut().chain(std::iter::once(&mut observer)) {
+                v.handle_apology(&apology);
+            }
+        }
+    }
+    (
+        views.iter().map(Generation::finalize).collect(),
+        observer.finalize(),
+    )
+}
+
+/// Dealings by index order (dealer `i` at position `i − 1`).
+fn deal_all(
+    rng: &mut ChaCha20Rng,
+    committee: &Committee,
+) -> (Vec<Option<Dealing>>, Vec<DealerSecrets>) {
+    committee
+        .indices()
+        .map(|i| {
+            let (dealing, secrets) = deal(rng, committee, &WINDOW, i);
+            (Some(dealing), secrets)
+        })
+        .unzip()
+}
+
+/// Checks that every keyper's view agrees with the observer's and that any
+/// `t` keypers' shares give each batch's secret, which matches `S_e`.
+fn check_keys(
+    committee: &Committee,
+    views: &[Result<WindowKeys, GenerationError>],
+    observer: &WindowKeys,
+) {
+    for view in views {
+        let view = view.as_ref().expect("finished");
+        assert_eq!(view.commitments, observer.commitments);
+        assert_eq!(view.qualified, observer.qualified);
+    }
+    let t = committee.threshold();
+    for e in WINDOW.batches() {
+        let shares: Vec<(KeyperIndex, Scalar)> = views
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let v = v.as_ref().expect("finished");
+                let j = i as KeyperIndex + 1;
+                (j, v.share(e).expect("a share"))
+            })
+            .collect();
+        let public = observer.public_key(e).expect("a key");
+        for start in 0..=shares.len() - t {
+            let secret = interpolate_at_zero(&shares[start..start + t]).expect("combines");
+            assert_eq!(RistrettoPoint::mul_base(&secret), public, "batch {e}");
+        }
+        let fewer = interpolate_at_zero(&shares[..t - 1]).expect("interpolates");
+        assert_ne!(RistrettoPoint::mul_base(&fewer), public);
+    }
+}
+
+#[test]
+fn honest_committees_of_five_and_seven_agree_on_every_key() {
+    for (n, t) in [(5, 3), (7, 4)] {
+        let mut rng = ChaCha20Rng::seed_from_u64(n as u64);
+        let (committee, mut keypers) = committee(&mut rng, n, t);
+        keypers.sort_by_key(|k| k.index);
+        let (dealings, secrets) = deal_all(&mut rng, &committee);
+        let (views, observer) =
+            run_generation(&committee, &keypers, &dealings, |_, _, _| None, &secrets);
+        let observer = observer.expect("finished");
+        assert_eq!(observer.qualified.len(), n);
+        check_keys(&committee, &views, &observer);
+        // Keys of different batches are independent.
+        let keys: std::collections::BTreeSet<_> = WINDOW
+            .batches()
+            .map(|e| observer.public_key(e).expect("a key").compress().to_bytes())
+            .collect();
+        assert_eq!(keys.len(), WINDOW.batches as usize);
+    }
+}
+
+#[test]
+fn a_silent_dealer_is_left_out_and_the_rest_finish() {
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let (committee, mut keypers) = committee(&mut rng, 5, 3);
+    keypers.sort_by_key(|k| k.index);
+    let (mut dealings, secrets) = deal_all(&mut rng, &committee);
+    dealings[1] = None;
+    let (views, observer) =
+        run_generation(&committee, &keypers, &dealings, |_, _, _| None, &secrets);
+    let observer = observer.expect("finished with four");
+    assert_eq!(observer.qualified, vec![1, 3, 4, 5]);
+    check_keys(&committee, &views, &observer);
+    // With three silent, too few remain: a retry without them is needed.
+    dealings[2] = None;
+    dealings[3] = None;
+    let (_, observer) = run_generation(&committee, &keypers, &dealings, |_, _, _| None, &secrets);
+    assert_eq!(
+        observer,
+        Err(GenerationError::TooFewQualified {
+            qualified: 2,
+            threshold: 3
+        })
+    );
+}
+
+/// Dealer 2 seals garbage to keyper 4: keyper 4 accuses; an apology with
+/// the right shares keeps dealer 2 in (and keyper 4 uses them), a wrong or
+/// missing one puts it out; the key comes from the others either way.
+#[test]
+fn an_accused_dealer_stays_only_with_a_valid_apology() {
+    let mut rng = ChaCha20Rng::seed_from_u64(12);
+    let (committee, mut keypers) = committee(&mut rng, 5, 3);
+    keypers.sort_by_key(|k| k.index);
+    let (mut dealings, secrets) = deal_all(&mut rng, &committee);
+    if let Some(d) = dealings[1].as_mut() {
+        d.shares[3].ciphertext[0] ^= 1;
+    }
+    let honest =
+        |_: KeyperIndex, accuser: KeyperIndex, s: &DealerSecrets| Some(s.shares_for(accuser));
+    let (views, observer) = run_generation(&committee, &keypers, &dealings, honest, &secrets);
+    let observer = observer.expect("finished");
+    assert_eq!(observer.qualified, vec![1, 2, 3, 4, 5]);
+    check_keys(&committee, &views, &observer);
+
+    let lying = |_: KeyperIndex, accuser: KeyperIndex, s: &DealerSecrets| {
+        let mut shares = s.shares_for(accuser);
+        shares[0] += Scalar::ONE;
+        Some(shares)
+    };
+    let (views, observer) = run_generation(&committee, &keypers, &dealings, lying, &secrets);
+    let observer = observer.expect("finished");
+    assert_eq!(observer.qualified, vec![1, 3, 4, 5]);
+    check_keys(&committee, &views, &observer);
+
+    let (_, silent) = run_generation(&committee, &keypers, &dealings, |_, _, _| None, &secrets);
+    assert_eq!(silent.expect("finished").qualified, vec![1, 3, 4, 5]);
+}
+
+/// Dealings that anyone can see are bad disqualify their dealer at once: a
+/// proof from another window, an identity or non-canonical commitment, the
+/// wrong number of commitments.
+#[test]
+fn invalid_dealings_are_refused_with_their_reason() {
+    let mut rng = ChaCha20Rng::seed_from_u64(13);
+    let (committee, _) = committee(&mut rng, 5, 3);
+    let (good, _) = deal(&mut rng, &committee, &WINDOW, 2);
+    let other_window = Window { id: 2, ..WINDOW };
+    let (elsewhere, _) = deal(&mut rng, &committee, &other_window, 2);
+
+    let mut replayed = good.clone();
+    replayed.batches[1].proof = elsewhere.batches[1].proof;
+    replayed.batches[1].commitments = elsewhere.batches[1].commitments.clone();
+    let mut identity = good.clone();
+    identity.batches[0].commitments[1] = [0; 32];
+    let mut non_canonical = good.clone();
+    non_canonical.batches[2].commitments[0] = [0xff; 32];
+    let mut short = good.clone();
+    short.batches[3].commitments.pop();
+    let cases = [
+        (replayed, DealingError::BadProof(101)),
+        (identity, DealingError::BadCommitment(100)),
+        (non_canonical, DealingError::BadCommitment(102)),
+        (short, DealingError::Shape),
+        (elsewhere, DealingError::Foreign),
+    ];
+    for (dealing, want) in cases {
+        let mut g = Generation::observer(committee.clone(), WINDOW);
+        assert_eq!(g.handle_dealing(&dealing), Err(want));
+        assert!(g.qualified().is_empty());
+    }
+    let mut g = Generation::observer(committee, WINDOW);
+    assert_eq!(g.handle_dealing(&good), Ok(()));
+    assert_eq!(g.qualified(), vec![2]);
+}
+
+/// A keyper releasing a wrong share is named and ignored; the key comes
+/// from the others and matches `S_e`.
+#[test]
+fn a_wrong_share_is_caught_and_the_key_comes_from_the_others() {
+    let mut rng = ChaCha20Rng::seed_from_u64(14);
+    let (committee, mut keypers) = committee(&mut rng, 5, 3);
+    keypers.sort_by_key(|k| k.index);
+    let (dealings, secrets) = deal_all(&mut rng, &committee);
+    let (views, observer) =
+        run_generation(&committee, &keypers, &dealings, |_, _, _| None, &secrets);
+    let observer = observer.expect("finished");
+    let e = 102;
+    let mut combiner = Combiner::new(&observer, e, 3, 5).expect("a combiner");
+    let share = |j: usize| {
+        views[j - 1]
+            .as_ref()
+            .expect("finished")
+            .share(e)
+            .expect("a share")
+            .to_bytes()
+    };
+    let mut wrong = share(1);
+    wrong[0] ^= 1;
+    assert!(combiner.add(1, &wrong).is_err());
+    assert!(combiner.add(2, &[0xff; 32]).is_err());
+    assert_eq!(combiner.add(3, &share(3)), Ok(None));
+    assert_eq!(combiner.add(4, &share(4)), Ok(None));
+    let secret = combiner
+        .add(5, &share(5))
+        .expect("valid")
+        .expect("three valid shares");
+    let scalar = Option::<Scalar>::from(Scalar::from_canonical_bytes(*secret)).expect("canonical");
+    assert_eq!(
+        RistrettoPoint::mul_base(&scalar),
+        observer.public_key(e).expect("a key")
+    );
+    assert_eq!(
+        combiner.faulty().keys().copied().collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+}
+
+#[test]
+fn a_keyper_releases_only_after_close_and_only_for_one_root() {
+    let key = SequencerKey::from_seed(&[3; 32]);
+    let schedule = BatchSchedule {
+        genesis_ms: 1_000,
+        batch_length_ms: 100,
+    };
+    let tree = |c: u8| {
+        MerkleTree::from_commitments(vec![sealbatch::envelope::Commitment([c; 32])]).expect("tree")
+    };
+    let seal = key.sign_seal(5, &tree(1));
+    let other = key.sign_seal(5, &tree(2));
+    let forged = SequencerKey::from_seed(&[4; 32]).sign_seal(5, &tree(1));
+    let close = schedule.close_ms(5).expect("closes");
+    let mut guard = ReleaseGuard::default();
+    let public = key.public_key();
+    assert!(matches!(
+        guard.decide(&seal, &public, &schedule, 50, close + 49),
+        Err(ReleaseRefusal::TooEarly { .. })
+    ));
+    assert_eq!(
+        guard.decide(&forged, &public, &schedule, 50, close + 50),
+        Err(ReleaseRefusal::BadSeal(5))
+    );
+    assert_eq!(
+        guard.decide(&seal, &public, &schedule, 50, close + 50),
+        Ok(Release::First)
+    );
+    guard.record(seal);
+    assert_eq!(
+        guard.decide(&seal, &public, &schedule, 50, close + 60),
+        Ok(Release::Again)
+    );
+    assert_eq!(
+        guard.decide(&other, &public, &schedule, 50, close + 60),
+        Err(ReleaseRefusal::Equivocation(5))
+    );
+    assert_eq!(guard.evidence(), &[(seal, other)]);
+}
+
+proptest! {
+    /// Any `t` of `n` shares give the secret; a changed share or a changed
+    /// commitment fails the check; index 0 and repeated indices are refused.
+    #[test]
+    fn shamir_sharing_with_feldman_commitments(
+        seed in any::<u64>(),
+        n in 1usize..12,
+        t_fraction in 0.0f64..1.0,
+        pick in any::<u64>(),
+    ) {
+        let t = 1 + ((n - 1) as f64 * t_fraction) as usize;
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let f = Polynomial::random(&mut rng, t);
+        let commitments = f.commitments();
+        let all: Vec<(KeyperIndex, Scalar)> = (1..=n as KeyperIndex).map(|j| (j, f.share(j))).collect();
+        let mut chosen = all.clone();
+        // A seeded choice of t of them, in any order.
+        let mut state = pick;
+        for i in (1..chosen.len()).rev() {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            chosen.swap(i, (state >> 33) as usize % (i + 1));
+        }
+        chosen.truncate(t);
+        prop_assert_eq!(interpolate_at_zero(&chosen), Ok(f.secret()));
+        for (j, s) in &all {
+            prop_assert!(commitments.verify_share(*j, s));
+            prop_assert!(!commitments.verify_share(*j, &(s + Scalar::ONE)));
+        }
+        let mut tampered = commitments.clone();
+        tampered.0[0] += RistrettoPoint::mul_base(&Scalar::ONE);
+        prop_assert!(!tampered.verify_share(all[0].0, &all[0].1));
+        let mut repeated = chosen.clone();
+        repeated.push(chosen[0]);
+        prop_assert_eq!(interpolate_at_zero(&repeated), Err(ShareError::DuplicateIndex(chosen[0].0)));
+        let mut zero = chosen.clone();
+        zero[0].0 = 0;
+        prop_assert_eq!(interpolate_at_zero(&zero), Err(ShareError::ZeroIndex));
+        if t > 1 && t < n {
+            // t − 1 shares are consistent with any secret at all: the
+            // polynomial g of degree t − 1 through (0, other) and those
+            // shares gives a t-th share that, with them, interpolates to
+            // `other`. So the t − 1 shares rule out no secret.
+            let other = random_scalar(&mut rng);
+            let known = &chosen[..t - 1];
+            let x = (1..=n as KeyperIndex)
+                .find(|j| known.iter().all(|(k, _)| k != j))
+                .expect("an index outside the t - 1");
+            let mut points: Vec<(Scalar, Scalar)> = vec![(Scalar::ZERO, other)];
+            points.extend(known.iter().map(|(j, s)| (Scalar::from(u64::from(*j)), *s)));
+            let xs = Scalar::from(u64::from(x));
+            let gx: Scalar = points
+                .iter()
+                .enumerate()
+                .map(|(a, (pa, ya))| {
+                    let basis: Scalar = points
+                        .iter()
+                        .enumerate()
+                        .filter(|(b, _)| *b != a)
+                        .map(|(_, (pb, _))| (xs - pb) * (pa - pb).invert())
+                        .product();
+                    ya * basis
+                })
+                .sum();
+            let mut completed = known.to_vec();
+            completed.push((x, gx));
+            prop_assert_eq!(interpolate_at_zero(&completed), Ok(other));
+        }
+    }
+}
