@@ -10,7 +10,7 @@ use curve25519_dalek::scalar::Scalar;
 use zeroize::Zeroizing;
 
 use super::generation::WindowKeys;
-use super::sharing::{KeyperIndex, interpolate_at_zero};
+use super::sharing::{Commitments, KeyperIndex, interpolate_at_zero};
 use crate::types::BatchId;
 
 /// Why a share does not count.
@@ -41,8 +41,8 @@ pub struct Combiner {
     threshold: usize,
     committee_size: usize,
     public_key: RistrettoPoint,
-    /// Public images of each keyper's share, by index.
-    images: BTreeMap<KeyperIndex, RistrettoPoint>,
+    /// The window's commitments for this batch: each keyper's share image.
+    commitments: Commitments,
     valid: BTreeMap<KeyperIndex, Scalar>,
     faulty: BTreeMap<KeyperIndex, CombineError>,
 }
@@ -70,17 +70,16 @@ impl Combiner {
         threshold: usize,
         committee_size: usize,
     ) -> Result<Combiner, CombineError> {
-        let public_key = keys.public_key(e).ok_or(CombineError::UnknownBatch(e))?;
-        // COMMITTEE_MAX fits a KeyperIndex.
-        let images = (1..=committee_size as KeyperIndex)
-            .filter_map(|j| keys.share_image(e, j).map(|p| (j, p)))
-            .collect();
+        let commitments = keys
+            .batch_commitments(e)
+            .ok_or(CombineError::UnknownBatch(e))?
+            .clone();
         Ok(Combiner {
             e,
             threshold,
             committee_size,
-            public_key,
-            images,
+            public_key: commitments.secret_image(),
+            commitments,
             valid: BTreeMap::new(),
             faulty: BTreeMap::new(),
         })
@@ -98,12 +97,12 @@ impl Combiner {
         j: KeyperIndex,
         share: &[u8; 32],
     ) -> Result<Option<Zeroizing<[u8; 32]>>, CombineError> {
-        let Some(image) = self.images.get(&j) else {
+        if j == 0 || usize::from(j) > self.committee_size {
             return Err(CombineError::UnknownKeyper(j));
-        };
+        }
         let outcome = match Option::<Scalar>::from(Scalar::from_canonical_bytes(*share)) {
             None => Err(CombineError::NonCanonical(j)),
-            Some(s) if RistrettoPoint::mul_base(&s) != *image => Err(CombineError::WrongShare(j)),
+            Some(s) if !self.commitments.verify_share(j, &s) => Err(CombineError::WrongShare(j)),
             Some(s) => Ok(s),
         };
         match outcome {

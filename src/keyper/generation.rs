@@ -97,7 +97,9 @@ impl WindowKeys {
         self.shares.as_ref()?.get(i).copied()
     }
 
-    fn batch_commitments(&self, e: BatchId) -> Option<&Commitments> {
+    /// The window's commitments for batch `e`.
+    #[must_use]
+    pub fn batch_commitments(&self, e: BatchId) -> Option<&Commitments> {
         self.commitments.get(self.position(e)?)
     }
 

@@ -10,7 +10,7 @@
 
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
-use curve25519_dalek::traits::Identity;
+use curve25519_dalek::traits::{Identity, VartimeMultiscalarMul};
 use rand_core::CryptoRngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -90,11 +90,14 @@ impl Commitments {
     /// `Σ_k j^k·C_k = f(j)·G`: the public image of keyper `j`'s share.
     #[must_use]
     pub fn share_image(&self, j: KeyperIndex) -> RistrettoPoint {
+        // Public data only: a variable-time multiscalar multiplication.
         let x = Scalar::from(u64::from(j));
-        self.0
-            .iter()
-            .rev()
-            .fold(RistrettoPoint::identity(), |acc, c| acc * x + c)
+        // (As many powers as points, collected: the multiplication checks
+        // the two lengths from their size hints.)
+        let powers: Vec<Scalar> = std::iter::successors(Some(Scalar::ONE), |p| Some(p * x))
+            .take(self.0.len())
+            .collect();
+        RistrettoPoint::vartime_multiscalar_mul(&powers, &self.0)
     }
 
     /// Whether `share` is keyper `j`'s share of the committed polynomial.
