@@ -417,3 +417,239 @@ proptest! {
         }
     }
 }
+
+/// The generation as it runs for real: signed messages through their bytes
+/// on one log, with the log keeper's phase ends. Every keyper and an
+/// observer replay the same log to the same result; a late dealing, a forged
+/// message and a repeated one are ignored; `t` approvals make a certificate
+/// that verifies for this committee only, and whose keys are what the
+/// keypers' shares combine to.
+#[test]
+fn a_log_replayed_by_every_reader_gives_one_certified_result() {
+    use sealbatch::keyper::{Body, KeyperMessage, LogEntry, Phase, SignedKeyperMessage, WindowLog};
+
+    let mut rng = ChaCha20Rng::seed_from_u64(21);
+    let n = 5;
+    let mut members = Vec::new();
+    let mut keys = Vec::new();
+    for _ in 0..n {
+        let signing = sealbatch::envelope::generate_account_key(&mut rng);
+        let decryption = random_scalar(&mut rng);
+        members.push(Member {
+            signing_key: signing.verifying_key().to_bytes(),
+            encryption_key: RistrettoPoint::mul_base(&decryption).compress().to_bytes(),
+        });
+        keys.push((signing, decryption));
+    }
+    let committee = Committee::new(3, members).expect("a committee");
+    keys.sort_by_key(|(s, _)| committee.index_of(&s.verifying_key().to_bytes()));
+    let post = |j: KeyperIndex, body: Body| {
+        let signed = KeyperMessage {
+            window: WINDOW,
+            sender: j,
+            body,
+        }
+        .sign(&keys[usize::from(j) - 1].0, &committee);
+        // Through its bytes, as the log stores it.
+        let bytes = signed.encode();
+        let mut r = sealbatch::codec::Reader::new(&bytes);
+        LogEntry::Message(SignedKeyperMessage::decode(&mut r).expect("decodes"))
+    };
+    let mut readers: Vec<WindowLog> = (1..=n as KeyperIndex)
+        .map(|j| {
+            WindowLog::new(
+                committee.clone(),
+                Generation::keyper(committee.clone(), WINDOW, j, keys[usize::from(j) - 1].1),
+            )
+        })
+        .collect();
+    readers.push(WindowLog::new(
+        committee.clone(),
+        Generation::observer(committee.clone(), WINDOW),
+    ));
+    let apply = |readers: &mut Vec<WindowLog>, entry: &LogEntry| -> Vec<bool> {
+        readers.iter_mut().map(|r| r.apply(entry).is_ok()).collect()
+    };
+
+    let mut secrets = Vec::new();
+    for j in 1..=4 {
+        let (mut dealing, s) = deal(&mut rng, &committee, &WINDOW, j);
+        if j == 2 {
+            dealing.shares[3].ciphertext[5] ^= 0x40;
+        }
+        secrets.push(s);
+        let entry = post(j, Body::Dealing(dealing));
+        assert!(apply(&mut readers, &entry).iter().all(|ok| *ok));
+        // The same dealing again does not count twice.
+        assert!(apply(&mut readers, &entry).iter().all(|ok| !ok));
+    }
+    // A forged dealing: keyper 5's dealing signed by keyper 1.
+    let (late, _) = deal(&mut rng, &committee, &WINDOW, 5);
+    let mut forged = match post(5, Body::Dealing(late.clone())) {
+        LogEntry::Message(m) => m,
+        LogEntry::PhaseEnd { .. } => unreachable!(),
+    };
+    forged.signature = KeyperMessage {
+        window: WINDOW,
+        sender: 5,
+        body: Body::Dealing(late.clone()),
+    }
+    .sign(&keys[0].0, &committee)
+    .signature;
+    assert!(
+        apply(&mut readers, &LogEntry::Message(forged))
+            .iter()
+            .all(|ok| !ok)
+    );
+    let end = |phase| LogEntry::PhaseEnd {
+        window: WINDOW,
+        phase,
+    };
+    apply(&mut readers, &end(Phase::Deal));
+    // Keyper 5's dealing, too late.
+    assert!(
+        apply(&mut readers, &post(5, Body::Dealing(late)))
+            .iter()
+            .all(|ok| !ok)
+    );
+
+    let accusations: Vec<_> = readers
+        .iter()
+        .flat_map(|r| r.generation().own_accusations())
+        .collect();
+    assert_eq!(accusations.len(), 1);
+    assert_eq!((accusations[0].accuser, accusations[0].dealer), (4, 2));
+    apply(&mut readers, &post(4, Body::Accusation { dealer: 2 }));
+    apply(&mut readers, &end(Phase::Accuse));
+    apply(
+        &mut readers,
+        &post(
+            2,
+            Body::Apology {
+                accuser: 4,
+                shares: secrets[1].shares_for(4),
+            },
+        ),
+    );
+    apply(&mut readers, &end(Phase::Apologize));
+
+    let digests: Vec<[u8; 32]> = readers
+        .iter()
+        .map(|r| {
+            r.outcome()
+                .expect("finished")
+                .as_ref()
+                .expect("keys")
+                .digest
+        })
+        .collect();
+    assert!(
+        digests.windows(2).all(|w| w[0] == w[1]),
+        "one result for all"
+    );
+    let result = readers[5]
+        .outcome()
+        .expect("finished")
+        .as_ref()
+        .expect("keys")
+        .clone();
+    assert_eq!(result.keys.qualified, vec![1, 2, 3, 4]);
+    // Approvals: two are not enough, three make the certificate; one of
+    // another result does not count.
+    for j in 1..=2 {
+        apply(
+            &mut readers,
+            &post(j, Body::Approval { digest: digests[0] }),
+        );
+    }
+    assert!(readers[5].certificate().is_none());
+    assert!(
+        apply(&mut readers, &post(3, Body::Approval { digest: [7; 32] }))
+            .iter()
+            .all(|ok| !ok)
+    );
+    apply(
+        &mut readers,
+        &post(4, Body::Approval { digest: digests[0] }),
+    );
+    let certificate = readers[5].certificate().expect("certified");
+    assert!(certificate.verify(&committee));
+    for e in WINDOW.batches() {
+        assert_eq!(
+            certificate.key(e),
+            Some(
+                result
+                    .keys
+                    .public_key(e)
+                    .expect("key")
+                    .compress()
+                    .to_bytes()
+            )
+        );
+        // The keypers' shares (keyper 4's with the apology's) give s_e.
+        let shares: Vec<(KeyperIndex, Scalar)> = (0..3)
+            .map(|i| {
+                let r = readers[i + 2]
+                    .outcome()
+                    .expect("done")
+                    .as_ref()
+                    .expect("keys");
+                (i as KeyperIndex + 3, r.keys.share(e).expect("a share"))
+            })
+            .collect();
+        let secret = interpolate_at_zero(&shares).expect("combines");
+        assert_eq!(
+            RistrettoPoint::mul_base(&secret).compress().to_bytes(),
+            certificate.key(e).expect("in the window")
+        );
+    }
+    let mut altered = certificate.clone();
+    altered.keys[0] = altered.keys[1];
+    assert!(!altered.verify(&committee));
+    let mut fewer = certificate.clone();
+    fewer.approvals.truncate(2);
+    assert!(!fewer.verify(&committee));
+    let mut doubled = fewer.clone();
+    doubled.approvals.push(doubled.approvals[0]);
+    assert!(!doubled.verify(&committee));
+    let (other, _) = committee_for_test(&mut rng);
+    assert!(!certificate.verify(&other));
+}
+
+fn committee_for_test(rng: &mut ChaCha20Rng) -> (Committee, Vec<Keyper>) {
+    committee(rng, 5, 3)
+}
+
+/// A keyper message decodes only from its exact bytes: every truncation and
+/// any trailing byte is a typed error, never a panic.
+#[test]
+fn keyper_messages_refuse_truncation_and_trailing_bytes() {
+    use sealbatch::keyper::{Body, KeyperMessage};
+
+    let mut rng = ChaCha20Rng::seed_from_u64(22);
+    let (committee, _) = committee(&mut rng, 4, 3);
+    let (dealing, secrets) = deal(&mut rng, &committee, &WINDOW, 1);
+    for body in [
+        Body::Dealing(dealing),
+        Body::Accusation { dealer: 3 },
+        Body::Apology {
+            accuser: 2,
+            shares: secrets.shares_for(2),
+        },
+        Body::Approval { digest: [9; 32] },
+    ] {
+        let message = KeyperMessage {
+            window: WINDOW,
+            sender: 1,
+            body,
+        };
+        let bytes = message.encode();
+        assert_eq!(KeyperMessage::decode(&bytes), Ok(message));
+        for cut in 0..bytes.len() {
+            assert!(KeyperMessage::decode(&bytes[..cut]).is_err());
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(KeyperMessage::decode(&longer).is_err());
+    }
+}

@@ -14,6 +14,10 @@
 //!   keyper.
 //! - [`generation`]: one window's generation: deal → accuse → apologize →
 //!   finalize, with disqualification.
+//! - [`message`]: signed keyper messages (dealing, accusation, apology,
+//!   approval) and their bytes.
+//! - [`log`]: replaying a generation's log, phase by phase, into its
+//!   result, and the committee's certificate over a window's keys.
 //! - [`release`]: the release rule a keyper keeps (first seal, after close
 //!   plus skew, evidence of two roots).
 //! - [`combine`]: checking released shares and combining any `t` into `s_e`.
@@ -22,6 +26,8 @@ pub mod combine;
 pub mod committee;
 pub mod dealing;
 pub mod generation;
+pub mod log;
+pub mod message;
 pub mod proof;
 pub mod release;
 pub mod sharing;
@@ -30,6 +36,8 @@ pub use combine::{CombineError, Combiner};
 pub use committee::{COMMITTEE_MAX, Committee, CommitteeError, Member, WINDOW_BATCHES_MAX, Window};
 pub use dealing::{BatchDeal, DealerSecrets, Dealing, DealingError, SealedShares, deal};
 pub use generation::{Accusation, Apology, Generation, GenerationError, WindowKeys};
+pub use log::{Ignored, LogEntry, Phase, WindowCertificate, WindowLog, WindowResult};
+pub use message::{Body, KeyperMessage, MessageError, SignedKeyperMessage};
 pub use proof::Proof;
 pub use release::{Release, ReleaseGuard, ReleaseRefusal};
 pub use sharing::{Commitments, KeyperIndex, Polynomial, ShareError};

@@ -1,0 +1,393 @@
+//! The committee's log of one generation, replayed: signed keyper messages
+//! and the log keeper's phase ends, in one order every reader sees, give
+//! every reader the same result — the window's keys, which `t` keypers then
+//! approve into a certificate that traders check before they seal
+//! (`spec/keyper.md` §11–§12).
+//!
+//! A message counts only in its phase: dealings before the dealing phase
+//! ends, accusations before the accusation phase ends, apologies before the
+//! apology phase ends, approvals after the result. Anything else — a bad
+//! signature, another window, a late message — is ignored with its reason,
+//! so a hostile or confused sender cannot stall the log.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use curve25519_dalek::ristretto::RistrettoPoint;
+
+use super::committee::{Committee, Window};
+use super::generation::{Accusation, Apology, Generation, GenerationError, WindowKeys};
+use super::message::{Body, KeyperMessage, MessageError, SignedKeyperMessage, put_window};
+use super::sharing::KeyperIndex;
+use crate::codec::Writer;
+use crate::types::BatchId;
+
+/// BLAKE3 derive-key context of a window result's digest.
+pub const DOMAIN_WINDOW_RESULT: &str = "sealbatch v1 keyper window result";
+
+/// A generation's phases, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum Phase {
+    /// Dealers post dealings.
+    Deal = 1,
+    /// Keypers post accusations.
+    Accuse = 2,
+    /// Accused dealers post apologies; its end finalizes the keys.
+    Apologize = 3,
+    /// Keypers post approvals of the result.
+    Approve = 4,
+}
+
+/// One entry of the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LogEntry {
+    /// A keyper's signed message.
+    Message(SignedKeyperMessage),
+    /// The log keeper ends `phase` of `window`: later messages of that
+    /// phase do not count.
+    PhaseEnd {
+        /// The generation.
+        window: Window,
+        /// The phase ended.
+        phase: Phase,
+    },
+}
+
+/// Why an entry did not count.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Ignored {
+    /// Not for this generation.
+    #[error("for another window")]
+    OtherWindow,
+    /// Its signature or sender is wrong.
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// It belongs to a phase that is not open.
+    #[error("a {kind} in phase {phase:?}")]
+    OutOfPhase {
+        /// What it was.
+        kind: &'static str,
+        /// The phase open when it came.
+        phase: Phase,
+    },
+    /// A second message of a kind a sender posts once per generation (a
+    /// dealing, an approval) or per target (an accusation, an apology).
+    #[error("a repeated {0}")]
+    Repeated(&'static str),
+    /// An approval of another result, or a refused dealing or apology.
+    #[error("invalid: {0}")]
+    Invalid(String),
+}
+
+/// The public outcome of a generation: who qualified, the commitments and
+/// the batch keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowResult {
+    /// The keys (and, for a keyper, its shares).
+    pub keys: WindowKeys,
+    /// The digest the keypers approve.
+    pub digest: [u8; 32],
+}
+
+/// The committee's certificate over a window's batch keys: `t` or more
+/// approvals of one result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WindowCertificate {
+    /// The generation.
+    pub window: Window,
+    /// The qualified dealers, ascending.
+    pub qualified: Vec<KeyperIndex>,
+    /// BLAKE3 of the window's commitments (every batch's `C_{e,k}`).
+    pub commitments_digest: [u8; 32],
+    /// `S_e` for every batch of the window, in order.
+    pub keys: Vec<[u8; 32]>,
+    /// `(keyper, signature of its approval)`, ascending by keyper.
+    pub approvals: Vec<(KeyperIndex, [u8; 64])>,
+}
+
+/// The digest keypers approve: `H("sealbatch v1 keyper window result",
+/// context ‖ u16le(q) ‖ q × u16le(dealer) ‖ commitments digest (32) ‖
+/// u32le(W) ‖ W × S_e)`.
+#[must_use]
+pub fn result_digest(
+    committee: &Committee,
+    window: &Window,
+    qualified: &[KeyperIndex],
+    commitments_digest: &[u8; 32],
+    keys: &[[u8; 32]],
+) -> [u8; 32] {
+    let mut bytes = window.context(committee);
+    // Both bounded by COMMITTEE_MAX and WINDOW_BATCHES_MAX.
+    bytes.put_u16(qualified.len() as u16);
+    for q in qualified {
+        bytes.put_u16(*q);
+    }
+    bytes.extend_from_slice(commitments_digest);
+    bytes.put_u32(keys.len() as u32);
+    for k in keys {
+        bytes.extend_from_slice(k);
+    }
+    let mut h = blake3::Hasher::new_derive_key(DOMAIN_WINDOW_RESULT);
+    h.update(&bytes);
+    *h.finalize().as_bytes()
+}
+
+/// `H("sealbatch v1 keyper window result", window ‖ per batch u16le(t) ‖ t
+/// × C_{e,k})` — the commitments every share check uses.
+#[must_use]
+pub fn commitments_digest(keys: &WindowKeys) -> [u8; 32] {
+    let mut bytes = Vec::new();
+    put_window(&mut bytes, &keys.window);
+    for c in &keys.commitments {
+        bytes.put_u16(c.0.len() as u16);
+        for p in &c.0 {
+            bytes.extend_from_slice(p.compress().as_bytes());
+        }
+    }
+    let mut h = blake3::Hasher::new_derive_key(DOMAIN_WINDOW_RESULT);
+    h.update(&bytes);
+    *h.finalize().as_bytes()
+}
+
+impl WindowCertificate {
+    /// The batch key `S_e`, if `e` is in the window.
+    #[must_use]
+    pub fn key(&self, e: BatchId) -> Option<[u8; 32]> {
+        if !self.window.contains(e) {
+            return None;
+        }
+        self.keys
+            .get((e - self.window.first_batch) as usize)
+            .copied()
+    }
+
+    /// Whether at least `t` distinct members signed approvals of this
+    /// result for `committee`, and there is one key per batch.
+    #[must_use]
+    pub fn verify(&self, committee: &Committee) -> bool {
+        if self.keys.len() != self.window.batches as usize || self.window.check().is_err() {
+            return false;
+        }
+        let digest = result_digest(
+            committee,
+            &self.window,
+            &self.qualified,
+            &self.commitments_digest,
+            &self.keys,
+        );
+        let mut signers = BTreeSet::new();
+        for (j, signature) in &self.approvals {
+            let approval = SignedKeyperMessage {
+                message: KeyperMessage {
+                    window: self.window,
+                    sender: *j,
+                    body: Body::Approval { digest },
+                },
+                signature: *signature,
+            };
+            if approval.verify(committee).is_ok() {
+                signers.insert(*j);
+            }
+        }
+        signers.len() >= committee.threshold()
+    }
+}
+
+/// One reader's replay of one generation's log.
+#[derive(Debug)]
+pub struct WindowLog {
+    committee: Committee,
+    generation: Generation,
+    phase: Phase,
+    accused: BTreeSet<(KeyperIndex, KeyperIndex)>,
+    apologized: BTreeSet<(KeyperIndex, KeyperIndex)>,
+    outcome: Option<Result<WindowResult, GenerationError>>,
+    approvals: BTreeMap<KeyperIndex, [u8; 64]>,
+}
+
+impl WindowLog {
+    /// A replay into `generation` (a keyper's or an observer's view).
+    #[must_use]
+    pub fn new(committee: Committee, generation: Generation) -> WindowLog {
+        WindowLog {
+            committee,
+            generation,
+            phase: Phase::Deal,
+            accused: BTreeSet::new(),
+            apologized: BTreeSet::new(),
+            outcome: None,
+            approvals: BTreeMap::new(),
+        }
+    }
+
+    /// The phase open now.
+    #[must_use]
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// The generation being replayed (its accusations to post, the
+    /// accusations against a dealer).
+    #[must_use]
+    pub fn generation(&self) -> &Generation {
+        &self.generation
+    }
+
+    /// The result once the apology phase ended: the keys, or why there are
+    /// none (retry under a new window id).
+    #[must_use]
+    pub fn outcome(&self) -> Option<&Result<WindowResult, GenerationError>> {
+        self.outcome.as_ref()
+    }
+
+    /// Applies the next entry of the log.
+    ///
+    /// # Errors
+    ///
+    /// [`Ignored`]: the entry did not count (nothing changed).
+    pub fn apply(&mut self, entry: &LogEntry) -> Result<(), Ignored> {
+        let window = *self.generation.window();
+        match entry {
+            LogEntry::PhaseEnd { window: w, phase } => {
+                if *w != window {
+                    return Err(Ignored::OtherWindow);
+                }
+                if *phase != self.phase || *phase == Phase::Approve {
+                    return Err(Ignored::OutOfPhase {
+                        kind: "phase end",
+                        phase: self.phase,
+                    });
+                }
+                self.phase = match phase {
+                    Phase::Deal => Phase::Accuse,
+                    Phase::Accuse => Phase::Apologize,
+                    Phase::Apologize | Phase::Approve => {
+                        self.outcome = Some(self.finalize());
+                        Phase::Approve
+                    }
+                };
+                Ok(())
+            }
+            LogEntry::Message(signed) => {
+                if signed.message.window != window {
+                    return Err(Ignored::OtherWindow);
+                }
+                signed.verify(&self.committee)?;
+                self.apply_message(signed)
+            }
+        }
+    }
+
+    fn apply_message(&mut self, signed: &SignedKeyperMessage) -> Result<(), Ignored> {
+        let sender = signed.message.sender;
+        let in_phase = |want: Phase, kind: &'static str| {
+            if self.phase == want {
+                Ok(())
+            } else {
+                Err(Ignored::OutOfPhase {
+                    kind,
+                    phase: self.phase,
+                })
+            }
+        };
+        match &signed.message.body {
+            Body::Dealing(dealing) => {
+                in_phase(Phase::Deal, "dealing")?;
+                if self.generation.qualified().contains(&sender)
+                    || self.generation.refused().contains_key(&sender)
+                {
+                    return Err(Ignored::Repeated("dealing"));
+                }
+                self.generation
+                    .handle_dealing(dealing)
+                    .map_err(|e| Ignored::Invalid(e.to_string()))
+            }
+            Body::Accusation { dealer } => {
+                in_phase(Phase::Accuse, "accusation")?;
+                if !self.accused.insert((sender, *dealer)) {
+                    return Err(Ignored::Repeated("accusation"));
+                }
+                self.generation.handle_accusation(Accusation {
+                    accuser: sender,
+                    dealer: *dealer,
+                });
+                Ok(())
+            }
+            Body::Apology { accuser, shares } => {
+                in_phase(Phase::Apologize, "apology")?;
+                if !self.apologized.insert((sender, *accuser)) {
+                    return Err(Ignored::Repeated("apology"));
+                }
+                let accepted = self.generation.handle_apology(&Apology {
+                    dealer: sender,
+                    accuser: *accuser,
+                    shares: shares.clone(),
+                });
+                if accepted {
+                    Ok(())
+                } else {
+                    Err(Ignored::Invalid(format!(
+                        "dealer {sender}'s apology to keyper {accuser} does not answer an accusation with matching shares"
+                    )))
+                }
+            }
+            Body::Approval { digest } => {
+                in_phase(Phase::Approve, "approval")?;
+                let Some(Ok(result)) = &self.outcome else {
+                    return Err(Ignored::Invalid("no result to approve".into()));
+                };
+                if *digest != result.digest {
+                    return Err(Ignored::Invalid(format!(
+                        "keyper {sender} approved another result"
+                    )));
+                }
+                if self.approvals.contains_key(&sender) {
+                    return Err(Ignored::Repeated("approval"));
+                }
+                self.approvals.insert(sender, signed.signature);
+                Ok(())
+            }
+        }
+    }
+
+    fn finalize(&self) -> Result<WindowResult, GenerationError> {
+        let keys = self.generation.finalize()?;
+        let digest = result_digest(
+            &self.committee,
+            &keys.window,
+            &keys.qualified,
+            &commitments_digest(&keys),
+            &batch_keys(&keys),
+        );
+        Ok(WindowResult { keys, digest })
+    }
+
+    /// The certificate, once `t` keypers approved the result.
+    #[must_use]
+    pub fn certificate(&self) -> Option<WindowCertificate> {
+        let Some(Ok(result)) = &self.outcome else {
+            return None;
+        };
+        if self.approvals.len() < self.committee.threshold() {
+            return None;
+        }
+        Some(WindowCertificate {
+            window: result.keys.window,
+            qualified: result.keys.qualified.clone(),
+            commitments_digest: commitments_digest(&result.keys),
+            keys: batch_keys(&result.keys),
+            approvals: self.approvals.iter().map(|(&j, &s)| (j, s)).collect(),
+        })
+    }
+}
+
+/// `S_e` of every batch of the window, compressed.
+fn batch_keys(keys: &WindowKeys) -> Vec<[u8; 32]> {
+    keys.commitments
+        .iter()
+        .map(|c| {
+            let s: RistrettoPoint = c.secret_image();
+            s.compress().to_bytes()
+        })
+        .collect()
+}
