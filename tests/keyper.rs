@@ -653,3 +653,119 @@ fn keyper_messages_refuse_truncation_and_trailing_bytes() {
         assert!(KeyperMessage::decode(&longer).is_err());
     }
 }
+
+/// An honest generation through its log: the committee, the observer's
+/// keys and the certificate.
+fn certified(
+    rng: &mut ChaCha20Rng,
+    window: Window,
+) -> (Committee, WindowKeys, sealbatch::keyper::WindowCertificate) {
+    use sealbatch::keyper::{Body, KeyperMessage, LogEntry, Phase, WindowLog};
+    let mut members = Vec::new();
+    let mut signers = Vec::new();
+    for _ in 0..4 {
+        let signing = sealbatch::envelope::generate_account_key(rng);
+        let decryption = random_scalar(rng);
+        members.push(Member {
+            signing_key: signing.verifying_key().to_bytes(),
+            encryption_key: RistrettoPoint::mul_base(&decryption).compress().to_bytes(),
+        });
+        signers.push(signing);
+    }
+    let committee = Committee::new(3, members).expect("a committee");
+    signers.sort_by_key(|s| committee.index_of(&s.verifying_key().to_bytes()));
+    let mut log = WindowLog::new(
+        committee.clone(),
+        Generation::observer(committee.clone(), window),
+    );
+    let sign = |j: KeyperIndex, body: Body| {
+        LogEntry::Message(
+            KeyperMessage {
+                window,
+                sender: j,
+                body,
+            }
+            .sign(&signers[usize::from(j) - 1], &committee),
+        )
+    };
+    for j in committee.indices() {
+        let (dealing, _) = deal(rng, &committee, &window, j);
+        log.apply(&sign(j, Body::Dealing(dealing))).expect("counts");
+    }
+    for phase in [Phase::Deal, Phase::Accuse, Phase::Apologize] {
+        log.apply(&LogEntry::PhaseEnd { window, phase })
+            .expect("counts");
+    }
+    let result = log.outcome().expect("done").as_ref().expect("keys").clone();
+    for j in committee.indices() {
+        log.apply(&sign(
+            j,
+            Body::Approval {
+                digest: result.digest,
+            },
+        ))
+        .expect("counts");
+    }
+    let certificate = log.certificate().expect("certified");
+    (committee, result.keys, certificate)
+}
+
+/// The sequencer's committee custodian takes only certified keys, holds no
+/// key for a batch outside its windows (so the sequencer announces nothing
+/// and takes no envelope there), and refuses a seal before close and a
+/// second root.
+#[test]
+fn the_committee_custodian_holds_only_certified_keys_and_fails_closed() {
+    use sealbatch::envelope::{CustodianError, KeyCustodian};
+    use sealbatch::keyper::{CommitteeCustodian, WindowError};
+
+    let mut rng = ChaCha20Rng::seed_from_u64(31);
+    let (committee, keys, certificate) = certified(&mut rng, WINDOW);
+    let sequencer = SequencerKey::from_seed(&[5; 32]);
+    let schedule = BatchSchedule {
+        genesis_ms: 0,
+        batch_length_ms: 100,
+    };
+    let mut custodian =
+        CommitteeCustodian::new(committee.clone(), sequencer.public_key(), schedule);
+    assert!(!custodian.has_key(100));
+    assert!(matches!(
+        custodian.public_key(100),
+        Err(CustodianError::UnknownBatch { e: 100 })
+    ));
+    let mut forged = certificate.clone();
+    forged.keys[2] = forged.keys[3];
+    assert_eq!(
+        custodian.add_window(&forged, keys.clone()),
+        Err(WindowError::Certificate(1))
+    );
+    let (_, other_keys, _) = certified(&mut rng, WINDOW);
+    assert_eq!(
+        custodian.add_window(&certificate, other_keys),
+        Err(WindowError::Mismatch(1))
+    );
+    custodian
+        .add_window(&certificate, keys.clone())
+        .expect("certified");
+    assert!(custodian.has_key(100) && custodian.has_key(103));
+    assert!(!custodian.has_key(99) && !custodian.has_key(104));
+    assert_eq!(
+        custodian.public_key(101).expect("a key").to_bytes(),
+        certificate.key(101).expect("in the window")
+    );
+    let tree = |c: u8| {
+        MerkleTree::from_commitments(vec![sealbatch::envelope::Commitment([c; 32])]).expect("tree")
+    };
+    let seal = sequencer.sign_seal(101, &tree(1));
+    let close = schedule.close_ms(101).expect("closes");
+    assert!(matches!(
+        custodian.request(&seal, close - 1),
+        Err(CustodianError::NotClosed { .. })
+    ));
+    assert!(matches!(custodian.request(&seal, close), Ok(None)));
+    assert!(matches!(custodian.request(&seal, close + 9), Ok(None)));
+    assert!(matches!(
+        custodian.request(&sequencer.sign_seal(101, &tree(2)), close),
+        Err(CustodianError::Equivocation { .. })
+    ));
+}

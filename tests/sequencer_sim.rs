@@ -21,11 +21,16 @@ use ed25519_dalek::SigningKey;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use sealbatch::envelope::{
-    BatchSchedule, Commitment, EmbeddedCustodian, MasterSecret, SequencerKey, seal_bundle,
+    BatchSchedule, Commitment, EmbeddedCustodian, KeyCustodian, MasterSecret, SequencerKey,
+    seal_bundle,
 };
 use sealbatch::journal::{
     CheckpointProblem, FoundCheckpoint, Journal, JournalConfig, SimStorage, StoredCheckpoint,
     read_checkpoints,
+};
+use sealbatch::keyper::{
+    Committee, CommitteeCustodian, Generation, KeyperIndex, Member, Release, ReleaseGuard, Window,
+    WindowCertificate, WindowKeys,
 };
 use sealbatch::market::{AccountId, AssetId, MarketConfig};
 use sealbatch::node::UnusableCheckpoint;
@@ -143,6 +148,167 @@ struct World {
     cleared_since_checkpoint: u64,
     /// Boots that started from a checkpoint.
     checkpoint_boots: usize,
+    /// The keyper committee holding the batch keys (`None`: the embedded
+    /// custodian).
+    committee: Option<SimCommittee>,
+}
+
+/// A keyper committee of five (threshold 3) in the simulation: keyper 5
+/// always releases a wrong share, and keypers go down and come back.
+struct SimCommittee {
+    committee: Committee,
+    certificate: WindowCertificate,
+    observer: WindowKeys,
+    keypers: Vec<SimKeyper>,
+    /// Key requests answered, shares released, shares refused as wrong.
+    requests: usize,
+    released: usize,
+    refused: usize,
+}
+
+struct SimKeyper {
+    index: KeyperIndex,
+    keys: WindowKeys,
+    /// The keyper's memory of its releases: its own journal, which
+    /// survives the sequencer's crashes.
+    guard: ReleaseGuard,
+    down: bool,
+    faulty: bool,
+}
+
+/// The window the simulation's committee deals: every batch a run reaches.
+const SIM_WINDOW: Window = Window {
+    id: 1,
+    first_batch: 0,
+    batches: 256,
+};
+
+/// One generation for all seeds (it is the costly part): the committee,
+/// each keyper's keys, the observer's keys and the certificate, from a
+/// generation replayed through its log.
+fn sim_generation() -> &'static (Committee, Vec<WindowKeys>, WindowKeys, WindowCertificate) {
+    use sealbatch::keyper::{Body, KeyperMessage, LogEntry, Phase, WindowLog, deal};
+    static GENERATION: std::sync::OnceLock<(
+        Committee,
+        Vec<WindowKeys>,
+        WindowKeys,
+        WindowCertificate,
+    )> = std::sync::OnceLock::new();
+    GENERATION.get_or_init(|| {
+        let mut rng = ChaCha20Rng::seed_from_u64(0x6b65_7970);
+        let mut members = Vec::new();
+        let mut secrets = Vec::new();
+        for _ in 0..5 {
+            let signing = sealbatch::envelope::generate_account_key(&mut rng);
+            let decryption = sealbatch::keyper::sharing::random_scalar(&mut rng);
+            members.push(Member {
+                signing_key: signing.verifying_key().to_bytes(),
+                encryption_key: curve25519_dalek::ristretto::RistrettoPoint::mul_base(&decryption)
+                    .compress()
+                    .to_bytes(),
+            });
+            secrets.push((signing, decryption));
+        }
+        let committee = Committee::new(3, members).expect("a committee");
+        secrets.sort_by_key(|(s, _)| committee.index_of(&s.verifying_key().to_bytes()));
+        let mut logs: Vec<WindowLog> = committee
+            .indices()
+            .map(|j| {
+                let decryption = secrets[usize::from(j) - 1].1;
+                WindowLog::new(
+                    committee.clone(),
+                    Generation::keyper(committee.clone(), SIM_WINDOW, j, decryption),
+                )
+            })
+            .collect();
+        logs.push(WindowLog::new(
+            committee.clone(),
+            Generation::observer(committee.clone(), SIM_WINDOW),
+        ));
+        fn apply(logs: &mut [WindowLog], entry: LogEntry) {
+            for log in logs {
+                log.apply(&entry).expect("counts");
+            }
+        }
+        for j in committee.indices() {
+            let (dealing, _) = deal(&mut rng, &committee, &SIM_WINDOW, j);
+            let message = KeyperMessage {
+                window: SIM_WINDOW,
+                sender: j,
+                body: Body::Dealing(dealing),
+            };
+            apply(
+                &mut logs,
+                LogEntry::Message(message.sign(&secrets[usize::from(j) - 1].0, &committee)),
+            );
+        }
+        for phase in [Phase::Deal, Phase::Accuse, Phase::Apologize] {
+            apply(
+                &mut logs,
+                LogEntry::PhaseEnd {
+                    window: SIM_WINDOW,
+                    phase,
+                },
+            );
+        }
+        let digest = logs[5]
+            .outcome()
+            .expect("finished")
+            .as_ref()
+            .expect("keys")
+            .digest;
+        for j in committee.indices() {
+            let message = KeyperMessage {
+                window: SIM_WINDOW,
+                sender: j,
+                body: Body::Approval { digest },
+            };
+            apply(
+                &mut logs,
+                LogEntry::Message(message.sign(&secrets[usize::from(j) - 1].0, &committee)),
+            );
+        }
+        let keys = |log: &WindowLog| {
+            log.outcome()
+                .expect("finished")
+                .as_ref()
+                .expect("keys")
+                .keys
+                .clone()
+        };
+        let certificate = logs[5].certificate().expect("certified");
+        (
+            committee.clone(),
+            logs[..5].iter().map(keys).collect(),
+            keys(&logs[5]),
+            certificate,
+        )
+    })
+}
+
+impl SimCommittee {
+    fn new() -> SimCommittee {
+        let (committee, keyper_keys, observer, certificate) = sim_generation().clone();
+        SimCommittee {
+            keypers: keyper_keys
+                .into_iter()
+                .enumerate()
+                .map(|(i, keys)| SimKeyper {
+                    index: i as KeyperIndex + 1,
+                    keys,
+                    guard: ReleaseGuard::default(),
+                    down: false,
+                    faulty: i == 4,
+                })
+                .collect(),
+            committee,
+            certificate,
+            observer,
+            requests: 0,
+            released: 0,
+            refused: 0,
+        }
+    }
 }
 
 /// The newest checkpoint on `disk` that reads back and decodes.
@@ -181,6 +347,7 @@ impl World {
             checkpointing,
             cleared_since_checkpoint: 0,
             checkpoint_boots: 0,
+            committee: None,
         }
     }
 
@@ -197,12 +364,25 @@ impl World {
     ) -> Result<Sequencer, sealbatch::sequencer::SequencerError> {
         let key = self.key();
         let genesis = genesis(&key);
-        let custodian = EmbeddedCustodian::new(
-            MasterSecret::from_bytes(self.master),
-            key.public_key(),
-            genesis.schedule,
-        );
-        Sequencer::recover(genesis, limits, key, Box::new(custodian), journaled, now)
+        let custodian: Box<dyn KeyCustodian + Send> = match &self.committee {
+            None => Box::new(EmbeddedCustodian::new(
+                MasterSecret::from_bytes(self.master),
+                key.public_key(),
+                genesis.schedule,
+            )),
+            Some(c) => {
+                let mut custodian = CommitteeCustodian::new(
+                    c.committee.clone(),
+                    key.public_key(),
+                    genesis.schedule,
+                );
+                custodian
+                    .add_window(&c.certificate, c.observer.clone())
+                    .expect("the certified window");
+                Box::new(custodian)
+            }
+        };
+        Sequencer::recover(genesis, limits, key, custodian, journaled, now)
     }
 
     fn boot(&mut self) {
@@ -365,6 +545,7 @@ impl World {
                     Event::BatchVoided { e, reason } => {
                         panic!("batch {e} was voided: {reason}")
                     }
+                    Event::KeyRequested { seal } => self.release_shares(seal),
                     Event::BatchOpened { .. } | Event::OperationDurable { .. } => {}
                 }
             }
@@ -393,6 +574,87 @@ impl World {
                 prune,
             )
             .is_ok()
+    }
+
+    /// The keypers answer a key request, in a random order: each live one
+    /// checks the seal by its own rule and releases its share (keyper 5 a
+    /// wrong one), until the sequencer has the key.
+    fn release_shares(&mut self, seal: sealbatch::envelope::SignedSeal) {
+        let now = self.now;
+        let sequencer = self.key().public_key();
+        let schedule = genesis(&self.key()).schedule;
+        let start = self.rng.next_u32() as usize;
+        let Some(committee) = self.committee.as_mut() else {
+            panic!("a key request without a committee");
+        };
+        committee.requests += 1;
+        let n = committee.keypers.len();
+        let mut shares = Vec::new();
+        for k in 0..n {
+            let keyper = &mut committee.keypers[(start + k) % n];
+            if keyper.down {
+                continue;
+            }
+            match keyper.guard.decide(&seal, &sequencer, &schedule, 0, now) {
+                Ok(release) => {
+                    // Never a share before the batch closed.
+                    assert!(now >= schedule.close_ms(seal.e).expect("closes"));
+                    if release == Release::First {
+                        keyper.guard.record(seal);
+                    }
+                }
+                Err(refusal) => panic!("keyper {} refused: {refusal}", keyper.index),
+            }
+            let mut share = keyper.keys.share(seal.e).expect("a share").to_bytes();
+            if keyper.faulty {
+                share[0] ^= 1;
+            }
+            shares.push((keyper.index, keyper.faulty, share));
+        }
+        for (index, faulty, share) in shares {
+            let outcome = self.seq().handle_key_share(now, seal.e, index, &share);
+            let committee = self.committee.as_mut().expect("a committee");
+            match outcome {
+                Ok(done) => {
+                    assert!(!faulty, "a wrong share counted");
+                    committee.released += 1;
+                    if done {
+                        break;
+                    }
+                }
+                Err(_) if faulty => committee.refused += 1,
+                Err(error) => panic!("keyper {index}'s share refused: {error}"),
+            }
+        }
+    }
+
+    /// Keypers go down and come back: at most three at once, so the
+    /// committee sometimes stalls (three down of five, threshold three:
+    /// keyper 5's shares are wrong) and then catches up.
+    fn keyper_faults(&mut self) {
+        let roll = self.rng.next_u32();
+        let Some(committee) = self.committee.as_mut() else {
+            return;
+        };
+        if !roll.is_multiple_of(8) {
+            return;
+        }
+        let k = (roll / 8) as usize % committee.keypers.len();
+        let down = committee.keypers.iter().filter(|k| k.down).count();
+        let keyper = &mut committee.keypers[k];
+        if keyper.down || down < 3 {
+            keyper.down = !keyper.down;
+        }
+    }
+
+    /// Every keyper up again, and time for the sequencer to ask again.
+    fn all_keypers_up(&mut self) {
+        if let Some(committee) = self.committee.as_mut() {
+            for k in &mut committee.keypers {
+                k.down = false;
+            }
+            self.now += sealbatch::sequencer::KEY_REQUEST_RESEND_MS;
+        }
     }
 
     /// Pumps; if the disk stops, crashes the machine, restarts and pumps again.
@@ -502,6 +764,9 @@ impl World {
                 self.pending.insert(token, (e, commitment));
             }
             Err(SubmitError::Malformed(_)) => assert!(bytes.len() == 10),
+            // While a committee's release stalls, sealed batches pile up and
+            // admission control refuses.
+            Err(SubmitError::Busy { .. }) if self.committee.is_some() => {}
             Err(other) => panic!("unexpected refusal: {other}"),
         }
     }
@@ -730,6 +995,11 @@ enum Crashes {
 /// What a run did, for the callers' own checks.
 struct Stats {
     crashes: usize,
+    /// With a committee: key requests (first and repeated), shares that
+    /// counted, wrong shares refused.
+    key_requests: usize,
+    shares_released: usize,
+    shares_refused: usize,
     /// Withdrawals taken, and of them paid out (as the final state says).
     withdrawals: u64,
     paid_out: u64,
@@ -751,7 +1021,11 @@ fn run(seed: u64, steps: usize, crashes: Crashes) -> Stats {
 }
 
 fn run_with(seed: u64, steps: usize, crashes: Crashes, checkpointing: Checkpointing) -> Stats {
-    let mut world = World::new(seed, checkpointing);
+    run_world(World::new(seed, checkpointing), seed, steps, crashes)
+}
+
+fn run_world(mut world: World, seed: u64, steps: usize, crashes: Crashes) -> Stats {
+    let checkpointing = world.checkpointing;
     if let Crashes::AtOp(op) = crashes {
         world.disk.crash_at_op(op);
     }
@@ -772,6 +1046,7 @@ fn run_with(seed: u64, steps: usize, crashes: Crashes, checkpointing: Checkpoint
         if world.rng.next_u32().is_multiple_of(15) {
             world.pay_out();
         }
+        world.keyper_faults();
         if let Crashes::Random(one_in) = crashes
             && world.rng.next_u32().is_multiple_of(one_in)
         {
@@ -783,6 +1058,7 @@ fn run_with(seed: u64, steps: usize, crashes: Crashes, checkpointing: Checkpoint
     }
     // Let every batch close and clear.
     world.now += 1_000;
+    world.all_keypers_up();
     world.pump_through_crashes();
     // A crash scheduled past the run's last write never happens.
     world.disk.restart();
@@ -884,7 +1160,14 @@ fn run_with(seed: u64, steps: usize, crashes: Crashes, checkpointing: Checkpoint
     let funds = world.seq().funds();
     let withdrawals = funds.next_withdrawal_id() - 1;
     let paid_out = withdrawals - funds.pending_after(0).count() as u64;
+    let (key_requests, shares_released, shares_refused) = world
+        .committee
+        .as_ref()
+        .map_or((0, 0, 0), |c| (c.requests, c.released, c.refused));
     Stats {
+        key_requests,
+        shares_released,
+        shares_refused,
         withdrawals,
         paid_out,
         crashes: world.crashes,
@@ -1086,6 +1369,45 @@ fn random_crashes_lose_no_acknowledged_envelope_and_apply_no_fill_twice() {
             && withdrawals > 100
             && paid_out > 50,
         "the simulation exercised too little"
+    );
+}
+
+/// The batch keys held by a keyper committee of five (threshold 3) instead
+/// of the embedded custodian: every batch is opened with a key combined
+/// from keypers' shares, through random crashes of the sequencer, keypers
+/// going down (at times three at once, which stalls the release until they
+/// return) and keyper 5 releasing wrong shares; no share leaves before its
+/// batch closed, and every check of the other runs holds.
+#[test]
+fn a_keyper_committee_releases_every_key_through_crashes_faults_and_stalls() {
+    let (mut requests, mut released, mut refused, mut batches, mut crashes) = (0, 0, 0, 0, 0);
+    for seed in seeds(300..306) {
+        let mut world = World::new(seed, CHECKPOINT_OFTEN);
+        world.committee = Some(SimCommittee::new());
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_world(world, seed, 300, Crashes::Random(12))
+        }));
+        match result {
+            Ok(stats) => {
+                requests += stats.key_requests;
+                released += stats.shares_released;
+                refused += stats.shares_refused;
+                batches += stats.batches;
+                crashes += stats.crashes;
+            }
+            Err(panic) => {
+                eprintln!("simulation failed with seed {seed}");
+                std::panic::resume_unwind(panic);
+            }
+        }
+    }
+    eprintln!(
+        "{batches} batches, {crashes} crashes, {requests} key requests, \
+         {released} shares counted, {refused} wrong shares refused"
+    );
+    assert!(
+        batches > 100 && crashes > 10 && requests > batches && refused > 10,
+        "the committee was exercised too little"
     );
 }
 

@@ -1036,6 +1036,9 @@ impl Harness {
                 Event::BatchVoided { e, reason } => {
                     panic!("batch {e} voided: {reason}")
                 }
+                Event::KeyRequested { seal } => {
+                    panic!("batch {}: the embedded custodian asked keypers", seal.e)
+                }
                 Event::Receipt {
                     token,
                     e,

@@ -13,7 +13,9 @@
 //! root) and answers its share `s_{e,i}`, checked against
 //! `Σ_j i^j·C_j`; any `t` valid shares interpolate to `s_e` at 0, and the
 //! result is checked against `S_e` before the crate-internal constructor
-//! builds the [`ReleasedBatchKey`]. Nothing of that is built yet.
+//! builds the [`ReleasedBatchKey`]: `keyper::CommitteeCustodian`, which
+//! answers [`KeyCustodian::request`] later, through
+//! [`KeyCustodian::add_share`].
 
 use std::collections::BTreeMap;
 
@@ -106,6 +108,23 @@ pub enum CustodianError {
         /// The key problem.
         source: KeyError,
     },
+    /// This custodian's keys come from keypers' shares: ask with
+    /// [`KeyCustodian::request`] and complete with
+    /// [`KeyCustodian::add_share`].
+    #[error("batch {e}: the key comes from keypers' shares")]
+    SharesNeeded {
+        /// The batch.
+        e: BatchId,
+    },
+    /// A keyper's share that does not count (a faulty keyper, for this
+    /// batch), or a share for a custodian that takes none.
+    #[error("batch {e}: {reason}")]
+    Share {
+        /// The batch.
+        e: BatchId,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Announces batch public keys and releases batch keys for valid seals.
@@ -135,10 +154,52 @@ pub trait KeyCustodian {
         seal: &SignedSeal,
         now_ms: u64,
     ) -> Result<ReleasedBatchKey, CustodianError>;
+
+    /// Asks for the key of the sealed batch `seal.e`: the key now, or
+    /// `None` when it comes later from keypers' shares
+    /// ([`add_share`](KeyCustodian::add_share)); asking again is harmless.
+    /// The default releases at once.
+    ///
+    /// # Errors
+    /// As [`release`](KeyCustodian::release).
+    fn request(
+        &mut self,
+        seal: &SignedSeal,
+        now_ms: u64,
+    ) -> Result<Option<ReleasedBatchKey>, CustodianError> {
+        self.release(seal, now_ms).map(Some)
+    }
+
+    /// Keyper `keyper`'s share of the key of a requested seal: the key once
+    /// enough valid shares are in, `None` before.
+    ///
+    /// # Errors
+    /// [`CustodianError::Share`] for a share that does not count (the
+    /// default: this custodian takes none).
+    fn add_share(
+        &mut self,
+        seal: &SignedSeal,
+        keyper: u16,
+        share: &[u8; 32],
+    ) -> Result<Option<ReleasedBatchKey>, CustodianError> {
+        let _ = (keyper, share);
+        Err(CustodianError::Share {
+            e: seal.e,
+            reason: "this custodian takes no shares".into(),
+        })
+    }
+
+    /// Whether the custodian holds the public key of batch `e` (a committee
+    /// holds only certified ones: without one, no envelope for `e` is
+    /// taken). The default: every batch.
+    fn has_key(&self, e: BatchId) -> bool {
+        let _ = e;
+        true
+    }
 }
 
 /// The seal checks shared by custodians: signature, then close time.
-fn check_seal(
+pub(crate) fn check_seal(
     seal: &SignedSeal,
     sequencer: &SequencerPublicKey,
     schedule: &BatchSchedule,

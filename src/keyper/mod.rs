@@ -20,10 +20,13 @@
 //!   result, and the committee's certificate over a window's keys.
 //! - [`release`]: the release rule a keyper keeps (first seal, after close
 //!   plus skew, evidence of two roots).
+//! - [`custodian`]: the sequencer's custodian over a committee's certified
+//!   windows: announces only certified keys, combines released shares.
 //! - [`combine`]: checking released shares and combining any `t` into `s_e`.
 
 pub mod combine;
 pub mod committee;
+pub mod custodian;
 pub mod dealing;
 pub mod generation;
 pub mod log;
@@ -34,6 +37,7 @@ pub mod sharing;
 
 pub use combine::{CombineError, Combiner};
 pub use committee::{COMMITTEE_MAX, Committee, CommitteeError, Member, WINDOW_BATCHES_MAX, Window};
+pub use custodian::{CommitteeCustodian, WindowError};
 pub use dealing::{BatchDeal, DealerSecrets, Dealing, DealingError, SealedShares, deal};
 pub use generation::{Accusation, Apology, Generation, GenerationError, WindowKeys};
 pub use log::{Ignored, LogEntry, Phase, WindowCertificate, WindowLog, WindowResult};

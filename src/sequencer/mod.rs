@@ -8,6 +8,7 @@
 //! loop {
 //!     handle_submit(now, token, envelope)      for each envelope that arrives
 //!     handle_timeout(now)                      when poll_timeout() is due
+//!     handle_key_share(now, e, keyper, share)  for each keyper's share (a committee)
 //!     while let Some(w) = poll_journal()       append w to the journal, in order
 //!     (after an fsync) handle_journal_durable(now, lsn)
 //!     while let Some(job) = poll_job()         run job.run() (rayon, any thread)
@@ -33,7 +34,12 @@
 //!    and journaled. Nothing later joins `e`; a late envelope is refused with
 //!    the next open batch named.
 //! 4. Once the seal is durable: [`Event::BatchSealed`], the custodian releases
-//!    `s_e`, and an [`OpenJob`] is handed out.
+//!    `s_e`, and an [`OpenJob`] is handed out. A keyper committee's key
+//!    comes later: [`Event::KeyRequested`] asks the caller to send the seal
+//!    to the keypers (again every [`KEY_REQUEST_RESEND_MS`]), and their
+//!    shares go to [`handle_key_share`](Sequencer::handle_key_share) until
+//!    `t` valid ones give the key. The batch keeps its place in the order
+//!    meanwhile.
 //! 5. **Clear**: [`handle_opened`](Sequencer::handle_opened) validates funding,
 //!    clears, settles, and journals the [`BatchOutcome`] (as [`ResultPart`]s
 //!    of at most 4 MiB each, so any batch fits the journal's record limit).
@@ -98,6 +104,10 @@ use crate::ledger::{Ledger, LedgerError};
 use crate::market::{AccountId, AssetId, MarketConfig};
 use crate::signed::{SignedDeposit, SignedPayout, SignedWithdrawal, Withdrawal};
 use crate::types::{BatchId, Lsn, MarketId, Tick};
+
+/// How long the sequencer waits for a committee's shares before it sends
+/// the seal to the keypers again.
+pub const KEY_REQUEST_RESEND_MS: u64 = 500;
 
 /// The caller's name for a submission, echoed in its [`Event::Receipt`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -172,6 +182,15 @@ pub enum Event {
     OperationDurable {
         /// The operation's token.
         token: OpToken,
+    },
+    /// A durable seal's key must be asked of the keypers: send them the
+    /// seal and hand their shares to
+    /// [`handle_key_share`](Sequencer::handle_key_share). Repeated every
+    /// [`KEY_REQUEST_RESEND_MS`] until the key is in (keypers answer a
+    /// repeated seal with the same share).
+    KeyRequested {
+        /// The seal.
+        seal: SignedSeal,
     },
     /// Batch `e` could not be processed and was voided (its outcome, which
     /// follows as [`Event::BatchCleared`], trades nothing). Never expected:
@@ -370,6 +389,16 @@ enum Batch {
         envelopes: Vec<ShapedEnvelope>,
         seal_lsn: Lsn,
     },
+    /// Seal durable; the key is asked of the keypers (a committee
+    /// custodian) and comes back share by share.
+    AwaitingKey {
+        seal: SignedSeal,
+        tree: Arc<MerkleTree>,
+        envelopes: Vec<ShapedEnvelope>,
+        /// When the keypers were last asked (asked again every
+        /// [`KEY_REQUEST_RESEND_MS`]).
+        requested_ms: u64,
+    },
     /// Key released; the open job is out. The tree names the envelopes
     /// should the batch have to be voided.
     Opening { tree: Arc<MerkleTree> },
@@ -549,7 +578,7 @@ impl Sequencer {
         {
             return Err(SubmitError::BatchClosed { e, next_open: open });
         }
-        if e > open.saturating_add(self.limits.announce_ahead) {
+        if e > open.saturating_add(self.limits.announce_ahead) || !self.custodian.has_key(e) {
             return Err(SubmitError::NotAnnounced { e, next_open: open });
         }
         let batch_ms = self.genesis.schedule.batch_length_ms;
@@ -767,6 +796,11 @@ impl Sequencer {
         let horizon = open.saturating_add(self.limits.announce_ahead);
         let mut e = self.announced_below.max(open);
         while e <= horizon {
+            // Fail closed: a batch without a key (a committee that has not
+            // certified it yet) is not announced, and nothing after it.
+            if !self.custodian.has_key(e) {
+                break;
+            }
             let public_key = self.custodian.public_key(e)?;
             let close_ms = self.genesis.schedule.close_ms(e).unwrap_or(u64::MAX);
             self.events.push_back(Event::BatchOpened {
@@ -776,7 +810,8 @@ impl Sequencer {
             });
             e += 1;
         }
-        self.announced_below = self.announced_below.max(horizon.saturating_add(1));
+        self.announced_below = self.announced_below.max(e);
+        self.resend_key_requests();
         self.close_below(open)
     }
 
@@ -881,23 +916,105 @@ impl Sequencer {
         Ok(())
     }
 
-    /// Has the custodian release the key of sealed batch `e` and queues its
-    /// open job.
+    /// Asks the custodian for the key of sealed batch `e`: with the key,
+    /// queues its open job; a committee's key comes later
+    /// ([`Event::KeyRequested`], [`handle_key_share`](Self::handle_key_share)).
     fn release(&mut self, e: BatchId) -> Result<(), SequencerError> {
         let Some(Batch::Sealing { seal, .. }) = self.batches.get(&e) else {
             return Ok(());
         };
-        let key = self.custodian.release(seal, self.now_ms)?;
+        let seal = *seal;
+        let key = self.custodian.request(&seal, self.now_ms)?;
         let Some(Batch::Sealing {
             envelopes, tree, ..
         }) = self.batches.remove(&e)
         else {
             return Ok(());
         };
-        self.batches.insert(e, Batch::Opening { tree });
-        self.opening.insert(e, None);
-        self.jobs.push_back(OpenJob { key, envelopes });
+        match key {
+            Some(key) => self.start_opening(e, key, tree, envelopes),
+            None => {
+                // Its place among the batches being opened is taken now, so
+                // that a later batch whose key comes first still waits for
+                // it: batches clear strictly in order.
+                self.opening.insert(e, None);
+                self.batches.insert(
+                    e,
+                    Batch::AwaitingKey {
+                        seal,
+                        tree,
+                        envelopes,
+                        requested_ms: self.now_ms,
+                    },
+                );
+                self.events.push_back(Event::KeyRequested { seal });
+            }
+        }
         Ok(())
+    }
+
+    fn start_opening(
+        &mut self,
+        e: BatchId,
+        key: ReleasedBatchKey,
+        tree: Arc<MerkleTree>,
+        envelopes: Vec<ShapedEnvelope>,
+    ) {
+        self.batches.insert(e, Batch::Opening { tree });
+        self.opening.entry(e).or_insert(None);
+        self.jobs.push_back(OpenJob { key, envelopes });
+    }
+
+    /// Keyper `keyper`'s share of the key of batch `e`, whose key was
+    /// requested ([`Event::KeyRequested`]). Returns whether the key is now
+    /// complete (its open job queued).
+    ///
+    /// # Errors
+    ///
+    /// [`CustodianError`] for a share that does not count — a faulty
+    /// keyper, a batch not awaiting its key — which the caller logs; the
+    /// sequencer goes on and the key comes from the other keypers.
+    pub fn handle_key_share(
+        &mut self,
+        now_ms: u64,
+        e: BatchId,
+        keyper: u16,
+        share: &[u8; 32],
+    ) -> Result<bool, CustodianError> {
+        self.observe(now_ms);
+        let Some(Batch::AwaitingKey { seal, .. }) = self.batches.get(&e) else {
+            return Err(CustodianError::Share {
+                e,
+                reason: "the batch is not awaiting its key".into(),
+            });
+        };
+        let seal = *seal;
+        let Some(key) = self.custodian.add_share(&seal, keyper, share)? else {
+            return Ok(false);
+        };
+        if let Some(Batch::AwaitingKey {
+            tree, envelopes, ..
+        }) = self.batches.remove(&e)
+        {
+            self.start_opening(e, key, tree, envelopes);
+        }
+        Ok(true)
+    }
+
+    /// Asks the keypers again for every key awaited longer than
+    /// [`KEY_REQUEST_RESEND_MS`].
+    fn resend_key_requests(&mut self) {
+        let now = self.now_ms;
+        for batch in self.batches.values_mut() {
+            if let Batch::AwaitingKey {
+                seal, requested_ms, ..
+            } = batch
+                && now.saturating_sub(*requested_ms) >= KEY_REQUEST_RESEND_MS
+            {
+                *requested_ms = now;
+                self.events.push_back(Event::KeyRequested { seal: *seal });
+            }
+        }
     }
 
     /// Takes the result of an [`OpenJob`]: once every earlier batch is done,
@@ -1011,7 +1128,20 @@ impl Sequencer {
     pub fn poll_timeout(&self) -> Option<u64> {
         let open = self.open_batch_at(self.now_ms);
         let due = self.genesis.schedule.close_ms(open)?;
-        Some(due.max(self.genesis.schedule.genesis_ms))
+        let resend = self
+            .batches
+            .values()
+            .filter_map(|b| match b {
+                Batch::AwaitingKey { requested_ms, .. } => {
+                    Some(requested_ms.saturating_add(KEY_REQUEST_RESEND_MS))
+                }
+                _ => None,
+            })
+            .min();
+        Some(
+            due.max(self.genesis.schedule.genesis_ms)
+                .min(resend.unwrap_or(u64::MAX)),
+        )
     }
 
     /// Whether any work is waiting on the caller: journal writes, jobs,

@@ -102,6 +102,14 @@ impl Driver {
                     "batch could not be processed and is voided: nothing in it trades (a bug; please report it)"
                 );
             }
+            Event::KeyRequested { seal } => {
+                // The node runs the embedded custodian, which releases at
+                // once; a committee's keypers are not connected yet.
+                tracing::error!(
+                    batch = seal.e,
+                    "a batch key was asked of keypers, but this node has no keyper committee"
+                );
+            }
             Event::OperationDurable { token } => {
                 if let Some(p) = self.pending.remove(&token.0) {
                     let reply = p.reply.unwrap_or(ServerMessage::Ack {

@@ -1,0 +1,225 @@
+//! The sequencer's custodian when a keyper committee holds the keys: it
+//! announces only certified batch keys (no certificate, no key, no batch),
+//! asks the keypers for a durable seal's shares, and combines any `t` valid
+//! ones into the key that opens the batch (`spec/keyper.md` §10).
+
+use std::collections::BTreeMap;
+
+use curve25519_dalek::scalar::Scalar;
+
+use super::combine::Combiner;
+use super::committee::Committee;
+use super::generation::WindowKeys;
+use super::log::{WindowCertificate, commitments_digest};
+use super::sharing::KeyperIndex;
+use crate::envelope::custodian::check_seal;
+use crate::envelope::keys::BatchSecret;
+use crate::envelope::{
+    BatchPublicKey, BatchSchedule, CustodianError, KeyCustodian, ReleasedBatchKey, SealStatement,
+    SequencerPublicKey, SignedSeal,
+};
+use crate::types::BatchId;
+
+/// Most windows a custodian keeps (older ones are dropped as new ones come).
+pub const WINDOWS_KEPT_MAX: usize = 64;
+
+/// Why a window's keys are not taken.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    /// The certificate does not carry `t` valid approvals for this
+    /// committee.
+    #[error("the certificate of window {0} does not verify")]
+    Certificate(u64),
+    /// The keys are not the certified ones.
+    #[error("the keys of window {0} are not the certified ones")]
+    Mismatch(u64),
+}
+
+struct CertifiedWindow {
+    keys: WindowKeys,
+}
+
+/// A [`KeyCustodian`] over a keyper committee's certified windows.
+pub struct CommitteeCustodian {
+    committee: Committee,
+    sequencer: SequencerPublicKey,
+    schedule: BatchSchedule,
+    /// By first batch.
+    windows: BTreeMap<BatchId, CertifiedWindow>,
+    /// The seal asked for, and the shares so far, per batch.
+    requests: BTreeMap<BatchId, (SealStatement, Combiner)>,
+}
+
+impl std::fmt::Debug for CommitteeCustodian {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommitteeCustodian")
+            .field("windows", &self.windows.keys().collect::<Vec<_>>())
+            .field("requests", &self.requests.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl CommitteeCustodian {
+    /// A custodian for `committee`, releasing for seals by `sequencer` of
+    /// batches closed on `schedule`. It holds no key until
+    /// [`add_window`](Self::add_window).
+    #[must_use]
+    pub fn new(
+        committee: Committee,
+        sequencer: SequencerPublicKey,
+        schedule: BatchSchedule,
+    ) -> CommitteeCustodian {
+        CommitteeCustodian {
+            committee,
+            sequencer,
+            schedule,
+            windows: BTreeMap::new(),
+            requests: BTreeMap::new(),
+        }
+    }
+
+    /// Takes a window's keys (as an observer of its log derived them) with
+    /// the committee's certificate over them.
+    ///
+    /// # Errors
+    ///
+    /// [`WindowError`]; nothing changes then.
+    pub fn add_window(
+        &mut self,
+        certificate: &WindowCertificate,
+        keys: WindowKeys,
+    ) -> Result<(), WindowError> {
+        let id = certificate.window.id;
+        if !certificate.verify(&self.committee) {
+            return Err(WindowError::Certificate(id));
+        }
+        let certified = keys.window == certificate.window
+            && keys.qualified == certificate.qualified
+            && commitments_digest(&keys) == certificate.commitments_digest
+            && certificate
+                .window
+                .batches()
+                .all(|e| keys.public_key(e).map(|p| p.compress().to_bytes()) == certificate.key(e));
+        if !certified {
+            return Err(WindowError::Mismatch(id));
+        }
+        self.windows
+            .insert(certificate.window.first_batch, CertifiedWindow { keys });
+        while self.windows.len() > WINDOWS_KEPT_MAX {
+            self.windows.pop_first();
+        }
+        Ok(())
+    }
+
+    fn window_of(&self, e: BatchId) -> Option<&WindowKeys> {
+        self.windows
+            .range(..=e)
+            .next_back()
+            .map(|(_, w)| &w.keys)
+            .filter(|k| k.window.contains(e))
+    }
+
+    /// Keypers whose share of batch `e` did not count.
+    #[must_use]
+    pub fn faulty(&self, e: BatchId) -> Vec<KeyperIndex> {
+        self.requests
+            .get(&e)
+            .map(|(_, c)| c.faulty().keys().copied().collect())
+            .unwrap_or_default()
+    }
+}
+
+impl KeyCustodian for CommitteeCustodian {
+    fn public_key(&self, e: BatchId) -> Result<BatchPublicKey, CustodianError> {
+        let point = self
+            .window_of(e)
+            .and_then(|w| w.public_key(e))
+            .ok_or(CustodianError::UnknownBatch { e })?;
+        BatchPublicKey::from_bytes(&point.compress().to_bytes())
+            .map_err(|source| CustodianError::Key { e, source })
+    }
+
+    fn release(
+        &mut self,
+        seal: &SignedSeal,
+        _now_ms: u64,
+    ) -> Result<ReleasedBatchKey, CustodianError> {
+        Err(CustodianError::SharesNeeded { e: seal.e })
+    }
+
+    fn request(
+        &mut self,
+        seal: &SignedSeal,
+        now_ms: u64,
+    ) -> Result<Option<ReleasedBatchKey>, CustodianError> {
+        check_seal(seal, &self.sequencer, &self.schedule, now_ms)?;
+        let e = seal.e;
+        let statement = SealStatement {
+            e,
+            count: seal.count,
+            root: seal.root,
+        };
+        if let Some((first, _)) = self.requests.get(&e) {
+            if *first != statement {
+                return Err(CustodianError::Equivocation { e, first: *first });
+            }
+            return Ok(None);
+        }
+        let keys = self
+            .window_of(e)
+            .ok_or(CustodianError::UnknownBatch { e })?;
+        let combiner = Combiner::new(keys, e, self.committee.threshold(), self.committee.size())
+            .map_err(|_| CustodianError::UnknownBatch { e })?;
+        self.requests.insert(e, (statement, combiner));
+        // Only batches still in a kept window can be asked for; bound the
+        // memory all the same.
+        while self.requests.len() > WINDOWS_KEPT_MAX * crate::keyper::WINDOW_BATCHES_MAX as usize {
+            self.requests.pop_first();
+        }
+        Ok(None)
+    }
+
+    fn add_share(
+        &mut self,
+        seal: &SignedSeal,
+        keyper: u16,
+        share: &[u8; 32],
+    ) -> Result<Option<ReleasedBatchKey>, CustodianError> {
+        let e = seal.e;
+        let public = self.public_key(e)?;
+        let Some((statement, combiner)) = self.requests.get_mut(&e) else {
+            return Err(CustodianError::Share {
+                e,
+                reason: "no request for this batch".into(),
+            });
+        };
+        if (statement.count, statement.root) != (seal.count, seal.root) {
+            return Err(CustodianError::Equivocation {
+                e,
+                first: *statement,
+            });
+        }
+        let secret = combiner
+            .add(keyper, share)
+            .map_err(|error| CustodianError::Share {
+                e,
+                reason: error.to_string(),
+            })?;
+        let Some(secret) = secret else {
+            return Ok(None);
+        };
+        let scalar = Option::<Scalar>::from(Scalar::from_canonical_bytes(*secret)).ok_or(
+            CustodianError::Share {
+                e,
+                reason: "the combined secret is not canonical".into(),
+            },
+        )?;
+        ReleasedBatchKey::new(BatchSecret(scalar), &public, seal)
+            .map(Some)
+            .map_err(|source| CustodianError::Key { e, source })
+    }
+
+    fn has_key(&self, e: BatchId) -> bool {
+        self.window_of(e).is_some()
+    }
+}
