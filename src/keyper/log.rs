@@ -41,6 +41,11 @@ pub enum Phase {
 /// One entry of the log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LogEntry {
+    /// The log keeper opens a generation: dealers deal for `window` now.
+    Open {
+        /// The generation.
+        window: Window,
+    },
     /// A keyper's signed message.
     Message(SignedKeyperMessage),
     /// The log keeper ends `phase` of `window`: later messages of that
@@ -248,6 +253,13 @@ impl WindowLog {
     pub fn apply(&mut self, entry: &LogEntry) -> Result<(), Ignored> {
         let window = *self.generation.window();
         match entry {
+            LogEntry::Open { window: w } => {
+                if *w == window {
+                    Ok(())
+                } else {
+                    Err(Ignored::OtherWindow)
+                }
+            }
             LogEntry::PhaseEnd { window: w, phase } => {
                 if *w != window {
                     return Err(Ignored::OtherWindow);

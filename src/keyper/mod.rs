@@ -18,6 +18,10 @@
 //!   approval) and their bytes.
 //! - [`log`]: replaying a generation's log, phase by phase, into its
 //!   result, and the committee's certificate over a window's keys.
+//! - [`keeper`]: the log keeper (the sequencer's part): opens generations,
+//!   takes messages that count, ends phases by its clock, retries.
+//! - [`node`]: a keyper's state machine: reads the log, posts what its
+//!   phase asks, answers seals.
 //! - [`release`]: the release rule a keyper keeps (first seal, after close
 //!   plus skew, evidence of two roots).
 //! - [`custodian`]: the sequencer's custodian over a committee's certified
@@ -29,8 +33,10 @@ pub mod committee;
 pub mod custodian;
 pub mod dealing;
 pub mod generation;
+pub mod keeper;
 pub mod log;
 pub mod message;
+pub mod node;
 pub mod proof;
 pub mod release;
 pub mod sharing;
@@ -40,8 +46,10 @@ pub use committee::{COMMITTEE_MAX, Committee, CommitteeError, Member, WINDOW_BAT
 pub use custodian::{CommitteeCustodian, WindowError};
 pub use dealing::{BatchDeal, DealerSecrets, Dealing, DealingError, SealedShares, deal};
 pub use generation::{Accusation, Apology, Generation, GenerationError, WindowKeys};
+pub use keeper::{GenerationParams, LogKeeper};
 pub use log::{Ignored, LogEntry, Phase, WindowCertificate, WindowLog, WindowResult};
 pub use message::{Body, KeyperMessage, MessageError, SignedKeyperMessage};
+pub use node::{KeyperError, KeyperIdentity, KeyperNode};
 pub use proof::Proof;
 pub use release::{Release, ReleaseGuard, ReleaseRefusal};
 pub use sharing::{Commitments, KeyperIndex, Polynomial, ShareError};

@@ -1,0 +1,354 @@
+//! A keyper's state machine: it reads the committee's log (from the start
+//! after a restart: the log is the catch-up), posts what the protocol asks
+//! of it — its dealing when a generation opens, its accusations when the
+//! dealing phase ends, its apologies when the accusation phase ends, its
+//! approval of the result — and answers seals with its share under the
+//! release rule.
+//!
+//! What it posts is decided from the log it has read, not from what it
+//! remembers posting: a message of its own already in the log is not posted
+//! again, and one lost in transit is posted again on the next read. Sans-IO:
+//! the caller moves the log in, messages out, and journals each first
+//! release (fsynced) before the share leaves.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use curve25519_dalek::scalar::Scalar;
+use ed25519_dalek::SigningKey;
+use rand_core::CryptoRngCore;
+use zeroize::Zeroizing;
+
+use super::committee::{Committee, Window};
+use super::dealing::{DealerSecrets, Dealing, deal};
+use super::generation::{Generation, WindowKeys};
+use super::log::{LogEntry, Phase, WindowLog};
+use super::message::{Body, KeyperMessage, SignedKeyperMessage};
+use super::release::{Release, ReleaseGuard, ReleaseRefusal};
+use super::sharing::KeyperIndex;
+use crate::envelope::{BatchSchedule, SequencerPublicKey, SignedSeal};
+use crate::types::BatchId;
+
+/// Windows whose keys a keyper keeps (older ones are erased).
+pub const KEYPER_WINDOWS_KEPT_MAX: usize = 64;
+
+/// The keyper's identity and the deployment it serves.
+pub struct KeyperIdentity {
+    /// The committee.
+    pub committee: Committee,
+    /// This keyper's signing key (its public half is a member's).
+    pub signing: SigningKey,
+    /// This keyper's decryption key (its image is the member's encryption
+    /// key).
+    pub decryption: Scalar,
+    /// The sequencer whose seals it answers.
+    pub sequencer: SequencerPublicKey,
+    /// The batch clock.
+    pub schedule: BatchSchedule,
+    /// How far past a batch's close its clock must be before it releases.
+    pub skew_ms: u64,
+}
+
+/// What this keyper has posted to one generation: `seen` in the log, or
+/// `posted` (sent or queued; a superset of `seen`).
+#[derive(Clone, Default)]
+struct Posted {
+    dealing: bool,
+    accused: BTreeSet<KeyperIndex>,
+    apologized: BTreeSet<KeyperIndex>,
+    approved: bool,
+}
+
+struct Own {
+    log: WindowLog,
+    /// Its dealing and the secrets behind it: the same dealing is posted
+    /// again if it was lost, never a new one.
+    dealing: Option<(Dealing, DealerSecrets)>,
+    seen: Posted,
+    posted: Posted,
+}
+
+/// A keyper.
+pub struct KeyperNode {
+    id: KeyperIdentity,
+    me: KeyperIndex,
+    /// Log entries read.
+    read: usize,
+    generations: BTreeMap<u64, Own>,
+    /// Finished windows' keys (with this keyper's shares), by first batch.
+    keys: BTreeMap<BatchId, WindowKeys>,
+    guard: ReleaseGuard,
+    outbox: VecDeque<SignedKeyperMessage>,
+}
+
+impl std::fmt::Debug for KeyperNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyperNode")
+            .field("me", &self.me)
+            .field("read", &self.read)
+            .field("generations", &self.generations.keys().collect::<Vec<_>>())
+            .field("windows", &self.keys.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a keyper cannot run.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KeyperError {
+    /// Its signing key is not a member's.
+    #[error("the signing key is not a member of the committee")]
+    NotAMember,
+}
+
+impl KeyperNode {
+    /// A keyper that has read nothing yet; `released` are the seals its
+    /// journal says it released for (so a restart never releases for a
+    /// second root).
+    ///
+    /// # Errors
+    ///
+    /// [`KeyperError::NotAMember`].
+    pub fn new(
+        id: KeyperIdentity,
+        released: impl IntoIterator<Item = SignedSeal>,
+    ) -> Result<KeyperNode, KeyperError> {
+        let me = id
+            .committee
+            .index_of(&id.signing.verifying_key().to_bytes())
+            .ok_or(KeyperError::NotAMember)?;
+        let mut guard = ReleaseGuard::default();
+        for seal in released {
+            guard.record(seal);
+        }
+        Ok(KeyperNode {
+            id,
+            me,
+            read: 0,
+            generations: BTreeMap::new(),
+            keys: BTreeMap::new(),
+            guard,
+            outbox: VecDeque::new(),
+        })
+    }
+
+    /// This keyper's index.
+    #[must_use]
+    pub fn index(&self) -> KeyperIndex {
+        self.me
+    }
+
+    /// How many log entries it has read (where the next read starts).
+    #[must_use]
+    pub fn read(&self) -> usize {
+        self.read
+    }
+
+    /// The next log entries (from position [`read`](Self::read)); then
+    /// posts what they call for.
+    pub fn handle_log<R: CryptoRngCore + ?Sized>(&mut self, rng: &mut R, entries: &[LogEntry]) {
+        for entry in entries {
+            self.read += 1;
+            self.apply(entry);
+        }
+        self.post(rng);
+    }
+
+    fn apply(&mut self, entry: &LogEntry) {
+        match entry {
+            LogEntry::Open { window } => {
+                let log = WindowLog::new(
+                    self.id.committee.clone(),
+                    Generation::keyper(
+                        self.id.committee.clone(),
+                        *window,
+                        self.me,
+                        self.id.decryption,
+                    ),
+                );
+                self.generations.entry(window.id).or_insert(Own {
+                    log,
+                    dealing: None,
+                    seen: Posted::default(),
+                    posted: Posted::default(),
+                });
+            }
+            LogEntry::PhaseEnd { window, .. } => {
+                if let Some(own) = self.generations.get_mut(&window.id) {
+                    let _ = own.log.apply(entry);
+                }
+                self.collect(window.id);
+            }
+            LogEntry::Message(signed) => {
+                let Some(own) = self.generations.get_mut(&signed.message.window.id) else {
+                    return;
+                };
+                if own.log.apply(entry).is_ok() && signed.message.sender == self.me {
+                    for p in [&mut own.seen, &mut own.posted] {
+                        match &signed.message.body {
+                            Body::Dealing(_) => p.dealing = true,
+                            Body::Accusation { dealer } => {
+                                p.accused.insert(*dealer);
+                            }
+                            Body::Apology { accuser, .. } => {
+                                p.apologized.insert(*accuser);
+                            }
+                            Body::Approval { .. } => p.approved = true,
+                        }
+                    }
+                }
+                self.collect(signed.message.window.id);
+            }
+        }
+    }
+
+    /// Keeps a generation's keys once it is certified (its approvals are in
+    /// the log), and forgets it.
+    fn collect(&mut self, id: u64) {
+        let Some(own) = self.generations.get(&id) else {
+            return;
+        };
+        if own.log.certificate().is_none() {
+            return;
+        }
+        if let Some(Ok(result)) = own.log.outcome() {
+            self.keys
+                .insert(result.keys.window.first_batch, result.keys.clone());
+            while self.keys.len() > KEYPER_WINDOWS_KEPT_MAX {
+                self.keys.pop_first();
+            }
+        }
+        self.generations.remove(&id);
+        // Generations of the same batches under older ids are over too.
+        let first = self.keys.keys().next_back().copied();
+        self.generations
+            .retain(|_, g| Some(g.log.generation().window().first_batch) != first);
+    }
+
+    /// Posts, for every generation under way, what its phase asks of this
+    /// keyper and the log does not hold yet.
+    fn post<R: CryptoRngCore + ?Sized>(&mut self, rng: &mut R) {
+        let committee = &self.id.committee;
+        for own in self.generations.values_mut() {
+            let window: Window = *own.log.generation().window();
+            let mut bodies = Vec::new();
+            match own.log.phase() {
+                Phase::Deal if !own.posted.dealing => {
+                    let (dealing, _) = own
+                        .dealing
+                        .get_or_insert_with(|| deal(rng, committee, &window, self.me));
+                    own.posted.dealing = true;
+                    bodies.push(Body::Dealing(dealing.clone()));
+                }
+                Phase::Accuse => {
+                    for a in own.log.generation().own_accusations() {
+                        if own.posted.accused.insert(a.dealer) {
+                            bodies.push(Body::Accusation { dealer: a.dealer });
+                        }
+                    }
+                }
+                Phase::Apologize => {
+                    // Without the secrets (lost in a restart) there is no
+                    // answer: this dealer is left out of the window.
+                    if let Some((_, secrets)) = &own.dealing {
+                        let accusers: Vec<KeyperIndex> = own
+                            .log
+                            .generation()
+                            .accusations_against(self.me)
+                            .map(|a| a.accuser)
+                            .collect();
+                        for accuser in accusers {
+                            if own.posted.apologized.insert(accuser) {
+                                bodies.push(Body::Apology {
+                                    accuser,
+                                    shares: secrets.shares_for(accuser),
+                                });
+                            }
+                        }
+                    }
+                }
+                Phase::Approve if !own.posted.approved => {
+                    if let Some(Ok(result)) = own.log.outcome() {
+                        own.posted.approved = true;
+                        bodies.push(Body::Approval {
+                            digest: result.digest,
+                        });
+                    }
+                }
+                _ => {}
+            }
+            for body in bodies {
+                self.outbox.push_back(
+                    KeyperMessage {
+                        window,
+                        sender: self.me,
+                        body,
+                    }
+                    .sign(&self.id.signing, committee),
+                );
+            }
+        }
+    }
+
+    /// The next message to post to the log.
+    pub fn poll_message(&mut self) -> Option<SignedKeyperMessage> {
+        self.outbox.pop_front()
+    }
+
+    /// Forgets messages not yet sent (the connection to the log keeper was
+    /// lost): the next read of the log posts again whatever it lacks.
+    pub fn reset_outbox(&mut self) {
+        self.outbox.clear();
+        for own in self.generations.values_mut() {
+            own.posted = own.seen.clone();
+        }
+    }
+
+    /// A seal to answer at `now_ms`: the release decision and this keyper's
+    /// share. On [`Release::First`] the caller journals the seal (fsync)
+    /// and calls [`record_release`](Self::record_release) before the share
+    /// leaves.
+    ///
+    /// # Errors
+    ///
+    /// [`ReleaseRefusal`], also [`ReleaseRefusal::UnknownBatch`] for a
+    /// batch outside every finished window.
+    pub fn handle_seal(
+        &mut self,
+        seal: &SignedSeal,
+        now_ms: u64,
+    ) -> Result<(Release, Zeroizing<[u8; 32]>), ReleaseRefusal> {
+        let share = self
+            .keys
+            .range(..=seal.e)
+            .next_back()
+            .and_then(|(_, k)| k.share(seal.e))
+            .ok_or(ReleaseRefusal::UnknownBatch(seal.e))?;
+        let release = self.guard.decide(
+            seal,
+            &self.id.sequencer,
+            &self.id.schedule,
+            self.id.skew_ms,
+            now_ms,
+        )?;
+        Ok((release, Zeroizing::new(share.to_bytes())))
+    }
+
+    /// Records a first release (journaled already).
+    pub fn record_release(&mut self, seal: SignedSeal) {
+        self.guard.record(seal);
+    }
+
+    /// Evidence of the sequencer signing two seals for one batch.
+    #[must_use]
+    pub fn evidence(&self) -> &[(SignedSeal, SignedSeal)] {
+        self.guard.evidence()
+    }
+
+    /// Whether this keyper holds a share of batch `e`.
+    #[must_use]
+    pub fn holds(&self, e: BatchId) -> bool {
+        self.keys
+            .range(..=e)
+            .next_back()
+            .is_some_and(|(_, k)| k.window.contains(e))
+    }
+}
