@@ -268,29 +268,32 @@ def criterion_table(results, labels, units):
 # --------------------------------------------------------------- tables ---
 
 def table_clearing(args, binary):
-    command = [binary, "bench", "clearing"]
-    if args.quick:
-        command += ["--quick", "--max-orders", "100000"]
-    out = run(command, quiet=True)
-    line = re.compile(r"^(?P<label>.+?)\s+(?P<orders>\d+)\s+(?P<median>[\d.]+)\s+"
-                      r"(?P<best>[\d.]+)\s+(?P<rate>[\d.]+|inf)\s+\((?P<bestrate>[\d.]+|inf)\)"
-                      r"\s+(?P<runs>\d+)\s*$")
-    rows = ["| shape | mode | orders | median | best | M orders/s (median) | runs |",
-            "|---|---|---:|---:|---:|---:|---:|"]
-    notes = []
-    for text in out.splitlines():
-        found = line.match(text)
-        if found:
-            # The command prints the shape and the mode in 26-character columns.
-            shape, mode = text[:26].strip(), text[27:53].strip()
-            rows.append(f"| {shape} | {mode} | {int(found['orders']):,} | "
-                        f"{float(found['median']):.3f} ms | {float(found['best']):.3f} ms | "
-                        f"{float(found['rate']):,.0f} | {found['runs']} |")
-        elif text.startswith("clearing throughput:") or text.startswith("peak resident"):
-            notes.append(text.strip())
+    with tempfile.TemporaryDirectory() as tmp:
+        report_path = os.path.join(tmp, "clearing.json")
+        command = [binary, "bench", "clearing", "--json", report_path]
+        if args.quick:
+            command += ["--quick", "--max-orders", "100000"]
+        run(command, quiet=True)
+        with open(report_path) as f:
+            report = json.load(f)
+    rows = ["| shape | orders | threads | median | min – max | M orders/s (median) | speed-up | runs |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    one = {(r["shape"], r["orders"]): r["orders_per_s"]
+           for r in report["rows"] if r["threads"] == 1}
+    for r in report["rows"]:
+        base = one.get((r["shape"], r["orders"]))
+        speedup = f"{r['orders_per_s'] / base:.2f}×" if base else ""
+        busy = " (busy)" if r["busy"] else ""
+        rows.append(f"| {r['shape']}{busy} | {r['orders']:,} | {r['threads']} | "
+                    f"{r['median_ns'] / 1e6:.3f} ms | {r['min_ns'] / 1e6:.3f} – "
+                    f"{r['max_ns'] / 1e6:.3f} ms | {r['orders_per_s'] / 1e6:,.1f} | "
+                    f"{speedup} | {r['runs']} |")
     if len(rows) == 2:
-        raise RuntimeError("no rows parsed from `sealbatch bench clearing`")
-    return "Clearing throughput", [command], rows, notes
+        raise RuntimeError("no rows in `sealbatch bench clearing --json`")
+    notes = [f"revision {report['git_revision']}; each run includes {report['includes']}"]
+    if report.get("peak_rss_kib"):
+        notes.append(f"peak resident memory {report['peak_rss_kib'] / 1024:,.0f} MiB")
+    return "Clearing throughput", [command[:3] + command[5:]], rows, notes
 
 
 def table_clearing_criterion(args, _binary):

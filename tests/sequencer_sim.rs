@@ -1494,6 +1494,32 @@ fn exported_transcripts_verify_alone_and_tampering_is_caught() {
         assert_eq!(Transcript::decode(&bytes).as_ref(), Ok(t));
         let summary = verify_transcript(t).expect("a transcript verifies alone");
         assert_eq!(summary.fills, t.outcome.fills.len());
+        // `bench clearing --input` replays exactly the batch that cleared:
+        // its orders are the accepted bundles' orders, and clearing them
+        // with the seal's root gives the published prices and volumes.
+        let (inputs, seed) =
+            sealbatch::sequencer::transcript_clearing_input(t).expect("the clearing input");
+        assert_eq!(seed, t.seal.root.0);
+        let accepted: usize = t
+            .outcome
+            .envelopes
+            .iter()
+            .map(|e| match e.status {
+                EnvelopeStatus::Accepted { orders, .. } => usize::from(orders),
+                _ => 0,
+            })
+            .sum();
+        assert_eq!(
+            inputs.iter().map(|m| m.orders.len()).sum::<usize>(),
+            accepted
+        );
+        let cleared = sealbatch::clearing::clear_batch(&inputs, &seed).expect("clears");
+        for (m, published) in cleared.markets.iter().zip(&t.outcome.markets) {
+            assert_eq!(
+                (m.market, m.price, m.volume),
+                (published.market, published.price, published.volume)
+            );
+        }
     }
 
     let t = transcripts

@@ -5,12 +5,15 @@ use clap::Subcommand;
 use super::CommandResult;
 
 mod clearing;
+pub mod report;
+mod svg;
 
 /// What to benchmark.
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// The clearing engine: one market of 10^3 … 10^7 orders over 10^4 ticks,
-    /// and 64 markets × 10^5 orders, sequential vs rayon.
+    /// The clearing engine's orders per second on named order-flow shapes or
+    /// a real batch, on rayon pools of chosen sizes (speed-up over one
+    /// thread); optionally JSON, a comparison with a saved run, an SVG chart.
     Clearing(clearing::ClearingBenchArgs),
 }
 

@@ -141,6 +141,16 @@ fn configs(args: &ClearArgs, rows: &[Row]) -> Result<Vec<MarketParams>, String> 
     if !args.markets.is_empty() {
         return Ok(args.markets.clone());
     }
+    file_configs(rows, args.reference_price, args.band)
+}
+
+/// One market per market of the file, with `band` and `reference_price`
+/// (default: the midpoint of the market's lowest and highest limit).
+fn file_configs(
+    rows: &[Row],
+    reference_price: Option<Tick>,
+    band: PriceBand,
+) -> Result<Vec<MarketParams>, String> {
     // market → (lowest limit, highest limit)
     let mut seen: BTreeMap<MarketId, Option<(Tick, Tick)>> = BTreeMap::new();
     for row in rows {
@@ -154,7 +164,7 @@ fn configs(args: &ClearArgs, rows: &[Row]) -> Result<Vec<MarketParams>, String> 
     }
     seen.into_iter()
         .map(|(market, limits)| {
-            let reference = match (args.reference_price, limits) {
+            let reference = match (reference_price, limits) {
                 (Some(reference), _) => reference,
                 (None, Some((low, high))) => low + (high - low) / 2,
                 (None, None) => {
@@ -166,10 +176,23 @@ fn configs(args: &ClearArgs, rows: &[Row]) -> Result<Vec<MarketParams>, String> 
             Ok(MarketParams {
                 market,
                 reference,
-                band: args.band,
+                band,
             })
         })
         .collect()
+}
+
+/// The batch of a `clear` CSV with the command's defaults (the widest
+/// band, references at the limits' midpoints): `bench clearing --input`.
+///
+/// # Errors
+///
+/// A message naming the line.
+pub(crate) fn csv_batch(text: &str) -> Result<Vec<clearing::MarketInput>, String> {
+    let rows = parse_csv(text)?;
+    let configs = file_configs(&rows, None, PriceBand::new(1, u64::MAX - 1))?;
+    clearing::canonical_batch(&configs, rows.iter().map(|r| (r.market, r.order)))
+        .map_err(|e| with_line(e, &rows))
 }
 
 fn parse_seed(text: Option<&str>) -> Result<[u8; 32], String> {

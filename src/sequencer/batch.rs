@@ -271,15 +271,38 @@ pub fn void_outcome(
     }
 }
 
-fn process_unguarded(
+/// What a batch clears, before clearing: each envelope's status so far,
+/// each order's owner by id, and every configured market's input.
+struct Prepared {
+    envelopes: Vec<EnvelopeOutcome>,
+    /// id -> (envelope index, order index, market, side)
+    owners: Vec<(u32, u16, MarketId, Side)>,
+    inputs: Vec<MarketInput>,
+}
+
+/// The clearing input of an opened batch, exactly as the sequencer builds
+/// it (orders per account bounded, funding against `ledger`, ids in
+/// commitment order), and the seed that breaks its ties (the seal's root):
+/// what `bench clearing --input` replays.
+#[must_use]
+pub fn clearing_input(
     opened: &OpenedBatch,
-    batch_secret: [u8; 32],
     ledger: &Ledger,
     markets: &BTreeMap<MarketId, MarketConfig>,
     references: &BTreeMap<MarketId, Tick>,
     orders_per_account_max: u32,
-) -> Result<BatchOutcome, ProcessError> {
-    let e = opened.e;
+) -> (Vec<MarketInput>, [u8; 32]) {
+    let prepared = prepare(opened, ledger, markets, references, orders_per_account_max);
+    (prepared.inputs, opened.root.0)
+}
+
+fn prepare(
+    opened: &OpenedBatch,
+    ledger: &Ledger,
+    markets: &BTreeMap<MarketId, MarketConfig>,
+    references: &BTreeMap<MarketId, Tick>,
+    orders_per_account_max: u32,
+) -> Prepared {
     // 1. What opening said, in commitment order.
     let mut envelopes: Vec<EnvelopeOutcome> = opened
         .envelopes
@@ -381,7 +404,27 @@ fn process_unguarded(
             })
         })
         .collect();
+    Prepared {
+        envelopes,
+        owners,
+        inputs,
+    }
+}
 
+fn process_unguarded(
+    opened: &OpenedBatch,
+    batch_secret: [u8; 32],
+    ledger: &Ledger,
+    markets: &BTreeMap<MarketId, MarketConfig>,
+    references: &BTreeMap<MarketId, Tick>,
+    orders_per_account_max: u32,
+) -> Result<BatchOutcome, ProcessError> {
+    let e = opened.e;
+    let Prepared {
+        envelopes,
+        owners,
+        inputs,
+    } = prepare(opened, ledger, markets, references, orders_per_account_max);
     // 5. Clear, seeded by the seal root.
     let result = clearing::clear_batch(&inputs, &opened.root.0)
         .map_err(|source| ProcessError::Clearing { e, source })?;

@@ -85,7 +85,7 @@ pub use record::{
 };
 pub use transcript::{
     TRANSCRIPT_TAG, Transcript, TranscriptError, TranscriptSummary, build_transcript,
-    verify_transcript,
+    transcript_clearing_input, verify_transcript,
 };
 pub use verify::{
     BatchVerdict, CheckpointVerdict, VerifyError, VerifyReport, export_transcripts, verify_journal,

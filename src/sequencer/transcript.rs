@@ -199,6 +199,44 @@ pub(super) fn transcript_of(
     }
 }
 
+/// The clearing input of a transcript's batch, as the sequencer built it
+/// (opened with the published secret, funded against the transcript's
+/// starting balances), and its tie-break seed: what `bench clearing
+/// --input` replays. The transcript is not verified here (see
+/// [`verify_transcript`]).
+///
+/// # Errors
+///
+/// [`TranscriptError::Mismatch`] if its envelopes do not open, or its
+/// balances or genesis are not usable.
+pub fn transcript_clearing_input(
+    t: &Transcript,
+) -> Result<(Vec<crate::clearing::MarketInput>, [u8; 32]), TranscriptError> {
+    let e = t.batch();
+    let mismatch = |reason: String| TranscriptError::Mismatch { e, reason };
+    t.genesis
+        .validate()
+        .map_err(|err| mismatch(format!("genesis: {err}")))?;
+    let markets = t.genesis.market_map();
+    let references: BTreeMap<MarketId, Tick> = t.references.iter().copied().collect();
+    let mut ledger = Ledger::new(t.genesis.fee_account);
+    for &(account, asset, amount) in &t.balances {
+        ledger
+            .deposit(account, asset, amount)
+            .map_err(|err| mismatch(format!("balance: {err}")))?;
+    }
+    let opened =
+        super::verify::open_published(&t.genesis, &t.seal, &t.envelopes, &t.outcome.batch_secret)
+            .map_err(mismatch)?;
+    Ok(super::batch::clearing_input(
+        &opened,
+        &ledger,
+        &markets,
+        &references,
+        t.genesis.orders_per_account_per_batch_max,
+    ))
+}
+
 /// A verified transcript's figures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TranscriptSummary {

@@ -521,6 +521,35 @@ pub(super) fn check_seal(
 /// A journaled void outcome is re-derived as void exactly when opening,
 /// processing or settling the batch fails here too (`spec/sequencer.md`,
 /// "Void batches"); otherwise the normal outcome comes back and differs.
+/// Opens a sealed batch's envelopes with its published secret, released
+/// for its seal as any custodian would (signature, close time).
+pub(super) fn open_published(
+    genesis: &Genesis,
+    seal: &SignedSeal,
+    envelopes: &[Vec<u8>],
+    batch_secret: &[u8; 32],
+) -> Result<crate::envelope::OpenedBatch, String> {
+    let e = seal.e;
+    let scalar = decode_secret_scalar(batch_secret)
+        .map_err(|err| format!("published batch secret: {err}"))?;
+    let public_bytes = (&scalar * RISTRETTO_BASEPOINT_TABLE).compress().to_bytes();
+    let public = BatchPublicKey::from_bytes(&public_bytes)
+        .map_err(|err| format!("batch public key: {err}"))?;
+    let mut custodian = PublishedKeyCustodian::new(
+        e,
+        batch_secret,
+        &public,
+        genesis.sequencer,
+        genesis.schedule,
+    )
+    .map_err(|err| format!("published batch secret: {err}"))?;
+    let close_ms = genesis.schedule.close_ms(e).unwrap_or(u64::MAX);
+    let key = custodian
+        .release(seal, close_ms)
+        .map_err(|err| format!("release: {err}"))?;
+    open_batch(&key, envelopes).map_err(|err| format!("opening: {err}"))
+}
+
 pub(super) fn rederive(
     genesis: &Genesis,
     seal: &SignedSeal,
@@ -531,26 +560,8 @@ pub(super) fn rederive(
     references: &BTreeMap<crate::types::MarketId, crate::types::Tick>,
 ) -> Result<(BatchOutcome, BTreeSet<AccountId>), String> {
     let e = seal.e;
-    let scalar = decode_secret_scalar(&outcome.batch_secret)
-        .map_err(|err| format!("published batch secret: {err}"))?;
-    let public_bytes = (&scalar * RISTRETTO_BASEPOINT_TABLE).compress().to_bytes();
-    let public = BatchPublicKey::from_bytes(&public_bytes)
-        .map_err(|err| format!("batch public key: {err}"))?;
-    let mut custodian = PublishedKeyCustodian::new(
-        e,
-        &outcome.batch_secret,
-        &public,
-        genesis.sequencer,
-        genesis.schedule,
-    )
-    .map_err(|err| format!("published batch secret: {err}"))?;
-    let close_ms = genesis.schedule.close_ms(e).unwrap_or(u64::MAX);
-    let key = custodian
-        .release(seal, close_ms)
-        .map_err(|err| format!("release: {err}"))?;
-    let attempt = open_batch(&key, envelopes)
-        .map_err(|err| format!("opening: {err}"))
-        .and_then(|opened| {
+    let attempt =
+        open_published(genesis, seal, envelopes, &outcome.batch_secret).and_then(|opened| {
             let again = process_batch(
                 &opened,
                 outcome.batch_secret,
