@@ -365,6 +365,8 @@ fn measure(
         median_ns: ns(median),
         min_ns: ns(times[0]),
         max_ns: ns(times[times.len() - 1]),
+        p25_ns: ns(times[times.len() / 4]),
+        p75_ns: ns(times[(times.len() * 3) / 4]),
         orders_per_s: orders as f64 / median.as_secs_f64().max(1e-12),
         others_share,
         steal_share,

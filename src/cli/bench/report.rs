@@ -75,6 +75,10 @@ pub struct Row {
     pub min_ns: u64,
     /// Slowest run.
     pub max_ns: u64,
+    /// First quartile of the runs.
+    pub p25_ns: u64,
+    /// Third quartile of the runs.
+    pub p75_ns: u64,
     /// Orders per second at the median.
     pub orders_per_s: f64,
     /// Share of all CPU time during the row used by other processes (0–1).
@@ -92,13 +96,14 @@ pub struct Row {
 }
 
 impl Row {
-    /// Half the relative spread of the runs, `(max − min) / (2·median)`.
+    /// The relative spread of the runs: the interquartile range over the
+    /// median (robust to a lone outlier run).
     #[must_use]
     pub fn spread(&self) -> f64 {
         if self.median_ns == 0 {
             return 0.0;
         }
-        (self.max_ns.saturating_sub(self.min_ns)) as f64 / (2.0 * self.median_ns as f64)
+        (self.p75_ns.saturating_sub(self.p25_ns)) as f64 / self.median_ns as f64
     }
 
     fn key(&self) -> (&str, usize, usize) {
@@ -130,8 +135,8 @@ pub struct Comparison {
     pub old: Row,
     /// New throughput over old.
     pub ratio: f64,
-    /// The noise band: the larger half-spread of the two, at least
-    /// [`NOISE_FLOOR`].
+    /// The noise band: the larger relative interquartile range of the two
+    /// runs, at least [`NOISE_FLOOR`].
     pub noise: f64,
     /// The verdict.
     pub verdict: Verdict,
@@ -139,7 +144,8 @@ pub struct Comparison {
 
 /// Compares each row of `new` with the row of `old` of the same shape,
 /// orders and threads: faster or slower only beyond the noise band both
-/// runs' spreads give (rows only one report has are left out).
+/// runs' interquartile ranges give (rows only one report has are left
+/// out).
 #[must_use]
 pub fn compare(new: &Report, old: &Report) -> Vec<Comparison> {
     new.rows
@@ -283,7 +289,7 @@ pub fn peak_rss_kib() -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn row(shape: &str, median_ns: u64, min_ns: u64, max_ns: u64) -> Row {
+    fn row(shape: &str, median_ns: u64, p25_ns: u64, p75_ns: u64) -> Row {
         Row {
             shape: shape.into(),
             markets: 1,
@@ -291,8 +297,10 @@ mod tests {
             threads: 2,
             runs: 11,
             median_ns,
-            min_ns,
-            max_ns,
+            min_ns: p25_ns / 2,
+            max_ns: p75_ns * 3,
+            p25_ns,
+            p75_ns,
             orders_per_s: 1e6 / (median_ns as f64 / 1e9),
             others_share: 0.01,
             steal_share: 0.0,
@@ -342,7 +350,7 @@ mod tests {
         let new = report(vec![
             // 2x slower: beyond any noise.
             row("a", 20_000_000, 19_800_000, 20_100_000),
-            // 4% faster, but b's runs spread ±10%: within noise.
+            // 4% faster, but b's middle runs spread 20%: within noise.
             row("b", 9_600_000, 9_000_000, 10_500_000),
         ]);
         let c = compare(&new, &old);
@@ -350,7 +358,7 @@ mod tests {
         assert_eq!(c[0].verdict, Verdict::Slower);
         assert!((c[0].ratio - 0.5).abs() < 1e-9);
         assert_eq!(c[1].verdict, Verdict::WithinNoise);
-        assert!(c[1].noise >= 0.1 - 1e-9);
+        assert!(c[1].noise >= 0.2 - 1e-9);
         // The same report against itself: everything within noise.
         assert!(
             compare(&old, &old)
