@@ -186,7 +186,12 @@ fn bench_clearing_prints_a_table() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("M orders/s") && text.contains("10^3"),
+        text.contains("M ord/s") && text.contains("speed-up") && text.contains("uniform"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("uniform") && l.contains(" 1000 ")),
         "{text}"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("[1/2]"));

@@ -1,0 +1,74 @@
+//! Keyper messages from arbitrary bytes (what a keyper or the sequencer
+//! reads off the network and the log): never a panic; whatever decodes
+//! re-encodes to the very same bytes; a decoded dealing goes through a
+//! generation's checks (and an apology through its own) without a panic,
+//! and its signature check refuses it (nobody here holds a member's key).
+//!
+//! Smoke run (stable toolchain):
+//! `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run keyper_decode -- -max_total_time=30`
+
+#![no_main]
+
+use std::sync::OnceLock;
+
+use curve25519_dalek::ristretto::RistrettoPoint;
+use curve25519_dalek::scalar::Scalar;
+use libfuzzer_sys::fuzz_target;
+use sealbatch::codec::Reader;
+use sealbatch::keyper::{
+    Apology, Body, Committee, Generation, KeyperMessage, Member, SignedKeyperMessage,
+};
+
+/// A committee of four whose keys are fixed (the decryption key of member
+/// 1 is known, so shares addressed to it are opened and checked).
+fn committee() -> &'static (Committee, Scalar) {
+    static COMMITTEE: OnceLock<(Committee, Scalar)> = OnceLock::new();
+    COMMITTEE.get_or_init(|| {
+        let decryption = Scalar::from(7u64);
+        let members = (1u8..=4)
+            .map(|i| Member {
+                signing_key: ed25519_dalek::SigningKey::from_bytes(&[i; 32])
+                    .verifying_key()
+                    .to_bytes(),
+                encryption_key: RistrettoPoint::mul_base(&(decryption + Scalar::from(u64::from(i))))
+                    .compress()
+                    .to_bytes(),
+            })
+            .collect();
+        (Committee::new(3, members).expect("a committee"), decryption)
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(message) = KeyperMessage::decode(data) {
+        assert_eq!(message.encode(), data, "not canonical: {message:?}");
+        let (committee, decryption) = committee();
+        let mut generation =
+            Generation::keyper(committee.clone(), message.window, 1, *decryption);
+        match &message.body {
+            Body::Dealing(dealing) => {
+                let _ = generation.handle_dealing(dealing);
+                let _ = generation.own_accusations();
+                let _ = generation.finalize();
+            }
+            Body::Apology { accuser, shares } => {
+                let _ = generation.handle_apology(&Apology {
+                    dealer: message.sender,
+                    accuser: *accuser,
+                    shares: shares.clone(),
+                });
+            }
+            Body::Accusation { .. } | Body::Approval { .. } => {}
+        }
+        let signed = SignedKeyperMessage {
+            message,
+            signature: [0; 64],
+        };
+        assert!(signed.verify(committee).is_err());
+    }
+    let mut r = Reader::new(data);
+    if let Ok(signed) = SignedKeyperMessage::decode(&mut r) {
+        let consumed = data.len() - r.remaining();
+        assert_eq!(signed.encode(), &data[..consumed]);
+    }
+});
