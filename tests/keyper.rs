@@ -782,7 +782,8 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
     use rand_core::RngCore;
     use sealbatch::envelope::{Commitment, KeyCustodian};
     use sealbatch::keyper::{
-        CommitteeCustodian, GenerationParams, KeyperIdentity, KeyperNode, LogKeeper, Release,
+        CommitteeCustodian, GenerationParams, KeyperIdentity, KeyperNode, KeyperRecord, LogKeeper,
+        Release,
     };
 
     let mut rng = ChaCha20Rng::seed_from_u64(41);
@@ -804,7 +805,9 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
         genesis_ms: 0,
         batch_length_ms: 100,
     };
-    let node = |j: usize| {
+    // Each keyper's journal, as bytes: what survives its restart.
+    let mut disks: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 5];
+    let node = |j: usize, disk: &[Vec<u8>]| {
         KeyperNode::new(
             KeyperIdentity {
                 committee: committee.clone(),
@@ -814,11 +817,12 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
                 schedule,
                 skew_ms: 20,
             },
-            Vec::new(),
+            disk.iter()
+                .map(|bytes| KeyperRecord::decode(bytes).expect("a record")),
         )
         .expect("a member")
     };
-    let mut nodes: Vec<KeyperNode> = (0..5).map(node).collect();
+    let mut nodes: Vec<KeyperNode> = (0..5).map(|j| node(j, &[])).collect();
     let params = GenerationParams {
         window_batches: 16,
         lead_batches: 8,
@@ -833,9 +837,11 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
         for (i, d) in down.iter_mut().enumerate() {
             *d = i < 3 && (2_000..2_600).contains(&now);
         }
-        // Keyper 4 restarts at 1.5 s: it reads the log again from the start.
-        if now == 1_500 {
-            nodes[3] = node(3);
+        // Keyper 4 restarts at 0.85 s, in the middle of the second window's
+        // dealing phase: it reads the log again from the start, and posts
+        // (if at all) the dealing its journal kept, never a second one.
+        if now == 850 {
+            nodes[3] = node(3, &disks[3]);
         }
         keeper.handle_timeout(now, schedule.batch_at(now).unwrap_or(0));
         for (i, n) in nodes.iter_mut().enumerate() {
@@ -844,6 +850,12 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
             }
             let entries = keeper.log_from(n.read()).to_vec();
             n.handle_log(&mut rng, &entries);
+            // The keyper's journal: written and fsynced, then its dealing
+            // may leave.
+            while let Some((number, record)) = n.poll_record() {
+                disks[i].push(record.encode());
+                n.handle_durable(number);
+            }
             while let Some(message) = n.poll_message() {
                 // One message in ten is lost on the way.
                 if rng.next_u32() % 10 != 0 {
@@ -867,6 +879,11 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
     let expected: Vec<u64> = (0..firsts.len() as u64).map(|w| w * 16).collect();
     assert_eq!(firsts, expected);
     assert!(certified.len() >= 4, "{} windows", certified.len());
+    assert!(
+        certified[1].0.qualified.contains(&4),
+        "the restarted keyper's dealing counts: {:?}",
+        certified[1].0.qualified
+    );
     let ids: Vec<u64> = certified.iter().map(|(c, _)| c.window.id).collect();
     assert!(
         ids.windows(2).any(|w| w[1] > w[0] + 1),
@@ -915,4 +932,60 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
         assert!(nodes[0].handle_seal(&other, close + 30).is_err());
     }
     assert_eq!(nodes[0].evidence().len(), 4);
+    // Every keyper journaled one dealing per generation it dealt in, and
+    // the restarted one dealt no generation twice.
+    for disk in &disks {
+        let windows: Vec<u64> = disk
+            .iter()
+            .filter_map(|b| KeyperRecord::decode(b).expect("a record").window())
+            .map(|w| w.id)
+            .collect();
+        let mut unique = windows.clone();
+        unique.dedup();
+        assert_eq!(windows, unique);
+        assert!(windows.len() >= certified.len());
+    }
+}
+
+/// A keyper's journal records read back exactly: a release, and a dealing
+/// with the polynomials behind it (which still answer an accusation).
+#[test]
+fn keyper_records_round_trip_and_refuse_damage() {
+    use sealbatch::keyper::KeyperRecord;
+
+    let mut rng = ChaCha20Rng::seed_from_u64(51);
+    let (committee, _) = committee(&mut rng, 4, 3);
+    let (dealing, secrets) = deal(&mut rng, &committee, &WINDOW, 2);
+    let want = secrets.shares_for(3);
+    let record = KeyperRecord::Dealt {
+        dealing: dealing.clone(),
+        secrets,
+    };
+    let bytes = record.encode();
+    match KeyperRecord::decode(&bytes).expect("decodes") {
+        KeyperRecord::Dealt {
+            dealing: d,
+            secrets,
+        } => {
+            assert_eq!(d, dealing);
+            assert_eq!(secrets.shares_for(3), want);
+        }
+        KeyperRecord::Released(_) => panic!("a dealing record"),
+    }
+    for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+        assert!(KeyperRecord::decode(&bytes[..cut]).is_err());
+    }
+    let mut unreduced = bytes.clone();
+    let last = unreduced.len() - 1;
+    unreduced[last] = 0xff;
+    assert!(KeyperRecord::decode(&unreduced).is_err());
+    let seal = SequencerKey::from_seed(&[2; 32]).sign_seal(
+        9,
+        &MerkleTree::from_commitments(vec![sealbatch::envelope::Commitment([4; 32])])
+            .expect("tree"),
+    );
+    match KeyperRecord::decode(&KeyperRecord::Released(seal).encode()) {
+        Ok(KeyperRecord::Released(back)) => assert_eq!(back, seal),
+        other => panic!("{other:?}"),
+    }
 }

@@ -75,6 +75,18 @@ impl std::fmt::Debug for DealerSecrets {
 }
 
 impl DealerSecrets {
+    /// Secrets of these polynomials (one per batch of the window).
+    #[must_use]
+    pub fn from_polynomials(polynomials: Vec<Polynomial>) -> DealerSecrets {
+        DealerSecrets { polynomials }
+    }
+
+    /// The polynomials, one per batch of the window (secret).
+    #[must_use]
+    pub fn polynomials(&self) -> &[Polynomial] {
+        &self.polynomials
+    }
+
     /// Keyper `j`'s shares, one per batch (published in clear to answer an
     /// accusation).
     #[must_use]

@@ -22,6 +22,8 @@
 //!   takes messages that count, ends phases by its clock, retries.
 //! - [`node`]: a keyper's state machine: reads the log, posts what its
 //!   phase asks, answers seals.
+//! - [`record`]: what a keyper journals: its releases and its dealings
+//!   with their secrets.
 //! - [`release`]: the release rule a keyper keeps (first seal, after close
 //!   plus skew, evidence of two roots).
 //! - [`custodian`]: the sequencer's custodian over a committee's certified
@@ -38,6 +40,7 @@ pub mod log;
 pub mod message;
 pub mod node;
 pub mod proof;
+pub mod record;
 pub mod release;
 pub mod sharing;
 
@@ -51,5 +54,6 @@ pub use log::{Ignored, LogEntry, Phase, WindowCertificate, WindowLog, WindowResu
 pub use message::{Body, KeyperMessage, MessageError, SignedKeyperMessage};
 pub use node::{KeyperError, KeyperIdentity, KeyperNode};
 pub use proof::Proof;
+pub use record::KeyperRecord;
 pub use release::{Release, ReleaseGuard, ReleaseRefusal};
 pub use sharing::{Commitments, KeyperIndex, Polynomial, ShareError};

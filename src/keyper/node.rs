@@ -8,8 +8,9 @@
 //! What it posts is decided from the log it has read, not from what it
 //! remembers posting: a message of its own already in the log is not posted
 //! again, and one lost in transit is posted again on the next read. Sans-IO:
-//! the caller moves the log in, messages out, and journals each first
-//! release (fsynced) before the share leaves.
+//! the caller moves the log in and messages out, and journals (fsynced) what
+//! [`KeyperNode::poll_record`] hands it — a dealing is posted only once its
+//! record is durable — and each first release before the share leaves.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -23,6 +24,7 @@ use super::dealing::{DealerSecrets, Dealing, deal};
 use super::generation::{Generation, WindowKeys};
 use super::log::{LogEntry, Phase, WindowLog};
 use super::message::{Body, KeyperMessage, SignedKeyperMessage};
+use super::record::KeyperRecord;
 use super::release::{Release, ReleaseGuard, ReleaseRefusal};
 use super::sharing::KeyperIndex;
 use crate::envelope::{BatchSchedule, SequencerPublicKey, SignedSeal};
@@ -63,6 +65,9 @@ struct Own {
     /// Its dealing and the secrets behind it: the same dealing is posted
     /// again if it was lost, never a new one.
     dealing: Option<(Dealing, DealerSecrets)>,
+    /// The journal record that holds the dealing (0: durable before this
+    /// process started).
+    dealing_record: u64,
     seen: Posted,
     posted: Posted,
 }
@@ -78,6 +83,16 @@ pub struct KeyperNode {
     keys: BTreeMap<BatchId, WindowKeys>,
     guard: ReleaseGuard,
     outbox: VecDeque<SignedKeyperMessage>,
+    /// Dealings from the journal, by generation id, for when its log opens
+    /// the generation.
+    stored: BTreeMap<u64, (Dealing, DealerSecrets)>,
+    /// Records to journal, numbered from 1.
+    journal: VecDeque<(u64, KeyperRecord)>,
+    next_record: u64,
+    /// Every record up to this one is durable.
+    durable: u64,
+    /// Messages waiting for the record they depend on to be durable.
+    held: VecDeque<(u64, SignedKeyperMessage)>,
 }
 
 impl std::fmt::Debug for KeyperNode {
@@ -100,24 +115,31 @@ pub enum KeyperError {
 }
 
 impl KeyperNode {
-    /// A keyper that has read nothing yet; `released` are the seals its
-    /// journal says it released for (so a restart never releases for a
-    /// second root).
+    /// A keyper that has read nothing of the log yet, with its journal's
+    /// records: the seals it released for (so a restart never releases for
+    /// a second root) and its dealings (so it posts the same ones again
+    /// and can answer accusations).
     ///
     /// # Errors
     ///
     /// [`KeyperError::NotAMember`].
     pub fn new(
         id: KeyperIdentity,
-        released: impl IntoIterator<Item = SignedSeal>,
+        journal: impl IntoIterator<Item = KeyperRecord>,
     ) -> Result<KeyperNode, KeyperError> {
         let me = id
             .committee
             .index_of(&id.signing.verifying_key().to_bytes())
             .ok_or(KeyperError::NotAMember)?;
         let mut guard = ReleaseGuard::default();
-        for seal in released {
-            guard.record(seal);
+        let mut stored = BTreeMap::new();
+        for record in journal {
+            match record {
+                KeyperRecord::Released(seal) => guard.record(seal),
+                KeyperRecord::Dealt { dealing, secrets } => {
+                    stored.insert(dealing.window.id, (dealing, secrets));
+                }
+            }
         }
         Ok(KeyperNode {
             id,
@@ -127,7 +149,32 @@ impl KeyperNode {
             keys: BTreeMap::new(),
             guard,
             outbox: VecDeque::new(),
+            stored,
+            journal: VecDeque::new(),
+            next_record: 0,
+            durable: 0,
+            held: VecDeque::new(),
         })
+    }
+
+    /// The next record to journal (fsynced before
+    /// [`handle_durable`](Self::handle_durable) is called with its number).
+    pub fn poll_record(&mut self) -> Option<(u64, KeyperRecord)> {
+        self.journal.pop_front()
+    }
+
+    /// Every record up to `record` is durable: the messages that waited for
+    /// them may be posted.
+    pub fn handle_durable(&mut self, record: u64) {
+        self.durable = self.durable.max(record);
+        while let Some((at, _)) = self.held.front() {
+            if *at > self.durable {
+                break;
+            }
+            if let Some((_, message)) = self.held.pop_front() {
+                self.outbox.push_back(message);
+            }
+        }
     }
 
     /// This keyper's index.
@@ -164,9 +211,11 @@ impl KeyperNode {
                         self.id.decryption,
                     ),
                 );
+                let dealing = self.stored.remove(&window.id);
                 self.generations.entry(window.id).or_insert(Own {
                     log,
-                    dealing: None,
+                    dealing,
+                    dealing_record: 0,
                     seen: Posted::default(),
                     posted: Posted::default(),
                 });
@@ -230,13 +279,30 @@ impl KeyperNode {
         for own in self.generations.values_mut() {
             let window: Window = *own.log.generation().window();
             let mut bodies = Vec::new();
+            // The journal record a message must wait for (0: none).
+            let mut after = 0;
             match own.log.phase() {
                 Phase::Deal if !own.posted.dealing => {
-                    let (dealing, _) = own
-                        .dealing
-                        .get_or_insert_with(|| deal(rng, committee, &window, self.me));
-                    own.posted.dealing = true;
-                    bodies.push(Body::Dealing(dealing.clone()));
+                    if own.dealing.is_none() {
+                        let (dealing, secrets) = deal(rng, committee, &window, self.me);
+                        self.next_record += 1;
+                        self.journal.push_back((
+                            self.next_record,
+                            KeyperRecord::Dealt {
+                                dealing: dealing.clone(),
+                                secrets: DealerSecrets::from_polynomials(
+                                    secrets.polynomials().to_vec(),
+                                ),
+                            },
+                        ));
+                        own.dealing = Some((dealing, secrets));
+                        own.dealing_record = self.next_record;
+                    }
+                    if let Some((dealing, _)) = &own.dealing {
+                        own.posted.dealing = true;
+                        after = own.dealing_record;
+                        bodies.push(Body::Dealing(dealing.clone()));
+                    }
                 }
                 Phase::Accuse => {
                     for a in own.log.generation().own_accusations() {
@@ -276,14 +342,17 @@ impl KeyperNode {
                 _ => {}
             }
             for body in bodies {
-                self.outbox.push_back(
-                    KeyperMessage {
-                        window,
-                        sender: self.me,
-                        body,
-                    }
-                    .sign(&self.id.signing, committee),
-                );
+                let message = KeyperMessage {
+                    window,
+                    sender: self.me,
+                    body,
+                }
+                .sign(&self.id.signing, committee);
+                if after > self.durable {
+                    self.held.push_back((after, message));
+                } else {
+                    self.outbox.push_back(message);
+                }
             }
         }
     }

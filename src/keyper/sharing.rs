@@ -58,6 +58,23 @@ impl Polynomial {
         Polynomial((0..threshold.max(1)).map(|_| random_scalar(rng)).collect())
     }
 
+    /// The polynomial with these coefficients (`a_0` first; at least one).
+    #[must_use]
+    pub fn from_coefficients(coefficients: Vec<Scalar>) -> Polynomial {
+        if coefficients.is_empty() {
+            Polynomial(vec![Scalar::ZERO])
+        } else {
+            Polynomial(coefficients)
+        }
+    }
+
+    /// The coefficients, `a_0` first (secret: for the keyper's own
+    /// journal only).
+    #[must_use]
+    pub fn coefficients(&self) -> &[Scalar] {
+        &self.0
+    }
+
     /// The secret `a_0 = f(0)`.
     #[must_use]
     pub fn secret(&self) -> Scalar {
