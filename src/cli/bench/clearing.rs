@@ -259,7 +259,7 @@ fn workloads(args: &ClearingBenchArgs) -> Result<Vec<Workload>, String> {
             });
         }
     }
-    if default_plan && max_orders >= 100_000 * 64 {
+    if default_plan && args.orders.is_none() && max_orders >= 100_000 * 64 {
         let many = Flow {
             markets: 64,
             ..Flow::DEFAULT
