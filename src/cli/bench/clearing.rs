@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use super::report::{self, CpuSample, Report, Row, Verdict};
-use super::svg;
+use super::svg::{self, shorten};
 use crate::clearing::synth::Flow;
 use crate::clearing::{self, MarketInput, OrderColumns};
 use crate::cli::CommandResult;
@@ -460,15 +460,5 @@ fn print_comparison(new: &Report, old: &Report, path: &Path) {
     }
     if comparisons.is_empty() {
         println!("no row in common (same shape, orders and threads)");
-    }
-}
-
-fn shorten(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(max - 1).collect();
-        out.push('…');
-        out
     }
 }

@@ -161,7 +161,8 @@ fn trim(v: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-fn shorten(s: &str, max: usize) -> String {
+/// `s` cut to `max` characters, an ellipsis marking the cut.
+pub(super) fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
