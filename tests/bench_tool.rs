@@ -25,9 +25,9 @@ fn report(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("written")).expect("JSON")
 }
 
-/// A saved run, the same command again with 3 ms of busy waiting injected
-/// into every timed run (the engine needs well under a millisecond here):
-/// the comparison calls every row slower. The report carries every row's
+/// A saved run, the same command again with 20 ms of busy waiting added to
+/// every timed run (the engine needs well under a millisecond here, even on
+/// a loaded machine): the comparison calls every row slower. The report carries every row's
 /// distribution, the machine and the command line.
 #[test]
 fn a_comparison_flags_a_slowed_run_and_the_report_says_what_ran() {
@@ -43,7 +43,7 @@ fn a_comparison_flags_a_slowed_run_and_the_report_says_what_ran() {
         "--shape",
         "bundles:markets=4",
         "--orders",
-        "1e3,1e4",
+        "1e3",
         "--runs",
         "5",
     ];
@@ -51,7 +51,7 @@ fn a_comparison_flags_a_slowed_run_and_the_report_says_what_ran() {
     assert!(out.contains("speed-up"), "{out}");
     let saved = report(&old);
     assert_eq!(saved["schema"], 1);
-    assert_eq!(saved["rows"].as_array().expect("rows").len(), 8);
+    assert_eq!(saved["rows"].as_array().expect("rows").len(), 4);
     let row = &saved["rows"][0];
     for field in [
         "median_ns",
@@ -80,7 +80,7 @@ fn a_comparison_flags_a_slowed_run_and_the_report_says_what_ran() {
             &common[..],
             &[
                 "--inject-delay-us",
-                "3000",
+                "20000",
                 "--compare",
                 old.to_str().unwrap(),
                 "--json",
@@ -96,7 +96,7 @@ fn a_comparison_flags_a_slowed_run_and_the_report_says_what_ran() {
         .skip_while(|l| !l.starts_with("compared with"))
         .skip(2)
         .collect();
-    assert_eq!(verdicts.len(), 8, "{out}");
+    assert_eq!(verdicts.len(), 4, "{out}");
     assert!(verdicts.iter().all(|l| l.ends_with("slower")), "{out}");
     let chart = std::fs::read_to_string(&svg).expect("a chart");
     assert!(chart.starts_with("<svg") && chart.contains("polyline"));

@@ -72,8 +72,8 @@ pub struct ClearingBenchArgs {
     /// Draw orders/s against orders per batch, one line per thread count.
     #[arg(long, value_name = "FILE")]
     svg: Option<PathBuf>,
-    /// Testing aid: adds this many microseconds of busy waiting to every
-    /// timed run (to check that `--compare` calls it slower).
+    /// Testing aid: adds this many microseconds of busy waiting after every
+    /// timed clearing (to check that `--compare` calls it slower).
     #[arg(long, default_value_t = 0, hide = true)]
     inject_delay_us: u64,
 }
@@ -334,7 +334,7 @@ fn measure(
         let start = Instant::now();
         let result = pool.install(|| clearing::clear_batch(&workload.markets, &workload.seed))?;
         if delay_us > 0 {
-            let until = start + Duration::from_micros(delay_us);
+            let until = Instant::now() + Duration::from_micros(delay_us);
             while Instant::now() < until {
                 std::hint::spin_loop();
             }
