@@ -141,4 +141,25 @@ fn a_batch_from_a_file_is_replayed_and_scaled() {
     assert_eq!(rows[0]["orders"], 1_200);
     assert_eq!(rows[0]["markets"], 3);
     assert_eq!(rows[0]["shape"], "batch.csv ×4");
+
+    // A scale or a size past the bound is a clear error, not an abort.
+    for args in [
+        &[
+            "--input",
+            csv.to_str().unwrap(),
+            "--scale",
+            "18446744073709551615",
+        ][..],
+        &["--input", csv.to_str().unwrap(), "--scale", "0"][..],
+        &["--orders", "1e30"][..],
+        &["--threads", "0"][..],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+            .args(["bench", "clearing"])
+            .args(args)
+            .output()
+            .expect("runs");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("sealbatch:"));
+    }
 }

@@ -82,6 +82,8 @@ pub struct ClearingBenchArgs {
 const ROW_BUDGET: Duration = Duration::from_secs(1);
 /// Most runs per row.
 const ROW_RUNS_MAX: usize = 101;
+/// Most orders in one benchmark batch (about 25 GB of columns).
+const ORDERS_MAX: usize = 1 << 30;
 /// Tie-break seed of the synthetic batches.
 const BENCH_SEED: [u8; 32] = [0x5b; 32];
 
@@ -202,8 +204,8 @@ fn parse_orders(text: &str) -> Result<Vec<usize>, String> {
                 }
                 None => p.parse().map_err(|_| format!("--orders: {p:?}"))?,
             };
-            if n == 0 || n > 1 << 32 {
-                return Err(format!("--orders: {p:?} is not 1 to 2^32"));
+            if n == 0 || n > ORDERS_MAX {
+                return Err(format!("--orders: {p:?} is not 1 to {ORDERS_MAX}"));
             }
             Ok(n)
         })
@@ -213,7 +215,14 @@ fn parse_orders(text: &str) -> Result<Vec<usize>, String> {
 fn workloads(args: &ClearingBenchArgs) -> Result<Vec<Workload>, String> {
     if let Some(path) = &args.input {
         let (markets, seed) = read_input(path)?;
-        let markets = scaled(markets, args.scale.max(1));
+        let orders: usize = markets.iter().map(|m| m.orders.len()).sum();
+        if args.scale == 0 || orders.saturating_mul(args.scale) > ORDERS_MAX {
+            return Err(format!(
+                "--scale {}: the batch of {orders} orders would grow past {ORDERS_MAX} orders",
+                args.scale
+            ));
+        }
+        let markets = scaled(markets, args.scale);
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into(),
