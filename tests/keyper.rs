@@ -830,6 +830,7 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
     };
     let mut keeper = LogKeeper::new(committee.clone(), params, 0);
     let mut certified = Vec::new();
+    let mut journaled: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut down = [false; 5];
     for now in (0..6_000u64).step_by(10) {
         // Keypers 1, 2 and 3 (indices 0..3) down from 2.0 s to 2.6 s: the
@@ -848,8 +849,7 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
             if down[i] {
                 continue;
             }
-            let entries = keeper.log_from(n.read()).to_vec();
-            n.handle_log(&mut rng, &entries);
+            n.handle_log(&mut rng, keeper.entries(n.read(), u64::MAX, usize::MAX));
             // The keyper's journal: written and fsynced, then its dealing
             // may leave.
             while let Some((number, record)) = n.poll_record() {
@@ -870,7 +870,53 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
         while let Some(c) = keeper.poll_certified() {
             certified.push(c);
         }
+        // What the sequencer journals: every new entry, with its position.
+        while let Some((position, entry)) = keeper.poll_entry() {
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(&entry.encode());
+            journaled.push((position, bytes));
+        }
     }
+    // The journal replays into the same log and the same certified windows.
+    let mut again = LogKeeper::new(committee.clone(), params, 0);
+    for (position, bytes) in &journaled {
+        let mut r = sealbatch::codec::Reader::new(bytes);
+        let entry = sealbatch::keyper::LogEntry::decode(&mut r).expect("an entry");
+        r.finish().expect("nothing left");
+        again.replay(*position, entry, 0).expect("replays");
+    }
+    let replayed: Vec<_> = std::iter::from_fn(|| again.poll_certified()).collect();
+    assert_eq!(replayed, certified);
+    assert_eq!(again.snapshot(), keeper.snapshot());
+    // A position that does not grow is refused.
+    let (last, bytes) = journaled.last().expect("entries");
+    let entry = sealbatch::keyper::LogEntry::decode(&mut sealbatch::codec::Reader::new(bytes))
+        .expect("an entry");
+    assert!(again.replay(*last, entry, 0).is_err());
+    // Pruned below batch 48: the first three windows' entries are gone, the
+    // positions of the rest unchanged; a snapshot restores the same keeper,
+    // and a keyper that lost everything but its keys rebuilds its shares of
+    // the windows still in use from what is left.
+    let before = keeper.len();
+    keeper.prune(48);
+    assert!(keeper.len() < before);
+    assert!(
+        keeper
+            .entries(0, u64::MAX, usize::MAX)
+            .all(|(_, e)| e.window().first_batch >= 48)
+    );
+    let snapshot = keeper.snapshot();
+    let mut bytes = Vec::new();
+    snapshot.encode(&mut bytes);
+    let decoded =
+        sealbatch::keyper::KeeperSnapshot::decode(&mut sealbatch::codec::Reader::new(&bytes))
+            .expect("a snapshot");
+    assert_eq!(decoded, snapshot);
+    let restored = LogKeeper::restore(committee.clone(), params, &decoded, 0).expect("restores");
+    assert_eq!(restored.snapshot(), snapshot);
+    let mut fresh = node(0, &[]);
+    fresh.handle_log(&mut rng, keeper.entries(0, u64::MAX, usize::MAX));
+    assert!(fresh.holds(50) && !fresh.holds(40));
     // Windows of 16 batches from batch 0, each certified once, in order.
     let firsts: Vec<u64> = certified
         .iter()

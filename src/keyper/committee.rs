@@ -5,7 +5,7 @@
 use curve25519_dalek::ristretto::RistrettoPoint;
 
 use super::sharing::KeyperIndex;
-use crate::codec::Writer;
+use crate::codec::{DecodeError, Reader, Writer};
 use crate::envelope::keys::decode_point;
 use crate::envelope::receipt::decode_ed25519_public;
 use crate::types::BatchId;
@@ -100,22 +100,60 @@ impl Committee {
                 }
             })?);
         }
-        let mut h = blake3::Hasher::new_derive_key(DOMAIN_COMMITTEE);
-        let mut bytes = Vec::with_capacity(4 + 64 * n);
-        // Both below COMMITTEE_MAX.
-        bytes.put_u16(threshold as u16);
-        bytes.put_u16(n as u16);
-        for m in &members {
-            bytes.extend_from_slice(&m.signing_key);
-            bytes.extend_from_slice(&m.encryption_key);
-        }
-        h.update(&bytes);
-        Ok(Committee {
+        let mut committee = Committee {
+            // Below COMMITTEE_MAX.
             threshold: threshold as u16,
             members,
             encryption,
-            id: *h.finalize().as_bytes(),
-        })
+            id: [0; 32],
+        };
+        committee.id = *blake3::Hasher::new_derive_key(DOMAIN_COMMITTEE)
+            .update(&committee.encode())
+            .finalize()
+            .as_bytes();
+        Ok(committee)
+    }
+
+    /// `u16le(t) ‖ u16le(n) ‖ n × (signing key (32) ‖ encryption key (32))`
+    /// in index order: the bytes its id hashes.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + 64 * self.members.len());
+        out.put_u16(self.threshold);
+        // At most COMMITTEE_MAX members.
+        out.put_u16(self.members.len() as u16);
+        for m in &self.members {
+            out.extend_from_slice(&m.signing_key);
+            out.extend_from_slice(&m.encryption_key);
+        }
+        out
+    }
+
+    /// Reads [`encode`](Self::encode) from `r`: members strictly ascending,
+    /// every key valid, the threshold within `1..=n`.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] naming the field.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Committee, DecodeError> {
+        let offset = r.offset();
+        let threshold = r.u16("threshold")?;
+        let n_offset = r.offset();
+        let n = usize::from(r.u16("members")?);
+        if n > COMMITTEE_MAX {
+            return Err(r.invalid("members", n_offset));
+        }
+        let mut members = Vec::with_capacity(n);
+        for _ in 0..n {
+            members.push(Member {
+                signing_key: r.array("signing key")?,
+                encryption_key: r.array("encryption key")?,
+            });
+        }
+        if !members.is_sorted_by(|a, b| a.signing_key < b.signing_key) {
+            return Err(r.invalid("members", offset));
+        }
+        Committee::new(usize::from(threshold), members).map_err(|_| r.invalid("committee", offset))
     }
 
     /// Its id: BLAKE3 ([`DOMAIN_COMMITTEE`]) over `u16le(t) ‖ u16le(n) ‖`

@@ -6,14 +6,26 @@
 //! certificate in time) is opened again under a new id for the same
 //! batches: the keypers at fault cannot stall key generation for good.
 //!
-//! Sans-IO: time is an argument; the caller relays messages and the log.
+//! Every entry has a **position**: positions only grow, and survive
+//! pruning, so a reader asks for "the entries from position `p` on" and
+//! misses only entries nobody needs any more. The log keeps the entries of
+//! generations under way and of certified windows not yet past
+//! ([`prune`](LogKeeper::prune)), so it stays bounded, and a keyper that
+//! lost everything but its keys rebuilds its shares of every window in use
+//! from it (its sealed shares are in the dealings).
+//!
+//! Sans-IO: time is an argument; the caller journals the new entries
+//! ([`poll_entry`](LogKeeper::poll_entry)), relays messages and serves the
+//! log; a restarted caller gives the journaled entries back to
+//! [`replay`](LogKeeper::replay).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::committee::{Committee, WINDOW_BATCHES_MAX, Window};
 use super::generation::{Generation, WindowKeys};
 use super::log::{Ignored, LogEntry, Phase, WindowCertificate, WindowLog};
 use super::message::SignedKeyperMessage;
+use crate::codec::{DecodeError, Reader, Writer};
 use crate::types::BatchId;
 
 /// When and how the keeper runs generations.
@@ -29,6 +41,48 @@ pub struct GenerationParams {
     pub phase_ms: [u64; 4],
 }
 
+impl GenerationParams {
+    /// `u32le(window_batches) ‖ u64le(lead_batches) ‖ 4 × u64le(phase_ms)`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u32(self.window_batches);
+        out.put_u64(self.lead_batches);
+        for ms in self.phase_ms {
+            out.put_u64(ms);
+        }
+    }
+
+    /// Reads [`encode`](Self::encode): a window of `1..=`[`WINDOW_BATCHES_MAX`]
+    /// batches, phases of at least 1 ms and at most a day.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] naming the field.
+    pub fn decode(r: &mut Reader<'_>) -> Result<GenerationParams, DecodeError> {
+        let offset = r.offset();
+        let window_batches = r.u32("window batches")?;
+        if window_batches == 0 || window_batches > WINDOW_BATCHES_MAX {
+            return Err(r.invalid("window batches", offset));
+        }
+        let lead_batches = r.u64("lead batches")?;
+        let mut phase_ms = [0; 4];
+        for ms in &mut phase_ms {
+            let offset = r.offset();
+            *ms = r.u64("phase ms")?;
+            if *ms == 0 || *ms > PHASE_MS_MAX {
+                return Err(r.invalid("phase ms", offset));
+            }
+        }
+        Ok(GenerationParams {
+            window_batches,
+            lead_batches,
+            phase_ms,
+        })
+    }
+}
+
+/// The longest a phase may be configured to stay open: a day.
+pub const PHASE_MS_MAX: u64 = 86_400_000;
+
 impl Default for GenerationParams {
     fn default() -> Self {
         GenerationParams {
@@ -42,19 +96,114 @@ impl Default for GenerationParams {
 /// Why a message is not taken into the log.
 pub type Refused = Ignored;
 
+/// Why a journaled entry does not replay: the journal is not a log this
+/// keeper wrote.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayError {
+    /// Positions must grow.
+    #[error("log entry at position {position} after position {last}")]
+    Position {
+        /// The entry's position.
+        position: u64,
+        /// The last position replayed.
+        last: u64,
+    },
+    /// The entry would not have been logged.
+    #[error("log entry at position {position} does not count: {reason}")]
+    Ignored {
+        /// The entry's position.
+        position: u64,
+        /// Why.
+        reason: Ignored,
+    },
+}
+
 struct Running {
     log: WindowLog,
     /// When the open phase began.
     phase_since_ms: u64,
 }
 
+/// What a checkpoint keeps of the keeper: the retained entries and the
+/// counters; [`LogKeeper::restore`] rebuilds the keeper from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeeperSnapshot {
+    /// The position the next entry gets.
+    pub next_position: u64,
+    /// The id the next generation gets.
+    pub next_id: u64,
+    /// The first batch after the windows opened so far.
+    pub dealt_below: BatchId,
+    /// The retained entries, by ascending position.
+    pub entries: Vec<(u64, LogEntry)>,
+}
+
+/// Most entries a snapshot may hold.
+pub const SNAPSHOT_ENTRIES_MAX: usize = 1 << 20;
+
+impl KeeperSnapshot {
+    /// `u64le(next_position) ‖ u64le(next_id) ‖ u64le(dealt_below) ‖
+    /// u32le(count) ‖ count × (u64le(position) ‖ u32le(len) ‖ entry)`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u64(self.next_position);
+        out.put_u64(self.next_id);
+        out.put_u64(self.dealt_below);
+        // Bounded by SNAPSHOT_ENTRIES_MAX (the keeper prunes far below it).
+        out.put_u32(self.entries.len() as u32);
+        for (position, entry) in &self.entries {
+            out.put_u64(*position);
+            out.put_blob(&entry.encode());
+        }
+    }
+
+    /// Reads [`encode`](Self::encode): positions strictly ascending and
+    /// below `next_position`.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] naming the field.
+    pub fn decode(r: &mut Reader<'_>) -> Result<KeeperSnapshot, DecodeError> {
+        let next_position = r.u64("next position")?;
+        let next_id = r.u64("next id")?;
+        let dealt_below = r.u64("dealt below")?;
+        let count = r.count("log entries", SNAPSHOT_ENTRIES_MAX)?;
+        let mut entries = Vec::with_capacity(count.min(1024));
+        let mut last = None;
+        for _ in 0..count {
+            let offset = r.offset();
+            let position = r.u64("position")?;
+            if last.is_some_and(|l| position <= l) || position >= next_position {
+                return Err(r.invalid("position", offset));
+            }
+            last = Some(position);
+            let bytes = r.blob("log entry", super::message::KEYPER_MESSAGE_LEN_MAX + 64)?;
+            let mut inner = Reader::new(bytes);
+            let entry = LogEntry::decode(&mut inner)?;
+            inner.finish()?;
+            entries.push((position, entry));
+        }
+        Ok(KeeperSnapshot {
+            next_position,
+            next_id,
+            dealt_below,
+            entries,
+        })
+    }
+}
+
 /// The log keeper.
 pub struct LogKeeper {
     committee: Committee,
     params: GenerationParams,
-    log: Vec<LogEntry>,
+    /// The retained entries, by position.
+    log: BTreeMap<u64, LogEntry>,
+    next_position: u64,
+    /// New entries for the caller to journal.
+    fresh: VecDeque<(u64, LogEntry)>,
     /// Generations under way, by window id.
     running: BTreeMap<u64, Running>,
+    /// Certified windows whose entries are kept, by window id.
+    kept: BTreeMap<u64, Window>,
     /// The first batch after the windows opened so far.
     dealt_below: BatchId,
     next_id: u64,
@@ -65,7 +214,9 @@ impl std::fmt::Debug for LogKeeper {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogKeeper")
             .field("log", &self.log.len())
+            .field("next_position", &self.next_position)
             .field("running", &self.running.keys().collect::<Vec<_>>())
+            .field("kept", &self.kept.keys().collect::<Vec<_>>())
             .field("dealt_below", &self.dealt_below)
             .finish_non_exhaustive()
     }
@@ -81,30 +232,99 @@ impl LogKeeper {
                 window_batches: params.window_batches.clamp(1, WINDOW_BATCHES_MAX),
                 ..params
             },
-            log: Vec::new(),
+            log: BTreeMap::new(),
+            next_position: 0,
+            fresh: VecDeque::new(),
             running: BTreeMap::new(),
+            kept: BTreeMap::new(),
             dealt_below: first_batch,
             next_id: 1,
             certified: VecDeque::new(),
         }
     }
 
-    /// The log from position `from` on.
-    #[must_use]
-    pub fn log_from(&self, from: usize) -> &[LogEntry] {
-        self.log.get(from..).unwrap_or(&[])
+    /// A keeper rebuilt from `snapshot` at `now_ms`: its entries replayed
+    /// (the certified windows among them come out of
+    /// [`poll_certified`](Self::poll_certified) again), phases under way
+    /// timed from `now_ms`.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplayError`] for an entry that does not replay.
+    pub fn restore(
+        committee: Committee,
+        params: GenerationParams,
+        snapshot: &KeeperSnapshot,
+        now_ms: u64,
+    ) -> Result<LogKeeper, ReplayError> {
+        let mut keeper = LogKeeper::new(committee, params, snapshot.dealt_below);
+        for (position, entry) in &snapshot.entries {
+            keeper.replay(*position, entry.clone(), now_ms)?;
+        }
+        keeper.next_position = keeper.next_position.max(snapshot.next_position);
+        keeper.next_id = keeper.next_id.max(snapshot.next_id);
+        keeper.dealt_below = keeper.dealt_below.max(snapshot.dealt_below);
+        Ok(keeper)
     }
 
-    /// The log's length.
+    /// The committee.
+    #[must_use]
+    pub fn committee(&self) -> &Committee {
+        &self.committee
+    }
+
+    /// The generation parameters.
+    #[must_use]
+    pub fn params(&self) -> &GenerationParams {
+        &self.params
+    }
+
+    /// What a checkpoint keeps.
+    #[must_use]
+    pub fn snapshot(&self) -> KeeperSnapshot {
+        KeeperSnapshot {
+            next_position: self.next_position,
+            next_id: self.next_id,
+            dealt_below: self.dealt_below,
+            entries: self.log.iter().map(|(&p, e)| (p, e.clone())).collect(),
+        }
+    }
+
+    /// The retained entries from position `from` on, below position
+    /// `below`, at most `max` of them.
+    pub fn entries(
+        &self,
+        from: u64,
+        below: u64,
+        max: usize,
+    ) -> impl Iterator<Item = (u64, &LogEntry)> {
+        self.log
+            .range(from..below.max(from))
+            .take(max)
+            .map(|(&p, e)| (p, e))
+    }
+
+    /// The position the next entry gets.
+    #[must_use]
+    pub fn next_position(&self) -> u64 {
+        self.next_position
+    }
+
+    /// How many entries are retained.
     #[must_use]
     pub fn len(&self) -> usize {
         self.log.len()
     }
 
-    /// Whether the log is empty.
+    /// Whether no entry is retained.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.log.is_empty()
+    }
+
+    /// The next new entry, for the caller to journal.
+    pub fn poll_entry(&mut self) -> Option<(u64, LogEntry)> {
+        self.fresh.pop_front()
     }
 
     /// Opens the generations due at `now_ms` (with `open_batch` the batch
@@ -128,10 +348,28 @@ impl LogKeeper {
         }
     }
 
-    fn open(&mut self, mut window: Window, now_ms: u64) {
-        window.id = self.next_id;
-        self.next_id += 1;
-        self.log.push(LogEntry::Open { window });
+    fn push(&mut self, entry: LogEntry) {
+        let position = self.next_position;
+        self.next_position += 1;
+        self.log.insert(position, entry.clone());
+        self.fresh.push_back((position, entry));
+    }
+
+    /// Starts generation `window` (an attempt under a new id ends every
+    /// earlier attempt at the same batches, whose entries are dropped).
+    fn start(&mut self, window: Window, now_ms: u64) {
+        let superseded: BTreeSet<u64> = self
+            .running
+            .iter()
+            .filter(|(_, r)| r.log.generation().window().first_batch == window.first_batch)
+            .map(|(&id, _)| id)
+            .collect();
+        self.running.retain(|id, _| !superseded.contains(id));
+        self.log.retain(|_, e| !superseded.contains(&e.window().id));
+        self.next_id = self.next_id.max(window.id.saturating_add(1));
+        self.dealt_below = self
+            .dealt_below
+            .max(window.first_batch.saturating_add(u64::from(window.batches)));
         self.running.insert(
             window.id,
             Running {
@@ -144,6 +382,32 @@ impl LogKeeper {
         );
     }
 
+    fn open(&mut self, mut window: Window, now_ms: u64) {
+        window.id = self.next_id;
+        self.start(window, now_ms);
+        self.push(LogEntry::Open { window });
+    }
+
+    /// Moves generation `id` to the certified windows once `t` keypers
+    /// approved its result; an earlier attempt's certified window of the
+    /// same batches is dropped.
+    fn collect(&mut self, id: u64) {
+        let Some(running) = self.running.get(&id) else {
+            return;
+        };
+        let Some(certificate) = running.log.certificate() else {
+            return;
+        };
+        let Some(Ok(result)) = running.log.outcome() else {
+            return;
+        };
+        let keys = result.keys.clone();
+        let window = certificate.window;
+        self.running.remove(&id);
+        self.kept.insert(id, window);
+        self.certified.push_back((certificate, keys));
+    }
+
     fn advance(&mut self, id: u64, now_ms: u64) {
         let Some(running) = self.running.get_mut(&id) else {
             return;
@@ -154,19 +418,9 @@ impl LogKeeper {
             .phase_since_ms
             .saturating_add(self.params.phase_ms[phase as usize - 1]);
         if phase == Phase::Approve {
-            if let Some(certificate) = running.log.certificate() {
-                let keys = match running.log.outcome() {
-                    Some(Ok(result)) => result.keys.clone(),
-                    _ => return,
-                };
-                self.running.remove(&id);
-                self.certified.push_back((certificate, keys));
-                return;
-            }
             let failed = !matches!(running.log.outcome(), Some(Ok(_)));
             if failed || now_ms >= due {
                 // No keys, or no certificate in time: again, under a new id.
-                self.running.remove(&id);
                 self.open(window, now_ms);
             }
             return;
@@ -177,7 +431,7 @@ impl LogKeeper {
         let entry = LogEntry::PhaseEnd { window, phase };
         if running.log.apply(&entry).is_ok() {
             running.phase_since_ms = now_ms;
-            self.log.push(entry);
+            self.push(entry);
             // A failed generation is reopened at once.
             self.advance(id, now_ms);
         }
@@ -190,13 +444,75 @@ impl LogKeeper {
     /// [`Ignored`] (nothing is logged): no generation of its window under
     /// way, or the reason its generation would ignore it.
     pub fn handle_message(&mut self, message: SignedKeyperMessage) -> Result<(), Refused> {
-        let Some(running) = self.running.get_mut(&message.message.window.id) else {
+        let id = message.message.window.id;
+        let Some(running) = self.running.get_mut(&id) else {
             return Err(Ignored::OtherWindow);
         };
         let entry = LogEntry::Message(message);
         running.log.apply(&entry)?;
-        self.log.push(entry);
+        self.push(entry);
+        self.collect(id);
         Ok(())
+    }
+
+    /// A journaled entry, read back after a restart (or by `verify`): applied
+    /// exactly as when it was logged, at its position. Phases under way are
+    /// timed from `now_ms`.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplayError`]: a position that does not grow, or an entry the
+    /// keeper would not have logged.
+    pub fn replay(
+        &mut self,
+        position: u64,
+        entry: LogEntry,
+        now_ms: u64,
+    ) -> Result<(), ReplayError> {
+        if position < self.next_position {
+            return Err(ReplayError::Position {
+                position,
+                last: self.next_position.saturating_sub(1),
+            });
+        }
+        let ignored = |reason| ReplayError::Ignored { position, reason };
+        let window = entry.window();
+        match &entry {
+            LogEntry::Open { .. } => {
+                if self.running.contains_key(&window.id) || self.kept.contains_key(&window.id) {
+                    return Err(ignored(Ignored::Repeated("open")));
+                }
+                self.start(window, now_ms);
+            }
+            LogEntry::PhaseEnd { .. } | LogEntry::Message(_) => {
+                let running = self
+                    .running
+                    .get_mut(&window.id)
+                    .ok_or(ignored(Ignored::OtherWindow))?;
+                running.log.apply(&entry).map_err(ignored)?;
+                running.phase_since_ms = now_ms;
+            }
+        }
+        self.next_position = position + 1;
+        self.log.insert(position, entry);
+        self.collect(window.id);
+        Ok(())
+    }
+
+    /// Forgets the certified windows that end below batch `below` (no batch
+    /// of theirs will be released again) and their entries.
+    pub fn prune(&mut self, below: BatchId) {
+        let done: BTreeSet<u64> = self
+            .kept
+            .iter()
+            .filter(|(_, w)| w.first_batch.saturating_add(u64::from(w.batches)) <= below)
+            .map(|(&id, _)| id)
+            .collect();
+        if done.is_empty() {
+            return;
+        }
+        self.kept.retain(|id, _| !done.contains(id));
+        self.log.retain(|_, e| !done.contains(&e.window().id));
     }
 
     /// The next window certified: its certificate and the keys an observer

@@ -16,9 +16,11 @@ use curve25519_dalek::ristretto::RistrettoPoint;
 
 use super::committee::{Committee, Window};
 use super::generation::{Accusation, Apology, Generation, GenerationError, WindowKeys};
-use super::message::{Body, KeyperMessage, MessageError, SignedKeyperMessage, put_window};
+use super::message::{
+    Body, KeyperMessage, MessageError, SignedKeyperMessage, put_window, read_window,
+};
 use super::sharing::KeyperIndex;
-use crate::codec::Writer;
+use crate::codec::{DecodeError, Reader, Writer};
 use crate::types::BatchId;
 
 /// BLAKE3 derive-key context of a window result's digest.
@@ -56,6 +58,69 @@ pub enum LogEntry {
         /// The phase ended.
         phase: Phase,
     },
+}
+
+impl LogEntry {
+    /// The generation it belongs to.
+    #[must_use]
+    pub fn window(&self) -> Window {
+        match self {
+            LogEntry::Open { window } | LogEntry::PhaseEnd { window, .. } => *window,
+            LogEntry::Message(signed) => signed.message.window,
+        }
+    }
+
+    /// `u8(1) ‖ window` (open), `u8(2) ‖ signed message` (§11), or
+    /// `u8(3) ‖ window ‖ u8(phase)` (phase end), where `window` is
+    /// `u64le(id) ‖ u64le(first_batch) ‖ u32le(W)`.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        match self {
+            LogEntry::Open { window } => {
+                out.put_u8(1);
+                put_window(&mut out, window);
+            }
+            LogEntry::Message(signed) => {
+                out.put_u8(2);
+                out.extend_from_slice(&signed.encode());
+            }
+            LogEntry::PhaseEnd { window, phase } => {
+                out.put_u8(3);
+                put_window(&mut out, window);
+                out.put_u8(*phase as u8);
+            }
+        }
+        out
+    }
+
+    /// Reads [`encode`](Self::encode) from `r` (signatures are checked when
+    /// the entry is applied, not here).
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] naming the field.
+    pub fn decode(r: &mut Reader<'_>) -> Result<LogEntry, DecodeError> {
+        let offset = r.offset();
+        Ok(match r.u8("log entry tag")? {
+            1 => LogEntry::Open {
+                window: read_window(r)?,
+            },
+            2 => LogEntry::Message(SignedKeyperMessage::decode(r)?),
+            3 => {
+                let window = read_window(r)?;
+                let offset = r.offset();
+                let phase = match r.u8("phase")? {
+                    1 => Phase::Deal,
+                    2 => Phase::Accuse,
+                    3 => Phase::Apologize,
+                    _ => return Err(r.invalid("phase", offset)),
+                };
+                LogEntry::PhaseEnd { window, phase }
+            }
+            _ => return Err(r.invalid("log entry tag", offset)),
+        })
+    }
 }
 
 /// Why an entry did not count.

@@ -49,7 +49,7 @@ pub use committee::{COMMITTEE_MAX, Committee, CommitteeError, Member, WINDOW_BAT
 pub use custodian::{CommitteeCustodian, WindowError};
 pub use dealing::{BatchDeal, DealerSecrets, Dealing, DealingError, SealedShares, deal};
 pub use generation::{Accusation, Apology, Generation, GenerationError, WindowKeys};
-pub use keeper::{GenerationParams, LogKeeper};
+pub use keeper::{GenerationParams, KeeperSnapshot, LogKeeper, ReplayError};
 pub use log::{Ignored, LogEntry, Phase, WindowCertificate, WindowLog, WindowResult};
 pub use message::{Body, KeyperMessage, MessageError, SignedKeyperMessage};
 pub use node::{KeyperError, KeyperIdentity, KeyperNode};

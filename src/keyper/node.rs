@@ -76,8 +76,8 @@ struct Own {
 pub struct KeyperNode {
     id: KeyperIdentity,
     me: KeyperIndex,
-    /// Log entries read.
-    read: usize,
+    /// The position of the next log entry to read.
+    read: u64,
     generations: BTreeMap<u64, Own>,
     /// Finished windows' keys (with this keyper's shares), by first batch.
     keys: BTreeMap<BatchId, WindowKeys>,
@@ -183,17 +183,26 @@ impl KeyperNode {
         self.me
     }
 
-    /// How many log entries it has read (where the next read starts).
+    /// The position of the next log entry to read (where the next read
+    /// starts).
     #[must_use]
-    pub fn read(&self) -> usize {
+    pub fn read(&self) -> u64 {
         self.read
     }
 
-    /// The next log entries (from position [`read`](Self::read)); then
-    /// posts what they call for.
-    pub fn handle_log<R: CryptoRngCore + ?Sized>(&mut self, rng: &mut R, entries: &[LogEntry]) {
-        for entry in entries {
-            self.read += 1;
+    /// The next log entries, with their positions (from
+    /// [`read`](Self::read) on, ascending; an entry below it was read
+    /// already and is skipped); then posts what they call for.
+    pub fn handle_log<'a, R: CryptoRngCore + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        entries: impl IntoIterator<Item = (u64, &'a LogEntry)>,
+    ) {
+        for (position, entry) in entries {
+            if position < self.read {
+                continue;
+            }
+            self.read = position + 1;
             self.apply(entry);
         }
         self.post(rng);
@@ -211,7 +220,12 @@ impl KeyperNode {
                         self.id.decryption,
                     ),
                 );
-                let dealing = self.stored.remove(&window.id);
+                // A dealing journaled for this id but another window
+                // (a log keeper that lost its log) is not this one's.
+                let dealing = self
+                    .stored
+                    .remove(&window.id)
+                    .filter(|(d, _)| d.window == *window);
                 self.generations.entry(window.id).or_insert(Own {
                     log,
                     dealing,
