@@ -238,8 +238,8 @@ fn non_canonical_fields_are_refused() {
         Err(RecordError::UnknownKind(0))
     );
     assert_eq!(
-        SequencerRecord::decode(11, &[]),
-        Err(RecordError::UnknownKind(11))
+        SequencerRecord::decode(13, &[]),
+        Err(RecordError::UnknownKind(13))
     );
     let mut genesis = SequencerRecord::Genesis(genesis()).encode();
     genesis[0] ^= 1;

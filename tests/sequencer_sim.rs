@@ -546,6 +546,7 @@ impl World {
                         panic!("batch {e} was voided: {reason}")
                     }
                     Event::KeyRequested { seal } => self.release_shares(seal),
+                    Event::CommitteeLog { .. } => {}
                     Event::BatchOpened { .. } | Event::OperationDurable { .. } => {}
                 }
             }

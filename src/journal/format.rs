@@ -189,9 +189,9 @@ mod tests {
 
     #[test]
     fn only_assigned_kind_bytes_are_valid() {
-        assert!((1..=10).all(is_record_kind));
+        assert!((1..=12).all(is_record_kind));
         assert!(!is_record_kind(0));
-        assert!(!is_record_kind(11));
+        assert!(!is_record_kind(13));
         assert!(!is_record_kind(255));
     }
 

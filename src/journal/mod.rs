@@ -162,7 +162,7 @@ const _: () = assert!(SEGMENT_BYTES_MIN > (SEGMENT_HEADER_LEN + FRAME_OVERHEAD_L
 /// What each kind means, and how its payload is encoded, belongs to the
 /// journal's user (the sequencer's record kinds); the journal never
 /// interprets either.
-pub const RECORD_KIND_MAX: u8 = 10;
+pub const RECORD_KIND_MAX: u8 = 12;
 
 /// Whether `kind` is an assigned record kind byte (`1..=`[`RECORD_KIND_MAX`]).
 #[must_use]

@@ -5,9 +5,11 @@
 //! [`Checkpoint::from_stored`].
 
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::keyper::{Committee, GenerationParams, KeeperSnapshot};
 use crate::market::{AccountId, AssetId};
 use crate::types::{BatchId, Lsn, MarketId, Tick};
 
+use super::committee::CommitteeState;
 use super::config::Genesis;
 use super::funds::Funds;
 use super::record::{
@@ -16,7 +18,11 @@ use super::record::{
 };
 
 /// First bytes of a checkpoint payload.
-pub const CHECKPOINT_TAG: [u8; 8] = *b"SBSTATE3";
+pub const CHECKPOINT_TAG: [u8; 8] = *b"SBSTATE4";
+
+/// First bytes of a checkpoint payload of the third layout, without a
+/// keyper committee (still read: it has none).
+pub const CHECKPOINT_TAG_V3: [u8; 8] = *b"SBSTATE3";
 
 /// First bytes of a checkpoint payload of the second layout, with operator
 /// deposits but no withdrawals (still read: it has none).
@@ -76,6 +82,9 @@ pub struct Checkpoint {
     /// pruning), withdrawal sequences, withdrawals awaiting payout and
     /// payouts acknowledged.
     pub funds: Funds,
+    /// The keyper committee holding the batch keys, with its log's retained
+    /// entries (`None`: the embedded custodian).
+    pub committee: Option<CommitteeState>,
 }
 
 impl Checkpoint {
@@ -132,6 +141,15 @@ impl Checkpoint {
         encode_balances(&self.balances, &mut out);
         self.funds.encode_deposits(&mut out);
         self.funds.encode_withdrawals(&mut out);
+        match &self.committee {
+            None => out.put_u8(0),
+            Some(state) => {
+                out.put_u8(1);
+                out.extend_from_slice(&state.committee.encode());
+                state.params.encode(&mut out);
+                state.snapshot.encode(&mut out);
+            }
+        }
         out
     }
 
@@ -146,7 +164,14 @@ impl Checkpoint {
         let mut r = Reader::new(bytes);
         let offset = r.offset();
         let tag = r.array::<8>("tag")?;
-        if ![CHECKPOINT_TAG, CHECKPOINT_TAG_V2, CHECKPOINT_TAG_V1].contains(&tag) {
+        if ![
+            CHECKPOINT_TAG,
+            CHECKPOINT_TAG_V3,
+            CHECKPOINT_TAG_V2,
+            CHECKPOINT_TAG_V1,
+        ]
+        .contains(&tag)
+        {
             return Err(r.invalid("tag", offset));
         }
         let genesis = decode_genesis_blob(&mut r)?;
@@ -177,7 +202,25 @@ impl Checkpoint {
         {
             return Err(r.invalid("balances", offset));
         }
-        let funds = Funds::decode(&mut r, tag != CHECKPOINT_TAG_V1, tag == CHECKPOINT_TAG)?;
+        let funds = Funds::decode(
+            &mut r,
+            tag != CHECKPOINT_TAG_V1,
+            [CHECKPOINT_TAG, CHECKPOINT_TAG_V3].contains(&tag),
+        )?;
+        let committee = if tag == CHECKPOINT_TAG {
+            let offset = r.offset();
+            match r.u8("committee flag")? {
+                0 => None,
+                1 => Some(CommitteeState {
+                    committee: Committee::decode(&mut r)?,
+                    params: GenerationParams::decode(&mut r)?,
+                    snapshot: KeeperSnapshot::decode(&mut r)?,
+                }),
+                _ => return Err(r.invalid("committee flag", offset)),
+            }
+        } else {
+            None
+        };
         r.finish()?;
         Ok(Checkpoint {
             genesis,
@@ -188,6 +231,7 @@ impl Checkpoint {
             references,
             balances,
             funds,
+            committee,
         })
     }
 }

@@ -59,6 +59,7 @@
 
 mod batch;
 mod checkpoint;
+mod committee;
 mod config;
 mod funds;
 mod record;
@@ -73,6 +74,7 @@ pub use batch::{
 pub use checkpoint::{
     CHECKPOINT_BALANCES_MAX, CHECKPOINT_TAG, CHECKPOINT_UNFINISHED_MAX, Checkpoint, UnusableState,
 };
+pub use committee::{COMMITTEE_LOG_READ_MAX, CommitteeState};
 pub use config::{
     ANNOUNCE_AHEAD_DEFAULT, ANNOUNCE_AHEAD_MAX, BYTES_PER_BATCH_DEFAULT, ConfigError,
     ENVELOPES_PER_BATCH_CLEARABLE, ENVELOPES_PER_BATCH_DEFAULT, GENESIS_TAG, Genesis, Limits,
@@ -88,8 +90,8 @@ pub use transcript::{
     transcript_clearing_input, verify_transcript,
 };
 pub use verify::{
-    BatchVerdict, CheckpointVerdict, VerifyError, VerifyReport, export_transcripts, verify_journal,
-    verify_journal_with,
+    BatchVerdict, CheckpointVerdict, CommitteeVerdict, VerifyError, VerifyReport,
+    export_transcripts, verify_journal, verify_journal_with,
 };
 
 use std::collections::{BTreeMap, VecDeque};
@@ -191,6 +193,12 @@ pub enum Event {
     KeyRequested {
         /// The seal.
         seal: SignedSeal,
+    },
+    /// The committee's log is durable below position `below`: keypers may
+    /// read it ([`Sequencer::committee_log`]).
+    CommitteeLog {
+        /// Every entry below this position is durable.
+        below: u64,
     },
     /// Batch `e` could not be processed and was voided (its outcome, which
     /// follows as [`Event::BatchCleared`], trades nothing). Never expected:
@@ -442,6 +450,9 @@ pub struct Sequencer {
     /// The LSN of the first record of each batch whose result is not
     /// journaled yet: where a recovery from a checkpoint must start reading.
     first_lsn: BTreeMap<BatchId, Lsn>,
+    /// The keyper committee holding the batch keys, if one does (then
+    /// `custodian` is not used).
+    committee: Option<Box<committee::CommitteeRun>>,
 }
 
 /// What [`Sequencer::recover`] reads from the journal.
@@ -510,7 +521,7 @@ impl Sequencer {
     ///
     /// The custodian's error.
     pub fn batch_public_key(&self, e: BatchId) -> Result<BatchPublicKey, SequencerError> {
-        Ok(self.custodian.public_key(e)?)
+        Ok(self.custodian().public_key(e)?)
     }
 
     /// Whether open batch `e` holds the envelope with `commitment` (a new
@@ -578,7 +589,7 @@ impl Sequencer {
         {
             return Err(SubmitError::BatchClosed { e, next_open: open });
         }
-        if e > open.saturating_add(self.limits.announce_ahead) || !self.custodian.has_key(e) {
+        if e > open.saturating_add(self.limits.announce_ahead) || !self.custodian().has_key(e) {
             return Err(SubmitError::NotAnnounced { e, next_open: open });
         }
         let batch_ms = self.genesis.schedule.batch_length_ms;
@@ -793,15 +804,16 @@ impl Sequencer {
     pub fn handle_timeout(&mut self, now_ms: u64) -> Result<(), SequencerError> {
         let now_ms = self.observe(now_ms);
         let open = self.open_batch_at(now_ms);
+        self.committee_timeout(open);
         let horizon = open.saturating_add(self.limits.announce_ahead);
         let mut e = self.announced_below.max(open);
         while e <= horizon {
             // Fail closed: a batch without a key (a committee that has not
             // certified it yet) is not announced, and nothing after it.
-            if !self.custodian.has_key(e) {
+            if !self.custodian().has_key(e) {
                 break;
             }
-            let public_key = self.custodian.public_key(e)?;
+            let public_key = self.custodian().public_key(e)?;
             let close_ms = self.genesis.schedule.close_ms(e).unwrap_or(u64::MAX);
             self.events.push_back(Event::BatchOpened {
                 e,
@@ -867,6 +879,7 @@ impl Sequencer {
             return Ok(());
         }
         self.durable_lsn = lsn;
+        self.committee_durable(lsn);
         while let Some(&(at, token, e, commitment)) = self.receipts.front() {
             if at > lsn {
                 break;
@@ -924,7 +937,8 @@ impl Sequencer {
             return Ok(());
         };
         let seal = *seal;
-        let key = self.custodian.request(&seal, self.now_ms)?;
+        let now = self.now_ms;
+        let key = self.custodian_mut().request(&seal, now)?;
         let Some(Batch::Sealing {
             envelopes, tree, ..
         }) = self.batches.remove(&e)
@@ -989,7 +1003,7 @@ impl Sequencer {
             });
         };
         let seal = *seal;
-        let Some(key) = self.custodian.add_share(&seal, keyper, share)? else {
+        let Some(key) = self.custodian_mut().add_share(&seal, keyper, share)? else {
             return Ok(false);
         };
         if let Some(Batch::AwaitingKey {

@@ -5,6 +5,7 @@
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::envelope::{ENVELOPE_LEN_MAX, SEAL_LEN, SequencerPublicKey, SignedSeal};
+use crate::keyper::{Committee, GenerationParams, LogEntry};
 use crate::market::{AccountId, AssetId, MarketConfig};
 use crate::signed::{
     DepositStatement, REFERENCE_LEN_MAX, SignedDeposit, SignedPayout, SignedWithdrawal, Withdrawal,
@@ -40,11 +41,15 @@ pub enum RecordKind {
     Withdrawal = 9,
     /// The operator's signed acknowledgement that a withdrawal was paid out.
     Payout = 10,
+    /// The keyper committee that holds the batch keys from now on.
+    Committee = 11,
+    /// An entry of the committee's key generation log.
+    KeyperLog = 12,
 }
 
 impl RecordKind {
     /// Every kind, in byte order.
-    pub const ALL: [RecordKind; 10] = [
+    pub const ALL: [RecordKind; 12] = [
         RecordKind::Envelope,
         RecordKind::Seal,
         RecordKind::KeyRelease,
@@ -55,6 +60,8 @@ impl RecordKind {
         RecordKind::OperatorDeposit,
         RecordKind::Withdrawal,
         RecordKind::Payout,
+        RecordKind::Committee,
+        RecordKind::KeyperLog,
     ];
 
     /// The kind's byte on disk.
@@ -77,6 +84,8 @@ impl RecordKind {
             8 => Some(RecordKind::OperatorDeposit),
             9 => Some(RecordKind::Withdrawal),
             10 => Some(RecordKind::Payout),
+            11 => Some(RecordKind::Committee),
+            12 => Some(RecordKind::KeyperLog),
             _ => None,
         }
     }
@@ -116,6 +125,23 @@ pub enum SequencerRecord {
     Withdrawal(Withdrawal),
     /// The operator's acknowledgement that a withdrawal was paid out.
     Payout(SignedPayout),
+    /// The keyper committee that holds the batch keys from now on, and how
+    /// its key generations run.
+    Committee {
+        /// The committee.
+        committee: Committee,
+        /// Its generations' parameters.
+        params: GenerationParams,
+        /// The first batch it deals keys for.
+        first_batch: BatchId,
+    },
+    /// An entry of the committee's key generation log, at its position.
+    KeyperLog {
+        /// The entry's position in the log.
+        position: u64,
+        /// The entry.
+        entry: LogEntry,
+    },
 }
 
 /// Outcome bytes per [`ResultPart`]: a batch outcome whose encoding is
@@ -325,6 +351,8 @@ impl SequencerRecord {
             SequencerRecord::UnsignedWithdrawal(_) => RecordKind::UnsignedWithdrawal,
             SequencerRecord::Withdrawal(_) => RecordKind::Withdrawal,
             SequencerRecord::Payout(_) => RecordKind::Payout,
+            SequencerRecord::Committee { .. } => RecordKind::Committee,
+            SequencerRecord::KeyperLog { .. } => RecordKind::KeyperLog,
         }
     }
 
@@ -361,6 +389,19 @@ impl SequencerRecord {
                 w.signed.encode_into(&mut out);
             }
             SequencerRecord::Payout(payout) => payout.encode_into(&mut out),
+            SequencerRecord::Committee {
+                committee,
+                params,
+                first_batch,
+            } => {
+                out.extend_from_slice(&committee.encode());
+                params.encode(&mut out);
+                out.put_u64(*first_batch);
+            }
+            SequencerRecord::KeyperLog { position, entry } => {
+                out.put_u64(*position);
+                out.extend_from_slice(&entry.encode());
+            }
             SequencerRecord::Deposit(transfer) | SequencerRecord::UnsignedWithdrawal(transfer) => {
                 out.extend_from_slice(&transfer.account.0);
                 out.put_u32(transfer.asset.0);
@@ -455,6 +496,15 @@ impl SequencerRecord {
                     SequencerRecord::UnsignedWithdrawal(transfer)
                 }
             }
+            RecordKind::Committee => SequencerRecord::Committee {
+                committee: Committee::decode(&mut r).map_err(decode)?,
+                params: GenerationParams::decode(&mut r).map_err(decode)?,
+                first_batch: r.u64("first batch").map_err(decode)?,
+            },
+            RecordKind::KeyperLog => SequencerRecord::KeyperLog {
+                position: r.u64("position").map_err(decode)?,
+                entry: LogEntry::decode(&mut r).map_err(decode)?,
+            },
             RecordKind::KeyRelease => return Err(RecordError::UnexpectedKind(kind)),
         };
         r.finish().map_err(decode)?;

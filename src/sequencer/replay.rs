@@ -79,6 +79,7 @@ impl Sequencer {
             opening: BTreeMap::new(),
             assembler: ResultAssembler::default(),
             first_lsn: BTreeMap::new(),
+            committee: None,
             genesis,
         };
         match checkpoint {
@@ -163,6 +164,9 @@ impl Sequencer {
             self.ledger.deposit(account, asset, amount)?;
         }
         self.funds = checkpoint.funds.clone();
+        if let Some(state) = &checkpoint.committee {
+            self.restore_committee(state).map_err(fail)?;
+        }
         let mut next_expected = Some(checkpoint.replay_from);
         let mut crossed = false;
         for (lsn, kind, payload) in records {
@@ -237,6 +241,7 @@ impl Sequencer {
             references: self.references.iter().map(|(&m, &p)| (m, p)).collect(),
             balances: self.ledger.iter().collect(),
             funds: self.funds.clone(),
+            committee: self.committee_state(),
         }
     }
 
@@ -330,6 +335,9 @@ impl Sequencer {
             SequencerRecord::Deposit(t) => self.ledger.deposit(t.account, t.asset, t.amount)?,
             SequencerRecord::UnsignedWithdrawal(t) => {
                 self.ledger.withdraw(t.account, t.asset, t.amount)?;
+            }
+            SequencerRecord::Committee { .. } | SequencerRecord::KeyperLog { .. } => {
+                self.replay_committee(record).map_err(fail)?;
             }
             SequencerRecord::OperatorDeposit(_)
             | SequencerRecord::Withdrawal(_)

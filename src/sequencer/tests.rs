@@ -666,3 +666,224 @@ fn withdrawals_are_taken_once_in_sequence_and_paid_out_once() {
     tampered.push((tampered.len() as u64 + 1, kind, again));
     assert!(verify_journal(tampered).is_err(), "record {lsn} replayed");
 }
+
+/// A keyper committee takes over a fresh journal: the sequencer keeps the
+/// committee's key generation log in its own journal, serves only durable
+/// entries, announces only certified keys, opens each batch with the key
+/// `t` keypers released — and a restart from the journal alone, or from a
+/// checkpoint of a pruned journal, carries on with the same log and keys.
+/// `verify` checks every certificate and every published `s_e` against it.
+#[test]
+fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
+    use crate::keyper::{
+        Committee, GenerationParams, KeyperIdentity, KeyperNode, Member, sharing::random_scalar,
+    };
+    use curve25519_dalek::ristretto::RistrettoPoint;
+
+    let mut rng = ChaCha20Rng::seed_from_u64(77);
+    let key = SequencerKey::from_seed(&[7; 32]);
+    let genesis = genesis(&key);
+    let mut members = Vec::new();
+    let mut secrets = Vec::new();
+    for _ in 0..5 {
+        let signing = crate::envelope::generate_account_key(&mut rng);
+        let decryption = random_scalar(&mut rng);
+        members.push(Member {
+            signing_key: signing.verifying_key().to_bytes(),
+            encryption_key: RistrettoPoint::mul_base(&decryption).compress().to_bytes(),
+        });
+        secrets.push((signing, decryption));
+    }
+    let committee = Committee::new(3, members).expect("a committee");
+    let mut keypers: Vec<KeyperNode> = secrets
+        .iter()
+        .map(|(signing, decryption)| {
+            KeyperNode::new(
+                KeyperIdentity {
+                    committee: committee.clone(),
+                    signing: signing.clone(),
+                    decryption: *decryption,
+                    sequencer: key.public_key(),
+                    schedule: genesis.schedule,
+                    skew_ms: 10,
+                },
+                [],
+            )
+            .expect("a member")
+        })
+        .collect();
+    let params = GenerationParams {
+        window_batches: 8,
+        lead_batches: 4,
+        phase_ms: [60, 30, 30, 60],
+    };
+    let trader = crate::envelope::generate_account_key(&mut rng);
+
+    let mut journal = Vec::new();
+    let mut sequencer = boot(Vec::new(), GENESIS_MS);
+    sequencer
+        .start_committee(committee.clone(), params)
+        .expect("a fresh journal");
+    flush(&mut sequencer, &mut journal, GENESIS_MS);
+    // Not before a window is certified: fail closed.
+    sequencer.handle_timeout(GENESIS_MS).expect("timeout");
+    assert!(sequencer.batch_public_key(0).is_err());
+    let another = Committee::new(
+        2,
+        committee
+            .indices()
+            .filter_map(|j| committee.member(j).copied())
+            .take(3)
+            .collect(),
+    )
+    .expect("a committee");
+    assert!(sequencer.start_committee(another, params).is_err());
+
+    let mut announced = BTreeMap::new();
+    let mut early = BTreeMap::new();
+    let mut cleared = Vec::new();
+    let mut checkpoint = None;
+    let mut submitted = 0;
+    for step in 0..400u64 {
+        let now = GENESIS_MS + step * 10;
+        // A restart from the journal alone at 1.5 s, and from a checkpoint
+        // (with the journal below its replay point gone) at 3 s.
+        if step == 150 {
+            sequencer = boot(journal.clone(), now);
+        }
+        if step == 300 {
+            let c: Checkpoint = checkpoint.take().expect("a checkpoint");
+            let records: Vec<_> = journal
+                .iter()
+                .filter(|r| r.0 >= c.replay_from)
+                .cloned()
+                .collect();
+            let next_lsn = journal.last().map_or(1, |r| r.0 + 1);
+            sequencer = Sequencer::recover(
+                genesis.clone(),
+                Limits::default(),
+                SequencerKey::from_seed(&[7; 32]),
+                Box::new(EmbeddedCustodian::new(
+                    MasterSecret::from_bytes([9; 32]),
+                    key.public_key(),
+                    genesis.schedule,
+                )),
+                Journaled {
+                    checkpoint: Some(c),
+                    records,
+                    next_lsn,
+                },
+                now,
+            )
+            .expect("recovers from the checkpoint");
+        }
+        sequencer.handle_timeout(now).expect("timeout");
+        for k in &mut keypers {
+            loop {
+                let entries = sequencer.committee_log(k.read());
+                if entries.is_empty() {
+                    break;
+                }
+                assert!(
+                    entries
+                        .iter()
+                        .all(|(p, _)| *p < sequencer.committee_log_durable()),
+                    "only durable entries are served"
+                );
+                k.handle_log(&mut rng, entries.iter().map(|(p, e)| (*p, e)));
+            }
+            while let Some((number, _)) = k.poll_record() {
+                k.handle_durable(number);
+            }
+            while let Some(message) = k.poll_message() {
+                let _ = sequencer.handle_keyper_message(now, message);
+            }
+        }
+        for seal in early.values() {
+            for k in &mut keypers {
+                if let Ok((_, share)) = k.handle_seal(seal, now) {
+                    k.record_release(*seal);
+                    let _ = sequencer.handle_key_share(now, seal.e, k.index(), &share);
+                }
+            }
+        }
+        early.retain(|e, _| sequencer.batches.contains_key(e));
+        let open = sequencer.open_batch_at(now);
+        if let Ok(public) = sequencer.batch_public_key(open)
+            && step % 3 == 0
+            && step < 370
+        {
+            let orders = [OrderSpec {
+                market: MarketId(1),
+                side: Side::Buy,
+                limit: Some(100),
+                qty: 10,
+                client_order_id: step,
+            }];
+            let bytes = seal_bundle(&mut rng, &trader, open, &public, step, &orders)
+                .expect("seals")
+                .into_bytes();
+            if sequencer
+                .handle_submit(now, SubmitToken(step), bytes)
+                .is_ok()
+            {
+                submitted += 1;
+            }
+        }
+        let mut events = flush(&mut sequencer, &mut journal, now);
+        while !events.is_empty() {
+            for event in std::mem::take(&mut events) {
+                match event {
+                    Event::BatchOpened { e, public_key, .. } => {
+                        announced.insert(e, public_key.to_bytes());
+                    }
+                    // Keypers hold a seal that comes before their clock
+                    // passed its close plus the skew, and answer it then.
+                    Event::KeyRequested { seal } => {
+                        early.insert(seal.e, seal);
+                    }
+                    Event::BatchCleared { outcome } => cleared.push(outcome.e),
+                    _ => {}
+                }
+            }
+            while let Some(job) = sequencer.poll_job() {
+                sequencer.handle_opened(now, job.run()).expect("opened");
+            }
+            events = flush(&mut sequencer, &mut journal, now);
+        }
+        if step == 250 {
+            checkpoint = Some(sequencer.checkpoint());
+        }
+    }
+    assert!(submitted >= 30, "{submitted} envelopes");
+    assert!(cleared.len() >= 15, "{} batches cleared", cleared.len());
+    assert!(
+        cleared.iter().any(|&e| e > 32),
+        "batches clear after the restart from the checkpoint: {cleared:?}"
+    );
+    // Every announced key is a key the committee certified, and no key was
+    // released before its batch closed plus the skew (the keypers refuse).
+    let report = verify_journal(journal.clone()).expect("verify reads it");
+    assert!(report.all_ok(), "{report:?}");
+    let verdict = report.committee.expect("a committee");
+    assert!(verdict.windows >= 4, "{verdict:?}");
+    assert_eq!(verdict.keys_checked, report.batches.len());
+    assert!(
+        journal
+            .iter()
+            .any(|r| r.1 == RecordKind::KeyperLog.to_byte())
+    );
+    // The log stays bounded: the windows behind are pruned.
+    let state = sequencer.checkpoint().committee.expect("a committee");
+    assert!(
+        state
+            .snapshot
+            .entries
+            .iter()
+            .all(|(_, e)| e.window().first_batch + 8 > cleared[0]),
+        "old windows pruned"
+    );
+    // A checkpoint with a committee round-trips.
+    let c = sequencer.checkpoint();
+    assert_eq!(Checkpoint::decode(&c.encode()).expect("decodes"), c);
+}

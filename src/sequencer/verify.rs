@@ -24,6 +24,7 @@ use crate::envelope::{
 use crate::types::Lsn;
 
 use super::RecordKind;
+use crate::keyper::{LogKeeper, WindowCertificate};
 use crate::ledger::Ledger;
 use crate::market::AccountId;
 use crate::types::{BatchId, MarketId, Tick};
@@ -63,6 +64,20 @@ pub struct VerifyReport {
     pub from_checkpoint: Option<Lsn>,
     /// One verdict per checkpoint compared with the replayed state.
     pub checkpoints: Vec<CheckpointVerdict>,
+    /// Under a keyper committee: the windows its log certified (each
+    /// certificate checked against the committee), and the batches whose
+    /// published secret `s_e` was checked against the certified `S_e`.
+    pub committee: Option<CommitteeVerdict>,
+}
+
+/// What `verify` found of a keyper committee's log.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommitteeVerdict {
+    /// Windows certified in the log read (or the checkpoint it started
+    /// from).
+    pub windows: usize,
+    /// Batches whose published secret matched their certified key.
+    pub keys_checked: usize,
 }
 
 /// What `verify` found for one checkpoint.
@@ -294,6 +309,15 @@ fn walk(
     let mut collecting: BTreeMap<BatchId, Vec<Vec<u8>>> = BTreeMap::new();
     let mut sealed: BTreeMap<BatchId, Sealed> = BTreeMap::new();
     let mut assembler = ResultAssembler::default();
+    let mut committee: Option<(LogKeeper, BTreeMap<BatchId, WindowCertificate>)> = None;
+    if let Some(state) = start.and_then(|c| c.committee.as_ref()) {
+        let keeper = LogKeeper::restore(state.committee.clone(), state.params, &state.snapshot, 0)
+            .map_err(|e| VerifyError::Ledger {
+                lsn: start.map_or(0, |c| c.lsn),
+                reason: format!("the checkpoint's committee log: {e}"),
+            })?;
+        committee = Some((keeper, BTreeMap::new()));
+    }
 
     for (lsn, kind, payload) in records {
         last_lsn = lsn;
@@ -403,6 +427,19 @@ fn walk(
                     &references,
                 );
                 let slot = &mut report.batches[batch.verdict];
+                if let Some((keeper, certified)) = committee.as_mut() {
+                    take_certified(keeper, certified, report.committee.get_or_insert_default());
+                    let checked = check_committee_key(certified, outcome.e, &outcome.batch_secret);
+                    if checked.is_ok()
+                        && let Some(c) = report.committee.as_mut()
+                    {
+                        c.keys_checked += 1;
+                    }
+                    if slot.verdict.is_ok() {
+                        slot.verdict = checked;
+                    }
+                }
+                let slot = &mut report.batches[batch.verdict];
                 slot.fills = outcome.fills.len();
                 slot.pending = false;
                 let mut accounts = None;
@@ -449,6 +486,38 @@ fn walk(
             | SequencerRecord::Payout(_) => {
                 replay_funds(&mut funds, &mut ledger, &genesis.sequencer, &record)
                     .map_err(|reason| VerifyError::Ledger { lsn, reason })?;
+            }
+            SequencerRecord::Committee {
+                committee: members,
+                params,
+                first_batch,
+            } => {
+                if committee.is_some() {
+                    return Err(VerifyError::Ledger {
+                        lsn,
+                        reason: "a second committee record".into(),
+                    });
+                }
+                committee = Some((
+                    LogKeeper::new(members, params, first_batch),
+                    BTreeMap::new(),
+                ));
+                report.committee.get_or_insert_default();
+            }
+            SequencerRecord::KeyperLog { position, entry } => {
+                let Some((keeper, certified)) = committee.as_mut() else {
+                    return Err(VerifyError::Ledger {
+                        lsn,
+                        reason: "a keyper log entry before the committee record".into(),
+                    });
+                };
+                keeper
+                    .replay(position, entry, 0)
+                    .map_err(|e| VerifyError::Ledger {
+                        lsn,
+                        reason: e.to_string(),
+                    })?;
+                take_certified(keeper, certified, report.committee.get_or_insert_default());
             }
             SequencerRecord::UnsignedWithdrawal(t) => ledger
                 .withdraw(t.account, t.asset, t.amount)
@@ -594,6 +663,45 @@ pub(super) fn rederive(
             Ok((void, BTreeSet::new()))
         }
         attempt => attempt,
+    }
+}
+
+/// Keeps the windows the log certified: each certificate verified against
+/// the committee (the log keeper's observer derived the keys from the same
+/// log, so a certificate that does not verify is a forged log).
+fn take_certified(
+    keeper: &mut LogKeeper,
+    certified: &mut BTreeMap<BatchId, WindowCertificate>,
+    verdict: &mut CommitteeVerdict,
+) {
+    while let Some((certificate, _)) = keeper.poll_certified() {
+        if certificate.verify(keeper.committee()) {
+            verdict.windows += 1;
+            certified.insert(certificate.window.first_batch, certificate);
+        }
+    }
+}
+
+/// Whether `secret` is the secret of batch `e`'s certified key.
+fn check_committee_key(
+    certified: &BTreeMap<BatchId, WindowCertificate>,
+    e: BatchId,
+    secret: &[u8; 32],
+) -> Result<(), String> {
+    let certified_key = certified
+        .range(..=e)
+        .next_back()
+        .and_then(|(_, c)| c.key(e))
+        .ok_or_else(|| format!("batch {e} has no key certified by the committee"))?;
+    let scalar = decode_secret_scalar(secret).map_err(|err| format!("batch secret: {err}"))?;
+    let public = (&scalar * RISTRETTO_BASEPOINT_TABLE).compress().to_bytes();
+    if public == certified_key {
+        Ok(())
+    } else {
+        Err(format!(
+            "the published secret of batch {e} is not the secret of its certified key {}",
+            hex::encode(certified_key)
+        ))
     }
 }
 

@@ -110,6 +110,7 @@ impl Driver {
                     "a batch key was asked of keypers, but this node has no keyper committee"
                 );
             }
+            Event::CommitteeLog { .. } => {}
             Event::OperationDurable { token } => {
                 if let Some(p) = self.pending.remove(&token.0) {
                     let reply = p.reply.unwrap_or(ServerMessage::Ack {
