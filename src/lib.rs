@@ -24,6 +24,7 @@
 //! - [`market`]: assets, accounts, and what a market's tick and lot are worth.
 //! - [`ledger`]: balances, funding checks and settlement.
 //! - [`keyper`]: the keyper committee's cryptography: per-batch keys dealt by a `t`-of-`n` committee (Feldman VSS, proofs of knowledge, accusations), the release rule, combining shares.
+//! - [`keyperd`]: the keyper process: its keys, its journal, its QUIC link to the sequencer.
 //! - [`signed`]: signed requests: operator deposits and payout acknowledgements, trader withdrawals, balance queries bound to their connection.
 //! - [`sequencer`]: the batch life cycle as a sans-IO state machine, recovery (from a checkpoint or the whole journal), `verify` and batch transcripts.
 //! - [`journal`]: the append-only, checksummed, fsynced log, its recovery, and checkpoint files beside it.
@@ -47,6 +48,8 @@ pub mod envelope;
 #[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod journal;
 pub mod keyper;
+#[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
+pub mod keyperd;
 pub mod ledger;
 pub mod market;
 #[allow(clippy::disallowed_methods)] // the shell: clock, files, threads

@@ -18,6 +18,7 @@ mod demo;
 mod deposit;
 pub mod hostile;
 mod keygen;
+mod keyper;
 pub mod loadgen;
 mod operator;
 pub mod run;
@@ -113,6 +114,10 @@ pub enum Command {
     Run(run::RunArgs),
     /// Create a trader account key.
     Keygen(keygen::KeygenArgs),
+    /// A keyper of the committee that holds the batch keys: its keys and
+    /// its process.
+    #[command(subcommand)]
+    Keyper(keyper::KeyperCommand),
     /// Seal and submit one bundle, then wait for its receipt, inclusion proof
     /// and fills.
     Submit(submit::SubmitArgs),
@@ -191,6 +196,7 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::ClearDemo(args) => clear_demo::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Keygen(args) => keygen::run(&args),
+        Command::Keyper(command) => keyper::run(&command),
         Command::Submit(args) => submit::run(&args),
         Command::Watch(args) => watch::run(&args),
         Command::Deposit(args) => deposit::run(&args),

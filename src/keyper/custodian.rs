@@ -223,3 +223,27 @@ impl KeyCustodian for CommitteeCustodian {
         self.window_of(e).is_some()
     }
 }
+
+/// The custodian a node under a keyper committee starts with, before its
+/// journal's committee record is replayed or written: it holds no key at
+/// all (fail closed), and no operator secret exists to hold one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoKeyCustodian;
+
+impl KeyCustodian for NoKeyCustodian {
+    fn public_key(&self, e: BatchId) -> Result<BatchPublicKey, CustodianError> {
+        Err(CustodianError::UnknownBatch { e })
+    }
+
+    fn release(
+        &mut self,
+        seal: &SignedSeal,
+        _now_ms: u64,
+    ) -> Result<ReleasedBatchKey, CustodianError> {
+        Err(CustodianError::UnknownBatch { e: seal.e })
+    }
+
+    fn has_key(&self, _e: BatchId) -> bool {
+        false
+    }
+}

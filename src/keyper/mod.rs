@@ -46,7 +46,7 @@ pub mod sharing;
 
 pub use combine::{CombineError, Combiner};
 pub use committee::{COMMITTEE_MAX, Committee, CommitteeError, Member, WINDOW_BATCHES_MAX, Window};
-pub use custodian::{CommitteeCustodian, WindowError};
+pub use custodian::{CommitteeCustodian, NoKeyCustodian, WindowError};
 pub use dealing::{BatchDeal, DealerSecrets, Dealing, DealingError, SealedShares, deal};
 pub use generation::{Accusation, Apology, Generation, GenerationError, WindowKeys};
 pub use keeper::{GenerationParams, KeeperSnapshot, LogKeeper, ReplayError};

@@ -197,7 +197,7 @@ pub fn server_config(
             vec![identity.cert.clone()],
             PrivateKeyDer::Pkcs8(identity.key.clone_key()),
         )?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![ALPN.to_vec(), crate::wire::keyper::KEYPER_ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| NetError::Crypto(e.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
@@ -313,6 +313,16 @@ pub fn client_endpoint(server: SocketAddr, pinned: [u8; 32]) -> Result<quinn::En
 ///
 /// [`NetError::Crypto`] if the TLS configuration cannot be built.
 pub fn client_config(pinned: [u8; 32]) -> Result<quinn::ClientConfig, NetError> {
+    client_config_for(pinned, ALPN)
+}
+
+/// [`client_config`] for another ALPN (the keyper link's,
+/// [`KEYPER_ALPN`](crate::wire::keyper::KEYPER_ALPN)).
+///
+/// # Errors
+///
+/// [`NetError::Crypto`] if the TLS configuration cannot be built.
+pub fn client_config_for(pinned: [u8; 32], alpn: &[u8]) -> Result<quinn::ClientConfig, NetError> {
     let provider = provider();
     let verifier = PinnedCert {
         fingerprint: pinned,
@@ -323,7 +333,7 @@ pub fn client_config(pinned: [u8; 32]) -> Result<quinn::ClientConfig, NetError> 
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| NetError::Crypto(e.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));

@@ -10,6 +10,7 @@ use crossbeam_channel::Sender;
 use tokio::sync::mpsc;
 
 use crate::envelope::{Commitment, Rejection, SequencerKey, ShapedEnvelope};
+use crate::keyper::{KeyperIndex, LogEntry, SignedKeyperMessage};
 use crate::sequencer::OpenedJob;
 use crate::signed::SignedQuery;
 use crate::types::BatchId;
@@ -50,6 +51,26 @@ pub enum Control {
     Opened(OpenedJob, Duration),
     /// Stop accepting, finish the batches in flight, flush and exit.
     Shutdown,
+    /// A keyper link reads the committee's durable log from `from`.
+    KeyperRead {
+        /// The first position wanted.
+        from: u64,
+        /// Where the entries go (at most
+        /// [`COMMITTEE_LOG_READ_MAX`](crate::sequencer::COMMITTEE_LOG_READ_MAX)).
+        reply: tokio::sync::oneshot::Sender<Vec<(u64, LogEntry)>>,
+    },
+    /// A keyper's message for the committee's log (its sender is the
+    /// link's authenticated keyper).
+    KeyperPost(Box<SignedKeyperMessage>),
+    /// A keyper's share of a batch key.
+    KeyperShare {
+        /// The link's authenticated keyper.
+        keyper: KeyperIndex,
+        /// The batch.
+        e: BatchId,
+        /// The share.
+        share: [u8; 32],
+    },
 }
 
 /// A client request to the driver thread.

@@ -149,6 +149,12 @@ pub struct Metrics {
     pub connections_retried: Counter,
     /// Handshakes dropped for taking longer than the handshake timeout.
     pub handshakes_timed_out: Counter,
+    /// Seals sent to the keypers for their shares (first and repeated).
+    pub key_requests: Counter,
+    /// Batch keys combined from `t` keypers' shares.
+    pub keys_combined: Counter,
+    /// Keyper shares not taken (wrong, late, or for no awaited batch).
+    pub key_shares_refused: Counter,
     /// Envelopes per sealed batch.
     pub batch_size: Histogram,
     /// Journal group commit (append + fdatasync) latency.
@@ -184,6 +190,9 @@ impl Default for Metrics {
             connections_refused: Counter::default(),
             connections_retried: Counter::default(),
             handshakes_timed_out: Counter::default(),
+            key_requests: Counter::default(),
+            keys_combined: Counter::default(),
+            key_shares_refused: Counter::default(),
             batch_size: Histogram::new(&SIZE_BUCKETS),
             fsync_seconds: Histogram::new(&LATENCY_BUCKETS_S),
             seal_to_result_seconds: Histogram::new(&LATENCY_BUCKETS_S),
@@ -219,6 +228,21 @@ impl Default for Metrics {
                 "sealbatch_batches_voided",
                 "Batches voided because they could not be processed (a bug: nothing in them traded).",
                 &metrics.batches_voided,
+            ),
+            (
+                "sealbatch_key_requests",
+                "Seals sent to the keyper committee for their shares (first and repeated).",
+                &metrics.key_requests,
+            ),
+            (
+                "sealbatch_keys_combined",
+                "Batch keys combined from t keypers' shares.",
+                &metrics.keys_combined,
+            ),
+            (
+                "sealbatch_key_shares_refused",
+                "Keyper shares not taken (wrong, late, or for no batch awaiting its key).",
+                &metrics.key_shares_refused,
             ),
             (
                 "sealbatch_orders_filled",
@@ -552,6 +576,9 @@ mod tests {
             "sealbatch_envelopes_invalid_total Envelopes rejected after opening (AEAD, signature, market, band, funding).",
             "sealbatch_batches_cleared_total Batches cleared and published.",
             "sealbatch_batches_voided_total Batches voided because they could not be processed (a bug: nothing in them traded).",
+            "sealbatch_key_requests_total Seals sent to the keyper committee for their shares (first and repeated).",
+            "sealbatch_keys_combined_total Batch keys combined from t keypers' shares.",
+            "sealbatch_key_shares_refused_total Keyper shares not taken (wrong, late, or for no batch awaiting its key).",
             "sealbatch_orders_filled_total Orders that filled at least one lot.",
             "sealbatch_connections_open QUIC connections open.",
             "sealbatch_connections_total QUIC connections accepted.",

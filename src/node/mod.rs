@@ -21,6 +21,7 @@ pub mod checkpoints;
 pub mod config;
 pub mod driver;
 pub mod handle;
+pub mod keypers;
 mod keys;
 pub mod metrics;
 mod recovery;
@@ -210,7 +211,9 @@ pub async fn run_with_faults(
     )?;
     let listen = endpoint.local_addr().map_err(io(&data))?;
     let metrics = Arc::new(Metrics::default());
-    let (driver, handle) = spawn_driver(&config, recovered, &key_seed, &metrics)?;
+    let sequencer_key = SequencerKey::from_seed(&key_seed).public_key().to_bytes();
+    let keypers = Arc::new(keypers::KeyperHub::new(sequencer_key));
+    let (driver, handle) = spawn_driver(&config, recovered, &key_seed, &metrics, &keypers)?;
     let metrics_addr = config.metrics_listen.inspect(|&addr| {
         let metrics = Arc::clone(&metrics);
         let shutdown = shutdown.clone();
@@ -220,7 +223,6 @@ pub async fn run_with_faults(
             }
         });
     });
-    let sequencer_key = SequencerKey::from_seed(&key_seed).public_key().to_bytes();
     tracing::info!(
         %listen,
         fingerprint = %hex::encode(identity.fingerprint),
@@ -242,6 +244,7 @@ pub async fn run_with_faults(
         handle,
         config.limits,
         metrics,
+        keypers,
         shutdown.clone(),
     ));
     driver.wait(shutdown, server, &endpoint).await
@@ -262,6 +265,7 @@ fn spawn_driver(
     recovered: recovery::Recovered,
     key_seed: &[u8; 32],
     metrics: &Arc<Metrics>,
+    keypers: &Arc<keypers::KeyperHub>,
 ) -> Result<(DriverThread, DriverHandle), NodeError> {
     let data = &config.data_dir;
     let (request_tx, request_rx) = crossbeam_channel::bounded(config.limits.core_queue_max);
@@ -304,6 +308,7 @@ fn spawn_driver(
             deposit_amount_max: config.operator.deposit_amount_max.unwrap_or(u64::MAX),
             deposits_per_second_max: config.operator.deposits_per_second_max,
             withdrawals_per_second_max: config.limits.withdrawals_per_second_max,
+            keypers: Arc::clone(keypers),
         },
     );
     // The driver thread says when it ends, so that a failure stops the node

@@ -91,20 +91,34 @@ pub(super) fn recover(
     let fresh = recorded.is_none();
     let genesis = settle_genesis(config, &key, recorded)?;
 
-    let master = load_or_create_key32(&data.join(CUSTODIAN_KEY_FILE), || {
-        Zeroizing::new(*MasterSecret::generate(&mut rand_core::OsRng).as_bytes())
-    })?;
-    let custodian = EmbeddedCustodian::new(
-        MasterSecret::from_bytes(*master),
-        key.public_key(),
-        genesis.schedule,
-    );
+    // Under a keyper committee no operator secret exists: the node starts
+    // with no key at all, and the journal's committee record (replayed, or
+    // written below for a fresh journal) brings the committee's custodian.
+    // A journal that names a committee keeps it even when the configuration
+    // no longer does.
+    let committee = config
+        .committee
+        .as_ref()
+        .map(super::config::CommitteeConfig::committee)
+        .transpose()?;
+    let custodian: Box<dyn crate::envelope::KeyCustodian + Send> = if committee.is_some() {
+        Box::new(crate::keyper::NoKeyCustodian)
+    } else {
+        let master = load_or_create_key32(&data.join(CUSTODIAN_KEY_FILE), || {
+            Zeroizing::new(*MasterSecret::generate(&mut rand_core::OsRng).as_bytes())
+        })?;
+        Box::new(EmbeddedCustodian::new(
+            MasterSecret::from_bytes(*master),
+            key.public_key(),
+            genesis.schedule,
+        ))
+    };
     let checkpoint_lsn = checkpoint.as_ref().map(|c| c.lsn);
     let sequencer = Sequencer::recover(
         genesis,
         config.sequencer_limits(),
         key,
-        Box::new(custodian),
+        custodian,
         Journaled {
             checkpoint,
             records: first.into_iter().chain(&mut records),
@@ -118,6 +132,20 @@ pub(super) fn recover(
         return Err(damage.into());
     }
     let mut sequencer = sequencer?;
+    if let Some((committee, params)) = committee {
+        sequencer.start_committee(committee, params)?;
+    }
+    match sequencer.committee() {
+        Some(committee) => tracing::info!(
+            committee = %hex::encode(committee.id()),
+            keypers = committee.size(),
+            threshold = committee.threshold(),
+            "batch keys held by a keyper committee"
+        ),
+        None => tracing::warn!(
+            "trusted-operator mode: batch keys come from custodian.key in the data directory, which whoever runs this node can read; configure a [committee] of keypers to remove that trust"
+        ),
+    }
     tracing::info!(
         records = records.records_read(),
         segments = segment_count,

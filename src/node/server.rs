@@ -71,6 +71,7 @@ pub async fn serve(
     core: DriverHandle,
     limits: LimitsConfig,
     metrics: Arc<Metrics>,
+    keypers: Arc<super::keypers::KeyperHub>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let counters = Arc::new(Counters {
@@ -143,6 +144,7 @@ pub async fn serve(
         let metrics = Arc::clone(&metrics);
         let counters = Arc::clone(&counters);
         let shutdown = shutdown.clone();
+        let keypers = Arc::clone(&keypers);
         tokio::spawn(async move {
             metrics.connections_open.inc();
             metrics.connections_total.inc();
@@ -158,6 +160,17 @@ pub async fn serve(
             let handshake = tokio::time::timeout(handshake_timeout, incoming).await;
             counters.handshaking.fetch_sub(1, Ordering::Relaxed);
             match handshake {
+                Ok(Ok(connection)) if super::keypers::is_keyper_connection(&connection) => {
+                    let channel = channel_binding(&connection);
+                    super::keypers::serve_keyper(
+                        connection,
+                        keypers,
+                        core.control.clone(),
+                        channel,
+                        shutdown,
+                    )
+                    .await;
+                }
                 Ok(Ok(connection)) => {
                     connection_task(connection, conn_id, core, limits, &counters, shutdown).await;
                 }
@@ -196,6 +209,16 @@ impl Drop for ConnectionSlot {
     }
 }
 
+/// What a signed query (or a keyper's hello) on this connection is bound
+/// to. A TLS 1.3 session always exports; without it nothing verifies.
+fn channel_binding(connection: &quinn::Connection) -> Option<ChannelBinding> {
+    let mut binding = [0u8; 32];
+    connection
+        .export_keying_material(&mut binding, CHANNEL_BINDING_LABEL, b"")
+        .ok()
+        .map(|()| ChannelBinding(binding))
+}
+
 async fn connection_task(
     connection: quinn::Connection,
     conn: ConnId,
@@ -205,13 +228,7 @@ async fn connection_task(
     mut shutdown: watch::Receiver<bool>,
 ) {
     tracing::debug!(conn, remote = %connection.remote_address(), "connection");
-    // What a signed query on this connection is bound to. A TLS 1.3
-    // session always exports; without it no query verifies.
-    let mut binding = [0u8; 32];
-    let channel = connection
-        .export_keying_material(&mut binding, CHANNEL_BINDING_LABEL, b"")
-        .ok()
-        .map(|()| ChannelBinding(binding));
+    let channel = channel_binding(&connection);
     loop {
         let (send, recv) = tokio::select! {
             stream = connection.accept_bi() => match stream {

@@ -96,7 +96,7 @@ pub enum EncodeError {
     },
 }
 
-mod sealed {
+pub(super) mod sealed {
     pub trait Sealed {}
     impl Sealed for super::super::ClientMessage {}
     impl Sealed for super::super::ServerMessage {}

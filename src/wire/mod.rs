@@ -50,6 +50,7 @@
 //! ```
 
 mod frame;
+pub mod keyper;
 mod message;
 
 pub use frame::{Direction, EncodeError, FrameDecoder, FrameError, Message, check, encode, parse};

@@ -145,6 +145,8 @@ pub struct DriverOptions {
     pub deposits_per_second_max: u32,
     /// Trader withdrawals per second, all together.
     pub withdrawals_per_second_max: u32,
+    /// Where the keyper links learn of the committee's log and seals.
+    pub keypers: Arc<super::keypers::KeyperHub>,
 }
 
 /// The driver loop's state.
@@ -186,6 +188,7 @@ pub struct Driver {
     deposit_amount_max: u64,
     deposit_budget: RequestBudget,
     withdrawal_budget: RequestBudget,
+    keypers: Arc<super::keypers::KeyperHub>,
 }
 
 impl Driver {
@@ -213,7 +216,10 @@ impl Driver {
             deposit_amount_max,
             deposits_per_second_max,
             withdrawals_per_second_max,
+            keypers,
         } = options;
+        keypers.set_committee(sequencer.committee().cloned());
+        keypers.log_durable(sequencer.committee_log_durable());
         Driver {
             sequencer,
             writer: Some(writer),
@@ -245,6 +251,7 @@ impl Driver {
             deposit_amount_max,
             deposit_budget: RequestBudget::new(deposits_per_second_max, Instant::now()),
             withdrawal_budget: RequestBudget::new(withdrawals_per_second_max, Instant::now()),
+            keypers,
         }
     }
 
@@ -395,6 +402,29 @@ impl Driver {
             Control::Shutdown => {
                 tracing::info!("shutdown: refusing new envelopes, finishing batches in flight");
                 self.shutting_down = true;
+            }
+            Control::KeyperRead { from, reply } => {
+                let _ = reply.send(self.sequencer.committee_log(from));
+            }
+            Control::KeyperPost(message) => {
+                let sender = message.message.sender;
+                let window = message.message.window.id;
+                if let Err(reason) = self.sequencer.handle_keyper_message(now_ms(), *message) {
+                    tracing::debug!(keyper = sender, window, %reason, "keyper message not logged");
+                }
+            }
+            Control::KeyperShare { keyper, e, share } => {
+                match self.sequencer.handle_key_share(now_ms(), e, keyper, &share) {
+                    Ok(true) => {
+                        self.metrics.keys_combined.inc();
+                        tracing::debug!(batch = e, keyper, "batch key complete");
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        self.metrics.key_shares_refused.inc();
+                        tracing::debug!(batch = e, keyper, %error, "key share not taken");
+                    }
+                }
             }
         }
     }

@@ -31,7 +31,12 @@ impl Driver {
             .min(wire::SCHEDULE_BATCH_KEYS_MAX as u64 - 1);
         let mut batch_keys = Vec::new();
         for e in open..=open + ahead {
-            batch_keys.push((e, self.sequencer.batch_public_key(e)?.to_bytes()));
+            // Under a keyper committee only certified keys exist: the
+            // schedule lists batches up to the first without one.
+            let Ok(key) = self.sequencer.batch_public_key(e) else {
+                break;
+            };
+            batch_keys.push((e, key.to_bytes()));
         }
         let markets = genesis
             .markets
@@ -103,14 +108,15 @@ impl Driver {
                 );
             }
             Event::KeyRequested { seal } => {
-                // The node runs the embedded custodian, which releases at
-                // once; a committee's keypers are not connected yet.
-                tracing::error!(
-                    batch = seal.e,
-                    "a batch key was asked of keypers, but this node has no keyper committee"
-                );
+                self.metrics.key_requests.inc();
+                if self.keypers.request_key(seal) == 0 {
+                    tracing::warn!(
+                        batch = seal.e,
+                        "a batch key is wanted but no keyper is connected"
+                    );
+                }
             }
-            Event::CommitteeLog { .. } => {}
+            Event::CommitteeLog { below } => self.keypers.log_durable(below),
             Event::OperationDurable { token } => {
                 if let Some(p) = self.pending.remove(&token.0) {
                     let reply = p.reply.unwrap_or(ServerMessage::Ack {

@@ -1,0 +1,541 @@
+//! The keyper process (`sealbatch keyper run`): a [`KeyperNode`] with its
+//! own journal on disk, connected to the sequencer over the keyper link
+//! (`spec/keyper.md` §17) — a QUIC connection that pins the sequencer's
+//! certificate, opened with a hello signed over the connection's channel
+//! binding. It reads the committee's log, posts what the generation asks of
+//! it, and answers each seal with its share under the release rule,
+//! journaling (fsync) every first release before the share leaves.
+//!
+//! A different organisation runs each keyper, on its own machine: its data
+//! directory holds its two secret keys (mode 0600) and its journal (a
+//! directory of mode 0700: the dealings' polynomials are secrets).
+//!
+//! Layout: [`KeyperConfig`] the configuration file; [`init`] the keys;
+//! [`run`] the process until shutdown, reconnecting with backoff.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use curve25519_dalek::scalar::Scalar;
+use ed25519_dalek::{Signer as _, SigningKey};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use zeroize::Zeroizing;
+
+use crate::envelope::{BatchSchedule, SequencerPublicKey, SignedSeal};
+use crate::journal::{Journal, JournalConfig, JournalError};
+use crate::keyper::{
+    KeyperIdentity, KeyperNode, KeyperRecord, Release, ReleaseRefusal, sharing::random_scalar,
+};
+use crate::node::config::CommitteeConfig;
+use crate::secret_file::{SecretFileError, load_or_create_key32};
+use crate::signed::{CHANNEL_BINDING_LABEL, ChannelBinding};
+use crate::types::BatchId;
+use crate::wire::keyper::{KEYPER_ALPN, KeyperDown, KeyperUp, hello_signing_message};
+use crate::wire::{FrameDecoder, encode};
+
+/// The keyper's Ed25519 signing key seed (mode 0600).
+pub const SIGNING_KEY_FILE: &str = "keyper-signing.key";
+/// The keyper's ristretto255 decryption key (mode 0600).
+pub const DECRYPTION_KEY_FILE: &str = "keyper-decryption.key";
+/// The keyper's journal directory (mode 0700).
+pub const JOURNAL_DIR: &str = "journal";
+
+/// Shortest and longest wait before reconnecting.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// How often seals held until their time, and lost posts, are looked at.
+const TICK: Duration = Duration::from_millis(20);
+/// Posts not seen in the log for this long are sent again.
+const REPOST_AFTER: Duration = Duration::from_secs(2);
+/// Seals held because they came before close + skew (older ones dropped:
+/// the sequencer asks again).
+const EARLY_SEALS_MAX: usize = 1024;
+
+/// A keyper's configuration (TOML).
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyperConfig {
+    /// Keys and journal live here.
+    pub data_dir: PathBuf,
+    /// The sequencer's QUIC address.
+    pub sequencer: SocketAddr,
+    /// SHA-256 of the sequencer's TLS certificate (64 hex digits), pinned.
+    pub fingerprint: String,
+    /// The sequencer's Ed25519 key (64 hex digits): seals must verify
+    /// under it.
+    pub sequencer_key: String,
+    /// The batch clock: Unix ms of batch 0's start.
+    pub genesis_ms: u64,
+    /// The batch clock: each batch's length in ms.
+    pub batch_length_ms: u64,
+    /// How far past a batch's close this keyper's clock must be before it
+    /// releases (covers clock differences). Default 50.
+    #[serde(default = "default_skew_ms")]
+    pub skew_ms: u64,
+    /// The committee, exactly as the sequencer's configuration names it.
+    pub committee: CommitteeConfig,
+}
+
+fn default_skew_ms() -> u64 {
+    50
+}
+
+/// Why a keyper cannot start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyperProcessError {
+    /// The configuration is invalid.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A key file.
+    #[error("{0}")]
+    SecretFile(#[from] SecretFileError),
+    /// The journal.
+    #[error("journal: {0}")]
+    Journal(#[from] JournalError),
+    /// A journal record does not decode.
+    #[error("journal record {lsn}: {reason}")]
+    Record {
+        /// Its LSN.
+        lsn: u64,
+        /// Why.
+        reason: String,
+    },
+    /// A file or directory.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The QUIC client.
+    #[error("network: {0}")]
+    Net(#[from] crate::net::NetError),
+}
+
+impl KeyperConfig {
+    /// Reads a configuration file.
+    ///
+    /// # Errors
+    ///
+    /// [`KeyperProcessError::Config`] naming the problem.
+    pub fn from_file(path: &Path) -> Result<KeyperConfig, KeyperProcessError> {
+        let text = std::fs::read_to_string(path).map_err(|source| KeyperProcessError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text)
+            .map_err(|e| KeyperProcessError::Config(format!("{}: {e}", path.display())))
+    }
+}
+
+/// A keyper's public keys: what the committee configuration lists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyperPublic {
+    /// Ed25519 signing key.
+    pub signing: [u8; 32],
+    /// ristretto255 encryption key.
+    pub encryption: [u8; 32],
+}
+
+fn random_seed() -> Zeroizing<[u8; 32]> {
+    let mut seed = Zeroizing::new([0u8; 32]);
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, seed.as_mut());
+    seed
+}
+
+/// Creates the keyper's keys in `dir` (or reads them if they exist) and
+/// returns its public keys.
+///
+/// # Errors
+///
+/// [`KeyperProcessError`] for a directory or key file that cannot be made
+/// or read.
+pub fn init(dir: &Path) -> Result<KeyperPublic, KeyperProcessError> {
+    let (signing, decryption) = load_keys(dir)?;
+    Ok(KeyperPublic {
+        signing: signing.verifying_key().to_bytes(),
+        encryption: curve25519_dalek::RistrettoPoint::mul_base(&decryption)
+            .compress()
+            .to_bytes(),
+    })
+}
+
+fn load_keys(dir: &Path) -> Result<(SigningKey, Scalar), KeyperProcessError> {
+    std::fs::create_dir_all(dir).map_err(|source| KeyperProcessError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let seed = load_or_create_key32(&dir.join(SIGNING_KEY_FILE), random_seed)?;
+    let decryption = load_or_create_key32(&dir.join(DECRYPTION_KEY_FILE), || {
+        Zeroizing::new(random_scalar(&mut rand_core::OsRng).to_bytes())
+    })?;
+    let scalar = Option::<Scalar>::from(Scalar::from_canonical_bytes(*decryption))
+        .filter(|s| *s != Scalar::ZERO)
+        .ok_or_else(|| {
+            KeyperProcessError::Config(format!(
+                "{} does not hold a valid key",
+                dir.join(DECRYPTION_KEY_FILE).display()
+            ))
+        })?;
+    Ok((SigningKey::from_bytes(&seed), scalar))
+}
+
+fn hex32(text: &str, what: &str) -> Result<[u8; 32], KeyperProcessError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut out)
+        .map_err(|_| KeyperProcessError::Config(format!("{what} is not 64 hex digits")))?;
+    Ok(out)
+}
+
+/// What a running keyper reports (for the demo and tests).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyperEvent {
+    /// Connected and welcomed as keyper `index`.
+    Connected {
+        /// Its index.
+        index: u16,
+    },
+    /// Its share of batch `e` left (first release or a repeat).
+    Released {
+        /// The batch.
+        e: BatchId,
+        /// Whether it was the first release for this batch.
+        first: bool,
+    },
+    /// A seal was refused (not early: those are held until their time).
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The keyper's state between connections.
+struct State {
+    node: KeyperNode,
+    journal: Option<Journal<crate::journal::FsStorage>>,
+    /// Seals that came before close + skew, answered when their time
+    /// comes.
+    early: BTreeMap<BatchId, SignedSeal>,
+    rng: rand_chacha::ChaCha20Rng,
+    events: Option<mpsc::UnboundedSender<KeyperEvent>>,
+}
+
+impl State {
+    fn report(&self, event: KeyperEvent) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
+    }
+
+    /// Appends `record` to the journal and fsyncs it, off the async
+    /// threads.
+    async fn journal(&mut self, record: &KeyperRecord) -> Result<(), KeyperProcessError> {
+        let Some(mut journal) = self.journal.take() else {
+            return Err(KeyperProcessError::Config(
+                "the journal failed before".into(),
+            ));
+        };
+        let payload = record.encode();
+        let kind = payload.first().copied().unwrap_or(1);
+        let (journal, result) = tokio::task::spawn_blocking(move || {
+            let result = journal
+                .append(kind, &payload)
+                .and_then(|_| journal.sync())
+                .map(|_| ());
+            (journal, result)
+        })
+        .await
+        .map_err(|e| KeyperProcessError::Config(format!("journal thread: {e}")))?;
+        result?;
+        self.journal = Some(journal);
+        Ok(())
+    }
+
+    /// Journals the node's records (each fsynced) and releases what waited
+    /// for them.
+    async fn flush_records(&mut self) -> Result<(), KeyperProcessError> {
+        while let Some((number, record)) = self.node.poll_record() {
+            self.journal(&record).await?;
+            self.node.handle_durable(number);
+        }
+        Ok(())
+    }
+
+    /// The frames to send: posts the node has queued.
+    fn posts(&mut self, out: &mut Vec<u8>) {
+        while let Some(message) = self.node.poll_message() {
+            if encode(&KeyperUp::Post(message), out).is_err() {
+                tracing::error!("a keyper message too large to send (a bug)");
+            }
+        }
+    }
+
+    /// Answers a seal at `now_ms`: the share frame, after journaling a
+    /// first release.
+    async fn seal(
+        &mut self,
+        seal: SignedSeal,
+        now_ms: u64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), KeyperProcessError> {
+        match self.node.handle_seal(&seal, now_ms) {
+            Ok((release, share)) => {
+                if release == Release::First {
+                    self.journal(&KeyperRecord::Released(seal)).await?;
+                    self.node.record_release(seal);
+                }
+                self.early.remove(&seal.e);
+                let _ = encode(
+                    &KeyperUp::Share {
+                        e: seal.e,
+                        share: *share,
+                    },
+                    out,
+                );
+                self.report(KeyperEvent::Released {
+                    e: seal.e,
+                    first: release == Release::First,
+                });
+            }
+            Err(ReleaseRefusal::TooEarly { .. }) => {
+                self.early.insert(seal.e, seal);
+                while self.early.len() > EARLY_SEALS_MAX {
+                    self.early.pop_first();
+                }
+            }
+            Err(refusal) => {
+                tracing::warn!(batch = seal.e, %refusal, "seal refused");
+                self.report(KeyperEvent::Refused {
+                    reason: refusal.to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs the keyper until `shutdown` turns true: connects (again, with
+/// backoff, whenever the link drops), reads the log, posts, releases.
+/// `events`, if given, hears what it does.
+///
+/// # Errors
+///
+/// [`KeyperProcessError`]: the configuration, keys or journal cannot be
+/// used, or the journal failed (a keyper that cannot journal a release
+/// must not release: it stops).
+pub async fn run(
+    config: KeyperConfig,
+    mut shutdown: watch::Receiver<bool>,
+    events: Option<mpsc::UnboundedSender<KeyperEvent>>,
+) -> Result<(), KeyperProcessError> {
+    let (signing, decryption) = load_keys(&config.data_dir)?;
+    let (committee, _) = config
+        .committee
+        .committee()
+        .map_err(|e| KeyperProcessError::Config(e.to_string()))?;
+    let sequencer_bytes = hex32(&config.sequencer_key, "sequencer_key")?;
+    let sequencer = SequencerPublicKey::from_bytes(&sequencer_bytes)
+        .map_err(|_| KeyperProcessError::Config("sequencer_key is not a valid key".into()))?;
+    let fingerprint = hex32(&config.fingerprint, "fingerprint")?;
+    if config.batch_length_ms == 0 {
+        return Err(KeyperProcessError::Config(
+            "batch_length_ms must be at least 1".into(),
+        ));
+    }
+    let journal_dir = config.data_dir.join(JOURNAL_DIR);
+    make_private_dir(&journal_dir)?;
+    let (journal, recovery) = Journal::open_dir(&journal_dir, JournalConfig::default())?;
+    let records = recovery
+        .records
+        .iter()
+        .map(|r| {
+            KeyperRecord::decode(&r.payload).map_err(|e| KeyperProcessError::Record {
+                lsn: r.lsn,
+                reason: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let me = signing.verifying_key().to_bytes();
+    let node = KeyperNode::new(
+        KeyperIdentity {
+            committee: committee.clone(),
+            signing: signing.clone(),
+            decryption,
+            sequencer,
+            schedule: BatchSchedule {
+                genesis_ms: config.genesis_ms,
+                batch_length_ms: config.batch_length_ms,
+            },
+            skew_ms: config.skew_ms,
+        },
+        records,
+    )
+    .map_err(|e| KeyperProcessError::Config(e.to_string()))?;
+    tracing::info!(
+        keyper = node.index(),
+        key = %hex::encode(me),
+        committee = %hex::encode(committee.id()),
+        sequencer = %config.sequencer,
+        "keyper starting"
+    );
+    let mut state = State {
+        node,
+        journal: Some(journal),
+        early: BTreeMap::new(),
+        rng: rand_core::SeedableRng::from_rng(rand_core::OsRng)
+            .map_err(|e| KeyperProcessError::Config(format!("randomness: {e}")))?,
+        events,
+    };
+    let client = crate::net::client_config_for(fingerprint, KEYPER_ALPN)?;
+    let mut backoff = RECONNECT_MIN;
+    loop {
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+        let ended = tokio::select! {
+            ended = link(&config, &client, &committee, &sequencer_bytes, &signing, &mut state) => ended,
+            _ = shutdown.changed() => return Ok(()),
+        };
+        match ended {
+            Ok(()) => backoff = RECONNECT_MIN,
+            // A journal that failed stops the keyper: no share may leave
+            // unjournaled.
+            Err(LinkEnd::Fatal(error)) => return Err(error),
+            Err(LinkEnd::Lost(reason)) => {
+                tracing::debug!(%reason, "keyper link lost; reconnecting");
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(RECONNECT_MAX);
+    }
+}
+
+fn make_private_dir(dir: &Path) -> Result<(), KeyperProcessError> {
+    let io = |source| KeyperProcessError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)?;
+    }
+    Ok(())
+}
+
+enum LinkEnd {
+    Lost(String),
+    Fatal(KeyperProcessError),
+}
+
+impl From<KeyperProcessError> for LinkEnd {
+    fn from(error: KeyperProcessError) -> LinkEnd {
+        LinkEnd::Fatal(error)
+    }
+}
+
+fn lost(error: impl std::fmt::Display) -> LinkEnd {
+    LinkEnd::Lost(error.to_string())
+}
+
+/// One connection to the sequencer, until it ends.
+async fn link(
+    config: &KeyperConfig,
+    client: &quinn::ClientConfig,
+    committee: &crate::keyper::Committee,
+    sequencer: &[u8; 32],
+    signing: &SigningKey,
+    state: &mut State,
+) -> Result<(), LinkEnd> {
+    let bind: SocketAddr = if config.sequencer.is_ipv6() {
+        SocketAddr::from(([0u16; 8], 0))
+    } else {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    };
+    let endpoint = quinn::Endpoint::client(bind).map_err(lost)?;
+    let connection = endpoint
+        .connect_with(client.clone(), config.sequencer, "sealbatch")
+        .map_err(lost)?
+        .await
+        .map_err(lost)?;
+    let mut binding = [0u8; 32];
+    connection
+        .export_keying_material(&mut binding, CHANNEL_BINDING_LABEL, b"")
+        .map_err(|_| lost("no channel binding"))?;
+    let channel = ChannelBinding(binding);
+    let (mut send, mut recv) = connection.open_bi().await.map_err(lost)?;
+    let mut out = Vec::new();
+    let signature = signing
+        .sign(&hello_signing_message(committee, sequencer, &channel))
+        .to_bytes();
+    encode(
+        &KeyperUp::Hello {
+            keyper: signing.verifying_key().to_bytes(),
+            from: state.node.read(),
+            signature,
+        },
+        &mut out,
+    )
+    .map_err(lost)?;
+    // Whatever was queued on the last link may not have arrived.
+    state.node.reset_outbox();
+    send.write_all(&out).await.map_err(lost)?;
+    let mut decoder = FrameDecoder::<KeyperDown>::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut tick = tokio::time::interval(TICK);
+    let mut last_repost = tokio::time::Instant::now();
+    loop {
+        let mut out = Vec::new();
+        while let Some(message) = decoder.next_message().map_err(lost)? {
+            match message {
+                KeyperDown::Welcome { index } => {
+                    tracing::info!(keyper = index, "connected to the sequencer");
+                    state.report(KeyperEvent::Connected { index });
+                }
+                KeyperDown::Entry { position, entry } => {
+                    let rng = &mut state.rng;
+                    state
+                        .node
+                        .handle_log(rng, std::iter::once((position, &entry)));
+                }
+                KeyperDown::Seal(seal) => state.seal(seal, crate::node::now_ms(), &mut out).await?,
+            }
+        }
+        state.flush_records().await?;
+        state.posts(&mut out);
+        if !out.is_empty() {
+            send.write_all(&out).await.map_err(lost)?;
+            continue;
+        }
+        tokio::select! {
+            read = recv.read(&mut buf) => match read.map_err(lost)? {
+                Some(n) => decoder.extend(&buf[..n]),
+                None => return Err(lost("the sequencer closed the link")),
+            },
+            _ = tick.tick() => {
+                let now = crate::node::now_ms();
+                let due: Vec<SignedSeal> = state.early.values().copied().collect();
+                for seal in due {
+                    state.seal(seal, now, &mut out).await?;
+                }
+                if last_repost.elapsed() >= REPOST_AFTER {
+                    last_repost = tokio::time::Instant::now();
+                    state.node.reset_outbox();
+                    let rng = &mut state.rng;
+                    state.node.handle_log(rng, std::iter::empty());
+                }
+                if !out.is_empty() {
+                    send.write_all(&out).await.map_err(lost)?;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The sequencer's side of the keyper link (`spec/keyper.md` §17): a keyper
+//! connects with ALPN [`KEYPER_ALPN`], proves on its one stream that it is
+//! a member of the journal's committee (a hello signed over the
+//! connection's channel binding), and from then on the sequencer pushes it
+//! the committee's durable log from the position it asked for and every
+//! seal whose key it wants, while the keyper posts its messages for the log
+//! and its shares.
+//!
+//! The driver thread owns the log; a link reads it through
+//! [`Control::KeyperRead`] and learns of new entries and seals through the
+//! [`KeyperHub`]'s watch and broadcast channels. A link that falls behind on
+//! seals (the broadcast overflows) loses the oldest: the sequencer asks
+//! again every 500 ms until it has `t` shares.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::Signature;
+use tokio::sync::{broadcast, oneshot, watch};
+
+use crate::envelope::SignedSeal;
+use crate::envelope::receipt::decode_ed25519_public;
+use crate::keyper::{Committee, KeyperIndex, LogEntry};
+use crate::signed::ChannelBinding;
+use crate::wire::keyper::{KEYPER_ALPN, KeyperDown, KeyperUp, hello_signing_message};
+use crate::wire::{FrameDecoder, encode};
+
+use super::handle::Control;
+
+/// Seals a link may lag behind before it loses the oldest.
+const SEALS_QUEUED_MAX: usize = 256;
+/// How long a keyper has to send its hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Posts and shares one keyper link may send per second (on average and in
+/// a burst); beyond, the link is closed.
+pub const KEYPER_FRAMES_PER_SECOND_MAX: u32 = 2_000;
+/// Application error code: the keyper's hello is not a member's.
+pub const CLOSE_NOT_A_MEMBER: u32 = 10;
+/// Application error code: the sequencer has no keyper committee.
+pub const CLOSE_NO_COMMITTEE: u32 = 11;
+/// Application error code: the keyper sent more than it may.
+pub const CLOSE_TOO_MANY: u32 = 12;
+
+/// What the driver shares with the keyper links.
+#[derive(Debug)]
+pub struct KeyperHub {
+    committee: watch::Sender<Option<Committee>>,
+    log_durable: watch::Sender<u64>,
+    seals: broadcast::Sender<SignedSeal>,
+    /// Links connected, by keyper index.
+    connected: Mutex<BTreeMap<KeyperIndex, u64>>,
+    next_link: AtomicU64,
+    sequencer: [u8; 32],
+}
+
+impl KeyperHub {
+    /// A hub for the sequencer with public key `sequencer`.
+    #[must_use]
+    pub fn new(sequencer: [u8; 32]) -> KeyperHub {
+        KeyperHub {
+            committee: watch::Sender::new(None),
+            log_durable: watch::Sender::new(0),
+            seals: broadcast::Sender::new(SEALS_QUEUED_MAX),
+            connected: Mutex::new(BTreeMap::new()),
+            next_link: AtomicU64::new(1),
+            sequencer,
+        }
+    }
+
+    /// The committee the journal names (set by the driver).
+    pub fn set_committee(&self, committee: Option<Committee>) {
+        self.committee.send_replace(committee);
+    }
+
+    /// The log is durable below `below`.
+    pub fn log_durable(&self, below: u64) {
+        self.log_durable.send_replace(below);
+    }
+
+    /// A seal whose key is wanted: to every connected keyper. Returns how
+    /// many links it went to.
+    pub fn request_key(&self, seal: SignedSeal) -> usize {
+        self.seals.send(seal).unwrap_or(0)
+    }
+
+    /// The keypers connected now, by index.
+    #[must_use]
+    pub fn connected(&self) -> Vec<KeyperIndex> {
+        self.connected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+}
+
+/// Whether a connection negotiated the keyper ALPN.
+#[must_use]
+pub fn is_keyper_connection(connection: &quinn::Connection) -> bool {
+    connection
+        .handshake_data()
+        .and_then(|d| d.downcast::<quinn::crypto::rustls::HandshakeData>().ok())
+        .and_then(|d| d.protocol)
+        .is_some_and(|p| p == KEYPER_ALPN)
+}
+
+/// Why a link ended.
+#[derive(Debug, thiserror::Error)]
+enum LinkError {
+    #[error("stream: {0}")]
+    Read(#[from] quinn::ReadError),
+    #[error("stream: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("framing: {0}")]
+    Frame(#[from] crate::wire::FrameError),
+    #[error("encoding: {0}")]
+    Encode(#[from] crate::wire::EncodeError),
+    #[error("{1}")]
+    Close(u32, String),
+    #[error("the driver is gone")]
+    DriverGone,
+}
+
+/// Serves one keyper connection until it ends.
+pub async fn serve_keyper(
+    connection: quinn::Connection,
+    hub: std::sync::Arc<KeyperHub>,
+    control: crossbeam_channel::Sender<Control>,
+    channel: Option<ChannelBinding>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let remote = connection.remote_address();
+    let stream = tokio::select! {
+        stream = connection.accept_bi() => stream,
+        _ = shutdown.changed() => return,
+    };
+    let Ok((send, recv)) = stream else {
+        return;
+    };
+    let link = hub.next_link.fetch_add(1, Ordering::Relaxed);
+    let mut index = None;
+    let result = link_task(send, recv, &hub, &control, channel, &mut index, link).await;
+    if let Some(j) = index {
+        let mut connected = hub.connected.lock().unwrap_or_else(|p| p.into_inner());
+        if connected.get(&j) == Some(&link) {
+            connected.remove(&j);
+        }
+    }
+    match result {
+        Err(LinkError::Close(code, reason)) => {
+            tracing::warn!(%remote, keyper = ?index, %reason, "keyper link closed");
+            connection.close(code.into(), reason.as_bytes());
+        }
+        Err(error) => tracing::info!(%remote, keyper = ?index, %error, "keyper link ended"),
+        Ok(()) => {}
+    }
+}
+
+async fn link_task(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    hub: &KeyperHub,
+    control: &crossbeam_channel::Sender<Control>,
+    channel: Option<ChannelBinding>,
+    index: &mut Option<KeyperIndex>,
+    link: u64,
+) -> Result<(), LinkError> {
+    let mut decoder = FrameDecoder::<KeyperUp>::new();
+    let mut buf = vec![0u8; 64 << 10];
+    // The hello.
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
+        loop {
+            if let Some(message) = decoder.next_message()? {
+                return Ok::<_, LinkError>(Some(message));
+            }
+            match recv.read(&mut buf).await? {
+                Some(n) => decoder.extend(&buf[..n]),
+                None => return Ok(None),
+            }
+        }
+    })
+    .await
+    .map_err(|_| {
+        LinkError::Close(crate::node::server::CLOSE_PROTOCOL_ERROR, "no hello".into())
+    })??;
+    let Some(KeyperUp::Hello {
+        keyper,
+        from,
+        signature,
+    }) = hello
+    else {
+        return Err(LinkError::Close(
+            crate::node::server::CLOSE_PROTOCOL_ERROR,
+            "the first frame must be a hello".into(),
+        ));
+    };
+    let committee = hub.committee.borrow().clone().ok_or(LinkError::Close(
+        CLOSE_NO_COMMITTEE,
+        "this sequencer has no keyper committee".into(),
+    ))?;
+    let j = check_hello(
+        &committee,
+        &hub.sequencer,
+        channel.as_ref(),
+        &keyper,
+        &signature,
+    )
+    .ok_or(LinkError::Close(
+        CLOSE_NOT_A_MEMBER,
+        "the hello is not signed by a member for this connection".into(),
+    ))?;
+    *index = Some(j);
+    hub.connected
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(j, link);
+    tracing::info!(keyper = j, from, "keyper connected");
+    let mut out = Vec::new();
+    encode(&KeyperDown::Welcome { index: j }, &mut out)?;
+    send.write_all(&out).await?;
+
+    let mut next = from;
+    let mut durable = hub.log_durable.subscribe();
+    let mut seals = hub.seals.subscribe();
+    let mut budget =
+        super::schedule::RequestBudget::new(KEYPER_FRAMES_PER_SECOND_MAX, Instant::now());
+    // Send what is durable already.
+    next = push_log(&mut send, control, next).await?;
+    loop {
+        // Frames already buffered first.
+        while let Some(message) = decoder.next_message()? {
+            if !budget.take(Instant::now()) {
+                return Err(LinkError::Close(
+                    CLOSE_TOO_MANY,
+                    "more posts and shares than allowed".into(),
+                ));
+            }
+            match message {
+                KeyperUp::Hello { .. } => {
+                    return Err(LinkError::Close(
+                        crate::node::server::CLOSE_PROTOCOL_ERROR,
+                        "a second hello".into(),
+                    ));
+                }
+                KeyperUp::Post(message) => {
+                    if message.message.sender != j {
+                        return Err(LinkError::Close(
+                            crate::node::server::CLOSE_PROTOCOL_ERROR,
+                            "a post from another keyper".into(),
+                        ));
+                    }
+                    control
+                        .send(Control::KeyperPost(Box::new(message)))
+                        .map_err(|_| LinkError::DriverGone)?;
+                }
+                KeyperUp::Share { e, share } => control
+                    .send(Control::KeyperShare {
+                        keyper: j,
+                        e,
+                        share,
+                    })
+                    .map_err(|_| LinkError::DriverGone)?,
+            }
+        }
+        tokio::select! {
+            read = recv.read(&mut buf) => match read? {
+                Some(n) => decoder.extend(&buf[..n]),
+                None => {
+                    let _ = send.finish();
+                    return Ok(());
+                }
+            },
+            changed = durable.changed() => {
+                if changed.is_err() {
+                    return Err(LinkError::DriverGone);
+                }
+                next = push_log(&mut send, control, next).await?;
+            }
+            seal = seals.recv() => match seal {
+                Ok(seal) => {
+                    let mut out = Vec::new();
+                    encode(&KeyperDown::Seal(seal), &mut out)?;
+                    send.write_all(&out).await?;
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(keyper = j, missed, "keyper link lagged on seals; they are asked again");
+                }
+                Err(broadcast::error::RecvError::Closed) => return Err(LinkError::DriverGone),
+            },
+        }
+    }
+}
+
+/// The member index whose hello this is, if it verifies.
+fn check_hello(
+    committee: &Committee,
+    sequencer: &[u8; 32],
+    channel: Option<&ChannelBinding>,
+    keyper: &[u8; 32],
+    signature: &[u8; 64],
+) -> Option<KeyperIndex> {
+    let channel = channel?;
+    let j = committee.index_of(keyper)?;
+    let key = decode_ed25519_public(keyper).ok()?;
+    key.verify_strict(
+        &hello_signing_message(committee, sequencer, channel),
+        &Signature::from_bytes(signature),
+    )
+    .ok()?;
+    Some(j)
+}
+
+/// Sends every durable entry from `next` on; returns the position after the
+/// last sent.
+async fn push_log(
+    send: &mut quinn::SendStream,
+    control: &crossbeam_channel::Sender<Control>,
+    mut next: u64,
+) -> Result<u64, LinkError> {
+    loop {
+        let (reply, entries) = oneshot::channel::<Vec<(u64, LogEntry)>>();
+        control
+            .send(Control::KeyperRead { from: next, reply })
+            .map_err(|_| LinkError::DriverGone)?;
+        let entries = entries.await.map_err(|_| LinkError::DriverGone)?;
+        if entries.is_empty() {
+            return Ok(next);
+        }
+        let mut out = Vec::new();
+        for (position, entry) in entries {
+            next = position + 1;
+            encode(&KeyperDown::Entry { position, entry }, &mut out)?;
+        }
+        send.write_all(&out).await?;
+    }
+}

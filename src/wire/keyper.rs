@@ -1,0 +1,213 @@
+//! The keyper link (`spec/keyper.md` §17): what a keyper and the sequencer
+//! send each other on the one bidirectional stream a keyper opens, on a
+//! QUIC connection with ALPN [`KEYPER_ALPN`]. Frames as for clients
+//! (`u32le(len) ‖ type ‖ fields`), up to [`KEYPER_FRAME_LEN_MAX`] bytes (a
+//! dealing is large).
+
+use crate::codec::{Reader, Writer};
+use crate::envelope::{SEAL_LEN, SignedSeal};
+use crate::keyper::message::KEYPER_MESSAGE_LEN_MAX;
+use crate::keyper::{Committee, LogEntry, SignedKeyperMessage};
+use crate::signed::ChannelBinding;
+use crate::types::BatchId;
+
+use super::frame::{Direction, EncodeError, FrameError, Message};
+
+/// The QUIC ALPN of the keyper link.
+pub const KEYPER_ALPN: &[u8] = b"sealbatch-keyper/1";
+
+/// Most bytes after the length prefix of one keyper-link frame: a keyper
+/// message of [`KEYPER_MESSAGE_LEN_MAX`] and its framing.
+pub const KEYPER_FRAME_LEN_MAX: usize = KEYPER_MESSAGE_LEN_MAX + 1024;
+
+/// Domain of the keyper's hello signature.
+pub const DOMAIN_KEYPER_HELLO: &str = "sealbatch v1 keyper hello";
+
+mod up_type {
+    pub const HELLO: u8 = 0x01;
+    pub const POST: u8 = 0x02;
+    pub const SHARE: u8 = 0x03;
+}
+
+mod down_type {
+    pub const WELCOME: u8 = 0x81;
+    pub const ENTRY: u8 = 0x82;
+    pub const SEAL: u8 = 0x83;
+}
+
+/// From a keyper to the sequencer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyperUp {
+    /// The first frame: who the keyper is, proven for this connection, and
+    /// the log position it reads from.
+    Hello {
+        /// Its Ed25519 signing key (a member's).
+        keyper: [u8; 32],
+        /// The first log position it wants.
+        from: u64,
+        /// Its signature of [`hello_signing_message`].
+        signature: [u8; 64],
+    },
+    /// A message for the committee's log.
+    Post(SignedKeyperMessage),
+    /// Its share of batch `e`'s key, for the seal it was sent.
+    Share {
+        /// The batch.
+        e: BatchId,
+        /// `s_{e,j}`, 32 bytes (checked by the sequencer against the
+        /// public commitments).
+        share: [u8; 32],
+    },
+}
+
+/// From the sequencer to a keyper.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyperDown {
+    /// The hello is accepted: the keyper's index in the committee.
+    Welcome {
+        /// Its index.
+        index: u16,
+    },
+    /// A durable log entry at its position.
+    Entry {
+        /// The position.
+        position: u64,
+        /// The entry.
+        entry: LogEntry,
+    },
+    /// A durable seal whose key the sequencer asks for.
+    Seal(SignedSeal),
+}
+
+/// What a keyper signs in its hello: `u8(len) ‖ "sealbatch v1 keyper hello"
+/// ‖ committee id (32) ‖ sequencer key (32) ‖ channel binding (32)`. Bound to
+/// the connection, so a captured hello opens no other.
+#[must_use]
+pub fn hello_signing_message(
+    committee: &Committee,
+    sequencer: &[u8; 32],
+    channel: &ChannelBinding,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + DOMAIN_KEYPER_HELLO.len() + 96);
+    out.put_u8(DOMAIN_KEYPER_HELLO.len() as u8);
+    out.extend_from_slice(DOMAIN_KEYPER_HELLO.as_bytes());
+    out.extend_from_slice(&committee.id());
+    out.extend_from_slice(sequencer);
+    out.extend_from_slice(&channel.0);
+    out
+}
+
+impl super::frame::sealed::Sealed for KeyperUp {}
+impl super::frame::sealed::Sealed for KeyperDown {}
+
+impl Message for KeyperUp {
+    const DIRECTION: Direction = Direction::ClientToServer;
+    const FRAME_LEN_MAX: usize = KEYPER_FRAME_LEN_MAX;
+
+    fn is_known_type(type_byte: u8) -> bool {
+        (up_type::HELLO..=up_type::SHARE).contains(&type_byte)
+    }
+
+    fn type_byte(&self) -> u8 {
+        match self {
+            KeyperUp::Hello { .. } => up_type::HELLO,
+            KeyperUp::Post(_) => up_type::POST,
+            KeyperUp::Share { .. } => up_type::SHARE,
+        }
+    }
+
+    fn encode_fields(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        match self {
+            KeyperUp::Hello {
+                keyper,
+                from,
+                signature,
+            } => {
+                out.extend_from_slice(keyper);
+                out.put_u64(*from);
+                out.extend_from_slice(signature);
+            }
+            KeyperUp::Post(message) => out.extend_from_slice(&message.encode()),
+            KeyperUp::Share { e, share } => {
+                out.put_u64(*e);
+                out.extend_from_slice(share);
+            }
+        }
+        Ok(())
+    }
+
+    fn decode_fields(type_byte: u8, r: &mut Reader<'_>) -> Result<Self, FrameError> {
+        Ok(match type_byte {
+            up_type::HELLO => KeyperUp::Hello {
+                keyper: r.array("keyper")?,
+                from: r.u64("from")?,
+                signature: r.array("signature")?,
+            },
+            up_type::POST => KeyperUp::Post(SignedKeyperMessage::decode(r)?),
+            up_type::SHARE => KeyperUp::Share {
+                e: r.u64("batch")?,
+                share: r.array("share")?,
+            },
+            _ => {
+                return Err(FrameError::UnknownType {
+                    type_byte,
+                    direction: Self::DIRECTION,
+                });
+            }
+        })
+    }
+}
+
+impl Message for KeyperDown {
+    const DIRECTION: Direction = Direction::ServerToClient;
+    const FRAME_LEN_MAX: usize = KEYPER_FRAME_LEN_MAX;
+
+    fn is_known_type(type_byte: u8) -> bool {
+        (down_type::WELCOME..=down_type::SEAL).contains(&type_byte)
+    }
+
+    fn type_byte(&self) -> u8 {
+        match self {
+            KeyperDown::Welcome { .. } => down_type::WELCOME,
+            KeyperDown::Entry { .. } => down_type::ENTRY,
+            KeyperDown::Seal(_) => down_type::SEAL,
+        }
+    }
+
+    fn encode_fields(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        match self {
+            KeyperDown::Welcome { index } => out.put_u16(*index),
+            KeyperDown::Entry { position, entry } => {
+                out.put_u64(*position);
+                out.extend_from_slice(&entry.encode());
+            }
+            KeyperDown::Seal(seal) => out.extend_from_slice(&seal.to_bytes()),
+        }
+        Ok(())
+    }
+
+    fn decode_fields(type_byte: u8, r: &mut Reader<'_>) -> Result<Self, FrameError> {
+        Ok(match type_byte {
+            down_type::WELCOME => KeyperDown::Welcome {
+                index: r.u16("index")?,
+            },
+            down_type::ENTRY => KeyperDown::Entry {
+                position: r.u64("position")?,
+                entry: LogEntry::decode(r)?,
+            },
+            down_type::SEAL => {
+                let offset = r.offset();
+                let bytes = r.bytes(SEAL_LEN, "seal")?;
+                KeyperDown::Seal(
+                    SignedSeal::from_bytes(bytes).map_err(|_| r.invalid("seal", offset))?,
+                )
+            }
+            _ => {
+                return Err(FrameError::UnknownType {
+                    type_byte,
+                    direction: Self::DIRECTION,
+                });
+            }
+        })
+    }
+}

@@ -1,0 +1,243 @@
+//! A sequencer whose batch keys a committee of five keypers holds (t = 3),
+//! each keyper a real `keyperd` with its own keys and journal, over the
+//! real keyper link on loopback QUIC: the committee generates the keys, the
+//! sequencer announces only certified ones, every batch opens with the key
+//! three keypers released after its close, trading goes on with one and
+//! then two keypers stopped, a hello that is not a member's is refused, and
+//! `verify` checks every certificate and every published `s_e`.
+
+// A test reads clocks and files freely; the rule is for the core.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sealbatch::client::Client;
+use sealbatch::journal::{Journal, JournalConfig};
+use sealbatch::keyperd::{self, KeyperConfig, KeyperEvent};
+use sealbatch::node::config::{CommitteeConfig, CommitteeMember};
+use sealbatch::node::{self, NodeConfig};
+use tokio::sync::{mpsc, oneshot, watch};
+
+const SKEW_MS: u64 = 30;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_keypers_key_every_batch_and_trading_survives_two_stopped() {
+    let root = tempfile::Builder::new()
+        .prefix("sealbatch-committee-")
+        .tempdir()
+        .expect("a temporary directory");
+    let mut members = Vec::new();
+    for k in 0..5 {
+        let public = keyperd::init(&root.path().join(format!("keyper-{k}"))).expect("keys");
+        members.push(CommitteeMember {
+            signing: hex::encode(public.signing),
+            encryption: hex::encode(public.encryption),
+        });
+    }
+    let committee = CommitteeConfig {
+        threshold: Some(3),
+        window_batches: 40,
+        lead_batches: 25,
+        phase_ms: [500, 250, 250, 500],
+        members,
+    };
+    let data = root.path().join("sequencer");
+    let config = NodeConfig {
+        data_dir: data.clone(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        metrics_listen: None,
+        committee: Some(committee.clone()),
+        ..NodeConfig::default()
+    };
+    let (stop, shutdown) = watch::channel(false);
+    let (tx, rx) = oneshot::channel();
+    let node = tokio::spawn(node::run(config, shutdown, Some(tx)));
+    let info = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("starts in time")
+        .expect("starts");
+    assert!(
+        !data.join("custodian.key").exists(),
+        "no operator secret under a committee"
+    );
+    let client = Arc::new(
+        Client::connect(info.listen, info.fingerprint)
+            .await
+            .expect("connects"),
+    );
+    let schedule = client.schedule().await.expect("a schedule");
+    assert!(
+        schedule.batch_keys.is_empty(),
+        "no key before the committee certifies one"
+    );
+
+    // A hello signed by a key that is not a member's is refused: the link
+    // is closed with code 10.
+    {
+        use ed25519_dalek::Signer as _;
+        use sealbatch::wire::keyper::{KEYPER_ALPN, KeyperUp};
+        let intruder = sealbatch::envelope::generate_account_key(&mut rand_core::OsRng);
+        let endpoint =
+            sealbatch::net::client_endpoint(info.listen, info.fingerprint).expect("an endpoint");
+        let connection = endpoint
+            .connect_with(
+                sealbatch::net::client_config_for(info.fingerprint, KEYPER_ALPN).expect("config"),
+                info.listen,
+                "sealbatch",
+            )
+            .expect("connects")
+            .await
+            .expect("handshake");
+        let (mut send, _recv) = connection.open_bi().await.expect("a stream");
+        let mut out = Vec::new();
+        sealbatch::wire::encode(
+            &KeyperUp::Hello {
+                keyper: intruder.verifying_key().to_bytes(),
+                from: 0,
+                signature: intruder.sign(b"anything").to_bytes(),
+            },
+            &mut out,
+        )
+        .expect("encodes");
+        send.write_all(&out).await.expect("sent");
+        let closed = tokio::time::timeout(Duration::from_secs(5), connection.closed())
+            .await
+            .expect("closed in time");
+        assert!(
+            matches!(
+                closed,
+                quinn::ConnectionError::ApplicationClosed(ref c)
+                    if c.error_code == quinn::VarInt::from_u32(sealbatch::node::keypers::CLOSE_NOT_A_MEMBER)
+            ),
+            "{closed:?}"
+        );
+    }
+
+    // The five keypers.
+    let (events_tx, mut events) = mpsc::unbounded_channel::<(usize, KeyperEvent, u64)>();
+    let mut stops = Vec::new();
+    let mut tasks = Vec::new();
+    for k in 0..5 {
+        let config = keyper_config(&root, k, &info, &schedule, &committee);
+        let (stop, shutdown) = watch::channel(false);
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let forward = events_tx.clone();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                let _ = forward.send((k, event, node::now_ms()));
+            }
+        });
+        tasks.push(tokio::spawn(keyperd::run(config, shutdown, Some(tx))));
+        stops.push(stop);
+    }
+    // Keys come once the first window is certified.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let schedule = client.schedule().await.expect("a schedule");
+        if !schedule.batch_keys.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no certified key in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Trading with five, then four, then three keypers.
+    let mut receipts = Vec::new();
+    for phase in 0..3 {
+        if phase > 0 {
+            let _ = stops[phase - 1].send(true);
+        }
+        let until = Instant::now() + Duration::from_secs(3);
+        receipts.extend(common::load(Arc::clone(&client), 3, until).await);
+    }
+    assert!(receipts.len() > 50, "{} receipts", receipts.len());
+    // The last batches clear.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client.close();
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(20), node)
+        .await
+        .expect("stops in time")
+        .expect("joins")
+        .expect("stops cleanly");
+    for stop in &stops {
+        let _ = stop.send(true);
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("a keyper stops in time")
+            .expect("joins")
+            .expect("stops cleanly");
+    }
+
+    // Who released what, and when: never before close + skew.
+    drop(events_tx);
+    let mut released: BTreeMap<u64, BTreeSet<usize>> = BTreeMap::new();
+    let mut early = 0;
+    while let Some((k, event, at)) = events.recv().await {
+        if let KeyperEvent::Released { e, .. } = event {
+            released.entry(e).or_default().insert(k);
+            let close = schedule.genesis_ms + (e + 1) * schedule.batch_length_ms;
+            if at < close + SKEW_MS {
+                early += 1;
+            }
+        }
+    }
+    assert_eq!(early, 0, "shares released before close + skew");
+    assert!(
+        released.values().all(|k| k.len() >= 3),
+        "every key from at least three keypers: {released:?}"
+    );
+    assert!(
+        released
+            .iter()
+            .any(|(_, k)| k.len() == 3 && !k.contains(&0) && !k.contains(&1)),
+        "keys released with keypers 1 and 2 stopped: {released:?}"
+    );
+
+    // Every acknowledged envelope is in a published batch; verify checks
+    // every certificate and every batch's secret against its certified key.
+    let (_, recovery) =
+        Journal::open_dir(data.join("journal"), JournalConfig::default()).expect("the journal");
+    let report = sealbatch::sequencer::verify_journal(
+        recovery
+            .records
+            .into_iter()
+            .map(|r| (r.lsn, r.kind, r.payload)),
+    )
+    .expect("verify reads it");
+    assert!(report.all_ok(), "{report:?}");
+    common::all_published(&data.join("journal"), &receipts);
+    let committee = report.committee.expect("a committee");
+    assert!(committee.windows >= 1);
+    assert_eq!(committee.keys_checked, report.batches.len());
+    assert!(
+        report.batches.len() >= 20,
+        "{} batches",
+        report.batches.len()
+    );
+}
+
+fn keyper_config(
+    root: &tempfile::TempDir,
+    k: usize,
+    info: &node::NodeInfo,
+    schedule: &sealbatch::wire::Schedule,
+    committee: &CommitteeConfig,
+) -> KeyperConfig {
+    KeyperConfig {
+        data_dir: root.path().join(format!("keyper-{k}")),
+        sequencer: info.listen,
+        fingerprint: hex::encode(info.fingerprint),
+        sequencer_key: hex::encode(info.sequencer_key),
+        genesis_ms: schedule.genesis_ms,
+        batch_length_ms: schedule.batch_length_ms,
+        skew_ms: SKEW_MS,
+        committee: committee.clone(),
+    }
+}
