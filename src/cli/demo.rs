@@ -1,7 +1,9 @@
 //! `sealbatch demo`: a sequencer in this process with demo traders against it
 //! over loopback QUIC, printing every batch's clearing prices and volumes.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
@@ -30,6 +32,42 @@ pub struct DemoArgs {
     /// with an unpredictable name, removed afterwards).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keypers holding the batch keys (each with its own keys and journal,
+    /// over the keyper link); one is stopped halfway. 0: the embedded
+    /// custodian (trusted-operator mode).
+    #[arg(long, default_value_t = 5)]
+    pub keypers: usize,
+    /// How many keypers release a key (default a majority).
+    #[arg(long)]
+    pub threshold: Option<usize>,
+}
+
+/// Batches per key generation window in the demo: short, so that the
+/// first window is certified within a second or two and the next ones are
+/// dealt while the demo runs.
+const DEMO_WINDOW_BATCHES: u32 = 50;
+
+/// The keypers of the demo: their member entries, made in `dir`.
+fn demo_committee(
+    dir: &std::path::Path,
+    n: usize,
+    threshold: Option<usize>,
+) -> Result<crate::node::config::CommitteeConfig, Box<dyn std::error::Error + Send + Sync>> {
+    let mut members = Vec::new();
+    for k in 1..=n {
+        let public = crate::keyperd::init(&dir.join(format!("keyper-{k}")))?;
+        members.push(crate::node::config::CommitteeMember {
+            signing: hex::encode(public.signing),
+            encryption: hex::encode(public.encryption),
+        });
+    }
+    Ok(crate::node::config::CommitteeConfig {
+        threshold,
+        window_batches: DEMO_WINDOW_BATCHES,
+        lead_batches: 30,
+        phase_ms: [400, 200, 200, 400],
+        members,
+    })
 }
 
 /// Runs the demo.
@@ -51,12 +89,29 @@ pub fn run(args: &DemoArgs) -> CommandResult {
             (dir.path().to_path_buf(), Some(dir))
         }
     };
+    if args.keypers > crate::keyper::COMMITTEE_MAX {
+        return Err(format!(
+            "--keypers: at most {} keypers",
+            crate::keyper::COMMITTEE_MAX
+        )
+        .into());
+    }
+    let committee = match args.keypers {
+        0 => None,
+        n => Some(demo_committee(
+            &data_dir.join("keypers"),
+            n,
+            args.threshold,
+        )?),
+    };
     let config = NodeConfig {
         data_dir: data_dir.clone(),
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         metrics_listen: None,
+        committee: committee.clone(),
         ..NodeConfig::default()
     };
+    config.validate()?;
     let names: Vec<(u32, String)> = {
         let asset = |id: crate::market::AssetId| {
             config
@@ -91,7 +146,79 @@ pub fn run(args: &DemoArgs) -> CommandResult {
         );
 
         let watcher = Client::connect(info.listen, info.fingerprint).await?;
+        // The keypers, each as its own keyper process would run it; which
+        // of them released each batch's key is printed with the batch.
+        let released: Arc<Mutex<BTreeMap<u64, BTreeSet<u16>>>> = Arc::default();
+        let mut keypers = Vec::new();
+        // The committee index of the keyper stopped halfway.
+        let last_index = Arc::new(std::sync::atomic::AtomicU16::new(0));
+        if let Some(committee) = &committee {
+            let schedule = watcher.schedule().await?;
+            let t = committee.committee()?.0.threshold();
+            println!(
+                "a committee of {} keypers (any {t} release a key) deals every batch key; the operator holds none",
+                committee.members.len()
+            );
+            for k in 1..=committee.members.len() {
+                let config = crate::keyperd::KeyperConfig {
+                    data_dir: data_dir.join("keypers").join(format!("keyper-{k}")),
+                    sequencer: info.listen,
+                    fingerprint: hex::encode(info.fingerprint),
+                    sequencer_key: hex::encode(info.sequencer_key),
+                    genesis_ms: schedule.genesis_ms,
+                    batch_length_ms: schedule.batch_length_ms,
+                    skew_ms: 20,
+                    committee: committee.clone(),
+                };
+                let (stop, shutdown) = watch::channel(false);
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let released = Arc::clone(&released);
+                let last_index = Arc::clone(&last_index);
+                let last = k == committee.members.len();
+                tokio::spawn(async move {
+                    let mut index = 0;
+                    while let Some(event) = rx.recv().await {
+                        match event {
+                            crate::keyperd::KeyperEvent::Connected { index: i } => {
+                                index = i;
+                                if last {
+                                    last_index.store(i, std::sync::atomic::Ordering::Relaxed);
+                                }
+                            }
+                            crate::keyperd::KeyperEvent::Released { e, .. } => {
+                                released
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .entry(e)
+                                    .or_default()
+                                    .insert(index);
+                            }
+                            crate::keyperd::KeyperEvent::Refused { .. } => {}
+                        }
+                    }
+                });
+                let task = tokio::spawn(crate::keyperd::run(config, shutdown, Some(tx)));
+                keypers.push((stop, task));
+            }
+            let started = std::time::Instant::now();
+            loop {
+                if !watcher.schedule().await?.batch_keys.is_empty() {
+                    break;
+                }
+                if started.elapsed() > Duration::from_secs(30) {
+                    return Err("the committee certified no key in 30 s".into());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            println!(
+                "first window of {DEMO_WINDOW_BATCHES} batch keys certified after {:.1} s; the next are dealt while trading",
+                started.elapsed().as_secs_f64()
+            );
+        } else {
+            println!("trusted-operator mode: the embedded custodian holds every batch key");
+        }
         let mut events = watcher.subscribe().await?;
+        let shown = Arc::clone(&released);
         let printer = tokio::spawn(async move {
             let name = |m: u32| {
                 names
@@ -101,7 +228,15 @@ pub fn run(args: &DemoArgs) -> CommandResult {
             };
             while let Some(event) = events.recv().await {
                 if let ServerMessage::BatchCleared(cleared) = event {
-                    println!("{}", batch_row(&cleared, &name));
+                    let by = shown
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(&cleared.e)
+                        .map(|k| k.iter().map(u16::to_string).collect::<Vec<_>>().join(","));
+                    match by {
+                        Some(by) => println!("{} key from keypers {by}", batch_row(&cleared, &name)),
+                        None => println!("{}", batch_row(&cleared, &name)),
+                    }
                 }
             }
         });
@@ -118,12 +253,29 @@ pub fn run(args: &DemoArgs) -> CommandResult {
             progress: false,
             receipts: None,
         };
+        // One keyper stops halfway: the others still release every key.
+        let stopper = keypers.last().map(|(stop, _)| stop.clone()).map(|stop| {
+            let last_index = Arc::clone(&last_index);
+            tokio::spawn(async move {
+                tokio::time::sleep(duration / 2).await;
+                let index = last_index.load(std::sync::atomic::Ordering::Relaxed);
+                println!("--- keyper {index} stopped: the others release every key ---");
+                let _ = stop.send(true);
+            })
+        });
         let report = load(options).await;
+        if let Some(stopper) = stopper {
+            let _ = stopper.await;
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
         watcher.close();
         printer.abort();
         let _ = stop.send(true);
         node.await.map_err(|e| e.to_string())??;
+        for (stop, task) in keypers {
+            let _ = stop.send(true);
+            task.await.map_err(|e| e.to_string())??;
+        }
         let report = report?;
         println!("\n{}", report.render());
         if let Some(rss) = crate::node::metrics::resident_bytes() {

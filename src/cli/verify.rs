@@ -212,6 +212,13 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
         report.checkpoints.len(),
         report.checkpoints.len() - bad_checkpoints,
     );
+    match &report.committee {
+        Some(committee) => println!(
+            "keyper committee: {} windows certified (each certificate checked); {} batch secrets match their certified keys",
+            committee.windows, committee.keys_checked
+        ),
+        None => println!("trusted-operator mode: batch keys from the embedded custodian"),
+    }
     if bad > 0 || bad_checkpoints > 0 {
         return Err(Failure::Mismatch(format!(
             "{bad} batches and {bad_checkpoints} checkpoints do not verify"
