@@ -488,6 +488,10 @@ fn the_demo_runs_clears_and_verifies() {
     );
     assert!(stdout.contains("BTC/USD"), "{stdout}");
     assert!(stdout.contains(" 0 mismatched, 0 pending"), "{stdout}");
+    // Five keypers hold the keys; one stops halfway; verify checks them.
+    assert!(stdout.contains("key from keypers"), "{stdout}");
+    assert!(stdout.contains("stopped: the others release every key"), "{stdout}");
+    assert!(stdout.contains("keyper committee: "), "{stdout}");
     let receipts = stdout
         .lines()
         .find(|l| l.starts_with("receipts included"))
