@@ -4,6 +4,13 @@
 //! batch events. Signed requests (balances, withdrawals, the operator's
 //! deposits and payouts) are signed here with the caller's key.
 //!
+//! Under a keyper committee, [`Client::schedule`] keeps only batch keys
+//! the committee certified (at least `t` keypers' approvals, checked here):
+//! an uncertified key never reaches the caller, so the client never seals
+//! to it. [`KeyTrust::Committee`] pins the committee by its id; by default
+//! ([`KeyTrust::Named`]) the committee the sequencer names is checked for
+//! consistency, and a sequencer in trusted-operator mode is accepted.
+//!
 //! ```no_run
 //! # async fn demo(addr: std::net::SocketAddr, fingerprint: [u8; 32]) -> Result<(), sealbatch::client::ClientError> {
 //! use sealbatch::client::Client;
@@ -76,6 +83,39 @@ pub enum ClientError {
     /// A reply does not fit the request, or a signature does not verify.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The batch keys are not certified by the committee this client
+    /// trusts ([`KeyTrust`]).
+    #[error("uncertified batch keys: {0}")]
+    Uncertified(String),
+}
+
+/// Which batch keys a client seals to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KeyTrust {
+    /// Keys certified by the committee the sequencer names; in
+    /// trusted-operator mode (no committee), the sequencer's own keys.
+    #[default]
+    Named,
+    /// Only keys certified by the committee with this id: a sequencer
+    /// without a committee, or naming another, is refused.
+    Committee([u8; 32]),
+}
+
+/// Who holds the batch keys, as the last schedule showed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyCustody {
+    /// The sequencer's embedded custodian (trusted-operator mode).
+    Operator,
+    /// The keyper committee with this id; every key the schedule kept is
+    /// certified by it.
+    Committee {
+        /// The committee id.
+        id: [u8; 32],
+        /// Its threshold.
+        threshold: usize,
+        /// Its size.
+        keypers: usize,
+    },
 }
 
 /// An account as its owner (or an operator) reads it.
@@ -100,6 +140,10 @@ pub struct Client {
     events: Mutex<Option<mpsc::Receiver<ServerMessage>>>,
     next_id: AtomicU64,
     sequencer: Mutex<Option<SequencerPublicKey>>,
+    trust: Mutex<KeyTrust>,
+    custody: Mutex<Option<KeyCustody>>,
+    /// BLAKE3 of each certificate already verified.
+    verified: Mutex<std::collections::BTreeSet<[u8; 32]>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -142,7 +186,21 @@ impl Client {
             events: Mutex::new(Some(events_rx)),
             next_id: AtomicU64::new(1),
             sequencer: Mutex::new(None),
+            trust: Mutex::new(KeyTrust::default()),
+            custody: Mutex::new(None),
+            verified: Mutex::new(std::collections::BTreeSet::new()),
         })
+    }
+
+    /// Which batch keys [`schedule`](Self::schedule) keeps from now on.
+    pub fn set_trust(&self, trust: KeyTrust) {
+        *self.trust.lock().unwrap_or_else(|p| p.into_inner()) = trust;
+    }
+
+    /// Who held the batch keys at the last [`schedule`](Self::schedule).
+    #[must_use]
+    pub fn custody(&self) -> Option<KeyCustody> {
+        *self.custody.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The underlying QUIC connection.
@@ -229,17 +287,86 @@ impl Client {
                     .map_err(|e| ClientError::Protocol(format!("sequencer key: {e}")))?;
                 key.verify_message(&schedule_signing_message(&schedule), &schedule.signature)
                     .map_err(|e| ClientError::Protocol(format!("schedule signature: {e}")))?;
-                let mut known = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
-                match *known {
-                    Some(k) if k != key => {
-                        return Err(ClientError::Protocol("the sequencer key changed".into()));
+                {
+                    let mut known = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
+                    match *known {
+                        Some(k) if k != key => {
+                            return Err(ClientError::Protocol("the sequencer key changed".into()));
+                        }
+                        _ => *known = Some(key),
                     }
-                    _ => *known = Some(key),
                 }
-                Ok(schedule)
+                self.certified(schedule).await
             }
             other => Err(unexpected(other)),
         }
+    }
+
+    /// `schedule` with only the batch keys the trusted committee certified
+    /// (all of them in trusted-operator mode, if trusted).
+    async fn certified(&self, mut schedule: Schedule) -> Result<Schedule, ClientError> {
+        let ServerMessage::KeyCertificates {
+            committee,
+            certificates,
+            ..
+        } = self
+            .request(|request_id| ClientMessage::GetKeyCertificates { request_id })
+            .await?
+        else {
+            return Err(ClientError::Protocol(
+                "the answer to GetKeyCertificates is not KeyCertificates".into(),
+            ));
+        };
+        let trust = *self.trust.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(committee) = committee else {
+            if let KeyTrust::Committee(id) = trust {
+                return Err(ClientError::Uncertified(format!(
+                    "the sequencer runs in trusted-operator mode, not under committee {}",
+                    hex::encode(id)
+                )));
+            }
+            *self.custody.lock().unwrap_or_else(|p| p.into_inner()) = Some(KeyCustody::Operator);
+            return Ok(schedule);
+        };
+        if let KeyTrust::Committee(id) = trust
+            && committee.id() != id
+        {
+            return Err(ClientError::Uncertified(format!(
+                "the sequencer names committee {}, not {}",
+                hex::encode(committee.id()),
+                hex::encode(id)
+            )));
+        }
+        let mut certified = BTreeMap::new();
+        {
+            let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            for certificate in &certificates {
+                let mut bytes = committee.id().to_vec();
+                certificate.encode(&mut bytes);
+                let digest = *blake3::hash(&bytes).as_bytes();
+                if !verified.contains(&digest) {
+                    if !certificate.verify(&committee) {
+                        continue;
+                    }
+                    verified.insert(digest);
+                }
+                for e in certificate.window.batches() {
+                    if let Some(key) = certificate.key(e) {
+                        certified.insert(e, key);
+                    }
+                }
+            }
+        }
+        // A key the committee did not certify is never handed out.
+        schedule
+            .batch_keys
+            .retain(|(e, key)| certified.get(e) == Some(key));
+        *self.custody.lock().unwrap_or_else(|p| p.into_inner()) = Some(KeyCustody::Committee {
+            id: committee.id(),
+            threshold: committee.threshold(),
+            keypers: committee.size(),
+        });
+        Ok(schedule)
     }
 
     /// Submits a sealed envelope and waits for its receipt, which is checked

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sealbatch::client::Client;
+use sealbatch::client::{Client, ClientError, KeyCustody, KeyTrust};
 use sealbatch::journal::{Journal, JournalConfig};
 use sealbatch::keyperd::{self, KeyperConfig, KeyperEvent};
 use sealbatch::node::config::{CommitteeConfig, CommitteeMember};
@@ -145,6 +145,35 @@ async fn five_keypers_key_every_batch_and_trading_survives_two_stopped() {
         assert!(Instant::now() < deadline, "no certified key in 30 s");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The client kept only certified keys, and knows which committee
+    // certified them; pinned to it, a client gets them, pinned to another
+    // committee it refuses the sequencer.
+    let Some(KeyCustody::Committee {
+        id,
+        threshold: 3,
+        keypers: 5,
+    }) = client.custody()
+    else {
+        panic!("{:?}", client.custody());
+    };
+    let pinned = Client::connect(info.listen, info.fingerprint)
+        .await
+        .expect("connects");
+    pinned.set_trust(KeyTrust::Committee(id));
+    assert!(
+        !pinned
+            .schedule()
+            .await
+            .expect("certified")
+            .batch_keys
+            .is_empty()
+    );
+    pinned.set_trust(KeyTrust::Committee([7; 32]));
+    assert!(matches!(
+        pinned.schedule().await,
+        Err(ClientError::Uncertified(_))
+    ));
+    pinned.close();
     // Trading with five, then four, then three keypers.
     let mut receipts = Vec::new();
     for phase in 0..3 {

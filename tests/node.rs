@@ -490,7 +490,10 @@ fn the_demo_runs_clears_and_verifies() {
     assert!(stdout.contains(" 0 mismatched, 0 pending"), "{stdout}");
     // Five keypers hold the keys; one stops halfway; verify checks them.
     assert!(stdout.contains("key from keypers"), "{stdout}");
-    assert!(stdout.contains("stopped: the others release every key"), "{stdout}");
+    assert!(
+        stdout.contains("stopped: the others release every key"),
+        "{stdout}"
+    );
     assert!(stdout.contains("keyper committee: "), "{stdout}");
     let receipts = stdout
         .lines()
@@ -1146,4 +1149,31 @@ async fn operator_deposits_credit_once_per_reference_and_only_for_configured_key
         String::from_utf8_lossy(&verified.stderr)
     );
     assert!(stdout.contains("OK"), "{stdout}");
+}
+
+/// A node without a keyper committee runs in trusted-operator mode: the
+/// client says so, and a client pinned to a committee refuses its keys.
+#[tokio::test]
+async fn a_client_pinned_to_a_committee_refuses_a_trusted_operator() {
+    use sealbatch::client::{KeyCustody, KeyTrust};
+    let node = start("operator-mode", |_| {}).await;
+    let client = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    assert!(
+        !client
+            .schedule()
+            .await
+            .expect("a schedule")
+            .batch_keys
+            .is_empty()
+    );
+    assert_eq!(client.custody(), Some(KeyCustody::Operator));
+    client.set_trust(KeyTrust::Committee([1; 32]));
+    assert!(matches!(
+        client.schedule().await,
+        Err(ClientError::Uncertified(_))
+    ));
+    client.close();
+    node.stop().await;
 }

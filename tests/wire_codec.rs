@@ -99,6 +99,7 @@ fn client_samples() -> Vec<ClientMessage> {
             asset: 2,
             amount: 1000,
         },
+        ClientMessage::GetKeyCertificates { request_id: 11 },
     ]
 }
 
@@ -217,6 +218,11 @@ fn server_samples() -> Vec<ServerMessage> {
             }],
             more: false,
         },
+        ServerMessage::KeyCertificates {
+            request_id: 10,
+            committee: None,
+            certificates: Vec::new(),
+        },
     ]
 }
 
@@ -298,13 +304,13 @@ fn type_bytes_are_as_specified() {
     let client: Vec<u8> = client_samples().iter().map(|m| encoded(m)[4]).collect();
     assert_eq!(
         client,
-        [0x01, 0x02, 0x03, 0x04, 0x06, 0x07, 0x08, 0x09, 0x05]
+        [0x01, 0x02, 0x03, 0x04, 0x06, 0x07, 0x08, 0x09, 0x05, 0x0a]
     );
     let server: Vec<u8> = server_samples().iter().map(|m| encoded(m)[4]).collect();
     assert_eq!(
         server,
         [
-            0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x8b
+            0x81, 0x82, 0x83, 0x84, 0x85, 0x86, 0x87, 0x88, 0x89, 0x8a, 0x8b, 0x8c
         ]
     );
 }
@@ -673,7 +679,7 @@ fn oversized_lengths_are_refused_from_the_prefix_alone() {
 
 #[test]
 fn unknown_types_are_refused_from_the_type_byte() {
-    for type_byte in (0..=255u8).filter(|t| !(1..=9).contains(t)) {
+    for type_byte in (0..=255u8).filter(|t| !(1..=10).contains(t)) {
         assert_eq!(
             wire::check::<ClientMessage>(&[9, 0, 0, 0, type_byte]),
             Err(FrameError::UnknownType {
@@ -682,7 +688,7 @@ fn unknown_types_are_refused_from_the_type_byte() {
             })
         );
     }
-    for type_byte in (0..=255u8).filter(|t| !(0x81..=0x8b).contains(t)) {
+    for type_byte in (0..=255u8).filter(|t| !(0x81..=0x8c).contains(t)) {
         assert_eq!(
             wire::check::<ServerMessage>(&[9, 0, 0, 0, type_byte]),
             Err(FrameError::UnknownType {
@@ -1161,4 +1167,69 @@ proptest! {
         check_arbitrary::<ServerMessage>(&frame);
         check_arbitrary::<ClientMessage>(&frame);
     }
+}
+
+/// A committee and a certificate over a window's keys travel in
+/// `KeyCertificates` exactly, and a committee that does not decode (keys
+/// out of order, a bad point) or a certificate with one key too few is
+/// refused.
+#[test]
+fn key_certificates_round_trip_and_refuse_bad_committees() {
+    use curve25519_dalek::RistrettoPoint;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::SeedableRng;
+    use sealbatch::keyper::{Committee, Member, Window, WindowCertificate};
+
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let members: Vec<Member> = (0..4)
+        .map(|_| Member {
+            signing_key: sealbatch::envelope::generate_account_key(&mut rng)
+                .verifying_key()
+                .to_bytes(),
+            encryption_key: RistrettoPoint::mul_base(&sealbatch::keyper::sharing::random_scalar(
+                &mut rng,
+            ))
+            .compress()
+            .to_bytes(),
+        })
+        .collect();
+    let committee = Committee::new(3, members).expect("a committee");
+    let certificate = WindowCertificate {
+        window: Window {
+            id: 7,
+            first_batch: 100,
+            batches: 3,
+        },
+        qualified: vec![1, 2, 4],
+        commitments_digest: [9; 32],
+        keys: vec![[1; 32], [2; 32], [3; 32]],
+        approvals: vec![(1, [5; 64]), (3, [6; 64]), (4, [7; 64])],
+    };
+    let message = ServerMessage::KeyCertificates {
+        request_id: 77,
+        committee: Some(committee.clone()),
+        certificates: vec![certificate.clone(), certificate.clone()],
+    };
+    let bytes = encoded(&message);
+    assert_eq!(wire::parse::<ServerMessage>(&bytes), Ok(message));
+    // The committee's members must come in index order.
+    let at = 4 + 1 + 8 + 1 + 4;
+    let mut swapped = bytes.clone();
+    let (first, second) = (
+        swapped[at..at + 64].to_vec(),
+        swapped[at + 64..at + 128].to_vec(),
+    );
+    swapped[at..at + 64].copy_from_slice(&second);
+    swapped[at + 64..at + 128].copy_from_slice(&first);
+    assert!(wire::parse::<ServerMessage>(&swapped).is_err());
+    // One key fewer than the window's batches.
+    let short = ServerMessage::KeyCertificates {
+        request_id: 77,
+        committee: Some(committee),
+        certificates: vec![WindowCertificate {
+            keys: vec![[1; 32]; 2],
+            ..certificate
+        }],
+    };
+    assert!(wire::parse::<ServerMessage>(&encoded(&short)).is_err());
 }

@@ -26,6 +26,12 @@ pub struct ServerArgs {
     /// The sequencer's data directory, to find its fingerprint.
     #[arg(long, value_name = "DIR", default_value = "./sealbatch-data")]
     pub data_dir: PathBuf,
+    /// Seal only to batch keys certified by the keyper committee with this
+    /// id (64 hex digits, as `sealbatch run` logs it); a sequencer without
+    /// it is refused. Default: the committee the sequencer names is checked,
+    /// and a sequencer in trusted-operator mode is accepted with a warning.
+    #[arg(long, value_name = "HEX")]
+    pub committee: Option<String>,
 }
 
 impl ServerArgs {
@@ -57,7 +63,27 @@ impl ServerArgs {
         &self,
     ) -> Result<(Client, Schedule), Box<dyn std::error::Error + Send + Sync>> {
         let client = Client::connect(self.server, self.fingerprint()?).await?;
+        if let Some(text) = &self.committee {
+            let mut id = [0u8; 32];
+            hex::decode_to_slice(text.trim(), &mut id)
+                .map_err(|_| format!("--committee {text:?} is not 64 hex digits"))?;
+            client.set_trust(crate::client::KeyTrust::Committee(id));
+        }
         let schedule = client.schedule().await?;
+        match client.custody() {
+            Some(crate::client::KeyCustody::Operator) => eprintln!(
+                "warning: the sequencer runs in trusted-operator mode: its operator holds every batch key"
+            ),
+            Some(crate::client::KeyCustody::Committee {
+                id,
+                threshold,
+                keypers,
+            }) if self.committee.is_none() => eprintln!(
+                "batch keys certified by keyper committee {} ({threshold} of {keypers}); pin it with --committee",
+                hex::encode(id)
+            ),
+            _ => {}
+        }
         Ok((client, schedule))
     }
 }

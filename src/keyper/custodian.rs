@@ -37,6 +37,7 @@ pub enum WindowError {
 
 struct CertifiedWindow {
     keys: WindowKeys,
+    certificate: WindowCertificate,
 }
 
 /// A [`KeyCustodian`] over a keyper committee's certified windows.
@@ -103,12 +104,46 @@ impl CommitteeCustodian {
         if !certified {
             return Err(WindowError::Mismatch(id));
         }
-        self.windows
-            .insert(certificate.window.first_batch, CertifiedWindow { keys });
+        self.windows.insert(
+            certificate.window.first_batch,
+            CertifiedWindow {
+                keys,
+                certificate: certificate.clone(),
+            },
+        );
         while self.windows.len() > WINDOWS_KEPT_MAX {
             self.windows.pop_first();
         }
         Ok(())
+    }
+
+    /// The certificates of the windows holding any batch of `from..=to`,
+    /// in order.
+    pub fn certificates(
+        &self,
+        from: BatchId,
+        to: BatchId,
+    ) -> impl Iterator<Item = &WindowCertificate> {
+        let start = self
+            .windows
+            .range(..=from)
+            .next_back()
+            .map_or(from, |(&first, _)| first);
+        self.windows
+            .range(start..=to.max(start))
+            .map(|(_, w)| &w.certificate)
+            .filter(move |c| {
+                c.window
+                    .first_batch
+                    .saturating_add(u64::from(c.window.batches))
+                    > from
+            })
+    }
+
+    /// The committee.
+    #[must_use]
+    pub fn committee(&self) -> &Committee {
+        &self.committee
     }
 
     fn window_of(&self, e: BatchId) -> Option<&WindowKeys> {

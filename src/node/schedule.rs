@@ -13,13 +13,25 @@
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use crate::keyper::{Committee, WindowCertificate};
 use crate::types::BatchId;
-use crate::wire::Schedule;
+use crate::wire::{Schedule, ServerMessage};
 
 /// The last schedule the core signed, shared with the connections.
 #[derive(Debug, Default)]
 pub struct ScheduleCache {
     current: RwLock<Option<Cached>>,
+    /// The committee and its certificates over the cached schedule's keys.
+    certificates: RwLock<Option<Arc<KeyCertificates>>>,
+}
+
+/// The committee holding the batch keys and its certificates.
+#[derive(Debug, Default)]
+pub struct KeyCertificates {
+    /// `None`: trusted-operator mode.
+    pub committee: Option<Committee>,
+    /// The certificates of the windows of the schedule's batches.
+    pub certificates: Vec<WindowCertificate>,
 }
 
 #[derive(Debug)]
@@ -64,6 +76,28 @@ impl ScheduleCache {
         current.as_ref().map_or(0, |c| {
             now_ms.saturating_sub(c.schedule.genesis_ms) / c.schedule.batch_length_ms.max(1)
         })
+    }
+
+    /// The cached certificates answering `request_id`.
+    #[must_use]
+    pub fn answer_certificates(&self, request_id: u64) -> ServerMessage {
+        let current = self
+            .certificates
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_default();
+        ServerMessage::KeyCertificates {
+            request_id,
+            committee: current.committee.clone(),
+            certificates: current.certificates.clone(),
+        }
+    }
+
+    /// Replaces the cached certificates.
+    pub fn store_certificates(&self, certificates: KeyCertificates) {
+        *self.certificates.write().unwrap_or_else(|p| p.into_inner()) =
+            Some(Arc::new(certificates));
     }
 
     /// Replaces the cached schedule.

@@ -366,6 +366,8 @@ async fn reader(
                             core.schedules
                                 .answer(request_id)
                                 .map(ServerMessage::Schedule)
+                        } else if matches!(message, ClientMessage::GetKeyCertificates { .. }) {
+                            Some(core.schedules.answer_certificates(request_id))
                         } else if let Err(error) = verify_signed(&message, &sequencer, channel) {
                             // Signatures are checked here, off the core, so
                             // that forged requests cost it nothing.

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use crate::envelope::{BatchSchedule, KeyCustodian, SequencerPublicKey};
 use crate::keyper::{
     Committee, CommitteeCustodian, GenerationParams, Ignored, KeeperSnapshot, LogEntry, LogKeeper,
-    SignedKeyperMessage,
+    SignedKeyperMessage, WindowCertificate,
 };
 use crate::types::{BatchId, Lsn};
 
@@ -188,6 +188,15 @@ impl Sequencer {
             .entries(from, run.durable_below, COMMITTEE_LOG_READ_MAX)
             .map(|(p, e)| (p, e.clone()))
             .collect()
+    }
+
+    /// The certificates of the committee's windows holding any batch of
+    /// `from..=to` (none without a committee).
+    #[must_use]
+    pub fn key_certificates(&self, from: BatchId, to: BatchId) -> Vec<WindowCertificate> {
+        self.committee.as_ref().map_or_else(Vec::new, |run| {
+            run.custodian.certificates(from, to).cloned().collect()
+        })
     }
 
     /// The position below which the committee's log is durable (0 without

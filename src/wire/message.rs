@@ -4,6 +4,7 @@
 use std::fmt;
 
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::keyper::{Committee, WindowCertificate};
 use crate::market::{AccountId, AssetId};
 use crate::signed::{
     DepositStatement, Query, REFERENCE_LEN_MAX, SignedDeposit, SignedPayout, SignedQuery,
@@ -17,6 +18,9 @@ use super::{
     SUBSCRIBER_ENVELOPES_MAX, TEXT_LEN_MAX, WIRE_MARKETS_MAX,
 };
 
+/// Most window certificates in one `KeyCertificates`.
+pub const KEY_CERTIFICATES_MAX: usize = SCHEDULE_BATCH_KEYS_MAX;
+
 /// Type bytes of client → server messages.
 mod client_type {
     pub const GET_SCHEDULE: u8 = 0x01;
@@ -28,6 +32,7 @@ mod client_type {
     pub const OPERATOR_DEPOSIT: u8 = 0x07;
     pub const GET_PAYOUTS: u8 = 0x08;
     pub const ACKNOWLEDGE_PAYOUT: u8 = 0x09;
+    pub const GET_KEY_CERTIFICATES: u8 = 0x0a;
 }
 
 /// Type bytes of server → client messages.
@@ -43,6 +48,7 @@ mod server_type {
     pub const ERROR: u8 = 0x89;
     pub const WITHDRAWN: u8 = 0x8a;
     pub const PAYOUTS: u8 = 0x8b;
+    pub const KEY_CERTIFICATES: u8 = 0x8c;
 }
 
 /// The domain string that starts the signed schedule message.
@@ -136,6 +142,12 @@ pub enum ClientMessage {
         /// The signed acknowledgement.
         payout: SignedPayout,
     },
+    /// Asks for the keyper committee and its certificates over the
+    /// announced batch keys. Answered by `KeyCertificates`. Type `0x0a`.
+    GetKeyCertificates {
+        /// Echoed in the reply.
+        request_id: u64,
+    },
 }
 
 impl ClientMessage {
@@ -151,7 +163,8 @@ impl ClientMessage {
             | ClientMessage::Withdraw { request_id, .. }
             | ClientMessage::OperatorDeposit { request_id, .. }
             | ClientMessage::GetPayouts { request_id, .. }
-            | ClientMessage::AcknowledgePayout { request_id, .. } => *request_id,
+            | ClientMessage::AcknowledgePayout { request_id, .. }
+            | ClientMessage::GetKeyCertificates { request_id } => *request_id,
         }
     }
 
@@ -461,6 +474,17 @@ pub enum ServerMessage {
         /// Whether more follow the last (ask again with its id as `after`).
         more: bool,
     },
+    /// The keyper committee holding the batch keys (`None`: the embedded
+    /// custodian, trusted-operator mode) and its certificates over the
+    /// windows of the announced batches. Type `0x8c`.
+    KeyCertificates {
+        /// The `GetKeyCertificates`'s.
+        request_id: u64,
+        /// The committee.
+        committee: Option<Committee>,
+        /// At most [`KEY_CERTIFICATES_MAX`], ascending by first batch.
+        certificates: Vec<WindowCertificate>,
+    },
 }
 
 impl ServerMessage {
@@ -475,7 +499,8 @@ impl ServerMessage {
             | ServerMessage::Ack { request_id }
             | ServerMessage::Error { request_id, .. }
             | ServerMessage::Withdrawn { request_id, .. }
-            | ServerMessage::Payouts { request_id, .. } => Some(*request_id),
+            | ServerMessage::Payouts { request_id, .. }
+            | ServerMessage::KeyCertificates { request_id, .. } => Some(*request_id),
             ServerMessage::BatchOpened { .. }
             | ServerMessage::BatchSealed(_)
             | ServerMessage::BatchCleared(_) => None,
@@ -602,7 +627,7 @@ impl Message for ClientMessage {
     const FRAME_LEN_MAX: usize = CLIENT_FRAME_LEN_MAX;
 
     fn is_known_type(type_byte: u8) -> bool {
-        (client_type::GET_SCHEDULE..=client_type::ACKNOWLEDGE_PAYOUT).contains(&type_byte)
+        (client_type::GET_SCHEDULE..=client_type::GET_KEY_CERTIFICATES).contains(&type_byte)
     }
 
     fn type_byte(&self) -> u8 {
@@ -616,13 +641,16 @@ impl Message for ClientMessage {
             ClientMessage::OperatorDeposit { .. } => client_type::OPERATOR_DEPOSIT,
             ClientMessage::GetPayouts { .. } => client_type::GET_PAYOUTS,
             ClientMessage::AcknowledgePayout { .. } => client_type::ACKNOWLEDGE_PAYOUT,
+            ClientMessage::GetKeyCertificates { .. } => client_type::GET_KEY_CERTIFICATES,
         }
     }
 
     fn encode_fields(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         out.put_u64(self.request_id());
         match self {
-            ClientMessage::GetSchedule { .. } | ClientMessage::Subscribe { .. } => {}
+            ClientMessage::GetSchedule { .. }
+            | ClientMessage::Subscribe { .. }
+            | ClientMessage::GetKeyCertificates { .. } => {}
             ClientMessage::Submit { envelope, .. } => {
                 put_bytes(out, "envelope", envelope, ENVELOPE_LEN_MAX)?;
             }
@@ -690,6 +718,7 @@ impl Message for ClientMessage {
                 envelope: r.blob("envelope", ENVELOPE_LEN_MAX)?.to_vec(),
             },
             client_type::SUBSCRIBE => ClientMessage::Subscribe { request_id },
+            client_type::GET_KEY_CERTIFICATES => ClientMessage::GetKeyCertificates { request_id },
             client_type::GET_ACCOUNT => ClientMessage::GetAccount {
                 request_id,
                 account: r.array("account")?,
@@ -744,7 +773,7 @@ impl Message for ServerMessage {
     const FRAME_LEN_MAX: usize = FRAME_LEN_MAX;
 
     fn is_known_type(type_byte: u8) -> bool {
-        (server_type::SCHEDULE..=server_type::PAYOUTS).contains(&type_byte)
+        (server_type::SCHEDULE..=server_type::KEY_CERTIFICATES).contains(&type_byte)
     }
 
     fn type_byte(&self) -> u8 {
@@ -760,6 +789,7 @@ impl Message for ServerMessage {
             ServerMessage::Error { .. } => server_type::ERROR,
             ServerMessage::Withdrawn { .. } => server_type::WITHDRAWN,
             ServerMessage::Payouts { .. } => server_type::PAYOUTS,
+            ServerMessage::KeyCertificates { .. } => server_type::KEY_CERTIFICATES,
         }
     }
 
@@ -882,6 +912,29 @@ impl Message for ServerMessage {
                 }
                 out.put_u8(u8::from(*more));
             }
+            ServerMessage::KeyCertificates {
+                request_id,
+                committee,
+                certificates,
+            } => {
+                out.put_u64(*request_id);
+                match committee {
+                    None => out.put_u8(0),
+                    Some(committee) => {
+                        out.put_u8(1);
+                        out.extend_from_slice(&committee.encode());
+                    }
+                }
+                put_count(
+                    out,
+                    "certificates",
+                    certificates.len(),
+                    KEY_CERTIFICATES_MAX,
+                )?;
+                for certificate in certificates {
+                    certificate.encode(out);
+                }
+            }
         }
         Ok(())
     }
@@ -947,6 +1000,25 @@ impl Message for ServerMessage {
                     request_id,
                     withdrawals,
                     more,
+                }
+            }
+            server_type::KEY_CERTIFICATES => {
+                let request_id = r.u64("request_id")?;
+                let offset = r.offset();
+                let committee = match r.u8("committee flag")? {
+                    0 => None,
+                    1 => Some(Committee::decode(r)?),
+                    _ => return Err(r.invalid("committee flag", offset).into()),
+                };
+                let count = r.count("certificates", KEY_CERTIFICATES_MAX)?;
+                let mut certificates = bounded_vec(count, 60, r);
+                for _ in 0..count {
+                    certificates.push(WindowCertificate::decode(r)?);
+                }
+                ServerMessage::KeyCertificates {
+                    request_id,
+                    committee,
+                    certificates,
                 }
             }
             server_type::ACK => ServerMessage::Ack {

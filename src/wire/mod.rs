@@ -55,8 +55,8 @@ mod message;
 
 pub use frame::{Direction, EncodeError, FrameDecoder, FrameError, Message, check, encode, parse};
 pub use message::{
-    BatchCleared, BatchSealed, ClientMessage, MarketInfo, MarketLine, OwnEnvelope, ReasonCode,
-    SCHEDULE_DOMAIN, Schedule, ServerMessage, schedule_signing_message,
+    BatchCleared, BatchSealed, ClientMessage, KEY_CERTIFICATES_MAX, MarketInfo, MarketLine,
+    OwnEnvelope, ReasonCode, SCHEDULE_DOMAIN, Schedule, ServerMessage, schedule_signing_message,
 };
 
 use crate::types::{BUNDLE_ORDERS_MAX, MARKETS_MAX};

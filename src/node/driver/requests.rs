@@ -191,6 +191,10 @@ impl Driver {
                     self.send(session, reply);
                 }
             }
+            ClientMessage::GetKeyCertificates { request_id } => {
+                let reply = self.schedules.answer_certificates(request_id);
+                self.send(session, reply);
+            }
             ClientMessage::Subscribe { request_id } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
                     s.subscribed = true;
@@ -431,6 +435,12 @@ impl Driver {
         let open = self.sequencer.open_batch_at(now);
         if !self.schedules.is_current(open, self.cleared_total) {
             let schedule = self.schedule(0, now)?;
+            let last = schedule.batch_keys.last().map_or(open, |(e, _)| *e);
+            self.schedules
+                .store_certificates(super::super::schedule::KeyCertificates {
+                    committee: self.sequencer.committee().cloned(),
+                    certificates: self.sequencer.key_certificates(open, last),
+                });
             self.schedules.store(schedule, self.cleared_total);
         }
         Ok(())
