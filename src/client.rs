@@ -142,8 +142,9 @@ pub struct Client {
     sequencer: Mutex<Option<SequencerPublicKey>>,
     trust: Mutex<KeyTrust>,
     custody: Mutex<Option<KeyCustody>>,
-    /// BLAKE3 of each certificate already verified.
-    verified: Mutex<std::collections::BTreeSet<[u8; 32]>>,
+    /// The batch keys verified certificates hold, by batch (from the open
+    /// batch on).
+    certified: Mutex<BTreeMap<u64, [u8; 32]>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -188,7 +189,7 @@ impl Client {
             sequencer: Mutex::new(None),
             trust: Mutex::new(KeyTrust::default()),
             custody: Mutex::new(None),
-            verified: Mutex::new(std::collections::BTreeSet::new()),
+            certified: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -303,70 +304,80 @@ impl Client {
     }
 
     /// `schedule` with only the batch keys the trusted committee certified
-    /// (all of them in trusted-operator mode, if trusted).
+    /// (all of them in trusted-operator mode, if trusted). Certificates are
+    /// asked for only when the schedule holds a key not certified before
+    /// on this connection (once per window), and each is verified once.
     async fn certified(&self, mut schedule: Schedule) -> Result<Schedule, ClientError> {
+        let trust = *self.trust.lock().unwrap_or_else(|p| p.into_inner());
+        let custody = *self.custody.lock().unwrap_or_else(|p| p.into_inner());
+        let known = {
+            let mut certified = self.certified.lock().unwrap_or_else(|p| p.into_inner());
+            // Keys of batches past are not needed again.
+            certified.retain(|&e, _| e >= schedule.open_batch);
+            schedule
+                .batch_keys
+                .iter()
+                .all(|(e, key)| certified.get(e) == Some(key))
+        };
+        match (custody, trust) {
+            (Some(KeyCustody::Operator), KeyTrust::Named) => return Ok(schedule),
+            (Some(KeyCustody::Committee { id, .. }), _) if known => {
+                check_committee(trust, id)?;
+                return Ok(self.keep_certified(schedule));
+            }
+            _ => {}
+        }
+        let reply = self
+            .request(|request_id| ClientMessage::GetKeyCertificates { request_id })
+            .await?;
         let ServerMessage::KeyCertificates {
             committee,
             certificates,
             ..
-        } = self
-            .request(|request_id| ClientMessage::GetKeyCertificates { request_id })
-            .await?
+        } = reply
         else {
-            return Err(ClientError::Protocol(
-                "the answer to GetKeyCertificates is not KeyCertificates".into(),
-            ));
+            return Err(unexpected(reply));
         };
-        let trust = *self.trust.lock().unwrap_or_else(|p| p.into_inner());
         let Some(committee) = committee else {
+            *self.custody.lock().unwrap_or_else(|p| p.into_inner()) = Some(KeyCustody::Operator);
             if let KeyTrust::Committee(id) = trust {
                 return Err(ClientError::Uncertified(format!(
                     "the sequencer runs in trusted-operator mode, not under committee {}",
                     hex::encode(id)
                 )));
             }
-            *self.custody.lock().unwrap_or_else(|p| p.into_inner()) = Some(KeyCustody::Operator);
             return Ok(schedule);
         };
-        if let KeyTrust::Committee(id) = trust
-            && committee.id() != id
-        {
-            return Err(ClientError::Uncertified(format!(
-                "the sequencer names committee {}, not {}",
-                hex::encode(committee.id()),
-                hex::encode(id)
-            )));
-        }
-        let mut certified = BTreeMap::new();
-        {
-            let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-            for certificate in &certificates {
-                let mut bytes = committee.id().to_vec();
-                certificate.encode(&mut bytes);
-                let digest = *blake3::hash(&bytes).as_bytes();
-                if !verified.contains(&digest) {
-                    if !certificate.verify(&committee) {
-                        continue;
-                    }
-                    verified.insert(digest);
-                }
-                for e in certificate.window.batches() {
-                    if let Some(key) = certificate.key(e) {
-                        certified.insert(e, key);
-                    }
-                }
-            }
-        }
-        // A key the committee did not certify is never handed out.
-        schedule
-            .batch_keys
-            .retain(|(e, key)| certified.get(e) == Some(key));
         *self.custody.lock().unwrap_or_else(|p| p.into_inner()) = Some(KeyCustody::Committee {
             id: committee.id(),
             threshold: committee.threshold(),
             keypers: committee.size(),
         });
+        check_committee(trust, committee.id())?;
+        {
+            let mut certified = self.certified.lock().unwrap_or_else(|p| p.into_inner());
+            for certificate in &certificates {
+                if certificate.verify(&committee) {
+                    for e in certificate.window.batches() {
+                        if let (Some(key), true) = (certificate.key(e), e >= schedule.open_batch) {
+                            certified.insert(e, key);
+                        }
+                    }
+                }
+            }
+        }
+        schedule = self.keep_certified(schedule);
         Ok(schedule)
+    }
+
+    /// `schedule` without the keys no verified certificate holds: a key the
+    /// committee did not certify is never handed out.
+    fn keep_certified(&self, mut schedule: Schedule) -> Schedule {
+        let certified = self.certified.lock().unwrap_or_else(|p| p.into_inner());
+        schedule
+            .batch_keys
+            .retain(|(e, key)| certified.get(e) == Some(key));
+        schedule
     }
 
     /// Submits a sealed envelope and waits for its receipt, which is checked
@@ -690,6 +701,18 @@ impl Client {
     /// Closes the connection.
     pub fn close(&self) {
         self.connection.close(0u32.into(), b"bye");
+    }
+}
+
+/// Whether committee `id` is one `trust` accepts.
+fn check_committee(trust: KeyTrust, id: [u8; 32]) -> Result<(), ClientError> {
+    match trust {
+        KeyTrust::Committee(want) if want != id => Err(ClientError::Uncertified(format!(
+            "the sequencer names committee {}, not {}",
+            hex::encode(id),
+            hex::encode(want)
+        ))),
+        _ => Ok(()),
     }
 }
 

@@ -46,8 +46,8 @@ pub const JOURNAL_DIR: &str = "journal";
 /// Shortest and longest wait before reconnecting.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
-/// How often seals held until their time, and lost posts, are looked at.
-const TICK: Duration = Duration::from_millis(20);
+/// How often lost posts are looked at when nothing else wakes the keyper.
+const TICK: Duration = Duration::from_millis(250);
 /// Posts not seen in the log for this long are sent again.
 const REPOST_AFTER: Duration = Duration::from_secs(2);
 /// Seals held because they came before close + skew (older ones dropped:
@@ -490,7 +490,10 @@ async fn link(
     send.write_all(&out).await.map_err(lost)?;
     let mut decoder = FrameDecoder::<KeyperDown>::new();
     let mut buf = vec![0u8; 64 << 10];
-    let mut tick = tokio::time::interval(TICK);
+    let schedule = BatchSchedule {
+        genesis_ms: config.genesis_ms,
+        batch_length_ms: config.batch_length_ms,
+    };
     let mut last_repost = tokio::time::Instant::now();
     loop {
         let mut out = Vec::new();
@@ -520,7 +523,9 @@ async fn link(
                 Some(n) => decoder.extend(&buf[..n]),
                 None => return Err(lost("the sequencer closed the link")),
             },
-            _ = tick.tick() => {
+            // Wake when the earliest held seal's time comes (its close plus
+            // the skew), so a share leaves as soon as the rule allows.
+            () = tokio::time::sleep(next_wake(state, &schedule, config.skew_ms)) => {
                 let now = crate::node::now_ms();
                 let due: Vec<SignedSeal> = state.early.values().copied().collect();
                 for seal in due {
@@ -538,4 +543,17 @@ async fn link(
             }
         }
     }
+}
+
+/// How long until the earliest held seal may be answered, at most [`TICK`].
+fn next_wake(state: &State, schedule: &BatchSchedule, skew_ms: u64) -> Duration {
+    let now = crate::node::now_ms();
+    state
+        .early
+        .keys()
+        .next()
+        .and_then(|&e| schedule.close_ms(e))
+        .map_or(TICK, |close| {
+            Duration::from_millis(close.saturating_add(skew_ms).saturating_sub(now)).min(TICK)
+        })
 }

@@ -40,6 +40,37 @@ pub struct DemoArgs {
     /// How many keypers release a key (default a majority).
     #[arg(long)]
     pub threshold: Option<usize>,
+    /// Keypers stopped as soon as the first window is certified (instead
+    /// of one halfway), to see the release with fewer keypers.
+    #[arg(long, default_value_t = 0)]
+    pub keypers_down: usize,
+}
+
+/// The time from a batch's close until its `t`-th share left a keyper, per
+/// batch, from each keyper's release times (Unix ms).
+fn release_delays(
+    times: &BTreeMap<u64, Vec<u64>>,
+    t: usize,
+    schedule: &crate::envelope::BatchSchedule,
+) -> Vec<f64> {
+    times
+        .iter()
+        .filter_map(|(&e, at)| {
+            let mut at = at.clone();
+            at.sort_unstable();
+            let close = schedule.close_ms(e)?;
+            at.get(t.checked_sub(1)?)
+                .map(|&ms| ms.saturating_sub(close) as f64)
+        })
+        .collect()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
 }
 
 /// Batches per key generation window in the demo: short, so that the
@@ -149,12 +180,24 @@ pub fn run(args: &DemoArgs) -> CommandResult {
         // The keypers, each as its own keyper process would run it; which
         // of them released each batch's key is printed with the batch.
         let released: Arc<Mutex<BTreeMap<u64, BTreeSet<u16>>>> = Arc::default();
+        let release_times: Arc<Mutex<BTreeMap<u64, Vec<u64>>>> = Arc::default();
+        let mut clock = None;
         let mut keypers = Vec::new();
         // The committee index of the keyper stopped halfway.
         let last_index = Arc::new(std::sync::atomic::AtomicU16::new(0));
         if let Some(committee) = &committee {
             let schedule = watcher.schedule().await?;
             let t = committee.committee()?.0.threshold();
+            clock = Some((
+                crate::envelope::BatchSchedule {
+                    genesis_ms: schedule.genesis_ms,
+                    batch_length_ms: schedule.batch_length_ms,
+                },
+                t,
+            ));
+            if args.keypers_down > committee.members.len() {
+                return Err("--keypers-down: more than the committee's keypers".into());
+            }
             println!(
                 "a committee of {} keypers (any {t} release a key) deals every batch key; the operator holds none",
                 committee.members.len()
@@ -173,6 +216,7 @@ pub fn run(args: &DemoArgs) -> CommandResult {
                 let (stop, shutdown) = watch::channel(false);
                 let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
                 let released = Arc::clone(&released);
+                let release_times = Arc::clone(&release_times);
                 let last_index = Arc::clone(&last_index);
                 let last = k == committee.members.len();
                 tokio::spawn(async move {
@@ -185,7 +229,15 @@ pub fn run(args: &DemoArgs) -> CommandResult {
                                     last_index.store(i, std::sync::atomic::Ordering::Relaxed);
                                 }
                             }
-                            crate::keyperd::KeyperEvent::Released { e, .. } => {
+                            crate::keyperd::KeyperEvent::Released { e, first } => {
+                                if first {
+                                    release_times
+                                        .lock()
+                                        .unwrap_or_else(|p| p.into_inner())
+                                        .entry(e)
+                                        .or_default()
+                                        .push(crate::node::now_ms());
+                                }
                                 released
                                     .lock()
                                     .unwrap_or_else(|p| p.into_inner())
@@ -214,6 +266,17 @@ pub fn run(args: &DemoArgs) -> CommandResult {
                 "first window of {DEMO_WINDOW_BATCHES} batch keys certified after {:.1} s; the next are dealt while trading",
                 started.elapsed().as_secs_f64()
             );
+            if args.keypers_down > 0 {
+                let down = keypers.len() - args.keypers_down;
+                for (stop, _) in &keypers[down..] {
+                    let _ = stop.send(true);
+                }
+                println!(
+                    "{} of {} keypers stopped before trading",
+                    args.keypers_down,
+                    keypers.len()
+                );
+            }
         } else {
             println!("trusted-operator mode: the embedded custodian holds every batch key");
         }
@@ -254,7 +317,12 @@ pub fn run(args: &DemoArgs) -> CommandResult {
             receipts: None,
         };
         // One keyper stops halfway: the others still release every key.
-        let stopper = keypers.last().map(|(stop, _)| stop.clone()).map(|stop| {
+        let halfway = if args.keypers_down == 0 {
+            keypers.last()
+        } else {
+            None
+        };
+        let stopper = halfway.map(|(stop, _)| stop.clone()).map(|stop| {
             let last_index = Arc::clone(&last_index);
             tokio::spawn(async move {
                 tokio::time::sleep(duration / 2).await;
@@ -278,6 +346,20 @@ pub fn run(args: &DemoArgs) -> CommandResult {
         }
         let report = report?;
         println!("\n{}", report.render());
+        if let Some((schedule, t)) = &clock {
+            let mut delays = release_delays(
+                &release_times.lock().unwrap_or_else(|p| p.into_inner()),
+                *t,
+                schedule,
+            );
+            delays.sort_unstable_by(f64::total_cmp);
+            println!(
+                "keys released        p50 {:>7.2} ms   p99 {:>7.2} ms   after close, {t}th share sent (skew 20 ms; {} batches)",
+                percentile(&delays, 0.5),
+                percentile(&delays, 0.99),
+                delays.len()
+            );
+        }
         if let Some(rss) = crate::node::metrics::resident_bytes() {
             println!(
                 "process memory       {:>9.1} MiB resident (sequencer and traders)",

@@ -165,6 +165,9 @@ pub struct Metrics {
     pub decrypt_seconds: Histogram,
     /// Funding, clearing and settlement of a batch.
     pub clearing_seconds: Histogram,
+    /// A durable seal sent to the keypers to its key combined from `t`
+    /// shares.
+    pub key_release_seconds: Histogram,
     /// Submit received to its receipt released (durable, handed to the
     /// stream's task, which signs and sends it).
     pub receipt_seconds: Histogram,
@@ -199,6 +202,7 @@ impl Default for Metrics {
             decrypt_seconds: Histogram::new(&LATENCY_BUCKETS_S),
             clearing_seconds: Histogram::new(&LATENCY_BUCKETS_S),
             receipt_seconds: Histogram::new(&LATENCY_BUCKETS_S),
+            key_release_seconds: Histogram::new(&LATENCY_BUCKETS_S),
             registry: Registry::default(),
         };
         // Every reason is exported from the start, at 0.
@@ -313,6 +317,11 @@ impl Default for Metrics {
                 "sealbatch_receipt_seconds",
                 "From a submission received to its receipt released for signing and sending (after the fsync).",
                 &metrics.receipt_seconds,
+            ),
+            (
+                "sealbatch_key_release_seconds",
+                "From a durable seal sent to the keyper committee to its key combined from t shares.",
+                &metrics.key_release_seconds,
             ),
         ];
         for (name, text, histogram) in histograms {
@@ -593,6 +602,7 @@ mod tests {
             "sealbatch_decrypt_seconds Parallel opening of a batch.",
             "sealbatch_clearing_seconds Funding, clearing and settlement of a batch.",
             "sealbatch_receipt_seconds From a submission received to its receipt released for signing and sending (after the fsync).",
+            "sealbatch_key_release_seconds From a durable seal sent to the keyper committee to its key combined from t shares.",
         ];
         let mut help: Vec<&str> = text
             .lines()

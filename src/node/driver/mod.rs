@@ -189,6 +189,8 @@ pub struct Driver {
     deposit_budget: RequestBudget,
     withdrawal_budget: RequestBudget,
     keypers: Arc<super::keypers::KeyperHub>,
+    /// When each awaited batch key was first asked of the keypers.
+    key_asked: BTreeMap<BatchId, Instant>,
 }
 
 impl Driver {
@@ -252,6 +254,7 @@ impl Driver {
             deposit_budget: RequestBudget::new(deposits_per_second_max, Instant::now()),
             withdrawal_budget: RequestBudget::new(withdrawals_per_second_max, Instant::now()),
             keypers,
+            key_asked: BTreeMap::new(),
         }
     }
 
@@ -417,6 +420,11 @@ impl Driver {
                 match self.sequencer.handle_key_share(now_ms(), e, keyper, &share) {
                     Ok(true) => {
                         self.metrics.keys_combined.inc();
+                        if let Some(asked) = self.key_asked.remove(&e) {
+                            self.metrics
+                                .key_release_seconds
+                                .observe_duration(asked.elapsed());
+                        }
                         tracing::debug!(batch = e, keyper, "batch key complete");
                     }
                     Ok(false) => {}

@@ -109,6 +109,14 @@ impl Driver {
             }
             Event::KeyRequested { seal } => {
                 self.metrics.key_requests.inc();
+                self.key_asked
+                    .entry(seal.e)
+                    .or_insert_with(std::time::Instant::now);
+                // Batches whose key never came (cleared otherwise) are not
+                // remembered for long.
+                while self.key_asked.len() > 1024 {
+                    self.key_asked.pop_first();
+                }
                 if self.keypers.request_key(seal) == 0 {
                     tracing::warn!(
                         batch = seal.e,
