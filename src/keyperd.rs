@@ -213,18 +213,44 @@ pub enum KeyperEvent {
     },
 }
 
+/// The keyper's state machine and its randomness, shared with the blocking
+/// thread that reads the log (checking dealings is CPU work that must not
+/// hold an async worker).
+struct Core {
+    node: KeyperNode,
+    rng: rand_chacha::ChaCha20Rng,
+}
+
 /// The keyper's state between connections.
 struct State {
-    node: KeyperNode,
+    core: std::sync::Arc<std::sync::Mutex<Core>>,
     journal: Option<Journal<crate::journal::FsStorage>>,
     /// Seals that came before close + skew, answered when their time
     /// comes.
     early: BTreeMap<BatchId, SignedSeal>,
-    rng: rand_chacha::ChaCha20Rng,
     events: Option<mpsc::UnboundedSender<KeyperEvent>>,
 }
 
 impl State {
+    fn core(&self) -> std::sync::MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads log entries on a blocking thread.
+    async fn read_log(
+        &mut self,
+        entries: Vec<(u64, crate::keyper::LogEntry)>,
+    ) -> Result<(), KeyperProcessError> {
+        let core = std::sync::Arc::clone(&self.core);
+        tokio::task::spawn_blocking(move || {
+            let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
+            let Core { node, rng } = &mut *core;
+            node.handle_log(rng, entries.iter().map(|(p, e)| (*p, e)));
+        })
+        .await
+        .map_err(|e| KeyperProcessError::Config(format!("log reader thread: {e}")))
+    }
+
     fn report(&self, event: KeyperEvent) {
         if let Some(events) = &self.events {
             let _ = events.send(event);
@@ -258,16 +284,20 @@ impl State {
     /// Journals the node's records (each fsynced) and releases what waited
     /// for them.
     async fn flush_records(&mut self) -> Result<(), KeyperProcessError> {
-        while let Some((number, record)) = self.node.poll_record() {
+        loop {
+            let Some((number, record)) = self.core().node.poll_record() else {
+                break;
+            };
             self.journal(&record).await?;
-            self.node.handle_durable(number);
+            self.core().node.handle_durable(number);
         }
         Ok(())
     }
 
     /// The frames to send: posts the node has queued.
     fn posts(&mut self, out: &mut Vec<u8>) {
-        while let Some(message) = self.node.poll_message() {
+        let mut core = self.core();
+        while let Some(message) = core.node.poll_message() {
             if encode(&KeyperUp::Post(message), out).is_err() {
                 tracing::error!("a keyper message too large to send (a bug)");
             }
@@ -282,11 +312,12 @@ impl State {
         now_ms: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), KeyperProcessError> {
-        match self.node.handle_seal(&seal, now_ms) {
+        let decided = self.core().node.handle_seal(&seal, now_ms);
+        match decided {
             Ok((release, share)) => {
                 if release == Release::First {
                     self.journal(&KeyperRecord::Released(seal)).await?;
-                    self.node.record_release(seal);
+                    self.core().node.record_release(seal);
                 }
                 self.early.remove(&seal.e);
                 let _ = encode(
@@ -382,12 +413,13 @@ pub async fn run(
         sequencer = %config.sequencer,
         "keyper starting"
     );
+    let rng = rand_core::SeedableRng::from_rng(rand_core::OsRng)
+        .map_err(|e| KeyperProcessError::Config(format!("randomness: {e}")))?;
     let mut state = State {
-        node,
+        core: std::sync::Arc::new(std::sync::Mutex::new(Core { node, rng })),
         journal: Some(journal),
         early: BTreeMap::new(),
-        rng: rand_core::SeedableRng::from_rng(rand_core::OsRng)
-            .map_err(|e| KeyperProcessError::Config(format!("randomness: {e}")))?,
+
         events,
     };
     let client = crate::net::client_config_for(fingerprint, KEYPER_ALPN)?;
@@ -479,14 +511,14 @@ async fn link(
     encode(
         &KeyperUp::Hello {
             keyper: signing.verifying_key().to_bytes(),
-            from: state.node.read(),
+            from: state.core().node.read(),
             signature,
         },
         &mut out,
     )
     .map_err(lost)?;
     // Whatever was queued on the last link may not have arrived.
-    state.node.reset_outbox();
+    state.core().node.reset_outbox();
     send.write_all(&out).await.map_err(lost)?;
     let mut decoder = FrameDecoder::<KeyperDown>::new();
     let mut buf = vec![0u8; 64 << 10];
@@ -497,20 +529,19 @@ async fn link(
     let mut last_repost = tokio::time::Instant::now();
     loop {
         let mut out = Vec::new();
+        let mut entries = Vec::new();
         while let Some(message) = decoder.next_message().map_err(lost)? {
             match message {
                 KeyperDown::Welcome { index } => {
                     tracing::info!(keyper = index, "connected to the sequencer");
                     state.report(KeyperEvent::Connected { index });
                 }
-                KeyperDown::Entry { position, entry } => {
-                    let rng = &mut state.rng;
-                    state
-                        .node
-                        .handle_log(rng, std::iter::once((position, &entry)));
-                }
+                KeyperDown::Entry { position, entry } => entries.push((position, entry)),
                 KeyperDown::Seal(seal) => state.seal(seal, crate::node::now_ms(), &mut out).await?,
             }
+        }
+        if !entries.is_empty() {
+            state.read_log(entries).await?;
         }
         state.flush_records().await?;
         state.posts(&mut out);
@@ -533,9 +564,10 @@ async fn link(
                 }
                 if last_repost.elapsed() >= REPOST_AFTER {
                     last_repost = tokio::time::Instant::now();
-                    state.node.reset_outbox();
-                    let rng = &mut state.rng;
-                    state.node.handle_log(rng, std::iter::empty());
+                    let mut core = state.core();
+                    let Core { node, rng } = &mut *core;
+                    node.reset_outbox();
+                    node.handle_log(rng, std::iter::empty());
                 }
                 if !out.is_empty() {
                     send.write_all(&out).await.map_err(lost)?;

@@ -132,3 +132,56 @@ fn the_readme_example_shows_the_defaults() {
         defaults.markets[..example.markets.len()]
     );
 }
+
+/// A `[committee]` section parses with its defaults, and a bad key, a
+/// duplicate member, a threshold above `n` or a window of no batches is a
+/// clear configuration error.
+#[test]
+fn a_committee_section_parses_and_bad_ones_are_refused() {
+    let mut members = String::new();
+    let mut keys = Vec::new();
+    for k in 0..3u8 {
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[k + 1; 32])
+            .verifying_key()
+            .to_bytes();
+        let encryption = curve25519_dalek::RistrettoPoint::mul_base(
+            &curve25519_dalek::Scalar::from(u64::from(k) + 5),
+        )
+        .compress()
+        .to_bytes();
+        keys.push((hex::encode(signing), hex::encode(encryption)));
+        members.push_str(&format!(
+            "[[committee.members]]\nsigning = \"{}\"\nencryption = \"{}\"\n",
+            hex::encode(signing),
+            hex::encode(encryption)
+        ));
+    }
+    let config: NodeConfig = toml::from_str(&format!("[committee]\n{members}")).expect("parses");
+    config.validate().expect("valid");
+    let committee = config.committee.as_ref().expect("a committee");
+    let (c, params) = committee.committee().expect("a committee");
+    assert_eq!((c.size(), c.threshold()), (3, 2));
+    assert_eq!(params, sealbatch::keyper::GenerationParams::default());
+    for bad in [
+        format!("[committee]\nthreshold = 4\n{members}"),
+        format!("[committee]\nwindow_batches = 0\n{members}"),
+        format!("[committee]\nphase_ms = [0, 1, 1, 1]\n{members}"),
+        format!(
+            "[committee]\n{members}[[committee.members]]\nsigning = \"{}\"\nencryption = \"{}\"\n",
+            keys[0].0, keys[0].1
+        ),
+        format!(
+            "[committee]\n[[committee.members]]\nsigning = \"zz\"\nencryption = \"{}\"\n",
+            keys[0].1
+        ),
+        format!(
+            "[committee]\n[[committee.members]]\nsigning = \"{}\"\nencryption = \"{}\"\n",
+            keys[0].0,
+            "00".repeat(32)
+        ),
+    ] {
+        let config: NodeConfig = toml::from_str(&bad).expect("parses");
+        let error = config.validate().expect_err("refused").to_string();
+        assert!(error.contains("committee"), "{error}");
+    }
+}

@@ -354,7 +354,7 @@ pub fn run(args: &DemoArgs) -> CommandResult {
             );
             delays.sort_unstable_by(f64::total_cmp);
             println!(
-                "keys released        p50 {:>7.2} ms   p99 {:>7.2} ms   after close, {t}th share sent (skew 20 ms; {} batches)",
+                "keys released        p50 {:>7.2} ms   p99 {:>7.2} ms   from close until {t} shares had left (skew 20 ms; {} batches)",
                 percentile(&delays, 0.5),
                 percentile(&delays, 0.99),
                 delays.len()
