@@ -1,0 +1,225 @@
+//! Real processes: `sealbatch run` under a committee of five `sealbatch
+//! keyper run` processes (t = 3) on loopback, under load, with keypers
+//! killed (`kill -9`) and restarted: one killed, keys keep coming; three
+//! killed (n − t + 1), no key can be made and no batch opens, while
+//! receipts are still given; the three restarted, they catch up from their
+//! journals and the log, the stalled batches open and clear, and `verify`
+//! passes, certificates and keys included, with every acknowledged envelope
+//! in its batch's published outcome.
+
+// A test reads clocks and files freely; the rule is for the core.
+#![allow(clippy::disallowed_methods)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{connect, free_port, load, spawn};
+use sealbatch::wire::ServerMessage;
+
+const KEYPERS: usize = 5;
+
+fn sealbatch() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+}
+
+/// `sealbatch keyper init`: the member entry it prints.
+fn init(dir: &Path) -> String {
+    let output = sealbatch()
+        .args(["keyper", "init", "--dir"])
+        .arg(dir)
+        .output()
+        .expect("runs");
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).expect("text");
+    assert!(text.starts_with("[[committee.members]]\n"), "{text}");
+    text
+}
+
+fn start_keyper(config: &Path) -> Child {
+    sealbatch()
+        .args(["keyper", "run", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the keyper starts")
+}
+
+fn kill(child: &mut Child) {
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
+    let work = tempfile::Builder::new()
+        .prefix("sealbatch-committee-processes-")
+        .tempdir()
+        .expect("a temporary directory");
+    let mut committee = String::from(
+        "[committee]\nthreshold = 3\nwindow_batches = 40\nlead_batches = 25\nphase_ms = [500, 250, 250, 500]\n",
+    );
+    let dirs: Vec<PathBuf> = (0..KEYPERS)
+        .map(|k| work.path().join(format!("keyper-{k}")))
+        .collect();
+    for dir in &dirs {
+        committee.push_str(&init(dir));
+    }
+    let dir = work.path().join("sequencer");
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut sequencer = spawn(&dir, port, &committee);
+    let client = Arc::new(connect(&dir, addr, &mut sequencer).await);
+    assert!(
+        !dir.join("custodian.key").exists(),
+        "no operator secret under a committee"
+    );
+    let schedule = client.schedule().await.expect("a schedule");
+    let fingerprint = std::fs::read_to_string(dir.join("tls/fingerprint")).expect("fingerprint");
+    let configs: Vec<PathBuf> = dirs
+        .iter()
+        .map(|d| {
+            let path = d.with_extension("toml");
+            let text = format!(
+                "data_dir = {:?}\nsequencer = \"{addr}\"\nfingerprint = \"{}\"\nsequencer_key = \"{}\"\ngenesis_ms = {}\nbatch_length_ms = {}\nskew_ms = 30\n{}",
+                d,
+                fingerprint.trim(),
+                hex::encode(schedule.sequencer_key),
+                schedule.genesis_ms,
+                schedule.batch_length_ms,
+                committee
+            );
+            std::fs::write(&path, text).expect("written");
+            path
+        })
+        .collect();
+    let mut keypers: Vec<Child> = configs.iter().map(|c| start_keyper(c)).collect();
+
+    // Every cleared batch, with when it was heard of.
+    let watcher = sealbatch::client::Client::connect(
+        addr,
+        sealbatch::net::parse_fingerprint(&fingerprint).expect("hex"),
+    )
+    .await
+    .expect("connects");
+    let mut events = watcher.subscribe().await.expect("subscribed");
+    let cleared: Arc<Mutex<BTreeMap<u64, Instant>>> = Arc::default();
+    let heard = Arc::clone(&cleared);
+    let listener = tokio::spawn(async move {
+        while let Some(event) = events.recv().await {
+            if let ServerMessage::BatchCleared(batch) = event {
+                heard
+                    .lock()
+                    .expect("not poisoned")
+                    .insert(batch.e, Instant::now());
+            }
+        }
+    });
+
+    // Keys come once the committee certified the first window.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .schedule()
+        .await
+        .expect("a schedule")
+        .batch_keys
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "no certified key in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut receipts = load(
+        Arc::clone(&client),
+        2,
+        Instant::now() + Duration::from_secs(2),
+    )
+    .await;
+
+    // One keyper killed: four release, keys keep coming.
+    kill(&mut keypers[0]);
+    receipts.extend(
+        load(
+            Arc::clone(&client),
+            2,
+            Instant::now() + Duration::from_secs(2),
+        )
+        .await,
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before_stall = cleared.lock().expect("not poisoned").len();
+    assert!(before_stall >= 15, "{before_stall} batches cleared");
+
+    // Three killed: two left, fewer than t. Receipts still come (envelopes
+    // are journaled); no key can be made, so nothing opens.
+    kill(&mut keypers[1]);
+    kill(&mut keypers[2]);
+    let stalled_at = Instant::now();
+    receipts.extend(
+        load(
+            Arc::clone(&client),
+            2,
+            Instant::now() + Duration::from_millis(1500),
+        )
+        .await,
+    );
+    // (The load helper stops at the end of the keys announced when it
+    // started; the stall goes on: the sequencer asks again every 500 ms.)
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let opened_while_stalled: Vec<u64> = cleared
+        .lock()
+        .expect("not poisoned")
+        .iter()
+        .filter(|(_, at)| **at > stalled_at + Duration::from_millis(300))
+        .map(|(e, _)| *e)
+        .collect();
+    assert!(
+        opened_while_stalled.is_empty(),
+        "batches cleared with only two keypers up: {opened_while_stalled:?}"
+    );
+
+    // Restarted, they catch up; the stalled batches open and clear.
+    for k in 0..3 {
+        keypers[k] = start_keyper(&configs[k]);
+    }
+    receipts.extend(
+        load(
+            Arc::clone(&client),
+            2,
+            Instant::now() + Duration::from_secs(2),
+        )
+        .await,
+    );
+    let last = receipts.iter().map(|r| r.0).max().expect("receipts");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cleared.lock().expect("not poisoned").contains_key(&last) {
+        assert!(
+            Instant::now() < deadline,
+            "batch {last} did not clear after the keypers came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    watcher.close();
+    client.close();
+    listener.abort();
+    common::stop_gracefully(sequencer);
+    for mut keyper in keypers {
+        kill(&mut keyper);
+    }
+
+    common::all_published(&dir.join("journal"), &receipts);
+    let output = sealbatch()
+        .args(["verify", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("runs verify");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains(" 0 mismatched, 0 pending"), "{stdout}");
+    assert!(stdout.contains("keyper committee: "), "{stdout}");
+}
