@@ -75,9 +75,121 @@ pub struct KeyperConfig {
     /// releases (covers clock differences). Default 50.
     #[serde(default = "default_skew_ms")]
     pub skew_ms: u64,
+    /// Prometheus `/metrics` address (loopback); none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The committee, exactly as the sequencer's configuration names it.
     pub committee: CommitteeConfig,
 }
+
+/// What a keyper counts, served on `metrics_listen` as Prometheus text.
+#[derive(Debug)]
+pub struct KeyperMetrics {
+    /// Shares sent: first releases (journaled first).
+    pub released_first: Counter,
+    /// Shares sent again for a seal released before.
+    pub released_again: Counter,
+    /// Seals held until close + skew.
+    pub seals_held: Counter,
+    /// Seals refused (a bad signature, another root for a batch: evidence,
+    /// no share of the batch).
+    pub seals_refused: Counter,
+    /// Log entries read.
+    pub log_entries: Counter,
+    /// Messages posted to the log (with repeats after a reconnect).
+    pub posts: Counter,
+    /// Links to the sequencer opened.
+    pub links: Counter,
+    /// Whether the link is up now.
+    pub connected: Gauge,
+    /// Journal append + fsync.
+    pub journal_seconds: prometheus_client::metrics::histogram::Histogram,
+    registry: prometheus_client::registry::Registry,
+}
+
+impl Default for KeyperMetrics {
+    fn default() -> Self {
+        let mut m = KeyperMetrics {
+            released_first: Counter::default(),
+            released_again: Counter::default(),
+            seals_held: Counter::default(),
+            seals_refused: Counter::default(),
+            log_entries: Counter::default(),
+            posts: Counter::default(),
+            links: Counter::default(),
+            connected: Gauge::default(),
+            journal_seconds: prometheus_client::metrics::histogram::Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 16),
+            ),
+            registry: prometheus_client::registry::Registry::default(),
+        };
+        let mut registry = prometheus_client::registry::Registry::default();
+        for (name, help, counter) in [
+            (
+                "sealbatch_keyper_released_first",
+                "Shares sent for a first seal of a batch (journaled first)",
+                &m.released_first,
+            ),
+            (
+                "sealbatch_keyper_released_again",
+                "Shares sent again for a seal released before",
+                &m.released_again,
+            ),
+            (
+                "sealbatch_keyper_seals_held",
+                "Seals held until the batch's close plus the skew",
+                &m.seals_held,
+            ),
+            (
+                "sealbatch_keyper_seals_refused",
+                "Seals refused: bad signature, a second root for a batch, no share",
+                &m.seals_refused,
+            ),
+            (
+                "sealbatch_keyper_log_entries",
+                "Committee log entries read",
+                &m.log_entries,
+            ),
+            (
+                "sealbatch_keyper_posts",
+                "Messages posted to the committee log",
+                &m.posts,
+            ),
+            (
+                "sealbatch_keyper_links",
+                "Links to the sequencer opened",
+                &m.links,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "sealbatch_keyper_connected",
+            "Whether the link to the sequencer is up",
+            m.connected.clone(),
+        );
+        registry.register(
+            "sealbatch_keyper_journal_seconds",
+            "Journal append and fsync of a release or a dealing",
+            m.journal_seconds.clone(),
+        );
+        m.registry = registry;
+        m
+    }
+}
+
+impl KeyperMetrics {
+    /// The Prometheus text exposition.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+type Counter = prometheus_client::metrics::counter::Counter;
+type Gauge = prometheus_client::metrics::gauge::Gauge;
 
 fn default_skew_ms() -> u64 {
     50
@@ -229,6 +341,7 @@ struct State {
     /// comes.
     early: BTreeMap<BatchId, SignedSeal>,
     events: Option<mpsc::UnboundedSender<KeyperEvent>>,
+    metrics: std::sync::Arc<KeyperMetrics>,
 }
 
 impl State {
@@ -241,6 +354,7 @@ impl State {
         &mut self,
         entries: Vec<(u64, crate::keyper::LogEntry)>,
     ) -> Result<(), KeyperProcessError> {
+        self.metrics.log_entries.inc_by(entries.len() as u64);
         let core = std::sync::Arc::clone(&self.core);
         tokio::task::spawn_blocking(move || {
             let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
@@ -267,6 +381,7 @@ impl State {
         };
         let payload = record.encode();
         let kind = payload.first().copied().unwrap_or(1);
+        let started = std::time::Instant::now();
         let (journal, result) = tokio::task::spawn_blocking(move || {
             let result = journal
                 .append(kind, &payload)
@@ -278,6 +393,9 @@ impl State {
         .map_err(|e| KeyperProcessError::Config(format!("journal thread: {e}")))?;
         result?;
         self.journal = Some(journal);
+        self.metrics
+            .journal_seconds
+            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -298,6 +416,7 @@ impl State {
     fn posts(&mut self, out: &mut Vec<u8>) {
         let mut core = self.core();
         while let Some(message) = core.node.poll_message() {
+            self.metrics.posts.inc();
             if encode(&KeyperUp::Post(message), out).is_err() {
                 tracing::error!("a keyper message too large to send (a bug)");
             }
@@ -318,6 +437,9 @@ impl State {
                 if release == Release::First {
                     self.journal(&KeyperRecord::Released(seal)).await?;
                     self.core().node.record_release(seal);
+                    self.metrics.released_first.inc();
+                } else {
+                    self.metrics.released_again.inc();
                 }
                 self.early.remove(&seal.e);
                 let _ = encode(
@@ -333,12 +455,15 @@ impl State {
                 });
             }
             Err(ReleaseRefusal::TooEarly { .. }) => {
-                self.early.insert(seal.e, seal);
+                if self.early.insert(seal.e, seal).is_none() {
+                    self.metrics.seals_held.inc();
+                }
                 while self.early.len() > EARLY_SEALS_MAX {
                     self.early.pop_first();
                 }
             }
             Err(refusal) => {
+                self.metrics.seals_refused.inc();
                 tracing::warn!(batch = seal.e, %refusal, "seal refused");
                 self.report(KeyperEvent::Refused {
                     reason: refusal.to_string(),
@@ -413,16 +538,49 @@ pub async fn run(
         sequencer = %config.sequencer,
         "keyper starting"
     );
+    let metrics = std::sync::Arc::new(KeyperMetrics::default());
     let rng = rand_core::SeedableRng::from_rng(rand_core::OsRng)
         .map_err(|e| KeyperProcessError::Config(format!("randomness: {e}")))?;
     let mut state = State {
         core: std::sync::Arc::new(std::sync::Mutex::new(Core { node, rng })),
+        metrics: std::sync::Arc::clone(&metrics),
         journal: Some(journal),
         early: BTreeMap::new(),
 
         events,
     };
     let client = crate::net::client_config_for(fingerprint, KEYPER_ALPN)?;
+    if let Some(addr) = config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| KeyperProcessError::Io {
+                path: PathBuf::from(addr.to_string()),
+                source,
+            })?;
+        let metrics = std::sync::Arc::clone(&metrics);
+        let router = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let metrics = std::sync::Arc::clone(&metrics);
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            crate::node::metrics::CONTENT_TYPE,
+                        )],
+                        metrics.render(),
+                    )
+                }
+            }),
+        );
+        let shutdown = shutdown.clone();
+        tokio::spawn(crate::node::metrics::serve(
+            listener,
+            router,
+            crate::node::metrics::HttpLimits::default(),
+            shutdown,
+        ));
+    }
     let mut backoff = RECONNECT_MIN;
     loop {
         if *shutdown.borrow() {
@@ -432,6 +590,7 @@ pub async fn run(
             ended = link(&config, &client, &committee, &sequencer_bytes, &signing, &mut state) => ended,
             _ = shutdown.changed() => return Ok(()),
         };
+        metrics.connected.set(0);
         match ended {
             Ok(()) => backoff = RECONNECT_MIN,
             // A journal that failed stops the keyper: no share may leave
@@ -533,6 +692,8 @@ async fn link(
         while let Some(message) = decoder.next_message().map_err(lost)? {
             match message {
                 KeyperDown::Welcome { index } => {
+                    state.metrics.links.inc();
+                    state.metrics.connected.set(1);
                     tracing::info!(keyper = index, "connected to the sequencer");
                     state.report(KeyperEvent::Connected { index });
                 }

@@ -267,6 +267,7 @@ fn keyper_config(
         genesis_ms: schedule.genesis_ms,
         batch_length_ms: schedule.batch_length_ms,
         skew_ms: SKEW_MS,
+        metrics_listen: None,
         committee: committee.clone(),
     }
 }

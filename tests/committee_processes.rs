@@ -82,12 +82,20 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
     );
     let schedule = client.schedule().await.expect("a schedule");
     let fingerprint = std::fs::read_to_string(dir.join("tls/fingerprint")).expect("fingerprint");
+    // Keyper 5 (never killed) serves its metrics.
+    let metrics_port = free_port();
     let configs: Vec<PathBuf> = dirs
         .iter()
-        .map(|d| {
+        .enumerate()
+        .map(|(k, d)| {
             let path = d.with_extension("toml");
+            let metrics = if k == KEYPERS - 1 {
+                format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n")
+            } else {
+                String::new()
+            };
             let text = format!(
-                "data_dir = {:?}\nsequencer = \"{addr}\"\nfingerprint = \"{}\"\nsequencer_key = \"{}\"\ngenesis_ms = {}\nbatch_length_ms = {}\nskew_ms = 30\n{}",
+                "data_dir = {:?}\nsequencer = \"{addr}\"\nfingerprint = \"{}\"\nsequencer_key = \"{}\"\ngenesis_ms = {}\nbatch_length_ms = {}\nskew_ms = 30\n{metrics}{}",
                 d,
                 fingerprint.trim(),
                 hex::encode(schedule.sequencer_key),
@@ -204,6 +212,15 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // The keyper's metrics: shares released, the link up.
+    let text = scrape(SocketAddr::from(([127, 0, 0, 1], metrics_port))).await;
+    let released: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("sealbatch_keyper_released_first_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(released >= 10, "{text}");
+    assert!(text.contains("sealbatch_keyper_connected 1"), "{text}");
     watcher.close();
     client.close();
     listener.abort();
@@ -222,4 +239,19 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
     assert!(output.status.success(), "{stdout}");
     assert!(stdout.contains(" 0 mismatched, 0 pending"), "{stdout}");
     assert!(stdout.contains("keyper committee: "), "{stdout}");
+}
+
+/// `GET /metrics` over a plain TCP connection: the body.
+async fn scrape(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("the metrics port answers");
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("sent");
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.expect("read");
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -211,6 +211,7 @@ pub fn run(args: &DemoArgs) -> CommandResult {
                     genesis_ms: schedule.genesis_ms,
                     batch_length_ms: schedule.batch_length_ms,
                     skew_ms: 20,
+                    metrics_listen: None,
                     committee: committee.clone(),
                 };
                 let (stop, shutdown) = watch::channel(false);
