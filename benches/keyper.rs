@@ -1,7 +1,7 @@
 //! Keyper benchmarks: a window's key generation per key (per batch) and per
 //! keyper — dealing, checking and opening every dealing received, summing —
-//! for committees of 5, 7 and 16; and combining `t` released shares into
-//! `s_e` with every share checked.
+//! for committees of 5, 7 and 16; the sequencer's check of one dealing;
+//! and combining `t` released shares into `s_e` with every share checked.
 //!
 //! `cargo bench --bench keyper` (~1 minute on 2 idle cores), or filter, e.g.
 //! `cargo bench --bench keyper -- n7`. Throughput is in keys (batches): a
@@ -66,6 +66,16 @@ fn generation(c: &mut Criterion) {
                     view.handle_dealing(d).unwrap();
                 }
                 black_box(view.finalize().unwrap())
+            })
+        });
+        // What the sequencer's log keeper does with one dealing (an
+        // observer checks its commitments and proofs; it opens no share):
+        // work on the driver thread, once per dealer and window.
+        g.bench_function(BenchmarkId::new("observe_one", format!("n{n}")), |b| {
+            b.iter(|| {
+                let mut view = Generation::observer(committee.clone(), window);
+                view.handle_dealing(&dealings[0]).unwrap();
+                black_box(view)
             })
         });
         let bytes: usize = dealings[0]

@@ -1035,3 +1035,75 @@ fn keyper_records_round_trip_and_refuse_damage() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A message whose dealing was checked ahead, off the log keeper's thread
+/// (`Prechecked`), is taken or refused exactly as the keeper itself would:
+/// the same log, the same refusals — a forged proof, a dealing for another
+/// window, a second dealing.
+#[test]
+fn a_prechecked_dealing_counts_exactly_as_a_checked_one() {
+    use sealbatch::keyper::{
+        Body, GenerationParams, KeyperMessage, LogEntry, LogKeeper, Prechecked,
+    };
+
+    let mut rng = ChaCha20Rng::seed_from_u64(61);
+    let mut members = Vec::new();
+    let mut signing = Vec::new();
+    for _ in 0..4 {
+        let key = sealbatch::envelope::generate_account_key(&mut rng);
+        members.push(Member {
+            signing_key: key.verifying_key().to_bytes(),
+            encryption_key: RistrettoPoint::mul_base(&random_scalar(&mut rng))
+                .compress()
+                .to_bytes(),
+        });
+        signing.push(key);
+    }
+    let committee = Committee::new(3, members).expect("a committee");
+    signing.sort_by_key(|k| committee.index_of(&k.verifying_key().to_bytes()));
+    let params = GenerationParams {
+        window_batches: 4,
+        lead_batches: 0,
+        phase_ms: [100, 100, 100, 100],
+    };
+    let mut direct = LogKeeper::new(committee.clone(), params, 0);
+    let mut ahead = LogKeeper::new(committee.clone(), params, 0);
+    direct.handle_timeout(0, 0);
+    ahead.handle_timeout(0, 0);
+    let Some((_, LogEntry::Open { window })) = direct.poll_entry() else {
+        panic!("a generation opens");
+    };
+    let message = |dealer: u16, dealing, window| {
+        KeyperMessage {
+            window,
+            sender: dealer,
+            body: Body::Dealing(dealing),
+        }
+        .sign(&signing[usize::from(dealer) - 1], &committee)
+    };
+    let mut messages = Vec::new();
+    // Good dealings from 1 and 2; 2 again (a repeat).
+    for dealer in [1u16, 2] {
+        messages.push(message(
+            dealer,
+            deal(&mut rng, &committee, &window, dealer).0,
+            window,
+        ));
+    }
+    messages.push(message(2, deal(&mut rng, &committee, &window, 2).0, window));
+    // 3's proof of knowledge forged.
+    let (mut forged, _) = deal(&mut rng, &committee, &window, 3);
+    forged.batches[1].proof = deal(&mut rng, &committee, &window, 3).0.batches[1].proof;
+    messages.push(message(3, forged, window));
+    // 4's dealing for another window, in a message for this one.
+    let other = Window { id: 9, ..window };
+    messages.push(message(4, deal(&mut rng, &committee, &other, 4).0, window));
+    for m in messages {
+        let a = direct.handle_message(m.clone());
+        let b = ahead.handle_prechecked(Prechecked::check(m, &committee));
+        assert_eq!(a, b);
+    }
+    assert_eq!(direct.snapshot(), ahead.snapshot());
+    // The opening and the two good dealings: nothing refused is logged.
+    assert_eq!(direct.len(), 1 + 2);
+}

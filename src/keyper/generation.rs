@@ -186,7 +186,34 @@ impl Generation {
         {
             return Ok(());
         }
-        match dealing.check(&self.committee, &self.window) {
+        let checked = dealing.check(&self.committee, &self.window);
+        self.take_checked(dealing, checked)
+    }
+
+    /// [`handle_dealing`](Self::handle_dealing) with the public checks
+    /// already made ([`Prechecked`](super::log::Prechecked), off the
+    /// caller's thread) for this committee and the dealing's own window.
+    pub(crate) fn handle_checked_dealing(
+        &mut self,
+        dealing: &Dealing,
+        checked: Result<CheckedDealing, DealingError>,
+    ) -> Result<(), DealingError> {
+        if self.dealings.contains_key(&dealing.dealer) || self.refused.contains_key(&dealing.dealer)
+        {
+            return Ok(());
+        }
+        if dealing.window != self.window {
+            return Err(DealingError::Foreign);
+        }
+        self.take_checked(dealing, checked)
+    }
+
+    fn take_checked(
+        &mut self,
+        dealing: &Dealing,
+        checked: Result<CheckedDealing, DealingError>,
+    ) -> Result<(), DealingError> {
+        match checked {
             Ok(checked) => {
                 if let Some((me, key)) = &self.me {
                     let shares = dealing.open_shares(&self.committee, &checked, *me, key);

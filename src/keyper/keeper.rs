@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::committee::{Committee, WINDOW_BATCHES_MAX, Window};
 use super::generation::{Generation, WindowKeys};
-use super::log::{Ignored, LogEntry, Phase, WindowCertificate, WindowLog};
+use super::log::{Ignored, LogEntry, Phase, Prechecked, WindowCertificate, WindowLog};
 use super::message::SignedKeyperMessage;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::types::BatchId;
@@ -451,6 +451,24 @@ impl LogKeeper {
         let entry = LogEntry::Message(message);
         running.log.apply(&entry)?;
         self.push(entry);
+        self.collect(id);
+        Ok(())
+    }
+
+    /// [`handle_message`](Self::handle_message) for a message whose
+    /// dealing was checked ahead, off this thread ([`Prechecked`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`handle_message`](Self::handle_message).
+    pub fn handle_prechecked(&mut self, prechecked: Prechecked) -> Result<(), Refused> {
+        let (message, checked) = prechecked.into_parts();
+        let id = message.message.window.id;
+        let Some(running) = self.running.get_mut(&id) else {
+            return Err(Ignored::OtherWindow);
+        };
+        running.log.apply_prechecked(&message, checked)?;
+        self.push(LogEntry::Message(message));
         self.collect(id);
         Ok(())
     }

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use curve25519_dalek::ristretto::RistrettoPoint;
 
 use super::committee::{Committee, Window};
+use super::dealing::{CheckedDealing, DealingError};
 use super::generation::{Accusation, Apology, Generation, GenerationError, WindowKeys};
 use super::message::{
     Body, KeyperMessage, MessageError, SignedKeyperMessage, put_window, read_window,
@@ -120,6 +121,43 @@ impl LogEntry {
             }
             _ => return Err(r.invalid("log entry tag", offset)),
         })
+    }
+}
+
+/// A keyper's message whose costly public checks (a dealing's commitments
+/// and proofs) were made ahead, off the log keeper's thread; only
+/// [`Prechecked::check`] makes one, so the result cannot be forged.
+#[derive(Clone, Debug)]
+pub struct Prechecked {
+    message: SignedKeyperMessage,
+    dealing: Option<Result<CheckedDealing, DealingError>>,
+}
+
+impl Prechecked {
+    /// Checks `message`'s dealing (if it is one) for `committee` and the
+    /// message's own window: the work a generation would do on taking it.
+    #[must_use]
+    pub fn check(message: SignedKeyperMessage, committee: &Committee) -> Prechecked {
+        let dealing = match &message.message.body {
+            Body::Dealing(dealing) => Some(dealing.check(committee, &message.message.window)),
+            _ => None,
+        };
+        Prechecked { message, dealing }
+    }
+
+    /// The message.
+    #[must_use]
+    pub fn message(&self) -> &SignedKeyperMessage {
+        &self.message
+    }
+
+    pub(crate) fn into_parts(
+        self,
+    ) -> (
+        SignedKeyperMessage,
+        Option<Result<CheckedDealing, DealingError>>,
+    ) {
+        (self.message, self.dealing)
     }
 }
 
@@ -418,6 +456,43 @@ impl WindowLog {
                 signed.verify(&self.committee)?;
                 self.apply_message(signed)
             }
+        }
+    }
+
+    /// Applies a message whose dealing was checked ahead ([`Prechecked`]):
+    /// the same outcome as [`apply`](Self::apply) of the message's entry.
+    ///
+    /// # Errors
+    ///
+    /// [`Ignored`]: the entry did not count (nothing changed).
+    pub fn apply_prechecked(
+        &mut self,
+        signed: &SignedKeyperMessage,
+        checked: Option<Result<CheckedDealing, DealingError>>,
+    ) -> Result<(), Ignored> {
+        if signed.message.window != *self.generation.window() {
+            return Err(Ignored::OtherWindow);
+        }
+        signed.verify(&self.committee)?;
+        match (&signed.message.body, checked) {
+            (Body::Dealing(dealing), Some(checked)) => {
+                if self.phase != Phase::Deal {
+                    return Err(Ignored::OutOfPhase {
+                        kind: "dealing",
+                        phase: self.phase,
+                    });
+                }
+                let sender = signed.message.sender;
+                if self.generation.qualified().contains(&sender)
+                    || self.generation.refused().contains_key(&sender)
+                {
+                    return Err(Ignored::Repeated("dealing"));
+                }
+                self.generation
+                    .handle_checked_dealing(dealing, checked)
+                    .map_err(|e| Ignored::Invalid(e.to_string()))
+            }
+            _ => self.apply_message(signed),
         }
     }
 

@@ -50,7 +50,7 @@ pub use custodian::{CommitteeCustodian, NoKeyCustodian, WindowError};
 pub use dealing::{BatchDeal, DealerSecrets, Dealing, DealingError, SealedShares, deal};
 pub use generation::{Accusation, Apology, Generation, GenerationError, WindowKeys};
 pub use keeper::{GenerationParams, KeeperSnapshot, LogKeeper, ReplayError};
-pub use log::{Ignored, LogEntry, Phase, WindowCertificate, WindowLog, WindowResult};
+pub use log::{Ignored, LogEntry, Phase, Prechecked, WindowCertificate, WindowLog, WindowResult};
 pub use message::{Body, KeyperMessage, MessageError, SignedKeyperMessage};
 pub use node::{KeyperError, KeyperIdentity, KeyperNode};
 pub use proof::Proof;

@@ -10,7 +10,7 @@ use crossbeam_channel::Sender;
 use tokio::sync::mpsc;
 
 use crate::envelope::{Commitment, Rejection, SequencerKey, ShapedEnvelope};
-use crate::keyper::{KeyperIndex, LogEntry, SignedKeyperMessage};
+use crate::keyper::{KeyperIndex, LogEntry, Prechecked};
 use crate::sequencer::OpenedJob;
 use crate::signed::SignedQuery;
 use crate::types::BatchId;
@@ -60,8 +60,9 @@ pub enum Control {
         reply: tokio::sync::oneshot::Sender<Vec<(u64, LogEntry)>>,
     },
     /// A keyper's message for the committee's log (its sender is the
-    /// link's authenticated keyper).
-    KeyperPost(Box<SignedKeyperMessage>),
+    /// link's authenticated keyper), its dealing checked on the link's
+    /// blocking thread.
+    KeyperPost(Box<Prechecked>),
     /// A keyper's share of a batch key.
     KeyperShare {
         /// The link's authenticated keyper.

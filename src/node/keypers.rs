@@ -252,8 +252,16 @@ async fn link_task(
                             "a post from another keyper".into(),
                         ));
                     }
+                    // A dealing's commitments and proofs are checked here,
+                    // on a blocking thread, not on the driver's.
+                    let committee = committee.clone();
+                    let prechecked = tokio::task::spawn_blocking(move || {
+                        crate::keyper::Prechecked::check(message, &committee)
+                    })
+                    .await
+                    .map_err(|_| LinkError::DriverGone)?;
                     control
-                        .send(Control::KeyperPost(Box::new(message)))
+                        .send(Control::KeyperPost(Box::new(prechecked)))
                         .map_err(|_| LinkError::DriverGone)?;
                 }
                 KeyperUp::Share { e, share } => control

@@ -14,7 +14,7 @@ use std::collections::VecDeque;
 use crate::envelope::{BatchSchedule, KeyCustodian, SequencerPublicKey};
 use crate::keyper::{
     Committee, CommitteeCustodian, GenerationParams, Ignored, KeeperSnapshot, LogEntry, LogKeeper,
-    SignedKeyperMessage, WindowCertificate,
+    Prechecked, SignedKeyperMessage, WindowCertificate,
 };
 use crate::types::{BatchId, Lsn};
 
@@ -173,6 +173,26 @@ impl Sequencer {
         self.observe(now_ms);
         let run = self.committee.as_mut().ok_or(Ignored::OtherWindow)?;
         run.keeper.handle_message(message)?;
+        self.journal_keyper_entries();
+        Ok(())
+    }
+
+    /// [`handle_keyper_message`](Self::handle_keyper_message) for a message
+    /// whose dealing was checked ahead, off the caller's thread
+    /// ([`Prechecked`]): the costly part of a dealing (a few ms per hundred
+    /// keys) stays off the thread that issues receipts.
+    ///
+    /// # Errors
+    ///
+    /// As [`handle_keyper_message`](Self::handle_keyper_message).
+    pub fn handle_keyper_prechecked(
+        &mut self,
+        now_ms: u64,
+        prechecked: Prechecked,
+    ) -> Result<(), Ignored> {
+        self.observe(now_ms);
+        let run = self.committee.as_mut().ok_or(Ignored::OtherWindow)?;
+        run.keeper.handle_prechecked(prechecked)?;
         self.journal_keyper_entries();
         Ok(())
     }

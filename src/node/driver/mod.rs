@@ -410,9 +410,9 @@ impl Driver {
                 let _ = reply.send(self.sequencer.committee_log(from));
             }
             Control::KeyperPost(message) => {
-                let sender = message.message.sender;
-                let window = message.message.window.id;
-                if let Err(reason) = self.sequencer.handle_keyper_message(now_ms(), *message) {
+                let sender = message.message().message.sender;
+                let window = message.message().message.window.id;
+                if let Err(reason) = self.sequencer.handle_keyper_prechecked(now_ms(), *message) {
                     tracing::debug!(keyper = sender, window, %reason, "keyper message not logged");
                 }
             }
