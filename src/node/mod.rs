@@ -14,6 +14,8 @@
 //! journal; `keys` the key files; [`driver`] the thread that drives the
 //! sans-IO [`Sequencer`](crate::sequencer::Sequencer); [`handle`] what it
 //! and the connections send each other; [`server`] the QUIC connections;
+//! [`keypers`] the keyper link (keypers read the committee's log, post,
+//! and answer seals with their shares);
 //! [`schedule`] the signed-schedule cache and request budgets; [`metrics`]
 //! the Prometheus endpoint.
 
