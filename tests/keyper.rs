@@ -1016,7 +1016,11 @@ fn keyper_records_round_trip_and_refuse_damage() {
             assert_eq!(d, dealing);
             assert_eq!(secrets.shares_for(3), want);
         }
-        KeyperRecord::Released(_) => panic!("a dealing record"),
+        other => panic!("a dealing record, not {other:?}"),
+    }
+    match KeyperRecord::decode(&KeyperRecord::Forgotten { below: 77 }.encode()) {
+        Ok(KeyperRecord::Forgotten { below: 77 }) => {}
+        other => panic!("{other:?}"),
     }
     for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
         assert!(KeyperRecord::decode(&bytes[..cut]).is_err());
@@ -1106,4 +1110,107 @@ fn a_prechecked_dealing_counts_exactly_as_a_checked_one() {
     assert_eq!(direct.snapshot(), ahead.snapshot());
     // The opening and the two good dealings: nothing refused is logged.
     assert_eq!(direct.len(), 1 + 2);
+}
+
+/// A keyper forgets its releases below a watermark once their windows
+/// expire — its memory stays bounded — and can never release below it
+/// again: the shares are erased, a window below it is not taken again from
+/// the log, and a restart from its journal (with the watermark) forgets
+/// them too.
+#[test]
+fn a_keyper_forgets_expired_releases_and_never_releases_below_them() {
+    use sealbatch::keyper::{
+        GenerationParams, KeyperIdentity, KeyperNode, KeyperRecord, LogKeeper, ReleaseRefusal,
+    };
+
+    let mut rng = ChaCha20Rng::seed_from_u64(71);
+    let mut members = Vec::new();
+    let mut secrets = Vec::new();
+    for _ in 0..3 {
+        let signing = sealbatch::envelope::generate_account_key(&mut rng);
+        let decryption = random_scalar(&mut rng);
+        members.push(Member {
+            signing_key: signing.verifying_key().to_bytes(),
+            encryption_key: RistrettoPoint::mul_base(&decryption).compress().to_bytes(),
+        });
+        secrets.push((signing, decryption));
+    }
+    let committee = Committee::new(2, members).expect("a committee");
+    secrets.sort_by_key(|(s, _)| committee.index_of(&s.verifying_key().to_bytes()));
+    let sequencer = SequencerKey::from_seed(&[8; 32]);
+    let schedule = BatchSchedule {
+        genesis_ms: 0,
+        batch_length_ms: 100,
+    };
+    let node = |j: usize, journal: Vec<KeyperRecord>| {
+        KeyperNode::new(
+            KeyperIdentity {
+                committee: committee.clone(),
+                signing: secrets[j].0.clone(),
+                decryption: secrets[j].1,
+                sequencer: sequencer.public_key(),
+                schedule,
+                skew_ms: 0,
+            },
+            journal,
+        )
+        .expect("a member")
+    };
+    let mut nodes: Vec<KeyperNode> = (0..3).map(|j| node(j, Vec::new())).collect();
+    let params = GenerationParams {
+        window_batches: 8,
+        lead_batches: 20,
+        phase_ms: [10, 10, 10, 10],
+    };
+    let mut keeper = LogKeeper::new(committee.clone(), params, 0);
+    let mut journal: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 3];
+    for now in (0..400u64).step_by(10) {
+        keeper.handle_timeout(now, 0);
+        for (j, n) in nodes.iter_mut().enumerate() {
+            n.handle_log(&mut rng, keeper.entries(n.read(), u64::MAX, usize::MAX));
+            while let Some((number, record)) = n.poll_record() {
+                journal[j].push(record.encode());
+                n.handle_durable(number);
+            }
+            while let Some(message) = n.poll_message() {
+                let _ = keeper.handle_message(message);
+            }
+        }
+    }
+    assert!(nodes[0].holds(3) && nodes[0].holds(12), "two windows held");
+    let tree = |c: u8| {
+        MerkleTree::from_commitments(vec![sealbatch::envelope::Commitment([c; 32])]).expect("tree")
+    };
+    let seal = sequencer.sign_seal(3, &tree(1));
+    let after = schedule.close_ms(3).expect("closes");
+    nodes[0].handle_seal(&seal, after).expect("releases");
+    nodes[0].record_release(seal);
+    journal[0].push(KeyperRecord::Released(seal).encode());
+
+    // Batches below 8 expire.
+    nodes[0].forget_below(8);
+    while let Some((number, record)) = nodes[0].poll_record() {
+        journal[0].push(record.encode());
+        nodes[0].handle_durable(number);
+    }
+    let other = sequencer.sign_seal(3, &tree(2));
+    assert_eq!(
+        nodes[0].handle_seal(&other, after).map(|_| ()),
+        Err(ReleaseRefusal::UnknownBatch(3)),
+        "no share below the watermark, for any root"
+    );
+    assert!(!nodes[0].holds(3) && nodes[0].holds(12));
+    // Restarted from its journal: the watermark holds, even though the log
+    // still has the window of batch 3.
+    let records = journal[0]
+        .iter()
+        .map(|b| KeyperRecord::decode(b).expect("a record"))
+        .collect();
+    let mut again = node(0, records);
+    again.handle_log(&mut rng, keeper.entries(0, u64::MAX, usize::MAX));
+    assert!(!again.holds(3) && again.holds(12));
+    assert_eq!(
+        again.handle_seal(&other, after).map(|_| ()),
+        Err(ReleaseRefusal::UnknownBatch(3))
+    );
 }

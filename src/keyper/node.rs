@@ -93,6 +93,9 @@ pub struct KeyperNode {
     durable: u64,
     /// Messages waiting for the record they depend on to be durable.
     held: VecDeque<(u64, SignedKeyperMessage)>,
+    /// Releases below this batch are forgotten, and no window below it is
+    /// taken again (so no share below it can ever leave again).
+    forgotten_below: BatchId,
 }
 
 impl std::fmt::Debug for KeyperNode {
@@ -133,11 +136,17 @@ impl KeyperNode {
             .ok_or(KeyperError::NotAMember)?;
         let mut guard = ReleaseGuard::default();
         let mut stored = BTreeMap::new();
+        let mut forgotten_below = 0;
         for record in journal {
             match record {
-                KeyperRecord::Released(seal) => guard.record(seal),
+                KeyperRecord::Released(seal) if seal.e >= forgotten_below => guard.record(seal),
+                KeyperRecord::Released(_) => {}
                 KeyperRecord::Dealt { dealing, secrets } => {
                     stored.insert(dealing.window.id, (dealing, secrets));
+                }
+                KeyperRecord::Forgotten { below } => {
+                    forgotten_below = forgotten_below.max(below);
+                    guard.forget_below(forgotten_below);
                 }
             }
         }
@@ -154,6 +163,7 @@ impl KeyperNode {
             next_record: 0,
             durable: 0,
             held: VecDeque::new(),
+            forgotten_below,
         })
     }
 
@@ -272,11 +282,19 @@ impl KeyperNode {
         if own.log.certificate().is_none() {
             return;
         }
-        if let Some(Ok(result)) = own.log.outcome() {
+        if let Some(Ok(result)) = own.log.outcome()
+            && result.keys.window.first_batch >= self.forgotten_below
+        {
             self.keys
                 .insert(result.keys.window.first_batch, result.keys.clone());
+            let mut below = None;
             while self.keys.len() > KEYPER_WINDOWS_KEPT_MAX {
-                self.keys.pop_first();
+                if let Some((_, old)) = self.keys.pop_first() {
+                    below = Some(old.window.first_batch + u64::from(old.window.batches));
+                }
+            }
+            if let Some(below) = below {
+                self.forget_below(below);
             }
         }
         self.generations.remove(&id);
@@ -399,6 +417,9 @@ impl KeyperNode {
         seal: &SignedSeal,
         now_ms: u64,
     ) -> Result<(Release, Zeroizing<[u8; 32]>), ReleaseRefusal> {
+        if seal.e < self.forgotten_below {
+            return Err(ReleaseRefusal::UnknownBatch(seal.e));
+        }
         let share = self
             .keys
             .range(..=seal.e)
@@ -413,6 +434,24 @@ impl KeyperNode {
             now_ms,
         )?;
         Ok((release, Zeroizing::new(share.to_bytes())))
+    }
+
+    /// Forgets its releases below batch `below` and every window below it
+    /// (erasing those shares), and never takes a window below it again: no
+    /// share of such a batch can leave again, so the memory of what it
+    /// released for them is not needed. Journals the watermark (a restart
+    /// then drops those releases too). Called when windows expire.
+    pub fn forget_below(&mut self, below: BatchId) {
+        if below <= self.forgotten_below {
+            return;
+        }
+        self.forgotten_below = below;
+        self.guard.forget_below(below);
+        self.keys
+            .retain(|_, w| w.window.first_batch + u64::from(w.window.batches) > below);
+        self.next_record += 1;
+        self.journal
+            .push_back((self.next_record, KeyperRecord::Forgotten { below }));
     }
 
     /// Records a first release (journaled already).

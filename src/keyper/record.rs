@@ -28,16 +28,25 @@ pub enum KeyperRecord {
         /// Its secrets.
         secrets: DealerSecrets,
     },
+    /// The keyper forgot its releases below this batch (their windows
+    /// expired, and it takes no window below it again), so a restart need
+    /// not hold them either.
+    Forgotten {
+        /// Every batch below this is forgotten.
+        below: crate::types::BatchId,
+    },
 }
 
 mod tag {
     pub const RELEASED: u8 = 1;
     pub const DEALT: u8 = 2;
+    pub const FORGOTTEN: u8 = 3;
 }
 
 impl KeyperRecord {
-    /// `u8(1) ‖ seal (108)`, or `u8(2) ‖ u32le(len) ‖ the dealing as a
-    /// keyper message ‖ u32le(W) ‖ u16le(t) ‖ W × t coefficients (32)`.
+    /// `u8(1) ‖ seal (108)`, `u8(2) ‖ u32le(len) ‖ the dealing as a
+    /// keyper message ‖ u32le(W) ‖ u16le(t) ‖ W × t coefficients (32)`, or
+    /// `u8(3) ‖ u64le(below)`.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -64,6 +73,10 @@ impl KeyperRecord {
                         out.extend_from_slice(&c.to_bytes());
                     }
                 }
+            }
+            KeyperRecord::Forgotten { below } => {
+                out.put_u8(tag::FORGOTTEN);
+                out.put_u64(*below);
             }
         }
         out
@@ -116,6 +129,9 @@ impl KeyperRecord {
                     secrets: DealerSecrets::from_polynomials(polynomials),
                 }
             }
+            tag::FORGOTTEN => KeyperRecord::Forgotten {
+                below: r.u64("below")?,
+            },
             _ => return Err(r.invalid("tag", offset)),
         };
         r.finish()?;
@@ -127,7 +143,7 @@ impl KeyperRecord {
     pub fn window(&self) -> Option<Window> {
         match self {
             KeyperRecord::Dealt { dealing, .. } => Some(dealing.window),
-            KeyperRecord::Released(_) => None,
+            KeyperRecord::Released(_) | KeyperRecord::Forgotten { .. } => None,
         }
     }
 }

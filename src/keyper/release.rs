@@ -38,6 +38,10 @@ pub enum ReleaseRefusal {
     Equivocation(BatchId),
 }
 
+/// Pairs of equivocating seals kept as evidence (one is enough to prove
+/// the sequencer signed two roots; more are not kept).
+pub const EVIDENCE_MAX: usize = 1024;
+
 /// What to do with a seal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Release {
@@ -80,7 +84,7 @@ impl ReleaseGuard {
                 return Ok(Release::Again);
             }
             let pair = (*first, *seal);
-            if !self.evidence.contains(&pair) {
+            if !self.evidence.contains(&pair) && self.evidence.len() < EVIDENCE_MAX {
                 self.evidence.push(pair);
             }
             return Err(ReleaseRefusal::Equivocation(seal.e));
