@@ -1,5 +1,5 @@
-//! Real processes: `sealbatch run` under a committee of five `sealbatch
-//! keyper run` processes (t = 3) on loopback, under load, with keypers
+//! Real processes: `sealbatch run` under a committee of seven (t = 4: the
+//! happy path) or five `sealbatch keyper run` processes (t = 3) on loopback, under load, with keypers
 //! killed (`kill -9`) and restarted: one killed, keys keep coming; three
 //! killed (n − t + 1), no key can be made and no batch opens, while
 //! receipts are still given; the three restarted, they catch up from their
@@ -56,22 +56,29 @@ fn kill(child: &mut Child) {
     let _ = child.wait();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
-    let work = tempfile::Builder::new()
-        .prefix("sealbatch-committee-processes-")
-        .tempdir()
-        .expect("a temporary directory");
-    let mut committee = String::from(
-        "[committee]\nthreshold = 3\nwindow_batches = 40\nlead_batches = 25\nphase_ms = [500, 250, 250, 500]\n",
+/// A sequencer process under a committee of `n` keyper processes
+/// (threshold `t`), every keyper started and the first window certified;
+/// the last keyper serves its metrics.
+struct Deployment {
+    dir: PathBuf,
+    addr: SocketAddr,
+    fingerprint: String,
+    sequencer: Child,
+    client: Arc<sealbatch::client::Client>,
+    configs: Vec<PathBuf>,
+    keypers: Vec<Child>,
+    metrics_port: u16,
+}
+
+async fn deploy(work: &Path, n: usize, t: usize) -> Deployment {
+    let mut committee = format!(
+        "[committee]\nthreshold = {t}\nwindow_batches = 40\nlead_batches = 25\nphase_ms = [500, 250, 250, 500]\n",
     );
-    let dirs: Vec<PathBuf> = (0..KEYPERS)
-        .map(|k| work.path().join(format!("keyper-{k}")))
-        .collect();
+    let dirs: Vec<PathBuf> = (0..n).map(|k| work.join(format!("keyper-{k}"))).collect();
     for dir in &dirs {
         committee.push_str(&init(dir));
     }
-    let dir = work.path().join("sequencer");
+    let dir = work.join("sequencer");
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let mut sequencer = spawn(&dir, port, &committee);
@@ -82,14 +89,13 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
     );
     let schedule = client.schedule().await.expect("a schedule");
     let fingerprint = std::fs::read_to_string(dir.join("tls/fingerprint")).expect("fingerprint");
-    // Keyper 5 (never killed) serves its metrics.
     let metrics_port = free_port();
     let configs: Vec<PathBuf> = dirs
         .iter()
         .enumerate()
         .map(|(k, d)| {
             let path = d.with_extension("toml");
-            let metrics = if k == KEYPERS - 1 {
+            let metrics = if k == n - 1 {
                 format!("metrics_listen = \"127.0.0.1:{metrics_port}\"\n")
             } else {
                 String::new()
@@ -107,7 +113,86 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
             path
         })
         .collect();
-    let mut keypers: Vec<Child> = configs.iter().map(|c| start_keyper(c)).collect();
+    let keypers: Vec<Child> = configs.iter().map(|c| start_keyper(c)).collect();
+    // Keys come once the committee certified the first window.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client
+        .schedule()
+        .await
+        .expect("a schedule")
+        .batch_keys
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "no certified key in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Deployment {
+        dir,
+        addr,
+        fingerprint,
+        sequencer,
+        client,
+        configs,
+        keypers,
+        metrics_port,
+    }
+}
+
+/// `verify` over the sequencer's journal passes, certificates and keys
+/// included, with nothing pending.
+fn verify_passes(dir: &Path) {
+    let output = sealbatch()
+        .args(["verify", "--data-dir"])
+        .arg(dir)
+        .output()
+        .expect("runs verify");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert!(stdout.contains(" 0 mismatched, 0 pending"), "{stdout}");
+    assert!(stdout.contains("keyper committee: "), "{stdout}");
+}
+
+/// Seven keyper processes (t = 4): the happy path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seven_keyper_processes_key_every_batch() {
+    let work = tempfile::Builder::new()
+        .prefix("sealbatch-committee-seven-")
+        .tempdir()
+        .expect("a temporary directory");
+    let d = deploy(work.path(), 7, 4).await;
+    let receipts = load(
+        Arc::clone(&d.client),
+        2,
+        Instant::now() + Duration::from_secs(2),
+    )
+    .await;
+    assert!(receipts.len() > 50, "{} receipts", receipts.len());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    d.client.close();
+    common::stop_gracefully(d.sequencer);
+    for mut keyper in d.keypers {
+        kill(&mut keyper);
+    }
+    common::all_published(&d.dir.join("journal"), &receipts);
+    verify_passes(&d.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
+    let work = tempfile::Builder::new()
+        .prefix("sealbatch-committee-processes-")
+        .tempdir()
+        .expect("a temporary directory");
+    let Deployment {
+        dir,
+        addr,
+        fingerprint,
+        sequencer,
+        client,
+        configs,
+        mut keypers,
+        metrics_port,
+    } = deploy(work.path(), KEYPERS, 3).await;
 
     // Every cleared batch, with when it was heard of.
     let watcher = sealbatch::client::Client::connect(
@@ -130,18 +215,6 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
         }
     });
 
-    // Keys come once the committee certified the first window.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client
-        .schedule()
-        .await
-        .expect("a schedule")
-        .batch_keys
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "no certified key in 30 s");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let mut receipts = load(
         Arc::clone(&client),
         2,
@@ -230,15 +303,7 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
     }
 
     common::all_published(&dir.join("journal"), &receipts);
-    let output = sealbatch()
-        .args(["verify", "--data-dir"])
-        .arg(&dir)
-        .output()
-        .expect("runs verify");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}");
-    assert!(stdout.contains(" 0 mismatched, 0 pending"), "{stdout}");
-    assert!(stdout.contains("keyper committee: "), "{stdout}");
+    verify_passes(&dir);
 }
 
 /// `GET /metrics` over a plain TCP connection: the body.
