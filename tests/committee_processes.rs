@@ -1,6 +1,7 @@
-//! Real processes: `sealbatch run` under a committee of seven (t = 4: the
-//! happy path) or five `sealbatch keyper run` processes (t = 3) on loopback, under load, with keypers
-//! killed (`kill -9`) and restarted: one killed, keys keep coming; three
+//! Real processes: `sealbatch run` under a committee of `sealbatch keyper
+//! run` processes on loopback, under load: seven (t = 4), the happy path;
+//! five (t = 3) with keypers killed (`kill -9`) and restarted: one killed,
+//! keys keep coming; three
 //! killed (n − t + 1), no key can be made and no batch opens, while
 //! receipts are still given; the three restarted, they catch up from their
 //! journals and the log, the stalled batches open and clear, and `verify`
