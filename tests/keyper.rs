@@ -48,6 +48,29 @@ fn committee(rng: &mut ChaCha20Rng, n: usize, t: usize) -> (Committee, Vec<Keype
     (committee, keypers)
 }
 
+/// A committee of `n` (threshold `t`) with each member's signing and
+/// decryption keys, in index order.
+fn signed_committee(
+    rng: &mut ChaCha20Rng,
+    n: usize,
+    t: usize,
+) -> (Committee, Vec<(ed25519_dalek::SigningKey, Scalar)>) {
+    let mut members = Vec::new();
+    let mut secrets = Vec::new();
+    for _ in 0..n {
+        let signing = sealbatch::envelope::generate_account_key(rng);
+        let decryption = random_scalar(rng);
+        members.push(Member {
+            signing_key: signing.verifying_key().to_bytes(),
+            encryption_key: RistrettoPoint::mul_base(&decryption).compress().to_bytes(),
+        });
+        secrets.push((signing, decryption));
+    }
+    let committee = Committee::new(t, members).expect("a committee");
+    secrets.sort_by_key(|(s, _)| committee.index_of(&s.verifying_key().to_bytes()));
+    (committee, secrets)
+}
+
 const WINDOW: Window = Window {
     id: 1,
     first_batch: 100,
@@ -787,19 +810,7 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
     };
 
     let mut rng = ChaCha20Rng::seed_from_u64(41);
-    let mut members = Vec::new();
-    let mut secrets = Vec::new();
-    for _ in 0..5 {
-        let signing = sealbatch::envelope::generate_account_key(&mut rng);
-        let decryption = random_scalar(&mut rng);
-        members.push(Member {
-            signing_key: signing.verifying_key().to_bytes(),
-            encryption_key: RistrettoPoint::mul_base(&decryption).compress().to_bytes(),
-        });
-        secrets.push((signing, decryption));
-    }
-    let committee = Committee::new(3, members).expect("a committee");
-    secrets.sort_by_key(|(s, _)| committee.index_of(&s.verifying_key().to_bytes()));
+    let (committee, secrets) = signed_committee(&mut rng, 5, 3);
     let sequencer = SequencerKey::from_seed(&[6; 32]);
     let schedule = BatchSchedule {
         genesis_ms: 0,
@@ -1051,20 +1062,8 @@ fn a_prechecked_dealing_counts_exactly_as_a_checked_one() {
     };
 
     let mut rng = ChaCha20Rng::seed_from_u64(61);
-    let mut members = Vec::new();
-    let mut signing = Vec::new();
-    for _ in 0..4 {
-        let key = sealbatch::envelope::generate_account_key(&mut rng);
-        members.push(Member {
-            signing_key: key.verifying_key().to_bytes(),
-            encryption_key: RistrettoPoint::mul_base(&random_scalar(&mut rng))
-                .compress()
-                .to_bytes(),
-        });
-        signing.push(key);
-    }
-    let committee = Committee::new(3, members).expect("a committee");
-    signing.sort_by_key(|k| committee.index_of(&k.verifying_key().to_bytes()));
+    let (committee, secrets) = signed_committee(&mut rng, 4, 3);
+    let signing: Vec<_> = secrets.into_iter().map(|(key, _)| key).collect();
     let params = GenerationParams {
         window_batches: 4,
         lead_batches: 0,
@@ -1124,19 +1123,7 @@ fn a_keyper_forgets_expired_releases_and_never_releases_below_them() {
     };
 
     let mut rng = ChaCha20Rng::seed_from_u64(71);
-    let mut members = Vec::new();
-    let mut secrets = Vec::new();
-    for _ in 0..3 {
-        let signing = sealbatch::envelope::generate_account_key(&mut rng);
-        let decryption = random_scalar(&mut rng);
-        members.push(Member {
-            signing_key: signing.verifying_key().to_bytes(),
-            encryption_key: RistrettoPoint::mul_base(&decryption).compress().to_bytes(),
-        });
-        secrets.push((signing, decryption));
-    }
-    let committee = Committee::new(2, members).expect("a committee");
-    secrets.sort_by_key(|(s, _)| committee.index_of(&s.verifying_key().to_bytes()));
+    let (committee, secrets) = signed_committee(&mut rng, 3, 2);
     let sequencer = SequencerKey::from_seed(&[8; 32]);
     let schedule = BatchSchedule {
         genesis_ms: 0,
