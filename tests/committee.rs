@@ -117,6 +117,38 @@ async fn five_keypers_key_every_batch_and_trading_survives_two_stopped() {
             "{closed:?}"
         );
     }
+    // A first frame announcing 8 MiB is not buffered: the link reads a
+    // hello's bytes and closes (code 1).
+    {
+        use sealbatch::wire::keyper::KEYPER_ALPN;
+        let endpoint =
+            sealbatch::net::client_endpoint(info.listen, info.fingerprint).expect("an endpoint");
+        let connection = endpoint
+            .connect_with(
+                sealbatch::net::client_config_for(info.fingerprint, KEYPER_ALPN).expect("config"),
+                info.listen,
+                "sealbatch",
+            )
+            .expect("connects")
+            .await
+            .expect("handshake");
+        let (mut send, _recv) = connection.open_bi().await.expect("a stream");
+        let mut frame = (8u32 << 20).to_le_bytes().to_vec();
+        frame.push(0x02);
+        frame.extend_from_slice(&[0u8; 200]);
+        send.write_all(&frame).await.expect("sent");
+        let closed = tokio::time::timeout(Duration::from_secs(5), connection.closed())
+            .await
+            .expect("closed in time");
+        assert!(
+            matches!(
+                closed,
+                quinn::ConnectionError::ApplicationClosed(ref c)
+                    if c.error_code == quinn::VarInt::from_u32(sealbatch::node::server::CLOSE_PROTOCOL_ERROR)
+            ),
+            "{closed:?}"
+        );
+    }
 
     // The five keypers.
     let (events_tx, mut events) = mpsc::unbounded_channel::<(usize, KeyperEvent, u64)>();

@@ -225,6 +225,7 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
 
     // One keyper killed: four release, keys keep coming.
     kill(&mut keypers[0]);
+    let one_down = Instant::now();
     receipts.extend(
         load(
             Arc::clone(&client),
@@ -234,8 +235,16 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
         .await,
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before_stall = cleared.lock().expect("not poisoned").len();
-    assert!(before_stall >= 15, "{before_stall} batches cleared");
+    let with_four = cleared
+        .lock()
+        .expect("not poisoned")
+        .values()
+        .filter(|at| **at > one_down + Duration::from_millis(300))
+        .count();
+    assert!(
+        with_four >= 3,
+        "{with_four} batches cleared with one keyper down"
+    );
 
     // Three killed: two left, fewer than t. Receipts still come (envelopes
     // are journaled); no key can be made, so nothing opens.

@@ -1201,3 +1201,73 @@ fn a_keyper_forgets_expired_releases_and_never_releases_below_them() {
         Err(ReleaseRefusal::UnknownBatch(3))
     );
 }
+
+/// A log that opens generations without end (a hostile log keeper) gets a
+/// bounded amount of work from a keyper: at most 32 dealings for one
+/// window's batches, and at most 8 generations under way.
+#[test]
+fn a_keyper_deals_a_bounded_amount_for_a_flood_of_openings() {
+    use sealbatch::keyper::{KeyperIdentity, KeyperNode, KeyperRecord, LogEntry};
+
+    let mut rng = ChaCha20Rng::seed_from_u64(81);
+    let (committee, secrets) = signed_committee(&mut rng, 3, 2);
+    let mut node = KeyperNode::new(
+        KeyperIdentity {
+            committee: committee.clone(),
+            signing: secrets[0].0.clone(),
+            decryption: secrets[0].1,
+            sequencer: SequencerKey::from_seed(&[9; 32]).public_key(),
+            schedule: BatchSchedule {
+                genesis_ms: 0,
+                batch_length_ms: 100,
+            },
+            skew_ms: 0,
+        },
+        Vec::new(),
+    )
+    .expect("a member");
+    let dealings = |node: &mut KeyperNode| {
+        std::iter::from_fn(|| node.poll_record())
+            .filter(|(_, r)| matches!(r, KeyperRecord::Dealt { .. }))
+            .count()
+    };
+    // The same batches opened again and again.
+    let same: Vec<(u64, LogEntry)> = (0..100u64)
+        .map(|i| {
+            (
+                i,
+                LogEntry::Open {
+                    window: Window {
+                        id: i + 1,
+                        first_batch: 0,
+                        batches: 2,
+                    },
+                },
+            )
+        })
+        .collect();
+    // One at a time: each opening asks for a dealing.
+    for (p, e) in &same {
+        node.handle_log(&mut rng, std::iter::once((*p, e)));
+    }
+    assert_eq!(dealings(&mut node), 32);
+    // Ever more batches, none of them finishing.
+    let more: Vec<(u64, LogEntry)> = (0..100u64)
+        .map(|i| {
+            (
+                100 + i,
+                LogEntry::Open {
+                    window: Window {
+                        id: 1000 + i,
+                        first_batch: 10 + 2 * i,
+                        batches: 2,
+                    },
+                },
+            )
+        })
+        .collect();
+    for (p, e) in &more {
+        node.handle_log(&mut rng, std::iter::once((*p, e)));
+    }
+    assert_eq!(dealings(&mut node), 8);
+}

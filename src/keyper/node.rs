@@ -33,6 +33,14 @@ use crate::types::BatchId;
 /// Windows whose keys a keyper keeps (older ones are erased).
 pub const KEYPER_WINDOWS_KEPT_MAX: usize = 64;
 
+/// Generations a keyper takes part in at once; further openings are
+/// ignored until one ends.
+pub const GENERATIONS_RUNNING_MAX: usize = 8;
+
+/// Attempts at one window's keys a keyper deals for; a log that opens more
+/// gets no further dealing from it.
+pub const ATTEMPTS_PER_WINDOW_MAX: u32 = 32;
+
 /// The keyper's identity and the deployment it serves.
 pub struct KeyperIdentity {
     /// The committee.
@@ -96,6 +104,8 @@ pub struct KeyperNode {
     /// Releases below this batch are forgotten, and no window below it is
     /// taken again (so no share below it can ever leave again).
     forgotten_below: BatchId,
+    /// Generations opened per window (by first batch), recent windows only.
+    attempts: BTreeMap<BatchId, u32>,
 }
 
 impl std::fmt::Debug for KeyperNode {
@@ -164,6 +174,7 @@ impl KeyperNode {
             durable: 0,
             held: VecDeque::new(),
             forgotten_below,
+            attempts: BTreeMap::new(),
         })
     }
 
@@ -221,6 +232,27 @@ impl KeyperNode {
     fn apply(&mut self, entry: &LogEntry) {
         match entry {
             LogEntry::Open { window } => {
+                // A new attempt at the same batches ends the earlier ones
+                // (as the log keeper ends them).
+                self.generations
+                    .retain(|_, g| g.log.generation().window().first_batch != window.first_batch);
+                let attempts = self.attempts.entry(window.first_batch).or_insert(0);
+                *attempts = attempts.saturating_add(1);
+                let exhausted = *attempts > ATTEMPTS_PER_WINDOW_MAX;
+                while self.attempts.len() > KEYPER_WINDOWS_KEPT_MAX {
+                    self.attempts.pop_first();
+                }
+                // A log that opens generations without end (a hostile log
+                // keeper) gets a bounded amount of work: generations under
+                // way, attempts per window, nothing for windows held or
+                // forgotten.
+                if exhausted
+                    || self.generations.len() >= GENERATIONS_RUNNING_MAX
+                    || window.first_batch < self.forgotten_below
+                    || self.keys.contains_key(&window.first_batch)
+                {
+                    return;
+                }
                 let log = WindowLog::new(
                     self.id.committee.clone(),
                     Generation::keyper(

@@ -31,6 +31,8 @@ use super::handle::Control;
 
 /// Seals a link may lag behind before it loses the oldest.
 const SEALS_QUEUED_MAX: usize = 256;
+/// A hello frame's bytes: length prefix, type, key, position, signature.
+const HELLO_FRAME_LEN: usize = 4 + 1 + 32 + 8 + 64;
 /// How long a keyper has to send its hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Posts and shares one keyper link may send per second (on average and in
@@ -171,21 +173,21 @@ async fn link_task(
     let mut decoder = FrameDecoder::<KeyperUp>::new();
     let mut buf = vec![0u8; 64 << 10];
     // The hello.
-    let hello = tokio::time::timeout(HELLO_TIMEOUT, async {
-        loop {
-            if let Some(message) = decoder.next_message()? {
-                return Ok::<_, LinkError>(Some(message));
-            }
-            match recv.read(&mut buf).await? {
-                Some(n) => decoder.extend(&buf[..n]),
-                None => return Ok(None),
-            }
-        }
-    })
-    .await
-    .map_err(|_| {
-        LinkError::Close(crate::node::server::CLOSE_PROTOCOL_ERROR, "no hello".into())
-    })??;
+    // The hello is read as exactly its own bytes: before the peer proved
+    // it is a member it can make the sequencer buffer no more than that.
+    let mut frame = [0u8; HELLO_FRAME_LEN];
+    tokio::time::timeout(HELLO_TIMEOUT, recv.read_exact(&mut frame))
+        .await
+        .map_err(|_| {
+            LinkError::Close(crate::node::server::CLOSE_PROTOCOL_ERROR, "no hello".into())
+        })?
+        .map_err(|e| {
+            LinkError::Close(
+                crate::node::server::CLOSE_PROTOCOL_ERROR,
+                format!("no hello: {e}"),
+            )
+        })?;
+    let hello = crate::wire::parse::<KeyperUp>(&frame).ok();
     let Some(KeyperUp::Hello {
         keyper,
         from,
