@@ -80,23 +80,10 @@ async fn five_keypers_key_every_batch_and_trading_survives_two_stopped() {
     // is closed with code 10.
     {
         use ed25519_dalek::Signer as _;
-        use sealbatch::wire::keyper::{KEYPER_ALPN, KeyperUp};
         let intruder = sealbatch::envelope::generate_account_key(&mut rand_core::OsRng);
-        let endpoint =
-            sealbatch::net::client_endpoint(info.listen, info.fingerprint).expect("an endpoint");
-        let connection = endpoint
-            .connect_with(
-                sealbatch::net::client_config_for(info.fingerprint, KEYPER_ALPN).expect("config"),
-                info.listen,
-                "sealbatch",
-            )
-            .expect("connects")
-            .await
-            .expect("handshake");
-        let (mut send, _recv) = connection.open_bi().await.expect("a stream");
         let mut out = Vec::new();
         sealbatch::wire::encode(
-            &KeyperUp::Hello {
+            &sealbatch::wire::keyper::KeyperUp::Hello {
                 keyper: intruder.verifying_key().to_bytes(),
                 from: 0,
                 signature: intruder.sign(b"anything").to_bytes(),
@@ -104,50 +91,17 @@ async fn five_keypers_key_every_batch_and_trading_survives_two_stopped() {
             &mut out,
         )
         .expect("encodes");
-        send.write_all(&out).await.expect("sent");
-        let closed = tokio::time::timeout(Duration::from_secs(5), connection.closed())
-            .await
-            .expect("closed in time");
-        assert!(
-            matches!(
-                closed,
-                quinn::ConnectionError::ApplicationClosed(ref c)
-                    if c.error_code == quinn::VarInt::from_u32(sealbatch::node::keypers::CLOSE_NOT_A_MEMBER)
-            ),
-            "{closed:?}"
-        );
+        let code = probe_keyper_link(&info, &out).await;
+        assert_eq!(code, sealbatch::node::keypers::CLOSE_NOT_A_MEMBER);
     }
     // A first frame announcing 8 MiB is not buffered: the link reads a
     // hello's bytes and closes (code 1).
     {
-        use sealbatch::wire::keyper::KEYPER_ALPN;
-        let endpoint =
-            sealbatch::net::client_endpoint(info.listen, info.fingerprint).expect("an endpoint");
-        let connection = endpoint
-            .connect_with(
-                sealbatch::net::client_config_for(info.fingerprint, KEYPER_ALPN).expect("config"),
-                info.listen,
-                "sealbatch",
-            )
-            .expect("connects")
-            .await
-            .expect("handshake");
-        let (mut send, _recv) = connection.open_bi().await.expect("a stream");
         let mut frame = (8u32 << 20).to_le_bytes().to_vec();
         frame.push(0x02);
         frame.extend_from_slice(&[0u8; 200]);
-        send.write_all(&frame).await.expect("sent");
-        let closed = tokio::time::timeout(Duration::from_secs(5), connection.closed())
-            .await
-            .expect("closed in time");
-        assert!(
-            matches!(
-                closed,
-                quinn::ConnectionError::ApplicationClosed(ref c)
-                    if c.error_code == quinn::VarInt::from_u32(sealbatch::node::server::CLOSE_PROTOCOL_ERROR)
-            ),
-            "{closed:?}"
-        );
+        let code = probe_keyper_link(&info, &frame).await;
+        assert_eq!(code, sealbatch::node::server::CLOSE_PROTOCOL_ERROR);
     }
 
     // The five keypers.
@@ -301,5 +255,36 @@ fn keyper_config(
         skew_ms: SKEW_MS,
         metrics_listen: None,
         committee: committee.clone(),
+    }
+}
+
+/// Opens a keyper link, sends `bytes` on its stream, and returns the
+/// application code the sequencer closes the connection with.
+async fn probe_keyper_link(info: &node::NodeInfo, bytes: &[u8]) -> u32 {
+    let endpoint =
+        sealbatch::net::client_endpoint(info.listen, info.fingerprint).expect("an endpoint");
+    let connection = endpoint
+        .connect_with(
+            sealbatch::net::client_config_for(
+                info.fingerprint,
+                sealbatch::wire::keyper::KEYPER_ALPN,
+            )
+            .expect("config"),
+            info.listen,
+            "sealbatch",
+        )
+        .expect("connects")
+        .await
+        .expect("handshake");
+    let (mut send, _recv) = connection.open_bi().await.expect("a stream");
+    send.write_all(bytes).await.expect("sent");
+    let closed = tokio::time::timeout(Duration::from_secs(5), connection.closed())
+        .await
+        .expect("closed in time");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            u32::try_from(c.error_code.into_inner()).expect("a small code")
+        }
+        other => panic!("not closed by the sequencer: {other:?}"),
     }
 }

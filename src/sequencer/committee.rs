@@ -170,11 +170,9 @@ impl Sequencer {
         now_ms: u64,
         message: SignedKeyperMessage,
     ) -> Result<(), Ignored> {
-        self.observe(now_ms);
-        let run = self.committee.as_mut().ok_or(Ignored::OtherWindow)?;
-        run.keeper.handle_message(message)?;
-        self.journal_keyper_entries();
-        Ok(())
+        let committee = self.committee().ok_or(Ignored::OtherWindow)?;
+        let prechecked = Prechecked::check(message, committee);
+        self.handle_keyper_prechecked(now_ms, prechecked)
     }
 
     /// [`handle_keyper_message`](Self::handle_keyper_message) for a message
