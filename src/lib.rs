@@ -58,6 +58,8 @@ pub mod net;
 pub mod node;
 pub mod order;
 #[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
+pub mod replica;
+#[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod secret_file;
 pub mod sequencer;
 pub mod signed;

@@ -720,6 +720,30 @@ impl<S: Storage> Journal<S> {
         })
     }
 
+    /// Starts a journal in `storage`, which must hold no segment, whose
+    /// first record will have LSN `first_lsn`: a replica installing a
+    /// snapshot starts its journal where the snapshot's records start.
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::Config`] for `first_lsn` 0 or a storage that already
+    /// holds segments; [`JournalError::Io`] for an I/O error.
+    pub fn create_at(
+        mut storage: S,
+        config: JournalConfig,
+        first_lsn: Lsn,
+    ) -> Result<Journal<S>, JournalError> {
+        if first_lsn == 0 {
+            return Err(JournalError::Config("a journal's first LSN is at least 1"));
+        }
+        if !list_segments(&mut storage, config)?.is_empty() {
+            return Err(JournalError::Config(
+                "a journal can only be started in a directory without segments",
+            ));
+        }
+        Journal::start_first_segment(storage, config, first_lsn)
+    }
+
     fn start_first_segment(
         mut storage: S,
         config: JournalConfig,

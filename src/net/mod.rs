@@ -342,3 +342,145 @@ pub fn client_config_for(pinned: [u8; 32], alpn: &[u8]) -> Result<quinn::ClientC
     config.transport_config(Arc::new(t));
     Ok(config)
 }
+
+/// The replica transport's ALPN (`spec/replication.md`, "Transport").
+pub const REPLICA_ALPN: &[u8] = b"sealbatch-raft/1";
+
+/// Accepts exactly the client certificates whose fingerprints are in the
+/// shared set (the cluster's members, updated as membership changes).
+#[derive(Debug)]
+struct PinnedClients {
+    allowed: Arc<std::sync::RwLock<std::collections::BTreeSet<[u8; 32]>>>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl rustls::server::danger::ClientCertVerifier for PinnedClients {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let fingerprint = fingerprint(end_entity.as_ref());
+        let allowed = self
+            .allowed
+            .read()
+            .map(|set| set.contains(&fingerprint))
+            .unwrap_or(false);
+        if allowed {
+            Ok(rustls::server::danger::ClientCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// The replica transport's server configuration: TLS 1.3 with `identity`,
+/// ALPN [`REPLICA_ALPN`], and a client certificate required whose
+/// fingerprint is in `allowed` (mutual pinning: only members connect).
+///
+/// # Errors
+///
+/// [`NetError::Tls`] or [`NetError::Crypto`].
+pub fn replica_server_config(
+    identity: &Identity,
+    allowed: Arc<std::sync::RwLock<std::collections::BTreeSet<[u8; 32]>>>,
+) -> Result<quinn::ServerConfig, NetError> {
+    let provider = provider();
+    let verifier = PinnedClients {
+        allowed,
+        provider: Arc::clone(&provider),
+    };
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(
+            vec![identity.cert.clone()],
+            PrivateKeyDer::Pkcs8(identity.key.clone_key()),
+        )?;
+    tls.alpn_protocols = vec![REPLICA_ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| NetError::Crypto(e.to_string()))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams(256u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .keep_alive_interval(Some(Duration::from_secs(1)))
+        .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(10)).ok());
+    config.transport_config(Arc::new(t)).migration(false);
+    Ok(config)
+}
+
+/// The replica transport's client configuration: TLS 1.3 trusting only the
+/// certificate with `pinned` fingerprint and presenting `identity`'s.
+///
+/// # Errors
+///
+/// [`NetError::Tls`] or [`NetError::Crypto`].
+pub fn replica_client_config(
+    identity: &Identity,
+    pinned: [u8; 32],
+) -> Result<quinn::ClientConfig, NetError> {
+    let provider = provider();
+    let verifier = PinnedCert {
+        fingerprint: pinned,
+        provider: Arc::clone(&provider),
+    };
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(
+            vec![identity.cert.clone()],
+            PrivateKeyDer::Pkcs8(identity.key.clone_key()),
+        )?;
+    tls.alpn_protocols = vec![REPLICA_ALPN.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| NetError::Crypto(e.to_string()))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_secs(1)))
+        .max_idle_timeout(quinn::IdleTimeout::try_from(Duration::from_secs(10)).ok());
+    config.transport_config(Arc::new(t));
+    Ok(config)
+}

@@ -1,0 +1,594 @@
+//! The state machine ([`StateMachine`]): applies committed entries to the
+//! replica's local journal, in order, so that every replica's journal holds
+//! the same records at the same LSNs (`spec/replication.md`, "Apply").
+//!
+//! What has been applied survives a restart through the journal itself
+//! (re-applying an entry skips every record whose LSN the journal already
+//! has) and the applied-state file, written with each snapshot and each
+//! membership change. A snapshot is the newest checkpoint of the journal
+//! and the records after it that a recovery reads, exactly what a single
+//! node recovers from; installing one replaces the journal with them.
+
+// openraft's storage traits fix the error type (`StorageError`, large);
+// the helpers here return it as is.
+#![allow(clippy::result_large_err)]
+
+use std::fs::File;
+use std::io::{self, Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    AnyError, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
+};
+
+use crate::codec::{Reader, Writer};
+use crate::journal::{
+    FaultyStorage, FsStorage, Journal, JournalConfig, JournalError, JournalWriter, Lsn,
+    RECORD_KIND_MAX, RECORD_PAYLOAD_BYTES_MAX, WriterEvent, read_checkpoints,
+};
+
+use super::codec::{get_opt_log_id, get_stored_membership, put_opt_log_id, put_stored_membership};
+use super::{Applied, Proposal, ReplicaId, ReplicaNode, Replication};
+
+/// The applied-state file's name in the replica's Raft directory.
+pub const APPLIED_FILE: &str = "applied";
+/// The current snapshot's file name in the replica's Raft directory.
+pub const SNAPSHOT_FILE: &str = "snapshot";
+/// The applied-state file's first eight bytes.
+pub const APPLIED_MAGIC: [u8; 8] = *b"SBAPPL01";
+/// A snapshot's first eight bytes.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"SBSNAP01";
+/// Longest a snapshot waits for the journal to make what was applied
+/// durable.
+const FLUSH_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// The storage the replica's journal writes through.
+pub type ReplicaStorage = FaultyStorage<FsStorage>;
+
+type Result<T> = std::result::Result<T, StorageError<ReplicaId>>;
+
+/// What the state machine tells its subscriber, in log order.
+#[derive(Clone, Debug)]
+pub enum Committed {
+    /// A committed entry was applied; `proposal` is its records (`None`
+    /// for a blank entry or a membership change).
+    Entry {
+        /// The entry's log id.
+        log_id: LogId<ReplicaId>,
+        /// Its records, now handed to the journal.
+        proposal: Option<Proposal>,
+    },
+    /// A snapshot replaced the journal: whatever was built from the
+    /// journal must be built again.
+    Installed {
+        /// The snapshot's last log id.
+        last_log_id: Option<LogId<ReplicaId>>,
+    },
+}
+
+/// The replicated state machine of one replica: its local journal.
+pub struct StateMachine {
+    journal_dir: PathBuf,
+    raft_dir: PathBuf,
+    writer: Option<JournalWriter<ReplicaStorage>>,
+    durable_lsn: Lsn,
+    last_applied: Option<LogId<ReplicaId>>,
+    membership: StoredMembership<ReplicaId, ReplicaNode>,
+    snapshot: Option<SnapshotMeta<ReplicaId, ReplicaNode>>,
+    subscriber: Option<Sender<Committed>>,
+}
+
+impl std::fmt::Debug for StateMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StateMachine")
+            .field("journal_dir", &self.journal_dir)
+            .field("last_applied", &self.last_applied)
+            .finish_non_exhaustive()
+    }
+}
+
+fn io_err(error: impl std::fmt::Display) -> AnyError {
+    AnyError::error(error.to_string())
+}
+
+fn sm_write(error: impl std::fmt::Display) -> StorageError<ReplicaId> {
+    StorageIOError::write_state_machine(io_err(error)).into()
+}
+
+fn sm_read(error: impl std::fmt::Display) -> StorageError<ReplicaId> {
+    StorageIOError::read_state_machine(io_err(error)).into()
+}
+
+fn open_writer(
+    journal_dir: &Path,
+) -> std::result::Result<JournalWriter<ReplicaStorage>, JournalError> {
+    let storage = FsStorage::new(journal_dir).map_err(|source| JournalError::Io {
+        path: journal_dir.to_path_buf(),
+        source,
+    })?;
+    let (journal, _) =
+        Journal::open_streaming(FaultyStorage::new(storage, None), JournalConfig::default())?;
+    JournalWriter::spawn(journal, true)
+}
+
+fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))?;
+    File::open(dir)?.sync_all()
+}
+
+/// The applied-state file: magic ‖ last applied log id ‖ membership ‖
+/// CRC-32C of what precedes it.
+fn encode_applied(
+    last_applied: Option<&LogId<ReplicaId>>,
+    membership: &StoredMembership<ReplicaId, ReplicaNode>,
+) -> Vec<u8> {
+    let mut out = APPLIED_MAGIC.to_vec();
+    put_opt_log_id(&mut out, last_applied);
+    put_stored_membership(&mut out, membership);
+    let crc = crc32c::crc32c(&out);
+    out.put_u32(crc);
+    out
+}
+
+type AppliedState = (
+    Option<LogId<ReplicaId>>,
+    StoredMembership<ReplicaId, ReplicaNode>,
+);
+
+fn decode_applied(bytes: &[u8]) -> std::result::Result<AppliedState, String> {
+    let body_len = bytes
+        .len()
+        .checked_sub(4)
+        .ok_or("the applied-state file is truncated")?;
+    let (body, crc) = bytes.split_at(body_len);
+    if body.get(..8) != Some(&APPLIED_MAGIC[..]) {
+        return Err("not a sealbatch applied-state file".into());
+    }
+    if crc32c::crc32c(body).to_le_bytes() != crc {
+        return Err("the applied-state file's checksum does not match".into());
+    }
+    let mut r = Reader::new(&body[8..]);
+    let applied = get_opt_log_id(&mut r).map_err(|e| e.to_string())?;
+    let membership = get_stored_membership(&mut r).map_err(|e| e.to_string())?;
+    r.finish().map_err(|e| e.to_string())?;
+    Ok((applied, membership))
+}
+
+impl StateMachine {
+    /// Opens the state machine over the journal in `journal_dir` (created
+    /// if needed), with its applied state and snapshot in `raft_dir`.
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError`] if the journal cannot be opened, or a damaged
+    /// applied-state file (as [`JournalError::Io`]).
+    pub fn open(
+        journal_dir: &Path,
+        raft_dir: &Path,
+    ) -> std::result::Result<StateMachine, JournalError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| JournalError::Io { path, source }
+        };
+        std::fs::create_dir_all(journal_dir).map_err(io(journal_dir))?;
+        std::fs::create_dir_all(raft_dir).map_err(io(raft_dir))?;
+        let writer = open_writer(journal_dir)?;
+        let durable_lsn = writer.next_lsn() - 1;
+        let applied_path = raft_dir.join(APPLIED_FILE);
+        let (last_applied, membership) = match std::fs::read(&applied_path) {
+            Ok(bytes) => decode_applied(&bytes).map_err(|reason| JournalError::Io {
+                path: applied_path.clone(),
+                source: io::Error::new(io::ErrorKind::InvalidData, reason),
+            })?,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                (None, StoredMembership::default())
+            }
+            Err(error) => return Err(io(&applied_path)(error)),
+        };
+        let snapshot = match std::fs::read(raft_dir.join(SNAPSHOT_FILE)) {
+            Ok(bytes) => decode_snapshot(&bytes).ok().map(|s| s.meta),
+            Err(_) => None,
+        };
+        Ok(StateMachine {
+            journal_dir: journal_dir.to_path_buf(),
+            raft_dir: raft_dir.to_path_buf(),
+            writer: Some(writer),
+            durable_lsn,
+            last_applied,
+            membership,
+            snapshot,
+            subscriber: None,
+        })
+    }
+
+    /// Sends every committed entry applied from now on to `subscriber`.
+    pub fn subscribe(&mut self, subscriber: Sender<Committed>) {
+        self.subscriber = Some(subscriber);
+    }
+
+    /// The next LSN the journal will give.
+    #[must_use]
+    pub fn next_lsn(&self) -> Lsn {
+        self.writer.as_ref().map_or(1, JournalWriter::next_lsn)
+    }
+
+    fn writer(&mut self) -> Result<&mut JournalWriter<ReplicaStorage>> {
+        self.writer
+            .as_mut()
+            .ok_or_else(|| sm_write("the journal writer is gone"))
+    }
+
+    /// Takes the journal writer's events; fails if the journal failed.
+    fn drain(&mut self) -> Result<()> {
+        let writer = self.writer()?;
+        let mut durable = None;
+        let mut failed = None;
+        while let Some(event) = writer.try_event() {
+            match event {
+                WriterEvent::Durable { lsn, .. } => durable = Some(lsn),
+                WriterEvent::Failed(error) => failed = Some(error),
+                _ => {}
+            }
+        }
+        if let Some(lsn) = durable {
+            self.durable_lsn = self.durable_lsn.max(lsn);
+        }
+        match failed {
+            Some(error) => Err(sm_write(error)),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until every record handed to the journal is durable.
+    fn flush(&mut self) -> Result<()> {
+        self.drain()?;
+        let target = self.next_lsn() - 1;
+        let deadline = std::time::Instant::now() + FLUSH_WAIT_MAX;
+        while self.durable_lsn < target {
+            let writer = self.writer()?;
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match writer.events().recv_timeout(left) {
+                Ok(WriterEvent::Durable { lsn, .. }) => {
+                    self.durable_lsn = self.durable_lsn.max(lsn)
+                }
+                Ok(WriterEvent::Failed(error)) => return Err(sm_write(error)),
+                Ok(_) => {}
+                Err(_) => return Err(sm_write("the journal made nothing durable in 30 s")),
+            }
+        }
+        Ok(())
+    }
+
+    fn save_applied(&self) -> Result<()> {
+        let bytes = encode_applied(self.last_applied.as_ref(), &self.membership);
+        write_atomically(&self.raft_dir, APPLIED_FILE, &bytes).map_err(sm_write)
+    }
+
+    fn apply_proposal(&mut self, log_id: &LogId<ReplicaId>, proposal: &Proposal) -> Result<()> {
+        let writer = self.writer()?;
+        for (lsn, kind, payload) in proposal.records() {
+            let next = writer.next_lsn();
+            if lsn < next {
+                // Applied before a restart: the journal has it.
+                continue;
+            }
+            if lsn > next {
+                return Err(StorageIOError::apply(
+                    *log_id,
+                    io_err(format!(
+                        "entry record LSN {lsn}, but the journal is at LSN {next}"
+                    )),
+                )
+                .into());
+            }
+            writer
+                .append(kind, payload.to_vec())
+                .map_err(|e| StorageIOError::apply(*log_id, io_err(e)))?;
+        }
+        Ok(())
+    }
+
+    fn notify(&mut self, committed: Committed) {
+        if let Some(subscriber) = &self.subscriber
+            && subscriber.send(committed).is_err()
+        {
+            self.subscriber = None;
+        }
+    }
+}
+
+/// A snapshot, decoded.
+struct SnapshotData {
+    meta: SnapshotMeta<ReplicaId, ReplicaNode>,
+    /// The checkpoint it starts from: its LSN, replay-from LSN and payload.
+    checkpoint: Option<(Lsn, Lsn, Vec<u8>)>,
+    first_lsn: Lsn,
+    records: Vec<(u8, Vec<u8>)>,
+}
+
+/// Most records a snapshot holds.
+const SNAPSHOT_RECORDS_MAX: usize = 1 << 28;
+
+fn decode_snapshot(bytes: &[u8]) -> std::result::Result<SnapshotData, String> {
+    if bytes.get(..8) != Some(&SNAPSHOT_MAGIC[..]) {
+        return Err("not a sealbatch snapshot".into());
+    }
+    let mut r = Reader::new(&bytes[8..]);
+    let e = |e: crate::codec::DecodeError| e.to_string();
+    let last_log_id = get_opt_log_id(&mut r).map_err(e)?;
+    let last_membership = get_stored_membership(&mut r).map_err(e)?;
+    let id = r
+        .blob("snapshot id", super::codec::SNAPSHOT_ID_LEN_MAX)
+        .map_err(e)?;
+    let snapshot_id = String::from_utf8(id.to_vec()).map_err(|_| "a snapshot id is not UTF-8")?;
+    let checkpoint = match r.u8("checkpoint presence").map_err(e)? {
+        0 => None,
+        1 => {
+            let lsn = r.u64("checkpoint LSN").map_err(e)?;
+            let replay_from = r.u64("checkpoint replay-from").map_err(e)?;
+            let payload = r.blob("checkpoint", usize::MAX >> 1).map_err(e)?.to_vec();
+            Some((lsn, replay_from, payload))
+        }
+        _ => return Err("bad checkpoint presence byte".into()),
+    };
+    let first_lsn = r.u64("first LSN").map_err(e)?;
+    let count = r.count("records", SNAPSHOT_RECORDS_MAX).map_err(e)?;
+    let mut records = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        let kind = r.u8("record kind").map_err(e)?;
+        if !(1..=RECORD_KIND_MAX).contains(&kind) {
+            return Err(format!("a record of kind {kind}"));
+        }
+        records.push((
+            kind,
+            r.blob("record", RECORD_PAYLOAD_BYTES_MAX)
+                .map_err(e)?
+                .to_vec(),
+        ));
+    }
+    r.finish().map_err(e)?;
+    if first_lsn == 0 {
+        return Err("a snapshot's records start at LSN 0".into());
+    }
+    Ok(SnapshotData {
+        meta: SnapshotMeta {
+            last_log_id,
+            last_membership,
+            snapshot_id,
+        },
+        checkpoint,
+        first_lsn,
+        records,
+    })
+}
+
+/// Builds a snapshot of the journal as it was when the builder was made.
+pub struct SnapshotBuilder {
+    journal_dir: PathBuf,
+    raft_dir: PathBuf,
+    meta: SnapshotMeta<ReplicaId, ReplicaNode>,
+    /// The last LSN the snapshot holds.
+    last_lsn: Lsn,
+}
+
+impl SnapshotBuilder {
+    fn build(&self) -> std::result::Result<Vec<u8>, String> {
+        let mut out = SNAPSHOT_MAGIC.to_vec();
+        put_opt_log_id(&mut out, self.meta.last_log_id.as_ref());
+        put_stored_membership(&mut out, &self.meta.last_membership);
+        out.put_blob(self.meta.snapshot_id.as_bytes());
+        let mut storage = FsStorage::new(&self.journal_dir).map_err(|e| e.to_string())?;
+        let checkpoint = read_checkpoints(&mut storage)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter_map(|found| found.checkpoint.ok())
+            .find(|c| c.lsn <= self.last_lsn + 1);
+        let from = match &checkpoint {
+            Some(c) => {
+                out.put_u8(1);
+                out.put_u64(c.lsn);
+                out.put_u64(c.replay_from);
+                out.put_blob(&c.payload);
+                c.replay_from
+            }
+            None => {
+                out.put_u8(0);
+                1
+            }
+        };
+        let recovery = Journal::open_dir_read_only(&self.journal_dir, JournalConfig::default())
+            .map_err(|e| e.to_string())?;
+        let mut records = Vec::new();
+        let mut first = None;
+        for record in recovery.records.skip_below(from) {
+            let record = record.map_err(|e| e.to_string())?;
+            if record.lsn > self.last_lsn {
+                break;
+            }
+            first.get_or_insert(record.lsn);
+            records.push(record);
+        }
+        let first = first.unwrap_or(self.last_lsn + 1);
+        if first != from && !(records.is_empty() && from > self.last_lsn) {
+            return Err(format!(
+                "a snapshot needs the journal's records from LSN {from}, it has them from LSN {first}"
+            ));
+        }
+        out.put_u64(from);
+        out.put_u32(records.len() as u32);
+        for record in records {
+            out.put_u8(record.kind);
+            out.put_blob(&record.payload);
+        }
+        write_atomically(&self.raft_dir, SNAPSHOT_FILE, &out).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+}
+
+impl RaftSnapshotBuilder<Replication> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<Replication>> {
+        let bytes = self
+            .build()
+            .map_err(|e| StorageIOError::write_snapshot(None, io_err(e)))?;
+        Ok(Snapshot {
+            meta: self.meta.clone(),
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl RaftStateMachine<Replication> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(
+        Option<LogId<ReplicaId>>,
+        StoredMembership<ReplicaId, ReplicaNode>,
+    )> {
+        Ok((self.last_applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>>
+    where
+        I: IntoIterator<Item = Entry<Replication>> + Send,
+        I::IntoIter: Send,
+    {
+        self.drain()?;
+        let mut applied = Vec::new();
+        for entry in entries {
+            let log_id = entry.log_id;
+            let (proposal, last_lsn) = match entry.payload {
+                EntryPayload::Blank => (None, None),
+                EntryPayload::Normal(proposal) => {
+                    self.apply_proposal(&log_id, &proposal)?;
+                    let last = proposal.last_lsn();
+                    (Some(proposal), Some(last))
+                }
+                EntryPayload::Membership(membership) => {
+                    self.membership = StoredMembership::new(Some(log_id), membership);
+                    self.last_applied = Some(log_id);
+                    self.save_applied()?;
+                    (None, None)
+                }
+            };
+            self.last_applied = Some(log_id);
+            self.notify(Committed::Entry { log_id, proposal });
+            applied.push(Applied { last_lsn });
+        }
+        Ok(applied)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Every record applied so far must be on disk before the snapshot
+        // reads them, and the applied state with them, since the log below
+        // the snapshot may be purged once it is built.
+        let flushed = self.flush().and_then(|()| self.save_applied());
+        if let Err(error) = flushed {
+            tracing::error!(%error, "a snapshot could not flush the journal");
+        }
+        let last_lsn = self.next_lsn() - 1;
+        let snapshot_id = match &self.last_applied {
+            Some(id) => format!(
+                "{}-{}-{}-{last_lsn}",
+                id.leader_id.term, id.leader_id.node_id, id.index
+            ),
+            None => format!("none-{last_lsn}"),
+        };
+        SnapshotBuilder {
+            journal_dir: self.journal_dir.clone(),
+            raft_dir: self.raft_dir.clone(),
+            meta: SnapshotMeta {
+                last_log_id: self.last_applied,
+                last_membership: self.membership.clone(),
+                snapshot_id,
+            },
+            last_lsn,
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<ReplicaId, ReplicaNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<()> {
+        let bytes = snapshot.into_inner();
+        let data =
+            decode_snapshot(&bytes).map_err(|e| StorageIOError::read_snapshot(None, io_err(e)))?;
+        if data.meta.last_log_id != meta.last_log_id {
+            return Err(sm_read("the snapshot's data is not the snapshot announced"));
+        }
+        // The journal is replaced: stop its writer after what it holds is
+        // written, remove its files, and write the snapshot's records.
+        if let Some(writer) = self.writer.take() {
+            writer.close().map_err(sm_write)?;
+        }
+        std::fs::remove_dir_all(&self.journal_dir).map_err(sm_write)?;
+        std::fs::create_dir_all(&self.journal_dir).map_err(sm_write)?;
+        let storage = FsStorage::new(&self.journal_dir).map_err(sm_write)?;
+        let mut journal = Journal::create_at(
+            FaultyStorage::new(storage, None),
+            JournalConfig::default(),
+            data.first_lsn,
+        )
+        .map_err(sm_write)?;
+        for (kind, payload) in &data.records {
+            journal.append(*kind, payload).map_err(sm_write)?;
+        }
+        journal.sync().map_err(sm_write)?;
+        if let Some((lsn, replay_from, payload)) = &data.checkpoint {
+            journal
+                .write_checkpoint(*lsn, *replay_from, payload, false)
+                .map_err(sm_write)?;
+        }
+        self.durable_lsn = journal.next_lsn() - 1;
+        self.writer = Some(JournalWriter::spawn(journal, true).map_err(sm_write)?);
+        self.last_applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.save_applied()?;
+        write_atomically(&self.raft_dir, SNAPSHOT_FILE, &bytes).map_err(sm_write)?;
+        self.snapshot = Some(meta.clone());
+        self.notify(Committed::Installed {
+            last_log_id: meta.last_log_id,
+        });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<Replication>>> {
+        let path = self.raft_dir.join(SNAPSHOT_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(sm_read(error)),
+        };
+        let data =
+            decode_snapshot(&bytes).map_err(|e| StorageIOError::read_snapshot(None, io_err(e)))?;
+        self.snapshot = Some(data.meta.clone());
+        Ok(Some(Snapshot {
+            meta: data.meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}
+
+impl Drop for StateMachine {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take()
+            && let Err(error) = writer.close()
+        {
+            tracing::warn!(%error, "the replica's journal did not close cleanly");
+        }
+    }
+}

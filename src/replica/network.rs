@@ -1,0 +1,322 @@
+//! The replica-to-replica transport over QUIC (`spec/replication.md`,
+//! "Transport"): ALPN `sealbatch-raft/1`, both ends pinned — a replica
+//! dials a member only at the certificate its membership entry names and
+//! presents its own, which the other accepts only from a member. One
+//! request per bidirectional stream: the request's bytes, then the
+//! response's, each ended by finishing the stream.
+//!
+//! [`serve`] answers requests with the local [`Raft`]; [`Network`] is the
+//! openraft [`RaftNetworkFactory`] that sends them.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::Raft;
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+
+use crate::net::{Identity, NetError, replica_client_config};
+
+use super::codec::{
+    APPEND_ENTRIES_MAX, RaftRequest, decode_append_response, decode_snapshot_response,
+    decode_vote_response, encode_append_response, encode_snapshot_response, encode_vote_response,
+    entry_len,
+};
+use super::{ReplicaId, ReplicaNode, Replication};
+
+/// Most bytes of one request or response.
+pub const FRAME_MAX: usize = 64 << 20;
+/// The part of [`FRAME_MAX`] one append request fills with entries before
+/// it sends the rest in the next.
+pub const APPEND_BYTES_BUDGET: usize = 16 << 20;
+
+const STATUS_OK: u8 = 0;
+const STATUS_ERROR: u8 = 1;
+
+/// The fingerprints allowed to connect: the members'.
+pub type AllowedPeers = Arc<RwLock<BTreeSet<[u8; 32]>>>;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The replica could not be reached.
+    #[error("replica {target} at {addr} unreachable: {reason}")]
+    Unreachable {
+        /// Its id.
+        target: ReplicaId,
+        /// Its address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The request or its response was lost or malformed.
+    #[error("replica {target}: {reason}")]
+    Failed {
+        /// Its id.
+        target: ReplicaId,
+        /// Why.
+        reason: String,
+    },
+    /// The replica answered with an error.
+    #[error("replica {target} refused: {reason}")]
+    Refused {
+        /// Its id.
+        target: ReplicaId,
+        /// What it said.
+        reason: String,
+    },
+}
+
+/// Answers the replica requests arriving at `endpoint` with `raft` until
+/// the endpoint closes.
+pub async fn serve(endpoint: quinn::Endpoint, raft: Raft<Replication>) {
+    while let Some(incoming) = endpoint.accept().await {
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let connection = match incoming.await {
+                Ok(connection) => connection,
+                Err(error) => {
+                    tracing::debug!(%error, "a replica connection failed its handshake");
+                    return;
+                }
+            };
+            while let Ok((send, recv)) = connection.accept_bi().await {
+                let raft = raft.clone();
+                tokio::spawn(answer(raft, send, recv));
+            }
+        });
+    }
+}
+
+async fn answer(raft: Raft<Replication>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+    let Ok(bytes) = recv.read_to_end(FRAME_MAX).await else {
+        return;
+    };
+    let response = match RaftRequest::decode(&bytes) {
+        Err(error) => Err(format!("malformed request: {error}")),
+        Ok(RaftRequest::Append(rpc)) => raft
+            .append_entries(rpc)
+            .await
+            .map(|r| encode_append_response(&r))
+            .map_err(|e| e.to_string()),
+        Ok(RaftRequest::Vote(rpc)) => raft
+            .vote(rpc)
+            .await
+            .map(|r| encode_vote_response(&r))
+            .map_err(|e| e.to_string()),
+        Ok(RaftRequest::Snapshot(rpc)) => raft
+            .install_snapshot(rpc)
+            .await
+            .map(|r| encode_snapshot_response(&r))
+            .map_err(|e| e.to_string()),
+    };
+    let mut out = Vec::new();
+    match response {
+        Ok(body) => {
+            out.push(STATUS_OK);
+            out.extend_from_slice(&body);
+        }
+        Err(reason) => {
+            out.push(STATUS_ERROR);
+            out.extend_from_slice(reason.as_bytes());
+        }
+    }
+    if send.write_all(&out).await.is_ok() {
+        let _ = send.finish();
+        // Wait for the peer to read it before the stream is dropped.
+        let _ = send.stopped().await;
+    }
+}
+
+/// Dials the other replicas: openraft's [`RaftNetworkFactory`].
+#[derive(Clone)]
+pub struct Network {
+    identity: Arc<Identity>,
+    endpoint: quinn::Endpoint,
+}
+
+impl Network {
+    /// Dials from `endpoint` (which may also serve) as `identity`.
+    #[must_use]
+    pub fn new(identity: Arc<Identity>, endpoint: quinn::Endpoint) -> Network {
+        Network { identity, endpoint }
+    }
+}
+
+impl RaftNetworkFactory<Replication> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: ReplicaId, node: &ReplicaNode) -> Peer {
+        Peer {
+            target,
+            node: node.clone(),
+            identity: Arc::clone(&self.identity),
+            endpoint: self.endpoint.clone(),
+            connection: None,
+        }
+    }
+}
+
+/// One other replica, as dialled.
+pub struct Peer {
+    target: ReplicaId,
+    node: ReplicaNode,
+    identity: Arc<Identity>,
+    endpoint: quinn::Endpoint,
+    connection: Option<quinn::Connection>,
+}
+
+impl Peer {
+    fn unreachable(&self, reason: impl std::fmt::Display) -> TransportError {
+        TransportError::Unreachable {
+            target: self.target,
+            addr: self.node.addr.clone(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn failed(&self, reason: impl std::fmt::Display) -> TransportError {
+        TransportError::Failed {
+            target: self.target,
+            reason: reason.to_string(),
+        }
+    }
+
+    async fn connection(&mut self) -> Result<quinn::Connection, TransportError> {
+        if let Some(connection) = &self.connection
+            && connection.close_reason().is_none()
+        {
+            return Ok(connection.clone());
+        }
+        self.connection = None;
+        let addr: SocketAddr = tokio::net::lookup_host(&self.node.addr)
+            .await
+            .map_err(|e| self.unreachable(e))?
+            .next()
+            .ok_or_else(|| self.unreachable("the address resolves to nothing"))?;
+        let config = replica_client_config(&self.identity, self.node.fingerprint)
+            .map_err(|e: NetError| self.unreachable(e))?;
+        let connecting = self
+            .endpoint
+            .connect_with(config, addr, "sealbatch")
+            .map_err(|e| self.unreachable(e))?;
+        let connection = connecting.await.map_err(|e| self.unreachable(e))?;
+        self.connection = Some(connection.clone());
+        Ok(connection)
+    }
+
+    /// Sends one request and returns the response's body.
+    async fn call(&mut self, request: &[u8], ttl: Duration) -> Result<Vec<u8>, TransportError> {
+        let exchange = async {
+            let connection = self.connection().await?;
+            let (mut send, mut recv) = match connection.open_bi().await {
+                Ok(streams) => streams,
+                Err(error) => {
+                    self.connection = None;
+                    return Err(self.unreachable(error));
+                }
+            };
+            send.write_all(request).await.map_err(|e| self.failed(e))?;
+            send.finish().map_err(|e| self.failed(e))?;
+            recv.read_to_end(FRAME_MAX)
+                .await
+                .map_err(|e| self.failed(e))
+        };
+        let response = tokio::time::timeout(ttl, exchange)
+            .await
+            .map_err(|_| self.failed(format!("no response in {} ms", ttl.as_millis())))??;
+        match response.split_first() {
+            Some((&STATUS_OK, body)) => Ok(body.to_vec()),
+            Some((&STATUS_ERROR, reason)) => Err(TransportError::Refused {
+                target: self.target,
+                reason: String::from_utf8_lossy(reason).into_owned(),
+            }),
+            _ => Err(self.failed("a malformed response")),
+        }
+    }
+}
+
+fn rpc_error<E: std::error::Error>(error: TransportError) -> RPCError<ReplicaId, ReplicaNode, E> {
+    match &error {
+        TransportError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&error)),
+        _ => RPCError::Network(NetworkError::new(&error)),
+    }
+}
+
+impl RaftNetwork<Replication> for Peer {
+    async fn append_entries(
+        &mut self,
+        mut rpc: AppendEntriesRequest<Replication>,
+        option: RPCOption,
+    ) -> Result<
+        AppendEntriesResponse<ReplicaId>,
+        RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId>>,
+    > {
+        // Send no more than a frame's budget (at least one entry); the
+        // rest goes in the next request.
+        let mut bytes = 0;
+        let mut keep = 0;
+        for entry in &rpc.entries {
+            bytes += entry_len(entry);
+            if keep > 0 && (bytes > APPEND_BYTES_BUDGET || keep >= APPEND_ENTRIES_MAX) {
+                break;
+            }
+            keep += 1;
+        }
+        let partial = keep < rpc.entries.len();
+        rpc.entries.truncate(keep);
+        let last = rpc.entries.last().map(|e| e.log_id);
+        let request = RaftRequest::Append(rpc).encode();
+        let body = self
+            .call(&request, option.hard_ttl())
+            .await
+            .map_err(rpc_error)?;
+        let response = decode_append_response(&body).map_err(|e| rpc_error(self.failed(e)))?;
+        Ok(match response {
+            AppendEntriesResponse::Success if partial => {
+                AppendEntriesResponse::PartialSuccess(last)
+            }
+            other => other,
+        })
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<Replication>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<ReplicaId>,
+        RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId, InstallSnapshotError>>,
+    > {
+        let request = RaftRequest::Snapshot(rpc).encode();
+        let body = self
+            .call(&request, option.hard_ttl())
+            .await
+            .map_err(rpc_error)?;
+        decode_snapshot_response(&body).map_err(|e| rpc_error(self.failed(e)))
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<ReplicaId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<ReplicaId>, RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId>>>
+    {
+        let request = RaftRequest::Vote(rpc).encode();
+        let body = self
+            .call(&request, option.hard_ttl())
+            .await
+            .map_err(rpc_error)?;
+        decode_vote_response(&body).map_err(|e| rpc_error(self.failed(e)))
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(100)))
+    }
+}

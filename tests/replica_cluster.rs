@@ -1,0 +1,327 @@
+//! Three replicas in one process, each with its own Raft log, journal and
+//! QUIC endpoint on loopback, mutually pinned: a leader is elected, entries
+//! commit, the leader is shut down and the others go on, it comes back and
+//! catches up; a replica wiped, removed and added again catches up from a
+//! snapshot; every journal ends with the same records; a stranger's
+//! certificate is refused.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::{Config, Raft, SnapshotPolicy};
+use sealbatch::journal::{Journal, JournalConfig, Record};
+use sealbatch::net::{Identity, replica_server_config, server_endpoint};
+use sealbatch::replica::network::{AllowedPeers, Network, serve};
+use sealbatch::replica::{LogStore, Proposal, ReplicaId, ReplicaNode, Replication, StateMachine};
+use sealbatch::sequencer::{JournalWrite, RecordKind};
+
+struct Replica {
+    raft: Raft<Replication>,
+    endpoint: quinn::Endpoint,
+}
+
+fn config() -> Arc<Config> {
+    let config = Config {
+        cluster_name: "sealbatch-test".into(),
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(40),
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        ..Default::default()
+    };
+    Arc::new(config.validate().expect("a valid config"))
+}
+
+async fn start(
+    id: ReplicaId,
+    dir: &Path,
+    identity: Arc<Identity>,
+    allowed: AllowedPeers,
+    port: u16,
+) -> Replica {
+    let server = replica_server_config(&identity, allowed).expect("server config");
+    let endpoint = server_endpoint(([127, 0, 0, 1], port).into(), server).expect("bound");
+    let log = LogStore::open(&dir.join("raft")).expect("log");
+    let machine = StateMachine::open(&dir.join("journal"), &dir.join("raft")).expect("machine");
+    let network = Network::new(identity, endpoint.clone());
+    let raft = Raft::new(id, config(), network, log, machine)
+        .await
+        .expect("raft");
+    tokio::spawn(serve(endpoint.clone(), raft.clone()));
+    Replica { raft, endpoint }
+}
+
+async fn stop(replica: Replica) {
+    replica.raft.shutdown().await.expect("shut down");
+    replica.endpoint.close(0u32.into(), b"stopped");
+    replica.endpoint.wait_idle().await;
+}
+
+async fn leader(replicas: &BTreeMap<ReplicaId, Replica>) -> ReplicaId {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        for (&id, replica) in replicas {
+            let metrics = replica.raft.metrics().borrow().clone();
+            if metrics.current_leader == Some(id) && metrics.state.is_leader() {
+                return id;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader in 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn proposal(first: u64, count: u64) -> Proposal {
+    let writes: Vec<JournalWrite> = (first..first + count)
+        .map(|lsn| JournalWrite {
+            lsn,
+            kind: RecordKind::Config,
+            payload: format!("record {lsn}").into_bytes(),
+        })
+        .collect();
+    Proposal::new(&writes).expect("a proposal")
+}
+
+/// Proposes `entries` groups of 10 records from `next_lsn` on through the
+/// leader; returns the next LSN.
+async fn write(raft: &Raft<Replication>, mut next_lsn: u64, entries: u64) -> u64 {
+    for _ in 0..entries {
+        let response = raft
+            .client_write(proposal(next_lsn, 10))
+            .await
+            .expect("committed");
+        assert_eq!(response.data.last_lsn, Some(next_lsn + 9));
+        next_lsn += 10;
+    }
+    next_lsn
+}
+
+async fn applied_everywhere(replicas: &BTreeMap<ReplicaId, Replica>, index: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    for replica in replicas.values() {
+        loop {
+            let applied = replica
+                .raft
+                .metrics()
+                .borrow()
+                .last_applied
+                .map(|id| id.index);
+            if applied >= Some(index) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not applied everywhere in 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+fn journal(dir: &Path) -> Vec<Record> {
+    let recovery = Journal::open_dir_read_only(dir.join("journal"), JournalConfig::default())
+        .expect("the journal reads");
+    recovery.records.map(|r| r.expect("a record")).collect()
+}
+
+fn free_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_commit_fail_over_and_catch_up() {
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let dirs: BTreeMap<ReplicaId, PathBuf> = (1..=3)
+        .map(|id| (id, root.path().join(format!("r{id}"))))
+        .collect();
+    let identities: BTreeMap<ReplicaId, Arc<Identity>> = dirs
+        .iter()
+        .map(|(&id, dir)| {
+            (
+                id,
+                Arc::new(Identity::load_or_create(&dir.join("tls")).expect("identity")),
+            )
+        })
+        .collect();
+    let ports: BTreeMap<ReplicaId, u16> = dirs.keys().map(|&id| (id, free_port())).collect();
+    let allowed: AllowedPeers = Arc::new(RwLock::new(
+        identities
+            .values()
+            .map(|i| i.fingerprint)
+            .collect::<BTreeSet<_>>(),
+    ));
+    let nodes: BTreeMap<ReplicaId, ReplicaNode> = ports
+        .iter()
+        .map(|(&id, &port)| {
+            (
+                id,
+                ReplicaNode {
+                    addr: format!("127.0.0.1:{port}"),
+                    fingerprint: identities[&id].fingerprint,
+                },
+            )
+        })
+        .collect();
+    let mut replicas = BTreeMap::new();
+    for &id in dirs.keys() {
+        let replica = start(
+            id,
+            &dirs[&id],
+            Arc::clone(&identities[&id]),
+            Arc::clone(&allowed),
+            ports[&id],
+        )
+        .await;
+        replicas.insert(id, replica);
+    }
+    replicas[&1]
+        .raft
+        .initialize(nodes.clone())
+        .await
+        .expect("initialized");
+
+    // Entries commit through the leader.
+    let first = leader(&replicas).await;
+    let next = write(&replicas[&first].raft, 1, 30).await;
+
+    // The leader stops: the other two elect one of them and go on.
+    let stopped = replicas.remove(&first).expect("the leader");
+    stop(stopped).await;
+    let second = leader(&replicas).await;
+    assert_ne!(second, first);
+    let next = write(&replicas[&second].raft, next, 30).await;
+
+    // It comes back and catches up.
+    let back = start(
+        first,
+        &dirs[&first],
+        Arc::clone(&identities[&first]),
+        Arc::clone(&allowed),
+        ports[&first],
+    )
+    .await;
+    replicas.insert(first, back);
+    let index = replicas[&second]
+        .raft
+        .metrics()
+        .borrow()
+        .last_log_index
+        .expect("a log");
+    applied_everywhere(&replicas, index).await;
+
+    // A follower loses its disk: it is removed, wiped, and added back as a
+    // new learner, then voter; the leader's log was purged below its
+    // snapshots, so it catches up from a snapshot.
+    let leader_id = leader(&replicas).await;
+    let wiped = *dirs
+        .keys()
+        .find(|&&id| id != leader_id)
+        .expect("a follower");
+    let voters: BTreeSet<ReplicaId> = dirs.keys().copied().filter(|&id| id != wiped).collect();
+    replicas[&leader_id]
+        .raft
+        .change_membership(voters, false)
+        .await
+        .expect("removed");
+    let gone = replicas.remove(&wiped).expect("the follower");
+    stop(gone).await;
+    std::fs::remove_dir_all(dirs[&wiped].join("raft")).expect("wiped");
+    std::fs::remove_dir_all(dirs[&wiped].join("journal")).expect("wiped");
+    let next = write(&replicas[&leader_id].raft, next, 50).await;
+    let fresh = start(
+        wiped,
+        &dirs[&wiped],
+        Arc::clone(&identities[&wiped]),
+        Arc::clone(&allowed),
+        ports[&wiped],
+    )
+    .await;
+    replicas.insert(wiped, fresh);
+    replicas[&leader_id]
+        .raft
+        .add_learner(wiped, nodes[&wiped].clone(), true)
+        .await
+        .expect("learner added");
+    replicas[&leader_id]
+        .raft
+        .change_membership(dirs.keys().copied().collect::<BTreeSet<_>>(), false)
+        .await
+        .expect("voter again");
+    let next = write(&replicas[&leader_id].raft, next, 5).await;
+    let index = replicas[&leader_id]
+        .raft
+        .metrics()
+        .borrow()
+        .last_log_index
+        .expect("a log");
+    applied_everywhere(&replicas, index).await;
+    let snapshot = replicas[&wiped].raft.metrics().borrow().snapshot;
+    assert!(snapshot.is_some(), "the wiped replica installed a snapshot");
+
+    for replica in std::mem::take(&mut replicas).into_values() {
+        stop(replica).await;
+    }
+    let expected: Vec<u64> = (1..next).collect();
+    let reference = journal(&dirs[&1]);
+    assert_eq!(
+        reference.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+        expected
+    );
+    for dir in dirs.values() {
+        assert_eq!(
+            journal(dir),
+            reference,
+            "{} holds other records",
+            dir.display()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_certificate_is_refused() {
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let member = Arc::new(Identity::load_or_create(&root.path().join("member")).expect("identity"));
+    let stranger =
+        Arc::new(Identity::load_or_create(&root.path().join("stranger")).expect("identity"));
+    let allowed: AllowedPeers = Arc::new(RwLock::new(BTreeSet::from([member.fingerprint])));
+    let port = free_port();
+    let replica = start(
+        1,
+        &root.path().join("r1"),
+        Arc::clone(&member),
+        allowed,
+        port,
+    )
+    .await;
+    let nodes = BTreeMap::from([(
+        1,
+        ReplicaNode {
+            addr: format!("127.0.0.1:{port}"),
+            fingerprint: member.fingerprint,
+        },
+    )]);
+    replica.raft.initialize(nodes).await.expect("initialized");
+
+    let config =
+        sealbatch::net::replica_client_config(&stranger, member.fingerprint).expect("config");
+    let endpoint = quinn::Endpoint::client(([127, 0, 0, 1], 0).into()).expect("client endpoint");
+    let outcome = async {
+        let connection = endpoint
+            .connect_with(config, ([127, 0, 0, 1], port).into(), "sealbatch")?
+            .await?;
+        let (mut send, mut recv) = connection.open_bi().await?;
+        send.write_all(&[2]).await?;
+        send.finish()?;
+        Ok::<_, Box<dyn std::error::Error>>(recv.read_to_end(1024).await?)
+    };
+    let result = tokio::time::timeout(Duration::from_secs(5), outcome)
+        .await
+        .expect("no hang");
+    assert!(result.is_err(), "a stranger was answered: {result:?}");
+    stop(replica).await;
+}

@@ -1,0 +1,111 @@
+//! openraft's own storage test suite run against the replica's Raft log
+//! ([`LogStore`]) and state machine ([`StateMachine`]), each on a fresh
+//! directory; and the log's own durability across reopening.
+#![allow(clippy::disallowed_methods)]
+
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+use openraft::testing::{StoreBuilder, Suite};
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, StorageError, Vote};
+use sealbatch::replica::{LogStore, Proposal, ReplicaId, Replication, StateMachine};
+use sealbatch::sequencer::{JournalWrite, RecordKind};
+use tempfile::TempDir;
+
+struct Builder;
+
+impl StoreBuilder<Replication, LogStore, StateMachine, TempDir> for Builder {
+    async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<ReplicaId>> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let log = LogStore::open(&dir.path().join("raft")).expect("the log opens");
+        let machine = StateMachine::open(&dir.path().join("journal"), &dir.path().join("raft"))
+            .expect("the state machine opens");
+        Ok((dir, log, machine))
+    }
+}
+
+#[test]
+fn openraft_storage_suite_passes() {
+    Suite::test_all(Builder).expect("openraft's storage suite");
+}
+
+fn proposal(first: u64, count: u64) -> Proposal {
+    let writes: Vec<JournalWrite> = (first..first + count)
+        .map(|lsn| JournalWrite {
+            lsn,
+            kind: RecordKind::Config,
+            payload: lsn.to_le_bytes().to_vec(),
+        })
+        .collect();
+    Proposal::new(&writes).expect("a proposal")
+}
+
+fn entry(term: u64, index: u64) -> Entry<Replication> {
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+        payload: EntryPayload::Normal(proposal(index * 10 + 1, 10)),
+    }
+}
+
+#[tokio::test]
+async fn the_log_survives_reopening_with_truncation_purge_and_vote() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    {
+        let mut log = LogStore::open(dir.path()).expect("opens");
+        let entries: Vec<_> = (1..=20).map(|i| entry(1, i)).collect();
+        log.blocking_append(entries).await.expect("appended");
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 15))
+            .await
+            .expect("truncated");
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 4))
+            .await
+            .expect("purged");
+        log.blocking_append(vec![entry(2, 15)])
+            .await
+            .expect("appended");
+        log.save_vote(&Vote::new_committed(2, 3))
+            .await
+            .expect("vote saved");
+    }
+    let mut log = LogStore::open(dir.path()).expect("reopens");
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id.map(|id| id.index), Some(4));
+    assert_eq!(
+        state.last_log_id,
+        Some(LogId::new(CommittedLeaderId::new(2, 1), 15))
+    );
+    assert_eq!(
+        log.read_vote().await.expect("vote"),
+        Some(Vote::new_committed(2, 3))
+    );
+    let entries = openraft::RaftLogReader::try_get_log_entries(&mut log, 0..100)
+        .await
+        .expect("entries");
+    let indexes: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
+    assert_eq!(indexes, (5..=15).collect::<Vec<_>>());
+    assert_eq!(entries.last().map(|e| e.log_id.leader_id.term), Some(2));
+}
+
+#[tokio::test]
+async fn a_torn_last_frame_is_cut_and_damage_before_the_end_is_refused() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    {
+        let mut log = LogStore::open(dir.path()).expect("opens");
+        log.blocking_append((1..=3).map(|i| entry(1, i)).collect::<Vec<_>>())
+            .await
+            .expect("appended");
+    }
+    let path = dir.path().join("log");
+    let bytes = std::fs::read(&path).expect("read");
+    // A torn last frame: cut, the first two entries kept.
+    std::fs::write(&path, &bytes[..bytes.len() - 7]).expect("written");
+    {
+        let mut log = LogStore::open(dir.path()).expect("reopens past a torn tail");
+        let state = log.get_log_state().await.expect("state");
+        assert_eq!(state.last_log_id.map(|id| id.index), Some(2));
+    }
+    // A flipped byte in the first frame, with frames after it: refused.
+    let mut damaged = std::fs::read(&path).expect("read");
+    damaged[20] ^= 0x40;
+    std::fs::write(&path, &damaged).expect("written");
+    let error = LogStore::open(dir.path()).expect_err("damage is not a torn tail");
+    assert!(error.to_string().contains("damaged"), "{error}");
+}
