@@ -162,6 +162,7 @@ async fn three_replicas_commit_fail_over_and_catch_up() {
                 id,
                 ReplicaNode {
                     addr: format!("127.0.0.1:{port}"),
+                    client_addr: String::new(),
                     fingerprint: identities[&id].fingerprint,
                 },
             )
@@ -302,6 +303,7 @@ async fn a_stranger_certificate_is_refused() {
         1,
         ReplicaNode {
             addr: format!("127.0.0.1:{port}"),
+            client_addr: String::new(),
             fingerprint: member.fingerprint,
         },
     )]);

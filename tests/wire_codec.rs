@@ -323,7 +323,7 @@ fn reason_codes_round_trip() {
         assert!(!code.to_string().is_empty());
     }
     assert_eq!(ReasonCode::from_byte(0), None);
-    assert_eq!(ReasonCode::from_byte(14), None);
+    assert_eq!(ReasonCode::from_byte(15), None);
 }
 
 // ------------------------------------------------------------------ signatures

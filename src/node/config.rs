@@ -64,6 +64,124 @@ pub struct NodeConfig {
     /// mode. Taken over by a fresh journal only; the journal keeps it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub committee: Option<CommitteeConfig>,
+    /// This node as one replica of a replicated sequencer
+    /// (`spec/replication.md`); none (the default): a single node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A replica's place in its cluster: its id, where its replica transport
+/// listens, the members a new cluster starts with, and Raft's timing.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This replica's id (at least 1).
+    pub id: u64,
+    /// Where the replica transport listens (QUIC, `sealbatch-raft/1`).
+    pub listen: SocketAddr,
+    /// Whether this replica starts a new cluster of `members` when its log
+    /// is empty (exactly one replica of a new cluster says so).
+    #[serde(default)]
+    pub bootstrap: bool,
+    /// The election timeout's range, ms. Default `[250, 500]`.
+    #[serde(default = "default_election_timeout_ms")]
+    pub election_timeout_ms: [u64; 2],
+    /// The leader's heartbeat, ms, which is also how long an append
+    /// request may take before it is sent again. Default 100.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// Committed entries between snapshots. Default 4096.
+    #[serde(default = "default_snapshot_every_entries")]
+    pub snapshot_every_entries: u64,
+    /// The members a new cluster starts with (this replica among them);
+    /// later changes go through `sealbatch cluster`.
+    pub members: Vec<ClusterMember>,
+}
+
+/// One replica, as the others reach it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterMember {
+    /// Its id.
+    pub id: u64,
+    /// Its replica transport's address.
+    pub addr: String,
+    /// Its clients' address.
+    pub client: String,
+    /// Its certificate's SHA-256 fingerprint (64 hex digits, the
+    /// `fingerprint` file of its `tls` directory).
+    pub fingerprint: String,
+}
+
+fn default_election_timeout_ms() -> [u64; 2] {
+    [250, 500]
+}
+
+fn default_heartbeat_ms() -> u64 {
+    100
+}
+
+fn default_snapshot_every_entries() -> u64 {
+    4096
+}
+
+impl ClusterConfig {
+    /// The members as the cluster records them.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigFileError::Invalid`] for an id that is 0 or repeated, a
+    /// fingerprint that is not 64 hex digits, an address longer than 255
+    /// bytes, this replica not among the members, or timing that cannot
+    /// elect a leader.
+    pub fn nodes(
+        &self,
+    ) -> Result<std::collections::BTreeMap<u64, crate::replica::ReplicaNode>, ConfigFileError> {
+        let invalid = |what: String| ConfigFileError::Invalid(format!("cluster: {what}"));
+        let mut nodes = std::collections::BTreeMap::new();
+        for member in &self.members {
+            if member.id == 0 {
+                return Err(invalid("a member's id must be at least 1".into()));
+            }
+            if member.addr.len() > crate::replica::ADDR_LEN_MAX
+                || member.client.len() > crate::replica::ADDR_LEN_MAX
+            {
+                return Err(invalid(format!(
+                    "member {}'s address is too long",
+                    member.id
+                )));
+            }
+            let fingerprint = crate::net::parse_fingerprint(&member.fingerprint)
+                .map_err(|e| invalid(format!("member {}: {e}", member.id)))?;
+            let node = crate::replica::ReplicaNode {
+                addr: member.addr.clone(),
+                client_addr: member.client.clone(),
+                fingerprint,
+            };
+            if nodes.insert(member.id, node).is_some() {
+                return Err(invalid(format!("member id {} appears twice", member.id)));
+            }
+        }
+        if !nodes.contains_key(&self.id) {
+            return Err(invalid(format!(
+                "this replica's id {} is not a member",
+                self.id
+            )));
+        }
+        if nodes.len() > crate::replica::codec::MEMBERS_MAX {
+            return Err(invalid("at most 64 members".into()));
+        }
+        let [low, high] = self.election_timeout_ms;
+        if self.heartbeat_ms == 0 || low <= self.heartbeat_ms || high <= low {
+            return Err(invalid(
+                "need 0 < heartbeat_ms < election_timeout_ms[0] < election_timeout_ms[1]".into(),
+            ));
+        }
+        if self.snapshot_every_entries == 0 {
+            return Err(invalid("snapshot_every_entries must be at least 1".into()));
+        }
+        Ok(nodes)
+    }
 }
 
 /// A keyper committee: its members (each made by `sealbatch keyper init`),
@@ -429,6 +547,7 @@ impl Default for NodeConfig {
             assets: demo_assets(),
             markets: demo_markets(),
             committee: None,
+            cluster: None,
         }
     }
 }
@@ -549,6 +668,9 @@ impl NodeConfig {
         self.operator.key_bytes()?;
         if let Some(committee) = &self.committee {
             committee.committee()?;
+        }
+        if let Some(cluster) = &self.cluster {
+            cluster.nodes()?;
         }
         if self.operator.deposits_per_second_max == 0 {
             return invalid("operator.deposits_per_second_max must be at least 1");

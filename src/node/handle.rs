@@ -47,8 +47,21 @@ pub enum Control {
         /// connection is gone or being closed; drop the session at once.
         after: Option<u64>,
     },
-    /// A batch finished opening on the rayon pool.
-    Opened(OpenedJob, Duration),
+    /// A batch finished opening on the rayon pool: the job, how long it
+    /// took, and the driver's epoch when it was handed out.
+    Opened(OpenedJob, Duration, u64),
+    /// This replica now leads the cluster in `term`, with every entry up
+    /// to `applied` committed (`spec/replication.md`).
+    Promote {
+        /// Its term.
+        term: u64,
+        /// Its entries must be applied up to this one before it leads.
+        applied: Option<openraft::LogId<crate::replica::ReplicaId>>,
+    },
+    /// This replica no longer leads.
+    Demote,
+    /// The replicated log failed: the replica stops.
+    RaftFailed(String),
     /// Stop accepting, finish the batches in flight, flush and exit.
     Shutdown,
     /// A keyper link reads the committee's durable log from `from`.

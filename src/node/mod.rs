@@ -20,6 +20,7 @@
 //! the Prometheus endpoint.
 
 pub mod checkpoints;
+pub mod cluster;
 pub mod config;
 pub mod driver;
 pub mod handle;
@@ -126,6 +127,9 @@ pub enum NodeError {
     /// The driver thread panicked.
     #[error("the driver thread panicked")]
     DriverPanicked,
+    /// The replicated log could not be started.
+    #[error("replication: {0}")]
+    Replication(String),
     /// The configuration disagrees with the journal's genesis.
     #[error(
         "the configuration's {0} differs from the journal's genesis record; the journal wins for genesis time, everything else must match"
@@ -204,9 +208,16 @@ pub async fn run_with_faults(
     let data = config.data_dir.clone();
     std::fs::create_dir_all(&data).map_err(io(&data))?;
     let key_seed = load_or_create_key32(&data.join(SEQUENCER_KEY_FILE), keys::random_secret)?;
-    let recovered = recovery::recover(&config, &key_seed, faults)?;
+    let identity = Arc::new(Identity::load_or_create(&data.join(TLS_DIR))?);
+    let (recovered, replica) = match &config.cluster {
+        None => (Some(recovery::recover(&config, &key_seed, faults)?), None),
+        Some(cluster) => {
+            let replica =
+                cluster::start(&config, cluster, &key_seed, Arc::clone(&identity)).await?;
+            (None, Some(replica))
+        }
+    };
 
-    let identity = Identity::load_or_create(&data.join(TLS_DIR))?;
     let endpoint = crate::net::server_endpoint(
         config.listen,
         crate::net::server_config(&identity, &config.limits.transport())?,
@@ -215,7 +226,37 @@ pub async fn run_with_faults(
     let metrics = Arc::new(Metrics::default());
     let sequencer_key = SequencerKey::from_seed(&key_seed).public_key().to_bytes();
     let keypers = Arc::new(keypers::KeyperHub::new(sequencer_key));
-    let (driver, handle) = spawn_driver(&config, recovered, &key_seed, &metrics, &keypers)?;
+    let (driver, handle, raft) = match (recovered, replica) {
+        (Some(recovered), _) => {
+            let (driver, handle) = spawn_driver(
+                &config,
+                Journaling::Local(recovered),
+                &key_seed,
+                &metrics,
+                &keypers,
+            )?;
+            (driver, handle, None)
+        }
+        (None, Some(replica)) => {
+            let cluster::Replica {
+                raft,
+                endpoint: replica_endpoint,
+                link,
+                sequencer,
+                start,
+            } = replica;
+            let (driver, handle) = spawn_driver(
+                &config,
+                Journaling::Replicated(sequencer, link),
+                &key_seed,
+                &metrics,
+                &keypers,
+            )?;
+            start(driver.control.clone());
+            (driver, handle, Some((raft, replica_endpoint)))
+        }
+        (None, None) => return Err(NodeError::Replication("nothing to run".into())),
+    };
     let metrics_addr = config.metrics_listen.inspect(|&addr| {
         let metrics = Arc::clone(&metrics);
         let shutdown = shutdown.clone();
@@ -249,7 +290,18 @@ pub async fn run_with_faults(
         keypers,
         shutdown.clone(),
     ));
-    driver.wait(shutdown, server, &endpoint).await
+    let result = driver.wait(shutdown, server, &endpoint).await;
+    if let Some((raft, replica_endpoint)) = raft {
+        cluster::stop(&raft, &replica_endpoint).await;
+    }
+    result
+}
+
+/// Where the driver's records go: the node's own journal, or the
+/// replicated log.
+enum Journaling {
+    Local(recovery::Recovered),
+    Replicated(crate::sequencer::Sequencer, driver::replica::ReplicaLink),
 }
 
 /// The driver thread, as [`run_with_faults`] waits for it.
@@ -264,7 +316,7 @@ struct DriverThread {
 /// sequencer; returns the thread and the handle the connections use.
 fn spawn_driver(
     config: &NodeConfig,
-    recovered: recovery::Recovered,
+    journaling: Journaling,
     key_seed: &[u8; 32],
     metrics: &Arc<Metrics>,
     keypers: &Arc<keypers::KeyperHub>,
@@ -288,31 +340,35 @@ fn spawn_driver(
     if config.demo {
         operators.insert(keys::demo_operator(data)?.verifying_key().to_bytes());
     }
-    let writer = JournalWriter::spawn(recovered.journal, config.prune_journal)?;
-    let driver = Driver::new(
-        recovered.sequencer,
-        writer,
-        SequencerKey::from_seed(key_seed),
-        DriverOptions {
-            metrics: Arc::clone(metrics),
-            demo: config.demo,
-            envelopes_per_connection_per_batch_max: config
-                .limits
-                .envelopes_per_connection_per_batch_max,
-            control_tx: control_tx.clone(),
-            pool,
-            checkpoint_every_batches: config.checkpoint_every_batches,
-            journal_stall_max: Duration::from_millis(config.journal_stall_max_ms),
-            intake_delay_max: Duration::from_millis(config.limits.intake_delay_max_ms),
-            envelopes_per_ip_per_batch_max: config.limits.envelopes_per_ip_per_batch_max,
-            schedules,
-            operators,
-            deposit_amount_max: config.operator.deposit_amount_max.unwrap_or(u64::MAX),
-            deposits_per_second_max: config.operator.deposits_per_second_max,
-            withdrawals_per_second_max: config.limits.withdrawals_per_second_max,
-            keypers: Arc::clone(keypers),
-        },
-    );
+    let options = DriverOptions {
+        metrics: Arc::clone(metrics),
+        demo: config.demo,
+        envelopes_per_connection_per_batch_max: config
+            .limits
+            .envelopes_per_connection_per_batch_max,
+        control_tx: control_tx.clone(),
+        pool,
+        checkpoint_every_batches: config.checkpoint_every_batches,
+        journal_stall_max: Duration::from_millis(config.journal_stall_max_ms),
+        intake_delay_max: Duration::from_millis(config.limits.intake_delay_max_ms),
+        envelopes_per_ip_per_batch_max: config.limits.envelopes_per_ip_per_batch_max,
+        schedules,
+        operators,
+        deposit_amount_max: config.operator.deposit_amount_max.unwrap_or(u64::MAX),
+        deposits_per_second_max: config.operator.deposits_per_second_max,
+        withdrawals_per_second_max: config.limits.withdrawals_per_second_max,
+        keypers: Arc::clone(keypers),
+    };
+    let key = SequencerKey::from_seed(key_seed);
+    let driver = match journaling {
+        Journaling::Local(recovered) => {
+            let writer = JournalWriter::spawn(recovered.journal, config.prune_journal)?;
+            Driver::new(recovered.sequencer, writer, key, options)
+        }
+        Journaling::Replicated(sequencer, link) => {
+            Driver::new_replica(sequencer, link, key, options)
+        }
+    };
     // The driver thread says when it ends, so that a failure stops the node
     // at once instead of leaving it half alive until a signal.
     let (done_tx, done) = tokio::sync::oneshot::channel();

@@ -101,18 +101,7 @@ pub(super) fn recover(
         .as_ref()
         .map(super::config::CommitteeConfig::committee)
         .transpose()?;
-    let custodian: Box<dyn crate::envelope::KeyCustodian + Send> = if committee.is_some() {
-        Box::new(crate::keyper::NoKeyCustodian)
-    } else {
-        let master = load_or_create_key32(&data.join(CUSTODIAN_KEY_FILE), || {
-            Zeroizing::new(*MasterSecret::generate(&mut rand_core::OsRng).as_bytes())
-        })?;
-        Box::new(EmbeddedCustodian::new(
-            MasterSecret::from_bytes(*master),
-            key.public_key(),
-            genesis.schedule,
-        ))
-    };
+    let custodian = custodian(config, &key, &genesis)?;
     let checkpoint_lsn = checkpoint.as_ref().map(|c| c.lsn);
     let sequencer = Sequencer::recover(
         genesis,
@@ -157,6 +146,136 @@ pub(super) fn recover(
         fund_demo_accounts(config, &mut sequencer)?;
     }
     Ok(Recovered { journal, sequencer })
+}
+
+/// Builds a replica's sequencer from its local journal, read-only (the
+/// state machine writes it): the newest checkpoint and the records after
+/// it, at least up to LSN `at_least` — waiting up to five seconds for the
+/// journal's writer to put them in the files.
+///
+/// # Errors
+///
+/// [`NodeError`] as [`recover`], or a journal that does not reach
+/// `at_least` in time.
+pub(super) fn recover_replica(
+    config: &NodeConfig,
+    key_seed: &[u8; 32],
+    at_least: crate::types::Lsn,
+) -> Result<Sequencer, NodeError> {
+    let journal_dir = config.data_dir.join(JOURNAL_DIR);
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (sequencer, next_lsn) = replica_from_journal(config, key_seed, &journal_dir)?;
+        if next_lsn > at_least {
+            return Ok(sequencer);
+        }
+        if Instant::now() > deadline {
+            return Err(NodeError::Io {
+                path: journal_dir,
+                source: std::io::Error::other(format!(
+                    "the journal ends before LSN {at_least}, which was committed"
+                )),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+fn replica_from_journal(
+    config: &NodeConfig,
+    key_seed: &[u8; 32],
+    journal_dir: &std::path::Path,
+) -> Result<(Sequencer, crate::types::Lsn), NodeError> {
+    let key = SequencerKey::from_seed(key_seed);
+    let mut storage =
+        crate::journal::ReadOnlyFsStorage::new(journal_dir).map_err(io(journal_dir))?;
+    let checkpoint = latest_checkpoint(&mut storage)?;
+    let recovery = Journal::open_read_only(storage, JournalConfig::default())?;
+    let mut records = match &checkpoint {
+        Some(checkpoint) => recovery.records.skip_below(checkpoint.replay_from),
+        None => recovery.records,
+    }
+    .until_damage();
+    let first = if checkpoint.is_none() {
+        records.next()
+    } else {
+        None
+    };
+    let recorded = match (&checkpoint, &first) {
+        (Some(checkpoint), _) => Some(checkpoint.genesis.clone()),
+        (None, Some((lsn, kind, payload))) => match SequencerRecord::decode(*kind, payload) {
+            Ok(SequencerRecord::Genesis(g)) => Some(g),
+            Ok(_) => return Err(SequencerError::NoGenesis(*lsn).into()),
+            Err(source) => return Err(SequencerError::Record { lsn: *lsn, source }.into()),
+        },
+        (None, None) => None,
+    };
+    let genesis = settle_genesis(config, &key, recorded)?;
+    let custodian = custodian(config, &key, &genesis)?;
+    // Records read up to a torn tail the writer is still writing: the
+    // journal's next LSN here is one past the last whole record.
+    let mut last = checkpoint.as_ref().map_or(0, |c| c.lsn.saturating_sub(1));
+    let mut collected = Vec::new();
+    collected.extend(first);
+    for record in &mut records {
+        collected.push(record);
+    }
+    // A torn tail is the writer at work, not damage, for a reader.
+    let _ = records.take_damage();
+    if let Some((lsn, _, _)) = collected.last() {
+        last = last.max(*lsn);
+    }
+    let next_lsn = last + 1;
+    let sequencer = Sequencer::recover_replica(
+        genesis,
+        config.sequencer_limits(),
+        key,
+        custodian,
+        Journaled {
+            checkpoint,
+            records: collected,
+            next_lsn,
+        },
+        now_ms(),
+    )?;
+    Ok((sequencer, next_lsn))
+}
+
+/// The key custodian a configuration runs with: none under a keyper
+/// committee (the journal's committee record brings the committee's), else
+/// the embedded one over `custodian.key`.
+fn custodian(
+    config: &NodeConfig,
+    key: &SequencerKey,
+    genesis: &Genesis,
+) -> Result<Box<dyn crate::envelope::KeyCustodian + Send>, NodeError> {
+    if config.committee.is_some() {
+        return Ok(Box::new(crate::keyper::NoKeyCustodian));
+    }
+    let master = load_or_create_key32(&config.data_dir.join(CUSTODIAN_KEY_FILE), || {
+        Zeroizing::new(*MasterSecret::generate(&mut rand_core::OsRng).as_bytes())
+    })?;
+    Ok(Box::new(EmbeddedCustodian::new(
+        MasterSecret::from_bytes(*master),
+        key.public_key(),
+        genesis.schedule,
+    )))
+}
+
+/// What the first leader of a new replicated deployment journals after the
+/// genesis record: the committee, and in demo mode the demo funds.
+pub(super) fn first_leader(
+    config: &NodeConfig,
+    sequencer: &mut Sequencer,
+) -> Result<(), NodeError> {
+    if let Some(committee) = &config.committee {
+        let (committee, params) = committee.committee()?;
+        sequencer.start_committee(committee, params)?;
+    }
+    if config.demo {
+        fund_demo_accounts(config, sequencer)?;
+    }
+    Ok(())
 }
 
 /// The genesis to run with: the journal's (`recorded`) if it has one, which

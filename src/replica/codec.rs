@@ -100,22 +100,41 @@ pub fn get_vote(r: &mut Reader<'_>) -> Result<Vote<ReplicaId>, DecodeError> {
     })
 }
 
-fn put_node(out: &mut Vec<u8>, node: &ReplicaNode) {
+fn put_addr(out: &mut Vec<u8>, addr: &str) {
     // Checked where nodes are made (configuration, `cluster add`).
-    let addr = &node.addr.as_bytes()[..node.addr.len().min(ADDR_LEN_MAX)];
+    let addr = &addr.as_bytes()[..addr.len().min(ADDR_LEN_MAX)];
     out.put_u8(addr.len() as u8);
     out.extend_from_slice(addr);
+}
+
+fn get_addr(r: &mut Reader<'_>, field: &'static str) -> Result<String, DecodeError> {
+    let len = r.u8(field)?;
+    let at = r.offset();
+    let addr = r.bytes(usize::from(len), field)?;
+    let addr = std::str::from_utf8(addr).map_err(|_| r.invalid(field, at))?;
+    Ok(addr.to_owned())
+}
+
+/// Appends a replica: its transport address and its clients' address
+/// (each a length byte and UTF-8), then its certificate's fingerprint.
+pub fn put_node(out: &mut Vec<u8>, node: &ReplicaNode) {
+    put_addr(out, &node.addr);
+    put_addr(out, &node.client_addr);
     out.extend_from_slice(&node.fingerprint);
 }
 
-fn get_node(r: &mut Reader<'_>) -> Result<ReplicaNode, DecodeError> {
-    let len = r.u8("replica address length")?;
-    let at = r.offset();
-    let addr = r.bytes(usize::from(len), "replica address")?;
-    let addr = std::str::from_utf8(addr).map_err(|_| r.invalid("replica address", at))?;
+/// Reads a replica.
+///
+/// # Errors
+///
+/// [`DecodeError`] for an address that is not UTF-8, or truncation.
+pub fn get_node(r: &mut Reader<'_>) -> Result<ReplicaNode, DecodeError> {
+    let addr = get_addr(r, "replica address")?;
+    let client_addr = get_addr(r, "replica client address")?;
     let fingerprint = r.array("replica fingerprint")?;
     Ok(ReplicaNode {
-        addr: addr.to_owned(),
+        addr,
+        client_addr,
         fingerprint,
     })
 }
@@ -257,7 +276,7 @@ pub fn entry_len(entry: &Entry<Replication>) -> usize {
     match &entry.payload {
         EntryPayload::Blank => 25,
         EntryPayload::Normal(proposal) => 29 + proposal.bytes().len(),
-        EntryPayload::Membership(_) => 25 + 1 + 3 + MEMBERS_MAX * (8 + 1 + ADDR_LEN_MAX + 32),
+        EntryPayload::Membership(_) => 25 + 1 + 3 + MEMBERS_MAX * (8 + 2 * (1 + ADDR_LEN_MAX) + 32),
     }
 }
 

@@ -18,11 +18,13 @@ use std::io::{self, Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crossbeam_channel::Sender;
+use std::collections::BTreeMap;
+
+use crossbeam_channel::{Receiver, Sender};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    AnyError, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership,
+    AnyError, CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
 };
 
 use crate::codec::{Reader, Writer};
@@ -70,6 +72,27 @@ pub enum Committed {
     },
 }
 
+/// A checkpoint of the sequencer for the local journal's writer
+/// (`spec/replication.md`, "Checkpoints").
+#[derive(Clone, Debug)]
+pub struct CheckpointJob {
+    /// The state covers every record below this LSN.
+    pub lsn: Lsn,
+    /// The first LSN a recovery from it reads.
+    pub replay_from: Lsn,
+    /// The encoded checkpoint.
+    pub payload: Vec<u8>,
+    /// For a leader's checkpoint, which may cover records not committed
+    /// yet: the leader (term and id) that proposed them. It is written only
+    /// if the entry that holds its last record was that leader's; `None`
+    /// for a checkpoint of committed records only.
+    pub proposer: Option<CommittedLeaderId<ReplicaId>>,
+}
+
+/// How many applied entries the state machine remembers the proposer of,
+/// to check a leader's checkpoint against.
+const RECENT_ENTRIES_MAX: usize = 1 << 16;
+
 /// The replicated state machine of one replica: its local journal.
 pub struct StateMachine {
     journal_dir: PathBuf,
@@ -80,6 +103,11 @@ pub struct StateMachine {
     membership: StoredMembership<ReplicaId, ReplicaNode>,
     snapshot: Option<SnapshotMeta<ReplicaId, ReplicaNode>>,
     subscriber: Option<Sender<Committed>>,
+    checkpoints: Option<Receiver<CheckpointJob>>,
+    /// Checkpoints waiting for their last record to be applied.
+    waiting: Vec<CheckpointJob>,
+    /// The proposer of each recently applied entry, by its last LSN.
+    recent: BTreeMap<Lsn, (Lsn, CommittedLeaderId<ReplicaId>)>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -206,12 +234,64 @@ impl StateMachine {
             membership,
             snapshot,
             subscriber: None,
+            checkpoints: None,
+            waiting: Vec::new(),
+            recent: BTreeMap::new(),
         })
     }
 
     /// Sends every committed entry applied from now on to `subscriber`.
     pub fn subscribe(&mut self, subscriber: Sender<Committed>) {
         self.subscriber = Some(subscriber);
+    }
+
+    /// Takes the sequencer's checkpoints from `checkpoints`: each is handed
+    /// to the journal's writer once its records are applied (and dropped if
+    /// they are not the records it was taken over).
+    pub fn take_checkpoints(&mut self, checkpoints: Receiver<CheckpointJob>) {
+        self.checkpoints = Some(checkpoints);
+    }
+
+    /// Hands the journal's writer every waiting checkpoint whose records are
+    /// applied, if they are the ones it covers.
+    fn checkpoint_waiting(&mut self) -> Result<()> {
+        if let Some(checkpoints) = &self.checkpoints {
+            self.waiting.extend(checkpoints.try_iter());
+        }
+        if self.waiting.is_empty() {
+            return Ok(());
+        }
+        let next = self.next_lsn();
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|job| job.lsn <= next);
+        self.waiting = waiting;
+        for job in ready {
+            let last = job.lsn - 1;
+            let proposer = self
+                .recent
+                .range(last..)
+                .next()
+                .filter(|(_, (first, _))| *first <= last)
+                .map(|(_, (_, id))| *id);
+            let valid = match job.proposer {
+                None => true,
+                // Before the remembered entries, or in another leader's:
+                // not provably the records the checkpoint covers.
+                Some(expected) => proposer == Some(expected) && last > 0,
+            };
+            if !valid {
+                tracing::debug!(
+                    lsn = job.lsn,
+                    "a leader's checkpoint over records it did not commit is dropped"
+                );
+                continue;
+            }
+            self.writer()?
+                .checkpoint(job.lsn, job.replay_from, job.payload)
+                .map_err(sm_write)?;
+        }
+        Ok(())
     }
 
     /// The next LSN the journal will give.
@@ -410,6 +490,11 @@ impl SnapshotBuilder {
         let mut first = None;
         for record in recovery.records.skip_below(from) {
             let record = record.map_err(|e| e.to_string())?;
+            // Whole segments below are skipped; records below in the first
+            // segment read are skipped here.
+            if record.lsn < from {
+                continue;
+            }
             if record.lsn > self.last_lsn {
                 break;
             }
@@ -471,6 +556,11 @@ impl RaftStateMachine<Replication> for StateMachine {
                 EntryPayload::Normal(proposal) => {
                     self.apply_proposal(&log_id, &proposal)?;
                     let last = proposal.last_lsn();
+                    self.recent
+                        .insert(last, (proposal.first_lsn(), log_id.leader_id));
+                    if self.recent.len() > RECENT_ENTRIES_MAX {
+                        self.recent.pop_first();
+                    }
                     (Some(proposal), Some(last))
                 }
                 EntryPayload::Membership(membership) => {
@@ -484,6 +574,7 @@ impl RaftStateMachine<Replication> for StateMachine {
             self.notify(Committed::Entry { log_id, proposal });
             applied.push(Applied { last_lsn });
         }
+        self.checkpoint_waiting()?;
         Ok(applied)
     }
 
@@ -557,6 +648,8 @@ impl RaftStateMachine<Replication> for StateMachine {
         self.writer = Some(JournalWriter::spawn(journal, true).map_err(sm_write)?);
         self.last_applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
+        self.recent.clear();
+        self.waiting.clear();
         self.save_applied()?;
         write_atomically(&self.raft_dir, SNAPSHOT_FILE, &bytes).map_err(sm_write)?;
         self.snapshot = Some(meta.clone());

@@ -244,13 +244,16 @@ pub struct Applied {
     pub last_lsn: Option<Lsn>,
 }
 
-/// A replica as the cluster knows it: where its replica transport listens
-/// and the SHA-256 fingerprint of its certificate, which the other replicas
-/// pin both ways.
+/// A replica as the cluster knows it: where its replica transport and its
+/// clients' QUIC listen, and the SHA-256 fingerprint of its certificate
+/// (the same on both), which the other replicas pin both ways and clients
+/// pin when redirected to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReplicaNode {
     /// Its replica transport's address (`host:port`).
     pub addr: String,
+    /// Where its clients connect (`host:port`).
+    pub client_addr: String,
     /// Its certificate's fingerprint.
     pub fingerprint: [u8; 32],
 }

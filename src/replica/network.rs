@@ -34,7 +34,7 @@ use super::{ReplicaId, ReplicaNode, Replication};
 pub const FRAME_MAX: usize = 64 << 20;
 /// The part of [`FRAME_MAX`] one append request fills with entries before
 /// it sends the rest in the next.
-pub const APPEND_BYTES_BUDGET: usize = 16 << 20;
+pub const APPEND_BYTES_BUDGET: usize = 2 << 20;
 
 const STATUS_OK: u8 = 0;
 const STATUS_ERROR: u8 = 1;

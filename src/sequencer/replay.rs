@@ -43,6 +43,107 @@ impl Sequencer {
         journaled: Journaled<impl IntoIterator<Item = (Lsn, u8, Vec<u8>)>>,
         now_ms: u64,
     ) -> Result<Sequencer, SequencerError> {
+        let mut sequencer = Sequencer::rebuild(genesis, limits, key, custodian, journaled, now_ms)?;
+        sequencer.resume(now_ms)?;
+        Ok(sequencer)
+    }
+
+    /// Builds a replica's sequencer from its local journal, which holds
+    /// only committed records (`spec/replication.md`): as
+    /// [`recover`](Self::recover), but it neither journals a genesis record
+    /// (the first leader's comes through the log) nor releases sealed
+    /// batches (the leader opens them). Committed records then follow
+    /// through [`apply_committed`](Self::apply_committed); a replica that
+    /// becomes the leader calls [`resume`](Self::resume) first.
+    ///
+    /// # Errors
+    ///
+    /// As [`recover`](Self::recover).
+    pub fn recover_replica(
+        genesis: Genesis,
+        limits: Limits,
+        key: SequencerKey,
+        custodian: Box<dyn KeyCustodian + Send>,
+        journaled: Journaled<impl IntoIterator<Item = (Lsn, u8, Vec<u8>)>>,
+        now_ms: u64,
+    ) -> Result<Sequencer, SequencerError> {
+        Sequencer::rebuild(genesis, limits, key, custodian, journaled, now_ms)
+    }
+
+    /// Takes up the work a recovered journal leaves: journals the genesis
+    /// record of an empty journal, and releases every batch sealed but not
+    /// cleared again (same seal, same key, same result). A replica calls it
+    /// when it becomes the leader, with every committed record applied.
+    ///
+    /// # Errors
+    ///
+    /// The custodian's refusal.
+    pub fn resume(&mut self, now_ms: u64) -> Result<(), SequencerError> {
+        self.observe(now_ms);
+        if self.next_lsn == 1 {
+            let record = SequencerRecord::Genesis(self.genesis.clone());
+            self.push_journal(&record);
+        }
+        let sealed: Vec<BatchId> = self
+            .batches
+            .iter()
+            .filter(|(_, b)| matches!(b, Batch::Sealing { .. }))
+            .map(|(&e, _)| e)
+            .collect();
+        for e in sealed {
+            self.release(e)?;
+        }
+        Ok(())
+    }
+
+    /// A committed record from the replicated log, applied to a replica
+    /// that is not the leader, exactly as recovery replays it. Returns
+    /// `false` for a record the sequencer already holds (LSN below its
+    /// next), which is skipped.
+    ///
+    /// # Errors
+    ///
+    /// [`SequencerError`] for a gap in LSNs, a record that does not decode
+    /// or fit, or a genesis record other than this deployment's.
+    pub fn apply_committed(
+        &mut self,
+        lsn: Lsn,
+        kind: u8,
+        payload: &[u8],
+    ) -> Result<bool, SequencerError> {
+        if lsn < self.next_lsn {
+            return Ok(false);
+        }
+        if lsn > self.next_lsn {
+            return Err(SequencerError::Replay {
+                lsn,
+                reason: format!(
+                    "a committed record at LSN {lsn}, expected LSN {}",
+                    self.next_lsn
+                ),
+            });
+        }
+        let record = SequencerRecord::decode(kind, payload)
+            .map_err(|source| SequencerError::Record { lsn, source })?;
+        match (lsn, record) {
+            (1, SequencerRecord::Genesis(found)) if found == self.genesis => {}
+            (1, SequencerRecord::Genesis(_)) => return Err(SequencerError::GenesisMismatch),
+            (1, _) => return Err(SequencerError::NoGenesis(lsn)),
+            (_, record) => self.replay(lsn, record)?,
+        }
+        self.next_lsn = lsn + 1;
+        self.durable_lsn = lsn;
+        Ok(true)
+    }
+
+    fn rebuild(
+        genesis: Genesis,
+        limits: Limits,
+        key: SequencerKey,
+        custodian: Box<dyn KeyCustodian + Send>,
+        journaled: Journaled<impl IntoIterator<Item = (Lsn, u8, Vec<u8>)>>,
+        now_ms: u64,
+    ) -> Result<Sequencer, SequencerError> {
         let Journaled {
             checkpoint,
             records,
@@ -86,16 +187,6 @@ impl Sequencer {
             None => sequencer.replay_all(records)?,
             Some(checkpoint) => sequencer.replay_from_checkpoint(checkpoint, records)?,
         }
-        // Sealed but not cleared: release again and hand out the job.
-        let sealed: Vec<BatchId> = sequencer
-            .batches
-            .iter()
-            .filter(|(_, b)| matches!(b, Batch::Sealing { .. }))
-            .map(|(&e, _)| e)
-            .collect();
-        for e in sealed {
-            sequencer.release(e)?;
-        }
         Ok(sequencer)
     }
 
@@ -107,10 +198,9 @@ impl Sequencer {
         let sequencer = self;
         let mut records = records.into_iter();
         match records.next() {
-            None => {
-                let record = SequencerRecord::Genesis(sequencer.genesis.clone());
-                sequencer.push_journal(&record);
-            }
+            // An empty journal: [`resume`](Sequencer::resume) journals the
+            // genesis record.
+            None => {}
             Some((lsn, kind, payload)) => {
                 let record = SequencerRecord::decode(kind, &payload)
                     .map_err(|source| SequencerError::Record { lsn, source })?;

@@ -334,11 +334,14 @@ pub enum ReasonCode {
     /// A withdrawal's sequence number is not the account's next: a request
     /// taken before (replayed), or one that skips a number.
     Replayed = 13,
+    /// This replica does not lead the cluster: ask the leader
+    /// (`spec/replication.md`, "Clients").
+    NotLeader = 14,
 }
 
 impl ReasonCode {
     /// Every code, in order.
-    pub const ALL: [ReasonCode; 13] = [
+    pub const ALL: [ReasonCode; 14] = [
         ReasonCode::Malformed,
         ReasonCode::BatchClosed,
         ReasonCode::NotAnnounced,
@@ -352,6 +355,7 @@ impl ReasonCode {
         ReasonCode::Internal,
         ReasonCode::Unauthorized,
         ReasonCode::Replayed,
+        ReasonCode::NotLeader,
     ];
 
     /// The code's byte.
@@ -387,6 +391,7 @@ impl fmt::Display for ReasonCode {
             ReasonCode::Internal => "internal error",
             ReasonCode::Unauthorized => "unauthorized",
             ReasonCode::Replayed => "replayed or out-of-order withdrawal",
+            ReasonCode::NotLeader => "not the leader",
         })
     }
 }

@@ -16,6 +16,7 @@
 //! sequencer's events into wire messages.
 
 mod publish;
+pub mod replica;
 mod requests;
 mod sessions;
 
@@ -63,6 +64,9 @@ pub enum DriverError {
     /// The journal writer thread is gone (it failed earlier).
     #[error("the journal writer thread stopped")]
     WriterGone,
+    /// The replicated log failed.
+    #[error("replication: {0}")]
+    Replication(String),
     /// The journal made nothing durable for longer than
     /// `journal_stall_max_ms`: the storage hangs.
     #[error("the journal made nothing durable for {} ms", waited.as_millis())]
@@ -191,6 +195,11 @@ pub struct Driver {
     keypers: Arc<super::keypers::KeyperHub>,
     /// When each awaited batch key was first asked of the keypers.
     key_asked: BTreeMap<BatchId, Instant>,
+    /// As one replica of a replicated sequencer: its link and role.
+    replica: Option<replica::ReplicaState>,
+    /// Changes whenever the sequencer is replaced or changes hands (a
+    /// replica's promotion or demotion): batches opened before are stale.
+    epoch: u64,
 }
 
 impl Driver {
@@ -200,6 +209,15 @@ impl Driver {
     pub fn new(
         sequencer: Sequencer,
         writer: JournalWriter<NodeStorage>,
+        key: SequencerKey,
+        options: DriverOptions,
+    ) -> Driver {
+        Driver::with_writer(sequencer, Some(writer), key, options)
+    }
+
+    fn with_writer(
+        sequencer: Sequencer,
+        writer: Option<JournalWriter<NodeStorage>>,
         key: SequencerKey,
         options: DriverOptions,
     ) -> Driver {
@@ -224,7 +242,7 @@ impl Driver {
         keypers.log_durable(sequencer.committee_log_durable());
         Driver {
             sequencer,
-            writer: Some(writer),
+            writer,
             checkpoint_every: checkpoint_every_batches,
             cleared_since_checkpoint: 0,
             failed: None,
@@ -255,7 +273,29 @@ impl Driver {
             withdrawal_budget: RequestBudget::new(withdrawals_per_second_max, Instant::now()),
             keypers,
             key_asked: BTreeMap::new(),
+            replica: None,
+            epoch: 0,
         }
+    }
+
+    /// A driver for one replica of a replicated sequencer: `sequencer` is
+    /// built from the replica's local journal (committed records only,
+    /// [`Sequencer::recover_replica`]); the replica follows until the
+    /// cluster makes it the leader ([`Control::Promote`]).
+    #[must_use]
+    pub fn new_replica(
+        sequencer: Sequencer,
+        link: replica::ReplicaLink,
+        key: SequencerKey,
+        options: DriverOptions,
+    ) -> Driver {
+        let committed_lsn = sequencer.next_lsn() - 1;
+        let writer = None;
+        let mut driver = Driver::with_writer(sequencer, writer, key, options);
+        driver.durable_lsn = committed_lsn;
+        driver.sent_lsn = committed_lsn;
+        driver.replica = Some(replica::ReplicaState::new(link, committed_lsn));
+        driver
     }
 
     /// Runs until shutdown (after finishing every batch in flight and
@@ -296,6 +336,8 @@ impl Driver {
             .writer
             .as_ref()
             .map_or_else(crossbeam_channel::never, |w| w.events().clone());
+        // A replica's committed entries; never for a single node.
+        let committed = self.committed_receiver();
         loop {
             let now = now_ms();
             // Wake at least every STALL_CHECK to see whether the journal hangs.
@@ -311,6 +353,10 @@ impl Driver {
                     Ok(event) => self.journal_event(event),
                     Err(_) => self.fail(DriverError::WriterGone),
                 },
+                recv(committed) -> entry => match entry {
+                    Ok(entry) => self.committed(entry),
+                    Err(_) => self.fail(DriverError::WriterGone),
+                },
                 recv(control) -> message => match message {
                     Ok(message) => self.control(message),
                     Err(_) => self.shutting_down = true,
@@ -323,6 +369,8 @@ impl Driver {
             for _ in 0..TURN_MESSAGES_MAX {
                 if let Ok(event) = events.try_recv() {
                     self.journal_event(event);
+                } else if let Ok(entry) = committed.try_recv() {
+                    self.committed(entry);
                 } else if let Ok(message) = control.try_recv() {
                     self.control(message);
                 } else if let Ok(request) = requests.try_recv() {
@@ -348,6 +396,10 @@ impl Driver {
                 return Err(error);
             }
             self.turn()?;
+            if self.shutting_down && self.is_follower() {
+                tracing::info!("a follower has nothing in flight; driver stops");
+                return Ok(());
+            }
             if self.shutting_down
                 && self.sequencer.batches_pending() == 0
                 && self.sequencer.is_idle()
@@ -367,6 +419,10 @@ impl Driver {
     fn request_after_control(&mut self, request: Request, control: &Receiver<Control>) {
         while let Ok(message) = control.try_recv() {
             self.control(message);
+        }
+        if self.is_follower() {
+            self.redirect(request);
+            return;
         }
         self.request(request);
     }
@@ -388,7 +444,10 @@ impl Driver {
                 out,
             } => self.open_session(session, conn, ip, out),
             Control::Close { session, after } => self.end_session(session, after),
-            Control::Opened(job, took) => {
+            Control::Opened(_, _, epoch) if epoch != self.epoch => {
+                // Opened for a sequencer this replica no longer drives.
+            }
+            Control::Opened(job, took, _) => {
                 self.metrics.decrypt_seconds.observe_duration(took);
                 let start = Instant::now();
                 // A batch that cannot be processed is voided inside; an
@@ -405,6 +464,16 @@ impl Driver {
             Control::Shutdown => {
                 tracing::info!("shutdown: refusing new envelopes, finishing batches in flight");
                 self.shutting_down = true;
+            }
+            Control::Promote { term, applied } => self.promote(term, applied),
+            Control::Demote => self.demote(),
+            Control::RaftFailed(reason) => {
+                tracing::error!(%reason, "the replicated log failed; stopping");
+                self.fail(DriverError::Replication(reason));
+            }
+            Control::KeyperPost(_) | Control::KeyperShare { .. } if self.is_follower() => {
+                // Only the leader writes the committee's log and opens
+                // batches.
             }
             Control::KeyperRead { from, reply } => {
                 let _ = reply.send(self.sequencer.committee_log(from));
@@ -484,16 +553,20 @@ impl Driver {
 
     /// Timeouts, journal writes to the writer, jobs out, events delivered.
     fn turn(&mut self) -> Result<(), DriverError> {
+        if self.is_follower() {
+            return Ok(());
+        }
         let now = now_ms();
         self.sequencer.handle_timeout(now)?;
         self.flush_writes()?;
         while let Some(job) = self.sequencer.poll_job() {
             self.metrics.batch_size.observe(job.len() as f64);
             let control = self.control_tx.clone();
+            let epoch = self.epoch;
             self.pool.spawn(move || {
                 let start = Instant::now();
                 let opened = job.run();
-                let _ = control.send(Control::Opened(opened, start.elapsed()));
+                let _ = control.send(Control::Opened(opened, start.elapsed(), epoch));
             });
         }
         let events: Vec<Event> = std::iter::from_fn(|| self.sequencer.poll_event()).collect();
@@ -521,6 +594,24 @@ impl Driver {
 
     /// Hands the writer every journal write the sequencer asked for.
     fn flush_writes(&mut self) -> Result<(), DriverError> {
+        if self.replica.is_some() {
+            let writes: Vec<_> = std::iter::from_fn(|| self.sequencer.poll_journal()).collect();
+            for write in &writes {
+                if let Some(e) = write.sealed_batch() {
+                    self.sealed_at.insert(e, Instant::now());
+                }
+                self.sent_lsn = write.lsn;
+            }
+            if self.is_follower() {
+                if !writes.is_empty() {
+                    return Err(DriverError::Sequencer(SequencerError::Protocol(
+                        "a follower's sequencer wrote to the journal".into(),
+                    )));
+                }
+                return Ok(());
+            }
+            return self.propose(writes);
+        }
         while let Some(write) = self.sequencer.poll_journal() {
             if let Some(e) = write.sealed_batch() {
                 self.sealed_at.insert(e, Instant::now());
@@ -563,6 +654,14 @@ impl Driver {
             return Ok(());
         }
         let payload = checkpoint.encode();
+        if self.replica.is_some() {
+            let job = self.checkpoint_job(checkpoint.lsn, checkpoint.replay_from, payload);
+            if let (Some(job), Some(replica)) = (job, self.replica.as_ref()) {
+                // The state machine writes it once its records are applied.
+                let _ = replica.link.checkpoints.send(job);
+            }
+            return Ok(());
+        }
         self.writer()?
             .checkpoint(checkpoint.lsn, checkpoint.replay_from, payload)
             .map_err(|_| DriverError::WriterGone)

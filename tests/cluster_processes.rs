@@ -1,0 +1,318 @@
+//! Three real `sealbatch run` replicas on loopback (`spec/replication.md`):
+//! one is elected, traders load it, it is killed with SIGKILL, the others
+//! elect a new leader that takes over the batches in flight, the killed
+//! one restarts and catches up. Every receipt given is in a sealed, cleared
+//! batch of every replica's journal, the journals agree record for record,
+//! and `verify` passes on each.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sealbatch::client::Client;
+use sealbatch::envelope::Commitment;
+use sealbatch::journal::{Journal, JournalConfig};
+use sealbatch::net::{Identity, parse_fingerprint};
+use sealbatch::sequencer::{ResultAssembler, SequencerRecord, verify_journal};
+use zeroize::Zeroizing;
+
+mod common;
+use common::{free_port, load};
+
+struct Cluster {
+    dirs: Vec<PathBuf>,
+    client_ports: Vec<u16>,
+    configs: Vec<String>,
+    children: Vec<Option<Child>>,
+}
+
+impl Cluster {
+    fn new(work: &Path, n: usize) -> Cluster {
+        let dirs: Vec<PathBuf> = (1..=n).map(|i| work.join(format!("r{i}"))).collect();
+        let mut seed = Zeroizing::new([0u8; 32]);
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed[..]);
+        let custodian: Zeroizing<[u8; 32]> = Zeroizing::new(
+            *sealbatch::envelope::MasterSecret::generate(&mut rand_core::OsRng).as_bytes(),
+        );
+        let mut members = String::new();
+        let client_ports: Vec<u16> = dirs.iter().map(|_| free_port()).collect();
+        let raft_ports: Vec<u16> = dirs.iter().map(|_| free_port()).collect();
+        for (i, dir) in dirs.iter().enumerate() {
+            // Every replica signs as the one sequencer and derives the same
+            // batch keys: they share the sequencer key and the custodian's
+            // secret (trusted-operator mode).
+            let identity = Identity::load_or_create(&dir.join("tls")).expect("identity");
+            sealbatch::secret_file::load_or_create_key32(&dir.join("sequencer.key"), || {
+                seed.clone()
+            })
+            .expect("sequencer key");
+            sealbatch::secret_file::load_or_create_key32(&dir.join("custodian.key"), || {
+                custodian.clone()
+            })
+            .expect("custodian key");
+            members.push_str(&format!(
+                "[[cluster.members]]\nid = {}\naddr = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\nfingerprint = \"{}\"\n",
+                i + 1,
+                raft_ports[i],
+                client_ports[i],
+                hex::encode(identity.fingerprint)
+            ));
+        }
+        let configs = (0..n)
+            .map(|i| {
+                format!(
+                    "checkpoint_every_batches = 5\n[cluster]\nid = {}\nlisten = \"127.0.0.1:{}\"\nbootstrap = {}\nsnapshot_every_entries = 200\n{members}",
+                    i + 1,
+                    raft_ports[i],
+                    i == 0
+                )
+            })
+            .collect();
+        Cluster {
+            dirs,
+            client_ports,
+            configs,
+            children: (0..n).map(|_| None).collect(),
+        }
+    }
+
+    /// Starts replica `i`, its log appended to `r{i}.log` beside its
+    /// directory.
+    fn start(&mut self, i: usize) {
+        let dir = &self.dirs[i];
+        let file = dir.with_extension("toml");
+        std::fs::write(&file, &self.configs[i]).expect("config written");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.with_extension("log"))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+            .args(["run", "--no-metrics", "--listen"])
+            .arg(format!("127.0.0.1:{}", self.client_ports[i]))
+            .arg("--config")
+            .arg(&file)
+            .arg("--data-dir")
+            .arg(dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the binary starts");
+        self.children[i] = Some(child);
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.client_ports[i]))
+    }
+
+    /// The replica that answers a schedule (the leader), and a client of it.
+    async fn leader(&mut self, within: Duration) -> (usize, Client) {
+        let deadline = Instant::now() + within;
+        loop {
+            for i in 0..self.dirs.len() {
+                let Some(child) = self.children[i].as_mut() else {
+                    continue;
+                };
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("replica {} exited with {status}", i + 1);
+                }
+                let Ok(text) = std::fs::read_to_string(self.dirs[i].join("tls/fingerprint")) else {
+                    continue;
+                };
+                let Ok(fingerprint) = parse_fingerprint(&text) else {
+                    continue;
+                };
+                if let Ok(client) = Client::connect(self.addr(i), fingerprint).await
+                    && client
+                        .schedule()
+                        .await
+                        .is_ok_and(|s| !s.batch_keys.is_empty())
+                {
+                    return (i, client);
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        let mut child = self.children[i].take().expect("running");
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+    }
+
+    fn stop(&mut self, i: usize) {
+        if let Some(child) = self.children[i].take() {
+            common::stop_gracefully(child);
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().filter_map(Option::take) {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn records(dir: &Path) -> Vec<(u64, u8, Vec<u8>)> {
+    let recovery = Journal::open_dir_read_only(dir.join("journal"), JournalConfig::default())
+        .expect("the journal reads");
+    recovery
+        .records
+        .map(|r| r.expect("a record"))
+        .map(|r| (r.lsn, r.kind, r.payload))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_killed_under_load_loses_no_receipt() {
+    let work = tempfile::Builder::new()
+        .prefix("sealbatch-cluster-")
+        .tempdir()
+        .expect("a temporary directory");
+    // SEALBATCH_KEEP_CLUSTER=DIR keeps the replicas' directories and logs
+    // there, for a look after a failure.
+    let work_path = match std::env::var_os("SEALBATCH_KEEP_CLUSTER") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("the kept directory");
+            dir
+        }
+        None => work.path().to_path_buf(),
+    };
+    let mut cluster = Cluster::new(&work_path, 3);
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    let (first, client) = cluster.leader(Duration::from_secs(30)).await;
+    let loader = tokio::spawn(load(
+        Arc::new(client),
+        8,
+        Instant::now() + Duration::from_secs(3),
+    ));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    cluster.kill(first);
+    let killed = Instant::now();
+    let mut receipts = loader.await.expect("loader");
+    assert!(
+        receipts.len() > 20,
+        "only {} receipts before the kill",
+        receipts.len()
+    );
+
+    let (second, client) = cluster.leader(Duration::from_secs(10)).await;
+    assert_ne!(second, first);
+    let failover = killed.elapsed();
+    receipts.extend(load(Arc::new(client), 8, Instant::now() + Duration::from_secs(2)).await);
+    eprintln!("failover to replica {} took {failover:?}", second + 1);
+
+    // The killed replica comes back and catches up; then all stop.
+    cluster.start(first);
+    tokio::time::sleep(Duration::from_millis(3_000)).await;
+    cluster.stop(second);
+    for i in 0..3 {
+        cluster.stop(i);
+    }
+
+    // Every journal holds the same record at every LSN it has (a replica
+    // that caught up from a snapshot starts later; the last to stop may
+    // have committed more), and `verify` passes on each.
+    let journals: Vec<_> = cluster.dirs.iter().map(|d| records(d)).collect();
+    let mut union: BTreeMap<u64, &(u64, u8, Vec<u8>)> = BTreeMap::new();
+    for (i, journal) in journals.iter().enumerate() {
+        assert!(
+            journal.len() > 10,
+            "replica {} journaled {} records",
+            i + 1,
+            journal.len()
+        );
+        for record in journal {
+            let held = union.entry(record.0).or_insert(record);
+            assert!(
+                *held == record,
+                "replica {} disagrees at LSN {}",
+                i + 1,
+                record.0
+            );
+        }
+    }
+    let longest: Vec<(u64, u8, Vec<u8>)> = union.values().map(|r| (*r).clone()).collect();
+    assert_eq!(
+        longest.first().map(|r| r.0),
+        Some(1),
+        "no replica holds the whole log"
+    );
+    assert!(
+        longest.windows(2).all(|w| w[1].0 == w[0].0 + 1),
+        "the log has a gap"
+    );
+    verify_journal(longest.iter().cloned()).expect("the whole log verifies");
+    for dir in &cluster.dirs {
+        let out = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+            .args(["verify", "--data-dir"])
+            .arg(dir)
+            .output()
+            .expect("verify runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("0 mismatched"),
+            "verify on {}: {text} {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // Every receipt is in a batch sealed and cleared exactly once.
+    let mut envelopes: BTreeMap<u64, BTreeSet<Commitment>> = BTreeMap::new();
+    let mut sealed = BTreeMap::new();
+    let mut cleared = BTreeSet::new();
+    let mut assembler = ResultAssembler::default();
+    for (_, kind, payload) in &longest {
+        match SequencerRecord::decode(*kind, payload).expect("decodes") {
+            SequencerRecord::Envelope { e, bytes } => {
+                envelopes
+                    .entry(e)
+                    .or_default()
+                    .insert(Commitment::of(&bytes));
+            }
+            SequencerRecord::Seal(seal) => {
+                assert!(
+                    sealed.insert(seal.e, seal.root).is_none(),
+                    "batch {} sealed twice",
+                    seal.e
+                );
+            }
+            SequencerRecord::ResultPart(part) => {
+                if let Some(outcome) = assembler.push(part).expect("parts join") {
+                    assert!(
+                        cleared.insert(outcome.e),
+                        "batch {} cleared twice",
+                        outcome.e
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    for (e, commitment) in &receipts {
+        assert!(
+            envelopes.get(e).is_some_and(|set| set.contains(commitment)),
+            "a receipt for batch {e} is not in the journal"
+        );
+        assert!(
+            sealed.contains_key(e) && cleared.contains(e),
+            "batch {e} was not sealed and cleared"
+        );
+    }
+}
