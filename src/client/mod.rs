@@ -11,6 +11,12 @@
 //! ([`KeyTrust::Named`]) the committee the sequencer names is checked for
 //! consistency, and a sequencer in trusted-operator mode is accepted.
 //!
+//! A replicated sequencer's clients use [`cluster::ClusterClient`], which
+//! follows the leader across failovers.
+//!
+//! Layout: this file is one connection ([`Client`]); [`cluster`] the
+//! client of a cluster of replicas.
+//!
 //! ```no_run
 //! # async fn demo(addr: std::net::SocketAddr, fingerprint: [u8; 32]) -> Result<(), sealbatch::client::ClientError> {
 //! use sealbatch::client::Client;
@@ -19,6 +25,8 @@
 //! println!("batch {} is open", schedule.open_batch);
 //! # Ok(()) }
 //! ```
+
+pub mod cluster;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,0 +1,240 @@
+//! A client of a replicated sequencer (`spec/replication.md`, "Clients"):
+//! [`ClusterClient`] knows the replicas, talks to the leader, follows a
+//! follower's `NotLeader` redirect, and after a failover finds the new
+//! leader and submits an unacknowledged envelope again — the same bytes,
+//! so the same commitment, which a batch that already holds it receipts
+//! again instead of counting twice.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use crate::envelope::Receipt;
+use crate::net::parse_fingerprint;
+use crate::wire::{ReasonCode, Schedule};
+
+use super::{Client, ClientError, KeyTrust};
+
+/// How long a request keeps looking for a leader before it fails.
+pub const FAILOVER_WAIT_MAX: Duration = Duration::from_secs(10);
+
+/// A pause between rounds over the replicas while none leads.
+const ROUND_PAUSE: Duration = Duration::from_millis(25);
+
+/// How long one attempt waits: to connect to a replica and read its
+/// schedule, or for a receipt. A leader killed without closing its
+/// connections is noticed this way; a slow one is asked again, which is
+/// harmless (the same envelope is receipted again, never counted twice).
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long connecting to one replica may take before the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// A replica a client may connect to: its clients' address and its
+/// certificate's fingerprint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplicaAddr {
+    /// Where its clients connect.
+    pub addr: SocketAddr,
+    /// Its certificate's SHA-256.
+    pub fingerprint: [u8; 32],
+}
+
+/// Where a `NotLeader` answer says the leader is, if it names one: the
+/// message `not the leader; leader <id> <address> <fingerprint hex>`.
+#[must_use]
+pub fn parse_redirect(message: &str) -> Option<ReplicaAddr> {
+    let rest = message.split_once("leader; leader ")?.1;
+    let mut words = rest.split_whitespace();
+    let _id: u64 = words.next()?.parse().ok()?;
+    let addr: SocketAddr = words.next()?.parse().ok()?;
+    let fingerprint = parse_fingerprint(words.next()?).ok()?;
+    Some(ReplicaAddr { addr, fingerprint })
+}
+
+/// Whether `error` means "ask another replica": this one does not lead, or
+/// is gone.
+fn is_failover(error: &ClientError) -> bool {
+    match error {
+        ClientError::Connection(_) | ClientError::Timeout | ClientError::Net(_) => true,
+        ClientError::Refused { code, .. } | ClientError::Rejected { code, .. } => {
+            *code == ReasonCode::NotLeader
+        }
+        _ => false,
+    }
+}
+
+fn redirect_of(error: &ClientError) -> Option<ReplicaAddr> {
+    match error {
+        ClientError::Refused {
+            code: ReasonCode::NotLeader,
+            message,
+        }
+        | ClientError::Rejected {
+            code: ReasonCode::NotLeader,
+            message,
+            ..
+        } => parse_redirect(message),
+        _ => None,
+    }
+}
+
+/// A client of a replicated sequencer.
+pub struct ClusterClient {
+    replicas: Vec<ReplicaAddr>,
+    trust: KeyTrust,
+    /// The leader's connection, once found.
+    current: Mutex<Option<(ReplicaAddr, Arc<Client>)>>,
+}
+
+impl std::fmt::Debug for ClusterClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterClient")
+            .field("replicas", &self.replicas)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClusterClient {
+    /// A client of the cluster of `replicas`; connects to its leader.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Connection`] if no replica leads within
+    /// [`FAILOVER_WAIT_MAX`].
+    pub async fn connect(
+        replicas: Vec<ReplicaAddr>,
+        trust: KeyTrust,
+    ) -> Result<ClusterClient, ClientError> {
+        let client = ClusterClient {
+            replicas,
+            trust,
+            current: Mutex::new(None),
+        };
+        client.leader().await?;
+        Ok(client)
+    }
+
+    /// The leader's connection: the current one, or the first replica that
+    /// answers a schedule (following redirects), tried in rounds until
+    /// [`FAILOVER_WAIT_MAX`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientError::Connection`] if none leads in time.
+    pub async fn leader(&self) -> Result<Arc<Client>, ClientError> {
+        let mut current = self.current.lock().await;
+        if let Some((_, client)) = current.as_ref()
+            && client.connection().close_reason().is_none()
+        {
+            return Ok(Arc::clone(client));
+        }
+        *current = None;
+        let deadline = Instant::now() + FAILOVER_WAIT_MAX;
+        let mut hint: Option<ReplicaAddr> = None;
+        let mut last = String::from("no replica tried");
+        while Instant::now() < deadline {
+            let candidates: Vec<ReplicaAddr> = hint
+                .take()
+                .into_iter()
+                .chain(self.replicas.iter().copied())
+                .collect();
+            for replica in candidates {
+                match self.try_replica(replica).await {
+                    Ok(client) => {
+                        *current = Some((replica, Arc::clone(&client)));
+                        return Ok(client);
+                    }
+                    Err(error) => {
+                        last = format!("{}: {error}", replica.addr);
+                        if let Some(leader) = redirect_of(&error) {
+                            hint = Some(leader);
+                            break;
+                        }
+                    }
+                }
+            }
+            if hint.is_none() {
+                tokio::time::sleep(ROUND_PAUSE).await;
+            }
+        }
+        Err(ClientError::Connection(format!(
+            "no replica leads after {} s ({last})",
+            FAILOVER_WAIT_MAX.as_secs()
+        )))
+    }
+
+    async fn try_replica(&self, replica: ReplicaAddr) -> Result<Arc<Client>, ClientError> {
+        let client = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Client::connect(replica.addr, replica.fingerprint),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout)??;
+        client.set_trust(self.trust);
+        tokio::time::timeout(ATTEMPT_TIMEOUT, client.schedule())
+            .await
+            .map_err(|_| ClientError::Timeout)??;
+        Ok(Arc::new(client))
+    }
+
+    /// Forgets the leader's connection if it is still `client`.
+    async fn drop_leader(&self, client: &Arc<Client>) {
+        let mut current = self.current.lock().await;
+        if current
+            .as_ref()
+            .is_some_and(|(_, c)| Arc::ptr_eq(c, client))
+        {
+            client.close();
+            *current = None;
+        }
+    }
+
+    /// The leader's schedule, across failovers.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::schedule`], or no leader in time.
+    pub async fn schedule(&self) -> Result<Schedule, ClientError> {
+        let deadline = Instant::now() + FAILOVER_WAIT_MAX;
+        loop {
+            let client = self.leader().await?;
+            let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, client.schedule())
+                .await
+                .unwrap_or(Err(ClientError::Timeout));
+            match attempt {
+                Err(error) if is_failover(&error) && Instant::now() < deadline => {
+                    self.drop_leader(&client).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Submits a sealed envelope to the leader and waits for its receipt;
+    /// if the leader stops leading or dies first, submits the same bytes to
+    /// the next leader (`spec/replication.md`, "Clients").
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::submit`] (a batch that closed during the failover is
+    /// [`ClientError::Rejected`] with `BatchClosed`), or no leader in time.
+    pub async fn submit(&self, envelope: Vec<u8>) -> Result<Receipt, ClientError> {
+        let deadline = Instant::now() + FAILOVER_WAIT_MAX;
+        loop {
+            let client = self.leader().await?;
+            let attempt = tokio::time::timeout(ATTEMPT_TIMEOUT, client.submit(envelope.clone()))
+                .await
+                .unwrap_or(Err(ClientError::Timeout));
+            match attempt {
+                Err(error) if is_failover(&error) && Instant::now() < deadline => {
+                    tracing::debug!(%error, "submitting again after a failover");
+                    self.drop_leader(&client).await;
+                }
+                other => return other,
+            }
+        }
+    }
+}
