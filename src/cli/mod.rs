@@ -13,6 +13,7 @@ mod account;
 mod bench;
 mod clear;
 mod clear_demo;
+mod cluster;
 pub mod connect;
 mod demo;
 mod deposit;
@@ -118,6 +119,10 @@ pub enum Command {
     /// its process.
     #[command(subcommand)]
     Keyper(keyper::KeyperCommand),
+    /// A replicated sequencer's replicas: identities, status, membership
+    /// changes, and a demo with the leader killed.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
     /// Seal and submit one bundle, then wait for its receipt, inclusion proof
     /// and fills.
     Submit(submit::SubmitArgs),
@@ -197,6 +202,7 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Run(args) => run::run(&args),
         Command::Keygen(args) => keygen::run(&args),
         Command::Keyper(command) => keyper::run(&command),
+        Command::Cluster(command) => cluster::run(&command),
         Command::Submit(args) => submit::run(&args),
         Command::Watch(args) => watch::run(&args),
         Command::Deposit(args) => deposit::run(&args),

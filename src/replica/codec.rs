@@ -304,7 +304,8 @@ fn get_snapshot_meta(
     })
 }
 
-/// A request one replica sends another.
+/// A request one replica sends another, or the operator's `sealbatch
+/// cluster` sends a replica (with a member's certificate).
 #[derive(Debug)]
 pub enum RaftRequest {
     /// Append entries (and heartbeat).
@@ -313,12 +314,115 @@ pub enum RaftRequest {
     Vote(VoteRequest<ReplicaId>),
     /// One chunk of a snapshot.
     Snapshot(InstallSnapshotRequest<Replication>),
+    /// The replica's view of the cluster ([`ReplicaStatus`]).
+    Status,
+    /// Add a learner (the leader only): it catches up, then the answer.
+    AddLearner {
+        /// Its id.
+        id: ReplicaId,
+        /// Where it is.
+        node: ReplicaNode,
+    },
+    /// Make these the voters (the leader only; joint consensus).
+    ChangeVoters(BTreeSet<ReplicaId>),
 }
 
 /// The request tags of the transport.
 const TAG_APPEND: u8 = 1;
 const TAG_VOTE: u8 = 2;
 const TAG_SNAPSHOT: u8 = 3;
+const TAG_STATUS: u8 = 4;
+const TAG_ADD_LEARNER: u8 = 5;
+const TAG_CHANGE_VOTERS: u8 = 6;
+
+/// A replica's view of the cluster, as `sealbatch cluster status` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// The replica's id.
+    pub id: ReplicaId,
+    /// Its term.
+    pub term: u64,
+    /// 0 follower, 1 candidate, 2 leader, 3 learner, 4 shut down.
+    pub state: u8,
+    /// The leader it knows of.
+    pub leader: Option<ReplicaId>,
+    /// Its last log index.
+    pub last_log: Option<u64>,
+    /// Its last applied index.
+    pub applied: Option<u64>,
+    /// Its snapshot's last index.
+    pub snapshot: Option<u64>,
+    /// The membership it follows.
+    pub membership: Membership<ReplicaId, ReplicaNode>,
+}
+
+fn put_opt_u64(out: &mut Vec<u8>, value: Option<u64>) {
+    match value {
+        None => out.put_u8(0),
+        Some(v) => {
+            out.put_u8(1);
+            out.put_u64(v);
+        }
+    }
+}
+
+fn get_opt_u64(r: &mut Reader<'_>, field: &'static str) -> Result<Option<u64>, DecodeError> {
+    match presence(r, field)? {
+        false => Ok(None),
+        true => r.u64(field).map(Some),
+    }
+}
+
+impl ReplicaStatus {
+    /// Encodes it: id ‖ term ‖ state (1) ‖ opt leader ‖ opt last log ‖ opt
+    /// applied ‖ opt snapshot ‖ membership.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.put_u64(self.id);
+        out.put_u64(self.term);
+        out.put_u8(self.state);
+        put_opt_u64(&mut out, self.leader);
+        put_opt_u64(&mut out, self.last_log);
+        put_opt_u64(&mut out, self.applied);
+        put_opt_u64(&mut out, self.snapshot);
+        put_membership(&mut out, &self.membership);
+        out
+    }
+
+    /// Decodes it.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] for anything but exactly one status.
+    pub fn decode(bytes: &[u8]) -> Result<ReplicaStatus, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let status = ReplicaStatus {
+            id: r.u64("replica id")?,
+            term: r.u64("term")?,
+            state: r.u8("state")?,
+            leader: get_opt_u64(&mut r, "leader")?,
+            last_log: get_opt_u64(&mut r, "last log index")?,
+            applied: get_opt_u64(&mut r, "applied index")?,
+            snapshot: get_opt_u64(&mut r, "snapshot index")?,
+            membership: get_membership(&mut r)?,
+        };
+        r.finish()?;
+        Ok(status)
+    }
+
+    /// The state's name.
+    #[must_use]
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            0 => "follower",
+            1 => "candidate",
+            2 => "leader",
+            3 => "learner",
+            _ => "shut down",
+        }
+    }
+}
 
 impl RaftRequest {
     /// Encodes the request: tag (1) ‖ body.
@@ -340,6 +444,19 @@ impl RaftRequest {
                 out.put_u8(TAG_VOTE);
                 put_vote(&mut out, &rpc.vote);
                 put_opt_log_id(&mut out, rpc.last_log_id.as_ref());
+            }
+            RaftRequest::Status => out.put_u8(TAG_STATUS),
+            RaftRequest::AddLearner { id, node } => {
+                out.put_u8(TAG_ADD_LEARNER);
+                out.put_u64(*id);
+                put_node(&mut out, node);
+            }
+            RaftRequest::ChangeVoters(voters) => {
+                out.put_u8(TAG_CHANGE_VOTERS);
+                out.put_u16(voters.len() as u16);
+                for id in voters {
+                    out.put_u64(*id);
+                }
             }
             RaftRequest::Snapshot(rpc) => {
                 out.put_u8(TAG_SNAPSHOT);
@@ -395,6 +512,26 @@ impl RaftRequest {
                     data,
                     done,
                 })
+            }
+            TAG_STATUS => RaftRequest::Status,
+            TAG_ADD_LEARNER => {
+                let id = r.u64("learner id")?;
+                RaftRequest::AddLearner {
+                    id,
+                    node: get_node(&mut r)?,
+                }
+            }
+            TAG_CHANGE_VOTERS => {
+                let at = r.offset();
+                let count = usize::from(r.u16("voters")?);
+                if count == 0 || count > MEMBERS_MAX {
+                    return Err(r.invalid("voters", at));
+                }
+                let mut voters = BTreeSet::new();
+                for _ in 0..count {
+                    voters.insert(r.u64("voter id")?);
+                }
+                RaftRequest::ChangeVoters(voters)
             }
             _ => return Err(r.invalid("request tag", 0)),
         };

@@ -24,9 +24,9 @@ use openraft::raft::{
 use crate::net::{Identity, NetError, replica_client_config};
 
 use super::codec::{
-    APPEND_ENTRIES_MAX, RaftRequest, decode_append_response, decode_snapshot_response,
-    decode_vote_response, encode_append_response, encode_snapshot_response, encode_vote_response,
-    entry_len,
+    APPEND_ENTRIES_MAX, RaftRequest, ReplicaStatus, decode_append_response,
+    decode_snapshot_response, decode_vote_response, encode_append_response,
+    encode_snapshot_response, encode_vote_response, entry_len,
 };
 use super::{ReplicaId, ReplicaNode, Replication};
 
@@ -115,6 +115,17 @@ async fn answer(raft: Raft<Replication>, mut send: quinn::SendStream, mut recv: 
             .await
             .map(|r| encode_snapshot_response(&r))
             .map_err(|e| e.to_string()),
+        Ok(RaftRequest::Status) => Ok(status(&raft).encode()),
+        Ok(RaftRequest::AddLearner { id, node }) => raft
+            .add_learner(id, node, true)
+            .await
+            .map(|_| Vec::new())
+            .map_err(|e| e.to_string()),
+        Ok(RaftRequest::ChangeVoters(voters)) => raft
+            .change_membership(voters, false)
+            .await
+            .map(|_| Vec::new())
+            .map_err(|e| e.to_string()),
     };
     let mut out = Vec::new();
     match response {
@@ -132,6 +143,65 @@ async fn answer(raft: Raft<Replication>, mut send: quinn::SendStream, mut recv: 
         // Wait for the peer to read it before the stream is dropped.
         let _ = send.stopped().await;
     }
+}
+
+/// This replica's view of the cluster.
+#[must_use]
+pub fn status(raft: &Raft<Replication>) -> ReplicaStatus {
+    let metrics = raft.metrics().borrow().clone();
+    let state = match metrics.state {
+        openraft::ServerState::Follower => 0,
+        openraft::ServerState::Candidate => 1,
+        openraft::ServerState::Leader => 2,
+        openraft::ServerState::Learner => 3,
+        openraft::ServerState::Shutdown => 4,
+    };
+    ReplicaStatus {
+        id: metrics.id,
+        term: metrics.current_term,
+        state,
+        leader: metrics.current_leader,
+        last_log: metrics.last_log_index,
+        applied: metrics.last_applied.map(|id| id.index),
+        snapshot: metrics.snapshot.map(|id| id.index),
+        membership: metrics.membership_config.membership().clone(),
+    }
+}
+
+/// Sends one request to the replica transport at `node` as `identity` (a
+/// member's, e.g. `sealbatch cluster` with a replica's data directory), and
+/// returns the response's body.
+///
+/// # Errors
+///
+/// [`TransportError`] if it is unreachable, the request fails, or it
+/// refuses (the text it answered).
+pub async fn call(
+    identity: Arc<Identity>,
+    id: ReplicaId,
+    node: &ReplicaNode,
+    request: &RaftRequest,
+    ttl: Duration,
+) -> Result<Vec<u8>, TransportError> {
+    let bind: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let endpoint = quinn::Endpoint::client(bind).map_err(|e| TransportError::Unreachable {
+        target: id,
+        addr: node.addr.clone(),
+        reason: e.to_string(),
+    })?;
+    let mut peer = Peer {
+        target: id,
+        node: node.clone(),
+        identity,
+        endpoint: endpoint.clone(),
+        connection: None,
+    };
+    let result = peer.call(&request.encode(), ttl).await;
+    if let Some(connection) = peer.connection.take() {
+        connection.close(0u32.into(), b"done");
+    }
+    endpoint.wait_idle().await;
+    result
 }
 
 /// Dials the other replicas: openraft's [`RaftNetworkFactory`].

@@ -1,0 +1,628 @@
+//! `sealbatch cluster`: a replicated sequencer's replicas
+//! (`spec/replication.md`) — a replica's identity and member entry, every
+//! member's view, membership changes, and a demo of three replicas whose
+//! leader is killed while traders trade.
+//!
+//! `status`, `add` and `remove` talk to the replicas over the replica
+//! transport with the certificate of the replica whose configuration they
+//! are given: only a member's certificate is accepted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use rand_core::OsRng;
+use zeroize::Zeroizing;
+
+use super::CommandResult;
+use super::connect::target_batch;
+use super::run::runtime;
+use crate::client::KeyTrust;
+use crate::client::cluster::{ClusterClient, ReplicaAddr};
+use crate::envelope::{BatchPublicKey, MasterSecret, seal_bundle};
+use crate::net::{Identity, parse_fingerprint};
+use crate::node::{NodeConfig, TLS_DIR, now_ms};
+use crate::order::OrderSpec;
+use crate::replica::codec::{RaftRequest, ReplicaStatus};
+use crate::replica::network::call;
+use crate::replica::{ReplicaId, ReplicaNode};
+use crate::types::{MarketId, Side};
+
+/// The cluster's commands.
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Create a replica's certificate in its data directory (or read it
+    /// back) and print the `[[cluster.members]]` entry that names it.
+    Init(InitArgs),
+    /// Ask every member for its view: role, term, log, applied, leader.
+    Status(AdminArgs),
+    /// Add a replica: a learner that catches up from the leader (a
+    /// snapshot and the log), then a voter.
+    Add(AddArgs),
+    /// Remove a replica from the cluster.
+    Remove(RemoveArgs),
+    /// Three replicas on loopback and traders; the leader is killed
+    /// halfway and trading goes on with the new one.
+    Demo(ClusterDemoArgs),
+}
+
+/// Arguments of `sealbatch cluster init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The replica's data directory.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: PathBuf,
+    /// Its id (at least 1).
+    #[arg(long)]
+    pub id: ReplicaId,
+    /// Its replica transport's address (`[cluster] listen`).
+    #[arg(long)]
+    pub addr: String,
+    /// Its clients' address (`listen`).
+    #[arg(long)]
+    pub client: String,
+}
+
+/// Arguments of the commands that talk to the replicas.
+#[derive(Debug, Args)]
+pub struct AdminArgs {
+    /// A member's configuration (its `[cluster]` members and its data
+    /// directory, whose certificate is presented).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// The member's data directory, if not the configuration's.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Arguments of `sealbatch cluster add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The new replica's id.
+    #[arg(long)]
+    pub id: ReplicaId,
+    /// Its replica transport's address.
+    #[arg(long)]
+    pub addr: String,
+    /// Its clients' address.
+    #[arg(long)]
+    pub client: String,
+    /// Its certificate's fingerprint (its `tls/fingerprint`).
+    #[arg(long)]
+    pub fingerprint: String,
+}
+
+/// Arguments of `sealbatch cluster remove`.
+#[derive(Debug, Args)]
+pub struct RemoveArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The replica to remove.
+    #[arg(long)]
+    pub id: ReplicaId,
+}
+
+/// Arguments of `sealbatch cluster demo`.
+#[derive(Debug, Args)]
+pub struct ClusterDemoArgs {
+    /// Seconds of trading; the leader is killed halfway.
+    #[arg(long, default_value_t = 8.0)]
+    pub duration: f64,
+    /// Traders, each submitting one envelope at a time.
+    #[arg(long, default_value_t = 16)]
+    pub traders: u64,
+    /// Keep the replicas' directories (and their logs) here.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// Runs a cluster command.
+///
+/// # Errors
+///
+/// A configuration or identity that cannot be read, replicas that cannot be
+/// reached, or a change the cluster refuses.
+pub fn run(command: &ClusterCommand) -> CommandResult {
+    match command {
+        ClusterCommand::Init(args) => {
+            let identity = Identity::load_or_create(&args.data_dir.join(TLS_DIR))?;
+            println!("[[cluster.members]]");
+            println!("id = {}", args.id);
+            println!("addr = \"{}\"", args.addr);
+            println!("client = \"{}\"", args.client);
+            println!("fingerprint = \"{}\"", hex::encode(identity.fingerprint));
+            Ok(())
+        }
+        ClusterCommand::Status(args) => runtime()?.block_on(async {
+            let admin = Admin::open(args)?;
+            println!(
+                "{:>4} {:<10} {:>6} {:>8} {:>10} {:>10} {:>9}",
+                "id", "role", "term", "leader", "last log", "applied", "snapshot"
+            );
+            for (id, node) in &admin.members {
+                match admin.status(*id, node).await {
+                    Ok(s) => println!(
+                        "{:>4} {:<10} {:>6} {:>8} {:>10} {:>10} {:>9}",
+                        s.id,
+                        s.state_name(),
+                        s.term,
+                        opt(s.leader),
+                        opt(s.last_log),
+                        opt(s.applied),
+                        opt(s.snapshot)
+                    ),
+                    Err(error) => println!("{id:>4} unreachable: {error}"),
+                }
+            }
+            Ok(())
+        }),
+        ClusterCommand::Add(args) => runtime()?.block_on(async {
+            let admin = Admin::open(&args.admin)?;
+            let node = ReplicaNode {
+                addr: args.addr.clone(),
+                client_addr: args.client.clone(),
+                fingerprint: parse_fingerprint(&args.fingerprint)?,
+            };
+            let (leader, status) = admin.leader().await?;
+            let mut voters: BTreeSet<ReplicaId> = status.membership.voter_ids().collect();
+            println!(
+                "adding replica {} as a learner through leader {leader}",
+                args.id
+            );
+            admin
+                .send(
+                    leader,
+                    &RaftRequest::AddLearner { id: args.id, node },
+                    Duration::from_secs(300),
+                )
+                .await?;
+            voters.insert(args.id);
+            admin
+                .send(
+                    leader,
+                    &RaftRequest::ChangeVoters(voters.clone()),
+                    Duration::from_secs(60),
+                )
+                .await?;
+            println!("voters now {voters:?}");
+            Ok(())
+        }),
+        ClusterCommand::Remove(args) => runtime()?.block_on(async {
+            let admin = Admin::open(&args.admin)?;
+            let (leader, status) = admin.leader().await?;
+            let voters: BTreeSet<ReplicaId> = status
+                .membership
+                .voter_ids()
+                .filter(|&v| v != args.id)
+                .collect();
+            if voters.is_empty() {
+                return Err("a cluster keeps at least one voter".into());
+            }
+            admin
+                .send(
+                    leader,
+                    &RaftRequest::ChangeVoters(voters.clone()),
+                    Duration::from_secs(60),
+                )
+                .await?;
+            println!("voters now {voters:?}");
+            Ok(())
+        }),
+        ClusterCommand::Demo(args) => demo(args),
+    }
+}
+
+fn opt(value: Option<u64>) -> String {
+    value.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// A member's identity and the members it knows.
+struct Admin {
+    identity: Arc<Identity>,
+    members: BTreeMap<ReplicaId, ReplicaNode>,
+}
+
+impl Admin {
+    fn open(args: &AdminArgs) -> Result<Admin, Box<dyn std::error::Error + Send + Sync>> {
+        let config = NodeConfig::from_file(&args.config)?;
+        let cluster = config
+            .cluster
+            .as_ref()
+            .ok_or("the configuration has no [cluster] section")?;
+        let members = cluster.nodes()?;
+        let data = args.data_dir.clone().unwrap_or(config.data_dir.clone());
+        let identity = Arc::new(Identity::load_or_create(&data.join(TLS_DIR))?);
+        Ok(Admin { identity, members })
+    }
+
+    async fn send(
+        &self,
+        id: ReplicaId,
+        request: &RaftRequest,
+        ttl: Duration,
+    ) -> Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+        let node = self
+            .members
+            .get(&id)
+            .ok_or_else(|| format!("replica {id} is not a member this configuration knows"))?;
+        Ok(call(Arc::clone(&self.identity), id, node, request, ttl).await?)
+    }
+
+    async fn status(
+        &self,
+        id: ReplicaId,
+        node: &ReplicaNode,
+    ) -> Result<ReplicaStatus, Box<dyn std::error::Error + Send + Sync>> {
+        let body = call(
+            Arc::clone(&self.identity),
+            id,
+            node,
+            &RaftRequest::Status,
+            Duration::from_secs(2),
+        )
+        .await?;
+        Ok(ReplicaStatus::decode(&body)?)
+    }
+
+    /// The leader, as the first member that answers knows it, and its status.
+    async fn leader(
+        &self,
+    ) -> Result<(ReplicaId, ReplicaStatus), Box<dyn std::error::Error + Send + Sync>> {
+        for (id, node) in &self.members {
+            let Ok(status) = self.status(*id, node).await else {
+                continue;
+            };
+            let Some(leader) = status.leader else {
+                continue;
+            };
+            if leader == *id {
+                return Ok((leader, status));
+            }
+            if let Some(node) = self.members.get(&leader)
+                && let Ok(status) = self.status(leader, node).await
+            {
+                return Ok((leader, status));
+            }
+        }
+        Err("no member knows a leader".into())
+    }
+}
+
+/// The demo's replica processes, killed when dropped.
+struct Replicas {
+    children: Vec<Option<Child>>,
+    dirs: Vec<PathBuf>,
+    configs: Vec<PathBuf>,
+    client_ports: Vec<u16>,
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().filter_map(Option::take) {
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+impl Replicas {
+    fn create(root: &Path, n: usize) -> Result<Replicas, Box<dyn std::error::Error + Send + Sync>> {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        rand_core::RngCore::fill_bytes(&mut OsRng, &mut seed[..]);
+        let custodian = Zeroizing::new(*MasterSecret::generate(&mut OsRng).as_bytes());
+        let dirs: Vec<PathBuf> = (1..=n).map(|i| root.join(format!("replica-{i}"))).collect();
+        let client_ports = (0..n).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
+        let raft_ports = (0..n).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
+        let mut members = String::new();
+        for (i, dir) in dirs.iter().enumerate() {
+            let identity = Identity::load_or_create(&dir.join(TLS_DIR))?;
+            // One sequencer: every replica signs with the same key and, in
+            // trusted-operator mode, derives the same batch keys.
+            crate::secret_file::load_or_create_key32(
+                &dir.join(crate::node::SEQUENCER_KEY_FILE),
+                || seed.clone(),
+            )?;
+            crate::secret_file::load_or_create_key32(
+                &dir.join(crate::node::CUSTODIAN_KEY_FILE),
+                || custodian.clone(),
+            )?;
+            members.push_str(&format!(
+                "[[cluster.members]]\nid = {}\naddr = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\nfingerprint = \"{}\"\n",
+                i + 1,
+                raft_ports[i],
+                client_ports[i],
+                hex::encode(identity.fingerprint)
+            ));
+        }
+        let mut configs = Vec::new();
+        for (i, dir) in dirs.iter().enumerate() {
+            let file = dir.with_extension("toml");
+            let text = format!(
+                "data_dir = {:?}\nlisten = \"127.0.0.1:{}\"\nmetrics_listen = \"off\"\ncheckpoint_every_batches = 20\n[cluster]\nid = {}\nlisten = \"127.0.0.1:{}\"\nbootstrap = {}\n{members}",
+                dir.display().to_string(),
+                client_ports[i],
+                i + 1,
+                raft_ports[i],
+                i == 0
+            );
+            std::fs::write(&file, text)?;
+            configs.push(file);
+        }
+        Ok(Replicas {
+            children: (0..n).map(|_| None).collect(),
+            dirs,
+            configs,
+            client_ports,
+        })
+    }
+
+    fn start(&mut self, i: usize) -> std::io::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dirs[i].with_extension("log"))?;
+        let child = Command::new(std::env::current_exe()?)
+            .arg("run")
+            .arg("--config")
+            .arg(&self.configs[i])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        self.children[i] = Some(child);
+        Ok(())
+    }
+
+    fn addrs(&self) -> Result<Vec<ReplicaAddr>, Box<dyn std::error::Error + Send + Sync>> {
+        self.dirs
+            .iter()
+            .zip(&self.client_ports)
+            .map(|(dir, &port)| {
+                let text =
+                    std::fs::read_to_string(dir.join(TLS_DIR).join(crate::net::FINGERPRINT_FILE))?;
+                Ok(ReplicaAddr {
+                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                    fingerprint: parse_fingerprint(&text)?,
+                })
+            })
+            .collect()
+    }
+
+    /// The replica that serves a schedule now.
+    async fn leader(&self) -> Option<usize> {
+        let addrs = self.addrs().ok()?;
+        for (i, replica) in addrs.iter().enumerate() {
+            if self.children[i].is_none() {
+                continue;
+            }
+            let Ok(Ok(client)) = tokio::time::timeout(
+                Duration::from_millis(300),
+                crate::client::Client::connect(replica.addr, replica.fingerprint),
+            )
+            .await
+            else {
+                continue;
+            };
+            if let Ok(Ok(schedule)) =
+                tokio::time::timeout(Duration::from_millis(300), client.schedule()).await
+                && !schedule.batch_keys.is_empty()
+            {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    fn stop(&mut self, i: usize) {
+        if let Some(child) = self.children[i].take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let mut child = child;
+            let _ = child.wait();
+        }
+    }
+}
+
+/// One trader: submits one-order envelopes through the cluster client
+/// until `until`; counts receipts per second since `start`.
+async fn trade(
+    cluster: Arc<ClusterClient>,
+    trader: u64,
+    start: Instant,
+    until: Instant,
+) -> (Vec<u64>, Duration) {
+    let key = crate::envelope::generate_account_key(&mut OsRng);
+    let mut per_second = Vec::new();
+    let mut slowest = Duration::ZERO;
+    let mut nonce = trader << 32;
+    while Instant::now() < until {
+        let Ok(schedule) = cluster.schedule().await else {
+            continue;
+        };
+        let e = target_batch(&schedule, now_ms(), 30);
+        let Some(batch_key) = schedule
+            .batch_keys
+            .iter()
+            .find(|(b, _)| *b == e)
+            .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
+        else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        nonce += 1;
+        let orders = [OrderSpec {
+            market: MarketId(1 + (nonce % 3) as u32),
+            side: if nonce % 2 == 0 {
+                Side::Buy
+            } else {
+                Side::Sell
+            },
+            limit: None,
+            qty: 1,
+            client_order_id: nonce,
+        }];
+        let Ok(envelope) = seal_bundle(&mut OsRng, &key, e, &batch_key, nonce, &orders) else {
+            continue;
+        };
+        let sent = Instant::now();
+        if cluster.submit(envelope.into_bytes()).await.is_ok() {
+            slowest = slowest.max(sent.elapsed());
+            let second = start.elapsed().as_secs() as usize;
+            if per_second.len() <= second {
+                per_second.resize(second + 1, 0);
+            }
+            per_second[second] += 1;
+        }
+    }
+    (per_second, slowest)
+}
+
+fn demo(args: &ClusterDemoArgs) -> CommandResult {
+    let temporary;
+    let root = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            dir.clone()
+        }
+        None => {
+            temporary = tempfile::Builder::new()
+                .prefix("sealbatch-cluster-")
+                .tempdir()?;
+            temporary.path().to_path_buf()
+        }
+    };
+    let mut replicas = Replicas::create(&root, 3)?;
+    for i in 0..3 {
+        replicas.start(i)?;
+    }
+    println!("three replicas on loopback, data in {}", root.display());
+    runtime()?.block_on(async {
+        let started = Instant::now();
+        let first = loop {
+            if let Some(i) = replicas.leader().await {
+                break i;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                return Err("no replica led within 30 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        println!(
+            "replica {} leads (elected in {} ms)",
+            first + 1,
+            started.elapsed().as_millis()
+        );
+        let cluster =
+            Arc::new(ClusterClient::connect(replicas.addrs()?, KeyTrust::default()).await?);
+        let duration = Duration::from_secs_f64(args.duration.max(2.0));
+        let start = Instant::now();
+        let until = start + duration;
+        let traders: Vec<_> = (0..args.traders)
+            .map(|t| tokio::spawn(trade(Arc::clone(&cluster), t, start, until)))
+            .collect();
+        tokio::time::sleep(duration / 2).await;
+        if let Some(child) = replicas.children[first].as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        replicas.children[first] = None;
+        let killed = Instant::now();
+        println!("killed the leader, replica {} (SIGKILL)", first + 1);
+        let second = loop {
+            if let Some(i) = replicas.leader().await {
+                break i;
+            }
+            if killed.elapsed() > Duration::from_secs(10) {
+                return Err("no new leader within 10 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        println!(
+            "replica {} leads {} ms after the kill",
+            second + 1,
+            killed.elapsed().as_millis()
+        );
+        let mut per_second: Vec<u64> = Vec::new();
+        let mut slowest = Duration::ZERO;
+        for trader in traders {
+            let (counts, slow) = trader.await?;
+            slowest = slowest.max(slow);
+            if per_second.len() < counts.len() {
+                per_second.resize(counts.len(), 0);
+            }
+            for (total, count) in per_second.iter_mut().zip(counts) {
+                *total += count;
+            }
+        }
+        println!("receipts per second: {per_second:?}");
+        println!(
+            "{} receipts in {:.1} s; slowest submission (across the failover) {} ms",
+            per_second.iter().sum::<u64>(),
+            duration.as_secs_f64(),
+            slowest.as_millis()
+        );
+        replicas.start(first)?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+    })?;
+    for i in 0..3 {
+        replicas.stop(i);
+    }
+    // Every replica's journal holds the same record at every LSN it holds.
+    let mut union: BTreeMap<u64, (u8, Vec<u8>)> = BTreeMap::new();
+    for (i, dir) in replicas.dirs.iter().enumerate() {
+        let recovery = crate::journal::Journal::open_dir_read_only(
+            dir.join(crate::node::JOURNAL_DIR),
+            crate::journal::JournalConfig::default(),
+        )?;
+        let mut count = 0u64;
+        for record in recovery.records {
+            let record = record?;
+            count += 1;
+            let held = union
+                .entry(record.lsn)
+                .or_insert((record.kind, record.payload.clone()));
+            if *held != (record.kind, record.payload) {
+                return Err(format!("replica {} disagrees at LSN {}", i + 1, record.lsn).into());
+            }
+        }
+        println!(
+            "replica {}: {count} records, all equal to the others' at their LSNs",
+            i + 1
+        );
+    }
+    let report = crate::sequencer::verify_journal(
+        union
+            .into_iter()
+            .map(|(lsn, (kind, payload))| (lsn, kind, payload)),
+    )?;
+    let mismatched: Vec<_> = report
+        .batches
+        .iter()
+        .filter(|b| b.verdict.is_err())
+        .collect();
+    println!(
+        "verify: {} records, {} batches re-derived, {} mismatched",
+        report.records,
+        report.batches.len(),
+        mismatched.len()
+    );
+    if let Some(batch) = mismatched.first() {
+        return Err(format!("batch {} does not re-derive: {:?}", batch.e, batch.verdict).into());
+    }
+    Ok(())
+}
