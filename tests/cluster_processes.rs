@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
@@ -32,13 +33,17 @@ use common::free_port;
 
 struct Cluster {
     dirs: Vec<PathBuf>,
+    raft_ports: Vec<u16>,
     client_ports: Vec<u16>,
     configs: Vec<String>,
     children: Vec<Option<Child>>,
 }
 
 impl Cluster {
-    fn new(work: &Path, n: usize) -> Cluster {
+    /// `n` replicas in `work`; with `relays`, each member's transport
+    /// address is that of its relay (which forwards to its real port), so
+    /// that a partition can be made.
+    fn new(work: &Path, n: usize, relays: Option<&[u16]>) -> Cluster {
         let dirs: Vec<PathBuf> = (1..=n).map(|i| work.join(format!("r{i}"))).collect();
         let mut seed = Zeroizing::new([0u8; 32]);
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed[..]);
@@ -64,7 +69,7 @@ impl Cluster {
             members.push_str(&format!(
                 "[[cluster.members]]\nid = {}\naddr = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\nfingerprint = \"{}\"\n",
                 i + 1,
-                raft_ports[i],
+                relays.map_or(raft_ports[i], |r| r[i]),
                 client_ports[i],
                 hex::encode(identity.fingerprint)
             ));
@@ -81,6 +86,7 @@ impl Cluster {
             .collect();
         Cluster {
             dirs,
+            raft_ports,
             client_ports,
             configs,
             children: (0..n).map(|_| None).collect(),
@@ -119,9 +125,18 @@ impl Cluster {
 
     /// The replica that answers a schedule (the leader), and a client of it.
     async fn leader(&mut self, within: Duration) -> (usize, Client) {
+        self.leader_except(within, None).await
+    }
+
+    /// [`leader`](Self::leader), not asking replica `except` (a replica cut
+    /// off from the others still thinks it leads).
+    async fn leader_except(&mut self, within: Duration, except: Option<usize>) -> (usize, Client) {
         let deadline = Instant::now() + within;
         loop {
             for i in 0..self.dirs.len() {
+                if except == Some(i) {
+                    continue;
+                }
                 let Some(child) = self.children[i].as_mut() else {
                     continue;
                 };
@@ -263,7 +278,7 @@ async fn the_leader_killed_under_load_loses_no_receipt() {
         }
         None => work.path().to_path_buf(),
     };
-    let mut cluster = Cluster::new(&work_path, 3);
+    let mut cluster = Cluster::new(&work_path, 3, None);
     for i in 0..3 {
         cluster.start(i);
     }
@@ -324,9 +339,158 @@ async fn the_leader_killed_under_load_loses_no_receipt() {
         cluster.stop(i);
     }
 
-    // Every journal holds the same record at every LSN it has (a replica
-    // that caught up from a snapshot starts later; the last to stop may
-    // have committed more), and `verify` passes on each.
+    check_journals(&cluster, &receipts);
+}
+
+/// Relays UDP between a replica's transport address as the others know it
+/// (`listen`) and its real port (`target`), one socket per sender; drops
+/// every packet to or from the port in `cut` (0: none).
+async fn relay(listen: tokio::net::UdpSocket, target: SocketAddr, cut: Arc<AtomicU16>) {
+    let listen = Arc::new(listen);
+    let mut peers: BTreeMap<SocketAddr, Arc<tokio::net::UdpSocket>> = BTreeMap::new();
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let Ok((len, from)) = listen.recv_from(&mut buf).await else {
+            return;
+        };
+        let blocked = cut.load(Ordering::Relaxed);
+        if blocked != 0 && (blocked == target.port() || blocked == from.port()) {
+            continue;
+        }
+        let socket = match peers.get(&from) {
+            Some(socket) => Arc::clone(socket),
+            None => {
+                let socket = Arc::new(
+                    tokio::net::UdpSocket::bind("127.0.0.1:0")
+                        .await
+                        .expect("a relay socket"),
+                );
+                let back = Arc::clone(&socket);
+                let listen = Arc::clone(&listen);
+                let cut = Arc::clone(&cut);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65_536];
+                    while let Ok((len, _)) = back.recv_from(&mut buf).await {
+                        let blocked = cut.load(Ordering::Relaxed);
+                        if blocked != 0 && (blocked == target.port() || blocked == from.port()) {
+                            continue;
+                        }
+                        let _ = listen.send_to(&buf[..len], from).await;
+                    }
+                });
+                peers.insert(from, Arc::clone(&socket));
+                socket
+            }
+        };
+        let _ = socket.send_to(&buf[..len], target).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_gives_no_receipt_and_the_others_go_on() {
+    let work = tempfile::Builder::new()
+        .prefix("sealbatch-partition-")
+        .tempdir()
+        .expect("a temporary directory");
+    let relay_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut cluster = Cluster::new(work.path(), 3, Some(&relay_ports));
+    let cut = Arc::new(AtomicU16::new(0));
+    for i in 0..3 {
+        let socket = tokio::net::UdpSocket::bind(("127.0.0.1", relay_ports[i]))
+            .await
+            .expect("the relay binds");
+        let target = SocketAddr::from(([127, 0, 0, 1], cluster.raft_ports[i]));
+        tokio::spawn(relay(socket, target, Arc::clone(&cut)));
+    }
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    let (old, old_client) = cluster.leader(Duration::from_secs(30)).await;
+    let replicas: Vec<ReplicaAddr> = (0..3)
+        .map(|i| ReplicaAddr {
+            addr: cluster.addr(i),
+            fingerprint: parse_fingerprint(
+                &std::fs::read_to_string(cluster.dirs[i].join("tls/fingerprint"))
+                    .expect("fingerprint"),
+            )
+            .expect("a fingerprint"),
+        })
+        .collect();
+    let traders = Arc::new(
+        ClusterClient::connect(replicas, KeyTrust::default())
+            .await
+            .expect("the cluster answers"),
+    );
+    let loader = tokio::spawn(load_cluster(
+        Arc::clone(&traders),
+        8,
+        Instant::now() + Duration::from_secs(7),
+    ));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    // The leader loses the others: nothing it is sent can commit.
+    cut.store(cluster.raft_ports[old], Ordering::Relaxed);
+    let cut_at = Instant::now();
+    let schedule = old_client
+        .schedule()
+        .await
+        .expect("the old leader still answers");
+    let e = target_batch(&schedule, now_ms(), 30);
+    let key = schedule
+        .batch_keys
+        .iter()
+        .find(|(b, _)| *b == e)
+        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
+        .expect("a batch key");
+    let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
+    let orders = [OrderSpec {
+        market: MarketId(1),
+        side: Side::Buy,
+        limit: None,
+        qty: 1,
+        client_order_id: 1,
+    }];
+    let envelope = seal_bundle(&mut OsRng, &trader, e, &key, 1, &orders).expect("seals");
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(3),
+        old_client.submit(envelope.into_bytes()),
+    )
+    .await;
+    assert!(
+        !matches!(outcome, Ok(Ok(_))),
+        "a leader cut off from the others gave a receipt: {outcome:?}"
+    );
+    // The others elect a leader among themselves and take the traders.
+    let (new, _) = cluster
+        .leader_except(Duration::from_secs(10), Some(old))
+        .await;
+    eprintln!(
+        "replica {} leads {:?} after replica {} was cut off",
+        new + 1,
+        cut_at.elapsed(),
+        old + 1
+    );
+
+    // Healed: the old leader follows the new one.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    cut.store(0, Ordering::Relaxed);
+    let (receipts, _) = loader.await.expect("loader");
+    assert!(receipts.len() > 20, "only {} receipts", receipts.len());
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let (leader, _) = cluster.leader(Duration::from_secs(10)).await;
+    cluster.stop(leader);
+    for i in 0..3 {
+        cluster.stop(i);
+    }
+    check_journals(&cluster, &receipts);
+}
+
+/// Every journal holds the same record at every LSN it has (a replica that
+/// caught up from a snapshot starts later; the last to stop may have
+/// committed more), the whole log verifies, `verify` passes on each
+/// replica's directory, and every receipt is in a batch sealed and cleared
+/// exactly once.
+fn check_journals(cluster: &Cluster, receipts: &[(u64, Commitment)]) {
     let journals: Vec<_> = cluster.dirs.iter().map(|d| records(d)).collect();
     let mut union: BTreeMap<u64, &(u64, u8, Vec<u8>)> = BTreeMap::new();
     for (i, journal) in journals.iter().enumerate() {
@@ -404,7 +568,7 @@ async fn the_leader_killed_under_load_loses_no_receipt() {
             _ => {}
         }
     }
-    for (e, commitment) in &receipts {
+    for (e, commitment) in receipts {
         assert!(
             envelopes.get(e).is_some_and(|set| set.contains(commitment)),
             "a receipt for batch {e} is not in the journal"
