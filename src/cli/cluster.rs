@@ -466,7 +466,7 @@ async fn trade(
         nonce += 1;
         let orders = [OrderSpec {
             market: MarketId(1 + (nonce % 3) as u32),
-            side: if nonce % 2 == 0 {
+            side: if nonce.is_multiple_of(2) {
                 Side::Buy
             } else {
                 Side::Sell
