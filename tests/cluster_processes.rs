@@ -395,11 +395,11 @@ async fn a_partitioned_leader_gives_no_receipt_and_the_others_go_on() {
     let relay_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut cluster = Cluster::new(work.path(), 3, Some(&relay_ports));
     let cut = Arc::new(AtomicU16::new(0));
-    for i in 0..3 {
-        let socket = tokio::net::UdpSocket::bind(("127.0.0.1", relay_ports[i]))
+    for (&port, &raft_port) in relay_ports.iter().zip(&cluster.raft_ports) {
+        let socket = tokio::net::UdpSocket::bind(("127.0.0.1", port))
             .await
             .expect("the relay binds");
-        let target = SocketAddr::from(([127, 0, 0, 1], cluster.raft_ports[i]));
+        let target = SocketAddr::from(([127, 0, 0, 1], raft_port));
         tokio::spawn(relay(socket, target, Arc::clone(&cut)));
     }
     for i in 0..3 {
