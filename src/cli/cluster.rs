@@ -120,7 +120,14 @@ pub struct ClusterDemoArgs {
     /// Keep the replicas' directories (and their logs) here.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// How many times the leader is killed (evenly over the duration); each
+    /// killed replica restarts and catches up.
+    #[arg(long, default_value_t = 1)]
+    pub kills: u32,
 }
+
+/// When each receipt came, and from which replica.
+type ReceiptLog = Arc<std::sync::Mutex<Vec<(Instant, Option<SocketAddr>)>>>;
 
 /// Runs a cluster command.
 ///
@@ -444,22 +451,36 @@ async fn trade(
     trader: u64,
     start: Instant,
     until: Instant,
-) -> (Vec<u64>, Duration) {
+    log: ReceiptLog,
+) -> (Vec<u64>, Vec<Duration>) {
     let key = crate::envelope::generate_account_key(&mut OsRng);
     let mut per_second = Vec::new();
-    let mut slowest = Duration::ZERO;
+    let mut latencies = Vec::new();
+    let mut schedule = None;
     let mut nonce = trader << 32;
     while Instant::now() < until {
-        let Ok(schedule) = cluster.schedule().await else {
-            continue;
+        // The schedule is asked again only when it holds no key for the
+        // batch to seal to (servers budget schedule requests).
+        let fresh = match &schedule {
+            Some(s) => s,
+            None => match cluster.schedule().await {
+                Ok(s) => schedule.insert(s),
+                Err(_) => continue,
+            },
         };
-        let e = target_batch(&schedule, now_ms(), 30);
-        let Some(batch_key) = schedule
+        let e = target_batch(fresh, now_ms(), 30);
+        let Some(batch_key) = fresh
             .batch_keys
             .iter()
             .find(|(b, _)| *b == e)
             .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
         else {
+            if schedule
+                .take()
+                .is_some_and(|s| s.batch_keys.iter().all(|(b, _)| *b != e))
+            {
+                continue;
+            }
             tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
@@ -480,7 +501,11 @@ async fn trade(
         };
         let sent = Instant::now();
         if cluster.submit(envelope.into_bytes()).await.is_ok() {
-            slowest = slowest.max(sent.elapsed());
+            latencies.push(sent.elapsed());
+            let from = cluster.leader_addr().await;
+            if let Ok(mut log) = log.lock() {
+                log.push((Instant::now(), from));
+            }
             let second = start.elapsed().as_secs() as usize;
             if per_second.len() <= second {
                 per_second.resize(second + 1, 0);
@@ -488,7 +513,7 @@ async fn trade(
             per_second[second] += 1;
         }
     }
-    (per_second, slowest)
+    (per_second, latencies)
 }
 
 fn demo(args: &ClusterDemoArgs) -> CommandResult {
@@ -531,36 +556,59 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
         let duration = Duration::from_secs_f64(args.duration.max(2.0));
         let start = Instant::now();
         let until = start + duration;
+        let log: ReceiptLog = Arc::default();
         let traders: Vec<_> = (0..args.traders)
-            .map(|t| tokio::spawn(trade(Arc::clone(&cluster), t, start, until)))
+            .map(|t| tokio::spawn(trade(Arc::clone(&cluster), t, start, until, Arc::clone(&log))))
             .collect();
-        tokio::time::sleep(duration / 2).await;
-        if let Some(child) = replicas.children[first].as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
+        let kills = args.kills.max(1);
+        let mut leader = first;
+        let mut failovers = Vec::new();
+        for k in 0..kills {
+            let at = start + duration * (k + 1) / (kills + 1);
+            tokio::time::sleep_until(at.into()).await;
+            if let Some(child) = replicas.children[leader].as_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            replicas.children[leader] = None;
+            let killed = Instant::now();
+            let dead = replicas.addrs()?.get(leader).map(|r| r.addr);
+            // The first receipt from another replica after the kill.
+            let (first_receipt, from) = loop {
+                let found = log.lock().ok().and_then(|log| {
+                    log.iter()
+                        .find(|(at, from)| *at > killed && from.is_some() && *from != dead)
+                        .copied()
+                });
+                if let Some(found) = found {
+                    break found;
+                }
+                if killed.elapsed() > Duration::from_secs(15) {
+                    return Err("no receipt from a new leader within 15 s".into());
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            };
+            let took = first_receipt.duration_since(killed);
+            failovers.push(took);
+            let next = replicas
+                .addrs()?
+                .iter()
+                .position(|r| Some(r.addr) == from)
+                .unwrap_or(leader);
+            println!(
+                "killed the leader, replica {} (SIGKILL); first receipt from replica {} {:.0} ms later",
+                leader + 1,
+                next + 1,
+                took.as_secs_f64() * 1e3
+            );
+            replicas.start(leader)?;
+            leader = next;
         }
-        replicas.children[first] = None;
-        let killed = Instant::now();
-        println!("killed the leader, replica {} (SIGKILL)", first + 1);
-        let second = loop {
-            if let Some(i) = replicas.leader().await {
-                break i;
-            }
-            if killed.elapsed() > Duration::from_secs(10) {
-                return Err("no new leader within 10 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        println!(
-            "replica {} leads {} ms after the kill",
-            second + 1,
-            killed.elapsed().as_millis()
-        );
         let mut per_second: Vec<u64> = Vec::new();
-        let mut slowest = Duration::ZERO;
+        let mut latencies = Vec::new();
         for trader in traders {
-            let (counts, slow) = trader.await?;
-            slowest = slowest.max(slow);
+            let (counts, times) = trader.await?;
+            latencies.extend(times);
             if per_second.len() < counts.len() {
                 per_second.resize(counts.len(), 0);
             }
@@ -569,13 +617,33 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
             }
         }
         println!("receipts per second: {per_second:?}");
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            latencies
+                .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
         println!(
-            "{} receipts in {:.1} s; slowest submission (across the failover) {} ms",
+            "{} receipts in {:.1} s; submission to receipt p50 {:.1} ms, p99 {:.1} ms, slowest (across the failover) {:.1} ms",
             per_second.iter().sum::<u64>(),
             duration.as_secs_f64(),
-            slowest.as_millis()
+            at(0.5),
+            at(0.99),
+            at(1.0)
         );
-        replicas.start(first)?;
+        failovers.sort_unstable();
+        let pick = |q: f64| {
+            failovers
+                .get(((failovers.len() as f64 - 1.0) * q).round() as usize)
+                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+        };
+        println!(
+            "failover (kill to the first receipt from the new leader) over {} kills: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            failovers.len(),
+            pick(0.5),
+            pick(0.99),
+            pick(1.0)
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
     })?;

@@ -27,10 +27,13 @@ const ROUND_PAUSE: Duration = Duration::from_millis(25);
 /// schedule, or for a receipt. A leader killed without closing its
 /// connections is noticed this way; a slow one is asked again, which is
 /// harmless (the same envelope is receipted again, never counted twice).
-pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// How long connecting to one replica may take before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// How long one round over the replicas waits for their answers.
+const ROUND_MAX: Duration = Duration::from_millis(100);
 
 /// A replica a client may connect to: its clients' address and its
 /// certificate's fingerprint.
@@ -136,21 +139,39 @@ impl ClusterClient {
         let mut hint: Option<ReplicaAddr> = None;
         let mut last = String::from("no replica tried");
         while Instant::now() < deadline {
-            let candidates: Vec<ReplicaAddr> = hint
-                .take()
-                .into_iter()
-                .chain(self.replicas.iter().copied())
-                .collect();
+            // Every replica at once (a dead one costs its connect timeout,
+            // not everyone's), or the one a redirect named.
+            let candidates: Vec<ReplicaAddr> = match hint.take() {
+                Some(leader) => vec![leader],
+                None => self.replicas.clone(),
+            };
+            let mut attempts = tokio::task::JoinSet::new();
             for replica in candidates {
-                match self.try_replica(replica).await {
+                let trust = self.trust;
+                attempts.spawn(async move { (replica, try_replica(replica, trust).await) });
+            }
+            // A round waits for the replicas that answer; one that does not
+            // (dead, its packets unanswered) is not waited for past
+            // ROUND_MAX.
+            let round_end = tokio::time::Instant::now() + ROUND_MAX;
+            while let Ok(Some(joined)) =
+                tokio::time::timeout_at(round_end, attempts.join_next()).await
+            {
+                let Ok((replica, outcome)) = joined else {
+                    continue;
+                };
+                match outcome {
                     Ok(client) => {
+                        attempts.abort_all();
                         *current = Some((replica, Arc::clone(&client)));
                         return Ok(client);
                     }
                     Err(error) => {
                         last = format!("{}: {error}", replica.addr);
                         if let Some(leader) = redirect_of(&error) {
+                            // Named by a follower: go there at once.
                             hint = Some(leader);
+                            attempts.abort_all();
                             break;
                         }
                     }
@@ -166,18 +187,13 @@ impl ClusterClient {
         )))
     }
 
-    async fn try_replica(&self, replica: ReplicaAddr) -> Result<Arc<Client>, ClientError> {
-        let client = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            Client::connect(replica.addr, replica.fingerprint),
-        )
-        .await
-        .map_err(|_| ClientError::Timeout)??;
-        client.set_trust(self.trust);
-        tokio::time::timeout(ATTEMPT_TIMEOUT, client.schedule())
+    /// The address of the replica this client takes for the leader now.
+    pub async fn leader_addr(&self) -> Option<SocketAddr> {
+        self.current
+            .lock()
             .await
-            .map_err(|_| ClientError::Timeout)??;
-        Ok(Arc::new(client))
+            .as_ref()
+            .map(|(replica, _)| replica.addr)
     }
 
     /// Forgets the leader's connection if it is still `client`.
@@ -237,4 +253,19 @@ impl ClusterClient {
             }
         }
     }
+}
+
+/// Connects to `replica` and asks its schedule: `Ok` only from the leader.
+async fn try_replica(replica: ReplicaAddr, trust: KeyTrust) -> Result<Arc<Client>, ClientError> {
+    let client = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        Client::connect(replica.addr, replica.fingerprint),
+    )
+    .await
+    .map_err(|_| ClientError::Timeout)??;
+    client.set_trust(trust);
+    tokio::time::timeout(ATTEMPT_TIMEOUT, client.schedule())
+        .await
+        .map_err(|_| ClientError::Timeout)??;
+    Ok(Arc::new(client))
 }

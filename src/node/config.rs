@@ -114,11 +114,11 @@ pub struct ClusterMember {
 }
 
 fn default_election_timeout_ms() -> [u64; 2] {
-    [250, 500]
+    [150, 300]
 }
 
 fn default_heartbeat_ms() -> u64 {
-    100
+    50
 }
 
 fn default_snapshot_every_entries() -> u64 {

@@ -341,9 +341,14 @@ impl Driver {
         loop {
             let now = now_ms();
             // Wake at least every STALL_CHECK to see whether the journal hangs.
-            let wait = self
-                .sequencer
-                .poll_timeout()
+            // A follower's sequencer handles no timeouts (the leader seals
+            // and opens): it waits for messages only.
+            let due = if self.is_follower() {
+                None
+            } else {
+                self.sequencer.poll_timeout()
+            };
+            let wait = due
                 .map_or(STALL_CHECK, |due| {
                     Duration::from_millis(due.saturating_sub(now))
                 })
