@@ -579,3 +579,115 @@ fn check_journals(cluster: &Cluster, receipts: &[(u64, Commitment)]) {
         );
     }
 }
+
+/// Runs `sealbatch cluster ARGS` with replica `i`'s configuration and
+/// certificate; it must succeed.
+fn cluster_command(cluster: &Cluster, i: usize, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+        .arg("cluster")
+        .args(args)
+        .arg("--config")
+        .arg(cluster.dirs[i].with_extension("toml"))
+        .arg("--data-dir")
+        .arg(&cluster.dirs[i])
+        .output()
+        .expect("sealbatch cluster runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "sealbatch cluster {args:?}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_replica_removed_and_added_again_catches_up() {
+    let work = tempfile::Builder::new()
+        .prefix("sealbatch-rejoin-")
+        .tempdir()
+        .expect("a temporary directory");
+    let mut cluster = Cluster::new(work.path(), 3, None);
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    let (leader, _) = cluster.leader(Duration::from_secs(30)).await;
+    let replicas: Vec<ReplicaAddr> = (0..3)
+        .map(|i| ReplicaAddr {
+            addr: cluster.addr(i),
+            fingerprint: parse_fingerprint(
+                &std::fs::read_to_string(cluster.dirs[i].join("tls/fingerprint"))
+                    .expect("fingerprint"),
+            )
+            .expect("a fingerprint"),
+        })
+        .collect();
+    let traders = Arc::new(
+        ClusterClient::connect(replicas, KeyTrust::default())
+            .await
+            .expect("the cluster answers"),
+    );
+    let loader = tokio::spawn(load_cluster(
+        Arc::clone(&traders),
+        8,
+        Instant::now() + Duration::from_secs(6),
+    ));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    // A follower (not the one that bootstrapped the cluster: a wiped
+    // replica must start without `bootstrap`) loses its disk.
+    let lost = (1..3).find(|&i| i != leader).expect("a follower");
+    let id = (lost + 1).to_string();
+    let status = cluster_command(&cluster, leader, &["status"]);
+    assert!(status.contains("leader"), "{status}");
+    cluster_command(&cluster, leader, &["remove", "--id", &id]);
+    cluster.kill(lost);
+    std::fs::remove_dir_all(cluster.dirs[lost].join("raft")).expect("wiped");
+    std::fs::remove_dir_all(cluster.dirs[lost].join("journal")).expect("wiped");
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+
+    // Back with an empty disk, added again: it catches up from a snapshot
+    // (the log below the last one is purged) and the log after it.
+    cluster.start(lost);
+    let fingerprint =
+        std::fs::read_to_string(cluster.dirs[lost].join("tls/fingerprint")).expect("fingerprint");
+    let members = std::fs::read_to_string(cluster.dirs[lost].with_extension("toml"))
+        .expect("the configuration");
+    let addr = members
+        .split("[[cluster.members]]")
+        .skip(1)
+        .find(|m| m.contains(&format!("id = {id}\n")))
+        .and_then(|m| m.lines().find(|l| l.starts_with("addr = ")))
+        .map(|l| l.trim_start_matches("addr = ").trim_matches('"').to_owned())
+        .expect("its address");
+    let client = format!("127.0.0.1:{}", cluster.client_ports[lost]);
+    cluster_command(
+        &cluster,
+        leader,
+        &[
+            "add",
+            "--id",
+            &id,
+            "--addr",
+            &addr,
+            "--client",
+            &client,
+            "--fingerprint",
+            fingerprint.trim(),
+        ],
+    );
+    let (receipts, _) = loader.await.expect("loader");
+    assert!(receipts.len() > 20, "only {} receipts", receipts.len());
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    let status = cluster_command(&cluster, leader, &["status"]);
+    eprintln!("{status}");
+    let (leader, _) = cluster.leader(Duration::from_secs(10)).await;
+    cluster.stop(leader);
+    for i in 0..3 {
+        cluster.stop(i);
+    }
+    // Its journal now starts where the snapshot's records start.
+    let first = records(&cluster.dirs[lost]).first().map(|r| r.0);
+    eprintln!("the re-added replica's journal starts at LSN {first:?}");
+    check_journals(&cluster, &receipts);
+}

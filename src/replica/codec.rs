@@ -529,7 +529,13 @@ impl RaftRequest {
                 }
                 let mut voters = BTreeSet::new();
                 for _ in 0..count {
-                    voters.insert(r.u64("voter id")?);
+                    let at = r.offset();
+                    let id = r.u64("voter id")?;
+                    // Strictly ascending: one encoding per set.
+                    if voters.last().is_some_and(|&last| last >= id) {
+                        return Err(r.invalid("voter id", at));
+                    }
+                    voters.insert(id);
                 }
                 RaftRequest::ChangeVoters(voters)
             }

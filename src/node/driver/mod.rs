@@ -41,6 +41,10 @@ use sessions::{Pending, Session};
 /// Most messages handled in one turn before the journal is flushed.
 pub const TURN_MESSAGES_MAX: usize = 8192;
 
+/// Longest a replica that leads waits, when asked to stop, for what it
+/// proposed to be committed.
+const REPLICA_STOP_MAX: Duration = Duration::from_secs(2);
+
 /// How often the driver checks that the journal is not hanging.
 const STALL_CHECK: Duration = Duration::from_millis(100);
 
@@ -200,6 +204,8 @@ pub struct Driver {
     /// Changes whenever the sequencer is replaced or changes hands (a
     /// replica's promotion or demotion): batches opened before are stale.
     epoch: u64,
+    /// When shutdown was asked.
+    shutdown_at: Option<Instant>,
 }
 
 impl Driver {
@@ -275,6 +281,7 @@ impl Driver {
             key_asked: BTreeMap::new(),
             replica: None,
             epoch: 0,
+            shutdown_at: None,
         }
     }
 
@@ -405,6 +412,23 @@ impl Driver {
                 tracing::info!("a follower has nothing in flight; driver stops");
                 return Ok(());
             }
+            // A leader hands over rather than finishing every batch (the
+            // next leader resumes them): it stops once what it proposed is
+            // committed, or after REPLICA_STOP_MAX without a majority.
+            if self.shutting_down
+                && self.replica.is_some()
+                && (self.durable_lsn >= self.sent_lsn
+                    || self
+                        .shutdown_at
+                        .is_some_and(|at| at.elapsed() > REPLICA_STOP_MAX))
+            {
+                tracing::info!(
+                    committed = self.durable_lsn,
+                    proposed = self.sent_lsn,
+                    "the leader stops; the next one resumes the batches in flight"
+                );
+                return Ok(());
+            }
             if self.shutting_down
                 && self.sequencer.batches_pending() == 0
                 && self.sequencer.is_idle()
@@ -469,6 +493,7 @@ impl Driver {
             Control::Shutdown => {
                 tracing::info!("shutdown: refusing new envelopes, finishing batches in flight");
                 self.shutting_down = true;
+                self.shutdown_at.get_or_insert_with(Instant::now);
             }
             Control::Promote { term, applied } => self.promote(term, applied),
             Control::Demote => self.demote(),

@@ -109,6 +109,11 @@ impl ReplicaState {
 }
 
 impl Driver {
+    /// Whether this driver is one replica of a replicated sequencer.
+    pub(super) fn is_replica(&self) -> bool {
+        self.replica.is_some()
+    }
+
     /// Whether this driver is a replica that does not lead.
     pub(super) fn is_follower(&self) -> bool {
         self.replica

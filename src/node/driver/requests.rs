@@ -29,10 +29,17 @@ impl Driver {
     ) {
         let open = self.sequencer.open_batch_at(now);
         if self.shutting_down {
+            // A replica stopping is no leader any more: its clients go to
+            // the next one.
+            let code = if self.is_replica() {
+                ReasonCode::NotLeader
+            } else {
+                ReasonCode::Busy
+            };
             self.refuse(
                 session,
                 request_id,
-                (ReasonCode::Busy, open, 0),
+                (code, open, 0),
                 "the sequencer is shutting down".into(),
             );
             return;
