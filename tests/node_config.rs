@@ -185,3 +185,72 @@ fn a_committee_section_parses_and_bad_ones_are_refused() {
         assert!(error.contains("committee"), "{error}");
     }
 }
+
+/// A `[cluster]` section parses with openraft's timing by default; a
+/// member id of 0 or repeated, this replica not a member, a bad
+/// fingerprint, timing that cannot elect, or a committee beside it is a
+/// clear configuration error.
+#[test]
+fn a_cluster_section_parses_and_bad_ones_are_refused() {
+    let member = |id: u64, fingerprint: &str| {
+        format!(
+            "[[cluster.members]]\nid = {id}\naddr = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\nfingerprint = \"{fingerprint}\"\n",
+            7100 + id,
+            7000 + id
+        )
+    };
+    let good = "ab".repeat(32);
+    let members: String = (1..=3).map(|id| member(id, &good)).collect();
+    let text = format!("[cluster]\nid = 2\nlisten = \"127.0.0.1:7102\"\n{members}");
+    let config: NodeConfig = toml::from_str(&text).expect("parses");
+    config.validate().expect("valid");
+    let cluster = config.cluster.as_ref().expect("a cluster");
+    assert!(!cluster.bootstrap);
+    assert_eq!(
+        (cluster.heartbeat_ms, cluster.election_timeout_ms),
+        (50, [150, 300])
+    );
+    let nodes = cluster.nodes().expect("nodes");
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes[&2].client_addr, "127.0.0.1:7002");
+    assert_eq!(nodes[&3].fingerprint, [0xab; 32]);
+
+    let committee = {
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[1; 32])
+            .verifying_key()
+            .to_bytes();
+        let encryption =
+            curve25519_dalek::RistrettoPoint::mul_base(&curve25519_dalek::Scalar::from(5u64))
+                .compress()
+                .to_bytes();
+        format!(
+            "[committee]\n[[committee.members]]\nsigning = \"{}\"\nencryption = \"{}\"\n",
+            hex::encode(signing),
+            hex::encode(encryption)
+        )
+    };
+    for bad in [
+        format!("[cluster]\nid = 4\nlisten = \"127.0.0.1:7104\"\n{members}"),
+        format!(
+            "[cluster]\nid = 0\nlisten = \"127.0.0.1:7100\"\n{}",
+            member(0, &good)
+        ),
+        format!(
+            "[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\n{members}{}",
+            member(1, &good)
+        ),
+        format!(
+            "[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\n{}",
+            member(1, "zz")
+        ),
+        format!("[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nheartbeat_ms = 200\n{members}"),
+        format!(
+            "[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nelection_timeout_ms = [300, 300]\n{members}"
+        ),
+        format!("{committee}[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\n{members}"),
+    ] {
+        let config: NodeConfig = toml::from_str(&bad).expect("parses");
+        let error = config.validate().expect_err("refused").to_string();
+        assert!(error.contains("cluster"), "{error}");
+    }
+}
