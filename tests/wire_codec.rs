@@ -713,8 +713,8 @@ fn bad_field_values_are_typed_errors() {
             offset: tag_at
         }))
     );
-    // Reason code 0 and 14.
-    for code in [0u8, 14, 255] {
+    // Reason codes 0 and 15 (one past the last).
+    for code in [0u8, 15, 255] {
         let mut rejected = encoded(&server_samples()[2]);
         rejected[13] = code;
         assert_eq!(

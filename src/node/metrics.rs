@@ -171,6 +171,16 @@ pub struct Metrics {
     /// Submit received to its receipt released (durable, handed to the
     /// stream's task, which signs and sends it).
     pub receipt_seconds: Histogram,
+    /// As a replica: 1 while this replica leads, else 0.
+    pub replica_leading: Gauge,
+    /// As a replica: the term it last led in (0: never).
+    pub replica_term: Gauge,
+    /// As a replica: the last LSN it applied or saw committed.
+    pub replica_committed_lsn: Gauge,
+    /// As a replica: times it became the leader.
+    pub replica_promotions: Counter,
+    /// As a replica: times it stopped leading.
+    pub replica_demotions: Counter,
     registry: Registry,
 }
 
@@ -203,6 +213,11 @@ impl Default for Metrics {
             clearing_seconds: Histogram::new(&LATENCY_BUCKETS_S),
             receipt_seconds: Histogram::new(&LATENCY_BUCKETS_S),
             key_release_seconds: Histogram::new(&LATENCY_BUCKETS_S),
+            replica_leading: Gauge::default(),
+            replica_term: Gauge::default(),
+            replica_committed_lsn: Gauge::default(),
+            replica_promotions: Counter::default(),
+            replica_demotions: Counter::default(),
             registry: Registry::default(),
         };
         // Every reason is exported from the start, at 0.
@@ -273,6 +288,16 @@ impl Default for Metrics {
                 "QUIC handshakes dropped for not finishing within the handshake timeout.",
                 &metrics.handshakes_timed_out,
             ),
+            (
+                "sealbatch_replica_promotions",
+                "Times this replica became the leader.",
+                &metrics.replica_promotions,
+            ),
+            (
+                "sealbatch_replica_demotions",
+                "Times this replica stopped leading.",
+                &metrics.replica_demotions,
+            ),
         ];
         for (name, text, counter) in counters {
             registry.register(name, help(text), counter.clone());
@@ -287,6 +312,26 @@ impl Default for Metrics {
             help("QUIC connections open."),
             metrics.connections_open.clone(),
         );
+        let gauges = [
+            (
+                "sealbatch_replica_leading",
+                "1 while this replica leads its cluster, else 0.",
+                &metrics.replica_leading,
+            ),
+            (
+                "sealbatch_replica_term",
+                "The Raft term this replica last led in (0: never).",
+                &metrics.replica_term,
+            ),
+            (
+                "sealbatch_replica_committed_lsn",
+                "The last journal LSN this replica applied or saw committed.",
+                &metrics.replica_committed_lsn,
+            ),
+        ];
+        for (name, text, gauge) in gauges {
+            registry.register(name, help(text), gauge.clone());
+        }
         let histograms = [
             (
                 "sealbatch_batch_envelopes",

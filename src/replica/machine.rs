@@ -457,10 +457,16 @@ pub struct SnapshotBuilder {
     meta: SnapshotMeta<ReplicaId, ReplicaNode>,
     /// The last LSN the snapshot holds.
     last_lsn: Lsn,
+    /// Why the journal could not be made durable first, if it could not:
+    /// then no snapshot is built (the log below it must not be purged).
+    unflushed: Option<String>,
 }
 
 impl SnapshotBuilder {
     fn build(&self) -> std::result::Result<Vec<u8>, String> {
+        if let Some(reason) = &self.unflushed {
+            return Err(format!("the journal is not durable: {reason}"));
+        }
         let mut out = SNAPSHOT_MAGIC.to_vec();
         put_opt_log_id(&mut out, self.meta.last_log_id.as_ref());
         put_stored_membership(&mut out, &self.meta.last_membership);
@@ -582,10 +588,13 @@ impl RaftStateMachine<Replication> for StateMachine {
         // Every record applied so far must be on disk before the snapshot
         // reads them, and the applied state with them, since the log below
         // the snapshot may be purged once it is built.
-        let flushed = self.flush().and_then(|()| self.save_applied());
-        if let Err(error) = flushed {
-            tracing::error!(%error, "a snapshot could not flush the journal");
-        }
+        let unflushed = match self.flush().and_then(|()| self.save_applied()) {
+            Ok(()) => None,
+            Err(error) => {
+                tracing::error!(%error, "a snapshot could not flush the journal");
+                Some(error.to_string())
+            }
+        };
         let last_lsn = self.next_lsn() - 1;
         let snapshot_id = match &self.last_applied {
             Some(id) => format!(
@@ -603,6 +612,7 @@ impl RaftStateMachine<Replication> for StateMachine {
                 snapshot_id,
             },
             last_lsn,
+            unflushed,
         }
     }
 

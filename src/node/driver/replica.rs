@@ -140,6 +140,9 @@ impl Driver {
                     return;
                 };
                 replica.committed_lsn = replica.committed_lsn.max(proposal.last_lsn());
+                self.metrics
+                    .replica_committed_lsn
+                    .set(i64::try_from(replica.committed_lsn).unwrap_or(i64::MAX));
                 match replica.role {
                     Role::Leader { term }
                         if log_id.leader_id == CommittedLeaderId::new(term, replica.link.id) =>
@@ -265,6 +268,11 @@ impl Driver {
         if let Some(replica) = self.replica.as_mut() {
             replica.role = Role::Leader { term };
         }
+        self.metrics.replica_promotions.inc();
+        self.metrics.replica_leading.set(1);
+        self.metrics
+            .replica_term
+            .set(i64::try_from(term).unwrap_or(i64::MAX));
         tracing::info!(
             term,
             next_lsn = self.sequencer.next_lsn(),
@@ -284,6 +292,8 @@ impl Driver {
         }
         replica.role = Role::Follower;
         self.epoch += 1;
+        self.metrics.replica_demotions.inc();
+        self.metrics.replica_leading.set(0);
         tracing::warn!("this replica no longer leads; rebuilding from the committed log");
         let redirect = self.redirect_text();
         for (_, pending) in std::mem::take(&mut self.pending) {
