@@ -168,8 +168,13 @@ impl ClusterClient {
                     }
                     Err(error) => {
                         last = format!("{}: {error}", replica.addr);
-                        if let Some(leader) = redirect_of(&error) {
-                            // Named by a follower: go there at once.
+                        // Named by a follower: go there at once — only if
+                        // it is one of the replicas this client was given
+                        // (a follower cannot send it to a server of its
+                        // choosing, with a certificate of its choosing).
+                        if let Some(leader) =
+                            redirect_of(&error).filter(|l| self.replicas.contains(l))
+                        {
                             hint = Some(leader);
                             attempts.abort_all();
                             break;
