@@ -220,8 +220,12 @@ fn replica_from_journal(
     for record in &mut records {
         collected.push(record);
     }
-    // A torn tail is the writer at work, not damage, for a reader.
-    let _ = records.take_damage();
+    // A torn tail of the last segment (the writer at work) is left out of
+    // the stream by a read-only open, not reported as damage: damage here
+    // is in a closed segment, and refused like any recovery's.
+    if let Some(damage) = records.take_damage() {
+        return Err(damage.into());
+    }
     if let Some((lsn, _, _)) = collected.last() {
         last = last.max(*lsn);
     }
