@@ -283,8 +283,9 @@ async fn the_leader_killed_under_load_loses_no_receipt() {
         cluster.start(i);
     }
     let (first, _) = cluster.leader(Duration::from_secs(30)).await;
-    // Traders know every replica; they follow the leader.
-    let replicas: Vec<ReplicaAddr> = (0..3)
+    // Traders are given the first leader only: its signed schedule lists
+    // the other two, and they follow the leader across the kills below.
+    let replicas: Vec<ReplicaAddr> = (first..=first)
         .map(|i| ReplicaAddr {
             addr: cluster.addr(i),
             fingerprint: parse_fingerprint(
@@ -298,6 +299,16 @@ async fn the_leader_killed_under_load_loses_no_receipt() {
         ClusterClient::connect(replicas, KeyTrust::default())
             .await
             .expect("the cluster answers"),
+    );
+    let listed: Vec<SocketAddr> = traders.replicas().iter().map(|r| r.addr).collect();
+    assert_eq!(
+        listed.iter().collect::<BTreeSet<_>>(),
+        (0..3)
+            .map(|i| cluster.addr(i))
+            .collect::<Vec<_>>()
+            .iter()
+            .collect(),
+        "the schedule lists every replica"
     );
     // Three rounds: the leader is killed under load, the others elect a
     // new one, the killed replica restarts and catches up.

@@ -7,8 +7,9 @@ use sealbatch::wire::{
     self, ACCOUNT_BALANCES_MAX, ALPN, BatchCleared, BatchSealed, CLIENT_FRAME_LEN_MAX,
     ClientMessage, Direction, ENVELOPE_LEN_MAX, EncodeError, FILLS_MAX, FRAME_LEN_MAX,
     FrameDecoder, FrameError, MarketInfo, MarketLine, Message, OwnEnvelope, PROOF_LEN_MAX,
-    PROTOCOL_VERSION, ReasonCode, SCHEDULE_BATCH_KEYS_MAX, SUBSCRIBER_ENVELOPES_MAX, Schedule,
-    ServerMessage, TEXT_LEN_MAX, WIRE_MARKETS_MAX,
+    PROTOCOL_VERSION, REPLICA_ADDRESS_LEN_MAX, ReasonCode, ReplicaInfo, SCHEDULE_BATCH_KEYS_MAX,
+    SCHEDULE_REPLICAS_MAX, SUBSCRIBER_ENVELOPES_MAX, Schedule, ServerMessage, TEXT_LEN_MAX,
+    WIRE_MARKETS_MAX,
 };
 
 fn encoded<M: Message>(message: &M) -> Vec<u8> {
@@ -40,6 +41,11 @@ fn small_schedule() -> Schedule {
         sequencer_key: [0x11; 32],
         batch_keys: vec![(10, [0x22; 32])],
         markets: vec![market(1)],
+        replicas: vec![ReplicaInfo {
+            id: 2,
+            address: "127.0.0.1:7001".into(),
+            fingerprint: [0x44; 32],
+        }],
         signature: [0x33; 64],
     }
 }
@@ -237,7 +243,7 @@ const GOLDEN_REJECTED: &str =
     "1e000000830807060504030201022a0000000000000000000000040000006c617465";
 const GOLDEN_OPERATOR_DEPOSIT: &str = "a20000000708000000000000000d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0dbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb0300000088130000000000000900000074783a307866656564cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
 const GOLDEN_CLEARED: &str = "ce00000086050000000000000001010101010101010101010101010101010101010101010101010101010101010202020202020202020202020202020202020202020202020202020202020202030000000200000002000000010000000164000000000000000a00000000000000fdffffffffffffffffffffffffffffff020000000000000000000000000000000000000000000000000000000001000000030303030303030303030303030303030303030303030303030303030303030300000000000100000001000a00000000000000";
-const GOLDEN_SCHEDULE_SIGNING: &str = "157365616c6261746368207631207363686564756c650068e5cf8b010000640000000000000009000000000000001111111111111111111111111111111111111111111111111111111111111111010000000a00000000000000222222222222222222222222222222222222222222222222222222222222222201000000010000000100000002000000010000000000000001000000000000000100000000000000e803000000000000f4010000000000000a00";
+const GOLDEN_SCHEDULE_SIGNING: &str = "157365616c6261746368207631207363686564756c650068e5cf8b010000640000000000000009000000000000001111111111111111111111111111111111111111111111111111111111111111010000000a00000000000000222222222222222222222222222222222222222222222222222222222222222201000000010000000100000002000000010000000000000001000000000000000100000000000000e803000000000000f4010000000000000a000100000002000000000000000e3132372e302e302e313a373030314444444444444444444444444444444444444444444444444444444444444444";
 
 #[test]
 fn golden_encodings_match_the_spec() {
@@ -461,6 +467,25 @@ fn encoding_refuses_counts_over_their_bounds_and_leaves_the_buffer() {
             }),
             "markets",
             WIRE_MARKETS_MAX,
+        ),
+        (
+            ServerMessage::Schedule(Schedule {
+                replicas: vec![small_schedule().replicas[0].clone(); SCHEDULE_REPLICAS_MAX + 1],
+                ..small_schedule()
+            }),
+            "replicas",
+            SCHEDULE_REPLICAS_MAX,
+        ),
+        (
+            ServerMessage::Schedule(Schedule {
+                replicas: vec![ReplicaInfo {
+                    address: "a".repeat(REPLICA_ADDRESS_LEN_MAX + 1),
+                    ..small_schedule().replicas[0].clone()
+                }],
+                ..small_schedule()
+            }),
+            "replica.address",
+            REPLICA_ADDRESS_LEN_MAX,
         ),
         (
             ServerMessage::BatchSealed(BatchSealed {
@@ -725,6 +750,38 @@ fn bad_field_values_are_typed_errors() {
             }))
         );
     }
+    // A replica address that is empty, or not UTF-8.
+    let schedule = encoded(&ServerMessage::Schedule(small_schedule()));
+    let address_at = schedule
+        .windows(14)
+        .position(|w| w == b"127.0.0.1:7001")
+        .expect("the address")
+        - 1;
+    assert_eq!(schedule[address_at], 14);
+    let mut empty = schedule[..address_at].to_vec();
+    empty.push(0);
+    empty.extend_from_slice(&schedule[address_at + 15..]);
+    let len = u32::try_from(empty.len() - 4).unwrap();
+    let empty = patch_u32(empty, 0, len);
+    let mut garbled = schedule.clone();
+    garbled[address_at + 1] = 0xff;
+    for frame in [empty, garbled] {
+        assert_eq!(
+            wire::parse::<ServerMessage>(&frame),
+            Err(FrameError::Body(DecodeError::Invalid {
+                field: "replica.address",
+                offset: address_at
+            }))
+        );
+    }
+    let mut empty_address = small_schedule();
+    empty_address.replicas[0].address.clear();
+    assert_eq!(
+        wire::encode(&ServerMessage::Schedule(empty_address), &mut Vec::new()),
+        Err(EncodeError::Empty {
+            field: "replica.address"
+        })
+    );
     // Text that is not UTF-8.
     let mut rejected = encoded(&server_samples()[2]);
     let last = rejected.len() - 1;
@@ -958,6 +1015,7 @@ fn schedule() -> impl Strategy<Value = Schedule> {
         bytes32(),
         proptest::collection::vec((any::<u64>(), bytes32()), 0..5),
         proptest::collection::vec(market_info(), 0..5),
+        proptest::collection::vec((any::<u64>(), "[a-z0-9.:]{1,40}", bytes32()), 0..4),
         any::<[u8; 64]>(),
     )
         .prop_map(
@@ -966,6 +1024,7 @@ fn schedule() -> impl Strategy<Value = Schedule> {
                 sequencer_key,
                 batch_keys,
                 markets,
+                replicas,
                 signature,
             )| Schedule {
                 request_id,
@@ -975,6 +1034,14 @@ fn schedule() -> impl Strategy<Value = Schedule> {
                 sequencer_key,
                 batch_keys,
                 markets,
+                replicas: replicas
+                    .into_iter()
+                    .map(|(id, address, fingerprint)| ReplicaInfo {
+                        id,
+                        address,
+                        fingerprint,
+                    })
+                    .collect(),
                 signature,
             },
         )

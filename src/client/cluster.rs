@@ -1,12 +1,13 @@
 //! A client of a replicated sequencer (`spec/replication.md`, "Clients"):
-//! [`ClusterClient`] knows the replicas, talks to the leader, follows a
+//! [`ClusterClient`] knows the replicas (those it was given, and those the
+//! leader's signed schedule lists), talks to the leader, follows a
 //! follower's `NotLeader` redirect, and after a failover finds the new
 //! leader and submits an unacknowledged envelope again — the same bytes,
 //! so the same commitment, which a batch that already holds it receipts
 //! again instead of counting twice.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
@@ -86,7 +87,11 @@ fn redirect_of(error: &ClientError) -> Option<ReplicaAddr> {
 
 /// A client of a replicated sequencer.
 pub struct ClusterClient {
-    replicas: Vec<ReplicaAddr>,
+    /// The replicas it was given, then those verified schedules listed.
+    replicas: RwLock<Vec<ReplicaAddr>>,
+    /// The sequencer key of the first leader's schedule: every later
+    /// leader's must be the same.
+    sequencer: RwLock<Option<[u8; 32]>>,
     trust: KeyTrust,
     /// The leader's connection, once found.
     current: Mutex<Option<(ReplicaAddr, Arc<Client>)>>,
@@ -95,13 +100,14 @@ pub struct ClusterClient {
 impl std::fmt::Debug for ClusterClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterClient")
-            .field("replicas", &self.replicas)
+            .field("replicas", &self.replicas())
             .finish_non_exhaustive()
     }
 }
 
 impl ClusterClient {
-    /// A client of the cluster of `replicas`; connects to its leader.
+    /// A client of the cluster of `replicas` (one is enough: the leader's
+    /// schedule lists the others); connects to its leader.
     ///
     /// # Errors
     ///
@@ -112,12 +118,47 @@ impl ClusterClient {
         trust: KeyTrust,
     ) -> Result<ClusterClient, ClientError> {
         let client = ClusterClient {
-            replicas,
+            replicas: RwLock::new(replicas),
+            sequencer: RwLock::new(None),
             trust,
             current: Mutex::new(None),
         };
         client.leader().await?;
         Ok(client)
+    }
+
+    /// The replicas this client knows now.
+    #[must_use]
+    pub fn replicas(&self) -> Vec<ReplicaAddr> {
+        self.replicas
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether `schedule` is signed by the sequencer this client has seen
+    /// (the first schedule's key is kept).
+    fn same_sequencer(&self, schedule: &Schedule) -> bool {
+        let mut known = self.sequencer.write().unwrap_or_else(|p| p.into_inner());
+        *known.get_or_insert(schedule.sequencer_key) == schedule.sequencer_key
+    }
+
+    /// Adds the replicas a verified schedule lists (`spec/wire.md`,
+    /// "Schedule") to those this client knows.
+    fn learn(&self, schedule: &Schedule) {
+        let mut known = self.replicas.write().unwrap_or_else(|p| p.into_inner());
+        for listed in &schedule.replicas {
+            let Ok(addr) = listed.address.parse::<SocketAddr>() else {
+                continue;
+            };
+            let replica = ReplicaAddr {
+                addr,
+                fingerprint: listed.fingerprint,
+            };
+            if !known.contains(&replica) {
+                known.push(replica);
+            }
+        }
     }
 
     /// The leader's connection: the current one, or the first replica that
@@ -143,7 +184,7 @@ impl ClusterClient {
             // not everyone's), or the one a redirect named.
             let candidates: Vec<ReplicaAddr> = match hint.take() {
                 Some(leader) => vec![leader],
-                None => self.replicas.clone(),
+                None => self.replicas(),
             };
             let mut attempts = tokio::task::JoinSet::new();
             for replica in candidates {
@@ -161,19 +202,25 @@ impl ClusterClient {
                     continue;
                 };
                 match outcome {
-                    Ok(client) => {
+                    Ok((client, schedule)) => {
+                        if !self.same_sequencer(&schedule) {
+                            last = format!("{}: another sequencer key", replica.addr);
+                            continue;
+                        }
                         attempts.abort_all();
+                        self.learn(&schedule);
                         *current = Some((replica, Arc::clone(&client)));
                         return Ok(client);
                     }
                     Err(error) => {
                         last = format!("{}: {error}", replica.addr);
                         // Named by a follower: go there at once — only if
-                        // it is one of the replicas this client was given
-                        // (a follower cannot send it to a server of its
-                        // choosing, with a certificate of its choosing).
+                        // it is a replica this client was given or a signed
+                        // schedule listed (a follower cannot send it to a
+                        // server of its choosing, with a certificate of its
+                        // choosing).
                         if let Some(leader) =
-                            redirect_of(&error).filter(|l| self.replicas.contains(l))
+                            redirect_of(&error).filter(|l| self.replicas().contains(l))
                         {
                             hint = Some(leader);
                             attempts.abort_all();
@@ -260,8 +307,12 @@ impl ClusterClient {
     }
 }
 
-/// Connects to `replica` and asks its schedule: `Ok` only from the leader.
-async fn try_replica(replica: ReplicaAddr, trust: KeyTrust) -> Result<Arc<Client>, ClientError> {
+/// Connects to `replica` and asks its schedule (verified): `Ok` only from
+/// the leader.
+async fn try_replica(
+    replica: ReplicaAddr,
+    trust: KeyTrust,
+) -> Result<(Arc<Client>, Schedule), ClientError> {
     let client = tokio::time::timeout(
         CONNECT_TIMEOUT,
         Client::connect(replica.addr, replica.fingerprint),
@@ -269,8 +320,8 @@ async fn try_replica(replica: ReplicaAddr, trust: KeyTrust) -> Result<Arc<Client
     .await
     .map_err(|_| ClientError::Timeout)??;
     client.set_trust(trust);
-    tokio::time::timeout(ATTEMPT_TIMEOUT, client.schedule())
+    let schedule = tokio::time::timeout(ATTEMPT_TIMEOUT, client.schedule())
         .await
         .map_err(|_| ClientError::Timeout)??;
-    Ok(Arc::new(client))
+    Ok((Arc::new(client), schedule))
 }

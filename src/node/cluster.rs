@@ -17,7 +17,7 @@ use crate::replica::network::{AllowedPeers, Network, serve};
 use crate::replica::{LogStore, Proposal, ReplicaId, Replication, StateMachine};
 
 use super::config::ClusterConfig;
-use super::driver::replica::{LeaderHint, ReplicaLink};
+use super::driver::replica::{LeaderHint, Members, ReplicaLink};
 use super::handle::Control;
 use super::{JOURNAL_DIR, NodeConfig, NodeError, recovery};
 
@@ -96,6 +96,7 @@ pub(super) async fn start(
     }
 
     let leader: LeaderHint = Arc::new(RwLock::new(None));
+    let members: Members = Arc::new(RwLock::new(Vec::new()));
     let (proposals_tx, proposals_rx) = tokio::sync::mpsc::unbounded_channel();
     let rebuild_config = config.clone();
     let rebuild_seed = Zeroizing::new(*key_seed);
@@ -113,12 +114,15 @@ pub(super) async fn start(
             recovery::first_leader(&first_config, sequencer).map_err(|e| e.to_string())
         }),
         leader: Arc::clone(&leader),
+        members: Arc::clone(&members),
     };
     let id = cluster.id;
     let start_raft = raft.clone();
     let start = Box::new(move |control: Sender<Control>| {
         tokio::spawn(propose(start_raft.clone(), proposals_rx, control.clone()));
-        tokio::spawn(watch_role(start_raft, id, control, leader, allowed));
+        tokio::spawn(watch_role(
+            start_raft, id, control, leader, members, allowed,
+        ));
     });
     Ok(Replica {
         raft,
@@ -165,6 +169,7 @@ async fn watch_role(
     id: ReplicaId,
     control: Sender<Control>,
     leader: LeaderHint,
+    members: Members,
     allowed: AllowedPeers,
 ) {
     let mut metrics = raft.metrics();
@@ -185,6 +190,12 @@ async fn watch_role(
             if !fingerprints.is_empty() {
                 *set = fingerprints;
             }
+        }
+        if let Ok(mut slot) = members.write() {
+            *slot = membership
+                .voter_ids()
+                .filter_map(|id| membership.get_node(&id).map(|node| (id, node.clone())))
+                .collect();
         }
         let hint = now.current_leader.and_then(|l| {
             membership

@@ -181,6 +181,9 @@ pub struct Metrics {
     pub replica_promotions: Counter,
     /// As a replica: times it stopped leading.
     pub replica_demotions: Counter,
+    /// As the leader: a proposal handed to the log to its commit by a
+    /// majority (each member's fsync and the round trips included).
+    pub replica_commit_seconds: Histogram,
     registry: Registry,
 }
 
@@ -218,6 +221,7 @@ impl Default for Metrics {
             replica_committed_lsn: Gauge::default(),
             replica_promotions: Counter::default(),
             replica_demotions: Counter::default(),
+            replica_commit_seconds: Histogram::new(&LATENCY_BUCKETS_S),
             registry: Registry::default(),
         };
         // Every reason is exported from the start, at 0.
@@ -367,6 +371,11 @@ impl Default for Metrics {
                 "sealbatch_key_release_seconds",
                 "From a durable seal sent to the keyper committee to its key combined from t shares.",
                 &metrics.key_release_seconds,
+            ),
+            (
+                "sealbatch_replica_commit_seconds",
+                "As the leader of a cluster: from a proposal handed to the log to its commit by a majority.",
+                &metrics.replica_commit_seconds,
             ),
         ];
         for (name, text, histogram) in histograms {
@@ -653,6 +662,7 @@ mod tests {
             "sealbatch_clearing_seconds Funding, clearing and settlement of a batch.",
             "sealbatch_receipt_seconds From a submission received to its receipt released for signing and sending (after the fsync).",
             "sealbatch_key_release_seconds From a durable seal sent to the keyper committee to its key combined from t shares.",
+            "sealbatch_replica_commit_seconds As the leader of a cluster: from a proposal handed to the log to its commit by a majority.",
         ];
         let mut help: Vec<&str> = text
             .lines()

@@ -14,8 +14,9 @@ use crate::signed::{
 use super::frame::{Direction, EncodeError, FrameError, Message};
 use super::{
     ACCOUNT_BALANCES_MAX, CLIENT_FRAME_LEN_MAX, ENVELOPE_LEN_MAX, FILLS_MAX, FRAME_LEN_MAX,
-    MARKET_INFO_LEN, PAYOUTS_MAX, PROOF_LEN_MAX, RECEIPT_LEN, SCHEDULE_BATCH_KEYS_MAX, SEAL_LEN,
-    SUBSCRIBER_ENVELOPES_MAX, TEXT_LEN_MAX, WIRE_MARKETS_MAX,
+    MARKET_INFO_LEN, PAYOUTS_MAX, PROOF_LEN_MAX, RECEIPT_LEN, REPLICA_ADDRESS_LEN_MAX,
+    SCHEDULE_BATCH_KEYS_MAX, SCHEDULE_REPLICAS_MAX, SEAL_LEN, SUBSCRIBER_ENVELOPES_MAX,
+    TEXT_LEN_MAX, WIRE_MARKETS_MAX,
 };
 
 /// Most window certificates in one `KeyCertificates`.
@@ -238,9 +239,26 @@ pub struct Schedule {
     pub batch_keys: Vec<(u64, [u8; 32])>,
     /// The configured markets, at most [`WIRE_MARKETS_MAX`](super::WIRE_MARKETS_MAX).
     pub markets: Vec<MarketInfo>,
+    /// The replicas of a replicated sequencer (`spec/replication.md`), in
+    /// ascending id, at most [`SCHEDULE_REPLICAS_MAX`](super::SCHEDULE_REPLICAS_MAX);
+    /// empty for a single node.
+    pub replicas: Vec<ReplicaInfo>,
     /// Ed25519 signature by `sequencer_key` over
     /// [`schedule_signing_message`].
     pub signature: [u8; 64],
+}
+
+/// A replica as the schedule lists it: where its clients connect and the
+/// certificate it presents there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    /// Its id in the cluster.
+    pub id: u64,
+    /// Its clients' address (`host:port`), 1 to
+    /// [`REPLICA_ADDRESS_LEN_MAX`](super::REPLICA_ADDRESS_LEN_MAX) bytes of UTF-8.
+    pub address: String,
+    /// The SHA-256 of its certificate.
+    pub fingerprint: [u8; 32],
 }
 
 /// A batch's seal, with inclusion proofs for the subscriber's envelopes.
@@ -536,7 +554,13 @@ pub fn schedule_signing_message(schedule: &Schedule) -> Vec<u8> {
             + 32
             + 8
             + schedule.batch_keys.len() * 40
-            + schedule.markets.len() * MARKET_INFO_LEN,
+            + schedule.markets.len() * MARKET_INFO_LEN
+            + 4
+            + schedule
+                .replicas
+                .iter()
+                .map(|r| 8 + 1 + r.address.len() + 32)
+                .sum::<usize>(),
     );
     out.put_u8(SCHEDULE_DOMAIN.len() as u8);
     out.extend_from_slice(SCHEDULE_DOMAIN.as_bytes());
@@ -567,6 +591,16 @@ fn put_schedule_signed_fields(s: &Schedule, out: &mut Vec<u8>) {
         out.put_u64(m.band_max);
         out.put_u64(m.reference_price);
         out.put_u16(m.fee_bps);
+    }
+    out.put_u32(saturating_u32(s.replicas.len()));
+    for r in &s.replicas {
+        out.put_u64(r.id);
+        // A longer address cannot be encoded (checked there); its signing
+        // message keeps the first 255 bytes.
+        let address = &r.address.as_bytes()[..r.address.len().min(u8::MAX as usize)];
+        out.put_u8(address.len() as u8);
+        out.extend_from_slice(address);
+        out.extend_from_slice(&r.fingerprint);
     }
 }
 
@@ -803,6 +837,14 @@ impl Message for ServerMessage {
             ServerMessage::Schedule(s) => {
                 bound("batch_keys", s.batch_keys.len(), SCHEDULE_BATCH_KEYS_MAX)?;
                 bound("markets", s.markets.len(), WIRE_MARKETS_MAX)?;
+                bound("replicas", s.replicas.len(), SCHEDULE_REPLICAS_MAX)?;
+                for r in &s.replicas {
+                    short_field(
+                        "replica.address",
+                        r.address.as_bytes(),
+                        REPLICA_ADDRESS_LEN_MAX,
+                    )?;
+                }
                 out.put_u64(s.request_id);
                 put_schedule_signed_fields(s, out);
                 out.extend_from_slice(&s.signature);
@@ -1078,6 +1120,23 @@ fn decode_schedule(r: &mut Reader<'_>) -> Result<Schedule, DecodeError> {
             fee_bps: r.u16("market.fee_bps")?,
         });
     }
+    let count = r.count("replicas", SCHEDULE_REPLICAS_MAX)?;
+    let mut replicas = bounded_vec(count, 8 + 1 + 1 + 32, r);
+    for _ in 0..count {
+        let id = r.u64("replica.id")?;
+        let offset = r.offset();
+        let len = usize::from(r.u8("replica.address")?);
+        let address = r.bytes(len, "replica.address")?;
+        let address = match std::str::from_utf8(address) {
+            Ok(text) if len > 0 => text.to_owned(),
+            _ => return Err(r.invalid("replica.address", offset)),
+        };
+        replicas.push(ReplicaInfo {
+            id,
+            address,
+            fingerprint: r.array("replica.fingerprint")?,
+        });
+    }
     let signature = r.array("signature")?;
     Ok(Schedule {
         request_id,
@@ -1087,6 +1146,7 @@ fn decode_schedule(r: &mut Reader<'_>) -> Result<Schedule, DecodeError> {
         sequencer_key,
         batch_keys,
         markets,
+        replicas,
         signature,
     })
 }

@@ -56,18 +56,20 @@ mod message;
 pub use frame::{Direction, EncodeError, FrameDecoder, FrameError, Message, check, encode, parse};
 pub use message::{
     BatchCleared, BatchSealed, ClientMessage, KEY_CERTIFICATES_MAX, MarketInfo, MarketLine,
-    OwnEnvelope, ReasonCode, SCHEDULE_DOMAIN, Schedule, ServerMessage, schedule_signing_message,
+    OwnEnvelope, ReasonCode, ReplicaInfo, SCHEDULE_DOMAIN, Schedule, ServerMessage,
+    schedule_signing_message,
 };
 
 use crate::types::{BUNDLE_ORDERS_MAX, MARKETS_MAX};
 
 /// The protocol version this module speaks. It is carried by the ALPN
-/// ([`ALPN`]): a peer that does not offer `sealbatch/2` does not connect.
-/// (Version 2 signs balance queries and withdrawals.)
-pub const PROTOCOL_VERSION: u8 = 2;
+/// ([`ALPN`]): a peer that does not offer `sealbatch/3` does not connect.
+/// (Version 2 signs balance queries and withdrawals; version 3 lists a
+/// replicated sequencer's replicas in the schedule.)
+pub const PROTOCOL_VERSION: u8 = 3;
 
-/// The QUIC ALPN protocol identifier, `sealbatch/2`.
-pub const ALPN: &[u8] = b"sealbatch/2";
+/// The QUIC ALPN protocol identifier, `sealbatch/3`.
+pub const ALPN: &[u8] = b"sealbatch/3";
 
 /// Bytes of the length prefix that starts every frame.
 pub const LEN_PREFIX_LEN: usize = 4;
@@ -116,10 +118,16 @@ pub const ACCOUNT_BALANCES_MAX: usize = 4096;
 /// Most withdrawals in one `Payouts` reply (a client pages with `after`).
 pub const PAYOUTS_MAX: usize = 1024;
 
+/// Most replicas in a `Schedule` (the most a cluster's membership holds).
+pub const SCHEDULE_REPLICAS_MAX: usize = 64;
+
+/// Longest replica address in a `Schedule`, in bytes.
+pub const REPLICA_ADDRESS_LEN_MAX: usize = 255;
+
 /// Bytes of one encoded [`MarketInfo`].
 pub const MARKET_INFO_LEN: usize = 3 * 4 + 5 * 8 + 2;
 
-const _: () = assert!(PROTOCOL_VERSION == 2 && ALPN.len() == 11 && ALPN[10] == b'2');
+const _: () = assert!(PROTOCOL_VERSION == 3 && ALPN.len() == 11 && ALPN[10] == b'3');
 const _: () = assert!(CLIENT_FRAME_LEN_MAX <= FRAME_LEN_MAX);
 // A full `Payouts` reply: type ‖ request id ‖ count ‖ withdrawals ‖ more.
 const PAYOUTS_FRAME_LEN_MAX: usize =
@@ -137,6 +145,8 @@ const _: () = assert!(
         + SCHEDULE_BATCH_KEYS_MAX * 40
         + 4
         + WIRE_MARKETS_MAX * MARKET_INFO_LEN
+        + 4
+        + SCHEDULE_REPLICAS_MAX * (8 + 1 + REPLICA_ADDRESS_LEN_MAX + 32)
         + 64
         <= FRAME_LEN_MAX
 );

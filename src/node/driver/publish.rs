@@ -66,6 +66,7 @@ impl Driver {
             sequencer_key: genesis.sequencer.to_bytes(),
             batch_keys,
             markets,
+            replicas: self.schedule_replicas(),
             signature: [0; 64],
         };
         schedule.signature = self

@@ -13,6 +13,7 @@
 //! answers whatever waited for a commit with `NotLeader` and rebuilds its
 //! sequencer from its local journal, which holds committed records only.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,7 @@ use crate::replica::machine::{CheckpointJob, Committed};
 use crate::replica::{Proposal, ReplicaId, ReplicaNode};
 use crate::sequencer::{JournalWrite, RecordKind, Sequencer, SequencerError};
 use crate::types::Lsn;
-use crate::wire::{ReasonCode, ServerMessage};
+use crate::wire::{ReasonCode, ReplicaInfo, ServerMessage};
 
 use super::super::handle::{Request, RequestBody};
 use super::super::now_ms;
@@ -32,6 +33,10 @@ use super::{Driver, DriverError};
 /// Who leads the cluster, as this replica last learnt it: for the
 /// redirects it answers clients with.
 pub type LeaderHint = Arc<RwLock<Option<(ReplicaId, ReplicaNode)>>>;
+
+/// The voting members of the cluster's current membership, in ascending
+/// id: the replicas the schedule lists.
+pub type Members = Arc<RwLock<Vec<(ReplicaId, ReplicaNode)>>>;
 
 /// Builds the sequencer again from the local journal, once it holds at
 /// least the given LSN (a deposed leader, a snapshot installed).
@@ -61,6 +66,8 @@ pub struct ReplicaLink {
     pub first_leader: FirstLeader,
     /// Who leads, for redirects.
     pub leader: LeaderHint,
+    /// The voting members, for the schedule.
+    pub members: Members,
 }
 
 impl std::fmt::Debug for ReplicaLink {
@@ -94,6 +101,9 @@ pub(super) struct ReplicaState {
     pub(super) committed_lsn: Lsn,
     /// Seals applied since the last checkpoint, as a follower.
     seals_since_checkpoint: u64,
+    /// As the leader: the last LSN of each proposal not yet seen committed,
+    /// and when it was handed to the log.
+    proposed: VecDeque<(Lsn, Instant)>,
 }
 
 impl ReplicaState {
@@ -104,6 +114,7 @@ impl ReplicaState {
             last_applied: None,
             committed_lsn,
             seals_since_checkpoint: 0,
+            proposed: VecDeque::new(),
         }
     }
 }
@@ -150,6 +161,14 @@ impl Driver {
                         // Our own proposal: the sequencer holds its records;
                         // now they count as durable.
                         let lsn = proposal.last_lsn();
+                        while let Some(&(last, at)) = replica.proposed.front()
+                            && last <= lsn
+                        {
+                            replica.proposed.pop_front();
+                            self.metrics
+                                .replica_commit_seconds
+                                .observe_duration(at.elapsed());
+                        }
                         self.durable_lsn = lsn;
                         if let Err(error) = self.sequencer.handle_journal_durable(now_ms(), lsn) {
                             tracing::error!(%error, "a committed entry does not fit the sequencer; stopping");
@@ -291,6 +310,7 @@ impl Driver {
             return;
         }
         replica.role = Role::Follower;
+        replica.proposed.clear();
         self.epoch += 1;
         self.metrics.replica_demotions.inc();
         self.metrics.replica_leading.set(0);
@@ -327,6 +347,28 @@ impl Driver {
                 self.fail(DriverError::Sequencer(SequencerError::Protocol(reason)));
             }
         }
+    }
+
+    /// The replicas the schedule lists (`spec/wire.md`, "Schedule"): the
+    /// voting members; none for a single node.
+    pub(super) fn schedule_replicas(&self) -> Vec<ReplicaInfo> {
+        let Some(replica) = self.replica.as_ref() else {
+            return Vec::new();
+        };
+        let members = replica
+            .link
+            .members
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        members
+            .iter()
+            .take(crate::wire::SCHEDULE_REPLICAS_MAX)
+            .map(|(id, node)| ReplicaInfo {
+                id: *id,
+                address: node.client_addr.clone(),
+                fingerprint: node.fingerprint,
+            })
+            .collect()
     }
 
     /// What a follower tells a client: who leads, where, and its
@@ -372,7 +414,7 @@ impl Driver {
     /// Proposes a turn's journal records (as a leader), in entries of at
     /// most a proposal's size.
     pub(super) fn propose(&mut self, writes: Vec<JournalWrite>) -> Result<(), DriverError> {
-        let Some(replica) = self.replica.as_ref() else {
+        let Some(replica) = self.replica.as_mut() else {
             return Ok(());
         };
         let mut start = 0;
@@ -390,11 +432,13 @@ impl Driver {
             }
             let proposal = Proposal::new(&writes[start..end])
                 .map_err(|e| DriverError::Sequencer(SequencerError::Protocol(e.to_string())))?;
+            let last = proposal.last_lsn();
             replica
                 .link
                 .proposals
                 .send(proposal)
                 .map_err(|_| DriverError::WriterGone)?;
+            replica.proposed.push_back((last, Instant::now()));
             start = end;
         }
         Ok(())
