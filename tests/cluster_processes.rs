@@ -24,12 +24,12 @@ use sealbatch::journal::{Journal, JournalConfig};
 use sealbatch::net::{Identity, parse_fingerprint};
 use sealbatch::node::now_ms;
 use sealbatch::order::OrderSpec;
-use sealbatch::sequencer::{ResultAssembler, SequencerRecord, verify_journal};
+use sealbatch::sequencer::verify_journal;
 use sealbatch::types::{MarketId, Side};
 use zeroize::Zeroizing;
 
 mod common;
-use common::free_port;
+use common::{JournalSummary, free_port};
 
 struct Cluster {
     dirs: Vec<PathBuf>,
@@ -548,47 +548,7 @@ fn check_journals(cluster: &Cluster, receipts: &[(u64, Commitment)]) {
     }
 
     // Every receipt is in a batch sealed and cleared exactly once.
-    let mut envelopes: BTreeMap<u64, BTreeSet<Commitment>> = BTreeMap::new();
-    let mut sealed = BTreeMap::new();
-    let mut cleared = BTreeSet::new();
-    let mut assembler = ResultAssembler::default();
-    for (_, kind, payload) in &longest {
-        match SequencerRecord::decode(*kind, payload).expect("decodes") {
-            SequencerRecord::Envelope { e, bytes } => {
-                envelopes
-                    .entry(e)
-                    .or_default()
-                    .insert(Commitment::of(&bytes));
-            }
-            SequencerRecord::Seal(seal) => {
-                assert!(
-                    sealed.insert(seal.e, seal.root).is_none(),
-                    "batch {} sealed twice",
-                    seal.e
-                );
-            }
-            SequencerRecord::ResultPart(part) => {
-                if let Some(outcome) = assembler.push(part).expect("parts join") {
-                    assert!(
-                        cleared.insert(outcome.e),
-                        "batch {} cleared twice",
-                        outcome.e
-                    );
-                }
-            }
-            _ => {}
-        }
-    }
-    for (e, commitment) in receipts {
-        assert!(
-            envelopes.get(e).is_some_and(|set| set.contains(commitment)),
-            "a receipt for batch {e} is not in the journal"
-        );
-        assert!(
-            sealed.contains_key(e) && cleared.contains(e),
-            "batch {e} was not sealed and cleared"
-        );
-    }
+    JournalSummary::of(&longest).holds_acknowledged(receipts);
 }
 
 /// Runs `sealbatch cluster ARGS` with replica `i`'s configuration and

@@ -7,16 +7,14 @@
 #![allow(clippy::disallowed_methods)]
 
 use sealbatch::signed::Statement as _;
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sealbatch::envelope::Commitment;
 use sealbatch::journal::{FsStorage, Journal, JournalConfig, read_checkpoints};
-use sealbatch::sequencer::{ResultAssembler, SequencerRecord, verify_journal};
+use sealbatch::sequencer::verify_journal;
 
 mod common;
 use common::{connect, free_port, load, spawn};
@@ -92,44 +90,8 @@ async fn sigkill_loses_no_acknowledged_envelope() {
         Some(last + 1),
         "the shutdown checkpoint covers the whole journal"
     );
-    let mut envelopes: BTreeMap<u64, BTreeSet<Commitment>> = BTreeMap::new();
-    let mut sealed = BTreeSet::new();
-    let mut cleared = BTreeSet::new();
-    let mut assembler = ResultAssembler::default();
-    for (_, kind, payload) in &records {
-        match SequencerRecord::decode(*kind, payload).expect("decodes") {
-            SequencerRecord::Envelope { e, bytes } => {
-                envelopes
-                    .entry(e)
-                    .or_default()
-                    .insert(Commitment::of(&bytes));
-            }
-            SequencerRecord::Seal(seal) => {
-                sealed.insert(seal.e);
-            }
-            SequencerRecord::ResultPart(part) => {
-                let Some(outcome) = assembler.push(part).expect("result parts join") else {
-                    continue;
-                };
-                assert!(
-                    cleared.insert(outcome.e),
-                    "batch {} cleared twice",
-                    outcome.e
-                );
-            }
-            _ => {}
-        }
-    }
-    for (e, commitment) in receipts.iter().chain(&after) {
-        assert!(
-            envelopes.get(e).is_some_and(|set| set.contains(commitment)),
-            "an acknowledged envelope of batch {e} is missing"
-        );
-        assert!(
-            sealed.contains(e) && cleared.contains(e),
-            "batch {e} not sealed and cleared"
-        );
-    }
+    let summary = common::JournalSummary::of(&records);
+    summary.holds_acknowledged(receipts.iter().chain(&after));
     let report = verify_journal(records).expect("verify reads it");
     assert!(
         report.all_ok(),
@@ -139,7 +101,7 @@ async fn sigkill_loses_no_acknowledged_envelope() {
 
     // The commands: `verify` on the journal, `export` of the first cleared
     // batch and `verify --transcript` of the file.
-    let e = cleared.first().copied().expect("a cleared batch");
+    let e = *summary.results.keys().next().expect("a cleared batch");
     let sealbatch = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
             .args(args)

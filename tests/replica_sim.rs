@@ -18,6 +18,8 @@
 
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -30,10 +32,12 @@ use sealbatch::envelope::{
 use sealbatch::market::{AccountId, AssetId, MarketConfig};
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{
-    BatchOutcome, Event, Genesis, Journaled, Limits, OpToken, Sequencer, SequencerRecord,
-    SubmitError, SubmitToken, verify_journal,
+    BatchOutcome, Event, Genesis, Journaled, Limits, OpToken, Sequencer, SubmitError, SubmitToken,
+    verify_journal,
 };
 use sealbatch::types::{BatchId, Lsn, MarketId, Side};
+
+use common::{JournalSummary, seeds};
 
 const REPLICAS: usize = 3;
 const MAJORITY: usize = REPLICAS / 2 + 1;
@@ -823,79 +827,31 @@ fn check(cluster: &Cluster) {
             "seed {seed}: replica {r}'s ledger differs"
         );
     }
-    // Each batch sealed once and settled once in the committed log; every
-    // seal and result any leader published is the committed one.
-    let mut envelopes: BTreeMap<BatchId, BTreeSet<Commitment>> = BTreeMap::new();
-    let mut seals: BTreeMap<BatchId, [u8; 32]> = BTreeMap::new();
-    let mut results: BTreeMap<BatchId, BatchOutcome> = BTreeMap::new();
-    let mut assembler = sealbatch::sequencer::ResultAssembler::default();
-    for (_, kind, payload) in &committed {
-        match SequencerRecord::decode(*kind, payload).expect("decodes") {
-            SequencerRecord::Envelope { e, bytes } => {
-                envelopes
-                    .entry(e)
-                    .or_default()
-                    .insert(Commitment::of(&bytes));
-            }
-            SequencerRecord::Seal(seal) => {
-                assert!(
-                    seals.insert(seal.e, seal.root.0).is_none(),
-                    "seed {seed}: batch {} sealed twice",
-                    seal.e
-                );
-            }
-            SequencerRecord::ResultPart(part) => {
-                if let Some(outcome) = assembler.push(part).expect("parts join") {
-                    let e = outcome.e;
-                    assert!(
-                        results.insert(e, outcome).is_none(),
-                        "seed {seed}: batch {e} settled twice"
-                    );
-                }
-            }
-            _ => {}
-        }
-    }
+    // Each batch sealed once and settled once in the committed log, every
+    // acknowledged envelope in it; every seal and result any leader
+    // published is the committed one. (A result a deposed leader proposed
+    // may be committed by the next one, which applies it while catching up
+    // and does not publish it again — as a single node's result durable
+    // just before a crash: clients read it from the log.)
+    let summary = JournalSummary::of(&committed);
+    summary.holds_acknowledged(&cluster.acked);
     for (e, root) in &cluster.sealed {
         assert_eq!(
-            seals.get(e),
-            Some(root),
+            summary.seals.get(e).map(|s| s.root.0),
+            Some(*root),
             "seed {seed}: batch {e}'s published seal is not the committed one"
         );
     }
     assert_eq!(
-        seals.keys().collect::<Vec<_>>(),
-        results.keys().collect::<Vec<_>>(),
+        summary.seals.keys().collect::<Vec<_>>(),
+        summary.results.keys().collect::<Vec<_>>(),
         "seed {seed}: every committed seal has its result"
     );
     for (e, outcome) in &cluster.cleared {
         assert_eq!(
-            results.get(e).map(BatchOutcome::encode),
+            summary.results.get(e).map(BatchOutcome::encode),
             Some(outcome.encode()),
             "seed {seed}: batch {e}'s published result is not the committed one"
-        );
-    }
-    // No acknowledged envelope lost: each is in its batch, sealed, and in
-    // the committed result exactly once. (A result a deposed leader
-    // proposed may be committed by the next one, which applies it while
-    // catching up and does not publish it again — as a single node's
-    // result durable just before a crash: clients read it from the log.)
-    for (e, commitment) in &cluster.acked {
-        assert!(
-            envelopes.get(e).is_some_and(|set| set.contains(commitment)),
-            "seed {seed}: acknowledged envelope of batch {e} not committed"
-        );
-        let outcome = results
-            .get(e)
-            .unwrap_or_else(|| panic!("seed {seed}: acknowledged batch {e} never cleared"));
-        assert_eq!(
-            outcome
-                .envelopes
-                .iter()
-                .filter(|x| x.commitment == *commitment)
-                .count(),
-            1,
-            "seed {seed}: an acknowledged envelope of batch {e} counted other than once"
         );
     }
     let report = verify_journal(committed.iter().cloned()).expect("verify reads the log");
@@ -907,20 +863,14 @@ fn check(cluster: &Cluster) {
             .iter()
             .find(|b| b.verdict.is_err() || b.pending)
     );
-    assert_eq!(report.batches.len(), results.len());
-}
-
-fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
-    match std::env::var("SEALBATCH_SIM_SEED") {
-        Ok(seed) => vec![seed.parse().expect("SEALBATCH_SIM_SEED is a number")],
-        Err(_) => default.collect(),
-    }
+    assert_eq!(report.batches.len(), summary.results.len());
 }
 
 #[test]
 fn crashes_partitions_and_elections_lose_no_acknowledged_envelope_and_seal_once() {
     let mut total = Stats::default();
     for seed in seeds(0..8) {
+        eprintln!("seed {seed}");
         let stats = run(seed, 400).stats;
         assert!(
             stats.promotions >= 1 && stats.receipts > 0,

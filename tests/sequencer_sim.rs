@@ -43,6 +43,9 @@ use sealbatch::sequencer::{
 };
 use sealbatch::types::{BatchId, MarketId, Side};
 
+mod common;
+use common::seeds;
+
 const USD: AssetId = AssetId(0);
 const BTC: AssetId = AssetId(1);
 const ETH: AssetId = AssetId(2);
@@ -1310,13 +1313,6 @@ fn check_journal(
     assert_eq!(report.batches.len(), results.len());
 
     split_results
-}
-
-fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
-    match std::env::var("SEALBATCH_SIM_SEED") {
-        Ok(seed) => vec![seed.parse().expect("SEALBATCH_SIM_SEED is a number")],
-        Err(_) => default.collect(),
-    }
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! load: a free port, traders submitting until a deadline, and what the
 //! journal published.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, UdpSocket};
@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use rand_core::OsRng;
 use sealbatch::cli::connect::target_batch;
 use sealbatch::client::{Client, ClientError};
-use sealbatch::envelope::{BatchPublicKey, Commitment, seal_bundle};
+use sealbatch::envelope::{BatchPublicKey, Commitment, SignedSeal, seal_bundle};
 use sealbatch::journal::{Journal, JournalConfig};
 use sealbatch::net::parse_fingerprint;
 use sealbatch::node::now_ms;
 use sealbatch::order::OrderSpec;
-use sealbatch::sequencer::{ResultAssembler, SequencerRecord};
+use sealbatch::sequencer::{BatchOutcome, ResultAssembler, SequencerRecord};
 use sealbatch::types::{MarketId, Side};
 
 /// A UDP port free on loopback now.
@@ -158,6 +158,97 @@ pub fn published(dir: &Path) -> BTreeMap<u64, BTreeSet<Commitment>> {
         }
     }
     published
+}
+
+/// What a journal holds, batch by batch. Built by [`JournalSummary::of`],
+/// which fails on a batch sealed or settled twice.
+pub struct JournalSummary {
+    /// The envelopes journaled for each batch.
+    pub envelopes: BTreeMap<u64, BTreeSet<Commitment>>,
+    /// Each batch's seal.
+    pub seals: BTreeMap<u64, SignedSeal>,
+    /// Each batch's result.
+    pub results: BTreeMap<u64, BatchOutcome>,
+}
+
+impl JournalSummary {
+    /// Summarises `records` (LSN, kind, payload), in journal order.
+    pub fn of<'a>(records: impl IntoIterator<Item = &'a (u64, u8, Vec<u8>)>) -> JournalSummary {
+        let mut summary = JournalSummary {
+            envelopes: BTreeMap::new(),
+            seals: BTreeMap::new(),
+            results: BTreeMap::new(),
+        };
+        let mut assembler = ResultAssembler::default();
+        for (lsn, kind, payload) in records {
+            match SequencerRecord::decode(*kind, payload).expect("decodes") {
+                SequencerRecord::Envelope { e, bytes } => {
+                    summary
+                        .envelopes
+                        .entry(e)
+                        .or_default()
+                        .insert(Commitment::of(&bytes));
+                }
+                SequencerRecord::Seal(seal) => {
+                    let e = seal.e;
+                    assert!(
+                        summary.seals.insert(e, seal).is_none(),
+                        "batch {e} sealed twice (LSN {lsn})"
+                    );
+                }
+                SequencerRecord::ResultPart(part) => {
+                    if let Some(outcome) = assembler.push(part).expect("result parts join") {
+                        let e = outcome.e;
+                        assert!(
+                            summary.results.insert(e, outcome).is_none(),
+                            "batch {e} settled twice (LSN {lsn})"
+                        );
+                    }
+                }
+                _ => {}
+            }
+        }
+        summary
+    }
+
+    /// Each acknowledged envelope is journaled in its batch, which was
+    /// sealed and cleared with it in the result exactly once.
+    pub fn holds_acknowledged<'a>(
+        &self,
+        receipts: impl IntoIterator<Item = &'a (u64, Commitment)>,
+    ) {
+        for (e, commitment) in receipts {
+            assert!(
+                self.envelopes
+                    .get(e)
+                    .is_some_and(|set| set.contains(commitment)),
+                "an acknowledged envelope of batch {e} is not journaled"
+            );
+            assert!(self.seals.contains_key(e), "batch {e} was not sealed");
+            let result = self
+                .results
+                .get(e)
+                .unwrap_or_else(|| panic!("batch {e} was not cleared"));
+            assert_eq!(
+                result
+                    .envelopes
+                    .iter()
+                    .filter(|o| o.commitment == *commitment)
+                    .count(),
+                1,
+                "an acknowledged envelope of batch {e} is not in its result exactly once"
+            );
+        }
+    }
+}
+
+/// The seeds a simulation runs: `default`, or the one
+/// `SEALBATCH_SIM_SEED` names.
+pub fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
+    match std::env::var("SEALBATCH_SIM_SEED") {
+        Ok(seed) => vec![seed.parse().expect("SEALBATCH_SIM_SEED is a number")],
+        Err(_) => default.collect(),
+    }
 }
 
 /// Every receipt's envelope is in its batch's published outcome.
