@@ -277,29 +277,46 @@ impl Admin {
         Ok(ReplicaStatus::decode(&body)?)
     }
 
-    /// The leader, as the first member that answers knows it, and its status.
+    /// The leader, as the first member that answers knows it, and its
+    /// status (its own word that it leads). During an election no member
+    /// knows one: asked again until [`LEADER_WAIT_MAX`].
     async fn leader(
         &self,
     ) -> Result<(ReplicaId, ReplicaStatus), Box<dyn std::error::Error + Send + Sync>> {
-        for (id, node) in &self.members {
-            let Ok(status) = self.status(*id, node).await else {
-                continue;
-            };
-            let Some(leader) = status.leader else {
-                continue;
-            };
-            if leader == *id {
-                return Ok((leader, status));
+        let deadline = Instant::now() + LEADER_WAIT_MAX;
+        loop {
+            for (id, node) in &self.members {
+                let Ok(status) = self.status(*id, node).await else {
+                    continue;
+                };
+                let Some(leader) = status.leader else {
+                    continue;
+                };
+                if leader == *id {
+                    return Ok((leader, status));
+                }
+                if let Some(node) = self.members.get(&leader)
+                    && let Ok(status) = self.status(leader, node).await
+                    && status.leader == Some(leader)
+                {
+                    return Ok((leader, status));
+                }
             }
-            if let Some(node) = self.members.get(&leader)
-                && let Ok(status) = self.status(leader, node).await
-            {
-                return Ok((leader, status));
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no member knows a leader after {} s",
+                    LEADER_WAIT_MAX.as_secs()
+                )
+                .into());
             }
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        Err("no member knows a leader".into())
     }
 }
+
+/// How long a `cluster` command waits for a leader (an election) before it
+/// gives up.
+const LEADER_WAIT_MAX: Duration = Duration::from_secs(15);
 
 /// The demo's replica processes, killed when dropped.
 struct Replicas {
