@@ -21,6 +21,7 @@
 //! - [`codec`]: a bounds-checked byte reader and little-endian writers for the layouts in `spec/`.
 //! - [`clearing`]: the uniform-price clearing rule, multi-market, rayon-parallel.
 //! - [`envelope`]: batch keys, sealing and opening bundles, commitments, receipts, seals.
+//! - [`explorer`]: a cleared market's demand and supply step curves, as data and as SVG.
 //! - [`market`]: assets, accounts, and what a market's tick and lot are worth.
 //! - [`ledger`]: balances, funding checks and settlement.
 //! - [`keyper`]: the keyper committee's cryptography: per-batch keys dealt by a `t`-of-`n` committee (Feldman VSS, proofs of knowledge, accusations), the release rule, combining shares.
@@ -45,6 +46,7 @@ pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod envelope;
+pub mod explorer;
 #[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod journal;
 pub mod keyper;

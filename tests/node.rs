@@ -19,6 +19,8 @@ use sealbatch::types::{MarketId, Side};
 use sealbatch::wire::{ClientMessage, ReasonCode};
 use tokio::sync::{oneshot, watch};
 
+mod common;
+
 struct TestNode {
     info: NodeInfo,
     stop: watch::Sender<bool>,
@@ -468,6 +470,11 @@ async fn signed_withdrawals_are_taken_once_and_paid_out_once() {
 /// `verify` over its journal.
 #[test]
 fn the_demo_runs_clears_and_verifies() {
+    let work = tempfile::Builder::new()
+        .prefix("sealbatch-demo-")
+        .tempdir()
+        .expect("a temporary directory");
+    let data = work.path().join("data");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_sealbatch"))
         .args([
             "demo",
@@ -477,7 +484,9 @@ fn the_demo_runs_clears_and_verifies() {
             "4000",
             "--traders",
             "2",
+            "--data-dir",
         ])
+        .arg(&data)
         .output()
         .expect("the binary runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -507,6 +516,34 @@ fn the_demo_runs_clears_and_verifies() {
         numbers.len() >= 2 && numbers[0] == numbers[1] && numbers[0] > 0,
         "{receipts}"
     );
+
+    // `plot` draws the busiest batch's curves from the journal it left:
+    // a panel per market that had orders, each crossed market's price and
+    // volume marked as its result published them.
+    let (e, _) = common::published(&data.join("journal"))
+        .into_iter()
+        .max_by_key(|(_, envelopes)| envelopes.len())
+        .expect("a cleared batch");
+    let plot = std::process::Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+        .args([
+            "plot",
+            "--batch",
+            &e.to_string(),
+            "--out",
+            "-",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .expect("the binary runs");
+    let svg = String::from_utf8_lossy(&plot.stdout);
+    assert!(
+        plot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plot.stderr)
+    );
+    assert!(svg.contains("class=\"market\" data-market=\"1\""), "{svg}");
+    assert!(svg.contains("class=\"clearing\" data-price=\""), "{svg}");
 }
 
 /// A client asking for the schedule as fast as it can is answered from the

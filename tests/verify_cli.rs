@@ -108,6 +108,78 @@ async fn verify_reads_a_torn_journal_read_only_and_exits_by_what_it_found() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("not signed by this sequencer"));
     assert_eq!(files(&journal), before);
 
+    // `plot`: a cleared batch's curves, the same bytes from the journal and
+    // from the batch's exported transcript; a market without orders and a
+    // batch the journal does not hold are refused. (The demo's test plots
+    // batches that traded.)
+    let e = receipts[0].0.to_string();
+    let from_journal = work.path().join("journal.svg");
+    let out = sealbatch(&[
+        "plot",
+        "--batch",
+        &e,
+        "--data-dir",
+        &data_arg,
+        "--out",
+        &from_journal.to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let svg = fs::read_to_string(&from_journal).expect("the SVG");
+    // These traders are unfunded: every envelope was rejected at funding.
+    assert!(
+        svg.starts_with("<svg ") && svg.contains("no orders took part"),
+        "{svg}"
+    );
+    let exported = work.path().join("exported");
+    let out = sealbatch(&[
+        "export",
+        "--data-dir",
+        &data_arg,
+        "--batch",
+        &e,
+        "--out",
+        &exported.to_string_lossy(),
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let transcript = exported.join(format!("batch-{e}.sbt"));
+    let out = sealbatch(&[
+        "plot",
+        "--batch",
+        &e,
+        "--transcript",
+        &transcript.to_string_lossy(),
+        "--out",
+        "-",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), svg);
+    for args in [
+        vec![
+            "plot",
+            "--batch",
+            &e,
+            "--data-dir",
+            &data_arg,
+            "--market",
+            "4000",
+            "--out",
+            "-",
+        ],
+        vec![
+            "plot",
+            "--batch",
+            "999999999",
+            "--data-dir",
+            &data_arg,
+            "--out",
+            "-",
+        ],
+    ] {
+        let out = sealbatch(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+    }
+    assert_eq!(files(&journal), before);
+
     // Could not read: no journal, an undecodable receipts file or
     // transcript, a damaged journal; and bad usage.
     let missing = work.path().join("missing").to_string_lossy().into_owned();

@@ -22,6 +22,7 @@ mod keygen;
 mod keyper;
 pub mod loadgen;
 mod operator;
+mod plot;
 pub mod run;
 mod submit;
 mod verify;
@@ -150,6 +151,10 @@ pub enum Command {
     /// released key, outcome, starting balances) for `verify --transcript`.
     #[command(after_help = EXPORT_EXIT_STATUS_HELP)]
     Export(verify::ExportArgs),
+    /// Draw a cleared batch's demand and supply curves as SVG (from the
+    /// journal or a transcript; the batch is re-derived first).
+    #[command(after_help = EXPORT_EXIT_STATUS_HELP)]
+    Plot(plot::PlotArgs),
 }
 
 /// Parses the command line (a bad one exits [`EXIT_USAGE`], clap's status),
@@ -212,5 +217,6 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Loadgen(args) => loadgen::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Export(args) => verify::export(&args),
+        Command::Plot(args) => plot::run(&args),
     }
 }

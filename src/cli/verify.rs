@@ -19,8 +19,8 @@ use crate::envelope::{Commitment, Receipt};
 use crate::journal::{Journal, JournalConfig, ReadOnlyFsStorage, UntilDamage, read_checkpoints};
 use crate::node::JOURNAL_DIR;
 use crate::sequencer::{
-    Checkpoint, ResultAssembler, SequencerRecord, Transcript, TranscriptError, VerifyError,
-    export_transcripts, verify_journal_with, verify_transcript,
+    Checkpoint, ResultAssembler, SequencerRecord, Transcript, TranscriptError, TranscriptSummary,
+    VerifyError, export_transcripts, verify_journal_with, verify_transcript,
 };
 use crate::types::BatchId;
 
@@ -144,16 +144,22 @@ pub fn run(args: &VerifyArgs) -> CommandResult {
     Ok(verify(args)?)
 }
 
+/// Reads the transcript file at `path` and verifies it.
+pub(super) fn verified_transcript(path: &Path) -> Result<(Transcript, TranscriptSummary), Failure> {
+    let unreadable =
+        |e: &dyn std::fmt::Display| Failure::Unreadable(format!("{}: {e}", path.display()));
+    let bytes = std::fs::read(path).map_err(|e| unreadable(&e))?;
+    let transcript = Transcript::decode(&bytes).map_err(|e| unreadable(&e))?;
+    let summary = verify_transcript(&transcript).map_err(|e| match e {
+        TranscriptError::Decode(_) => unreadable(&e),
+        TranscriptError::Mismatch { .. } => Failure::Mismatch(e.to_string()),
+    })?;
+    Ok((transcript, summary))
+}
+
 fn verify(args: &VerifyArgs) -> Result<(), Failure> {
     if let Some(path) = &args.transcript {
-        let unreadable =
-            |e: &dyn std::fmt::Display| Failure::Unreadable(format!("{}: {e}", path.display()));
-        let bytes = std::fs::read(path).map_err(|e| unreadable(&e))?;
-        let transcript = Transcript::decode(&bytes).map_err(|e| unreadable(&e))?;
-        let summary = verify_transcript(&transcript).map_err(|e| match e {
-            TranscriptError::Decode(_) => unreadable(&e),
-            TranscriptError::Mismatch { .. } => Failure::Mismatch(e.to_string()),
-        })?;
+        let (_, summary) = verified_transcript(path)?;
         println!(
             "batch {:>10}: {:>6} envelopes {:>8} fills  OK (from the {} balances the transcript states)",
             summary.e, summary.envelopes, summary.fills, summary.balances
@@ -319,10 +325,7 @@ pub fn export(args: &ExportArgs) -> CommandResult {
 
 fn export_batches(args: &ExportArgs) -> Result<(), Failure> {
     let wanted: BTreeSet<BatchId> = args.batches.iter().copied().collect();
-    let (report, transcripts) = with_journal(&args.source, |records, checkpoints| {
-        export_transcripts(records, checkpoints, &wanted)
-    })?
-    .map_err(replay_failure)?;
+    let transcripts = journal_transcripts(&args.source, &wanted)?;
     let unwritable =
         |path: &Path, e: std::io::Error| Failure::Unreadable(format!("{}: {e}", path.display()));
     std::fs::create_dir_all(&args.out).map_err(|e| unwritable(&args.out, e))?;
@@ -336,6 +339,20 @@ fn export_batches(args: &ExportArgs) -> Result<(), Failure> {
             path.display()
         );
     }
+    Ok(())
+}
+
+/// The transcripts of the `wanted` batches, each re-derived from the
+/// journal on the way; a batch that is not there (not cleared yet, empty,
+/// pruned) or does not verify is a failure naming why.
+pub(super) fn journal_transcripts(
+    source: &JournalArgs,
+    wanted: &BTreeSet<BatchId>,
+) -> Result<Vec<Transcript>, Failure> {
+    let (report, transcripts) = with_journal(source, |records, checkpoints| {
+        export_transcripts(records, checkpoints, wanted)
+    })?
+    .map_err(replay_failure)?;
     let written: BTreeSet<BatchId> = transcripts.iter().map(Transcript::batch).collect();
     let mut mismatched = false;
     let missing: Vec<String> = wanted
@@ -353,7 +370,7 @@ fn export_batches(args: &ExportArgs) -> Result<(), Failure> {
         })
         .collect();
     match (missing.is_empty(), mismatched) {
-        (true, _) => Ok(()),
+        (true, _) => Ok(transcripts),
         (false, true) => Err(Failure::Mismatch(missing.join("; "))),
         (false, false) => Err(Failure::Unreadable(missing.join("; "))),
     }
