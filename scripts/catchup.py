@@ -63,6 +63,8 @@ def main():
     parser.add_argument("--gb", type=float, default=1.0, help="journal size to reach first")
     parser.add_argument("--rate", type=int, default=30000, help="orders/s while filling")
     parser.add_argument("--down", type=float, default=20, help="seconds the lagging one is down")
+    parser.add_argument("--fill-max", type=float, default=1200,
+                        help="seconds of load at most while filling")
     parser.add_argument("--keep", help="keep the cluster's directory here")
     args = parser.parse_args()
     binary = os.path.abspath(args.binary)
@@ -114,6 +116,9 @@ def main():
         target = args.gb * 1e9
         filled = time.monotonic()
         while du(os.path.join(dirs[lead], "journal")) < target:
+            if time.monotonic() - filled > args.fill_max:
+                print("the journal did not reach the size asked for in --fill-max seconds")
+                break
             load(lead, 30).wait()
             lead = leader()
         journal = du(os.path.join(dirs[lead], "journal"))

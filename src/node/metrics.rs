@@ -620,6 +620,43 @@ impl AsyncWrite for BoundedConnection {
 mod tests {
     use super::*;
 
+    /// The Grafana dashboard in `deploy/` queries only series this
+    /// exposition has, and the Prometheus configuration there scrapes the
+    /// default metrics address.
+    #[test]
+    fn the_deployed_dashboard_reads_series_that_exist() {
+        let metrics = Metrics::default();
+        metrics.reject(6);
+        let text = metrics.render();
+        let dashboard: serde_json::Value =
+            serde_json::from_str(include_str!("../../deploy/grafana/sealbatch.json"))
+                .expect("the dashboard is JSON");
+        let panels = dashboard["panels"].as_array().expect("panels");
+        assert!(panels.len() >= 10);
+        let mut queried = 0;
+        for panel in panels {
+            for target in panel["targets"].as_array().expect("targets") {
+                let expr = target["expr"].as_str().expect("an expression");
+                assert!(expr.contains("instance=~\"$instance\""), "{expr}");
+                let names = expr
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .filter(|w| w.starts_with("sealbatch_") || w.starts_with("process_"));
+                for name in names {
+                    queried += 1;
+                    assert!(
+                        text.lines().any(|l| l.starts_with(name)),
+                        "the dashboard queries {name}, which /metrics does not serve"
+                    );
+                }
+            }
+        }
+        assert!(queried >= 30, "{queried} series queried");
+        let default = crate::node::NodeConfig::default()
+            .metrics_listen
+            .expect("metrics on by default");
+        assert!(include_str!("../../deploy/prometheus.yml").contains(&format!("- {default}\n")));
+    }
+
     /// Every metric keeps the name, type and help text it had before the
     /// registry: dashboards and `loadgen` read them.
     #[test]
