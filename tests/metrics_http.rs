@@ -9,40 +9,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sealbatch::node::metrics::{CONTENT_TYPE, HttpLimits, Metrics, router, serve};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+
+mod common;
+use common::http_get as get;
 
 const LIMITS: HttpLimits = HttpLimits {
     connections_max: 4,
     connection_lifetime: Duration::from_secs(1),
 };
-
-/// One `GET path` over a fresh connection: the status line, the headers
-/// (lower-cased names) and the body.
-async fn get(addr: std::net::SocketAddr, path: &str) -> (String, Vec<(String, String)>, String) {
-    let mut stream = TcpStream::connect(addr).await.expect("connects");
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .expect("request sent");
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
-        .await
-        .expect("response read");
-    let (head, body) = response.split_once("\r\n\r\n").expect("a head");
-    let mut lines = head.lines();
-    let status = lines.next().expect("a status line").to_string();
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    (status, headers, body.to_string())
-}
 
 fn alive_tasks() -> usize {
     tokio::runtime::Handle::current()

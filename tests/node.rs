@@ -951,7 +951,12 @@ async fn requests_before_a_fin_are_answered_and_a_cut_frame_closes_at_once() {
 /// fees, readable with `GetAccount` (`spec/wire.md` §5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
-    let node = start("reference", |c| c.batch_length_ms = 500).await;
+    let http = SocketAddr::from(([127, 0, 0, 1], common::free_tcp_port()));
+    let node = start("reference", |c| {
+        c.batch_length_ms = 500;
+        c.metrics_listen = Some(http);
+    })
+    .await;
     let client = Client::connect(node.info.listen, node.info.fingerprint)
         .await
         .expect("connects");
@@ -1035,6 +1040,63 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
         quote(&fees) > quote(&fees_before),
         "the fee account gained: {fees_before:?} -> {fees:?}"
     );
+
+    // The explorer, on the metrics listener, shows the published batch:
+    // listed, its page with market 1's curves marking price and volume,
+    // the same as JSON; a batch not published is not found.
+    let header = |headers: &[(String, String)], name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let (status, headers, list) = common::http_get(http, "/").await;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(header(&headers, "content-type"), "text/html; charset=utf-8");
+    assert_eq!(header(&headers, "cache-control"), "no-cache");
+    assert!(
+        list.contains(&format!("<a href=\"/batches/{e}\">{e}</a>")),
+        "{list}"
+    );
+    let (status, headers, page) = common::http_get(http, &format!("/batches/{e}")).await;
+    assert!(status.contains("200"), "{status}");
+    assert!(header(&headers, "cache-control").contains("immutable"));
+    assert!(
+        page.contains("data-market=\"1\"")
+            && page.contains(&format!("data-price=\"{price}\" data-volume=\"4\"")),
+        "{page}"
+    );
+    let (_, headers, svg) = common::http_get(http, &format!("/batches/{e}/curves.svg")).await;
+    assert_eq!(header(&headers, "content-type"), "image/svg+xml");
+    assert!(svg.starts_with("<svg "));
+    let (_, headers, json) = common::http_get(http, &format!("/api/batches/{e}")).await;
+    assert_eq!(header(&headers, "content-type"), "application/json");
+    let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(json["e"], e);
+    let curves = json["curves"]
+        .as_array()
+        .expect("curves")
+        .iter()
+        .find(|c| c["market"] == 1)
+        .expect("market 1's curves");
+    assert_eq!(curves["clearing"]["price"], price);
+    assert_eq!(curves["clearing"]["volume"], 4);
+    assert_eq!(curves["orders"]["buys"], 1);
+    let (_, _, all) = common::http_get(http, "/api/batches").await;
+    let all: serde_json::Value = serde_json::from_str(&all).expect("JSON");
+    assert!(
+        all["batches"]
+            .as_array()
+            .expect("batches")
+            .iter()
+            .any(|b| b["e"] == e)
+    );
+    for path in ["/batches/999999999", "/batches/x", "/api/batches/999999999"] {
+        let (status, headers, _) = common::http_get(http, path).await;
+        assert!(status.contains("404"), "{path}: {status}");
+        assert_eq!(header(&headers, "cache-control"), "no-store");
+    }
     node.stop().await;
 }
 

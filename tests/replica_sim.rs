@@ -563,7 +563,7 @@ impl Cluster {
                     seal.e
                 );
             }
-            Event::BatchCleared { outcome } => {
+            Event::BatchCleared { outcome, .. } => {
                 let known = self
                     .cleared
                     .entry(outcome.e)

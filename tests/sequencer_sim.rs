@@ -529,7 +529,7 @@ impl World {
                             .expect("receipt verifies");
                         self.acked.insert((e, commitment));
                     }
-                    Event::BatchCleared { outcome } => {
+                    Event::BatchCleared { outcome, .. } => {
                         self.cleared_since_checkpoint += 1;
                         let previous = self.cleared.insert(outcome.e, Arc::clone(&outcome));
                         if let Some(previous) = previous {

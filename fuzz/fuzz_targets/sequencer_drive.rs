@@ -1050,7 +1050,7 @@ impl Harness {
                     assert_eq!((e, commitment), (want_e, want_c), "receipt {}", token.0);
                     self.acked.insert((e, commitment));
                 }
-                Event::BatchCleared { outcome } => {
+                Event::BatchCleared { outcome, .. } => {
                     let e = outcome.e;
                     assert!(self.published.insert(e), "batch {e} published twice");
                     let Some(settled) = self.settled.get(&e) else {

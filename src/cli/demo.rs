@@ -44,6 +44,10 @@ pub struct DemoArgs {
     /// of one halfway), to see the release with fewer keypers.
     #[arg(long, default_value_t = 0)]
     pub keypers_down: usize,
+    /// Serve `/metrics` and the batch explorer here while the demo runs
+    /// (e.g. `127.0.0.1:9433`; open `http://127.0.0.1:9433/`).
+    #[arg(long, value_name = "ADDR")]
+    pub explorer: Option<std::net::SocketAddr>,
 }
 
 /// The time from a batch's close until its `t`-th share left a keyper, per
@@ -138,7 +142,7 @@ pub fn run(args: &DemoArgs) -> CommandResult {
     let config = NodeConfig {
         data_dir: data_dir.clone(),
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
-        metrics_listen: None,
+        metrics_listen: args.explorer,
         committee: committee.clone(),
         ..NodeConfig::default()
     };
@@ -169,6 +173,9 @@ pub fn run(args: &DemoArgs) -> CommandResult {
             &hex::encode(info.fingerprint)[..16],
             data_dir.display()
         );
+        if let Some(addr) = args.explorer {
+            println!("batch explorer on http://{addr}/ (metrics on http://{addr}/metrics)");
+        }
         println!(
             "{} traders submit sealed bundles of 16 orders at {} orders/s for {:.0} s\n",
             args.traders,

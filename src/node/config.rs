@@ -42,6 +42,9 @@ pub struct NodeConfig {
     /// Default false: `sealbatch verify` re-derives every batch only from a
     /// whole journal.
     pub prune_journal: bool,
+    /// Serve the batch explorer (`/`, `/batches/{e}`, `/api/batches`) on
+    /// the metrics listener. Default true; it needs `metrics_listen`.
+    pub explorer: bool,
     /// Orders one account may have in one batch (its bundles in commitment
     /// order; one that would pass it is rejected, status 36). Fixed at the
     /// first start. Default 16 384.
@@ -539,6 +542,7 @@ impl Default for NodeConfig {
             demo: true,
             checkpoint_every_batches: 600,
             prune_journal: false,
+            explorer: true,
             journal_stall_max_ms: 20_000,
             orders_per_account_per_batch_max:
                 crate::sequencer::ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT,

@@ -492,6 +492,21 @@ pub async fn serve_metrics(
     serve(listener, router(metrics), HttpLimits::default(), shutdown).await
 }
 
+/// Serves `router` (the metrics' and the explorer's, say) on `addr` until
+/// `shutdown` turns true, within the default [`HttpLimits`]; see [`serve`].
+///
+/// # Errors
+///
+/// The bind error.
+pub async fn serve_router(
+    addr: SocketAddr,
+    router: Router,
+    shutdown: watch::Receiver<bool>,
+) -> io::Result<()> {
+    let listener = TcpListener::bind(addr).await?;
+    serve(listener, router, HttpLimits::default(), shutdown).await
+}
+
 /// Serves `router` over HTTP/1 on `listener` until `shutdown` turns true (or
 /// its sender is dropped), then stops accepting and lets the connections
 /// open finish (each within its lifetime).

@@ -23,6 +23,7 @@ pub mod checkpoints;
 pub mod cluster;
 pub mod config;
 pub mod driver;
+pub mod explorer;
 pub mod handle;
 pub mod keypers;
 mod keys;
@@ -226,6 +227,8 @@ pub async fn run_with_faults(
     let metrics = Arc::new(Metrics::default());
     let sequencer_key = SequencerKey::from_seed(&key_seed).public_key().to_bytes();
     let keypers = Arc::new(keypers::KeyperHub::new(sequencer_key));
+    let explorer = (config.explorer && config.metrics_listen.is_some())
+        .then(|| explorer::Explorer::new(explorer::EXPLORER_BATCHES_DEFAULT));
     let (driver, handle, raft) = match (recovered, replica) {
         (Some(recovered), _) => {
             let (driver, handle) = spawn_driver(
@@ -234,6 +237,7 @@ pub async fn run_with_faults(
                 &key_seed,
                 &metrics,
                 &keypers,
+                explorer.clone(),
             )?;
             (driver, handle, None)
         }
@@ -251,6 +255,7 @@ pub async fn run_with_faults(
                 &key_seed,
                 &metrics,
                 &keypers,
+                explorer.clone(),
             )?;
             start(driver.control.clone());
             (driver, handle, Some((raft, replica_endpoint)))
@@ -258,10 +263,13 @@ pub async fn run_with_faults(
         (None, None) => return Err(NodeError::Replication("nothing to run".into())),
     };
     let metrics_addr = config.metrics_listen.inspect(|&addr| {
-        let metrics = Arc::clone(&metrics);
+        let mut routes = metrics::router(Arc::clone(&metrics));
+        if let Some(explorer) = &explorer {
+            routes = routes.merge(explorer::router(Arc::clone(explorer)));
+        }
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(error) = metrics::serve_metrics(addr, metrics, shutdown).await {
+            if let Err(error) = metrics::serve_router(addr, routes, shutdown).await {
                 tracing::warn!(%addr, %error, "metrics endpoint disabled");
             }
         });
@@ -320,6 +328,7 @@ fn spawn_driver(
     key_seed: &[u8; 32],
     metrics: &Arc<Metrics>,
     keypers: &Arc<keypers::KeyperHub>,
+    explorer: Option<Arc<explorer::Explorer>>,
 ) -> Result<(DriverThread, DriverHandle), NodeError> {
     let data = &config.data_dir;
     let (request_tx, request_rx) = crossbeam_channel::bounded(config.limits.core_queue_max);
@@ -358,6 +367,7 @@ fn spawn_driver(
         deposits_per_second_max: config.operator.deposits_per_second_max,
         withdrawals_per_second_max: config.limits.withdrawals_per_second_max,
         keypers: Arc::clone(keypers),
+        explorer,
     };
     let key = SequencerKey::from_seed(key_seed);
     let driver = match journaling {

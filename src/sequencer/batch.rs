@@ -214,6 +214,32 @@ pub fn process_batch(
     references: &BTreeMap<MarketId, Tick>,
     orders_per_account_max: u32,
 ) -> Result<BatchOutcome, ProcessError> {
+    process_batch_with_input(
+        opened,
+        batch_secret,
+        ledger,
+        markets,
+        references,
+        orders_per_account_max,
+    )
+    .map(|(outcome, _)| outcome)
+}
+
+/// [`process_batch`], also returning the clearing input it built: the
+/// funded orders of every market, which the explorer draws
+/// ([`crate::explorer`]).
+///
+/// # Errors
+///
+/// As [`process_batch`].
+pub fn process_batch_with_input(
+    opened: &OpenedBatch,
+    batch_secret: [u8; 32],
+    ledger: &Ledger,
+    markets: &BTreeMap<MarketId, MarketConfig>,
+    references: &BTreeMap<MarketId, Tick>,
+    orders_per_account_max: u32,
+) -> Result<(BatchOutcome, Vec<MarketInput>), ProcessError> {
     // Nothing is mutated here, so a panic leaves no state half-changed.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         process_unguarded(
@@ -418,7 +444,7 @@ fn process_unguarded(
     markets: &BTreeMap<MarketId, MarketConfig>,
     references: &BTreeMap<MarketId, Tick>,
     orders_per_account_max: u32,
-) -> Result<BatchOutcome, ProcessError> {
+) -> Result<(BatchOutcome, Vec<MarketInput>), ProcessError> {
     let e = opened.e;
     let Prepared {
         envelopes,
@@ -452,14 +478,15 @@ fn process_unguarded(
     }
     fills.sort_unstable_by_key(|f| (f.envelope, f.index));
 
-    Ok(BatchOutcome {
+    let outcome = BatchOutcome {
         e,
         root: opened.root,
         batch_secret,
         envelopes,
         markets: market_outcomes,
         fills,
-    })
+    };
+    Ok((outcome, inputs))
 }
 
 /// Settles an outcome into the ledger and moves each traded market's

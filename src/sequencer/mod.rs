@@ -69,7 +69,7 @@ mod verify;
 
 pub use batch::{
     BatchOutcome, EnvelopeOutcome, EnvelopeStatus, MarketOutcome, OUTCOME_TAG, OrderFill,
-    ProcessError, apply_outcome, process_batch, status, void_outcome,
+    ProcessError, apply_outcome, process_batch, process_batch_with_input, status, void_outcome,
 };
 pub use checkpoint::{
     CHECKPOINT_BALANCES_MAX, CHECKPOINT_TAG, CHECKPOINT_UNFINISHED_MAX, Checkpoint, UnusableState,
@@ -97,6 +97,7 @@ pub use verify::{
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use crate::clearing::MarketInput;
 use crate::envelope::{
     BatchPublicKey, Commitment, CustodianError, KeyCustodian, MerkleError, MerkleTree, OpenError,
     OpenedBatch, Rejection, ReleasedBatchKey, SequencerKey, ShapedEnvelope, SignedSeal,
@@ -178,6 +179,9 @@ pub enum Event {
     BatchCleared {
         /// Everything the batch decided, with `s_e`.
         outcome: Arc<BatchOutcome>,
+        /// The clearing input it was decided from (every market's funded
+        /// orders), for the explorer's curves; `None` for a batch voided.
+        input: Option<Arc<Vec<MarketInput>>>,
     },
     /// An operation (a deposit, a withdrawal, a payout acknowledgement) is
     /// durable, or everything journaled before a barrier is.
@@ -413,6 +417,7 @@ enum Batch {
     /// Settled; waiting for the result to be durable.
     Publishing {
         outcome: Arc<BatchOutcome>,
+        input: Option<Arc<Vec<MarketInput>>>,
         result_lsn: Lsn,
     },
 }
@@ -917,9 +922,10 @@ impl Sequencer {
                     });
                     self.release(e)?;
                 }
-                Some(Batch::Publishing { outcome, .. }) => {
+                Some(Batch::Publishing { outcome, input, .. }) => {
                     self.events.push_back(Event::BatchCleared {
                         outcome: Arc::clone(outcome),
+                        input: input.clone(),
                     });
                     self.batches.remove(&e);
                 }
@@ -1060,7 +1066,7 @@ impl Sequencer {
             }
             let Some(job) = entry.remove() else { break };
             let e = job.e;
-            let outcome = self.settle_opened(job)?;
+            let (outcome, input) = self.settle_opened(job)?;
             let mut result_lsn = self.next_lsn;
             for part in ResultPart::split(&outcome, self.limits.result_part_bytes) {
                 result_lsn = self.push_journal(&SequencerRecord::ResultPart(part));
@@ -1070,6 +1076,7 @@ impl Sequencer {
                 e,
                 Batch::Publishing {
                     outcome: Arc::new(outcome),
+                    input: input.map(Arc::new),
                     result_lsn,
                 },
             );
@@ -1077,8 +1084,12 @@ impl Sequencer {
         Ok(())
     }
 
-    /// Processes and settles one opened batch, or voids it.
-    fn settle_opened(&mut self, job: OpenedJob) -> Result<BatchOutcome, SequencerError> {
+    /// Processes and settles one opened batch (returning its clearing
+    /// input too), or voids it.
+    fn settle_opened(
+        &mut self,
+        job: OpenedJob,
+    ) -> Result<(BatchOutcome, Option<Vec<MarketInput>>), SequencerError> {
         let e = job.e;
         let Some(Batch::Opening { tree }) = self.batches.get(&e) else {
             return Err(SequencerError::Protocol(format!(
@@ -1087,7 +1098,7 @@ impl Sequencer {
         };
         let tree = Arc::clone(tree);
         let attempt = job.result.and_then(|opened| {
-            let outcome = process_batch(
+            let (outcome, input) = process_batch_with_input(
                 &opened,
                 job.batch_secret,
                 &self.ledger,
@@ -1104,10 +1115,10 @@ impl Sequencer {
                 &mut self.references,
             )
             .map_err(|error| error.to_string())?;
-            Ok(outcome)
+            Ok((outcome, input))
         });
         let reason = match attempt {
-            Ok(outcome) => return Ok(outcome),
+            Ok((outcome, input)) => return Ok((outcome, Some(input))),
             Err(reason) => reason,
         };
         let outcome = void_outcome(
@@ -1118,7 +1129,7 @@ impl Sequencer {
             &self.markets,
         );
         self.events.push_back(Event::BatchVoided { e, reason });
-        Ok(outcome)
+        Ok((outcome, None))
     }
 
     /// The next record to append to the journal, in order.

@@ -141,7 +141,7 @@ fn a_batch_that_cannot_be_processed_is_voided_and_never_processed_again() {
     let outcome = events
         .iter()
         .find_map(|event| match event {
-            Event::BatchCleared { outcome } => Some(Arc::clone(outcome)),
+            Event::BatchCleared { outcome, .. } => Some(Arc::clone(outcome)),
             _ => None,
         })
         .expect("published");
@@ -303,7 +303,7 @@ fn an_account_cannot_have_more_orders_in_a_batch_than_the_genesis_allows() {
     let outcome = events
         .iter()
         .find_map(|event| match event {
-            Event::BatchCleared { outcome } => Some(Arc::clone(outcome)),
+            Event::BatchCleared { outcome, .. } => Some(Arc::clone(outcome)),
             _ => None,
         })
         .expect("published");
@@ -842,7 +842,7 @@ fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
                     Event::KeyRequested { seal } => {
                         early.insert(seal.e, seal);
                     }
-                    Event::BatchCleared { outcome } => cleared.push(outcome.e),
+                    Event::BatchCleared { outcome, .. } => cleared.push(outcome.e),
                     _ => {}
                 }
             }

@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use rand_core::OsRng;
 use sealbatch::cli::connect::target_batch;
 use sealbatch::client::{Client, ClientError};
@@ -260,4 +262,43 @@ pub fn all_published(dir: &Path, receipts: &[(u64, Commitment)]) {
             "an acknowledged envelope of batch {e} is not in its published outcome"
         );
     }
+}
+
+/// A TCP port free on loopback now.
+pub fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// One `GET path` over a fresh connection: the status line, the headers
+/// (lower-cased names) and the body.
+pub async fn http_get(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> (String, Vec<(String, String)>, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connects");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("request sent");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .await
+        .expect("response read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head");
+    let mut lines = head.lines();
+    let status = lines.next().expect("a status line").to_string();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    (status, headers, body.to_string())
 }

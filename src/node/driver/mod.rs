@@ -155,6 +155,8 @@ pub struct DriverOptions {
     pub withdrawals_per_second_max: u32,
     /// Where the keyper links learn of the committee's log and seals.
     pub keypers: Arc<super::keypers::KeyperHub>,
+    /// Where published batches are shown (`None`: the explorer is off).
+    pub explorer: Option<Arc<super::explorer::Explorer>>,
 }
 
 /// The driver loop's state.
@@ -197,6 +199,7 @@ pub struct Driver {
     deposit_budget: RequestBudget,
     withdrawal_budget: RequestBudget,
     keypers: Arc<super::keypers::KeyperHub>,
+    explorer: Option<Arc<super::explorer::Explorer>>,
     /// When each awaited batch key was first asked of the keypers.
     key_asked: BTreeMap<BatchId, Instant>,
     /// As one replica of a replicated sequencer: its link and role.
@@ -243,6 +246,7 @@ impl Driver {
             deposits_per_second_max,
             withdrawals_per_second_max,
             keypers,
+            explorer,
         } = options;
         keypers.set_committee(sequencer.committee().cloned());
         keypers.log_durable(sequencer.committee_log_durable());
@@ -278,6 +282,7 @@ impl Driver {
             deposit_budget: RequestBudget::new(deposits_per_second_max, Instant::now()),
             withdrawal_budget: RequestBudget::new(withdrawals_per_second_max, Instant::now()),
             keypers,
+            explorer,
             key_asked: BTreeMap::new(),
             replica: None,
             epoch: 0,

@@ -171,10 +171,23 @@ impl Driver {
                     }))
                 });
             }
-            Event::BatchCleared { outcome } => {
+            Event::BatchCleared { outcome, input } => {
                 self.cleared_since_checkpoint += 1;
                 let e = outcome.e;
                 self.account_batch(&outcome);
+                if let Some(explorer) = &self.explorer {
+                    let close_ms = self
+                        .sequencer
+                        .genesis()
+                        .schedule
+                        .close_ms(e)
+                        .unwrap_or(u64::MAX);
+                    explorer.record(
+                        &outcome,
+                        input.as_deref().map(Vec::as_slice),
+                        super::super::now_ms().saturating_sub(close_ms),
+                    );
+                }
                 let markets: Vec<MarketLine> = outcome
                     .markets
                     .iter()
