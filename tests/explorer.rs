@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use sealbatch::clearing::{MarketParams, PriceBand, canonical_batch, clear_market};
-use sealbatch::explorer::{Clearing, MarketCurves, batch_svg};
+use sealbatch::explorer::{Clearing, HistoryPoint, MarketCurves, batch_svg, market_history_svg};
 use sealbatch::order::Order;
 use sealbatch::types::{Lots, MarketId, OrderId, Side, Tick};
 
@@ -230,4 +230,53 @@ fn a_worked_example() {
     assert_eq!(curves.at(106), (4, 17));
     assert_eq!(curves.at(94), (19, 3));
     assert_eq!(batch_svg(1, &[]).matches("no orders took part").count(), 1);
+}
+
+#[test]
+fn a_market_history_marks_every_batch_that_traded() {
+    let history = [
+        HistoryPoint {
+            e: 10,
+            price: Some(100),
+            volume: 5,
+        },
+        HistoryPoint {
+            e: 11,
+            price: None,
+            volume: 0,
+        },
+        HistoryPoint {
+            e: 12,
+            price: Some(u64::MAX - 1),
+            volume: u64::MAX,
+        },
+        HistoryPoint {
+            e: 13,
+            price: Some(101),
+            volume: 7,
+        },
+    ];
+    let svg = market_history_svg(2, &history);
+    for h in history.iter().filter(|h| h.price.is_some()) {
+        assert!(svg.contains(&format!(
+            "data-e=\"{}\" data-price=\"{}\" data-volume=\"{}\"",
+            h.e,
+            h.price.unwrap(),
+            h.volume
+        )));
+        assert!(svg.contains(&format!(
+            "class=\"volume\" data-e=\"{}\" data-volume=\"{}\"",
+            h.e, h.volume
+        )));
+    }
+    // Nothing crossed in batch 11: no mark, and the price line breaks there.
+    assert!(!svg.contains("data-e=\"11\""));
+    let line = svg
+        .split("class=\"price\" d=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the price line");
+    assert_eq!(line.matches('M').count(), 2, "{line}");
+    assert_eq!(svg, market_history_svg(2, &history));
+    assert!(market_history_svg(2, &[]).contains("no batch published yet"));
 }

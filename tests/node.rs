@@ -1092,7 +1092,30 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
             .iter()
             .any(|b| b["e"] == e)
     );
-    for path in ["/batches/999999999", "/batches/x", "/api/batches/999999999"] {
+    let (status, _, market) = common::http_get(http, "/markets/1").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        market.contains(&format!(
+            "data-e=\"{e}\" data-price=\"{price}\" data-volume=\"4\""
+        )),
+        "{market}"
+    );
+    let (_, _, history) = common::http_get(http, "/api/markets/1").await;
+    let history: serde_json::Value = serde_json::from_str(&history).expect("JSON");
+    assert!(
+        history["batches"]
+            .as_array()
+            .expect("batches")
+            .iter()
+            .any(|b| b["e"] == e && b["price"] == price && b["volume"] == 4)
+    );
+    for path in [
+        "/batches/999999999",
+        "/batches/x",
+        "/api/batches/999999999",
+        "/markets/4000000",
+        "/api/markets/x",
+    ] {
         let (status, headers, _) = common::http_get(http, path).await;
         assert!(status.contains("404"), "{path}: {status}");
         assert_eq!(header(&headers, "cache-control"), "no-store");

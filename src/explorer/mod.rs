@@ -8,7 +8,8 @@
 //! - [`curves`]: `D(p)` and `S(p)` at every candidate price
 //!   (`spec/clearing.md` §3), the published price, volume and imbalance,
 //!   and how the orders filled.
-//! - [`svg`]: the curves as a self-contained SVG document.
+//! - [`svg`]: the curves as a self-contained SVG document, and a market's
+//!   price and volume over recent batches.
 //!
 //! Pure and deterministic, like the rest of the core: the same batch gives
 //! the same bytes.
@@ -17,4 +18,4 @@ pub mod curves;
 pub mod svg;
 
 pub use curves::{Clearing, CurvePoint, FillSummary, MarketCurves, batch_curves};
-pub use svg::batch_svg;
+pub use svg::{HistoryPoint, batch_svg, market_history_svg};

@@ -244,3 +244,136 @@ impl Path {
         }
     }
 }
+
+/// One batch of a market's history: its number, clearing price (`None`:
+/// nothing crossed) and lots traded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryPoint {
+    /// The batch.
+    pub e: BatchId,
+    /// Its clearing price in this market.
+    pub price: Option<Tick>,
+    /// Lots traded.
+    pub volume: u64,
+}
+
+/// An SVG of one market over recent batches (ascending `e`): the clearing
+/// price as points joined by a line (gaps where nothing crossed) above,
+/// the volume as bars below, each mark carrying its exact figures.
+#[must_use]
+pub fn market_history_svg(market: u32, history: &[HistoryPoint]) -> String {
+    const PRICE_TOP: f64 = 50.0;
+    const PRICE_BOTTOM: f64 = 250.0;
+    const VOLUME_TOP: f64 = 280.0;
+    const VOLUME_BOTTOM: f64 = 400.0;
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12"><title>sealbatch market {market}: price and volume by batch</title><rect width="100%" height="100%" fill="white"/>"#
+    );
+    let _ = write!(
+        out,
+        r#"<text x="{LEFT}" y="20" font-size="14" font-weight="bold">market {market} · clearing price and volume of the last {} batches</text>"#,
+        history.len()
+    );
+    let (Some(first), Some(last)) = (history.first(), history.last()) else {
+        let _ = write!(
+            out,
+            r#"<text x="{LEFT}" y="60">no batch published yet</text></svg>"#
+        );
+        out.push('\n');
+        return out;
+    };
+    let prices: Vec<Tick> = history.iter().filter_map(|h| h.price).collect();
+    let low = prices.iter().copied().min().unwrap_or(0);
+    let high = prices
+        .iter()
+        .copied()
+        .max()
+        .unwrap_or(0)
+        .max(low.saturating_add(1));
+    let top_volume = history.iter().map(|h| h.volume).max().unwrap_or(0).max(1);
+    let span = (last.e - first.e).max(1) as f64;
+    let x = |e: BatchId| LEFT + (e - first.e) as f64 / span * (WIDTH - LEFT - RIGHT);
+    let y_price = |p: Tick| {
+        PRICE_BOTTOM - (p - low) as f64 / (high - low) as f64 * (PRICE_BOTTOM - PRICE_TOP)
+    };
+    let y_volume =
+        |v: u64| VOLUME_BOTTOM - v as f64 / top_volume as f64 * (VOLUME_BOTTOM - VOLUME_TOP);
+    // Axes and exact labels.
+    for (label, y) in [
+        (high.to_string(), y_price(high)),
+        (low.to_string(), y_price(low)),
+        (top_volume.to_string(), y_volume(top_volume)),
+        ("0".to_owned(), y_volume(0)),
+    ] {
+        let _ = write!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#,
+            LEFT - 8.0,
+            y + 4.0
+        );
+    }
+    let _ = write!(
+        out,
+        r#"<text x="16" y="150" transform="rotate(-90 16 150)" text-anchor="middle">price (ticks)</text><text x="16" y="340" transform="rotate(-90 16 340)" text-anchor="middle">lots</text><path d="M{LEFT},{PRICE_TOP}V{PRICE_BOTTOM}M{LEFT},{VOLUME_TOP}V{VOLUME_BOTTOM}H{:.1}" fill="none" stroke="{MARK}"/>"#,
+        WIDTH - RIGHT
+    );
+    let _ = write!(
+        out,
+        r#"<text x="{LEFT}" y="{:.1}">batch {}</text><text x="{:.1}" y="{:.1}" text-anchor="end">batch {}</text>"#,
+        VOLUME_BOTTOM + 18.0,
+        first.e,
+        WIDTH - RIGHT,
+        VOLUME_BOTTOM + 18.0,
+        last.e
+    );
+    // The price line, broken where nothing crossed.
+    let mut line = String::new();
+    let mut joined = false;
+    for h in history {
+        match h.price {
+            Some(p) => {
+                let _ = write!(
+                    line,
+                    "{}{:.1},{:.1}",
+                    if joined { "L" } else { "M" },
+                    x(h.e),
+                    y_price(p)
+                );
+                joined = true;
+            }
+            None => joined = false,
+        }
+    }
+    let _ = write!(
+        out,
+        r#"<path class="price" d="{line}" fill="none" stroke="{DEMAND}" stroke-width="1.5"/>"#
+    );
+    let bar = ((WIDTH - LEFT - RIGHT) / history.len() as f64 * 0.7).clamp(1.0, 12.0);
+    for h in history {
+        if let Some(p) = h.price {
+            let _ = write!(
+                out,
+                r#"<circle class="batch" data-e="{}" data-price="{p}" data-volume="{}" cx="{:.1}" cy="{:.1}" r="2.5" fill="{DEMAND}"/>"#,
+                h.e,
+                h.volume,
+                x(h.e),
+                y_price(p)
+            );
+        }
+        if h.volume > 0 {
+            let top = y_volume(h.volume);
+            let _ = write!(
+                out,
+                r#"<rect class="volume" data-e="{}" data-volume="{}" x="{:.1}" y="{top:.1}" width="{bar:.1}" height="{:.1}" fill="{SUPPLY}"/>"#,
+                h.e,
+                h.volume,
+                x(h.e) - bar / 2.0,
+                VOLUME_BOTTOM - top
+            );
+        }
+    }
+    out.push_str("</svg>\n");
+    out
+}

@@ -12,8 +12,9 @@
 //!
 //! Routes: `GET /` (the batches, newest first), `/batches/{e}` (one batch:
 //! its markets, their curves inline, the rejections by reason),
-//! `/batches/{e}/curves.svg`, `/api/batches` and `/api/batches/{e}` (the
-//! same as JSON). A batch's pages never change once it is published, so
+//! `/batches/{e}/curves.svg`, `/markets/{m}` (a market's clearing price
+//! and volume over the kept batches), and `/api/batches`,
+//! `/api/batches/{e}`, `/api/markets/{m}` (the same as JSON). A batch's pages never change once it is published, so
 //! they may be cached for a day; the list may not.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -27,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::clearing::MarketInput;
-use crate::explorer::{MarketCurves, batch_curves, batch_svg};
+use crate::explorer::{HistoryPoint, MarketCurves, batch_curves, batch_svg, market_history_svg};
 use crate::sequencer::{BatchOutcome, EnvelopeStatus, MarketOutcome};
 use crate::types::BatchId;
 
@@ -142,6 +143,29 @@ impl Explorer {
         batches.iter().rev().cloned().collect()
     }
 
+    /// Market `m`'s price and volume in every kept batch, oldest first
+    /// (`None` if no kept batch has the market).
+    #[must_use]
+    pub fn market(&self, m: u32) -> Option<Vec<(HistoryPoint, i128)>> {
+        let batches = self.batches.read().unwrap_or_else(|p| p.into_inner());
+        let history: Vec<(HistoryPoint, i128)> = batches
+            .iter()
+            .filter_map(|b| {
+                b.markets.iter().find(|x| x.market.0 == m).map(|x| {
+                    (
+                        HistoryPoint {
+                            e: b.e,
+                            price: x.price,
+                            volume: x.volume,
+                        },
+                        x.imbalance,
+                    )
+                })
+            })
+            .collect();
+        (!history.is_empty()).then_some(history)
+    }
+
     /// Batch `e`, if it is kept.
     #[must_use]
     pub fn batch(&self, e: BatchId) -> Option<Arc<BatchView>> {
@@ -158,6 +182,8 @@ pub fn router(explorer: Arc<Explorer>) -> Router {
         .route("/batches/{e}/curves.svg", get(curves_svg))
         .route("/api/batches", get(api_batches))
         .route("/api/batches/{e}", get(api_batch))
+        .route("/markets/{m}", get(market_page))
+        .route("/api/markets/{m}", get(api_market))
         .with_state(explorer)
 }
 
@@ -217,7 +243,14 @@ async fn index(State(explorer): State<Arc<Explorer>>) -> Response {
             .markets
             .iter()
             .filter(|m| m.volume > 0)
-            .map(|m| format!("{}: {} × {}", m.market.0, price_text(m), m.volume))
+            .map(|m| {
+                format!(
+                    "<a href=\"/markets/{id}\">{id}</a>: {} × {}",
+                    price_text(m),
+                    m.volume,
+                    id = m.market.0
+                )
+            })
             .collect();
         let _ = write!(
             html,
@@ -236,6 +269,60 @@ async fn index(State(explorer): State<Arc<Explorer>>) -> Response {
     }
     html.push_str("</table></body></html>\n");
     respond(StatusCode::OK, HTML, FRESH, html)
+}
+
+/// Market `m`'s history, or why there is none.
+fn find_market(explorer: &Explorer, m: &str) -> Result<(u32, Vec<(HistoryPoint, i128)>), String> {
+    let Ok(m) = m.parse::<u32>() else {
+        return Err(format!("{m:.64}: not a market id\n"));
+    };
+    explorer
+        .market(m)
+        .map(|history| (m, history))
+        .ok_or_else(|| format!("market {m}: in no batch of the recent history\n"))
+}
+
+async fn market_page(State(explorer): State<Arc<Explorer>>, Path(m): Path<String>) -> Response {
+    let (m, history) = match find_market(&explorer, &m) {
+        Ok(found) => found,
+        Err(message) => return not_found(message),
+    };
+    let points: Vec<HistoryPoint> = history.iter().map(|(h, _)| *h).collect();
+    let mut html = page_head(&format!("sealbatch: market {m}"));
+    let _ = write!(
+        html,
+        "<p><a href=\"/\">← batches</a></p><h1>Market {m}</h1>{}\
+         <table><tr><th>batch</th><th>price</th><th>volume (lots)</th><th>imbalance</th></tr>",
+        market_history_svg(m, &points)
+    );
+    for (h, imbalance) in history.iter().rev() {
+        let _ = write!(
+            html,
+            "<tr><td><a href=\"/batches/{e}\">{e}</a></td><td>{}</td><td>{}</td><td>{imbalance}</td></tr>",
+            h.price.map_or_else(|| "—".to_owned(), |p| p.to_string()),
+            h.volume,
+            e = h.e,
+        );
+    }
+    html.push_str("</table></body></html>\n");
+    respond(StatusCode::OK, HTML, FRESH, html)
+}
+
+async fn api_market(State(explorer): State<Arc<Explorer>>, Path(m): Path<String>) -> Response {
+    let (m, history) = match find_market(&explorer, &m) {
+        Ok(found) => found,
+        Err(message) => return not_found(message),
+    };
+    let batches: Vec<serde_json::Value> = history
+        .iter()
+        .map(|(h, imbalance)| {
+            serde_json::json!({
+                "e": h.e, "price": h.price, "volume": h.volume, "imbalance": imbalance.to_string(),
+            })
+        })
+        .collect();
+    let body = serde_json::json!({ "market": m, "batches": batches }).to_string();
+    respond(StatusCode::OK, JSON, FRESH, body)
 }
 
 async fn batch_page(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>) -> Response {
@@ -261,11 +348,11 @@ async fn batch_page(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>
     for m in &b.markets {
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            m.market.0,
+            "<tr><td><a href=\"/markets/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
             price_text(m),
             m.volume,
-            m.imbalance
+            m.imbalance,
+            id = m.market.0
         );
     }
     html.push_str("</table>");
