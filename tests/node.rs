@@ -992,12 +992,13 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
     // Only the buy limit crosses the reference: the price is not the
     // reference, so the schedule must change.
     let price = market.reference_price + 7;
+    let mut receipts = Vec::new();
     for (nonce, (trader, side)) in [(&buyer, Side::Buy), (&seller, Side::Sell)]
         .into_iter()
         .enumerate()
     {
         let envelope = sealed_order(trader, e, &key, nonce as u64, (side, price, 4));
-        client.submit(envelope).await.expect("accepted");
+        receipts.push(client.submit(envelope).await.expect("accepted"));
     }
     let cleared = loop {
         let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
@@ -1109,7 +1110,38 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
             .iter()
             .any(|b| b["e"] == e && b["price"] == price && b["volume"] == 4)
     );
+    // Check my order: the buyer's commitment is in batch e, proven under
+    // the signed seal's root, its 4 lots filled at the price.
+    let buyer_commitment = hex::encode(receipts[0].commitment.0);
+    let (status, _, check) =
+        common::http_get(http, &format!("/check?commitment={buyer_commitment}")).await;
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        check.contains(&format!("data-batch=\"{e}\" data-included=\"true\""))
+            && check.contains(&format!(
+                "<tr class=\"fill\"><td>0</td><td>1</td><td>buy</td><td>4</td><td>{price}</td></tr>"
+            )),
+        "{check}"
+    );
+    let (_, _, json) = common::http_get(http, &format!("/api/check/{buyer_commitment}")).await;
+    let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(json["e"], e);
+    assert_eq!(json["included"], true);
+    assert_eq!(json["fills"][0]["filled"], 4);
+    assert_eq!(json["fills"][0]["price"], price);
+    let (_, _, unknown) =
+        common::http_get(http, &format!("/check?commitment={}", "ab".repeat(32))).await;
+    assert!(
+        unknown.contains("in no batch of the recent history"),
+        "{unknown}"
+    );
+    let (_, _, garbage) = common::http_get(http, "/check?commitment=%3Cb%3Ex").await;
+    assert!(
+        garbage.contains("not a commitment") && !garbage.contains("<b>"),
+        "{garbage}"
+    );
     for path in [
+        "/api/check/00",
         "/batches/999999999",
         "/batches/x",
         "/api/batches/999999999",

@@ -10,6 +10,10 @@
 //! batch whose curves would hold more than [`CURVE_POINTS_MAX`] points
 //! keeps its figures without them.
 //!
+//! "Check my order": `/check?commitment=HEX` finds a commitment in the
+//! kept batches and shows its batch, its inclusion proof checked against
+//! the batch's signed seal, and its outcome (fills, or the rejection).
+//!
 //! Routes: `GET /` (the batches, newest first), `/batches/{e}` (one batch:
 //! its markets, their curves inline, the rejections by reason),
 //! `/batches/{e}/curves.svg`, `/markets/{m}` (a market's clearing price
@@ -19,24 +23,33 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::clearing::MarketInput;
+use crate::envelope::{Commitment, MerkleTree, SequencerPublicKey, SignedSeal};
 use crate::explorer::{HistoryPoint, MarketCurves, batch_curves, batch_svg, market_history_svg};
 use crate::sequencer::{BatchOutcome, EnvelopeStatus, MarketOutcome};
-use crate::types::BatchId;
+use crate::types::{BatchId, Side};
 
 /// Batches the explorer keeps by default.
 pub const EXPLORER_BATCHES_DEFAULT: usize = 256;
 
 /// Most curve points (candidate prices, all markets) a kept batch holds.
 pub const CURVE_POINTS_MAX: usize = 200_000;
+
+/// Most envelopes the kept batches hold together (their outcomes are kept
+/// for order lookups): the oldest batches go first past it.
+pub const ENVELOPES_KEPT_MAX: usize = 1 << 20;
+
+/// Seals of batches not yet published that the explorer holds until their
+/// results are.
+const SEALS_WAITING_MAX: usize = 4096;
 
 const HTML: &str = "text/html; charset=utf-8";
 const SVG: &str = "image/svg+xml";
@@ -69,6 +82,30 @@ pub struct BatchView {
     pub curves: Option<Vec<MarketCurves>>,
     /// From the batch's close to its result published, in milliseconds.
     pub close_to_result_ms: u64,
+    /// The published outcome (commitments in ascending order, statuses,
+    /// fills), for order lookups.
+    pub outcome: Arc<BatchOutcome>,
+    /// The batch's signed seal, if this process sealed or released it.
+    pub seal: Option<SignedSeal>,
+    /// The Merkle tree over the commitments, built at the first lookup.
+    tree: OnceLock<Option<MerkleTree>>,
+}
+
+impl BatchView {
+    fn tree(&self) -> Option<&MerkleTree> {
+        self.tree
+            .get_or_init(|| {
+                MerkleTree::from_commitments(
+                    self.outcome
+                        .envelopes
+                        .iter()
+                        .map(|o| o.commitment)
+                        .collect(),
+                )
+                .ok()
+            })
+            .as_ref()
+    }
 }
 
 /// The recent published batches, shared by the driver (which records them)
@@ -77,16 +114,32 @@ pub struct BatchView {
 pub struct Explorer {
     batches: RwLock<VecDeque<Arc<BatchView>>>,
     capacity: usize,
+    /// Seals of batches whose results are not published yet.
+    seals: Mutex<BTreeMap<BatchId, SignedSeal>>,
+    /// The key seals are checked against.
+    sequencer: SequencerPublicKey,
 }
 
 impl Explorer {
-    /// An explorer keeping the newest `capacity` batches (at least one).
+    /// An explorer keeping the newest `capacity` batches (at least one)
+    /// of the sequencer with key `sequencer`.
     #[must_use]
-    pub fn new(capacity: usize) -> Arc<Explorer> {
+    pub fn new(capacity: usize, sequencer: SequencerPublicKey) -> Arc<Explorer> {
         Arc::new(Explorer {
             batches: RwLock::new(VecDeque::new()),
             capacity: capacity.max(1),
+            seals: Mutex::new(BTreeMap::new()),
+            sequencer,
         })
+    }
+
+    /// A batch's seal, held until its result is published.
+    pub fn sealed(&self, seal: SignedSeal) {
+        let mut seals = self.seals.lock().unwrap_or_else(|p| p.into_inner());
+        seals.insert(seal.e, seal);
+        while seals.len() > SEALS_WAITING_MAX {
+            seals.pop_first();
+        }
     }
 
     /// How many batches it keeps.
@@ -100,10 +153,17 @@ impl Explorer {
     /// close to now.
     pub fn record(
         &self,
-        outcome: &BatchOutcome,
+        outcome: &Arc<BatchOutcome>,
         input: Option<&[MarketInput]>,
         close_to_result_ms: u64,
     ) {
+        let seal = {
+            let mut seals = self.seals.lock().unwrap_or_else(|p| p.into_inner());
+            let seal = seals.remove(&outcome.e);
+            // Seals of batches before this one will not be published here.
+            *seals = seals.split_off(&outcome.e);
+            seal
+        };
         let mut rejected: BTreeMap<u8, usize> = BTreeMap::new();
         for envelope in &outcome.envelopes {
             if let EnvelopeStatus::Rejected { code, .. } = envelope.status {
@@ -126,14 +186,91 @@ impl Explorer {
             fills: outcome.fills.len(),
             curves,
             close_to_result_ms,
+            outcome: Arc::clone(outcome),
+            seal,
+            tree: OnceLock::new(),
         });
         let mut batches = self.batches.write().unwrap_or_else(|p| p.into_inner());
         // A batch published again (a restart re-releasing it) replaces itself.
         batches.retain(|b| b.e != view.e);
         batches.push_back(view);
-        while batches.len() > self.capacity {
-            batches.pop_front();
+        let mut envelopes: usize = batches.iter().map(|b| b.envelopes).sum();
+        while batches.len() > 1 && (batches.len() > self.capacity || envelopes > ENVELOPES_KEPT_MAX)
+        {
+            if let Some(old) = batches.pop_front() {
+                envelopes -= old.envelopes;
+            }
         }
+    }
+
+    /// Finds `commitment` in the kept batches, newest first: its batch and
+    /// its index among the batch's (sorted) commitments.
+    #[must_use]
+    pub fn find_commitment(&self, commitment: &Commitment) -> Option<(Arc<BatchView>, usize)> {
+        let batches = self.batches.read().unwrap_or_else(|p| p.into_inner());
+        batches.iter().rev().find_map(|b| {
+            b.outcome
+                .envelopes
+                .binary_search_by(|o| o.commitment.cmp(commitment))
+                .ok()
+                .map(|index| (Arc::clone(b), index))
+        })
+    }
+
+    /// What "check my order" reports for `commitment`, from published data
+    /// only; `None` if no kept batch holds it.
+    #[must_use]
+    pub fn check(&self, commitment: &Commitment) -> Option<OrderCheck> {
+        let (batch, index) = self.find_commitment(commitment)?;
+        let envelope = batch.outcome.envelopes[index];
+        // The inclusion proof, checked against the signed seal (and the
+        // seal's root against the published result's).
+        let proof = batch
+            .tree()
+            .and_then(|tree| tree.proof(u32::try_from(index).ok()?));
+        let included = match (&batch.seal, &proof) {
+            (Some(seal), Some(proof)) => {
+                if seal.verify(&self.sequencer).is_err() {
+                    Err("the seal's signature does not verify".to_owned())
+                } else if seal.root != batch.outcome.root {
+                    Err("the seal's root is not the result's".to_owned())
+                } else {
+                    proof
+                        .verify(commitment, seal.count, &seal.root)
+                        .map_err(|e| e.to_string())
+                }
+            }
+            (None, _) => {
+                Err("the seal is not kept here (published before this process started)".to_owned())
+            }
+            (_, None) => Err("no proof could be built".to_owned()),
+        };
+        let fills = batch
+            .outcome
+            .fills
+            .iter()
+            .filter(|f| f.envelope as usize == index)
+            .map(|f| {
+                let price = batch
+                    .outcome
+                    .markets
+                    .iter()
+                    .find(|m| m.market == f.market)
+                    .and_then(|m| m.price);
+                (f.index, f.market.0, f.side, f.filled, price)
+            })
+            .collect();
+        Some(OrderCheck {
+            e: batch.e,
+            index,
+            count: batch.envelopes,
+            root: batch.root,
+            seal: batch.seal,
+            proof: proof.map(|p| p.to_bytes()),
+            included,
+            status: envelope.status,
+            fills,
+        })
     }
 
     /// The kept batches, newest first.
@@ -174,6 +311,31 @@ impl Explorer {
     }
 }
 
+/// What the explorer knows of one envelope, from published data.
+#[derive(Debug)]
+pub struct OrderCheck {
+    /// Its batch.
+    pub e: BatchId,
+    /// Its index among the batch's commitments (ascending).
+    pub index: usize,
+    /// The batch's envelopes.
+    pub count: usize,
+    /// The batch's Merkle root.
+    pub root: [u8; 32],
+    /// The batch's signed seal, if kept.
+    pub seal: Option<SignedSeal>,
+    /// The encoded inclusion proof (`spec/envelope.md`).
+    pub proof: Option<Vec<u8>>,
+    /// `Ok` if the proof puts the commitment under the root of a seal the
+    /// sequencer signed; else why not.
+    pub included: Result<(), String>,
+    /// Accepted (with its orders) or rejected (with the code).
+    pub status: EnvelopeStatus,
+    /// Its filled orders: (position in the bundle, market, side, lots,
+    /// the market's price).
+    pub fills: Vec<(u16, u32, Side, u64, Option<u64>)>,
+}
+
 /// The explorer's routes; merge them into the metrics router.
 pub fn router(explorer: Arc<Explorer>) -> Router {
     Router::new()
@@ -182,6 +344,8 @@ pub fn router(explorer: Arc<Explorer>) -> Router {
         .route("/batches/{e}/curves.svg", get(curves_svg))
         .route("/api/batches", get(api_batches))
         .route("/api/batches/{e}", get(api_batch))
+        .route("/check", get(check_page))
+        .route("/api/check/{commitment}", get(api_check))
         .route("/markets/{m}", get(market_page))
         .route("/api/markets/{m}", get(api_market))
         .with_state(explorer)
@@ -235,7 +399,8 @@ fn price_text(market: &MarketOutcome) -> String {
 async fn index(State(explorer): State<Arc<Explorer>>) -> Response {
     let mut html = page_head("sealbatch: batches");
     html.push_str(
-        "<h1>Batches</h1><p>The newest published batches. Nothing about a batch is shown before its result is published.</p>\
+        "<h1>Batches</h1><p>The newest published batches. Nothing about a batch is shown before its result is published. \
+         <a href=\"/check\">Check my order</a>.</p>\
          <table><tr><th>batch</th><th>envelopes</th><th>accepted</th><th>markets: price × volume</th><th>seal root</th><th>close → result</th></tr>",
     );
     for b in explorer.recent() {
@@ -269,6 +434,151 @@ async fn index(State(explorer): State<Arc<Explorer>>) -> Response {
     }
     html.push_str("</table></body></html>\n");
     respond(StatusCode::OK, HTML, FRESH, html)
+}
+
+/// The `commitment` parameter of a query string (hex needs no decoding;
+/// anything else fails to parse as a commitment).
+fn commitment_param(query: Option<&str>) -> Option<String> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("commitment="))
+        .map(str::to_owned)
+        .filter(|t| !t.trim().is_empty())
+}
+
+/// `text` with the characters HTML gives meaning to escaped.
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn parse_commitment(text: &str) -> Result<Commitment, String> {
+    let mut bytes = [0u8; 32];
+    hex::decode_to_slice(text.trim(), &mut bytes)
+        .map_err(|_| format!("{:.80}: not a commitment (64 hex digits)", text.trim()))?;
+    Ok(Commitment(bytes))
+}
+
+fn status_text(status: &EnvelopeStatus) -> String {
+    match status {
+        EnvelopeStatus::Accepted { orders, .. } => {
+            format!("accepted: its {orders} orders took part in clearing")
+        }
+        EnvelopeStatus::Rejected { code, detail } => {
+            format!("rejected at opening: code {code} (detail {detail}, spec/sequencer.md)")
+        }
+    }
+}
+
+async fn check_page(State(explorer): State<Arc<Explorer>>, RawQuery(query): RawQuery) -> Response {
+    let mut html = page_head("sealbatch: check an order");
+    html.push_str(
+        "<p><a href=\"/\">← batches</a></p><h1>Check my order</h1>\
+         <form action=\"/check\" method=\"get\"><label>Commitment (hex, from your receipt) \
+         <input name=\"commitment\" size=\"70\" pattern=\"[0-9a-fA-F]{64}\"></label> <button>Check</button></form>",
+    );
+    let Some(text) = commitment_param(query.as_deref()) else {
+        html.push_str("</body></html>\n");
+        return respond(StatusCode::OK, HTML, FRESH, html);
+    };
+    let found = parse_commitment(&text).and_then(|c| {
+        explorer
+            .check(&c)
+            .map(|check| (c, check))
+            .ok_or_else(|| format!("{}: in no batch of the recent history", hex::encode(c.0)))
+    });
+    match found {
+        Err(message) => {
+            let _ = write!(html, "<p class=\"result\">{}</p>", escape(&message));
+        }
+        Ok((c, check)) => {
+            let _ = write!(
+                html,
+                "<div class=\"result\" data-batch=\"{e}\" data-included=\"{}\"><p>Commitment <code>{}</code> is envelope {} of {} in <a href=\"/batches/{e}\">batch {e}</a>.</p>\
+                 <p>Inclusion: {}</p><p>{}</p>",
+                check.included.is_ok(),
+                hex::encode(c.0),
+                check.index,
+                check.count,
+                match &check.included {
+                    Ok(()) => format!(
+                        "proven: its proof leads to the root <code>{}</code> of the seal the sequencer signed",
+                        hex::encode(check.root)
+                    ),
+                    Err(why) => format!("not proven here: {why}"),
+                },
+                status_text(&check.status),
+                e = check.e,
+            );
+            if !check.fills.is_empty() {
+                html.push_str("<table><tr><th>order</th><th>market</th><th>side</th><th>filled (lots)</th><th>price</th></tr>");
+                for (index, market, side, filled, price) in &check.fills {
+                    let _ = write!(
+                        html,
+                        "<tr class=\"fill\"><td>{index}</td><td>{market}</td><td>{}</td><td>{filled}</td><td>{}</td></tr>",
+                        if *side == Side::Buy { "buy" } else { "sell" },
+                        price.map_or_else(|| "—".to_owned(), |p| p.to_string())
+                    );
+                }
+                html.push_str("</table>");
+            } else if matches!(check.status, EnvelopeStatus::Accepted { .. }) {
+                html.push_str("<p>None of its orders filled.</p>");
+            }
+            html.push_str("</div>");
+        }
+    }
+    html.push_str("</body></html>\n");
+    respond(StatusCode::OK, HTML, FRESH, html)
+}
+
+async fn api_check(State(explorer): State<Arc<Explorer>>, Path(text): Path<String>) -> Response {
+    let check = match parse_commitment(&text) {
+        Err(message) => return not_found(message + "\n"),
+        Ok(c) => match explorer.check(&c) {
+            None => {
+                return not_found(format!(
+                    "{}: in no batch of the recent history\n",
+                    hex::encode(c.0)
+                ));
+            }
+            Some(check) => check,
+        },
+    };
+    let status = match check.status {
+        EnvelopeStatus::Accepted { orders, .. } => {
+            serde_json::json!({ "accepted": { "orders": orders } })
+        }
+        EnvelopeStatus::Rejected { code, detail } => {
+            serde_json::json!({ "rejected": { "code": code, "detail": detail } })
+        }
+    };
+    let body = serde_json::json!({
+        "e": check.e,
+        "index": check.index,
+        "count": check.count,
+        "root": hex::encode(check.root),
+        "seal": check.seal.map(|s| hex::encode(s.to_bytes())),
+        "proof": check.proof.map(hex::encode),
+        "included": check.included.is_ok(),
+        "why_not_included": check.included.err(),
+        "status": status,
+        "fills": check.fills.iter().map(|(index, market, side, filled, price)| serde_json::json!({
+            "order": index, "market": market, "side": if *side == Side::Buy { "buy" } else { "sell" },
+            "filled": filled, "price": price,
+        })).collect::<Vec<_>>(),
+    })
+    .to_string();
+    respond(StatusCode::OK, JSON, FRESH, body)
 }
 
 /// Market `m`'s history, or why there is none.

@@ -227,8 +227,12 @@ pub async fn run_with_faults(
     let metrics = Arc::new(Metrics::default());
     let sequencer_key = SequencerKey::from_seed(&key_seed).public_key().to_bytes();
     let keypers = Arc::new(keypers::KeyperHub::new(sequencer_key));
-    let explorer = (config.explorer && config.metrics_listen.is_some())
-        .then(|| explorer::Explorer::new(explorer::EXPLORER_BATCHES_DEFAULT));
+    let explorer = (config.explorer && config.metrics_listen.is_some()).then(|| {
+        explorer::Explorer::new(
+            explorer::EXPLORER_BATCHES_DEFAULT,
+            SequencerKey::from_seed(&key_seed).public_key(),
+        )
+    });
     let (driver, handle, raft) = match (recovered, replica) {
         (Some(recovered), _) => {
             let (driver, handle) = spawn_driver(

@@ -150,6 +150,9 @@ impl Driver {
             }
             Event::BatchSealed { seal, tree } => {
                 let e = seal.e;
+                if let Some(explorer) = &self.explorer {
+                    explorer.sealed(seal);
+                }
                 let bytes = seal.to_bytes();
                 self.broadcast(|session| {
                     let proofs = session
