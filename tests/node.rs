@@ -992,6 +992,29 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
     // Only the buy limit crosses the reference: the price is not the
     // reference, so the schedule must change.
     let price = market.reference_price + 7;
+    // A live viewer of the explorer, subscribed before the batch clears.
+    let live = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(http)
+            .await
+            .expect("connects");
+        stream
+            .write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("request sent");
+        let needle = format!("\"e\":{e},");
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&seen).contains(&needle) {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+                .await
+                .expect("an event in time")
+                .expect("reads");
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&seen).into_owned()
+    });
     let mut receipts = Vec::new();
     for (nonce, (trader, side)) in [(&buyer, Side::Buy), (&seller, Side::Sell)]
         .into_iter()
@@ -1109,6 +1132,11 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
             .expect("batches")
             .iter()
             .any(|b| b["e"] == e && b["price"] == price && b["volume"] == 4)
+    );
+    let live = live.await.expect("the live viewer");
+    assert!(
+        live.contains("content-type: text/event-stream") && live.contains("event: batch\n"),
+        "{live}"
     );
     // Check my order: the buyer's commitment is in batch e, proven under
     // the signed seal's root, its 4 lots filled at the price.

@@ -14,6 +14,10 @@
 //! kept batches and shows its batch, its inclusion proof checked against
 //! the batch's signed seal, and its outcome (fills, or the rejection).
 //!
+//! Live: `/events` is a server-sent event stream, one `batch` event (the
+//! batch's summary as JSON) per published batch; the list page prepends
+//! them with a few lines of script, and works without it.
+//!
 //! Routes: `GET /` (the batches, newest first), `/batches/{e}` (one batch:
 //! its markets, their curves inline, the rejections by reason),
 //! `/batches/{e}/curves.svg`, `/markets/{m}` (a market's clearing price
@@ -28,14 +32,25 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tokio::sync::broadcast;
 
 use crate::clearing::MarketInput;
 use crate::envelope::{Commitment, MerkleTree, SequencerPublicKey, SignedSeal};
 use crate::explorer::{HistoryPoint, MarketCurves, batch_curves, batch_svg, market_history_svg};
 use crate::sequencer::{BatchOutcome, EnvelopeStatus, MarketOutcome};
 use crate::types::{BatchId, Side};
+
+/// The listener's bounds with the explorer on: room for many viewers, each
+/// live page's connection closed after five minutes (the browser
+/// reconnects), instead of the scrape-sized defaults.
+pub const EXPLORER_HTTP_LIMITS: crate::node::metrics::HttpLimits =
+    crate::node::metrics::HttpLimits {
+        connections_max: 512,
+        connection_lifetime: std::time::Duration::from_secs(300),
+    };
 
 /// Batches the explorer keeps by default.
 pub const EXPLORER_BATCHES_DEFAULT: usize = 256;
@@ -50,6 +65,14 @@ pub const ENVELOPES_KEPT_MAX: usize = 1 << 20;
 /// Seals of batches not yet published that the explorer holds until their
 /// results are.
 const SEALS_WAITING_MAX: usize = 4096;
+
+/// Published batches queued for each live viewer; one that falls further
+/// behind skips the oldest (the page then shows the newest).
+const UPDATES_QUEUED_MAX: usize = 64;
+
+/// How long a browser waits before it reconnects to `/events` (the
+/// listener closes every connection at its lifetime), in milliseconds.
+const RECONNECT_MS: u64 = 1_000;
 
 const HTML: &str = "text/html; charset=utf-8";
 const SVG: &str = "image/svg+xml";
@@ -118,6 +141,8 @@ pub struct Explorer {
     seals: Mutex<BTreeMap<BatchId, SignedSeal>>,
     /// The key seals are checked against.
     sequencer: SequencerPublicKey,
+    /// Each published batch's summary (JSON), for the live page.
+    updates: broadcast::Sender<Arc<str>>,
 }
 
 impl Explorer {
@@ -130,6 +155,7 @@ impl Explorer {
             capacity: capacity.max(1),
             seals: Mutex::new(BTreeMap::new()),
             sequencer,
+            updates: broadcast::Sender::new(UPDATES_QUEUED_MAX),
         })
     }
 
@@ -193,6 +219,10 @@ impl Explorer {
         let mut batches = self.batches.write().unwrap_or_else(|p| p.into_inner());
         // A batch published again (a restart re-releasing it) replaces itself.
         batches.retain(|b| b.e != view.e);
+        // Viewers hear of it once it is listed. No viewer is not an error.
+        let _ = self
+            .updates
+            .send(Arc::from(summary_json(&view).to_string().as_str()));
         batches.push_back(view);
         let mut envelopes: usize = batches.iter().map(|b| b.envelopes).sum();
         while batches.len() > 1 && (batches.len() > self.capacity || envelopes > ENVELOPES_KEPT_MAX)
@@ -344,6 +374,7 @@ pub fn router(explorer: Arc<Explorer>) -> Router {
         .route("/batches/{e}/curves.svg", get(curves_svg))
         .route("/api/batches", get(api_batches))
         .route("/api/batches/{e}", get(api_batch))
+        .route("/events", get(events))
         .route("/check", get(check_page))
         .route("/api/check/{commitment}", get(api_check))
         .route("/markets/{m}", get(market_page))
@@ -396,12 +427,58 @@ fn price_text(market: &MarketOutcome) -> String {
         .map_or_else(|| "—".to_owned(), |p| p.to_string())
 }
 
+async fn events(State(explorer): State<Arc<Explorer>>) -> Response {
+    let updates = explorer.updates.subscribe();
+    let stream = futures_util::stream::unfold(updates, |mut updates| async move {
+        loop {
+            match updates.recv().await {
+                Ok(json) => {
+                    let event = Event::default().event("batch").data(&*json);
+                    return Some((Ok::<Event, std::convert::Infallible>(event), updates));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let first = futures_util::stream::once(async {
+        Ok(Event::default()
+            .retry(std::time::Duration::from_millis(RECONNECT_MS))
+            .comment("sealbatch"))
+    });
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Sse::new(futures_util::StreamExt::chain(first, stream)).keep_alive(KeepAlive::default()),
+    )
+        .into_response()
+}
+
+/// Prepends each published batch to the list as it comes (`/events`).
+const LIVE_SCRIPT: &str = r#"<script>
+new EventSource("/events").addEventListener("batch", function (event) {
+  var b = JSON.parse(event.data), row = document.createElement("tr");
+  var link = document.createElement("a");
+  link.href = "/batches/" + b.e; link.textContent = b.e;
+  var traded = b.markets.filter(function (m) { return m.volume > 0; })
+    .map(function (m) { return m.market + ": " + m.price + " × " + m.volume; }).join(" · ");
+  [link, b.envelopes, b.accepted, traded || "nothing traded", b.root.slice(0, 16) + "…",
+   b.close_to_result_ms + " ms"].forEach(function (value) {
+    var cell = document.createElement("td");
+    if (value instanceof Node) { cell.appendChild(value); } else { cell.textContent = value; }
+    row.appendChild(cell);
+  });
+  var table = document.getElementById("batches"), body = table.tBodies[0];
+  body.insertBefore(row, body.rows[1] || null);
+  while (table.rows.length > 257) { table.deleteRow(table.rows.length - 1); }
+});
+</script>"#;
+
 async fn index(State(explorer): State<Arc<Explorer>>) -> Response {
     let mut html = page_head("sealbatch: batches");
     html.push_str(
         "<h1>Batches</h1><p>The newest published batches. Nothing about a batch is shown before its result is published. \
          <a href=\"/check\">Check my order</a>.</p>\
-         <table><tr><th>batch</th><th>envelopes</th><th>accepted</th><th>markets: price × volume</th><th>seal root</th><th>close → result</th></tr>",
+         <table id=\"batches\"><tr><th>batch</th><th>envelopes</th><th>accepted</th><th>markets: price × volume</th><th>seal root</th><th>close → result</th></tr>",
     );
     for b in explorer.recent() {
         let markets: Vec<String> = b
@@ -432,7 +509,9 @@ async fn index(State(explorer): State<Arc<Explorer>>) -> Response {
             e = b.e,
         );
     }
-    html.push_str("</table></body></html>\n");
+    html.push_str("</table>");
+    html.push_str(LIVE_SCRIPT);
+    html.push_str("</body></html>\n");
     respond(StatusCode::OK, HTML, FRESH, html)
 }
 

@@ -493,7 +493,7 @@ pub async fn serve_metrics(
 }
 
 /// Serves `router` (the metrics' and the explorer's, say) on `addr` until
-/// `shutdown` turns true, within the default [`HttpLimits`]; see [`serve`].
+/// `shutdown` turns true, within `limits`; see [`serve`].
 ///
 /// # Errors
 ///
@@ -501,10 +501,11 @@ pub async fn serve_metrics(
 pub async fn serve_router(
     addr: SocketAddr,
     router: Router,
+    limits: HttpLimits,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
-    serve(listener, router, HttpLimits::default(), shutdown).await
+    serve(listener, router, limits, shutdown).await
 }
 
 /// Serves `router` over HTTP/1 on `listener` until `shutdown` turns true (or

@@ -268,12 +268,14 @@ pub async fn run_with_faults(
     };
     let metrics_addr = config.metrics_listen.inspect(|&addr| {
         let mut routes = metrics::router(Arc::clone(&metrics));
+        let mut limits = metrics::HttpLimits::default();
         if let Some(explorer) = &explorer {
             routes = routes.merge(explorer::router(Arc::clone(explorer)));
+            limits = explorer::EXPLORER_HTTP_LIMITS;
         }
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(error) = metrics::serve_router(addr, routes, shutdown).await {
+            if let Err(error) = metrics::serve_router(addr, routes, limits, shutdown).await {
                 tracing::warn!(%addr, %error, "metrics endpoint disabled");
             }
         });
