@@ -1168,6 +1168,42 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
         garbage.contains("not a commitment") && !garbage.contains("<b>"),
         "{garbage}"
     );
+    // A real browser renders the same: the list links the batch, its page
+    // draws market 1's curves with the price marked, and the order check
+    // reports the buyer's fill.
+    match common::chromium() {
+        None => common::no_browser(),
+        Some(browser) => {
+            let urls = [
+                format!("http://{http}/"),
+                format!("http://{http}/batches/{e}"),
+                format!("http://{http}/check?commitment={buyer_commitment}"),
+            ];
+            let doms = tokio::task::spawn_blocking(move || {
+                urls.iter()
+                    .map(|url| common::dump_dom(&browser, url))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .expect("the browser");
+            assert!(
+                doms[0].contains(&format!("href=\"/batches/{e}\"")),
+                "{}",
+                doms[0]
+            );
+            assert!(
+                doms[1].contains(&format!("data-price=\"{price}\" data-volume=\"4\"")),
+                "{}",
+                doms[1]
+            );
+            assert!(
+                doms[2].contains("data-included=\"true\"")
+                    && doms[2].contains(&format!("<td>buy</td><td>4</td><td>{price}</td>")),
+                "{}",
+                doms[2]
+            );
+        }
+    }
     for path in [
         "/api/check/00",
         "/batches/999999999",

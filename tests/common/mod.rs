@@ -302,3 +302,56 @@ pub async fn http_get(
         .collect();
     (status, headers, body.to_string())
 }
+
+/// Debian's Chromium, if it is installed (`apt-get install chromium`;
+/// `.ci/run` installs it).
+pub fn chromium() -> Option<std::path::PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// No browser here: a failure where one is required
+/// (`SEALBATCH_REQUIRE_BROWSER`, as CI sets it), else a note that the
+/// browser checks did not run.
+pub fn no_browser() {
+    assert!(
+        std::env::var_os("SEALBATCH_REQUIRE_BROWSER").is_none(),
+        "SEALBATCH_REQUIRE_BROWSER is set, but chromium is not installed"
+    );
+    eprintln!(
+        "chromium is not installed: the browser checks did not run (apt-get install chromium)"
+    );
+}
+
+/// The DOM headless Chromium renders for `url` once it has loaded (a
+/// fresh profile; no network beyond the page's own server).
+pub fn dump_dom(browser: &Path, url: &str) -> String {
+    let profile = tempfile::tempdir().expect("a profile directory");
+    let output = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--timeout=20000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .expect("chromium runs");
+    assert!(
+        output.status.success(),
+        "chromium on {url}: {}",
+        output.status
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
