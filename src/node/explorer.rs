@@ -315,7 +315,7 @@ impl Explorer {
     #[must_use]
     pub fn market(&self, m: u32) -> Option<Vec<(HistoryPoint, i128)>> {
         let batches = self.batches.read().unwrap_or_else(|p| p.into_inner());
-        let history: Vec<(HistoryPoint, i128)> = batches
+        let mut history: Vec<(HistoryPoint, i128)> = batches
             .iter()
             .filter_map(|b| {
                 b.markets.iter().find(|x| x.market.0 == m).map(|x| {
@@ -330,6 +330,7 @@ impl Explorer {
                 })
             })
             .collect();
+        history.sort_unstable_by_key(|(h, _)| h.e);
         (!history.is_empty()).then_some(history)
     }
 
