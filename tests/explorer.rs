@@ -70,9 +70,9 @@ fn market_case() -> impl Strategy<Value = (Tick, Tick, Tick, Vec<RawOrder>)> {
     })
 }
 
-fn check(low: Tick, high: Tick, reference: Tick, raw: &[RawOrder]) {
-    let orders: Vec<Order> = raw
-        .iter()
+/// The orders, ids 1, 2, 3, … in the order given.
+fn orders_of(raw: &[RawOrder]) -> Vec<Order> {
+    raw.iter()
         .enumerate()
         .map(|(i, &(buy, limit, qty))| Order {
             id: OrderId(i as u64 + 1),
@@ -80,7 +80,11 @@ fn check(low: Tick, high: Tick, reference: Tick, raw: &[RawOrder]) {
             limit,
             qty,
         })
-        .collect();
+        .collect()
+}
+
+fn check(low: Tick, high: Tick, reference: Tick, raw: &[RawOrder]) {
+    let orders = orders_of(raw);
     let params = MarketParams {
         market: MarketId(7),
         reference,
@@ -190,16 +194,7 @@ fn a_worked_example() {
         (false, None, 3),
     ];
     check(90, 110, 98, &raw);
-    let orders: Vec<Order> = raw
-        .iter()
-        .enumerate()
-        .map(|(i, &(buy, limit, qty))| Order {
-            id: OrderId(i as u64 + 1),
-            side: if buy { Side::Buy } else { Side::Sell },
-            limit,
-            qty,
-        })
-        .collect();
+    let orders = orders_of(&raw);
     let params = MarketParams {
         market: MarketId(1),
         reference: 98,
