@@ -993,28 +993,7 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
     // reference, so the schedule must change.
     let price = market.reference_price + 7;
     // A live viewer of the explorer, subscribed before the batch clears.
-    let live = tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(http)
-            .await
-            .expect("connects");
-        stream
-            .write_all(b"GET /events HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            .await
-            .expect("request sent");
-        let needle = format!("\"e\":{e},");
-        let mut seen = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !String::from_utf8_lossy(&seen).contains(&needle) {
-            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
-                .await
-                .expect("an event in time")
-                .expect("reads");
-            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
-            seen.extend_from_slice(&buf[..n]);
-        }
-        String::from_utf8_lossy(&seen).into_owned()
-    });
+    let live = tokio::spawn(events_until(http, "/events", "", format!("\"e\":{e},")));
     let mut receipts = Vec::new();
     for (nonce, (trader, side)) in [(&buyer, Side::Buy), (&seller, Side::Sell)]
         .into_iter()
@@ -1135,9 +1114,22 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
     );
     let live = live.await.expect("the live viewer");
     assert!(
-        live.contains("content-type: text/event-stream") && live.contains("event: batch\n"),
+        live.contains("content-type: text/event-stream")
+            && live.contains(&format!("event: batch\nid: {e}\n")),
         "{live}"
     );
+    // A viewer resuming after an earlier batch (a reconnect, or a list
+    // page rendered before batch e) is sent batch e at once.
+    for (path, last_event) in [
+        (format!("/events?after={}", e - 1), String::new()),
+        (
+            "/events".to_owned(),
+            format!("Last-Event-ID: {}\r\n", e - 1),
+        ),
+    ] {
+        let resumed = events_until(http, &path, &last_event, format!("id: {e}\n")).await;
+        assert!(resumed.contains(&format!("\"e\":{e},")), "{resumed}");
+    }
     // Check my order: the buyer's commitment is in batch e, proven under
     // the signed seal's root, its 4 lots filled at the price.
     let buyer_commitment = hex::encode(receipts[0].commitment.0);
@@ -1204,17 +1196,26 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
             );
         }
     }
-    for path in [
-        "/api/check/00",
-        "/batches/999999999",
-        "/batches/x",
-        "/api/batches/999999999",
-        "/markets/4000000",
-        "/api/markets/x",
+    // Nothing to show: malformed (400) or not published (404); the API
+    // says which as JSON.
+    for (path, code, error) in [
+        ("/api/check/00", "400", "malformed"),
+        ("/api/batches/x", "400", "malformed"),
+        ("/api/markets/x", "400", "malformed"),
+        ("/api/batches/999999999", "404", "absent"),
+        ("/api/markets/4000000", "404", "absent"),
+        ("/batches/x", "400", ""),
+        ("/events?after=x", "400", ""),
+        ("/batches/999999999", "404", ""),
+        ("/markets/4000000", "404", ""),
     ] {
-        let (status, headers, _) = common::http_get(http, path).await;
-        assert!(status.contains("404"), "{path}: {status}");
+        let (status, headers, body) = common::http_get(http, path).await;
+        assert!(status.contains(code), "{path}: {status}");
         assert_eq!(header(&headers, "cache-control"), "no-store");
+        if !error.is_empty() {
+            let body: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            assert_eq!(body["error"], error, "{path}");
+        }
     }
     node.stop().await;
 }
@@ -1394,4 +1395,33 @@ async fn a_client_pinned_to_a_committee_refuses_a_trusted_operator() {
     ));
     client.close();
     node.stop().await;
+}
+
+/// Reads the explorer's event stream at `path` (with `headers`, each line
+/// ending in CRLF) until `needle` appears: everything read.
+async fn events_until(
+    http: std::net::SocketAddr,
+    path: &str,
+    headers: &str,
+    needle: String,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(http)
+        .await
+        .expect("connects");
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{headers}\r\n").as_bytes())
+        .await
+        .expect("request sent");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(&needle) {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("an event in time")
+            .expect("reads");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
 }

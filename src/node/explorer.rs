@@ -15,8 +15,16 @@
 //! the batch's signed seal, and its outcome (fills, or the rejection).
 //!
 //! Live: `/events` is a server-sent event stream, one `batch` event (the
-//! batch's summary as JSON) per published batch; the list page prepends
+//! batch's summary as JSON, its id the batch number) per published batch;
+//! a viewer resuming with `Last-Event-ID` or `?after=E` first gets the kept
+//! batches after that one, so none published between the list page and its
+//! subscription (or during a reconnect) is missed. The list page prepends
 //! them with a few lines of script, and works without it.
+//!
+//! A request naming nothing to show is answered 400 (it does not parse),
+//! 410 (a batch older than every kept one: pruned from the history) or
+//! 404 (not published, or not by this process); the API answers those as
+//! JSON `{"error", "message"}`. `spec/explorer.md` is the normative text.
 //!
 //! Routes: `GET /` (the batches, newest first), `/batches/{e}` (one batch:
 //! its markets, their curves inline, the rejections by reason),
@@ -31,7 +39,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -112,6 +120,8 @@ pub struct BatchView {
     pub seal: Option<SignedSeal>,
     /// The Merkle tree over the commitments, built at the first lookup.
     tree: OnceLock<Option<MerkleTree>>,
+    /// Its summary as JSON (`/api/batches`' element, the live event).
+    summary: Arc<str>,
 }
 
 impl BatchView {
@@ -131,6 +141,39 @@ impl BatchView {
     }
 }
 
+/// Why a request names nothing the explorer can show.
+#[derive(Debug)]
+enum Missing {
+    /// The path or query does not parse (400).
+    Malformed(String),
+    /// A batch older than every kept one (410).
+    Pruned(String),
+    /// Not published, or not kept by this process (404).
+    Absent(String),
+}
+
+impl Missing {
+    /// The answer: JSON for the API, plain text for pages.
+    fn respond(self, api: bool) -> Response {
+        let (status, error, message) = match self {
+            Missing::Malformed(m) => (StatusCode::BAD_REQUEST, "malformed", m),
+            Missing::Pruned(m) => (StatusCode::GONE, "pruned", m),
+            Missing::Absent(m) => (StatusCode::NOT_FOUND, "absent", m),
+        };
+        if api {
+            let body = serde_json::json!({ "error": error, "message": message }).to_string();
+            respond(status, JSON, "no-store", body)
+        } else {
+            respond(
+                status,
+                "text/plain; charset=utf-8",
+                "no-store",
+                message + "\n",
+            )
+        }
+    }
+}
+
 /// The recent published batches, shared by the driver (which records them)
 /// and the HTTP routes.
 #[derive(Debug)]
@@ -141,8 +184,8 @@ pub struct Explorer {
     seals: Mutex<BTreeMap<BatchId, SignedSeal>>,
     /// The key seals are checked against.
     sequencer: SequencerPublicKey,
-    /// Each published batch's summary (JSON), for the live page.
-    updates: broadcast::Sender<Arc<str>>,
+    /// Each published batch and its summary (JSON), for the live page.
+    updates: broadcast::Sender<(BatchId, Arc<str>)>,
 }
 
 impl Explorer {
@@ -201,7 +244,7 @@ impl Explorer {
             .filter(|curves| {
                 curves.iter().map(|c| c.points.len()).sum::<usize>() <= CURVE_POINTS_MAX
             });
-        let view = Arc::new(BatchView {
+        let mut view = BatchView {
             e: outcome.e,
             root: outcome.root.0,
             batch_secret: outcome.batch_secret,
@@ -215,14 +258,16 @@ impl Explorer {
             outcome: Arc::clone(outcome),
             seal,
             tree: OnceLock::new(),
-        });
+            summary: Arc::from(""),
+        };
+        view.summary = Arc::from(summary_json(&view).to_string().as_str());
+        let view = Arc::new(view);
         let mut batches = self.batches.write().unwrap_or_else(|p| p.into_inner());
         // A batch published again (a restart re-releasing it) replaces itself.
         batches.retain(|b| b.e != view.e);
-        // Viewers hear of it once it is listed. No viewer is not an error.
-        let _ = self
-            .updates
-            .send(Arc::from(summary_json(&view).to_string().as_str()));
+        // Viewers hear of it once it is listed (a viewer subscribing reads
+        // the list after subscribing). No viewer is not an error.
+        let _ = self.updates.send((view.e, Arc::clone(&view.summary)));
         batches.push_back(view);
         let mut envelopes: usize = batches.iter().map(|b| b.envelopes).sum();
         while batches.len() > 1 && (batches.len() > self.capacity || envelopes > ENVELOPES_KEPT_MAX)
@@ -340,6 +385,13 @@ impl Explorer {
         let batches = self.batches.read().unwrap_or_else(|p| p.into_inner());
         batches.iter().rev().find(|b| b.e == e).cloned()
     }
+
+    /// The oldest kept batch's number.
+    #[must_use]
+    pub fn oldest(&self) -> Option<BatchId> {
+        let batches = self.batches.read().unwrap_or_else(|p| p.into_inner());
+        batches.front().map(|b| b.e)
+    }
 }
 
 /// What the explorer knows of one envelope, from published data.
@@ -401,25 +453,19 @@ fn respond(
 }
 
 /// The batch a path names, or why there is none.
-fn find(explorer: &Explorer, e: &str) -> Result<Arc<BatchView>, String> {
+fn find(explorer: &Explorer, e: &str) -> Result<Arc<BatchView>, Missing> {
     let Ok(e) = e.parse::<BatchId>() else {
-        return Err(format!("{e:.64}: not a batch number\n"));
+        return Err(Missing::Malformed(format!("{e:.64}: not a batch number")));
     };
-    explorer.batch(e).ok_or_else(|| {
-        format!(
-            "batch {e}: not in the recent history (the newest {} published batches; `sealbatch plot --batch {e}` draws older ones from the journal)\n",
+    explorer.batch(e).ok_or_else(|| match explorer.oldest() {
+        Some(oldest) if e < oldest => Missing::Pruned(format!(
+            "batch {e}: pruned from the explorer's history (it keeps the newest {} published batches, now from batch {oldest}); `sealbatch plot --batch {e}` draws it from the journal",
             explorer.capacity
-        )
+        )),
+        _ => Missing::Absent(format!(
+            "batch {e}: not published by this process (not yet, or before it started; `sealbatch plot --batch {e}` draws a published batch from the journal)"
+        )),
     })
-}
-
-fn not_found(message: String) -> Response {
-    respond(
-        StatusCode::NOT_FOUND,
-        "text/plain; charset=utf-8",
-        "no-store",
-        message,
-    )
 }
 
 fn price_text(market: &MarketOutcome) -> String {
@@ -428,60 +474,141 @@ fn price_text(market: &MarketOutcome) -> String {
         .map_or_else(|| "—".to_owned(), |p| p.to_string())
 }
 
-async fn events(State(explorer): State<Arc<Explorer>>) -> Response {
+/// The batch a viewer resumes after: the larger of `Last-Event-ID` (the
+/// browser's, on a reconnect) and `?after=E` (the list page's newest).
+fn resume_point(headers: &HeaderMap, query: Option<&str>) -> Result<Option<BatchId>, Missing> {
+    let after = match query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("after="))
+    {
+        None => None,
+        Some(text) => Some(
+            text.parse::<BatchId>()
+                .map_err(|_| Missing::Malformed(format!("after={text:.64}: not a batch number")))?,
+        ),
+    };
+    // An id this listener did not send is nothing to resume from.
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<BatchId>().ok());
+    Ok(after.max(last))
+}
+
+fn batch_event(e: BatchId, summary: &str) -> Result<Event, std::convert::Infallible> {
+    Ok(Event::default()
+        .event("batch")
+        .id(e.to_string())
+        .data(summary))
+}
+
+async fn events(
+    State(explorer): State<Arc<Explorer>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let after = match resume_point(&headers, query.as_deref()) {
+        Ok(after) => after,
+        Err(missing) => return missing.respond(false),
+    };
+    // Subscribed before the kept batches are read: a batch published
+    // between the two is in both, and sent once.
     let updates = explorer.updates.subscribe();
-    let stream = futures_util::stream::unfold(updates, |mut updates| async move {
-        loop {
-            match updates.recv().await {
-                Ok(json) => {
-                    let event = Event::default().event("batch").data(&*json);
-                    return Some((Ok::<Event, std::convert::Infallible>(event), updates));
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
-            }
+    let missed: Vec<(BatchId, Arc<str>)> = match after {
+        None => Vec::new(),
+        Some(after) => {
+            let mut missed: Vec<_> = explorer
+                .recent()
+                .iter()
+                .filter(|b| b.e > after)
+                .map(|b| (b.e, Arc::clone(&b.summary)))
+                .collect();
+            missed.reverse();
+            missed
         }
-    });
+    };
+    let sent = missed.last().map(|(e, _)| *e).or(after);
     let first = futures_util::stream::once(async {
         Ok(Event::default()
             .retry(std::time::Duration::from_millis(RECONNECT_MS))
             .comment("sealbatch"))
     });
+    let replay = futures_util::stream::iter(
+        missed
+            .into_iter()
+            .map(|(e, summary)| batch_event(e, &summary)),
+    );
+    let live = futures_util::stream::unfold((updates, sent), |(mut updates, sent)| async move {
+        loop {
+            match updates.recv().await {
+                Ok((e, _)) if sent.is_some_and(|sent| e <= sent) => continue,
+                Ok((e, summary)) => return Some((batch_event(e, &summary), (updates, Some(e)))),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    use futures_util::StreamExt as _;
     (
         [(header::CACHE_CONTROL, "no-store")],
-        Sse::new(futures_util::StreamExt::chain(first, stream)).keep_alive(KeepAlive::default()),
+        Sse::new(first.chain(replay).chain(live)).keep_alive(KeepAlive::default()),
     )
         .into_response()
 }
 
-/// Prepends each published batch to the list as it comes (`/events`).
+/// Prepends each published batch to the list as it comes (`/events`, from
+/// the newest batch the page was rendered with), as the server renders a
+/// row, and keeps the list at the explorer's capacity.
 const LIVE_SCRIPT: &str = r#"<script>
-new EventSource("/events").addEventListener("batch", function (event) {
-  var b = JSON.parse(event.data), row = document.createElement("tr");
-  var link = document.createElement("a");
-  link.href = "/batches/" + b.e; link.textContent = b.e;
-  var traded = b.markets.filter(function (m) { return m.volume > 0; })
-    .map(function (m) { return m.market + ": " + m.price + " × " + m.volume; }).join(" · ");
-  [link, b.envelopes, b.accepted, traded || "nothing traded", b.root.slice(0, 16) + "…",
-   b.close_to_result_ms + " ms"].forEach(function (value) {
-    var cell = document.createElement("td");
-    if (value instanceof Node) { cell.appendChild(value); } else { cell.textContent = value; }
-    row.appendChild(cell);
+(function () {
+  var table = document.getElementById("batches"), newest = table.dataset.newest;
+  var kept = Number(table.dataset.capacity);
+  function link(href, text) {
+    var a = document.createElement("a"); a.href = href; a.textContent = String(text); return a;
+  }
+  function cell(row, parts) {
+    var td = document.createElement("td");
+    parts.forEach(function (part) { td.append(part instanceof Node ? part : String(part)); });
+    row.appendChild(td);
+  }
+  var source = new EventSource("/events" + (newest ? "?after=" + newest : ""));
+  source.addEventListener("batch", function (event) {
+    var b = JSON.parse(event.data), row = document.createElement("tr"), traded = [];
+    b.markets.filter(function (m) { return m.volume > 0; }).forEach(function (m) {
+      if (traded.length) { traded.push(" · "); }
+      traded.push(link("/markets/" + m.market, m.market), ": " + m.price + " × " + m.volume);
+    });
+    var root = document.createElement("code");
+    root.textContent = b.root.slice(0, 16) + "…";
+    cell(row, [link("/batches/" + b.e, b.e)]);
+    cell(row, [b.envelopes]);
+    cell(row, [b.accepted]);
+    cell(row, traded.length ? traded : ["nothing traded"]);
+    cell(row, [root]);
+    cell(row, [b.close_to_result_ms + " ms"]);
+    var body = table.tBodies[0];
+    body.insertBefore(row, body.rows[1] || null);
+    while (table.rows.length > kept + 1) { table.deleteRow(table.rows.length - 1); }
   });
-  var table = document.getElementById("batches"), body = table.tBodies[0];
-  body.insertBefore(row, body.rows[1] || null);
-  while (table.rows.length > 257) { table.deleteRow(table.rows.length - 1); }
-});
+})();
 </script>"#;
 
 async fn index(State(explorer): State<Arc<Explorer>>) -> Response {
     let mut html = page_head("sealbatch: batches");
-    html.push_str(
+    let recent = explorer.recent();
+    let _ = write!(
+        html,
         "<h1>Batches</h1><p>The newest published batches. Nothing about a batch is shown before its result is published. \
          <a href=\"/check\">Check my order</a>.</p>\
-         <table id=\"batches\"><tr><th>batch</th><th>envelopes</th><th>accepted</th><th>markets: price × volume</th><th>seal root</th><th>close → result</th></tr>",
+         <table id=\"batches\" data-capacity=\"{}\"{}><tr><th>batch</th><th>envelopes</th><th>accepted</th><th>markets: price × volume</th><th>seal root</th><th>close → result</th></tr>",
+        explorer.capacity,
+        recent
+            .first()
+            .map(|b| format!(" data-newest=\"{}\"", b.e))
+            .unwrap_or_default(),
     );
-    for b in explorer.recent() {
+    for b in recent {
         let markets: Vec<String> = b
             .markets
             .iter()
@@ -623,13 +750,14 @@ async fn check_page(State(explorer): State<Arc<Explorer>>, RawQuery(query): RawQ
 
 async fn api_check(State(explorer): State<Arc<Explorer>>, Path(text): Path<String>) -> Response {
     let check = match parse_commitment(&text) {
-        Err(message) => return not_found(message + "\n"),
+        Err(message) => return Missing::Malformed(message).respond(true),
         Ok(c) => match explorer.check(&c) {
             None => {
-                return not_found(format!(
-                    "{}: in no batch of the recent history\n",
+                return Missing::Absent(format!(
+                    "{}: in no batch of the recent history",
                     hex::encode(c.0)
-                ));
+                ))
+                .respond(true);
             }
             Some(check) => check,
         },
@@ -662,20 +790,20 @@ async fn api_check(State(explorer): State<Arc<Explorer>>, Path(text): Path<Strin
 }
 
 /// Market `m`'s history, or why there is none.
-fn find_market(explorer: &Explorer, m: &str) -> Result<(u32, Vec<(HistoryPoint, i128)>), String> {
+fn find_market(explorer: &Explorer, m: &str) -> Result<(u32, Vec<(HistoryPoint, i128)>), Missing> {
     let Ok(m) = m.parse::<u32>() else {
-        return Err(format!("{m:.64}: not a market id\n"));
+        return Err(Missing::Malformed(format!("{m:.64}: not a market id")));
     };
     explorer
         .market(m)
         .map(|history| (m, history))
-        .ok_or_else(|| format!("market {m}: in no batch of the recent history\n"))
+        .ok_or_else(|| Missing::Absent(format!("market {m}: in no batch of the recent history")))
 }
 
 async fn market_page(State(explorer): State<Arc<Explorer>>, Path(m): Path<String>) -> Response {
     let (m, history) = match find_market(&explorer, &m) {
         Ok(found) => found,
-        Err(message) => return not_found(message),
+        Err(missing) => return missing.respond(false),
     };
     let points: Vec<HistoryPoint> = history.iter().map(|(h, _)| *h).collect();
     let mut html = page_head(&format!("sealbatch: market {m}"));
@@ -701,7 +829,7 @@ async fn market_page(State(explorer): State<Arc<Explorer>>, Path(m): Path<String
 async fn api_market(State(explorer): State<Arc<Explorer>>, Path(m): Path<String>) -> Response {
     let (m, history) = match find_market(&explorer, &m) {
         Ok(found) => found,
-        Err(message) => return not_found(message),
+        Err(missing) => return missing.respond(true),
     };
     let batches: Vec<serde_json::Value> = history
         .iter()
@@ -718,7 +846,7 @@ async fn api_market(State(explorer): State<Arc<Explorer>>, Path(m): Path<String>
 async fn batch_page(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>) -> Response {
     let b = match find(&explorer, &e) {
         Ok(b) => b,
-        Err(message) => return not_found(message),
+        Err(missing) => return missing.respond(false),
     };
     let mut html = page_head(&format!("sealbatch: batch {}", b.e));
     let _ = write!(
@@ -767,16 +895,11 @@ async fn batch_page(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>
 async fn curves_svg(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>) -> Response {
     let b = match find(&explorer, &e) {
         Ok(b) => b,
-        Err(message) => return not_found(message),
+        Err(missing) => return missing.respond(false),
     };
     match &b.curves {
         Some(curves) => respond(StatusCode::OK, SVG, IMMUTABLE, batch_svg(b.e, curves)),
-        None => respond(
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "no-store",
-            format!("batch {}: curves not kept\n", b.e),
-        ),
+        None => Missing::Absent(format!("batch {}: curves not kept", b.e)).respond(false),
     }
 }
 
@@ -809,7 +932,7 @@ async fn api_batches(State(explorer): State<Arc<Explorer>>) -> Response {
 async fn api_batch(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>) -> Response {
     let b = match find(&explorer, &e) {
         Ok(b) => b,
-        Err(message) => return not_found(message),
+        Err(missing) => return missing.respond(true),
     };
     let mut value = summary_json(&b);
     value["rejected"] = b
@@ -854,4 +977,81 @@ fn page_head(title: &str) -> String {
          td,th{{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:right}}code{{font-size:.9em}}\
          svg{{max-width:100%;height:auto}}</style></head><body>"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{MerkleRoot, SequencerKey};
+
+    fn explorer(capacity: usize) -> Arc<Explorer> {
+        Explorer::new(capacity, SequencerKey::from_seed(&[7; 32]).public_key())
+    }
+
+    fn publish(explorer: &Explorer, e: BatchId) {
+        let outcome = Arc::new(BatchOutcome {
+            e,
+            root: MerkleRoot([0; 32]),
+            batch_secret: [0; 32],
+            envelopes: Vec::new(),
+            markets: Vec::new(),
+            fills: Vec::new(),
+        });
+        explorer.record(&outcome, None, 0);
+    }
+
+    fn status(explorer: &Explorer, e: &str) -> Option<StatusCode> {
+        find(explorer, e)
+            .err()
+            .map(|missing| missing.respond(true).status())
+    }
+
+    #[test]
+    fn a_missing_batch_is_malformed_pruned_or_absent() {
+        let explorer = explorer(2);
+        assert_eq!(status(&explorer, "3"), Some(StatusCode::NOT_FOUND));
+        for e in 3..=6 {
+            publish(&explorer, e);
+        }
+        assert_eq!(explorer.oldest(), Some(5));
+        assert_eq!(status(&explorer, "5"), None);
+        assert_eq!(status(&explorer, "6"), None);
+        assert_eq!(status(&explorer, "4"), Some(StatusCode::GONE));
+        assert_eq!(status(&explorer, "0"), Some(StatusCode::GONE));
+        assert_eq!(status(&explorer, "7"), Some(StatusCode::NOT_FOUND));
+        for bad in ["x", "-1", "18446744073709551616", "", "5 "] {
+            assert_eq!(
+                status(&explorer, bad),
+                Some(StatusCode::BAD_REQUEST),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_viewer_resumes_after_the_larger_of_its_page_and_its_last_event() {
+        let mut headers = HeaderMap::new();
+        assert!(matches!(resume_point(&headers, None), Ok(None)));
+        assert!(matches!(
+            resume_point(&headers, Some("after=9")),
+            Ok(Some(9))
+        ));
+        headers.insert("last-event-id", "12".parse().unwrap());
+        assert!(matches!(
+            resume_point(&headers, Some("after=9")),
+            Ok(Some(12))
+        ));
+        assert!(matches!(
+            resume_point(&headers, Some("x=1&after=15")),
+            Ok(Some(15))
+        ));
+        assert!(matches!(resume_point(&headers, None), Ok(Some(12))));
+        // An id not sent by the listener is ignored; a bad `after` refused.
+        headers.insert("last-event-id", "nonsense".parse().unwrap());
+        assert!(matches!(resume_point(&headers, None), Ok(None)));
+        assert!(matches!(
+            resume_point(&headers, Some("after=-3")),
+            Err(Missing::Malformed(_))
+        ));
+    }
 }
