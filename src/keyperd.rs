@@ -30,6 +30,7 @@ use crate::keyper::{
     KeyperIdentity, KeyperNode, KeyperRecord, Release, ReleaseRefusal, sharing::random_scalar,
 };
 use crate::node::config::CommitteeConfig;
+use crate::replica::certificate::{CERTIFICATE_SIGNERS_MAX, CommitCertificate, ReplicaSet};
 use crate::secret_file::{SecretFileError, load_or_create_key32};
 use crate::signed::{CHANNEL_BINDING_LABEL, ChannelBinding};
 use crate::types::BatchId;
@@ -46,6 +47,13 @@ pub const JOURNAL_DIR: &str = "journal";
 /// Shortest and longest wait before reconnecting.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// How often an idle keyper link is kept alive.
+const LINK_KEEP_ALIVE: Duration = Duration::from_millis(250);
+/// A keyper link silent this long is lost (the keyper tries the next
+/// replica).
+const LINK_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long a keyper waits for the QUIC handshake with a sequencer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often lost posts are looked at when nothing else wakes the keyper.
 const TICK: Duration = Duration::from_millis(250);
 /// Posts not seen in the log for this long are sent again.
@@ -60,10 +68,18 @@ const EARLY_SEALS_MAX: usize = 1024;
 pub struct KeyperConfig {
     /// Keys and journal live here.
     pub data_dir: PathBuf,
-    /// The sequencer's QUIC address.
-    pub sequencer: SocketAddr,
+    /// A single-node sequencer's QUIC address (with `fingerprint`); a
+    /// replicated sequencer's keyper lists `replicas` instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequencer: Option<SocketAddr>,
     /// SHA-256 of the sequencer's TLS certificate (64 hex digits), pinned.
-    pub fingerprint: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// A replicated sequencer's replicas (`spec/replication.md` §10): the
+    /// keyper links to whichever leads, and releases only for a seal a
+    /// majority of them certified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replicas: Vec<KeyperReplica>,
     /// The sequencer's Ed25519 key (64 hex digits): seals must verify
     /// under it.
     pub sequencer_key: String,
@@ -80,6 +96,56 @@ pub struct KeyperConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// The committee, exactly as the sequencer's configuration names it.
     pub committee: CommitteeConfig,
+}
+
+/// One replica of a replicated sequencer, as its keypers know it.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KeyperReplica {
+    /// Where its clients (and keypers) connect.
+    pub address: SocketAddr,
+    /// SHA-256 of its TLS certificate (64 hex digits), pinned.
+    pub fingerprint: String,
+    /// Its commit key (64 hex digits, as `sealbatch cluster init` prints
+    /// it): its signatures over committed seals count.
+    pub commit_key: String,
+}
+
+/// Where a keyper connects, in the order it tries them, each with its
+/// pinned fingerprint, and the replicas that certify seals (`None`: a
+/// single node).
+type Targets = (Vec<(SocketAddr, [u8; 32])>, Option<ReplicaSet>);
+
+fn targets(config: &KeyperConfig) -> Result<Targets, KeyperProcessError> {
+    match (
+        &config.sequencer,
+        &config.fingerprint,
+        config.replicas.as_slice(),
+    ) {
+        (Some(addr), Some(fingerprint), []) => {
+            Ok((vec![(*addr, hex32(fingerprint, "fingerprint")?)], None))
+        }
+        (None, None, replicas) if !replicas.is_empty() => {
+            let mut targets = Vec::new();
+            let mut keys = Vec::new();
+            for replica in replicas {
+                targets.push((
+                    replica.address,
+                    hex32(&replica.fingerprint, "replicas.fingerprint")?,
+                ));
+                keys.push(hex32(&replica.commit_key, "replicas.commit_key")?);
+            }
+            let set = ReplicaSet::new(keys).ok_or_else(|| {
+                KeyperProcessError::Config(format!(
+                    "replicas: 1 to {CERTIFICATE_SIGNERS_MAX} with valid Ed25519 commit keys"
+                ))
+            })?;
+            Ok((targets, Some(set)))
+        }
+        _ => Err(KeyperProcessError::Config(
+            "either `sequencer` and `fingerprint` (a single node) or `replicas` (a cluster)".into(),
+        )),
+    }
 }
 
 /// What a keyper counts, served on `metrics_listen` as Prometheus text.
@@ -337,9 +403,11 @@ struct Core {
 struct State {
     core: std::sync::Arc<std::sync::Mutex<Core>>,
     journal: Option<Journal<crate::journal::FsStorage>>,
-    /// Seals that came before close + skew, answered when their time
-    /// comes.
-    early: BTreeMap<BatchId, SignedSeal>,
+    /// Seals (with their certificates) that came before close + skew,
+    /// answered when their time comes.
+    early: BTreeMap<BatchId, (SignedSeal, Option<CommitCertificate>)>,
+    /// Whether the current link was welcomed (its sequencer leads).
+    welcomed: bool,
     events: Option<mpsc::UnboundedSender<KeyperEvent>>,
     metrics: std::sync::Arc<KeyperMetrics>,
 }
@@ -428,10 +496,14 @@ impl State {
     async fn seal(
         &mut self,
         seal: SignedSeal,
+        certificate: Option<CommitCertificate>,
         now_ms: u64,
         out: &mut Vec<u8>,
     ) -> Result<(), KeyperProcessError> {
-        let decided = self.core().node.handle_seal(&seal, now_ms);
+        let decided = self
+            .core()
+            .node
+            .handle_seal(&seal, certificate.as_ref(), now_ms);
         match decided {
             Ok((release, share)) => {
                 if release == Release::First {
@@ -455,7 +527,7 @@ impl State {
                 });
             }
             Err(ReleaseRefusal::TooEarly { .. }) => {
-                if self.early.insert(seal.e, seal).is_none() {
+                if self.early.insert(seal.e, (seal, certificate)).is_none() {
                     self.metrics.seals_held.inc();
                 }
                 while self.early.len() > EARLY_SEALS_MAX {
@@ -496,7 +568,7 @@ pub async fn run(
     let sequencer_bytes = hex32(&config.sequencer_key, "sequencer_key")?;
     let sequencer = SequencerPublicKey::from_bytes(&sequencer_bytes)
         .map_err(|_| KeyperProcessError::Config("sequencer_key is not a valid key".into()))?;
-    let fingerprint = hex32(&config.fingerprint, "fingerprint")?;
+    let (targets, replicas) = targets(&config)?;
     if config.batch_length_ms == 0 {
         return Err(KeyperProcessError::Config(
             "batch_length_ms must be at least 1".into(),
@@ -516,17 +588,19 @@ pub async fn run(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let me = signing.verifying_key().to_bytes();
+    let schedule = BatchSchedule {
+        genesis_ms: config.genesis_ms,
+        batch_length_ms: config.batch_length_ms,
+    };
     let node = KeyperNode::new(
         KeyperIdentity {
             committee: committee.clone(),
             signing: signing.clone(),
             decryption,
             sequencer,
-            schedule: BatchSchedule {
-                genesis_ms: config.genesis_ms,
-                batch_length_ms: config.batch_length_ms,
-            },
+            schedule,
             skew_ms: config.skew_ms,
+            replicas,
         },
         records,
     )
@@ -535,7 +609,7 @@ pub async fn run(
         keyper = node.index(),
         key = %hex::encode(me),
         committee = %hex::encode(committee.id()),
-        sequencer = %config.sequencer,
+        sequencers = targets.len(),
         "keyper starting"
     );
     let metrics = std::sync::Arc::new(KeyperMetrics::default());
@@ -546,10 +620,23 @@ pub async fn run(
         metrics: std::sync::Arc::clone(&metrics),
         journal: Some(journal),
         early: BTreeMap::new(),
-
+        welcomed: false,
         events,
     };
-    let client = crate::net::client_config_for(fingerprint, KEYPER_ALPN)?;
+    let clients = targets
+        .iter()
+        .map(|(addr, fingerprint)| {
+            let mut config = crate::net::client_config_for(*fingerprint, KEYPER_ALPN)?;
+            // A sequencer that died (a replica's leader killed) is noticed
+            // within the idle timeout: keep the link busy enough to tell.
+            let mut transport = quinn::TransportConfig::default();
+            transport
+                .keep_alive_interval(Some(LINK_KEEP_ALIVE))
+                .max_idle_timeout(quinn::IdleTimeout::try_from(LINK_IDLE_TIMEOUT).ok());
+            config.transport_config(std::sync::Arc::new(transport));
+            Ok::<_, crate::net::NetError>((*addr, config))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     if let Some(addr) = config.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -582,24 +669,47 @@ pub async fn run(
         ));
     }
     let mut backoff = RECONNECT_MIN;
+    // The target tried next, and how many were tried since one welcomed.
+    let mut next = 0;
+    let mut refused = 0;
     loop {
         if *shutdown.borrow() {
             return Ok(());
         }
+        let Some((addr, client)) = clients.get(next % clients.len().max(1)) else {
+            return Err(KeyperProcessError::Config(
+                "no sequencer to connect to".into(),
+            ));
+        };
+        state.welcomed = false;
         let ended = tokio::select! {
-            ended = link(&config, &client, &committee, &sequencer_bytes, &signing, &mut state) => ended,
+            ended = link(*addr, client, &schedule, config.skew_ms, &committee, &sequencer_bytes, &signing, &mut state) => ended,
             _ = shutdown.changed() => return Ok(()),
         };
         metrics.connected.set(0);
         match ended {
-            Ok(()) => backoff = RECONNECT_MIN,
+            Ok(()) => {}
             // A journal that failed stops the keyper: no share may leave
             // unjournaled.
             Err(LinkEnd::Fatal(error)) => return Err(error),
             Err(LinkEnd::Lost(reason)) => {
-                tracing::debug!(%reason, "keyper link lost; reconnecting");
+                tracing::debug!(%addr, %reason, "keyper link lost; reconnecting");
             }
         }
+        if state.welcomed {
+            // It led until now: try it again first, at once.
+            backoff = RECONNECT_MIN;
+            refused = 0;
+            continue;
+        }
+        // Not the leader, or unreachable: the next replica, pausing only
+        // once every one was tried.
+        next += 1;
+        refused += 1;
+        if refused < clients.len() {
+            continue;
+        }
+        refused = 0;
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             _ = shutdown.changed() => return Ok(()),
@@ -637,25 +747,33 @@ fn lost(error: impl std::fmt::Display) -> LinkEnd {
     LinkEnd::Lost(error.to_string())
 }
 
-/// One connection to the sequencer, until it ends.
+/// One connection to the sequencer (or a replica) at `addr`, until it
+/// ends.
+#[allow(clippy::too_many_arguments)]
 async fn link(
-    config: &KeyperConfig,
+    addr: SocketAddr,
     client: &quinn::ClientConfig,
+    schedule: &BatchSchedule,
+    skew_ms: u64,
     committee: &crate::keyper::Committee,
     sequencer: &[u8; 32],
     signing: &SigningKey,
     state: &mut State,
 ) -> Result<(), LinkEnd> {
-    let bind: SocketAddr = if config.sequencer.is_ipv6() {
+    let bind: SocketAddr = if addr.is_ipv6() {
         SocketAddr::from(([0u16; 8], 0))
     } else {
         SocketAddr::from(([127, 0, 0, 1], 0))
     };
     let endpoint = quinn::Endpoint::client(bind).map_err(lost)?;
-    let connection = endpoint
-        .connect_with(client.clone(), config.sequencer, "sealbatch")
-        .map_err(lost)?
+    // A replica that died answers nothing: give up on it soon and try the
+    // next.
+    let connecting = endpoint
+        .connect_with(client.clone(), addr, "sealbatch")
+        .map_err(lost)?;
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
+        .map_err(|_| lost(format!("no handshake with {addr} in {CONNECT_TIMEOUT:?}")))?
         .map_err(lost)?;
     let mut binding = [0u8; 32];
     connection
@@ -681,10 +799,6 @@ async fn link(
     send.write_all(&out).await.map_err(lost)?;
     let mut decoder = FrameDecoder::<KeyperDown>::new();
     let mut buf = vec![0u8; 64 << 10];
-    let schedule = BatchSchedule {
-        genesis_ms: config.genesis_ms,
-        batch_length_ms: config.batch_length_ms,
-    };
     let mut last_repost = tokio::time::Instant::now();
     loop {
         let mut out = Vec::new();
@@ -694,11 +808,16 @@ async fn link(
                 KeyperDown::Welcome { index } => {
                     state.metrics.links.inc();
                     state.metrics.connected.set(1);
+                    state.welcomed = true;
                     tracing::info!(keyper = index, "connected to the sequencer");
                     state.report(KeyperEvent::Connected { index });
                 }
                 KeyperDown::Entry { position, entry } => entries.push((position, entry)),
-                KeyperDown::Seal(seal) => state.seal(seal, crate::node::now_ms(), &mut out).await?,
+                KeyperDown::Seal { seal, certificate } => {
+                    state
+                        .seal(seal, certificate, crate::node::now_ms(), &mut out)
+                        .await?;
+                }
             }
         }
         if !entries.is_empty() {
@@ -717,11 +836,11 @@ async fn link(
             },
             // Wake when the earliest held seal's time comes (its close plus
             // the skew), so a share leaves as soon as the rule allows.
-            () = tokio::time::sleep(next_wake(state, &schedule, config.skew_ms)) => {
+            () = tokio::time::sleep(next_wake(state, schedule, skew_ms)) => {
                 let now = crate::node::now_ms();
-                let due: Vec<SignedSeal> = state.early.values().copied().collect();
-                for seal in due {
-                    state.seal(seal, now, &mut out).await?;
+                let due: Vec<_> = state.early.values().cloned().collect();
+                for (seal, certificate) in due {
+                    state.seal(seal, certificate, now, &mut out).await?;
                 }
                 if last_repost.elapsed() >= REPOST_AFTER {
                     last_repost = tokio::time::Instant::now();

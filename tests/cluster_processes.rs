@@ -44,6 +44,13 @@ impl Cluster {
     /// address is that of its relay (which forwards to its real port), so
     /// that a partition can be made.
     fn new(work: &Path, n: usize, relays: Option<&[u16]>) -> Cluster {
+        Cluster::with_config(work, n, relays, "")
+    }
+
+    /// [`new`](Self::new), each configuration ending with `extra`; with a
+    /// `[committee]` in it, no custodian key is made (the keypers hold the
+    /// batch keys).
+    fn with_config(work: &Path, n: usize, relays: Option<&[u16]>, extra: &str) -> Cluster {
         let dirs: Vec<PathBuf> = (1..=n).map(|i| work.join(format!("r{i}"))).collect();
         let mut seed = Zeroizing::new([0u8; 32]);
         rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed[..]);
@@ -62,10 +69,12 @@ impl Cluster {
                 seed.clone()
             })
             .expect("sequencer key");
-            sealbatch::secret_file::load_or_create_key32(&dir.join("custodian.key"), || {
-                custodian.clone()
-            })
-            .expect("custodian key");
+            if !extra.contains("[committee]") {
+                sealbatch::secret_file::load_or_create_key32(&dir.join("custodian.key"), || {
+                    custodian.clone()
+                })
+                .expect("custodian key");
+            }
             members.push_str(&format!(
                 "[[cluster.members]]\nid = {}\naddr = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\nfingerprint = \"{}\"\n",
                 i + 1,
@@ -77,7 +86,7 @@ impl Cluster {
         let configs = (0..n)
             .map(|i| {
                 format!(
-                    "checkpoint_every_batches = 5\n[cluster]\nid = {}\nlisten = \"127.0.0.1:{}\"\nbootstrap = {}\nsnapshot_every_entries = 200\n{members}",
+                    "checkpoint_every_batches = 5\n[cluster]\nid = {}\nlisten = \"127.0.0.1:{}\"\nbootstrap = {}\nsnapshot_every_entries = 200\n{members}{extra}",
                     i + 1,
                     raft_ports[i],
                     i == 0
@@ -119,6 +128,13 @@ impl Cluster {
         self.children[i] = Some(child);
     }
 
+    fn fingerprint(&self, i: usize) -> [u8; 32] {
+        parse_fingerprint(
+            &std::fs::read_to_string(self.dirs[i].join("tls/fingerprint")).expect("fingerprint"),
+        )
+        .expect("a fingerprint")
+    }
+
     fn addr(&self, i: usize) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.client_ports[i]))
     }
@@ -131,6 +147,17 @@ impl Cluster {
     /// [`leader`](Self::leader), not asking replica `except` (a replica cut
     /// off from the others still thinks it leads).
     async fn leader_except(&mut self, within: Duration, except: Option<usize>) -> (usize, Client) {
+        self.leader_where(within, except, true).await
+    }
+
+    /// The replica that answers a schedule, with batch keys in it if
+    /// `keyed` (a committee's come only once it certified a window).
+    async fn leader_where(
+        &mut self,
+        within: Duration,
+        except: Option<usize>,
+        keyed: bool,
+    ) -> (usize, Client) {
         let deadline = Instant::now() + within;
         loop {
             for i in 0..self.dirs.len() {
@@ -153,7 +180,7 @@ impl Cluster {
                     && client
                         .schedule()
                         .await
-                        .is_ok_and(|s| !s.batch_keys.is_empty())
+                        .is_ok_and(|s| !keyed || !s.batch_keys.is_empty())
                 {
                     return (i, client);
                 }
@@ -251,6 +278,21 @@ async fn load_cluster(
     (all, slowest)
 }
 
+/// Where a test keeps its replicas: `work`, or the directory
+/// `SEALBATCH_KEEP_CLUSTER` names (emptied first), kept for a look after a
+/// failure.
+fn work_dir(work: &tempfile::TempDir) -> PathBuf {
+    match std::env::var_os("SEALBATCH_KEEP_CLUSTER") {
+        Some(dir) => {
+            let dir = PathBuf::from(dir);
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("the kept directory");
+            dir
+        }
+        None => work.path().to_path_buf(),
+    }
+}
+
 fn records(dir: &Path) -> Vec<(u64, u8, Vec<u8>)> {
     let recovery = Journal::open_dir_read_only(dir.join("journal"), JournalConfig::default())
         .expect("the journal reads");
@@ -267,17 +309,7 @@ async fn the_leader_killed_under_load_loses_no_receipt() {
         .prefix("sealbatch-cluster-")
         .tempdir()
         .expect("a temporary directory");
-    // SEALBATCH_KEEP_CLUSTER=DIR keeps the replicas' directories and logs
-    // there, for a look after a failure.
-    let work_path = match std::env::var_os("SEALBATCH_KEEP_CLUSTER") {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).expect("the kept directory");
-            dir
-        }
-        None => work.path().to_path_buf(),
-    };
+    let work_path = work_dir(&work);
     let mut cluster = Cluster::new(&work_path, 3, None);
     for i in 0..3 {
         cluster.start(i);
@@ -661,4 +693,203 @@ async fn a_wiped_replica_removed_and_added_again_catches_up() {
     let first = records(&cluster.dirs[lost]).first().map(|r| r.0);
     eprintln!("the re-added replica's journal starts at LSN {first:?}");
     check_journals(&cluster, &receipts);
+}
+
+/// Three replicas and a committee of five keypers (threshold 3), each
+/// keyper given every replica and its commit key: a keyper links to
+/// whichever replica leads (the others close its link), and releases a
+/// batch's share only with a certificate of two of the three replicas over
+/// the committed seal. The leader is killed under load: the keypers find
+/// the new one and keys keep coming; every share any keyper released was
+/// for the seal the cluster committed, and every receipt is in a sealed,
+/// cleared batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_failover() {
+    use sealbatch::keyper::KeyperRecord;
+    use sealbatch::keyperd::{self, KeyperConfig, KeyperEvent, KeyperReplica};
+    use sealbatch::node::config::{CommitteeConfig, CommitteeMember};
+
+    let work = tempfile::Builder::new()
+        .prefix("sealbatch-cluster-committee-")
+        .tempdir()
+        .expect("a temporary directory");
+    let work_path = work_dir(&work);
+    let mut members = Vec::new();
+    for k in 0..5 {
+        let public = keyperd::init(&work_path.as_path().join(format!("keyper-{k}"))).expect("keys");
+        members.push(CommitteeMember {
+            signing: hex::encode(public.signing),
+            encryption: hex::encode(public.encryption),
+        });
+    }
+    let committee = CommitteeConfig {
+        threshold: Some(3),
+        window_batches: 40,
+        lead_batches: 25,
+        phase_ms: [500, 250, 250, 500],
+        members,
+    };
+    let mut section = "[committee]\nthreshold = 3\nwindow_batches = 40\nlead_batches = 25\nphase_ms = [500, 250, 250, 500]\n".to_owned();
+    for m in &committee.members {
+        section.push_str(&format!(
+            "[[committee.members]]\nsigning = \"{}\"\nencryption = \"{}\"\n",
+            m.signing, m.encryption
+        ));
+    }
+    let mut cluster = Cluster::with_config(work_path.as_path(), 3, None, &section);
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    let (_, client) = cluster
+        .leader_where(Duration::from_secs(30), None, false)
+        .await;
+    let schedule = client.schedule().await.expect("a schedule");
+    client.close();
+    let replicas: Vec<KeyperReplica> = (0..3)
+        .map(|i| KeyperReplica {
+            address: cluster.addr(i),
+            fingerprint: hex::encode(cluster.fingerprint(i)),
+            commit_key: hex::encode(
+                sealbatch::node::cluster::commit_key(&cluster.dirs[i])
+                    .expect("the replica's commit key")
+                    .public(),
+            ),
+        })
+        .collect();
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel::<(usize, KeyperEvent)>();
+    let mut stops = Vec::new();
+    let mut keypers = Vec::new();
+    for k in 0..5 {
+        let config = KeyperConfig {
+            data_dir: work_path.as_path().join(format!("keyper-{k}")),
+            sequencer: None,
+            fingerprint: None,
+            replicas: replicas.clone(),
+            sequencer_key: hex::encode(schedule.sequencer_key),
+            genesis_ms: schedule.genesis_ms,
+            batch_length_ms: schedule.batch_length_ms,
+            skew_ms: 30,
+            metrics_listen: None,
+            committee: committee.clone(),
+        };
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let forward = events_tx.clone();
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                let _ = forward.send((k, event));
+            }
+        });
+        keypers.push(tokio::spawn(keyperd::run(config, shutdown, Some(tx))));
+        stops.push(stop);
+    }
+    drop(events_tx);
+
+    // Keys come once the committee certified a window; then trading, the
+    // leader killed halfway.
+    let (leader, _) = cluster.leader(Duration::from_secs(30)).await;
+    let traders = Arc::new(
+        ClusterClient::connect(
+            vec![ReplicaAddr {
+                addr: cluster.addr(leader),
+                fingerprint: cluster.fingerprint(leader),
+            }],
+            KeyTrust::default(),
+        )
+        .await
+        .expect("the cluster answers"),
+    );
+    let loader = tokio::spawn(load_cluster(
+        Arc::clone(&traders),
+        6,
+        Instant::now() + Duration::from_secs(7),
+    ));
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    cluster.kill(leader);
+    let killed_at = now_ms();
+    let (next, _) = cluster.leader(Duration::from_secs(15)).await;
+    assert_ne!(next, leader);
+    cluster.start(leader);
+    let (receipts, _) = loader.await.expect("loader");
+    let after_kill = receipts
+        .iter()
+        .filter(|(e, _)| schedule.genesis_ms + e * schedule.batch_length_ms > killed_at + 1_000)
+        .count();
+    assert!(
+        after_kill > 20,
+        "trading went on after the failover: {after_kill} of {} receipts",
+        receipts.len()
+    );
+    // The last batches clear; then everything stops.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    for stop in &stops {
+        let _ = stop.send(true);
+    }
+    for keyper in keypers {
+        tokio::time::timeout(Duration::from_secs(10), keyper)
+            .await
+            .expect("a keyper stops in time")
+            .expect("joins")
+            .expect("stops cleanly");
+    }
+    cluster.stop(next);
+    for i in 0..3 {
+        cluster.stop(i);
+    }
+    check_journals(&cluster, &receipts);
+
+    // Every share released was for the seal the cluster committed.
+    let committed: BTreeMap<u64, sealbatch::envelope::SignedSeal> = cluster
+        .dirs
+        .iter()
+        .flat_map(|d| records(d))
+        .filter(|(_, kind, _)| *kind == sealbatch::sequencer::RecordKind::Seal as u8)
+        .map(|(_, _, payload)| {
+            let seal = sealbatch::envelope::SignedSeal::from_bytes(&payload).expect("a seal");
+            (seal.e, seal)
+        })
+        .collect();
+    let mut released: BTreeMap<u64, BTreeSet<usize>> = BTreeMap::new();
+    for k in 0..5 {
+        let (_, recovery) = Journal::open_dir(
+            work_path.as_path().join(format!("keyper-{k}/journal")),
+            JournalConfig::default(),
+        )
+        .expect("the keyper's journal");
+        for record in recovery.records {
+            if let Ok(KeyperRecord::Released(seal)) = KeyperRecord::decode(&record.payload) {
+                let held = committed
+                    .get(&seal.e)
+                    .expect("a committed seal of the batch");
+                assert_eq!(
+                    (held.count, held.root),
+                    (seal.count, seal.root),
+                    "keyper {k} released batch {} for a seal the cluster did not commit",
+                    seal.e
+                );
+                released.entry(seal.e).or_default().insert(k);
+            }
+        }
+    }
+    let keyed_after_kill = released
+        .iter()
+        .filter(|(e, k)| {
+            schedule.genesis_ms + *e * schedule.batch_length_ms > killed_at + 1_000 && k.len() >= 3
+        })
+        .count();
+    assert!(
+        keyed_after_kill > 5,
+        "keys released by at least three keypers after the failover: {released:?}"
+    );
+    let mut refused = Vec::new();
+    while let Some((k, event)) = events.recv().await {
+        if let KeyperEvent::Refused { reason } = event {
+            refused.push((k, reason));
+        }
+    }
+    eprintln!(
+        "{} receipts ({after_kill} after the kill), {} batches keyed, refusals {refused:?}",
+        receipts.len(),
+        released.len()
+    );
 }

@@ -247,8 +247,9 @@ fn keyper_config(
 ) -> KeyperConfig {
     KeyperConfig {
         data_dir: root.path().join(format!("keyper-{k}")),
-        sequencer: info.listen,
-        fingerprint: hex::encode(info.fingerprint),
+        sequencer: Some(info.listen),
+        fingerprint: Some(hex::encode(info.fingerprint)),
+        replicas: Vec::new(),
         sequencer_key: hex::encode(info.sequencer_key),
         genesis_ms: schedule.genesis_ms,
         batch_length_ms: schedule.batch_length_ms,

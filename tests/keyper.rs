@@ -348,27 +348,90 @@ fn a_keyper_releases_only_after_close_and_only_for_one_root() {
     let mut guard = ReleaseGuard::default();
     let public = key.public_key();
     assert!(matches!(
-        guard.decide(&seal, &public, &schedule, 50, close + 49),
+        guard.decide(&seal, None, &public, &schedule, 50, close + 49),
         Err(ReleaseRefusal::TooEarly { .. })
     ));
     assert_eq!(
-        guard.decide(&forged, &public, &schedule, 50, close + 50),
+        guard.decide(&forged, None, &public, &schedule, 50, close + 50),
         Err(ReleaseRefusal::BadSeal(5))
     );
     assert_eq!(
-        guard.decide(&seal, &public, &schedule, 50, close + 50),
+        guard.decide(&seal, None, &public, &schedule, 50, close + 50),
         Ok(Release::First)
     );
     guard.record(seal);
     assert_eq!(
-        guard.decide(&seal, &public, &schedule, 50, close + 60),
+        guard.decide(&seal, None, &public, &schedule, 50, close + 60),
         Ok(Release::Again)
     );
     assert_eq!(
-        guard.decide(&other, &public, &schedule, 50, close + 60),
+        guard.decide(&other, None, &public, &schedule, 50, close + 60),
         Err(ReleaseRefusal::Equivocation(5))
     );
     assert_eq!(guard.evidence(), &[(seal, other)]);
+}
+
+/// A keyper of a replicated sequencer releases only for a seal a majority
+/// of its configured replicas attested: not for a seal alone (a deposed
+/// leader can sign any), nor with a minority, strangers' or another root's
+/// attestations; and a certified seal is answered again with or without.
+#[test]
+fn a_keyper_of_a_cluster_releases_only_for_a_certified_seal() {
+    use sealbatch::replica::certificate::{CommitCertificate, CommitKey, ReplicaSet};
+
+    let key = SequencerKey::from_seed(&[3; 32]);
+    let schedule = BatchSchedule {
+        genesis_ms: 1_000,
+        batch_length_ms: 100,
+    };
+    let tree = |c: u8| {
+        MerkleTree::from_commitments(vec![sealbatch::envelope::Commitment([c; 32])]).expect("tree")
+    };
+    let seal = key.sign_seal(5, &tree(1));
+    let deposed = key.sign_seal(5, &tree(2));
+    let replicas: Vec<CommitKey> = (1..=3).map(|i| CommitKey::from_seed(&[i; 32])).collect();
+    let stranger = CommitKey::from_seed(&[40; 32]);
+    let set = ReplicaSet::new(replicas.iter().map(CommitKey::public)).expect("a set");
+    let sequencer = key.public_key().to_bytes();
+    let attest = |k: &CommitKey, s: &sealbatch::envelope::SignedSeal| {
+        k.attest(&sequencer, s.e, s.count, &s.root)
+    };
+    let certified = CommitCertificate::new(replicas[1..].iter().map(|k| attest(k, &seal)));
+    let minority = CommitCertificate::new([attest(&replicas[0], &deposed)]);
+    let with_stranger =
+        CommitCertificate::new([attest(&replicas[0], &deposed), attest(&stranger, &deposed)]);
+    let other_root = CommitCertificate::new(replicas.iter().map(|k| attest(k, &seal)));
+    let close = schedule.close_ms(5).expect("closes");
+    let public = key.public_key();
+    let mut guard = ReleaseGuard::new(Some(set));
+    let now = close + 50;
+    for (s, certificate) in [
+        (&deposed, None),
+        (&deposed, Some(&minority)),
+        (&deposed, Some(&with_stranger)),
+        (&deposed, Some(&other_root)),
+        (&seal, None),
+    ] {
+        assert!(
+            matches!(
+                guard.decide(s, certificate, &public, &schedule, 50, now),
+                Err(ReleaseRefusal::Uncertified { e: 5, .. })
+            ),
+            "{certificate:?}"
+        );
+    }
+    assert_eq!(
+        guard.decide(&seal, Some(&certified), &public, &schedule, 50, now),
+        Ok(Release::First)
+    );
+    guard.record(seal);
+    assert_eq!(
+        guard.decide(&seal, Some(&other_root), &public, &schedule, 50, now + 10),
+        Ok(Release::Again)
+    );
+    // Nothing the deposed leader signs is even kept as evidence without a
+    // certificate: it never reached the release rule.
+    assert!(guard.evidence().is_empty());
 }
 
 proptest! {
@@ -827,6 +890,7 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
                 sequencer: sequencer.public_key(),
                 schedule,
                 skew_ms: 20,
+                replicas: None,
             },
             disk.iter()
                 .map(|bytes| KeyperRecord::decode(bytes).expect("a record")),
@@ -961,14 +1025,14 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
         let close = schedule.close_ms(e).expect("closes");
         for n in &mut nodes {
             assert!(matches!(
-                n.handle_seal(&seal, close + 19),
+                n.handle_seal(&seal, None, close + 19),
                 Err(sealbatch::keyper::ReleaseRefusal::TooEarly { .. })
             ));
         }
         assert!(matches!(custodian.request(&seal, close), Ok(None)));
         let mut key = None;
         for n in &mut nodes {
-            let (release, share) = n.handle_seal(&seal, close + 20).expect("releases");
+            let (release, share) = n.handle_seal(&seal, None, close + 20).expect("releases");
             assert_eq!(release, Release::First);
             n.record_release(seal);
             if let Some(k) = custodian
@@ -986,7 +1050,7 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
         );
         // Another root for the same batch: refused, kept as evidence.
         let other = sequencer.sign_seal(e, &tree(200));
-        assert!(nodes[0].handle_seal(&other, close + 30).is_err());
+        assert!(nodes[0].handle_seal(&other, None, close + 30).is_err());
     }
     assert_eq!(nodes[0].evidence().len(), 4);
     // Every keyper journaled one dealing per generation it dealt in, and
@@ -1138,6 +1202,7 @@ fn a_keyper_forgets_expired_releases_and_never_releases_below_them() {
                 sequencer: sequencer.public_key(),
                 schedule,
                 skew_ms: 0,
+                replicas: None,
             },
             journal,
         )
@@ -1170,7 +1235,7 @@ fn a_keyper_forgets_expired_releases_and_never_releases_below_them() {
     };
     let seal = sequencer.sign_seal(3, &tree(1));
     let after = schedule.close_ms(3).expect("closes");
-    nodes[0].handle_seal(&seal, after).expect("releases");
+    nodes[0].handle_seal(&seal, None, after).expect("releases");
     nodes[0].record_release(seal);
     journal[0].push(KeyperRecord::Released(seal).encode());
 
@@ -1182,7 +1247,7 @@ fn a_keyper_forgets_expired_releases_and_never_releases_below_them() {
     }
     let other = sequencer.sign_seal(3, &tree(2));
     assert_eq!(
-        nodes[0].handle_seal(&other, after).map(|_| ()),
+        nodes[0].handle_seal(&other, None, after).map(|_| ()),
         Err(ReleaseRefusal::UnknownBatch(3)),
         "no share below the watermark, for any root"
     );
@@ -1197,7 +1262,7 @@ fn a_keyper_forgets_expired_releases_and_never_releases_below_them() {
     again.handle_log(&mut rng, keeper.entries(0, u64::MAX, usize::MAX));
     assert!(!again.holds(3) && again.holds(12));
     assert_eq!(
-        again.handle_seal(&other, after).map(|_| ()),
+        again.handle_seal(&other, None, after).map(|_| ()),
         Err(ReleaseRefusal::UnknownBatch(3))
     );
 }
@@ -1222,6 +1287,7 @@ fn a_keyper_deals_a_bounded_amount_for_a_flood_of_openings() {
                 batch_length_ms: 100,
             },
             skew_ms: 0,
+            replicas: None,
         },
         Vec::new(),
     )

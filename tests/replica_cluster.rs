@@ -12,15 +12,24 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use openraft::{Config, Raft, SnapshotPolicy};
+use sealbatch::envelope::{MerkleRoot, SignedSeal};
 use sealbatch::journal::{Journal, JournalConfig, Record};
 use sealbatch::net::{Identity, replica_server_config, server_endpoint};
-use sealbatch::replica::network::{AllowedPeers, Network, serve};
+use sealbatch::replica::certificate::{Attestor, CommitKey};
+use sealbatch::replica::network::{AllowedPeers, Network, TransportError, serve};
 use sealbatch::replica::{LogStore, Proposal, ReplicaId, ReplicaNode, Replication, StateMachine};
 use sealbatch::sequencer::{JournalWrite, RecordKind};
 
 struct Replica {
     raft: Raft<Replication>,
     endpoint: quinn::Endpoint,
+}
+
+/// The sequencer key the replicas attest seals of.
+const SEQUENCER: [u8; 32] = [9; 32];
+
+fn commit_key(id: ReplicaId) -> CommitKey {
+    CommitKey::from_seed(&[u8::try_from(id).expect("a small id"); 32])
 }
 
 fn config() -> Arc<Config> {
@@ -44,12 +53,14 @@ async fn start(
     let server = replica_server_config(&identity, allowed).expect("server config");
     let endpoint = server_endpoint(([127, 0, 0, 1], port).into(), server).expect("bound");
     let log = LogStore::open(&dir.join("raft")).expect("log");
-    let machine = StateMachine::open(&dir.join("journal"), &dir.join("raft")).expect("machine");
+    let mut machine = StateMachine::open(&dir.join("journal"), &dir.join("raft")).expect("machine");
+    let attestor = Arc::new(Attestor::new(commit_key(id), SEQUENCER));
+    machine.record_seals(Arc::clone(attestor.seals()));
     let network = Network::new(identity, endpoint.clone());
     let raft = Raft::new(id, config(), network, log, machine)
         .await
         .expect("raft");
-    tokio::spawn(serve(endpoint.clone(), raft.clone()));
+    tokio::spawn(serve(endpoint.clone(), raft.clone(), attestor));
     Replica { raft, endpoint }
 }
 
@@ -326,4 +337,105 @@ async fn a_stranger_certificate_is_refused() {
         .expect("no hang");
     assert!(result.is_err(), "a stranger was answered: {result:?}");
     stop(replica).await;
+}
+
+/// A replica attests a seal over the replica transport only once its
+/// committed log holds that seal: the one committed, not another root of
+/// its batch, not a batch it has not applied (`spec/replication.md` §10).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_attests_only_the_seal_its_committed_log_holds() {
+    use openraft::network::RaftNetworkFactory as _;
+
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let mut identities = BTreeMap::new();
+    let mut nodes = BTreeMap::new();
+    let mut ports = BTreeMap::new();
+    for id in 1..=3u64 {
+        let identity = Arc::new(
+            Identity::load_or_create(&root.path().join(format!("r{id}/tls"))).expect("identity"),
+        );
+        let port = free_port();
+        nodes.insert(
+            id,
+            ReplicaNode {
+                addr: format!("127.0.0.1:{port}"),
+                client_addr: String::new(),
+                fingerprint: identity.fingerprint,
+            },
+        );
+        ports.insert(id, port);
+        identities.insert(id, identity);
+    }
+    let allowed: AllowedPeers = Arc::new(RwLock::new(
+        identities.values().map(|i| i.fingerprint).collect(),
+    ));
+    let mut replicas = BTreeMap::new();
+    for id in 1..=3u64 {
+        let dir = root.path().join(format!("r{id}"));
+        let replica = start(
+            id,
+            &dir,
+            Arc::clone(&identities[&id]),
+            Arc::clone(&allowed),
+            ports[&id],
+        )
+        .await;
+        replicas.insert(id, replica);
+    }
+    replicas[&1]
+        .raft
+        .initialize(nodes.clone())
+        .await
+        .expect("initialized");
+    let first = leader(&replicas).await;
+    let seal = SignedSeal {
+        e: 5,
+        count: 1,
+        root: MerkleRoot([1; 32]),
+        signature: [0; 64],
+    };
+    let proposal = Proposal::new(&[JournalWrite {
+        lsn: 1,
+        kind: RecordKind::Seal,
+        payload: seal.to_bytes().to_vec(),
+    }])
+    .expect("a proposal");
+    let index = replicas[&first]
+        .raft
+        .client_write(proposal)
+        .await
+        .expect("committed")
+        .log_id
+        .index;
+    applied_everywhere(&replicas, index).await;
+
+    let follower = (1..=3).find(|id| *id != first).expect("a follower");
+    let mut network = Network::new(
+        Arc::clone(&identities[&first]),
+        replicas[&first].endpoint.clone(),
+    );
+    let mut peer = network.new_client(follower, &nodes[&follower]).await;
+    let ttl = Duration::from_secs(2);
+    let attestation = peer.attest(&SEQUENCER, &seal, ttl).await.expect("attested");
+    assert_eq!(attestation.replica, commit_key(follower).public());
+    let other_root = SignedSeal {
+        root: MerkleRoot([2; 32]),
+        ..seal
+    };
+    assert!(matches!(
+        peer.attest(&SEQUENCER, &other_root, ttl).await,
+        Err(TransportError::Refused { reason, .. }) if reason.contains("another seal")
+    ));
+    let unsealed = SignedSeal { e: 6, ..seal };
+    let asked = std::time::Instant::now();
+    assert!(matches!(
+        peer.attest(&SEQUENCER, &unsealed, ttl).await,
+        Err(TransportError::Refused { reason, .. }) if reason.contains("no committed seal")
+    ));
+    assert!(asked.elapsed() >= sealbatch::replica::network::ATTEST_WAIT);
+    // An attestation for another sequencer does not verify as this one's.
+    assert!(peer.attest(&[8; 32], &seal, ttl).await.is_err());
+    for replica in replicas.into_values() {
+        stop(replica).await;
+    }
 }

@@ -599,7 +599,10 @@ impl World {
             if keyper.down {
                 continue;
             }
-            match keyper.guard.decide(&seal, &sequencer, &schedule, 0, now) {
+            match keyper
+                .guard
+                .decide(&seal, None, &sequencer, &schedule, 0, now)
+            {
                 Ok(release) => {
                     // Never a share before the batch closed.
                     assert!(now >= schedule.close_ms(seal.e).expect("closes"));

@@ -144,6 +144,13 @@ pub fn run(command: &ClusterCommand) -> CommandResult {
             println!("addr = \"{}\"", args.addr);
             println!("client = \"{}\"", args.client);
             println!("fingerprint = \"{}\"", hex::encode(identity.fingerprint));
+            let commit = crate::node::cluster::commit_key(&args.data_dir)?;
+            println!();
+            println!("# For the keypers' configurations (with a [committee]):");
+            println!("# [[replicas]]");
+            println!("# address = \"{}\"", args.client);
+            println!("# fingerprint = \"{}\"", hex::encode(identity.fingerprint));
+            println!("# commit_key = \"{}\"", hex::encode(commit.public()));
             Ok(())
         }
         ClusterCommand::Status(args) => runtime()?.block_on(async {

@@ -212,8 +212,9 @@ pub fn run(args: &DemoArgs) -> CommandResult {
             for k in 1..=committee.members.len() {
                 let config = crate::keyperd::KeyperConfig {
                     data_dir: data_dir.join("keypers").join(format!("keyper-{k}")),
-                    sequencer: info.listen,
-                    fingerprint: hex::encode(info.fingerprint),
+                    sequencer: Some(info.listen),
+                    fingerprint: Some(hex::encode(info.fingerprint)),
+                    replicas: Vec::new(),
                     sequencer_key: hex::encode(info.sequencer_key),
                     genesis_ms: schedule.genesis_ms,
                     batch_length_ms: schedule.batch_length_ms,

@@ -28,6 +28,7 @@ use super::record::KeyperRecord;
 use super::release::{Release, ReleaseGuard, ReleaseRefusal};
 use super::sharing::KeyperIndex;
 use crate::envelope::{BatchSchedule, SequencerPublicKey, SignedSeal};
+use crate::replica::certificate::{CommitCertificate, ReplicaSet};
 use crate::types::BatchId;
 
 /// Windows whose keys a keyper keeps (older ones are erased).
@@ -56,6 +57,9 @@ pub struct KeyperIdentity {
     pub schedule: BatchSchedule,
     /// How far past a batch's close its clock must be before it releases.
     pub skew_ms: u64,
+    /// For a replicated sequencer, the replicas' commit keys: a seal then
+    /// needs a certificate of a majority of them.
+    pub replicas: Option<ReplicaSet>,
 }
 
 /// What this keyper has posted to one generation: `seen` in the log, or
@@ -144,7 +148,7 @@ impl KeyperNode {
             .committee
             .index_of(&id.signing.verifying_key().to_bytes())
             .ok_or(KeyperError::NotAMember)?;
-        let mut guard = ReleaseGuard::default();
+        let mut guard = ReleaseGuard::new(id.replicas.clone());
         let mut stored = BTreeMap::new();
         let mut forgotten_below = 0;
         for record in journal {
@@ -447,6 +451,7 @@ impl KeyperNode {
     pub fn handle_seal(
         &mut self,
         seal: &SignedSeal,
+        certificate: Option<&CommitCertificate>,
         now_ms: u64,
     ) -> Result<(Release, Zeroizing<[u8; 32]>), ReleaseRefusal> {
         if seal.e < self.forgotten_below {
@@ -460,6 +465,7 @@ impl KeyperNode {
             .ok_or(ReleaseRefusal::UnknownBatch(seal.e))?;
         let release = self.guard.decide(
             seal,
+            certificate,
             &self.id.sequencer,
             &self.id.schedule,
             self.id.skew_ms,

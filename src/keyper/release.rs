@@ -5,10 +5,17 @@
 //! one batch). The caller journals and fsyncs each release decision before
 //! the share leaves, so a restart — which rebuilds this from the journal —
 //! never releases for a second root.
+//!
+//! For a replicated sequencer the keyper is configured with the replicas'
+//! commit keys, and a seal also needs a commit certificate: valid
+//! signatures of a majority of them over the seal (`spec/replication.md`
+//! §10), so a deposed leader cannot obtain a release for a seal the cluster
+//! did not commit.
 
 use std::collections::BTreeMap;
 
 use crate::envelope::{BatchSchedule, SequencerPublicKey, SignedSeal};
+use crate::replica::certificate::{CommitCertificate, ReplicaSet};
 use crate::types::BatchId;
 
 /// Why a keyper does not release.
@@ -17,6 +24,15 @@ pub enum ReleaseRefusal {
     /// The seal's signature does not verify under the sequencer's key.
     #[error("the seal of batch {0} is not signed by the sequencer")]
     BadSeal(BatchId),
+    /// The keyper is configured with replicas and the seal has no
+    /// certificate of a majority of them.
+    #[error("the seal of batch {e} is not certified by a majority of the replicas: {reason}")]
+    Uncertified {
+        /// The batch.
+        e: BatchId,
+        /// What is missing.
+        reason: String,
+    },
     /// The keyper's clock is not past the batch's close plus the skew yet.
     #[error("batch {e} closes at {close_ms} ms (+{skew_ms} ms skew); now is {now_ms} ms")]
     TooEarly {
@@ -56,13 +72,27 @@ pub enum Release {
 /// A keyper's memory of the seals it released for.
 #[derive(Clone, Debug, Default)]
 pub struct ReleaseGuard {
+    /// The replicas whose majority must certify a seal (a replicated
+    /// sequencer); `None` for a single node.
+    replicas: Option<ReplicaSet>,
     released: BTreeMap<BatchId, SignedSeal>,
     /// Pairs of seals with one batch and two roots.
     evidence: Vec<(SignedSeal, SignedSeal)>,
 }
 
 impl ReleaseGuard {
-    /// Decides on `seal` at `now_ms`. [`Release::First`] must be followed
+    /// A guard that, with `replicas`, also requires each seal's commit
+    /// certificate.
+    #[must_use]
+    pub fn new(replicas: Option<ReplicaSet>) -> ReleaseGuard {
+        ReleaseGuard {
+            replicas,
+            ..ReleaseGuard::default()
+        }
+    }
+
+    /// Decides on `seal` (with its commit `certificate`, if it came with
+    /// one) at `now_ms`. [`Release::First`] must be followed
     /// by [`record`](Self::record) once journaled, before the share leaves.
     ///
     /// # Errors
@@ -71,6 +101,7 @@ impl ReleaseGuard {
     pub fn decide(
         &mut self,
         seal: &SignedSeal,
+        certificate: Option<&CommitCertificate>,
         sequencer: &SequencerPublicKey,
         schedule: &BatchSchedule,
         skew_ms: u64,
@@ -78,6 +109,18 @@ impl ReleaseGuard {
     ) -> Result<Release, ReleaseRefusal> {
         if seal.verify(sequencer).is_err() {
             return Err(ReleaseRefusal::BadSeal(seal.e));
+        }
+        if let Some(replicas) = &self.replicas {
+            let certified = certificate
+                .ok_or_else(|| "no certificate".to_owned())
+                .and_then(|c| {
+                    replicas
+                        .check(&sequencer.to_bytes(), seal, c)
+                        .map_err(|e| e.to_string())
+                });
+            if let Err(reason) = certified {
+                return Err(ReleaseRefusal::Uncertified { e: seal.e, reason });
+            }
         }
         if let Some(first) = self.released.get(&seal.e) {
             if (first.count, first.root) == (seal.count, seal.root) {

@@ -1,10 +1,12 @@
 //! A node as one replica of a replicated sequencer (`spec/replication.md`):
 //! the Raft log and state machine in the data directory, the replica
 //! transport on `[cluster] listen`, the task that proposes the driver's
-//! records in order, and the task that watches openraft's metrics and
-//! tells the driver when this replica leads or stops leading.
+//! records in order, the task that watches openraft's metrics and tells
+//! the driver when this replica leads or stops leading, and the certifier:
+//! the replicas' signatures over each committed seal whose key the leader
+//! asks of the keypers (`spec/replication.md` §10).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -12,17 +14,46 @@ use crossbeam_channel::Sender;
 use openraft::{Raft, SnapshotPolicy};
 use zeroize::Zeroizing;
 
+use crate::envelope::SignedSeal;
 use crate::net::{Identity, replica_server_config, server_endpoint};
-use crate::replica::network::{AllowedPeers, Network, serve};
-use crate::replica::{LogStore, Proposal, ReplicaId, Replication, StateMachine};
+use crate::replica::certificate::{AttestAnswer, Attestor, CommitCertificate, CommitKey};
+use crate::replica::network::{AllowedPeers, Network, Peer, serve};
+use crate::replica::{LogStore, Proposal, ReplicaId, ReplicaNode, Replication, StateMachine};
+use crate::secret_file::load_or_create_key32;
+use crate::types::BatchId;
 
 use super::config::ClusterConfig;
 use super::driver::replica::{LeaderHint, Members, ReplicaLink};
 use super::handle::Control;
+use super::keypers::KeyperHub;
 use super::{JOURNAL_DIR, NodeConfig, NodeError, recovery};
 
 /// The Raft directory inside the data directory.
 pub const RAFT_DIR: &str = "raft";
+
+/// The replica's commit key (Ed25519 seed, mode 0600) inside the data
+/// directory: it signs the seals this replica applied from the committed
+/// log.
+pub const COMMIT_KEY_FILE: &str = "replica-commit.key";
+
+/// Certificates the certifier keeps, to answer the driver's repeated key
+/// requests.
+const CERTIFICATES_KEPT: usize = 256;
+
+/// How long the certifier waits for the replicas' attestations of one
+/// seal before it gives up until the driver asks again.
+const ATTEST_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// Loads the commit key of the replica whose data directory is `data`,
+/// creating it on first use.
+///
+/// # Errors
+///
+/// [`NodeError`] if the file cannot be read or created.
+pub fn commit_key(data: &std::path::Path) -> Result<CommitKey, NodeError> {
+    let seed = load_or_create_key32(&data.join(COMMIT_KEY_FILE), super::keys::random_secret)?;
+    Ok(CommitKey::from_seed(&seed))
+}
 
 /// The replicated parts of a running replica.
 pub(super) struct Replica {
@@ -30,8 +61,9 @@ pub(super) struct Replica {
     pub(super) endpoint: quinn::Endpoint,
     pub(super) link: ReplicaLink,
     pub(super) sequencer: crate::sequencer::Sequencer,
-    /// Starts the proposer and the role watcher once the driver listens.
-    pub(super) start: Box<dyn FnOnce(Sender<Control>) + Send>,
+    /// Starts the proposer, the role watcher and the certifier once the
+    /// driver listens.
+    pub(super) start: Box<dyn FnOnce(Sender<Control>, Arc<KeyperHub>) + Send>,
 }
 
 fn replication_error(error: impl std::fmt::Display) -> NodeError {
@@ -53,8 +85,13 @@ pub(super) async fn start(
     let journal_dir = data.join(JOURNAL_DIR);
     let (committed_tx, committed_rx) = crossbeam_channel::unbounded();
     let (checkpoints_tx, checkpoints_rx) = crossbeam_channel::unbounded();
+    let sequencer_key = crate::envelope::SequencerKey::from_seed(key_seed)
+        .public_key()
+        .to_bytes();
+    let attestor = Arc::new(Attestor::new(commit_key(data)?, sequencer_key));
     let mut machine = StateMachine::open(&journal_dir, &raft_dir)?;
     machine.subscribe(committed_tx);
+    machine.record_seals(Arc::clone(attestor.seals()));
     machine.take_checkpoints(checkpoints_rx);
     let log = LogStore::open(&raft_dir).map_err(replication_error)?;
     let sequencer = recovery::recover_replica(config, key_seed, 0)?;
@@ -89,7 +126,7 @@ pub(super) async fn start(
     let raft = Raft::new(cluster.id, Arc::new(raft_config), network, log, machine)
         .await
         .map_err(replication_error)?;
-    tokio::spawn(serve(endpoint.clone(), raft.clone()));
+    tokio::spawn(serve(endpoint.clone(), raft.clone(), Arc::clone(&attestor)));
     if cluster.bootstrap && !raft.is_initialized().await.map_err(replication_error)? {
         tracing::info!(members = nodes.len(), "starting a new cluster");
         raft.initialize(nodes).await.map_err(replication_error)?;
@@ -98,6 +135,7 @@ pub(super) async fn start(
     let leader: LeaderHint = Arc::new(RwLock::new(None));
     let members: Members = Arc::new(RwLock::new(Vec::new()));
     let (proposals_tx, proposals_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (certify_tx, certify_rx) = tokio::sync::mpsc::unbounded_channel();
     let rebuild_config = config.clone();
     let rebuild_seed = Zeroizing::new(*key_seed);
     let first_config = config.clone();
@@ -115,10 +153,21 @@ pub(super) async fn start(
         }),
         leader: Arc::clone(&leader),
         members: Arc::clone(&members),
+        certify: certify_tx,
     };
     let id = cluster.id;
     let start_raft = raft.clone();
-    let start = Box::new(move |control: Sender<Control>| {
+    let certifier = Certifier {
+        raft: raft.clone(),
+        id,
+        network: Network::new(identity, endpoint.clone()),
+        attestor,
+        sequencer: sequencer_key,
+        peers: BTreeMap::new(),
+        certified: BTreeMap::new(),
+    };
+    let start = Box::new(move |control: Sender<Control>, hub: Arc<KeyperHub>| {
+        tokio::spawn(certifier.run(certify_rx, hub));
         tokio::spawn(propose(start_raft.clone(), proposals_rx, control.clone()));
         tokio::spawn(watch_role(
             start_raft, id, control, leader, members, allowed,
@@ -131,6 +180,107 @@ pub(super) async fn start(
         sequencer,
         start,
     })
+}
+
+/// Gathers each seal's commit certificate from the voters (this replica's
+/// own attestation and the others', asked over the replica transport) and
+/// hands the certified seal to the keypers.
+struct Certifier {
+    raft: Raft<Replication>,
+    id: ReplicaId,
+    network: Network,
+    attestor: Arc<Attestor>,
+    sequencer: [u8; 32],
+    /// The other replicas, as dialled (connections kept).
+    peers: BTreeMap<ReplicaId, Peer>,
+    /// Certificates gathered, by batch.
+    certified: BTreeMap<BatchId, (SignedSeal, CommitCertificate)>,
+}
+
+impl Certifier {
+    /// Answers each seal the driver asks the keypers for (again every
+    /// 500 ms until the key comes) until the driver is gone.
+    async fn run(
+        mut self,
+        mut seals: tokio::sync::mpsc::UnboundedReceiver<SignedSeal>,
+        hub: Arc<KeyperHub>,
+    ) {
+        while let Some(seal) = seals.recv().await {
+            let certificate = match self.certified.get(&seal.e) {
+                Some((s, c)) if *s == seal => Some(c.clone()),
+                _ => self.gather(&seal).await,
+            };
+            match certificate {
+                Some(certificate) => {
+                    self.certified.insert(seal.e, (seal, certificate.clone()));
+                    while self.certified.len() > CERTIFICATES_KEPT {
+                        self.certified.pop_first();
+                    }
+                    if hub.request_key(seal, Some(certificate)) == 0 {
+                        tracing::warn!(
+                            batch = seal.e,
+                            "a batch key is wanted but no keyper is connected"
+                        );
+                    }
+                }
+                None => tracing::debug!(
+                    batch = seal.e,
+                    "no majority attested the seal yet; asked again"
+                ),
+            }
+        }
+    }
+
+    /// A majority of the voters' attestations of `seal`, or `None` if they
+    /// did not come in [`ATTEST_TIMEOUT`].
+    async fn gather(&mut self, seal: &SignedSeal) -> Option<CommitCertificate> {
+        let voters: Vec<(ReplicaId, ReplicaNode)> = {
+            let metrics = self.raft.metrics().borrow().clone();
+            let membership = metrics.membership_config.membership();
+            membership
+                .voter_ids()
+                .filter_map(|id| membership.get_node(&id).map(|n| (id, n.clone())))
+                .collect()
+        };
+        let needed = voters.len() / 2 + 1;
+        let mut attestations = Vec::new();
+        if let AttestAnswer::Attested(own) = self.attestor.answer(seal.e, seal.count, &seal.root) {
+            attestations.push(own);
+        }
+        let mut asks = tokio::task::JoinSet::new();
+        for (id, node) in voters.into_iter().filter(|(id, _)| *id != self.id) {
+            let mut peer = match self.peers.remove(&id) {
+                Some(peer) if peer.node() == &node => peer,
+                _ => {
+                    openraft::network::RaftNetworkFactory::new_client(&mut self.network, id, &node)
+                        .await
+                }
+            };
+            let sequencer = self.sequencer;
+            let seal = *seal;
+            asks.spawn(async move {
+                let answer = peer.attest(&sequencer, &seal, ATTEST_TIMEOUT).await;
+                (id, peer, answer)
+            });
+        }
+        let deadline = tokio::time::Instant::now() + ATTEST_TIMEOUT;
+        while attestations.len() < needed {
+            let Ok(Some(Ok((id, peer, answer)))) =
+                tokio::time::timeout_at(deadline, asks.join_next()).await
+            else {
+                break;
+            };
+            self.peers.insert(id, peer);
+            match answer {
+                Ok(attestation) => attestations.push(attestation),
+                Err(error) => tracing::debug!(replica = id, %error, "no attestation"),
+            }
+        }
+        // The slower replicas' answers are not needed; their connections
+        // are dialled again next time.
+        asks.abort_all();
+        (attestations.len() >= needed).then(|| CommitCertificate::new(attestations))
+    }
 }
 
 /// Hands the driver's proposals to openraft one at a time, so that they

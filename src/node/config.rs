@@ -675,14 +675,6 @@ impl NodeConfig {
         }
         if let Some(cluster) = &self.cluster {
             cluster.nodes()?;
-            if self.committee.is_some() {
-                // Keypers would release for any seal the shared sequencer
-                // key signs, a deposed leader's included; they must first
-                // require the replicas' commit certificate over the seal.
-                return invalid(
-                    "a replicated sequencer ([cluster]) with a keyper committee ([committee]) is not supported yet: keypers do not check a commit certificate of the replicas",
-                );
-            }
         }
         if self.operator.deposits_per_second_max == 0 {
             return invalid("operator.deposits_per_second_max must be at least 1");

@@ -23,6 +23,7 @@ use tokio::sync::{broadcast, oneshot, watch};
 use crate::envelope::SignedSeal;
 use crate::envelope::receipt::decode_ed25519_public;
 use crate::keyper::{Committee, KeyperIndex, LogEntry};
+use crate::replica::certificate::CommitCertificate;
 use crate::signed::ChannelBinding;
 use crate::wire::keyper::{KEYPER_ALPN, KeyperDown, KeyperUp, hello_signing_message};
 use crate::wire::{FrameDecoder, encode};
@@ -44,13 +45,19 @@ pub const CLOSE_NOT_A_MEMBER: u32 = 10;
 pub const CLOSE_NO_COMMITTEE: u32 = 11;
 /// Application error code: the keyper sent more than it may.
 pub const CLOSE_TOO_MANY: u32 = 12;
+/// Application error code: this replica does not lead (the keyper tries
+/// the next one).
+pub const CLOSE_NOT_LEADER: u32 = 13;
 
 /// What the driver shares with the keyper links.
 #[derive(Debug)]
 pub struct KeyperHub {
     committee: watch::Sender<Option<Committee>>,
     log_durable: watch::Sender<u64>,
-    seals: broadcast::Sender<SignedSeal>,
+    seals: broadcast::Sender<(SignedSeal, Option<CommitCertificate>)>,
+    /// Whether this sequencer leads (always for a single node; a replica
+    /// only while it leads): keypers are served only then.
+    leading: watch::Sender<bool>,
     /// Links connected, by keyper index.
     connected: Mutex<BTreeMap<KeyperIndex, u64>>,
     next_link: AtomicU64,
@@ -65,6 +72,7 @@ impl KeyperHub {
             committee: watch::Sender::new(None),
             log_durable: watch::Sender::new(0),
             seals: broadcast::Sender::new(SEALS_QUEUED_MAX),
+            leading: watch::Sender::new(true),
             connected: Mutex::new(BTreeMap::new()),
             next_link: AtomicU64::new(1),
             sequencer,
@@ -83,8 +91,14 @@ impl KeyperHub {
 
     /// A seal whose key is wanted: to every connected keyper. Returns how
     /// many links it went to.
-    pub fn request_key(&self, seal: SignedSeal) -> usize {
-        self.seals.send(seal).unwrap_or(0)
+    pub fn request_key(&self, seal: SignedSeal, certificate: Option<CommitCertificate>) -> usize {
+        self.seals.send((seal, certificate)).unwrap_or(0)
+    }
+
+    /// Whether this sequencer leads: a replica that does not closes its
+    /// keyper links (code [`CLOSE_NOT_LEADER`]), so keypers find the leader.
+    pub fn set_leading(&self, leading: bool) {
+        self.leading.send_replace(leading);
     }
 
     /// The keypers connected now, by index.
@@ -152,6 +166,10 @@ pub async fn serve_keyper(
         }
     }
     match result {
+        Err(LinkError::Close(CLOSE_NOT_LEADER, reason)) => {
+            tracing::debug!(%remote, %reason, "keyper sent to the leader");
+            connection.close(CLOSE_NOT_LEADER.into(), reason.as_bytes());
+        }
         Err(LinkError::Close(code, reason)) => {
             tracing::warn!(%remote, keyper = ?index, %reason, "keyper link closed");
             connection.close(code.into(), reason.as_bytes());
@@ -199,6 +217,12 @@ async fn link_task(
             "the first frame must be a hello".into(),
         ));
     };
+    if !*hub.leading.borrow() {
+        return Err(LinkError::Close(
+            CLOSE_NOT_LEADER,
+            "this replica does not lead".into(),
+        ));
+    }
     let committee = hub.committee.borrow().clone().ok_or(LinkError::Close(
         CLOSE_NO_COMMITTEE,
         "this sequencer has no keyper committee".into(),
@@ -227,6 +251,7 @@ async fn link_task(
     let mut next = from;
     let mut durable = hub.log_durable.subscribe();
     let mut seals = hub.seals.subscribe();
+    let mut leading = hub.leading.subscribe();
     let mut budget =
         super::schedule::RequestBudget::new(KEYPER_FRAMES_PER_SECOND_MAX, Instant::now());
     // Send what is durable already.
@@ -289,10 +314,18 @@ async fn link_task(
                 }
                 next = push_log(&mut send, control, next).await?;
             }
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    return Err(LinkError::DriverGone);
+                }
+                if !*leading.borrow_and_update() {
+                    return Err(LinkError::Close(CLOSE_NOT_LEADER, "this replica no longer leads".into()));
+                }
+            }
             seal = seals.recv() => match seal {
-                Ok(seal) => {
+                Ok((seal, certificate)) => {
                     let mut out = Vec::new();
-                    encode(&KeyperDown::Seal(seal), &mut out)?;
+                    encode(&KeyperDown::Seal { seal, certificate }, &mut out)?;
                     send.write_all(&out).await?;
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {

@@ -227,6 +227,10 @@ pub async fn run_with_faults(
     let metrics = Arc::new(Metrics::default());
     let sequencer_key = SequencerKey::from_seed(&key_seed).public_key().to_bytes();
     let keypers = Arc::new(keypers::KeyperHub::new(sequencer_key));
+    if replica.is_some() {
+        // A replica serves keypers only while it leads.
+        keypers.set_leading(false);
+    }
     let explorer = (config.explorer && config.metrics_listen.is_some()).then(|| {
         explorer::Explorer::new(
             explorer::EXPLORER_BATCHES_DEFAULT,
@@ -261,7 +265,7 @@ pub async fn run_with_faults(
                 &keypers,
                 explorer.clone(),
             )?;
-            start(driver.control.clone());
+            start(driver.control.clone(), Arc::clone(&keypers));
             (driver, handle, Some((raft, replica_endpoint)))
         }
         (None, None) => return Err(NodeError::Replication("nothing to run".into())),

@@ -14,6 +14,8 @@ use openraft::{
 };
 
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::envelope::MerkleRoot;
+use crate::types::BatchId;
 
 use super::{ADDR_LEN_MAX, PROPOSAL_BYTES_MAX, Proposal, ReplicaId, ReplicaNode, Replication};
 
@@ -325,6 +327,16 @@ pub enum RaftRequest {
     },
     /// Make these the voters (the leader only; joint consensus).
     ChangeVoters(BTreeSet<ReplicaId>),
+    /// Sign the seal of batch `e` if the replica's committed log holds it
+    /// (`spec/replication.md` §10): the answer is its attestation.
+    Attest {
+        /// The batch.
+        e: BatchId,
+        /// The seal's count.
+        count: u32,
+        /// The seal's root.
+        root: MerkleRoot,
+    },
 }
 
 /// The request tags of the transport.
@@ -334,6 +346,7 @@ const TAG_SNAPSHOT: u8 = 3;
 const TAG_STATUS: u8 = 4;
 const TAG_ADD_LEARNER: u8 = 5;
 const TAG_CHANGE_VOTERS: u8 = 6;
+const TAG_ATTEST: u8 = 7;
 
 /// A replica's view of the cluster, as `sealbatch cluster status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -446,6 +459,12 @@ impl RaftRequest {
                 put_opt_log_id(&mut out, rpc.last_log_id.as_ref());
             }
             RaftRequest::Status => out.put_u8(TAG_STATUS),
+            RaftRequest::Attest { e, count, root } => {
+                out.put_u8(TAG_ATTEST);
+                out.put_u64(*e);
+                out.put_u32(*count);
+                out.extend_from_slice(&root.0);
+            }
             RaftRequest::AddLearner { id, node } => {
                 out.put_u8(TAG_ADD_LEARNER);
                 out.put_u64(*id);
@@ -514,6 +533,11 @@ impl RaftRequest {
                 })
             }
             TAG_STATUS => RaftRequest::Status,
+            TAG_ATTEST => RaftRequest::Attest {
+                e: r.u64("batch")?,
+                count: r.u32("count")?,
+                root: MerkleRoot(r.array("root")?),
+            },
             TAG_ADD_LEARNER => {
                 let id = r.u64("learner id")?;
                 RaftRequest::AddLearner {

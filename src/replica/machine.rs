@@ -33,8 +33,12 @@ use crate::journal::{
     RECORD_KIND_MAX, RECORD_PAYLOAD_BYTES_MAX, WriterEvent, read_checkpoints,
 };
 
+use super::certificate::CommittedSeals;
 use super::codec::{get_opt_log_id, get_stored_membership, put_opt_log_id, put_stored_membership};
 use super::{Applied, Proposal, ReplicaId, ReplicaNode, Replication};
+use crate::envelope::SignedSeal;
+use crate::sequencer::RecordKind;
+use std::sync::Arc;
 
 /// The applied-state file's name in the replica's Raft directory.
 pub const APPLIED_FILE: &str = "applied";
@@ -108,6 +112,8 @@ pub struct StateMachine {
     waiting: Vec<CheckpointJob>,
     /// The proposer of each recently applied entry, by its last LSN.
     recent: BTreeMap<Lsn, (Lsn, CommittedLeaderId<ReplicaId>)>,
+    /// The seals applied, for the replica's attestations.
+    seals: Option<Arc<CommittedSeals>>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -237,12 +243,29 @@ impl StateMachine {
             checkpoints: None,
             waiting: Vec::new(),
             recent: BTreeMap::new(),
+            seals: None,
         })
     }
 
     /// Sends every committed entry applied from now on to `subscriber`.
     pub fn subscribe(&mut self, subscriber: Sender<Committed>) {
         self.subscriber = Some(subscriber);
+    }
+
+    /// Records every seal it applies in `seals` (which the replica's
+    /// attestations answer from).
+    pub fn record_seals(&mut self, seals: Arc<CommittedSeals>) {
+        self.seals = Some(seals);
+    }
+
+    /// Remembers a committed record if it is a seal.
+    fn seal_applied(&self, kind: u8, payload: &[u8]) {
+        if kind == RecordKind::Seal as u8
+            && let Some(seals) = &self.seals
+            && let Ok(seal) = SignedSeal::from_bytes(payload)
+        {
+            seals.applied(seal.e, seal.count, seal.root);
+        }
     }
 
     /// Takes the sequencer's checkpoints from `checkpoints`: each is handed
@@ -353,8 +376,9 @@ impl StateMachine {
     }
 
     fn apply_proposal(&mut self, log_id: &LogId<ReplicaId>, proposal: &Proposal) -> Result<()> {
-        let writer = self.writer()?;
         for (lsn, kind, payload) in proposal.records() {
+            self.seal_applied(kind, payload);
+            let writer = self.writer()?;
             let next = writer.next_lsn();
             if lsn < next {
                 // Applied before a restart: the journal has it.
@@ -646,6 +670,7 @@ impl RaftStateMachine<Replication> for StateMachine {
         )
         .map_err(sm_write)?;
         for (kind, payload) in &data.records {
+            self.seal_applied(*kind, payload);
             journal.append(*kind, payload).map_err(sm_write)?;
         }
         journal.sync().map_err(sm_write)?;

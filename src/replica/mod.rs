@@ -17,12 +17,14 @@
 //!        └── durable LSN ◀── state machine ──▶ local journal ◀───────┘
 //! ```
 //!
-//! Layout: [`codec`] the byte layouts of entries and Raft messages;
+//! Layout: [`certificate`] the replicas' signatures over committed seals
+//! that keypers require; [`codec`] the byte layouts of entries and Raft messages;
 //! [`log_store`] the Raft log on disk ([`LogStore`]); [`machine`] the state
 //! machine over the local journal ([`StateMachine`]); [`network`] the
 //! replica-to-replica QUIC transport, mutually authenticated by pinned
 //! certificates.
 
+pub mod certificate;
 pub mod codec;
 pub mod log_store;
 pub mod machine;

@@ -23,18 +23,23 @@ use openraft::raft::{
 
 use crate::net::{Identity, NetError, replica_client_config};
 
+use super::certificate::{ATTESTATION_LEN, AttestAnswer, Attestation, Attestor};
 use super::codec::{
     APPEND_ENTRIES_MAX, RaftRequest, ReplicaStatus, decode_append_response,
     decode_snapshot_response, decode_vote_response, encode_append_response,
     encode_snapshot_response, encode_vote_response, entry_len,
 };
 use super::{ReplicaId, ReplicaNode, Replication};
+use crate::envelope::SignedSeal;
 
 /// Most bytes of one request or response.
 pub const FRAME_MAX: usize = 64 << 20;
 /// The part of [`FRAME_MAX`] one append request fills with entries before
 /// it sends the rest in the next.
 pub const APPEND_BYTES_BUDGET: usize = 2 << 20;
+
+/// How long a replica asked to attest a seal waits for it to be applied.
+pub const ATTEST_WAIT: Duration = Duration::from_millis(500);
 
 const STATUS_OK: u8 = 0;
 const STATUS_ERROR: u8 = 1;
@@ -73,11 +78,13 @@ pub enum TransportError {
     },
 }
 
-/// Answers the replica requests arriving at `endpoint` with `raft` until
-/// the endpoint closes.
-pub async fn serve(endpoint: quinn::Endpoint, raft: Raft<Replication>) {
+/// Answers the replica requests arriving at `endpoint` with `raft` (and
+/// requests to attest a committed seal with `attestor`) until the endpoint
+/// closes.
+pub async fn serve(endpoint: quinn::Endpoint, raft: Raft<Replication>, attestor: Arc<Attestor>) {
     while let Some(incoming) = endpoint.accept().await {
         let raft = raft.clone();
+        let attestor = Arc::clone(&attestor);
         tokio::spawn(async move {
             let connection = match incoming.await {
                 Ok(connection) => connection,
@@ -88,13 +95,18 @@ pub async fn serve(endpoint: quinn::Endpoint, raft: Raft<Replication>) {
             };
             while let Ok((send, recv)) = connection.accept_bi().await {
                 let raft = raft.clone();
-                tokio::spawn(answer(raft, send, recv));
+                tokio::spawn(answer(raft, Arc::clone(&attestor), send, recv));
             }
         });
     }
 }
 
-async fn answer(raft: Raft<Replication>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn answer(
+    raft: Raft<Replication>,
+    attestor: Arc<Attestor>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let Ok(bytes) = recv.read_to_end(FRAME_MAX).await else {
         return;
     };
@@ -121,6 +133,13 @@ async fn answer(raft: Raft<Replication>, mut send: quinn::SendStream, mut recv: 
             .await
             .map(|_| Vec::new())
             .map_err(|e| e.to_string()),
+        Ok(RaftRequest::Attest { e, count, root }) => {
+            match attestor.answer_within(e, count, &root, ATTEST_WAIT).await {
+                AttestAnswer::Attested(attestation) => Ok(attestation.to_bytes().to_vec()),
+                AttestAnswer::NotApplied => Err(format!("no committed seal of batch {e} applied")),
+                AttestAnswer::Differs => Err(format!("another seal of batch {e} is committed")),
+            }
+        }
         Ok(RaftRequest::ChangeVoters(voters)) => raft
             .change_membership(voters, false)
             .await
@@ -243,6 +262,12 @@ pub struct Peer {
 }
 
 impl Peer {
+    /// The replica it dials.
+    #[must_use]
+    pub fn node(&self) -> &ReplicaNode {
+        &self.node
+    }
+
     fn unreachable(&self, reason: impl std::fmt::Display) -> TransportError {
         TransportError::Unreachable {
             target: self.target,
@@ -279,6 +304,34 @@ impl Peer {
         let connection = connecting.await.map_err(|e| self.unreachable(e))?;
         self.connection = Some(connection.clone());
         Ok(connection)
+    }
+
+    /// Asks the replica to attest the seal `(e, count, root)`: its
+    /// attestation, checked to be a valid signature over that seal.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError`]: unreachable, refused (it has not applied the
+    /// seal, or committed another), or an answer that does not verify.
+    pub async fn attest(
+        &mut self,
+        sequencer: &[u8; 32],
+        seal: &SignedSeal,
+        ttl: Duration,
+    ) -> Result<Attestation, TransportError> {
+        let request = RaftRequest::Attest {
+            e: seal.e,
+            count: seal.count,
+            root: seal.root,
+        };
+        let body = self.call(&request.encode(), ttl).await?;
+        let bytes = <&[u8; ATTESTATION_LEN]>::try_from(body.as_slice())
+            .map_err(|_| self.failed("an attestation of the wrong length"))?;
+        let attestation = Attestation::from_bytes(bytes);
+        if !attestation.verifies(sequencer, seal) {
+            return Err(self.failed("an attestation that does not verify"));
+        }
+        Ok(attestation)
     }
 
     /// Sends one request and returns the response's body.

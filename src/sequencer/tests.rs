@@ -706,6 +706,7 @@ fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
                     sequencer: key.public_key(),
                     schedule: genesis.schedule,
                     skew_ms: 10,
+                    replicas: None,
                 },
                 [],
             )
@@ -801,7 +802,7 @@ fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
         }
         for seal in early.values() {
             for k in &mut keypers {
-                if let Ok((_, share)) = k.handle_seal(seal, now) {
+                if let Ok((_, share)) = k.handle_seal(seal, None, now) {
                     k.record_release(*seal);
                     let _ = sequencer.handle_key_share(now, seal.e, k.index(), &share);
                 }

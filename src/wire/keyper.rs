@@ -8,13 +8,14 @@ use crate::codec::{Reader, Writer};
 use crate::envelope::{SEAL_LEN, SignedSeal};
 use crate::keyper::message::KEYPER_MESSAGE_LEN_MAX;
 use crate::keyper::{Committee, LogEntry, SignedKeyperMessage};
+use crate::replica::certificate::CommitCertificate;
 use crate::signed::ChannelBinding;
 use crate::types::BatchId;
 
 use super::frame::{Direction, EncodeError, FrameError, Message};
 
 /// The QUIC ALPN of the keyper link.
-pub const KEYPER_ALPN: &[u8] = b"sealbatch-keyper/1";
+pub const KEYPER_ALPN: &[u8] = b"sealbatch-keyper/2";
 
 /// Most bytes after the length prefix of one keyper-link frame: a keyper
 /// message of [`KEYPER_MESSAGE_LEN_MAX`] and its framing.
@@ -75,8 +76,15 @@ pub enum KeyperDown {
         /// The entry.
         entry: LogEntry,
     },
-    /// A durable seal whose key the sequencer asks for.
-    Seal(SignedSeal),
+    /// A durable seal whose key the sequencer asks for, with its commit
+    /// certificate when the sequencer is a replicated one
+    /// (`spec/replication.md` §10).
+    Seal {
+        /// The seal.
+        seal: SignedSeal,
+        /// A majority of the replicas' signatures over it.
+        certificate: Option<CommitCertificate>,
+    },
 }
 
 /// What a keyper signs in its hello: `u8(len) ‖ "sealbatch v1 keyper hello"
@@ -170,7 +178,7 @@ impl Message for KeyperDown {
         match self {
             KeyperDown::Welcome { .. } => down_type::WELCOME,
             KeyperDown::Entry { .. } => down_type::ENTRY,
-            KeyperDown::Seal(_) => down_type::SEAL,
+            KeyperDown::Seal { .. } => down_type::SEAL,
         }
     }
 
@@ -181,7 +189,16 @@ impl Message for KeyperDown {
                 out.put_u64(*position);
                 out.extend_from_slice(&entry.encode());
             }
-            KeyperDown::Seal(seal) => out.extend_from_slice(&seal.to_bytes()),
+            KeyperDown::Seal { seal, certificate } => {
+                out.extend_from_slice(&seal.to_bytes());
+                match certificate {
+                    None => out.put_u8(0),
+                    Some(certificate) => {
+                        out.put_u8(1);
+                        out.extend_from_slice(&certificate.to_bytes());
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -198,9 +215,21 @@ impl Message for KeyperDown {
             down_type::SEAL => {
                 let offset = r.offset();
                 let bytes = r.bytes(SEAL_LEN, "seal")?;
-                KeyperDown::Seal(
-                    SignedSeal::from_bytes(bytes).map_err(|_| r.invalid("seal", offset))?,
-                )
+                let seal = SignedSeal::from_bytes(bytes).map_err(|_| r.invalid("seal", offset))?;
+                let offset = r.offset();
+                let certificate = match r.u8("certificate presence")? {
+                    0 => None,
+                    1 => {
+                        let rest = r.remaining();
+                        let bytes = r.bytes(rest, "certificate")?;
+                        Some(
+                            CommitCertificate::from_bytes(bytes)
+                                .map_err(|_| r.invalid("certificate", offset))?,
+                        )
+                    }
+                    _ => return Err(r.invalid("certificate presence", offset).into()),
+                };
+                KeyperDown::Seal { seal, certificate }
             }
             _ => {
                 return Err(FrameError::UnknownType {
@@ -209,5 +238,63 @@ impl Message for KeyperDown {
                 });
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::MerkleRoot;
+    use crate::replica::certificate::CommitKey;
+    use crate::wire::{FrameDecoder, encode};
+
+    fn decode(bytes: &[u8]) -> Result<Option<KeyperDown>, FrameError> {
+        let mut decoder = FrameDecoder::<KeyperDown>::new();
+        decoder.extend(bytes);
+        decoder.next_message()
+    }
+
+    #[test]
+    fn a_seal_travels_with_or_without_its_certificate() {
+        let seal = SignedSeal {
+            e: 9,
+            count: 2,
+            root: MerkleRoot([5; 32]),
+            signature: [7; 64],
+        };
+        let certificate = CommitCertificate::new(
+            (1..=2).map(|i| CommitKey::from_seed(&[i; 32]).attest(&[1; 32], 9, 2, &seal.root)),
+        );
+        for certificate in [None, Some(certificate)] {
+            let message = KeyperDown::Seal {
+                seal,
+                certificate: certificate.clone(),
+            };
+            let mut bytes = Vec::new();
+            encode(&message, &mut bytes).expect("encodes");
+            let expected = 4 + 1 + SEAL_LEN + 1 + certificate.map_or(0, |c| c.to_bytes().len());
+            assert_eq!(bytes.len(), expected);
+            assert_eq!(decode(&bytes).expect("decodes"), Some(message));
+        }
+        // A presence byte other than 0 or 1, a certificate cut short or
+        // with trailing bytes: refused.
+        let mut bytes = Vec::new();
+        encode(
+            &KeyperDown::Seal {
+                seal,
+                certificate: None,
+            },
+            &mut bytes,
+        )
+        .expect("encodes");
+        let last = bytes.len() - 1;
+        bytes[last] = 2;
+        assert!(decode(&bytes).is_err());
+        bytes[last] = 1;
+        assert!(decode(&bytes).is_err());
+        bytes.extend_from_slice(&[1; 96]);
+        let len = u32::try_from(bytes.len() - 4).unwrap();
+        bytes[..4].copy_from_slice(&len.to_le_bytes());
+        assert!(decode(&bytes).is_err());
     }
 }

@@ -118,7 +118,11 @@ impl Driver {
                 while self.key_asked.len() > 1024 {
                     self.key_asked.pop_first();
                 }
-                if self.keypers.request_key(seal) == 0 {
+                if let Some(replica) = &self.replica {
+                    // The certifier asks the keypers once a majority of
+                    // the replicas attested the seal.
+                    let _ = replica.link.certify.send(seal);
+                } else if self.keypers.request_key(seal, None) == 0 {
                     tracing::warn!(
                         batch = seal.e,
                         "a batch key is wanted but no keyper is connected"

@@ -68,6 +68,9 @@ pub struct ReplicaLink {
     pub leader: LeaderHint,
     /// The voting members, for the schedule.
     pub members: Members,
+    /// Seals whose keys the leader wants: to the certifier, which gathers
+    /// their commit certificates and asks the keypers.
+    pub certify: tokio::sync::mpsc::UnboundedSender<crate::envelope::SignedSeal>,
 }
 
 impl std::fmt::Debug for ReplicaLink {
@@ -283,6 +286,7 @@ impl Driver {
             .set_committee(self.sequencer.committee().cloned());
         self.keypers
             .log_durable(self.sequencer.committee_log_durable());
+        self.keypers.set_leading(true);
         self.epoch += 1;
         if let Some(replica) = self.replica.as_mut() {
             replica.role = Role::Leader { term };
@@ -311,6 +315,7 @@ impl Driver {
         }
         replica.role = Role::Follower;
         replica.proposed.clear();
+        self.keypers.set_leading(false);
         self.epoch += 1;
         self.metrics.replica_demotions.inc();
         self.metrics.replica_leading.set(0);
