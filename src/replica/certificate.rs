@@ -509,6 +509,41 @@ mod tests {
         assert!(malformed(&swapped));
     }
 
+    /// The test vector of `spec/replication.md` §12.
+    #[test]
+    fn the_spec_vector() {
+        let sequencer = [9u8; 32];
+        let root = MerkleRoot([0xab; 32]);
+        assert_eq!(
+            hex::encode(committed_seal_message(&sequencer, 5, 3, &root)),
+            "1b7365616c626174636820763120636f6d6d6974746564207365616c\
+             0909090909090909090909090909090909090909090909090909090909090909\
+             0500000000000000\
+             03000000\
+             abababababababababababababababababababababababababababababababab"
+        );
+        let certificate = CommitCertificate::new(
+            [1u8, 2].map(|i| CommitKey::from_seed(&[i; 32]).attest(&sequencer, 5, 3, &root)),
+        );
+        let expected = "02\
+            8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394\
+            29c89fa12308034a5dd53cb5a35f5c4924a584816fbfc8fa70a9cb37fde2250e\
+            bcbba1ec59e898769a2a9d6a514dad70685811f83402377c4bc5c3604dfada00\
+            8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c\
+            057c98022e7a52008ccd60b225245780b19050af6ddefb019273f3b48f6160ee\
+            2995ea7758a76e032747fa74bdc3e999e2e688083b673c73cd45ae9f3cd8c20a";
+        assert_eq!(hex::encode(certificate.to_bytes()), expected);
+        let seal = SignedSeal {
+            e: 5,
+            count: 3,
+            root,
+            signature: [0; 64],
+        };
+        let set = ReplicaSet::new([1u8, 2, 3].map(|i| CommitKey::from_seed(&[i; 32]).public()))
+            .unwrap();
+        assert_eq!(set.check(&sequencer, &seal, &certificate), Ok(()));
+    }
+
     #[test]
     fn a_replica_attests_only_the_seal_its_committed_log_holds() {
         let key = CommitKey::from_seed(&[1; 32]);
