@@ -29,12 +29,13 @@ use sealbatch::types::{MarketId, Side};
 use zeroize::Zeroizing;
 
 mod common;
-use common::{JournalSummary, free_port};
+use common::{JournalSummary, free_port, free_tcp_port};
 
 struct Cluster {
     dirs: Vec<PathBuf>,
     raft_ports: Vec<u16>,
     client_ports: Vec<u16>,
+    metrics_ports: Vec<u16>,
     configs: Vec<String>,
     children: Vec<Option<Child>>,
 }
@@ -94,6 +95,7 @@ impl Cluster {
             })
             .collect();
         Cluster {
+            metrics_ports: dirs.iter().map(|_| free_tcp_port()).collect(),
             dirs,
             raft_ports,
             client_ports,
@@ -114,8 +116,10 @@ impl Cluster {
             .open(dir.with_extension("log"))
             .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
-            .args(["run", "--no-metrics", "--listen"])
+            .args(["run", "--listen"])
             .arg(format!("127.0.0.1:{}", self.client_ports[i]))
+            .arg("--metrics-listen")
+            .arg(format!("127.0.0.1:{}", self.metrics_ports[i]))
             .arg("--config")
             .arg(&file)
             .arg("--data-dir")
@@ -811,6 +815,17 @@ async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_fail
     assert_ne!(next, leader);
     cluster.start(leader);
     let (receipts, _) = loader.await.expect("loader");
+    // The new leader reports how far behind each follower is.
+    let (_, _, text) = common::http_get(
+        SocketAddr::from(([127, 0, 0, 1], cluster.metrics_ports[next])),
+        "/metrics",
+    )
+    .await;
+    let lags: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("sealbatch_replica_follower_lag_entries{"))
+        .collect();
+    assert_eq!(lags.len(), 2, "{text}");
     let after_kill = receipts
         .iter()
         .filter(|(e, _)| schedule.genesis_ms + e * schedule.batch_length_ms > killed_at + 1_000)

@@ -26,6 +26,7 @@ use super::config::ClusterConfig;
 use super::driver::replica::{LeaderHint, Members, ReplicaLink};
 use super::handle::Control;
 use super::keypers::KeyperHub;
+use super::metrics::{FollowerLabels, Metrics};
 use super::{JOURNAL_DIR, NodeConfig, NodeError, recovery};
 
 /// The Raft directory inside the data directory.
@@ -55,6 +56,10 @@ pub fn commit_key(data: &std::path::Path) -> Result<CommitKey, NodeError> {
     Ok(CommitKey::from_seed(&seed))
 }
 
+/// Starts a replica's tasks once its driver listens: given the driver's
+/// control channel, the keyper hub and the node's metrics.
+pub(super) type Start = Box<dyn FnOnce(Sender<Control>, Arc<KeyperHub>, Arc<Metrics>) + Send>;
+
 /// The replicated parts of a running replica.
 pub(super) struct Replica {
     pub(super) raft: Raft<Replication>,
@@ -63,7 +68,7 @@ pub(super) struct Replica {
     pub(super) sequencer: crate::sequencer::Sequencer,
     /// Starts the proposer, the role watcher and the certifier once the
     /// driver listens.
-    pub(super) start: Box<dyn FnOnce(Sender<Control>, Arc<KeyperHub>) + Send>,
+    pub(super) start: Start,
 }
 
 fn replication_error(error: impl std::fmt::Display) -> NodeError {
@@ -166,13 +171,15 @@ pub(super) async fn start(
         peers: BTreeMap::new(),
         certified: BTreeMap::new(),
     };
-    let start = Box::new(move |control: Sender<Control>, hub: Arc<KeyperHub>| {
-        tokio::spawn(certifier.run(certify_rx, hub));
-        tokio::spawn(propose(start_raft.clone(), proposals_rx, control.clone()));
-        tokio::spawn(watch_role(
-            start_raft, id, control, leader, members, allowed,
-        ));
-    });
+    let start = Box::new(
+        move |control: Sender<Control>, hub: Arc<KeyperHub>, metrics: Arc<Metrics>| {
+            tokio::spawn(certifier.run(certify_rx, hub));
+            tokio::spawn(propose(start_raft.clone(), proposals_rx, control.clone()));
+            tokio::spawn(watch_role(
+                start_raft, id, control, leader, members, allowed, metrics,
+            ));
+        },
+    );
     Ok(Replica {
         raft,
         endpoint,
@@ -321,6 +328,7 @@ async fn watch_role(
     leader: LeaderHint,
     members: Members,
     allowed: AllowedPeers,
+    node_metrics: Arc<Metrics>,
 ) {
     let mut metrics = raft.metrics();
     let mut leading: Option<u64> = None;
@@ -357,6 +365,7 @@ async fn watch_role(
             *slot = hint;
         }
         let is_leader = now.state.is_leader() && now.current_leader == Some(id);
+        follower_lag(&node_metrics, &now, is_leader);
         let term = now.current_term;
         match (is_leader, leading) {
             (true, Some(t)) if t == term => {}
@@ -381,6 +390,30 @@ async fn watch_role(
         if let Ok(Err(_)) = wait {
             return;
         }
+    }
+}
+
+/// As the leader, how far each follower's log is behind the leader's last
+/// entry; nothing while not leading.
+fn follower_lag(
+    metrics: &Metrics,
+    now: &openraft::RaftMetrics<ReplicaId, ReplicaNode>,
+    is_leader: bool,
+) {
+    let lag = &metrics.replica_follower_lag;
+    match (&now.replication, is_leader) {
+        (Some(replication), true) => {
+            let last = now.last_log_index.unwrap_or(0);
+            for (follower, matched) in replication {
+                if *follower == now.id {
+                    continue;
+                }
+                let behind = last.saturating_sub(matched.map_or(0, |m| m.index));
+                lag.get_or_create(&FollowerLabels { replica: *follower })
+                    .set(i64::try_from(behind).unwrap_or(i64::MAX));
+            }
+        }
+        _ => lag.clear(),
     }
 }
 

@@ -123,6 +123,13 @@ pub struct RejectLabels {
     pub reason: &'static str,
 }
 
+/// The labels of `sealbatch_replica_follower_lag_entries`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FollowerLabels {
+    /// The follower's replica id.
+    pub replica: u64,
+}
+
 /// Every metric the node exports, and the registry that renders them.
 #[derive(Debug)]
 pub struct Metrics {
@@ -184,6 +191,9 @@ pub struct Metrics {
     /// As the leader: a proposal handed to the log to its commit by a
     /// majority (each member's fsync and the round trips included).
     pub replica_commit_seconds: Histogram,
+    /// As the leader: log entries each follower is behind its last entry
+    /// (cleared when it stops leading).
+    pub replica_follower_lag: Family<FollowerLabels, Gauge>,
     registry: Registry,
 }
 
@@ -222,6 +232,7 @@ impl Default for Metrics {
             replica_promotions: Counter::default(),
             replica_demotions: Counter::default(),
             replica_commit_seconds: Histogram::new(&LATENCY_BUCKETS_S),
+            replica_follower_lag: Family::default(),
             registry: Registry::default(),
         };
         // Every reason is exported from the start, at 0.
@@ -310,6 +321,11 @@ impl Default for Metrics {
             "sealbatch_rejected",
             help("Requests refused, by reason."),
             metrics.rejected.clone(),
+        );
+        registry.register(
+            "sealbatch_replica_follower_lag_entries",
+            help("As the leader of a cluster: Raft log entries each follower is behind the leader's last entry."),
+            metrics.replica_follower_lag.clone(),
         );
         registry.register(
             "sealbatch_connections_open",
@@ -643,6 +659,11 @@ mod tests {
     fn the_deployed_dashboard_reads_series_that_exist() {
         let metrics = Metrics::default();
         metrics.reject(6);
+        // A family is served once it has a series (a leader's followers).
+        metrics
+            .replica_follower_lag
+            .get_or_create(&FollowerLabels { replica: 2 })
+            .set(0);
         let text = metrics.render();
         let dashboard: serde_json::Value =
             serde_json::from_str(include_str!("../../deploy/grafana/sealbatch.json"))
@@ -685,7 +706,12 @@ mod tests {
             .fsync_seconds
             .observe_duration(Duration::from_micros(700));
         metrics.connections_open.inc();
+        metrics
+            .replica_follower_lag
+            .get_or_create(&FollowerLabels { replica: 3 })
+            .set(17);
         let text = metrics.render();
+        assert!(text.contains("sealbatch_replica_follower_lag_entries{replica=\"3\"} 17\n"));
         let expected_help = [
             "sealbatch_envelopes_accepted_total Envelopes journaled and receipted.",
             "sealbatch_rejected_total Requests refused, by reason.",
@@ -706,6 +732,7 @@ mod tests {
             "sealbatch_replica_leading 1 while this replica leads its cluster, else 0.",
             "sealbatch_replica_term The Raft term this replica last led in (0: never).",
             "sealbatch_replica_committed_lsn The last journal LSN this replica applied or saw committed.",
+            "sealbatch_replica_follower_lag_entries As the leader of a cluster: Raft log entries each follower is behind the leader's last entry.",
             "process_resident_memory_bytes Resident memory of the sequencer process.",
             "process_cpu_seconds_total CPU time of the sequencer process, user and system.",
             "sealbatch_batch_envelopes Envelopes per sealed batch.",

@@ -265,7 +265,11 @@ pub async fn run_with_faults(
                 &keypers,
                 explorer.clone(),
             )?;
-            start(driver.control.clone(), Arc::clone(&keypers));
+            start(
+                driver.control.clone(),
+                Arc::clone(&keypers),
+                Arc::clone(&metrics),
+            );
             (driver, handle, Some((raft, replica_endpoint)))
         }
         (None, None) => return Err(NodeError::Replication("nothing to run".into())),

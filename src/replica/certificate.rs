@@ -539,8 +539,8 @@ mod tests {
             root,
             signature: [0; 64],
         };
-        let set = ReplicaSet::new([1u8, 2, 3].map(|i| CommitKey::from_seed(&[i; 32]).public()))
-            .unwrap();
+        let set =
+            ReplicaSet::new([1u8, 2, 3].map(|i| CommitKey::from_seed(&[i; 32]).public())).unwrap();
         assert_eq!(set.check(&sequencer, &seal, &certificate), Ok(()));
     }
 
