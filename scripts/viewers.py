@@ -11,6 +11,9 @@ market's page and JSON, a check of a random commitment), pausing a random
 exponential time of mean `--think-ms` between requests (0: back to back, a
 stress mode); the other holds `/events` open and counts the batch events.
 The viewers start once the sequencer is up, before loadgen, and stop after it.
+They stand for browsers on other machines: on this shared machine their
+threads run at `--nice` (default 19) so that they take idle CPU first, not
+the sequencer's or the traders'; the CPU they used is printed.
 
 Not part of CI. Example (about 2 minutes):
 
@@ -88,8 +91,9 @@ def percentile(values, fraction):
 class Viewer:
     """One explorer viewer: a browsing thread and an `/events` thread."""
 
-    def __init__(self, metrics_port, think_s, seed, stop):
+    def __init__(self, metrics_port, think_s, seed, stop, nice):
         self.address = (HOST, metrics_port)
+        self.nice = nice
         self.think_s = think_s
         self.rng = random.Random(seed)
         self.stop = stop
@@ -99,8 +103,14 @@ class Viewer:
         self.newest = None
         self.market = None
         self.events_socket = None
-        self.threads = [threading.Thread(target=self.browse, daemon=True),
-                        threading.Thread(target=self.listen, daemon=True)]
+        self.threads = [threading.Thread(target=self.niced, args=(self.browse,), daemon=True),
+                        threading.Thread(target=self.niced, args=(self.listen,), daemon=True)]
+
+    def niced(self, work):
+        # Linux nices threads one by one: only the viewers' own threads, not
+        # this script's main thread or the sequencer and loadgen it starts.
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+        work()
 
     def start(self):
         for thread in self.threads:
@@ -209,9 +219,9 @@ class Viewer:
 class Crowd:
     """`count` viewers of the explorer on `metrics_port`."""
 
-    def __init__(self, metrics_port, count, think_ms):
+    def __init__(self, metrics_port, count, think_ms, nice):
         self.stop_event = threading.Event()
-        self.viewers = [Viewer(metrics_port, think_ms / 1000, seed, self.stop_event)
+        self.viewers = [Viewer(metrics_port, think_ms / 1000, seed, self.stop_event, nice)
                         for seed in range(count)]
         self.started = self.stopped = None
         self.stuck = 0
@@ -336,7 +346,7 @@ def run_once(args, binary, viewers):
         cpu_start, wall_start = time.process_time(), time.monotonic()
         if viewers:
             check_explorer(metrics)
-            crowd = Crowd(metrics, viewers, args.think_ms)
+            crowd = Crowd(metrics, viewers, args.think_ms, args.nice)
             crowd.start()
         load = subprocess.run(
             [binary, "loadgen", "--data-dir", data, "--server", f"{HOST}:{port}",
@@ -420,12 +430,15 @@ def main():
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-ms", type=int, default=100)
     parser.add_argument("--traders", type=int, default=8)
+    parser.add_argument("--nice", type=int, default=19,
+                        help="niceness of this script's viewers (they stand for browsers on other "
+                             "machines: on a shared machine they take idle CPU first; 0 to compete)")
     args = parser.parse_args()
     # A terminated script still stops its sequencer and viewers (the finally blocks).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     binary = os.path.abspath(args.binary)
     print(f"{args.rate:,} orders/s for {args.duration:g} s, {args.traders} traders, "
-          f"{args.batch_ms} ms batches; {args.viewers} viewers, mean think time {args.think_ms:g} ms\n")
+          f"{args.batch_ms} ms batches; {args.viewers} viewers, mean think time {args.think_ms:g} ms, niceness {args.nice}\n")
     print(HEADER, flush=True)
     results = []
     for round_number in range(1, args.rounds + 1):

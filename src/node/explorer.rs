@@ -35,7 +35,10 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
+
+use axum::body::Bytes;
 
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
@@ -73,6 +76,9 @@ pub const ENVELOPES_KEPT_MAX: usize = 1 << 20;
 /// Seals of batches not yet published that the explorer holds until their
 /// results are.
 const SEALS_WAITING_MAX: usize = 4096;
+
+/// Answers rendered from the kept batches that are kept until they change.
+const CACHED_ANSWERS_MAX: usize = 1024;
 
 /// Published batches queued for each live viewer; one that falls further
 /// behind skips the oldest (the page then shows the newest).
@@ -122,6 +128,17 @@ pub struct BatchView {
     tree: OnceLock<Option<MerkleTree>>,
     /// Its summary as JSON (`/api/batches`' element, the live event).
     summary: Arc<str>,
+    /// Its page, picture and JSON, rendered at their first request (they
+    /// never change).
+    rendered: RenderedBatch,
+}
+
+/// A kept batch's answers, rendered once.
+#[derive(Debug, Default)]
+struct RenderedBatch {
+    page: OnceLock<Bytes>,
+    svg: OnceLock<Bytes>,
+    json: OnceLock<Bytes>,
 }
 
 impl BatchView {
@@ -186,6 +203,11 @@ pub struct Explorer {
     sequencer: SequencerPublicKey,
     /// Each published batch and its summary (JSON), for the live page.
     updates: broadcast::Sender<(BatchId, Arc<str>)>,
+    /// Bumped whenever the kept batches change.
+    version: AtomicU64,
+    /// Answers rendered from the kept batches at `version`: the list,
+    /// market histories (many viewers ask for the same few).
+    cache: Mutex<(u64, BTreeMap<String, Bytes>)>,
 }
 
 impl Explorer {
@@ -199,6 +221,8 @@ impl Explorer {
             seals: Mutex::new(BTreeMap::new()),
             sequencer,
             updates: broadcast::Sender::new(UPDATES_QUEUED_MAX),
+            version: AtomicU64::new(0),
+            cache: Mutex::new((0, BTreeMap::new())),
         })
     }
 
@@ -259,6 +283,7 @@ impl Explorer {
             seal,
             tree: OnceLock::new(),
             summary: Arc::from(""),
+            rendered: RenderedBatch::default(),
         };
         view.summary = Arc::from(summary_json(&view).to_string().as_str());
         let view = Arc::new(view);
@@ -269,6 +294,7 @@ impl Explorer {
         // the list after subscribing). No viewer is not an error.
         let _ = self.updates.send((view.e, Arc::clone(&view.summary)));
         batches.push_back(view);
+        self.version.fetch_add(1, Ordering::Release);
         let mut envelopes: usize = batches.iter().map(|b| b.envelopes).sum();
         while batches.len() > 1 && (batches.len() > self.capacity || envelopes > ENVELOPES_KEPT_MAX)
         {
@@ -386,6 +412,35 @@ impl Explorer {
         batches.iter().rev().find(|b| b.e == e).cloned()
     }
 
+    /// The answer at `key` rendered from the kept batches as they are now:
+    /// from the cache if it was rendered since they last changed, else by
+    /// `render` (kept unless it failed). At most [`CACHED_ANSWERS_MAX`]
+    /// answers are kept.
+    fn cached(
+        &self,
+        key: String,
+        render: impl FnOnce() -> Result<String, Missing>,
+    ) -> Result<Bytes, Missing> {
+        let version = self.version.load(Ordering::Acquire);
+        {
+            let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if cache.0 != version {
+                *cache = (version, BTreeMap::new());
+            }
+            if let Some(body) = cache.1.get(&key) {
+                return Ok(body.clone());
+            }
+        }
+        // Rendered without the lock; a newer rendering is harmless (the
+        // version moved on, and the next request clears it).
+        let body = Bytes::from(render()?);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0 == version && cache.1.len() < CACHED_ANSWERS_MAX {
+            cache.1.insert(key, body.clone());
+        }
+        Ok(body)
+    }
+
     /// The oldest kept batch's number.
     #[must_use]
     pub fn oldest(&self) -> Option<BatchId> {
@@ -435,11 +490,24 @@ pub fn router(explorer: Arc<Explorer>) -> Router {
         .with_state(explorer)
 }
 
+/// A cached answer, or why there is none.
+fn respond_cached(
+    body: Result<Bytes, Missing>,
+    api: bool,
+    content_type: &'static str,
+    cache: &'static str,
+) -> Response {
+    match body {
+        Ok(body) => respond(StatusCode::OK, content_type, cache, body),
+        Err(missing) => missing.respond(api),
+    }
+}
+
 fn respond(
     status: StatusCode,
     content_type: &'static str,
     cache: &'static str,
-    body: String,
+    body: impl Into<axum::body::Body>,
 ) -> Response {
     (
         status,
@@ -447,7 +515,7 @@ fn respond(
             (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, cache),
         ],
-        body,
+        body.into(),
     )
         .into_response()
 }
@@ -595,6 +663,11 @@ const LIVE_SCRIPT: &str = r#"<script>
 </script>"#;
 
 async fn index(State(explorer): State<Arc<Explorer>>) -> Response {
+    let body = explorer.cached("/".to_owned(), || Ok(render_index(&explorer)));
+    respond_cached(body, false, HTML, FRESH)
+}
+
+fn render_index(explorer: &Explorer) -> String {
     let mut html = page_head("sealbatch: batches");
     let recent = explorer.recent();
     let _ = write!(
@@ -640,7 +713,7 @@ async fn index(State(explorer): State<Arc<Explorer>>) -> Response {
     html.push_str("</table>");
     html.push_str(LIVE_SCRIPT);
     html.push_str("</body></html>\n");
-    respond(StatusCode::OK, HTML, FRESH, html)
+    html
 }
 
 /// The `commitment` parameter of a query string (hex needs no decoding;
@@ -801,10 +874,12 @@ fn find_market(explorer: &Explorer, m: &str) -> Result<(u32, Vec<(HistoryPoint, 
 }
 
 async fn market_page(State(explorer): State<Arc<Explorer>>, Path(m): Path<String>) -> Response {
-    let (m, history) = match find_market(&explorer, &m) {
-        Ok(found) => found,
-        Err(missing) => return missing.respond(false),
-    };
+    let body = explorer.cached(format!("/markets/{m:.32}"), || render_market_page(&explorer, &m));
+    respond_cached(body, false, HTML, FRESH)
+}
+
+fn render_market_page(explorer: &Explorer, m: &str) -> Result<String, Missing> {
+    let (m, history) = find_market(explorer, m)?;
     let points: Vec<HistoryPoint> = history.iter().map(|(h, _)| *h).collect();
     let mut html = page_head(&format!("sealbatch: market {m}"));
     let _ = write!(
@@ -823,14 +898,16 @@ async fn market_page(State(explorer): State<Arc<Explorer>>, Path(m): Path<String
         );
     }
     html.push_str("</table></body></html>\n");
-    respond(StatusCode::OK, HTML, FRESH, html)
+    Ok(html)
 }
 
 async fn api_market(State(explorer): State<Arc<Explorer>>, Path(m): Path<String>) -> Response {
-    let (m, history) = match find_market(&explorer, &m) {
-        Ok(found) => found,
-        Err(missing) => return missing.respond(true),
-    };
+    let body = explorer.cached(format!("/api/markets/{m:.32}"), || render_api_market(&explorer, &m));
+    respond_cached(body, true, JSON, FRESH)
+}
+
+fn render_api_market(explorer: &Explorer, m: &str) -> Result<String, Missing> {
+    let (m, history) = find_market(explorer, m)?;
     let batches: Vec<serde_json::Value> = history
         .iter()
         .map(|(h, imbalance)| {
@@ -839,15 +916,22 @@ async fn api_market(State(explorer): State<Arc<Explorer>>, Path(m): Path<String>
             })
         })
         .collect();
-    let body = serde_json::json!({ "market": m, "batches": batches }).to_string();
-    respond(StatusCode::OK, JSON, FRESH, body)
+    Ok(serde_json::json!({ "market": m, "batches": batches }).to_string())
 }
 
 async fn batch_page(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>) -> Response {
-    let b = match find(&explorer, &e) {
-        Ok(b) => b,
-        Err(missing) => return missing.respond(false),
-    };
+    match find(&explorer, &e) {
+        Ok(b) => respond(
+            StatusCode::OK,
+            HTML,
+            IMMUTABLE,
+            b.rendered.page.get_or_init(|| render_batch_page(&b).into()).clone(),
+        ),
+        Err(missing) => missing.respond(false),
+    }
+}
+
+fn render_batch_page(b: &BatchView) -> String {
     let mut html = page_head(&format!("sealbatch: batch {}", b.e));
     let _ = write!(
         html,
@@ -885,11 +969,13 @@ async fn batch_page(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>
     }
     html.push_str("<h2>Demand and supply</h2>");
     match &b.curves {
-        Some(curves) => html.push_str(&batch_svg(b.e, curves)),
+        Some(curves) => html.push_str(&String::from_utf8_lossy(
+            b.rendered.svg.get_or_init(|| batch_svg(b.e, curves).into()),
+        )),
         None => html.push_str("<p>Not kept for this batch (cleared before this process started, or too large): <code>sealbatch plot</code> draws it from the journal.</p>"),
     }
     html.push_str("</body></html>\n");
-    respond(StatusCode::OK, HTML, IMMUTABLE, html)
+    html
 }
 
 async fn curves_svg(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>) -> Response {
@@ -898,7 +984,15 @@ async fn curves_svg(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>
         Err(missing) => return missing.respond(false),
     };
     match &b.curves {
-        Some(curves) => respond(StatusCode::OK, SVG, IMMUTABLE, batch_svg(b.e, curves)),
+        Some(curves) => respond(
+            StatusCode::OK,
+            SVG,
+            IMMUTABLE,
+            b.rendered
+                .svg
+                .get_or_init(|| batch_svg(b.e, curves).into())
+                .clone(),
+        ),
         None => Missing::Absent(format!("batch {}: curves not kept", b.e)).respond(false),
     }
 }
@@ -923,17 +1017,34 @@ fn summary_json(b: &BatchView) -> serde_json::Value {
 }
 
 async fn api_batches(State(explorer): State<Arc<Explorer>>) -> Response {
-    let batches: Vec<serde_json::Value> =
-        explorer.recent().iter().map(|b| summary_json(b)).collect();
-    let body = serde_json::json!({ "batches": batches }).to_string();
-    respond(StatusCode::OK, JSON, FRESH, body)
+    let body = explorer.cached("/api/batches".to_owned(), || {
+        // The summaries are kept as JSON text already.
+        let mut body = String::from("{\"batches\":[");
+        for (i, b) in explorer.recent().iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&b.summary);
+        }
+        body.push_str("]}");
+        Ok(body)
+    });
+    respond_cached(body, true, JSON, FRESH)
 }
 
 async fn api_batch(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>) -> Response {
-    let b = match find(&explorer, &e) {
-        Ok(b) => b,
-        Err(missing) => return missing.respond(true),
-    };
+    match find(&explorer, &e) {
+        Ok(b) => respond(
+            StatusCode::OK,
+            JSON,
+            IMMUTABLE,
+            b.rendered.json.get_or_init(|| render_api_batch(&b).into()).clone(),
+        ),
+        Err(missing) => missing.respond(true),
+    }
+}
+
+fn render_api_batch(b: &BatchView) -> String {
     let mut value = summary_json(&b);
     value["rejected"] = b
         .rejected
@@ -966,7 +1077,7 @@ async fn api_batch(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>)
             .collect::<Vec<_>>()
             .into(),
     };
-    respond(StatusCode::OK, JSON, IMMUTABLE, value.to_string())
+    value.to_string()
 }
 
 fn page_head(title: &str) -> String {
@@ -1026,6 +1137,29 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn answers_are_rendered_once_per_change_of_the_kept_batches() {
+        let explorer = explorer(4);
+        let answer = |text: &'static str| {
+            explorer
+                .cached("/".to_owned(), || Ok(text.to_owned()))
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .ok()
+        };
+        assert_eq!(answer("a").as_deref(), Some("a"));
+        assert_eq!(answer("b").as_deref(), Some("a"));
+        publish(&explorer, 1);
+        assert_eq!(answer("c").as_deref(), Some("c"));
+        assert_eq!(answer("d").as_deref(), Some("c"));
+        // A failure is not kept.
+        let missing = explorer.cached("/x".to_owned(), || {
+            Err(Missing::Absent("not yet".to_owned()))
+        });
+        assert!(missing.is_err());
+        let found = explorer.cached("/x".to_owned(), || Ok("now".to_owned()));
+        assert_eq!(found.ok().as_deref(), Some(&b"now"[..]));
     }
 
     #[test]
