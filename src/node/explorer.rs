@@ -874,7 +874,9 @@ fn find_market(explorer: &Explorer, m: &str) -> Result<(u32, Vec<(HistoryPoint, 
 }
 
 async fn market_page(State(explorer): State<Arc<Explorer>>, Path(m): Path<String>) -> Response {
-    let body = explorer.cached(format!("/markets/{m:.32}"), || render_market_page(&explorer, &m));
+    let body = explorer.cached(format!("/markets/{m:.32}"), || {
+        render_market_page(&explorer, &m)
+    });
     respond_cached(body, false, HTML, FRESH)
 }
 
@@ -902,7 +904,9 @@ fn render_market_page(explorer: &Explorer, m: &str) -> Result<String, Missing> {
 }
 
 async fn api_market(State(explorer): State<Arc<Explorer>>, Path(m): Path<String>) -> Response {
-    let body = explorer.cached(format!("/api/markets/{m:.32}"), || render_api_market(&explorer, &m));
+    let body = explorer.cached(format!("/api/markets/{m:.32}"), || {
+        render_api_market(&explorer, &m)
+    });
     respond_cached(body, true, JSON, FRESH)
 }
 
@@ -925,7 +929,10 @@ async fn batch_page(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>
             StatusCode::OK,
             HTML,
             IMMUTABLE,
-            b.rendered.page.get_or_init(|| render_batch_page(&b).into()).clone(),
+            b.rendered
+                .page
+                .get_or_init(|| render_batch_page(&b).into())
+                .clone(),
         ),
         Err(missing) => missing.respond(false),
     }
@@ -1038,14 +1045,17 @@ async fn api_batch(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>)
             StatusCode::OK,
             JSON,
             IMMUTABLE,
-            b.rendered.json.get_or_init(|| render_api_batch(&b).into()).clone(),
+            b.rendered
+                .json
+                .get_or_init(|| render_api_batch(&b).into())
+                .clone(),
         ),
         Err(missing) => missing.respond(true),
     }
 }
 
 fn render_api_batch(b: &BatchView) -> String {
-    let mut value = summary_json(&b);
+    let mut value = summary_json(b);
     value["rejected"] = b
         .rejected
         .iter()
