@@ -711,28 +711,13 @@ async fn a_wiped_replica_removed_and_added_again_catches_up() {
 async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_failover() {
     use sealbatch::keyper::KeyperRecord;
     use sealbatch::keyperd::{self, KeyperConfig, KeyperEvent, KeyperReplica};
-    use sealbatch::node::config::{CommitteeConfig, CommitteeMember};
 
     let work = tempfile::Builder::new()
         .prefix("sealbatch-cluster-committee-")
         .tempdir()
         .expect("a temporary directory");
     let work_path = work_dir(&work);
-    let mut members = Vec::new();
-    for k in 0..5 {
-        let public = keyperd::init(&work_path.as_path().join(format!("keyper-{k}"))).expect("keys");
-        members.push(CommitteeMember {
-            signing: hex::encode(public.signing),
-            encryption: hex::encode(public.encryption),
-        });
-    }
-    let committee = CommitteeConfig {
-        threshold: Some(3),
-        window_batches: 40,
-        lead_batches: 25,
-        phase_ms: [500, 250, 250, 500],
-        members,
-    };
+    let committee = common::five_keypers(&work_path);
     let mut section = "[committee]\nthreshold = 3\nwindow_batches = 40\nlead_batches = 25\nphase_ms = [500, 250, 250, 500]\n".to_owned();
     for m in &committee.members {
         section.push_str(&format!(

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use sealbatch::client::{Client, ClientError, KeyCustody, KeyTrust};
 use sealbatch::journal::{Journal, JournalConfig};
 use sealbatch::keyperd::{self, KeyperConfig, KeyperEvent};
-use sealbatch::node::config::{CommitteeConfig, CommitteeMember};
+use sealbatch::node::config::CommitteeConfig;
 use sealbatch::node::{self, NodeConfig};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -31,21 +31,7 @@ async fn five_keypers_key_every_batch_and_trading_survives_two_stopped() {
         .prefix("sealbatch-committee-")
         .tempdir()
         .expect("a temporary directory");
-    let mut members = Vec::new();
-    for k in 0..5 {
-        let public = keyperd::init(&root.path().join(format!("keyper-{k}"))).expect("keys");
-        members.push(CommitteeMember {
-            signing: hex::encode(public.signing),
-            encryption: hex::encode(public.encryption),
-        });
-    }
-    let committee = CommitteeConfig {
-        threshold: Some(3),
-        window_batches: 40,
-        lead_batches: 25,
-        phase_ms: [500, 250, 250, 500],
-        members,
-    };
+    let committee = common::five_keypers(root.path());
     let data = root.path().join("sequencer");
     let config = NodeConfig {
         data_dir: data.clone(),

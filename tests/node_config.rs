@@ -186,10 +186,10 @@ fn a_committee_section_parses_and_bad_ones_are_refused() {
     }
 }
 
-/// A `[cluster]` section parses with openraft's timing by default; a
-/// member id of 0 or repeated, this replica not a member, a bad
-/// fingerprint, timing that cannot elect, or a committee beside it is a
-/// clear configuration error.
+/// A `[cluster]` section parses with openraft's timing by default, also
+/// beside a `[committee]`; a member id of 0 or repeated, this replica not a
+/// member, a bad fingerprint or timing that cannot elect is a clear
+/// configuration error.
 #[test]
 fn a_cluster_section_parses_and_bad_ones_are_refused() {
     let member = |id: u64, fingerprint: &str| {
@@ -229,6 +229,13 @@ fn a_cluster_section_parses_and_bad_ones_are_refused() {
             hex::encode(encryption)
         )
     };
+    // Replicas with a keyper committee: the keypers check the replicas'
+    // commit certificates (spec/replication.md §12).
+    let with_committee: NodeConfig = toml::from_str(&format!(
+        "{committee}[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\n{members}"
+    ))
+    .expect("parses");
+    with_committee.validate().expect("valid");
     for bad in [
         format!("[cluster]\nid = 4\nlisten = \"127.0.0.1:7104\"\n{members}"),
         format!(
@@ -247,7 +254,6 @@ fn a_cluster_section_parses_and_bad_ones_are_refused() {
         format!(
             "[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nelection_timeout_ms = [300, 300]\n{members}"
         ),
-        format!("{committee}[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\n{members}"),
     ] {
         let config: NodeConfig = toml::from_str(&bad).expect("parses");
         let error = config.validate().expect_err("refused").to_string();

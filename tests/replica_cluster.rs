@@ -144,48 +144,74 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_replicas_commit_fail_over_and_catch_up() {
-    let root = tempfile::tempdir().expect("a temporary directory");
-    let dirs: BTreeMap<ReplicaId, PathBuf> = (1..=3)
-        .map(|id| (id, root.path().join(format!("r{id}"))))
-        .collect();
-    let identities: BTreeMap<ReplicaId, Arc<Identity>> = dirs
-        .iter()
-        .map(|(&id, dir)| {
-            (
-                id,
-                Arc::new(Identity::load_or_create(&dir.join("tls")).expect("identity")),
-            )
-        })
-        .collect();
-    let ports: BTreeMap<ReplicaId, u16> = dirs.keys().map(|&id| (id, free_port())).collect();
-    let allowed: AllowedPeers = Arc::new(RwLock::new(
-        identities
-            .values()
-            .map(|i| i.fingerprint)
-            .collect::<BTreeSet<_>>(),
-    ));
-    let nodes: BTreeMap<ReplicaId, ReplicaNode> = ports
-        .iter()
-        .map(|(&id, &port)| {
-            (
-                id,
-                ReplicaNode {
-                    addr: format!("127.0.0.1:{port}"),
-                    client_addr: String::new(),
-                    fingerprint: identities[&id].fingerprint,
-                },
-            )
-        })
-        .collect();
+/// Three replicas' directories, identities, ports and membership.
+struct Three {
+    dirs: BTreeMap<ReplicaId, PathBuf>,
+    identities: BTreeMap<ReplicaId, Arc<Identity>>,
+    ports: BTreeMap<ReplicaId, u16>,
+    allowed: AllowedPeers,
+    nodes: BTreeMap<ReplicaId, ReplicaNode>,
+}
+
+impl Three {
+    fn new(root: &Path) -> Three {
+        let dirs: BTreeMap<ReplicaId, PathBuf> = (1..=3)
+            .map(|id| (id, root.join(format!("r{id}"))))
+            .collect();
+        let identities: BTreeMap<ReplicaId, Arc<Identity>> = dirs
+            .iter()
+            .map(|(&id, dir)| {
+                (
+                    id,
+                    Arc::new(Identity::load_or_create(&dir.join("tls")).expect("identity")),
+                )
+            })
+            .collect();
+        let ports: BTreeMap<ReplicaId, u16> = dirs.keys().map(|&id| (id, free_port())).collect();
+        let allowed: AllowedPeers = Arc::new(RwLock::new(
+            identities
+                .values()
+                .map(|i| i.fingerprint)
+                .collect::<BTreeSet<_>>(),
+        ));
+        let nodes = ports
+            .iter()
+            .map(|(&id, &port)| {
+                (
+                    id,
+                    ReplicaNode {
+                        addr: format!("127.0.0.1:{port}"),
+                        client_addr: String::new(),
+                        fingerprint: identities[&id].fingerprint,
+                    },
+                )
+            })
+            .collect();
+        Three {
+            dirs,
+            identities,
+            ports,
+            allowed,
+            nodes,
+        }
+    }
+}
+
+/// Starts the three and initialises the cluster through the first.
+async fn start_three(
+    dirs: &BTreeMap<ReplicaId, PathBuf>,
+    identities: &BTreeMap<ReplicaId, Arc<Identity>>,
+    allowed: &AllowedPeers,
+    ports: &BTreeMap<ReplicaId, u16>,
+    nodes: &BTreeMap<ReplicaId, ReplicaNode>,
+) -> BTreeMap<ReplicaId, Replica> {
     let mut replicas = BTreeMap::new();
-    for &id in dirs.keys() {
+    for (&id, dir) in dirs {
         let replica = start(
             id,
-            &dirs[&id],
+            dir,
             Arc::clone(&identities[&id]),
-            Arc::clone(&allowed),
+            Arc::clone(allowed),
             ports[&id],
         )
         .await;
@@ -196,6 +222,20 @@ async fn three_replicas_commit_fail_over_and_catch_up() {
         .initialize(nodes.clone())
         .await
         .expect("initialized");
+    replicas
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_commit_fail_over_and_catch_up() {
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let Three {
+        dirs,
+        identities,
+        ports,
+        allowed,
+        nodes,
+    } = Three::new(root.path());
+    let mut replicas = start_three(&dirs, &identities, &allowed, &ports, &nodes).await;
 
     // Entries commit through the leader.
     let first = leader(&replicas).await;
@@ -347,46 +387,14 @@ async fn a_replica_attests_only_the_seal_its_committed_log_holds() {
     use openraft::network::RaftNetworkFactory as _;
 
     let root = tempfile::tempdir().expect("a temporary directory");
-    let mut identities = BTreeMap::new();
-    let mut nodes = BTreeMap::new();
-    let mut ports = BTreeMap::new();
-    for id in 1..=3u64 {
-        let identity = Arc::new(
-            Identity::load_or_create(&root.path().join(format!("r{id}/tls"))).expect("identity"),
-        );
-        let port = free_port();
-        nodes.insert(
-            id,
-            ReplicaNode {
-                addr: format!("127.0.0.1:{port}"),
-                client_addr: String::new(),
-                fingerprint: identity.fingerprint,
-            },
-        );
-        ports.insert(id, port);
-        identities.insert(id, identity);
-    }
-    let allowed: AllowedPeers = Arc::new(RwLock::new(
-        identities.values().map(|i| i.fingerprint).collect(),
-    ));
-    let mut replicas = BTreeMap::new();
-    for id in 1..=3u64 {
-        let dir = root.path().join(format!("r{id}"));
-        let replica = start(
-            id,
-            &dir,
-            Arc::clone(&identities[&id]),
-            Arc::clone(&allowed),
-            ports[&id],
-        )
-        .await;
-        replicas.insert(id, replica);
-    }
-    replicas[&1]
-        .raft
-        .initialize(nodes.clone())
-        .await
-        .expect("initialized");
+    let Three {
+        dirs,
+        identities,
+        ports,
+        allowed,
+        nodes,
+    } = Three::new(root.path());
+    let replicas = start_three(&dirs, &identities, &allowed, &ports, &nodes).await;
     let first = leader(&replicas).await;
     let seal = SignedSeal {
         e: 5,

@@ -355,3 +355,25 @@ pub fn dump_dom(browser: &Path, url: &str) -> String {
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// A committee of five keypers, any three releasing, with short phases (a
+/// window certified within seconds); each keyper's keys are made in
+/// `root/keyper-{k}`.
+pub fn five_keypers(root: &Path) -> sealbatch::node::config::CommitteeConfig {
+    let members = (0..5)
+        .map(|k| {
+            let public = sealbatch::keyperd::init(&root.join(format!("keyper-{k}"))).expect("keys");
+            sealbatch::node::config::CommitteeMember {
+                signing: hex::encode(public.signing),
+                encryption: hex::encode(public.encryption),
+            }
+        })
+        .collect();
+    sealbatch::node::config::CommitteeConfig {
+        threshold: Some(3),
+        window_batches: 40,
+        lead_batches: 25,
+        phase_ms: [500, 250, 250, 500],
+        members,
+    }
+}
