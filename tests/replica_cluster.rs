@@ -446,4 +446,17 @@ async fn a_replica_attests_only_the_seal_its_committed_log_holds() {
     for replica in replicas.into_values() {
         stop(replica).await;
     }
+    // Restarted, a replica attests from its journal the seals it applied
+    // before (openraft does not apply them again).
+    let seals = sealbatch::replica::certificate::CommittedSeals::default();
+    assert_eq!(
+        seals
+            .remember_journal(&dirs[&follower].join("journal"))
+            .expect("the journal reads"),
+        1
+    );
+    assert!(matches!(
+        seals.attest(&commit_key(follower), &SEQUENCER, 5, 1, &seal.root),
+        sealbatch::replica::certificate::AttestAnswer::Attested(_)
+    ));
 }

@@ -94,6 +94,13 @@ pub(super) async fn start(
         .public_key()
         .to_bytes();
     let attestor = Arc::new(Attestor::new(commit_key(data)?, sequencer_key));
+    // Before the state machine opens the journal for writing.
+    match attestor.seals().remember_journal(&journal_dir) {
+        Ok(seals) => tracing::debug!(seals, "committed seals read from the journal"),
+        Err(error) => {
+            tracing::warn!(%error, "the journal's seals could not be read; this replica attests only seals applied from now on")
+        }
+    }
     let mut machine = StateMachine::open(&journal_dir, &raft_dir)?;
     machine.subscribe(committed_tx);
     machine.record_seals(Arc::clone(attestor.seals()));

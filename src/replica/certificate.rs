@@ -15,6 +15,8 @@ use ed25519_dalek::{Signature, Signer, SigningKey};
 
 use crate::envelope::receipt::decode_ed25519_public;
 use crate::envelope::{MerkleRoot, SignedSeal};
+use crate::journal::{Journal, JournalConfig, JournalError};
+use crate::sequencer::RecordKind;
 use crate::types::BatchId;
 
 /// The domain of a replica's attestation (`DOM`, `spec/envelope.md` §2).
@@ -376,6 +378,32 @@ impl CommittedSeals {
         }
         drop(seals);
         self.applied.notify_waiters();
+    }
+
+    /// Remembers the seals of a replica's journal in `dir` (which holds
+    /// only what it applied from the committed log), so that a restarted
+    /// replica attests the seals of batches still waiting for their keys
+    /// (openraft does not apply those entries again). Returns how many
+    /// seals it read; a journal that ends torn is read up to the tear.
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError`] if the journal cannot be opened.
+    pub fn remember_journal(&self, dir: &std::path::Path) -> Result<usize, JournalError> {
+        if !dir.exists() {
+            return Ok(0);
+        }
+        let recovery = Journal::open_dir_read_only(dir, JournalConfig::default())?;
+        let mut read = 0;
+        for record in recovery.records.map_while(Result::ok) {
+            if record.kind == RecordKind::Seal as u8
+                && let Ok(seal) = SignedSeal::from_bytes(&record.payload)
+            {
+                self.applied(seal.e, seal.count, seal.root);
+                read += 1;
+            }
+        }
+        Ok(read)
     }
 
     /// Answers a request to attest `(e, count, root)` with `key`.
