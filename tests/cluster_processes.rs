@@ -3,7 +3,9 @@
 //! elect a new leader that takes over the batches in flight, the killed
 //! one restarts and catches up. Every receipt given is in a sealed, cleared
 //! batch of every replica's journal, the journals agree record for record,
-//! and `verify` passes on each.
+//! and `verify` passes on each. With a keyper committee, keypers release
+//! only for the seals the cluster committed (commit certificates), through
+//! a failover and a restart of the whole cluster.
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -704,9 +706,10 @@ async fn a_wiped_replica_removed_and_added_again_catches_up() {
 /// whichever replica leads (the others close its link), and releases a
 /// batch's share only with a certificate of two of the three replicas over
 /// the committed seal. The leader is killed under load: the keypers find
-/// the new one and keys keep coming; every share any keyper released was
-/// for the seal the cluster committed, and every receipt is in a sealed,
-/// cleared batch.
+/// the new one and keys keep coming; then all three are killed at once
+/// and started again, and keys keep coming. Every share any keyper
+/// released was for the seal the cluster committed, and every receipt is
+/// in a sealed, cleared batch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_failover() {
     use sealbatch::keyper::KeyperRecord;
@@ -820,6 +823,36 @@ async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_fail
         "trading went on after the failover: {after_kill} of {} receipts",
         receipts.len()
     );
+    // All three killed at once, under load, and started again: the batches
+    // sealed before are certified and keyed by the restarted cluster
+    // (checked below: every receipt is in a cleared batch), and trading
+    // goes on.
+    let mut receipts = receipts;
+    let loader = tokio::spawn(load_cluster(
+        Arc::clone(&traders),
+        6,
+        Instant::now() + Duration::from_secs(6),
+    ));
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    let restarted_at = now_ms();
+    for i in 0..3 {
+        cluster.start(i);
+    }
+    let (next, _) = cluster.leader(Duration::from_secs(20)).await;
+    let (more, _) = loader.await.expect("loader");
+    let after_restart = more
+        .iter()
+        .filter(|(e, _)| schedule.genesis_ms + e * schedule.batch_length_ms > restarted_at)
+        .count();
+    assert!(
+        after_restart > 10,
+        "trading went on after the whole cluster restarted: {after_restart} of {} receipts",
+        more.len()
+    );
+    receipts.extend(more);
     // The last batches clear; then everything stops.
     tokio::time::sleep(Duration::from_millis(2_500)).await;
     for stop in &stops {

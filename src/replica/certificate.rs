@@ -383,7 +383,8 @@ impl CommittedSeals {
     /// Remembers the seals of a replica's journal in `dir` (which holds
     /// only what it applied from the committed log), so that a restarted
     /// replica attests the seals of batches still waiting for their keys
-    /// (openraft does not apply those entries again). Returns how many
+    /// even when the entries that held them are below its snapshot (they
+    /// are not applied again). Returns how many
     /// seals it read; a journal that ends torn is read up to the tear.
     ///
     /// # Errors
