@@ -926,3 +926,50 @@ async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_fail
         released.len()
     );
 }
+
+/// `sealbatch cluster demo --keypers 5`: three replica processes and a
+/// committee of five keypers; the leader is killed, trading goes on, every
+/// keyper released keys, and the journals agree and verify.
+#[test]
+fn the_cluster_demo_runs_with_a_keyper_committee() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+        .args([
+            "cluster",
+            "demo",
+            "--keypers",
+            "5",
+            "--kills",
+            "1",
+            "--duration",
+            "5",
+        ])
+        .output()
+        .expect("the demo runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("a committee of 5 keypers (any 3 release a key)"),
+        "{text}"
+    );
+    let releases = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "first releases (each for a seal certified by a majority of the replicas): ",
+            )
+        })
+        .expect("the keypers' releases");
+    assert_eq!(releases.split(", ").count(), 5, "{releases}");
+    assert!(
+        releases
+            .split(", ")
+            .all(|r| r.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()) > Some(5)),
+        "{releases}"
+    );
+    assert!(text.contains("killed the leader"), "{text}");
+    assert!(text.contains(" batches re-derived, 0 mismatched"), "{text}");
+}

@@ -124,6 +124,12 @@ pub struct ClusterDemoArgs {
     /// killed replica restarts and catches up.
     #[arg(long, default_value_t = 1)]
     pub kills: u32,
+    /// Keypers of a committee that holds the batch keys (any majority
+    /// releases one), each given every replica and its commit key: a share
+    /// leaves only for a seal a majority of the replicas certified. 0: the
+    /// replicas share `custodian.key` (trusted-operator mode).
+    #[arg(long, default_value_t = 0)]
+    pub keypers: usize,
 }
 
 /// When each receipt came, and from which replica.
@@ -350,7 +356,11 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl Replicas {
-    fn create(root: &Path, n: usize) -> Result<Replicas, Box<dyn std::error::Error + Send + Sync>> {
+    fn create(
+        root: &Path,
+        n: usize,
+        committee: Option<&crate::node::config::CommitteeConfig>,
+    ) -> Result<Replicas, Box<dyn std::error::Error + Send + Sync>> {
         let mut seed = Zeroizing::new([0u8; 32]);
         rand_core::RngCore::fill_bytes(&mut OsRng, &mut seed[..]);
         let custodian = Zeroizing::new(*MasterSecret::generate(&mut OsRng).as_bytes());
@@ -366,10 +376,12 @@ impl Replicas {
                 &dir.join(crate::node::SEQUENCER_KEY_FILE),
                 || seed.clone(),
             )?;
-            crate::secret_file::load_or_create_key32(
-                &dir.join(crate::node::CUSTODIAN_KEY_FILE),
-                || custodian.clone(),
-            )?;
+            if committee.is_none() {
+                crate::secret_file::load_or_create_key32(
+                    &dir.join(crate::node::CUSTODIAN_KEY_FILE),
+                    || custodian.clone(),
+                )?;
+            }
             members.push_str(&format!(
                 "[[cluster.members]]\nid = {}\naddr = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\nfingerprint = \"{}\"\n",
                 i + 1,
@@ -377,6 +389,13 @@ impl Replicas {
                 client_ports[i],
                 hex::encode(identity.fingerprint)
             ));
+        }
+        if let Some(committee) = committee {
+            #[derive(serde::Serialize)]
+            struct Section<'a> {
+                committee: &'a crate::node::config::CommitteeConfig,
+            }
+            members.push_str(&toml::to_string(&Section { committee })?);
         }
         let mut configs = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
@@ -432,7 +451,27 @@ impl Replicas {
     }
 
     /// The replica that serves a schedule now.
-    async fn leader(&self) -> Option<usize> {
+    /// The keypers' view of the replicas: client address, certificate
+    /// fingerprint and commit key.
+    fn for_keypers(
+        &self,
+    ) -> Result<Vec<crate::keyperd::KeyperReplica>, Box<dyn std::error::Error + Send + Sync>> {
+        self.addrs()?
+            .iter()
+            .zip(&self.dirs)
+            .map(|(replica, dir)| {
+                Ok(crate::keyperd::KeyperReplica {
+                    address: replica.addr,
+                    fingerprint: hex::encode(replica.fingerprint),
+                    commit_key: hex::encode(crate::node::cluster::commit_key(dir)?.public()),
+                })
+            })
+            .collect()
+    }
+
+    /// The replica that leads: one that answers a schedule (with batch keys
+    /// in it if `keyed`).
+    async fn leader(&self, keyed: bool) -> Option<usize> {
         let addrs = self.addrs().ok()?;
         for (i, replica) in addrs.iter().enumerate() {
             if self.children[i].is_none() {
@@ -448,7 +487,7 @@ impl Replicas {
             };
             if let Ok(Ok(schedule)) =
                 tokio::time::timeout(Duration::from_millis(300), client.schedule()).await
-                && !schedule.batch_keys.is_empty()
+                && (!keyed || !schedule.batch_keys.is_empty())
             {
                 return Some(i);
             }
@@ -554,22 +593,34 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
             temporary.path().to_path_buf()
         }
     };
-    let mut replicas = Replicas::create(&root, 3)?;
+    let committee = match args.keypers {
+        0 => None,
+        n if n > crate::keyper::COMMITTEE_MAX => {
+            return Err(format!("--keypers: at most {}", crate::keyper::COMMITTEE_MAX).into());
+        }
+        n => Some(super::demo::demo_committee(&root.join("keypers"), n, None)?),
+    };
+    let mut replicas = Replicas::create(&root, 3, committee.as_ref())?;
     for i in 0..3 {
         replicas.start(i)?;
     }
     println!("three replicas on loopback, data in {}", root.display());
     runtime()?.block_on(async {
         let started = Instant::now();
-        let first = loop {
-            if let Some(i) = replicas.leader().await {
-                break i;
+        let keypers = match &committee {
+            None => None,
+            Some(committee) => {
+                let answering =
+                    wait_for(started, || replicas.leader(false), "no replica led within 30 s").await?;
+                Some(start_keypers(&root, committee, &replicas, answering).await?)
             }
-            if started.elapsed() > Duration::from_secs(30) {
-                return Err("no replica led within 30 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         };
+        let first = wait_for(
+            started,
+            || replicas.leader(true),
+            "no replica led with batch keys within 30 s",
+        )
+        .await?;
         println!(
             "replica {} leads (elected in {} ms)",
             first + 1,
@@ -669,6 +720,9 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
             pick(1.0)
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
+        if let Some(keypers) = keypers {
+            keypers.stop().await;
+        }
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
     })?;
     for i in 0..3 {
@@ -717,4 +771,120 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
         return Err(format!("batch {} does not re-derive: {:?}", batch.e, batch.verdict).into());
     }
     Ok(())
+}
+
+/// Polls `probe` every 50 ms until it finds a replica, for up to 30 s from
+/// `started`.
+async fn wait_for<F, Fut>(
+    started: Instant,
+    mut probe: F,
+    failure: &str,
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<usize>>,
+{
+    loop {
+        if let Some(i) = probe().await {
+            return Ok(i);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(failure.into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The demo's keypers, running in this process as `sealbatch keyper run`
+/// would, and what they released.
+struct DemoKeypers {
+    stops: Vec<tokio::sync::watch::Sender<bool>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), crate::keyperd::KeyperProcessError>>>,
+    released: Arc<std::sync::Mutex<BTreeMap<u64, usize>>>,
+}
+
+impl DemoKeypers {
+    /// Stops them and prints how many keys each released.
+    async fn stop(self) {
+        for stop in &self.stops {
+            let _ = stop.send(true);
+        }
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        if let Ok(released) = self.released.lock() {
+            let line: Vec<String> = released
+                .iter()
+                .map(|(k, n)| format!("keyper {k}: {n}"))
+                .collect();
+            println!(
+                "first releases (each for a seal certified by a majority of the replicas): {}",
+                line.join(", ")
+            );
+        }
+    }
+}
+
+/// Starts a keyper per committee member, each given every replica; the
+/// batch clock and sequencer key come from replica `answering`'s schedule.
+async fn start_keypers(
+    root: &Path,
+    committee: &crate::node::config::CommitteeConfig,
+    replicas: &Replicas,
+    answering: usize,
+) -> Result<DemoKeypers, Box<dyn std::error::Error + Send + Sync>> {
+    let replica = *replicas.addrs()?.get(answering).ok_or("no such replica")?;
+    let client = crate::client::Client::connect(replica.addr, replica.fingerprint).await?;
+    let schedule = client.schedule().await?;
+    client.close();
+    let targets = replicas.for_keypers()?;
+    let released: Arc<std::sync::Mutex<BTreeMap<u64, usize>>> = Arc::default();
+    let mut stops = Vec::new();
+    let mut tasks = Vec::new();
+    for k in 1..=committee.members.len() {
+        let config = crate::keyperd::KeyperConfig {
+            data_dir: root.join("keypers").join(format!("keyper-{k}")),
+            sequencer: None,
+            fingerprint: None,
+            replicas: targets.clone(),
+            sequencer_key: hex::encode(schedule.sequencer_key),
+            genesis_ms: schedule.genesis_ms,
+            batch_length_ms: schedule.batch_length_ms,
+            skew_ms: 20,
+            metrics_listen: None,
+            committee: committee.clone(),
+        };
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let counts = Arc::clone(&released);
+        tokio::spawn(async move {
+            while let Some(event) = rx.recv().await {
+                if let crate::keyperd::KeyperEvent::Released { first: true, .. } = event
+                    && let Ok(mut counts) = counts.lock()
+                {
+                    *counts.entry(k as u64).or_default() += 1;
+                }
+            }
+        });
+        tasks.push(tokio::spawn(crate::keyperd::run(
+            config,
+            shutdown,
+            Some(tx),
+        )));
+        stops.push(stop);
+    }
+    println!(
+        "a committee of {} keypers (any {} release a key), each linked to whichever replica leads",
+        committee.members.len(),
+        committee
+            .threshold
+            .unwrap_or(crate::keyper::Committee::default_threshold(
+                committee.members.len()
+            ))
+    );
+    Ok(DemoKeypers {
+        stops,
+        tasks,
+        released,
+    })
 }

@@ -83,7 +83,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 const DEMO_WINDOW_BATCHES: u32 = 50;
 
 /// The keypers of the demo: their member entries, made in `dir`.
-fn demo_committee(
+pub(crate) fn demo_committee(
     dir: &std::path::Path,
     n: usize,
     threshold: Option<usize>,
