@@ -208,7 +208,7 @@ fn a_cluster_section_parses_and_bad_ones_are_refused() {
     assert!(!cluster.bootstrap);
     assert_eq!(
         (cluster.heartbeat_ms, cluster.election_timeout_ms),
-        (50, [150, 300])
+        (30, [100, 200])
     );
     let nodes = cluster.nodes().expect("nodes");
     assert_eq!(nodes.len(), 3);

@@ -86,11 +86,13 @@ pub struct ClusterConfig {
     /// is empty (exactly one replica of a new cluster says so).
     #[serde(default)]
     pub bootstrap: bool,
-    /// The election timeout's range, ms. Default `[250, 500]`.
+    /// The election timeout's range, ms. Default `[100, 200]`: with
+    /// openraft's lease a new leader leads within about 0.4 s of the old
+    /// one's last heartbeat (`BENCHMARKS.md`, "Replication").
     #[serde(default = "default_election_timeout_ms")]
     pub election_timeout_ms: [u64; 2],
     /// The leader's heartbeat, ms, which is also how long an append
-    /// request may take before it is sent again. Default 100.
+    /// request may take before it is sent again. Default 30.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
     /// Committed entries between snapshots. Default 4096.
@@ -117,11 +119,11 @@ pub struct ClusterMember {
 }
 
 fn default_election_timeout_ms() -> [u64; 2] {
-    [150, 300]
+    [100, 200]
 }
 
 fn default_heartbeat_ms() -> u64 {
-    50
+    30
 }
 
 fn default_snapshot_every_entries() -> u64 {
