@@ -697,9 +697,15 @@ pub async fn run(
             }
         }
         if state.welcomed {
-            // It led until now: try it again first, at once.
+            // It led until now: try it again first, soon (not at once: a
+            // sequencer that welcomes and then drops the link is not
+            // hammered).
             backoff = RECONNECT_MIN;
             refused = 0;
+            tokio::select! {
+                () = tokio::time::sleep(RECONNECT_MIN) => {}
+                _ = shutdown.changed() => return Ok(()),
+            }
             continue;
         }
         // Not the leader, or unreachable: the next replica, pausing only
