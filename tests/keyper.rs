@@ -331,16 +331,23 @@ fn a_wrong_share_is_caught_and_the_key_comes_from_the_others() {
     );
 }
 
-#[test]
-fn a_keyper_releases_only_after_close_and_only_for_one_root() {
-    let key = SequencerKey::from_seed(&[3; 32]);
+/// The release tests' sequencer key and batch clock.
+fn release_setup() -> (SequencerKey, BatchSchedule) {
     let schedule = BatchSchedule {
         genesis_ms: 1_000,
         batch_length_ms: 100,
     };
-    let tree = |c: u8| {
-        MerkleTree::from_commitments(vec![sealbatch::envelope::Commitment([c; 32])]).expect("tree")
-    };
+    (SequencerKey::from_seed(&[3; 32]), schedule)
+}
+
+/// The Merkle tree of one commitment of bytes `c`.
+fn tree(c: u8) -> MerkleTree {
+    MerkleTree::from_commitments(vec![sealbatch::envelope::Commitment([c; 32])]).expect("tree")
+}
+
+#[test]
+fn a_keyper_releases_only_after_close_and_only_for_one_root() {
+    let (key, schedule) = release_setup();
     let seal = key.sign_seal(5, &tree(1));
     let other = key.sign_seal(5, &tree(2));
     let forged = SequencerKey::from_seed(&[4; 32]).sign_seal(5, &tree(1));
@@ -374,19 +381,12 @@ fn a_keyper_releases_only_after_close_and_only_for_one_root() {
 /// A keyper of a replicated sequencer releases only for a seal a majority
 /// of its configured replicas attested: not for a seal alone (a deposed
 /// leader can sign any), nor with a minority, strangers' or another root's
-/// attestations; and a certified seal is answered again with or without.
+/// attestations; and a certified seal is answered again.
 #[test]
 fn a_keyper_of_a_cluster_releases_only_for_a_certified_seal() {
     use sealbatch::replica::certificate::{CommitCertificate, CommitKey, ReplicaSet};
 
-    let key = SequencerKey::from_seed(&[3; 32]);
-    let schedule = BatchSchedule {
-        genesis_ms: 1_000,
-        batch_length_ms: 100,
-    };
-    let tree = |c: u8| {
-        MerkleTree::from_commitments(vec![sealbatch::envelope::Commitment([c; 32])]).expect("tree")
-    };
+    let (key, schedule) = release_setup();
     let seal = key.sign_seal(5, &tree(1));
     let deposed = key.sign_seal(5, &tree(2));
     let replicas: Vec<CommitKey> = (1..=3).map(|i| CommitKey::from_seed(&[i; 32])).collect();
