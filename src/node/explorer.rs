@@ -862,6 +862,15 @@ async fn api_check(State(explorer): State<Arc<Explorer>>, Path(text): Path<Strin
     respond(StatusCode::OK, JSON, FRESH, body)
 }
 
+/// The cache key of a market route: by the market id the path parses to
+/// (`/markets/007` and `/markets/7` are one answer; two paths that differ
+/// are never taken for one). A path that does not parse renders an error,
+/// which is not kept, whatever its key.
+fn market_key(route: &str, m: &str) -> String {
+    m.parse::<u32>()
+        .map_or_else(|_| format!("{route}/?"), |id| format!("{route}/{id}"))
+}
+
 /// Market `m`'s history, or why there is none.
 fn find_market(explorer: &Explorer, m: &str) -> Result<(u32, Vec<(HistoryPoint, i128)>), Missing> {
     let Ok(m) = m.parse::<u32>() else {
@@ -874,7 +883,7 @@ fn find_market(explorer: &Explorer, m: &str) -> Result<(u32, Vec<(HistoryPoint, 
 }
 
 async fn market_page(State(explorer): State<Arc<Explorer>>, Path(m): Path<String>) -> Response {
-    let body = explorer.cached(format!("/markets/{m:.32}"), || {
+    let body = explorer.cached(market_key("/markets", &m), || {
         render_market_page(&explorer, &m)
     });
     respond_cached(body, false, HTML, FRESH)
@@ -904,7 +913,7 @@ fn render_market_page(explorer: &Explorer, m: &str) -> Result<String, Missing> {
 }
 
 async fn api_market(State(explorer): State<Arc<Explorer>>, Path(m): Path<String>) -> Response {
-    let body = explorer.cached(format!("/api/markets/{m:.32}"), || {
+    let body = explorer.cached(market_key("/api/markets", &m), || {
         render_api_market(&explorer, &m)
     });
     respond_cached(body, true, JSON, FRESH)
@@ -1163,6 +1172,14 @@ mod tests {
         publish(&explorer, 1);
         assert_eq!(answer("c").as_deref(), Some("c"));
         assert_eq!(answer("d").as_deref(), Some("c"));
+        // Market routes are keyed by the id they parse to, never by a
+        // truncated path.
+        let zeros = "0".repeat(40);
+        assert_eq!(market_key("/markets", &format!("{zeros}1")), "/markets/1");
+        assert_ne!(
+            market_key("/markets", &format!("{zeros}1")),
+            market_key("/markets", &format!("{zeros}2"))
+        );
         // A failure is not kept.
         let missing = explorer.cached("/x".to_owned(), || {
             Err(Missing::Absent("not yet".to_owned()))
