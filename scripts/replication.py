@@ -13,6 +13,10 @@ Not part of CI. Example (about 4 minutes):
     cargo build --release
     python3 scripts/replication.py --rates 20000,40000,60000,80000 --duration 10
 
+`--entries-in-flight N` sets the replicas' `[cluster] entries_in_flight`
+(default: the configuration's default, 1); `--only cluster` skips the
+single node.
+
 Prints one row per run: setup, offered and accepted orders/s, receipt p50/p99,
 close→result p50/p99, receipts proven included.
 """
@@ -81,13 +85,21 @@ def single(binary, rate, duration, traders):
         shutil.rmtree(work, ignore_errors=True)
 
 
-def cluster(binary, rate, duration, traders):
+def cluster(binary, rate, duration, traders, entries_in_flight=None):
     work = tempfile.mkdtemp(prefix="sealbatch-replicas-")
     # The demo makes the replicas' keys, certificates and configurations
     # (and a cluster with a short history); they are then started again.
     subprocess.run([binary, "cluster", "demo", "--dir", work, "--duration", "2"],
                    capture_output=True, check=True)
     configs = [os.path.join(work, f"replica-{i}.toml") for i in (1, 2, 3)]
+    if entries_in_flight is not None:
+        for path in configs:
+            text = open(path).read()
+            if "\n[cluster]\n" not in text:
+                raise RuntimeError(f"{path} has no [cluster] section")
+            text = text.replace("\n[cluster]\n",
+                                f"\n[cluster]\nentries_in_flight = {entries_in_flight}\n", 1)
+            open(path, "w").write(text)
     replicas = [subprocess.Popen([binary, "run", "--config", c],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 for c in configs]
@@ -130,14 +142,21 @@ def main():
     parser.add_argument("--rates", default="20000,40000,60000,80000")
     parser.add_argument("--duration", type=float, default=10)
     parser.add_argument("--traders", type=int, default=8)
+    parser.add_argument("--entries-in-flight", type=int)
+    parser.add_argument("--only", choices=["single", "cluster"])
     args = parser.parse_args()
     binary = os.path.abspath(args.binary)
     print("| setup | offered orders/s | accepted orders/s | receipt p50 / p99 "
           "| close→result p50 / p99 | receipts included |")
     print("|---|---:|---:|---:|---:|---:|")
     for rate in [int(r) for r in args.rates.split(",")]:
-        for setup, run in (("one node", single), ("3 replicas", cluster)):
-            r = run(binary, rate, args.duration, args.traders)
+        setups = (("one node", lambda: single(binary, rate, args.duration, args.traders)),
+                  ("3 replicas", lambda: cluster(binary, rate, args.duration, args.traders,
+                                                 args.entries_in_flight)))
+        for setup, run in setups:
+            if args.only and (args.only == "single") != (setup == "one node"):
+                continue
+            r = run()
             print(row(setup, rate, r), flush=True)
             if r["accepted"] is None:
                 print(r["raw"][-1500:])

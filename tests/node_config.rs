@@ -207,8 +207,12 @@ fn a_cluster_section_parses_and_bad_ones_are_refused() {
     let cluster = config.cluster.as_ref().expect("a cluster");
     assert!(!cluster.bootstrap);
     assert_eq!(
-        (cluster.heartbeat_ms, cluster.election_timeout_ms),
-        (30, [100, 200])
+        (
+            cluster.heartbeat_ms,
+            cluster.election_timeout_ms,
+            cluster.entries_in_flight
+        ),
+        (30, [100, 200], 1)
     );
     let nodes = cluster.nodes().expect("nodes");
     assert_eq!(nodes.len(), 3);
@@ -253,6 +257,10 @@ fn a_cluster_section_parses_and_bad_ones_are_refused() {
         format!("[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nheartbeat_ms = 200\n{members}"),
         format!(
             "[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nelection_timeout_ms = [300, 300]\n{members}"
+        ),
+        format!("[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nentries_in_flight = 0\n{members}"),
+        format!(
+            "[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nentries_in_flight = 1025\n{members}"
         ),
     ] {
         let config: NodeConfig = toml::from_str(&bad).expect("parses");

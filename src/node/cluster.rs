@@ -166,6 +166,7 @@ pub(super) async fn start(
         leader: Arc::clone(&leader),
         members: Arc::clone(&members),
         certify: certify_tx,
+        entries_in_flight: cluster.entries_in_flight,
     };
     let id = cluster.id;
     let start_raft = raft.clone();

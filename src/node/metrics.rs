@@ -37,6 +37,11 @@ pub const LATENCY_BUCKETS_S: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
 ];
 
+/// Upper bounds of the buckets of the records a leader's Raft entry
+/// carries.
+pub const ENTRY_RECORDS_BUCKETS: [f64; 9] =
+    [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 1_000.0, 10_000.0];
+
 /// Upper bounds of the batch-size buckets, in envelopes.
 pub const SIZE_BUCKETS: [f64; 8] = [
     0.0, 10.0, 100.0, 1_000.0, 5_000.0, 10_000.0, 50_000.0, 100_000.0,
@@ -191,6 +196,8 @@ pub struct Metrics {
     /// As the leader: a proposal handed to the log to its commit by a
     /// majority (each member's fsync and the round trips included).
     pub replica_commit_seconds: Histogram,
+    /// As the leader: the records each entry it proposed carries.
+    pub replica_entry_records: Histogram,
     /// As the leader: log entries each follower is behind its last entry
     /// (cleared when it stops leading).
     pub replica_follower_lag: Family<FollowerLabels, Gauge>,
@@ -232,6 +239,7 @@ impl Default for Metrics {
             replica_promotions: Counter::default(),
             replica_demotions: Counter::default(),
             replica_commit_seconds: Histogram::new(&LATENCY_BUCKETS_S),
+            replica_entry_records: Histogram::new(&ENTRY_RECORDS_BUCKETS),
             replica_follower_lag: Family::default(),
             registry: Registry::default(),
         };
@@ -392,6 +400,11 @@ impl Default for Metrics {
                 "sealbatch_replica_commit_seconds",
                 "As the leader of a cluster: from a proposal handed to the log to its commit by a majority.",
                 &metrics.replica_commit_seconds,
+            ),
+            (
+                "sealbatch_replica_entry_records",
+                "As the leader of a cluster: the journal records each Raft entry it proposed carries.",
+                &metrics.replica_entry_records,
             ),
         ];
         for (name, text, histogram) in histograms {
@@ -743,6 +756,7 @@ mod tests {
             "sealbatch_receipt_seconds From a submission received to its receipt released for signing and sending (after the fsync).",
             "sealbatch_key_release_seconds From a durable seal sent to the keyper committee to its key combined from t shares.",
             "sealbatch_replica_commit_seconds As the leader of a cluster: from a proposal handed to the log to its commit by a majority.",
+            "sealbatch_replica_entry_records As the leader of a cluster: the journal records each Raft entry it proposed carries.",
         ];
         let mut help: Vec<&str> = text
             .lines()

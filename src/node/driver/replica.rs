@@ -71,6 +71,9 @@ pub struct ReplicaLink {
     /// Seals whose keys the leader wants: to the certifier, which gathers
     /// their commit certificates and asks the keypers.
     pub certify: tokio::sync::mpsc::UnboundedSender<crate::envelope::SignedSeal>,
+    /// Most entries the leader keeps uncommitted; the records it makes
+    /// meanwhile wait and go out together (`[cluster] entries_in_flight`).
+    pub entries_in_flight: usize,
 }
 
 impl std::fmt::Debug for ReplicaLink {
@@ -104,21 +107,78 @@ pub(super) struct ReplicaState {
     pub(super) committed_lsn: Lsn,
     /// Seals applied since the last checkpoint, as a follower.
     seals_since_checkpoint: u64,
-    /// As the leader: the last LSN of each proposal not yet seen committed,
-    /// and when it was handed to the log.
-    proposed: VecDeque<(Lsn, Instant)>,
+    /// As the leader: its entries not yet seen committed, and the records
+    /// waiting for one of them to commit.
+    in_flight: InFlight,
 }
 
 impl ReplicaState {
     pub(super) fn new(link: ReplicaLink, committed_lsn: Lsn) -> ReplicaState {
         ReplicaState {
-            link,
             role: Role::Follower,
             last_applied: None,
             committed_lsn,
             seals_since_checkpoint: 0,
-            proposed: VecDeque::new(),
+            in_flight: InFlight::new(link.entries_in_flight),
+            link,
         }
+    }
+}
+
+/// The leader's entries not yet seen committed, at most `limit` of them,
+/// and the records made while there were that many: they wait, and go out
+/// together once one commits (`spec/replication.md`, "Proposals"). Under
+/// load an entry carries more records instead of more entries piling up
+/// in the log, the transport and every replica's fsyncs.
+#[derive(Debug)]
+struct InFlight {
+    limit: usize,
+    /// The last LSN of each entry proposed, and when.
+    entries: VecDeque<(Lsn, Instant)>,
+    /// Records not proposed yet, in LSN order.
+    held: Vec<JournalWrite>,
+}
+
+impl InFlight {
+    fn new(limit: usize) -> InFlight {
+        InFlight {
+            limit: limit.max(1),
+            entries: VecDeque::new(),
+            held: Vec::new(),
+        }
+    }
+
+    /// Takes `writes` after those held: all of them to propose now, or
+    /// none while `limit` entries are uncommitted.
+    fn offer(&mut self, writes: Vec<JournalWrite>) -> Vec<JournalWrite> {
+        self.held.extend(writes);
+        if self.entries.len() >= self.limit {
+            return Vec::new();
+        }
+        std::mem::take(&mut self.held)
+    }
+
+    /// An entry ending at LSN `last` was proposed at `at`.
+    fn proposed(&mut self, last: Lsn, at: Instant) {
+        self.entries.push_back((last, at));
+    }
+
+    /// The entries up to LSN `lsn` committed: when each was proposed.
+    fn committed(&mut self, lsn: Lsn) -> Vec<Instant> {
+        let mut done = Vec::new();
+        while let Some(&(last, at)) = self.entries.front()
+            && last <= lsn
+        {
+            self.entries.pop_front();
+            done.push(at);
+        }
+        done
+    }
+
+    /// Not leading any more: nothing is in flight, nothing held.
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.held.clear();
     }
 }
 
@@ -164,15 +224,17 @@ impl Driver {
                         // Our own proposal: the sequencer holds its records;
                         // now they count as durable.
                         let lsn = proposal.last_lsn();
-                        while let Some(&(last, at)) = replica.proposed.front()
-                            && last <= lsn
-                        {
-                            replica.proposed.pop_front();
+                        for at in replica.in_flight.committed(lsn) {
                             self.metrics
                                 .replica_commit_seconds
                                 .observe_duration(at.elapsed());
                         }
                         self.durable_lsn = lsn;
+                        // What waited for a free slot goes out now.
+                        if let Err(error) = self.propose(Vec::new()) {
+                            self.fail(error);
+                            return;
+                        }
                         if let Err(error) = self.sequencer.handle_journal_durable(now_ms(), lsn) {
                             tracing::error!(%error, "a committed entry does not fit the sequencer; stopping");
                             self.fail(error.into());
@@ -314,7 +376,7 @@ impl Driver {
             return;
         }
         replica.role = Role::Follower;
-        replica.proposed.clear();
+        replica.in_flight.clear();
         self.keypers.set_leading(false);
         self.epoch += 1;
         self.metrics.replica_demotions.inc();
@@ -416,12 +478,14 @@ impl Driver {
         self.drop_if_done(session);
     }
 
-    /// Proposes a turn's journal records (as a leader), in entries of at
-    /// most a proposal's size.
+    /// Proposes a turn's journal records (as a leader), after those held,
+    /// in entries of at most a proposal's size — or holds them while
+    /// `entries_in_flight` entries are uncommitted.
     pub(super) fn propose(&mut self, writes: Vec<JournalWrite>) -> Result<(), DriverError> {
         let Some(replica) = self.replica.as_mut() else {
             return Ok(());
         };
+        let writes = replica.in_flight.offer(writes);
         let mut start = 0;
         while start < writes.len() {
             let mut end = start;
@@ -443,7 +507,10 @@ impl Driver {
                 .proposals
                 .send(proposal)
                 .map_err(|_| DriverError::WriterGone)?;
-            replica.proposed.push_back((last, Instant::now()));
+            replica.in_flight.proposed(last, Instant::now());
+            self.metrics
+                .replica_entry_records
+                .observe((end - start) as f64);
             start = end;
         }
         Ok(())
@@ -467,5 +534,64 @@ impl Driver {
             payload,
             proposer,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn writes(lsns: std::ops::RangeInclusive<Lsn>) -> Vec<JournalWrite> {
+        lsns.map(|lsn| JournalWrite {
+            lsn,
+            kind: RecordKind::Envelope,
+            payload: vec![lsn as u8],
+        })
+        .collect()
+    }
+
+    fn lsns(writes: &[JournalWrite]) -> Vec<Lsn> {
+        writes.iter().map(|w| w.lsn).collect()
+    }
+
+    #[test]
+    fn records_made_while_an_entry_is_in_flight_go_out_together_when_it_commits() {
+        let mut in_flight = InFlight::new(1);
+        let now = Instant::now();
+        assert_eq!(lsns(&in_flight.offer(writes(1..=2))), [1, 2]);
+        in_flight.proposed(2, now);
+        // One entry uncommitted: the next turns' records wait.
+        assert!(in_flight.offer(writes(3..=3)).is_empty());
+        assert!(in_flight.offer(writes(4..=6)).is_empty());
+        assert!(in_flight.offer(Vec::new()).is_empty());
+        // An older commit frees nothing.
+        assert!(in_flight.committed(1).is_empty());
+        assert!(in_flight.offer(Vec::new()).is_empty());
+        assert_eq!(in_flight.committed(2), [now]);
+        assert_eq!(lsns(&in_flight.offer(Vec::new())), [3, 4, 5, 6]);
+        in_flight.proposed(6, now);
+        assert!(in_flight.offer(writes(7..=7)).is_empty());
+        // Deposed: what waited is dropped with what was in flight.
+        in_flight.clear();
+        assert_eq!(lsns(&in_flight.offer(writes(9..=9))), [9]);
+    }
+
+    #[test]
+    fn up_to_the_limit_entries_are_proposed_at_once() {
+        let mut in_flight = InFlight::new(3);
+        let now = Instant::now();
+        for lsn in 1..=3 {
+            assert_eq!(lsns(&in_flight.offer(writes(lsn..=lsn))), [lsn]);
+            in_flight.proposed(lsn, now);
+        }
+        assert!(in_flight.offer(writes(4..=4)).is_empty());
+        // A commit covering two entries frees two slots.
+        assert_eq!(in_flight.committed(2).len(), 2);
+        assert_eq!(lsns(&in_flight.offer(writes(5..=5))), [4, 5]);
+        // A limit of 0 would never propose: it is taken as 1.
+        let mut zero = InFlight::new(0);
+        assert_eq!(lsns(&zero.offer(writes(1..=1))), [1]);
+        zero.proposed(1, now);
+        assert!(zero.offer(writes(2..=2)).is_empty());
     }
 }
