@@ -9,7 +9,7 @@ use rand_chacha::rand_core::{RngCore, SeedableRng};
 use sealbatch::journal::format::{FRAME_OVERHEAD_LEN, SEGMENT_HEADER_LEN};
 use sealbatch::journal::{
     Corruption, Journal, JournalConfig, JournalError, JournalWriter, Lsn, Record, SimStorage,
-    Truncation, WriterEvent, read_checkpoints, segment_name,
+    Syncing, Truncation, WriterEvent, read_checkpoints, segment_name,
 };
 
 /// Kind bytes, as the sequencer assigns them (the journal does not interpret
@@ -845,4 +845,96 @@ fn writer_thread_checkpoints_in_order_and_prunes_off_its_path() {
         .map(|f| f.checkpoint.as_ref().expect("valid").lsn)
         .collect();
     assert_eq!(lsns, vec![500, 300]);
+}
+
+/// A writer that syncs only when asked (a replica's journal, whose records
+/// are durable in its Raft log first) reports nothing until asked, then
+/// one durable LSN covering everything queued; it syncs before a
+/// checkpoint and when it closes, and what it synced survives a crash.
+#[test]
+fn a_writer_that_syncs_when_asked_syncs_before_checkpoints_and_at_close() {
+    let disk = SimStorage::new(11);
+    let (journal, _) = Journal::open(disk.clone(), JournalConfig::default()).expect("opens");
+    let mut writer =
+        JournalWriter::spawn_syncing(journal, false, Syncing::WhenAsked).expect("spawns");
+    for i in 1..=100u64 {
+        writer
+            .append(ENVELOPE, i.to_le_bytes().to_vec())
+            .expect("queues");
+    }
+    writer.sync().expect("asked");
+    // Events come in order: no group before the sync reported anything.
+    match writer.wait_event() {
+        Some(WriterEvent::Durable { lsn, .. }) => assert_eq!(lsn, 100),
+        other => panic!("unexpected {other:?}"),
+    }
+    for i in 101..=150u64 {
+        writer
+            .append(ENVELOPE, i.to_le_bytes().to_vec())
+            .expect("queues");
+    }
+    // A checkpoint is written over durable records only.
+    writer
+        .checkpoint(151, 101, b"state".to_vec())
+        .expect("queues");
+    loop {
+        match writer.wait_event() {
+            Some(WriterEvent::Durable { lsn, .. }) => assert_eq!(lsn, 150),
+            Some(WriterEvent::Checkpoint { lsn, .. }) => {
+                assert_eq!(lsn, 151);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for i in 151..=160u64 {
+        writer
+            .append(ENVELOPE, i.to_le_bytes().to_vec())
+            .expect("queues");
+    }
+    // Closing syncs the rest.
+    drop(writer.close().expect("closes"));
+    disk.crash();
+    let (_, recovery) = Journal::open(disk, JournalConfig::default()).expect("reopens");
+    assert_eq!(recovery.records.len(), 160);
+    assert_eq!(recovery.records[159].payload, 160u64.to_le_bytes());
+}
+
+/// Without a sync, a crash may take what the writer only wrote, never what
+/// it synced when asked.
+#[test]
+fn records_written_but_not_synced_may_be_lost_to_a_crash() {
+    let mut lost = 0;
+    for seed in 0..20 {
+        let disk = SimStorage::new(100 + seed);
+        let (journal, _) = Journal::open(disk.clone(), JournalConfig::default()).expect("opens");
+        let mut writer =
+            JournalWriter::spawn_syncing(journal, false, Syncing::WhenAsked).expect("spawns");
+        for i in 1..=50u64 {
+            writer
+                .append(ENVELOPE, i.to_le_bytes().to_vec())
+                .expect("queues");
+        }
+        writer.sync().expect("asked");
+        assert!(matches!(
+            writer.wait_event(),
+            Some(WriterEvent::Durable { lsn: 50, .. })
+        ));
+        for i in 51..=100u64 {
+            writer
+                .append(ENVELOPE, i.to_le_bytes().to_vec())
+                .expect("queues");
+        }
+        // The machine stops (the writer's last sync, at close, fails with
+        // it), then restarts.
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        disk.crash_at_op(disk.ops());
+        drop(writer.close().expect("closes"));
+        disk.crash();
+        let (_, recovery) = Journal::open(disk, JournalConfig::default()).expect("reopens");
+        let kept = recovery.records.len();
+        assert!((50..=100).contains(&kept), "{kept} records kept");
+        lost += 100 - kept;
+    }
+    assert!(lost > 0, "no crash lost an unsynced record");
 }

@@ -109,3 +109,104 @@ async fn a_torn_last_frame_is_cut_and_damage_before_the_end_is_refused() {
     let error = LogStore::open(dir.path()).expect_err("damage is not a torn tail");
     assert!(error.to_string().contains("damaged"), "{error}");
 }
+
+#[tokio::test]
+async fn the_log_is_rewritten_without_purged_entries_while_appends_go_on() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("log");
+    let mut written = 0;
+    let mut shrunk = 0;
+    {
+        let mut log = LogStore::open_rewriting_at(dir.path(), 32 << 10).expect("opens");
+        let mut last_size = 0;
+        for index in 1..=2_000u64 {
+            if index > 50 && index % 10 == 0 {
+                // Keep the newest 50 entries; the rest goes, and with it
+                // most of the file: rewrites start while appends go on.
+                // (A purge is not synced by itself: the append after it
+                // syncs it.)
+                log.purge(LogId::new(CommittedLeaderId::new(1, 1), index - 50))
+                    .await
+                    .expect("purged");
+            }
+            log.blocking_append(vec![entry(1, index)])
+                .await
+                .expect("appended");
+            written += 1;
+            let size = std::fs::metadata(&path).expect("the log file").len();
+            if size < last_size {
+                shrunk += 1;
+            }
+            last_size = size;
+        }
+    }
+    assert!(shrunk >= 3, "the file was rewritten {shrunk} times");
+    // Every entry appended (and not purged) is in the file that took the
+    // old one's place, whenever it was appended.
+    let mut log = LogStore::open(dir.path()).expect("reopens");
+    let state = log.get_log_state().await.expect("state");
+    assert_eq!(state.last_purged_log_id.map(|id| id.index), Some(1_950));
+    let entries = openraft::RaftLogReader::try_get_log_entries(&mut log, 0..u64::MAX)
+        .await
+        .expect("entries");
+    let indexes: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
+    assert_eq!(indexes, (1_951..=written).collect::<Vec<_>>());
+    for e in &entries {
+        assert_eq!(e, &entry(1, e.log_id.index));
+    }
+}
+
+fn large_entry(index: u64) -> Entry<Replication> {
+    let writes: Vec<JournalWrite> = (0..10)
+        .map(|i| JournalWrite {
+            lsn: index * 10 + 1 + i,
+            kind: RecordKind::Config,
+            payload: vec![(index + i) as u8; 16 << 10],
+        })
+        .collect();
+    Entry {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(Proposal::new(&writes).expect("a proposal")),
+    }
+}
+
+#[tokio::test]
+async fn entries_appended_while_the_log_is_rewritten_are_in_the_new_file() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("log");
+    {
+        let mut log = LogStore::open_rewriting_at(dir.path(), 1 << 20).expect("opens");
+        for index in 1..=100 {
+            log.blocking_append(vec![large_entry(index)])
+                .await
+                .expect("appended");
+        }
+        let before = std::fs::metadata(&path).expect("the log file").len();
+        // 16 MB written, 6.4 MB of it left: the purge starts a rewrite, and
+        // the appends right after it land while the new file is written.
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 60))
+            .await
+            .expect("purged");
+        for index in 101..=120 {
+            log.blocking_append(vec![large_entry(index)])
+                .await
+                .expect("appended");
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::fs::metadata(&path).expect("the log file").len() >= before
+            || dir.path().join("log.tmp").exists()
+        {
+            assert!(std::time::Instant::now() < deadline, "no rewrite");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+    let mut log = LogStore::open(dir.path()).expect("reopens");
+    let entries = openraft::RaftLogReader::try_get_log_entries(&mut log, 0..u64::MAX)
+        .await
+        .expect("entries");
+    let indexes: Vec<u64> = entries.iter().map(|e| e.log_id.index).collect();
+    assert_eq!(indexes, (61..=120).collect::<Vec<_>>());
+    for e in &entries {
+        assert_eq!(e, &large_entry(e.log_id.index));
+    }
+}

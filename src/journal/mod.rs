@@ -114,7 +114,7 @@ pub use format::{FrameProblem, HeaderProblem};
 #[cfg(any(test, feature = "test-support"))]
 pub use sim::{SimFileHandle, SimStorage};
 pub use storage::{FsFile, FsStorage, ReadOnlyFile, ReadOnlyFsStorage, Storage, StorageFile};
-pub use writer::{JournalWriter, WRITER_GROUP_RECORDS_MAX, WriterEvent};
+pub use writer::{JournalWriter, Syncing, WRITER_GROUP_RECORDS_MAX, WriterEvent};
 
 use format::{
     FRAME_OVERHEAD_LEN, SEGMENT_HEADER_LEN, decode_frame, decode_segment_header, encode_frame,

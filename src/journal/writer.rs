@@ -15,6 +15,20 @@ use super::{
 /// Most records the writer thread puts in one group commit.
 pub const WRITER_GROUP_RECORDS_MAX: usize = 4096;
 
+/// When the writer thread syncs what it wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syncing {
+    /// After every group of records: each is reported
+    /// [`WriterEvent::Durable`] (a node's own journal, whose records are
+    /// acknowledged once durable).
+    EveryGroup,
+    /// Only when asked ([`JournalWriter::sync`]), before a checkpoint and
+    /// when the writer closes; between, records are written to the
+    /// operating system unsynced. For a journal whose records are durable
+    /// elsewhere first: a replica's, copied from its Raft log.
+    WhenAsked,
+}
+
 /// What the writer thread (and its pruning thread) report.
 #[derive(Debug)]
 pub enum WriterEvent {
@@ -65,6 +79,7 @@ pub enum WriterEvent {
 #[derive(Debug)]
 enum Job {
     Append(u8, Vec<u8>),
+    Sync,
     Checkpoint {
         lsn: Lsn,
         replay_from: Lsn,
@@ -130,6 +145,19 @@ impl<S: Storage + Clone + Send + 'static> JournalWriter<S> {
     ///
     /// [`JournalError::Io`] if a thread cannot be spawned.
     pub fn spawn(journal: Journal<S>, prune: bool) -> Result<JournalWriter<S>, JournalError> {
+        JournalWriter::spawn_syncing(journal, prune, Syncing::EveryGroup)
+    }
+
+    /// [`JournalWriter::spawn`], syncing as `syncing` says.
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::Io`] if a thread cannot be spawned.
+    pub fn spawn_syncing(
+        journal: Journal<S>,
+        prune: bool,
+        syncing: Syncing,
+    ) -> Result<JournalWriter<S>, JournalError> {
         let next_lsn = journal.next_lsn();
         let (jobs, jobs_rx) = crossbeam_channel::unbounded();
         // Unbounded, but at most a few events per group drained from the
@@ -153,7 +181,7 @@ impl<S: Storage + Clone + Send + 'static> JournalWriter<S> {
         };
         let writer = thread::Builder::new()
             .name("sealbatch-journal".into())
-            .spawn(move || write_loop(journal, &jobs_rx, &events_tx, floors.as_ref()))
+            .spawn(move || write_loop(journal, &jobs_rx, &events_tx, floors.as_ref(), syncing))
             .map_err(spawn_error)?;
         Ok(JournalWriter {
             jobs: Some(jobs),
@@ -209,6 +237,16 @@ impl<S: Storage + 'static> JournalWriter<S> {
             replay_from,
             payload,
         })
+    }
+
+    /// Asks for every record queued so far to be synced, reported as
+    /// [`WriterEvent::Durable`] (needed only with [`Syncing::WhenAsked`]).
+    ///
+    /// # Errors
+    ///
+    /// [`JournalError::WriterStopped`] if the writer thread has stopped.
+    pub fn sync(&mut self) -> Result<(), JournalError> {
+        self.send(Job::Sync)
     }
 
     fn send(&self, job: Job) -> Result<(), JournalError> {
@@ -269,6 +307,7 @@ fn write_loop<S: Storage>(
     jobs: &Receiver<Job>,
     events: &Sender<WriterEvent>,
     pruner: Option<&Sender<Lsn>>,
+    syncing: Syncing,
 ) -> Journal<S> {
     while let Ok(first) = jobs.recv() {
         let start = Instant::now();
@@ -276,12 +315,14 @@ fn write_loop<S: Storage>(
         let mut checkpoint = None;
         let mut next = Some(first);
         let mut grouped = 0;
+        let mut sync_asked = false;
         while let Some(job) = next.take() {
             match job {
                 Job::Append(kind, payload) => {
                     result = journal.append(kind, &payload).map(|_| ());
                     grouped += 1;
                 }
+                Job::Sync => sync_asked = true,
                 Job::Checkpoint {
                     lsn,
                     replay_from,
@@ -296,7 +337,19 @@ fn write_loop<S: Storage>(
             }
             next = jobs.try_recv().ok();
         }
-        if grouped > 0 || result.is_err() {
+        // A checkpoint is written only over durable records.
+        let sync = syncing == Syncing::EveryGroup || sync_asked || checkpoint.is_some();
+        if !sync && result.is_ok() {
+            // Written to the operating system, not synced: no event.
+            if let Err(error) = journal.write_buffer() {
+                let _ = events.send(WriterEvent::Failed(error));
+                return journal;
+            }
+        } else if grouped > 0
+            || sync_asked
+            || result.is_err()
+            || (checkpoint.is_some() && journal.has_unsynced())
+        {
             match result.and_then(|()| journal.sync()) {
                 Ok(lsn) => {
                     let _ = events.send(WriterEvent::Durable {
@@ -327,6 +380,12 @@ fn write_loop<S: Storage>(
             };
             let _ = events.send(event);
         }
+    }
+    if syncing == Syncing::WhenAsked
+        && journal.has_unsynced()
+        && let Err(error) = journal.sync()
+    {
+        let _ = events.send(WriterEvent::Failed(error));
     }
     journal
 }

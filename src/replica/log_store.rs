@@ -7,7 +7,9 @@
 //! syncs once (group commit) before it tells openraft the entries are
 //! flushed: a replica acknowledges an entry to the leader only once it is on
 //! its disk. Purged entries leave memory at once; the file is rewritten
-//! without them once they are most of it.
+//! without them once they are most of it — by another thread, while appends
+//! go on to the old file; the writer then adds what it appended meanwhile to
+//! the new file and puts it in the old one's place.
 
 // openraft's storage traits fix the error type (`StorageError`, large);
 // the helpers here return it as is.
@@ -19,6 +21,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::thread;
 
@@ -178,6 +181,10 @@ pub struct LogStore {
     log: Arc<RwLock<Log>>,
     vote: Arc<RwLock<Option<Vote<ReplicaId>>>>,
     jobs: Sender<Job>,
+    /// Set while a rewrite is under way (no second one is asked for).
+    rewriting: Arc<AtomicBool>,
+    /// The file is rewritten once at least this large (and mostly purged).
+    rewrite_bytes_min: u64,
     dir: PathBuf,
 }
 
@@ -231,6 +238,20 @@ impl LogStore {
     ///
     /// [`LogOpenError`] for I/O errors or damage other than a torn tail.
     pub fn open(dir: &Path) -> std::result::Result<LogStore, LogOpenError> {
+        LogStore::open_rewriting_at(dir, REWRITE_BYTES_MIN)
+    }
+
+    /// [`LogStore::open`], rewriting the file without its purged entries
+    /// once it is at least `rewrite_bytes_min` bytes (instead of
+    /// [`REWRITE_BYTES_MIN`]) and they make up more than half of it.
+    ///
+    /// # Errors
+    ///
+    /// As [`LogStore::open`].
+    pub fn open_rewriting_at(
+        dir: &Path,
+        rewrite_bytes_min: u64,
+    ) -> std::result::Result<LogStore, LogOpenError> {
         std::fs::create_dir_all(dir).map_err(io_error(dir))?;
         let path = dir.join(LOG_FILE);
         let mut log = Log::default();
@@ -285,14 +306,18 @@ impl LogStore {
         let vote = read_vote(dir)?;
         let (jobs, jobs_rx) = crossbeam_channel::unbounded();
         let thread_dir = dir.to_path_buf();
+        let rewriting = Arc::new(AtomicBool::new(false));
+        let thread_rewriting = Arc::clone(&rewriting);
         thread::Builder::new()
             .name("sealbatch-raft-log".into())
-            .spawn(move || io_loop(&thread_dir, file, &jobs_rx))
+            .spawn(move || io_loop(&thread_dir, file, &jobs_rx, &thread_rewriting))
             .map_err(io_error(dir))?;
         Ok(LogStore {
             log: Arc::new(RwLock::new(log)),
             vote: Arc::new(RwLock::new(vote)),
             jobs,
+            rewriting,
+            rewrite_bytes_min,
             dir: dir.to_path_buf(),
         })
     }
@@ -332,7 +357,10 @@ impl LogStore {
             log.apply(op);
         }
         self.send(Job::Append { bytes, sync, done })?;
-        if log.file_bytes >= REWRITE_BYTES_MIN && log.live_bytes < log.file_bytes / 2 {
+        if log.file_bytes >= self.rewrite_bytes_min
+            && log.live_bytes < log.file_bytes / 2
+            && !self.rewriting.swap(true, Ordering::AcqRel)
+        {
             let mut bytes = LOG_MAGIC.to_vec();
             if let Some(purged) = log.last_purged {
                 encode_op(&mut bytes, &Op::Purge(purged));
@@ -438,12 +466,53 @@ fn complete(done: Done, result: &io::Result<()>) {
     }
 }
 
+/// A rewrite under way: another thread writes the live frames to
+/// `log.tmp`; the frames appended to the old file since are kept to be
+/// added to it.
+struct Rewriting {
+    since: Vec<u8>,
+    done: Receiver<io::Result<File>>,
+}
+
 /// The writer thread: group commits of appended frames, file rewrites and
 /// vote files, in the order they were asked for. After an I/O error every
 /// later job fails too: the replica must stop.
-fn io_loop(dir: &Path, mut file: File, jobs: &Receiver<Job>) {
+fn io_loop(dir: &Path, mut file: File, jobs: &Receiver<Job>, rewriting_flag: &AtomicBool) {
     let mut failed: Option<io::Error> = None;
-    while let Ok(first) = jobs.recv() {
+    let mut rewriting: Option<Rewriting> = None;
+    loop {
+        let done = rewriting
+            .as_ref()
+            .map_or_else(crossbeam_channel::never, |r| r.done.clone());
+        let first = crossbeam_channel::select! {
+            recv(jobs) -> job => match job {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+            recv(done) -> written => {
+                if let Some(rewritten) = rewriting.take() {
+                    let written = written.unwrap_or_else(|_| {
+                        Err(io::Error::other("the rewriting thread stopped"))
+                    });
+                    if failed.is_none() {
+                        match finish_rewrite(dir, written, &rewritten.since) {
+                            Ok(new) => file = new,
+                            Err(Rewrite::Kept(error)) => tracing::warn!(
+                                %error,
+                                dir = %dir.display(),
+                                "the Raft log was not rewritten; the old file is kept"
+                            ),
+                            Err(Rewrite::Failed(error)) => {
+                                tracing::error!(%error, dir = %dir.display(), "the Raft log failed");
+                                failed = Some(error);
+                            }
+                        }
+                    }
+                }
+                rewriting_flag.store(false, Ordering::Release);
+                continue;
+            },
+        };
         let mut group = vec![first];
         while group.len() < 1024
             && let Ok(job) = jobs.try_recv()
@@ -465,13 +534,16 @@ fn io_loop(dir: &Path, mut file: File, jobs: &Receiver<Job>) {
                 } => {
                     sync |= s;
                     waiting.push(done);
+                    if let Some(rewriting) = &mut rewriting {
+                        rewriting.since.extend_from_slice(&bytes);
+                    }
                     file.write_all(&bytes)
                 }
                 Job::Rewrite { bytes } => {
-                    let synced = if sync { file.sync_data() } else { Ok(()) };
-                    sync = false;
-                    let result = synced.and_then(|()| rewrite(dir, &bytes));
-                    result.map(|new| file = new)
+                    if rewriting.is_none() {
+                        rewriting = Some(start_rewrite(dir, bytes));
+                    }
+                    Ok(())
                 }
                 Job::Vote { bytes, done } => {
                     let result = write_vote(dir, &bytes);
@@ -498,14 +570,62 @@ fn io_loop(dir: &Path, mut file: File, jobs: &Receiver<Job>) {
     }
 }
 
-fn rewrite(dir: &Path, bytes: &[u8]) -> io::Result<File> {
+/// Writes `bytes` (a whole log file) to `log.tmp` and syncs it, on a thread
+/// of its own.
+fn start_rewrite(dir: &Path, bytes: Vec<u8>) -> Rewriting {
+    let (tx, done) = crossbeam_channel::bounded(1);
     let tmp = dir.join("log.tmp");
-    let mut file = File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, dir.join(LOG_FILE))?;
-    sync_dir(dir)?;
-    OpenOptions::new().append(true).open(dir.join(LOG_FILE))
+    let spawned = thread::Builder::new()
+        .name("sealbatch-raft-rewrite".into())
+        .spawn(move || {
+            let written = File::create(&tmp)
+                .and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_data()))
+                .and_then(|()| OpenOptions::new().append(true).open(&tmp));
+            let _ = tx.send(written);
+        });
+    if let Err(error) = spawned {
+        let (tx, failed) = crossbeam_channel::bounded(1);
+        let _ = tx.send(Err(error));
+        return Rewriting {
+            since: Vec::new(),
+            done: failed,
+        };
+    }
+    Rewriting {
+        since: Vec::new(),
+        done,
+    }
+}
+
+/// How a rewrite did not finish.
+enum Rewrite {
+    /// Before the new file took the old one's place: the old one is kept.
+    Kept(io::Error),
+    /// After: the log is in doubt and the replica must stop.
+    Failed(io::Error),
+}
+
+/// Adds the frames appended since the rewrite began to the rewritten file,
+/// syncs it and puts it in the log file's place.
+fn finish_rewrite(
+    dir: &Path,
+    written: io::Result<File>,
+    since: &[u8],
+) -> std::result::Result<File, Rewrite> {
+    let tmp = dir.join("log.tmp");
+    let ready = written.and_then(|mut new| {
+        new.write_all(since)?;
+        new.sync_data()?;
+        std::fs::rename(&tmp, dir.join(LOG_FILE))?;
+        Ok(new)
+    });
+    match ready {
+        Ok(new) => sync_dir(dir).map(|()| new).map_err(Rewrite::Failed),
+        Err(error) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(Rewrite::Kept(error))
+        }
+    }
 }
 
 fn write_vote(dir: &Path, bytes: &[u8]) -> io::Result<()> {
