@@ -730,7 +730,14 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
     }
     // Every replica's journal holds the same record at every LSN it holds.
     let mut union: BTreeMap<u64, (u8, Vec<u8>)> = BTreeMap::new();
+    // Their checkpoints, by LSN: a pruned journal is verified from one.
+    let mut checkpoints = BTreeMap::new();
     for (i, dir) in replicas.dirs.iter().enumerate() {
+        for checkpoint in super::verify::checkpoints(&dir.join(crate::node::JOURNAL_DIR))
+            .map_err(|e| format!("replica {}: {e}", i + 1))?
+        {
+            checkpoints.entry(checkpoint.lsn).or_insert(checkpoint);
+        }
         let recovery = crate::journal::Journal::open_dir_read_only(
             dir.join(crate::node::JOURNAL_DIR),
             crate::journal::JournalConfig::default(),
@@ -751,11 +758,16 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
             i + 1
         );
     }
-    let report = crate::sequencer::verify_journal(
+    let checkpoints: Vec<_> = checkpoints.into_values().collect();
+    let report = crate::sequencer::verify_journal_with(
         union
             .into_iter()
             .map(|(lsn, (kind, payload))| (lsn, kind, payload)),
+        &checkpoints,
     )?;
+    if let Some(lsn) = report.from_checkpoint {
+        println!("journals pruned: verified from the checkpoint at LSN {lsn}");
+    }
     let mismatched: Vec<_> = report
         .batches
         .iter()
@@ -769,6 +781,13 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
     );
     if let Some(batch) = mismatched.first() {
         return Err(format!("batch {} does not re-derive: {:?}", batch.e, batch.verdict).into());
+    }
+    if let Some(checkpoint) = report.checkpoints.iter().find(|c| c.verdict.is_err()) {
+        return Err(format!(
+            "the checkpoint at LSN {} is not the replayed state: {:?}",
+            checkpoint.lsn, checkpoint.verdict
+        )
+        .into());
     }
     Ok(())
 }

@@ -71,7 +71,7 @@ pub struct ExportArgs {
 
 /// The checkpoints in a journal directory that read back and decode; the
 /// others are reported on stderr and left out.
-fn checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, Failure> {
+pub(super) fn checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, Failure> {
     let unreadable =
         |e: &dyn std::fmt::Display| Failure::Unreadable(format!("{}: {e}", dir.display()));
     let mut storage = ReadOnlyFsStorage::new(dir).map_err(|e| unreadable(&e))?;
