@@ -41,6 +41,9 @@ pub const COMMIT_KEY_FILE: &str = "replica-commit.key";
 /// requests.
 const CERTIFICATES_KEPT: usize = 256;
 
+/// Least time between two warnings that no keyper is connected.
+const NO_KEYPER_WARNING_EVERY: Duration = Duration::from_secs(1);
+
 /// How long the certifier waits for the replicas' attestations of one
 /// seal before it gives up until the driver asks again.
 const ATTEST_TIMEOUT: Duration = Duration::from_millis(1_000);
@@ -220,6 +223,9 @@ impl Certifier {
         mut seals: tokio::sync::mpsc::UnboundedReceiver<SignedSeal>,
         hub: Arc<KeyperHub>,
     ) {
+        // While keypers reconnect (about a second after a failover) every
+        // wanted key is asked again every 500 ms: say so once a second.
+        let mut warned: Option<tokio::time::Instant> = None;
         while let Some(seal) = seals.recv().await {
             let certificate = match self.certified.get(&seal.e) {
                 Some((s, c)) if *s == seal => Some(c.clone()),
@@ -232,10 +238,18 @@ impl Certifier {
                         self.certified.pop_first();
                     }
                     if hub.request_key(seal, Some(certificate)) == 0 {
-                        tracing::warn!(
-                            batch = seal.e,
-                            "a batch key is wanted but no keyper is connected"
-                        );
+                        if warned.is_none_or(|at| at.elapsed() >= NO_KEYPER_WARNING_EVERY) {
+                            warned = Some(tokio::time::Instant::now());
+                            tracing::warn!(
+                                batch = seal.e,
+                                "a batch key is wanted but no keyper is connected"
+                            );
+                        } else {
+                            tracing::debug!(
+                                batch = seal.e,
+                                "a batch key is wanted but no keyper is connected"
+                            );
+                        }
                     }
                 }
                 None => tracing::debug!(
