@@ -2,8 +2,9 @@
 //! QUIC endpoint on loopback, mutually pinned: a leader is elected, entries
 //! commit, the leader is shut down and the others go on, it comes back and
 //! catches up; a replica wiped, removed and added again catches up from a
-//! snapshot; every journal ends with the same records; a stranger's
-//! certificate is refused.
+//! snapshot; leaders stopped in turn are replaced by the election timer;
+//! every journal ends with the same records; a stranger's certificate is
+//! refused.
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +17,7 @@ use sealbatch::envelope::{MerkleRoot, SignedSeal};
 use sealbatch::journal::{Journal, JournalConfig, Record};
 use sealbatch::net::{Identity, replica_server_config, server_endpoint};
 use sealbatch::replica::certificate::{Attestor, CommitKey};
+use sealbatch::replica::election::{self, ElectionClock, ElectionTiming};
 use sealbatch::replica::network::{AllowedPeers, Network, TransportError, serve};
 use sealbatch::replica::{LogStore, Proposal, ReplicaId, ReplicaNode, Replication, StateMachine};
 use sealbatch::sequencer::{JournalWrite, RecordKind};
@@ -38,6 +40,8 @@ fn config() -> Arc<Config> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(40),
         max_in_snapshot_log_to_keep: 0,
         purge_batch_size: 1,
+        // Elections are timed by `replica::election`, as in the node.
+        enable_elect: false,
         ..Default::default()
     };
     Arc::new(config.validate().expect("a valid config"))
@@ -56,11 +60,23 @@ async fn start(
     let mut machine = StateMachine::open(&dir.join("journal"), &dir.join("raft")).expect("machine");
     let attestor = Arc::new(Attestor::new(commit_key(id), SEQUENCER));
     machine.record_seals(Arc::clone(attestor.seals()));
-    let network = Network::new(identity, endpoint.clone());
-    let raft = Raft::new(id, config(), network, log, machine)
+    let clock = Arc::new(ElectionClock::new());
+    let config = config();
+    let network = Network::new(identity, endpoint.clone(), Arc::clone(&clock));
+    let raft = Raft::new(id, Arc::clone(&config), network, log, machine)
         .await
         .expect("raft");
-    tokio::spawn(serve(endpoint.clone(), raft.clone(), attestor));
+    tokio::spawn(serve(
+        endpoint.clone(),
+        raft.clone(),
+        attestor,
+        Arc::clone(&clock),
+    ));
+    tokio::spawn(election::run(
+        raft.clone(),
+        clock,
+        ElectionTiming::of(&config),
+    ));
     Replica { raft, endpoint }
 }
 
@@ -334,6 +350,63 @@ async fn three_replicas_commit_fail_over_and_catch_up() {
     }
 }
 
+/// openraft's own election timer is off (`enable_elect = false`): every
+/// leader after the first is elected because `replica::election` stood for
+/// it. Leaders stopped in turn are each replaced, in a later term, and the
+/// journals agree at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_stopped_leader_is_replaced_by_the_election_timer() {
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let Three {
+        dirs,
+        identities,
+        ports,
+        allowed,
+        nodes,
+    } = Three::new(root.path());
+    let mut replicas = start_three(&dirs, &identities, &allowed, &ports, &nodes).await;
+    let mut next = 1;
+    let mut term = 0;
+    for _ in 0..4 {
+        let old = leader(&replicas).await;
+        let old_term = replicas[&old].raft.metrics().borrow().current_term;
+        assert!(old_term > term, "term {old_term} after {term}");
+        term = old_term;
+        next = write(&replicas[&old].raft, next, 5).await;
+        stop(replicas.remove(&old).expect("the leader")).await;
+        let new = leader(&replicas).await;
+        assert_ne!(new, old);
+        next = write(&replicas[&new].raft, next, 5).await;
+        let back = start(
+            old,
+            &dirs[&old],
+            Arc::clone(&identities[&old]),
+            Arc::clone(&allowed),
+            ports[&old],
+        )
+        .await;
+        replicas.insert(old, back);
+        let index = replicas[&new]
+            .raft
+            .metrics()
+            .borrow()
+            .last_log_index
+            .expect("a log");
+        applied_everywhere(&replicas, index).await;
+    }
+    for replica in std::mem::take(&mut replicas).into_values() {
+        stop(replica).await;
+    }
+    let reference = journal(&dirs[&1]);
+    assert_eq!(
+        reference.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+        (1..next).collect::<Vec<_>>()
+    );
+    for dir in dirs.values() {
+        assert_eq!(journal(dir), reference, "{} differs", dir.display());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stranger_certificate_is_refused() {
     let root = tempfile::tempdir().expect("a temporary directory");
@@ -421,6 +494,7 @@ async fn a_replica_attests_only_the_seal_its_committed_log_holds() {
     let mut network = Network::new(
         Arc::clone(&identities[&first]),
         replicas[&first].endpoint.clone(),
+        Arc::new(ElectionClock::new()),
     );
     let mut peer = network.new_client(follower, &nodes[&follower]).await;
     let ttl = Duration::from_secs(2);

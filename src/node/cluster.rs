@@ -17,6 +17,7 @@ use zeroize::Zeroizing;
 use crate::envelope::SignedSeal;
 use crate::net::{Identity, replica_server_config, server_endpoint};
 use crate::replica::certificate::{AttestAnswer, Attestor, CommitCertificate, CommitKey};
+use crate::replica::election::{self, ElectionClock, ElectionTiming};
 use crate::replica::network::{AllowedPeers, Network, Peer, serve};
 use crate::replica::{LogStore, Proposal, ReplicaId, ReplicaNode, Replication, StateMachine};
 use crate::secret_file::load_or_create_key32;
@@ -133,15 +134,25 @@ pub(super) async fn start(
         // than openraft's default 200 ms for a large one.
         snapshot_max_chunk_size: 1 << 20,
         install_snapshot_timeout: 5_000,
+        // Our own timer decides when to stand (`replica::election`).
+        enable_elect: false,
         ..Default::default()
     }
     .validate()
     .map_err(replication_error)?;
-    let network = Network::new(Arc::clone(&identity), endpoint.clone());
+    let clock = Arc::new(ElectionClock::new());
+    let timing = ElectionTiming::of(&raft_config);
+    let network = Network::new(Arc::clone(&identity), endpoint.clone(), Arc::clone(&clock));
     let raft = Raft::new(cluster.id, Arc::new(raft_config), network, log, machine)
         .await
         .map_err(replication_error)?;
-    tokio::spawn(serve(endpoint.clone(), raft.clone(), Arc::clone(&attestor)));
+    tokio::spawn(serve(
+        endpoint.clone(),
+        raft.clone(),
+        Arc::clone(&attestor),
+        Arc::clone(&clock),
+    ));
+    tokio::spawn(election::run(raft.clone(), Arc::clone(&clock), timing));
     if cluster.bootstrap && !raft.is_initialized().await.map_err(replication_error)? {
         tracing::info!(members = nodes.len(), "starting a new cluster");
         raft.initialize(nodes).await.map_err(replication_error)?;
@@ -176,7 +187,7 @@ pub(super) async fn start(
     let certifier = Certifier {
         raft: raft.clone(),
         id,
-        network: Network::new(identity, endpoint.clone()),
+        network: Network::new(identity, endpoint.clone(), clock),
         attestor,
         sequencer: sequencer_key,
         peers: BTreeMap::new(),
@@ -391,17 +402,13 @@ async fn watch_role(
         let term = now.current_term;
         match (is_leader, leading) {
             (true, Some(t)) if t == term => {}
-            (true, _) => {
-                match tokio::time::timeout(Duration::from_secs(5), raft.ensure_linearizable()).await
-                {
-                    Ok(Ok(applied)) => {
-                        leading = Some(term);
-                        let _ = control.send(Control::Promote { term, applied });
-                    }
-                    Ok(Err(error)) => tracing::debug!(%error, "leading, but not confirmed yet"),
-                    Err(_) => tracing::warn!("leading, but the blank entry did not commit in 5 s"),
+            (true, _) => match confirm_leading(&raft, id, term).await {
+                Ok(applied) => {
+                    leading = Some(term);
+                    let _ = control.send(Control::Promote { term, applied });
                 }
-            }
+                Err(why) => tracing::debug!(why, "leading, but not confirmed yet"),
+            },
             (false, Some(_)) => {
                 leading = None;
                 let _ = control.send(Control::Demote);
@@ -413,6 +420,51 @@ async fn watch_role(
             return;
         }
     }
+}
+
+/// How long a new leader waits for its log to be committed and applied
+/// before it gives up leading for now (asked again at the next change).
+const CONFIRM_LEADING_MAX: Duration = Duration::from_secs(5);
+
+/// Confirms that this replica leads `term` and waits until every entry of
+/// its log — as it stood once confirmed — is committed and applied; returns
+/// the last applied entry (`spec/replication.md` §7).
+///
+/// The read barrier (`ensure_linearizable`) alone covers a newly elected
+/// leader, whose blank entry ends its log. It does not cover a leader that
+/// openraft restored at restart (its last vote was its own, committed):
+/// such a leader keeps its term, appends no blank entry, and its log may
+/// end with entries it appended before it stopped that are not committed
+/// yet. Their records are not in its journal, so a sequencer resumed before
+/// they are applied would give their LSNs to other records — and seal a
+/// batch without them.
+async fn confirm_leading(
+    raft: &Raft<Replication>,
+    id: ReplicaId,
+    term: u64,
+) -> Result<Option<openraft::LogId<ReplicaId>>, String> {
+    let read = match tokio::time::timeout(CONFIRM_LEADING_MAX, raft.ensure_linearizable()).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(error)) => return Err(error.to_string()),
+        Err(_) => return Err("the read barrier did not complete in 5 s".into()),
+    };
+    let last = raft.metrics().borrow().last_log_index;
+    let settled = raft
+        .wait(Some(CONFIRM_LEADING_MAX))
+        .metrics(
+            |m| {
+                m.current_term != term
+                    || m.current_leader != Some(id)
+                    || m.last_applied.map(|l| l.index) >= last
+            },
+            "the leader's log applied",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    if settled.current_term != term || settled.current_leader != Some(id) {
+        return Err("no longer leading".into());
+    }
+    Ok(read.max(settled.last_applied))
 }
 
 /// As the leader, how far each follower's log is behind the leader's last

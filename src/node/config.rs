@@ -86,9 +86,11 @@ pub struct ClusterConfig {
     /// is empty (exactly one replica of a new cluster says so).
     #[serde(default)]
     pub bootstrap: bool,
-    /// The election timeout's range, ms. Default `[100, 200]`: with
-    /// openraft's lease a new leader leads within about 0.4 s of the old
-    /// one's last heartbeat (`BENCHMARKS.md`, "Replication").
+    /// The election timeout's range, ms: each wait before standing is drawn
+    /// from it afresh, and its upper end is the lease a follower keeps to
+    /// its leader (`spec/replication.md` §7.1). Default `[100, 200]`: a new
+    /// leader leads within about 0.4 s of the old one's last heartbeat
+    /// (`BENCHMARKS.md`, "Replication").
     #[serde(default = "default_election_timeout_ms")]
     pub election_timeout_ms: [u64; 2],
     /// The leader's heartbeat, ms, which is also how long an append

@@ -19,6 +19,7 @@
 //!
 //! Layout: [`certificate`] the replicas' signatures over committed seals
 //! that keypers require; [`codec`] the byte layouts of entries and Raft messages;
+//! [`election`] when a replica stands for election;
 //! [`log_store`] the Raft log on disk ([`LogStore`]); [`machine`] the state
 //! machine over the local journal ([`StateMachine`]); [`network`] the
 //! replica-to-replica QUIC transport, mutually authenticated by pinned
@@ -26,6 +27,7 @@
 
 pub mod certificate;
 pub mod codec;
+pub mod election;
 pub mod log_store;
 pub mod machine;
 pub mod network;

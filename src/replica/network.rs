@@ -29,6 +29,7 @@ use super::codec::{
     decode_snapshot_response, decode_vote_response, encode_append_response,
     encode_snapshot_response, encode_vote_response, entry_len,
 };
+use super::election::ElectionClock;
 use super::{ReplicaId, ReplicaNode, Replication};
 use crate::envelope::SignedSeal;
 
@@ -80,11 +81,17 @@ pub enum TransportError {
 
 /// Answers the replica requests arriving at `endpoint` with `raft` (and
 /// requests to attest a committed seal with `attestor`) until the endpoint
-/// closes.
-pub async fn serve(endpoint: quinn::Endpoint, raft: Raft<Replication>, attestor: Arc<Attestor>) {
+/// closes, telling `clock` when a leader is heard from.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    raft: Raft<Replication>,
+    attestor: Arc<Attestor>,
+    clock: Arc<ElectionClock>,
+) {
     while let Some(incoming) = endpoint.accept().await {
         let raft = raft.clone();
         let attestor = Arc::clone(&attestor);
+        let clock = Arc::clone(&clock);
         tokio::spawn(async move {
             let connection = match incoming.await {
                 Ok(connection) => connection,
@@ -95,7 +102,13 @@ pub async fn serve(endpoint: quinn::Endpoint, raft: Raft<Replication>, attestor:
             };
             while let Ok((send, recv)) = connection.accept_bi().await {
                 let raft = raft.clone();
-                tokio::spawn(answer(raft, Arc::clone(&attestor), send, recv));
+                tokio::spawn(answer(
+                    raft,
+                    Arc::clone(&attestor),
+                    Arc::clone(&clock),
+                    send,
+                    recv,
+                ));
             }
         });
     }
@@ -104,6 +117,7 @@ pub async fn serve(endpoint: quinn::Endpoint, raft: Raft<Replication>, attestor:
 async fn answer(
     raft: Raft<Replication>,
     attestor: Arc<Attestor>,
+    clock: Arc<ElectionClock>,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
@@ -115,18 +129,39 @@ async fn answer(
         Ok(RaftRequest::Append(rpc)) => raft
             .append_entries(rpc)
             .await
-            .map(|r| encode_append_response(&r))
+            .map(|r| {
+                if !matches!(r, AppendEntriesResponse::HigherVote(_)) {
+                    clock.led();
+                }
+                encode_append_response(&r)
+            })
             .map_err(|e| e.to_string()),
-        Ok(RaftRequest::Vote(rpc)) => raft
-            .vote(rpc)
-            .await
-            .map(|r| encode_vote_response(&r))
-            .map_err(|e| e.to_string()),
-        Ok(RaftRequest::Snapshot(rpc)) => raft
-            .install_snapshot(rpc)
-            .await
-            .map(|r| encode_snapshot_response(&r))
-            .map_err(|e| e.to_string()),
+        Ok(RaftRequest::Vote(rpc)) => {
+            let (term, theirs) = (rpc.vote.leader_id().term, rpc.last_log_id);
+            raft.vote(rpc)
+                .await
+                .map(|r| {
+                    if r.vote_granted {
+                        clock.heard();
+                    } else if r.last_log_id > theirs {
+                        clock.outranked(term);
+                    }
+                    encode_vote_response(&r)
+                })
+                .map_err(|e| e.to_string())
+        }
+        Ok(RaftRequest::Snapshot(rpc)) => {
+            let vote = rpc.vote;
+            raft.install_snapshot(rpc)
+                .await
+                .map(|r| {
+                    if r.vote == vote {
+                        clock.led();
+                    }
+                    encode_snapshot_response(&r)
+                })
+                .map_err(|e| e.to_string())
+        }
         Ok(RaftRequest::Status) => Ok(status(&raft).encode()),
         Ok(RaftRequest::AddLearner { id, node }) => raft
             .add_learner(id, node, true)
@@ -214,6 +249,8 @@ pub async fn call(
         identity,
         endpoint: endpoint.clone(),
         connection: None,
+        // A one-off request: no election to time.
+        clock: Arc::new(ElectionClock::new()),
     };
     let result = peer.call(&request.encode(), ttl).await;
     if let Some(connection) = peer.connection.take() {
@@ -228,13 +265,23 @@ pub async fn call(
 pub struct Network {
     identity: Arc<Identity>,
     endpoint: quinn::Endpoint,
+    clock: Arc<ElectionClock>,
 }
 
 impl Network {
-    /// Dials from `endpoint` (which may also serve) as `identity`.
+    /// Dials from `endpoint` (which may also serve) as `identity`, telling
+    /// `clock` when a vote is refused for a longer log.
     #[must_use]
-    pub fn new(identity: Arc<Identity>, endpoint: quinn::Endpoint) -> Network {
-        Network { identity, endpoint }
+    pub fn new(
+        identity: Arc<Identity>,
+        endpoint: quinn::Endpoint,
+        clock: Arc<ElectionClock>,
+    ) -> Network {
+        Network {
+            identity,
+            endpoint,
+            clock,
+        }
     }
 }
 
@@ -248,6 +295,7 @@ impl RaftNetworkFactory<Replication> for Network {
             identity: Arc::clone(&self.identity),
             endpoint: self.endpoint.clone(),
             connection: None,
+            clock: Arc::clone(&self.clock),
         }
     }
 }
@@ -259,6 +307,7 @@ pub struct Peer {
     identity: Arc<Identity>,
     endpoint: quinn::Endpoint,
     connection: Option<quinn::Connection>,
+    clock: Arc<ElectionClock>,
 }
 
 impl Peer {
@@ -431,12 +480,17 @@ impl RaftNetwork<Replication> for Peer {
         option: RPCOption,
     ) -> Result<VoteResponse<ReplicaId>, RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId>>>
     {
+        let mine = rpc.last_log_id;
         let request = RaftRequest::Vote(rpc).encode();
         let body = self
             .call(&request, option.hard_ttl())
             .await
             .map_err(rpc_error)?;
-        decode_vote_response(&body).map_err(|e| rpc_error(self.failed(e)))
+        let response = decode_vote_response(&body).map_err(|e| rpc_error(self.failed(e)))?;
+        if !response.vote_granted && response.last_log_id > mine {
+            self.clock.refused_for_log();
+        }
+        Ok(response)
     }
 
     fn backoff(&self) -> openraft::network::Backoff {

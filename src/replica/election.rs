@@ -1,0 +1,481 @@
+//! The election timer (`spec/replication.md`, "Elections").
+//!
+//! openraft 0.9 draws a replica's election timeout once, when the process
+//! starts, and checks it on a tick every 1.5 heartbeats. Two survivors whose
+//! draws are close then stand in the same instant after every failed round:
+//! the slowest kills of a 20-kill failover run took 1.0–1.3 s, going through
+//! two or three terms without a leader. Raft draws a new timeout for every
+//! wait, so that a split vote is not repeated; this timer does that, and
+//! wakes at the instant the timeout passes instead of on the next tick.
+//!
+//! openraft's own timer is turned off (`Config::enable_elect = false`);
+//! [`run`] asks openraft to stand (`Trigger::elect`) when the time has come.
+//! The rest of the election — the lease a follower grants its leader, the
+//! votes, who wins — stays openraft's, so the timer decides only *when* a
+//! replica stands, never whether it may win.
+//!
+//! When a replica last heard from a leader it is told by the replica
+//! transport ([`ElectionClock::heard`]: an append or snapshot accepted, a vote
+//! granted) and by openraft's own view (its vote changed); that it lost a
+//! vote to a longer log by the vote's response
+//! ([`ElectionClock::refused_for_log`]).
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::{Raft, Vote};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{RngCore, SeedableRng};
+use tokio::sync::Notify;
+
+use super::{ReplicaId, Replication};
+
+/// The most terms a replica skips to stand above a candidate it refused
+/// (each is a vote written to disk).
+pub const STAND_ABOVE_TERMS_MAX: u64 = 4;
+
+/// When this replica last heard from a leader (or stood itself), whether a
+/// voter has since refused it for having the shorter log, and the highest
+/// term of a candidate it refused for having the shorter log.
+#[derive(Debug, Default)]
+pub struct ElectionClock {
+    state: Mutex<Option<Heard>>,
+    wake: Notify,
+}
+
+/// What the transport told the clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Heard {
+    /// When a leader was last heard from, a vote granted or changed, or
+    /// this replica stood.
+    pub at: Instant,
+    /// A voter refused this replica's vote for having the shorter log.
+    pub behind: bool,
+    /// The highest term of a candidate this replica refused for having the
+    /// shorter log.
+    pub outranked: Option<u64>,
+}
+
+impl Heard {
+    fn new(at: Instant) -> Heard {
+        Heard {
+            at,
+            behind: false,
+            outranked: None,
+        }
+    }
+}
+
+impl ElectionClock {
+    /// A clock that last heard from a leader now.
+    #[must_use]
+    pub fn new() -> ElectionClock {
+        ElectionClock::default()
+    }
+
+    /// A candidate was granted this replica's vote, or its vote changed:
+    /// the next election waits from now.
+    pub fn heard(&self) {
+        self.update(|heard| heard.at = Instant::now());
+    }
+
+    /// A leader's append or snapshot was accepted: the next election waits
+    /// from now, and what this replica learnt in the last election is
+    /// forgotten.
+    pub fn led(&self) {
+        self.update(|heard| *heard = Heard::new(Instant::now()));
+    }
+
+    /// A voter refused this replica's vote because its own log is longer:
+    /// the next election waits longer, so that a replica with the longer
+    /// log stands first.
+    pub fn refused_for_log(&self) {
+        self.update(|heard| heard.behind = true);
+    }
+
+    /// This replica refused a candidate of `term` because the candidate's
+    /// log is shorter: if no leader has been heard from within the lease,
+    /// it stands at once, above that term.
+    pub fn outranked(&self, term: u64) {
+        self.update(|heard| heard.outranked = heard.outranked.max(Some(term)));
+        self.wake.notify_one();
+    }
+
+    /// openraft saw a leader or changed its vote at `at`, later than the
+    /// clock knew.
+    fn heard_at(&self, at: Instant) {
+        self.update(|heard| heard.at = heard.at.max(at));
+    }
+
+    /// This replica stood at `at`: the next election waits from then, with
+    /// no handicap.
+    fn stood(&self, at: Instant) {
+        self.update(|heard| *heard = Heard::new(at));
+    }
+
+    /// What the clock holds; the candidate it outranked is taken (acted on
+    /// now or never).
+    fn take(&self) -> Heard {
+        let mut heard = Heard::new(Instant::now());
+        self.update(|state| {
+            heard = *state;
+            state.outranked = None;
+        });
+        heard
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Heard)) {
+        let mut state = match self.state.lock() {
+            Ok(state) => state,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        change(state.get_or_insert_with(|| Heard::new(Instant::now())));
+    }
+}
+
+/// How long a replica waits before it stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ElectionTiming {
+    /// The range each wait is drawn from, `[min, max)`.
+    pub timeout: (Duration, Duration),
+    /// How long a follower keeps to its leader after last hearing from it
+    /// (openraft's leader lease: a voter refuses other candidates as long).
+    pub lease: Duration,
+    /// What a replica refused for its shorter log waits more.
+    pub behind: Duration,
+}
+
+/// What the timer does next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Stand for election `times` times in a row (each a term higher),
+    /// ending at `term`.
+    Stand {
+        /// How many elections are started.
+        times: u64,
+        /// The term of the last.
+        term: u64,
+    },
+    /// Nothing to do before then.
+    WaitUntil(Instant),
+}
+
+impl ElectionTiming {
+    /// The timing openraft would use with `config`: the lease is
+    /// `election_timeout_max`, a replica behind waits twice that more.
+    #[must_use]
+    pub fn of(config: &openraft::Config) -> ElectionTiming {
+        let max = Duration::from_millis(config.election_timeout_max);
+        ElectionTiming {
+            timeout: (Duration::from_millis(config.election_timeout_min), max),
+            lease: max,
+            behind: max * 2,
+        }
+    }
+
+    /// A wait drawn from `rng`, uniform over `timeout` (the whole of `min`
+    /// if the range is empty).
+    pub fn draw(&self, rng: &mut impl RngCore) -> Duration {
+        let (min, max) = self.timeout;
+        let span = u64::try_from(max.saturating_sub(min).as_micros()).unwrap_or(u64::MAX);
+        if span == 0 {
+            return min;
+        }
+        min + Duration::from_micros(rng.next_u64() % span)
+    }
+
+    /// What a replica whose vote is `vote` and whose clock says `heard`
+    /// does at `now`, with the drawn `wait`:
+    ///
+    /// - it refused a candidate for its shorter log and has heard from no
+    ///   leader within the lease: it stands at once, a term above that
+    ///   candidate (whose own vote would otherwise split this term), if
+    ///   that is at most [`STAND_ABOVE_TERMS_MAX`] terms away;
+    /// - otherwise it stands once the drawn wait has passed since `heard.at`
+    ///   — after the lease as well if it follows a leader (its vote is
+    ///   committed), and [`ElectionTiming::behind`] later if a voter refused
+    ///   it for its shorter log.
+    #[must_use]
+    pub fn next(
+        &self,
+        vote: &Vote<ReplicaId>,
+        heard: &Heard,
+        wait: Duration,
+        now: Instant,
+    ) -> Next {
+        let term = vote.leader_id().term;
+        if let Some(candidate) = heard.outranked {
+            let unled = now >= heard.at + self.lease;
+            let times = (candidate + 1).saturating_sub(term);
+            if unled && (1..=STAND_ABOVE_TERMS_MAX).contains(&times) {
+                return Next::Stand {
+                    times,
+                    term: candidate + 1,
+                };
+            }
+        }
+        let mut at = heard.at + wait;
+        if vote.is_committed() {
+            at += self.lease;
+        }
+        if heard.behind {
+            at += self.behind;
+        }
+        if now >= at {
+            Next::Stand {
+                times: 1,
+                term: term + 1,
+            }
+        } else {
+            Next::WaitUntil(at)
+        }
+    }
+}
+
+/// Stands for election whenever `timing` says this replica has waited long
+/// enough without hearing from a leader, with a wait drawn afresh each
+/// time; returns when Raft stops. Needs openraft's own election timer off
+/// (`Config::enable_elect = false`).
+pub async fn run(raft: Raft<Replication>, clock: Arc<ElectionClock>, timing: ElectionTiming) {
+    let mut rng = ChaCha20Rng::from_entropy();
+    let mut metrics = raft.metrics();
+    let mut vote = metrics.borrow().vote;
+    let mut wait = timing.draw(&mut rng);
+    loop {
+        let now = metrics.borrow_and_update().clone();
+        if now.running_state.is_err() {
+            return;
+        }
+        if now.vote != vote {
+            // openraft restarts its own wait whenever its vote changes.
+            vote = now.vote;
+            clock.heard();
+        }
+        let voter = now
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == now.id);
+        if now.state.is_leader() || !voter {
+            clock.led();
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { return },
+                () = clock.wake.notified() => {}
+            }
+            continue;
+        }
+        let heard = clock.take();
+        let instant = Instant::now();
+        match timing.next(&vote, &heard, wait, instant) {
+            Next::Stand { times, term } => {
+                // Decided on a view a moment old: openraft may have granted
+                // a vote (or heard a leader) meanwhile, and standing now
+                // would depose the leader it just voted for. Read its vote,
+                // and when that last changed, in its core; the election
+                // command follows right behind on the same queue.
+                let Ok((current, touched)) = raft
+                    .with_raft_state(|state| (*state.vote_ref(), state.vote_last_modified()))
+                    .await
+                else {
+                    return;
+                };
+                if current != vote {
+                    continue;
+                }
+                if let Some(touched) = touched.map(tokio::time::Instant::into_std)
+                    && touched > heard.at
+                {
+                    clock.heard_at(touched);
+                    let heard = Heard {
+                        at: touched,
+                        ..heard
+                    };
+                    if !matches!(
+                        timing.next(&vote, &heard, wait, Instant::now()),
+                        Next::Stand { .. }
+                    ) {
+                        continue;
+                    }
+                }
+                tracing::info!(
+                    term,
+                    waited_ms = u64::try_from(instant.duration_since(heard.at).as_millis())
+                        .unwrap_or(u64::MAX),
+                    outranked = heard.outranked,
+                    "no leader heard from: standing for election"
+                );
+                for _ in 0..times {
+                    if raft.trigger().elect().await.is_err() {
+                        return;
+                    }
+                }
+                clock.stood(instant);
+                wait = timing.draw(&mut rng);
+            }
+            Next::WaitUntil(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(tokio::time::Instant::from_std(at)) => {}
+                    changed = metrics.changed() => if changed.is_err() { return },
+                    () = clock.wake.notified() => {}
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timing() -> ElectionTiming {
+        ElectionTiming::of(&openraft::Config {
+            election_timeout_min: 100,
+            election_timeout_max: 200,
+            heartbeat_interval: 30,
+            ..Default::default()
+        })
+    }
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_timing_is_openrafts() {
+        let timing = timing();
+        assert_eq!(timing.timeout, (ms(100), ms(200)));
+        assert_eq!(timing.lease, ms(200));
+        assert_eq!(timing.behind, ms(400));
+    }
+
+    #[test]
+    fn a_follower_waits_out_the_lease_and_a_replica_behind_waits_more() {
+        let timing = timing();
+        let t0 = Instant::now();
+        let wait = ms(130);
+        let follower = Vote::new_committed(8, 3);
+        let candidate = Vote::new(9, 1);
+        let heard = Heard::new(t0);
+        let behind = Heard {
+            behind: true,
+            ..heard
+        };
+        for (vote, heard, at) in [
+            (candidate, heard, t0 + ms(130)),
+            (follower, heard, t0 + ms(330)),
+            (follower, behind, t0 + ms(730)),
+            (candidate, behind, t0 + ms(530)),
+        ] {
+            assert_eq!(timing.next(&vote, &heard, wait, t0), Next::WaitUntil(at));
+            assert_eq!(
+                timing.next(&vote, &heard, wait, at - Duration::from_micros(1)),
+                Next::WaitUntil(at)
+            );
+            assert_eq!(
+                timing.next(&vote, &heard, wait, at),
+                Next::Stand {
+                    times: 1,
+                    term: vote.leader_id().term + 1
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn a_replica_that_refused_a_shorter_log_stands_above_it_once_its_lease_is_out() {
+        let timing = timing();
+        let t0 = Instant::now();
+        let follower = Vote::new_committed(8, 3);
+        let heard = Heard {
+            outranked: Some(9),
+            ..Heard::new(t0)
+        };
+        // Within the lease a leader may still be there: the usual wait.
+        assert_eq!(
+            timing.next(&follower, &heard, ms(150), t0 + ms(199)),
+            Next::WaitUntil(t0 + ms(350))
+        );
+        // After it: two elections in a row, to term 10, above the
+        // candidate's own vote in term 9.
+        assert_eq!(
+            timing.next(&follower, &heard, ms(150), t0 + ms(200)),
+            Next::Stand { times: 2, term: 10 }
+        );
+        // A candidate of a term this replica has passed: nothing to do.
+        let ahead = Vote::new(12, 1);
+        assert_eq!(
+            timing.next(&ahead, &heard, ms(250), t0 + ms(200)),
+            Next::WaitUntil(t0 + ms(250))
+        );
+        // Too many terms away: the usual wait.
+        let far = Heard {
+            outranked: Some(8 + STAND_ABOVE_TERMS_MAX),
+            ..heard
+        };
+        assert_eq!(
+            timing.next(&follower, &far, ms(150), t0 + ms(300)),
+            Next::WaitUntil(t0 + ms(350))
+        );
+        let near = Heard {
+            outranked: Some(7 + STAND_ABOVE_TERMS_MAX),
+            ..heard
+        };
+        assert_eq!(
+            timing.next(&follower, &near, ms(150), t0 + ms(300)),
+            Next::Stand {
+                times: STAND_ABOVE_TERMS_MAX,
+                term: 8 + STAND_ABOVE_TERMS_MAX
+            }
+        );
+    }
+
+    #[test]
+    fn every_wait_is_drawn_afresh_over_the_whole_range() {
+        let timing = timing();
+        let mut rng = ChaCha20Rng::seed_from_u64(7);
+        let draws: Vec<Duration> = (0..2000).map(|_| timing.draw(&mut rng)).collect();
+        assert!(draws.iter().all(|d| *d >= ms(100) && *d < ms(200)));
+        // Spread over the range: each tenth of it is drawn.
+        let mut tenths = [0u32; 10];
+        for draw in &draws {
+            let tenth = (draw.as_micros() - 100_000) / 10_000;
+            tenths[usize::try_from(tenth).unwrap_or(9)] += 1;
+        }
+        assert!(tenths.iter().all(|n| *n > 100), "{tenths:?}");
+    }
+
+    #[test]
+    fn an_empty_range_draws_its_minimum() {
+        let timing = ElectionTiming {
+            timeout: (ms(100), ms(100)),
+            lease: Duration::ZERO,
+            behind: Duration::ZERO,
+        };
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        assert_eq!(timing.draw(&mut rng), ms(100));
+    }
+
+    #[test]
+    fn the_clock_forgets_the_last_election_when_a_leader_is_heard_from() {
+        let clock = ElectionClock::new();
+        let before = clock.take().at;
+        clock.refused_for_log();
+        clock.outranked(9);
+        clock.outranked(7);
+        let heard = clock.take();
+        assert!(heard.behind);
+        assert_eq!(heard.outranked, Some(9));
+        assert_eq!(clock.take().outranked, None, "taken once");
+        // A vote granted or changed keeps the handicap …
+        clock.heard();
+        assert!(clock.take().at >= before);
+        assert!(clock.take().behind);
+        // … a leader heard from clears it.
+        clock.led();
+        assert!(!clock.take().behind);
+        clock.refused_for_log();
+        let later = Instant::now() + ms(5);
+        clock.stood(later);
+        assert_eq!(clock.take(), Heard::new(later));
+    }
+}
