@@ -1563,6 +1563,82 @@ fn exported_transcripts_verify_alone_and_tampering_is_caught() {
     assert!(Transcript::decode(&longer).is_err());
 }
 
+/// A journal in which a batch's envelopes are followed by a later batch's
+/// seal but never by their own — what a replica that lost a seal would
+/// hold — fails verify for that batch (the sequencer's replay refuses it).
+#[test]
+fn a_batch_left_unsealed_below_a_sealed_one_fails_verify() {
+    let mut world = World::new(22, CHECKPOINT_OFTEN);
+    world.boot();
+    world.fund();
+    world.pump_through_crashes();
+    for _ in 0..60 {
+        world.now += u64::from(world.rng.next_u32() % 40);
+        for _ in 0..1 + world.rng.next_u32() % 3 {
+            world.submit_one();
+        }
+        world.pump_through_crashes();
+    }
+    world.now += 1_000;
+    world.pump_through_crashes();
+    let records = records(&world.disk);
+    assert!(
+        verify_journal(records.iter().cloned())
+            .expect("verifies")
+            .all_ok()
+    );
+    // The first batch with envelopes that a later seal follows loses its
+    // seal and its result.
+    let decoded: Vec<SequencerRecord> = records
+        .iter()
+        .map(|(_, kind, payload)| SequencerRecord::decode(*kind, payload).expect("decodes"))
+        .collect();
+    let seals: Vec<BatchId> = decoded
+        .iter()
+        .filter_map(|r| match r {
+            SequencerRecord::Seal(seal) => Some(seal.e),
+            _ => None,
+        })
+        .collect();
+    assert!(seals.len() > 3, "only {} seals", seals.len());
+    let lost = seals[1];
+    let mut lsn = 0;
+    let cut: Vec<(u64, u8, Vec<u8>)> = records
+        .iter()
+        .zip(&decoded)
+        .filter(|(_, record)| match record {
+            SequencerRecord::Seal(seal) => seal.e != lost,
+            SequencerRecord::ResultPart(part) => part.e != lost,
+            _ => true,
+        })
+        .map(|((_, kind, payload), _)| {
+            lsn += 1;
+            (lsn, *kind, payload.clone())
+        })
+        .collect();
+    let report = verify_journal(cut).expect("verify reads it");
+    let verdict = report
+        .batches
+        .iter()
+        .find(|b| b.e == lost)
+        .expect("the unsealed batch is reported");
+    let reason = verdict.verdict.as_ref().expect_err("it fails");
+    assert!(
+        reason.contains(&format!("batch {} sealed before this batch", seals[2])),
+        "{reason}"
+    );
+    assert!(!report.all_ok());
+    // Every batch before it still verifies (later ones were cleared
+    // against balances its result had settled).
+    assert!(
+        report
+            .batches
+            .iter()
+            .filter(|b| b.e < lost)
+            .all(|b| b.verdict.is_ok())
+    );
+}
+
 /// A checkpoint that does not fit its journal is refused by recovery and
 /// reported by verify; its encoding round-trips and rejects disorder.
 #[test]

@@ -368,6 +368,23 @@ fn walk(
                 first_lsn.entry(e).or_insert(lsn);
             }
             SequencerRecord::Seal(seal) => {
+                // Seals are journaled in batch order: a batch below this one
+                // whose envelopes are journaled and that is not sealed yet
+                // never will be (the sequencer's own replay refuses this).
+                let skipped: Vec<BatchId> = collecting.range(..seal.e).map(|(e, _)| *e).collect();
+                for early in skipped {
+                    let envelopes = collecting.remove(&early).map_or(0, |v| v.len());
+                    report.batches.push(BatchVerdict {
+                        e: early,
+                        envelopes,
+                        fills: 0,
+                        verdict: Err(format!(
+                            "record {lsn}: batch {} sealed before this batch, whose envelopes are journaled",
+                            seal.e
+                        )),
+                        pending: false,
+                    });
+                }
                 let envelopes = collecting.remove(&seal.e).unwrap_or_default();
                 let verdict = check_seal(&genesis, &seal, &envelopes);
                 report.batches.push(BatchVerdict {
