@@ -213,6 +213,60 @@ impl Three {
     }
 }
 
+/// Starts replica `id` again from its directory and waits until every
+/// replica has applied the log of `leader` as it then stands.
+async fn rejoin(
+    replicas: &mut BTreeMap<ReplicaId, Replica>,
+    id: ReplicaId,
+    leader: ReplicaId,
+    dirs: &BTreeMap<ReplicaId, PathBuf>,
+    identities: &BTreeMap<ReplicaId, Arc<Identity>>,
+    allowed: &AllowedPeers,
+    ports: &BTreeMap<ReplicaId, u16>,
+) {
+    let back = start(
+        id,
+        &dirs[&id],
+        Arc::clone(&identities[&id]),
+        Arc::clone(allowed),
+        ports[&id],
+    )
+    .await;
+    replicas.insert(id, back);
+    let index = replicas[&leader]
+        .raft
+        .metrics()
+        .borrow()
+        .last_log_index
+        .expect("a log");
+    applied_everywhere(replicas, index).await;
+}
+
+/// Stops every replica; each journal must then hold exactly the records
+/// `1..next`, the same in all.
+async fn stop_all_and_compare(
+    replicas: &mut BTreeMap<ReplicaId, Replica>,
+    dirs: &BTreeMap<ReplicaId, PathBuf>,
+    next: u64,
+) {
+    for replica in std::mem::take(replicas).into_values() {
+        stop(replica).await;
+    }
+    let reference = journal(&dirs[&1]);
+    assert_eq!(
+        reference.iter().map(|r| r.lsn).collect::<Vec<_>>(),
+        (1..next).collect::<Vec<_>>()
+    );
+    for dir in dirs.values() {
+        assert_eq!(
+            journal(dir),
+            reference,
+            "{} holds other records",
+            dir.display()
+        );
+    }
+}
+
 /// Starts the three and initialises the cluster through the first.
 async fn start_three(
     dirs: &BTreeMap<ReplicaId, PathBuf>,
@@ -265,22 +319,16 @@ async fn three_replicas_commit_fail_over_and_catch_up() {
     let next = write(&replicas[&second].raft, next, 30).await;
 
     // It comes back and catches up.
-    let back = start(
+    rejoin(
+        &mut replicas,
         first,
-        &dirs[&first],
-        Arc::clone(&identities[&first]),
-        Arc::clone(&allowed),
-        ports[&first],
+        second,
+        &dirs,
+        &identities,
+        &allowed,
+        &ports,
     )
     .await;
-    replicas.insert(first, back);
-    let index = replicas[&second]
-        .raft
-        .metrics()
-        .borrow()
-        .last_log_index
-        .expect("a log");
-    applied_everywhere(&replicas, index).await;
 
     // A follower loses its disk: it is removed, wiped, and added back as a
     // new learner, then voter; the leader's log was purged below its
@@ -331,23 +379,7 @@ async fn three_replicas_commit_fail_over_and_catch_up() {
     let snapshot = replicas[&wiped].raft.metrics().borrow().snapshot;
     assert!(snapshot.is_some(), "the wiped replica installed a snapshot");
 
-    for replica in std::mem::take(&mut replicas).into_values() {
-        stop(replica).await;
-    }
-    let expected: Vec<u64> = (1..next).collect();
-    let reference = journal(&dirs[&1]);
-    assert_eq!(
-        reference.iter().map(|r| r.lsn).collect::<Vec<_>>(),
-        expected
-    );
-    for dir in dirs.values() {
-        assert_eq!(
-            journal(dir),
-            reference,
-            "{} holds other records",
-            dir.display()
-        );
-    }
+    stop_all_and_compare(&mut replicas, &dirs, next).await;
 }
 
 /// openraft's own election timer is off (`enable_elect = false`): every
@@ -377,34 +409,18 @@ async fn each_stopped_leader_is_replaced_by_the_election_timer() {
         let new = leader(&replicas).await;
         assert_ne!(new, old);
         next = write(&replicas[&new].raft, next, 5).await;
-        let back = start(
+        rejoin(
+            &mut replicas,
             old,
-            &dirs[&old],
-            Arc::clone(&identities[&old]),
-            Arc::clone(&allowed),
-            ports[&old],
+            new,
+            &dirs,
+            &identities,
+            &allowed,
+            &ports,
         )
         .await;
-        replicas.insert(old, back);
-        let index = replicas[&new]
-            .raft
-            .metrics()
-            .borrow()
-            .last_log_index
-            .expect("a log");
-        applied_everywhere(&replicas, index).await;
     }
-    for replica in std::mem::take(&mut replicas).into_values() {
-        stop(replica).await;
-    }
-    let reference = journal(&dirs[&1]);
-    assert_eq!(
-        reference.iter().map(|r| r.lsn).collect::<Vec<_>>(),
-        (1..next).collect::<Vec<_>>()
-    );
-    for dir in dirs.values() {
-        assert_eq!(journal(dir), reference, "{} differs", dir.display());
-    }
+    stop_all_and_compare(&mut replicas, &dirs, next).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

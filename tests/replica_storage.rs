@@ -210,3 +210,41 @@ async fn entries_appended_while_the_log_is_rewritten_are_in_the_new_file() {
         assert_eq!(e, &large_entry(e.log_id.index));
     }
 }
+
+/// A record whose LSN the journal already held when it was opened is
+/// skipped (an entry applied again after a restart); one at an LSN given
+/// since — two records at one LSN — is refused.
+#[tokio::test]
+async fn only_records_held_before_the_journal_opened_are_skipped() {
+    use openraft::storage::RaftStateMachine;
+
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let open = || {
+        StateMachine::open(&dir.path().join("journal"), &dir.path().join("raft"))
+            .expect("the state machine opens")
+    };
+    let normal = |index: u64, first: u64, count: u64| Entry::<Replication> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+        payload: EntryPayload::Normal(proposal(first, count)),
+    };
+    let mut machine = open();
+    machine
+        .apply([normal(1, 1, 3), normal(2, 4, 2)])
+        .await
+        .expect("applied");
+    assert_eq!(machine.next_lsn(), 6);
+    let twice = machine.apply([normal(3, 5, 3)]).await;
+    assert!(twice.is_err(), "LSN 5 given twice in one run");
+    drop(machine);
+
+    // After a restart the same entries are applied again: skipped.
+    let mut machine = open();
+    assert_eq!(machine.next_lsn(), 6);
+    machine
+        .apply([normal(1, 1, 3), normal(2, 4, 2), normal(3, 6, 2)])
+        .await
+        .expect("applied again, then the next entry");
+    assert_eq!(machine.next_lsn(), 8);
+    assert!(machine.apply([normal(4, 7, 2)]).await.is_err());
+    assert!(machine.apply([normal(4, 9, 1)]).await.is_err(), "a gap");
+}

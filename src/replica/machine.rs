@@ -4,7 +4,9 @@
 //!
 //! What has been applied survives a restart through the journal itself
 //! (re-applying an entry skips every record whose LSN the journal already
-//! has) and the applied-state file, written with each snapshot and each
+//! held when it was opened; a record at an LSN given since then is refused,
+//! and the replica stops rather than keep two records at one LSN) and the
+//! applied-state file, written with each snapshot and each
 //! membership change. The records are durable in the Raft log before they
 //! are applied, so the journal is synced only when asked
 //! ([`Syncing::WhenAsked`]): before a checkpoint, before the applied state
@@ -110,6 +112,11 @@ pub struct StateMachine {
     raft_dir: PathBuf,
     writer: Option<JournalWriter<ReplicaStorage>>,
     durable_lsn: Lsn,
+    /// The journal's next LSN when it was opened (or replaced by a
+    /// snapshot): an entry applied again after a restart skips its records
+    /// below it; a record below the journal's next LSN but not below this
+    /// one would be a second record at an LSN this run already gave.
+    reapply_below: Lsn,
     last_applied: Option<LogId<ReplicaId>>,
     membership: StoredMembership<ReplicaId, ReplicaNode>,
     snapshot: Option<SnapshotMeta<ReplicaId, ReplicaNode>>,
@@ -243,6 +250,7 @@ impl StateMachine {
             raft_dir: raft_dir.to_path_buf(),
             writer: Some(writer),
             durable_lsn,
+            reapply_below: durable_lsn + 1,
             last_applied,
             membership,
             snapshot,
@@ -387,19 +395,21 @@ impl StateMachine {
     }
 
     fn apply_proposal(&mut self, log_id: &LogId<ReplicaId>, proposal: &Proposal) -> Result<()> {
+        let reapply_below = self.reapply_below;
         for (lsn, kind, payload) in proposal.records() {
             self.seal_applied(kind, payload);
             let writer = self.writer()?;
             let next = writer.next_lsn();
-            if lsn < next {
+            if lsn < next && lsn < reapply_below {
                 // Applied before a restart: the journal has it.
                 continue;
             }
-            if lsn > next {
+            if lsn != next {
                 return Err(StorageIOError::apply(
                     *log_id,
                     io_err(format!(
-                        "entry record LSN {lsn}, but the journal is at LSN {next}"
+                        "entry record LSN {lsn}, but the journal is at LSN {next} (a record \
+                         below it is skipped only if it was applied before the journal was opened)"
                     )),
                 )
                 .into());
@@ -723,6 +733,7 @@ impl RaftStateMachine<Replication> for StateMachine {
                 .map_err(sm_write)?;
         }
         self.durable_lsn = journal.next_lsn() - 1;
+        self.reapply_below = journal.next_lsn();
         self.writer = Some(
             JournalWriter::spawn_syncing(journal, true, Syncing::WhenAsked).map_err(sm_write)?,
         );
