@@ -258,6 +258,12 @@ fn a_cluster_section_parses_and_bad_ones_are_refused() {
         format!(
             "[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nelection_timeout_ms = [300, 300]\n{members}"
         ),
+        format!(
+            "[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nelection_timeout_ms = [100, 60001]\n{members}"
+        ),
+        format!(
+            "[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nelection_timeout_ms = [100, 9223372036854775807]\n{members}"
+        ),
         format!("[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nentries_in_flight = 0\n{members}"),
         format!(
             "[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nentries_in_flight = 1025\n{members}"

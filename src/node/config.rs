@@ -128,6 +128,9 @@ pub struct ClusterMember {
     pub fingerprint: String,
 }
 
+/// The most `[cluster] election_timeout_ms[1]` may be, ms (a minute).
+pub const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
+
 /// The most `[cluster] entries_in_flight` may be.
 pub const ENTRIES_IN_FLIGHT_MAX: usize = 1024;
 
@@ -194,10 +197,15 @@ impl ClusterConfig {
             return Err(invalid("at most 64 members".into()));
         }
         let [low, high] = self.election_timeout_ms;
-        if self.heartbeat_ms == 0 || low <= self.heartbeat_ms || high <= low {
-            return Err(invalid(
-                "need 0 < heartbeat_ms < election_timeout_ms[0] < election_timeout_ms[1]".into(),
-            ));
+        if self.heartbeat_ms == 0
+            || low <= self.heartbeat_ms
+            || high <= low
+            || high > ELECTION_TIMEOUT_MS_MAX
+        {
+            return Err(invalid(format!(
+                "need 0 < heartbeat_ms < election_timeout_ms[0] < election_timeout_ms[1] \
+                 <= {ELECTION_TIMEOUT_MS_MAX}"
+            )));
         }
         if self.snapshot_every_entries == 0 {
             return Err(invalid("snapshot_every_entries must be at least 1".into()));

@@ -181,7 +181,7 @@ impl ElectionTiming {
         if span == 0 {
             return min;
         }
-        min + Duration::from_micros(rng.next_u64() % span)
+        min.saturating_add(Duration::from_micros(rng.next_u64() % span))
     }
 
     /// What a replica whose vote is `vote` and whose clock says `heard`
@@ -204,27 +204,33 @@ impl ElectionTiming {
         now: Instant,
     ) -> Next {
         let term = vote.leader_id().term;
-        if let Some(candidate) = heard.outranked {
-            let unled = now >= heard.at + self.lease;
-            let times = (candidate + 1).saturating_sub(term);
+        // A term is a peer's number: no arithmetic on it may overflow.
+        if let Some(above) = heard.outranked.and_then(|c| c.checked_add(1)) {
+            let unled = heard
+                .at
+                .checked_add(self.lease)
+                .is_some_and(|end| now >= end);
+            let times = above.saturating_sub(term);
             if unled && (1..=STAND_ABOVE_TERMS_MAX).contains(&times) {
-                return Next::Stand {
-                    times,
-                    term: candidate + 1,
-                };
+                return Next::Stand { times, term: above };
             }
         }
-        let mut at = heard.at + wait;
+        let mut wait = wait;
         if vote.is_committed() {
-            at += self.lease;
+            wait = wait.saturating_add(self.lease);
         }
         if heard.behind {
-            at += self.behind;
+            wait = wait.saturating_add(self.behind);
         }
+        // Beyond what an `Instant` can hold: a year is as good as never.
+        let at = heard
+            .at
+            .checked_add(wait)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 24 * 3600));
         if now >= at {
             Next::Stand {
                 times: 1,
-                term: term + 1,
+                term: term.saturating_add(1),
             }
         } else {
             Next::WaitUntil(at)
@@ -426,6 +432,37 @@ mod tests {
                 times: STAND_ABOVE_TERMS_MAX,
                 term: 8 + STAND_ABOVE_TERMS_MAX
             }
+        );
+    }
+
+    #[test]
+    fn extreme_terms_and_timeouts_do_not_overflow() {
+        let t0 = Instant::now();
+        let huge = ElectionTiming {
+            timeout: (ms(1), Duration::MAX),
+            lease: Duration::MAX,
+            behind: Duration::MAX,
+        };
+        let heard = Heard {
+            outranked: Some(u64::MAX),
+            behind: true,
+            ..Heard::new(t0)
+        };
+        let vote = Vote::new_committed(u64::MAX, 1);
+        assert!(matches!(
+            huge.next(&vote, &heard, Duration::MAX, t0),
+            Next::WaitUntil(at) if at > t0
+        ));
+        let mut rng = ChaCha20Rng::seed_from_u64(3);
+        assert!(huge.draw(&mut rng) >= ms(1));
+        // A peer's term at the top of the range: nothing to stand above.
+        let heard = Heard {
+            outranked: Some(u64::MAX),
+            ..Heard::new(t0)
+        };
+        assert_eq!(
+            timing().next(&Vote::new_committed(7, 1), &heard, ms(100), t0 + ms(250)),
+            Next::WaitUntil(t0 + ms(300))
         );
     }
 
