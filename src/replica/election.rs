@@ -286,6 +286,10 @@ pub async fn run(raft: Raft<Replication>, clock: Arc<ElectionClock>, timing: Ele
                     return;
                 };
                 if current != vote {
+                    // Its vote changed since the metrics said: the wait
+                    // starts again from now (as openraft's own would), and
+                    // the metrics catch up meanwhile.
+                    clock.heard();
                     continue;
                 }
                 if let Some(touched) = touched.map(tokio::time::Instant::into_std)

@@ -397,14 +397,10 @@ impl StateMachine {
     fn apply_proposal(&mut self, log_id: &LogId<ReplicaId>, proposal: &Proposal) -> Result<()> {
         let reapply_below = self.reapply_below;
         for (lsn, kind, payload) in proposal.records() {
-            self.seal_applied(kind, payload);
-            let writer = self.writer()?;
-            let next = writer.next_lsn();
-            if lsn < next && lsn < reapply_below {
-                // Applied before a restart: the journal has it.
-                continue;
-            }
-            if lsn != next {
+            let next = self.next_lsn();
+            // Applied before a restart: the journal has it.
+            let again = lsn < next && lsn < reapply_below;
+            if lsn != next && !again {
                 return Err(StorageIOError::apply(
                     *log_id,
                     io_err(format!(
@@ -414,7 +410,12 @@ impl StateMachine {
                 )
                 .into());
             }
-            writer
+            // Only a record this journal holds counts as an applied seal.
+            self.seal_applied(kind, payload);
+            if again {
+                continue;
+            }
+            self.writer()?
                 .append(kind, payload.to_vec())
                 .map_err(|e| StorageIOError::apply(*log_id, io_err(e)))?;
         }
