@@ -7,6 +7,8 @@
 //! refused.
 #![allow(clippy::disallowed_methods)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -153,13 +155,6 @@ fn journal(dir: &Path) -> Vec<Record> {
     recovery.records.map(|r| r.expect("a record")).collect()
 }
 
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// Three replicas' directories, identities, ports and membership.
 struct Three {
     dirs: BTreeMap<ReplicaId, PathBuf>,
@@ -183,7 +178,8 @@ impl Three {
                 )
             })
             .collect();
-        let ports: BTreeMap<ReplicaId, u16> = dirs.keys().map(|&id| (id, free_port())).collect();
+        let ports: BTreeMap<ReplicaId, u16> =
+            dirs.keys().map(|&id| (id, common::free_port())).collect();
         let allowed: AllowedPeers = Arc::new(RwLock::new(
             identities
                 .values()
@@ -430,7 +426,7 @@ async fn a_stranger_certificate_is_refused() {
     let stranger =
         Arc::new(Identity::load_or_create(&root.path().join("stranger")).expect("identity"));
     let allowed: AllowedPeers = Arc::new(RwLock::new(BTreeSet::from([member.fingerprint])));
-    let port = free_port();
+    let port = common::free_port();
     let replica = start(
         1,
         &root.path().join("r1"),

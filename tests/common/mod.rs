@@ -24,12 +24,24 @@ use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{BatchOutcome, ResultAssembler, SequencerRecord};
 use sealbatch::types::{MarketId, Side};
 
-/// A UDP port free on loopback now.
+/// A UDP port free on loopback now and never handed out before in this
+/// process: a replica or node stopped and started again binds its port
+/// anew, and tests running side by side must not be given it meanwhile.
 pub fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    loop {
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if GIVEN
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
 }
 
 /// Starts `sealbatch run` on `dir`, listening on `port`, with the TOML
