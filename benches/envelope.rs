@@ -42,6 +42,7 @@ fn orders(n: usize) -> Vec<OrderSpec> {
 }
 
 struct Setup {
+    deployment: DeploymentId,
     sequencer: SequencerKey,
     master: MasterSecret,
     batch_key: BatchPublicKey,
@@ -54,6 +55,7 @@ fn setup() -> Setup {
     let c = EmbeddedCustodian::new(master.clone(), sequencer.public_key(), SCHEDULE);
     let batch_key = c.public_key(0).unwrap();
     Setup {
+        deployment: DeploymentId::of(&sequencer.public_key(), &SCHEDULE),
         sequencer,
         master,
         batch_key,
@@ -75,9 +77,17 @@ fn envelopes_from(s: &Setup, count: usize, n: usize, accounts: usize) -> Vec<Vec
             let mut key_rng = ChaCha20Rng::seed_from_u64((i % accounts) as u64);
             let account = sealbatch::envelope::generate_account_key(&mut key_rng);
             let mut rng = ChaCha20Rng::seed_from_u64((1 << 32) + i as u64);
-            seal_bundle(&mut rng, &account, 0, &s.batch_key, i as u64, &o)
-                .unwrap()
-                .into_bytes()
+            seal_bundle(
+                &mut rng,
+                &account,
+                &s.deployment,
+                0,
+                &s.batch_key,
+                i as u64,
+                &o,
+            )
+            .unwrap()
+            .into_bytes()
         })
         .collect()
 }
@@ -170,7 +180,7 @@ fn cpu_ratio(c: &mut Criterion) {
     for n in [1usize, 16, 64, 256] {
         let o = orders(n);
         let account = sealbatch::envelope::generate_account_key(&mut rng);
-        let env = seal_bundle(&mut rng, &account, 0, &s.batch_key, 0, &o)
+        let env = seal_bundle(&mut rng, &account, &s.deployment, 0, &s.batch_key, 0, &o)
             .unwrap()
             .into_bytes();
         let key = release(&s, std::slice::from_ref(&env));
@@ -232,9 +242,11 @@ fn single(c: &mut Criterion) {
         let mut rng = ChaCha20Rng::seed_from_u64(3);
         let account = sealbatch::envelope::generate_account_key(&mut rng);
         g.bench_with_input(BenchmarkId::new("seal", n), &n, |b, _| {
-            b.iter(|| seal_bundle(&mut rng, &account, 0, &s.batch_key, 0, &o).unwrap())
+            b.iter(|| {
+                seal_bundle(&mut rng, &account, &s.deployment, 0, &s.batch_key, 0, &o).unwrap()
+            })
         });
-        let env = seal_bundle(&mut rng, &account, 0, &s.batch_key, 0, &o)
+        let env = seal_bundle(&mut rng, &account, &s.deployment, 0, &s.batch_key, 0, &o)
             .unwrap()
             .into_bytes();
         let key = release(&s, std::slice::from_ref(&env));
@@ -323,7 +335,7 @@ fn forged(s: &Setup, i: u64, n: usize) -> Vec<u8> {
     let mut plaintext = body.clone();
     plaintext.extend_from_slice(
         &signer
-            .sign(&layout::bundle_signature_message(0, &body))
+            .sign(&layout::bundle_signature_message(&s.deployment, 0, &body))
             .to_bytes(),
     );
     plaintext.resize(padded_len(n).unwrap(), 0);

@@ -1,7 +1,10 @@
 //! Keyper benchmarks: a window's key generation per key (per batch) and per
 //! keyper — dealing, checking and opening every dealing received, summing —
 //! for committees of 5, 7 and 16; the sequencer's check of one dealing;
-//! and combining `t` released shares into `s_e` with every share checked.
+//! combining `t` released shares into `s_e` with every share checked; and
+//! what release attestations cost a client per batch result — checking `t`
+//! keypers' attestations of its seal (`spec/keyper.md` §9) — for
+//! committees of 5, 16 and 64 (their bytes are printed once).
 //!
 //! `cargo bench --bench keyper` (~1 minute on 2 idle cores), or filter, e.g.
 //! `cargo bench --bench keyper -- n7`. Throughput is in keys (batches): a
@@ -34,7 +37,12 @@ fn committee(n: usize) -> (Committee, Vec<Scalar>) {
         });
         keys.push((signing.verifying_key().to_bytes(), decryption));
     }
-    let committee = Committee::new(Committee::default_threshold(n), members).unwrap();
+    let committee = Committee::new(
+        Committee::default_threshold(n),
+        members,
+        sealbatch::envelope::DeploymentId([1; 32]),
+    )
+    .unwrap();
     keys.sort_by_key(|(k, _)| committee.index_of(k).unwrap());
     (committee, keys.into_iter().map(|(_, d)| d).collect())
 }
@@ -144,11 +152,71 @@ fn combine(c: &mut Criterion) {
     g.finish();
 }
 
+/// A client's check of a result's release attestations: `t` strict
+/// Ed25519 verifications over the seal's release message, per batch.
+fn attestations(c: &mut Criterion) {
+    use sealbatch::envelope::{MerkleRoot, ReleaseAttestation, SealStatement};
+    use sealbatch::keyper::attestation::{ATTESTATION_LEN, attest};
+
+    let mut g = c.benchmark_group("keyper_attestations");
+    for n in [5usize, 16, 64] {
+        let mut rng = ChaCha20Rng::seed_from_u64(n as u64);
+        let signers: Vec<_> = (0..n)
+            .map(|_| sealbatch::envelope::generate_account_key(&mut rng))
+            .collect();
+        let members = signers
+            .iter()
+            .map(|k| Member {
+                signing_key: k.verifying_key().to_bytes(),
+                encryption_key: RistrettoPoint::mul_base(&random_scalar(&mut rng))
+                    .compress()
+                    .to_bytes(),
+            })
+            .collect();
+        let committee = Committee::new(
+            Committee::default_threshold(n),
+            members,
+            sealbatch::envelope::DeploymentId([1; 32]),
+        )
+        .unwrap();
+        let seal = SealStatement {
+            e: 42,
+            count: 1_000,
+            root: MerkleRoot([9; 32]),
+        };
+        let t = committee.threshold();
+        let mut release: Vec<ReleaseAttestation> = signers
+            .iter()
+            .map(|k| {
+                let keyper = committee.index_of(&k.verifying_key().to_bytes()).unwrap();
+                ReleaseAttestation {
+                    keyper,
+                    signature: attest(k, &committee, &seal),
+                }
+            })
+            .collect();
+        release.sort_unstable();
+        release.truncate(t);
+        eprintln!(
+            "n = {n}, t = {t}: {} bytes of attestations per batch result",
+            2 + ATTESTATION_LEN * t
+        );
+        g.throughput(Throughput::Elements(1));
+        g.bench_function(BenchmarkId::new("check_t", format!("n{n}")), |b| {
+            b.iter(|| {
+                sealbatch::keyper::check_attestations(&committee, &seal, black_box(&release))
+                    .unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = generation, combine
+    targets = generation, combine, attestations
 }
 criterion_main!(benches);

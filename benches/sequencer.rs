@@ -95,6 +95,7 @@ fn setup(count: usize) -> Setup {
             seal_bundle(
                 &mut rng,
                 &traders[i % TRADERS],
+                &g.deployment(),
                 0,
                 &public,
                 i as u64,

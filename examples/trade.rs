@@ -95,7 +95,15 @@ async fn trade(listen: SocketAddr, fingerprint: [u8; 32]) -> Result<(), Error> {
             qty,
             client_order_id: 1,
         }];
-        let envelope = seal_bundle(&mut OsRng, trader, e, &key, nonce as u64, &orders)?;
+        let envelope = seal_bundle(
+            &mut OsRng,
+            trader,
+            &schedule.deployment(),
+            e,
+            &key,
+            nonce as u64,
+            &orders,
+        )?;
         // The receipt comes only once the envelope is fsynced, signed by the
         // sequencer over (batch, commitment); the client checks it.
         let receipt = client.submit(envelope.into_bytes()).await?;

@@ -168,6 +168,12 @@ pub struct KeyperMetrics {
     pub links: Counter,
     /// Whether the link is up now.
     pub connected: Gauge,
+    /// Pairs of seals the sequencer signed for one batch (evidence kept,
+    /// journaled and served at `/evidence`).
+    pub evidence: Gauge,
+    /// Times the keyper read the log again from its start because a log
+    /// keeper's log ended before the position it had reached.
+    pub rewinds: Counter,
     /// Journal append + fsync.
     pub journal_seconds: prometheus_client::metrics::histogram::Histogram,
     registry: prometheus_client::registry::Registry,
@@ -184,6 +190,8 @@ impl Default for KeyperMetrics {
             posts: Counter::default(),
             links: Counter::default(),
             connected: Gauge::default(),
+            evidence: Gauge::default(),
+            rewinds: Counter::default(),
             journal_seconds: prometheus_client::metrics::histogram::Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(0.000_05, 2.0, 16),
             ),
@@ -226,6 +234,11 @@ impl Default for KeyperMetrics {
                 "Links to the sequencer opened",
                 &m.links,
             ),
+            (
+                "sealbatch_keyper_log_rewinds",
+                "Reads of the log again from its start (a log keeper whose log ended before the position reached)",
+                &m.rewinds,
+            ),
         ] {
             registry.register(name, help, counter.clone());
         }
@@ -233,6 +246,11 @@ impl Default for KeyperMetrics {
             "sealbatch_keyper_connected",
             "Whether the link to the sequencer is up",
             m.connected.clone(),
+        );
+        registry.register(
+            "sealbatch_keyper_evidence_pairs",
+            "Pairs of seals the sequencer signed for one batch, kept as evidence (GET /evidence)",
+            m.evidence.clone(),
         );
         registry.register(
             "sealbatch_keyper_journal_seconds",
@@ -292,6 +310,34 @@ pub enum KeyperProcessError {
     /// The QUIC client.
     #[error("network: {0}")]
     Net(#[from] crate::net::NetError),
+    /// The keyper found its own state wrong while running (it cannot read
+    /// its shares): it stops instead of hurting the committee.
+    #[error("{0}")]
+    Fault(#[from] crate::keyper::KeyperFault),
+}
+
+/// `keyper run`'s exit status when the journal failed (as the sequencer's).
+pub const EXIT_KEYPER_STORAGE: u8 = 74;
+/// `keyper run`'s exit status when its configuration, keys or journal
+/// cannot be used — restarting will not help until they are fixed.
+pub const EXIT_KEYPER_CONFIG: u8 = 78;
+
+impl KeyperProcessError {
+    /// The process's exit status for this error: [`EXIT_KEYPER_STORAGE`]
+    /// for a journal that failed, [`EXIT_KEYPER_CONFIG`] for a
+    /// configuration, key, journal or keyper state that cannot be used, 1
+    /// otherwise (restart it).
+    #[must_use]
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            KeyperProcessError::Journal(_) => EXIT_KEYPER_STORAGE,
+            KeyperProcessError::Config(_)
+            | KeyperProcessError::SecretFile(_)
+            | KeyperProcessError::Record { .. }
+            | KeyperProcessError::Fault(_) => EXIT_KEYPER_CONFIG,
+            KeyperProcessError::Io { .. } | KeyperProcessError::Net(_) => 1,
+        }
+    }
 }
 
 impl KeyperConfig {
@@ -326,14 +372,15 @@ fn random_seed() -> Zeroizing<[u8; 32]> {
 }
 
 /// Creates the keyper's keys in `dir` (or reads them if they exist) and
-/// returns its public keys.
+/// returns its public keys. Only `init` creates keys: [`run`] refuses to
+/// start without them.
 ///
 /// # Errors
 ///
 /// [`KeyperProcessError`] for a directory or key file that cannot be made
 /// or read.
 pub fn init(dir: &Path) -> Result<KeyperPublic, KeyperProcessError> {
-    let (signing, decryption) = load_keys(dir)?;
+    let (signing, decryption) = load_keys(dir, true)?;
     Ok(KeyperPublic {
         signing: signing.verifying_key().to_bytes(),
         encryption: curve25519_dalek::RistrettoPoint::mul_base(&decryption)
@@ -342,11 +389,29 @@ pub fn init(dir: &Path) -> Result<KeyperPublic, KeyperProcessError> {
     })
 }
 
-fn load_keys(dir: &Path) -> Result<(SigningKey, Scalar), KeyperProcessError> {
-    std::fs::create_dir_all(dir).map_err(|source| KeyperProcessError::Io {
-        path: dir.to_path_buf(),
-        source,
-    })?;
+/// The keyper's keys from `dir`, created first if `create` (`init` only:
+/// a key recreated silently by `run` would not be the committee's entry).
+fn load_keys(
+    dir: &Path,
+    create: bool,
+) -> Result<(SigningKey, Zeroizing<Scalar>), KeyperProcessError> {
+    if create {
+        std::fs::create_dir_all(dir).map_err(|source| KeyperProcessError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+    } else {
+        for file in [SIGNING_KEY_FILE, DECRYPTION_KEY_FILE] {
+            let path = dir.join(file);
+            if !path.exists() {
+                return Err(KeyperProcessError::Config(format!(
+                    "{} does not exist: `sealbatch keyper init --dir {}` creates a keyper's keys, and the committee must list them",
+                    path.display(),
+                    dir.display()
+                )));
+            }
+        }
+    }
     let seed = load_or_create_key32(&dir.join(SIGNING_KEY_FILE), random_seed)?;
     let decryption = load_or_create_key32(&dir.join(DECRYPTION_KEY_FILE), || {
         Zeroizing::new(random_scalar(&mut rand_core::OsRng).to_bytes())
@@ -359,7 +424,7 @@ fn load_keys(dir: &Path) -> Result<(SigningKey, Scalar), KeyperProcessError> {
                 dir.join(DECRYPTION_KEY_FILE).display()
             ))
         })?;
-    Ok((SigningKey::from_bytes(&seed), scalar))
+    Ok((SigningKey::from_bytes(&seed), Zeroizing::new(scalar)))
 }
 
 fn hex32(text: &str, what: &str) -> Result<[u8; 32], KeyperProcessError> {
@@ -427,10 +492,16 @@ impl State {
         tokio::task::spawn_blocking(move || {
             let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
             let Core { node, rng } = &mut *core;
-            node.handle_log(rng, entries.iter().map(|(p, e)| (*p, e)));
+            node.handle_log(
+                rng,
+                crate::node::now_ms(),
+                entries.iter().map(|(p, e)| (*p, e)),
+            );
+            node.fault().cloned()
         })
         .await
-        .map_err(|e| KeyperProcessError::Config(format!("log reader thread: {e}")))
+        .map_err(|e| KeyperProcessError::Config(format!("log reader thread: {e}")))?
+        .map_or(Ok(()), |fault| Err(KeyperProcessError::Fault(fault)))
     }
 
     fn report(&self, event: KeyperEvent) {
@@ -504,8 +575,12 @@ impl State {
             .core()
             .node
             .handle_seal(&seal, certificate.as_ref(), now_ms);
+        // A second seal for a released batch queued an evidence record:
+        // journal it now (the refusal below is counted and logged).
+        self.flush_records().await?;
         match decided {
-            Ok((release, share)) => {
+            Ok(answer) => {
+                let release = answer.release;
                 if release == Release::First {
                     self.journal(&KeyperRecord::Released(seal)).await?;
                     self.core().node.record_release(seal);
@@ -517,13 +592,26 @@ impl State {
                 let _ = encode(
                     &KeyperUp::Share {
                         e: seal.e,
-                        share: *share,
+                        share: *answer.share,
+                        attestation: answer.attestation,
                     },
                     out,
                 );
                 self.report(KeyperEvent::Released {
                     e: seal.e,
                     first: release == Release::First,
+                });
+            }
+            Err(ReleaseRefusal::Equivocation(e)) => {
+                self.metrics.seals_refused.inc();
+                let evidence = self.core().node.evidence().len() as i64;
+                self.metrics.evidence.set(evidence);
+                tracing::error!(
+                    batch = e,
+                    "the sequencer signed a second seal for a batch released for: both kept as evidence (served at /evidence)"
+                );
+                self.report(KeyperEvent::Refused {
+                    reason: ReleaseRefusal::Equivocation(e).to_string(),
                 });
             }
             Err(ReleaseRefusal::TooEarly { .. }) => {
@@ -560,11 +648,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     events: Option<mpsc::UnboundedSender<KeyperEvent>>,
 ) -> Result<(), KeyperProcessError> {
-    let (signing, decryption) = load_keys(&config.data_dir)?;
-    let (committee, _) = config
-        .committee
-        .committee()
-        .map_err(|e| KeyperProcessError::Config(e.to_string()))?;
+    let (signing, decryption) = load_keys(&config.data_dir, false)?;
     let sequencer_bytes = hex32(&config.sequencer_key, "sequencer_key")?;
     let sequencer = SequencerPublicKey::from_bytes(&sequencer_bytes)
         .map_err(|_| KeyperProcessError::Config("sequencer_key is not a valid key".into()))?;
@@ -574,6 +658,17 @@ pub async fn run(
             "batch_length_ms must be at least 1".into(),
         ));
     }
+    let schedule = BatchSchedule {
+        genesis_ms: config.genesis_ms,
+        batch_length_ms: config.batch_length_ms,
+    };
+    // Key generation is bound to this deployment: the sequencer key and
+    // the batch clock.
+    let deployment = crate::envelope::DeploymentId::new(&sequencer_bytes, &schedule);
+    let (committee, _) = config
+        .committee
+        .committee(deployment)
+        .map_err(|e| KeyperProcessError::Config(e.to_string()))?;
     let journal_dir = config.data_dir.join(JOURNAL_DIR);
     make_private_dir(&journal_dir)?;
     let (journal, recovery) = Journal::open_dir(&journal_dir, JournalConfig::default())?;
@@ -588,10 +683,6 @@ pub async fn run(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let me = signing.verifying_key().to_bytes();
-    let schedule = BatchSchedule {
-        genesis_ms: config.genesis_ms,
-        batch_length_ms: config.batch_length_ms,
-    };
     let node = KeyperNode::new(
         KeyperIdentity {
             committee: committee.clone(),
@@ -609,10 +700,12 @@ pub async fn run(
         keyper = node.index(),
         key = %hex::encode(me),
         committee = %hex::encode(committee.id()),
+        %deployment,
         sequencers = targets.len(),
         "keyper starting"
     );
     let metrics = std::sync::Arc::new(KeyperMetrics::default());
+    metrics.evidence.set(node.evidence().len() as i64);
     let rng = rand_core::SeedableRng::from_rng(rand_core::OsRng)
         .map_err(|e| KeyperProcessError::Config(format!("randomness: {e}")))?;
     let mut state = State {
@@ -644,22 +737,40 @@ pub async fn run(
                 path: PathBuf::from(addr.to_string()),
                 source,
             })?;
-        let metrics = std::sync::Arc::clone(&metrics);
-        let router = axum::Router::new().route(
-            "/metrics",
-            axum::routing::get(move || {
-                let metrics = std::sync::Arc::clone(&metrics);
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            crate::node::metrics::CONTENT_TYPE,
-                        )],
-                        metrics.render(),
-                    )
-                }
-            }),
-        );
+        let served = std::sync::Arc::clone(&metrics);
+        let core = std::sync::Arc::clone(&state.core);
+        let router = axum::Router::new()
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let metrics = std::sync::Arc::clone(&served);
+                    async move {
+                        (
+                            [(
+                                axum::http::header::CONTENT_TYPE,
+                                crate::node::metrics::CONTENT_TYPE,
+                            )],
+                            metrics.render(),
+                        )
+                    }
+                }),
+            )
+            .route(
+                "/evidence",
+                axum::routing::get(move || {
+                    let core = std::sync::Arc::clone(&core);
+                    async move {
+                        let body = {
+                            let core = core.lock().unwrap_or_else(|p| p.into_inner());
+                            evidence_json(core.node.evidence())
+                        };
+                        (
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            body,
+                        )
+                    }
+                }),
+            );
         let shutdown = shutdown.clone();
         tokio::spawn(crate::node::metrics::serve(
             listener,
@@ -668,6 +779,9 @@ pub async fn run(
             shutdown,
         ));
     }
+    // A new journal's first record names its committee (and so its
+    // deployment): durable before anything else happens.
+    state.flush_records().await?;
     let mut backoff = RECONNECT_MIN;
     // The target tried next, and how many were tried since one welcomed.
     let mut next = 0;
@@ -811,10 +925,25 @@ async fn link(
         let mut entries = Vec::new();
         while let Some(message) = decoder.next_message().map_err(lost)? {
             match message {
-                KeyperDown::Welcome { index } => {
+                KeyperDown::Welcome { index, log_end } => {
                     state.metrics.links.inc();
                     state.metrics.connected.set(1);
                     state.welcomed = true;
+                    let read = state.core().node.read();
+                    if read > log_end {
+                        // Entries no honest log has were read (from a log
+                        // keeper that served positions past its log): read
+                        // this log from its start, on a new link.
+                        state.core().node.rewind();
+                        state.metrics.rewinds.inc();
+                        tracing::warn!(
+                            keyper = index,
+                            read,
+                            log_end,
+                            "the sequencer's log ends before the position read; reading it again from the start"
+                        );
+                        return Err(lost("reading the log again from its start"));
+                    }
                     tracing::info!(keyper = index, "connected to the sequencer");
                     state.report(KeyperEvent::Connected { index });
                 }
@@ -853,7 +982,7 @@ async fn link(
                     let mut core = state.core();
                     let Core { node, rng } = &mut *core;
                     node.reset_outbox();
-                    node.handle_log(rng, std::iter::empty());
+                    node.handle_log(rng, crate::node::now_ms(), std::iter::empty());
                 }
                 if !out.is_empty() {
                     send.write_all(&out).await.map_err(lost)?;
@@ -874,4 +1003,20 @@ fn next_wake(state: &State, schedule: &BatchSchedule, skew_ms: u64) -> Duration 
         .map_or(TICK, |close| {
             Duration::from_millis(close.saturating_add(skew_ms).saturating_sub(now)).min(TICK)
         })
+}
+
+/// The evidence a keyper kept, as JSON: each pair of seals (hex of their
+/// 108 bytes, `spec/envelope.md` §13) the sequencer signed for one batch.
+fn evidence_json(evidence: &[crate::keyper::Evidence]) -> String {
+    let pairs: Vec<serde_json::Value> = evidence
+        .iter()
+        .map(|pair| {
+            serde_json::json!({
+                "e": pair.first.e,
+                "released_for": hex::encode(pair.first.to_bytes()),
+                "second": hex::encode(pair.second.to_bytes()),
+            })
+        })
+        .collect();
+    serde_json::json!({ "evidence": pairs }).to_string()
 }

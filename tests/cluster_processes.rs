@@ -263,8 +263,16 @@ async fn load_cluster(
                     qty: 1,
                     client_order_id: nonce,
                 }];
-                let envelope =
-                    seal_bundle(&mut OsRng, &trader, e, &key, nonce, &orders).expect("seals");
+                let envelope = seal_bundle(
+                    &mut OsRng,
+                    &trader,
+                    &schedule.deployment(),
+                    e,
+                    &key,
+                    nonce,
+                    &orders,
+                )
+                .expect("seals");
                 let started = Instant::now();
                 if let Ok(receipt) = cluster.submit(envelope.into_bytes()).await {
                     slowest = slowest.max(started.elapsed());
@@ -499,7 +507,16 @@ async fn a_partitioned_leader_gives_no_receipt_and_the_others_go_on() {
         qty: 1,
         client_order_id: 1,
     }];
-    let envelope = seal_bundle(&mut OsRng, &trader, e, &key, 1, &orders).expect("seals");
+    let envelope = seal_bundle(
+        &mut OsRng,
+        &trader,
+        &schedule.deployment(),
+        e,
+        &key,
+        1,
+        &orders,
+    )
+    .expect("seals");
     let outcome = tokio::time::timeout(
         Duration::from_secs(3),
         old_client.submit(envelope.into_bytes()),

@@ -275,3 +275,83 @@ async fn probe_keyper_link(info: &node::NodeInfo, bytes: &[u8]) -> u32 {
         other => panic!("not closed by the sequencer: {other:?}"),
     }
 }
+
+/// `keyper run` uses the keys `keyper init` made and nothing else: with
+/// its key files gone it refuses to start (and creates none), and with a
+/// decryption key that is not its committee entry's (a lost file made
+/// again) it refuses too — both with the configuration's exit status, 78.
+/// A journal of another deployment (the sequencer relaunched with a new
+/// batch clock, the keyper directory kept) is refused likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyper_runs_only_with_its_own_keys_and_its_deployments_journal() {
+    let root = tempfile::Builder::new()
+        .prefix("sealbatch-keyper-keys-")
+        .tempdir()
+        .expect("a temporary directory");
+    let committee = common::five_keypers(root.path());
+    let config = |genesis_ms: u64| KeyperConfig {
+        data_dir: root.path().join("keyper-0"),
+        sequencer: Some(SocketAddr::from(([127, 0, 0, 1], 9))),
+        fingerprint: Some(hex::encode([7u8; 32])),
+        replicas: Vec::new(),
+        sequencer_key: hex::encode(
+            sealbatch::envelope::SequencerKey::from_seed(&[3; 32])
+                .public_key()
+                .to_bytes(),
+        ),
+        genesis_ms,
+        batch_length_ms: 100,
+        skew_ms: SKEW_MS,
+        metrics_listen: None,
+        committee: committee.clone(),
+    };
+    let run = |config: KeyperConfig| async move {
+        let (_stop, shutdown) = watch::channel(false);
+        tokio::time::timeout(Duration::from_secs(1), keyperd::run(config, shutdown, None)).await
+    };
+    let decryption = root
+        .path()
+        .join("keyper-0")
+        .join(keyperd::DECRYPTION_KEY_FILE);
+    let saved = std::fs::read(&decryption).expect("the key");
+    // Its own keys: it starts (and then waits for a sequencer that is not
+    // there; the timeout ends it), writing its journal's committee record.
+    assert!(run(config(1_000)).await.is_err(), "it runs until stopped");
+    // The key file gone: refused, and not made again.
+    std::fs::remove_file(&decryption).expect("removed");
+    let error = run(config(1_000))
+        .await
+        .expect("returns")
+        .expect_err("refused");
+    assert_eq!(error.exit_code(), keyperd::EXIT_KEYPER_CONFIG, "{error}");
+    assert!(!decryption.exists(), "run creates no key");
+    // Another decryption key in its place: not the committee's entry.
+    let other = tempfile::tempdir().expect("a directory");
+    keyperd::init(other.path()).expect("keys");
+    std::fs::copy(other.path().join(keyperd::DECRYPTION_KEY_FILE), &decryption).expect("copied");
+    let error = run(config(1_000))
+        .await
+        .expect("returns")
+        .expect_err("refused");
+    assert_eq!(error.exit_code(), keyperd::EXIT_KEYPER_CONFIG);
+    assert!(error.to_string().contains("decryption key"), "{error}");
+    // Its own key back, and a relaunched sequencer (a new batch clock):
+    // the journal is the first deployment's.
+    std::fs::remove_file(&decryption).expect("removed");
+    std::fs::write(&decryption, &saved).expect("restored");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&decryption, std::fs::Permissions::from_mode(0o600))
+            .expect("private");
+    }
+    let error = run(config(2_000))
+        .await
+        .expect("returns")
+        .expect_err("refused");
+    assert_eq!(error.exit_code(), keyperd::EXIT_KEYPER_CONFIG);
+    assert!(
+        error.to_string().contains("journal belongs to committee"),
+        "{error}"
+    );
+}

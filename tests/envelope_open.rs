@@ -62,13 +62,28 @@ fn close(e: u64) -> u64 {
 }
 
 impl World {
+    /// The deployment the world's sequencer runs: bundles are signed for it.
+    fn deployment(&self) -> DeploymentId {
+        DeploymentId::of(&self.sequencer.public_key(), &SCHEDULE)
+    }
+
     fn account(&mut self) -> SigningKey {
         sealbatch::envelope::generate_account_key(&mut self.rng)
     }
 
     fn seal_one(&mut self, account: &SigningKey, e: u64, nonce: u64, n: usize) -> Envelope {
         let pk = self.custodian.public_key(e).unwrap();
-        seal_bundle(&mut self.rng, account, e, &pk, nonce, &orders(n)).unwrap()
+        let deployment = self.deployment();
+        seal_bundle(
+            &mut self.rng,
+            account,
+            &deployment,
+            e,
+            &pk,
+            nonce,
+            &orders(n),
+        )
+        .unwrap()
     }
 
     /// Seals the batch over `envs` and releases its key (from a fresh
@@ -118,15 +133,17 @@ fn sealing_refuses_bad_bundles() {
     let mut w = world(2);
     let account = w.account();
     let pk = w.custodian.public_key(0).unwrap();
+    let d = w.deployment();
     let mut rng = ChaCha20Rng::seed_from_u64(0);
     assert_eq!(
-        seal_bundle(&mut rng, &account, 0, &pk, 0, &[]),
+        seal_bundle(&mut rng, &account, &d, 0, &pk, 0, &[]),
         Err(BundleError::Empty)
     );
     assert_eq!(
         seal_bundle(
             &mut rng,
             &account,
+            &d,
             0,
             &pk,
             0,
@@ -139,15 +156,15 @@ fn sealing_refuses_bad_bundles() {
     let mut zero = orders(3);
     zero[2].qty = 0;
     assert_eq!(
-        seal_bundle(&mut rng, &account, 0, &pk, 0, &zero),
+        seal_bundle(&mut rng, &account, &d, 0, &pk, 0, &zero),
         Err(BundleError::ZeroQuantity { index: 2 })
     );
     assert_eq!(
-        seal_bundle_with_ephemeral(&[0u8; 32], &account, 0, &pk, 0, &orders(1)),
+        seal_bundle_with_ephemeral(&[0u8; 32], &account, &d, 0, &pk, 0, &orders(1)),
         Err(BundleError::BadEphemeral)
     );
     assert_eq!(
-        seal_bundle_with_ephemeral(&[0xff; 32], &account, 0, &pk, 0, &orders(1)),
+        seal_bundle_with_ephemeral(&[0xff; 32], &account, &d, 0, &pk, 0, &orders(1)),
         Err(BundleError::BadEphemeral)
     );
 }
@@ -233,6 +250,7 @@ fn tampering_fails_the_aead() {
 
 /// Builds a plaintext by hand: body, signature by `signer`, zero padding.
 fn plaintext(
+    deployment: &DeploymentId,
     e: u64,
     account_pk: &[u8; 32],
     signer: &SigningKey,
@@ -240,7 +258,7 @@ fn plaintext(
     pad_to: usize,
 ) -> Vec<u8> {
     let body = encode_body(account_pk, 0, &orders(n)).unwrap();
-    let sig = signer.sign(&bundle_signature_message(e, &body));
+    let sig = signer.sign(&bundle_signature_message(deployment, e, &body));
     let mut pt = body;
     pt.extend_from_slice(&sig.to_bytes());
     pt.resize(pad_to, 0);
@@ -255,9 +273,11 @@ fn bad_plaintexts_get_typed_rejections() {
     let other = w.account();
     let pk_e = w.custodian.public_key(e).unwrap();
     let apk = account.verifying_key().to_bytes();
+    let d = w.deployment();
+    let sequencer_public = w.sequencer.public_key();
     // A valid hand-made plaintext opens (sanity check of the helper).
     {
-        let pt = plaintext(e, &apk, &account, 2, 256);
+        let pt = plaintext(&d, e, &apk, &account, 2, 256);
         let r = w.random_r();
         let env = seal_raw_plaintext(&r, e, &pk_e, &pt).unwrap().into_bytes();
         assert!(open_one(&mut w, e, &env).is_ok());
@@ -268,37 +288,60 @@ fn bad_plaintexts_get_typed_rejections() {
         assert_eq!(open_one(&mut w, e, &env), Err(want));
     };
     // Signed by another key.
-    check(plaintext(e, &apk, &other, 2, 256), Rejection::BadSignature);
+    check(
+        plaintext(&d, e, &apk, &other, 2, 256),
+        Rejection::BadSignature,
+    );
     // Signed for another batch.
     {
         let body = encode_body(&apk, 0, &orders(1)).unwrap();
         let mut pt = body.clone();
         pt.extend_from_slice(
             &account
-                .sign(&bundle_signature_message(e + 1, &body))
+                .sign(&bundle_signature_message(&d, e + 1, &body))
                 .to_bytes(),
         );
         pt.resize(256, 0);
         check(pt, Rejection::BadSignature);
     }
+    // Signed for another venue's batch `e` (the same account key there): a
+    // bundle opened at one deployment cannot be replayed into another.
+    for other in [
+        DeploymentId::of(
+            &SequencerKey::from_seed(&[0x77; 32]).public_key(),
+            &SCHEDULE,
+        ),
+        DeploymentId::of(
+            &sequencer_public,
+            &BatchSchedule {
+                genesis_ms: SCHEDULE.genesis_ms + 1,
+                ..SCHEDULE
+            },
+        ),
+    ] {
+        check(
+            plaintext(&other, e, &apk, &account, 2, 256),
+            Rejection::BadSignature,
+        );
+    }
     // Bundle over the maximum: count 257 in the largest class.
-    let mut pt = plaintext(e, &apk, &account, 1, 8192);
+    let mut pt = plaintext(&d, e, &apk, &account, 1, 8192);
     pt[40..42].copy_from_slice(&257u16.to_le_bytes());
     check(pt, Rejection::BundleTooLarge { orders: 257 });
     // Empty bundle.
-    let mut pt = plaintext(e, &apk, &account, 1, 256);
+    let mut pt = plaintext(&d, e, &apk, &account, 1, 256);
     pt[40..42].copy_from_slice(&0u16.to_le_bytes());
     check(pt, Rejection::Malformed(Malformed::EmptyBundle));
     // Not the smallest class.
     check(
-        plaintext(e, &apk, &account, 1, 1024),
+        plaintext(&d, e, &apk, &account, 1, 1024),
         Rejection::Malformed(Malformed::WrongClass {
             orders: 1,
             class: 1024,
         }),
     );
     // Non-zero padding.
-    let mut pt = plaintext(e, &apk, &account, 1, 256);
+    let mut pt = plaintext(&d, e, &apk, &account, 1, 256);
     pt[255] = 1;
     check(pt, Rejection::Malformed(Malformed::Padding));
     // Bad side, bad limit kind, market order with a price, zero quantity.
@@ -314,14 +357,14 @@ fn bad_plaintexts_get_typed_rejections() {
             Rejection::Malformed(Malformed::Limit { index: 0 }),
         ),
     ] {
-        let mut pt = plaintext(e, &apk, &account, 1, 256);
+        let mut pt = plaintext(&d, e, &apk, &account, 1, 256);
         pt[at] = byte;
         check(pt, want);
     }
-    let mut pt = plaintext(e, &apk, &account, 1, 256); // order 0 is a market order
+    let mut pt = plaintext(&d, e, &apk, &account, 1, 256); // order 0 is a market order
     pt[42 + 6] = 1;
     check(pt, Rejection::Malformed(Malformed::Limit { index: 0 }));
-    let mut pt = plaintext(e, &apk, &account, 1, 256);
+    let mut pt = plaintext(&d, e, &apk, &account, 1, 256);
     pt[42 + 14..42 + 22].copy_from_slice(&0u64.to_le_bytes());
     check(
         pt,
@@ -331,14 +374,14 @@ fn bad_plaintexts_get_typed_rejections() {
     let mut identity = [0u8; 32];
     identity[0] = 1;
     check(
-        plaintext(e, &identity, &account, 1, 256),
+        plaintext(&d, e, &identity, &account, 1, 256),
         Rejection::BadAccountKey,
     );
     let mut noncanon = [0xffu8; 32];
     noncanon[0] = 0xee; // y = p + 1 ≡ 1, sign bit clear
     noncanon[31] = 0x7f;
     check(
-        plaintext(e, &noncanon, &account, 1, 256),
+        plaintext(&d, e, &noncanon, &account, 1, 256),
         Rejection::BadAccountKey,
     );
     // A non-canonical encoding of a *valid* point: y + p for small y.
@@ -354,7 +397,7 @@ fn bad_plaintexts_get_typed_rejections() {
         };
         if ed25519_dalek::VerifyingKey::from_bytes(&canonical).is_ok_and(|k| !k.is_weak()) {
             check(
-                plaintext(e, &enc, &account, 1, 256),
+                plaintext(&d, e, &enc, &account, 1, 256),
                 Rejection::BadAccountKey,
             );
         }
@@ -664,7 +707,8 @@ proptest! {
             })
             .collect();
         let pk = w.custodian.public_key(e).unwrap();
-        let env = seal_bundle(&mut w.rng, &account, e, &pk, nonce, &orders).unwrap();
+        let d = w.deployment();
+        let env = seal_bundle(&mut w.rng, &account, &d, e, &pk, nonce, &orders).unwrap();
         prop_assert_eq!(check_shape(env.as_bytes(), e), Ok(env.commitment()));
         let tree = MerkleTree::from_commitments(vec![env.commitment()]).unwrap();
         let seal = w.sequencer.sign_seal(e, &tree);
@@ -713,7 +757,14 @@ fn batched_open_matches_single_open() {
         if i % 9 == 3 {
             // A signature by another key, among valid ones: the run's
             // combined check fails and only this envelope is rejected.
-            let pt = plaintext(e, &account.verifying_key().to_bytes(), &forger, 2, 256);
+            let pt = plaintext(
+                &w.deployment(),
+                e,
+                &account.verifying_key().to_bytes(),
+                &forger,
+                2,
+                256,
+            );
             let r = w.random_r();
             env = seal_raw_plaintext(&r, e, &pk_e, &pt).unwrap().into_bytes();
         }
@@ -831,7 +882,7 @@ proptest! {
                 let key = &keys[i % accounts];
                 if forged >> (i % 128) & 1 == 1 {
                     // Signed by another key than the one it names.
-                    let pt = plaintext(e, &key.verifying_key().to_bytes(), &forger, 1 + i % 3, 256);
+                    let pt = plaintext(&w.deployment(), e, &key.verifying_key().to_bytes(), &forger, 1 + i % 3, 256);
                     let r = w.random_r();
                     seal_raw_plaintext(&r, e, &pk_e, &pt).unwrap().into_bytes()
                 } else {

@@ -86,6 +86,7 @@ fn arr32(v: &Value) -> [u8; 32] {
 }
 
 struct Ctx {
+    deployment: DeploymentId,
     custodian: EmbeddedCustodian,
     sequencer: SequencerKey,
 }
@@ -101,9 +102,10 @@ fn envelope_vector(
     let account = SigningKey::from_bytes(&seed(&format!("{label} account")));
     let r = scalar(&format!("{label} r"));
     let batch_key = ctx.custodian.public_key(e).unwrap();
-    let env = seal_bundle_with_ephemeral(&r, &account, e, &batch_key, nonce, orders)
-        .unwrap()
-        .into_bytes();
+    let env =
+        seal_bundle_with_ephemeral(&r, &account, &ctx.deployment, e, &batch_key, nonce, orders)
+            .unwrap()
+            .into_bytes();
 
     let r_scalar = Scalar::from_canonical_bytes(r).unwrap();
     let big_r = curve25519_dalek::RistrettoPoint::mul_base(&r_scalar);
@@ -118,7 +120,7 @@ fn envelope_vector(
         e,
     );
     let body = encode_body(account.verifying_key().as_bytes(), nonce, orders).unwrap();
-    let msg = bundle_signature_message(e, &body);
+    let msg = bundle_signature_message(&ctx.deployment, e, &body);
     let signature = account.sign(&msg).to_bytes();
     let mut plaintext = body.clone();
     plaintext.extend_from_slice(&signature);
@@ -158,6 +160,7 @@ fn generate() -> String {
         SCHEDULE,
     );
     let ctx = Ctx {
+        deployment: DeploymentId::of(&sequencer.public_key(), &SCHEDULE),
         custodian,
         sequencer,
     };
@@ -233,7 +236,11 @@ fn generate() -> String {
                tweak: Option<(usize, u8)>| {
         let body = encode_body(alice.verifying_key().as_bytes(), 1, &orders(1, 0)).unwrap();
         let mut pt = body.clone();
-        pt.extend_from_slice(&signer.sign(&bundle_signature_message(e, &body)).to_bytes());
+        pt.extend_from_slice(
+            &signer
+                .sign(&bundle_signature_message(&ctx.deployment, e, &body))
+                .to_bytes(),
+        );
         pt.resize(pad, 0);
         if let Some(c) = count {
             pt[40..42].copy_from_slice(&c.to_le_bytes());
@@ -312,6 +319,7 @@ fn generate() -> String {
     let x1 = seal_bundle_with_ephemeral(
         &scalar("erin second r"),
         &erin,
+        &ctx.deployment,
         rules_e,
         &ctx.custodian.public_key(rules_e).unwrap(),
         3,
@@ -349,6 +357,7 @@ fn generate() -> String {
         "batch_rules": batch_rules,
         "about": "sealbatch envelope format v1 test vectors; see spec/envelope.md. All hex is lowercase; integers are JSON numbers. Secrets come from seed(label) = blake3(label) and ephemeral scalars from wide_reduce(blake3_xof(label)[..64]); regenerate with SEALBATCH_WRITE_VECTORS=1 cargo test --test envelope_vectors.",
         "schedule": { "genesis_ms": SCHEDULE.genesis_ms, "batch_length_ms": SCHEDULE.batch_length_ms },
+        "deployment_id": h(&ctx.deployment.0),
         "master_secret": h(&master),
         "batch_keys": batch_keys,
         "sequencer": {
@@ -391,6 +400,12 @@ fn vectors_open_as_published() {
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
     let sequencer =
         SequencerPublicKey::from_bytes(&arr32(&doc["sequencer"]["public_key"])).unwrap();
+    // The deployment id every bundle signature binds, recomputed from the
+    // sequencer key and the schedule.
+    assert_eq!(
+        h(&DeploymentId::of(&sequencer, &SCHEDULE).0),
+        doc["deployment_id"].as_str().unwrap()
+    );
     let seal = SignedSeal::from_bytes(&un(&doc["seal"]["seal"])).unwrap();
     seal.verify(&sequencer).unwrap();
     let e = seal.e;

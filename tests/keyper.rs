@@ -37,7 +37,7 @@ fn committee(rng: &mut ChaCha20Rng, n: usize, t: usize) -> (Committee, Vec<Keype
         members.push(member);
         secrets.push((member.signing_key, decryption));
     }
-    let committee = Committee::new(t, members).expect("a committee");
+    let committee = Committee::new(t, members, TEST_DEPLOYMENT).expect("a committee");
     let keypers = secrets
         .into_iter()
         .map(|(key, decryption)| Keyper {
@@ -54,6 +54,7 @@ fn signed_committee(
     rng: &mut ChaCha20Rng,
     n: usize,
     t: usize,
+    deployment: sealbatch::envelope::DeploymentId,
 ) -> (Committee, Vec<(ed25519_dalek::SigningKey, Scalar)>) {
     let mut members = Vec::new();
     let mut secrets = Vec::new();
@@ -66,9 +67,25 @@ fn signed_committee(
         });
         secrets.push((signing, decryption));
     }
-    let committee = Committee::new(t, members).expect("a committee");
+    let committee = Committee::new(t, members, deployment).expect("a committee");
     secrets.sort_by_key(|(s, _)| committee.index_of(&s.verifying_key().to_bytes()));
     (committee, secrets)
+}
+
+/// The deployment of the tests that run no keyper node.
+const TEST_DEPLOYMENT: sealbatch::envelope::DeploymentId =
+    sealbatch::envelope::DeploymentId([0x7d; 32]);
+
+/// The deployment of `sequencer`'s seed and a schedule from genesis 0 with
+/// 100 ms batches.
+fn deployment_of(seed: u8) -> sealbatch::envelope::DeploymentId {
+    sealbatch::envelope::DeploymentId::of(
+        &SequencerKey::from_seed(&[seed; 32]).public_key(),
+        &BatchSchedule {
+            genesis_ms: 0,
+            batch_length_ms: 100,
+        },
+    )
 }
 
 const WINDOW: Window = Window {
@@ -375,7 +392,13 @@ fn a_keyper_releases_only_after_close_and_only_for_one_root() {
         guard.decide(&other, None, &public, &schedule, 50, close + 60),
         Err(ReleaseRefusal::Equivocation(5))
     );
-    assert_eq!(guard.evidence(), &[(seal, other)]);
+    assert_eq!(
+        guard.evidence(),
+        &[sealbatch::keyper::Evidence {
+            first: seal,
+            second: other
+        }]
+    );
 }
 
 /// A keyper of a replicated sequencer releases only for a seal a majority
@@ -527,7 +550,7 @@ fn a_log_replayed_by_every_reader_gives_one_certified_result() {
         });
         keys.push((signing, decryption));
     }
-    let committee = Committee::new(3, members).expect("a committee");
+    let committee = Committee::new(3, members, TEST_DEPLOYMENT).expect("a committee");
     keys.sort_by_key(|(s, _)| committee.index_of(&s.verifying_key().to_bytes()));
     let post = |j: KeyperIndex, body: Body| {
         let signed = KeyperMessage {
@@ -758,7 +781,7 @@ fn certified(
         });
         signers.push(signing);
     }
-    let committee = Committee::new(3, members).expect("a committee");
+    let committee = Committee::new(3, members, TEST_DEPLOYMENT).expect("a committee");
     signers.sort_by_key(|s| committee.index_of(&s.verifying_key().to_bytes()));
     let mut log = WindowLog::new(
         committee.clone(),
@@ -873,7 +896,7 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
     };
 
     let mut rng = ChaCha20Rng::seed_from_u64(41);
-    let (committee, secrets) = signed_committee(&mut rng, 5, 3);
+    let (committee, secrets) = signed_committee(&mut rng, 5, 3, deployment_of(6));
     let sequencer = SequencerKey::from_seed(&[6; 32]);
     let schedule = BatchSchedule {
         genesis_ms: 0,
@@ -886,7 +909,7 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
             KeyperIdentity {
                 committee: committee.clone(),
                 signing: secrets[j].0.clone(),
-                decryption: secrets[j].1,
+                decryption: zeroize::Zeroizing::new(secrets[j].1),
                 sequencer: sequencer.public_key(),
                 schedule,
                 skew_ms: 20,
@@ -924,11 +947,15 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
             if down[i] {
                 continue;
             }
-            n.handle_log(&mut rng, keeper.entries(n.read(), u64::MAX, usize::MAX));
+            n.handle_log(
+                &mut rng,
+                now,
+                keeper.entries(n.read(), u64::MAX, usize::MAX),
+            );
             // The keyper's journal: written and fsynced, then its dealing
             // may leave.
             while let Some((number, record)) = n.poll_record() {
-                disks[i].push(record.encode());
+                disks[i].push(record.encode().to_vec());
                 n.handle_durable(number);
             }
             while let Some(message) = n.poll_message() {
@@ -990,7 +1017,7 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
     let restored = LogKeeper::restore(committee.clone(), params, &decoded, 0).expect("restores");
     assert_eq!(restored.snapshot(), snapshot);
     let mut fresh = node(0, &[]);
-    fresh.handle_log(&mut rng, keeper.entries(0, u64::MAX, usize::MAX));
+    fresh.handle_log(&mut rng, 6_000, keeper.entries(0, u64::MAX, usize::MAX));
     assert!(fresh.holds(50) && !fresh.holds(40));
     // Windows of 16 batches from batch 0, each certified once, in order.
     let firsts: Vec<u64> = certified
@@ -1032,11 +1059,11 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
         assert!(matches!(custodian.request(&seal, close), Ok(None)));
         let mut key = None;
         for n in &mut nodes {
-            let (release, share) = n.handle_seal(&seal, None, close + 20).expect("releases");
-            assert_eq!(release, Release::First);
+            let answer = n.handle_seal(&seal, None, close + 20).expect("releases");
+            assert_eq!(answer.release, Release::First);
             n.record_release(seal);
             if let Some(k) = custodian
-                .add_share(&seal, n.index(), &share)
+                .add_share(&seal, n.index(), &answer.share, &answer.attestation)
                 .expect("a valid share")
             {
                 key = Some(k);
@@ -1126,7 +1153,7 @@ fn a_prechecked_dealing_counts_exactly_as_a_checked_one() {
     };
 
     let mut rng = ChaCha20Rng::seed_from_u64(61);
-    let (committee, secrets) = signed_committee(&mut rng, 4, 3);
+    let (committee, secrets) = signed_committee(&mut rng, 4, 3, TEST_DEPLOYMENT);
     let signing: Vec<_> = secrets.into_iter().map(|(key, _)| key).collect();
     let params = GenerationParams {
         window_batches: 4,
@@ -1187,7 +1214,7 @@ fn a_keyper_forgets_expired_releases_and_never_releases_below_them() {
     };
 
     let mut rng = ChaCha20Rng::seed_from_u64(71);
-    let (committee, secrets) = signed_committee(&mut rng, 3, 2);
+    let (committee, secrets) = signed_committee(&mut rng, 3, 2, deployment_of(8));
     let sequencer = SequencerKey::from_seed(&[8; 32]);
     let schedule = BatchSchedule {
         genesis_ms: 0,
@@ -1198,7 +1225,7 @@ fn a_keyper_forgets_expired_releases_and_never_releases_below_them() {
             KeyperIdentity {
                 committee: committee.clone(),
                 signing: secrets[j].0.clone(),
-                decryption: secrets[j].1,
+                decryption: zeroize::Zeroizing::new(secrets[j].1),
                 sequencer: sequencer.public_key(),
                 schedule,
                 skew_ms: 0,
@@ -1219,9 +1246,13 @@ fn a_keyper_forgets_expired_releases_and_never_releases_below_them() {
     for now in (0..400u64).step_by(10) {
         keeper.handle_timeout(now, 0);
         for (j, n) in nodes.iter_mut().enumerate() {
-            n.handle_log(&mut rng, keeper.entries(n.read(), u64::MAX, usize::MAX));
+            n.handle_log(
+                &mut rng,
+                now,
+                keeper.entries(n.read(), u64::MAX, usize::MAX),
+            );
             while let Some((number, record)) = n.poll_record() {
-                journal[j].push(record.encode());
+                journal[j].push(record.encode().to_vec());
                 n.handle_durable(number);
             }
             while let Some(message) = n.poll_message() {
@@ -1237,12 +1268,12 @@ fn a_keyper_forgets_expired_releases_and_never_releases_below_them() {
     let after = schedule.close_ms(3).expect("closes");
     nodes[0].handle_seal(&seal, None, after).expect("releases");
     nodes[0].record_release(seal);
-    journal[0].push(KeyperRecord::Released(seal).encode());
+    journal[0].push(KeyperRecord::Released(seal).encode().to_vec());
 
     // Batches below 8 expire.
     nodes[0].forget_below(8);
     while let Some((number, record)) = nodes[0].poll_record() {
-        journal[0].push(record.encode());
+        journal[0].push(record.encode().to_vec());
         nodes[0].handle_durable(number);
     }
     let other = sequencer.sign_seal(3, &tree(2));
@@ -1259,7 +1290,7 @@ fn a_keyper_forgets_expired_releases_and_never_releases_below_them() {
         .map(|b| KeyperRecord::decode(b).expect("a record"))
         .collect();
     let mut again = node(0, records);
-    again.handle_log(&mut rng, keeper.entries(0, u64::MAX, usize::MAX));
+    again.handle_log(&mut rng, 400, keeper.entries(0, u64::MAX, usize::MAX));
     assert!(!again.holds(3) && again.holds(12));
     assert_eq!(
         again.handle_seal(&other, None, after).map(|_| ()),
@@ -1275,12 +1306,12 @@ fn a_keyper_deals_a_bounded_amount_for_a_flood_of_openings() {
     use sealbatch::keyper::{KeyperIdentity, KeyperNode, KeyperRecord, LogEntry};
 
     let mut rng = ChaCha20Rng::seed_from_u64(81);
-    let (committee, secrets) = signed_committee(&mut rng, 3, 2);
+    let (committee, secrets) = signed_committee(&mut rng, 3, 2, deployment_of(9));
     let mut node = KeyperNode::new(
         KeyperIdentity {
             committee: committee.clone(),
             signing: secrets[0].0.clone(),
-            decryption: secrets[0].1,
+            decryption: zeroize::Zeroizing::new(secrets[0].1),
             sequencer: SequencerKey::from_seed(&[9; 32]).public_key(),
             schedule: BatchSchedule {
                 genesis_ms: 0,
@@ -1314,7 +1345,7 @@ fn a_keyper_deals_a_bounded_amount_for_a_flood_of_openings() {
         .collect();
     // One at a time: each opening asks for a dealing.
     for (p, e) in &same {
-        node.handle_log(&mut rng, std::iter::once((*p, e)));
+        node.handle_log(&mut rng, 0, std::iter::once((*p, e)));
     }
     assert_eq!(dealings(&mut node), 32);
     // Ever more batches, none of them finishing.
@@ -1333,7 +1364,450 @@ fn a_keyper_deals_a_bounded_amount_for_a_flood_of_openings() {
         })
         .collect();
     for (p, e) in &more {
-        node.handle_log(&mut rng, std::iter::once((*p, e)));
+        node.handle_log(&mut rng, 0, std::iter::once((*p, e)));
     }
     assert_eq!(dealings(&mut node), 8);
+}
+
+/// Keypers of a 2-of-3 committee bound to the deployment of sequencer seed
+/// `seed` (genesis 0, 100 ms batches), each with its own journal.
+fn three_nodes(
+    rng: &mut ChaCha20Rng,
+    seed: u8,
+) -> (
+    Committee,
+    Vec<(ed25519_dalek::SigningKey, Scalar)>,
+    Vec<sealbatch::keyper::KeyperNode>,
+) {
+    use sealbatch::keyper::{KeyperIdentity, KeyperNode};
+    let (committee, secrets) = signed_committee(rng, 3, 2, deployment_of(seed));
+    let nodes = secrets
+        .iter()
+        .map(|(signing, decryption)| {
+            KeyperNode::new(
+                KeyperIdentity {
+                    committee: committee.clone(),
+                    signing: signing.clone(),
+                    decryption: zeroize::Zeroizing::new(*decryption),
+                    sequencer: SequencerKey::from_seed(&[seed; 32]).public_key(),
+                    schedule: BatchSchedule {
+                        genesis_ms: 0,
+                        batch_length_ms: 100,
+                    },
+                    skew_ms: 0,
+                    replicas: None,
+                },
+                Vec::new(),
+            )
+            .expect("a member")
+        })
+        .collect();
+    (committee, secrets, nodes)
+}
+
+/// Runs `keeper` and `nodes` from `from` to `to` ms in 10 ms steps (the
+/// open batch from the clock), every message delivered.
+fn run_log(
+    rng: &mut ChaCha20Rng,
+    keeper: &mut sealbatch::keyper::LogKeeper,
+    nodes: &mut [sealbatch::keyper::KeyperNode],
+    from: u64,
+    to: u64,
+) {
+    for now in (from..to).step_by(10) {
+        keeper.handle_timeout(now, now / 100);
+        for n in nodes.iter_mut() {
+            n.handle_log(rng, now, keeper.entries(n.read(), u64::MAX, usize::MAX));
+            while let Some((number, _)) = n.poll_record() {
+                n.handle_durable(number);
+            }
+            while let Some(message) = n.poll_message() {
+                let _ = keeper.handle_message(message);
+            }
+        }
+    }
+}
+
+/// What a hostile log keeper (a compromised replica, or a single node's
+/// operator) can send a keyper, sent: an entry at the last position, a
+/// position far ahead, windows far in the future, generations that never
+/// end, a repeated `Open` of a window under way, and a flood of tiny
+/// windows certified ahead. The keyper neither panics nor deals twice for
+/// one generation, never drops the window in use or forgets its releases,
+/// and, back on the honest log, keeps releasing for real batches.
+#[test]
+fn a_hostile_log_keeper_cannot_crash_brick_or_confuse_a_keyper() {
+    use sealbatch::keyper::{
+        GenerationParams, KeyperRecord, LogEntry, LogKeeper, Phase, ReleaseRefusal,
+    };
+
+    let mut rng = ChaCha20Rng::seed_from_u64(97);
+    let (committee, _, mut nodes) = three_nodes(&mut rng, 11);
+    let sequencer = SequencerKey::from_seed(&[11; 32]);
+    let schedule = BatchSchedule {
+        genesis_ms: 0,
+        batch_length_ms: 100,
+    };
+    let honest = GenerationParams {
+        window_batches: 64,
+        lead_batches: 32,
+        phase_ms: [20, 20, 20, 20],
+    };
+    let mut keeper = LogKeeper::new(committee.clone(), honest, 0);
+    run_log(&mut rng, &mut keeper, &mut nodes, 0, 500);
+    assert!(
+        nodes.iter().all(|n| n.holds(3)),
+        "the first window is in use"
+    );
+    let node = &mut nodes[0];
+    let dealt = |node: &mut sealbatch::keyper::KeyperNode| {
+        std::iter::from_fn(|| node.poll_record())
+            .filter(|(_, r)| matches!(r, KeyperRecord::Dealt { .. }))
+            .count()
+    };
+    let _ = dealt(node);
+    let read = node.read();
+
+    // 1. An entry at position 2^64 − 1: ignored, no overflow.
+    let far = Window {
+        id: 900,
+        first_batch: 10,
+        batches: 4,
+    };
+    node.handle_log(&mut rng, 500, [(u64::MAX, &LogEntry::Open { window: far })]);
+    assert_eq!(node.read(), read, "no position after the last exists");
+
+    // 2. Windows opening beyond the keyper's clock plus 10 minutes (batch
+    // 6 010 opens at 601 s; the clock is at 0.5 s), or past the last batch
+    // number: not taken, nothing dealt.
+    for (i, first_batch) in [1_000_000u64, u64::MAX - 3, 6_010].into_iter().enumerate() {
+        let window = Window {
+            id: 1_000 + i as u64,
+            first_batch,
+            batches: 2,
+        };
+        node.handle_log(
+            &mut rng,
+            500,
+            [(read + i as u64, &LogEntry::Open { window })],
+        );
+    }
+    assert_eq!(dealt(node), 0, "no dealing for a window out of the horizon");
+
+    // 3. Eight generations that never end, then a real one for earlier
+    // batches: the real one still gets a dealing (the latest yields).
+    let mut position = read + 10;
+    for i in 0..8u64 {
+        let window = Window {
+            id: 2_000 + i,
+            first_batch: 200 + 10 * i,
+            batches: 4,
+        };
+        node.handle_log(&mut rng, 500, [(position, &LogEntry::Open { window })]);
+        position += 1;
+    }
+    assert_eq!(dealt(node), 8);
+    let real = Window {
+        id: 3_000,
+        first_batch: 100,
+        batches: 4,
+    };
+    node.handle_log(
+        &mut rng,
+        500,
+        [(position, &LogEntry::Open { window: real })],
+    );
+    position += 1;
+    assert_eq!(dealt(node), 1, "the earlier window is dealt for");
+
+    // 4. The same `Open` again while it runs: the dealing under way is
+    // kept (posted again, never a new one).
+    node.handle_log(
+        &mut rng,
+        500,
+        [(position, &LogEntry::Open { window: real })],
+    );
+    position += 1;
+    assert_eq!(dealt(node), 0, "no second dealing for one generation");
+    node.handle_log(
+        &mut rng,
+        500,
+        [(
+            position,
+            &LogEntry::PhaseEnd {
+                window: real,
+                phase: Phase::Deal,
+            },
+        )],
+    );
+    position += 1;
+    assert!(node.fault().is_none());
+
+    // 5. A position far ahead: the keyper has read entries no honest log
+    // has. The honest log ends before it; the keyper reads it again from
+    // its start and carries on, still holding the window in use.
+    node.handle_log(
+        &mut rng,
+        500,
+        [(
+            u64::MAX / 2,
+            &LogEntry::Open {
+                window: Window {
+                    id: 4_000,
+                    first_batch: 300,
+                    batches: 1,
+                },
+            },
+        )],
+    );
+    assert!(node.read() > keeper.next_position());
+    node.rewind();
+    assert_eq!(node.read(), 0);
+    let _ = position;
+    run_log(&mut rng, &mut keeper, &mut nodes, 500, 900);
+    assert!(nodes.iter().all(|n| n.holds(5)));
+
+    // 6. A flood of tiny windows certified ahead (a log keeper opening
+    // windows of one batch as far as the horizon allows): past 64 windows
+    // held, the latest ones are dropped — never the one in use, and no
+    // release is forgotten.
+    let flood = GenerationParams {
+        window_batches: 1,
+        lead_batches: 200,
+        phase_ms: [10, 10, 10, 10],
+    };
+    let mut hostile = LogKeeper::new(committee.clone(), flood, 64);
+    for n in &mut nodes {
+        n.rewind();
+    }
+    run_log(&mut rng, &mut hostile, &mut nodes, 900, 6_000);
+    let certified = std::iter::from_fn(|| hostile.poll_certified()).count();
+    assert!(certified > 64, "{certified} tiny windows certified");
+    for n in &nodes {
+        assert!(n.holds(10), "the window in use is kept");
+    }
+    // The keypers still release for a real batch of the window in use.
+    let tree =
+        MerkleTree::from_commitments(vec![sealbatch::envelope::Commitment([1; 32])]).expect("tree");
+    let seal = sequencer.sign_seal(10, &tree);
+    let close = schedule.close_ms(10).expect("closes");
+    for k in &mut nodes {
+        let answer = k
+            .handle_seal(&seal, None, close.max(6_000))
+            .expect("releases");
+        assert_eq!(answer.release, sealbatch::keyper::Release::First);
+    }
+    let other = sequencer.sign_seal(10, &MerkleTree::from_commitments(vec![]).expect("tree"));
+    for k in &mut nodes {
+        k.record_release(seal);
+        assert_eq!(
+            k.handle_seal(&other, None, 6_000).map(|_| ()),
+            Err(ReleaseRefusal::Equivocation(10))
+        );
+    }
+}
+
+/// A keyper's keys and journal must be its own and its deployment's: a
+/// decryption key that is not its committee entry's, a committee bound to
+/// another sequencer key or batch clock, a journal of another deployment
+/// (a relaunch with kept keyper directories) or from before the binding —
+/// each refused before the keyper takes part. And the relaunch's keys are
+/// new: no batch key of the first deployment is certified again.
+#[test]
+fn a_keyper_refuses_keys_and_journals_that_are_not_its_own_and_a_relaunch_repeats_no_key() {
+    use sealbatch::envelope::DeploymentId;
+    use sealbatch::keyper::{
+        GenerationParams, KeyperError, KeyperIdentity, KeyperNode, KeyperRecord, LogKeeper,
+    };
+
+    let mut rng = ChaCha20Rng::seed_from_u64(101);
+    let first = BatchSchedule {
+        genesis_ms: 0,
+        batch_length_ms: 100,
+    };
+    // The relaunch: the same sequencer key and keypers, a new batch clock.
+    let relaunch = BatchSchedule {
+        genesis_ms: 3_600_000,
+        batch_length_ms: 100,
+    };
+    let sequencer = SequencerKey::from_seed(&[13; 32]);
+    let deployment = |schedule: &BatchSchedule| DeploymentId::of(&sequencer.public_key(), schedule);
+    let (committee_a, secrets) = signed_committee(&mut rng, 3, 2, deployment(&first));
+    let members: Vec<_> = committee_a
+        .indices()
+        .filter_map(|j| committee_a.member(j).copied())
+        .collect();
+    let committee_b = Committee::new(2, members, deployment(&relaunch)).expect("a committee");
+    assert_ne!(committee_a.id(), committee_b.id());
+    let identity = |committee: &Committee, schedule: BatchSchedule, j: usize| KeyperIdentity {
+        committee: committee.clone(),
+        signing: secrets[j].0.clone(),
+        decryption: zeroize::Zeroizing::new(secrets[j].1),
+        sequencer: sequencer.public_key(),
+        schedule,
+        skew_ms: 0,
+        replicas: None,
+    };
+    // A key made afresh (a lost key file recreated) is not the entry's.
+    let mut fresh = identity(&committee_a, first, 0);
+    fresh.decryption = zeroize::Zeroizing::new(random_scalar(&mut rng));
+    assert!(matches!(
+        KeyperNode::new(fresh, Vec::new()),
+        Err(KeyperError::WrongDecryptionKey { .. })
+    ));
+    // A committee of another deployment than the clock configured.
+    assert!(matches!(
+        KeyperNode::new(identity(&committee_a, relaunch, 0), Vec::new()),
+        Err(KeyperError::WrongDeployment { .. })
+    ));
+
+    // The first deployment: a window certified, each keyper journaling.
+    let params = GenerationParams {
+        window_batches: 8,
+        lead_batches: 4,
+        phase_ms: [20, 20, 20, 20],
+    };
+    let run = |committee: &Committee,
+               schedule: BatchSchedule,
+               journals: &mut Vec<Vec<KeyperRecord>>,
+               rng: &mut ChaCha20Rng| {
+        let mut nodes: Vec<KeyperNode> = (0..3)
+            .map(|j| KeyperNode::new(identity(committee, schedule, j), Vec::new()).expect("own"))
+            .collect();
+        let mut keeper = LogKeeper::new(committee.clone(), params, 0);
+        for now in (schedule.genesis_ms..schedule.genesis_ms + 400).step_by(10) {
+            keeper.handle_timeout(now, schedule.batch_at(now).unwrap_or(0));
+            for (j, n) in nodes.iter_mut().enumerate() {
+                n.handle_log(rng, now, keeper.entries(n.read(), u64::MAX, usize::MAX));
+                while let Some((number, record)) = n.poll_record() {
+                    journals[j].push(KeyperRecord::decode(&record.encode()).expect("decodes"));
+                    n.handle_durable(number);
+                }
+                while let Some(message) = n.poll_message() {
+                    let _ = keeper.handle_message(message);
+                }
+            }
+        }
+        std::iter::from_fn(|| keeper.poll_certified())
+            .map(|(certificate, _)| certificate)
+            .collect::<Vec<_>>()
+    };
+    let mut journals_a: Vec<Vec<KeyperRecord>> = (0..3).map(|_| Vec::new()).collect();
+    let certified_a = run(&committee_a, first, &mut journals_a, &mut rng);
+    assert!(!certified_a.is_empty());
+    assert!(matches!(
+        journals_a[0].first(),
+        Some(KeyperRecord::Committee { id }) if *id == committee_a.id()
+    ));
+    // Relaunched with the keyper directories kept: refused (the journal is
+    // the first deployment's), and a journal without the committee record
+    // (from before deployments were bound) too.
+    let kept: Vec<KeyperRecord> = journals_a[0]
+        .iter()
+        .map(|r| KeyperRecord::decode(&r.encode()).expect("decodes"))
+        .collect();
+    assert!(matches!(
+        KeyperNode::new(identity(&committee_b, relaunch, 0), kept),
+        Err(KeyperError::OtherCommittee { .. })
+    ));
+    let unbound: Vec<KeyperRecord> = journals_a[0]
+        .iter()
+        .skip(1)
+        .map(|r| KeyperRecord::decode(&r.encode()).expect("decodes"))
+        .collect();
+    assert!(matches!(
+        KeyperNode::new(identity(&committee_a, first, 0), unbound),
+        Err(KeyperError::OtherCommittee { journal, .. }) if journal == "none"
+    ));
+    // With new directories the relaunch deals anew: the same windows (by
+    // id and batches), and not one batch key of the first deployment.
+    let mut journals_b: Vec<Vec<KeyperRecord>> = (0..3).map(|_| Vec::new()).collect();
+    let certified_b = run(&committee_b, relaunch, &mut journals_b, &mut rng);
+    assert!(!certified_b.is_empty());
+    let keys = |certified: &[sealbatch::keyper::WindowCertificate]| {
+        certified
+            .iter()
+            .flat_map(|c| c.keys.clone())
+            .collect::<std::collections::BTreeSet<[u8; 32]>>()
+    };
+    assert_eq!(certified_a[0].window, certified_b[0].window);
+    assert!(keys(&certified_a).is_disjoint(&keys(&certified_b)));
+    // And a certificate of the first deployment verifies for its committee
+    // only: never for the relaunch's.
+    assert!(certified_a[0].verify(&committee_a));
+    assert!(!certified_a[0].verify(&committee_b));
+}
+
+/// A keyper that cannot read its shares from as many dealers as the
+/// committee tolerates faulty (here `t` = 2 of 3) concludes that the fault
+/// is its own and stops instead of accusing: accusing would make the
+/// honest dealers publish its shares in clear. One bad dealer alone is
+/// accused as usual.
+#[test]
+fn a_keyper_that_cannot_read_its_shares_stops_instead_of_accusing() {
+    use sealbatch::keyper::{Body, KeyperFault, KeyperMessage, LogEntry, Phase};
+
+    for bad_dealers in [1usize, 2] {
+        let mut rng = ChaCha20Rng::seed_from_u64(103);
+        let (committee, secrets, mut nodes) = three_nodes(&mut rng, 17);
+        let window = Window {
+            id: 1,
+            first_batch: 10,
+            batches: 2,
+        };
+        let node = &mut nodes[0];
+        let mut entries = vec![LogEntry::Open { window }];
+        node.handle_log(&mut rng, 0, [(0, &entries[0])]);
+        while let Some((n, _)) = node.poll_record() {
+            node.handle_durable(n);
+        }
+        let own = node.poll_message().expect("its dealing");
+        entries.push(LogEntry::Message(own));
+        for dealer in 2..=3u16 {
+            let (mut dealing, _) = deal(&mut rng, &committee, &window, dealer);
+            if usize::from(dealer) - 1 <= bad_dealers {
+                // Keyper 1's shares replaced: they do not decrypt.
+                dealing.shares[0]
+                    .ciphertext
+                    .iter_mut()
+                    .for_each(|b| *b ^= 0x5a);
+            }
+            let signed = KeyperMessage {
+                window,
+                sender: dealer,
+                body: Body::Dealing(dealing),
+            }
+            .sign(&secrets[usize::from(dealer) - 1].0, &committee);
+            entries.push(LogEntry::Message(signed));
+        }
+        entries.push(LogEntry::PhaseEnd {
+            window,
+            phase: Phase::Deal,
+        });
+        node.handle_log(
+            &mut rng,
+            0,
+            entries
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(p, e)| (p as u64, e)),
+        );
+        let accusations: Vec<u16> = std::iter::from_fn(|| node.poll_message())
+            .filter_map(|m| match m.message.body {
+                Body::Accusation { dealer } => Some(dealer),
+                _ => None,
+            })
+            .collect();
+        if bad_dealers == 1 {
+            assert_eq!(accusations, vec![2]);
+            assert!(node.fault().is_none());
+        } else {
+            assert!(accusations.is_empty(), "{accusations:?}");
+            assert!(matches!(
+                node.fault(),
+                Some(KeyperFault::CannotReadShares { failed: 2, .. })
+            ));
+        }
+    }
 }

@@ -100,7 +100,16 @@ async fn submit_one(client: &Client) -> Result<sealbatch::envelope::Receipt, Cli
             .find(|(b, _)| *b == e)
             .expect("key announced");
         let key = BatchPublicKey::from_bytes(key).expect("valid key");
-        let envelope = seal_bundle(&mut OsRng, &trader, e, &key, 1, &orders).expect("seals");
+        let envelope = seal_bundle(
+            &mut OsRng,
+            &trader,
+            &schedule.deployment(),
+            e,
+            &key,
+            1,
+            &orders,
+        )
+        .expect("seals");
         match client.submit(envelope.into_bytes()).await {
             Err(ClientError::Rejected {
                 code: ReasonCode::BatchClosed,
@@ -132,6 +141,7 @@ fn batch_key(schedule: &sealbatch::wire::Schedule, e: u64) -> BatchPublicKey {
 /// One order in market 1, sealed by `trader` to `key` for batch `e`.
 fn sealed_order(
     trader: &ed25519_dalek::SigningKey,
+    deployment: &sealbatch::envelope::DeploymentId,
     e: u64,
     key: &BatchPublicKey,
     nonce: u64,
@@ -144,7 +154,7 @@ fn sealed_order(
         qty,
         client_order_id: nonce,
     }];
-    seal_bundle(&mut OsRng, trader, e, key, nonce, &orders)
+    seal_bundle(&mut OsRng, trader, deployment, e, key, nonce, &orders)
         .expect("seals")
         .into_bytes()
 }
@@ -618,7 +628,16 @@ async fn one_address_cannot_fill_a_batch() {
             qty: 1,
             client_order_id: nonce,
         }];
-        let envelope = seal_bundle(&mut OsRng, &trader, e, &key, nonce, &orders).expect("seals");
+        let envelope = seal_bundle(
+            &mut OsRng,
+            &trader,
+            &schedule.deployment(),
+            e,
+            &key,
+            nonce,
+            &orders,
+        )
+        .expect("seals");
         let client = if nonce % 2 == 0 { &a } else { &b };
         outcomes.push(client.submit(envelope.into_bytes()).await);
     }
@@ -772,7 +791,16 @@ async fn every_refusal_names_the_open_batch_and_duplicates_are_receipted_again()
     let e = open + 1;
     let key = batch_key(&schedule, e);
     let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
-    let seal = |e: u64, nonce: u64| sealed_order(&trader, e, &key, nonce, (Side::Buy, 60_000, 1));
+    let seal = |e: u64, nonce: u64| {
+        sealed_order(
+            &trader,
+            &schedule.deployment(),
+            e,
+            &key,
+            nonce,
+            (Side::Buy, 60_000, 1),
+        )
+    };
     let refused = |result: Result<sealbatch::envelope::Receipt, ClientError>, want: ReasonCode| {
         match result {
             Err(ClientError::Rejected {
@@ -831,7 +859,14 @@ async fn own_envelopes_are_pushed_in_commitment_order() {
     let mut undecryptable = None;
     for nonce in 0..8u64 {
         let sealed_to = if nonce == 7 { &wrong_key } else { &key };
-        let envelope = sealed_order(&trader, e, sealed_to, nonce, (Side::Sell, 60_000, 1));
+        let envelope = sealed_order(
+            &trader,
+            &schedule.deployment(),
+            e,
+            sealed_to,
+            nonce,
+            (Side::Sell, 60_000, 1),
+        );
         let receipt = client.submit(envelope).await.expect("accepted");
         submitted.push(receipt.commitment.0);
         if nonce == 7 {
@@ -886,7 +921,14 @@ async fn requests_before_a_fin_are_answered_and_a_cut_frame_closes_at_once() {
     let e = schedule.open_batch + 1;
     let key = batch_key(&schedule, e);
     let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
-    let envelope = sealed_order(&trader, e, &key, 0, (Side::Buy, 60_000, 1));
+    let envelope = sealed_order(
+        &trader,
+        &schedule.deployment(),
+        e,
+        &key,
+        0,
+        (Side::Buy, 60_000, 1),
+    );
 
     // Three requests and the FIN in one write: all three are answered.
     let connection = raw(&node).await;
@@ -999,7 +1041,14 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
         .into_iter()
         .enumerate()
     {
-        let envelope = sealed_order(trader, e, &key, nonce as u64, (side, price, 4));
+        let envelope = sealed_order(
+            trader,
+            &schedule.deployment(),
+            e,
+            &key,
+            nonce as u64,
+            (side, price, 4),
+        );
         receipts.push(client.submit(envelope).await.expect("accepted"));
     }
     let cleared = loop {

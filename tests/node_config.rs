@@ -159,7 +159,9 @@ fn a_committee_section_parses_and_bad_ones_are_refused() {
     let config: NodeConfig = toml::from_str(&format!("[committee]\n{members}")).expect("parses");
     config.validate().expect("valid");
     let committee = config.committee.as_ref().expect("a committee");
-    let (c, params) = committee.committee().expect("a committee");
+    let (c, params) = committee
+        .committee(sealbatch::envelope::DeploymentId([3; 32]))
+        .expect("a committee");
     assert_eq!((c.size(), c.threshold()), (3, 2));
     assert_eq!(params, sealbatch::keyper::GenerationParams::default());
     for bad in [

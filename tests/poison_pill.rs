@@ -82,8 +82,16 @@ async fn one_batch(
         .expect("the batch is announced");
     let mut commitments = Vec::new();
     for (nonce, (trader, orders)) in bundles.iter().enumerate() {
-        let envelope =
-            seal_bundle(&mut OsRng, trader, e, &key, nonce as u64, orders).expect("seals");
+        let envelope = seal_bundle(
+            &mut OsRng,
+            trader,
+            &schedule.deployment(),
+            e,
+            &key,
+            nonce as u64,
+            orders,
+        )
+        .expect("seals");
         let bytes = envelope.into_bytes();
         let mut attempts = 0;
         let receipt = loop {

@@ -635,6 +635,7 @@ impl Cluster {
             .seq()
             .batch_public_key(e)
             .expect("an announced key");
+        let deployment = self.replicas[l].seq().deployment();
         let trader = self.traders[self.rng.next_u32() as usize % self.traders.len()].clone();
         let orders: Vec<OrderSpec> = (0..1 + self.rng.next_u32() % 3)
             .map(|i| {
@@ -649,9 +650,17 @@ impl Cluster {
             })
             .collect();
         self.nonce += 1;
-        let envelope = seal_bundle(&mut self.rng, &trader, e, &public, self.nonce, &orders)
-            .expect("seals")
-            .into_bytes();
+        let envelope = seal_bundle(
+            &mut self.rng,
+            &trader,
+            &deployment,
+            e,
+            &public,
+            self.nonce,
+            &orders,
+        )
+        .expect("seals")
+        .into_bytes();
         let submission = Submission {
             replica: l,
             e,

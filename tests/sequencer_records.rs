@@ -42,6 +42,16 @@ fn outcome(envelopes: u8, fills: u8, price: Option<u64>) -> BatchOutcome {
         e: 77,
         root: MerkleRoot([5; 32]),
         batch_secret: [6; 32],
+        release: vec![
+            sealbatch::envelope::ReleaseAttestation {
+                keyper: 1,
+                signature: [7; 64],
+            },
+            sealbatch::envelope::ReleaseAttestation {
+                keyper: 4,
+                signature: [8; 64],
+            },
+        ],
         envelopes: (0..envelopes)
             .map(|i| EnvelopeOutcome {
                 commitment: Commitment([i; 32]),
@@ -217,9 +227,10 @@ fn truncation_and_trailing_bytes_are_typed_errors() {
 #[test]
 fn non_canonical_fields_are_refused() {
     let mut part = only_part(&outcome(0, 0, None));
-    // tag 8, e 8, root 32, secret 32, envelope count 4, market count 4,
-    // market id 4, then has_price (0) and price (must be 0 without a price).
-    let price_at = 8 + 8 + 32 + 32 + 4 + 4 + 4 + 1;
+    // tag 8, e 8, root 32, secret 32, attestations 2 + 2 × 66, envelope
+    // count 4, market count 4, market id 4, then has_price (0) and price
+    // (must be 0 without a price).
+    let price_at = 8 + 8 + 32 + 32 + 2 + 2 * 66 + 4 + 4 + 4 + 1;
     part.bytes[price_at] = 1;
     assert!(matches!(
         assemble(vec![part]),

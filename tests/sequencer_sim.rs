@@ -21,8 +21,8 @@ use ed25519_dalek::SigningKey;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use sealbatch::envelope::{
-    BatchSchedule, Commitment, EmbeddedCustodian, KeyCustodian, MasterSecret, SequencerKey,
-    seal_bundle,
+    BatchSchedule, Commitment, EmbeddedCustodian, KeyCustodian, MasterSecret, SealStatement,
+    SequencerKey, seal_bundle,
 };
 use sealbatch::journal::{
     CheckpointProblem, FoundCheckpoint, Journal, JournalConfig, SimStorage, StoredCheckpoint,
@@ -172,12 +172,19 @@ struct SimCommittee {
 struct SimKeyper {
     index: KeyperIndex,
     keys: WindowKeys,
+    /// Its signing key: it attests the seal it releases for.
+    signing: ed25519_dalek::SigningKey,
     /// The keyper's memory of its releases: its own journal, which
     /// survives the sequencer's crashes.
     guard: ReleaseGuard,
     down: bool,
     faulty: bool,
 }
+
+/// The sequencer key of the worlds with a committee: the committee is
+/// bound to one deployment (this key and the batch clock), and its
+/// generation is made once for all seeds.
+const SIM_COMMITTEE_SEQUENCER: [u8; 32] = [0x5e; 32];
 
 /// The window the simulation's committee deals: every batch a run reaches.
 const SIM_WINDOW: Window = Window {
@@ -189,11 +196,18 @@ const SIM_WINDOW: Window = Window {
 /// One generation for all seeds (it is the costly part): the committee,
 /// each keyper's keys, the observer's keys and the certificate, from a
 /// generation replayed through its log.
-fn sim_generation() -> &'static (Committee, Vec<WindowKeys>, WindowKeys, WindowCertificate) {
+#[allow(clippy::type_complexity)]
+fn sim_generation() -> &'static (
+    Committee,
+    Vec<(WindowKeys, ed25519_dalek::SigningKey)>,
+    WindowKeys,
+    WindowCertificate,
+) {
     use sealbatch::keyper::{Body, KeyperMessage, LogEntry, Phase, WindowLog, deal};
+    #[allow(clippy::type_complexity)]
     static GENERATION: std::sync::OnceLock<(
         Committee,
-        Vec<WindowKeys>,
+        Vec<(WindowKeys, ed25519_dalek::SigningKey)>,
         WindowKeys,
         WindowCertificate,
     )> = std::sync::OnceLock::new();
@@ -212,7 +226,8 @@ fn sim_generation() -> &'static (Committee, Vec<WindowKeys>, WindowKeys, WindowC
             });
             secrets.push((signing, decryption));
         }
-        let committee = Committee::new(3, members).expect("a committee");
+        let deployment = genesis(&SequencerKey::from_seed(&SIM_COMMITTEE_SEQUENCER)).deployment();
+        let committee = Committee::new(3, members, deployment).expect("a committee");
         secrets.sort_by_key(|(s, _)| committee.index_of(&s.verifying_key().to_bytes()));
         let mut logs: Vec<WindowLog> = committee
             .indices()
@@ -282,7 +297,11 @@ fn sim_generation() -> &'static (Committee, Vec<WindowKeys>, WindowKeys, WindowC
         let certificate = logs[5].certificate().expect("certified");
         (
             committee.clone(),
-            logs[..5].iter().map(keys).collect(),
+            logs[..5]
+                .iter()
+                .zip(&secrets)
+                .map(|(log, (signing, _))| (keys(log), signing.clone()))
+                .collect(),
             keys(&logs[5]),
             certificate,
         )
@@ -296,9 +315,10 @@ impl SimCommittee {
             keypers: keyper_keys
                 .into_iter()
                 .enumerate()
-                .map(|(i, keys)| SimKeyper {
+                .map(|(i, (keys, signing))| SimKeyper {
                     index: i as KeyperIndex + 1,
                     keys,
+                    signing,
                     guard: ReleaseGuard::default(),
                     down: false,
                     faulty: i == 4,
@@ -616,10 +636,21 @@ impl World {
             if keyper.faulty {
                 share[0] ^= 1;
             }
-            shares.push((keyper.index, keyper.faulty, share));
+            let attestation = sealbatch::keyper::attestation::attest(
+                &keyper.signing,
+                &committee.committee,
+                &SealStatement {
+                    e: seal.e,
+                    count: seal.count,
+                    root: seal.root,
+                },
+            );
+            shares.push((keyper.index, keyper.faulty, share, attestation));
         }
-        for (index, faulty, share) in shares {
-            let outcome = self.seq().handle_key_share(now, seal.e, index, &share);
+        for (index, faulty, share, attestation) in shares {
+            let outcome = self
+                .seq()
+                .handle_key_share(now, seal.e, index, &share, &attestation);
             let committee = self.committee.as_mut().expect("a committee");
             match outcome {
                 Ok(done) => {
@@ -745,11 +776,20 @@ impl World {
         let ahead = u64::from(self.rng.next_u32().is_multiple_of(3));
         let e = self.seq().open_batch_at(now) + ahead;
         let public = self.seq().batch_public_key(e).expect("announced key");
+        let deployment = self.seq().deployment();
         let trader = self.traders[self.rng.next_u32() as usize % self.traders.len()].clone();
         let orders = self.random_orders();
         self.nonce += 1;
-        let envelope =
-            seal_bundle(&mut self.rng, &trader, e, &public, self.nonce, &orders).expect("seals");
+        let envelope = seal_bundle(
+            &mut self.rng,
+            &trader,
+            &deployment,
+            e,
+            &public,
+            self.nonce,
+            &orders,
+        )
+        .expect("seals");
         let mut bytes = envelope.into_bytes();
         match self.rng.next_u32() % 40 {
             // Tampered ciphertext: accepted (shape is fine), rejected at opening.
@@ -1383,6 +1423,7 @@ fn a_keyper_committee_releases_every_key_through_crashes_faults_and_stalls() {
     let (mut requests, mut released, mut refused, mut batches, mut crashes) = (0, 0, 0, 0, 0);
     for seed in seeds(300..306) {
         let mut world = World::new(seed, CHECKPOINT_OFTEN);
+        world.key_seed = SIM_COMMITTEE_SEQUENCER;
         world.committee = Some(SimCommittee::new());
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             run_world(world, seed, 300, Crashes::Random(12))
@@ -1793,6 +1834,7 @@ fn a_refused_submission_leaves_no_empty_batch() {
     let envelope = seal_bundle(
         &mut ChaCha20Rng::seed_from_u64(1),
         &world.traders[0],
+        &sequencer.deployment(),
         0,
         &public,
         1,

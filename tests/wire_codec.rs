@@ -55,6 +55,10 @@ fn small_cleared() -> BatchCleared {
         e: 5,
         root: [1; 32],
         batch_secret: [2; 32],
+        release: vec![sealbatch::envelope::ReleaseAttestation {
+            keyper: 2,
+            signature: [0xab; 64],
+        }],
         envelopes: 3,
         accepted: 2,
         markets: vec![
@@ -242,7 +246,7 @@ const GOLDEN_ACKNOWLEDGE_PAYOUT: &str = "7b000000090a000000000000000d0d0d0d0d0d0
 const GOLDEN_REJECTED: &str =
     "1e000000830807060504030201022a0000000000000000000000040000006c617465";
 const GOLDEN_OPERATOR_DEPOSIT: &str = "a20000000708000000000000000d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0dbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb0300000088130000000000000900000074783a307866656564cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
-const GOLDEN_CLEARED: &str = "ce00000086050000000000000001010101010101010101010101010101010101010101010101010101010101010202020202020202020202020202020202020202020202020202020202020202030000000200000002000000010000000164000000000000000a00000000000000fdffffffffffffffffffffffffffffff020000000000000000000000000000000000000000000000000000000001000000030303030303030303030303030303030303030303030303030303030303030300000000000100000001000a00000000000000";
+const GOLDEN_CLEARED: &str = "120100008605000000000000000101010101010101010101010101010101010101010101010101010101010101020202020202020202020202020202020202020202020202020202020202020201000200abababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababab030000000200000002000000010000000164000000000000000a00000000000000fdffffffffffffffffffffffffffffff020000000000000000000000000000000000000000000000000000000001000000030303030303030303030303030303030303030303030303030303030303030300000000000100000001000a00000000000000";
 const GOLDEN_SCHEDULE_SIGNING: &str = "157365616c6261746368207631207363686564756c650068e5cf8b010000640000000000000009000000000000001111111111111111111111111111111111111111111111111111111111111111010000000a00000000000000222222222222222222222222222222222222222222222222222222222222222201000000010000000100000002000000010000000000000001000000000000000100000000000000e803000000000000f4010000000000000a000100000002000000000000000e3132372e302e302e313a373030314444444444444444444444444444444444444444444444444444444444444444";
 
 #[test]
@@ -581,7 +585,8 @@ fn decoding_refuses_counts_over_their_bounds() {
     let markets_at = keys_at + 4 + 40;
     let sealed = encoded(&server_samples()[4]);
     let cleared = encoded(&ServerMessage::BatchCleared(small_cleared()));
-    let cleared_markets_at = 5 + 8 + 32 + 32 + 8;
+    // After the secret: one release attestation (2 + 66 bytes).
+    let cleared_markets_at = 5 + 8 + 32 + 32 + 68 + 8;
     let own_at = cleared_markets_at + 4 + 37 + 29;
     let fills_at = own_at + 4 + 32 + 1 + 4;
     let account = encoded(&server_samples()[6]);
@@ -728,7 +733,7 @@ fn unknown_types_are_refused_from_the_type_byte() {
 fn bad_field_values_are_typed_errors() {
     // Option tag 2 for the first market line's price.
     let mut cleared = encoded(&ServerMessage::BatchCleared(small_cleared()));
-    let tag_at = 5 + 8 + 32 + 32 + 8 + 4 + 4;
+    let tag_at = 5 + 8 + 32 + 32 + 68 + 8 + 4 + 4;
     assert_eq!(cleared[tag_at], 1);
     cleared[tag_at] = 2;
     assert_eq!(
@@ -736,6 +741,39 @@ fn bad_field_values_are_typed_errors() {
         Err(FrameError::Body(DecodeError::Invalid {
             field: "market_line.price",
             offset: tag_at
+        }))
+    );
+    // Release attestations: more than a committee's 64, keyper 0, or not
+    // strictly ascending.
+    let release_at = 5 + 8 + 32 + 32;
+    let mut many = encoded(&ServerMessage::BatchCleared(small_cleared()));
+    many[release_at..release_at + 2].copy_from_slice(&65u16.to_le_bytes());
+    assert_eq!(
+        wire::parse::<ServerMessage>(&many),
+        Err(FrameError::Body(DecodeError::Invalid {
+            field: "attestation count",
+            offset: release_at
+        }))
+    );
+    let mut zero = encoded(&ServerMessage::BatchCleared(small_cleared()));
+    zero[release_at + 2..release_at + 4].copy_from_slice(&0u16.to_le_bytes());
+    assert_eq!(
+        wire::parse::<ServerMessage>(&zero),
+        Err(FrameError::Body(DecodeError::Invalid {
+            field: "attesting keyper",
+            offset: release_at + 2
+        }))
+    );
+    let mut twice = small_cleared();
+    twice.release.push(twice.release[0]);
+    let mut bytes = Vec::new();
+    // The encoder writes what it is given; the decoder refuses a repeat.
+    wire::encode(&ServerMessage::BatchCleared(twice), &mut bytes).expect("encodes");
+    assert_eq!(
+        wire::parse::<ServerMessage>(&bytes),
+        Err(FrameError::Body(DecodeError::Invalid {
+            field: "attesting keyper",
+            offset: release_at + 2 + 66
         }))
     );
     // Reason codes 0 and 15 (one past the last).
@@ -1085,6 +1123,12 @@ fn cleared() -> impl Strategy<Value = BatchCleared> {
                 e,
                 root,
                 batch_secret,
+                release: (1..=(e % 4) as u16)
+                    .map(|keyper| sealbatch::envelope::ReleaseAttestation {
+                        keyper,
+                        signature: [keyper as u8; 64],
+                    })
+                    .collect(),
                 envelopes,
                 accepted,
                 markets,
@@ -1260,7 +1304,8 @@ fn key_certificates_round_trip_and_refuse_bad_committees() {
             .to_bytes(),
         })
         .collect();
-    let committee = Committee::new(3, members).expect("a committee");
+    let committee = Committee::new(3, members, sealbatch::envelope::DeploymentId([0x5d; 32]))
+        .expect("a committee");
     let certificate = WindowCertificate {
         window: Window {
             id: 7,

@@ -35,7 +35,11 @@ fn committee() -> &'static (Committee, Scalar) {
                     .to_bytes(),
             })
             .collect();
-        (Committee::new(3, members).expect("a committee"), decryption)
+        (
+            Committee::new(3, members, sealbatch::envelope::DeploymentId([1; 32]))
+                .expect("a committee"),
+            decryption,
+        )
     })
 }
 

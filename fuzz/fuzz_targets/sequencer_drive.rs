@@ -794,9 +794,11 @@ impl Harness {
         self.orders_sent += orders.len();
         let public = self.seq.batch_public_key(e).expect("a batch public key");
         self.nonce += 1;
+        let deployment = self.genesis.deployment();
         let envelope = seal_bundle(
             &mut self.rng,
             &self.traders[i],
+            &deployment,
             e,
             &public,
             self.nonce,

@@ -559,7 +559,10 @@ async fn trade(
             qty: 1,
             client_order_id: nonce,
         }];
-        let Ok(envelope) = seal_bundle(&mut OsRng, &key, e, &batch_key, nonce, &orders) else {
+        let deployment = fresh.deployment();
+        let Ok(envelope) =
+            seal_bundle(&mut OsRng, &key, &deployment, e, &batch_key, nonce, &orders)
+        else {
             continue;
         };
         let sent = Instant::now();

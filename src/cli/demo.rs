@@ -194,7 +194,10 @@ pub fn run(args: &DemoArgs) -> CommandResult {
         let last_index = Arc::new(std::sync::atomic::AtomicU16::new(0));
         if let Some(committee) = &committee {
             let schedule = watcher.schedule().await?;
-            let t = committee.committee()?.0.threshold();
+            let t = committee
+                .committee(crate::envelope::DeploymentId([0; 32]))?
+                .0
+                .threshold();
             clock = Some((
                 crate::envelope::BatchSchedule {
                     genesis_ms: schedule.genesis_ms,
@@ -390,6 +393,7 @@ pub fn run(args: &DemoArgs) -> CommandResult {
             transcript: None,
             verbose: false,
             receipts: Some(receipts),
+            committee: None,
         })?;
         if report.included != report.receipts {
             return Err(super::Failure::Mismatch(format!(

@@ -435,16 +435,27 @@ impl Sender {
             client_order_id: self.nonce,
         }];
         if self.kind != HostileKind::Forged {
-            return seal_bundle(&mut self.rng, &self.trader, e, &key, self.nonce, &orders)
-                .ok()
-                .map(|envelope| envelope.into_bytes());
+            return seal_bundle(
+                &mut self.rng,
+                &self.trader,
+                &self.schedule.deployment(),
+                e,
+                &key,
+                self.nonce,
+                &orders,
+            )
+            .ok()
+            .map(|envelope| envelope.into_bytes());
         }
         // A bundle naming a random account, signed by another random key.
         let named = generate_account_key(&mut self.rng);
         let signer = generate_account_key(&mut self.rng);
         let body = encode_body(&named.verifying_key().to_bytes(), self.nonce, &orders).ok()?;
         let mut plaintext = body.clone();
-        let signature = ed25519_dalek::Signer::sign(&signer, &bundle_signature_message(e, &body));
+        let signature = ed25519_dalek::Signer::sign(
+            &signer,
+            &bundle_signature_message(&self.schedule.deployment(), e, &body),
+        );
         plaintext.extend_from_slice(&signature.to_bytes());
         plaintext.resize(padded_len(orders.len())?, 0);
         let mut r = [0u8; 32];

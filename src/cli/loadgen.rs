@@ -603,7 +603,7 @@ async fn run_trader(
                 for _ in 0..count {
                     let orders = random_orders(&mut trader.rng, &trader.schedule.markets, bundle);
                     trader.nonce += 1;
-                    let Ok(envelope) = seal_bundle(&mut trader.rng, &trader.key, e, &batch_key, trader.nonce, &orders) else {
+                    let Ok(envelope) = seal_bundle(&mut trader.rng, &trader.key, &trader.schedule.deployment(), e, &batch_key, trader.nonce, &orders) else {
                         continue;
                     };
                     let client = Arc::clone(&trader.client);

@@ -64,8 +64,11 @@ Exit status:
   2   bad usage, or an input that cannot be read (a missing or damaged
       journal, a transcript or receipts file that does not decode)
   70  `run`: the sequencer stopped on an internal error (a bug)
-  74  `run`: the storage failed (a journal write or fsync failed or stalled)
-  78  `run`: the configuration cannot be used";
+  74  `run`, `keyper run`: the storage failed (a journal write or fsync
+      failed or stalled)
+  78  `run`, `keyper run`: the configuration cannot be used (for a keyper
+      also: its keys missing or not its committee entry, a journal of
+      another deployment, or it cannot read its own shares)";
 
 /// `verify`'s exit statuses, as `sealbatch verify --help` shows them.
 const VERIFY_EXIT_STATUS_HELP: &str = "\
@@ -178,6 +181,8 @@ pub fn main() -> ExitCode {
 pub fn exit_code(error: &(dyn std::error::Error + 'static)) -> u8 {
     if let Some(node) = error.downcast_ref::<crate::node::NodeError>() {
         node.exit_code()
+    } else if let Some(keyper) = error.downcast_ref::<crate::keyperd::KeyperProcessError>() {
+        keyper.exit_code()
     } else if error
         .downcast_ref::<crate::node::config::ConfigFileError>()
         .is_some()

@@ -146,7 +146,15 @@ pub fn run(args: &SubmitArgs) -> CommandResult {
                 .find(|(b, _)| *b == e)
                 .map(|(_, k)| BatchPublicKey::from_bytes(k))
                 .ok_or_else(|| format!("the schedule announces no key for batch {e}"))??;
-            let envelope = seal_bundle(&mut OsRng, &key, e, &batch_key, nonce, &orders)?;
+            let envelope = seal_bundle(
+                &mut OsRng,
+                &key,
+                &schedule.deployment(),
+                e,
+                &batch_key,
+                nonce,
+                &orders,
+            )?;
             // A busy sequencer says when to come back; a batch that closed
             // on the way is retried with the next one. Either way the bundle
             // is sealed again, to a batch open then.

@@ -53,6 +53,12 @@ pub struct VerifyArgs {
     /// journaled outcome.
     #[arg(long, value_name = "FILE", conflicts_with = "transcript")]
     pub receipts: Option<PathBuf>,
+    /// With `--transcript`: require the batch's key to come from the keyper
+    /// committee with this id (64 hex digits, as the sequencer logs it and
+    /// `KeyCertificates` names it): a transcript of the embedded custodian
+    /// or of another committee is refused.
+    #[arg(long, value_name = "HEX", requires = "transcript")]
+    pub committee: Option<String>,
 }
 
 /// Arguments of `sealbatch export`.
@@ -160,8 +166,45 @@ pub(super) fn verified_transcript(path: &Path) -> Result<(Transcript, Transcript
 fn verify(args: &VerifyArgs) -> Result<(), Failure> {
     if let Some(path) = &args.transcript {
         let (_, summary) = verified_transcript(path)?;
+        let pinned = match &args.committee {
+            None => None,
+            Some(text) => {
+                let mut id = [0u8; 32];
+                hex::decode_to_slice(text.trim(), &mut id).map_err(|_| {
+                    Failure::Unreadable(format!("--committee {text:?} is not 64 hex digits"))
+                })?;
+                Some(id)
+            }
+        };
+        let custody = match (&summary.released_by, pinned) {
+            (None, Some(id)) => {
+                return Err(Failure::Mismatch(format!(
+                    "batch {}: its key came from the sequencer's own custodian, not from committee {}",
+                    summary.e,
+                    hex::encode(id)
+                )));
+            }
+            (Some((committee, _, _)), Some(id)) if *committee != id => {
+                return Err(Failure::Mismatch(format!(
+                    "batch {}: its key came from committee {}, not {}",
+                    summary.e,
+                    hex::encode(committee),
+                    hex::encode(id)
+                )));
+            }
+            (None, None) => "key from the sequencer's own custodian (trusted-operator mode)".into(),
+            (Some((committee, t, keypers)), _) => format!(
+                "key released for this seal by keypers {} of committee {} (t = {t})",
+                keypers
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                &hex::encode(committee)[..16]
+            ),
+        };
         println!(
-            "batch {:>10}: {:>6} envelopes {:>8} fills  OK (from the {} balances the transcript states)",
+            "batch {:>10}: {:>6} envelopes {:>8} fills  OK (from the {} balances the transcript states; {custody})",
             summary.e, summary.envelopes, summary.fills, summary.balances
         );
         return Ok(());
@@ -220,7 +263,7 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
     );
     match &report.committee {
         Some(committee) => println!(
-            "keyper committee: {} windows certified (each certificate checked); {} batch secrets match their certified keys",
+            "keyper committee: {} windows certified (each certificate checked); {} batch secrets match their certified keys, each released for its seal (t keypers' attestations checked)",
             committee.windows, committee.keys_checked
         ),
         None => println!("trusted-operator mode: batch keys from the embedded custodian"),

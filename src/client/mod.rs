@@ -11,11 +11,21 @@
 //! ([`KeyTrust::Named`]) the committee the sequencer names is checked for
 //! consistency, and a sequencer in trusted-operator mode is accepted.
 //!
+//! Every pushed batch event is checked before the caller sees it
+//! ([`check::ResultCheck`]): a seal's signature, and a result's root, its
+//! `s_e` against the batch's certified key and, under a committee, `t`
+//! keypers' attestations that they released their shares for exactly that
+//! seal. A result that fails is never delivered as `BatchCleared`: the
+//! subscriber gets an `Error` (request id 0, code `Protocol`) naming the
+//! batch and why, and [`Client::results_refused`] counts it. So a sequencer
+//! that obtained a batch key for one seal cannot show its traders another.
+//!
 //! A replicated sequencer's clients use [`cluster::ClusterClient`], which
 //! follows the leader across failovers.
 //!
-//! Layout: this file is one connection ([`Client`]); [`cluster`] the
-//! client of a cluster of replicas.
+//! Layout: this file is one connection ([`Client`]); [`check`] what pushed
+//! events are checked against; [`cluster`] the client of a cluster of
+//! replicas.
 //!
 //! ```no_run
 //! # async fn demo(addr: std::net::SocketAddr, fingerprint: [u8; 32]) -> Result<(), sealbatch::client::ClientError> {
@@ -26,6 +36,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod check;
 pub mod cluster;
 
 use std::collections::BTreeMap;
@@ -153,6 +164,10 @@ pub struct Client {
     /// The batch keys verified certificates hold, by batch (from the open
     /// batch on).
     certified: Mutex<BTreeMap<u64, [u8; 32]>>,
+    /// What pushed events are checked against, shared with the reader.
+    check: Arc<Mutex<check::ResultCheck>>,
+    /// Results refused by the check.
+    refused: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Client {
@@ -186,7 +201,15 @@ impl Client {
         let (events_tx, events_rx) = mpsc::channel(EVENTS_BUFFER);
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_BUFFER);
         tokio::spawn(write_frames(send, outbound_rx));
-        tokio::spawn(read_frames(recv, Arc::clone(&waiters), events_tx));
+        let check = Arc::new(Mutex::new(check::ResultCheck::default()));
+        let refused = Arc::new(AtomicU64::new(0));
+        tokio::spawn(read_frames(
+            recv,
+            Arc::clone(&waiters),
+            events_tx,
+            Arc::clone(&check),
+            Arc::clone(&refused),
+        ));
         Ok(Client {
             connection,
             _endpoint: endpoint,
@@ -198,7 +221,20 @@ impl Client {
             trust: Mutex::new(KeyTrust::default()),
             custody: Mutex::new(None),
             certified: Mutex::new(BTreeMap::new()),
+            check,
+            refused,
         })
+    }
+
+    /// Pushed events refused by the check ([`check::ResultCheck`]): seals
+    /// that do not verify, results without their evidence.
+    #[must_use]
+    pub fn results_refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    fn check(&self) -> std::sync::MutexGuard<'_, check::ResultCheck> {
+        self.check.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Which batch keys [`schedule`](Self::schedule) keeps from now on.
@@ -305,6 +341,7 @@ impl Client {
                         _ => *known = Some(key),
                     }
                 }
+                self.check().set_sequencer(key);
                 self.certified(schedule).await
             }
             other => Err(unexpected(other)),
@@ -328,7 +365,13 @@ impl Client {
                 .all(|(e, key)| certified.get(e) == Some(key))
         };
         match (custody, trust) {
-            (Some(KeyCustody::Operator), KeyTrust::Named) => return Ok(schedule),
+            (Some(KeyCustody::Operator), KeyTrust::Named) => {
+                let mut check = self.check();
+                for (e, key) in &schedule.batch_keys {
+                    check.add_key(*e, *key);
+                }
+                return Ok(schedule);
+            }
             (Some(KeyCustody::Committee { id, .. }), _) if known => {
                 check_committee(trust, id)?;
                 return Ok(self.keep_certified(schedule));
@@ -354,8 +397,22 @@ impl Client {
                     hex::encode(id)
                 )));
             }
+            let mut check = self.check();
+            check.set_operator();
+            for (e, key) in &schedule.batch_keys {
+                check.add_key(*e, *key);
+            }
             return Ok(schedule);
         };
+        // The committee must be bound to this deployment: keys certified
+        // for another (a relaunch, another venue) are not this one's.
+        if *committee.deployment() != schedule.deployment() {
+            return Err(ClientError::Uncertified(format!(
+                "the committee is bound to deployment {}, the schedule's is {}",
+                committee.deployment(),
+                schedule.deployment()
+            )));
+        }
         *self.custody.lock().unwrap_or_else(|p| p.into_inner()) = Some(KeyCustody::Committee {
             id: committee.id(),
             threshold: committee.threshold(),
@@ -364,15 +421,18 @@ impl Client {
         check_committee(trust, committee.id())?;
         {
             let mut certified = self.certified.lock().unwrap_or_else(|p| p.into_inner());
+            let mut check = self.check();
             for certificate in &certificates {
                 if certificate.verify(&committee) {
                     for e in certificate.window.batches() {
                         if let (Some(key), true) = (certificate.key(e), e >= schedule.open_batch) {
                             certified.insert(e, key);
+                            check.add_key(e, key);
                         }
                     }
                 }
             }
+            check.set_committee(committee);
         }
         schedule = self.keep_certified(schedule);
         Ok(schedule)
@@ -436,6 +496,11 @@ impl Client {
     ///
     /// [`ClientError::Protocol`] if called twice.
     pub async fn subscribe(&self) -> Result<mpsc::Receiver<ServerMessage>, ClientError> {
+        // Results are checked against the committee (or its absence): know
+        // which before the first one comes.
+        if self.custody().is_none() {
+            self.schedule().await?;
+        }
         let events = self
             .events
             .lock()
@@ -724,6 +789,39 @@ fn check_committee(trust: KeyTrust, id: [u8; 32]) -> Result<(), ClientError> {
     }
 }
 
+/// A pushed event, checked ([`check::ResultCheck`]): a seal or result that
+/// fails becomes an `Error` (request id 0, code `Protocol`) naming why.
+fn checked(
+    check: &Mutex<check::ResultCheck>,
+    refused: &AtomicU64,
+    message: ServerMessage,
+) -> ServerMessage {
+    let mut check = check.lock().unwrap_or_else(|p| p.into_inner());
+    let verdict = match &message {
+        ServerMessage::BatchOpened { e, public_key, .. } => {
+            if !check.is_committee() {
+                check.add_key(*e, *public_key);
+            }
+            Ok(())
+        }
+        ServerMessage::BatchSealed(sealed) => check.sealed(sealed),
+        ServerMessage::BatchCleared(cleared) => check.cleared(cleared),
+        _ => Ok(()),
+    };
+    match verdict {
+        Ok(()) => message,
+        Err(error) => {
+            refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, "a batch event from the sequencer refused");
+            ServerMessage::Error {
+                request_id: 0,
+                code: ReasonCode::Protocol,
+                message: format!("refused: {error}"),
+            }
+        }
+    }
+}
+
 fn unexpected(message: ServerMessage) -> ClientError {
     match message {
         ServerMessage::Error { code, message, .. } => ClientError::Refused { code, message },
@@ -754,6 +852,8 @@ async fn read_frames(
     mut recv: quinn::RecvStream,
     waiters: Waiters,
     events: mpsc::Sender<ServerMessage>,
+    check: Arc<Mutex<check::ResultCheck>>,
+    refused: Arc<AtomicU64>,
 ) {
     let mut decoder: FrameDecoder<ServerMessage> = FrameDecoder::new();
     let mut chunk = vec![0u8; 64 << 10];
@@ -777,6 +877,7 @@ async fn read_frames(
                         }
                     }
                     None => {
+                        let message = checked(&check, &refused, message);
                         // A slow subscriber loses events rather than stall replies.
                         let _ = events.try_send(message);
                     }

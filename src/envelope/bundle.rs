@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use zeroize::{Zeroize, Zeroizing};
 
 use super::cofactored::{PendingSignature, verify_each};
+use super::custodian::DeploymentId;
 use super::keys::{BatchPublicKey, ReleasedBatchKey, decode_point, decode_secret_scalar};
 use super::layout::{
     BundleError, DOMAIN_KEM_KEY, ENVELOPE_LEN_MAX, ENVELOPE_LEN_MIN, HEADER_LEN, Malformed,
@@ -95,6 +96,7 @@ pub fn kem_key(
 pub fn seal_bundle<R: CryptoRngCore + ?Sized>(
     rng: &mut R,
     account: &SigningKey,
+    deployment: &DeploymentId,
     e: BatchId,
     batch_key: &BatchPublicKey,
     nonce: u64,
@@ -107,7 +109,7 @@ pub fn seal_bundle<R: CryptoRngCore + ?Sized>(
         rng.fill_bytes(wide.as_mut());
         let r = Zeroizing::new(Scalar::from_bytes_mod_order_wide(&wide));
         if *r != Scalar::ZERO {
-            return seal_with_scalar(&r, account, e, batch_key, nonce, orders);
+            return seal_with_scalar(&r, account, deployment, e, batch_key, nonce, orders);
         }
     }
     Err(BundleError::Rng)
@@ -122,18 +124,20 @@ pub fn seal_bundle<R: CryptoRngCore + ?Sized>(
 pub fn seal_bundle_with_ephemeral(
     r: &[u8; 32],
     account: &SigningKey,
+    deployment: &DeploymentId,
     e: BatchId,
     batch_key: &BatchPublicKey,
     nonce: u64,
     orders: &[OrderSpec],
 ) -> Result<Envelope, BundleError> {
     let r = Zeroizing::new(decode_secret_scalar(r).map_err(|_| BundleError::BadEphemeral)?);
-    seal_with_scalar(&r, account, e, batch_key, nonce, orders)
+    seal_with_scalar(&r, account, deployment, e, batch_key, nonce, orders)
 }
 
 fn seal_with_scalar(
     r: &Scalar,
     account: &SigningKey,
+    deployment: &DeploymentId,
     e: BatchId,
     batch_key: &BatchPublicKey,
     nonce: u64,
@@ -143,7 +147,7 @@ fn seal_with_scalar(
     let padded = padded_len(orders.len()).ok_or(BundleError::TooManyOrders {
         orders: orders.len(),
     })?;
-    let signature = account.sign(&bundle_signature_message(e, &body));
+    let signature = account.sign(&bundle_signature_message(deployment, e, &body));
     let mut plaintext = Zeroizing::new(Vec::with_capacity(padded));
     plaintext.extend_from_slice(&body);
     plaintext.extend_from_slice(&signature.to_bytes());
@@ -481,7 +485,7 @@ impl ReleasedBatchKey {
             PlaintextError::Malformed(m) => Rejection::Malformed(m),
         })?;
         Ok(Decrypted {
-            message: bundle_signature_message(e, decoded.body),
+            message: bundle_signature_message(self.deployment(), e, decoded.body),
             signature: decoded.signature,
             bundle: VerifiedBundle {
                 account: AccountId(decoded.account),

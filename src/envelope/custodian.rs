@@ -55,6 +55,13 @@ impl BatchSchedule {
             .checked_add(self.genesis_ms)
     }
 
+    /// Unix milliseconds at which batch `e` opens; `None` on overflow.
+    #[must_use]
+    pub fn open_ms(&self, e: BatchId) -> Option<u64> {
+        e.checked_mul(self.batch_length_ms)?
+            .checked_add(self.genesis_ms)
+    }
+
     /// The batch open at `now_ms`; `None` before genesis or with a zero length.
     #[must_use]
     pub fn batch_at(&self, now_ms: u64) -> Option<BatchId> {
@@ -62,6 +69,42 @@ impl BatchSchedule {
             return None;
         }
         Some(now_ms.checked_sub(self.genesis_ms)? / self.batch_length_ms)
+    }
+}
+
+/// One deployment of a sequencer: its key and its batch clock, hashed.
+///
+/// `id = KDF("sealbatch v1 deployment", sequencer key (32) ‖
+/// u64le(genesis_ms) ‖ u64le(batch_length_ms))`. Every bundle signature
+/// and every keyper committee's key generation binds it, so nothing signed
+/// for one deployment counts in another — not in another venue, and not in
+/// a relaunch of the same sequencer key with a new batch clock
+/// (`spec/envelope.md` §4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DeploymentId(pub [u8; 32]);
+
+impl DeploymentId {
+    /// The id of the deployment of the sequencer with public key
+    /// `sequencer` (its 32 bytes) on `schedule`.
+    #[must_use]
+    pub fn new(sequencer: &[u8; 32], schedule: &BatchSchedule) -> DeploymentId {
+        let mut h = blake3::Hasher::new_derive_key(super::layout::DOMAIN_DEPLOYMENT);
+        h.update(sequencer);
+        h.update(&schedule.genesis_ms.to_le_bytes());
+        h.update(&schedule.batch_length_ms.to_le_bytes());
+        DeploymentId(*h.finalize().as_bytes())
+    }
+
+    /// [`new`](Self::new) for a sequencer's public key.
+    #[must_use]
+    pub fn of(sequencer: &SequencerPublicKey, schedule: &BatchSchedule) -> DeploymentId {
+        DeploymentId::new(&sequencer.to_bytes(), schedule)
+    }
+}
+
+impl std::fmt::Display for DeploymentId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&hex::encode(self.0))
     }
 }
 
@@ -170,7 +213,8 @@ pub trait KeyCustodian {
         self.release(seal, now_ms).map(Some)
     }
 
-    /// Keyper `keyper`'s share of the key of a requested seal: the key once
+    /// Keyper `keyper`'s share of the key of a requested seal, with its
+    /// signed attestation of that seal (`spec/keyper.md` §9): the key once
     /// enough valid shares are in, `None` before.
     ///
     /// # Errors
@@ -181,8 +225,9 @@ pub trait KeyCustodian {
         seal: &SignedSeal,
         keyper: u16,
         share: &[u8; 32],
+        attestation: &[u8; 64],
     ) -> Result<Option<ReleasedBatchKey>, CustodianError> {
-        let _ = (keyper, share);
+        let _ = (keyper, share, attestation);
         Err(CustodianError::Share {
             e: seal.e,
             reason: "this custodian takes no shares".into(),
@@ -297,8 +342,13 @@ impl KeyCustodian for EmbeddedCustodian {
             .derive_batch_secret(e)
             .map_err(|source| CustodianError::Key { e, source })?;
         let public = secret.public();
-        let key = ReleasedBatchKey::new(secret, &public, seal)
-            .map_err(|source| CustodianError::Key { e, source })?;
+        let key = ReleasedBatchKey::new(
+            secret,
+            &public,
+            seal,
+            DeploymentId::of(&self.sequencer, &self.schedule),
+        )
+        .map_err(|source| CustodianError::Key { e, source })?;
         self.released.insert(e, (seal.count, seal.root));
         while self.released.len() > RELEASED_REMEMBERED_MAX {
             self.released.pop_first();
@@ -391,8 +441,13 @@ impl KeyCustodian for PublishedKeyCustodian {
                 },
             });
         }
-        let key = ReleasedBatchKey::new(self.secret.clone(), &self.public, seal)
-            .map_err(|source| CustodianError::Key { e: seal.e, source })?;
+        let key = ReleasedBatchKey::new(
+            self.secret.clone(),
+            &self.public,
+            seal,
+            DeploymentId::of(&self.sequencer, &self.schedule),
+        )
+        .map_err(|source| CustodianError::Key { e: seal.e, source })?;
         self.released = Some((seal.count, seal.root));
         Ok(key)
     }

@@ -8,6 +8,7 @@ use curve25519_dalek::traits::IsIdentity;
 use rand_core::CryptoRngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use super::custodian::DeploymentId;
 use super::layout::DOMAIN_BATCH_KEY;
 use super::merkle::MerkleRoot;
 use super::receipt::SignedSeal;
@@ -183,6 +184,20 @@ pub struct ReleasedBatchKey {
     secret: BatchSecret,
     public: BatchPublicKey,
     seal: SealStatement,
+    deployment: DeploymentId,
+    attestations: Vec<ReleaseAttestation>,
+}
+
+/// A keyper's signed statement that it released its share of batch `e`'s
+/// key for one seal `(e, count, root)` (`spec/keyper.md` §9): a result
+/// under a committee carries `t` of them, so a key obtained for one seal
+/// cannot be published with another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReleaseAttestation {
+    /// The keyper's index in the committee.
+    pub keyper: u16,
+    /// Its Ed25519 signature over the release message.
+    pub signature: [u8; 64],
 }
 
 impl std::fmt::Debug for ReleasedBatchKey {
@@ -190,6 +205,8 @@ impl std::fmt::Debug for ReleasedBatchKey {
         f.debug_struct("ReleasedBatchKey")
             .field("public", &self.public)
             .field("seal", &self.seal)
+            .field("deployment", &self.deployment)
+            .field("attestations", &self.attestations.len())
             .finish_non_exhaustive()
     }
 }
@@ -198,11 +215,13 @@ impl ReleasedBatchKey {
     /// Crate-internal: custodians build it after checking the seal.
     ///
     /// Refuses a secret that does not match `public` (so a committee's
-    /// combined shares are checked against the announced key).
+    /// combined shares are checked against the announced key). The key
+    /// opens bundles signed for `deployment` only.
     pub(crate) fn new(
         secret: BatchSecret,
         public: &BatchPublicKey,
         seal: &SignedSeal,
+        deployment: DeploymentId,
     ) -> Result<Self, KeyError> {
         if secret.public().bytes != public.bytes {
             return Err(KeyError::Mismatch);
@@ -215,7 +234,30 @@ impl ReleasedBatchKey {
                 count: seal.count,
                 root: seal.root,
             },
+            deployment,
+            attestations: Vec::new(),
         })
+    }
+
+    /// Crate-internal: the keypers' release attestations of this key's
+    /// seal (checked by the committee's custodian), published with the
+    /// batch's result.
+    pub(crate) fn with_attestations(mut self, attestations: Vec<ReleaseAttestation>) -> Self {
+        self.attestations = attestations;
+        self
+    }
+
+    /// The keypers' statements that they released their shares for this
+    /// key's seal, by ascending keyper (none from the embedded custodian).
+    #[must_use]
+    pub fn attestations(&self) -> &[ReleaseAttestation] {
+        &self.attestations
+    }
+
+    /// The deployment whose bundles this key opens.
+    #[must_use]
+    pub fn deployment(&self) -> &DeploymentId {
+        &self.deployment
     }
 
     /// The batch this key opens.

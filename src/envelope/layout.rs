@@ -26,6 +26,9 @@ pub const DOMAIN_BUNDLE_SIGNATURE: &str = "sealbatch v1 bundle signature";
 pub const DOMAIN_RECEIPT: &str = "sealbatch v1 receipt";
 /// Ed25519 message domain: the sequencer's batch seal.
 pub const DOMAIN_SEAL: &str = "sealbatch v1 seal";
+/// BLAKE3 derive-key context of a deployment's id
+/// ([`DeploymentId`](super::DeploymentId)).
+pub const DOMAIN_DEPLOYMENT: &str = "sealbatch v1 deployment";
 
 /// Envelope header: version (1) ‖ `e` (8, LE) ‖ `R` (32). It is also the AEAD
 /// associated data.
@@ -237,11 +240,19 @@ pub fn encode_body(
     Ok(out)
 }
 
-/// The message a trader signs: `len(domain) (1) ‖ domain ‖ e (8, LE) ‖ body`.
+/// The message a trader signs: `len(domain) (1) ‖ domain ‖ deployment (32)
+/// ‖ e (8, LE) ‖ body`. The deployment id binds the bundle to one venue
+/// (its sequencer key and batch clock), so a signed bundle opened at one
+/// venue cannot be replayed into another's batch `e`.
 #[must_use]
-pub fn bundle_signature_message(e: BatchId, body: &[u8]) -> Vec<u8> {
-    let mut msg = Vec::with_capacity(1 + DOMAIN_BUNDLE_SIGNATURE.len() + 8 + body.len());
+pub fn bundle_signature_message(
+    deployment: &super::DeploymentId,
+    e: BatchId,
+    body: &[u8],
+) -> Vec<u8> {
+    let mut msg = Vec::with_capacity(1 + DOMAIN_BUNDLE_SIGNATURE.len() + 40 + body.len());
     push_domain(&mut msg, DOMAIN_BUNDLE_SIGNATURE);
+    msg.extend_from_slice(&deployment.0);
     msg.extend_from_slice(&e.to_le_bytes());
     msg.extend_from_slice(body);
     msg

@@ -44,7 +44,9 @@
 //!     schedule,
 //! );
 //!
-//! // A trader seals a bundle to batch 3's announced key.
+//! // A trader seals a bundle to batch 3's announced key, signed for this
+//! // deployment (the sequencer's key and batch clock).
+//! let deployment = DeploymentId::of(&sequencer.public_key(), &schedule);
 //! let e = 3;
 //! let batch_key = custodian.public_key(e)?;
 //! let account = generate_account_key(&mut rng);
@@ -55,7 +57,7 @@
 //!     qty: 5,
 //!     client_order_id: 42,
 //! }];
-//! let envelope = seal_bundle(&mut rng, &account, e, &batch_key, 0, &orders)?;
+//! let envelope = seal_bundle(&mut rng, &account, &deployment, e, &batch_key, 0, &orders)?;
 //!
 //! // The sequencer checks its shape, journals it, and signs a receipt.
 //! let commitment = check_shape(envelope.as_bytes(), e)?;
@@ -97,10 +99,12 @@ pub use bundle::{
     seal_bundle_with_ephemeral, seal_raw_plaintext,
 };
 pub use custodian::{
-    BatchSchedule, CustodianError, EmbeddedCustodian, KeyCustodian, PublishedKeyCustodian,
-    RELEASED_REMEMBERED_MAX,
+    BatchSchedule, CustodianError, DeploymentId, EmbeddedCustodian, KeyCustodian,
+    PublishedKeyCustodian, RELEASED_REMEMBERED_MAX,
 };
-pub use keys::{BatchPublicKey, KeyError, MasterSecret, ReleasedBatchKey, SealStatement};
+pub use keys::{
+    BatchPublicKey, KeyError, MasterSecret, ReleaseAttestation, ReleasedBatchKey, SealStatement,
+};
 pub use layout::{BundleError, ENVELOPE_LEN_MAX, ENVELOPE_LEN_MIN, Malformed, VERSION};
 pub use merkle::{
     Commitment, ENVELOPES_PER_BATCH_MAX, InclusionProof, MerkleError, MerkleRoot, MerkleTree,

@@ -131,6 +131,12 @@ impl Combiner {
         Ok(Some(Zeroizing::new(secret.to_bytes())))
     }
 
+    /// The keypers whose shares counted, ascending (those the combined
+    /// secret was interpolated from, once it is).
+    pub fn valid(&self) -> impl Iterator<Item = KeyperIndex> + '_ {
+        self.valid.keys().copied().take(self.threshold)
+    }
+
     /// Keypers whose share did not count, with why.
     #[must_use]
     pub fn faulty(&self) -> &BTreeMap<KeyperIndex, CombineError> {

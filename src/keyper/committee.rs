@@ -6,6 +6,7 @@ use curve25519_dalek::ristretto::RistrettoPoint;
 
 use super::sharing::KeyperIndex;
 use crate::codec::{DecodeError, Reader, Writer};
+use crate::envelope::DeploymentId;
 use crate::envelope::keys::decode_point;
 use crate::envelope::receipt::decode_ed25519_public;
 use crate::types::BatchId;
@@ -57,9 +58,14 @@ pub struct Member {
 }
 
 /// A committee: `n` members, indexed `1..=n` in ascending order of their
-/// signing keys, any `threshold` of whom release a batch key.
+/// signing keys, any `threshold` of whom release a batch key — for one
+/// deployment of one sequencer ([`DeploymentId`]): its id, and so every
+/// proof, key, certificate and signature of its key generations, binds
+/// that deployment, and nothing dealt for one deployment counts in
+/// another (a relaunch with the same keypers deals new keys).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Committee {
+    deployment: DeploymentId,
     threshold: u16,
     members: Vec<Member>,
     encryption: Vec<RistrettoPoint>,
@@ -73,12 +79,17 @@ impl Committee {
         n / 2 + 1
     }
 
-    /// A committee of `members` (in any order) with `threshold`.
+    /// A committee of `members` (in any order) with `threshold`, for
+    /// `deployment`.
     ///
     /// # Errors
     ///
     /// [`CommitteeError`].
-    pub fn new(threshold: usize, mut members: Vec<Member>) -> Result<Committee, CommitteeError> {
+    pub fn new(
+        threshold: usize,
+        mut members: Vec<Member>,
+        deployment: DeploymentId,
+    ) -> Result<Committee, CommitteeError> {
         let n = members.len();
         if threshold == 0 || threshold > n || n > COMMITTEE_MAX {
             return Err(CommitteeError::Size { n, t: threshold });
@@ -101,6 +112,7 @@ impl Committee {
             })?);
         }
         let mut committee = Committee {
+            deployment,
             // Below COMMITTEE_MAX.
             threshold: threshold as u16,
             members,
@@ -114,11 +126,12 @@ impl Committee {
         Ok(committee)
     }
 
-    /// `u16le(t) ‖ u16le(n) ‖ n × (signing key (32) ‖ encryption key (32))`
-    /// in index order: the bytes its id hashes.
+    /// `deployment (32) ‖ u16le(t) ‖ u16le(n) ‖ n × (signing key (32) ‖
+    /// encryption key (32))` in index order: the bytes its id hashes.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(4 + 64 * self.members.len());
+        let mut out = Vec::with_capacity(36 + 64 * self.members.len());
+        out.extend_from_slice(&self.deployment.0);
         out.put_u16(self.threshold);
         // At most COMMITTEE_MAX members.
         out.put_u16(self.members.len() as u16);
@@ -137,6 +150,7 @@ impl Committee {
     /// [`DecodeError`] naming the field.
     pub fn decode(r: &mut Reader<'_>) -> Result<Committee, DecodeError> {
         let offset = r.offset();
+        let deployment = DeploymentId(r.array("deployment")?);
         let threshold = r.u16("threshold")?;
         let n_offset = r.offset();
         let n = usize::from(r.u16("members")?);
@@ -153,14 +167,28 @@ impl Committee {
         if !members.is_sorted_by(|a, b| a.signing_key < b.signing_key) {
             return Err(r.invalid("members", offset));
         }
-        Committee::new(usize::from(threshold), members).map_err(|_| r.invalid("committee", offset))
+        Committee::new(usize::from(threshold), members, deployment)
+            .map_err(|_| r.invalid("committee", offset))
     }
 
-    /// Its id: BLAKE3 ([`DOMAIN_COMMITTEE`]) over `u16le(t) ‖ u16le(n) ‖`
-    /// each member's `signing key ‖ encryption key` in index order.
+    /// Its id: BLAKE3 ([`DOMAIN_COMMITTEE`]) over `deployment ‖ u16le(t) ‖
+    /// u16le(n) ‖` each member's `signing key ‖ encryption key` in index
+    /// order.
     #[must_use]
     pub fn id(&self) -> [u8; 32] {
         self.id
+    }
+
+    /// The deployment it serves.
+    #[must_use]
+    pub fn deployment(&self) -> &DeploymentId {
+        &self.deployment
+    }
+
+    /// Each member's signing key, by index `1..=n`.
+    #[must_use]
+    pub fn members(&self) -> &[Member] {
+        &self.members
     }
 
     /// `t`: how many keypers release a key.

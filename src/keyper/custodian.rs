@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use curve25519_dalek::scalar::Scalar;
 
+use super::attestation::verify_attestation;
 use super::combine::Combiner;
 use super::committee::Committee;
 use super::generation::WindowKeys;
@@ -15,8 +16,8 @@ use super::sharing::KeyperIndex;
 use crate::envelope::custodian::check_seal;
 use crate::envelope::keys::BatchSecret;
 use crate::envelope::{
-    BatchPublicKey, BatchSchedule, CustodianError, KeyCustodian, ReleasedBatchKey, SealStatement,
-    SequencerPublicKey, SignedSeal,
+    BatchPublicKey, BatchSchedule, CustodianError, KeyCustodian, ReleaseAttestation,
+    ReleasedBatchKey, SealStatement, SequencerPublicKey, SignedSeal,
 };
 use crate::types::BatchId;
 
@@ -47,8 +48,15 @@ pub struct CommitteeCustodian {
     schedule: BatchSchedule,
     /// By first batch.
     windows: BTreeMap<BatchId, CertifiedWindow>,
-    /// The seal asked for, and the shares so far, per batch.
-    requests: BTreeMap<BatchId, (SealStatement, Combiner)>,
+    /// The seal asked for, the shares so far and the attestations of the
+    /// keypers whose shares counted, per batch.
+    requests: BTreeMap<BatchId, Request>,
+}
+
+struct Request {
+    seal: SealStatement,
+    combiner: Combiner,
+    attestations: BTreeMap<KeyperIndex, [u8; 64]>,
 }
 
 impl std::fmt::Debug for CommitteeCustodian {
@@ -159,7 +167,7 @@ impl CommitteeCustodian {
     pub fn faulty(&self, e: BatchId) -> Vec<KeyperIndex> {
         self.requests
             .get(&e)
-            .map(|(_, c)| c.faulty().keys().copied().collect())
+            .map(|r| r.combiner.faulty().keys().copied().collect())
             .unwrap_or_default()
     }
 }
@@ -194,9 +202,12 @@ impl KeyCustodian for CommitteeCustodian {
             count: seal.count,
             root: seal.root,
         };
-        if let Some((first, _)) = self.requests.get(&e) {
-            if *first != statement {
-                return Err(CustodianError::Equivocation { e, first: *first });
+        if let Some(request) = self.requests.get(&e) {
+            if request.seal != statement {
+                return Err(CustodianError::Equivocation {
+                    e,
+                    first: request.seal,
+                });
             }
             return Ok(None);
         }
@@ -205,7 +216,14 @@ impl KeyCustodian for CommitteeCustodian {
             .ok_or(CustodianError::UnknownBatch { e })?;
         let combiner = Combiner::new(keys, e, self.committee.threshold(), self.committee.size())
             .map_err(|_| CustodianError::UnknownBatch { e })?;
-        self.requests.insert(e, (statement, combiner));
+        self.requests.insert(
+            e,
+            Request {
+                seal: statement,
+                combiner,
+                attestations: BTreeMap::new(),
+            },
+        );
         // Only batches still in a kept window can be asked for; bound the
         // memory all the same.
         while self.requests.len() > WINDOWS_KEPT_MAX * crate::keyper::WINDOW_BATCHES_MAX as usize {
@@ -219,38 +237,65 @@ impl KeyCustodian for CommitteeCustodian {
         seal: &SignedSeal,
         keyper: u16,
         share: &[u8; 32],
+        attestation: &[u8; 64],
     ) -> Result<Option<ReleasedBatchKey>, CustodianError> {
         let e = seal.e;
         let public = self.public_key(e)?;
-        let Some((statement, combiner)) = self.requests.get_mut(&e) else {
+        let deployment = *self.committee.deployment();
+        let Some(request) = self.requests.get_mut(&e) else {
             return Err(CustodianError::Share {
                 e,
                 reason: "no request for this batch".into(),
             });
         };
-        if (statement.count, statement.root) != (seal.count, seal.root) {
+        if (request.seal.count, request.seal.root) != (seal.count, seal.root) {
             return Err(CustodianError::Equivocation {
                 e,
-                first: *statement,
+                first: request.seal,
             });
         }
-        let secret = combiner
-            .add(keyper, share)
-            .map_err(|error| CustodianError::Share {
+        // A share counts only with its keyper's attestation of this very
+        // seal: the result publishes them, so the key cannot be shown
+        // with another seal (`spec/keyper.md` §9).
+        if !verify_attestation(&self.committee, &request.seal, keyper, attestation) {
+            return Err(CustodianError::Share {
                 e,
-                reason: error.to_string(),
-            })?;
+                reason: format!("keyper {keyper}'s release attestation does not verify"),
+            });
+        }
+        let secret =
+            request
+                .combiner
+                .add(keyper, share)
+                .map_err(|error| CustodianError::Share {
+                    e,
+                    reason: error.to_string(),
+                })?;
+        request.attestations.insert(keyper, *attestation);
         let Some(secret) = secret else {
             return Ok(None);
         };
+        let attestations = request
+            .combiner
+            .valid()
+            .filter_map(|j| {
+                request
+                    .attestations
+                    .get(&j)
+                    .map(|signature| ReleaseAttestation {
+                        keyper: j,
+                        signature: *signature,
+                    })
+            })
+            .collect();
         let scalar = Option::<Scalar>::from(Scalar::from_canonical_bytes(*secret)).ok_or(
             CustodianError::Share {
                 e,
                 reason: "the combined secret is not canonical".into(),
             },
         )?;
-        ReleasedBatchKey::new(BatchSecret(scalar), &public, seal)
-            .map(Some)
+        ReleasedBatchKey::new(BatchSecret(scalar), &public, seal, deployment)
+            .map(|key| Some(key.with_attestations(attestations)))
             .map_err(|source| CustodianError::Key { e, source })
     }
 

@@ -13,6 +13,7 @@ use chacha20poly1305::aead::Aead;
 use chacha20poly1305::{ChaCha20Poly1305, Key, KeyInit, Nonce};
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
 use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::IsIdentity as _;
 use rand_core::CryptoRngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -219,6 +220,10 @@ pub enum DealingError {
     /// A proof of knowledge does not verify.
     #[error("batch {0}: the proof of knowledge does not verify")]
     BadProof(u64),
+    /// The ephemeral key sealing keyper `j`'s shares is not a canonical
+    /// point other than the identity.
+    #[error("the shares sealed to keyper {0} have an invalid ephemeral key")]
+    BadEphemeral(KeyperIndex),
 }
 
 /// A dealing's public part, checked: every batch's commitments.
@@ -256,6 +261,11 @@ impl Dealing {
         {
             return Err(DealingError::Shape);
         }
+        for (j, sealed) in committee.indices().zip(&self.shares) {
+            if decode_point(&sealed.ephemeral).is_err() {
+                return Err(DealingError::BadEphemeral(j));
+            }
+        }
         let mut commitments = Vec::with_capacity(self.batches.len());
         for (e, b) in window.batches().zip(&self.batches) {
             let points = b
@@ -291,7 +301,9 @@ impl Dealing {
         secret: &Scalar,
     ) -> Option<Vec<Scalar>> {
         let sealed = self.shares.get(usize::from(me).checked_sub(1)?)?;
-        let ephemeral = CompressedRistretto(sealed.ephemeral).decompress()?;
+        let ephemeral = CompressedRistretto(sealed.ephemeral)
+            .decompress()
+            .filter(|p| !p.is_identity())?;
         let own = RistrettoPoint::mul_base(secret);
         let key = share_key(
             &(secret * ephemeral),

@@ -63,8 +63,8 @@ pub enum GenerationError {
 
 /// What a finished generation gives: the public keys of the window's
 /// batches, what checks each keyper's release, and (for a keyper) its
-/// shares.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// shares (zeroized on drop, never printed).
+#[derive(Clone, PartialEq, Eq)]
 pub struct WindowKeys {
     /// The window.
     pub window: Window,
@@ -74,7 +74,17 @@ pub struct WindowKeys {
     /// polynomials: `C_0 = S_e` and `Σ_k j^k·C_k = s_{e,j}·G` for keyper `j`.
     pub commitments: Vec<Commitments>,
     /// This keyper's share `s_{e,j}` per batch (`None` for an observer).
-    pub shares: Option<Vec<Scalar>>,
+    pub shares: Option<Zeroizing<Vec<Scalar>>>,
+}
+
+impl std::fmt::Debug for WindowKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WindowKeys")
+            .field("window", &self.window)
+            .field("qualified", &self.qualified)
+            .field("shares", &self.shares.as_ref().map(|s| s.len()))
+            .finish_non_exhaustive()
+    }
 }
 
 impl WindowKeys {
@@ -119,7 +129,7 @@ pub struct Generation {
     /// Valid dealings, by dealer.
     dealings: BTreeMap<KeyperIndex, CheckedDealing>,
     /// This keyper's shares from each valid dealing (`None`: bad, accuse).
-    own: BTreeMap<KeyperIndex, Option<Vec<Scalar>>>,
+    own: BTreeMap<KeyperIndex, Option<Zeroizing<Vec<Scalar>>>>,
     /// Dealers whose dealing was invalid, with why.
     refused: BTreeMap<KeyperIndex, DealingError>,
     accusations: BTreeSet<Accusation>,
@@ -217,7 +227,7 @@ impl Generation {
             Ok(checked) => {
                 if let Some((me, key)) = &self.me {
                     let shares = dealing.open_shares(&self.committee, &checked, *me, key);
-                    self.own.insert(dealing.dealer, shares);
+                    self.own.insert(dealing.dealer, shares.map(Zeroizing::new));
                 }
                 self.dealings.insert(dealing.dealer, checked);
                 Ok(())
@@ -245,6 +255,12 @@ impl Generation {
                 dealer,
             })
             .collect()
+    }
+
+    /// How many valid dealings were read.
+    #[must_use]
+    pub fn dealings(&self) -> usize {
+        self.dealings.len()
     }
 
     /// An accusation read from the log (signed by its accuser). One against
@@ -294,7 +310,7 @@ impl Generation {
             .is_some_and(|(me, _)| *me == apology.accuser)
         {
             self.own
-                .insert(apology.dealer, Some(apology.shares.clone()));
+                .insert(apology.dealer, Some(Zeroizing::new(apology.shares.clone())));
         }
         self.answered.insert(accusation, apology.shares.clone());
         true
@@ -341,12 +357,12 @@ impl Generation {
         let shares = match &self.me {
             None => None,
             Some(_) => {
-                let mut sum = vec![Scalar::ZERO; batches];
+                let mut sum = Zeroizing::new(vec![Scalar::ZERO; batches]);
                 for d in &qualified {
                     // Qualified: its shares to this keyper are good or were
                     // published in an accepted apology.
                     if let Some(Some(own)) = self.own.get(d) {
-                        for (s, x) in sum.iter_mut().zip(own) {
+                        for (s, x) in sum.iter_mut().zip(own.iter()) {
                             *s += x;
                         }
                     }

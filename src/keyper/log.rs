@@ -27,6 +27,10 @@ use crate::types::BatchId;
 /// BLAKE3 derive-key context of a window result's digest.
 pub const DOMAIN_WINDOW_RESULT: &str = "sealbatch v1 keyper window result";
 
+/// BLAKE3 derive-key context of a window's commitments digest (its own, so
+/// no commitments digest can be taken for a result digest).
+pub const DOMAIN_WINDOW_COMMITMENTS: &str = "sealbatch v1 keyper window commitments";
+
 /// A generation's phases, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[repr(u8)]
@@ -240,8 +244,8 @@ pub fn result_digest(
     *h.finalize().as_bytes()
 }
 
-/// `H("sealbatch v1 keyper window result", window ‖ per batch u16le(t) ‖ t
-/// × C_{e,k})` — the commitments every share check uses.
+/// `H("sealbatch v1 keyper window commitments", window ‖ per batch
+/// u16le(t) ‖ t × C_{e,k})` — the commitments every share check uses.
 #[must_use]
 pub fn commitments_digest(keys: &WindowKeys) -> [u8; 32] {
     let mut bytes = Vec::new();
@@ -252,7 +256,7 @@ pub fn commitments_digest(keys: &WindowKeys) -> [u8; 32] {
             bytes.extend_from_slice(p.compress().as_bytes());
         }
     }
-    let mut h = blake3::Hasher::new_derive_key(DOMAIN_WINDOW_RESULT);
+    let mut h = blake3::Hasher::new_derive_key(DOMAIN_WINDOW_COMMITMENTS);
     h.update(&bytes);
     *h.finalize().as_bytes()
 }

@@ -29,7 +29,10 @@
 //! - [`custodian`]: the sequencer's custodian over a committee's certified
 //!   windows: announces only certified keys, combines released shares.
 //! - [`combine`]: checking released shares and combining any `t` into `s_e`.
+//! - [`attestation`]: a keyper's signed statement of the seal it released
+//!   for, `t` of which every published result carries.
 
+pub mod attestation;
 pub mod combine;
 pub mod committee;
 pub mod custodian;
@@ -44,6 +47,7 @@ pub mod record;
 pub mod release;
 pub mod sharing;
 
+pub use attestation::{AttestationError, check_attestations};
 pub use combine::{CombineError, Combiner};
 pub use committee::{COMMITTEE_MAX, Committee, CommitteeError, Member, WINDOW_BATCHES_MAX, Window};
 pub use custodian::{CommitteeCustodian, NoKeyCustodian, WindowError};
@@ -52,8 +56,8 @@ pub use generation::{Accusation, Apology, Generation, GenerationError, WindowKey
 pub use keeper::{GenerationParams, KeeperSnapshot, LogKeeper, ReplayError};
 pub use log::{Ignored, LogEntry, Phase, Prechecked, WindowCertificate, WindowLog, WindowResult};
 pub use message::{Body, KeyperMessage, MessageError, SignedKeyperMessage};
-pub use node::{KeyperError, KeyperIdentity, KeyperNode};
+pub use node::{Answer, KeyperError, KeyperFault, KeyperIdentity, KeyperNode};
 pub use proof::Proof;
 pub use record::KeyperRecord;
-pub use release::{Release, ReleaseGuard, ReleaseRefusal};
+pub use release::{Evidence, Release, ReleaseGuard, ReleaseRefusal};
 pub use sharing::{Commitments, KeyperIndex, Polynomial, ShareError};

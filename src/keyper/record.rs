@@ -11,6 +11,9 @@ use super::committee::{COMMITTEE_MAX, WINDOW_BATCHES_MAX, Window};
 use super::dealing::{DealerSecrets, Dealing};
 use super::message::{Body, KeyperMessage};
 use super::sharing::Polynomial;
+use zeroize::Zeroizing;
+
+use super::release::Evidence;
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::envelope::{SEAL_LEN, SignedSeal};
 
@@ -35,21 +38,36 @@ pub enum KeyperRecord {
         /// Every batch below this is forgotten.
         below: crate::types::BatchId,
     },
+    /// The committee (bound to one deployment) this journal belongs to:
+    /// its first record. A keyper refuses to run on a journal of another
+    /// committee or deployment, so nothing it dealt or released for one
+    /// deployment is ever used in another.
+    Committee {
+        /// The committee's id.
+        id: [u8; 32],
+    },
+    /// Two seals the sequencer signed for one batch (`first` released
+    /// for): durable evidence of equivocation.
+    Evidence(Evidence),
 }
 
 mod tag {
     pub const RELEASED: u8 = 1;
     pub const DEALT: u8 = 2;
     pub const FORGOTTEN: u8 = 3;
+    pub const COMMITTEE: u8 = 4;
+    pub const EVIDENCE: u8 = 5;
 }
 
 impl KeyperRecord {
     /// `u8(1) ‖ seal (108)`, `u8(2) ‖ u32le(len) ‖ the dealing as a
-    /// keyper message ‖ u32le(W) ‖ u16le(t) ‖ W × t coefficients (32)`, or
-    /// `u8(3) ‖ u64le(below)`.
+    /// keyper message ‖ u32le(W) ‖ u16le(t) ‖ W × t coefficients (32)`,
+    /// `u8(3) ‖ u64le(below)`, `u8(4) ‖ committee id (32)` or `u8(5) ‖
+    /// seal (108) ‖ seal (108)`. Zeroized on drop (a dealing's record holds
+    /// its polynomials).
     #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::new());
         match self {
             KeyperRecord::Released(seal) => {
                 out.put_u8(tag::RELEASED);
@@ -77,6 +95,15 @@ impl KeyperRecord {
             KeyperRecord::Forgotten { below } => {
                 out.put_u8(tag::FORGOTTEN);
                 out.put_u64(*below);
+            }
+            KeyperRecord::Committee { id } => {
+                out.put_u8(tag::COMMITTEE);
+                out.extend_from_slice(id);
+            }
+            KeyperRecord::Evidence(evidence) => {
+                out.put_u8(tag::EVIDENCE);
+                out.extend_from_slice(&evidence.first.to_bytes());
+                out.extend_from_slice(&evidence.second.to_bytes());
             }
         }
         out
@@ -132,6 +159,23 @@ impl KeyperRecord {
             tag::FORGOTTEN => KeyperRecord::Forgotten {
                 below: r.u64("below")?,
             },
+            tag::COMMITTEE => KeyperRecord::Committee {
+                id: r.array("committee id")?,
+            },
+            tag::EVIDENCE => {
+                let mut seals = [None, None];
+                for seal in &mut seals {
+                    let at = r.offset();
+                    *seal = Some(
+                        SignedSeal::from_bytes(r.bytes(SEAL_LEN, "seal")?)
+                            .map_err(|_| r.invalid("seal", at))?,
+                    );
+                }
+                let [Some(first), Some(second)] = seals else {
+                    return Err(r.invalid("seal", offset));
+                };
+                KeyperRecord::Evidence(Evidence { first, second })
+            }
             _ => return Err(r.invalid("tag", offset)),
         };
         r.finish()?;
@@ -143,7 +187,10 @@ impl KeyperRecord {
     pub fn window(&self) -> Option<Window> {
         match self {
             KeyperRecord::Dealt { dealing, .. } => Some(dealing.window),
-            KeyperRecord::Released(_) | KeyperRecord::Forgotten { .. } => None,
+            KeyperRecord::Released(_)
+            | KeyperRecord::Forgotten { .. }
+            | KeyperRecord::Committee { .. }
+            | KeyperRecord::Evidence(_) => None,
         }
     }
 }

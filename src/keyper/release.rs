@@ -54,6 +54,18 @@ pub enum ReleaseRefusal {
     Equivocation(BatchId),
 }
 
+/// Two seals the sequencer signed for one batch, with different
+/// `(count, root)`: the first is the one released for. Anyone can check
+/// both signatures; a keyper journals the pair (`spec/keyper.md` §13) and
+/// serves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Evidence {
+    /// The seal released for.
+    pub first: SignedSeal,
+    /// Another seal of the same batch.
+    pub second: SignedSeal,
+}
+
 /// Pairs of equivocating seals kept as evidence (one is enough to prove
 /// the sequencer signed two roots; more are not kept).
 pub const EVIDENCE_MAX: usize = 1024;
@@ -77,7 +89,9 @@ pub struct ReleaseGuard {
     replicas: Option<ReplicaSet>,
     released: BTreeMap<BatchId, SignedSeal>,
     /// Pairs of seals with one batch and two roots.
-    evidence: Vec<(SignedSeal, SignedSeal)>,
+    evidence: Vec<Evidence>,
+    /// The pair the last [`decide`](Self::decide) found, not journaled yet.
+    new_evidence: Option<Evidence>,
 }
 
 impl ReleaseGuard {
@@ -97,7 +111,9 @@ impl ReleaseGuard {
     ///
     /// # Errors
     ///
-    /// [`ReleaseRefusal`]; an equivocation is also kept as evidence.
+    /// [`ReleaseRefusal`]; an equivocation is also kept as evidence
+    /// ([`take_new_evidence`](Self::take_new_evidence) hands a new pair
+    /// to journal).
     pub fn decide(
         &mut self,
         seal: &SignedSeal,
@@ -126,9 +142,13 @@ impl ReleaseGuard {
             if (first.count, first.root) == (seal.count, seal.root) {
                 return Ok(Release::Again);
             }
-            let pair = (*first, *seal);
+            let pair = Evidence {
+                first: *first,
+                second: *seal,
+            };
             if !self.evidence.contains(&pair) && self.evidence.len() < EVIDENCE_MAX {
                 self.evidence.push(pair);
+                self.new_evidence = Some(pair);
             }
             return Err(ReleaseRefusal::Equivocation(seal.e));
         }
@@ -156,10 +176,23 @@ impl ReleaseGuard {
         self.released.get(&e)
     }
 
-    /// Every pair of seals with one batch and two roots seen.
+    /// Every pair of seals with one batch and two roots seen (at most
+    /// [`EVIDENCE_MAX`]).
     #[must_use]
-    pub fn evidence(&self) -> &[(SignedSeal, SignedSeal)] {
+    pub fn evidence(&self) -> &[Evidence] {
         &self.evidence
+    }
+
+    /// The pair of seals the last refusal found, if it was new: to journal.
+    pub fn take_new_evidence(&mut self) -> Option<Evidence> {
+        self.new_evidence.take()
+    }
+
+    /// Remembers evidence read back from the journal.
+    pub fn restore_evidence(&mut self, evidence: Evidence) {
+        if !self.evidence.contains(&evidence) && self.evidence.len() < EVIDENCE_MAX {
+            self.evidence.push(evidence);
+        }
     }
 
     /// Forgets batches below `e` (their window expired).

@@ -265,7 +265,8 @@ fn default_phase_ms() -> [u64; 4] {
 }
 
 impl CommitteeConfig {
-    /// The committee and its generation parameters.
+    /// The committee, bound to `deployment` (the sequencer's key and batch
+    /// clock, `spec/keyper.md` §2), and its generation parameters.
     ///
     /// # Errors
     ///
@@ -274,6 +275,7 @@ impl CommitteeConfig {
     /// outside `1..=1024` batches, a phase outside 1 ms to a day.
     pub fn committee(
         &self,
+        deployment: crate::envelope::DeploymentId,
     ) -> Result<(crate::keyper::Committee, crate::keyper::GenerationParams), ConfigFileError> {
         let invalid = |what: String| ConfigFileError::Invalid(format!("committee: {what}"));
         let hex32 = |text: &str, what: &str| -> Result<[u8; 32], ConfigFileError> {
@@ -296,7 +298,7 @@ impl CommitteeConfig {
         let threshold = self
             .threshold
             .unwrap_or(crate::keyper::Committee::default_threshold(n));
-        let committee = crate::keyper::Committee::new(threshold, members)
+        let committee = crate::keyper::Committee::new(threshold, members, deployment)
             .map_err(|e| invalid(e.to_string()))?;
         if !(1..=crate::keyper::WINDOW_BATCHES_MAX).contains(&self.window_batches) {
             return Err(invalid("window_batches must be 1 to 1024".into()));
@@ -703,7 +705,8 @@ impl NodeConfig {
         let invalid = |what: &str| Err(ConfigFileError::Invalid(what.to_string()));
         self.operator.key_bytes()?;
         if let Some(committee) = &self.committee {
-            committee.committee()?;
+            // The keys and bounds; the deployment is bound at start.
+            committee.committee(crate::envelope::DeploymentId([0; 32]))?;
         }
         if let Some(cluster) = &self.cluster {
             cluster.nodes()?;

@@ -124,6 +124,11 @@ pub struct BatchView {
     pub outcome: Arc<BatchOutcome>,
     /// The batch's signed seal, if this process sealed or released it.
     pub seal: Option<SignedSeal>,
+    /// Under a keyper committee: the keypers whose attestations that they
+    /// released their shares for this batch's seal the result carries (at
+    /// least `t`, each checked), or why they do not prove it. `None`: the
+    /// sequencer's own custodian (trusted-operator mode).
+    pub released_by: Option<Result<Vec<u16>, String>>,
     /// The Merkle tree over the commitments, built at the first lookup.
     tree: OnceLock<Option<MerkleTree>>,
     /// Its summary as JSON (`/api/batches`' element, the live event).
@@ -243,12 +248,14 @@ impl Explorer {
 
     /// Records a published batch: its outcome, the clearing input it was
     /// decided from (if this process cleared it), and the time from its
-    /// close to now.
+    /// close to now; under a keyper `committee`, the result's release
+    /// attestations are checked against it.
     pub fn record(
         &self,
         outcome: &Arc<BatchOutcome>,
         input: Option<&[MarketInput]>,
         close_to_result_ms: u64,
+        committee: Option<&crate::keyper::Committee>,
     ) {
         let seal = {
             let mut seals = self.seals.lock().unwrap_or_else(|p| p.into_inner());
@@ -268,6 +275,17 @@ impl Explorer {
             .filter(|curves| {
                 curves.iter().map(|c| c.points.len()).sum::<usize>() <= CURVE_POINTS_MAX
             });
+        let released_by = committee.map(|committee| {
+            let statement = crate::envelope::SealStatement {
+                e: outcome.e,
+                // At most ENVELOPES_PER_BATCH_MAX (2^24).
+                count: outcome.envelopes.len() as u32,
+                root: outcome.root,
+            };
+            crate::keyper::check_attestations(committee, &statement, &outcome.release)
+                .map(|()| outcome.release.iter().map(|a| a.keyper).collect())
+                .map_err(|e| e.to_string())
+        });
         let mut view = BatchView {
             e: outcome.e,
             root: outcome.root.0,
@@ -281,6 +299,7 @@ impl Explorer {
             close_to_result_ms,
             outcome: Arc::clone(outcome),
             seal,
+            released_by,
             tree: OnceLock::new(),
             summary: Arc::from(""),
             rendered: RenderedBatch::default(),
@@ -369,6 +388,7 @@ impl Explorer {
             seal: batch.seal,
             proof: proof.map(|p| p.to_bytes()),
             included,
+            released_by: batch.released_by.clone(),
             status: envelope.status,
             fills,
         })
@@ -467,6 +487,11 @@ pub struct OrderCheck {
     /// `Ok` if the proof puts the commitment under the root of a seal the
     /// sequencer signed; else why not.
     pub included: Result<(), String>,
+    /// Under a keyper committee: the keypers that attested releasing the
+    /// batch key for this very seal, or why the result does not prove it
+    /// (then the batch's key may have been obtained for another seal:
+    /// do not trust this result). `None`: trusted-operator mode.
+    pub released_by: Option<Result<Vec<u16>, String>>,
     /// Accepted (with its orders) or rejected (with the code).
     pub status: EnvelopeStatus,
     /// Its filled orders: (position in the bundle, market, side, lots,
@@ -760,6 +785,21 @@ fn status_text(status: &EnvelopeStatus) -> String {
     }
 }
 
+/// What "check my order" says of a batch's key release.
+fn release_text(released_by: Option<&Result<Vec<u16>, String>>) -> String {
+    match released_by {
+        None => "the sequencer's own custodian released the key (trusted-operator mode: no committee attests it)".to_owned(),
+        Some(Ok(keypers)) => format!(
+            "proven: keypers {} of the committee attested releasing the batch key for this very seal",
+            keypers.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
+        ),
+        Some(Err(why)) => format!(
+            "NOT PROVEN — do not trust this result: {}",
+            escape(why)
+        ),
+    }
+}
+
 async fn check_page(State(explorer): State<Arc<Explorer>>, RawQuery(query): RawQuery) -> Response {
     let mut html = page_head("sealbatch: check an order");
     html.push_str(
@@ -784,9 +824,10 @@ async fn check_page(State(explorer): State<Arc<Explorer>>, RawQuery(query): RawQ
         Ok((c, check)) => {
             let _ = write!(
                 html,
-                "<div class=\"result\" data-batch=\"{e}\" data-included=\"{}\"><p>Commitment <code>{}</code> is envelope {} of {} in <a href=\"/batches/{e}\">batch {e}</a>.</p>\
-                 <p>Inclusion: {}</p><p>{}</p>",
+                "<div class=\"result\" data-batch=\"{e}\" data-included=\"{}\" data-released=\"{}\"><p>Commitment <code>{}</code> is envelope {} of {} in <a href=\"/batches/{e}\">batch {e}</a>.</p>\
+                 <p>Inclusion: {}</p><p>Key release: {}</p><p>{}</p>",
                 check.included.is_ok(),
+                !matches!(check.released_by, Some(Err(_))),
                 hex::encode(c.0),
                 check.index,
                 check.count,
@@ -797,6 +838,7 @@ async fn check_page(State(explorer): State<Arc<Explorer>>, RawQuery(query): RawQ
                     ),
                     Err(why) => format!("not proven here: {why}"),
                 },
+                release_text(check.released_by.as_ref()),
                 status_text(&check.status),
                 e = check.e,
             );
@@ -852,6 +894,9 @@ async fn api_check(State(explorer): State<Arc<Explorer>>, Path(text): Path<Strin
         "proof": check.proof.map(hex::encode),
         "included": check.included.is_ok(),
         "why_not_included": check.included.err(),
+        "released_by": check.released_by.as_ref().and_then(|r| r.as_ref().ok()),
+        "release_attested": check.released_by.as_ref().map(Result::is_ok),
+        "why_not_released": check.released_by.as_ref().and_then(|r| r.as_ref().err()),
         "status": status,
         "fills": check.fills.iter().map(|(index, market, side, filled, price)| serde_json::json!({
             "order": index, "market": market, "side": if *side == Side::Buy { "buy" } else { "sell" },
@@ -954,6 +999,7 @@ fn render_batch_page(b: &BatchView) -> String {
         "<p><a href=\"/\">← batches</a></p><h1>Batch {e}</h1>\
          <p>{} envelopes, {} accepted, {} orders filled; result published {} ms after the close.</p>\
          <p>Seal root <code>{}</code><br>Batch secret s<sub>e</sub> <code>{}</code></p>\
+         <p class=\"release\">Key release: {}</p>\
          <table><tr><th>market</th><th>price</th><th>volume (lots)</th><th>imbalance</th></tr>",
         b.envelopes,
         b.accepted,
@@ -961,6 +1007,7 @@ fn render_batch_page(b: &BatchView) -> String {
         b.close_to_result_ms,
         hex::encode(b.root),
         hex::encode(b.batch_secret),
+        release_text(b.released_by.as_ref()),
         e = b.e,
     );
     for m in &b.markets {
@@ -1065,6 +1112,17 @@ async fn api_batch(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>)
 
 fn render_api_batch(b: &BatchView) -> String {
     let mut value = summary_json(b);
+    // The keypers' release attestations as published (anyone checks them
+    // against the committee: `spec/keyper.md` §9), and the explorer's own
+    // verdict.
+    value["release"] = b
+        .outcome
+        .release
+        .iter()
+        .map(|a| serde_json::json!({ "keyper": a.keyper, "signature": hex::encode(a.signature) }))
+        .collect::<Vec<_>>()
+        .into();
+    value["release_attested"] = b.released_by.as_ref().map(Result::is_ok).into();
     value["rejected"] = b
         .rejected
         .iter()
@@ -1123,11 +1181,12 @@ mod tests {
             e,
             root: MerkleRoot([0; 32]),
             batch_secret: [0; 32],
+            release: Vec::new(),
             envelopes: Vec::new(),
             markets: Vec::new(),
             fills: Vec::new(),
         });
-        explorer.record(&outcome, None, 0);
+        explorer.record(&outcome, None, 0, None);
     }
 
     fn status(explorer: &Explorer, e: &str) -> Option<StatusCode> {

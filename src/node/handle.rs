@@ -84,6 +84,8 @@ pub enum Control {
         e: BatchId,
         /// The share.
         share: [u8; 32],
+        /// The keyper's attestation of the seal it released for.
+        attestation: [u8; 64],
     },
 }
 

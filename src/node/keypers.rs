@@ -245,7 +245,13 @@ async fn link_task(
         .insert(j, link);
     tracing::info!(keyper = j, from, "keyper connected");
     let mut out = Vec::new();
-    encode(&KeyperDown::Welcome { index: j }, &mut out)?;
+    encode(
+        &KeyperDown::Welcome {
+            index: j,
+            log_end: *hub.log_durable.borrow(),
+        },
+        &mut out,
+    )?;
     send.write_all(&out).await?;
 
     let mut next = from;
@@ -291,11 +297,16 @@ async fn link_task(
                         .send(Control::KeyperPost(Box::new(prechecked)))
                         .map_err(|_| LinkError::DriverGone)?;
                 }
-                KeyperUp::Share { e, share } => control
+                KeyperUp::Share {
+                    e,
+                    share,
+                    attestation,
+                } => control
                     .send(Control::KeyperShare {
                         keyper: j,
                         e,
                         share,
+                        attestation,
                     })
                     .map_err(|_| LinkError::DriverGone)?,
             }

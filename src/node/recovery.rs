@@ -96,10 +96,11 @@ pub(super) fn recover(
     // written below for a fresh journal) brings the committee's custodian.
     // A journal that names a committee keeps it even when the configuration
     // no longer does.
+    let deployment = crate::envelope::DeploymentId::of(&genesis.sequencer, &genesis.schedule);
     let committee = config
         .committee
         .as_ref()
-        .map(super::config::CommitteeConfig::committee)
+        .map(|c| c.committee(deployment))
         .transpose()?;
     let custodian = custodian(config, &key, &genesis)?;
     let checkpoint_lsn = checkpoint.as_ref().map(|c| c.lsn);
@@ -273,7 +274,7 @@ pub(super) fn first_leader(
     sequencer: &mut Sequencer,
 ) -> Result<(), NodeError> {
     if let Some(committee) = &config.committee {
-        let (committee, params) = committee.committee()?;
+        let (committee, params) = committee.committee(sequencer.deployment())?;
         sequencer.start_committee(committee, params)?;
     }
     if config.demo {

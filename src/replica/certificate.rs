@@ -268,15 +268,21 @@ impl ReplicaSet {
         certificate: &CommitCertificate,
     ) -> Result<(), CertificateError> {
         let needed = self.majority();
-        let mut valid = 0;
+        // Each replica counts once, whatever the certificate's constructor
+        // did: a repeated signer is not a second replica.
+        let mut signers: Vec<&[u8; 32]> = Vec::new();
         for a in &certificate.attestations {
-            if self.keys.contains(&a.replica) && a.verifies(sequencer, seal) {
-                valid += 1;
-                if valid >= needed {
+            if self.keys.contains(&a.replica)
+                && !signers.contains(&&a.replica)
+                && a.verifies(sequencer, seal)
+            {
+                signers.push(&a.replica);
+                if signers.len() >= needed {
                     return Ok(());
                 }
             }
         }
+        let valid = signers.len();
         Err(CertificateError::TooFew {
             e: seal.e,
             valid,
@@ -447,6 +453,26 @@ mod tests {
 
     fn attest(key: &CommitKey, s: &SignedSeal) -> Attestation {
         key.attest(&SEQUENCER, s.e, s.count, &s.root)
+    }
+
+    #[test]
+    fn a_replica_signing_twice_counts_once() {
+        let replicas = keys(3);
+        let set = ReplicaSet::new(replicas.iter().map(CommitKey::public)).unwrap();
+        let s = seal(7, 1);
+        // Built past the constructors (which drop repeats): the check
+        // itself counts each replica once.
+        let twice = CommitCertificate {
+            attestations: vec![attest(&replicas[0], &s), attest(&replicas[0], &s)],
+        };
+        assert_eq!(
+            set.check(&SEQUENCER, &s, &twice),
+            Err(CertificateError::TooFew {
+                e: 7,
+                valid: 1,
+                needed: 2
+            })
+        );
     }
 
     #[test]

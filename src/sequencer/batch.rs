@@ -21,14 +21,21 @@ use std::collections::BTreeMap;
 
 use crate::clearing::{self, MarketInput, OrderColumns, PriceBand};
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::envelope::{Commitment, ENVELOPES_PER_BATCH_MAX, MerkleRoot, OpenedBatch};
+use crate::envelope::{
+    Commitment, ENVELOPES_PER_BATCH_MAX, MerkleRoot, OpenedBatch, ReleaseAttestation,
+};
+use crate::keyper::attestation::{decode_attestations, encode_attestations};
 use crate::ledger::{Fill, FundingError, Ledger, LedgerError};
 use crate::market::{AccountId, MarketConfig};
 use crate::order::{Order, OrderSpec};
 use crate::types::{BUNDLE_ORDERS_MAX, BatchId, Lots, MARKETS_MAX, MarketId, OrderId, Side, Tick};
 
 /// Layout tag at the start of a result record.
-pub const OUTCOME_TAG: [u8; 8] = *b"SBRESLT1";
+pub const OUTCOME_TAG: [u8; 8] = *b"SBRESLT2";
+
+/// The tag of an outcome journaled before results carried the keypers'
+/// release attestations (read with none).
+pub const OUTCOME_TAG_V1: [u8; 8] = *b"SBRESLT1";
 
 /// Status codes of funding rejections (envelope rejections use
 /// [`Rejection::code`](crate::envelope::Rejection::code), 1–31).
@@ -121,6 +128,11 @@ pub struct BatchOutcome {
     pub root: MerkleRoot,
     /// The released batch secret `s_e`, published so anyone can re-open.
     pub batch_secret: [u8; 32],
+    /// Under a keyper committee, the keypers' attestations that they
+    /// released their shares for this batch's seal `(e, envelopes, root)`
+    /// (`spec/keyper.md` §9), ascending by keyper: at least `t`. Empty with
+    /// the embedded custodian.
+    pub release: Vec<ReleaseAttestation>,
     /// Every envelope, in ascending commitment order.
     pub envelopes: Vec<EnvelopeOutcome>,
     /// Every configured market, ascending by id.
@@ -274,6 +286,7 @@ pub fn void_outcome(
         e,
         root,
         batch_secret,
+        release: Vec::new(),
         envelopes: sorted_commitments
             .iter()
             .map(|&commitment| EnvelopeOutcome {
@@ -482,6 +495,7 @@ fn process_unguarded(
         e,
         root: opened.root,
         batch_secret,
+        release: Vec::new(),
         envelopes,
         markets: market_outcomes,
         fills,
@@ -567,6 +581,7 @@ impl BatchOutcome {
         out.put_u64(self.e);
         out.extend_from_slice(&self.root.0);
         out.extend_from_slice(&self.batch_secret);
+        encode_attestations(out, &self.release);
         // Counts are bounded by ENVELOPES_PER_BATCH_MAX, MARKETS_MAX and
         // their product with BUNDLE_ORDERS_MAX, all below u32::MAX.
         out.put_u32(self.envelopes.len() as u32);
@@ -622,12 +637,17 @@ impl BatchOutcome {
     /// [`DecodeError`] naming the field.
     pub fn decode(r: &mut Reader<'_>) -> Result<BatchOutcome, DecodeError> {
         let tag: [u8; 8] = r.array("result tag")?;
-        if tag != OUTCOME_TAG {
+        if tag != OUTCOME_TAG && tag != OUTCOME_TAG_V1 {
             return Err(r.invalid("result tag", 0));
         }
         let e = r.u64("batch")?;
         let root = MerkleRoot(r.array("root")?);
         let batch_secret = r.array("batch secret")?;
+        let release = if tag == OUTCOME_TAG {
+            decode_attestations(r)?
+        } else {
+            Vec::new()
+        };
         let count = r.count("envelope count", ENVELOPES_PER_BATCH_MAX)?;
         let mut envelopes = Vec::with_capacity(count.min(1 << 16));
         for _ in 0..count {
@@ -698,6 +718,7 @@ impl BatchOutcome {
             e,
             root,
             batch_secret,
+            release,
             envelopes,
             markets,
             fills,

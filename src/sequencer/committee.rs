@@ -105,6 +105,13 @@ impl Sequencer {
         committee: Committee,
         params: GenerationParams,
     ) -> Result<(), SequencerError> {
+        if *committee.deployment() != self.deployment() {
+            return Err(SequencerError::Protocol(format!(
+                "the keyper committee is bound to deployment {}, this sequencer's is {}",
+                committee.deployment(),
+                self.deployment()
+            )));
+        }
         if let Some(run) = &self.committee {
             if *run.keeper.committee() == committee && *run.keeper.params() == params {
                 return Ok(());
@@ -294,6 +301,13 @@ impl Sequencer {
                 if self.committee.is_some() {
                     return Err("a second committee record".into());
                 }
+                if *committee.deployment() != self.deployment() {
+                    return Err(format!(
+                        "the committee record is bound to deployment {}, the genesis makes {}",
+                        committee.deployment(),
+                        self.deployment()
+                    ));
+                }
                 self.install_committee(LogKeeper::new(committee, params, first_batch));
             }
             SequencerRecord::KeyperLog { position, entry } => {
@@ -315,6 +329,13 @@ impl Sequencer {
 
     /// Restores the committee a checkpoint kept.
     pub(super) fn restore_committee(&mut self, state: &CommitteeState) -> Result<(), String> {
+        if *state.committee.deployment() != self.deployment() {
+            return Err(format!(
+                "the checkpoint's committee is bound to deployment {}, the genesis makes {}",
+                state.committee.deployment(),
+                self.deployment()
+            ));
+        }
         let keeper = LogKeeper::restore(
             state.committee.clone(),
             state.params,

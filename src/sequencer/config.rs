@@ -50,6 +50,13 @@ pub struct Genesis {
 }
 
 impl Genesis {
+    /// The deployment these parameters fix: the sequencer key and the batch
+    /// clock ([`DeploymentId`](crate::envelope::DeploymentId)).
+    #[must_use]
+    pub fn deployment(&self) -> crate::envelope::DeploymentId {
+        crate::envelope::DeploymentId::of(&self.sequencer, &self.schedule)
+    }
+
     /// Checks the schedule and every market.
     ///
     /// # Errors

@@ -100,8 +100,8 @@ use std::sync::Arc;
 use crate::clearing::MarketInput;
 use crate::envelope::{
     BatchPublicKey, Commitment, CustodianError, KeyCustodian, MerkleError, MerkleTree, OpenError,
-    OpenedBatch, Rejection, ReleasedBatchKey, SequencerKey, ShapedEnvelope, SignedSeal,
-    open_shaped_batch,
+    OpenedBatch, Rejection, ReleaseAttestation, ReleasedBatchKey, SequencerKey, ShapedEnvelope,
+    SignedSeal, open_shaped_batch,
 };
 use crate::ledger::{Ledger, LedgerError};
 use crate::market::{AccountId, AssetId, MarketConfig};
@@ -373,6 +373,7 @@ impl OpenJob {
         OpenedJob {
             e: self.key.batch(),
             batch_secret: secret,
+            release: self.key.attestations().to_vec(),
             result,
         }
     }
@@ -383,6 +384,9 @@ impl OpenJob {
 pub struct OpenedJob {
     e: BatchId,
     batch_secret: [u8; 32],
+    /// The keypers' release attestations of the seal (none from the
+    /// embedded custodian), published with the outcome.
+    release: Vec<ReleaseAttestation>,
     /// The opened batch, or why it could not be opened (an [`OpenError`] or
     /// a panic: both a bug).
     result: Result<OpenedBatch, String>,
@@ -488,6 +492,12 @@ impl Sequencer {
     #[must_use]
     pub fn genesis(&self) -> &Genesis {
         &self.genesis
+    }
+
+    /// The deployment: the sequencer key and batch clock of the genesis.
+    #[must_use]
+    pub fn deployment(&self) -> crate::envelope::DeploymentId {
+        self.genesis.deployment()
     }
 
     /// The configured markets.
@@ -1000,6 +1010,7 @@ impl Sequencer {
         e: BatchId,
         keyper: u16,
         share: &[u8; 32],
+        attestation: &[u8; 64],
     ) -> Result<bool, CustodianError> {
         self.observe(now_ms);
         let Some(Batch::AwaitingKey { seal, .. }) = self.batches.get(&e) else {
@@ -1009,7 +1020,10 @@ impl Sequencer {
             });
         };
         let seal = *seal;
-        let Some(key) = self.custodian_mut().add_share(&seal, keyper, share)? else {
+        let Some(key) = self
+            .custodian_mut()
+            .add_share(&seal, keyper, share, attestation)?
+        else {
             return Ok(false);
         };
         if let Some(Batch::AwaitingKey {
@@ -1118,16 +1132,20 @@ impl Sequencer {
             Ok((outcome, input))
         });
         let reason = match attempt {
-            Ok((outcome, input)) => return Ok((outcome, Some(input))),
+            Ok((mut outcome, input)) => {
+                outcome.release = job.release;
+                return Ok((outcome, Some(input)));
+            }
             Err(reason) => reason,
         };
-        let outcome = void_outcome(
+        let mut outcome = void_outcome(
             e,
             tree.root(),
             job.batch_secret,
             tree.leaves(),
             &self.markets,
         );
+        outcome.release = job.release;
         self.events.push_back(Event::BatchVoided { e, reason });
         Ok((outcome, None))
     }

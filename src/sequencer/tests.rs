@@ -109,8 +109,16 @@ fn a_batch_that_cannot_be_processed_is_voided_and_never_processed_again() {
             qty: 5,
             client_order_id: 0,
         }];
-        let envelope =
-            seal_bundle(&mut rng, trader, 0, &public, nonce as u64, &orders).expect("seals");
+        let envelope = seal_bundle(
+            &mut rng,
+            trader,
+            &sequencer.deployment(),
+            0,
+            &public,
+            nonce as u64,
+            &orders,
+        )
+        .expect("seals");
         sequencer
             .handle_submit(GENESIS_MS, SubmitToken(nonce as u64), envelope.into_bytes())
             .expect("accepted");
@@ -214,7 +222,16 @@ fn submissions_are_refused_as_busy_while_opening_lags() {
             client_order_id: 0,
         }];
         nonce += 1;
-        let envelope = seal_bundle(&mut rng, &trader, e, &public, nonce, &orders).expect("seals");
+        let envelope = seal_bundle(
+            &mut rng,
+            &trader,
+            &sequencer.deployment(),
+            e,
+            &public,
+            nonce,
+            &orders,
+        )
+        .expect("seals");
         sequencer.handle_submit(now, SubmitToken(nonce), envelope.into_bytes())
     };
     // As many batches sealed as the default allows, whose open jobs never
@@ -283,8 +300,16 @@ fn an_account_cannot_have_more_orders_in_a_batch_than_the_genesis_allows() {
     // Two bundles of 200 orders from one account, one of 200 from another.
     let mut commitments = Vec::new();
     for (nonce, trader) in [(1u64, &whale), (2, &whale), (3, &other)] {
-        let envelope =
-            seal_bundle(&mut rng, trader, 0, &public, nonce, &orders(200)).expect("seals");
+        let envelope = seal_bundle(
+            &mut rng,
+            trader,
+            &sequencer.deployment(),
+            0,
+            &public,
+            nonce,
+            &orders(200),
+        )
+        .expect("seals");
         let commitment = sequencer
             .handle_submit(GENESIS_MS, SubmitToken(nonce), envelope.into_bytes())
             .expect("accepted");
@@ -376,9 +401,17 @@ fn a_duplicate_envelope_is_receipted_again_and_journaled_once() {
         qty: 1,
         client_order_id: 0,
     }];
-    let bytes = seal_bundle(&mut rng, &trader, 0, &public, 0, &orders)
-        .expect("seals")
-        .into_bytes();
+    let bytes = seal_bundle(
+        &mut rng,
+        &trader,
+        &sequencer.deployment(),
+        0,
+        &public,
+        0,
+        &orders,
+    )
+    .expect("seals")
+    .into_bytes();
     let receipts = |events: &[Event]| -> Vec<(u64, Commitment)> {
         events
             .iter()
@@ -667,43 +700,37 @@ fn withdrawals_are_taken_once_in_sequence_and_paid_out_once() {
     assert!(verify_journal(tampered).is_err(), "record {lsn} replayed");
 }
 
-/// A keyper committee takes over a fresh journal: the sequencer keeps the
-/// committee's key generation log in its own journal, serves only durable
-/// entries, announces only certified keys, opens each batch with the key
-/// `t` keypers released — and a restart from the journal alone, or from a
-/// checkpoint of a pruned journal, carries on with the same log and keys.
-/// `verify` checks every certificate and every published `s_e` against it.
-#[test]
-fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
-    use crate::keyper::{
-        Committee, GenerationParams, KeyperIdentity, KeyperNode, Member, sharing::random_scalar,
-    };
+/// A committee of five keypers (threshold 3) bound to `genesis`'s
+/// deployment, each a [`KeyperNode`](crate::keyper::KeyperNode) with a
+/// 10 ms skew.
+fn five_keypers(
+    rng: &mut ChaCha20Rng,
+    genesis: &Genesis,
+) -> (crate::keyper::Committee, Vec<crate::keyper::KeyperNode>) {
+    use crate::keyper::{Committee, KeyperIdentity, KeyperNode, Member, sharing::random_scalar};
     use curve25519_dalek::ristretto::RistrettoPoint;
 
-    let mut rng = ChaCha20Rng::seed_from_u64(77);
-    let key = SequencerKey::from_seed(&[7; 32]);
-    let genesis = genesis(&key);
     let mut members = Vec::new();
     let mut secrets = Vec::new();
     for _ in 0..5 {
-        let signing = crate::envelope::generate_account_key(&mut rng);
-        let decryption = random_scalar(&mut rng);
+        let signing = crate::envelope::generate_account_key(rng);
+        let decryption = random_scalar(rng);
         members.push(Member {
             signing_key: signing.verifying_key().to_bytes(),
             encryption_key: RistrettoPoint::mul_base(&decryption).compress().to_bytes(),
         });
         secrets.push((signing, decryption));
     }
-    let committee = Committee::new(3, members).expect("a committee");
-    let mut keypers: Vec<KeyperNode> = secrets
+    let committee = Committee::new(3, members, genesis.deployment()).expect("a committee");
+    let keypers = secrets
         .iter()
         .map(|(signing, decryption)| {
             KeyperNode::new(
                 KeyperIdentity {
                     committee: committee.clone(),
                     signing: signing.clone(),
-                    decryption: *decryption,
-                    sequencer: key.public_key(),
+                    decryption: zeroize::Zeroizing::new(*decryption),
+                    sequencer: genesis.sequencer,
                     schedule: genesis.schedule,
                     skew_ms: 10,
                     replicas: None,
@@ -713,6 +740,78 @@ fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
             .expect("a member")
         })
         .collect();
+    (committee, keypers)
+}
+
+/// Each keyper reads the sequencer's durable log, journals (instantly) and
+/// posts what it calls for.
+fn pump_keypers(
+    rng: &mut ChaCha20Rng,
+    keypers: &mut [crate::keyper::KeyperNode],
+    sequencer: &mut Sequencer,
+    now: u64,
+) {
+    for k in keypers {
+        loop {
+            let entries = sequencer.committee_log(k.read());
+            if entries.is_empty() {
+                break;
+            }
+            assert!(
+                entries
+                    .iter()
+                    .all(|(p, _)| *p < sequencer.committee_log_durable()),
+                "only durable entries are served"
+            );
+            k.handle_log(rng, now, entries.iter().map(|(p, e)| (*p, e)));
+        }
+        while let Some((number, _)) = k.poll_record() {
+            k.handle_durable(number);
+        }
+        while let Some(message) = k.poll_message() {
+            let _ = sequencer.handle_keyper_message(now, message);
+        }
+    }
+}
+
+/// Each keyper answers `seals` at `now` (those past close + skew), and
+/// its share and attestation go to the sequencer.
+fn release_keys<'a>(
+    keypers: &mut [crate::keyper::KeyperNode],
+    sequencer: &mut Sequencer,
+    seals: impl IntoIterator<Item = &'a SignedSeal>,
+    now: u64,
+) {
+    for seal in seals {
+        for k in keypers.iter_mut() {
+            if let Ok(answer) = k.handle_seal(seal, None, now) {
+                k.record_release(*seal);
+                let _ = sequencer.handle_key_share(
+                    now,
+                    seal.e,
+                    k.index(),
+                    &answer.share,
+                    &answer.attestation,
+                );
+            }
+        }
+    }
+}
+
+/// A keyper committee takes over a fresh journal: the sequencer keeps the
+/// committee's key generation log in its own journal, serves only durable
+/// entries, announces only certified keys, opens each batch with the key
+/// `t` keypers released — and a restart from the journal alone, or from a
+/// checkpoint of a pruned journal, carries on with the same log and keys.
+/// `verify` checks every certificate and every published `s_e` against it.
+#[test]
+fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
+    use crate::keyper::{Committee, GenerationParams};
+
+    let mut rng = ChaCha20Rng::seed_from_u64(77);
+    let key = SequencerKey::from_seed(&[7; 32]);
+    let genesis = genesis(&key);
+    let (committee, mut keypers) = five_keypers(&mut rng, &genesis);
     let params = GenerationParams {
         window_batches: 8,
         lead_batches: 4,
@@ -736,6 +835,7 @@ fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
             .filter_map(|j| committee.member(j).copied())
             .take(3)
             .collect(),
+        genesis.deployment(),
     )
     .expect("a committee");
     assert!(sequencer.start_committee(another, params).is_err());
@@ -779,35 +879,8 @@ fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
             .expect("recovers from the checkpoint");
         }
         sequencer.handle_timeout(now).expect("timeout");
-        for k in &mut keypers {
-            loop {
-                let entries = sequencer.committee_log(k.read());
-                if entries.is_empty() {
-                    break;
-                }
-                assert!(
-                    entries
-                        .iter()
-                        .all(|(p, _)| *p < sequencer.committee_log_durable()),
-                    "only durable entries are served"
-                );
-                k.handle_log(&mut rng, entries.iter().map(|(p, e)| (*p, e)));
-            }
-            while let Some((number, _)) = k.poll_record() {
-                k.handle_durable(number);
-            }
-            while let Some(message) = k.poll_message() {
-                let _ = sequencer.handle_keyper_message(now, message);
-            }
-        }
-        for seal in early.values() {
-            for k in &mut keypers {
-                if let Ok((_, share)) = k.handle_seal(seal, None, now) {
-                    k.record_release(*seal);
-                    let _ = sequencer.handle_key_share(now, seal.e, k.index(), &share);
-                }
-            }
-        }
+        pump_keypers(&mut rng, &mut keypers, &mut sequencer, now);
+        release_keys(&mut keypers, &mut sequencer, early.values(), now);
         early.retain(|e, _| sequencer.batches.contains_key(e));
         let open = sequencer.open_batch_at(now);
         if let Ok(public) = sequencer.batch_public_key(open)
@@ -821,9 +894,17 @@ fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
                 qty: 10,
                 client_order_id: step,
             }];
-            let bytes = seal_bundle(&mut rng, &trader, open, &public, step, &orders)
-                .expect("seals")
-                .into_bytes();
+            let bytes = seal_bundle(
+                &mut rng,
+                &trader,
+                &sequencer.deployment(),
+                open,
+                &public,
+                step,
+                &orders,
+            )
+            .expect("seals")
+            .into_bytes();
             if sequencer
                 .handle_submit(now, SubmitToken(step), bytes)
                 .is_ok()
@@ -887,4 +968,342 @@ fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
     // A checkpoint with a committee round-trips.
     let c = sequencer.checkpoint();
     assert_eq!(Checkpoint::decode(&c.encode()).expect("decodes"), c);
+}
+
+/// Last look, the attack a committee exists to stop: a sequencer's
+/// operator seals batch `e` as S1 over the real envelopes, withholds
+/// `BatchSealed`, has the keypers release `s_e` for S1, reads every order,
+/// then signs S2 — S1 plus an envelope of its own written after seeing the
+/// book — and publishes S2 with the key and with the keypers' attestations
+/// of S1 (all it holds). Every trader's receipt is in S2 and `s_e·G = S_e`
+/// holds, yet every checker refuses it: the client library, `verify` over
+/// the journal the operator wrote, a transcript, and the explorer. The
+/// honest result of S1 passes all of them.
+#[test]
+fn a_key_released_for_one_seal_proves_no_other() {
+    use crate::client::check::{ResultCheck, ResultError};
+    use crate::envelope::{MerkleTree, PublishedKeyCustodian, ReleaseAttestation};
+    use crate::keyper::GenerationParams;
+    use crate::sequencer::record::ResultPart;
+    use crate::wire::{BatchCleared, BatchSealed, MarketLine};
+
+    let mut rng = ChaCha20Rng::seed_from_u64(91);
+    let key = SequencerKey::from_seed(&[7; 32]);
+    let genesis = genesis(&key);
+    let (committee, mut keypers) = five_keypers(&mut rng, &genesis);
+    let params = GenerationParams {
+        window_batches: 8,
+        lead_batches: 4,
+        phase_ms: [60, 30, 30, 60],
+    };
+    let buyer = crate::envelope::generate_account_key(&mut rng);
+    let seller = crate::envelope::generate_account_key(&mut rng);
+    let operator = crate::envelope::generate_account_key(&mut rng);
+    let id = |k: &ed25519_dalek::SigningKey| AccountId(k.verifying_key().to_bytes());
+    let mut journal = Vec::new();
+    let mut sequencer = boot(Vec::new(), GENESIS_MS);
+    sequencer
+        .start_committee(committee.clone(), params)
+        .expect("a fresh journal");
+    for (i, account) in [&buyer, &seller, &operator].into_iter().enumerate() {
+        for asset in [AssetId(0), AssetId(1)] {
+            sequencer
+                .handle_deposit(
+                    OpToken(10 + 2 * i as u64 + u64::from(asset.0)),
+                    id(account),
+                    asset,
+                    1_000_000,
+                )
+                .expect("deposit");
+        }
+    }
+    // Run until one batch holding the buyer's and the seller's bundles
+    // clears, its key released by the keypers.
+    let mut seals = BTreeMap::new();
+    let mut submitted = None;
+    let mut honest = None;
+    for step in 0..300u64 {
+        let now = GENESIS_MS + step * 10;
+        sequencer.handle_timeout(now).expect("timeout");
+        pump_keypers(&mut rng, &mut keypers, &mut sequencer, now);
+        release_keys(&mut keypers, &mut sequencer, seals.values(), now);
+        let open = sequencer.open_batch_at(now);
+        if submitted.is_none()
+            && let Ok(public) = sequencer.batch_public_key(open)
+        {
+            for (nonce, (trader, side, limit)) in
+                [(&buyer, Side::Buy, 110), (&seller, Side::Sell, 90)]
+                    .into_iter()
+                    .enumerate()
+            {
+                let orders = [OrderSpec {
+                    market: MarketId(1),
+                    side,
+                    limit: Some(limit),
+                    qty: 5,
+                    client_order_id: 0,
+                }];
+                let bytes = seal_bundle(
+                    &mut rng,
+                    trader,
+                    &sequencer.deployment(),
+                    open,
+                    &public,
+                    nonce as u64,
+                    &orders,
+                )
+                .expect("seals")
+                .into_bytes();
+                sequencer
+                    .handle_submit(now, SubmitToken(nonce as u64), bytes)
+                    .expect("accepted");
+            }
+            submitted = Some((open, public));
+        }
+        let mut events = flush(&mut sequencer, &mut journal, now);
+        while !events.is_empty() {
+            for event in std::mem::take(&mut events) {
+                match event {
+                    Event::KeyRequested { seal } => {
+                        seals.insert(seal.e, seal);
+                    }
+                    Event::BatchCleared { outcome, .. }
+                        if submitted.is_some_and(|(e, _)| e == outcome.e) =>
+                    {
+                        honest = Some(outcome);
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(job) = sequencer.poll_job() {
+                sequencer.handle_opened(now, job.run()).expect("opened");
+            }
+            events = flush(&mut sequencer, &mut journal, now);
+        }
+        if honest.is_some() {
+            break;
+        }
+    }
+    let honest = honest.expect("the batch clears");
+    let (e, public) = submitted.expect("submitted");
+    let s1 = seals[&e];
+    assert!(honest.release.len() >= committee.threshold());
+    let attested: Vec<ReleaseAttestation> = honest.release.clone();
+
+    // The operator's envelope, written after reading the book, and S2.
+    let extra = seal_bundle(
+        &mut rng,
+        &operator,
+        &sequencer.deployment(),
+        e,
+        &public,
+        7,
+        &[OrderSpec {
+            market: MarketId(1),
+            side: Side::Buy,
+            limit: Some(150),
+            qty: 5,
+            client_order_id: 1,
+        }],
+    )
+    .expect("seals")
+    .into_bytes();
+    let mut envelopes2: Vec<Vec<u8>> = journal
+        .iter()
+        .filter(|r| r.1 == RecordKind::Envelope.to_byte())
+        .filter_map(|r| match SequencerRecord::decode(r.1, &r.2) {
+            Ok(SequencerRecord::Envelope { e: b, bytes }) if b == e => Some(bytes),
+            _ => None,
+        })
+        .collect();
+    envelopes2.push(extra.clone());
+    let tree2 = MerkleTree::from_commitments(
+        envelopes2
+            .iter()
+            .map(|b| crate::envelope::Commitment::of(b))
+            .collect(),
+    )
+    .expect("a tree");
+    let s2 = key.sign_seal(e, &tree2);
+    assert_ne!(s2.root, s1.root);
+    // The key opens S2 (it is the batch's, not the seal's).
+    let mut published = PublishedKeyCustodian::new(
+        e,
+        &honest.batch_secret,
+        &public,
+        genesis.sequencer,
+        genesis.schedule,
+    )
+    .expect("the published key");
+    assert!(published.release(&s2, u64::MAX).is_ok());
+
+    // 1. The honest transcript verifies, released by t keypers; the
+    // operator's, made from it with S2 and the attestations of S1, does
+    // not.
+    let (_, transcripts) =
+        export_transcripts(journal.clone(), &[], &std::collections::BTreeSet::from([e]))
+            .expect("exports");
+    let t1 = transcripts.into_iter().next().expect("a transcript");
+    let summary = verify_transcript(&t1).expect("the honest batch verifies");
+    assert_eq!(
+        summary
+            .released_by
+            .as_ref()
+            .map(|(_, t, by)| (*t, by.len())),
+        Some((3, 3))
+    );
+    let mut ledger = crate::ledger::Ledger::new(genesis.fee_account);
+    for &(account, asset, amount) in &t1.balances {
+        ledger.deposit(account, asset, amount).expect("a balance");
+    }
+    let mut operator_balances: Vec<_> = [AssetId(0), AssetId(1)]
+        .into_iter()
+        .map(|asset| (id(&operator), asset, 1_000_000))
+        .collect();
+    for &(account, asset, amount) in &operator_balances {
+        ledger.deposit(account, asset, amount).expect("a balance");
+    }
+    let references: BTreeMap<_, _> = t1.references.iter().copied().collect();
+    let (outcome2, _) = super::verify::rederive(
+        &genesis,
+        &s2,
+        &envelopes2,
+        &honest,
+        &ledger,
+        &genesis.market_map(),
+        &references,
+    )
+    .expect("S2 re-derives with the key");
+    assert_eq!(outcome2.release, attested, "the attestations of S1, copied");
+    // The operator's bid at the top of the band takes the buyer's fill.
+    let mine = outcome2
+        .envelopes
+        .iter()
+        .position(|o| o.commitment == crate::envelope::Commitment::of(&extra))
+        .expect("in S2") as u32;
+    assert!(
+        outcome2.fills.iter().any(|f| f.envelope == mine),
+        "the operator's order trades: {:?}",
+        outcome2.fills
+    );
+    let mut t2 = t1.clone();
+    t2.balances.append(&mut operator_balances);
+    t2.balances.sort_unstable();
+    t2.envelopes = tree2
+        .leaves()
+        .iter()
+        .map(|c| {
+            envelopes2
+                .iter()
+                .find(|b| crate::envelope::Commitment::of(b) == *c)
+                .cloned()
+                .expect("an envelope")
+        })
+        .collect();
+    t2.seal = s2;
+    t2.outcome = outcome2.clone();
+    let refused = verify_transcript(&t2).expect_err("S2 is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("did not release its key for this seal"),
+        "{refused}"
+    );
+
+    // 2. `verify` over the journal the operator wrote: the records up to
+    // S1's seal, its own envelope, S2 and the result of S2.
+    let cut = journal
+        .iter()
+        .position(|r| {
+            matches!(
+                SequencerRecord::decode(r.1, &r.2),
+                Ok(SequencerRecord::Seal(seal)) if seal.e == e
+            )
+        })
+        .expect("the seal of e");
+    let mut forged: Vec<(Lsn, u8, Vec<u8>)> = journal[..cut].to_vec();
+    let mut push = |record: SequencerRecord| {
+        let lsn = forged.last().map_or(1, |r| r.0 + 1);
+        forged.push((lsn, record.kind().to_byte(), record.encode()));
+    };
+    push(SequencerRecord::Envelope {
+        e,
+        bytes: extra.clone(),
+    });
+    push(SequencerRecord::Seal(s2));
+    for part in ResultPart::split(&outcome2, RESULT_PART_BYTES_MAX) {
+        push(SequencerRecord::ResultPart(part));
+    }
+    let report = verify_journal(journal.clone()).expect("reads");
+    assert!(report.all_ok(), "{report:?}");
+    let report = verify_journal(forged).expect("reads");
+    let verdict = report
+        .batches
+        .iter()
+        .find(|b| b.e == e)
+        .expect("batch e")
+        .verdict
+        .clone();
+    assert!(
+        verdict
+            .as_ref()
+            .is_err_and(|why| why.contains("did not release its key for this seal")),
+        "{verdict:?}"
+    );
+
+    // 3. A client that saw S2 pushed: the result of S2 is refused, and so
+    // is one naming S1's attested root under S2.
+    let cleared = |outcome: &BatchOutcome| BatchCleared {
+        e,
+        root: outcome.root.0,
+        batch_secret: outcome.batch_secret,
+        release: outcome.release.clone(),
+        envelopes: outcome.envelopes.len() as u32,
+        accepted: 0,
+        markets: outcome
+            .markets
+            .iter()
+            .map(|m| MarketLine {
+                market: m.market.0,
+                price: m.price,
+                volume: m.volume,
+                imbalance: m.imbalance,
+            })
+            .collect(),
+        own: Vec::new(),
+    };
+    let client = |seal: &SignedSeal| {
+        let mut check = ResultCheck::default();
+        check.set_sequencer(genesis.sequencer);
+        check.set_committee(committee.clone());
+        check.add_key(e, public.to_bytes());
+        check
+            .sealed(&BatchSealed {
+                seal: seal.to_bytes(),
+                proofs: Vec::new(),
+            })
+            .expect("a signed seal");
+        check
+    };
+    assert_eq!(client(&s1).cleared(&cleared(&honest)), Ok(()));
+    assert!(matches!(
+        client(&s2).cleared(&cleared(&outcome2)),
+        Err(ResultError::NotReleased { e: b, .. }) if b == e
+    ));
+    assert!(matches!(
+        client(&s2).cleared(&cleared(&honest)),
+        Err(ResultError::NotTheSeal { .. })
+    ));
+
+    // 4. The explorer shows the honest result as released by its keypers,
+    // and the operator's as not proven.
+    let explorer = crate::node::explorer::Explorer::new(4, genesis.sequencer);
+    explorer.record(&honest, None, 0, Some(&committee));
+    let by = explorer.batch(e).expect("shown").released_by.clone();
+    assert!(matches!(by, Some(Ok(ref k)) if k.len() == 3), "{by:?}");
+    explorer.record(&Arc::new(outcome2), None, 0, Some(&committee));
+    let check = explorer
+        .check(&crate::envelope::Commitment::of(&extra))
+        .expect("found");
+    assert!(matches!(check.released_by, Some(Err(_))), "{check:?}");
 }

@@ -31,9 +31,14 @@ use super::record::{
     encode_references,
 };
 use super::verify::{check_seal, compare, rederive};
+use crate::keyper::{Committee, WindowCertificate};
 
 /// Layout tag at the start of a transcript file.
-pub const TRANSCRIPT_TAG: [u8; 8] = *b"SBTRSCR1";
+pub const TRANSCRIPT_TAG: [u8; 8] = *b"SBTRSCR2";
+
+/// The tag of a transcript written before transcripts carried the keyper
+/// committee (read as one of the embedded custodian's batches).
+pub const TRANSCRIPT_TAG_V1: [u8; 8] = *b"SBTRSCR1";
 
 /// Balances a transcript may list: enough for every account of a full batch
 /// in every asset of the largest configuration.
@@ -53,8 +58,14 @@ pub struct Transcript {
     pub envelopes: Vec<Vec<u8>>,
     /// The signed seal.
     pub seal: SignedSeal,
-    /// The published outcome, with the released batch secret.
+    /// The published outcome, with the released batch secret (and, under
+    /// a committee, the keypers' release attestations).
     pub outcome: BatchOutcome,
+    /// Under a keyper committee: the committee and the certificate of the
+    /// window holding the batch, so `s_e` is checked against its certified
+    /// key and the attestations against the members. `None`: the embedded
+    /// custodian (trusted-operator mode).
+    pub committee: Option<(Committee, WindowCertificate)>,
 }
 
 /// Why a transcript does not verify, or cannot be read.
@@ -95,6 +106,14 @@ impl Transcript {
         }
         out.extend_from_slice(&self.seal.to_bytes());
         self.outcome.encode_into(&mut out);
+        match &self.committee {
+            None => out.put_u8(0),
+            Some((committee, certificate)) => {
+                out.put_u8(1);
+                out.extend_from_slice(&committee.encode());
+                certificate.encode(&mut out);
+            }
+        }
         out
     }
 
@@ -106,7 +125,8 @@ impl Transcript {
     pub fn decode(bytes: &[u8]) -> Result<Transcript, DecodeError> {
         let mut r = Reader::new(bytes);
         let offset = r.offset();
-        if r.array::<8>("tag")? != TRANSCRIPT_TAG {
+        let tag = r.array::<8>("tag")?;
+        if tag != TRANSCRIPT_TAG && tag != TRANSCRIPT_TAG_V1 {
             return Err(r.invalid("tag", offset));
         }
         let genesis = decode_genesis_blob(&mut r)?;
@@ -120,6 +140,19 @@ impl Transcript {
         let seal = SignedSeal::from_bytes(r.bytes(SEAL_LEN, "seal")?)
             .map_err(|_| r.invalid("seal", offset))?;
         let outcome = BatchOutcome::decode(&mut r)?;
+        let committee = if tag == TRANSCRIPT_TAG_V1 {
+            None
+        } else {
+            let offset = r.offset();
+            match r.u8("committee flag")? {
+                0 => None,
+                1 => Some((
+                    Committee::decode(&mut r)?,
+                    WindowCertificate::decode(&mut r)?,
+                )),
+                _ => return Err(r.invalid("committee flag", offset)),
+            }
+        };
         r.finish()?;
         Ok(Transcript {
             genesis,
@@ -128,6 +161,7 @@ impl Transcript {
             envelopes,
             seal,
             outcome,
+            committee,
         })
     }
 }
@@ -146,6 +180,7 @@ pub fn build_transcript(
     seal: SignedSeal,
     envelopes: &[Vec<u8>],
     outcome: &BatchOutcome,
+    committee: Option<(Committee, WindowCertificate)>,
 ) -> Result<Transcript, TranscriptError> {
     let e = seal.e;
     let mismatch = |reason: String| TranscriptError::Mismatch { e, reason };
@@ -160,11 +195,12 @@ pub fn build_transcript(
     )
     .map_err(mismatch)?;
     Ok(transcript_of(
-        genesis, ledger, references, seal, envelopes, outcome, accounts,
+        genesis, ledger, references, seal, envelopes, outcome, accounts, committee,
     ))
 }
 
 /// The transcript, given the accounts whose bundles opened.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn transcript_of(
     genesis: &Genesis,
     ledger: &Ledger,
@@ -173,6 +209,7 @@ pub(super) fn transcript_of(
     envelopes: &[Vec<u8>],
     outcome: &BatchOutcome,
     mut accounts: BTreeSet<AccountId>,
+    committee: Option<(Committee, WindowCertificate)>,
 ) -> Transcript {
     accounts.insert(genesis.fee_account);
     let balances = accounts
@@ -196,6 +233,7 @@ pub(super) fn transcript_of(
         envelopes: sorted.into_iter().map(|(_, bytes)| bytes).collect(),
         seal,
         outcome: outcome.clone(),
+        committee,
     }
 }
 
@@ -238,7 +276,7 @@ pub fn transcript_clearing_input(
 }
 
 /// A verified transcript's figures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TranscriptSummary {
     /// The batch.
     pub e: BatchId,
@@ -248,6 +286,10 @@ pub struct TranscriptSummary {
     pub fills: usize,
     /// Balances the transcript started from.
     pub balances: usize,
+    /// Under a keyper committee: its id, its threshold and the keypers
+    /// whose attestations of the seal the result carries (all checked).
+    /// `None`: the embedded custodian.
+    pub released_by: Option<([u8; 32], usize, Vec<u16>)>,
 }
 
 /// Checks a transcript without trusting the sequencer: the genesis
@@ -297,6 +339,38 @@ pub fn verify_transcript(t: &Transcript) -> Result<TranscriptSummary, Transcript
             .map_err(|err| mismatch(format!("balance: {err}")))?;
     }
     check_seal(&t.genesis, &t.seal, &t.envelopes).map_err(mismatch)?;
+    let released_by = match &t.committee {
+        None => None,
+        Some((committee, certificate)) => {
+            if *committee.deployment() != t.genesis.deployment() {
+                return Err(mismatch(format!(
+                    "the committee is bound to deployment {}, the genesis makes {}",
+                    committee.deployment(),
+                    t.genesis.deployment()
+                )));
+            }
+            if !certificate.verify(committee) {
+                return Err(mismatch(
+                    "the window certificate does not verify for the committee".into(),
+                ));
+            }
+            if !certificate.window.contains(e) {
+                return Err(mismatch(
+                    "the certificate's window does not hold the batch".into(),
+                ));
+            }
+            let mut certified_map = BTreeMap::new();
+            certified_map.insert(certificate.window.first_batch, certificate.clone());
+            super::verify::check_committee_key(&certified_map, e, &t.outcome.batch_secret)
+                .map_err(mismatch)?;
+            super::verify::check_released(committee, &t.seal, &t.outcome).map_err(mismatch)?;
+            Some((
+                committee.id(),
+                committee.threshold(),
+                t.outcome.release.iter().map(|a| a.keyper).collect(),
+            ))
+        }
+    };
     let (again, _) = rederive(
         &t.genesis,
         &t.seal,
@@ -316,5 +390,6 @@ pub fn verify_transcript(t: &Transcript) -> Result<TranscriptSummary, Transcript
         envelopes: t.envelopes.len(),
         fills: t.outcome.fills.len(),
         balances: t.balances.len(),
+        released_by,
     })
 }

@@ -76,7 +76,8 @@ pub struct CommitteeVerdict {
     /// Windows certified in the log read (or the checkpoint it started
     /// from).
     pub windows: usize,
-    /// Batches whose published secret matched their certified key.
+    /// Batches whose published secret matched their certified key and
+    /// whose result carries `t` keypers' attestations of its seal.
     pub keys_checked: usize,
 }
 
@@ -446,7 +447,8 @@ fn walk(
                 let slot = &mut report.batches[batch.verdict];
                 if let Some((keeper, certified)) = committee.as_mut() {
                     take_certified(keeper, certified, report.committee.get_or_insert_default());
-                    let checked = check_committee_key(certified, outcome.e, &outcome.batch_secret);
+                    let checked = check_committee_key(certified, outcome.e, &outcome.batch_secret)
+                        .and_then(|()| check_released(keeper.committee(), &batch.seal, &outcome));
                     if checked.is_ok()
                         && let Some(c) = report.committee.as_mut()
                     {
@@ -471,6 +473,13 @@ fn walk(
                 if let (true, Ok(()), Some(accounts)) =
                     (export.contains(&outcome.e), &slot.verdict, accounts)
                 {
+                    let committee = committee.as_ref().and_then(|(keeper, certified)| {
+                        certified
+                            .range(..=outcome.e)
+                            .next_back()
+                            .filter(|(_, c)| c.window.contains(outcome.e))
+                            .map(|(_, c)| (keeper.committee().clone(), c.clone()))
+                    });
                     transcripts.push(transcript_of(
                         &genesis,
                         &ledger,
@@ -479,6 +488,7 @@ fn walk(
                         &batch.envelopes,
                         &outcome,
                         accounts,
+                        committee,
                     ));
                 }
                 if let Err(error) = apply_outcome(&outcome, &mut ledger, &markets, &mut references)
@@ -648,7 +658,7 @@ pub(super) fn rederive(
     let e = seal.e;
     let attempt =
         open_published(genesis, seal, envelopes, &outcome.batch_secret).and_then(|opened| {
-            let again = process_batch(
+            let mut again = process_batch(
                 &opened,
                 outcome.batch_secret,
                 ledger,
@@ -657,6 +667,9 @@ pub(super) fn rederive(
                 genesis.orders_per_account_per_batch_max,
             )
             .map_err(|err| err.to_string())?;
+            // The attestations are published as journaled (checked by
+            // `check_released` against the committee).
+            again.release.clone_from(&outcome.release);
             if outcome.is_void() {
                 // Would it have settled? Only asked of a void batch, so the
                 // copy of the ledger costs nothing in the usual case.
@@ -676,7 +689,8 @@ pub(super) fn rederive(
             let mut sorted: Vec<Commitment> = envelopes.iter().map(|b| Commitment::of(b)).collect();
             sorted.sort_unstable();
             sorted.dedup();
-            let void = void_outcome(e, seal.root, outcome.batch_secret, &sorted, markets);
+            let mut void = void_outcome(e, seal.root, outcome.batch_secret, &sorted, markets);
+            void.release.clone_from(&outcome.release);
             Ok((void, BTreeSet::new()))
         }
         attempt => attempt,
@@ -700,7 +714,7 @@ fn take_certified(
 }
 
 /// Whether `secret` is the secret of batch `e`'s certified key.
-fn check_committee_key(
+pub(super) fn check_committee_key(
     certified: &BTreeMap<BatchId, WindowCertificate>,
     e: BatchId,
     secret: &[u8; 32],
@@ -720,6 +734,27 @@ fn check_committee_key(
             hex::encode(certified_key)
         ))
     }
+}
+
+/// Whether `outcome` carries `t` keypers' attestations that they released
+/// their shares for `seal` (`spec/keyper.md` §9): without them the key may
+/// have been obtained for another seal.
+pub(super) fn check_released(
+    committee: &crate::keyper::Committee,
+    seal: &SignedSeal,
+    outcome: &BatchOutcome,
+) -> Result<(), String> {
+    let statement = crate::envelope::SealStatement {
+        e: seal.e,
+        count: seal.count,
+        root: seal.root,
+    };
+    crate::keyper::check_attestations(committee, &statement, &outcome.release).map_err(|error| {
+        format!(
+            "batch {}: the committee did not release its key for this seal: {error}",
+            seal.e
+        )
+    })
 }
 
 pub(super) fn compare(recorded: &BatchOutcome, again: &BatchOutcome) -> Result<(), String> {

@@ -15,7 +15,7 @@ use crate::types::BatchId;
 use super::frame::{Direction, EncodeError, FrameError, Message};
 
 /// The QUIC ALPN of the keyper link.
-pub const KEYPER_ALPN: &[u8] = b"sealbatch-keyper/2";
+pub const KEYPER_ALPN: &[u8] = b"sealbatch-keyper/3";
 
 /// Most bytes after the length prefix of one keyper-link frame: a keyper
 /// message of [`KEYPER_MESSAGE_LEN_MAX`] and its framing.
@@ -51,23 +51,32 @@ pub enum KeyperUp {
     },
     /// A message for the committee's log.
     Post(SignedKeyperMessage),
-    /// Its share of batch `e`'s key, for the seal it was sent.
+    /// Its share of batch `e`'s key, for the seal it was sent, with its
+    /// signed attestation of that seal (`spec/keyper.md` §9).
     Share {
         /// The batch.
         e: BatchId,
         /// `s_{e,j}`, 32 bytes (checked by the sequencer against the
         /// public commitments).
         share: [u8; 32],
+        /// The keyper's Ed25519 signature over the release message of the
+        /// seal it released for.
+        attestation: [u8; 64],
     },
 }
 
 /// From the sequencer to a keyper.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyperDown {
-    /// The hello is accepted: the keyper's index in the committee.
+    /// The hello is accepted: the keyper's index in the committee, and
+    /// where the sequencer's durable log ends.
     Welcome {
         /// Its index.
         index: u16,
+        /// The position after the last durable log entry: a keyper that
+        /// asked from further on read entries no honest log has, and reads
+        /// the log again from its start.
+        log_end: u64,
     },
     /// A durable log entry at its position.
     Entry {
@@ -136,9 +145,14 @@ impl Message for KeyperUp {
                 out.extend_from_slice(signature);
             }
             KeyperUp::Post(message) => out.extend_from_slice(&message.encode()),
-            KeyperUp::Share { e, share } => {
+            KeyperUp::Share {
+                e,
+                share,
+                attestation,
+            } => {
                 out.put_u64(*e);
                 out.extend_from_slice(share);
+                out.extend_from_slice(attestation);
             }
         }
         Ok(())
@@ -155,6 +169,7 @@ impl Message for KeyperUp {
             up_type::SHARE => KeyperUp::Share {
                 e: r.u64("batch")?,
                 share: r.array("share")?,
+                attestation: r.array("attestation")?,
             },
             _ => {
                 return Err(FrameError::UnknownType {
@@ -184,7 +199,10 @@ impl Message for KeyperDown {
 
     fn encode_fields(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         match self {
-            KeyperDown::Welcome { index } => out.put_u16(*index),
+            KeyperDown::Welcome { index, log_end } => {
+                out.put_u16(*index);
+                out.put_u64(*log_end);
+            }
             KeyperDown::Entry { position, entry } => {
                 out.put_u64(*position);
                 out.extend_from_slice(&entry.encode());
@@ -207,6 +225,7 @@ impl Message for KeyperDown {
         Ok(match type_byte {
             down_type::WELCOME => KeyperDown::Welcome {
                 index: r.u16("index")?,
+                log_end: r.u64("log end")?,
             },
             down_type::ENTRY => KeyperDown::Entry {
                 position: r.u64("position")?,

@@ -248,6 +248,22 @@ pub struct Schedule {
     pub signature: [u8; 64],
 }
 
+impl Schedule {
+    /// The deployment the schedule is of: its sequencer key and batch clock
+    /// ([`DeploymentId`](crate::envelope::DeploymentId)); bundles sealed
+    /// from this schedule are signed for it.
+    #[must_use]
+    pub fn deployment(&self) -> crate::envelope::DeploymentId {
+        crate::envelope::DeploymentId::new(
+            &self.sequencer_key,
+            &crate::envelope::BatchSchedule {
+                genesis_ms: self.genesis_ms,
+                batch_length_ms: self.batch_length_ms,
+            },
+        )
+    }
+}
+
 /// A replica as the schedule lists it: where its clients connect and the
 /// certificate it presents there.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -308,6 +324,11 @@ pub struct BatchCleared {
     pub root: [u8; 32],
     /// The released batch secret `s_e`, so anyone can re-open the batch.
     pub batch_secret: [u8; 32],
+    /// Under a keyper committee, at least `t` keypers' attestations that
+    /// they released their shares for the seal `(e, envelopes, root)`,
+    /// ascending by keyper (`spec/keyper.md` §9); empty with the embedded
+    /// custodian. A client refuses a committee's result without them.
+    pub release: Vec<crate::envelope::ReleaseAttestation>,
     /// Envelopes in the batch.
     pub envelopes: u32,
     /// Envelopes accepted (funded).
@@ -890,6 +911,14 @@ impl Message for ServerMessage {
                 out.put_u64(c.e);
                 out.extend_from_slice(&c.root);
                 out.extend_from_slice(&c.batch_secret);
+                if c.release.len() > crate::keyper::COMMITTEE_MAX {
+                    return Err(EncodeError::TooLarge {
+                        field: "release",
+                        value: c.release.len(),
+                        max: crate::keyper::COMMITTEE_MAX,
+                    });
+                }
+                crate::keyper::attestation::encode_attestations(out, &c.release);
                 out.put_u32(c.envelopes);
                 out.put_u32(c.accepted);
                 put_count(out, "markets", c.markets.len(), WIRE_MARKETS_MAX)?;
@@ -1167,6 +1196,7 @@ fn decode_cleared(r: &mut Reader<'_>) -> Result<BatchCleared, DecodeError> {
     let e = r.u64("e")?;
     let root = r.array("root")?;
     let batch_secret = r.array("batch_secret")?;
+    let release = crate::keyper::attestation::decode_attestations(r)?;
     let envelopes = r.u32("envelopes")?;
     let accepted = r.u32("accepted")?;
     let count = r.count("markets", WIRE_MARKETS_MAX)?;
@@ -1208,6 +1238,7 @@ fn decode_cleared(r: &mut Reader<'_>) -> Result<BatchCleared, DecodeError> {
         e,
         root,
         batch_secret,
+        release,
         envelopes,
         accepted,
         markets,

@@ -63,13 +63,15 @@ pub use message::{
 use crate::types::{BUNDLE_ORDERS_MAX, MARKETS_MAX};
 
 /// The protocol version this module speaks. It is carried by the ALPN
-/// ([`ALPN`]): a peer that does not offer `sealbatch/3` does not connect.
+/// ([`ALPN`]): a peer that does not offer `sealbatch/4` does not connect.
 /// (Version 2 signs balance queries and withdrawals; version 3 lists a
-/// replicated sequencer's replicas in the schedule.)
-pub const PROTOCOL_VERSION: u8 = 3;
+/// replicated sequencer's replicas in the schedule; version 4 carries the
+/// keypers' release attestations in `BatchCleared` and binds a committee to
+/// its deployment.)
+pub const PROTOCOL_VERSION: u8 = 4;
 
-/// The QUIC ALPN protocol identifier, `sealbatch/3`.
-pub const ALPN: &[u8] = b"sealbatch/3";
+/// The QUIC ALPN protocol identifier, `sealbatch/4`.
+pub const ALPN: &[u8] = b"sealbatch/4";
 
 /// Bytes of the length prefix that starts every frame.
 pub const LEN_PREFIX_LEN: usize = 4;
@@ -127,7 +129,7 @@ pub const REPLICA_ADDRESS_LEN_MAX: usize = 255;
 /// Bytes of one encoded [`MarketInfo`].
 pub const MARKET_INFO_LEN: usize = 3 * 4 + 5 * 8 + 2;
 
-const _: () = assert!(PROTOCOL_VERSION == 3 && ALPN.len() == 11 && ALPN[10] == b'3');
+const _: () = assert!(PROTOCOL_VERSION == 4 && ALPN.len() == 11 && ALPN[10] == b'4');
 const _: () = assert!(CLIENT_FRAME_LEN_MAX <= FRAME_LEN_MAX);
 // A full `Payouts` reply: type ‖ request id ‖ count ‖ withdrawals ‖ more.
 const PAYOUTS_FRAME_LEN_MAX: usize =

@@ -133,8 +133,16 @@ pub async fn load(client: Arc<Client>, workers: u64, until: Instant) -> Vec<(u64
                     qty: 1,
                     client_order_id: nonce,
                 }];
-                let envelope =
-                    seal_bundle(&mut OsRng, &trader, e, &key, nonce, &orders).expect("seals");
+                let envelope = seal_bundle(
+                    &mut OsRng,
+                    &trader,
+                    &schedule.deployment(),
+                    e,
+                    &key,
+                    nonce,
+                    &orders,
+                )
+                .expect("seals");
                 match client.submit(envelope.into_bytes()).await {
                     Ok(receipt) => receipts.push((receipt.e, receipt.commitment)),
                     // The sequencer stopped under us: stop.

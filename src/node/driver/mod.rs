@@ -520,8 +520,16 @@ impl Driver {
                     tracing::debug!(keyper = sender, window, %reason, "keyper message not logged");
                 }
             }
-            Control::KeyperShare { keyper, e, share } => {
-                match self.sequencer.handle_key_share(now_ms(), e, keyper, &share) {
+            Control::KeyperShare {
+                keyper,
+                e,
+                share,
+                attestation,
+            } => {
+                match self
+                    .sequencer
+                    .handle_key_share(now_ms(), e, keyper, &share, &attestation)
+                {
                     Ok(true) => {
                         self.metrics.keys_combined.inc();
                         if let Some(asked) = self.key_asked.remove(&e) {

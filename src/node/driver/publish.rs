@@ -193,6 +193,7 @@ impl Driver {
                         &outcome,
                         input.as_deref().map(Vec::as_slice),
                         super::super::now_ms().saturating_sub(close_ms),
+                        self.sequencer.committee(),
                     );
                 }
                 let markets: Vec<MarketLine> = outcome
@@ -220,6 +221,7 @@ impl Driver {
                         e,
                         root: outcome.root.0,
                         batch_secret: outcome.batch_secret,
+                        release: outcome.release.clone(),
                         envelopes: outcome.envelopes.len() as u32,
                         accepted,
                         markets: markets.clone(),
