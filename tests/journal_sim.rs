@@ -8,8 +8,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use sealbatch::journal::format::{FRAME_OVERHEAD_LEN, SEGMENT_HEADER_LEN};
 use sealbatch::journal::{
-    Corruption, Journal, JournalConfig, JournalError, JournalWriter, Lsn, Record, SimStorage,
-    Syncing, Truncation, WriterEvent, read_checkpoints, segment_name,
+    CheckpointWritten, Corruption, Journal, JournalConfig, JournalError, JournalWriter, Lsn,
+    Record, SimStorage, Syncing, Truncation, WriterEvent, read_checkpoints, segment_name,
 };
 
 /// Kind bytes, as the sequencer assigns them (the journal does not interpret
@@ -845,6 +845,83 @@ fn writer_thread_checkpoints_in_order_and_prunes_off_its_path() {
         .map(|f| f.checkpoint.as_ref().expect("valid").lsn)
         .collect();
     assert_eq!(lsns, vec![500, 300]);
+}
+
+/// Journals the records up to `to` and a checkpoint at `to` (replaying from
+/// `replay_from`) through the writer thread, and waits until it is written
+/// and its pruning done: what was written, and how many segments were
+/// pruned.
+fn checkpoint_through(
+    writer: &mut JournalWriter<SimStorage>,
+    to: Lsn,
+    replay_from: Lsn,
+) -> (CheckpointWritten, usize) {
+    while writer.next_lsn() <= to {
+        let lsn = writer.next_lsn();
+        writer
+            .append(ENVELOPE, lsn.to_le_bytes().repeat(8))
+            .expect("queues");
+    }
+    writer
+        .checkpoint(to, replay_from, to.to_le_bytes().to_vec())
+        .expect("queues");
+    let (mut written, mut pruned) = (None, None);
+    while written.is_none() || pruned.is_none() {
+        match writer.wait_event().expect("an event") {
+            WriterEvent::Checkpoint {
+                lsn, written: w, ..
+            } if lsn == to => written = Some(w),
+            WriterEvent::Pruned { removed, .. } => pruned = Some(removed),
+            WriterEvent::Durable { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    (written.expect("written"), pruned.expect("pruned"))
+}
+
+fn checkpoint_lsns(disk: &SimStorage) -> Vec<Lsn> {
+    read_checkpoints(&mut disk.clone())
+        .expect("reads")
+        .iter()
+        .map(|f| f.checkpoint.as_ref().expect("usable").lsn)
+        .collect()
+}
+
+/// A reader's hold on the journal's files (a replica building a snapshot
+/// lists them, then opens them) keeps every checkpoint and segment through
+/// the writer thread's checkpoints and pruning; the first checkpoint after
+/// the hold is released removes what it kept.
+#[test]
+fn a_hold_keeps_checkpoints_and_segments_until_it_is_released() {
+    let disk = SimStorage::new(13);
+    let (journal, _) = Journal::open(disk.clone(), small_segments()).expect("opens");
+    let mut writer = JournalWriter::spawn(journal, true).expect("spawns");
+    checkpoint_through(&mut writer, 100, 90);
+    checkpoint_through(&mut writer, 200, 190);
+    let before = first_segment_lsn(&disk);
+    assert!(before > 1 && before <= 90, "pruned below 90: {before}");
+
+    let hold = writer.file_holds().hold();
+    for (to, replay_from) in [(300, 290), (400, 390)] {
+        let (written, pruned) = checkpoint_through(&mut writer, to, replay_from);
+        assert_eq!(written.checkpoints_removed, 0, "at {to}");
+        // Every kept checkpoint bounds the pruning, the oldest included.
+        assert_eq!(written.prunable_below, Some(90), "at {to}");
+        assert_eq!(pruned, 0, "at {to}");
+    }
+    assert_eq!(checkpoint_lsns(&disk), vec![400, 300, 200, 100]);
+    assert_eq!(first_segment_lsn(&disk), before);
+
+    drop(hold);
+    assert!(!writer.file_holds().held());
+    let (written, pruned) = checkpoint_through(&mut writer, 500, 490);
+    assert_eq!(written.checkpoints_removed, 3);
+    assert_eq!(written.prunable_below, Some(390));
+    assert!(pruned > 0);
+    assert_eq!(checkpoint_lsns(&disk), vec![500, 400]);
+    let after = first_segment_lsn(&disk);
+    assert!(after > 300 && after <= 390, "pruned below 390: {after}");
+    writer.close().expect("closes");
 }
 
 /// A writer that syncs only when asked (a replica's journal, whose records

@@ -167,26 +167,38 @@ pub struct FoundCheckpoint {
 /// Every checkpoint file in `storage`, newest (highest LSN) first, each
 /// read and checked.
 ///
+/// A file listed but gone when it is opened or read (`NotFound`) is left
+/// out: the journal's writer removed it meanwhile, which it does only to a
+/// checkpoint superseded by newer ones (or to an unusable one). A reader
+/// beside a live writer in another process (`sealbatch verify`) can meet
+/// this; one in the same process holds the files instead
+/// ([`Journal::file_holds`]).
+///
 /// # Errors
 ///
-/// [`JournalError::Io`] listing the directory or reading a file.
+/// [`JournalError::Io`] listing the directory or reading a file (other than
+/// its being gone).
 pub fn read_checkpoints<S: Storage>(storage: &mut S) -> Result<Vec<FoundCheckpoint>, JournalError> {
     let mut names = list_checkpoints(storage)?;
     names.reverse();
-    names
-        .into_iter()
-        .map(|(lsn, name)| {
-            let path = storage.path_of(&name);
-            let bytes = storage
-                .open(&name)
-                .and_then(|mut file| file.read_all())
-                .map_err(|source| JournalError::Io { path, source })?;
-            Ok(FoundCheckpoint {
-                checkpoint: decode_checkpoint_file(&bytes, lsn),
-                name,
-            })
-        })
-        .collect()
+    let mut found = Vec::with_capacity(names.len());
+    for (lsn, name) in names {
+        let bytes = match storage.open(&name).and_then(|mut file| file.read_all()) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(source) => {
+                return Err(JournalError::Io {
+                    path: storage.path_of(&name),
+                    source,
+                });
+            }
+        };
+        found.push(FoundCheckpoint {
+            checkpoint: decode_checkpoint_file(&bytes, lsn),
+            name,
+        });
+    }
+    Ok(found)
 }
 
 fn list_checkpoints<S: Storage>(storage: &mut S) -> Result<Vec<(Lsn, String)>, JournalError> {
@@ -208,14 +220,16 @@ pub struct CheckpointWritten {
     pub name: Option<String>,
     /// Its size in bytes.
     pub bytes: u64,
-    /// Older or unusable checkpoint files removed.
+    /// Older or unusable checkpoint files removed (none while a reader
+    /// holds the files).
     pub checkpoints_removed: usize,
     /// The smallest `replay_from` of the kept checkpoints, as read back from
     /// disk: segments wholly below it hold no record any kept checkpoint
     /// needs. `None` when no checkpoint reads back usable: then nothing may
     /// be pruned.
     pub prunable_below: Option<Lsn>,
-    /// Segment files removed because every kept checkpoint starts after them.
+    /// Segment files removed because every kept checkpoint starts after them
+    /// (none while a reader holds the files).
     pub segments_removed: usize,
 }
 
@@ -228,7 +242,10 @@ impl<S: Storage> Journal<S> {
     /// other checkpoint files, and with `prune` removes, oldest first, every
     /// segment whose records all lie below the `replay_from` of each kept
     /// checkpoint (never the last segment); nothing if none reads back
-    /// usable.
+    /// usable. While a reader holds the files ([`Journal::file_holds`]) it
+    /// removes neither: every usable checkpoint is kept (and bounds
+    /// [`CheckpointWritten::prunable_below`]) until a checkpoint written
+    /// after the hold is released.
     ///
     /// A failure here leaves the journal usable: a torn checkpoint file is
     /// recognised and ignored by recovery, and a segment not yet removed is
@@ -285,35 +302,50 @@ impl<S: Storage> Journal<S> {
         }
 
         // Keep the newest usable checkpoints, as read back; their oldest
-        // replay_from bounds what may be pruned.
-        let mut kept = 0;
-        let mut floor: Option<Lsn> = None;
-        for found in read_checkpoints(&mut self.storage)? {
-            match &found.checkpoint {
-                Ok(checkpoint) if kept < CHECKPOINTS_KEPT => {
-                    kept += 1;
-                    floor = Some(
-                        floor.map_or(checkpoint.replay_from, |f| f.min(checkpoint.replay_from)),
-                    );
-                }
-                _ => {
-                    let path = self.storage.path_of(&found.name);
-                    self.storage
-                        .remove(&found.name)
-                        .map_err(|source| JournalError::Io { path, source })?;
-                    written.checkpoints_removed += 1;
+        // replay_from bounds what may be pruned. While a reader holds the
+        // files, every checkpoint is kept (and bounds the pruning): the
+        // next checkpoint after the hold removes the others.
+        let holds = self.holds.clone();
+        let (removed, floor) = holds.removing_checkpoints(|held| {
+            let mut kept = 0;
+            let mut removed = 0;
+            let mut floor: Option<Lsn> = None;
+            for found in read_checkpoints(&mut self.storage)? {
+                match &found.checkpoint {
+                    Ok(checkpoint) if held || kept < CHECKPOINTS_KEPT => {
+                        kept += 1;
+                        floor = Some(
+                            floor.map_or(checkpoint.replay_from, |f| f.min(checkpoint.replay_from)),
+                        );
+                    }
+                    Err(_) if held => {}
+                    _ => {
+                        let path = self.storage.path_of(&found.name);
+                        self.storage
+                            .remove(&found.name)
+                            .map_err(|source| JournalError::Io { path, source })?;
+                        removed += 1;
+                    }
                 }
             }
-        }
-        if written.checkpoints_removed > 0 {
-            let path = self.storage.path_of("");
-            self.storage
-                .sync_dir()
-                .map_err(|source| JournalError::Io { path, source })?;
-        }
+            if removed > 0 {
+                let path = self.storage.path_of("");
+                self.storage
+                    .sync_dir()
+                    .map_err(|source| JournalError::Io { path, source })?;
+            }
+            Ok::<_, JournalError>((removed, floor))
+        })?;
+        written.checkpoints_removed = removed;
         written.prunable_below = floor;
         if prune && let Some(floor) = floor {
-            written.segments_removed = prune_segments_below(&mut self.storage, floor)?;
+            written.segments_removed = holds.removing_segments(|held| {
+                if held {
+                    Ok(0)
+                } else {
+                    prune_segments_below(&mut self.storage, floor)
+                }
+            })?;
         }
         Ok(written)
     }
@@ -329,7 +361,9 @@ impl<S: Storage> Journal<S> {
 /// durable LSN plus one, as a checkpoint's
 /// [`prunable_below`](CheckpointWritten::prunable_below) is: the segment
 /// being written then always starts at or after `lsn`'s segment, so it is
-/// never removed. One pruner at a time.
+/// never removed. One pruner at a time. This function does not look at the
+/// readers' holds ([`Journal::file_holds`]); the journal's own pruning
+/// ([`Journal::write_checkpoint`], the writer's pruning thread) does.
 ///
 /// # Errors
 ///
@@ -397,5 +431,64 @@ mod tests {
         }
         let inverted = encode_checkpoint_file(100, 101, b"");
         assert!(decode_checkpoint_file(&inverted, 100).is_err());
+    }
+
+    /// A storage that removes `vanishing` right after listing the directory,
+    /// as a writer removing a superseded checkpoint would.
+    #[derive(Clone)]
+    struct Vanishing {
+        disk: crate::journal::SimStorage,
+        vanishing: String,
+    }
+
+    impl Storage for Vanishing {
+        type File = crate::journal::SimFileHandle;
+
+        fn list(&mut self) -> std::io::Result<Vec<String>> {
+            let names = self.disk.list()?;
+            let _ = self.disk.remove(&self.vanishing);
+            Ok(names)
+        }
+
+        fn open(&mut self, name: &str) -> std::io::Result<Self::File> {
+            self.disk.open(name)
+        }
+
+        fn create(&mut self, name: &str) -> std::io::Result<Self::File> {
+            self.disk.create(name)
+        }
+
+        fn remove(&mut self, name: &str) -> std::io::Result<()> {
+            self.disk.remove(name)
+        }
+
+        fn sync_dir(&mut self) -> std::io::Result<()> {
+            self.disk.sync_dir()
+        }
+
+        fn path_of(&self, name: &str) -> std::path::PathBuf {
+            self.disk.path_of(name)
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_removed_between_listing_and_reading_is_left_out() {
+        let disk = crate::journal::SimStorage::new(3);
+        for (lsn, replay_from) in [(100, 90), (150, 140)] {
+            disk.set_file_bytes(
+                &checkpoint_name(lsn),
+                encode_checkpoint_file(lsn, replay_from, b"state"),
+            );
+        }
+        let mut storage = Vanishing {
+            disk: disk.clone(),
+            vanishing: checkpoint_name(100),
+        };
+        let found = read_checkpoints(&mut storage).expect("a vanished file is no error");
+        let lsns: Vec<Lsn> = found
+            .iter()
+            .filter_map(|f| f.checkpoint.as_ref().ok().map(|c| c.lsn))
+            .collect();
+        assert_eq!(lsns, vec![150]);
     }
 }

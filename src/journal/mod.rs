@@ -42,6 +42,8 @@
 //! ([`checkpoint`]); recovery from it needs only the records from its
 //! `replay_from` on ([`RecordStream::skip_below`]), and segments wholly
 //! below every kept checkpoint may be removed ([`prune_segments_below`]).
+//! A reader in the same process that lists these files and opens them later
+//! holds them first ([`Journal::file_holds`]): nothing is removed meanwhile.
 //!
 //! # Example
 //!
@@ -97,6 +99,7 @@ pub mod checkpoint;
 mod error;
 mod faults;
 pub mod format;
+mod holds;
 #[cfg(any(test, feature = "test-support"))]
 mod sim;
 mod storage;
@@ -111,6 +114,7 @@ pub use checkpoint::{
 pub use error::{Corruption, JournalError};
 pub use faults::{Fault, Faults, FaultyFile, FaultyStorage};
 pub use format::{FrameProblem, HeaderProblem};
+pub use holds::{FileHold, FileHolds};
 #[cfg(any(test, feature = "test-support"))]
 pub use sim::{SimFileHandle, SimStorage};
 pub use storage::{FsFile, FsStorage, ReadOnlyFile, ReadOnlyFsStorage, Storage, StorageFile};
@@ -406,6 +410,9 @@ pub struct Journal<S: Storage> {
     next_lsn: Lsn,
     durable_lsn: Lsn,
     poisoned: bool,
+    /// The readers' holds on its files, which checkpoint removal and
+    /// pruning respect.
+    holds: FileHolds,
 }
 
 /// The segment file name for a segment whose first record is `first_lsn`.
@@ -583,6 +590,7 @@ impl<S: Storage> Journal<S> {
             next_lsn,
             durable_lsn: next_lsn - 1,
             poisoned: false,
+            holds: FileHolds::new(),
         };
         Ok(journal)
     }
@@ -762,6 +770,7 @@ impl<S: Storage> Journal<S> {
             next_lsn: first_lsn,
             durable_lsn: first_lsn - 1,
             poisoned: false,
+            holds: FileHolds::new(),
         })
     }
 
@@ -860,6 +869,16 @@ impl<S: Storage> Journal<S> {
     #[must_use]
     pub fn storage(&self) -> &S {
         &self.storage
+    }
+
+    /// The holds on this journal's files: a reader in the same process that
+    /// lists checkpoint files or segments and opens them afterwards takes
+    /// one ([`FileHolds::hold`]) before it lists, and no checkpoint file or
+    /// segment is removed ([`Journal::write_checkpoint`], the
+    /// [`JournalWriter`]'s pruning) until it is dropped.
+    #[must_use]
+    pub fn file_holds(&self) -> &FileHolds {
+        &self.holds
     }
 
     fn check<T>(&mut self, result: std::io::Result<T>) -> Result<T, JournalError> {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use super::{
-    CheckpointWritten, Journal, JournalError, Lsn, RECORD_PAYLOAD_BYTES_MAX, Storage,
+    CheckpointWritten, FileHolds, Journal, JournalError, Lsn, RECORD_PAYLOAD_BYTES_MAX, Storage,
     is_record_kind, prune_segments_below,
 };
 
@@ -62,7 +62,8 @@ pub enum WriterEvent {
         /// Why.
         error: JournalError,
     },
-    /// The pruning thread removed the segments wholly below `below`.
+    /// The pruning thread removed the segments wholly below `below` (none
+    /// while a reader held the files: the next checkpoint prunes them).
     Pruned {
         /// The pruning bound.
         below: Lsn,
@@ -135,6 +136,7 @@ pub struct JournalWriter<S: Storage + 'static> {
     writer: Option<JoinHandle<Journal<S>>>,
     pruner: Option<JoinHandle<()>>,
     next_lsn: Lsn,
+    holds: FileHolds,
 }
 
 impl<S: Storage + Clone + Send + 'static> JournalWriter<S> {
@@ -159,6 +161,7 @@ impl<S: Storage + Clone + Send + 'static> JournalWriter<S> {
         syncing: Syncing,
     ) -> Result<JournalWriter<S>, JournalError> {
         let next_lsn = journal.next_lsn();
+        let holds = journal.file_holds().clone();
         let (jobs, jobs_rx) = crossbeam_channel::unbounded();
         // Unbounded, but at most a few events per group drained from the
         // queue, and a driver must never block on reporting.
@@ -170,10 +173,11 @@ impl<S: Storage + Clone + Send + 'static> JournalWriter<S> {
         let (pruner, floors) = if prune {
             let (floors, floors_rx) = crossbeam_channel::unbounded();
             let storage = journal.storage().clone();
+            let holds = holds.clone();
             let events = events_tx.clone();
             let thread = thread::Builder::new()
                 .name("sealbatch-prune".into())
-                .spawn(move || prune_loop(storage, &floors_rx, &events))
+                .spawn(move || prune_loop(storage, &holds, &floors_rx, &events))
                 .map_err(spawn_error)?;
             (Some(thread), Some(floors))
         } else {
@@ -189,6 +193,7 @@ impl<S: Storage + Clone + Send + 'static> JournalWriter<S> {
             writer: Some(writer),
             pruner,
             next_lsn,
+            holds,
         })
     }
 }
@@ -258,6 +263,14 @@ impl<S: Storage + 'static> JournalWriter<S> {
     #[must_use]
     pub fn next_lsn(&self) -> Lsn {
         self.next_lsn
+    }
+
+    /// The holds on the journal's files ([`Journal::file_holds`]): while one
+    /// is taken, the writer removes no checkpoint file and its pruning
+    /// thread no segment.
+    #[must_use]
+    pub fn file_holds(&self) -> &FileHolds {
+        &self.holds
     }
 
     /// The next event, if one is ready.
@@ -390,10 +403,24 @@ fn write_loop<S: Storage>(
     journal
 }
 
-fn prune_loop<S: Storage>(mut storage: S, floors: &Receiver<Lsn>, events: &Sender<WriterEvent>) {
+fn prune_loop<S: Storage>(
+    mut storage: S,
+    holds: &FileHolds,
+    floors: &Receiver<Lsn>,
+    events: &Sender<WriterEvent>,
+) {
     while let Ok(below) = floors.recv() {
         let start = Instant::now();
-        let event = match prune_segments_below(&mut storage, below) {
+        // A reader holding the files keeps every segment; the next
+        // checkpoint's bound prunes them.
+        let pruned = holds.removing_segments(|held| {
+            if held {
+                Ok(0)
+            } else {
+                prune_segments_below(&mut storage, below)
+            }
+        });
+        let event = match pruned {
             Ok(removed) => WriterEvent::Pruned {
                 below,
                 removed,

@@ -14,6 +14,9 @@
 //! it closes. A snapshot is the newest checkpoint of the journal
 //! and the records after it that a recovery reads, exactly what a single
 //! node recovers from; installing one replaces the journal with them.
+//! Building one holds the journal's files, so that the writer's checkpoints
+//! and pruning cannot take them away meanwhile, and a build that fails
+//! anyway does not stop the replica ([`SnapshotBuilder`]).
 
 // openraft's storage traits fix the error type (`StorageError`, large);
 // the helpers here return it as is.
@@ -35,8 +38,9 @@ use openraft::{
 
 use crate::codec::{Reader, Writer};
 use crate::journal::{
-    FaultyStorage, FsStorage, Journal, JournalConfig, JournalError, JournalWriter, Lsn,
-    RECORD_KIND_MAX, RECORD_PAYLOAD_BYTES_MAX, Syncing, WriterEvent, read_checkpoints,
+    FaultyStorage, FileHold, FsStorage, Journal, JournalConfig, JournalError, JournalWriter, Lsn,
+    RECORD_KIND_MAX, RECORD_PAYLOAD_BYTES_MAX, ReadOnlyFsStorage, Record, Storage,
+    StoredCheckpoint, Syncing, WriterEvent, read_checkpoints,
 };
 
 use super::certificate::CommittedSeals;
@@ -497,8 +501,47 @@ fn decode_snapshot(bytes: &[u8]) -> std::result::Result<SnapshotData, String> {
 }
 
 /// Builds a snapshot of the journal as it was when the builder was made.
-#[derive(Clone)]
+///
+/// **Pruning.** The journal's writer goes on meanwhile: it writes
+/// checkpoints, removes those superseded (it keeps the newest two) and its
+/// pruning thread removes the segments below them. So the builder holds the
+/// journal's files ([`FileHolds`](crate::journal::FileHolds)) from the
+/// moment it is made until its build has read them: every checkpoint then
+/// on disk covers at most the snapshot's records, the build chooses the
+/// newest usable one, and its file and the segments with the records from
+/// its `replay_from` on are still there when they are opened. Without the
+/// hold, checkpoints written after the builder was made could supersede
+/// every one the snapshot can use, and let the records it needs be pruned.
+/// What the writer could not remove meanwhile, the first checkpoint after
+/// the hold removes.
+///
+/// **Failure.** Openraft takes a failed build for a failed storage and stops
+/// the replica, though a replica that cannot build a snapshot can go on
+/// serving (its log is only not purged). So a build that fails (an I/O
+/// error, a journal not made durable, a snapshot file that cannot be
+/// written) is logged, and after [`SNAPSHOT_RETRY_AFTER`] the builder
+/// answers with the snapshot of nothing applied (no last log id, no
+/// records), which is never newer than the snapshot openraft has: openraft
+/// keeps its own, purges nothing, and asks for a snapshot again at a later
+/// commit. The wait keeps openraft from asking again at every commit
+/// meanwhile (it asks while one is being built only once it is done).
 pub struct SnapshotBuilder {
+    job: SnapshotJob,
+    /// The hold on the journal's files, from when the builder was made
+    /// until the first build has read them.
+    hold: Option<FileHold>,
+    /// How long a failed build waits before it answers.
+    retry_after: Duration,
+}
+
+/// How long a snapshot build that failed waits before it answers (with
+/// nothing newer than openraft's snapshot), so that openraft asks for the
+/// next one no sooner.
+pub const SNAPSHOT_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// What a build reads and writes, moved to the thread that builds.
+#[derive(Clone, Debug)]
+struct SnapshotJob {
     journal_dir: PathBuf,
     raft_dir: PathBuf,
     meta: SnapshotMeta<ReplicaId, ReplicaNode>,
@@ -509,77 +552,157 @@ pub struct SnapshotBuilder {
     unflushed: Option<String>,
 }
 
-impl SnapshotBuilder {
-    fn build(&self) -> std::result::Result<Vec<u8>, String> {
+/// Why a snapshot could not be built.
+#[derive(Debug, thiserror::Error)]
+enum SnapshotError {
+    /// The journal could not be made durable when the builder was made.
+    #[error("the journal is not durable: {0}")]
+    NotDurable(String),
+    /// Reading the journal's checkpoints or records failed.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The records the chosen checkpoint needs are not in the journal.
+    #[error("a snapshot needs the journal's records from LSN {from}, it has them from LSN {first}")]
+    MissingRecords {
+        /// The checkpoint's `replay_from` (1 without a checkpoint).
+        from: Lsn,
+        /// The first record found from it on.
+        first: Lsn,
+    },
+    /// The snapshot file could not be written.
+    #[error("writing the snapshot file: {0}")]
+    Write(#[source] io::Error),
+    /// The thread that builds could not be started.
+    #[error("starting the snapshot thread: {0}")]
+    Thread(#[source] io::Error),
+    /// The thread that builds stopped without an answer.
+    #[error("the snapshot thread stopped")]
+    ThreadStopped,
+}
+
+/// What a snapshot holds of the journal: the newest usable checkpoint at or
+/// below the snapshot's next LSN, and the records from its `replay_from`
+/// (from LSN 1 without one) to the snapshot's last LSN.
+#[derive(Debug)]
+struct JournalPart {
+    checkpoint: Option<StoredCheckpoint>,
+    from: Lsn,
+    records: Vec<Record>,
+}
+
+/// Reads the [`JournalPart`] of a snapshot whose last record is `last_lsn`
+/// from the journal in `storage`, changing nothing. The caller holds the
+/// journal's files (see [`SnapshotBuilder`]) from before the checkpoints
+/// it may use were written at the latest.
+fn read_journal_part<S: Storage + Clone>(
+    mut storage: S,
+    last_lsn: Lsn,
+) -> std::result::Result<JournalPart, SnapshotError> {
+    let checkpoint = read_checkpoints(&mut storage)?
+        .into_iter()
+        .filter_map(|found| found.checkpoint.ok())
+        .find(|c| c.lsn <= last_lsn + 1);
+    let from = checkpoint.as_ref().map_or(1, |c| c.replay_from);
+    let recovery = Journal::open_read_only(storage, JournalConfig::default())?;
+    let mut records = Vec::new();
+    for record in recovery.records.skip_below(from) {
+        let record = record?;
+        // Whole segments below are skipped; records below in the first
+        // segment read are skipped here.
+        if record.lsn < from {
+            continue;
+        }
+        if record.lsn > last_lsn {
+            break;
+        }
+        records.push(record);
+    }
+    let first = records.first().map_or(last_lsn + 1, |r| r.lsn);
+    if first != from && !(records.is_empty() && from > last_lsn) {
+        return Err(SnapshotError::MissingRecords { from, first });
+    }
+    Ok(JournalPart {
+        checkpoint,
+        from,
+        records,
+    })
+}
+
+/// The bytes of a snapshot (`spec/replication.md`, "Snapshots").
+fn encode_snapshot(meta: &SnapshotMeta<ReplicaId, ReplicaNode>, part: &JournalPart) -> Vec<u8> {
+    let mut out = SNAPSHOT_MAGIC.to_vec();
+    put_opt_log_id(&mut out, meta.last_log_id.as_ref());
+    put_stored_membership(&mut out, &meta.last_membership);
+    out.put_blob(meta.snapshot_id.as_bytes());
+    match &part.checkpoint {
+        Some(c) => {
+            out.put_u8(1);
+            out.put_u64(c.lsn);
+            out.put_u64(c.replay_from);
+            out.put_blob(&c.payload);
+        }
+        None => out.put_u8(0),
+    }
+    out.put_u64(part.from);
+    out.put_u32(part.records.len() as u32);
+    for record in &part.records {
+        out.put_u8(record.kind);
+        out.put_blob(&record.payload);
+    }
+    out
+}
+
+/// The snapshot of nothing applied: what a build that failed answers, since
+/// openraft keeps the snapshot it has unless it is given a newer one.
+fn nothing_applied() -> Snapshot<Replication> {
+    let meta = SnapshotMeta {
+        last_log_id: None,
+        last_membership: StoredMembership::default(),
+        snapshot_id: "none-0".into(),
+    };
+    let empty = JournalPart {
+        checkpoint: None,
+        from: 1,
+        records: Vec::new(),
+    };
+    let bytes = encode_snapshot(&meta, &empty);
+    Snapshot {
+        meta,
+        snapshot: Box::new(Cursor::new(bytes)),
+    }
+}
+
+impl SnapshotJob {
+    /// Reads the journal, releases `hold` (the files are read), and writes
+    /// the snapshot file.
+    fn build(&self, hold: Option<FileHold>) -> std::result::Result<Vec<u8>, SnapshotError> {
         if let Some(reason) = &self.unflushed {
-            return Err(format!("the journal is not durable: {reason}"));
+            return Err(SnapshotError::NotDurable(reason.clone()));
         }
-        let mut out = SNAPSHOT_MAGIC.to_vec();
-        put_opt_log_id(&mut out, self.meta.last_log_id.as_ref());
-        put_stored_membership(&mut out, &self.meta.last_membership);
-        out.put_blob(self.meta.snapshot_id.as_bytes());
-        let mut storage = FsStorage::new(&self.journal_dir).map_err(|e| e.to_string())?;
-        let checkpoint = read_checkpoints(&mut storage)
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter_map(|found| found.checkpoint.ok())
-            .find(|c| c.lsn <= self.last_lsn + 1);
-        let from = match &checkpoint {
-            Some(c) => {
-                out.put_u8(1);
-                out.put_u64(c.lsn);
-                out.put_u64(c.replay_from);
-                out.put_blob(&c.payload);
-                c.replay_from
-            }
-            None => {
-                out.put_u8(0);
-                1
-            }
-        };
-        let recovery = Journal::open_dir_read_only(&self.journal_dir, JournalConfig::default())
-            .map_err(|e| e.to_string())?;
-        let mut records = Vec::new();
-        let mut first = None;
-        for record in recovery.records.skip_below(from) {
-            let record = record.map_err(|e| e.to_string())?;
-            // Whole segments below are skipped; records below in the first
-            // segment read are skipped here.
-            if record.lsn < from {
-                continue;
-            }
-            if record.lsn > self.last_lsn {
-                break;
-            }
-            first.get_or_insert(record.lsn);
-            records.push(record);
-        }
-        let first = first.unwrap_or(self.last_lsn + 1);
-        if first != from && !(records.is_empty() && from > self.last_lsn) {
-            return Err(format!(
-                "a snapshot needs the journal's records from LSN {from}, it has them from LSN {first}"
-            ));
-        }
-        out.put_u64(from);
-        out.put_u32(records.len() as u32);
-        for record in records {
-            out.put_u8(record.kind);
-            out.put_blob(&record.payload);
-        }
-        write_atomically(&self.raft_dir, SNAPSHOT_FILE, &out).map_err(|e| e.to_string())?;
+        let storage =
+            ReadOnlyFsStorage::new(&self.journal_dir).map_err(|source| JournalError::Io {
+                path: self.journal_dir.clone(),
+                source,
+            })?;
+        let part = read_journal_part(storage, self.last_lsn)?;
+        drop(hold);
+        let out = encode_snapshot(&self.meta, &part);
+        write_atomically(&self.raft_dir, SNAPSHOT_FILE, &out).map_err(SnapshotError::Write)?;
         Ok(out)
     }
 }
 
-impl RaftSnapshotBuilder<Replication> for SnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<Replication>> {
+impl SnapshotBuilder {
+    /// Builds on a thread of its own, holding the journal's files until it
+    /// has read them.
+    async fn build_on_its_thread(&mut self) -> std::result::Result<Vec<u8>, SnapshotError> {
         // Reading the journal and writing the snapshot file block and take
         // a while: on a thread of their own at the lowest priority, not on
         // the runtime's, which carry the replica's Raft messages and its
         // clients, and behind everything a receipt waits for.
-        let builder = self.clone();
+        let job = self.job.clone();
+        let hold = self.hold.take();
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let started = std::time::Instant::now();
         std::thread::Builder::new()
             .name("sealbatch-snapshot".into())
             .spawn(move || {
@@ -589,25 +712,43 @@ impl RaftSnapshotBuilder<Replication> for SnapshotBuilder {
                 unsafe {
                     libc::setpriority(libc::PRIO_PROCESS, 0, SNAPSHOT_NICENESS);
                 }
-                let _ = tx.send(builder.build());
+                let _ = tx.send(job.build(hold));
             })
-            .map_err(|e| StorageIOError::write_snapshot(None, io_err(e)))?;
-        let bytes = rx
-            .await
-            .map_err(|_| {
-                StorageIOError::write_snapshot(None, io_err("the snapshot thread stopped"))
-            })?
-            .map_err(|e| StorageIOError::write_snapshot(None, io_err(e)))?;
-        tracing::info!(
-            bytes = bytes.len(),
-            last_lsn = self.last_lsn,
-            took_ms = started.elapsed().as_millis() as u64,
-            "snapshot built"
-        );
-        Ok(Snapshot {
-            meta: self.meta.clone(),
-            snapshot: Box::new(Cursor::new(bytes)),
-        })
+            .map_err(SnapshotError::Thread)?;
+        rx.await.map_err(|_| SnapshotError::ThreadStopped)?
+    }
+}
+
+impl RaftSnapshotBuilder<Replication> for SnapshotBuilder {
+    /// The snapshot of the journal up to the builder's last LSN; never an
+    /// error (see [`SnapshotBuilder`], "Failure").
+    async fn build_snapshot(&mut self) -> Result<Snapshot<Replication>> {
+        let started = std::time::Instant::now();
+        match self.build_on_its_thread().await {
+            Ok(bytes) => {
+                tracing::info!(
+                    bytes = bytes.len(),
+                    last_lsn = self.job.last_lsn,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "snapshot built"
+                );
+                Ok(Snapshot {
+                    meta: self.job.meta.clone(),
+                    snapshot: Box::new(Cursor::new(bytes)),
+                })
+            }
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    last_lsn = self.job.last_lsn,
+                    retry_after_s = self.retry_after.as_secs(),
+                    "the snapshot could not be built; the replica goes on with the snapshot \
+                     it has and its log unpurged, and builds one again later"
+                );
+                tokio::time::sleep(self.retry_after).await;
+                Ok(nothing_applied())
+            }
+        }
     }
 }
 
@@ -674,6 +815,13 @@ impl RaftStateMachine<Replication> for StateMachine {
             }
         };
         let last_lsn = self.next_lsn() - 1;
+        // Every checkpoint on disk now covers at most the records up to
+        // `last_lsn`: held, none is removed before the build has read it
+        // (taking the hold waits at most for one removal under way).
+        let hold = self
+            .writer
+            .as_ref()
+            .map(|writer| writer.file_holds().hold());
         let snapshot_id = match &self.last_applied {
             Some(id) => format!(
                 "{}-{}-{}-{last_lsn}",
@@ -682,15 +830,19 @@ impl RaftStateMachine<Replication> for StateMachine {
             None => format!("none-{last_lsn}"),
         };
         SnapshotBuilder {
-            journal_dir: self.journal_dir.clone(),
-            raft_dir: self.raft_dir.clone(),
-            meta: SnapshotMeta {
-                last_log_id: self.last_applied,
-                last_membership: self.membership.clone(),
-                snapshot_id,
+            job: SnapshotJob {
+                journal_dir: self.journal_dir.clone(),
+                raft_dir: self.raft_dir.clone(),
+                meta: SnapshotMeta {
+                    last_log_id: self.last_applied,
+                    last_membership: self.membership.clone(),
+                    snapshot_id,
+                },
+                last_lsn,
+                unflushed,
             },
-            last_lsn,
-            unflushed,
+            hold,
+            retry_after: SNAPSHOT_RETRY_AFTER,
         }
     }
 
@@ -775,5 +927,223 @@ impl Drop for StateMachine {
         {
             tracing::warn!(%error, "the replica's journal did not close cleanly");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::journal::{SEGMENT_BYTES_MIN, SimFileHandle, SimStorage};
+    use crate::sequencer::JournalWrite;
+
+    /// The journal writer's work that a snapshot build may meet while it
+    /// reads.
+    type Work = Box<dyn FnOnce() + Send>;
+
+    /// A journal directory as a snapshot build reads it, with the journal
+    /// writer's `work` run right after the `at`-th listing (from 0) returns:
+    /// between a listing and the opening of the files it named.
+    #[derive(Clone)]
+    struct Interleaved {
+        disk: SimStorage,
+        listings: Arc<Mutex<usize>>,
+        at: usize,
+        work: Arc<Mutex<Option<Work>>>,
+    }
+
+    impl Storage for Interleaved {
+        type File = SimFileHandle;
+
+        fn list(&mut self) -> io::Result<Vec<String>> {
+            let names = self.disk.list()?;
+            let listing = {
+                let mut listings = self.listings.lock().expect("not poisoned");
+                *listings += 1;
+                *listings - 1
+            };
+            if listing == self.at
+                && let Some(work) = self.work.lock().expect("not poisoned").take()
+            {
+                work();
+            }
+            Ok(names)
+        }
+
+        fn open(&mut self, name: &str) -> io::Result<SimFileHandle> {
+            self.disk.open(name)
+        }
+
+        fn create(&mut self, name: &str) -> io::Result<SimFileHandle> {
+            self.disk.create(name)
+        }
+
+        fn remove(&mut self, name: &str) -> io::Result<()> {
+            self.disk.remove(name)
+        }
+
+        fn sync_dir(&mut self) -> io::Result<()> {
+            self.disk.sync_dir()
+        }
+
+        fn path_of(&self, name: &str) -> PathBuf {
+            self.disk.path_of(name)
+        }
+    }
+
+    fn payload(lsn: Lsn) -> Vec<u8> {
+        lsn.to_le_bytes().repeat(12)
+    }
+
+    /// When the writer's work runs, relative to the build's reading.
+    #[derive(Clone, Copy, Debug)]
+    enum When {
+        /// After the builder was made, before the build reads anything.
+        BeforeReading,
+        /// Between listing the checkpoint files and opening them.
+        AfterListingCheckpoints,
+        /// Between listing the segments and reading them.
+        AfterListingSegments,
+    }
+
+    /// A journal of 200 records in 4 KiB segments with checkpoints at 100
+    /// and 150; a snapshot builder made at LSN 200; then, while it reads,
+    /// the writer journals 200 more records and two checkpoints (at 300 and
+    /// 350), which supersede the two before and let the segments below LSN
+    /// 290 be pruned. The snapshot must still be the checkpoint at 150 and
+    /// the records from its `replay_from` (140) to 200.
+    fn build_while_the_writer_prunes(when: When) {
+        let disk = SimStorage::new(5);
+        let config = JournalConfig {
+            segment_bytes_max: SEGMENT_BYTES_MIN,
+        };
+        let (mut journal, _) = Journal::open(disk.clone(), config).expect("opens");
+        for lsn in 1..=200 {
+            journal.append(1, &payload(lsn)).expect("appends");
+        }
+        journal
+            .write_checkpoint(100, 90, b"at 100", true)
+            .expect("checkpoint");
+        journal
+            .write_checkpoint(150, 140, b"at 150", true)
+            .expect("checkpoint");
+        // Taken when the builder is made, as `get_snapshot_builder` does.
+        let hold = journal.file_holds().hold();
+        let holds = journal.file_holds().clone();
+        let mut work: Option<Work> = Some(Box::new(move || {
+            for lsn in 201..=400 {
+                journal.append(1, &payload(lsn)).expect("appends");
+            }
+            journal
+                .write_checkpoint(300, 290, b"at 300", true)
+                .expect("checkpoint");
+            journal
+                .write_checkpoint(350, 340, b"at 350", true)
+                .expect("checkpoint");
+        }));
+        let at = match when {
+            When::BeforeReading => {
+                if let Some(work) = work.take() {
+                    work();
+                }
+                usize::MAX
+            }
+            When::AfterListingCheckpoints => 0,
+            When::AfterListingSegments => 1,
+        };
+        let storage = Interleaved {
+            disk: disk.clone(),
+            listings: Arc::new(Mutex::new(0)),
+            at,
+            work: Arc::new(Mutex::new(work)),
+        };
+        let part = read_journal_part(storage, 200);
+        drop(hold);
+        assert!(!holds.held());
+        let part = part.unwrap_or_else(|error| panic!("{when:?}: the build failed: {error}"));
+        let checkpoint = part.checkpoint.expect("a checkpoint");
+        assert_eq!(
+            (
+                checkpoint.lsn,
+                checkpoint.replay_from,
+                &checkpoint.payload[..]
+            ),
+            (150, 140, &b"at 150"[..]),
+            "{when:?}"
+        );
+        assert_eq!(part.from, 140);
+        let lsns: Vec<Lsn> = part.records.iter().map(|r| r.lsn).collect();
+        assert_eq!(lsns, (140..=200).collect::<Vec<_>>(), "{when:?}");
+        assert!(part.records.iter().all(|r| r.payload == payload(r.lsn)));
+    }
+
+    #[test]
+    fn a_snapshot_build_is_not_disturbed_by_the_writer_pruning_before_it_reads() {
+        build_while_the_writer_prunes(When::BeforeReading);
+    }
+
+    #[test]
+    fn a_snapshot_build_is_not_disturbed_by_checkpoints_removed_after_it_listed_them() {
+        build_while_the_writer_prunes(When::AfterListingCheckpoints);
+    }
+
+    #[test]
+    fn a_snapshot_build_is_not_disturbed_by_segments_pruned_after_it_listed_them() {
+        build_while_the_writer_prunes(When::AfterListingSegments);
+    }
+    fn entry(index: u64) -> Entry<Replication> {
+        let writes = [JournalWrite {
+            lsn: index,
+            kind: RecordKind::Config,
+            payload: payload(index),
+        }];
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Proposal::new(&writes).expect("a proposal")),
+        }
+    }
+
+    /// A snapshot that cannot be built (here its file cannot be written) is
+    /// no storage error, which would stop the replica: the build answers
+    /// with nothing newer than the snapshot openraft has, the replica goes
+    /// on applying, and a later build succeeds.
+    #[tokio::test]
+    async fn a_snapshot_that_cannot_be_built_leaves_the_replica_working() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let raft = dir.path().join("raft");
+        let mut machine = StateMachine::open(&dir.path().join("journal"), &raft).expect("opens");
+        machine.apply([entry(1)]).await.expect("applied");
+        let mut builder = machine.get_snapshot_builder().await;
+        builder.retry_after = Duration::ZERO;
+        // The snapshot file's temporary name is taken by a directory.
+        std::fs::create_dir(raft.join("snapshot.tmp")).expect("made");
+        let built = builder
+            .build_snapshot()
+            .await
+            .expect("a failed build is no storage error");
+        assert_eq!(built.meta.last_log_id, None, "nothing new was built");
+        let holds = machine.writer.as_ref().expect("a writer").file_holds();
+        assert!(
+            !holds.held(),
+            "the failed build released the journal's files"
+        );
+        assert!(
+            machine
+                .get_current_snapshot()
+                .await
+                .expect("reads")
+                .is_none()
+        );
+
+        std::fs::remove_dir(raft.join("snapshot.tmp")).expect("removed");
+        machine.apply([entry(2)]).await.expect("applied");
+        let built = machine
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("built");
+        assert_eq!(built.meta.last_log_id.map(|id| id.index), Some(2));
     }
 }
