@@ -1,6 +1,6 @@
 //! The fuzz property, shared by the cargo-fuzz target
 //! (`fuzz/fuzz_targets/envelope_open.rs`) and the regression test
-//! (`tests/envelope_fuzz_regressions.rs`), which replays every file in
+//! (`tests/logic/envelope_fuzz_regressions.rs`), which replays every file in
 //! `fuzz/regressions/`.
 //!
 //! Two paths per input:

@@ -44,7 +44,7 @@
 //! unfunded ([`FundingError::TooLarge`]). Together with the funding rule this
 //! makes settlement of a funded batch infallible: funding accepts ⇒
 //! settlement succeeds and conserves every asset (property-tested in
-//! `tests/ledger.rs` over extreme markets and quantities).
+//! `tests/logic/ledger.rs` over extreme markets and quantities).
 
 use std::collections::BTreeMap;
 

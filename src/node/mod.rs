@@ -78,6 +78,9 @@ pub const DEMO_ACCOUNTS_FILE: &str = "demo-accounts";
 /// The demo operator's key seed (demo mode only): it may sign operator
 /// deposits like a configured operator key.
 pub const DEMO_OPERATOR_FILE: &str = "demo-operator.key";
+/// The address the QUIC listener got, `host:port` and a newline, written
+/// once it listens (so a configured port 0 — any free port — can be found).
+pub const ADDRESS_FILE: &str = "address";
 /// How many demo accounts demo mode funds.
 pub const DEMO_ACCOUNTS: usize = 8;
 
@@ -274,20 +277,37 @@ pub async fn run_with_faults(
         }
         (None, None) => return Err(NodeError::Replication("nothing to run".into())),
     };
-    let metrics_addr = config.metrics_listen.inspect(|&addr| {
-        let mut routes = metrics::router(Arc::clone(&metrics));
-        let mut limits = metrics::HttpLimits::default();
-        if let Some(explorer) = &explorer {
-            routes = routes.merge(explorer::router(Arc::clone(explorer)));
-            limits = explorer::EXPLORER_HTTP_LIMITS;
-        }
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(error) = metrics::serve_router(addr, routes, limits, shutdown).await {
-                tracing::warn!(%addr, %error, "metrics endpoint disabled");
+    // The HTTP listener is bound here, so the address it got (port 0: any
+    // free one) is the one reported; one that cannot be bound is a warning,
+    // not a failure of the sequencer.
+    let mut metrics_addr = None;
+    if let Some(addr) = config.metrics_listen {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                metrics_addr = listener.local_addr().ok();
+                let mut routes = metrics::router(Arc::clone(&metrics));
+                let mut limits = metrics::HttpLimits::default();
+                if let Some(explorer) = &explorer {
+                    routes = routes.merge(explorer::router(Arc::clone(explorer)));
+                    limits = explorer::EXPLORER_HTTP_LIMITS;
+                }
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = metrics::serve(listener, routes, limits, shutdown).await {
+                        tracing::warn!(%addr, %error, "metrics endpoint stopped");
+                    }
+                });
             }
-        });
-    });
+            Err(error) => tracing::warn!(%addr, %error, "metrics endpoint disabled"),
+        }
+    }
+    // Where it listens, for whoever started it with port 0: written to a
+    // temporary name and renamed, so a reader never sees half of it.
+    let address = data.join(ADDRESS_FILE);
+    let partial = data.join(format!("{ADDRESS_FILE}.tmp"));
+    std::fs::write(&partial, format!("{listen}\n"))
+        .and_then(|()| std::fs::rename(&partial, &address))
+        .map_err(io(&address))?;
     tracing::info!(
         %listen,
         fingerprint = %hex::encode(identity.fingerprint),

@@ -44,15 +44,17 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// Starts `sealbatch run` on `dir`, listening on `port`, with the TOML
-/// `config` (written beside the directory).
-pub fn spawn(dir: &Path, port: u16, config: &str) -> Child {
+/// Starts `sealbatch run` on `dir` with the TOML `config` (written beside
+/// the directory), listening on a port of its own choosing (port 0): the
+/// node writes the address it got to `dir/address` ([`address`]).
+pub fn spawn(dir: &Path, config: &str) -> Child {
+    // An address file left by an earlier run must not be taken for this
+    // one's.
+    let _ = std::fs::remove_file(dir.join(sealbatch::node::ADDRESS_FILE));
     let file = dir.with_extension("toml");
     std::fs::write(&file, config).expect("config written");
     Command::new(env!("CARGO_BIN_EXE_sealbatch"))
-        .args(["run", "--no-metrics", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--config")
+        .args(["run", "--no-metrics", "--listen", "127.0.0.1:0", "--config"])
         .arg(&file)
         .arg("--data-dir")
         .arg(dir)
@@ -62,12 +64,22 @@ pub fn spawn(dir: &Path, port: u16, config: &str) -> Child {
         .expect("the binary starts")
 }
 
+/// The address the node started on `dir` listens on, once it wrote it.
+pub fn address(dir: &Path) -> Option<SocketAddr> {
+    std::fs::read_to_string(dir.join(sealbatch::node::ADDRESS_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// A client of the sequencer started on `dir`, once it answers (at most
-/// 20 s); fails at once if `child` exits first.
-pub async fn connect(dir: &Path, addr: SocketAddr, child: &mut Child) -> Client {
+/// 20 s), at the address it wrote; fails at once if `child` exits first.
+pub async fn connect(dir: &Path, child: &mut Child) -> Client {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(text) = std::fs::read_to_string(dir.join("tls/fingerprint"))
+        if let Some(addr) = address(dir)
+            && let Ok(text) = std::fs::read_to_string(dir.join("tls/fingerprint"))
             && let Ok(fingerprint) = parse_fingerprint(&text)
             && let Ok(client) = Client::connect(addr, fingerprint).await
             && client.schedule().await.is_ok()
@@ -271,6 +283,33 @@ pub fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
         Ok(seed) => vec![seed.parse().expect("SEALBATCH_SIM_SEED is a number")],
         Err(_) => default.collect(),
     }
+}
+
+/// Whether the slow tier runs: `SEALBATCH_TEST_TIER=slow` (README,
+/// "Development"). The slow tier runs every seed, case and write point at
+/// full scale, and the tests marked `#[ignore]`.
+pub fn slow_tier() -> bool {
+    std::env::var("SEALBATCH_TEST_TIER").is_ok_and(|tier| tier == "slow")
+}
+
+/// `range` in the slow tier; its first quarter (at least one) in the fast
+/// tier.
+pub fn tier_share(range: std::ops::Range<u64>) -> Vec<u64> {
+    if slow_tier() {
+        range.collect()
+    } else {
+        let quarter = ((range.end.saturating_sub(range.start)) / 4).max(1);
+        (range.start..range.end.min(range.start + quarter)).collect()
+    }
+}
+
+/// A property test's case count: `PROPTEST_CASES` if set, else `fast` in
+/// the fast tier and `slow` in the slow one.
+pub fn cases(fast: u32, slow: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(if slow_tier() { slow } else { fast })
 }
 
 /// Every receipt's envelope is in its batch's published outcome.

@@ -128,9 +128,7 @@ pub(super) fn run(args: &ClearingBenchArgs) -> CommandResult {
         schema: report::SCHEMA,
         tool: "sealbatch bench clearing".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-        git_revision: option_env!("SEALBATCH_GIT_REVISION")
-            .unwrap_or("unknown")
-            .into(),
+        git_revision: git_revision(),
         command_line: std::env::args().collect(),
         started_unix_ms,
         machine: report::machine(),
@@ -470,4 +468,28 @@ fn print_comparison(new: &Report, old: &Report, path: &Path) {
     if comparisons.is_empty() {
         println!("no row in common (same shape, orders and threads)");
     }
+}
+
+/// The git revision of the source tree the binary was built from, read when
+/// the report is written (`git rev-parse` in the crate's directory, as
+/// recorded at build time), or `unknown` outside a git checkout. Read at
+/// run time, not by a build script: a build script watching the git refs
+/// relinked the library and every test binary on each commit.
+fn git_revision() -> String {
+    std::process::Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short=12",
+            "HEAD",
+        ])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }

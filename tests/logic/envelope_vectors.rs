@@ -3,7 +3,7 @@
 //! implementation would use them.
 //!
 //! Regenerate (only when the format changes on purpose):
-//! `SEALBATCH_WRITE_VECTORS=1 cargo test --test envelope_vectors`
+//! `SEALBATCH_WRITE_VECTORS=1 cargo test --test logic -- envelope_vectors::`
 
 // A test (or bench) reads clocks and files freely; the rule is for the core.
 #![allow(clippy::disallowed_methods)]
@@ -355,7 +355,7 @@ fn generate() -> String {
 
     let doc = json!({
         "batch_rules": batch_rules,
-        "about": "sealbatch envelope format v1 test vectors; see spec/envelope.md. All hex is lowercase; integers are JSON numbers. Secrets come from seed(label) = blake3(label) and ephemeral scalars from wide_reduce(blake3_xof(label)[..64]); regenerate with SEALBATCH_WRITE_VECTORS=1 cargo test --test envelope_vectors.",
+        "about": "sealbatch envelope format v1 test vectors; see spec/envelope.md. All hex is lowercase; integers are JSON numbers. Secrets come from seed(label) = blake3(label) and ephemeral scalars from wide_reduce(blake3_xof(label)[..64]); regenerate with SEALBATCH_WRITE_VECTORS=1 cargo test --test logic -- envelope_vectors::.",
         "schedule": { "genesis_ms": SCHEDULE.genesis_ms, "batch_length_ms": SCHEDULE.batch_length_ms },
         "deployment_id": h(&ctx.deployment.0),
         "master_secret": h(&master),

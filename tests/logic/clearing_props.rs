@@ -263,7 +263,7 @@ fn clear_both(markets: &[MarketInput], seed: &[u8; 32]) -> Result<BatchResult, C
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(3000))]
+    #![proptest_config(ProptestConfig::with_cases(crate::common::cases(300, 3000)))]
 
     /// The engine matches the brute-force reference exactly (price, volume,
     /// imbalance, every fill), and the money invariants hold.
@@ -447,7 +447,7 @@ fn check_pro_rata(input: &MarketInput, market: &sealbatch::clearing::MarketResul
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(ProptestConfig::with_cases(crate::common::cases(200, 1000)))]
 
     /// One corrupted order in an otherwise valid batch gives the typed error
     /// naming it, from either entry point, and never a panic.
@@ -485,7 +485,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(ProptestConfig::with_cases(crate::common::cases(200, 1000)))]
 
     /// Wide bands (2^40 ticks) with orders close together take the dense
     /// path over the span of the limits; it matches the sparse path and the

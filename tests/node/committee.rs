@@ -9,8 +9,7 @@
 // A test reads clocks and files freely; the rule is for the core.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
+use crate::common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;

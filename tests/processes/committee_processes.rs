@@ -11,8 +11,7 @@
 // A test reads clocks and files freely; the rule is for the core.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
+use crate::common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -20,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{connect, free_port, load, spawn};
+use common::{connect, load, spawn};
 use sealbatch::wire::ServerMessage;
 
 const KEYPERS: usize = 5;
@@ -80,17 +79,16 @@ async fn deploy(work: &Path, n: usize, t: usize) -> Deployment {
         committee.push_str(&init(dir));
     }
     let dir = work.join("sequencer");
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut sequencer = spawn(&dir, port, &committee);
-    let client = Arc::new(connect(&dir, addr, &mut sequencer).await);
+    let mut sequencer = spawn(&dir, &committee);
+    let client = Arc::new(connect(&dir, &mut sequencer).await);
+    let addr = common::address(&dir).expect("the address it listens on");
     assert!(
         !dir.join("custodian.key").exists(),
         "no operator secret under a committee"
     );
     let schedule = client.schedule().await.expect("a schedule");
     let fingerprint = std::fs::read_to_string(dir.join("tls/fingerprint")).expect("fingerprint");
-    let metrics_port = free_port();
+    let metrics_port = common::free_tcp_port();
     let configs: Vec<PathBuf> = dirs
         .iter()
         .enumerate()
@@ -179,6 +177,7 @@ async fn seven_keyper_processes_key_every_batch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow tier: SEALBATCH_TEST_TIER=slow cargo test -- --include-ignored"]
 async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
     let work = tempfile::Builder::new()
         .prefix("sealbatch-committee-processes-")

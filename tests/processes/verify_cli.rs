@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::sync::Arc;
@@ -18,8 +17,8 @@ use std::time::{Duration, Instant};
 use sealbatch::journal::format::{SEGMENT_HEADER_LEN, encode_frame};
 use sealbatch::sequencer::RecordKind;
 
-mod common;
-use common::{connect, free_port, load, spawn, stop_gracefully};
+use crate::common;
+use common::{connect, load, spawn, stop_gracefully};
 
 fn sealbatch(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sealbatch"))
@@ -56,10 +55,8 @@ async fn verify_reads_a_torn_journal_read_only_and_exits_by_what_it_found() {
         .tempdir()
         .expect("a temporary directory");
     let data = work.path().join("data");
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut child = spawn(&data, port, "");
-    let client = Arc::new(connect(&data, addr, &mut child).await);
+    let mut child = spawn(&data, "");
+    let client = Arc::new(connect(&data, &mut child).await);
     let receipts = load(client, 2, Instant::now() + Duration::from_millis(800)).await;
     assert!(!receipts.is_empty(), "no receipt");
     stop_gracefully(child);

@@ -22,7 +22,7 @@ use sealbatch::node::{self, EXIT_STORAGE, NodeConfig, NodeError, NodeInfo};
 use sealbatch::sequencer::verify_journal;
 use tokio::sync::{oneshot, watch};
 
-mod common;
+use crate::common;
 use common::load;
 
 type NodeTask = tokio::task::JoinHandle<Result<(), NodeError>>;

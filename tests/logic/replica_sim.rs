@@ -14,12 +14,11 @@
 //! and result any leader published is the committed one; every replica's
 //! journal is the committed log and its ledger the same; `verify`
 //! re-derives every batch. A failure prints its seed; rerun one seed with
-//! `SEALBATCH_SIM_SEED=<seed> cargo test --test replica_sim`.
+//! `SEALBATCH_SIM_SEED=<seed> cargo test --test logic -- replica_sim::`.
 
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
+use crate::common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 

@@ -231,7 +231,7 @@ fn crash_at_every_write_point_loses_no_acknowledged_record() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(crate::common::cases(16, 64)))]
 
     /// Random record sequences and crash points, including a second crash
     /// during recovery itself.

@@ -13,7 +13,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-mod common;
+use crate::common;
 use common::http_get as get;
 
 const LIMITS: HttpLimits = HttpLimits {

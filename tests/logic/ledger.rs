@@ -346,7 +346,7 @@ fn scenario() -> impl Strategy<Value = (Deposits, Bundles, Tick, u16)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2_000))]
+    #![proptest_config(ProptestConfig::with_cases(crate::common::cases(300, 2_000)))]
 
     #[test]
     fn funded_bundles_always_settle_and_conserve((deposits, bundles, price, fee_bps) in scenario()) {
@@ -541,7 +541,7 @@ fn wrapping_bundle(config: &MarketConfig, side: Side, extra: u64) -> Vec<OrderSp
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(4_000))]
+    #![proptest_config(ProptestConfig::with_cases(crate::common::cases(400, 4_000)))]
 
     /// Over extreme markets, balances up to the supply limit, quantities up
     /// to `u64::MAX` and 256-order bundles: whatever funding accepts, the

@@ -10,7 +10,6 @@
 // A test (or bench) reads clocks and files freely; the rule is for the core.
 #![allow(clippy::disallowed_methods)]
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -24,8 +23,8 @@ use sealbatch::sequencer::status;
 use sealbatch::types::{MarketId, Side};
 use sealbatch::wire::{BatchCleared, ServerMessage};
 
-mod common;
-use common::{connect, free_port, spawn};
+use crate::common;
+use common::{connect, spawn};
 
 const CONFIG: &str = r#"
 demo = true
@@ -142,10 +141,8 @@ async fn the_wrapping_bundle_is_unfunded_and_the_sequencer_keeps_clearing() {
         .tempdir()
         .expect("a temporary directory");
     let dir = work.path().join("data");
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut child = spawn(&dir, port, CONFIG);
-    let client = connect(&dir, addr, &mut child).await;
+    let mut child = spawn(&dir, CONFIG);
+    let client = connect(&dir, &mut child).await;
     let mut events = client.subscribe().await.expect("subscribed");
 
     let seller = generate_account_key(&mut OsRng);
@@ -222,8 +219,8 @@ async fn the_wrapping_bundle_is_unfunded_and_the_sequencer_keeps_clearing() {
 
     // SIGTERM exits 0; the restart replays the journal cleanly and serves.
     common::stop_gracefully(child);
-    let mut child = spawn(&dir, port, CONFIG);
-    let client = connect(&dir, addr, &mut child).await;
+    let mut child = spawn(&dir, CONFIG);
+    let client = connect(&dir, &mut child).await;
     let balances = client
         .account(&seller, id(&seller))
         .await

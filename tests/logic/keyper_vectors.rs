@@ -129,7 +129,7 @@ fn hex_blocks(spec: &str) -> Vec<String> {
 
 #[test]
 fn spec_holds_the_keyper_vectors() {
-    let blocks = hex_blocks(include_str!("../spec/keyper.md"));
+    let blocks = hex_blocks(include_str!("../../spec/keyper.md"));
     let vectors = vectors();
     let missing: Vec<String> = vectors
         .iter()

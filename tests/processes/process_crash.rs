@@ -7,7 +7,6 @@
 #![allow(clippy::disallowed_methods)]
 
 use sealbatch::signed::Statement as _;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
@@ -16,8 +15,8 @@ use std::time::{Duration, Instant};
 use sealbatch::journal::{FsStorage, Journal, JournalConfig, read_checkpoints};
 use sealbatch::sequencer::verify_journal;
 
-mod common;
-use common::{connect, free_port, load, spawn};
+use crate::common;
+use common::{connect, load, spawn};
 
 /// Checkpoints every 5 batches, so that a restart starts from one.
 const CONFIG: &str = "checkpoint_every_batches = 5\n";
@@ -30,11 +29,9 @@ async fn sigkill_loses_no_acknowledged_envelope() {
         .tempdir()
         .expect("a temporary directory");
     let dir = work.path().join("data");
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
 
-    let mut child = spawn(&dir, port, CONFIG);
-    let client = Arc::new(connect(&dir, addr, &mut child).await);
+    let mut child = spawn(&dir, CONFIG);
+    let client = Arc::new(connect(&dir, &mut child).await);
     let loader = tokio::spawn(load(
         Arc::clone(&client),
         8,
@@ -64,8 +61,8 @@ async fn sigkill_loses_no_acknowledged_envelope() {
     );
 
     // Restart: recovery seals and clears what was acknowledged.
-    let mut child = spawn(&dir, port, CONFIG);
-    let client = connect(&dir, addr, &mut child).await;
+    let mut child = spawn(&dir, CONFIG);
+    let client = connect(&dir, &mut child).await;
     // A receipt after the restart works too.
     let after = load(
         Arc::new(client),
@@ -140,10 +137,8 @@ async fn sigterm_under_load_exits_zero_and_loses_nothing() {
         .tempdir()
         .expect("a temporary directory");
     let dir = work.path().join("data");
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut child = spawn(&dir, port, CONFIG);
-    let client = Arc::new(connect(&dir, addr, &mut child).await);
+    let mut child = spawn(&dir, CONFIG);
+    let client = Arc::new(connect(&dir, &mut child).await);
     let loader = tokio::spawn(load(
         Arc::clone(&client),
         8,
@@ -178,6 +173,7 @@ async fn sigterm_under_load_exits_zero_and_loses_nothing() {
 /// the same deposit again: it is credited exactly once, whether or not the
 /// first reached the disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow tier: SEALBATCH_TEST_TIER=slow cargo test -- --include-ignored"]
 async fn sigkill_around_an_operator_deposit_credits_it_exactly_once() {
     const AMOUNT: u64 = 1_000;
     let work = tempfile::Builder::new()
@@ -185,8 +181,6 @@ async fn sigkill_around_an_operator_deposit_credits_it_exactly_once() {
         .tempdir()
         .expect("a temporary directory");
     let dir = work.path().join("data");
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let operator = ed25519_dalek::SigningKey::from_bytes(&[0x0d; 32]);
     let config = format!(
         "demo = false\n[operator]\nkeys = [\"{}\"]\n",
@@ -199,9 +193,9 @@ async fn sigkill_around_an_operator_deposit_credits_it_exactly_once() {
             .find(|(asset, _)| *asset == 0)
             .map_or(0, |&(_, amount)| amount)
     };
-    let mut child = spawn(&dir, port, &config);
+    let mut child = spawn(&dir, &config);
     for round in 0..4u64 {
-        let client = Arc::new(connect(&dir, addr, &mut child).await);
+        let client = Arc::new(connect(&dir, &mut child).await);
         let reference = format!("transfer-{round}");
         let deposit = {
             let (client, operator, reference) =
@@ -218,8 +212,8 @@ async fn sigkill_around_an_operator_deposit_credits_it_exactly_once() {
         let _ = child.wait();
         let _ = deposit.await;
 
-        child = spawn(&dir, port, &config);
-        let client = connect(&dir, addr, &mut child).await;
+        child = spawn(&dir, &config);
+        let client = connect(&dir, &mut child).await;
         client
             .operator_deposit(&operator, account, 0, AMOUNT, reference.as_bytes())
             .await
@@ -247,6 +241,7 @@ async fn sigkill_around_an_operator_deposit_credits_it_exactly_once() {
 /// debited exactly once and paid out exactly once, whatever reached the
 /// disk.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow tier: SEALBATCH_TEST_TIER=slow cargo test -- --include-ignored"]
 async fn sigkill_around_a_withdrawal_and_its_payout_moves_money_exactly_once() {
     use sealbatch::market::{AccountId, AssetId};
     use sealbatch::signed::WithdrawalStatement;
@@ -258,8 +253,6 @@ async fn sigkill_around_a_withdrawal_and_its_payout_moves_money_exactly_once() {
         .tempdir()
         .expect("a temporary directory");
     let dir = work.path().join("data");
-    let port = free_port();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let operator = ed25519_dalek::SigningKey::from_bytes(&[0x0d; 32]);
     let trader = ed25519_dalek::SigningKey::from_bytes(&[0x0e; 32]);
     let account = trader.verifying_key().to_bytes();
@@ -267,8 +260,8 @@ async fn sigkill_around_a_withdrawal_and_its_payout_moves_money_exactly_once() {
         "demo = false\n[operator]\nkeys = [\"{}\"]\n",
         hex::encode(operator.verifying_key().to_bytes())
     );
-    let mut child = spawn(&dir, port, &config);
-    let client = connect(&dir, addr, &mut child).await;
+    let mut child = spawn(&dir, &config);
+    let client = connect(&dir, &mut child).await;
     client
         .operator_deposit(&operator, account, 0, DEPOSIT, b"funding")
         .await
@@ -288,7 +281,7 @@ async fn sigkill_around_a_withdrawal_and_its_payout_moves_money_exactly_once() {
         }
         .sign(&trader, &sequencer)
         .expect("signs");
-        let client = Arc::new(connect(&dir, addr, &mut child).await);
+        let client = Arc::new(connect(&dir, &mut child).await);
         let request = {
             let (client, signed) = (Arc::clone(&client), signed.clone());
             tokio::spawn(async move { client.send_withdrawal(signed).await })
@@ -298,8 +291,8 @@ async fn sigkill_around_a_withdrawal_and_its_payout_moves_money_exactly_once() {
         let _ = child.wait();
         let _ = request.await;
 
-        child = spawn(&dir, port, &config);
-        let client = connect(&dir, addr, &mut child).await;
+        child = spawn(&dir, &config);
+        let client = connect(&dir, &mut child).await;
         let state = client.account(&trader, account).await.expect("own");
         if state.next_withdrawal == sequence {
             // Not taken before the kill: the same request, again.
@@ -334,8 +327,8 @@ async fn sigkill_around_a_withdrawal_and_its_payout_moves_money_exactly_once() {
         child.kill().expect("SIGKILL");
         let _ = child.wait();
         let _ = ack.await;
-        child = spawn(&dir, port, &config);
-        let client = connect(&dir, addr, &mut child).await;
+        child = spawn(&dir, &config);
+        let client = connect(&dir, &mut child).await;
         client
             .acknowledge_payout(&operator, id, format!("payout-{id}").as_bytes())
             .await

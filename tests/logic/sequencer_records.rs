@@ -385,7 +385,7 @@ fn spec_table_size(spec: &str, row: &str) -> usize {
 /// sum of its documented fields and what the encoder writes.
 #[test]
 fn documented_record_sizes_add_up() {
-    let spec = include_str!("../spec/sequencer.md");
+    let spec = include_str!("../../spec/sequencer.md");
 
     let market = spec_fields(spec, "A market: ");
     assert_eq!(market, spec_table_size(spec, "| `m` × market |"));

@@ -4,7 +4,7 @@
 // A test (or bench) reads clocks and files freely; the rule is for the core.
 #![allow(clippy::disallowed_methods)]
 
-#[path = "../fuzz/logic.rs"]
+#[path = "../../fuzz/logic.rs"]
 mod logic;
 
 #[test]

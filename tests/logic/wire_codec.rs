@@ -288,7 +288,7 @@ fn golden_encodings_match_the_spec() {
 
 #[test]
 fn spec_file_holds_the_golden_bytes() {
-    let spec = include_str!("../spec/wire.md");
+    let spec = include_str!("../../spec/wire.md");
     let flat: String = spec.split_whitespace().collect();
     for golden in [
         GOLDEN_DEPOSIT,
@@ -1232,7 +1232,7 @@ fn check_arbitrary<M: Message + std::fmt::Debug + PartialEq>(data: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(crate::common::cases(256, 256)))]
 
     #[test]
     fn client_messages_round_trip(messages in proptest::collection::vec(client_message(), 1..4)) {

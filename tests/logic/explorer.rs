@@ -171,7 +171,7 @@ fn check(low: Tick, high: Tick, reference: Tick, raw: &[RawOrder]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(400))]
+    #![proptest_config(ProptestConfig::with_cases(crate::common::cases(100, 400)))]
 
     #[test]
     fn curves_are_d_and_s_and_marks_are_the_result(

@@ -7,8 +7,7 @@
 //! refused.
 #![allow(clippy::disallowed_methods)]
 
-mod common;
-
+use crate::common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -292,6 +291,7 @@ async fn start_three(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow tier: SEALBATCH_TEST_TIER=slow cargo test -- --include-ignored"]
 async fn three_replicas_commit_fail_over_and_catch_up() {
     let root = tempfile::tempdir().expect("a temporary directory");
     let Three {
@@ -383,6 +383,7 @@ async fn three_replicas_commit_fail_over_and_catch_up() {
 /// it. Leaders stopped in turn are each replaced, in a later term, and the
 /// journals agree at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow tier: SEALBATCH_TEST_TIER=slow cargo test -- --include-ignored"]
 async fn each_stopped_leader_is_replaced_by_the_election_timer() {
     let root = tempfile::tempdir().expect("a temporary directory");
     let Three {

@@ -5,7 +5,7 @@
 //! cleared batch), no batch is settled twice, `verify` re-derives every batch
 //! byte for byte, and a sequencer recovered from the final journal holds the
 //! same ledger as the one that ran. A failure prints its seed; rerun one
-//! seed with `SEALBATCH_SIM_SEED=<seed> cargo test --test sequencer_sim`.
+//! seed with `SEALBATCH_SIM_SEED=<seed> cargo test --test logic -- sequencer_sim::`.
 //!
 //! Beside two ordinary markets the deployment has two extreme ones (a lot of
 //! 10^18 units; tick and lot sizes near `u64::MAX` with the highest fee),
@@ -43,7 +43,7 @@ use sealbatch::sequencer::{
 };
 use sealbatch::types::{BatchId, MarketId, Side};
 
-mod common;
+use crate::common;
 use common::seeds;
 
 const USD: AssetId = AssetId(0);
@@ -1375,7 +1375,14 @@ fn uninterrupted_runs_verify() {
 fn random_crashes_lose_no_acknowledged_envelope_and_apply_no_fill_twice() {
     let (mut crashes, mut batches, mut acked, mut split, mut from_checkpoint) = (0, 0, 0, 0, 0);
     let (mut extreme_fills, mut withdrawals, mut paid_out) = (0, 0, 0);
-    for seed in seeds(100..140) {
+    // 40 seeds in the slow tier, 10 in the fast one; what the runs must
+    // have gone through scales with them.
+    let runs = match std::env::var("SEALBATCH_SIM_SEED") {
+        Ok(_) => seeds(100..140),
+        Err(_) => common::tier_share(100..140),
+    };
+    let share = runs.len();
+    for seed in runs {
         let result = std::panic::catch_unwind(|| run(seed, 300, Crashes::Random(12)));
         match result {
             Ok(stats) => {
@@ -1400,14 +1407,15 @@ fn random_crashes_lose_no_acknowledged_envelope_and_apply_no_fill_twice() {
          (each checked against a full replay), {extreme_fills} fills in the extreme markets, \
          {withdrawals} withdrawals ({paid_out} paid out)"
     );
+    let at_least = |of_40: usize| of_40 * share / 40;
     assert!(
-        crashes > 100
-            && batches > 1_000
-            && split > 100
-            && from_checkpoint > 100
-            && extreme_fills > 50
-            && withdrawals > 100
-            && paid_out > 50,
+        crashes > at_least(100)
+            && batches > at_least(1_000)
+            && split > at_least(100)
+            && from_checkpoint > at_least(100)
+            && extreme_fills > at_least(50)
+            && withdrawals > at_least(100) as u64
+            && paid_out > at_least(50) as u64,
         "the simulation exercised too little"
     );
 }
@@ -1496,7 +1504,9 @@ fn a_crash_at_every_write_point_recovers() {
     let seed = 7;
     let total = run(seed, 60, Crashes::None).ops;
     assert!(total > 50, "only {total} disk operations");
-    for op in 0..total {
+    // Every write point in the slow tier; every fourth in the fast one.
+    let step = if common::slow_tier() { 1 } else { 4 };
+    for op in (0..total).step_by(step) {
         let result = std::panic::catch_unwind(|| run(seed, 60, Crashes::AtOp(op)));
         if let Err(panic) = result {
             eprintln!("simulation failed with seed {seed}, crash at op {op}");

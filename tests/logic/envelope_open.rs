@@ -682,7 +682,7 @@ fn receipts_seals_and_proofs() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::common::cases(24, 24), ..ProptestConfig::default() })]
 
     #[test]
     fn prop_round_trip(
@@ -841,7 +841,7 @@ fn wide_merkle_tree_is_consistent() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::common::cases(32, 64), ..ProptestConfig::default() })]
 
     #[test]
     fn prop_every_proof_verifies(n in 0usize..300, salt in any::<u64>()) {
@@ -859,7 +859,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: crate::common::cases(24, 48), ..ProptestConfig::default() })]
 
     /// Batched signature checks never change a verdict: whatever mix of
     /// accounts (repeated keys share one term) and forged signatures a

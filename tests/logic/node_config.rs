@@ -111,7 +111,7 @@ fn printed_configuration_reads_back_the_same() {
 /// `NodeConfig::default`, and this keeps the guide from drifting).
 #[test]
 fn the_readme_example_shows_the_defaults() {
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../../README.md");
     let start = readme.find("```toml\n").expect("a TOML example") + "```toml\n".len();
     let end = start + readme[start..].find("```").expect("its end");
     let example: NodeConfig = toml::from_str(&readme[start..end]).expect("the example parses");
