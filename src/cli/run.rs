@@ -13,7 +13,7 @@ use crate::node::{self, NodeConfig};
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// TOML configuration; every key has a default (`--print-config` shows
-    /// them all).
+    /// them all, the optional ones left unset as comments).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Data directory (journal, keys, certificate), instead of the

@@ -208,6 +208,9 @@ pub struct LogKeeper {
     dealt_below: BatchId,
     next_id: u64,
     certified: VecDeque<(WindowCertificate, WindowKeys)>,
+    /// How many keypers are linked to the log keeper, as its caller last
+    /// said (`None`: not known, as in a replay or a test).
+    linked: Option<usize>,
 }
 
 impl std::fmt::Debug for LogKeeper {
@@ -240,6 +243,7 @@ impl LogKeeper {
             dealt_below: first_batch,
             next_id: 1,
             certified: VecDeque::new(),
+            linked: None,
         }
     }
 
@@ -330,7 +334,13 @@ impl LogKeeper {
     /// Opens the generations due at `now_ms` (with `open_batch` the batch
     /// open now) and ends the phases whose time is up.
     pub fn handle_timeout(&mut self, now_ms: u64, open_batch: BatchId) {
-        while open_batch.saturating_add(self.params.lead_batches) >= self.dealt_below {
+        // A generation opened while fewer than `t` keypers are linked would
+        // fail and be opened again (at start-up: every envelope refused
+        // meanwhile): the next window waits for them.
+        let quorum = self
+            .linked
+            .is_none_or(|linked| linked >= self.committee.threshold());
+        while quorum && open_batch.saturating_add(self.params.lead_batches) >= self.dealt_below {
             let window = Window {
                 id: 0,
                 first_batch: self.dealt_below,
@@ -340,6 +350,12 @@ impl LogKeeper {
                 break;
             }
             self.dealt_below = window.first_batch + u64::from(window.batches);
+            // A window whose every batch has opened already (the keeper
+            // waited, or its sequencer was down) would be dealt for
+            // nothing: it is passed over.
+            if self.dealt_below <= open_batch {
+                continue;
+            }
             self.open(window, now_ms);
         }
         let ids: Vec<u64> = self.running.keys().copied().collect();
@@ -386,6 +402,12 @@ impl LogKeeper {
         window.id = self.next_id;
         self.start(window, now_ms);
         self.push(LogEntry::Open { window });
+    }
+
+    /// How many keypers are linked now: new windows are opened only while
+    /// at least `t` are (`spec/keyper.md` §13).
+    pub fn set_linked(&mut self, linked: usize) {
+        self.linked = Some(linked);
     }
 
     /// Moves generation `id` to the certified windows once `t` keypers

@@ -648,7 +648,31 @@ impl NodeConfig {
     ///
     /// A value TOML cannot hold (none of the configuration's).
     pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
-        toml::to_string_pretty(self)
+        let mut text = toml::to_string_pretty(self)?;
+        // Keys that are unset by default cannot be written as TOML values:
+        // each is named in a comment, with what unset means.
+        let mut unset = Vec::new();
+        if self.operator.deposit_amount_max.is_none() {
+            unset.push("[operator] deposit_amount_max: no bound but the asset's supply limit");
+        }
+        if self.metrics_listen.is_none() {
+            unset.push("metrics_listen: no metrics and no explorer");
+        }
+        if self.committee.is_none() {
+            unset.push("[committee]: the embedded custodian (trusted-operator mode)");
+        }
+        if self.cluster.is_none() {
+            unset.push("[cluster]: a single node");
+        }
+        if !unset.is_empty() {
+            text.push_str("\n# Unset:\n");
+            for line in unset {
+                text.push_str("#   ");
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+        Ok(text)
     }
 
     /// Applies `SEALBATCH_DATA_DIR`, `SEALBATCH_LISTEN` and
@@ -707,6 +731,15 @@ impl NodeConfig {
         if let Some(committee) = &self.committee {
             // The keys and bounds; the deployment is bound at start.
             committee.committee(crate::envelope::DeploymentId([0; 32]))?;
+            // Keypers take no window that opens further ahead of their
+            // clocks (`spec/keyper.md` §13).
+            if committee.lead_batches.saturating_mul(self.batch_length_ms)
+                > crate::keyper::node::OPEN_AHEAD_MS_MAX
+            {
+                return invalid(
+                    "committee.lead_batches × batch_length_ms must be at most 600000 ms: keypers take no window that opens further ahead",
+                );
+            }
         }
         if let Some(cluster) = &self.cluster {
             cluster.nodes()?;

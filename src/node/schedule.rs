@@ -80,18 +80,24 @@ impl ScheduleCache {
 
     /// The cached certificates answering `request_id`.
     #[must_use]
-    pub fn answer_certificates(&self, request_id: u64) -> ServerMessage {
+    pub fn answer_certificates(&self, request_id: u64) -> Option<ServerMessage> {
         let current = self
             .certificates
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .unwrap_or_default();
-        ServerMessage::KeyCertificates {
+            .clone()?;
+        Some(ServerMessage::KeyCertificates {
             request_id,
             committee: current.committee.clone(),
             certificates: current.certificates.clone(),
-        }
+        })
+    }
+
+    /// Forgets the cached schedule and certificates (a replica that stops
+    /// leading: its requests go to the driver, which redirects them).
+    pub fn forget(&self) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.certificates.write().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// Replaces the cached certificates.

@@ -367,13 +367,23 @@ async fn reader(
                                 .answer(request_id)
                                 .map(ServerMessage::Schedule)
                         } else if matches!(message, ClientMessage::GetKeyCertificates { .. }) {
-                            Some(core.schedules.answer_certificates(request_id))
+                            // None cached (a follower, or before the first
+                            // schedule): the driver answers.
+                            core.schedules.answer_certificates(request_id)
                         } else if let Err(error) = verify_signed(&message, &sequencer, channel) {
                             // Signatures are checked here, off the core, so
-                            // that forged requests cost it nothing.
+                            // that forged requests cost it nothing. A field
+                            // out of its bounds is a bad request (10), not a
+                            // key problem (12).
+                            let code = match error {
+                                SignedError::Length { .. } => ReasonCode::InvalidRequest,
+                                SignedError::BadKey | SignedError::BadSignature => {
+                                    ReasonCode::Unauthorized
+                                }
+                            };
                             Some(ServerMessage::Error {
                                 request_id,
-                                code: ReasonCode::Unauthorized,
+                                code,
                                 message: error.to_string(),
                             })
                         } else {

@@ -224,6 +224,16 @@ impl Sequencer {
         })
     }
 
+    /// How many keypers are linked to this sequencer now (the node counts
+    /// its keyper links): the committee's next window opens only while at
+    /// least `t` are, so that no generation is opened to fail. Without a
+    /// call, windows open by the clock alone.
+    pub fn set_keypers_linked(&mut self, linked: usize) {
+        if let Some(run) = self.committee.as_mut() {
+            run.keeper.set_linked(linked);
+        }
+    }
+
     /// The position below which the committee's log is durable (0 without
     /// a committee).
     #[must_use]

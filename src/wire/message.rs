@@ -762,7 +762,8 @@ impl Message for ClientMessage {
                 out.extend_from_slice(&s.account.0);
                 out.put_u32(s.asset.0);
                 out.put_u64(s.amount);
-                put_bytes(out, "reference", &s.reference, REFERENCE_LEN_MAX)?;
+                short_field("reference", &s.reference, REFERENCE_LEN_MAX)?;
+                crate::signed::put_short(out, &s.reference);
                 out.extend_from_slice(&deposit.signature);
             }
         }
@@ -813,7 +814,7 @@ impl Message for ClientMessage {
                         account: AccountId(r.array("account")?),
                         asset: AssetId(r.u32("asset")?),
                         amount: r.u64("amount")?,
-                        reference: r.blob("reference", REFERENCE_LEN_MAX)?.to_vec(),
+                        reference: crate::signed::read_short(r, "reference", REFERENCE_LEN_MAX)?,
                     },
                     signature: r.array("signature")?,
                 },

@@ -161,3 +161,19 @@ fn the_hello_vector_is_the_formula() {
     assert_eq!(message.len(), 122);
     assert_eq!(message, expected);
 }
+
+/// The vectors' keypers are indexed by ascending signing key, as §18
+/// states: the member of seed `[2; 32]` is keyper 1, of seed `[1; 32]`
+/// keyper 2, of seed `[3; 32]` keyper 3.
+#[test]
+fn the_vectors_keypers_are_indexed_by_ascending_signing_key() {
+    let (committee, _) = committee();
+    let index = |seed: u8| {
+        committee.index_of(
+            &ed25519_dalek::SigningKey::from_bytes(&[seed; 32])
+                .verifying_key()
+                .to_bytes(),
+        )
+    };
+    assert_eq!((index(2), index(1), index(3)), (Some(1), Some(2), Some(3)));
+}

@@ -245,7 +245,7 @@ const GOLDEN_GET_ACCOUNT: &str = "8900000004040000000000000009090909090909090909
 const GOLDEN_ACKNOWLEDGE_PAYOUT: &str = "7b000000090a000000000000000d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d06000000000000000974783a307862656566cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
 const GOLDEN_REJECTED: &str =
     "1e000000830807060504030201022a0000000000000000000000040000006c617465";
-const GOLDEN_OPERATOR_DEPOSIT: &str = "a20000000708000000000000000d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0dbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb0300000088130000000000000900000074783a307866656564cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+const GOLDEN_OPERATOR_DEPOSIT: &str = "9f0000000708000000000000000d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0dbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb0300000088130000000000000974783a307866656564cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
 const GOLDEN_CLEARED: &str = "120100008605000000000000000101010101010101010101010101010101010101010101010101010101010101020202020202020202020202020202020202020202020202020202020202020201000200abababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababababab030000000200000002000000010000000164000000000000000a00000000000000fdffffffffffffffffffffffffffffff020000000000000000000000000000000000000000000000000000000001000000030303030303030303030303030303030303030303030303030303030303030300000000000100000001000a00000000000000";
 const GOLDEN_SCHEDULE_SIGNING: &str = "157365616c6261746368207631207363686564756c650068e5cf8b010000640000000000000009000000000000001111111111111111111111111111111111111111111111111111111111111111010000000a00000000000000222222222222222222222222222222222222222222222222222222222222222201000000010000000100000002000000010000000000000001000000000000000100000000000000e803000000000000f4010000000000000a000100000002000000000000000e3132372e302e302e313a373030314444444444444444444444444444444444444444444444444444444444444444";
 
@@ -985,7 +985,7 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             bytes32(),
             any::<u32>(),
             any::<u64>(),
-            proptest::collection::vec(any::<u8>(), 0..=64),
+            proptest::collection::vec(any::<u8>(), 1..=64),
             bytes32()
         )
             .prop_map(|(request_id, account, asset, amount, reference, half)| {
@@ -1344,4 +1344,106 @@ fn key_certificates_round_trip_and_refuse_bad_committees() {
         }],
     };
     assert!(wire::parse::<ServerMessage>(&encoded(&short)).is_err());
+}
+
+/// The `len` column of `spec/wire.md` §4, recomputed from each row's field
+/// list — `uN` is N/8 bytes, `[n]` n bytes, `bytes(m)` a `u32le` length and
+/// up to m bytes, `short(m)` a `u8` length and 1 to m bytes, plus the type
+/// byte — and checked against frames the codec encodes at the shortest and
+/// the longest variable field.
+#[test]
+fn documented_client_message_lengths_add_up() {
+    let spec = include_str!("../../spec/wire.md");
+    let section = &spec[spec.find("## 4. Client → server messages").expect("§4")..];
+    let section = &section[..section.find("## 5.").expect("§5")];
+    let mut rows = std::collections::BTreeMap::new();
+    for line in section.lines().filter(|l| l.starts_with("| `0x")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (name, fields, len) = (cells[2].trim_matches('`'), cells[3], cells[4]);
+        // Fixed bytes (the type byte included), the variable field's
+        // length prefix counted as fixed; the variable field's bound.
+        let mut fixed = 1usize;
+        let mut variable = None;
+        for field in fields.split('‖').map(|f| f.trim().trim_matches('`')) {
+            let kind = field.split_whitespace().nth(1).expect("a field's type");
+            let bound = |prefix: &str| {
+                kind[prefix.len()..kind.len() - 1]
+                    .parse::<usize>()
+                    .expect("a bound")
+            };
+            match kind {
+                "u8" => fixed += 1,
+                "u16" => fixed += 2,
+                "u32" => fixed += 4,
+                "u64" => fixed += 8,
+                _ if kind.starts_with('[') => fixed += bound("["),
+                _ if kind.starts_with("bytes(") => {
+                    fixed += 4;
+                    variable = Some((0, bound("bytes(")));
+                }
+                _ if kind.starts_with("short(") => {
+                    fixed += 1;
+                    variable = Some((1, bound("short(")));
+                }
+                other => panic!("{name}: unknown field type {other}"),
+            }
+        }
+        let documented = match variable {
+            None => format!("{fixed}"),
+            Some((_, max)) => {
+                let letter = len.split_whitespace().nth(2).expect("a variable's letter");
+                format!("{fixed} + {letter} ≤ {}", fixed + max)
+            }
+        };
+        assert_eq!(len, documented, "spec/wire.md §4, {name}");
+        rows.insert(name.to_string(), (fixed, variable));
+    }
+    assert_eq!(rows.len(), 10, "every client message has a row");
+    // The codec agrees, at both ends of each variable field.
+    let with_reference =
+        |n: usize| operator_deposit(8, [0xbb; 32], 3, 5_000, vec![b'r'; n], [0xcc; 64]);
+    let withdrawal = |n: usize| {
+        let mut w = signed_withdrawal();
+        w.statement.destination = vec![b'd'; n];
+        ClientMessage::Withdraw {
+            request_id: 7,
+            withdrawal: w,
+        }
+    };
+    let payout = |n: usize| match acknowledge_payout() {
+        ClientMessage::AcknowledgePayout {
+            request_id,
+            mut payout,
+        } => {
+            payout.statement.reference = vec![b'p'; n];
+            ClientMessage::AcknowledgePayout { request_id, payout }
+        }
+        other => other,
+    };
+    let submit = |n: usize| ClientMessage::Submit {
+        request_id: 2,
+        envelope: vec![0x5a; n],
+    };
+    for message in client_samples() {
+        let name = format!("{message:?}");
+        let name = name.split([' ', '{']).next().expect("a name").to_string();
+        let (fixed, variable) = rows[&name];
+        let sizes: Vec<(usize, ClientMessage)> = match (name.as_str(), variable) {
+            (_, None) => vec![(0, message)],
+            ("OperatorDeposit", Some((min, max))) => {
+                vec![(min, with_reference(min)), (max, with_reference(max))]
+            }
+            ("Withdraw", Some((min, max))) => vec![(min, withdrawal(min)), (max, withdrawal(max))],
+            ("AcknowledgePayout", Some((min, max))) => vec![(min, payout(min)), (max, payout(max))],
+            ("Submit", Some((min, max))) => vec![(min, submit(min)), (max, submit(max))],
+            (other, _) => panic!("{other} has a variable field this test does not build"),
+        };
+        for (n, message) in sizes {
+            assert_eq!(
+                encoded(&message).len(),
+                4 + fixed + n,
+                "{name} with a variable field of {n} bytes"
+            );
+        }
+    }
 }

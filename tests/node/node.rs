@@ -838,7 +838,9 @@ async fn every_refusal_names_the_open_batch_and_duplicates_are_receipted_again()
 /// A subscriber's own envelopes come in ascending commitment order, in
 /// `BatchSealed` (proofs) and in `BatchCleared` (outcomes), whatever order
 /// they were submitted in (`spec/wire.md` §5), each with the status and
-/// detail `spec/sequencer.md` defines.
+/// detail `spec/sequencer.md` defines; and an envelope another subscriber
+/// submits again (a duplicate, receipted again) is that subscriber's too
+/// (`spec/wire.md` §2).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn own_envelopes_are_pushed_in_commitment_order() {
     let node = start("own-order", |c| c.batch_length_ms = 500).await;
@@ -856,6 +858,7 @@ async fn own_envelopes_are_pushed_in_commitment_order() {
     let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
     let mut submitted = Vec::new();
     let mut undecryptable = None;
+    let mut first = None;
     for nonce in 0..8u64 {
         let sealed_to = if nonce == 7 { &wrong_key } else { &key };
         let envelope = sealed_order(
@@ -866,6 +869,7 @@ async fn own_envelopes_are_pushed_in_commitment_order() {
             nonce,
             (Side::Sell, 60_000, 1),
         );
+        first.get_or_insert_with(|| envelope.clone());
         let receipt = client.submit(envelope).await.expect("accepted");
         submitted.push(receipt.commitment.0);
         if nonce == 7 {
@@ -875,6 +879,16 @@ async fn own_envelopes_are_pushed_in_commitment_order() {
     let mut sorted = submitted.clone();
     sorted.sort_unstable();
     assert_ne!(submitted, sorted, "the test needs an order to undo");
+    // Another subscriber submits the first envelope again.
+    let other = Client::connect(node.info.listen, node.info.fingerprint)
+        .await
+        .expect("connects");
+    let mut other_events = other.subscribe().await.expect("subscribes");
+    let again = other
+        .submit(first.expect("an envelope"))
+        .await
+        .expect("receipted again");
+    assert_eq!(again.commitment.0, submitted[0]);
     let (mut sealed, mut cleared) = (None, None);
     while cleared.is_none() {
         let event = tokio::time::timeout(Duration::from_secs(10), events.recv())
@@ -901,6 +915,26 @@ async fn own_envelopes_are_pushed_in_commitment_order() {
     }
     assert_eq!(sealed, Some(sorted.clone()));
     assert_eq!(cleared, Some(sorted));
+    // The other subscriber's envelopes: the one it submitted again, with
+    // its proof and its outcome.
+    let (mut sealed, mut cleared) = (None, None);
+    while cleared.is_none() {
+        let event = tokio::time::timeout(Duration::from_secs(10), other_events.recv())
+            .await
+            .expect("pushed in time")
+            .expect("an event");
+        match event {
+            sealbatch::wire::ServerMessage::BatchSealed(s) if !s.proofs.is_empty() => {
+                sealed = Some(s.proofs.iter().map(|(c, _)| *c).collect::<Vec<_>>());
+            }
+            sealbatch::wire::ServerMessage::BatchCleared(c) if c.e == e => {
+                cleared = Some(c.own.iter().map(|o| o.commitment).collect::<Vec<_>>());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(sealed, Some(vec![submitted[0]]));
+    assert_eq!(cleared, Some(vec![submitted[0]]));
     node.stop().await;
 }
 

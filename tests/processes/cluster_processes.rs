@@ -329,6 +329,43 @@ async fn the_leader_killed_under_load_loses_no_receipt() {
         cluster.start(i);
     }
     let (first, _) = cluster.leader(Duration::from_secs(30)).await;
+    // A follower answers every request with code 14 — the certificates too
+    // (`spec/replication.md` §9) — a submission as `Rejected`, anything else
+    // as `Error`.
+    let follower = (first + 1) % 3;
+    let fingerprint = parse_fingerprint(
+        &std::fs::read_to_string(cluster.dirs[follower].join("tls/fingerprint"))
+            .expect("fingerprint"),
+    )
+    .expect("a fingerprint");
+    let asked = Client::connect(cluster.addr(follower), fingerprint)
+        .await
+        .expect("the follower answers");
+    let certificates = asked
+        .request(|request_id| sealbatch::wire::ClientMessage::GetKeyCertificates { request_id })
+        .await
+        .expect("an answer");
+    assert!(
+        matches!(
+            certificates,
+            sealbatch::wire::ServerMessage::Error {
+                code: sealbatch::wire::ReasonCode::NotLeader,
+                ..
+            }
+        ),
+        "{certificates:?}"
+    );
+    assert!(
+        matches!(
+            asked.submit(vec![0x5a; 313]).await,
+            Err(sealbatch::client::ClientError::Rejected {
+                code: sealbatch::wire::ReasonCode::NotLeader,
+                ..
+            })
+        ),
+        "a submission to a follower is Rejected 14"
+    );
+    asked.close();
     // Traders are given the first leader only: its signed schedule lists
     // the other two, and they follow the leader across the kills below.
     let replicas: Vec<ReplicaAddr> = (first..=first)

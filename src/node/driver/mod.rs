@@ -600,6 +600,8 @@ impl Driver {
             return Ok(());
         }
         let now = now_ms();
+        self.sequencer
+            .set_keypers_linked(self.keypers.connected().len());
         self.sequencer.handle_timeout(now)?;
         self.flush_writes()?;
         while let Some(job) = self.sequencer.poll_job() {

@@ -378,6 +378,9 @@ impl Driver {
         replica.role = Role::Follower;
         replica.in_flight.clear();
         self.keypers.set_leading(false);
+        // No schedule or certificates answered off the driver any more:
+        // every request reaches it and is redirected (code 14).
+        self.schedules.forget();
         self.epoch += 1;
         self.metrics.replica_demotions.inc();
         self.metrics.replica_leading.set(0);
@@ -459,22 +462,30 @@ impl Driver {
     pub(super) fn redirect(&mut self, request: Request) {
         let session = request.session;
         self.handled(session);
-        let request_id = match &request.body {
-            RequestBody::Submit { request_id, .. } | RequestBody::Query { request_id, .. } => {
-                *request_id
-            }
-            RequestBody::Message(message) => message.request_id(),
-        };
         let message = self.redirect_text();
         self.metrics.reject(ReasonCode::NotLeader.to_byte());
-        self.send(
-            session,
-            ServerMessage::Error {
-                request_id,
+        // A submission is answered `Rejected` (as every refused `Submit`,
+        // `spec/wire.md` §5), any other request `Error`.
+        let reply = match &request.body {
+            RequestBody::Submit { request_id, .. } => ServerMessage::Rejected {
+                request_id: *request_id,
+                code: ReasonCode::NotLeader,
+                next_open: self.sequencer.open_batch_at(super::super::now_ms()),
+                retry_after_ms: 0,
+                message,
+            },
+            RequestBody::Query { request_id, .. } => ServerMessage::Error {
+                request_id: *request_id,
                 code: ReasonCode::NotLeader,
                 message,
             },
-        );
+            RequestBody::Message(m) => ServerMessage::Error {
+                request_id: m.request_id(),
+                code: ReasonCode::NotLeader,
+                message,
+            },
+        };
+        self.send(session, reply);
         self.drop_if_done(session);
     }
 

@@ -199,8 +199,17 @@ impl Driver {
                 }
             }
             ClientMessage::GetKeyCertificates { request_id } => {
-                let reply = self.schedules.answer_certificates(request_id);
-                self.send(session, reply);
+                let reply = match self.refresh_schedule(now) {
+                    Ok(()) => self.schedules.answer_certificates(request_id),
+                    Err(error) => Some(ServerMessage::Error {
+                        request_id,
+                        code: ReasonCode::Internal,
+                        message: error.to_string(),
+                    }),
+                };
+                if let Some(reply) = reply {
+                    self.send(session, reply);
+                }
             }
             ClientMessage::Subscribe { request_id } => {
                 if let Some(s) = self.sessions.get_mut(&session) {
@@ -426,6 +435,9 @@ impl Driver {
     /// Answers a request the sequencer refused with the code of its error.
     fn refuse_funds(&mut self, request: Pending, error: &SequencerError) {
         let code = match error {
+            SequencerError::Funds(FundsError::Signed(crate::signed::SignedError::Length {
+                ..
+            })) => ReasonCode::InvalidRequest,
             SequencerError::Funds(FundsError::Signed(_)) => ReasonCode::Unauthorized,
             SequencerError::Funds(FundsError::Sequence { .. }) => ReasonCode::Replayed,
             _ => ReasonCode::InvalidRequest,
