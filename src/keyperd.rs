@@ -24,13 +24,13 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use zeroize::Zeroizing;
 
+use crate::commit::{CERTIFICATE_SIGNERS_MAX, CommitCertificate, ReplicaSet};
 use crate::envelope::{BatchSchedule, SequencerPublicKey, SignedSeal};
 use crate::journal::{Journal, JournalConfig, JournalError};
+use crate::keyper::config::CommitteeConfig;
 use crate::keyper::{
     KeyperIdentity, KeyperNode, KeyperRecord, Release, ReleaseRefusal, sharing::random_scalar,
 };
-use crate::node::config::CommitteeConfig;
-use crate::replica::certificate::{CERTIFICATE_SIGNERS_MAX, CommitCertificate, ReplicaSet};
 use crate::secret_file::{SecretFileError, load_or_create_key32};
 use crate::signed::{CHANNEL_BINDING_LABEL, ChannelBinding};
 use crate::types::BatchId;
@@ -494,7 +494,7 @@ impl State {
             let Core { node, rng } = &mut *core;
             node.handle_log(
                 rng,
-                crate::node::now_ms(),
+                crate::clock::now_ms(),
                 entries.iter().map(|(p, e)| (*p, e)),
             );
             node.fault().cloned()
@@ -748,7 +748,7 @@ pub async fn run(
                         (
                             [(
                                 axum::http::header::CONTENT_TYPE,
-                                crate::node::metrics::CONTENT_TYPE,
+                                prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
                             )],
                             metrics.render(),
                         )
@@ -772,10 +772,10 @@ pub async fn run(
                 }),
             );
         let shutdown = shutdown.clone();
-        tokio::spawn(crate::node::metrics::serve(
+        tokio::spawn(crate::http::serve(
             listener,
             router,
-            crate::node::metrics::HttpLimits::default(),
+            crate::http::HttpLimits::default(),
             shutdown,
         ));
     }
@@ -950,7 +950,7 @@ async fn link(
                 KeyperDown::Entry { position, entry } => entries.push((position, entry)),
                 KeyperDown::Seal { seal, certificate } => {
                     state
-                        .seal(seal, certificate, crate::node::now_ms(), &mut out)
+                        .seal(seal, certificate, crate::clock::now_ms(), &mut out)
                         .await?;
                 }
             }
@@ -972,7 +972,7 @@ async fn link(
             // Wake when the earliest held seal's time comes (its close plus
             // the skew), so a share leaves as soon as the rule allows.
             () = tokio::time::sleep(next_wake(state, schedule, skew_ms)) => {
-                let now = crate::node::now_ms();
+                let now = crate::clock::now_ms();
                 let due: Vec<_> = state.early.values().cloned().collect();
                 for (seal, certificate) in due {
                     state.seal(seal, certificate, now, &mut out).await?;
@@ -982,7 +982,7 @@ async fn link(
                     let mut core = state.core();
                     let Core { node, rng } = &mut *core;
                     node.reset_outbox();
-                    node.handle_log(rng, crate::node::now_ms(), std::iter::empty());
+                    node.handle_log(rng, crate::clock::now_ms(), std::iter::empty());
                 }
                 if !out.is_empty() {
                     send.write_all(&out).await.map_err(lost)?;
@@ -994,7 +994,7 @@ async fn link(
 
 /// How long until the earliest held seal may be answered, at most [`TICK`].
 fn next_wake(state: &State, schedule: &BatchSchedule, skew_ms: u64) -> Duration {
-    let now = crate::node::now_ms();
+    let now = crate::clock::now_ms();
     state
         .early
         .keys()

@@ -12,28 +12,39 @@
 //!
 //! # Layout
 //!
-//! The core (`types` to `wire` below) is pure and deterministic: it does no
-//! I/O and reads no clock; time and randomness are arguments. The shell
-//! (`journal`, `net`, `node`, `secret_file`, `client`, `cli`) does the I/O.
+//! The **core** is pure and deterministic: it does no I/O and reads no
+//! clock; time and randomness are arguments, and the same inputs give the
+//! same bytes. `tests/logic/architecture.rs` checks that no core module names
+//! the runtime, the network, Raft, HTTP, files, clocks or a shell module, and
+//! clippy's `disallowed-methods` (`clippy.toml`) refuses clocks and files in
+//! it. The **shell** does the I/O around it, as quinn's async crate does
+//! around `quinn-proto`.
 //!
+//! Core:
 //! - [`types`]: ids, ticks, lots, sides and the named limits.
 //! - [`order`]: orders as traders write them and as the clearing engine sees them.
 //! - [`codec`]: a bounds-checked byte reader and little-endian writers for the layouts in `spec/`.
 //! - [`clearing`]: the uniform-price clearing rule, multi-market, rayon-parallel.
-//! - [`envelope`]: batch keys, sealing and opening bundles, commitments, receipts, seals.
+//! - [`envelope`]: batch keys, sealing and opening bundles, commitments, receipts, seals, the deployment id.
 //! - [`explorer`]: a cleared market's demand and supply step curves, as data and as SVG.
 //! - [`market`]: assets, accounts, and what a market's tick and lot are worth.
 //! - [`ledger`]: balances, funding checks and settlement.
-//! - [`keyper`]: the keyper committee's cryptography: per-batch keys dealt by a `t`-of-`n` committee (Feldman VSS, proofs of knowledge, accusations), the release rule, combining shares.
-//! - [`keyperd`]: the keyper process: its keys, its journal, its QUIC link to the sequencer.
+//! - [`keyper`]: the keyper committee's cryptography and state machines: per-batch keys dealt by a `t`-of-`n` committee (Feldman VSS, proofs of knowledge, accusations), the log keeper, a keyper, the release rule and its attestations, combining shares.
+//! - [`commit`]: commit certificates: a majority of a cluster's replicas' signatures over a seal.
 //! - [`signed`]: signed requests: operator deposits and payout acknowledgements, trader withdrawals, balance queries bound to their connection.
 //! - [`sequencer`]: the batch life cycle as a sans-IO state machine, recovery (from a checkpoint or the whole journal), `verify` and batch transcripts.
+//! - [`wire`]: the client/server and keyper-link message codec, length-prefixed frames, pure over byte buffers.
+//!
+//! Shell:
+//! - [`clock`]: the wall clock the processes hand the core.
 //! - [`journal`]: the append-only, checksummed, fsynced log, its recovery, and checkpoint files beside it.
-//! - [`wire`]: the client/server message codec, length-prefixed frames, pure over byte buffers.
 //! - [`net`]: QUIC endpoints (quinn, rustls), the server's certificate and clients' pinning.
-//! - [`node`]: the sequencer process: the driver thread around the sequencer, the journal writer, QUIC server, metrics, shutdown.
+//! - [`http`]: the bounded loopback HTTP server of metrics and pages.
+//! - [`replica`]: the replicated log (openraft): the Raft log on disk, the state machine over the journal, the replica transport, a replica's attestations.
+//! - [`node`]: the sequencer process: the driver thread around the sequencer, the journal writer, QUIC server, keyper link, metrics, explorer, shutdown.
+//! - [`keyperd`]: the keyper process: its keys, its journal, its QUIC link to the sequencer.
 //! - [`secret_file`]: the one rule for secrets on disk (0600, `O_EXCL`, fsynced, zeroized).
-//! - [`client`]: the client library: schedule, submit, subscribe, accounts.
+//! - [`client`]: the client library: schedule, submit, subscribe (every pushed result checked), accounts.
 //! - [`cli`]: the `sealbatch` command line.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -44,9 +55,14 @@ pub mod clearing;
 pub mod cli;
 #[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod client;
+#[allow(clippy::disallowed_methods)] // the shell: the wall clock
+pub mod clock;
 pub mod codec;
+pub mod commit;
 pub mod envelope;
 pub mod explorer;
+#[allow(clippy::disallowed_methods)] // the shell: sockets
+pub mod http;
 #[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod journal;
 pub mod keyper;

@@ -123,10 +123,10 @@ pub enum MarketConfigError {
         fee_bps: u16,
     },
     /// The band's top is above the highest price the clearing engine admits
-    /// ([`TICK_MAX`](crate::clearing::TICK_MAX), `2^64 − 2`).
+    /// ([`TICK_MAX`](crate::types::TICK_MAX), `2^64 − 2`).
     #[error(
         "market {market}: band_max {max} is above the highest tick, {}",
-        crate::clearing::TICK_MAX
+        crate::types::TICK_MAX
     )]
     BandTooHigh {
         /// The market.
@@ -159,7 +159,7 @@ impl MarketConfig {
                 max: self.band_max,
             });
         }
-        if self.band_max > crate::clearing::TICK_MAX {
+        if self.band_max > crate::types::TICK_MAX {
             return Err(MarketConfigError::BandTooHigh {
                 market: self.id,
                 max: self.band_max,

@@ -8,6 +8,14 @@ use std::fmt;
 /// A price, in whole ticks of its market's quote asset.
 pub type Tick = u64;
 
+/// The lowest tick a band may include. Tick 0 is not a price: the clearing
+/// engine keeps it (and [`TICK_MAX`] + 1) free to rank market orders above
+/// limits.
+pub const TICK_MIN: Tick = 1;
+
+/// The highest tick a band may include.
+pub const TICK_MAX: Tick = Tick::MAX - 1;
+
 /// A quantity, in whole lots of its market's base asset.
 pub type Lots = u64;
 

@@ -8,12 +8,7 @@ use super::ClearingError;
 use crate::order::Order;
 use crate::types::{Lots, MARKET_ORDERS_MAX, MARKETS_MAX, MarketId, OrderId, Side, Tick};
 
-/// The lowest tick a band may include. Tick 0 is not a price: the engine
-/// keeps it (and [`TICK_MAX`] + 1) free to rank market orders above limits.
-pub const TICK_MIN: Tick = 1;
-
-/// The highest tick a band may include.
-pub const TICK_MAX: Tick = Tick::MAX - 1;
+pub use crate::types::{TICK_MAX, TICK_MIN};
 
 /// The inclusive range of ticks `[min, max]` a market's limit prices and
 /// clearing price must lie in; within `[TICK_MIN, TICK_MAX]`.

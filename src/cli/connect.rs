@@ -101,13 +101,7 @@ pub fn read_account_key(
     Ok(ed25519_dalek::SigningKey::from_bytes(&seed))
 }
 
-/// The batch a trader should seal to at `now_ms`: the one that will still be
-/// open `margin_ms` from now (the time the envelope needs to arrive).
-#[must_use]
-pub fn target_batch(schedule: &Schedule, now_ms: u64, margin_ms: u64) -> u64 {
-    let length = schedule.batch_length_ms.max(1);
-    (now_ms + margin_ms).saturating_sub(schedule.genesis_ms) / length
-}
+pub use crate::client::target_batch;
 
 /// Unit result for commands.
 pub type Done = CommandResult;

@@ -777,6 +777,17 @@ impl Client {
     }
 }
 
+/// The batch a trader should seal to at `now_ms`: the one that will still
+/// be open `margin_ms` from now (the time the envelope needs to arrive), by
+/// the schedule's batch clock (0 before genesis).
+#[must_use]
+pub fn target_batch(schedule: &Schedule, now_ms: u64, margin_ms: u64) -> u64 {
+    schedule
+        .clock()
+        .batch_at(now_ms.saturating_add(margin_ms))
+        .unwrap_or(0)
+}
+
 /// Whether committee `id` is one `trust` accepts.
 fn check_committee(trust: KeyTrust, id: [u8; 32]) -> Result<(), ClientError> {
     match trust {

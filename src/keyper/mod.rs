@@ -10,6 +10,7 @@
 //! - [`sharing`]: Shamir shares with Feldman commitments, Lagrange at 0.
 //! - [`proof`]: Schnorr proofs of knowledge bound to a context.
 //! - [`committee`]: members, indices, the committee id, windows.
+//! - [`config`]: the `[committee]` configuration section.
 //! - [`dealing`]: a dealer's dealing for a window, shares sealed to each
 //!   keyper.
 //! - [`generation`]: one window's generation: deal → accuse → apologize →
@@ -35,6 +36,7 @@
 pub mod attestation;
 pub mod combine;
 pub mod committee;
+pub mod config;
 pub mod custodian;
 pub mod dealing;
 pub mod generation;

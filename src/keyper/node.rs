@@ -36,8 +36,8 @@ use super::message::{Body, KeyperMessage, SignedKeyperMessage};
 use super::record::KeyperRecord;
 use super::release::{Evidence, Release, ReleaseGuard, ReleaseRefusal};
 use super::sharing::KeyperIndex;
+use crate::commit::{CommitCertificate, ReplicaSet};
 use crate::envelope::{BatchSchedule, SealStatement, SequencerPublicKey, SignedSeal};
-use crate::replica::certificate::{CommitCertificate, ReplicaSet};
 use crate::types::BatchId;
 
 /// Windows whose keys a keyper keeps at most; past it, the window that

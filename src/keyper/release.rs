@@ -9,13 +9,13 @@
 //! For a replicated sequencer the keyper is configured with the replicas'
 //! commit keys, and a seal also needs a commit certificate: valid
 //! signatures of a majority of them over the seal (`spec/replication.md`
-//! §10), so a deposed leader cannot obtain a release for a seal the cluster
+//! §12), so a deposed leader cannot obtain a release for a seal the cluster
 //! did not commit.
 
 use std::collections::BTreeMap;
 
+use crate::commit::{CommitCertificate, ReplicaSet};
 use crate::envelope::{BatchSchedule, SequencerPublicKey, SignedSeal};
-use crate::replica::certificate::{CommitCertificate, ReplicaSet};
 use crate::types::BatchId;
 
 /// Why a keyper does not release.

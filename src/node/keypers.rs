@@ -39,15 +39,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Posts and shares one keyper link may send per second (on average and in
 /// a burst); beyond, the link is closed.
 pub const KEYPER_FRAMES_PER_SECOND_MAX: u32 = 2_000;
-/// Application error code: the keyper's hello is not a member's.
-pub const CLOSE_NOT_A_MEMBER: u32 = 10;
-/// Application error code: the sequencer has no keyper committee.
-pub const CLOSE_NO_COMMITTEE: u32 = 11;
-/// Application error code: the keyper sent more than it may.
-pub const CLOSE_TOO_MANY: u32 = 12;
-/// Application error code: this replica does not lead (the keyper tries
-/// the next one).
-pub const CLOSE_NOT_LEADER: u32 = 13;
+pub use super::close::{CLOSE_NO_COMMITTEE, CLOSE_NOT_A_MEMBER, CLOSE_NOT_LEADER, CLOSE_TOO_MANY};
 
 /// What the driver shares with the keyper links.
 #[derive(Debug)]
@@ -196,14 +188,9 @@ async fn link_task(
     let mut frame = [0u8; HELLO_FRAME_LEN];
     tokio::time::timeout(HELLO_TIMEOUT, recv.read_exact(&mut frame))
         .await
-        .map_err(|_| {
-            LinkError::Close(crate::node::server::CLOSE_PROTOCOL_ERROR, "no hello".into())
-        })?
+        .map_err(|_| LinkError::Close(super::close::CLOSE_PROTOCOL_ERROR, "no hello".into()))?
         .map_err(|e| {
-            LinkError::Close(
-                crate::node::server::CLOSE_PROTOCOL_ERROR,
-                format!("no hello: {e}"),
-            )
+            LinkError::Close(super::close::CLOSE_PROTOCOL_ERROR, format!("no hello: {e}"))
         })?;
     let hello = crate::wire::parse::<KeyperUp>(&frame).ok();
     let Some(KeyperUp::Hello {
@@ -213,7 +200,7 @@ async fn link_task(
     }) = hello
     else {
         return Err(LinkError::Close(
-            crate::node::server::CLOSE_PROTOCOL_ERROR,
+            super::close::CLOSE_PROTOCOL_ERROR,
             "the first frame must be a hello".into(),
         ));
     };
@@ -274,14 +261,14 @@ async fn link_task(
             match message {
                 KeyperUp::Hello { .. } => {
                     return Err(LinkError::Close(
-                        crate::node::server::CLOSE_PROTOCOL_ERROR,
+                        super::close::CLOSE_PROTOCOL_ERROR,
                         "a second hello".into(),
                     ));
                 }
                 KeyperUp::Post(message) => {
                     if message.message.sender != j {
                         return Err(LinkError::Close(
-                            crate::node::server::CLOSE_PROTOCOL_ERROR,
+                            super::close::CLOSE_PROTOCOL_ERROR,
                             "a post from another keyper".into(),
                         ));
                     }

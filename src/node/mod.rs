@@ -20,6 +20,7 @@
 //! the Prometheus endpoint.
 
 pub mod checkpoints;
+pub mod close;
 pub mod cluster;
 pub mod config;
 pub mod driver;
@@ -35,7 +36,7 @@ pub mod server;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::watch;
 
@@ -56,14 +57,7 @@ use metrics::Metrics;
 /// faults injected only when a test asks for them ([`run_with_faults`]).
 pub type NodeStorage = FaultyStorage<FsStorage>;
 
-/// Unix milliseconds now: the node's clock, which it hands to the sans-IO
-/// sequencer.
-#[must_use]
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use crate::clock::now_ms;
 
 /// The journal's directory inside the data directory.
 pub const JOURNAL_DIR: &str = "journal";

@@ -101,7 +101,8 @@ pub(super) fn recover(
         .committee
         .as_ref()
         .map(|c| c.committee(deployment))
-        .transpose()?;
+        .transpose()
+        .map_err(super::config::ConfigFileError::from)?;
     let custodian = custodian(config, &key, &genesis)?;
     let checkpoint_lsn = checkpoint.as_ref().map(|c| c.lsn);
     let sequencer = Sequencer::recover(
@@ -274,7 +275,9 @@ pub(super) fn first_leader(
     sequencer: &mut Sequencer,
 ) -> Result<(), NodeError> {
     if let Some(committee) = &config.committee {
-        let (committee, params) = committee.committee(sequencer.deployment())?;
+        let (committee, params) = committee
+            .committee(sequencer.deployment())
+            .map_err(super::config::ConfigFileError::from)?;
         sequencer.start_committee(committee, params)?;
     }
     if config.demo {

@@ -73,9 +73,10 @@ impl ScheduleCache {
     #[must_use]
     pub fn open_batch_at(&self, now_ms: u64) -> BatchId {
         let current = self.current.read().unwrap_or_else(|p| p.into_inner());
-        current.as_ref().map_or(0, |c| {
-            now_ms.saturating_sub(c.schedule.genesis_ms) / c.schedule.batch_length_ms.max(1)
-        })
+        current
+            .as_ref()
+            .and_then(|c| c.schedule.clock().batch_at(now_ms))
+            .unwrap_or(0)
     }
 
     /// The cached certificates answering `request_id`.

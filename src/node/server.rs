@@ -25,15 +25,9 @@ use super::schedule::RequestBudget;
 use crate::envelope::{SequencerKey, SequencerPublicKey, ShapedEnvelope};
 use crate::signed::{CHANNEL_BINDING_LABEL, ChannelBinding, SignedError};
 
-/// Application error code: the peer broke the framing or the protocol.
-pub const CLOSE_PROTOCOL_ERROR: u32 = 1;
-/// Application error code: a frame was larger than allowed.
-pub const CLOSE_FRAME_TOO_LARGE: u32 = 2;
-/// Application error code: the server is shutting down.
-pub const CLOSE_SHUTDOWN: u32 = 3;
-/// Application error code: the sequencer stopped on a failure (its storage
-/// failed): reconnect once it is back.
-pub const CLOSE_UNAVAILABLE: u32 = 4;
+pub use super::close::{
+    CLOSE_FRAME_TOO_LARGE, CLOSE_PROTOCOL_ERROR, CLOSE_SHUTDOWN, CLOSE_UNAVAILABLE,
+};
 
 /// Retry-after sent with `Busy` when the core's request queue is full.
 pub const QUEUE_FULL_RETRY_MS: u32 = 50;

@@ -5,10 +5,8 @@ use std::collections::BTreeMap;
 
 use crate::codec::{DecodeError, Reader, Writer};
 use crate::envelope::{BatchSchedule, SequencerPublicKey};
-use crate::market::{AccountId, MarketConfig, MarketConfigError};
+use crate::market::{AccountId, AssetId, MarketConfig, MarketConfigError};
 use crate::types::{MARKETS_MAX, MarketId};
-
-use super::record::{decode_markets, decode_sequencer_key, encode_market};
 
 /// Default number of batches whose keys are announced ahead of the open one.
 pub const ANNOUNCE_AHEAD_DEFAULT: u64 = 8;
@@ -238,4 +236,45 @@ pub enum ConfigError {
     /// A bound is zero or above its maximum.
     #[error("limit {0} is out of range")]
     Limit(&'static str),
+}
+
+/// Encodes a market configuration (58 bytes).
+pub(crate) fn encode_market(market: &MarketConfig, out: &mut Vec<u8>) {
+    out.put_u32(market.id.0);
+    out.put_u32(market.base.0);
+    out.put_u32(market.quote.0);
+    out.put_u64(market.tick_size);
+    out.put_u64(market.lot_size);
+    out.put_u64(market.band_min);
+    out.put_u64(market.band_max);
+    out.put_u64(market.initial_price);
+    out.put_u16(market.fee_bps);
+}
+
+/// Decodes [`encode_market`].
+pub(crate) fn decode_market(r: &mut Reader<'_>) -> Result<MarketConfig, DecodeError> {
+    Ok(MarketConfig {
+        id: MarketId(r.u32("market id")?),
+        base: AssetId(r.u32("base asset")?),
+        quote: AssetId(r.u32("quote asset")?),
+        tick_size: r.u64("tick size")?,
+        lot_size: r.u64("lot size")?,
+        band_min: r.u64("band min")?,
+        band_max: r.u64("band max")?,
+        initial_price: r.u64("initial price")?,
+        fee_bps: r.u16("fee bps")?,
+    })
+}
+
+/// Decodes a market list: `u32` count, then each market.
+pub(crate) fn decode_markets(r: &mut Reader<'_>) -> Result<Vec<MarketConfig>, DecodeError> {
+    let count = r.count("market count", MARKETS_MAX)?;
+    (0..count).map(|_| decode_market(r)).collect()
+}
+
+/// Decodes a sequencer public key field.
+pub(crate) fn decode_sequencer_key(r: &mut Reader<'_>) -> Result<SequencerPublicKey, DecodeError> {
+    let offset = r.offset();
+    let bytes: [u8; 32] = r.array("sequencer key")?;
+    SequencerPublicKey::from_bytes(&bytes).map_err(|_| r.invalid("sequencer key", offset))
 }

@@ -63,6 +63,7 @@ mod committee;
 mod config;
 mod funds;
 mod record;
+mod rederive;
 mod replay;
 mod transcript;
 mod verify;

@@ -4,9 +4,9 @@
 //! `spec/sequencer.md`, "Journal records".
 
 use crate::codec::{DecodeError, Reader, Writer};
-use crate::envelope::{ENVELOPE_LEN_MAX, SEAL_LEN, SequencerPublicKey, SignedSeal};
+use crate::envelope::{ENVELOPE_LEN_MAX, SEAL_LEN, SignedSeal};
 use crate::keyper::{Committee, GenerationParams, LogEntry};
-use crate::market::{AccountId, AssetId, MarketConfig};
+use crate::market::{AccountId, AssetId};
 use crate::signed::{
     DepositStatement, REFERENCE_LEN_MAX, SignedDeposit, SignedPayout, SignedWithdrawal, Withdrawal,
 };
@@ -510,47 +510,6 @@ impl SequencerRecord {
         r.finish().map_err(decode)?;
         Ok(record)
     }
-}
-
-/// Encodes a market configuration (58 bytes).
-pub(crate) fn encode_market(market: &MarketConfig, out: &mut Vec<u8>) {
-    out.put_u32(market.id.0);
-    out.put_u32(market.base.0);
-    out.put_u32(market.quote.0);
-    out.put_u64(market.tick_size);
-    out.put_u64(market.lot_size);
-    out.put_u64(market.band_min);
-    out.put_u64(market.band_max);
-    out.put_u64(market.initial_price);
-    out.put_u16(market.fee_bps);
-}
-
-/// Decodes [`encode_market`].
-pub(crate) fn decode_market(r: &mut Reader<'_>) -> Result<MarketConfig, DecodeError> {
-    Ok(MarketConfig {
-        id: MarketId(r.u32("market id")?),
-        base: AssetId(r.u32("base asset")?),
-        quote: AssetId(r.u32("quote asset")?),
-        tick_size: r.u64("tick size")?,
-        lot_size: r.u64("lot size")?,
-        band_min: r.u64("band min")?,
-        band_max: r.u64("band max")?,
-        initial_price: r.u64("initial price")?,
-        fee_bps: r.u16("fee bps")?,
-    })
-}
-
-/// Decodes a market list: `u32` count, then each market.
-pub(crate) fn decode_markets(r: &mut Reader<'_>) -> Result<Vec<MarketConfig>, DecodeError> {
-    let count = r.count("market count", MARKETS_MAX)?;
-    (0..count).map(|_| decode_market(r)).collect()
-}
-
-/// Decodes a sequencer public key field.
-pub(crate) fn decode_sequencer_key(r: &mut Reader<'_>) -> Result<SequencerPublicKey, DecodeError> {
-    let offset = r.offset();
-    let bytes: [u8; 32] = r.array("sequencer key")?;
-    SequencerPublicKey::from_bytes(&bytes).map_err(|_| r.invalid("sequencer key", offset))
 }
 
 /// Encodes a genesis as a length-prefixed blob (the `Config` record payload),

@@ -1164,7 +1164,7 @@ fn a_key_released_for_one_seal_proves_no_other() {
         ledger.deposit(account, asset, amount).expect("a balance");
     }
     let references: BTreeMap<_, _> = t1.references.iter().copied().collect();
-    let (outcome2, _) = super::verify::rederive(
+    let (outcome2, _) = super::rederive::rederive(
         &genesis,
         &s2,
         &envelopes2,

@@ -30,7 +30,7 @@ use super::record::{
     decode_balances, decode_genesis_blob, decode_references, encode_balances, encode_genesis_blob,
     encode_references,
 };
-use super::verify::{check_seal, compare, rederive};
+use super::rederive::{check_seal, compare, rederive};
 use crate::keyper::{Committee, WindowCertificate};
 
 /// Layout tag at the start of a transcript file.
@@ -264,7 +264,7 @@ pub fn transcript_clearing_input(
             .map_err(|err| mismatch(format!("balance: {err}")))?;
     }
     let opened =
-        super::verify::open_published(&t.genesis, &t.seal, &t.envelopes, &t.outcome.batch_secret)
+        super::rederive::open_published(&t.genesis, &t.seal, &t.envelopes, &t.outcome.batch_secret)
             .map_err(mismatch)?;
     Ok(super::batch::clearing_input(
         &opened,
@@ -361,9 +361,9 @@ pub fn verify_transcript(t: &Transcript) -> Result<TranscriptSummary, Transcript
             }
             let mut certified_map = BTreeMap::new();
             certified_map.insert(certificate.window.first_batch, certificate.clone());
-            super::verify::check_committee_key(&certified_map, e, &t.outcome.batch_secret)
+            super::rederive::check_committee_key(&certified_map, e, &t.outcome.batch_secret)
                 .map_err(mismatch)?;
-            super::verify::check_released(committee, &t.seal, &t.outcome).map_err(mismatch)?;
+            super::rederive::check_released(committee, &t.seal, &t.outcome).map_err(mismatch)?;
             Some((
                 committee.id(),
                 committee.threshold(),

@@ -5,10 +5,10 @@
 //! dealing is large).
 
 use crate::codec::{Reader, Writer};
+use crate::commit::CommitCertificate;
 use crate::envelope::{SEAL_LEN, SignedSeal};
 use crate::keyper::message::KEYPER_MESSAGE_LEN_MAX;
 use crate::keyper::{Committee, LogEntry, SignedKeyperMessage};
-use crate::replica::certificate::CommitCertificate;
 use crate::signed::ChannelBinding;
 use crate::types::BatchId;
 
@@ -263,8 +263,8 @@ impl Message for KeyperDown {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::commit::CommitKey;
     use crate::envelope::MerkleRoot;
-    use crate::replica::certificate::CommitKey;
     use crate::wire::{FrameDecoder, encode};
 
     fn decode(bytes: &[u8]) -> Result<Option<KeyperDown>, FrameError> {

@@ -254,13 +254,16 @@ impl Schedule {
     /// from this schedule are signed for it.
     #[must_use]
     pub fn deployment(&self) -> crate::envelope::DeploymentId {
-        crate::envelope::DeploymentId::new(
-            &self.sequencer_key,
-            &crate::envelope::BatchSchedule {
-                genesis_ms: self.genesis_ms,
-                batch_length_ms: self.batch_length_ms,
-            },
-        )
+        crate::envelope::DeploymentId::new(&self.sequencer_key, &self.clock())
+    }
+
+    /// The batch clock the schedule states.
+    #[must_use]
+    pub fn clock(&self) -> crate::envelope::BatchSchedule {
+        crate::envelope::BatchSchedule {
+            genesis_ms: self.genesis_ms,
+            batch_length_ms: self.batch_length_ms,
+        }
     }
 }
 

@@ -407,7 +407,7 @@ fn a_keyper_releases_only_after_close_and_only_for_one_root() {
 /// attestations; and a certified seal is answered again.
 #[test]
 fn a_keyper_of_a_cluster_releases_only_for_a_certified_seal() {
-    use sealbatch::replica::certificate::{CommitCertificate, CommitKey, ReplicaSet};
+    use sealbatch::commit::{CommitCertificate, CommitKey, ReplicaSet};
 
     let (key, schedule) = release_setup();
     let seal = key.sign_seal(5, &tree(1));

@@ -9,6 +9,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod architecture;
 mod clearing_examples;
 mod clearing_props;
 mod envelope_fuzz_regressions;
