@@ -30,6 +30,7 @@
 //! - [`market`]: assets, accounts, and what a market's tick and lot are worth.
 //! - [`ledger`]: balances, funding checks and settlement.
 //! - [`keyper`]: the keyper committee's cryptography and state machines: per-batch keys dealt by a `t`-of-`n` committee (Feldman VSS, proofs of knowledge, accusations), the log keeper, a keyper, the release rule and its attestations, combining shares.
+//! - [`role`]: a replica's role as a sans-IO machine: proposals out, committed entries in, promotion when caught up, demotion and rebuild.
 //! - [`commit`]: commit certificates: a majority of a cluster's replicas' signatures over a seal.
 //! - [`signed`]: signed requests: operator deposits and payout acknowledgements, trader withdrawals, balance queries bound to their connection.
 //! - [`sequencer`]: the batch life cycle as a sans-IO state machine, recovery (from a checkpoint or the whole journal), `verify` and batch transcripts.
@@ -77,6 +78,7 @@ pub mod node;
 pub mod order;
 #[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod replica;
+pub mod role;
 #[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
 pub mod secret_file;
 pub mod sequencer;

@@ -133,3 +133,15 @@ const _: () = assert!(MARKETS_MAX <= u32::MAX as usize);
 /// A journal log sequence number: records are numbered 1, 2, 3, … with no
 /// gaps; 0 means "no record".
 pub type Lsn = u64;
+
+/// The largest payload of one journal record, in bytes (`spec/journal.md`).
+/// A batch result bigger than this must be split by its writer into
+/// several records.
+pub const RECORD_PAYLOAD_BYTES_MAX: usize = 16 << 20;
+
+/// The highest journal record kind byte assigned (`spec/journal.md`): a
+/// frame's kind byte is `1..=RECORD_KIND_MAX`, and a frame with any other
+/// is damaged. What each kind means, and how its payload is encoded,
+/// belongs to the journal's user (the sequencer's record kinds); the
+/// journal never interprets either.
+pub const RECORD_KIND_MAX: u8 = 12;

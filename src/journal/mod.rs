@@ -127,9 +127,7 @@ use format::{
 
 pub use crate::types::Lsn;
 
-/// The largest payload of one record, in bytes. A batch result bigger than
-/// this must be split by its writer into several records.
-pub const RECORD_PAYLOAD_BYTES_MAX: usize = 16 << 20;
+pub use crate::types::{RECORD_KIND_MAX, RECORD_PAYLOAD_BYTES_MAX};
 
 /// Default size at which a segment is closed and a new one started.
 pub const SEGMENT_BYTES_DEFAULT: u64 = 64 << 20;
@@ -160,13 +158,6 @@ const _: () = assert!((RECORD_PAYLOAD_BYTES_MAX as u64) < SEGMENT_BYTES_DEFAULT)
 const _: () = assert!(SEGMENT_BYTES_MIN <= SEGMENT_BYTES_DEFAULT);
 const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_MAX);
 const _: () = assert!(SEGMENT_BYTES_MIN > (SEGMENT_HEADER_LEN + FRAME_OVERHEAD_LEN) as u64);
-
-/// The highest record kind byte assigned (`spec/journal.md`): a frame's kind
-/// byte is `1..=RECORD_KIND_MAX`, and a frame with any other is damaged.
-/// What each kind means, and how its payload is encoded, belongs to the
-/// journal's user (the sequencer's record kinds); the journal never
-/// interprets either.
-pub const RECORD_KIND_MAX: u8 = 12;
 
 /// Whether `kind` is an assigned record kind byte (`1..=`[`RECORD_KIND_MAX`]).
 #[must_use]

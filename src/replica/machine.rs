@@ -922,6 +922,11 @@ impl RaftStateMachine<Replication> for StateMachine {
 
 impl Drop for StateMachine {
     fn drop(&mut self) {
+        // A checkpoint the driver took as it stopped (`spec/sequencer.md`:
+        // a graceful stop writes one), if its records are all applied.
+        if let Err(error) = self.checkpoint_waiting() {
+            tracing::warn!(%error, "the replica's last checkpoint was not written");
+        }
         if let Some(writer) = self.writer.take()
             && let Err(error) = writer.close()
         {

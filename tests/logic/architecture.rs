@@ -10,7 +10,7 @@
 use std::path::Path;
 
 /// The core modules (directories or files under `src/`).
-const CORE: [&str; 13] = [
+const CORE: [&str; 14] = [
     "types",
     "order",
     "codec",
@@ -23,6 +23,7 @@ const CORE: [&str; 13] = [
     "keyper",
     "signed",
     "sequencer",
+    "role",
     "wire",
 ];
 

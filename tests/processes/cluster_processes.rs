@@ -22,7 +22,7 @@ use sealbatch::client::cluster::{ClusterClient, ReplicaAddr};
 use sealbatch::client::{Client, KeyTrust};
 use sealbatch::envelope::Commitment;
 use sealbatch::envelope::{BatchPublicKey, seal_bundle};
-use sealbatch::journal::{Journal, JournalConfig};
+use sealbatch::journal::{FsStorage, Journal, JournalConfig, read_checkpoints};
 use sealbatch::net::{Identity, parse_fingerprint};
 use sealbatch::node::now_ms;
 use sealbatch::order::OrderSpec;
@@ -317,6 +317,17 @@ fn records(dir: &Path) -> Vec<(u64, u8, Vec<u8>)> {
         .collect()
 }
 
+/// The LSN the newest usable checkpoint in a replica's journal covers
+/// records below.
+fn newest_checkpoint(dir: &Path) -> Option<u64> {
+    read_checkpoints(&mut FsStorage::new(dir.join("journal")).expect("the journal"))
+        .expect("checkpoints read")
+        .into_iter()
+        .filter_map(|found| found.checkpoint.ok())
+        .map(|checkpoint| checkpoint.lsn)
+        .max()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_killed_under_load_loses_no_receipt() {
     let work = tempfile::Builder::new()
@@ -430,6 +441,15 @@ async fn the_leader_killed_under_load_loses_no_receipt() {
     // Let the restarted replica catch up; then all stop, the leader first.
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     cluster.stop(leader);
+    // A replica stopped gracefully checkpoints what it applied, as a
+    // single node does (its restart replays nothing before it): the
+    // leader's proposals were all committed before it stopped.
+    let last = records(&cluster.dirs[leader]).last().map_or(0, |r| r.0);
+    assert_eq!(
+        newest_checkpoint(&cluster.dirs[leader]),
+        Some(last + 1),
+        "the stopped leader's newest checkpoint covers its whole journal"
+    );
     for i in 0..3 {
         cluster.stop(i);
     }

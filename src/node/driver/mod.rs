@@ -306,7 +306,12 @@ impl Driver {
         let mut driver = Driver::with_writer(sequencer, writer, key, options);
         driver.durable_lsn = committed_lsn;
         driver.sent_lsn = committed_lsn;
-        driver.replica = Some(replica::ReplicaState::new(link, committed_lsn));
+        let checkpoint_every = driver.checkpoint_every;
+        driver.replica = Some(replica::ReplicaState::new(
+            link,
+            committed_lsn,
+            checkpoint_every,
+        ));
         driver
     }
 
@@ -360,6 +365,11 @@ impl Driver {
             } else {
                 self.sequencer.poll_timeout()
             };
+            // An elected replica's wait for its committed entries.
+            let due = match (due, self.role_timeout()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let wait = due
                 .map_or(STALL_CHECK, |due| {
                     Duration::from_millis(due.saturating_sub(now))
@@ -409,12 +419,17 @@ impl Driver {
                     waited: since.elapsed(),
                 });
             }
+            let now = now_ms();
+            if self.role_timeout().is_some_and(|due| now >= due) {
+                self.role_tick(now);
+            }
             if let Some(error) = self.failed.take() {
                 return Err(error);
             }
             self.turn()?;
             if self.shutting_down && self.is_follower() {
                 tracing::info!("a follower has nothing in flight; driver stops");
+                self.last_checkpoint();
                 return Ok(());
             }
             // A leader hands over rather than finishing every batch (the
@@ -432,6 +447,7 @@ impl Driver {
                     proposed = self.sent_lsn,
                     "the leader stops; the next one resumes the batches in flight"
                 );
+                self.last_checkpoint();
                 return Ok(());
             }
             if self.shutting_down
@@ -455,7 +471,7 @@ impl Driver {
             self.control(message);
         }
         if self.is_follower() {
-            self.redirect(request);
+            self.not_leading(request);
             return;
         }
         self.request(request);
@@ -680,6 +696,18 @@ impl Driver {
             self.sent_lsn = lsn;
         }
         Ok(())
+    }
+
+    /// A replica stopping gracefully checkpoints what it applied, so that
+    /// its restart replays from here (`spec/sequencer.md`, "Checkpoints");
+    /// the state machine writes it as it closes the journal, if its records
+    /// are all committed and applied (a leader's uncommitted tail is not).
+    fn last_checkpoint(&mut self) {
+        if self.checkpoint_every > 0
+            && let Err(error) = self.checkpoint()
+        {
+            tracing::warn!(%error, "no checkpoint at the replica's stop");
+        }
     }
 
     /// Hands the writer a checkpoint of everything journaled so far; it is

@@ -1,28 +1,23 @@
 //! The driver as one replica of a replicated sequencer
-//! (`spec/replication.md`): a follower applies every committed entry to a
-//! warm sequencer and sends clients to the leader; the leader drives the
-//! sequencer as a single node does, proposing each turn's journal records
-//! as one entry, and treats a record as durable once its entry is
-//! committed — so receipts, seal key requests and published results wait
-//! for a majority of replicas.
-//!
-//! A replica becomes the leader only with every committed entry applied
-//! (openraft's blank entry of its term among them), and resumes what the
-//! log leaves: it seals batches no seal was committed for, with exactly
-//! their committed envelopes, and opens sealed batches again. Deposed, it
-//! answers whatever waited for a commit with `NotLeader` and rebuilds its
-//! sequencer from its local journal, which holds committed records only.
+//! (`spec/replication.md`): the shell around [`crate::role::ReplicaRole`],
+//! which decides what a replica does with its sequencer as entries commit
+//! and leadership changes. This file carries out its actions — proposals
+//! to openraft, rebuilding the sequencer from the local journal, answering
+//! what waited on a deposed leader, metrics — and redirects a follower's
+//! clients to the leader. Requests that reach a replica elected but not
+//! yet caught up wait for it to lead (or are redirected if it gives up).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 use openraft::{CommittedLeaderId, LogId};
 
 use crate::replica::machine::{CheckpointJob, Committed};
 use crate::replica::{Proposal, ReplicaId, ReplicaNode};
-use crate::sequencer::{JournalWrite, RecordKind, Sequencer, SequencerError};
+use crate::role::{Action, EntryId, ReplicaRole, Role};
+use crate::sequencer::{JournalWrite, Sequencer, SequencerError};
 use crate::types::Lsn;
 use crate::wire::{ReasonCode, ReplicaInfo, ServerMessage};
 
@@ -46,9 +41,9 @@ pub type Rebuild = Box<dyn FnMut(Lsn) -> Result<Sequencer, String> + Send>;
 /// into the sequencer of the first leader of an empty log.
 pub type FirstLeader = Box<dyn FnMut(&mut Sequencer) -> Result<(), String> + Send>;
 
-/// How long a replica promoted to leader waits for the committed entries
-/// it has not applied yet before it gives up the promotion.
-const CATCH_UP_MAX: Duration = Duration::from_secs(5);
+/// Most requests an elected replica holds while it catches up; more are
+/// redirected at once.
+const HELD_REQUESTS_MAX: usize = 4096;
 
 /// What connects the driver to the replicated log.
 pub struct ReplicaLink {
@@ -84,101 +79,38 @@ impl std::fmt::Debug for ReplicaLink {
     }
 }
 
-/// A replica's role, as its driver plays it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    /// Applies committed entries; sends clients to the leader.
-    Follower,
-    /// Drives the sequencer; its entries carry this term.
-    Leader {
-        /// The term it leads in.
-        term: u64,
-    },
-}
-
 /// The driver's replica state.
 pub(super) struct ReplicaState {
     pub(super) link: ReplicaLink,
-    pub(super) role: Role,
-    /// The last entry applied to the sequencer (or, as a leader, seen
-    /// committed).
-    last_applied: Option<LogId<ReplicaId>>,
-    /// The last LSN committed and applied.
-    pub(super) committed_lsn: Lsn,
-    /// Seals applied since the last checkpoint, as a follower.
-    seals_since_checkpoint: u64,
-    /// As the leader: its entries not yet seen committed, and the records
-    /// waiting for one of them to commit.
-    in_flight: InFlight,
+    /// The role machine.
+    pub(super) role: ReplicaRole,
+    /// When each entry in flight was proposed (its last LSN), for the
+    /// commit latency metric.
+    proposed_at: VecDeque<(Lsn, Instant)>,
+    /// Requests that reached it while elected and catching up.
+    held: Vec<Request>,
 }
 
 impl ReplicaState {
-    pub(super) fn new(link: ReplicaLink, committed_lsn: Lsn) -> ReplicaState {
+    pub(super) fn new(
+        link: ReplicaLink,
+        committed_lsn: Lsn,
+        checkpoint_every: u64,
+    ) -> ReplicaState {
         ReplicaState {
-            role: Role::Follower,
-            last_applied: None,
-            committed_lsn,
-            seals_since_checkpoint: 0,
-            in_flight: InFlight::new(link.entries_in_flight),
+            role: ReplicaRole::new(committed_lsn, link.entries_in_flight, checkpoint_every),
+            proposed_at: VecDeque::new(),
+            held: Vec::new(),
             link,
         }
     }
 }
 
-/// The leader's entries not yet seen committed, at most `limit` of them,
-/// and the records made while there were that many: they wait, and go out
-/// together once one commits (`spec/replication.md`, "Proposals"). Under
-/// load an entry carries more records instead of more entries piling up
-/// in the log, the transport and every replica's fsyncs.
-#[derive(Debug)]
-struct InFlight {
-    limit: usize,
-    /// The last LSN of each entry proposed, and when.
-    entries: VecDeque<(Lsn, Instant)>,
-    /// Records not proposed yet, in LSN order.
-    held: Vec<JournalWrite>,
-}
-
-impl InFlight {
-    fn new(limit: usize) -> InFlight {
-        InFlight {
-            limit: limit.max(1),
-            entries: VecDeque::new(),
-            held: Vec::new(),
-        }
-    }
-
-    /// Takes `writes` after those held: all of them to propose now, or
-    /// none while `limit` entries are uncommitted.
-    fn offer(&mut self, writes: Vec<JournalWrite>) -> Vec<JournalWrite> {
-        self.held.extend(writes);
-        if self.entries.len() >= self.limit {
-            return Vec::new();
-        }
-        std::mem::take(&mut self.held)
-    }
-
-    /// An entry ending at LSN `last` was proposed at `at`.
-    fn proposed(&mut self, last: Lsn, at: Instant) {
-        self.entries.push_back((last, at));
-    }
-
-    /// The entries up to LSN `lsn` committed: when each was proposed.
-    fn committed(&mut self, lsn: Lsn) -> Vec<Instant> {
-        let mut done = Vec::new();
-        while let Some(&(last, at)) = self.entries.front()
-            && last <= lsn
-        {
-            self.entries.pop_front();
-            done.push(at);
-        }
-        done
-    }
-
-    /// Not leading any more: nothing is in flight, nothing held.
-    fn clear(&mut self) {
-        self.entries.clear();
-        self.held.clear();
+/// An openraft log id as the role machine's entry id.
+fn entry_id(log_id: LogId<ReplicaId>) -> EntryId {
+    EntryId {
+        term: log_id.leader_id.term,
+        index: log_id.index,
     }
 }
 
@@ -188,11 +120,34 @@ impl Driver {
         self.replica.is_some()
     }
 
-    /// Whether this driver is a replica that does not lead.
+    /// Whether this driver is a replica that does not lead (a replica
+    /// elected and catching up does not lead yet).
     pub(super) fn is_follower(&self) -> bool {
         self.replica
             .as_ref()
-            .is_some_and(|r| r.role == Role::Follower)
+            .is_some_and(|r| r.role.leads().is_none())
+    }
+
+    /// Whether this driver is a replica elected and catching up.
+    pub(super) fn is_elected(&self) -> bool {
+        self.replica
+            .as_ref()
+            .is_some_and(|r| matches!(r.role.role(), Role::Elected { .. }))
+    }
+
+    /// When the role machine wants its timeout handled.
+    pub(super) fn role_timeout(&self) -> Option<u64> {
+        self.replica.as_ref().and_then(|r| r.role.poll_timeout())
+    }
+
+    /// The role machine's timeout: an elected replica that waited too long
+    /// gives up.
+    pub(super) fn role_tick(&mut self, now: u64) {
+        let Some(replica) = self.replica.as_mut() else {
+            return;
+        };
+        let actions = replica.role.handle_timeout(now);
+        self.act(actions);
     }
 
     /// The committed entries' receiver, if this is a replica.
@@ -207,136 +162,117 @@ impl Driver {
         let Some(replica) = self.replica.as_mut() else {
             return;
         };
-        match committed {
+        let actions = match committed {
             Committed::Entry { log_id, proposal } => {
-                replica.last_applied = Some(log_id);
-                let Some(proposal) = proposal else {
-                    return;
-                };
-                replica.committed_lsn = replica.committed_lsn.max(proposal.last_lsn());
+                let step = replica.role.committed(
+                    &mut self.sequencer,
+                    now_ms(),
+                    entry_id(log_id),
+                    proposal.as_ref(),
+                );
+                let committed_lsn = replica.role.committed_lsn();
                 self.metrics
                     .replica_committed_lsn
-                    .set(i64::try_from(replica.committed_lsn).unwrap_or(i64::MAX));
-                match replica.role {
-                    Role::Leader { term }
-                        if log_id.leader_id == CommittedLeaderId::new(term, replica.link.id) =>
-                    {
-                        // Our own proposal: the sequencer holds its records;
-                        // now they count as durable.
-                        let lsn = proposal.last_lsn();
-                        for at in replica.in_flight.committed(lsn) {
-                            self.metrics
-                                .replica_commit_seconds
-                                .observe_duration(at.elapsed());
-                        }
-                        self.durable_lsn = lsn;
-                        // What waited for a free slot goes out now.
-                        if let Err(error) = self.propose(Vec::new()) {
-                            self.fail(error);
-                            return;
-                        }
-                        if let Err(error) = self.sequencer.handle_journal_durable(now_ms(), lsn) {
-                            tracing::error!(%error, "a committed entry does not fit the sequencer; stopping");
-                            self.fail(error.into());
-                        }
+                    .set(i64::try_from(committed_lsn).unwrap_or(i64::MAX));
+                match step {
+                    Ok(actions) => actions,
+                    Err(error) => {
+                        tracing::error!(%error, "a committed entry does not fit the sequencer; stopping");
+                        self.fail(DriverError::Sequencer(SequencerError::Protocol(
+                            error.to_string(),
+                        )));
+                        return;
                     }
-                    Role::Leader { .. } => {
-                        // Another leader's entry committed while we lead:
-                        // we are not the leader any more.
-                        tracing::warn!(%log_id, "another leader's entry was committed; stepping down");
-                        self.demote();
-                        self.apply_records(&proposal);
-                    }
-                    Role::Follower => self.apply_records(&proposal),
                 }
             }
             Committed::Installed { last_log_id } => {
-                replica.last_applied = last_log_id;
                 tracing::info!(
                     ?last_log_id,
                     "a snapshot replaced the journal; rebuilding the sequencer"
                 );
-                if !self.is_follower() {
-                    self.demote();
-                }
-                self.rebuild();
+                replica.role.installed(last_log_id.map(entry_id))
             }
-        }
+        };
+        self.act(actions);
     }
 
-    /// Applies a committed proposal's records to the follower's sequencer.
-    fn apply_records(&mut self, proposal: &Proposal) {
-        if proposal.first_lsn() == 1 {
-            // The genesis record: the deployment's parameters (its time
-            // among them) are the first leader's, and the custodian is
-            // made for them; build the sequencer from the journal again.
-            self.rebuild();
-            return;
-        }
-        let mut seals = 0;
-        for (lsn, kind, payload) in proposal.records() {
-            if RecordKind::Seal.is(kind) {
-                seals += 1;
-            }
-            if let Err(error) = self.sequencer.apply_committed(lsn, kind, payload) {
-                tracing::error!(%error, lsn, "a committed record does not fit the sequencer; stopping");
-                self.fail(error.into());
+    /// Carries out the role machine's actions, in order.
+    fn act(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            if self.failed.is_some() {
                 return;
             }
-        }
-        self.durable_lsn = self.sequencer.next_lsn() - 1;
-        self.sent_lsn = self.durable_lsn;
-        let Some(replica) = self.replica.as_mut() else {
-            return;
-        };
-        replica.seals_since_checkpoint += seals;
-        if self.checkpoint_every > 0 && replica.seals_since_checkpoint >= self.checkpoint_every {
-            replica.seals_since_checkpoint = 0;
-            if let Err(error) = self.checkpoint() {
-                tracing::warn!(%error, "a follower's checkpoint was not taken");
-            }
-        }
-    }
-
-    /// This replica now leads in `term`, with every entry up to `applied`
-    /// committed: it catches up, resumes the sequencer and serves.
-    pub(super) fn promote(&mut self, term: u64, applied: Option<LogId<ReplicaId>>) {
-        let Some(replica) = self.replica.as_ref() else {
-            return;
-        };
-        if replica.role == (Role::Leader { term }) {
-            return;
-        }
-        if !self.is_follower() {
-            self.demote();
-        }
-        let deadline = Instant::now() + CATCH_UP_MAX;
-        let committed = self.committed_receiver();
-        while self
-            .replica
-            .as_ref()
-            .is_some_and(|r| r.last_applied < applied)
-        {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match committed.recv_timeout(left) {
-                Ok(entry) => self.committed(entry),
-                Err(_) => {
+            match action {
+                Action::Propose(proposal) => self.send_proposal(proposal),
+                Action::Durable(lsn) => self.durable(lsn),
+                Action::Promoted { term, fresh } => self.promoted(term, fresh),
+                Action::GaveUp { term } => {
                     tracing::warn!(
                         term,
                         "committed entries did not arrive in time; not leading"
                     );
-                    return;
+                }
+                Action::Demoted => self.demoted(),
+                Action::Rebuild(lsn) => self.rebuild(lsn),
+                Action::Checkpoint => {
+                    if let Err(error) = self.checkpoint() {
+                        tracing::warn!(%error, "a follower's checkpoint was not taken");
+                    }
                 }
             }
         }
-        if self.failed.is_some() {
+        self.release_held();
+    }
+
+    /// The leader's records up to `lsn` are committed.
+    fn durable(&mut self, lsn: Lsn) {
+        self.durable_lsn = lsn;
+        let Some(replica) = self.replica.as_mut() else {
+            return;
+        };
+        while let Some(&(last, at)) = replica.proposed_at.front()
+            && last <= lsn
+        {
+            replica.proposed_at.pop_front();
+            self.metrics
+                .replica_commit_seconds
+                .observe_duration(at.elapsed());
+        }
+    }
+
+    fn send_proposal(&mut self, proposal: Proposal) {
+        let Some(replica) = self.replica.as_mut() else {
+            return;
+        };
+        let last = proposal.last_lsn();
+        let records = proposal.len();
+        if replica.link.proposals.send(proposal).is_err() {
+            self.fail(DriverError::WriterGone);
             return;
         }
-        let fresh = self.sequencer.next_lsn() == 1;
-        if let Err(error) = self.sequencer.resume(now_ms()) {
-            self.fail(error.into());
+        replica.proposed_at.push_back((last, Instant::now()));
+        self.metrics.replica_entry_records.observe(records as f64);
+    }
+
+    /// This replica leads in `term`, with every entry up to `applied`
+    /// committed: it leads once it has applied them.
+    pub(super) fn promote(&mut self, term: u64, applied: Option<LogId<ReplicaId>>) {
+        let Some(replica) = self.replica.as_mut() else {
             return;
+        };
+        let step = replica
+            .role
+            .elected(&mut self.sequencer, now_ms(), term, applied.map(entry_id));
+        match step {
+            Ok(actions) => self.act(actions),
+            Err(error) => self.fail(DriverError::Sequencer(SequencerError::Protocol(
+                error.to_string(),
+            ))),
         }
+    }
+
+    /// The sequencer resumed: this replica serves as the leader of `term`.
+    fn promoted(&mut self, term: u64, fresh: bool) {
         if fresh
             && let Some(replica) = self.replica.as_mut()
             && let Err(reason) = (replica.link.first_leader)(&mut self.sequencer)
@@ -350,9 +286,6 @@ impl Driver {
             .log_durable(self.sequencer.committee_log_durable());
         self.keypers.set_leading(true);
         self.epoch += 1;
-        if let Some(replica) = self.replica.as_mut() {
-            replica.role = Role::Leader { term };
-        }
         self.metrics.replica_promotions.inc();
         self.metrics.replica_leading.set(1);
         self.metrics
@@ -365,18 +298,18 @@ impl Driver {
         );
     }
 
-    /// This replica does not lead any more: whatever waited for a commit is
-    /// answered `NotLeader`, and the sequencer is rebuilt from the
-    /// committed journal.
+    /// This replica does not lead (any more).
     pub(super) fn demote(&mut self) {
         let Some(replica) = self.replica.as_mut() else {
             return;
         };
-        if replica.role == Role::Follower {
-            return;
-        }
-        replica.role = Role::Follower;
-        replica.in_flight.clear();
+        let actions = replica.role.demote();
+        self.act(actions);
+    }
+
+    /// It led and does not any more: whatever waited for a commit is
+    /// answered `NotLeader`.
+    fn demoted(&mut self) {
         self.keypers.set_leading(false);
         // No schedule or certificates answered off the driver any more:
         // every request reaches it and is redirected (code 14).
@@ -384,6 +317,9 @@ impl Driver {
         self.epoch += 1;
         self.metrics.replica_demotions.inc();
         self.metrics.replica_leading.set(0);
+        if let Some(replica) = self.replica.as_mut() {
+            replica.proposed_at.clear();
+        }
         tracing::warn!("this replica no longer leads; rebuilding from the committed log");
         let redirect = self.redirect_text();
         for (_, pending) in std::mem::take(&mut self.pending) {
@@ -398,23 +334,60 @@ impl Driver {
         }
         self.sealed_at.clear();
         self.key_asked.clear();
-        self.rebuild();
     }
 
-    fn rebuild(&mut self) {
+    /// Builds the sequencer again from the local journal (holding at least
+    /// LSN `at_least`).
+    fn rebuild(&mut self, at_least: Lsn) {
         let Some(replica) = self.replica.as_mut() else {
             return;
         };
-        match (replica.link.rebuild)(replica.committed_lsn) {
+        match (replica.link.rebuild)(at_least) {
             Ok(sequencer) => {
                 self.sequencer = sequencer;
                 self.durable_lsn = self.sequencer.next_lsn() - 1;
                 self.sent_lsn = self.durable_lsn;
-                replica.committed_lsn = self.durable_lsn;
+                match replica.role.rebuilt(&mut self.sequencer, now_ms()) {
+                    Ok(actions) => self.act(actions),
+                    Err(error) => self.fail(DriverError::Sequencer(SequencerError::Protocol(
+                        error.to_string(),
+                    ))),
+                }
             }
             Err(reason) => {
                 tracing::error!(%reason, "the sequencer could not be rebuilt from the journal; stopping");
                 self.fail(DriverError::Sequencer(SequencerError::Protocol(reason)));
+            }
+        }
+    }
+
+    /// A request to a replica that does not lead: held while it is
+    /// elected and catching up, else redirected.
+    pub(super) fn not_leading(&mut self, request: Request) {
+        if self.is_elected()
+            && let Some(replica) = self.replica.as_mut()
+            && replica.held.len() < HELD_REQUESTS_MAX
+        {
+            replica.held.push(request);
+            return;
+        }
+        self.redirect(request);
+    }
+
+    /// Requests held while elected: served once it leads, redirected once
+    /// it does not wait any more.
+    fn release_held(&mut self) {
+        if self.is_elected() {
+            return;
+        }
+        let Some(replica) = self.replica.as_mut() else {
+            return;
+        };
+        for request in std::mem::take(&mut replica.held) {
+            if self.is_follower() {
+                self.redirect(request);
+            } else {
+                self.request(request);
             }
         }
     }
@@ -496,34 +469,11 @@ impl Driver {
         let Some(replica) = self.replica.as_mut() else {
             return Ok(());
         };
-        let writes = replica.in_flight.offer(writes);
-        let mut start = 0;
-        while start < writes.len() {
-            let mut end = start;
-            let mut bytes = 0;
-            while end < writes.len()
-                && end - start < crate::replica::PROPOSAL_RECORDS_MAX
-                && (end == start
-                    || bytes + writes[end].payload.len() + 5
-                        <= crate::replica::PROPOSAL_BYTES_MAX - 12)
-            {
-                bytes += writes[end].payload.len() + 5;
-                end += 1;
-            }
-            let proposal = Proposal::new(&writes[start..end])
-                .map_err(|e| DriverError::Sequencer(SequencerError::Protocol(e.to_string())))?;
-            let last = proposal.last_lsn();
-            replica
-                .link
-                .proposals
-                .send(proposal)
-                .map_err(|_| DriverError::WriterGone)?;
-            replica.in_flight.proposed(last, Instant::now());
-            self.metrics
-                .replica_entry_records
-                .observe((end - start) as f64);
-            start = end;
-        }
+        let actions = replica
+            .role
+            .propose(writes)
+            .map_err(|e| DriverError::Sequencer(SequencerError::Protocol(e.to_string())))?;
+        self.act(actions);
         Ok(())
     }
 
@@ -535,74 +485,15 @@ impl Driver {
         payload: Vec<u8>,
     ) -> Option<CheckpointJob> {
         let replica = self.replica.as_ref()?;
-        let proposer = match replica.role {
-            Role::Follower => None,
-            Role::Leader { term } => Some(CommittedLeaderId::new(term, replica.link.id)),
-        };
+        let proposer = replica
+            .role
+            .leads()
+            .map(|term| CommittedLeaderId::new(term, replica.link.id));
         Some(CheckpointJob {
             lsn,
             replay_from,
             payload,
             proposer,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn writes(lsns: std::ops::RangeInclusive<Lsn>) -> Vec<JournalWrite> {
-        lsns.map(|lsn| JournalWrite {
-            lsn,
-            kind: RecordKind::Envelope,
-            payload: vec![lsn as u8],
-        })
-        .collect()
-    }
-
-    fn lsns(writes: &[JournalWrite]) -> Vec<Lsn> {
-        writes.iter().map(|w| w.lsn).collect()
-    }
-
-    #[test]
-    fn records_made_while_an_entry_is_in_flight_go_out_together_when_it_commits() {
-        let mut in_flight = InFlight::new(1);
-        let now = Instant::now();
-        assert_eq!(lsns(&in_flight.offer(writes(1..=2))), [1, 2]);
-        in_flight.proposed(2, now);
-        // One entry uncommitted: the next turns' records wait.
-        assert!(in_flight.offer(writes(3..=3)).is_empty());
-        assert!(in_flight.offer(writes(4..=6)).is_empty());
-        assert!(in_flight.offer(Vec::new()).is_empty());
-        // An older commit frees nothing.
-        assert!(in_flight.committed(1).is_empty());
-        assert!(in_flight.offer(Vec::new()).is_empty());
-        assert_eq!(in_flight.committed(2), [now]);
-        assert_eq!(lsns(&in_flight.offer(Vec::new())), [3, 4, 5, 6]);
-        in_flight.proposed(6, now);
-        assert!(in_flight.offer(writes(7..=7)).is_empty());
-        // Deposed: what waited is dropped with what was in flight.
-        in_flight.clear();
-        assert_eq!(lsns(&in_flight.offer(writes(9..=9))), [9]);
-    }
-
-    #[test]
-    fn up_to_the_limit_entries_are_proposed_at_once() {
-        let mut in_flight = InFlight::new(3);
-        let now = Instant::now();
-        for lsn in 1..=3 {
-            assert_eq!(lsns(&in_flight.offer(writes(lsn..=lsn))), [lsn]);
-            in_flight.proposed(lsn, now);
-        }
-        assert!(in_flight.offer(writes(4..=4)).is_empty());
-        // A commit covering two entries frees two slots.
-        assert_eq!(in_flight.committed(2).len(), 2);
-        assert_eq!(lsns(&in_flight.offer(writes(5..=5))), [4, 5]);
-        // A limit of 0 would never propose: it is taken as 1.
-        let mut zero = InFlight::new(0);
-        assert_eq!(lsns(&zero.offer(writes(1..=1))), [1]);
-        zero.proposed(1, now);
-        assert!(zero.offer(writes(2..=2)).is_empty());
     }
 }
