@@ -32,8 +32,8 @@
 //! reproductions in `fuzz/regressions/sequencer_drive/` through it; the
 //! target `fuzz_targets/sequencer_drive.rs` calls [`check`].
 //!
-//! Smoke run (stable toolchain, see README "Development"), from the seeds in
-//! `fuzz/corpus/sequencer_drive/`:
+//! Smoke run (stable toolchain, see `docs/development.md`, "Fuzzing"), from
+//! the seeds in `fuzz/corpus/sequencer_drive/`:
 //! `cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run sequencer_drive -- -max_total_time=120 -rss_limit_mb=4096`
 //! (`cargo fuzz run -s none …` runs 3–4× more inputs per second: this is safe
 //! Rust over curve arithmetic, where AddressSanitizer mostly costs time).

@@ -50,8 +50,8 @@ pub struct NodeConfig {
     /// first start. Default 16 384.
     pub orders_per_account_per_batch_max: u32,
     /// Longest a journal write may wait to become durable before the
-    /// process stops with exit code 74 (the storage hangs; see the README's
-    /// storage-fault policy). Default 20 000.
+    /// process stops with exit code 74 (the storage hangs; see
+    /// `docs/operating.md`, "Storage faults"). Default 20 000.
     pub journal_stall_max_ms: u64,
     /// Bounds.
     pub limits: LimitsConfig,

@@ -285,9 +285,9 @@ pub fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
     }
 }
 
-/// Whether the slow tier runs: `SEALBATCH_TEST_TIER=slow` (README,
-/// "Development"). The slow tier runs every seed, case and write point at
-/// full scale, and the tests marked `#[ignore]`.
+/// Whether the slow tier runs: `SEALBATCH_TEST_TIER=slow`
+/// (`docs/development.md`, "Tests"). The slow tier runs every seed, case and
+/// write point at full scale, and the tests marked `#[ignore]`.
 pub fn slow_tier() -> bool {
     std::env::var("SEALBATCH_TEST_TIER").is_ok_and(|tier| tier == "slow")
 }

@@ -106,15 +106,16 @@ fn printed_configuration_reads_back_the_same() {
     }
 }
 
-/// The README's configuration example shows the defaults: every key it
-/// sets has the default value (the defaults live only in
-/// `NodeConfig::default`, and this keeps the guide from drifting).
+/// The configuration example of `docs/operating.md` (its first `toml`
+/// block, "Configuration") shows the defaults: every key it sets has the
+/// default value (the defaults live only in `NodeConfig::default`, and this
+/// keeps the guide from drifting).
 #[test]
-fn the_readme_example_shows_the_defaults() {
-    let readme = include_str!("../../README.md");
-    let start = readme.find("```toml\n").expect("a TOML example") + "```toml\n".len();
-    let end = start + readme[start..].find("```").expect("its end");
-    let example: NodeConfig = toml::from_str(&readme[start..end]).expect("the example parses");
+fn the_guide_example_shows_the_defaults() {
+    let guide = include_str!("../../docs/operating.md");
+    let start = guide.find("```toml\n").expect("a TOML example") + "```toml\n".len();
+    let end = start + guide[start..].find("```").expect("its end");
+    let example: NodeConfig = toml::from_str(&guide[start..end]).expect("the example parses");
     let defaults = NodeConfig::default();
     assert_eq!(example.limits, defaults.limits);
     assert_eq!(

@@ -3,8 +3,8 @@
 //! One test binary per kind of test, each a module per subject, so the
 //! dependencies are linked three times rather than once per file. The fast
 //! tier is `cargo test`; the slow tier (`#[ignore]`d here) runs with
-//! `SEALBATCH_TEST_TIER=slow cargo test -- --include-ignored` (README,
-//! "Development").
+//! `SEALBATCH_TEST_TIER=slow cargo test -- --include-ignored`
+//! (`docs/development.md`, "Tests").
 
 #[path = "../common/mod.rs"]
 mod common;
