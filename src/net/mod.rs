@@ -109,6 +109,28 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], NetError> {
 const TLS_KEY_BYTES_MAX: usize = 16 << 10;
 
 impl Identity {
+    /// The key its QUIC connection ids are made and checked with, the
+    /// same after a restart (see [`ResetKey`]).
+    #[must_use]
+    pub fn cid_key(&self) -> u64 {
+        let key = blake3::derive_key(
+            "sealbatch v1 quic connection id key",
+            self.key.secret_pkcs8_der(),
+        );
+        u64::from_le_bytes([
+            key[0], key[1], key[2], key[3], key[4], key[5], key[6], key[7],
+        ])
+    }
+
+    /// Its QUIC stateless-reset key ([`ResetKey`]).
+    #[must_use]
+    pub fn reset_key(&self) -> ResetKey {
+        ResetKey(blake3::derive_key(
+            "sealbatch v1 quic stateless reset key",
+            self.key.secret_pkcs8_der(),
+        ))
+    }
+
     /// Loads the identity from `dir`, or creates it there on first start: a
     /// self-signed certificate for `localhost`, its key (mode 0600), and the
     /// fingerprint file; the directory is fsynced after creation.
@@ -223,8 +245,64 @@ pub fn server_config(
 pub fn server_endpoint(
     addr: SocketAddr,
     config: quinn::ServerConfig,
+    identity: &Identity,
 ) -> Result<quinn::Endpoint, NetError> {
-    quinn::Endpoint::server(config, addr).map_err(|source| NetError::Bind { addr, source })
+    let bind = |source| NetError::Bind { addr, source };
+    let socket = std::net::UdpSocket::bind(addr).map_err(bind)?;
+    let mut endpoint = quinn::EndpointConfig::new(Arc::new(identity.reset_key()));
+    // Connection ids this process issues check against a key that, like
+    // the reset key, survives a restart: the restarted process recognises
+    // a packet of a connection it had and answers it with a reset (a
+    // random key would make it drop the packet as invalid).
+    let cid_key = identity.cid_key();
+    endpoint.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    quinn::Endpoint::new(
+        endpoint,
+        Some(config),
+        socket,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(bind)
+}
+
+/// The key of a process's QUIC stateless resets (RFC 9000 §10.3), derived
+/// from its identity's private key: the same after a restart. A peer
+/// still holding a connection to the process before the restart gets a
+/// reset it recognises for its first packet and drops the connection at
+/// once, instead of waiting for the idle timeout — a replica restarted on
+/// its address is reachable again at once (`spec/replication.md` §8).
+pub struct ResetKey([u8; 32]);
+
+impl quinn::crypto::HmacKey for ResetKey {
+    fn sign(&self, data: &[u8], signature_out: &mut [u8]) {
+        let mac = blake3::keyed_hash(&self.0, data);
+        let n = signature_out.len().min(blake3::OUT_LEN);
+        signature_out[..n].copy_from_slice(&mac.as_bytes()[..n]);
+    }
+
+    fn signature_len(&self) -> usize {
+        blake3::OUT_LEN
+    }
+
+    fn verify(&self, data: &[u8], signature: &[u8]) -> Result<(), quinn::crypto::CryptoError> {
+        let Ok(signature) = <[u8; blake3::OUT_LEN]>::try_from(signature) else {
+            return Err(quinn::crypto::CryptoError);
+        };
+        // `blake3::Hash` compares in constant time.
+        if blake3::keyed_hash(&self.0, data) == blake3::Hash::from_bytes(signature) {
+            Ok(())
+        } else {
+            Err(quinn::crypto::CryptoError)
+        }
+    }
+}
+
+impl Drop for ResetKey {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
 }
 
 /// Accepts exactly the server certificate whose SHA-256 is pinned.

@@ -17,8 +17,7 @@ use zeroize::Zeroizing;
 use crate::envelope::SignedSeal;
 use crate::net::{Identity, replica_server_config, server_endpoint};
 use crate::replica::certificate::{AttestAnswer, Attestor, CommitCertificate, CommitKey};
-use crate::replica::election::{self, ElectionClock, ElectionTiming};
-use crate::replica::network::{AllowedPeers, Network, Peer, serve};
+use crate::replica::network::{AllowedPeers, Links, Network, Peer};
 use crate::replica::{LogStore, Proposal, ReplicaId, ReplicaNode, Replication, StateMachine};
 use crate::secret_file::load_or_create_key32;
 use crate::types::BatchId;
@@ -121,12 +120,19 @@ pub(super) async fn start(
     let endpoint = server_endpoint(
         cluster.listen,
         replica_server_config(&identity, Arc::clone(&allowed))?,
+        &identity,
     )?;
     let raft_config = openraft::Config {
         cluster_name: "sealbatch".into(),
         election_timeout_min: cluster.election_timeout_ms[0],
         election_timeout_max: cluster.election_timeout_ms[1],
-        heartbeat_interval: cluster.heartbeat_ms,
+        // openraft 0.9 bounds every append and the read barrier by its
+        // heartbeat interval; the heartbeats themselves are sent by
+        // `heartbeat` below every `heartbeat_ms`, so that an append may
+        // take a WAN round trip and a follower's fsync without the
+        // heartbeat slowing down.
+        heartbeat_interval: cluster.append_timeout_ms,
+        enable_heartbeat: false,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cluster.snapshot_every_entries),
         max_in_snapshot_log_to_keep: cluster.snapshot_every_entries / 4,
         // A follower that lost its log gets the snapshot in chunks; the
@@ -137,22 +143,23 @@ pub(super) async fn start(
         // Our own timer decides when to stand (`replica::election`).
         enable_elect: false,
         ..Default::default()
-    }
-    .validate()
+    };
+    // Not openraft's `validate`: it asks for an election timeout above its
+    // heartbeat interval, which here is the append timeout; the timing is
+    // checked with the configuration (`ClusterConfig::nodes`), and the
+    // elections and heartbeats are this replica's own.
+    let (raft, network) = crate::replica::start(crate::replica::Parts {
+        id: cluster.id,
+        config: Arc::new(raft_config),
+        heartbeat: Duration::from_millis(cluster.heartbeat_ms),
+        identity: Arc::clone(&identity),
+        endpoint: endpoint.clone(),
+        log,
+        machine,
+        attestor: Arc::clone(&attestor),
+    })
+    .await
     .map_err(replication_error)?;
-    let clock = Arc::new(ElectionClock::new());
-    let timing = ElectionTiming::of(&raft_config);
-    let network = Network::new(Arc::clone(&identity), endpoint.clone(), Arc::clone(&clock));
-    let raft = Raft::new(cluster.id, Arc::new(raft_config), network, log, machine)
-        .await
-        .map_err(replication_error)?;
-    tokio::spawn(serve(
-        endpoint.clone(),
-        raft.clone(),
-        Arc::clone(&attestor),
-        Arc::clone(&clock),
-    ));
-    tokio::spawn(election::run(raft.clone(), Arc::clone(&clock), timing));
     if cluster.bootstrap && !raft.is_initialized().await.map_err(replication_error)? {
         tracing::info!(members = nodes.len(), "starting a new cluster");
         raft.initialize(nodes).await.map_err(replication_error)?;
@@ -187,7 +194,7 @@ pub(super) async fn start(
     let certifier = Certifier {
         raft: raft.clone(),
         id,
-        network: Network::new(identity, endpoint.clone(), clock),
+        network: network.clone(),
         attestor,
         sequencer: sequencer_key,
         peers: BTreeMap::new(),
@@ -198,7 +205,16 @@ pub(super) async fn start(
             tokio::spawn(certifier.run(certify_rx, hub));
             tokio::spawn(propose(start_raft.clone(), proposals_rx, control.clone()));
             tokio::spawn(watch_role(
-                start_raft, id, control, leader, members, allowed, metrics,
+                start_raft,
+                id,
+                control,
+                View {
+                    leader,
+                    members,
+                    allowed,
+                    links: network.links().clone(),
+                },
+                metrics,
             ));
         },
     );
@@ -354,15 +370,31 @@ async fn propose(
 /// replica leads with every earlier entry applied, demotes it when it stops
 /// leading, keeps the leader's address for redirects and the members'
 /// fingerprints for the transport.
+/// What `watch_role` keeps up to date from openraft's view.
+struct View {
+    /// The leader, for redirects.
+    leader: LeaderHint,
+    /// The voters, for the schedule.
+    members: Members,
+    /// The members' fingerprints, for the transport's server.
+    allowed: AllowedPeers,
+    /// The connections to the members.
+    links: Links,
+}
+
 async fn watch_role(
     raft: Raft<Replication>,
     id: ReplicaId,
     control: Sender<Control>,
-    leader: LeaderHint,
-    members: Members,
-    allowed: AllowedPeers,
+    view: View,
     node_metrics: Arc<Metrics>,
 ) {
+    let View {
+        leader,
+        members,
+        allowed,
+        links,
+    } = view;
     let mut metrics = raft.metrics();
     let mut leading: Option<u64> = None;
     loop {
@@ -382,6 +414,15 @@ async fn watch_role(
                 *set = fingerprints;
             }
         }
+        // Connections to every member (learners too) are dialled now and
+        // kept, outside any request's deadline.
+        links.keep(
+            id,
+            &membership
+                .nodes()
+                .map(|(nid, node)| (*nid, node.clone()))
+                .collect(),
+        );
         if let Ok(mut slot) = members.write() {
             *slot = membership
                 .voter_ids()

@@ -93,10 +93,17 @@ pub struct ClusterConfig {
     /// (`BENCHMARKS.md`, "Replication").
     #[serde(default = "default_election_timeout_ms")]
     pub election_timeout_ms: [u64; 2],
-    /// The leader's heartbeat, ms, which is also how long an append
-    /// request may take before it is sent again. Default 30.
+    /// How often the leader sends every follower a heartbeat, ms (at
+    /// most as often as its appends are answered). Default 30.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
+    /// How long one append (or heartbeat), and the read barrier a new
+    /// leader confirms itself with, may take before it is given up and
+    /// sent again, ms: a round trip, the follower's fsync of what it
+    /// carries and the wait behind it (`spec/replication.md` §8). Default
+    /// 500; at least `heartbeat_ms`, at most 60000.
+    #[serde(default = "default_append_timeout_ms")]
+    pub append_timeout_ms: u64,
     /// Committed entries between snapshots. Default 4096.
     #[serde(default = "default_snapshot_every_entries")]
     pub snapshot_every_entries: u64,
@@ -140,6 +147,10 @@ fn default_election_timeout_ms() -> [u64; 2] {
 
 fn default_heartbeat_ms() -> u64 {
     30
+}
+
+fn default_append_timeout_ms() -> u64 {
+    500
 }
 
 fn default_entries_in_flight() -> usize {
@@ -205,6 +216,13 @@ impl ClusterConfig {
             return Err(invalid(format!(
                 "need 0 < heartbeat_ms < election_timeout_ms[0] < election_timeout_ms[1] \
                  <= {ELECTION_TIMEOUT_MS_MAX}"
+            )));
+        }
+        if self.append_timeout_ms < self.heartbeat_ms
+            || self.append_timeout_ms > ELECTION_TIMEOUT_MS_MAX
+        {
+            return Err(invalid(format!(
+                "need heartbeat_ms <= append_timeout_ms <= {ELECTION_TIMEOUT_MS_MAX}"
             )));
         }
         if self.snapshot_every_entries == 0 {

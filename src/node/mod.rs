@@ -219,6 +219,7 @@ pub async fn run_with_faults(
     let endpoint = crate::net::server_endpoint(
         config.listen,
         crate::net::server_config(&identity, &config.limits.transport())?,
+        &identity,
     )?;
     let listen = endpoint.local_addr().map_err(io(&data))?;
     let metrics = Arc::new(Metrics::default());

@@ -327,6 +327,15 @@ pub enum RaftRequest {
     },
     /// Make these the voters (the leader only; joint consensus).
     ChangeVoters(BTreeSet<ReplicaId>),
+    /// Would the replica vote for a candidate of `term` whose log ends at
+    /// `last_log_id` (`spec/replication.md` §7.1, "Pre-vote")? Changes
+    /// nothing on the replica; the answer is one byte, 1 if it would.
+    PreVote {
+        /// The term the candidate would stand for.
+        term: u64,
+        /// The candidate's last log id.
+        last_log_id: Option<LogId<ReplicaId>>,
+    },
     /// Sign the seal of batch `e` if the replica's committed log holds it
     /// (`spec/replication.md` §10): the answer is its attestation.
     Attest {
@@ -347,6 +356,7 @@ const TAG_STATUS: u8 = 4;
 const TAG_ADD_LEARNER: u8 = 5;
 const TAG_CHANGE_VOTERS: u8 = 6;
 const TAG_ATTEST: u8 = 7;
+const TAG_PRE_VOTE: u8 = 8;
 
 /// A replica's view of the cluster, as `sealbatch cluster status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -458,6 +468,11 @@ impl RaftRequest {
                 put_vote(&mut out, &rpc.vote);
                 put_opt_log_id(&mut out, rpc.last_log_id.as_ref());
             }
+            RaftRequest::PreVote { term, last_log_id } => {
+                out.put_u8(TAG_PRE_VOTE);
+                out.put_u64(*term);
+                put_opt_log_id(&mut out, last_log_id.as_ref());
+            }
             RaftRequest::Status => out.put_u8(TAG_STATUS),
             RaftRequest::Attest { e, count, root } => {
                 out.put_u8(TAG_ATTEST);
@@ -532,6 +547,10 @@ impl RaftRequest {
                     done,
                 })
             }
+            TAG_PRE_VOTE => RaftRequest::PreVote {
+                term: r.u64("term")?,
+                last_log_id: get_opt_log_id(&mut r)?,
+            },
             TAG_STATUS => RaftRequest::Status,
             TAG_ATTEST => RaftRequest::Attest {
                 e: r.u64("batch")?,

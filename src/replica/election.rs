@@ -23,12 +23,14 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use openraft::{Raft, Vote};
+use openraft::{LogId, Raft, Vote};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use tokio::sync::Notify;
 
-use super::{ReplicaId, Replication};
+use super::codec::RaftRequest;
+use super::network::Network;
+use super::{LogStore, ReplicaId, Replication};
 
 /// The most terms a replica skips to stand above a candidate it refused
 /// (each is a vote written to disk).
@@ -40,6 +42,8 @@ pub const STAND_ABOVE_TERMS_MAX: u64 = 4;
 #[derive(Debug, Default)]
 pub struct ElectionClock {
     state: Mutex<Option<Heard>>,
+    /// When a leader's append or snapshot was last accepted.
+    led_at: Mutex<Option<Instant>>,
     wake: Notify,
 }
 
@@ -83,7 +87,15 @@ impl ElectionClock {
     /// from now, and what this replica learnt in the last election is
     /// forgotten.
     pub fn led(&self) {
-        self.update(|heard| *heard = Heard::new(Instant::now()));
+        let now = Instant::now();
+        self.update(|heard| *heard = Heard::new(now));
+        *self.led_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+    }
+
+    /// When a leader's append or snapshot was last accepted here.
+    #[must_use]
+    pub fn led_at(&self) -> Option<Instant> {
+        *self.led_at.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A voter refused this replica's vote because its own log is longer:
@@ -238,11 +250,93 @@ impl ElectionTiming {
     }
 }
 
+impl ElectionTiming {
+    /// Whether a replica grants a pre-vote (`spec/replication.md` §7.1):
+    /// not while it leads, nor while it follows a leader it heard from
+    /// within the lease (`led_at`: its last append or snapshot accepted),
+    /// and only to a candidate whose log (`theirs`) is at least as up to
+    /// date as its own (`mine`) — the vote it would give, without giving
+    /// it or raising its term.
+    #[must_use]
+    pub fn pre_vote(
+        &self,
+        leading: bool,
+        led_at: Option<Instant>,
+        mine: Option<LogId<ReplicaId>>,
+        theirs: Option<LogId<ReplicaId>>,
+        now: Instant,
+    ) -> bool {
+        let led = led_at
+            .and_then(|at| at.checked_add(self.lease))
+            .is_some_and(|end| now < end);
+        !leading && !led && theirs >= mine
+    }
+}
+
+/// Asks every other voter whether it would vote for this replica at
+/// `term` (a pre-vote, `spec/replication.md` §7.1): true if a majority of
+/// the voters, this one included, would. Each answer is awaited within
+/// `within`; no answer is a refusal.
+async fn pre_vote(
+    raft: &Raft<Replication>,
+    network: &Network,
+    log: &LogStore,
+    term: u64,
+    within: Duration,
+) -> bool {
+    let metrics = raft.metrics().borrow().clone();
+    let membership = metrics.membership_config.membership().clone();
+    let voters: Vec<ReplicaId> = membership.voter_ids().collect();
+    let needed = voters.len() / 2 + 1;
+    let mut granted = usize::from(voters.contains(&metrics.id));
+    if granted >= needed {
+        return true;
+    }
+    let request = RaftRequest::PreVote {
+        term,
+        last_log_id: log.last_log_id(),
+    };
+    let mut asks = tokio::task::JoinSet::new();
+    for id in voters.into_iter().filter(|id| *id != metrics.id) {
+        let Some(node) = membership.get_node(&id) else {
+            continue;
+        };
+        let mut peer = network.peer(id, node);
+        let request = request.encode();
+        asks.spawn(async move { peer.call_raw(&request, within).await });
+    }
+    while let Some(answer) = asks.join_next().await {
+        match &answer {
+            Ok(Ok(body)) => {
+                tracing::debug!(term, granted = body.as_slice() == [1], "pre-vote answered")
+            }
+            Ok(Err(error)) => tracing::debug!(term, %error, "pre-vote not answered"),
+            Err(_) => {}
+        }
+        if let Ok(Ok(body)) = answer
+            && body.as_slice() == [1]
+        {
+            granted += 1;
+            if granted >= needed {
+                asks.abort_all();
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// Stands for election whenever `timing` says this replica has waited long
 /// enough without hearing from a leader, with a wait drawn afresh each
 /// time; returns when Raft stops. Needs openraft's own election timer off
 /// (`Config::enable_elect = false`).
-pub async fn run(raft: Raft<Replication>, clock: Arc<ElectionClock>, timing: ElectionTiming) {
+pub async fn run(
+    raft: Raft<Replication>,
+    clock: Arc<ElectionClock>,
+    timing: ElectionTiming,
+    network: Network,
+    log: LogStore,
+) {
     let mut rng = ChaCha20Rng::from_entropy();
     let mut metrics = raft.metrics();
     let mut vote = metrics.borrow().vote;
@@ -306,6 +400,18 @@ pub async fn run(raft: Raft<Replication>, clock: Arc<ElectionClock>, timing: Ele
                     ) {
                         continue;
                     }
+                }
+                // A pre-vote first: a replica cut off (paused, partitioned,
+                // catching up) whose peers still hear a healthy leader
+                // must not raise their term and depose it.
+                if !pre_vote(&raft, &network, &log, term, timing.timeout.0).await {
+                    tracing::info!(
+                        term,
+                        "no majority would vote for this replica (a leader is heard, or its log is behind): not standing"
+                    );
+                    clock.stood(Instant::now());
+                    wait = timing.draw(&mut rng);
+                    continue;
                 }
                 tracing::info!(
                     term,
@@ -518,5 +624,41 @@ mod tests {
         let later = Instant::now() + ms(5);
         clock.stood(later);
         assert_eq!(clock.take(), Heard::new(later));
+    }
+
+    #[test]
+    fn a_pre_vote_is_refused_by_a_leader_and_by_a_follower_that_hears_one() {
+        let timing = timing();
+        let t0 = Instant::now();
+        let log = |term, index| Some(LogId::new(openraft::CommittedLeaderId::new(term, 1), index));
+        // Heard a leader 199 ms ago, lease 200 ms: refused, even to a
+        // longer log.
+        assert!(!timing.pre_vote(false, Some(t0), log(3, 10), log(4, 20), t0 + ms(199)));
+        // The lease out: granted to a log at least as up to date …
+        assert!(timing.pre_vote(false, Some(t0), log(3, 10), log(3, 10), t0 + ms(200)));
+        assert!(timing.pre_vote(false, Some(t0), log(3, 10), log(4, 2), t0 + ms(200)));
+        // … never to a shorter one, or an older last term.
+        assert!(!timing.pre_vote(false, Some(t0), log(3, 10), log(3, 9), t0 + ms(200)));
+        assert!(!timing.pre_vote(false, Some(t0), log(3, 10), log(2, 99), t0 + ms(200)));
+        // Never heard a leader (a cluster starting): granted.
+        assert!(timing.pre_vote(false, None, None, None, t0));
+        assert!(timing.pre_vote(false, None, log(1, 1), log(1, 1), t0));
+        // A leader refuses whatever the log.
+        assert!(!timing.pre_vote(true, None, log(3, 10), log(9, 99), t0));
+    }
+
+    #[test]
+    fn the_clock_remembers_when_a_leader_was_last_heard_from() {
+        let clock = ElectionClock::new();
+        assert_eq!(clock.led_at(), None);
+        clock.heard();
+        assert_eq!(clock.led_at(), None, "a vote is not a leader");
+        let before = Instant::now();
+        clock.led();
+        let at = clock.led_at().expect("led");
+        assert!(at >= before);
+        // Standing forgets the election's handicaps, not the leader.
+        clock.stood(Instant::now());
+        assert_eq!(clock.led_at(), Some(at));
     }
 }

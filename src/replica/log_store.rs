@@ -655,6 +655,21 @@ impl RaftLogReader<Replication> for LogReader {
     }
 }
 
+impl LogStore {
+    /// The id of the last entry the log holds (or of the last purged, if
+    /// it holds none): what a pre-vote compares (`spec/replication.md`
+    /// §7.1).
+    #[must_use]
+    pub fn last_log_id(&self) -> Option<LogId<ReplicaId>> {
+        let log = self.log.read().unwrap_or_else(|p| p.into_inner());
+        log.entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(log.last_purged)
+    }
+}
+
 impl RaftLogStorage<Replication> for LogStore {
     type LogReader = LogReader;
 

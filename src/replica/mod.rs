@@ -43,6 +43,104 @@ pub use crate::role::{
 pub use log_store::LogStore;
 pub use machine::StateMachine;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::Raft;
+
+use certificate::Attestor;
+use election::{ElectionClock, ElectionTiming};
+use network::{Network, Voter};
+
+/// What one replica's replicated log is made of: [`start`] assembles it.
+pub struct Parts {
+    /// This replica's id.
+    pub id: ReplicaId,
+    /// openraft's configuration: `enable_elect` and `enable_heartbeat`
+    /// off (this module's timer stands, [`start`]'s task sends the
+    /// heartbeats); `heartbeat_interval` is the append timeout.
+    pub config: Arc<openraft::Config>,
+    /// How often the leader sends heartbeats.
+    pub heartbeat: Duration,
+    /// This replica's certificate and key.
+    pub identity: Arc<crate::net::Identity>,
+    /// The replica transport's endpoint (serving and dialling).
+    pub endpoint: quinn::Endpoint,
+    /// The Raft log.
+    pub log: LogStore,
+    /// The state machine over the journal.
+    pub machine: StateMachine,
+    /// Signs committed seals for keypers.
+    pub attestor: Arc<Attestor>,
+}
+
+/// Starts a replica's Raft with its transport's server, its election
+/// timer (with the pre-vote) and its heartbeats; returns Raft and the
+/// network whose connections it keeps.
+///
+/// # Errors
+///
+/// openraft's, if Raft does not start.
+pub async fn start(
+    parts: Parts,
+) -> Result<(Raft<Replication>, Network), openraft::error::Fatal<ReplicaId>> {
+    let Parts {
+        id,
+        config,
+        heartbeat,
+        identity,
+        endpoint,
+        log,
+        machine,
+        attestor,
+    } = parts;
+    let clock = Arc::new(ElectionClock::new());
+    let timing = ElectionTiming::of(&config);
+    let network = Network::new(identity, endpoint.clone(), Arc::clone(&clock));
+    let raft = Raft::new(id, config, network.clone(), log.clone(), machine).await?;
+    tokio::spawn(network::serve(
+        endpoint,
+        raft.clone(),
+        attestor,
+        Voter {
+            clock: Arc::clone(&clock),
+            log: log.clone(),
+            timing,
+        },
+    ));
+    tokio::spawn(send_heartbeats(raft.clone(), heartbeat));
+    tokio::spawn(election::run(
+        raft.clone(),
+        clock,
+        timing,
+        network.clone(),
+        log,
+    ));
+    Ok((raft, network))
+}
+
+/// As the leader, has openraft send every follower a heartbeat every
+/// `every` (an append without entries; merged with one under way);
+/// returns when Raft stops.
+async fn send_heartbeats(raft: Raft<Replication>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let metrics = raft.metrics();
+    loop {
+        tick.tick().await;
+        let leading = {
+            let now = metrics.borrow();
+            if now.running_state.is_err() {
+                return;
+            }
+            now.state.is_leader()
+        };
+        if leading && raft.trigger().heartbeat().await.is_err() {
+            return;
+        }
+    }
+}
+
 openraft::declare_raft_types!(
     /// The Raft types of the replicated sequencer: entries carry
     /// [`Proposal`]s, apply answers [`Applied`], members are

@@ -8,10 +8,12 @@
 //! [`serve`] answers requests with the local [`Raft`]; [`Network`] is the
 //! openraft [`RaftNetworkFactory`] that sends them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use openraft::Raft;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
@@ -21,7 +23,7 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 
-use crate::net::{Identity, NetError, replica_client_config};
+use crate::net::{Identity, replica_client_config};
 
 use super::certificate::{ATTESTATION_LEN, AttestAnswer, Attestation, Attestor};
 use super::codec::{
@@ -29,8 +31,8 @@ use super::codec::{
     decode_snapshot_response, decode_vote_response, encode_append_response,
     encode_snapshot_response, encode_vote_response, entry_len,
 };
-use super::election::ElectionClock;
-use super::{ReplicaId, ReplicaNode, Replication};
+use super::election::{ElectionClock, ElectionTiming};
+use super::{LogStore, ReplicaId, ReplicaNode, Replication};
 use crate::envelope::SignedSeal;
 
 /// Most bytes of one request or response.
@@ -47,6 +49,168 @@ const STATUS_ERROR: u8 = 1;
 
 /// The fingerprints allowed to connect: the members'.
 pub type AllowedPeers = Arc<RwLock<BTreeSet<[u8; 32]>>>;
+
+/// How long a dialler waits after a failed or lost connection before it
+/// dials again.
+const REDIAL_AFTER: Duration = Duration::from_millis(100);
+
+/// The connections this replica dials to the others, made and kept by a
+/// background task per replica (`spec/replication.md`, "Transport"): a
+/// request waits for its replica's connection within its own deadline but
+/// never cuts a handshake short, so a round trip longer than a request's
+/// deadline delays the first request instead of failing every one. A
+/// connection lost is dialled again at once, then every 100 ms.
+#[derive(Clone)]
+pub struct Links {
+    identity: Arc<Identity>,
+    endpoint: quinn::Endpoint,
+    links: Arc<Mutex<BTreeMap<LinkKey, Link>>>,
+}
+
+/// A link's replica: its id, address and certificate fingerprint (a
+/// member whose address or certificate changed is dialled anew).
+type LinkKey = (ReplicaId, String, [u8; 32]);
+
+struct Link {
+    connection: watch::Receiver<Option<quinn::Connection>>,
+    dialler: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.dialler.abort();
+    }
+}
+
+impl Links {
+    /// Dials from `endpoint` as `identity`.
+    #[must_use]
+    pub fn new(identity: Arc<Identity>, endpoint: quinn::Endpoint) -> Links {
+        Links {
+            identity,
+            endpoint,
+            links: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// The connection to replica `id` at `node` as it stands (`None` while
+    /// it is being dialled); starts its dialler the first time.
+    fn watch(
+        &self,
+        id: ReplicaId,
+        node: &ReplicaNode,
+    ) -> watch::Receiver<Option<quinn::Connection>> {
+        let key = (id, node.addr.clone(), node.fingerprint);
+        let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(link) = links.get(&key)
+            && !link.dialler.is_finished()
+        {
+            return link.connection.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        let dialler = tokio::spawn(dial(
+            Arc::clone(&self.identity),
+            self.endpoint.clone(),
+            id,
+            node.clone(),
+            tx,
+        ));
+        links.insert(
+            key,
+            Link {
+                connection: rx.clone(),
+                dialler,
+            },
+        );
+        rx
+    }
+
+    /// Keeps connections to exactly the replicas of `members` (this one
+    /// excluded): dials the new ones now, drops the others'.
+    pub fn keep(&self, me: ReplicaId, members: &BTreeMap<ReplicaId, ReplicaNode>) {
+        {
+            let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+            links.retain(|(id, addr, fingerprint), _| {
+                members
+                    .get(id)
+                    .is_some_and(|n| n.addr == *addr && n.fingerprint == *fingerprint)
+            });
+        }
+        for (id, node) in members {
+            if *id != me {
+                drop(self.watch(*id, node));
+            }
+        }
+    }
+
+    /// The connection to replica `id`, waiting for its dialler (the caller
+    /// bounds the wait).
+    async fn connection(
+        &self,
+        id: ReplicaId,
+        node: &ReplicaNode,
+    ) -> Result<quinn::Connection, String> {
+        let mut watch = self.watch(id, node);
+        loop {
+            if let Some(connection) = watch.borrow_and_update().clone()
+                && connection.close_reason().is_none()
+            {
+                return Ok(connection);
+            }
+            if watch.changed().await.is_err() {
+                return Err("the dialler stopped".into());
+            }
+        }
+    }
+}
+
+/// Dials replica `id` and keeps a connection to it published in `tx`,
+/// until the endpoint stops or nobody watches.
+async fn dial(
+    identity: Arc<Identity>,
+    endpoint: quinn::Endpoint,
+    id: ReplicaId,
+    node: ReplicaNode,
+    tx: watch::Sender<Option<quinn::Connection>>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let addr = match tokio::net::lookup_host(&node.addr).await {
+            Ok(mut addrs) => addrs.next(),
+            Err(_) => None,
+        };
+        let attempt = match (addr, replica_client_config(&identity, node.fingerprint)) {
+            (Some(addr), Ok(config)) => match endpoint.connect_with(config, addr, "sealbatch") {
+                Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
+                // The endpoint is closed: the replica stops.
+                Err(quinn::ConnectError::EndpointStopping) => return,
+                Err(error) => Err(error.to_string()),
+            },
+            (None, _) => Err(format!("{} resolves to no address", node.addr)),
+            (_, Err(error)) => Err(error.to_string()),
+        };
+        match attempt {
+            Ok(connection) => {
+                failures = 0;
+                if tx.send(Some(connection.clone())).is_err() {
+                    return;
+                }
+                let reason = connection.closed().await;
+                tracing::debug!(replica = id, %reason, "replica connection lost; dialling again");
+                if tx.send(None).is_err() {
+                    return;
+                }
+            }
+            Err(reason) => {
+                failures = failures.saturating_add(1);
+                if failures == 1 || failures.is_multiple_of(100) {
+                    tracing::debug!(replica = id, addr = %node.addr, %reason, failures, "a replica could not be dialled");
+                }
+                tokio::time::sleep(REDIAL_AFTER).await;
+            }
+        }
+    }
+}
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -86,12 +250,12 @@ pub async fn serve(
     endpoint: quinn::Endpoint,
     raft: Raft<Replication>,
     attestor: Arc<Attestor>,
-    clock: Arc<ElectionClock>,
+    voter: Voter,
 ) {
     while let Some(incoming) = endpoint.accept().await {
         let raft = raft.clone();
         let attestor = Arc::clone(&attestor);
-        let clock = Arc::clone(&clock);
+        let voter = voter.clone();
         tokio::spawn(async move {
             let connection = match incoming.await {
                 Ok(connection) => connection,
@@ -105,7 +269,7 @@ pub async fn serve(
                 tokio::spawn(answer(
                     raft,
                     Arc::clone(&attestor),
-                    Arc::clone(&clock),
+                    voter.clone(),
                     send,
                     recv,
                 ));
@@ -114,13 +278,26 @@ pub async fn serve(
     }
 }
 
+/// What answers elections here: the election clock (told when a leader
+/// is heard from), and for pre-votes the log's end and the timing.
+#[derive(Clone)]
+pub struct Voter {
+    /// The election clock.
+    pub clock: Arc<ElectionClock>,
+    /// The Raft log, for its last log id.
+    pub log: LogStore,
+    /// The lease a pre-vote respects.
+    pub timing: ElectionTiming,
+}
+
 async fn answer(
     raft: Raft<Replication>,
     attestor: Arc<Attestor>,
-    clock: Arc<ElectionClock>,
+    voter: Voter,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
 ) {
+    let clock = &voter.clock;
     let Ok(bytes) = recv.read_to_end(FRAME_MAX).await else {
         return;
     };
@@ -161,6 +338,27 @@ async fn answer(
                     encode_snapshot_response(&r)
                 })
                 .map_err(|e| e.to_string())
+        }
+        Ok(RaftRequest::PreVote { term, last_log_id }) => {
+            let leading = raft.metrics().borrow().state.is_leader();
+            let granted = voter.timing.pre_vote(
+                leading,
+                clock.led_at(),
+                voter.log.last_log_id(),
+                last_log_id,
+                std::time::Instant::now(),
+            );
+            if !granted {
+                tracing::info!(
+                    term,
+                    theirs = ?last_log_id,
+                    mine = ?voter.log.last_log_id(),
+                    leading,
+                    led_ms_ago = ?clock.led_at().map(|at| at.elapsed().as_millis()),
+                    "pre-vote refused"
+                );
+            }
+            Ok(vec![u8::from(granted)])
         }
         Ok(RaftRequest::Status) => Ok(status(&raft).encode()),
         Ok(RaftRequest::AddLearner { id, node }) => raft
@@ -246,16 +444,12 @@ pub async fn call(
     let mut peer = Peer {
         target: id,
         node: node.clone(),
-        identity,
-        endpoint: endpoint.clone(),
-        connection: None,
+        links: Links::new(identity, endpoint.clone()),
         // A one-off request: no election to time.
         clock: Arc::new(ElectionClock::new()),
     };
     let result = peer.call(&request.encode(), ttl).await;
-    if let Some(connection) = peer.connection.take() {
-        connection.close(0u32.into(), b"done");
-    }
+    endpoint.close(0u32.into(), b"done");
     endpoint.wait_idle().await;
     result
 }
@@ -263,8 +457,7 @@ pub async fn call(
 /// Dials the other replicas: openraft's [`RaftNetworkFactory`].
 #[derive(Clone)]
 pub struct Network {
-    identity: Arc<Identity>,
-    endpoint: quinn::Endpoint,
+    links: Links,
     clock: Arc<ElectionClock>,
 }
 
@@ -278,9 +471,25 @@ impl Network {
         clock: Arc<ElectionClock>,
     ) -> Network {
         Network {
-            identity,
-            endpoint,
+            links: Links::new(identity, endpoint),
             clock,
+        }
+    }
+
+    /// The connections it keeps to the other replicas.
+    #[must_use]
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
+    /// A client of replica `target` at `node` over the kept connections.
+    #[must_use]
+    pub fn peer(&self, target: ReplicaId, node: &ReplicaNode) -> Peer {
+        Peer {
+            target,
+            node: node.clone(),
+            links: self.links.clone(),
+            clock: Arc::clone(&self.clock),
         }
     }
 }
@@ -289,24 +498,15 @@ impl RaftNetworkFactory<Replication> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: ReplicaId, node: &ReplicaNode) -> Peer {
-        Peer {
-            target,
-            node: node.clone(),
-            identity: Arc::clone(&self.identity),
-            endpoint: self.endpoint.clone(),
-            connection: None,
-            clock: Arc::clone(&self.clock),
-        }
+        self.peer(target, node)
     }
 }
 
-/// One other replica, as dialled.
+/// One other replica, reached over the connection [`Links`] keeps to it.
 pub struct Peer {
     target: ReplicaId,
     node: ReplicaNode,
-    identity: Arc<Identity>,
-    endpoint: quinn::Endpoint,
-    connection: Option<quinn::Connection>,
+    links: Links,
     clock: Arc<ElectionClock>,
 }
 
@@ -330,29 +530,6 @@ impl Peer {
             target: self.target,
             reason: reason.to_string(),
         }
-    }
-
-    async fn connection(&mut self) -> Result<quinn::Connection, TransportError> {
-        if let Some(connection) = &self.connection
-            && connection.close_reason().is_none()
-        {
-            return Ok(connection.clone());
-        }
-        self.connection = None;
-        let addr: SocketAddr = tokio::net::lookup_host(&self.node.addr)
-            .await
-            .map_err(|e| self.unreachable(e))?
-            .next()
-            .ok_or_else(|| self.unreachable("the address resolves to nothing"))?;
-        let config = replica_client_config(&self.identity, self.node.fingerprint)
-            .map_err(|e: NetError| self.unreachable(e))?;
-        let connecting = self
-            .endpoint
-            .connect_with(config, addr, "sealbatch")
-            .map_err(|e| self.unreachable(e))?;
-        let connection = connecting.await.map_err(|e| self.unreachable(e))?;
-        self.connection = Some(connection.clone());
-        Ok(connection)
     }
 
     /// Asks the replica to attest the seal `(e, count, root)`: its
@@ -383,17 +560,32 @@ impl Peer {
         Ok(attestation)
     }
 
+    /// Sends one encoded request and returns the response's body, within
+    /// `ttl` (the connection, if still being dialled, is not cut short).
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError`]: unreachable, failed or refused.
+    pub async fn call_raw(
+        &mut self,
+        request: &[u8],
+        ttl: Duration,
+    ) -> Result<Vec<u8>, TransportError> {
+        self.call(request, ttl).await
+    }
+
     /// Sends one request and returns the response's body.
     async fn call(&mut self, request: &[u8], ttl: Duration) -> Result<Vec<u8>, TransportError> {
         let exchange = async {
-            let connection = self.connection().await?;
-            let (mut send, mut recv) = match connection.open_bi().await {
-                Ok(streams) => streams,
-                Err(error) => {
-                    self.connection = None;
-                    return Err(self.unreachable(error));
-                }
-            };
+            let connection = self
+                .links
+                .connection(self.target, &self.node)
+                .await
+                .map_err(|e| self.unreachable(e))?;
+            let (mut send, mut recv) = connection
+                .open_bi()
+                .await
+                .map_err(|e| self.unreachable(e))?;
             send.write_all(request).await.map_err(|e| self.failed(e))?;
             send.finish().map_err(|e| self.failed(e))?;
             recv.read_to_end(FRAME_MAX)

@@ -212,10 +212,11 @@ fn a_cluster_section_parses_and_bad_ones_are_refused() {
     assert_eq!(
         (
             cluster.heartbeat_ms,
+            cluster.append_timeout_ms,
             cluster.election_timeout_ms,
             cluster.entries_in_flight
         ),
-        (30, [100, 200], 1)
+        (30, 500, [100, 200], 1)
     );
     let nodes = cluster.nodes().expect("nodes");
     assert_eq!(nodes.len(), 3);
@@ -266,6 +267,12 @@ fn a_cluster_section_parses_and_bad_ones_are_refused() {
         ),
         format!(
             "[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nelection_timeout_ms = [100, 9223372036854775807]\n{members}"
+        ),
+        format!(
+            "[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nappend_timeout_ms = 29\n{members}"
+        ),
+        format!(
+            "[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nappend_timeout_ms = 60001\n{members}"
         ),
         format!("[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nentries_in_flight = 0\n{members}"),
         format!(

@@ -18,8 +18,8 @@ use sealbatch::envelope::{MerkleRoot, SignedSeal};
 use sealbatch::journal::{Journal, JournalConfig, Record};
 use sealbatch::net::{Identity, replica_server_config, server_endpoint};
 use sealbatch::replica::certificate::{Attestor, CommitKey};
-use sealbatch::replica::election::{self, ElectionClock, ElectionTiming};
-use sealbatch::replica::network::{AllowedPeers, Network, TransportError, serve};
+use sealbatch::replica::election::ElectionClock;
+use sealbatch::replica::network::{AllowedPeers, Network, TransportError};
 use sealbatch::replica::{LogStore, Proposal, ReplicaId, ReplicaNode, Replication, StateMachine};
 use sealbatch::sequencer::{JournalWrite, RecordKind};
 
@@ -41,8 +41,10 @@ fn config() -> Arc<Config> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(40),
         max_in_snapshot_log_to_keep: 0,
         purge_batch_size: 1,
-        // Elections are timed by `replica::election`, as in the node.
+        // Elections are timed by `replica::election` and heartbeats sent by
+        // `replica::start`'s task, as in the node.
         enable_elect: false,
+        enable_heartbeat: false,
         ..Default::default()
     };
     Arc::new(config.validate().expect("a valid config"))
@@ -56,28 +58,24 @@ async fn start(
     port: u16,
 ) -> Replica {
     let server = replica_server_config(&identity, allowed).expect("server config");
-    let endpoint = server_endpoint(([127, 0, 0, 1], port).into(), server).expect("bound");
+    let endpoint =
+        server_endpoint(([127, 0, 0, 1], port).into(), server, &identity).expect("bound");
     let log = LogStore::open(&dir.join("raft")).expect("log");
     let mut machine = StateMachine::open(&dir.join("journal"), &dir.join("raft")).expect("machine");
     let attestor = Arc::new(Attestor::new(commit_key(id), SEQUENCER));
     machine.record_seals(Arc::clone(attestor.seals()));
-    let clock = Arc::new(ElectionClock::new());
-    let config = config();
-    let network = Network::new(identity, endpoint.clone(), Arc::clone(&clock));
-    let raft = Raft::new(id, Arc::clone(&config), network, log, machine)
-        .await
-        .expect("raft");
-    tokio::spawn(serve(
-        endpoint.clone(),
-        raft.clone(),
+    let (raft, _) = sealbatch::replica::start(sealbatch::replica::Parts {
+        id,
+        config: config(),
+        heartbeat: Duration::from_millis(50),
+        identity,
+        endpoint: endpoint.clone(),
+        log,
+        machine,
         attestor,
-        Arc::clone(&clock),
-    ));
-    tokio::spawn(election::run(
-        raft.clone(),
-        clock,
-        ElectionTiming::of(&config),
-    ));
+    })
+    .await
+    .expect("raft");
     Replica { raft, endpoint }
 }
 
