@@ -287,7 +287,8 @@ impl Harness {
             envelopes_per_batch_max: pick(u, &[100_000, 100_000, 1, 3])?,
             bytes_per_batch_max: pick(u, &[256 << 20, 256 << 20, 2_000, 9_000])?,
             pending_receipts_max: pick(u, &[1 << 20, 1 << 20, 1, 2])?,
-            sealed_batches_max: pick(u, &[2, 2, 1, 8])?,
+            clear_lag_max_ms: pick(u, &[None, None, Some(1), Some(250), Some(5_000)])?,
+            sealed_batches_max: pick(u, &[2, 2, 1, 8, 64])?,
             result_part_bytes: pick(u, &[RESULT_PART_BYTES_MAX, 512, 97])?,
         };
         let key = SequencerKey::from_seed(&SEQUENCER_SEED);
@@ -678,6 +679,15 @@ impl Harness {
         // Admission control: batches sealed and not yet cleared, then
         // receipts waiting for the journal (spec/sequencer.md, "Submit").
         let length = self.genesis.schedule.batch_length_ms;
+        let lag = self.seq.clear_lag_ms(self.now);
+        let lag_max = self
+            .limits
+            .clear_lag_max_ms
+            .unwrap_or(3 * self.genesis.schedule.batch_length_ms);
+        assert_eq!(self.seq.clear_lag_max_ms(), lag_max);
+        if lag > lag_max {
+            return Expect::Busy((lag - lag_max).max(length));
+        }
         let in_flight = self.seq.batches_in_flight();
         if in_flight >= self.limits.sealed_batches_max {
             let behind = (in_flight + 1 - self.limits.sealed_batches_max) as u64;

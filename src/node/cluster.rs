@@ -122,16 +122,18 @@ pub(super) async fn start(
         replica_server_config(&identity, Arc::clone(&allowed))?,
         &identity,
     )?;
+    let timing = cluster.timing();
+    tracing::info!(?timing, rtt_ms = cluster.rtt_ms, "replica timing");
     let raft_config = openraft::Config {
         cluster_name: "sealbatch".into(),
-        election_timeout_min: cluster.election_timeout_ms[0],
-        election_timeout_max: cluster.election_timeout_ms[1],
+        election_timeout_min: timing.election_timeout_ms[0],
+        election_timeout_max: timing.election_timeout_ms[1],
         // openraft 0.9 bounds every append and the read barrier by its
         // heartbeat interval; the heartbeats themselves are sent by
         // `heartbeat` below every `heartbeat_ms`, so that an append may
         // take a WAN round trip and a follower's fsync without the
         // heartbeat slowing down.
-        heartbeat_interval: cluster.append_timeout_ms,
+        heartbeat_interval: timing.append_timeout_ms,
         enable_heartbeat: false,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(cluster.snapshot_every_entries),
         max_in_snapshot_log_to_keep: cluster.snapshot_every_entries / 4,
@@ -151,7 +153,7 @@ pub(super) async fn start(
     let (raft, network) = crate::replica::start(crate::replica::Parts {
         id: cluster.id,
         config: Arc::new(raft_config),
-        heartbeat: Duration::from_millis(cluster.heartbeat_ms),
+        heartbeat: Duration::from_millis(timing.heartbeat_ms),
         identity: Arc::clone(&identity),
         endpoint: endpoint.clone(),
         log,

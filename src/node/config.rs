@@ -86,24 +86,33 @@ pub struct ClusterConfig {
     /// is empty (exactly one replica of a new cluster says so).
     #[serde(default)]
     pub bootstrap: bool,
+    /// The round trip between replicas, ms, when it is longer than a
+    /// data centre's: the timing keys below that are not set are derived
+    /// from it (`spec/replication.md` §10, [`ClusterConfig::timing`]), and
+    /// so is `[limits] clear_lag_max_ms`. Unset: the defaults, for round
+    /// trips up to 20 ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<u64>,
     /// The election timeout's range, ms: each wait before standing is drawn
     /// from it afresh, and its upper end is the lease a follower keeps to
-    /// its leader (`spec/replication.md` §7.1). Default `[100, 200]`: a new
-    /// leader leads within about 0.4 s of the old one's last heartbeat
+    /// its leader (`spec/replication.md` §7.1). Default `[100, 200]`
+    /// (with `rtt_ms`: ten and twenty round trips, if more): a new leader
+    /// leads within about 0.4 s of the old one's last heartbeat
     /// (`BENCHMARKS.md`, "Replication").
-    #[serde(default = "default_election_timeout_ms")]
-    pub election_timeout_ms: [u64; 2],
-    /// How often the leader sends every follower a heartbeat, ms (at
-    /// most as often as its appends are answered). Default 30.
-    #[serde(default = "default_heartbeat_ms")]
-    pub heartbeat_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub election_timeout_ms: Option<[u64; 2]>,
+    /// How often the leader sends every follower a heartbeat, ms. Default
+    /// 30 (with `rtt_ms`: one round trip, if more).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_ms: Option<u64>,
     /// How long one append (or heartbeat), and the read barrier a new
     /// leader confirms itself with, may take before it is given up and
     /// sent again, ms: a round trip, the follower's fsync of what it
-    /// carries and the wait behind it (`spec/replication.md` §8). Default
-    /// 500; at least `heartbeat_ms`, at most 60000.
-    #[serde(default = "default_append_timeout_ms")]
-    pub append_timeout_ms: u64,
+    /// carries and the wait behind it (`spec/replication.md` §7.1).
+    /// Default 500 (with `rtt_ms`: six round trips, if more); at least
+    /// `heartbeat_ms`, at most 60000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub append_timeout_ms: Option<u64>,
     /// Committed entries between snapshots. Default 4096.
     #[serde(default = "default_snapshot_every_entries")]
     pub snapshot_every_entries: u64,
@@ -141,17 +150,23 @@ pub const ELECTION_TIMEOUT_MS_MAX: u64 = 60_000;
 /// The most `[cluster] entries_in_flight` may be.
 pub const ENTRIES_IN_FLIGHT_MAX: usize = 1024;
 
-fn default_election_timeout_ms() -> [u64; 2] {
-    [100, 200]
+/// A replica's timing, as [`ClusterConfig::timing`] derives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterTiming {
+    /// The election timeout's range, ms.
+    pub election_timeout_ms: [u64; 2],
+    /// The heartbeat's period, ms.
+    pub heartbeat_ms: u64,
+    /// How long an append may take, ms.
+    pub append_timeout_ms: u64,
 }
 
-fn default_heartbeat_ms() -> u64 {
-    30
-}
-
-fn default_append_timeout_ms() -> u64 {
-    500
-}
+/// The default election timeout's range, ms.
+pub const ELECTION_TIMEOUT_MS_DEFAULT: [u64; 2] = [100, 200];
+/// The default heartbeat period, ms.
+pub const HEARTBEAT_MS_DEFAULT: u64 = 30;
+/// The default append timeout, ms.
+pub const APPEND_TIMEOUT_MS_DEFAULT: u64 = 500;
 
 fn default_entries_in_flight() -> usize {
     1
@@ -162,6 +177,27 @@ fn default_snapshot_every_entries() -> u64 {
 }
 
 impl ClusterConfig {
+    /// The timing this replica runs with: each key set, else derived from
+    /// `rtt_ms` if set — heartbeat one round trip, election timeout ten to
+    /// twenty, append timeout six — and never below the defaults.
+    #[must_use]
+    pub fn timing(&self) -> ClusterTiming {
+        let rtt = self.rtt_ms.unwrap_or(0);
+        let at_least = |default: u64, rtts: u64| default.max(rtt.saturating_mul(rtts));
+        ClusterTiming {
+            election_timeout_ms: self.election_timeout_ms.unwrap_or([
+                at_least(ELECTION_TIMEOUT_MS_DEFAULT[0], 10),
+                at_least(ELECTION_TIMEOUT_MS_DEFAULT[1], 20),
+            ]),
+            heartbeat_ms: self
+                .heartbeat_ms
+                .unwrap_or_else(|| at_least(HEARTBEAT_MS_DEFAULT, 1)),
+            append_timeout_ms: self
+                .append_timeout_ms
+                .unwrap_or_else(|| at_least(APPEND_TIMEOUT_MS_DEFAULT, 6)),
+        }
+    }
+
     /// The members as the cluster records them.
     ///
     /// # Errors
@@ -207,9 +243,10 @@ impl ClusterConfig {
         if nodes.len() > crate::replica::codec::MEMBERS_MAX {
             return Err(invalid("at most 64 members".into()));
         }
-        let [low, high] = self.election_timeout_ms;
-        if self.heartbeat_ms == 0
-            || low <= self.heartbeat_ms
+        let timing = self.timing();
+        let [low, high] = timing.election_timeout_ms;
+        if timing.heartbeat_ms == 0
+            || low <= timing.heartbeat_ms
             || high <= low
             || high > ELECTION_TIMEOUT_MS_MAX
         {
@@ -218,8 +255,17 @@ impl ClusterConfig {
                  <= {ELECTION_TIMEOUT_MS_MAX}"
             )));
         }
-        if self.append_timeout_ms < self.heartbeat_ms
-            || self.append_timeout_ms > ELECTION_TIMEOUT_MS_MAX
+        if self
+            .rtt_ms
+            .is_some_and(|rtt| rtt == 0 || rtt > ELECTION_TIMEOUT_MS_MAX / 20)
+        {
+            return Err(invalid(format!(
+                "rtt_ms must be 1 to {}",
+                ELECTION_TIMEOUT_MS_MAX / 20
+            )));
+        }
+        if timing.append_timeout_ms < timing.heartbeat_ms
+            || timing.append_timeout_ms > ELECTION_TIMEOUT_MS_MAX
         {
             return Err(invalid(format!(
                 "need heartbeat_ms <= append_timeout_ms <= {ELECTION_TIMEOUT_MS_MAX}"
@@ -342,9 +388,15 @@ pub struct LimitsConfig {
     /// core's queue is refused as `Busy` with a retry-after instead of
     /// being journaled. Default 50.
     pub intake_delay_max_ms: u64,
-    /// Admission control: while this many batches are sealed and not yet
-    /// cleared, submissions are refused as `Busy` with a retry-after.
-    /// Default 3 (at a batch boundary one batch is normally still clearing and the next just sealed).
+    /// Admission control by time: while the oldest batch sealed and not
+    /// yet cleared closed more than this many ms ago, submissions are
+    /// refused as `Busy` with a retry-after. Unset (the default): three
+    /// batch lengths, plus eight round trips with `[cluster] rtt_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clear_lag_max_ms: Option<u64>,
+    /// Admission control by count, a bound on memory: while this many
+    /// batches are sealed and not yet cleared, submissions are refused as
+    /// `Busy` with a retry-after. Default 64.
     pub sealed_batches_max: usize,
     /// Envelopes all connections from one IP address may submit to one
     /// batch, so that one address cannot fill a batch. Default 16 384.
@@ -387,6 +439,7 @@ impl Default for LimitsConfig {
             core_queue_max: 1 << 16,
             outbound_queue_max: 1 << 16,
             intake_delay_max_ms: 50,
+            clear_lag_max_ms: None,
             sealed_batches_max: crate::sequencer::SEALED_BATCHES_DEFAULT,
             envelopes_per_ip_per_batch_max: 16_384,
             requests_per_stream_per_second_max: 100,
@@ -574,6 +627,11 @@ impl NodeConfig {
         // Keys that are unset by default cannot be written as TOML values:
         // each is named in a comment, with what unset means.
         let mut unset = Vec::new();
+        if self.limits.clear_lag_max_ms.is_none() {
+            unset.push(
+                "[limits] clear_lag_max_ms: three batch lengths (plus eight round trips with [cluster] rtt_ms)",
+            );
+        }
         if self.operator.deposit_amount_max.is_none() {
             unset.push("[operator] deposit_amount_max: no bound but the asset's supply limit");
         }
@@ -637,6 +695,13 @@ impl NodeConfig {
             envelopes_per_batch_max: self.limits.envelopes_per_batch_max,
             bytes_per_batch_max: self.limits.bytes_per_batch_max,
             pending_receipts_max: self.limits.core_queue_max.max(1) * 4,
+            clear_lag_max_ms: self.limits.clear_lag_max_ms.or_else(|| {
+                self.cluster.as_ref().and_then(|c| c.rtt_ms).map(|rtt| {
+                    crate::sequencer::CLEAR_LAG_BATCHES_DEFAULT
+                        .saturating_mul(self.batch_length_ms)
+                        .saturating_add(rtt.saturating_mul(8))
+                })
+            }),
             sealed_batches_max: self.limits.sealed_batches_max,
             ..Limits::default()
         }
@@ -703,6 +768,9 @@ impl NodeConfig {
             return invalid(
                 "limits.stream_receive_window and send_window must hold a client frame (16384 bytes), and connection_receive_window at least the stream window",
             );
+        }
+        if l.clear_lag_max_ms == Some(0) {
+            return invalid("limits.clear_lag_max_ms must be at least 1");
         }
         if l.intake_delay_max_ms == 0 || l.sealed_batches_max == 0 {
             return invalid("limits.intake_delay_max_ms and sealed_batches_max must be at least 1");

@@ -19,7 +19,10 @@ pub const BYTES_PER_BATCH_DEFAULT: usize = 256 << 20;
 /// Default bound on receipts waiting for the journal.
 pub const PENDING_RECEIPTS_DEFAULT: usize = 1 << 20;
 /// Default [`Limits::sealed_batches_max`].
-pub const SEALED_BATCHES_DEFAULT: usize = 3;
+pub const SEALED_BATCHES_DEFAULT: usize = 64;
+
+/// [`Limits::clear_lag_max_ms`] when not set: this many batch lengths.
+pub const CLEAR_LAG_BATCHES_DEFAULT: u64 = 3;
 
 /// Layout tag at the start of a genesis record.
 pub const GENESIS_TAG: [u8; 8] = *b"SBGENES2";
@@ -151,10 +154,18 @@ pub struct Limits {
     /// as [`SubmitError::Busy`](super::SubmitError::Busy). Default
     /// [`PENDING_RECEIPTS_DEFAULT`].
     pub pending_receipts_max: usize,
-    /// Admission control: while this many batches are sealed but not yet
-    /// cleared (opening lags), new envelopes are refused as
+    /// Admission control by time: while the oldest batch sealed and not
+    /// yet cleared closed more than this many milliseconds ago (opening or
+    /// committing lags), new envelopes are refused as
     /// [`SubmitError::Busy`](super::SubmitError::Busy) with a retry-after,
-    /// before anything is journaled. Default [`SEALED_BATCHES_DEFAULT`].
+    /// before anything is journaled. `None` (the default):
+    /// [`CLEAR_LAG_BATCHES_DEFAULT`] batch lengths. A replicated sequencer
+    /// across long round trips needs more (`spec/replication.md` §10).
+    pub clear_lag_max_ms: Option<u64>,
+    /// Admission control by count, a bound on memory: while this many
+    /// batches are sealed and not yet cleared, new envelopes are refused as
+    /// [`SubmitError::Busy`](super::SubmitError::Busy). Default
+    /// [`SEALED_BATCHES_DEFAULT`].
     pub sealed_batches_max: usize,
     /// Outcome bytes per journaled result part, at most (and by default)
     /// [`RESULT_PART_BYTES_MAX`](super::RESULT_PART_BYTES_MAX). Smaller
@@ -169,6 +180,7 @@ impl Default for Limits {
             envelopes_per_batch_max: ENVELOPES_PER_BATCH_DEFAULT,
             bytes_per_batch_max: BYTES_PER_BATCH_DEFAULT,
             pending_receipts_max: PENDING_RECEIPTS_DEFAULT,
+            clear_lag_max_ms: None,
             sealed_batches_max: SEALED_BATCHES_DEFAULT,
             result_part_bytes: super::RESULT_PART_BYTES_MAX,
         }
@@ -210,6 +222,9 @@ impl Limits {
         }
         if self.sealed_batches_max == 0 {
             return Err(ConfigError::Limit("sealed_batches_max"));
+        }
+        if self.clear_lag_max_ms == Some(0) {
+            return Err(ConfigError::Limit("clear_lag_max_ms"));
         }
         if self.result_part_bytes == 0 || self.result_part_bytes > super::RESULT_PART_BYTES_MAX {
             return Err(ConfigError::Limit("result_part_bytes"));

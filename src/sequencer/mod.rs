@@ -77,9 +77,9 @@ pub use checkpoint::{
 };
 pub use committee::{COMMITTEE_LOG_READ_MAX, CommitteeState};
 pub use config::{
-    ANNOUNCE_AHEAD_DEFAULT, ANNOUNCE_AHEAD_MAX, BYTES_PER_BATCH_DEFAULT, ConfigError,
-    ENVELOPES_PER_BATCH_CLEARABLE, ENVELOPES_PER_BATCH_DEFAULT, GENESIS_TAG, Genesis, Limits,
-    ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT, PENDING_RECEIPTS_DEFAULT, SEALED_BATCHES_DEFAULT,
+    ANNOUNCE_AHEAD_DEFAULT, ANNOUNCE_AHEAD_MAX, BYTES_PER_BATCH_DEFAULT, CLEAR_LAG_BATCHES_DEFAULT,
+    ConfigError, ENVELOPES_PER_BATCH_CLEARABLE, ENVELOPES_PER_BATCH_DEFAULT, GENESIS_TAG, Genesis,
+    Limits, ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT, PENDING_RECEIPTS_DEFAULT, SEALED_BATCHES_DEFAULT,
 };
 pub use funds::{Applied, CHECKPOINT_DEPOSITS_MAX, CHECKPOINT_WITHDRAWALS_MAX, Funds, FundsError};
 pub use record::{
@@ -609,10 +609,17 @@ impl Sequencer {
             return Err(SubmitError::NotAnnounced { e, next_open: open });
         }
         let batch_ms = self.genesis.schedule.batch_length_ms;
+        // Opening (or committing) lags: refuse before the trader's envelope
+        // costs a journal write, and say when the backlog should be gone.
+        let lag = self.clear_lag_ms(now_ms);
+        let lag_max = self.clear_lag_max_ms();
+        if lag > lag_max {
+            return Err(SubmitError::Busy {
+                retry_after_ms: (lag - lag_max).max(batch_ms),
+            });
+        }
         let sealed = self.batches_in_flight();
         if sealed >= self.limits.sealed_batches_max {
-            // Opening lags: refuse before the trader's envelope costs a
-            // journal write, and say when the backlog should be gone.
             let behind = (sealed + 1 - self.limits.sealed_batches_max) as u64;
             return Err(SubmitError::Busy {
                 retry_after_ms: behind.saturating_mul(batch_ms),
@@ -1211,7 +1218,29 @@ impl Sequencer {
         self.batches.len()
     }
 
-    /// Batches sealed but not yet published.
+    /// How long ago, at `now_ms`, the oldest batch sealed and not yet
+    /// cleared closed (0 when none is): the backlog admission control
+    /// bounds.
+    #[must_use]
+    pub fn clear_lag_ms(&self, now_ms: u64) -> u64 {
+        self.batches
+            .iter()
+            .find(|(_, b)| !matches!(b, Batch::Collecting { .. }))
+            .and_then(|(&e, _)| self.genesis.schedule.close_ms(e))
+            .map_or(0, |close| now_ms.saturating_sub(close))
+    }
+
+    /// The admission bound on [`clear_lag_ms`](Self::clear_lag_ms):
+    /// [`Limits::clear_lag_max_ms`], or [`CLEAR_LAG_BATCHES_DEFAULT`] batch
+    /// lengths.
+    #[must_use]
+    pub fn clear_lag_max_ms(&self) -> u64 {
+        self.limits.clear_lag_max_ms.unwrap_or_else(|| {
+            CLEAR_LAG_BATCHES_DEFAULT.saturating_mul(self.genesis.schedule.batch_length_ms)
+        })
+    }
+
+    /// Batches sealed and not yet cleared (and published).
     #[must_use]
     pub fn batches_in_flight(&self) -> usize {
         self.batches

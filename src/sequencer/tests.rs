@@ -234,19 +234,25 @@ fn submissions_are_refused_as_busy_while_opening_lags() {
         .expect("seals");
         sequencer.handle_submit(now, SubmitToken(nonce), envelope.into_bytes())
     };
-    // As many batches sealed as the default allows, whose open jobs never
-    // come back: opening lags.
-    let lagging = SEALED_BATCHES_DEFAULT as u64;
-    for b in 0..lagging {
+    // Batches sealed whose open jobs never come back: opening lags. The
+    // oldest closed at GENESIS + 100; the bound is three batch lengths.
+    assert_eq!(sequencer.clear_lag_max_ms(), 300);
+    for b in 0..4 {
         let now = GENESIS_MS + b * 100;
         sequencer.handle_timeout(now).expect("timeout");
         submit(&mut sequencer, now).expect("accepted");
         flush(&mut sequencer, &mut journal, now);
     }
-    let now = GENESIS_MS + lagging * 100;
+    // At GENESIS + 400 the lag is exactly 300 ms: still taken.
+    let now = GENESIS_MS + 400;
     sequencer.handle_timeout(now).expect("seals");
     flush(&mut sequencer, &mut journal, now);
-    assert_eq!(sequencer.batches_in_flight(), SEALED_BATCHES_DEFAULT);
+    assert_eq!(sequencer.clear_lag_ms(now), 300);
+    submit(&mut sequencer, now).expect("at the bound");
+    flush(&mut sequencer, &mut journal, now);
+    // 1 ms later the backlog is too old: refused, nothing journaled; the
+    // retry-after is at least a batch length.
+    let now = GENESIS_MS + 401;
     let records = journal.len();
     assert_eq!(
         submit(&mut sequencer, now),
@@ -256,12 +262,23 @@ fn submissions_are_refused_as_busy_while_opening_lags() {
     );
     assert!(sequencer.poll_journal().is_none(), "nothing journaled");
     assert_eq!(journal.len(), records);
+    // Far behind, the retry-after is how far past the bound.
+    let now = GENESIS_MS + 1_000;
+    sequencer.handle_timeout(now).expect("seals");
+    flush(&mut sequencer, &mut journal, now);
+    assert_eq!(
+        submit(&mut sequencer, now),
+        Err(SubmitError::Busy {
+            retry_after_ms: 600
+        })
+    );
     // Once the backlog clears, envelopes are taken again.
     while let Some(job) = sequencer.poll_job() {
         sequencer.handle_opened(now, job.run()).expect("processed");
     }
     flush(&mut sequencer, &mut journal, now);
     assert_eq!(sequencer.batches_in_flight(), 0);
+    assert_eq!(sequencer.clear_lag_ms(now), 0);
     submit(&mut sequencer, now).expect("accepted again");
 }
 

@@ -209,15 +209,54 @@ fn a_cluster_section_parses_and_bad_ones_are_refused() {
     config.validate().expect("valid");
     let cluster = config.cluster.as_ref().expect("a cluster");
     assert!(!cluster.bootstrap);
+    let timing = cluster.timing();
     assert_eq!(
         (
-            cluster.heartbeat_ms,
-            cluster.append_timeout_ms,
-            cluster.election_timeout_ms,
+            timing.heartbeat_ms,
+            timing.append_timeout_ms,
+            timing.election_timeout_ms,
             cluster.entries_in_flight
         ),
         (30, 500, [100, 200], 1)
     );
+    // No round trip given: the admission bound is the core's (three batch
+    // lengths).
+    assert_eq!(config.sequencer_limits().clear_lag_max_ms, None);
+    // A round trip given derives what is not set (spec/replication.md §10):
+    // 80 ms → heartbeat 80, elections 800–1600, appends 500 (six round trips
+    // would be 480, below the default), admission 3 × 100 + 8 × 80 ms.
+    let wan: NodeConfig = toml::from_str(&format!(
+        "[cluster]\nid = 2\nlisten = \"127.0.0.1:7102\"\nrtt_ms = 80\n{members}"
+    ))
+    .expect("parses");
+    wan.validate().expect("valid");
+    let timing = wan.cluster.as_ref().expect("a cluster").timing();
+    assert_eq!(
+        (
+            timing.heartbeat_ms,
+            timing.append_timeout_ms,
+            timing.election_timeout_ms
+        ),
+        (80, 500, [800, 1600])
+    );
+    assert_eq!(wan.sequencer_limits().clear_lag_max_ms, Some(940));
+    // A key set wins over the derived one; a longer round trip lengthens
+    // the append timeout.
+    let set: NodeConfig = toml::from_str(&format!(
+        "[limits]\nclear_lag_max_ms = 5000\n[cluster]\nid = 2\nlisten = \"127.0.0.1:7102\"\nrtt_ms = 200\nheartbeat_ms = 50\n{members}"
+    ))
+    .expect("parses");
+    set.validate().expect("valid");
+    let timing = set.cluster.as_ref().expect("a cluster").timing();
+    assert_eq!(
+        (
+            timing.heartbeat_ms,
+            timing.append_timeout_ms,
+            timing.election_timeout_ms
+        ),
+        (50, 1200, [2000, 4000])
+    );
+    assert_eq!(set.sequencer_limits().clear_lag_max_ms, Some(5000));
     let nodes = cluster.nodes().expect("nodes");
     assert_eq!(nodes.len(), 3);
     assert_eq!(nodes[&2].client_addr, "127.0.0.1:7002");
@@ -271,6 +310,8 @@ fn a_cluster_section_parses_and_bad_ones_are_refused() {
         format!(
             "[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nappend_timeout_ms = 29\n{members}"
         ),
+        format!("[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nrtt_ms = 0\n{members}"),
+        format!("[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nrtt_ms = 3001\n{members}"),
         format!(
             "[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\nappend_timeout_ms = 60001\n{members}"
         ),
@@ -283,4 +324,10 @@ fn a_cluster_section_parses_and_bad_ones_are_refused() {
         let error = config.validate().expect_err("refused").to_string();
         assert!(error.contains("cluster"), "{error}");
     }
+    let no_lag: NodeConfig = toml::from_str(&format!(
+        "[limits]\nclear_lag_max_ms = 0\n[cluster]\nid = 1\nlisten = \"127.0.0.1:7101\"\n{members}"
+    ))
+    .expect("parses");
+    let error = no_lag.validate().expect_err("refused").to_string();
+    assert!(error.contains("clear_lag_max_ms"), "{error}");
 }
