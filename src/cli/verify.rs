@@ -9,18 +9,18 @@
 //! re-derive, a [`Failure::Unreadable`] (exit status 2) when it could not be
 //! read.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use super::{CommandResult, Failure};
-use crate::envelope::{Commitment, Receipt};
+use crate::envelope::Receipt;
 use crate::journal::{Journal, JournalConfig, ReadOnlyFsStorage, UntilDamage, read_checkpoints};
 use crate::node::JOURNAL_DIR;
 use crate::sequencer::{
-    Checkpoint, ResultAssembler, SequencerRecord, Transcript, TranscriptError, TranscriptSummary,
-    VerifyError, export_transcripts, verify_journal_with, verify_transcript,
+    Checkpoint, Transcript, TranscriptError, TranscriptSummary, VerifyError, export_transcripts,
+    verify_journal_with, verify_transcript,
 };
 use crate::types::BatchId;
 
@@ -214,8 +214,15 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
     })?
     .map_err(replay_failure)?;
     if let Some(lsn) = report.from_checkpoint {
+        let before = with_journal(&args.source, |_, checkpoints| {
+            checkpoints
+                .iter()
+                .find(|c| c.lsn == lsn)
+                .map(|c| c.closed_below)
+        })?
+        .unwrap_or(0);
         println!(
-            "journal pruned: verified from the checkpoint at LSN {lsn} (its state taken as given)"
+            "journal pruned (or a replica's snapshot installed): verified from the checkpoint at LSN {lsn}, its state taken as given; batches before {before} were cleared before this journal's first record and are not re-derived here"
         );
     }
     for checkpoint in &report.checkpoints {
@@ -297,55 +304,31 @@ fn check_receipts(source: &JournalArgs, path: &Path) -> Result<(), Failure> {
         let receipt = Receipt::from_bytes(&bytes).map_err(|e| unreadable(&e))?;
         receipts.push(receipt);
     }
-    let (sequencer, published) = with_journal(source, |records, _| {
-        let mut sequencer = None;
-        let mut published: BTreeMap<BatchId, BTreeSet<Commitment>> = BTreeMap::new();
-        let mut assembler = ResultAssembler::default();
-        for (_, kind, payload) in records {
-            match SequencerRecord::decode(kind, &payload) {
-                Ok(SequencerRecord::Genesis(genesis)) => sequencer = Some(genesis.sequencer),
-                Ok(SequencerRecord::ResultPart(part)) => {
-                    if let Ok(Some(outcome)) = assembler.push(part) {
-                        published.insert(
-                            outcome.e,
-                            outcome.envelopes.iter().map(|o| o.commitment).collect(),
-                        );
-                    }
-                }
-                _ => {}
-            }
-        }
-        (sequencer, published)
-    })?;
-    let sequencer = sequencer.ok_or_else(|| {
-        Failure::Unreadable("the journal no longer holds its genesis record".into())
-    })?;
-    let mut missing = 0usize;
-    let mut forged = 0usize;
-    for receipt in &receipts {
-        if receipt.verify(&sequencer).is_err() {
-            forged += 1;
-            println!(
-                "receipt for batch {}: not signed by this sequencer",
-                receipt.e
-            );
-        } else if !published
-            .get(&receipt.e)
-            .is_some_and(|set| set.contains(&receipt.commitment))
-        {
-            missing += 1;
-            println!(
-                "receipt for batch {}: envelope {} MISSING from its outcome",
-                receipt.e,
-                hex::encode(receipt.commitment.0)
-            );
-        }
+    let report = with_journal(source, |records, checkpoints| {
+        crate::sequencer::check_receipts(records, checkpoints, &receipts)
+    })?
+    .map_err(replay_failure)?;
+    for e in &report.forged {
+        println!("receipt for batch {e}: not signed by this sequencer");
     }
+    for (e, commitment) in &report.missing {
+        println!(
+            "receipt for batch {e}: envelope {} MISSING from its outcome",
+            hex::encode(commitment.0)
+        );
+    }
+    let (missing, forged) = (report.missing.len(), report.forged.len());
     println!(
         "{} receipts: {} in their batch's outcome, {missing} missing, {forged} not signed by this sequencer",
         receipts.len(),
-        receipts.len() - missing - forged
+        report.held
     );
+    if report.before_journal > 0 {
+        println!(
+            "{} receipts are for batches before {}, cleared before this journal's first record: their results are in its checkpoint's state only, so they are not checked here (check them against a whole journal, or the published results)",
+            report.before_journal, report.checkable_from
+        );
+    }
     if missing > 0 || forged > 0 {
         return Err(Failure::Mismatch(format!(
             "{missing} acknowledged envelopes missing, {forged} receipts not signed by this sequencer"

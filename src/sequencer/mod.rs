@@ -91,8 +91,8 @@ pub use transcript::{
     transcript_clearing_input, verify_transcript,
 };
 pub use verify::{
-    BatchVerdict, CheckpointVerdict, CommitteeVerdict, VerifyError, VerifyReport,
-    export_transcripts, verify_journal, verify_journal_with,
+    BatchVerdict, CheckpointVerdict, CommitteeVerdict, ReceiptReport, VerifyError, VerifyReport,
+    check_receipts, export_transcripts, verify_journal, verify_journal_with,
 };
 
 use std::collections::{BTreeMap, VecDeque};

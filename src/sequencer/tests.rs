@@ -1324,3 +1324,92 @@ fn a_key_released_for_one_seal_proves_no_other() {
         .expect("found");
     assert!(matches!(check.released_by, Some(Err(_))), "{check:?}");
 }
+
+/// `verify --receipts` on a journal that lost its start (pruned, or a
+/// replica that installed a snapshot): the sequencer's key comes from the
+/// checkpoint's genesis, receipts of batches cleared before the journal's
+/// first record are counted apart, not missing, and an envelope missing
+/// from a batch the journal holds is still found.
+#[test]
+fn receipts_are_checked_against_a_journal_that_starts_at_a_checkpoint() {
+    let key = SequencerKey::from_seed(&[7; 32]);
+    let mut journal = Vec::new();
+    let mut sequencer = boot(Vec::new(), GENESIS_MS);
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let trader = crate::envelope::generate_account_key(&mut rng);
+    let mut receipts = Vec::new();
+    let mut checkpoint = None;
+    for b in 0..6u64 {
+        let now = GENESIS_MS + b * 100;
+        sequencer.handle_timeout(now).expect("timeout");
+        let e = sequencer.open_batch_at(now);
+        let public = sequencer.batch_public_key(e).expect("announced");
+        let orders = [OrderSpec {
+            market: MarketId(1),
+            side: Side::Buy,
+            limit: Some(100),
+            qty: 1,
+            client_order_id: b,
+        }];
+        let envelope = seal_bundle(
+            &mut rng,
+            &trader,
+            &sequencer.deployment(),
+            e,
+            &public,
+            b + 1,
+            &orders,
+        )
+        .expect("seals");
+        let commitment = sequencer
+            .handle_submit(now, SubmitToken(b), envelope.into_bytes())
+            .expect("accepted");
+        receipts.push(key.sign_receipt(e, &commitment));
+        flush(&mut sequencer, &mut journal, now);
+        while let Some(job) = sequencer.poll_job() {
+            sequencer.handle_opened(now, job.run()).expect("processed");
+        }
+        flush(&mut sequencer, &mut journal, now);
+        if b == 2 {
+            checkpoint = Some(sequencer.checkpoint());
+        }
+    }
+    // Every batch before the last is cleared.
+    let now = GENESIS_MS + 700;
+    sequencer.handle_timeout(now).expect("timeout");
+    flush(&mut sequencer, &mut journal, now);
+    while let Some(job) = sequencer.poll_job() {
+        sequencer.handle_opened(now, job.run()).expect("processed");
+    }
+    flush(&mut sequencer, &mut journal, now);
+    let checkpoint = checkpoint.expect("taken");
+    // The whole journal holds all six.
+    let whole = check_receipts(journal.clone(), &[], &receipts).expect("reads");
+    assert_eq!(
+        (whole.held, whole.missing.len(), whole.before_journal),
+        (6, 0, 0)
+    );
+    // From the checkpoint on: the genesis is gone, the checkpoint names the
+    // sequencer and the batches cleared before it.
+    let pruned: Vec<_> = journal
+        .iter()
+        .filter(|r| r.0 >= checkpoint.replay_from)
+        .cloned()
+        .collect();
+    assert!(check_receipts(pruned.clone(), &[], &receipts).is_err());
+    let report = check_receipts(pruned.clone(), std::slice::from_ref(&checkpoint), &receipts)
+        .expect("reads");
+    assert_eq!(report.checkable_from, checkpoint.closed_below);
+    assert!(report.checkable_from > 0);
+    assert_eq!(report.missing, Vec::new());
+    assert_eq!(report.held + report.before_journal, 6);
+    assert!(report.before_journal > 0 && report.held > 0);
+    // A receipt for an envelope the journal never took, in a batch it
+    // holds, is missing; one signed by another key is forged.
+    let last = receipts.last().expect("receipts").e;
+    let never = key.sign_receipt(last, &crate::envelope::Commitment([0x55; 32]));
+    let stranger = SequencerKey::from_seed(&[8; 32]).sign_receipt(last, &receipts[5].commitment);
+    let report = check_receipts(pruned, &[checkpoint], &[never, stranger]).expect("reads");
+    assert_eq!(report.missing.len(), 1);
+    assert_eq!(report.forged, vec![last]);
+}

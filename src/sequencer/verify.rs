@@ -598,3 +598,98 @@ fn take_certified(
         }
     }
 }
+
+/// What [`check_receipts`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReceiptReport {
+    /// Receipts whose envelope is in its batch's journaled outcome.
+    pub held: usize,
+    /// Receipts signed by the sequencer whose envelope is missing from a
+    /// batch the journal holds the result of, or that the journal should
+    /// hold and does not: a broken promise. Each with its batch.
+    pub missing: Vec<(BatchId, crate::envelope::Commitment)>,
+    /// Receipts not signed by the journal's sequencer.
+    pub forged: Vec<BatchId>,
+    /// Receipts for batches cleared before the journal's first record (a
+    /// pruned journal, or a replica that installed a snapshot): their
+    /// results are in the checkpoint's state only, so they cannot be
+    /// checked from this journal.
+    pub before_journal: usize,
+    /// The first batch whose result this journal can hold: the oldest
+    /// checkpoint's `closed_below` for a journal without its genesis
+    /// record, else 0.
+    pub checkable_from: BatchId,
+}
+
+/// Holds a journal to receipts: each must carry the signature of the
+/// journal's sequencer (from its genesis record, or for a pruned journal
+/// from its oldest checkpoint's genesis), and its envelope must be in its
+/// batch's journaled outcome. A receipt for a batch cleared before the
+/// journal's first record is counted apart, not as missing; one for a batch
+/// not cleared yet in the journal is missing.
+///
+/// # Errors
+///
+/// [`VerifyError::NoGenesis`] for a journal without its genesis record and
+/// without a checkpoint; [`VerifyError::Record`] for a record that does not
+/// decode.
+pub fn check_receipts(
+    records: impl IntoIterator<Item = (Lsn, u8, Vec<u8>)>,
+    checkpoints: &[Checkpoint],
+    receipts: &[crate::envelope::Receipt],
+) -> Result<ReceiptReport, VerifyError> {
+    let mut genesis = None;
+    let mut first_lsn = None;
+    let mut published: BTreeMap<BatchId, BTreeSet<crate::envelope::Commitment>> = BTreeMap::new();
+    let mut assembler = ResultAssembler::default();
+    for (lsn, kind, payload) in records {
+        first_lsn.get_or_insert(lsn);
+        let record = SequencerRecord::decode(kind, &payload)
+            .map_err(|source| VerifyError::Record { lsn, source })?;
+        match record {
+            SequencerRecord::Genesis(g) => genesis = Some(g),
+            SequencerRecord::ResultPart(part) => {
+                if let Ok(Some(outcome)) = assembler.push(part) {
+                    published.insert(
+                        outcome.e,
+                        outcome.envelopes.iter().map(|o| o.commitment).collect(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+    // A pruned journal: its oldest checkpoint whose records it holds says
+    // which deployment it is and which batches were cleared before it.
+    let (sequencer, checkable_from) = match genesis {
+        Some(genesis) => (genesis.sequencer, 0),
+        None => {
+            let first = first_lsn.unwrap_or(Lsn::MAX);
+            let checkpoint = checkpoints
+                .iter()
+                .filter(|c| c.replay_from >= first)
+                .min_by_key(|c| c.lsn)
+                .ok_or(VerifyError::NoGenesis)?;
+            (checkpoint.genesis.sequencer, checkpoint.closed_below)
+        }
+    };
+    let mut report = ReceiptReport {
+        checkable_from,
+        ..ReceiptReport::default()
+    };
+    for receipt in receipts {
+        if receipt.verify(&sequencer).is_err() {
+            report.forged.push(receipt.e);
+        } else if published
+            .get(&receipt.e)
+            .is_some_and(|set| set.contains(&receipt.commitment))
+        {
+            report.held += 1;
+        } else if receipt.e < checkable_from {
+            report.before_journal += 1;
+        } else {
+            report.missing.push((receipt.e, receipt.commitment));
+        }
+    }
+    Ok(report)
+}
