@@ -441,7 +441,7 @@ async fn watch_role(
             *slot = hint;
         }
         let is_leader = now.state.is_leader() && now.current_leader == Some(id);
-        follower_lag(&node_metrics, &now, is_leader);
+        raft_positions(&node_metrics, &now, is_leader);
         let term = now.current_term;
         match (is_leader, leading) {
             (true, Some(t)) if t == term => {}
@@ -510,13 +510,22 @@ async fn confirm_leading(
     Ok(read.max(settled.last_applied))
 }
 
-/// As the leader, how far each follower's log is behind the leader's last
-/// entry; nothing while not leading.
-fn follower_lag(
+/// Exports this replica's Raft positions (term, last log index, applied
+/// index), leader or follower, and as the leader how far each follower's
+/// log is behind the leader's last entry.
+fn raft_positions(
     metrics: &Metrics,
     now: &openraft::RaftMetrics<ReplicaId, ReplicaNode>,
     is_leader: bool,
 ) {
+    let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    metrics.replica_current_term.set(gauge(now.current_term));
+    metrics
+        .replica_log_index
+        .set(gauge(now.last_log_index.unwrap_or(0)));
+    metrics
+        .replica_applied_index
+        .set(gauge(now.last_applied.map_or(0, |id| id.index)));
     let lag = &metrics.replica_follower_lag;
     match (&now.replication, is_leader) {
         (Some(replication), true) => {
@@ -540,5 +549,13 @@ pub(super) async fn stop(raft: &Raft<Replication>, endpoint: &quinn::Endpoint) {
         tracing::warn!(%error, "Raft did not shut down cleanly");
     }
     endpoint.close(0u32.into(), b"replica stopped");
-    let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
+    // The close goes out at once; waiting for every peer to acknowledge it
+    // took up to 2 s when one was down (a stopped replica lingered after
+    // its last word). A peer that misses it gets a stateless reset from
+    // this replica's next process, or times out.
+    let _ = tokio::time::timeout(REPLICA_CLOSE_WAIT, endpoint.wait_idle()).await;
 }
+
+/// How long a stopping replica waits for its peers to acknowledge that its
+/// connections closed.
+const REPLICA_CLOSE_WAIT: Duration = Duration::from_millis(200);

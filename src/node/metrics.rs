@@ -150,6 +150,12 @@ pub struct Metrics {
     pub replica_term: Gauge,
     /// As a replica: the last LSN it applied or saw committed.
     pub replica_committed_lsn: Gauge,
+    /// As a replica, leader or follower: its Raft term now.
+    pub replica_current_term: Gauge,
+    /// As a replica: the index of the last entry of its Raft log.
+    pub replica_log_index: Gauge,
+    /// As a replica: the index of the last entry it applied to its journal.
+    pub replica_applied_index: Gauge,
     /// As a replica: times it became the leader.
     pub replica_promotions: Counter,
     /// As a replica: times it stopped leading.
@@ -197,6 +203,9 @@ impl Default for Metrics {
             replica_leading: Gauge::default(),
             replica_term: Gauge::default(),
             replica_committed_lsn: Gauge::default(),
+            replica_current_term: Gauge::default(),
+            replica_log_index: Gauge::default(),
+            replica_applied_index: Gauge::default(),
             replica_promotions: Counter::default(),
             replica_demotions: Counter::default(),
             replica_commit_seconds: Histogram::new(&LATENCY_BUCKETS_S),
@@ -316,6 +325,21 @@ impl Default for Metrics {
                 "sealbatch_replica_committed_lsn",
                 "The last journal LSN this replica applied or saw committed.",
                 &metrics.replica_committed_lsn,
+            ),
+            (
+                "sealbatch_replica_current_term",
+                "The Raft term this replica is in now, leading or following.",
+                &metrics.replica_current_term,
+            ),
+            (
+                "sealbatch_replica_log_index",
+                "The index of the last entry of this replica's Raft log.",
+                &metrics.replica_log_index,
+            ),
+            (
+                "sealbatch_replica_applied_index",
+                "The index of the last Raft entry this replica applied to its journal: a follower has caught up when it reaches the leader's log index.",
+                &metrics.replica_applied_index,
             ),
         ];
         for (name, text, gauge) in gauges {
@@ -569,6 +593,9 @@ mod tests {
             "sealbatch_replica_leading 1 while this replica leads its cluster, else 0.",
             "sealbatch_replica_term The Raft term this replica last led in (0: never).",
             "sealbatch_replica_committed_lsn The last journal LSN this replica applied or saw committed.",
+            "sealbatch_replica_current_term The Raft term this replica is in now, leading or following.",
+            "sealbatch_replica_log_index The index of the last entry of this replica's Raft log.",
+            "sealbatch_replica_applied_index The index of the last Raft entry this replica applied to its journal: a follower has caught up when it reaches the leader's log index.",
             "sealbatch_replica_follower_lag_entries As the leader of a cluster: Raft log entries each follower is behind the leader's last entry.",
             "process_resident_memory_bytes Resident memory of the sequencer process.",
             "process_cpu_seconds_total CPU time of the sequencer process, user and system.",

@@ -329,7 +329,11 @@ pub async fn run_with_faults(
     ));
     let result = driver.wait(shutdown, server, &endpoint).await;
     if let Some((raft, replica_endpoint)) = raft {
+        // Raft's state machine closes the replica's journal as it stops.
         cluster::stop(&raft, &replica_endpoint).await;
+    }
+    if result.is_ok() {
+        tracing::info!("journal flushed; bye");
     }
     result
 }
@@ -477,7 +481,6 @@ impl DriverThread {
             // The driver stops by itself only on an error, returned above.
             return Err(NodeError::DriverPanicked);
         }
-        tracing::info!("journal flushed; bye");
         Ok(())
     }
 }

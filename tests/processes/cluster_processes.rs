@@ -470,14 +470,19 @@ async fn the_leader_killed_under_load_loses_no_receipt() {
     check_journals(&cluster, &receipts);
 }
 
-/// The term the replica's metrics show (`sealbatch_replica_term`).
-async fn term_of(cluster: &Cluster, i: usize) -> u64 {
+/// A gauge of replica `i`'s metrics.
+async fn gauge_of(cluster: &Cluster, i: usize, name: &str) -> u64 {
     let addr = SocketAddr::from(([127, 0, 0, 1], cluster.metrics_ports[i]));
     let (_, _, body) = common::http_get(addr, "/metrics").await;
     body.lines()
-        .find_map(|line| line.strip_prefix("sealbatch_replica_term "))
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())
-        .expect("a term in the metrics")
+        .unwrap_or_else(|| panic!("{name} in the metrics"))
+}
+
+/// The term the replica's metrics show (`sealbatch_replica_term`).
+async fn term_of(cluster: &Cluster, i: usize) -> u64 {
+    gauge_of(cluster, i, "sealbatch_replica_term").await
 }
 
 /// Sends `signal` to replica `i`'s process.
@@ -525,6 +530,16 @@ async fn a_paused_follower_does_not_depose_a_healthy_leader() {
     }
     let (still, _) = cluster.leader(Duration::from_secs(5)).await;
     assert_eq!(still, leader, "the leader was deposed");
+    // A follower exports where it is: its term, and its log and applied
+    // indexes caught up with the leader's.
+    let follower = (leader + 1) % 3;
+    assert_eq!(
+        gauge_of(&cluster, follower, "sealbatch_replica_current_term").await,
+        term
+    );
+    let applied = gauge_of(&cluster, follower, "sealbatch_replica_applied_index").await;
+    assert!(applied > 0, "a follower's applied index is exported");
+    assert!(gauge_of(&cluster, follower, "sealbatch_replica_log_index").await >= applied);
     for i in 0..3 {
         cluster.stop(i);
     }
