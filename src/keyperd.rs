@@ -782,24 +782,62 @@ pub async fn run(
     // A new journal's first record names its committee (and so its
     // deployment): durable before anything else happens.
     state.flush_records().await?;
-    let mut backoff = RECONNECT_MIN;
-    // The target tried next, and how many were tried since one welcomed.
-    let mut next = 0;
-    let mut refused = 0;
+    // A link stands by at every sequencer (a replicated sequencer's
+    // followers hold it until they lead): whichever welcomes this keyper
+    // is the one it serves, and a new leader's welcome arrives on a link
+    // already made — no waiting for the old one's idle timeout, no
+    // handshake after the leader changed (`spec/keyper.md` §17).
+    let (welcomes_tx, mut welcomes) = mpsc::channel::<Linked>(clients.len().max(1));
+    let hello = HelloMaterial {
+        core: std::sync::Arc::clone(&state.core),
+        signing: signing.clone(),
+        committee: committee.clone(),
+        sequencer: sequencer_bytes,
+    };
+    let mut standing = tokio::task::JoinSet::new();
+    for (addr, client) in &clients {
+        standing.spawn(stand_by(
+            *addr,
+            client.clone(),
+            hello.clone(),
+            welcomes_tx.clone(),
+            shutdown.clone(),
+        ));
+    }
+    drop(welcomes_tx);
+    let mut next = None;
     loop {
-        if *shutdown.borrow() {
-            return Ok(());
-        }
-        let Some((addr, client)) = clients.get(next % clients.len().max(1)) else {
-            return Err(KeyperProcessError::Config(
-                "no sequencer to connect to".into(),
-            ));
+        let linked = match next.take() {
+            Some(linked) => linked,
+            None => tokio::select! {
+                biased;
+                _ = shutdown.changed() => return Ok(()),
+                linked = welcomes.recv() => match linked {
+                    Some(linked) => linked,
+                    // The stand-by tasks end only as the keyper stops.
+                    None if *shutdown.borrow() => return Ok(()),
+                    None => return Err(KeyperProcessError::Config("no sequencer to connect to".into())),
+                },
+            },
         };
+        let addr = linked.addr;
         state.welcomed = false;
-        let ended = tokio::select! {
-            ended = link(*addr, client, &schedule, config.skew_ms, &committee, &sequencer_bytes, &signing, &mut state) => ended,
-            _ = shutdown.changed() => return Ok(()),
+        let (ended, done) = {
+            let Linked {
+                send,
+                recv,
+                decoder,
+                done,
+                ..
+            } = linked;
+            let ended = tokio::select! {
+                ended = serve_link(send, recv, decoder, &schedule, config.skew_ms, &mut state, &mut welcomes) => ended,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            (ended, done)
         };
+        // The stand-by task of this sequencer dials it again.
+        let _ = done.send(());
         metrics.connected.set(0);
         match ended {
             Ok(()) => {}
@@ -807,35 +845,157 @@ pub async fn run(
             // unjournaled.
             Err(LinkEnd::Fatal(error)) => return Err(error),
             Err(LinkEnd::Lost(reason)) => {
-                tracing::debug!(%addr, %reason, "keyper link lost; reconnecting");
+                tracing::debug!(%addr, %reason, "keyper link lost; waiting for a sequencer's welcome");
+            }
+            Err(LinkEnd::Switch(linked)) => {
+                tracing::info!(from = %addr, to = %linked.addr, "another sequencer welcomed this keyper (a new leader); serving it");
+                next = Some(*linked);
             }
         }
-        if state.welcomed {
-            // It led until now: try it again first, soon (not at once: a
-            // sequencer that welcomes and then drops the link is not
-            // hammered).
-            backoff = RECONNECT_MIN;
-            refused = 0;
-            tokio::select! {
-                () = tokio::time::sleep(RECONNECT_MIN) => {}
-                _ = shutdown.changed() => return Ok(()),
-            }
-            continue;
-        }
-        // Not the leader, or unreachable: the next replica, pausing only
-        // once every one was tried.
-        next += 1;
-        refused += 1;
-        if refused < clients.len() {
-            continue;
-        }
-        refused = 0;
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => return Ok(()),
-        }
-        backoff = (backoff * 2).min(RECONNECT_MAX);
     }
+}
+
+/// What a keyper needs to say hello on a new link: its state (for the
+/// position it read the log to), its key, its committee and the sequencer.
+#[derive(Clone)]
+struct HelloMaterial {
+    core: std::sync::Arc<std::sync::Mutex<Core>>,
+    signing: SigningKey,
+    committee: crate::keyper::Committee,
+    sequencer: [u8; 32],
+}
+
+/// A link to a sequencer that welcomed this keyper (it leads): its
+/// stream, the frames read after the hello (the welcome first), and where
+/// to say when the keyper is done with it.
+struct Linked {
+    addr: SocketAddr,
+    /// Kept open with the link.
+    _endpoint: quinn::Endpoint,
+    _connection: quinn::Connection,
+    send: quinn::SendStream,
+    recv: quinn::RecvStream,
+    decoder: FrameDecoder<KeyperDown>,
+    done: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Keeps a link standing by at the sequencer at `addr`: dials it, says
+/// hello, and waits for its first frame — at once from a leader, when it
+/// leads from a follower — then hands the link to the keyper's loop and
+/// waits until that is done with it; dials again whenever a link ends,
+/// after [`RECONNECT_MIN`], backing off to [`RECONNECT_MAX`] while it
+/// cannot connect. Returns when the keyper stops.
+async fn stand_by(
+    addr: SocketAddr,
+    client: quinn::ClientConfig,
+    hello: HelloMaterial,
+    welcomed: mpsc::Sender<Linked>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = RECONNECT_MIN;
+    loop {
+        let attempt = tokio::select! {
+            attempt = stand(addr, &client, &hello) => attempt,
+            _ = shutdown.changed() => return,
+        };
+        match attempt {
+            Ok(linked) => {
+                backoff = RECONNECT_MIN;
+                let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+                let linked = Linked {
+                    done: done_tx,
+                    ..linked
+                };
+                if welcomed.send(linked).await.is_err() {
+                    return;
+                }
+                // Dialled again once the keyper is done with this link.
+                tokio::select! {
+                    _ = done_rx => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+            Err(reason) => {
+                tracing::debug!(%addr, %reason, "no keyper link; dialling again");
+                backoff = (backoff * 2).min(RECONNECT_MAX);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.max(RECONNECT_MIN)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Dials `addr`, says hello and waits for the first frame bytes.
+async fn stand(
+    addr: SocketAddr,
+    client: &quinn::ClientConfig,
+    hello: &HelloMaterial,
+) -> Result<Linked, String> {
+    let bind: SocketAddr = if addr.is_ipv6() {
+        SocketAddr::from(([0u16; 8], 0))
+    } else {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    };
+    let endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
+    // A sequencer that died answers nothing: give up on it soon.
+    let connecting = endpoint
+        .connect_with(client.clone(), addr, "sealbatch")
+        .map_err(|e| e.to_string())?;
+    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| format!("no handshake with {addr} in {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+    let mut binding = [0u8; 32];
+    connection
+        .export_keying_material(&mut binding, CHANNEL_BINDING_LABEL, b"")
+        .map_err(|_| "no channel binding".to_string())?;
+    let channel = ChannelBinding(binding);
+    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+    let from = hello
+        .core
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .node
+        .read();
+    let signature = hello
+        .signing
+        .sign(&hello_signing_message(
+            &hello.committee,
+            &hello.sequencer,
+            &channel,
+        ))
+        .to_bytes();
+    let mut out = Vec::new();
+    encode(
+        &KeyperUp::Hello {
+            keyper: hello.signing.verifying_key().to_bytes(),
+            from,
+            signature,
+        },
+        &mut out,
+    )
+    .map_err(|e| e.to_string())?;
+    send.write_all(&out).await.map_err(|e| e.to_string())?;
+    // A follower holds the link, silent, until it leads; a leader welcomes
+    // at once. Nothing is sent meanwhile.
+    let mut buf = vec![0u8; 64 << 10];
+    let mut decoder = FrameDecoder::<KeyperDown>::new();
+    match recv.read(&mut buf).await.map_err(|e| e.to_string())? {
+        Some(n) => decoder.extend(&buf[..n]),
+        None => return Err("the sequencer closed the link".into()),
+    }
+    let (done, _) = tokio::sync::oneshot::channel();
+    Ok(Linked {
+        addr,
+        _endpoint: endpoint,
+        _connection: connection,
+        send,
+        recv,
+        decoder,
+        done,
+    })
 }
 
 fn make_private_dir(dir: &Path) -> Result<(), KeyperProcessError> {
@@ -855,6 +1015,8 @@ fn make_private_dir(dir: &Path) -> Result<(), KeyperProcessError> {
 enum LinkEnd {
     Lost(String),
     Fatal(KeyperProcessError),
+    /// Another sequencer welcomed this keyper: it leads now.
+    Switch(Box<Linked>),
 }
 
 impl From<KeyperProcessError> for LinkEnd {
@@ -867,57 +1029,19 @@ fn lost(error: impl std::fmt::Display) -> LinkEnd {
     LinkEnd::Lost(error.to_string())
 }
 
-/// One connection to the sequencer (or a replica) at `addr`, until it
-/// ends.
-#[allow(clippy::too_many_arguments)]
-async fn link(
-    addr: SocketAddr,
-    client: &quinn::ClientConfig,
+/// Serves one link a sequencer welcomed (the frames read so far in
+/// `decoder`), until it ends or another sequencer welcomes this keyper.
+async fn serve_link(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    mut decoder: FrameDecoder<KeyperDown>,
     schedule: &BatchSchedule,
     skew_ms: u64,
-    committee: &crate::keyper::Committee,
-    sequencer: &[u8; 32],
-    signing: &SigningKey,
     state: &mut State,
+    welcomes: &mut mpsc::Receiver<Linked>,
 ) -> Result<(), LinkEnd> {
-    let bind: SocketAddr = if addr.is_ipv6() {
-        SocketAddr::from(([0u16; 8], 0))
-    } else {
-        SocketAddr::from(([127, 0, 0, 1], 0))
-    };
-    let endpoint = quinn::Endpoint::client(bind).map_err(lost)?;
-    // A replica that died answers nothing: give up on it soon and try the
-    // next.
-    let connecting = endpoint
-        .connect_with(client.clone(), addr, "sealbatch")
-        .map_err(lost)?;
-    let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
-        .await
-        .map_err(|_| lost(format!("no handshake with {addr} in {CONNECT_TIMEOUT:?}")))?
-        .map_err(lost)?;
-    let mut binding = [0u8; 32];
-    connection
-        .export_keying_material(&mut binding, CHANNEL_BINDING_LABEL, b"")
-        .map_err(|_| lost("no channel binding"))?;
-    let channel = ChannelBinding(binding);
-    let (mut send, mut recv) = connection.open_bi().await.map_err(lost)?;
-    let mut out = Vec::new();
-    let signature = signing
-        .sign(&hello_signing_message(committee, sequencer, &channel))
-        .to_bytes();
-    encode(
-        &KeyperUp::Hello {
-            keyper: signing.verifying_key().to_bytes(),
-            from: state.core().node.read(),
-            signature,
-        },
-        &mut out,
-    )
-    .map_err(lost)?;
     // Whatever was queued on the last link may not have arrived.
     state.core().node.reset_outbox();
-    send.write_all(&out).await.map_err(lost)?;
-    let mut decoder = FrameDecoder::<KeyperDown>::new();
     let mut buf = vec![0u8; 64 << 10];
     let mut last_repost = tokio::time::Instant::now();
     loop {
@@ -969,6 +1093,9 @@ async fn link(
                 Some(n) => decoder.extend(&buf[..n]),
                 None => return Err(lost("the sequencer closed the link")),
             },
+            // Another sequencer welcomed this keyper: it leads now (this
+            // one may be dead, its link not timed out yet).
+            Some(next) = welcomes.recv() => return Err(LinkEnd::Switch(Box::new(next))),
             // Wake when the earliest held seal's time comes (its close plus
             // the skew), so a share leaves as soon as the rule allows.
             () = tokio::time::sleep(next_wake(state, schedule, skew_ms)) => {

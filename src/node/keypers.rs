@@ -53,6 +53,8 @@ pub struct KeyperHub {
     /// Links connected, by keyper index.
     connected: Mutex<BTreeMap<KeyperIndex, u64>>,
     next_link: AtomicU64,
+    /// Links a replica that does not lead holds, waiting to lead.
+    standing_by: AtomicU64,
     sequencer: [u8; 32],
 }
 
@@ -67,6 +69,7 @@ impl KeyperHub {
             leading: watch::Sender::new(true),
             connected: Mutex::new(BTreeMap::new()),
             next_link: AtomicU64::new(1),
+            standing_by: AtomicU64::new(0),
             sequencer,
         }
     }
@@ -87,10 +90,17 @@ impl KeyperHub {
         self.seals.send((seal, certificate)).unwrap_or(0)
     }
 
-    /// Whether this sequencer leads: a replica that does not closes its
-    /// keyper links (code [`CLOSE_NOT_LEADER`]), so keypers find the leader.
+    /// Whether this sequencer leads: a replica that stops leading closes
+    /// its keyper links (code [`CLOSE_NOT_LEADER`]); one that does not lead
+    /// holds new links, silent, and welcomes them once it leads.
     pub fn set_leading(&self, leading: bool) {
         self.leading.send_replace(leading);
+    }
+
+    /// Keyper links held while this replica does not lead.
+    #[must_use]
+    pub fn standing_by(&self) -> u64 {
+        self.standing_by.load(Ordering::Relaxed)
     }
 
     /// The keypers connected now, by index.
@@ -171,6 +181,50 @@ pub async fn serve_keyper(
     }
 }
 
+/// Most keyper links a replica that does not lead holds at once (two per
+/// member of the largest committee); beyond, a link is closed
+/// [`CLOSE_NOT_LEADER`].
+pub const STANDING_BY_MAX: u64 = 2 * crate::keyper::COMMITTEE_MAX as u64;
+
+/// Holds a keyper's link, after its hello, while this replica does not
+/// lead (`spec/keyper.md` §17): returns once it leads, so that the link is
+/// welcomed then without the keyper dialling again. The keyper sends
+/// nothing meanwhile; anything it sends, or its closing the link, ends it.
+async fn stand_by(recv: &mut quinn::RecvStream, hub: &KeyperHub) -> Result<(), LinkError> {
+    struct Held<'a>(&'a AtomicU64);
+    impl Drop for Held<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    if hub.standing_by.fetch_add(1, Ordering::Relaxed) >= STANDING_BY_MAX {
+        hub.standing_by.fetch_sub(1, Ordering::Relaxed);
+        return Err(LinkError::Close(
+            CLOSE_NOT_LEADER,
+            "this replica does not lead, and holds as many links as it may".into(),
+        ));
+    }
+    let _held = Held(&hub.standing_by);
+    let mut leading = hub.leading.subscribe();
+    let mut byte = [0u8; 1];
+    loop {
+        if *leading.borrow_and_update() {
+            return Ok(());
+        }
+        tokio::select! {
+            changed = leading.changed() => if changed.is_err() {
+                return Err(LinkError::DriverGone);
+            },
+            read = recv.read(&mut byte) => {
+                return Err(match read? {
+                    None => LinkError::Close(super::close::CLOSE_PROTOCOL_ERROR, "the link closed while standing by".into()),
+                    Some(_) => LinkError::Close(super::close::CLOSE_PROTOCOL_ERROR, "a frame before the welcome".into()),
+                });
+            }
+        }
+    }
+}
+
 async fn link_task(
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
@@ -205,10 +259,7 @@ async fn link_task(
         ));
     };
     if !*hub.leading.borrow() {
-        return Err(LinkError::Close(
-            CLOSE_NOT_LEADER,
-            "this replica does not lead".into(),
-        ));
+        stand_by(&mut recv, hub).await?;
     }
     let committee = hub.committee.borrow().clone().ok_or(LinkError::Close(
         CLOSE_NO_COMMITTEE,

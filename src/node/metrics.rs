@@ -150,6 +150,10 @@ pub struct Metrics {
     pub replica_term: Gauge,
     /// As a replica: the last LSN it applied or saw committed.
     pub replica_committed_lsn: Gauge,
+    /// Keyper links welcomed (under a committee).
+    pub keypers_connected: Gauge,
+    /// Keyper links a replica that does not lead holds until it leads.
+    pub keypers_standing_by: Gauge,
     /// As a replica, leader or follower: its Raft term now.
     pub replica_current_term: Gauge,
     /// As a replica: the index of the last entry of its Raft log.
@@ -203,6 +207,8 @@ impl Default for Metrics {
             replica_leading: Gauge::default(),
             replica_term: Gauge::default(),
             replica_committed_lsn: Gauge::default(),
+            keypers_connected: Gauge::default(),
+            keypers_standing_by: Gauge::default(),
             replica_current_term: Gauge::default(),
             replica_log_index: Gauge::default(),
             replica_applied_index: Gauge::default(),
@@ -325,6 +331,16 @@ impl Default for Metrics {
                 "sealbatch_replica_committed_lsn",
                 "The last journal LSN this replica applied or saw committed.",
                 &metrics.replica_committed_lsn,
+            ),
+            (
+                "sealbatch_keypers_connected",
+                "Keyper links welcomed: keypers this sequencer serves its committee's log to and asks for shares.",
+                &metrics.keypers_connected,
+            ),
+            (
+                "sealbatch_keypers_standing_by",
+                "Keyper links a replica that does not lead holds, welcomed the moment it leads.",
+                &metrics.keypers_standing_by,
             ),
             (
                 "sealbatch_replica_current_term",
@@ -593,6 +609,8 @@ mod tests {
             "sealbatch_replica_leading 1 while this replica leads its cluster, else 0.",
             "sealbatch_replica_term The Raft term this replica last led in (0: never).",
             "sealbatch_replica_committed_lsn The last journal LSN this replica applied or saw committed.",
+            "sealbatch_keypers_connected Keyper links welcomed: keypers this sequencer serves its committee's log to and asks for shares.",
+            "sealbatch_keypers_standing_by Keyper links a replica that does not lead holds, welcomed the moment it leads.",
             "sealbatch_replica_current_term The Raft term this replica is in now, leading or following.",
             "sealbatch_replica_log_index The index of the last entry of this replica's Raft log.",
             "sealbatch_replica_applied_index The index of the last Raft entry this replica applied to its journal: a follower has caught up when it reaches the leader's log index.",

@@ -15,7 +15,7 @@ use crate::types::BatchId;
 use super::frame::{Direction, EncodeError, FrameError, Message};
 
 /// The QUIC ALPN of the keyper link.
-pub const KEYPER_ALPN: &[u8] = b"sealbatch-keyper/3";
+pub const KEYPER_ALPN: &[u8] = b"sealbatch-keyper/4";
 
 /// Most bytes after the length prefix of one keyper-link frame: a keyper
 /// message of [`KEYPER_MESSAGE_LEN_MAX`] and its framing.

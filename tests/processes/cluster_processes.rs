@@ -963,10 +963,36 @@ async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_fail
         Instant::now() + Duration::from_secs(7),
     ));
     tokio::time::sleep(Duration::from_millis(2_500)).await;
+    // Every follower holds a link from each of the five keypers, ready to
+    // welcome it the moment it leads (spec/keyper.md §17).
+    for follower in (0..3).filter(|&i| i != leader) {
+        assert_eq!(
+            gauge_of(&cluster, follower, "sealbatch_keypers_standing_by").await,
+            5,
+            "replica {} holds every keyper's link",
+            follower + 1
+        );
+    }
+    assert_eq!(
+        gauge_of(&cluster, leader, "sealbatch_keypers_connected").await,
+        5
+    );
     cluster.kill(leader);
     let killed_at = now_ms();
     let (next, _) = cluster.leader(Duration::from_secs(15)).await;
     assert_ne!(next, leader);
+    // The new leader welcomed the links it held: no keyper had to notice
+    // the old leader's death (1 s without a packet) and dial it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gauge_of(&cluster, next, "sealbatch_keypers_connected").await < 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the keypers did not follow the new leader"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let followed = now_ms().saturating_sub(killed_at);
+    eprintln!("keypers served by the new leader {followed} ms after the kill");
     cluster.start(leader);
     let (receipts, _) = loader.await.expect("loader");
     // The new leader reports how far behind each follower is.

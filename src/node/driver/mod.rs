@@ -419,6 +419,12 @@ impl Driver {
                     waited: since.elapsed(),
                 });
             }
+            self.metrics
+                .keypers_connected
+                .set(i64::try_from(self.keypers.connected().len()).unwrap_or(i64::MAX));
+            self.metrics
+                .keypers_standing_by
+                .set(i64::try_from(self.keypers.standing_by()).unwrap_or(i64::MAX));
             let now = now_ms();
             if self.role_timeout().is_some_and(|due| now >= due) {
                 self.role_tick(now);
