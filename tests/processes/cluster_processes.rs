@@ -807,6 +807,7 @@ async fn a_wiped_replica_removed_and_added_again_catches_up() {
         Instant::now() + Duration::from_secs(6),
     ));
     tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let term = term_of(&cluster, leader).await;
 
     // A follower (not the one that bootstrapped the cluster: a wiped
     // replica must start without `bootstrap`) loses its disk.
@@ -855,7 +856,22 @@ async fn a_wiped_replica_removed_and_added_again_catches_up() {
     tokio::time::sleep(Duration::from_millis(2_000)).await;
     let status = cluster_command(&cluster, leader, &["status"]);
     eprintln!("{status}");
-    let (leader, _) = cluster.leader(Duration::from_secs(10)).await;
+    // It caught up under load without an election: the leader kept its
+    // term (a catching-up follower no longer stands every half second,
+    // and its pre-vote would be refused by the replicas hearing the
+    // leader), and the follower's applied index reached the leader's log.
+    let (still, _) = cluster.leader(Duration::from_secs(10)).await;
+    assert_eq!(
+        still, leader,
+        "the leader changed while a follower caught up"
+    );
+    assert_eq!(term_of(&cluster, leader).await, term);
+    let log = gauge_of(&cluster, leader, "sealbatch_replica_log_index").await;
+    assert!(
+        gauge_of(&cluster, lost, "sealbatch_replica_applied_index").await + 64 >= log,
+        "the re-added replica caught up"
+    );
+    let leader = still;
     cluster.stop(leader);
     for i in 0..3 {
         cluster.stop(i);
