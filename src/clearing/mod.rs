@@ -169,18 +169,6 @@ pub fn clear_market(market: &MarketInput, seed: &[u8; 32]) -> Result<MarketResul
     clear_market_with(market, seed, true, Levels::Auto)
 }
 
-/// [`clear_market`] on the calling thread only.
-///
-/// # Errors
-///
-/// As [`clear_market`].
-pub fn clear_market_sequential(
-    market: &MarketInput,
-    seed: &[u8; 32],
-) -> Result<MarketResult, ClearingError> {
-    clear_market_with(market, seed, false, Levels::Auto)
-}
-
 /// [`clear_market`] with the execution choices spelled out: `parallel` allows
 /// rayon, and `levels` picks how quantities are bucketed. Every choice gives
 /// the same result; this exists for tests and benchmarks.

@@ -439,23 +439,6 @@ impl Journal<FsStorage> {
         })?;
         Journal::open(storage, config)
     }
-
-    /// [`Journal::open_streaming`] on directory `dir`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Journal::open_dir`].
-    pub fn open_dir_streaming(
-        dir: impl AsRef<Path>,
-        config: JournalConfig,
-    ) -> Result<(Journal<FsStorage>, StreamingRecovery<FsStorage>), JournalError> {
-        let dir = dir.as_ref();
-        let storage = FsStorage::new(dir).map_err(|source| JournalError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        Journal::open_streaming(storage, config)
-    }
 }
 
 impl Journal<ReadOnlyFsStorage> {

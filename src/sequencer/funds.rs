@@ -222,17 +222,6 @@ impl Funds {
             })
     }
 
-    /// Units of each asset withdrawn and not yet acknowledged as paid out
-    /// (still the venue's liability).
-    #[must_use]
-    pub fn pending_totals(&self) -> BTreeMap<AssetId, u128> {
-        let mut totals = BTreeMap::new();
-        for w in self.pending.values() {
-            *totals.entry(w.statement.asset).or_insert(0) += u128::from(w.statement.amount);
-        }
-        totals
-    }
-
     /// Whether a checkpoint holding this can be read back (every list
     /// within its decoder's bound).
     #[must_use]

@@ -1,7 +1,7 @@
 //! Crash and corruption tests of the journal on the simulated disk.
 //!
 //! Every test is seeded; a failing check prints its seed (and crash point),
-//! and `SEALBATCH_SEED=<seed>` reruns the seeded tests with that one seed.
+//! and `SEALBATCH_SIM_SEED=<seed>` reruns the seeded tests with that one seed.
 
 use proptest::prelude::*;
 use rand_chacha::ChaCha8Rng;
@@ -143,15 +143,7 @@ fn check_recovery_with(
     (records, recovery.truncation)
 }
 
-fn seeds(default: std::ops::Range<u64>) -> Vec<u64> {
-    match std::env::var("SEALBATCH_SEED")
-        .ok()
-        .and_then(|seed| seed.parse().ok())
-    {
-        Some(seed) => vec![seed],
-        None => default.collect(),
-    }
-}
+use crate::common::seeds;
 
 #[test]
 fn crash_at_every_write_point_loses_no_acknowledged_record() {
@@ -225,7 +217,7 @@ fn crash_at_every_write_point_loses_no_acknowledged_record() {
         "headers rewritten {headers_rewritten}, tails cut {tails_cut}, \
          unsynced records kept {unsynced_kept} / lost {unsynced_lost}"
     );
-    if std::env::var("SEALBATCH_SEED").is_err() {
+    if std::env::var("SEALBATCH_SIM_SEED").is_err() {
         assert!(headers_rewritten > 0 && tails_cut > 0 && unsynced_kept > 0 && unsynced_lost > 0);
     }
 }
