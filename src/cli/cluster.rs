@@ -20,9 +20,11 @@ use zeroize::Zeroizing;
 
 use super::CommandResult;
 use super::connect::target_batch;
+use super::loadgen::Latencies;
+use super::relay::{LinkShape, RelayControl, relay};
 use super::run::runtime;
-use crate::client::KeyTrust;
 use crate::client::cluster::{ClusterClient, ReplicaAddr};
+use crate::client::{ClientError, KeyTrust};
 use crate::envelope::{BatchPublicKey, MasterSecret, seal_bundle};
 use crate::net::{Identity, parse_fingerprint};
 use crate::node::{NodeConfig, TLS_DIR, now_ms};
@@ -30,7 +32,8 @@ use crate::order::OrderSpec;
 use crate::replica::codec::{RaftRequest, ReplicaStatus};
 use crate::replica::network::call;
 use crate::replica::{ReplicaId, ReplicaNode};
-use crate::types::{MarketId, Side};
+use crate::types::{BUNDLE_ORDERS_MAX, MarketId, Side};
+use crate::wire::{ReasonCode, Schedule};
 
 /// The cluster's commands.
 #[derive(Debug, Subcommand)]
@@ -46,7 +49,9 @@ pub enum ClusterCommand {
     /// Remove a replica from the cluster.
     Remove(RemoveArgs),
     /// Three replicas on loopback and traders; the leader is killed
-    /// halfway and trading goes on with the new one.
+    /// halfway and trading goes on with the new one. Optionally across a
+    /// simulated WAN (a relay in front of each replica's transport) and at
+    /// an offered rate.
     Demo(ClusterDemoArgs),
 }
 
@@ -114,14 +119,40 @@ pub struct ClusterDemoArgs {
     /// Seconds of trading; the leader is killed halfway.
     #[arg(long, default_value_t = 8.0)]
     pub duration: f64,
-    /// Traders, each submitting one envelope at a time.
+    /// Traders. Without `--rate` each submits one one-order envelope at a
+    /// time (closed loop); with it each offers its share on a schedule.
     #[arg(long, default_value_t = 16)]
     pub traders: u64,
+    /// Orders per second offered in all, open loop: each trader sends an
+    /// envelope of `--bundle` orders every traders × bundle / rate seconds
+    /// without waiting for the receipts of those before.
+    #[arg(long, value_name = "ORDERS_PER_S")]
+    pub rate: Option<u64>,
+    /// Orders per envelope with `--rate` (1 to 1024).
+    #[arg(long, default_value_t = 16)]
+    pub bundle: usize,
+    /// One-way delay of every datagram between replicas, each way, ms: a
+    /// relay in this process in front of each replica's transport (clients
+    /// reach the replicas directly). A round trip between replicas takes
+    /// twice this.
+    #[arg(long, default_value_t = 0)]
+    pub delay_ms: u64,
+    /// Plus or minus up to this much per datagram, ms (reorders them).
+    #[arg(long, default_value_t = 0)]
+    pub jitter_ms: u64,
+    /// Datagrams between replicas lost, each way, percent.
+    #[arg(long, default_value_t = 0.0)]
+    pub loss: f64,
+    /// Lines added to each replica's `[cluster]` section, e.g.
+    /// `heartbeat_ms = 100` or `election_timeout_ms = [1000, 2000]`
+    /// (several separated by newlines).
+    #[arg(long, value_name = "TOML", default_value = "")]
+    pub cluster_config: String,
     /// Keep the replicas' directories (and their logs) here.
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
     /// How many times the leader is killed (evenly over the duration); each
-    /// killed replica restarts and catches up.
+    /// killed replica restarts and catches up. 0: a steady run, no fault.
     #[arg(long, default_value_t = 1)]
     pub kills: u32,
     /// Keypers of a committee that holds the batch keys (any majority
@@ -134,6 +165,94 @@ pub struct ClusterDemoArgs {
 
 /// When each receipt came, and from which replica.
 type ReceiptLog = Arc<std::sync::Mutex<Vec<(Instant, Option<SocketAddr>)>>>;
+
+/// What the demo's traders offered and what came of it, shared by them.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Orders the traders meant to send: those sent and those deferred.
+    offered: u64,
+    /// Orders in receipted envelopes.
+    accepted: u64,
+    /// Orders in envelopes refused `Busy`.
+    busy: u64,
+    /// Orders not sent while waiting out a `Busy`'s retry-after.
+    deferred: u64,
+    /// Orders not sent for want of a batch key for the batch open (the
+    /// schedule being asked again).
+    unkeyed: u64,
+    /// Orders in envelopes refused for another reason (or not answered).
+    refused: BTreeMap<String, u64>,
+    /// Submission to receipt, per envelope.
+    latency: Latencies,
+    /// Receipts (envelopes) per second of trading.
+    per_second: Vec<u64>,
+}
+
+/// The demo's traders' shared tally.
+type SharedTally = Arc<std::sync::Mutex<Tally>>;
+
+impl Tally {
+    /// Adds to the tally, if it is not poisoned (a trader panicked: the
+    /// run's figures are then of no use anyway).
+    fn with(tally: &SharedTally, update: impl FnOnce(&mut Tally)) {
+        if let Ok(mut tally) = tally.lock() {
+            update(&mut tally);
+        }
+    }
+
+    /// A submission of `orders` orders, made at `sent`, came back with
+    /// `outcome` (the receipt logged in `log`, from the replica `cluster`
+    /// now knows as the leader).
+    async fn outcome(
+        tally: &SharedTally,
+        log: &ReceiptLog,
+        cluster: &ClusterClient,
+        start: Instant,
+        sent: Instant,
+        orders: u64,
+        outcome: Result<crate::envelope::Receipt, ClientError>,
+    ) -> Option<Duration> {
+        match outcome {
+            Ok(_) => {
+                let took = sent.elapsed();
+                let from = cluster.leader_addr().await;
+                if let Ok(mut log) = log.lock() {
+                    log.push((Instant::now(), from));
+                }
+                let second = start.elapsed().as_secs() as usize;
+                Tally::with(tally, |t| {
+                    t.accepted += orders;
+                    t.latency.record(took);
+                    if t.per_second.len() <= second {
+                        t.per_second.resize(second + 1, 0);
+                    }
+                    t.per_second[second] += 1;
+                });
+                None
+            }
+            Err(ClientError::Rejected {
+                code: ReasonCode::Busy,
+                retry_after,
+                ..
+            }) => {
+                Tally::with(tally, |t| t.busy += orders);
+                Some(retry_after)
+            }
+            Err(error) => {
+                let reason = match error {
+                    ClientError::Rejected { code, .. } | ClientError::Refused { code, .. } => {
+                        code.to_string()
+                    }
+                    ClientError::Timeout => "no answer".to_string(),
+                    ClientError::Connection(_) | ClientError::Net(_) => "connection".to_string(),
+                    other => other.to_string(),
+                };
+                Tally::with(tally, |t| *t.refused.entry(reason).or_default() += orders);
+                None
+            }
+        }
+    }
+}
 
 /// Runs a cluster command.
 ///
@@ -337,6 +456,8 @@ struct Replicas {
     dirs: Vec<PathBuf>,
     configs: Vec<PathBuf>,
     client_ports: Vec<u16>,
+    /// Where each replica's transport listens (its relay forwards there).
+    raft_ports: Vec<u16>,
 }
 
 impl Drop for Replicas {
@@ -356,10 +477,16 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 impl Replicas {
+    /// `n` replicas' keys, certificates and configurations in `root`. With
+    /// `relay_ports`, each member's transport address (as the others reach
+    /// it) is its relay's port; `cluster_extra` goes into each `[cluster]`
+    /// section (before the members' tables).
     fn create(
         root: &Path,
         n: usize,
         committee: Option<&crate::node::config::CommitteeConfig>,
+        relay_ports: Option<&[u16]>,
+        cluster_extra: &str,
     ) -> Result<Replicas, Box<dyn std::error::Error + Send + Sync>> {
         let mut seed = Zeroizing::new([0u8; 32]);
         rand_core::RngCore::fill_bytes(&mut OsRng, &mut seed[..]);
@@ -385,7 +512,10 @@ impl Replicas {
             members.push_str(&format!(
                 "[[cluster.members]]\nid = {}\naddr = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\nfingerprint = \"{}\"\n",
                 i + 1,
-                raft_ports[i],
+                relay_ports
+                    .and_then(|ports| ports.get(i))
+                    .copied()
+                    .unwrap_or(raft_ports[i]),
                 client_ports[i],
                 hex::encode(identity.fingerprint)
             ));
@@ -397,11 +527,15 @@ impl Replicas {
             }
             members.push_str(&toml::to_string(&Section { committee })?);
         }
+        let mut extra = cluster_extra.trim().to_string();
+        if !extra.is_empty() {
+            extra.push('\n');
+        }
         let mut configs = Vec::new();
         for (i, dir) in dirs.iter().enumerate() {
             let file = dir.with_extension("toml");
             let text = format!(
-                "data_dir = {:?}\nlisten = \"127.0.0.1:{}\"\nmetrics_listen = \"off\"\ncheckpoint_every_batches = 20\n[cluster]\nid = {}\nlisten = \"127.0.0.1:{}\"\nbootstrap = {}\n{members}",
+                "data_dir = {:?}\nlisten = \"127.0.0.1:{}\"\nmetrics_listen = \"off\"\ncheckpoint_every_batches = 20\n[cluster]\nid = {}\nlisten = \"127.0.0.1:{}\"\nbootstrap = {}\n{extra}{members}",
                 dir.display().to_string(),
                 client_ports[i],
                 i + 1,
@@ -409,6 +543,10 @@ impl Replicas {
                 i == 0
             );
             std::fs::write(&file, text)?;
+            // Refused here rather than by three replicas that never start.
+            NodeConfig::from_file(&file)
+                .and_then(|config| config.validate())
+                .map_err(|e| format!("{}: {e}", file.display()))?;
             configs.push(file);
         }
         Ok(Replicas {
@@ -416,6 +554,7 @@ impl Replicas {
             dirs,
             configs,
             client_ports,
+            raft_ports,
         })
     }
 
@@ -507,18 +646,61 @@ impl Replicas {
     }
 }
 
-/// One trader: submits one-order envelopes through the cluster client
-/// until `until`; counts receipts per second since `start`.
-async fn trade(
+/// The traders' common state: the cluster, when trading starts and ends,
+/// the receipts' log and the tally.
+#[derive(Clone)]
+struct Trading {
     cluster: Arc<ClusterClient>,
-    trader: u64,
     start: Instant,
     until: Instant,
     log: ReceiptLog,
-) -> (Vec<u64>, Vec<Duration>) {
+    tally: SharedTally,
+}
+
+/// The batch open 30 ms from now and its key, if `schedule` holds it.
+fn batch_key(schedule: &Schedule) -> Option<(u64, BatchPublicKey)> {
+    let e = target_batch(schedule, now_ms(), 30);
+    schedule
+        .batch_keys
+        .iter()
+        .find(|(b, _)| *b == e)
+        .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
+        .map(|key| (e, key))
+}
+
+/// `count` orders of one lot, alternately bought and sold over markets 1
+/// to 3, their client ids from envelope `nonce`.
+fn demo_orders(nonce: u64, count: usize) -> Vec<OrderSpec> {
+    (0..count as u64)
+        .map(|j| {
+            let n = nonce.wrapping_add(j);
+            OrderSpec {
+                market: MarketId(1 + (n % 3) as u32),
+                side: if n.is_multiple_of(2) {
+                    Side::Buy
+                } else {
+                    Side::Sell
+                },
+                limit: None,
+                qty: 1,
+                client_order_id: nonce.wrapping_mul(BUNDLE_ORDERS_MAX as u64).wrapping_add(j),
+            }
+        })
+        .collect()
+}
+
+/// One trader, closed loop: submits one-order envelopes through the
+/// cluster client, each once the one before is answered, until trading
+/// ends.
+async fn trade(trading: Trading, trader: u64) {
+    let Trading {
+        cluster,
+        start,
+        until,
+        log,
+        tally,
+    } = trading;
     let key = crate::envelope::generate_account_key(&mut OsRng);
-    let mut per_second = Vec::new();
-    let mut latencies = Vec::new();
     let mut schedule = None;
     let mut nonce = trader << 32;
     while Instant::now() < until {
@@ -531,13 +713,8 @@ async fn trade(
                 Err(_) => continue,
             },
         };
-        let e = target_batch(fresh, now_ms(), 30);
-        let Some(batch_key) = fresh
-            .batch_keys
-            .iter()
-            .find(|(b, _)| *b == e)
-            .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
-        else {
+        let Some((e, batch_key)) = batch_key(fresh) else {
+            let e = target_batch(fresh, now_ms(), 30);
             if schedule
                 .take()
                 .is_some_and(|s| s.batch_keys.iter().all(|(b, _)| *b != e))
@@ -548,41 +725,172 @@ async fn trade(
             continue;
         };
         nonce += 1;
-        let orders = [OrderSpec {
-            market: MarketId(1 + (nonce % 3) as u32),
-            side: if nonce.is_multiple_of(2) {
-                Side::Buy
-            } else {
-                Side::Sell
-            },
-            limit: None,
-            qty: 1,
-            client_order_id: nonce,
-        }];
+        let orders = demo_orders(nonce, 1);
         let deployment = fresh.deployment();
         let Ok(envelope) =
             seal_bundle(&mut OsRng, &key, &deployment, e, &batch_key, nonce, &orders)
         else {
             continue;
         };
+        Tally::with(&tally, |t| t.offered += 1);
         let sent = Instant::now();
-        if cluster.submit(envelope.into_bytes()).await.is_ok() {
-            latencies.push(sent.elapsed());
-            let from = cluster.leader_addr().await;
-            if let Ok(mut log) = log.lock() {
-                log.push((Instant::now(), from));
-            }
-            let second = start.elapsed().as_secs() as usize;
-            if per_second.len() <= second {
-                per_second.resize(second + 1, 0);
-            }
-            per_second[second] += 1;
+        let outcome = cluster.submit(envelope.into_bytes()).await;
+        if let Some(retry_after) =
+            Tally::outcome(&tally, &log, &cluster, start, sent, 1, outcome).await
+        {
+            let left = until.saturating_duration_since(Instant::now());
+            tokio::time::sleep(retry_after.min(left)).await;
         }
     }
-    (per_second, latencies)
+}
+
+/// A trader asks the schedule again once it holds keys for no more than
+/// this many batches after the one it seals to.
+const KEYS_LEFT_MIN: u64 = 2;
+
+/// One trader, open loop: an envelope of `bundle` orders every `period`
+/// from `first` until trading ends, each submitted in a task of its own
+/// without waiting for those before; then waits for those in flight (each
+/// bounded by the client's failover wait). What the schedule called for
+/// but could not be sent (a `Busy`'s retry-after running, or no batch key
+/// known) is counted as deferred or unkeyed.
+async fn offer(
+    trading: Trading,
+    trader: u64,
+    mut schedule: Option<Schedule>,
+    first: Instant,
+    period: Duration,
+    bundle: usize,
+) {
+    let key = crate::envelope::generate_account_key(&mut OsRng);
+    let orders_per_envelope = bundle as u64;
+    let mut nonce = trader << 32;
+    let mut refresh: Option<tokio::task::JoinHandle<Result<Schedule, ClientError>>> = None;
+    let paused_until = Arc::new(std::sync::Mutex::new(first));
+    let mut submissions = tokio::task::JoinSet::new();
+    let mut next = first;
+    while next < trading.until {
+        tokio::time::sleep_until(next.into()).await;
+        next += period;
+        while submissions.try_join_next().is_some() {}
+        Tally::with(&trading.tally, |t| t.offered += orders_per_envelope);
+        if let Some(done) = refresh.take_if(|r| r.is_finished())
+            && let Ok(Ok(fresh)) = done.await
+        {
+            schedule = Some(fresh);
+        }
+        // Asked again before the keys run out, in a task of its own: a
+        // failover must not hold up the offers.
+        let running_out = schedule.as_ref().is_none_or(|s| {
+            let e = target_batch(s, now_ms(), 30);
+            s.batch_keys
+                .iter()
+                .map(|(b, _)| *b)
+                .max()
+                .is_none_or(|newest| newest <= e.saturating_add(KEYS_LEFT_MIN))
+        });
+        if running_out && refresh.is_none() {
+            let cluster = Arc::clone(&trading.cluster);
+            refresh = Some(tokio::spawn(async move { cluster.schedule().await }));
+        }
+        let paused = paused_until.lock().map_or(first, |p| *p);
+        let keyed = schedule.as_ref().and_then(batch_key);
+        let (Some((e, batch_key)), Some(fresh)) = (keyed, schedule.as_ref()) else {
+            Tally::with(&trading.tally, |t| t.unkeyed += orders_per_envelope);
+            continue;
+        };
+        if Instant::now() < paused {
+            Tally::with(&trading.tally, |t| t.deferred += orders_per_envelope);
+            continue;
+        }
+        nonce += 1;
+        let orders = demo_orders(nonce, bundle);
+        let Ok(envelope) = seal_bundle(
+            &mut OsRng,
+            &key,
+            &fresh.deployment(),
+            e,
+            &batch_key,
+            nonce,
+            &orders,
+        ) else {
+            Tally::with(&trading.tally, |t| {
+                *t.refused.entry("not sealed".into()).or_default() += orders_per_envelope;
+            });
+            continue;
+        };
+        let trading = trading.clone();
+        let paused_until = Arc::clone(&paused_until);
+        submissions.spawn(async move {
+            let sent = Instant::now();
+            let outcome = trading.cluster.submit(envelope.into_bytes()).await;
+            let busy = Tally::outcome(
+                &trading.tally,
+                &trading.log,
+                &trading.cluster,
+                trading.start,
+                sent,
+                orders_per_envelope,
+                outcome,
+            )
+            .await;
+            if let Some(retry_after) = busy
+                && let Ok(mut paused) = paused_until.lock()
+            {
+                *paused = (*paused).max(Instant::now() + retry_after);
+            }
+        });
+    }
+    if let Some(refresh) = refresh {
+        refresh.abort();
+    }
+    while submissions.join_next().await.is_some() {}
+}
+
+/// How long after a kill an election is put down to it.
+const KILL_ELECTION_WINDOW_MS: u64 = 3_000;
+
+/// How long a failover may take before the demo gives up waiting for the
+/// new leader's first receipt (and counts the failover as not served).
+const FAILOVER_WAIT: Duration = Duration::from_secs(15);
+
+/// What the trading phase measured, for the report after the replicas
+/// stop.
+struct Traded {
+    /// Kill to the first receipt from another replica; `None`: none within
+    /// [`FAILOVER_WAIT`].
+    failovers: Vec<Option<Duration>>,
+    /// When each kill was, unix ms.
+    kills_ms: Vec<u64>,
+    /// When trading started, unix ms.
+    started_ms: u64,
+    /// Orders offered and accepted per second, and the accepted share
+    /// (percent).
+    offered_per_s: f64,
+    accepted_per_s: f64,
+    accepted_percent: f64,
+    /// Receipt latency p50 and p99.
+    receipt_p50: Duration,
+    receipt_p99: Duration,
+}
+
+/// Milliseconds, to a tenth.
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
 }
 
 fn demo(args: &ClusterDemoArgs) -> CommandResult {
+    let shape = LinkShape::new(args.delay_ms, args.jitter_ms, args.loss)?;
+    let period = match args.rate {
+        None => None,
+        Some(0) => return Err("--rate: at least 1 order per second".into()),
+        Some(_) if !(1..=BUNDLE_ORDERS_MAX).contains(&args.bundle) => {
+            return Err(format!("--bundle: from 1 to {BUNDLE_ORDERS_MAX} orders").into());
+        }
+        Some(rate) => Some(Duration::from_secs_f64(
+            args.traders.max(1) as f64 * args.bundle as f64 / rate as f64,
+        )),
+    };
     let temporary;
     let root = match &args.dir {
         Some(dir) => {
@@ -603,12 +911,51 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
         }
         n => Some(super::demo::demo_committee(&root.join("keypers"), n, None)?),
     };
-    let mut replicas = Replicas::create(&root, 3, committee.as_ref())?;
+    let runtime = runtime()?;
+    // The relays' sockets first: their ports are the members' transport
+    // addresses in the configurations.
+    let relay_sockets = if shape.is_transparent() {
+        Vec::new()
+    } else {
+        let _entered = runtime.enter();
+        (0..3)
+            .map(|_| {
+                let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+                socket.set_nonblocking(true)?;
+                tokio::net::UdpSocket::from_std(socket)
+            })
+            .collect::<std::io::Result<Vec<_>>>()?
+    };
+    let relay_ports = relay_sockets
+        .iter()
+        .map(|s| s.local_addr().map(|a| a.port()))
+        .collect::<std::io::Result<Vec<u16>>>()?;
+    let mut replicas = Replicas::create(
+        &root,
+        3,
+        committee.as_ref(),
+        (!relay_ports.is_empty()).then_some(&relay_ports[..]),
+        &args.cluster_config,
+    )?;
+    let relays = Arc::new(RelayControl::new());
+    for (i, socket) in relay_sockets.into_iter().enumerate() {
+        let target = SocketAddr::from(([127, 0, 0, 1], replicas.raft_ports[i]));
+        let control = Arc::clone(&relays);
+        runtime.spawn(async move {
+            let error = relay(socket, target, shape, i as u64 + 1, control).await;
+            eprintln!("the relay of replica {} stopped: {error}", i + 1);
+        });
+    }
     for i in 0..3 {
         replicas.start(i)?;
     }
     println!("three replicas on loopback, data in {}", root.display());
-    runtime()?.block_on(async {
+    if !relay_ports.is_empty() {
+        println!(
+            "between the replicas a relay in front of each one's transport: {shape} each way; clients connect directly"
+        );
+    }
+    let traded = runtime.block_on(async {
         let started = Instant::now();
         let keypers = match &committee {
             None => None,
@@ -633,104 +980,246 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
             Arc::new(ClusterClient::connect(replicas.addrs()?, KeyTrust::default()).await?);
         let duration = Duration::from_secs_f64(args.duration.max(2.0));
         let start = Instant::now();
-        let until = start + duration;
-        let log: ReceiptLog = Arc::default();
+        let started_ms = now_ms();
+        let trading = Trading {
+            cluster,
+            start,
+            until: start + duration,
+            log: Arc::default(),
+            tally: Arc::default(),
+        };
+        // The open-loop traders start with a schedule (its batch keys).
+        let schedule = match period {
+            Some(_) => trading.cluster.schedule().await.ok(),
+            None => None,
+        };
         let traders: Vec<_> = (0..args.traders)
-            .map(|t| tokio::spawn(trade(Arc::clone(&cluster), t, start, until, Arc::clone(&log))))
+            .map(|t| match period {
+                None => tokio::spawn(trade(trading.clone(), t)),
+                Some(period) => {
+                    // Spread over one period, not all at once.
+                    let first = start + period.mul_f64(t as f64 / args.traders as f64);
+                    tokio::spawn(offer(
+                        trading.clone(),
+                        t,
+                        schedule.clone(),
+                        first,
+                        period,
+                        args.bundle,
+                    ))
+                }
+            })
             .collect();
-        let kills = args.kills.max(1);
+        if let Some(period) = period {
+            println!(
+                "{} traders offering {} orders/s in all, open loop: each an envelope of {} orders every {:.1} ms",
+                args.traders,
+                args.rate.unwrap_or(0),
+                args.bundle,
+                ms(period)
+            );
+        }
+        let kills = args.kills;
         let mut leader = first;
         let mut failovers = Vec::new();
+        let mut kills_ms = Vec::new();
         for k in 0..kills {
             let at = start + duration * (k + 1) / (kills + 1);
             tokio::time::sleep_until(at.into()).await;
+            // Receipts logged before the kill are not looked at again.
+            let mut scanned = trading.log.lock().map_or(0, |log| log.len());
             if let Some(child) = replicas.children[leader].as_mut() {
                 let _ = child.kill();
                 let _ = child.wait();
             }
             replicas.children[leader] = None;
             let killed = Instant::now();
+            kills_ms.push(now_ms());
             let dead = replicas.addrs()?.get(leader).map(|r| r.addr);
             // The first receipt from another replica after the kill.
-            let (first_receipt, from) = loop {
-                let found = log.lock().ok().and_then(|log| {
-                    log.iter()
+            let served = loop {
+                let found = trading.log.lock().ok().and_then(|log| {
+                    let found = log
+                        .get(scanned..)
+                        .unwrap_or_default()
+                        .iter()
                         .find(|(at, from)| *at > killed && from.is_some() && *from != dead)
-                        .copied()
+                        .copied();
+                    scanned = log.len();
+                    found
                 });
-                if let Some(found) = found {
+                if found.is_some() || killed.elapsed() > FAILOVER_WAIT {
                     break found;
-                }
-                if killed.elapsed() > Duration::from_secs(15) {
-                    return Err("no receipt from a new leader within 15 s".into());
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
             };
-            let took = first_receipt.duration_since(killed);
-            failovers.push(took);
-            let next = replicas
-                .addrs()?
-                .iter()
-                .position(|r| Some(r.addr) == from)
-                .unwrap_or(leader);
-            println!(
-                "killed the leader, replica {} (SIGKILL); first receipt from replica {} {:.0} ms later",
-                leader + 1,
-                next + 1,
-                took.as_secs_f64() * 1e3
-            );
-            replicas.start(leader)?;
-            leader = next;
+            let killed_replica = leader;
+            match served {
+                Some((first_receipt, from)) => {
+                    let took = first_receipt.duration_since(killed);
+                    failovers.push(Some(took));
+                    leader = replicas
+                        .addrs()?
+                        .iter()
+                        .position(|r| Some(r.addr) == from)
+                        .unwrap_or(leader);
+                    println!(
+                        "killed the leader, replica {} (SIGKILL); first receipt from replica {} {:.0} ms later",
+                        killed_replica + 1,
+                        leader + 1,
+                        ms(took)
+                    );
+                }
+                None => {
+                    failovers.push(None);
+                    println!(
+                        "killed the leader, replica {} (SIGKILL); no receipt from another replica within {} s",
+                        killed_replica + 1,
+                        FAILOVER_WAIT.as_secs()
+                    );
+                }
+            }
+            replicas.start(killed_replica)?;
+            if served.is_none() {
+                leader = replicas.leader(false).await.unwrap_or(leader);
+            }
         }
-        let mut per_second: Vec<u64> = Vec::new();
-        let mut latencies = Vec::new();
         for trader in traders {
-            let (counts, times) = trader.await?;
-            latencies.extend(times);
-            if per_second.len() < counts.len() {
-                per_second.resize(counts.len(), 0);
-            }
-            for (total, count) in per_second.iter_mut().zip(counts) {
-                *total += count;
-            }
+            trader.await?;
         }
-        println!("receipts per second: {per_second:?}");
-        latencies.sort_unstable();
-        let at = |q: f64| {
-            latencies
-                .get(((latencies.len() as f64 - 1.0) * q).round() as usize)
-                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
-        };
+        let tally = trading
+            .tally
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .map_err(|_| "a trader panicked")?;
+        println!("receipts per second: {:?}", tally.per_second);
+        let seconds = duration.as_secs_f64();
         println!(
-            "{} receipts in {:.1} s; submission to receipt p50 {:.1} ms, p99 {:.1} ms, slowest (across the failover) {:.1} ms",
-            per_second.iter().sum::<u64>(),
-            duration.as_secs_f64(),
-            at(0.5),
-            at(0.99),
-            at(1.0)
+            "{} receipts in {:.1} s; submission to receipt p50 {:.1} ms, p99 {:.1} ms, slowest{} {:.1} ms",
+            tally.latency.len(),
+            seconds,
+            ms(tally.latency.quantile(0.5)),
+            ms(tally.latency.quantile(0.99)),
+            if kills > 0 { " (across the failovers)" } else { "" },
+            ms(tally.latency.max())
         );
-        failovers.sort_unstable();
+        let accepted_percent = if tally.offered == 0 {
+            0.0
+        } else {
+            100.0 * tally.accepted as f64 / tally.offered as f64
+        };
+        let refused: u64 = tally.refused.values().sum();
+        println!(
+            "orders offered {} ({:.0}/s), accepted {} ({:.0}/s, {:.1} %); refused Busy {}, deferred {} (not sent during a Busy's retry-after), {} not sent without a batch key, refused otherwise {}{}",
+            tally.offered,
+            tally.offered as f64 / seconds,
+            tally.accepted,
+            tally.accepted as f64 / seconds,
+            accepted_percent,
+            tally.busy,
+            tally.deferred,
+            tally.unkeyed,
+            refused,
+            if tally.refused.is_empty() {
+                String::new()
+            } else {
+                format!(" {:?}", tally.refused)
+            }
+        );
+        let mut served: Vec<Duration> = failovers.iter().flatten().copied().collect();
+        served.sort_unstable();
         let pick = |q: f64| {
-            failovers
-                .get(((failovers.len() as f64 - 1.0) * q).round() as usize)
-                .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+            served
+                .get(((served.len() as f64 - 1.0) * q).round() as usize)
+                .map_or(0.0, |d| ms(*d))
         };
-        println!(
-            "failover (kill to the first receipt from the new leader) over {} kills: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-            failovers.len(),
-            pick(0.5),
-            pick(0.99),
-            pick(1.0)
-        );
+        if kills > 0 {
+            println!(
+                "failover (kill to the first receipt from the new leader) over {} kills: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; served again after {} of {}",
+                failovers.len(),
+                pick(0.5),
+                pick(0.99),
+                pick(1.0),
+                served.len(),
+                failovers.len()
+            );
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
         if let Some(keypers) = keypers {
             keypers.stop().await;
         }
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Traded {
+            failovers,
+            kills_ms,
+            started_ms,
+            offered_per_s: tally.offered as f64 / seconds,
+            accepted_per_s: tally.accepted as f64 / seconds,
+            accepted_percent,
+            receipt_p50: tally.latency.quantile(0.5),
+            receipt_p99: tally.latency.quantile(0.99),
+        })
     })?;
+    // Elections from here on are the stopping replicas'.
+    let stopped_ms = now_ms();
     for i in 0..3 {
         replicas.stop(i);
     }
+    let logs: Vec<PathBuf> = replicas
+        .dirs
+        .iter()
+        .map(|d| d.with_extension("log"))
+        .collect();
+    let elections = Elections::read(&logs, traded.started_ms..stopped_ms);
+    let after_kill = |at: u64| {
+        traded
+            .kills_ms
+            .iter()
+            .any(|&k| at >= k && at - k <= KILL_ELECTION_WINDOW_MS)
+    };
+    let unprovoked = elections
+        .stood
+        .iter()
+        .filter(|(at, _)| !after_kill(*at))
+        .count();
+    println!(
+        "elections from the start of trading: {} stood ({unprovoked} not within {} s of a kill), highest term stood for {}; {} pre-votes found no majority",
+        elections.stood.len(),
+        KILL_ELECTION_WINDOW_MS / 1_000,
+        elections
+            .stood
+            .iter()
+            .filter_map(|(_, term)| *term)
+            .max()
+            .map_or_else(|| "-".to_string(), |t| t.to_string()),
+        elections.not_standing
+    );
+    if !shape.is_transparent() {
+        let counts = relays.counts();
+        println!(
+            "relays: {} datagrams forwarded, {} lost, {} overflowed",
+            counts.forwarded, counts.lost, counts.overflowed
+        );
+    }
+    let mut served: Vec<Duration> = traded.failovers.iter().flatten().copied().collect();
+    served.sort_unstable();
+    let failover = |q: f64| {
+        served
+            .get(((served.len() as f64 - 1.0) * q).round() as usize)
+            .map_or_else(|| "-".to_string(), |d| format!("{:.0}", ms(*d)))
+    };
+    println!(
+        "summary: offered_per_s={:.0} accepted_per_s={:.0} accepted_pct={:.1} receipt_p50_ms={:.1} receipt_p99_ms={:.1} elections={} elections_without_kill={unprovoked} failover_p50_ms={} failover_max_ms={} failovers_served={}/{}",
+        traded.offered_per_s,
+        traded.accepted_per_s,
+        traded.accepted_percent,
+        ms(traded.receipt_p50),
+        ms(traded.receipt_p99),
+        elections.stood.len(),
+        failover(0.5),
+        failover(1.0),
+        served.len(),
+        traded.failovers.len()
+    );
     // Every replica's journal holds the same record at every LSN it holds.
     let mut union: BTreeMap<u64, (u8, Vec<u8>)> = BTreeMap::new();
     // Their checkpoints, by LSN: a pruned journal is verified from one.
@@ -792,7 +1281,113 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
         )
         .into());
     }
+    let unserved = traded.failovers.iter().filter(|f| f.is_none()).count();
+    if unserved > 0 {
+        return Err(format!(
+            "{unserved} of {} kills were not followed by a receipt from another replica within {} s",
+            traded.failovers.len(),
+            FAILOVER_WAIT.as_secs()
+        )
+        .into());
+    }
     Ok(())
+}
+
+/// What the replicas' logs say of elections over a time.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Elections {
+    /// Each time a replica stood: when (unix ms) and for which term, as
+    /// its log line says.
+    stood: Vec<(u64, Option<u64>)>,
+    /// Pre-votes that found no majority (the replica did not stand).
+    not_standing: u64,
+}
+
+impl Elections {
+    /// The elections the log files `logs` record `during` (unix ms); a log
+    /// that cannot be read records none.
+    fn read(logs: &[PathBuf], during: std::ops::Range<u64>) -> Elections {
+        let mut elections = Elections::default();
+        for log in logs {
+            if let Ok(text) = std::fs::read_to_string(log) {
+                elections.add(&text, &during);
+            }
+        }
+        elections
+    }
+
+    /// Adds the elections in one replica's log `text` `during` (unix ms).
+    fn add(&mut self, text: &str, during: &std::ops::Range<u64>) {
+        for line in text.lines() {
+            let standing = line.contains("no leader heard from: standing for election");
+            let not_standing = line.contains("no majority would vote for this replica");
+            if !standing && !not_standing {
+                continue;
+            }
+            let line = strip_ansi(line);
+            let Some(at) = line.split_whitespace().next().and_then(unix_ms) else {
+                continue;
+            };
+            if !during.contains(&at) {
+                continue;
+            }
+            if standing {
+                let term = line
+                    .split_whitespace()
+                    .find_map(|word| word.strip_prefix("term="))
+                    .and_then(|t| t.parse().ok());
+                self.stood.push((at, term));
+            } else {
+                self.not_standing += 1;
+            }
+        }
+    }
+}
+
+/// `line` without its terminal colour codes (`ESC [ … letter`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Unix milliseconds of a UTC time as the replicas' logs print it
+/// (`2026-11-27T10:20:30.123456Z`), if it is one.
+fn unix_ms(stamp: &str) -> Option<u64> {
+    let (date, time) = stamp.strip_suffix('Z')?.split_once('T')?;
+    let mut date = date.split('-').map(|part| part.parse::<i64>().ok());
+    let (year, month, day) = (date.next()??, date.next()??, date.next()??);
+    let mut time = time.split(':').map(str::to_string);
+    let hours: u64 = time.next()?.parse().ok()?;
+    let minutes: u64 = time.next()?.parse().ok()?;
+    let seconds = time.next()?;
+    let (whole, fraction) = seconds.split_once('.').unwrap_or((&seconds, "0"));
+    let whole: u64 = whole.parse().ok()?;
+    let millis: u64 = format!("{fraction:0<3}").get(..3)?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hours > 23 || minutes > 59 {
+        return None;
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard
+    // Hinnant's `days_from_civil`): years start in March, so that the
+    // leap day ends one.
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = u64::try_from(era * 146_097 + day_of_era - 719_468).ok()?;
+    Some(((days * 24 + hours) * 60 + minutes) * 60_000 + whole * 1_000 + millis)
 }
 
 /// Polls `probe` every 50 ms until it finds a replica, for up to 30 s from
@@ -909,4 +1504,50 @@ async fn start_keypers(
         tasks,
         released,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_times_read_as_unix_milliseconds() {
+        assert_eq!(unix_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(unix_ms("2000-02-29T23:59:59.999Z"), Some(951_868_799_999));
+        assert_eq!(
+            unix_ms("2026-12-07T13:49:32.705477Z"),
+            Some(1_796_651_372_705)
+        );
+        assert_eq!(unix_ms("2026-13-07T13:49:32Z"), None);
+        assert_eq!(unix_ms("2026-12-07 13:49:32Z"), None);
+        assert_eq!(unix_ms("INFO"), None);
+    }
+
+    #[test]
+    fn elections_are_read_from_coloured_log_lines_within_the_time() {
+        let log = "\u{1b}[2m2026-12-07T13:49:32.705477Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m \u{1b}[2msealbatch::replica::election\u{1b}[0m\u{1b}[2m:\u{1b}[0m no leader heard from: standing for election \u{1b}[3mterm\u{1b}[0m\u{1b}[2m=\u{1b}[0m7 \u{1b}[3mwaited_ms\u{1b}[0m\u{1b}[2m=\u{1b}[0m180
+2026-12-07T13:49:33.000000Z  INFO sealbatch::replica::election: no majority would vote for this replica (a leader is heard, or its log is behind): not standing term=8
+2026-12-07T13:49:34.000000Z  INFO sealbatch::replica::election: no leader heard from: standing for election term=8 waited_ms=150
+2026-12-07T13:49:31.000000Z  INFO sealbatch::replica::election: no leader heard from: standing for election term=6 waited_ms=150
+something else entirely
+";
+        let mut elections = Elections::default();
+        elections.add(log, &(1_796_651_372_000..1_796_651_374_000));
+        assert_eq!(
+            elections,
+            Elections {
+                stood: vec![(1_796_651_372_705, Some(7))],
+                not_standing: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn demo_orders_have_distinct_client_ids() {
+        let orders = demo_orders(5, BUNDLE_ORDERS_MAX);
+        let ids: BTreeSet<u64> = orders.iter().map(|o| o.client_order_id).collect();
+        assert_eq!(ids.len(), BUNDLE_ORDERS_MAX);
+        assert!(orders.iter().any(|o| o.side == Side::Buy));
+        assert!(orders.iter().any(|o| o.side == Side::Sell));
+    }
 }

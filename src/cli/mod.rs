@@ -23,6 +23,7 @@ mod keyper;
 pub mod loadgen;
 mod operator;
 mod plot;
+pub mod relay;
 pub mod run;
 mod submit;
 mod verify;
@@ -158,6 +159,9 @@ pub enum Command {
     /// journal or a transcript; the batch is re-derived first).
     #[command(after_help = EXPORT_EXIT_STATUS_HELP)]
     Plot(plot::PlotArgs),
+    /// A UDP relay that delays, jitters and loses datagrams each way: a
+    /// user-space WAN between replicas (or any QUIC peers) on one machine.
+    Relay(relay::RelayArgs),
 }
 
 /// Parses the command line (a bad one exits [`EXIT_USAGE`], clap's status),
@@ -223,5 +227,6 @@ pub fn run(cli: Cli) -> CommandResult {
         Command::Verify(args) => verify::run(&args),
         Command::Export(args) => verify::export(&args),
         Command::Plot(args) => plot::run(&args),
+        Command::Relay(args) => relay::run(&args),
     }
 }

@@ -13,11 +13,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
 use sealbatch::cli::connect::target_batch;
+use sealbatch::cli::relay::{LinkShape, RelayControl, relay};
 use sealbatch::client::cluster::{ClusterClient, ReplicaAddr};
 use sealbatch::client::{Client, KeyTrust};
 use sealbatch::envelope::Commitment;
@@ -545,50 +545,6 @@ async fn a_paused_follower_does_not_depose_a_healthy_leader() {
     }
 }
 
-/// Relays UDP between a replica's transport address as the others know it
-/// (`listen`) and its real port (`target`), one socket per sender; drops
-/// every packet to or from the port in `cut` (0: none).
-async fn relay(listen: tokio::net::UdpSocket, target: SocketAddr, cut: Arc<AtomicU16>) {
-    let listen = Arc::new(listen);
-    let mut peers: BTreeMap<SocketAddr, Arc<tokio::net::UdpSocket>> = BTreeMap::new();
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        let Ok((len, from)) = listen.recv_from(&mut buf).await else {
-            return;
-        };
-        let blocked = cut.load(Ordering::Relaxed);
-        if blocked != 0 && (blocked == target.port() || blocked == from.port()) {
-            continue;
-        }
-        let socket = match peers.get(&from) {
-            Some(socket) => Arc::clone(socket),
-            None => {
-                let socket = Arc::new(
-                    tokio::net::UdpSocket::bind("127.0.0.1:0")
-                        .await
-                        .expect("a relay socket"),
-                );
-                let back = Arc::clone(&socket);
-                let listen = Arc::clone(&listen);
-                let cut = Arc::clone(&cut);
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 65_536];
-                    while let Ok((len, _)) = back.recv_from(&mut buf).await {
-                        let blocked = cut.load(Ordering::Relaxed);
-                        if blocked != 0 && (blocked == target.port() || blocked == from.port()) {
-                            continue;
-                        }
-                        let _ = listen.send_to(&buf[..len], from).await;
-                    }
-                });
-                peers.insert(from, Arc::clone(&socket));
-                socket
-            }
-        };
-        let _ = socket.send_to(&buf[..len], target).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow tier: SEALBATCH_TEST_TIER=slow cargo test -- --include-ignored"]
 async fn a_partitioned_leader_gives_no_receipt_and_the_others_go_on() {
@@ -598,13 +554,22 @@ async fn a_partitioned_leader_gives_no_receipt_and_the_others_go_on() {
         .expect("a temporary directory");
     let relay_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
     let mut cluster = Cluster::new(work.path(), 3, Some(&relay_ports));
-    let cut = Arc::new(AtomicU16::new(0));
-    for (&port, &raft_port) in relay_ports.iter().zip(&cluster.raft_ports) {
+    // One control for the three relays: cutting a replica's port drops
+    // what it sends through the others' relays and all that reaches it
+    // through its own.
+    let cut = Arc::new(RelayControl::new());
+    for (i, (&port, &raft_port)) in relay_ports.iter().zip(&cluster.raft_ports).enumerate() {
         let socket = tokio::net::UdpSocket::bind(("127.0.0.1", port))
             .await
             .expect("the relay binds");
         let target = SocketAddr::from(([127, 0, 0, 1], raft_port));
-        tokio::spawn(relay(socket, target, Arc::clone(&cut)));
+        tokio::spawn(relay(
+            socket,
+            target,
+            LinkShape::default(),
+            i as u64,
+            Arc::clone(&cut),
+        ));
     }
     for i in 0..3 {
         cluster.start(i);
@@ -633,7 +598,7 @@ async fn a_partitioned_leader_gives_no_receipt_and_the_others_go_on() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
     // The leader loses the others: nothing it is sent can commit.
-    cut.store(cluster.raft_ports[old], Ordering::Relaxed);
+    cut.cut_port(cluster.raft_ports[old]);
     let cut_at = Instant::now();
     let schedule = old_client
         .schedule()
@@ -686,7 +651,7 @@ async fn a_partitioned_leader_gives_no_receipt_and_the_others_go_on() {
 
     // Healed: the old leader follows the new one.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    cut.store(0, Ordering::Relaxed);
+    cut.heal();
     let (receipts, _) = loader.await.expect("loader");
     assert!(receipts.len() > 20, "only {} receipts", receipts.len());
     tokio::time::sleep(Duration::from_millis(2_000)).await;

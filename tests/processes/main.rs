@@ -16,3 +16,4 @@ mod committee_processes;
 mod poison_pill;
 mod process_crash;
 mod verify_cli;
+mod wan;
