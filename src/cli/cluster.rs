@@ -137,9 +137,14 @@ pub struct ClusterDemoArgs {
     /// twice this.
     #[arg(long, default_value_t = 0)]
     pub delay_ms: u64,
-    /// Plus or minus up to this much per datagram, ms (reorders them).
+    /// Plus or minus up to this much per datagram, ms (in order, unless
+    /// `--reorder`).
     #[arg(long, default_value_t = 0)]
     pub jitter_ms: u64,
+    /// Each datagram's jitter drawn on its own, reordering them (as
+    /// `netem`'s jitter does).
+    #[arg(long)]
+    pub reorder: bool,
     /// Datagrams between replicas lost, each way, percent.
     #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
@@ -781,8 +786,11 @@ async fn offer(
         }
         // Asked again before the keys run out, in a task of its own: a
         // failover must not hold up the offers.
+        // The batch the offer after next will seal to: a slow trader asks
+        // again well before then, not after its keys ran out.
+        let ahead_ms = u64::try_from(period.as_millis().saturating_mul(2)).unwrap_or(u64::MAX);
         let running_out = schedule.as_ref().is_none_or(|s| {
-            let e = target_batch(s, now_ms(), 30);
+            let e = target_batch(s, now_ms().saturating_add(ahead_ms), 30);
             s.batch_keys
                 .iter()
                 .map(|(b, _)| *b)
@@ -880,7 +888,7 @@ fn ms(duration: Duration) -> f64 {
 }
 
 fn demo(args: &ClusterDemoArgs) -> CommandResult {
-    let shape = LinkShape::new(args.delay_ms, args.jitter_ms, args.loss)?;
+    let shape = LinkShape::new(args.delay_ms, args.jitter_ms, args.loss)?.reordering(args.reorder);
     let period = match args.rate {
         None => None,
         Some(0) => return Err("--rate: at least 1 order per second".into()),

@@ -5,12 +5,20 @@
 //! sender to one target, through a socket of its own per sender (a *flow*),
 //! so the target's replies come back to that socket and are sent on to the
 //! sender from the listening socket. Each datagram, in each direction, is
-//! held for the link's one-way delay ± a uniform jitter (jitter reorders
-//! datagrams, as `netem` does) and lost with the link's probability, both
+//! held for the link's one-way delay ± a uniform jitter and lost with the
+//! link's probability, both
 //! drawn from a seeded ChaCha20 stream per flow direction, so a run can be
 //! repeated. A [`RelayControl`] shared with the relay cuts it (every
 //! datagram, or those to or from one port) while set and counts what
 //! happened to the datagrams.
+//!
+//! Jitter keeps the datagrams in order by default: a datagram is never due
+//! before the one sent ahead of it, as on a real path, whose delay varies
+//! with the queues it crosses but which rarely reorders. With `reorder`
+//! each datagram's delay is drawn on its own, as `netem`'s jitter does, and
+//! a fast sender's datagrams arrive shuffled; QUIC takes a datagram three
+//! places late for a lost one (RFC 9002 §6.1.1), so that shape measures
+//! the transport's loss recovery more than the link.
 //!
 //! The delay is a [`DelayLine`], a pure queue that takes the time as an
 //! argument (`handle_*` for datagrams coming in, `poll_*` for what is due);
@@ -73,6 +81,9 @@ pub struct LinkShape {
     pub jitter_ms: u64,
     /// Each datagram is lost with this probability, in parts per million.
     pub loss_ppm: u32,
+    /// Whether jitter may reorder datagrams (each delay drawn on its own);
+    /// else a datagram is never due before the one ahead of it.
+    pub reorder: bool,
 }
 
 /// A link shape that cannot be used.
@@ -108,7 +119,14 @@ impl LinkShape {
             jitter_ms,
             // In 0..=1_000_000: the range was checked.
             loss_ppm: (loss_percent * PPM_PER_PERCENT).round() as u32,
+            reorder: false,
         })
+    }
+
+    /// The same link, its jitter reordering datagrams (`reorder`) or not.
+    #[must_use]
+    pub fn reordering(self, reorder: bool) -> LinkShape {
+        LinkShape { reorder, ..self }
     }
 
     /// Whether the link passes every datagram at once (no delay, jitter or
@@ -123,9 +141,10 @@ impl std::fmt::Display for LinkShape {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "one-way delay {} ± {} ms, loss {} %",
+            "one-way delay {} ± {} ms{}, loss {} %",
             self.delay_ms,
             self.jitter_ms,
+            if self.reorder { " (reordering)" } else { "" },
             f64::from(self.loss_ppm) / PPM_PER_PERCENT
         )
     }
@@ -180,6 +199,9 @@ pub struct DelayLine {
     rng: ChaCha20Rng,
     queue: BinaryHeap<Reverse<Queued>>,
     sequence: u64,
+    /// When the datagram queued last is due (a datagram of a link that
+    /// does not reorder is not due before it).
+    last_due: Option<Instant>,
 }
 
 impl DelayLine {
@@ -191,11 +213,13 @@ impl DelayLine {
             rng,
             queue: BinaryHeap::new(),
             sequence: 0,
+            last_due: None,
         }
     }
 
     /// A datagram arrived at `now`: lost, or held until `now` + delay ±
-    /// jitter.
+    /// jitter (and, unless the link reorders, not before the datagram
+    /// ahead of it).
     pub fn handle_datagram(&mut self, now: Instant, bytes: Vec<u8>) -> Admitted {
         // Both draws are made for every datagram, so what happens to one
         // does not depend on what happened to those before it.
@@ -212,9 +236,14 @@ impl DelayLine {
         // delay - jitter + offset, never below zero.
         let held_us =
             (self.shape.delay_ms.saturating_mul(1_000) + offset).saturating_sub(jitter_us);
+        let mut due = now + Duration::from_micros(held_us);
+        if !self.shape.reorder {
+            due = self.last_due.map_or(due, |last| due.max(last));
+        }
+        self.last_due = Some(due);
         self.sequence += 1;
         self.queue.push(Reverse(Queued {
-            due: now + Duration::from_micros(held_us),
+            due,
             sequence: self.sequence,
             bytes,
         }));
@@ -554,10 +583,14 @@ pub struct RelayArgs {
     /// One-way delay of each datagram, each way, ms.
     #[arg(long, default_value_t = 0)]
     pub delay_ms: u64,
-    /// Plus or minus up to this much per datagram, uniformly, ms (reorders
-    /// datagrams).
+    /// Plus or minus up to this much per datagram, uniformly, ms (in
+    /// order, unless `--reorder`).
     #[arg(long, default_value_t = 0)]
     pub jitter_ms: u64,
+    /// Each datagram's jitter drawn on its own, reordering them (as
+    /// `netem`'s jitter does).
+    #[arg(long)]
+    pub reorder: bool,
     /// Datagrams lost, each way, percent.
     #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
@@ -577,7 +610,7 @@ pub struct RelayArgs {
 /// A shape out of range, an address that cannot be bound, or a listening
 /// socket that fails.
 pub fn run(args: &RelayArgs) -> CommandResult {
-    let shape = LinkShape::new(args.delay_ms, args.jitter_ms, args.loss)?;
+    let shape = LinkShape::new(args.delay_ms, args.jitter_ms, args.loss)?.reordering(args.reorder);
     let duration = match args.duration {
         Some(seconds) if !(seconds.is_finite() && seconds >= 0.0) => {
             return Err(format!("--duration {seconds}: a number of seconds, at least 0").into());
@@ -616,8 +649,10 @@ mod tests {
     }
 
     #[test]
-    fn a_delay_line_holds_each_datagram_within_the_jitter_and_reorders() {
-        let shape = LinkShape::new(40, 5, 0.0).expect("a shape");
+    fn a_reordering_delay_line_holds_each_datagram_within_the_jitter() {
+        let shape = LinkShape::new(40, 5, 0.0)
+            .expect("a shape")
+            .reordering(true);
         let mut line = line(shape, 7);
         let start = Instant::now();
         for i in 0..1_000u32 {
@@ -645,6 +680,33 @@ mod tests {
         assert_eq!(out.len(), 1_000);
         assert!(out.windows(2).any(|w| w[0] > w[1]), "jitter reordered none");
         assert!(line.is_empty());
+    }
+
+    #[test]
+    fn jitter_keeps_the_order_unless_the_link_reorders() {
+        let shape = LinkShape::new(20, 10, 0.0).expect("a shape");
+        let mut line = line(shape, 9);
+        let start = Instant::now();
+        for i in 0..1_000u32 {
+            let at = start + Duration::from_micros(u64::from(i) * 50);
+            line.handle_datagram(at, i.to_be_bytes().to_vec());
+        }
+        let mut out = Vec::new();
+        let mut held_max = Duration::ZERO;
+        let mut now = start;
+        while let Some(due) = line.poll_timeout() {
+            now = now.max(due);
+            let bytes = line.poll_due(now).expect("due");
+            let i = u32::from_be_bytes(bytes.try_into().expect("four bytes"));
+            let sent = start + Duration::from_micros(u64::from(i) * 50);
+            held_max = held_max.max(now.duration_since(sent));
+            out.push(i);
+        }
+        assert_eq!(out, (0..1_000).collect::<Vec<u32>>());
+        // The one ahead was sent earlier and due by its own delay + jitter,
+        // so none is held past delay + jitter.
+        assert!(held_max >= Duration::from_millis(25), "{held_max:?}");
+        assert!(held_max <= Duration::from_millis(30), "{held_max:?}");
     }
 
     #[test]

@@ -169,14 +169,23 @@ impl ClusterClient {
     ///
     /// [`ClientError::Connection`] if none leads in time.
     pub async fn leader(&self) -> Result<Arc<Client>, ClientError> {
-        let mut current = self.current.lock().await;
+        let deadline = Instant::now() + FAILOVER_WAIT_MAX;
+        // Waiting behind another caller's search counts against this
+        // caller's wait: many submissions waiting on one dead leader end
+        // within the wait, not one wait after another.
+        let Ok(mut current) = tokio::time::timeout_at(deadline.into(), self.current.lock()).await
+        else {
+            return Err(ClientError::Connection(format!(
+                "no replica leads after {} s (waited for another search)",
+                FAILOVER_WAIT_MAX.as_secs()
+            )));
+        };
         if let Some((_, client)) = current.as_ref()
             && client.connection().close_reason().is_none()
         {
             return Ok(Arc::clone(client));
         }
         *current = None;
-        let deadline = Instant::now() + FAILOVER_WAIT_MAX;
         let mut hint: Option<ReplicaAddr> = None;
         let mut last = String::from("no replica tried");
         while Instant::now() < deadline {
@@ -248,14 +257,18 @@ impl ClusterClient {
             .map(|(replica, _)| replica.addr)
     }
 
-    /// Forgets the leader's connection if it is still `client`.
-    async fn drop_leader(&self, client: &Arc<Client>) {
+    /// Forgets the leader's connection if it is still `client`, closing
+    /// it unless `keep_open`: a connection that only answered slowly keeps
+    /// serving the submissions already on it.
+    async fn drop_leader(&self, client: &Arc<Client>, keep_open: bool) {
         let mut current = self.current.lock().await;
         if current
             .as_ref()
             .is_some_and(|(_, c)| Arc::ptr_eq(c, client))
         {
-            client.close();
+            if !keep_open {
+                client.close();
+            }
             *current = None;
         }
     }
@@ -274,7 +287,8 @@ impl ClusterClient {
                 .unwrap_or(Err(ClientError::Timeout));
             match attempt {
                 Err(error) if is_failover(&error) && Instant::now() < deadline => {
-                    self.drop_leader(&client).await;
+                    self.drop_leader(&client, matches!(error, ClientError::Timeout))
+                        .await;
                 }
                 other => return other,
             }
@@ -299,7 +313,14 @@ impl ClusterClient {
             match attempt {
                 Err(error) if is_failover(&error) && Instant::now() < deadline => {
                     tracing::debug!(%error, "submitting again after a failover");
-                    self.drop_leader(&client).await;
+                    // A submission not answered in time may only be slow
+                    // (a leader across a WAN, a burst): its connection
+                    // stays open for the others on it, and the same bytes
+                    // go to whichever replica leads now — the same one, if
+                    // it still does, which receipts a duplicate once it is
+                    // durable (`spec/wire.md` §5).
+                    self.drop_leader(&client, matches!(error, ClientError::Timeout))
+                        .await;
                 }
                 other => return other,
             }

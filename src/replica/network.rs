@@ -447,6 +447,7 @@ pub async fn call(
         links: Links::new(identity, endpoint.clone()),
         // A one-off request: no election to time.
         clock: Arc::new(ElectionClock::new()),
+        heartbeats: Arc::default(),
     };
     let result = peer.call(&request.encode(), ttl).await;
     endpoint.close(0u32.into(), b"done");
@@ -490,6 +491,7 @@ impl Network {
             node: node.clone(),
             links: self.links.clone(),
             clock: Arc::clone(&self.clock),
+            heartbeats: Arc::default(),
         }
     }
 }
@@ -503,11 +505,22 @@ impl RaftNetworkFactory<Replication> for Network {
 }
 
 /// One other replica, reached over the connection [`Links`] keeps to it.
+#[derive(Clone)]
 pub struct Peer {
     target: ReplicaId,
     node: ReplicaNode,
     links: Links,
     clock: Arc<ElectionClock>,
+    heartbeats: Arc<std::sync::Mutex<Heartbeats>>,
+}
+
+/// The heartbeats a leader sends one replica (`spec/replication.md` §6):
+/// whether one is on its way, and the answer of the last one if it was not
+/// a plain success, to be reported by the next.
+#[derive(Default)]
+struct Heartbeats {
+    outstanding: bool,
+    report: Option<Result<AppendEntriesResponse<ReplicaId>, TransportError>>,
 }
 
 impl Peer {
@@ -530,6 +543,45 @@ impl Peer {
             target: self.target,
             reason: reason.to_string(),
         }
+    }
+
+    /// Sends a heartbeat (an append without entries) without waiting for
+    /// its answer, at most one at a time, and answers at once: with the
+    /// last heartbeat's answer if that was not a success (a higher vote, a
+    /// conflict, an error), else success.
+    ///
+    /// openraft 0.9 sends one request at a time to each replica, so a
+    /// heartbeat it waited for would hold the next entries back for a
+    /// round trip: across a WAN, most of a receipt's wait. A heartbeat's
+    /// success changes nothing in openraft (its answer carries no request
+    /// id); what matters in its answer, a higher vote or a log that no
+    /// longer matches, still reaches openraft, one heartbeat later.
+    fn heartbeat(
+        &self,
+        rpc: AppendEntriesRequest<Replication>,
+        ttl: Duration,
+    ) -> Result<AppendEntriesResponse<ReplicaId>, TransportError> {
+        let mut heartbeats = self.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(report) = heartbeats.report.take() {
+            return report;
+        }
+        if !heartbeats.outstanding {
+            heartbeats.outstanding = true;
+            let mut peer = self.clone();
+            let request = RaftRequest::Append(rpc).encode();
+            tokio::spawn(async move {
+                let answer = match peer.call(&request, ttl).await {
+                    Ok(body) => decode_append_response(&body).map_err(|e| peer.failed(e)),
+                    Err(error) => Err(error),
+                };
+                let mut heartbeats = peer.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
+                heartbeats.outstanding = false;
+                if !matches!(answer, Ok(AppendEntriesResponse::Success)) {
+                    heartbeats.report = Some(answer);
+                }
+            });
+        }
+        Ok(AppendEntriesResponse::Success)
     }
 
     /// Asks the replica to attest the seal `(e, count, root)`: its
@@ -622,6 +674,9 @@ impl RaftNetwork<Replication> for Peer {
         AppendEntriesResponse<ReplicaId>,
         RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId>>,
     > {
+        if rpc.entries.is_empty() {
+            return self.heartbeat(rpc, option.hard_ttl()).map_err(rpc_error);
+        }
         // Send no more than a frame's budget (at least one entry); the
         // rest goes in the next request.
         let mut bytes = 0;

@@ -545,3 +545,86 @@ async fn a_replica_attests_only_the_seal_its_committed_log_holds() {
         sealbatch::replica::certificate::AttestAnswer::Attested(_)
     ));
 }
+
+/// A leader's heartbeat does not wait for its answer (so it never holds the
+/// next entries back for a round trip: `spec/replication.md` §6): the
+/// call answers success at once, and an answer that matters — here a
+/// higher vote, as a deposed leader's heartbeat gets — is reported by a
+/// later heartbeat; an unreachable replica's error likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_answers_at_once_and_reports_a_higher_vote_later() {
+    use openraft::Vote;
+    use openraft::network::{RPCOption, RaftNetwork as _, RaftNetworkFactory as _};
+    use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
+
+    let root = tempfile::tempdir().expect("a temporary directory");
+    let Three {
+        dirs,
+        identities,
+        ports,
+        allowed,
+        nodes,
+    } = Three::new(root.path());
+    let replicas = start_three(&dirs, &identities, &allowed, &ports, &nodes).await;
+    let first = leader(&replicas).await;
+    let follower = (1..=3).find(|id| *id != first).expect("a follower");
+    let mut network = Network::new(
+        Arc::clone(&identities[&first]),
+        replicas[&first].endpoint.clone(),
+        Arc::new(ElectionClock::new()),
+    );
+    let mut peer = network.new_client(follower, &nodes[&follower]).await;
+    // A heartbeat of term 0: every replica has voted in a higher term.
+    let stale = || AppendEntriesRequest::<Replication> {
+        vote: Vote::new_committed(0, first),
+        prev_log_id: None,
+        leader_commit: None,
+        entries: Vec::new(),
+    };
+    let option = || RPCOption::new(Duration::from_millis(500));
+    let first_answer = peer.append_entries(stale(), option()).await;
+    assert!(
+        matches!(first_answer, Ok(AppendEntriesResponse::Success)),
+        "{first_answer:?}"
+    );
+    let mut reported = None;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        match peer.append_entries(stale(), option()).await {
+            Ok(AppendEntriesResponse::Success) => {}
+            other => {
+                reported = Some(other);
+                break;
+            }
+        }
+    }
+    assert!(
+        matches!(reported, Some(Ok(AppendEntriesResponse::HigherVote(vote))) if vote.leader_id().term >= 1),
+        "{reported:?}"
+    );
+
+    // A replica nobody listens for: success now, its error later.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").expect("binds");
+    let nowhere = ReplicaNode {
+        addr: silent.local_addr().expect("an address").to_string(),
+        ..nodes[&follower].clone()
+    };
+    let mut lost = network.new_client(follower, &nowhere).await;
+    let answer = lost.append_entries(stale(), option()).await;
+    assert!(
+        matches!(answer, Ok(AppendEntriesResponse::Success)),
+        "{answer:?}"
+    );
+    let mut failed = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if lost.append_entries(stale(), option()).await.is_err() {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "the unanswered heartbeat was never reported");
+    for (_, replica) in replicas {
+        stop(replica).await;
+    }
+}
