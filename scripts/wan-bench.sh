@@ -23,7 +23,8 @@
 # receipt from the new leader within 15 s; the demo's exit status.
 #
 # Environment: CARGO_TARGET_DIR (where the release build is), WAN_RATE
-# (orders/s offered, default 10000), WAN_OUT (where each run's output and
+# (orders/s offered, default 10000), WAN_DEFAULTS=0 (only the settings
+# given, not the defaults first), WAN_OUT (where each run's output and
 # replica logs are kept; default a new directory under /tmp).
 set -euo pipefail
 
@@ -72,6 +73,10 @@ fi
 settings=("")
 if [[ -n "$custom" ]]; then
     settings=("" "$custom")
+    # WAN_DEFAULTS=0: the given settings only.
+    if [[ "${WAN_DEFAULTS:-1}" == 0 ]]; then
+        settings=("$custom")
+    fi
 fi
 
 # The value of KEY= in the run's summary line.

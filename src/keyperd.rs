@@ -446,6 +446,8 @@ pub enum KeyperEvent {
     Released {
         /// The batch.
         e: BatchId,
+        /// The root of the seal released for.
+        root: crate::envelope::MerkleRoot,
         /// Whether it was the first release for this batch.
         first: bool,
     },
@@ -599,6 +601,7 @@ impl State {
                 );
                 self.report(KeyperEvent::Released {
                     e: seal.e,
+                    root: seal.root,
                     first: release == Release::First,
                 });
             }

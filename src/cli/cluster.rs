@@ -20,6 +20,7 @@ use zeroize::Zeroizing;
 
 use super::CommandResult;
 use super::connect::target_batch;
+use super::faults::{Fault, FaultKind};
 use super::loadgen::Latencies;
 use super::relay::{LinkShape, RelayControl, relay};
 use super::run::runtime;
@@ -160,6 +161,22 @@ pub struct ClusterDemoArgs {
     /// killed replica restarts and catches up. 0: a steady run, no fault.
     #[arg(long, default_value_t = 1)]
     pub kills: u32,
+    /// A fault campaign instead of `--kills`: this many faults, evenly
+    /// over the duration, each of a kind drawn from `--fault-kinds` (with
+    /// `--seed`); afterwards every receipt is checked against the
+    /// journals, and every keyper release against the committed seals.
+    #[arg(long, value_name = "N")]
+    pub faults: Option<u32>,
+    /// The kinds of fault drawn from, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "kill-leader,kill-follower,pause-leader,pause-follower,kill-two,kill-all,stop-leader"
+    )]
+    pub fault_kinds: Vec<FaultKind>,
+    /// The seed of the fault plan.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
     /// Keypers of a committee that holds the batch keys (any majority
     /// releases one), each given every replica and its commit key: a share
     /// leaves only for a seal a majority of the replicas certified. 0: the
@@ -189,6 +206,8 @@ struct Tally {
     refused: BTreeMap<String, u64>,
     /// Submission to receipt, per envelope.
     latency: Latencies,
+    /// Every receipt, checked against the journals at the end.
+    receipts: Vec<crate::envelope::Receipt>,
     /// Receipts (envelopes) per second of trading.
     per_second: Vec<u64>,
 }
@@ -218,7 +237,7 @@ impl Tally {
         outcome: Result<crate::envelope::Receipt, ClientError>,
     ) -> Option<Duration> {
         match outcome {
-            Ok(_) => {
+            Ok(receipt) => {
                 let took = sent.elapsed();
                 let from = cluster.leader_addr().await;
                 if let Ok(mut log) = log.lock() {
@@ -228,6 +247,7 @@ impl Tally {
                 Tally::with(tally, |t| {
                     t.accepted += orders;
                     t.latency.record(took);
+                    t.receipts.push(receipt);
                     if t.per_second.len() <= second {
                         t.per_second.resize(second + 1, 0);
                     }
@@ -639,6 +659,44 @@ impl Replicas {
         None
     }
 
+    /// SIGKILLs replica `i`, if it runs, and reaps it.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends replica `i` a signal (`-STOP`, `-CONT`), if it runs.
+    fn signal(&self, i: usize, signal: &str) {
+        if let Some(child) = self.children[i].as_ref() {
+            let _ = Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status();
+        }
+    }
+
+    /// The replicas that exited without being stopped (which, and their
+    /// status), restarted if `restart`.
+    fn reap(&mut self, restart: bool) -> Vec<(usize, String)> {
+        let mut exited = Vec::new();
+        for i in 0..self.children.len() {
+            let status = self.children[i]
+                .as_mut()
+                .and_then(|child| child.try_wait().ok().flatten());
+            if let Some(status) = status {
+                self.children[i] = None;
+                eprintln!("replica {} stopped itself: {status}", i + 1);
+                exited.push((i, status.to_string()));
+                if restart {
+                    let _ = self.start(i);
+                }
+            }
+        }
+        exited
+    }
+
     fn stop(&mut self, i: usize) {
         if let Some(child) = self.children[i].take() {
             let _ = Command::new("kill")
@@ -868,8 +926,18 @@ struct Traded {
     /// Kill to the first receipt from another replica; `None`: none within
     /// [`FAILOVER_WAIT`].
     failovers: Vec<Option<Duration>>,
-    /// When each kill was, unix ms.
-    kills_ms: Vec<u64>,
+    /// When each kill or fault began and ended, unix ms.
+    fault_windows: Vec<(u64, u64)>,
+    /// The faults of a campaign: each with the time from its start to the
+    /// next receipt (`None`: none within [`FAILOVER_WAIT`] of its end).
+    faults: Vec<(Fault, Option<Duration>)>,
+    /// Replicas that exited without being stopped: which, and how.
+    self_stopped: Vec<(usize, String)>,
+    /// Every receipt.
+    receipts: Vec<crate::envelope::Receipt>,
+    /// The keypers' first releases (batch, seal root, unix ms) and the
+    /// batch clock (genesis, length), with a committee.
+    releases: Option<Releases>,
     /// When trading started, unix ms.
     started_ms: u64,
     /// Orders offered and accepted per second, and the accepted share
@@ -1030,7 +1098,8 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
         let kills = args.kills;
         let mut leader = first;
         let mut failovers = Vec::new();
-        let mut kills_ms = Vec::new();
+        let mut fault_windows = Vec::new();
+        let kills = if args.faults.is_some() { 0 } else { kills };
         for k in 0..kills {
             let at = start + duration * (k + 1) / (kills + 1);
             tokio::time::sleep_until(at.into()).await;
@@ -1042,7 +1111,8 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
             }
             replicas.children[leader] = None;
             let killed = Instant::now();
-            kills_ms.push(now_ms());
+            let killed_ms = now_ms();
+            fault_windows.push((killed_ms, killed_ms));
             let dead = replicas.addrs()?.get(leader).map(|r| r.addr);
             // The first receipt from another replica after the kill.
             let served = loop {
@@ -1092,10 +1162,26 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
                 leader = replicas.leader(false).await.unwrap_or(leader);
             }
         }
+        let mut campaign = Campaign::default();
+        if let Some(count) = args.faults {
+            let plan = super::faults::plan(args.seed, count, duration, &args.fault_kinds);
+            println!(
+                "a fault campaign of {} faults (seed {}): {}",
+                plan.len(),
+                args.seed,
+                args.fault_kinds
+                    .iter()
+                    .map(|k| k.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            campaign = run_faults(&mut replicas, &trading, &plan).await?;
+            fault_windows.extend(campaign.faults.iter().map(|f| f.window));
+        }
         for trader in traders {
             trader.await?;
         }
-        let tally = trading
+        let mut tally = trading
             .tally
             .lock()
             .map(|mut t| std::mem::take(&mut *t))
@@ -1153,18 +1239,29 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
             );
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
-        if let Some(keypers) = keypers {
-            keypers.stop().await;
-        }
+        // A replica that stopped itself during the last fault's wait.
+        campaign.self_stopped.extend(replicas.reap(false));
+        let releases = match keypers {
+            Some(keypers) => Some(keypers.stop().await),
+            None => None,
+        };
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Traded {
             failovers,
-            kills_ms,
+            fault_windows,
+            faults: campaign
+                .faults
+                .into_iter()
+                .map(|f| (f.fault, f.to_receipt))
+                .collect(),
+            self_stopped: campaign.self_stopped,
+            receipts: std::mem::take(&mut tally.receipts),
             started_ms,
             offered_per_s: tally.offered as f64 / seconds,
             accepted_per_s: tally.accepted as f64 / seconds,
             accepted_percent,
             receipt_p50: tally.latency.quantile(0.5),
             receipt_p99: tally.latency.quantile(0.99),
+            releases,
         })
     })?;
     // Elections from here on are the stopping replicas'.
@@ -1180,9 +1277,9 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
     let elections = Elections::read(&logs, traded.started_ms..stopped_ms);
     let after_kill = |at: u64| {
         traded
-            .kills_ms
+            .fault_windows
             .iter()
-            .any(|&k| at >= k && at - k <= KILL_ELECTION_WINDOW_MS)
+            .any(|&(start, end)| at >= start && at <= end.saturating_add(KILL_ELECTION_WINDOW_MS))
     };
     let unprovoked = elections
         .stood
@@ -1190,7 +1287,7 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
         .filter(|(at, _)| !after_kill(*at))
         .count();
     println!(
-        "elections from the start of trading: {} stood ({unprovoked} not within {} s of a kill), highest term stood for {}; {} pre-votes found no majority",
+        "elections from the start of trading: {} stood ({unprovoked} not within {} s of a fault), highest term stood for {}; {} pre-votes found no majority",
         elections.stood.len(),
         KILL_ELECTION_WINDOW_MS / 1_000,
         elections
@@ -1261,8 +1358,8 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
     let checkpoints: Vec<_> = checkpoints.into_values().collect();
     let report = crate::sequencer::verify_journal_with(
         union
-            .into_iter()
-            .map(|(lsn, (kind, payload))| (lsn, kind, payload)),
+            .iter()
+            .map(|(lsn, (kind, payload))| (*lsn, *kind, payload.clone())),
         &checkpoints,
     )?;
     if let Some(lsn) = report.from_checkpoint {
@@ -1289,6 +1386,10 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
         )
         .into());
     }
+    let broken = report_campaign(&traded, &union, &checkpoints)?;
+    if broken > 0 {
+        return Err(format!("{broken} broken promises (above)").into());
+    }
     let unserved = traded.failovers.iter().filter(|f| f.is_none()).count();
     if unserved > 0 {
         return Err(format!(
@@ -1299,6 +1400,240 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
         .into());
     }
     Ok(())
+}
+
+/// One fault carried out: when it began and ended (unix ms), and the time
+/// from its start to the next receipt.
+struct FaultDone {
+    fault: Fault,
+    window: (u64, u64),
+    to_receipt: Option<Duration>,
+}
+
+/// What a fault campaign did.
+#[derive(Default)]
+struct Campaign {
+    faults: Vec<FaultDone>,
+    self_stopped: Vec<(usize, String)>,
+}
+
+/// The replica the traders' latest receipt came from, if any is known.
+fn receipting_replica(replicas: &Replicas, log: &ReceiptLog) -> Option<usize> {
+    let from = log.lock().ok()?.last()?.1?;
+    let addrs = replicas.addrs().ok()?;
+    addrs.iter().position(|r| r.addr == from)
+}
+
+/// Carries out `plan` on the replicas while the traders trade: each fault
+/// at its time, the processes restarted or resumed after its hold; then
+/// waits (at most [`FAILOVER_WAIT`]) for the first receipt after it. A
+/// replica found exited without being stopped is reported and restarted,
+/// as a supervisor would.
+async fn run_faults(
+    replicas: &mut Replicas,
+    trading: &Trading,
+    plan: &[Fault],
+) -> Result<Campaign, Box<dyn std::error::Error + Send + Sync>> {
+    let mut campaign = Campaign::default();
+    for (k, fault) in plan.iter().enumerate() {
+        tokio::time::sleep_until((trading.start + fault.at).into()).await;
+        campaign.self_stopped.extend(replicas.reap(true));
+        let leader = match receipting_replica(replicas, &trading.log) {
+            Some(i) => i,
+            None => replicas.leader(false).await.unwrap_or(0),
+        };
+        // A follower, alternately the one after and the one before.
+        let follower = (leader + 1 + k % 2) % 3;
+        let began = Instant::now();
+        let began_ms = now_ms();
+        let hold = fault.hold;
+        match fault.kind {
+            FaultKind::KillLeader | FaultKind::KillFollower | FaultKind::StopLeader => {
+                let target = if fault.kind == FaultKind::KillFollower {
+                    follower
+                } else {
+                    leader
+                };
+                if fault.kind == FaultKind::StopLeader {
+                    replicas.stop(target);
+                } else {
+                    replicas.kill(target);
+                }
+                tokio::time::sleep(hold).await;
+                replicas.start(target)?;
+            }
+            FaultKind::PauseLeader | FaultKind::PauseFollower => {
+                let target = if fault.kind == FaultKind::PauseLeader {
+                    leader
+                } else {
+                    follower
+                };
+                replicas.signal(target, "-STOP");
+                tokio::time::sleep(hold).await;
+                replicas.signal(target, "-CONT");
+            }
+            FaultKind::KillTwo => {
+                replicas.kill(leader);
+                replicas.kill(follower);
+                tokio::time::sleep(hold).await;
+                replicas.start(leader)?;
+                replicas.start(follower)?;
+            }
+            FaultKind::KillAll => {
+                for i in 0..3 {
+                    replicas.kill(i);
+                }
+                tokio::time::sleep(hold).await;
+                for i in 0..3 {
+                    replicas.start(i)?;
+                }
+            }
+        }
+        let ended_ms = now_ms();
+        let ended = Instant::now();
+        let to_receipt = loop {
+            let first = trading.log.lock().ok().and_then(|log| {
+                log.iter()
+                    .rev()
+                    .take_while(|(at, _)| *at > began)
+                    .last()
+                    .map(|(at, _)| at.duration_since(began))
+            });
+            if first.is_some() || ended.elapsed() > FAILOVER_WAIT {
+                break first;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        println!(
+            "fault {}: {} (replica {}, {} ms){}",
+            k + 1,
+            fault.kind,
+            match fault.kind {
+                FaultKind::KillFollower | FaultKind::PauseFollower => (follower + 1).to_string(),
+                FaultKind::KillTwo => format!("{} and {}", leader + 1, follower + 1),
+                FaultKind::KillAll => "1, 2 and 3".to_string(),
+                _ => (leader + 1).to_string(),
+            },
+            hold.as_millis(),
+            match to_receipt {
+                Some(took) => format!("; next receipt {:.0} ms after its start", ms(took)),
+                None => format!(
+                    "; no receipt within {} s of its end",
+                    FAILOVER_WAIT.as_secs()
+                ),
+            }
+        );
+        campaign.faults.push(FaultDone {
+            fault: *fault,
+            window: (began_ms, ended_ms),
+            to_receipt,
+        });
+    }
+    Ok(campaign)
+}
+
+/// Reports a fault campaign's checks (if the run was one, or had a
+/// committee): per fault kind the time to the next receipt, replicas that
+/// stopped themselves, every receipt against the replicas' journals
+/// (`union`), and every keyper release against the committed seals and
+/// the batch clock. Returns the count of broken promises: receipts lost,
+/// releases for a seal not committed or before its batch closed.
+fn report_campaign(
+    traded: &Traded,
+    union: &BTreeMap<u64, (u8, Vec<u8>)>,
+    checkpoints: &[crate::sequencer::Checkpoint],
+) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
+    let mut broken = 0;
+    if !traded.faults.is_empty() {
+        let mut by_kind: BTreeMap<FaultKind, Vec<Option<Duration>>> = BTreeMap::new();
+        for (fault, took) in &traded.faults {
+            by_kind.entry(fault.kind).or_default().push(*took);
+        }
+        for (kind, took) in &by_kind {
+            let mut served: Vec<Duration> = took.iter().flatten().copied().collect();
+            served.sort_unstable();
+            let at = |q: f64| {
+                served
+                    .get(((served.len() as f64 - 1.0) * q).round() as usize)
+                    .map_or_else(|| "-".to_string(), |d| format!("{:.0}", ms(*d)))
+            };
+            println!(
+                "{kind}: {} faults, time to the next receipt p50 {} ms, max {} ms, {} without one",
+                took.len(),
+                at(0.5),
+                at(1.0),
+                took.len() - served.len()
+            );
+        }
+        println!(
+            "replicas that stopped themselves: {}{}",
+            traded.self_stopped.len(),
+            traded
+                .self_stopped
+                .iter()
+                .map(|(i, how)| format!("; replica {} ({how})", i + 1))
+                .collect::<String>()
+        );
+    }
+    let receipts = crate::sequencer::check_receipts(
+        union
+            .iter()
+            .map(|(lsn, (kind, payload))| (*lsn, *kind, payload.clone())),
+        checkpoints,
+        &traded.receipts,
+    )?;
+    println!(
+        "receipts: {} held in the journals' outcomes, {} lost, {} forged, {} of batches before the journals' first record (unchecked)",
+        receipts.held,
+        receipts.missing.len(),
+        receipts.forged.len(),
+        receipts.before_journal
+    );
+    broken += receipts.missing.len() + receipts.forged.len();
+    if let Some((releases, genesis_ms, length_ms)) = &traded.releases {
+        let mut seals: BTreeMap<u64, Vec<crate::envelope::MerkleRoot>> = BTreeMap::new();
+        for (kind, payload) in union.values() {
+            if let Ok(crate::sequencer::SequencerRecord::Seal(seal)) =
+                crate::sequencer::SequencerRecord::decode(*kind, payload)
+            {
+                seals.entry(seal.e).or_default().push(seal.root);
+            }
+        }
+        let two_seals = seals.values().filter(|roots| roots.len() > 1).count();
+        let first_sealed = seals.keys().next().copied().unwrap_or(0);
+        let mut uncommitted = 0;
+        let mut early = 0;
+        let mut unchecked = 0;
+        for (e, root, at_ms) in releases {
+            match seals.get(e) {
+                Some(roots) if roots.contains(root) => {}
+                Some(_) => uncommitted += 1,
+                // A batch the journals no longer hold (pruned): not checked.
+                None if *e < first_sealed => unchecked += 1,
+                None => uncommitted += 1,
+            }
+            let closes_ms = e
+                .saturating_add(1)
+                .saturating_mul(*length_ms)
+                .saturating_add(*genesis_ms);
+            if *at_ms < closes_ms {
+                early += 1;
+            }
+        }
+        println!(
+            "keyper releases: {} first releases, {uncommitted} for a seal the journals do not hold, {early} before their batch closed, {unchecked} of batches before the journals' first seal; batches with two seals: {two_seals}",
+            releases.len()
+        );
+        broken += uncommitted + early + two_seals;
+    }
+    if !traded.faults.is_empty() {
+        println!(
+            "campaign: lost={} self_stopped={} broken={broken}",
+            receipts.missing.len(),
+            traded.self_stopped.len()
+        );
+    }
+    Ok(broken)
 }
 
 /// What the replicas' logs say of elections over a time.
@@ -1426,11 +1761,20 @@ struct DemoKeypers {
     stops: Vec<tokio::sync::watch::Sender<bool>>,
     tasks: Vec<tokio::task::JoinHandle<Result<(), crate::keyperd::KeyperProcessError>>>,
     released: Arc<std::sync::Mutex<BTreeMap<u64, usize>>>,
+    /// Every first release: batch, seal root, when (unix ms).
+    releases: Arc<std::sync::Mutex<Vec<(u64, crate::envelope::MerkleRoot, u64)>>>,
+    genesis_ms: u64,
+    batch_length_ms: u64,
 }
 
+/// The keypers' first releases (batch, seal root, unix ms), the genesis
+/// and the batch length.
+type Releases = (Vec<(u64, crate::envelope::MerkleRoot, u64)>, u64, u64);
+
 impl DemoKeypers {
-    /// Stops them and prints how many keys each released.
-    async fn stop(self) {
+    /// Stops them, prints how many keys each released, and returns every
+    /// first release with the batch clock.
+    async fn stop(self) -> Releases {
         for stop in &self.stops {
             let _ = stop.send(true);
         }
@@ -1447,6 +1791,12 @@ impl DemoKeypers {
                 line.join(", ")
             );
         }
+        let releases = self
+            .releases
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default();
+        (releases, self.genesis_ms, self.batch_length_ms)
     }
 }
 
@@ -1464,6 +1814,7 @@ async fn start_keypers(
     client.close();
     let targets = replicas.for_keypers()?;
     let released: Arc<std::sync::Mutex<BTreeMap<u64, usize>>> = Arc::default();
+    let releases: Arc<std::sync::Mutex<Vec<_>>> = Arc::default();
     let mut stops = Vec::new();
     let mut tasks = Vec::new();
     for k in 1..=committee.members.len() {
@@ -1482,12 +1833,22 @@ async fn start_keypers(
         let (stop, shutdown) = tokio::sync::watch::channel(false);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let counts = Arc::clone(&released);
+        let log = Arc::clone(&releases);
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
-                if let crate::keyperd::KeyperEvent::Released { first: true, .. } = event
-                    && let Ok(mut counts) = counts.lock()
+                if let crate::keyperd::KeyperEvent::Released {
+                    e,
+                    root,
+                    first: true,
+                } = event
                 {
-                    *counts.entry(k as u64).or_default() += 1;
+                    let at = now_ms();
+                    if let Ok(mut counts) = counts.lock() {
+                        *counts.entry(k as u64).or_default() += 1;
+                    }
+                    if let Ok(mut log) = log.lock() {
+                        log.push((e, root, at));
+                    }
                 }
             }
         });
@@ -1511,6 +1872,9 @@ async fn start_keypers(
         stops,
         tasks,
         released,
+        releases,
+        genesis_ms: schedule.genesis_ms,
+        batch_length_ms: schedule.batch_length_ms,
     })
 }
 

@@ -241,7 +241,7 @@ pub fn run(args: &DemoArgs) -> CommandResult {
                                     last_index.store(i, std::sync::atomic::Ordering::Relaxed);
                                 }
                             }
-                            crate::keyperd::KeyperEvent::Released { e, first } => {
+                            crate::keyperd::KeyperEvent::Released { e, first, .. } => {
                                 if first {
                                     release_times
                                         .lock()

@@ -17,6 +17,7 @@ mod cluster;
 pub mod connect;
 mod demo;
 mod deposit;
+pub mod faults;
 pub mod hostile;
 mod keygen;
 mod keyper;

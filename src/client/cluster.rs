@@ -95,6 +95,10 @@ pub struct ClusterClient {
     trust: KeyTrust,
     /// The leader's connection, once found.
     current: Mutex<Option<(ReplicaAddr, Arc<Client>)>>,
+    /// The replica whose connection failed last: a follower that has not
+    /// yet heard of the election still names it, and a redirect to it is
+    /// not followed (it is still asked directly, in every round).
+    failed: RwLock<Option<ReplicaAddr>>,
 }
 
 impl std::fmt::Debug for ClusterClient {
@@ -122,6 +126,7 @@ impl ClusterClient {
             sequencer: RwLock::new(None),
             trust,
             current: Mutex::new(None),
+            failed: RwLock::new(None),
         };
         client.leader().await?;
         Ok(client)
@@ -218,6 +223,7 @@ impl ClusterClient {
                         }
                         attempts.abort_all();
                         self.learn(&schedule);
+                        *self.failed.write().unwrap_or_else(|p| p.into_inner()) = None;
                         *current = Some((replica, Arc::clone(&client)));
                         return Ok(client);
                     }
@@ -228,8 +234,9 @@ impl ClusterClient {
                         // schedule listed (a follower cannot send it to a
                         // server of its choosing, with a certificate of its
                         // choosing).
-                        if let Some(leader) =
-                            redirect_of(&error).filter(|l| self.replicas().contains(l))
+                        let failed = *self.failed.read().unwrap_or_else(|p| p.into_inner());
+                        if let Some(leader) = redirect_of(&error)
+                            .filter(|l| self.replicas().contains(l) && Some(*l) != failed)
                         {
                             hint = Some(leader);
                             attempts.abort_all();
@@ -262,10 +269,10 @@ impl ClusterClient {
     /// serving the submissions already on it.
     async fn drop_leader(&self, client: &Arc<Client>, keep_open: bool) {
         let mut current = self.current.lock().await;
-        if current
-            .as_ref()
-            .is_some_and(|(_, c)| Arc::ptr_eq(c, client))
+        if let Some((replica, c)) = current.as_ref()
+            && Arc::ptr_eq(c, client)
         {
+            *self.failed.write().unwrap_or_else(|p| p.into_inner()) = Some(*replica);
             if !keep_open {
                 client.close();
             }

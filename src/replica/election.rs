@@ -357,7 +357,19 @@ pub async fn run(
             .voter_ids()
             .any(|id| id == now.id);
         if now.state.is_leader() || !voter {
-            clock.led();
+            // A leader holds its lease; a replica that is not a voter (a
+            // learner, or one whose log has no membership yet: a new
+            // cluster's other members before the first leader reached
+            // them) only restarts its own wait. Taking no lease for it:
+            // it would refuse every pre-vote, and a new cluster whose
+            // first vote went unanswered would never elect (seen with
+            // `rtt_ms = 80`, whose 800 ms lease outlasts the gaps between
+            // the metrics changes that woke this loop).
+            if now.state.is_leader() {
+                clock.led();
+            } else {
+                clock.heard();
+            }
             tokio::select! {
                 changed = metrics.changed() => if changed.is_err() { return },
                 () = clock.wake.notified() => {}

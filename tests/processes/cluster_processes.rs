@@ -50,9 +50,10 @@ impl Cluster {
         Cluster::with_config(work, n, relays, "")
     }
 
-    /// [`new`](Self::new), each configuration ending with `extra`; with a
-    /// `[committee]` in it, no custodian key is made (the keypers hold the
-    /// batch keys).
+    /// [`new`](Self::new) with `extra` in each configuration: its lines
+    /// before its first `[section]` go into `[cluster]` (each ending in a
+    /// newline), the rest at the end; with a `[committee]` in it, no
+    /// custodian key is made (the keypers hold the batch keys).
     fn with_config(work: &Path, n: usize, relays: Option<&[u16]>, extra: &str) -> Cluster {
         let dirs: Vec<PathBuf> = (1..=n).map(|i| work.join(format!("r{i}"))).collect();
         let mut seed = Zeroizing::new([0u8; 32]);
@@ -86,10 +87,16 @@ impl Cluster {
                 hex::encode(identity.fingerprint)
             ));
         }
+        let split = if extra.starts_with('[') {
+            0
+        } else {
+            extra.find("\n[").map_or(extra.len(), |i| i + 1)
+        };
+        let (cluster_extra, sections) = extra.split_at(split);
         let configs = (0..n)
             .map(|i| {
                 format!(
-                    "checkpoint_every_batches = 5\n[cluster]\nid = {}\nlisten = \"127.0.0.1:{}\"\nbootstrap = {}\nsnapshot_every_entries = 200\n{members}{extra}",
+                    "checkpoint_every_batches = 5\n[cluster]\nid = {}\nlisten = \"127.0.0.1:{}\"\nbootstrap = {}\nsnapshot_every_entries = 200\n{cluster_extra}{members}{sections}",
                     i + 1,
                     raft_ports[i],
                     i == 0
@@ -502,6 +509,32 @@ fn signal(cluster: &Cluster, i: usize, signal: libc::c_int) {
 /// and by the follower that still hears it, so it never raises the term
 /// (`spec/replication.md` §7.1). Before the pre-vote, 10 of 11 such pauses
 /// were followed by a new term within 2 s.
+/// A new cluster elects a leader even when its first vote went unanswered:
+/// the bootstrapping replica starts alone and its vote for term 1 times
+/// out; the others start later, with no membership in their logs yet, and
+/// must grant its pre-vote. They refused every one (a replica that was not
+/// a voter held a leader's lease, 800 ms at `rtt_ms = 80`) and no replica
+/// ever led.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_cluster_elects_when_its_first_vote_went_unanswered() {
+    let work = tempfile::Builder::new()
+        .prefix("sealbatch-cluster-")
+        .tempdir()
+        .expect("a temporary directory");
+    let work_path = work_dir(&work);
+    let mut cluster = Cluster::with_config(&work_path, 3, None, "rtt_ms = 80\n");
+    cluster.start(0);
+    // Past its first vote's timeout (the first election timeout, 800 ms).
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    cluster.start(1);
+    cluster.start(2);
+    let (leader, _) = cluster.leader(Duration::from_secs(20)).await;
+    assert!(leader < 3);
+    for i in 0..3 {
+        cluster.stop(i);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_follower_does_not_depose_a_healthy_leader() {
     let work = tempfile::Builder::new()
