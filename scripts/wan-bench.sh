@@ -24,7 +24,8 @@
 #
 # Environment: CARGO_TARGET_DIR (where the release build is), WAN_RATE
 # (orders/s offered, default 10000), WAN_DEFAULTS=0 (only the settings
-# given, not the defaults first), WAN_OUT (where each run's output and
+# given, not the defaults first), WAN_LINKS (other links, e.g. "40 5 0;40 5 1"),
+# WAN_OUT (where each run's output and
 # replica logs are kept; default a new directory under /tmp).
 set -euo pipefail
 
@@ -65,6 +66,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 links=("0 0 0" "10 5 0" "40 5 0" "40 5 1")
+# WAN_LINKS="40 5 0;40 5 1": other links (delay jitter loss; ...).
+if [[ -n "${WAN_LINKS:-}" ]]; then
+    IFS=';' read -r -a links <<<"$WAN_LINKS"
+fi
 faults=("0 20" "5 40")
 if [[ $smoke == 1 ]]; then
     links=("10 5 0")

@@ -186,15 +186,15 @@ impl ClusterConfig {
         let at_least = |default: u64, rtts: u64| default.max(rtt.saturating_mul(rtts));
         ClusterTiming {
             election_timeout_ms: self.election_timeout_ms.unwrap_or([
-                at_least(ELECTION_TIMEOUT_MS_DEFAULT[0], 10),
-                at_least(ELECTION_TIMEOUT_MS_DEFAULT[1], 20),
+                at_least(ELECTION_TIMEOUT_MS_DEFAULT[0], 3),
+                at_least(ELECTION_TIMEOUT_MS_DEFAULT[1], 6),
             ]),
             heartbeat_ms: self
                 .heartbeat_ms
                 .unwrap_or_else(|| at_least(HEARTBEAT_MS_DEFAULT, 1)),
             append_timeout_ms: self
                 .append_timeout_ms
-                .unwrap_or_else(|| at_least(APPEND_TIMEOUT_MS_DEFAULT, 6)),
+                .unwrap_or_else(|| at_least(APPEND_TIMEOUT_MS_DEFAULT, 24)),
         }
     }
 

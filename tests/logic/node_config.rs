@@ -223,8 +223,8 @@ fn a_cluster_section_parses_and_bad_ones_are_refused() {
     // lengths).
     assert_eq!(config.sequencer_limits().clear_lag_max_ms, None);
     // A round trip given derives what is not set (spec/replication.md §10):
-    // 80 ms → heartbeat 80, elections 800–1600, appends 500 (six round trips
-    // would be 480, below the default), admission 3 × 100 + 8 × 80 ms.
+    // 80 ms → heartbeat 80, elections 240–480, appends 1920 (24 round
+    // trips), admission 3 × 100 + 8 × 80 ms.
     let wan: NodeConfig = toml::from_str(&format!(
         "[cluster]\nid = 2\nlisten = \"127.0.0.1:7102\"\nrtt_ms = 80\n{members}"
     ))
@@ -237,7 +237,7 @@ fn a_cluster_section_parses_and_bad_ones_are_refused() {
             timing.append_timeout_ms,
             timing.election_timeout_ms
         ),
-        (80, 500, [800, 1600])
+        (80, 1920, [240, 480])
     );
     assert_eq!(wan.sequencer_limits().clear_lag_max_ms, Some(940));
     // A key set wins over the derived one; a longer round trip lengthens
@@ -254,7 +254,7 @@ fn a_cluster_section_parses_and_bad_ones_are_refused() {
             timing.append_timeout_ms,
             timing.election_timeout_ms
         ),
-        (50, 1200, [2000, 4000])
+        (50, 4800, [600, 1200])
     );
     assert_eq!(set.sequencer_limits().clear_lag_max_ms, Some(5000));
     let nodes = cluster.nodes().expect("nodes");
