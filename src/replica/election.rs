@@ -380,11 +380,27 @@ pub async fn run(
         let instant = Instant::now();
         match timing.next(&vote, &heard, wait, instant) {
             Next::Stand { times, term } => {
-                // Decided on a view a moment old: openraft may have granted
-                // a vote (or heard a leader) meanwhile, and standing now
-                // would depose the leader it just voted for. Read its vote,
-                // and when that last changed, in its core; the election
-                // command follows right behind on the same queue.
+                // A pre-vote first: a replica cut off (paused, partitioned,
+                // catching up) whose peers still hear a healthy leader
+                // must not raise their term and depose it.
+                if !pre_vote(&raft, &network, &log, term, timing.timeout.0).await {
+                    tracing::info!(
+                        term,
+                        "no majority would vote for this replica (a leader is heard, or its log is behind): not standing"
+                    );
+                    clock.stood(Instant::now());
+                    wait = timing.draw(&mut rng);
+                    continue;
+                }
+                // Decided on a view a round trip old (the pre-vote's):
+                // openraft may have granted another candidate its vote (or
+                // heard a leader) meanwhile, and standing now would depose
+                // the leader it just voted for — two followers whose
+                // timers ran out together did so after every third leader
+                // kill across a 20 ms round trip, costing a second
+                // election. Read its vote, and when that last changed, in
+                // its core; the election command follows right behind on
+                // the same queue.
                 let Ok((current, touched)) = raft
                     .with_raft_state(|state| (*state.vote_ref(), state.vote_last_modified()))
                     .await
@@ -412,18 +428,6 @@ pub async fn run(
                     ) {
                         continue;
                     }
-                }
-                // A pre-vote first: a replica cut off (paused, partitioned,
-                // catching up) whose peers still hear a healthy leader
-                // must not raise their term and depose it.
-                if !pre_vote(&raft, &network, &log, term, timing.timeout.0).await {
-                    tracing::info!(
-                        term,
-                        "no majority would vote for this replica (a leader is heard, or its log is behind): not standing"
-                    );
-                    clock.stood(Instant::now());
-                    wait = timing.draw(&mut rng);
-                    continue;
                 }
                 tracing::info!(
                     term,

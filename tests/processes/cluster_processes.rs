@@ -487,9 +487,12 @@ async fn gauge_of(cluster: &Cluster, i: usize, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} in the metrics"))
 }
 
-/// The term the replica's metrics show (`sealbatch_replica_term`).
+/// The Raft term the replica's metrics show
+/// (`sealbatch_replica_current_term`: its vote's term, leader or follower;
+/// `sealbatch_replica_term`, the term it last led in, is set only once its
+/// promotion is done, a moment after it serves).
 async fn term_of(cluster: &Cluster, i: usize) -> u64 {
-    gauge_of(cluster, i, "sealbatch_replica_term").await
+    gauge_of(cluster, i, "sealbatch_replica_current_term").await
 }
 
 /// Sends `signal` to replica `i`'s process.
@@ -504,11 +507,6 @@ fn signal(cluster: &Cluster, i: usize, signal: libc::c_int) {
     );
 }
 
-/// A follower paused (SIGSTOP) past its election timeout and woken does
-/// not depose the healthy leader: its pre-vote is refused by the leader
-/// and by the follower that still hears it, so it never raises the term
-/// (`spec/replication.md` §7.1). Before the pre-vote, 10 of 11 such pauses
-/// were followed by a new term within 2 s.
 /// A new cluster elects a leader even when its first vote went unanswered:
 /// the bootstrapping replica starts alone and its vote for term 1 times
 /// out; the others start later, with no membership in their logs yet, and
@@ -535,6 +533,11 @@ async fn a_new_cluster_elects_when_its_first_vote_went_unanswered() {
     }
 }
 
+/// A follower paused (SIGSTOP) past its election timeout and woken does
+/// not depose the healthy leader: its pre-vote is refused by the leader
+/// and by the follower that still hears it, so it never raises the term
+/// (`spec/replication.md` §7.1). Before the pre-vote, 10 of 11 such pauses
+/// were followed by a new term within 2 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_follower_does_not_depose_a_healthy_leader() {
     let work = tempfile::Builder::new()
