@@ -62,7 +62,7 @@ for keypers in 0 5; do
     current=""
     set -e
     rm -rf "$dir"/replica-1 "$dir"/replica-2 "$dir"/replica-3
-    grep -E '^(kill|pause|stop)-[a-z]+: |^replicas that stopped|^elections from|^receipts: |^keyper releases|^orders offered|^campaign: |^verify: ' \
+    grep -E '^(kill|pause|stop)-[a-z]+: |^replicas that stopped|^elections from|^receipts: |^keyper releases|^orders offered|^campaign: |^verify: |^the journals gathered' \
         "$dir/demo.out" || true
     tail -n 3 "$dir/demo.err" | sed 's/^/stderr: /'
     echo "exit status $status"

@@ -935,6 +935,8 @@ struct Traded {
     self_stopped: Vec<(usize, String)>,
     /// Every receipt.
     receipts: Vec<crate::envelope::Receipt>,
+    /// The replicas' journals as a campaign gathered them.
+    gathered: Option<Gathered>,
     /// The keypers' first releases (batch, seal root, unix ms) and the
     /// batch clock (genesis, length), with a committee.
     releases: Option<Releases>,
@@ -1031,7 +1033,7 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
             "between the replicas a relay in front of each one's transport: {shape} each way; clients connect directly"
         );
     }
-    let traded = runtime.block_on(async {
+    let mut traded = runtime.block_on(async {
         let started = Instant::now();
         let keypers = match &committee {
             None => None,
@@ -1254,6 +1256,7 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
                 .map(|f| (f.fault, f.to_receipt))
                 .collect(),
             self_stopped: campaign.self_stopped,
+            gathered: Some(campaign.gathered),
             receipts: std::mem::take(&mut tally.receipts),
             started_ms,
             offered_per_s: tally.offered as f64 / seconds,
@@ -1325,37 +1328,23 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
         served.len(),
         traded.failovers.len()
     );
-    // Every replica's journal holds the same record at every LSN it holds.
-    let mut union: BTreeMap<u64, (u8, Vec<u8>)> = BTreeMap::new();
-    // Their checkpoints, by LSN: a pruned journal is verified from one.
-    let mut checkpoints = BTreeMap::new();
+    // Every replica's journal holds the same record at every LSN it holds
+    // (a campaign gathered them after every fault as well: a replica's
+    // journal is pruned behind its snapshots).
+    let mut gathered = traded.gathered.take().unwrap_or_default();
     for (i, dir) in replicas.dirs.iter().enumerate() {
-        for checkpoint in super::verify::checkpoints(&dir.join(crate::node::JOURNAL_DIR))
-            .map_err(|e| format!("replica {}: {e}", i + 1))?
-        {
-            checkpoints.entry(checkpoint.lsn).or_insert(checkpoint);
-        }
-        let recovery = crate::journal::Journal::open_dir_read_only(
-            dir.join(crate::node::JOURNAL_DIR),
-            crate::journal::JournalConfig::default(),
-        )?;
-        let mut count = 0u64;
-        for record in recovery.records {
-            let record = record?;
-            count += 1;
-            let held = union
-                .entry(record.lsn)
-                .or_insert((record.kind, record.payload.clone()));
-            if *held != (record.kind, record.payload) {
-                return Err(format!("replica {} disagrees at LSN {}", i + 1, record.lsn).into());
-            }
-        }
+        let count = gathered.read(i, dir).map_err(|e| e.to_string())?;
         println!(
             "replica {}: {count} records, all equal to the others' at their LSNs",
             i + 1
         );
     }
-    let checkpoints: Vec<_> = checkpoints.into_values().collect();
+    let (union, checkpoints, gap) = gathered.contiguous();
+    if let Some(lsn) = gap {
+        println!(
+            "the journals gathered have a gap before LSN {lsn} (pruned between two readings): checked from there"
+        );
+    }
     let report = crate::sequencer::verify_journal_with(
         union
             .iter()
@@ -1415,6 +1404,90 @@ struct FaultDone {
 struct Campaign {
     faults: Vec<FaultDone>,
     self_stopped: Vec<(usize, String)>,
+    gathered: Gathered,
+}
+
+/// A journal record: kind and payload.
+type RecordBytes = (u8, Vec<u8>);
+
+/// The replicas' journals gathered into one: every record by LSN, and
+/// every checkpoint by LSN (a pruned journal is verified from one).
+#[derive(Default)]
+struct Gathered {
+    union: BTreeMap<u64, RecordBytes>,
+    checkpoints: BTreeMap<u64, crate::sequencer::Checkpoint>,
+}
+
+/// Why a replica's journal could not be gathered.
+#[derive(Debug, thiserror::Error)]
+enum GatherError {
+    /// It holds another record than a replica read before at that LSN.
+    #[error("replica {replica} disagrees at LSN {lsn}")]
+    Disagrees { replica: usize, lsn: u64 },
+    /// It could not be read (while running: a segment pruned under it).
+    #[error("replica {replica}: {reason}")]
+    Unreadable { replica: usize, reason: String },
+}
+
+impl Gathered {
+    /// Adds replica `i`'s journal in `dir`; the count of records it holds.
+    fn read(&mut self, i: usize, dir: &Path) -> Result<u64, GatherError> {
+        let unreadable = |reason: String| GatherError::Unreadable {
+            replica: i + 1,
+            reason,
+        };
+        let journal = dir.join(crate::node::JOURNAL_DIR);
+        for checkpoint in
+            super::verify::checkpoints(&journal).map_err(|e| unreadable(e.to_string()))?
+        {
+            self.checkpoints.entry(checkpoint.lsn).or_insert(checkpoint);
+        }
+        let recovery = crate::journal::Journal::open_dir_read_only(
+            journal,
+            crate::journal::JournalConfig::default(),
+        )
+        .map_err(|e| unreadable(e.to_string()))?;
+        let mut count = 0u64;
+        for record in recovery.records {
+            let record = record.map_err(|e| unreadable(e.to_string()))?;
+            count += 1;
+            let held = self
+                .union
+                .entry(record.lsn)
+                .or_insert((record.kind, record.payload.clone()));
+            if *held != (record.kind, record.payload) {
+                return Err(GatherError::Disagrees {
+                    replica: i + 1,
+                    lsn: record.lsn,
+                });
+            }
+        }
+        Ok(count)
+    }
+
+    /// The records from the last gap on (all of them if none), the
+    /// checkpoints, and the LSN after the last gap if there is one.
+    fn contiguous(
+        self,
+    ) -> (
+        BTreeMap<u64, RecordBytes>,
+        Vec<crate::sequencer::Checkpoint>,
+        Option<u64>,
+    ) {
+        let mut union = self.union;
+        let mut gap = None;
+        let mut previous: Option<u64> = None;
+        for &lsn in union.keys() {
+            if previous.is_some_and(|p| p.checked_add(1) != Some(lsn)) {
+                gap = Some(lsn);
+            }
+            previous = Some(lsn);
+        }
+        if let Some(lsn) = gap {
+            union = union.split_off(&lsn);
+        }
+        (union, self.checkpoints.into_values().collect(), gap)
+    }
 }
 
 /// The replica the traders' latest receipt came from, if any is known.
@@ -1528,6 +1601,15 @@ async fn run_faults(
             window: (began_ms, ended_ms),
             to_receipt,
         });
+        // Gathered now, before a snapshot lets a replica prune it; one
+        // that cannot be read now (a segment pruned under the reader, a
+        // replica starting) is read at the next fault.
+        for (i, dir) in replicas.dirs.iter().enumerate() {
+            match campaign.gathered.read(i, dir) {
+                Ok(_) | Err(GatherError::Unreadable { .. }) => {}
+                Err(disagrees) => return Err(disagrees.to_string().into()),
+            }
+        }
     }
     Ok(campaign)
 }
@@ -1583,10 +1665,11 @@ fn report_campaign(
         &traded.receipts,
     )?;
     println!(
-        "receipts: {} held in the journals' outcomes, {} lost, {} forged, {} of batches before the journals' first record (unchecked)",
+        "receipts: {} held in the journals' outcomes, {} lost, {} forged, {} journaled in batches not cleared at the end, {} of batches before the journals' first record (unchecked)",
         receipts.held,
         receipts.missing.len(),
         receipts.forged.len(),
+        receipts.not_cleared,
         receipts.before_journal
     );
     broken += receipts.missing.len() + receipts.forged.len();

@@ -323,6 +323,12 @@ fn check_receipts(source: &JournalArgs, path: &Path) -> Result<(), Failure> {
         receipts.len(),
         report.held
     );
+    if report.not_cleared > 0 {
+        println!(
+            "{} receipts are for batches after the last one this journal holds a result of: their envelopes are journaled, their results not yet",
+            report.not_cleared
+        );
+    }
     if report.before_journal > 0 {
         println!(
             "{} receipts are for batches before {}, cleared before this journal's first record: their results are in its checkpoint's state only, so they are not checked here (check them against a whole journal, or the published results)",

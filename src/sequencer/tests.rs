@@ -1389,6 +1389,18 @@ fn receipts_are_checked_against_a_journal_that_starts_at_a_checkpoint() {
         (whole.held, whole.missing.len(), whole.before_journal),
         (6, 0, 0)
     );
+    // Cut before the last batch's result: its receipt's envelope is
+    // journaled, its result not yet — not cleared, not missing.
+    let last_result = journal
+        .iter()
+        .rposition(|r| RecordKind::Result.is(r.1))
+        .expect("a result");
+    let running: Vec<_> = journal[..last_result].to_vec();
+    let report = check_receipts(running, &[], &receipts).expect("reads");
+    assert_eq!(
+        (report.held, report.not_cleared, report.missing.len()),
+        (5, 1, 0)
+    );
     // From the checkpoint on: the genesis is gone, the checkpoint names the
     // sequencer and the batches cleared before it.
     let pruned: Vec<_> = journal

@@ -610,6 +610,11 @@ pub struct ReceiptReport {
     pub missing: Vec<(BatchId, crate::envelope::Commitment)>,
     /// Receipts not signed by the journal's sequencer.
     pub forged: Vec<BatchId>,
+    /// Receipts for batches after the last one the journal holds a result
+    /// of, whose envelope the journal holds: durable, their result not
+    /// journaled yet (a journal read while its sequencer runs, or one that
+    /// stopped before clearing them).
+    pub not_cleared: usize,
     /// Receipts for batches cleared before the journal's first record (a
     /// pruned journal, or a replica that installed a snapshot): their
     /// results are in the checkpoint's state only, so they cannot be
@@ -642,12 +647,16 @@ pub fn check_receipts(
     let mut first_lsn = None;
     let mut published: BTreeMap<BatchId, BTreeSet<crate::envelope::Commitment>> = BTreeMap::new();
     let mut assembler = ResultAssembler::default();
+    let mut journaled: BTreeSet<(BatchId, crate::envelope::Commitment)> = BTreeSet::new();
     for (lsn, kind, payload) in records {
         first_lsn.get_or_insert(lsn);
         let record = SequencerRecord::decode(kind, &payload)
             .map_err(|source| VerifyError::Record { lsn, source })?;
         match record {
             SequencerRecord::Genesis(g) => genesis = Some(g),
+            SequencerRecord::Envelope { e, bytes } => {
+                journaled.insert((e, crate::envelope::Commitment::of(&bytes)));
+            }
             SequencerRecord::ResultPart(part) => {
                 if let Ok(Some(outcome)) = assembler.push(part) {
                     published.insert(
@@ -677,6 +686,7 @@ pub fn check_receipts(
         checkable_from,
         ..ReceiptReport::default()
     };
+    let last_cleared = published.keys().next_back().copied();
     for receipt in receipts {
         if receipt.verify(&sequencer).is_err() {
             report.forged.push(receipt.e);
@@ -687,6 +697,10 @@ pub fn check_receipts(
             report.held += 1;
         } else if receipt.e < checkable_from {
             report.before_journal += 1;
+        } else if last_cleared.is_none_or(|last| receipt.e > last)
+            && journaled.contains(&(receipt.e, receipt.commitment))
+        {
+            report.not_cleared += 1;
         } else {
             report.missing.push((receipt.e, receipt.commitment));
         }
