@@ -44,6 +44,28 @@ pub fn free_port() -> u16 {
     }
 }
 
+/// Guards the ports [`free_port`] handed out. A child that picks its own
+/// ports by probing (`sealbatch cluster demo`) may be given one that
+/// belongs to a replica of another test, down for a restart: a test that
+/// runs such a child holds this exclusively ([`ports_exclusive`]); a test
+/// whose processes restart on their ports holds it shared
+/// ([`ports_shared`]) while they run.
+static PORTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held while a child probes for ports of its own (see [`PORTS`]).
+pub fn ports_exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
+    PORTS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Held while processes that restart on their ports run (see [`PORTS`]).
+pub fn ports_shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    PORTS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Starts `sealbatch run` on `dir` with the TOML `config` (written beside
 /// the directory), listening on a port of its own choosing (port 0): the
 /// node writes the address it got to `dir/address` ([`address`]).

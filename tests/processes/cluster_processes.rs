@@ -40,6 +40,9 @@ struct Cluster {
     metrics_ports: Vec<u16>,
     configs: Vec<String>,
     children: Vec<Option<Child>>,
+    /// Its replicas restart on their ports: no child may probe for ports
+    /// meanwhile (`common::ports_shared`).
+    _ports: std::sync::RwLockReadGuard<'static, ()>,
 }
 
 impl Cluster {
@@ -104,6 +107,7 @@ impl Cluster {
             })
             .collect();
         Cluster {
+            _ports: common::ports_shared(),
             metrics_ports: dirs.iter().map(|_| free_tcp_port()).collect(),
             dirs,
             raft_ports,
@@ -1142,6 +1146,7 @@ async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_fail
 #[test]
 #[ignore = "slow tier: SEALBATCH_TEST_TIER=slow cargo test -- --include-ignored"]
 fn the_cluster_demo_runs_with_a_keyper_committee() {
+    let _ports = common::ports_exclusive();
     let out = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
         .args([
             "cluster",

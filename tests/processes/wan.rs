@@ -105,6 +105,7 @@ fn the_cluster_demo_refuses_a_cluster_config_it_cannot_use() {
 #[test]
 #[ignore = "slow tier: SEALBATCH_TEST_TIER=slow cargo test -- --include-ignored"]
 fn the_cluster_demo_runs_across_a_simulated_wan() {
+    let _ports = crate::common::ports_exclusive();
     let out = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
         .args([
             "cluster",
