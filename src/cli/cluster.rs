@@ -959,6 +959,9 @@ fn ms(duration: Duration) -> f64 {
 
 fn demo(args: &ClusterDemoArgs) -> CommandResult {
     let shape = LinkShape::new(args.delay_ms, args.jitter_ms, args.loss)?.reordering(args.reorder);
+    if args.faults.is_some_and(|n| n > super::faults::FAULTS_MAX) {
+        return Err(format!("--faults: at most {}", super::faults::FAULTS_MAX).into());
+    }
     let period = match args.rate {
         None => None,
         Some(0) => return Err("--rate: at least 1 order per second".into()),

@@ -14,6 +14,10 @@ use std::time::Duration;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 
+/// The most faults one campaign plans (one every 6 ms over a minute; more
+/// would only queue up behind each other's holds).
+pub const FAULTS_MAX: u32 = 10_000;
+
 /// A fault the campaign injects into the three replica processes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum FaultKind {

@@ -99,6 +99,19 @@ fn the_cluster_demo_refuses_a_cluster_config_it_cannot_use() {
     assert!(text.contains("replica-1.toml"), "{text}");
 }
 
+/// A fault campaign of more faults than the demo plans is refused before
+/// any replica starts.
+#[test]
+fn the_cluster_demo_refuses_too_many_faults() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+        .args(["cluster", "demo", "--faults", "4000000000"])
+        .output()
+        .expect("the demo runs");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("--faults: at most 10000"), "{text}");
+}
+
 /// `sealbatch cluster demo` across a relay per replica (5 ± 1 ms each
 /// way) at 2,000 orders/s offered, no kill: orders are accepted, the
 /// elections are counted, and the journals agree and verify.
