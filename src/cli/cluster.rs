@@ -968,9 +968,21 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
         Some(_) if !(1..=BUNDLE_ORDERS_MAX).contains(&args.bundle) => {
             return Err(format!("--bundle: from 1 to {BUNDLE_ORDERS_MAX} orders").into());
         }
-        Some(rate) => Some(Duration::from_secs_f64(
-            args.traders.max(1) as f64 * args.bundle as f64 / rate as f64,
-        )),
+        Some(rate) => {
+            // Each trader's period; a day at most (more traders than that
+            // offers nothing within a run), never a panic on overflow.
+            let seconds = args.traders.max(1) as f64 * args.bundle as f64 / rate as f64;
+            match Duration::try_from_secs_f64(seconds) {
+                Ok(period) if period <= Duration::from_secs(86_400) => Some(period),
+                _ => {
+                    return Err(format!(
+                        "--traders {} × --bundle {} / --rate {rate}: each trader would wait over a day",
+                        args.traders, args.bundle
+                    )
+                    .into());
+                }
+            }
+        }
     };
     let temporary;
     let root = match &args.dir {

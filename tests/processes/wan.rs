@@ -112,6 +112,26 @@ fn the_cluster_demo_refuses_too_many_faults() {
     assert!(text.contains("--faults: at most 10000"), "{text}");
 }
 
+/// An offered rate whose period per trader overflows is refused, not a
+/// panic.
+#[test]
+fn the_cluster_demo_refuses_a_period_it_cannot_keep() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+        .args([
+            "cluster",
+            "demo",
+            "--rate",
+            "1",
+            "--traders",
+            "18446744073709551615",
+        ])
+        .output()
+        .expect("the demo runs");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("each trader would wait over a day"), "{text}");
+}
+
 /// `sealbatch cluster demo` across a relay per replica (5 ± 1 ms each
 /// way) at 2,000 orders/s offered, no kill: orders are accepted, the
 /// elections are counted, and the journals agree and verify.
