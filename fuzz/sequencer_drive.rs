@@ -1061,6 +1061,10 @@ impl Harness {
                 Event::KeyRequested { seal } => {
                     panic!("batch {}: the embedded custodian asked keypers", seal.e)
                 }
+                // The driver's clock never goes back across a restart.
+                Event::KeyUnavailable { e, reason } => {
+                    panic!("batch {e}: the custodian refused its key: {reason}")
+                }
                 Event::Receipt {
                     token,
                     e,

@@ -709,7 +709,7 @@ impl ReplicaRole {
             return Ok(());
         }
         let fresh = sequencer.next_lsn() == 1;
-        sequencer.resume(now_ms)?;
+        sequencer.resume(now_ms);
         self.role = Role::Leader { term };
         self.actions.push(Action::Promoted { term, fresh });
         Ok(())

@@ -1004,6 +1004,18 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
         }
         n => Some(super::demo::demo_committee(&root.join("keypers"), n, None)?),
     };
+    if committee.is_some() {
+        // The keypers run in this process: their log goes to a file beside
+        // the replicas' (`RUST_LOG` chooses what it holds).
+        let file = std::fs::File::create(root.join("keypers.log"))?;
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .try_init();
+    }
     let runtime = runtime()?;
     // The relays' sockets first: their ports are the members' transport
     // addresses in the configurations.

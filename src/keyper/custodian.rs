@@ -21,7 +21,12 @@ use crate::envelope::{
 };
 use crate::types::BatchId;
 
-/// Most windows a custodian keeps (older ones are dropped as new ones come).
+/// Most windows a custodian keeps (older ones are dropped as new ones
+/// come). Its sequencer prunes the windows no batch needs
+/// ([`CommitteeCustodian::prune`]) and its log keeper holds at most
+/// [`WINDOWS_AHEAD_MAX`](super::keeper::WINDOWS_AHEAD_MAX) windows beyond the
+/// first batch it needs, so this
+/// bound is never what drops a window.
 pub const WINDOWS_KEPT_MAX: usize = 64;
 
 /// Why a window's keys are not taken.
@@ -152,6 +157,19 @@ impl CommitteeCustodian {
     #[must_use]
     pub fn committee(&self) -> &Committee {
         &self.committee
+    }
+
+    /// Drops the windows that end at or below batch `below` (no batch of
+    /// theirs will be asked for again) and the requests below it.
+    pub fn prune(&mut self, below: BatchId) {
+        while let Some(entry) = self.windows.first_entry() {
+            let window = &entry.get().certificate.window;
+            if window.first_batch.saturating_add(u64::from(window.batches)) > below {
+                break;
+            }
+            entry.remove();
+        }
+        self.requests = self.requests.split_off(&below);
     }
 
     fn window_of(&self, e: BatchId) -> Option<&WindowKeys> {

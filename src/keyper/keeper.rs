@@ -191,6 +191,17 @@ impl KeeperSnapshot {
     }
 }
 
+/// Most windows a log keeper deals ahead of the first batch its sequencer
+/// still needs (the last [`LogKeeper::prune`]): no window opens further.
+/// Windows are pruned only once no batch needs them, so a batch whose key
+/// does not come holds every later window back while the clock runs on;
+/// this bounds what is dealt meanwhile, below what a keyper keeps
+/// ([`KEYPER_WINDOWS_KEPT_MAX`](super::node::KEYPER_WINDOWS_KEPT_MAX)) and
+/// what a custodian keeps
+/// ([`WINDOWS_KEPT_MAX`](super::custodian::WINDOWS_KEPT_MAX)), so that
+/// neither ever drops a window a sealed batch still needs.
+pub const WINDOWS_AHEAD_MAX: u64 = 32;
+
 /// The log keeper.
 pub struct LogKeeper {
     committee: Committee,
@@ -211,6 +222,9 @@ pub struct LogKeeper {
     /// How many keypers are linked to the log keeper, as its caller last
     /// said (`None`: not known, as in a replay or a test).
     linked: Option<usize>,
+    /// The first batch still needed, as the last prune said (`None`: never
+    /// pruned, no bound on dealing ahead).
+    needed: Option<BatchId>,
 }
 
 impl std::fmt::Debug for LogKeeper {
@@ -244,6 +258,7 @@ impl LogKeeper {
             next_id: 1,
             certified: VecDeque::new(),
             linked: None,
+            needed: None,
         }
     }
 
@@ -340,7 +355,13 @@ impl LogKeeper {
         let quorum = self
             .linked
             .is_none_or(|linked| linked >= self.committee.threshold());
-        while quorum && open_batch.saturating_add(self.params.lead_batches) >= self.dealt_below {
+        let limit = self.needed.map_or(BatchId::MAX, |needed| {
+            needed.saturating_add(WINDOWS_AHEAD_MAX * u64::from(self.params.window_batches))
+        });
+        while quorum
+            && self.dealt_below < limit
+            && open_batch.saturating_add(self.params.lead_batches) >= self.dealt_below
+        {
             let window = Window {
                 id: 0,
                 first_batch: self.dealt_below,
@@ -539,19 +560,32 @@ impl LogKeeper {
         Ok(())
     }
 
-    /// Forgets the certified windows that end below batch `below` (no batch
-    /// of theirs will be released again) and their entries.
+    /// Batch `below` is the first one still needed: forgets the windows
+    /// that end at or below it — certified (no batch of theirs will be
+    /// released again) or still under way (none of their batches can take
+    /// an envelope any more: a generation that kept failing is given up
+    /// rather than opened again for ever) — and their entries; and deals
+    /// no window more than [`WINDOWS_AHEAD_MAX`] windows beyond it.
     pub fn prune(&mut self, below: BatchId) {
+        self.needed = Some(below);
+        let over = |w: &Window| w.first_batch.saturating_add(u64::from(w.batches)) <= below;
         let done: BTreeSet<u64> = self
             .kept
             .iter()
-            .filter(|(_, w)| w.first_batch.saturating_add(u64::from(w.batches)) <= below)
+            .filter(|(_, w)| over(w))
             .map(|(&id, _)| id)
+            .chain(
+                self.running
+                    .iter()
+                    .filter(|(_, r)| over(r.log.generation().window()))
+                    .map(|(&id, _)| id),
+            )
             .collect();
         if done.is_empty() {
             return;
         }
         self.kept.retain(|id, _| !done.contains(id));
+        self.running.retain(|id, _| !done.contains(id));
         self.log.retain(|_, e| !done.contains(&e.window().id));
     }
 

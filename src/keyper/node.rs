@@ -40,10 +40,16 @@ use crate::commit::{CommitCertificate, ReplicaSet};
 use crate::envelope::{BatchSchedule, SealStatement, SequencerPublicKey, SignedSeal};
 use crate::types::BatchId;
 
-/// Windows whose keys a keyper keeps at most; past it, the window that
-/// starts latest is dropped (never the one in use). Windows also expire by
-/// the clock ([`WINDOW_KEPT_AFTER_MS`]).
+/// Windows whose keys a keyper keeps at most. Past it, the window that
+/// starts earliest goes (its shares erased, its releases forgotten): the
+/// one in use and the next ones are kept. Windows also expire by the clock
+/// ([`WINDOW_KEPT_AFTER_MS`]).
 pub const KEYPER_WINDOWS_KEPT_MAX: usize = 64;
+
+/// Of those, windows that open after the keyper's clock at most; past it,
+/// the window that starts latest is dropped: a log opening windows far
+/// ahead evicts nothing in use.
+pub const KEYPER_WINDOWS_AHEAD_MAX: usize = 16;
 
 /// How far ahead of the keyper's clock a window may open and still be
 /// dealt for: a log that opens windows further ahead is ignored.
@@ -625,11 +631,7 @@ impl KeyperNode {
         {
             self.keys
                 .insert(result.keys.window.first_batch, result.keys.clone());
-            // Past the bound, the window that starts latest goes: never
-            // the one in use, whatever a log opens ahead.
-            while self.keys.len() > KEYPER_WINDOWS_KEPT_MAX {
-                self.keys.pop_last();
-            }
+            self.bound_keys();
         }
         self.generations.remove(&id);
         // Generations of the same batches under older ids are over too.
@@ -642,6 +644,36 @@ impl KeyperNode {
             .collect();
         for id in over {
             self.end_generation(id);
+        }
+    }
+
+    /// Keeps at most [`KEYPER_WINDOWS_AHEAD_MAX`] windows ahead of the
+    /// clock (dropping the latest) and [`KEYPER_WINDOWS_KEPT_MAX`] in all
+    /// (forgetting the earliest, with its releases). Before, only the
+    /// latest went: with windows shorter than
+    /// [`WINDOW_KEPT_AFTER_MS`] / 64, every window past the 64th was
+    /// dropped as soon as it was certified — the one about to be in use —
+    /// and every seal refused from then on.
+    fn bound_keys(&mut self) {
+        let now = self.now_ms;
+        let schedule = self.id.schedule;
+        let ahead = |w: &Window| {
+            schedule
+                .open_ms(w.first_batch)
+                .is_none_or(|opens| opens > now)
+        };
+        while self.keys.values().filter(|k| ahead(&k.window)).count() > KEYPER_WINDOWS_AHEAD_MAX {
+            self.keys.pop_last();
+        }
+        while self.keys.len() > KEYPER_WINDOWS_KEPT_MAX {
+            let Some(below) = self.keys.values().next().map(|k| {
+                k.window
+                    .first_batch
+                    .saturating_add(u64::from(k.window.batches))
+            }) else {
+                break;
+            };
+            self.forget_below(below);
         }
     }
 
@@ -836,7 +868,8 @@ impl KeyperNode {
     /// (erasing those shares), and never takes a window below it again: no
     /// share of such a batch can leave again, so the memory of what it
     /// released for them is not needed. Journals the watermark (a restart
-    /// then drops those releases too). Called when windows expire.
+    /// then drops those releases too). Called when windows expire, and
+    /// when more than [`KEYPER_WINDOWS_KEPT_MAX`] are held.
     pub fn forget_below(&mut self, below: BatchId) {
         if below <= self.forgotten_below {
             return;

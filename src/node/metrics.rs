@@ -110,6 +110,8 @@ pub struct Metrics {
     pub batches_cleared: Counter,
     /// Batches voided because they could not be processed (a bug).
     pub batches_voided: Counter,
+    /// Sealed batches whose key request the custodian did not take (yet).
+    pub keys_unavailable: Counter,
     /// Orders filled (at least one lot).
     pub orders_filled: Counter,
     /// Connections open now.
@@ -188,6 +190,7 @@ impl Default for Metrics {
             envelopes_invalid: Counter::default(),
             batches_cleared: Counter::default(),
             batches_voided: Counter::default(),
+            keys_unavailable: Counter::default(),
             orders_filled: Counter::default(),
             connections_open: Gauge::default(),
             connections_total: Counter::default(),
@@ -246,6 +249,11 @@ impl Default for Metrics {
                 "sealbatch_batches_voided",
                 "Batches voided because they could not be processed (a bug: nothing in them traded).",
                 &metrics.batches_voided,
+            ),
+            (
+                "sealbatch_keys_unavailable",
+                "Sealed batches whose key the custodian could not take a request for yet (this clock before the close, no window holding the batch): each waits, asked again.",
+                &metrics.keys_unavailable,
             ),
             (
                 "sealbatch_key_requests",
@@ -595,6 +603,7 @@ mod tests {
             "sealbatch_envelopes_invalid_total Envelopes rejected after opening (AEAD, signature, market, band, funding).",
             "sealbatch_batches_cleared_total Batches cleared and published.",
             "sealbatch_batches_voided_total Batches voided because they could not be processed (a bug: nothing in them traded).",
+            "sealbatch_keys_unavailable_total Sealed batches whose key the custodian could not take a request for yet (this clock before the close, no window holding the batch): each waits, asked again.",
             "sealbatch_key_requests_total Seals sent to the keyper committee for their shares (first and repeated).",
             "sealbatch_keys_combined_total Batch keys combined from t keypers' shares.",
             "sealbatch_key_shares_refused_total Keyper shares not taken (wrong, late, or for no batch awaiting its key).",

@@ -244,6 +244,26 @@ impl Sequencer {
     /// Runs the committee's clock: opens generations, ends phases, prunes
     /// windows no batch needs any more.
     pub(super) fn committee_timeout(&mut self, open: BatchId) {
+        let now = self.now_ms;
+        if self.committee.is_none() {
+            return;
+        }
+        // Pruned first: the keeper deals no further ahead of the first
+        // batch needed than it may (right after a restart too).
+        self.prune_committee();
+        if let Some(run) = self.committee.as_mut() {
+            run.keeper.handle_timeout(now, open);
+        }
+        self.journal_keyper_entries();
+    }
+
+    /// Forgets the windows no batch needs any more: those ending at or
+    /// below the first batch not cleared (sealed, being opened, or not yet
+    /// closed). The leader prunes at each timeout, a replica that follows
+    /// at each committed record (else its log and custodian grow while
+    /// others lead); neither the log nor the keys change, only what is
+    /// kept, so a window a sealed batch still needs is never dropped.
+    pub(super) fn prune_committee(&mut self) {
         let needed = self
             .batches
             .keys()
@@ -251,14 +271,12 @@ impl Sequencer {
             .copied()
             .into_iter()
             .chain(self.opening.keys().next().copied())
-            .fold(open, BatchId::min);
-        let now = self.now_ms;
+            .fold(self.closed_below, BatchId::min);
         let Some(run) = self.committee.as_mut() else {
             return;
         };
-        run.keeper.handle_timeout(now, open);
         run.keeper.prune(needed);
-        self.journal_keyper_entries();
+        run.custodian.prune(needed);
     }
 
     /// Journals the keeper's new entries and gives the custodian the

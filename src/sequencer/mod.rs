@@ -39,7 +39,10 @@
 //!    to the keypers (again every [`KEY_REQUEST_RESEND_MS`]), and their
 //!    shares go to [`handle_key_share`](Sequencer::handle_key_share) until
 //!    `t` valid ones give the key. The batch keeps its place in the order
-//!    meanwhile.
+//!    meanwhile. A custodian that cannot take the request yet (a replica
+//!    taking over whose clock has not reached the close, a window it does
+//!    not hold) is asked again at each timeout ([`Event::KeyUnavailable`]):
+//!    the batch waits, sealed, and nothing after it clears first.
 //! 5. **Clear**: [`handle_opened`](Sequencer::handle_opened) validates funding,
 //!    clears, settles, and journals the [`BatchOutcome`] (as [`ResultPart`]s
 //!    of at most 4 MiB each, so any batch fits the journal's record limit).
@@ -204,6 +207,17 @@ pub enum Event {
     CommitteeLog {
         /// Every entry below this position is durable.
         below: u64,
+    },
+    /// The custodian did not take the request for batch `e`'s key (the
+    /// reason says why: not closed by this clock yet, no window holding
+    /// it). The batch stays sealed and keeps its place; the request is
+    /// made again at each timeout. Reported once per batch (per run): a
+    /// lasting one means the key may never come.
+    KeyUnavailable {
+        /// The batch.
+        e: BatchId,
+        /// The custodian's refusal.
+        reason: String,
     },
     /// Batch `e` could not be processed and was voided (its outcome, which
     /// follows as [`Event::BatchCleared`], trades nothing). Never expected:
@@ -399,12 +413,16 @@ enum Batch {
         envelopes: BTreeMap<Commitment, ShapedEnvelope>,
         bytes: usize,
     },
-    /// Sealed; waiting for the seal to be durable.
+    /// Sealed; waiting for the seal to be durable, or (`refused`) for the
+    /// custodian to take the request for its key.
     Sealing {
         seal: SignedSeal,
         tree: Arc<MerkleTree>,
         envelopes: Vec<ShapedEnvelope>,
         seal_lsn: Lsn,
+        /// The custodian refused the request (asked again at each
+        /// timeout).
+        refused: bool,
     },
     /// Seal durable; the key is asked of the keypers (a committee
     /// custodian) and comes back share by share.
@@ -876,6 +894,7 @@ impl Sequencer {
                     tree: Arc::new(tree),
                     envelopes: envelopes.into_values().collect(),
                     seal_lsn,
+                    refused: false,
                 },
             );
         }
@@ -888,8 +907,7 @@ impl Sequencer {
     ///
     /// # Errors
     ///
-    /// [`SequencerError::Protocol`] for an LSN never handed out, or the
-    /// custodian's refusal.
+    /// [`SequencerError::Protocol`] for an LSN never handed out.
     pub fn handle_journal_durable(&mut self, now_ms: u64, lsn: Lsn) -> Result<(), SequencerError> {
         self.observe(now_ms);
         if lsn >= self.next_lsn {
@@ -925,7 +943,13 @@ impl Sequencer {
             .batches
             .iter()
             .filter(|(_, b)| match b {
-                Batch::Sealing { seal_lsn, .. } => *seal_lsn <= lsn,
+                // A batch whose key request the custodian refused is asked
+                // again by the timeout, not announced again here.
+                Batch::Sealing {
+                    seal_lsn,
+                    refused: false,
+                    ..
+                } => *seal_lsn <= lsn,
                 Batch::Publishing { result_lsn, .. } => *result_lsn <= lsn,
                 _ => false,
             })
@@ -938,7 +962,7 @@ impl Sequencer {
                         seal: *seal,
                         tree: Arc::clone(tree),
                     });
-                    self.release(e)?;
+                    self.release(e);
                 }
                 Some(Batch::Publishing { outcome, input, .. }) => {
                     self.events.push_back(Event::BatchCleared {
@@ -953,21 +977,47 @@ impl Sequencer {
         Ok(())
     }
 
-    /// Asks the custodian for the key of sealed batch `e`: with the key,
-    /// queues its open job; a committee's key comes later
-    /// ([`Event::KeyRequested`], [`handle_key_share`](Self::handle_key_share)).
-    fn release(&mut self, e: BatchId) -> Result<(), SequencerError> {
-        let Some(Batch::Sealing { seal, .. }) = self.batches.get(&e) else {
-            return Ok(());
+    /// Asks the custodian for the key of sealed batch `e` (its seal is
+    /// durable): with the key, queues its open job; a committee's key comes
+    /// later ([`Event::KeyRequested`],
+    /// [`handle_key_share`](Self::handle_key_share)).
+    ///
+    /// A custodian that refuses — this replica's clock is behind the close
+    /// the leader that sealed saw, or it holds no window for the batch —
+    /// leaves the batch sealed, in its place in the order, and is asked
+    /// again at each timeout ([`Event::KeyUnavailable`]). Nothing the
+    /// custodian says stops the sequencer: a batch that never gets its key
+    /// holds the batches after it back, and the caller's admission turns
+    /// traders away meanwhile (fail closed).
+    fn release(&mut self, e: BatchId) {
+        let Some(Batch::Sealing { seal, refused, .. }) = self.batches.get(&e) else {
+            return;
         };
-        let seal = *seal;
+        let (seal, first_refusal) = (*seal, !*refused);
         let now = self.now_ms;
-        let key = self.custodian_mut().request(&seal, now)?;
+        let key = match self.custodian_mut().request(&seal, now) {
+            Ok(key) => key,
+            Err(error) => {
+                // Its place among the batches being opened is taken now: a
+                // later batch whose key comes first still waits for it.
+                self.opening.entry(e).or_insert(None);
+                if let Some(Batch::Sealing { refused, .. }) = self.batches.get_mut(&e) {
+                    *refused = true;
+                }
+                if first_refusal {
+                    self.events.push_back(Event::KeyUnavailable {
+                        e,
+                        reason: error.to_string(),
+                    });
+                }
+                return;
+            }
+        };
         let Some(Batch::Sealing {
             envelopes, tree, ..
         }) = self.batches.remove(&e)
         else {
-            return Ok(());
+            return;
         };
         match key {
             Some(key) => self.start_opening(e, key, tree, envelopes),
@@ -988,7 +1038,6 @@ impl Sequencer {
                 self.events.push_back(Event::KeyRequested { seal });
             }
         }
-        Ok(())
     }
 
     fn start_opening(
@@ -1043,10 +1092,20 @@ impl Sequencer {
         Ok(true)
     }
 
-    /// Asks the keypers again for every key awaited longer than
+    /// Asks the custodian again for the keys it refused to take a request
+    /// for, and the keypers again for every key awaited longer than
     /// [`KEY_REQUEST_RESEND_MS`].
     fn resend_key_requests(&mut self) {
         let now = self.now_ms;
+        let refused: Vec<BatchId> = self
+            .batches
+            .iter()
+            .filter(|(_, b)| matches!(b, Batch::Sealing { refused: true, .. }))
+            .map(|(&e, _)| e)
+            .collect();
+        for e in refused {
+            self.release(e);
+        }
         for batch in self.batches.values_mut() {
             if let Batch::AwaitingKey {
                 seal, requested_ms, ..

@@ -44,7 +44,7 @@ impl Sequencer {
         now_ms: u64,
     ) -> Result<Sequencer, SequencerError> {
         let mut sequencer = Sequencer::rebuild(genesis, limits, key, custodian, journaled, now_ms)?;
-        sequencer.resume(now_ms)?;
+        sequencer.resume(now_ms);
         Ok(sequencer)
     }
 
@@ -73,12 +73,10 @@ impl Sequencer {
     /// Takes up the work a recovered journal leaves: journals the genesis
     /// record of an empty journal, and releases every batch sealed but not
     /// cleared again (same seal, same key, same result). A replica calls it
-    /// when it becomes the leader, with every committed record applied.
-    ///
-    /// # Errors
-    ///
-    /// The custodian's refusal.
-    pub fn resume(&mut self, now_ms: u64) -> Result<(), SequencerError> {
+    /// when it becomes the leader, with every committed record applied. A
+    /// batch whose key the custodian cannot take yet waits, sealed
+    /// ([`Event::KeyUnavailable`]), and is asked for again at the timeouts.
+    pub fn resume(&mut self, now_ms: u64) {
         self.observe(now_ms);
         if self.next_lsn == 1 {
             let record = SequencerRecord::Genesis(self.genesis.clone());
@@ -91,9 +89,8 @@ impl Sequencer {
             .map(|(&e, _)| e)
             .collect();
         for e in sealed {
-            self.release(e)?;
+            self.release(e);
         }
-        Ok(())
     }
 
     /// A committed record from the replicated log, applied to a replica
@@ -133,6 +130,9 @@ impl Sequencer {
         }
         self.next_lsn = lsn + 1;
         self.durable_lsn = lsn;
+        if RecordKind::Result.is(kind) {
+            self.prune_committee();
+        }
         Ok(true)
     }
 
@@ -395,6 +395,7 @@ impl Sequencer {
                         tree: Arc::new(tree),
                         envelopes: envelopes.into_values().collect(),
                         seal_lsn: lsn,
+                        refused: false,
                     },
                 );
             }

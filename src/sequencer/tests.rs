@@ -1425,3 +1425,285 @@ fn receipts_are_checked_against_a_journal_that_starts_at_a_checkpoint() {
     assert_eq!(report.missing.len(), 1);
     assert_eq!(report.forged, vec![last]);
 }
+
+/// A replica takes over with a clock behind the leader that sealed: the
+/// batches it finds sealed have not closed by its clock, so the custodian
+/// refuses to release their keys yet. Before, that refusal stopped the
+/// replica (exit 70, and again at every restart while the clock lagged);
+/// now each batch waits, sealed, in its place, and opens at the first
+/// timeout past its close — strictly in order.
+#[test]
+fn a_replica_whose_clock_is_behind_the_seal_waits_for_the_close() {
+    let mut journal = Vec::new();
+    let mut sequencer = boot(Vec::new(), GENESIS_MS);
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let buyer = crate::envelope::generate_account_key(&mut rng);
+    let seller = crate::envelope::generate_account_key(&mut rng);
+    let id = |k: &ed25519_dalek::SigningKey| AccountId(k.verifying_key().to_bytes());
+    sequencer
+        .handle_deposit(OpToken(1), id(&buyer), AssetId(0), 1_000_000)
+        .expect("deposit");
+    sequencer
+        .handle_deposit(OpToken(2), id(&seller), AssetId(1), 1_000)
+        .expect("deposit");
+    sequencer.handle_timeout(GENESIS_MS).expect("timeout");
+    flush(&mut sequencer, &mut journal, GENESIS_MS);
+    // Batches 0 and 1 each get a crossing pair, and are sealed at their
+    // close (100 ms each) by this leader's clock.
+    let mut nonce = 0;
+    for e in 0..2u64 {
+        let now = GENESIS_MS + e * 100;
+        let public = sequencer.batch_public_key(e).expect("announced");
+        for (trader, side) in [(&buyer, Side::Buy), (&seller, Side::Sell)] {
+            nonce += 1;
+            let orders = [OrderSpec {
+                market: MarketId(1),
+                side,
+                limit: Some(100),
+                qty: 5,
+                client_order_id: nonce,
+            }];
+            let envelope = seal_bundle(
+                &mut rng,
+                trader,
+                &sequencer.deployment(),
+                e,
+                &public,
+                nonce,
+                &orders,
+            )
+            .expect("seals");
+            sequencer
+                .handle_submit(now, SubmitToken(nonce), envelope.into_bytes())
+                .expect("accepted");
+        }
+        sequencer.handle_timeout(now + 100).expect("seals");
+        flush(&mut sequencer, &mut journal, now + 100);
+    }
+    assert_eq!(
+        journal.iter().filter(|r| RecordKind::Seal.is(r.1)).count(),
+        2
+    );
+
+    // The next leader's clock reads 50 ms after genesis: neither batch has
+    // closed by it. It resumes, and stays up.
+    let mut next = boot(journal.clone(), GENESIS_MS + 50);
+    assert!(next.poll_job().is_none(), "no key before the close");
+    let events: Vec<Event> = std::iter::from_fn(|| next.poll_event()).collect();
+    let unavailable: Vec<BatchId> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::KeyUnavailable { e, .. } => Some(*e),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(unavailable, [0, 1], "{events:?}");
+    // Asked again at each timeout, reported once.
+    next.handle_timeout(GENESIS_MS + 90).expect("timeout");
+    assert!(next.poll_job().is_none());
+    assert!(
+        !std::iter::from_fn(|| next.poll_event())
+            .any(|event| matches!(event, Event::KeyUnavailable { .. }))
+    );
+    // Batch 0 closes by this clock at 100 ms: its key comes, batch 1's not.
+    next.handle_timeout(GENESIS_MS + 150).expect("timeout");
+    let first = next.poll_job().expect("batch 0 opens");
+    assert!(next.poll_job().is_none(), "batch 1 has not closed here");
+    next.handle_opened(GENESIS_MS + 150, first.run())
+        .expect("opened");
+    let mut replica_journal = journal.clone();
+    let cleared: Vec<BatchId> = flush(&mut next, &mut replica_journal, GENESIS_MS + 150)
+        .iter()
+        .filter_map(|event| match event {
+            Event::BatchCleared { outcome, .. } => Some(outcome.e),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cleared, [0]);
+    next.handle_timeout(GENESIS_MS + 210).expect("timeout");
+    let second = next.poll_job().expect("batch 1 opens");
+    next.handle_opened(GENESIS_MS + 210, second.run())
+        .expect("opened");
+    let cleared: Vec<BatchId> = flush(&mut next, &mut replica_journal, GENESIS_MS + 210)
+        .iter()
+        .filter_map(|event| match event {
+            Event::BatchCleared { outcome, .. } => Some(outcome.e),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(cleared, [1]);
+    let report = verify_journal(replica_journal).expect("verify reads it");
+    assert!(report.all_ok(), "{report:?}");
+    assert_eq!(report.batches.len(), 2);
+}
+
+/// A batch whose key does not come for a long while (the keypers are cut
+/// off from it) while the committee goes on dealing windows. Before, the
+/// log keeper dealt a window every few seconds for as long as the stall
+/// lasted and the custodian kept only the newest 64: once 64 more were
+/// certified, a replica that restarted or took over no longer held the
+/// stalled batch's window and stopped itself at every start (a fault
+/// campaign: 16 exits in a row, "holds no key for batch 3200"), and a
+/// replica that followed kept every window ever dealt. Now windows are
+/// pruned only below the first batch not cleared, on the leader and on a
+/// replica that follows, and none is dealt more than [`WINDOWS_AHEAD_MAX`]
+/// windows beyond it: the stalled batch's window survives any restart, its key opens it
+/// when the keypers answer, and trading goes on after it.
+///
+/// [`WINDOWS_AHEAD_MAX`]: crate::keyper::keeper::WINDOWS_AHEAD_MAX
+#[test]
+fn a_batch_whose_key_is_late_keeps_its_window_through_restarts() {
+    use crate::keyper::GenerationParams;
+    use crate::keyper::keeper::WINDOWS_AHEAD_MAX;
+
+    let mut rng = ChaCha20Rng::seed_from_u64(78);
+    let key = SequencerKey::from_seed(&[7; 32]);
+    let genesis = genesis(&key);
+    let (committee, mut keypers) = five_keypers(&mut rng, &genesis);
+    let params = GenerationParams {
+        window_batches: 1,
+        lead_batches: 6,
+        phase_ms: [60, 30, 30, 60],
+    };
+    let trader = crate::envelope::generate_account_key(&mut rng);
+    let mut journal = Vec::new();
+    let mut sequencer = boot(Vec::new(), GENESIS_MS);
+    sequencer
+        .start_committee(committee, params)
+        .expect("a fresh journal");
+    flush(&mut sequencer, &mut journal, GENESIS_MS);
+
+    let mut stalled = None;
+    let mut early = BTreeMap::new();
+    let mut cleared = Vec::new();
+    let mut live_max = 0;
+    // 100 ms batches, one per window: the stall lasts 100 windows.
+    for step in 0..300u64 {
+        let now = GENESIS_MS + step * 50;
+        sequencer.handle_timeout(now).expect("timeout");
+        pump_keypers(&mut rng, &mut keypers, &mut sequencer, now);
+        // The keypers answer every seal but the stalled one's until step
+        // 250; from then on that one too.
+        let answered: Vec<SignedSeal> = early
+            .values()
+            .filter(|s: &&SignedSeal| step >= 250 || Some(s.e) != stalled)
+            .copied()
+            .collect();
+        release_keys(&mut keypers, &mut sequencer, &answered, now);
+        let open = sequencer.open_batch_at(now);
+        if let Ok(public) = sequencer.batch_public_key(open)
+            && step % 2 == 0
+        {
+            let orders = [OrderSpec {
+                market: MarketId(1),
+                side: Side::Buy,
+                limit: Some(100),
+                qty: 10,
+                client_order_id: step,
+            }];
+            let bytes = seal_bundle(
+                &mut rng,
+                &trader,
+                &sequencer.deployment(),
+                open,
+                &public,
+                step,
+                &orders,
+            )
+            .expect("seals")
+            .into_bytes();
+            if sequencer
+                .handle_submit(now, SubmitToken(step), bytes)
+                .is_ok()
+                && stalled.is_none()
+                && step >= 20
+            {
+                stalled = Some(open);
+            }
+        }
+        let mut events = flush(&mut sequencer, &mut journal, now);
+        while !events.is_empty() {
+            for event in std::mem::take(&mut events) {
+                match event {
+                    Event::KeyRequested { seal } => {
+                        early.insert(seal.e, seal);
+                    }
+                    Event::BatchCleared { outcome, .. } => {
+                        early.remove(&outcome.e);
+                        cleared.push(outcome.e);
+                    }
+                    _ => {}
+                }
+            }
+            while let Some(job) = sequencer.poll_job() {
+                sequencer.handle_opened(now, job.run()).expect("opened");
+            }
+            events = flush(&mut sequencer, &mut journal, now);
+        }
+        let state = sequencer.checkpoint().committee.expect("a committee");
+        let windows: std::collections::BTreeSet<u64> = state
+            .snapshot
+            .entries
+            .iter()
+            .map(|(_, e)| e.window().first_batch)
+            .collect();
+        live_max = live_max.max(windows.len());
+        // A restart (a replica taking over) every 2 s of the stall, from
+        // the journal alone.
+        if step % 40 == 39 {
+            sequencer = boot(journal.clone(), now);
+        }
+    }
+    let stalled = stalled.expect("an envelope was taken");
+    assert!(
+        live_max as u64 <= WINDOWS_AHEAD_MAX + 1,
+        "{live_max} windows held at once"
+    );
+    assert!(
+        cleared.contains(&stalled),
+        "the stalled batch {stalled} clears"
+    );
+    assert!(
+        cleared.iter().any(|&e| e > 130),
+        "trading goes on after it: {cleared:?}"
+    );
+    let report = verify_journal(journal.clone()).expect("verify reads it");
+    assert!(report.all_ok(), "{report:?}");
+
+    // A replica that followed the whole run, record by record, holds no
+    // more windows than the leader did.
+    let mut follower = Sequencer::recover_replica(
+        genesis.clone(),
+        Limits::default(),
+        SequencerKey::from_seed(&[7; 32]),
+        Box::new(EmbeddedCustodian::new(
+            MasterSecret::from_bytes([9; 32]),
+            key.public_key(),
+            genesis.schedule,
+        )),
+        Journaled {
+            checkpoint: None,
+            records: journal.iter().take(1).cloned().collect::<Vec<_>>(),
+            next_lsn: 2,
+        },
+        GENESIS_MS,
+    )
+    .expect("a replica");
+    for (lsn, kind, payload) in journal.iter().skip(1) {
+        follower
+            .apply_committed(*lsn, *kind, payload)
+            .expect("applies");
+    }
+    let state = follower.checkpoint().committee.expect("a committee");
+    let windows: std::collections::BTreeSet<u64> = state
+        .snapshot
+        .entries
+        .iter()
+        .map(|(_, e)| e.window().first_batch)
+        .collect();
+    assert!(
+        windows.len() as u64 <= WINDOWS_AHEAD_MAX + 1,
+        "a follower holds {} windows",
+        windows.len()
+    );
+}

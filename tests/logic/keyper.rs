@@ -1607,6 +1607,62 @@ fn a_hostile_log_keeper_cannot_crash_brick_or_confuse_a_keyper() {
     }
 }
 
+/// An honest log over a long run: windows of two batches, 100 of them in
+/// 20 s, well within the 30 minutes a keyper keeps a window after its last
+/// batch closed. Before, a keyper held at most 64 windows and, past that,
+/// dropped the one that starts latest: from the 65th window on it dropped
+/// each window as it was certified — the one about to be in use — and
+/// refused every seal ("no share of batch 3221": a committee's cluster
+/// stalled for good 64 windows into a fault campaign). Now the earliest
+/// window goes, with its releases.
+#[test]
+fn keypers_keep_the_window_in_use_past_64_windows() {
+    use sealbatch::keyper::{GenerationParams, LogKeeper, Release};
+
+    let mut rng = ChaCha20Rng::seed_from_u64(98);
+    let (committee, _, mut nodes) = three_nodes(&mut rng, 11);
+    let sequencer = SequencerKey::from_seed(&[11; 32]);
+    let schedule = BatchSchedule {
+        genesis_ms: 0,
+        batch_length_ms: 100,
+    };
+    let params = GenerationParams {
+        window_batches: 2,
+        lead_batches: 4,
+        phase_ms: [20, 20, 20, 20],
+    };
+    let mut keeper = LogKeeper::new(committee, params, 0);
+    let tree =
+        MerkleTree::from_commitments(vec![sealbatch::envelope::Commitment([7; 32])]).expect("tree");
+    for second in 0..20u64 {
+        let from = second * 1_000;
+        run_log(&mut rng, &mut keeper, &mut nodes, from, from + 1_000);
+        // The sequencer prunes what it cleared.
+        let current = (from + 990) / 100;
+        keeper.prune(current);
+        for k in &mut nodes {
+            assert!(k.holds(current), "batch {current}: its window is held");
+            assert!(k.holds(current + 1), "batch {}: held", current + 1);
+        }
+        // The batch that just closed is released for.
+        let e = current - 1;
+        let seal = sequencer.sign_seal(e, &tree);
+        let close = schedule.close_ms(e).expect("closes");
+        for k in &mut nodes {
+            let answer = k.handle_seal(&seal, None, close).expect("releases");
+            assert_eq!(answer.release, Release::First, "batch {e}");
+            k.record_release(seal);
+        }
+    }
+    // The earliest windows went (past 64 held), with their releases: a
+    // seal of batch 0 finds no share to release.
+    let seal = sequencer.sign_seal(0, &tree);
+    for k in &mut nodes {
+        assert!(!k.holds(0));
+        assert!(k.handle_seal(&seal, None, 20_000).is_err());
+    }
+}
+
 /// A keyper's keys and journal must be its own and its deployment's: a
 /// decryption key that is not its committee entry's, a committee bound to
 /// another sequencer key or batch clock, a journal of another deployment

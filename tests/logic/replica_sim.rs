@@ -632,6 +632,11 @@ impl Cluster {
             }
             Event::BatchVoided { e, reason } => panic!("seed {seed}: batch {e} voided: {reason}"),
             Event::KeyRequested { .. } => panic!("the embedded custodian asks no keyper"),
+            // The replicas share one clock: a leader resumes only after the
+            // close of every batch it finds sealed.
+            Event::KeyUnavailable { e, reason } => {
+                panic!("seed {seed}: batch {e}: the custodian refused its key: {reason}")
+            }
             Event::BatchOpened { .. } | Event::OperationDurable { .. } => {}
             Event::CommitteeLog { .. } => {}
         }

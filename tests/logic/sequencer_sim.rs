@@ -569,6 +569,11 @@ impl World {
                         panic!("batch {e} was voided: {reason}")
                     }
                     Event::KeyRequested { seal } => self.release_shares(seal),
+                    // One clock that never goes back, windows kept while
+                    // needed: a custodian never refuses a durable seal.
+                    Event::KeyUnavailable { e, reason } => {
+                        panic!("batch {e}: the custodian refused its key: {reason}")
+                    }
                     Event::CommitteeLog { .. } => {}
                     Event::BatchOpened { .. } | Event::OperationDurable { .. } => {}
                 }

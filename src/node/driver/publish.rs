@@ -108,6 +108,14 @@ impl Driver {
                     "batch could not be processed and is voided: nothing in it trades (a bug; please report it)"
                 );
             }
+            Event::KeyUnavailable { e, reason } => {
+                self.metrics.keys_unavailable.inc();
+                tracing::warn!(
+                    batch = e,
+                    %reason,
+                    "the key of a sealed batch cannot be asked for yet; it waits, and the batches after it"
+                );
+            }
             Event::KeyRequested { seal } => {
                 self.metrics.key_requests.inc();
                 self.key_asked
