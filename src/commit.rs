@@ -8,9 +8,17 @@
 //! two majorities share a replica, and an honest replica signs only the one
 //! seal of a batch its committed log holds.
 //!
-//! Pure: the keys, the signed statement, a certificate's bytes and the
-//! majority check. Which seals a replica attests — those its committed
-//! log holds — is the replica's (`replica::certificate`).
+//! The committee's key-generation log is certified the same way
+//! (`spec/keyper.md` §13): a replica signs a run of log entries — each by
+//! its position and hash — only if its committed log holds exactly those
+//! entries at those positions, and a keyper of a replicated sequencer takes
+//! an entry only under a majority's signatures. A replica that was
+//! compromised (or a deposed leader) can then serve keypers no entry the
+//! cluster did not commit: no window of its own, no phase ended early.
+//!
+//! Pure: the keys, the signed statements, a certificate's bytes and the
+//! majority check. Which seals and entries a replica attests — those its
+//! committed log holds — is the replica's (`replica::certificate`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -22,6 +30,16 @@ use crate::types::BatchId;
 
 /// The domain of a replica's attestation (`DOM`, `spec/envelope.md` §2).
 pub const DOMAIN_COMMITTED_SEAL: &str = "sealbatch v1 committed seal";
+
+/// The domain of a replica's attestation of committee log entries.
+pub const DOMAIN_COMMITTED_LOG: &str = "sealbatch v1 committed keyper log";
+
+/// The domain of a log entry's hash in that statement.
+pub const DOMAIN_LOG_ENTRY: &str = "sealbatch v1 keyper log entry";
+
+/// Most entries one log attestation covers (as many as one read of the
+/// log returns).
+pub const LOG_ATTESTED_MAX: usize = 64;
 
 /// Most attestations one certificate carries (as many replicas as a
 /// schedule lists).
@@ -46,6 +64,46 @@ pub fn committed_seal_message(
     m.extend_from_slice(&e.to_le_bytes());
     m.extend_from_slice(&count.to_le_bytes());
     m.extend_from_slice(&root.0);
+    m
+}
+
+/// A committee log entry's hash: `BLAKE3(u8(len) ‖ "sealbatch v1 keyper
+/// log entry" ‖ entry)`, over the entry's encoding (`spec/keyper.md` §11).
+#[must_use]
+pub fn log_entry_hash(entry: &[u8]) -> [u8; 32] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&[DOMAIN_LOG_ENTRY.len() as u8]);
+    hasher.update(DOMAIN_LOG_ENTRY.as_bytes());
+    hasher.update(entry);
+    *hasher.finalize().as_bytes()
+}
+
+/// What a replica signs for a run of entries its committed log holds:
+/// `u8(len) ‖ "sealbatch v1 committed keyper log" ‖ sequencer ‖ committee
+/// id ‖ u32le(count) ‖ count × (u64le(position) ‖ entry hash)`, the
+/// entries by ascending position ([`log_entry_hash`]).
+#[must_use]
+pub fn committed_log_message(
+    sequencer: &[u8; 32],
+    committee: &[u8; 32],
+    entries: &[(u64, [u8; 32])],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(1 + DOMAIN_COMMITTED_LOG.len() + 68 + entries.len() * 40);
+    m.push(DOMAIN_COMMITTED_LOG.len() as u8);
+    m.extend_from_slice(DOMAIN_COMMITTED_LOG.as_bytes());
+    m.extend_from_slice(sequencer);
+    m.extend_from_slice(committee);
+    // A run is at most LOG_ATTESTED_MAX entries (checked where one is
+    // asked for); the count is written as it is.
+    m.extend_from_slice(
+        &u32::try_from(entries.len())
+            .unwrap_or(u32::MAX)
+            .to_le_bytes(),
+    );
+    for (position, hash) in entries {
+        m.extend_from_slice(&position.to_le_bytes());
+        m.extend_from_slice(hash);
+    }
     m
 }
 
@@ -81,14 +139,20 @@ impl Attestation {
     /// Whether it is a strict, valid signature by its key over `seal`.
     #[must_use]
     pub fn verifies(&self, sequencer: &[u8; 32], seal: &SignedSeal) -> bool {
+        self.verifies_message(&committed_seal_message(
+            sequencer, seal.e, seal.count, &seal.root,
+        ))
+    }
+
+    /// Whether it is a strict, valid signature by its key over `message`
+    /// (a [`committed_seal_message`] or a [`committed_log_message`]).
+    #[must_use]
+    pub fn verifies_message(&self, message: &[u8]) -> bool {
         let Ok(key) = decode_ed25519_public(&self.replica) else {
             return false;
         };
-        key.verify_strict(
-            &committed_seal_message(sequencer, seal.e, seal.count, &seal.root),
-            &Signature::from_bytes(&self.signature),
-        )
-        .is_ok()
+        key.verify_strict(message, &Signature::from_bytes(&self.signature))
+            .is_ok()
     }
 }
 
@@ -133,6 +197,24 @@ impl CommitKey {
                 .to_bytes(),
         }
     }
+
+    /// Its attestation of a run of committee log entries
+    /// ([`committed_log_message`]).
+    #[must_use]
+    pub fn attest_log(
+        &self,
+        sequencer: &[u8; 32],
+        committee: &[u8; 32],
+        entries: &[(u64, [u8; 32])],
+    ) -> Attestation {
+        Attestation {
+            replica: self.public(),
+            signature: self
+                .0
+                .sign(&committed_log_message(sequencer, committee, entries))
+                .to_bytes(),
+        }
+    }
 }
 
 /// Why a certificate is not one the cluster committed.
@@ -148,6 +230,21 @@ pub enum CertificateError {
     TooFew {
         /// The batch.
         e: BatchId,
+        /// Valid signatures by configured replicas.
+        valid: usize,
+        /// A majority of the configured replicas.
+        needed: usize,
+    },
+    /// A run of log entries with fewer valid signatures of configured
+    /// replicas than a majority.
+    #[error(
+        "commit certificate of {count} log entries from position {first}: {valid} valid signatures of configured replicas, {needed} needed"
+    )]
+    LogTooFew {
+        /// The first entry's position.
+        first: u64,
+        /// How many entries.
+        count: usize,
         /// Valid signatures by configured replicas.
         valid: usize,
         /// A majority of the configured replicas.
@@ -265,6 +362,48 @@ impl ReplicaSet {
         seal: &SignedSeal,
         certificate: &CommitCertificate,
     ) -> Result<(), CertificateError> {
+        let message = committed_seal_message(sequencer, seal.e, seal.count, &seal.root);
+        let (valid, needed) = self.count(&message, certificate);
+        if valid >= needed {
+            return Ok(());
+        }
+        Err(CertificateError::TooFew {
+            e: seal.e,
+            valid,
+            needed,
+        })
+    }
+
+    /// Checks that a majority of the set signed the run of committee log
+    /// `entries` (position and hash each, ascending) of the sequencer
+    /// `sequencer` and the committee `committee`.
+    ///
+    /// # Errors
+    ///
+    /// [`CertificateError::LogTooFew`].
+    pub fn check_log(
+        &self,
+        sequencer: &[u8; 32],
+        committee: &[u8; 32],
+        entries: &[(u64, [u8; 32])],
+        certificate: &CommitCertificate,
+    ) -> Result<(), CertificateError> {
+        let message = committed_log_message(sequencer, committee, entries);
+        let (valid, needed) = self.count(&message, certificate);
+        if valid >= needed {
+            return Ok(());
+        }
+        Err(CertificateError::LogTooFew {
+            first: entries.first().map_or(0, |(p, _)| *p),
+            count: entries.len(),
+            valid,
+            needed,
+        })
+    }
+
+    /// Valid signatures over `message` by distinct replicas of the set
+    /// (counted up to the majority), and the majority.
+    fn count(&self, message: &[u8], certificate: &CommitCertificate) -> (usize, usize) {
         let needed = self.majority();
         // Each replica counts once, whatever the certificate's constructor
         // did: a repeated signer is not a second replica.
@@ -272,20 +411,15 @@ impl ReplicaSet {
         for a in &certificate.attestations {
             if self.keys.contains(&a.replica)
                 && !signers.contains(&&a.replica)
-                && a.verifies(sequencer, seal)
+                && a.verifies_message(message)
             {
                 signers.push(&a.replica);
                 if signers.len() >= needed {
-                    return Ok(());
+                    break;
                 }
             }
         }
-        let valid = signers.len();
-        Err(CertificateError::TooFew {
-            e: seal.e,
-            valid,
-            needed,
-        })
+        (signers.len(), needed)
     }
 }
 
@@ -454,5 +588,58 @@ mod tests {
         let set =
             ReplicaSet::new([1u8, 2, 3].map(|i| CommitKey::from_seed(&[i; 32]).public())).unwrap();
         assert_eq!(set.check(&sequencer, &seal, &certificate), Ok(()));
+    }
+
+    #[test]
+    fn the_log_spec_vector() {
+        let sequencer = [9u8; 32];
+        let committee = [0x0c; 32];
+        let hash = log_entry_hash(&[0, 1, 2]);
+        assert_eq!(
+            hex::encode(hash),
+            "329c397496c88012d48eaac3d85c3384d7030e6f5a923548e2f68d52a32e6fce"
+        );
+        let entries = [(7u64, hash), (9, log_entry_hash(&[3]))];
+        let message = committed_log_message(&sequencer, &committee, &entries);
+        assert_eq!(
+            hex::encode(&message),
+            "217365616c626174636820763120636f6d6d6974746564206b6579706572206c6f67\
+             0909090909090909090909090909090909090909090909090909090909090909\
+             0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c\
+             02000000\
+             0700000000000000\
+             329c397496c88012d48eaac3d85c3384d7030e6f5a923548e2f68d52a32e6fce\
+             0900000000000000\
+             e2e6425eff2c4671d35d9a75569d52a44a83ad284528f1c6b467f99ff32012b7"
+        );
+        let certificate =
+            CommitCertificate::new([1u8, 2].map(|i| {
+                CommitKey::from_seed(&[i; 32]).attest_log(&sequencer, &committee, &entries)
+            }));
+        assert_eq!(
+            hex::encode(certificate.to_bytes()),
+            "02\
+             8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394\
+             766573e0baa759ad2c0441e1a63731cabe63ce6fc409706b3f01a3dccf390d82\
+             49f10b338382531b290f239861780dbce55d1c12e0880b509c4cd0f1cf99dd0c\
+             8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c\
+             6ee1277e625c733dc8569a714878872e8bc4ea6a000427986b23a163388c73c2\
+             4d6c0c2c0dd11a33a9842fd83a2202eb43504cefd8b1a7efe38a0e0e59d58900"
+        );
+        let set =
+            ReplicaSet::new([1u8, 2, 3].map(|i| CommitKey::from_seed(&[i; 32]).public())).unwrap();
+        assert_eq!(
+            set.check_log(&sequencer, &committee, &entries, &certificate),
+            Ok(())
+        );
+        // One entry fewer, or another committee: not certified.
+        assert!(
+            set.check_log(&sequencer, &committee, &entries[..1], &certificate)
+                .is_err()
+        );
+        assert!(
+            set.check_log(&sequencer, &[0x0d; 32], &entries, &certificate)
+                .is_err()
+        );
     }
 }

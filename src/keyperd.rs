@@ -44,9 +44,12 @@ pub const DECRYPTION_KEY_FILE: &str = "keyper-decryption.key";
 /// The keyper's journal directory (mode 0700).
 pub const JOURNAL_DIR: &str = "journal";
 
-/// Shortest and longest wait before reconnecting.
+/// Shortest and longest wait before reconnecting. Short: a sequencer (or
+/// every replica) that was down is dialled again within half a second of
+/// coming back, on top of the handshake that timed out meanwhile (with 2 s,
+/// keys came 2–3 s after a whole cluster's restart, not ~1 s).
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(2);
+const RECONNECT_MAX: Duration = Duration::from_millis(500);
 /// How often an idle keyper link is kept alive.
 const LINK_KEEP_ALIVE: Duration = Duration::from_millis(250);
 /// A keyper link silent this long is lost (the keyper tries the next
@@ -162,6 +165,9 @@ pub struct KeyperMetrics {
     pub seals_refused: Counter,
     /// Log entries read.
     pub log_entries: Counter,
+    /// Runs of a replicated sequencer's log entries refused: their
+    /// certificate did not carry a majority of the replicas' signatures.
+    pub log_refused: Counter,
     /// Messages posted to the log (with repeats after a reconnect).
     pub posts: Counter,
     /// Links to the sequencer opened.
@@ -187,6 +193,7 @@ impl Default for KeyperMetrics {
             seals_held: Counter::default(),
             seals_refused: Counter::default(),
             log_entries: Counter::default(),
+            log_refused: Counter::default(),
             posts: Counter::default(),
             links: Counter::default(),
             connected: Gauge::default(),
@@ -223,6 +230,11 @@ impl Default for KeyperMetrics {
                 "sealbatch_keyper_log_entries",
                 "Committee log entries read",
                 &m.log_entries,
+            ),
+            (
+                "sealbatch_keyper_log_refused",
+                "Runs of log entries refused: no majority of the replicas certified them",
+                &m.log_refused,
             ),
             (
                 "sealbatch_keyper_posts",
@@ -484,26 +496,38 @@ impl State {
         self.core.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Reads log entries on a blocking thread.
+    /// Reads log entries on a blocking thread: a single node's as they
+    /// come, a replicated sequencer's run with its certificate. Returns
+    /// the certificate's refusal (nothing read then).
     async fn read_log(
         &mut self,
         entries: Vec<(u64, crate::keyper::LogEntry)>,
-    ) -> Result<(), KeyperProcessError> {
-        self.metrics.log_entries.inc_by(entries.len() as u64);
+        certificate: Option<CommitCertificate>,
+    ) -> Result<Result<(), crate::commit::CertificateError>, KeyperProcessError> {
+        let count = entries.len() as u64;
         let core = std::sync::Arc::clone(&self.core);
-        tokio::task::spawn_blocking(move || {
+        let (read, fault) = tokio::task::spawn_blocking(move || {
             let mut core = core.lock().unwrap_or_else(|p| p.into_inner());
             let Core { node, rng } = &mut *core;
-            node.handle_log(
-                rng,
-                crate::clock::now_ms(),
-                entries.iter().map(|(p, e)| (*p, e)),
-            );
-            node.fault().cloned()
+            let now = crate::clock::now_ms();
+            let read = match &certificate {
+                Some(certificate) => node.handle_certified_log(rng, now, &entries, certificate),
+                None => {
+                    node.handle_log(rng, now, entries.iter().map(|(p, e)| (*p, e)));
+                    Ok(())
+                }
+            };
+            (read, node.fault().cloned())
         })
         .await
-        .map_err(|e| KeyperProcessError::Config(format!("log reader thread: {e}")))?
-        .map_or(Ok(()), |fault| Err(KeyperProcessError::Fault(fault)))
+        .map_err(|e| KeyperProcessError::Config(format!("log reader thread: {e}")))?;
+        if let Some(fault) = fault {
+            return Err(KeyperProcessError::Fault(fault));
+        }
+        if read.is_ok() {
+            self.metrics.log_entries.inc_by(count);
+        }
+        Ok(read)
     }
 
     fn report(&self, event: KeyperEvent) {
@@ -1045,6 +1069,9 @@ async fn serve_link(
 ) -> Result<(), LinkEnd> {
     // Whatever was queued on the last link may not have arrived.
     state.core().node.reset_outbox();
+    let replicated = state.core().node.replicated();
+    // A replicated sequencer's entries wait here for their certificate.
+    let mut uncertified: Vec<(u64, crate::keyper::LogEntry)> = Vec::new();
     let mut buf = vec![0u8; 64 << 10];
     let mut last_repost = tokio::time::Instant::now();
     loop {
@@ -1074,7 +1101,24 @@ async fn serve_link(
                     tracing::info!(keyper = index, "connected to the sequencer");
                     state.report(KeyperEvent::Connected { index });
                 }
+                KeyperDown::Entry { position, entry } if replicated => {
+                    uncertified.push((position, entry));
+                    if uncertified.len() > crate::commit::LOG_ATTESTED_MAX {
+                        return Err(lost("more log entries than a certificate covers"));
+                    }
+                }
                 KeyperDown::Entry { position, entry } => entries.push((position, entry)),
+                KeyperDown::Certified { certificate } => {
+                    if !replicated {
+                        continue;
+                    }
+                    let run = std::mem::take(&mut uncertified);
+                    if let Err(refusal) = state.read_log(run, Some(certificate)).await? {
+                        state.metrics.log_refused.inc();
+                        tracing::warn!(%refusal, "log entries without a majority's certificate; dropping this link");
+                        return Err(lost(refusal));
+                    }
+                }
                 KeyperDown::Seal { seal, certificate } => {
                     state
                         .seal(seal, certificate, crate::clock::now_ms(), &mut out)
@@ -1083,7 +1127,7 @@ async fn serve_link(
             }
         }
         if !entries.is_empty() {
-            state.read_log(entries).await?;
+            let _ = state.read_log(entries, None).await?;
         }
         state.flush_records().await?;
         state.posts(&mut out);

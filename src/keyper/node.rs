@@ -36,7 +36,7 @@ use super::message::{Body, KeyperMessage, SignedKeyperMessage};
 use super::record::KeyperRecord;
 use super::release::{Evidence, Release, ReleaseGuard, ReleaseRefusal};
 use super::sharing::KeyperIndex;
-use crate::commit::{CommitCertificate, ReplicaSet};
+use crate::commit::{CertificateError, CommitCertificate, ReplicaSet, log_entry_hash};
 use crate::envelope::{BatchSchedule, SealStatement, SequencerPublicKey, SignedSeal};
 use crate::types::BatchId;
 
@@ -391,7 +391,60 @@ impl KeyperNode {
     /// already and is skipped), read at `now_ms` on the keyper's clock;
     /// then expires what the clock says is over and posts what the entries
     /// call for.
+    ///
+    /// A keyper of a replicated sequencer (configured with its replicas)
+    /// takes no entry this way: only certified ones
+    /// ([`handle_certified_log`](Self::handle_certified_log)).
     pub fn handle_log<'a, R: CryptoRngCore + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        now_ms: u64,
+        entries: impl IntoIterator<Item = (u64, &'a LogEntry)>,
+    ) {
+        if self.id.replicas.is_some() {
+            self.now_ms = self.now_ms.max(now_ms);
+            self.expire();
+            return;
+        }
+        self.apply_log(rng, now_ms, entries);
+    }
+
+    /// The next log entries of a replicated sequencer with the replicas'
+    /// certificate of them (`spec/keyper.md` §13): taken, as
+    /// [`handle_log`](Self::handle_log) takes entries, only if a majority
+    /// of the configured replicas signed exactly these entries at these
+    /// positions — a replica that was compromised, or a deposed leader,
+    /// serves no entry the cluster did not commit. Without configured
+    /// replicas (a single node) the certificate is not needed.
+    ///
+    /// # Errors
+    ///
+    /// [`CertificateError`] for a certificate that does not cover the
+    /// entries with a majority; nothing is taken then.
+    pub fn handle_certified_log<R: CryptoRngCore + ?Sized>(
+        &mut self,
+        rng: &mut R,
+        now_ms: u64,
+        entries: &[(u64, LogEntry)],
+        certificate: &CommitCertificate,
+    ) -> Result<(), CertificateError> {
+        if let Some(replicas) = &self.id.replicas {
+            let hashes: Vec<(u64, [u8; 32])> = entries
+                .iter()
+                .map(|(position, entry)| (*position, log_entry_hash(&entry.encode())))
+                .collect();
+            replicas.check_log(
+                &self.id.sequencer.to_bytes(),
+                &self.id.committee.id(),
+                &hashes,
+                certificate,
+            )?;
+        }
+        self.apply_log(rng, now_ms, entries.iter().map(|(p, e)| (*p, e)));
+        Ok(())
+    }
+
+    fn apply_log<'a, R: CryptoRngCore + ?Sized>(
         &mut self,
         rng: &mut R,
         now_ms: u64,
@@ -414,6 +467,13 @@ impl KeyperNode {
         if self.fault.is_none() {
             self.post(rng);
         }
+    }
+
+    /// Whether it serves a replicated sequencer (it was configured with
+    /// the replicas): then it takes only certified log entries.
+    #[must_use]
+    pub fn replicated(&self) -> bool {
+        self.id.replicas.is_some()
     }
 
     /// Starts reading the log again from its beginning, as a restarted

@@ -107,9 +107,17 @@ pub(super) async fn start(
     let mut machine = StateMachine::open(&journal_dir, &raft_dir)?;
     machine.subscribe(committed_tx);
     machine.record_seals(Arc::clone(attestor.seals()));
+    machine.record_log(Arc::clone(attestor.log()));
     machine.take_checkpoints(checkpoints_rx);
     let log = LogStore::open(&raft_dir).map_err(replication_error)?;
     let sequencer = recovery::recover_replica(config, key_seed, 0)?;
+    // The committee log entries the sequencer retains (a checkpoint's
+    // among them) are committed: this replica attests them.
+    let remembered = attestor.log().remember(&sequencer);
+    tracing::debug!(
+        entries = remembered,
+        "committed keyper log entries remembered"
+    );
 
     let allowed: AllowedPeers = Arc::new(RwLock::new(
         nodes
@@ -171,8 +179,10 @@ pub(super) async fn start(
     let members: Members = Arc::new(RwLock::new(Vec::new()));
     let (proposals_tx, proposals_rx) = tokio::sync::mpsc::unbounded_channel();
     let (certify_tx, certify_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (log_certify_tx, log_certify_rx) = tokio::sync::mpsc::unbounded_channel();
     let rebuild_config = config.clone();
     let rebuild_seed = Zeroizing::new(*key_seed);
+    let rebuild_attestor = Arc::clone(&attestor);
     let first_config = config.clone();
     let link = ReplicaLink {
         id: cluster.id,
@@ -180,8 +190,11 @@ pub(super) async fn start(
         committed: committed_rx,
         checkpoints: checkpoints_tx,
         rebuild: Box::new(move |at_least| {
-            recovery::recover_replica(&rebuild_config, &rebuild_seed, at_least)
-                .map_err(|e| e.to_string())
+            let sequencer = recovery::recover_replica(&rebuild_config, &rebuild_seed, at_least)
+                .map_err(|e| e.to_string())?;
+            // A snapshot installed brings entries no record applied.
+            rebuild_attestor.log().remember(&sequencer);
+            Ok(sequencer)
         }),
         first_leader: Box::new(move |sequencer| {
             recovery::first_leader(&first_config, sequencer).map_err(|e| e.to_string())
@@ -201,10 +214,12 @@ pub(super) async fn start(
         sequencer: sequencer_key,
         peers: BTreeMap::new(),
         certified: BTreeMap::new(),
+        certified_log: BTreeMap::new(),
     };
     let start = Box::new(
         move |control: Sender<Control>, hub: Arc<KeyperHub>, metrics: Arc<Metrics>| {
-            tokio::spawn(certifier.run(certify_rx, hub));
+            hub.set_log_certifier(log_certify_tx);
+            tokio::spawn(certifier.run(certify_rx, log_certify_rx, hub));
             tokio::spawn(propose(start_raft.clone(), proposals_rx, control.clone()));
             tokio::spawn(watch_role(
                 start_raft,
@@ -231,7 +246,8 @@ pub(super) async fn start(
 
 /// Gathers each seal's commit certificate from the voters (this replica's
 /// own attestation and the others', asked over the replica transport) and
-/// hands the certified seal to the keypers.
+/// hands the certified seal to the keypers; and the certificates of the
+/// committee log entries the keyper links send (`spec/keyper.md` §13).
 struct Certifier {
     raft: Raft<Replication>,
     id: ReplicaId,
@@ -242,6 +258,20 @@ struct Certifier {
     peers: BTreeMap<ReplicaId, Peer>,
     /// Certificates gathered, by batch.
     certified: BTreeMap<BatchId, (SignedSeal, CommitCertificate)>,
+    /// Log certificates gathered, by the run of entries (every keyper link
+    /// asks for the same runs).
+    certified_log: BTreeMap<Vec<(u64, [u8; 32])>, CommitCertificate>,
+}
+
+/// What a certifier gathers attestations of.
+enum Ask<'a> {
+    /// A committed seal.
+    Seal(&'a SignedSeal),
+    /// A run of committed log entries of the committee with this id.
+    Log {
+        committee: [u8; 32],
+        entries: &'a [(u64, [u8; 32])],
+    },
 }
 
 impl Certifier {
@@ -250,15 +280,29 @@ impl Certifier {
     async fn run(
         mut self,
         mut seals: tokio::sync::mpsc::UnboundedReceiver<SignedSeal>,
+        mut logs: tokio::sync::mpsc::UnboundedReceiver<super::keypers::LogCertify>,
         hub: Arc<KeyperHub>,
     ) {
         // While keypers reconnect (about a second after a failover) every
         // wanted key is asked again every 500 ms: say so once a second.
         let mut warned: Option<tokio::time::Instant> = None;
-        while let Some(seal) = seals.recv().await {
+        loop {
+            let seal = tokio::select! {
+                seal = seals.recv() => match seal {
+                    Some(seal) => seal,
+                    None => return,
+                },
+                ask = logs.recv() => {
+                    if let Some(ask) = ask {
+                        let certificate = self.certify_log(&ask.committee, &ask.entries).await;
+                        let _ = ask.reply.send(certificate);
+                    }
+                    continue;
+                }
+            };
             let certificate = match self.certified.get(&seal.e) {
                 Some((s, c)) if *s == seal => Some(c.clone()),
-                _ => self.gather(&seal).await,
+                _ => self.gather(Ask::Seal(&seal)).await,
             };
             match certificate {
                 Some(certificate) => {
@@ -289,9 +333,33 @@ impl Certifier {
         }
     }
 
-    /// A majority of the voters' attestations of `seal`, or `None` if they
-    /// did not come in [`ATTEST_TIMEOUT`].
-    async fn gather(&mut self, seal: &SignedSeal) -> Option<CommitCertificate> {
+    /// A certificate of a run of committed log entries (from the cache
+    /// when another keyper link asked for the same run), or `None`.
+    async fn certify_log(
+        &mut self,
+        committee: &[u8; 32],
+        entries: &[(u64, [u8; 32])],
+    ) -> Option<CommitCertificate> {
+        if let Some(certificate) = self.certified_log.get(entries) {
+            return Some(certificate.clone());
+        }
+        let certificate = self
+            .gather(Ask::Log {
+                committee: *committee,
+                entries,
+            })
+            .await?;
+        self.certified_log
+            .insert(entries.to_vec(), certificate.clone());
+        while self.certified_log.len() > CERTIFICATES_KEPT {
+            self.certified_log.pop_first();
+        }
+        Some(certificate)
+    }
+
+    /// A majority of the voters' attestations of a seal or a run of log
+    /// entries, or `None` if they did not come in [`ATTEST_TIMEOUT`].
+    async fn gather(&mut self, ask: Ask<'_>) -> Option<CommitCertificate> {
         let voters: Vec<(ReplicaId, ReplicaNode)> = {
             let metrics = self.raft.metrics().borrow().clone();
             let membership = metrics.membership_config.membership();
@@ -302,7 +370,15 @@ impl Certifier {
         };
         let needed = voters.len() / 2 + 1;
         let mut attestations = Vec::new();
-        if let AttestAnswer::Attested(own) = self.attestor.answer(seal.e, seal.count, &seal.root) {
+        let own = match &ask {
+            Ask::Seal(seal) => self.attestor.answer(seal.e, seal.count, &seal.root),
+            Ask::Log { committee, entries } => {
+                self.attestor
+                    .answer_log_within(committee, entries, Duration::ZERO)
+                    .await
+            }
+        };
+        if let AttestAnswer::Attested(own) = own {
             attestations.push(own);
         }
         let mut asks = tokio::task::JoinSet::new();
@@ -315,11 +391,24 @@ impl Certifier {
                 }
             };
             let sequencer = self.sequencer;
-            let seal = *seal;
-            asks.spawn(async move {
-                let answer = peer.attest(&sequencer, &seal, ATTEST_TIMEOUT).await;
-                (id, peer, answer)
-            });
+            match &ask {
+                Ask::Seal(seal) => {
+                    let seal = **seal;
+                    asks.spawn(async move {
+                        let answer = peer.attest(&sequencer, &seal, ATTEST_TIMEOUT).await;
+                        (id, peer, answer)
+                    });
+                }
+                Ask::Log { committee, entries } => {
+                    let (committee, entries) = (*committee, entries.to_vec());
+                    asks.spawn(async move {
+                        let answer = peer
+                            .attest_log(&sequencer, &committee, &entries, ATTEST_TIMEOUT)
+                            .await;
+                        (id, peer, answer)
+                    });
+                }
+            }
         }
         let deadline = tokio::time::Instant::now() + ATTEST_TIMEOUT;
         while attestations.len() < needed {

@@ -41,6 +41,22 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 pub const KEYPER_FRAMES_PER_SECOND_MAX: u32 = 2_000;
 pub use super::close::{CLOSE_NO_COMMITTEE, CLOSE_NOT_A_MEMBER, CLOSE_NOT_LEADER, CLOSE_TOO_MANY};
 
+/// How soon a keyper link asks again for the certificate of log entries
+/// the replicas did not attest yet.
+const LOG_CERTIFY_RETRY: Duration = Duration::from_millis(100);
+
+/// A keyper link's request for the certificate of a run of log entries
+/// (a replicated sequencer's leader sends none uncertified).
+#[derive(Debug)]
+pub struct LogCertify {
+    /// The committee's id.
+    pub committee: [u8; 32],
+    /// Position and entry hash each, ascending.
+    pub entries: Vec<(u64, [u8; 32])>,
+    /// The certificate, or `None` if no majority attested the run.
+    pub reply: oneshot::Sender<Option<CommitCertificate>>,
+}
+
 /// What the driver shares with the keyper links.
 #[derive(Debug)]
 pub struct KeyperHub {
@@ -56,6 +72,9 @@ pub struct KeyperHub {
     /// Links a replica that does not lead holds, waiting to lead.
     standing_by: AtomicU64,
     sequencer: [u8; 32],
+    /// A replicated sequencer's certifier of log entries (`None`: a single
+    /// node, whose entries go uncertified).
+    log_certifier: Mutex<Option<tokio::sync::mpsc::UnboundedSender<LogCertify>>>,
 }
 
 impl KeyperHub {
@@ -71,7 +90,14 @@ impl KeyperHub {
             next_link: AtomicU64::new(1),
             standing_by: AtomicU64::new(0),
             sequencer,
+            log_certifier: Mutex::new(None),
         }
+    }
+
+    /// Log entries go to keypers only with a certificate from `certifier`
+    /// (a replicated sequencer's).
+    pub fn set_log_certifier(&self, certifier: tokio::sync::mpsc::UnboundedSender<LogCertify>) {
+        *self.log_certifier.lock().unwrap_or_else(|p| p.into_inner()) = Some(certifier);
     }
 
     /// The committee the journal names (set by the driver).
@@ -299,7 +325,8 @@ async fn link_task(
     let mut budget =
         super::schedule::RequestBudget::new(KEYPER_FRAMES_PER_SECOND_MAX, Instant::now());
     // Send what is durable already.
-    next = push_log(&mut send, control, next).await?;
+    let mut certified;
+    (next, certified) = push_log(&mut send, control, hub, &committee, next).await?;
     loop {
         // Frames already buffered first.
         while let Some(message) = decoder.next_message()? {
@@ -361,7 +388,11 @@ async fn link_task(
                 if changed.is_err() {
                     return Err(LinkError::DriverGone);
                 }
-                next = push_log(&mut send, control, next).await?;
+                (next, certified) = push_log(&mut send, control, hub, &committee, next).await?;
+            }
+            // Entries the replicas had not all applied yet: asked again.
+            () = tokio::time::sleep(LOG_CERTIFY_RETRY), if !certified => {
+                (next, certified) = push_log(&mut send, control, hub, &committee, next).await?;
             }
             changed = leading.changed() => {
                 if changed.is_err() {
@@ -405,13 +436,23 @@ fn check_hello(
     Some(j)
 }
 
-/// Sends every durable entry from `next` on; returns the position after the
-/// last sent.
+/// Sends every durable entry from `next` on — a replicated sequencer's
+/// each run followed by its certificate (`KeyperDown::Certified`), and
+/// none before a majority of the replicas attested it; returns the
+/// position after the last sent, and `false` if a run waits for its
+/// certificate (asked again after [`LOG_CERTIFY_RETRY`]).
 async fn push_log(
     send: &mut quinn::SendStream,
     control: &crossbeam_channel::Sender<Control>,
+    hub: &KeyperHub,
+    committee: &Committee,
     mut next: u64,
-) -> Result<u64, LinkError> {
+) -> Result<(u64, bool), LinkError> {
+    let certifier = hub
+        .log_certifier
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     loop {
         let (reply, entries) = oneshot::channel::<Vec<(u64, LogEntry)>>();
         control
@@ -419,13 +460,32 @@ async fn push_log(
             .map_err(|_| LinkError::DriverGone)?;
         let entries = entries.await.map_err(|_| LinkError::DriverGone)?;
         if entries.is_empty() {
-            return Ok(next);
+            return Ok((next, true));
         }
         let mut out = Vec::new();
+        let mut hashes = Vec::with_capacity(entries.len());
+        let mut after = next;
         for (position, entry) in entries {
-            next = position + 1;
+            after = position + 1;
+            let bytes = entry.encode();
+            hashes.push((position, crate::commit::log_entry_hash(&bytes)));
             encode(&KeyperDown::Entry { position, entry }, &mut out)?;
         }
+        if let Some(certifier) = &certifier {
+            let (reply, certificate) = oneshot::channel();
+            certifier
+                .send(LogCertify {
+                    committee: committee.id(),
+                    entries: hashes,
+                    reply,
+                })
+                .map_err(|_| LinkError::DriverGone)?;
+            match certificate.await.map_err(|_| LinkError::DriverGone)? {
+                Some(certificate) => encode(&KeyperDown::Certified { certificate }, &mut out)?,
+                None => return Ok((next, false)),
+            }
+        }
+        next = after;
         send.write_all(&out).await?;
     }
 }

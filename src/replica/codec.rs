@@ -346,6 +346,16 @@ pub enum RaftRequest {
         /// The seal's root.
         root: MerkleRoot,
     },
+    /// Sign a run of the committee's log entries if the replica's
+    /// committed log holds each at its position (`spec/keyper.md` §13):
+    /// the answer is its attestation.
+    AttestLog {
+        /// The committee's id.
+        committee: [u8; 32],
+        /// Position and entry hash each, positions strictly ascending, 1
+        /// to [`LOG_ATTESTED_MAX`](crate::commit::LOG_ATTESTED_MAX).
+        entries: Vec<(u64, [u8; 32])>,
+    },
 }
 
 /// The request tags of the transport.
@@ -357,6 +367,7 @@ const TAG_ADD_LEARNER: u8 = 5;
 const TAG_CHANGE_VOTERS: u8 = 6;
 const TAG_ATTEST: u8 = 7;
 const TAG_PRE_VOTE: u8 = 8;
+const TAG_ATTEST_LOG: u8 = 9;
 
 /// A replica's view of the cluster, as `sealbatch cluster status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -480,6 +491,16 @@ impl RaftRequest {
                 out.put_u32(*count);
                 out.extend_from_slice(&root.0);
             }
+            RaftRequest::AttestLog { committee, entries } => {
+                out.put_u8(TAG_ATTEST_LOG);
+                out.extend_from_slice(committee);
+                // At most LOG_ATTESTED_MAX (64), as the decoder requires.
+                out.put_u16(entries.len() as u16);
+                for (position, hash) in entries {
+                    out.put_u64(*position);
+                    out.extend_from_slice(hash);
+                }
+            }
             RaftRequest::AddLearner { id, node } => {
                 out.put_u8(TAG_ADD_LEARNER);
                 out.put_u64(*id);
@@ -557,6 +578,24 @@ impl RaftRequest {
                 count: r.u32("count")?,
                 root: MerkleRoot(r.array("root")?),
             },
+            TAG_ATTEST_LOG => {
+                let committee = r.array("committee id")?;
+                let at = r.offset();
+                let count = usize::from(r.u16("entries")?);
+                if count == 0 || count > crate::commit::LOG_ATTESTED_MAX {
+                    return Err(r.invalid("entries", at));
+                }
+                let mut entries: Vec<(u64, [u8; 32])> = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let at = r.offset();
+                    let position = r.u64("position")?;
+                    if entries.last().is_some_and(|&(last, _)| last >= position) {
+                        return Err(r.invalid("position", at));
+                    }
+                    entries.push((position, r.array("entry hash")?));
+                }
+                RaftRequest::AttestLog { committee, entries }
+            }
             TAG_ADD_LEARNER => {
                 let id = r.u64("learner id")?;
                 RaftRequest::AddLearner {
@@ -677,4 +716,41 @@ pub fn decode_snapshot_response(
     let vote = get_vote(&mut r)?;
     r.finish()?;
     Ok(InstallSnapshotResponse { vote })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_attestation_request_round_trips_and_refuses_what_it_must() {
+        let request = RaftRequest::AttestLog {
+            committee: [3; 32],
+            entries: vec![(4, [5; 32]), (9, [6; 32])],
+        };
+        let bytes = request.encode();
+        assert_eq!(bytes.len(), 1 + 32 + 2 + 2 * 40);
+        let Ok(RaftRequest::AttestLog { committee, entries }) = RaftRequest::decode(&bytes) else {
+            panic!("does not decode as sent");
+        };
+        assert_eq!(committee, [3; 32]);
+        assert_eq!(entries, [(4, [5; 32]), (9, [6; 32])]);
+        // Positions not strictly ascending, no entry, or more than a run
+        // holds: refused.
+        let mut descending = RaftRequest::AttestLog {
+            committee: [3; 32],
+            entries: vec![(9, [5; 32]), (9, [6; 32])],
+        }
+        .encode();
+        assert!(RaftRequest::decode(&descending).is_err());
+        descending.truncate(1 + 32);
+        descending.extend_from_slice(&0u16.to_le_bytes());
+        assert!(RaftRequest::decode(&descending).is_err());
+        let long = RaftRequest::AttestLog {
+            committee: [3; 32],
+            entries: (0..65).map(|p| (p, [1; 32])).collect(),
+        }
+        .encode();
+        assert!(RaftRequest::decode(&long).is_err());
+    }
 }

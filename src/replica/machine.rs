@@ -43,7 +43,7 @@ use crate::journal::{
     StoredCheckpoint, Syncing, WriterEvent, read_checkpoints,
 };
 
-use super::certificate::CommittedSeals;
+use super::certificate::{CommittedLog, CommittedSeals, log_entry_hash};
 use super::codec::{get_opt_log_id, get_stored_membership, put_opt_log_id, put_stored_membership};
 use super::{Applied, Proposal, ReplicaId, ReplicaNode, Replication};
 use crate::envelope::SignedSeal;
@@ -132,6 +132,8 @@ pub struct StateMachine {
     recent: BTreeMap<Lsn, (Lsn, CommittedLeaderId<ReplicaId>)>,
     /// The seals applied, for the replica's attestations.
     seals: Option<Arc<CommittedSeals>>,
+    /// The committee log entries applied, for the same.
+    log: Option<Arc<CommittedLog>>,
 }
 
 impl std::fmt::Debug for StateMachine {
@@ -263,6 +265,7 @@ impl StateMachine {
             waiting: Vec::new(),
             recent: BTreeMap::new(),
             seals: None,
+            log: None,
         })
     }
 
@@ -277,13 +280,25 @@ impl StateMachine {
         self.seals = Some(seals);
     }
 
-    /// Remembers a committed record if it is a seal.
+    /// Records every committee log entry it applies in `log` (the same).
+    pub fn record_log(&mut self, log: Arc<CommittedLog>) {
+        self.log = Some(log);
+    }
+
+    /// Remembers a committed record if it is a seal or a committee log
+    /// entry (`u64le(position) ‖ entry`).
     fn seal_applied(&self, kind: u8, payload: &[u8]) {
         if kind == RecordKind::Seal as u8
             && let Some(seals) = &self.seals
             && let Ok(seal) = SignedSeal::from_bytes(payload)
         {
             seals.applied(seal.e, seal.count, seal.root);
+        }
+        if kind == RecordKind::KeyperLog as u8
+            && let Some(log) = &self.log
+            && let Some((position, entry)) = payload.split_first_chunk::<8>()
+        {
+            log.applied(u64::from_le_bytes(*position), log_entry_hash(entry));
         }
     }
 

@@ -373,6 +373,20 @@ async fn answer(
                 AttestAnswer::Differs => Err(format!("another seal of batch {e} is committed")),
             }
         }
+        Ok(RaftRequest::AttestLog { committee, entries }) => {
+            match attestor
+                .answer_log_within(&committee, &entries, ATTEST_WAIT)
+                .await
+            {
+                AttestAnswer::Attested(attestation) => Ok(attestation.to_bytes().to_vec()),
+                AttestAnswer::NotApplied => {
+                    Err("a log entry asked for is not applied (or no longer remembered)".into())
+                }
+                AttestAnswer::Differs => {
+                    Err("the committed log holds another entry at a position asked for".into())
+                }
+            }
+        }
         Ok(RaftRequest::ChangeVoters(voters)) => raft
             .change_membership(voters, false)
             .await
@@ -607,6 +621,37 @@ impl Peer {
             .map_err(|_| self.failed("an attestation of the wrong length"))?;
         let attestation = Attestation::from_bytes(bytes);
         if !attestation.verifies(sequencer, seal) {
+            return Err(self.failed("an attestation that does not verify"));
+        }
+        Ok(attestation)
+    }
+
+    /// Asks the replica to attest a run of the committee's log entries
+    /// (position and hash each): its attestation, checked to be a valid
+    /// signature over that run.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError`]: unreachable, refused (it has not applied an
+    /// entry, or committed another at its position), or an answer that
+    /// does not verify.
+    pub async fn attest_log(
+        &mut self,
+        sequencer: &[u8; 32],
+        committee: &[u8; 32],
+        entries: &[(u64, [u8; 32])],
+        ttl: Duration,
+    ) -> Result<Attestation, TransportError> {
+        let request = RaftRequest::AttestLog {
+            committee: *committee,
+            entries: entries.to_vec(),
+        };
+        let body = self.call(&request.encode(), ttl).await?;
+        let bytes = <&[u8; ATTESTATION_LEN]>::try_from(body.as_slice())
+            .map_err(|_| self.failed("an attestation of the wrong length"))?;
+        let attestation = Attestation::from_bytes(bytes);
+        let message = crate::commit::committed_log_message(sequencer, committee, entries);
+        if !attestation.verifies_message(&message) {
             return Err(self.failed("an attestation that does not verify"));
         }
         Ok(attestation)

@@ -15,7 +15,7 @@ use crate::types::BatchId;
 use super::frame::{Direction, EncodeError, FrameError, Message};
 
 /// The QUIC ALPN of the keyper link.
-pub const KEYPER_ALPN: &[u8] = b"sealbatch-keyper/4";
+pub const KEYPER_ALPN: &[u8] = b"sealbatch-keyper/5";
 
 /// Most bytes after the length prefix of one keyper-link frame: a keyper
 /// message of [`KEYPER_MESSAGE_LEN_MAX`] and its framing.
@@ -34,6 +34,7 @@ mod down_type {
     pub const WELCOME: u8 = 0x81;
     pub const ENTRY: u8 = 0x82;
     pub const SEAL: u8 = 0x83;
+    pub const CERTIFIED: u8 = 0x84;
 }
 
 /// From a keyper to the sequencer.
@@ -93,6 +94,16 @@ pub enum KeyperDown {
         seal: SignedSeal,
         /// A majority of the replicas' signatures over it.
         certificate: Option<CommitCertificate>,
+    },
+    /// A replicated sequencer's certificate of the log entries sent since
+    /// the last one (or the welcome): a majority of the replicas' signatures
+    /// over their positions and hashes
+    /// ([`committed_log_message`](crate::commit::committed_log_message)). A
+    /// keyper of a replicated sequencer takes no entry before it; a single
+    /// node sends none.
+    Certified {
+        /// The signatures.
+        certificate: CommitCertificate,
     },
 }
 
@@ -186,7 +197,7 @@ impl Message for KeyperDown {
     const FRAME_LEN_MAX: usize = KEYPER_FRAME_LEN_MAX;
 
     fn is_known_type(type_byte: u8) -> bool {
-        (down_type::WELCOME..=down_type::SEAL).contains(&type_byte)
+        (down_type::WELCOME..=down_type::CERTIFIED).contains(&type_byte)
     }
 
     fn type_byte(&self) -> u8 {
@@ -194,6 +205,7 @@ impl Message for KeyperDown {
             KeyperDown::Welcome { .. } => down_type::WELCOME,
             KeyperDown::Entry { .. } => down_type::ENTRY,
             KeyperDown::Seal { .. } => down_type::SEAL,
+            KeyperDown::Certified { .. } => down_type::CERTIFIED,
         }
     }
 
@@ -216,6 +228,9 @@ impl Message for KeyperDown {
                         out.extend_from_slice(&certificate.to_bytes());
                     }
                 }
+            }
+            KeyperDown::Certified { certificate } => {
+                out.extend_from_slice(&certificate.to_bytes());
             }
         }
         Ok(())
@@ -249,6 +264,15 @@ impl Message for KeyperDown {
                     _ => return Err(r.invalid("certificate presence", offset).into()),
                 };
                 KeyperDown::Seal { seal, certificate }
+            }
+            down_type::CERTIFIED => {
+                let offset = r.offset();
+                let rest = r.remaining();
+                let bytes = r.bytes(rest, "certificate")?;
+                KeyperDown::Certified {
+                    certificate: CommitCertificate::from_bytes(bytes)
+                        .map_err(|_| r.invalid("certificate", offset))?,
+                }
             }
             _ => {
                 return Err(FrameError::UnknownType {
@@ -312,6 +336,28 @@ mod tests {
         bytes[last] = 1;
         assert!(decode(&bytes).is_err());
         bytes.extend_from_slice(&[1; 96]);
+        let len = u32::try_from(bytes.len() - 4).unwrap();
+        bytes[..4].copy_from_slice(&len.to_le_bytes());
+        assert!(decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn a_log_certificate_travels_alone_and_whole() {
+        let entries = [(3u64, [4u8; 32]), (5, [6; 32])];
+        let certificate = CommitCertificate::new(
+            (1..=2)
+                .map(|i| CommitKey::from_seed(&[i; 32]).attest_log(&[1; 32], &[2; 32], &entries)),
+        );
+        let message = KeyperDown::Certified {
+            certificate: certificate.clone(),
+        };
+        let mut bytes = Vec::new();
+        encode(&message, &mut bytes).expect("encodes");
+        assert_eq!(bytes.len(), 4 + 1 + 1 + 2 * 96);
+        assert_eq!(bytes[4], 0x84);
+        assert_eq!(decode(&bytes).expect("decodes"), Some(message));
+        // Cut short: refused.
+        bytes.truncate(bytes.len() - 1);
         let len = u32::try_from(bytes.len() - 4).unwrap();
         bytes[..4].copy_from_slice(&len.to_le_bytes());
         assert!(decode(&bytes).is_err());

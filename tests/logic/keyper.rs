@@ -1607,6 +1607,126 @@ fn a_hostile_log_keeper_cannot_crash_brick_or_confuse_a_keyper() {
     }
 }
 
+/// A keyper of a replicated sequencer takes log entries only under a
+/// majority of the replicas' signatures over exactly those entries at
+/// those positions (`spec/keyper.md` §13). Before, it took whatever the
+/// replica that welcomed it served: one compromised replica could open
+/// windows of its own, end phases early, and have keypers refuse the
+/// honest log's windows for the same batches.
+#[test]
+fn a_replicated_keyper_takes_only_log_entries_a_majority_certified() {
+    use sealbatch::commit::{CommitCertificate, CommitKey, ReplicaSet, log_entry_hash};
+    use sealbatch::keyper::{GenerationParams, KeyperIdentity, KeyperNode, LogEntry, LogKeeper};
+
+    let mut rng = ChaCha20Rng::seed_from_u64(99);
+    let (committee, secrets) = signed_committee(&mut rng, 3, 2, deployment_of(12));
+    let sequencer = SequencerKey::from_seed(&[12; 32]).public_key();
+    let replicas: Vec<CommitKey> = (1..=3u8).map(|i| CommitKey::from_seed(&[i; 32])).collect();
+    let set = ReplicaSet::new(replicas.iter().map(CommitKey::public)).expect("a set");
+    let mut nodes: Vec<KeyperNode> = secrets
+        .iter()
+        .map(|(signing, decryption)| {
+            KeyperNode::new(
+                KeyperIdentity {
+                    committee: committee.clone(),
+                    signing: signing.clone(),
+                    decryption: zeroize::Zeroizing::new(*decryption),
+                    sequencer,
+                    schedule: BatchSchedule {
+                        genesis_ms: 0,
+                        batch_length_ms: 100,
+                    },
+                    skew_ms: 0,
+                    replicas: Some(set.clone()),
+                },
+                Vec::new(),
+            )
+            .expect("a member")
+        })
+        .collect();
+    let params = GenerationParams {
+        window_batches: 8,
+        lead_batches: 4,
+        phase_ms: [20, 20, 20, 20],
+    };
+    let mut keeper = LogKeeper::new(committee.clone(), params, 0);
+    let certify = |signers: &[&CommitKey], run: &[(u64, LogEntry)]| {
+        let hashes: Vec<(u64, [u8; 32])> = run
+            .iter()
+            .map(|(p, e)| (*p, log_entry_hash(&e.encode())))
+            .collect();
+        CommitCertificate::new(
+            signers
+                .iter()
+                .map(|k| k.attest_log(&sequencer.to_bytes(), &committee.id(), &hashes)),
+        )
+    };
+    keeper.handle_timeout(0, 0);
+    let run: Vec<(u64, LogEntry)> = keeper
+        .entries(0, u64::MAX, 64)
+        .map(|(p, e)| (p, e.clone()))
+        .collect();
+    assert!(!run.is_empty(), "the first window opens");
+    let node = &mut nodes[0];
+    // Uncertified, or certified by one replica of three: nothing taken.
+    node.handle_log(&mut rng, 0, run.iter().map(|(p, e)| (*p, e)));
+    assert_eq!(node.read(), 0);
+    assert!(
+        node.handle_certified_log(&mut rng, 0, &run, &certify(&[&replicas[2]], &run))
+            .is_err()
+    );
+    assert_eq!(node.read(), 0);
+    // A compromised replica's own window, signed by itself and certified
+    // by nobody else: refused, even with a majority's certificate of the
+    // honest run beside it.
+    let forged = vec![(
+        run[0].0,
+        LogEntry::Open {
+            window: Window {
+                id: 77,
+                first_batch: 0,
+                batches: 1,
+            },
+        },
+    )];
+    let honest = certify(&[&replicas[0], &replicas[1]], &run);
+    assert!(
+        node.handle_certified_log(&mut rng, 0, &forged, &honest)
+            .is_err()
+    );
+    assert!(
+        node.handle_certified_log(&mut rng, 0, &forged, &certify(&[&replicas[2]], &forged))
+            .is_err()
+    );
+    assert_eq!(node.read(), 0);
+
+    // The honest log, each run certified by two replicas of three: every
+    // keyper takes it and the window is keyed.
+    for now in (0..1_000u64).step_by(10) {
+        keeper.handle_timeout(now, now / 100);
+        for n in &mut nodes {
+            let run: Vec<(u64, LogEntry)> = keeper
+                .entries(n.read(), u64::MAX, 64)
+                .map(|(p, e)| (p, e.clone()))
+                .collect();
+            if !run.is_empty() {
+                let certificate = certify(&[&replicas[0], &replicas[2]], &run);
+                n.handle_certified_log(&mut rng, now, &run, &certificate)
+                    .expect("certified");
+            }
+            while let Some((number, _)) = n.poll_record() {
+                n.handle_durable(number);
+            }
+            while let Some(message) = n.poll_message() {
+                let _ = keeper.handle_message(message);
+            }
+        }
+    }
+    for n in &nodes {
+        assert!(n.holds(3), "the certified window is keyed");
+    }
+}
+
 /// An honest log over a long run: windows of two batches, 100 of them in
 /// 20 s, well within the 30 minutes a keyper keeps a window after its last
 /// batch closed. Before, a keyper held at most 64 windows and, past that,
