@@ -316,6 +316,16 @@ impl std::fmt::Debug for ShapedEnvelope {
     }
 }
 
+/// The batch an envelope's header names (bytes 1..9, after the version),
+/// without checking anything else; `None` for bytes too short to hold it.
+#[must_use]
+pub fn header_batch(bytes: &[u8]) -> Option<BatchId> {
+    bytes
+        .get(1..9)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+}
+
 impl ShapedEnvelope {
     /// Runs [`check_shape`] for batch `e`.
     ///
@@ -338,12 +348,7 @@ impl ShapedEnvelope {
     ///
     /// As [`check_shape`] ([`Rejection::Truncated`] if there is no header).
     pub fn for_header_batch(bytes: Vec<u8>) -> Result<ShapedEnvelope, Rejection> {
-        // The header's batch number: bytes 1..9, after the version.
-        let e = bytes
-            .get(1..9)
-            .and_then(|b| <[u8; 8]>::try_from(b).ok())
-            .map(u64::from_le_bytes)
-            .ok_or(Rejection::Truncated { len: bytes.len() })?;
+        let e = header_batch(&bytes).ok_or(Rejection::Truncated { len: bytes.len() })?;
         ShapedEnvelope::new(bytes, e)
     }
 

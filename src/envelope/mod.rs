@@ -95,7 +95,7 @@ pub mod receipt;
 
 pub use bundle::{
     AccountId, Envelope, OpenError, OpenedBatch, OpenedEnvelope, Rejection, ShapedEnvelope,
-    VerifiedBundle, check_shape, kem_key, open_batch, open_shaped_batch, seal_bundle,
+    VerifiedBundle, check_shape, header_batch, kem_key, open_batch, open_shaped_batch, seal_bundle,
     seal_bundle_with_ephemeral, seal_raw_plaintext,
 };
 pub use custodian::{

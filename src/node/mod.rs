@@ -13,12 +13,15 @@
 //! read back; `recovery` start-up from the
 //! journal; `keys` the key files; [`driver`] the thread that drives the
 //! sans-IO [`Sequencer`](crate::sequencer::Sequencer); [`handle`] what it
-//! and the connections send each other; [`server`] the QUIC connections;
+//! and the connections send each other; [`server`] the QUIC connections,
+//! which only move bytes; [`admission`] what one client stream may ask
+//! (rate, per-batch quota, signatures, cached schedule), decided sans-IO;
 //! [`keypers`] the keyper link (keypers read the committee's log, post,
 //! and answer seals with their shares);
 //! [`schedule`] the signed-schedule cache and request budgets; [`metrics`]
 //! the Prometheus endpoint.
 
+pub mod admission;
 pub mod checkpoints;
 pub mod close;
 pub mod cluster;

@@ -17,13 +17,14 @@ use tokio::sync::{mpsc, watch};
 
 use crate::wire::{self, ClientMessage, FrameDecoder, FrameError, ReasonCode, ServerMessage};
 
+use super::admission::{Admitted, StreamAdmission};
 use super::config::LimitsConfig;
 use super::handle::{ConnId, Control, DriverHandle, Outbound, Request, RequestBody, SessionId};
 use super::metrics::Metrics;
 use super::now_ms;
 use super::schedule::RequestBudget;
-use crate::envelope::{SequencerKey, SequencerPublicKey, ShapedEnvelope};
-use crate::signed::{CHANNEL_BINDING_LABEL, ChannelBinding, SignedError};
+use crate::envelope::SequencerKey;
+use crate::signed::{CHANNEL_BINDING_LABEL, ChannelBinding};
 
 pub use super::close::{
     CLOSE_FRAME_TOO_LARGE, CLOSE_PROTOCOL_ERROR, CLOSE_SHUTDOWN, CLOSE_UNAVAILABLE,
@@ -51,9 +52,6 @@ struct Counters {
     /// Each address's budget of new connections.
     new_per_ip: Mutex<BTreeMap<IpAddr, RequestBudget>>,
 }
-
-/// Batches whose submission attempts one stream remembers.
-const ATTEMPTS_BATCHES_KEPT: usize = 64;
 
 /// Addresses whose new-connection budget is remembered before the full
 /// (idle) ones are forgotten.
@@ -270,20 +268,20 @@ async fn reader(
     channel: Option<ChannelBinding>,
     limits: LimitsConfig,
 ) {
-    let sequencer = core.key.public_key();
-    let requests_per_second = limits.requests_per_stream_per_second_max;
     let frame_timeout = Duration::from_millis(limits.frame_timeout_ms);
     let mut decoder: FrameDecoder<ClientMessage> = FrameDecoder::new();
     let mut chunk = vec![0u8; READ_CHUNK];
-    let mut budget = RequestBudget::new(requests_per_second, Instant::now());
-    // Submissions this stream made per batch (named in each envelope's
-    // header): past twice the connection's quota they are refused here,
-    // before the shape check and the core's queue. The core keeps the exact
-    // count of the envelopes it takes.
-    let mut attempts: BTreeMap<u64, u32> = BTreeMap::new();
-    let attempts_max = limits
-        .envelopes_per_connection_per_batch_max
-        .saturating_mul(2);
+    // Submissions past twice the connection's quota for a batch are refused
+    // on the stream; the core keeps the exact count of what it takes.
+    let mut admission = StreamAdmission::new(
+        core.key.public_key(),
+        channel,
+        limits.requests_per_stream_per_second_max,
+        limits
+            .envelopes_per_connection_per_batch_max
+            .saturating_mul(2),
+        Instant::now(),
+    );
     // When a frame is under way, the deadline by which it must be complete.
     let mut frame_deadline: Option<Instant> = None;
     // Requests queued for the driver: after the client finishes its side,
@@ -345,89 +343,12 @@ async fn reader(
                     completed = true;
                     let received = Instant::now();
                     let request_id = message.request_id();
-                    if !matches!(message, ClientMessage::Submit { .. }) {
-                        // Everything but submissions is bounded per stream,
-                        // and the schedule is answered here, off the core.
-                        let reply = if !budget.take(received) {
-                            Some(ServerMessage::Error {
-                                request_id,
-                                code: ReasonCode::Busy,
-                                message: format!(
-                                    "more than {requests_per_second} requests per second on this stream"
-                                ),
-                            })
-                        } else if matches!(message, ClientMessage::GetSchedule { .. }) {
-                            core.schedules
-                                .answer(request_id)
-                                .map(ServerMessage::Schedule)
-                        } else if matches!(message, ClientMessage::GetKeyCertificates { .. }) {
-                            // None cached (a follower, or before the first
-                            // schedule): the driver answers.
-                            core.schedules.answer_certificates(request_id)
-                        } else if let Err(error) = verify_signed(&message, &sequencer, channel) {
-                            // Signatures are checked here, off the core, so
-                            // that forged requests cost it nothing. A field
-                            // out of its bounds is a bad request (10), not a
-                            // key problem (12).
-                            let code = match error {
-                                SignedError::Length { .. } => ReasonCode::InvalidRequest,
-                                SignedError::BadKey | SignedError::BadSignature => {
-                                    ReasonCode::Unauthorized
-                                }
-                            };
-                            Some(ServerMessage::Error {
-                                request_id,
-                                code,
-                                message: error.to_string(),
-                            })
-                        } else {
-                            None
-                        };
-                        if let Some(reply) = reply {
+                    let body = match admission.admit(message, received, now_ms(), &core.schedules) {
+                        Admitted::Reply(reply) => {
                             let _ = out.try_send(Outbound::Message(reply));
                             continue;
                         }
-                    }
-                    // The shape check (a point decoding) runs here, on the
-                    // connection's task, not on the core thread.
-                    let body = match message {
-                        ClientMessage::Submit {
-                            request_id,
-                            envelope,
-                        } => {
-                            if let Some(e) = envelope
-                                .get(1..9)
-                                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                                .map(u64::from_le_bytes)
-                            {
-                                let made = attempts.entry(e).or_insert(0);
-                                *made = made.saturating_add(1);
-                                if *made > attempts_max {
-                                    let _ =
-                                        out.try_send(Outbound::Message(ServerMessage::Rejected {
-                                            request_id,
-                                            code: ReasonCode::ConnectionQuota,
-                                            next_open: core.schedules.open_batch_at(now_ms()),
-                                            retry_after_ms: 0,
-                                            message: format!(
-                                                "this stream made {made} submissions to batch {e}"
-                                            ),
-                                        }));
-                                    continue;
-                                }
-                                if attempts.len() > ATTEMPTS_BATCHES_KEPT {
-                                    attempts.pop_first();
-                                }
-                            }
-                            RequestBody::Submit {
-                                request_id,
-                                envelope: ShapedEnvelope::for_header_batch(envelope),
-                            }
-                        }
-                        message => match message.signed_query() {
-                            Some(query) => RequestBody::Query { request_id, query },
-                            None => RequestBody::Message(message),
-                        },
+                        Admitted::Forward(body) => body,
                     };
                     let submit = matches!(body, RequestBody::Submit { .. });
                     let request = Request {
@@ -489,28 +410,6 @@ async fn reader(
         session,
         after: Some(queued),
     });
-}
-
-/// Checks the signature a request carries, if any: a query's for this
-/// connection (`channel`), a deposit's, withdrawal's or payout's for this
-/// deployment. Who may sign what is the driver's to check.
-fn verify_signed(
-    message: &ClientMessage,
-    sequencer: &SequencerPublicKey,
-    channel: Option<ChannelBinding>,
-) -> Result<(), SignedError> {
-    if let Some(query) = message.signed_query() {
-        return match channel {
-            Some(channel) => query.verify(sequencer, &channel),
-            None => Err(SignedError::BadSignature),
-        };
-    }
-    match message {
-        ClientMessage::OperatorDeposit { deposit, .. } => deposit.verify(sequencer),
-        ClientMessage::Withdraw { withdrawal, .. } => withdrawal.verify(sequencer),
-        ClientMessage::AcknowledgePayout { payout, .. } => payout.verify(sequencer),
-        _ => Ok(()),
-    }
 }
 
 /// Writes queued messages, as many as are waiting in one write, signing
