@@ -75,7 +75,7 @@ impl Sequencer {
     /// cleared again (same seal, same key, same result). A replica calls it
     /// when it becomes the leader, with every committed record applied. A
     /// batch whose key the custodian cannot take yet waits, sealed
-    /// ([`Event::KeyUnavailable`]), and is asked for again at the timeouts.
+    /// ([`Event::KeyUnavailable`](super::Event::KeyUnavailable)), and is asked for again at the timeouts.
     pub fn resume(&mut self, now_ms: u64) {
         self.observe(now_ms);
         if self.next_lsn == 1 {
