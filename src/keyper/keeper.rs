@@ -431,6 +431,13 @@ impl LogKeeper {
         self.linked = Some(linked);
     }
 
+    /// How many keypers its caller last said are linked (`None`: never
+    /// said).
+    #[must_use]
+    pub fn linked(&self) -> Option<usize> {
+        self.linked
+    }
+
     /// Moves generation `id` to the certified windows once `t` keypers
     /// approved its result; an earlier attempt's certified window of the
     /// same batches is dropped.

@@ -228,9 +228,24 @@ impl Sequencer {
     /// its keyper links): the committee's next window opens only while at
     /// least `t` are, so that no generation is opened to fail. Without a
     /// call, windows open by the clock alone.
+    ///
+    /// When more are linked than before, every key awaited is asked for
+    /// again at the next timeout rather than up to
+    /// [`KEY_REQUEST_RESEND_MS`](super::KEY_REQUEST_RESEND_MS) later: keypers
+    /// that just linked (to a new leader, after a restart) have not seen
+    /// the requests sent while they were away.
     pub fn set_keypers_linked(&mut self, linked: usize) {
-        if let Some(run) = self.committee.as_mut() {
-            run.keeper.set_linked(linked);
+        let Some(run) = self.committee.as_mut() else {
+            return;
+        };
+        let before = run.keeper.linked().unwrap_or(0);
+        run.keeper.set_linked(linked);
+        if linked > before {
+            for batch in self.batches.values_mut() {
+                if let super::Batch::AwaitingKey { requested_ms, .. } = batch {
+                    *requested_ms = 0;
+                }
+            }
         }
     }
 

@@ -1707,3 +1707,89 @@ fn a_batch_whose_key_is_late_keeps_its_window_through_restarts() {
         windows.len()
     );
 }
+
+/// Keypers that link (to a new leader, after a restart) are asked for the
+/// keys awaited at once, not up to [`KEY_REQUEST_RESEND_MS`] later: after a
+/// failover under a committee every request went out while no keyper was
+/// linked yet, and the batches closed during the outage waited for the
+/// next resend.
+#[test]
+fn keys_awaited_are_asked_again_as_soon_as_keypers_link() {
+    use crate::keyper::GenerationParams;
+
+    let mut rng = ChaCha20Rng::seed_from_u64(79);
+    let key = SequencerKey::from_seed(&[7; 32]);
+    let genesis = genesis(&key);
+    let (committee, mut keypers) = five_keypers(&mut rng, &genesis);
+    let params = GenerationParams {
+        window_batches: 8,
+        lead_batches: 4,
+        phase_ms: [60, 30, 30, 60],
+    };
+    let trader = crate::envelope::generate_account_key(&mut rng);
+    let mut journal = Vec::new();
+    let mut sequencer = boot(Vec::new(), GENESIS_MS);
+    sequencer
+        .start_committee(committee, params)
+        .expect("a fresh journal");
+    flush(&mut sequencer, &mut journal, GENESIS_MS);
+    let mut now = GENESIS_MS;
+    let mut submitted = None;
+    let mut requested = None;
+    while requested.is_none() && now < GENESIS_MS + 5_000 {
+        now += 10;
+        sequencer.handle_timeout(now).expect("timeout");
+        pump_keypers(&mut rng, &mut keypers, &mut sequencer, now);
+        let open = sequencer.open_batch_at(now);
+        if submitted.is_none()
+            && let Ok(public) = sequencer.batch_public_key(open)
+        {
+            let orders = [OrderSpec {
+                market: MarketId(1),
+                side: Side::Buy,
+                limit: Some(100),
+                qty: 10,
+                client_order_id: 1,
+            }];
+            let bytes = seal_bundle(
+                &mut rng,
+                &trader,
+                &sequencer.deployment(),
+                open,
+                &public,
+                1,
+                &orders,
+            )
+            .expect("seals")
+            .into_bytes();
+            sequencer
+                .handle_submit(now, SubmitToken(1), bytes)
+                .expect("accepted");
+            submitted = Some(open);
+        }
+        for event in flush(&mut sequencer, &mut journal, now) {
+            if let Event::KeyRequested { seal } = event {
+                requested = Some(seal.e);
+            }
+        }
+    }
+    assert_eq!(requested, submitted, "the batch's key is asked for");
+    let asked = |sequencer: &mut Sequencer, at: u64| {
+        sequencer.handle_timeout(at).expect("timeout");
+        std::iter::from_fn(|| sequencer.poll_event())
+            .any(|event| matches!(event, Event::KeyRequested { .. }))
+    };
+    // No keyper linked: asked again only after the resend interval.
+    sequencer.set_keypers_linked(0);
+    assert!(!asked(&mut sequencer, now + 10));
+    // Keypers link: asked again at the next timeout.
+    sequencer.set_keypers_linked(3);
+    assert!(
+        asked(&mut sequencer, now + 20),
+        "asked as soon as keypers link"
+    );
+    // The same keypers still linked: not again before the interval.
+    sequencer.set_keypers_linked(3);
+    assert!(!asked(&mut sequencer, now + 30));
+    assert!(asked(&mut sequencer, now + 20 + KEY_REQUEST_RESEND_MS));
+}
