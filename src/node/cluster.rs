@@ -575,11 +575,13 @@ async fn confirm_leading(
     id: ReplicaId,
     term: u64,
 ) -> Result<Option<openraft::LogId<ReplicaId>>, String> {
+    let started = std::time::Instant::now();
     let read = match tokio::time::timeout(CONFIRM_LEADING_MAX, raft.ensure_linearizable()).await {
         Ok(Ok(read)) => read,
         Ok(Err(error)) => return Err(error.to_string()),
         Err(_) => return Err("the read barrier did not complete in 5 s".into()),
     };
+    let barrier = started.elapsed();
     let last = raft.metrics().borrow().last_log_index;
     let settled = raft
         .wait(Some(CONFIRM_LEADING_MAX))
@@ -596,6 +598,12 @@ async fn confirm_leading(
     if settled.current_term != term || settled.current_leader != Some(id) {
         return Err("no longer leading".into());
     }
+    tracing::info!(
+        term,
+        read_barrier_ms = barrier.as_millis() as u64,
+        applied_ms = (started.elapsed() - barrier).as_millis() as u64,
+        "leading confirmed: a majority heard this term and its log is applied"
+    );
     Ok(read.max(settled.last_applied))
 }
 
