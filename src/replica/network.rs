@@ -642,6 +642,9 @@ impl Peer {
         entries: &[(u64, [u8; 32])],
         ttl: Duration,
     ) -> Result<Attestation, TransportError> {
+        if entries.is_empty() || entries.len() > crate::commit::LOG_ATTESTED_MAX {
+            return Err(self.failed("a run of log entries of no or too many entries"));
+        }
         let request = RaftRequest::AttestLog {
             committee: *committee,
             entries: entries.to_vec(),
