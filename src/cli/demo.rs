@@ -56,25 +56,19 @@ fn release_delays(
     times: &BTreeMap<u64, Vec<u64>>,
     t: usize,
     schedule: &crate::envelope::BatchSchedule,
-) -> Vec<f64> {
-    times
-        .iter()
-        .filter_map(|(&e, at)| {
-            let mut at = at.clone();
-            at.sort_unstable();
-            let close = schedule.close_ms(e)?;
-            at.get(t.checked_sub(1)?)
-                .map(|&ms| ms.saturating_sub(close) as f64)
-        })
-        .collect()
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+) -> super::loadgen::Latencies {
+    let mut delays = super::loadgen::Latencies::default();
+    for (&e, at) in times {
+        let mut at = at.clone();
+        at.sort_unstable();
+        let Some(close) = schedule.close_ms(e) else {
+            continue;
+        };
+        if let Some(&ms) = t.checked_sub(1).and_then(|i| at.get(i)) {
+            delays.record(Duration::from_millis(ms.saturating_sub(close)));
+        }
     }
-    let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+    delays
 }
 
 /// Batches per key generation window in the demo: short, so that the
@@ -359,16 +353,16 @@ pub fn run(args: &DemoArgs) -> CommandResult {
         let report = report?;
         println!("\n{}", report.render());
         if let Some((schedule, t)) = &clock {
-            let mut delays = release_delays(
+            let delays = release_delays(
                 &release_times.lock().unwrap_or_else(|p| p.into_inner()),
                 *t,
                 schedule,
             );
-            delays.sort_unstable_by(f64::total_cmp);
+            let ms = |d: Duration| d.as_secs_f64() * 1e3;
             println!(
                 "keys released        p50 {:>7.2} ms   p99 {:>7.2} ms   from close until {t} shares had left (skew 20 ms; {} batches)",
-                percentile(&delays, 0.5),
-                percentile(&delays, 0.99),
+                ms(delays.quantile(0.5)),
+                ms(delays.quantile(0.99)),
                 delays.len()
             );
         }

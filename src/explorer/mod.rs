@@ -18,4 +18,4 @@ pub mod curves;
 pub mod svg;
 
 pub use curves::{Clearing, CurvePoint, FillSummary, MarketCurves, batch_curves};
-pub use svg::{HistoryPoint, batch_svg, market_history_svg};
+pub use svg::{HistoryPoint, batch_svg, escape_markup, market_history_svg};

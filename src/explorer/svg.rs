@@ -379,3 +379,21 @@ pub fn market_history_svg(market: u32, history: &[HistoryPoint]) -> String {
     out.push_str("</svg>\n");
     out
 }
+
+/// `text` with the characters HTML and SVG give meaning to escaped, for
+/// text and attribute values (`&`, `<`, `>`, both quotes).
+#[must_use]
+pub fn escape_markup(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}

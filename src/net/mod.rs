@@ -305,11 +305,51 @@ impl Drop for ResetKey {
     }
 }
 
+/// The handshake signature checks both pinning verifiers make: with the
+/// provider's algorithms, as rustls's own verifiers do (the pin replaces
+/// only the certificate's chain, not the proof of its key).
+#[derive(Debug)]
+struct Signatures(Arc<CryptoProvider>);
+
+impl Signatures {
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// Accepts exactly the server certificate whose SHA-256 is pinned.
 #[derive(Debug)]
 struct PinnedCert {
     fingerprint: [u8; 32],
-    provider: Arc<CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl ServerCertVerifier for PinnedCert {
@@ -336,12 +376,7 @@ impl ServerCertVerifier for PinnedCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -350,18 +385,11 @@ impl ServerCertVerifier for PinnedCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -404,7 +432,7 @@ pub fn client_config_for(pinned: [u8; 32], alpn: &[u8]) -> Result<quinn::ClientC
     let provider = provider();
     let verifier = PinnedCert {
         fingerprint: pinned,
-        provider: Arc::clone(&provider),
+        signatures: Signatures(Arc::clone(&provider)),
     };
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -429,7 +457,7 @@ pub const REPLICA_ALPN: &[u8] = b"sealbatch-raft/1";
 #[derive(Debug)]
 struct PinnedClients {
     allowed: Arc<std::sync::RwLock<std::collections::BTreeSet<[u8; 32]>>>,
-    provider: Arc<CryptoProvider>,
+    signatures: Signatures,
 }
 
 impl rustls::server::danger::ClientCertVerifier for PinnedClients {
@@ -464,12 +492,7 @@ impl rustls::server::danger::ClientCertVerifier for PinnedClients {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -478,18 +501,11 @@ impl rustls::server::danger::ClientCertVerifier for PinnedClients {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -507,7 +523,7 @@ pub fn replica_server_config(
     let provider = provider();
     let verifier = PinnedClients {
         allowed,
-        provider: Arc::clone(&provider),
+        signatures: Signatures(Arc::clone(&provider)),
     };
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -567,7 +583,7 @@ pub fn replica_client_config(
     let provider = provider();
     let verifier = PinnedCert {
         fingerprint: pinned,
-        provider: Arc::clone(&provider),
+        signatures: Signatures(Arc::clone(&provider)),
     };
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?

@@ -751,22 +751,6 @@ fn commitment_param(query: Option<&str>) -> Option<String> {
         .filter(|t| !t.trim().is_empty())
 }
 
-/// `text` with the characters HTML gives meaning to escaped.
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn parse_commitment(text: &str) -> Result<Commitment, String> {
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut bytes)
@@ -795,7 +779,7 @@ fn release_text(released_by: Option<&Result<Vec<u16>, String>>) -> String {
         ),
         Some(Err(why)) => format!(
             "NOT PROVEN — do not trust this result: {}",
-            escape(why)
+            crate::explorer::escape_markup(why)
         ),
     }
 }
@@ -819,7 +803,11 @@ async fn check_page(State(explorer): State<Arc<Explorer>>, RawQuery(query): RawQ
     });
     match found {
         Err(message) => {
-            let _ = write!(html, "<p class=\"result\">{}</p>", escape(&message));
+            let _ = write!(
+                html,
+                "<p class=\"result\">{}</p>",
+                crate::explorer::escape_markup(&message)
+            );
         }
         Ok((c, check)) => {
             let _ = write!(

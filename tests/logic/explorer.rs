@@ -275,3 +275,18 @@ fn a_market_history_marks_every_batch_that_traded() {
     assert_eq!(svg, market_history_svg(2, &history));
     assert!(market_history_svg(2, &[]).contains("no batch published yet"));
 }
+
+/// One escape for the explorer's pages and the bench tool's charts: every
+/// character HTML and SVG give meaning to (the bench's own left the single
+/// quote alone).
+#[test]
+fn markup_characters_are_escaped_once() {
+    assert_eq!(
+        sealbatch::explorer::escape_markup(r#"<a href='x'>"T&C"</a>"#),
+        "&lt;a href=&#39;x&#39;&gt;&quot;T&amp;C&quot;&lt;/a&gt;"
+    );
+    assert_eq!(
+        sealbatch::explorer::escape_markup("plain – ünïcode"),
+        "plain – ünïcode"
+    );
+}
