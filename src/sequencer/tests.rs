@@ -1537,6 +1537,74 @@ fn a_replica_whose_clock_is_behind_the_seal_waits_for_the_close() {
     assert_eq!(report.batches.len(), 2);
 }
 
+/// A sequencer under a committee of [`five_keypers`] (windows of
+/// `window_batches`, dealt `lead_batches` ahead), its journal so far, and a
+/// trader.
+struct CommitteeWorld {
+    rng: ChaCha20Rng,
+    genesis: Genesis,
+    keypers: Vec<crate::keyper::KeyperNode>,
+    trader: ed25519_dalek::SigningKey,
+    journal: Vec<(Lsn, u8, Vec<u8>)>,
+    sequencer: Sequencer,
+}
+
+fn committee_world(seed: u64, window_batches: u32, lead_batches: u64) -> CommitteeWorld {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let genesis = genesis(&SequencerKey::from_seed(&[7; 32]));
+    let (committee, keypers) = five_keypers(&mut rng, &genesis);
+    let params = crate::keyper::GenerationParams {
+        window_batches,
+        lead_batches,
+        phase_ms: [60, 30, 30, 60],
+    };
+    let trader = crate::envelope::generate_account_key(&mut rng);
+    let mut journal = Vec::new();
+    let mut sequencer = boot(Vec::new(), GENESIS_MS);
+    sequencer
+        .start_committee(committee, params)
+        .expect("a fresh journal");
+    flush(&mut sequencer, &mut journal, GENESIS_MS);
+    CommitteeWorld {
+        rng,
+        genesis,
+        keypers,
+        trader,
+        journal,
+        sequencer,
+    }
+}
+
+/// `trader`'s envelope of one buy order (id `id`) for batch `e`, sealed to
+/// its announced key; `None` while the batch has none.
+fn buy(
+    rng: &mut ChaCha20Rng,
+    trader: &ed25519_dalek::SigningKey,
+    sequencer: &Sequencer,
+    e: BatchId,
+    id: u64,
+) -> Option<Vec<u8>> {
+    let public = sequencer.batch_public_key(e).ok()?;
+    let orders = [OrderSpec {
+        market: MarketId(1),
+        side: Side::Buy,
+        limit: Some(100),
+        qty: 10,
+        client_order_id: id,
+    }];
+    let envelope = seal_bundle(
+        rng,
+        trader,
+        &sequencer.deployment(),
+        e,
+        &public,
+        id,
+        &orders,
+    )
+    .expect("seals");
+    Some(envelope.into_bytes())
+}
+
 /// A batch whose key does not come for a long while (the keypers are cut
 /// off from it) while the committee goes on dealing windows. Before, the
 /// log keeper dealt a window every few seconds for as long as the stall
@@ -1553,25 +1621,17 @@ fn a_replica_whose_clock_is_behind_the_seal_waits_for_the_close() {
 /// [`WINDOWS_AHEAD_MAX`]: crate::keyper::keeper::WINDOWS_AHEAD_MAX
 #[test]
 fn a_batch_whose_key_is_late_keeps_its_window_through_restarts() {
-    use crate::keyper::GenerationParams;
     use crate::keyper::keeper::WINDOWS_AHEAD_MAX;
 
-    let mut rng = ChaCha20Rng::seed_from_u64(78);
+    let CommitteeWorld {
+        mut rng,
+        genesis,
+        mut keypers,
+        trader,
+        mut journal,
+        mut sequencer,
+    } = committee_world(78, 1, 6);
     let key = SequencerKey::from_seed(&[7; 32]);
-    let genesis = genesis(&key);
-    let (committee, mut keypers) = five_keypers(&mut rng, &genesis);
-    let params = GenerationParams {
-        window_batches: 1,
-        lead_batches: 6,
-        phase_ms: [60, 30, 30, 60],
-    };
-    let trader = crate::envelope::generate_account_key(&mut rng);
-    let mut journal = Vec::new();
-    let mut sequencer = boot(Vec::new(), GENESIS_MS);
-    sequencer
-        .start_committee(committee, params)
-        .expect("a fresh journal");
-    flush(&mut sequencer, &mut journal, GENESIS_MS);
 
     let mut stalled = None;
     let mut early = BTreeMap::new();
@@ -1591,35 +1651,15 @@ fn a_batch_whose_key_is_late_keeps_its_window_through_restarts() {
             .collect();
         release_keys(&mut keypers, &mut sequencer, &answered, now);
         let open = sequencer.open_batch_at(now);
-        if let Ok(public) = sequencer.batch_public_key(open)
-            && step % 2 == 0
-        {
-            let orders = [OrderSpec {
-                market: MarketId(1),
-                side: Side::Buy,
-                limit: Some(100),
-                qty: 10,
-                client_order_id: step,
-            }];
-            let bytes = seal_bundle(
-                &mut rng,
-                &trader,
-                &sequencer.deployment(),
-                open,
-                &public,
-                step,
-                &orders,
-            )
-            .expect("seals")
-            .into_bytes();
-            if sequencer
+        if step % 2 == 0
+            && let Some(bytes) = buy(&mut rng, &trader, &sequencer, open, step)
+            && sequencer
                 .handle_submit(now, SubmitToken(step), bytes)
                 .is_ok()
-                && stalled.is_none()
-                && step >= 20
-            {
-                stalled = Some(open);
-            }
+            && stalled.is_none()
+            && step >= 20
+        {
+            stalled = Some(open);
         }
         let mut events = flush(&mut sequencer, &mut journal, now);
         while !events.is_empty() {
@@ -1715,24 +1755,14 @@ fn a_batch_whose_key_is_late_keeps_its_window_through_restarts() {
 /// next resend.
 #[test]
 fn keys_awaited_are_asked_again_as_soon_as_keypers_link() {
-    use crate::keyper::GenerationParams;
-
-    let mut rng = ChaCha20Rng::seed_from_u64(79);
-    let key = SequencerKey::from_seed(&[7; 32]);
-    let genesis = genesis(&key);
-    let (committee, mut keypers) = five_keypers(&mut rng, &genesis);
-    let params = GenerationParams {
-        window_batches: 8,
-        lead_batches: 4,
-        phase_ms: [60, 30, 30, 60],
-    };
-    let trader = crate::envelope::generate_account_key(&mut rng);
-    let mut journal = Vec::new();
-    let mut sequencer = boot(Vec::new(), GENESIS_MS);
-    sequencer
-        .start_committee(committee, params)
-        .expect("a fresh journal");
-    flush(&mut sequencer, &mut journal, GENESIS_MS);
+    let CommitteeWorld {
+        mut rng,
+        mut keypers,
+        trader,
+        mut journal,
+        mut sequencer,
+        ..
+    } = committee_world(79, 8, 4);
     let mut now = GENESIS_MS;
     let mut submitted = None;
     let mut requested = None;
@@ -1742,26 +1772,8 @@ fn keys_awaited_are_asked_again_as_soon_as_keypers_link() {
         pump_keypers(&mut rng, &mut keypers, &mut sequencer, now);
         let open = sequencer.open_batch_at(now);
         if submitted.is_none()
-            && let Ok(public) = sequencer.batch_public_key(open)
+            && let Some(bytes) = buy(&mut rng, &trader, &sequencer, open, 1)
         {
-            let orders = [OrderSpec {
-                market: MarketId(1),
-                side: Side::Buy,
-                limit: Some(100),
-                qty: 10,
-                client_order_id: 1,
-            }];
-            let bytes = seal_bundle(
-                &mut rng,
-                &trader,
-                &sequencer.deployment(),
-                open,
-                &public,
-                1,
-                &orders,
-            )
-            .expect("seals")
-            .into_bytes();
             sequencer
                 .handle_submit(now, SubmitToken(1), bytes)
                 .expect("accepted");

@@ -1379,6 +1379,20 @@ fn three_nodes(
     Vec<(ed25519_dalek::SigningKey, Scalar)>,
     Vec<sealbatch::keyper::KeyperNode>,
 ) {
+    three_nodes_of(rng, seed, None)
+}
+
+/// [`three_nodes`], of a replicated sequencer with these `replicas` (or a
+/// single node: `None`).
+fn three_nodes_of(
+    rng: &mut ChaCha20Rng,
+    seed: u8,
+    replicas: Option<sealbatch::commit::ReplicaSet>,
+) -> (
+    Committee,
+    Vec<(ed25519_dalek::SigningKey, Scalar)>,
+    Vec<sealbatch::keyper::KeyperNode>,
+) {
     use sealbatch::keyper::{KeyperIdentity, KeyperNode};
     let (committee, secrets) = signed_committee(rng, 3, 2, deployment_of(seed));
     let nodes = secrets
@@ -1395,7 +1409,7 @@ fn three_nodes(
                         batch_length_ms: 100,
                     },
                     skew_ms: 0,
-                    replicas: None,
+                    replicas: replicas.clone(),
                 },
                 Vec::new(),
             )
@@ -1616,34 +1630,13 @@ fn a_hostile_log_keeper_cannot_crash_brick_or_confuse_a_keyper() {
 #[test]
 fn a_replicated_keyper_takes_only_log_entries_a_majority_certified() {
     use sealbatch::commit::{CommitCertificate, CommitKey, ReplicaSet, log_entry_hash};
-    use sealbatch::keyper::{GenerationParams, KeyperIdentity, KeyperNode, LogEntry, LogKeeper};
+    use sealbatch::keyper::{GenerationParams, LogEntry, LogKeeper};
 
     let mut rng = ChaCha20Rng::seed_from_u64(99);
-    let (committee, secrets) = signed_committee(&mut rng, 3, 2, deployment_of(12));
     let sequencer = SequencerKey::from_seed(&[12; 32]).public_key();
     let replicas: Vec<CommitKey> = (1..=3u8).map(|i| CommitKey::from_seed(&[i; 32])).collect();
     let set = ReplicaSet::new(replicas.iter().map(CommitKey::public)).expect("a set");
-    let mut nodes: Vec<KeyperNode> = secrets
-        .iter()
-        .map(|(signing, decryption)| {
-            KeyperNode::new(
-                KeyperIdentity {
-                    committee: committee.clone(),
-                    signing: signing.clone(),
-                    decryption: zeroize::Zeroizing::new(*decryption),
-                    sequencer,
-                    schedule: BatchSchedule {
-                        genesis_ms: 0,
-                        batch_length_ms: 100,
-                    },
-                    skew_ms: 0,
-                    replicas: Some(set.clone()),
-                },
-                Vec::new(),
-            )
-            .expect("a member")
-        })
-        .collect();
+    let (committee, _, mut nodes) = three_nodes_of(&mut rng, 12, Some(set));
     let params = GenerationParams {
         window_batches: 8,
         lead_batches: 4,
