@@ -81,11 +81,13 @@ fn flush(
     std::iter::from_fn(|| sequencer.poll_event()).collect()
 }
 
-#[test]
-fn a_batch_that_cannot_be_processed_is_voided_and_never_processed_again() {
+/// A fresh sequencer with a buyer (1,000,000 of asset 0) and a seller
+/// (1,000 of asset 1) funded, batch 0 announced; its journal so far, and
+/// the rng (`seed`) that made the two traders.
+fn funded_pair(seed: u64) -> Funded {
     let mut journal = Vec::new();
     let mut sequencer = boot(Vec::new(), GENESIS_MS);
-    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let buyer = crate::envelope::generate_account_key(&mut rng);
     let seller = crate::envelope::generate_account_key(&mut rng);
     let id = |k: &ed25519_dalek::SigningKey| AccountId(k.verifying_key().to_bytes());
@@ -97,6 +99,33 @@ fn a_batch_that_cannot_be_processed_is_voided_and_never_processed_again() {
         .expect("deposit");
     sequencer.handle_timeout(GENESIS_MS).expect("timeout");
     flush(&mut sequencer, &mut journal, GENESIS_MS);
+    Funded {
+        sequencer,
+        journal,
+        rng,
+        buyer,
+        seller,
+    }
+}
+
+/// What [`funded_pair`] sets up.
+struct Funded {
+    sequencer: Sequencer,
+    journal: Vec<(Lsn, u8, Vec<u8>)>,
+    rng: ChaCha20Rng,
+    buyer: ed25519_dalek::SigningKey,
+    seller: ed25519_dalek::SigningKey,
+}
+
+#[test]
+fn a_batch_that_cannot_be_processed_is_voided_and_never_processed_again() {
+    let Funded {
+        mut sequencer,
+        mut journal,
+        mut rng,
+        buyer,
+        seller,
+    } = funded_pair(1);
     let public = sequencer.batch_public_key(0).expect("announced");
     for (nonce, (trader, side)) in [(&buyer, Side::Buy), (&seller, Side::Sell)]
         .into_iter()
@@ -1434,20 +1463,13 @@ fn receipts_are_checked_against_a_journal_that_starts_at_a_checkpoint() {
 /// timeout past its close — strictly in order.
 #[test]
 fn a_replica_whose_clock_is_behind_the_seal_waits_for_the_close() {
-    let mut journal = Vec::new();
-    let mut sequencer = boot(Vec::new(), GENESIS_MS);
-    let mut rng = ChaCha20Rng::seed_from_u64(3);
-    let buyer = crate::envelope::generate_account_key(&mut rng);
-    let seller = crate::envelope::generate_account_key(&mut rng);
-    let id = |k: &ed25519_dalek::SigningKey| AccountId(k.verifying_key().to_bytes());
-    sequencer
-        .handle_deposit(OpToken(1), id(&buyer), AssetId(0), 1_000_000)
-        .expect("deposit");
-    sequencer
-        .handle_deposit(OpToken(2), id(&seller), AssetId(1), 1_000)
-        .expect("deposit");
-    sequencer.handle_timeout(GENESIS_MS).expect("timeout");
-    flush(&mut sequencer, &mut journal, GENESIS_MS);
+    let Funded {
+        mut sequencer,
+        mut journal,
+        mut rng,
+        buyer,
+        seller,
+    } = funded_pair(3);
     // Batches 0 and 1 each get a crossing pair, and are sealed at their
     // close (100 ms each) by this leader's clock.
     let mut nonce = 0;
