@@ -23,7 +23,7 @@ use super::keys::{
     BatchPublicKey, KeyError, MasterSecret, ReleasedBatchKey, SealStatement, decode_secret_scalar,
 };
 use super::merkle::MerkleRoot;
-use super::receipt::{SequencerPublicKey, SignedSeal, VerifyError};
+use super::receipt::{ProofError, SequencerPublicKey, SignedSeal};
 use crate::types::BatchId;
 
 /// How many released seals a custodian remembers (to refuse a second root).
@@ -117,7 +117,7 @@ pub enum CustodianError {
         /// The seal's batch.
         e: BatchId,
         /// The verification failure.
-        source: VerifyError,
+        source: ProofError,
     },
     /// The batch has not closed yet.
     #[error("batch {e} closes at {close_ms} ms; now is {now_ms} ms")]

@@ -111,6 +111,6 @@ pub use merkle::{
     PROOF_DEPTH_MAX, merkle_root,
 };
 pub use receipt::{
-    RECEIPT_LEN, Receipt, SEAL_LEN, SequencerKey, SequencerPublicKey, SignedSeal, VerifyError,
+    ProofError, RECEIPT_LEN, Receipt, SEAL_LEN, SequencerKey, SequencerPublicKey, SignedSeal,
     generate_account_key,
 };

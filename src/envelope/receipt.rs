@@ -10,7 +10,7 @@ use crate::types::BatchId;
 
 /// Why a public key, receipt, seal or proof is refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
-pub enum VerifyError {
+pub enum ProofError {
     /// The Ed25519 public key is not canonical, does not decompress, or has
     /// small order.
     #[error("Ed25519 public key is non-canonical, invalid or of small order")]
@@ -53,14 +53,14 @@ pub fn generate_account_key<R: CryptoRngCore + ?Sized>(rng: &mut R) -> SigningKe
 /// small order.
 ///
 /// # Errors
-/// [`VerifyError::BadPublicKey`].
-pub fn decode_ed25519_public(bytes: &[u8; 32]) -> Result<VerifyingKey, VerifyError> {
+/// [`ProofError::BadPublicKey`].
+pub fn decode_ed25519_public(bytes: &[u8; 32]) -> Result<VerifyingKey, ProofError> {
     if !ed25519_y_is_canonical(bytes) {
-        return Err(VerifyError::BadPublicKey);
+        return Err(ProofError::BadPublicKey);
     }
-    let key = VerifyingKey::from_bytes(bytes).map_err(|_| VerifyError::BadPublicKey)?;
+    let key = VerifyingKey::from_bytes(bytes).map_err(|_| ProofError::BadPublicKey)?;
     if key.is_weak() {
-        return Err(VerifyError::BadPublicKey);
+        return Err(ProofError::BadPublicKey);
     }
     Ok(key)
 }
@@ -177,8 +177,8 @@ impl SequencerPublicKey {
     /// Decodes a key strictly (see [`decode_ed25519_public`]).
     ///
     /// # Errors
-    /// [`VerifyError::BadPublicKey`].
-    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, VerifyError> {
+    /// [`ProofError::BadPublicKey`].
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, ProofError> {
         decode_ed25519_public(bytes).map(SequencerPublicKey)
     }
 
@@ -192,15 +192,15 @@ impl SequencerPublicKey {
     /// own domain string (the schedule announcement, `spec/wire.md`).
     ///
     /// # Errors
-    /// [`VerifyError::BadSignature`].
-    pub fn verify_message(&self, msg: &[u8], signature: &[u8; 64]) -> Result<(), VerifyError> {
+    /// [`ProofError::BadSignature`].
+    pub fn verify_message(&self, msg: &[u8], signature: &[u8; 64]) -> Result<(), ProofError> {
         self.verify(msg, signature)
     }
 
-    fn verify(&self, msg: &[u8], signature: &[u8; 64]) -> Result<(), VerifyError> {
+    fn verify(&self, msg: &[u8], signature: &[u8; 64]) -> Result<(), ProofError> {
         self.0
             .verify_strict(msg, &Signature::from_bytes(signature))
-            .map_err(|_| VerifyError::BadSignature)
+            .map_err(|_| ProofError::BadSignature)
     }
 }
 
@@ -234,8 +234,8 @@ impl Receipt {
     /// Checks the signature strictly.
     ///
     /// # Errors
-    /// [`VerifyError::BadSignature`].
-    pub fn verify(&self, sequencer: &SequencerPublicKey) -> Result<(), VerifyError> {
+    /// [`ProofError::BadSignature`].
+    pub fn verify(&self, sequencer: &SequencerPublicKey) -> Result<(), ProofError> {
         sequencer.verify(&receipt_message(self.e, &self.commitment), &self.signature)
     }
 
@@ -252,10 +252,10 @@ impl Receipt {
     /// Decodes [`Receipt::to_bytes`] (does not verify).
     ///
     /// # Errors
-    /// [`VerifyError::Length`].
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, VerifyError> {
+    /// [`ProofError::Length`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProofError> {
         if bytes.len() != RECEIPT_LEN {
-            return Err(VerifyError::Length {
+            return Err(ProofError::Length {
                 expected: RECEIPT_LEN,
                 actual: bytes.len(),
             });
@@ -288,8 +288,8 @@ impl SignedSeal {
     /// Checks the signature strictly.
     ///
     /// # Errors
-    /// [`VerifyError::BadSignature`].
-    pub fn verify(&self, sequencer: &SequencerPublicKey) -> Result<(), VerifyError> {
+    /// [`ProofError::BadSignature`].
+    pub fn verify(&self, sequencer: &SequencerPublicKey) -> Result<(), ProofError> {
         sequencer.verify(
             &seal_message(self.e, self.count, &self.root),
             &self.signature,
@@ -301,17 +301,17 @@ impl SignedSeal {
     /// puts the receipt's commitment under the sealed root.
     ///
     /// # Errors
-    /// The first [`VerifyError`] found.
+    /// The first [`ProofError`] found.
     pub fn verify_inclusion(
         &self,
         sequencer: &SequencerPublicKey,
         receipt: &Receipt,
         proof: &InclusionProof,
-    ) -> Result<(), VerifyError> {
+    ) -> Result<(), ProofError> {
         self.verify(sequencer)?;
         receipt.verify(sequencer)?;
         if receipt.e != self.e {
-            return Err(VerifyError::BatchMismatch {
+            return Err(ProofError::BatchMismatch {
                 receipt: receipt.e,
                 seal: self.e,
             });
@@ -334,10 +334,10 @@ impl SignedSeal {
     /// Decodes [`SignedSeal::to_bytes`] (does not verify).
     ///
     /// # Errors
-    /// [`VerifyError::Length`].
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, VerifyError> {
+    /// [`ProofError::Length`].
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProofError> {
         if bytes.len() != SEAL_LEN {
-            return Err(VerifyError::Length {
+            return Err(ProofError::Length {
                 expected: SEAL_LEN,
                 actual: bytes.len(),
             });

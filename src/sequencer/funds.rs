@@ -27,7 +27,7 @@ pub const CHECKPOINT_WITHDRAWALS_MAX: usize = 1 << 26;
 
 /// Whether a request did something or repeats one already done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Applied {
+pub enum Effect {
     /// It changed the state (and must be journaled).
     New,
     /// The same statement was applied before: nothing changes, and the
@@ -104,7 +104,7 @@ pub struct Funds {
 
 impl Funds {
     /// An operator deposit: its signature for this deployment, then its
-    /// reference (the same statement again is [`Applied::Again`]), then the
+    /// reference (the same statement again is [`Effect::Again`]), then the
     /// credit.
     ///
     /// # Errors
@@ -116,19 +116,19 @@ impl Funds {
         ledger: &mut Ledger,
         sequencer: &SequencerPublicKey,
         deposit: &SignedDeposit,
-    ) -> Result<Applied, FundsError> {
+    ) -> Result<Effect, FundsError> {
         deposit.verify(sequencer)?;
         let s = &deposit.statement;
         if let Some(first) = self.deposits.get(&s.reference) {
             return if first == s {
-                Ok(Applied::Again)
+                Ok(Effect::Again)
             } else {
                 Err(FundsError::ReferenceReused(s.reference.clone()))
             };
         }
         ledger.deposit(s.account, s.asset, s.amount)?;
         self.deposits.insert(s.reference.clone(), s.clone());
-        Ok(Applied::New)
+        Ok(Effect::New)
     }
 
     /// A trader withdrawal: its signature by the account for this
@@ -168,7 +168,7 @@ impl Funds {
 
     /// A payout acknowledgement: its signature for this deployment, a
     /// withdrawal that exists; the same reference again is
-    /// [`Applied::Again`]. The withdrawal leaves the pending ones.
+    /// [`Effect::Again`]. The withdrawal leaves the pending ones.
     ///
     /// # Errors
     ///
@@ -178,12 +178,12 @@ impl Funds {
         &mut self,
         sequencer: &SequencerPublicKey,
         payout: &SignedPayout,
-    ) -> Result<Applied, FundsError> {
+    ) -> Result<Effect, FundsError> {
         payout.verify(sequencer)?;
         let s = &payout.statement;
         if let Some(first) = self.paid.get(&s.withdrawal) {
             return if first.reference == s.reference {
-                Ok(Applied::Again)
+                Ok(Effect::Again)
             } else {
                 Err(FundsError::PaidOtherwise {
                     withdrawal: s.withdrawal,
@@ -195,7 +195,7 @@ impl Funds {
             return Err(FundsError::UnknownWithdrawal(s.withdrawal));
         }
         self.paid.insert(s.withdrawal, s.clone());
-        Ok(Applied::New)
+        Ok(Effect::New)
     }
 
     /// The sequence number the account's next withdrawal must carry.
@@ -387,14 +387,14 @@ pub(crate) fn replay_funds(
             }
             funds
                 .withdraw(ledger, sequencer, &w.signed)
-                .map(|_| Applied::New)
+                .map(|_| Effect::New)
         }
         SequencerRecord::Payout(payout) => funds.pay(sequencer, payout),
         _ => return Ok(()),
     };
     match applied {
-        Ok(Applied::New) => Ok(()),
-        Ok(Applied::Again) => Err("a deposit or payout journaled twice".into()),
+        Ok(Effect::New) => Ok(()),
+        Ok(Effect::Again) => Err("a deposit or payout journaled twice".into()),
         Err(error) => Err(error.to_string()),
     }
 }

@@ -84,7 +84,7 @@ pub use config::{
     ConfigError, ENVELOPES_PER_BATCH_CLEARABLE, ENVELOPES_PER_BATCH_DEFAULT, GENESIS_TAG, Genesis,
     Limits, ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT, PENDING_RECEIPTS_DEFAULT, SEALED_BATCHES_DEFAULT,
 };
-pub use funds::{Applied, CHECKPOINT_DEPOSITS_MAX, CHECKPOINT_WITHDRAWALS_MAX, Funds, FundsError};
+pub use funds::{CHECKPOINT_DEPOSITS_MAX, CHECKPOINT_WITHDRAWALS_MAX, Effect, Funds, FundsError};
 pub use record::{
     AssembleError, RESULT_PART_BYTES_MAX, RecordError, RecordKind, ResultAssembler, ResultPart,
     SequencerRecord, Transfer,
@@ -746,10 +746,10 @@ impl Sequencer {
             .funds
             .deposit(&mut self.ledger, &self.genesis.sequencer, &deposit)?
         {
-            Applied::New => {
+            Effect::New => {
                 self.journal_operation(token, SequencerRecord::OperatorDeposit(deposit));
             }
-            Applied::Again => self.handle_barrier(token),
+            Effect::Again => self.handle_barrier(token),
         }
         Ok(())
     }
@@ -802,8 +802,8 @@ impl Sequencer {
         payout: SignedPayout,
     ) -> Result<(), SequencerError> {
         match self.funds.pay(&self.genesis.sequencer, &payout)? {
-            Applied::New => self.journal_operation(token, SequencerRecord::Payout(payout)),
-            Applied::Again => self.handle_barrier(token),
+            Effect::New => self.journal_operation(token, SequencerRecord::Payout(payout)),
+            Effect::Again => self.handle_barrier(token),
         }
         Ok(())
     }

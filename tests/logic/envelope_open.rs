@@ -650,7 +650,7 @@ fn receipts_seals_and_proofs() {
             let other_batch = w.sequencer.sign_receipt(4, c);
             assert!(matches!(
                 seal.verify_inclusion(&seq_pk, &other_batch, &proof),
-                Err(VerifyError::BatchMismatch { .. })
+                Err(ProofError::BatchMismatch { .. })
             ));
         }
         assert!(tree.proof(n).is_none());
@@ -669,7 +669,7 @@ fn receipts_seals_and_proofs() {
     assert!(InclusionProof::from_bytes(&[0, 0, 0, 0, 200]).is_err());
     let mut bad = w.sequencer.sign_receipt(1, &a);
     bad.signature[63] ^= 0x40;
-    assert_eq!(bad.verify(&seq_pk), Err(VerifyError::BadSignature));
+    assert_eq!(bad.verify(&seq_pk), Err(ProofError::BadSignature));
     assert!(
         SequencerPublicKey::from_bytes(&{
             let mut id = [0u8; 32];
