@@ -325,8 +325,14 @@ async fn link_task(
     let mut budget =
         super::schedule::RequestBudget::new(KEYPER_FRAMES_PER_SECOND_MAX, Instant::now());
     // Send what is durable already.
-    let mut certified;
+    // When to ask again for the certificate of entries the replicas had not
+    // all applied yet: a deadline, not a sleep begun anew on every frame
+    // (seals and posts would keep putting it off).
+    let retry =
+        |certified: bool| (!certified).then(|| tokio::time::Instant::now() + LOG_CERTIFY_RETRY);
+    let certified;
     (next, certified) = push_log(&mut send, control, hub, &committee, next).await?;
+    let mut retry_at = retry(certified);
     loop {
         // Frames already buffered first.
         while let Some(message) = decoder.next_message()? {
@@ -388,11 +394,16 @@ async fn link_task(
                 if changed.is_err() {
                     return Err(LinkError::DriverGone);
                 }
+                let certified;
                 (next, certified) = push_log(&mut send, control, hub, &committee, next).await?;
+                // An earlier deadline stands.
+                retry_at = if certified { None } else { retry_at.or(retry(false)) };
             }
             // Entries the replicas had not all applied yet: asked again.
-            () = tokio::time::sleep(LOG_CERTIFY_RETRY), if !certified => {
+            () = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
+                let certified;
                 (next, certified) = push_log(&mut send, control, hub, &committee, next).await?;
+                retry_at = retry(certified);
             }
             changed = leading.changed() => {
                 if changed.is_err() {

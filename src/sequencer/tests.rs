@@ -40,19 +40,25 @@ fn boot(records: Vec<(Lsn, u8, Vec<u8>)>, now_ms: u64) -> Sequencer {
     boot_with(genesis(&key), records, now_ms)
 }
 
+/// The embedded custodian the tests' sequencers (key seed `[7; 32]`) hold:
+/// master secret `[9; 32]`, `genesis`'s batch clock.
+fn embedded(genesis: &Genesis) -> Box<EmbeddedCustodian> {
+    Box::new(EmbeddedCustodian::new(
+        MasterSecret::from_bytes([9; 32]),
+        SequencerKey::from_seed(&[7; 32]).public_key(),
+        genesis.schedule,
+    ))
+}
+
 fn boot_with(genesis: Genesis, records: Vec<(Lsn, u8, Vec<u8>)>, now_ms: u64) -> Sequencer {
     let key = SequencerKey::from_seed(&[7; 32]);
-    let custodian = EmbeddedCustodian::new(
-        MasterSecret::from_bytes([9; 32]),
-        key.public_key(),
-        genesis.schedule,
-    );
+    let custodian = embedded(&genesis);
     let next_lsn = records.last().map_or(1, |r| r.0 + 1);
     Sequencer::recover(
         genesis,
         Limits::default(),
         key,
-        Box::new(custodian),
+        custodian,
         Journaled {
             checkpoint: None,
             records,
@@ -910,11 +916,7 @@ fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
                 genesis.clone(),
                 Limits::default(),
                 SequencerKey::from_seed(&[7; 32]),
-                Box::new(EmbeddedCustodian::new(
-                    MasterSecret::from_bytes([9; 32]),
-                    key.public_key(),
-                    genesis.schedule,
-                )),
+                embedded(&genesis),
                 Journaled {
                     checkpoint: Some(c),
                     records,
@@ -1653,7 +1655,6 @@ fn a_batch_whose_key_is_late_keeps_its_window_through_restarts() {
         mut journal,
         mut sequencer,
     } = committee_world(78, 1, 6);
-    let key = SequencerKey::from_seed(&[7; 32]);
 
     let mut stalled = None;
     let mut early = BTreeMap::new();
@@ -1738,11 +1739,7 @@ fn a_batch_whose_key_is_late_keeps_its_window_through_restarts() {
         genesis.clone(),
         Limits::default(),
         SequencerKey::from_seed(&[7; 32]),
-        Box::new(EmbeddedCustodian::new(
-            MasterSecret::from_bytes([9; 32]),
-            key.public_key(),
-            genesis.schedule,
-        )),
+        embedded(&genesis),
         Journaled {
             checkpoint: None,
             records: journal.iter().take(1).cloned().collect::<Vec<_>>(),
