@@ -537,7 +537,9 @@ impl LogKeeper {
         entry: LogEntry,
         now_ms: u64,
     ) -> Result<(), ReplayError> {
-        if position < self.next_position {
+        // The last position cannot be followed by another: an entry there
+        // is refused rather than overflow the next position.
+        if position < self.next_position || position == u64::MAX {
             return Err(ReplayError::Position {
                 position,
                 last: self.next_position.saturating_sub(1),
@@ -561,7 +563,7 @@ impl LogKeeper {
                 running.phase_since_ms = now_ms;
             }
         }
-        self.next_position = position + 1;
+        self.next_position = position.saturating_add(1);
         self.log.insert(position, entry);
         self.collect(window.id);
         Ok(())

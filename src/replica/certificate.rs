@@ -233,7 +233,10 @@ impl CommittedLog {
                 self.applied(*position, log_entry_hash(&entry.encode()));
             }
             read += entries.len();
-            from = last.saturating_add(1);
+            let Some(next) = last.checked_add(1) else {
+                return read;
+            };
+            from = next;
         }
     }
 

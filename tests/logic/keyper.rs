@@ -1621,6 +1621,30 @@ fn a_hostile_log_keeper_cannot_crash_brick_or_confuse_a_keyper() {
     }
 }
 
+/// A committed log record at the last position (a leader that lies): a
+/// replica's log keeper refuses to replay it, with an error, where it
+/// overflowed the next position and panicked.
+#[test]
+fn a_log_entry_at_the_last_position_is_refused_on_replay() {
+    use sealbatch::keyper::{GenerationParams, LogEntry, LogKeeper, ReplayError};
+
+    let mut rng = ChaCha20Rng::seed_from_u64(100);
+    let (committee, _, _) = three_nodes(&mut rng, 13);
+    let mut keeper = LogKeeper::new(committee, GenerationParams::default(), 0);
+    let open = LogEntry::Open {
+        window: Window {
+            id: 1,
+            first_batch: 0,
+            batches: 4,
+        },
+    };
+    assert!(matches!(
+        keeper.replay(u64::MAX, open.clone(), 0),
+        Err(ReplayError::Position { .. })
+    ));
+    assert!(keeper.replay(0, open, 0).is_ok(), "nothing was taken");
+}
+
 /// A keyper of a replicated sequencer takes log entries only under a
 /// majority of the replicas' signatures over exactly those entries at
 /// those positions (`spec/keyper.md` §13). Before, it took whatever the
