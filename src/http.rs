@@ -64,7 +64,7 @@ pub async fn serve_router(
     limits: HttpLimits,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = crate::net::inherit::tcp_listener(addr).await?;
     serve(listener, router, limits, shutdown).await
 }
 

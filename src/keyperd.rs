@@ -758,7 +758,7 @@ pub async fn run(
         })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(addr) = config.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = crate::net::inherit::tcp_listener(addr)
             .await
             .map_err(|source| KeyperProcessError::Io {
                 path: PathBuf::from(addr.to_string()),

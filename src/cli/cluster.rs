@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -483,6 +484,10 @@ struct Replicas {
     client_ports: Vec<u16>,
     /// Where each replica's transport listens (its relay forwards there).
     raft_ports: Vec<u16>,
+    /// Each replica's client and transport sockets, bound here on port 0
+    /// and handed down to it at every start (no port is guessed, and none
+    /// is taken by another process while a replica is down).
+    sockets: Vec<[std::net::UdpSocket; 2]>,
 }
 
 impl Drop for Replicas {
@@ -495,10 +500,11 @@ impl Drop for Replicas {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// A UDP socket on a loopback port the kernel picks, and the port.
+fn loopback_socket() -> std::io::Result<(std::net::UdpSocket, u16)> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let port = socket.local_addr()?.port();
+    Ok((socket, port))
 }
 
 impl Replicas {
@@ -517,8 +523,16 @@ impl Replicas {
         rand_core::RngCore::fill_bytes(&mut OsRng, &mut seed[..]);
         let custodian = Zeroizing::new(*MasterSecret::generate(&mut OsRng).as_bytes());
         let dirs: Vec<PathBuf> = (1..=n).map(|i| root.join(format!("replica-{i}"))).collect();
-        let client_ports = (0..n).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
-        let raft_ports = (0..n).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
+        let mut sockets = Vec::with_capacity(n);
+        let mut client_ports = Vec::with_capacity(n);
+        let mut raft_ports = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (client, client_port) = loopback_socket()?;
+            let (raft, raft_port) = loopback_socket()?;
+            sockets.push([client, raft]);
+            client_ports.push(client_port);
+            raft_ports.push(raft_port);
+        }
         let mut members = String::new();
         for (i, dir) in dirs.iter().enumerate() {
             let identity = Identity::load_or_create(&dir.join(TLS_DIR))?;
@@ -580,6 +594,7 @@ impl Replicas {
             configs,
             client_ports,
             raft_ports,
+            sockets,
         })
     }
 
@@ -588,13 +603,15 @@ impl Replicas {
             .create(true)
             .append(true)
             .open(self.dirs[i].with_extension("log"))?;
-        let child = Command::new(std::env::current_exe()?)
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .arg("run")
             .arg("--config")
             .arg(&self.configs[i])
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()?;
+            .stderr(log);
+        let [client, raft] = &self.sockets[i];
+        let child = crate::net::inherit::spawn_with(&mut command, &[client.as_fd(), raft.as_fd()])?;
         self.children[i] = Some(child);
         Ok(())
     }

@@ -68,7 +68,8 @@ Exit status:
   70  `run`: the sequencer stopped on an internal error (a bug)
   74  `run`, `keyper run`: the storage failed (a journal write or fsync
       failed or stalled)
-  78  `run`, `keyper run`: the configuration cannot be used (for a keyper
+  78  `run`, `keyper run`: the configuration cannot be used (also: a
+      descriptor given to --inherit-fd that is not a socket; for a keyper
       also: its keys missing or not its committee entry, a journal of
       another deployment, or it cannot read its own shares)";
 
@@ -99,6 +100,12 @@ pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
+    /// A socket handed down by the process that started this one (a bound
+    /// UDP socket or a listening TCP socket, by descriptor number; may be
+    /// given more than once): `run` and `keyper run` serve on it where
+    /// their configuration names its address, instead of binding.
+    #[arg(long = "inherit-fd", value_name = "FD", global = true)]
+    pub inherit_fd: Vec<i32>,
 }
 
 /// The commands.
@@ -169,6 +176,14 @@ pub enum Command {
 /// runs the command, and maps its error to an exit code with [`exit_code`].
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before this process opens anything of its own.
+    if let Err(error) = crate::net::inherit::inherit(&cli.inherit_fd) {
+        eprintln!(
+            "sealbatch: {INHERIT_FLAG}: {error}",
+            INHERIT_FLAG = crate::net::inherit::INHERIT_FLAG
+        );
+        return ExitCode::from(crate::node::EXIT_CONFIG);
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -574,7 +574,7 @@ pub async fn relay(
 /// Arguments of `sealbatch relay`.
 #[derive(Debug, Args)]
 pub struct RelayArgs {
-    /// Where senders send (e.g. `127.0.0.1:7201`).
+    /// Where senders send (e.g. `127.0.0.1:7201`; port 0: any free one, printed).
     #[arg(long)]
     pub listen: SocketAddr,
     /// Where their datagrams go (e.g. `127.0.0.1:7101`).
@@ -619,12 +619,17 @@ pub fn run(args: &RelayArgs) -> CommandResult {
         None => None,
     };
     runtime()?.block_on(async {
-        let socket = UdpSocket::bind(args.listen)
-            .await
+        // Port 0: any free one, printed.
+        let socket = crate::net::inherit::udp_socket(args.listen)
+            .and_then(|socket| {
+                socket.set_nonblocking(true)?;
+                UdpSocket::from_std(socket)
+            })
             .map_err(|e| format!("binding {}: {e}", args.listen))?;
+        let listen = socket.local_addr()?;
         let mut shutdown = shutdown_on_signals()?;
         let control = Arc::new(RelayControl::new());
-        println!("relaying {} → {}: {shape}", args.listen, args.to);
+        println!("relaying {listen} → {}: {shape}", args.to);
         let relaying = relay(socket, args.to, shape, args.seed, Arc::clone(&control));
         let outcome = tokio::select! {
             error = relaying => Err(format!("the listening socket failed: {error}")),

@@ -18,6 +18,8 @@ use sha2::{Digest, Sha256};
 
 use crate::wire::ALPN;
 
+pub mod inherit;
+
 /// The certificate file in the TLS directory (DER).
 pub const CERT_FILE: &str = "cert.der";
 /// The private key file in the TLS directory (PKCS#8 DER, mode 0600).
@@ -237,7 +239,8 @@ pub fn server_config(
     Ok(config)
 }
 
-/// Binds a server endpoint.
+/// A server endpoint on `addr`: the socket handed down for it
+/// ([`inherit`]), else one bound now.
 ///
 /// # Errors
 ///
@@ -247,8 +250,25 @@ pub fn server_endpoint(
     config: quinn::ServerConfig,
     identity: &Identity,
 ) -> Result<quinn::Endpoint, NetError> {
+    let socket = inherit::udp_socket(addr).map_err(|source| NetError::Bind { addr, source })?;
+    server_endpoint_on(socket, config, identity)
+}
+
+/// A server endpoint on a socket already bound (one a test keeps across
+/// restarts of what it serves, say).
+///
+/// # Errors
+///
+/// [`NetError::Bind`].
+pub fn server_endpoint_on(
+    socket: std::net::UdpSocket,
+    config: quinn::ServerConfig,
+    identity: &Identity,
+) -> Result<quinn::Endpoint, NetError> {
+    let addr = socket
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let bind = |source| NetError::Bind { addr, source };
-    let socket = std::net::UdpSocket::bind(addr).map_err(bind)?;
     let mut endpoint = quinn::EndpointConfig::new(Arc::new(identity.reset_key()));
     // Connection ids this process issues check against a key that, like
     // the reset key, survives a restart: the restarted process recognises

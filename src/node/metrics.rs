@@ -23,7 +23,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -527,7 +526,7 @@ pub async fn serve_metrics(
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 ) -> io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = crate::net::inherit::tcp_listener(addr).await?;
     serve(listener, router(metrics), HttpLimits::default(), shutdown).await
 }
 

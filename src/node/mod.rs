@@ -280,7 +280,7 @@ pub async fn run_with_faults(
     // not a failure of the sequencer.
     let mut metrics_addr = None;
     if let Some(addr) = config.metrics_listen {
-        match tokio::net::TcpListener::bind(addr).await {
+        match crate::net::inherit::tcp_listener(addr).await {
             Ok(listener) => {
                 metrics_addr = listener.local_addr().ok();
                 let mut routes = metrics::router(Arc::clone(&metrics));
@@ -313,6 +313,9 @@ pub async fn run_with_faults(
         data_dir = %data.display(),
         "sequencer listening"
     );
+    for addr in crate::net::inherit::untaken() {
+        tracing::warn!(%addr, "a socket handed down is named by no listen address of the configuration; unused");
+    }
     if let Some(started) = started {
         let _ = started.send(NodeInfo {
             listen,

@@ -24,46 +24,23 @@ use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{BatchOutcome, ResultAssembler, SequencerRecord};
 use sealbatch::types::{MarketId, Side};
 
-/// A UDP port free on loopback now and never handed out before in this
-/// process: a replica or node stopped and started again binds its port
-/// anew, and tests running side by side must not be given it meanwhile.
-pub fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
-    loop {
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        if GIVEN
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(port)
-        {
-            return port;
-        }
-    }
+/// A UDP socket on a loopback port the kernel picked, and the port. A test
+/// that must know a process's address before it starts (a replica's is in
+/// the cluster's membership) keeps the socket and hands it down at every
+/// start (`sealbatch::net::inherit::spawn_with`): no port is guessed, and
+/// none is taken by another test while the process is down.
+pub fn loopback_udp() -> (UdpSocket, u16) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("a loopback socket");
+    let port = socket.local_addr().expect("its address").port();
+    (socket, port)
 }
 
-/// Guards the ports [`free_port`] handed out. A child that picks its own
-/// ports by probing (`sealbatch cluster demo`) may be given one that
-/// belongs to a replica of another test, down for a restart: a test that
-/// runs such a child holds this exclusively ([`ports_exclusive`]); a test
-/// whose processes restart on their ports holds it shared
-/// ([`ports_shared`]) while they run.
-static PORTS: std::sync::RwLock<()> = std::sync::RwLock::new(());
-
-/// Held while a child probes for ports of its own (see [`PORTS`]).
-pub fn ports_exclusive() -> std::sync::RwLockWriteGuard<'static, ()> {
-    PORTS
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Held while processes that restart on their ports run (see [`PORTS`]).
-pub fn ports_shared() -> std::sync::RwLockReadGuard<'static, ()> {
-    PORTS
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// A listening TCP socket on a loopback port the kernel picked, and the
+/// port (see [`loopback_udp`]).
+pub fn loopback_tcp() -> (std::net::TcpListener, u16) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback listener");
+    let port = listener.local_addr().expect("its address").port();
+    (listener, port)
 }
 
 /// Starts `sealbatch run` on `dir` with the TOML `config` (written beside
@@ -343,14 +320,6 @@ pub fn all_published(dir: &Path, receipts: &[(u64, Commitment)]) {
             "an acknowledged envelope of batch {e} is not in its published outcome"
         );
     }
-}
-
-/// A TCP port free on loopback now.
-pub fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// One `GET path` over a fresh connection: the status line, the headers

@@ -9,6 +9,7 @@
 
 use crate::common;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -16,7 +17,7 @@ use std::time::Duration;
 use openraft::{Config, Raft, SnapshotPolicy};
 use sealbatch::envelope::{MerkleRoot, SignedSeal};
 use sealbatch::journal::{Journal, JournalConfig, Record};
-use sealbatch::net::{Identity, replica_server_config, server_endpoint};
+use sealbatch::net::{Identity, replica_server_config, server_endpoint_on};
 use sealbatch::replica::certificate::{Attestor, CommitKey};
 use sealbatch::replica::election::ElectionClock;
 use sealbatch::replica::network::{AllowedPeers, Network, TransportError};
@@ -55,11 +56,12 @@ async fn start(
     dir: &Path,
     identity: Arc<Identity>,
     allowed: AllowedPeers,
-    port: u16,
+    socket: &UdpSocket,
 ) -> Replica {
     let server = replica_server_config(&identity, allowed).expect("server config");
-    let endpoint =
-        server_endpoint(([127, 0, 0, 1], port).into(), server, &identity).expect("bound");
+    // The test's socket, kept across restarts: a copy of it for this start.
+    let socket = socket.try_clone().expect("the replica's socket");
+    let endpoint = server_endpoint_on(socket, server, &identity).expect("an endpoint");
     let log = LogStore::open(&dir.join("raft")).expect("log");
     let mut machine = StateMachine::open(&dir.join("journal"), &dir.join("raft")).expect("machine");
     let attestor = Arc::new(Attestor::new(commit_key(id), SEQUENCER));
@@ -152,11 +154,11 @@ fn journal(dir: &Path) -> Vec<Record> {
     recovery.records.map(|r| r.expect("a record")).collect()
 }
 
-/// Three replicas' directories, identities, ports and membership.
+/// Three replicas' directories, identities, sockets and membership.
 struct Three {
     dirs: BTreeMap<ReplicaId, PathBuf>,
     identities: BTreeMap<ReplicaId, Arc<Identity>>,
-    ports: BTreeMap<ReplicaId, u16>,
+    ports: BTreeMap<ReplicaId, UdpSocket>,
     allowed: AllowedPeers,
     nodes: BTreeMap<ReplicaId, ReplicaNode>,
 }
@@ -175,8 +177,10 @@ impl Three {
                 )
             })
             .collect();
-        let ports: BTreeMap<ReplicaId, u16> =
-            dirs.keys().map(|&id| (id, common::free_port())).collect();
+        let ports: BTreeMap<ReplicaId, UdpSocket> = dirs
+            .keys()
+            .map(|&id| (id, common::loopback_udp().0))
+            .collect();
         let allowed: AllowedPeers = Arc::new(RwLock::new(
             identities
                 .values()
@@ -185,11 +189,11 @@ impl Three {
         ));
         let nodes = ports
             .iter()
-            .map(|(&id, &port)| {
+            .map(|(&id, socket)| {
                 (
                     id,
                     ReplicaNode {
-                        addr: format!("127.0.0.1:{port}"),
+                        addr: socket.local_addr().expect("an address").to_string(),
                         client_addr: String::new(),
                         fingerprint: identities[&id].fingerprint,
                     },
@@ -215,14 +219,14 @@ async fn rejoin(
     dirs: &BTreeMap<ReplicaId, PathBuf>,
     identities: &BTreeMap<ReplicaId, Arc<Identity>>,
     allowed: &AllowedPeers,
-    ports: &BTreeMap<ReplicaId, u16>,
+    ports: &BTreeMap<ReplicaId, UdpSocket>,
 ) {
     let back = start(
         id,
         &dirs[&id],
         Arc::clone(&identities[&id]),
         Arc::clone(allowed),
-        ports[&id],
+        &ports[&id],
     )
     .await;
     replicas.insert(id, back);
@@ -265,7 +269,7 @@ async fn start_three(
     dirs: &BTreeMap<ReplicaId, PathBuf>,
     identities: &BTreeMap<ReplicaId, Arc<Identity>>,
     allowed: &AllowedPeers,
-    ports: &BTreeMap<ReplicaId, u16>,
+    ports: &BTreeMap<ReplicaId, UdpSocket>,
     nodes: &BTreeMap<ReplicaId, ReplicaNode>,
 ) -> BTreeMap<ReplicaId, Replica> {
     let mut replicas = BTreeMap::new();
@@ -275,7 +279,7 @@ async fn start_three(
             dir,
             Arc::clone(&identities[&id]),
             Arc::clone(allowed),
-            ports[&id],
+            &ports[&id],
         )
         .await;
         replicas.insert(id, replica);
@@ -348,7 +352,7 @@ async fn three_replicas_commit_fail_over_and_catch_up() {
         &dirs[&wiped],
         Arc::clone(&identities[&wiped]),
         Arc::clone(&allowed),
-        ports[&wiped],
+        &ports[&wiped],
     )
     .await;
     replicas.insert(wiped, fresh);
@@ -425,13 +429,13 @@ async fn a_stranger_certificate_is_refused() {
     let stranger =
         Arc::new(Identity::load_or_create(&root.path().join("stranger")).expect("identity"));
     let allowed: AllowedPeers = Arc::new(RwLock::new(BTreeSet::from([member.fingerprint])));
-    let port = common::free_port();
+    let (socket, port) = common::loopback_udp();
     let replica = start(
         1,
         &root.path().join("r1"),
         Arc::clone(&member),
         allowed,
-        port,
+        &socket,
     )
     .await;
     let nodes = BTreeMap::from([(

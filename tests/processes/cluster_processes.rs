@@ -9,7 +9,8 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use sealbatch::client::{Client, KeyTrust};
 use sealbatch::envelope::Commitment;
 use sealbatch::envelope::{BatchPublicKey, seal_bundle};
 use sealbatch::journal::{FsStorage, Journal, JournalConfig, read_checkpoints};
+use sealbatch::net::inherit::spawn_with;
 use sealbatch::net::{Identity, parse_fingerprint};
 use sealbatch::node::now_ms;
 use sealbatch::order::OrderSpec;
@@ -31,7 +33,7 @@ use sealbatch::types::{MarketId, Side};
 use zeroize::Zeroizing;
 
 use crate::common;
-use common::{JournalSummary, free_port, free_tcp_port};
+use common::{JournalSummary, loopback_tcp, loopback_udp};
 
 struct Cluster {
     dirs: Vec<PathBuf>,
@@ -40,9 +42,9 @@ struct Cluster {
     metrics_ports: Vec<u16>,
     configs: Vec<String>,
     children: Vec<Option<Child>>,
-    /// Its replicas restart on their ports: no child may probe for ports
-    /// meanwhile (`common::ports_shared`).
-    _ports: std::sync::RwLockReadGuard<'static, ()>,
+    /// Each replica's client, transport and metrics sockets, bound here on
+    /// port 0 and handed down at every start.
+    sockets: Vec<(UdpSocket, UdpSocket, std::net::TcpListener)>,
 }
 
 impl Cluster {
@@ -65,8 +67,18 @@ impl Cluster {
             *sealbatch::envelope::MasterSecret::generate(&mut rand_core::OsRng).as_bytes(),
         );
         let mut members = String::new();
-        let client_ports: Vec<u16> = dirs.iter().map(|_| free_port()).collect();
-        let raft_ports: Vec<u16> = dirs.iter().map(|_| free_port()).collect();
+        let mut sockets = Vec::new();
+        let (mut client_ports, mut raft_ports, mut metrics_ports) =
+            (Vec::new(), Vec::new(), Vec::new());
+        for _ in &dirs {
+            let (client, client_port) = loopback_udp();
+            let (raft, raft_port) = loopback_udp();
+            let (metrics, metrics_port) = loopback_tcp();
+            sockets.push((client, raft, metrics));
+            client_ports.push(client_port);
+            raft_ports.push(raft_port);
+            metrics_ports.push(metrics_port);
+        }
         for (i, dir) in dirs.iter().enumerate() {
             // Every replica signs as the one sequencer and derives the same
             // batch keys: they share the sequencer key and the custodian's
@@ -107,8 +119,8 @@ impl Cluster {
             })
             .collect();
         Cluster {
-            _ports: common::ports_shared(),
-            metrics_ports: dirs.iter().map(|_| free_tcp_port()).collect(),
+            sockets,
+            metrics_ports,
             dirs,
             raft_ports,
             client_ports,
@@ -128,7 +140,8 @@ impl Cluster {
             .append(true)
             .open(dir.with_extension("log"))
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sealbatch"));
+        command
             .args(["run", "--listen"])
             .arg(format!("127.0.0.1:{}", self.client_ports[i]))
             .arg("--metrics-listen")
@@ -142,9 +155,13 @@ impl Cluster {
                 std::env::var("SEALBATCH_TEST_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("the binary starts");
+            .stderr(log);
+        let (client, raft, metrics) = &self.sockets[i];
+        let child = spawn_with(
+            &mut command,
+            &[client.as_fd(), raft.as_fd(), metrics.as_fd()],
+        )
+        .expect("the binary starts");
         self.children[i] = Some(child);
     }
 
@@ -592,16 +609,25 @@ async fn a_partitioned_leader_gives_no_receipt_and_the_others_go_on() {
         .prefix("sealbatch-partition-")
         .tempdir()
         .expect("a temporary directory");
-    let relay_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    // The relays' sockets first: their ports are the members' transport
+    // addresses.
+    let relay_sockets: Vec<UdpSocket> = (0..3).map(|_| loopback_udp().0).collect();
+    let relay_ports: Vec<u16> = relay_sockets
+        .iter()
+        .map(|s| s.local_addr().expect("an address").port())
+        .collect();
     let mut cluster = Cluster::new(work.path(), 3, Some(&relay_ports));
     // One control for the three relays: cutting a replica's port drops
     // what it sends through the others' relays and all that reaches it
     // through its own.
     let cut = Arc::new(RelayControl::new());
-    for (i, (&port, &raft_port)) in relay_ports.iter().zip(&cluster.raft_ports).enumerate() {
-        let socket = tokio::net::UdpSocket::bind(("127.0.0.1", port))
-            .await
-            .expect("the relay binds");
+    for (i, (socket, &raft_port)) in relay_sockets
+        .into_iter()
+        .zip(&cluster.raft_ports)
+        .enumerate()
+    {
+        socket.set_nonblocking(true).expect("non-blocking");
+        let socket = tokio::net::UdpSocket::from_std(socket).expect("the relay's socket");
         let target = SocketAddr::from(([127, 0, 0, 1], raft_port));
         tokio::spawn(relay(
             socket,
@@ -1146,7 +1172,6 @@ async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_fail
 #[test]
 #[ignore = "slow tier: SEALBATCH_TEST_TIER=slow cargo test -- --include-ignored"]
 fn the_cluster_demo_runs_with_a_keyper_committee() {
-    let _ports = common::ports_exclusive();
     let out = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
         .args([
             "cluster",

@@ -14,12 +14,14 @@
 use crate::common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{connect, load, spawn};
+use sealbatch::net::inherit::spawn_with;
 use sealbatch::wire::ServerMessage;
 
 const KEYPERS: usize = 5;
@@ -41,14 +43,17 @@ fn init(dir: &Path) -> String {
     text
 }
 
-fn start_keyper(config: &Path) -> Child {
-    sealbatch()
+/// Starts a keyper on `config`, handed the metrics listener it names, if
+/// any.
+fn start_keyper(config: &Path, metrics: Option<&std::net::TcpListener>) -> Child {
+    let mut command = sealbatch();
+    command
         .args(["keyper", "run", "--config"])
         .arg(config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the keyper starts")
+        .stderr(Stdio::null());
+    let sockets: Vec<_> = metrics.iter().map(|l| l.as_fd()).collect();
+    spawn_with(&mut command, &sockets).expect("the keyper starts")
 }
 
 fn kill(child: &mut Child) {
@@ -67,6 +72,8 @@ struct Deployment {
     client: Arc<sealbatch::client::Client>,
     configs: Vec<PathBuf>,
     keypers: Vec<Child>,
+    /// The last keyper's metrics listener (handed down to it) and port.
+    metrics: std::net::TcpListener,
     metrics_port: u16,
 }
 
@@ -88,7 +95,7 @@ async fn deploy(work: &Path, n: usize, t: usize) -> Deployment {
     );
     let schedule = client.schedule().await.expect("a schedule");
     let fingerprint = std::fs::read_to_string(dir.join("tls/fingerprint")).expect("fingerprint");
-    let metrics_port = common::free_tcp_port();
+    let (metrics, metrics_port) = common::loopback_tcp();
     let configs: Vec<PathBuf> = dirs
         .iter()
         .enumerate()
@@ -112,7 +119,11 @@ async fn deploy(work: &Path, n: usize, t: usize) -> Deployment {
             path
         })
         .collect();
-    let keypers: Vec<Child> = configs.iter().map(|c| start_keyper(c)).collect();
+    let keypers: Vec<Child> = configs
+        .iter()
+        .enumerate()
+        .map(|(k, c)| start_keyper(c, (k == n - 1).then_some(&metrics)))
+        .collect();
     // Keys come once the committee certified the first window.
     let deadline = Instant::now() + Duration::from_secs(30);
     while client
@@ -133,6 +144,7 @@ async fn deploy(work: &Path, n: usize, t: usize) -> Deployment {
         client,
         configs,
         keypers,
+        metrics,
         metrics_port,
     }
 }
@@ -191,6 +203,7 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
         client,
         configs,
         mut keypers,
+        metrics: _metrics,
         metrics_port,
     } = deploy(work.path(), KEYPERS, 3).await;
 
@@ -275,7 +288,7 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
 
     // Restarted, they catch up; the stalled batches open and clear.
     for k in 0..3 {
-        keypers[k] = start_keyper(&configs[k]);
+        keypers[k] = start_keyper(&configs[k], None);
     }
     receipts.extend(
         load(

@@ -350,3 +350,49 @@ async fn sigkill_around_a_withdrawal_and_its_payout_moves_money_exactly_once() {
         String::from_utf8_lossy(&verified.stderr)
     );
 }
+
+/// A sequencer handed its socket (`--inherit-fd`) serves on it and is
+/// handed the same one after a kill -9; a descriptor that is not a socket
+/// stops it with the configuration's status, 78.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_handed_down_is_served_across_a_restart_and_a_file_is_refused() {
+    use std::os::fd::AsFd;
+    let work = tempfile::Builder::new()
+        .prefix("sealbatch-inherit-")
+        .tempdir()
+        .expect("a temporary directory");
+    let dir = work.path().join("node");
+    let refused = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+        .args(["run", "--no-metrics", "--inherit-fd", "1", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .expect("the binary runs");
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(78), "{text}");
+    assert!(
+        text.contains("--inherit-fd") && text.contains("standard stream"),
+        "{text}"
+    );
+    assert!(!dir.exists(), "nothing was created before the refusal");
+
+    let (socket, port) = common::loopback_udp();
+    for _ in 0..2 {
+        let mut child = sealbatch::net::inherit::spawn_with(
+            Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+                .args(["run", "--no-metrics", "--listen"])
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("--data-dir")
+                .arg(&dir)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+            &[socket.as_fd()],
+        )
+        .expect("the binary starts");
+        let client = connect(&dir, &mut child).await;
+        assert_eq!(common::address(&dir).map(|a| a.port()), Some(port));
+        assert!(client.schedule().await.is_ok());
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        let _ = std::fs::remove_file(dir.join(sealbatch::node::ADDRESS_FILE));
+    }
+}

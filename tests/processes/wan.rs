@@ -4,10 +4,12 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::net::UdpSocket;
+use std::os::fd::AsFd;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::free_port;
+use crate::common::loopback_udp;
+use sealbatch::net::inherit::spawn_with;
 
 /// The value of `key=` in the demo's `summary:` line.
 fn summary_value(text: &str, key: &str) -> Option<f64> {
@@ -32,23 +34,26 @@ fn the_relay_command_delays_each_way_and_stops_after_its_duration() {
             let _ = echo.send_to(&buf[..len], from);
         }
     });
-    let port = free_port();
-    let relay = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
-        .args([
-            "relay",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--to",
-            &echo_addr.to_string(),
-            "--delay-ms",
-            "25",
-            "--duration",
-            "3",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the relay starts");
+    // Handed down: the relay serves on the test's socket.
+    let (socket, port) = loopback_udp();
+    let relay = spawn_with(
+        Command::new(env!("CARGO_BIN_EXE_sealbatch"))
+            .args([
+                "relay",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--to",
+                &echo_addr.to_string(),
+                "--delay-ms",
+                "25",
+                "--duration",
+                "3",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+        &[socket.as_fd()],
+    )
+    .expect("the relay starts");
     let client = UdpSocket::bind("127.0.0.1:0").expect("binds");
     client
         .set_read_timeout(Some(Duration::from_millis(200)))
@@ -138,7 +143,6 @@ fn the_cluster_demo_refuses_a_period_it_cannot_keep() {
 #[test]
 #[ignore = "slow tier: SEALBATCH_TEST_TIER=slow cargo test -- --include-ignored"]
 fn the_cluster_demo_runs_across_a_simulated_wan() {
-    let _ports = crate::common::ports_exclusive();
     let out = Command::new(env!("CARGO_BIN_EXE_sealbatch"))
         .args([
             "cluster",
