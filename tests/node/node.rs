@@ -7,7 +7,7 @@
 
 use sealbatch::signed::Statement as _;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
 use sealbatch::cli::connect::target_batch;
@@ -772,8 +772,6 @@ async fn every_refusal_names_the_open_batch_and_duplicates_are_receipted_again()
         c.limits.envelopes_per_connection_per_batch_max = 2;
     })
     .await;
-    // Past batch 0, so that the open batch is not 0.
-    tokio::time::sleep(Duration::from_millis(1_100)).await;
     let clients = [(); 3].map(|()| Client::connect(node.info.listen, node.info.fingerprint));
     let [a, b, c] = clients;
     let (a, b, c) = (
@@ -781,7 +779,16 @@ async fn every_refusal_names_the_open_batch_and_duplicates_are_receipted_again()
         b.await.expect("b"),
         c.await.expect("c"),
     );
-    let schedule = a.schedule().await.expect("schedule");
+    // Past batch 0, so that the open batch is not 0.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let schedule = loop {
+        let schedule = a.schedule().await.expect("schedule");
+        if schedule.open_batch >= 1 {
+            break schedule;
+        }
+        assert!(Instant::now() < deadline, "batch 0 never closed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     b.schedule().await.expect("schedule");
     c.schedule().await.expect("schedule");
     let open = schedule.open_batch;
@@ -1015,7 +1022,7 @@ async fn requests_before_a_fin_are_answered_and_a_cut_frame_closes_at_once() {
         .await
         .expect("writes");
     send.finish().expect("finishes");
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     assert_eq!(closed_with(&cut).await, Some(1), "protocol error code");
     assert!(started.elapsed() < Duration::from_secs(2));
     node.stop().await;

@@ -479,8 +479,8 @@ async fn the_leader_killed_under_load_loses_no_receipt() {
         "a submission took {slowest:?}"
     );
 
-    // Let the restarted replica catch up; then all stop, the leader first.
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    // The restarted replica catches up; then all stop, the leader first.
+    caught_up(&cluster, leader).await;
     cluster.stop(leader);
     // A replica stopped gracefully checkpoints what it applied, as a
     // single node does (its restart replays nothing before it): the
@@ -506,6 +506,22 @@ async fn gauge_of(cluster: &Cluster, i: usize, name: &str) -> u64 {
         .find_map(|line| line.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} in the metrics"))
+}
+
+/// Waits (at most 30 s) until every replica has applied the log of
+/// `leader` as it stood when asked.
+async fn caught_up(cluster: &Cluster, leader: usize) {
+    let log = gauge_of(cluster, leader, "sealbatch_replica_log_index").await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0..cluster.dirs.len() {
+        while gauge_of(cluster, i, "sealbatch_replica_applied_index").await < log {
+            assert!(
+                Instant::now() < deadline,
+                "replica {i} did not apply the leader's log up to {log} in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }
 
 /// The Raft term the replica's metrics show
@@ -720,8 +736,8 @@ async fn a_partitioned_leader_gives_no_receipt_and_the_others_go_on() {
     cut.heal();
     let (receipts, _) = loader.await.expect("loader");
     assert!(receipts.len() > 20, "only {} receipts", receipts.len());
-    tokio::time::sleep(Duration::from_millis(2_000)).await;
     let (leader, _) = cluster.leader(Duration::from_secs(10)).await;
+    caught_up(&cluster, leader).await;
     cluster.stop(leader);
     for i in 0..3 {
         cluster.stop(i);
