@@ -11,6 +11,7 @@
 // A program of the shell: it reads files (the rule against it is for the core).
 #![allow(clippy::disallowed_methods)]
 
+use sealbatch::codec::Decode;
 use std::process::ExitCode;
 
 use sealbatch::sequencer::{Transcript, verify_transcript};
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let transcript = match Transcript::decode(&bytes) {
+    let transcript = match Transcript::from_bytes(&bytes) {
         Ok(transcript) => transcript,
         Err(error) => {
             eprintln!("not a transcript: {error}");

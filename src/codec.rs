@@ -202,6 +202,48 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// A value with a byte layout of `spec/`: the one way every layout is
+/// written (journal records' parts, checkpoints, transcripts, the keyper
+/// log and its messages, signed requests, the replica transport).
+///
+/// The wire's client/server frames have their own trait
+/// (`wire::Message`), since writing one can fail (a frame above its
+/// direction's maximum) and frames are length-prefixed and typed.
+pub trait Encode {
+    /// Appends the layout to `out`.
+    fn encode_into(&self, out: &mut Vec<u8>);
+
+    /// The layout in a buffer of its own.
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode_into(&mut out);
+        out
+    }
+}
+
+/// A value read from its layout (see [`Encode`]).
+pub trait Decode: Sized {
+    /// Reads the value from `r`, leaving `r` after it.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] for bytes that are not the layout.
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, DecodeError>;
+
+    /// Reads the value from the whole of `bytes`: a byte left over is an
+    /// error.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] for bytes that are not the layout, or more.
+    fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let value = Self::decode_from(&mut r)?;
+        r.finish()?;
+        Ok(value)
+    }
+}
+
 /// Appends little-endian fields to a `Vec<u8>`.
 pub trait Writer {
     /// Appends a `u8`.

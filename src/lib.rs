@@ -23,7 +23,7 @@
 //! Core:
 //! - [`types`]: ids, ticks, lots, sides and the named limits.
 //! - [`order`]: orders as traders write them and as the clearing engine sees them.
-//! - [`codec`]: a bounds-checked byte reader and little-endian writers for the layouts in `spec/`.
+//! - [`codec`]: the one codec of the layouts in `spec/`: `Encode`/`Decode` over a bounds-checked byte reader and little-endian writers.
 //! - [`clearing`]: the uniform-price clearing rule, multi-market, rayon-parallel.
 //! - [`envelope`]: batch keys, sealing and opening bundles, commitments, receipts, seals, the deployment id.
 //! - [`explorer`]: a cleared market's demand and supply step curves, as data and as SVG.

@@ -31,7 +31,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Reader, Writer};
 use crate::sequencer::{JournalWrite, RecordKind, Sequencer, SequencerError};
 use crate::types::{Lsn, RECORD_KIND_MAX, RECORD_PAYLOAD_BYTES_MAX};
 
@@ -146,45 +146,6 @@ impl Proposal {
         })
     }
 
-    /// Decodes and checks an encoded proposal.
-    ///
-    /// # Errors
-    ///
-    /// [`DecodeError`] for bytes that are not one proposal.
-    pub fn decode(bytes: &[u8]) -> Result<Proposal, DecodeError> {
-        if bytes.len() > PROPOSAL_BYTES_MAX {
-            return Err(DecodeError::TooLarge {
-                field: "proposal",
-                offset: 0,
-                value: bytes.len() as u64,
-                max: PROPOSAL_BYTES_MAX as u64,
-            });
-        }
-        let mut r = Reader::new(bytes);
-        let count = r.count("proposal record count", PROPOSAL_RECORDS_MAX)?;
-        if count == 0 {
-            return Err(r.invalid("proposal record count", 0));
-        }
-        let first_lsn = r.u64("proposal first LSN")?;
-        if first_lsn == 0 || first_lsn.checked_add(count as u64).is_none() {
-            return Err(r.invalid("proposal first LSN", 4));
-        }
-        for _ in 0..count {
-            let at = r.offset();
-            let kind = r.u8("record kind")?;
-            if !(1..=RECORD_KIND_MAX).contains(&kind) {
-                return Err(r.invalid("record kind", at));
-            }
-            r.blob("record payload", RECORD_PAYLOAD_BYTES_MAX)?;
-        }
-        r.finish()?;
-        Ok(Proposal {
-            bytes: bytes.into(),
-            first_lsn,
-            count: count as u32,
-        })
-    }
-
     /// The encoded proposal.
     #[must_use]
     pub fn bytes(&self) -> &[u8] {
@@ -224,6 +185,54 @@ impl Proposal {
             let kind = r.u8("record kind").ok()?;
             let payload = r.blob("record payload", RECORD_PAYLOAD_BYTES_MAX).ok()?;
             Some((self.first_lsn + i, kind, payload))
+        })
+    }
+}
+
+impl Decode for Proposal {
+    /// A whole proposal is its container (a file, a frame, a blob): it
+    /// takes the rest of `r`.
+    fn decode_from(r: &mut Reader<'_>) -> Result<Proposal, DecodeError> {
+        let rest = r.bytes(r.remaining(), "proposal")?;
+        Self::from_bytes(rest)
+    }
+
+    /// Decodes and checks an encoded proposal.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] for bytes that are not one proposal.
+    fn from_bytes(bytes: &[u8]) -> Result<Proposal, DecodeError> {
+        if bytes.len() > PROPOSAL_BYTES_MAX {
+            return Err(DecodeError::TooLarge {
+                field: "proposal",
+                offset: 0,
+                value: bytes.len() as u64,
+                max: PROPOSAL_BYTES_MAX as u64,
+            });
+        }
+        let mut r = Reader::new(bytes);
+        let count = r.count("proposal record count", PROPOSAL_RECORDS_MAX)?;
+        if count == 0 {
+            return Err(r.invalid("proposal record count", 0));
+        }
+        let first_lsn = r.u64("proposal first LSN")?;
+        if first_lsn == 0 || first_lsn.checked_add(count as u64).is_none() {
+            return Err(r.invalid("proposal first LSN", 4));
+        }
+        for _ in 0..count {
+            let at = r.offset();
+            let kind = r.u8("record kind")?;
+            if !(1..=RECORD_KIND_MAX).contains(&kind) {
+                return Err(r.invalid("record kind", at));
+            }
+            r.blob("record payload", RECORD_PAYLOAD_BYTES_MAX)?;
+        }
+        r.finish()?;
+        Ok(Proposal {
+            bytes: bytes.into(),
+            first_lsn,
+            count: count as u32,
         })
     }
 }

@@ -12,6 +12,7 @@
 use libfuzzer_sys::fuzz_target;
 use sealbatch::journal::checkpoint::{decode_checkpoint_file, encode_checkpoint_file};
 use sealbatch::journal::format::{decode_frame, decode_segment_header, encode_frame};
+use sealbatch::codec::{Decode, Encode};
 use sealbatch::sequencer::{Checkpoint, SequencerRecord};
 
 fuzz_target!(|data: &[u8]| {
@@ -36,7 +37,7 @@ fuzz_target!(|data: &[u8]| {
         let again = encode_checkpoint_file(file.lsn, file.replay_from, &file.payload);
         assert_eq!(again, data);
     }
-    if let Ok(state) = Checkpoint::decode(data) {
-        assert_eq!(state.encode(), data);
+    if let Ok(state) = Checkpoint::from_bytes(data) {
+        assert_eq!(state.to_bytes(), data);
     }
 });

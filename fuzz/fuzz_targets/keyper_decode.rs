@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
 use libfuzzer_sys::fuzz_target;
-use sealbatch::codec::Reader;
+use sealbatch::codec::{Decode, Encode, Reader};
 use sealbatch::keyper::{
     Apology, Body, Committee, Generation, KeyperMessage, Member, SignedKeyperMessage,
 };
@@ -44,8 +44,8 @@ fn committee() -> &'static (Committee, Scalar) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    if let Ok(message) = KeyperMessage::decode(data) {
-        assert_eq!(message.encode(), data, "not canonical: {message:?}");
+    if let Ok(message) = KeyperMessage::from_bytes(data) {
+        assert_eq!(message.to_bytes(), data, "not canonical: {message:?}");
         let (committee, decryption) = committee();
         let mut generation =
             Generation::keyper(committee.clone(), message.window, 1, *decryption);
@@ -71,9 +71,9 @@ fuzz_target!(|data: &[u8]| {
         assert!(signed.verify(committee).is_err());
     }
     let mut r = Reader::new(data);
-    if let Ok(signed) = SignedKeyperMessage::decode(&mut r) {
+    if let Ok(signed) = SignedKeyperMessage::decode_from(&mut r) {
         let consumed = data.len() - r.remaining();
-        assert_eq!(signed.encode(), &data[..consumed]);
+        assert_eq!(signed.to_bytes(), &data[..consumed]);
     }
     // The keyper link's frames, both ways, and the log entries, certificates
     // and checkpoint snapshots they carry: canonical when they decode.
@@ -88,15 +88,15 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(out, data);
     }
     let mut r = Reader::new(data);
-    if let Ok(certificate) = sealbatch::keyper::WindowCertificate::decode(&mut r) {
+    if let Ok(certificate) = sealbatch::keyper::WindowCertificate::decode_from(&mut r) {
         let consumed = data.len() - r.remaining();
         let mut out = Vec::new();
-        certificate.encode(&mut out);
+        certificate.encode_into(&mut out);
         assert_eq!(out, &data[..consumed]);
         assert!(!certificate.verify(&committee().0));
     }
     let mut r = Reader::new(data);
-    if let Ok(snapshot) = sealbatch::keyper::KeeperSnapshot::decode(&mut r) {
+    if let Ok(snapshot) = sealbatch::keyper::KeeperSnapshot::decode_from(&mut r) {
         // Replaying whatever it holds never panics.
         let _ = sealbatch::keyper::LogKeeper::restore(
             committee().0.clone(),

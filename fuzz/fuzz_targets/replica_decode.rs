@@ -9,6 +9,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use sealbatch::codec::{Decode, Encode};
 use sealbatch::replica::Proposal;
 use sealbatch::replica::codec::{
     RaftRequest, ReplicaStatus, decode_append_response, decode_snapshot_response,
@@ -23,12 +24,12 @@ fuzz_target!(|data: &[u8]| {
     };
     match which % 6 {
         0 => {
-            if let Ok(request) = RaftRequest::decode(bytes) {
-                assert_eq!(request.encode(), bytes);
+            if let Ok(request) = RaftRequest::from_bytes(bytes) {
+                assert_eq!(request.to_bytes(), bytes);
             }
         }
         1 => {
-            if let Ok(proposal) = Proposal::decode(bytes) {
+            if let Ok(proposal) = Proposal::from_bytes(bytes) {
                 assert_eq!(proposal.bytes(), bytes);
                 assert_eq!(proposal.records().count(), proposal.len());
             }
@@ -45,8 +46,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         3 => {
-            if let Ok(status) = ReplicaStatus::decode(bytes) {
-                assert_eq!(status.encode(), bytes);
+            if let Ok(status) = ReplicaStatus::from_bytes(bytes) {
+                assert_eq!(status.to_bytes(), bytes);
             }
         }
         _ => {

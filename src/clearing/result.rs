@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use crate::codec::Encode;
 use crate::types::{Lots, MarketId, OrderId, Tick};
 
 /// One order's outcome: how many lots of it traded at the market's price.
@@ -100,6 +101,24 @@ impl BatchResult {
         self.markets.get(index)
     }
 
+    /// A 32-byte digest of [`encode_into`](Encode::encode_into): blake3 in derive-key mode
+    /// with context [`RESULT_DIGEST_CONTEXT`].
+    #[must_use]
+    pub fn digest(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new_derive_key(RESULT_DIGEST_CONTEXT);
+        hasher.update(&self.to_bytes());
+        *hasher.finalize().as_bytes()
+    }
+}
+
+impl Encode for BatchResult {
+    fn to_bytes(&self) -> Vec<u8> {
+        let orders: usize = self.markets.iter().map(|m| m.ids.len()).sum();
+        let mut out = Vec::with_capacity(12 + 45 * self.markets.len() + 16 * orders);
+        self.encode_into(&mut out);
+        out
+    }
+
     /// The canonical encoding (`spec/clearing.md`, "Result encoding"), all
     /// integers little-endian:
     ///
@@ -109,16 +128,7 @@ impl BatchResult {
     ///             i128 imbalance  u64 order count
     ///             per order: u64 id  u64 filled
     /// ```
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        let orders: usize = self.markets.iter().map(|m| m.ids.len()).sum();
-        let mut out = Vec::with_capacity(12 + 45 * self.markets.len() + 16 * orders);
-        self.encode_into(&mut out);
-        out
-    }
-
-    /// [`BatchResult::encode`], appending to `out`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
+    fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&RESULT_ENCODING_TAG);
         // MARKETS_MAX bounds the count far below u32::MAX.
         out.extend_from_slice(&(self.markets.len() as u32).to_le_bytes());
@@ -134,14 +144,5 @@ impl BatchResult {
                 out.extend_from_slice(&fill.filled.to_le_bytes());
             }
         }
-    }
-
-    /// A 32-byte digest of [`BatchResult::encode`]: blake3 in derive-key mode
-    /// with context [`RESULT_DIGEST_CONTEXT`].
-    #[must_use]
-    pub fn digest(&self) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new_derive_key(RESULT_DIGEST_CONTEXT);
-        hasher.update(&self.encode());
-        *hasher.finalize().as_bytes()
     }
 }

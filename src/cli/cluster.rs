@@ -7,6 +7,7 @@
 //! transport with the certificate of the replica whose configuration they
 //! are given: only a member's certificate is accepted.
 
+use crate::codec::Decode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
@@ -432,7 +433,7 @@ impl Admin {
             Duration::from_secs(2),
         )
         .await?;
-        Ok(ReplicaStatus::decode(&body)?)
+        Ok(ReplicaStatus::from_bytes(&body)?)
     }
 
     /// The leader, as the first member that answers knows it, and its

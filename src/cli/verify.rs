@@ -9,6 +9,7 @@
 //! re-derive, a [`Failure::Unreadable`] (exit status 2) when it could not be
 //! read.
 
+use crate::codec::{Decode, Encode};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -155,7 +156,7 @@ pub(super) fn verified_transcript(path: &Path) -> Result<(Transcript, Transcript
     let unreadable =
         |e: &dyn std::fmt::Display| Failure::Unreadable(format!("{}: {e}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| unreadable(&e))?;
-    let transcript = Transcript::decode(&bytes).map_err(|e| unreadable(&e))?;
+    let transcript = Transcript::from_bytes(&bytes).map_err(|e| unreadable(&e))?;
     let summary = verify_transcript(&transcript).map_err(|e| match e {
         TranscriptError::Decode(_) => unreadable(&e),
         TranscriptError::Mismatch { .. } => Failure::Mismatch(e.to_string()),
@@ -363,7 +364,7 @@ fn export_batches(args: &ExportArgs) -> Result<(), Failure> {
     std::fs::create_dir_all(&args.out).map_err(|e| unwritable(&args.out, e))?;
     for transcript in &transcripts {
         let path = args.out.join(format!("batch-{}.sbt", transcript.batch()));
-        std::fs::write(&path, transcript.encode()).map_err(|e| unwritable(&path, e))?;
+        std::fs::write(&path, transcript.to_bytes()).map_err(|e| unwritable(&path, e))?;
         println!(
             "batch {:>10}: {:>6} envelopes -> {}",
             transcript.batch(),

@@ -5,7 +5,7 @@
 use curve25519_dalek::ristretto::RistrettoPoint;
 
 use super::sharing::KeyperIndex;
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::envelope::DeploymentId;
 use crate::envelope::keys::decode_point;
 use crate::envelope::receipt::decode_ed25519_public;
@@ -120,55 +120,10 @@ impl Committee {
             id: [0; 32],
         };
         committee.id = *blake3::Hasher::new_derive_key(DOMAIN_COMMITTEE)
-            .update(&committee.encode())
+            .update(&committee.to_bytes())
             .finalize()
             .as_bytes();
         Ok(committee)
-    }
-
-    /// `deployment (32) ‖ u16le(t) ‖ u16le(n) ‖ n × (signing key (32) ‖
-    /// encryption key (32))` in index order: the bytes its id hashes.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(36 + 64 * self.members.len());
-        out.extend_from_slice(&self.deployment.0);
-        out.put_u16(self.threshold);
-        // At most COMMITTEE_MAX members.
-        out.put_u16(self.members.len() as u16);
-        for m in &self.members {
-            out.extend_from_slice(&m.signing_key);
-            out.extend_from_slice(&m.encryption_key);
-        }
-        out
-    }
-
-    /// Reads [`encode`](Self::encode) from `r`: members strictly ascending,
-    /// every key valid, the threshold within `1..=n`.
-    ///
-    /// # Errors
-    ///
-    /// [`DecodeError`] naming the field.
-    pub fn decode(r: &mut Reader<'_>) -> Result<Committee, DecodeError> {
-        let offset = r.offset();
-        let deployment = DeploymentId(r.array("deployment")?);
-        let threshold = r.u16("threshold")?;
-        let n_offset = r.offset();
-        let n = usize::from(r.u16("members")?);
-        if n > COMMITTEE_MAX {
-            return Err(r.invalid("members", n_offset));
-        }
-        let mut members = Vec::with_capacity(n);
-        for _ in 0..n {
-            members.push(Member {
-                signing_key: r.array("signing key")?,
-                encryption_key: r.array("encryption key")?,
-            });
-        }
-        if !members.is_sorted_by(|a, b| a.signing_key < b.signing_key) {
-            return Err(r.invalid("members", offset));
-        }
-        Committee::new(usize::from(threshold), members, deployment)
-            .map_err(|_| r.invalid("committee", offset))
     }
 
     /// Its id: BLAKE3 ([`DOMAIN_COMMITTEE`]) over `deployment ‖ u16le(t) ‖
@@ -228,6 +183,53 @@ impl Committee {
             .iter()
             .position(|m| &m.signing_key == key)
             .map(|p| p as KeyperIndex + 1)
+    }
+}
+
+impl Decode for Committee {
+    /// Reads [`encode_into`](Encode::encode_into) from `r`: members strictly ascending,
+    /// every key valid, the threshold within `1..=n`.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] naming the field.
+    fn decode_from(r: &mut Reader<'_>) -> Result<Committee, DecodeError> {
+        let offset = r.offset();
+        let deployment = DeploymentId(r.array("deployment")?);
+        let threshold = r.u16("threshold")?;
+        let n_offset = r.offset();
+        let n = usize::from(r.u16("members")?);
+        if n > COMMITTEE_MAX {
+            return Err(r.invalid("members", n_offset));
+        }
+        let mut members = Vec::with_capacity(n);
+        for _ in 0..n {
+            members.push(Member {
+                signing_key: r.array("signing key")?,
+                encryption_key: r.array("encryption key")?,
+            });
+        }
+        if !members.is_sorted_by(|a, b| a.signing_key < b.signing_key) {
+            return Err(r.invalid("members", offset));
+        }
+        Committee::new(usize::from(threshold), members, deployment)
+            .map_err(|_| r.invalid("committee", offset))
+    }
+}
+
+impl Encode for Committee {
+    /// `deployment (32) ‖ u16le(t) ‖ u16le(n) ‖ n × (signing key (32) ‖
+    /// encryption key (32))` in index order: the bytes its id hashes.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(36 + 64 * self.members.len());
+        out.extend_from_slice(&self.deployment.0);
+        out.put_u16(self.threshold);
+        // At most COMMITTEE_MAX members.
+        out.put_u16(self.members.len() as u16);
+        for m in &self.members {
+            out.extend_from_slice(&m.signing_key);
+            out.extend_from_slice(&m.encryption_key);
+        }
     }
 }
 

@@ -25,7 +25,7 @@ use super::committee::{Committee, WINDOW_BATCHES_MAX, Window};
 use super::generation::{Generation, WindowKeys};
 use super::log::{Ignored, LogEntry, Phase, Prechecked, WindowCertificate, WindowLog};
 use super::message::SignedKeyperMessage;
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::types::BatchId;
 
 /// When and how the keeper runs generations.
@@ -41,23 +41,16 @@ pub struct GenerationParams {
     pub phase_ms: [u64; 4],
 }
 
-impl GenerationParams {
-    /// `u32le(window_batches) ‖ u64le(lead_batches) ‖ 4 × u64le(phase_ms)`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.put_u32(self.window_batches);
-        out.put_u64(self.lead_batches);
-        for ms in self.phase_ms {
-            out.put_u64(ms);
-        }
-    }
+impl GenerationParams {}
 
-    /// Reads [`encode`](Self::encode): a window of `1..=`[`WINDOW_BATCHES_MAX`]
+impl Decode for GenerationParams {
+    /// Reads [`encode_into`](Encode::encode_into): a window of `1..=`[`WINDOW_BATCHES_MAX`]
     /// batches, phases of at least 1 ms and at most a day.
     ///
     /// # Errors
     ///
     /// [`DecodeError`] naming the field.
-    pub fn decode(r: &mut Reader<'_>) -> Result<GenerationParams, DecodeError> {
+    fn decode_from(r: &mut Reader<'_>) -> Result<GenerationParams, DecodeError> {
         let offset = r.offset();
         let window_batches = r.u32("window batches")?;
         if window_batches == 0 || window_batches > WINDOW_BATCHES_MAX {
@@ -77,6 +70,17 @@ impl GenerationParams {
             lead_batches,
             phase_ms,
         })
+    }
+}
+
+impl Encode for GenerationParams {
+    /// `u32le(window_batches) ‖ u64le(lead_batches) ‖ 4 × u64le(phase_ms)`.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.put_u32(self.window_batches);
+        out.put_u64(self.lead_batches);
+        for ms in self.phase_ms {
+            out.put_u64(ms);
+        }
     }
 }
 
@@ -141,28 +145,16 @@ pub struct KeeperSnapshot {
 /// Most entries a snapshot may hold.
 pub const SNAPSHOT_ENTRIES_MAX: usize = 1 << 20;
 
-impl KeeperSnapshot {
-    /// `u64le(next_position) ‖ u64le(next_id) ‖ u64le(dealt_below) ‖
-    /// u32le(count) ‖ count × (u64le(position) ‖ u32le(len) ‖ entry)`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        out.put_u64(self.next_position);
-        out.put_u64(self.next_id);
-        out.put_u64(self.dealt_below);
-        // Bounded by SNAPSHOT_ENTRIES_MAX (the keeper prunes far below it).
-        out.put_u32(self.entries.len() as u32);
-        for (position, entry) in &self.entries {
-            out.put_u64(*position);
-            out.put_blob(&entry.encode());
-        }
-    }
+impl KeeperSnapshot {}
 
-    /// Reads [`encode`](Self::encode): positions strictly ascending and
+impl Decode for KeeperSnapshot {
+    /// Reads [`encode_into`](Encode::encode_into): positions strictly ascending and
     /// below `next_position`.
     ///
     /// # Errors
     ///
     /// [`DecodeError`] naming the field.
-    pub fn decode(r: &mut Reader<'_>) -> Result<KeeperSnapshot, DecodeError> {
+    fn decode_from(r: &mut Reader<'_>) -> Result<KeeperSnapshot, DecodeError> {
         let next_position = r.u64("next position")?;
         let next_id = r.u64("next id")?;
         let dealt_below = r.u64("dealt below")?;
@@ -178,7 +170,7 @@ impl KeeperSnapshot {
             last = Some(position);
             let bytes = r.blob("log entry", super::message::KEYPER_MESSAGE_LEN_MAX + 64)?;
             let mut inner = Reader::new(bytes);
-            let entry = LogEntry::decode(&mut inner)?;
+            let entry = LogEntry::decode_from(&mut inner)?;
             inner.finish()?;
             entries.push((position, entry));
         }
@@ -188,6 +180,22 @@ impl KeeperSnapshot {
             dealt_below,
             entries,
         })
+    }
+}
+
+impl Encode for KeeperSnapshot {
+    /// `u64le(next_position) ‖ u64le(next_id) ‖ u64le(dealt_below) ‖
+    /// u32le(count) ‖ count × (u64le(position) ‖ u32le(len) ‖ entry)`.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.put_u64(self.next_position);
+        out.put_u64(self.next_id);
+        out.put_u64(self.dealt_below);
+        // Bounded by SNAPSHOT_ENTRIES_MAX (the keeper prunes far below it).
+        out.put_u32(self.entries.len() as u32);
+        for (position, entry) in &self.entries {
+            out.put_u64(*position);
+            out.put_blob(&entry.to_bytes());
+        }
     }
 }
 

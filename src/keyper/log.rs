@@ -21,7 +21,7 @@ use super::message::{
     Body, KeyperMessage, MessageError, SignedKeyperMessage, put_window, read_window,
 };
 use super::sharing::KeyperIndex;
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::types::BatchId;
 
 /// BLAKE3 derive-key context of a window result's digest.
@@ -74,44 +74,22 @@ impl LogEntry {
             LogEntry::Message(signed) => signed.message.window,
         }
     }
+}
 
-    /// `u8(1) ‖ window` (open), `u8(2) ‖ signed message` (§11), or
-    /// `u8(3) ‖ window ‖ u8(phase)` (phase end), where `window` is
-    /// `u64le(id) ‖ u64le(first_batch) ‖ u32le(W)`.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        match self {
-            LogEntry::Open { window } => {
-                out.put_u8(1);
-                put_window(&mut out, window);
-            }
-            LogEntry::Message(signed) => {
-                out.put_u8(2);
-                out.extend_from_slice(&signed.encode());
-            }
-            LogEntry::PhaseEnd { window, phase } => {
-                out.put_u8(3);
-                put_window(&mut out, window);
-                out.put_u8(*phase as u8);
-            }
-        }
-        out
-    }
-
-    /// Reads [`encode`](Self::encode) from `r` (signatures are checked when
+impl Decode for LogEntry {
+    /// Reads [`encode_into`](Encode::encode_into) from `r` (signatures are checked when
     /// the entry is applied, not here).
     ///
     /// # Errors
     ///
     /// [`DecodeError`] naming the field.
-    pub fn decode(r: &mut Reader<'_>) -> Result<LogEntry, DecodeError> {
+    fn decode_from(r: &mut Reader<'_>) -> Result<LogEntry, DecodeError> {
         let offset = r.offset();
         Ok(match r.u8("log entry tag")? {
             1 => LogEntry::Open {
                 window: read_window(r)?,
             },
-            2 => LogEntry::Message(SignedKeyperMessage::decode(r)?),
+            2 => LogEntry::Message(SignedKeyperMessage::decode_from(r)?),
             3 => {
                 let window = read_window(r)?;
                 let offset = r.offset();
@@ -125,6 +103,29 @@ impl LogEntry {
             }
             _ => return Err(r.invalid("log entry tag", offset)),
         })
+    }
+}
+
+impl Encode for LogEntry {
+    /// `u8(1) ‖ window` (open), `u8(2) ‖ signed message` (§11), or
+    /// `u8(3) ‖ window ‖ u8(phase)` (phase end), where `window` is
+    /// `u64le(id) ‖ u64le(first_batch) ‖ u32le(W)`.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        match self {
+            LogEntry::Open { window } => {
+                out.put_u8(1);
+                put_window(out, window);
+            }
+            LogEntry::Message(signed) => {
+                out.put_u8(2);
+                out.extend_from_slice(&signed.to_bytes());
+            }
+            LogEntry::PhaseEnd { window, phase } => {
+                out.put_u8(3);
+                put_window(out, window);
+                out.put_u8(*phase as u8);
+            }
+        }
     }
 }
 
@@ -262,72 +263,6 @@ pub fn commitments_digest(keys: &WindowKeys) -> [u8; 32] {
 }
 
 impl WindowCertificate {
-    /// `window (u64le id ‖ u64le first_batch ‖ u32le W) ‖ u16le(q) ‖ q ×
-    /// u16le(dealer) ‖ commitments digest (32) ‖ u32le(W) ‖ W × S_e (32) ‖
-    /// u16le(a) ‖ a × (u16le(keyper) ‖ signature (64))`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
-        put_window(out, &self.window);
-        // Bounded by COMMITTEE_MAX and WINDOW_BATCHES_MAX.
-        out.put_u16(self.qualified.len() as u16);
-        for q in &self.qualified {
-            out.put_u16(*q);
-        }
-        out.extend_from_slice(&self.commitments_digest);
-        out.put_u32(self.keys.len() as u32);
-        for k in &self.keys {
-            out.extend_from_slice(k);
-        }
-        out.put_u16(self.approvals.len() as u16);
-        for (j, signature) in &self.approvals {
-            out.put_u16(*j);
-            out.extend_from_slice(signature);
-        }
-    }
-
-    /// Reads [`encode`](Self::encode): at most 64 dealers and approvals,
-    /// exactly one key per batch of the window. Whether it verifies is
-    /// [`verify`](Self::verify)'s to say.
-    ///
-    /// # Errors
-    ///
-    /// [`DecodeError`] naming the field.
-    pub fn decode(r: &mut Reader<'_>) -> Result<WindowCertificate, DecodeError> {
-        let max = super::committee::COMMITTEE_MAX;
-        let window = read_window(r)?;
-        let offset = r.offset();
-        let q = usize::from(r.u16("qualified")?);
-        if q > max {
-            return Err(r.invalid("qualified", offset));
-        }
-        let qualified = (0..q)
-            .map(|_| r.u16("dealer"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let commitments_digest = r.array("commitments digest")?;
-        let offset = r.offset();
-        let w = r.count("keys", super::committee::WINDOW_BATCHES_MAX as usize)?;
-        if w != window.batches as usize {
-            return Err(r.invalid("keys", offset));
-        }
-        let keys = (0..w)
-            .map(|_| r.array("key"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let offset = r.offset();
-        let a = usize::from(r.u16("approvals")?);
-        if a > max {
-            return Err(r.invalid("approvals", offset));
-        }
-        let approvals = (0..a)
-            .map(|_| Ok((r.u16("keyper")?, r.array("signature")?)))
-            .collect::<Result<Vec<_>, DecodeError>>()?;
-        Ok(WindowCertificate {
-            window,
-            qualified,
-            commitments_digest,
-            keys,
-            approvals,
-        })
-    }
-
     /// The batch key `S_e`, if `e` is in the window.
     #[must_use]
     pub fn key(&self, e: BatchId) -> Option<[u8; 32]> {
@@ -368,6 +303,76 @@ impl WindowCertificate {
             }
         }
         signers.len() >= committee.threshold()
+    }
+}
+
+impl Decode for WindowCertificate {
+    /// Reads [`encode_into`](Encode::encode_into): at most 64 dealers and approvals,
+    /// exactly one key per batch of the window. Whether it verifies is
+    /// [`verify`](Self::verify)'s to say.
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`] naming the field.
+    fn decode_from(r: &mut Reader<'_>) -> Result<WindowCertificate, DecodeError> {
+        let max = super::committee::COMMITTEE_MAX;
+        let window = read_window(r)?;
+        let offset = r.offset();
+        let q = usize::from(r.u16("qualified")?);
+        if q > max {
+            return Err(r.invalid("qualified", offset));
+        }
+        let qualified = (0..q)
+            .map(|_| r.u16("dealer"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let commitments_digest = r.array("commitments digest")?;
+        let offset = r.offset();
+        let w = r.count("keys", super::committee::WINDOW_BATCHES_MAX as usize)?;
+        if w != window.batches as usize {
+            return Err(r.invalid("keys", offset));
+        }
+        let keys = (0..w)
+            .map(|_| r.array("key"))
+            .collect::<Result<Vec<_>, _>>()?;
+        let offset = r.offset();
+        let a = usize::from(r.u16("approvals")?);
+        if a > max {
+            return Err(r.invalid("approvals", offset));
+        }
+        let approvals = (0..a)
+            .map(|_| Ok((r.u16("keyper")?, r.array("signature")?)))
+            .collect::<Result<Vec<_>, DecodeError>>()?;
+        Ok(WindowCertificate {
+            window,
+            qualified,
+            commitments_digest,
+            keys,
+            approvals,
+        })
+    }
+}
+
+impl Encode for WindowCertificate {
+    /// `window (u64le id ‖ u64le first_batch ‖ u32le W) ‖ u16le(q) ‖ q ×
+    /// u16le(dealer) ‖ commitments digest (32) ‖ u32le(W) ‖ W × S_e (32) ‖
+    /// u16le(a) ‖ a × (u16le(keyper) ‖ signature (64))`.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        put_window(out, &self.window);
+        // Bounded by COMMITTEE_MAX and WINDOW_BATCHES_MAX.
+        out.put_u16(self.qualified.len() as u16);
+        for q in &self.qualified {
+            out.put_u16(*q);
+        }
+        out.extend_from_slice(&self.commitments_digest);
+        out.put_u32(self.keys.len() as u32);
+        for k in &self.keys {
+            out.extend_from_slice(k);
+        }
+        out.put_u16(self.approvals.len() as u16);
+        for (j, signature) in &self.approvals {
+            out.put_u16(*j);
+            out.extend_from_slice(signature);
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use super::committee::{COMMITTEE_MAX, Committee, WINDOW_BATCHES_MAX, Window};
 use super::dealing::{BatchDeal, Dealing, SealedShares, TAG_LEN, decode_shares};
 use super::proof::{PROOF_LEN, Proof};
 use super::sharing::KeyperIndex;
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::envelope::receipt::decode_ed25519_public;
 
 /// Domain string of a keyper message's signing message.
@@ -97,48 +97,46 @@ mod tag {
 }
 
 impl KeyperMessage {
-    /// The canonical encoding: `u64le(window id) ‖ u64le(first batch) ‖
-    /// u32le(batches) ‖ u16le(sender) ‖ u8(tag) ‖ body` (`spec/keyper.md`
-    /// §11).
+    /// The bytes the sender signs: `u8(len) ‖ "sealbatch v1 keyper message"
+    /// ‖ committee id (32) ‖ encoding`.
     #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        put_window(&mut out, &self.window);
-        out.put_u16(self.sender);
-        match &self.body {
-            Body::Dealing(d) => {
-                out.put_u8(tag::DEALING);
-                encode_dealing(d, &mut out);
-            }
-            Body::Accusation { dealer } => {
-                out.put_u8(tag::ACCUSATION);
-                out.put_u16(*dealer);
-            }
-            Body::Apology { accuser, shares } => {
-                out.put_u8(tag::APOLOGY);
-                out.put_u16(*accuser);
-                // At most WINDOW_BATCHES_MAX shares.
-                out.put_u32(shares.len() as u32);
-                for s in shares {
-                    out.extend_from_slice(&s.to_bytes());
-                }
-            }
-            Body::Approval { digest } => {
-                out.put_u8(tag::APPROVAL);
-                out.extend_from_slice(digest);
-            }
-        }
+    pub fn signing_message(&self, committee: &Committee) -> Vec<u8> {
+        let body = self.to_bytes();
+        let mut out = Vec::with_capacity(1 + DOMAIN_KEYPER_MESSAGE.len() + 32 + body.len());
+        out.put_u8(DOMAIN_KEYPER_MESSAGE.len() as u8);
+        out.extend_from_slice(DOMAIN_KEYPER_MESSAGE.as_bytes());
+        out.extend_from_slice(&committee.id());
+        out.extend_from_slice(&body);
         out
     }
 
-    /// Decodes [`encode`](Self::encode): every count within its bound,
+    /// Signs the message with the sender's key.
+    #[must_use]
+    pub fn sign(self, key: &SigningKey, committee: &Committee) -> SignedKeyperMessage {
+        let signature = key.sign(&self.signing_message(committee)).to_bytes();
+        SignedKeyperMessage {
+            message: self,
+            signature,
+        }
+    }
+}
+
+impl Decode for KeyperMessage {
+    /// A whole keyper message is its container (a file, a frame, a blob): it
+    /// takes the rest of `r`.
+    fn decode_from(r: &mut Reader<'_>) -> Result<KeyperMessage, DecodeError> {
+        let rest = r.bytes(r.remaining(), "keyper message")?;
+        Self::from_bytes(rest)
+    }
+
+    /// Decodes [`encode_into`](Encode::encode_into): every count within its bound,
     /// every scalar canonical, nothing left over. Points and proofs are
     /// checked by the generation, not here.
     ///
     /// # Errors
     ///
     /// [`DecodeError`] naming the field.
-    pub fn decode(bytes: &[u8]) -> Result<KeyperMessage, DecodeError> {
+    fn from_bytes(bytes: &[u8]) -> Result<KeyperMessage, DecodeError> {
         if bytes.len() > KEYPER_MESSAGE_LEN_MAX {
             return Err(DecodeError::TooLarge {
                 field: "keyper message",
@@ -176,56 +174,42 @@ impl KeyperMessage {
             body,
         })
     }
+}
 
-    /// The bytes the sender signs: `u8(len) ‖ "sealbatch v1 keyper message"
-    /// ‖ committee id (32) ‖ encoding`.
-    #[must_use]
-    pub fn signing_message(&self, committee: &Committee) -> Vec<u8> {
-        let body = self.encode();
-        let mut out = Vec::with_capacity(1 + DOMAIN_KEYPER_MESSAGE.len() + 32 + body.len());
-        out.put_u8(DOMAIN_KEYPER_MESSAGE.len() as u8);
-        out.extend_from_slice(DOMAIN_KEYPER_MESSAGE.as_bytes());
-        out.extend_from_slice(&committee.id());
-        out.extend_from_slice(&body);
-        out
-    }
-
-    /// Signs the message with the sender's key.
-    #[must_use]
-    pub fn sign(self, key: &SigningKey, committee: &Committee) -> SignedKeyperMessage {
-        let signature = key.sign(&self.signing_message(committee)).to_bytes();
-        SignedKeyperMessage {
-            message: self,
-            signature,
+impl Encode for KeyperMessage {
+    /// The canonical encoding: `u64le(window id) ‖ u64le(first batch) ‖
+    /// u32le(batches) ‖ u16le(sender) ‖ u8(tag) ‖ body` (`spec/keyper.md`
+    /// §11).
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        put_window(out, &self.window);
+        out.put_u16(self.sender);
+        match &self.body {
+            Body::Dealing(d) => {
+                out.put_u8(tag::DEALING);
+                encode_dealing(d, out);
+            }
+            Body::Accusation { dealer } => {
+                out.put_u8(tag::ACCUSATION);
+                out.put_u16(*dealer);
+            }
+            Body::Apology { accuser, shares } => {
+                out.put_u8(tag::APOLOGY);
+                out.put_u16(*accuser);
+                // At most WINDOW_BATCHES_MAX shares.
+                out.put_u32(shares.len() as u32);
+                for s in shares {
+                    out.extend_from_slice(&s.to_bytes());
+                }
+            }
+            Body::Approval { digest } => {
+                out.put_u8(tag::APPROVAL);
+                out.extend_from_slice(digest);
+            }
         }
     }
 }
 
 impl SignedKeyperMessage {
-    /// `u32le(len) ‖ message encoding ‖ signature (64)`.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        let body = self.message.encode();
-        let mut out = Vec::with_capacity(4 + body.len() + 64);
-        out.put_blob(&body);
-        out.extend_from_slice(&self.signature);
-        out
-    }
-
-    /// Decodes [`encode`](Self::encode) from `r` (the signature is not
-    /// checked: see [`verify`](Self::verify)).
-    ///
-    /// # Errors
-    ///
-    /// [`DecodeError`].
-    pub fn decode(r: &mut Reader<'_>) -> Result<SignedKeyperMessage, DecodeError> {
-        let body = r.blob("keyper message", KEYPER_MESSAGE_LEN_MAX)?;
-        Ok(SignedKeyperMessage {
-            message: KeyperMessage::decode(body)?,
-            signature: r.array("signature")?,
-        })
-    }
-
     /// Checks that the sender is a member whose key signed it, for this
     /// committee, and that a dealing is the sender's own.
     ///
@@ -253,6 +237,32 @@ impl SignedKeyperMessage {
             });
         }
         Ok(())
+    }
+}
+
+impl Decode for SignedKeyperMessage {
+    /// Decodes [`encode_into`](Encode::encode_into) from `r` (the signature is not
+    /// checked: see [`verify`](Self::verify)).
+    ///
+    /// # Errors
+    ///
+    /// [`DecodeError`].
+    fn decode_from(r: &mut Reader<'_>) -> Result<SignedKeyperMessage, DecodeError> {
+        let body = r.blob("keyper message", KEYPER_MESSAGE_LEN_MAX)?;
+        Ok(SignedKeyperMessage {
+            message: KeyperMessage::from_bytes(body)?,
+            signature: r.array("signature")?,
+        })
+    }
+}
+
+impl Encode for SignedKeyperMessage {
+    /// `u32le(len) ‖ message encoding ‖ signature (64)`.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        let body = self.message.to_bytes();
+        out.reserve(4 + body.len() + 64);
+        out.put_blob(&body);
+        out.extend_from_slice(&self.signature);
     }
 }
 

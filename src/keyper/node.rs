@@ -20,6 +20,7 @@
 //! and overlapping windows are refused — so no sequence of entries can crash
 //! a keyper, evict the keys in use, or make it deal twice for one window.
 
+use crate::codec::Encode;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use curve25519_dalek::scalar::Scalar;
@@ -431,7 +432,7 @@ impl KeyperNode {
         if let Some(replicas) = &self.id.replicas {
             let hashes: Vec<(u64, [u8; 32])> = entries
                 .iter()
-                .map(|(position, entry)| (*position, log_entry_hash(&entry.encode())))
+                .map(|(position, entry)| (*position, log_entry_hash(&entry.to_bytes())))
                 .collect();
             replicas.check_log(
                 &self.id.sequencer.to_bytes(),

@@ -14,7 +14,7 @@ use super::sharing::Polynomial;
 use zeroize::Zeroizing;
 
 use super::release::Evidence;
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::envelope::{SEAL_LEN, SignedSeal};
 
 /// A keyper journal record.
@@ -80,7 +80,7 @@ impl KeyperRecord {
                     sender: dealing.dealer,
                     body: Body::Dealing(dealing.clone()),
                 };
-                out.put_blob(&message.encode());
+                out.put_blob(&message.to_bytes());
                 let polynomials = secrets.polynomials();
                 let t = polynomials.first().map_or(0, |p| p.coefficients().len());
                 // Bounded by WINDOW_BATCHES_MAX and COMMITTEE_MAX.
@@ -126,7 +126,7 @@ impl KeyperRecord {
             }
             tag::DEALT => {
                 let at = r.offset();
-                let message = KeyperMessage::decode(
+                let message = KeyperMessage::from_bytes(
                     r.blob("dealing", super::message::KEYPER_MESSAGE_LEN_MAX)?,
                 )?;
                 let Body::Dealing(dealing) = message.body else {

@@ -12,6 +12,7 @@
 //! seals (the broadcast overflows) loses the oldest: the sequencer asks
 //! again every 500 ms until it has `t` shares.
 
+use crate::codec::Encode;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -478,7 +479,7 @@ async fn push_log(
         let mut after = next;
         for (position, entry) in entries {
             after = position + 1;
-            let bytes = entry.encode();
+            let bytes = entry.to_bytes();
             hashes.push((position, crate::commit::log_entry_hash(&bytes)));
             encode(&KeyperDown::Entry { position, entry }, &mut out)?;
         }

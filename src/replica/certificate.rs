@@ -3,6 +3,7 @@
 //! entries its committed log holds and attests those, and only those, with
 //! its commit key when the leader asks.
 
+use crate::codec::Encode;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
@@ -230,7 +231,7 @@ impl CommittedLog {
                 return read;
             };
             for (position, entry) in &entries {
-                self.applied(*position, log_entry_hash(&entry.encode()));
+                self.applied(*position, log_entry_hash(&entry.to_bytes()));
             }
             read += entries.len();
             let Some(next) = last.checked_add(1) else {

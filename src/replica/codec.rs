@@ -13,7 +13,7 @@ use openraft::{
     CommittedLeaderId, Entry, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership, Vote,
 };
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::envelope::MerkleRoot;
 use crate::types::BatchId;
 
@@ -265,7 +265,9 @@ pub fn get_entry(r: &mut Reader<'_>) -> Result<Entry<Replication>, DecodeError> 
     let at = r.offset();
     let payload = match r.u8("entry payload")? {
         0 => EntryPayload::Blank,
-        1 => EntryPayload::Normal(Proposal::decode(r.blob("proposal", PROPOSAL_BYTES_MAX)?)?),
+        1 => EntryPayload::Normal(Proposal::from_bytes(
+            r.blob("proposal", PROPOSAL_BYTES_MAX)?,
+        )?),
         2 => EntryPayload::Membership(get_membership(r)?),
         _ => return Err(r.invalid("entry payload", at)),
     };
@@ -408,20 +410,25 @@ fn get_opt_u64(r: &mut Reader<'_>, field: &'static str) -> Result<Option<u64>, D
 }
 
 impl ReplicaStatus {
-    /// Encodes it: id ‖ term ‖ state (1) ‖ opt leader ‖ opt last log ‖ opt
-    /// applied ‖ opt snapshot ‖ membership.
+    /// The state's name.
     #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.put_u64(self.id);
-        out.put_u64(self.term);
-        out.put_u8(self.state);
-        put_opt_u64(&mut out, self.leader);
-        put_opt_u64(&mut out, self.last_log);
-        put_opt_u64(&mut out, self.applied);
-        put_opt_u64(&mut out, self.snapshot);
-        put_membership(&mut out, &self.membership);
-        out
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            0 => "follower",
+            1 => "candidate",
+            2 => "leader",
+            3 => "learner",
+            _ => "shut down",
+        }
+    }
+}
+
+impl Decode for ReplicaStatus {
+    /// A whole replica status is its container (a file, a frame, a blob): it
+    /// takes the rest of `r`.
+    fn decode_from(r: &mut Reader<'_>) -> Result<ReplicaStatus, DecodeError> {
+        let rest = r.bytes(r.remaining(), "replica status")?;
+        Self::from_bytes(rest)
     }
 
     /// Decodes it.
@@ -429,7 +436,7 @@ impl ReplicaStatus {
     /// # Errors
     ///
     /// [`DecodeError`] for anything but exactly one status.
-    pub fn decode(bytes: &[u8]) -> Result<ReplicaStatus, DecodeError> {
+    fn from_bytes(bytes: &[u8]) -> Result<ReplicaStatus, DecodeError> {
         let mut r = Reader::new(bytes);
         let status = ReplicaStatus {
             id: r.u64("replica id")?,
@@ -444,85 +451,31 @@ impl ReplicaStatus {
         r.finish()?;
         Ok(status)
     }
+}
 
-    /// The state's name.
-    #[must_use]
-    pub fn state_name(&self) -> &'static str {
-        match self.state {
-            0 => "follower",
-            1 => "candidate",
-            2 => "leader",
-            3 => "learner",
-            _ => "shut down",
-        }
+impl Encode for ReplicaStatus {
+    /// Encodes it: id ‖ term ‖ state (1) ‖ opt leader ‖ opt last log ‖ opt
+    /// applied ‖ opt snapshot ‖ membership.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.put_u64(self.id);
+        out.put_u64(self.term);
+        out.put_u8(self.state);
+        put_opt_u64(out, self.leader);
+        put_opt_u64(out, self.last_log);
+        put_opt_u64(out, self.applied);
+        put_opt_u64(out, self.snapshot);
+        put_membership(out, &self.membership);
     }
 }
 
-impl RaftRequest {
-    /// Encodes the request: tag (1) ‖ body.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        match self {
-            RaftRequest::Append(rpc) => {
-                out.put_u8(TAG_APPEND);
-                put_vote(&mut out, &rpc.vote);
-                put_opt_log_id(&mut out, rpc.prev_log_id.as_ref());
-                put_opt_log_id(&mut out, rpc.leader_commit.as_ref());
-                out.put_u32(rpc.entries.len() as u32);
-                for entry in &rpc.entries {
-                    put_entry(&mut out, entry);
-                }
-            }
-            RaftRequest::Vote(rpc) => {
-                out.put_u8(TAG_VOTE);
-                put_vote(&mut out, &rpc.vote);
-                put_opt_log_id(&mut out, rpc.last_log_id.as_ref());
-            }
-            RaftRequest::PreVote { term, last_log_id } => {
-                out.put_u8(TAG_PRE_VOTE);
-                out.put_u64(*term);
-                put_opt_log_id(&mut out, last_log_id.as_ref());
-            }
-            RaftRequest::Status => out.put_u8(TAG_STATUS),
-            RaftRequest::Attest { e, count, root } => {
-                out.put_u8(TAG_ATTEST);
-                out.put_u64(*e);
-                out.put_u32(*count);
-                out.extend_from_slice(&root.0);
-            }
-            RaftRequest::AttestLog { committee, entries } => {
-                out.put_u8(TAG_ATTEST_LOG);
-                out.extend_from_slice(committee);
-                // At most LOG_ATTESTED_MAX (64), as the decoder requires.
-                out.put_u16(entries.len() as u16);
-                for (position, hash) in entries {
-                    out.put_u64(*position);
-                    out.extend_from_slice(hash);
-                }
-            }
-            RaftRequest::AddLearner { id, node } => {
-                out.put_u8(TAG_ADD_LEARNER);
-                out.put_u64(*id);
-                put_node(&mut out, node);
-            }
-            RaftRequest::ChangeVoters(voters) => {
-                out.put_u8(TAG_CHANGE_VOTERS);
-                out.put_u16(voters.len() as u16);
-                for id in voters {
-                    out.put_u64(*id);
-                }
-            }
-            RaftRequest::Snapshot(rpc) => {
-                out.put_u8(TAG_SNAPSHOT);
-                put_vote(&mut out, &rpc.vote);
-                put_snapshot_meta(&mut out, &rpc.meta);
-                out.put_u64(rpc.offset);
-                out.put_u8(u8::from(rpc.done));
-                out.put_blob(&rpc.data);
-            }
-        }
-        out
+impl RaftRequest {}
+
+impl Decode for RaftRequest {
+    /// A whole raft request is its container (a file, a frame, a blob): it
+    /// takes the rest of `r`.
+    fn decode_from(r: &mut Reader<'_>) -> Result<RaftRequest, DecodeError> {
+        let rest = r.bytes(r.remaining(), "raft request")?;
+        Self::from_bytes(rest)
     }
 
     /// Decodes a request.
@@ -530,7 +483,7 @@ impl RaftRequest {
     /// # Errors
     ///
     /// [`DecodeError`] for anything but exactly one request.
-    pub fn decode(bytes: &[u8]) -> Result<RaftRequest, DecodeError> {
+    fn from_bytes(bytes: &[u8]) -> Result<RaftRequest, DecodeError> {
         let mut r = Reader::new(bytes);
         let request = match r.u8("request tag")? {
             TAG_APPEND => {
@@ -625,6 +578,71 @@ impl RaftRequest {
         };
         r.finish()?;
         Ok(request)
+    }
+}
+
+impl Encode for RaftRequest {
+    /// Encodes the request: tag (1) ‖ body.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        match self {
+            RaftRequest::Append(rpc) => {
+                out.put_u8(TAG_APPEND);
+                put_vote(out, &rpc.vote);
+                put_opt_log_id(out, rpc.prev_log_id.as_ref());
+                put_opt_log_id(out, rpc.leader_commit.as_ref());
+                out.put_u32(rpc.entries.len() as u32);
+                for entry in &rpc.entries {
+                    put_entry(out, entry);
+                }
+            }
+            RaftRequest::Vote(rpc) => {
+                out.put_u8(TAG_VOTE);
+                put_vote(out, &rpc.vote);
+                put_opt_log_id(out, rpc.last_log_id.as_ref());
+            }
+            RaftRequest::PreVote { term, last_log_id } => {
+                out.put_u8(TAG_PRE_VOTE);
+                out.put_u64(*term);
+                put_opt_log_id(out, last_log_id.as_ref());
+            }
+            RaftRequest::Status => out.put_u8(TAG_STATUS),
+            RaftRequest::Attest { e, count, root } => {
+                out.put_u8(TAG_ATTEST);
+                out.put_u64(*e);
+                out.put_u32(*count);
+                out.extend_from_slice(&root.0);
+            }
+            RaftRequest::AttestLog { committee, entries } => {
+                out.put_u8(TAG_ATTEST_LOG);
+                out.extend_from_slice(committee);
+                // At most LOG_ATTESTED_MAX (64), as the decoder requires.
+                out.put_u16(entries.len() as u16);
+                for (position, hash) in entries {
+                    out.put_u64(*position);
+                    out.extend_from_slice(hash);
+                }
+            }
+            RaftRequest::AddLearner { id, node } => {
+                out.put_u8(TAG_ADD_LEARNER);
+                out.put_u64(*id);
+                put_node(out, node);
+            }
+            RaftRequest::ChangeVoters(voters) => {
+                out.put_u8(TAG_CHANGE_VOTERS);
+                out.put_u16(voters.len() as u16);
+                for id in voters {
+                    out.put_u64(*id);
+                }
+            }
+            RaftRequest::Snapshot(rpc) => {
+                out.put_u8(TAG_SNAPSHOT);
+                put_vote(out, &rpc.vote);
+                put_snapshot_meta(out, &rpc.meta);
+                out.put_u64(rpc.offset);
+                out.put_u8(u8::from(rpc.done));
+                out.put_blob(&rpc.data);
+            }
+        }
     }
 }
 
@@ -728,9 +746,10 @@ mod tests {
             committee: [3; 32],
             entries: vec![(4, [5; 32]), (9, [6; 32])],
         };
-        let bytes = request.encode();
+        let bytes = request.to_bytes();
         assert_eq!(bytes.len(), 1 + 32 + 2 + 2 * 40);
-        let Ok(RaftRequest::AttestLog { committee, entries }) = RaftRequest::decode(&bytes) else {
+        let Ok(RaftRequest::AttestLog { committee, entries }) = RaftRequest::from_bytes(&bytes)
+        else {
             panic!("does not decode as sent");
         };
         assert_eq!(committee, [3; 32]);
@@ -741,16 +760,16 @@ mod tests {
             committee: [3; 32],
             entries: vec![(9, [5; 32]), (9, [6; 32])],
         }
-        .encode();
-        assert!(RaftRequest::decode(&descending).is_err());
+        .to_bytes();
+        assert!(RaftRequest::from_bytes(&descending).is_err());
         descending.truncate(1 + 32);
         descending.extend_from_slice(&0u16.to_le_bytes());
-        assert!(RaftRequest::decode(&descending).is_err());
+        assert!(RaftRequest::from_bytes(&descending).is_err());
         let long = RaftRequest::AttestLog {
             committee: [3; 32],
             entries: (0..65).map(|p| (p, [1; 32])).collect(),
         }
-        .encode();
-        assert!(RaftRequest::decode(&long).is_err());
+        .to_bytes();
+        assert!(RaftRequest::from_bytes(&long).is_err());
     }
 }

@@ -20,6 +20,7 @@
 //! vote to a longer log by the vote's response
 //! ([`ElectionClock::refused_for_log`]).
 
+use crate::codec::Encode;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -302,7 +303,7 @@ async fn pre_vote(
             continue;
         };
         let mut peer = network.peer(id, node);
-        let request = request.encode();
+        let request = request.to_bytes();
         asks.spawn(async move { peer.call_raw(&request, within).await });
     }
     while let Some(answer) = asks.join_next().await {

@@ -8,6 +8,7 @@
 //! [`serve`] answers requests with the local [`Raft`]; [`Network`] is the
 //! openraft [`RaftNetworkFactory`] that sends them.
 
+use crate::codec::{Decode, Encode};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
@@ -301,7 +302,7 @@ async fn answer(
     let Ok(bytes) = recv.read_to_end(FRAME_MAX).await else {
         return;
     };
-    let response = match RaftRequest::decode(&bytes) {
+    let response = match RaftRequest::from_bytes(&bytes) {
         Err(error) => Err(format!("malformed request: {error}")),
         Ok(RaftRequest::Append(rpc)) => raft
             .append_entries(rpc)
@@ -360,7 +361,7 @@ async fn answer(
             }
             Ok(vec![u8::from(granted)])
         }
-        Ok(RaftRequest::Status) => Ok(status(&raft).encode()),
+        Ok(RaftRequest::Status) => Ok(status(&raft).to_bytes()),
         Ok(RaftRequest::AddLearner { id, node }) => raft
             .add_learner(id, node, true)
             .await
@@ -463,7 +464,7 @@ pub async fn call(
         clock: Arc::new(ElectionClock::new()),
         heartbeats: Arc::default(),
     };
-    let result = peer.call(&request.encode(), ttl).await;
+    let result = peer.call(&request.to_bytes(), ttl).await;
     endpoint.close(0u32.into(), b"done");
     endpoint.wait_idle().await;
     result
@@ -582,7 +583,7 @@ impl Peer {
         if !heartbeats.outstanding {
             heartbeats.outstanding = true;
             let mut peer = self.clone();
-            let request = RaftRequest::Append(rpc).encode();
+            let request = RaftRequest::Append(rpc).to_bytes();
             tokio::spawn(async move {
                 let answer = match peer.call(&request, ttl).await {
                     Ok(body) => decode_append_response(&body).map_err(|e| peer.failed(e)),
@@ -616,7 +617,7 @@ impl Peer {
             count: seal.count,
             root: seal.root,
         };
-        let body = self.call(&request.encode(), ttl).await?;
+        let body = self.call(&request.to_bytes(), ttl).await?;
         let bytes = <&[u8; ATTESTATION_LEN]>::try_from(body.as_slice())
             .map_err(|_| self.failed("an attestation of the wrong length"))?;
         let attestation = Attestation::from_bytes(bytes);
@@ -649,7 +650,7 @@ impl Peer {
             committee: *committee,
             entries: entries.to_vec(),
         };
-        let body = self.call(&request.encode(), ttl).await?;
+        let body = self.call(&request.to_bytes(), ttl).await?;
         let bytes = <&[u8; ATTESTATION_LEN]>::try_from(body.as_slice())
             .map_err(|_| self.failed("an attestation of the wrong length"))?;
         let attestation = Attestation::from_bytes(bytes);
@@ -739,7 +740,7 @@ impl RaftNetwork<Replication> for Peer {
         let partial = keep < rpc.entries.len();
         rpc.entries.truncate(keep);
         let last = rpc.entries.last().map(|e| e.log_id);
-        let request = RaftRequest::Append(rpc).encode();
+        let request = RaftRequest::Append(rpc).to_bytes();
         let body = self
             .call(&request, option.hard_ttl())
             .await
@@ -761,7 +762,7 @@ impl RaftNetwork<Replication> for Peer {
         InstallSnapshotResponse<ReplicaId>,
         RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId, InstallSnapshotError>>,
     > {
-        let request = RaftRequest::Snapshot(rpc).encode();
+        let request = RaftRequest::Snapshot(rpc).to_bytes();
         let body = self
             .call(&request, option.hard_ttl())
             .await
@@ -776,7 +777,7 @@ impl RaftNetwork<Replication> for Peer {
     ) -> Result<VoteResponse<ReplicaId>, RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId>>>
     {
         let mine = rpc.last_log_id;
-        let request = RaftRequest::Vote(rpc).encode();
+        let request = RaftRequest::Vote(rpc).to_bytes();
         let body = self
             .call(&request, option.hard_ttl())
             .await

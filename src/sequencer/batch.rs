@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 
 use crate::clearing::{self, MarketInput, OrderColumns, PriceBand};
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::envelope::{
     Commitment, ENVELOPES_PER_BATCH_MAX, MerkleRoot, OpenedBatch, ReleaseAttestation,
 };
@@ -574,68 +574,15 @@ impl BatchOutcome {
                 )
             })
     }
+}
 
-    /// Appends the canonical encoding (`spec/sequencer.md`, "Result (kind 4)").
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&OUTCOME_TAG);
-        out.put_u64(self.e);
-        out.extend_from_slice(&self.root.0);
-        out.extend_from_slice(&self.batch_secret);
-        encode_attestations(out, &self.release);
-        // Counts are bounded by ENVELOPES_PER_BATCH_MAX, MARKETS_MAX and
-        // their product with BUNDLE_ORDERS_MAX, all below u32::MAX.
-        out.put_u32(self.envelopes.len() as u32);
-        for envelope in &self.envelopes {
-            out.extend_from_slice(&envelope.commitment.0);
-            match envelope.status {
-                EnvelopeStatus::Accepted {
-                    account,
-                    first_order,
-                    orders,
-                } => {
-                    out.put_u8(status::ACCEPTED);
-                    out.extend_from_slice(&account.0);
-                    out.put_u64(first_order.0);
-                    out.put_u16(orders);
-                }
-                EnvelopeStatus::Rejected { code, detail } => {
-                    out.put_u8(code);
-                    out.put_u32(detail);
-                }
-            }
-        }
-        out.put_u32(self.markets.len() as u32);
-        for market in &self.markets {
-            out.put_u32(market.market.0);
-            out.put_u8(u8::from(market.price.is_some()));
-            out.put_u64(market.price.unwrap_or(0));
-            out.put_u64(market.volume);
-            out.put_i128(market.imbalance);
-        }
-        out.put_u32(self.fills.len() as u32);
-        for fill in &self.fills {
-            out.put_u32(fill.envelope);
-            out.put_u16(fill.index);
-            out.put_u32(fill.market.0);
-            out.put_u8(fill.side.to_byte());
-            out.put_u64(fill.filled);
-        }
-    }
-
-    /// The canonical encoding.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.encode_into(&mut out);
-        out
-    }
-
+impl Decode for BatchOutcome {
     /// Decodes [`BatchOutcome::encode_into`].
     ///
     /// # Errors
     ///
     /// [`DecodeError`] naming the field.
-    pub fn decode(r: &mut Reader<'_>) -> Result<BatchOutcome, DecodeError> {
+    fn decode_from(r: &mut Reader<'_>) -> Result<BatchOutcome, DecodeError> {
         let tag: [u8; 8] = r.array("result tag")?;
         if tag != OUTCOME_TAG && tag != OUTCOME_TAG_V1 {
             return Err(r.invalid("result tag", 0));
@@ -723,5 +670,54 @@ impl BatchOutcome {
             markets,
             fills,
         })
+    }
+}
+
+impl Encode for BatchOutcome {
+    /// Appends the canonical encoding (`spec/sequencer.md`, "Result (kind 4)").
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&OUTCOME_TAG);
+        out.put_u64(self.e);
+        out.extend_from_slice(&self.root.0);
+        out.extend_from_slice(&self.batch_secret);
+        encode_attestations(out, &self.release);
+        // Counts are bounded by ENVELOPES_PER_BATCH_MAX, MARKETS_MAX and
+        // their product with BUNDLE_ORDERS_MAX, all below u32::MAX.
+        out.put_u32(self.envelopes.len() as u32);
+        for envelope in &self.envelopes {
+            out.extend_from_slice(&envelope.commitment.0);
+            match envelope.status {
+                EnvelopeStatus::Accepted {
+                    account,
+                    first_order,
+                    orders,
+                } => {
+                    out.put_u8(status::ACCEPTED);
+                    out.extend_from_slice(&account.0);
+                    out.put_u64(first_order.0);
+                    out.put_u16(orders);
+                }
+                EnvelopeStatus::Rejected { code, detail } => {
+                    out.put_u8(code);
+                    out.put_u32(detail);
+                }
+            }
+        }
+        out.put_u32(self.markets.len() as u32);
+        for market in &self.markets {
+            out.put_u32(market.market.0);
+            out.put_u8(u8::from(market.price.is_some()));
+            out.put_u64(market.price.unwrap_or(0));
+            out.put_u64(market.volume);
+            out.put_i128(market.imbalance);
+        }
+        out.put_u32(self.fills.len() as u32);
+        for fill in &self.fills {
+            out.put_u32(fill.envelope);
+            out.put_u16(fill.index);
+            out.put_u32(fill.market.0);
+            out.put_u8(fill.side.to_byte());
+            out.put_u64(fill.filled);
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! checkpoint file; the shell reads the file and hands the payload to
 //! [`Checkpoint::from_stored`].
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::keyper::{Committee, GenerationParams, KeeperSnapshot};
 use crate::market::{AccountId, AssetId};
 use crate::types::{BatchId, Lsn, MarketId, Tick};
@@ -88,7 +88,7 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Whether [`decode`](Checkpoint::decode) can read this state back: at
+    /// Whether [`from_bytes`](Decode::from_bytes) can read this state back: at
     /// most [`CHECKPOINT_BALANCES_MAX`] balances and
     /// [`CHECKPOINT_UNFINISHED_MAX`] unfinished batches. A state beyond them
     /// must not be written (pruning would trust a file no restart can use).
@@ -111,7 +111,7 @@ impl Checkpoint {
         replay_from: Lsn,
         payload: &[u8],
     ) -> Result<Checkpoint, UnusableState> {
-        let checkpoint = Checkpoint::decode(payload)?;
+        let checkpoint = Checkpoint::from_bytes(payload)?;
         if (checkpoint.lsn, checkpoint.replay_from) != (lsn, replay_from) {
             return Err(UnusableState::LsnMismatch {
                 state_lsn: checkpoint.lsn,
@@ -122,45 +122,24 @@ impl Checkpoint {
         }
         Ok(checkpoint)
     }
+}
 
-    /// The canonical encoding.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + 44 * self.balances.len());
-        out.extend_from_slice(&CHECKPOINT_TAG);
-        encode_genesis_blob(&self.genesis, &mut out);
-        out.put_u64(self.lsn);
-        out.put_u64(self.replay_from);
-        out.put_u64(self.closed_below);
-        // Counts are bounded by the decoder's maxima, all below u32::MAX.
-        out.put_u32(self.unfinished.len() as u32);
-        for e in &self.unfinished {
-            out.put_u64(*e);
-        }
-        encode_references(&self.references, &mut out);
-        encode_balances(&self.balances, &mut out);
-        self.funds.encode_deposits(&mut out);
-        self.funds.encode_withdrawals(&mut out);
-        match &self.committee {
-            None => out.put_u8(0),
-            Some(state) => {
-                out.put_u8(1);
-                out.extend_from_slice(&state.committee.encode());
-                state.params.encode(&mut out);
-                state.snapshot.encode(&mut out);
-            }
-        }
-        out
+impl Decode for Checkpoint {
+    /// A whole checkpoint is its container (a file, a frame, a blob): it
+    /// takes the rest of `r`.
+    fn decode_from(r: &mut Reader<'_>) -> Result<Checkpoint, DecodeError> {
+        let rest = r.bytes(r.remaining(), "checkpoint")?;
+        Self::from_bytes(rest)
     }
 
-    /// Decodes [`Checkpoint::encode`] and checks its orderings: unfinished
+    /// Decodes [`encode_into`](Encode::encode_into) and checks its orderings: unfinished
     /// batches and markets strictly ascending, balances non-zero and strictly
     /// ascending, `replay_from <= lsn`.
     ///
     /// # Errors
     ///
     /// [`DecodeError`] naming the field and offset.
-    pub fn decode(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
+    fn from_bytes(bytes: &[u8]) -> Result<Checkpoint, DecodeError> {
         let mut r = Reader::new(bytes);
         let offset = r.offset();
         let tag = r.array::<8>("tag")?;
@@ -212,9 +191,9 @@ impl Checkpoint {
             match r.u8("committee flag")? {
                 0 => None,
                 1 => Some(CommitteeState {
-                    committee: Committee::decode(&mut r)?,
-                    params: GenerationParams::decode(&mut r)?,
-                    snapshot: KeeperSnapshot::decode(&mut r)?,
+                    committee: Committee::decode_from(&mut r)?,
+                    params: GenerationParams::decode_from(&mut r)?,
+                    snapshot: KeeperSnapshot::decode_from(&mut r)?,
                 }),
                 _ => return Err(r.invalid("committee flag", offset)),
             }
@@ -233,5 +212,35 @@ impl Checkpoint {
             funds,
             committee,
         })
+    }
+}
+
+impl Encode for Checkpoint {
+    /// The canonical encoding.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(64 + 44 * self.balances.len());
+        out.extend_from_slice(&CHECKPOINT_TAG);
+        encode_genesis_blob(&self.genesis, out);
+        out.put_u64(self.lsn);
+        out.put_u64(self.replay_from);
+        out.put_u64(self.closed_below);
+        // Counts are bounded by the decoder's maxima, all below u32::MAX.
+        out.put_u32(self.unfinished.len() as u32);
+        for e in &self.unfinished {
+            out.put_u64(*e);
+        }
+        encode_references(&self.references, out);
+        encode_balances(&self.balances, out);
+        self.funds.encode_deposits(out);
+        self.funds.encode_withdrawals(out);
+        match &self.committee {
+            None => out.put_u8(0),
+            Some(state) => {
+                out.put_u8(1);
+                out.extend_from_slice(&state.committee.to_bytes());
+                state.params.encode_into(out);
+                state.snapshot.encode_into(out);
+            }
+        }
     }
 }

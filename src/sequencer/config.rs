@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::envelope::{BatchSchedule, SequencerPublicKey};
 use crate::market::{AccountId, AssetId, MarketConfig, MarketConfigError};
 use crate::types::{MARKETS_MAX, MarketId};
@@ -93,29 +93,15 @@ impl Genesis {
     pub fn market_map(&self) -> BTreeMap<MarketId, MarketConfig> {
         self.markets.iter().map(|m| (m.id, m.clone())).collect()
     }
+}
 
-    /// Appends the record layout: tag, sequencer key, genesis ms, batch
-    /// length ms, fee account, orders per account per batch, markets.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&GENESIS_TAG);
-        out.extend_from_slice(&self.sequencer.to_bytes());
-        out.put_u64(self.schedule.genesis_ms);
-        out.put_u64(self.schedule.batch_length_ms);
-        out.extend_from_slice(&self.fee_account.0);
-        out.put_u32(self.orders_per_account_per_batch_max);
-        // Bounded by MARKETS_MAX.
-        out.put_u32(self.markets.len() as u32);
-        for market in &self.markets {
-            encode_market(market, out);
-        }
-    }
-
+impl Decode for Genesis {
     /// Decodes [`Genesis::encode_into`].
     ///
     /// # Errors
     ///
     /// [`DecodeError`] naming the field.
-    pub fn decode(r: &mut Reader<'_>) -> Result<Genesis, DecodeError> {
+    fn decode_from(r: &mut Reader<'_>) -> Result<Genesis, DecodeError> {
         let tag: [u8; 8] = r.array("genesis tag")?;
         if tag != GENESIS_TAG {
             return Err(r.invalid("genesis tag", 0));
@@ -135,6 +121,24 @@ impl Genesis {
             orders_per_account_per_batch_max,
             markets,
         })
+    }
+}
+
+impl Encode for Genesis {
+    /// Appends the record layout: tag, sequencer key, genesis ms, batch
+    /// length ms, fee account, orders per account per batch, markets.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&GENESIS_TAG);
+        out.extend_from_slice(&self.sequencer.to_bytes());
+        out.put_u64(self.schedule.genesis_ms);
+        out.put_u64(self.schedule.batch_length_ms);
+        out.extend_from_slice(&self.fee_account.0);
+        out.put_u32(self.orders_per_account_per_batch_max);
+        // Bounded by MARKETS_MAX.
+        out.put_u32(self.markets.len() as u32);
+        for market in &self.markets {
+            encode_market(market, out);
+        }
     }
 }
 

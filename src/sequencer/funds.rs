@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use super::record::SequencerRecord;
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::envelope::SequencerPublicKey;
 use crate::ledger::{Ledger, LedgerError};
 use crate::market::{AccountId, AssetId};
@@ -326,7 +326,7 @@ impl Funds {
             for _ in 0..count {
                 let offset = r.offset();
                 let id = r.u64("withdrawal id")?;
-                let signed = SignedWithdrawal::decode(r)?;
+                let signed = SignedWithdrawal::decode_from(r)?;
                 if !funds.is_next_listed(id, &funds.pending) {
                     return Err(r.invalid("pending withdrawals", offset));
                 }

@@ -3,7 +3,7 @@
 //! stores without interpreting) and payloads; normative layouts in
 //! `spec/sequencer.md`, "Journal records".
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::envelope::{ENVELOPE_LEN_MAX, SEAL_LEN, SignedSeal};
 use crate::keyper::{Committee, GenerationParams, LogEntry};
 use crate::market::{AccountId, AssetId};
@@ -169,7 +169,7 @@ impl ResultPart {
     /// `1..=`[`RESULT_PART_BYTES_MAX`].
     #[must_use]
     pub fn split(outcome: &BatchOutcome, part_bytes: usize) -> Vec<ResultPart> {
-        let encoded = outcome.encode();
+        let encoded = outcome.to_bytes();
         let chunks: Vec<&[u8]> = encoded
             .chunks(part_bytes.clamp(1, RESULT_PART_BYTES_MAX))
             .collect();
@@ -288,7 +288,7 @@ impl ResultAssembler {
         let bytes = std::mem::take(&mut joined.bytes);
         self.partial = None;
         let mut r = Reader::new(&bytes);
-        let outcome = BatchOutcome::decode(&mut r)
+        let outcome = BatchOutcome::decode_from(&mut r)
             .and_then(|outcome| r.finish().map(|()| outcome))
             .map_err(|source| AssembleError::Decode { e, source })?;
         if outcome.e != e {
@@ -394,13 +394,13 @@ impl SequencerRecord {
                 params,
                 first_batch,
             } => {
-                out.extend_from_slice(&committee.encode());
-                params.encode(&mut out);
+                out.extend_from_slice(&committee.to_bytes());
+                params.encode_into(&mut out);
                 out.put_u64(*first_batch);
             }
             SequencerRecord::KeyperLog { position, entry } => {
                 out.put_u64(*position);
-                out.extend_from_slice(&entry.encode());
+                out.extend_from_slice(&entry.to_bytes());
             }
             SequencerRecord::Deposit(transfer) | SequencerRecord::UnsignedWithdrawal(transfer) => {
                 out.extend_from_slice(&transfer.account.0);
@@ -423,7 +423,7 @@ impl SequencerRecord {
         let mut r = Reader::new(payload);
         let record = match kind {
             RecordKind::Config => {
-                SequencerRecord::Genesis(Genesis::decode(&mut r).map_err(decode)?)
+                SequencerRecord::Genesis(Genesis::decode_from(&mut r).map_err(decode)?)
             }
             RecordKind::Envelope => {
                 let e = r.u64("batch").map_err(decode)?;
@@ -460,10 +460,10 @@ impl SequencerRecord {
             }
             RecordKind::Withdrawal => SequencerRecord::Withdrawal(Withdrawal {
                 id: r.u64("withdrawal id").map_err(decode)?,
-                signed: SignedWithdrawal::decode(&mut r).map_err(decode)?,
+                signed: SignedWithdrawal::decode_from(&mut r).map_err(decode)?,
             }),
             RecordKind::Payout => {
-                SequencerRecord::Payout(SignedPayout::decode(&mut r).map_err(decode)?)
+                SequencerRecord::Payout(SignedPayout::decode_from(&mut r).map_err(decode)?)
             }
             RecordKind::Deposit | RecordKind::UnsignedWithdrawal | RecordKind::OperatorDeposit => {
                 let transfer = Transfer {
@@ -497,13 +497,13 @@ impl SequencerRecord {
                 }
             }
             RecordKind::Committee => SequencerRecord::Committee {
-                committee: Committee::decode(&mut r).map_err(decode)?,
-                params: GenerationParams::decode(&mut r).map_err(decode)?,
+                committee: Committee::decode_from(&mut r).map_err(decode)?,
+                params: GenerationParams::decode_from(&mut r).map_err(decode)?,
                 first_batch: r.u64("first batch").map_err(decode)?,
             },
             RecordKind::KeyperLog => SequencerRecord::KeyperLog {
                 position: r.u64("position").map_err(decode)?,
-                entry: LogEntry::decode(&mut r).map_err(decode)?,
+                entry: LogEntry::decode_from(&mut r).map_err(decode)?,
             },
             RecordKind::KeyRelease => return Err(RecordError::UnexpectedKind(kind)),
         };
@@ -525,7 +525,7 @@ pub(crate) fn decode_genesis_blob(r: &mut Reader<'_>) -> Result<Genesis, DecodeE
     let offset = r.offset();
     let bytes = r.blob("genesis", usize::MAX)?;
     let mut g = Reader::new(bytes);
-    Genesis::decode(&mut g)
+    Genesis::decode_from(&mut g)
         .and_then(|genesis| g.finish().map(|()| genesis))
         .map_err(|_| r.invalid("genesis", offset))
 }

@@ -1,6 +1,7 @@
 //! The void path, which only a bug can reach: driven here by handing the
 //! sequencer an opening that failed.
 
+use crate::codec::{Decode, Encode};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 
@@ -567,7 +568,7 @@ fn operator_deposits_credit_once_per_reference_across_checkpoints() {
     assert_eq!(journal.len(), 2, "the genesis and one deposit");
 
     // Through a checkpoint's bytes: the reference is remembered.
-    let checkpoint = Checkpoint::decode(&sequencer.checkpoint().encode()).expect("decodes");
+    let checkpoint = Checkpoint::from_bytes(&sequencer.checkpoint().to_bytes()).expect("decodes");
     assert_eq!(checkpoint.funds, *sequencer.funds());
     let key = SequencerKey::from_seed(&[7; 32]);
     let mut recovered = Sequencer::recover(
@@ -733,7 +734,7 @@ fn withdrawals_are_taken_once_in_sequence_and_paid_out_once() {
         replayed.ledger().iter().collect::<Vec<_>>(),
         sequencer.ledger().iter().collect::<Vec<_>>()
     );
-    let checkpoint = Checkpoint::decode(&sequencer.checkpoint().encode()).expect("decodes");
+    let checkpoint = Checkpoint::from_bytes(&sequencer.checkpoint().to_bytes()).expect("decodes");
     assert_eq!(checkpoint.funds, *sequencer.funds());
     let report = verify_journal_with(journal.clone(), &[checkpoint]).expect("verifies");
     assert!(report.checkpoints.iter().all(|c| c.verdict.is_ok()));
@@ -1015,7 +1016,7 @@ fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
     );
     // A checkpoint with a committee round-trips.
     let c = sequencer.checkpoint();
-    assert_eq!(Checkpoint::decode(&c.encode()).expect("decodes"), c);
+    assert_eq!(Checkpoint::from_bytes(&c.to_bytes()).expect("decodes"), c);
 }
 
 /// Last look, the attack a committee exists to stop: a sequencer's

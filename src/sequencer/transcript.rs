@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::envelope::{
     Commitment, ENVELOPE_LEN_MAX, ENVELOPES_PER_BATCH_MAX, SEAL_LEN, SignedSeal,
 };
@@ -90,39 +90,22 @@ impl Transcript {
     pub fn batch(&self) -> BatchId {
         self.seal.e
     }
+}
 
-    /// The canonical encoding.
-    #[must_use]
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
-        out.extend_from_slice(&TRANSCRIPT_TAG);
-        encode_genesis_blob(&self.genesis, &mut out);
-        encode_references(&self.references, &mut out);
-        encode_balances(&self.balances, &mut out);
-        // At most ENVELOPES_PER_BATCH_MAX, far below u32::MAX.
-        out.put_u32(self.envelopes.len() as u32);
-        for envelope in &self.envelopes {
-            out.put_blob(envelope);
-        }
-        out.extend_from_slice(&self.seal.to_bytes());
-        self.outcome.encode_into(&mut out);
-        match &self.committee {
-            None => out.put_u8(0),
-            Some((committee, certificate)) => {
-                out.put_u8(1);
-                out.extend_from_slice(&committee.encode());
-                certificate.encode(&mut out);
-            }
-        }
-        out
+impl Decode for Transcript {
+    /// A whole transcript is its container (a file, a frame, a blob): it
+    /// takes the rest of `r`.
+    fn decode_from(r: &mut Reader<'_>) -> Result<Transcript, DecodeError> {
+        let rest = r.bytes(r.remaining(), "transcript")?;
+        Self::from_bytes(rest)
     }
 
-    /// Decodes [`Transcript::encode`].
+    /// Decodes [`encode_into`](Encode::encode_into).
     ///
     /// # Errors
     ///
     /// [`DecodeError`] naming the field and offset.
-    pub fn decode(bytes: &[u8]) -> Result<Transcript, DecodeError> {
+    fn from_bytes(bytes: &[u8]) -> Result<Transcript, DecodeError> {
         let mut r = Reader::new(bytes);
         let offset = r.offset();
         let tag = r.array::<8>("tag")?;
@@ -139,7 +122,7 @@ impl Transcript {
         let offset = r.offset();
         let seal = SignedSeal::from_bytes(r.bytes(SEAL_LEN, "seal")?)
             .map_err(|_| r.invalid("seal", offset))?;
-        let outcome = BatchOutcome::decode(&mut r)?;
+        let outcome = BatchOutcome::decode_from(&mut r)?;
         let committee = if tag == TRANSCRIPT_TAG_V1 {
             None
         } else {
@@ -147,8 +130,8 @@ impl Transcript {
             match r.u8("committee flag")? {
                 0 => None,
                 1 => Some((
-                    Committee::decode(&mut r)?,
-                    WindowCertificate::decode(&mut r)?,
+                    Committee::decode_from(&mut r)?,
+                    WindowCertificate::decode_from(&mut r)?,
                 )),
                 _ => return Err(r.invalid("committee flag", offset)),
             }
@@ -163,6 +146,31 @@ impl Transcript {
             outcome,
             committee,
         })
+    }
+}
+
+impl Encode for Transcript {
+    /// The canonical encoding.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&TRANSCRIPT_TAG);
+        encode_genesis_blob(&self.genesis, out);
+        encode_references(&self.references, out);
+        encode_balances(&self.balances, out);
+        // At most ENVELOPES_PER_BATCH_MAX, far below u32::MAX.
+        out.put_u32(self.envelopes.len() as u32);
+        for envelope in &self.envelopes {
+            out.put_blob(envelope);
+        }
+        out.extend_from_slice(&self.seal.to_bytes());
+        self.outcome.encode_into(out);
+        match &self.committee {
+            None => out.put_u8(0),
+            Some((committee, certificate)) => {
+                out.put_u8(1);
+                out.extend_from_slice(&committee.to_bytes());
+                certificate.encode_into(out);
+            }
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! acknowledgement again is answered as the first, so the payout process
 //! may repeat itself after a crash on either side.
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::envelope::SequencerPublicKey;
 
 use super::{
@@ -64,25 +64,16 @@ impl Statement for PayoutStatement {
 impl SignedPayout {
     /// Longest encoding, in bytes.
     pub const ENCODED_LEN_MAX: usize = 32 + 8 + 1 + REFERENCE_LEN_MAX + 64;
+}
 
-    /// Appends the encoding, the same on the wire and in the journal:
-    /// `operator (32) ‖ u64le(withdrawal) ‖ u8(len) ‖ reference ‖
-    /// signature (64)`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let s = &self.statement;
-        out.extend_from_slice(&s.operator);
-        out.put_u64(s.withdrawal);
-        put_short(out, &s.reference);
-        out.extend_from_slice(&self.signature);
-    }
-
+impl Decode for SignedPayout {
     /// Decodes [`encode_into`](Self::encode_into) (a reference of 1 to
     /// [`REFERENCE_LEN_MAX`] bytes); the signature is not checked.
     ///
     /// # Errors
     ///
     /// [`DecodeError`] naming the field.
-    pub fn decode(r: &mut Reader<'_>) -> Result<SignedPayout, DecodeError> {
+    fn decode_from(r: &mut Reader<'_>) -> Result<SignedPayout, DecodeError> {
         Ok(SignedPayout {
             statement: PayoutStatement {
                 operator: r.array("operator")?,
@@ -91,6 +82,19 @@ impl SignedPayout {
             },
             signature: r.array("signature")?,
         })
+    }
+}
+
+impl Encode for SignedPayout {
+    /// Appends the encoding, the same on the wire and in the journal:
+    /// `operator (32) ‖ u64le(withdrawal) ‖ u8(len) ‖ reference ‖
+    /// signature (64)`.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        let s = &self.statement;
+        out.extend_from_slice(&s.operator);
+        out.put_u64(s.withdrawal);
+        put_short(out, &s.reference);
+        out.extend_from_slice(&self.signature);
     }
 }
 

@@ -5,7 +5,7 @@
 //! record, numbered by the sequencer, until the operator acknowledges its
 //! payout.
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::envelope::SequencerPublicKey;
 use crate::market::{AccountId, AssetId};
 
@@ -88,27 +88,16 @@ impl Statement for WithdrawalStatement {
 impl SignedWithdrawal {
     /// Longest encoding, in bytes.
     pub const ENCODED_LEN_MAX: usize = 32 + 4 + 8 + 8 + 1 + DESTINATION_LEN_MAX + 64;
+}
 
-    /// Appends the encoding, the same on the wire and in the journal:
-    /// `account (32) ‖ u32le(asset) ‖ u64le(amount) ‖ u64le(sequence) ‖
-    /// u8(len) ‖ destination ‖ signature (64)`.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let s = &self.statement;
-        out.extend_from_slice(&s.account.0);
-        out.put_u32(s.asset.0);
-        out.put_u64(s.amount);
-        out.put_u64(s.sequence);
-        put_short(out, &s.destination);
-        out.extend_from_slice(&self.signature);
-    }
-
+impl Decode for SignedWithdrawal {
     /// Decodes [`encode_into`](Self::encode_into) (a destination of 1 to
     /// [`DESTINATION_LEN_MAX`] bytes); the signature is not checked.
     ///
     /// # Errors
     ///
     /// [`DecodeError`] naming the field.
-    pub fn decode(r: &mut Reader<'_>) -> Result<SignedWithdrawal, DecodeError> {
+    fn decode_from(r: &mut Reader<'_>) -> Result<SignedWithdrawal, DecodeError> {
         Ok(SignedWithdrawal {
             statement: WithdrawalStatement {
                 account: AccountId(r.array("account")?),
@@ -119,6 +108,21 @@ impl SignedWithdrawal {
             },
             signature: r.array("signature")?,
         })
+    }
+}
+
+impl Encode for SignedWithdrawal {
+    /// Appends the encoding, the same on the wire and in the journal:
+    /// `account (32) ‖ u32le(asset) ‖ u64le(amount) ‖ u64le(sequence) ‖
+    /// u8(len) ‖ destination ‖ signature (64)`.
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        let s = &self.statement;
+        out.extend_from_slice(&s.account.0);
+        out.put_u32(s.asset.0);
+        out.put_u64(s.amount);
+        out.put_u64(s.sequence);
+        put_short(out, &s.destination);
+        out.extend_from_slice(&self.signature);
     }
 }
 

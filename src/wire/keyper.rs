@@ -4,7 +4,7 @@
 //! (`u32le(len) ‖ type ‖ fields`), up to [`KEYPER_FRAME_LEN_MAX`] bytes (a
 //! dealing is large).
 
-use crate::codec::{Reader, Writer};
+use crate::codec::{Decode, Encode, Reader, Writer};
 use crate::commit::CommitCertificate;
 use crate::envelope::{SEAL_LEN, SignedSeal};
 use crate::keyper::message::KEYPER_MESSAGE_LEN_MAX;
@@ -155,7 +155,7 @@ impl Message for KeyperUp {
                 out.put_u64(*from);
                 out.extend_from_slice(signature);
             }
-            KeyperUp::Post(message) => out.extend_from_slice(&message.encode()),
+            KeyperUp::Post(message) => out.extend_from_slice(&message.to_bytes()),
             KeyperUp::Share {
                 e,
                 share,
@@ -176,7 +176,7 @@ impl Message for KeyperUp {
                 from: r.u64("from")?,
                 signature: r.array("signature")?,
             },
-            up_type::POST => KeyperUp::Post(SignedKeyperMessage::decode(r)?),
+            up_type::POST => KeyperUp::Post(SignedKeyperMessage::decode_from(r)?),
             up_type::SHARE => KeyperUp::Share {
                 e: r.u64("batch")?,
                 share: r.array("share")?,
@@ -217,7 +217,7 @@ impl Message for KeyperDown {
             }
             KeyperDown::Entry { position, entry } => {
                 out.put_u64(*position);
-                out.extend_from_slice(&entry.encode());
+                out.extend_from_slice(&entry.to_bytes());
             }
             KeyperDown::Seal { seal, certificate } => {
                 out.extend_from_slice(&seal.to_bytes());
@@ -244,7 +244,7 @@ impl Message for KeyperDown {
             },
             down_type::ENTRY => KeyperDown::Entry {
                 position: r.u64("position")?,
-                entry: LogEntry::decode(r)?,
+                entry: LogEntry::decode_from(r)?,
             },
             down_type::SEAL => {
                 let offset = r.offset();

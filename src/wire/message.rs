@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::keyper::{Committee, WindowCertificate};
 use crate::market::{AccountId, AssetId};
 use crate::signed::{
@@ -797,7 +797,7 @@ impl Message for ClientMessage {
             },
             client_type::ACKNOWLEDGE_PAYOUT => ClientMessage::AcknowledgePayout {
                 request_id,
-                payout: SignedPayout::decode(r)?,
+                payout: SignedPayout::decode_from(r)?,
             },
             client_type::DEPOSIT => ClientMessage::Deposit {
                 request_id,
@@ -807,7 +807,7 @@ impl Message for ClientMessage {
             },
             client_type::WITHDRAW => ClientMessage::Withdraw {
                 request_id,
-                withdrawal: SignedWithdrawal::decode(r)?,
+                withdrawal: SignedWithdrawal::decode_from(r)?,
             },
             client_type::OPERATOR_DEPOSIT => ClientMessage::OperatorDeposit {
                 request_id,
@@ -1002,7 +1002,7 @@ impl Message for ServerMessage {
                     None => out.put_u8(0),
                     Some(committee) => {
                         out.put_u8(1);
-                        out.extend_from_slice(&committee.encode());
+                        out.extend_from_slice(&committee.to_bytes());
                     }
                 }
                 put_count(
@@ -1012,7 +1012,7 @@ impl Message for ServerMessage {
                     KEY_CERTIFICATES_MAX,
                 )?;
                 for certificate in certificates {
-                    certificate.encode(out);
+                    certificate.encode_into(out);
                 }
             }
         }
@@ -1067,7 +1067,7 @@ impl Message for ServerMessage {
                 for _ in 0..count {
                     withdrawals.push(Withdrawal {
                         id: r.u64("withdrawal.id")?,
-                        signed: SignedWithdrawal::decode(r)?,
+                        signed: SignedWithdrawal::decode_from(r)?,
                     });
                 }
                 let offset = r.offset();
@@ -1087,13 +1087,13 @@ impl Message for ServerMessage {
                 let offset = r.offset();
                 let committee = match r.u8("committee flag")? {
                     0 => None,
-                    1 => Some(Committee::decode(r)?),
+                    1 => Some(Committee::decode_from(r)?),
                     _ => return Err(r.invalid("committee flag", offset).into()),
                 };
                 let count = r.count("certificates", KEY_CERTIFICATES_MAX)?;
                 let mut certificates = bounded_vec(count, 60, r);
                 for _ in 0..count {
-                    certificates.push(WindowCertificate::decode(r)?);
+                    certificates.push(WindowCertificate::decode_from(r)?);
                 }
                 ServerMessage::KeyCertificates {
                     request_id,

@@ -427,3 +427,30 @@ pub fn five_keypers(root: &Path) -> sealbatch::node::config::CommitteeConfig {
         members,
     }
 }
+
+/// The property every layout of `spec/` holds (`sealbatch::codec::Encode`
+/// and `Decode`), checked on whatever values a test or simulation makes:
+/// a value's encoding decodes to one that encodes to the same bytes, no
+/// strict prefix of it decodes (all cuts below 64 bytes and 64 more spread
+/// over the rest), and a byte more is refused.
+pub fn canonical<T: sealbatch::codec::Encode + sealbatch::codec::Decode + std::fmt::Debug>(
+    value: &T,
+) {
+    let bytes = value.to_bytes();
+    let again = T::from_bytes(&bytes).unwrap_or_else(|e| panic!("{value:?}: {e}"));
+    assert_eq!(again.to_bytes(), bytes, "{value:?} re-encodes otherwise");
+    let len = bytes.len();
+    let spread = (64..len).step_by((len / 64).max(1));
+    for cut in (0..len.min(64)).chain(spread) {
+        assert!(
+            T::from_bytes(&bytes[..cut]).is_err(),
+            "{cut} of the {len} bytes of {value:?} decode"
+        );
+    }
+    let mut longer = bytes;
+    longer.push(0);
+    assert!(
+        T::from_bytes(&longer).is_err(),
+        "{value:?} decodes with a byte more"
+    );
+}

@@ -7,6 +7,7 @@ use sealbatch::clearing::{
     self, ClearingError, MarketInput, MarketParams, MarketResult, OrderColumns, PriceBand,
     canonical_batch,
 };
+use sealbatch::codec::Encode;
 use sealbatch::order::Order;
 use sealbatch::types::{MarketId, OrderId, Side};
 
@@ -64,7 +65,7 @@ fn clear(reference: u64, orders: &[Order]) -> MarketResult {
     let batch = [input(reference, orders)];
     let parallel = clearing::clear_batch(&batch, &SEED).expect("valid batch");
     let sequential = clearing::clear_batch_sequential(&batch, &SEED).expect("valid batch");
-    assert_eq!(parallel.encode(), sequential.encode());
+    assert_eq!(parallel.to_bytes(), sequential.to_bytes());
     parallel.markets.into_iter().next().expect("one market")
 }
 
@@ -267,7 +268,7 @@ fn result_encoding_is_stable() {
         expected.extend(id.to_le_bytes());
         expected.extend(filled.to_le_bytes());
     }
-    assert_eq!(r.encode(), expected);
+    assert_eq!(r.to_bytes(), expected);
 }
 
 // ---- Bad input: typed errors naming the order or market, never a panic. ----
@@ -468,7 +469,7 @@ fn spec_vectors() {
     ];
     let r = clearing::clear_batch(&[input(100, &p)], &zero).expect("valid");
     assert_eq!(
-        hex::encode(r.encode()),
+        hex::encode(r.to_bytes()),
         concat!(
             "5342434c45415231",
             "01000000",

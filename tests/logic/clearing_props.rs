@@ -7,6 +7,7 @@ use sealbatch::clearing::{
     self, BatchResult, ClearingError, Levels, MarketInput, MarketParams, PriceBand,
     canonical_batch, synth,
 };
+use sealbatch::codec::Encode;
 use sealbatch::order::Order;
 use sealbatch::types::{MarketId, OrderId, Side};
 
@@ -250,7 +251,7 @@ fn clear_both(markets: &[MarketInput], seed: &[u8; 32]) -> Result<BatchResult, C
     let parallel = clearing::clear_batch(markets, seed);
     let sequential = clearing::clear_batch_sequential(markets, seed);
     match (&parallel, &sequential) {
-        (Ok(p), Ok(s)) => assert_eq!(p.encode(), s.encode(), "parallel != sequential"),
+        (Ok(p), Ok(s)) => assert_eq!(p.to_bytes(), s.to_bytes(), "parallel != sequential"),
         (p, s) => assert_eq!(p, s),
     }
     // Both ways of bucketing prices agree, bit for bit.
@@ -306,7 +307,7 @@ proptest! {
         let second = canonical_batch(&reversed_configs, shuffled).expect("valid");
         match (clearing::clear_batch(&first, &seed), clearing::clear_batch(&second, &seed)) {
             (Ok(a), Ok(b)) => {
-                prop_assert_eq!(a.encode(), b.encode());
+                prop_assert_eq!(a.to_bytes(), b.to_bytes());
                 // Same seed, same bytes (and digest) when run again.
                 let again = clearing::clear_batch(&first, &seed).expect("ran before");
                 prop_assert_eq!(a.digest(), again.digest());
@@ -376,7 +377,7 @@ fn large_markets_parallel_equals_sequential() {
     let seed = [3; 32];
     let parallel = clearing::clear_batch(&markets, &seed).expect("valid");
     let sequential = clearing::clear_batch_sequential(&markets, &seed).expect("valid");
-    assert_eq!(parallel.encode(), sequential.encode());
+    assert_eq!(parallel.to_bytes(), sequential.to_bytes());
     for market in &markets {
         let sparse =
             clearing::clear_market_with(market, &seed, true, Levels::Sparse).expect("valid");

@@ -5,11 +5,13 @@
 //! window's key generation with honest and faulty dealers, the release rule,
 //! and combining shares with a faulty keyper (`spec/keyper.md`).
 
+use crate::common;
 use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
 use proptest::prelude::*;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+use sealbatch::codec::{Decode, Encode};
 use sealbatch::envelope::{BatchSchedule, MerkleTree, SequencerKey};
 use sealbatch::keyper::sharing::{interpolate_at_zero, random_scalar};
 use sealbatch::keyper::{
@@ -560,9 +562,9 @@ fn a_log_replayed_by_every_reader_gives_one_certified_result() {
         }
         .sign(&keys[usize::from(j) - 1].0, &committee);
         // Through its bytes, as the log stores it.
-        let bytes = signed.encode();
+        let bytes = signed.to_bytes();
         let mut r = sealbatch::codec::Reader::new(&bytes);
-        LogEntry::Message(SignedKeyperMessage::decode(&mut r).expect("decodes"))
+        LogEntry::Message(SignedKeyperMessage::decode_from(&mut r).expect("decodes"))
     };
     let mut readers: Vec<WindowLog> = (1..=n as KeyperIndex)
         .map(|j| {
@@ -752,14 +754,14 @@ fn keyper_messages_refuse_truncation_and_trailing_bytes() {
             sender: 1,
             body,
         };
-        let bytes = message.encode();
-        assert_eq!(KeyperMessage::decode(&bytes), Ok(message));
+        let bytes = message.to_bytes();
+        assert_eq!(KeyperMessage::from_bytes(&bytes), Ok(message));
         for cut in 0..bytes.len() {
-            assert!(KeyperMessage::decode(&bytes[..cut]).is_err());
+            assert!(KeyperMessage::from_bytes(&bytes[..cut]).is_err());
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(KeyperMessage::decode(&longer).is_err());
+        assert!(KeyperMessage::from_bytes(&longer).is_err());
     }
 }
 
@@ -970,12 +972,18 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
             }
         }
         while let Some(c) = keeper.poll_certified() {
+            common::canonical(&c.0);
             certified.push(c);
         }
         // What the sequencer journals: every new entry, with its position.
         while let Some((position, entry)) = keeper.poll_entry() {
+            common::canonical(&entry);
+            if let sealbatch::keyper::LogEntry::Message(signed) = &entry {
+                common::canonical(signed);
+                common::canonical(&signed.message);
+            }
             let mut bytes = Vec::new();
-            bytes.extend_from_slice(&entry.encode());
+            bytes.extend_from_slice(&entry.to_bytes());
             journaled.push((position, bytes));
         }
     }
@@ -983,7 +991,7 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
     let mut again = LogKeeper::new(committee.clone(), params, 0);
     for (position, bytes) in &journaled {
         let mut r = sealbatch::codec::Reader::new(bytes);
-        let entry = sealbatch::keyper::LogEntry::decode(&mut r).expect("an entry");
+        let entry = sealbatch::keyper::LogEntry::decode_from(&mut r).expect("an entry");
         r.finish().expect("nothing left");
         again.replay(*position, entry, 0).expect("replays");
     }
@@ -992,7 +1000,7 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
     assert_eq!(again.snapshot(), keeper.snapshot());
     // A position that does not grow is refused.
     let (last, bytes) = journaled.last().expect("entries");
-    let entry = sealbatch::keyper::LogEntry::decode(&mut sealbatch::codec::Reader::new(bytes))
+    let entry = sealbatch::keyper::LogEntry::decode_from(&mut sealbatch::codec::Reader::new(bytes))
         .expect("an entry");
     assert!(again.replay(*last, entry, 0).is_err());
     // Pruned below batch 48: the first three windows' entries are gone, the
@@ -1008,10 +1016,13 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
             .all(|(_, e)| e.window().first_batch >= 48)
     );
     let snapshot = keeper.snapshot();
+    common::canonical(&snapshot);
+    common::canonical(&params);
+    common::canonical(&committee);
     let mut bytes = Vec::new();
-    snapshot.encode(&mut bytes);
+    snapshot.encode_into(&mut bytes);
     let decoded =
-        sealbatch::keyper::KeeperSnapshot::decode(&mut sealbatch::codec::Reader::new(&bytes))
+        sealbatch::keyper::KeeperSnapshot::decode_from(&mut sealbatch::codec::Reader::new(&bytes))
             .expect("a snapshot");
     assert_eq!(decoded, snapshot);
     let restored = LogKeeper::restore(committee.clone(), params, &decoded, 0).expect("restores");
@@ -1670,7 +1681,7 @@ fn a_replicated_keyper_takes_only_log_entries_a_majority_certified() {
     let certify = |signers: &[&CommitKey], run: &[(u64, LogEntry)]| {
         let hashes: Vec<(u64, [u8; 32])> = run
             .iter()
-            .map(|(p, e)| (*p, log_entry_hash(&e.encode())))
+            .map(|(p, e)| (*p, log_entry_hash(&e.to_bytes())))
             .collect();
         CommitCertificate::new(
             signers

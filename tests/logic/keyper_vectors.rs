@@ -9,6 +9,7 @@ use curve25519_dalek::ristretto::RistrettoPoint;
 use curve25519_dalek::scalar::Scalar;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
+use sealbatch::codec::Encode;
 use sealbatch::keyper::dealing::proof_context;
 use sealbatch::keyper::{Body, Committee, KeyperMessage, Member, Proof, Window};
 
@@ -85,7 +86,7 @@ fn vectors() -> Vec<(&'static str, String)> {
     vec![
         ("deployment id", hex::encode(deployment().0)),
         ("committee id", hex::encode(committee.id())),
-        ("signed accusation", hex::encode(accusation.encode())),
+        ("signed accusation", hex::encode(accusation.to_bytes())),
         ("proof context", hex::encode(&context)),
         (
             "C = 5·G",

@@ -21,6 +21,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use crate::common;
+use sealbatch::codec::Encode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -624,8 +625,8 @@ impl Cluster {
                     .entry(outcome.e)
                     .or_insert_with(|| Arc::clone(&outcome));
                 assert_eq!(
-                    known.encode(),
-                    outcome.encode(),
+                    known.to_bytes(),
+                    outcome.to_bytes(),
                     "seed {seed}: batch {} published with two results",
                     outcome.e
                 );
@@ -916,8 +917,8 @@ fn check(cluster: &Cluster) {
     );
     for (e, outcome) in &cluster.cleared {
         assert_eq!(
-            summary.results.get(e).map(BatchOutcome::encode),
-            Some(outcome.encode()),
+            summary.results.get(e).map(BatchOutcome::to_bytes),
+            Some(outcome.to_bytes()),
             "seed {seed}: batch {e}'s published result is not the committed one"
         );
     }

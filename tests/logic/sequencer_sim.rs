@@ -13,6 +13,7 @@
 //! to `u64::MAX`, bundles of up to 256 orders and the bundle that once
 //! halted the sequencer. No batch may ever be voided.
 
+use sealbatch::codec::{Decode, Encode};
 use sealbatch::signed::Statement as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -554,8 +555,8 @@ impl World {
                         let previous = self.cleared.insert(outcome.e, Arc::clone(&outcome));
                         if let Some(previous) = previous {
                             assert_eq!(
-                                previous.encode(),
-                                outcome.encode(),
+                                previous.to_bytes(),
+                                outcome.to_bytes(),
                                 "a batch re-published differently"
                             );
                         }
@@ -599,7 +600,7 @@ impl World {
             .write_checkpoint(
                 checkpoint.lsn,
                 checkpoint.replay_from,
-                &checkpoint.encode(),
+                &checkpoint.to_bytes(),
                 prune,
             )
             .is_ok()
@@ -1148,6 +1149,9 @@ fn run_world(mut world: World, seed: u64, steps: usize, crashes: Crashes) -> Sta
         .into_iter()
         .filter_map(|found| Checkpoint::try_from(found).ok())
         .collect();
+    for checkpoint in &checkpoints {
+        common::canonical(checkpoint);
+    }
     let report =
         verify_journal_with(records.iter().cloned(), &checkpoints).expect("verify reads it");
     assert!(
@@ -1270,6 +1274,7 @@ fn check_journal(
                     split_results += 1;
                 }
                 if let Some(outcome) = assembler.push(part).expect("result parts join") {
+                    common::canonical(&outcome);
                     *results.entry(outcome.e).or_default() += 1;
                 }
             }
@@ -1280,6 +1285,7 @@ fn check_journal(
                 *deposited.entry(t.asset).or_default() -= u128::from(t.amount);
             }
             SequencerRecord::Withdrawal(w) => {
+                common::canonical(&w.signed);
                 let s = &w.signed.statement;
                 *deposited.entry(s.asset).or_default() -= u128::from(s.amount);
                 assert_eq!(
@@ -1296,6 +1302,7 @@ fn check_journal(
                 withdrawals.insert(w.id, s.amount);
             }
             SequencerRecord::Payout(p) => {
+                common::canonical(&p);
                 let id = p.statement.withdrawal;
                 assert!(
                     withdrawals.contains_key(&id) && paid.insert(id),
@@ -1311,6 +1318,7 @@ fn check_journal(
                 );
                 *deposited.entry(s.asset).or_default() += u128::from(s.amount);
             }
+            SequencerRecord::Genesis(genesis) => common::canonical(&genesis),
             _ => {}
         }
     }
@@ -1546,8 +1554,9 @@ fn exported_transcripts_verify_alone_and_tampering_is_caught() {
     let (_, transcripts) = export_transcripts(records.iter().cloned(), &[], &all).expect("exports");
     assert_eq!(transcripts.len(), all.len());
     for t in &transcripts {
-        let bytes = t.encode();
-        assert_eq!(Transcript::decode(&bytes).as_ref(), Ok(t));
+        common::canonical(t);
+        let bytes = t.to_bytes();
+        assert_eq!(Transcript::from_bytes(&bytes).as_ref(), Ok(t));
         let summary = verify_transcript(t).expect("a transcript verifies alone");
         assert_eq!(summary.fills, t.outcome.fills.len());
         // `bench clearing --input` replays exactly the batch that cleared:
@@ -1610,13 +1619,16 @@ fn exported_transcripts_verify_alone_and_tampering_is_caught() {
         "envelopes out of commitment order"
     );
 
-    let bytes = t.encode();
+    let bytes = t.to_bytes();
     for cut in (0..bytes.len()).step_by(7) {
-        assert!(Transcript::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        assert!(
+            Transcript::from_bytes(&bytes[..cut]).is_err(),
+            "cut at {cut}"
+        );
     }
     let mut longer = bytes.clone();
     longer.push(0);
-    assert!(Transcript::decode(&longer).is_err());
+    assert!(Transcript::from_bytes(&longer).is_err());
 }
 
 /// A journal in which a batch's envelopes are followed by a later batch's
@@ -1717,7 +1729,7 @@ fn checkpoints_that_do_not_fit_the_journal_are_refused() {
     assert!(!checkpoint.unfinished.is_empty(), "nothing unfinished");
     assert!(checkpoint.replay_from < checkpoint.lsn);
     assert_eq!(
-        Checkpoint::decode(&checkpoint.encode()),
+        Checkpoint::from_bytes(&checkpoint.to_bytes()),
         Ok(checkpoint.clone())
     );
     let records = records(&world.disk);
@@ -1783,11 +1795,11 @@ fn checkpoints_that_do_not_fit_the_journal_are_refused() {
     };
     let (lsn, from) = (checkpoint.lsn, checkpoint.replay_from);
     assert_eq!(
-        Checkpoint::try_from(found(lsn, from, checkpoint.encode())).as_ref(),
+        Checkpoint::try_from(found(lsn, from, checkpoint.to_bytes())).as_ref(),
         Ok(&checkpoint)
     );
     assert!(matches!(
-        Checkpoint::try_from(found(lsn + 1, from, checkpoint.encode())),
+        Checkpoint::try_from(found(lsn + 1, from, checkpoint.to_bytes())),
         Err(UnusableCheckpoint::State(UnusableState::LsnMismatch { .. }))
     ));
     assert!(matches!(
@@ -1806,16 +1818,19 @@ fn checkpoints_that_do_not_fit_the_journal_are_refused() {
     // Disorder in the encoding is refused.
     let mut unsorted = checkpoint.clone();
     unsorted.balances.reverse();
-    assert!(Checkpoint::decode(&unsorted.encode()).is_err());
+    assert!(Checkpoint::from_bytes(&unsorted.to_bytes()).is_err());
     let mut zero = checkpoint.clone();
     zero.balances[0].2 = 0;
-    assert!(Checkpoint::decode(&zero.encode()).is_err());
+    assert!(Checkpoint::from_bytes(&zero.to_bytes()).is_err());
     let mut inverted = checkpoint.clone();
     inverted.replay_from = inverted.lsn + 1;
-    assert!(Checkpoint::decode(&inverted.encode()).is_err());
-    let bytes = checkpoint.encode();
+    assert!(Checkpoint::from_bytes(&inverted.to_bytes()).is_err());
+    let bytes = checkpoint.to_bytes();
     for cut in 0..bytes.len() {
-        assert!(Checkpoint::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        assert!(
+            Checkpoint::from_bytes(&bytes[..cut]).is_err(),
+            "cut at {cut}"
+        );
     }
 }
 

@@ -10,6 +10,7 @@
 //! samples the machine's CPU counters before and after and is flagged
 //! `busy` when other processes or the hypervisor took a visible share.
 
+use crate::codec::Decode;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -284,7 +285,7 @@ fn workloads(args: &ClearingBenchArgs) -> Result<Vec<Workload>, String> {
 fn read_input(path: &Path) -> Result<(Vec<MarketInput>, [u8; 32]), String> {
     let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if bytes.starts_with(&crate::sequencer::TRANSCRIPT_TAG) {
-        let transcript = crate::sequencer::Transcript::decode(&bytes)
+        let transcript = crate::sequencer::Transcript::from_bytes(&bytes)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         return crate::sequencer::transcript_clearing_input(&transcript)
             .map_err(|e| format!("{}: {e}", path.display()));

@@ -20,6 +20,7 @@ pub mod replica;
 mod requests;
 mod sessions;
 
+use crate::codec::Encode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -732,7 +733,7 @@ impl Driver {
             );
             return Ok(());
         }
-        let payload = checkpoint.encode();
+        let payload = checkpoint.to_bytes();
         if self.replica.is_some() {
             let job = self.checkpoint_job(checkpoint.lsn, checkpoint.replay_from, payload);
             if let (Some(job), Some(replica)) = (job, self.replica.as_ref()) {
