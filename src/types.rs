@@ -75,34 +75,38 @@ impl fmt::Display for OrderId {
 
 /// The side of an order.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+    strum::FromRepr,
 )]
 #[serde(rename_all = "lowercase")]
+#[repr(u8)]
 pub enum Side {
     /// Buys base, pays quote.
-    Buy,
+    Buy = 0,
     /// Sells base, receives quote.
-    Sell,
+    Sell = 1,
 }
 
 impl Side {
     /// The one-byte wire encoding: `0` buy, `1` sell.
     #[must_use]
     pub const fn to_byte(self) -> u8 {
-        match self {
-            Side::Buy => 0,
-            Side::Sell => 1,
-        }
+        self as u8
     }
 
     /// Decodes [`Side::to_byte`]; `None` for any other byte.
     #[must_use]
     pub const fn from_byte(byte: u8) -> Option<Side> {
-        match byte {
-            0 => Some(Side::Buy),
-            1 => Some(Side::Sell),
-            _ => None,
-        }
+        Side::from_repr(byte)
     }
 }
 

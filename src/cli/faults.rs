@@ -13,13 +13,17 @@ use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
+use strum::IntoEnumIterator;
 
 /// The most faults one campaign plans (one every 6 ms over a minute; more
 /// would only queue up behind each other's holds).
 pub const FAULTS_MAX: u32 = 10_000;
 
 /// A fault the campaign injects into the three replica processes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, strum::EnumIter, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub enum FaultKind {
     /// SIGKILL the leader; it restarts after the hold.
     KillLeader,
@@ -39,29 +43,10 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
-    /// Every kind, in the order of [`FaultKind`].
-    pub const ALL: [FaultKind; 7] = [
-        FaultKind::KillLeader,
-        FaultKind::KillFollower,
-        FaultKind::PauseLeader,
-        FaultKind::PauseFollower,
-        FaultKind::KillTwo,
-        FaultKind::KillAll,
-        FaultKind::StopLeader,
-    ];
-
     /// Its name on the command line and in reports.
     #[must_use]
     pub fn name(self) -> &'static str {
-        match self {
-            FaultKind::KillLeader => "kill-leader",
-            FaultKind::KillFollower => "kill-follower",
-            FaultKind::PauseLeader => "pause-leader",
-            FaultKind::PauseFollower => "pause-follower",
-            FaultKind::KillTwo => "kill-two",
-            FaultKind::KillAll => "kill-all",
-            FaultKind::StopLeader => "stop-leader",
-        }
+        self.into()
     }
 
     /// The range its hold is drawn from, ms: how long a process stays
@@ -93,8 +78,7 @@ impl FromStr for FaultKind {
     type Err = UnknownFault;
 
     fn from_str(name: &str) -> Result<FaultKind, UnknownFault> {
-        FaultKind::ALL
-            .into_iter()
+        FaultKind::iter()
             .find(|kind| kind.name() == name)
             .ok_or_else(|| UnknownFault(name.to_string()))
     }
@@ -143,9 +127,10 @@ mod tests {
     #[test]
     fn a_plan_is_the_same_for_a_seed_in_time_order_and_within_the_holds() {
         let duration = Duration::from_secs(600);
-        let a = plan(7, 60, duration, &FaultKind::ALL);
-        assert_eq!(a, plan(7, 60, duration, &FaultKind::ALL));
-        assert_ne!(a, plan(8, 60, duration, &FaultKind::ALL));
+        let all: Vec<FaultKind> = FaultKind::iter().collect();
+        let a = plan(7, 60, duration, &all);
+        assert_eq!(a, plan(7, 60, duration, &all));
+        assert_ne!(a, plan(8, 60, duration, &all));
         assert_eq!(a.len(), 60);
         assert!(a.windows(2).all(|w| w[0].at < w[1].at));
         assert!(a.iter().all(|f| f.at > Duration::ZERO && f.at < duration));
@@ -155,7 +140,7 @@ mod tests {
             assert!((low..=high).contains(&hold), "{fault:?}");
         }
         // Sixty draws from seven kinds reach every one.
-        for kind in FaultKind::ALL {
+        for kind in FaultKind::iter() {
             assert!(a.iter().any(|f| f.kind == kind), "no {kind}");
         }
     }
@@ -170,7 +155,7 @@ mod tests {
 
     #[test]
     fn kinds_read_back_from_their_names() {
-        for kind in FaultKind::ALL {
+        for kind in FaultKind::iter() {
             assert_eq!(kind.name().parse::<FaultKind>(), Ok(kind));
         }
         assert_eq!(

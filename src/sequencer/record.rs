@@ -17,7 +17,9 @@ use super::config::Genesis;
 
 /// What a journal record is, so that replay knows how to decode its
 /// payload: the kind bytes of `spec/journal.md`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, strum::FromRepr, strum::EnumIter,
+)]
 #[repr(u8)]
 pub enum RecordKind {
     /// An envelope accepted into a batch (written before its receipt).
@@ -48,22 +50,6 @@ pub enum RecordKind {
 }
 
 impl RecordKind {
-    /// Every kind, in byte order.
-    pub const ALL: [RecordKind; 12] = [
-        RecordKind::Envelope,
-        RecordKind::Seal,
-        RecordKind::KeyRelease,
-        RecordKind::Result,
-        RecordKind::Deposit,
-        RecordKind::UnsignedWithdrawal,
-        RecordKind::Config,
-        RecordKind::OperatorDeposit,
-        RecordKind::Withdrawal,
-        RecordKind::Payout,
-        RecordKind::Committee,
-        RecordKind::KeyperLog,
-    ];
-
     /// The kind's byte on disk.
     #[must_use]
     pub const fn to_byte(self) -> u8 {
@@ -73,21 +59,7 @@ impl RecordKind {
     /// The kind of a byte on disk; `None` for 0 and unassigned bytes.
     #[must_use]
     pub const fn from_byte(byte: u8) -> Option<RecordKind> {
-        match byte {
-            1 => Some(RecordKind::Envelope),
-            2 => Some(RecordKind::Seal),
-            3 => Some(RecordKind::KeyRelease),
-            4 => Some(RecordKind::Result),
-            5 => Some(RecordKind::Deposit),
-            6 => Some(RecordKind::UnsignedWithdrawal),
-            7 => Some(RecordKind::Config),
-            8 => Some(RecordKind::OperatorDeposit),
-            9 => Some(RecordKind::Withdrawal),
-            10 => Some(RecordKind::Payout),
-            11 => Some(RecordKind::Committee),
-            12 => Some(RecordKind::KeyperLog),
-            _ => None,
-        }
+        RecordKind::from_repr(byte)
     }
 
     /// Whether a record of kind byte `byte` is of this kind.

@@ -344,7 +344,9 @@ pub struct BatchCleared {
 }
 
 /// Why a request was refused: the code of a `Rejected` or an `Error`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, strum::FromRepr, strum::EnumIter,
+)]
 #[repr(u8)]
 pub enum ReasonCode {
     /// The envelope's shape is wrong.
@@ -382,24 +384,6 @@ pub enum ReasonCode {
 }
 
 impl ReasonCode {
-    /// Every code, in order.
-    pub const ALL: [ReasonCode; 14] = [
-        ReasonCode::Malformed,
-        ReasonCode::BatchClosed,
-        ReasonCode::NotAnnounced,
-        ReasonCode::BatchFull,
-        ReasonCode::Duplicate,
-        ReasonCode::Busy,
-        ReasonCode::Protocol,
-        ReasonCode::ConnectionQuota,
-        ReasonCode::OperatorOnly,
-        ReasonCode::InvalidRequest,
-        ReasonCode::Internal,
-        ReasonCode::Unauthorized,
-        ReasonCode::Replayed,
-        ReasonCode::NotLeader,
-    ];
-
     /// The code's byte.
     #[must_use]
     pub const fn to_byte(self) -> u8 {
@@ -409,11 +393,7 @@ impl ReasonCode {
     /// The code of a byte, if it is one.
     #[must_use]
     pub const fn from_byte(byte: u8) -> Option<ReasonCode> {
-        if byte >= 1 && byte as usize <= ReasonCode::ALL.len() {
-            Some(ReasonCode::ALL[byte as usize - 1])
-        } else {
-            None
-        }
+        ReasonCode::from_repr(byte)
     }
 }
 

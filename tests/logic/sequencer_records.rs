@@ -419,3 +419,24 @@ fn documented_record_sizes_add_up() {
     assert_eq!(bytes(&more_markets) - bytes(&base), outcome_market);
     assert_eq!(bytes(&more_fills) - bytes(&base), fill);
 }
+
+/// Record kinds are the bytes 1 to 12 in order, each read back as itself;
+/// 0 and anything above are no kind (`spec/journal.md`).
+#[test]
+fn record_kinds_are_their_bytes() {
+    use strum::IntoEnumIterator;
+    for (i, kind) in sealbatch::sequencer::RecordKind::iter().enumerate() {
+        assert_eq!(usize::from(kind.to_byte()), i + 1);
+        assert_eq!(
+            sealbatch::sequencer::RecordKind::from_byte(kind.to_byte()),
+            Some(kind)
+        );
+    }
+    assert_eq!(sealbatch::sequencer::RecordKind::iter().count(), 12);
+    for byte in [0, 13, 255] {
+        assert_eq!(sealbatch::sequencer::RecordKind::from_byte(byte), None);
+    }
+    assert_eq!(Side::from_byte(Side::Buy.to_byte()), Some(Side::Buy));
+    assert_eq!(Side::from_byte(1), Some(Side::Sell));
+    assert_eq!(Side::from_byte(2), None);
+}
