@@ -479,7 +479,9 @@ async fn the_leader_killed_under_load_loses_no_receipt() {
         "a submission took {slowest:?}"
     );
 
-    // The restarted replica catches up; then all stop, the leader first.
+    // Every batch receipted clears, the restarted replica catches up; then
+    // all stop, the leader first.
+    cleared_on(&cluster, leader, &receipts).await;
     caught_up(&cluster, leader).await;
     cluster.stop(leader);
     // A replica stopped gracefully checkpoints what it applied, as a
@@ -506,6 +508,37 @@ async fn gauge_of(cluster: &Cluster, i: usize, name: &str) -> u64 {
         .find_map(|line| line.strip_prefix(&format!("{name} ")))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("{name} in the metrics"))
+}
+
+/// Waits (at most 30 s) until replica `i`'s journal holds the result of
+/// every batch `receipts` name (read while it runs: a read that meets a
+/// file being written or removed is tried again).
+async fn cleared_on(cluster: &Cluster, i: usize, receipts: &[(u64, Commitment)]) {
+    let batches: BTreeSet<u64> = receipts.iter().map(|(e, _)| *e).collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let records =
+            Journal::open_dir_read_only(cluster.dirs[i].join("journal"), JournalConfig::default())
+                .ok()
+                .and_then(|recovery| {
+                    recovery
+                        .records
+                        .map(|r| r.map(|r| (r.lsn, r.kind, r.payload)))
+                        .collect::<Result<Vec<_>, _>>()
+                        .ok()
+                });
+        if let Some(records) = records {
+            let summary = JournalSummary::of(&records);
+            if batches.iter().all(|e| summary.results.contains_key(e)) {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replica {i} did not clear every receipted batch in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits (at most 30 s) until every replica has applied the log of
@@ -737,6 +770,7 @@ async fn a_partitioned_leader_gives_no_receipt_and_the_others_go_on() {
     let (receipts, _) = loader.await.expect("loader");
     assert!(receipts.len() > 20, "only {} receipts", receipts.len());
     let (leader, _) = cluster.leader(Duration::from_secs(10)).await;
+    cleared_on(&cluster, leader, &receipts).await;
     caught_up(&cluster, leader).await;
     cluster.stop(leader);
     for i in 0..3 {
