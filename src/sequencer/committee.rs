@@ -333,40 +333,37 @@ impl Sequencer {
         }
     }
 
-    /// Replays a journaled committee record.
-    pub(super) fn replay_committee(&mut self, record: SequencerRecord) -> Result<(), String> {
-        match record {
-            SequencerRecord::Committee {
-                committee,
-                params,
-                first_batch,
-            } => {
-                if self.committee.is_some() {
-                    return Err("a second committee record".into());
-                }
-                if *committee.deployment() != self.deployment() {
-                    return Err(format!(
-                        "the committee record is bound to deployment {}, the genesis makes {}",
-                        committee.deployment(),
-                        self.deployment()
-                    ));
-                }
-                self.install_committee(LogKeeper::new(committee, params, first_batch));
-            }
-            SequencerRecord::KeyperLog { position, entry } => {
-                let now = self.now_ms;
-                let run = self
-                    .committee
-                    .as_mut()
-                    .ok_or("a keyper log entry before the committee record")?;
-                run.keeper
-                    .replay(position, entry, now)
-                    .map_err(|e| e.to_string())?;
-                run.durable_below = run.keeper.next_position();
-                run.take_certified();
-            }
-            _ => {}
+    /// Installs the committee of a journal's committee record (its
+    /// deployment checked by the walk).
+    pub(super) fn replay_committee(
+        &mut self,
+        committee: Committee,
+        params: GenerationParams,
+        first_batch: BatchId,
+    ) -> Result<(), String> {
+        if self.committee.is_some() {
+            return Err("a second committee record".into());
         }
+        self.install_committee(LogKeeper::new(committee, params, first_batch));
+        Ok(())
+    }
+
+    /// Replays an entry of the committee's log.
+    pub(super) fn replay_keyper_log(
+        &mut self,
+        position: u64,
+        entry: LogEntry,
+    ) -> Result<(), String> {
+        let now = self.now_ms;
+        let run = self
+            .committee
+            .as_mut()
+            .ok_or("a keyper log entry before the committee record")?;
+        run.keeper
+            .replay(position, entry, now)
+            .map_err(|e| e.to_string())?;
+        run.durable_below = run.keeper.next_position();
+        run.take_certified();
         Ok(())
     }
 

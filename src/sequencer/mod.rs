@@ -70,6 +70,7 @@ mod rederive;
 mod replay;
 mod transcript;
 mod verify;
+mod walk;
 
 pub use batch::{
     BatchOutcome, EnvelopeOutcome, EnvelopeStatus, MarketOutcome, OUTCOME_TAG, OrderFill,

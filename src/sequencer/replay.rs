@@ -9,7 +9,8 @@ use crate::ledger::Ledger;
 use crate::types::{BatchId, Lsn};
 
 use super::batch::apply_outcome;
-use super::funds::{Funds, replay_funds};
+use super::funds::Funds;
+use super::walk::{Books, Step, WalkError, step};
 use super::{
     Batch, Checkpoint, Genesis, Journaled, Limits, RecordKind, ResultAssembler, Sequencer,
     SequencerError, SequencerRecord,
@@ -337,9 +338,18 @@ impl Sequencer {
 
     fn replay(&mut self, lsn: Lsn, record: SequencerRecord) -> Result<(), SequencerError> {
         let fail = |reason: String| SequencerError::Replay { lsn, reason };
-        match record {
-            SequencerRecord::Genesis(_) => return Err(fail("a second genesis record".into())),
-            SequencerRecord::Envelope { e, bytes } => {
+        let books = Books {
+            genesis: &self.genesis,
+            ledger: &mut self.ledger,
+            funds: &mut self.funds,
+            assembler: &mut self.assembler,
+        };
+        let step = step(books, record).map_err(|error| match error {
+            WalkError::Part { reason, .. } | WalkError::Books(reason) => fail(reason),
+        })?;
+        match step {
+            Step::Applied => {}
+            Step::Envelope { e, bytes } => {
                 if e < self.closed_below {
                     return Err(fail(format!("envelope for batch {e}, already sealed")));
                 }
@@ -362,7 +372,7 @@ impl Sequencer {
                 envelopes.insert(shaped.commitment(), shaped);
                 self.first_lsn.entry(e).or_insert(lsn);
             }
-            SequencerRecord::Seal(seal) => {
+            Step::Seal(seal) => {
                 let e = seal.e;
                 let Some(Batch::Collecting { envelopes, .. }) = self.batches.remove(&e) else {
                     return Err(fail(format!("seal of batch {e}, which has no envelopes")));
@@ -399,14 +409,7 @@ impl Sequencer {
                     },
                 );
             }
-            SequencerRecord::ResultPart(part) => {
-                let Some(outcome) = self
-                    .assembler
-                    .push(part)
-                    .map_err(|error| fail(error.to_string()))?
-                else {
-                    return Ok(());
-                };
+            Step::Outcome(outcome) => {
                 let e = outcome.e;
                 match self.batches.remove(&e) {
                     Some(Batch::Sealing { seal, .. }) if seal.root == outcome.root => {}
@@ -423,23 +426,15 @@ impl Sequencer {
                     &mut self.references,
                 )?;
             }
-            SequencerRecord::Deposit(t) => self.ledger.deposit(t.account, t.asset, t.amount)?,
-            SequencerRecord::UnsignedWithdrawal(t) => {
-                self.ledger.withdraw(t.account, t.asset, t.amount)?;
-            }
-            SequencerRecord::Committee { .. } | SequencerRecord::KeyperLog { .. } => {
-                self.replay_committee(record).map_err(fail)?;
-            }
-            SequencerRecord::OperatorDeposit(_)
-            | SequencerRecord::Withdrawal(_)
-            | SequencerRecord::Payout(_) => {
-                replay_funds(
-                    &mut self.funds,
-                    &mut self.ledger,
-                    &self.genesis.sequencer,
-                    &record,
-                )
-                .map_err(fail)?;
+            Step::Committee {
+                committee,
+                params,
+                first_batch,
+            } => self
+                .replay_committee(committee, params, first_batch)
+                .map_err(fail)?,
+            Step::KeyperLog { position, entry } => {
+                self.replay_keyper_log(position, entry).map_err(fail)?;
             }
         }
         Ok(())

@@ -1825,3 +1825,61 @@ fn keys_awaited_are_asked_again_as_soon_as_keypers_link() {
     assert!(!asked(&mut sequencer, now + 30));
     assert!(asked(&mut sequencer, now + 20 + KEY_REQUEST_RESEND_MS));
 }
+
+/// A committee record bound to another deployment is refused alike by
+/// recovery and by `verify`: one walk over the journal applies the
+/// committee record for both (`verify` took it before).
+#[test]
+fn a_committee_of_another_deployment_is_refused_by_recovery_and_by_verify() {
+    use crate::keyper::Committee;
+    let world = committee_world(91, 8, 4);
+    let other = crate::envelope::DeploymentId::of(
+        &SequencerKey::from_seed(&[8; 32]).public_key(),
+        &world.genesis.schedule,
+    );
+    assert_ne!(other, world.genesis.deployment());
+    let mut journal = world.journal.clone();
+    let mut rewritten = 0;
+    for (_, kind, payload) in &mut journal {
+        if let Ok(SequencerRecord::Committee {
+            committee,
+            params,
+            first_batch,
+        }) = SequencerRecord::decode(*kind, payload)
+        {
+            let moved = Committee::new(committee.threshold(), committee.members().to_vec(), other)
+                .expect("a committee");
+            *payload = SequencerRecord::Committee {
+                committee: moved,
+                params,
+                first_batch,
+            }
+            .encode();
+            rewritten += 1;
+        }
+    }
+    assert_eq!(rewritten, 1);
+    let journal_len = journal.len() as u64;
+    let refused = verify_journal(journal.iter().cloned());
+    assert!(
+        matches!(&refused, Err(VerifyError::Ledger { reason, .. }) if reason.contains("bound to deployment")),
+        "{refused:?}"
+    );
+    let recovered = Sequencer::recover(
+        world.genesis.clone(),
+        Limits::default(),
+        SequencerKey::from_seed(&[7; 32]),
+        embedded(&world.genesis),
+        Journaled {
+            checkpoint: None,
+            records: journal,
+            next_lsn: journal_len + 1,
+        },
+        GENESIS_MS,
+    );
+    assert!(
+        matches!(&recovered, Err(SequencerError::Replay { reason, .. }) if reason.contains("bound to deployment")),
+        "{:?}",
+        recovered.err()
+    );
+}

@@ -25,10 +25,11 @@ use crate::types::{BatchId, MarketId, Tick};
 use super::batch::apply_outcome;
 use super::checkpoint::Checkpoint;
 use super::config::Genesis;
-use super::funds::{Funds, replay_funds};
+use super::funds::Funds;
 use super::record::{RecordError, ResultAssembler, SequencerRecord};
 use super::rederive::{check_committee_key, check_released, check_seal, compare, rederive};
 use super::transcript::{Transcript, transcript_of};
+use super::walk::{Books, Step, WalkError, step};
 
 /// What `verify` concluded about one batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -351,18 +352,37 @@ fn walk(
             }
         }
         report.records += 1;
-        match record {
-            SequencerRecord::Genesis(_) => {
-                return Err(VerifyError::Ledger {
-                    lsn,
-                    reason: "a second genesis record".into(),
-                });
+        let books = Books {
+            genesis: &genesis,
+            ledger: &mut ledger,
+            funds: &mut funds,
+            assembler: &mut assembler,
+        };
+        let step = match step(books, record) {
+            Ok(step) => step,
+            Err(WalkError::Books(reason)) => return Err(VerifyError::Ledger { lsn, reason }),
+            Err(WalkError::Part { e, reason }) => {
+                let verdict = Err(format!("record {lsn}: {reason}"));
+                match sealed.get(&e) {
+                    Some(batch) => report.batches[batch.verdict].verdict = verdict,
+                    None => report.batches.push(BatchVerdict {
+                        e,
+                        envelopes: 0,
+                        fills: 0,
+                        verdict,
+                        pending: false,
+                    }),
+                }
+                continue;
             }
-            SequencerRecord::Envelope { e, bytes } => {
+        };
+        match step {
+            Step::Applied => {}
+            Step::Envelope { e, bytes } => {
                 collecting.entry(e).or_default().push(bytes);
                 first_lsn.entry(e).or_insert(lsn);
             }
-            SequencerRecord::Seal(seal) => {
+            Step::Seal(seal) => {
                 // Seals are journaled in batch order: a batch below this one
                 // whose envelopes are journaled and that is not sealed yet
                 // never will be (the sequencer's own replay refuses this).
@@ -398,26 +418,7 @@ fn walk(
                     },
                 );
             }
-            SequencerRecord::ResultPart(part) => {
-                let e = part.e;
-                let outcome = match assembler.push(part) {
-                    Ok(Some(outcome)) => outcome,
-                    Ok(None) => continue,
-                    Err(error) => {
-                        let verdict = Err(format!("record {lsn}: {error}"));
-                        match sealed.get(&e) {
-                            Some(batch) => report.batches[batch.verdict].verdict = verdict,
-                            None => report.batches.push(BatchVerdict {
-                                e,
-                                envelopes: 0,
-                                fills: 0,
-                                verdict,
-                                pending: false,
-                            }),
-                        }
-                        continue;
-                    }
-                };
+            Step::Outcome(outcome) => {
                 first_lsn.remove(&outcome.e);
                 let Some(batch) = sealed.remove(&outcome.e) else {
                     report.batches.push(BatchVerdict {
@@ -490,25 +491,7 @@ fn walk(
                     slot.verdict = Err(format!("settlement: {error}"));
                 }
             }
-            SequencerRecord::Deposit(t) => {
-                ledger
-                    .deposit(t.account, t.asset, t.amount)
-                    .map_err(|e| VerifyError::Ledger {
-                        lsn,
-                        reason: e.to_string(),
-                    })?
-            }
-            // Every signature (operator's or account's) for this
-            // deployment, each reference credited once, each account's
-            // sequence numbers in order, each payout for a pending
-            // withdrawal.
-            SequencerRecord::OperatorDeposit(_)
-            | SequencerRecord::Withdrawal(_)
-            | SequencerRecord::Payout(_) => {
-                replay_funds(&mut funds, &mut ledger, &genesis.sequencer, &record)
-                    .map_err(|reason| VerifyError::Ledger { lsn, reason })?;
-            }
-            SequencerRecord::Committee {
+            Step::Committee {
                 committee: members,
                 params,
                 first_batch,
@@ -525,7 +508,7 @@ fn walk(
                 ));
                 report.committee.get_or_insert_default();
             }
-            SequencerRecord::KeyperLog { position, entry } => {
+            Step::KeyperLog { position, entry } => {
                 let Some((keeper, certified)) = committee.as_mut() else {
                     return Err(VerifyError::Ledger {
                         lsn,
@@ -540,12 +523,6 @@ fn walk(
                     })?;
                 take_certified(keeper, certified, report.committee.get_or_insert_default());
             }
-            SequencerRecord::UnsignedWithdrawal(t) => ledger
-                .withdraw(t.account, t.asset, t.amount)
-                .map_err(|e| VerifyError::Ledger {
-                    lsn,
-                    reason: e.to_string(),
-                })?,
         }
     }
     if let Some(start) = start
