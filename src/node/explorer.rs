@@ -41,7 +41,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use axum::body::Bytes;
 
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -567,14 +568,32 @@ fn price_text(market: &MarketOutcome) -> String {
         .map_or_else(|| "—".to_owned(), |p| p.to_string())
 }
 
+/// The query string of `/events`: percent-decoded by axum's `Query`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct EventsQuery {
+    /// The list page's newest batch.
+    after: Option<String>,
+}
+
+/// The query string of `/check`.
+#[derive(Debug, Default, serde::Deserialize)]
+struct CheckQuery {
+    /// The commitment, in hex, from the trader's receipt.
+    commitment: Option<String>,
+}
+
+/// A query string that does not parse (a parameter twice, say): 400, with
+/// axum's reason.
+fn query_of<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, Missing> {
+    query
+        .map(|Query(query)| query)
+        .map_err(|rejection| Missing::Malformed(rejection.body_text()))
+}
+
 /// The batch a viewer resumes after: the larger of `Last-Event-ID` (the
 /// browser's, on a reconnect) and `?after=E` (the list page's newest).
-fn resume_point(headers: &HeaderMap, query: Option<&str>) -> Result<Option<BatchId>, Missing> {
-    let after = match query
-        .into_iter()
-        .flat_map(|q| q.split('&'))
-        .find_map(|pair| pair.strip_prefix("after="))
-    {
+fn resume_point(headers: &HeaderMap, query: &EventsQuery) -> Result<Option<BatchId>, Missing> {
+    let after = match query.after.as_deref() {
         None => None,
         Some(text) => Some(
             text.parse::<BatchId>()
@@ -599,9 +618,9 @@ fn batch_event(e: BatchId, summary: &str) -> Result<Event, std::convert::Infalli
 async fn events(
     State(explorer): State<Arc<Explorer>>,
     headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Response {
-    let after = match resume_point(&headers, query.as_deref()) {
+    let after = match query_of(query).and_then(|query| resume_point(&headers, &query)) {
         Ok(after) => after,
         Err(missing) => return missing.respond(false),
     };
@@ -741,16 +760,6 @@ fn render_index(explorer: &Explorer) -> String {
     html
 }
 
-/// The `commitment` parameter of a query string (hex needs no decoding;
-/// anything else fails to parse as a commitment).
-fn commitment_param(query: Option<&str>) -> Option<String> {
-    query?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("commitment="))
-        .map(str::to_owned)
-        .filter(|t| !t.trim().is_empty())
-}
-
 fn parse_commitment(text: &str) -> Result<Commitment, String> {
     let mut bytes = [0u8; 32];
     hex::decode_to_slice(text.trim(), &mut bytes)
@@ -784,14 +793,21 @@ fn release_text(released_by: Option<&Result<Vec<u16>, String>>) -> String {
     }
 }
 
-async fn check_page(State(explorer): State<Arc<Explorer>>, RawQuery(query): RawQuery) -> Response {
+async fn check_page(
+    State(explorer): State<Arc<Explorer>>,
+    query: Result<Query<CheckQuery>, QueryRejection>,
+) -> Response {
     let mut html = page_head("sealbatch: check an order");
     html.push_str(
         "<p><a href=\"/\">← batches</a></p><h1>Check my order</h1>\
          <form action=\"/check\" method=\"get\"><label>Commitment (hex, from your receipt) \
          <input name=\"commitment\" size=\"70\" pattern=\"[0-9a-fA-F]{64}\"></label> <button>Check</button></form>",
     );
-    let Some(text) = commitment_param(query.as_deref()) else {
+    let text = match query_of(query) {
+        Ok(query) => query.commitment.filter(|t| !t.trim().is_empty()),
+        Err(missing) => return missing.respond(false),
+    };
+    let Some(text) = text else {
         html.push_str("</body></html>\n");
         return respond(StatusCode::OK, HTML, FRESH, html);
     };

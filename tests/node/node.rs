@@ -1232,6 +1232,14 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
             )),
         "{check}"
     );
+    // A form's query string is percent-decoded: spaces around a pasted
+    // commitment (`+`, `%20`) are no part of it.
+    let (_, _, padded) =
+        common::http_get(http, &format!("/check?commitment=+{buyer_commitment}%20")).await;
+    assert!(
+        padded.contains(&format!("data-batch=\"{e}\" data-included=\"true\"")),
+        "{padded}"
+    );
     let (_, _, json) = common::http_get(http, &format!("/api/check/{buyer_commitment}")).await;
     let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(json["e"], e);
@@ -1298,6 +1306,7 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
         ("/api/markets/4000000", "404", "absent"),
         ("/batches/x", "400", ""),
         ("/events?after=x", "400", ""),
+        ("/events?after=1&after=2", "400", ""),
         ("/batches/999999999", "404", ""),
         ("/markets/4000000", "404", ""),
     ] {
