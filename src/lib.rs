@@ -26,7 +26,7 @@
 //! - [`codec`]: the one codec of the layouts in `spec/`: `Encode`/`Decode` over a bounds-checked byte reader and little-endian writers.
 //! - [`clearing`]: the uniform-price clearing rule, multi-market, rayon-parallel.
 //! - [`envelope`]: batch keys, sealing and opening bundles, commitments, receipts, seals, the deployment id.
-//! - [`explorer`]: a cleared market's demand and supply step curves, as data and as SVG.
+//! - [`curves`]: a cleared market's demand and supply step curves, as data and as SVG.
 //! - [`market`]: assets, accounts, and what a market's tick and lot are worth.
 //! - [`ledger`]: balances, funding checks and settlement.
 //! - [`keyper`]: the keyper committee's cryptography and state machines: per-batch keys dealt by a `t`-of-`n` committee (Feldman VSS, proofs of knowledge, accusations), the log keeper, a keyper, the release rule and its attestations, combining shares.
@@ -60,8 +60,8 @@ pub mod client;
 pub mod clock;
 pub mod codec;
 pub mod commit;
+pub mod curves;
 pub mod envelope;
-pub mod explorer;
 #[allow(clippy::disallowed_methods)] // the shell: sockets
 pub mod http;
 #[allow(clippy::disallowed_methods)] // the shell: clock, files, threads

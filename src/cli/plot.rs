@@ -1,5 +1,5 @@
 //! `sealbatch plot`: a cleared batch's demand and supply step curves as
-//! SVG (`sealbatch::explorer`), from the journal or from an exported
+//! SVG (`sealbatch::curves`), from the journal or from an exported
 //! transcript. The batch is re-derived first (as `verify` does): only a
 //! batch that verifies is drawn, from its published data alone.
 
@@ -11,7 +11,7 @@ use clap::Args;
 
 use super::verify::{JournalArgs, journal_transcripts, verified_transcript};
 use super::{CommandResult, Failure};
-use crate::explorer::{batch_curves, batch_svg};
+use crate::curves::{batch_curves, batch_svg};
 use crate::sequencer::{Transcript, transcript_clearing_input};
 use crate::types::{BatchId, MarketId};
 

@@ -1,6 +1,6 @@
 //! The batch explorer, served on the metrics listener beside `/metrics`:
 //! the recent batches as the sequencer published them, each market's
-//! demand and supply curves ([`crate::explorer`]), as HTML pages and JSON.
+//! demand and supply curves ([`crate::curves`]), as HTML pages and JSON.
 //!
 //! Only what a batch publishes anyway is shown, and only once its result is
 //! published: the driver records a batch here when it delivers the
@@ -50,8 +50,8 @@ use axum::routing::get;
 use tokio::sync::broadcast;
 
 use crate::clearing::MarketInput;
+use crate::curves::{HistoryPoint, MarketCurves, batch_curves, batch_svg, market_history_svg};
 use crate::envelope::{Commitment, MerkleTree, SequencerPublicKey, SignedSeal};
-use crate::explorer::{HistoryPoint, MarketCurves, batch_curves, batch_svg, market_history_svg};
 use crate::sequencer::{BatchOutcome, EnvelopeStatus, MarketOutcome};
 use crate::types::{BatchId, Side};
 
@@ -788,7 +788,7 @@ fn release_text(released_by: Option<&Result<Vec<u16>, String>>) -> String {
         ),
         Some(Err(why)) => format!(
             "NOT PROVEN — do not trust this result: {}",
-            crate::explorer::escape_markup(why)
+            crate::curves::escape_markup(why)
         ),
     }
 }
@@ -822,7 +822,7 @@ async fn check_page(
             let _ = write!(
                 html,
                 "<p class=\"result\">{}</p>",
-                crate::explorer::escape_markup(&message)
+                crate::curves::escape_markup(&message)
             );
         }
         Ok((c, check)) => {
@@ -1254,27 +1254,35 @@ mod tests {
 
     #[test]
     fn a_viewer_resumes_after_the_larger_of_its_page_and_its_last_event() {
+        // The query string as axum's `Query` reads it.
+        let resume = |headers: &HeaderMap, query: Option<&str>| {
+            let uri: axum::http::Uri = format!("/events?{}", query.unwrap_or_default())
+                .parse()
+                .unwrap();
+            resume_point(
+                headers,
+                &Query::<EventsQuery>::try_from_uri(&uri).unwrap().0,
+            )
+        };
         let mut headers = HeaderMap::new();
-        assert!(matches!(resume_point(&headers, None), Ok(None)));
-        assert!(matches!(
-            resume_point(&headers, Some("after=9")),
-            Ok(Some(9))
-        ));
+        assert!(matches!(resume(&headers, None), Ok(None)));
+        assert!(matches!(resume(&headers, Some("after=9")), Ok(Some(9))));
         headers.insert("last-event-id", "12".parse().unwrap());
+        assert!(matches!(resume(&headers, Some("after=9")), Ok(Some(12))));
         assert!(matches!(
-            resume_point(&headers, Some("after=9")),
-            Ok(Some(12))
-        ));
-        assert!(matches!(
-            resume_point(&headers, Some("x=1&after=15")),
+            resume(&headers, Some("x=1&after=15")),
             Ok(Some(15))
         ));
-        assert!(matches!(resume_point(&headers, None), Ok(Some(12))));
+        assert!(matches!(
+            resume(&headers, Some("after=%3115")),
+            Ok(Some(115))
+        ));
+        assert!(matches!(resume(&headers, None), Ok(Some(12))));
         // An id not sent by the listener is ignored; a bad `after` refused.
         headers.insert("last-event-id", "nonsense".parse().unwrap());
-        assert!(matches!(resume_point(&headers, None), Ok(None)));
+        assert!(matches!(resume(&headers, None), Ok(None)));
         assert!(matches!(
-            resume_point(&headers, Some("after=-3")),
+            resume(&headers, Some("after=-3")),
             Err(Missing::Malformed(_))
         ));
     }

@@ -239,7 +239,7 @@ pub fn process_batch(
 
 /// [`process_batch`], also returning the clearing input it built: the
 /// funded orders of every market, which the explorer draws
-/// ([`crate::explorer`]).
+/// ([`crate::curves`]).
 ///
 /// # Errors
 ///

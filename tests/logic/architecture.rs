@@ -17,7 +17,7 @@ const CORE: [&str; 14] = [
     "commit",
     "clearing",
     "envelope",
-    "explorer",
+    "curves",
     "market",
     "ledger",
     "keyper",

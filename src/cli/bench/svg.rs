@@ -58,7 +58,7 @@ pub fn chart(rows: &[Row], title: &str) -> String {
         svg,
         r#"<text x="{}" y="18" text-anchor="middle" font-size="14">{}</text>"#,
         LEFT + plot_w / 2.0,
-        crate::explorer::escape_markup(title)
+        crate::curves::escape_markup(title)
     );
     // Axes, grid and ticks.
     let mut x = x_min;
@@ -136,7 +136,7 @@ pub fn chart(rows: &[Row], title: &str) -> String {
             lx + 16.0,
             lx + 20.0,
             ly + 3.5,
-            crate::explorer::escape_markup(&shorten(&label, 34))
+            crate::curves::escape_markup(&shorten(&label, 34))
         );
     }
     svg.push_str("</svg>\n");

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::types::{BatchId, Tick};
 
-use super::curves::MarketCurves;
+use super::steps::MarketCurves;
 
 /// One panel's size in SVG user units.
 const WIDTH: f64 = 760.0;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use sealbatch::clearing::{MarketParams, PriceBand, canonical_batch, clear_market};
-use sealbatch::explorer::{Clearing, HistoryPoint, MarketCurves, batch_svg, market_history_svg};
+use sealbatch::curves::{Clearing, HistoryPoint, MarketCurves, batch_svg, market_history_svg};
 use sealbatch::order::Order;
 use sealbatch::types::{Lots, MarketId, OrderId, Side, Tick};
 
@@ -282,11 +282,11 @@ fn a_market_history_marks_every_batch_that_traded() {
 #[test]
 fn markup_characters_are_escaped_once() {
     assert_eq!(
-        sealbatch::explorer::escape_markup(r#"<a href='x'>"T&C"</a>"#),
+        sealbatch::curves::escape_markup(r#"<a href='x'>"T&C"</a>"#),
         "&lt;a href=&#39;x&#39;&gt;&quot;T&amp;C&quot;&lt;/a&gt;"
     );
     assert_eq!(
-        sealbatch::explorer::escape_markup("plain – ünïcode"),
+        sealbatch::curves::escape_markup("plain – ünïcode"),
         "plain – ünïcode"
     );
 }
