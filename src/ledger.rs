@@ -173,7 +173,7 @@ pub enum FundingError {
 
 /// One order's fill, as settlement applies it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Fill {
+pub struct AccountFill {
     /// The account that placed the order.
     pub account: AccountId,
     /// The market it traded in.
@@ -474,7 +474,7 @@ impl Ledger {
         &mut self,
         markets: &BTreeMap<MarketId, MarketConfig>,
         prices: &BTreeMap<MarketId, Tick>,
-        fills: &[Fill],
+        fills: &[AccountFill],
     ) -> Result<SettlementSummary, LedgerError> {
         // Fills come grouped by envelope, so runs of one account are common:
         // sum a run in a short list and fold it into the map once. Fees are
@@ -486,7 +486,7 @@ impl Ledger {
         // Every amount is at most u64::MAX in magnitude and a batch holds
         // fewer than 2^40 fills, so no sum below can leave i128; the sums are
         // checked all the same, and an overflow refuses the settlement.
-        let overflow = |fill: &Fill, asset: AssetId| LedgerError::Overflow {
+        let overflow = |fill: &AccountFill, asset: AssetId| LedgerError::Overflow {
             account: fill.account,
             asset,
         };
@@ -587,7 +587,11 @@ impl Ledger {
 
 /// `amount` as an `i128`, if a `u64` balance could ever hold it (`None`: it
 /// did not even fit in 128 bits).
-fn settleable(amount: Option<u128>, fill: &Fill, asset: AssetId) -> Result<i128, LedgerError> {
+fn settleable(
+    amount: Option<u128>,
+    fill: &AccountFill,
+    asset: AssetId,
+) -> Result<i128, LedgerError> {
     amount
         .and_then(|a| u64::try_from(a).ok())
         .map(i128::from)

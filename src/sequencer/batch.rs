@@ -25,7 +25,7 @@ use crate::envelope::{
     Commitment, ENVELOPES_PER_BATCH_MAX, MerkleRoot, OpenedBatch, ReleaseAttestation,
 };
 use crate::keyper::attestation::{decode_attestations, encode_attestations};
-use crate::ledger::{Fill, FundingError, Ledger, LedgerError};
+use crate::ledger::{AccountFill, FundingError, Ledger, LedgerError};
 use crate::market::{AccountId, MarketConfig};
 use crate::order::{Order, OrderSpec};
 use crate::types::{BUNDLE_ORDERS_MAX, BatchId, Lots, MARKETS_MAX, MarketId, OrderId, Side, Tick};
@@ -543,7 +543,7 @@ pub fn apply_outcome(
                 });
             }
         };
-        fills.push(Fill {
+        fills.push(AccountFill {
             account,
             market: fill.market,
             side: fill.side,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use sealbatch::clearing::{self, MarketInput, OrderColumns, PriceBand};
-use sealbatch::ledger::{Fill, FundingError, Ledger, LedgerError};
+use sealbatch::ledger::{AccountFill, FundingError, Ledger, LedgerError};
 use sealbatch::market::{AccountId, AssetId, MarketConfig};
 use sealbatch::order::{Order, OrderSpec};
 use sealbatch::types::{MarketId, OrderId, Side, Tick};
@@ -248,13 +248,13 @@ fn settlement_moves_notional_and_fees_and_conserves() {
     ledger.deposit(account(1), QUOTE, 10_000).unwrap();
     ledger.deposit(account(2), BASE, 1_000).unwrap();
     let fills = [
-        Fill {
+        AccountFill {
             account: account(1),
             market: MarketId(7),
             side: Side::Buy,
             qty: 4,
         },
-        Fill {
+        AccountFill {
             account: account(2),
             market: MarketId(7),
             side: Side::Sell,
@@ -283,13 +283,13 @@ fn an_overdrawing_settlement_changes_nothing() {
     ledger.deposit(account(2), BASE, 1_000).unwrap();
     let before = ledger.clone();
     let fills = [
-        Fill {
+        AccountFill {
             account: account(2),
             market: MarketId(7),
             side: Side::Sell,
             qty: 1,
         },
-        Fill {
+        AccountFill {
             account: account(1),
             market: MarketId(7),
             side: Side::Buy,
@@ -313,7 +313,7 @@ fn unbalanced_fills_are_refused_and_change_nothing() {
     let mut ledger = Ledger::new(FEES);
     ledger.deposit(account(1), QUOTE, 10_000).unwrap();
     let before = ledger.clone();
-    let fills = [Fill {
+    let fills = [AccountFill {
         account: account(1),
         market: MarketId(7),
         side: Side::Buy,
@@ -398,7 +398,7 @@ proptest! {
             for (who, qty) in orders.iter() {
                 let qty = (*qty).min(left);
                 left -= qty;
-                fills.push(Fill { account: *who, market: MarketId(7), side, qty });
+                fills.push(AccountFill { account: *who, market: MarketId(7), side, qty });
             }
         }
         let totals = (ledger.total(BASE), ledger.total(QUOTE));
@@ -644,12 +644,12 @@ proptest! {
             prop_assert_eq!(market.volume, 0);
             return Ok(());
         };
-        let fills: Vec<Fill> = market
+        let fills: Vec<AccountFill> = market
             .fills()
             .filter(|f| f.filled != 0)
             .map(|f| {
                 let (who, side) = owners[f.id.0 as usize];
-                Fill { account: who, market: config.id, side, qty: f.filled }
+                AccountFill { account: who, market: config.id, side, qty: f.filled }
             })
             .collect();
         let totals = (ledger.total(BASE), ledger.total(QUOTE));
