@@ -980,7 +980,53 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
     if args.faults.is_some_and(|n| n > super::faults::FAULTS_MAX) {
         return Err(format!("--faults: at most {}", super::faults::FAULTS_MAX).into());
     }
-    let period = match args.rate {
+    let period = trader_period(args)?;
+    let temporary;
+    let root = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            dir.clone()
+        }
+        None => {
+            temporary = tempfile::Builder::new()
+                .prefix("sealbatch-cluster-")
+                .tempdir()?;
+            temporary.path().to_path_buf()
+        }
+    };
+    let committee = demo_committee(args, &root)?;
+    let runtime = runtime()?;
+    let (mut replicas, relays) = start_replicas(args, &root, committee.as_ref(), shape, &runtime)?;
+    let mut traded = runtime.block_on(trade_through_faults(
+        args,
+        &root,
+        committee.as_ref(),
+        period,
+        &mut replicas,
+    ))?;
+    // Elections from here on are the stopping replicas'.
+    let stopped_ms = now_ms();
+    for i in 0..3 {
+        replicas.stop(i);
+    }
+    let elections = report_elections(&replicas, &traded, stopped_ms);
+    if !shape.is_transparent() {
+        let counts = relays.counts();
+        println!(
+            "relays: {} datagrams forwarded, {} lost, {} overflowed",
+            counts.forwarded, counts.lost, counts.overflowed
+        );
+    }
+    print_summary(&traded, elections);
+    check_journals(&replicas, &mut traded)
+}
+
+/// Each open-loop trader's period between envelopes (`None`: closed
+/// loop, without `--rate`).
+fn trader_period(
+    args: &ClusterDemoArgs,
+) -> Result<Option<Duration>, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(match args.rate {
         None => None,
         Some(0) => return Err("--rate: at least 1 order per second".into()),
         Some(_) if !(1..=BUNDLE_ORDERS_MAX).contains(&args.bundle) => {
@@ -1001,40 +1047,44 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
                 }
             }
         }
-    };
-    let temporary;
-    let root = match &args.dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)?;
-            dir.clone()
-        }
-        None => {
-            temporary = tempfile::Builder::new()
-                .prefix("sealbatch-cluster-")
-                .tempdir()?;
-            temporary.path().to_path_buf()
-        }
-    };
+    })
+}
+
+/// The demo's committee of `--keypers` keypers (none for 0), whose log
+/// goes to `keypers.log` in `root` (they run in this process).
+fn demo_committee(
+    args: &ClusterDemoArgs,
+    root: &Path,
+) -> Result<Option<crate::node::config::CommitteeConfig>, Box<dyn std::error::Error + Send + Sync>>
+{
     let committee = match args.keypers {
-        0 => None,
+        0 => return Ok(None),
         n if n > crate::keyper::COMMITTEE_MAX => {
             return Err(format!("--keypers: at most {}", crate::keyper::COMMITTEE_MAX).into());
         }
-        n => Some(super::demo::demo_committee(&root.join("keypers"), n, None)?),
+        n => super::demo::demo_committee(&root.join("keypers"), n, None)?,
     };
-    if committee.is_some() {
-        // The keypers run in this process: their log goes to a file beside
-        // the replicas' (`RUST_LOG` chooses what it holds).
-        let file = std::fs::File::create(root.join("keypers.log"))?;
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(file))
-            .try_init();
-    }
-    let runtime = runtime()?;
+    // `RUST_LOG` chooses what the keypers' log holds.
+    let file = std::fs::File::create(root.join("keypers.log"))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+    Ok(Some(committee))
+}
+
+/// Three replicas started in `root`, each behind a relay of `shape` unless
+/// it is transparent; the relays' control.
+fn start_replicas(
+    args: &ClusterDemoArgs,
+    root: &Path,
+    committee: Option<&crate::node::config::CommitteeConfig>,
+    shape: LinkShape,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(Replicas, Arc<RelayControl>), Box<dyn std::error::Error + Send + Sync>> {
     // The relays' sockets first: their ports are the members' transport
     // addresses in the configurations.
     let relay_sockets = if shape.is_transparent() {
@@ -1054,9 +1104,9 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
         .map(|s| s.local_addr().map(|a| a.port()))
         .collect::<std::io::Result<Vec<u16>>>()?;
     let mut replicas = Replicas::create(
-        &root,
+        root,
         3,
-        committee.as_ref(),
+        committee,
         (!relay_ports.is_empty()).then_some(&relay_ports[..]),
         &args.cluster_config,
     )?;
@@ -1078,245 +1128,302 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
             "between the replicas a relay in front of each one's transport: {shape} each way; clients connect directly"
         );
     }
-    let mut traded = runtime.block_on(async {
-        let started = Instant::now();
-        let keypers = match &committee {
-            None => None,
-            Some(committee) => {
-                let answering =
-                    wait_for(started, || replicas.leader(false), "no replica led within 30 s").await?;
-                Some(start_keypers(&root, committee, &replicas, answering).await?)
-            }
-        };
-        let first = wait_for(
-            started,
-            || replicas.leader(true),
-            "no replica led with batch keys within 30 s",
-        )
-        .await?;
+    Ok((replicas, relays))
+}
+
+/// The trading phase: the keypers and the traders started, the leader
+/// killed `--kills` times or a fault campaign run, everything measured.
+async fn trade_through_faults(
+    args: &ClusterDemoArgs,
+    root: &Path,
+    committee: Option<&crate::node::config::CommitteeConfig>,
+    period: Option<Duration>,
+    replicas: &mut Replicas,
+) -> Result<Traded, Box<dyn std::error::Error + Send + Sync>> {
+    let started = Instant::now();
+    let keypers = match committee {
+        None => None,
+        Some(committee) => {
+            let answering = wait_for(
+                started,
+                || replicas.leader(false),
+                "no replica led within 30 s",
+            )
+            .await?;
+            Some(start_keypers(root, committee, replicas, answering).await?)
+        }
+    };
+    let first = wait_for(
+        started,
+        || replicas.leader(true),
+        "no replica led with batch keys within 30 s",
+    )
+    .await?;
+    println!(
+        "replica {} leads (elected in {} ms)",
+        first + 1,
+        started.elapsed().as_millis()
+    );
+    let cluster = Arc::new(ClusterClient::connect(replicas.addrs()?, KeyTrust::default()).await?);
+    let duration = Duration::from_secs_f64(args.duration.max(2.0));
+    let start = Instant::now();
+    let started_ms = now_ms();
+    let trading = Trading {
+        cluster,
+        start,
+        until: start + duration,
+        log: Arc::default(),
+        tally: Arc::default(),
+    };
+    let traders = spawn_traders(args, &trading, period).await;
+    let kills = if args.faults.is_some() { 0 } else { args.kills };
+    let (failovers, mut fault_windows) =
+        kill_leaders(replicas, &trading, first, kills, duration).await?;
+    let mut campaign = Campaign::default();
+    if let Some(count) = args.faults {
+        let plan = super::faults::plan(args.seed, count, duration, &args.fault_kinds);
         println!(
-            "replica {} leads (elected in {} ms)",
-            first + 1,
-            started.elapsed().as_millis()
+            "a fault campaign of {} faults (seed {}): {}",
+            plan.len(),
+            args.seed,
+            args.fault_kinds
+                .iter()
+                .map(|k| k.name())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        let cluster =
-            Arc::new(ClusterClient::connect(replicas.addrs()?, KeyTrust::default()).await?);
-        let duration = Duration::from_secs_f64(args.duration.max(2.0));
-        let start = Instant::now();
-        let started_ms = now_ms();
-        let trading = Trading {
-            cluster,
-            start,
-            until: start + duration,
-            log: Arc::default(),
-            tally: Arc::default(),
-        };
-        // The open-loop traders start with a schedule (its batch keys).
-        let schedule = match period {
-            Some(_) => trading.cluster.schedule().await.ok(),
-            None => None,
-        };
-        let traders: Vec<_> = (0..args.traders)
-            .map(|t| match period {
-                None => tokio::spawn(trade(trading.clone(), t)),
-                Some(period) => {
-                    // Spread over one period, not all at once.
-                    let first = start + period.mul_f64(t as f64 / args.traders as f64);
-                    tokio::spawn(offer(
-                        trading.clone(),
-                        t,
-                        schedule.clone(),
-                        first,
-                        period,
-                        args.bundle,
-                    ))
-                }
-            })
-            .collect();
-        if let Some(period) = period {
-            println!(
-                "{} traders offering {} orders/s in all, open loop: each an envelope of {} orders every {:.1} ms",
-                args.traders,
-                args.rate.unwrap_or(0),
-                args.bundle,
-                ms(period)
-            );
-        }
-        let kills = args.kills;
-        let mut leader = first;
-        let mut failovers = Vec::new();
-        let mut fault_windows = Vec::new();
-        let kills = if args.faults.is_some() { 0 } else { kills };
-        for k in 0..kills {
-            let at = start + duration * (k + 1) / (kills + 1);
-            tokio::time::sleep_until(at.into()).await;
-            // Receipts logged before the kill are not looked at again.
-            let mut scanned = trading.log.lock().map_or(0, |log| log.len());
-            if let Some(child) = replicas.children[leader].as_mut() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            replicas.children[leader] = None;
-            let killed = Instant::now();
-            let killed_ms = now_ms();
-            fault_windows.push((killed_ms, killed_ms));
-            let dead = replicas.addrs()?.get(leader).map(|r| r.addr);
-            // The first receipt from another replica after the kill.
-            let served = loop {
-                let found = trading.log.lock().ok().and_then(|log| {
-                    let found = log
-                        .get(scanned..)
-                        .unwrap_or_default()
-                        .iter()
-                        .find(|(at, from)| *at > killed && from.is_some() && *from != dead)
-                        .copied();
-                    scanned = log.len();
-                    found
-                });
-                if found.is_some() || killed.elapsed() > FAILOVER_WAIT {
-                    break found;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            };
-            let killed_replica = leader;
-            match served {
-                Some((first_receipt, from)) => {
-                    let took = first_receipt.duration_since(killed);
-                    failovers.push(Some(took));
-                    leader = replicas
-                        .addrs()?
-                        .iter()
-                        .position(|r| Some(r.addr) == from)
-                        .unwrap_or(leader);
-                    println!(
-                        "killed the leader, replica {} (SIGKILL); first receipt from replica {} {:.0} ms later",
-                        killed_replica + 1,
-                        leader + 1,
-                        ms(took)
-                    );
-                }
-                None => {
-                    failovers.push(None);
-                    println!(
-                        "killed the leader, replica {} (SIGKILL); no receipt from another replica within {} s",
-                        killed_replica + 1,
-                        FAILOVER_WAIT.as_secs()
-                    );
-                }
-            }
-            replicas.start(killed_replica)?;
-            if served.is_none() {
-                leader = replicas.leader(false).await.unwrap_or(leader);
-            }
-        }
-        let mut campaign = Campaign::default();
-        if let Some(count) = args.faults {
-            let plan = super::faults::plan(args.seed, count, duration, &args.fault_kinds);
-            println!(
-                "a fault campaign of {} faults (seed {}): {}",
-                plan.len(),
-                args.seed,
-                args.fault_kinds
-                    .iter()
-                    .map(|k| k.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            campaign = run_faults(&mut replicas, &trading, &plan).await?;
-            fault_windows.extend(campaign.faults.iter().map(|f| f.window));
-        }
-        for trader in traders {
-            trader.await?;
-        }
-        let mut tally = trading
-            .tally
-            .lock()
-            .map(|mut t| std::mem::take(&mut *t))
-            .map_err(|_| "a trader panicked")?;
-        println!("receipts per second: {:?}", tally.per_second);
-        let seconds = duration.as_secs_f64();
-        println!(
-            "{} receipts in {:.1} s; submission to receipt p50 {:.1} ms, p99 {:.1} ms, slowest{} {:.1} ms",
-            tally.latency.len(),
-            seconds,
-            ms(tally.latency.quantile(0.5)),
-            ms(tally.latency.quantile(0.99)),
-            if kills > 0 { " (across the failovers)" } else { "" },
-            ms(tally.latency.max())
-        );
-        let accepted_percent = if tally.offered == 0 {
-            0.0
-        } else {
-            100.0 * tally.accepted as f64 / tally.offered as f64
-        };
-        let refused: u64 = tally.refused.values().sum();
-        println!(
-            "orders offered {} ({:.0}/s), accepted {} ({:.0}/s, {:.1} %); refused Busy {}, deferred {} (not sent during a Busy's retry-after), {} not sent without a batch key, refused otherwise {}{}",
-            tally.offered,
-            tally.offered as f64 / seconds,
-            tally.accepted,
-            tally.accepted as f64 / seconds,
-            accepted_percent,
-            tally.busy,
-            tally.deferred,
-            tally.unkeyed,
-            refused,
-            if tally.refused.is_empty() {
-                String::new()
-            } else {
-                format!(" {:?}", tally.refused)
-            }
-        );
-        let mut served: Vec<Duration> = failovers.iter().flatten().copied().collect();
-        served.sort_unstable();
-        let pick = |q: f64| {
-            served
-                .get(((served.len() as f64 - 1.0) * q).round() as usize)
-                .map_or(0.0, |d| ms(*d))
-        };
-        if kills > 0 {
-            println!(
-                "failover (kill to the first receipt from the new leader) over {} kills: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; served again after {} of {}",
-                failovers.len(),
-                pick(0.5),
-                pick(0.99),
-                pick(1.0),
-                served.len(),
-                failovers.len()
-            );
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        // A replica that stopped itself during the last fault's wait.
-        campaign.self_stopped.extend(replicas.reap(false));
-        let releases = match keypers {
-            Some(keypers) => Some(keypers.stop().await),
-            None => None,
-        };
-        Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Traded {
-            failovers,
-            fault_windows,
-            faults: campaign
-                .faults
-                .into_iter()
-                .map(|f| (f.fault, f.to_receipt))
-                .collect(),
-            self_stopped: campaign.self_stopped,
-            gathered: Some(campaign.gathered),
-            receipts: std::mem::take(&mut tally.receipts),
-            started_ms,
-            offered_per_s: tally.offered as f64 / seconds,
-            accepted_per_s: tally.accepted as f64 / seconds,
-            accepted_percent,
-            receipt_p50: tally.latency.quantile(0.5),
-            receipt_p99: tally.latency.quantile(0.99),
-            releases,
-        })
-    })?;
-    // Elections from here on are the stopping replicas'.
-    let stopped_ms = now_ms();
-    for i in 0..3 {
-        replicas.stop(i);
+        campaign = run_faults(replicas, &trading, &plan).await?;
+        fault_windows.extend(campaign.faults.iter().map(|f| f.window));
     }
+    for trader in traders {
+        trader.await?;
+    }
+    let mut tally = trading
+        .tally
+        .lock()
+        .map(|mut t| std::mem::take(&mut *t))
+        .map_err(|_| "a trader panicked")?;
+    let seconds = duration.as_secs_f64();
+    let accepted_percent = print_tally(&tally, seconds, kills, &failovers);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A replica that stopped itself during the last fault's wait.
+    campaign.self_stopped.extend(replicas.reap(false));
+    let releases = match keypers {
+        Some(keypers) => Some(keypers.stop().await),
+        None => None,
+    };
+    Ok(Traded {
+        failovers,
+        fault_windows,
+        faults: campaign
+            .faults
+            .into_iter()
+            .map(|f| (f.fault, f.to_receipt))
+            .collect(),
+        self_stopped: campaign.self_stopped,
+        gathered: Some(campaign.gathered),
+        receipts: std::mem::take(&mut tally.receipts),
+        started_ms,
+        offered_per_s: tally.offered as f64 / seconds,
+        accepted_per_s: tally.accepted as f64 / seconds,
+        accepted_percent,
+        receipt_p50: tally.latency.quantile(0.5),
+        receipt_p99: tally.latency.quantile(0.99),
+        releases,
+    })
+}
+
+/// The demo's traders: closed loop, or open loop at `period` each (spread
+/// over one period), until the end of trading.
+async fn spawn_traders(
+    args: &ClusterDemoArgs,
+    trading: &Trading,
+    period: Option<Duration>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let start = trading.start;
+    // The open-loop traders start with a schedule (its batch keys).
+    let schedule = match period {
+        Some(_) => trading.cluster.schedule().await.ok(),
+        None => None,
+    };
+    let traders: Vec<_> = (0..args.traders)
+        .map(|t| match period {
+            None => tokio::spawn(trade(trading.clone(), t)),
+            Some(period) => {
+                // Spread over one period, not all at once.
+                let first = start + period.mul_f64(t as f64 / args.traders as f64);
+                tokio::spawn(offer(
+                    trading.clone(),
+                    t,
+                    schedule.clone(),
+                    first,
+                    period,
+                    args.bundle,
+                ))
+            }
+        })
+        .collect();
+    if let Some(period) = period {
+        println!(
+            "{} traders offering {} orders/s in all, open loop: each an envelope of {} orders every {:.1} ms",
+            args.traders,
+            args.rate.unwrap_or(0),
+            args.bundle,
+            ms(period)
+        );
+    }
+    traders
+}
+
+/// What [`kill_leaders`] measured: each kill's failover (`None`: not
+/// served within [`FAILOVER_WAIT`]) and its window (unix ms).
+type KillsDone = (Vec<Option<Duration>>, Vec<(u64, u64)>);
+
+/// Kills the leader `kills` times, evenly over `duration` from the start
+/// of trading, each time restarting it after the first receipt from
+/// another replica (or [`FAILOVER_WAIT`]); returns each kill's failover
+/// and window.
+async fn kill_leaders(
+    replicas: &mut Replicas,
+    trading: &Trading,
+    first: usize,
+    kills: u32,
+    duration: Duration,
+) -> Result<KillsDone, Box<dyn std::error::Error + Send + Sync>> {
+    let start = trading.start;
+    let mut leader = first;
+    let mut failovers = Vec::new();
+    let mut fault_windows = Vec::new();
+    for k in 0..kills {
+        let at = start + duration * (k + 1) / (kills + 1);
+        tokio::time::sleep_until(at.into()).await;
+        // Receipts logged before the kill are not looked at again.
+        let mut scanned = trading.log.lock().map_or(0, |log| log.len());
+        if let Some(child) = replicas.children[leader].as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        replicas.children[leader] = None;
+        let killed = Instant::now();
+        let killed_ms = now_ms();
+        fault_windows.push((killed_ms, killed_ms));
+        let dead = replicas.addrs()?.get(leader).map(|r| r.addr);
+        // The first receipt from another replica after the kill.
+        let served = loop {
+            let found = trading.log.lock().ok().and_then(|log| {
+                let found = log
+                    .get(scanned..)
+                    .unwrap_or_default()
+                    .iter()
+                    .find(|(at, from)| *at > killed && from.is_some() && *from != dead)
+                    .copied();
+                scanned = log.len();
+                found
+            });
+            if found.is_some() || killed.elapsed() > FAILOVER_WAIT {
+                break found;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let killed_replica = leader;
+        match served {
+            Some((first_receipt, from)) => {
+                let took = first_receipt.duration_since(killed);
+                failovers.push(Some(took));
+                leader = replicas
+                    .addrs()?
+                    .iter()
+                    .position(|r| Some(r.addr) == from)
+                    .unwrap_or(leader);
+                println!(
+                    "killed the leader, replica {} (SIGKILL); first receipt from replica {} {:.0} ms later",
+                    killed_replica + 1,
+                    leader + 1,
+                    ms(took)
+                );
+            }
+            None => {
+                failovers.push(None);
+                println!(
+                    "killed the leader, replica {} (SIGKILL); no receipt from another replica within {} s",
+                    killed_replica + 1,
+                    FAILOVER_WAIT.as_secs()
+                );
+            }
+        }
+        replicas.start(killed_replica)?;
+        if served.is_none() {
+            leader = replicas.leader(false).await.unwrap_or(leader);
+        }
+    }
+    Ok((failovers, fault_windows))
+}
+
+/// Prints the receipts, latencies, acceptance and failovers of a run of
+/// `seconds`; returns the share of orders accepted (percent).
+fn print_tally(tally: &Tally, seconds: f64, kills: u32, failovers: &[Option<Duration>]) -> f64 {
+    println!("receipts per second: {:?}", tally.per_second);
+    println!(
+        "{} receipts in {:.1} s; submission to receipt p50 {:.1} ms, p99 {:.1} ms, slowest{} {:.1} ms",
+        tally.latency.len(),
+        seconds,
+        ms(tally.latency.quantile(0.5)),
+        ms(tally.latency.quantile(0.99)),
+        if kills > 0 {
+            " (across the failovers)"
+        } else {
+            ""
+        },
+        ms(tally.latency.max())
+    );
+    let accepted_percent = if tally.offered == 0 {
+        0.0
+    } else {
+        100.0 * tally.accepted as f64 / tally.offered as f64
+    };
+    let refused: u64 = tally.refused.values().sum();
+    println!(
+        "orders offered {} ({:.0}/s), accepted {} ({:.0}/s, {:.1} %); refused Busy {}, deferred {} (not sent during a Busy's retry-after), {} not sent without a batch key, refused otherwise {}{}",
+        tally.offered,
+        tally.offered as f64 / seconds,
+        tally.accepted,
+        tally.accepted as f64 / seconds,
+        accepted_percent,
+        tally.busy,
+        tally.deferred,
+        tally.unkeyed,
+        refused,
+        if tally.refused.is_empty() {
+            String::new()
+        } else {
+            format!(" {:?}", tally.refused)
+        }
+    );
+    let mut served: Vec<Duration> = failovers.iter().flatten().copied().collect();
+    served.sort_unstable();
+    let pick = |q: f64| {
+        served
+            .get(((served.len() as f64 - 1.0) * q).round() as usize)
+            .map_or(0.0, |d| ms(*d))
+    };
+    if kills > 0 {
+        println!(
+            "failover (kill to the first receipt from the new leader) over {} kills: p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms; served again after {} of {}",
+            failovers.len(),
+            pick(0.5),
+            pick(0.99),
+            pick(1.0),
+            served.len(),
+            failovers.len()
+        );
+    }
+    accepted_percent
+}
+
+/// Prints the elections stood from the start of trading to `stopped_ms`;
+/// returns how many there were, and how many were not within
+/// [`KILL_ELECTION_WINDOW_MS`] of a fault.
+fn report_elections(replicas: &Replicas, traded: &Traded, stopped_ms: u64) -> (usize, usize) {
     let logs: Vec<PathBuf> = replicas
         .dirs
         .iter()
@@ -1346,13 +1453,11 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
             .map_or_else(|| "-".to_string(), |t| t.to_string()),
         elections.not_standing
     );
-    if !shape.is_transparent() {
-        let counts = relays.counts();
-        println!(
-            "relays: {} datagrams forwarded, {} lost, {} overflowed",
-            counts.forwarded, counts.lost, counts.overflowed
-        );
-    }
+    (elections.stood.len(), unprovoked)
+}
+
+/// The run's one-line summary, for scripts.
+fn print_summary(traded: &Traded, (elections, unprovoked): (usize, usize)) {
     let mut served: Vec<Duration> = traded.failovers.iter().flatten().copied().collect();
     served.sort_unstable();
     let failover = |q: f64| {
@@ -1367,12 +1472,17 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
         traded.accepted_percent,
         ms(traded.receipt_p50),
         ms(traded.receipt_p99),
-        elections.stood.len(),
+        elections,
         failover(0.5),
         failover(1.0),
         served.len(),
         traded.failovers.len()
     );
+}
+
+/// Every replica's journal equal to the others' at every LSN, the whole
+/// verified, the campaign's promises checked, every kill served.
+fn check_journals(replicas: &Replicas, traded: &mut Traded) -> CommandResult {
     // Every replica's journal holds the same record at every LSN it holds
     // (a campaign gathered them after every fault as well: a replica's
     // journal is pruned behind its snapshots).
@@ -1420,7 +1530,7 @@ fn demo(args: &ClusterDemoArgs) -> CommandResult {
         )
         .into());
     }
-    let broken = report_campaign(&traded, &union, &checkpoints)?;
+    let broken = report_campaign(traded, &union, &checkpoints)?;
     if broken > 0 {
         return Err(format!("{broken} broken promises (above)").into());
     }
