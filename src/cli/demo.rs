@@ -99,6 +99,145 @@ pub(crate) fn demo_committee(
     })
 }
 
+/// A keyper running in the demo's process.
+type KeyperTask = tokio::task::JoinHandle<Result<(), crate::keyperd::KeyperProcessError>>;
+
+/// The demo's keypers, each run as its own keyper process would run it,
+/// and what they report.
+struct DemoKeypers {
+    /// Each keyper's stop and task.
+    keypers: Vec<(watch::Sender<bool>, KeyperTask)>,
+    /// Which keypers released each batch's key (printed with the batch).
+    released: Arc<Mutex<BTreeMap<u64, BTreeSet<u16>>>>,
+    /// When each first release of a batch's key left, unix ms.
+    release_times: Arc<Mutex<BTreeMap<u64, Vec<u64>>>>,
+    /// The batch clock and the threshold, for the release delays.
+    clock: (crate::envelope::BatchSchedule, usize),
+    /// The committee index of the keyper stopped halfway.
+    last_index: Arc<std::sync::atomic::AtomicU16>,
+}
+
+/// Starts the committee's keypers against the sequencer at `info` and
+/// waits for the first certified window; stops `--keypers-down` of them.
+async fn start_keypers(
+    args: &DemoArgs,
+    committee: &crate::node::config::CommitteeConfig,
+    data_dir: &std::path::Path,
+    info: &node::NodeInfo,
+    watcher: &Client,
+) -> Result<DemoKeypers, Box<dyn std::error::Error + Send + Sync>> {
+    // The keypers, each as its own keyper process would run it; which
+    // of them released each batch's key is printed with the batch.
+    let released: Arc<Mutex<BTreeMap<u64, BTreeSet<u16>>>> = Arc::default();
+    let release_times: Arc<Mutex<BTreeMap<u64, Vec<u64>>>> = Arc::default();
+    let mut keypers = Vec::new();
+    // The committee index of the keyper stopped halfway.
+    let last_index = Arc::new(std::sync::atomic::AtomicU16::new(0));
+    let schedule = watcher.schedule().await?;
+    let t = committee
+        .committee(crate::envelope::DeploymentId([0; 32]))?
+        .0
+        .threshold();
+    let clock = (
+        crate::envelope::BatchSchedule {
+            genesis_ms: schedule.genesis_ms,
+            batch_length_ms: schedule.batch_length_ms,
+        },
+        t,
+    );
+    if args.keypers_down > committee.members.len() {
+        return Err("--keypers-down: more than the committee's keypers".into());
+    }
+    println!(
+        "a committee of {} keypers (any {t} release a key) deals every batch key; the operator holds none",
+        committee.members.len()
+    );
+    for k in 1..=committee.members.len() {
+        let config = crate::keyperd::KeyperConfig {
+            data_dir: data_dir.join("keypers").join(format!("keyper-{k}")),
+            sequencer: Some(info.listen),
+            fingerprint: Some(hex::encode(info.fingerprint)),
+            replicas: Vec::new(),
+            sequencer_key: hex::encode(info.sequencer_key),
+            genesis_ms: schedule.genesis_ms,
+            batch_length_ms: schedule.batch_length_ms,
+            skew_ms: 20,
+            metrics_listen: None,
+            committee: committee.clone(),
+        };
+        let (stop, shutdown) = watch::channel(false);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let released = Arc::clone(&released);
+        let release_times = Arc::clone(&release_times);
+        let last_index = Arc::clone(&last_index);
+        let last = k == committee.members.len();
+        tokio::spawn(async move {
+            let mut index = 0;
+            while let Some(event) = rx.recv().await {
+                match event {
+                    crate::keyperd::KeyperEvent::Connected { index: i } => {
+                        index = i;
+                        if last {
+                            last_index.store(i, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                    crate::keyperd::KeyperEvent::Released { e, first, .. } => {
+                        if first {
+                            release_times
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .entry(e)
+                                .or_default()
+                                .push(crate::node::now_ms());
+                        }
+                        released
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry(e)
+                            .or_default()
+                            .insert(index);
+                    }
+                    crate::keyperd::KeyperEvent::Refused { .. } => {}
+                }
+            }
+        });
+        let task = tokio::spawn(crate::keyperd::run(config, shutdown, Some(tx)));
+        keypers.push((stop, task));
+    }
+    let started = std::time::Instant::now();
+    loop {
+        if !watcher.schedule().await?.batch_keys.is_empty() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("the committee certified no key in 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "first window of {DEMO_WINDOW_BATCHES} batch keys certified after {:.1} s; the next are dealt while trading",
+        started.elapsed().as_secs_f64()
+    );
+    if args.keypers_down > 0 {
+        let down = keypers.len() - args.keypers_down;
+        for (stop, _) in &keypers[down..] {
+            let _ = stop.send(true);
+        }
+        println!(
+            "{} of {} keypers stopped before trading",
+            args.keypers_down,
+            keypers.len()
+        );
+    }
+    Ok(DemoKeypers {
+        keypers,
+        released,
+        release_times,
+        clock,
+        last_index,
+    })
+}
+
 /// Runs the demo.
 ///
 /// # Errors
@@ -178,137 +317,26 @@ pub fn run(args: &DemoArgs) -> CommandResult {
         );
 
         let watcher = Client::connect(info.listen, info.fingerprint).await?;
-        // The keypers, each as its own keyper process would run it; which
-        // of them released each batch's key is printed with the batch.
-        let released: Arc<Mutex<BTreeMap<u64, BTreeSet<u16>>>> = Arc::default();
-        let release_times: Arc<Mutex<BTreeMap<u64, Vec<u64>>>> = Arc::default();
-        let mut clock = None;
-        let mut keypers = Vec::new();
-        // The committee index of the keyper stopped halfway.
-        let last_index = Arc::new(std::sync::atomic::AtomicU16::new(0));
+        let mut committee_run = None;
         if let Some(committee) = &committee {
-            let schedule = watcher.schedule().await?;
-            let t = committee
-                .committee(crate::envelope::DeploymentId([0; 32]))?
-                .0
-                .threshold();
-            clock = Some((
-                crate::envelope::BatchSchedule {
-                    genesis_ms: schedule.genesis_ms,
-                    batch_length_ms: schedule.batch_length_ms,
-                },
-                t,
-            ));
-            if args.keypers_down > committee.members.len() {
-                return Err("--keypers-down: more than the committee's keypers".into());
-            }
-            println!(
-                "a committee of {} keypers (any {t} release a key) deals every batch key; the operator holds none",
-                committee.members.len()
-            );
-            for k in 1..=committee.members.len() {
-                let config = crate::keyperd::KeyperConfig {
-                    data_dir: data_dir.join("keypers").join(format!("keyper-{k}")),
-                    sequencer: Some(info.listen),
-                    fingerprint: Some(hex::encode(info.fingerprint)),
-                    replicas: Vec::new(),
-                    sequencer_key: hex::encode(info.sequencer_key),
-                    genesis_ms: schedule.genesis_ms,
-                    batch_length_ms: schedule.batch_length_ms,
-                    skew_ms: 20,
-                    metrics_listen: None,
-                    committee: committee.clone(),
-                };
-                let (stop, shutdown) = watch::channel(false);
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-                let released = Arc::clone(&released);
-                let release_times = Arc::clone(&release_times);
-                let last_index = Arc::clone(&last_index);
-                let last = k == committee.members.len();
-                tokio::spawn(async move {
-                    let mut index = 0;
-                    while let Some(event) = rx.recv().await {
-                        match event {
-                            crate::keyperd::KeyperEvent::Connected { index: i } => {
-                                index = i;
-                                if last {
-                                    last_index.store(i, std::sync::atomic::Ordering::Relaxed);
-                                }
-                            }
-                            crate::keyperd::KeyperEvent::Released { e, first, .. } => {
-                                if first {
-                                    release_times
-                                        .lock()
-                                        .unwrap_or_else(|p| p.into_inner())
-                                        .entry(e)
-                                        .or_default()
-                                        .push(crate::node::now_ms());
-                                }
-                                released
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .entry(e)
-                                    .or_default()
-                                    .insert(index);
-                            }
-                            crate::keyperd::KeyperEvent::Refused { .. } => {}
-                        }
-                    }
-                });
-                let task = tokio::spawn(crate::keyperd::run(config, shutdown, Some(tx)));
-                keypers.push((stop, task));
-            }
-            let started = std::time::Instant::now();
-            loop {
-                if !watcher.schedule().await?.batch_keys.is_empty() {
-                    break;
-                }
-                if started.elapsed() > Duration::from_secs(30) {
-                    return Err("the committee certified no key in 30 s".into());
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            println!(
-                "first window of {DEMO_WINDOW_BATCHES} batch keys certified after {:.1} s; the next are dealt while trading",
-                started.elapsed().as_secs_f64()
-            );
-            if args.keypers_down > 0 {
-                let down = keypers.len() - args.keypers_down;
-                for (stop, _) in &keypers[down..] {
-                    let _ = stop.send(true);
-                }
-                println!(
-                    "{} of {} keypers stopped before trading",
-                    args.keypers_down,
-                    keypers.len()
-                );
-            }
+            committee_run = Some(start_keypers(args, committee, &data_dir, &info, &watcher).await?);
         } else {
             println!("trusted-operator mode: the embedded custodian holds every batch key");
         }
-        let mut events = watcher.subscribe().await?;
-        let shown = Arc::clone(&released);
-        let printer = tokio::spawn(async move {
-            let name = |m: u32| {
-                names
-                    .iter()
-                    .find(|(id, _)| *id == m)
-                    .map_or_else(|| format!("m{m}"), |(_, n)| n.clone())
-            };
-            while let Some(event) = events.recv().await {
-                if let ServerMessage::BatchCleared(cleared) = event {
-                    let by = shown
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(&cleared.e)
-                        .map(|k| k.iter().map(u16::to_string).collect::<Vec<_>>().join(","));
-                    match by {
-                        Some(by) => println!("{} key from keypers {by}", batch_row(&cleared, &name)),
-                        None => println!("{}", batch_row(&cleared, &name)),
-                    }
-                }
-            }
-        });
+        let released: Arc<Mutex<BTreeMap<u64, BTreeSet<u16>>>> = committee_run
+            .as_ref()
+            .map_or_else(Arc::default, |k| Arc::clone(&k.released));
+        let mut keypers = Vec::new();
+        let mut clock = None;
+        let mut release_times = Arc::default();
+        let mut last_index = Arc::default();
+        if let Some(run) = committee_run {
+            keypers = run.keypers;
+            clock = Some(run.clock);
+            release_times = run.release_times;
+            last_index = run.last_index;
+        }
+        let printer = tokio::spawn(print_batches(watcher.subscribe().await?, names, Arc::clone(&released)));
 
         let options = LoadOptions {
             server: info.listen,
@@ -374,30 +402,61 @@ pub fn run(args: &DemoArgs) -> CommandResult {
         }
         Ok::<_, Box<dyn std::error::Error + Send + Sync>>(report)
     });
-    let verified = result.and_then(|report| {
-        // The journal is held to every receipt the traders got.
-        let receipts = data_dir.join("demo-receipts");
-        let _ = std::fs::remove_file(&receipts);
-        super::loadgen::append_receipts(&receipts, &report.receipt_list)?;
-        super::verify::run(&super::verify::VerifyArgs {
-            source: super::verify::JournalArgs {
-                data_dir: data_dir.clone(),
-                journal: None,
-            },
-            transcript: None,
-            verbose: false,
-            receipts: Some(receipts),
-            committee: None,
-        })?;
-        if report.included != report.receipts {
-            return Err(super::Failure::Mismatch(format!(
-                "{} receipts were not proven included",
-                report.receipts - report.included
-            ))
-            .into());
-        }
-        Ok(())
-    });
+    let verified = result.and_then(|report| verify_demo(&data_dir, &report));
     drop(temporary);
     verified
+}
+
+/// The demo's journal verified and held to every receipt the traders got,
+/// each proven included.
+fn verify_demo(data_dir: &std::path::Path, report: &super::loadgen::LoadReport) -> CommandResult {
+    // The journal is held to every receipt the traders got.
+    let receipts = data_dir.join("demo-receipts");
+    let _ = std::fs::remove_file(&receipts);
+    super::loadgen::append_receipts(&receipts, &report.receipt_list)?;
+    super::verify::run(&super::verify::VerifyArgs {
+        source: super::verify::JournalArgs {
+            data_dir: data_dir.to_path_buf(),
+            journal: None,
+        },
+        transcript: None,
+        verbose: false,
+        receipts: Some(receipts),
+        committee: None,
+    })?;
+    if report.included != report.receipts {
+        return Err(super::Failure::Mismatch(format!(
+            "{} receipts were not proven included",
+            report.receipts - report.included
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Prints each cleared batch, with the keypers that released its key.
+async fn print_batches(
+    mut events: tokio::sync::mpsc::Receiver<ServerMessage>,
+    names: Vec<(u32, String)>,
+    shown: Arc<Mutex<BTreeMap<u64, BTreeSet<u16>>>>,
+) {
+    let name = |m: u32| {
+        names
+            .iter()
+            .find(|(id, _)| *id == m)
+            .map_or_else(|| format!("m{m}"), |(_, n)| n.clone())
+    };
+    while let Some(event) = events.recv().await {
+        if let ServerMessage::BatchCleared(cleared) = event {
+            let by = shown
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&cleared.e)
+                .map(|k| k.iter().map(u16::to_string).collect::<Vec<_>>().join(","));
+            match by {
+                Some(by) => println!("{} key from keypers {by}", batch_row(&cleared, &name)),
+                None => println!("{}", batch_row(&cleared, &name)),
+            }
+        }
+    }
 }
