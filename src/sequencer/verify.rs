@@ -22,7 +22,7 @@ use crate::keyper::{LogKeeper, WindowCertificate};
 use crate::ledger::Ledger;
 use crate::types::{BatchId, MarketId, Tick};
 
-use super::batch::apply_outcome;
+use super::batch::{BatchOutcome, apply_outcome};
 use super::checkpoint::Checkpoint;
 use super::config::Genesis;
 use super::funds::Funds;
@@ -30,6 +30,7 @@ use super::record::{RecordError, ResultAssembler, SequencerRecord};
 use super::rederive::{check_committee_key, check_released, check_seal, compare, rederive};
 use super::transcript::{Transcript, transcript_of};
 use super::walk::{Books, Step, WalkError, step};
+use crate::market::MarketConfig;
 
 /// What `verify` concluded about one batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -177,21 +178,88 @@ pub fn export_transcripts(
     Ok((report, transcripts))
 }
 
-/// The state `verify` replays, as far as a checkpoint records it.
-struct Replayed<'a> {
-    genesis: &'a Genesis,
-    ledger: &'a Ledger,
-    references: &'a BTreeMap<MarketId, Tick>,
+/// `verify`'s state as it walks a journal: the books (through the one
+/// walk recovery uses too), the batches in flight, the committee's log and
+/// certified windows, the report and the transcripts asked for.
+struct Verifier<'x> {
+    genesis: Genesis,
+    markets: BTreeMap<MarketId, MarketConfig>,
+    references: BTreeMap<MarketId, Tick>,
+    ledger: Ledger,
     /// Deposits, withdrawals and payouts.
-    funds: &'a Funds,
+    funds: Funds,
+    assembler: ResultAssembler,
     /// First record of each batch without a result yet.
-    first_lsn: &'a BTreeMap<BatchId, Lsn>,
+    first_lsn: BTreeMap<BatchId, Lsn>,
+    /// Envelopes journaled for each batch not sealed yet.
+    collecting: BTreeMap<BatchId, Vec<Vec<u8>>>,
+    sealed: BTreeMap<BatchId, Sealed>,
+    committee: Option<(LogKeeper, BTreeMap<BatchId, WindowCertificate>)>,
+    report: VerifyReport,
+    export: &'x BTreeSet<BatchId>,
+    transcripts: &'x mut Vec<Transcript>,
 }
 
-impl Replayed<'_> {
+impl<'x> Verifier<'x> {
+    /// The state at the journal's start: the genesis's, or `start`'s (a
+    /// pruned journal's checkpoint, taken as given).
+    fn new(
+        genesis: Genesis,
+        start: Option<&Checkpoint>,
+        report: VerifyReport,
+        export: &'x BTreeSet<BatchId>,
+        transcripts: &'x mut Vec<Transcript>,
+    ) -> Result<Verifier<'x>, VerifyError> {
+        genesis.validate()?;
+        let markets = genesis.market_map();
+        let mut verifier = Verifier {
+            references: markets.values().map(|m| (m.id, m.initial_price)).collect(),
+            ledger: Ledger::new(genesis.fee_account),
+            markets,
+            genesis,
+            funds: Funds::default(),
+            assembler: ResultAssembler::default(),
+            first_lsn: BTreeMap::new(),
+            collecting: BTreeMap::new(),
+            sealed: BTreeMap::new(),
+            committee: None,
+            report,
+            export,
+            transcripts,
+        };
+        let Some(checkpoint) = start else {
+            return Ok(verifier);
+        };
+        let refused = |reason: String| VerifyError::Ledger {
+            lsn: checkpoint.lsn,
+            reason,
+        };
+        verifier.report.from_checkpoint = Some(checkpoint.lsn);
+        verifier.funds = checkpoint.funds.clone();
+        verifier.references = checkpoint.references.iter().copied().collect();
+        if !verifier.references.keys().eq(verifier.markets.keys()) {
+            return Err(refused(
+                "the checkpoint's reference prices are not the markets'".into(),
+            ));
+        }
+        for &(account, asset, amount) in &checkpoint.balances {
+            verifier
+                .ledger
+                .deposit(account, asset, amount)
+                .map_err(|e| refused(e.to_string()))?;
+        }
+        if let Some(state) = &checkpoint.committee {
+            let keeper =
+                LogKeeper::restore(state.committee.clone(), state.params, &state.snapshot, 0)
+                    .map_err(|e| refused(format!("the checkpoint's committee log: {e}")))?;
+            verifier.committee = Some((keeper, BTreeMap::new()));
+        }
+        Ok(verifier)
+    }
+
     /// How `checkpoint` differs from this state at its LSN, if it does.
     fn compare(&self, checkpoint: &Checkpoint) -> Result<(), String> {
-        if checkpoint.genesis != *self.genesis {
+        if checkpoint.genesis != self.genesis {
             return Err("its genesis is not the journal's".into());
         }
         if !checkpoint.balances.iter().copied().eq(self.ledger.iter()) {
@@ -205,7 +273,7 @@ impl Replayed<'_> {
         {
             return Err("its reference prices differ".into());
         }
-        if checkpoint.funds != *self.funds {
+        if checkpoint.funds != self.funds {
             return Err("its deposits, withdrawals or payouts differ from the journal's".into());
         }
         if !checkpoint.unfinished.iter().eq(self.first_lsn.keys()) {
@@ -228,6 +296,204 @@ impl Replayed<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// Walks one record: the books through the shared walk, the batch and
+    /// the committee here.
+    fn record(&mut self, lsn: Lsn, record: SequencerRecord) -> Result<(), VerifyError> {
+        let books = Books {
+            genesis: &self.genesis,
+            ledger: &mut self.ledger,
+            funds: &mut self.funds,
+            assembler: &mut self.assembler,
+        };
+        let step = match step(books, record) {
+            Ok(step) => step,
+            Err(WalkError::Books(reason)) => return Err(VerifyError::Ledger { lsn, reason }),
+            Err(WalkError::Part { e, reason }) => {
+                let verdict = Err(format!("record {lsn}: {reason}"));
+                match self.sealed.get(&e) {
+                    Some(batch) => self.report.batches[batch.verdict].verdict = verdict,
+                    None => self.report.batches.push(BatchVerdict {
+                        e,
+                        envelopes: 0,
+                        fills: 0,
+                        verdict,
+                        pending: false,
+                    }),
+                }
+                return Ok(());
+            }
+        };
+        match step {
+            Step::Applied => {}
+            Step::Envelope { e, bytes } => {
+                self.collecting.entry(e).or_default().push(bytes);
+                self.first_lsn.entry(e).or_insert(lsn);
+            }
+            Step::Seal(seal) => self.seal(lsn, seal),
+            Step::Outcome(outcome) => self.outcome(lsn, &outcome),
+            Step::Committee {
+                committee,
+                params,
+                first_batch,
+            } => {
+                if self.committee.is_some() {
+                    return Err(VerifyError::Ledger {
+                        lsn,
+                        reason: "a second committee record".into(),
+                    });
+                }
+                self.committee = Some((
+                    LogKeeper::new(committee, params, first_batch),
+                    BTreeMap::new(),
+                ));
+                self.report.committee.get_or_insert_default();
+            }
+            Step::KeyperLog { position, entry } => {
+                let Some((keeper, certified)) = self.committee.as_mut() else {
+                    return Err(VerifyError::Ledger {
+                        lsn,
+                        reason: "a keyper log entry before the committee record".into(),
+                    });
+                };
+                keeper
+                    .replay(position, entry, 0)
+                    .map_err(|e| VerifyError::Ledger {
+                        lsn,
+                        reason: e.to_string(),
+                    })?;
+                take_certified(
+                    keeper,
+                    certified,
+                    self.report.committee.get_or_insert_default(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A seal: its batch's envelopes checked against it; a batch below it
+    /// still collecting is reported.
+    fn seal(&mut self, lsn: Lsn, seal: SignedSeal) {
+        // Seals are journaled in batch order: a batch below this one
+        // whose envelopes are journaled and that is not sealed yet
+        // never will be (the sequencer's own replay refuses this).
+        let skipped: Vec<BatchId> = self.collecting.range(..seal.e).map(|(e, _)| *e).collect();
+        for early in skipped {
+            let envelopes = self.collecting.remove(&early).map_or(0, |v| v.len());
+            self.report.batches.push(BatchVerdict {
+                e: early,
+                envelopes,
+                fills: 0,
+                verdict: Err(format!(
+                    "record {lsn}: batch {} sealed before this batch, whose envelopes are journaled",
+                    seal.e
+                )),
+                pending: false,
+            });
+        }
+        let envelopes = self.collecting.remove(&seal.e).unwrap_or_default();
+        let verdict = check_seal(&self.genesis, &seal, &envelopes);
+        self.report.batches.push(BatchVerdict {
+            e: seal.e,
+            envelopes: envelopes.len(),
+            fills: 0,
+            verdict,
+            pending: true,
+        });
+        self.sealed.insert(
+            seal.e,
+            Sealed {
+                seal,
+                envelopes,
+                verdict: self.report.batches.len() - 1,
+            },
+        );
+    }
+
+    /// A whole result: re-derived from its sealed batch, its key checked
+    /// against the committee's, exported if asked, then settled.
+    fn outcome(&mut self, lsn: Lsn, outcome: &BatchOutcome) {
+        self.first_lsn.remove(&outcome.e);
+        let Some(batch) = self.sealed.remove(&outcome.e) else {
+            self.report.batches.push(BatchVerdict {
+                e: outcome.e,
+                envelopes: 0,
+                fills: outcome.fills.len(),
+                verdict: Err(format!("record {lsn}: result without a seal")),
+                pending: false,
+            });
+            return;
+        };
+        let rederived = rederive(
+            &self.genesis,
+            &batch.seal,
+            &batch.envelopes,
+            outcome,
+            &self.ledger,
+            &self.markets,
+            &self.references,
+        );
+        let slot = &mut self.report.batches[batch.verdict];
+        if let Some((keeper, certified)) = self.committee.as_mut() {
+            take_certified(
+                keeper,
+                certified,
+                self.report.committee.get_or_insert_default(),
+            );
+            let checked = check_committee_key(certified, outcome.e, &outcome.batch_secret)
+                .and_then(|()| check_released(keeper.committee(), &batch.seal, outcome));
+            if checked.is_ok()
+                && let Some(c) = self.report.committee.as_mut()
+            {
+                c.keys_checked += 1;
+            }
+            if slot.verdict.is_ok() {
+                slot.verdict = checked;
+            }
+        }
+        let slot = &mut self.report.batches[batch.verdict];
+        slot.fills = outcome.fills.len();
+        slot.pending = false;
+        let mut accounts = None;
+        if slot.verdict.is_ok() {
+            slot.verdict = rederived.and_then(|(again, opened)| {
+                accounts = Some(opened);
+                compare(outcome, &again)
+            });
+        }
+        // Only a batch that verifies is exported, with the state it
+        // was processed against (before settling it).
+        if let (true, Ok(()), Some(accounts)) =
+            (self.export.contains(&outcome.e), &slot.verdict, accounts)
+        {
+            let committee = self.committee.as_ref().and_then(|(keeper, certified)| {
+                certified
+                    .range(..=outcome.e)
+                    .next_back()
+                    .filter(|(_, c)| c.window.contains(outcome.e))
+                    .map(|(_, c)| (keeper.committee().clone(), c.clone()))
+            });
+            self.transcripts.push(transcript_of(
+                &self.genesis,
+                &self.ledger,
+                &self.references,
+                batch.seal,
+                &batch.envelopes,
+                outcome,
+                accounts,
+                committee,
+            ));
+        }
+        if let Err(error) = apply_outcome(
+            outcome,
+            &mut self.ledger,
+            &self.markets,
+            &mut self.references,
+        ) {
+            slot.verdict = Err(format!("settlement: {error}"));
+        }
     }
 }
 
@@ -271,50 +537,12 @@ fn walk(
             None => return Err(VerifyError::NoGenesis),
         },
     };
-    genesis.validate()?;
-    let markets = genesis.market_map();
-    let mut references: BTreeMap<MarketId, Tick> =
-        markets.values().map(|m| (m.id, m.initial_price)).collect();
-    let mut ledger = Ledger::new(genesis.fee_account);
-    let mut funds = Funds::default();
-    if let Some(checkpoint) = start {
-        report.from_checkpoint = Some(checkpoint.lsn);
-        funds = checkpoint.funds.clone();
-        references = checkpoint.references.iter().copied().collect();
-        if references.len() != markets.len() || !references.keys().eq(markets.keys()) {
-            return Err(VerifyError::Ledger {
-                lsn: checkpoint.lsn,
-                reason: "the checkpoint's reference prices are not the markets'".into(),
-            });
-        }
-        for &(account, asset, amount) in &checkpoint.balances {
-            ledger
-                .deposit(account, asset, amount)
-                .map_err(|e| VerifyError::Ledger {
-                    lsn: checkpoint.lsn,
-                    reason: e.to_string(),
-                })?;
-        }
-    }
+    let mut verifier = Verifier::new(genesis, start, report, export, transcripts)?;
     // Checkpoints to compare: those after the starting one.
     let mut due = checkpoints
         .into_iter()
         .filter(|c| start.is_none_or(|s| c.lsn > s.lsn))
         .peekable();
-    let mut first_lsn: BTreeMap<BatchId, Lsn> = BTreeMap::new();
-    let mut collecting: BTreeMap<BatchId, Vec<Vec<u8>>> = BTreeMap::new();
-    let mut sealed: BTreeMap<BatchId, Sealed> = BTreeMap::new();
-    let mut assembler = ResultAssembler::default();
-    let mut committee: Option<(LogKeeper, BTreeMap<BatchId, WindowCertificate>)> = None;
-    if let Some(state) = start.and_then(|c| c.committee.as_ref()) {
-        let keeper = LogKeeper::restore(state.committee.clone(), state.params, &state.snapshot, 0)
-            .map_err(|e| VerifyError::Ledger {
-                lsn: start.map_or(0, |c| c.lsn),
-                reason: format!("the checkpoint's committee log: {e}"),
-            })?;
-        committee = Some((keeper, BTreeMap::new()));
-    }
-
     for (lsn, kind, payload) in records {
         last_lsn = lsn;
         if let Some(start) = start
@@ -325,16 +553,10 @@ fn walk(
             continue;
         }
         while let Some(checkpoint) = due.next_if(|c| c.lsn <= lsn) {
-            let state = Replayed {
-                genesis: &genesis,
-                ledger: &ledger,
-                references: &references,
-                funds: &funds,
-                first_lsn: &first_lsn,
-            };
-            report.checkpoints.push(CheckpointVerdict {
+            let verdict = verifier.compare(checkpoint);
+            verifier.report.checkpoints.push(CheckpointVerdict {
                 lsn: checkpoint.lsn,
-                verdict: state.compare(checkpoint),
+                verdict,
             });
         }
         let record = SequencerRecord::decode(kind, &payload)
@@ -351,179 +573,8 @@ fn walk(
                 continue;
             }
         }
-        report.records += 1;
-        let books = Books {
-            genesis: &genesis,
-            ledger: &mut ledger,
-            funds: &mut funds,
-            assembler: &mut assembler,
-        };
-        let step = match step(books, record) {
-            Ok(step) => step,
-            Err(WalkError::Books(reason)) => return Err(VerifyError::Ledger { lsn, reason }),
-            Err(WalkError::Part { e, reason }) => {
-                let verdict = Err(format!("record {lsn}: {reason}"));
-                match sealed.get(&e) {
-                    Some(batch) => report.batches[batch.verdict].verdict = verdict,
-                    None => report.batches.push(BatchVerdict {
-                        e,
-                        envelopes: 0,
-                        fills: 0,
-                        verdict,
-                        pending: false,
-                    }),
-                }
-                continue;
-            }
-        };
-        match step {
-            Step::Applied => {}
-            Step::Envelope { e, bytes } => {
-                collecting.entry(e).or_default().push(bytes);
-                first_lsn.entry(e).or_insert(lsn);
-            }
-            Step::Seal(seal) => {
-                // Seals are journaled in batch order: a batch below this one
-                // whose envelopes are journaled and that is not sealed yet
-                // never will be (the sequencer's own replay refuses this).
-                let skipped: Vec<BatchId> = collecting.range(..seal.e).map(|(e, _)| *e).collect();
-                for early in skipped {
-                    let envelopes = collecting.remove(&early).map_or(0, |v| v.len());
-                    report.batches.push(BatchVerdict {
-                        e: early,
-                        envelopes,
-                        fills: 0,
-                        verdict: Err(format!(
-                            "record {lsn}: batch {} sealed before this batch, whose envelopes are journaled",
-                            seal.e
-                        )),
-                        pending: false,
-                    });
-                }
-                let envelopes = collecting.remove(&seal.e).unwrap_or_default();
-                let verdict = check_seal(&genesis, &seal, &envelopes);
-                report.batches.push(BatchVerdict {
-                    e: seal.e,
-                    envelopes: envelopes.len(),
-                    fills: 0,
-                    verdict,
-                    pending: true,
-                });
-                sealed.insert(
-                    seal.e,
-                    Sealed {
-                        seal,
-                        envelopes,
-                        verdict: report.batches.len() - 1,
-                    },
-                );
-            }
-            Step::Outcome(outcome) => {
-                first_lsn.remove(&outcome.e);
-                let Some(batch) = sealed.remove(&outcome.e) else {
-                    report.batches.push(BatchVerdict {
-                        e: outcome.e,
-                        envelopes: 0,
-                        fills: outcome.fills.len(),
-                        verdict: Err(format!("record {lsn}: result without a seal")),
-                        pending: false,
-                    });
-                    continue;
-                };
-                let rederived = rederive(
-                    &genesis,
-                    &batch.seal,
-                    &batch.envelopes,
-                    &outcome,
-                    &ledger,
-                    &markets,
-                    &references,
-                );
-                let slot = &mut report.batches[batch.verdict];
-                if let Some((keeper, certified)) = committee.as_mut() {
-                    take_certified(keeper, certified, report.committee.get_or_insert_default());
-                    let checked = check_committee_key(certified, outcome.e, &outcome.batch_secret)
-                        .and_then(|()| check_released(keeper.committee(), &batch.seal, &outcome));
-                    if checked.is_ok()
-                        && let Some(c) = report.committee.as_mut()
-                    {
-                        c.keys_checked += 1;
-                    }
-                    if slot.verdict.is_ok() {
-                        slot.verdict = checked;
-                    }
-                }
-                let slot = &mut report.batches[batch.verdict];
-                slot.fills = outcome.fills.len();
-                slot.pending = false;
-                let mut accounts = None;
-                if slot.verdict.is_ok() {
-                    slot.verdict = rederived.and_then(|(again, opened)| {
-                        accounts = Some(opened);
-                        compare(&outcome, &again)
-                    });
-                }
-                // Only a batch that verifies is exported, with the state it
-                // was processed against (before settling it).
-                if let (true, Ok(()), Some(accounts)) =
-                    (export.contains(&outcome.e), &slot.verdict, accounts)
-                {
-                    let committee = committee.as_ref().and_then(|(keeper, certified)| {
-                        certified
-                            .range(..=outcome.e)
-                            .next_back()
-                            .filter(|(_, c)| c.window.contains(outcome.e))
-                            .map(|(_, c)| (keeper.committee().clone(), c.clone()))
-                    });
-                    transcripts.push(transcript_of(
-                        &genesis,
-                        &ledger,
-                        &references,
-                        batch.seal,
-                        &batch.envelopes,
-                        &outcome,
-                        accounts,
-                        committee,
-                    ));
-                }
-                if let Err(error) = apply_outcome(&outcome, &mut ledger, &markets, &mut references)
-                {
-                    slot.verdict = Err(format!("settlement: {error}"));
-                }
-            }
-            Step::Committee {
-                committee: members,
-                params,
-                first_batch,
-            } => {
-                if committee.is_some() {
-                    return Err(VerifyError::Ledger {
-                        lsn,
-                        reason: "a second committee record".into(),
-                    });
-                }
-                committee = Some((
-                    LogKeeper::new(members, params, first_batch),
-                    BTreeMap::new(),
-                ));
-                report.committee.get_or_insert_default();
-            }
-            Step::KeyperLog { position, entry } => {
-                let Some((keeper, certified)) = committee.as_mut() else {
-                    return Err(VerifyError::Ledger {
-                        lsn,
-                        reason: "a keyper log entry before the committee record".into(),
-                    });
-                };
-                keeper
-                    .replay(position, entry, 0)
-                    .map_err(|e| VerifyError::Ledger {
-                        lsn,
-                        reason: e.to_string(),
-                    })?;
-                take_certified(keeper, certified, report.committee.get_or_insert_default());
-            }
-        }
+        verifier.report.records += 1;
+        verifier.record(lsn, record)?;
     }
     if let Some(start) = start
         && last_lsn + 1 < start.lsn
@@ -538,26 +589,19 @@ fn walk(
     }
     for checkpoint in due {
         let verdict = if checkpoint.lsn == last_lsn + 1 {
-            let state = Replayed {
-                genesis: &genesis,
-                ledger: &ledger,
-                references: &references,
-                funds: &funds,
-                first_lsn: &first_lsn,
-            };
-            state.compare(checkpoint)
+            verifier.compare(checkpoint)
         } else {
             Err(format!(
                 "it covers records up to LSN {}, the journal ends at {last_lsn}",
                 checkpoint.lsn - 1
             ))
         };
-        report.checkpoints.push(CheckpointVerdict {
+        verifier.report.checkpoints.push(CheckpointVerdict {
             lsn: checkpoint.lsn,
             verdict,
         });
     }
-    Ok(report)
+    Ok(verifier.report)
 }
 
 /// Keeps the windows the log certified: each certificate verified against
