@@ -246,6 +246,14 @@ fn single(c: &mut Criterion) {
                 seal_bundle(&mut rng, &account, &s.deployment, 0, &s.batch_key, 0, &o).unwrap()
             })
         });
+        // The same sealing to the key's multiplication table (built once
+        // per batch key: `sealing_key_table` below).
+        let sealing = SealingKey::new(s.batch_key);
+        g.bench_with_input(BenchmarkId::new("seal_with_table", n), &n, |b, _| {
+            b.iter(|| {
+                seal_bundle_with(&mut rng, &account, &s.deployment, 0, &sealing, 0, &o).unwrap()
+            })
+        });
         let env = seal_bundle(&mut rng, &account, &s.deployment, 0, &s.batch_key, 0, &o)
             .unwrap()
             .into_bytes();
@@ -257,6 +265,9 @@ fn single(c: &mut Criterion) {
             b.iter(|| check_shape(black_box(&env), 0).unwrap())
         });
     }
+    g.bench_function("sealing_key_table", |b| {
+        b.iter(|| SealingKey::new(black_box(s.batch_key)))
+    });
     g.finish();
 }
 

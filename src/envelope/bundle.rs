@@ -15,7 +15,9 @@ use zeroize::{Zeroize, Zeroizing};
 
 use super::cofactored::{PendingSignature, verify_each};
 use super::custodian::DeploymentId;
-use super::keys::{BatchPublicKey, ReleasedBatchKey, decode_point, decode_secret_scalar};
+use super::keys::{
+    BatchPublicKey, ReleasedBatchKey, SealingKey, decode_point, decode_secret_scalar,
+};
 use super::layout::{
     BundleError, DOMAIN_KEM_KEY, ENVELOPE_LEN_MAX, ENVELOPE_LEN_MIN, HEADER_LEN, Malformed,
     PLAINTEXT_CLASSES, PlaintextError, TAG_LEN, VERSION, bundle_signature_message,
@@ -102,6 +104,77 @@ pub fn seal_bundle<R: CryptoRngCore + ?Sized>(
     nonce: u64,
     orders: &[OrderSpec],
 ) -> Result<Envelope, BundleError> {
+    seal_to(
+        rng,
+        account,
+        deployment,
+        e,
+        Recipient::Key(batch_key),
+        nonce,
+        orders,
+    )
+}
+
+/// [`seal_bundle`] to a [`SealingKey`]: the same envelope (for the same
+/// random bytes), its multiplication by the batch key done by the key's
+/// table.
+///
+/// # Errors
+/// As [`seal_bundle`].
+pub fn seal_bundle_with<R: CryptoRngCore + ?Sized>(
+    rng: &mut R,
+    account: &SigningKey,
+    deployment: &DeploymentId,
+    e: BatchId,
+    key: &SealingKey,
+    nonce: u64,
+    orders: &[OrderSpec],
+) -> Result<Envelope, BundleError> {
+    seal_to(
+        rng,
+        account,
+        deployment,
+        e,
+        Recipient::Table(key),
+        nonce,
+        orders,
+    )
+}
+
+/// Whom an envelope is sealed to: a batch key, or a batch key with its
+/// multiplication table.
+#[derive(Clone, Copy)]
+enum Recipient<'a> {
+    Key(&'a BatchPublicKey),
+    Table(&'a SealingKey),
+}
+
+impl<'a> Recipient<'a> {
+    fn key(self) -> &'a BatchPublicKey {
+        match self {
+            Recipient::Key(key) => key,
+            Recipient::Table(key) => key.key(),
+        }
+    }
+
+    /// `r · S_e`.
+    fn times(self, r: &Scalar) -> RistrettoPoint {
+        match self {
+            Recipient::Key(key) => r * key.point(),
+            Recipient::Table(key) => key.times(r),
+        }
+    }
+}
+
+fn seal_to<R: CryptoRngCore + ?Sized>(
+    rng: &mut R,
+    account: &SigningKey,
+    deployment: &DeploymentId,
+    e: BatchId,
+    recipient: Recipient<'_>,
+    nonce: u64,
+    orders: &[OrderSpec],
+) -> Result<Envelope, BundleError> {
     for _ in 0..4 {
         // 64 uniform bytes reduced mod ℓ (`Scalar::random` of
         // curve25519-dalek 4, which drew the same bytes).
@@ -109,7 +182,7 @@ pub fn seal_bundle<R: CryptoRngCore + ?Sized>(
         rng.fill_bytes(wide.as_mut());
         let r = Zeroizing::new(Scalar::from_bytes_mod_order_wide(&wide));
         if *r != Scalar::ZERO {
-            return seal_with_scalar(&r, account, deployment, e, batch_key, nonce, orders);
+            return seal_with_scalar(&r, account, deployment, e, recipient, nonce, orders);
         }
     }
     Err(BundleError::Rng)
@@ -131,7 +204,15 @@ pub fn seal_bundle_with_ephemeral(
     orders: &[OrderSpec],
 ) -> Result<Envelope, BundleError> {
     let r = Zeroizing::new(decode_secret_scalar(r).map_err(|_| BundleError::BadEphemeral)?);
-    seal_with_scalar(&r, account, deployment, e, batch_key, nonce, orders)
+    seal_with_scalar(
+        &r,
+        account,
+        deployment,
+        e,
+        Recipient::Key(batch_key),
+        nonce,
+        orders,
+    )
 }
 
 fn seal_with_scalar(
@@ -139,7 +220,7 @@ fn seal_with_scalar(
     account: &SigningKey,
     deployment: &DeploymentId,
     e: BatchId,
-    batch_key: &BatchPublicKey,
+    recipient: Recipient<'_>,
     nonce: u64,
     orders: &[OrderSpec],
 ) -> Result<Envelope, BundleError> {
@@ -152,7 +233,7 @@ fn seal_with_scalar(
     plaintext.extend_from_slice(&body);
     plaintext.extend_from_slice(&signature.to_bytes());
     plaintext.resize(padded, 0);
-    Ok(encrypt(r, e, batch_key, &plaintext))
+    Ok(encrypt(r, e, recipient, &plaintext))
 }
 
 /// Encrypts an arbitrary `plaintext` into an envelope for batch `e` with the
@@ -169,13 +250,13 @@ pub fn seal_raw_plaintext(
     plaintext: &[u8],
 ) -> Result<Envelope, BundleError> {
     let r = Zeroizing::new(decode_secret_scalar(r).map_err(|_| BundleError::BadEphemeral)?);
-    Ok(encrypt(&r, e, batch_key, plaintext))
+    Ok(encrypt(&r, e, Recipient::Key(batch_key), plaintext))
 }
 
-fn encrypt(r: &Scalar, e: BatchId, batch_key: &BatchPublicKey, plaintext: &[u8]) -> Envelope {
+fn encrypt(r: &Scalar, e: BatchId, recipient: Recipient<'_>, plaintext: &[u8]) -> Envelope {
     let ephemeral = RistrettoPoint::mul_base(r).compress().to_bytes();
-    let shared = Zeroizing::new((r * batch_key.point()).compress().to_bytes());
-    let key = kem_key(&shared, &ephemeral, &batch_key.to_bytes(), e);
+    let shared = Zeroizing::new(recipient.times(r).compress().to_bytes());
+    let key = kem_key(&shared, &ephemeral, &recipient.key().to_bytes(), e);
 
     let mut out = Vec::with_capacity(HEADER_LEN + plaintext.len() + TAG_LEN);
     out.push(VERSION);

@@ -96,7 +96,7 @@ pub mod receipt;
 pub use bundle::{
     AccountId, Envelope, OpenError, OpenedBatch, OpenedEnvelope, Rejection, ShapedEnvelope,
     VerifiedBundle, check_shape, header_batch, kem_key, open_batch, open_shaped_batch, seal_bundle,
-    seal_bundle_with_ephemeral, seal_raw_plaintext,
+    seal_bundle_with, seal_bundle_with_ephemeral, seal_raw_plaintext,
 };
 pub use custodian::{
     BatchSchedule, CustodianError, DeploymentId, EmbeddedCustodian, KeyCustodian,
@@ -104,6 +104,7 @@ pub use custodian::{
 };
 pub use keys::{
     BatchPublicKey, KeyError, MasterSecret, ReleaseAttestation, ReleasedBatchKey, SealStatement,
+    SealingKey,
 };
 pub use layout::{BundleError, ENVELOPE_LEN_MAX, ENVELOPE_LEN_MIN, Malformed, VERSION};
 pub use merkle::{

@@ -128,6 +128,49 @@ fn round_trip_for_each_size_class() {
     }
 }
 
+/// Sealing to a batch key's multiplication table gives, for the same random
+/// bytes, the very envelope sealing to the key gives: it opens the same.
+#[test]
+fn a_sealing_key_seals_the_same_envelopes() {
+    let mut w = world(3);
+    let account = w.account();
+    let e = 12;
+    let key = w.custodian.public_key(e).unwrap();
+    let sealing = SealingKey::new(key);
+    assert_eq!(sealing.key(), &key);
+    let deployment = w.deployment();
+    let mut envelopes = Vec::new();
+    for (i, n) in [1, 16, 64, BUNDLE_ORDERS_MAX].into_iter().enumerate() {
+        let seed = w.rng.next_u64();
+        let plain = seal_bundle(
+            &mut ChaCha20Rng::seed_from_u64(seed),
+            &account,
+            &deployment,
+            e,
+            &key,
+            i as u64,
+            &orders(n),
+        )
+        .unwrap();
+        let tabled = seal_bundle_with(
+            &mut ChaCha20Rng::seed_from_u64(seed),
+            &account,
+            &deployment,
+            e,
+            &sealing,
+            i as u64,
+            &orders(n),
+        )
+        .unwrap();
+        assert_eq!(plain, tabled, "{n} orders");
+        envelopes.push(tabled.into_bytes());
+    }
+    let released = w.release(e, &envelopes);
+    for (i, envelope) in envelopes.iter().enumerate() {
+        assert_eq!(released.open(envelope).unwrap().nonce, i as u64);
+    }
+}
+
 #[test]
 fn sealing_refuses_bad_bundles() {
     let mut w = world(2);
