@@ -223,12 +223,12 @@ fn marginal_level(ladder: &Ladder, side: usize, price: Tick, volume: u128) -> Ma
 }
 
 /// Orders per block of [`fill_chunk`]: small enough that a block's columns
-/// are still in L1 when its sums are taken, and below 2^32 so that the split
-/// sums cannot overflow.
+/// are still in L1 when its sums are taken, and at most 2^11 so that its
+/// split sums (of 32-bit halves) stay below 2^43.
 const FILL_BLOCK_ORDERS: usize = 2048;
 
 // Split sums of a block cannot overflow, and positions fit in u32.
-const _: () = assert!(FILL_BLOCK_ORDERS < 1 << 32);
+const _: () = assert!(FILL_BLOCK_ORDERS <= 1 << 11);
 const _: () = assert!(MARKET_ORDERS_MAX <= u32::MAX as usize);
 
 /// The hot loop of pass 2 over the orders from position `start` on.
@@ -260,12 +260,12 @@ fn fill_chunk(input: &MarketInput, start: usize, out: &mut [Lots], th: &Threshol
         let limits = &limits[block..end];
         let qtys = &qtys[block..end];
         let out = &mut out[block..end];
-        for (offset, (((&kind, &limit), &qty), fill)) in kinds
-            .iter()
-            .zip(limits)
-            .zip(qtys)
-            .zip(out.iter_mut())
-            .enumerate()
+        // The position in the block, counted by hand: `enumerate` checks
+        // its counter for overflow on every order (a block has at most
+        // 2^11, so the wrapping addition never wraps).
+        let mut offset = 0usize;
+        for (((&kind, &limit), &qty), fill) in
+            kinds.iter().zip(limits).zip(qtys).zip(out.iter_mut())
         {
             let sell = kind & KIND_SELL != 0;
             let k = key(kind, limit);
@@ -274,7 +274,8 @@ fn fill_chunk(input: &MarketInput, start: usize, out: &mut [Lots], th: &Threshol
             // The offered total checks pass 2 against the histogram; as a
             // second use of `qty` it also stops LLVM from turning the line
             // above into a branch around the load.
-            offered += u128::from(qty);
+            // No overflow: at most 2^27 quantities below 2^64 (< 2^91).
+            offered = offered.wrapping_add(u128::from(qty));
             // Checked against the order's own terms, independently of keys
             // (a market order's stored limit accepts every tick).
             let accepts = if sell { limit <= price } else { limit >= price };
@@ -283,16 +284,21 @@ fn fill_chunk(input: &MarketInput, start: usize, out: &mut [Lots], th: &Threshol
                 // Positions fit in u32: MARKET_ORDERS_MAX < 2^32.
                 tally.marginal.push((start + block + offset) as u32);
             }
+            offset = offset.wrapping_add(1);
         }
-        // Sums of 32-bit halves: a block has < 2^32 orders, so no overflow.
+        // Sums of 32-bit halves: a block has at most FILL_BLOCK_ORDERS
+        // (2^11) terms below 2^32 each, so every sum stays below 2^43 and
+        // the wrapping additions (which vectorise; checked ones do not)
+        // never wrap.
         let mut halves = [0u64; 4];
         for (&f, &kind) in out.iter().zip(kinds) {
             let sold = f & 0u64.wrapping_sub(u64::from(kind & KIND_SELL));
-            halves[0] += f & 0xffff_ffff;
-            halves[1] += f >> 32;
-            halves[2] += sold & 0xffff_ffff;
-            halves[3] += sold >> 32;
+            halves[0] = halves[0].wrapping_add(f & 0xffff_ffff);
+            halves[1] = halves[1].wrapping_add(f >> 32);
+            halves[2] = halves[2].wrapping_add(sold & 0xffff_ffff);
+            halves[3] = halves[3].wrapping_add(sold >> 32);
         }
+        debug_assert!(halves.iter().all(|&h| h < 1 << 43));
         let wide = |low: u64, high: u64| u128::from(low) + (u128::from(high) << 32);
         let total = wide(halves[0], halves[1]);
         let sold = wide(halves[2], halves[3]);

@@ -331,9 +331,23 @@ fn dense_chunk(
         } else {
             offset as usize
         };
-        hist[2 * level + usize::from(kind & KIND_SELL)] += u128::from(qty);
+        let slot = &mut hist[slot(level, kind)];
+        // No overflow: a market has at most MARKET_ORDERS_MAX (2^27)
+        // quantities below 2^64, whose sum stays below 2^91.
+        *slot = slot.wrapping_add(u128::from(qty));
     }
     !bad
+}
+
+/// The histogram slot of `kind`'s side at level `level`: `2·level + side`,
+/// written as a shift and an or (each level has two slots, so the or is
+/// the addition), which has no overflow to check: every level is below
+/// [`DENSE_LEVELS_MAX`] + 2 (dense) or MARKET_ORDERS_MAX + 2 (sparse),
+/// both far below `usize::MAX / 2`.
+#[inline]
+fn slot(level: usize, kind: u8) -> usize {
+    debug_assert!(level < usize::MAX >> 1);
+    (level << 1) | usize::from(kind & KIND_SELL)
 }
 
 /// [`dense_chunk`] with `u64` sums: half the memory traffic of the
@@ -362,7 +376,7 @@ fn dense_chunk_narrow(
         } else {
             offset as usize
         };
-        let slot = &mut hist[2 * level + usize::from(kind & KIND_SELL)];
+        let slot = &mut hist[slot(level, kind)];
         let (sum, carry) = slot.overflowing_add(qty);
         *slot = sum;
         overflow |= carry;
@@ -424,7 +438,9 @@ fn build_sparse(input: &MarketInput, parallel: bool) -> Result<Ladder, ClearingE
             } else {
                 ticks.partition_point(|&tick| tick < limit)
             };
-            hist[2 * level + usize::from(kind & KIND_SELL)] += u128::from(qty);
+            let slot = &mut hist[slot(level, kind)];
+            // No overflow: at most 2^27 quantities below 2^64 (< 2^91).
+            *slot = slot.wrapping_add(u128::from(qty));
         }
         hist
     };
