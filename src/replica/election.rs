@@ -251,6 +251,59 @@ impl ElectionTiming {
     }
 }
 
+/// What a replica whose pre-vote a majority granted does, once it has read
+/// its vote again in openraft's core ([`ElectionTiming::after_pre_vote`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterPreVote {
+    /// Stand for election as decided.
+    Stand,
+    /// Its vote changed while the pre-vote was out (it granted another
+    /// candidate, or heard a leader of a higher term): do not stand; the
+    /// wait starts again from now.
+    Restart,
+    /// Its vote was renewed at this instant (a leader heard) after the
+    /// moment the decision counted from, and the wait from it has not
+    /// passed: do not stand yet.
+    HeardAt(Instant),
+}
+
+impl ElectionTiming {
+    /// The decision to stand was taken on a view a round trip old (the
+    /// pre-vote's): whether it still holds now that the core says its vote
+    /// is `current`, last modified at `touched`, where the decision was
+    /// taken on `decided_on` and `heard`, with the drawn `wait`.
+    ///
+    /// Two followers whose timers run out together both ask; the first to
+    /// stand wins the other's vote while that one's pre-vote is still out,
+    /// and standing then would depose the leader it just voted for.
+    #[must_use]
+    pub fn after_pre_vote(
+        &self,
+        decided_on: &Vote<ReplicaId>,
+        heard: &Heard,
+        wait: Duration,
+        current: &Vote<ReplicaId>,
+        touched: Option<Instant>,
+        now: Instant,
+    ) -> AfterPreVote {
+        if current != decided_on {
+            return AfterPreVote::Restart;
+        }
+        if let Some(touched) = touched
+            && touched > heard.at
+        {
+            let heard = Heard {
+                at: touched,
+                ..*heard
+            };
+            if !matches!(self.next(current, &heard, wait, now), Next::Stand { .. }) {
+                return AfterPreVote::HeardAt(touched);
+            }
+        }
+        AfterPreVote::Stand
+    }
+}
+
 impl ElectionTiming {
     /// Whether a replica grants a pre-vote (`spec/replication.md` §7.1):
     /// not while it leads, nor while it follows a leader it heard from
@@ -408,25 +461,18 @@ pub async fn run(
                 else {
                     return;
                 };
-                if current != vote {
-                    // Its vote changed since the metrics said: the wait
-                    // starts again from now (as openraft's own would), and
-                    // the metrics catch up meanwhile.
-                    clock.heard();
-                    continue;
-                }
-                if let Some(touched) = touched.map(tokio::time::Instant::into_std)
-                    && touched > heard.at
+                let touched = touched.map(tokio::time::Instant::into_std);
+                match timing.after_pre_vote(&vote, &heard, wait, &current, touched, Instant::now())
                 {
-                    clock.heard_at(touched);
-                    let heard = Heard {
-                        at: touched,
-                        ..heard
-                    };
-                    if !matches!(
-                        timing.next(&vote, &heard, wait, Instant::now()),
-                        Next::Stand { .. }
-                    ) {
+                    AfterPreVote::Stand => {}
+                    AfterPreVote::Restart => {
+                        // The wait starts again from now (as openraft's own
+                        // would), and the metrics catch up meanwhile.
+                        clock.heard();
+                        continue;
+                    }
+                    AfterPreVote::HeardAt(at) => {
+                        clock.heard_at(at);
                         continue;
                     }
                 }
@@ -512,6 +558,65 @@ mod tests {
                 }
             );
         }
+    }
+
+    /// The race of two followers whose timers run out together (term 8,
+    /// leader 3 killed): both decide to stand for term 9 and ask for
+    /// pre-votes; replica 1 stands first and replica 2 grants it its vote
+    /// while its own pre-vote is still out. Replica 2's pre-vote comes back
+    /// granted (replica 3's answer predates the election), but the vote it
+    /// decided on is gone: it must not stand, which would depose the
+    /// leader it just voted for. A vote renewed by a leader heard meanwhile
+    /// holds it back until a wait from then has passed.
+    #[test]
+    fn a_follower_that_voted_while_its_pre_vote_was_out_does_not_stand() {
+        let timing = timing();
+        let t0 = Instant::now();
+        let wait = ms(130);
+        let followed = Vote::new_committed(8, 3);
+        let heard = Heard::new(t0);
+        // The timer's decision, on the view before the pre-vote.
+        let decided = t0 + ms(330);
+        assert_eq!(
+            timing.next(&followed, &heard, wait, decided),
+            Next::Stand { times: 1, term: 9 }
+        );
+        let answered = decided + ms(20);
+        // Meanwhile it granted replica 1's vote for term 9.
+        let granted = Vote::new(9, 1);
+        assert_eq!(
+            timing.after_pre_vote(
+                &followed,
+                &heard,
+                wait,
+                &granted,
+                Some(decided + ms(5)),
+                answered
+            ),
+            AfterPreVote::Restart
+        );
+        // The same vote, renewed by the leader heard again at +10 ms: not
+        // yet (a wait and the lease from then).
+        assert_eq!(
+            timing.after_pre_vote(
+                &followed,
+                &heard,
+                wait,
+                &followed,
+                Some(decided + ms(10)),
+                answered
+            ),
+            AfterPreVote::HeardAt(decided + ms(10))
+        );
+        // Nothing changed while it asked: it stands.
+        assert_eq!(
+            timing.after_pre_vote(&followed, &heard, wait, &followed, Some(t0), answered),
+            AfterPreVote::Stand
+        );
+        assert_eq!(
+            timing.after_pre_vote(&followed, &heard, wait, &followed, None, answered),
+            AfterPreVote::Stand
+        );
     }
 
     #[test]
