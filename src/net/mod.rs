@@ -3,7 +3,9 @@
 //! fingerprint (no CA, no trust on first use).
 //!
 //! The transport settings that bound what one peer can make the server hold
-//! (streams, windows, idle time) are in [`ServerTransport`].
+//! (streams, windows, idle time) are in [`ServerTransport`]. A socket handed
+//! down by the process that started this one (`--inherit-fd`, [`inherit`])
+//! is served instead of binding its address.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -59,6 +59,9 @@
 //! the re-derived state and verifies a pruned journal from its oldest
 //! usable checkpoint; [`export_transcripts`] and [`verify_transcript`] do
 //! the same for one batch carried in a self-contained [`Transcript`].
+//! Recovery and `verify` read a journal through one walk (`walk.rs`): the
+//! records that only change the books are applied there, the same way for
+//! both, and each keeps only its own handling of the batch life cycle.
 
 mod batch;
 mod checkpoint;
