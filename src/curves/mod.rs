@@ -18,4 +18,4 @@ pub mod steps;
 pub mod svg;
 
 pub use steps::{Clearing, CurvePoint, FillSummary, MarketCurves, batch_curves};
-pub use svg::{HistoryPoint, batch_svg, escape_markup, market_history_svg};
+pub use svg::{HistoryPoint, SvgDoc, batch_svg, escape_markup, market_history_svg};

@@ -28,15 +28,12 @@ const MARK: &str = "#222";
 pub fn batch_svg(e: BatchId, markets: &[MarketCurves]) -> String {
     let panels = markets.len().max(1);
     let height = HEIGHT * panels as f64;
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" font-family="sans-serif" font-size="12">"#
+    let mut doc = SvgDoc::new(
+        WIDTH,
+        height,
+        &format!("sealbatch batch {e}: demand and supply"),
     );
-    let _ = write!(
-        out,
-        r#"<title>sealbatch batch {e}: demand and supply</title><rect width="100%" height="100%" fill="white"/>"#
-    );
+    let out = doc.body();
     if markets.is_empty() {
         let _ = write!(
             out,
@@ -50,11 +47,10 @@ pub fn batch_svg(e: BatchId, markets: &[MarketCurves]) -> String {
             market.market.0,
             HEIGHT * i as f64
         );
-        panel(&mut out, e, market);
+        panel(out, e, market);
         out.push_str("</g>");
     }
-    out.push_str("</svg>\n");
-    out
+    doc.finish()
 }
 
 /// Maps prices and lots to the panel's coordinates.
@@ -266,11 +262,12 @@ pub fn market_history_svg(market: u32, history: &[HistoryPoint]) -> String {
     const PRICE_BOTTOM: f64 = 250.0;
     const VOLUME_TOP: f64 = 280.0;
     const VOLUME_BOTTOM: f64 = 400.0;
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="12"><title>sealbatch market {market}: price and volume by batch</title><rect width="100%" height="100%" fill="white"/>"#
+    let mut doc = SvgDoc::new(
+        WIDTH,
+        HEIGHT,
+        &format!("sealbatch market {market}: price and volume by batch"),
     );
+    let out = doc.body();
     let _ = write!(
         out,
         r#"<text x="{LEFT}" y="20" font-size="14" font-weight="bold">market {market} · clearing price and volume of the last {} batches</text>"#,
@@ -279,10 +276,9 @@ pub fn market_history_svg(market: u32, history: &[HistoryPoint]) -> String {
     let (Some(first), Some(last)) = (history.first(), history.last()) else {
         let _ = write!(
             out,
-            r#"<text x="{LEFT}" y="60">no batch published yet</text></svg>"#
+            r#"<text x="{LEFT}" y="60">no batch published yet</text>"#
         );
-        out.push('\n');
-        return out;
+        return doc.finish();
     };
     let prices: Vec<Tick> = history.iter().filter_map(|h| h.price).collect();
     let low = prices.iter().copied().min().unwrap_or(0);
@@ -376,8 +372,53 @@ pub fn market_history_svg(market: u32, history: &[HistoryPoint]) -> String {
             );
         }
     }
-    out.push_str("</svg>\n");
-    out
+    doc.finish()
+}
+
+/// An SVG document, the one writer of the project's charts (the explorer's
+/// curves and history, `sealbatch plot`, `bench clearing --svg`): the frame
+/// every chart has — size, font, an escaped title, a white background —
+/// then the chart's own elements, then the end.
+pub struct SvgDoc {
+    out: String,
+}
+
+impl SvgDoc {
+    /// A document `width` × `height` user units titled `title` (escaped
+    /// here).
+    #[must_use]
+    pub fn new(width: f64, height: f64, title: &str) -> SvgDoc {
+        let mut out = String::new();
+        let _ = write!(
+            out,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" font-family="sans-serif" font-size="12"><title>{}</title><rect width="100%" height="100%" fill="white"/>"#,
+            escape_markup(title)
+        );
+        SvgDoc { out }
+    }
+
+    /// A `<text>` at (`x`, `y`) with the attributes `attrs` (written as
+    /// given: the caller's constants) holding `content`, escaped here.
+    pub fn text(&mut self, x: f64, y: f64, attrs: &str, content: &str) {
+        let _ = write!(
+            self.out,
+            r#"<text x="{x:.1}" y="{y:.1}"{}{attrs}>{}</text>"#,
+            if attrs.is_empty() { "" } else { " " },
+            escape_markup(content)
+        );
+    }
+
+    /// The document so far, to write the chart's own elements into.
+    pub fn body(&mut self) -> &mut String {
+        &mut self.out
+    }
+
+    /// The finished document.
+    #[must_use]
+    pub fn finish(mut self) -> String {
+        self.out.push_str("</svg>\n");
+        self.out
+    }
 }
 
 /// `text` with the characters HTML and SVG give meaning to escaped, for

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::report::Row;
+use crate::curves::SvgDoc;
 
 const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 440.0;
@@ -48,23 +49,18 @@ pub fn chart(rows: &[Row], title: &str) -> String {
     let px = |x: f64| LEFT + (x - x_min) / (x_max - x_min) * plot_w;
     let py = |y: f64| TOP + plot_h - y / y_max * plot_h;
 
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = write!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = write!(
-        svg,
-        r#"<text x="{}" y="18" text-anchor="middle" font-size="14">{}</text>"#,
+    let mut doc = SvgDoc::new(WIDTH, HEIGHT, title);
+    doc.text(
         LEFT + plot_w / 2.0,
-        crate::curves::escape_markup(title)
+        18.0,
+        r#"text-anchor="middle" font-size="14""#,
+        title,
     );
     // Axes, grid and ticks.
     let mut x = x_min;
     while x <= x_max + 1e-9 {
         let _ = write!(
-            svg,
+            doc.body(),
             r##"<line x1="{0:.1}" y1="{1:.1}" x2="{0:.1}" y2="{2:.1}" stroke="#ddd"/><text x="{0:.1}" y="{3:.1}" text-anchor="middle">10^{4}</text>"##,
             px(x),
             TOP,
@@ -77,7 +73,7 @@ pub fn chart(rows: &[Row], title: &str) -> String {
     for i in 0..=5 {
         let y = y_max * f64::from(i) / 5.0;
         let _ = write!(
-            svg,
+            doc.body(),
             r##"<line x1="{0:.1}" y1="{1:.1}" x2="{2:.1}" y2="{1:.1}" stroke="#ddd"/><text x="{3:.1}" y="{4:.1}" text-anchor="end">{5}</text>"##,
             LEFT,
             py(y),
@@ -88,17 +84,17 @@ pub fn chart(rows: &[Row], title: &str) -> String {
         );
     }
     let _ = write!(
-        svg,
+        doc.body(),
         r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##
     );
     let _ = write!(
-        svg,
+        doc.body(),
         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">orders per batch</text>"#,
         LEFT + plot_w / 2.0,
         HEIGHT - 10.0
     );
     let _ = write!(
-        svg,
+        doc.body(),
         r#"<text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">million orders per second</text>"#,
         TOP + plot_h / 2.0
     );
@@ -110,13 +106,13 @@ pub fn chart(rows: &[Row], title: &str) -> String {
             .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
             .collect();
         let _ = write!(
-            svg,
+            doc.body(),
             r#"<polyline fill="none" stroke="{color}" stroke-width="2" points="{}"/>"#,
             path.join(" ")
         );
         for &(x, y) in points {
             let _ = write!(
-                svg,
+                doc.body(),
                 r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#,
                 px(x),
                 py(y)
@@ -131,16 +127,18 @@ pub fn chart(rows: &[Row], title: &str) -> String {
             shape
         );
         let _ = write!(
-            svg,
-            r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"/><text x="{:.1}" y="{:.1}" font-size="10">{}</text>"#,
+            doc.body(),
+            r#"<line x1="{lx:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="2"/>"#,
             lx + 16.0,
+        );
+        doc.text(
             lx + 20.0,
             ly + 3.5,
-            crate::curves::escape_markup(&shorten(&label, 34))
+            r#"font-size="10""#,
+            &shorten(&label, 34),
         );
     }
-    svg.push_str("</svg>\n");
-    svg
+    doc.finish()
 }
 
 /// 1, 2 or 5 times a power of ten, at least `v`.
