@@ -339,6 +339,9 @@ fn dense_chunk(
     !bad
 }
 
+// The slot's or is its addition only while the sell bit is the lowest.
+const _: () = assert!(KIND_SELL == 1);
+
 /// The histogram slot of `kind`'s side at level `level`: `2·level + side`,
 /// written as a shift and an or (each level has two slots, so the or is
 /// the addition), which has no overflow to check: every level is below

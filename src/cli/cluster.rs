@@ -612,7 +612,7 @@ impl Replicas {
             .stdout(Stdio::null())
             .stderr(log);
         let [client, raft] = &self.sockets[i];
-        let child = crate::net::inherit::spawn_with(&mut command, &[client.as_fd(), raft.as_fd()])?;
+        let child = crate::net::inherit::spawn_with(command, &[client.as_fd(), raft.as_fd()])?;
         self.children[i] = Some(child);
         Ok(())
     }

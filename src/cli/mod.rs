@@ -176,8 +176,10 @@ pub enum Command {
 /// runs the command, and maps its error to an exit code with [`exit_code`].
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Before this process opens anything of its own.
-    if let Err(error) = crate::net::inherit::inherit(&cli.inherit_fd) {
+    // SAFETY: first thing, before this process opens anything of its own:
+    // an open descriptor named here can only be one handed down across
+    // `exec`, owned by nothing in this process yet.
+    if let Err(error) = unsafe { crate::net::inherit::inherit(&cli.inherit_fd) } {
         eprintln!(
             "sealbatch: {INHERIT_FLAG}: {error}",
             INHERIT_FLAG = crate::net::inherit::INHERIT_FLAG

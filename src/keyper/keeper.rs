@@ -41,8 +41,6 @@ pub struct GenerationParams {
     pub phase_ms: [u64; 4],
 }
 
-impl GenerationParams {}
-
 impl Decode for GenerationParams {
     /// Reads [`encode_into`](Encode::encode_into): a window of `1..=`[`WINDOW_BATCHES_MAX`]
     /// batches, phases of at least 1 ms and at most a day.
@@ -144,8 +142,6 @@ pub struct KeeperSnapshot {
 
 /// Most entries a snapshot may hold.
 pub const SNAPSHOT_ENTRIES_MAX: usize = 1 << 20;
-
-impl KeeperSnapshot {}
 
 impl Decode for KeeperSnapshot {
     /// Reads [`encode_into`](Encode::encode_into): positions strictly ascending and

@@ -48,8 +48,8 @@ pub enum InheritError {
         /// The error.
         source: std::io::Error,
     },
-    /// Two descriptors bound to one address.
-    #[error("descriptors handed down twice for {0}")]
+    /// Two sockets of one kind bound to one address.
+    #[error("two sockets of one kind handed down for {0}")]
     SameAddress(SocketAddr),
 }
 
@@ -58,8 +58,16 @@ enum Inherited {
     Tcp(TcpListener),
 }
 
-/// The sockets handed down and not yet taken, by their local address.
-static INHERITED: Mutex<BTreeMap<SocketAddr, Inherited>> = Mutex::new(BTreeMap::new());
+/// Which kind of socket: a UDP socket and a TCP listener may hold the same
+/// address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Udp,
+    Tcp,
+}
+
+/// The sockets handed down and not yet taken, by kind and local address.
+static INHERITED: Mutex<BTreeMap<(Kind, SocketAddr), Inherited>> = Mutex::new(BTreeMap::new());
 /// Every descriptor adopted: one named again must not be adopted twice
 /// (two owners would close it twice).
 static ADOPTED: Mutex<Vec<RawFd>> = Mutex::new(Vec::new());
@@ -93,9 +101,19 @@ fn socket_option(fd: RawFd, option: libc::c_int) -> Option<libc::c_int> {
 ///
 /// [`InheritError`]: nothing is adopted from a descriptor refused (the
 /// ones before it are).
-pub fn inherit(fds: &[RawFd]) -> Result<Vec<SocketAddr>, InheritError> {
+///
+/// # Safety
+///
+/// Each descriptor in `fds` that is open must be owned by nothing else in
+/// this process (it was handed down across `exec` and nothing has taken
+/// it): this function becomes its owner and will close it. The command
+/// line calls it first thing, before the process opens anything.
+pub unsafe fn inherit(fds: &[RawFd]) -> Result<Vec<SocketAddr>, InheritError> {
     let mut addrs = Vec::with_capacity(fds.len());
     for &fd in fds {
+        if fd < 0 {
+            return Err(InheritError::NotOpen(fd));
+        }
         if fd <= 2 {
             return Err(InheritError::Reserved(fd));
         }
@@ -120,24 +138,30 @@ pub fn inherit(fds: &[RawFd]) -> Result<Vec<SocketAddr>, InheritError> {
                 return Err(InheritError::NotOpen(fd));
             }
             adopted.push(fd);
-            // SAFETY: `fd` is open, is not a standard stream, was handed
-            // down (this process opened nothing before adopting) and is
+            // SAFETY: `fd` is open, is not a standard stream, is owned by
+            // nothing else in this process (the caller's contract) and is
             // adopted once (`ADOPTED`): this is its only owner.
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
             let io = |source| InheritError::Io { fd, source };
-            let (addr, socket) = if kind == libc::SOCK_DGRAM {
+            let (key, socket) = if kind == libc::SOCK_DGRAM {
                 let socket = UdpSocket::from(owned);
-                (socket.local_addr().map_err(io)?, Inherited::Udp(socket))
+                (
+                    (Kind::Udp, socket.local_addr().map_err(io)?),
+                    Inherited::Udp(socket),
+                )
             } else {
                 let listener = TcpListener::from(owned);
-                (listener.local_addr().map_err(io)?, Inherited::Tcp(listener))
+                (
+                    (Kind::Tcp, listener.local_addr().map_err(io)?),
+                    Inherited::Tcp(listener),
+                )
             };
             let mut inherited = INHERITED.lock().unwrap_or_else(PoisonError::into_inner);
-            if inherited.contains_key(&addr) {
-                return Err(InheritError::SameAddress(addr));
+            if inherited.contains_key(&key) {
+                return Err(InheritError::SameAddress(key.1));
             }
-            inherited.insert(addr, socket);
-            addrs.push(addr);
+            inherited.insert(key, socket);
+            addrs.push(key.1);
         }
     }
     Ok(addrs)
@@ -149,14 +173,30 @@ pub fn inherit(fds: &[RawFd]) -> Result<Vec<SocketAddr>, InheritError> {
 ///
 /// The bind error.
 pub fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    let mut inherited = INHERITED.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some(Inherited::Udp(_)) = inherited.get(&addr)
-        && let Some(Inherited::Udp(socket)) = inherited.remove(&addr)
-    {
-        return Ok(socket);
+    let handed = INHERITED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&(Kind::Udp, addr));
+    match handed {
+        Some(Inherited::Udp(socket)) => Ok(socket),
+        _ => UdpSocket::bind(addr).map_err(|e| unmatched(addr, e)),
     }
-    drop(inherited);
-    UdpSocket::bind(addr)
+}
+
+/// A bind error, naming the sockets handed down that no address matched
+/// (a handed-down socket holding the port is the likely cause: an address
+/// must equal a socket's exactly, `0.0.0.0` is not `127.0.0.1`).
+fn unmatched(addr: SocketAddr, error: std::io::Error) -> std::io::Error {
+    let untaken = untaken();
+    if untaken.is_empty() {
+        return error;
+    }
+    std::io::Error::new(
+        error.kind(),
+        format!(
+            "{error}; no socket handed down (--inherit-fd) is bound to exactly {addr}, those left are {untaken:?}"
+        ),
+    )
 }
 
 /// The listening TCP socket handed down for `addr`, else one bound to it
@@ -166,22 +206,18 @@ pub fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 ///
 /// The bind error.
 pub async fn tcp_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    let handed = {
-        let mut inherited = INHERITED.lock().unwrap_or_else(PoisonError::into_inner);
-        match inherited.get(&addr) {
-            Some(Inherited::Tcp(_)) => match inherited.remove(&addr) {
-                Some(Inherited::Tcp(listener)) => Some(listener),
-                _ => None,
-            },
-            _ => None,
-        }
-    };
+    let handed = INHERITED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&(Kind::Tcp, addr));
     match handed {
-        Some(listener) => {
+        Some(Inherited::Tcp(listener)) => {
             listener.set_nonblocking(true)?;
             tokio::net::TcpListener::from_std(listener)
         }
-        None => tokio::net::TcpListener::bind(addr).await,
+        _ => tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| unmatched(addr, e)),
     }
 }
 
@@ -193,20 +229,22 @@ pub fn untaken() -> Vec<SocketAddr> {
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .keys()
-        .copied()
+        .map(|&(_, addr)| addr)
         .collect()
 }
 
 /// Spawns `command` with `sockets` handed down: each stays open across the
 /// `exec` in the child (and only there) and is named by an
 /// [`INHERIT_FLAG`] argument appended to the command (the flag is global:
-/// it may follow the subcommand). The caller keeps its own descriptors; a
-/// child restarted later is handed the same sockets again.
+/// it may follow the subcommand). The command is consumed: spawned again,
+/// its hook would clear close-on-exec on whatever then holds those
+/// numbers. The caller keeps its own descriptors; a child restarted later
+/// is handed the same sockets again (by a new command).
 ///
 /// # Errors
 ///
 /// The spawn error.
-pub fn spawn_with(command: &mut Command, sockets: &[BorrowedFd<'_>]) -> std::io::Result<Child> {
+pub fn spawn_with(mut command: Command, sockets: &[BorrowedFd<'_>]) -> std::io::Result<Child> {
     let fds: Vec<RawFd> = sockets.iter().map(AsRawFd::as_raw_fd).collect();
     for fd in &fds {
         command.arg(INHERIT_FLAG).arg(fd.to_string());
@@ -237,7 +275,12 @@ mod tests {
     /// closed could be reopened by a file another test asks to adopt.
     #[test]
     fn sockets_handed_down_are_adopted_and_anything_else_refused() {
+        // SAFETY (every call below): the descriptors named are this test's
+        // own only where the call refuses them; the one adopted is given up
+        // to `inherit` first (`into_raw_fd`).
+        let inherit = |fds: &[RawFd]| unsafe { inherit(fds) };
         assert!(matches!(inherit(&[1]), Err(InheritError::Reserved(1))));
+        assert!(matches!(inherit(&[-1]), Err(InheritError::NotOpen(-1))));
         // A descriptor number far above any this test process opened.
         assert!(matches!(
             inherit(&[1_000_000]),
@@ -263,5 +306,23 @@ mod tests {
         let taken = udp_socket(addr).expect("the socket handed down");
         assert_eq!(taken.as_raw_fd(), raw);
         assert!(!untaken().contains(&addr));
+        // A UDP socket and a TCP listener may hold one address: both are
+        // handed down, each taken by its kind.
+        let (udp, tcp) = (0..100)
+            .find_map(|_| {
+                let udp = UdpSocket::bind("127.0.0.1:0").ok()?;
+                let tcp = TcpListener::bind(udp.local_addr().ok()?).ok()?;
+                Some((udp, tcp))
+            })
+            .expect("a port free for both");
+        let shared = udp.local_addr().expect("addr");
+        let fds = [
+            std::os::fd::IntoRawFd::into_raw_fd(udp),
+            std::os::fd::IntoRawFd::into_raw_fd(tcp),
+        ];
+        assert_eq!(inherit(&fds).expect("both adopted"), vec![shared, shared]);
+        let udp = udp_socket(shared).expect("the UDP socket handed down");
+        assert_eq!(udp.as_raw_fd(), fds[0]);
+        assert_eq!(untaken(), vec![shared], "the listener is left");
     }
 }

@@ -468,8 +468,6 @@ impl Encode for ReplicaStatus {
     }
 }
 
-impl RaftRequest {}
-
 impl Decode for RaftRequest {
     /// A whole raft request is its container (a file, a frame, a blob): it
     /// takes the rest of `r`.

@@ -157,11 +157,8 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(log);
         let (client, raft, metrics) = &self.sockets[i];
-        let child = spawn_with(
-            &mut command,
-            &[client.as_fd(), raft.as_fd(), metrics.as_fd()],
-        )
-        .expect("the binary starts");
+        let child = spawn_with(command, &[client.as_fd(), raft.as_fd(), metrics.as_fd()])
+            .expect("the binary starts");
         self.children[i] = Some(child);
     }
 

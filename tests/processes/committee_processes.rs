@@ -53,7 +53,7 @@ fn start_keyper(config: &Path, metrics: Option<&std::net::TcpListener>) -> Child
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let sockets: Vec<_> = metrics.iter().map(|l| l.as_fd()).collect();
-    spawn_with(&mut command, &sockets).expect("the keyper starts")
+    spawn_with(command, &sockets).expect("the keyper starts")
 }
 
 fn kill(child: &mut Child) {

@@ -377,17 +377,16 @@ async fn a_socket_handed_down_is_served_across_a_restart_and_a_file_is_refused()
 
     let (socket, port) = common::loopback_udp();
     for _ in 0..2 {
-        let mut child = sealbatch::net::inherit::spawn_with(
-            Command::new(env!("CARGO_BIN_EXE_sealbatch"))
-                .args(["run", "--no-metrics", "--listen"])
-                .arg(format!("127.0.0.1:{port}"))
-                .arg("--data-dir")
-                .arg(&dir)
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null()),
-            &[socket.as_fd()],
-        )
-        .expect("the binary starts");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sealbatch"));
+        command
+            .args(["run", "--no-metrics", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut child = sealbatch::net::inherit::spawn_with(command, &[socket.as_fd()])
+            .expect("the binary starts");
         let client = connect(&dir, &mut child).await;
         assert_eq!(common::address(&dir).map(|a| a.port()), Some(port));
         assert!(client.schedule().await.is_ok());

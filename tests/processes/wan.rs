@@ -36,24 +36,22 @@ fn the_relay_command_delays_each_way_and_stops_after_its_duration() {
     });
     // Handed down: the relay serves on the test's socket.
     let (socket, port) = loopback_udp();
-    let relay = spawn_with(
-        Command::new(env!("CARGO_BIN_EXE_sealbatch"))
-            .args([
-                "relay",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--to",
-                &echo_addr.to_string(),
-                "--delay-ms",
-                "25",
-                "--duration",
-                "3",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-        &[socket.as_fd()],
-    )
-    .expect("the relay starts");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sealbatch"));
+    command
+        .args([
+            "relay",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--to",
+            &echo_addr.to_string(),
+            "--delay-ms",
+            "25",
+            "--duration",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let relay = spawn_with(command, &[socket.as_fd()]).expect("the relay starts");
     let client = UdpSocket::bind("127.0.0.1:0").expect("binds");
     client
         .set_read_timeout(Some(Duration::from_millis(200)))
