@@ -757,6 +757,11 @@ pub async fn run(
             Ok::<_, crate::net::NetError>((*addr, config))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if config.metrics_listen.is_none() {
+        for addr in crate::net::inherit::untaken() {
+            tracing::warn!(%addr, "a socket handed down is named by no listen address of the configuration; unused");
+        }
+    }
     if let Some(addr) = config.metrics_listen {
         let listener = crate::net::inherit::tcp_listener(addr)
             .await
@@ -764,6 +769,9 @@ pub async fn run(
                 path: PathBuf::from(addr.to_string()),
                 source,
             })?;
+        for addr in crate::net::inherit::untaken() {
+            tracing::warn!(%addr, "a socket handed down is named by no listen address of the configuration; unused");
+        }
         let served = std::sync::Arc::clone(&metrics);
         let core = std::sync::Arc::clone(&state.core);
         let router = axum::Router::new()
