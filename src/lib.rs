@@ -43,7 +43,7 @@
 //! - [`http`]: the bounded loopback HTTP server of metrics and pages.
 //! - [`replica`]: the replicated log (openraft): the Raft log on disk, the state machine over the journal, the replica transport, a replica's attestations.
 //! - [`node`]: the sequencer process: the driver thread around the sequencer, the journal writer, QUIC server, keyper link, metrics, explorer, shutdown.
-//! - [`keyperd`]: the keyper process: its keys, its journal, its QUIC link to the sequencer.
+//! - [`keyper_process`]: the keyper process: its keys, its journal, its QUIC link to the sequencer.
 //! - [`secret_file`]: the one rule for secrets on disk (0600, `O_EXCL`, fsynced, zeroized).
 //! - [`client`]: the client library: schedule, submit, subscribe (every pushed result checked), accounts.
 //! - [`cli`]: the `sealbatch` command line.
@@ -68,7 +68,7 @@ pub mod http;
 pub mod journal;
 pub mod keyper;
 #[allow(clippy::disallowed_methods)] // the shell: clock, files, threads
-pub mod keyperd;
+pub mod keyper_process;
 pub mod ledger;
 pub mod market;
 #[allow(clippy::disallowed_methods)] // the shell: clock, files, threads

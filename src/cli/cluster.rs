@@ -637,12 +637,13 @@ impl Replicas {
     /// fingerprint and commit key.
     fn for_keypers(
         &self,
-    ) -> Result<Vec<crate::keyperd::KeyperReplica>, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<Vec<crate::keyper_process::KeyperReplica>, Box<dyn std::error::Error + Send + Sync>>
+    {
         self.addrs()?
             .iter()
             .zip(&self.dirs)
             .map(|(replica, dir)| {
-                Ok(crate::keyperd::KeyperReplica {
+                Ok(crate::keyper_process::KeyperReplica {
                     address: replica.addr,
                     fingerprint: hex::encode(replica.fingerprint),
                     commit_key: hex::encode(crate::node::cluster::commit_key(dir)?.public()),
@@ -1997,7 +1998,7 @@ where
 /// would, and what they released.
 struct DemoKeypers {
     stops: Vec<tokio::sync::watch::Sender<bool>>,
-    tasks: Vec<tokio::task::JoinHandle<Result<(), crate::keyperd::KeyperProcessError>>>,
+    tasks: Vec<tokio::task::JoinHandle<Result<(), crate::keyper_process::KeyperProcessError>>>,
     released: Arc<std::sync::Mutex<BTreeMap<u64, usize>>>,
     /// Every first release: batch, seal root, when (unix ms).
     releases: Arc<std::sync::Mutex<Vec<(u64, crate::envelope::MerkleRoot, u64)>>>,
@@ -2056,7 +2057,7 @@ async fn start_keypers(
     let mut stops = Vec::new();
     let mut tasks = Vec::new();
     for k in 1..=committee.members.len() {
-        let config = crate::keyperd::KeyperConfig {
+        let config = crate::keyper_process::KeyperConfig {
             data_dir: root.join("keypers").join(format!("keyper-{k}")),
             sequencer: None,
             fingerprint: None,
@@ -2074,7 +2075,7 @@ async fn start_keypers(
         let log = Arc::clone(&releases);
         tokio::spawn(async move {
             while let Some(event) = rx.recv().await {
-                if let crate::keyperd::KeyperEvent::Released {
+                if let crate::keyper_process::KeyperEvent::Released {
                     e,
                     root,
                     first: true,
@@ -2090,7 +2091,7 @@ async fn start_keypers(
                 }
             }
         });
-        tasks.push(tokio::spawn(crate::keyperd::run(
+        tasks.push(tokio::spawn(crate::keyper_process::run(
             config,
             shutdown,
             Some(tx),

@@ -84,7 +84,7 @@ pub(crate) fn demo_committee(
 ) -> Result<crate::node::config::CommitteeConfig, Box<dyn std::error::Error + Send + Sync>> {
     let mut members = Vec::new();
     for k in 1..=n {
-        let public = crate::keyperd::init(&dir.join(format!("keyper-{k}")))?;
+        let public = crate::keyper_process::init(&dir.join(format!("keyper-{k}")))?;
         members.push(crate::node::config::CommitteeMember {
             signing: hex::encode(public.signing),
             encryption: hex::encode(public.encryption),
@@ -100,7 +100,7 @@ pub(crate) fn demo_committee(
 }
 
 /// A keyper running in the demo's process.
-type KeyperTask = tokio::task::JoinHandle<Result<(), crate::keyperd::KeyperProcessError>>;
+type KeyperTask = tokio::task::JoinHandle<Result<(), crate::keyper_process::KeyperProcessError>>;
 
 /// The demo's keypers, each run as its own keyper process would run it,
 /// and what they report.
@@ -153,7 +153,7 @@ async fn start_keypers(
         committee.members.len()
     );
     for k in 1..=committee.members.len() {
-        let config = crate::keyperd::KeyperConfig {
+        let config = crate::keyper_process::KeyperConfig {
             data_dir: data_dir.join("keypers").join(format!("keyper-{k}")),
             sequencer: Some(info.listen),
             fingerprint: Some(hex::encode(info.fingerprint)),
@@ -175,13 +175,13 @@ async fn start_keypers(
             let mut index = 0;
             while let Some(event) = rx.recv().await {
                 match event {
-                    crate::keyperd::KeyperEvent::Connected { index: i } => {
+                    crate::keyper_process::KeyperEvent::Connected { index: i } => {
                         index = i;
                         if last {
                             last_index.store(i, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
-                    crate::keyperd::KeyperEvent::Released { e, first, .. } => {
+                    crate::keyper_process::KeyperEvent::Released { e, first, .. } => {
                         if first {
                             release_times
                                 .lock()
@@ -197,11 +197,11 @@ async fn start_keypers(
                             .or_default()
                             .insert(index);
                     }
-                    crate::keyperd::KeyperEvent::Refused { .. } => {}
+                    crate::keyper_process::KeyperEvent::Refused { .. } => {}
                 }
             }
         });
-        let task = tokio::spawn(crate::keyperd::run(config, shutdown, Some(tx)));
+        let task = tokio::spawn(crate::keyper_process::run(config, shutdown, Some(tx)));
         keypers.push((stop, task));
     }
     let started = std::time::Instant::now();

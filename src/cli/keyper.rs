@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 
 use super::CommandResult;
 use super::run::{init_logging, runtime, shutdown_on_signals};
-use crate::keyperd::{self, KeyperConfig};
+use crate::keyper_process::{self, KeyperConfig};
 
 /// The keyper's commands.
 #[derive(Debug, Subcommand)]
@@ -46,7 +46,7 @@ pub struct KeyperRunArgs {
 pub fn run(command: &KeyperCommand) -> CommandResult {
     match command {
         KeyperCommand::Init(args) => {
-            let public = keyperd::init(&args.dir)?;
+            let public = keyper_process::init(&args.dir)?;
             println!("[[committee.members]]");
             println!("signing = \"{}\"", hex::encode(public.signing));
             println!("encryption = \"{}\"", hex::encode(public.encryption));
@@ -57,7 +57,7 @@ pub fn run(command: &KeyperCommand) -> CommandResult {
             init_logging(args.log_json, "info");
             runtime()?.block_on(async move {
                 let shutdown = shutdown_on_signals()?;
-                keyperd::run(config, shutdown, None).await?;
+                keyper_process::run(config, shutdown, None).await?;
                 Ok(())
             })
         }

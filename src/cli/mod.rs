@@ -203,7 +203,7 @@ pub fn main() -> ExitCode {
 pub fn exit_code(error: &(dyn std::error::Error + 'static)) -> u8 {
     if let Some(node) = error.downcast_ref::<crate::node::NodeError>() {
         node.exit_code()
-    } else if let Some(keyper) = error.downcast_ref::<crate::keyperd::KeyperProcessError>() {
+    } else if let Some(keyper) = error.downcast_ref::<crate::keyper_process::KeyperProcessError>() {
         keyper.exit_code()
     } else if error
         .downcast_ref::<crate::node::config::ConfigFileError>()

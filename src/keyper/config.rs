@@ -97,7 +97,7 @@ impl CommitteeConfig {
         if self
             .phase_ms
             .iter()
-            .any(|&ms| ms == 0 || ms > crate::keyper::keeper::PHASE_MS_MAX)
+            .any(|&ms| ms == 0 || ms > crate::keyper::log_keeper::PHASE_MS_MAX)
         {
             return Err(invalid(
                 "each phase_ms must be 1 to 86400000 (a day)".into(),

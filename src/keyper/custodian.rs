@@ -24,7 +24,7 @@ use crate::types::BatchId;
 /// Most windows a custodian keeps (older ones are dropped as new ones
 /// come). Its sequencer prunes the windows no batch needs
 /// ([`CommitteeCustodian::prune`]) and its log keeper holds at most
-/// [`WINDOWS_AHEAD_MAX`](super::keeper::WINDOWS_AHEAD_MAX) windows beyond the
+/// [`WINDOWS_AHEAD_MAX`](super::log_keeper::WINDOWS_AHEAD_MAX) windows beyond the
 /// first batch it needs, so this
 /// bound is never what drops a window.
 pub const WINDOWS_KEPT_MAX: usize = 64;

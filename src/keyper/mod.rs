@@ -19,7 +19,7 @@
 //!   approval) and their bytes.
 //! - [`log`]: replaying a generation's log, phase by phase, into its
 //!   result, and the committee's certificate over a window's keys.
-//! - [`keeper`]: the log keeper (the sequencer's part): opens generations,
+//! - [`log_keeper`]: the log keeper (the sequencer's part): opens generations,
 //!   takes messages that count, ends phases by its clock, retries.
 //! - [`node`]: a keyper's state machine: reads the log, posts what its
 //!   phase asks, answers seals.
@@ -40,8 +40,8 @@ pub mod config;
 pub mod custodian;
 pub mod dealing;
 pub mod generation;
-pub mod keeper;
 pub mod log;
+pub mod log_keeper;
 pub mod message;
 pub mod node;
 pub mod proof;
@@ -55,8 +55,8 @@ pub use committee::{COMMITTEE_MAX, Committee, CommitteeError, Member, WINDOW_BAT
 pub use custodian::{CommitteeCustodian, NoKeyCustodian, WindowError};
 pub use dealing::{BatchDeal, DealerSecrets, Dealing, DealingError, SealedShares, deal};
 pub use generation::{Accusation, Apology, Generation, GenerationError, WindowKeys};
-pub use keeper::{GenerationParams, KeeperSnapshot, LogKeeper, ReplayError};
 pub use log::{Ignored, LogEntry, Phase, Prechecked, WindowCertificate, WindowLog, WindowResult};
+pub use log_keeper::{GenerationParams, KeeperSnapshot, LogKeeper, ReplayError};
 pub use message::{Body, KeyperMessage, MessageError, SignedKeyperMessage};
 pub use node::{Answer, KeyperError, KeyperFault, KeyperIdentity, KeyperNode};
 pub use proof::Proof;

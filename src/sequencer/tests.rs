@@ -1643,10 +1643,10 @@ fn buy(
 /// windows beyond it: the stalled batch's window survives any restart, its key opens it
 /// when the keypers answer, and trading goes on after it.
 ///
-/// [`WINDOWS_AHEAD_MAX`]: crate::keyper::keeper::WINDOWS_AHEAD_MAX
+/// [`WINDOWS_AHEAD_MAX`]: crate::keyper::log_keeper::WINDOWS_AHEAD_MAX
 #[test]
 fn a_batch_whose_key_is_late_keeps_its_window_through_restarts() {
-    use crate::keyper::keeper::WINDOWS_AHEAD_MAX;
+    use crate::keyper::log_keeper::WINDOWS_AHEAD_MAX;
 
     let CommitteeWorld {
         mut rng,

@@ -412,7 +412,8 @@ pub fn dump_dom(browser: &Path, url: &str) -> String {
 pub fn five_keypers(root: &Path) -> sealbatch::node::config::CommitteeConfig {
     let members = (0..5)
         .map(|k| {
-            let public = sealbatch::keyperd::init(&root.join(format!("keyper-{k}"))).expect("keys");
+            let public =
+                sealbatch::keyper_process::init(&root.join(format!("keyper-{k}"))).expect("keys");
             sealbatch::node::config::CommitteeMember {
                 signing: hex::encode(public.signing),
                 encryption: hex::encode(public.encryption),

@@ -35,7 +35,7 @@ const SHELL: [&str; 10] = [
     "replica",
     "client",
     "cli",
-    "keyperd",
+    "keyper_process",
     "secret_file",
     "clock",
     "http",

@@ -1,5 +1,5 @@
 //! A sequencer whose batch keys a committee of five keypers holds (t = 3),
-//! each keyper a real `keyperd` with its own keys and journal, over the
+//! each keyper a real `keyper_process` with its own keys and journal, over the
 //! real keyper link on loopback QUIC: the committee generates the keys, the
 //! sequencer announces only certified ones, every batch opens with the key
 //! three keypers released after its close, trading goes on with one and
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use sealbatch::client::{Client, ClientError, KeyCustody, KeyTrust};
 use sealbatch::journal::{Journal, JournalConfig};
-use sealbatch::keyperd::{self, KeyperConfig, KeyperEvent};
+use sealbatch::keyper_process::{self, KeyperConfig, KeyperEvent};
 use sealbatch::node::config::CommitteeConfig;
 use sealbatch::node::{self, NodeConfig};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -103,7 +103,11 @@ async fn five_keypers_key_every_batch_and_trading_survives_two_stopped() {
                 let _ = forward.send((k, event, node::now_ms()));
             }
         });
-        tasks.push(tokio::spawn(keyperd::run(config, shutdown, Some(tx))));
+        tasks.push(tokio::spawn(keyper_process::run(
+            config,
+            shutdown,
+            Some(tx),
+        )));
         stops.push(stop);
     }
     // Keys come once the first window is certified.
@@ -306,12 +310,16 @@ async fn a_keyper_runs_only_with_its_own_keys_and_its_deployments_journal() {
     };
     let run = |config: KeyperConfig| async move {
         let (_stop, shutdown) = watch::channel(false);
-        tokio::time::timeout(Duration::from_secs(1), keyperd::run(config, shutdown, None)).await
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            keyper_process::run(config, shutdown, None),
+        )
+        .await
     };
     let decryption = root
         .path()
         .join("keyper-0")
-        .join(keyperd::DECRYPTION_KEY_FILE);
+        .join(keyper_process::DECRYPTION_KEY_FILE);
     let saved = std::fs::read(&decryption).expect("the key");
     // Its own keys: it starts (and then waits for a sequencer that is not
     // there; the timeout ends it), writing its journal's committee record.
@@ -322,17 +330,25 @@ async fn a_keyper_runs_only_with_its_own_keys_and_its_deployments_journal() {
         .await
         .expect("returns")
         .expect_err("refused");
-    assert_eq!(error.exit_code(), keyperd::EXIT_KEYPER_CONFIG, "{error}");
+    assert_eq!(
+        error.exit_code(),
+        keyper_process::EXIT_KEYPER_CONFIG,
+        "{error}"
+    );
     assert!(!decryption.exists(), "run creates no key");
     // Another decryption key in its place: not the committee's entry.
     let other = tempfile::tempdir().expect("a directory");
-    keyperd::init(other.path()).expect("keys");
-    std::fs::copy(other.path().join(keyperd::DECRYPTION_KEY_FILE), &decryption).expect("copied");
+    keyper_process::init(other.path()).expect("keys");
+    std::fs::copy(
+        other.path().join(keyper_process::DECRYPTION_KEY_FILE),
+        &decryption,
+    )
+    .expect("copied");
     let error = run(config(1_000))
         .await
         .expect("returns")
         .expect_err("refused");
-    assert_eq!(error.exit_code(), keyperd::EXIT_KEYPER_CONFIG);
+    assert_eq!(error.exit_code(), keyper_process::EXIT_KEYPER_CONFIG);
     assert!(error.to_string().contains("decryption key"), "{error}");
     // Its own key back, and a relaunched sequencer (a new batch clock):
     // the journal is the first deployment's.
@@ -348,7 +364,7 @@ async fn a_keyper_runs_only_with_its_own_keys_and_its_deployments_journal() {
         .await
         .expect("returns")
         .expect_err("refused");
-    assert_eq!(error.exit_code(), keyperd::EXIT_KEYPER_CONFIG);
+    assert_eq!(error.exit_code(), keyper_process::EXIT_KEYPER_CONFIG);
     assert!(
         error.to_string().contains("journal belongs to committee"),
         "{error}"

@@ -1,4 +1,4 @@
-//! The node in this process over real loopback sockets: the QUIC server and its clients, the storage-fault policy, the metrics server, a keyper committee of in-process keyperd tasks, and three replicas in one process.
+//! The node in this process over real loopback sockets: the QUIC server and its clients, the storage-fault policy, the metrics server, a keyper committee of in-process keyper tasks, and three replicas in one process.
 //!
 //! One test binary per kind of test, each a module per subject, so the
 //! dependencies are linked three times rather than once per file. The fast

@@ -973,7 +973,7 @@ async fn a_wiped_replica_removed_and_added_again_catches_up() {
 #[ignore = "slow tier: SEALBATCH_TEST_TIER=slow cargo test -- --include-ignored"]
 async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_failover() {
     use sealbatch::keyper::KeyperRecord;
-    use sealbatch::keyperd::{self, KeyperConfig, KeyperEvent, KeyperReplica};
+    use sealbatch::keyper_process::{self, KeyperConfig, KeyperEvent, KeyperReplica};
 
     let work = tempfile::Builder::new()
         .prefix("sealbatch-cluster-committee-")
@@ -1032,7 +1032,11 @@ async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_fail
                 let _ = forward.send((k, event));
             }
         });
-        keypers.push(tokio::spawn(keyperd::run(config, shutdown, Some(tx))));
+        keypers.push(tokio::spawn(keyper_process::run(
+            config,
+            shutdown,
+            Some(tx),
+        )));
         stops.push(stop);
     }
     drop(events_tx);
