@@ -11,7 +11,11 @@ sample to its primitive by the innermost frame (the variable-base
 multiplication, the AEAD, the signature checks, point decoding). CPU per
 envelope = the window's CPU time / the envelopes receipted in it.
 
-    python3 scripts/cpu-breakdown.py [--rate 80000] [--window 6] [--bin target/release/sealbatch]
+    python3 scripts/cpu-breakdown.py [--rate 80000] [--window 6] [--side sequencer|traders]
+                                     [--bin target/release/sealbatch]
+
+With `--side traders` the loadgen process is sampled instead: sealing (split
+by primitive), the receipt, seal and proof checks, QUIC.
 
 Needs `perf` (Debian: linux-perf) and a release build. Prints a Markdown
 table. Loopback only; every process it starts it stops.
@@ -75,6 +79,45 @@ def classify(frames):
     return stage
 
 
+# The traders' side (the `loadgen` process).
+CLIENT_STAGES = [
+    ("sealing", ("seal_bundle", "seal_to", "seal_with_scalar", "bundle::encrypt")),
+    ("receipt, seal and proof checks", ("Receipt>::verify", "receipt::", "InclusionProof", "SignedSeal", "verify_strict", "into_inclusion", "Trader>::event")),
+    ("orders drawn", ("random_orders",)),
+    ("QUIC, TLS and UDP", ("quinn", "rustls", "ring::", "udp_", "__sys_sendmsg", "__sys_recvmsg", "sendmmsg", "recvmmsg", "ip_", "udp")),
+    ("runtime, channels, wake-ups", ("tokio::", "crossbeam", "futex", "schedule", "std::thread", "parking_lot", "rayon")),
+]
+
+# The primitive of a sealing sample, as PRIMITIVES for opening: the
+# bundle's signature first (its fixed-base multiplication runs the same
+# table code as the ephemeral key's).
+SEALING = [
+    ("the bundle's signature", ("SigningKey", "signing::", "sha2::sha512")),
+    ("r·S_e (variable base)", ("variable_base",)),
+    ("R = r·B (fixed base)", ("mul_base", "BasepointTable", "LookupTable", "AffineNiels")),
+    ("AEAD (ChaCha20-Poly1305)", ("chacha20", "poly1305")),
+    ("point encoding", ("compress", "pow2k", "invert", "FieldElement51")),
+    ("hashing (BLAKE3)", ("blake3",)),
+]
+
+
+def classify_client(frames):
+    """A sample of the traders' process: its stage, a sealing one split by
+    primitive."""
+    for name, keys in CLIENT_STAGES:
+        if any(k in frame for frame in frames for k in keys):
+            if name == "sealing":
+                for part, parts in SEALING:
+                    if any(k in frame for frame in frames for k in parts):
+                        return "sealing: " + part
+                return "sealing: other"
+            return name
+    leaf = frames[0] if frames else ""
+    if "[k]" in leaf or leaf.startswith("0x"):
+        return "kernel, other"
+    return "other"
+
+
 def short(symbol):
     """A symbol without its generic arguments and crate paths, to a width."""
     symbol = re.sub(r"<[^<>]*>", "", re.sub(r"<[^<>]*>", "", symbol))
@@ -116,6 +159,8 @@ def main():
     ap.add_argument("--bundle", type=int, default=16)
     ap.add_argument("--window", type=float, default=6.0)
     ap.add_argument("--frequency", type=int, default=299)
+    ap.add_argument("--side", choices=["sequencer", "traders"], default="sequencer",
+                    help="sample the sequencer, or the loadgen process (the traders: sealing, checks)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="sealbatch-cpu-")
     data = os.path.join(work, "node")
@@ -137,13 +182,14 @@ def main():
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         time.sleep(3)
         perf_data = os.path.join(work, "perf.data")
-        ticks0 = cpu_ticks(node.pid)
+        pid = node.pid if args.side == "sequencer" else loadgen.pid
+        ticks0 = cpu_ticks(pid)
         t0 = time.time()
         subprocess.run(
             ["perf", "record", "-q", "-F", str(args.frequency), "--call-graph", "dwarf,65528",
-             "-p", str(node.pid), "-o", perf_data, "--", "sleep", str(args.window)],
+             "-p", str(pid), "-o", perf_data, "--", "sleep", str(args.window)],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        cpu_s = (cpu_ticks(node.pid) - ticks0) / os.sysconf("SC_CLK_TCK")
+        cpu_s = (cpu_ticks(pid) - ticks0) / os.sysconf("SC_CLK_TCK")
         wall = time.time() - t0
         out, _ = loadgen.communicate(timeout=duration + 60)
         loadgen = None
@@ -164,8 +210,9 @@ def main():
     samples = read_samples(script)
     counts = collections.Counter()
     leaves = collections.defaultdict(collections.Counter)
+    sort = classify if args.side == "sequencer" else classify_client
     for sample in samples:
-        stage = classify(sample)
+        stage = sort(sample)
         counts[stage] += 1
         leaves[stage][short(sample[0]) if sample else "?"] += 1
     total = sum(counts.values()) or 1
@@ -175,7 +222,7 @@ def main():
         if line.startswith("model name"):
             cpu_model = line.split(":", 1)[1].strip()
             break
-    print(f"sequencer CPU {cpu_s / wall:.2f} cores at {envelopes_per_s:.0f} envelopes/s "
+    print(f"{args.side} CPU {cpu_s / wall:.2f} cores at {envelopes_per_s:.0f} envelopes/s "
           f"({args.rate} orders/s in bundles of {args.bundle}): {per_envelope_us:.1f} µs per envelope; "
           f"{total} samples; {cpu_model}")
     print()
