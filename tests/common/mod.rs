@@ -133,28 +133,8 @@ pub async fn load(client: Arc<Client>, workers: u64, until: Instant) -> Vec<(u64
                     break;
                 };
                 nonce += 1;
-                let orders = [OrderSpec {
-                    market: MarketId(1 + (nonce % 3) as u32),
-                    side: if nonce % 2 == 0 {
-                        Side::Buy
-                    } else {
-                        Side::Sell
-                    },
-                    limit: None,
-                    qty: 1,
-                    client_order_id: nonce,
-                }];
-                let envelope = seal_bundle(
-                    &mut OsRng,
-                    &trader,
-                    &schedule.deployment(),
-                    e,
-                    &key,
-                    nonce,
-                    &orders,
-                )
-                .expect("seals");
-                match client.submit(envelope.into_bytes()).await {
+                let envelope = one_order(&trader, &schedule, e, &key, nonce);
+                match client.submit(envelope).await {
                     Ok(receipt) => receipts.push((receipt.e, receipt.commitment)),
                     // The sequencer stopped under us: stop.
                     Err(ClientError::Connection(_)) => break,
@@ -169,6 +149,39 @@ pub async fn load(client: Arc<Client>, workers: u64, until: Instant) -> Vec<(u64
         all.extend(task.await.expect("worker"));
     }
     all
+}
+
+/// The test traders' envelope: one market order of one lot (market 1, 2
+/// or 3, buy or sell by `nonce`), sealed to batch `e`'s `key`.
+pub fn one_order(
+    trader: &ed25519_dalek::SigningKey,
+    schedule: &sealbatch::wire::Schedule,
+    e: u64,
+    key: &BatchPublicKey,
+    nonce: u64,
+) -> Vec<u8> {
+    let orders = [OrderSpec {
+        market: MarketId(1 + (nonce % 3) as u32),
+        side: if nonce.is_multiple_of(2) {
+            Side::Buy
+        } else {
+            Side::Sell
+        },
+        limit: None,
+        qty: 1,
+        client_order_id: nonce,
+    }];
+    seal_bundle(
+        &mut OsRng,
+        trader,
+        &schedule.deployment(),
+        e,
+        key,
+        nonce,
+        &orders,
+    )
+    .expect("seals")
+    .into_bytes()
 }
 
 /// Each batch's published envelopes, from the journal in `dir`; every

@@ -280,29 +280,9 @@ async fn load_cluster(
                     continue;
                 };
                 nonce += 1;
-                let orders = [OrderSpec {
-                    market: MarketId(1 + (nonce % 3) as u32),
-                    side: if nonce % 2 == 0 {
-                        Side::Buy
-                    } else {
-                        Side::Sell
-                    },
-                    limit: None,
-                    qty: 1,
-                    client_order_id: nonce,
-                }];
-                let envelope = seal_bundle(
-                    &mut OsRng,
-                    &trader,
-                    &schedule.deployment(),
-                    e,
-                    &key,
-                    nonce,
-                    &orders,
-                )
-                .expect("seals");
+                let envelope = common::one_order(&trader, &schedule, e, &key, nonce);
                 let started = Instant::now();
-                if let Ok(receipt) = cluster.submit(envelope.into_bytes()).await {
+                if let Ok(receipt) = cluster.submit(envelope).await {
                     slowest = slowest.max(started.elapsed());
                     receipts.push((receipt.e, receipt.commitment));
                 }
