@@ -34,7 +34,6 @@
 //! they may be cached for a day; the list may not.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
@@ -47,6 +46,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 use tokio::sync::broadcast;
 
 use crate::clearing::MarketInput;
@@ -712,52 +712,41 @@ async fn index(State(explorer): State<Arc<Explorer>>) -> Response {
 }
 
 fn render_index(explorer: &Explorer) -> String {
-    let mut html = page_head("sealbatch: batches");
     let recent = explorer.recent();
-    let _ = write!(
-        html,
-        "<h1>Batches</h1><p>The newest published batches. Nothing about a batch is shown before its result is published. \
-         <a href=\"/check\">Check my order</a>.</p>\
-         <table id=\"batches\" data-capacity=\"{}\"{}><tr><th>batch</th><th>envelopes</th><th>accepted</th><th>markets: price × volume</th><th>seal root</th><th>close → result</th></tr>",
-        explorer.capacity,
-        recent
-            .first()
-            .map(|b| format!(" data-newest=\"{}\"", b.e))
-            .unwrap_or_default(),
-    );
-    for b in recent {
-        let markets: Vec<String> = b
-            .markets
-            .iter()
-            .filter(|m| m.volume > 0)
-            .map(|m| {
-                format!(
-                    "<a href=\"/markets/{id}\">{id}</a>: {} × {}",
-                    price_text(m),
-                    m.volume,
-                    id = m.market.0
-                )
-            })
-            .collect();
-        let _ = write!(
-            html,
-            "<tr><td><a href=\"/batches/{e}\">{e}</a></td><td>{}</td><td>{}</td><td>{}</td><td><code>{}…</code></td><td>{} ms</td></tr>",
-            b.envelopes,
-            b.accepted,
-            if markets.is_empty() {
-                "nothing traded".to_owned()
-            } else {
-                markets.join(" · ")
-            },
-            &hex::encode(b.root)[..16],
-            b.close_to_result_ms,
-            e = b.e,
-        );
-    }
-    html.push_str("</table>");
-    html.push_str(LIVE_SCRIPT);
-    html.push_str("</body></html>\n");
-    html
+    page(
+        "sealbatch: batches",
+        html! {
+            h1 { "Batches" }
+            p {
+                "The newest published batches. Nothing about a batch is shown before its result is published. "
+                a href="/check" { "Check my order" } "."
+            }
+            table id="batches" data-capacity=(explorer.capacity) data-newest=[recent.first().map(|b| b.e)] {
+                tr { th { "batch" } th { "envelopes" } th { "accepted" } th { "markets: price × volume" } th { "seal root" } th { "close → result" } }
+                @for b in &recent {
+                    tr {
+                        td { a href={ "/batches/" (b.e) } { (b.e) } }
+                        td { (b.envelopes) }
+                        td { (b.accepted) }
+                        td {
+                            @let traded: Vec<&MarketOutcome> = b.markets.iter().filter(|m| m.volume > 0).collect();
+                            @if traded.is_empty() {
+                                "nothing traded"
+                            }
+                            @for (i, m) in traded.iter().enumerate() {
+                                @if i > 0 { " · " }
+                                a href={ "/markets/" (m.market.0) } { (m.market.0) }
+                                ": " (price_text(m)) " × " (m.volume)
+                            }
+                        }
+                        td { code { (&hex::encode(b.root)[..16]) "…" } }
+                        td { (b.close_to_result_ms) " ms" }
+                    }
+                }
+            }
+            (PreEscaped(LIVE_SCRIPT))
+        },
+    )
 }
 
 fn parse_commitment(text: &str) -> Result<Commitment, String> {
@@ -786,10 +775,7 @@ fn release_text(released_by: Option<&Result<Vec<u16>, String>>) -> String {
             "proven: keypers {} of the committee attested releasing the batch key for this very seal",
             keypers.iter().map(u16::to_string).collect::<Vec<_>>().join(", ")
         ),
-        Some(Err(why)) => format!(
-            "NOT PROVEN — do not trust this result: {}",
-            crate::curves::escape_markup(why)
-        ),
+        Some(Err(why)) => format!("NOT PROVEN — do not trust this result: {why}"),
     }
 }
 
@@ -797,74 +783,67 @@ async fn check_page(
     State(explorer): State<Arc<Explorer>>,
     query: Result<Query<CheckQuery>, QueryRejection>,
 ) -> Response {
-    let mut html = page_head("sealbatch: check an order");
-    html.push_str(
-        "<p><a href=\"/\">← batches</a></p><h1>Check my order</h1>\
-         <form action=\"/check\" method=\"get\"><label>Commitment (hex, from your receipt) \
-         <input name=\"commitment\" size=\"70\" pattern=\"[0-9a-fA-F]{64}\"></label> <button>Check</button></form>",
-    );
     let text = match query_of(query) {
         Ok(query) => query.commitment.filter(|t| !t.trim().is_empty()),
         Err(missing) => return missing.respond(false),
     };
-    let Some(text) = text else {
-        html.push_str("</body></html>\n");
-        return respond(StatusCode::OK, HTML, FRESH, html);
-    };
-    let found = parse_commitment(&text).and_then(|c| {
-        explorer
-            .check(&c)
-            .map(|check| (c, check))
-            .ok_or_else(|| format!("{}: in no batch of the recent history", hex::encode(c.0)))
+    let found = text.map(|text| {
+        parse_commitment(&text).and_then(|c| {
+            explorer
+                .check(&c)
+                .map(|check| (c, check))
+                .ok_or_else(|| format!("{}: in no batch of the recent history", hex::encode(c.0)))
+        })
     });
-    match found {
-        Err(message) => {
-            let _ = write!(
-                html,
-                "<p class=\"result\">{}</p>",
-                crate::curves::escape_markup(&message)
-            );
+    let body = html! {
+        p { a href="/" { "← batches" } }
+        h1 { "Check my order" }
+        form action="/check" method="get" {
+            label { "Commitment (hex, from your receipt) " input name="commitment" size="70" pattern="[0-9a-fA-F]{64}"; }
+            " "
+            button { "Check" }
         }
-        Ok((c, check)) => {
-            let _ = write!(
-                html,
-                "<div class=\"result\" data-batch=\"{e}\" data-included=\"{}\" data-released=\"{}\"><p>Commitment <code>{}</code> is envelope {} of {} in <a href=\"/batches/{e}\">batch {e}</a>.</p>\
-                 <p>Inclusion: {}</p><p>Key release: {}</p><p>{}</p>",
-                check.included.is_ok(),
-                !matches!(check.released_by, Some(Err(_))),
-                hex::encode(c.0),
-                check.index,
-                check.count,
-                match &check.included {
-                    Ok(()) => format!(
-                        "proven: its proof leads to the root <code>{}</code> of the seal the sequencer signed",
-                        hex::encode(check.root)
-                    ),
-                    Err(why) => format!("not proven here: {why}"),
-                },
-                release_text(check.released_by.as_ref()),
-                status_text(&check.status),
-                e = check.e,
-            );
-            if !check.fills.is_empty() {
-                html.push_str("<table><tr><th>order</th><th>market</th><th>side</th><th>filled (lots)</th><th>price</th></tr>");
-                for (index, market, side, filled, price) in &check.fills {
-                    let _ = write!(
-                        html,
-                        "<tr class=\"fill\"><td>{index}</td><td>{market}</td><td>{}</td><td>{filled}</td><td>{}</td></tr>",
-                        if *side == Side::Buy { "buy" } else { "sell" },
-                        price.map_or_else(|| "—".to_owned(), |p| p.to_string())
-                    );
+        @match &found {
+            None => {}
+            Some(Err(message)) => p class="result" { (message) },
+            Some(Ok((c, check))) => div class="result" data-batch=(check.e) data-included=(check.included.is_ok()) data-released=(!matches!(check.released_by, Some(Err(_)))) {
+                p {
+                    "Commitment " code { (hex::encode(c.0)) } " is envelope " (check.index) " of " (check.count) " in "
+                    a href={ "/batches/" (check.e) } { "batch " (check.e) } "."
                 }
-                html.push_str("</table>");
-            } else if matches!(check.status, EnvelopeStatus::Accepted { .. }) {
-                html.push_str("<p>None of its orders filled.</p>");
-            }
-            html.push_str("</div>");
+                p {
+                    "Inclusion: "
+                    @match &check.included {
+                        Ok(()) => { "proven: its proof leads to the root " code { (hex::encode(check.root)) } " of the seal the sequencer signed" }
+                        Err(why) => { "not proven here: " (why) }
+                    }
+                }
+                p { "Key release: " (release_text(check.released_by.as_ref())) }
+                p { (status_text(&check.status)) }
+                @if !check.fills.is_empty() {
+                    table {
+                        tr { th { "order" } th { "market" } th { "side" } th { "filled (lots)" } th { "price" } }
+                        @for (index, market, side, filled, price) in &check.fills {
+                            tr class="fill" {
+                                td { (index) } td { (market) }
+                                td { (if *side == Side::Buy { "buy" } else { "sell" }) }
+                                td { (filled) }
+                                td { (price.map_or_else(|| "—".to_owned(), |p| p.to_string())) }
+                            }
+                        }
+                    }
+                } @else if matches!(check.status, EnvelopeStatus::Accepted { .. }) {
+                    p { "None of its orders filled." }
+                }
+            },
         }
-    }
-    html.push_str("</body></html>\n");
-    respond(StatusCode::OK, HTML, FRESH, html)
+    };
+    respond(
+        StatusCode::OK,
+        HTML,
+        FRESH,
+        page("sealbatch: check an order", body),
+    )
 }
 
 async fn api_check(State(explorer): State<Arc<Explorer>>, Path(text): Path<String>) -> Response {
@@ -941,24 +920,25 @@ async fn market_page(State(explorer): State<Arc<Explorer>>, Path(m): Path<String
 fn render_market_page(explorer: &Explorer, m: &str) -> Result<String, Missing> {
     let (m, history) = find_market(explorer, m)?;
     let points: Vec<HistoryPoint> = history.iter().map(|(h, _)| *h).collect();
-    let mut html = page_head(&format!("sealbatch: market {m}"));
-    let _ = write!(
-        html,
-        "<p><a href=\"/\">← batches</a></p><h1>Market {m}</h1>{}\
-         <table><tr><th>batch</th><th>price</th><th>volume (lots)</th><th>imbalance</th></tr>",
-        market_history_svg(m, &points)
-    );
-    for (h, imbalance) in history.iter().rev() {
-        let _ = write!(
-            html,
-            "<tr><td><a href=\"/batches/{e}\">{e}</a></td><td>{}</td><td>{}</td><td>{imbalance}</td></tr>",
-            h.price.map_or_else(|| "—".to_owned(), |p| p.to_string()),
-            h.volume,
-            e = h.e,
-        );
-    }
-    html.push_str("</table></body></html>\n");
-    Ok(html)
+    Ok(page(
+        &format!("sealbatch: market {m}"),
+        html! {
+            p { a href="/" { "← batches" } }
+            h1 { "Market " (m) }
+            (PreEscaped(market_history_svg(m, &points)))
+            table {
+                tr { th { "batch" } th { "price" } th { "volume (lots)" } th { "imbalance" } }
+                @for (h, imbalance) in history.iter().rev() {
+                    tr {
+                        td { a href={ "/batches/" (h.e) } { (h.e) } }
+                        td { (h.price.map_or_else(|| "—".to_owned(), |p| p.to_string())) }
+                        td { (h.volume) }
+                        td { (imbalance) }
+                    }
+                }
+            }
+        },
+    ))
 }
 
 async fn api_market(State(explorer): State<Arc<Explorer>>, Path(m): Path<String>) -> Response {
@@ -997,52 +977,49 @@ async fn batch_page(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>
 }
 
 fn render_batch_page(b: &BatchView) -> String {
-    let mut html = page_head(&format!("sealbatch: batch {}", b.e));
-    let _ = write!(
-        html,
-        "<p><a href=\"/\">← batches</a></p><h1>Batch {e}</h1>\
-         <p>{} envelopes, {} accepted, {} orders filled; result published {} ms after the close.</p>\
-         <p>Seal root <code>{}</code><br>Batch secret s<sub>e</sub> <code>{}</code></p>\
-         <p class=\"release\">Key release: {}</p>\
-         <table><tr><th>market</th><th>price</th><th>volume (lots)</th><th>imbalance</th></tr>",
-        b.envelopes,
-        b.accepted,
-        b.fills,
-        b.close_to_result_ms,
-        hex::encode(b.root),
-        hex::encode(b.batch_secret),
-        release_text(b.released_by.as_ref()),
-        e = b.e,
-    );
-    for m in &b.markets {
-        let _ = write!(
-            html,
-            "<tr><td><a href=\"/markets/{id}\">{id}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            price_text(m),
-            m.volume,
-            m.imbalance,
-            id = m.market.0
-        );
-    }
-    html.push_str("</table>");
-    if !b.rejected.is_empty() {
-        html.push_str(
-            "<h2>Rejected at opening</h2><table><tr><th>code</th><th>envelopes</th></tr>",
-        );
-        for (code, count) in &b.rejected {
-            let _ = write!(html, "<tr><td>{code}</td><td>{count}</td></tr>");
-        }
-        html.push_str("</table>");
-    }
-    html.push_str("<h2>Demand and supply</h2>");
-    match &b.curves {
-        Some(curves) => html.push_str(&String::from_utf8_lossy(
-            b.rendered.svg.get_or_init(|| batch_svg(b.e, curves).into()),
-        )),
-        None => html.push_str("<p>Not kept for this batch (cleared before this process started, or too large): <code>sealbatch plot</code> draws it from the journal.</p>"),
-    }
-    html.push_str("</body></html>\n");
-    html
+    page(
+        &format!("sealbatch: batch {}", b.e),
+        html! {
+            p { a href="/" { "← batches" } }
+            h1 { "Batch " (b.e) }
+            p {
+                (b.envelopes) " envelopes, " (b.accepted) " accepted, " (b.fills)
+                " orders filled; result published " (b.close_to_result_ms) " ms after the close."
+            }
+            p {
+                "Seal root " code { (hex::encode(b.root)) } br;
+                "Batch secret s" sub { "e" } " " code { (hex::encode(b.batch_secret)) }
+            }
+            p class="release" { "Key release: " (release_text(b.released_by.as_ref())) }
+            table {
+                tr { th { "market" } th { "price" } th { "volume (lots)" } th { "imbalance" } }
+                @for m in &b.markets {
+                    tr {
+                        td { a href={ "/markets/" (m.market.0) } { (m.market.0) } }
+                        td { (price_text(m)) }
+                        td { (m.volume) }
+                        td { (m.imbalance) }
+                    }
+                }
+            }
+            @if !b.rejected.is_empty() {
+                h2 { "Rejected at opening" }
+                table {
+                    tr { th { "code" } th { "envelopes" } }
+                    @for (code, count) in &b.rejected {
+                        tr { td { (code) } td { (count) } }
+                    }
+                }
+            }
+            h2 { "Demand and supply" }
+            @match &b.curves {
+                Some(curves) => (PreEscaped(String::from_utf8_lossy(
+                    b.rendered.svg.get_or_init(|| batch_svg(b.e, curves).into()),
+                ))),
+                None => p { "Not kept for this batch (cleared before this process started, or too large): " code { "sealbatch plot" } " draws it from the journal." },
+            }
+        },
+    )
 }
 
 async fn curves_svg(State(explorer): State<Arc<Explorer>>, Path(e): Path<String>) -> Response {
@@ -1161,14 +1138,31 @@ fn render_api_batch(b: &BatchView) -> String {
     value.to_string()
 }
 
-fn page_head(title: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title>\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <style>body{{font-family:sans-serif;margin:2em;max-width:64em}}table{{border-collapse:collapse}}\
-         td,th{{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:right}}code{{font-size:.9em}}\
-         svg{{max-width:100%;height:auto}}</style></head><body>"
-    )
+/// The explorer's style sheet.
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:64em}table{border-collapse:collapse}\
+td,th{padding:.2em .8em;border-bottom:1px solid #ddd;text-align:right}code{font-size:.9em}\
+svg{max-width:100%;height:auto}";
+
+/// A whole page: `body` under the explorer's head titled `title`. Every
+/// value the templates interpolate is escaped by maud; what is written
+/// unescaped is named (`PreEscaped`: the SVG the explorer draws, its
+/// script).
+fn page(title: &str, body: Markup) -> String {
+    let mut html = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { (title) }
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                style { (PreEscaped(STYLE)) }
+            }
+            body { (body) }
+        }
+    }
+    .into_string();
+    html.push('\n');
+    html
 }
 
 #[cfg(test)]
