@@ -117,6 +117,17 @@ fn primitives(c: &mut Criterion) {
     g.bench_function("ristretto_varbase_mul", |b| {
         b.iter(|| black_box(x * black_box(p)))
     });
+    // The sequencer's per-envelope signature: one receipt.
+    let sequencer = SequencerKey::generate(&mut rng);
+    let commitment = Commitment::of(b"an envelope");
+    g.bench_function("sign_receipt", |b| {
+        b.iter(|| sequencer.sign_receipt(black_box(7), black_box(&commitment)))
+    });
+    let receipt = sequencer.sign_receipt(7, &commitment);
+    let public = sequencer.public_key();
+    g.bench_function("verify_receipt", |b| {
+        b.iter(|| receipt.verify(black_box(&public)).unwrap())
+    });
     for n in [1usize, 16, 64, 256] {
         let signer = sealbatch::envelope::generate_account_key(&mut rng);
         let vk = signer.verifying_key();
