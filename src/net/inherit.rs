@@ -324,5 +324,20 @@ mod tests {
         let udp = udp_socket(shared).expect("the UDP socket handed down");
         assert_eq!(udp.as_raw_fd(), fds[0]);
         assert_eq!(untaken(), vec![shared], "the listener is left");
+        // An address that matches no handed-down socket exactly binds, and
+        // a bind the handed-down socket blocks says which sockets are left.
+        let held = UdpSocket::bind("127.0.0.1:0").expect("binds");
+        let held_addr = held.local_addr().expect("addr");
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(held);
+        assert_eq!(inherit(&[fd]).expect("adopted"), vec![held_addr]);
+        let any = SocketAddr::from(([0, 0, 0, 0], held_addr.port()));
+        // (Linux refuses the wildcard address on a port a socket holds on
+        // one address.)
+        let text = udp_socket(any).expect_err("the port is held").to_string();
+        assert!(
+            text.contains("--inherit-fd") && text.contains(&held_addr.to_string()),
+            "{text}"
+        );
+        assert!(untaken().contains(&held_addr), "still handed down");
     }
 }
