@@ -10,25 +10,23 @@
 use crate::codec::Decode;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
 use rand_core::OsRng;
-use zeroize::Zeroizing;
 
 use super::CommandResult;
 use super::connect::target_batch;
 use super::faults::{Fault, FaultKind};
 use super::loadgen::Latencies;
 use super::relay::{LinkShape, RelayControl, relay};
+use super::replicas::{ReplicaSetup, Replicas};
 use super::run::runtime;
-use crate::client::cluster::{ClusterClient, ReplicaAddr};
+use crate::client::cluster::ClusterClient;
 use crate::client::{ClientError, KeyTrust};
-use crate::envelope::{BatchPublicKey, MasterSecret, seal_bundle};
+use crate::envelope::{BatchPublicKey, seal_bundle};
 use crate::net::{Identity, parse_fingerprint};
 use crate::node::{NodeConfig, TLS_DIR, now_ms};
 use crate::order::OrderSpec;
@@ -477,257 +475,6 @@ impl Admin {
 /// gives up.
 const LEADER_WAIT_MAX: Duration = Duration::from_secs(15);
 
-/// The demo's replica processes, killed when dropped.
-struct Replicas {
-    children: Vec<Option<Child>>,
-    dirs: Vec<PathBuf>,
-    configs: Vec<PathBuf>,
-    client_ports: Vec<u16>,
-    /// Where each replica's transport listens (its relay forwards there).
-    raft_ports: Vec<u16>,
-    /// Each replica's client and transport sockets, bound here on port 0
-    /// and handed down to it at every start (no port is guessed, and none
-    /// is taken by another process while a replica is down).
-    sockets: Vec<[std::net::UdpSocket; 2]>,
-}
-
-impl Drop for Replicas {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().filter_map(Option::take) {
-            let mut child = child;
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// A UDP socket on a loopback port the kernel picks, and the port.
-fn loopback_socket() -> std::io::Result<(std::net::UdpSocket, u16)> {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
-    let port = socket.local_addr()?.port();
-    Ok((socket, port))
-}
-
-impl Replicas {
-    /// `n` replicas' keys, certificates and configurations in `root`. With
-    /// `relay_ports`, each member's transport address (as the others reach
-    /// it) is its relay's port; `cluster_extra` goes into each `[cluster]`
-    /// section (before the members' tables).
-    fn create(
-        root: &Path,
-        n: usize,
-        committee: Option<&crate::node::config::CommitteeConfig>,
-        relay_ports: Option<&[u16]>,
-        cluster_extra: &str,
-    ) -> Result<Replicas, Box<dyn std::error::Error + Send + Sync>> {
-        let mut seed = Zeroizing::new([0u8; 32]);
-        rand_core::RngCore::fill_bytes(&mut OsRng, &mut seed[..]);
-        let custodian = Zeroizing::new(*MasterSecret::generate(&mut OsRng).as_bytes());
-        let dirs: Vec<PathBuf> = (1..=n).map(|i| root.join(format!("replica-{i}"))).collect();
-        let mut sockets = Vec::with_capacity(n);
-        let mut client_ports = Vec::with_capacity(n);
-        let mut raft_ports = Vec::with_capacity(n);
-        for _ in 0..n {
-            let (client, client_port) = loopback_socket()?;
-            let (raft, raft_port) = loopback_socket()?;
-            sockets.push([client, raft]);
-            client_ports.push(client_port);
-            raft_ports.push(raft_port);
-        }
-        let mut members = String::new();
-        for (i, dir) in dirs.iter().enumerate() {
-            let identity = Identity::load_or_create(&dir.join(TLS_DIR))?;
-            // One sequencer: every replica signs with the same key and, in
-            // trusted-operator mode, derives the same batch keys.
-            crate::secret_file::load_or_create_key32(
-                &dir.join(crate::node::SEQUENCER_KEY_FILE),
-                || seed.clone(),
-            )?;
-            if committee.is_none() {
-                crate::secret_file::load_or_create_key32(
-                    &dir.join(crate::node::CUSTODIAN_KEY_FILE),
-                    || custodian.clone(),
-                )?;
-            }
-            members.push_str(&format!(
-                "[[cluster.members]]\nid = {}\naddr = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\nfingerprint = \"{}\"\n",
-                i + 1,
-                relay_ports
-                    .and_then(|ports| ports.get(i))
-                    .copied()
-                    .unwrap_or(raft_ports[i]),
-                client_ports[i],
-                hex::encode(identity.fingerprint)
-            ));
-        }
-        if let Some(committee) = committee {
-            #[derive(serde::Serialize)]
-            struct Section<'a> {
-                committee: &'a crate::node::config::CommitteeConfig,
-            }
-            members.push_str(&toml::to_string(&Section { committee })?);
-        }
-        let mut extra = cluster_extra.trim().to_string();
-        if !extra.is_empty() {
-            extra.push('\n');
-        }
-        let mut configs = Vec::new();
-        for (i, dir) in dirs.iter().enumerate() {
-            let file = dir.with_extension("toml");
-            let text = format!(
-                "data_dir = {:?}\nlisten = \"127.0.0.1:{}\"\nmetrics_listen = \"off\"\ncheckpoint_every_batches = 20\n[cluster]\nid = {}\nlisten = \"127.0.0.1:{}\"\nbootstrap = {}\n{extra}{members}",
-                dir.display().to_string(),
-                client_ports[i],
-                i + 1,
-                raft_ports[i],
-                i == 0
-            );
-            std::fs::write(&file, text)?;
-            // Refused here rather than by three replicas that never start.
-            NodeConfig::from_file(&file)
-                .and_then(|config| config.validate())
-                .map_err(|e| format!("{}: {e}", file.display()))?;
-            configs.push(file);
-        }
-        Ok(Replicas {
-            children: (0..n).map(|_| None).collect(),
-            dirs,
-            configs,
-            client_ports,
-            raft_ports,
-            sockets,
-        })
-    }
-
-    fn start(&mut self, i: usize) -> std::io::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dirs[i].with_extension("log"))?;
-        let mut command = Command::new(std::env::current_exe()?);
-        command
-            .arg("run")
-            .arg("--config")
-            .arg(&self.configs[i])
-            .stdout(Stdio::null())
-            .stderr(log);
-        let [client, raft] = &self.sockets[i];
-        let child = crate::net::inherit::spawn_with(command, &[client.as_fd(), raft.as_fd()])?;
-        self.children[i] = Some(child);
-        Ok(())
-    }
-
-    fn addrs(&self) -> Result<Vec<ReplicaAddr>, Box<dyn std::error::Error + Send + Sync>> {
-        self.dirs
-            .iter()
-            .zip(&self.client_ports)
-            .map(|(dir, &port)| {
-                let text =
-                    std::fs::read_to_string(dir.join(TLS_DIR).join(crate::net::FINGERPRINT_FILE))?;
-                Ok(ReplicaAddr {
-                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
-                    fingerprint: parse_fingerprint(&text)?,
-                })
-            })
-            .collect()
-    }
-
-    /// The replica that serves a schedule now.
-    /// The keypers' view of the replicas: client address, certificate
-    /// fingerprint and commit key.
-    fn for_keypers(
-        &self,
-    ) -> Result<Vec<crate::keyper_process::KeyperReplica>, Box<dyn std::error::Error + Send + Sync>>
-    {
-        self.addrs()?
-            .iter()
-            .zip(&self.dirs)
-            .map(|(replica, dir)| {
-                Ok(crate::keyper_process::KeyperReplica {
-                    address: replica.addr,
-                    fingerprint: hex::encode(replica.fingerprint),
-                    commit_key: hex::encode(crate::node::cluster::commit_key(dir)?.public()),
-                })
-            })
-            .collect()
-    }
-
-    /// The replica that leads: one that answers a schedule (with batch keys
-    /// in it if `keyed`).
-    async fn leader(&self, keyed: bool) -> Option<usize> {
-        let addrs = self.addrs().ok()?;
-        for (i, replica) in addrs.iter().enumerate() {
-            if self.children[i].is_none() {
-                continue;
-            }
-            let Ok(Ok(client)) = tokio::time::timeout(
-                Duration::from_millis(300),
-                crate::client::Client::connect(replica.addr, replica.fingerprint),
-            )
-            .await
-            else {
-                continue;
-            };
-            if let Ok(Ok(schedule)) =
-                tokio::time::timeout(Duration::from_millis(300), client.schedule()).await
-                && (!keyed || !schedule.batch_keys.is_empty())
-            {
-                return Some(i);
-            }
-        }
-        None
-    }
-
-    /// SIGKILLs replica `i`, if it runs, and reaps it.
-    fn kill(&mut self, i: usize) {
-        if let Some(mut child) = self.children[i].take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Sends replica `i` a signal (`-STOP`, `-CONT`), if it runs.
-    fn signal(&self, i: usize, signal: &str) {
-        if let Some(child) = self.children[i].as_ref() {
-            let _ = Command::new("kill")
-                .arg(signal)
-                .arg(child.id().to_string())
-                .status();
-        }
-    }
-
-    /// The replicas that exited without being stopped (which, and their
-    /// status), restarted if `restart`.
-    fn reap(&mut self, restart: bool) -> Vec<(usize, String)> {
-        let mut exited = Vec::new();
-        for i in 0..self.children.len() {
-            let status = self.children[i]
-                .as_mut()
-                .and_then(|child| child.try_wait().ok().flatten());
-            if let Some(status) = status {
-                self.children[i] = None;
-                eprintln!("replica {} stopped itself: {status}", i + 1);
-                exited.push((i, status.to_string()));
-                if restart {
-                    let _ = self.start(i);
-                }
-            }
-        }
-        exited
-    }
-
-    fn stop(&mut self, i: usize) {
-        if let Some(child) = self.children[i].take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let mut child = child;
-            let _ = child.wait();
-        }
-    }
-}
-
 /// The traders' common state: the cluster, when trading starts and ends,
 /// the receipts' log and the tally.
 #[derive(Clone)]
@@ -1104,16 +851,21 @@ fn start_replicas(
         .iter()
         .map(|s| s.local_addr().map(|a| a.port()))
         .collect::<std::io::Result<Vec<u16>>>()?;
-    let mut replicas = Replicas::create(
-        root,
-        3,
-        committee,
-        (!relay_ports.is_empty()).then_some(&relay_ports[..]),
-        &args.cluster_config,
-    )?;
+    let mut setup = ReplicaSetup::new(3, std::env::current_exe()?);
+    setup.relay_ports = (!relay_ports.is_empty()).then(|| relay_ports.clone());
+    setup.cluster_extra = args.cluster_config.clone();
+    if let Some(committee) = committee {
+        #[derive(serde::Serialize)]
+        struct Section<'a> {
+            committee: &'a crate::node::config::CommitteeConfig,
+        }
+        setup.sections = toml::to_string(&Section { committee })?;
+        setup.custodian = false;
+    }
+    let mut replicas = Replicas::create(root, &setup)?;
     let relays = Arc::new(RelayControl::new());
     for (i, socket) in relay_sockets.into_iter().enumerate() {
-        let target = SocketAddr::from(([127, 0, 0, 1], replicas.raft_ports[i]));
+        let target = SocketAddr::from(([127, 0, 0, 1], replicas.transport_port(i)));
         let control = Arc::clone(&relays);
         runtime.spawn(async move {
             let error = relay(socket, target, shape, i as u64 + 1, control).await;
@@ -1147,7 +899,7 @@ async fn trade_through_faults(
         Some(committee) => {
             let answering = wait_for(
                 started,
-                || replicas.leader(false),
+                || async { replicas.leader(false, None).await.map(|(i, _)| i) },
                 "no replica led within 30 s",
             )
             .await?;
@@ -1156,7 +908,7 @@ async fn trade_through_faults(
     };
     let first = wait_for(
         started,
-        || replicas.leader(true),
+        || async { replicas.leader(true, None).await.map(|(i, _)| i) },
         "no replica led with batch keys within 30 s",
     )
     .await?;
@@ -1300,11 +1052,7 @@ async fn kill_leaders(
         tokio::time::sleep_until(at.into()).await;
         // Receipts logged before the kill are not looked at again.
         let mut scanned = trading.log.lock().map_or(0, |log| log.len());
-        if let Some(child) = replicas.children[leader].as_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        replicas.children[leader] = None;
+        replicas.kill(leader);
         let killed = Instant::now();
         let killed_ms = now_ms();
         fault_windows.push((killed_ms, killed_ms));
@@ -1354,7 +1102,10 @@ async fn kill_leaders(
         }
         replicas.start(killed_replica)?;
         if served.is_none() {
-            leader = replicas.leader(false).await.unwrap_or(leader);
+            leader = replicas
+                .leader(false, None)
+                .await
+                .map_or(leader, |(i, _)| i);
         }
     }
     Ok((failovers, fault_windows))
@@ -1426,7 +1177,7 @@ fn print_tally(tally: &Tally, seconds: f64, kills: u32, failovers: &[Option<Dura
 /// [`KILL_ELECTION_WINDOW_MS`] of a fault.
 fn report_elections(replicas: &Replicas, traded: &Traded, stopped_ms: u64) -> (usize, usize) {
     let logs: Vec<PathBuf> = replicas
-        .dirs
+        .dirs()
         .iter()
         .map(|d| d.with_extension("log"))
         .collect();
@@ -1488,7 +1239,7 @@ fn check_journals(replicas: &Replicas, traded: &mut Traded) -> CommandResult {
     // (a campaign gathered them after every fault as well: a replica's
     // journal is pruned behind its snapshots).
     let mut gathered = traded.gathered.take().unwrap_or_default();
-    for (i, dir) in replicas.dirs.iter().enumerate() {
+    for (i, dir) in replicas.dirs().iter().enumerate() {
         let count = gathered.read(i, dir).map_err(|e| e.to_string())?;
         println!(
             "replica {}: {count} records, all equal to the others' at their LSNs",
@@ -1669,7 +1420,7 @@ async fn run_faults(
         campaign.self_stopped.extend(replicas.reap(true));
         let leader = match receipting_replica(replicas, &trading.log) {
             Some(i) => i,
-            None => replicas.leader(false).await.unwrap_or(0),
+            None => replicas.leader(false, None).await.map_or(0, |(i, _)| i),
         };
         // A follower, alternately the one after and the one before.
         let follower = (leader + 1 + k % 2) % 3;
@@ -1684,7 +1435,7 @@ async fn run_faults(
                     leader
                 };
                 if fault.kind == FaultKind::StopLeader {
-                    replicas.stop(target);
+                    let _ = replicas.stop(target);
                 } else {
                     replicas.kill(target);
                 }
@@ -1702,7 +1453,7 @@ async fn run_faults(
                 replicas.signal(target, "-CONT");
             }
             FaultKind::KillTwo => {
-                replicas.kill(leader);
+                let _ = replicas.kill(leader);
                 replicas.kill(follower);
                 tokio::time::sleep(hold).await;
                 replicas.start(leader)?;
@@ -1760,7 +1511,7 @@ async fn run_faults(
         // Gathered now, before a snapshot lets a replica prune it; one
         // that cannot be read now (a segment pruned under the reader, a
         // replica starting) is read at the next fault.
-        for (i, dir) in replicas.dirs.iter().enumerate() {
+        for (i, dir) in replicas.dirs().iter().enumerate() {
             match campaign.gathered.read(i, dir) {
                 Ok(_) | Err(GatherError::Unreadable { .. }) => {}
                 Err(disagrees) => return Err(disagrees.to_string().into()),

@@ -25,6 +25,7 @@ pub mod loadgen;
 mod operator;
 mod plot;
 pub mod relay;
+pub mod replicas;
 pub mod run;
 mod submit;
 mod verify;

@@ -15,14 +15,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use rand_core::OsRng;
 use sealbatch::cli::connect::target_batch;
+use sealbatch::client::cluster::ClusterClient;
 use sealbatch::client::{Client, ClientError};
-use sealbatch::envelope::{BatchPublicKey, Commitment, SignedSeal, seal_bundle};
+use sealbatch::envelope::{BatchPublicKey, Commitment, Receipt, SignedSeal, seal_bundle};
 use sealbatch::journal::{Journal, JournalConfig};
 use sealbatch::net::parse_fingerprint;
 use sealbatch::node::now_ms;
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{BatchOutcome, ResultAssembler, SequencerRecord};
 use sealbatch::types::{MarketId, Side};
+use sealbatch::wire::Schedule;
 
 /// A UDP socket on a loopback port the kernel picked, and the port. A test
 /// that must know a process's address before it starts (a replica's is in
@@ -110,45 +112,118 @@ pub fn stop_gracefully(mut child: Child) {
     assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
 }
 
-/// Submits one-order bundles from `workers` tasks until `until` or until
-/// the connection fails; returns every receipt as `(batch, commitment)`.
-pub async fn load(client: Arc<Client>, workers: u64, until: Instant) -> Vec<(u64, Commitment)> {
-    let schedule = client.schedule().await.expect("schedule");
+/// Where the test traders submit: one sequencer's client, or a cluster
+/// client that follows the leader.
+pub trait Venue: Send + Sync + 'static {
+    /// The schedule now.
+    fn schedule(&self) -> impl Future<Output = Result<Schedule, ClientError>> + Send;
+    /// Submits one envelope.
+    fn submit(
+        &self,
+        envelope: Vec<u8>,
+    ) -> impl Future<Output = Result<Receipt, ClientError>> + Send;
+    /// Whether `error` means this venue is gone for good (a client whose
+    /// sequencer stopped under it); a cluster client fails over instead.
+    fn gone(&self, error: &ClientError) -> bool;
+}
+
+impl Venue for Client {
+    fn schedule(&self) -> impl Future<Output = Result<Schedule, ClientError>> + Send {
+        Client::schedule(self)
+    }
+    fn submit(
+        &self,
+        envelope: Vec<u8>,
+    ) -> impl Future<Output = Result<Receipt, ClientError>> + Send {
+        Client::submit(self, envelope)
+    }
+    fn gone(&self, error: &ClientError) -> bool {
+        matches!(error, ClientError::Connection(_))
+    }
+}
+
+impl Venue for ClusterClient {
+    fn schedule(&self) -> impl Future<Output = Result<Schedule, ClientError>> + Send {
+        ClusterClient::schedule(self)
+    }
+    fn submit(
+        &self,
+        envelope: Vec<u8>,
+    ) -> impl Future<Output = Result<Receipt, ClientError>> + Send {
+        ClusterClient::submit(self, envelope)
+    }
+    fn gone(&self, _: &ClientError) -> bool {
+        false
+    }
+}
+
+/// The test traders: `workers` tasks submit one-order bundles
+/// ([`one_order`]) to `venue` until `until` or until it is gone, each
+/// keeping its envelope across a failover (a cluster client submits it
+/// again to the next leader). Returns every receipt as `(batch,
+/// commitment)` and the longest time one submission took.
+pub async fn load<V: Venue>(
+    venue: Arc<V>,
+    workers: u64,
+    until: Instant,
+) -> (Vec<(u64, Commitment)>, Duration) {
     let mut tasks = Vec::new();
     for worker in 0..workers {
-        let client = Arc::clone(&client);
-        let schedule = schedule.clone();
+        let venue = Arc::clone(&venue);
         tasks.push(tokio::spawn(async move {
             let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
             let mut receipts = Vec::new();
+            let mut slowest = Duration::ZERO;
             let mut nonce = worker << 32;
+            let mut schedule: Option<Schedule> = None;
             while Instant::now() < until {
-                let e = target_batch(&schedule, now_ms(), 30);
-                let Some(key) = schedule
+                let fetched = match schedule.take() {
+                    Some(cached) => Ok(cached),
+                    None => venue.schedule().await,
+                };
+                let known = match fetched {
+                    Ok(known) => known,
+                    Err(error) if venue.gone(&error) => break,
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let e = target_batch(&known, now_ms(), 30);
+                let key = known
                     .batch_keys
                     .iter()
                     .find(|(b, _)| *b == e)
-                    .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
-                else {
-                    break;
+                    .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok());
+                let Some(key) = key else {
+                    // The schedule is asked again: its keys ran out.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
                 };
                 nonce += 1;
-                let envelope = one_order(&trader, &schedule, e, &key, nonce);
-                match client.submit(envelope).await {
-                    Ok(receipt) => receipts.push((receipt.e, receipt.commitment)),
-                    // The sequencer stopped under us: stop.
-                    Err(ClientError::Connection(_)) => break,
+                let envelope = one_order(&trader, &known, e, &key, nonce);
+                schedule = Some(known);
+                let started = Instant::now();
+                match venue.submit(envelope).await {
+                    Ok(receipt) => {
+                        slowest = slowest.max(started.elapsed());
+                        receipts.push((receipt.e, receipt.commitment));
+                    }
+                    Err(error) if venue.gone(&error) => break,
                     Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
                 }
             }
-            receipts
+            (receipts, slowest)
         }));
     }
     let mut all = Vec::new();
+    let mut slowest = Duration::ZERO;
     for task in tasks {
-        all.extend(task.await.expect("worker"));
+        let (receipts, slow) = task.await.expect("worker");
+        all.extend(receipts);
+        slowest = slowest.max(slow);
     }
-    all
+    (all, slowest)
 }
 
 /// The test traders' envelope: one market order of one lot (market 1, 2

@@ -156,7 +156,7 @@ async fn five_keypers_key_every_batch_and_trading_survives_two_stopped() {
             let _ = stops[phase - 1].send(true);
         }
         let until = Instant::now() + Duration::from_secs(3);
-        receipts.extend(common::load(Arc::clone(&client), 3, until).await);
+        receipts.extend(common::load(Arc::clone(&client), 3, until).await.0);
     }
     assert!(receipts.len() > 50, "{} receipts", receipts.len());
     // The last batches clear.

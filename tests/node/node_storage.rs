@@ -104,7 +104,7 @@ async fn fail_stop(tag: &str, fault: Fault, stall_max_ms: u64) {
     let error = result.expect_err("a storage failure is an error");
     assert_eq!(error.exit_code(), EXIT_STORAGE, "{error}");
     let stopped_after = armed.elapsed();
-    let receipts = loader.await.expect("loader");
+    let (receipts, _) = loader.await.expect("loader");
     assert!(receipts.len() > 20, "only {} receipts", receipts.len());
     eprintln!(
         "{tag}: stopped {} ms after the fault ({error}); {} receipts before",
@@ -169,7 +169,7 @@ async fn a_short_stall_only_delays_receipts() {
     faults.arm(Fault::SyncStall(Duration::from_millis(300)));
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     faults.clear();
-    let receipts = loader.await.expect("loader");
+    let (receipts, _) = loader.await.expect("loader");
     assert!(!task.is_finished(), "a short stall does not stop the node");
     assert!(receipts.len() > 20, "only {} receipts", receipts.len());
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -10,41 +10,36 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, UdpSocket};
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
 use sealbatch::cli::connect::target_batch;
 use sealbatch::cli::relay::{LinkShape, RelayControl, relay};
+use sealbatch::cli::replicas::{ReplicaSetup, Replicas};
 use sealbatch::client::cluster::{ClusterClient, ReplicaAddr};
 use sealbatch::client::{Client, KeyTrust};
 use sealbatch::envelope::Commitment;
 use sealbatch::envelope::{BatchPublicKey, seal_bundle};
 use sealbatch::journal::{FsStorage, Journal, JournalConfig, read_checkpoints};
-use sealbatch::net::inherit::spawn_with;
-use sealbatch::net::{Identity, parse_fingerprint};
+use sealbatch::net::parse_fingerprint;
 use sealbatch::node::now_ms;
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::verify_journal;
 use sealbatch::types::{MarketId, Side};
-use zeroize::Zeroizing;
 
 use crate::common;
-use common::{JournalSummary, loopback_tcp, loopback_udp};
+use common::{JournalSummary, loopback_udp};
 
+/// The test's replicas: the product's launcher ([`Replicas`], as `sealbatch
+/// cluster demo` runs them) with each replica's metrics served, a
+/// checkpoint every 5 batches and a snapshot every 200 entries, and the
+/// test's expectations (a replica that exits on its own fails the test).
 struct Cluster {
+    replicas: Replicas,
     dirs: Vec<PathBuf>,
-    raft_ports: Vec<u16>,
-    client_ports: Vec<u16>,
-    metrics_ports: Vec<u16>,
-    configs: Vec<String>,
-    children: Vec<Option<Child>>,
-    /// Each replica's client, transport and metrics sockets, bound here on
-    /// port 0 and handed down at every start.
-    sockets: Vec<(UdpSocket, UdpSocket, std::net::TcpListener)>,
 }
 
 impl Cluster {
@@ -60,117 +55,44 @@ impl Cluster {
     /// newline), the rest at the end; with a `[committee]` in it, no
     /// custodian key is made (the keypers hold the batch keys).
     fn with_config(work: &Path, n: usize, relays: Option<&[u16]>, extra: &str) -> Cluster {
-        let dirs: Vec<PathBuf> = (1..=n).map(|i| work.join(format!("r{i}"))).collect();
-        let mut seed = Zeroizing::new([0u8; 32]);
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed[..]);
-        let custodian: Zeroizing<[u8; 32]> = Zeroizing::new(
-            *sealbatch::envelope::MasterSecret::generate(&mut rand_core::OsRng).as_bytes(),
-        );
-        let mut members = String::new();
-        let mut sockets = Vec::new();
-        let (mut client_ports, mut raft_ports, mut metrics_ports) =
-            (Vec::new(), Vec::new(), Vec::new());
-        for _ in &dirs {
-            let (client, client_port) = loopback_udp();
-            let (raft, raft_port) = loopback_udp();
-            let (metrics, metrics_port) = loopback_tcp();
-            sockets.push((client, raft, metrics));
-            client_ports.push(client_port);
-            raft_ports.push(raft_port);
-            metrics_ports.push(metrics_port);
-        }
-        for (i, dir) in dirs.iter().enumerate() {
-            // Every replica signs as the one sequencer and derives the same
-            // batch keys: they share the sequencer key and the custodian's
-            // secret (trusted-operator mode).
-            let identity = Identity::load_or_create(&dir.join("tls")).expect("identity");
-            sealbatch::secret_file::load_or_create_key32(&dir.join("sequencer.key"), || {
-                seed.clone()
-            })
-            .expect("sequencer key");
-            if !extra.contains("[committee]") {
-                sealbatch::secret_file::load_or_create_key32(&dir.join("custodian.key"), || {
-                    custodian.clone()
-                })
-                .expect("custodian key");
-            }
-            members.push_str(&format!(
-                "[[cluster.members]]\nid = {}\naddr = \"127.0.0.1:{}\"\nclient = \"127.0.0.1:{}\"\nfingerprint = \"{}\"\n",
-                i + 1,
-                relays.map_or(raft_ports[i], |r| r[i]),
-                client_ports[i],
-                hex::encode(identity.fingerprint)
-            ));
-        }
         let split = if extra.starts_with('[') {
             0
         } else {
             extra.find("\n[").map_or(extra.len(), |i| i + 1)
         };
         let (cluster_extra, sections) = extra.split_at(split);
-        let configs = (0..n)
-            .map(|i| {
-                format!(
-                    "checkpoint_every_batches = 5\n[cluster]\nid = {}\nlisten = \"127.0.0.1:{}\"\nbootstrap = {}\nsnapshot_every_entries = 200\n{cluster_extra}{members}{sections}",
-                    i + 1,
-                    raft_ports[i],
-                    i == 0
-                )
-            })
-            .collect();
-        Cluster {
-            sockets,
-            metrics_ports,
-            dirs,
-            raft_ports,
-            client_ports,
-            configs,
-            children: (0..n).map(|_| None).collect(),
-        }
+        let mut setup = ReplicaSetup::new(n, PathBuf::from(env!("CARGO_BIN_EXE_sealbatch")));
+        setup.relay_ports = relays.map(<[u16]>::to_vec);
+        setup.cluster_extra = format!("snapshot_every_entries = 200\n{cluster_extra}");
+        setup.sections = sections.to_owned();
+        setup.custodian = !extra.contains("[committee]");
+        setup.checkpoint_every_batches = 5;
+        setup.metrics = true;
+        setup.env = vec![(
+            "RUST_LOG".to_owned(),
+            std::env::var("SEALBATCH_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )];
+        let replicas = Replicas::create(work, &setup).expect("the replicas' configurations");
+        let dirs = replicas.dirs().to_vec();
+        Cluster { replicas, dirs }
     }
 
-    /// Starts replica `i`, its log appended to `r{i}.log` beside its
-    /// directory.
+    /// Starts replica `i`, its log appended to `replica-{i}.log` beside
+    /// its directory.
     fn start(&mut self, i: usize) {
-        let dir = &self.dirs[i];
-        let file = dir.with_extension("toml");
-        std::fs::write(&file, &self.configs[i]).expect("config written");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.with_extension("log"))
-            .expect("log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sealbatch"));
-        command
-            .args(["run", "--listen"])
-            .arg(format!("127.0.0.1:{}", self.client_ports[i]))
-            .arg("--metrics-listen")
-            .arg(format!("127.0.0.1:{}", self.metrics_ports[i]))
-            .arg("--config")
-            .arg(&file)
-            .arg("--data-dir")
-            .arg(dir)
-            .env(
-                "RUST_LOG",
-                std::env::var("SEALBATCH_TEST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(log);
-        let (client, raft, metrics) = &self.sockets[i];
-        let child = spawn_with(command, &[client.as_fd(), raft.as_fd(), metrics.as_fd()])
-            .expect("the binary starts");
-        self.children[i] = Some(child);
+        self.replicas.start(i).expect("the binary starts");
     }
 
     fn fingerprint(&self, i: usize) -> [u8; 32] {
-        parse_fingerprint(
-            &std::fs::read_to_string(self.dirs[i].join("tls/fingerprint")).expect("fingerprint"),
-        )
-        .expect("a fingerprint")
+        self.replicas.fingerprint(i).expect("a fingerprint")
     }
 
     fn addr(&self, i: usize) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.client_ports[i]))
+        self.replicas.client_addr(i)
+    }
+
+    fn metrics_port(&self, i: usize) -> u16 {
+        self.replicas.metrics_port(i).expect("metrics served")
     }
 
     /// The replica that answers a schedule (the leader), and a client of it.
@@ -195,29 +117,12 @@ impl Cluster {
         let deadline = Instant::now() + within;
         loop {
             for i in 0..self.dirs.len() {
-                if except == Some(i) {
-                    continue;
-                }
-                let Some(child) = self.children[i].as_mut() else {
-                    continue;
-                };
-                if let Ok(Some(status)) = child.try_wait() {
+                if let Some(status) = self.replicas.exited(i) {
                     panic!("replica {} exited with {status}", i + 1);
                 }
-                let Ok(text) = std::fs::read_to_string(self.dirs[i].join("tls/fingerprint")) else {
-                    continue;
-                };
-                let Ok(fingerprint) = parse_fingerprint(&text) else {
-                    continue;
-                };
-                if let Ok(client) = Client::connect(self.addr(i), fingerprint).await
-                    && client
-                        .schedule()
-                        .await
-                        .is_ok_and(|s| !keyed || !s.batch_keys.is_empty())
-                {
-                    return (i, client);
-                }
+            }
+            if let Some(found) = self.replicas.leader(keyed, except).await {
+                return found;
             }
             assert!(Instant::now() < deadline, "no leader within {within:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -225,79 +130,14 @@ impl Cluster {
     }
 
     fn kill(&mut self, i: usize) {
-        let mut child = self.children[i].take().expect("running");
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
+        assert!(self.replicas.kill(i), "replica {} was running", i + 1);
     }
 
     fn stop(&mut self, i: usize) {
-        if let Some(child) = self.children[i].take() {
-            common::stop_gracefully(child);
+        if let Some(exit) = self.replicas.stop(i) {
+            assert!(exit.success(), "graceful shutdown exits 0, got {exit:?}");
         }
     }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().filter_map(Option::take) {
-            let mut child = child;
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// Submits one-order bundles from `workers` tasks through a cluster
-/// client until `until`: each keeps its envelope across a failover (the
-/// client submits it again to the next leader). Returns every receipt and
-/// the longest time one submission took.
-async fn load_cluster(
-    cluster: Arc<ClusterClient>,
-    workers: u64,
-    until: Instant,
-) -> (Vec<(u64, Commitment)>, Duration) {
-    let mut tasks = Vec::new();
-    for worker in 0..workers {
-        let cluster = Arc::clone(&cluster);
-        tasks.push(tokio::spawn(async move {
-            let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
-            let mut receipts = Vec::new();
-            let mut slowest = Duration::ZERO;
-            let mut nonce = worker << 32;
-            while Instant::now() < until {
-                let Ok(schedule) = cluster.schedule().await else {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                };
-                let e = target_batch(&schedule, now_ms(), 30);
-                let Some(key) = schedule
-                    .batch_keys
-                    .iter()
-                    .find(|(b, _)| *b == e)
-                    .and_then(|(_, k)| BatchPublicKey::from_bytes(k).ok())
-                else {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                };
-                nonce += 1;
-                let envelope = common::one_order(&trader, &schedule, e, &key, nonce);
-                let started = Instant::now();
-                if let Ok(receipt) = cluster.submit(envelope).await {
-                    slowest = slowest.max(started.elapsed());
-                    receipts.push((receipt.e, receipt.commitment));
-                }
-            }
-            (receipts, slowest)
-        }));
-    }
-    let mut all = Vec::new();
-    let mut slowest = Duration::ZERO;
-    for task in tasks {
-        let (receipts, slow) = task.await.expect("worker");
-        all.extend(receipts);
-        slowest = slowest.max(slow);
-    }
-    (all, slowest)
 }
 
 /// Where a test keeps its replicas: `work`, or the directory
@@ -416,7 +256,7 @@ async fn the_leader_killed_under_load_loses_no_receipt() {
     // killed under load, the others elect a new one, the killed replica
     // restarts and catches up.
     let kills: u64 = if common::slow_tier() { 3 } else { 1 };
-    let loader = tokio::spawn(load_cluster(
+    let loader = tokio::spawn(common::load(
         Arc::clone(&traders),
         8,
         Instant::now() + Duration::from_secs(3 * kills + 1),
@@ -479,7 +319,7 @@ async fn the_leader_killed_under_load_loses_no_receipt() {
 
 /// A gauge of replica `i`'s metrics.
 async fn gauge_of(cluster: &Cluster, i: usize, name: &str) -> u64 {
-    let addr = SocketAddr::from(([127, 0, 0, 1], cluster.metrics_ports[i]));
+    let addr = SocketAddr::from(([127, 0, 0, 1], cluster.metrics_port(i)));
     let (_, _, body) = common::http_get(addr, "/metrics").await;
     body.lines()
         .find_map(|line| line.strip_prefix(&format!("{name} ")))
@@ -544,7 +384,7 @@ async fn term_of(cluster: &Cluster, i: usize) -> u64 {
 
 /// Sends `signal` to replica `i`'s process.
 fn signal(cluster: &Cluster, i: usize, signal: libc::c_int) {
-    let child = cluster.children[i].as_ref().expect("running");
+    let child = cluster.replicas.child(i).expect("running");
     let pid = libc::pid_t::try_from(child.id()).expect("a pid");
     // SAFETY: kill(2) on a child this test started and has not reaped.
     assert_eq!(
@@ -647,9 +487,9 @@ async fn a_partitioned_leader_gives_no_receipt_and_the_others_go_on() {
     // what it sends through the others' relays and all that reaches it
     // through its own.
     let cut = Arc::new(RelayControl::new());
-    for (i, (socket, &raft_port)) in relay_sockets
+    for (i, (socket, raft_port)) in relay_sockets
         .into_iter()
-        .zip(&cluster.raft_ports)
+        .zip((0..3).map(|i| cluster.replicas.transport_port(i)))
         .enumerate()
     {
         socket.set_nonblocking(true).expect("non-blocking");
@@ -682,7 +522,7 @@ async fn a_partitioned_leader_gives_no_receipt_and_the_others_go_on() {
             .await
             .expect("the cluster answers"),
     );
-    let loader = tokio::spawn(load_cluster(
+    let loader = tokio::spawn(common::load(
         Arc::clone(&traders),
         8,
         Instant::now() + Duration::from_secs(7),
@@ -690,7 +530,7 @@ async fn a_partitioned_leader_gives_no_receipt_and_the_others_go_on() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
 
     // The leader loses the others: nothing it is sent can commit.
-    cut.cut_port(cluster.raft_ports[old]);
+    cut.cut_port(cluster.replicas.transport_port(old));
     let cut_at = Instant::now();
     let schedule = old_client
         .schedule()
@@ -859,7 +699,7 @@ async fn a_wiped_replica_removed_and_added_again_catches_up() {
             .await
             .expect("the cluster answers"),
     );
-    let loader = tokio::spawn(load_cluster(
+    let loader = tokio::spawn(common::load(
         Arc::clone(&traders),
         8,
         Instant::now() + Duration::from_secs(6),
@@ -893,7 +733,7 @@ async fn a_wiped_replica_removed_and_added_again_catches_up() {
         .and_then(|m| m.lines().find(|l| l.starts_with("addr = ")))
         .map(|l| l.trim_start_matches("addr = ").trim_matches('"').to_owned())
         .expect("its address");
-    let client = format!("127.0.0.1:{}", cluster.client_ports[lost]);
+    let client = format!("127.0.0.1:{}", cluster.replicas.client_port(lost));
     cluster_command(
         &cluster,
         leader,
@@ -1035,7 +875,7 @@ async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_fail
         .await
         .expect("the cluster answers"),
     );
-    let loader = tokio::spawn(load_cluster(
+    let loader = tokio::spawn(common::load(
         Arc::clone(&traders),
         6,
         Instant::now() + Duration::from_secs(7),
@@ -1075,7 +915,7 @@ async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_fail
     let (receipts, _) = loader.await.expect("loader");
     // The new leader reports how far behind each follower is.
     let (_, _, text) = common::http_get(
-        SocketAddr::from(([127, 0, 0, 1], cluster.metrics_ports[next])),
+        SocketAddr::from(([127, 0, 0, 1], cluster.metrics_port(next))),
         "/metrics",
     )
     .await;
@@ -1098,7 +938,7 @@ async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_fail
     // (checked below: every receipt is in a cleared batch), and trading
     // goes on.
     let mut receipts = receipts;
-    let loader = tokio::spawn(load_cluster(
+    let loader = tokio::spawn(common::load(
         Arc::clone(&traders),
         6,
         Instant::now() + Duration::from_secs(6),

@@ -176,7 +176,8 @@ async fn seven_keyper_processes_key_every_batch() {
         2,
         Instant::now() + Duration::from_secs(2),
     )
-    .await;
+    .await
+    .0;
     assert!(receipts.len() > 50, "{} receipts", receipts.len());
     tokio::time::sleep(Duration::from_millis(800)).await;
     d.client.close();
@@ -233,7 +234,8 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
         2,
         Instant::now() + Duration::from_secs(2),
     )
-    .await;
+    .await
+    .0;
 
     // One keyper killed: four release, keys keep coming.
     kill(&mut keypers[0]);
@@ -244,7 +246,8 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
             2,
             Instant::now() + Duration::from_secs(2),
         )
-        .await,
+        .await
+        .0,
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
     let with_four = cleared
@@ -269,7 +272,8 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
             2,
             Instant::now() + Duration::from_millis(1500),
         )
-        .await,
+        .await
+        .0,
     );
     // (The load helper stops at the end of the keys announced when it
     // started; the stall goes on: the sequencer asks again every 500 ms.)
@@ -296,7 +300,8 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
             2,
             Instant::now() + Duration::from_secs(2),
         )
-        .await,
+        .await
+        .0,
     );
     let last = receipts.iter().map(|r| r.0).max().expect("receipts");
     let deadline = Instant::now() + Duration::from_secs(20);

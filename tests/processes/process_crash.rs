@@ -41,7 +41,7 @@ async fn sigkill_loses_no_acknowledged_envelope() {
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     child.kill().expect("SIGKILL");
     let _ = child.wait();
-    let receipts = loader.await.expect("loader");
+    let (receipts, _) = loader.await.expect("loader");
     assert!(
         receipts.len() > 50,
         "only {} receipts before the kill",
@@ -69,7 +69,8 @@ async fn sigkill_loses_no_acknowledged_envelope() {
         8,
         Instant::now() + Duration::from_millis(500),
     )
-    .await;
+    .await
+    .0;
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     common::stop_gracefully(child);
 
@@ -158,7 +159,7 @@ async fn sigterm_under_load_exits_zero_and_loses_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(exit.success(), "SIGTERM under load exits 0, got {exit:?}");
-    let receipts = loader.await.expect("loader");
+    let (receipts, _) = loader.await.expect("loader");
     assert!(receipts.len() > 50, "only {} receipts", receipts.len());
     eprintln!(
         "exited {} ms after SIGTERM with {} receipts given",
