@@ -96,7 +96,7 @@ pub struct ClusterConfig {
     /// The election timeout's range, ms: each wait before standing is drawn
     /// from it afresh, and its upper end is the lease a follower keeps to
     /// its leader (`spec/replication.md` §7.1). Default `[100, 200]`
-    /// (with `rtt_ms`: ten and twenty round trips, if more): a new leader
+    /// (with `rtt_ms`: three and six round trips, if more): a new leader
     /// leads within about 0.4 s of the old one's last heartbeat
     /// (`BENCHMARKS.md`, "Replication").
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -109,7 +109,7 @@ pub struct ClusterConfig {
     /// leader confirms itself with, may take before it is given up and
     /// sent again, ms: a round trip, the follower's fsync of what it
     /// carries and the wait behind it (`spec/replication.md` §7.1).
-    /// Default 500 (with `rtt_ms`: six round trips, if more); at least
+    /// Default 500 (with `rtt_ms`: 24 round trips, if more); at least
     /// `heartbeat_ms`, at most 60000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub append_timeout_ms: Option<u64>,
@@ -178,8 +178,9 @@ fn default_snapshot_every_entries() -> u64 {
 
 impl ClusterConfig {
     /// The timing this replica runs with: each key set, else derived from
-    /// `rtt_ms` if set — heartbeat one round trip, election timeout ten to
-    /// twenty, append timeout six — and never below the defaults.
+    /// `rtt_ms` if set — heartbeat one round trip, election timeout three
+    /// to six, append timeout 24 (`spec/replication.md` §10) — and never
+    /// below the defaults.
     #[must_use]
     pub fn timing(&self) -> ClusterTiming {
         let rtt = self.rtt_ms.unwrap_or(0);
