@@ -128,6 +128,32 @@ fn primitives(c: &mut Criterion) {
     g.bench_function("verify_receipt", |b| {
         b.iter(|| receipt.verify(black_box(&public)).unwrap())
     });
+    // Group receipts (`spec/envelope.md` §12): a group commit's receipts
+    // under one signature; per receipt, the group's signing shared out, and
+    // a client's check of a receipt whose group it verified already.
+    for n in [16usize, 64] {
+        let entries: Vec<_> = (0..n as u64)
+            .map(|i| (7, Commitment::of(&i.to_le_bytes())))
+            .collect();
+        g.bench_with_input(BenchmarkId::new("sign_receipt_group", n), &n, |b, _| {
+            b.iter(|| {
+                let group = sequencer.sign_receipts(black_box(&entries)).unwrap();
+                (0..n as u32)
+                    .filter_map(|i| group.receipt(i))
+                    .map(|r| r.to_bytes().len())
+                    .sum::<usize>()
+            })
+        });
+        let group = sequencer.sign_receipts(&entries).unwrap();
+        let last = group.receipt(n as u32 - 1).unwrap();
+        let mut checker = sealbatch::envelope::ReceiptChecker::new(public);
+        checker.check(&last).unwrap();
+        g.bench_with_input(
+            BenchmarkId::new("check_receipt_in_verified_group", n),
+            &n,
+            |b, _| b.iter(|| checker.check(black_box(&last)).unwrap()),
+        );
+    }
     for n in [1usize, 16, 64, 256] {
         let signer = sealbatch::envelope::generate_account_key(&mut rng);
         let vk = signer.verifying_key();

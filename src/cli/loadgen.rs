@@ -79,7 +79,8 @@ pub struct LoadgenArgs {
     /// With `--hostile`, skip the baseline run.
     #[arg(long)]
     pub no_baseline: bool,
-    /// Append every receipt received, one hex line each (104 bytes), to
+    /// Append every receipt received, one hex line each (`spec/envelope.md`
+    /// §12: 145 bytes and 32 per sibling of its path), to
     /// this file, for `sealbatch verify --receipts` (the crash campaign
     /// checks with it that no acknowledged envelope is ever lost).
     #[arg(long, value_name = "FILE")]
@@ -532,6 +533,14 @@ impl Inclusion {
                 .entry(seal.to_bytes())
                 .or_insert_with(|| seal.verify(&self.sequencer).is_ok());
         }
+        // Each receipt group's signature is checked once, its receipts'
+        // paths one by one.
+        let mut groups = BTreeMap::new();
+        for receipt in self.receipts.values() {
+            groups
+                .entry((receipt.count, receipt.root, receipt.signature))
+                .or_insert_with(|| receipt.verify_group(&self.sequencer).is_ok());
+        }
         self.proofs
             .par_iter()
             .filter(|(seal, commitment, proof)| {
@@ -543,7 +552,11 @@ impl Inclusion {
                 };
                 seals.get(&seal.to_bytes()).copied().unwrap_or(false)
                     && receipt.e == seal.e
-                    && receipt.verify(&self.sequencer).is_ok()
+                    && groups
+                        .get(&(receipt.count, receipt.root, receipt.signature))
+                        .copied()
+                        .unwrap_or(false)
+                    && receipt.verify_path().is_ok()
                     && proof
                         .verify(&receipt.commitment, seal.count, &seal.root)
                         .is_ok()
@@ -655,7 +668,7 @@ async fn run_trader(
             }
             Some(outcome) = outcomes.recv() => {
                 if let (Outcome::Receipt(receipt, ..), Some(out)) = (&outcome, &receipts_out) {
-                    let _ = out.send(*receipt);
+                    let _ = out.send(receipt.clone());
                 }
                 trader.outcome(outcome);
                 done += 1;
@@ -770,7 +783,7 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, ClientError> {
     report.unsealed += inclusions.iter().map(Inclusion::unsealed).sum::<u64>();
     report.receipt_list = inclusions
         .iter()
-        .flat_map(|inclusion| inclusion.receipts.values().copied())
+        .flat_map(|inclusion| inclusion.receipts.values().cloned())
         .collect();
     match first_error {
         Some(error) if report.receipts == 0 => Err(error),

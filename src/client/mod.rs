@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex};
 use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::envelope::{Receipt, SequencerPublicKey};
+use crate::envelope::{Receipt, ReceiptChecker, SequencerPublicKey};
 use crate::market::{AccountId, AssetId};
 use crate::net::{NetError, client_endpoint};
 use crate::signed::{
@@ -159,6 +159,9 @@ pub struct Client {
     events: Mutex<Option<mpsc::Receiver<ServerMessage>>>,
     next_id: AtomicU64,
     sequencer: Mutex<Option<SequencerPublicKey>>,
+    /// Checks receipts against the sequencer key once it is known, each
+    /// receipt group's signature once.
+    receipts: Mutex<Option<ReceiptChecker>>,
     trust: Mutex<KeyTrust>,
     custody: Mutex<Option<KeyCustody>>,
     /// The batch keys verified certificates hold, by batch (from the open
@@ -218,6 +221,7 @@ impl Client {
             events: Mutex::new(Some(events_rx)),
             next_id: AtomicU64::new(1),
             sequencer: Mutex::new(None),
+            receipts: Mutex::new(None),
             trust: Mutex::new(KeyTrust::default()),
             custody: Mutex::new(None),
             certified: Mutex::new(BTreeMap::new()),
@@ -341,6 +345,10 @@ impl Client {
                         _ => *known = Some(key),
                     }
                 }
+                self.receipts
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert_with(|| ReceiptChecker::new(key));
                 self.check().set_sequencer(key);
                 self.certified(schedule).await
             }
@@ -465,11 +473,11 @@ impl Client {
             ServerMessage::Receipt { receipt, .. } => {
                 let receipt = Receipt::from_bytes(&receipt)
                     .map_err(|e| ClientError::Protocol(format!("receipt: {e}")))?;
-                let key = *self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some(key) = key {
-                    receipt
-                        .verify(&key)
-                        .map_err(|e| ClientError::Protocol(format!("receipt signature: {e}")))?;
+                let mut checker = self.receipts.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(checker) = checker.as_mut() {
+                    checker
+                        .check(&receipt)
+                        .map_err(|e| ClientError::Protocol(format!("receipt: {e}")))?;
                 }
                 Ok(receipt)
             }

@@ -22,8 +22,12 @@ pub const DOMAIN_MERKLE_NODE: &str = "sealbatch v1 merkle node";
 pub const DOMAIN_MERKLE_EMPTY: &str = "sealbatch v1 merkle empty";
 /// Ed25519 message domain: a trader's signature over its bundle.
 pub const DOMAIN_BUNDLE_SIGNATURE: &str = "sealbatch v1 bundle signature";
-/// Ed25519 message domain: the sequencer's receipt.
-pub const DOMAIN_RECEIPT: &str = "sealbatch v1 receipt";
+/// Ed25519 message domain: the sequencer's signature over a receipt
+/// group's root (`spec/envelope.md` §12).
+pub const DOMAIN_RECEIPT_GROUP: &str = "sealbatch v1 receipt group";
+/// blake3 `derive_key` context: a receipt group's leaf, `u64le(e) ‖
+/// commitment`.
+pub const DOMAIN_RECEIPT_LEAF: &str = "sealbatch v1 receipt leaf";
 /// Ed25519 message domain: the sequencer's batch seal.
 pub const DOMAIN_SEAL: &str = "sealbatch v1 seal";
 /// BLAKE3 derive-key context of a deployment's id

@@ -172,16 +172,7 @@ impl MerkleTree {
         if commitments.len() > ENVELOPES_PER_BATCH_MAX {
             return Err(MerkleError::TooManyLeaves(commitments.len()));
         }
-        let mut levels = Vec::new();
-        if !commitments.is_empty() {
-            let mut level = leaf_level(&commitments);
-            while level.len() > 1 {
-                let next = next_level(&level);
-                levels.push(level);
-                level = next;
-            }
-            levels.push(level);
-        }
+        let levels = levels_over(leaf_level(&commitments));
         Ok(MerkleTree {
             leaves: commitments,
             levels,
@@ -220,20 +211,43 @@ impl MerkleTree {
     /// The inclusion proof for leaf `index`; `None` out of range.
     #[must_use]
     pub fn proof(&self, index: u32) -> Option<InclusionProof> {
-        let mut idx = usize::try_from(index).ok()?;
-        if idx >= self.leaves.len() {
-            return None;
-        }
-        let mut siblings = Vec::new();
-        for level in &self.levels[..self.levels.len() - 1] {
-            let sibling = idx ^ 1;
-            if let Some(s) = level.get(sibling) {
-                siblings.push(*s);
-            }
-            idx >>= 1;
-        }
-        Some(InclusionProof { index, siblings })
+        proof_in(&self.levels, index)
     }
+}
+
+/// Every level of the tree over `leaves` (leaf hashes, in order): the
+/// first is `leaves`, the last holds the root; none for no leaves.
+pub(crate) fn levels_over(leaves: Vec<[u8; 32]>) -> Vec<Vec<[u8; 32]>> {
+    let mut levels = Vec::new();
+    if leaves.is_empty() {
+        return levels;
+    }
+    let mut level = leaves;
+    while level.len() > 1 {
+        let next = next_level(&level);
+        levels.push(level);
+        level = next;
+    }
+    levels.push(level);
+    levels
+}
+
+/// The inclusion proof of leaf `index` in the tree of `levels`
+/// ([`levels_over`]); `None` out of range.
+pub(crate) fn proof_in(levels: &[Vec<[u8; 32]>], index: u32) -> Option<InclusionProof> {
+    let mut idx = usize::try_from(index).ok()?;
+    let (_, below_root) = levels.split_last()?;
+    if idx >= levels.first().map_or(0, Vec::len) {
+        return None;
+    }
+    let mut siblings = Vec::new();
+    for level in below_root {
+        if let Some(s) = level.get(idx ^ 1) {
+            siblings.push(*s);
+        }
+        idx >>= 1;
+    }
+    Some(InclusionProof { index, siblings })
 }
 
 /// A proof that a commitment is leaf `index` of a tree of a given size.
@@ -261,6 +275,21 @@ impl InclusionProof {
         count: u32,
         root: &MerkleRoot,
     ) -> Result<(), MerkleError> {
+        self.verify_leaf(leaf_hash(commitment), count, root)
+    }
+
+    /// [`verify`](Self::verify) from the leaf's hash: the same walk for a
+    /// tree whose leaves are hashed another way (a receipt group's,
+    /// `spec/envelope.md` §12).
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify).
+    pub fn verify_leaf(
+        &self,
+        leaf: [u8; 32],
+        count: u32,
+        root: &MerkleRoot,
+    ) -> Result<(), MerkleError> {
         if self.index >= count {
             return Err(MerkleError::IndexOutOfRange {
                 index: self.index,
@@ -269,7 +298,7 @@ impl InclusionProof {
         }
         let mut idx = self.index;
         let mut len = count;
-        let mut hash = leaf_hash(commitment);
+        let mut hash = leaf;
         let mut siblings = self.siblings.iter();
         while len > 1 {
             let promoted = idx.is_multiple_of(2) && idx + 1 == len;

@@ -112,6 +112,7 @@ pub use merkle::{
     PROOF_DEPTH_MAX, merkle_root,
 };
 pub use receipt::{
-    ProofError, RECEIPT_LEN, Receipt, SEAL_LEN, SequencerKey, SequencerPublicKey, SignedSeal,
+    ProofError, RECEIPT_GROUP_MAX, RECEIPT_LEN_MAX, RECEIPT_LEN_MIN, RECEIPT_PROOF_DEPTH_MAX,
+    Receipt, ReceiptChecker, ReceiptGroup, SEAL_LEN, SequencerKey, SequencerPublicKey, SignedSeal,
     generate_account_key,
 };

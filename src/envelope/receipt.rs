@@ -1,11 +1,15 @@
-//! The sequencer's identity and what it signs: receipts `(e, commitment)` and
-//! seals `(e, count, Merkle root)`, with the checks traders run.
+//! The sequencer's identity and what it signs: receipts `(e, commitment)`,
+//! a group of them at a time under one signature over their Merkle root
+//! (`spec/envelope.md` §12), and seals `(e, count, Merkle root)`, with the
+//! checks traders run.
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rand_core::CryptoRngCore;
 
-use super::layout::{DOMAIN_RECEIPT, DOMAIN_SEAL, push_domain};
-use super::merkle::{Commitment, InclusionProof, MerkleError, MerkleRoot, MerkleTree};
+use super::layout::{DOMAIN_RECEIPT_GROUP, DOMAIN_RECEIPT_LEAF, DOMAIN_SEAL, push_domain};
+use super::merkle::{
+    Commitment, InclusionProof, MerkleError, MerkleRoot, MerkleTree, levels_over, proof_in,
+};
 use crate::types::BatchId;
 
 /// Why a public key, receipt, seal or proof is refused.
@@ -18,6 +22,10 @@ pub enum ProofError {
     /// The signature does not verify (strictly) under the key.
     #[error("signature does not verify")]
     BadSignature,
+    /// A receipt group of no receipts, or of more than
+    /// [`RECEIPT_GROUP_MAX`].
+    #[error("a receipt group holds 1 to {RECEIPT_GROUP_MAX} receipts, not {0}")]
+    GroupSize(usize),
     /// The bytes have the wrong length.
     #[error("expected {expected} bytes, got {actual}")]
     Length {
@@ -74,14 +82,78 @@ pub(crate) fn ed25519_y_is_canonical(bytes: &[u8; 32]) -> bool {
     !(bytes[31] & 0x7f == 0x7f && bytes[1..31].iter().all(|&b| b == 0xff) && bytes[0] >= 0xed)
 }
 
-/// The message of a receipt: `len ‖ DOMAIN_RECEIPT ‖ e (8, LE) ‖ commitment (32)`.
+/// The message a receipt group's signature covers:
+/// `len ‖ DOMAIN_RECEIPT_GROUP ‖ count (4, LE) ‖ root (32)`.
 #[must_use]
-pub fn receipt_message(e: BatchId, commitment: &Commitment) -> Vec<u8> {
-    let mut m = Vec::with_capacity(1 + DOMAIN_RECEIPT.len() + 40);
-    push_domain(&mut m, DOMAIN_RECEIPT);
-    m.extend_from_slice(&e.to_le_bytes());
-    m.extend_from_slice(&commitment.0);
+pub fn receipt_group_message(count: u32, root: &MerkleRoot) -> Vec<u8> {
+    let mut m = Vec::with_capacity(1 + DOMAIN_RECEIPT_GROUP.len() + 36);
+    push_domain(&mut m, DOMAIN_RECEIPT_GROUP);
+    m.extend_from_slice(&count.to_le_bytes());
+    m.extend_from_slice(&root.0);
     m
+}
+
+static RECEIPT_LEAF_HASHER: std::sync::LazyLock<blake3::Hasher> =
+    std::sync::LazyLock::new(|| blake3::Hasher::new_derive_key(DOMAIN_RECEIPT_LEAF));
+
+/// A receipt group's leaf for `commitment` in batch `e`:
+/// `KDF(DOMAIN_RECEIPT_LEAF, u64le(e) ‖ commitment)`.
+#[must_use]
+pub fn receipt_leaf(e: BatchId, commitment: &Commitment) -> [u8; 32] {
+    let mut h = RECEIPT_LEAF_HASHER.clone();
+    h.update(&e.to_le_bytes());
+    h.update(&commitment.0);
+    *h.finalize().as_bytes()
+}
+
+/// Most receipts one group holds (one signature); a larger group commit is
+/// signed as several groups. Its proofs have at most
+/// [`RECEIPT_PROOF_DEPTH_MAX`] siblings.
+pub const RECEIPT_GROUP_MAX: usize = 1 << 12;
+/// Most siblings in a receipt's proof: `log2(RECEIPT_GROUP_MAX)`.
+pub const RECEIPT_PROOF_DEPTH_MAX: usize = 12;
+const _: () = assert!(1usize << RECEIPT_PROOF_DEPTH_MAX >= RECEIPT_GROUP_MAX);
+
+/// The receipts of one group commit under one signature: the Merkle tree
+/// over their leaves ([`receipt_leaf`], in the order given) and the
+/// sequencer's signature over its root and size. Each receipt is read out
+/// with [`receipt`](Self::receipt).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiptGroup {
+    entries: Vec<(BatchId, Commitment)>,
+    levels: Vec<Vec<[u8; 32]>>,
+    root: MerkleRoot,
+    signature: [u8; 64],
+}
+
+impl ReceiptGroup {
+    /// How many receipts the group holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds none (never, once signed).
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The receipt at `index` (the order the group was signed in); `None`
+    /// out of range.
+    #[must_use]
+    pub fn receipt(&self, index: u32) -> Option<Receipt> {
+        let (e, commitment) = *self.entries.get(usize::try_from(index).ok()?)?;
+        Some(Receipt {
+            e,
+            commitment,
+            // At most RECEIPT_GROUP_MAX entries, checked when signed.
+            count: u32::try_from(self.entries.len()).ok()?,
+            root: self.root,
+            signature: self.signature,
+            proof: proof_in(&self.levels, index)?,
+        })
+    }
 }
 
 /// The message of a seal:
@@ -139,14 +211,54 @@ impl SequencerKey {
         SequencerPublicKey(self.0.verifying_key())
     }
 
-    /// Signs a receipt for `commitment` in batch `e`.
+    /// Signs the receipts of `entries` (each a batch and a commitment) as
+    /// one group: one signature over the root of their tree.
+    ///
+    /// # Errors
+    /// [`ProofError::GroupSize`] for none or more than
+    /// [`RECEIPT_GROUP_MAX`].
+    pub fn sign_receipts(
+        &self,
+        entries: &[(BatchId, Commitment)],
+    ) -> Result<ReceiptGroup, ProofError> {
+        if entries.is_empty() || entries.len() > RECEIPT_GROUP_MAX {
+            return Err(ProofError::GroupSize(entries.len()));
+        }
+        let count =
+            u32::try_from(entries.len()).map_err(|_| ProofError::GroupSize(entries.len()))?;
+        let levels = levels_over(entries.iter().map(|(e, c)| receipt_leaf(*e, c)).collect());
+        let root = MerkleRoot(
+            levels
+                .last()
+                .and_then(|level| level.first())
+                .copied()
+                .ok_or(ProofError::GroupSize(0))?,
+        );
+        let signature = self.0.sign(&receipt_group_message(count, &root)).to_bytes();
+        Ok(ReceiptGroup {
+            entries: entries.to_vec(),
+            levels,
+            root,
+            signature,
+        })
+    }
+
+    /// Signs one receipt alone: a group of one (its root is its leaf, its
+    /// proof empty).
     #[must_use]
     pub fn sign_receipt(&self, e: BatchId, commitment: &Commitment) -> Receipt {
-        let signature = self.0.sign(&receipt_message(e, commitment)).to_bytes();
+        let leaf = receipt_leaf(e, commitment);
+        let root = MerkleRoot(leaf);
         Receipt {
             e,
             commitment: *commitment,
-            signature,
+            count: 1,
+            root,
+            signature: self.0.sign(&receipt_group_message(1, &root)).to_bytes(),
+            proof: InclusionProof {
+                index: 0,
+                siblings: Vec::new(),
+            },
         }
     }
 
@@ -212,59 +324,182 @@ fn fixed<const N: usize>(bytes: &[u8], at: usize) -> [u8; N] {
     out
 }
 
-/// A receipt: the sequencer's promise that `commitment` is in batch `e`.
+/// A receipt: the sequencer's promise that `commitment` is in batch `e`,
+/// made after the envelope was durable. It is one leaf of a signed group
+/// (`spec/envelope.md` §12): the signature covers the group's root and
+/// size, the proof leads from this receipt's leaf to that root, and the two
+/// together verify against the sequencer key alone.
 ///
-/// Encoding (104 bytes): `e (8, LE) ‖ commitment (32) ‖ signature (64)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Encoding (145 + 32·k bytes, k ≤ [`RECEIPT_PROOF_DEPTH_MAX`]):
+/// `e (8, LE) ‖ commitment (32) ‖ count (4, LE) ‖ root (32) ‖ signature
+/// (64) ‖ index (4, LE) ‖ k (1) ‖ k × sibling (32)`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Receipt {
     /// The batch.
     pub e: BatchId,
     /// The envelope's commitment.
     pub commitment: Commitment,
-    /// Ed25519 signature over [`receipt_message`].
+    /// How many receipts the group holds.
+    pub count: u32,
+    /// The group's Merkle root.
+    pub root: MerkleRoot,
+    /// Ed25519 signature over [`receipt_group_message`].
     pub signature: [u8; 64],
+    /// The path from this receipt's leaf to the root.
+    pub proof: InclusionProof,
 }
 
-/// Length of an encoded [`Receipt`].
-pub const RECEIPT_LEN: usize = 8 + 32 + 64;
+/// Length of an encoded [`Receipt`] with no sibling (a group of one).
+pub const RECEIPT_LEN_MIN: usize = 8 + 32 + 4 + 32 + 64 + 4 + 1;
+/// Length of the longest encoded [`Receipt`].
+pub const RECEIPT_LEN_MAX: usize = RECEIPT_LEN_MIN + 32 * RECEIPT_PROOF_DEPTH_MAX;
 /// Length of an encoded [`SignedSeal`].
 pub const SEAL_LEN: usize = 8 + 4 + 32 + 64;
 
 impl Receipt {
-    /// Checks the signature strictly.
+    /// Checks the group's signature strictly and the path to its root.
+    ///
+    /// # Errors
+    /// [`ProofError::BadSignature`], or [`ProofError::Proof`].
+    pub fn verify(&self, sequencer: &SequencerPublicKey) -> Result<(), ProofError> {
+        self.verify_path()?;
+        self.verify_group(sequencer)
+    }
+
+    /// Checks only that the path leads from this receipt's leaf to the
+    /// group's root (the signature is checked once per group:
+    /// [`ReceiptChecker`]).
+    ///
+    /// # Errors
+    /// [`ProofError::Proof`].
+    pub fn verify_path(&self) -> Result<(), ProofError> {
+        if self.count == 0 || usize::try_from(self.count).map_or(true, |n| n > RECEIPT_GROUP_MAX) {
+            return Err(ProofError::GroupSize(
+                usize::try_from(self.count).unwrap_or(usize::MAX),
+            ));
+        }
+        self.proof.verify_leaf(
+            receipt_leaf(self.e, &self.commitment),
+            self.count,
+            &self.root,
+        )?;
+        Ok(())
+    }
+
+    /// Checks only the group's signature.
     ///
     /// # Errors
     /// [`ProofError::BadSignature`].
-    pub fn verify(&self, sequencer: &SequencerPublicKey) -> Result<(), ProofError> {
-        sequencer.verify(&receipt_message(self.e, &self.commitment), &self.signature)
+    pub fn verify_group(&self, sequencer: &SequencerPublicKey) -> Result<(), ProofError> {
+        sequencer.verify(
+            &receipt_group_message(self.count, &self.root),
+            &self.signature,
+        )
     }
 
-    /// The 104-byte encoding.
+    /// The encoding above.
     #[must_use]
-    pub fn to_bytes(&self) -> [u8; RECEIPT_LEN] {
-        let mut out = [0u8; RECEIPT_LEN];
-        out[..8].copy_from_slice(&self.e.to_le_bytes());
-        out[8..40].copy_from_slice(&self.commitment.0);
-        out[40..].copy_from_slice(&self.signature);
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(RECEIPT_LEN_MIN + 32 * self.proof.siblings.len());
+        out.extend_from_slice(&self.e.to_le_bytes());
+        out.extend_from_slice(&self.commitment.0);
+        out.extend_from_slice(&self.count.to_le_bytes());
+        out.extend_from_slice(&self.root.0);
+        out.extend_from_slice(&self.signature);
+        out.extend_from_slice(&self.proof.to_bytes());
         out
     }
 
-    /// Decodes [`Receipt::to_bytes`] (does not verify).
+    /// The length of the receipt that starts `bytes` (its proof's sibling
+    /// count read from it), for reading receipts one after another.
     ///
     /// # Errors
-    /// [`ProofError::Length`].
+    /// [`ProofError::Length`] when `bytes` is too short to say, or the
+    /// count is above [`RECEIPT_PROOF_DEPTH_MAX`].
+    pub fn encoded_len(bytes: &[u8]) -> Result<usize, ProofError> {
+        let k = *bytes.get(RECEIPT_LEN_MIN - 1).ok_or(ProofError::Length {
+            expected: RECEIPT_LEN_MIN,
+            actual: bytes.len(),
+        })?;
+        let k = usize::from(k);
+        if k > RECEIPT_PROOF_DEPTH_MAX {
+            return Err(ProofError::Proof(MerkleError::Encoding));
+        }
+        Ok(RECEIPT_LEN_MIN + 32 * k)
+    }
+
+    /// Decodes [`Receipt::to_bytes`], the whole of `bytes` (does not
+    /// verify).
+    ///
+    /// # Errors
+    /// [`ProofError::Length`] for a length the sibling count does not give,
+    /// [`ProofError::Proof`] for more than [`RECEIPT_PROOF_DEPTH_MAX`]
+    /// siblings.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, ProofError> {
-        if bytes.len() != RECEIPT_LEN {
+        let expected = Receipt::encoded_len(bytes)?;
+        if bytes.len() != expected {
             return Err(ProofError::Length {
-                expected: RECEIPT_LEN,
+                expected,
                 actual: bytes.len(),
             });
         }
         Ok(Receipt {
             e: u64::from_le_bytes(fixed(bytes, 0)),
             commitment: Commitment(fixed(bytes, 8)),
-            signature: fixed(bytes, 40),
+            count: u32::from_le_bytes(fixed(bytes, 40)),
+            root: MerkleRoot(fixed(bytes, 44)),
+            signature: fixed(bytes, 76),
+            proof: InclusionProof::from_bytes(&bytes[140..])?,
         })
+    }
+}
+
+/// Checks receipts against one sequencer key, verifying each group's
+/// signature once: a receipt whose group (size, root and signature) was
+/// verified before costs only its path. Remembers the last
+/// [`ReceiptChecker::GROUPS_REMEMBERED`] groups.
+#[derive(Clone, Debug)]
+pub struct ReceiptChecker {
+    sequencer: SequencerPublicKey,
+    verified: std::collections::VecDeque<(u32, MerkleRoot, [u8; 64])>,
+}
+
+impl ReceiptChecker {
+    /// How many verified groups a checker remembers.
+    pub const GROUPS_REMEMBERED: usize = 64;
+
+    /// A checker for receipts signed by `sequencer`.
+    #[must_use]
+    pub fn new(sequencer: SequencerPublicKey) -> Self {
+        ReceiptChecker {
+            sequencer,
+            verified: std::collections::VecDeque::with_capacity(Self::GROUPS_REMEMBERED),
+        }
+    }
+
+    /// The key it checks against.
+    #[must_use]
+    pub fn sequencer(&self) -> SequencerPublicKey {
+        self.sequencer
+    }
+
+    /// [`Receipt::verify`], the signature only if its group is not one
+    /// already verified.
+    ///
+    /// # Errors
+    /// As [`Receipt::verify`].
+    pub fn check(&mut self, receipt: &Receipt) -> Result<(), ProofError> {
+        receipt.verify_path()?;
+        let group = (receipt.count, receipt.root, receipt.signature);
+        if self.verified.contains(&group) {
+            return Ok(());
+        }
+        receipt.verify_group(&self.sequencer)?;
+        if self.verified.len() == Self::GROUPS_REMEMBERED {
+            self.verified.pop_front();
+        }
+        self.verified.push_back(group);
+        Ok(())
     }
 }
 

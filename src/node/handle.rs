@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use tokio::sync::mpsc;
 
-use crate::envelope::{Commitment, Rejection, SequencerKey, ShapedEnvelope};
+use crate::envelope::{Commitment, ReceiptGroup, Rejection, SequencerKey, ShapedEnvelope};
 use crate::keyper::{KeyperIndex, LogEntry, Prechecked};
 use crate::sequencer::OpenedJob;
 use crate::signed::SignedQuery;
@@ -131,16 +131,57 @@ pub enum RequestBody {
 pub enum Outbound {
     /// A message, sent as is.
     Message(ServerMessage),
-    /// A durable envelope's receipt, to be signed by the stream's task (off
-    /// the driver thread) and sent as [`ServerMessage::Receipt`].
+    /// A durable envelope's receipt: leaf `index` of a group made durable
+    /// together, signed once by the first stream task that sends one of
+    /// its receipts (off the driver thread), and sent as
+    /// [`ServerMessage::Receipt`].
     Receipt {
         /// The submission's request id.
         request_id: u64,
-        /// The envelope's batch.
-        e: BatchId,
-        /// Its commitment.
-        commitment: Commitment,
+        /// The receipts made durable together.
+        group: Arc<DurableGroup>,
+        /// This envelope's place in it.
+        index: u32,
     },
+}
+
+/// The envelopes one group commit made durable (at most
+/// [`RECEIPT_GROUP_MAX`](crate::envelope::RECEIPT_GROUP_MAX)), in the order
+/// the sequencer receipted them, and their signed receipt group once a
+/// stream task signed it (`spec/envelope.md` §12).
+#[derive(Debug)]
+pub struct DurableGroup {
+    entries: Vec<(BatchId, Commitment)>,
+    signed: std::sync::OnceLock<Option<ReceiptGroup>>,
+}
+
+impl DurableGroup {
+    /// The group of `entries`, not signed yet.
+    #[must_use]
+    pub fn new(entries: Vec<(BatchId, Commitment)>) -> Self {
+        DurableGroup {
+            entries,
+            signed: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The encoded receipt of entry `index`, signing the group with `key`
+    /// if no one did yet. A group the key cannot sign as one (none, or too
+    /// many entries: the driver never makes one) gives each receipt its
+    /// own group of one.
+    #[must_use]
+    pub fn receipt(&self, key: &SequencerKey, index: u32) -> Option<Vec<u8>> {
+        let signed = self
+            .signed
+            .get_or_init(|| key.sign_receipts(&self.entries).ok());
+        match signed {
+            Some(group) => group.receipt(index).map(|r| r.to_bytes()),
+            None => {
+                let (e, commitment) = self.entries.get(usize::try_from(index).ok()?)?;
+                Some(key.sign_receipt(*e, commitment).to_bytes())
+            }
+        }
+    }
 }
 
 impl Outbound {
@@ -151,11 +192,19 @@ impl Outbound {
             Outbound::Message(message) => message,
             Outbound::Receipt {
                 request_id,
-                e,
-                commitment,
-            } => ServerMessage::Receipt {
-                request_id,
-                receipt: key.sign_receipt(e, &commitment).to_bytes(),
+                group,
+                index,
+            } => match group.receipt(key, index) {
+                Some(receipt) => ServerMessage::Receipt {
+                    request_id,
+                    receipt,
+                },
+                // Never: the driver numbers a group's receipts from 0.
+                None => ServerMessage::Error {
+                    request_id,
+                    code: crate::wire::ReasonCode::Internal,
+                    message: "no receipt at this place of its group".into(),
+                },
             },
         }
     }

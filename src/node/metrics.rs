@@ -40,6 +40,12 @@ pub const SIZE_BUCKETS: [f64; 8] = [
     0.0, 10.0, 100.0, 1_000.0, 5_000.0, 10_000.0, 50_000.0, 100_000.0,
 ];
 
+/// Upper bounds of the receipt-group buckets, in receipts (a group holds
+/// at most [`RECEIPT_GROUP_MAX`](crate::envelope::RECEIPT_GROUP_MAX)).
+pub const GROUP_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1_024.0, 4_096.0,
+];
+
 /// The `Content-Type` of `GET /metrics`: the Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -131,6 +137,8 @@ pub struct Metrics {
     pub key_shares_refused: Counter,
     /// Envelopes per sealed batch.
     pub batch_size: Histogram,
+    /// Receipts per signed receipt group (envelopes made durable together).
+    pub receipt_group_size: Histogram,
     /// Journal group commit (append + fdatasync) latency.
     pub fsync_seconds: Histogram,
     /// Seal journaled to result durable.
@@ -200,6 +208,7 @@ impl Default for Metrics {
             keys_combined: Counter::default(),
             key_shares_refused: Counter::default(),
             batch_size: Histogram::new(&SIZE_BUCKETS),
+            receipt_group_size: Histogram::new(&GROUP_BUCKETS),
             fsync_seconds: Histogram::new(&LATENCY_BUCKETS_S),
             seal_to_result_seconds: Histogram::new(&LATENCY_BUCKETS_S),
             decrypt_seconds: Histogram::new(&LATENCY_BUCKETS_S),
@@ -373,6 +382,11 @@ impl Default for Metrics {
                 "sealbatch_batch_envelopes",
                 "Envelopes per sealed batch.",
                 &metrics.batch_size,
+            ),
+            (
+                "sealbatch_receipt_group_envelopes",
+                "Receipts per signed receipt group (envelopes made durable together).",
+                &metrics.receipt_group_size,
             ),
             (
                 "sealbatch_journal_fsync_seconds",
@@ -626,6 +640,7 @@ mod tests {
             "process_resident_memory_bytes Resident memory of the sequencer process.",
             "process_cpu_seconds_total CPU time of the sequencer process, user and system.",
             "sealbatch_batch_envelopes Envelopes per sealed batch.",
+            "sealbatch_receipt_group_envelopes Receipts per signed receipt group (envelopes made durable together).",
             "sealbatch_journal_fsync_seconds Journal group commit latency.",
             "sealbatch_seal_to_result_seconds From a batch's close to its result durable.",
             "sealbatch_decrypt_seconds Parallel opening of a batch.",

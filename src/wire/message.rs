@@ -14,7 +14,7 @@ use crate::signed::{
 use super::frame::{Direction, EncodeError, FrameError, Message};
 use super::{
     ACCOUNT_BALANCES_MAX, CLIENT_FRAME_LEN_MAX, ENVELOPE_LEN_MAX, FILLS_MAX, FRAME_LEN_MAX,
-    MARKET_INFO_LEN, PAYOUTS_MAX, PROOF_LEN_MAX, RECEIPT_LEN, REPLICA_ADDRESS_LEN_MAX,
+    MARKET_INFO_LEN, PAYOUTS_MAX, PROOF_LEN_MAX, RECEIPT_LEN_MAX, REPLICA_ADDRESS_LEN_MAX,
     SCHEDULE_BATCH_KEYS_MAX, SCHEDULE_REPLICAS_MAX, SEAL_LEN, SUBSCRIBER_ENVELOPES_MAX,
     TEXT_LEN_MAX, WIRE_MARKETS_MAX,
 };
@@ -428,8 +428,11 @@ pub enum ServerMessage {
     Receipt {
         /// The `Submit`'s.
         request_id: u64,
-        /// `u64le(e) ‖ commitment (32) ‖ signature (64)` (`spec/envelope.md` §12).
-        receipt: [u8; RECEIPT_LEN],
+        /// The encoded receipt of `spec/envelope.md` §12 (its group's
+        /// signed root and its path), at most [`RECEIPT_LEN_MAX`] bytes;
+        /// decoding refuses one whose length its sibling count does not
+        /// give.
+        receipt: Vec<u8>,
     },
     /// A refused envelope. Type `0x83`.
     Rejected {
@@ -859,7 +862,7 @@ impl Message for ServerMessage {
                 receipt,
             } => {
                 out.put_u64(*request_id);
-                out.extend_from_slice(receipt);
+                put_bytes(out, "receipt", receipt, RECEIPT_LEN_MAX)?;
             }
             ServerMessage::Rejected {
                 request_id,
@@ -1004,7 +1007,14 @@ impl Message for ServerMessage {
             server_type::SCHEDULE => ServerMessage::Schedule(decode_schedule(r)?),
             server_type::RECEIPT => ServerMessage::Receipt {
                 request_id: r.u64("request_id")?,
-                receipt: r.array("receipt")?,
+                receipt: {
+                    let at = r.offset();
+                    let receipt = r.blob("receipt", RECEIPT_LEN_MAX)?;
+                    if crate::envelope::Receipt::encoded_len(receipt) != Ok(receipt.len()) {
+                        return Err(r.invalid("receipt", at).into());
+                    }
+                    receipt.to_vec()
+                },
             },
             server_type::REJECTED => ServerMessage::Rejected {
                 request_id: r.u64("request_id")?,

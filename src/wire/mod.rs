@@ -63,15 +63,16 @@ pub use message::{
 use crate::types::{BUNDLE_ORDERS_MAX, MARKETS_MAX};
 
 /// The protocol version this module speaks. It is carried by the ALPN
-/// ([`ALPN`]): a peer that does not offer `sealbatch/4` does not connect.
+/// ([`ALPN`]): a peer that does not offer `sealbatch/5` does not connect.
 /// (Version 2 signs balance queries and withdrawals; version 3 lists a
 /// replicated sequencer's replicas in the schedule; version 4 carries the
 /// keypers' release attestations in `BatchCleared` and binds a committee to
-/// its deployment.)
-pub const PROTOCOL_VERSION: u8 = 4;
+/// its deployment; version 5 sends group receipts, one signature per group
+/// commit with a path per envelope.)
+pub const PROTOCOL_VERSION: u8 = 5;
 
-/// The QUIC ALPN protocol identifier, `sealbatch/4`.
-pub const ALPN: &[u8] = b"sealbatch/4";
+/// The QUIC ALPN protocol identifier, `sealbatch/5`.
+pub const ALPN: &[u8] = b"sealbatch/5";
 
 /// Bytes of the length prefix that starts every frame.
 pub const LEN_PREFIX_LEN: usize = 4;
@@ -87,8 +88,9 @@ pub const CLIENT_FRAME_LEN_MAX: usize = 16 << 10;
 /// Longest envelope a `Submit` carries (`spec/envelope.md`, `ENVELOPE_LEN_MAX`).
 pub const ENVELOPE_LEN_MAX: usize = 8249;
 
-/// Bytes of an encoded, signed receipt: `u64le(e) ‖ commitment ‖ signature`.
-pub const RECEIPT_LEN: usize = 104;
+/// Most bytes of an encoded receipt (`spec/envelope.md` §12): the group's
+/// signed root and a path of at most 12 siblings.
+pub const RECEIPT_LEN_MAX: usize = crate::envelope::RECEIPT_LEN_MAX;
 
 /// Bytes of an encoded, signed seal: `u64le(e) ‖ u32le(count) ‖ root ‖ signature`.
 pub const SEAL_LEN: usize = 108;
@@ -129,7 +131,7 @@ pub const REPLICA_ADDRESS_LEN_MAX: usize = 255;
 /// Bytes of one encoded [`MarketInfo`].
 pub const MARKET_INFO_LEN: usize = 3 * 4 + 5 * 8 + 2;
 
-const _: () = assert!(PROTOCOL_VERSION == 4 && ALPN.len() == 11 && ALPN[10] == b'4');
+const _: () = assert!(PROTOCOL_VERSION == 5 && ALPN.len() == 11 && ALPN[10] == b'5');
 const _: () = assert!(CLIENT_FRAME_LEN_MAX <= FRAME_LEN_MAX);
 // A full `Payouts` reply: type ‖ request id ‖ count ‖ withdrawals ‖ more.
 const PAYOUTS_FRAME_LEN_MAX: usize =

@@ -724,6 +724,85 @@ fn receipts_seals_and_proofs() {
     let _ = &mut w;
 }
 
+/// Group receipts (`spec/envelope.md` §12): one signature per group, a
+/// path per receipt; every receipt of every group size verifies alone,
+/// nothing else does, and a checker checks each group's signature once.
+#[test]
+fn group_receipts_verify_alone_and_refuse_what_they_do_not_say() {
+    let w = world(10);
+    let key = w.sequencer.public_key();
+    for n in [1usize, 2, 3, 5, 8, 13, 64, 100, 257] {
+        let entries: Vec<(u64, Commitment)> = (0..n)
+            .map(|i| {
+                (
+                    7 + (i % 3) as u64,
+                    Commitment::of(&(i as u64 * 31 + n as u64).to_le_bytes()),
+                )
+            })
+            .collect();
+        let group = w.sequencer.sign_receipts(&entries).unwrap();
+        assert_eq!(group.len(), n);
+        assert!(group.receipt(n as u32).is_none());
+        let mut checker = ReceiptChecker::new(key);
+        for (i, (e, c)) in entries.iter().enumerate() {
+            let receipt = group.receipt(i as u32).unwrap();
+            assert_eq!(
+                (receipt.e, receipt.commitment, receipt.count),
+                (*e, *c, n as u32)
+            );
+            let bytes = receipt.to_bytes();
+            assert_eq!(Receipt::encoded_len(&bytes), Ok(bytes.len()));
+            assert_eq!(Receipt::from_bytes(&bytes).unwrap(), receipt);
+            receipt.verify(&key).unwrap();
+            checker.check(&receipt).unwrap();
+            // Another batch, another commitment, another place: refused.
+            let mut other = receipt.clone();
+            other.e += 1;
+            assert!(other.verify(&key).is_err() && checker.check(&other).is_err());
+            let mut other = receipt.clone();
+            other.commitment.0[0] ^= 1;
+            assert!(other.verify(&key).is_err() && checker.check(&other).is_err());
+            if n > 1 {
+                let mut other = receipt.clone();
+                other.proof.index = (other.proof.index + 1) % n as u32;
+                assert!(other.verify(&key).is_err() && checker.check(&other).is_err());
+                // The same path under a group size the signature does not say.
+                let mut other = receipt.clone();
+                other.count += 1;
+                assert!(other.verify(&key).is_err() && checker.check(&other).is_err());
+            }
+            // A forged signature over a root the checker verified before.
+            let mut other = receipt.clone();
+            other.signature[5] ^= 1;
+            assert_eq!(checker.check(&other), Err(ProofError::BadSignature));
+            // A byte more or less.
+            assert!(Receipt::from_bytes(&bytes[..bytes.len() - 1]).is_err());
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(Receipt::from_bytes(&longer).is_err());
+        }
+    }
+    // Groups the key will not sign as one.
+    assert_eq!(
+        w.sequencer.sign_receipts(&[]).err(),
+        Some(ProofError::GroupSize(0))
+    );
+    let too_many = vec![(1, Commitment([1; 32])); RECEIPT_GROUP_MAX + 1];
+    assert_eq!(
+        w.sequencer.sign_receipts(&too_many).err(),
+        Some(ProofError::GroupSize(RECEIPT_GROUP_MAX + 1))
+    );
+    let full = w.sequencer.sign_receipts(&too_many[1..]).unwrap();
+    let last = full.receipt(RECEIPT_GROUP_MAX as u32 - 1).unwrap();
+    assert_eq!(last.to_bytes().len(), RECEIPT_LEN_MAX);
+    last.verify(&key).unwrap();
+    // A sibling count above the bound is refused before any length.
+    let mut deep = last.to_bytes();
+    deep[144] = RECEIPT_PROOF_DEPTH_MAX as u8 + 1;
+    assert!(Receipt::encoded_len(&deep).is_err());
+    assert!(Receipt::from_bytes(&deep).is_err());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: crate::common::cases(24, 24), ..ProptestConfig::default() })]
 

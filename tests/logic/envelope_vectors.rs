@@ -12,7 +12,7 @@ use curve25519_dalek::ristretto::CompressedRistretto;
 use curve25519_dalek::scalar::Scalar;
 use ed25519_dalek::{Signer, SigningKey};
 use sealbatch::envelope::layout::{bundle_signature_message, encode_body, padded_len};
-use sealbatch::envelope::receipt::{receipt_message, seal_message};
+use sealbatch::envelope::receipt::{receipt_group_message, receipt_leaf, seal_message};
 use sealbatch::envelope::*;
 use sealbatch::order::OrderSpec;
 use sealbatch::types::{MarketId, Side};
@@ -144,7 +144,8 @@ fn envelope_vector(
         "plaintext": h(&plaintext),
         "envelope": h(&env),
         "commitment": h(&commitment.0),
-        "receipt_message": h(&receipt_message(e, &commitment)),
+        "receipt_leaf": h(&receipt_leaf(e, &commitment)),
+        "receipt_group_message": h(&receipt_group_message(1, &receipt.root)),
         "receipt": h(&receipt.to_bytes()),
     });
     (v, env)
@@ -353,6 +354,24 @@ fn generate() -> String {
         })).collect::<Vec<_>>(),
     });
 
+    // The batch's envelopes receipted together: one group, one signature,
+    // a path each (in the order the sequencer receipted them: here the
+    // envelopes' order in the file).
+    let entries: Vec<_> = envs
+        .iter()
+        .map(|v| (e, Commitment(arr32(&v["commitment"]))))
+        .collect();
+    let group = ctx.sequencer.sign_receipts(&entries).unwrap();
+    let first = group.receipt(0).unwrap();
+    let receipt_group = json!({
+        "entries": entries.iter().map(|(e, c)| json!({"e": e, "commitment": h(&c.0)})).collect::<Vec<_>>(),
+        "leaves": entries.iter().map(|(e, c)| h(&receipt_leaf(*e, c))).collect::<Vec<_>>(),
+        "count": first.count,
+        "root": h(&first.root.0),
+        "group_message": h(&receipt_group_message(first.count, &first.root)),
+        "receipts": (0..group.len() as u32).map(|i| h(&group.receipt(i).unwrap().to_bytes())).collect::<Vec<_>>(),
+    });
+
     let doc = json!({
         "batch_rules": batch_rules,
         "about": "sealbatch envelope format v1 test vectors; see spec/envelope.md. All hex is lowercase; integers are JSON numbers. Secrets come from seed(label) = blake3(label) and ephemeral scalars from wide_reduce(blake3_xof(label)[..64]); regenerate with SEALBATCH_WRITE_VECTORS=1 cargo test --test logic -- envelope_vectors::.",
@@ -374,6 +393,7 @@ fn generate() -> String {
             "seal": h(&seal.to_bytes()),
             "proofs": proofs,
         },
+        "receipt_group": receipt_group,
         "merkle": merkle,
         "negative": negative,
     });
@@ -409,6 +429,32 @@ fn vectors_open_as_published() {
     let seal = SignedSeal::from_bytes(&un(&doc["seal"]["seal"])).unwrap();
     seal.verify(&sequencer).unwrap();
     let e = seal.e;
+    // The group receipts: one signature over the root, a path each; the
+    // group's signature is checked once.
+    let group = &doc["receipt_group"];
+    let mut checker = ReceiptChecker::new(sequencer);
+    for (i, bytes) in group["receipts"].as_array().unwrap().iter().enumerate() {
+        let bytes = un(bytes);
+        let receipt = Receipt::from_bytes(&bytes).unwrap();
+        assert_eq!(receipt.proof.index as usize, i);
+        assert_eq!(h(&receipt.root.0), group["root"].as_str().unwrap());
+        assert_eq!(u64::from(receipt.count), group["count"].as_u64().unwrap());
+        let entry = &group["entries"][i];
+        assert_eq!(receipt.e, entry["e"].as_u64().unwrap());
+        assert_eq!(
+            h(&receipt.commitment.0),
+            entry["commitment"].as_str().unwrap()
+        );
+        checker.check(&receipt).unwrap();
+        receipt.verify(&sequencer).unwrap();
+        // Any byte of the path or the statement changed: refused.
+        for at in [0, 8, 40, 44, 76, 140, bytes.len() - 1] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 1;
+            let refused = Receipt::from_bytes(&bad).map_or(true, |r| r.verify(&sequencer).is_err());
+            assert!(refused, "receipt {i} with byte {at} flipped");
+        }
+    }
     let bk = doc["batch_keys"]
         .as_array()
         .unwrap()
@@ -433,6 +479,11 @@ fn vectors_open_as_published() {
         assert_eq!(check_shape(&un(&v["envelope"]), e), Ok(c));
         let receipt = Receipt::from_bytes(&un(&v["receipt"])).unwrap();
         receipt.verify(&sequencer).unwrap();
+        assert_eq!(
+            receipt.root.0,
+            arr32(&v["receipt_leaf"]),
+            "a group of one: its root is its leaf"
+        );
         let o = opened.envelopes.iter().find(|o| o.commitment == c).unwrap();
         let b = o.outcome.as_ref().unwrap();
         assert_eq!(b.nonce, v["nonce"].as_u64().unwrap());

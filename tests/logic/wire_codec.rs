@@ -186,7 +186,12 @@ fn server_samples() -> Vec<ServerMessage> {
         ServerMessage::Schedule(small_schedule()),
         ServerMessage::Receipt {
             request_id: 2,
-            receipt: [4; 104],
+            // A receipt of a group of one: its path has no sibling.
+            receipt: {
+                let mut receipt = vec![4; 145];
+                receipt[144] = 0;
+                receipt
+            },
         },
         ServerMessage::Rejected {
             request_id: 0x0102_0304_0506_0708,
@@ -244,6 +249,28 @@ const GOLDEN_DEPOSIT: &str = "35000000050700000000000000aaaaaaaaaaaaaaaaaaaaaaaa
 const GOLDEN_WITHDRAW: &str = "89000000060700000000000000aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa02000000e80300000000000001000000000000000b626331716578616d706c65cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
 const GOLDEN_GET_ACCOUNT: &str = "8900000004040000000000000009090909090909090909090909090909090909090909090909090909090909090909090909090909090909090909090909090909090909090909090909090909cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
 const GOLDEN_ACKNOWLEDGE_PAYOUT: &str = "7b000000090a000000000000000d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d06000000000000000974783a307862656566cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
+const GOLDEN_RECEIPT: &str = "de000000820200000000000000d10000002a000000000000003232323232323232323232323232323232323232323232323232323232323232030000004ad83a99fd4f2835cf0a8ed3d9900bf7cd13663f3091b2eaa62fc40329d2bcb3329920dcb09f6b2f7c7d6613d1fa0c568173691eadc2a98f384ddd7a97227cc72979cd5a352baae546d20768f12dd87b4d90f7d59ed7165777ef4df8d1e7a10a0100000002eb9e3a71f7cb795406bfd5122bcbff92727c4d73a3e2fcb4aae9e786bd8522db0c1314cf01e5e88cd150ad02cebb5c9262d928d5bad7663591e1a25320908102";
+
+/// The golden `Receipt` (`spec/wire.md` §7): request 2, the second of three
+/// receipts `(42, [0x31; 32])`, `(42, [0x32; 32])`, `(43, [0x33; 32])`
+/// signed as one group by the envelope vectors' sequencer key.
+fn golden_receipt() -> ServerMessage {
+    let key = sealbatch::envelope::SequencerKey::from_seed(
+        blake3::hash(b"sealbatch test vector sequencer").as_bytes(),
+    );
+    let group = key
+        .sign_receipts(&[
+            (42, sealbatch::envelope::Commitment([0x31; 32])),
+            (42, sealbatch::envelope::Commitment([0x32; 32])),
+            (43, sealbatch::envelope::Commitment([0x33; 32])),
+        ])
+        .unwrap();
+    ServerMessage::Receipt {
+        request_id: 2,
+        receipt: group.receipt(1).unwrap().to_bytes(),
+    }
+}
+
 const GOLDEN_REJECTED: &str =
     "1e000000830807060504030201022a0000000000000000000000040000006c617465";
 const GOLDEN_OPERATOR_DEPOSIT: &str = "9f0000000708000000000000000d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0dbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb0300000088130000000000000974783a307866656564cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc";
@@ -274,6 +301,13 @@ fn golden_encodings_match_the_spec() {
         Ok(rejected)
     );
 
+    let receipt = golden_receipt();
+    assert_eq!(hex::encode(encoded(&receipt)), GOLDEN_RECEIPT);
+    assert_eq!(
+        wire::parse::<ServerMessage>(&hex::decode(GOLDEN_RECEIPT).unwrap()),
+        Ok(receipt)
+    );
+
     let cleared = ServerMessage::BatchCleared(small_cleared());
     assert_eq!(hex::encode(encoded(&cleared)), GOLDEN_CLEARED);
     assert_eq!(
@@ -298,6 +332,7 @@ fn spec_file_holds_the_golden_bytes() {
         GOLDEN_ACKNOWLEDGE_PAYOUT,
         GOLDEN_OPERATOR_DEPOSIT,
         GOLDEN_REJECTED,
+        GOLDEN_RECEIPT,
         GOLDEN_CLEARED,
         GOLDEN_SCHEDULE_SIGNING,
     ] {
@@ -1141,12 +1176,19 @@ fn cleared() -> impl Strategy<Value = BatchCleared> {
 fn server_message() -> impl Strategy<Value = ServerMessage> {
     prop_oneof![
         schedule().prop_map(ServerMessage::Schedule),
-        (any::<u64>(), any::<[u8; 104]>()).prop_map(|(request_id, receipt)| {
-            ServerMessage::Receipt {
-                request_id,
-                receipt,
-            }
-        }),
+        (
+            any::<u64>(),
+            0usize..=12,
+            proptest::collection::vec(any::<u8>(), 145 + 32 * 12)
+        )
+            .prop_map(|(request_id, k, mut receipt)| {
+                receipt.truncate(145 + 32 * k);
+                receipt[144] = k as u8;
+                ServerMessage::Receipt {
+                    request_id,
+                    receipt,
+                }
+            }),
         (any::<u64>(), reason(), any::<u64>(), any::<u32>(), text()).prop_map(
             |(request_id, code, next_open, retry_after_ms, message)| ServerMessage::Rejected {
                 request_id,

@@ -1526,3 +1526,84 @@ async fn events_until(
     }
     String::from_utf8_lossy(&seen).into_owned()
 }
+
+/// Group receipts (`spec/envelope.md` §12) from a running node: envelopes
+/// submitted together are made durable together and receipted under one
+/// signature, each receipt with its own path; every receipt verifies alone
+/// against the sequencer key, and the receipts of one group sit at
+/// distinct places below its count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envelopes_made_durable_together_are_receipted_under_one_signature() {
+    let node = start("group-receipts", |c| c.batch_length_ms = 2_000).await;
+    let client = std::sync::Arc::new(
+        Client::connect(node.info.listen, node.info.fingerprint)
+            .await
+            .expect("connects"),
+    );
+    let schedule = client.schedule().await.expect("schedule");
+    let sequencer = sealbatch::envelope::SequencerPublicKey::from_bytes(&schedule.sequencer_key)
+        .expect("the sequencer key");
+    let e = target_batch(&schedule, sealbatch::node::now_ms(), 1_000);
+    let key = batch_key(&schedule, e);
+    // Sealed first, then all sent at once: the journal writer takes what
+    // arrived during its last fsync as one group commit.
+    let envelopes: Vec<Vec<u8>> = (0..128u64)
+        .map(|nonce| {
+            let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
+            let orders = [OrderSpec {
+                market: MarketId(1),
+                side: Side::Buy,
+                limit: Some(60_000),
+                qty: 1,
+                client_order_id: nonce,
+            }];
+            seal_bundle(
+                &mut OsRng,
+                &trader,
+                &schedule.deployment(),
+                e,
+                &key,
+                nonce,
+                &orders,
+            )
+            .expect("seals")
+            .into_bytes()
+        })
+        .collect();
+    let tasks: Vec<_> = envelopes
+        .into_iter()
+        .map(|envelope| {
+            let client = std::sync::Arc::clone(&client);
+            tokio::spawn(async move { client.submit(envelope).await })
+        })
+        .collect();
+    let mut groups: std::collections::BTreeMap<_, std::collections::BTreeSet<u32>> =
+        std::collections::BTreeMap::new();
+    for task in tasks {
+        let receipt = task.await.expect("joins").expect("receipted");
+        assert_eq!(receipt.e, e);
+        receipt
+            .verify(&sequencer)
+            .expect("a receipt verifies alone");
+        let fresh = groups
+            .entry((receipt.count, receipt.root, receipt.signature))
+            .or_default()
+            .insert(receipt.proof.index);
+        assert!(fresh, "two receipts at one place of a group");
+        assert!(receipt.proof.index < receipt.count);
+    }
+    let largest = groups
+        .values()
+        .map(|places| places.len())
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "128 receipts in {} groups, the largest of {largest}",
+        groups.len()
+    );
+    assert!(
+        groups.len() < 128,
+        "128 envelopes sent at once were made durable one by one"
+    );
+    node.stop().await;
+}

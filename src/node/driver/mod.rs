@@ -647,9 +647,7 @@ impl Driver {
         if let Err(error) = self.refresh_schedule(now) {
             tracing::warn!(%error, "the schedule could not be made");
         }
-        for event in events {
-            self.deliver(event);
-        }
+        self.deliver_all(events);
         if self.checkpoint_every > 0 && self.cleared_since_checkpoint >= self.checkpoint_every {
             self.checkpoint()?;
         }

@@ -4,7 +4,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::envelope::Commitment;
+use std::sync::Arc;
+
+use crate::envelope::{Commitment, RECEIPT_GROUP_MAX};
 use crate::sequencer::{BatchOutcome, EnvelopeStatus, Event, SubmitError};
 use crate::types::BatchId;
 use crate::wire::{
@@ -12,7 +14,7 @@ use crate::wire::{
     ServerMessage,
 };
 
-use super::super::handle::Outbound;
+use super::super::handle::{DurableGroup, Outbound};
 use super::Driver;
 
 impl Driver {
@@ -75,16 +77,47 @@ impl Driver {
         Ok(schedule)
     }
 
-    pub(super) fn deliver(&mut self, event: Event) {
-        match event {
-            Event::Receipt {
-                token,
-                e,
-                commitment,
-            } => {
-                let Some(p) = self.pending.remove(&token.0) else {
-                    return;
-                };
+    /// Sends the sequencer's events: the receipts among them in groups,
+    /// each group of envelopes made durable together signed once
+    /// (`spec/envelope.md` §12), in their place among the other events.
+    pub(super) fn deliver_all(&mut self, events: Vec<Event>) {
+        let mut durable = Vec::new();
+        for event in events {
+            match event {
+                Event::Receipt {
+                    token,
+                    e,
+                    commitment,
+                } => durable.push((token, e, commitment)),
+                other => {
+                    self.deliver_receipts(std::mem::take(&mut durable));
+                    self.deliver(other);
+                }
+            }
+        }
+        self.deliver_receipts(durable);
+    }
+
+    /// Sends the receipts of envelopes made durable together, in groups of
+    /// at most [`RECEIPT_GROUP_MAX`].
+    fn deliver_receipts(
+        &mut self,
+        durable: Vec<(crate::sequencer::SubmitToken, BatchId, Commitment)>,
+    ) {
+        // Only the receipts still awaited (a session may have gone).
+        let awaited: Vec<_> = durable
+            .into_iter()
+            .filter_map(|(token, e, commitment)| {
+                let p = self.pending.remove(&token.0)?;
+                Some((p, e, commitment))
+            })
+            .collect();
+        for chunk in awaited.chunks(RECEIPT_GROUP_MAX) {
+            let group = Arc::new(DurableGroup::new(
+                chunk.iter().map(|(_, e, c)| (*e, *c)).collect(),
+            ));
+            self.metrics.receipt_group_size.observe(chunk.len() as f64);
+            for (index, (p, _, _)) in (0u32..).zip(chunk) {
                 self.metrics.envelopes_accepted.inc();
                 self.metrics
                     .receipt_seconds
@@ -93,13 +126,19 @@ impl Driver {
                     p.session,
                     Outbound::Receipt {
                         request_id: p.request_id,
-                        e,
-                        commitment,
+                        group: Arc::clone(&group),
+                        index,
                     },
                 );
                 self.waiting(p.session, false);
                 self.drop_if_done(p.session);
             }
+        }
+    }
+
+    pub(super) fn deliver(&mut self, event: Event) {
+        match event {
+            Event::Receipt { .. } => self.deliver_all(vec![event]),
             Event::BatchVoided { e, reason } => {
                 self.metrics.batches_voided.inc();
                 tracing::error!(
