@@ -10,9 +10,11 @@
 //! batch whose curves would hold more than [`CURVE_POINTS_MAX`] points
 //! keeps its figures without them.
 //!
-//! "Check my order": `/check?commitment=HEX` finds a commitment in the
-//! kept batches and shows its batch, its inclusion proof checked against
-//! the batch's signed seal, and its outcome (fills, or the rejection).
+//! "Check my order": `/check?commitment=HEX` finds a commitment (or a whole
+//! receipt's: then the receipt is checked and held to the batch it
+//! promised) in the kept batches and shows its batch, its inclusion proof
+//! checked against the batch's signed seal, and its outcome (fills, or the
+//! rejection).
 //!
 //! Live: `/events` is a server-sent event stream, one `batch` event (the
 //! batch's summary as JSON, its id the batch number) per published batch;
@@ -51,7 +53,7 @@ use tokio::sync::broadcast;
 
 use crate::clearing::MarketInput;
 use crate::curves::{HistoryPoint, MarketCurves, batch_curves, batch_svg, market_history_svg};
-use crate::envelope::{Commitment, MerkleTree, SequencerPublicKey, SignedSeal};
+use crate::envelope::{Commitment, MerkleTree, Receipt, SequencerPublicKey, SignedSeal};
 use crate::sequencer::{BatchOutcome, EnvelopeStatus, MarketOutcome};
 use crate::types::{BatchId, Side};
 
@@ -756,6 +758,43 @@ fn parse_commitment(text: &str) -> Result<Commitment, String> {
     Ok(Commitment(bytes))
 }
 
+/// What a trader pasted into "check my order": a commitment (64 hex
+/// digits) or a whole receipt (`spec/envelope.md` §12, in hex), whose
+/// commitment is looked up.
+fn parse_pasted(text: &str) -> Result<(Commitment, Option<Receipt>), String> {
+    let text = text.trim();
+    if text.len() == 64 {
+        return parse_commitment(text).map(|c| (c, None));
+    }
+    let bytes = hex::decode(text)
+        .map_err(|_| format!("{text:.80}: not a commitment (64 hex digits) nor a receipt (hex)"))?;
+    let receipt =
+        Receipt::from_bytes(&bytes).map_err(|e| format!("{text:.80}: not a receipt: {e}"))?;
+    Ok((receipt.commitment, Some(receipt)))
+}
+
+/// What "check my order" says of a pasted receipt: whether the sequencer
+/// signed it, and whether the promise it makes (this batch) was kept.
+fn receipt_text(receipt: &Receipt, sequencer: &SequencerPublicKey, e: BatchId) -> (bool, String) {
+    match receipt.verify(sequencer) {
+        Err(why) => (false, format!("NOT a receipt of this sequencer: {why}")),
+        Ok(()) if receipt.e != e => (
+            false,
+            format!(
+                "signed by this sequencer for batch {}, but the envelope is in batch {e}: a broken promise",
+                receipt.e
+            ),
+        ),
+        Ok(()) => (
+            true,
+            format!(
+                "signed by this sequencer (receipt {} of a group of {}), promising batch {e}: kept",
+                receipt.proof.index, receipt.count
+            ),
+        ),
+    }
+}
+
 fn status_text(status: &EnvelopeStatus) -> String {
     match status {
         EnvelopeStatus::Accepted { orders, .. } => {
@@ -788,25 +827,29 @@ async fn check_page(
         Err(missing) => return missing.respond(false),
     };
     let found = text.map(|text| {
-        parse_commitment(&text).and_then(|c| {
-            explorer
-                .check(&c)
-                .map(|check| (c, check))
-                .ok_or_else(|| format!("{}: in no batch of the recent history", hex::encode(c.0)))
+        parse_pasted(&text).and_then(|(c, receipt)| {
+            let check = explorer.check(&c).ok_or_else(|| {
+                format!("{}: in no batch of the recent history", hex::encode(c.0))
+            })?;
+            let receipt = receipt.map(|r| receipt_text(&r, &explorer.sequencer, check.e));
+            Ok((c, check, receipt))
         })
     });
     let body = html! {
         p { a href="/" { "← batches" } }
         h1 { "Check my order" }
         form action="/check" method="get" {
-            label { "Commitment (hex, from your receipt) " input name="commitment" size="70" pattern="[0-9a-fA-F]{64}"; }
+            label { "Your receipt, or the commitment from it (hex) " input name="commitment" size="70" pattern="[0-9a-fA-F]{64}|([0-9a-fA-F]{2}){145,529}"; }
             " "
             button { "Check" }
         }
         @match &found {
             None => {}
             Some(Err(message)) => p class="result" { (message) },
-            Some(Ok((c, check))) => div class="result" data-batch=(check.e) data-included=(check.included.is_ok()) data-released=(!matches!(check.released_by, Some(Err(_)))) {
+            Some(Ok((c, check, receipt))) => div class="result" data-batch=(check.e) data-included=(check.included.is_ok()) data-released=(!matches!(check.released_by, Some(Err(_)))) data-receipt=(receipt.as_ref().map_or("none", |(kept, _)| if *kept { "kept" } else { "broken" })) {
+                @if let Some((_, text)) = receipt {
+                    p { "Receipt: " (text) }
+                }
                 p {
                     "Commitment " code { (hex::encode(c.0)) } " is envelope " (check.index) " of " (check.count) " in "
                     a href={ "/batches/" (check.e) } { "batch " (check.e) } "."

@@ -1240,6 +1240,29 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
         padded.contains(&format!("data-batch=\"{e}\" data-included=\"true\"")),
         "{padded}"
     );
+    // The whole receipt pasted: checked under the sequencer's key and held
+    // to the batch it promised; a receipt altered to promise another batch
+    // is no receipt of this sequencer.
+    let receipt_hex = hex::encode(receipts[0].to_bytes());
+    let (_, _, by_receipt) =
+        common::http_get(http, &format!("/check?commitment={receipt_hex}")).await;
+    assert!(
+        by_receipt.contains(&format!("data-batch=\"{e}\" data-included=\"true\""))
+            && by_receipt.contains("data-receipt=\"kept\""),
+        "{by_receipt}"
+    );
+    let mut altered = receipts[0].clone();
+    altered.e += 1;
+    let (_, _, by_altered) = common::http_get(
+        http,
+        &format!("/check?commitment={}", hex::encode(altered.to_bytes())),
+    )
+    .await;
+    assert!(
+        by_altered.contains("data-receipt=\"broken\"")
+            && by_altered.contains("NOT a receipt of this sequencer"),
+        "{by_altered}"
+    );
     let (_, _, json) = common::http_get(http, &format!("/api/check/{buyer_commitment}")).await;
     let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
     assert_eq!(json["e"], e);
