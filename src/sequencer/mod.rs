@@ -468,6 +468,10 @@ pub struct Sequencer {
     announced_below: BatchId,
     /// The latest `now` seen (time never goes backwards inside).
     now_ms: u64,
+    /// When this sequencer took up the work ([`resume`](Self::resume): a
+    /// restart, or a replica becoming the leader): a backlog it inherited
+    /// counts as lagging only from then.
+    resumed_ms: u64,
     next_lsn: Lsn,
     durable_lsn: Lsn,
     journal: VecDeque<JournalWrite>,
@@ -1282,15 +1286,17 @@ impl Sequencer {
     }
 
     /// How long ago, at `now_ms`, the oldest batch sealed and not yet
-    /// cleared closed (0 when none is): the backlog admission control
-    /// bounds.
+    /// cleared closed, or this sequencer resumed if that is later (0 when
+    /// none is): the backlog admission control bounds. A batch that closed
+    /// while no sequencer ran (a restart, a failover) lags only from the
+    /// resumption: the outage is no sign that opening cannot keep up.
     #[must_use]
     pub fn clear_lag_ms(&self, now_ms: u64) -> u64 {
         self.batches
             .iter()
             .find(|(_, b)| !matches!(b, Batch::Collecting { .. }))
             .and_then(|(&e, _)| self.genesis.schedule.close_ms(e))
-            .map_or(0, |close| now_ms.saturating_sub(close))
+            .map_or(0, |close| now_ms.saturating_sub(close.max(self.resumed_ms)))
     }
 
     /// The admission bound on [`clear_lag_ms`](Self::clear_lag_ms):

@@ -78,7 +78,7 @@ impl Sequencer {
     /// batch whose key the custodian cannot take yet waits, sealed
     /// ([`Event::KeyUnavailable`](super::Event::KeyUnavailable)), and is asked for again at the timeouts.
     pub fn resume(&mut self, now_ms: u64) {
-        self.observe(now_ms);
+        self.resumed_ms = self.observe(now_ms);
         if self.next_lsn == 1 {
             let record = SequencerRecord::Genesis(self.genesis.clone());
             self.push_journal(&record);
@@ -171,6 +171,7 @@ impl Sequencer {
             closed_below: 0,
             announced_below: 0,
             now_ms,
+            resumed_ms: 0,
             next_lsn,
             durable_lsn: next_lsn.saturating_sub(1),
             journal: VecDeque::new(),

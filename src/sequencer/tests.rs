@@ -308,6 +308,19 @@ fn submissions_are_refused_as_busy_while_opening_lags() {
             retry_after_ms: 600
         })
     );
+    // A sequencer that takes the work over now (a restart, a new leader)
+    // inherits the backlog but has not lagged behind it: the lag counts
+    // from its resumption, so it takes envelopes at once, and refuses again
+    // only once it has itself been behind past the bound.
+    let mut taken_over = boot(journal.clone(), now);
+    assert!(taken_over.batches_in_flight() > 0);
+    assert_eq!(taken_over.clear_lag_ms(now), 0);
+    submit(&mut taken_over, now).expect("taken at once after a takeover");
+    assert_eq!(taken_over.clear_lag_ms(now + 300), 300);
+    assert!(matches!(
+        submit(&mut taken_over, now + 301),
+        Err(SubmitError::Busy { .. })
+    ));
     // Once the backlog clears, envelopes are taken again.
     while let Some(job) = sequencer.poll_job() {
         sequencer.handle_opened(now, job.run()).expect("processed");
