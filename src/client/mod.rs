@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex};
 use ed25519_dalek::SigningKey;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::envelope::{Receipt, ReceiptChecker, SequencerPublicKey};
+use crate::envelope::{Commitment, Receipt, ReceiptChecker, SequencerPublicKey, header_batch};
 use crate::market::{AccountId, AssetId};
 use crate::net::{NetError, client_endpoint};
 use crate::signed::{
@@ -463,6 +463,7 @@ impl Client {
     ///
     /// [`ClientError::Rejected`] with the reason and the open batch.
     pub async fn submit(&self, envelope: Vec<u8>) -> Result<Receipt, ClientError> {
+        let statement = (header_batch(&envelope), Commitment::of(&envelope));
         let reply = self
             .request(|request_id| ClientMessage::Submit {
                 request_id,
@@ -479,6 +480,7 @@ impl Client {
                         .check(&receipt)
                         .map_err(|e| ClientError::Protocol(format!("receipt: {e}")))?;
                 }
+                receipt_is_for(&receipt, statement)?;
                 Ok(receipt)
             }
             ServerMessage::Rejected {
@@ -911,4 +913,46 @@ async fn read_frames(
     }
     // Fail every outstanding request, and every later one at once.
     *waiters.lock().unwrap_or_else(|p| p.into_inner()) = None;
+}
+
+/// Whether `receipt` promises the envelope that was sent: its batch (from
+/// the envelope's header) and its commitment. A receipt is a signed leaf of
+/// a group the sequencer shares out; one for another envelope is refused.
+fn receipt_is_for(
+    receipt: &Receipt,
+    (e, commitment): (Option<crate::types::BatchId>, Commitment),
+) -> Result<(), ClientError> {
+    if e != Some(receipt.e) || receipt.commitment != commitment {
+        return Err(ClientError::Protocol(format!(
+            "a receipt for another envelope (batch {}, commitment {})",
+            receipt.e, receipt.commitment
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A receipt, even a valid one, for another envelope (another
+    /// commitment or another batch) is refused.
+    #[test]
+    fn a_receipt_for_another_envelope_is_refused() {
+        let key = crate::envelope::SequencerKey::from_seed(&[3; 32]);
+        let mine = Commitment([1; 32]);
+        let group = key
+            .sign_receipts(&[(7, mine), (7, Commitment([2; 32])), (8, mine)])
+            .expect("signed");
+        let [ours, theirs, other_batch] =
+            [0, 1, 2].map(|i| group.receipt(i).expect("in the group"));
+        assert!(receipt_is_for(&ours, (Some(7), mine)).is_ok());
+        for wrong in [&theirs, &other_batch] {
+            assert!(matches!(
+                receipt_is_for(wrong, (Some(7), mine)),
+                Err(ClientError::Protocol(_))
+            ));
+        }
+        assert!(receipt_is_for(&ours, (None, mine)).is_err());
+    }
 }

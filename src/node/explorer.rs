@@ -759,37 +759,78 @@ fn parse_commitment(text: &str) -> Result<Commitment, String> {
 }
 
 /// What a trader pasted into "check my order": a commitment (64 hex
-/// digits) or a whole receipt (`spec/envelope.md` §12, in hex), whose
+/// digits) or a whole receipt (`spec/envelope.md` §12, in hex; whitespace
+/// anywhere, as a copied multi-line block has, is no part of it), whose
 /// commitment is looked up.
 fn parse_pasted(text: &str) -> Result<(Commitment, Option<Receipt>), String> {
-    let text = text.trim();
+    let text: String = text.split_whitespace().collect();
     if text.len() == 64 {
-        return parse_commitment(text).map(|c| (c, None));
+        return parse_commitment(&text).map(|c| (c, None));
     }
-    let bytes = hex::decode(text)
+    let bytes = hex::decode(&text)
         .map_err(|_| format!("{text:.80}: not a commitment (64 hex digits) nor a receipt (hex)"))?;
     let receipt =
         Receipt::from_bytes(&bytes).map_err(|e| format!("{text:.80}: not a receipt: {e}"))?;
     Ok((receipt.commitment, Some(receipt)))
 }
 
-/// What "check my order" says of a pasted receipt: whether the sequencer
-/// signed it, and whether the promise it makes (this batch) was kept.
-fn receipt_text(receipt: &Receipt, sequencer: &SequencerPublicKey, e: BatchId) -> (bool, String) {
-    match receipt.verify(sequencer) {
-        Err(why) => (false, format!("NOT a receipt of this sequencer: {why}")),
-        Ok(()) if receipt.e != e => (
-            false,
+/// What "check my order" finds a pasted receipt to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReceiptVerdict {
+    /// Signed by this sequencer, and its envelope is in the batch it
+    /// promised.
+    Kept,
+    /// Signed by this sequencer, and the batch it promised was published
+    /// without its envelope (or the envelope is in another batch).
+    Broken,
+    /// Not a receipt of this sequencer (its group's signature or its path
+    /// does not verify).
+    Invalid,
+}
+
+impl ReceiptVerdict {
+    /// The page's `data-receipt` value.
+    fn attribute(self) -> &'static str {
+        match self {
+            ReceiptVerdict::Kept => "kept",
+            ReceiptVerdict::Broken => "broken",
+            ReceiptVerdict::Invalid => "invalid",
+        }
+    }
+}
+
+/// What "check my order" says of a pasted receipt whose envelope is in
+/// batch `found_in` (`None`: in no kept batch).
+fn receipt_verdict(
+    receipt: &Receipt,
+    sequencer: &SequencerPublicKey,
+    found_in: Option<BatchId>,
+) -> (ReceiptVerdict, String) {
+    if let Err(why) = receipt.verify(sequencer) {
+        return (
+            ReceiptVerdict::Invalid,
+            format!("NOT a receipt of this sequencer: {why}"),
+        );
+    }
+    let promised = receipt.e;
+    match found_in {
+        Some(e) if e == promised => (
+            ReceiptVerdict::Kept,
             format!(
-                "signed by this sequencer for batch {}, but the envelope is in batch {e}: a broken promise",
-                receipt.e
+                "signed by this sequencer (receipt {} of a group of {}), promising batch {promised}: kept",
+                receipt.proof.index, receipt.count
             ),
         ),
-        Ok(()) => (
-            true,
+        Some(e) => (
+            ReceiptVerdict::Broken,
             format!(
-                "signed by this sequencer (receipt {} of a group of {}), promising batch {e}: kept",
-                receipt.proof.index, receipt.count
+                "signed by this sequencer for batch {promised}, but the envelope is in batch {e}: a broken promise"
+            ),
+        ),
+        None => (
+            ReceiptVerdict::Broken,
+            format!(
+                "signed by this sequencer for batch {promised}, but batch {promised} was published without this envelope: a broken promise"
             ),
         ),
     }
@@ -818,6 +859,16 @@ fn release_text(released_by: Option<&Result<Vec<u16>, String>>) -> String {
     }
 }
 
+/// What "check my order" found for what was pasted.
+enum Found {
+    /// The envelope, in a kept batch, and the verdict on the receipt if one
+    /// was pasted.
+    Checked(Commitment, Box<OrderCheck>, Option<(ReceiptVerdict, String)>),
+    /// A receipt whose envelope is in no kept batch although the batch it
+    /// promised is kept: the verdict on it.
+    Unpublished(BatchId, ReceiptVerdict, String),
+}
+
 async fn check_page(
     State(explorer): State<Arc<Explorer>>,
     query: Result<Query<CheckQuery>, QueryRejection>,
@@ -827,12 +878,25 @@ async fn check_page(
         Err(missing) => return missing.respond(false),
     };
     let found = text.map(|text| {
-        parse_pasted(&text).and_then(|(c, receipt)| {
-            let check = explorer.check(&c).ok_or_else(|| {
-                format!("{}: in no batch of the recent history", hex::encode(c.0))
-            })?;
-            let receipt = receipt.map(|r| receipt_text(&r, &explorer.sequencer, check.e));
-            Ok((c, check, receipt))
+        parse_pasted(&text).and_then(|(c, receipt)| match explorer.check(&c) {
+            Some(check) => {
+                let receipt =
+                    receipt.map(|r| receipt_verdict(&r, &explorer.sequencer, Some(check.e)));
+                Ok(Found::Checked(c, Box::new(check), receipt))
+            }
+            // A receipt whose envelope is in no kept batch: if the batch
+            // it promised is kept, the promise was broken (once the
+            // receipt verifies); else there is nothing to hold it to here.
+            None => match receipt {
+                Some(r) if explorer.batch(r.e).is_some() => {
+                    let (verdict, text) = receipt_verdict(&r, &explorer.sequencer, None);
+                    Ok(Found::Unpublished(r.e, verdict, text))
+                }
+                _ => Err(format!(
+                    "{}: in no batch of the recent history",
+                    hex::encode(c.0)
+                )),
+            },
         })
     });
     let body = html! {
@@ -846,7 +910,10 @@ async fn check_page(
         @match &found {
             None => {}
             Some(Err(message)) => p class="result" { (message) },
-            Some(Ok((c, check, receipt))) => div class="result" data-batch=(check.e) data-included=(check.included.is_ok()) data-released=(!matches!(check.released_by, Some(Err(_)))) data-receipt=(receipt.as_ref().map_or("none", |(kept, _)| if *kept { "kept" } else { "broken" })) {
+            Some(Ok(Found::Unpublished(e, verdict, text))) => div class="result" data-batch=(e) data-included="false" data-receipt=(verdict.attribute()) {
+                p { "Receipt: " (text) }
+            },
+            Some(Ok(Found::Checked(c, check, receipt))) => div class="result" data-batch=(check.e) data-included=(check.included.is_ok()) data-released=(!matches!(check.released_by, Some(Err(_)))) data-receipt=(receipt.as_ref().map_or("none", |(verdict, _)| verdict.attribute())) {
                 @if let Some((_, text)) = receipt {
                     p { "Receipt: " (text) }
                 }

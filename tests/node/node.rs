@@ -1259,9 +1259,27 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
     )
     .await;
     assert!(
-        by_altered.contains("data-receipt=\"broken\"")
+        by_altered.contains("data-receipt=\"invalid\"")
             && by_altered.contains("NOT a receipt of this sequencer"),
         "{by_altered}"
+    );
+    // A receipt the sequencer signed for an envelope batch e was published
+    // without (made here with the node's own key, as a sequencer breaking
+    // its promise would have): a broken promise, shown as such.
+    let seed = sealbatch::secret_file::read_key32(&node._dir.path().join("sequencer.key"))
+        .expect("the node's sequencer key");
+    let dropped = sealbatch::envelope::SequencerKey::from_seed(&seed)
+        .sign_receipt(e, &sealbatch::envelope::Commitment([0x5a; 32]));
+    let (_, _, by_dropped) = common::http_get(
+        http,
+        &format!("/check?commitment={}", hex::encode(dropped.to_bytes())),
+    )
+    .await;
+    assert!(
+        by_dropped.contains(&format!(
+            "data-batch=\"{e}\" data-included=\"false\" data-receipt=\"broken\""
+        )) && by_dropped.contains("was published without this envelope"),
+        "{by_dropped}"
     );
     let (_, _, json) = common::http_get(http, &format!("/api/check/{buyer_commitment}")).await;
     let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");

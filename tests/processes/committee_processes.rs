@@ -275,8 +275,9 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
         .await
         .0,
     );
-    // (The load helper stops at the end of the keys announced when it
-    // started; the stall goes on: the sequencer asks again every 500 ms.)
+    // (Through the stall the test traders ask for the schedule again every
+    // 20 ms and find no key past the stalled window; the sequencer asks
+    // the keypers again every 500 ms.)
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let opened_while_stalled: Vec<u64> = cleared
         .lock()

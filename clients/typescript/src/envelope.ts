@@ -64,7 +64,8 @@ export const Domain = {
   merkleNode: 'sealbatch v1 merkle node',
   merkleEmpty: 'sealbatch v1 merkle empty',
   bundleSignature: 'sealbatch v1 bundle signature',
-  receipt: 'sealbatch v1 receipt',
+  receiptLeaf: 'sealbatch v1 receipt leaf',
+  receiptGroup: 'sealbatch v1 receipt group',
   seal: 'sealbatch v1 seal',
   deployment: 'sealbatch v1 deployment',
 } as const;

@@ -8,7 +8,7 @@
  * It works on WHATWG streams, which is what a browser's or a Node.js
  * WebTransport bidirectional stream is; a QUIC library's stream can be
  * wrapped into the same pair. The connection itself (QUIC, TLS 1.3, ALPN
- * `sealbatch/4`, the pinned certificate, the channel binding) is the
+ * `sealbatch/5`, the pinned certificate, the channel binding) is the
  * caller's.
  */
 import { toHex } from './codec.js';

@@ -26,9 +26,9 @@ import { PROOF_LEN_MAX } from './merkle.js';
 import { RECEIPT_LEN_MAX, decodeReceipt, decodeSeal, encodeReceipt, encodeSeal, type Receipt, type Seal } from './receipt.js';
 
 /** The ALPN of this protocol version. */
-export const ALPN = 'sealbatch/4';
+export const ALPN = 'sealbatch/5';
 /** The protocol version. */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 /** The TLS exporter label of the channel binding (spec/wire.md §2). */
 export const CHANNEL_BINDING_LABEL = 'EXPORTER-sealbatch-channel-binding';
 /** Bytes of the length prefix. */

@@ -3,7 +3,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
+  ALPN,
   FrameDecoder,
+  PROTOCOL_VERSION,
   SealbatchError,
   decodeClientMessage,
   decodeServerMessage,
@@ -359,4 +361,11 @@ test('a chunked stream splits into the same frames', () => {
   const d = new FrameDecoder('client');
   d.push(stream.subarray(0, 10));
   refuses(() => d.finish(), 'Truncated');
+});
+
+test('the ALPN and the protocol version are the spec\'s (§2)', () => {
+  const m = /ALPN `(sealbatch\/(\d+))`/.exec(WIRE);
+  assert.ok(m, 'spec/wire.md names its ALPN');
+  assert.equal(ALPN, m[1]);
+  assert.equal(PROTOCOL_VERSION, Number(m[2]));
 });
