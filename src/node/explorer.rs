@@ -863,7 +863,11 @@ fn release_text(released_by: Option<&Result<Vec<u16>, String>>) -> String {
 enum Found {
     /// The envelope, in a kept batch, and the verdict on the receipt if one
     /// was pasted.
-    Checked(Commitment, Box<OrderCheck>, Option<(ReceiptVerdict, String)>),
+    Checked(
+        Commitment,
+        Box<OrderCheck>,
+        Option<(ReceiptVerdict, String)>,
+    ),
     /// A receipt whose envelope is in no kept batch although the batch it
     /// promised is kept: the verdict on it.
     Unpublished(BatchId, ReceiptVerdict, String),

@@ -1588,27 +1588,11 @@ async fn envelopes_made_durable_together_are_receipted_under_one_signature() {
     let key = batch_key(&schedule, e);
     // Sealed first, then all sent at once: the journal writer takes what
     // arrived during its last fsync as one group commit.
+    let deployment = schedule.deployment();
     let envelopes: Vec<Vec<u8>> = (0..128u64)
         .map(|nonce| {
             let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
-            let orders = [OrderSpec {
-                market: MarketId(1),
-                side: Side::Buy,
-                limit: Some(60_000),
-                qty: 1,
-                client_order_id: nonce,
-            }];
-            seal_bundle(
-                &mut OsRng,
-                &trader,
-                &schedule.deployment(),
-                e,
-                &key,
-                nonce,
-                &orders,
-            )
-            .expect("seals")
-            .into_bytes()
+            sealed_order(&trader, &deployment, e, &key, nonce, (Side::Buy, 60_000, 1))
         })
         .collect();
     let tasks: Vec<_> = envelopes
