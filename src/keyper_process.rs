@@ -364,7 +364,7 @@ impl KeyperConfig {
             source,
         })?;
         toml::from_str(&text)
-            .map_err(|e| KeyperProcessError::Config(format!("{}: {e}", path.display())))
+            .map_err(|error| KeyperProcessError::Config(format!("{}: {error}", path.display())))
     }
 }
 
@@ -520,7 +520,7 @@ impl State {
             (read, node.fault().cloned())
         })
         .await
-        .map_err(|e| KeyperProcessError::Config(format!("log reader thread: {e}")))?;
+        .map_err(|error| KeyperProcessError::Config(format!("log reader thread: {error}")))?;
         if let Some(fault) = fault {
             return Err(KeyperProcessError::Fault(fault));
         }
@@ -555,7 +555,7 @@ impl State {
             (journal, result)
         })
         .await
-        .map_err(|e| KeyperProcessError::Config(format!("journal thread: {e}")))?;
+        .map_err(|error| KeyperProcessError::Config(format!("journal thread: {error}")))?;
         result?;
         self.journal = Some(journal);
         self.metrics
@@ -695,7 +695,7 @@ pub async fn run(
     let (committee, _) = config
         .committee
         .committee(deployment)
-        .map_err(|e| KeyperProcessError::Config(e.to_string()))?;
+        .map_err(|error| KeyperProcessError::Config(error.to_string()))?;
     let journal_dir = config.data_dir.join(JOURNAL_DIR);
     make_private_dir(&journal_dir)?;
     let (journal, recovery) = Journal::open_dir(&journal_dir, JournalConfig::default())?;
@@ -703,9 +703,9 @@ pub async fn run(
         .records
         .iter()
         .map(|r| {
-            KeyperRecord::decode(&r.payload).map_err(|e| KeyperProcessError::Record {
+            KeyperRecord::decode(&r.payload).map_err(|error| KeyperProcessError::Record {
                 lsn: r.lsn,
-                reason: e.to_string(),
+                reason: error.to_string(),
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -722,7 +722,7 @@ pub async fn run(
         },
         records,
     )
-    .map_err(|e| KeyperProcessError::Config(e.to_string()))?;
+    .map_err(|error| KeyperProcessError::Config(error.to_string()))?;
     tracing::info!(
         keyper = node.index(),
         key = %hex::encode(me),
@@ -734,7 +734,7 @@ pub async fn run(
     let metrics = std::sync::Arc::new(KeyperMetrics::default());
     metrics.evidence.set(node.evidence().len() as i64);
     let rng = rand_core::SeedableRng::from_rng(rand_core::OsRng)
-        .map_err(|e| KeyperProcessError::Config(format!("randomness: {e}")))?;
+        .map_err(|error| KeyperProcessError::Config(format!("randomness: {error}")))?;
     let mut state = State {
         core: std::sync::Arc::new(std::sync::Mutex::new(Core { node, rng })),
         metrics: std::sync::Arc::clone(&metrics),
@@ -973,21 +973,24 @@ async fn stand(
     } else {
         SocketAddr::from(([127, 0, 0, 1], 0))
     };
-    let endpoint = quinn::Endpoint::client(bind).map_err(|e| e.to_string())?;
+    let endpoint = quinn::Endpoint::client(bind).map_err(|error| error.to_string())?;
     // A sequencer that died answers nothing: give up on it soon.
     let connecting = endpoint
         .connect_with(client.clone(), addr, "sealbatch")
-        .map_err(|e| e.to_string())?;
+        .map_err(|error| error.to_string())?;
     let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .map_err(|_| format!("no handshake with {addr} in {CONNECT_TIMEOUT:?}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|error| error.to_string())?;
     let mut binding = [0u8; 32];
     connection
         .export_keying_material(&mut binding, CHANNEL_BINDING_LABEL, b"")
         .map_err(|_| "no channel binding".to_string())?;
     let channel = ChannelBinding(binding);
-    let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = connection
+        .open_bi()
+        .await
+        .map_err(|error| error.to_string())?;
     let from = hello
         .core
         .lock()
@@ -1011,13 +1014,19 @@ async fn stand(
         },
         &mut out,
     )
-    .map_err(|e| e.to_string())?;
-    send.write_all(&out).await.map_err(|e| e.to_string())?;
+    .map_err(|error| error.to_string())?;
+    send.write_all(&out)
+        .await
+        .map_err(|error| error.to_string())?;
     // A follower holds the link, silent, until it leads; a leader welcomes
     // at once. Nothing is sent meanwhile.
     let mut buf = vec![0u8; 64 << 10];
     let mut decoder = FrameDecoder::<KeyperDown>::new();
-    match recv.read(&mut buf).await.map_err(|e| e.to_string())? {
+    match recv
+        .read(&mut buf)
+        .await
+        .map_err(|error| error.to_string())?
+    {
         Some(n) => decoder.extend(&buf[..n]),
         None => return Err("the sequencer closed the link".into()),
     }

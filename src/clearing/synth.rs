@@ -188,7 +188,7 @@ impl Flow {
             let number = value
                 .trim()
                 .parse::<u64>()
-                .map_err(|e| format!("{text:?}: {key}: {e}"))?;
+                .map_err(|error| format!("{text:?}: {key}: {error}"))?;
             match key.trim() {
                 "markets" => {
                     flow.markets = u32::try_from(number)

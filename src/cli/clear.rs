@@ -44,7 +44,11 @@ fn parse_band(text: &str) -> Result<PriceBand, String> {
     let (min, max) = text
         .split_once(':')
         .ok_or_else(|| format!("expected MIN:MAX, got {text:?}"))?;
-    let number = |s: &str| s.trim().parse::<Tick>().map_err(|e| format!("{s:?}: {e}"));
+    let number = |s: &str| {
+        s.trim()
+            .parse::<Tick>()
+            .map_err(|error| format!("{s:?}: {error}"))
+    };
     Ok(PriceBand::new(number(min)?, number(max)?))
 }
 
@@ -53,8 +57,12 @@ fn parse_market(text: &str) -> Result<MarketParams, String> {
     let [id, reference, min, max] = parts[..] else {
         return Err(format!("expected ID:REFERENCE:MIN:MAX, got {text:?}"));
     };
-    let number = |s: &str| s.trim().parse::<u64>().map_err(|e| format!("{s:?}: {e}"));
-    let id = u32::try_from(number(id)?).map_err(|e| format!("market id: {e}"))?;
+    let number = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|error| format!("{s:?}: {error}"))
+    };
+    let id = u32::try_from(number(id)?).map_err(|error| format!("market id: {error}"))?;
     Ok(MarketParams {
         market: MarketId(id),
         reference: number(reference)?,
@@ -99,7 +107,7 @@ fn parse_csv(text: &str) -> Result<Vec<Row>, String> {
         };
         let number = |name: &str, s: &str| {
             s.parse::<u64>()
-                .map_err(|e| format!("line {line}: bad {name} {s:?}: {e}"))
+                .map_err(|error| format!("line {line}: bad {name} {s:?}: {error}"))
         };
         let id = OrderId(number("id", id)?);
         let market = MarketId(
@@ -192,14 +200,14 @@ pub(crate) fn csv_batch(text: &str) -> Result<Vec<clearing::MarketInput>, String
     let rows = parse_csv(text)?;
     let configs = file_configs(&rows, None, PriceBand::new(1, u64::MAX - 1))?;
     clearing::canonical_batch(&configs, rows.iter().map(|r| (r.market, r.order)))
-        .map_err(|e| with_line(e, &rows))
+        .map_err(|error| with_line(error, &rows))
 }
 
 fn parse_seed(text: Option<&str>) -> Result<[u8; 32], String> {
     let Some(text) = text else {
         return Ok([0; 32]);
     };
-    let bytes = hex::decode(text.trim()).map_err(|e| format!("--seed: {e}"))?;
+    let bytes = hex::decode(text.trim()).map_err(|error| format!("--seed: {error}"))?;
     <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
         format!(
             "--seed: expected 64 hex digits (32 bytes), got {}",
@@ -247,15 +255,15 @@ pub(super) fn run(args: &ClearArgs) -> CommandResult {
     if path == "-" {
         std::io::stdin().read_to_string(&mut text)?;
     } else {
-        text = std::fs::read_to_string(&args.file).map_err(|e| format!("{path}: {e}"))?;
+        text = std::fs::read_to_string(&args.file).map_err(|error| format!("{path}: {error}"))?;
     }
-    let rows = parse_csv(&text).map_err(|e| format!("{path}: {e}"))?;
+    let rows = parse_csv(&text).map_err(|error| format!("{path}: {error}"))?;
     let seed = parse_seed(args.seed.as_deref())?;
-    let configs = configs(args, &rows).map_err(|e| format!("{path}: {e}"))?;
+    let configs = configs(args, &rows).map_err(|error| format!("{path}: {error}"))?;
     let markets = clearing::canonical_batch(&configs, rows.iter().map(|r| (r.market, r.order)))
-        .map_err(|e| format!("{path}: {}", with_line(e, &rows)))?;
+        .map_err(|error| format!("{path}: {}", with_line(error, &rows)))?;
     let result = clearing::clear_batch(&markets, &seed)
-        .map_err(|e| format!("{path}: {}", with_line(e, &rows)))?;
+        .map_err(|error| format!("{path}: {}", with_line(error, &rows)))?;
     let json = BatchJson {
         seed: hex::encode(seed),
         markets: result

@@ -1240,7 +1240,7 @@ fn check_journals(replicas: &Replicas, traded: &mut Traded) -> CommandResult {
     // journal is pruned behind its snapshots).
     let mut gathered = traded.gathered.take().unwrap_or_default();
     for (i, dir) in replicas.dirs().iter().enumerate() {
-        let count = gathered.read(i, dir).map_err(|e| e.to_string())?;
+        let count = gathered.read(i, dir).map_err(|error| error.to_string())?;
         println!(
             "replica {}: {count} records, all equal to the others' at their LSNs",
             i + 1
@@ -1345,7 +1345,7 @@ impl Gathered {
         };
         let journal = dir.join(crate::node::JOURNAL_DIR);
         for checkpoint in
-            super::verify::checkpoints(&journal).map_err(|e| unreadable(e.to_string()))?
+            super::verify::checkpoints(&journal).map_err(|error| unreadable(error.to_string()))?
         {
             self.checkpoints.entry(checkpoint.lsn).or_insert(checkpoint);
         }
@@ -1353,10 +1353,10 @@ impl Gathered {
             journal,
             crate::journal::JournalConfig::default(),
         )
-        .map_err(|e| unreadable(e.to_string()))?;
+        .map_err(|error| unreadable(error.to_string()))?;
         let mut count = 0u64;
         for record in recovery.records {
-            let record = record.map_err(|e| unreadable(e.to_string()))?;
+            let record = record.map_err(|error| unreadable(error.to_string()))?;
             count += 1;
             let held = self
                 .union

@@ -45,9 +45,9 @@ impl ServerArgs {
             return Ok(parse_fingerprint(text)?);
         }
         let path = self.data_dir.join(TLS_DIR).join(FINGERPRINT_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+        let text = std::fs::read_to_string(&path).map_err(|error| {
             format!(
-                "reading {}: {e} (pass --fingerprint, or --data-dir of a sequencer on this machine)",
+                "reading {}: {error} (pass --fingerprint, or --data-dir of a sequencer on this machine)",
                 path.display()
             )
         })?;

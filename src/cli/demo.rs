@@ -253,7 +253,7 @@ pub fn run(args: &DemoArgs) -> CommandResult {
             let dir = tempfile::Builder::new()
                 .prefix("sealbatch-demo-")
                 .tempdir()
-                .map_err(|e| format!("creating a temporary data directory: {e}"))?;
+                .map_err(|error| format!("creating a temporary data directory: {error}"))?;
             (dir.path().to_path_buf(), Some(dir))
         }
     };
@@ -373,10 +373,10 @@ pub fn run(args: &DemoArgs) -> CommandResult {
         watcher.close();
         printer.abort();
         let _ = stop.send(true);
-        node.await.map_err(|e| e.to_string())??;
+        node.await.map_err(|error| error.to_string())??;
         for (stop, task) in keypers {
             let _ = stop.send(true);
-            task.await.map_err(|e| e.to_string())??;
+            task.await.map_err(|error| error.to_string())??;
         }
         let report = report?;
         println!("\n{}", report.render());

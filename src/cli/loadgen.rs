@@ -594,7 +594,7 @@ async fn run_trader(
         }
     }
     let sequencer = SequencerPublicKey::from_bytes(&schedule.sequencer_key)
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        .map_err(|error| ClientError::Protocol(error.to_string()))?;
     let keys = schedule
         .batch_keys
         .iter()
@@ -757,11 +757,11 @@ pub async fn load(options: LoadOptions) -> Result<LoadReport, ClientError> {
                 report.merge(r);
                 inclusions.push(inclusion);
             }
-            Ok(Err(e)) => {
-                first_error.get_or_insert(e);
+            Ok(Err(error)) => {
+                first_error.get_or_insert(error);
             }
-            Err(e) => {
-                first_error.get_or_insert(ClientError::Connection(e.to_string()));
+            Err(error) => {
+                first_error.get_or_insert(ClientError::Connection(error.to_string()));
             }
         }
     }
@@ -884,7 +884,7 @@ pub fn append_receipts(path: &std::path::Path, receipts: &[Receipt]) -> CommandR
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|error| format!("{}: {error}", path.display()))?;
     let mut text = String::with_capacity(receipts.len() * 209);
     for receipt in receipts {
         text.push_str(&hex::encode(receipt.to_bytes()));
@@ -892,7 +892,7 @@ pub fn append_receipts(path: &std::path::Path, receipts: &[Receipt]) -> CommandR
     }
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|error| format!("{}: {error}", path.display()))?;
     Ok(())
 }
 

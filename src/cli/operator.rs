@@ -200,10 +200,10 @@ async fn run_payout(program: PathBuf, w: Withdrawal) -> Result<String, String> {
             .stdin(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
             .output()
-            .map_err(|e| format!("running {}: {e}", program.display()))
+            .map_err(|error| format!("running {}: {error}", program.display()))
     })
     .await
-    .map_err(|e| e.to_string())??;
+    .map_err(|error| error.to_string())??;
     if !output.status.success() {
         return Err(format!(
             "the payout program failed for withdrawal {id} ({}); it stays pending",

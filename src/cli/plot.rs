@@ -81,8 +81,8 @@ fn plot(args: &PlotArgs) -> Result<(), Failure> {
 
 /// The SVG of a verified transcript's batch, of one market or all.
 fn svg_of(transcript: &Transcript, market: Option<MarketId>) -> Result<String, Failure> {
-    let (inputs, _) =
-        transcript_clearing_input(transcript).map_err(|e| Failure::Mismatch(e.to_string()))?;
+    let (inputs, _) = transcript_clearing_input(transcript)
+        .map_err(|error| Failure::Mismatch(error.to_string()))?;
     let mut curves = batch_curves(&inputs, &transcript.outcome);
     if let Some(market) = market {
         curves.retain(|c| c.market == market);

@@ -625,7 +625,7 @@ pub fn run(args: &RelayArgs) -> CommandResult {
                 socket.set_nonblocking(true)?;
                 UdpSocket::from_std(socket)
             })
-            .map_err(|e| format!("binding {}: {e}", args.listen))?;
+            .map_err(|error| format!("binding {}: {error}", args.listen))?;
         let listen = socket.local_addr()?;
         let mut shutdown = shutdown_on_signals()?;
         let control = Arc::new(RelayControl::new());

@@ -190,7 +190,7 @@ impl Replicas {
             std::fs::write(&file, text)?;
             NodeConfig::from_file(&file)
                 .and_then(|config| config.validate())
-                .map_err(|e| format!("{}: {e}", file.display()))?;
+                .map_err(|error| format!("{}: {error}", file.display()))?;
         }
         Ok(Replicas {
             program: setup.program.clone(),

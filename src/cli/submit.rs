@@ -84,7 +84,7 @@ impl SubmitArgs {
         }
         if let Some(path) = &self.csv {
             let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+                .map_err(|error| format!("reading {}: {error}", path.display()))?;
             let mut lines = text.lines().enumerate();
             match lines.next() {
                 Some((_, header)) if header.trim() == "market,side,price,qty" => {}

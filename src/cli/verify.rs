@@ -81,8 +81,8 @@ pub struct ExportArgs {
 pub(super) fn checkpoints(dir: &Path) -> Result<Vec<Checkpoint>, Failure> {
     let unreadable =
         |e: &dyn std::fmt::Display| Failure::Unreadable(format!("{}: {e}", dir.display()));
-    let mut storage = ReadOnlyFsStorage::new(dir).map_err(|e| unreadable(&e))?;
-    let found = read_checkpoints(&mut storage).map_err(|e| unreadable(&e))?;
+    let mut storage = ReadOnlyFsStorage::new(dir).map_err(|error| unreadable(&error))?;
+    let found = read_checkpoints(&mut storage).map_err(|error| unreadable(&error))?;
     Ok(found
         .into_iter()
         .filter_map(|found| {
@@ -118,7 +118,7 @@ fn with_journal<T>(
     }
     let checkpoints = checkpoints(&dir)?;
     let recovery = Journal::open_dir_read_only(&dir, JournalConfig::default())
-        .map_err(|e| Failure::Unreadable(format!("{}: {e}", dir.display())))?;
+        .map_err(|error| Failure::Unreadable(format!("{}: {error}", dir.display())))?;
     let mut records = recovery.records.until_damage();
     let out = read(&mut records, &checkpoints);
     match records.take_damage() {
@@ -155,11 +155,11 @@ pub fn run(args: &VerifyArgs) -> CommandResult {
 pub(super) fn verified_transcript(path: &Path) -> Result<(Transcript, TranscriptSummary), Failure> {
     let unreadable =
         |e: &dyn std::fmt::Display| Failure::Unreadable(format!("{}: {e}", path.display()));
-    let bytes = std::fs::read(path).map_err(|e| unreadable(&e))?;
-    let transcript = Transcript::from_bytes(&bytes).map_err(|e| unreadable(&e))?;
-    let summary = verify_transcript(&transcript).map_err(|e| match e {
-        TranscriptError::Decode(_) => unreadable(&e),
-        TranscriptError::Mismatch { .. } => Failure::Mismatch(e.to_string()),
+    let bytes = std::fs::read(path).map_err(|error| unreadable(&error))?;
+    let transcript = Transcript::from_bytes(&bytes).map_err(|error| unreadable(&error))?;
+    let summary = verify_transcript(&transcript).map_err(|error| match error {
+        TranscriptError::Decode(_) => unreadable(&error),
+        TranscriptError::Mismatch { .. } => Failure::Mismatch(error.to_string()),
     })?;
     Ok((transcript, summary))
 }
@@ -291,7 +291,7 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
 /// sequencer, and its envelope in its batch's journaled outcome.
 fn check_receipts(source: &JournalArgs, path: &Path) -> Result<(), Failure> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| Failure::Unreadable(format!("{}: {e}", path.display())))?;
+        .map_err(|error| Failure::Unreadable(format!("{}: {error}", path.display())))?;
     let mut receipts = Vec::new();
     for (line, hex_text) in text
         .lines()
@@ -301,8 +301,8 @@ fn check_receipts(source: &JournalArgs, path: &Path) -> Result<(), Failure> {
         let unreadable = |e: &dyn std::fmt::Display| {
             Failure::Unreadable(format!("{}:{}: {e}", path.display(), line + 1))
         };
-        let bytes = hex::decode(hex_text.trim()).map_err(|e| unreadable(&e))?;
-        let receipt = Receipt::from_bytes(&bytes).map_err(|e| unreadable(&e))?;
+        let bytes = hex::decode(hex_text.trim()).map_err(|error| unreadable(&error))?;
+        let receipt = Receipt::from_bytes(&bytes).map_err(|error| unreadable(&error))?;
         receipts.push(receipt);
     }
     let report = with_journal(source, |records, checkpoints| {
@@ -361,10 +361,10 @@ fn export_batches(args: &ExportArgs) -> Result<(), Failure> {
     let transcripts = journal_transcripts(&args.source, &wanted)?;
     let unwritable =
         |path: &Path, e: std::io::Error| Failure::Unreadable(format!("{}: {e}", path.display()));
-    std::fs::create_dir_all(&args.out).map_err(|e| unwritable(&args.out, e))?;
+    std::fs::create_dir_all(&args.out).map_err(|error| unwritable(&args.out, error))?;
     for transcript in &transcripts {
         let path = args.out.join(format!("batch-{}.sbt", transcript.batch()));
-        std::fs::write(&path, transcript.to_bytes()).map_err(|e| unwritable(&path, e))?;
+        std::fs::write(&path, transcript.to_bytes()).map_err(|error| unwritable(&path, error))?;
         println!(
             "batch {:>10}: {:>6} envelopes -> {}",
             transcript.batch(),

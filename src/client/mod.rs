@@ -192,14 +192,14 @@ impl Client {
         let endpoint = client_endpoint(addr, fingerprint)?;
         let connecting = endpoint
             .connect(addr, "localhost")
-            .map_err(|e| ClientError::Connection(e.to_string()))?;
+            .map_err(|error| ClientError::Connection(error.to_string()))?;
         let connection = connecting
             .await
-            .map_err(|e| ClientError::Connection(e.to_string()))?;
+            .map_err(|error| ClientError::Connection(error.to_string()))?;
         let (send, recv) = connection
             .open_bi()
             .await
-            .map_err(|e| ClientError::Connection(e.to_string()))?;
+            .map_err(|error| ClientError::Connection(error.to_string()))?;
         let waiters: Waiters = Arc::new(Mutex::new(Some(BTreeMap::new())));
         let (events_tx, events_rx) = mpsc::channel(EVENTS_BUFFER);
         let (outbound, outbound_rx) = mpsc::channel(OUTBOUND_BUFFER);
@@ -275,7 +275,8 @@ impl Client {
         let id = self.next_request_id();
         let message = build(id);
         let mut frame = Vec::new();
-        wire::encode(&message, &mut frame).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        wire::encode(&message, &mut frame)
+            .map_err(|error| ClientError::Protocol(error.to_string()))?;
         let (tx, rx) = oneshot::channel();
         match self
             .waiters
@@ -333,9 +334,11 @@ impl Client {
         {
             ServerMessage::Schedule(schedule) => {
                 let key = SequencerPublicKey::from_bytes(&schedule.sequencer_key)
-                    .map_err(|e| ClientError::Protocol(format!("sequencer key: {e}")))?;
+                    .map_err(|error| ClientError::Protocol(format!("sequencer key: {error}")))?;
                 key.verify_message(&schedule_signing_message(&schedule), &schedule.signature)
-                    .map_err(|e| ClientError::Protocol(format!("schedule signature: {e}")))?;
+                    .map_err(|error| {
+                        ClientError::Protocol(format!("schedule signature: {error}"))
+                    })?;
                 {
                     let mut known = self.sequencer.lock().unwrap_or_else(|p| p.into_inner());
                     match *known {
@@ -473,12 +476,12 @@ impl Client {
         match reply {
             ServerMessage::Receipt { receipt, .. } => {
                 let receipt = Receipt::from_bytes(&receipt)
-                    .map_err(|e| ClientError::Protocol(format!("receipt: {e}")))?;
+                    .map_err(|error| ClientError::Protocol(format!("receipt: {error}")))?;
                 let mut checker = self.receipts.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(checker) = checker.as_mut() {
                     checker
                         .check(&receipt)
-                        .map_err(|e| ClientError::Protocol(format!("receipt: {e}")))?;
+                        .map_err(|error| ClientError::Protocol(format!("receipt: {error}")))?;
                 }
                 receipt_is_for(&receipt, statement)?;
                 Ok(receipt)
@@ -620,7 +623,7 @@ impl Client {
             destination: destination.to_vec(),
         }
         .sign(key, &self.sequencer_key().await?)
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        .map_err(|error| ClientError::Protocol(error.to_string()))?;
         self.send_withdrawal(withdrawal).await
     }
 
@@ -672,9 +675,9 @@ impl Client {
                 withdrawals, more, ..
             } => {
                 for w in &withdrawals {
-                    w.signed
-                        .verify(&sequencer)
-                        .map_err(|e| ClientError::Protocol(format!("withdrawal {}: {e}", w.id)))?;
+                    w.signed.verify(&sequencer).map_err(|error| {
+                        ClientError::Protocol(format!("withdrawal {}: {error}", w.id))
+                    })?;
                 }
                 Ok((withdrawals, more))
             }
@@ -704,7 +707,7 @@ impl Client {
             reference: reference.to_vec(),
         }
         .sign(key, &self.sequencer_key().await?)
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        .map_err(|error| ClientError::Protocol(error.to_string()))?;
         self.operation(|request_id| ClientMessage::AcknowledgePayout { request_id, payout })
             .await
     }
@@ -716,7 +719,7 @@ impl Client {
         match known {
             Some(key) => Ok(key),
             None => SequencerPublicKey::from_bytes(&self.schedule().await?.sequencer_key)
-                .map_err(|e| ClientError::Protocol(format!("sequencer key: {e}"))),
+                .map_err(|error| ClientError::Protocol(format!("sequencer key: {error}"))),
         }
     }
 
@@ -763,7 +766,7 @@ impl Client {
             reference: reference.to_vec(),
         }
         .sign(key, &sequencer)
-        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+        .map_err(|error| ClientError::Protocol(error.to_string()))?;
         self.operation(|request_id| ClientMessage::OperatorDeposit {
             request_id,
             deposit,

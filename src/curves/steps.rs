@@ -101,7 +101,7 @@ pub fn batch_curves(inputs: &[MarketInput], outcome: &BatchOutcome) -> Vec<Marke
         if let Some(EnvelopeStatus::Accepted { first_order, .. }) = outcome
             .envelopes
             .get(fill.envelope as usize)
-            .map(|e| e.status)
+            .map(|envelope| envelope.status)
         {
             filled.insert(
                 OrderId(first_order.0.saturating_add(u64::from(fill.index))),

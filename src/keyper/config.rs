@@ -90,7 +90,7 @@ impl CommitteeConfig {
             .threshold
             .unwrap_or(crate::keyper::Committee::default_threshold(n));
         let committee = crate::keyper::Committee::new(threshold, members, deployment)
-            .map_err(|e| invalid(e.to_string()))?;
+            .map_err(|error| invalid(error.to_string()))?;
         if !(1..=crate::keyper::WINDOW_BATCHES_MAX).contains(&self.window_batches) {
             return Err(invalid("window_batches must be 1 to 1024".into()));
         }

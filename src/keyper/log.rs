@@ -499,7 +499,7 @@ impl WindowLog {
                 }
                 self.generation
                     .handle_checked_dealing(dealing, checked)
-                    .map_err(|e| Ignored::Invalid(e.to_string()))
+                    .map_err(|error| Ignored::Invalid(error.to_string()))
             }
             _ => self.apply_message(signed),
         }
@@ -527,7 +527,7 @@ impl WindowLog {
                 }
                 self.generation
                     .handle_dealing(dealing)
-                    .map_err(|e| Ignored::Invalid(e.to_string()))
+                    .map_err(|error| Ignored::Invalid(error.to_string()))
             }
             Body::Accusation { dealer } => {
                 in_phase(Phase::Accuse, "accusation")?;

@@ -132,7 +132,7 @@ impl ReleaseGuard {
                 .and_then(|c| {
                     replicas
                         .check(&sequencer.to_bytes(), seal, c)
-                        .map_err(|e| e.to_string())
+                        .map_err(|error| error.to_string())
                 });
             if let Err(reason) = certified {
                 return Err(ReleaseRefusal::Uncertified { e: seal.e, reason });

@@ -179,7 +179,7 @@ pub fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
         .remove(&(Kind::Udp, addr));
     match handed {
         Some(Inherited::Udp(socket)) => Ok(socket),
-        _ => UdpSocket::bind(addr).map_err(|e| unmatched(addr, e)),
+        _ => UdpSocket::bind(addr).map_err(|error| unmatched(addr, error)),
     }
 }
 
@@ -217,7 +217,7 @@ pub async fn tcp_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpLi
         }
         _ => tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| unmatched(addr, e)),
+            .map_err(|error| unmatched(addr, error)),
     }
 }
 

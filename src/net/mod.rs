@@ -225,7 +225,7 @@ pub fn server_config(
         )?;
     tls.alpn_protocols = vec![ALPN.to_vec(), crate::wire::keyper::KEYPER_ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-        .map_err(|e| NetError::Crypto(e.to_string()))?;
+        .map_err(|error| NetError::Crypto(error.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(transport.streams_per_connection_max.into())
@@ -463,7 +463,7 @@ pub fn client_config_for(pinned: [u8; 32], alpn: &[u8]) -> Result<quinn::ClientC
         .with_no_client_auth();
     tls.alpn_protocols = vec![alpn.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| NetError::Crypto(e.to_string()))?;
+        .map_err(|error| NetError::Crypto(error.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(Duration::from_secs(5)));
@@ -556,7 +556,7 @@ pub fn replica_server_config(
         )?;
     tls.alpn_protocols = vec![REPLICA_ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-        .map_err(|e| NetError::Crypto(e.to_string()))?;
+        .map_err(|error| NetError::Crypto(error.to_string()))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let mut t = replica_transport();
     t.max_concurrent_bidi_streams(256u32.into())
@@ -617,7 +617,7 @@ pub fn replica_client_config(
         )?;
     tls.alpn_protocols = vec![REPLICA_ALPN.to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
-        .map_err(|e| NetError::Crypto(e.to_string()))?;
+        .map_err(|error| NetError::Crypto(error.to_string()))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(replica_transport()));
     Ok(config)

@@ -191,13 +191,13 @@ pub(super) async fn start(
         checkpoints: checkpoints_tx,
         rebuild: Box::new(move |at_least| {
             let sequencer = recovery::recover_replica(&rebuild_config, &rebuild_seed, at_least)
-                .map_err(|e| e.to_string())?;
+                .map_err(|error| error.to_string())?;
             // A snapshot installed brings entries no record applied.
             rebuild_attestor.log().remember(&sequencer);
             Ok(sequencer)
         }),
         first_leader: Box::new(move |sequencer| {
-            recovery::first_leader(&first_config, sequencer).map_err(|e| e.to_string())
+            recovery::first_leader(&first_config, sequencer).map_err(|error| error.to_string())
         }),
         leader: Arc::clone(&leader),
         members: Arc::clone(&members),
@@ -594,7 +594,7 @@ async fn confirm_leading(
             "the leader's log applied",
         )
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|error| error.to_string())?;
     if settled.current_term != term || settled.current_leader != Some(id) {
         return Err("no longer leading".into());
     }

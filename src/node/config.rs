@@ -225,7 +225,7 @@ impl ClusterConfig {
                 )));
             }
             let fingerprint = crate::net::parse_fingerprint(&member.fingerprint)
-                .map_err(|e| invalid(format!("member {}: {e}", member.id)))?;
+                .map_err(|error| invalid(format!("member {}: {error}", member.id)))?;
             let node = crate::replica::ReplicaNode {
                 addr: member.addr.clone(),
                 client_addr: member.client.clone(),
@@ -669,10 +669,10 @@ impl NodeConfig {
         let addr = |name: &'static str, value: String| {
             value
                 .parse::<SocketAddr>()
-                .map_err(|e| ConfigFileError::Env {
+                .map_err(|error| ConfigFileError::Env {
                     name,
                     value: value.clone(),
-                    reason: e.to_string(),
+                    reason: error.to_string(),
                 })
         };
         if let Ok(value) = std::env::var("SEALBATCH_LISTEN") {

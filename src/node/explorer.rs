@@ -287,7 +287,7 @@ impl Explorer {
             };
             crate::keyper::check_attestations(committee, &statement, &outcome.release)
                 .map(|()| outcome.release.iter().map(|a| a.keyper).collect())
-                .map_err(|e| e.to_string())
+                .map_err(|error| error.to_string())
         });
         let mut view = BatchView {
             e: outcome.e,
@@ -360,7 +360,7 @@ impl Explorer {
                 } else {
                     proof
                         .verify(commitment, seal.count, &seal.root)
-                        .map_err(|e| e.to_string())
+                        .map_err(|error| error.to_string())
                 }
             }
             (None, _) => {
@@ -769,8 +769,8 @@ fn parse_pasted(text: &str) -> Result<(Commitment, Option<Receipt>), String> {
     }
     let bytes = hex::decode(&text)
         .map_err(|_| format!("{text:.80}: not a commitment (64 hex digits) nor a receipt (hex)"))?;
-    let receipt =
-        Receipt::from_bytes(&bytes).map_err(|e| format!("{text:.80}: not a receipt: {e}"))?;
+    let receipt = Receipt::from_bytes(&bytes)
+        .map_err(|error| format!("{text:.80}: not a receipt: {error}"))?;
     Ok((receipt.commitment, Some(receipt)))
 }
 

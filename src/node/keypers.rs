@@ -270,8 +270,11 @@ async fn link_task(
     tokio::time::timeout(HELLO_TIMEOUT, recv.read_exact(&mut frame))
         .await
         .map_err(|_| LinkError::Close(super::close::CLOSE_PROTOCOL_ERROR, "no hello".into()))?
-        .map_err(|e| {
-            LinkError::Close(super::close::CLOSE_PROTOCOL_ERROR, format!("no hello: {e}"))
+        .map_err(|error| {
+            LinkError::Close(
+                super::close::CLOSE_PROTOCOL_ERROR,
+                format!("no hello: {error}"),
+            )
         })?;
     let hello = crate::wire::parse::<KeyperUp>(&frame).ok();
     let Some(KeyperUp::Hello {

@@ -379,9 +379,9 @@ fn spawn_driver(
         key: Arc::new(SequencerKey::from_seed(key_seed)),
         schedules: Arc::clone(&schedules),
     };
-    let pool = Arc::new(driver::open_pool().map_err(|e| NodeError::Io {
+    let pool = Arc::new(driver::open_pool().map_err(|error| NodeError::Io {
         path: data.clone(),
-        source: std::io::Error::other(e.to_string()),
+        source: std::io::Error::other(error.to_string()),
     })?);
     let mut operators: std::collections::BTreeSet<[u8; 32]> =
         config.operator.key_bytes()?.into_iter().collect();

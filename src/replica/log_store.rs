@@ -73,7 +73,7 @@ struct Log {
 impl Log {
     fn apply(&mut self, op: Op) {
         let len = |entries: &BTreeMap<u64, Entry<Replication>>| -> u64 {
-            entries.values().map(|e| entry_len(e) as u64).sum()
+            entries.values().map(|entry| entry_len(entry) as u64).sum()
         };
         match op {
             Op::Entry(entry) => {
@@ -420,7 +420,7 @@ fn replay(path: &Path, bytes: &[u8], log: &mut Log) -> std::result::Result<u64, 
             }
             return Err(corrupt(at, "a frame's checksum does not match".into()));
         }
-        let op = decode_op(body).map_err(|e| corrupt(at, e.to_string()))?;
+        let op = decode_op(body).map_err(|error| corrupt(at, error.to_string()))?;
         log.apply(op);
         at = end;
     }
@@ -449,7 +449,7 @@ fn read_vote(dir: &Path) -> std::result::Result<Option<Vote<ReplicaId>>, LogOpen
     let mut r = Reader::new(&bytes[8..25]);
     get_vote(&mut r)
         .map(Some)
-        .map_err(|e| corrupt(&e.to_string()))
+        .map_err(|error| corrupt(&error.to_string()))
 }
 
 fn complete(done: Done, result: &io::Result<()>) {
@@ -665,7 +665,7 @@ impl LogStore {
         log.entries
             .values()
             .next_back()
-            .map(|e| e.log_id)
+            .map(|entry| entry.log_id)
             .or(log.last_purged)
     }
 }
@@ -679,7 +679,7 @@ impl RaftLogStorage<Replication> for LogStore {
             .entries
             .values()
             .next_back()
-            .map(|e| e.log_id)
+            .map(|entry| entry.log_id)
             .or(log.last_purged);
         Ok(LogState {
             last_purged_log_id: log.last_purged,
@@ -706,7 +706,7 @@ impl RaftLogStorage<Replication> for LogStore {
         let written = rx.await.map_err(|_| {
             StorageIOError::write_vote(AnyError::error("the Raft log's writer thread stopped"))
         })?;
-        written.map_err(|e| StorageIOError::write_vote(&e))?;
+        written.map_err(|error| StorageIOError::write_vote(&error))?;
         *self.vote.write().map_err(|_| {
             StorageIOError::write_vote(AnyError::error("the vote's lock is poisoned"))
         })? = Some(*vote);

@@ -210,9 +210,9 @@ fn decode_applied(bytes: &[u8]) -> std::result::Result<AppliedState, String> {
         return Err("the applied-state file's checksum does not match".into());
     }
     let mut r = Reader::new(&body[8..]);
-    let applied = get_opt_log_id(&mut r).map_err(|e| e.to_string())?;
-    let membership = get_stored_membership(&mut r).map_err(|e| e.to_string())?;
-    r.finish().map_err(|e| e.to_string())?;
+    let applied = get_opt_log_id(&mut r).map_err(|error| error.to_string())?;
+    let membership = get_stored_membership(&mut r).map_err(|error| error.to_string())?;
+    r.finish().map_err(|error| error.to_string())?;
     Ok((applied, membership))
 }
 
@@ -436,7 +436,7 @@ impl StateMachine {
             }
             self.writer()?
                 .append(kind, payload.to_vec())
-                .map_err(|e| StorageIOError::apply(*log_id, io_err(e)))?;
+                .map_err(|error| StorageIOError::apply(*log_id, io_err(error)))?;
         }
         Ok(())
     }
@@ -871,8 +871,8 @@ impl RaftStateMachine<Replication> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<()> {
         let bytes = snapshot.into_inner();
-        let data =
-            decode_snapshot(&bytes).map_err(|e| StorageIOError::read_snapshot(None, io_err(e)))?;
+        let data = decode_snapshot(&bytes)
+            .map_err(|error| StorageIOError::read_snapshot(None, io_err(error)))?;
         if data.meta.last_log_id != meta.last_log_id {
             return Err(sm_read("the snapshot's data is not the snapshot announced"));
         }
@@ -925,8 +925,8 @@ impl RaftStateMachine<Replication> for StateMachine {
             Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(error) => return Err(sm_read(error)),
         };
-        let data =
-            decode_snapshot(&bytes).map_err(|e| StorageIOError::read_snapshot(None, io_err(e)))?;
+        let data = decode_snapshot(&bytes)
+            .map_err(|error| StorageIOError::read_snapshot(None, io_err(error)))?;
         self.snapshot = Some(data.meta.clone());
         Ok(Some(Snapshot {
             meta: data.meta,

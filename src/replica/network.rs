@@ -182,7 +182,7 @@ async fn dial(
         };
         let attempt = match (addr, replica_client_config(&identity, node.fingerprint)) {
             (Some(addr), Ok(config)) => match endpoint.connect_with(config, addr, "sealbatch") {
-                Ok(connecting) => connecting.await.map_err(|e| e.to_string()),
+                Ok(connecting) => connecting.await.map_err(|error| error.to_string()),
                 // The endpoint is closed: the replica stops.
                 Err(quinn::ConnectError::EndpointStopping) => return,
                 Err(error) => Err(error.to_string()),
@@ -313,7 +313,7 @@ async fn answer(
                 }
                 encode_append_response(&r)
             })
-            .map_err(|e| e.to_string()),
+            .map_err(|error| error.to_string()),
         Ok(RaftRequest::Vote(rpc)) => {
             let (term, theirs) = (rpc.vote.leader_id().term, rpc.last_log_id);
             raft.vote(rpc)
@@ -326,7 +326,7 @@ async fn answer(
                     }
                     encode_vote_response(&r)
                 })
-                .map_err(|e| e.to_string())
+                .map_err(|error| error.to_string())
         }
         Ok(RaftRequest::Snapshot(rpc)) => {
             let vote = rpc.vote;
@@ -338,7 +338,7 @@ async fn answer(
                     }
                     encode_snapshot_response(&r)
                 })
-                .map_err(|e| e.to_string())
+                .map_err(|error| error.to_string())
         }
         Ok(RaftRequest::PreVote { term, last_log_id }) => {
             let leading = raft.metrics().borrow().state.is_leader();
@@ -366,7 +366,7 @@ async fn answer(
             .add_learner(id, node, true)
             .await
             .map(|_| Vec::new())
-            .map_err(|e| e.to_string()),
+            .map_err(|error| error.to_string()),
         Ok(RaftRequest::Attest { e, count, root }) => {
             match attestor.answer_within(e, count, &root, ATTEST_WAIT).await {
                 AttestAnswer::Attested(attestation) => Ok(attestation.to_bytes().to_vec()),
@@ -392,7 +392,7 @@ async fn answer(
             .change_membership(voters, false)
             .await
             .map(|_| Vec::new())
-            .map_err(|e| e.to_string()),
+            .map_err(|error| error.to_string()),
     };
     let mut out = Vec::new();
     match response {
@@ -451,10 +451,10 @@ pub async fn call(
     ttl: Duration,
 ) -> Result<Vec<u8>, TransportError> {
     let bind: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let endpoint = quinn::Endpoint::client(bind).map_err(|e| TransportError::Unreachable {
+    let endpoint = quinn::Endpoint::client(bind).map_err(|error| TransportError::Unreachable {
         target: id,
         addr: node.addr.clone(),
-        reason: e.to_string(),
+        reason: error.to_string(),
     })?;
     let mut peer = Peer {
         target: id,
@@ -586,7 +586,7 @@ impl Peer {
             let request = RaftRequest::Append(rpc).to_bytes();
             tokio::spawn(async move {
                 let answer = match peer.call(&request, ttl).await {
-                    Ok(body) => decode_append_response(&body).map_err(|e| peer.failed(e)),
+                    Ok(body) => decode_append_response(&body).map_err(|error| peer.failed(error)),
                     Err(error) => Err(error),
                 };
                 let mut heartbeats = peer.heartbeats.lock().unwrap_or_else(|p| p.into_inner());
@@ -682,16 +682,18 @@ impl Peer {
                 .links
                 .connection(self.target, &self.node)
                 .await
-                .map_err(|e| self.unreachable(e))?;
+                .map_err(|error| self.unreachable(error))?;
             let (mut send, mut recv) = connection
                 .open_bi()
                 .await
-                .map_err(|e| self.unreachable(e))?;
-            send.write_all(request).await.map_err(|e| self.failed(e))?;
-            send.finish().map_err(|e| self.failed(e))?;
+                .map_err(|error| self.unreachable(error))?;
+            send.write_all(request)
+                .await
+                .map_err(|error| self.failed(error))?;
+            send.finish().map_err(|error| self.failed(error))?;
             recv.read_to_end(FRAME_MAX)
                 .await
-                .map_err(|e| self.failed(e))
+                .map_err(|error| self.failed(error))
         };
         let response = tokio::time::timeout(ttl, exchange)
             .await
@@ -739,13 +741,14 @@ impl RaftNetwork<Replication> for Peer {
         }
         let partial = keep < rpc.entries.len();
         rpc.entries.truncate(keep);
-        let last = rpc.entries.last().map(|e| e.log_id);
+        let last = rpc.entries.last().map(|entry| entry.log_id);
         let request = RaftRequest::Append(rpc).to_bytes();
         let body = self
             .call(&request, option.hard_ttl())
             .await
             .map_err(rpc_error)?;
-        let response = decode_append_response(&body).map_err(|e| rpc_error(self.failed(e)))?;
+        let response =
+            decode_append_response(&body).map_err(|error| rpc_error(self.failed(error)))?;
         Ok(match response {
             AppendEntriesResponse::Success if partial => {
                 AppendEntriesResponse::PartialSuccess(last)
@@ -767,7 +770,7 @@ impl RaftNetwork<Replication> for Peer {
             .call(&request, option.hard_ttl())
             .await
             .map_err(rpc_error)?;
-        decode_snapshot_response(&body).map_err(|e| rpc_error(self.failed(e)))
+        decode_snapshot_response(&body).map_err(|error| rpc_error(self.failed(error)))
     }
 
     async fn vote(
@@ -782,7 +785,8 @@ impl RaftNetwork<Replication> for Peer {
             .call(&request, option.hard_ttl())
             .await
             .map_err(rpc_error)?;
-        let response = decode_vote_response(&body).map_err(|e| rpc_error(self.failed(e)))?;
+        let response =
+            decode_vote_response(&body).map_err(|error| rpc_error(self.failed(error)))?;
         if !response.vote_granted && response.last_log_id > mine {
             self.clock.refused_for_log();
         }

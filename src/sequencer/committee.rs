@@ -361,7 +361,7 @@ impl Sequencer {
             .ok_or("a keyper log entry before the committee record")?;
         run.keeper
             .replay(position, entry, now)
-            .map_err(|e| e.to_string())?;
+            .map_err(|error| error.to_string())?;
         run.durable_below = run.keeper.next_position();
         run.take_certified();
         Ok(())
@@ -382,7 +382,7 @@ impl Sequencer {
             &state.snapshot,
             self.now_ms,
         )
-        .map_err(|e| e.to_string())?;
+        .map_err(|error| error.to_string())?;
         self.install_committee(keeper);
         Ok(())
     }

@@ -28,9 +28,10 @@ pub(super) fn check_seal(
     envelopes: &[Vec<u8>],
 ) -> Result<(), String> {
     seal.verify(&genesis.sequencer)
-        .map_err(|e| format!("seal signature: {e}"))?;
+        .map_err(|error| format!("seal signature: {error}"))?;
     let commitments: Vec<Commitment> = envelopes.iter().map(|b| Commitment::of(b)).collect();
-    let tree = MerkleTree::from_commitments(commitments).map_err(|e| format!("merkle: {e}"))?;
+    let tree =
+        MerkleTree::from_commitments(commitments).map_err(|error| format!("merkle: {error}"))?;
     if tree.count() != seal.count || tree.root() != seal.root {
         return Err(format!(
             "seal says {} envelopes with root {}, the journal holds {} with root {}",

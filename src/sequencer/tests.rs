@@ -571,7 +571,7 @@ fn operator_deposits_credit_once_per_reference_across_checkpoints() {
     let events = flush(&mut sequencer, &mut journal, GENESIS_MS);
     let acked: Vec<u64> = events
         .iter()
-        .filter_map(|e| match e {
+        .filter_map(|event| match event {
             Event::OperationDurable { token } => Some(token.0),
             _ => None,
         })
@@ -731,7 +731,7 @@ fn withdrawals_are_taken_once_in_sequence_and_paid_out_once() {
     let events = flush(&mut sequencer, &mut journal, GENESIS_MS);
     let acked: Vec<u64> = events
         .iter()
-        .filter_map(|e| match e {
+        .filter_map(|event| match event {
             Event::OperationDurable { token } => Some(token.0),
             _ => None,
         })

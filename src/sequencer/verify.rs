@@ -246,12 +246,12 @@ impl<'x> Verifier<'x> {
             verifier
                 .ledger
                 .deposit(account, asset, amount)
-                .map_err(|e| refused(e.to_string()))?;
+                .map_err(|error| refused(error.to_string()))?;
         }
         if let Some(state) = &checkpoint.committee {
             let keeper =
                 LogKeeper::restore(state.committee.clone(), state.params, &state.snapshot, 0)
-                    .map_err(|e| refused(format!("the checkpoint's committee log: {e}")))?;
+                    .map_err(|error| refused(format!("the checkpoint's committee log: {error}")))?;
             verifier.committee = Some((keeper, BTreeMap::new()));
         }
         Ok(verifier)
@@ -359,9 +359,9 @@ impl<'x> Verifier<'x> {
                 };
                 keeper
                     .replay(position, entry, 0)
-                    .map_err(|e| VerifyError::Ledger {
+                    .map_err(|error| VerifyError::Ledger {
                         lsn,
-                        reason: e.to_string(),
+                        reason: error.to_string(),
                     })?;
                 take_certified(
                     keeper,

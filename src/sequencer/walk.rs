@@ -101,12 +101,12 @@ pub(crate) fn step(books: Books<'_>, record: SequencerRecord) -> Result<Step, Wa
             .ledger
             .deposit(t.account, t.asset, t.amount)
             .map(|()| Step::Applied)
-            .map_err(|e| refused(e.to_string())),
+            .map_err(|error| refused(error.to_string())),
         SequencerRecord::UnsignedWithdrawal(t) => books
             .ledger
             .withdraw(t.account, t.asset, t.amount)
             .map(|()| Step::Applied)
-            .map_err(|e| refused(e.to_string())),
+            .map_err(|error| refused(error.to_string())),
         // Every signature (operator's or account's) for this deployment,
         // each reference credited once, each account's sequence numbers in
         // order, each payout for a pending withdrawal.

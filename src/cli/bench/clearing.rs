@@ -141,7 +141,8 @@ pub(super) fn run(args: &ClearingBenchArgs) -> CommandResult {
     print_table(&report);
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, text + "\n")
+            .map_err(|error| format!("{}: {error}", path.display()))?;
         println!("rows written to {}", path.display());
     }
     if let Some(path) = &args.svg {
@@ -150,14 +151,15 @@ pub(super) fn run(args: &ClearingBenchArgs) -> CommandResult {
             report.machine.cpu_model, report.machine.logical_cpus
         );
         std::fs::write(path, svg::chart(&report.rows, &title))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|error| format!("{}: {error}", path.display()))?;
         println!("chart written to {}", path.display());
     }
     if let Some(path) = &args.compare {
         let old: Report = serde_json::from_str(
-            &std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?,
+            &std::fs::read_to_string(path)
+                .map_err(|error| format!("{}: {error}", path.display()))?,
         )
-        .map_err(|e| format!("{}: not a bench clearing report: {e}", path.display()))?;
+        .map_err(|error| format!("{}: not a bench clearing report: {error}", path.display()))?;
         print_comparison(&report, &old, path);
     }
     Ok(())
@@ -283,17 +285,17 @@ fn workloads(args: &ClearingBenchArgs) -> Result<Vec<Workload>, String> {
 
 /// A batch from the `clear` CSV or an exported transcript, and its seed.
 fn read_input(path: &Path) -> Result<(Vec<MarketInput>, [u8; 32]), String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?;
     if bytes.starts_with(&crate::sequencer::TRANSCRIPT_TAG) {
         let transcript = crate::sequencer::Transcript::from_bytes(&bytes)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+            .map_err(|error| format!("{}: {error}", path.display()))?;
         return crate::sequencer::transcript_clearing_input(&transcript)
-            .map_err(|e| format!("{}: {e}", path.display()));
+            .map_err(|error| format!("{}: {error}", path.display()));
     }
     let text = String::from_utf8(bytes)
         .map_err(|_| format!("{}: neither a transcript nor a CSV", path.display()))?;
-    let markets =
-        crate::cli::clear::csv_batch(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let markets = crate::cli::clear::csv_batch(&text)
+        .map_err(|error| format!("{}: {error}", path.display()))?;
     Ok((markets, [0; 32]))
 }
 

@@ -472,7 +472,7 @@ impl Driver {
         let actions = replica
             .role
             .propose(writes)
-            .map_err(|e| DriverError::Sequencer(SequencerError::Protocol(e.to_string())))?;
+            .map_err(|error| DriverError::Sequencer(SequencerError::Protocol(error.to_string())))?;
         self.act(actions);
         Ok(())
     }
