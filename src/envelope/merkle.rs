@@ -80,9 +80,11 @@ fn empty_root() -> MerkleRoot {
     MerkleRoot(blake3::derive_key(DOMAIN_MERKLE_EMPTY, b""))
 }
 
-/// Levels at least this wide are hashed in parallel (rayon); the result is
-/// the same bytes either way.
-const PARALLEL_LEVEL_MIN: usize = 1 << 12;
+/// Levels wider than this are hashed in parallel (rayon); the result is the
+/// same bytes either way. A receipt group (at most this many leaves) is
+/// therefore hashed on the thread that signs it, never entering rayon's
+/// pool from a connection's task.
+pub(crate) const PARALLEL_LEVEL_MIN: usize = 1 << 12;
 
 fn pair_hash(pair: &[[u8; 32]]) -> [u8; 32] {
     match pair {
@@ -93,7 +95,7 @@ fn pair_hash(pair: &[[u8; 32]]) -> [u8; 32] {
 }
 
 fn leaf_level(sorted: &[Commitment]) -> Vec<[u8; 32]> {
-    if sorted.len() >= PARALLEL_LEVEL_MIN {
+    if sorted.len() > PARALLEL_LEVEL_MIN {
         sorted.par_iter().map(leaf_hash).collect()
     } else {
         sorted.iter().map(leaf_hash).collect()
@@ -101,7 +103,7 @@ fn leaf_level(sorted: &[Commitment]) -> Vec<[u8; 32]> {
 }
 
 fn next_level(level: &[[u8; 32]]) -> Vec<[u8; 32]> {
-    if level.len() >= PARALLEL_LEVEL_MIN {
+    if level.len() > PARALLEL_LEVEL_MIN {
         level.par_chunks(2).map(pair_hash).collect()
     } else {
         level.chunks(2).map(pair_hash).collect()

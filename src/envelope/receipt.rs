@@ -113,6 +113,7 @@ pub const RECEIPT_GROUP_MAX: usize = 1 << 12;
 /// Most siblings in a receipt's proof: `log2(RECEIPT_GROUP_MAX)`.
 pub const RECEIPT_PROOF_DEPTH_MAX: usize = 12;
 const _: () = assert!(1usize << RECEIPT_PROOF_DEPTH_MAX >= RECEIPT_GROUP_MAX);
+const _: () = assert!(RECEIPT_GROUP_MAX <= super::merkle::PARALLEL_LEVEL_MIN);
 
 /// The receipts of one group commit under one signature: the Merkle tree
 /// over their leaves ([`receipt_leaf`], in the order given) and the
