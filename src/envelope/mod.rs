@@ -15,9 +15,11 @@
 //!   padded plaintext holding the account's Ed25519 key, a nonce, the orders
 //!   and the account's signature over all of it and `e`.
 //! - **Commitment, receipt, seal** ([`Commitment`], [`Receipt`],
-//!   [`SignedSeal`]): the sequencer ([`SequencerKey`]) signs a receipt per
-//!   envelope and a seal per batch over the [`MerkleTree`] of the sorted
-//!   commitments; traders check [`InclusionProof`]s against the seal.
+//!   [`SignedSeal`]): the sequencer ([`SequencerKey`]) signs the receipts
+//!   of one group commit at once ([`ReceiptGroup`]: one signature over the
+//!   root of their leaves, a path each; [`ReceiptChecker`] checks a group's
+//!   signature once) and a seal per batch over the [`MerkleTree`] of the
+//!   sorted commitments; traders check [`InclusionProof`]s against the seal.
 //! - **Opening** ([`open_batch`]): after release, every envelope opens in
 //!   parallel to a [`VerifiedBundle`] or a typed [`Rejection`].
 //!
@@ -59,7 +61,8 @@
 //! }];
 //! let envelope = seal_bundle(&mut rng, &account, &deployment, e, &batch_key, 0, &orders)?;
 //!
-//! // The sequencer checks its shape, journals it, and signs a receipt.
+//! // The sequencer checks its shape, journals it, and signs its receipt (here
+//! // alone: a group of one; `sign_receipts` signs a group commit's at once).
 //! let commitment = check_shape(envelope.as_bytes(), e)?;
 //! let receipt = sequencer.sign_receipt(e, &commitment);
 //! receipt.verify(&sequencer.public_key())?;
