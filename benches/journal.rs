@@ -80,7 +80,7 @@ fn writer_thread(c: &mut Criterion) {
     let mut writer = JournalWriter::spawn(journal, false).unwrap();
     group.bench_function(BenchmarkId::new("records", RECORDS), |b| {
         b.iter(|| {
-            let mut last = 0;
+            let mut last = sealbatch::journal::Lsn::NONE;
             for _ in 0..RECORDS {
                 last = writer.append(ENVELOPE, payload.clone()).unwrap();
             }

@@ -314,14 +314,14 @@ impl Harness {
         let rng_seed: u64 = u.arbitrary()?;
         // Start at genesis, or a little before it.
         let now = GENESIS_MS - u64::from(u.int_in_range(0u8..=2)?) * 37;
-        let seq = recover(&genesis, limits, None, Vec::new(), 1, now);
+        let seq = recover(&genesis, limits, None, Vec::new(), Lsn::FIRST, now);
         let mut h = Harness {
             genesis,
             limits,
             seq,
             now,
             records: Vec::new(),
-            durable: 0,
+            durable: Lsn::NONE,
             traders,
             accounts,
             assets,
@@ -415,7 +415,7 @@ impl Harness {
         let lsn = self.seq.next_lsn();
         let result = self
             .seq
-            .handle_deposit(OpToken(lsn), account, asset, amount);
+            .handle_deposit(OpToken(lsn.get()), account, asset, amount);
         let fits = total + u128::from(amount) <= u128::from(u64::MAX);
         assert_eq!(
             result.is_ok(),
@@ -464,7 +464,7 @@ impl Harness {
         )
         .expect("signs");
         let lsn = self.seq.next_lsn();
-        let result = self.seq.handle_withdrawal(OpToken(lsn), signed);
+        let result = self.seq.handle_withdrawal(OpToken(lsn.get()), signed);
         let valid = sequence == next && amount >= 1 && amount <= before;
         assert_eq!(
             result.is_ok(),
@@ -916,7 +916,7 @@ impl Harness {
     fn write_out(&mut self) -> bool {
         let mut any = false;
         while let Some(w) = self.seq.poll_journal() {
-            let expected = self.records.last().map_or(1, |r| r.0 + 1);
+            let expected = self.records.last().map_or(Lsn::FIRST, |r| r.0 + 1);
             assert_eq!(w.lsn, expected, "journal writes out of LSN order");
             self.records.push((w.lsn, w.kind.to_byte(), w.payload));
             any = true;
@@ -945,7 +945,7 @@ impl Harness {
     fn take_checkpoint(&mut self) {
         self.write_out();
         let checkpoint = self.seq.checkpoint();
-        let next_lsn = self.records.last().map_or(1, |r| r.0 + 1);
+        let next_lsn = self.records.last().map_or(Lsn::FIRST, |r| r.0 + 1);
         assert_eq!(checkpoint.lsn, next_lsn, "checkpoint LSN");
         assert!(checkpoint.replay_from <= checkpoint.lsn);
         let decoded = Checkpoint::from_bytes(&checkpoint.to_bytes()).expect("a checkpoint decodes");
@@ -1118,7 +1118,7 @@ impl Harness {
         };
         self.records.truncate(len);
         self.checkpoint_pending = None;
-        let next_lsn = self.records.last().map_or(1, |r| r.0 + 1);
+        let next_lsn = self.records.last().map_or(Lsn::FIRST, |r| r.0 + 1);
         self.seq = recover(
             &self.genesis,
             self.limits,
@@ -1292,7 +1292,7 @@ impl Harness {
             "verify saw every sealed batch"
         );
 
-        let next_lsn = self.records.last().map_or(1, |r| r.0 + 1);
+        let next_lsn = self.records.last().map_or(Lsn::FIRST, |r| r.0 + 1);
         let mut again = recover(
             &self.genesis,
             self.limits,

@@ -307,7 +307,7 @@ pub enum KeyperProcessError {
     #[error("journal record {lsn}: {reason}")]
     Record {
         /// Its LSN.
-        lsn: u64,
+        lsn: crate::types::Lsn,
         /// Why.
         reason: String,
     },

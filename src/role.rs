@@ -116,7 +116,7 @@ impl Proposal {
         );
         // At most PROPOSAL_RECORDS_MAX (2^16), checked above.
         bytes.put_u32(writes.len() as u32);
-        bytes.put_u64(first.lsn);
+        bytes.put_u64(first.lsn.get());
         let mut previous = None;
         for write in writes {
             if let Some(previous) = previous
@@ -216,8 +216,8 @@ impl Decode for Proposal {
         if count == 0 {
             return Err(r.invalid("proposal record count", 0));
         }
-        let first_lsn = r.u64("proposal first LSN")?;
-        if first_lsn == 0 || first_lsn.checked_add(count as u64).is_none() {
+        let first_lsn = Lsn(r.u64("proposal first LSN")?);
+        if first_lsn == Lsn::NONE || first_lsn.checked_add(count as u64).is_none() {
             return Err(r.invalid("proposal first LSN", 4));
         }
         for _ in 0..count {
@@ -681,7 +681,7 @@ impl ReplicaRole {
 
     /// Applies a committed proposal's records to a follower's sequencer.
     fn apply(&mut self, sequencer: &mut Sequencer, proposal: &Proposal) -> Result<(), RoleError> {
-        if proposal.first_lsn() == 1 {
+        if proposal.first_lsn() == Lsn::FIRST {
             // The genesis record: the deployment's parameters (its time
             // among them) are the first leader's, and the custodian is
             // made for them; build the sequencer from the journal again.
@@ -717,7 +717,7 @@ impl ReplicaRole {
         {
             return Ok(());
         }
-        let fresh = sequencer.next_lsn() == 1;
+        let fresh = sequencer.next_lsn() == Lsn::FIRST;
         sequencer.resume(now_ms);
         self.role = Role::Leader { term };
         self.actions.push(Action::Promoted { term, fresh });
@@ -746,34 +746,34 @@ impl ReplicaRole {
 mod tests {
     use super::*;
 
-    fn writes(lsns: std::ops::RangeInclusive<Lsn>) -> Vec<JournalWrite> {
+    fn writes(lsns: std::ops::RangeInclusive<u64>) -> Vec<JournalWrite> {
         lsns.map(|lsn| JournalWrite {
-            lsn,
+            lsn: Lsn(lsn),
             kind: RecordKind::Envelope,
             payload: vec![lsn as u8],
         })
         .collect()
     }
 
-    fn lsns(writes: &[JournalWrite]) -> Vec<Lsn> {
-        writes.iter().map(|w| w.lsn).collect()
+    fn lsns(writes: &[JournalWrite]) -> Vec<u64> {
+        writes.iter().map(|w| w.lsn.get()).collect()
     }
 
     #[test]
     fn records_made_while_an_entry_is_in_flight_go_out_together_when_it_commits() {
         let mut in_flight = InFlight::new(1);
         assert_eq!(lsns(&in_flight.offer(writes(1..=2))), [1, 2]);
-        in_flight.proposed(2);
+        in_flight.proposed(Lsn(2));
         // One entry uncommitted: the next turns' records wait.
         assert!(in_flight.offer(writes(3..=3)).is_empty());
         assert!(in_flight.offer(writes(4..=6)).is_empty());
         assert!(in_flight.offer(Vec::new()).is_empty());
         // An older commit frees nothing.
-        assert_eq!(in_flight.committed(1), 0);
+        assert_eq!(in_flight.committed(Lsn(1)), 0);
         assert!(in_flight.offer(Vec::new()).is_empty());
-        assert_eq!(in_flight.committed(2), 1);
+        assert_eq!(in_flight.committed(Lsn(2)), 1);
         assert_eq!(lsns(&in_flight.offer(Vec::new())), [3, 4, 5, 6]);
-        in_flight.proposed(6);
+        in_flight.proposed(Lsn(6));
         assert!(in_flight.offer(writes(7..=7)).is_empty());
         // Deposed: what waited is dropped with what was in flight.
         in_flight.clear();
@@ -785,16 +785,16 @@ mod tests {
         let mut in_flight = InFlight::new(3);
         for lsn in 1..=3 {
             assert_eq!(lsns(&in_flight.offer(writes(lsn..=lsn))), [lsn]);
-            in_flight.proposed(lsn);
+            in_flight.proposed(Lsn(lsn));
         }
         assert!(in_flight.offer(writes(4..=4)).is_empty());
         // A commit covering two entries frees two slots.
-        assert_eq!(in_flight.committed(2), 2);
+        assert_eq!(in_flight.committed(Lsn(2)), 2);
         assert_eq!(lsns(&in_flight.offer(writes(5..=5))), [4, 5]);
         // A limit of 0 would never propose: it is taken as 1.
         let mut zero = InFlight::new(0);
         assert_eq!(lsns(&zero.offer(writes(1..=1))), [1]);
-        zero.proposed(1);
+        zero.proposed(Lsn(1));
         assert!(zero.offer(writes(2..=2)).is_empty());
     }
 
@@ -810,7 +810,7 @@ mod tests {
             kind: RecordKind::Result,
             payload: vec![0; RECORD_PAYLOAD_BYTES_MAX],
         };
-        let split = proposals(&[big(1), big(2), big(3)]).expect("splits");
+        let split = proposals(&[big(Lsn(1)), big(Lsn(2)), big(Lsn(3))]).expect("splits");
         // Two records of 16 MiB and their framing exceed 32 MiB.
         assert_eq!(
             split.iter().map(Proposal::len).collect::<Vec<_>>(),
@@ -818,7 +818,7 @@ mod tests {
         );
         assert!(proposals(&[]).expect("nothing").is_empty());
         let too_big = JournalWrite {
-            lsn: 1,
+            lsn: Lsn::FIRST,
             kind: RecordKind::Result,
             payload: vec![0; RECORD_PAYLOAD_BYTES_MAX + 1],
         };

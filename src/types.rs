@@ -5,6 +5,160 @@
 
 use std::fmt;
 
+/// Defines a counting newtype over `u64`: ordered, hashed, printed and
+/// serialised as its number; `+`/`-` by a plain count (checked like any
+/// `u64` arithmetic) and `-` between two values gives the distance. Two such
+/// types never mix: a batch number is not a log position, nor a price.
+macro_rules! counting_newtype {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Clone,
+            Copy,
+            Debug,
+            PartialEq,
+            Eq,
+            PartialOrd,
+            Ord,
+            Hash,
+            Default,
+            serde::Serialize,
+            serde::Deserialize,
+        )]
+        #[serde(transparent)]
+        #[repr(transparent)]
+        pub struct $name(pub u64);
+
+        impl $name {
+            /// The smallest value (0).
+            pub const MIN: $name = $name(0);
+            /// The largest value (`u64::MAX`).
+            pub const MAX: $name = $name(u64::MAX);
+
+            /// The number itself.
+            #[must_use]
+            #[inline]
+            pub const fn get(self) -> u64 {
+                self.0
+            }
+
+            /// `self + count`, `None` on overflow.
+            #[must_use]
+            #[inline]
+            pub const fn checked_add(self, count: u64) -> Option<$name> {
+                match self.0.checked_add(count) {
+                    Some(sum) => Some($name(sum)),
+                    None => None,
+                }
+            }
+
+            /// `self - count`, `None` below zero.
+            #[must_use]
+            #[inline]
+            pub const fn checked_sub(self, count: u64) -> Option<$name> {
+                match self.0.checked_sub(count) {
+                    Some(difference) => Some($name(difference)),
+                    None => None,
+                }
+            }
+
+            /// `self + count`, at most [`Self::MAX`].
+            #[must_use]
+            #[inline]
+            pub const fn saturating_add(self, count: u64) -> $name {
+                $name(self.0.saturating_add(count))
+            }
+
+            /// `self - count`, at least zero.
+            #[must_use]
+            #[inline]
+            pub const fn saturating_sub(self, count: u64) -> $name {
+                $name(self.0.saturating_sub(count))
+            }
+
+            /// How far `self` is past `earlier`, zero when it is not.
+            #[must_use]
+            #[inline]
+            pub const fn since(self, earlier: $name) -> u64 {
+                self.0.saturating_sub(earlier.0)
+            }
+
+            /// The value after this one, `None` after [`Self::MAX`].
+            #[must_use]
+            #[inline]
+            pub const fn next(self) -> Option<$name> {
+                self.checked_add(1)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl std::ops::Add<u64> for $name {
+            type Output = $name;
+            #[inline]
+            fn add(self, count: u64) -> $name {
+                $name(self.0 + count)
+            }
+        }
+
+        impl std::ops::AddAssign<u64> for $name {
+            #[inline]
+            fn add_assign(&mut self, count: u64) {
+                self.0 += count;
+            }
+        }
+
+        impl std::ops::Sub<u64> for $name {
+            type Output = $name;
+            #[inline]
+            fn sub(self, count: u64) -> $name {
+                $name(self.0 - count)
+            }
+        }
+
+        impl std::ops::SubAssign<u64> for $name {
+            #[inline]
+            fn sub_assign(&mut self, count: u64) {
+                self.0 -= count;
+            }
+        }
+
+        impl std::ops::Sub for $name {
+            type Output = u64;
+            #[inline]
+            fn sub(self, earlier: $name) -> u64 {
+                self.0 - earlier.0
+            }
+        }
+
+        /// Compares with a plain number (a literal in a test, a count).
+        impl PartialEq<u64> for $name {
+            #[inline]
+            fn eq(&self, number: &u64) -> bool {
+                self.0 == *number
+            }
+        }
+
+        impl PartialOrd<u64> for $name {
+            #[inline]
+            fn partial_cmp(&self, number: &u64) -> Option<std::cmp::Ordering> {
+                Some(self.0.cmp(number))
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = std::num::ParseIntError;
+            fn from_str(text: &str) -> Result<$name, Self::Err> {
+                text.parse().map($name)
+            }
+        }
+    };
+}
+
 /// A price, in whole ticks of its market's quote asset.
 pub type Tick = u64;
 
@@ -134,9 +288,18 @@ pub const MARKET_ORDERS_MAX: usize = 1 << 27;
 const _: () = assert!(BUNDLE_ORDERS_MAX <= 1024);
 const _: () = assert!(MARKETS_MAX <= u32::MAX as usize);
 
-/// A journal log sequence number: records are numbered 1, 2, 3, … with no
-/// gaps; 0 means "no record".
-pub type Lsn = u64;
+counting_newtype!(
+    /// A journal log sequence number: records are numbered 1, 2, 3, … with
+    /// no gaps; 0 ([`Lsn::NONE`]) means "no record".
+    Lsn
+);
+
+impl Lsn {
+    /// "No record": the position before the first.
+    pub const NONE: Lsn = Lsn(0);
+    /// The first record's number.
+    pub const FIRST: Lsn = Lsn(1);
+}
 
 /// The largest payload of one journal record, in bytes (`spec/journal.md`).
 /// A batch result bigger than this must be split by its writer into

@@ -32,7 +32,9 @@ fuzz_target!(|data: &[u8]| {
     let name_lsn = data
         .get(12..20)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map_or(0, u64::from_le_bytes);
+        .map_or(sealbatch::journal::Lsn::NONE, |b| {
+            sealbatch::journal::Lsn(u64::from_le_bytes(b))
+        });
     if let Ok(file) = decode_checkpoint_file(data, name_lsn) {
         let again = encode_checkpoint_file(file.lsn, file.replay_from, &file.payload);
         assert_eq!(again, data);

@@ -33,7 +33,7 @@ use crate::order::OrderSpec;
 use crate::replica::codec::{RaftRequest, ReplicaStatus};
 use crate::replica::network::call;
 use crate::replica::{ReplicaId, ReplicaNode};
-use crate::types::{BUNDLE_ORDERS_MAX, MarketId, Side};
+use crate::types::{BUNDLE_ORDERS_MAX, Lsn, MarketId, Side};
 use crate::wire::{ReasonCode, Schedule};
 
 /// The cluster's commands.
@@ -1321,8 +1321,8 @@ type RecordBytes = (u8, Vec<u8>);
 /// every checkpoint by LSN (a pruned journal is verified from one).
 #[derive(Default)]
 struct Gathered {
-    union: BTreeMap<u64, RecordBytes>,
-    checkpoints: BTreeMap<u64, crate::sequencer::Checkpoint>,
+    union: BTreeMap<Lsn, RecordBytes>,
+    checkpoints: BTreeMap<Lsn, crate::sequencer::Checkpoint>,
 }
 
 /// Why a replica's journal could not be gathered.
@@ -1330,7 +1330,7 @@ struct Gathered {
 enum GatherError {
     /// It holds another record than a replica read before at that LSN.
     #[error("replica {replica} disagrees at LSN {lsn}")]
-    Disagrees { replica: usize, lsn: u64 },
+    Disagrees { replica: usize, lsn: Lsn },
     /// It could not be read (while running: a segment pruned under it).
     #[error("replica {replica}: {reason}")]
     Unreadable { replica: usize, reason: String },
@@ -1377,13 +1377,13 @@ impl Gathered {
     fn contiguous(
         self,
     ) -> (
-        BTreeMap<u64, RecordBytes>,
+        BTreeMap<Lsn, RecordBytes>,
         Vec<crate::sequencer::Checkpoint>,
-        Option<u64>,
+        Option<Lsn>,
     ) {
         let mut union = self.union;
         let mut gap = None;
-        let mut previous: Option<u64> = None;
+        let mut previous: Option<Lsn> = None;
         for &lsn in union.keys() {
             if previous.is_some_and(|p| p.checked_add(1) != Some(lsn)) {
                 gap = Some(lsn);
@@ -1529,7 +1529,7 @@ async fn run_faults(
 /// releases for a seal not committed or before its batch closed.
 fn report_campaign(
     traded: &Traded,
-    union: &BTreeMap<u64, (u8, Vec<u8>)>,
+    union: &BTreeMap<Lsn, (u8, Vec<u8>)>,
     checkpoints: &[crate::sequencer::Checkpoint],
 ) -> Result<usize, Box<dyn std::error::Error + Send + Sync>> {
     let mut broken = 0;

@@ -92,8 +92,8 @@ pub fn encode_checkpoint_file(lsn: Lsn, replay_from: Lsn, payload: &[u8]) -> Vec
         Vec::with_capacity(CHECKPOINT_HEADER_LEN + payload.len() + CHECKPOINT_TRAILER_LEN);
     out.extend_from_slice(&CHECKPOINT_MAGIC);
     out.extend_from_slice(&CHECKPOINT_FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&lsn.to_le_bytes());
-    out.extend_from_slice(&replay_from.to_le_bytes());
+    out.extend_from_slice(&lsn.get().to_le_bytes());
+    out.extend_from_slice(&replay_from.get().to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(payload);
     let crc = crc32c::crc32c(&out);
@@ -125,8 +125,8 @@ pub fn decode_checkpoint_file(
     if bytes[..8] != CHECKPOINT_MAGIC || bytes[8..12] != CHECKPOINT_FORMAT_VERSION.to_le_bytes() {
         return Err(CheckpointProblem::Format);
     }
-    let lsn = le_u64(12)?;
-    let replay_from = le_u64(20)?;
+    let lsn = Lsn(le_u64(12)?);
+    let replay_from = Lsn(le_u64(20)?);
     let payload_len = usize::try_from(le_u64(28)?).map_err(|_| truncated.clone())?;
     let body_len = CHECKPOINT_HEADER_LEN
         .checked_add(payload_len)
@@ -141,7 +141,7 @@ pub fn decode_checkpoint_file(
     if crc != Some(crc32c::crc32c(&bytes[..body_len])) {
         return Err(CheckpointProblem::Checksum);
     }
-    if lsn != name_lsn || replay_from > lsn || replay_from == 0 {
+    if lsn != name_lsn || replay_from > lsn || replay_from == Lsn::NONE {
         return Err(CheckpointProblem::Lsn {
             header: lsn,
             replay_from,
@@ -263,7 +263,7 @@ impl<S: Storage> Journal<S> {
         payload: &[u8],
         prune: bool,
     ) -> Result<CheckpointWritten, JournalError> {
-        if replay_from == 0 || replay_from > lsn || lsn > self.next_lsn {
+        if replay_from == Lsn::NONE || replay_from > lsn || lsn > self.next_lsn {
             return Err(JournalError::Config(
                 "a checkpoint needs 0 < replay_from <= lsn <= next LSN",
             ));
@@ -397,27 +397,36 @@ mod tests {
 
     #[test]
     fn names_round_trip_and_segment_names_are_not_checkpoints() {
-        assert_eq!(checkpoint_name(42), "checkpoint-00000000000000000042.sbc");
-        assert_eq!(parse_checkpoint_name(&checkpoint_name(42)), Some(42));
-        assert_eq!(parse_checkpoint_name(&super::super::segment_name(42)), None);
+        assert_eq!(
+            checkpoint_name(Lsn(42)),
+            "checkpoint-00000000000000000042.sbc"
+        );
+        assert_eq!(
+            parse_checkpoint_name(&checkpoint_name(Lsn(42))),
+            Some(Lsn(42))
+        );
+        assert_eq!(
+            parse_checkpoint_name(&super::super::segment_name(Lsn(42))),
+            None
+        );
         assert_eq!(parse_checkpoint_name("checkpoint-42.sbc"), None);
     }
 
     #[test]
     fn a_file_decodes_and_any_damage_is_refused() {
-        let bytes = encode_checkpoint_file(100, 7, b"state");
-        let ok = decode_checkpoint_file(&bytes, 100).expect("decodes");
+        let bytes = encode_checkpoint_file(Lsn(100), Lsn(7), b"state");
+        let ok = decode_checkpoint_file(&bytes, Lsn(100)).expect("decodes");
         assert_eq!(
             (ok.lsn, ok.replay_from, &ok.payload[..]),
-            (100, 7, &b"state"[..])
+            (Lsn(100), Lsn(7), &b"state"[..])
         );
         assert!(matches!(
-            decode_checkpoint_file(&bytes, 101),
+            decode_checkpoint_file(&bytes, Lsn(101)),
             Err(CheckpointProblem::Lsn { .. })
         ));
         for cut in 0..bytes.len() {
             assert!(
-                decode_checkpoint_file(&bytes[..cut], 100).is_err(),
+                decode_checkpoint_file(&bytes[..cut], Lsn(100)).is_err(),
                 "cut at {cut}"
             );
         }
@@ -425,12 +434,12 @@ mod tests {
             let mut flipped = bytes.clone();
             flipped[at] ^= 0x10;
             assert!(
-                decode_checkpoint_file(&flipped, 100).is_err(),
+                decode_checkpoint_file(&flipped, Lsn(100)).is_err(),
                 "flip at {at}"
             );
         }
-        let inverted = encode_checkpoint_file(100, 101, b"");
-        assert!(decode_checkpoint_file(&inverted, 100).is_err());
+        let inverted = encode_checkpoint_file(Lsn(100), Lsn(101), b"");
+        assert!(decode_checkpoint_file(&inverted, Lsn(100)).is_err());
     }
 
     /// A storage that removes `vanishing` right after listing the directory,
@@ -474,7 +483,7 @@ mod tests {
     #[test]
     fn a_checkpoint_removed_between_listing_and_reading_is_left_out() {
         let disk = crate::journal::SimStorage::new(3);
-        for (lsn, replay_from) in [(100, 90), (150, 140)] {
+        for (lsn, replay_from) in [(Lsn(100), Lsn(90)), (Lsn(150), Lsn(140))] {
             disk.set_file_bytes(
                 &checkpoint_name(lsn),
                 encode_checkpoint_file(lsn, replay_from, b"state"),
@@ -482,7 +491,7 @@ mod tests {
         }
         let mut storage = Vanishing {
             disk: disk.clone(),
-            vanishing: checkpoint_name(100),
+            vanishing: checkpoint_name(Lsn(100)),
         };
         let found = read_checkpoints(&mut storage).expect("a vanished file is no error");
         let lsns: Vec<Lsn> = found

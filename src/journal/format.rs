@@ -32,7 +32,7 @@ pub fn encode_segment_header(first_lsn: Lsn) -> [u8; SEGMENT_HEADER_LEN] {
     header[0..8].copy_from_slice(&SEGMENT_MAGIC);
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     // 12..16: flags, zero in version 1.
-    header[16..24].copy_from_slice(&first_lsn.to_le_bytes());
+    header[16..24].copy_from_slice(&first_lsn.get().to_le_bytes());
     let crc = crc32c::crc32c(&header[0..24]);
     header[24..28].copy_from_slice(&crc.to_le_bytes());
     // 28..32: reserved, zero.
@@ -82,7 +82,7 @@ pub fn decode_segment_header(bytes: &[u8]) -> Result<Lsn, HeaderProblem> {
     if header[12..16] != [0; 4] || header[28..32] != [0; 4] {
         return Err(HeaderProblem::Reserved);
     }
-    Ok(le_u64(&header[16..24]))
+    Ok(Lsn(le_u64(&header[16..24])))
 }
 
 /// Appends the frame of one record to `out`.
@@ -95,7 +95,7 @@ pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, kind: u8, payload: &[u8]) {
     out.extend_from_slice(&len.to_le_bytes());
     out.push(kind);
     out.extend_from_slice(&[0; 3]);
-    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&lsn.get().to_le_bytes());
     out.extend_from_slice(payload);
     let crc = crc32c::crc32c(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -156,7 +156,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<FrameRef<'_>, FrameProblem> {
     if header[5..8] != [0; 3] {
         return Err(FrameProblem::Reserved);
     }
-    let lsn = le_u64(&header[8..16]);
+    let lsn = Lsn(le_u64(&header[8..16]));
     let frame_len = FRAME_OVERHEAD_LEN + payload_len;
     let frame = bytes.get(..frame_len).ok_or(FrameProblem::Incomplete)?;
     let body_len = FRAME_HEADER_LEN + payload_len;
@@ -197,8 +197,8 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_rejects_damage() {
-        let header = encode_segment_header(42);
-        assert_eq!(decode_segment_header(&header), Ok(42));
+        let header = encode_segment_header(Lsn(42));
+        assert_eq!(decode_segment_header(&header), Ok(Lsn(42)));
         assert_eq!(
             decode_segment_header(&header[..31]),
             Err(HeaderProblem::Short)
@@ -217,12 +217,12 @@ mod tests {
     #[test]
     fn frame_round_trips_and_every_byte_flip_is_caught() {
         let mut out = Vec::new();
-        encode_frame(&mut out, 7, 2, b"payload");
+        encode_frame(&mut out, Lsn(7), 2, b"payload");
         assert_eq!(out.len(), FRAME_OVERHEAD_LEN + 7);
         let frame = decode_frame(&out).unwrap();
         assert_eq!(
             (frame.lsn, frame.kind, frame.payload, frame.frame_len),
-            (7, 2, &b"payload"[..], out.len())
+            (Lsn(7), 2, &b"payload"[..], out.len())
         );
         for i in 0..out.len() {
             for bit in 0..8 {

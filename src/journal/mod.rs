@@ -59,7 +59,7 @@
 //! // 2: a seal, for the sequencer).
 //! let first = journal.append(1, b"envelope bytes")?;
 //! let second = journal.append(2, b"seal bytes")?;
-//! assert_eq!((first, second), (1, 2));
+//! assert_eq!((first.get(), second.get()), (1, 2));
 //! assert_eq!(journal.durable_lsn(), 0); // appended, not yet durable
 //! assert_eq!(journal.sync()?, 2); // one fdatasync for both: now receipts may go out
 //!
@@ -151,7 +151,7 @@ const SEGMENT_NAME_DIGITS: usize = 20;
 /// Largest LSN a segment may start at; far beyond any real journal
 /// (2^62 records at a million per second take 146,000 years), it keeps LSN
 /// arithmetic free of overflow whatever a file name says.
-pub const LSN_MAX: Lsn = 1 << 62;
+pub const LSN_MAX: Lsn = Lsn(1 << 62);
 
 const _: () = assert!(RECORD_PAYLOAD_BYTES_MAX <= u32::MAX as usize);
 const _: () = assert!((RECORD_PAYLOAD_BYTES_MAX as u64) < SEGMENT_BYTES_DEFAULT);
@@ -491,7 +491,7 @@ impl<S: Storage> Journal<S> {
             segments: segments.len(),
         };
         let Some(last_index) = segments.len().checked_sub(1) else {
-            let journal = Journal::start_first_segment(storage, config, 1)?;
+            let journal = Journal::start_first_segment(storage, config, Lsn::FIRST)?;
             return Ok((journal, recovery));
         };
 
@@ -594,7 +594,7 @@ impl<S: Storage> Journal<S> {
         let mut segments = list_segments(&mut storage, config)?;
         let count = segments.len();
         let Some((last_lsn, last_name)) = segments.pop() else {
-            let journal = Journal::start_first_segment(storage, config, 1)?;
+            let journal = Journal::start_first_segment(storage, config, Lsn::FIRST)?;
             let records = RecordStream {
                 storage: None,
                 segments: Vec::new().into_iter(),
@@ -715,7 +715,7 @@ impl<S: Storage> Journal<S> {
         config: JournalConfig,
         first_lsn: Lsn,
     ) -> Result<Journal<S>, JournalError> {
-        if first_lsn == 0 {
+        if first_lsn == Lsn::NONE {
             return Err(JournalError::Config("a journal's first LSN is at least 1"));
         }
         if !list_segments(&mut storage, config)?.is_empty() {
@@ -977,7 +977,7 @@ fn read_segment<S: Storage>(
     let mut file = storage.open(name).map_err(io)?;
     let bytes = file.read_all().map_err(io)?;
 
-    if name_lsn == 0 || name_lsn > LSN_MAX {
+    if name_lsn == Lsn::NONE || name_lsn > LSN_MAX {
         return Err(corrupt(0, Corruption::LsnOutOfRange(name_lsn)));
     }
     if let Some(expected) = next_lsn

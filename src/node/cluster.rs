@@ -20,7 +20,7 @@ use crate::replica::certificate::{AttestAnswer, Attestor, CommitCertificate, Com
 use crate::replica::network::{AllowedPeers, Links, Network, Peer};
 use crate::replica::{LogStore, Proposal, ReplicaId, ReplicaNode, Replication, StateMachine};
 use crate::secret_file::load_or_create_key32;
-use crate::types::BatchId;
+use crate::types::{BatchId, Lsn};
 
 use super::config::ClusterConfig;
 use super::driver::replica::{LeaderHint, Members, ReplicaLink};
@@ -110,7 +110,7 @@ pub(super) async fn start(
     machine.record_log(Arc::clone(attestor.log()));
     machine.take_checkpoints(checkpoints_rx);
     let log = LogStore::open(&raft_dir).map_err(replication_error)?;
-    let sequencer = recovery::recover_replica(config, key_seed, 0)?;
+    let sequencer = recovery::recover_replica(config, key_seed, Lsn::NONE)?;
     // The committee log entries the sequencer retains (a checkpoint's
     // among them) are committed: this replica attests them.
     let remembered = attestor.log().remember(&sequencer);

@@ -16,6 +16,7 @@ use crate::market::AccountId;
 use crate::sequencer::{
     Checkpoint, Genesis, Journaled, OpToken, Sequencer, SequencerError, SequencerRecord,
 };
+use crate::types::Lsn;
 
 use crate::secret_file::load_or_create_key32;
 
@@ -140,7 +141,7 @@ pub(super) fn recover(
     tracing::info!(
         records = records.records_read(),
         segments = segment_count,
-        checkpoint = checkpoint_lsn.unwrap_or(0),
+        checkpoint = checkpoint_lsn.unwrap_or(Lsn::NONE).get(),
         ms = replay_started.elapsed().as_millis() as u64,
         "journal replayed"
     );
@@ -216,7 +217,9 @@ fn replica_from_journal(
     let custodian = custodian(config, &key, &genesis)?;
     // Records read up to a torn tail the writer is still writing: the
     // journal's next LSN here is one past the last whole record.
-    let mut last = checkpoint.as_ref().map_or(0, |c| c.lsn.saturating_sub(1));
+    let mut last = checkpoint
+        .as_ref()
+        .map_or(Lsn::NONE, |c| c.lsn.saturating_sub(1));
     let mut collected = Vec::new();
     collected.extend(first);
     for record in &mut records {

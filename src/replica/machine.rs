@@ -335,11 +335,11 @@ impl StateMachine {
                 None => true,
                 // Before the remembered entries, or in another leader's:
                 // not provably the records the checkpoint covers.
-                Some(expected) => proposer == Some(expected) && last > 0,
+                Some(expected) => proposer == Some(expected) && last > Lsn::NONE,
             };
             if !valid {
                 tracing::debug!(
-                    lsn = job.lsn,
+                    lsn = job.lsn.get(),
                     "a leader's checkpoint over records it did not commit is dropped"
                 );
                 continue;
@@ -354,7 +354,9 @@ impl StateMachine {
     /// The next LSN the journal will give.
     #[must_use]
     pub fn next_lsn(&self) -> Lsn {
-        self.writer.as_ref().map_or(1, JournalWriter::next_lsn)
+        self.writer
+            .as_ref()
+            .map_or(Lsn::FIRST, JournalWriter::next_lsn)
     }
 
     fn writer(&mut self) -> Result<&mut JournalWriter<ReplicaStorage>> {
@@ -477,14 +479,14 @@ fn decode_snapshot(bytes: &[u8]) -> std::result::Result<SnapshotData, String> {
     let checkpoint = match r.u8("checkpoint presence").map_err(e)? {
         0 => None,
         1 => {
-            let lsn = r.u64("checkpoint LSN").map_err(e)?;
-            let replay_from = r.u64("checkpoint replay-from").map_err(e)?;
+            let lsn = Lsn(r.u64("checkpoint LSN").map_err(e)?);
+            let replay_from = Lsn(r.u64("checkpoint replay-from").map_err(e)?);
             let payload = r.blob("checkpoint", usize::MAX >> 1).map_err(e)?.to_vec();
             Some((lsn, replay_from, payload))
         }
         _ => return Err("bad checkpoint presence byte".into()),
     };
-    let first_lsn = r.u64("first LSN").map_err(e)?;
+    let first_lsn = Lsn(r.u64("first LSN").map_err(e)?);
     let count = r.count("records", SNAPSHOT_RECORDS_MAX).map_err(e)?;
     let mut records = Vec::with_capacity(count.min(1 << 16));
     for _ in 0..count {
@@ -500,7 +502,7 @@ fn decode_snapshot(bytes: &[u8]) -> std::result::Result<SnapshotData, String> {
         ));
     }
     r.finish().map_err(e)?;
-    if first_lsn == 0 {
+    if first_lsn == Lsn::NONE {
         return Err("a snapshot's records start at LSN 0".into());
     }
     Ok(SnapshotData {
@@ -617,7 +619,7 @@ fn read_journal_part<S: Storage + Clone>(
         .into_iter()
         .filter_map(|found| found.checkpoint.ok())
         .find(|c| c.lsn <= last_lsn + 1);
-    let from = checkpoint.as_ref().map_or(1, |c| c.replay_from);
+    let from = checkpoint.as_ref().map_or(Lsn::FIRST, |c| c.replay_from);
     let recovery = Journal::open_read_only(storage, JournalConfig::default())?;
     let mut records = Vec::new();
     for record in recovery.records.skip_below(from) {
@@ -652,13 +654,13 @@ fn encode_snapshot(meta: &SnapshotMeta<ReplicaId, ReplicaNode>, part: &JournalPa
     match &part.checkpoint {
         Some(c) => {
             out.put_u8(1);
-            out.put_u64(c.lsn);
-            out.put_u64(c.replay_from);
+            out.put_u64(c.lsn.get());
+            out.put_u64(c.replay_from.get());
             out.put_blob(&c.payload);
         }
         None => out.put_u8(0),
     }
-    out.put_u64(part.from);
+    out.put_u64(part.from.get());
     out.put_u32(part.records.len() as u32);
     for record in &part.records {
         out.put_u8(record.kind);
@@ -677,7 +679,7 @@ fn nothing_applied() -> Snapshot<Replication> {
     };
     let empty = JournalPart {
         checkpoint: None,
-        from: 1,
+        from: Lsn::FIRST,
         records: Vec::new(),
     };
     let bytes = encode_snapshot(&meta, &empty);
@@ -743,7 +745,7 @@ impl RaftSnapshotBuilder<Replication> for SnapshotBuilder {
             Ok(bytes) => {
                 tracing::info!(
                     bytes = bytes.len(),
-                    last_lsn = self.job.last_lsn,
+                    last_lsn = self.job.last_lsn.get(),
                     took_ms = started.elapsed().as_millis() as u64,
                     "snapshot built"
                 );
@@ -755,7 +757,7 @@ impl RaftSnapshotBuilder<Replication> for SnapshotBuilder {
             Err(error) => {
                 tracing::error!(
                     %error,
-                    last_lsn = self.job.last_lsn,
+                    last_lsn = self.job.last_lsn.get(),
                     retry_after_s = self.retry_after.as_secs(),
                     "the snapshot could not be built; the replica goes on with the snapshot \
                      it has and its log unpurged, and builds one again later"
@@ -1012,7 +1014,7 @@ mod tests {
         }
     }
 
-    fn payload(lsn: Lsn) -> Vec<u8> {
+    fn payload(lsn: u64) -> Vec<u8> {
         lsn.to_le_bytes().repeat(12)
     }
 
@@ -1043,10 +1045,10 @@ mod tests {
             journal.append(1, &payload(lsn)).expect("appends");
         }
         journal
-            .write_checkpoint(100, 90, b"at 100", true)
+            .write_checkpoint(Lsn(100), Lsn(90), b"at 100", true)
             .expect("checkpoint");
         journal
-            .write_checkpoint(150, 140, b"at 150", true)
+            .write_checkpoint(Lsn(150), Lsn(140), b"at 150", true)
             .expect("checkpoint");
         // Taken when the builder is made, as `get_snapshot_builder` does.
         let hold = journal.file_holds().hold();
@@ -1056,10 +1058,10 @@ mod tests {
                 journal.append(1, &payload(lsn)).expect("appends");
             }
             journal
-                .write_checkpoint(300, 290, b"at 300", true)
+                .write_checkpoint(Lsn(300), Lsn(290), b"at 300", true)
                 .expect("checkpoint");
             journal
-                .write_checkpoint(350, 340, b"at 350", true)
+                .write_checkpoint(Lsn(350), Lsn(340), b"at 350", true)
                 .expect("checkpoint");
         }));
         let at = match when {
@@ -1078,7 +1080,7 @@ mod tests {
             at,
             work: Arc::new(Mutex::new(work)),
         };
-        let part = read_journal_part(storage, 200);
+        let part = read_journal_part(storage, Lsn(200));
         drop(hold);
         assert!(!holds.held());
         let part = part.unwrap_or_else(|error| panic!("{when:?}: the build failed: {error}"));
@@ -1089,13 +1091,17 @@ mod tests {
                 checkpoint.replay_from,
                 &checkpoint.payload[..]
             ),
-            (150, 140, &b"at 150"[..]),
+            (Lsn(150), Lsn(140), &b"at 150"[..]),
             "{when:?}"
         );
         assert_eq!(part.from, 140);
         let lsns: Vec<Lsn> = part.records.iter().map(|r| r.lsn).collect();
-        assert_eq!(lsns, (140..=200).collect::<Vec<_>>(), "{when:?}");
-        assert!(part.records.iter().all(|r| r.payload == payload(r.lsn)));
+        assert_eq!(lsns, (140..=200).map(Lsn).collect::<Vec<_>>(), "{when:?}");
+        assert!(
+            part.records
+                .iter()
+                .all(|r| r.payload == payload(r.lsn.get()))
+        );
     }
 
     #[test]
@@ -1114,7 +1120,7 @@ mod tests {
     }
     fn entry(index: u64) -> Entry<Replication> {
         let writes = [JournalWrite {
-            lsn: index,
+            lsn: Lsn(index),
             kind: RecordKind::Config,
             payload: payload(index),
         }];

@@ -154,10 +154,10 @@ impl Decode for Checkpoint {
             return Err(r.invalid("tag", offset));
         }
         let genesis = decode_genesis_blob(&mut r)?;
-        let lsn = r.u64("lsn")?;
+        let lsn = Lsn(r.u64("lsn")?);
         let offset = r.offset();
-        let replay_from = r.u64("replay from")?;
-        if replay_from == 0 || replay_from > lsn {
+        let replay_from = Lsn(r.u64("replay from")?);
+        if replay_from == Lsn::NONE || replay_from > lsn {
             return Err(r.invalid("replay from", offset));
         }
         let closed_below = r.u64("closed below")?;
@@ -221,8 +221,8 @@ impl Encode for Checkpoint {
         out.reserve(64 + 44 * self.balances.len());
         out.extend_from_slice(&CHECKPOINT_TAG);
         encode_genesis_blob(&self.genesis, out);
-        out.put_u64(self.lsn);
-        out.put_u64(self.replay_from);
+        out.put_u64(self.lsn.get());
+        out.put_u64(self.replay_from.get());
         out.put_u64(self.closed_below);
         // Counts are bounded by the decoder's maxima, all below u32::MAX.
         out.put_u32(self.unfinished.len() as u32);

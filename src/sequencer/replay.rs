@@ -79,7 +79,7 @@ impl Sequencer {
     /// ([`Event::KeyUnavailable`](super::Event::KeyUnavailable)), and is asked for again at the timeouts.
     pub fn resume(&mut self, now_ms: u64) {
         self.resumed_ms = self.observe(now_ms);
-        if self.next_lsn == 1 {
+        if self.next_lsn == Lsn::FIRST {
             let record = SequencerRecord::Genesis(self.genesis.clone());
             self.push_journal(&record);
         }
@@ -124,9 +124,11 @@ impl Sequencer {
         let record = SequencerRecord::decode(kind, payload)
             .map_err(|source| SequencerError::Record { lsn, source })?;
         match (lsn, record) {
-            (1, SequencerRecord::Genesis(found)) if found == self.genesis => {}
-            (1, SequencerRecord::Genesis(_)) => return Err(SequencerError::GenesisMismatch),
-            (1, _) => return Err(SequencerError::NoGenesis(lsn)),
+            (Lsn::FIRST, SequencerRecord::Genesis(found)) if found == self.genesis => {}
+            (Lsn::FIRST, SequencerRecord::Genesis(_)) => {
+                return Err(SequencerError::GenesisMismatch);
+            }
+            (Lsn::FIRST, _) => return Err(SequencerError::NoGenesis(lsn)),
             (_, record) => self.replay(lsn, record)?,
         }
         self.next_lsn = lsn + 1;

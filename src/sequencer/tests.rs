@@ -54,7 +54,7 @@ fn embedded(genesis: &Genesis) -> Box<EmbeddedCustodian> {
 fn boot_with(genesis: Genesis, records: Vec<(Lsn, u8, Vec<u8>)>, now_ms: u64) -> Sequencer {
     let key = SequencerKey::from_seed(&[7; 32]);
     let custodian = embedded(&genesis);
-    let next_lsn = records.last().map_or(1, |r| r.0 + 1);
+    let next_lsn = records.last().map_or(Lsn::FIRST, |r| r.0 + 1);
     Sequencer::recover(
         genesis,
         Limits::default(),
@@ -596,7 +596,7 @@ fn operator_deposits_credit_once_per_reference_across_checkpoints() {
         Journaled {
             checkpoint: Some(checkpoint),
             records: Vec::new(),
-            next_lsn: journal.len() as u64 + 1,
+            next_lsn: Lsn(journal.len() as u64 + 1),
         },
         GENESIS_MS,
     )
@@ -762,7 +762,7 @@ fn withdrawals_are_taken_once_in_sequence_and_paid_out_once() {
         .expect("a withdrawal record");
     let mut again = payload.clone();
     again[..8].copy_from_slice(&3u64.to_le_bytes());
-    tampered.push((tampered.len() as u64 + 1, kind, again));
+    tampered.push((Lsn(tampered.len() as u64 + 1), kind, again));
     assert!(verify_journal(tampered).is_err(), "record {lsn} replayed");
 }
 
@@ -925,7 +925,7 @@ fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
                 .filter(|r| r.0 >= c.replay_from)
                 .cloned()
                 .collect();
-            let next_lsn = journal.last().map_or(1, |r| r.0 + 1);
+            let next_lsn = journal.last().map_or(Lsn::FIRST, |r| r.0 + 1);
             sequencer = Sequencer::recover(
                 genesis.clone(),
                 Limits::default(),
@@ -1285,7 +1285,7 @@ fn a_key_released_for_one_seal_proves_no_other() {
         .expect("the seal of e");
     let mut forged: Vec<(Lsn, u8, Vec<u8>)> = journal[..cut].to_vec();
     let mut push = |record: SequencerRecord| {
-        let lsn = forged.last().map_or(1, |r| r.0 + 1);
+        let lsn = forged.last().map_or(Lsn::FIRST, |r| r.0 + 1);
         forged.push((lsn, record.kind().to_byte(), record.encode()));
     };
     push(SequencerRecord::Envelope {
@@ -1757,7 +1757,7 @@ fn a_batch_whose_key_is_late_keeps_its_window_through_restarts() {
         Journaled {
             checkpoint: None,
             records: journal.iter().take(1).cloned().collect::<Vec<_>>(),
-            next_lsn: 2,
+            next_lsn: Lsn(2),
         },
         GENESIS_MS,
     )
@@ -1886,7 +1886,7 @@ fn a_committee_of_another_deployment_is_refused_by_recovery_and_by_verify() {
         Journaled {
             checkpoint: None,
             records: journal,
-            next_lsn: journal_len + 1,
+            next_lsn: Lsn(journal_len + 1),
         },
         GENESIS_MS,
     );

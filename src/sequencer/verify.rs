@@ -521,7 +521,7 @@ fn walk(
         None => return Err(VerifyError::NoGenesis),
     };
     // The last LSN read: the genesis record's, if it is read here.
-    let mut last_lsn = 0;
+    let mut last_lsn = Lsn::NONE;
     let genesis = match start {
         Some(checkpoint) => checkpoint.genesis.clone(),
         None => match records.next() {

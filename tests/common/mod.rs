@@ -294,7 +294,9 @@ pub struct JournalSummary {
 
 impl JournalSummary {
     /// Summarises `records` (LSN, kind, payload), in journal order.
-    pub fn of<'a>(records: impl IntoIterator<Item = &'a (u64, u8, Vec<u8>)>) -> JournalSummary {
+    pub fn of<'a>(
+        records: impl IntoIterator<Item = &'a (sealbatch::journal::Lsn, u8, Vec<u8>)>,
+    ) -> JournalSummary {
         let mut summary = JournalSummary {
             envelopes: BTreeMap::new(),
             seals: BTreeMap::new(),

@@ -10,8 +10,8 @@ use std::path::Path;
 
 use sealbatch::journal::format::{FRAME_OVERHEAD_LEN, SEGMENT_HEADER_LEN};
 use sealbatch::journal::{
-    Corruption, Journal, JournalConfig, JournalError, JournalWriter, ReadOnlyFsStorage, Storage,
-    StorageFile, WriterEvent, segment_name,
+    Corruption, Journal, JournalConfig, JournalError, JournalWriter, Lsn, ReadOnlyFsStorage,
+    Storage, StorageFile, WriterEvent, segment_name,
 };
 use tempfile::TempDir;
 
@@ -65,7 +65,7 @@ fn records_survive_reopen_across_segments() {
 
     let names = segment_files(dir.path());
     assert!(names.len() > 5, "rotated: {names:?}");
-    assert_eq!(names[0], segment_name(1));
+    assert_eq!(names[0], segment_name(Lsn(1)));
     for name in &names {
         let len = fs::metadata(dir.path().join(name)).unwrap().len();
         assert!(len <= 4096, "{name} is {len} bytes");
@@ -93,12 +93,12 @@ fn a_torn_tail_is_cut_on_disk() {
     }
     journal.sync().unwrap();
     drop(journal);
-    let path = dir.path().join(segment_name(1));
+    let path = dir.path().join(segment_name(Lsn(1)));
     let good_len = fs::metadata(&path).unwrap().len();
 
     // Half a frame: a record whose write was interrupted.
     let mut frame = Vec::new();
-    sealbatch::journal::format::encode_frame(&mut frame, 6, ENVELOPE, &payload(6));
+    sealbatch::journal::format::encode_frame(&mut frame, Lsn(6), ENVELOPE, &payload(6));
     let mut file = OpenOptions::new().append(true).open(&path).unwrap();
     file.write_all(&frame[..frame.len() / 2]).unwrap();
     drop(file);
@@ -123,7 +123,7 @@ fn mid_file_corruption_stops_recovery_with_file_and_offset() {
         assert_eq!(journal.durable_lsn(), i + 1);
     }
     drop(journal);
-    let path = dir.path().join(segment_name(1));
+    let path = dir.path().join(segment_name(Lsn(1)));
     let mut bytes = fs::read(&path).unwrap();
     let third = SEGMENT_HEADER_LEN + 2 * (FRAME_OVERHEAD_LEN + payload(0).len());
     bytes[third + 20] ^= 1;
@@ -136,7 +136,7 @@ fn mid_file_corruption_stops_recovery_with_file_and_offset() {
             offset,
             problem:
                 Corruption::Record {
-                    expected_lsn: 3,
+                    expected_lsn: Lsn(3),
                     later: Some(_),
                     ..
                 },
@@ -153,7 +153,7 @@ fn mid_file_corruption_stops_recovery_with_file_and_offset() {
 fn bad_magic_is_reported() {
     let dir = temp_dir("magic");
     fs::create_dir_all(dir.path()).unwrap();
-    fs::write(dir.path().join(segment_name(1)), [b'x'; 64]).unwrap();
+    fs::write(dir.path().join(segment_name(Lsn(1))), [b'x'; 64]).unwrap();
     let error = Journal::open_dir(dir.path(), JournalConfig::default()).unwrap_err();
     assert!(error.to_string().contains("bad segment header"), "{error}");
 }
@@ -166,7 +166,7 @@ fn writer_thread_on_disk() {
     for i in 0..2000 {
         writer.append(ENVELOPE, payload(i)).unwrap();
     }
-    let mut durable = 0;
+    let mut durable = Lsn::NONE;
     while durable < 2000 {
         match writer.wait_event() {
             Some(WriterEvent::Durable { lsn, .. }) => durable = lsn,
@@ -207,7 +207,7 @@ fn a_read_only_open_reads_up_to_a_torn_tail_and_changes_nothing() {
     let last = dir.path().join(names.last().unwrap());
     let good_len = fs::metadata(&last).unwrap().len();
     let mut frame = Vec::new();
-    sealbatch::journal::format::encode_frame(&mut frame, 101, ENVELOPE, &payload(101));
+    sealbatch::journal::format::encode_frame(&mut frame, Lsn(101), ENVELOPE, &payload(101));
     let mut file = OpenOptions::new().append(true).open(&last).unwrap();
     file.write_all(&frame[..frame.len() / 2]).unwrap();
     drop(file);
@@ -230,7 +230,10 @@ fn a_read_only_open_reads_up_to_a_torn_tail_and_changes_nothing() {
     let records: Vec<_> = recovery.records.collect::<Result<_, _>>().unwrap();
     assert_eq!(records.len(), 100);
     for (i, record) in records.iter().enumerate() {
-        assert_eq!((record.lsn, &record.payload), (i as u64 + 1, &payload(i)));
+        assert_eq!(
+            (record.lsn, &record.payload),
+            (Lsn(i as u64 + 1), &payload(i))
+        );
     }
     assert_eq!(files(dir.path()), before, "byte for byte unchanged");
 
@@ -251,7 +254,7 @@ fn a_read_only_open_leaves_a_torn_segment_header_and_an_empty_directory_alone() 
     journal.sync().unwrap();
     drop(journal);
     // A segment whose creation was torn: part of a header.
-    fs::write(dir.path().join(segment_name(4)), [0x53, 0x42]).unwrap();
+    fs::write(dir.path().join(segment_name(Lsn(4))), [0x53, 0x42]).unwrap();
     let before = files(dir.path());
     let recovery = Journal::open_dir_read_only(dir.path(), JournalConfig::default()).unwrap();
     assert!(recovery.truncation.is_some());
@@ -278,7 +281,7 @@ fn a_read_only_open_reports_damage_before_the_last_segment() {
     }
     journal.sync().unwrap();
     drop(journal);
-    let first = dir.path().join(segment_name(1));
+    let first = dir.path().join(segment_name(Lsn(1)));
     let mut bytes = fs::read(&first).unwrap();
     bytes[SEGMENT_HEADER_LEN + 20] ^= 1;
     fs::write(&first, &bytes).unwrap();
@@ -307,12 +310,12 @@ fn read_only_storage_refuses_every_write() {
         assert_eq!(result.unwrap_err().kind(), ErrorKind::PermissionDenied);
     };
     refused(storage.create("new").map(drop));
-    refused(storage.remove(&segment_name(1)));
+    refused(storage.remove(&segment_name(Lsn(1))));
     refused(storage.sync_dir());
-    let mut file = storage.open(&segment_name(1)).unwrap();
+    let mut file = storage.open(&segment_name(Lsn(1))).unwrap();
     assert_eq!(file.read_all().unwrap().len(), SEGMENT_HEADER_LEN);
     refused(file.append(b"x"));
     refused(file.sync_data());
     refused(file.truncate_sync(0));
-    assert_eq!(segment_files(dir.path()), vec![segment_name(1)]);
+    assert_eq!(segment_files(dir.path()), vec![segment_name(Lsn(1))]);
 }

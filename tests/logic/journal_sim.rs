@@ -72,7 +72,7 @@ fn run(
                 Ok(lsn) => {
                     assert_eq!(
                         lsn,
-                        outcome.appended.len() as Lsn + 1,
+                        Lsn(outcome.appended.len() as u64) + 1,
                         "LSNs are contiguous"
                     );
                     outcome.appended.push(Record {
@@ -86,7 +86,7 @@ fn run(
         }
         match journal.sync() {
             Ok(lsn) => {
-                assert_eq!(lsn, outcome.appended.len() as Lsn);
+                assert_eq!(lsn, Lsn(outcome.appended.len() as u64));
                 outcome.acked = lsn;
             }
             Err(_) => return,
@@ -119,7 +119,7 @@ fn check_recovery_with(
     };
     let records = recovery.records;
     assert!(
-        records.len() as Lsn >= outcome.acked,
+        Lsn(records.len() as u64) >= outcome.acked,
         "{context}: lost acknowledged records: recovered {} < acked {}",
         records.len(),
         outcome.acked
@@ -131,15 +131,23 @@ fn check_recovery_with(
         outcome.appended.len()
     );
     for (index, record) in records.iter().enumerate() {
-        assert_eq!(record.lsn, index as Lsn + 1, "{context}: LSN gap");
+        assert_eq!(record.lsn, Lsn(index as u64) + 1, "{context}: LSN gap");
         assert!(
             *record == outcome.appended[index],
             "{context}: record {} differs from what was appended",
             record.lsn
         );
     }
-    assert_eq!(journal.next_lsn(), records.len() as Lsn + 1, "{context}");
-    assert_eq!(journal.durable_lsn(), records.len() as Lsn, "{context}");
+    assert_eq!(
+        journal.next_lsn(),
+        Lsn(records.len() as u64) + 1,
+        "{context}"
+    );
+    assert_eq!(
+        journal.durable_lsn(),
+        Lsn(records.len() as u64),
+        "{context}"
+    );
     (records, recovery.truncation)
 }
 
@@ -180,8 +188,8 @@ fn crash_at_every_write_point_loses_no_acknowledged_record() {
                 }) => tails_cut += 1,
                 None => {}
             }
-            if outcome.appended.len() as Lsn > outcome.acked {
-                if recovered.len() as Lsn > outcome.acked {
+            if Lsn(outcome.appended.len() as u64) > outcome.acked {
+                if Lsn(recovered.len() as u64) > outcome.acked {
                     unsynced_kept += 1;
                 } else {
                     unsynced_lost += 1;
@@ -200,9 +208,13 @@ fn crash_at_every_write_point_loses_no_acknowledged_record() {
             // The journal goes on after recovery, and a second crash with
             // nothing unsynced changes nothing.
             outcome.appended = recovered;
-            outcome.acked = outcome.appended.len() as Lsn;
+            outcome.acked = Lsn(outcome.appended.len() as u64);
             run(&disk, small_segments(), &groups[..3], &mut outcome);
-            assert_eq!(outcome.acked, outcome.appended.len() as Lsn, "{context}");
+            assert_eq!(
+                outcome.acked,
+                Lsn(outcome.appended.len() as u64),
+                "{context}"
+            );
             disk.crash();
             let again = check_recovery(&disk, small_segments(), &outcome, &context);
             assert_eq!(
@@ -280,7 +292,7 @@ fn synced_journal(
         })
         .collect();
     run(&disk, config, &workload, &mut outcome);
-    assert_eq!(outcome.acked, (groups * per_group) as Lsn);
+    assert_eq!(outcome.acked, Lsn((groups * per_group) as u64));
     (disk, outcome.appended)
 }
 
@@ -335,7 +347,7 @@ fn flip(disk: &SimStorage, name: &str, offset: usize) {
 #[test]
 fn corruption_in_the_middle_is_an_error_naming_file_and_offset() {
     let (disk, _) = synced_journal(JournalConfig::default(), 3, 4);
-    let name = segment_name(1);
+    let name = segment_name(Lsn(1));
     let second_record = SEGMENT_HEADER_LEN + FRAME_OVERHEAD_LEN + 100;
     flip(&disk, &name, second_record + 30);
     let error = Journal::open(disk.clone(), JournalConfig::default()).unwrap_err();
@@ -352,7 +364,7 @@ fn corruption_in_the_middle_is_an_error_naming_file_and_offset() {
     assert!(matches!(
         problem,
         Corruption::Record {
-            expected_lsn: 2,
+            expected_lsn: Lsn(2),
             later: Some(_),
             ..
         }
@@ -412,7 +424,7 @@ fn a_missing_segment_is_an_error() {
 #[test]
 fn a_damaged_header_on_a_segment_with_records_is_an_error() {
     let (disk, _) = synced_journal(JournalConfig::default(), 2, 2);
-    flip(&disk, &segment_name(1), 3);
+    flip(&disk, &segment_name(Lsn(1)), 3);
     let error = Journal::open(disk, JournalConfig::default()).unwrap_err();
     assert!(
         matches!(
@@ -432,7 +444,7 @@ fn damage_in_the_final_frame_is_cut_as_a_torn_tail() {
     // Known limit: damage to the very last frame, with nothing valid after
     // it, cannot be told from a torn write, so it is cut (and reported).
     let (disk, records) = synced_journal(JournalConfig::default(), 2, 3);
-    let name = segment_name(1);
+    let name = segment_name(Lsn(1));
     let len = disk.file_bytes(&name).unwrap().len();
     flip(&disk, &name, len - 10);
     let (journal, recovery) = Journal::open(disk.clone(), JournalConfig::default()).unwrap();
@@ -504,7 +516,7 @@ fn writer_thread_group_commits_and_reports_durable_lsns() {
         let lsn = writer.append(ENVELOPE, i.to_le_bytes().to_vec()).unwrap();
         assert_eq!(lsn, i + 1);
     }
-    let mut durable = 0;
+    let mut durable = Lsn::NONE;
     while durable < records {
         match writer.wait_event() {
             Some(WriterEvent::Durable { lsn, .. }) => {
@@ -548,12 +560,12 @@ fn writer_thread_reports_failure() {
 #[test]
 fn a_valid_record_with_the_wrong_lsn_is_an_error_even_at_the_tail() {
     let (disk, _) = synced_journal(JournalConfig::default(), 1, 3);
-    let name = segment_name(1);
+    let name = segment_name(Lsn(1));
     let mut bytes = disk.file_bytes(&name).unwrap();
     let end = bytes.len() as u64;
     // A well-formed frame for LSN 7 where LSN 4 should come: misplaced data,
     // which no crash produces.
-    sealbatch::journal::format::encode_frame(&mut bytes, 7, SEAL, b"misplaced");
+    sealbatch::journal::format::encode_frame(&mut bytes, Lsn(7), SEAL, b"misplaced");
     disk.set_file_bytes(&name, bytes);
     let error = Journal::open(disk, JournalConfig::default()).unwrap_err();
     assert!(
@@ -561,7 +573,7 @@ fn a_valid_record_with_the_wrong_lsn_is_an_error_even_at_the_tail() {
             error,
             JournalError::Corrupt {
                 offset,
-                problem: Corruption::LsnMismatch { expected: 4, found: 7 },
+                problem: Corruption::LsnMismatch { expected: Lsn(4), found: Lsn(7) },
                 ..
             } if offset == end
         ),
@@ -573,15 +585,15 @@ fn a_valid_record_with_the_wrong_lsn_is_an_error_even_at_the_tail() {
 fn a_segment_named_lsn_zero_is_an_error() {
     let disk = SimStorage::new(8);
     disk.set_file_bytes(
-        &segment_name(0),
-        sealbatch::journal::format::encode_segment_header(0).to_vec(),
+        &segment_name(Lsn(0)),
+        sealbatch::journal::format::encode_segment_header(Lsn(0)).to_vec(),
     );
     let error = Journal::open(disk, JournalConfig::default()).unwrap_err();
     assert!(
         matches!(
             error,
             JournalError::Corrupt {
-                problem: Corruption::LsnOutOfRange(0),
+                problem: Corruption::LsnOutOfRange(Lsn(0)),
                 ..
             }
         ),
@@ -612,7 +624,7 @@ fn checkpoints_keep_two_and_pruning_follows_the_older_one() {
     let disk = SimStorage::new(3);
     let mut journal = journal_with(&disk, 500);
     let written = journal
-        .write_checkpoint(300, 250, b"first", true)
+        .write_checkpoint(Lsn(300), Lsn(250), b"first", true)
         .expect("writes");
     assert_eq!(
         written.name.as_deref(),
@@ -626,7 +638,7 @@ fn checkpoints_keep_two_and_pruning_follows_the_older_one() {
     assert!(written.segments_removed > 0);
 
     let written = journal
-        .write_checkpoint(450, 400, b"second", true)
+        .write_checkpoint(Lsn(450), Lsn(400), b"second", true)
         .expect("writes");
     assert_eq!(
         written.segments_removed, 0,
@@ -635,7 +647,7 @@ fn checkpoints_keep_two_and_pruning_follows_the_older_one() {
     assert_eq!(first_segment_lsn(&disk), first);
 
     let written = journal
-        .write_checkpoint(480, 470, b"third", true)
+        .write_checkpoint(Lsn(480), Lsn(470), b"third", true)
         .expect("writes");
     assert_eq!(written.checkpoints_removed, 1);
     let found = read_checkpoints(&mut disk.clone()).expect("reads");
@@ -656,12 +668,15 @@ fn checkpoints_keep_two_and_pruning_follows_the_older_one() {
     let (_, recovery) = Journal::open_streaming(disk.clone(), small_segments()).expect("opens");
     let records: Vec<Record> = recovery
         .records
-        .skip_below(470)
+        .skip_below(Lsn(470))
         .collect::<Result<_, _>>()
         .expect("reads");
     assert!(records[0].lsn <= 470);
     let lsns: Vec<Lsn> = records.iter().map(|r| r.lsn).collect();
-    assert_eq!(lsns, (records[0].lsn..=500).collect::<Vec<_>>());
+    assert_eq!(
+        lsns,
+        (records[0].lsn.get()..=500).map(Lsn).collect::<Vec<_>>()
+    );
     // Without pruning, the eager open still reads a pruned journal whole.
     let (_, eager) = Journal::open(disk.clone(), small_segments()).expect("opens");
     assert_eq!(eager.records.first().map(|r| r.lsn), Some(first));
@@ -672,7 +687,7 @@ fn a_damaged_checkpoint_is_reported_and_replaced() {
     let disk = SimStorage::new(4);
     let mut journal = journal_with(&disk, 50);
     journal
-        .write_checkpoint(40, 30, b"state", false)
+        .write_checkpoint(Lsn(40), Lsn(30), b"state", false)
         .expect("writes");
     flip(&disk, "checkpoint-00000000000000000040.sbc", 40);
     let found = read_checkpoints(&mut disk.clone()).expect("reads");
@@ -681,17 +696,21 @@ fn a_damaged_checkpoint_is_reported_and_replaced() {
         Err(sealbatch::journal::CheckpointProblem::Checksum)
     ));
     journal
-        .write_checkpoint(50, 45, b"state", false)
+        .write_checkpoint(Lsn(50), Lsn(45), b"state", false)
         .expect("writes");
     let found = read_checkpoints(&mut disk.clone()).expect("reads");
     assert_eq!(found.len(), 1, "the damaged one is removed");
-    assert_eq!(found[0].checkpoint.as_ref().map(|c| c.lsn), Ok(50));
+    assert_eq!(found[0].checkpoint.as_ref().map(|c| c.lsn), Ok(Lsn(50)));
     assert!(
-        journal.write_checkpoint(60, 45, b"", false).is_err(),
+        journal
+            .write_checkpoint(Lsn(60), Lsn(45), b"", false)
+            .is_err(),
         "beyond the journal"
     );
     assert!(
-        journal.write_checkpoint(50, 51, b"", false).is_err(),
+        journal
+            .write_checkpoint(Lsn(50), Lsn(51), b"", false)
+            .is_err(),
         "replay_from > lsn"
     );
 }
@@ -701,11 +720,11 @@ fn a_crash_anywhere_in_checkpointing_leaves_contiguous_segments_and_a_usable_che
     let dry = SimStorage::new(9);
     let mut journal = journal_with(&dry, 300);
     journal
-        .write_checkpoint(150, 120, b"old", true)
+        .write_checkpoint(Lsn(150), Lsn(120), b"old", true)
         .expect("writes");
     let base = dry.ops();
     journal
-        .write_checkpoint(290, 280, b"new", true)
+        .write_checkpoint(Lsn(290), Lsn(280), b"new", true)
         .expect("writes");
     let ops = dry.ops() - base;
     assert!(ops > 3);
@@ -713,10 +732,10 @@ fn a_crash_anywhere_in_checkpointing_leaves_contiguous_segments_and_a_usable_che
         let disk = SimStorage::new(crash_op);
         let mut journal = journal_with(&disk, 300);
         journal
-            .write_checkpoint(150, 120, b"old", true)
+            .write_checkpoint(Lsn(150), Lsn(120), b"old", true)
             .expect("writes");
         disk.crash_at_op(disk.ops() + crash_op);
-        let _ = journal.write_checkpoint(290, 280, b"new", true);
+        let _ = journal.write_checkpoint(Lsn(290), Lsn(280), b"new", true);
         drop(journal);
         disk.crash();
         // Segments are a contiguous run holding every record from the start
@@ -734,7 +753,7 @@ fn a_crash_anywhere_in_checkpointing_leaves_contiguous_segments_and_a_usable_che
             usable.iter().all(|c| c.replay_from >= first),
             "crash at op {crash_op}: a checkpoint's records were pruned"
         );
-        assert_eq!(recovery.records.last().map(|r| r.lsn), Some(300));
+        assert_eq!(recovery.records.last().map(|r| r.lsn), Some(Lsn(300)));
     }
 }
 
@@ -746,14 +765,14 @@ fn a_torn_checkpoint_is_replaced_by_the_next_write_of_its_lsn_and_never_bounds_p
         let mut journal = journal_with(&disk, 300);
         // The first checkpoint ever is cut short by a crash...
         disk.crash_at_op(disk.ops() + crash_op);
-        let first = journal.write_checkpoint(290, 280, b"state", true);
+        let first = journal.write_checkpoint(Lsn(290), Lsn(280), b"state", true);
         drop(journal);
         disk.crash();
         // ...and after the restart, with nothing journaled since, the same
         // checkpoint is written again.
         let (mut journal, recovery) =
             Journal::open(disk.clone(), small_segments()).expect("reopens");
-        let last = recovery.records.last().map_or(0, |r| r.lsn);
+        let last = recovery.records.last().map_or(Lsn::NONE, |r| r.lsn);
         if last < 300 {
             // The crash took records the first attempt had not synced yet.
             continue;
@@ -764,7 +783,7 @@ fn a_torn_checkpoint_is_replaced_by_the_next_write_of_its_lsn_and_never_bounds_p
             .filter(|f| f.checkpoint.is_err())
             .count();
         journal
-            .write_checkpoint(290, 280, b"state", true)
+            .write_checkpoint(Lsn(290), Lsn(280), b"state", true)
             .unwrap_or_else(|e| panic!("seed {seed}, crash at op {crash_op} ({first:?}): {e}"));
         let usable: Vec<_> = read_checkpoints(&mut disk.clone())
             .expect("reads")
@@ -795,18 +814,18 @@ fn writer_thread_checkpoints_in_order_and_prunes_off_its_path() {
         assert_eq!(writer.append(ENVELOPE, payload(i)).expect("queues"), i);
     }
     writer
-        .checkpoint(300, 250, b"first".to_vec())
+        .checkpoint(Lsn(300), Lsn(250), b"first".to_vec())
         .expect("queues");
     for i in 301..=500u64 {
         writer.append(ENVELOPE, payload(i)).expect("queues");
     }
     writer
-        .checkpoint(500, 480, b"second".to_vec())
+        .checkpoint(Lsn(500), Lsn(480), b"second".to_vec())
         .expect("queues");
     writer
-        .checkpoint(500, 480, b"again".to_vec())
+        .checkpoint(Lsn(500), Lsn(480), b"again".to_vec())
         .expect("queues");
-    let (mut durable, mut checkpoints, mut pruned) = (0, Vec::new(), 0);
+    let (mut durable, mut checkpoints, mut pruned) = (Lsn::NONE, Vec::new(), 0);
     while checkpoints.len() < 3 || pruned < 2 {
         match writer.wait_event().expect("an event") {
             WriterEvent::Durable { lsn, .. } => {
@@ -851,11 +870,11 @@ fn checkpoint_through(
     while writer.next_lsn() <= to {
         let lsn = writer.next_lsn();
         writer
-            .append(ENVELOPE, lsn.to_le_bytes().repeat(8))
+            .append(ENVELOPE, lsn.get().to_le_bytes().repeat(8))
             .expect("queues");
     }
     writer
-        .checkpoint(to, replay_from, to.to_le_bytes().to_vec())
+        .checkpoint(to, replay_from, to.get().to_le_bytes().to_vec())
         .expect("queues");
     let (mut written, mut pruned) = (None, None);
     while written.is_none() || pruned.is_none() {
@@ -888,17 +907,17 @@ fn a_hold_keeps_checkpoints_and_segments_until_it_is_released() {
     let disk = SimStorage::new(13);
     let (journal, _) = Journal::open(disk.clone(), small_segments()).expect("opens");
     let mut writer = JournalWriter::spawn(journal, true).expect("spawns");
-    checkpoint_through(&mut writer, 100, 90);
-    checkpoint_through(&mut writer, 200, 190);
+    checkpoint_through(&mut writer, Lsn(100), Lsn(90));
+    checkpoint_through(&mut writer, Lsn(200), Lsn(190));
     let before = first_segment_lsn(&disk);
     assert!(before > 1 && before <= 90, "pruned below 90: {before}");
 
     let hold = writer.file_holds().hold();
-    for (to, replay_from) in [(300, 290), (400, 390)] {
+    for (to, replay_from) in [(Lsn(300), Lsn(290)), (Lsn(400), Lsn(390))] {
         let (written, pruned) = checkpoint_through(&mut writer, to, replay_from);
         assert_eq!(written.checkpoints_removed, 0, "at {to}");
         // Every kept checkpoint bounds the pruning, the oldest included.
-        assert_eq!(written.prunable_below, Some(90), "at {to}");
+        assert_eq!(written.prunable_below, Some(Lsn(90)), "at {to}");
         assert_eq!(pruned, 0, "at {to}");
     }
     assert_eq!(checkpoint_lsns(&disk), vec![400, 300, 200, 100]);
@@ -906,9 +925,9 @@ fn a_hold_keeps_checkpoints_and_segments_until_it_is_released() {
 
     drop(hold);
     assert!(!writer.file_holds().held());
-    let (written, pruned) = checkpoint_through(&mut writer, 500, 490);
+    let (written, pruned) = checkpoint_through(&mut writer, Lsn(500), Lsn(490));
     assert_eq!(written.checkpoints_removed, 3);
-    assert_eq!(written.prunable_below, Some(390));
+    assert_eq!(written.prunable_below, Some(Lsn(390)));
     assert!(pruned > 0);
     assert_eq!(checkpoint_lsns(&disk), vec![500, 400]);
     let after = first_segment_lsn(&disk);
@@ -944,7 +963,7 @@ fn a_writer_that_syncs_when_asked_syncs_before_checkpoints_and_at_close() {
     }
     // A checkpoint is written over durable records only.
     writer
-        .checkpoint(151, 101, b"state".to_vec())
+        .checkpoint(Lsn(151), Lsn(101), b"state".to_vec())
         .expect("queues");
     loop {
         match writer.wait_event() {
@@ -987,7 +1006,7 @@ fn records_written_but_not_synced_may_be_lost_to_a_crash() {
         writer.sync().expect("asked");
         assert!(matches!(
             writer.wait_event(),
-            Some(WriterEvent::Durable { lsn: 50, .. })
+            Some(WriterEvent::Durable { lsn: Lsn(50), .. })
         ));
         for i in 51..=100u64 {
             writer

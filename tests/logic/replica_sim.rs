@@ -250,7 +250,7 @@ impl Cluster {
                 applied: 0,
                 journal: Vec::new(),
                 raft_leader: None,
-                role: cluster.role(0),
+                role: cluster.role(Lsn::NONE),
                 matched: [0; REPLICAS],
                 sequencer: Some(sequencer),
             });
@@ -270,7 +270,7 @@ impl Cluster {
         let journaled = Journaled {
             checkpoint: None,
             records: journal.to_vec(),
-            next_lsn: journal.len() as u64 + 1,
+            next_lsn: Lsn(journal.len() as u64 + 1),
         };
         Sequencer::recover_replica(
             genesis,
@@ -318,7 +318,7 @@ impl Cluster {
                 }
                 Action::Rebuild(lsn) => {
                     assert!(
-                        self.replicas[r].journal.len() as u64 >= lsn,
+                        Lsn(self.replicas[r].journal.len() as u64) >= lsn,
                         "seed {seed}: a rebuild asks for records the journal does not hold"
                     );
                     self.replicas[r].sequencer = Some(self.rebuild(&self.replicas[r].journal));
@@ -374,7 +374,7 @@ impl Cluster {
     }
 
     fn crash(&mut self, r: usize) {
-        let role = self.role(0);
+        let role = self.role(Lsn::NONE);
         let replica = &mut self.replicas[r];
         replica.up = false;
         // Lost: a restart makes a new one over the journal.
@@ -388,7 +388,7 @@ impl Cluster {
 
     fn restart(&mut self, r: usize) {
         self.replicas[r].sequencer = Some(self.rebuild(&self.replicas[r].journal));
-        self.replicas[r].role = self.role(self.replicas[r].journal.len() as u64);
+        self.replicas[r].role = self.role(Lsn(self.replicas[r].journal.len() as u64));
         self.replicas[r].up = true;
     }
 
@@ -1018,7 +1018,7 @@ fn the_same_seed_gives_the_same_log() {
             .expect("a leader");
         let mut hasher = blake3::Hasher::new();
         for (lsn, kind, payload) in &leader.journal {
-            hasher.update(&lsn.to_le_bytes());
+            hasher.update(&lsn.get().to_le_bytes());
             hasher.update(&[*kind]);
             hasher.update(payload);
         }

@@ -8,6 +8,7 @@ use openraft::testing::{StoreBuilder, Suite};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, StorageError, Vote};
 use sealbatch::replica::{LogStore, Proposal, ReplicaId, Replication, StateMachine};
 use sealbatch::sequencer::{JournalWrite, RecordKind};
+use sealbatch::types::Lsn;
 use tempfile::TempDir;
 
 struct Builder;
@@ -30,7 +31,7 @@ fn openraft_storage_suite_passes() {
 fn proposal(first: u64, count: u64) -> Proposal {
     let writes: Vec<JournalWrite> = (first..first + count)
         .map(|lsn| JournalWrite {
-            lsn,
+            lsn: Lsn(lsn),
             kind: RecordKind::Config,
             payload: lsn.to_le_bytes().to_vec(),
         })
@@ -159,7 +160,7 @@ async fn the_log_is_rewritten_without_purged_entries_while_appends_go_on() {
 fn large_entry(index: u64) -> Entry<Replication> {
     let writes: Vec<JournalWrite> = (0..10)
         .map(|i| JournalWrite {
-            lsn: index * 10 + 1 + i,
+            lsn: Lsn(index * 10 + 1 + i),
             kind: RecordKind::Config,
             payload: vec![(index + i) as u8; 16 << 10],
         })

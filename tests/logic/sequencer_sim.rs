@@ -15,6 +15,7 @@
 
 use sealbatch::codec::{Decode, Encode};
 use sealbatch::signed::Statement as _;
+use sealbatch::types::Lsn;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -383,7 +384,7 @@ impl World {
     fn recover(
         &self,
         limits: Limits,
-        journaled: Journaled<Vec<(u64, u8, Vec<u8>)>>,
+        journaled: Journaled<Vec<(Lsn, u8, Vec<u8>)>>,
         now: u64,
     ) -> Result<Sequencer, sealbatch::sequencer::SequencerError> {
         let key = self.key();
@@ -421,7 +422,7 @@ impl World {
                 Err(error) => panic!("journal does not recover: {error}"),
             }
         };
-        let records: Vec<(u64, u8, Vec<u8>)> = recovery
+        let records: Vec<(Lsn, u8, Vec<u8>)> = recovery
             .records
             .into_iter()
             .map(|r| (r.lsn, r.kind, r.payload))
@@ -1025,7 +1026,7 @@ fn poison_bundle() -> Vec<OrderSpec> {
         .collect()
 }
 
-fn records(disk: &SimStorage) -> Vec<(u64, u8, Vec<u8>)> {
+fn records(disk: &SimStorage) -> Vec<(Lsn, u8, Vec<u8>)> {
     let (_, recovery) = Journal::open(disk.clone(), SIM_JOURNAL).expect("reopens");
     recovery
         .records
@@ -1249,7 +1250,7 @@ fn run_world(mut world: World, seed: u64, steps: usize, crashes: Crashes) -> Sta
 fn check_journal(
     seed: u64,
     world: &World,
-    records: &[(u64, u8, Vec<u8>)],
+    records: &[(Lsn, u8, Vec<u8>)],
     deposited: &mut BTreeMap<AssetId, u128>,
 ) -> usize {
     // No acknowledged envelope lost: each is in its batch, which was cleared.
@@ -1670,8 +1671,8 @@ fn a_batch_left_unsealed_below_a_sealed_one_fails_verify() {
         .collect();
     assert!(seals.len() > 3, "only {} seals", seals.len());
     let lost = seals[1];
-    let mut lsn = 0;
-    let cut: Vec<(u64, u8, Vec<u8>)> = records
+    let mut lsn = Lsn::NONE;
+    let cut: Vec<(Lsn, u8, Vec<u8>)> = records
         .iter()
         .zip(&decoded)
         .filter(|(_, record)| match record {
@@ -1733,7 +1734,7 @@ fn checkpoints_that_do_not_fit_the_journal_are_refused() {
         Ok(checkpoint.clone())
     );
     let records = records(&world.disk);
-    let next_lsn = records.last().map_or(1, |r| r.0 + 1);
+    let next_lsn = records.last().map_or(Lsn::FIRST, |r| r.0 + 1);
 
     let recover = |checkpoint: Checkpoint, records| {
         let journaled = Journaled {
@@ -1846,7 +1847,7 @@ fn a_refused_submission_leaves_no_empty_batch() {
     let journaled = Journaled {
         checkpoint: None,
         records: Vec::new(),
-        next_lsn: 1,
+        next_lsn: Lsn(1),
     };
     let mut sequencer = world
         .recover(limits, journaled, GENESIS_MS)

@@ -23,6 +23,7 @@ use sealbatch::replica::election::ElectionClock;
 use sealbatch::replica::network::{AllowedPeers, Network, TransportError};
 use sealbatch::replica::{LogStore, Proposal, ReplicaId, ReplicaNode, Replication, StateMachine};
 use sealbatch::sequencer::{JournalWrite, RecordKind};
+use sealbatch::types::Lsn;
 
 struct Replica {
     raft: Raft<Replication>,
@@ -104,7 +105,7 @@ async fn leader(replicas: &BTreeMap<ReplicaId, Replica>) -> ReplicaId {
 fn proposal(first: u64, count: u64) -> Proposal {
     let writes: Vec<JournalWrite> = (first..first + count)
         .map(|lsn| JournalWrite {
-            lsn,
+            lsn: Lsn(lsn),
             kind: RecordKind::Config,
             payload: format!("record {lsn}").into_bytes(),
         })
@@ -120,7 +121,7 @@ async fn write(raft: &Raft<Replication>, mut next_lsn: u64, entries: u64) -> u64
             .client_write(proposal(next_lsn, 10))
             .await
             .expect("committed");
-        assert_eq!(response.data.last_lsn, Some(next_lsn + 9));
+        assert_eq!(response.data.last_lsn, Some(Lsn(next_lsn + 9)));
         next_lsn += 10;
     }
     next_lsn
@@ -491,7 +492,7 @@ async fn a_replica_attests_only_the_seal_its_committed_log_holds() {
         signature: [0; 64],
     };
     let proposal = Proposal::new(&[JournalWrite {
-        lsn: 1,
+        lsn: Lsn::FIRST,
         kind: RecordKind::Seal,
         payload: seal.to_bytes().to_vec(),
     }])

@@ -28,6 +28,7 @@ use sealbatch::net::parse_fingerprint;
 use sealbatch::node::now_ms;
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::verify_journal;
+use sealbatch::types::Lsn;
 use sealbatch::types::{MarketId, Side};
 
 use crate::common;
@@ -155,7 +156,7 @@ fn work_dir(work: &tempfile::TempDir) -> PathBuf {
     }
 }
 
-fn records(dir: &Path) -> Vec<(u64, u8, Vec<u8>)> {
+fn records(dir: &Path) -> Vec<(Lsn, u8, Vec<u8>)> {
     let recovery = Journal::open_dir_read_only(dir.join("journal"), JournalConfig::default())
         .expect("the journal reads");
     recovery
@@ -167,7 +168,7 @@ fn records(dir: &Path) -> Vec<(u64, u8, Vec<u8>)> {
 
 /// The LSN the newest usable checkpoint in a replica's journal covers
 /// records below.
-fn newest_checkpoint(dir: &Path) -> Option<u64> {
+fn newest_checkpoint(dir: &Path) -> Option<Lsn> {
     read_checkpoints(&mut FsStorage::new(dir.join("journal")).expect("the journal"))
         .expect("checkpoints read")
         .into_iter()
@@ -304,7 +305,9 @@ async fn the_leader_killed_under_load_loses_no_receipt() {
     // A replica stopped gracefully checkpoints what it applied, as a
     // single node does (its restart replays nothing before it): the
     // leader's proposals were all committed before it stopped.
-    let last = records(&cluster.dirs[leader]).last().map_or(0, |r| r.0);
+    let last = records(&cluster.dirs[leader])
+        .last()
+        .map_or(Lsn::NONE, |r| r.0);
     assert_eq!(
         newest_checkpoint(&cluster.dirs[leader]),
         Some(last + 1),
@@ -603,7 +606,7 @@ async fn a_partitioned_leader_gives_no_receipt_and_the_others_go_on() {
 /// exactly once.
 fn check_journals(cluster: &Cluster, receipts: &[(u64, Commitment)]) {
     let journals: Vec<_> = cluster.dirs.iter().map(|d| records(d)).collect();
-    let mut union: BTreeMap<u64, &(u64, u8, Vec<u8>)> = BTreeMap::new();
+    let mut union: BTreeMap<Lsn, &(Lsn, u8, Vec<u8>)> = BTreeMap::new();
     for (i, journal) in journals.iter().enumerate() {
         assert!(
             journal.len() > 10,
@@ -621,10 +624,10 @@ fn check_journals(cluster: &Cluster, receipts: &[(u64, Commitment)]) {
             );
         }
     }
-    let longest: Vec<(u64, u8, Vec<u8>)> = union.values().map(|r| (*r).clone()).collect();
+    let longest: Vec<(Lsn, u8, Vec<u8>)> = union.values().map(|r| (*r).clone()).collect();
     assert_eq!(
         longest.first().map(|r| r.0),
-        Some(1),
+        Some(Lsn::FIRST),
         "no replica holds the whole log"
     );
     assert!(

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use sealbatch::journal::format::{SEGMENT_HEADER_LEN, encode_frame};
 use sealbatch::sequencer::RecordKind;
+use sealbatch::types::Lsn;
 
 use crate::common;
 use common::{connect, load, spawn, stop_gracefully};
@@ -80,7 +81,7 @@ async fn verify_reads_a_torn_journal_read_only_and_exits_by_what_it_found() {
     let mut frame = Vec::new();
     encode_frame(
         &mut frame,
-        1 << 40,
+        Lsn(1 << 40),
         RecordKind::Envelope.to_byte(),
         &[7; 300],
     );

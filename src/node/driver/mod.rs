@@ -62,9 +62,9 @@ pub enum DriverError {
     #[error("journal gave LSN {got}, the sequencer expected {expected}")]
     LsnMismatch {
         /// What the sequencer expected.
-        expected: u64,
+        expected: Lsn,
         /// What the journal gave.
-        got: u64,
+        got: Lsn,
     },
     /// The journal writer thread is gone (it failed earlier).
     #[error("the journal writer thread stopped")]
@@ -257,8 +257,8 @@ impl Driver {
             checkpoint_every: checkpoint_every_batches,
             cleared_since_checkpoint: 0,
             failed: None,
-            sent_lsn: 0,
-            durable_lsn: 0,
+            sent_lsn: Lsn::NONE,
+            durable_lsn: Lsn::NONE,
             waiting_since: None,
             stall_max: journal_stall_max,
             intake_delay_max,
@@ -412,8 +412,8 @@ impl Driver {
             {
                 tracing::error!(
                     waited_ms = since.elapsed().as_millis() as u64,
-                    durable_lsn = self.durable_lsn,
-                    waiting_lsn = self.sent_lsn,
+                    durable_lsn = self.durable_lsn.get(),
+                    waiting_lsn = self.sent_lsn.get(),
                     "the journal made nothing durable for too long; stopping at once"
                 );
                 self.fail(DriverError::JournalStalled {
@@ -450,8 +450,8 @@ impl Driver {
                         .is_some_and(|at| at.elapsed() > REPLICA_STOP_MAX))
             {
                 tracing::info!(
-                    committed = self.durable_lsn,
-                    proposed = self.sent_lsn,
+                    committed = self.durable_lsn.get(),
+                    proposed = self.sent_lsn.get(),
                     "the leader stops; the next one resumes the batches in flight"
                 );
                 self.last_checkpoint();
@@ -589,13 +589,13 @@ impl Driver {
                 self.fail(error.into());
             }
             WriterEvent::Checkpoint { lsn, written, took } => tracing::info!(
-                lsn,
+                lsn = lsn.get(),
                 bytes = written.bytes,
                 ms = took.as_millis() as u64,
                 "checkpoint written"
             ),
             WriterEvent::CheckpointFailed { lsn, error } => {
-                tracing::warn!(%error, lsn, "checkpoint not written");
+                tracing::warn!(%error, lsn = lsn.get(), "checkpoint not written");
             }
             WriterEvent::Pruned {
                 below,
@@ -604,7 +604,7 @@ impl Driver {
             } => {
                 if removed > 0 {
                     tracing::info!(
-                        below,
+                        below = below.get(),
                         segments_removed = removed,
                         ms = took.as_millis() as u64,
                         "journal pruned"
@@ -724,7 +724,7 @@ impl Driver {
         let checkpoint = self.sequencer.checkpoint();
         if !checkpoint.fits() {
             tracing::warn!(
-                lsn = checkpoint.lsn,
+                lsn = checkpoint.lsn.get(),
                 balances = checkpoint.balances.len(),
                 unfinished = checkpoint.unfinished.len(),
                 "checkpoint not written: the state is larger than a checkpoint may hold"

@@ -173,7 +173,7 @@ impl Driver {
                 let committed_lsn = replica.role.committed_lsn();
                 self.metrics
                     .replica_committed_lsn
-                    .set(i64::try_from(committed_lsn).unwrap_or(i64::MAX));
+                    .set(i64::try_from(committed_lsn.get()).unwrap_or(i64::MAX));
                 match step {
                     Ok(actions) => actions,
                     Err(error) => {
@@ -293,7 +293,7 @@ impl Driver {
             .set(i64::try_from(term).unwrap_or(i64::MAX));
         tracing::info!(
             term,
-            next_lsn = self.sequencer.next_lsn(),
+            next_lsn = self.sequencer.next_lsn().get(),
             "this replica leads"
         );
     }
