@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use sealbatch::envelope::layout::{self, padded_len};
 use sealbatch::envelope::*;
 use sealbatch::order::OrderSpec;
-use sealbatch::types::{MarketId, Side};
+use sealbatch::types::{BatchId, MarketId, Side};
 
 const SCHEDULE: BatchSchedule = BatchSchedule {
     genesis_ms: 0,
@@ -53,7 +53,7 @@ fn setup() -> Setup {
     let sequencer = SequencerKey::generate(&mut rng);
     let master = MasterSecret::generate(&mut rng);
     let c = EmbeddedCustodian::new(master.clone(), sequencer.public_key(), SCHEDULE);
-    let batch_key = c.public_key(0).unwrap();
+    let batch_key = c.public_key(BatchId(0)).unwrap();
     Setup {
         deployment: DeploymentId::of(&sequencer.public_key(), &SCHEDULE),
         sequencer,
@@ -81,7 +81,7 @@ fn envelopes_from(s: &Setup, count: usize, n: usize, accounts: usize) -> Vec<Vec
                 &mut rng,
                 &account,
                 &s.deployment,
-                0,
+                BatchId(0),
                 &s.batch_key,
                 i as u64,
                 &o,
@@ -95,9 +95,9 @@ fn envelopes_from(s: &Setup, count: usize, n: usize, accounts: usize) -> Vec<Vec
 fn release(s: &Setup, envs: &[Vec<u8>]) -> ReleasedBatchKey {
     let tree =
         MerkleTree::from_commitments(envs.iter().map(|b| Commitment::of(b)).collect()).unwrap();
-    let seal = s.sequencer.sign_seal(0, &tree);
+    let seal = s.sequencer.sign_seal(BatchId(0), &tree);
     EmbeddedCustodian::new(s.master.clone(), s.sequencer.public_key(), SCHEDULE)
-        .release(&seal, SCHEDULE.close_ms(0).unwrap())
+        .release(&seal, SCHEDULE.close_ms(BatchId(0)).unwrap())
         .unwrap()
 }
 
@@ -121,9 +121,9 @@ fn primitives(c: &mut Criterion) {
     let sequencer = SequencerKey::generate(&mut rng);
     let commitment = Commitment::of(b"an envelope");
     g.bench_function("sign_receipt", |b| {
-        b.iter(|| sequencer.sign_receipt(black_box(7), black_box(&commitment)))
+        b.iter(|| sequencer.sign_receipt(black_box(BatchId(7)), black_box(&commitment)))
     });
-    let receipt = sequencer.sign_receipt(7, &commitment);
+    let receipt = sequencer.sign_receipt(BatchId(7), &commitment);
     let public = sequencer.public_key();
     g.bench_function("verify_receipt", |b| {
         b.iter(|| receipt.verify(black_box(&public)).unwrap())
@@ -133,7 +133,7 @@ fn primitives(c: &mut Criterion) {
     // a client's check of a receipt whose group it verified already.
     for n in [16usize, 64] {
         let entries: Vec<_> = (0..n as u64)
-            .map(|i| (7, Commitment::of(&i.to_le_bytes())))
+            .map(|i| (BatchId(7), Commitment::of(&i.to_le_bytes())))
             .collect();
         g.bench_with_input(BenchmarkId::new("sign_receipt_group", n), &n, |b, _| {
             b.iter(|| {
@@ -217,9 +217,17 @@ fn cpu_ratio(c: &mut Criterion) {
     for n in [1usize, 16, 64, 256] {
         let o = orders(n);
         let account = sealbatch::envelope::generate_account_key(&mut rng);
-        let env = seal_bundle(&mut rng, &account, &s.deployment, 0, &s.batch_key, 0, &o)
-            .unwrap()
-            .into_bytes();
+        let env = seal_bundle(
+            &mut rng,
+            &account,
+            &s.deployment,
+            BatchId(0),
+            &s.batch_key,
+            0,
+            &o,
+        )
+        .unwrap()
+        .into_bytes();
         let key = release(&s, std::slice::from_ref(&env));
         g.bench_with_input(BenchmarkId::new("open_one", n), &n, |b, _| {
             cpu_time(b, || {
@@ -280,7 +288,16 @@ fn single(c: &mut Criterion) {
         let account = sealbatch::envelope::generate_account_key(&mut rng);
         g.bench_with_input(BenchmarkId::new("seal", n), &n, |b, _| {
             b.iter(|| {
-                seal_bundle(&mut rng, &account, &s.deployment, 0, &s.batch_key, 0, &o).unwrap()
+                seal_bundle(
+                    &mut rng,
+                    &account,
+                    &s.deployment,
+                    BatchId(0),
+                    &s.batch_key,
+                    0,
+                    &o,
+                )
+                .unwrap()
             })
         });
         // The same sealing to the key's multiplication table (built once
@@ -288,18 +305,35 @@ fn single(c: &mut Criterion) {
         let sealing = SealingKey::new(s.batch_key);
         g.bench_with_input(BenchmarkId::new("seal_with_table", n), &n, |b, _| {
             b.iter(|| {
-                seal_bundle_with(&mut rng, &account, &s.deployment, 0, &sealing, 0, &o).unwrap()
+                seal_bundle_with(
+                    &mut rng,
+                    &account,
+                    &s.deployment,
+                    BatchId(0),
+                    &sealing,
+                    0,
+                    &o,
+                )
+                .unwrap()
             })
         });
-        let env = seal_bundle(&mut rng, &account, &s.deployment, 0, &s.batch_key, 0, &o)
-            .unwrap()
-            .into_bytes();
+        let env = seal_bundle(
+            &mut rng,
+            &account,
+            &s.deployment,
+            BatchId(0),
+            &s.batch_key,
+            0,
+            &o,
+        )
+        .unwrap()
+        .into_bytes();
         let key = release(&s, std::slice::from_ref(&env));
         g.bench_with_input(BenchmarkId::new("open_one", n), &n, |b, _| {
             b.iter(|| key.open(black_box(&env)).unwrap())
         });
         g.bench_with_input(BenchmarkId::new("check_shape", n), &n, |b, _| {
-            b.iter(|| check_shape(black_box(&env), 0).unwrap())
+            b.iter(|| check_shape(black_box(&env), BatchId(0)).unwrap())
         });
     }
     g.bench_function("sealing_key_table", |b| {
@@ -348,7 +382,7 @@ fn batch_5k(c: &mut Criterion) {
     let key = release(&s, &envs);
     let shaped: Vec<ShapedEnvelope> = envs
         .iter()
-        .map(|b| ShapedEnvelope::new(b.clone(), 0).unwrap())
+        .map(|b| ShapedEnvelope::new(b.clone(), BatchId(0)).unwrap())
         .collect();
     let mut g = c.benchmark_group("open_shaped_4800x16_8accounts");
     g.sample_size(20);
@@ -383,13 +417,17 @@ fn forged(s: &Setup, i: u64, n: usize) -> Vec<u8> {
     let mut plaintext = body.clone();
     plaintext.extend_from_slice(
         &signer
-            .sign(&layout::bundle_signature_message(&s.deployment, 0, &body))
+            .sign(&layout::bundle_signature_message(
+                &s.deployment,
+                BatchId(0),
+                &body,
+            ))
             .to_bytes(),
     );
     plaintext.resize(padded_len(n).unwrap(), 0);
     let mut r = [0u8; 32];
     r.copy_from_slice(Scalar::from(1_000_003u64 + i).as_bytes());
-    seal_raw_plaintext(&r, 0, &s.batch_key, &plaintext)
+    seal_raw_plaintext(&r, BatchId(0), &s.batch_key, &plaintext)
         .unwrap()
         .into_bytes()
 }
@@ -406,7 +444,7 @@ fn batch_5k_forged(c: &mut Criterion) {
     let key = release(&s, &envs);
     let shaped: Vec<ShapedEnvelope> = envs
         .iter()
-        .map(|b| ShapedEnvelope::new(b.clone(), 0).unwrap())
+        .map(|b| ShapedEnvelope::new(b.clone(), BatchId(0)).unwrap())
         .collect();
     let mut g = c.benchmark_group("open_shaped_4800x16_3pct_forged");
     g.sample_size(20);

@@ -20,6 +20,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use sealbatch::keyper::sharing::random_scalar;
 use sealbatch::keyper::{Combiner, Committee, Generation, Member, Window, deal};
+use sealbatch::types::BatchId;
 
 /// Batches per window in the benchmark.
 const BATCHES: u32 = 16;
@@ -50,7 +51,7 @@ fn committee(n: usize) -> (Committee, Vec<Scalar>) {
 fn generation(c: &mut Criterion) {
     let window = Window {
         id: 1,
-        first_batch: 0,
+        first_batch: BatchId(0),
         batches: BATCHES,
     };
     let mut g = c.benchmark_group("keyper_generation");
@@ -107,7 +108,7 @@ fn generation(c: &mut Criterion) {
 fn combine(c: &mut Criterion) {
     let window = Window {
         id: 1,
-        first_batch: 0,
+        first_batch: BatchId(0),
         batches: 1,
     };
     let mut g = c.benchmark_group("keyper_combine");
@@ -136,11 +137,11 @@ fn combine(c: &mut Criterion) {
         let t = committee.threshold();
         let shares: Vec<[u8; 32]> = keys
             .iter()
-            .map(|k| k.share(0).unwrap().to_bytes())
+            .map(|k| k.share(BatchId(0)).unwrap().to_bytes())
             .collect();
         g.bench_function(BenchmarkId::new("t_shares", format!("n{n}")), |b| {
             b.iter(|| {
-                let mut combiner = Combiner::new(&keys[0], 0, t, n).unwrap();
+                let mut combiner = Combiner::new(&keys[0], BatchId(0), t, n).unwrap();
                 let mut secret = None;
                 for (i, share) in shares.iter().enumerate().take(t) {
                     secret = combiner.add(i as u16 + 1, share).unwrap();
@@ -180,7 +181,7 @@ fn attestations(c: &mut Criterion) {
         )
         .unwrap();
         let seal = SealStatement {
-            e: 42,
+            e: BatchId(42),
             count: 1_000,
             root: MerkleRoot([9; 32]),
         };

@@ -22,7 +22,7 @@ use sealbatch::journal::{FsStorage, Journal, JournalConfig};
 use sealbatch::market::{AccountId, AssetId, MarketConfig};
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{Event, Genesis, Journaled, Limits, OpToken, Sequencer, SubmitToken};
-use sealbatch::types::{MarketId, Side};
+use sealbatch::types::{BatchId, MarketId, Side};
 
 const GENESIS_MS: u64 = 1_700_000_000_000;
 const MARKETS: u32 = 8;
@@ -74,7 +74,7 @@ fn setup(count: usize) -> Setup {
         key.public_key(),
         g.schedule,
     );
-    let public = custodian.public_key(0).expect("key of batch 0");
+    let public = custodian.public_key(BatchId(0)).expect("key of batch 0");
     let traders: Vec<SigningKey> = (0..TRADERS)
         .map(|_| sealbatch::envelope::generate_account_key(&mut rng))
         .collect();
@@ -96,7 +96,7 @@ fn setup(count: usize) -> Setup {
                 &mut rng,
                 &traders[i % TRADERS],
                 &g.deployment(),
-                0,
+                BatchId(0),
                 &public,
                 i as u64,
                 &orders,

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use sealbatch::envelope::layout::decode_plaintext;
 use sealbatch::envelope::*;
 
-const E: u64 = 5;
+const E: sealbatch::types::BatchId = sealbatch::types::BatchId(5);
 const SCHEDULE: BatchSchedule = BatchSchedule {
     genesis_ms: 0,
     batch_length_ms: 100,

@@ -759,10 +759,12 @@ impl Harness {
                 );
                 let e = header_e.expect("a held envelope has a header");
                 assert!(
-                    self.held.get(&e).is_some_and(|(set, _)| set.contains(&c)),
+                    self.held
+                        .get(&BatchId(e))
+                        .is_some_and(|(set, _)| set.contains(&c)),
                     "a submission without a record for an envelope the batch does not hold"
                 );
-                self.submitted.insert(token, (e, c));
+                self.submitted.insert(token, (BatchId(e), c));
                 if lsn - 1 > self.durable {
                     self.pending_receipts.push(lsn - 1);
                 }
@@ -779,9 +781,9 @@ impl Harness {
                     lsn + 1,
                     "an accepted envelope is one record"
                 );
-                self.submitted.insert(token, (e, c));
+                self.submitted.insert(token, (BatchId(e), c));
                 self.sent.entry(c).or_insert(sent);
-                let (set, held_bytes) = self.held.entry(e).or_default();
+                let (set, held_bytes) = self.held.entry(BatchId(e)).or_default();
                 set.insert(c);
                 *held_bytes += len;
                 self.pending_receipts.push(lsn);

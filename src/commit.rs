@@ -450,7 +450,7 @@ mod tests {
     fn a_replica_signing_twice_counts_once() {
         let replicas = keys(3);
         let set = ReplicaSet::new(replicas.iter().map(CommitKey::public)).unwrap();
-        let s = seal(7, 1);
+        let s = seal(BatchId(7), 1);
         // Built past the constructors (which drop repeats): the check
         // itself counts each replica once.
         let twice = CommitCertificate {
@@ -459,7 +459,7 @@ mod tests {
         assert_eq!(
             set.check(&SEQUENCER, &s, &twice),
             Err(CertificateError::TooFew {
-                e: 7,
+                e: BatchId(7),
                 valid: 1,
                 needed: 2
             })
@@ -471,12 +471,12 @@ mod tests {
         let replicas = keys(3);
         let set = ReplicaSet::new(replicas.iter().map(CommitKey::public)).unwrap();
         assert_eq!(set.majority(), 2);
-        let s = seal(7, 1);
+        let s = seal(BatchId(7), 1);
         let two = CommitCertificate::new(replicas[..2].iter().map(|k| attest(k, &s)));
         assert_eq!(set.check(&SEQUENCER, &s, &two), Ok(()));
         let one = CommitCertificate::new([attest(&replicas[2], &s)]);
         let too_few = Err(CertificateError::TooFew {
-            e: 7,
+            e: BatchId(7),
             valid: 1,
             needed: 2,
         });
@@ -489,11 +489,15 @@ mod tests {
         assert_eq!(set.check(&SEQUENCER, &s, &with_stranger), too_few);
         let twice = CommitCertificate::new([attest(&replicas[2], &s), attest(&replicas[2], &s)]);
         assert_eq!(twice.attestations().len(), 1);
-        let other_root =
-            CommitCertificate::new([attest(&replicas[2], &s), attest(&replicas[0], &seal(7, 2))]);
+        let other_root = CommitCertificate::new([
+            attest(&replicas[2], &s),
+            attest(&replicas[0], &seal(BatchId(7), 2)),
+        ]);
         assert_eq!(set.check(&SEQUENCER, &s, &other_root), too_few);
-        let other_batch =
-            CommitCertificate::new([attest(&replicas[2], &s), attest(&replicas[0], &seal(8, 1))]);
+        let other_batch = CommitCertificate::new([
+            attest(&replicas[2], &s),
+            attest(&replicas[0], &seal(BatchId(8), 1)),
+        ]);
         assert_eq!(set.check(&SEQUENCER, &s, &other_batch), too_few);
         let other_sequencer = CommitCertificate::new([
             attest(&replicas[2], &s),
@@ -506,7 +510,7 @@ mod tests {
         let forged = CommitCertificate::new([attest(&replicas[2], &s), forged]);
         assert_eq!(set.check(&SEQUENCER, &s, &forged), too_few);
         // The same signatures do not certify another root of the batch.
-        assert!(set.check(&SEQUENCER, &seal(7, 2), &two).is_err());
+        assert!(set.check(&SEQUENCER, &seal(BatchId(7), 2), &two).is_err());
     }
 
     #[test]
@@ -526,7 +530,7 @@ mod tests {
     #[test]
     fn certificate_bytes_round_trip_and_malformed_ones_are_refused() {
         let replicas = keys(3);
-        let s = seal(1, 1);
+        let s = seal(BatchId(1), 1);
         let cert = CommitCertificate::new(replicas.iter().map(|k| attest(k, &s)));
         let bytes = cert.to_bytes();
         assert_eq!(bytes.len(), 1 + 3 * ATTESTATION_LEN);
@@ -561,7 +565,7 @@ mod tests {
         let sequencer = [9u8; 32];
         let root = MerkleRoot([0xab; 32]);
         assert_eq!(
-            hex::encode(committed_seal_message(&sequencer, 5, 3, &root)),
+            hex::encode(committed_seal_message(&sequencer, BatchId(5), 3, &root)),
             "1b7365616c626174636820763120636f6d6d6974746564207365616c\
              0909090909090909090909090909090909090909090909090909090909090909\
              0500000000000000\
@@ -569,7 +573,8 @@ mod tests {
              abababababababababababababababababababababababababababababababab"
         );
         let certificate = CommitCertificate::new(
-            [1u8, 2].map(|i| CommitKey::from_seed(&[i; 32]).attest(&sequencer, 5, 3, &root)),
+            [1u8, 2]
+                .map(|i| CommitKey::from_seed(&[i; 32]).attest(&sequencer, BatchId(5), 3, &root)),
         );
         let expected = "02\
             8139770ea87d175f56a35466c34c7ecccb8d8a91b4ee37a25df60f5b8fc9b394\
@@ -580,7 +585,7 @@ mod tests {
             2995ea7758a76e032747fa74bdc3e999e2e688083b673c73cd45ae9f3cd8c20a";
         assert_eq!(hex::encode(certificate.to_bytes()), expected);
         let seal = SignedSeal {
-            e: 5,
+            e: BatchId(5),
             count: 3,
             root,
             signature: [0; 64],

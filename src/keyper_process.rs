@@ -634,7 +634,7 @@ impl State {
                 let evidence = self.core().node.evidence().len() as i64;
                 self.metrics.evidence.set(evidence);
                 tracing::error!(
-                    batch = e,
+                    batch = e.get(),
                     "the sequencer signed a second seal for a batch released for: both kept as evidence (served at /evidence)"
                 );
                 self.report(KeyperEvent::Refused {
@@ -651,7 +651,7 @@ impl State {
             }
             Err(refusal) => {
                 self.metrics.seals_refused.inc();
-                tracing::warn!(batch = seal.e, %refusal, "seal refused");
+                tracing::warn!(batch = seal.e.get(), %refusal, "seal refused");
                 self.report(KeyperEvent::Refused {
                     reason: refusal.to_string(),
                 });

@@ -15,7 +15,6 @@ macro_rules! counting_newtype {
         #[derive(
             Clone,
             Copy,
-            Debug,
             PartialEq,
             Eq,
             PartialOrd,
@@ -40,6 +39,20 @@ macro_rules! counting_newtype {
             #[inline]
             pub const fn get(self) -> u64 {
                 self.0
+            }
+
+            /// Decodes the little-endian eight bytes of the specifications.
+            #[must_use]
+            #[inline]
+            pub const fn from_le_bytes(bytes: [u8; 8]) -> $name {
+                $name(u64::from_le_bytes(bytes))
+            }
+
+            /// The little-endian eight bytes of the specifications (`u64le`).
+            #[must_use]
+            #[inline]
+            pub const fn to_le_bytes(self) -> [u8; 8] {
+                self.0.to_le_bytes()
             }
 
             /// `self + count`, `None` on overflow.
@@ -83,6 +96,18 @@ macro_rules! counting_newtype {
                 self.0.saturating_sub(earlier.0)
             }
 
+            /// The values from `self` up to `end`, `end` excluded.
+            #[inline]
+            pub fn until(self, end: $name) -> impl DoubleEndedIterator<Item = $name> + Clone {
+                (self.0..end.0).map($name)
+            }
+
+            /// The values from `self` through `last`, `last` included.
+            #[inline]
+            pub fn through(self, last: $name) -> impl DoubleEndedIterator<Item = $name> + Clone {
+                (self.0..=last.0).map($name)
+            }
+
             /// The value after this one, `None` after [`Self::MAX`].
             #[must_use]
             #[inline]
@@ -94,6 +119,14 @@ macro_rules! counting_newtype {
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        /// Printed as its number, as before it had a type of its own (the
+        /// specifications' vectors print rejections with `{:?}`).
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
             }
         }
 
@@ -173,9 +206,11 @@ pub const TICK_MAX: Tick = Tick::MAX - 1;
 /// A quantity, in whole lots of its market's base asset.
 pub type Lots = u64;
 
-/// A batch number `e`; batches are numbered `0, 1, 2, …` from the schedule's
-/// genesis.
-pub type BatchId = u64;
+counting_newtype!(
+    /// A batch number `e`; batches are numbered `0, 1, 2, …` from the
+    /// schedule's genesis.
+    BatchId
+);
 
 /// Identifies a market (a base/quote asset pair) within one deployment.
 #[derive(

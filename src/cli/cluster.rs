@@ -33,7 +33,7 @@ use crate::order::OrderSpec;
 use crate::replica::codec::{RaftRequest, ReplicaStatus};
 use crate::replica::network::call;
 use crate::replica::{ReplicaId, ReplicaNode};
-use crate::types::{BUNDLE_ORDERS_MAX, Lsn, MarketId, Side};
+use crate::types::{BUNDLE_ORDERS_MAX, BatchId, Lsn, MarketId, Side};
 use crate::wire::{ReasonCode, Schedule};
 
 /// The cluster's commands.
@@ -487,7 +487,7 @@ struct Trading {
 }
 
 /// The batch open 30 ms from now and its key, if `schedule` holds it.
-fn batch_key(schedule: &Schedule) -> Option<(u64, BatchPublicKey)> {
+fn batch_key(schedule: &Schedule) -> Option<(BatchId, BatchPublicKey)> {
     let e = target_batch(schedule, now_ms(), 30);
     schedule
         .batch_keys
@@ -1581,7 +1581,7 @@ fn report_campaign(
     );
     broken += receipts.missing.len() + receipts.forged.len();
     if let Some((releases, genesis_ms, length_ms)) = &traded.releases {
-        let mut seals: BTreeMap<u64, Vec<crate::envelope::MerkleRoot>> = BTreeMap::new();
+        let mut seals: BTreeMap<BatchId, Vec<crate::envelope::MerkleRoot>> = BTreeMap::new();
         for (kind, payload) in union.values() {
             if let Ok(crate::sequencer::SequencerRecord::Seal(seal)) =
                 crate::sequencer::SequencerRecord::decode(*kind, payload)
@@ -1590,7 +1590,7 @@ fn report_campaign(
             }
         }
         let two_seals = seals.values().filter(|roots| roots.len() > 1).count();
-        let first_sealed = seals.keys().next().copied().unwrap_or(0);
+        let first_sealed = seals.keys().next().copied().unwrap_or(BatchId::MIN);
         let mut uncommitted = 0;
         let mut early = 0;
         let mut unchecked = 0;
@@ -1603,6 +1603,7 @@ fn report_campaign(
                 None => uncommitted += 1,
             }
             let closes_ms = e
+                .get()
                 .saturating_add(1)
                 .saturating_mul(*length_ms)
                 .saturating_add(*genesis_ms);
@@ -1752,14 +1753,14 @@ struct DemoKeypers {
     tasks: Vec<tokio::task::JoinHandle<Result<(), crate::keyper_process::KeyperProcessError>>>,
     released: Arc<std::sync::Mutex<BTreeMap<u64, usize>>>,
     /// Every first release: batch, seal root, when (unix ms).
-    releases: Arc<std::sync::Mutex<Vec<(u64, crate::envelope::MerkleRoot, u64)>>>,
+    releases: Arc<std::sync::Mutex<Vec<(BatchId, crate::envelope::MerkleRoot, u64)>>>,
     genesis_ms: u64,
     batch_length_ms: u64,
 }
 
 /// The keypers' first releases (batch, seal root, unix ms), the genesis
 /// and the batch length.
-type Releases = (Vec<(u64, crate::envelope::MerkleRoot, u64)>, u64, u64);
+type Releases = (Vec<(BatchId, crate::envelope::MerkleRoot, u64)>, u64, u64);
 
 impl DemoKeypers {
     /// Stops them, prints how many keys each released, and returns every

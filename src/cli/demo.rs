@@ -14,6 +14,7 @@ use super::loadgen::{LoadOptions, load};
 use super::watch::batch_row;
 use crate::client::Client;
 use crate::node::{self, NodeConfig};
+use crate::types::BatchId;
 use crate::wire::ServerMessage;
 
 /// Arguments of `sealbatch demo`.
@@ -53,7 +54,7 @@ pub struct DemoArgs {
 /// The time from a batch's close until its `t`-th share left a keyper, per
 /// batch, from each keyper's release times (Unix ms).
 fn release_delays(
-    times: &BTreeMap<u64, Vec<u64>>,
+    times: &BTreeMap<BatchId, Vec<u64>>,
     t: usize,
     schedule: &crate::envelope::BatchSchedule,
 ) -> super::loadgen::Latencies {
@@ -108,9 +109,9 @@ struct DemoKeypers {
     /// Each keyper's stop and task.
     keypers: Vec<(watch::Sender<bool>, KeyperTask)>,
     /// Which keypers released each batch's key (printed with the batch).
-    released: Arc<Mutex<BTreeMap<u64, BTreeSet<u16>>>>,
+    released: Arc<Mutex<BTreeMap<BatchId, BTreeSet<u16>>>>,
     /// When each first release of a batch's key left, unix ms.
-    release_times: Arc<Mutex<BTreeMap<u64, Vec<u64>>>>,
+    release_times: Arc<Mutex<BTreeMap<BatchId, Vec<u64>>>>,
     /// The batch clock and the threshold, for the release delays.
     clock: (crate::envelope::BatchSchedule, usize),
     /// The committee index of the keyper stopped halfway.
@@ -128,8 +129,8 @@ async fn start_keypers(
 ) -> Result<DemoKeypers, Box<dyn std::error::Error + Send + Sync>> {
     // The keypers, each as its own keyper process would run it; which
     // of them released each batch's key is printed with the batch.
-    let released: Arc<Mutex<BTreeMap<u64, BTreeSet<u16>>>> = Arc::default();
-    let release_times: Arc<Mutex<BTreeMap<u64, Vec<u64>>>> = Arc::default();
+    let released: Arc<Mutex<BTreeMap<BatchId, BTreeSet<u16>>>> = Arc::default();
+    let release_times: Arc<Mutex<BTreeMap<BatchId, Vec<u64>>>> = Arc::default();
     let mut keypers = Vec::new();
     // The committee index of the keyper stopped halfway.
     let last_index = Arc::new(std::sync::atomic::AtomicU16::new(0));
@@ -323,7 +324,7 @@ pub fn run(args: &DemoArgs) -> CommandResult {
         } else {
             println!("trusted-operator mode: the embedded custodian holds every batch key");
         }
-        let released: Arc<Mutex<BTreeMap<u64, BTreeSet<u16>>>> = committee_run
+        let released: Arc<Mutex<BTreeMap<BatchId, BTreeSet<u16>>>> = committee_run
             .as_ref()
             .map_or_else(Arc::default, |k| Arc::clone(&k.released));
         let mut keypers = Vec::new();
@@ -438,7 +439,7 @@ fn verify_demo(data_dir: &std::path::Path, report: &super::loadgen::LoadReport) 
 async fn print_batches(
     mut events: tokio::sync::mpsc::Receiver<ServerMessage>,
     names: Vec<(u32, String)>,
-    shown: Arc<Mutex<BTreeMap<u64, BTreeSet<u16>>>>,
+    shown: Arc<Mutex<BTreeMap<BatchId, BTreeSet<u16>>>>,
 ) {
     let name = |m: u32| {
         names

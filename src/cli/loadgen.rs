@@ -33,7 +33,7 @@ use crate::envelope::{
 use crate::node::metrics::process_cpu_seconds;
 use crate::node::now_ms;
 use crate::order::OrderSpec;
-use crate::types::{BUNDLE_ORDERS_MAX, MarketId, Side};
+use crate::types::{BUNDLE_ORDERS_MAX, BatchId, MarketId, Side};
 use crate::wire::{BatchCleared, MarketInfo, ReasonCode, Schedule, ServerMessage};
 
 use super::connect::{ServerArgs, target_batch};
@@ -298,7 +298,7 @@ pub struct LoadReport {
     /// Orders of this run that filled at least one lot.
     pub orders_filled: u64,
     /// Batches seen cleared.
-    pub batches: BTreeSet<u64>,
+    pub batches: BTreeSet<BatchId>,
     /// Every receipt received.
     pub receipt_list: Vec<Receipt>,
 }
@@ -407,11 +407,11 @@ struct Trader {
     nonce: u64,
     schedule: Schedule,
     sequencer: SequencerPublicKey,
-    keys: BTreeMap<u64, BatchPublicKey>,
+    keys: BTreeMap<BatchId, BatchPublicKey>,
     report: LoadReport,
     receipts: BTreeMap<[u8; 32], Receipt>,
     proofs: Vec<(SignedSeal, [u8; 32], Vec<u8>)>,
-    waiting: BTreeSet<u64>,
+    waiting: BTreeSet<BatchId>,
     /// Smoothed receipt latency, to aim at a batch still open on arrival.
     latency_ms: f64,
     /// No submission before this (a `Busy` retry-after).
@@ -458,7 +458,8 @@ impl Trader {
         // Only batches holding this trader's envelopes: others' results may
         // wait in the queue while this trader is still funding itself.
         if !cleared.own.is_empty() {
-            let close = self.schedule.genesis_ms + (cleared.e + 1) * self.schedule.batch_length_ms;
+            let close =
+                self.schedule.genesis_ms + (cleared.e.get() + 1) * self.schedule.batch_length_ms;
             self.report
                 .close_to_result
                 .record(Duration::from_millis(now_ms().saturating_sub(close)));
@@ -519,7 +520,7 @@ impl Inclusion {
     /// proof leads from the commitment to the seal's root.
     /// Receipts whose batch no seal pushed on the connection names.
     fn unsealed(&self) -> u64 {
-        let sealed: BTreeSet<u64> = self.proofs.iter().map(|(seal, _, _)| seal.e).collect();
+        let sealed: BTreeSet<BatchId> = self.proofs.iter().map(|(seal, _, _)| seal.e).collect();
         self.receipts
             .values()
             .filter(|receipt| !sealed.contains(&receipt.e))
@@ -1027,10 +1028,11 @@ mod tests {
     fn receipts_without_their_seal_are_unchecked_not_missing() {
         let key = crate::envelope::SequencerKey::from_seed(&[3; 32]);
         let receipt = |e, c: u8| key.sign_receipt(e, &crate::envelope::Commitment([c; 32]));
-        let receipts: BTreeMap<[u8; 32], Receipt> = [receipt(1, 1), receipt(2, 2)]
-            .into_iter()
-            .map(|r| (r.commitment.0, r))
-            .collect();
+        let receipts: BTreeMap<[u8; 32], Receipt> =
+            [receipt(BatchId(1), 1), receipt(BatchId(2), 2)]
+                .into_iter()
+                .map(|r| (r.commitment.0, r))
+                .collect();
         let inclusion = Inclusion {
             sequencer: key.public_key(),
             receipts,

@@ -16,6 +16,7 @@ use curve25519_dalek::ristretto::RistrettoPoint;
 use crate::envelope::keys::decode_secret_scalar;
 use crate::envelope::{SealStatement, SequencerPublicKey, SignedSeal};
 use crate::keyper::{Committee, check_attestations};
+use crate::types::BatchId;
 use crate::wire::{BatchCleared, BatchSealed};
 
 /// Batches whose keys and seals a check keeps (older ones are dropped; a
@@ -27,12 +28,12 @@ pub const CHECK_BATCHES_KEPT: usize = 4096;
 pub enum ResultError {
     /// A seal that does not verify under the sequencer's key.
     #[error("batch {0}: the seal is not signed by the sequencer")]
-    BadSeal(u64),
+    BadSeal(BatchId),
     /// The result names another root or count than the batch's seal.
     #[error("batch {e}: the result is for root {result}, the batch was sealed with root {sealed}")]
     NotTheSeal {
         /// The batch.
-        e: u64,
+        e: BatchId,
         /// The result's root and count (hex and count).
         result: String,
         /// The seal's.
@@ -41,20 +42,20 @@ pub enum ResultError {
     /// The published secret is not a canonical non-zero scalar, or does
     /// not open the batch's key.
     #[error("batch {0}: the published batch secret does not match the batch key")]
-    BadSecret(u64),
+    BadSecret(BatchId),
     /// Under a committee, the result does not carry `t` keypers'
     /// attestations of its seal.
     #[error("batch {e}: the committee did not release its key for this seal: {reason}")]
     NotReleased {
         /// The batch.
-        e: u64,
+        e: BatchId,
         /// Why the attestations do not prove it.
         reason: String,
     },
     /// The client does not know yet whether a committee holds the keys
     /// (no schedule was read).
     #[error("batch {0}: the result cannot be checked before a schedule is read")]
-    Unknown(u64),
+    Unknown(BatchId),
 }
 
 /// Who holds the keys, as a check knows it.
@@ -76,9 +77,9 @@ pub struct ResultCheck {
     custody: Custody,
     /// `S_e` by batch: certified ones under a committee, announced ones
     /// otherwise.
-    keys: BTreeMap<u64, [u8; 32]>,
+    keys: BTreeMap<BatchId, [u8; 32]>,
     /// Seals pushed, by batch.
-    seals: BTreeMap<u64, SealStatement>,
+    seals: BTreeMap<BatchId, SealStatement>,
 }
 
 impl ResultCheck {
@@ -99,7 +100,7 @@ impl ResultCheck {
 
     /// `S_e` of batch `e`, as certified (or, without a committee,
     /// announced).
-    pub fn add_key(&mut self, e: u64, key: [u8; 32]) {
+    pub fn add_key(&mut self, e: BatchId, key: [u8; 32]) {
         self.keys.insert(e, key);
         while self.keys.len() > CHECK_BATCHES_KEPT {
             self.keys.pop_first();
@@ -118,7 +119,8 @@ impl ResultCheck {
     ///
     /// [`ResultError::BadSeal`].
     pub fn sealed(&mut self, sealed: &BatchSealed) -> Result<(), ResultError> {
-        let seal = SignedSeal::from_bytes(&sealed.seal).map_err(|_| ResultError::BadSeal(0))?;
+        let seal =
+            SignedSeal::from_bytes(&sealed.seal).map_err(|_| ResultError::BadSeal(BatchId::MIN))?;
         if let Some(key) = &self.sequencer {
             seal.verify(key).map_err(|_| ResultError::BadSeal(seal.e))?;
         }

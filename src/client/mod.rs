@@ -54,6 +54,7 @@ use crate::signed::{
     CHANNEL_BINDING_LABEL, ChannelBinding, DepositStatement, PayoutStatement, Query,
     SignedWithdrawal, Statement, Withdrawal, WithdrawalStatement,
 };
+use crate::types::BatchId;
 use crate::wire::{
     self, ClientMessage, FrameDecoder, ReasonCode, Schedule, ServerMessage,
     schedule_signing_message,
@@ -85,7 +86,7 @@ pub enum ClientError {
         /// Why.
         code: ReasonCode,
         /// The batch open at the time.
-        next_open: u64,
+        next_open: BatchId,
         /// For [`ReasonCode::Busy`]: wait this long before submitting again.
         retry_after: std::time::Duration,
         /// The sequencer's detail.
@@ -166,7 +167,7 @@ pub struct Client {
     custody: Mutex<Option<KeyCustody>>,
     /// The batch keys verified certificates hold, by batch (from the open
     /// batch on).
-    certified: Mutex<BTreeMap<u64, [u8; 32]>>,
+    certified: Mutex<BTreeMap<BatchId, [u8; 32]>>,
     /// What pushed events are checked against, shared with the reader.
     check: Arc<Mutex<check::ResultCheck>>,
     /// Results refused by the check.
@@ -794,11 +795,11 @@ impl Client {
 /// be open `margin_ms` from now (the time the envelope needs to arrive), by
 /// the schedule's batch clock (0 before genesis).
 #[must_use]
-pub fn target_batch(schedule: &Schedule, now_ms: u64, margin_ms: u64) -> u64 {
+pub fn target_batch(schedule: &Schedule, now_ms: u64, margin_ms: u64) -> BatchId {
     schedule
         .clock()
         .batch_at(now_ms.saturating_add(margin_ms))
-        .unwrap_or(0)
+        .unwrap_or(BatchId::MIN)
 }
 
 /// Whether committee `id` is one `trust` accepts.
@@ -945,14 +946,18 @@ mod tests {
         let key = crate::envelope::SequencerKey::from_seed(&[3; 32]);
         let mine = Commitment([1; 32]);
         let group = key
-            .sign_receipts(&[(7, mine), (7, Commitment([2; 32])), (8, mine)])
+            .sign_receipts(&[
+                (BatchId(7), mine),
+                (BatchId(7), Commitment([2; 32])),
+                (BatchId(8), mine),
+            ])
             .expect("signed");
         let [ours, theirs, other_batch] =
             [0, 1, 2].map(|i| group.receipt(i).expect("in the group"));
-        assert!(receipt_is_for(&ours, (Some(7), mine)).is_ok());
+        assert!(receipt_is_for(&ours, (Some(BatchId(7)), mine)).is_ok());
         for wrong in [&theirs, &other_batch] {
             assert!(matches!(
-                receipt_is_for(wrong, (Some(7), mine)),
+                receipt_is_for(wrong, (Some(BatchId(7)), mine)),
                 Err(ClientError::Protocol(_))
             ));
         }

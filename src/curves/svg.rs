@@ -290,8 +290,8 @@ pub fn market_history_svg(market: u32, history: &[HistoryPoint]) -> String {
         .max(low.saturating_add(1));
     let top_volume = history.iter().map(|h| h.volume).max().unwrap_or(0).max(1);
     // Saturating: an out-of-order point is drawn at the edge, never a panic.
-    let span = last.e.saturating_sub(first.e).max(1) as f64;
-    let x = |e: BatchId| LEFT + e.saturating_sub(first.e) as f64 / span * (WIDTH - LEFT - RIGHT);
+    let span = last.e.since(first.e).max(1) as f64;
+    let x = |e: BatchId| LEFT + e.since(first.e) as f64 / span * (WIDTH - LEFT - RIGHT);
     let y_price = |p: Tick| {
         PRICE_BOTTOM
             - p.saturating_sub(low) as f64 / (high - low) as f64 * (PRICE_BOTTOM - PRICE_TOP)

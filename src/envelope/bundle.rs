@@ -404,7 +404,7 @@ pub fn header_batch(bytes: &[u8]) -> Option<BatchId> {
     bytes
         .get(1..9)
         .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(u64::from_le_bytes)
+        .map(BatchId::from_le_bytes)
 }
 
 impl ShapedEnvelope {

@@ -50,7 +50,8 @@ impl BatchSchedule {
         if self.batch_length_ms == 0 {
             return None;
         }
-        e.checked_add(1)?
+        e.get()
+            .checked_add(1)?
             .checked_mul(self.batch_length_ms)?
             .checked_add(self.genesis_ms)
     }
@@ -58,7 +59,8 @@ impl BatchSchedule {
     /// Unix milliseconds at which batch `e` opens; `None` on overflow.
     #[must_use]
     pub fn open_ms(&self, e: BatchId) -> Option<u64> {
-        e.checked_mul(self.batch_length_ms)?
+        e.get()
+            .checked_mul(self.batch_length_ms)?
             .checked_add(self.genesis_ms)
     }
 
@@ -68,7 +70,9 @@ impl BatchSchedule {
         if self.batch_length_ms == 0 {
             return None;
         }
-        Some(now_ms.checked_sub(self.genesis_ms)? / self.batch_length_ms)
+        Some(BatchId(
+            now_ms.checked_sub(self.genesis_ms)? / self.batch_length_ms,
+        ))
     }
 }
 

@@ -370,7 +370,7 @@ pub fn parse_header(envelope: &[u8]) -> Option<Header> {
     ephemeral.copy_from_slice(&head[9..HEADER_LEN]);
     Some(Header {
         version: head[0],
-        batch: le_u64(head, 1),
+        batch: BatchId(le_u64(head, 1)),
         ephemeral,
     })
 }

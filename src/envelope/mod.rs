@@ -35,7 +35,7 @@
 //! use rand_core::SeedableRng;
 //! use sealbatch::envelope::*;
 //! use sealbatch::order::OrderSpec;
-//! use sealbatch::types::{MarketId, Side};
+//! use sealbatch::types::{BatchId, MarketId, Side};
 //!
 //! let mut rng = ChaCha20Rng::seed_from_u64(7);
 //! let sequencer = SequencerKey::generate(&mut rng);
@@ -49,7 +49,7 @@
 //! // A trader seals a bundle to batch 3's announced key, signed for this
 //! // deployment (the sequencer's key and batch clock).
 //! let deployment = DeploymentId::of(&sequencer.public_key(), &schedule);
-//! let e = 3;
+//! let e = BatchId(3);
 //! let batch_key = custodian.public_key(e)?;
 //! let account = generate_account_key(&mut rng);
 //! let orders = [OrderSpec {

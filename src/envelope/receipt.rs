@@ -445,7 +445,7 @@ impl Receipt {
             });
         }
         Ok(Receipt {
-            e: u64::from_le_bytes(fixed(bytes, 0)),
+            e: BatchId::from_le_bytes(fixed(bytes, 0)),
             commitment: Commitment(fixed(bytes, 8)),
             count: u32::from_le_bytes(fixed(bytes, 40)),
             root: MerkleRoot(fixed(bytes, 44)),
@@ -579,7 +579,7 @@ impl SignedSeal {
             });
         }
         Ok(SignedSeal {
-            e: u64::from_le_bytes(fixed(bytes, 0)),
+            e: BatchId::from_le_bytes(fixed(bytes, 0)),
             count: u32::from_le_bytes(fixed(bytes, 8)),
             root: MerkleRoot(fixed(bytes, 12)),
             signature: fixed(bytes, 44),

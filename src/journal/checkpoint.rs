@@ -92,8 +92,8 @@ pub fn encode_checkpoint_file(lsn: Lsn, replay_from: Lsn, payload: &[u8]) -> Vec
         Vec::with_capacity(CHECKPOINT_HEADER_LEN + payload.len() + CHECKPOINT_TRAILER_LEN);
     out.extend_from_slice(&CHECKPOINT_MAGIC);
     out.extend_from_slice(&CHECKPOINT_FORMAT_VERSION.to_le_bytes());
-    out.extend_from_slice(&lsn.get().to_le_bytes());
-    out.extend_from_slice(&replay_from.get().to_le_bytes());
+    out.extend_from_slice(&lsn.to_le_bytes());
+    out.extend_from_slice(&replay_from.to_le_bytes());
     out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     out.extend_from_slice(payload);
     let crc = crc32c::crc32c(&out);

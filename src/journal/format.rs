@@ -32,7 +32,7 @@ pub fn encode_segment_header(first_lsn: Lsn) -> [u8; SEGMENT_HEADER_LEN] {
     header[0..8].copy_from_slice(&SEGMENT_MAGIC);
     header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     // 12..16: flags, zero in version 1.
-    header[16..24].copy_from_slice(&first_lsn.get().to_le_bytes());
+    header[16..24].copy_from_slice(&first_lsn.to_le_bytes());
     let crc = crc32c::crc32c(&header[0..24]);
     header[24..28].copy_from_slice(&crc.to_le_bytes());
     // 28..32: reserved, zero.
@@ -95,7 +95,7 @@ pub fn encode_frame(out: &mut Vec<u8>, lsn: Lsn, kind: u8, payload: &[u8]) {
     out.extend_from_slice(&len.to_le_bytes());
     out.push(kind);
     out.extend_from_slice(&[0; 3]);
-    out.extend_from_slice(&lsn.get().to_le_bytes());
+    out.extend_from_slice(&lsn.to_le_bytes());
     out.extend_from_slice(payload);
     let crc = crc32c::crc32c(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());

@@ -57,7 +57,7 @@ pub fn release_message(committee: &Committee, seal: &SealStatement) -> Vec<u8> {
     out.put_u8(DOMAIN_KEYPER_RELEASE.len() as u8);
     out.extend_from_slice(DOMAIN_KEYPER_RELEASE.as_bytes());
     out.extend_from_slice(&committee.id());
-    out.put_u64(seal.e);
+    out.put_u64(seal.e.get());
     out.put_u32(seal.count);
     out.extend_from_slice(&seal.root.0);
     out
@@ -168,6 +168,7 @@ mod tests {
     use super::*;
     use crate::envelope::{BatchSchedule, DeploymentId, MerkleRoot};
     use crate::keyper::Member;
+    use crate::types::BatchId;
 
     fn committee(n: u8, t: usize) -> (Committee, Vec<SigningKey>) {
         let keys: Vec<SigningKey> = (1..=n).map(|i| SigningKey::from_bytes(&[i; 32])).collect();
@@ -199,7 +200,7 @@ mod tests {
     fn t_attestations_of_one_seal_check_and_nothing_else_does() {
         let (committee, keys) = committee(5, 3);
         let seal = SealStatement {
-            e: 7,
+            e: BatchId(7),
             count: 3,
             root: MerkleRoot([9; 32]),
         };

@@ -267,7 +267,8 @@ impl Window {
 
     /// The batches, in order.
     pub fn batches(&self) -> impl Iterator<Item = BatchId> {
-        self.first_batch..self.first_batch.saturating_add(u64::from(self.batches))
+        self.first_batch
+            .until(self.first_batch.saturating_add(u64::from(self.batches)))
     }
 
     /// Whether batch `e` is one of them.
@@ -283,7 +284,7 @@ impl Window {
         let mut out = Vec::with_capacity(52);
         out.extend_from_slice(&committee.id());
         out.put_u64(self.id);
-        out.put_u64(self.first_batch);
+        out.put_u64(self.first_batch.get());
         out.put_u32(self.batches);
         out
     }

@@ -22,6 +22,7 @@ use super::proof::Proof;
 use super::sharing::{Commitments, KeyperIndex, Polynomial, random_scalar};
 use crate::codec::Writer;
 use crate::envelope::keys::decode_point;
+use crate::types::BatchId;
 
 /// BLAKE3 derive-key context of the key that seals a dealer's shares to one
 /// keyper.
@@ -102,11 +103,11 @@ impl DealerSecrets {
 pub fn proof_context(
     committee: &Committee,
     window: &Window,
-    e: u64,
+    e: BatchId,
     dealer: KeyperIndex,
 ) -> Vec<u8> {
     let mut out = window.context(committee);
-    out.put_u64(e);
+    out.put_u64(e.get());
     out.put_u16(dealer);
     out
 }
@@ -216,10 +217,10 @@ pub enum DealingError {
     Shape,
     /// A commitment is not a canonical point other than the identity.
     #[error("batch {0}: a commitment is not a valid point")]
-    BadCommitment(u64),
+    BadCommitment(BatchId),
     /// A proof of knowledge does not verify.
     #[error("batch {0}: the proof of knowledge does not verify")]
-    BadProof(u64),
+    BadProof(BatchId),
     /// The ephemeral key sealing keyper `j`'s shares is not a canonical
     /// point other than the identity.
     #[error("the shares sealed to keyper {0} have an invalid ephemeral key")]

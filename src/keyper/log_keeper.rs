@@ -153,7 +153,7 @@ impl Decode for KeeperSnapshot {
     fn decode_from(r: &mut Reader<'_>) -> Result<KeeperSnapshot, DecodeError> {
         let next_position = r.u64("next position")?;
         let next_id = r.u64("next id")?;
-        let dealt_below = r.u64("dealt below")?;
+        let dealt_below = BatchId(r.u64("dealt below")?);
         let count = r.count("log entries", SNAPSHOT_ENTRIES_MAX)?;
         let mut entries = Vec::with_capacity(count.min(1024));
         let mut last = None;
@@ -185,7 +185,7 @@ impl Encode for KeeperSnapshot {
     fn encode_into(&self, out: &mut Vec<u8>) {
         out.put_u64(self.next_position);
         out.put_u64(self.next_id);
-        out.put_u64(self.dealt_below);
+        out.put_u64(self.dealt_below.get());
         // Bounded by SNAPSHOT_ENTRIES_MAX (the keeper prunes far below it).
         out.put_u32(self.entries.len() as u32);
         for (position, entry) in &self.entries {

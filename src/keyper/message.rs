@@ -12,6 +12,7 @@ use super::proof::{PROOF_LEN, Proof};
 use super::sharing::KeyperIndex;
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::envelope::receipt::decode_ed25519_public;
+use crate::types::BatchId;
 
 /// Domain string of a keyper message's signing message.
 pub const DOMAIN_KEYPER_MESSAGE: &str = "sealbatch v1 keyper message";
@@ -268,7 +269,7 @@ impl Encode for SignedKeyperMessage {
 
 pub(crate) fn put_window(out: &mut Vec<u8>, w: &Window) {
     out.put_u64(w.id);
-    out.put_u64(w.first_batch);
+    out.put_u64(w.first_batch.get());
     out.put_u32(w.batches);
 }
 
@@ -276,7 +277,7 @@ pub(crate) fn read_window(r: &mut Reader<'_>) -> Result<Window, DecodeError> {
     let offset = r.offset();
     let window = Window {
         id: r.u64("window id")?,
-        first_batch: r.u64("first batch")?,
+        first_batch: BatchId(r.u64("first batch")?),
         batches: r.u32("batches")?,
     };
     window.check().map_err(|_| r.invalid("window", offset))?;

@@ -16,6 +16,7 @@ use zeroize::Zeroizing;
 use super::release::Evidence;
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::envelope::{SEAL_LEN, SignedSeal};
+use crate::types::BatchId;
 
 /// A keyper journal record.
 #[derive(Debug)]
@@ -94,7 +95,7 @@ impl KeyperRecord {
             }
             KeyperRecord::Forgotten { below } => {
                 out.put_u8(tag::FORGOTTEN);
-                out.put_u64(*below);
+                out.put_u64(below.get());
             }
             KeyperRecord::Committee { id } => {
                 out.put_u8(tag::COMMITTEE);
@@ -157,7 +158,7 @@ impl KeyperRecord {
                 }
             }
             tag::FORGOTTEN => KeyperRecord::Forgotten {
-                below: r.u64("below")?,
+                below: BatchId(r.u64("below")?),
             },
             tag::COMMITTEE => KeyperRecord::Committee {
                 id: r.array("committee id")?,

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use crate::envelope::{SequencerPublicKey, ShapedEnvelope, header_batch};
 use crate::signed::{ChannelBinding, SignedError};
+use crate::types::BatchId;
 use crate::wire::{ClientMessage, ReasonCode, ServerMessage};
 
 use super::handle::RequestBody;
@@ -40,7 +41,7 @@ pub struct StreamAdmission {
     /// header): past `attempts_max` they are refused here, before the
     /// shape check and the core's queue. The core keeps the exact count of
     /// the envelopes it takes.
-    attempts: BTreeMap<u64, u32>,
+    attempts: BTreeMap<BatchId, u32>,
     attempts_max: u32,
 }
 
@@ -191,7 +192,7 @@ mod tests {
         )
     }
 
-    fn submit(request_id: u64, e: u64) -> ClientMessage {
+    fn submit(request_id: u64, e: BatchId) -> ClientMessage {
         let mut envelope = vec![1u8];
         envelope.extend_from_slice(&e.to_le_bytes());
         envelope.resize(200, 0);
@@ -208,12 +209,12 @@ mod tests {
         let mut a = admission(now);
         for id in 0..2 {
             assert!(matches!(
-                a.admit(submit(id, 5), now, 0, &schedules),
+                a.admit(submit(id, BatchId(5)), now, 0, &schedules),
                 Admitted::Forward(RequestBody::Submit { .. })
             ));
         }
         let Admitted::Reply(ServerMessage::Rejected { code, .. }) =
-            a.admit(submit(2, 5), now, 0, &schedules)
+            a.admit(submit(2, BatchId(5)), now, 0, &schedules)
         else {
             panic!("the third submission to batch 5 is not refused");
         };
@@ -222,7 +223,7 @@ mod tests {
         // refuses their shape): forwarded. Submissions take no request
         // budget.
         assert!(matches!(
-            a.admit(submit(3, 6), now, 0, &schedules),
+            a.admit(submit(3, BatchId(6)), now, 0, &schedules),
             Admitted::Forward(_)
         ));
         let short = ClientMessage::Submit {
@@ -238,7 +239,7 @@ mod tests {
         ));
         // The batches remembered stay bounded.
         for e in 100..100 + 2 * ATTEMPTS_BATCHES_KEPT as u64 {
-            let _ = a.admit(submit(e, e), now, 0, &schedules);
+            let _ = a.admit(submit(e, BatchId(e)), now, 0, &schedules);
         }
         assert!(a.attempts.len() <= ATTEMPTS_BATCHES_KEPT);
     }

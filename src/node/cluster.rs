@@ -314,19 +314,19 @@ impl Certifier {
                         if warned.is_none_or(|at| at.elapsed() >= NO_KEYPER_WARNING_EVERY) {
                             warned = Some(tokio::time::Instant::now());
                             tracing::warn!(
-                                batch = seal.e,
+                                batch = seal.e.get(),
                                 "a batch key is wanted but no keyper is connected"
                             );
                         } else {
                             tracing::debug!(
-                                batch = seal.e,
+                                batch = seal.e.get(),
                                 "a batch key is wanted but no keyper is connected"
                             );
                         }
                     }
                 }
                 None => tracing::debug!(
-                    batch = seal.e,
+                    batch = seal.e.get(),
                     "no majority attested the seal yet; asked again"
                 ),
             }

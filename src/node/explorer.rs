@@ -1311,10 +1311,10 @@ mod tests {
     fn a_missing_batch_is_malformed_pruned_or_absent() {
         let explorer = explorer(2);
         assert_eq!(status(&explorer, "3"), Some(StatusCode::NOT_FOUND));
-        for e in 3..=6 {
+        for e in BatchId(3).through(BatchId(6)) {
             publish(&explorer, e);
         }
-        assert_eq!(explorer.oldest(), Some(5));
+        assert_eq!(explorer.oldest(), Some(BatchId(5)));
         assert_eq!(status(&explorer, "5"), None);
         assert_eq!(status(&explorer, "6"), None);
         assert_eq!(status(&explorer, "4"), Some(StatusCode::GONE));
@@ -1340,7 +1340,7 @@ mod tests {
         };
         assert_eq!(answer("a").as_deref(), Some("a"));
         assert_eq!(answer("b").as_deref(), Some("a"));
-        publish(&explorer, 1);
+        publish(&explorer, BatchId(1));
         assert_eq!(answer("c").as_deref(), Some("c"));
         assert_eq!(answer("d").as_deref(), Some("c"));
         // Market routes are keyed by the id they parse to, never by a
@@ -1374,18 +1374,24 @@ mod tests {
         };
         let mut headers = HeaderMap::new();
         assert!(matches!(resume(&headers, None), Ok(None)));
-        assert!(matches!(resume(&headers, Some("after=9")), Ok(Some(9))));
+        assert!(matches!(
+            resume(&headers, Some("after=9")),
+            Ok(Some(BatchId(9)))
+        ));
         headers.insert("last-event-id", "12".parse().unwrap());
-        assert!(matches!(resume(&headers, Some("after=9")), Ok(Some(12))));
+        assert!(matches!(
+            resume(&headers, Some("after=9")),
+            Ok(Some(BatchId(12)))
+        ));
         assert!(matches!(
             resume(&headers, Some("x=1&after=15")),
-            Ok(Some(15))
+            Ok(Some(BatchId(15)))
         ));
         assert!(matches!(
             resume(&headers, Some("after=%3115")),
-            Ok(Some(115))
+            Ok(Some(BatchId(115)))
         ));
-        assert!(matches!(resume(&headers, None), Ok(Some(12))));
+        assert!(matches!(resume(&headers, None), Ok(Some(BatchId(12)))));
         // An id not sent by the listener is ignored; a bad `after` refused.
         headers.insert("last-event-id", "nonsense".parse().unwrap());
         assert!(matches!(resume(&headers, None), Ok(None)));

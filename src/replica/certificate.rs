@@ -339,31 +339,32 @@ mod tests {
     fn a_replica_attests_only_the_seal_its_committed_log_holds() {
         let key = CommitKey::from_seed(&[1; 32]);
         let committed = CommittedSeals::default();
-        let s = seal(5, 1);
+        let s = seal(BatchId(5), 1);
         assert_eq!(
-            committed.attest(&key, &SEQUENCER, 5, 3, &s.root),
+            committed.attest(&key, &SEQUENCER, BatchId(5), 3, &s.root),
             AttestAnswer::NotApplied
         );
-        committed.applied(5, 3, s.root);
+        committed.applied(BatchId(5), 3, s.root);
         // A second seal of the batch applied later (it cannot be) changes nothing.
-        committed.applied(5, 3, MerkleRoot([2; 32]));
-        let AttestAnswer::Attested(a) = committed.attest(&key, &SEQUENCER, 5, 3, &s.root) else {
+        committed.applied(BatchId(5), 3, MerkleRoot([2; 32]));
+        let AttestAnswer::Attested(a) = committed.attest(&key, &SEQUENCER, BatchId(5), 3, &s.root)
+        else {
             panic!("not attested");
         };
         assert_eq!(a, attest(&key, &s));
         assert_eq!(
-            committed.attest(&key, &SEQUENCER, 5, 3, &MerkleRoot([2; 32])),
+            committed.attest(&key, &SEQUENCER, BatchId(5), 3, &MerkleRoot([2; 32])),
             AttestAnswer::Differs
         );
         assert_eq!(
-            committed.attest(&key, &SEQUENCER, 5, 4, &s.root),
+            committed.attest(&key, &SEQUENCER, BatchId(5), 4, &s.root),
             AttestAnswer::Differs
         );
         for e in 6..6 + COMMITTED_SEALS_KEPT as u64 {
-            committed.applied(e, 1, s.root);
+            committed.applied(BatchId(e), 1, s.root);
         }
         assert_eq!(
-            committed.attest(&key, &SEQUENCER, 5, 3, &s.root),
+            committed.attest(&key, &SEQUENCER, BatchId(5), 3, &s.root),
             AttestAnswer::NotApplied
         );
     }

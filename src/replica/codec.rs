@@ -525,7 +525,7 @@ impl Decode for RaftRequest {
             },
             TAG_STATUS => RaftRequest::Status,
             TAG_ATTEST => RaftRequest::Attest {
-                e: r.u64("batch")?,
+                e: BatchId(r.u64("batch")?),
                 count: r.u32("count")?,
                 root: MerkleRoot(r.array("root")?),
             },
@@ -606,7 +606,7 @@ impl Encode for RaftRequest {
             RaftRequest::Status => out.put_u8(TAG_STATUS),
             RaftRequest::Attest { e, count, root } => {
                 out.put_u8(TAG_ATTEST);
-                out.put_u64(*e);
+                out.put_u64(e.get());
                 out.put_u32(*count);
                 out.extend_from_slice(&root.0);
             }

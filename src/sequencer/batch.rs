@@ -587,7 +587,7 @@ impl Decode for BatchOutcome {
         if tag != OUTCOME_TAG && tag != OUTCOME_TAG_V1 {
             return Err(r.invalid("result tag", 0));
         }
-        let e = r.u64("batch")?;
+        let e = BatchId(r.u64("batch")?);
         let root = MerkleRoot(r.array("root")?);
         let batch_secret = r.array("batch secret")?;
         let release = if tag == OUTCOME_TAG {
@@ -677,7 +677,7 @@ impl Encode for BatchOutcome {
     /// Appends the canonical encoding (`spec/sequencer.md`, "Result (kind 4)").
     fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&OUTCOME_TAG);
-        out.put_u64(self.e);
+        out.put_u64(self.e.get());
         out.extend_from_slice(&self.root.0);
         out.extend_from_slice(&self.batch_secret);
         encode_attestations(out, &self.release);

@@ -160,11 +160,11 @@ impl Decode for Checkpoint {
         if replay_from == Lsn::NONE || replay_from > lsn {
             return Err(r.invalid("replay from", offset));
         }
-        let closed_below = r.u64("closed below")?;
+        let closed_below = BatchId(r.u64("closed below")?);
         let offset = r.offset();
         let count = r.count("unfinished count", CHECKPOINT_UNFINISHED_MAX)?;
         let unfinished = (0..count)
-            .map(|_| r.u64("unfinished batch"))
+            .map(|_| r.u64("unfinished batch").map(BatchId))
             .collect::<Result<Vec<_>, DecodeError>>()?;
         if !unfinished.is_sorted_by(|a, b| a < b) {
             return Err(r.invalid("unfinished batches", offset));
@@ -223,11 +223,11 @@ impl Encode for Checkpoint {
         encode_genesis_blob(&self.genesis, out);
         out.put_u64(self.lsn.get());
         out.put_u64(self.replay_from.get());
-        out.put_u64(self.closed_below);
+        out.put_u64(self.closed_below.get());
         // Counts are bounded by the decoder's maxima, all below u32::MAX.
         out.put_u32(self.unfinished.len() as u32);
         for e in &self.unfinished {
-            out.put_u64(*e);
+            out.put_u64(e.get());
         }
         encode_references(&self.references, out);
         encode_balances(&self.balances, out);

@@ -149,7 +149,7 @@ impl JournalWrite {
             return None;
         }
         let e = self.payload.get(..8)?;
-        Some(u64::from_le_bytes(<[u8; 8]>::try_from(e).ok()?))
+        Some(BatchId::from_le_bytes(<[u8; 8]>::try_from(e).ok()?))
     }
 }
 
@@ -554,7 +554,10 @@ impl Sequencer {
     /// The batch open at `now_ms` (clamped to genesis).
     #[must_use]
     pub fn open_batch_at(&self, now_ms: u64) -> BatchId {
-        self.genesis.schedule.batch_at(now_ms).unwrap_or(0)
+        self.genesis
+            .schedule
+            .batch_at(now_ms)
+            .unwrap_or(BatchId::MIN)
     }
 
     /// The public key of batch `e`.

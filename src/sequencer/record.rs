@@ -335,12 +335,12 @@ impl SequencerRecord {
         match self {
             SequencerRecord::Genesis(genesis) => genesis.encode_into(&mut out),
             SequencerRecord::Envelope { e, bytes } => {
-                out.put_u64(*e);
+                out.put_u64(e.get());
                 out.put_blob(bytes);
             }
             SequencerRecord::Seal(seal) => out.extend_from_slice(&seal.to_bytes()),
             SequencerRecord::ResultPart(part) => {
-                out.put_u64(part.e);
+                out.put_u64(part.e.get());
                 out.put_u32(part.index);
                 out.put_u32(part.count);
                 out.put_blob(&part.bytes);
@@ -368,7 +368,7 @@ impl SequencerRecord {
             } => {
                 out.extend_from_slice(&committee.to_bytes());
                 params.encode_into(&mut out);
-                out.put_u64(*first_batch);
+                out.put_u64(first_batch.get());
             }
             SequencerRecord::KeyperLog { position, entry } => {
                 out.put_u64(*position);
@@ -398,7 +398,7 @@ impl SequencerRecord {
                 SequencerRecord::Genesis(Genesis::decode_from(&mut r).map_err(decode)?)
             }
             RecordKind::Envelope => {
-                let e = r.u64("batch").map_err(decode)?;
+                let e = BatchId(r.u64("batch").map_err(decode)?);
                 let bytes = r
                     .blob("envelope", ENVELOPE_LEN_MAX)
                     .map_err(decode)?
@@ -412,7 +412,7 @@ impl SequencerRecord {
                 SequencerRecord::Seal(seal)
             }
             RecordKind::Result => {
-                let e = r.u64("batch").map_err(decode)?;
+                let e = BatchId(r.u64("batch").map_err(decode)?);
                 let offset = r.offset();
                 let index = r.u32("part index").map_err(decode)?;
                 let count = r.u32("part count").map_err(decode)?;
@@ -471,7 +471,7 @@ impl SequencerRecord {
             RecordKind::Committee => SequencerRecord::Committee {
                 committee: Committee::decode_from(&mut r).map_err(decode)?,
                 params: GenerationParams::decode_from(&mut r).map_err(decode)?,
-                first_batch: r.u64("first batch").map_err(decode)?,
+                first_batch: BatchId(r.u64("first batch").map_err(decode)?),
             },
             RecordKind::KeyperLog => SequencerRecord::KeyperLog {
                 position: r.u64("position").map_err(decode)?,

@@ -133,7 +133,7 @@ fn a_batch_that_cannot_be_processed_is_voided_and_never_processed_again() {
         buyer,
         seller,
     } = funded_pair(1);
-    let public = sequencer.batch_public_key(0).expect("announced");
+    let public = sequencer.batch_public_key(BatchId(0)).expect("announced");
     for (nonce, (trader, side)) in [(&buyer, Side::Buy), (&seller, Side::Sell)]
         .into_iter()
         .enumerate()
@@ -149,7 +149,7 @@ fn a_batch_that_cannot_be_processed_is_voided_and_never_processed_again() {
             &mut rng,
             trader,
             &sequencer.deployment(),
-            0,
+            BatchId(0),
             &public,
             nonce as u64,
             &orders,
@@ -181,7 +181,10 @@ fn a_batch_that_cannot_be_processed_is_voided_and_never_processed_again() {
             _ => None,
         })
         .expect("reported");
-    assert_eq!(voided, (0, "opening panicked: injected".to_string()));
+    assert_eq!(
+        voided,
+        (BatchId(0), "opening panicked: injected".to_string())
+    );
     let outcome = events
         .iter()
         .find_map(|event| match event {
@@ -220,7 +223,7 @@ fn input_the_engine_refuses_is_a_typed_error_not_a_panic() {
     let key = SequencerKey::from_seed(&[7; 32]);
     let genesis = genesis(&key);
     let opened = OpenedBatch {
-        e: 3,
+        e: BatchId(3),
         root: crate::envelope::MerkleRoot([1; 32]),
         envelopes: Vec::new(),
     };
@@ -235,7 +238,7 @@ fn input_the_engine_refuses_is_a_typed_error_not_a_panic() {
         genesis.orders_per_account_per_batch_max,
     );
     assert!(
-        matches!(result, Err(ProcessError::Clearing { e: 3, .. })),
+        matches!(result, Err(ProcessError::Clearing { e: BatchId(3), .. })),
         "{result:?}"
     );
 }
@@ -351,7 +354,7 @@ fn an_account_cannot_have_more_orders_in_a_batch_than_the_genesis_allows() {
     }
     sequencer.handle_timeout(GENESIS_MS).expect("timeout");
     flush(&mut sequencer, &mut journal, GENESIS_MS);
-    let public = sequencer.batch_public_key(0).expect("announced");
+    let public = sequencer.batch_public_key(BatchId(0)).expect("announced");
     let orders = |n: usize| -> Vec<OrderSpec> {
         (0..n)
             .map(|i| OrderSpec {
@@ -370,7 +373,7 @@ fn an_account_cannot_have_more_orders_in_a_batch_than_the_genesis_allows() {
             &mut rng,
             trader,
             &sequencer.deployment(),
-            0,
+            BatchId(0),
             &public,
             nonce,
             &orders(200),
@@ -459,7 +462,7 @@ fn a_duplicate_envelope_is_receipted_again_and_journaled_once() {
     flush(&mut sequencer, &mut journal, GENESIS_MS);
     let mut rng = ChaCha20Rng::seed_from_u64(2);
     let trader = crate::envelope::generate_account_key(&mut rng);
-    let public = sequencer.batch_public_key(0).expect("announced");
+    let public = sequencer.batch_public_key(BatchId(0)).expect("announced");
     let orders = [OrderSpec {
         market: MarketId(1),
         side: Side::Buy,
@@ -471,7 +474,7 @@ fn a_duplicate_envelope_is_receipted_again_and_journaled_once() {
         &mut rng,
         &trader,
         &sequencer.deployment(),
-        0,
+        BatchId(0),
         &public,
         0,
         &orders,
@@ -893,7 +896,7 @@ fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
     flush(&mut sequencer, &mut journal, GENESIS_MS);
     // Not before a window is certified: fail closed.
     sequencer.handle_timeout(GENESIS_MS).expect("timeout");
-    assert!(sequencer.batch_public_key(0).is_err());
+    assert!(sequencer.batch_public_key(BatchId(0)).is_err());
     let another = Committee::new(
         2,
         committee
@@ -1491,7 +1494,7 @@ fn a_replica_whose_clock_is_behind_the_seal_waits_for_the_close() {
     let mut nonce = 0;
     for e in 0..2u64 {
         let now = GENESIS_MS + e * 100;
-        let public = sequencer.batch_public_key(e).expect("announced");
+        let public = sequencer.batch_public_key(BatchId(e)).expect("announced");
         for (trader, side) in [(&buyer, Side::Buy), (&seller, Side::Sell)] {
             nonce += 1;
             let orders = [OrderSpec {
@@ -1505,7 +1508,7 @@ fn a_replica_whose_clock_is_behind_the_seal_waits_for_the_close() {
                 &mut rng,
                 trader,
                 &sequencer.deployment(),
-                e,
+                BatchId(e),
                 &public,
                 nonce,
                 &orders,
@@ -1718,7 +1721,7 @@ fn a_batch_whose_key_is_late_keeps_its_window_through_restarts() {
             events = flush(&mut sequencer, &mut journal, now);
         }
         let state = sequencer.checkpoint().committee.expect("a committee");
-        let windows: std::collections::BTreeSet<u64> = state
+        let windows: std::collections::BTreeSet<BatchId> = state
             .snapshot
             .entries
             .iter()
@@ -1768,7 +1771,7 @@ fn a_batch_whose_key_is_late_keeps_its_window_through_restarts() {
             .expect("applies");
     }
     let state = follower.checkpoint().committee.expect("a committee");
-    let windows: std::collections::BTreeSet<u64> = state
+    let windows: std::collections::BTreeSet<BatchId> = state
         .snapshot
         .entries
         .iter()

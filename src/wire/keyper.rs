@@ -161,7 +161,7 @@ impl Message for KeyperUp {
                 share,
                 attestation,
             } => {
-                out.put_u64(*e);
+                out.put_u64(e.get());
                 out.extend_from_slice(share);
                 out.extend_from_slice(attestation);
             }
@@ -178,7 +178,7 @@ impl Message for KeyperUp {
             },
             up_type::POST => KeyperUp::Post(SignedKeyperMessage::decode_from(r)?),
             up_type::SHARE => KeyperUp::Share {
-                e: r.u64("batch")?,
+                e: BatchId(r.u64("batch")?),
                 share: r.array("share")?,
                 attestation: r.array("attestation")?,
             },
@@ -300,14 +300,15 @@ mod tests {
     #[test]
     fn a_seal_travels_with_or_without_its_certificate() {
         let seal = SignedSeal {
-            e: 9,
+            e: BatchId(9),
             count: 2,
             root: MerkleRoot([5; 32]),
             signature: [7; 64],
         };
-        let certificate = CommitCertificate::new(
-            (1..=2).map(|i| CommitKey::from_seed(&[i; 32]).attest(&[1; 32], 9, 2, &seal.root)),
-        );
+        let certificate =
+            CommitCertificate::new((1..=2).map(|i| {
+                CommitKey::from_seed(&[i; 32]).attest(&[1; 32], BatchId(9), 2, &seal.root)
+            }));
         for certificate in [None, Some(certificate)] {
             let message = KeyperDown::Seal {
                 seal,

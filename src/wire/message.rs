@@ -10,6 +10,7 @@ use crate::signed::{
     DepositStatement, Query, REFERENCE_LEN_MAX, SignedDeposit, SignedPayout, SignedQuery,
     SignedWithdrawal, Withdrawal,
 };
+use crate::types::BatchId;
 
 use super::frame::{Direction, EncodeError, FrameError, Message};
 use super::{
@@ -232,11 +233,11 @@ pub struct Schedule {
     /// Length of every batch, in milliseconds.
     pub batch_length_ms: u64,
     /// The batch open when the schedule was made.
-    pub open_batch: u64,
+    pub open_batch: BatchId,
     /// The sequencer's Ed25519 public key (signs receipts, seals, schedules).
     pub sequencer_key: [u8; 32],
     /// Announced batch keys `(e, S_e)`, at most [`SCHEDULE_BATCH_KEYS_MAX`].
-    pub batch_keys: Vec<(u64, [u8; 32])>,
+    pub batch_keys: Vec<(BatchId, [u8; 32])>,
     /// The configured markets, at most [`WIRE_MARKETS_MAX`](super::WIRE_MARKETS_MAX).
     pub markets: Vec<MarketInfo>,
     /// The replicas of a replicated sequencer (`spec/replication.md`), in
@@ -322,7 +323,7 @@ pub struct OwnEnvelope {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchCleared {
     /// The batch.
-    pub e: u64,
+    pub e: BatchId,
     /// The seal's Merkle root.
     pub root: [u8; 32],
     /// The released batch secret `s_e`, so anyone can re-open the batch.
@@ -441,7 +442,7 @@ pub enum ServerMessage {
         /// Why.
         code: ReasonCode,
         /// The batch open when refused (0 where it means nothing).
-        next_open: u64,
+        next_open: BatchId,
         /// For [`ReasonCode::Busy`]: milliseconds to wait before submitting
         /// again (admission control); 0 otherwise.
         retry_after_ms: u32,
@@ -451,7 +452,7 @@ pub enum ServerMessage {
     /// A batch opened. Type `0x84`.
     BatchOpened {
         /// The batch.
-        e: u64,
+        e: BatchId,
         /// Its public key `S_e`.
         public_key: [u8; 32],
         /// Unix time, in milliseconds, at which it closes.
@@ -580,11 +581,11 @@ const _: () = assert!(SCHEDULE_DOMAIN.len() <= u8::MAX as usize);
 fn put_schedule_signed_fields(s: &Schedule, out: &mut Vec<u8>) {
     out.put_u64(s.genesis_ms);
     out.put_u64(s.batch_length_ms);
-    out.put_u64(s.open_batch);
+    out.put_u64(s.open_batch.get());
     out.extend_from_slice(&s.sequencer_key);
     out.put_u32(saturating_u32(s.batch_keys.len()));
     for (e, key) in &s.batch_keys {
-        out.put_u64(*e);
+        out.put_u64(e.get());
         out.extend_from_slice(key);
     }
     out.put_u32(saturating_u32(s.markets.len()));
@@ -873,7 +874,7 @@ impl Message for ServerMessage {
             } => {
                 out.put_u64(*request_id);
                 out.put_u8(code.to_byte());
-                out.put_u64(*next_open);
+                out.put_u64(next_open.get());
                 out.put_u32(*retry_after_ms);
                 put_bytes(out, "message", message.as_bytes(), TEXT_LEN_MAX)?;
             }
@@ -882,7 +883,7 @@ impl Message for ServerMessage {
                 public_key,
                 close_ms,
             } => {
-                out.put_u64(*e);
+                out.put_u64(e.get());
                 out.extend_from_slice(public_key);
                 out.put_u64(*close_ms);
             }
@@ -895,7 +896,7 @@ impl Message for ServerMessage {
                 }
             }
             ServerMessage::BatchCleared(c) => {
-                out.put_u64(c.e);
+                out.put_u64(c.e.get());
                 out.extend_from_slice(&c.root);
                 out.extend_from_slice(&c.batch_secret);
                 if c.release.len() > crate::keyper::COMMITTEE_MAX {
@@ -1019,12 +1020,12 @@ impl Message for ServerMessage {
             server_type::REJECTED => ServerMessage::Rejected {
                 request_id: r.u64("request_id")?,
                 code: read_code(r)?,
-                next_open: r.u64("next_open")?,
+                next_open: BatchId(r.u64("next_open")?),
                 retry_after_ms: r.u32("retry_after_ms")?,
                 message: read_text(r, "message")?,
             },
             server_type::BATCH_OPENED => ServerMessage::BatchOpened {
-                e: r.u64("e")?,
+                e: BatchId(r.u64("e")?),
                 public_key: r.array("public_key")?,
                 close_ms: r.u64("close_ms")?,
             },
@@ -1121,12 +1122,12 @@ fn decode_schedule(r: &mut Reader<'_>) -> Result<Schedule, DecodeError> {
     let request_id = r.u64("request_id")?;
     let genesis_ms = r.u64("genesis_ms")?;
     let batch_length_ms = r.u64("batch_length_ms")?;
-    let open_batch = r.u64("open_batch")?;
+    let open_batch = BatchId(r.u64("open_batch")?);
     let sequencer_key = r.array("sequencer_key")?;
     let count = r.count("batch_keys", SCHEDULE_BATCH_KEYS_MAX)?;
     let mut batch_keys = bounded_vec(count, 40, r);
     for _ in 0..count {
-        batch_keys.push((r.u64("batch_key.e")?, r.array("batch_key.key")?));
+        batch_keys.push((BatchId(r.u64("batch_key.e")?), r.array("batch_key.key")?));
     }
     let count = r.count("markets", WIRE_MARKETS_MAX)?;
     let mut markets = bounded_vec(count, MARKET_INFO_LEN, r);
@@ -1187,7 +1188,7 @@ fn decode_sealed(r: &mut Reader<'_>) -> Result<BatchSealed, DecodeError> {
 }
 
 fn decode_cleared(r: &mut Reader<'_>) -> Result<BatchCleared, DecodeError> {
-    let e = r.u64("e")?;
+    let e = BatchId(r.u64("e")?);
     let root = r.array("root")?;
     let batch_secret = r.array("batch_secret")?;
     let release = crate::keyper::attestation::decode_attestations(r)?;

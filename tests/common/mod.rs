@@ -23,6 +23,7 @@ use sealbatch::net::parse_fingerprint;
 use sealbatch::node::now_ms;
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{BatchOutcome, ResultAssembler, SequencerRecord};
+use sealbatch::types::BatchId;
 use sealbatch::types::{MarketId, Side};
 use sealbatch::wire::Schedule;
 
@@ -166,7 +167,7 @@ pub async fn load<V: Venue>(
     venue: Arc<V>,
     workers: u64,
     until: Instant,
-) -> (Vec<(u64, Commitment)>, Duration) {
+) -> (Vec<(BatchId, Commitment)>, Duration) {
     let mut tasks = Vec::new();
     for worker in 0..workers {
         let venue = Arc::clone(&venue);
@@ -231,7 +232,7 @@ pub async fn load<V: Venue>(
 pub fn one_order(
     trader: &ed25519_dalek::SigningKey,
     schedule: &sealbatch::wire::Schedule,
-    e: u64,
+    e: BatchId,
     key: &BatchPublicKey,
     nonce: u64,
 ) -> Vec<u8> {
@@ -261,7 +262,7 @@ pub fn one_order(
 
 /// Each batch's published envelopes, from the journal in `dir`; every
 /// outcome appears once (a second is a batch settled twice).
-pub fn published(dir: &Path) -> BTreeMap<u64, BTreeSet<Commitment>> {
+pub fn published(dir: &Path) -> BTreeMap<BatchId, BTreeSet<Commitment>> {
     let (_, recovery) = Journal::open_dir(dir, JournalConfig::default()).expect("journal");
     let mut published = BTreeMap::new();
     let mut assembler = ResultAssembler::default();
@@ -285,11 +286,11 @@ pub fn published(dir: &Path) -> BTreeMap<u64, BTreeSet<Commitment>> {
 /// which fails on a batch sealed or settled twice.
 pub struct JournalSummary {
     /// The envelopes journaled for each batch.
-    pub envelopes: BTreeMap<u64, BTreeSet<Commitment>>,
+    pub envelopes: BTreeMap<BatchId, BTreeSet<Commitment>>,
     /// Each batch's seal.
-    pub seals: BTreeMap<u64, SignedSeal>,
+    pub seals: BTreeMap<BatchId, SignedSeal>,
     /// Each batch's result.
-    pub results: BTreeMap<u64, BatchOutcome>,
+    pub results: BTreeMap<BatchId, BatchOutcome>,
 }
 
 impl JournalSummary {
@@ -338,7 +339,7 @@ impl JournalSummary {
     /// sealed and cleared with it in the result exactly once.
     pub fn holds_acknowledged<'a>(
         &self,
-        receipts: impl IntoIterator<Item = &'a (u64, Commitment)>,
+        receipts: impl IntoIterator<Item = &'a (BatchId, Commitment)>,
     ) {
         for (e, commitment) in receipts {
             assert!(
@@ -402,7 +403,7 @@ pub fn cases(fast: u32, slow: u32) -> u32 {
 }
 
 /// Every receipt's envelope is in its batch's published outcome.
-pub fn all_published(dir: &Path, receipts: &[(u64, Commitment)]) {
+pub fn all_published(dir: &Path, receipts: &[(BatchId, Commitment)]) {
     let published = published(dir);
     for (e, commitment) in receipts {
         assert!(

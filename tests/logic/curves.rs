@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use sealbatch::clearing::{MarketParams, PriceBand, canonical_batch, clear_market};
 use sealbatch::curves::{Clearing, HistoryPoint, MarketCurves, batch_svg, market_history_svg};
 use sealbatch::order::Order;
-use sealbatch::types::{Lots, MarketId, OrderId, Side, Tick};
+use sealbatch::types::{BatchId, Lots, MarketId, OrderId, Side, Tick};
 
 /// `D(p)` and `S(p)` by the definition: the sum of `qty` over the buys
 /// (sells) that accept `p`.
@@ -157,7 +157,7 @@ fn check(low: Tick, high: Tick, reference: Tick, raw: &[RawOrder]) {
         orders.len()
     );
     // The SVG marks the same price and volume, and is deterministic.
-    let svg = batch_svg(3, std::slice::from_ref(&curves));
+    let svg = batch_svg(BatchId(3), std::slice::from_ref(&curves));
     assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
     assert!(svg.ends_with("</svg>\n"));
     match curves.clearing {
@@ -167,7 +167,7 @@ fn check(low: Tick, high: Tick, reference: Tick, raw: &[RawOrder]) {
         ))),
         None => assert!(svg.contains("nothing crossed") && !svg.contains("class=\"clearing\"")),
     }
-    assert_eq!(svg, batch_svg(3, &[curves]));
+    assert_eq!(svg, batch_svg(BatchId(3), &[curves]));
 }
 
 proptest! {
@@ -224,29 +224,34 @@ fn a_worked_example() {
     assert_eq!((curves.market_buys, curves.market_sells), (4, 3));
     assert_eq!(curves.at(106), (4, 17));
     assert_eq!(curves.at(94), (19, 3));
-    assert_eq!(batch_svg(1, &[]).matches("no orders took part").count(), 1);
+    assert_eq!(
+        batch_svg(BatchId(1), &[])
+            .matches("no orders took part")
+            .count(),
+        1
+    );
 }
 
 #[test]
 fn a_market_history_marks_every_batch_that_traded() {
     let history = [
         HistoryPoint {
-            e: 10,
+            e: BatchId(10),
             price: Some(100),
             volume: 5,
         },
         HistoryPoint {
-            e: 11,
+            e: BatchId(11),
             price: None,
             volume: 0,
         },
         HistoryPoint {
-            e: 12,
+            e: BatchId(12),
             price: Some(u64::MAX - 1),
             volume: u64::MAX,
         },
         HistoryPoint {
-            e: 13,
+            e: BatchId(13),
             price: Some(101),
             volume: 7,
         },

@@ -8,6 +8,7 @@ use rand_core::{RngCore, SeedableRng};
 use sealbatch::envelope::layout::{self, Malformed, bundle_signature_message, encode_body};
 use sealbatch::envelope::*;
 use sealbatch::order::OrderSpec;
+use sealbatch::types::BatchId;
 use sealbatch::types::{BUNDLE_ORDERS_MAX, MarketId, Side};
 
 const SCHEDULE: BatchSchedule = BatchSchedule {
@@ -57,7 +58,7 @@ fn orders(n: usize) -> Vec<OrderSpec> {
     (0..n as u64).map(order).collect()
 }
 
-fn close(e: u64) -> u64 {
+fn close(e: BatchId) -> u64 {
     SCHEDULE.close_ms(e).unwrap()
 }
 
@@ -71,7 +72,7 @@ impl World {
         sealbatch::envelope::generate_account_key(&mut self.rng)
     }
 
-    fn seal_one(&mut self, account: &SigningKey, e: u64, nonce: u64, n: usize) -> Envelope {
+    fn seal_one(&mut self, account: &SigningKey, e: BatchId, nonce: u64, n: usize) -> Envelope {
         let pk = self.custodian.public_key(e).unwrap();
         let deployment = self.deployment();
         seal_bundle(
@@ -89,7 +90,7 @@ impl World {
     /// Seals the batch over `envs` and releases its key (from a fresh
     /// custodian over the same master secret, so tests may seal one batch
     /// several times without tripping the equivocation check).
-    fn release(&mut self, e: u64, envs: &[Vec<u8>]) -> ReleasedBatchKey {
+    fn release(&mut self, e: BatchId, envs: &[Vec<u8>]) -> ReleasedBatchKey {
         let tree =
             MerkleTree::from_commitments(envs.iter().map(|b| Commitment::of(b)).collect()).unwrap();
         let seal = self.sequencer.sign_seal(e, &tree);
@@ -105,7 +106,7 @@ impl World {
     }
 }
 
-fn open_one(w: &mut World, e: u64, env: &[u8]) -> Result<VerifiedBundle, Rejection> {
+fn open_one(w: &mut World, e: BatchId, env: &[u8]) -> Result<VerifiedBundle, Rejection> {
     let key = w.release(e, &[env.to_vec()]);
     key.open(env)
 }
@@ -115,12 +116,12 @@ fn round_trip_for_each_size_class() {
     let mut w = world(1);
     let account = w.account();
     for n in [1, 5, 6, 30, 31, 64, 65, 255, BUNDLE_ORDERS_MAX] {
-        let env = w.seal_one(&account, 9, n as u64, n);
+        let env = w.seal_one(&account, BatchId(9), n as u64, n);
         assert_eq!(
             env.as_bytes().len(),
             layout::HEADER_LEN + layout::padded_len(n).unwrap() + layout::TAG_LEN
         );
-        let key = w.release(9, &[env.as_bytes().to_vec()]);
+        let key = w.release(BatchId(9), &[env.as_bytes().to_vec()]);
         let b = key.open(env.as_bytes()).unwrap();
         assert_eq!(b.orders, orders(n));
         assert_eq!(b.nonce, n as u64);
@@ -134,7 +135,7 @@ fn round_trip_for_each_size_class() {
 fn a_sealing_key_seals_the_same_envelopes() {
     let mut w = world(3);
     let account = w.account();
-    let e = 12;
+    let e = BatchId(12);
     let key = w.custodian.public_key(e).unwrap();
     let sealing = SealingKey::new(key);
     assert_eq!(sealing.key(), &key);
@@ -175,11 +176,11 @@ fn a_sealing_key_seals_the_same_envelopes() {
 fn sealing_refuses_bad_bundles() {
     let mut w = world(2);
     let account = w.account();
-    let pk = w.custodian.public_key(0).unwrap();
+    let pk = w.custodian.public_key(BatchId(0)).unwrap();
     let d = w.deployment();
     let mut rng = ChaCha20Rng::seed_from_u64(0);
     assert_eq!(
-        seal_bundle(&mut rng, &account, &d, 0, &pk, 0, &[]),
+        seal_bundle(&mut rng, &account, &d, BatchId(0), &pk, 0, &[]),
         Err(BundleError::Empty)
     );
     assert_eq!(
@@ -187,7 +188,7 @@ fn sealing_refuses_bad_bundles() {
             &mut rng,
             &account,
             &d,
-            0,
+            BatchId(0),
             &pk,
             0,
             &orders(BUNDLE_ORDERS_MAX + 1)
@@ -199,15 +200,15 @@ fn sealing_refuses_bad_bundles() {
     let mut zero = orders(3);
     zero[2].qty = 0;
     assert_eq!(
-        seal_bundle(&mut rng, &account, &d, 0, &pk, 0, &zero),
+        seal_bundle(&mut rng, &account, &d, BatchId(0), &pk, 0, &zero),
         Err(BundleError::ZeroQuantity { index: 2 })
     );
     assert_eq!(
-        seal_bundle_with_ephemeral(&[0u8; 32], &account, &d, 0, &pk, 0, &orders(1)),
+        seal_bundle_with_ephemeral(&[0u8; 32], &account, &d, BatchId(0), &pk, 0, &orders(1)),
         Err(BundleError::BadEphemeral)
     );
     assert_eq!(
-        seal_bundle_with_ephemeral(&[0xff; 32], &account, &d, 0, &pk, 0, &orders(1)),
+        seal_bundle_with_ephemeral(&[0xff; 32], &account, &d, BatchId(0), &pk, 0, &orders(1)),
         Err(BundleError::BadEphemeral)
     );
 }
@@ -216,16 +217,19 @@ fn sealing_refuses_bad_bundles() {
 fn shape_rejections() {
     let mut w = world(3);
     let account = w.account();
-    let env = w.seal_one(&account, 5, 0, 1).into_bytes();
-    assert!(check_shape(&env, 5).is_ok());
+    let env = w.seal_one(&account, BatchId(5), 0, 1).into_bytes();
+    assert!(check_shape(&env, BatchId(5)).is_ok());
     assert_eq!(
-        check_shape(&env[..100], 5),
+        check_shape(&env[..100], BatchId(5)),
         Err(Rejection::Truncated { len: 100 })
     );
-    assert_eq!(check_shape(&[], 5), Err(Rejection::Truncated { len: 0 }));
+    assert_eq!(
+        check_shape(&[], BatchId(5)),
+        Err(Rejection::Truncated { len: 0 })
+    );
     let big = vec![1u8; ENVELOPE_LEN_MAX + 1];
     assert_eq!(
-        check_shape(&big, 5),
+        check_shape(&big, BatchId(5)),
         Err(Rejection::Oversized {
             len: ENVELOPE_LEN_MAX + 1
         })
@@ -233,38 +237,47 @@ fn shape_rejections() {
     let mut odd = env.clone();
     odd.push(0);
     assert_eq!(
-        check_shape(&odd, 5),
+        check_shape(&odd, BatchId(5)),
         Err(Rejection::BadLength { len: odd.len() })
     );
     let mut v2 = env.clone();
     v2[0] = 2;
-    assert_eq!(check_shape(&v2, 5), Err(Rejection::UnknownVersion(2)));
     assert_eq!(
-        check_shape(&env, 6),
+        check_shape(&v2, BatchId(5)),
+        Err(Rejection::UnknownVersion(2))
+    );
+    assert_eq!(
+        check_shape(&env, BatchId(6)),
         Err(Rejection::WrongBatch {
-            envelope: 5,
-            expected: 6
+            envelope: BatchId(5),
+            expected: BatchId(6)
         })
     );
     // R that does not decode (non-canonical field element) and the identity.
     let mut bad_r = env.clone();
     bad_r[9..41].copy_from_slice(&[0xff; 32]);
-    assert_eq!(check_shape(&bad_r, 5), Err(Rejection::BadEphemeral));
+    assert_eq!(
+        check_shape(&bad_r, BatchId(5)),
+        Err(Rejection::BadEphemeral)
+    );
     let mut id_r = env.clone();
     id_r[9..41].copy_from_slice(&[0u8; 32]);
-    assert_eq!(check_shape(&id_r, 5), Err(Rejection::BadEphemeral));
+    assert_eq!(check_shape(&id_r, BatchId(5)), Err(Rejection::BadEphemeral));
     // Negative field element encoding (low bit set) is non-canonical.
     let mut neg_r = env.clone();
     neg_r[9..41].copy_from_slice(&[1u8; 32]);
-    assert_eq!(check_shape(&neg_r, 5), Err(Rejection::BadEphemeral));
+    assert_eq!(
+        check_shape(&neg_r, BatchId(5)),
+        Err(Rejection::BadEphemeral)
+    );
 }
 
 #[test]
 fn tampering_fails_the_aead() {
     let mut w = world(4);
     let account = w.account();
-    let env = w.seal_one(&account, 2, 0, 3).into_bytes();
-    let key = w.release(2, std::slice::from_ref(&env));
+    let env = w.seal_one(&account, BatchId(2), 0, 3).into_bytes();
+    let key = w.release(BatchId(2), std::slice::from_ref(&env));
     assert!(key.open(&env).is_ok());
     for at in [50, env.len() - 17, env.len() - 1] {
         let mut t = env.clone();
@@ -277,7 +290,7 @@ fn tampering_fails_the_aead() {
     other_r[9..41].copy_from_slice(&r2.compress().to_bytes());
     assert_eq!(key.open(&other_r), Err(Rejection::AeadFailure));
     // Changing e in the header to the opened batch: fails the AEAD.
-    let other = w.seal_one(&account, 3, 0, 1).into_bytes();
+    let other = w.seal_one(&account, BatchId(3), 0, 1).into_bytes();
     let mut relabelled = other.clone();
     relabelled[1..9].copy_from_slice(&2u64.to_le_bytes());
     assert_eq!(key.open(&relabelled), Err(Rejection::AeadFailure));
@@ -285,8 +298,8 @@ fn tampering_fails_the_aead() {
     assert_eq!(
         key.open(&other),
         Err(Rejection::WrongBatch {
-            envelope: 3,
-            expected: 2
+            envelope: BatchId(3),
+            expected: BatchId(2)
         })
     );
 }
@@ -294,7 +307,7 @@ fn tampering_fails_the_aead() {
 /// Builds a plaintext by hand: body, signature by `signer`, zero padding.
 fn plaintext(
     deployment: &DeploymentId,
-    e: u64,
+    e: BatchId,
     account_pk: &[u8; 32],
     signer: &SigningKey,
     n: usize,
@@ -311,7 +324,7 @@ fn plaintext(
 #[test]
 fn bad_plaintexts_get_typed_rejections() {
     let mut w = world(5);
-    let e = 8;
+    let e = BatchId(8);
     let account = w.account();
     let other = w.account();
     let pk_e = w.custodian.public_key(e).unwrap();
@@ -450,7 +463,7 @@ fn bad_plaintexts_get_typed_rejections() {
 #[test]
 fn batch_rules_duplicates_and_order_independence() {
     let mut w = world(6);
-    let e = 11;
+    let e = BatchId(11);
     let a = w.account();
     let b = w.account();
     let c = w.account();
@@ -539,7 +552,7 @@ fn batch_rules_duplicates_and_order_independence() {
 #[test]
 fn custodian_release_rules() {
     let mut w = world(7);
-    let e = 4;
+    let e = BatchId(4);
     let a = w.account();
     let env = w.seal_one(&a, e, 0, 1).into_bytes();
     let tree = MerkleTree::from_commitments(vec![Commitment::of(&env)]).unwrap();
@@ -547,7 +560,7 @@ fn custodian_release_rules() {
     // Open batch: refused.
     assert!(matches!(
         w.custodian.release(&seal, close(e) - 1),
-        Err(CustodianError::NotClosed { e: 4, .. })
+        Err(CustodianError::NotClosed { e: BatchId(4), .. })
     ));
     // Forged: signed by another key; unsigned (zero signature); altered root.
     let mut rng = ChaCha20Rng::seed_from_u64(99);
@@ -577,7 +590,7 @@ fn custodian_release_rules() {
     let second = w.sequencer.sign_seal(e, &other_tree);
     assert!(matches!(
         w.custodian.release(&second, close(e)),
-        Err(CustodianError::Equivocation { e: 4, .. })
+        Err(CustodianError::Equivocation { e: BatchId(4), .. })
     ));
     assert_eq!(k1.public_key(), &w.custodian.public_key(e).unwrap());
 
@@ -641,9 +654,9 @@ fn batch_public_key_decoding() {
         Err(KeyError::NonCanonicalPoint)
     );
     let w = world(8);
-    let pk = w.custodian.public_key(1).unwrap();
+    let pk = w.custodian.public_key(BatchId(1)).unwrap();
     assert_eq!(BatchPublicKey::from_bytes(&pk.to_bytes()), Ok(pk));
-    assert_ne!(pk, w.custodian.public_key(2).unwrap());
+    assert_ne!(pk, w.custodian.public_key(BatchId(2)).unwrap());
 }
 
 #[test]
@@ -660,11 +673,11 @@ fn receipts_seals_and_proofs() {
         let tree = MerkleTree::from_commitments(commitments.clone()).unwrap();
         assert_eq!(tree.count(), n);
         assert_eq!(merkle_root(tree.leaves()).unwrap(), tree.root());
-        let seal = w.sequencer.sign_seal(3, &tree);
+        let seal = w.sequencer.sign_seal(BatchId(3), &tree);
         assert_eq!(SignedSeal::from_bytes(&seal.to_bytes()).unwrap(), seal);
         seal.verify(&seq_pk).unwrap();
         for c in &commitments {
-            let receipt = w.sequencer.sign_receipt(3, c);
+            let receipt = w.sequencer.sign_receipt(BatchId(3), c);
             assert_eq!(Receipt::from_bytes(&receipt.to_bytes()).unwrap(), receipt);
             let idx = tree.position(c).unwrap();
             let proof = tree.proof(idx).unwrap();
@@ -690,7 +703,7 @@ fn receipts_seals_and_proofs() {
                     .verify(&Commitment([0xab; 32]), n, &seal.root)
                     .is_err()
             );
-            let other_batch = w.sequencer.sign_receipt(4, c);
+            let other_batch = w.sequencer.sign_receipt(BatchId(4), c);
             assert!(matches!(
                 seal.verify_inclusion(&seq_pk, &other_batch, &proof),
                 Err(ProofError::BatchMismatch { .. })
@@ -710,7 +723,7 @@ fn receipts_seals_and_proofs() {
     assert!(InclusionProof::from_bytes(&[0u8; 4]).is_err());
     assert!(InclusionProof::from_bytes(&[0, 0, 0, 0, 1]).is_err());
     assert!(InclusionProof::from_bytes(&[0, 0, 0, 0, 200]).is_err());
-    let mut bad = w.sequencer.sign_receipt(1, &a);
+    let mut bad = w.sequencer.sign_receipt(BatchId(1), &a);
     bad.signature[63] ^= 0x40;
     assert_eq!(bad.verify(&seq_pk), Err(ProofError::BadSignature));
     assert!(
@@ -732,10 +745,10 @@ fn group_receipts_verify_alone_and_refuse_what_they_do_not_say() {
     let w = world(10);
     let key = w.sequencer.public_key();
     for n in [1usize, 2, 3, 5, 8, 13, 64, 100, 257] {
-        let entries: Vec<(u64, Commitment)> = (0..n)
+        let entries: Vec<(BatchId, Commitment)> = (0..n)
             .map(|i| {
                 (
-                    7 + (i % 3) as u64,
+                    BatchId(7 + (i % 3) as u64),
                     Commitment::of(&(i as u64 * 31 + n as u64).to_le_bytes()),
                 )
             })
@@ -787,7 +800,7 @@ fn group_receipts_verify_alone_and_refuse_what_they_do_not_say() {
         w.sequencer.sign_receipts(&[]).err(),
         Some(ProofError::GroupSize(0))
     );
-    let too_many = vec![(1, Commitment([1; 32])); RECEIPT_GROUP_MAX + 1];
+    let too_many = vec![(BatchId(1), Commitment([1; 32])); RECEIPT_GROUP_MAX + 1];
     assert_eq!(
         w.sequencer.sign_receipts(&too_many).err(),
         Some(ProofError::GroupSize(RECEIPT_GROUP_MAX + 1))
@@ -828,13 +841,13 @@ proptest! {
                 client_order_id: id,
             })
             .collect();
-        let pk = w.custodian.public_key(e).unwrap();
+        let pk = w.custodian.public_key(BatchId(e)).unwrap();
         let d = w.deployment();
-        let env = seal_bundle(&mut w.rng, &account, &d, e, &pk, nonce, &orders).unwrap();
-        prop_assert_eq!(check_shape(env.as_bytes(), e), Ok(env.commitment()));
+        let env = seal_bundle(&mut w.rng, &account, &d, BatchId(e), &pk, nonce, &orders).unwrap();
+        prop_assert_eq!(check_shape(env.as_bytes(), BatchId(e)), Ok(env.commitment()));
         let tree = MerkleTree::from_commitments(vec![env.commitment()]).unwrap();
-        let seal = w.sequencer.sign_seal(e, &tree);
-        let close_ms = SCHEDULE.close_ms(e).unwrap_or(u64::MAX);
+        let seal = w.sequencer.sign_seal(BatchId(e), &tree);
+        let close_ms = SCHEDULE.close_ms(BatchId(e)).unwrap_or(u64::MAX);
         match w.custodian.release(&seal, close_ms) {
             Ok(key) => {
                 let b = key.open(env.as_bytes()).unwrap();
@@ -849,8 +862,8 @@ proptest! {
     #[test]
     fn prop_garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..9000), e in 0u64..3) {
         let mut w = world(1234);
-        let key = w.release(1, std::slice::from_ref(&bytes));
-        let shape = check_shape(&bytes, e);
+        let key = w.release(BatchId(1), std::slice::from_ref(&bytes));
+        let shape = check_shape(&bytes, BatchId(e));
         let opened = key.open(&bytes);
         prop_assert!(opened.is_err());
         if shape.is_err() && e == 1 {
@@ -867,7 +880,7 @@ proptest! {
 #[test]
 fn batched_open_matches_single_open() {
     let mut w = world(11);
-    let e = 21;
+    let e = BatchId(21);
     let mut envs = Vec::new();
     let pk_e = w.custodian.public_key(e).unwrap();
     let forger = w.account();
@@ -995,7 +1008,7 @@ proptest! {
         forged in any::<u128>(),
     ) {
         let mut w = world(seed);
-        let e = 5;
+        let e = BatchId(5);
         let pk_e = w.custodian.public_key(e).unwrap();
         let keys: Vec<SigningKey> = (0..accounts).map(|_| w.account()).collect();
         let forger = w.account();

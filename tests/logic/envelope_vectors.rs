@@ -15,6 +15,7 @@ use sealbatch::envelope::layout::{bundle_signature_message, encode_body, padded_
 use sealbatch::envelope::receipt::{receipt_group_message, receipt_leaf, seal_message};
 use sealbatch::envelope::*;
 use sealbatch::order::OrderSpec;
+use sealbatch::types::BatchId;
 use sealbatch::types::{MarketId, Side};
 use serde_json::{Value, json};
 
@@ -95,7 +96,7 @@ struct Ctx {
 fn envelope_vector(
     ctx: &Ctx,
     label: &str,
-    e: u64,
+    e: BatchId,
     nonce: u64,
     orders: &[OrderSpec],
 ) -> (Value, Vec<u8>) {
@@ -177,8 +178,10 @@ fn generate() -> String {
         );
         let seal = ctx
             .sequencer
-            .sign_seal(e, &MerkleTree::from_commitments(vec![]).unwrap());
-        let key = c.release(&seal, SCHEDULE.close_ms(e).unwrap()).unwrap();
+            .sign_seal(BatchId(e), &MerkleTree::from_commitments(vec![]).unwrap());
+        let key = c
+            .release(&seal, SCHEDULE.close_ms(BatchId(e)).unwrap())
+            .unwrap();
         batch_keys.push(json!({
             "e": e,
             "s_e": h(key.secret_bytes().as_ref()),
@@ -195,13 +198,13 @@ fn generate() -> String {
         ("bob", 7, 16, 1),
         ("carol", u64::MAX, 64, 2),
     ] {
-        let (v, b) = envelope_vector(&ctx, label, e, nonce, &orders(n, salt));
+        let (v, b) = envelope_vector(&ctx, label, BatchId(e), nonce, &orders(n, salt));
         envs.push(v);
         env_bytes.push(b);
     }
     let tree = MerkleTree::from_commitments(env_bytes.iter().map(|b| Commitment::of(b)).collect())
         .unwrap();
-    let seal = ctx.sequencer.sign_seal(e, &tree);
+    let seal = ctx.sequencer.sign_seal(BatchId(e), &tree);
     let proofs: Vec<Value> = tree
         .leaves()
         .iter()
@@ -227,7 +230,7 @@ fn generate() -> String {
 
     // Negative vectors, each opened alone with batch 42's key.
     let good = &env_bytes[0];
-    let batch_key = ctx.custodian.public_key(e).unwrap();
+    let batch_key = ctx.custodian.public_key(BatchId(e)).unwrap();
     let alice = SigningKey::from_bytes(&seed("alice account"));
     let mallory = SigningKey::from_bytes(&seed("mallory account"));
     let raw = |label: &str,
@@ -239,7 +242,11 @@ fn generate() -> String {
         let mut pt = body.clone();
         pt.extend_from_slice(
             &signer
-                .sign(&bundle_signature_message(&ctx.deployment, e, &body))
+                .sign(&bundle_signature_message(
+                    &ctx.deployment,
+                    BatchId(e),
+                    &body,
+                ))
                 .to_bytes(),
         );
         pt.resize(pad, 0);
@@ -249,7 +256,7 @@ fn generate() -> String {
         if let Some((at, b)) = tweak {
             pt[at] = b;
         }
-        seal_raw_plaintext(&scalar(label), e, &batch_key, &pt)
+        seal_raw_plaintext(&scalar(label), BatchId(e), &batch_key, &pt)
             .unwrap()
             .into_bytes()
     };
@@ -258,7 +265,7 @@ fn generate() -> String {
     let mut v = good.clone();
     v[0] = 2;
     negatives.push(("unknown version", v));
-    let (_, other_batch) = envelope_vector(&ctx, "dave", 43, 0, &orders(1, 0));
+    let (_, other_batch) = envelope_vector(&ctx, "dave", BatchId(43), 0, &orders(1, 0));
     negatives.push(("wrong batch", other_batch));
     let mut v = good.clone();
     v[9..41].copy_from_slice(&[0u8; 32]);
@@ -299,8 +306,8 @@ fn generate() -> String {
         let t = MerkleTree::from_commitments(vec![Commitment::of(&bytes)]).unwrap();
         let key = c
             .release(
-                &ctx.sequencer.sign_seal(e, &t),
-                SCHEDULE.close_ms(e).unwrap(),
+                &ctx.sequencer.sign_seal(BatchId(e), &t),
+                SCHEDULE.close_ms(BatchId(e)).unwrap(),
             )
             .unwrap();
         let rejection = key.open(&bytes).unwrap_err();
@@ -315,31 +322,31 @@ fn generate() -> String {
     // Batch rules (batch 1): a replayed envelope and two distinct envelopes
     // with one (account, nonce); outcomes in sorted-commitment order.
     let rules_e = 1u64;
-    let (_, x0) = envelope_vector(&ctx, "erin", rules_e, 3, &orders(2, 5));
+    let (_, x0) = envelope_vector(&ctx, "erin", BatchId(rules_e), 3, &orders(2, 5));
     let erin = SigningKey::from_bytes(&seed("erin account"));
     let x1 = seal_bundle_with_ephemeral(
         &scalar("erin second r"),
         &erin,
         &ctx.deployment,
-        rules_e,
-        &ctx.custodian.public_key(rules_e).unwrap(),
+        BatchId(rules_e),
+        &ctx.custodian.public_key(BatchId(rules_e)).unwrap(),
         3,
         &orders(1, 6),
     )
     .unwrap()
     .into_bytes();
-    let (_, y0) = envelope_vector(&ctx, "frank", rules_e, 0, &orders(3, 7));
+    let (_, y0) = envelope_vector(&ctx, "frank", BatchId(rules_e), 0, &orders(3, 7));
     let rules_input = vec![y0.clone(), x0.clone(), y0.clone(), x1.clone()];
     let rules_tree =
         MerkleTree::from_commitments(rules_input.iter().map(|b| Commitment::of(b)).collect())
             .unwrap();
-    let rules_seal = ctx.sequencer.sign_seal(rules_e, &rules_tree);
+    let rules_seal = ctx.sequencer.sign_seal(BatchId(rules_e), &rules_tree);
     let rules_key = EmbeddedCustodian::new(
         MasterSecret::from_bytes(master),
         ctx.sequencer.public_key(),
         SCHEDULE,
     )
-    .release(&rules_seal, SCHEDULE.close_ms(rules_e).unwrap())
+    .release(&rules_seal, SCHEDULE.close_ms(BatchId(rules_e)).unwrap())
     .unwrap();
     let rules_opened = open_batch(&rules_key, &rules_input).unwrap();
     let batch_rules = json!({
@@ -359,7 +366,7 @@ fn generate() -> String {
     // envelopes' order in the file).
     let entries: Vec<_> = envs
         .iter()
-        .map(|v| (e, Commitment(arr32(&v["commitment"]))))
+        .map(|v| (BatchId(e), Commitment(arr32(&v["commitment"]))))
         .collect();
     let group = ctx.sequencer.sign_receipts(&entries).unwrap();
     let first = group.receipt(0).unwrap();
@@ -389,7 +396,7 @@ fn generate() -> String {
             "count": tree.count(),
             "sorted_commitments": tree.leaves().iter().map(|c| h(&c.0)).collect::<Vec<_>>(),
             "root": h(&tree.root().0),
-            "seal_message": h(&seal_message(e, tree.count(), &tree.root())),
+            "seal_message": h(&seal_message(BatchId(e), tree.count(), &tree.root())),
             "seal": h(&seal.to_bytes()),
             "proofs": proofs,
         },
@@ -459,7 +466,7 @@ fn vectors_open_as_published() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|k| k["e"] == e)
+        .find(|k| k["e"] == e.get())
         .unwrap();
     let public = BatchPublicKey::from_bytes(&arr32(&bk["S_e"])).unwrap();
     let mut custodian =
@@ -506,14 +513,14 @@ fn vectors_open_as_published() {
         .unwrap();
     let rseal = SignedSeal::from_bytes(&un(&rules["seal"])).unwrap();
     let rkey = PublishedKeyCustodian::new(
-        re,
+        BatchId(re),
         &arr32(&rbk["s_e"]),
         &BatchPublicKey::from_bytes(&arr32(&rbk["S_e"])).unwrap(),
         sequencer,
         SCHEDULE,
     )
     .unwrap()
-    .release(&rseal, SCHEDULE.close_ms(re).unwrap())
+    .release(&rseal, SCHEDULE.close_ms(BatchId(re)).unwrap())
     .unwrap();
     let rinput: Vec<Vec<u8>> = rules["input"].as_array().unwrap().iter().map(un).collect();
     let ropened = open_batch(&rkey, &rinput).unwrap();

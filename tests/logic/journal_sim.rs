@@ -870,11 +870,11 @@ fn checkpoint_through(
     while writer.next_lsn() <= to {
         let lsn = writer.next_lsn();
         writer
-            .append(ENVELOPE, lsn.get().to_le_bytes().repeat(8))
+            .append(ENVELOPE, lsn.to_le_bytes().repeat(8))
             .expect("queues");
     }
     writer
-        .checkpoint(to, replay_from, to.get().to_le_bytes().to_vec())
+        .checkpoint(to, replay_from, to.to_le_bytes().to_vec())
         .expect("queues");
     let (mut written, mut pruned) = (None, None);
     while written.is_none() || pruned.is_none() {

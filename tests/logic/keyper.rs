@@ -19,6 +19,7 @@ use sealbatch::keyper::{
     GenerationError, KeyperIndex, Member, Polynomial, Release, ReleaseGuard, ReleaseRefusal,
     ShareError, Window, WindowKeys, deal,
 };
+use sealbatch::types::BatchId;
 
 struct Keyper {
     index: KeyperIndex,
@@ -92,7 +93,7 @@ fn deployment_of(seed: u8) -> sealbatch::envelope::DeploymentId {
 
 const WINDOW: Window = Window {
     id: 1,
-    first_batch: 100,
+    first_batch: BatchId(100),
     batches: 4,
 };
 
@@ -292,9 +293,9 @@ fn invalid_dealings_are_refused_with_their_reason() {
     let mut short = good.clone();
     short.batches[3].commitments.pop();
     let cases = [
-        (replayed, DealingError::BadProof(101)),
-        (identity, DealingError::BadCommitment(100)),
-        (non_canonical, DealingError::BadCommitment(102)),
+        (replayed, DealingError::BadProof(BatchId(101))),
+        (identity, DealingError::BadCommitment(BatchId(100))),
+        (non_canonical, DealingError::BadCommitment(BatchId(102))),
         (short, DealingError::Shape),
         (elsewhere, DealingError::Foreign),
     ];
@@ -319,7 +320,7 @@ fn a_wrong_share_is_caught_and_the_key_comes_from_the_others() {
     let (views, observer) =
         run_generation(&committee, &keypers, &dealings, |_, _, _| None, &secrets);
     let observer = observer.expect("finished");
-    let e = 102;
+    let e = BatchId(102);
     let mut combiner = Combiner::new(&observer, e, 3, 5).expect("a combiner");
     let share = |j: usize| {
         views[j - 1]
@@ -367,10 +368,10 @@ fn tree(c: u8) -> MerkleTree {
 #[test]
 fn a_keyper_releases_only_after_close_and_only_for_one_root() {
     let (key, schedule) = release_setup();
-    let seal = key.sign_seal(5, &tree(1));
-    let other = key.sign_seal(5, &tree(2));
-    let forged = SequencerKey::from_seed(&[4; 32]).sign_seal(5, &tree(1));
-    let close = schedule.close_ms(5).expect("closes");
+    let seal = key.sign_seal(BatchId(5), &tree(1));
+    let other = key.sign_seal(BatchId(5), &tree(2));
+    let forged = SequencerKey::from_seed(&[4; 32]).sign_seal(BatchId(5), &tree(1));
+    let close = schedule.close_ms(BatchId(5)).expect("closes");
     let mut guard = ReleaseGuard::default();
     let public = key.public_key();
     assert!(matches!(
@@ -379,7 +380,7 @@ fn a_keyper_releases_only_after_close_and_only_for_one_root() {
     ));
     assert_eq!(
         guard.decide(&forged, None, &public, &schedule, 50, close + 50),
-        Err(ReleaseRefusal::BadSeal(5))
+        Err(ReleaseRefusal::BadSeal(BatchId(5)))
     );
     assert_eq!(
         guard.decide(&seal, None, &public, &schedule, 50, close + 50),
@@ -392,7 +393,7 @@ fn a_keyper_releases_only_after_close_and_only_for_one_root() {
     );
     assert_eq!(
         guard.decide(&other, None, &public, &schedule, 50, close + 60),
-        Err(ReleaseRefusal::Equivocation(5))
+        Err(ReleaseRefusal::Equivocation(BatchId(5)))
     );
     assert_eq!(
         guard.evidence(),
@@ -412,8 +413,8 @@ fn a_keyper_of_a_cluster_releases_only_for_a_certified_seal() {
     use sealbatch::commit::{CommitCertificate, CommitKey, ReplicaSet};
 
     let (key, schedule) = release_setup();
-    let seal = key.sign_seal(5, &tree(1));
-    let deposed = key.sign_seal(5, &tree(2));
+    let seal = key.sign_seal(BatchId(5), &tree(1));
+    let deposed = key.sign_seal(BatchId(5), &tree(2));
     let replicas: Vec<CommitKey> = (1..=3).map(|i| CommitKey::from_seed(&[i; 32])).collect();
     let stranger = CommitKey::from_seed(&[40; 32]);
     let set = ReplicaSet::new(replicas.iter().map(CommitKey::public)).expect("a set");
@@ -426,7 +427,7 @@ fn a_keyper_of_a_cluster_releases_only_for_a_certified_seal() {
     let with_stranger =
         CommitCertificate::new([attest(&replicas[0], &deposed), attest(&stranger, &deposed)]);
     let other_root = CommitCertificate::new(replicas.iter().map(|k| attest(k, &seal)));
-    let close = schedule.close_ms(5).expect("closes");
+    let close = schedule.close_ms(BatchId(5)).expect("closes");
     let public = key.public_key();
     let mut guard = ReleaseGuard::new(Some(set));
     let now = close + 50;
@@ -440,7 +441,7 @@ fn a_keyper_of_a_cluster_releases_only_for_a_certified_seal() {
         assert!(
             matches!(
                 guard.decide(s, certificate, &public, &schedule, 50, now),
-                Err(ReleaseRefusal::Uncertified { e: 5, .. })
+                Err(ReleaseRefusal::Uncertified { e: BatchId(5), .. })
             ),
             "{certificate:?}"
         );
@@ -839,10 +840,10 @@ fn the_committee_custodian_holds_only_certified_keys_and_fails_closed() {
     };
     let mut custodian =
         CommitteeCustodian::new(committee.clone(), sequencer.public_key(), schedule);
-    assert!(!custodian.has_key(100));
+    assert!(!custodian.has_key(BatchId(100)));
     assert!(matches!(
-        custodian.public_key(100),
-        Err(CustodianError::UnknownBatch { e: 100 })
+        custodian.public_key(BatchId(100)),
+        Err(CustodianError::UnknownBatch { e: BatchId(100) })
     ));
     let mut forged = certificate.clone();
     forged.keys[2] = forged.keys[3];
@@ -858,17 +859,20 @@ fn the_committee_custodian_holds_only_certified_keys_and_fails_closed() {
     custodian
         .add_window(&certificate, keys.clone())
         .expect("certified");
-    assert!(custodian.has_key(100) && custodian.has_key(103));
-    assert!(!custodian.has_key(99) && !custodian.has_key(104));
+    assert!(custodian.has_key(BatchId(100)) && custodian.has_key(BatchId(103)));
+    assert!(!custodian.has_key(BatchId(99)) && !custodian.has_key(BatchId(104)));
     assert_eq!(
-        custodian.public_key(101).expect("a key").to_bytes(),
-        certificate.key(101).expect("in the window")
+        custodian
+            .public_key(BatchId(101))
+            .expect("a key")
+            .to_bytes(),
+        certificate.key(BatchId(101)).expect("in the window")
     );
     let tree = |c: u8| {
         MerkleTree::from_commitments(vec![sealbatch::envelope::Commitment([c; 32])]).expect("tree")
     };
-    let seal = sequencer.sign_seal(101, &tree(1));
-    let close = schedule.close_ms(101).expect("closes");
+    let seal = sequencer.sign_seal(BatchId(101), &tree(1));
+    let close = schedule.close_ms(BatchId(101)).expect("closes");
     assert!(matches!(
         custodian.request(&seal, close - 1),
         Err(CustodianError::NotClosed { .. })
@@ -876,7 +880,7 @@ fn the_committee_custodian_holds_only_certified_keys_and_fails_closed() {
     assert!(matches!(custodian.request(&seal, close), Ok(None)));
     assert!(matches!(custodian.request(&seal, close + 9), Ok(None)));
     assert!(matches!(
-        custodian.request(&sequencer.sign_seal(101, &tree(2)), close),
+        custodian.request(&sequencer.sign_seal(BatchId(101), &tree(2)), close),
         Err(CustodianError::Equivocation { .. })
     ));
 }
@@ -928,7 +932,7 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
         lead_batches: 8,
         phase_ms: [200, 100, 100, 300],
     };
-    let mut keeper = LogKeeper::new(committee.clone(), params, 0);
+    let mut keeper = LogKeeper::new(committee.clone(), params, BatchId(0));
     let mut certified = Vec::new();
     let mut journaled: Vec<(u64, Vec<u8>)> = Vec::new();
     let mut down = [false; 5];
@@ -944,7 +948,7 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
         if now == 850 {
             nodes[3] = node(3, &disks[3]);
         }
-        keeper.handle_timeout(now, schedule.batch_at(now).unwrap_or(0));
+        keeper.handle_timeout(now, schedule.batch_at(now).unwrap_or(BatchId::MIN));
         for (i, n) in nodes.iter_mut().enumerate() {
             if down[i] {
                 continue;
@@ -988,7 +992,7 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
         }
     }
     // The journal replays into the same log and the same certified windows.
-    let mut again = LogKeeper::new(committee.clone(), params, 0);
+    let mut again = LogKeeper::new(committee.clone(), params, BatchId(0));
     for (position, bytes) in &journaled {
         let mut r = sealbatch::codec::Reader::new(bytes);
         let entry = sealbatch::keyper::LogEntry::decode_from(&mut r).expect("an entry");
@@ -1008,7 +1012,7 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
     // and a keyper that lost everything but its keys rebuilds its shares of
     // the windows still in use from what is left.
     let before = keeper.len();
-    keeper.prune(48);
+    keeper.prune(BatchId(48));
     assert!(keeper.len() < before);
     assert!(
         keeper
@@ -1029,13 +1033,13 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
     assert_eq!(restored.snapshot(), snapshot);
     let mut fresh = node(0, &[]);
     fresh.handle_log(&mut rng, 6_000, keeper.entries(0, u64::MAX, usize::MAX));
-    assert!(fresh.holds(50) && !fresh.holds(40));
+    assert!(fresh.holds(BatchId(50)) && !fresh.holds(BatchId(40)));
     // Windows of 16 batches from batch 0, each certified once, in order.
-    let firsts: Vec<u64> = certified
+    let firsts: Vec<BatchId> = certified
         .iter()
         .map(|(c, _)| c.window.first_batch)
         .collect();
-    let expected: Vec<u64> = (0..firsts.len() as u64).map(|w| w * 16).collect();
+    let expected: Vec<BatchId> = (0..firsts.len() as u64).map(|w| BatchId(w * 16)).collect();
     assert_eq!(firsts, expected);
     assert!(certified.len() >= 4, "{} windows", certified.len());
     assert!(
@@ -1059,8 +1063,8 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
     }
     let tree = |c: u8| MerkleTree::from_commitments(vec![Commitment([c; 32])]).expect("tree");
     for e in [3u64, 17, 40, 63] {
-        let seal = sequencer.sign_seal(e, &tree(e as u8));
-        let close = schedule.close_ms(e).expect("closes");
+        let seal = sequencer.sign_seal(BatchId(e), &tree(e as u8));
+        let close = schedule.close_ms(BatchId(e)).expect("closes");
         for n in &mut nodes {
             assert!(matches!(
                 n.handle_seal(&seal, None, close + 19),
@@ -1084,10 +1088,10 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
         let key = key.expect("three shares give the key");
         assert_eq!(
             key.public_key().to_bytes(),
-            custodian.public_key(e).expect("a key").to_bytes()
+            custodian.public_key(BatchId(e)).expect("a key").to_bytes()
         );
         // Another root for the same batch: refused, kept as evidence.
-        let other = sequencer.sign_seal(e, &tree(200));
+        let other = sequencer.sign_seal(BatchId(e), &tree(200));
         assert!(nodes[0].handle_seal(&other, None, close + 30).is_err());
     }
     assert_eq!(nodes[0].evidence().len(), 4);
@@ -1131,8 +1135,8 @@ fn keyper_records_round_trip_and_refuse_damage() {
         }
         other => panic!("a dealing record, not {other:?}"),
     }
-    match KeyperRecord::decode(&KeyperRecord::Forgotten { below: 77 }.encode()) {
-        Ok(KeyperRecord::Forgotten { below: 77 }) => {}
+    match KeyperRecord::decode(&KeyperRecord::Forgotten { below: BatchId(77) }.encode()) {
+        Ok(KeyperRecord::Forgotten { below: BatchId(77) }) => {}
         other => panic!("{other:?}"),
     }
     for cut in [0, 1, bytes.len() / 2, bytes.len() - 1] {
@@ -1143,7 +1147,7 @@ fn keyper_records_round_trip_and_refuse_damage() {
     unreduced[last] = 0xff;
     assert!(KeyperRecord::decode(&unreduced).is_err());
     let seal = SequencerKey::from_seed(&[2; 32]).sign_seal(
-        9,
+        BatchId(9),
         &MerkleTree::from_commitments(vec![sealbatch::envelope::Commitment([4; 32])])
             .expect("tree"),
     );
@@ -1171,10 +1175,10 @@ fn a_prechecked_dealing_counts_exactly_as_a_checked_one() {
         lead_batches: 0,
         phase_ms: [100, 100, 100, 100],
     };
-    let mut direct = LogKeeper::new(committee.clone(), params, 0);
-    let mut ahead = LogKeeper::new(committee.clone(), params, 0);
-    direct.handle_timeout(0, 0);
-    ahead.handle_timeout(0, 0);
+    let mut direct = LogKeeper::new(committee.clone(), params, BatchId(0));
+    let mut ahead = LogKeeper::new(committee.clone(), params, BatchId(0));
+    direct.handle_timeout(0, BatchId(0));
+    ahead.handle_timeout(0, BatchId(0));
     let Some((_, LogEntry::Open { window })) = direct.poll_entry() else {
         panic!("a generation opens");
     };
@@ -1252,10 +1256,10 @@ fn a_keyper_forgets_expired_releases_and_never_releases_below_them() {
         lead_batches: 20,
         phase_ms: [10, 10, 10, 10],
     };
-    let mut keeper = LogKeeper::new(committee.clone(), params, 0);
+    let mut keeper = LogKeeper::new(committee.clone(), params, BatchId(0));
     let mut journal: Vec<Vec<Vec<u8>>> = vec![Vec::new(); 3];
     for now in (0..400u64).step_by(10) {
-        keeper.handle_timeout(now, 0);
+        keeper.handle_timeout(now, BatchId(0));
         for (j, n) in nodes.iter_mut().enumerate() {
             n.handle_log(
                 &mut rng,
@@ -1271,29 +1275,32 @@ fn a_keyper_forgets_expired_releases_and_never_releases_below_them() {
             }
         }
     }
-    assert!(nodes[0].holds(3) && nodes[0].holds(12), "two windows held");
+    assert!(
+        nodes[0].holds(BatchId(3)) && nodes[0].holds(BatchId(12)),
+        "two windows held"
+    );
     let tree = |c: u8| {
         MerkleTree::from_commitments(vec![sealbatch::envelope::Commitment([c; 32])]).expect("tree")
     };
-    let seal = sequencer.sign_seal(3, &tree(1));
-    let after = schedule.close_ms(3).expect("closes");
+    let seal = sequencer.sign_seal(BatchId(3), &tree(1));
+    let after = schedule.close_ms(BatchId(3)).expect("closes");
     nodes[0].handle_seal(&seal, None, after).expect("releases");
     nodes[0].record_release(seal);
     journal[0].push(KeyperRecord::Released(seal).encode().to_vec());
 
     // Batches below 8 expire.
-    nodes[0].forget_below(8);
+    nodes[0].forget_below(BatchId(8));
     while let Some((number, record)) = nodes[0].poll_record() {
         journal[0].push(record.encode().to_vec());
         nodes[0].handle_durable(number);
     }
-    let other = sequencer.sign_seal(3, &tree(2));
+    let other = sequencer.sign_seal(BatchId(3), &tree(2));
     assert_eq!(
         nodes[0].handle_seal(&other, None, after).map(|_| ()),
-        Err(ReleaseRefusal::UnknownBatch(3)),
+        Err(ReleaseRefusal::UnknownBatch(BatchId(3))),
         "no share below the watermark, for any root"
     );
-    assert!(!nodes[0].holds(3) && nodes[0].holds(12));
+    assert!(!nodes[0].holds(BatchId(3)) && nodes[0].holds(BatchId(12)));
     // Restarted from its journal: the watermark holds, even though the log
     // still has the window of batch 3.
     let records = journal[0]
@@ -1302,10 +1309,10 @@ fn a_keyper_forgets_expired_releases_and_never_releases_below_them() {
         .collect();
     let mut again = node(0, records);
     again.handle_log(&mut rng, 400, keeper.entries(0, u64::MAX, usize::MAX));
-    assert!(!again.holds(3) && again.holds(12));
+    assert!(!again.holds(BatchId(3)) && again.holds(BatchId(12)));
     assert_eq!(
         again.handle_seal(&other, None, after).map(|_| ()),
-        Err(ReleaseRefusal::UnknownBatch(3))
+        Err(ReleaseRefusal::UnknownBatch(BatchId(3)))
     );
 }
 
@@ -1347,7 +1354,7 @@ fn a_keyper_deals_a_bounded_amount_for_a_flood_of_openings() {
                 LogEntry::Open {
                     window: Window {
                         id: i + 1,
-                        first_batch: 0,
+                        first_batch: BatchId::MIN,
                         batches: 2,
                     },
                 },
@@ -1367,7 +1374,7 @@ fn a_keyper_deals_a_bounded_amount_for_a_flood_of_openings() {
                 LogEntry::Open {
                     window: Window {
                         id: 1000 + i,
-                        first_batch: 10 + 2 * i,
+                        first_batch: BatchId(10) + 2 * i,
                         batches: 2,
                     },
                 },
@@ -1440,7 +1447,7 @@ fn run_log(
     to: u64,
 ) {
     for now in (from..to).step_by(10) {
-        keeper.handle_timeout(now, now / 100);
+        keeper.handle_timeout(now, BatchId(now / 100));
         for n in nodes.iter_mut() {
             n.handle_log(rng, now, keeper.entries(n.read(), u64::MAX, usize::MAX));
             while let Some((number, _)) = n.poll_record() {
@@ -1478,10 +1485,10 @@ fn a_hostile_log_keeper_cannot_crash_brick_or_confuse_a_keyper() {
         lead_batches: 32,
         phase_ms: [20, 20, 20, 20],
     };
-    let mut keeper = LogKeeper::new(committee.clone(), honest, 0);
+    let mut keeper = LogKeeper::new(committee.clone(), honest, BatchId(0));
     run_log(&mut rng, &mut keeper, &mut nodes, 0, 500);
     assert!(
-        nodes.iter().all(|n| n.holds(3)),
+        nodes.iter().all(|n| n.holds(BatchId(3))),
         "the first window is in use"
     );
     let node = &mut nodes[0];
@@ -1496,7 +1503,7 @@ fn a_hostile_log_keeper_cannot_crash_brick_or_confuse_a_keyper() {
     // 1. An entry at position 2^64 − 1: ignored, no overflow.
     let far = Window {
         id: 900,
-        first_batch: 10,
+        first_batch: BatchId(10),
         batches: 4,
     };
     node.handle_log(&mut rng, 500, [(u64::MAX, &LogEntry::Open { window: far })]);
@@ -1508,7 +1515,7 @@ fn a_hostile_log_keeper_cannot_crash_brick_or_confuse_a_keyper() {
     for (i, first_batch) in [1_000_000u64, u64::MAX - 3, 6_010].into_iter().enumerate() {
         let window = Window {
             id: 1_000 + i as u64,
-            first_batch,
+            first_batch: BatchId(first_batch),
             batches: 2,
         };
         node.handle_log(
@@ -1525,7 +1532,7 @@ fn a_hostile_log_keeper_cannot_crash_brick_or_confuse_a_keyper() {
     for i in 0..8u64 {
         let window = Window {
             id: 2_000 + i,
-            first_batch: 200 + 10 * i,
+            first_batch: BatchId(200) + 10 * i,
             batches: 4,
         };
         node.handle_log(&mut rng, 500, [(position, &LogEntry::Open { window })]);
@@ -1534,7 +1541,7 @@ fn a_hostile_log_keeper_cannot_crash_brick_or_confuse_a_keyper() {
     assert_eq!(dealt(node), 8);
     let real = Window {
         id: 3_000,
-        first_batch: 100,
+        first_batch: BatchId(100),
         batches: 4,
     };
     node.handle_log(
@@ -1579,7 +1586,7 @@ fn a_hostile_log_keeper_cannot_crash_brick_or_confuse_a_keyper() {
             &LogEntry::Open {
                 window: Window {
                     id: 4_000,
-                    first_batch: 300,
+                    first_batch: BatchId(300),
                     batches: 1,
                 },
             },
@@ -1590,7 +1597,7 @@ fn a_hostile_log_keeper_cannot_crash_brick_or_confuse_a_keyper() {
     assert_eq!(node.read(), 0);
     let _ = position;
     run_log(&mut rng, &mut keeper, &mut nodes, 500, 900);
-    assert!(nodes.iter().all(|n| n.holds(5)));
+    assert!(nodes.iter().all(|n| n.holds(BatchId(5))));
 
     // 6. A flood of tiny windows certified ahead (a log keeper opening
     // windows of one batch as far as the horizon allows): past 64 windows
@@ -1601,7 +1608,7 @@ fn a_hostile_log_keeper_cannot_crash_brick_or_confuse_a_keyper() {
         lead_batches: 200,
         phase_ms: [10, 10, 10, 10],
     };
-    let mut hostile = LogKeeper::new(committee.clone(), flood, 64);
+    let mut hostile = LogKeeper::new(committee.clone(), flood, BatchId(64));
     for n in &mut nodes {
         n.rewind();
     }
@@ -1609,25 +1616,28 @@ fn a_hostile_log_keeper_cannot_crash_brick_or_confuse_a_keyper() {
     let certified = std::iter::from_fn(|| hostile.poll_certified()).count();
     assert!(certified > 64, "{certified} tiny windows certified");
     for n in &nodes {
-        assert!(n.holds(10), "the window in use is kept");
+        assert!(n.holds(BatchId(10)), "the window in use is kept");
     }
     // The keypers still release for a real batch of the window in use.
     let tree =
         MerkleTree::from_commitments(vec![sealbatch::envelope::Commitment([1; 32])]).expect("tree");
-    let seal = sequencer.sign_seal(10, &tree);
-    let close = schedule.close_ms(10).expect("closes");
+    let seal = sequencer.sign_seal(BatchId(10), &tree);
+    let close = schedule.close_ms(BatchId(10)).expect("closes");
     for k in &mut nodes {
         let answer = k
             .handle_seal(&seal, None, close.max(6_000))
             .expect("releases");
         assert_eq!(answer.release, sealbatch::keyper::Release::First);
     }
-    let other = sequencer.sign_seal(10, &MerkleTree::from_commitments(vec![]).expect("tree"));
+    let other = sequencer.sign_seal(
+        BatchId(10),
+        &MerkleTree::from_commitments(vec![]).expect("tree"),
+    );
     for k in &mut nodes {
         k.record_release(seal);
         assert_eq!(
             k.handle_seal(&other, None, 6_000).map(|_| ()),
-            Err(ReleaseRefusal::Equivocation(10))
+            Err(ReleaseRefusal::Equivocation(BatchId(10)))
         );
     }
 }
@@ -1641,11 +1651,11 @@ fn a_log_entry_at_the_last_position_is_refused_on_replay() {
 
     let mut rng = ChaCha20Rng::seed_from_u64(100);
     let (committee, _, _) = three_nodes(&mut rng, 13);
-    let mut keeper = LogKeeper::new(committee, GenerationParams::default(), 0);
+    let mut keeper = LogKeeper::new(committee, GenerationParams::default(), BatchId(0));
     let open = LogEntry::Open {
         window: Window {
             id: 1,
-            first_batch: 0,
+            first_batch: BatchId::MIN,
             batches: 4,
         },
     };
@@ -1677,7 +1687,7 @@ fn a_replicated_keyper_takes_only_log_entries_a_majority_certified() {
         lead_batches: 4,
         phase_ms: [20, 20, 20, 20],
     };
-    let mut keeper = LogKeeper::new(committee.clone(), params, 0);
+    let mut keeper = LogKeeper::new(committee.clone(), params, BatchId(0));
     let certify = |signers: &[&CommitKey], run: &[(u64, LogEntry)]| {
         let hashes: Vec<(u64, [u8; 32])> = run
             .iter()
@@ -1689,7 +1699,7 @@ fn a_replicated_keyper_takes_only_log_entries_a_majority_certified() {
                 .map(|k| k.attest_log(&sequencer.to_bytes(), &committee.id(), &hashes)),
         )
     };
-    keeper.handle_timeout(0, 0);
+    keeper.handle_timeout(0, BatchId(0));
     let run: Vec<(u64, LogEntry)> = keeper
         .entries(0, u64::MAX, 64)
         .map(|(p, e)| (p, e.clone()))
@@ -1712,7 +1722,7 @@ fn a_replicated_keyper_takes_only_log_entries_a_majority_certified() {
         LogEntry::Open {
             window: Window {
                 id: 77,
-                first_batch: 0,
+                first_batch: BatchId::MIN,
                 batches: 1,
             },
         },
@@ -1731,7 +1741,7 @@ fn a_replicated_keyper_takes_only_log_entries_a_majority_certified() {
     // The honest log, each run certified by two replicas of three: every
     // keyper takes it and the window is keyed.
     for now in (0..1_000u64).step_by(10) {
-        keeper.handle_timeout(now, now / 100);
+        keeper.handle_timeout(now, BatchId(now / 100));
         for n in &mut nodes {
             let run: Vec<(u64, LogEntry)> = keeper
                 .entries(n.read(), u64::MAX, 64)
@@ -1751,7 +1761,7 @@ fn a_replicated_keyper_takes_only_log_entries_a_majority_certified() {
         }
     }
     for n in &nodes {
-        assert!(n.holds(3), "the certified window is keyed");
+        assert!(n.holds(BatchId(3)), "the certified window is keyed");
     }
 }
 
@@ -1779,7 +1789,7 @@ fn keypers_keep_the_window_in_use_past_64_windows() {
         lead_batches: 4,
         phase_ms: [20, 20, 20, 20],
     };
-    let mut keeper = LogKeeper::new(committee, params, 0);
+    let mut keeper = LogKeeper::new(committee, params, BatchId(0));
     let tree =
         MerkleTree::from_commitments(vec![sealbatch::envelope::Commitment([7; 32])]).expect("tree");
     for second in 0..20u64 {
@@ -1787,15 +1797,18 @@ fn keypers_keep_the_window_in_use_past_64_windows() {
         run_log(&mut rng, &mut keeper, &mut nodes, from, from + 1_000);
         // The sequencer prunes what it cleared.
         let current = (from + 990) / 100;
-        keeper.prune(current);
+        keeper.prune(BatchId(current));
         for k in &mut nodes {
-            assert!(k.holds(current), "batch {current}: its window is held");
-            assert!(k.holds(current + 1), "batch {}: held", current + 1);
+            assert!(
+                k.holds(BatchId(current)),
+                "batch {current}: its window is held"
+            );
+            assert!(k.holds(BatchId(current) + 1), "batch {}: held", current + 1);
         }
         // The batch that just closed is released for.
         let e = current - 1;
-        let seal = sequencer.sign_seal(e, &tree);
-        let close = schedule.close_ms(e).expect("closes");
+        let seal = sequencer.sign_seal(BatchId(e), &tree);
+        let close = schedule.close_ms(BatchId(e)).expect("closes");
         for k in &mut nodes {
             let answer = k.handle_seal(&seal, None, close).expect("releases");
             assert_eq!(answer.release, Release::First, "batch {e}");
@@ -1804,9 +1817,9 @@ fn keypers_keep_the_window_in_use_past_64_windows() {
     }
     // The earliest windows went (past 64 held), with their releases: a
     // seal of batch 0 finds no share to release.
-    let seal = sequencer.sign_seal(0, &tree);
+    let seal = sequencer.sign_seal(BatchId(0), &tree);
     for k in &mut nodes {
-        assert!(!k.holds(0));
+        assert!(!k.holds(BatchId(0)));
         assert!(k.handle_seal(&seal, None, 20_000).is_err());
     }
 }
@@ -1878,9 +1891,9 @@ fn a_keyper_refuses_keys_and_journals_that_are_not_its_own_and_a_relaunch_repeat
         let mut nodes: Vec<KeyperNode> = (0..3)
             .map(|j| KeyperNode::new(identity(committee, schedule, j), Vec::new()).expect("own"))
             .collect();
-        let mut keeper = LogKeeper::new(committee.clone(), params, 0);
+        let mut keeper = LogKeeper::new(committee.clone(), params, BatchId(0));
         for now in (schedule.genesis_ms..schedule.genesis_ms + 400).step_by(10) {
-            keeper.handle_timeout(now, schedule.batch_at(now).unwrap_or(0));
+            keeper.handle_timeout(now, schedule.batch_at(now).unwrap_or(BatchId::MIN));
             for (j, n) in nodes.iter_mut().enumerate() {
                 n.handle_log(rng, now, keeper.entries(n.read(), u64::MAX, usize::MAX));
                 while let Some((number, record)) = n.poll_record() {
@@ -1956,7 +1969,7 @@ fn a_keyper_that_cannot_read_its_shares_stops_instead_of_accusing() {
         let (committee, secrets, mut nodes) = three_nodes(&mut rng, 17);
         let window = Window {
             id: 1,
-            first_batch: 10,
+            first_batch: BatchId(10),
             batches: 2,
         };
         let node = &mut nodes[0];

@@ -12,6 +12,7 @@ use rand_core::SeedableRng;
 use sealbatch::codec::Encode;
 use sealbatch::keyper::dealing::proof_context;
 use sealbatch::keyper::{Body, Committee, KeyperMessage, Member, Proof, Window};
+use sealbatch::types::BatchId;
 
 /// Members with signing seeds `[i; 32]` and decryption keys `i + 4`, for
 /// i = 1, 2, 3; threshold 2.
@@ -49,7 +50,7 @@ fn deployment() -> sealbatch::envelope::DeploymentId {
 
 const WINDOW: Window = Window {
     id: 1,
-    first_batch: 0,
+    first_batch: BatchId::MIN,
     batches: 4,
 };
 
@@ -62,16 +63,16 @@ fn vectors() -> Vec<(&'static str, String)> {
     }
     .sign(&keys[1], &committee);
     let secret = Scalar::from(5u64);
-    let context = proof_context(&committee, &WINDOW, 0, 1);
+    let context = proof_context(&committee, &WINDOW, BatchId(0), 1);
     let proof = Proof::prove(&mut ChaCha20Rng::seed_from_u64(1), &secret, &context);
     assert!(proof.verify(&RistrettoPoint::mul_base(&secret), &context));
     assert!(!proof.verify(
         &RistrettoPoint::mul_base(&secret),
-        &proof_context(&committee, &WINDOW, 1, 1)
+        &proof_context(&committee, &WINDOW, BatchId(1), 1)
     ));
     let binding = sealbatch::signed::ChannelBinding([0x42; 32]);
     let seal = sealbatch::envelope::SealStatement {
-        e: 7,
+        e: BatchId(7),
         count: 3,
         root: sealbatch::envelope::MerkleRoot([0x55; 32]),
     };

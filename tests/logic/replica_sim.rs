@@ -1018,7 +1018,7 @@ fn the_same_seed_gives_the_same_log() {
             .expect("a leader");
         let mut hasher = blake3::Hasher::new();
         for (lsn, kind, payload) in &leader.journal {
-            hasher.update(&lsn.get().to_le_bytes());
+            hasher.update(&lsn.to_le_bytes());
             hasher.update(&[*kind]);
             hasher.update(payload);
         }

@@ -11,7 +11,7 @@ use sealbatch::sequencer::{
     SequencerRecord, Transfer,
 };
 use sealbatch::signed::Statement as _;
-use sealbatch::types::{MarketId, OrderId, Side};
+use sealbatch::types::{BatchId, MarketId, OrderId, Side};
 
 fn genesis() -> Genesis {
     Genesis {
@@ -39,7 +39,7 @@ fn genesis() -> Genesis {
 
 fn outcome(envelopes: u8, fills: u8, price: Option<u64>) -> BatchOutcome {
     BatchOutcome {
-        e: 77,
+        e: BatchId(77),
         root: MerkleRoot([5; 32]),
         batch_secret: [6; 32],
         release: vec![
@@ -122,11 +122,11 @@ fn records() -> Vec<SequencerRecord> {
     let key = SequencerKey::from_seed(&[3; 32]);
     let tree =
         sealbatch::envelope::MerkleTree::from_commitments(vec![Commitment([1; 32])]).expect("tree");
-    let seal: SignedSeal = key.sign_seal(4, &tree);
+    let seal: SignedSeal = key.sign_seal(BatchId(4), &tree);
     vec![
         SequencerRecord::Genesis(genesis()),
         SequencerRecord::Envelope {
-            e: 4,
+            e: BatchId(4),
             bytes: vec![1; 300],
         },
         SequencerRecord::Seal(seal),
@@ -234,7 +234,7 @@ fn non_canonical_fields_are_refused() {
     part.bytes[price_at] = 1;
     assert!(matches!(
         assemble(vec![part]),
-        Err(AssembleError::Decode { e: 77, .. })
+        Err(AssembleError::Decode { e: BatchId(77), .. })
     ));
     // A part index at or past the count.
     let mut bytes = SequencerRecord::ResultPart(only_part(&outcome(1, 0, None))).encode();
@@ -285,7 +285,7 @@ fn a_large_outcome_is_journaled_in_parts_and_joins_back() {
     assert!(matches!(
         assemble(vec![parts[0].clone(), parts[2].clone()]),
         Err(AssembleError::OutOfOrder {
-            e: 77,
+            e: BatchId(77),
             index: 2,
             next: 1,
             ..
@@ -296,12 +296,12 @@ fn a_large_outcome_is_journaled_in_parts_and_joins_back() {
         Err(AssembleError::Orphan { index: 1, .. })
     ));
     let mut other_batch = parts[1].clone();
-    other_batch.e = 78;
+    other_batch.e = BatchId(78);
     assert!(matches!(
         assemble(vec![parts[0].clone(), other_batch]),
         Err(AssembleError::OutOfOrder {
-            e: 78,
-            next_e: 77,
+            e: BatchId(78),
+            next_e: BatchId(77),
             ..
         })
     ));

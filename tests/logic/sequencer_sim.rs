@@ -191,7 +191,7 @@ const SIM_COMMITTEE_SEQUENCER: [u8; 32] = [0x5e; 32];
 /// The window the simulation's committee deals: every batch a run reaches.
 const SIM_WINDOW: Window = Window {
     id: 1,
-    first_batch: 0,
+    first_batch: BatchId::MIN,
     batches: 256,
 };
 
@@ -471,11 +471,11 @@ impl World {
             assert!(from_checkpoint.closed_below >= replayed_state.closed_below);
             assert_eq!(
                 Checkpoint {
-                    closed_below: 0,
+                    closed_below: BatchId::MIN,
                     ..from_checkpoint
                 },
                 Checkpoint {
-                    closed_below: 0,
+                    closed_below: BatchId::MIN,
                     ..replayed_state
                 },
                 "recovering from the checkpoint at LSN {} differs from a full replay",
@@ -1854,7 +1854,7 @@ fn a_refused_submission_leaves_no_empty_batch() {
         .expect("recovers");
     sequencer.handle_timeout(GENESIS_MS).expect("timeout");
     while sequencer.poll_journal().is_some() {}
-    let public = sequencer.batch_public_key(0).expect("key");
+    let public = sequencer.batch_public_key(BatchId(0)).expect("key");
     let orders = vec![OrderSpec {
         market: MarketId(1),
         side: Side::Buy,
@@ -1866,7 +1866,7 @@ fn a_refused_submission_leaves_no_empty_batch() {
         &mut ChaCha20Rng::seed_from_u64(1),
         &world.traders[0],
         &sequencer.deployment(),
-        0,
+        BatchId(0),
         &public,
         1,
         &orders,

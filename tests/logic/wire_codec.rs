@@ -3,6 +3,7 @@
 
 use proptest::prelude::*;
 use sealbatch::codec::DecodeError;
+use sealbatch::types::BatchId;
 use sealbatch::wire::{
     self, ACCOUNT_BALANCES_MAX, ALPN, BatchCleared, BatchSealed, CLIENT_FRAME_LEN_MAX,
     ClientMessage, Direction, ENVELOPE_LEN_MAX, EncodeError, FILLS_MAX, FRAME_LEN_MAX,
@@ -38,9 +39,9 @@ fn small_schedule() -> Schedule {
         request_id: 3,
         genesis_ms: 1_700_000_000_000,
         batch_length_ms: 100,
-        open_batch: 9,
+        open_batch: BatchId(9),
         sequencer_key: [0x11; 32],
-        batch_keys: vec![(10, [0x22; 32])],
+        batch_keys: vec![(BatchId(10), [0x22; 32])],
         markets: vec![market(1)],
         replicas: vec![ReplicaInfo {
             id: 2,
@@ -53,7 +54,7 @@ fn small_schedule() -> Schedule {
 
 fn small_cleared() -> BatchCleared {
     BatchCleared {
-        e: 5,
+        e: BatchId(5),
         root: [1; 32],
         batch_secret: [2; 32],
         release: vec![sealbatch::envelope::ReleaseAttestation {
@@ -196,12 +197,12 @@ fn server_samples() -> Vec<ServerMessage> {
         ServerMessage::Rejected {
             request_id: 0x0102_0304_0506_0708,
             code: ReasonCode::BatchClosed,
-            next_open: 42,
+            next_open: BatchId(42),
             retry_after_ms: 0,
             message: "late".into(),
         },
         ServerMessage::BatchOpened {
-            e: 11,
+            e: BatchId(11),
             public_key: [5; 32],
             close_ms: 1_700_000_001_100,
         },
@@ -260,9 +261,9 @@ fn golden_receipt() -> ServerMessage {
     );
     let group = key
         .sign_receipts(&[
-            (42, sealbatch::envelope::Commitment([0x31; 32])),
-            (42, sealbatch::envelope::Commitment([0x32; 32])),
-            (43, sealbatch::envelope::Commitment([0x33; 32])),
+            (BatchId(42), sealbatch::envelope::Commitment([0x31; 32])),
+            (BatchId(42), sealbatch::envelope::Commitment([0x32; 32])),
+            (BatchId(43), sealbatch::envelope::Commitment([0x33; 32])),
         ])
         .unwrap();
     ServerMessage::Receipt {
@@ -443,7 +444,7 @@ fn messages_at_every_bound_round_trip() {
 
     let server = [
         ServerMessage::Schedule(Schedule {
-            batch_keys: vec![(u64::MAX, [1; 32]); SCHEDULE_BATCH_KEYS_MAX],
+            batch_keys: vec![(BatchId::MAX, [1; 32]); SCHEDULE_BATCH_KEYS_MAX],
             markets: vec![market(u32::MAX); WIRE_MARKETS_MAX],
             ..small_schedule()
         }),
@@ -494,7 +495,7 @@ fn encoding_refuses_counts_over_their_bounds_and_leaves_the_buffer() {
     let cases: Vec<(ServerMessage, &str, usize)> = vec![
         (
             ServerMessage::Schedule(Schedule {
-                batch_keys: vec![(0, [0; 32]); SCHEDULE_BATCH_KEYS_MAX + 1],
+                batch_keys: vec![(BatchId(0), [0; 32]); SCHEDULE_BATCH_KEYS_MAX + 1],
                 ..small_schedule()
             }),
             "batch_keys",
@@ -1087,7 +1088,7 @@ fn schedule() -> impl Strategy<Value = Schedule> {
     (
         any::<(u64, u64, u64, u64)>(),
         bytes32(),
-        proptest::collection::vec((any::<u64>(), bytes32()), 0..5),
+        proptest::collection::vec((any::<u64>().prop_map(BatchId), bytes32()), 0..5),
         proptest::collection::vec(market_info(), 0..5),
         proptest::collection::vec((any::<u64>(), "[a-z0-9.:]{1,40}", bytes32()), 0..4),
         any::<[u8; 64]>(),
@@ -1104,7 +1105,7 @@ fn schedule() -> impl Strategy<Value = Schedule> {
                 request_id,
                 genesis_ms,
                 batch_length_ms,
-                open_batch,
+                open_batch: BatchId(open_batch),
                 sequencer_key,
                 batch_keys,
                 markets,
@@ -1156,7 +1157,7 @@ fn cleared() -> impl Strategy<Value = BatchCleared> {
     )
         .prop_map(
             |(e, root, batch_secret, (envelopes, accepted), markets, own)| BatchCleared {
-                e,
+                e: BatchId(e),
                 root,
                 batch_secret,
                 release: (1..=(e % 4) as u16)
@@ -1193,14 +1194,14 @@ fn server_message() -> impl Strategy<Value = ServerMessage> {
             |(request_id, code, next_open, retry_after_ms, message)| ServerMessage::Rejected {
                 request_id,
                 code,
-                next_open,
+                next_open: BatchId(next_open),
                 retry_after_ms,
                 message
             }
         ),
         (any::<u64>(), bytes32(), any::<u64>()).prop_map(|(e, public_key, close_ms)| {
             ServerMessage::BatchOpened {
-                e,
+                e: BatchId(e),
                 public_key,
                 close_ms,
             }
@@ -1352,7 +1353,7 @@ fn key_certificates_round_trip_and_refuse_bad_committees() {
     let certificate = WindowCertificate {
         window: Window {
             id: 7,
-            first_batch: 100,
+            first_batch: BatchId(100),
             batches: 3,
         },
         qualified: vec![1, 2, 4],

@@ -20,6 +20,7 @@ use sealbatch::journal::{Journal, JournalConfig};
 use sealbatch::keyper_process::{self, KeyperConfig, KeyperEvent};
 use sealbatch::node::config::CommitteeConfig;
 use sealbatch::node::{self, NodeConfig};
+use sealbatch::types::BatchId;
 use tokio::sync::{mpsc, oneshot, watch};
 
 const SKEW_MS: u64 = 30;
@@ -181,12 +182,12 @@ async fn five_keypers_key_every_batch_and_trading_survives_two_stopped() {
 
     // Who released what, and when: never before close + skew.
     drop(events_tx);
-    let mut released: BTreeMap<u64, BTreeSet<usize>> = BTreeMap::new();
+    let mut released: BTreeMap<BatchId, BTreeSet<usize>> = BTreeMap::new();
     let mut early = 0;
     while let Some((k, event, at)) = events.recv().await {
         if let KeyperEvent::Released { e, .. } = event {
             released.entry(e).or_default().insert(k);
-            let close = schedule.genesis_ms + (e + 1) * schedule.batch_length_ms;
+            let close = schedule.genesis_ms + (e.get() + 1) * schedule.batch_length_ms;
             if at < close + SKEW_MS {
                 early += 1;
             }

@@ -6,6 +6,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use sealbatch::signed::Statement as _;
+use sealbatch::types::BatchId;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -128,7 +129,7 @@ async fn submit_one(client: &Client) -> Result<sealbatch::envelope::Receipt, Cli
 }
 
 /// The announced public key of batch `e` in `schedule`.
-fn batch_key(schedule: &sealbatch::wire::Schedule, e: u64) -> BatchPublicKey {
+fn batch_key(schedule: &sealbatch::wire::Schedule, e: BatchId) -> BatchPublicKey {
     schedule
         .batch_keys
         .iter()
@@ -141,7 +142,7 @@ fn batch_key(schedule: &sealbatch::wire::Schedule, e: u64) -> BatchPublicKey {
 fn sealed_order(
     trader: &ed25519_dalek::SigningKey,
     deployment: &sealbatch::envelope::DeploymentId,
-    e: u64,
+    e: BatchId,
     key: &BatchPublicKey,
     nonce: u64,
     (side, limit, qty): (Side, u64, u64),
@@ -797,7 +798,7 @@ async fn every_refusal_names_the_open_batch_and_duplicates_are_receipted_again()
     let e = open + 1;
     let key = batch_key(&schedule, e);
     let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
-    let seal = |e: u64, nonce: u64| {
+    let seal = |e: BatchId, nonce: u64| {
         sealed_order(
             &trader,
             &schedule.deployment(),
@@ -1165,7 +1166,7 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
     let (_, headers, json) = common::http_get(http, &format!("/api/batches/{e}")).await;
     assert_eq!(header(&headers, "content-type"), "application/json");
     let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
-    assert_eq!(json["e"], e);
+    assert_eq!(json["e"], e.get());
     let curves = json["curves"]
         .as_array()
         .expect("curves")
@@ -1182,7 +1183,7 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
             .as_array()
             .expect("batches")
             .iter()
-            .any(|b| b["e"] == e)
+            .any(|b| b["e"] == e.get())
     );
     let (status, _, market) = common::http_get(http, "/markets/1").await;
     assert!(status.contains("200"), "{status}");
@@ -1199,7 +1200,7 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
             .as_array()
             .expect("batches")
             .iter()
-            .any(|b| b["e"] == e && b["price"] == price && b["volume"] == 4)
+            .any(|b| b["e"] == e.get() && b["price"] == price && b["volume"] == 4)
     );
     let live = live.await.expect("the live viewer");
     assert!(
@@ -1283,7 +1284,7 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
     );
     let (_, _, json) = common::http_get(http, &format!("/api/check/{buyer_commitment}")).await;
     let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
-    assert_eq!(json["e"], e);
+    assert_eq!(json["e"], e.get());
     assert_eq!(json["included"], true);
     assert_eq!(json["fills"][0]["filled"], 4);
     assert_eq!(json["fills"][0]["price"], price);

@@ -20,6 +20,7 @@ use sealbatch::envelope::Commitment;
 use sealbatch::journal::{Fault, Faults, Journal, JournalConfig};
 use sealbatch::node::{self, EXIT_STORAGE, NodeConfig, NodeError, NodeInfo};
 use sealbatch::sequencer::verify_journal;
+use sealbatch::types::BatchId;
 use tokio::sync::{oneshot, watch};
 
 use crate::common;
@@ -59,7 +60,7 @@ async fn start(
 
 /// Every receipt's envelope is journaled in its batch, which is sealed and
 /// cleared exactly once, and `verify` re-derives every batch.
-fn check_journal(dir: &Path, receipts: &[(u64, Commitment)]) {
+fn check_journal(dir: &Path, receipts: &[(BatchId, Commitment)]) {
     common::all_published(&dir.join("journal"), receipts);
     let (_, recovery) =
         Journal::open_dir(dir.join("journal"), JournalConfig::default()).expect("journal");

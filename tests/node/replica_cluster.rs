@@ -23,7 +23,7 @@ use sealbatch::replica::election::ElectionClock;
 use sealbatch::replica::network::{AllowedPeers, Network, TransportError};
 use sealbatch::replica::{LogStore, Proposal, ReplicaId, ReplicaNode, Replication, StateMachine};
 use sealbatch::sequencer::{JournalWrite, RecordKind};
-use sealbatch::types::Lsn;
+use sealbatch::types::{BatchId, Lsn};
 
 struct Replica {
     raft: Raft<Replication>,
@@ -486,7 +486,7 @@ async fn a_replica_attests_only_the_seal_its_committed_log_holds() {
     let replicas = start_three(&dirs, &identities, &allowed, &ports, &nodes).await;
     let first = leader(&replicas).await;
     let seal = SignedSeal {
-        e: 5,
+        e: BatchId(5),
         count: 1,
         root: MerkleRoot([1; 32]),
         signature: [0; 64],
@@ -524,7 +524,10 @@ async fn a_replica_attests_only_the_seal_its_committed_log_holds() {
         peer.attest(&SEQUENCER, &other_root, ttl).await,
         Err(TransportError::Refused { reason, .. }) if reason.contains("another seal")
     ));
-    let unsealed = SignedSeal { e: 6, ..seal };
+    let unsealed = SignedSeal {
+        e: BatchId(6),
+        ..seal
+    };
     let asked = std::time::Instant::now();
     assert!(matches!(
         peer.attest(&SEQUENCER, &unsealed, ttl).await,
@@ -546,7 +549,7 @@ async fn a_replica_attests_only_the_seal_its_committed_log_holds() {
         1
     );
     assert!(matches!(
-        seals.attest(&commit_key(follower), &SEQUENCER, 5, 1, &seal.root),
+        seals.attest(&commit_key(follower), &SEQUENCER, BatchId(5), 1, &seal.root),
         sealbatch::replica::certificate::AttestAnswer::Attested(_)
     ));
 }

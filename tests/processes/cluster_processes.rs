@@ -28,6 +28,7 @@ use sealbatch::net::parse_fingerprint;
 use sealbatch::node::now_ms;
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::verify_journal;
+use sealbatch::types::BatchId;
 use sealbatch::types::Lsn;
 use sealbatch::types::{MarketId, Side};
 
@@ -333,8 +334,8 @@ async fn gauge_of(cluster: &Cluster, i: usize, name: &str) -> u64 {
 /// Waits (at most 30 s) until replica `i`'s journal holds the result of
 /// every batch `receipts` name (read while it runs: a read that meets a
 /// file being written or removed is tried again).
-async fn cleared_on(cluster: &Cluster, i: usize, receipts: &[(u64, Commitment)]) {
-    let batches: BTreeSet<u64> = receipts.iter().map(|(e, _)| *e).collect();
+async fn cleared_on(cluster: &Cluster, i: usize, receipts: &[(BatchId, Commitment)]) {
+    let batches: BTreeSet<BatchId> = receipts.iter().map(|(e, _)| *e).collect();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let records =
@@ -604,7 +605,7 @@ async fn a_partitioned_leader_gives_no_receipt_and_the_others_go_on() {
 /// committed more), the whole log verifies, `verify` passes on each
 /// replica's directory, and every receipt is in a batch sealed and cleared
 /// exactly once.
-fn check_journals(cluster: &Cluster, receipts: &[(u64, Commitment)]) {
+fn check_journals(cluster: &Cluster, receipts: &[(BatchId, Commitment)]) {
     let journals: Vec<_> = cluster.dirs.iter().map(|d| records(d)).collect();
     let mut union: BTreeMap<Lsn, &(Lsn, u8, Vec<u8>)> = BTreeMap::new();
     for (i, journal) in journals.iter().enumerate() {
@@ -929,7 +930,9 @@ async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_fail
     assert_eq!(lags.len(), 2, "{text}");
     let after_kill = receipts
         .iter()
-        .filter(|(e, _)| schedule.genesis_ms + e * schedule.batch_length_ms > killed_at + 1_000)
+        .filter(|(e, _)| {
+            schedule.genesis_ms + e.get() * schedule.batch_length_ms > killed_at + 1_000
+        })
         .count();
     assert!(
         after_kill > 20,
@@ -958,7 +961,7 @@ async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_fail
     let (more, _) = loader.await.expect("loader");
     let after_restart = more
         .iter()
-        .filter(|(e, _)| schedule.genesis_ms + e * schedule.batch_length_ms > restarted_at)
+        .filter(|(e, _)| schedule.genesis_ms + e.get() * schedule.batch_length_ms > restarted_at)
         .count();
     assert!(
         after_restart > 10,
@@ -985,7 +988,7 @@ async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_fail
     check_journals(&cluster, &receipts);
 
     // Every share released was for the seal the cluster committed.
-    let committed: BTreeMap<u64, sealbatch::envelope::SignedSeal> = cluster
+    let committed: BTreeMap<BatchId, sealbatch::envelope::SignedSeal> = cluster
         .dirs
         .iter()
         .flat_map(|d| records(d))
@@ -995,7 +998,7 @@ async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_fail
             (seal.e, seal)
         })
         .collect();
-    let mut released: BTreeMap<u64, BTreeSet<usize>> = BTreeMap::new();
+    let mut released: BTreeMap<BatchId, BTreeSet<usize>> = BTreeMap::new();
     for k in 0..5 {
         let (_, recovery) = Journal::open_dir(
             work_path.as_path().join(format!("keyper-{k}/journal")),
@@ -1020,7 +1023,8 @@ async fn keypers_release_only_for_the_seals_the_cluster_committed_through_a_fail
     let keyed_after_kill = released
         .iter()
         .filter(|(e, k)| {
-            schedule.genesis_ms + *e * schedule.batch_length_ms > killed_at + 1_000 && k.len() >= 3
+            schedule.genesis_ms + e.get() * schedule.batch_length_ms > killed_at + 1_000
+                && k.len() >= 3
         })
         .count();
     assert!(

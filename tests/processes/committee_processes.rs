@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::{connect, load, spawn};
 use sealbatch::net::inherit::spawn_with;
+use sealbatch::types::BatchId;
 use sealbatch::wire::ServerMessage;
 
 const KEYPERS: usize = 5;
@@ -216,7 +217,7 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
     .await
     .expect("connects");
     let mut events = watcher.subscribe().await.expect("subscribed");
-    let cleared: Arc<Mutex<BTreeMap<u64, Instant>>> = Arc::default();
+    let cleared: Arc<Mutex<BTreeMap<BatchId, Instant>>> = Arc::default();
     let heard = Arc::clone(&cleared);
     let listener = tokio::spawn(async move {
         while let Some(event) = events.recv().await {
@@ -279,7 +280,7 @@ async fn keyper_processes_killed_and_restarted_stall_then_catch_up() {
     // 20 ms and find no key past the stalled window; the sequencer asks
     // the keypers again every 500 ms.)
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let opened_while_stalled: Vec<u64> = cleared
+    let opened_while_stalled: Vec<BatchId> = cleared
         .lock()
         .expect("not poisoned")
         .iter()

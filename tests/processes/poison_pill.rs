@@ -20,7 +20,7 @@ use sealbatch::envelope::{BatchPublicKey, Commitment, generate_account_key, seal
 use sealbatch::node::now_ms;
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::status;
-use sealbatch::types::{MarketId, Side};
+use sealbatch::types::{BatchId, MarketId, Side};
 use sealbatch::wire::{BatchCleared, ServerMessage};
 
 use crate::common;
@@ -70,7 +70,7 @@ async fn one_batch(
     client: &Client,
     events: &mut tokio::sync::mpsc::Receiver<ServerMessage>,
     bundles: &[(&ed25519_dalek::SigningKey, Vec<OrderSpec>)],
-) -> (u64, Vec<Commitment>, BatchCleared) {
+) -> (BatchId, Vec<Commitment>, BatchCleared) {
     let schedule = client.schedule().await.expect("schedule");
     let e = target_batch(&schedule, now_ms(), 300);
     let key = schedule

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use sealbatch::journal::format::{SEGMENT_HEADER_LEN, encode_frame};
 use sealbatch::sequencer::RecordKind;
-use sealbatch::types::Lsn;
+use sealbatch::types::{BatchId, Lsn};
 
 use crate::common;
 use common::{connect, load, spawn, stop_gracefully};
@@ -100,7 +100,7 @@ async fn verify_reads_a_torn_journal_read_only_and_exits_by_what_it_found() {
     // A receipt not signed by this sequencer: verified, does not match.
     let forged = work.path().join("forged-receipts");
     let stranger = sealbatch::envelope::SequencerKey::from_seed(&[0x11; 32])
-        .sign_receipt(1, &sealbatch::envelope::Commitment([0x11; 32]));
+        .sign_receipt(BatchId(1), &sealbatch::envelope::Commitment([0x11; 32]));
     fs::write(&forged, format!("{}\n", hex::encode(stranger.to_bytes()))).expect("written");
     let forged_arg = forged.to_string_lossy().into_owned();
     let out = sealbatch(&["verify", "--data-dir", &data_arg, "--receipts", &forged_arg]);

@@ -560,12 +560,12 @@ impl Driver {
                                 .key_release_seconds
                                 .observe_duration(asked.elapsed());
                         }
-                        tracing::debug!(batch = e, keyper, "batch key complete");
+                        tracing::debug!(batch = e.get(), keyper, "batch key complete");
                     }
                     Ok(false) => {}
                     Err(error) => {
                         self.metrics.key_shares_refused.inc();
-                        tracing::debug!(batch = e, keyper, %error, "key share not taken");
+                        tracing::debug!(batch = e.get(), keyper, %error, "key share not taken");
                     }
                 }
             }

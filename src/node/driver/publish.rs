@@ -32,7 +32,7 @@ impl Driver {
             .announce_ahead
             .min(wire::SCHEDULE_BATCH_KEYS_MAX as u64 - 1);
         let mut batch_keys = Vec::new();
-        for e in open..=open + ahead {
+        for e in open.through(open + ahead) {
             // Under a keyper committee only certified keys exist: the
             // schedule lists batches up to the first without one.
             let Ok(key) = self.sequencer.batch_public_key(e) else {
@@ -142,7 +142,7 @@ impl Driver {
             Event::BatchVoided { e, reason } => {
                 self.metrics.batches_voided.inc();
                 tracing::error!(
-                    batch = e,
+                    batch = e.get(),
                     %reason,
                     "batch could not be processed and is voided: nothing in it trades (a bug; please report it)"
                 );
@@ -150,7 +150,7 @@ impl Driver {
             Event::KeyUnavailable { e, reason } => {
                 self.metrics.keys_unavailable.inc();
                 tracing::warn!(
-                    batch = e,
+                    batch = e.get(),
                     %reason,
                     "the key of a sealed batch cannot be asked for yet; it waits, and the batches after it"
                 );
@@ -171,7 +171,7 @@ impl Driver {
                     let _ = replica.link.certify.send(seal);
                 } else if self.keypers.request_key(seal, None) == 0 {
                     tracing::warn!(
-                        batch = seal.e,
+                        batch = seal.e.get(),
                         "a batch key is wanted but no keyper is connected"
                     );
                 }
@@ -297,7 +297,7 @@ impl Driver {
                 .observe_duration(sealed.elapsed());
         }
         tracing::debug!(
-            e = outcome.e,
+            e = outcome.e.get(),
             envelopes = outcome.envelopes.len(),
             fills = outcome.fills.len(),
             "batch cleared"
@@ -339,7 +339,7 @@ fn own_outcomes(outcome: &BatchOutcome, own: &BTreeSet<Commitment>) -> Vec<OwnEn
 }
 
 /// The wire's code, `next_open` and retry-after for a refused submission.
-pub(super) fn submit_code(error: &SubmitError, open: BatchId) -> (ReasonCode, u64, u32) {
+pub(super) fn submit_code(error: &SubmitError, open: BatchId) -> (ReasonCode, BatchId, u32) {
     match error {
         SubmitError::Malformed(_) => (ReasonCode::Malformed, open, 0),
         SubmitError::BatchClosed { next_open, .. } => (ReasonCode::BatchClosed, *next_open, 0),

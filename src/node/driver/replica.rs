@@ -18,7 +18,7 @@ use crate::replica::machine::{CheckpointJob, Committed};
 use crate::replica::{Proposal, ReplicaId, ReplicaNode};
 use crate::role::{Action, EntryId, ReplicaRole, Role};
 use crate::sequencer::{JournalWrite, Sequencer, SequencerError};
-use crate::types::Lsn;
+use crate::types::{BatchId, Lsn};
 use crate::wire::{ReasonCode, ReplicaInfo, ServerMessage};
 
 use super::super::handle::{Request, RequestBody};
@@ -326,7 +326,7 @@ impl Driver {
             self.refuse(
                 pending.session,
                 pending.request_id,
-                (ReasonCode::NotLeader, 0, 0),
+                (ReasonCode::NotLeader, BatchId::MIN, 0),
                 redirect.clone(),
             );
             self.waiting(pending.session, false);

@@ -141,7 +141,7 @@ impl Driver {
         &mut self,
         session: SessionId,
         request_id: u64,
-        (code, next_open, retry_after_ms): (ReasonCode, u64, u32),
+        (code, next_open, retry_after_ms): (ReasonCode, BatchId, u32),
         message: String,
     ) {
         self.metrics.reject(code.to_byte());
