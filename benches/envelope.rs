@@ -21,7 +21,7 @@ use rayon::prelude::*;
 use sealbatch::envelope::layout::{self, padded_len};
 use sealbatch::envelope::*;
 use sealbatch::order::OrderSpec;
-use sealbatch::types::{BatchId, MarketId, Side};
+use sealbatch::types::{BatchId, MarketId, Side, Tick};
 
 const SCHEDULE: BatchSchedule = BatchSchedule {
     genesis_ms: 0,
@@ -34,7 +34,7 @@ fn orders(n: usize) -> Vec<OrderSpec> {
         .map(|i| OrderSpec {
             market: MarketId((i % 8) as u32),
             side: if i % 2 == 0 { Side::Buy } else { Side::Sell },
-            limit: Some(10_000 + i),
+            limit: Some(Tick(10_000 + i)),
             qty: 1 + i,
             client_order_id: i,
         })

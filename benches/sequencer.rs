@@ -22,7 +22,7 @@ use sealbatch::journal::{FsStorage, Journal, JournalConfig};
 use sealbatch::market::{AccountId, AssetId, MarketConfig};
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::{Event, Genesis, Journaled, Limits, OpToken, Sequencer, SubmitToken};
-use sealbatch::types::{BatchId, MarketId, Side};
+use sealbatch::types::{BatchId, MarketId, Side, Tick};
 
 const GENESIS_MS: u64 = 1_700_000_000_000;
 const MARKETS: u32 = 8;
@@ -46,9 +46,9 @@ fn genesis(key: &SequencerKey) -> Genesis {
                 quote: AssetId(0),
                 tick_size: 1,
                 lot_size: 1,
-                band_min: 1,
-                band_max: 20_000,
-                initial_price: 10_000,
+                band_min: Tick(1),
+                band_max: Tick(20_000),
+                initial_price: Tick(10_000),
                 fee_bps: 5,
             })
             .collect(),
@@ -86,7 +86,7 @@ fn setup(count: usize) -> Setup {
                     OrderSpec {
                         market: MarketId((roll % u64::from(MARKETS)) as u32),
                         side: if roll & 8 == 0 { Side::Buy } else { Side::Sell },
-                        limit: Some(9_900 + (roll >> 8) % 200),
+                        limit: Some(Tick(9_900) + (roll >> 8) % 200),
                         qty: 1 + (roll >> 20) % 100,
                         client_order_id: j as u64,
                     }

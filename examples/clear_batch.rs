@@ -8,7 +8,7 @@
 
 use sealbatch::clearing::{self, ClearingError, MarketInput, MarketParams, PriceBand};
 use sealbatch::order::Order;
-use sealbatch::types::{MarketId, OrderId, Side};
+use sealbatch::types::{MarketId, OrderId, Side, Tick};
 
 fn main() -> Result<(), ClearingError> {
     let order = |id, side, limit, qty| Order {
@@ -23,14 +23,14 @@ fn main() -> Result<(), ClearingError> {
     let wheat = MarketInput {
         config: MarketParams {
             market: MarketId(1),
-            reference: 200,
-            band: PriceBand::new(1, 1_000),
+            reference: Tick(200),
+            band: PriceBand::new(Tick(1), Tick(1_000)),
         },
         orders: [
-            order(1, Side::Buy, Some(202), 400),
-            order(2, Side::Buy, Some(201), 200),
-            order(3, Side::Sell, Some(199), 300),
-            order(4, Side::Sell, Some(198), 200),
+            order(1, Side::Buy, Some(Tick(202)), 400),
+            order(2, Side::Buy, Some(Tick(201)), 200),
+            order(3, Side::Sell, Some(Tick(199)), 300),
+            order(4, Side::Sell, Some(Tick(198)), 200),
         ]
         .into_iter()
         .collect(),
@@ -40,13 +40,13 @@ fn main() -> Result<(), ClearingError> {
     let corn = MarketInput {
         config: MarketParams {
             market: MarketId(2),
-            reference: 50,
-            band: PriceBand::new(10, 100),
+            reference: Tick(50),
+            band: PriceBand::new(Tick(10), Tick(100)),
         },
         orders: [
             order(5, Side::Buy, None, 1_000),
-            order(6, Side::Sell, Some(48), 300),
-            order(7, Side::Sell, Some(52), 300),
+            order(6, Side::Sell, Some(Tick(48)), 300),
+            order(7, Side::Sell, Some(Tick(52)), 300),
         ]
         .into_iter()
         .collect(),

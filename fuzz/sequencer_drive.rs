@@ -169,9 +169,9 @@ fn arbitrary_market(
         quote,
         tick_size,
         lot_size,
-        band_min,
-        band_max,
-        initial_price,
+        band_min: Tick(band_min),
+        band_max: Tick(band_max),
+        initial_price: Tick(initial_price),
         fee_bps,
     })
 }
@@ -534,17 +534,17 @@ impl Harness {
             0 | 1 => None,
             2 => Some(m.band_min),
             3 => Some(m.band_max),
-            4 => Some(m.band_min.wrapping_sub(1)),
-            5 => Some(m.band_max.wrapping_add(1)),
+            4 => Some(Tick(m.band_min.get().wrapping_sub(1))),
+            5 => Some(Tick(m.band_max.get().wrapping_add(1))),
             6 | 7 => Some(m.initial_price),
             8 => Some(self.reference(m)),
-            9 => Some(u.int_in_range(m.band_min..=m.band_max)?),
+            9 => Some(Tick(u.int_in_range(m.band_min.get()..=m.band_max.get())?)),
             10 => Some(
                 m.initial_price
                     .saturating_add(u64::from(u.int_in_range(0u8..=3)?))
                     .min(m.band_max),
             ),
-            _ => Some(u.arbitrary()?),
+            _ => Some(Tick(u.arbitrary()?)),
         };
         let price = limit.unwrap_or(m.band_max).clamp(m.band_min, m.band_max);
         let qty = match u.int_in_range(0u8..=7)? {
@@ -1809,8 +1809,8 @@ fn check_market(
         }
         let rank = match (o.side, o.limit) {
             (_, None) => (0, 0),
-            (Side::Buy, Some(l)) => (1, u64::MAX - l),
-            (Side::Sell, Some(l)) => (1, l),
+            (Side::Buy, Some(l)) => (1, u64::MAX - l.get()),
+            (Side::Sell, Some(l)) => (1, l.get()),
         };
         levels.entry(rank).or_default().push(o);
     }

@@ -180,7 +180,7 @@ impl MarketConfig {
                 fee_bps: self.fee_bps,
             });
         }
-        if self.band_max.checked_mul(self.tick_size).is_none() {
+        if self.band_max.get().checked_mul(self.tick_size).is_none() {
             return Err(MarketConfigError::Overflow(self.id));
         }
         Ok(())
@@ -191,7 +191,7 @@ impl MarketConfig {
     /// outside a validated band).
     #[must_use]
     pub fn notional(&self, price: Tick, qty: Lots) -> Option<u128> {
-        u128::from(price)
+        u128::from(price.get())
             .checked_mul(u128::from(self.tick_size))?
             .checked_mul(u128::from(qty))
     }

@@ -29,8 +29,9 @@ macro_rules! counting_newtype {
         pub struct $name(pub u64);
 
         impl $name {
-            /// The smallest value (0).
-            pub const MIN: $name = $name(0);
+            /// Zero: the smallest value (for a [`Tick`], not a price; see
+            /// [`TICK_MIN`]).
+            pub const ZERO: $name = $name(0);
             /// The largest value (`u64::MAX`).
             pub const MAX: $name = $name(u64::MAX);
 
@@ -168,6 +169,29 @@ macro_rules! counting_newtype {
             }
         }
 
+        impl From<$name> for u64 {
+            #[inline]
+            fn from(value: $name) -> u64 {
+                value.0
+            }
+        }
+
+        /// Widening, for products that need 128 bits (a price times a
+        /// quantity times a tick size).
+        impl From<$name> for u128 {
+            #[inline]
+            fn from(value: $name) -> u128 {
+                u128::from(value.0)
+            }
+        }
+
+        impl From<$name> for i128 {
+            #[inline]
+            fn from(value: $name) -> i128 {
+                i128::from(value.0)
+            }
+        }
+
         /// Compares with a plain number (a literal in a test, a count).
         impl PartialEq<u64> for $name {
             #[inline]
@@ -192,16 +216,18 @@ macro_rules! counting_newtype {
     };
 }
 
-/// A price, in whole ticks of its market's quote asset.
-pub type Tick = u64;
+counting_newtype!(
+    /// A price, in whole ticks of its market's quote asset.
+    Tick
+);
 
 /// The lowest tick a band may include. Tick 0 is not a price: the clearing
 /// engine keeps it (and [`TICK_MAX`] + 1) free to rank market orders above
 /// limits.
-pub const TICK_MIN: Tick = 1;
+pub const TICK_MIN: Tick = Tick(1);
 
 /// The highest tick a band may include.
-pub const TICK_MAX: Tick = Tick::MAX - 1;
+pub const TICK_MAX: Tick = Tick(u64::MAX - 1);
 
 /// A quantity, in whole lots of its market's base asset.
 pub type Lots = u64;

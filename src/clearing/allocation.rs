@@ -34,7 +34,7 @@ const PARALLEL_MARGINAL_MIN: usize = 1 << 14;
 /// (stored) limit `limit` (see the module docs).
 #[inline]
 fn key(kind: u8, limit: Tick) -> u64 {
-    limit ^ 0u64.wrapping_sub(u64::from(kind & KIND_SELL))
+    limit.get() ^ 0u64.wrapping_sub(u64::from(kind & KIND_SELL))
 }
 
 /// The key every market order of the side has.
@@ -429,16 +429,17 @@ pub fn tiebreak_hash(tiebreak_key: &[u8; 32], market: MarketId, order: OrderId) 
 mod tests {
     use super::{KIND_SELL, MARKET_KEY, NO_KEY, key};
     use crate::clearing::input::{TICK_MAX, TICK_MIN};
+    use crate::types::Tick;
 
     /// Larger keys are served first on their side: market orders, then
     /// higher buy limits / lower sell limits; no limit order has `NO_KEY` or
     /// `MARKET_KEY`.
     #[test]
     fn priority_keys_order_each_side() {
-        assert_eq!(key(0, u64::MAX), MARKET_KEY);
-        assert_eq!(key(KIND_SELL, 0), MARKET_KEY);
-        assert!(key(0, 101) > key(0, 100));
-        assert!(key(KIND_SELL, 99) > key(KIND_SELL, 100));
+        assert_eq!(key(0, Tick::MAX), MARKET_KEY);
+        assert_eq!(key(KIND_SELL, Tick(0)), MARKET_KEY);
+        assert!(key(0, Tick(101)) > key(0, Tick(100)));
+        assert!(key(KIND_SELL, Tick(99)) > key(KIND_SELL, Tick(100)));
         for kind in [0, KIND_SELL] {
             for tick in [TICK_MIN, TICK_MAX] {
                 assert!(key(kind, tick) != NO_KEY && key(kind, tick) != MARKET_KEY);

@@ -36,14 +36,14 @@ impl PriceBand {
     /// Whether `tick` lies in the band.
     #[must_use]
     pub const fn contains(&self, tick: Tick) -> bool {
-        self.min <= tick && tick <= self.max
+        self.min.get() <= tick.get() && tick.get() <= self.max.get()
     }
 
     /// `max - min`: one less than the number of ticks in the band. Zero for
     /// an empty band.
     #[must_use]
     pub const fn width(&self) -> u64 {
-        self.max.saturating_sub(self.min)
+        self.max.since(self.min)
     }
 }
 
@@ -150,7 +150,7 @@ impl OrderColumns {
         let (market, limit) = match (order.limit, order.side) {
             (Some(limit), _) => (0, limit),
             (None, Side::Buy) => (KIND_MARKET, Tick::MAX),
-            (None, Side::Sell) => (KIND_MARKET, 0),
+            (None, Side::Sell) => (KIND_MARKET, Tick::ZERO),
         };
         // Copies the ids only if a result still shares them.
         Arc::make_mut(&mut self.ids).push(order.id);

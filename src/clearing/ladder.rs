@@ -322,7 +322,7 @@ fn dense_chunk(
     let limits = &columns.limits()[range.clone()];
     let qtys = &columns.qtys()[range.clone()];
     for ((&kind, &limit), &qty) in kinds.iter().zip(limits).zip(qtys) {
-        let offset = limit.wrapping_sub(band.min);
+        let offset = limit.get().wrapping_sub(band.min.get());
         let market = kind & KIND_MARKET != 0;
         let outside = !market & (offset > width);
         bad |= outside | (qty == 0);
@@ -370,7 +370,7 @@ fn dense_chunk_narrow(
     let limits = &columns.limits()[range.clone()];
     let qtys = &columns.qtys()[range.clone()];
     for ((&kind, &limit), &qty) in kinds.iter().zip(limits).zip(qtys) {
-        let offset = limit.wrapping_sub(band.min);
+        let offset = limit.get().wrapping_sub(band.min.get());
         let market = kind & KIND_MARKET != 0;
         let outside = !market & (offset > width);
         bad |= outside | (qty == 0);

@@ -60,9 +60,9 @@
 //! ```
 //! use sealbatch::clearing::{self, MarketParams, MarketInput, OrderColumns, PriceBand};
 //! use sealbatch::order::Order;
-//! use sealbatch::types::{MarketId, OrderId, Side};
+//! use sealbatch::types::{MarketId, OrderId, Side, Tick};
 //!
-//! let order = |id, side, limit, qty| Order { id: OrderId(id), side, limit: Some(limit), qty };
+//! let order = |id, side, limit, qty| Order { id: OrderId(id), side, limit: Some(Tick(limit)), qty };
 //! let orders: OrderColumns = [
 //!     order(1, Side::Buy, 202, 400),
 //!     order(2, Side::Buy, 201, 200),
@@ -71,10 +71,10 @@
 //! ]
 //! .into_iter()
 //! .collect();
-//! let config = MarketParams { market: MarketId(1), reference: 200, band: PriceBand::new(1, 1000) };
+//! let config = MarketParams { market: MarketId(1), reference: Tick(200), band: PriceBand::new(Tick(1), Tick(1000)) };
 //! let result = clearing::clear_batch(&[MarketInput { config, orders }], &[0; 32])?;
 //! let market = &result.markets[0];
-//! assert_eq!((market.price, market.volume, market.imbalance), (Some(201), 500, 100));
+//! assert_eq!((market.price, market.volume, market.imbalance), (Some(Tick(201)), 500, 100));
 //! assert_eq!(market.fill_of(OrderId(2)), Some(100));
 //! # Ok::<(), clearing::ClearingError>(())
 //! ```

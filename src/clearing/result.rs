@@ -135,7 +135,7 @@ impl Encode for BatchResult {
         for market in &self.markets {
             out.extend_from_slice(&market.market.0.to_le_bytes());
             out.push(u8::from(market.price.is_some()));
-            out.extend_from_slice(&market.price.unwrap_or(0).to_le_bytes());
+            out.extend_from_slice(&market.price.unwrap_or(Tick::ZERO).to_le_bytes());
             out.extend_from_slice(&market.volume.to_le_bytes());
             out.extend_from_slice(&market.imbalance.to_le_bytes());
             out.extend_from_slice(&(market.ids.len() as u64).to_le_bytes());

@@ -61,8 +61,8 @@ impl Shape {
         let ticks = ticks.max(1);
         Shape {
             orders,
-            band: PriceBand::new(1, ticks),
-            reference: 1 + ticks / 2,
+            band: PriceBand::new(Tick(1), Tick(ticks)),
+            reference: Tick(1 + ticks / 2),
             spread: ticks / 2,
             market_per_mille: 20,
             qty_max: 100,
@@ -268,7 +268,7 @@ impl Flow {
     pub fn generate(&self, orders: usize) -> Vec<MarketInput> {
         let markets = self.markets.max(1);
         let ticks = self.ticks.max(1);
-        let band = PriceBand::new(1, ticks);
+        let band = PriceBand::new(Tick(1), Tick(ticks));
         let reference = 1 + ticks / 2;
         let mut rng = SplitMix64::new(self.seed);
         let mut columns: Vec<OrderColumns> = (0..markets)
@@ -306,7 +306,7 @@ impl Flow {
                     _ => rng.below(ticks) as f64 - (reference - 1) as f64,
                 };
                 let tick = (reference as f64 + offset.round()).clamp(1.0, ticks as f64);
-                Some((tick as Tick).clamp(band.min, band.max))
+                Some(Tick(tick as u64).clamp(band.min, band.max))
             };
             let qty = 1 + rng.below(100);
             columns[market as usize].push(Order {
@@ -322,7 +322,7 @@ impl Flow {
             .map(|(m, orders)| MarketInput {
                 config: MarketParams {
                     market: MarketId(m as u32),
-                    reference,
+                    reference: Tick(reference),
                     band,
                 },
                 orders,
@@ -401,7 +401,7 @@ mod tests {
         let near = narrow[0]
             .orders
             .iter()
-            .filter(|o| o.limit.is_some_and(|l| l.abs_diff(5_001) <= 10))
+            .filter(|o| o.limit.is_some_and(|l| l.get().abs_diff(5_001) <= 10))
             .count();
         assert!(near > 9_000, "{near} of 10 000 within two widths");
         assert!(Flow::parse("zigzag").is_err());

@@ -65,8 +65,8 @@ fn parse_market(text: &str) -> Result<MarketParams, String> {
     let id = u32::try_from(number(id)?).map_err(|error| format!("market id: {error}"))?;
     Ok(MarketParams {
         market: MarketId(id),
-        reference: number(reference)?,
-        band: PriceBand::new(number(min)?, number(max)?),
+        reference: Tick(number(reference)?),
+        band: PriceBand::new(Tick(number(min)?), Tick(number(max)?)),
     })
 }
 
@@ -126,7 +126,7 @@ fn parse_csv(text: &str) -> Result<Vec<Row>, String> {
         let limit = if price.is_empty() {
             None
         } else {
-            Some(number("price", price)?)
+            Some(Tick(number("price", price)?))
         };
         let qty = number("qty", qty)?;
         rows.push(Row {
@@ -198,7 +198,7 @@ fn file_configs(
 /// A message naming the line.
 pub(crate) fn csv_batch(text: &str) -> Result<Vec<clearing::MarketInput>, String> {
     let rows = parse_csv(text)?;
-    let configs = file_configs(&rows, None, PriceBand::new(1, u64::MAX - 1))?;
+    let configs = file_configs(&rows, None, PriceBand::FULL)?;
     clearing::canonical_batch(&configs, rows.iter().map(|r| (r.market, r.order)))
         .map_err(|error| with_line(error, &rows))
 }

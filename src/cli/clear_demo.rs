@@ -42,37 +42,37 @@ struct DemoMarket {
 const MARKETS: [DemoMarket; 5] = [
     DemoMarket {
         name: "ETH/USDC",
-        band: PriceBand::new(1, 1_000_000),
-        initial: 300_000,
+        band: PriceBand::new(Tick(1), Tick(1_000_000)),
+        initial: Tick(300_000),
         spread: 400,
         divisor: 1,
     },
     DemoMarket {
         name: "BTC/USDC",
-        band: PriceBand::new(1, 10_000_000),
-        initial: 6_500_000,
+        band: PriceBand::new(Tick(1), Tick(10_000_000)),
+        initial: Tick(6_500_000),
         spread: 2_000,
         divisor: 1,
     },
     DemoMarket {
         name: "SOL/USDC",
-        band: PriceBand::new(1, 100_000),
-        initial: 15_000,
+        band: PriceBand::new(Tick(1), Tick(100_000)),
+        initial: Tick(15_000),
         spread: 60,
         divisor: 4,
     },
     DemoMarket {
         name: "DOGE/USDC",
-        band: PriceBand::new(1, 10_000),
-        initial: 1_500,
+        band: PriceBand::new(Tick(1), Tick(10_000)),
+        initial: Tick(1_500),
         spread: 3,
         divisor: 100,
     },
     // A handful of orders far apart: some batches do not cross at all.
     DemoMarket {
         name: "XMR/USDC",
-        band: PriceBand::new(1, 100_000),
-        initial: 20_000,
+        band: PriceBand::new(Tick(1), Tick(100_000)),
+        initial: Tick(20_000),
         spread: 40,
         divisor: usize::MAX,
     },
@@ -141,7 +141,7 @@ pub(super) fn run(args: &ClearDemoArgs) -> CommandResult {
             let (price, change) = match market.price {
                 Some(p) => (
                     p.to_string(),
-                    format!("{:+}", i128::from(p) - i128::from(*reference)),
+                    format!("{:+}", i128::from(p.get()) - i128::from(reference.get())),
                 ),
                 None => ("-".to_string(), "-".to_string()),
             };

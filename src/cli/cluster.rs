@@ -1590,7 +1590,7 @@ fn report_campaign(
             }
         }
         let two_seals = seals.values().filter(|roots| roots.len() > 1).count();
-        let first_sealed = seals.keys().next().copied().unwrap_or(BatchId::MIN);
+        let first_sealed = seals.keys().next().copied().unwrap_or(BatchId::ZERO);
         let mut uncommitted = 0;
         let mut early = 0;
         let mut unchecked = 0;

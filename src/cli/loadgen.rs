@@ -380,7 +380,7 @@ fn random_orders(rng: &mut ChaCha20Rng, markets: &[MarketInfo], count: usize) ->
             let side = if roll & 1 == 0 { Side::Buy } else { Side::Sell };
             // Buyers bid a little below or above the reference, sellers
             // ask around it: the books cross near the reference.
-            let spread = (market.reference_price / 100).max(1);
+            let spread = (market.reference_price.get() / 100).max(1);
             let offset = (roll >> 8) % (2 * spread + 1);
             let price = (market.reference_price + offset)
                 .saturating_sub(spread)

@@ -221,7 +221,7 @@ fn verify(args: &VerifyArgs) -> Result<(), Failure> {
                 .find(|c| c.lsn == lsn)
                 .map(|c| c.closed_below)
         })?
-        .unwrap_or(BatchId::MIN);
+        .unwrap_or(BatchId::ZERO);
         println!(
             "journal pruned (or a replica's snapshot installed): verified from the checkpoint at LSN {lsn}, its state taken as given; batches before {before} were cleared before this journal's first record and are not re-derived here"
         );

@@ -119,8 +119,8 @@ impl ResultCheck {
     ///
     /// [`ResultError::BadSeal`].
     pub fn sealed(&mut self, sealed: &BatchSealed) -> Result<(), ResultError> {
-        let seal =
-            SignedSeal::from_bytes(&sealed.seal).map_err(|_| ResultError::BadSeal(BatchId::MIN))?;
+        let seal = SignedSeal::from_bytes(&sealed.seal)
+            .map_err(|_| ResultError::BadSeal(BatchId::ZERO))?;
         if let Some(key) = &self.sequencer {
             seal.verify(key).map_err(|_| ResultError::BadSeal(seal.e))?;
         }

@@ -799,7 +799,7 @@ pub fn target_batch(schedule: &Schedule, now_ms: u64, margin_ms: u64) -> BatchId
     schedule
         .clock()
         .batch_at(now_ms.saturating_add(margin_ms))
-        .unwrap_or(BatchId::MIN)
+        .unwrap_or(BatchId::ZERO)
 }
 
 /// Whether committee `id` is one `trust` accepts.

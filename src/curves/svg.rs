@@ -63,7 +63,7 @@ struct Scale {
 impl Scale {
     fn x(&self, price: Tick) -> f64 {
         let span = (self.high - self.low).max(1) as f64;
-        LEFT + (price.saturating_sub(self.low)) as f64 / span * (WIDTH - LEFT - RIGHT)
+        LEFT + price.since(self.low) as f64 / span * (WIDTH - LEFT - RIGHT)
     }
 
     fn y(&self, lots: u128) -> f64 {
@@ -281,20 +281,19 @@ pub fn market_history_svg(market: u32, history: &[HistoryPoint]) -> String {
         return doc.finish();
     };
     let prices: Vec<Tick> = history.iter().filter_map(|h| h.price).collect();
-    let low = prices.iter().copied().min().unwrap_or(0);
+    let low = prices.iter().copied().min().unwrap_or(Tick::ZERO);
     let high = prices
         .iter()
         .copied()
         .max()
-        .unwrap_or(0)
+        .unwrap_or(Tick::ZERO)
         .max(low.saturating_add(1));
     let top_volume = history.iter().map(|h| h.volume).max().unwrap_or(0).max(1);
     // Saturating: an out-of-order point is drawn at the edge, never a panic.
     let span = last.e.since(first.e).max(1) as f64;
     let x = |e: BatchId| LEFT + e.since(first.e) as f64 / span * (WIDTH - LEFT - RIGHT);
     let y_price = |p: Tick| {
-        PRICE_BOTTOM
-            - p.saturating_sub(low) as f64 / (high - low) as f64 * (PRICE_BOTTOM - PRICE_TOP)
+        PRICE_BOTTOM - p.since(low) as f64 / (high - low) as f64 * (PRICE_BOTTOM - PRICE_TOP)
     };
     let y_volume =
         |v: u64| VOLUME_BOTTOM - v as f64 / top_volume as f64 * (VOLUME_BOTTOM - VOLUME_TOP);

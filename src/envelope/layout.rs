@@ -3,7 +3,7 @@
 //! description is `spec/envelope.md`.
 
 use crate::order::OrderSpec;
-use crate::types::{BUNDLE_ORDERS_MAX, BatchId, MarketId, Side};
+use crate::types::{BUNDLE_ORDERS_MAX, BatchId, MarketId, Side, Tick};
 
 /// The envelope format version this code writes and reads.
 pub const VERSION: u8 = 1;
@@ -194,7 +194,7 @@ pub fn decode_order(bytes: &[u8; ORDER_LEN], index: usize) -> Result<OrderSpec, 
     let limit_raw = le_u64(bytes, 6);
     let limit = match bytes[5] {
         0 if limit_raw == 0 => None,
-        1 => Some(limit_raw),
+        1 => Some(Tick(limit_raw)),
         _ => return Err(Malformed::Limit { index }),
     };
     let qty = le_u64(bytes, 14);

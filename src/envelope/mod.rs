@@ -35,7 +35,7 @@
 //! use rand_core::SeedableRng;
 //! use sealbatch::envelope::*;
 //! use sealbatch::order::OrderSpec;
-//! use sealbatch::types::{BatchId, MarketId, Side};
+//! use sealbatch::types::{BatchId, MarketId, Side, Tick};
 //!
 //! let mut rng = ChaCha20Rng::seed_from_u64(7);
 //! let sequencer = SequencerKey::generate(&mut rng);
@@ -55,7 +55,7 @@
 //! let orders = [OrderSpec {
 //!     market: MarketId(1),
 //!     side: Side::Buy,
-//!     limit: Some(101),
+//!     limit: Some(Tick(101)),
 //!     qty: 5,
 //!     client_order_id: 42,
 //! }];

@@ -282,7 +282,7 @@ impl KeyperNode {
         let mut guard = ReleaseGuard::new(id.replicas.clone());
         let mut stored = BTreeMap::new();
         let mut dealt = BTreeMap::new();
-        let mut forgotten_below = BatchId::MIN;
+        let mut forgotten_below = BatchId::ZERO;
         let mut records = 0u64;
         for record in journal {
             if records == 0 {

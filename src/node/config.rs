@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::market::{AssetId, MarketConfig};
 use crate::net::ServerTransport;
 use crate::sequencer::Limits;
-use crate::types::MarketId;
+use crate::types::{MarketId, Tick};
 
 /// Everything `sealbatch run` can be told. The defaults are the
 /// [`Default`] implementation's, in one place; `sealbatch run
@@ -527,9 +527,9 @@ pub fn demo_markets() -> Vec<MarketConfig> {
             quote: AssetId(0),
             tick_size: 1,
             lot_size: 1,
-            band_min: price / 2,
-            band_max: price * 2,
-            initial_price: price,
+            band_min: Tick(price / 2),
+            band_max: Tick(price * 2),
+            initial_price: Tick(price),
             fee_bps: 5,
         })
         .collect()

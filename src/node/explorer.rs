@@ -55,7 +55,7 @@ use crate::clearing::MarketInput;
 use crate::curves::{HistoryPoint, MarketCurves, batch_curves, batch_svg, market_history_svg};
 use crate::envelope::{Commitment, MerkleTree, Receipt, SequencerPublicKey, SignedSeal};
 use crate::sequencer::{BatchOutcome, EnvelopeStatus, MarketOutcome};
-use crate::types::{BatchId, Side};
+use crate::types::{BatchId, Side, Tick};
 
 /// The listener's bounds with the explorer on: room for many viewers, each
 /// live page's connection closed after five minutes (the browser
@@ -499,7 +499,7 @@ pub struct OrderCheck {
     pub status: EnvelopeStatus,
     /// Its filled orders: (position in the bundle, market, side, lots,
     /// the market's price).
-    pub fills: Vec<(u16, u32, Side, u64, Option<u64>)>,
+    pub fills: Vec<(u16, u32, Side, u64, Option<Tick>)>,
 }
 
 /// The explorer's routes; merge them into the metrics router.

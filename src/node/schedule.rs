@@ -76,7 +76,7 @@ impl ScheduleCache {
         current
             .as_ref()
             .and_then(|c| c.schedule.clock().batch_at(now_ms))
-            .unwrap_or(BatchId::MIN)
+            .unwrap_or(BatchId::ZERO)
     }
 
     /// The cached certificates answering `request_id`.

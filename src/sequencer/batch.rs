@@ -630,7 +630,7 @@ impl Decode for BatchOutcome {
             let price = r.u64("price")?;
             let price = match (has_price, price) {
                 (0, 0) => None,
-                (1, price) => Some(price),
+                (1, price) => Some(Tick(price)),
                 // No price must be encoded as price 0: one encoding per value.
                 _ => return Err(r.invalid("has price", offset)),
             };
@@ -707,7 +707,7 @@ impl Encode for BatchOutcome {
         for market in &self.markets {
             out.put_u32(market.market.0);
             out.put_u8(u8::from(market.price.is_some()));
-            out.put_u64(market.price.unwrap_or(0));
+            out.put_u64(market.price.unwrap_or(Tick::ZERO).get());
             out.put_u64(market.volume);
             out.put_i128(market.imbalance);
         }

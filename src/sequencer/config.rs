@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::codec::{Decode, DecodeError, Encode, Reader, Writer};
 use crate::envelope::{BatchSchedule, SequencerPublicKey};
 use crate::market::{AccountId, AssetId, MarketConfig, MarketConfigError};
-use crate::types::{MARKETS_MAX, MarketId};
+use crate::types::{MARKETS_MAX, MarketId, Tick};
 
 /// Default number of batches whose keys are announced ahead of the open one.
 pub const ANNOUNCE_AHEAD_DEFAULT: u64 = 8;
@@ -264,9 +264,9 @@ pub(crate) fn encode_market(market: &MarketConfig, out: &mut Vec<u8>) {
     out.put_u32(market.quote.0);
     out.put_u64(market.tick_size);
     out.put_u64(market.lot_size);
-    out.put_u64(market.band_min);
-    out.put_u64(market.band_max);
-    out.put_u64(market.initial_price);
+    out.put_u64(market.band_min.get());
+    out.put_u64(market.band_max.get());
+    out.put_u64(market.initial_price.get());
     out.put_u16(market.fee_bps);
 }
 
@@ -278,9 +278,9 @@ pub(crate) fn decode_market(r: &mut Reader<'_>) -> Result<MarketConfig, DecodeEr
         quote: AssetId(r.u32("quote asset")?),
         tick_size: r.u64("tick size")?,
         lot_size: r.u64("lot size")?,
-        band_min: r.u64("band min")?,
-        band_max: r.u64("band max")?,
-        initial_price: r.u64("initial price")?,
+        band_min: Tick(r.u64("band min")?),
+        band_max: Tick(r.u64("band max")?),
+        initial_price: Tick(r.u64("initial price")?),
         fee_bps: r.u16("fee bps")?,
     })
 }

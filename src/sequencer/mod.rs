@@ -557,7 +557,7 @@ impl Sequencer {
         self.genesis
             .schedule
             .batch_at(now_ms)
-            .unwrap_or(BatchId::MIN)
+            .unwrap_or(BatchId::ZERO)
     }
 
     /// The public key of batch `e`.

@@ -508,7 +508,7 @@ pub(crate) fn encode_references(references: &[(MarketId, Tick)], out: &mut Vec<u
     out.put_u32(references.len() as u32);
     for (market, price) in references {
         out.put_u32(market.0);
-        out.put_u64(*price);
+        out.put_u64(price.get());
     }
 }
 
@@ -516,7 +516,7 @@ pub(crate) fn encode_references(references: &[(MarketId, Tick)], out: &mut Vec<u
 pub(crate) fn decode_references(r: &mut Reader<'_>) -> Result<Vec<(MarketId, Tick)>, DecodeError> {
     let count = r.count("reference count", MARKETS_MAX)?;
     (0..count)
-        .map(|_| Ok((MarketId(r.u32("market")?), r.u64("reference price")?)))
+        .map(|_| Ok((MarketId(r.u32("market")?), Tick(r.u64("reference price")?))))
         .collect()
 }
 

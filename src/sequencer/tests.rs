@@ -9,7 +9,7 @@ use super::*;
 use crate::envelope::{BatchSchedule, EmbeddedCustodian, MasterSecret, seal_bundle};
 use crate::order::OrderSpec;
 use crate::signed::Statement as _;
-use crate::types::Side;
+use crate::types::{Side, Tick};
 
 const GENESIS_MS: u64 = 1_700_000_000_000;
 
@@ -28,9 +28,9 @@ fn genesis(key: &SequencerKey) -> Genesis {
             quote: AssetId(0),
             tick_size: 1,
             lot_size: 10,
-            band_min: 50,
-            band_max: 150,
-            initial_price: 100,
+            band_min: Tick(50),
+            band_max: Tick(150),
+            initial_price: Tick(100),
             fee_bps: 5,
         }],
     }
@@ -141,7 +141,7 @@ fn a_batch_that_cannot_be_processed_is_voided_and_never_processed_again() {
         let orders = [OrderSpec {
             market: MarketId(1),
             side,
-            limit: Some(100),
+            limit: Some(Tick(100)),
             qty: 5,
             client_order_id: 0,
         }];
@@ -228,7 +228,7 @@ fn input_the_engine_refuses_is_a_typed_error_not_a_panic() {
         envelopes: Vec::new(),
     };
     // A reference price outside the band (the sequencer never has one).
-    let references = BTreeMap::from([(MarketId(1), 10_000)]);
+    let references = BTreeMap::from([(MarketId(1), Tick(10_000))]);
     let result = process_batch(
         &opened,
         [0; 32],
@@ -256,7 +256,7 @@ fn submissions_are_refused_as_busy_while_opening_lags() {
         let orders = [OrderSpec {
             market: MarketId(1),
             side: Side::Buy,
-            limit: Some(100),
+            limit: Some(Tick(100)),
             qty: 1,
             client_order_id: 0,
         }];
@@ -360,7 +360,7 @@ fn an_account_cannot_have_more_orders_in_a_batch_than_the_genesis_allows() {
             .map(|i| OrderSpec {
                 market: MarketId(1),
                 side: Side::Buy,
-                limit: Some(100),
+                limit: Some(Tick(100)),
                 qty: 1,
                 client_order_id: i as u64,
             })
@@ -466,7 +466,7 @@ fn a_duplicate_envelope_is_receipted_again_and_journaled_once() {
     let orders = [OrderSpec {
         market: MarketId(1),
         side: Side::Buy,
-        limit: Some(100),
+        limit: Some(Tick(100)),
         qty: 1,
         client_order_id: 0,
     }];
@@ -955,7 +955,7 @@ fn a_committee_keeps_its_log_in_the_journal_and_keys_every_batch() {
             let orders = [OrderSpec {
                 market: MarketId(1),
                 side: Side::Buy,
-                limit: Some(100),
+                limit: Some(Tick(100)),
                 qty: 10,
                 client_order_id: step,
             }];
@@ -1104,7 +1104,7 @@ fn a_key_released_for_one_seal_proves_no_other() {
                 let orders = [OrderSpec {
                     market: MarketId(1),
                     side,
-                    limit: Some(limit),
+                    limit: Some(Tick(limit)),
                     qty: 5,
                     client_order_id: 0,
                 }];
@@ -1166,7 +1166,7 @@ fn a_key_released_for_one_seal_proves_no_other() {
         &[OrderSpec {
             market: MarketId(1),
             side: Side::Buy,
-            limit: Some(150),
+            limit: Some(Tick(150)),
             qty: 5,
             client_order_id: 1,
         }],
@@ -1395,7 +1395,7 @@ fn receipts_are_checked_against_a_journal_that_starts_at_a_checkpoint() {
         let orders = [OrderSpec {
             market: MarketId(1),
             side: Side::Buy,
-            limit: Some(100),
+            limit: Some(Tick(100)),
             qty: 1,
             client_order_id: b,
         }];
@@ -1500,7 +1500,7 @@ fn a_replica_whose_clock_is_behind_the_seal_waits_for_the_close() {
             let orders = [OrderSpec {
                 market: MarketId(1),
                 side,
-                limit: Some(100),
+                limit: Some(Tick(100)),
                 qty: 5,
                 client_order_id: nonce,
             }];
@@ -1629,7 +1629,7 @@ fn buy(
     let orders = [OrderSpec {
         market: MarketId(1),
         side: Side::Buy,
-        limit: Some(100),
+        limit: Some(Tick(100)),
         qty: 10,
         client_order_id: id,
     }];

@@ -692,7 +692,7 @@ pub fn check_receipts(
     // A pruned journal: its oldest checkpoint whose records it holds says
     // which deployment it is and which batches were cleared before it.
     let (sequencer, checkable_from) = match genesis {
-        Some(genesis) => (genesis.sequencer, BatchId::MIN),
+        Some(genesis) => (genesis.sequencer, BatchId::ZERO),
         None => {
             let first = first_lsn.unwrap_or(Lsn::MAX);
             let checkpoint = checkpoints

@@ -10,7 +10,7 @@ use crate::signed::{
     DepositStatement, Query, REFERENCE_LEN_MAX, SignedDeposit, SignedPayout, SignedQuery,
     SignedWithdrawal, Withdrawal,
 };
-use crate::types::BatchId;
+use crate::types::{BatchId, Tick};
 
 use super::frame::{Direction, EncodeError, FrameError, Message};
 use super::{
@@ -213,11 +213,11 @@ pub struct MarketInfo {
     /// Base units per lot.
     pub lot_size: u64,
     /// Lowest limit price, in ticks.
-    pub band_min: u64,
+    pub band_min: Tick,
     /// Highest limit price, in ticks.
-    pub band_max: u64,
+    pub band_max: Tick,
     /// The current reference price, in ticks.
-    pub reference_price: u64,
+    pub reference_price: Tick,
     /// Fee per side, in basis points.
     pub fee_bps: u16,
 }
@@ -298,7 +298,7 @@ pub struct MarketLine {
     /// The market id.
     pub market: u32,
     /// The clearing price in ticks, `None` if nothing crossed.
-    pub price: Option<u64>,
+    pub price: Option<Tick>,
     /// Lots traded.
     pub volume: u64,
     /// Demand minus supply at the clearing price, in lots.
@@ -595,9 +595,9 @@ fn put_schedule_signed_fields(s: &Schedule, out: &mut Vec<u8>) {
         out.put_u32(m.quote_asset);
         out.put_u64(m.tick_size);
         out.put_u64(m.lot_size);
-        out.put_u64(m.band_min);
-        out.put_u64(m.band_max);
-        out.put_u64(m.reference_price);
+        out.put_u64(m.band_min.get());
+        out.put_u64(m.band_max.get());
+        out.put_u64(m.reference_price.get());
         out.put_u16(m.fee_bps);
     }
     out.put_u32(saturating_u32(s.replicas.len()));
@@ -916,7 +916,7 @@ impl Message for ServerMessage {
                         None => out.put_u8(0),
                         Some(price) => {
                             out.put_u8(1);
-                            out.put_u64(price);
+                            out.put_u64(price.get());
                         }
                     }
                     out.put_u64(line.volume);
@@ -1138,9 +1138,9 @@ fn decode_schedule(r: &mut Reader<'_>) -> Result<Schedule, DecodeError> {
             quote_asset: r.u32("market.quote_asset")?,
             tick_size: r.u64("market.tick_size")?,
             lot_size: r.u64("market.lot_size")?,
-            band_min: r.u64("market.band_min")?,
-            band_max: r.u64("market.band_max")?,
-            reference_price: r.u64("market.reference_price")?,
+            band_min: Tick(r.u64("market.band_min")?),
+            band_max: Tick(r.u64("market.band_max")?),
+            reference_price: Tick(r.u64("market.reference_price")?),
             fee_bps: r.u16("market.fee_bps")?,
         });
     }
@@ -1201,7 +1201,7 @@ fn decode_cleared(r: &mut Reader<'_>) -> Result<BatchCleared, DecodeError> {
         let offset = r.offset();
         let price = match r.u8("market_line.price")? {
             0 => None,
-            1 => Some(r.u64("market_line.price")?),
+            1 => Some(Tick(r.u64("market_line.price")?)),
             _ => return Err(r.invalid("market_line.price", offset)),
         };
         markets.push(MarketLine {

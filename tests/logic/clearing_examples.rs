@@ -9,16 +9,16 @@ use sealbatch::clearing::{
 };
 use sealbatch::codec::Encode;
 use sealbatch::order::Order;
-use sealbatch::types::{MarketId, OrderId, Side};
+use sealbatch::types::{MarketId, OrderId, Side, Tick};
 
 const SEED: [u8; 32] = [7; 32];
-const BAND: PriceBand = PriceBand::new(1, 1000);
+const BAND: PriceBand = PriceBand::new(Tick(1), Tick(1000));
 
 fn buy(id: u64, limit: u64, qty: u64) -> Order {
     Order {
         id: OrderId(id),
         side: Side::Buy,
-        limit: Some(limit),
+        limit: Some(Tick(limit)),
         qty,
     }
 }
@@ -27,7 +27,7 @@ fn sell(id: u64, limit: u64, qty: u64) -> Order {
     Order {
         id: OrderId(id),
         side: Side::Sell,
-        limit: Some(limit),
+        limit: Some(Tick(limit)),
         qty,
     }
 }
@@ -54,7 +54,7 @@ fn input(reference: u64, orders: &[Order]) -> MarketInput {
     MarketInput {
         config: MarketParams {
             market: MarketId(1),
-            reference,
+            reference: Tick(reference),
             band: BAND,
         },
         orders: orders.iter().copied().collect(),
@@ -85,7 +85,7 @@ fn x1_balanced_at_200() {
     ];
     for reference in [1, 150, 200, 250, 1000] {
         let r = clear(reference, &orders);
-        assert_eq!((r.price, r.volume, r.imbalance), (Some(200), 700, 0));
+        assert_eq!((r.price, r.volume, r.imbalance), (Some(Tick(200)), 700, 0));
         assert_eq!(
             fills(&r),
             [(1, 200), (2, 200), (3, 300), (4, 100), (5, 200), (6, 400)]
@@ -103,7 +103,10 @@ fn x2_buy_pressure_takes_the_highest_price() {
     ];
     for reference in [1, 200, 1000] {
         let r = clear(reference, &orders);
-        assert_eq!((r.price, r.volume, r.imbalance), (Some(201), 500, 100));
+        assert_eq!(
+            (r.price, r.volume, r.imbalance),
+            (Some(Tick(201)), 500, 100)
+        );
         assert_eq!(fills(&r), [(1, 400), (2, 100), (3, 300), (4, 200)]);
     }
 }
@@ -118,7 +121,10 @@ fn x3_sell_pressure_takes_the_lowest_price() {
     ];
     for reference in [1, 200, 1000] {
         let r = clear(reference, &orders);
-        assert_eq!((r.price, r.volume, r.imbalance), (Some(199), 500, -100));
+        assert_eq!(
+            (r.price, r.volume, r.imbalance),
+            (Some(Tick(199)), 500, -100)
+        );
         assert_eq!(fills(&r), [(1, 300), (2, 200), (3, 300), (4, 200)]);
     }
 }
@@ -135,7 +141,7 @@ fn w1_minimum_imbalance_and_price_priority() {
     ];
     for reference in [1, 60, 65, 1000] {
         let r = clear(reference, &orders);
-        assert_eq!((r.price, r.volume, r.imbalance), (Some(60), 40, 10));
+        assert_eq!((r.price, r.volume, r.imbalance), (Some(Tick(60)), 40, 10));
         assert_eq!(
             fills(&r),
             [(1, 40), (2, 0), (3, 0), (4, 40), (5, 0), (6, 0)]
@@ -145,7 +151,7 @@ fn w1_minimum_imbalance_and_price_priority() {
     // same volume and no imbalance at all (D = 40 from the buy at 65, S = 40
     // from the sell at 60): rule 2 picks it.
     let r = clear(62, &orders);
-    assert_eq!((r.price, r.volume, r.imbalance), (Some(62), 40, 0));
+    assert_eq!((r.price, r.volume, r.imbalance), (Some(Tick(62)), 40, 0));
 }
 
 #[test]
@@ -153,7 +159,10 @@ fn market_orders_only_trade_at_the_reference_price() {
     let orders = [market_buy(1, 10), market_sell(2, 10)];
     for reference in [1, 77, 1000] {
         let r = clear(reference, &orders);
-        assert_eq!((r.price, r.volume, r.imbalance), (Some(reference), 10, 0));
+        assert_eq!(
+            (r.price, r.volume, r.imbalance),
+            (Some(Tick(reference)), 10, 0)
+        );
     }
 }
 
@@ -166,10 +175,10 @@ fn reference_is_clamped_into_the_tied_interval() {
         sell(3, 99, 10),
         sell(4, 101, 5),
     ];
-    assert_eq!(clear(50, &orders).price, Some(99));
-    assert_eq!(clear(500, &orders).price, Some(101));
+    assert_eq!(clear(50, &orders).price, Some(Tick(99)));
+    assert_eq!(clear(500, &orders).price, Some(Tick(101)));
     let r = clear(100, &orders);
-    assert_eq!((r.price, r.volume, r.imbalance), (Some(100), 10, 0));
+    assert_eq!((r.price, r.volume, r.imbalance), (Some(Tick(100)), 10, 0));
 }
 
 #[test]
@@ -177,7 +186,7 @@ fn market_orders_come_before_limits_and_do_not_drag_the_price() {
     // Sells 10 at 100; buys: market 6, limit 105 ×8. D(100) = 14 > S = 10.
     let orders = [market_buy(1, 6), buy(2, 105, 8), sell(3, 100, 10)];
     let r = clear(100, &orders);
-    assert_eq!((r.price, r.volume), (Some(105), 10));
+    assert_eq!((r.price, r.volume), (Some(Tick(105)), 10));
     assert_eq!(fills(&r), [(1, 6), (2, 4), (3, 10)]);
 }
 
@@ -188,7 +197,7 @@ fn nothing_crosses() {
     assert_eq!((r.price, r.volume), (None, 0));
     // Reported at the reference price: D(100) = 0, S(100) = 0.
     assert_eq!(r.imbalance, 0);
-    assert_eq!(r.next_reference(100), 100);
+    assert_eq!(r.next_reference(Tick(100)), 100);
     let r = clear(80, &orders);
     assert_eq!((r.price, r.imbalance), (None, 5));
     assert_eq!(fills(&r), [(1, 0), (2, 0)]);
@@ -209,7 +218,7 @@ fn pro_rata_with_largest_remainder() {
         sell(4, 100, 10),
     ];
     let r = clear(100, &orders);
-    assert_eq!((r.price, r.volume, r.imbalance), (Some(100), 10, 11));
+    assert_eq!((r.price, r.volume, r.imbalance), (Some(Tick(100)), 10, 11));
     let f = fills(&r);
     assert_eq!(f.iter().take(3).map(|f| f.1).sum::<u64>(), 10);
     assert!(f.iter().take(3).all(|&(_, x)| x == 3 || x == 4));
@@ -303,9 +312,9 @@ fn limit_outside_the_band_is_rejected() {
             ClearingError::LimitOutsideBand {
                 market: MarketId(1),
                 order: OrderId(2),
-                limit,
-                min: 1,
-                max: 1000
+                limit: Tick(limit),
+                min: Tick(1),
+                max: Tick(1000)
             }
         );
     }
@@ -352,7 +361,7 @@ fn duplicate_and_unsorted_ids_are_rejected() {
 fn config(market: u32) -> MarketParams {
     MarketParams {
         market: MarketId(market),
-        reference: 100,
+        reference: Tick(100),
         band: BAND,
     }
 }
@@ -390,17 +399,17 @@ fn bad_reference_or_band_is_rejected() {
     assert!(matches!(
         clearing::clear_batch(std::slice::from_ref(&bad), &SEED),
         Err(ClearingError::ReferenceOutsideBand {
-            reference: 1001,
+            reference: Tick(1001),
             ..
         })
     ));
-    bad.config.band = PriceBand::new(10, 9);
-    bad.config.reference = 10;
+    bad.config.band = PriceBand::new(Tick(10), Tick(9));
+    bad.config.reference = Tick(10);
     assert!(matches!(
         clearing::clear_batch(&[bad], &SEED),
         Err(ClearingError::EmptyBand {
-            min: 10,
-            max: 9,
+            min: Tick(10),
+            max: Tick(9),
             ..
         })
     ));
@@ -428,7 +437,7 @@ fn absurd_quantities_do_not_overflow() {
     let big = u64::MAX;
     let orders = [buy(1, 100, big), buy(2, 100, big), sell(3, 100, big)];
     let r = clear(100, &orders);
-    assert_eq!((r.price, r.volume), (Some(100), big));
+    assert_eq!((r.price, r.volume), (Some(Tick(100)), big));
     assert_eq!(r.imbalance, i128::from(big));
     let orders = [
         buy(1, 100, big),
@@ -512,13 +521,13 @@ fn spec_vectors() {
 fn band_outside_the_tick_range_is_rejected() {
     for (min, max) in [(0, 10), (5, u64::MAX)] {
         let mut bad = input(5, &[buy(1, 6, 1)]);
-        bad.config.band = PriceBand::new(min, max);
+        bad.config.band = PriceBand::new(Tick(min), Tick(max));
         assert_eq!(
             clearing::clear_batch(&[bad], &SEED),
             Err(ClearingError::BandOutOfRange {
                 market: MarketId(1),
-                min,
-                max
+                min: Tick(min),
+                max: Tick(max)
             })
         );
     }
@@ -529,11 +538,11 @@ fn extreme_ticks_keep_market_orders_first() {
     use sealbatch::clearing::{TICK_MAX, TICK_MIN};
     let orders = [
         market_buy(1, 5),
-        buy(2, TICK_MAX, 5),
-        sell(3, TICK_MIN, 7),
+        buy(2, TICK_MAX.get(), 5),
+        sell(3, TICK_MIN.get(), 7),
         market_sell(4, 1),
     ];
-    let mut market = input(TICK_MIN, &orders);
+    let mut market = input(TICK_MIN.get(), &orders);
     market.config.band = PriceBand::FULL;
     let r = clearing::clear_batch(&[market], &SEED).expect("valid");
     let r = &r.markets[0];
@@ -543,7 +552,7 @@ fn extreme_ticks_keep_market_orders_first() {
 
 #[test]
 fn wide_bands_still_name_bad_orders() {
-    let wide = PriceBand::new(1_000, 1_000 + (1 << 40));
+    let wide = PriceBand::new(Tick(1_000), Tick(1_000 + (1 << 40)));
     let with_band = |orders: &[Order]| {
         let mut market = input(5_000, orders);
         market.config.band = wide;
@@ -562,10 +571,13 @@ fn wide_bands_still_name_bad_orders() {
         with_band(&[buy(1, 5_000, 5), sell(2, 999, 1)]),
         Err(ClearingError::LimitOutsideBand {
             order: OrderId(2),
-            limit: 999,
+            limit: Tick(999),
             ..
         })
     ));
     let r = with_band(&[buy(1, 5_002, 5), sell(2, 5_000, 3)]).expect("valid");
-    assert_eq!((r.markets[0].price, r.markets[0].volume), (Some(5_002), 3));
+    assert_eq!(
+        (r.markets[0].price, r.markets[0].volume),
+        (Some(Tick(5_002)), 3)
+    );
 }

@@ -9,7 +9,7 @@ use sealbatch::clearing::{
 };
 use sealbatch::codec::Encode;
 use sealbatch::order::Order;
-use sealbatch::types::{MarketId, OrderId, Side};
+use sealbatch::types::{MarketId, OrderId, Side, Tick};
 
 /// One market's orders before ids are assigned: (side, limit offset, qty).
 type RawOrder = (bool, Option<u64>, u64);
@@ -18,10 +18,10 @@ fn raw_market() -> impl Strategy<Value = (u64, u64, u64, Vec<RawOrder>)> {
     // Bands near the bottom of the tick range, and at its very top.
     let low = prop_oneof![
         9 => 1u64..1_000,
-        1 => (clearing::TICK_MAX - 23)..=clearing::TICK_MAX,
+        1 => (clearing::TICK_MAX.get() - 23)..=clearing::TICK_MAX.get(),
     ];
     (low, 0u64..24)
-        .prop_map(|(min, width)| (min, width.min(clearing::TICK_MAX - min)))
+        .prop_map(|(min, width)| (min, width.min(clearing::TICK_MAX.get() - min)))
         .prop_flat_map(|(min, width)| {
             let order = (
                 any::<bool>(),
@@ -61,8 +61,8 @@ fn batch() -> impl Strategy<Value = (Vec<MarketParams>, Vec<(MarketId, Order)>, 
                 let market = MarketId(market);
                 configs.push(MarketParams {
                     market,
-                    reference: min + reference,
-                    band: PriceBand::new(min, min + width),
+                    reference: Tick(min) + reference,
+                    band: PriceBand::new(Tick(min), Tick(min + width)),
                 });
                 for (buy, offset, qty) in raw {
                     // Distinct ids: an odd multiplier and an xor are bijections.
@@ -73,7 +73,7 @@ fn batch() -> impl Strategy<Value = (Vec<MarketParams>, Vec<(MarketId, Order)>, 
                         Order {
                             id: OrderId(id),
                             side: if buy { Side::Buy } else { Side::Sell },
-                            limit: offset.map(|o| min + o),
+                            limit: offset.map(|o| Tick(min + o)),
                             qty,
                         },
                     ));
@@ -95,7 +95,7 @@ struct Expected {
 fn demand_supply(orders: &[Order], price: u64) -> (u128, u128) {
     let mut d = 0u128;
     let mut s = 0u128;
-    for o in orders.iter().filter(|o| o.accepts(price)) {
+    for o in orders.iter().filter(|o| o.accepts(Tick(price))) {
         match o.side {
             Side::Buy => d += u128::from(o.qty),
             Side::Sell => s += u128::from(o.qty),
@@ -113,8 +113,11 @@ fn tiebreak(seed: &[u8; 32], market: MarketId, id: OrderId) -> [u8; 32] {
 
 /// The clearing rule and allocation, brute force, straight from the spec.
 fn reference(config: &MarketParams, orders: &[Order], seed: &[u8; 32]) -> Expected {
-    let mut candidates: Vec<u64> = orders.iter().filter_map(|o| o.limit).collect();
-    candidates.push(config.reference);
+    let mut candidates: Vec<u64> = orders
+        .iter()
+        .filter_map(|o| o.limit.map(Tick::get))
+        .collect();
+    candidates.push(config.reference.get());
     candidates.sort_unstable();
     candidates.dedup();
     let stats: Vec<(u64, u128, u128)> = candidates
@@ -128,7 +131,7 @@ fn reference(config: &MarketParams, orders: &[Order], seed: &[u8; 32]) -> Expect
     let mut sorted: Vec<Order> = orders.to_vec();
     sorted.sort_by_key(|o| o.id);
     if best_volume == 0 {
-        let (d, s) = demand_supply(orders, config.reference);
+        let (d, s) = demand_supply(orders, config.reference.get());
         return Expected {
             price: None,
             volume: 0,
@@ -156,7 +159,7 @@ fn reference(config: &MarketParams, orders: &[Order], seed: &[u8; 32]) -> Expect
     } else if remaining.iter().all(|&&(_, d, s)| d < s) {
         low
     } else {
-        config.reference.clamp(low, high)
+        config.reference.get().clamp(low, high)
     };
     let (d, s) = demand_supply(orders, price);
     let volume = d.min(s);
@@ -178,7 +181,7 @@ fn reference(config: &MarketParams, orders: &[Order], seed: &[u8; 32]) -> Expect
     let mut fills: Vec<(OrderId, u128)> = sorted.iter().map(|o| (o.id, 0)).collect();
     // Short side (both when balanced): every accepting order fills.
     for (i, o) in sorted.iter().enumerate() {
-        if Some(o.side) != long && o.accepts(price) {
+        if Some(o.side) != long && o.accepts(Tick(price)) {
             fills[i].1 = u128::from(o.qty);
         }
     }
@@ -186,7 +189,7 @@ fn reference(config: &MarketParams, orders: &[Order], seed: &[u8; 32]) -> Expect
         // Priority levels: market orders first, then better limits.
         let rank = |o: &Order| rank(o, side);
         let mut members: Vec<usize> = (0..sorted.len())
-            .filter(|&i| sorted[i].side == side && sorted[i].accepts(price))
+            .filter(|&i| sorted[i].side == side && sorted[i].accepts(Tick(price)))
             .collect();
         members.sort_by_key(|&i| rank(&sorted[i]));
         let mut left = volume;
@@ -295,7 +298,7 @@ proptest! {
         prop_assert_eq!(result.markets.len(), expected.len());
         for (market, (id, want)) in result.markets.iter().zip(&expected) {
             prop_assert_eq!(market.market, *id);
-            prop_assert_eq!(market.price, want.price);
+            prop_assert_eq!(market.price.map(Tick::get), want.price);
             prop_assert_eq!(u128::from(market.volume), want.volume);
             prop_assert_eq!(market.imbalance, want.imbalance);
             let fills: Vec<(OrderId, u64)> = market.fills().map(|f| (f.id, f.filled)).collect();
@@ -355,7 +358,7 @@ fn check_invariants(markets: &[MarketInput], result: &BatchResult) {
         // over the candidates.
         let orders: Vec<Order> = input.orders.iter().collect();
         let band = input.config.band;
-        let best = (band.min..=band.max)
+        let best = (band.min.get()..=band.max.get())
             .map(|p| {
                 let (d, s) = demand_supply(&orders, p);
                 d.min(s)
@@ -365,7 +368,7 @@ fn check_invariants(markets: &[MarketInput], result: &BatchResult) {
         assert_eq!(u128::from(market.volume), best);
         check_pro_rata(input, market);
         if let Some(price) = market.price {
-            let (d, s) = demand_supply(&orders, price);
+            let (d, s) = demand_supply(&orders, price.get());
             assert_eq!(market.imbalance, d as i128 - s as i128);
         }
     }
@@ -411,8 +414,8 @@ fn large_markets_parallel_equals_sequential() {
 fn rank(order: &Order, side: Side) -> (u8, u64) {
     match (order.limit, side) {
         (None, _) => (0, 0),
-        (Some(l), Side::Buy) => (1, u64::MAX - l),
-        (Some(l), Side::Sell) => (1, l),
+        (Some(l), Side::Buy) => (1, u64::MAX - l.get()),
+        (Some(l), Side::Sell) => (1, l.get()),
     }
 }
 
@@ -421,7 +424,7 @@ fn rank(order: &Order, side: Side) -> (u8, u64) {
 fn check_pro_rata(input: &MarketInput, market: &sealbatch::clearing::MarketResult) -> usize {
     let Some(price) = market.price else { return 0 };
     let orders: Vec<Order> = input.orders.iter().collect();
-    let (d, s) = demand_supply(&orders, price);
+    let (d, s) = demand_supply(&orders, price.get());
     let side = match d.cmp(&s) {
         std::cmp::Ordering::Greater => Side::Buy,
         std::cmp::Ordering::Less => Side::Sell,
@@ -526,7 +529,7 @@ proptest! {
         };
         for (market, (id, want)) in result.markets.iter().zip(&expected) {
             prop_assert_eq!(market.market, *id);
-            prop_assert_eq!(market.price, want.price);
+            prop_assert_eq!(market.price.map(Tick::get), want.price);
             prop_assert_eq!(market.imbalance, want.imbalance);
             let fills: Vec<(OrderId, u64)> = market.fills().map(|f| (f.id, f.filled)).collect();
             prop_assert_eq!(&fills, &want.fills);

@@ -36,9 +36,9 @@ fn brute(orders: &[Order], p: Tick) -> (u128, u128) {
 }
 
 /// An order as (buy, limit, qty).
-type RawOrder = (bool, Option<Tick>, Lots);
+type RawOrder = (bool, Option<u64>, Lots);
 
-fn order_strategy(band: (Tick, Tick)) -> impl Strategy<Value = RawOrder> {
+fn order_strategy(band: (u64, u64)) -> impl Strategy<Value = RawOrder> {
     (
         any::<bool>(),
         prop_oneof![
@@ -54,7 +54,7 @@ fn order_strategy(band: (Tick, Tick)) -> impl Strategy<Value = RawOrder> {
 }
 
 /// A market: band low and high, reference, orders.
-fn market_case() -> impl Strategy<Value = (Tick, Tick, Tick, Vec<RawOrder>)> {
+fn market_case() -> impl Strategy<Value = (u64, u64, u64, Vec<RawOrder>)> {
     prop_oneof![
         Just((90u64, 110u64)),
         Just((1u64, u64::MAX - 1)),
@@ -77,13 +77,14 @@ fn orders_of(raw: &[RawOrder]) -> Vec<Order> {
         .map(|(i, &(buy, limit, qty))| Order {
             id: OrderId(i as u64 + 1),
             side: if buy { Side::Buy } else { Side::Sell },
-            limit,
+            limit: limit.map(Tick),
             qty,
         })
         .collect()
 }
 
-fn check(low: Tick, high: Tick, reference: Tick, raw: &[RawOrder]) {
+fn check(low: u64, high: u64, reference: u64, raw: &[RawOrder]) {
+    let (low, high, reference) = (Tick(low), Tick(high), Tick(reference));
     let orders = orders_of(raw);
     let params = MarketParams {
         market: MarketId(7),
@@ -197,16 +198,19 @@ fn a_worked_example() {
     let orders = orders_of(&raw);
     let params = MarketParams {
         market: MarketId(1),
-        reference: 98,
-        band: PriceBand { min: 90, max: 110 },
+        reference: Tick(98),
+        band: PriceBand {
+            min: Tick(90),
+            max: Tick(110),
+        },
     };
     let inputs = canonical_batch(&[params], orders.iter().map(|&o| (MarketId(1), o))).unwrap();
     let result = clear_market(&inputs[0], &[0; 32]).unwrap();
-    assert_eq!((result.price, result.volume), (Some(100), 17));
+    assert_eq!((result.price, result.volume), (Some(Tick(100)), 17));
     let curves = MarketCurves::new(
         &inputs[0],
         Some(Clearing {
-            price: 100,
+            price: Tick(100),
             volume: 17,
             imbalance: 2,
         }),
@@ -219,11 +223,16 @@ fn a_worked_example() {
         .collect();
     assert_eq!(
         points,
-        vec![(95, 19, 11), (98, 19, 11), (100, 19, 17), (105, 14, 17)]
+        vec![
+            (Tick(95), 19, 11),
+            (Tick(98), 19, 11),
+            (Tick(100), 19, 17),
+            (Tick(105), 14, 17)
+        ]
     );
     assert_eq!((curves.market_buys, curves.market_sells), (4, 3));
-    assert_eq!(curves.at(106), (4, 17));
-    assert_eq!(curves.at(94), (19, 3));
+    assert_eq!(curves.at(Tick(106)), (4, 17));
+    assert_eq!(curves.at(Tick(94)), (19, 3));
     assert_eq!(
         batch_svg(BatchId(1), &[])
             .matches("no orders took part")
@@ -237,7 +246,7 @@ fn a_market_history_marks_every_batch_that_traded() {
     let history = [
         HistoryPoint {
             e: BatchId(10),
-            price: Some(100),
+            price: Some(Tick(100)),
             volume: 5,
         },
         HistoryPoint {
@@ -247,12 +256,12 @@ fn a_market_history_marks_every_batch_that_traded() {
         },
         HistoryPoint {
             e: BatchId(12),
-            price: Some(u64::MAX - 1),
+            price: Some(Tick::MAX - 1),
             volume: u64::MAX,
         },
         HistoryPoint {
             e: BatchId(13),
-            price: Some(101),
+            price: Some(Tick(101)),
             volume: 7,
         },
     ];

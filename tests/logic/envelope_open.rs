@@ -9,7 +9,7 @@ use sealbatch::envelope::layout::{self, Malformed, bundle_signature_message, enc
 use sealbatch::envelope::*;
 use sealbatch::order::OrderSpec;
 use sealbatch::types::BatchId;
-use sealbatch::types::{BUNDLE_ORDERS_MAX, MarketId, Side};
+use sealbatch::types::{BUNDLE_ORDERS_MAX, MarketId, Side, Tick};
 
 const SCHEDULE: BatchSchedule = BatchSchedule {
     genesis_ms: 1_700_000_000_000,
@@ -47,7 +47,7 @@ fn order(i: u64) -> OrderSpec {
         limit: if i.is_multiple_of(5) {
             None
         } else {
-            Some(1000 + i)
+            Some(Tick(1000) + i)
         },
         qty: 1 + i,
         client_order_id: i * 7,
@@ -836,7 +836,7 @@ proptest! {
             .map(|(m, buy, limit, qty, id)| OrderSpec {
                 market: MarketId(m),
                 side: if buy { Side::Buy } else { Side::Sell },
-                limit,
+                limit: limit.map(Tick),
                 qty,
                 client_order_id: id,
             })

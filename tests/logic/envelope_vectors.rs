@@ -16,7 +16,7 @@ use sealbatch::envelope::receipt::{receipt_group_message, receipt_leaf, seal_mes
 use sealbatch::envelope::*;
 use sealbatch::order::OrderSpec;
 use sealbatch::types::BatchId;
-use sealbatch::types::{MarketId, Side};
+use sealbatch::types::{MarketId, Side, Tick};
 use serde_json::{Value, json};
 
 const PATH: &str = concat!(
@@ -56,7 +56,7 @@ fn orders(n: usize, salt: u64) -> Vec<OrderSpec> {
             limit: if i % 3 == 2 {
                 None
             } else {
-                Some(10_000 + 25 * i)
+                Some(Tick(10_000) + 25 * i)
             },
             qty: 1 + i * 3 + salt,
             client_order_id: (salt << 32) | i,

@@ -948,7 +948,7 @@ fn keypers_and_the_log_keeper_certify_every_window_and_release_after_close() {
         if now == 850 {
             nodes[3] = node(3, &disks[3]);
         }
-        keeper.handle_timeout(now, schedule.batch_at(now).unwrap_or(BatchId::MIN));
+        keeper.handle_timeout(now, schedule.batch_at(now).unwrap_or(BatchId::ZERO));
         for (i, n) in nodes.iter_mut().enumerate() {
             if down[i] {
                 continue;
@@ -1354,7 +1354,7 @@ fn a_keyper_deals_a_bounded_amount_for_a_flood_of_openings() {
                 LogEntry::Open {
                     window: Window {
                         id: i + 1,
-                        first_batch: BatchId::MIN,
+                        first_batch: BatchId::ZERO,
                         batches: 2,
                     },
                 },
@@ -1655,7 +1655,7 @@ fn a_log_entry_at_the_last_position_is_refused_on_replay() {
     let open = LogEntry::Open {
         window: Window {
             id: 1,
-            first_batch: BatchId::MIN,
+            first_batch: BatchId::ZERO,
             batches: 4,
         },
     };
@@ -1722,7 +1722,7 @@ fn a_replicated_keyper_takes_only_log_entries_a_majority_certified() {
         LogEntry::Open {
             window: Window {
                 id: 77,
-                first_batch: BatchId::MIN,
+                first_batch: BatchId::ZERO,
                 batches: 1,
             },
         },
@@ -1893,7 +1893,7 @@ fn a_keyper_refuses_keys_and_journals_that_are_not_its_own_and_a_relaunch_repeat
             .collect();
         let mut keeper = LogKeeper::new(committee.clone(), params, BatchId(0));
         for now in (schedule.genesis_ms..schedule.genesis_ms + 400).step_by(10) {
-            keeper.handle_timeout(now, schedule.batch_at(now).unwrap_or(BatchId::MIN));
+            keeper.handle_timeout(now, schedule.batch_at(now).unwrap_or(BatchId::ZERO));
             for (j, n) in nodes.iter_mut().enumerate() {
                 n.handle_log(rng, now, keeper.entries(n.read(), u64::MAX, usize::MAX));
                 while let Some((number, record)) = n.poll_record() {

@@ -50,7 +50,7 @@ fn deployment() -> sealbatch::envelope::DeploymentId {
 
 const WINDOW: Window = Window {
     id: 1,
-    first_batch: BatchId::MIN,
+    first_batch: BatchId::ZERO,
     batches: 4,
 };
 

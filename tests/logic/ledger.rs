@@ -24,9 +24,9 @@ fn market(fee_bps: u16) -> BTreeMap<MarketId, MarketConfig> {
         quote: QUOTE,
         tick_size: 10,
         lot_size: 100,
-        band_min: 50,
-        band_max: 150,
-        initial_price: 100,
+        band_min: Tick(50),
+        band_max: Tick(150),
+        initial_price: Tick(100),
         fee_bps,
     };
     config.validate().unwrap();
@@ -102,9 +102,9 @@ fn requirements_beyond_u64_are_unfunded_not_wrapped() {
         quote: QUOTE,
         tick_size: 1,
         lot_size: 1_000_000_000_000_000_000,
-        band_min: 1,
-        band_max: 1000,
-        initial_price: 500,
+        band_min: Tick(1),
+        band_max: Tick(1000),
+        initial_price: Tick(500),
         fee_bps: 5,
     };
     wei.validate().unwrap();
@@ -132,9 +132,9 @@ fn requirements_beyond_u64_are_unfunded_not_wrapped() {
         id: MarketId(10),
         tick_size: u64::MAX,
         lot_size: u64::MAX,
-        band_min: 1,
-        band_max: 1,
-        initial_price: 1,
+        band_min: Tick(1),
+        band_max: Tick(1),
+        initial_price: Tick(1),
         fee_bps: 1000,
         ..markets[&MarketId(9)].clone()
     };
@@ -142,7 +142,7 @@ fn requirements_beyond_u64_are_unfunded_not_wrapped() {
     let markets = BTreeMap::from([(huge.id, huge)]);
     let at = |side, qty| OrderSpec {
         market: MarketId(10),
-        ..order(side, Some(1), qty)
+        ..order(side, Some(Tick(1)), qty)
     };
     assert_eq!(
         Ledger::requirement(&markets, &[at(Side::Sell, 1)]),
@@ -169,10 +169,10 @@ fn requirement_counts_fees_and_market_buys_at_the_band_top() {
     let needs = Ledger::requirement(
         &markets,
         &[
-            order(Side::Buy, Some(100), 3), // 3 × 100 × 10 = 3000 + fee 9
-            order(Side::Buy, None, 1),      // 1 × 150 × 10 = 1500 + fee 4
-            order(Side::Sell, Some(60), 2), // 2 × 100 base
-            order(Side::Sell, None, 1),     // 1 × 100 base
+            order(Side::Buy, Some(Tick(100)), 3), // 3 × 100 × 10 = 3000 + fee 9
+            order(Side::Buy, None, 1),            // 1 × 150 × 10 = 1500 + fee 4
+            order(Side::Sell, Some(Tick(60)), 2), // 2 × 100 base
+            order(Side::Sell, None, 1),           // 1 × 100 base
         ],
     )
     .unwrap();
@@ -182,10 +182,10 @@ fn requirement_counts_fees_and_market_buys_at_the_band_top() {
 #[test]
 fn invalid_orders_are_named() {
     let markets = market(0);
-    let mut unknown = order(Side::Buy, Some(100), 1);
+    let mut unknown = order(Side::Buy, Some(Tick(100)), 1);
     unknown.market = MarketId(99);
     assert_eq!(
-        Ledger::requirement(&markets, &[order(Side::Buy, Some(100), 1), unknown]),
+        Ledger::requirement(&markets, &[order(Side::Buy, Some(Tick(100)), 1), unknown]),
         Err(FundingError::UnknownMarket {
             index: 1,
             market: MarketId(99)
@@ -196,10 +196,10 @@ fn invalid_orders_are_named() {
         Err(FundingError::ZeroQuantity { index: 0 })
     );
     assert!(matches!(
-        Ledger::requirement(&markets, &[order(Side::Sell, Some(151), 1)]),
+        Ledger::requirement(&markets, &[order(Side::Sell, Some(Tick(151)), 1)]),
         Err(FundingError::OutsideBand {
             index: 0,
-            limit: 151,
+            limit: Tick(151),
             ..
         })
     ));
@@ -211,10 +211,10 @@ fn over_committed_account_keeps_the_bundles_that_fit_in_the_given_order() {
     let mut ledger = Ledger::new(FEES);
     ledger.deposit(account(1), QUOTE, 2_500).unwrap();
     ledger.deposit(account(2), QUOTE, 1_000).unwrap();
-    let a = [order(Side::Buy, Some(100), 1)]; // 1000
-    let b = [order(Side::Buy, Some(100), 2)]; // 2000
-    let c = [order(Side::Buy, Some(50), 1)]; // 500
-    let d = [order(Side::Buy, Some(100), 1)]; // account 2: 1000
+    let a = [order(Side::Buy, Some(Tick(100)), 1)]; // 1000
+    let b = [order(Side::Buy, Some(Tick(100)), 2)]; // 2000
+    let c = [order(Side::Buy, Some(Tick(50)), 1)]; // 500
+    let d = [order(Side::Buy, Some(Tick(100)), 1)]; // account 2: 1000
     let outcomes = ledger.check_funding(
         &markets,
         &[
@@ -261,7 +261,7 @@ fn settlement_moves_notional_and_fees_and_conserves() {
             qty: 4,
         },
     ];
-    let prices = BTreeMap::from([(MarketId(7), 90)]);
+    let prices = BTreeMap::from([(MarketId(7), Tick(90))]);
     let summary = ledger.settle(&markets, &prices, &fills).unwrap();
     // notional 4 × 90 × 10 = 3600, fee 36 each side
     assert_eq!(ledger.balance(&account(1), QUOTE), 10_000 - 3_636);
@@ -296,7 +296,7 @@ fn an_overdrawing_settlement_changes_nothing() {
             qty: 1,
         },
     ];
-    let prices = BTreeMap::from([(MarketId(7), 100)]);
+    let prices = BTreeMap::from([(MarketId(7), Tick(100))]);
     assert_eq!(
         ledger.settle(&markets, &prices, &fills),
         Err(LedgerError::Overdrawn {
@@ -319,7 +319,7 @@ fn unbalanced_fills_are_refused_and_change_nothing() {
         side: Side::Buy,
         qty: 1,
     }];
-    let prices = BTreeMap::from([(MarketId(7), 100)]);
+    let prices = BTreeMap::from([(MarketId(7), Tick(100))]);
     assert!(matches!(
         ledger.settle(&markets, &prices, &fills),
         Err(LedgerError::NotConserved {
@@ -340,9 +340,13 @@ type Bundles = Vec<(u8, Vec<(bool, Option<Tick>, u64)>)>;
 
 fn scenario() -> impl Strategy<Value = (Deposits, Bundles, Tick, u16)> {
     let deposits = prop::collection::vec((0u8..6, 0u64..50_000, 0u64..500), 1..8);
-    let order = (any::<bool>(), prop::option::of(50u64..=150), 1u64..20);
+    let order = (
+        any::<bool>(),
+        prop::option::of((50u64..=150).prop_map(Tick)),
+        1u64..20,
+    );
     let bundles = prop::collection::vec((0u8..6, prop::collection::vec(order, 1..5)), 0..16);
-    (deposits, bundles, 50u64..=150, 0u16..=200)
+    (deposits, bundles, (50u64..=150).prop_map(Tick), 0u16..=200)
 }
 
 proptest! {
@@ -436,9 +440,9 @@ fn extreme_market() -> impl Strategy<Value = MarketConfig> {
                 quote: QUOTE,
                 tick_size,
                 lot_size,
-                band_min,
-                band_max,
-                initial_price: band_min + (band_max - band_min) / 2,
+                band_min: Tick(band_min),
+                band_max: Tick(band_max),
+                initial_price: Tick(band_min) + (band_max - band_min) / 2,
                 fee_bps,
             };
             config.validate().expect("a valid extreme market");
@@ -685,11 +689,11 @@ fn equal_balances_make_equal_ledgers_whatever_the_history() {
 fn a_band_above_the_highest_tick_is_refused() {
     let mut config = market(0).remove(&MarketId(7)).unwrap();
     config.tick_size = 1;
-    config.band_max = u64::MAX;
+    config.band_max = Tick::MAX;
     assert!(matches!(
         config.validate(),
         Err(sealbatch::market::MarketConfigError::BandTooHigh { .. })
     ));
-    config.band_max = u64::MAX - 1;
+    config.band_max = Tick::MAX - 1;
     config.validate().expect("the highest tick is allowed");
 }

@@ -38,7 +38,7 @@ use sealbatch::sequencer::{
     BatchOutcome, Event, Genesis, Journaled, Limits, OpToken, Sequencer, SubmitError, SubmitToken,
     verify_journal,
 };
-use sealbatch::types::{BatchId, Lsn, MarketId, Side};
+use sealbatch::types::{BatchId, Lsn, MarketId, Side, Tick};
 
 use common::{JournalSummary, seeds};
 
@@ -190,9 +190,9 @@ fn genesis(key: &SequencerKey) -> Genesis {
             quote: USD,
             tick_size: 1,
             lot_size: 10,
-            band_min: 50,
-            band_max: 150,
-            initial_price: 100,
+            band_min: Tick(50),
+            band_max: Tick(150),
+            initial_price: Tick(100),
             fee_bps: 5,
         }],
     }
@@ -702,7 +702,7 @@ impl Cluster {
                 OrderSpec {
                     market: MarketId(1),
                     side: if roll & 1 == 0 { Side::Buy } else { Side::Sell },
-                    limit: (!roll.is_multiple_of(5)).then(|| 85 + u64::from(roll >> 8) % 30),
+                    limit: (!roll.is_multiple_of(5)).then(|| Tick(85 + u64::from(roll >> 8) % 30)),
                     qty: 1 + u64::from(roll >> 16) % 20,
                     client_order_id: u64::from(i),
                 }

@@ -11,7 +11,7 @@ use sealbatch::sequencer::{
     SequencerRecord, Transfer,
 };
 use sealbatch::signed::Statement as _;
-use sealbatch::types::{BatchId, MarketId, OrderId, Side};
+use sealbatch::types::{BatchId, MarketId, OrderId, Side, Tick};
 
 fn genesis() -> Genesis {
     Genesis {
@@ -29,9 +29,9 @@ fn genesis() -> Genesis {
             quote: AssetId(0),
             tick_size: 1,
             lot_size: 10,
-            band_min: 10,
-            band_max: 1_000,
-            initial_price: 100,
+            band_min: Tick(10),
+            band_max: Tick(1_000),
+            initial_price: Tick(100),
             fee_bps: 3,
         }],
     }
@@ -71,7 +71,7 @@ fn outcome(envelopes: u8, fills: u8, price: Option<u64>) -> BatchOutcome {
             .collect(),
         markets: vec![MarketOutcome {
             market: MarketId(1),
-            price,
+            price: price.map(Tick),
             volume: if price.is_some() { 12 } else { 0 },
             imbalance: -3,
         }],

@@ -43,7 +43,7 @@ use sealbatch::sequencer::{
     TranscriptError, UnusableState, export_transcripts, verify_journal, verify_journal_with,
     verify_transcript,
 };
-use sealbatch::types::{BatchId, MarketId, Side};
+use sealbatch::types::{BatchId, MarketId, Side, Tick};
 
 use crate::common;
 use common::seeds;
@@ -88,8 +88,8 @@ fn genesis(sequencer: &SequencerKey) -> Genesis {
         quote: USD,
         tick_size: 1,
         lot_size: 10,
-        band_min: 50,
-        band_max: 150,
+        band_min: Tick(50),
+        band_max: Tick(150),
         initial_price,
         fee_bps: 5,
     };
@@ -103,8 +103,8 @@ fn genesis(sequencer: &SequencerKey) -> Genesis {
         orders_per_account_per_batch_max:
             sealbatch::sequencer::ORDERS_PER_ACCOUNT_PER_BATCH_DEFAULT,
         markets: vec![
-            market(1, BTC, 100),
-            market(2, ETH, 90),
+            market(1, BTC, Tick(100)),
+            market(2, ETH, Tick(90)),
             // How an asset with 18 decimals is usually configured.
             MarketConfig {
                 id: MarketId(4),
@@ -112,9 +112,9 @@ fn genesis(sequencer: &SequencerKey) -> Genesis {
                 quote: USD,
                 tick_size: 1,
                 lot_size: 1_000_000_000_000_000_000,
-                band_min: 1,
-                band_max: 1000,
-                initial_price: 500,
+                band_min: Tick(1),
+                band_max: Tick(1000),
+                initial_price: Tick(500),
                 fee_bps: 5,
             },
             // Every unit as large as the configuration rules allow.
@@ -124,9 +124,9 @@ fn genesis(sequencer: &SequencerKey) -> Genesis {
                 quote: HUGE_QUOTE,
                 tick_size: u64::MAX / HUGE_BAND_MAX,
                 lot_size: u64::MAX / 16,
-                band_min: 1,
-                band_max: HUGE_BAND_MAX,
-                initial_price: 7,
+                band_min: Tick(1),
+                band_max: Tick(HUGE_BAND_MAX),
+                initial_price: Tick(7),
                 fee_bps: sealbatch::market::FEE_BPS_MAX,
             },
         ],
@@ -191,7 +191,7 @@ const SIM_COMMITTEE_SEQUENCER: [u8; 32] = [0x5e; 32];
 /// The window the simulation's committee deals: every batch a run reaches.
 const SIM_WINDOW: Window = Window {
     id: 1,
-    first_batch: BatchId::MIN,
+    first_batch: BatchId::ZERO,
     batches: 256,
 };
 
@@ -471,11 +471,11 @@ impl World {
             assert!(from_checkpoint.closed_below >= replayed_state.closed_below);
             assert_eq!(
                 Checkpoint {
-                    closed_below: BatchId::MIN,
+                    closed_below: BatchId::ZERO,
                     ..from_checkpoint
                 },
                 Checkpoint {
-                    closed_below: BatchId::MIN,
+                    closed_below: BatchId::ZERO,
                     ..replayed_state
                 },
                 "recovering from the checkpoint at LSN {} differs from a full replay",
@@ -727,7 +727,7 @@ impl World {
                     limit: if roll.is_multiple_of(5) {
                         None
                     } else {
-                        Some(80 + u64::from(self.rng.next_u32() % 40))
+                        Some(Tick(80) + u64::from(self.rng.next_u32() % 40))
                     },
                     // Occasionally far more than anyone holds.
                     qty: if roll.is_multiple_of(53) {
@@ -759,10 +759,10 @@ impl World {
                     side: if roll & 2 == 0 { Side::Buy } else { Side::Sell },
                     limit: match roll >> 2 & 3 {
                         0 => None,
-                        1 => Some(band_max),
-                        2 => Some(1 + self.rng.next_u64() % band_max),
+                        1 => Some(Tick(band_max)),
+                        2 => Some(Tick(1) + self.rng.next_u64() % band_max),
                         // Near the initial prices, where these markets cross.
-                        _ => Some(1 + self.rng.next_u64() % 16),
+                        _ => Some(Tick(1) + self.rng.next_u64() % 16),
                     },
                     // Mostly what some account can cover, so that these
                     // markets trade; the rest far beyond any balance.
@@ -1858,7 +1858,7 @@ fn a_refused_submission_leaves_no_empty_batch() {
     let orders = vec![OrderSpec {
         market: MarketId(1),
         side: Side::Buy,
-        limit: Some(100),
+        limit: Some(Tick(100)),
         qty: 10,
         client_order_id: 1,
     }];

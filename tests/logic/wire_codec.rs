@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use sealbatch::codec::DecodeError;
-use sealbatch::types::BatchId;
+use sealbatch::types::{BatchId, Tick};
 use sealbatch::wire::{
     self, ACCOUNT_BALANCES_MAX, ALPN, BatchCleared, BatchSealed, CLIENT_FRAME_LEN_MAX,
     ClientMessage, Direction, ENVELOPE_LEN_MAX, EncodeError, FILLS_MAX, FRAME_LEN_MAX,
@@ -27,9 +27,9 @@ fn market(id: u32) -> MarketInfo {
         quote_asset: 2,
         tick_size: 1,
         lot_size: 1,
-        band_min: 1,
-        band_max: 1000,
-        reference_price: 500,
+        band_min: Tick(1),
+        band_max: Tick(1000),
+        reference_price: Tick(500),
         fee_bps: 10,
     }
 }
@@ -66,7 +66,7 @@ fn small_cleared() -> BatchCleared {
         markets: vec![
             MarketLine {
                 market: 1,
-                price: Some(100),
+                price: Some(Tick(100)),
                 volume: 10,
                 imbalance: -3,
             },
@@ -415,7 +415,7 @@ fn at_bound_cleared() -> BatchCleared {
         markets: (0..WIRE_MARKETS_MAX as u32)
             .map(|market| MarketLine {
                 market,
-                price: Some(u64::MAX),
+                price: Some(Tick::MAX),
                 volume: u64::MAX,
                 imbalance: i128::MIN,
             })
@@ -1075,9 +1075,9 @@ fn market_info() -> impl Strategy<Value = MarketInfo> {
                     quote_asset,
                     tick_size: tick,
                     lot_size: lot,
-                    band_min: min,
-                    band_max: max,
-                    reference_price: reference,
+                    band_min: Tick(min),
+                    band_max: Tick(max),
+                    reference_price: Tick(reference),
                     fee_bps,
                 }
             },
@@ -1125,7 +1125,7 @@ fn schedule() -> impl Strategy<Value = Schedule> {
 fn cleared() -> impl Strategy<Value = BatchCleared> {
     let line = (
         any::<u32>(),
-        any::<Option<u64>>(),
+        any::<Option<u64>>().prop_map(|price| price.map(Tick)),
         any::<u64>(),
         any::<i128>(),
     )

@@ -16,7 +16,7 @@ use sealbatch::client::{Client, ClientError};
 use sealbatch::envelope::{BatchPublicKey, seal_bundle};
 use sealbatch::node::{self, NodeConfig, NodeInfo};
 use sealbatch::order::OrderSpec;
-use sealbatch::types::{MarketId, Side};
+use sealbatch::types::{MarketId, Side, Tick};
 use sealbatch::wire::{ClientMessage, ReasonCode};
 use tokio::sync::{oneshot, watch};
 
@@ -83,7 +83,7 @@ async fn submit_one(client: &Client) -> Result<sealbatch::envelope::Receipt, Cli
     let orders = [OrderSpec {
         market: MarketId(1),
         side: Side::Buy,
-        limit: Some(60_000),
+        limit: Some(Tick(60_000)),
         qty: 1,
         client_order_id: 1,
     }];
@@ -150,7 +150,7 @@ fn sealed_order(
     let orders = [OrderSpec {
         market: MarketId(1),
         side,
-        limit: Some(limit),
+        limit: Some(Tick(limit)),
         qty,
         client_order_id: nonce,
     }];
@@ -624,7 +624,7 @@ async fn one_address_cannot_fill_a_batch() {
         let orders = [OrderSpec {
             market: MarketId(1),
             side: Side::Buy,
-            limit: Some(60_000),
+            limit: Some(Tick(60_000)),
             qty: 1,
             client_order_id: nonce,
         }];
@@ -1088,7 +1088,7 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
             e,
             &key,
             nonce as u64,
-            (side, price, 4),
+            (side, price.get(), 4),
         );
         receipts.push(client.submit(envelope).await.expect("accepted"));
     }
@@ -1173,7 +1173,7 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
         .iter()
         .find(|c| c["market"] == 1)
         .expect("market 1's curves");
-    assert_eq!(curves["clearing"]["price"], price);
+    assert_eq!(curves["clearing"]["price"], price.get());
     assert_eq!(curves["clearing"]["volume"], 4);
     assert_eq!(curves["orders"]["buys"], 1);
     let (_, _, all) = common::http_get(http, "/api/batches").await;
@@ -1200,7 +1200,7 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
             .as_array()
             .expect("batches")
             .iter()
-            .any(|b| b["e"] == e.get() && b["price"] == price && b["volume"] == 4)
+            .any(|b| b["e"] == e.get() && b["price"] == price.get() && b["volume"] == 4)
     );
     let live = live.await.expect("the live viewer");
     assert!(
@@ -1287,7 +1287,7 @@ async fn the_schedule_carries_the_last_price_and_the_fee_account_is_readable() {
     assert_eq!(json["e"], e.get());
     assert_eq!(json["included"], true);
     assert_eq!(json["fills"][0]["filled"], 4);
-    assert_eq!(json["fills"][0]["price"], price);
+    assert_eq!(json["fills"][0]["price"], price.get());
     let (_, _, unknown) =
         common::http_get(http, &format!("/check?commitment={}", "ab".repeat(32))).await;
     assert!(

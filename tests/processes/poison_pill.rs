@@ -20,7 +20,7 @@ use sealbatch::envelope::{BatchPublicKey, Commitment, generate_account_key, seal
 use sealbatch::node::now_ms;
 use sealbatch::order::OrderSpec;
 use sealbatch::sequencer::status;
-use sealbatch::types::{BatchId, MarketId, Side};
+use sealbatch::types::{BatchId, MarketId, Side, Tick};
 use sealbatch::wire::{BatchCleared, ServerMessage};
 
 use crate::common;
@@ -57,7 +57,7 @@ fn order(side: Side, limit: Option<u64>, qty: u64) -> OrderSpec {
     OrderSpec {
         market: MARKET,
         side,
-        limit,
+        limit: limit.map(Tick),
         qty,
         client_order_id: 0,
     }

@@ -326,7 +326,7 @@ impl Driver {
             self.refuse(
                 pending.session,
                 pending.request_id,
-                (ReasonCode::NotLeader, BatchId::MIN, 0),
+                (ReasonCode::NotLeader, BatchId::ZERO, 0),
                 redirect.clone(),
             );
             self.waiting(pending.session, false);
