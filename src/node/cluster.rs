@@ -149,6 +149,13 @@ pub(super) async fn start(
         // last one also installs it (writes the journal), which takes more
         // than openraft's default 200 ms for a large one.
         snapshot_max_chunk_size: 1 << 20,
+        // A new leader's first probe of a follower's log starts halfway
+        // through the retained log (openraft's binary search): as many
+        // entries as a request may carry, so that it reaches the end and the
+        // search ends in one round trip. The transport sends none the
+        // follower is known to hold (`replica::network::already_held`) and
+        // no more than a frame's budget of the rest.
+        max_payload_entries: crate::replica::codec::APPEND_ENTRIES_MAX as u64,
         install_snapshot_timeout: 5_000,
         // Our own timer decides when to stand (`replica::election`).
         enable_elect: false,

@@ -204,10 +204,14 @@ impl ElectionTiming {
     ///   leader within the lease: it stands at once, a term above that
     ///   candidate (whose own vote would otherwise split this term), if
     ///   that is at most [`STAND_ABOVE_TERMS_MAX`] terms away;
-    /// - otherwise it stands once the drawn wait has passed since `heard.at`
-    ///   — after the lease as well if it follows a leader (its vote is
-    ///   committed), and [`ElectionTiming::behind`] later if a voter refused
-    ///   it for its shorter log.
+    /// - otherwise it stands once the drawn wait has passed since `heard.at`;
+    ///   if it follows a leader (its vote is committed), once the lease and
+    ///   the draw's excess over the timeout's minimum have — the lease
+    ///   already is a silence of more than the minimum, and what is drawn
+    ///   above it spreads the survivors apart as well (standing at
+    ///   lease + draw cost a WAN failover three round trips for nothing);
+    ///   [`ElectionTiming::behind`] later if a voter refused it for its
+    ///   shorter log.
     #[must_use]
     pub fn next(
         &self,
@@ -230,7 +234,9 @@ impl ElectionTiming {
         }
         let mut wait = wait;
         if vote.is_committed() {
-            wait = wait.saturating_add(self.lease);
+            wait = wait
+                .saturating_sub(self.timeout.0)
+                .saturating_add(self.lease);
         }
         if heard.behind {
             wait = wait.saturating_add(self.behind);
@@ -541,8 +547,8 @@ mod tests {
         };
         for (vote, heard, at) in [
             (candidate, heard, t0 + ms(130)),
-            (follower, heard, t0 + ms(330)),
-            (follower, behind, t0 + ms(730)),
+            (follower, heard, t0 + ms(230)),
+            (follower, behind, t0 + ms(630)),
             (candidate, behind, t0 + ms(530)),
         ] {
             assert_eq!(timing.next(&vote, &heard, wait, t0), Next::WaitUntil(at));
@@ -576,7 +582,7 @@ mod tests {
         let followed = Vote::new_committed(8, 3);
         let heard = Heard::new(t0);
         // The timer's decision, on the view before the pre-vote.
-        let decided = t0 + ms(330);
+        let decided = t0 + ms(230);
         assert_eq!(
             timing.next(&followed, &heard, wait, decided),
             Next::Stand { times: 1, term: 9 }
@@ -631,7 +637,7 @@ mod tests {
         // Within the lease a leader may still be there: the usual wait.
         assert_eq!(
             timing.next(&follower, &heard, ms(150), t0 + ms(199)),
-            Next::WaitUntil(t0 + ms(350))
+            Next::WaitUntil(t0 + ms(250))
         );
         // After it: two elections in a row, to term 10, above the
         // candidate's own vote in term 9.
@@ -651,8 +657,8 @@ mod tests {
             ..heard
         };
         assert_eq!(
-            timing.next(&follower, &far, ms(150), t0 + ms(300)),
-            Next::WaitUntil(t0 + ms(350))
+            timing.next(&follower, &far, ms(150), t0 + ms(240)),
+            Next::WaitUntil(t0 + ms(250))
         );
         let near = Heard {
             outranked: Some(7 + STAND_ABOVE_TERMS_MAX),
@@ -693,8 +699,8 @@ mod tests {
             ..Heard::new(t0)
         };
         assert_eq!(
-            timing().next(&Vote::new_committed(7, 1), &heard, ms(100), t0 + ms(250)),
-            Next::WaitUntil(t0 + ms(300))
+            timing().next(&Vote::new_committed(7, 1), &heard, ms(100), t0 + ms(150)),
+            Next::WaitUntil(t0 + ms(200))
         );
     }
 

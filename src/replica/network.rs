@@ -16,13 +16,13 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use openraft::Raft;
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::{LogId, Raft};
 
 use crate::net::{Identity, replica_client_config};
 
@@ -463,6 +463,7 @@ pub async fn call(
         // A one-off request: no election to time.
         clock: Arc::new(ElectionClock::new()),
         heartbeats: Arc::default(),
+        held: Held::default(),
     };
     let result = peer.call(&request.to_bytes(), ttl).await;
     endpoint.close(0u32.into(), b"done");
@@ -475,6 +476,73 @@ pub async fn call(
 pub struct Network {
     links: Links,
     clock: Arc<ElectionClock>,
+    held: Held,
+}
+
+/// What this replica knows each other replica's log to hold: the last log
+/// id it reported (in its answer to a vote) or acknowledged (an append's
+/// success), shared by every client of it, since openraft makes a new one
+/// per election and per term it leads.
+///
+/// The knowledge may be stale (a replica that restarts may lose entries it
+/// had not made durable): it is only a guess of where to start, which the
+/// replica checks itself (see [`already_held`]).
+#[derive(Clone, Debug, Default)]
+pub struct Held(Arc<Mutex<BTreeMap<ReplicaId, LogId<ReplicaId>>>>);
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<ReplicaId, LogId<ReplicaId>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What `target` is known to hold, if anything.
+    #[must_use]
+    pub fn of(&self, target: ReplicaId) -> Option<LogId<ReplicaId>> {
+        self.lock().get(&target).copied()
+    }
+
+    /// `target` reported or acknowledged holding `last`.
+    pub fn learn(&self, target: ReplicaId, last: Option<LogId<ReplicaId>>) {
+        let mut held = self.lock();
+        match last {
+            Some(last) => held.insert(target, last),
+            None => held.remove(&target),
+        };
+    }
+
+    /// What `target` was thought to hold it does not.
+    pub fn forget(&self, target: ReplicaId) {
+        self.lock().remove(&target);
+    }
+}
+
+/// How many of `entries` (the entries an append carries after its
+/// `prev_log_id`) need not be sent to a replica whose log is known to hold
+/// `held`: those up to and including the entry whose log id is `held` —
+/// all but the last, which always goes (an append without entries is a
+/// heartbeat). The append then names that entry as its `prev_log_id`, and
+/// the replica's own check of it (Raft's log matching: an entry of the
+/// same index and term means the same log up to it) guards against a guess
+/// gone stale; refused, the append is sent again whole.
+///
+/// A new leader finds where each follower's log matches its own by
+/// openraft's binary search, whose first probe starts halfway through the
+/// retained log: without this, every probe carries entries the follower
+/// has (megabytes, over a WAN many round trips of congestion window).
+#[must_use]
+pub fn already_held(
+    entries: &[openraft::Entry<Replication>],
+    held: Option<LogId<ReplicaId>>,
+) -> usize {
+    let Some(held) = held else {
+        return 0;
+    };
+    entries
+        .iter()
+        .position(|entry| entry.log_id == held)
+        .map_or(0, |at| (at + 1).min(entries.len().saturating_sub(1)))
 }
 
 impl Network {
@@ -489,6 +557,7 @@ impl Network {
         Network {
             links: Links::new(identity, endpoint),
             clock,
+            held: Held::default(),
         }
     }
 
@@ -507,6 +576,7 @@ impl Network {
             links: self.links.clone(),
             clock: Arc::clone(&self.clock),
             heartbeats: Arc::default(),
+            held: self.held.clone(),
         }
     }
 }
@@ -527,6 +597,7 @@ pub struct Peer {
     links: Links,
     clock: Arc<ElectionClock>,
     heartbeats: Arc<std::sync::Mutex<Heartbeats>>,
+    held: Held,
 }
 
 /// The heartbeats a leader sends one replica (`spec/replication.md` §6):
@@ -719,7 +790,7 @@ fn rpc_error<E: std::error::Error>(error: TransportError) -> RPCError<ReplicaId,
 impl RaftNetwork<Replication> for Peer {
     async fn append_entries(
         &mut self,
-        mut rpc: AppendEntriesRequest<Replication>,
+        rpc: AppendEntriesRequest<Replication>,
         option: RPCOption,
     ) -> Result<
         AppendEntriesResponse<ReplicaId>,
@@ -728,33 +799,25 @@ impl RaftNetwork<Replication> for Peer {
         if rpc.entries.is_empty() {
             return self.heartbeat(rpc, option.hard_ttl()).map_err(rpc_error);
         }
-        // Send no more than a frame's budget (at least one entry); the
-        // rest goes in the next request.
-        let mut bytes = 0;
-        let mut keep = 0;
-        for entry in &rpc.entries {
-            bytes += entry_len(entry);
-            if keep > 0 && (bytes > APPEND_BYTES_BUDGET || keep >= APPEND_ENTRIES_MAX) {
-                break;
-            }
-            keep += 1;
+        let skip = already_held(&rpc.entries, self.held.of(self.target));
+        if skip == 0 {
+            return self.send_append(rpc, option.hard_ttl()).await;
         }
-        let partial = keep < rpc.entries.len();
-        rpc.entries.truncate(keep);
-        let last = rpc.entries.last().map(|entry| entry.log_id);
-        let request = RaftRequest::Append(rpc).to_bytes();
-        let body = self
-            .call(&request, option.hard_ttl())
-            .await
-            .map_err(rpc_error)?;
-        let response =
-            decode_append_response(&body).map_err(|error| rpc_error(self.failed(error)))?;
-        Ok(match response {
-            AppendEntriesResponse::Success if partial => {
-                AppendEntriesResponse::PartialSuccess(last)
+        let mut trimmed = AppendEntriesRequest {
+            vote: rpc.vote,
+            prev_log_id: rpc.entries.get(skip - 1).map(|entry| entry.log_id),
+            leader_commit: rpc.leader_commit,
+            entries: rpc.entries[skip..].to_vec(),
+        };
+        trimmed.entries.shrink_to_fit();
+        match self.send_append(trimmed, option.hard_ttl()).await? {
+            // The guess was stale: the whole append, as openraft made it.
+            AppendEntriesResponse::Conflict => {
+                self.held.forget(self.target);
+                self.send_append(rpc, option.hard_ttl()).await
             }
-            other => other,
-        })
+            answer => Ok(answer),
+        }
     }
 
     async fn install_snapshot(
@@ -790,10 +853,105 @@ impl RaftNetwork<Replication> for Peer {
         if !response.vote_granted && response.last_log_id > mine {
             self.clock.refused_for_log();
         }
+        self.held.learn(self.target, response.last_log_id);
         Ok(response)
     }
 
     fn backoff(&self) -> openraft::network::Backoff {
         openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(100)))
+    }
+}
+
+impl Peer {
+    /// Sends an append of at least one entry: no more than a frame's
+    /// budget of them (at least one), the rest left for the next (a partial
+    /// success). What the replica acknowledges is remembered.
+    async fn send_append(
+        &mut self,
+        mut rpc: AppendEntriesRequest<Replication>,
+        ttl: Duration,
+    ) -> Result<
+        AppendEntriesResponse<ReplicaId>,
+        RPCError<ReplicaId, ReplicaNode, RaftError<ReplicaId>>,
+    > {
+        let mut bytes = 0;
+        let mut keep = 0;
+        for entry in &rpc.entries {
+            bytes += entry_len(entry);
+            if keep > 0 && (bytes > APPEND_BYTES_BUDGET || keep >= APPEND_ENTRIES_MAX) {
+                break;
+            }
+            keep += 1;
+        }
+        let partial = keep < rpc.entries.len();
+        rpc.entries.truncate(keep);
+        let last = rpc.entries.last().map(|entry| entry.log_id);
+        let request = RaftRequest::Append(rpc).to_bytes();
+        let body = self.call(&request, ttl).await.map_err(rpc_error)?;
+        let response =
+            decode_append_response(&body).map_err(|error| rpc_error(self.failed(error)))?;
+        Ok(match response {
+            AppendEntriesResponse::Success => {
+                self.held.learn(self.target, last);
+                if partial {
+                    AppendEntriesResponse::PartialSuccess(last)
+                } else {
+                    AppendEntriesResponse::Success
+                }
+            }
+            other => other,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload};
+
+    fn log_id(term: u64, index: u64) -> LogId<ReplicaId> {
+        LogId::new(CommittedLeaderId::new(term, 1), index)
+    }
+
+    fn entries(term: u64, indexes: std::ops::RangeInclusive<u64>) -> Vec<Entry<Replication>> {
+        indexes
+            .map(|index| Entry {
+                log_id: log_id(term, index),
+                payload: EntryPayload::Blank,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn entries_a_replica_is_known_to_hold_are_not_sent_again_but_the_last_always_is() {
+        let sent = entries(3, 10..=20);
+        // Nothing known, or a guess outside what is sent: everything goes.
+        assert_eq!(already_held(&sent, None), 0);
+        assert_eq!(already_held(&sent, Some(log_id(3, 9))), 0);
+        assert_eq!(already_held(&sent, Some(log_id(3, 25))), 0);
+        // The same index in another term is another entry: nothing skipped.
+        assert_eq!(already_held(&sent, Some(log_id(2, 15))), 0);
+        // Held through 15: 10..=15 stay home, 16..=20 go after 15.
+        assert_eq!(already_held(&sent, Some(log_id(3, 15))), 6);
+        // Held through the last: the last still goes (no empty append).
+        assert_eq!(already_held(&sent, Some(log_id(3, 20))), 10);
+        assert_eq!(already_held(&entries(3, 7..=7), Some(log_id(3, 7))), 0);
+        assert_eq!(already_held(&[], Some(log_id(3, 7))), 0);
+    }
+
+    #[test]
+    fn what_a_replica_holds_is_learned_replaced_and_forgotten_per_replica() {
+        let held = Held::default();
+        let other = held.clone();
+        held.learn(2, Some(log_id(4, 100)));
+        held.learn(3, Some(log_id(4, 90)));
+        // Shared by every client made from the same network.
+        assert_eq!(other.of(2), Some(log_id(4, 100)));
+        held.learn(2, Some(log_id(5, 101)));
+        assert_eq!(other.of(2), Some(log_id(5, 101)));
+        held.learn(3, None);
+        assert_eq!(held.of(3), None);
+        held.forget(2);
+        assert_eq!(held.of(2), None);
     }
 }
