@@ -27,6 +27,11 @@ pub struct NodeConfig {
     /// disable. Default `127.0.0.1:9433`.
     #[serde(with = "address_or_off")]
     pub metrics_listen: Option<SocketAddr>,
+    /// WebTransport (HTTP/3) listen address for browsers (`spec/wire.md`
+    /// §9), its certificate hashes published at `/webtransport` on the
+    /// metrics listener; `None` (`"off"`) to disable. Default off.
+    #[serde(with = "address_or_off")]
+    pub webtransport_listen: Option<SocketAddr>,
     /// Batch length in ms, fixed at the first start. Default 100.
     pub batch_length_ms: u64,
     /// Batches announced ahead. Default 8.
@@ -541,6 +546,7 @@ impl Default for NodeConfig {
             data_dir: PathBuf::from("./sealbatch-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 4433)),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9433))),
+            webtransport_listen: None,
             batch_length_ms: 100,
             announce_ahead: crate::sequencer::ANNOUNCE_AHEAD_DEFAULT,
             demo: true,
@@ -638,6 +644,9 @@ impl NodeConfig {
         }
         if self.metrics_listen.is_none() {
             unset.push("metrics_listen: no metrics and no explorer");
+        }
+        if self.webtransport_listen.is_none() {
+            unset.push("webtransport_listen: no WebTransport for browsers");
         }
         if self.committee.is_none() {
             unset.push("[committee]: the embedded custodian (trusted-operator mode)");

@@ -14,7 +14,9 @@
 //! journal; `keys` the key files; [`driver`] the thread that drives the
 //! sans-IO [`Sequencer`](crate::sequencer::Sequencer); [`handle`] what it
 //! and the connections send each other; [`server`] the QUIC connections,
-//! which only move bytes; [`admission`] what one client stream may ask
+//! which only move bytes; [`webtransport`] the same for browsers'
+//! WebTransport sessions, and the certificate hashes they trust;
+//! [`admission`] what one client stream may ask
 //! (rate, per-batch quota, signatures, cached schedule), decided sans-IO;
 //! [`keypers`] the keyper link (keypers read the committee's log, post,
 //! and answer seals with their shares);
@@ -35,6 +37,7 @@ pub mod metrics;
 mod recovery;
 pub mod schedule;
 pub mod server;
+pub mod webtransport;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -122,6 +125,9 @@ pub enum NodeError {
     /// The QUIC endpoint.
     #[error("network: {0}")]
     Net(#[from] NetError),
+    /// The WebTransport listener could not start.
+    #[error("{0}")]
+    WebTransport(#[from] webtransport::WebTransportError),
     /// The driver thread failed.
     #[error("driver: {0}")]
     Driver(#[from] driver::DriverError),
@@ -174,6 +180,8 @@ pub struct NodeInfo {
     pub sequencer_key: [u8; 32],
     /// The metrics address, if enabled.
     pub metrics: Option<SocketAddr>,
+    /// The WebTransport address, if enabled.
+    pub webtransport: Option<SocketAddr>,
 }
 
 /// Runs the node until `shutdown` turns true, then stops accepting, finishes
@@ -275,6 +283,11 @@ pub async fn run_with_faults(
         }
         (None, None) => return Err(NodeError::Replication("nothing to run".into())),
     };
+    let counters = server::Counters::new();
+    let webtransport = config
+        .webtransport_listen
+        .map(webtransport::WebTransport::bind)
+        .transpose()?;
     // The HTTP listener is bound here, so the address it got (port 0: any
     // free one) is the one reported; one that cannot be bound is a warning,
     // not a failure of the sequencer.
@@ -288,6 +301,9 @@ pub async fn run_with_faults(
                 if let Some(explorer) = &explorer {
                     routes = routes.merge(explorer::router(Arc::clone(explorer)));
                     limits = explorer::EXPLORER_HTTP_LIMITS;
+                }
+                if let Some(webtransport) = &webtransport {
+                    routes = routes.merge(webtransport::router(webtransport.published()));
                 }
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
@@ -322,15 +338,32 @@ pub async fn run_with_faults(
             fingerprint: identity.fingerprint,
             sequencer_key,
             metrics: metrics_addr,
+            webtransport: webtransport
+                .as_ref()
+                .map(webtransport::WebTransport::local_addr),
         });
     }
 
+    if let Some(webtransport) = webtransport {
+        tracing::info!(
+            addr = %webtransport.local_addr(),
+            "webtransport listening (certificate hashes at /webtransport)"
+        );
+        tokio::spawn(webtransport.serve(
+            handle.clone(),
+            config.limits,
+            Arc::clone(&metrics),
+            Arc::clone(&counters),
+            shutdown.clone(),
+        ));
+    }
     let server = tokio::spawn(server::serve(
         endpoint.clone(),
         handle,
         config.limits,
         metrics,
         keypers,
+        counters,
         shutdown.clone(),
     ));
     let result = driver.wait(shutdown, server, &endpoint).await;

@@ -43,7 +43,7 @@ const WRITE_BATCH_BYTES: usize = 256 << 10;
 /// Initials that never answer then holds no slots at all.
 pub const HANDSHAKES_UNVALIDATED_MAX: u64 = 64;
 
-struct Counters {
+pub(crate) struct Counters {
     next_conn: AtomicU64,
     next_session: AtomicU64,
     per_ip: Mutex<BTreeMap<IpAddr, usize>>,
@@ -57,22 +57,122 @@ struct Counters {
 /// (idle) ones are forgotten.
 const NEW_CONNECTION_RATES_KEPT: usize = 4096;
 
+impl Counters {
+    /// Nothing counted yet.
+    #[must_use]
+    pub(crate) fn new() -> Arc<Counters> {
+        Arc::new(Counters {
+            next_conn: AtomicU64::new(1),
+            next_session: AtomicU64::new(1),
+            per_ip: Mutex::new(BTreeMap::new()),
+            handshaking: AtomicU64::new(0),
+            new_per_ip: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Whether a new connection from `ip` (`validated`: it proved it
+    /// receives at its address) may start its handshake: the bounds on
+    /// connections open, on handshakes under way, on new connections per
+    /// address per second and on connections per address, the same for
+    /// native QUIC and WebTransport. Admitted, it holds a place in the
+    /// counts until the [`ConnectionSlot`] is dropped.
+    pub(crate) fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        validated: bool,
+        limits: &LimitsConfig,
+        metrics: &Arc<Metrics>,
+    ) -> Admission {
+        let open = metrics.connections_open.get() as usize;
+        if open >= limits.connections_max {
+            metrics.connections_refused.inc();
+            return Admission::Refuse;
+        }
+        // Under load, or while many handshakes are unfinished, make
+        // unvalidated addresses prove they can receive before they get any
+        // state.
+        let handshaking = self.handshaking.load(Ordering::Relaxed);
+        if (open >= limits.connections_max / 2 || handshaking >= HANDSHAKES_UNVALIDATED_MAX)
+            && !validated
+        {
+            metrics.connections_retried.inc();
+            return Admission::Retry;
+        }
+        {
+            // New connections per address are paced before any handshake
+            // work (a TLS handshake costs the server ~0.3 ms of CPU).
+            let mut rates = self.new_per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            if rates.len() > NEW_CONNECTION_RATES_KEPT {
+                rates.retain(|_, budget| !budget.is_full(now));
+            }
+            let budget = rates.entry(ip).or_insert_with(|| {
+                RequestBudget::new(limits.new_connections_per_ip_per_second_max, now)
+            });
+            if !budget.take(now) {
+                metrics.connections_refused.inc();
+                return Admission::Refuse;
+            }
+        }
+        {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let count = per_ip.entry(ip).or_insert(0);
+            if *count >= limits.connections_per_ip_max {
+                metrics.connections_refused.inc();
+                return Admission::Refuse;
+            }
+            *count += 1;
+        }
+        metrics.connections_open.inc();
+        metrics.connections_total.inc();
+        Admission::Accept(ConnectionSlot {
+            ip,
+            counters: Arc::clone(self),
+            metrics: Arc::clone(metrics),
+        })
+    }
+
+    /// A new connection's number.
+    pub(crate) fn next_conn(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Counts a handshake under way until the guard is dropped.
+    pub(crate) fn handshake(self: &Arc<Self>) -> Handshaking {
+        self.handshaking.fetch_add(1, Ordering::Relaxed);
+        Handshaking(Arc::clone(self))
+    }
+}
+
+/// A handshake under way, counted until dropped.
+pub(crate) struct Handshaking(Arc<Counters>);
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.handshaking.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What [`Counters::admit`] decides for a new connection.
+pub(crate) enum Admission {
+    /// Refused before any handshake work.
+    Refuse,
+    /// Asked to prove its address first (a QUIC retry).
+    Retry,
+    /// Admitted: its place in the counts.
+    Accept(ConnectionSlot),
+}
+
 /// Accepts connections until `shutdown` turns true.
-pub async fn serve(
+pub(crate) async fn serve(
     endpoint: quinn::Endpoint,
     core: DriverHandle,
     limits: LimitsConfig,
     metrics: Arc<Metrics>,
     keypers: Arc<super::keypers::KeyperHub>,
+    counters: Arc<Counters>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let counters = Arc::new(Counters {
-        next_conn: AtomicU64::new(1),
-        next_session: AtomicU64::new(1),
-        per_ip: Mutex::new(BTreeMap::new()),
-        handshaking: AtomicU64::new(0),
-        new_per_ip: Mutex::new(BTreeMap::new()),
-    });
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => match incoming {
@@ -83,74 +183,33 @@ pub async fn serve(
             // the endpoint, after the core has finished the batches in flight.
             _ = shutdown.changed() => break,
         };
-        let open = metrics.connections_open.get() as usize;
         let ip = incoming.remote_address().ip();
-        if open >= limits.connections_max {
-            metrics.connections_refused.inc();
-            incoming.refuse();
-            continue;
-        }
-        // Under load, or while many handshakes are unfinished, make
-        // unvalidated addresses prove they can receive before they get any
-        // state.
-        let handshaking = counters.handshaking.load(Ordering::Relaxed);
-        if (open >= limits.connections_max / 2 || handshaking >= HANDSHAKES_UNVALIDATED_MAX)
-            && !incoming.remote_address_validated()
+        let slot = match counters.admit(ip, incoming.remote_address_validated(), &limits, &metrics)
         {
-            metrics.connections_retried.inc();
-            let _ = incoming.retry();
-            continue;
-        }
-        {
-            // New connections per address are paced before any handshake
-            // work (a TLS handshake costs the server ~0.3 ms of CPU).
-            let mut rates = counters
-                .new_per_ip
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let now = Instant::now();
-            if rates.len() > NEW_CONNECTION_RATES_KEPT {
-                rates.retain(|_, budget| !budget.is_full(now));
-            }
-            let budget = rates.entry(ip).or_insert_with(|| {
-                RequestBudget::new(limits.new_connections_per_ip_per_second_max, now)
-            });
-            if !budget.take(now) {
-                metrics.connections_refused.inc();
+            Admission::Refuse => {
                 incoming.refuse();
                 continue;
             }
-        }
-        {
-            let mut per_ip = counters.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-            let count = per_ip.entry(ip).or_insert(0);
-            if *count >= limits.connections_per_ip_max {
-                metrics.connections_refused.inc();
-                incoming.refuse();
+            Admission::Retry => {
+                let _ = incoming.retry();
                 continue;
             }
-            *count += 1;
-        }
-        let conn_id = counters.next_conn.fetch_add(1, Ordering::Relaxed);
+            Admission::Accept(slot) => slot,
+        };
+        let conn_id = counters.next_conn();
         let core = core.clone();
         let metrics = Arc::clone(&metrics);
         let counters = Arc::clone(&counters);
         let shutdown = shutdown.clone();
         let keypers = Arc::clone(&keypers);
         tokio::spawn(async move {
-            metrics.connections_open.inc();
-            metrics.connections_total.inc();
             // Released however the task ends, a panic included, so that the
             // counts never leak and lock addresses out.
-            let _slot = ConnectionSlot {
-                ip,
-                counters: Arc::clone(&counters),
-                metrics: Arc::clone(&metrics),
-            };
-            counters.handshaking.fetch_add(1, Ordering::Relaxed);
+            let _slot = slot;
+            let handshaking = counters.handshake();
             let handshake_timeout = Duration::from_millis(limits.handshake_timeout_ms);
             let handshake = tokio::time::timeout(handshake_timeout, incoming).await;
-            counters.handshaking.fetch_sub(1, Ordering::Relaxed);
+            drop(handshaking);
             match handshake {
                 Ok(Ok(connection)) if super::keypers::is_keyper_connection(&connection) => {
                     let channel = channel_binding(&connection);
@@ -178,7 +237,7 @@ pub async fn serve(
 
 /// One connection's place in the open and per-address counts, given back
 /// when dropped.
-struct ConnectionSlot {
+pub(crate) struct ConnectionSlot {
     ip: IpAddr,
     counters: Arc<Counters>,
     metrics: Arc<Metrics>,
@@ -230,41 +289,144 @@ async fn connection_task(
             // No new streams; the open ones finish their work.
             _ = shutdown.changed() => return,
         };
-        let session = counters.next_session.fetch_add(1, Ordering::Relaxed);
-        let (out_tx, out_rx) = mpsc::channel(limits.outbound_queue_max);
-        if core
-            .control
-            .send(Control::Open {
-                session,
-                conn,
-                ip: connection.remote_address().ip().to_canonical(),
-                out: out_tx.clone(),
-            })
-            .is_err()
-        {
+        let ip = connection.remote_address().ip().to_canonical();
+        let stream = ClientStream {
+            send,
+            recv,
+            connection: connection.clone(),
+        };
+        if !open_session(stream, conn, ip, &core, limits, counters, channel) {
             return;
         }
-        tokio::spawn(writer(send, out_rx, Arc::clone(&core.key)));
-        tokio::spawn(reader(
-            recv,
+    }
+}
+
+/// One bidirectional stream of a client's connection, native QUIC or
+/// WebTransport: a session of the wire protocol.
+pub(crate) struct ClientStream<S, R, C> {
+    /// Where the replies go.
+    pub send: S,
+    /// Where the requests come from.
+    pub recv: R,
+    /// The connection it belongs to (closed on a framing error).
+    pub connection: C,
+}
+
+/// Opens a session for `stream` with the core and starts its reader and
+/// writer; false if the core is gone.
+pub(crate) fn open_session<S: ClientSend, R: ClientRecv, C: ClientConnection>(
+    stream: ClientStream<S, R, C>,
+    conn: ConnId,
+    ip: IpAddr,
+    core: &DriverHandle,
+    limits: LimitsConfig,
+    counters: &Counters,
+    channel: Option<ChannelBinding>,
+) -> bool {
+    let session = counters.next_session.fetch_add(1, Ordering::Relaxed);
+    let (out_tx, out_rx) = mpsc::channel(limits.outbound_queue_max);
+    if core
+        .control
+        .send(Control::Open {
             session,
-            core.clone(),
-            out_tx,
-            connection.clone(),
-            channel,
-            limits,
-        ));
+            conn,
+            ip,
+            out: out_tx.clone(),
+        })
+        .is_err()
+    {
+        return false;
+    }
+    tokio::spawn(writer(stream.send, out_rx, Arc::clone(&core.key)));
+    tokio::spawn(reader(
+        stream.recv,
+        session,
+        core.clone(),
+        out_tx,
+        stream.connection,
+        channel,
+        limits,
+    ));
+    true
+}
+
+/// The receiving half of a client's stream.
+pub(crate) trait ClientRecv: Send + 'static {
+    /// Reads some bytes into `buf`: how many, `None` once the client
+    /// finished its side, an error if the stream or connection is lost.
+    fn read_chunk(
+        &mut self,
+        buf: &mut [u8],
+    ) -> impl std::future::Future<Output = Result<Option<usize>, ()>> + Send;
+}
+
+/// The sending half of a client's stream.
+pub(crate) trait ClientSend: Send + 'static {
+    /// Writes all of `buf`; an error if the stream or connection is lost.
+    fn write_all_bytes(
+        &mut self,
+        buf: &[u8],
+    ) -> impl std::future::Future<Output = Result<(), ()>> + Send;
+    /// Finishes this side of the stream.
+    fn finish_stream(&mut self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// A client's connection, as a stream's reader closes it.
+pub(crate) trait ClientConnection: Send + Sync + 'static {
+    /// Closes it with an application error code and a reason.
+    fn close_with(&self, code: u32, reason: &[u8]);
+}
+
+impl ClientRecv for quinn::RecvStream {
+    async fn read_chunk(&mut self, buf: &mut [u8]) -> Result<Option<usize>, ()> {
+        self.read(buf).await.map_err(|_| ())
+    }
+}
+
+impl ClientSend for quinn::SendStream {
+    async fn write_all_bytes(&mut self, buf: &[u8]) -> Result<(), ()> {
+        self.write_all(buf).await.map_err(|_| ())
+    }
+    async fn finish_stream(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+impl ClientConnection for quinn::Connection {
+    fn close_with(&self, code: u32, reason: &[u8]) {
+        self.close(code.into(), reason);
+    }
+}
+
+impl ClientRecv for wtransport::RecvStream {
+    async fn read_chunk(&mut self, buf: &mut [u8]) -> Result<Option<usize>, ()> {
+        self.read(buf).await.map_err(|_| ())
+    }
+}
+
+impl ClientSend for wtransport::SendStream {
+    async fn write_all_bytes(&mut self, buf: &[u8]) -> Result<(), ()> {
+        self.write_all(buf).await.map_err(|_| ())
+    }
+    async fn finish_stream(&mut self) {
+        let _ = self.finish().await;
+    }
+}
+
+impl ClientConnection for wtransport::Connection {
+    fn close_with(&self, code: u32, reason: &[u8]) {
+        self.close(wtransport::VarInt::from_u32(code), reason);
     }
 }
 
 /// Reads frames and forwards requests; closes the connection on a framing
 /// error.
-async fn reader(
-    mut recv: quinn::RecvStream,
+async fn reader<R: ClientRecv, C: ClientConnection>(
+    mut recv: R,
     session: SessionId,
     core: DriverHandle,
     out: mpsc::Sender<Outbound>,
-    connection: quinn::Connection,
+    connection: C,
     channel: Option<ChannelBinding>,
     limits: LimitsConfig,
 ) {
@@ -288,7 +450,7 @@ async fn reader(
     // the driver answers these before it drops the session.
     let mut queued: u64 = 0;
     loop {
-        let read = recv.read(&mut chunk);
+        let read = recv.read_chunk(&mut chunk);
         let n = match frame_deadline {
             None => read.await,
             Some(deadline) => match tokio::time::timeout_at(deadline.into(), read).await {
@@ -298,7 +460,7 @@ async fn reader(
                         session,
                         "closing a connection that sends a frame too slowly"
                     );
-                    connection.close(CLOSE_PROTOCOL_ERROR.into(), b"frame not completed in time");
+                    connection.close_with(CLOSE_PROTOCOL_ERROR, b"frame not completed in time");
                     let _ = core.control.send(Control::Close {
                         session,
                         after: None,
@@ -313,10 +475,7 @@ async fn reader(
                 // The client finished its side inside a frame: that frame
                 // can never be completed.
                 tracing::debug!(session, "stream finished inside a frame");
-                connection.close(
-                    CLOSE_PROTOCOL_ERROR.into(),
-                    b"stream finished inside a frame",
-                );
+                connection.close_with(CLOSE_PROTOCOL_ERROR, b"stream finished inside a frame");
                 let _ = core.control.send(Control::Close {
                     session,
                     after: None,
@@ -388,7 +547,7 @@ async fn reader(
                     };
                     tracing::debug!(session, %error, "closing a connection for a bad frame");
                     let reason = error.to_string();
-                    connection.close(code.into(), &reason.as_bytes()[..reason.len().min(200)]);
+                    connection.close_with(code, &reason.as_bytes()[..reason.len().min(200)]);
                     let _ = core.control.send(Control::Close {
                         session,
                         after: None,
@@ -414,8 +573,8 @@ async fn reader(
 
 /// Writes queued messages, as many as are waiting in one write, signing
 /// the receipts among them.
-async fn writer(
-    mut send: quinn::SendStream,
+async fn writer<S: ClientSend>(
+    mut send: S,
     mut out: mpsc::Receiver<Outbound>,
     key: Arc<SequencerKey>,
 ) {
@@ -433,11 +592,11 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        if send.write_all(&buf).await.is_err() {
+        if send.write_all_bytes(&buf).await.is_err() {
             return;
         }
     }
     // The session ended: the client closed it, the core dropped it (too
     // slow), or the server stops.
-    let _ = send.finish();
+    send.finish_stream().await;
 }

@@ -1633,3 +1633,166 @@ async fn envelopes_made_durable_together_are_receipted_under_one_signature() {
     );
     node.stop().await;
 }
+
+/// A browser's way in (`spec/wire.md` §9): the node publishes where its
+/// WebTransport listener is and the hash of its self-signed certificate on
+/// its HTTP listener; a WebTransport session that trusts exactly that hash
+/// gets the schedule, submits a sealed envelope on a bidirectional stream
+/// and gets a receipt that verifies under the sequencer key alone — the
+/// same frames as a native stream. A session for another path is refused,
+/// and a certificate whose hash was not published is not accepted.
+#[tokio::test]
+async fn a_webtransport_session_submits_an_envelope_and_gets_a_verifiable_receipt() {
+    use sealbatch::wire::{FrameDecoder, ServerMessage};
+    use wtransport::tls::Sha256Digest;
+
+    let node = start("webtransport", |config| {
+        config.webtransport_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.metrics_listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    })
+    .await;
+    let wt = node.info.webtransport.expect("webtransport listening");
+    let (status, headers, body) =
+        common::http_get(node.info.metrics.expect("http"), "/webtransport").await;
+    assert!(status.contains("200"), "{status}");
+    assert!(
+        headers
+            .iter()
+            .any(|(k, v)| k == "cache-control" && v == "no-store")
+    );
+    let published: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(published["url"], format!("https://{wt}/sealbatch"));
+    let hashes = published["certificate_hashes"].as_array().expect("hashes");
+    assert_eq!(hashes.len(), 1);
+    let hash: [u8; 32] = hex::decode(hashes[0].as_str().expect("hex"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+
+    let connect = |hash: [u8; 32], url: String| async move {
+        let config = wtransport::ClientConfig::builder()
+            .with_bind_default()
+            .with_server_certificate_hashes([Sha256Digest::new(hash)])
+            .build();
+        let endpoint = wtransport::Endpoint::client(config).expect("a client endpoint");
+        tokio::time::timeout(Duration::from_secs(5), endpoint.connect(url))
+            .await
+            .expect("answers in time")
+    };
+    // A certificate hash the node did not publish: no session.
+    assert!(
+        connect([7; 32], format!("https://{wt}/sealbatch"))
+            .await
+            .is_err()
+    );
+    // Another path: refused.
+    assert!(connect(hash, format!("https://{wt}/other")).await.is_err());
+
+    let connection = connect(hash, format!("https://{wt}/sealbatch"))
+        .await
+        .expect("a session");
+    let (mut send, mut recv) = connection
+        .open_bi()
+        .await
+        .expect("opens")
+        .await
+        .expect("a stream");
+    let mut decoder: FrameDecoder<ServerMessage> = FrameDecoder::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut next = async || loop {
+        if let Some(message) = decoder.next_message().expect("well framed") {
+            return message;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), recv.read(&mut chunk))
+            .await
+            .expect("answers in time")
+            .expect("reads")
+            .expect("not finished");
+        decoder.extend(&chunk[..n]);
+    };
+    let mut frame = Vec::new();
+    sealbatch::wire::encode(&ClientMessage::GetSchedule { request_id: 1 }, &mut frame)
+        .expect("encodes");
+    send.write_all(&frame).await.expect("sent");
+    let ServerMessage::Schedule(schedule) = next().await else {
+        panic!("not a schedule");
+    };
+    assert_eq!(schedule.sequencer_key, node.info.sequencer_key);
+    let trader = sealbatch::envelope::generate_account_key(&mut OsRng);
+    let mut attempts = 0;
+    let receipt = loop {
+        let e = target_batch(&schedule, node::now_ms(), 30);
+        let Some((_, key)) = schedule.batch_keys.iter().find(|(b, _)| *b == e) else {
+            panic!("batch {e} not announced");
+        };
+        let key = BatchPublicKey::from_bytes(key).expect("valid key");
+        let envelope = sealed_order(
+            &trader,
+            &schedule.deployment(),
+            e,
+            &key,
+            attempts,
+            (Side::Buy, 60_000, 1),
+        );
+        frame.clear();
+        sealbatch::wire::encode(
+            &ClientMessage::Submit {
+                request_id: 2 + attempts,
+                envelope: envelope.clone(),
+            },
+            &mut frame,
+        )
+        .expect("encodes");
+        send.write_all(&frame).await.expect("sent");
+        match next().await {
+            ServerMessage::Receipt { receipt, .. } => {
+                let receipt =
+                    sealbatch::envelope::Receipt::from_bytes(&receipt).expect("a receipt");
+                assert_eq!(
+                    receipt.commitment,
+                    sealbatch::envelope::Commitment::of(&envelope)
+                );
+                assert_eq!(receipt.e, e);
+                break receipt;
+            }
+            // The batch closed on the way (a slow machine): the next one.
+            ServerMessage::Rejected {
+                code: ReasonCode::BatchClosed | ReasonCode::Busy,
+                ..
+            } if attempts < 20 => attempts += 1,
+            other => panic!("{other:?}"),
+        }
+    };
+    receipt
+        .verify(
+            &sealbatch::envelope::SequencerPublicKey::from_bytes(&node.info.sequencer_key)
+                .expect("a key"),
+        )
+        .expect("the receipt verifies under the sequencer key alone");
+    // A query bound to the connection cannot be made over WebTransport (no
+    // TLS exporter in a browser): refused as unauthorized, the session
+    // goes on.
+    let account = trader.verifying_key().to_bytes();
+    frame.clear();
+    sealbatch::wire::encode(
+        &ClientMessage::GetAccount {
+            request_id: 99,
+            account,
+            requester: account,
+            signature: [0; 64],
+        },
+        &mut frame,
+    )
+    .expect("encodes");
+    send.write_all(&frame).await.expect("sent");
+    assert!(matches!(
+        next().await,
+        ServerMessage::Error {
+            request_id: 99,
+            code: ReasonCode::Unauthorized,
+            ..
+        }
+    ));
+    send.finish().await.expect("finished");
+    node.stop().await;
+}

@@ -1,0 +1,290 @@
+//! WebTransport ingest (`spec/wire.md` §9): browsers speak QUIC to a server
+//! through WebTransport over HTTP/3, so the node serves it beside its native
+//! QUIC listener. A session's bidirectional streams carry the same frames as
+//! native streams, under the same admission, quotas and limits
+//! ([`super::server`]); the one difference is that a browser cannot export
+//! TLS keying material, so nothing on a WebTransport stream is channel-bound
+//! and signed queries are refused there (envelopes, receipts and the public
+//! queries need no binding).
+//!
+//! A browser accepts a self-signed certificate only by its SHA-256 hash
+//! (`serverCertificateHashes`) and only if it is ECDSA P-256 and valid for
+//! at most 14 days. The node makes such an identity at start, makes a new
+//! one every [`ROTATE_EVERY`] (existing sessions go on), and publishes the
+//! hashes of the current and the previous one ([`Published`]) on its HTTP
+//! listener at `GET /webtransport`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::watch;
+use wtransport::endpoint::endpoint_side::Server;
+use wtransport::{Endpoint, Identity, ServerConfig};
+
+use super::config::LimitsConfig;
+use super::handle::DriverHandle;
+use super::metrics::Metrics;
+use super::server::{Admission, ClientStream, Counters, open_session};
+
+/// Keep-alives every this long (the idle timeout is 30 s).
+const KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// The path a session must ask for.
+pub const WEBTRANSPORT_PATH: &str = "/sealbatch";
+
+/// How long an identity is valid: the most a browser accepts by hash.
+pub const IDENTITY_VALIDITY_DAYS: u32 = 14;
+
+/// How often a new identity replaces the current one: well inside its
+/// validity, so that a page that fetched the hashes a day ago still
+/// connects (the previous hash stays published until the next rotation).
+pub const ROTATE_EVERY: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Why WebTransport could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum WebTransportError {
+    /// The self-signed identity could not be made.
+    #[error("webtransport identity: {0}")]
+    Identity(String),
+    /// The UDP socket could not be bound.
+    #[error("webtransport listen {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// What `GET /webtransport` answers: where to connect and which
+/// certificates to accept.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Published {
+    /// The session URL, `https://ADDRESS/sealbatch`.
+    pub url: String,
+    /// The SHA-256 hashes (hex) of the current certificate, then the
+    /// previous one if any: a browser passes each as
+    /// `{algorithm: "sha-256", value}`.
+    pub certificate_hashes: Vec<String>,
+}
+
+/// The WebTransport listener: its endpoint and what it publishes.
+pub struct WebTransport {
+    endpoint: Endpoint<Server>,
+    published: Arc<RwLock<Published>>,
+    addr: SocketAddr,
+}
+
+fn identity() -> Result<Identity, WebTransportError> {
+    Identity::self_signed_builder()
+        .subject_alt_names(["localhost", "127.0.0.1", "::1"])
+        .from_now_utc()
+        .validity_days(IDENTITY_VALIDITY_DAYS)
+        .build()
+        .map_err(|error| WebTransportError::Identity(error.to_string()))
+}
+
+/// The hex SHA-256 of an identity's certificate (a self-signed identity
+/// has one).
+fn certificate_hash(identity: &Identity) -> String {
+    identity
+        .certificate_chain()
+        .as_slice()
+        .first()
+        .map(|certificate| hex::encode(certificate.hash().as_ref()))
+        .unwrap_or_default()
+}
+
+impl WebTransport {
+    /// Binds `addr` (a socket handed down for it if there is one) with a
+    /// fresh identity.
+    ///
+    /// # Errors
+    ///
+    /// [`WebTransportError`].
+    pub fn bind(addr: SocketAddr) -> Result<WebTransport, WebTransportError> {
+        let bind = |source| WebTransportError::Bind { addr, source };
+        let socket = crate::net::inherit::udp_socket(addr).map_err(bind)?;
+        let identity = identity()?;
+        let config = ServerConfig::builder()
+            .with_bind_socket(socket)
+            .with_identity(identity.clone_identity())
+            .keep_alive_interval(Some(KEEP_ALIVE))
+            .build();
+        let endpoint = Endpoint::server(config).map_err(bind)?;
+        let addr = endpoint.local_addr().map_err(bind)?;
+        let published = Published {
+            url: format!("https://{addr}{WEBTRANSPORT_PATH}"),
+            certificate_hashes: vec![certificate_hash(&identity)],
+        };
+        Ok(WebTransport {
+            endpoint,
+            published: Arc::new(RwLock::new(published)),
+            addr,
+        })
+    }
+
+    /// The address it listens on (the port is real even if 0 was asked).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What it publishes, as it changes.
+    #[must_use]
+    pub fn published(&self) -> Arc<RwLock<Published>> {
+        Arc::clone(&self.published)
+    }
+
+    /// Accepts sessions until `shutdown` turns true, rotating the identity
+    /// every [`ROTATE_EVERY`].
+    pub(crate) async fn serve(
+        self,
+        core: DriverHandle,
+        limits: LimitsConfig,
+        metrics: Arc<Metrics>,
+        counters: Arc<Counters>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut rotate =
+            tokio::time::interval_at(tokio::time::Instant::now() + ROTATE_EVERY, ROTATE_EVERY);
+        loop {
+            let incoming = tokio::select! {
+                incoming = self.endpoint.accept() => incoming,
+                _ = rotate.tick() => {
+                    self.rotate();
+                    continue;
+                }
+                _ = shutdown.changed() => break,
+            };
+            let ip = incoming.remote_address().ip();
+            let slot =
+                match counters.admit(ip, incoming.remote_address_validated(), &limits, &metrics) {
+                    Admission::Refuse => {
+                        incoming.refuse();
+                        continue;
+                    }
+                    Admission::Retry => {
+                        incoming.retry();
+                        continue;
+                    }
+                    Admission::Accept(slot) => slot,
+                };
+            let conn = counters.next_conn();
+            let (core, metrics, counters) =
+                (core.clone(), Arc::clone(&metrics), Arc::clone(&counters));
+            let mut shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let _slot = slot;
+                let handshaking = counters.handshake();
+                let timeout = Duration::from_millis(limits.handshake_timeout_ms);
+                let connection = match tokio::time::timeout(timeout, async {
+                    let request = incoming.await.map_err(|error| error.to_string())?;
+                    if request.path() != WEBTRANSPORT_PATH {
+                        request.not_found().await;
+                        return Err("a session for another path".to_string());
+                    }
+                    request.accept().await.map_err(|error| error.to_string())
+                })
+                .await
+                {
+                    Ok(Ok(connection)) => connection,
+                    Ok(Err(error)) => {
+                        tracing::debug!(%error, "webtransport session not opened");
+                        return;
+                    }
+                    Err(_) => {
+                        metrics.handshakes_timed_out.inc();
+                        return;
+                    }
+                };
+                drop(handshaking);
+                tracing::debug!(conn, remote = %connection.remote_address(), "webtransport session");
+                let ip = connection.remote_address().ip().to_canonical();
+                loop {
+                    let (send, recv) = tokio::select! {
+                        stream = connection.accept_bi() => match stream {
+                            Ok(stream) => stream,
+                            Err(_) => return,
+                        },
+                        _ = shutdown.changed() => return,
+                    };
+                    let stream = ClientStream {
+                        send,
+                        recv,
+                        connection: connection.clone(),
+                    };
+                    // No channel binding: a browser cannot export keying
+                    // material, so signed queries do not verify here.
+                    if !open_session(stream, conn, ip, &core, limits, &counters, None) {
+                        return;
+                    }
+                }
+            });
+        }
+        self.endpoint.close(
+            wtransport::VarInt::from_u32(super::server::CLOSE_SHUTDOWN),
+            b"shutting down",
+        );
+    }
+
+    /// A new identity for new sessions; the current one's hash stays
+    /// published as the previous.
+    fn rotate(&self) {
+        let identity = match identity() {
+            Ok(identity) => identity,
+            Err(error) => {
+                tracing::warn!(%error, "webtransport identity not rotated");
+                return;
+            }
+        };
+        // Not rebound: the same socket goes on serving (the address given
+        // here is not used).
+        let config = ServerConfig::builder()
+            .with_bind_address(self.addr)
+            .with_identity(identity.clone_identity())
+            .keep_alive_interval(Some(KEEP_ALIVE))
+            .build();
+        if let Err(error) = self.endpoint.reload_config(config, false) {
+            tracing::warn!(%error, "webtransport identity not rotated");
+            return;
+        }
+        let hash = certificate_hash(&identity);
+        let mut published = self
+            .published
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let current = published.certificate_hashes.first().cloned();
+        published.certificate_hashes = std::iter::once(hash).chain(current).collect();
+        tracing::info!("webtransport identity rotated");
+    }
+}
+
+/// `GET /webtransport`: the session URL and the certificate hashes, as JSON
+/// (`Cache-Control: no-store`: they change at every rotation).
+pub fn router(published: Arc<RwLock<Published>>) -> axum::Router {
+    axum::Router::new()
+        .route("/webtransport", axum::routing::get(publish))
+        .with_state(published)
+}
+
+async fn publish(
+    axum::extract::State(published): axum::extract::State<Arc<RwLock<Published>>>,
+) -> impl axum::response::IntoResponse {
+    let body = serde_json::to_string(
+        &*published
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
+    )
+    .unwrap_or_default();
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "application/json"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+            (axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        body,
+    )
+}
