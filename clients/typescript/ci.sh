@@ -18,4 +18,14 @@ if [ "$status" -ne 0 ]; then
 fi
 grep -E '^# (tests|pass|fail|cancelled) ' "$log" || true
 echo "typescript sdk: $([ "$status" -eq 0 ] && echo ok || echo FAILED)"
+# The node serves the SDK bundled for browsers (the trade page): it must be
+# the bundle of these sources, byte for byte.
+bundle=../../src/node/assets/sealbatch-sdk.js
+cp "$bundle" "$log.committed"
+npm run bundle --silent
+if ! cmp -s "$bundle" "$log.committed"; then
+  echo "src/node/assets/sealbatch-sdk.js is not the bundle of the SDK's sources: run npm run bundle in clients/typescript and commit it"
+  status=1
+fi
+rm -f "$log.committed"
 exit "$status"

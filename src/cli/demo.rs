@@ -45,8 +45,9 @@ pub struct DemoArgs {
     /// of one halfway), to see the release with fewer keypers.
     #[arg(long, default_value_t = 0)]
     pub keypers_down: usize,
-    /// Serve `/metrics` and the batch explorer here while the demo runs
-    /// (e.g. `127.0.0.1:9433`; open `http://127.0.0.1:9433/`).
+    /// Serve `/metrics`, the batch explorer and the trade page here while
+    /// the demo runs (e.g. `127.0.0.1:9433`; open `http://127.0.0.1:9433/`,
+    /// and `/trade` to trade from the browser over WebTransport).
     #[arg(long, value_name = "ADDR")]
     pub explorer: Option<std::net::SocketAddr>,
 }
@@ -277,6 +278,10 @@ pub fn run(args: &DemoArgs) -> CommandResult {
         data_dir: data_dir.clone(),
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         metrics_listen: args.explorer,
+        // With the explorer, the trade page and its WebTransport listener.
+        webtransport_listen: args
+            .explorer
+            .map(|_| std::net::SocketAddr::from(([127, 0, 0, 1], 0))),
         committee: committee.clone(),
         ..NodeConfig::default()
     };
@@ -307,8 +312,13 @@ pub fn run(args: &DemoArgs) -> CommandResult {
             &hex::encode(info.fingerprint)[..16],
             data_dir.display()
         );
-        if let Some(addr) = args.explorer {
+        if let Some(addr) = info.metrics {
             println!("batch explorer on http://{addr}/ (metrics on http://{addr}/metrics)");
+            if let Some(webtransport) = info.webtransport {
+                println!(
+                    "trade from a browser on http://{addr}/trade (WebTransport on {webtransport})"
+                );
+            }
         }
         println!(
             "{} traders submit sealed bundles of 16 orders at {} orders/s for {:.0} s\n",

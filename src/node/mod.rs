@@ -286,7 +286,7 @@ pub async fn run_with_faults(
     let counters = server::Counters::new();
     let webtransport = config
         .webtransport_listen
-        .map(webtransport::WebTransport::bind)
+        .map(|addr| webtransport::WebTransport::bind(addr, &sequencer_key))
         .transpose()?;
     // The HTTP listener is bound here, so the address it got (port 0: any
     // free one) is the one reported; one that cannot be bound is a warning,

@@ -68,6 +68,8 @@ pub struct Published {
     /// previous one if any: a browser passes each as
     /// `{algorithm: "sha-256", value}`.
     pub certificate_hashes: Vec<String>,
+    /// The sequencer's Ed25519 key (hex), as this node states it.
+    pub sequencer_key: String,
 }
 
 /// The WebTransport listener: its endpoint and what it publishes.
@@ -104,7 +106,10 @@ impl WebTransport {
     /// # Errors
     ///
     /// [`WebTransportError`].
-    pub fn bind(addr: SocketAddr) -> Result<WebTransport, WebTransportError> {
+    pub fn bind(
+        addr: SocketAddr,
+        sequencer_key: &[u8; 32],
+    ) -> Result<WebTransport, WebTransportError> {
         let bind = |source| WebTransportError::Bind { addr, source };
         let socket = crate::net::inherit::udp_socket(addr).map_err(bind)?;
         let identity = identity()?;
@@ -118,6 +123,7 @@ impl WebTransport {
         let published = Published {
             url: format!("https://{addr}{WEBTRANSPORT_PATH}"),
             certificate_hashes: vec![certificate_hash(&identity)],
+            sequencer_key: hex::encode(sequencer_key),
         };
         Ok(WebTransport {
             endpoint,
@@ -262,11 +268,35 @@ impl WebTransport {
     }
 }
 
+/// The trade page (`spec/explorer.md` §8) and its script.
+const TRADE_HTML: &str = include_str!("assets/trade.html");
+const TRADE_JS: &str = include_str!("assets/trade.js");
+/// The TypeScript SDK (`clients/typescript`) bundled for browsers by its
+/// `npm run bundle`; CI checks that it is the bundle of the SDK's sources.
+const SDK_JS: &str = include_str!("assets/sealbatch-sdk.js");
+
 /// `GET /webtransport`: the session URL and the certificate hashes, as JSON
-/// (`Cache-Control: no-store`: they change at every rotation).
+/// (`Cache-Control: no-store`: they change at every rotation); and the
+/// trade page that uses them, `GET /trade`, with its scripts.
 pub fn router(published: Arc<RwLock<Published>>) -> axum::Router {
+    use axum::http::header::CONTENT_TYPE;
+    let script = "text/javascript; charset=utf-8";
     axum::Router::new()
         .route("/webtransport", axum::routing::get(publish))
+        .route(
+            "/trade",
+            axum::routing::get(|| async {
+                ([(CONTENT_TYPE, "text/html; charset=utf-8")], TRADE_HTML)
+            }),
+        )
+        .route(
+            "/trade.js",
+            axum::routing::get(move || async move { ([(CONTENT_TYPE, script)], TRADE_JS) }),
+        )
+        .route(
+            "/sealbatch-sdk.js",
+            axum::routing::get(move || async move { ([(CONTENT_TYPE, script)], SDK_JS) }),
+        )
         .with_state(published)
 }
 

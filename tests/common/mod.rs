@@ -497,6 +497,144 @@ pub fn dump_dom(browser: &Path, url: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// `GET /json/list` of Chromium's DevTools HTTP server, which keeps the
+/// connection open: the body by its `Content-Length`.
+async fn devtools_list(devtools: std::net::SocketAddr) -> String {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(devtools).await else {
+        return String::new();
+    };
+    let request = "GET /json/list HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return String::new();
+    }
+    let mut response = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&response).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+                .and_then(|(_, v)| v.trim().parse::<usize>().ok());
+            if length.is_some_and(|n| body.len() >= n) {
+                return body.to_string();
+            }
+        }
+        match tokio::time::timeout(std::time::Duration::from_secs(2), stream.read(&mut chunk)).await
+        {
+            Ok(Ok(n)) if n > 0 => response.extend_from_slice(&chunk[..n]),
+            _ => return String::new(),
+        }
+    }
+}
+
+/// Opens `url` in headless Chromium (QUIC allowed, for WebTransport) and
+/// drives it over the DevTools protocol: waits until the JavaScript
+/// expression `ready` is true (polled; at most `within`), then answers the
+/// value of `read` (a JSON value).
+pub async fn run_page(
+    browser: &Path,
+    url: &str,
+    ready: &str,
+    read: &str,
+    within: std::time::Duration,
+) -> serde_json::Value {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let profile = tempfile::tempdir().expect("a profile directory");
+    let mut child = tokio::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("chromium starts");
+    let deadline = tokio::time::Instant::now() + within;
+    // Chromium writes the port it took to its profile.
+    let active = profile.path().join("DevToolsActivePort");
+    let port: u16 = loop {
+        if let Some(port) = std::fs::read_to_string(&active)
+            .ok()
+            .and_then(|text| text.lines().next().and_then(|l| l.parse().ok()))
+        {
+            break port;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no DevTools port");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let devtools = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let socket = loop {
+        let body = devtools_list(devtools).await;
+        let pages: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if let Some(socket) = pages.as_array().and_then(|pages| {
+            pages
+                .iter()
+                .find(|p| {
+                    p["type"] == "page" && p["url"].as_str().is_some_and(|u| u.starts_with(url))
+                })
+                .and_then(|p| p["webSocketDebuggerUrl"].as_str().map(str::to_string))
+        }) {
+            break socket;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no page for {url}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    // Its address as given may name `localhost`, which may resolve to [::1].
+    let path = socket
+        .split_once("/devtools/")
+        .map_or(String::new(), |(_, path)| path.to_string());
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{devtools}/devtools/{path}"))
+        .await
+        .expect("DevTools connects");
+    let mut id = 0u64;
+    let mut evaluate = async |expression: &str| -> serde_json::Value {
+        id += 1;
+        let request = serde_json::json!({
+            "id": id,
+            "method": "Runtime.evaluate",
+            "params": {"expression": expression, "returnByValue": true},
+        });
+        ws.send(Message::text(request.to_string()))
+            .await
+            .expect("sent");
+        while let Some(message) = ws.next().await {
+            let Ok(Message::Text(text)) = message else {
+                continue;
+            };
+            let reply: serde_json::Value = serde_json::from_str(&text).expect("json");
+            if reply["id"] == id {
+                return reply["result"]["result"]["value"].clone();
+            }
+        }
+        panic!("DevTools closed");
+    };
+    while evaluate(ready).await != serde_json::Value::Bool(true) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{url}: not ready in {within:?}; the page: {}",
+            evaluate("document.body.innerText").await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let value = evaluate(read).await;
+    let _ = child.kill().await;
+    value
+}
+
 /// A committee of five keypers, any three releasing, with short phases (a
 /// window certified within seconds); each keyper's keys are made in
 /// `root/keyper-{k}`.

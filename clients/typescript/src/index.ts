@@ -18,3 +18,4 @@ export * from './wire.js';
 export * from './clearing.js';
 export * from './client.js';
 export * from './stream.js';
+export * from './webtransport.js';
