@@ -28,4 +28,26 @@ if ! cmp -s "$bundle" "$log.committed"; then
   status=1
 fi
 rm -f "$log.committed"
+# The same tests of the spec's vectors and golden frames in a browser
+# (headless Chromium): the test files bundled with the spec files inlined.
+browser="$(command -v chromium || command -v chromium-browser || true)"
+if [ -n "$browser" ]; then
+  npm run browser-vectors --silent
+  profile="$(mktemp -d)"
+  page="$("$browser" --headless --no-sandbox --disable-gpu --no-first-run \
+    --disable-background-networking --virtual-time-budget=20000 \
+    --user-data-dir="$profile" --dump-dom "file://$PWD/browser/vectors.html" 2>/dev/null || true)"
+  rm -rf "$profile"
+  summary="$(printf '%s' "$page" | grep -o '<output id="result"[^<]*' || true)"
+  echo "typescript sdk in chromium: ${summary#*>}"
+  if ! printf '%s' "$summary" | grep -q 'data-status="pass"'; then
+    printf '%s' "$page" | grep -o '<li data-ok="false">[^<]*' | head -20 || true
+    status=1
+  fi
+elif [ -n "${SEALBATCH_REQUIRE_BROWSER:-}" ]; then
+  echo "SEALBATCH_REQUIRE_BROWSER is set, but chromium is not installed"
+  status=1
+else
+  echo "chromium is not installed: the SDK's tests did not run in a browser (apt-get install chromium)"
+fi
 exit "$status"
