@@ -235,6 +235,12 @@ pub async fn run_with_faults(
     let listen = endpoint.local_addr().map_err(io(&data))?;
     let metrics = Arc::new(Metrics::default());
     let sequencer_key = SequencerKey::from_seed(&key_seed).public_key().to_bytes();
+    // Bound before the driver (and Raft) start, so that a failure stops
+    // nothing half started.
+    let webtransport = config
+        .webtransport_listen
+        .map(|addr| webtransport::WebTransport::bind(addr, &sequencer_key, &config.limits))
+        .transpose()?;
     let keypers = Arc::new(keypers::KeyperHub::new(sequencer_key));
     if replica.is_some() {
         // A replica serves keypers only while it leads.
@@ -284,10 +290,6 @@ pub async fn run_with_faults(
         (None, None) => return Err(NodeError::Replication("nothing to run".into())),
     };
     let counters = server::Counters::new();
-    let webtransport = config
-        .webtransport_listen
-        .map(|addr| webtransport::WebTransport::bind(addr, &sequencer_key))
-        .transpose()?;
     // The HTTP listener is bound here, so the address it got (port 0: any
     // free one) is the one reported; one that cannot be bound is a warning,
     // not a failure of the sequencer.
@@ -344,6 +346,7 @@ pub async fn run_with_faults(
         });
     }
 
+    let (close_others, close_webtransport) = watch::channel(None);
     if let Some(webtransport) = webtransport {
         tracing::info!(
             addr = %webtransport.local_addr(),
@@ -351,10 +354,10 @@ pub async fn run_with_faults(
         );
         tokio::spawn(webtransport.serve(
             handle.clone(),
-            config.limits,
             Arc::clone(&metrics),
             Arc::clone(&counters),
             shutdown.clone(),
+            close_webtransport,
         ));
     }
     let server = tokio::spawn(server::serve(
@@ -366,7 +369,9 @@ pub async fn run_with_faults(
         counters,
         shutdown.clone(),
     ));
-    let result = driver.wait(shutdown, server, &endpoint).await;
+    let result = driver
+        .wait(shutdown, server, &endpoint, &close_others)
+        .await;
     if let Some((raft, replica_endpoint)) = raft {
         // Raft's state machine closes the replica's journal as it stops.
         cluster::stop(&raft, &replica_endpoint).await;
@@ -475,12 +480,14 @@ fn spawn_driver(
 impl DriverThread {
     /// Waits for `shutdown` (then lets the driver finish the batches in
     /// flight) or for the driver to stop by itself on a failure (then stops
-    /// the server at once); closes the endpoint either way.
+    /// the server at once); closes the endpoint either way, and tells the
+    /// other listeners (WebTransport) to close theirs with the same code.
     async fn wait(
         self,
         mut shutdown: watch::Receiver<bool>,
         server: tokio::task::JoinHandle<()>,
         endpoint: &quinn::Endpoint,
+        close_others: &watch::Sender<Option<u32>>,
     ) -> Result<(), NodeError> {
         let DriverThread {
             thread,
@@ -504,6 +511,7 @@ impl DriverThread {
             // close.
             server.abort();
             endpoint.close(server::CLOSE_UNAVAILABLE.into(), b"sequencer stopped");
+            close_others.send_replace(Some(server::CLOSE_UNAVAILABLE));
         } else {
             tracing::info!("shutting down: no new connections");
             let _ = control.send(Control::Shutdown);
@@ -514,6 +522,7 @@ impl DriverThread {
             .map_err(|_| NodeError::DriverPanicked)?;
         let _ = server.await;
         endpoint.close(server::CLOSE_SHUTDOWN.into(), b"shutting down");
+        close_others.send_replace(Some(server::CLOSE_SHUTDOWN));
         let _ = tokio::time::timeout(Duration::from_secs(2), endpoint.wait_idle()).await;
         result?;
         if stopped_by_itself {

@@ -9,10 +9,12 @@
 //!
 //! A browser accepts a self-signed certificate only by its SHA-256 hash
 //! (`serverCertificateHashes`) and only if it is ECDSA P-256 and valid for
-//! at most 14 days. The node makes such an identity at start, makes a new
-//! one every [`ROTATE_EVERY`] (existing sessions go on), and publishes the
-//! hashes of the current and the previous one ([`Published`]) on its HTTP
-//! listener at `GET /webtransport`.
+//! at most 14 days. The node makes two such identities at start, the
+//! current one and the next; every [`ROTATE_EVERY`] the next becomes
+//! current (existing sessions go on) and a new next is made. It publishes
+//! both hashes ([`Published`]) on its HTTP listener at `GET /webtransport`,
+//! so a page that fetched them up to one rotation ago still connects after
+//! the switch.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
@@ -37,10 +39,10 @@ pub const WEBTRANSPORT_PATH: &str = "/sealbatch";
 /// How long an identity is valid: the most a browser accepts by hash.
 pub const IDENTITY_VALIDITY_DAYS: u32 = 14;
 
-/// How often a new identity replaces the current one: well inside its
-/// validity, so that a page that fetched the hashes a day ago still
-/// connects (the previous hash stays published until the next rotation).
-pub const ROTATE_EVERY: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often the next identity becomes current: an identity is made one
+/// rotation before it is used and used for one rotation, 12 of its 14
+/// days.
+pub const ROTATE_EVERY: Duration = Duration::from_secs(6 * 24 * 3600);
 
 /// Why WebTransport could not start.
 #[derive(Debug, thiserror::Error)]
@@ -64,9 +66,8 @@ pub enum WebTransportError {
 pub struct Published {
     /// The session URL, `https://ADDRESS/sealbatch`.
     pub url: String,
-    /// The SHA-256 hashes (hex) of the current certificate, then the
-    /// previous one if any: a browser passes each as
-    /// `{algorithm: "sha-256", value}`.
+    /// The SHA-256 hashes (hex) of the current certificate, then of the
+    /// next: a browser passes each as `{algorithm: "sha-256", value}`.
     pub certificate_hashes: Vec<String>,
     /// The sequencer's Ed25519 key (hex), as this node states it.
     pub sequencer_key: String,
@@ -77,6 +78,41 @@ pub struct WebTransport {
     endpoint: Endpoint<Server>,
     published: Arc<RwLock<Published>>,
     addr: SocketAddr,
+    limits: LimitsConfig,
+    /// The identity that becomes current at the next rotation.
+    next: Identity,
+}
+
+/// The QUIC settings of a WebTransport session: the configured bounds of a
+/// native connection (streams, windows, idle time), one bidirectional
+/// stream more for HTTP/3's extended CONNECT and HTTP/3's three
+/// unidirectional control streams.
+fn transport(limits: &LimitsConfig) -> quinn::TransportConfig {
+    let bounds = limits.transport();
+    let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_bidi_streams((bounds.streams_per_connection_max.saturating_add(1)).into())
+        .max_concurrent_uni_streams(3u32.into())
+        .stream_receive_window(bounds.stream_receive_window.into())
+        .receive_window(bounds.connection_receive_window.into())
+        .send_window(bounds.send_window)
+        .max_idle_timeout(quinn::IdleTimeout::try_from(bounds.idle_timeout).ok())
+        .keep_alive_interval(Some(KEEP_ALIVE));
+    t
+}
+
+/// A server configuration presenting `identity` under `limits`.
+fn config(
+    bind: wtransport::config::ServerConfigBuilder<wtransport::config::states::WantsIdentity>,
+    identity: &Identity,
+    limits: &LimitsConfig,
+) -> ServerConfig {
+    let mut config = bind
+        .with_custom_transport(identity.clone_identity(), transport(limits))
+        .build();
+    config
+        .quic_config_mut()
+        .max_incoming(limits.transport().incoming_max);
+    config
 }
 
 fn identity() -> Result<Identity, WebTransportError> {
@@ -109,26 +145,29 @@ impl WebTransport {
     pub fn bind(
         addr: SocketAddr,
         sequencer_key: &[u8; 32],
+        limits: &LimitsConfig,
     ) -> Result<WebTransport, WebTransportError> {
         let bind = |source| WebTransportError::Bind { addr, source };
         let socket = crate::net::inherit::udp_socket(addr).map_err(bind)?;
-        let identity = identity()?;
-        let config = ServerConfig::builder()
-            .with_bind_socket(socket)
-            .with_identity(identity.clone_identity())
-            .keep_alive_interval(Some(KEEP_ALIVE))
-            .build();
-        let endpoint = Endpoint::server(config).map_err(bind)?;
+        let (current, next) = (identity()?, identity()?);
+        let endpoint = Endpoint::server(config(
+            ServerConfig::builder().with_bind_socket(socket),
+            &current,
+            limits,
+        ))
+        .map_err(bind)?;
         let addr = endpoint.local_addr().map_err(bind)?;
         let published = Published {
             url: format!("https://{addr}{WEBTRANSPORT_PATH}"),
-            certificate_hashes: vec![certificate_hash(&identity)],
+            certificate_hashes: vec![certificate_hash(&current), certificate_hash(&next)],
             sequencer_key: hex::encode(sequencer_key),
         };
         Ok(WebTransport {
             endpoint,
             published: Arc::new(RwLock::new(published)),
             addr,
+            limits: *limits,
+            next,
         })
     }
 
@@ -145,15 +184,18 @@ impl WebTransport {
     }
 
     /// Accepts sessions until `shutdown` turns true, rotating the identity
-    /// every [`ROTATE_EVERY`].
+    /// every [`ROTATE_EVERY`]; the sessions open then go on until `close`
+    /// says with which code to close the endpoint (when the node closes its
+    /// native one: after the batches in flight, or at once on a failure).
     pub(crate) async fn serve(
-        self,
+        mut self,
         core: DriverHandle,
-        limits: LimitsConfig,
         metrics: Arc<Metrics>,
         counters: Arc<Counters>,
         mut shutdown: watch::Receiver<bool>,
+        mut close: watch::Receiver<Option<u32>>,
     ) {
+        let limits = self.limits;
         let mut rotate =
             tokio::time::interval_at(tokio::time::Instant::now() + ROTATE_EVERY, ROTATE_EVERY);
         loop {
@@ -164,6 +206,7 @@ impl WebTransport {
                     continue;
                 }
                 _ = shutdown.changed() => break,
+                _ = close.changed() => break,
             };
             let ip = incoming.remote_address().ip();
             let slot =
@@ -230,16 +273,22 @@ impl WebTransport {
                 }
             });
         }
-        self.endpoint.close(
-            wtransport::VarInt::from_u32(super::server::CLOSE_SHUTDOWN),
-            b"shutting down",
-        );
+        let code = loop {
+            if let Some(code) = *close.borrow_and_update() {
+                break code;
+            }
+            if close.changed().await.is_err() {
+                break super::server::CLOSE_SHUTDOWN;
+            }
+        };
+        self.endpoint
+            .close(wtransport::VarInt::from_u32(code), b"shutting down");
     }
 
-    /// A new identity for new sessions; the current one's hash stays
-    /// published as the previous.
-    fn rotate(&self) {
-        let identity = match identity() {
+    /// The next identity becomes current for new sessions, and a new next
+    /// is made; both hashes are published.
+    fn rotate(&mut self) {
+        let next = match identity() {
             Ok(identity) => identity,
             Err(error) => {
                 tracing::warn!(%error, "webtransport identity not rotated");
@@ -248,23 +297,49 @@ impl WebTransport {
         };
         // Not rebound: the same socket goes on serving (the address given
         // here is not used).
-        let config = ServerConfig::builder()
-            .with_bind_address(self.addr)
-            .with_identity(identity.clone_identity())
-            .keep_alive_interval(Some(KEEP_ALIVE))
-            .build();
-        if let Err(error) = self.endpoint.reload_config(config, false) {
+        let reloaded = config(
+            ServerConfig::builder().with_bind_address(self.addr),
+            &self.next,
+            &self.limits,
+        );
+        if let Err(error) = self.endpoint.reload_config(reloaded, false) {
             tracing::warn!(%error, "webtransport identity not rotated");
             return;
         }
-        let hash = certificate_hash(&identity);
-        let mut published = self
-            .published
+        let current = std::mem::replace(&mut self.next, next);
+        let hashes = vec![certificate_hash(&current), certificate_hash(&self.next)];
+        self.published
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let current = published.certificate_hashes.first().cloned();
-        published.certificate_hashes = std::iter::once(hash).chain(current).collect();
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .certificate_hashes = hashes;
         tracing::info!("webtransport identity rotated");
+    }
+}
+
+/// The session URL for a page fetched from `host` (a `Host` header):
+/// `url` itself unless it names an unspecified address (a listener on
+/// every address), whose host is replaced by the one the page used.
+fn session_url(url: &str, host: Option<&str>) -> String {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return url.to_string();
+    };
+    let Some((authority, path)) = rest.split_once('/') else {
+        return url.to_string();
+    };
+    let Ok(addr) = authority.parse::<SocketAddr>() else {
+        return url.to_string();
+    };
+    if !addr.ip().is_unspecified() {
+        return url.to_string();
+    }
+    // The host without its port: a bracketed IPv6 address, or up to ':'.
+    let name = host.and_then(|host| match host.strip_prefix('[') {
+        Some(v6) => v6.split_once(']').map(|(ip, _)| format!("[{ip}]")),
+        None => host.split(':').next().map(str::to_string),
+    });
+    match name.filter(|n| !n.is_empty()) {
+        Some(name) => format!("https://{name}:{}/{path}", addr.port()),
+        None => url.to_string(),
     }
 }
 
@@ -302,13 +377,19 @@ pub fn router(published: Arc<RwLock<Published>>) -> axum::Router {
 
 async fn publish(
     axum::extract::State(published): axum::extract::State<Arc<RwLock<Published>>>,
+    headers: axum::http::HeaderMap,
 ) -> impl axum::response::IntoResponse {
-    let body = serde_json::to_string(
-        &*published
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner),
-    )
-    .unwrap_or_default();
+    let mut answer = published
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    // Listening on every address (0.0.0.0 or [::]): the session is at the
+    // host the page was fetched from.
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    answer.url = session_url(&answer.url, host);
+    let body = serde_json::to_string(&answer).unwrap_or_default();
     (
         [
             (axum::http::header::CONTENT_TYPE, "application/json"),
@@ -317,4 +398,31 @@ async fn publish(
         ],
         body,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::session_url;
+
+    #[test]
+    fn a_listener_on_every_address_is_reached_at_the_pages_host() {
+        let any = "https://0.0.0.0:4434/sealbatch";
+        assert_eq!(
+            session_url(any, Some("trade.example:9433")),
+            "https://trade.example:4434/sealbatch"
+        );
+        assert_eq!(
+            session_url(any, Some("[2001:db8::1]:9433")),
+            "https://[2001:db8::1]:4434/sealbatch"
+        );
+        assert_eq!(
+            session_url("https://[::]:4434/sealbatch", Some("10.0.0.7")),
+            "https://10.0.0.7:4434/sealbatch"
+        );
+        // No host: as it is.
+        assert_eq!(session_url(any, None), any);
+        // A listener on one address keeps it, whatever the page's host.
+        let one = "https://127.0.0.1:4434/sealbatch";
+        assert_eq!(session_url(one, Some("evil.example")), one);
+    }
 }

@@ -1662,12 +1662,22 @@ async fn a_webtransport_session_submits_an_envelope_and_gets_a_verifiable_receip
     );
     let published: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(published["url"], format!("https://{wt}/sealbatch"));
+    assert_eq!(
+        published["sequencer_key"],
+        hex::encode(node.info.sequencer_key)
+    );
+    // The current certificate's hash and the next one's (made ahead, so a
+    // page that fetched these still connects after the next rotation).
     let hashes = published["certificate_hashes"].as_array().expect("hashes");
-    assert_eq!(hashes.len(), 1);
-    let hash: [u8; 32] = hex::decode(hashes[0].as_str().expect("hex"))
-        .expect("hex")
-        .try_into()
-        .expect("32 bytes");
+    assert_eq!(hashes.len(), 2);
+    assert_ne!(hashes[0], hashes[1]);
+    let decode = |value: &serde_json::Value| -> [u8; 32] {
+        hex::decode(value.as_str().expect("hex"))
+            .expect("hex")
+            .try_into()
+            .expect("32 bytes")
+    };
+    let (hash, next) = (decode(&hashes[0]), decode(&hashes[1]));
 
     let connect = |hash: [u8; 32], url: String| async move {
         let config = wtransport::ClientConfig::builder()
@@ -1687,6 +1697,12 @@ async fn a_webtransport_session_submits_an_envelope_and_gets_a_verifiable_receip
     );
     // Another path: refused.
     assert!(connect(hash, format!("https://{wt}/other")).await.is_err());
+    // The next certificate is not presented before its rotation.
+    assert!(
+        connect(next, format!("https://{wt}/sealbatch"))
+            .await
+            .is_err()
+    );
 
     let connection = connect(hash, format!("https://{wt}/sealbatch"))
         .await

@@ -51,11 +51,20 @@ export interface WebTransportConnection {
 export async function connectWebTransport(info: WebTransportInfo, opts: StreamTransportOptions = {}): Promise<WebTransportConnection> {
   const WT = (globalThis as { WebTransport?: typeof WebTransport }).WebTransport;
   if (WT === undefined) throw new SealbatchError('Refused', 'this runtime has no WebTransport');
+  if (!info.certificate_hashes.every((h) => /^[0-9a-f]{64}$/.test(h))) {
+    throw new SealbatchError('Invalid', 'a certificate hash is not 64 lowercase hex digits');
+  }
   const session = new WT(info.url, {
     serverCertificateHashes: info.certificate_hashes.map((h) => ({ algorithm: 'sha-256', value: fromHex(h) as Uint8Array<ArrayBuffer> })),
   });
-  await session.ready;
-  const stream = await session.createBidirectionalStream();
+  let stream: WebTransportBidirectionalStream;
+  try {
+    await session.ready;
+    stream = await session.createBidirectionalStream();
+  } catch (err) {
+    session.close();
+    throw new SealbatchError('Refused', `webtransport: ${String(err)}`);
+  }
   return {
     transport: new StreamTransport(stream, opts),
     close: () => session.close(),

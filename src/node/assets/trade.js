@@ -73,7 +73,14 @@ function showAccount() {
 
 async function connect() {
   state.info = await sb.fetchWebTransportInfo('');
+  // `?sequencer=HEX` pins the key this page checks everything against;
+  // without it the page takes the key the node states (and shows it).
+  const pinned = new URLSearchParams(location.search).get('sequencer');
+  if (pinned !== null && pinned.toLowerCase() !== state.info.sequencer_key) {
+    throw new Error(`the node states sequencer key ${state.info.sequencer_key}, not the pinned ${pinned}`);
+  }
   state.sequencerKey = sb.fromHex(state.info.sequencer_key);
+  $('sequencer-key').textContent = `${state.info.sequencer_key}${pinned === null ? ' (as the node states it: pin it with ?sequencer=…)' : ' (pinned)'}`;
   state.conn = await sb.connectWebTransport(state.info, {
     onPush,
     onClose: (err) => log(`session closed: ${err.message}`),
@@ -122,11 +129,12 @@ async function fund(seed) {
   log(`funded ${sb.toHex(account).slice(0, 16)}… with ${assets.size} assets`);
 }
 
-/** The batch to seal to: open long enough from now, with a trusted key. */
+/** The batch to seal to: open long enough from now, with a trusted key (never one the schedule says closed, whatever this browser's clock says). */
 function targetBatch() {
   const s = state.trusted.schedule;
   const now = BigInt(Date.now()) + 30n;
   let e = now < s.genesisMs ? 0n : (now - s.genesisMs) / s.batchLengthMs;
+  if (e < s.openBatch) e = s.openBatch;
   while (!state.trusted.keys.has(e)) {
     e += 1n;
     if (e > s.openBatch + 64n) throw new Error('no trusted batch key ahead');
@@ -148,7 +156,13 @@ async function submit(seed, order) {
       const { receipt, sealed } = await state.client.submit(seed, e, state.nonce, [{ ...order, clientOrderId: state.nonce }]);
       return { e, receipt, sealed };
     } catch (err) {
-      if (attempt < 10 && /rejected (4|14)\b/.test(String(err.message))) continue;
+      // Closed on the way, not announced yet, full: the next batch. Busy:
+      // after the wait the sequencer asks for.
+      const code = /rejected (\d+)/.exec(String(err.message));
+      if (attempt < 10 && code !== null && ['2', '3', '4', '6'].includes(code[1])) {
+        if (code[1] === '6') await new Promise((resolve) => setTimeout(resolve, 100));
+        continue;
+      }
       throw err;
     }
   }
