@@ -1809,6 +1809,29 @@ async fn a_webtransport_session_submits_an_envelope_and_gets_a_verifiable_receip
             ..
         }
     ));
+    // A session is held to the configured streams per connection, as a
+    // native connection is: with this one open, three more are allowed
+    // (default 4); a fifth waits for one of them to end.
+    let limit = sealbatch::node::config::LimitsConfig::default().streams_per_connection_max;
+    let mut more = Vec::new();
+    for _ in 1..limit {
+        let stream = tokio::time::timeout(Duration::from_secs(5), async {
+            connection.open_bi().await.expect("opens").await
+        })
+        .await
+        .expect("allowed at once")
+        .expect("a stream");
+        more.push(stream);
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), async {
+            connection.open_bi().await.expect("opens").await
+        })
+        .await
+        .is_err(),
+        "a stream beyond streams_per_connection_max was opened"
+    );
+    drop(more);
     send.finish().await.expect("finished");
     node.stop().await;
 }
